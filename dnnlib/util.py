@@ -1,0 +1,135 @@
+"""Helpers EG3D code expects from `dnnlib.util`: EasyDict, name lookup, local URL opening, cache dirs."""
+
+import importlib
+import os
+import urllib.parse
+from typing import Any
+
+#----------------------------------------------------------------------------
+
+class EasyDict(dict):
+    """A dict whose items can also be read and written as attributes."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self[name] = value
+
+    def __delattr__(self, name: str) -> None:
+        del self[name]
+
+#----------------------------------------------------------------------------
+# Looking up objects by their dotted name.
+
+def get_module_from_obj_name(obj_name: str):
+    """Split 'pkg.mod.Obj.attr' into (imported module, 'Obj.attr'), importing the longest module prefix."""
+    parts = obj_name.split('.')
+    for i in range(len(parts), 0, -1):
+        module_name = '.'.join(parts[:i])
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            # Only swallow "this prefix is not a module"; a module that fails on its own import is a real error.
+            if err.name is not None and not module_name.startswith(err.name) and not err.name.startswith(module_name):
+                raise
+            continue
+        local = '.'.join(parts[i:])
+        try:
+            get_obj_from_module(module, local)
+        except AttributeError:
+            continue
+        return module, local
+    raise ValueError(f'cannot find "{obj_name}": no importable module holds it')
+
+
+def get_obj_from_module(module, obj_name: str) -> Any:
+    """Follow a dotted attribute path inside a module ('' returns the module)."""
+    obj = module
+    for part in (obj_name.split('.') if obj_name else []):
+        obj = getattr(obj, part)
+    return obj
+
+
+def get_obj_by_name(name: str) -> Any:
+    """Return the object that a fully qualified dotted name refers to."""
+    module, local = get_module_from_obj_name(name)
+    return get_obj_from_module(module, local)
+
+
+def call_func_by_name(*args, func_name: str = None, **kwargs) -> Any:
+    """Look up a callable by name and call it."""
+    assert func_name is not None
+    func = get_obj_by_name(func_name)
+    if not callable(func):
+        raise TypeError(f'"{func_name}" is not callable')
+    return func(*args, **kwargs)
+
+
+def construct_class_by_name(*args, class_name: str = None, **kwargs) -> Any:
+    """Look up a class by name and instantiate it: EG3D's way of building configurable modules."""
+    return call_func_by_name(*args, func_name=class_name, **kwargs)
+
+
+def get_top_level_function_name(obj: Any) -> str:
+    """Fully qualified name of a top-level function."""
+    return f'{obj.__module__}.{obj.__name__}'
+
+#----------------------------------------------------------------------------
+# Files and caches. There is no network here: URLs must name local files.
+
+def is_url(obj: Any, allow_file_urls: bool = False) -> bool:
+    """True for 'scheme://...' strings (file:// only when allowed)."""
+    if not isinstance(obj, str) or '://' not in obj:
+        return False
+    if obj.startswith('file://'):
+        return allow_file_urls
+    return bool(urllib.parse.urlparse(obj).scheme)
+
+
+def url_to_path(url: str) -> str:
+    """Turn a local path or file:// URL into a filesystem path; refuse network URLs with a clear message."""
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme == 'file':
+        return urllib.parse.unquote(parsed.path)
+    if parsed.scheme in ('', ) or (len(parsed.scheme) == 1 and os.name == 'nt'):
+        return url
+    raise IOError(f'cannot open "{url}": eg3d-rlhf does not use the network; download it and pass the local path')
+
+
+def open_url(url: str, cache_dir: str = None, num_attempts: int = 1, verbose: bool = True, return_filename: bool = False, cache: bool = True) -> Any:
+    """Open a local path or file:// URL for binary reading (EG3D's signature; network URLs are refused)."""
+    _ = cache_dir, num_attempts, verbose, cache
+    path = url_to_path(url)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'no such file: "{path}"')
+    if return_filename:
+        return path
+    return open(path, 'rb')
+
+
+def make_cache_dir_path(*paths: str) -> str:
+    """Path inside the cache dir: $EG3D_RLHF_CACHE, else $XDG_CACHE_HOME/eg3d-rlhf, else ~/.cache/eg3d-rlhf."""
+    if 'EG3D_RLHF_CACHE' in os.environ:
+        root = os.environ['EG3D_RLHF_CACHE']
+    elif 'XDG_CACHE_HOME' in os.environ:
+        root = os.path.join(os.environ['XDG_CACHE_HOME'], 'eg3d-rlhf')
+    else:
+        root = os.path.join(os.path.expanduser('~'), '.cache', 'eg3d-rlhf')
+    return os.path.join(root, *paths)
+
+
+def format_time(seconds: float) -> str:
+    """Human-readable duration, as in EG3D's status lines."""
+    s = int(round(seconds))
+    if s < 60:
+        return f'{s}s'
+    if s < 60 * 60:
+        return f'{s // 60}m {s % 60:02d}s'
+    if s < 24 * 60 * 60:
+        return f'{s // 3600}h {(s // 60) % 60:02d}m {s % 60:02d}s'
+    return f'{s // 86400}d {(s // 3600) % 24:02d}h {(s // 60) % 60:02d}m'
+

@@ -1,0 +1,49 @@
+"""Shared pytest fixtures: where the reference data lives, golden loading, pinned renderer randomness."""
+
+import os
+
+import pytest
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def shared_dir():
+    """$EG3D_RLHF_SHARED if set, else ../shared beside the checkout."""
+    return os.environ.get('EG3D_RLHF_SHARED', os.path.join(os.path.dirname(REPO), 'shared'))
+
+
+def shared_file(*parts):
+    """Path of a reference file; skip the test, naming the file, when it is absent."""
+    path = os.path.join(shared_dir(), *parts)
+    if not os.path.isfile(path):
+        pytest.skip(f'reference file not found: {path} (set EG3D_RLHF_SHARED to the folder holding eg3d_reference/)')
+    return path
+
+
+_golden_cache = {}
+
+def load_golden(name):
+    """Load (once per session) a golden file from eg3d_reference/, e.g. 'golden_ffhq512_small.pt'."""
+    if name not in _golden_cache:
+        _golden_cache[name] = torch.load(shared_file('eg3d_reference', name), weights_only=False)
+    return _golden_cache[name]
+
+
+@pytest.fixture(params=['golden_ffhq512_small.pt', 'golden_shapenet128_small.pt'], ids=['ffhq512', 'shapenet128'])
+def golden(request):
+    """Each golden in turn."""
+    return load_golden(request.param)
+
+
+@pytest.fixture
+def pinned_rand(monkeypatch):
+    """Make torch.rand_like and torch.rand return 0.5 everywhere, as the goldens' reference run did."""
+    monkeypatch.setattr(torch, 'rand_like', lambda x, *a, **k: torch.full_like(x, 0.5, dtype=k.get('dtype', x.dtype)))
+    def rand(*size, **k):
+        if len(size) == 1 and isinstance(size[0], (tuple, list, torch.Size)):
+            size = tuple(size[0])
+        k.pop('generator', None)
+        k.pop('requires_grad', None)
+        return torch.full(size, 0.5, **k)
+    monkeypatch.setattr(torch, 'rand', rand)
