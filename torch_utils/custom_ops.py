@@ -1,0 +1,122 @@
+"""Build-and-load machinery for optional C++/CUDA plugins; any failure falls back to the reference ops."""
+
+import hashlib
+import os
+import re
+import shutil
+import uuid
+import warnings
+
+import torch
+
+import dnnlib
+
+#----------------------------------------------------------------------------
+# Global options.
+
+verbosity = 'brief'     # How much to print while setting up a plugin: 'none', 'brief' or 'full'.
+
+#----------------------------------------------------------------------------
+# Cache key: contents of every source/header file plus the GPU that will run the code.
+
+def _device_tag():
+    """Mangled name of the current CUDA device, or 'cpu' where there is none."""
+    if not torch.cuda.is_available():
+        return 'cpu'
+    return re.sub('[^a-z0-9_-]', '-', torch.cuda.get_device_name().lower())
+
+
+def _source_digest(files):
+    """MD5 over the base names and bytes of `files` (order-independent)."""
+    md5 = hashlib.md5()
+    for path in sorted(files, key=os.path.basename):
+        md5.update(os.path.basename(path).encode('utf-8') + b'\0')
+        with open(path, 'rb') as fp:
+            md5.update(fp.read())
+        md5.update(b'\0')
+    return md5.hexdigest()
+
+
+def build_dir(module_name, files):
+    """Cache folder that holds (or will hold) the build of `module_name` from exactly these files on this device."""
+    return dnnlib.make_cache_dir_path('torch_extensions', module_name, f'{_source_digest(files)}-{_device_tag()}')
+
+
+def _stage_sources(files, target_dir):
+    """Copy `files` into `target_dir` once, atomically, so concurrent processes never see a half-written folder."""
+    if os.path.isdir(target_dir):
+        return
+    parent = os.path.dirname(target_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp_dir = os.path.join(parent, f'srctmp-{uuid.uuid4().hex}')
+    os.makedirs(tmp_dir)
+    for path in files:
+        shutil.copyfile(path, os.path.join(tmp_dir, os.path.basename(path)))
+    try:
+        os.replace(tmp_dir, target_dir)
+    except OSError:             # Another process got there first.
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        if not os.path.isdir(target_dir):
+            raise
+
+#----------------------------------------------------------------------------
+# Main entry point.
+
+_cached_plugins = dict()        # module_name => loaded module, or None after a failure (so we warn only once).
+
+def _one_line(err):
+    """Short, single-line description of an exception for a warning."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    text = f'{type(err).__name__}: {lines[0] if lines else ""}'
+    return text if len(text) <= 200 else text[:197] + '...'
+
+
+def get_plugin(module_name, sources, headers=None, source_dir=None, **build_kwargs):
+    """Compile (once per source digest and device) and load a torch extension; return None if that is impossible.
+
+    `sources` and `headers` are file names, relative to `source_dir` when given. They are copied into
+    `<cache>/torch_extensions/<module_name>/<digest>-<device>/` and built there with ninja via
+    `torch.utils.cpp_extension.load(**build_kwargs)`; later calls (and later processes) reuse that build.
+    Any failure issues one warning per module name and returns None, so callers use their reference path.
+    Setting the environment variable EG3D_RLHF_CUSTOM_OPS=0 turns plugins off silently.
+    """
+    assert verbosity in ['none', 'brief', 'full']
+    if module_name in _cached_plugins:
+        return _cached_plugins[module_name]
+    if os.environ.get('EG3D_RLHF_CUSTOM_OPS', '1') == '0':
+        return None
+
+    headers = list(headers or [])
+    files = list(sources) + headers
+    if source_dir is not None:
+        files = [os.path.join(source_dir, name) for name in files]
+    source_paths = files[:len(sources)]
+    if verbosity == 'full':
+        print(f'Setting up PyTorch plugin "{module_name}"...')
+    elif verbosity == 'brief':
+        print(f'Setting up PyTorch plugin "{module_name}"... ', end='', flush=True)
+
+    try:
+        import torch.utils.cpp_extension # pylint: disable=import-outside-toplevel
+        assert len(set(os.path.basename(path) for path in files)) == len(files), 'source file names must be unique'
+        target_dir = build_dir(module_name, files)
+        _stage_sources(files, target_dir)
+        staged = [os.path.join(target_dir, os.path.basename(path)) for path in source_paths]
+        module = torch.utils.cpp_extension.load(name=module_name, sources=staged, build_directory=target_dir,
+            verbose=(verbosity == 'full'), **build_kwargs)
+    except Exception as err: # pylint: disable=broad-except
+        if verbosity == 'brief':
+            print('Failed!')
+        warnings.warn(f'Custom op "{module_name}" unavailable ({_one_line(err)}); using the reference implementation.',
+            RuntimeWarning, stacklevel=2)
+        module = None
+    else:
+        if verbosity == 'full':
+            print(f'Done setting up PyTorch plugin "{module_name}".')
+        elif verbosity == 'brief':
+            print('Done.')
+
+    _cached_plugins[module_name] = module
+    return module
+
+#----------------------------------------------------------------------------

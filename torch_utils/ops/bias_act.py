@@ -1,0 +1,175 @@
+"""Fused bias + activation + gain + clamp, with the activation table EG3D/StyleGAN3 networks use."""
+
+import os
+
+import numpy as np
+import torch
+
+import dnnlib
+from .. import custom_ops
+from .. import misc
+
+#----------------------------------------------------------------------------
+# Activation table. `func` is the reference formula; `def_alpha`/`def_gain` are the defaults used when the
+# caller passes None; `cuda_idx` selects the function inside the CUDA kernel; `ref` names what the kernel's
+# backward pass needs to see ('x' = the pre-activation, 'y' = the output); `has_2nd_grad` says whether the
+# second derivative is nonzero, i.e. whether the kernel must support double backward.
+
+def _entry(func, def_alpha, def_gain, cuda_idx, ref, has_2nd_grad):
+    return dnnlib.EasyDict(func=func, def_alpha=def_alpha, def_gain=def_gain, cuda_idx=cuda_idx, ref=ref, has_2nd_grad=has_2nd_grad)
+
+activation_funcs = {
+    'linear':   _entry(lambda x, **_:         x,                                          0,   1,          1, '',  False),
+    'relu':     _entry(lambda x, **_:         torch.nn.functional.relu(x),                0,   np.sqrt(2), 2, 'y', False),
+    'lrelu':    _entry(lambda x, alpha, **_:  torch.nn.functional.leaky_relu(x, alpha),   0.2, np.sqrt(2), 3, 'y', False),
+    'tanh':     _entry(lambda x, **_:         torch.tanh(x),                              0,   1,          4, 'y', True),
+    'sigmoid':  _entry(lambda x, **_:         torch.sigmoid(x),                           0,   1,          5, 'y', True),
+    'elu':      _entry(lambda x, **_:         torch.nn.functional.elu(x),                 0,   1,          6, 'y', True),
+    'selu':     _entry(lambda x, **_:         torch.nn.functional.selu(x),                0,   1,          7, 'y', True),
+    'softplus': _entry(lambda x, **_:         torch.nn.functional.softplus(x),            0,   1,          8, 'y', True),
+    'swish':    _entry(lambda x, **_:         torch.sigmoid(x) * x,                       0,   np.sqrt(2), 9, 'x', True),
+}
+
+#----------------------------------------------------------------------------
+# Optional compiled plugin (only asked for when a CUDA tensor arrives).
+
+_plugin = None
+_null_tensor = torch.empty([0])
+
+def _init():
+    """Load the plugin on first use; True when it is available."""
+    global _plugin
+    if _plugin is None:
+        _plugin = custom_ops.get_plugin(
+            module_name         = 'bias_act_plugin',
+            sources             = ['bias_act.cpp', 'bias_act.cu'],
+            headers             = ['bias_act.h'],
+            source_dir          = os.path.dirname(__file__),
+            extra_cuda_cflags   = ['--use_fast_math'],
+        )
+    return _plugin is not None
+
+#----------------------------------------------------------------------------
+
+def bias_act(x, b=None, dim=1, act='linear', alpha=None, gain=None, clamp=None, impl='cuda'):
+    r"""Compute `clamp(act(x + b, alpha) * gain, -clamp, +clamp)`; every step is optional.
+
+    Args:
+        x:      Input tensor of any shape.
+        b:      1-D bias of length `x.shape[dim]`, same dtype as `x`, or None.
+        dim:    Dimension of `x` that `b` runs along (ignored without `b`).
+        act:    Key of `activation_funcs` ('linear' disables the activation).
+        alpha:  Shape parameter of the activation (lrelu slope), None = table default.
+        gain:   Output scale, None = table default (e.g. sqrt(2) for lrelu). Pass 1 for no scaling.
+        clamp:  Clamp the result to [-clamp, +clamp], None = no clamping.
+        impl:   'cuda' (compiled kernel for CUDA tensors when it loads, else reference) or 'ref'.
+
+    Returns:
+        Tensor with the shape and dtype of `x`.
+    """
+    assert isinstance(x, torch.Tensor)
+    assert impl in ['ref', 'cuda']
+    if impl == 'cuda' and x.device.type == 'cuda' and _init():
+        return _bias_act_cuda(dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp).apply(x, b)
+    return _bias_act_ref(x=x, b=b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
+
+#----------------------------------------------------------------------------
+
+def _resolve(act, alpha, gain, clamp):
+    """Fill in table defaults; clamp < 0 means 'no clamping'."""
+    assert clamp is None or clamp >= 0
+    spec = activation_funcs[act]
+    alpha = float(alpha if alpha is not None else spec.def_alpha)
+    gain = float(gain if gain is not None else spec.def_gain)
+    clamp = float(clamp if clamp is not None else -1)
+    return spec, alpha, gain, clamp
+
+
+@misc.profiled_function
+def _bias_act_ref(x, b=None, dim=1, act='linear', alpha=None, gain=None, clamp=None):
+    """Reference implementation with standard PyTorch ops (supports gradients of any order)."""
+    assert isinstance(x, torch.Tensor)
+    spec, alpha, gain, clamp = _resolve(act, alpha, gain, clamp)
+
+    if b is not None:
+        assert isinstance(b, torch.Tensor) and b.ndim == 1
+        assert 0 <= dim < x.ndim
+        assert b.shape[0] == x.shape[dim]
+        x = x + b.reshape([-1 if i == dim else 1 for i in range(x.ndim)])
+    x = spec.func(x, alpha=alpha)
+    if gain != 1:
+        x = x * gain
+    if clamp >= 0:
+        x = x.clamp(-clamp, clamp)
+    return x
+
+#----------------------------------------------------------------------------
+# Autograd wrappers around the compiled kernel. The kernel entry point is
+#   _plugin.bias_act(x, b, xref, yref, dy, grad, dim, act, alpha, gain, clamp)
+# with grad = 0 (forward), 1 (first derivative applied to x) or 2 (second derivative applied to x).
+
+_bias_act_cuda_cache = dict()
+
+def _bias_act_cuda(dim=1, act='linear', alpha=None, gain=None, clamp=None):
+    """autograd.Function class for one setting of the op's constant arguments (cached)."""
+    spec, alpha, gain, clamp = _resolve(act, alpha, gain, clamp)
+    key = (dim, act, alpha, gain, clamp)
+    if key in _bias_act_cuda_cache:
+        return _bias_act_cuda_cache[key]
+    is_identity = (act == 'linear' and gain == 1 and clamp < 0)
+    keep_x = ('x' in spec.ref or spec.has_2nd_grad)
+
+    def memory_format_of(t):
+        return torch.channels_last if t.ndim > 2 and t.stride(1) == 1 else torch.contiguous_format
+
+    def reduce_to_bias(t):
+        return t.sum([i for i in range(t.ndim) if i != dim])
+
+    class BiasActCuda(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, b): # pylint: disable=arguments-differ
+            ctx.memory_format = memory_format_of(x)
+            x = x.contiguous(memory_format=ctx.memory_format)
+            b = b.contiguous() if b is not None else _null_tensor
+            y = x
+            if not is_identity or b is not _null_tensor:
+                y = _plugin.bias_act(x, b, _null_tensor, _null_tensor, _null_tensor, 0, dim, spec.cuda_idx, alpha, gain, clamp)
+            ctx.save_for_backward(x if keep_x else _null_tensor, b if keep_x else _null_tensor, y if 'y' in spec.ref else _null_tensor)
+            return y
+
+        @staticmethod
+        def backward(ctx, dy): # pylint: disable=arguments-differ
+            dy = dy.contiguous(memory_format=ctx.memory_format)
+            x, b, y = ctx.saved_tensors
+            dx = db = None
+            if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
+                dx = dy if is_identity else BiasActCudaGrad.apply(dy, x, b, y)
+            if ctx.needs_input_grad[1]:
+                db = reduce_to_bias(dx)
+            return dx, db
+
+    class BiasActCudaGrad(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, dy, x, b, y): # pylint: disable=arguments-differ
+            ctx.memory_format = memory_format_of(dy)
+            dx = _plugin.bias_act(dy, b, x, y, _null_tensor, 1, dim, spec.cuda_idx, alpha, gain, clamp)
+            ctx.save_for_backward(dy if spec.has_2nd_grad else _null_tensor, x, b, y)
+            return dx
+
+        @staticmethod
+        def backward(ctx, d_dx): # pylint: disable=arguments-differ
+            d_dx = d_dx.contiguous(memory_format=ctx.memory_format)
+            dy, x, b, y = ctx.saved_tensors
+            d_dy = d_x = d_b = None
+            if ctx.needs_input_grad[0]:
+                d_dy = BiasActCudaGrad.apply(d_dx, x, b, y)
+            if spec.has_2nd_grad and (ctx.needs_input_grad[1] or ctx.needs_input_grad[2]):
+                d_x = _plugin.bias_act(d_dx, b, x, y, dy, 2, dim, spec.cuda_idx, alpha, gain, clamp)
+            if spec.has_2nd_grad and ctx.needs_input_grad[2]:
+                d_b = reduce_to_bias(d_x)
+            return d_dy, d_x, d_b, None
+
+    _bias_act_cuda_cache[key] = BiasActCuda
+    return BiasActCuda
+
+#----------------------------------------------------------------------------
