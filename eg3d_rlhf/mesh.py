@@ -1,0 +1,63 @@
+"""Iso-surfaces of sampled sigma volumes (PyMCubes marching cubes) in world coordinates, written as PLY or OBJ."""
+
+import os
+
+import mcubes
+import numpy as np
+
+#----------------------------------------------------------------------------
+
+def extract_mesh(volume, grid, level=10.0):
+    """Triangle mesh of {sigma = level} for a volume sampled on `grid` (eg3d_rlhf.sigma.CubeGrid).
+
+    volume: [X, Y, Z] raw sigma in (x, y, z) order, exactly grid.shape (not flipped).
+    Returns (vertices [V, 3] float32 in world units, faces [F, 3] int64).
+    """
+    volume = np.asarray(volume, dtype=np.float64)
+    assert volume.shape == tuple(grid.shape), (volume.shape, grid.shape)
+    verts, faces = mcubes.marching_cubes(volume, float(level))
+    verts = grid.index_to_world(verts.reshape(-1, 3)).astype(np.float32)
+    return verts, np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+
+#----------------------------------------------------------------------------
+
+def write_ply(path, verts, faces, binary=True):
+    """PLY with float32 x/y/z vertices and uint8-count int32-index triangle faces."""
+    verts = np.asarray(verts, dtype=np.float32).reshape(-1, 3)
+    faces = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+    fmt = 'binary_little_endian' if binary else 'ascii'
+    header = (f'ply\nformat {fmt} 1.0\ncomment written by eg3d_rlhf.mesh\n'
+        f'element vertex {len(verts)}\nproperty float x\nproperty float y\nproperty float z\n'
+        f'element face {len(faces)}\nproperty list uchar int vertex_indices\nend_header\n')
+    with open(path, 'wb') as f:
+        f.write(header.encode('ascii'))
+        if binary:
+            f.write(verts.astype('<f4').tobytes())
+            rows = np.zeros(len(faces), dtype=[('n', 'u1'), ('idx', '<i4', (3,))])
+            rows['n'] = 3
+            rows['idx'] = faces
+            f.write(rows.tobytes())
+        else:
+            np.savetxt(f, verts, fmt='%.7g')
+            np.savetxt(f, np.concatenate([np.full([len(faces), 1], 3), faces], axis=1), fmt='%d')
+
+def write_obj(path, verts, faces):
+    """Wavefront OBJ (1-based face indices)."""
+    verts = np.asarray(verts, dtype=np.float32).reshape(-1, 3)
+    faces = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+    with open(path, 'w') as f:
+        f.write('# written by eg3d_rlhf.mesh\n')
+        np.savetxt(f, verts, fmt='v %.7g %.7g %.7g')
+        np.savetxt(f, faces + 1, fmt='f %d %d %d')
+
+def write_mesh(path, verts, faces, binary=True):
+    """Write by file extension: .ply (binary or ascii) or .obj."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext == '.ply':
+        write_ply(path, verts, faces, binary=binary)
+    elif ext == '.obj':
+        write_obj(path, verts, faces)
+    else:
+        raise ValueError(f'unknown mesh format: {path} (use .ply or .obj)')
+
+#----------------------------------------------------------------------------

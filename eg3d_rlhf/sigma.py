@@ -1,0 +1,198 @@
+"""Streaming raw sigma of an EG3D generator: tri-planes once per latent, the decoder over grids in bounded chunks."""
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from torch_utils import misc
+
+#----------------------------------------------------------------------------
+# Sampling grids. Conventions follow EG3D's gen_samples.py: N points per axis
+# spanning [-L/2, +L/2] (voxel_size = L / (N-1)), flat index i*N*N + j*N + k
+# for the point with coordinates (x_i, y_j, z_k), i.e. coordinate 0 comes from
+# the slowest index. A grid may also cover only an index box inside the cube
+# (the slab); its points are produced chunk by chunk, never all at once.
+
+class CubeGrid:
+    def __init__(self,
+        resolution,                     # Points per axis of the full cube, N.
+        cube_length     = 1.0,          # Side of the cube in world units; gen_samples uses box_warp.
+        exact_eg3d_grid = False,        # Reproduce create_samples' float division on the two slower indices?
+        start           = (0, 0, 0),    # First cube index kept on each axis (x, y, z).
+        stop            = None,         # One past the last index kept on each axis; None = (N, N, N).
+    ):
+        assert resolution >= 2
+        self.resolution = int(resolution)
+        self.cube_length = float(cube_length)
+        self.exact_eg3d_grid = bool(exact_eg3d_grid)
+        self.start = tuple(int(s) for s in start)
+        self.stop = (self.resolution,) * 3 if stop is None else tuple(int(s) for s in stop)
+        assert all(0 <= a < b <= self.resolution for a, b in zip(self.start, self.stop))
+        self.origin = -self.cube_length / 2                         # World coordinate of index 0 on every axis.
+        self.voxel_size = self.cube_length / (self.resolution - 1)  # World distance between neighbouring indices.
+
+    @property
+    def shape(self):
+        """Points kept on each axis, (x, y, z)."""
+        return tuple(b - a for a, b in zip(self.start, self.stop))
+
+    @property
+    def num_points(self):
+        return int(np.prod(self.shape))
+
+    def points(self, begin, end, device='cpu'):
+        """World coordinates [end-begin, 3] (float32) of the kept points at C-order positions [begin, end)."""
+        nx, ny, nz = self.shape
+        pos = torch.arange(begin, end, dtype=torch.int64, device=device)
+        i = pos // (ny * nz) + self.start[0]
+        j = pos // nz % ny + self.start[1]
+        k = pos % nz + self.start[2]
+        return self._coordinates(i, j, k)
+
+    def _coordinates(self, i, j, k):
+        n = self.resolution
+        idx = torch.empty([len(i), 3], dtype=torch.float32, device=i.device)
+        idx[:, 2] = k
+        if self.exact_eg3d_grid:
+            # create_samples derives the slower indices from the flat index by
+            # float32 division without flooring, so they carry a fraction k/N.
+            flat = ((i * n + j) * n + k).float()
+            idx[:, 1] = (flat / n) % n
+            idx[:, 0] = ((flat / n) / n) % n
+        else:
+            idx[:, 1] = j
+            idx[:, 0] = i
+        return idx * self.voxel_size + self.origin
+
+    def index_to_world(self, ijk):
+        """World coordinates of (possibly fractional) indices into the KEPT box, e.g. marching-cubes vertices."""
+        offset = np.asarray(self.start, dtype=np.float64)
+        return (np.asarray(ijk, dtype=np.float64) + offset) * self.voxel_size + self.origin
+
+#----------------------------------------------------------------------------
+# The published sigma slab: the face region of the N=256 cube.
+
+@dataclasses.dataclass(frozen=True)
+class SlabCrop:
+    """Fractions of the cube trimmed from each face; at N=256 the defaults keep [64:192, 64:205, 102:231]."""
+    x_left:   float = 0.25      # Trimmed from low x.
+    x_right:  float = 0.25      # Trimmed from high x.
+    y_bottom: float = 0.25      # Trimmed from low y (world y is up).
+    y_top:    float = 0.2       # Trimmed from high y.
+    z_rear:   float = 0.4       # Trimmed from low z (the face looks toward +z).
+    z_front:  float = 0.1       # Trimmed from high z.
+
+    def bounds(self, n):
+        """(start, stop) index triples of the slab in an N^3 cube."""
+        lo = (self.x_left, self.y_bottom, self.z_rear)
+        hi = (self.x_right, self.y_top, self.z_front)
+        return tuple(int(f * n) for f in lo), tuple(n - int(f * n) for f in hi)
+
+def slab_grid(resolution=256, cube_length=1.0, crop=SlabCrop(), exact_eg3d_grid=False):
+    """The slab points of an N^3 cube as a CubeGrid; only these points are ever sampled."""
+    start, stop = crop.bounds(resolution)
+    return CubeGrid(resolution, cube_length, exact_eg3d_grid=exact_eg3d_grid, start=start, stop=stop)
+
+#----------------------------------------------------------------------------
+# The field itself.
+
+class SigmaField:
+    """Tri-planes of a batch of latents, synthesised once, and the raw sigma they give at any points."""
+
+    def __init__(self,
+        G,                          # TriPlaneGenerator (this project's or one from an EG3D pickle).
+        ws,                         # Intermediate latents [batch, num_ws, w_dim].
+        noise_mode      = 'const',  # Backbone noise: 'const', 'random' or 'none'.
+        requires_grad   = False,    # Keep the planes' autograd graph so sigma can be differentiated?
+    ):
+        self.G = G
+        self.device = next(G.parameters()).device
+        self.requires_grad = requires_grad
+        misc.assert_shape(ws, [None, None, G.w_dim])
+        with torch.set_grad_enabled(requires_grad):
+            planes = G.backbone.synthesis(ws.to(self.device), update_emas=False, noise_mode=noise_mode)
+        self.planes = planes.view(len(planes), 3, 32, planes.shape[-2], planes.shape[-1])
+
+    @classmethod
+    def from_latents(cls, G, z, c, truncation_psi=1, truncation_cutoff=None, noise_mode='const', requires_grad=False):
+        """Map z (conditioned on camera c) to ws, then build the field."""
+        device = next(G.parameters()).device
+        with torch.set_grad_enabled(requires_grad):
+            ws = G.mapping(z.to(device, torch.float32), c.to(device, torch.float32),
+                truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
+        return cls(G, ws, noise_mode=noise_mode, requires_grad=requires_grad)
+
+    @property
+    def batch_size(self):
+        return self.planes.shape[0]
+
+    def _decode(self, coords):
+        # The decoder ignores view directions, so zeros stand in for them.
+        dirs = torch.zeros_like(coords)
+        return self.G.renderer.run_model(self.planes, self.G.decoder, coords, dirs, self.G.rendering_kwargs)['sigma']
+
+    def sample(self, coords, chunk=2**18):
+        """Raw sigma [batch, M, 1] at coords [batch, M, 3] (or [M, 3], shared), `chunk` points per latent at a time."""
+        if coords.ndim == 2:
+            coords = coords.unsqueeze(0).expand(self.batch_size, -1, -1)
+        misc.assert_shape(coords, [self.batch_size, None, 3])
+        coords = coords.to(self.device, torch.float32)
+        with torch.set_grad_enabled(self.requires_grad):
+            parts = [self._decode(coords[:, s : s + chunk]) for s in range(0, coords.shape[1], chunk)]
+        return torch.cat(parts, dim=1)
+
+    def sample_grid(self, grid, chunk=2**18, progress=None):
+        """Raw sigma [batch, *grid.shape] in (x, y, z) order; `progress(n)` is called after each chunk of n points."""
+        total = grid.num_points
+        if self.requires_grad:
+            parts = []
+            for s in range(0, total, chunk):
+                parts.append(self.sample(grid.points(s, min(s + chunk, total), self.device), chunk)[..., 0])
+                if progress is not None: progress(parts[-1].shape[1])
+            return torch.cat(parts, dim=1).view(self.batch_size, *grid.shape)
+        out = torch.empty([self.batch_size, total], dtype=torch.float32, device=self.device)
+        with torch.no_grad():
+            for s in range(0, total, chunk):
+                e = min(s + chunk, total)
+                out[:, s:e] = self._decode(grid.points(s, e, self.device).unsqueeze(0).expand(self.batch_size, -1, -1))[..., 0]
+                if progress is not None: progress(e - s)
+        return out.view(self.batch_size, *grid.shape)
+
+#----------------------------------------------------------------------------
+# gen_samples' treatment of the cube before it writes a shape, and the
+# reward model's per-slab normalisation.
+
+def eg3d_border_pad(resolution):
+    """gen_samples' border width, int(30 * N / 256) voxels."""
+    return int(30 * resolution / 256)
+
+def flip_and_pad(sigma, flip=True, pad=0, pad_value=-1000.0):
+    """gen_samples' post-processing of a cube [..., N, N, N] (numpy or torch), returned as a new array.
+
+    flip: reverse the x axis (gen_samples' np.flip(sigmas, 0)).
+    pad:  overwrite (not grow) `pad` voxels on all six faces with pad_value; see eg3d_border_pad().
+    """
+    is_torch = torch.is_tensor(sigma)
+    out = (torch.flip(sigma, [-3]) if is_torch else np.flip(sigma, -3)) if flip else sigma
+    out = out.clone() if is_torch else np.array(out, copy=True)
+    if pad > 0:
+        for axis in (-3, -2, -1):
+            lo = [slice(None)] * out.ndim; lo[axis] = slice(0, pad)
+            hi = [slice(None)] * out.ndim; hi[axis] = slice(-pad, None)
+            out[tuple(lo)] = pad_value
+            out[tuple(hi)] = pad_value
+    return out
+
+def normalise_sigma_self(x):
+    """Min-max scale each volume (the last three axes) to [0, 100] on its own; a constant volume becomes 0."""
+    if torch.is_tensor(x):
+        lo = x.amin(dim=(-3, -2, -1), keepdim=True)
+        span = x.amax(dim=(-3, -2, -1), keepdim=True) - lo
+        return (x - lo) / torch.where(span > 0, span, torch.ones_like(span)) * 100
+    x = np.asarray(x)
+    lo = x.min(axis=(-3, -2, -1), keepdims=True)
+    span = x.max(axis=(-3, -2, -1), keepdims=True) - lo
+    return (x - lo) / np.where(span > 0, span, 1).astype(x.dtype) * 100
+
+#----------------------------------------------------------------------------
