@@ -1,0 +1,1 @@
+"""Volume rendering of tri-plane features: ray sampling, importance sampling and MipNeRF-style compositing."""
