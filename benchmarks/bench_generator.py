@@ -1,0 +1,132 @@
+"""CPU benchmark of the FFHQ-512 generator: forward time, streaming vs per-chunk sigma throughput, peak RSS of a big cube."""
+
+import json
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import click
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)                                                            # Run from anywhere.
+
+from eg3d_rlhf.sigma import CubeGrid, SigmaField                                    # noqa: E402
+
+SHARED = os.environ.get('EG3D_RLHF_SHARED', os.path.join(os.path.dirname(REPO), 'shared'))
+SPEC = os.path.join(SHARED, 'eg3d_reference', 'ffhq512_param_spec.json')
+
+#----------------------------------------------------------------------------
+
+def build_generator(channel_base, channel_max):
+    """FFHQ-512 TriPlaneGenerator (kwargs from the param spec), random init, eval mode, CPU."""
+    from training.triplane import TriPlaneGenerator
+    with open(SPEC) as f:
+        kwargs = json.load(f)['ffhq512']['G_init_kwargs']
+    if channel_base is not None:
+        kwargs.update(channel_base=channel_base, channel_max=channel_max)
+        kwargs['sr_kwargs'].update(channel_base=channel_base, channel_max=channel_max)
+    torch.manual_seed(0)
+    return TriPlaneGenerator(**kwargs).eval().requires_grad_(False)
+
+def frontal_label(G):
+    from training.camera_utils import FOV_to_intrinsics, LookAtPoseSampler
+    pivot = torch.tensor(G.rendering_kwargs['avg_camera_pivot'], dtype=torch.float32)
+    pose = LookAtPoseSampler.sample(math.pi / 2, math.pi / 2, pivot, radius=G.rendering_kwargs['avg_camera_radius'])
+    return torch.cat([pose.reshape(-1, 16), FOV_to_intrinsics(18.837).reshape(-1, 9)], dim=1)
+
+def timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+def peak_rss_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024     # Linux reports KiB.
+
+#----------------------------------------------------------------------------
+
+def bench_forward(G, z, c, repeats):
+    """(a) Median seconds of one full G forward (1 image, neural rendering resolution 64)."""
+    with torch.no_grad():
+        G(z, c, neural_rendering_resolution=64, noise_mode='const')     # Warm-up.
+        times = [timed(lambda: G(z, c, neural_rendering_resolution=64, noise_mode='const'))[0] for _ in range(repeats)]
+    return statistics.median(times), times
+
+def bench_sigma(G, z, c, res, chunk):
+    """(b) Points/s of the streaming field and of gen_samples' per-chunk G.sample, same grid and chunk."""
+    grid = CubeGrid(res, cube_length=G.rendering_kwargs['box_warp'])
+    def streaming():
+        field = SigmaField.from_latents(G, z, c, truncation_psi=1, noise_mode='const')
+        return field.sample_grid(grid, chunk=chunk)[0].flatten()
+    def per_chunk():
+        out = torch.empty(grid.num_points)
+        with torch.no_grad():
+            for s in range(0, grid.num_points, chunk):
+                pts = grid.points(s, min(s + chunk, grid.num_points))[None]
+                out[s : s + chunk] = G.sample(pts, torch.zeros_like(pts), z, c, truncation_psi=1, noise_mode='const')['sigma'][0, :, 0]
+        return out
+    t_stream, a = timed(streaming)
+    t_chunk, b = timed(per_chunk)
+    assert torch.allclose(a, b, rtol=1e-5, atol=1e-5), 'streaming and per-chunk sigma disagree'
+    return grid.num_points / t_stream, grid.num_points / t_chunk, math.ceil(grid.num_points / chunk)
+
+def measure_rss(channel_base, channel_max, res, chunk):
+    """(c), run in a fresh process: peak RSS before and after streaming a res^3 cube."""
+    G = build_generator(channel_base, channel_max)
+    z, c = torch.randn([1, G.z_dim]), frontal_label(G)
+    field = SigmaField.from_latents(G, z, c, noise_mode='const')
+    before = peak_rss_mib()
+    seconds, sigma = timed(lambda: field.sample_grid(CubeGrid(res), chunk=chunk))
+    after = peak_rss_mib()
+    print(json.dumps(dict(before_mib=before, after_mib=after, output_mib=sigma.numel() * 4 / 2**20, seconds=seconds)))
+
+#----------------------------------------------------------------------------
+
+@click.command()
+@click.option('--repeats', type=int, default=3, show_default=True, help='(a) timed G forwards (after one warm-up)')
+@click.option('--sigma-res', type=int, default=96, show_default=True, help='(b) cube resolution for the throughput race')
+@click.option('--chunk', type=int, default=65536, show_default=True, help='(b) points per chunk, both methods')
+@click.option('--rss-res', type=int, default=512, show_default=True, help='(c) cube resolution streamed for peak RSS')
+@click.option('--rss-chunk', type=int, default=2**18, show_default=True, help='(c) points per chunk')
+@click.option('--channel-base', type=int, default=None, help='Shrink the network (default: the full FFHQ-512 32768)')
+@click.option('--channel-max', type=int, default=None, help='With --channel-base (full: 512)')
+@click.option('--threads', type=int, default=None, help='torch.set_num_threads (default: torch chooses)')
+@click.option('--rss-child', is_flag=True, hidden=True)
+def main(repeats, sigma_res, chunk, rss_res, rss_chunk, channel_base, channel_max, threads, rss_child):
+    """Quick run: --repeats 1 --sigma-res 32 --chunk 8192 --rss-res 128 --channel-base 4096 --channel-max 128"""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    if rss_child:
+        return measure_rss(channel_base, channel_max, rss_res, rss_chunk)
+    G = build_generator(channel_base, channel_max)
+    z, c = torch.randn([1, G.z_dim]), frontal_label(G)
+    print(f'network: FFHQ-512 structure, channel_base {channel_base or 32768}, channel_max {channel_max or 512}, '
+        f'random init, CPU, {torch.get_num_threads()} threads')
+
+    median, times = bench_forward(G, z, c, repeats)
+    print(f'(a) G forward, 1 image, neural rendering 64: median {median:.2f} s over {repeats} '
+        f'({", ".join(f"{t:.2f}" for t in times)})')
+
+    stream, per_chunk, chunks = bench_sigma(G, z, c, sigma_res, chunk)
+    print(f'(b) sigma on a {sigma_res}^3 cube, chunk {chunk} ({chunks} chunks): streaming {stream:,.0f} pt/s, '
+        f'per-chunk G.sample {per_chunk:,.0f} pt/s, speed-up x{stream / per_chunk:.1f}')
+
+    cmd = [sys.executable, os.path.abspath(__file__), '--rss-child', '--rss-res', str(rss_res), '--rss-chunk',
+        str(rss_chunk)] + ([] if channel_base is None else ['--channel-base', str(channel_base), '--channel-max',
+        str(channel_max)]) + ([] if threads is None else ['--threads', str(threads)])
+    child = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+    print(f'(c) peak RSS streaming a {rss_res}^3 cube, chunk {rss_chunk} (fresh subprocess, ru_maxrss): '
+        f'{child["after_mib"]:,.0f} MiB; {child["before_mib"]:,.0f} MiB before streaming (network + planes), '
+        f'+{child["after_mib"] - child["before_mib"]:,.0f} MiB while streaming, of which {child["output_mib"]:,.0f} MiB '
+        f'is the output volume itself; took {child["seconds"]:.1f} s')
+
+#----------------------------------------------------------------------------
+
+if __name__ == '__main__':
+    main() # pylint: disable=no-value-for-parameter
+
+#----------------------------------------------------------------------------

@@ -1,0 +1,220 @@
+"""Tests for tools/extract_sigma.py: every flag, checked against EG3D's own G.sample path on a tiny pickled network."""
+
+import importlib.util
+import math
+import os
+import pickle
+import subprocess
+import sys
+
+import click
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from eg3d_rlhf import mesh
+from eg3d_rlhf.sigma import CubeGrid, SlabCrop, eg3d_border_pad, flip_and_pad
+from tests.conftest import REPO, load_golden
+
+TOOL = os.path.join(REPO, 'tools', 'extract_sigma.py')
+
+def _load_tool():
+    spec = importlib.util.spec_from_file_location('extract_sigma_tool', TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+tool = _load_tool()
+
+#----------------------------------------------------------------------------
+# A tiny network pickle (golden FFHQ-512 structure and weights; w_avg is random there, so truncation matters).
+
+@pytest.fixture(scope='module')
+def network(tmp_path_factory):
+    triplane = pytest.importorskip('training.triplane')
+    from training import legacy
+    gold = load_golden('golden_ffhq512_small.pt')
+    G = triplane.TriPlaneGenerator(**gold['G_init_kwargs'])
+    G.load_state_dict(gold['G_state'], strict=True)
+    G = G.eval().requires_grad_(False)
+    path = str(tmp_path_factory.mktemp('net') / 'tiny.pkl')
+    legacy.save_network_pkl(path, dict(G=G, G_ema=G, D=None, augment_pipe=None, training_set_kwargs=None))
+    return path, G
+
+def run(args, expect_ok=True):
+    result = CliRunner().invoke(tool.main, args)
+    if expect_ok:
+        assert result.exit_code == 0, result.output + repr(result.exception)
+    return result
+
+def base_args(pkl, outdir, *extra):
+    return ['--network', pkl, '--trust-pickle', '--seeds', '0', '--res', '12', '--device', 'cpu',
+        '--outdir', str(outdir), *extra]
+
+def reference_sigma(G, seed, points, psi=1, cutoff=14, fov_deg=18.837):
+    """EG3D's route: camera built by hand, z from the seed, G.sample on all points at once."""
+    from training.camera_utils import FOV_to_intrinsics, LookAtPoseSampler
+    pose = LookAtPoseSampler.sample(math.pi / 2, math.pi / 2, torch.tensor([0, 0, 0.2]), radius=2.7)
+    c = torch.cat([pose.reshape(-1, 16), FOV_to_intrinsics(fov_deg).reshape(-1, 9)], dim=1)
+    z = torch.from_numpy(np.random.RandomState(seed).randn(1, G.z_dim)).float()
+    with torch.no_grad():
+        out = G.sample(points[None], torch.zeros_like(points[None]), z, c, truncation_psi=psi, truncation_cutoff=cutoff,
+            noise_mode='const')
+    return out['sigma'][0, :, 0].numpy()
+
+def cube_points(n, exact=False):
+    grid = CubeGrid(n, cube_length=1.0, exact_eg3d_grid=exact)
+    return grid.points(0, grid.num_points)
+
+#----------------------------------------------------------------------------
+# --trust-pickle, --network
+
+def test_refuses_without_trust_pickle(network, tmp_path):
+    pkl, _ = network
+    args = base_args(pkl, tmp_path / 'out')
+    args.remove('--trust-pickle')
+    result = run(args, expect_ok=False)
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and 'runs code' in lines[0] and '--trust-pickle' in lines[0]
+    assert not (tmp_path / 'out').exists()
+
+def test_rejects_a_file_that_is_not_a_network(tmp_path):
+    bad = tmp_path / 'bad.pkl'
+    with open(bad, 'wb') as f:
+        pickle.dump({'hello': 1}, f)
+    result = run(base_args(str(bad), tmp_path / 'out'), expect_ok=False)
+    assert result.exit_code != 0 and 'not an EG3D network pickle' in result.output
+
+#----------------------------------------------------------------------------
+# --seeds, --res, --outdir, default cube
+
+def test_parse_range():
+    assert tool.parse_range('0-3') == [0, 1, 2, 3]
+    assert tool.parse_range('1,4-5,9') == [1, 4, 5, 9]
+    for bad in ['a', '3-1', '1,,2']:
+        with pytest.raises(click.BadParameter):
+            tool.parse_range(bad)
+
+def test_cube_files_match_g_sample(network, tmp_path):
+    pkl, G = network
+    outdir = tmp_path / 'a' / 'b'                               # Created on demand.
+    args = base_args(pkl, outdir)
+    args[args.index('--seeds') + 1] = '0,3-4'
+    result = run(args)
+    assert sorted(os.listdir(outdir)) == [f'seed00000{s}.{e}' for s in (0, 3, 4) for e in ('npy', 'ply')]
+    for seed in (0, 3, 4):
+        sigma = np.load(outdir / f'seed{seed:06d}.npy')
+        assert sigma.dtype == np.float32 and sigma.shape == (12, 12, 12)
+        np.testing.assert_allclose(sigma.ravel(), reference_sigma(G, seed, cube_points(12)), rtol=1e-5, atol=1e-5)
+    assert 'wrote 3' in result.output
+
+#----------------------------------------------------------------------------
+# --trunc, --trunc-cutoff
+
+def test_truncation_flags(network, tmp_path):
+    pkl, G = network
+    run(base_args(pkl, tmp_path / 'psi', '--trunc', '0.6', '--trunc-cutoff', '5'))
+    sigma = np.load(tmp_path / 'psi' / 'seed000000.npy').ravel()
+    expected = reference_sigma(G, 0, cube_points(12), psi=0.6, cutoff=5)
+    np.testing.assert_allclose(sigma, expected, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(expected, reference_sigma(G, 0, cube_points(12), psi=0.6, cutoff=14), atol=1e-4)
+    assert not np.allclose(expected, reference_sigma(G, 0, cube_points(12)), atol=1e-4)
+
+#----------------------------------------------------------------------------
+# --exact-grid, --slab, --chunk
+
+def test_exact_grid(network, tmp_path):
+    pkl, G = network
+    run(base_args(pkl, tmp_path, '--exact-grid'))
+    sigma = np.load(tmp_path / 'seed000000.npy').ravel()
+    np.testing.assert_allclose(sigma, reference_sigma(G, 0, cube_points(12, exact=True)), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(sigma, reference_sigma(G, 0, cube_points(12)), atol=1e-4)
+
+def test_slab_is_the_crop_of_the_cube(network, tmp_path):
+    pkl, _ = network
+    run(base_args(pkl, tmp_path / 'cube', '--res', '24'))
+    run(base_args(pkl, tmp_path / 'slab', '--res', '24', '--slab'))
+    cube = np.load(tmp_path / 'cube' / 'seed000000.npy')
+    slab = np.load(tmp_path / 'slab' / 'seed000000.npy')
+    (x0, y0, z0), (x1, y1, z1) = SlabCrop().bounds(24)
+    assert slab.shape == (x1 - x0, y1 - y0, z1 - z0) == (12, 14, 13)
+    np.testing.assert_allclose(slab, cube[x0:x1, y0:y1, z0:z1], rtol=1e-5, atol=1e-6)
+
+def test_chunk_does_not_change_result(network, tmp_path):
+    pkl, _ = network
+    run(base_args(pkl, tmp_path / 'big'))
+    run(base_args(pkl, tmp_path / 'small', '--chunk', '100'))
+    np.testing.assert_allclose(np.load(tmp_path / 'small' / 'seed000000.npy'),
+        np.load(tmp_path / 'big' / 'seed000000.npy'), rtol=1e-6, atol=1e-6)
+
+#----------------------------------------------------------------------------
+# --level (and the .ply contents)
+
+def ply_counts(path):
+    with open(path, 'rb') as f:
+        header = f.read(400).split(b'end_header')[0].decode('ascii')
+    count = lambda name: int(header.split(f'element {name} ')[1].split()[0])
+    return count('vertex'), count('face')
+
+def test_level_sets_the_mesh_surface(network, tmp_path):
+    pkl, _ = network
+    sigma = None
+    for level in ('0', '0.5'):
+        outdir = tmp_path / level
+        run(base_args(pkl, outdir, '--res', '20', '--level', level))
+        sigma = np.load(outdir / 'seed000000.npy')
+        padded = flip_and_pad(sigma, flip=False, pad=eg3d_border_pad(20))
+        verts, faces = mesh.extract_mesh(padded, CubeGrid(20), level=float(level))
+        assert len(faces) > 0
+        assert ply_counts(outdir / 'seed000000.ply') == (len(verts), len(faces))
+    assert ply_counts(tmp_path / '0' / 'seed000000.ply') != ply_counts(tmp_path / '0.5' / 'seed000000.ply')
+
+#----------------------------------------------------------------------------
+# --dry-run, --device, --fov-deg
+
+def test_dry_run_loads_and_writes_nothing(tmp_path):
+    not_a_pickle = tmp_path / 'junk.pkl'
+    not_a_pickle.write_bytes(b'not a pickle')
+    result = run(['--network', str(not_a_pickle), '--trust-pickle', '--seeds', '1-2', '--outdir', str(tmp_path / 'o'),
+        '--dry-run', '--slab'])
+    assert not (tmp_path / 'o').exists()
+    assert 'seed000001.npy' in result.output and 'seed000002.ply' in result.output and 'slab' in result.output
+
+def test_device_flag(network, tmp_path):
+    pkl, _ = network
+    args = base_args(pkl, tmp_path / 'auto')
+    args[args.index('--device') + 1] = 'auto'
+    run(args)
+    assert tool.pick_device('cpu') == torch.device('cpu')
+    if torch.cuda.is_available():
+        assert tool.pick_device('auto').type == 'cuda'
+    else:
+        assert tool.pick_device('auto') == torch.device('cpu')
+        args[args.index('--device') + 1] = 'cuda'
+        result = run(args, expect_ok=False)
+        assert result.exit_code == 2 and 'CUDA is not available' in result.output
+    result = run(args[:-4] + ['--device', 'tpu', '--outdir', str(tmp_path)], expect_ok=False)
+    assert result.exit_code == 2
+
+def test_fov_flag_changes_conditioning(network, tmp_path):
+    pkl, G = network
+    run(base_args(pkl, tmp_path, '--fov-deg', '18'))  # What gen_samples' int-typed --fov-deg actually passes.
+    sigma = np.load(tmp_path / 'seed000000.npy').ravel()
+    expected = reference_sigma(G, 0, cube_points(12), fov_deg=18)
+    np.testing.assert_allclose(sigma, expected, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(expected, reference_sigma(G, 0, cube_points(12)), atol=1e-5)
+
+#----------------------------------------------------------------------------
+# The script itself, as a user runs it.
+
+def test_script_runs_as_a_subprocess(network, tmp_path):
+    pkl, _ = network
+    cmd = [sys.executable, TOOL, *base_args(pkl, tmp_path / 'o', '--slab', '--res', '16')]
+    proc = subprocess.run(cmd, cwd=str(tmp_path), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert np.load(tmp_path / 'o' / 'seed000000.npy').shape == (8, 9, 9)
+    assert 'pt' in proc.stderr     # tqdm progress bar.
+
+#----------------------------------------------------------------------------

@@ -1,0 +1,126 @@
+"""Sample the raw sigma (density) of EG3D generators on a cube or the published face slab; write .npy and a .ply mesh."""
+
+import math
+import os
+import re
+import sys
+
+import click
+import numpy as np
+import torch
+from tqdm import tqdm
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # Run from anywhere.
+
+from eg3d_rlhf import mesh                                                          # noqa: E402
+from eg3d_rlhf.sigma import CubeGrid, SigmaField, eg3d_border_pad, flip_and_pad, slab_grid  # noqa: E402
+
+#----------------------------------------------------------------------------
+
+def parse_range(s):
+    """'0,2,5-7' -> [0, 2, 5, 6, 7]."""
+    if isinstance(s, list):
+        return s
+    seeds = []
+    for part in s.split(','):
+        m = re.fullmatch(r'\s*(\d+)\s*(?:-\s*(\d+)\s*)?', part)
+        if m is None:
+            raise click.BadParameter(f'cannot parse "{part}" (use numbers and ranges, e.g. 0,2,5-7)')
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if hi < lo:
+            raise click.BadParameter(f'empty range "{part}"')
+        seeds.extend(range(lo, hi + 1))
+    return seeds
+
+def pick_device(name):
+    if name == 'auto':
+        name = 'cuda' if torch.cuda.is_available() else 'cpu'
+    if name == 'cuda' and not torch.cuda.is_available():
+        raise click.BadParameter('CUDA is not available on this machine', param_hint='--device')
+    return torch.device(name)
+
+def conditioning_label(G, fov_deg, device):
+    """gen_samples' conditioning camera: frontal, on the average orbit, as a [1, 25] label."""
+    from training.camera_utils import FOV_to_intrinsics, LookAtPoseSampler
+    pivot = torch.tensor(G.rendering_kwargs.get('avg_camera_pivot', [0, 0, 0]), dtype=torch.float32, device=device)
+    radius = G.rendering_kwargs.get('avg_camera_radius', 2.7)
+    pose = LookAtPoseSampler.sample(math.pi / 2, math.pi / 2, pivot, radius=radius, device=device)
+    intrinsics = FOV_to_intrinsics(fov_deg, device=device)
+    return torch.cat([pose.reshape(-1, 16), intrinsics.reshape(-1, 9)], dim=1)
+
+def seed_latent(G, seed):
+    """gen_samples' z for a seed (float64 normal draws, used as float32)."""
+    return torch.from_numpy(np.random.RandomState(seed).randn(1, G.z_dim)).to(torch.float32)
+
+#----------------------------------------------------------------------------
+
+@click.command()
+@click.option('--network', 'network_pkl', help='Network pickle (path or URL)', required=True, metavar='PKL')
+@click.option('--trust-pickle', is_flag=True, help='Confirm you trust PKL: loading a pickle runs code stored in it')
+@click.option('--seeds', type=parse_range, help="Seeds, e.g. '0-3' or '0,2,5-7'", required=True)
+@click.option('--res', 'resolution', type=click.IntRange(min=2), default=256, show_default=True, help='Points per cube axis, N')
+@click.option('--slab', is_flag=True, help='Sample only the published face slab of the N^3 cube')
+@click.option('--trunc', 'truncation_psi', type=float, default=1, show_default=True, help='Truncation psi')
+@click.option('--trunc-cutoff', 'truncation_cutoff', type=int, default=14, show_default=True, help='Truncation cutoff')
+@click.option('--exact-grid', is_flag=True, help="Use gen_samples' off-grid create_samples coordinates")
+@click.option('--chunk', type=click.IntRange(min=1), default=2**18, show_default=True, help='Points decoded at once')
+@click.option('--level', type=float, default=10, show_default=True, help='Marching-cubes iso level of raw sigma')
+@click.option('--fov-deg', type=float, default=18.837, show_default=True, help='Conditioning camera field of view')
+@click.option('--outdir', help='Output folder', required=True, metavar='DIR')
+@click.option('--dry-run', is_flag=True, help='Print what would be written; load and write nothing')
+@click.option('--device', 'device_name', type=click.Choice(['auto', 'cpu', 'cuda']), default='auto', show_default=True)
+def main(network_pkl, trust_pickle, seeds, resolution, slab, truncation_psi, truncation_cutoff, exact_grid, chunk,
+        level, fov_deg, outdir, dry_run, device_name):
+    """Write seedNNNNNN.npy (raw sigma, float32, (x, y, z) order, not flipped) and seedNNNNNN.ply (the
+    iso-surface at --level in world units) for each seed. Cube meshes get gen_samples' border treatment
+    (the outer int(30*N/256) voxels set to -1000 so the surface closes); slab meshes are taken as sampled.
+
+    \b
+    python tools/extract_sigma.py --network=ffhq512-128.pkl --trust-pickle --seeds=0-3 --slab --outdir=out
+    """
+    if not trust_pickle:
+        raise click.ClickException(f'refusing to load {network_pkl}: loading a pickle runs code stored in it; '
+            'pass --trust-pickle if you trust this file')
+    device = pick_device(device_name)
+    paths = [os.path.join(outdir, f'seed{seed:06d}') for seed in seeds]
+    if dry_run:
+        kind = 'slab' if slab else 'cube'
+        print(f'would load {network_pkl} on {device}, sample a {kind} of the {resolution}^3 grid '
+            f'(psi {truncation_psi}, cutoff {truncation_cutoff}, chunk {chunk}) and write:')
+        for path in paths:
+            print(f'  {path}.npy  {path}.ply')
+        return
+
+    from training import legacy
+    try:
+        G = legacy.load_network_pkl(network_pkl, trust=True)['G_ema']
+    except (OSError, ValueError) as err:
+        raise click.ClickException(str(err))
+    G = G.to(device).eval().requires_grad_(False)
+    box_warp = G.rendering_kwargs['box_warp']
+    if slab:
+        grid = slab_grid(resolution, cube_length=box_warp, exact_eg3d_grid=exact_grid)
+    else:
+        grid = CubeGrid(resolution, cube_length=box_warp, exact_eg3d_grid=exact_grid)
+    c = conditioning_label(G, fov_deg, device)
+    os.makedirs(outdir, exist_ok=True)
+
+    with tqdm(total=len(seeds) * grid.num_points, unit='pt', unit_scale=True) as bar:
+        for seed, path in zip(seeds, paths):
+            bar.set_description(f'seed {seed}')
+            field = SigmaField.from_latents(G, seed_latent(G, seed), c, truncation_psi=truncation_psi,
+                truncation_cutoff=truncation_cutoff, noise_mode='const')
+            sigma = field.sample_grid(grid, chunk=chunk, progress=bar.update)[0].cpu().numpy()
+            np.save(path + '.npy', sigma.astype(np.float32))
+            if not slab:
+                sigma = flip_and_pad(sigma, flip=False, pad=eg3d_border_pad(resolution))
+            verts, faces = mesh.extract_mesh(sigma, grid, level=level)
+            mesh.write_ply(path + '.ply', verts, faces)
+    print(f'wrote {len(seeds)} x (.npy, .ply) to {outdir}')
+
+#----------------------------------------------------------------------------
+
+if __name__ == '__main__':
+    main() # pylint: disable=no-value-for-parameter
+
+#----------------------------------------------------------------------------
