@@ -1,0 +1,106 @@
+"""Demo of the network core: build (or load) an EG3D tri-plane generator, render a view, depth and sigma slab, mesh it."""
+
+import json
+import math
+import os
+import sys
+
+import click
+import numpy as np
+import PIL.Image
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # Run from anywhere.
+
+from eg3d_rlhf import mesh                                          # noqa: E402
+from eg3d_rlhf.sigma import SigmaField, normalise_sigma_self, slab_grid  # noqa: E402
+from training.camera_utils import FOV_to_intrinsics, LookAtPoseSampler, camera_label  # noqa: E402
+
+#----------------------------------------------------------------------------
+
+def ffhq512_small_kwargs():
+    """TriPlaneGenerator kwargs of EG3D's FFHQ-512 structure with narrow channels (CPU-sized, ~8 M parameters)."""
+    return dict(z_dim=512, c_dim=25, w_dim=512, img_resolution=512, img_channels=3, sr_num_fp16_res=4,
+        mapping_kwargs=dict(num_layers=2), channel_base=4096, channel_max=128, fused_modconv_default='inference_only',
+        num_fp16_res=0, conv_clamp=None,
+        sr_kwargs=dict(channel_base=4096, channel_max=128, fused_modconv_default='inference_only'),
+        rendering_kwargs=dict(image_resolution=512, disparity_space_sampling=False, clamp_mode='softplus',
+            superresolution_module='training.superresolution.SuperresolutionHybrid8XDC', c_gen_conditioning_zero=False,
+            gpc_reg_prob=0.5, c_scale=1.0, superresolution_noise_mode='none', density_reg=0.25,
+            density_reg_p_dist=0.004, reg_type='l1', decoder_lr_mul=1.0, sr_antialias=True, depth_resolution=48,
+            depth_resolution_importance=48, ray_start=2.25, ray_end=3.3, box_warp=1, avg_camera_radius=2.7,
+            avg_camera_pivot=[0, 0, 0.2]))
+
+
+def to_png(path, image, lo, hi):
+    """Save a [C, H, W] tensor scaled from [lo, hi] to 8-bit."""
+    x = ((image.float() - lo) / (hi - lo)).clamp(0, 1).mul(255).round().to(torch.uint8).cpu()
+    PIL.Image.fromarray(x.permute(1, 2, 0).squeeze(-1).numpy()).save(path)
+
+#----------------------------------------------------------------------------
+
+@click.command()
+@click.option('--outdir', required=True, metavar='DIR', help='Output folder')
+@click.option('--network', 'network_pkl', metavar='PKL', help='EG3D network pickle; default: a randomly initialised FFHQ-512 structure')
+@click.option('--trust-pickle', is_flag=True, help='Confirm you trust PKL: loading a pickle runs code stored in it')
+@click.option('--seed', type=int, default=0, show_default=True, help='Latent seed (and init seed of the random network)')
+@click.option('--res', 'resolution', type=click.IntRange(min=16), default=64, show_default=True, help='Cube resolution N for the sigma slab')
+@click.option('--neural-res', type=click.IntRange(min=8), default=64, show_default=True, help='Neural rendering resolution')
+@click.option('--level', type=float, default=10, show_default=True, help='Marching-cubes iso level of raw sigma')
+@click.option('--dry-run', is_flag=True, help='Print what would be done; build and write nothing')
+def main(outdir, network_pkl, trust_pickle, seed, resolution, neural_res, level, dry_run):
+    """Render one face (image, raw image, depth), sample its sigma slab and mesh it; write PNGs, .npy, .ply, summary.json.
+
+    With no --network the weights are random: the pipeline runs end to end, but the images and geometry are noise.
+    """
+    if network_pkl is not None and not trust_pickle:
+        raise click.ClickException(f'refusing to load {network_pkl}: loading a pickle runs code stored in it; '
+            'pass --trust-pickle if you trust this file')
+    source = network_pkl or f'random FFHQ-512 structure (init seed {seed})'
+    if dry_run:
+        print(f'would build {source}, render seed {seed} at neural res {neural_res}, sample a slab of the '
+              f'{resolution}^3 grid and write image.png, image_raw.png, depth.png, sigma_slab.npy, mesh.ply, summary.json to {outdir}')
+        return
+
+    from training import legacy
+    from training.triplane import TriPlaneGenerator
+    if network_pkl is None:
+        torch.manual_seed(seed)
+        G = TriPlaneGenerator(**ffhq512_small_kwargs())
+    else:
+        try:
+            G = legacy.load_network_pkl(network_pkl, trust=True)['G_ema']
+        except (OSError, ValueError) as err:
+            raise click.ClickException(str(err))
+    G = G.eval().requires_grad_(False)
+    os.makedirs(outdir, exist_ok=True)
+
+    rk = G.rendering_kwargs
+    pivot = torch.tensor(rk.get('avg_camera_pivot', [0, 0, 0]), dtype=torch.float32)
+    pose = LookAtPoseSampler.sample(math.pi / 2 + 0.3, math.pi / 2, pivot, radius=rk.get('avg_camera_radius', 2.7))
+    c = camera_label(pose, FOV_to_intrinsics(18.837))
+    z = torch.from_numpy(np.random.RandomState(seed).randn(1, G.z_dim)).float()
+    with torch.no_grad():
+        ws = G.mapping(z, c, truncation_psi=0.7, truncation_cutoff=14)
+        out = G.synthesis(ws, c, neural_rendering_resolution=neural_res, noise_mode='const')
+    to_png(os.path.join(outdir, 'image.png'), out['image'][0], -1, 1)
+    to_png(os.path.join(outdir, 'image_raw.png'), out['image_raw'][0], -1, 1)
+    depth = out['image_depth'][0]
+    to_png(os.path.join(outdir, 'depth.png'), -depth, -float(depth.max()), -float(depth.min()) + 1e-8)
+
+    grid = slab_grid(resolution, cube_length=rk['box_warp'])
+    sigma = SigmaField(G, ws).sample_grid(grid)[0].numpy()
+    np.save(os.path.join(outdir, 'sigma_slab.npy'), sigma)
+    verts, faces = mesh.extract_mesh(sigma, grid, level=level)
+    mesh.write_ply(os.path.join(outdir, 'mesh.ply'), verts, faces)
+    summary = dict(network=source, seed=seed, slab_shape=list(grid.shape), sigma_min=float(sigma.min()),
+        sigma_max=float(sigma.max()), normalised_mean=float(normalise_sigma_self(sigma).mean()),
+        mesh_level=level, mesh_vertices=len(verts), mesh_faces=len(faces))
+    with open(os.path.join(outdir, 'summary.json'), 'w') as f:
+        json.dump(summary, f, indent=2)
+    print(json.dumps(summary))
+
+#----------------------------------------------------------------------------
+
+if __name__ == '__main__':
+    main() # pylint: disable=no-value-for-parameter
