@@ -6,6 +6,7 @@ import pickle
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -272,6 +273,21 @@ def test_superresolution_resizes_inputs():
     assert out.shape == (1, 3, 128, 128)
 
 
+def test_superresolution_adds_into_rgb_in_place_at_input_resolution():
+    # EG3D quirk kept for exactness: with no resize and no upsampling in block0, block0's RGB is added into the
+    # caller's rgb tensor (TriPlaneGenerator's image_raw is a view of the features, so it sees this too).
+    torch.manual_seed(0)
+    sr = superresolution.SuperresolutionHybrid2X(channels=8, img_resolution=128, sr_num_fp16_res=0, sr_antialias=True).eval()
+    feat = torch.randn([1, 8, 64, 64])
+    feat_before = feat.clone()
+    ws = torch.randn([1, 4, 512])
+    with torch.no_grad():
+        sr(feat[:, :3], feat, ws, noise_mode='const')
+        _, block0_rgb = sr.block0(feat_before, None, ws[:, -1:].repeat(1, 3, 1), noise_mode='const')
+    assert torch.allclose(feat[:, :3], feat_before[:, :3] + block0_rgb, atol=1e-6)
+    assert torch.equal(feat[:, 3:], feat_before[:, 3:])
+
+
 def test_filtered_resizing_modes():
     img = torch.randn([1, 3, 8, 8])
     f = torch.ones([4, 4]) / 16
@@ -325,5 +341,77 @@ def test_eg3d_import_names():
     assert result.returncode == 0 and result.stdout.strip() == 'ok', result.stderr
     with pytest.raises(AttributeError):
         networks_stylegan2.NoSuchThing
+
+#----------------------------------------------------------------------------
+# StyleGAN3 SynthesisLayer (EG3D imports it as AFSynthesisLayer), against a direct re-derivation.
+
+def _upfirdn_direct(x, f, up, down, pad, gain):
+    """Zero-insert upsample, pad [x0, x1, y0, y1] (negative crops), convolve with outer(f, f) * gain, keep every down-th."""
+    N, C, H, W = x.shape
+    if up > 1:
+        z = x.new_zeros([N, C, H * up, W * up])
+        z[:, :, ::up, ::up] = x
+        x = z
+    x = torch.nn.functional.pad(x, pad)
+    f2 = torch.outer(f, f).flip([0, 1]) * gain
+    x = torch.nn.functional.conv2d(x.reshape(N * C, 1, *x.shape[2:]), f2[None, None])
+    return x.reshape(N, C, *x.shape[2:])[:, :, ::down, ::down]
+
+
+def _sg3_layer_direct(layer, x, w):
+    """Modulate/demodulate (per sample), bias, upsample, scaled leaky ReLU, clamp, downsample."""
+    styles = layer.affine(w)
+    if layer.is_torgb:
+        styles = styles / np.sqrt(layer.in_channels * layer.conv_kernel ** 2)
+    outs = []
+    for n in range(x.shape[0]):
+        k = layer.weight * styles[n].reshape(1, -1, 1, 1)
+        if not layer.is_torgb:
+            k = k / k.square().sum(dim=[1, 2, 3], keepdim=True).add(1e-8).sqrt()
+        k = k * layer.magnitude_ema.rsqrt()
+        outs.append(torch.nn.functional.conv2d(x[n:n + 1], k, padding=layer.conv_kernel - 1))
+    y = torch.cat(outs) + layer.bias.reshape(1, -1, 1, 1)
+    if layer.up_filter is not None:
+        y = _upfirdn_direct(y, layer.up_filter, layer.up_factor, 1, layer.padding, layer.up_factor ** 2)
+    else:
+        y = torch.nn.functional.pad(y, layer.padding)
+    gain, slope = (1, 1) if layer.is_torgb else (np.sqrt(2), 0.2)
+    y = torch.where(y >= 0, y, y * slope) * gain
+    y = y.clamp(-layer.conv_clamp, layer.conv_clamp)
+    if layer.down_filter is not None:
+        y = _upfirdn_direct(y, layer.down_filter, 1, layer.down_factor, [0, 0, 0, 0], 1)
+    return y
+
+
+@pytest.mark.parametrize('is_torgb', [False, True], ids=['upsampling', 'torgb'])
+def test_stylegan3_synthesis_layer_matches_direct_maths(is_torgb):
+    from training.networks_stylegan3 import SynthesisLayer as AFSynthesisLayer
+    torch.manual_seed(0)
+    if is_torgb:
+        spec = dict(in_channels=6, out_channels=3, in_size=16, out_size=16, in_sampling_rate=16, out_sampling_rate=16,
+            in_cutoff=8, out_cutoff=8, in_half_width=3, out_half_width=3)
+    else: # an SG3 layer that doubles the sampling rate, with a 10-pixel margin
+        spec = dict(in_channels=6, out_channels=5, in_size=36, out_size=52, in_sampling_rate=16, out_sampling_rate=32,
+            in_cutoff=4, out_cutoff=8, in_half_width=4, out_half_width=6)
+    layer = AFSynthesisLayer(w_dim=8, is_torgb=is_torgb, is_critically_sampled=False, use_fp16=True, conv_clamp=0.5, **spec)
+    with torch.no_grad():
+        layer.bias.normal_()
+        layer.magnitude_ema.fill_(1.7)
+    if not is_torgb:
+        assert (layer.up_factor, layer.down_factor) == (4, 2) and layer.up_filter.shape == (24,)
+        assert torch.allclose(layer.up_filter.sum(), torch.tensor(1.0)) and torch.allclose(layer.down_filter.sum(), torch.tensor(1.0))
+    x = torch.randn([2, 6, spec['in_size'], spec['in_size']])
+    w = torch.randn([2, 8])
+    with torch.no_grad():
+        got = layer(x, w, noise_mode='const')
+        ref = _sg3_layer_direct(layer, x, w)
+    assert got.shape == (2, spec['out_channels'], spec['out_size'], spec['out_size']) and got.dtype == torch.float32
+    assert ref.shape == got.shape
+    assert torch.allclose(got, ref, atol=1e-4), (got - ref).abs().max()
+    layer.conv_clamp = 1e9
+    with torch.no_grad():
+        assert not torch.allclose(got, _sg3_layer_direct(layer, x, w), atol=1e-2) # the clamp was exercised
+    layer(x, w, update_emas=True)
+    assert torch.allclose(layer.magnitude_ema, torch.tensor(1.7).lerp(x.square().mean(), 1 - 0.999))
 
 #----------------------------------------------------------------------------
