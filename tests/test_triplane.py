@@ -123,7 +123,7 @@ def test_cached_backbone_and_resolution(pinned_rand):
     c = g['inputs']['c']
     with torch.no_grad():
         first = G.synthesis(ws, c, neural_rendering_resolution=16, cache_backbone=True, noise_mode='const')
-        assert G._last_planes is not None and G.neural_rendering_resolution == 16
+        assert G._last_planes.shape == (2, 96, 256, 256) and G.neural_rendering_resolution == 16
         # Cached planes are reused even for other ws; the resolution set above is now the default.
         cached = G.synthesis(torch.zeros_like(ws), c, use_cached_backbone=True, noise_mode='const')
     assert cached['image_raw'].shape == (2, 3, 16, 16) and first['image_depth'].shape == (2, 1, 16, 16)

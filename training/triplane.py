@@ -75,11 +75,11 @@ class TriPlaneGenerator(torch.nn.Module):
         ray_origins, ray_directions = self.ray_sampler(cam2world_matrix, intrinsics, neural_rendering_resolution)
 
         if use_cached_backbone and self._last_planes is not None:
-            planes = self._last_planes
+            planes = self._last_planes.view(len(self._last_planes), 3, 32, *self._last_planes.shape[-2:])
         else:
             planes = synthesize_planes(self, ws, update_emas=update_emas, **synthesis_kwargs)
         if cache_backbone:
-            self._last_planes = planes
+            self._last_planes = planes.flatten(1, 2) # Raw backbone layout [N, 96, H, W], as EG3D keeps it.
 
         # Volume-render the 32-channel feature image (channels last), then reshape to NCHW.
         feature_samples, depth_samples, _weights = self.renderer(planes, self.decoder, ray_origins, ray_directions, self.rendering_kwargs)
