@@ -8,11 +8,23 @@ import scipy.signal
 import torch
 
 from torch_utils.ops import bias_act
+from torch_utils.ops import conv2d_gradfix
 from torch_utils.ops import conv2d_resample
+from torch_utils.ops import filtered_lrelu
 from torch_utils.ops import fma
+from torch_utils.ops import grid_sample_gradfix
 from torch_utils.ops import upfirdn2d
 
 SQRT2 = float(np.sqrt(2))
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _single_thread():
+    """These tensors are tiny; one intra-op thread avoids spin-wait overhead on a busy machine (restored afterwards)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 #----------------------------------------------------------------------------
 # bias_act
@@ -235,5 +247,104 @@ def test_fma_values_and_broadcast_gradients():
     torch.testing.assert_close(da, (wgt * b).sum(1, keepdim=True))
     torch.testing.assert_close(db, (wgt * a).sum([0, 2]).reshape(2, 1))
     torch.testing.assert_close(dc, wgt.sum([0, 1]))
+
+#----------------------------------------------------------------------------
+# conv2d_gradfix
+
+@pytest.mark.parametrize('transpose,kwargs', [
+    (False, dict(stride=1, padding=1)),
+    (False, dict(stride=2, padding=0, groups=2)),
+    (False, dict(stride=1, padding=2, dilation=2)),
+    (True, dict(stride=2, padding=1, output_padding=1)),
+    (True, dict(stride=1, padding=0, groups=2)),
+])
+def test_conv2d_gradfix_matches_torch(monkeypatch, transpose, kwargs):
+    monkeypatch.setattr(conv2d_gradfix, 'enabled', True)
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn([1, 4, 6, 5], generator=g, dtype=torch.float64, requires_grad=True)
+    groups = kwargs.get('groups', 1)
+    w = torch.randn([4, 4 // groups, 3, 3], generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn([4], generator=g, dtype=torch.float64, requires_grad=True)
+    ours = (conv2d_gradfix.conv_transpose2d if transpose else conv2d_gradfix.conv2d)
+    theirs = (torch.nn.functional.conv_transpose2d if transpose else torch.nn.functional.conv2d)
+    y = ours(x, w, b, **kwargs)
+    torch.testing.assert_close(y, theirs(x, w, b, **kwargs), rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda x, w, b: ours(x, w, b, **kwargs), (x, w, b))
+    assert torch.autograd.gradgradcheck(lambda x, w: ours(x, w, None, **kwargs), (x, w))
+
+
+@pytest.mark.parametrize('transpose', [False, True])
+def test_no_weight_gradients(monkeypatch, transpose):
+    monkeypatch.setattr(conv2d_gradfix, 'enabled', True)
+    op = conv2d_gradfix.conv_transpose2d if transpose else conv2d_gradfix.conv2d
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn([2, 3, 6, 6], generator=g, requires_grad=True)
+    w = torch.randn([3, 5, 3, 3] if transpose else [5, 3, 3, 3], generator=g, requires_grad=True)
+    op(x, w, padding=1).square().sum().backward()
+    x_grad, w_grad = x.grad.clone(), w.grad.clone()
+    assert w_grad.abs().sum() > 0
+    x.grad = w.grad = None
+
+    with conv2d_gradfix.no_weight_gradients():
+        assert conv2d_gradfix.weight_gradients_disabled
+        op(x, w, padding=1).square().sum().backward()
+    assert not conv2d_gradfix.weight_gradients_disabled                         # Restored on exit.
+    assert w.grad is None
+    torch.testing.assert_close(x.grad, x_grad, rtol=0, atol=0)
+
+    with conv2d_gradfix.no_weight_gradients(disable=False):                    # disable=False is a no-op.
+        dw, = torch.autograd.grad(op(x, w, padding=1).square().sum(), [w])
+    torch.testing.assert_close(dw, w_grad)
+
+#----------------------------------------------------------------------------
+# grid_sample_gradfix
+
+@pytest.mark.parametrize('enabled', [False, True])
+def test_grid_sample_values_and_double_backward(monkeypatch, enabled):
+    monkeypatch.setattr(grid_sample_gradfix, 'enabled', enabled)
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn([2, 3, 5, 6], generator=g, dtype=torch.float64, requires_grad=True)
+    grid = (torch.rand([2, 4, 3, 2], generator=g, dtype=torch.float64) * 2.4 - 1.2).requires_grad_()  # Some samples fall outside.
+    y = grid_sample_gradfix.grid_sample(x, grid)
+    expected = torch.nn.functional.grid_sample(x, grid, mode='bilinear', padding_mode='zeros', align_corners=False)
+    torch.testing.assert_close(y, expected, rtol=0, atol=0)
+    assert torch.autograd.gradcheck(grid_sample_gradfix.grid_sample, (x, grid))
+    assert torch.autograd.gradgradcheck(grid_sample_gradfix.grid_sample, (x, grid))
+
+    # d/dgrid of a gradient w.r.t. the input is a genuine second-order term (the R1/path-length case): not zero.
+    dx, = torch.autograd.grad(grid_sample_gradfix.grid_sample(x, grid).sum(), [x], create_graph=True)
+    dgrid, = torch.autograd.grad(dx.square().sum(), [grid])
+    assert dgrid.abs().sum() > 0
+
+#----------------------------------------------------------------------------
+# filtered_lrelu
+
+@pytest.mark.parametrize('up,down,padding,clamp,flip', [
+    (1, 1, 0, None, False),
+    (2, 1, [3, 2, 3, 2], None, False),
+    (1, 2, [1, 2, 0, 1], 0.5, True),
+    (2, 2, [5, 4, 5, 4], 0.8, False),
+])
+def test_filtered_lrelu_ref_matches_composition(up, down, padding, clamp, flip):
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn([2, 3, 8, 9], generator=g, dtype=torch.float64)
+    b = torch.randn([3], generator=g, dtype=torch.float64)
+    fu_np = np.array([1, 4, 6, 4, 1], dtype=np.float64)
+    fd_np = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], dtype=np.float64)
+    fu = upfirdn2d.setup_filter(fu_np, separable=True)
+    fd = upfirdn2d.setup_filter(fd_np)
+    slope, gain = 0.3, 1.7
+    y = filtered_lrelu.filtered_lrelu(x, fu, fd, b, up=up, down=down, padding=padding, gain=gain, slope=slope, clamp=clamp, flip_filter=flip)
+
+    pad = [padding] * 4 if isinstance(padding, int) else padding
+    z = _naive_upfirdn2d(x + b.reshape(1, 3, 1, 1), fu.double().numpy(), up, 1, pad, flip, up * up)
+    z = torch.where(z > 0, z, slope * z) * gain
+    if clamp is not None:
+        z = z.clamp(-clamp, clamp)
+    z = _naive_upfirdn2d(z, fd.double().numpy(), 1, down, [0, 0, 0, 0], flip, 1)
+    assert y.shape == z.shape
+    torch.testing.assert_close(y, z, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(filtered_lrelu.filtered_lrelu(x, fu, fd, b, up=up, down=down, padding=padding, gain=gain,
+        slope=slope, clamp=clamp, flip_filter=flip, impl='cuda'), y, rtol=0, atol=0)    # CPU tensor: same reference path.
 
 #----------------------------------------------------------------------------
