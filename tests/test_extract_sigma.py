@@ -52,8 +52,16 @@ def base_args(pkl, outdir, *extra):
     return ['--network', pkl, '--trust-pickle', '--seeds', '0', '--res', '12', '--device', 'cpu',
         '--outdir', str(outdir), *extra]
 
-def reference_sigma(G, seed, points, psi=1, cutoff=14, fov_deg=18.837):
-    """EG3D's route: camera built by hand, z from the seed, G.sample on all points at once."""
+_references = {}
+
+def reference_sigma(G, seed, n, exact=False, psi=1, cutoff=14, fov_deg=18.837):
+    """EG3D's route on the n^3 cube (cached): camera built by hand, z from the seed, G.sample on all points at once."""
+    key = (seed, n, exact, psi, cutoff, fov_deg)
+    if key not in _references:
+        _references[key] = _reference_sigma(G, seed, cube_points(n, exact), psi, cutoff, fov_deg)
+    return _references[key]
+
+def _reference_sigma(G, seed, points, psi, cutoff, fov_deg):
     from training.camera_utils import FOV_to_intrinsics, LookAtPoseSampler
     pose = LookAtPoseSampler.sample(math.pi / 2, math.pi / 2, torch.tensor([0, 0, 0.2]), radius=2.7)
     c = torch.cat([pose.reshape(-1, 16), FOV_to_intrinsics(fov_deg).reshape(-1, 9)], dim=1)
@@ -101,13 +109,14 @@ def test_cube_files_match_g_sample(network, tmp_path):
     pkl, G = network
     outdir = tmp_path / 'a' / 'b'                               # Created on demand.
     args = base_args(pkl, outdir)
-    args[args.index('--seeds') + 1] = '0,3-4'
+    args[args.index('--seeds') + 1] = '0,4-5'
     result = run(args)
-    assert sorted(os.listdir(outdir)) == [f'seed00000{s}.{e}' for s in (0, 3, 4) for e in ('npy', 'ply')]
-    for seed in (0, 3, 4):
-        sigma = np.load(outdir / f'seed{seed:06d}.npy')
-        assert sigma.dtype == np.float32 and sigma.shape == (12, 12, 12)
-        np.testing.assert_allclose(sigma.ravel(), reference_sigma(G, seed, cube_points(12)), rtol=1e-5, atol=1e-5)
+    assert sorted(os.listdir(outdir)) == [f'seed00000{s}.{e}' for s in (0, 4, 5) for e in ('npy', 'ply')]
+    sigma = {seed: np.load(outdir / f'seed{seed:06d}.npy') for seed in (0, 4, 5)}
+    for seed in (0, 4):
+        assert sigma[seed].dtype == np.float32 and sigma[seed].shape == (12, 12, 12)
+        np.testing.assert_allclose(sigma[seed].ravel(), reference_sigma(G, seed, 12), rtol=1e-5, atol=1e-5)
+    assert sigma[5].shape == (12, 12, 12) and not np.allclose(sigma[5], sigma[4], atol=1e-4)
     assert 'wrote 3' in result.output
 
 #----------------------------------------------------------------------------
@@ -117,10 +126,10 @@ def test_truncation_flags(network, tmp_path):
     pkl, G = network
     run(base_args(pkl, tmp_path / 'psi', '--trunc', '0.6', '--trunc-cutoff', '5'))
     sigma = np.load(tmp_path / 'psi' / 'seed000000.npy').ravel()
-    expected = reference_sigma(G, 0, cube_points(12), psi=0.6, cutoff=5)
+    expected = reference_sigma(G, 0, 12, psi=0.6, cutoff=5)
     np.testing.assert_allclose(sigma, expected, rtol=1e-5, atol=1e-5)
-    assert not np.allclose(expected, reference_sigma(G, 0, cube_points(12), psi=0.6, cutoff=14), atol=1e-4)
-    assert not np.allclose(expected, reference_sigma(G, 0, cube_points(12)), atol=1e-4)
+    assert not np.allclose(expected, reference_sigma(G, 0, 12, psi=0.6, cutoff=14), atol=1e-4)
+    assert not np.allclose(expected, reference_sigma(G, 0, 12), atol=1e-4)
 
 #----------------------------------------------------------------------------
 # --exact-grid, --slab, --chunk
@@ -129,8 +138,8 @@ def test_exact_grid(network, tmp_path):
     pkl, G = network
     run(base_args(pkl, tmp_path, '--exact-grid'))
     sigma = np.load(tmp_path / 'seed000000.npy').ravel()
-    np.testing.assert_allclose(sigma, reference_sigma(G, 0, cube_points(12, exact=True)), rtol=1e-5, atol=1e-5)
-    assert not np.allclose(sigma, reference_sigma(G, 0, cube_points(12)), atol=1e-4)
+    np.testing.assert_allclose(sigma, reference_sigma(G, 0, 12, exact=True), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(sigma, reference_sigma(G, 0, 12), atol=1e-4)
 
 def test_slab_is_the_crop_of_the_cube(network, tmp_path):
     pkl, _ = network
@@ -143,11 +152,9 @@ def test_slab_is_the_crop_of_the_cube(network, tmp_path):
     np.testing.assert_allclose(slab, cube[x0:x1, y0:y1, z0:z1], rtol=1e-5, atol=1e-6)
 
 def test_chunk_does_not_change_result(network, tmp_path):
-    pkl, _ = network
-    run(base_args(pkl, tmp_path / 'big'))
-    run(base_args(pkl, tmp_path / 'small', '--chunk', '100'))
-    np.testing.assert_allclose(np.load(tmp_path / 'small' / 'seed000000.npy'),
-        np.load(tmp_path / 'big' / 'seed000000.npy'), rtol=1e-6, atol=1e-6)
+    pkl, G = network
+    run(base_args(pkl, tmp_path, '--chunk', '100'))
+    np.testing.assert_allclose(np.load(tmp_path / 'seed000000.npy').ravel(), reference_sigma(G, 0, 12), rtol=1e-5, atol=1e-5)
 
 #----------------------------------------------------------------------------
 # --level (and the .ply contents)
@@ -159,17 +166,19 @@ def ply_counts(path):
     return count('vertex'), count('face')
 
 def test_level_sets_the_mesh_surface(network, tmp_path):
-    pkl, _ = network
-    sigma = None
-    for level in ('0', '0.5'):
-        outdir = tmp_path / level
-        run(base_args(pkl, outdir, '--res', '20', '--level', level))
-        sigma = np.load(outdir / 'seed000000.npy')
-        padded = flip_and_pad(sigma, flip=False, pad=eg3d_border_pad(20))
-        verts, faces = mesh.extract_mesh(padded, CubeGrid(20), level=float(level))
-        assert len(faces) > 0
-        assert ply_counts(outdir / 'seed000000.ply') == (len(verts), len(faces))
-    assert ply_counts(tmp_path / '0' / 'seed000000.ply') != ply_counts(tmp_path / '0.5' / 'seed000000.ply')
+    pkl, G = network
+    pad = eg3d_border_pad(12)
+    inner = reference_sigma(G, 0, 12).reshape(12, 12, 12)[pad:-pad, pad:-pad, pad:-pad]
+    level = float(np.median(inner))                             # Guarantees a surface inside the border.
+    run(base_args(pkl, tmp_path, '--level', str(level)))
+    sigma = np.load(tmp_path / 'seed000000.npy')
+    expected = {}
+    for lv in (level, float(np.quantile(inner, 0.8))):
+        verts, faces = mesh.extract_mesh(flip_and_pad(sigma, flip=False, pad=pad), CubeGrid(12), level=lv)
+        assert len(faces) > 0 and np.abs(verts).max() <= 0.5
+        expected[lv] = (len(verts), len(faces))
+    assert ply_counts(tmp_path / 'seed000000.ply') == expected[level]
+    assert len(set(expected.values())) == 2
 
 #----------------------------------------------------------------------------
 # --dry-run, --device, --fov-deg
@@ -183,10 +192,12 @@ def test_dry_run_loads_and_writes_nothing(tmp_path):
     assert 'seed000001.npy' in result.output and 'seed000002.ply' in result.output and 'slab' in result.output
 
 def test_device_flag(network, tmp_path):
-    pkl, _ = network
+    pkl, G = network
     args = base_args(pkl, tmp_path / 'auto')
     args[args.index('--device') + 1] = 'auto'
     run(args)
+    np.testing.assert_allclose(np.load(tmp_path / 'auto' / 'seed000000.npy').ravel(), reference_sigma(G, 0, 12),
+        rtol=1e-5, atol=1e-5)
     assert tool.pick_device('cpu') == torch.device('cpu')
     if torch.cuda.is_available():
         assert tool.pick_device('auto').type == 'cuda'
@@ -195,20 +206,21 @@ def test_device_flag(network, tmp_path):
         args[args.index('--device') + 1] = 'cuda'
         result = run(args, expect_ok=False)
         assert result.exit_code == 2 and 'CUDA is not available' in result.output
-    result = run(args[:-4] + ['--device', 'tpu', '--outdir', str(tmp_path)], expect_ok=False)
-    assert result.exit_code == 2
+    args[args.index('--device') + 1] = 'tpu'
+    assert run(args, expect_ok=False).exit_code == 2
 
 def test_fov_flag_changes_conditioning(network, tmp_path):
     pkl, G = network
     run(base_args(pkl, tmp_path, '--fov-deg', '18'))  # What gen_samples' int-typed --fov-deg actually passes.
     sigma = np.load(tmp_path / 'seed000000.npy').ravel()
-    expected = reference_sigma(G, 0, cube_points(12), fov_deg=18)
+    expected = reference_sigma(G, 0, 12, fov_deg=18)
     np.testing.assert_allclose(sigma, expected, rtol=1e-5, atol=1e-5)
-    assert not np.allclose(expected, reference_sigma(G, 0, cube_points(12)), atol=1e-5)
+    assert not np.allclose(expected, reference_sigma(G, 0, 12), atol=1e-5)
 
 #----------------------------------------------------------------------------
 # The script itself, as a user runs it.
 
+@pytest.mark.slow
 def test_script_runs_as_a_subprocess(network, tmp_path):
     pkl, _ = network
     cmd = [sys.executable, TOOL, *base_args(pkl, tmp_path / 'o', '--slab', '--res', '16')]
