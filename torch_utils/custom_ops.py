@@ -65,9 +65,10 @@ def _stage_sources(files, target_dir):
 _cached_plugins = dict()        # module_name => loaded module, or None after a failure (so we warn only once).
 
 def _one_line(err):
-    """Short, single-line description of an exception for a warning."""
+    """Short, single-line reason for a warning: the first compiler 'error' line if there is one, else the first line."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    text = f'{type(err).__name__}: {lines[0] if lines else ""}'
+    errors = [line for line in lines[1:] if 'error' in line.lower()]
+    text = f'{type(err).__name__}: {(errors or lines or [""])[0]}'
     return text if len(text) <= 200 else text[:197] + '...'
 
 

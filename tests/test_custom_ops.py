@@ -1,0 +1,145 @@
+"""Plugin machinery: failures fall back with one warning, builds are cached by source digest and device."""
+
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import pytest
+import torch
+
+from torch_utils import custom_ops
+from torch_utils.ops import bias_act
+from torch_utils.ops import filtered_lrelu
+from torch_utils.ops import upfirdn2d
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+GOOD_SOURCE = textwrap.dedent('''
+    #include <pybind11/pybind11.h>
+    static int add_ints(int a, int b) { return a + b; }
+    PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) { m.def("add_ints", &add_ints); }
+''')
+
+
+@pytest.fixture
+def fresh(monkeypatch, tmp_path):
+    """Empty cache dir, empty in-memory plugin table, quiet output, plugins allowed."""
+    monkeypatch.setenv('EG3D_RLHF_CACHE', str(tmp_path / 'cache'))
+    monkeypatch.delenv('EG3D_RLHF_CUSTOM_OPS', raising=False)
+    monkeypatch.setattr(custom_ops, '_cached_plugins', dict())
+    monkeypatch.setattr(custom_ops, 'verbosity', 'none')
+    return tmp_path
+
+
+def _write(folder, name, text):
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+def _plugin_warnings(record):
+    return [w for w in record if 'reference implementation' in str(w.message)]
+
+
+def _call_twice(**kwargs):
+    """get_plugin twice with every warning recorded (no deduplication by the warnings registry)."""
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter('always')
+        first = custom_ops.get_plugin(**kwargs)
+        second = custom_ops.get_plugin(**kwargs)
+    return first, second, _plugin_warnings(record)
+
+#----------------------------------------------------------------------------
+
+def test_broken_source_warns_once_and_returns_none(fresh):
+    _write(fresh, 'broken.cpp', 'this is not C++ at all;\n')
+    first, second, warned = _call_twice(module_name='broken_plugin', sources=['broken.cpp'], source_dir=str(fresh))
+    assert first is None and second is None
+    assert len(warned) == 1
+    assert 'broken_plugin' in str(warned[0].message) and '\n' not in str(warned[0].message)
+
+
+def test_missing_source_warns_once_and_returns_none(fresh):
+    first, second, warned = _call_twice(module_name='missing_plugin', sources=['nope.cpp', 'nope.cu'],
+        headers=['nope.h'], source_dir=str(fresh))
+    assert first is None and second is None
+    assert len(warned) == 1 and 'FileNotFoundError' in str(warned[0].message)
+
+
+def test_env_switch_disables_plugins_silently(fresh, monkeypatch):
+    monkeypatch.setenv('EG3D_RLHF_CUSTOM_OPS', '0')
+    _write(fresh, 'good.cpp', GOOD_SOURCE)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert custom_ops.get_plugin(module_name='off_plugin', sources=['good.cpp'], source_dir=str(fresh)) is None
+    assert not (fresh / 'cache').exists()
+
+
+@pytest.mark.parametrize('op,init_name', [(bias_act, 'bias_act_plugin'), (upfirdn2d, 'upfirdn2d_plugin'), (filtered_lrelu, 'filtered_lrelu_plugin')])
+def test_op_plugins_fall_back_with_one_warning(fresh, monkeypatch, op, init_name):
+    # Kernel sources are not in the tree yet: asking for the plugin must fail softly, once.
+    monkeypatch.setattr(op, '_plugin', None)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter('always')
+        assert op._init() is False          # pylint: disable=protected-access
+        assert op._init() is False          # pylint: disable=protected-access
+    warned = _plugin_warnings(record)
+    assert len(warned) == 1 and init_name in str(warned[0].message)
+
+
+def test_cuda_impl_on_cpu_tensor_never_asks_for_a_plugin(fresh, monkeypatch):
+    def forbidden(*args, **kwargs):
+        raise AssertionError('get_plugin must not be called for CPU tensors')
+    monkeypatch.setattr(custom_ops, 'get_plugin', forbidden)
+    x = torch.randn([1, 2, 6, 6])
+    f = upfirdn2d.setup_filter([1, 3, 3, 1])
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert torch.equal(bias_act.bias_act(x, act='lrelu'), bias_act.bias_act(x, act='lrelu', impl='ref'))
+        assert torch.equal(upfirdn2d.upsample2d(x, f), upfirdn2d.upsample2d(x, f, impl='ref'))
+        assert torch.equal(filtered_lrelu.filtered_lrelu(x, f, f, up=2, down=2, padding=3),
+            filtered_lrelu.filtered_lrelu(x, f, f, up=2, down=2, padding=3, impl='ref'))
+
+
+def test_cache_key_follows_contents_and_device(fresh, monkeypatch):
+    a = _write(fresh, 'a.cpp', GOOD_SOURCE)
+    h = _write(fresh, 'a.h', '// header v1\n')
+    key = custom_ops.build_dir('k_plugin', [str(a), str(h)])
+    assert key.startswith(str(fresh / 'cache' / 'torch_extensions' / 'k_plugin'))
+    assert custom_ops.build_dir('k_plugin', [str(h), str(a)]) == key                # Order does not matter.
+    h.write_text('// header v2\n')
+    assert custom_ops.build_dir('k_plugin', [str(a), str(h)]) != key                # Any file's bytes change it.
+    h.write_text('// header v1\n')
+    assert custom_ops.build_dir('k_plugin', [str(a), str(h)]) == key
+    monkeypatch.setattr(custom_ops, '_device_tag', lambda: 'some-other-gpu')
+    assert custom_ops.build_dir('k_plugin', [str(a), str(h)]) != key                # So does the GPU.
+    assert key.endswith('-cpu') or torch.cuda.is_available()
+
+#----------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_valid_plugin_builds_once_and_is_reused(fresh):
+    src = _write(fresh, 'tiny.cpp', GOOD_SOURCE)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        module = custom_ops.get_plugin(module_name='tiny_plugin', sources=['tiny.cpp'], source_dir=str(fresh))
+    assert module is not None and module.add_ints(2, 40) == 42
+    assert custom_ops.get_plugin(module_name='tiny_plugin', sources=['tiny.cpp'], source_dir=str(fresh)) is module
+
+    folder = custom_ops.build_dir('tiny_plugin', [str(src)])
+    libraries = [name for name in os.listdir(folder) if name.endswith('.so') or name.endswith('.pyd')]
+    assert len(libraries) == 1
+    lib_path = os.path.join(folder, libraries[0])
+    built_at = os.stat(lib_path).st_mtime_ns
+
+    # A new process with the same sources loads the cached build: the library is not rewritten.
+    script = ('import sys; sys.path.insert(0, sys.argv[1]); from torch_utils import custom_ops; custom_ops.verbosity = "none"; '
+        'm = custom_ops.get_plugin(module_name="tiny_plugin", sources=["tiny.cpp"], source_dir=sys.argv[2]); print(m.add_ints(1, 2))')
+    out = subprocess.run([sys.executable, '-c', script, REPO, str(fresh)], capture_output=True, text=True, env=os.environ.copy(), check=True)
+    assert out.stdout.strip().splitlines()[-1] == '3'
+    assert os.stat(lib_path).st_mtime_ns == built_at
+    assert os.listdir(os.path.dirname(folder)) == [os.path.basename(folder)]      # Still one build for this module.
+
+#----------------------------------------------------------------------------
