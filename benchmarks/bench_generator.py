@@ -88,8 +88,8 @@ def measure_rss(channel_base, channel_max, res, chunk):
 
 @click.command()
 @click.option('--repeats', type=int, default=3, show_default=True, help='(a) timed G forwards (after one warm-up)')
-@click.option('--sigma-res', type=int, default=96, show_default=True, help='(b) cube resolution for the throughput race')
-@click.option('--chunk', type=int, default=65536, show_default=True, help='(b) points per chunk, both methods')
+@click.option('--sigma-res', type=int, default=64, show_default=True, help='(b) cube resolution for the throughput race')
+@click.option('--chunk', type=int, default=32768, show_default=True, help='(b) points per chunk, both methods')
 @click.option('--rss-res', type=int, default=512, show_default=True, help='(c) cube resolution streamed for peak RSS')
 @click.option('--rss-chunk', type=int, default=2**18, show_default=True, help='(c) points per chunk')
 @click.option('--channel-base', type=int, default=None, help='Shrink the network (default: the full FFHQ-512 32768)')

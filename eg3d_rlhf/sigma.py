@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from torch_utils import misc
+from training.triplane import synthesize_planes
 
 #----------------------------------------------------------------------------
 # Sampling grids. Conventions follow EG3D's gen_samples.py: N points per axis
@@ -111,8 +112,7 @@ class SigmaField:
         self.requires_grad = requires_grad
         misc.assert_shape(ws, [None, None, G.w_dim])
         with torch.set_grad_enabled(requires_grad):
-            planes = G.backbone.synthesis(ws.to(self.device), update_emas=False, noise_mode=noise_mode)
-        self.planes = planes.view(len(planes), 3, 32, planes.shape[-2], planes.shape[-1])
+            self.planes = synthesize_planes(G, ws.to(self.device), noise_mode=noise_mode) # One backbone pass.
 
     @classmethod
     def from_latents(cls, G, z, c, truncation_psi=1, truncation_cutoff=None, noise_mode='const', requires_grad=False):
