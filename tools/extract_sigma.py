@@ -14,6 +14,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from eg3d_rlhf import mesh                                                          # noqa: E402
 from eg3d_rlhf.sigma import CubeGrid, SigmaField, eg3d_border_pad, flip_and_pad, slab_grid  # noqa: E402
+from training import legacy                                                         # noqa: E402
+from training.camera_utils import FOV_to_intrinsics, LookAtPoseSampler             # noqa: E402
 
 #----------------------------------------------------------------------------
 
@@ -41,7 +43,6 @@ def pick_device(name):
 
 def conditioning_label(G, fov_deg, device):
     """gen_samples' conditioning camera: frontal, on the average orbit, as a [1, 25] label."""
-    from training.camera_utils import FOV_to_intrinsics, LookAtPoseSampler
     pivot = torch.tensor(G.rendering_kwargs.get('avg_camera_pivot', [0, 0, 0]), dtype=torch.float32, device=device)
     radius = G.rendering_kwargs.get('avg_camera_radius', 2.7)
     pose = LookAtPoseSampler.sample(math.pi / 2, math.pi / 2, pivot, radius=radius, device=device)
@@ -57,7 +58,7 @@ def seed_latent(G, seed):
 @click.command()
 @click.option('--network', 'network_pkl', help='Network pickle (path or URL)', required=True, metavar='PKL')
 @click.option('--trust-pickle', is_flag=True, help='Confirm you trust PKL: loading a pickle runs code stored in it')
-@click.option('--seeds', type=parse_range, help="Seeds, e.g. '0-3' or '0,2,5-7'", required=True)
+@click.option('--seeds', type=parse_range, help="Seeds, e.g. '0-3' or '0,2,5-7'", required=True, metavar='LIST')
 @click.option('--res', 'resolution', type=click.IntRange(min=2), default=256, show_default=True, help='Points per cube axis, N')
 @click.option('--slab', is_flag=True, help='Sample only the published face slab of the N^3 cube')
 @click.option('--trunc', 'truncation_psi', type=float, default=1, show_default=True, help='Truncation psi')
@@ -91,7 +92,6 @@ def main(network_pkl, trust_pickle, seeds, resolution, slab, truncation_psi, tru
             print(f'  {path}.npy  {path}.ply')
         return
 
-    from training import legacy
     try:
         G = legacy.load_network_pkl(network_pkl, trust=True)['G_ema']
     except (OSError, ValueError) as err:
