@@ -7,9 +7,11 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 import click
+import psutil
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -74,15 +76,33 @@ def bench_sigma(G, z, c, res, chunk):
     assert torch.allclose(a, b, rtol=1e-5, atol=1e-5), 'streaming and per-chunk sigma disagree'
     return grid.num_points / t_stream, grid.num_points / t_chunk, math.ceil(grid.num_points / chunk)
 
+class RssPoller:
+    """Highest resident set size seen by polling psutil every `interval` seconds in a background thread."""
+    def __init__(self, interval=0.05):
+        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+    def _run(self):
+        proc = psutil.Process()
+        while not self._stop.is_set():
+            self.peak = max(self.peak, proc.memory_info().rss)
+            time.sleep(self.interval)
+    def __enter__(self):
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
 def measure_rss(channel_base, channel_max, res, chunk):
-    """(c), run in a fresh process: peak RSS before and after streaming a res^3 cube."""
+    """(c), run in a fresh process: RSS before, during (polled) and at peak (ru_maxrss) around streaming a res^3 cube."""
     G = build_generator(channel_base, channel_max)
     z, c = torch.randn([1, G.z_dim]), frontal_label(G)
     field = SigmaField.from_latents(G, z, c, noise_mode='const')
-    before = peak_rss_mib()
-    seconds, sigma = timed(lambda: field.sample_grid(CubeGrid(res), chunk=chunk))
-    after = peak_rss_mib()
-    print(json.dumps(dict(before_mib=before, after_mib=after, output_mib=sigma.numel() * 4 / 2**20, seconds=seconds)))
+    resident = psutil.Process().memory_info().rss / 2**20
+    with RssPoller() as poller:
+        seconds, sigma = timed(lambda: field.sample_grid(CubeGrid(res), chunk=chunk))
+    print(json.dumps(dict(resident_before_mib=resident, streaming_peak_mib=poller.peak / 2**20,
+        process_peak_mib=peak_rss_mib(), output_mib=sigma.numel() * 4 / 2**20, seconds=seconds)))
 
 #----------------------------------------------------------------------------
 
@@ -119,10 +139,11 @@ def main(repeats, sigma_res, chunk, rss_res, rss_chunk, channel_base, channel_ma
         str(rss_chunk)] + ([] if channel_base is None else ['--channel-base', str(channel_base), '--channel-max',
         str(channel_max)]) + ([] if threads is None else ['--threads', str(threads)])
     child = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
-    print(f'(c) peak RSS streaming a {rss_res}^3 cube, chunk {rss_chunk} (fresh subprocess, ru_maxrss): '
-        f'{child["after_mib"]:,.0f} MiB; {child["before_mib"]:,.0f} MiB before streaming (network + planes), '
-        f'+{child["after_mib"] - child["before_mib"]:,.0f} MiB while streaming, of which {child["output_mib"]:,.0f} MiB '
-        f'is the output volume itself; took {child["seconds"]:.1f} s')
+    print(f'(c) {rss_res}^3 cube, chunk {rss_chunk}, fresh subprocess: RSS {child["resident_before_mib"]:,.0f} MiB '
+        f'before streaming (network + planes), at most {child["streaming_peak_mib"]:,.0f} MiB while streaming (psutil, '
+        f'polled every 50 ms): +{child["streaming_peak_mib"] - child["resident_before_mib"]:,.0f} MiB, of which '
+        f'{child["output_mib"]:,.0f} MiB is the output volume; process peak {child["process_peak_mib"]:,.0f} MiB '
+        f'(ru_maxrss, includes building the planes); took {child["seconds"]:.1f} s')
 
 #----------------------------------------------------------------------------
 
