@@ -58,20 +58,11 @@ class DualDiscriminator(Discriminator):
         self.disc_c_noise = disc_c_noise
 
     def forward(self, img, c, update_emas=False, **block_kwargs):
-        _ = update_emas # nothing to track here
+        """Logits [N, 1] for img = {'image': [N, C, R, R], 'image_raw': [N, C, r, r]} and camera labels c."""
         image_raw = filtered_resizing(img['image_raw'], size=img['image'].shape[-1], f=self.resample_filter)
-        img = torch.cat([img['image'], image_raw], 1)
-
-        x = None
-        for res in self.block_resolutions:
-            x, img = getattr(self, f'b{res}')(x, img, **block_kwargs)
-
-        cmap = None
-        if self.c_dim > 0:
-            if self.disc_c_noise > 0:
-                c += torch.randn_like(c) * c.std(0) * self.disc_c_noise
-            cmap = self.mapping(None, c)
-        return self.b4(x, img, cmap)
+        if self.disc_c_noise > 0: # EG3D adds this in place, into the caller's c; we leave the caller's tensor alone.
+            c = c + torch.randn_like(c) * c.std(0) * self.disc_c_noise
+        return super().forward(torch.cat([img['image'], image_raw], 1), c, update_emas=update_emas, **block_kwargs)
 
 #----------------------------------------------------------------------------
 
