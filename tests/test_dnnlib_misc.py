@@ -120,3 +120,33 @@ def test_training_stats_collect_per_interval():
     training_stats.report0('TestStats/a', [10.0])
     collector.update()
     assert collector.as_dict()['TestStats/a'] == dict(num=1, mean=10.0, std=0.0)
+
+
+def test_ddp_helpers_on_a_gloo_group(tmp_path):
+    torch.distributed.init_process_group('gloo', init_method=(tmp_path / 'rendezvous').as_uri(), rank=0, world_size=1)
+    try:
+        net = torch.nn.Linear(2, 2)
+        misc.check_ddp_consistency(net)                             # One rank agrees with itself, nan included.
+        with torch.no_grad():
+            net.weight[0, 0] = float('nan')
+        misc.check_ddp_consistency(net)
+        ddp = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(2, 2))
+        with misc.ddp_sync(ddp, sync=False):
+            ddp(torch.ones(1, 2)).sum().backward()
+        assert ddp.module.weight.grad is not None
+        with pytest.raises(AssertionError, match='differs between ranks'):   # A buffer that broadcast would change.
+            _check_against_other_rank(torch.nn.Linear(2, 2))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def _check_against_other_rank(net):
+    """check_ddp_consistency with rank 0's copy replaced by different values (simulates a diverged rank)."""
+    real_broadcast = torch.distributed.broadcast
+    def broadcast(tensor, src, **kwargs):
+        tensor.add_(1)
+    torch.distributed.broadcast = broadcast
+    try:
+        misc.check_ddp_consistency(net)
+    finally:
+        torch.distributed.broadcast = real_broadcast
