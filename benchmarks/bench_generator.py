@@ -18,6 +18,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)                                                            # Run from anywhere.
 
 from eg3d_rlhf.sigma import CubeGrid, SigmaField                                    # noqa: E402
+from training.camera_utils import orbit_camera_label                                # noqa: E402
 
 SHARED = os.environ.get('EG3D_RLHF_SHARED', os.path.join(os.path.dirname(REPO), 'shared'))
 SPEC = os.path.join(SHARED, 'eg3d_reference', 'ffhq512_param_spec.json')
@@ -27,6 +28,8 @@ SPEC = os.path.join(SHARED, 'eg3d_reference', 'ffhq512_param_spec.json')
 def build_generator(channel_base, channel_max):
     """FFHQ-512 TriPlaneGenerator (kwargs from the param spec), random init, eval mode, CPU."""
     from training.triplane import TriPlaneGenerator
+    if not os.path.isfile(SPEC):
+        raise click.ClickException(f'{SPEC} not found: set EG3D_RLHF_SHARED to the folder holding eg3d_reference/')
     with open(SPEC) as f:
         kwargs = json.load(f)['ffhq512']['G_init_kwargs']
     if channel_base is not None:
@@ -34,12 +37,6 @@ def build_generator(channel_base, channel_max):
         kwargs['sr_kwargs'].update(channel_base=channel_base, channel_max=channel_max)
     torch.manual_seed(0)
     return TriPlaneGenerator(**kwargs).eval().requires_grad_(False)
-
-def frontal_label(G):
-    from training.camera_utils import FOV_to_intrinsics, LookAtPoseSampler
-    pivot = torch.tensor(G.rendering_kwargs['avg_camera_pivot'], dtype=torch.float32)
-    pose = LookAtPoseSampler.sample(math.pi / 2, math.pi / 2, pivot, radius=G.rendering_kwargs['avg_camera_radius'])
-    return torch.cat([pose.reshape(-1, 16), FOV_to_intrinsics(18.837).reshape(-1, 9)], dim=1)
 
 def timed(fn):
     t0 = time.perf_counter()
@@ -96,7 +93,7 @@ class RssPoller:
 def measure_rss(channel_base, channel_max, res, chunk):
     """(c), run in a fresh process: RSS before, during (polled) and at peak (ru_maxrss) around streaming a res^3 cube."""
     G = build_generator(channel_base, channel_max)
-    z, c = torch.randn([1, G.z_dim]), frontal_label(G)
+    z, c = torch.randn([1, G.z_dim]), orbit_camera_label(G.rendering_kwargs)
     field = SigmaField.from_latents(G, z, c, noise_mode='const')
     resident = psutil.Process().memory_info().rss / 2**20
     with RssPoller() as poller:
@@ -123,7 +120,7 @@ def main(repeats, sigma_res, chunk, rss_res, rss_chunk, channel_base, channel_ma
     if rss_child:
         return measure_rss(channel_base, channel_max, rss_res, rss_chunk)
     G = build_generator(channel_base, channel_max)
-    z, c = torch.randn([1, G.z_dim]), frontal_label(G)
+    z, c = torch.randn([1, G.z_dim]), orbit_camera_label(G.rendering_kwargs)
     print(f'network: FFHQ-512 structure, channel_base {channel_base or 32768}, channel_max {channel_max or 512}, '
         f'random init, CPU, {torch.get_num_threads()} threads')
 

@@ -314,3 +314,16 @@ def test_orbit_samplers_look_at_origin():
     assert torch.all((yaw > math.pi / 2 - 0.5 - 1e-5) & (yaw < math.pi / 2 + 0.5 + 1e-5))
 
 #----------------------------------------------------------------------------
+
+
+def test_orbit_camera_label_sits_on_the_average_orbit():
+    rk = dict(avg_camera_pivot=[0, 0, 0.2], avg_camera_radius=2.7)
+    c = camera_utils.orbit_camera_label(rk)
+    cam2world, intrinsics = c[0, :16].view(4, 4), c[0, 16:].view(3, 3)
+    torch.testing.assert_close(cam2world[:3, 3], torch.tensor([0, 0, 2.7]), atol=1e-5, rtol=0)
+    forward = cam2world[:3, 2]                       # OpenCV: camera z looks forward.
+    to_pivot = torch.tensor([0, 0, 0.2]) - cam2world[:3, 3]
+    torch.testing.assert_close(forward, to_pivot / to_pivot.norm(), atol=1e-5, rtol=0)
+    assert intrinsics[0, 0] == pytest.approx(4.2647, abs=2e-3) and intrinsics[0, 2] == 0.5
+    side = camera_utils.orbit_camera_label(rk, yaw=math.pi / 2 + 0.3)[0, :16].view(4, 4)[:3, 3]
+    assert side.norm() == pytest.approx(2.7, abs=1e-5) and side[0] > 0.5

@@ -1,6 +1,5 @@
 """Sample the raw sigma (density) of EG3D generators on a cube or the published face slab; write .npy and a .ply mesh."""
 
-import math
 import os
 import re
 import sys
@@ -15,7 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from eg3d_rlhf import mesh                                                          # noqa: E402
 from eg3d_rlhf.sigma import CubeGrid, SigmaField, eg3d_border_pad, flip_and_pad, slab_grid  # noqa: E402
 from training import legacy                                                         # noqa: E402
-from training.camera_utils import FOV_to_intrinsics, LookAtPoseSampler             # noqa: E402
+from training.camera_utils import orbit_camera_label                                # noqa: E402
 
 #----------------------------------------------------------------------------
 
@@ -40,14 +39,6 @@ def pick_device(name):
     if name == 'cuda' and not torch.cuda.is_available():
         raise click.BadParameter('CUDA is not available on this machine', param_hint='--device')
     return torch.device(name)
-
-def conditioning_label(G, fov_deg, device):
-    """gen_samples' conditioning camera: frontal, on the average orbit, as a [1, 25] label."""
-    pivot = torch.tensor(G.rendering_kwargs.get('avg_camera_pivot', [0, 0, 0]), dtype=torch.float32, device=device)
-    radius = G.rendering_kwargs.get('avg_camera_radius', 2.7)
-    pose = LookAtPoseSampler.sample(math.pi / 2, math.pi / 2, pivot, radius=radius, device=device)
-    intrinsics = FOV_to_intrinsics(fov_deg, device=device)
-    return torch.cat([pose.reshape(-1, 16), intrinsics.reshape(-1, 9)], dim=1)
 
 def seed_latent(G, seed):
     """gen_samples' z for a seed (float64 normal draws, used as float32)."""
@@ -102,7 +93,7 @@ def main(network_pkl, trust_pickle, seeds, resolution, slab, truncation_psi, tru
         grid = slab_grid(resolution, cube_length=box_warp, exact_eg3d_grid=exact_grid)
     else:
         grid = CubeGrid(resolution, cube_length=box_warp, exact_eg3d_grid=exact_grid)
-    c = conditioning_label(G, fov_deg, device)
+    c = orbit_camera_label(G.rendering_kwargs, fov_degrees=fov_deg, device=device)
     os.makedirs(outdir, exist_ok=True)
 
     with tqdm(total=len(seeds) * grid.num_points, unit='pt', unit_scale=True) as bar:

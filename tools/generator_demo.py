@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from eg3d_rlhf import mesh                                          # noqa: E402
 from eg3d_rlhf.sigma import SigmaField, normalise_sigma_self, slab_grid  # noqa: E402
-from training.camera_utils import FOV_to_intrinsics, LookAtPoseSampler, camera_label  # noqa: E402
+from training.camera_utils import orbit_camera_label                # noqa: E402
 
 #----------------------------------------------------------------------------
 
@@ -75,10 +75,7 @@ def main(outdir, network_pkl, trust_pickle, seed, resolution, neural_res, level,
     G = G.eval().requires_grad_(False)
     os.makedirs(outdir, exist_ok=True)
 
-    rk = G.rendering_kwargs
-    pivot = torch.tensor(rk.get('avg_camera_pivot', [0, 0, 0]), dtype=torch.float32)
-    pose = LookAtPoseSampler.sample(math.pi / 2 + 0.3, math.pi / 2, pivot, radius=rk.get('avg_camera_radius', 2.7))
-    c = camera_label(pose, FOV_to_intrinsics(18.837))
+    c = orbit_camera_label(G.rendering_kwargs, yaw=math.pi / 2 + 0.3)
     z = torch.from_numpy(np.random.RandomState(seed).randn(1, G.z_dim)).float()
     with torch.no_grad():
         ws = G.mapping(z, c, truncation_psi=0.7, truncation_cutoff=14)
@@ -88,7 +85,7 @@ def main(outdir, network_pkl, trust_pickle, seed, resolution, neural_res, level,
     depth = out['image_depth'][0]
     to_png(os.path.join(outdir, 'depth.png'), -depth, -float(depth.max()), -float(depth.min()) + 1e-8)
 
-    grid = slab_grid(resolution, cube_length=rk['box_warp'])
+    grid = slab_grid(resolution, cube_length=G.rendering_kwargs['box_warp'])
     sigma = SigmaField(G, ws).sample_grid(grid)[0].numpy()
     np.save(os.path.join(outdir, 'sigma_slab.npy'), sigma)
     verts, faces = mesh.extract_mesh(sigma, grid, level=level)

@@ -91,4 +91,12 @@ def camera_label(cam2world, intrinsics):
     intrinsics = intrinsics.reshape(-1, 9).expand(cam2world.shape[0], -1)
     return torch.cat([cam2world.reshape(-1, 16), intrinsics.to(cam2world.device)], dim=1)
 
+
+def orbit_camera_label(rendering_kwargs, yaw=math.pi/2, pitch=math.pi/2, fov_degrees=18.837, device='cpu'):
+    """Label c [1, 25] of a camera on the generator's average orbit (radius avg_camera_radius about the origin)
+    looking at avg_camera_pivot; the defaults give gen_samples' frontal conditioning camera."""
+    pivot = torch.tensor(rendering_kwargs.get('avg_camera_pivot', [0, 0, 0]), dtype=torch.float32, device=device)
+    pose = LookAtPoseSampler.sample(yaw, pitch, pivot, radius=rendering_kwargs.get('avg_camera_radius', 2.7), device=device)
+    return camera_label(pose, FOV_to_intrinsics(fov_degrees, device=device))
+
 #----------------------------------------------------------------------------

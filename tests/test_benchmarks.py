@@ -1,0 +1,33 @@
+"""The benchmarks run end to end with shrunken sizes and print every figure they promise."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO, shared_file
+
+
+@pytest.mark.slow
+def test_bench_generator_quick_run():
+    shared_file('eg3d_reference', 'ffhq512_param_spec.json')
+    cmd = [sys.executable, os.path.join(REPO, 'benchmarks', 'bench_generator.py'), '--repeats', '1', '--sigma-res', '16',
+           '--chunk', '1024', '--rss-res', '24', '--rss-chunk', '4096', '--channel-base', '1024', '--channel-max', '32',
+           '--threads', '1']
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = out.stdout
+    assert 'channel_base 1024, channel_max 32' in text and '1 threads' in text
+    assert re.search(r'\(a\) G forward, 1 image, neural rendering 64: median [\d.]+ s over 1', text)
+    m = re.search(r'\(b\) sigma on a 16\^3 cube, chunk 1024 \(4 chunks\): streaming ([\d,]+) pt/s, per-chunk G.sample ([\d,]+) pt/s', text)
+    assert m and all(int(g.replace(',', '')) > 0 for g in m.groups())
+    assert re.search(r'\(c\) 24\^3 cube, chunk 4096, fresh subprocess: RSS [\d,]+ MiB', text)
+
+
+def test_bench_generator_names_a_missing_spec(tmp_path):
+    env = dict(os.environ, EG3D_RLHF_SHARED=str(tmp_path))
+    out = subprocess.run([sys.executable, os.path.join(REPO, 'benchmarks', 'bench_generator.py'), '--repeats', '1'],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode != 0 and 'ffhq512_param_spec.json not found' in out.stderr
