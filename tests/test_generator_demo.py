@@ -1,7 +1,6 @@
 """tools/generator_demo.py: every flag, on a random network and on a pickle."""
 
 import json
-import os
 import pickle
 
 import numpy as np

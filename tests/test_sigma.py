@@ -1,6 +1,5 @@
 """Tests for eg3d_rlhf.sigma (grids, streaming sigma, slab, normalisation) and eg3d_rlhf.mesh (marching cubes, files)."""
 
-import time
 
 import numpy as np
 import pytest

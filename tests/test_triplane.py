@@ -99,13 +99,6 @@ def test_render_matches_golden(name, pinned_rand):
 #----------------------------------------------------------------------------
 # Construction and behaviour.
 
-@pytest.mark.parametrize('name', GOLDENS)
-def test_discriminator_loads_golden_state(name):
-    g = load_golden(name)
-    D = DualDiscriminator(**g['D_init_kwargs'])
-    D.load_state_dict(g['D_state'], strict=True)
-
-
 def test_full_size_build_matches_param_spec():
     spec = json.load(open(shared_file('eg3d_reference', 'ffhq512_param_spec.json')))['ffhq512']
     G = TriPlaneGenerator(**spec['G_init_kwargs'])
