@@ -1,0 +1,257 @@
+"""Tests for training/dataset.py: EG3D-format image datasets, camera-label mirroring and error messages."""
+
+import io
+import json
+import math
+import os
+import pickle
+import zipfile
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+from training import camera_utils
+from training.dataset import Dataset, ImageFolderDataset, mirror_camera_label
+from training.volumetric_rendering.ray_sampler import RaySampler
+
+#----------------------------------------------------------------------------
+# Tiny datasets, written procedurally.
+
+def camera_labels(n, seed=0, skew=0.0, cx=0.5):
+    """n EG3D camera labels [n, 25] around the FFHQ pivot with random yaw/pitch (float32)."""
+    rng = np.random.RandomState(seed)
+    pivot = torch.tensor([0, 0, 0.2])
+    labels = []
+    for _ in range(n):
+        yaw, pitch = math.pi / 2 + rng.uniform(-0.6, 0.6), math.pi / 2 + rng.uniform(-0.3, 0.3)
+        pose = camera_utils.LookAtPoseSampler.sample(yaw, pitch, pivot, radius=2.7)
+        K = torch.tensor([[4.2647, skew, cx], [0, 4.2647, 0.5], [0, 0, 1]])
+        labels.append(camera_utils.camera_label(pose, K)[0].numpy())
+    return np.stack(labels).astype(np.float32)
+
+
+def write_dataset(tmp_path, kind, images, labels=None, json_text=None):
+    """Write {fname: HWC uint8 array} as PNGs (+ dataset.json) to a folder or a zip; return its path."""
+    files = {}
+    for fname, array in images.items():
+        buf = io.BytesIO()
+        PIL.Image.fromarray(array).save(buf, format='PNG')
+        files[fname] = buf.getvalue()
+    if labels is not None:
+        json_text = json.dumps({'labels': labels})
+    if json_text is not None:
+        files['dataset.json'] = json_text.encode()
+    os.makedirs(tmp_path, exist_ok=True)
+    if kind == 'zip':
+        path = str(tmp_path / 'data.zip')
+        with zipfile.ZipFile(path, 'w') as z:
+            for fname, data in files.items():
+                z.writestr(fname, data)
+        return path
+    path = str(tmp_path / 'data')
+    for fname, data in files.items():
+        os.makedirs(os.path.dirname(os.path.join(path, fname)), exist_ok=True)
+        with open(os.path.join(path, fname), 'wb') as f:
+            f.write(data)
+    return path
+
+
+def random_images(n, res=8, channels=3, seed=0):
+    rng = np.random.RandomState(seed)
+    shape = (res, res, channels) if channels > 1 else (res, res)
+    return {f'img00000/img{i:08d}.png': rng.randint(0, 256, size=shape, dtype=np.uint8) for i in range(n)}
+
+
+def standard_dataset(tmp_path, kind, n=5, **kwargs):
+    """n images with camera labels listed in shuffled order; returns (path, images sorted by name, labels)."""
+    images = random_images(n)
+    labels = camera_labels(n)
+    order = np.random.RandomState(1).permutation(n)
+    names = sorted(images)
+    entries = [[names[i], labels[i].tolist()] for i in order]
+    path = write_dataset(tmp_path, kind, images, labels=entries, **kwargs)
+    return path, [images[k] for k in names], labels
+
+#----------------------------------------------------------------------------
+
+@pytest.mark.parametrize('kind', ['zip', 'dir'])
+def test_items_labels_and_flips(tmp_path, kind):
+    path, images, labels = standard_dataset(tmp_path, kind)
+    ds = ImageFolderDataset(path, resolution=8, use_labels=True, xflip=True)
+    assert (len(ds), ds.name, ds.image_shape, ds.num_channels, ds.resolution) == (10, 'data', [3, 8, 8], 3, 8)
+    assert (ds.label_shape, ds.label_dim, ds.has_labels, ds.has_onehot_labels) == ([25], 25, True, False)
+    for i in range(5):
+        image, label = ds[i]
+        assert image.dtype == np.uint8 and label.dtype == np.float32
+        np.testing.assert_array_equal(image, images[i].transpose(2, 0, 1))
+        np.testing.assert_array_equal(label, labels[i]) # Sorted-filename order, whatever the JSON order.
+        flipped, flipped_label = ds[i + 5]
+        np.testing.assert_array_equal(flipped, images[i].transpose(2, 0, 1)[:, :, ::-1])
+        np.testing.assert_array_equal(flipped_label, mirror_camera_label(labels[i]))
+        np.testing.assert_array_equal(ds.get_label(i + 5), flipped_label)
+        d = ds.get_details(i + 5)
+        assert (d.raw_idx, d.xflip) == (i, True) and not ds.get_details(i).xflip
+        np.testing.assert_array_equal(d.raw_label, labels[i]) # The stored label, not mirrored.
+
+
+def test_sizes_and_max_size_subset(tmp_path):
+    path, _images, labels = standard_dataset(tmp_path, 'dir', n=20)
+    assert len(ImageFolderDataset(path)) == 20
+    assert len(ImageFolderDataset(path, max_size=50, xflip=True)) == 40
+    for seed in [0, 3]:
+        ds = ImageFolderDataset(path, max_size=6, xflip=True, random_seed=seed, use_labels=True)
+        assert len(ds) == 12
+        # The same subset EG3D takes: shuffle 0..N-1 with RandomState(seed), keep the first max_size, sorted.
+        expected = np.arange(20)
+        np.random.RandomState(seed).shuffle(expected)
+        expected = np.sort(expected[:6])
+        got = [ds.get_details(i).raw_idx for i in range(12)]
+        assert got == expected.tolist() * 2
+        np.testing.assert_array_equal(ds[2][1], labels[expected[2]])
+    assert [ImageFolderDataset(path, max_size=6, random_seed=s).get_details(0).raw_idx for s in [0, 3]] != [0, 0]
+
+
+def test_unlabelled_and_class_labels(tmp_path):
+    images = random_images(3, channels=1)
+    ds = ImageFolderDataset(write_dataset(tmp_path, 'zip', images), xflip=True)
+    image, label = ds[4]
+    assert image.shape == (1, 8, 8) and label.shape == (0,) and label.dtype == np.float32
+    assert (ds.label_shape, ds.has_labels) == ([0], False)
+
+    names = sorted(images)
+    path = write_dataset(tmp_path, 'dir', images, labels=[[names[0], 2], [names[1], 0], [names[2], 1]])
+    ds = ImageFolderDataset(path, use_labels=True, xflip=True)
+    assert ds.has_onehot_labels and ds.label_dim == 3
+    np.testing.assert_array_equal(ds.get_label(3), [0, 0, 1]) # Class labels are not mirrored.
+    np.testing.assert_array_equal(ds[1][1], [1, 0, 0])
+
+
+def test_pickle_and_worker_processes(tmp_path):
+    path, images, labels = standard_dataset(tmp_path, 'zip', n=4)
+    ds = ImageFolderDataset(path, use_labels=True, xflip=True)
+    ds[0] # Opens the zip.
+    clone = pickle.loads(pickle.dumps(ds))
+    assert clone._zipfile is None
+    for i in [0, 3, 5]:
+        np.testing.assert_array_equal(clone[i][0], ds[i][0])
+        np.testing.assert_array_equal(clone[i][1], ds[i][1])
+    # Two worker processes read the zip at once; each opens its own handle.
+    loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2)
+    batches = list(loader)
+    got = torch.cat([b[0] for b in batches]).numpy()
+    np.testing.assert_array_equal(got[:4], np.stack(images).transpose(0, 3, 1, 2))
+    np.testing.assert_array_equal(torch.cat([b[1] for b in batches]).numpy()[:4], labels)
+
+#----------------------------------------------------------------------------
+# The mirrored camera sees the mirrored world as the mirrored image.
+
+def project(label, points):
+    """Normalised (u, v) [P, 2] of world points [P, 3] under an EG3D label (OpenCV cam2world, intrinsics K)."""
+    label = label.astype(np.float64)
+    cam2world, K = label[:16].reshape(4, 4), label[16:].reshape(3, 3)
+    cam = (points - cam2world[:3, 3]) @ cam2world[:3, :3] # R^T (p - t), row by row.
+    assert np.all(cam[:, 2] > 0)
+    uvw = cam @ K.T
+    return uvw[:, :2] / uvw[:, 2:]
+
+
+@pytest.mark.parametrize('skew,cx', [(0.0, 0.5), (0.3, 0.42)])
+def test_mirrored_camera_projects_mirrored_points(tmp_path, skew, cx):
+    labels = camera_labels(4, seed=2, skew=skew, cx=cx)
+    images = random_images(4)
+    names = sorted(images)
+    path = write_dataset(tmp_path, 'zip', images, labels=[[names[i], labels[i].tolist()] for i in range(4)])
+    ds = ImageFolderDataset(path, use_labels=True, xflip=True)
+    points = np.random.RandomState(0).uniform(-0.5, 0.5, size=(200, 3)) + [0, 0, 0.2]
+    mirror = np.array([-1.0, 1.0, 1.0])
+    for i in range(4):
+        original, flipped = ds.get_label(i), ds.get_label(i + 4)
+        R = flipped[:16].reshape(4, 4)[:3, :3].astype(np.float64)
+        np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-6)
+        assert np.linalg.det(R) == pytest.approx(1, abs=1e-6)
+        uv, uv_flipped = project(original, points), project(flipped, points * mirror)
+        np.testing.assert_allclose(uv_flipped[:, 0], 1 - uv[:, 0], atol=1e-5)
+        np.testing.assert_allclose(uv_flipped[:, 1], uv[:, 1], atol=1e-5)
+        np.testing.assert_allclose(mirror_camera_label(flipped), original, rtol=0, atol=1e-7) # An involution.
+
+
+def test_mirrored_camera_rays_match_flipped_pixels():
+    # EG3D's ray sampler: the ray through pixel (row, W-1-col) of the mirrored camera is the mirror of the ray
+    # through pixel (row, col) of the original, so image[:, :, ::-1] is what the mirrored camera renders.
+    labels = torch.from_numpy(camera_labels(3, seed=5, skew=0.2, cx=0.45))
+    flipped = torch.from_numpy(mirror_camera_label(labels.numpy()))
+    res = 6
+    sampler = RaySampler()
+    o, d = sampler(labels[:, :16].view(-1, 4, 4), labels[:, 16:].view(-1, 3, 3), res)
+    o2, d2 = sampler(flipped[:, :16].view(-1, 4, 4), flipped[:, 16:].view(-1, 3, 3), res)
+    mirror = torch.tensor([-1.0, 1.0, 1.0])
+    d_image, d2_image = d.view(3, res, res, 3), d2.view(3, res, res, 3)
+    torch.testing.assert_close(d2_image, d_image.flip(2) * mirror, atol=1e-5, rtol=0)
+    torch.testing.assert_close(o2, o * mirror, atol=0, rtol=0)
+
+#----------------------------------------------------------------------------
+# Each problem gets its own one-line error.
+
+def expect_error(exc, match, path, **kwargs):
+    with pytest.raises(exc, match=match) as info:
+        ImageFolderDataset(path, **kwargs)
+    assert '\n' not in str(info.value)
+
+
+def test_path_errors(tmp_path):
+    expect_error(FileNotFoundError, 'dataset not found', str(tmp_path / 'nope.zip'))
+    (tmp_path / 'notes.txt').write_text('hi')
+    expect_error(IOError, 'must be a folder or a .zip', str(tmp_path / 'notes.txt'))
+    expect_error(IOError, 'no image files', write_dataset(tmp_path, 'zip', {}, json_text='{"labels": []}'))
+
+
+def test_image_errors(tmp_path):
+    images = random_images(3)
+    images['img00000/img00000001.png'] = np.zeros((16, 16, 3), dtype=np.uint8)
+    ds = ImageFolderDataset(write_dataset(tmp_path / 'a', 'dir', images))
+    ds[0]
+    with pytest.raises(ValueError, match=r'img00000001\.png is uint8 \[3, 16, 16\].*all images must match'):
+        ds[1]
+    expect_error(ValueError, 'square with a power-of-two side.*12x12', write_dataset(tmp_path / 'b', 'zip', random_images(2, res=12)))
+    nonsquare = {'a.png': np.zeros((8, 16, 3), dtype=np.uint8)}
+    expect_error(ValueError, 'square with a power-of-two side.*16x8', write_dataset(tmp_path / 'c', 'zip', nonsquare))
+    expect_error(ValueError, 'images are 8x8, but resolution=16', write_dataset(tmp_path / 'd', 'zip', random_images(2)), resolution=16)
+
+
+def label_error_cases():
+    names = sorted(random_images(3))
+    cam = [0.0] * 25
+    return {
+        'no dataset.json':  (FileNotFoundError, 'needs a dataset.json', None, {}),
+        'garbled json':     (ValueError, 'dataset.json is not valid JSON', '{"labels": [[', {}),
+        'wrong structure':  (ValueError, r'must hold \{"labels"', '{"labels": null}', {}),
+        'missing image':    (ValueError, 'no label for 1 of 3 images, e.g. img00000/img00000002.png',
+                             [[names[0], cam], [names[1], cam]], {}),
+        'lengths differ':   (ValueError, 'img00000000.png has 25 values and img00000/img00000001.png has 24 values',
+                             [[names[0], cam], [names[1], cam[:24]], [names[2], cam]], {}),
+        'not numbers':      (ValueError, 'labels must be numbers', [[n, ['x'] * 25] for n in names], {}),
+        'non-finite':       (ValueError, 'non-finite label for img00000/img00000001.png',
+                             '{"labels": [["%s", [0]], ["%s", [NaN]], ["%s", [1]]]}' % tuple(names), {}),
+        'xflip non-camera': (ValueError, 'xflip mirrors camera labels, which must be 25 floats', [[n, [1.0, 2.0]] for n in names],
+                             dict(xflip=True)),
+    }
+
+
+@pytest.mark.parametrize('case', list(label_error_cases()))
+@pytest.mark.parametrize('kind', ['zip', 'dir'])
+def test_label_errors(tmp_path, kind, case):
+    exc, match, content, kwargs = label_error_cases()[case]
+    labels, text = (content, None) if isinstance(content, list) else (None, content)
+    path = write_dataset(tmp_path, kind, random_images(3), labels=labels, json_text=text)
+    expect_error(exc, match, path, use_labels=True, **kwargs)
+    assert len(ImageFolderDataset(path, use_labels=False)) == 3 # Labels are only read when asked for.
+
+
+def test_base_class_needs_loaders():
+    ds = Dataset(name='abstract', raw_shape=[2, 3, 4, 4], use_labels=True)
+    with pytest.raises(NotImplementedError):
+        ds[0]
+
+#----------------------------------------------------------------------------
