@@ -1,0 +1,156 @@
+"""One synthetic sample (head, defects, camera) drawn from (seed, index); its true SDF and density in batches."""
+
+import dataclasses
+from typing import Dict
+
+import numpy as np
+import torch
+
+from eg3d_rlhf.synthetic import cameras, defects, heads
+from eg3d_rlhf.synthetic.layout import from_dict
+from eg3d_rlhf.synthetic.sdf_ops import V
+
+#----------------------------------------------------------------------------
+# Sample `index` of dataset `seed` is drawn from numpy's default_rng([seed, index]) in a fixed order: head,
+# camera, then defects. It does not depend on the dataset size, and changing defect_rate keeps the heads
+# and cameras. A sample has at least one defect with probability defect_rate (1 or 2 distinct kinds).
+
+CUT_Y = -0.47           # The neck ends in a flat cut here, so each head is closed inside the box.
+DENSITY_SCALE = 20.0    # density = DENSITY_SCALE * sigmoid(-sdf / eps): level 10 (gen_samples' mesh level) is the surface.
+DENSITY_EPS = 0.005     # Default eps of that sigmoid, in world units.
+
+
+@dataclasses.dataclass
+class SyntheticHead:
+    seed:       int                 # Dataset seed.
+    index:      int                 # Sample index within the dataset.
+    head:       heads.HeadParams    # Shape and albedo.
+    defects:    Dict[str, object]   # Defect kind -> its parameters (empty for a clean head).
+    yaw:        float               # Camera yaw (radians, pi/2 = frontal).
+    pitch:      float               # Camera pitch.
+
+    def to_dict(self):
+        return dict(seed=self.seed, index=self.index, head=dataclasses.asdict(self.head),
+            defects={k: dataclasses.asdict(v) for k, v in self.defects.items()}, yaw=self.yaw, pitch=self.pitch)
+
+    @staticmethod
+    def from_dict(d):
+        return SyntheticHead(seed=int(d['seed']), index=int(d['index']), head=from_dict(heads.HeadParams, d['head']),
+            defects={k: from_dict(defects.KINDS[k], v) for k, v in d['defects'].items()},
+            yaw=float(d['yaw']), pitch=float(d['pitch']))
+
+    def label(self):
+        """EG3D camera label c [25] (float32 tensor)."""
+        return cameras.camera_labels([self.yaw], [self.pitch])[0]
+
+
+def sample(seed, index, defect_rate=0.0):
+    """Draw sample `index` of dataset `seed`."""
+    rng = np.random.default_rng([int(seed), int(index)])
+    head = heads.sample_head(rng)
+    yaw, pitch = cameras.sample_pose(rng)
+    result = SyntheticHead(seed=int(seed), index=int(index), head=head, defects={}, yaw=yaw, pitch=pitch)
+    if rng.uniform() < defect_rate:
+        count = 1 if rng.uniform() < 0.7 else 2
+        kinds = [str(k) for k in rng.choice(list(defects.KINDS), size=count, replace=False)]
+        for kind in sorted(kinds, key=list(defects.KINDS).index):       # Stage order: warps first, unions last.
+            surface = lambda direction: find_surface(result, direction)
+            result.defects[kind] = defects.sample_defect(kind, rng, surface, head)
+    return result
+
+#----------------------------------------------------------------------------
+# Batched evaluation. A batch is packed into a table [B, D]: the head layout, then per defect kind an
+# enable flag and its layout. Evaluation takes the transposed rows of each point's sample, rows [D, P],
+# so points of different samples (and any subset of them, as the sphere tracer needs) go through in one pass.
+
+_OFFSETS = {}
+_offset = heads.LAYOUT.dim
+for _kind, _layout in defects.LAYOUTS.items():
+    _OFFSETS[_kind] = _offset
+    _offset += 1 + _layout.dim
+TABLE_DIM = _offset
+
+
+def pack(samples, device='cpu'):
+    """Table [B, TABLE_DIM] (float32) of a list of SyntheticHead."""
+    table = np.zeros([len(samples), TABLE_DIM])
+    for row, s in zip(table, samples):
+        row[:heads.LAYOUT.dim] = heads.LAYOUT.pack(s.head)
+        for kind, params in s.defects.items():
+            o = _OFFSETS[kind]
+            row[o] = 1
+            row[o + 1:o + 1 + defects.LAYOUTS[kind].dim] = defects.LAYOUTS[kind].pack(params)
+    return torch.tensor(table, dtype=torch.float32, device=device)
+
+
+def _defect_view(kind, rows):
+    o = _OFFSETS[kind]
+    return defects.LAYOUTS[kind].view(rows[o + 1:o + 1 + defects.LAYOUTS[kind].dim])
+
+
+def _head_points(rows, p):
+    """Points at which the head itself is evaluated (asymmetry warps them)."""
+    mask = rows[_OFFSETS['asymmetry']] > 0.5
+    if mask.any():
+        p = p.put(mask, defects.warp_points(_defect_view('asymmetry', rows[:, mask]), p[mask]))
+    return p
+
+
+def rows_sdf(rows, p):
+    """Signed distance [P] at world points p (V of [P]), point i belonging to the sample of rows[:, i]."""
+    d = heads.head_sdf(heads.LAYOUT.view(rows[:heads.LAYOUT.dim]), _head_points(rows, p))
+    d = torch.maximum(d, CUT_Y - p.y)
+    for kind, stage in defects.STAGE.items():
+        mask = rows[_OFFSETS[kind]] > 0.5
+        if stage != 'warp' and mask.any():
+            d = d.clone()
+            d[mask] = defects.modify_sdf(kind, _defect_view(kind, rows[:, mask]), p[mask], d[mask])
+    return d
+
+
+def rows_albedo(rows, p):
+    """Albedo [P, 3] at world surface points p (V of [P])."""
+    return heads.head_albedo(heads.LAYOUT.view(rows[:heads.LAYOUT.dim]), _head_points(rows, p)).stack()
+
+
+def sdf(samples, points):
+    """True signed distance [B, N] of a list of B samples at world points [B, N, 3] (or [N, 3] shared)."""
+    table = pack(samples, device=points.device)
+    if points.ndim == 2:
+        points = points.unsqueeze(0).expand(len(samples), -1, -1)
+    B, N, _ = points.shape
+    assert B == len(samples)
+    rows = table.T[:, torch.arange(B, device=points.device).repeat_interleave(N)]
+    return rows_sdf(rows, V.of(points.reshape(-1, 3))).reshape(B, N)
+
+
+def density(samples, points, eps=DENSITY_EPS):
+    """True density [B, N]: DENSITY_SCALE * sigmoid(-sdf / eps), a smoothed occupancy whose level 10 is the surface."""
+    return DENSITY_SCALE * torch.sigmoid(-sdf(samples, points) / eps)
+
+#----------------------------------------------------------------------------
+# Surface search, used to anchor defects on the head.
+
+def find_surface(sample_, direction, steps=256, reach=0.8):
+    """(point, unit normal) where the ray from the head centre along `direction` first leaves the surface.
+
+    Two rounds of dense sampling along the ray bracket the crossing to reach / steps^2.
+    """
+    h = sample_.head
+    centre = np.array(h.origin) + h.scale * np.array([0.0, 0.0, 0.05])
+    direction = np.asarray(direction, dtype=np.float64) / np.linalg.norm(direction)
+    lo, hi = 0.0, reach
+    for _ in range(2):
+        t = np.linspace(lo, hi, steps)
+        d = sdf([sample_], torch.tensor(centre + t[:, None] * direction, dtype=torch.float32))[0].numpy()
+        k = int(np.argmax(d > 0))
+        assert d[0] <= 0 < d[k], 'head centre must be inside and the ray must leave the head'
+        lo, hi = t[k - 1], t[k]
+    point = centre + 0.5 * (lo + hi) * direction
+    eye = np.eye(3) * 1e-3
+    probes = torch.tensor(np.concatenate([point + eye, point - eye]), dtype=torch.float32)
+    g = sdf([sample_], probes)[0].numpy()
+    normal = g[:3] - g[3:]
+    return point, normal / np.linalg.norm(normal)
+
+#----------------------------------------------------------------------------
