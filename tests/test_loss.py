@@ -284,6 +284,25 @@ def test_density_reg_on_hand_built_sigma(monkeypatch, nets, batch, reg_type, a):
         assert stats['Loss/G/monotonic'] == pytest.approx(10 * a.item() * voxel, rel=1e-3)
         assert a.grad.item() == pytest.approx(-2 * 10 * (behind[..., 2]).mean().item(), rel=1e-4)
 
+def test_density_reg_swaps_poses_for_the_whole_batch_at_once():
+    """EG3D's density terms draw one swap coin per batch (run_G draws one per sample)."""
+    seen = []
+    G = stub_G(reg_type='monotonic-fixed')
+    def mapping(z, c, update_emas=False):
+        seen.append(c)
+        return z[:, None, :].repeat(1, 3, 1)
+    G.mapping = mapping
+    G.sample_mixed = lambda coords, directions, ws, update_emas=False: {'sigma': coords[..., :1] * ws.mean()}
+    loss = StyleGAN2Loss('cpu', G, None, gpc_reg_prob=0.5, gpc_reg_fade_kimg=0)
+    c, z = torch.randn([8, 25]), torch.randn([8, 4], requires_grad=True)
+    torch.manual_seed(0)
+    for _ in range(10):
+        loss.accumulate_gradients('Greg', None, c, z, c, gain=1, cur_nimg=0)
+    assert len(seen) == 20 # The monotonic term and the l1 term each map (and draw a coin) once.
+    swapped = [bool((s != c).any()) for s in seen]
+    assert all(torch.equal(s, torch.roll(c, 1, 0) if w else c) for s, w in zip(seen, swapped))
+    assert 0 < sum(swapped) < 20
+
 #----------------------------------------------------------------------------
 # Adversarial terms on the real networks.
 
