@@ -415,3 +415,15 @@ def test_stylegan3_synthesis_layer_matches_direct_maths(is_torgb):
     assert torch.allclose(layer.magnitude_ema, torch.tensor(1.7).lerp(x.square().mean(), 1 - 0.999))
 
 #----------------------------------------------------------------------------
+
+
+def test_superresolution_at_input_resolution_trains_in_fp32():
+    # The in-place add above must not break backward when rgb is a view of the features (TriPlaneGenerator's case).
+    torch.manual_seed(0)
+    sr = superresolution.SuperresolutionHybrid2X(channels=8, img_resolution=128, sr_num_fp16_res=0, sr_antialias=True)
+    feat = torch.randn([1, 8, 64, 64], requires_grad=True)
+    features = feat * 1.0
+    out = sr(features[:, :3], features, torch.randn([1, 4, 512]), noise_mode='const')
+    (out.square().mean() + features[:, :3].mean()).backward()
+    assert feat.grad is not None and torch.isfinite(feat.grad).all()
+    assert all(p.grad is not None for p in sr.block0.parameters() if p.requires_grad)

@@ -61,6 +61,10 @@ class _SuperresolutionBase(torch.nn.Module):
             shape = (self.input_resolution, self.input_resolution)
             x = torch.nn.functional.interpolate(x, size=shape, mode='bilinear', align_corners=False, antialias=self.sr_antialias)
             rgb = torch.nn.functional.interpolate(rgb, size=shape, mode='bilinear', align_corners=False, antialias=self.sr_antialias)
+        elif not self.block0_up:
+            # block0 will add into rgb in place (EG3D's behaviour, kept), and rgb is usually a view of x. EG3D's fp16
+            # cast copies x before block0 saves it for backward; in fp32 we copy it here, or backward would fail.
+            x = x.clone()
         x, rgb = self.block0(x, rgb, ws, **block_kwargs)
         x, rgb = self.block1(x, rgb, ws, **block_kwargs)
         return rgb
