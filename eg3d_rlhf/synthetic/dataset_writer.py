@@ -42,8 +42,11 @@ def _put(zf, name, data):
     zf.writestr(info, data, compress_type=zipfile.ZIP_STORED)
 
 
-def write_dataset(path, count, resolution, seed, defect_rate=0.0, batch_size=16, progress=True):
+def write_dataset(path, count, resolution, seed, defect_rate=0.0, supersample=2, batch_size=16, progress=True):
     """Render `count` samples of dataset `seed` into the zip `path`; replaces `path` only once complete.
+
+    Each image is rendered at supersample x resolution and box-filtered down (anti-aliasing); the pixel
+    centres, and so the labels, are the same at both sizes.
 
     Returns a summary dict (count, defective samples, defect kinds counted).
     """
@@ -55,7 +58,8 @@ def write_dataset(path, count, resolution, seed, defect_rate=0.0, batch_size=16,
         with zipfile.ZipFile(tmp, 'w') as zf, tqdm(total=count, unit='img', disable=not progress) as bar:
             for start in range(0, count, batch_size):
                 samples = [world.sample(seed, i, defect_rate) for i in range(start, min(count, start + batch_size))]
-                images = render.render(samples, resolution).image
+                images = render.render(samples, resolution * supersample).image
+                images = torch.nn.functional.avg_pool2d(images, supersample)
                 for sample, image in zip(samples, images):
                     fname = image_fname(sample.index)
                     _put(zf, fname, _png(image))
@@ -65,7 +69,7 @@ def write_dataset(path, count, resolution, seed, defect_rate=0.0, batch_size=16,
                     for kind in sample.defects:
                         kinds[kind] = kinds.get(kind, 0) + 1
                 bar.update(len(samples))
-            meta = dict(seed=seed, count=count, resolution=resolution, defect_rate=defect_rate, params=PARAMS_NAME)
+            meta = dict(seed=seed, count=count, resolution=resolution, defect_rate=defect_rate, supersample=supersample, params=PARAMS_NAME)
             _put(zf, 'dataset.json', json.dumps({'labels': labels, 'synthetic_heads': meta}))
             _put(zf, PARAMS_NAME, '\n'.join(lines) + '\n')
         os.replace(tmp, path)

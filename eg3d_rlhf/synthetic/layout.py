@@ -38,14 +38,6 @@ class Layout:
             vec[cols] = getattr(obj, name)
         return vec
 
-    def unpack(self, vec):
-        """Inverse of pack."""
-        values = {}
-        for name, cols in self.columns.items():
-            part = [float(v) for v in vec[cols]]
-            values[name] = tuple(part) if len(part) == 3 else part[0]
-        return self.cls(**values)
-
     def view(self, theta):
         """Fields of a transposed table theta [dim, P]: a float field as theta[i] [P], a Vec3 as V of three."""
         assert theta.shape[0] == self.dim

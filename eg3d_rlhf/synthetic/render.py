@@ -20,21 +20,31 @@ AMBIENT = 0.38                      # Ambient term of the shading.
 DIFFUSE = 0.72                      # Lambertian term.
 
 
-def _trace(rows, origins, dirs, t_start, t_end, max_steps, step_scale, tolerance):
-    """Sphere tracing of rays (V of [R]) with table rows [D, R]. Returns t [R] and hit [R] (bool)."""
-    t = t_start.clone()
+def _trace(rows, origins, dirs, t, t_end, max_steps, step_scale, tolerance):
+    """Sphere tracing of rays (V of [R]) with gathered parameters rows. Returns t [R] and hit [R] (bool).
+
+    The live rays are compacted (arrays and parameters) only when a third of them have finished, not at
+    every step: gathering costs more than evaluating a few finished rays again.
+    """
     hit = torch.zeros_like(t, dtype=torch.bool)
-    ids = torch.nonzero(t_end > t_start)[:, 0]
-    for _ in range(max_steps + 1):
+    t = t.clone()
+    ids = torch.nonzero(t_end > t)[:, 0]
+    live = torch.ones_like(ids, dtype=torch.bool)
+    rows, o, d, t_live, t_stop = world.subset(rows, t_end > t), origins[ids], dirs[ids], t[ids], t_end[ids]
+    for step in range(max_steps + 1):
+        if live.sum() < 0.67 * len(live):
+            t[ids] = t_live
+            ids, rows, o, d, t_live, t_stop = ids[live], world.subset(rows, live), o[live], d[live], t_live[live], t_stop[live]
+            live = live[live]
         if len(ids) == 0:
             break
-        s = world.rows_sdf(rows[:, ids], origins[ids] + dirs[ids] * t[ids])
-        done = s.abs() < tolerance
-        if _ == max_steps:      # Rays still marching (grazing the surface) count as hits when nearly there.
-            done = s.abs() < 20 * tolerance
+        s = world.rows_sdf(rows, o + d * t_live)
+        # Rays still marching after max_steps (grazing the surface) count as hits when nearly there.
+        done = live & (s.abs() < (tolerance if step < max_steps else 20 * tolerance))
         hit[ids[done]] = True
-        t[ids] += torch.where(done, torch.zeros_like(s), s * step_scale)
-        ids = ids[~done & (t[ids] <= t_end[ids])]
+        t_live = torch.where(live & ~done, t_live + s * step_scale, t_live)
+        live &= ~done & (t_live <= t_stop)
+    t[ids] = t_live
     return t, hit
 
 
@@ -58,11 +68,11 @@ def render(samples, resolution, c=None, max_steps=96, step_scale=0.8, tolerance=
     origins, dirs = RaySampler()(c[:, :16].reshape(-1, 4, 4), c[:, 16:25].reshape(-1, 3, 3), resolution)
     t_start, t_end = math_utils.get_ray_limits_box(origins, dirs, box_side_length=1.0)
     origins, dirs = V.of(origins.reshape(-1, 3)), V.of(dirs.reshape(-1, 3))
-    rows = table.T[:, torch.arange(B, device=c.device).repeat_interleave(M)]
+    rows = world.gather(table, torch.arange(B, device=c.device).repeat_interleave(M))
     t, hit = _trace(rows, origins, dirs, t_start.reshape(-1), t_end.reshape(-1), max_steps, step_scale, tolerance)
 
     rgb = torch.tensor(BACKGROUND, device=c.device).repeat(B * M, 1)
-    rows, p = rows[:, hit], origins[hit] + dirs[hit] * t[hit]
+    rows, p = world.subset(rows, hit), origins[hit] + dirs[hit] * t[hit]
     light = torch.nn.functional.normalize(torch.tensor(LIGHT, device=c.device), dim=0)
     lambert = (_normals(rows, p) @ light).clamp(min=0)[:, None]
     rgb[hit] = (world.rows_albedo(rows, p) * (AMBIENT + DIFFUSE * lambert)).clamp(0, 1)

@@ -6,6 +6,7 @@ from typing import Dict
 import numpy as np
 import torch
 
+from dnnlib import EasyDict
 from eg3d_rlhf.synthetic import cameras, defects, heads
 from eg3d_rlhf.synthetic.layout import from_dict
 from eg3d_rlhf.synthetic.sdf_ops import V
@@ -60,8 +61,9 @@ def sample(seed, index, defect_rate=0.0):
 
 #----------------------------------------------------------------------------
 # Batched evaluation. A batch is packed into a table [B, D]: the head layout, then per defect kind an
-# enable flag and its layout. Evaluation takes the transposed rows of each point's sample, rows [D, P],
-# so points of different samples (and any subset of them, as the sphere tracer needs) go through in one pass.
+# enable flag and its layout. `gather` gives every point the parameters of its sample as contiguous
+# per-point columns (a defect's only for the points whose sample has it), so points of different samples,
+# and any subset of them as the sphere tracer needs, go through one pass.
 
 _OFFSETS = {}
 _offset = heads.LAYOUT.dim
@@ -83,34 +85,49 @@ def pack(samples, device='cpu'):
     return torch.tensor(table, dtype=torch.float32, device=device)
 
 
-def _defect_view(kind, rows):
-    o = _OFFSETS[kind]
-    return defects.LAYOUTS[kind].view(rows[o + 1:o + 1 + defects.LAYOUTS[kind].dim])
+def gather(table, sample_id):
+    """Parameters of points [P] of samples sample_id [P] (indices into table [B, D]).
+
+    Returns EasyDict(head=heads.LAYOUT view, defects={kind: (mask [P], view of that kind over mask)}).
+    """
+    columns = table.T
+    rows = EasyDict(head=heads.LAYOUT.view(columns[:heads.LAYOUT.dim][:, sample_id]), defects={})
+    for kind, layout in defects.LAYOUTS.items():
+        o = _OFFSETS[kind]
+        mask = (table[:, o] > 0.5)[sample_id]
+        if mask.any():
+            rows.defects[kind] = (mask, layout.view(columns[o + 1:o + 1 + layout.dim][:, sample_id[mask]]))
+    return rows
+
+
+def subset(rows, keep):
+    """The gathered parameters of the points selected by the boolean mask keep [P]."""
+    return EasyDict(head=EasyDict({k: v[keep] for k, v in rows.head.items()}),
+        defects={kind: (mask[keep], EasyDict({k: v[keep[mask]] for k, v in view.items()})) for kind, (mask, view) in rows.defects.items()})
 
 
 def _head_points(rows, p):
     """Points at which the head itself is evaluated (asymmetry warps them)."""
-    mask = rows[_OFFSETS['asymmetry']] > 0.5
-    if mask.any():
-        p = p.put(mask, defects.warp_points(_defect_view('asymmetry', rows[:, mask]), p[mask]))
+    if 'asymmetry' in rows.defects:
+        mask, view = rows.defects['asymmetry']
+        p = p.put(mask, defects.warp_points(view, p[mask]))
     return p
 
 
 def rows_sdf(rows, p):
-    """Signed distance [P] at world points p (V of [P]), point i belonging to the sample of rows[:, i]."""
-    d = heads.head_sdf(heads.LAYOUT.view(rows[:heads.LAYOUT.dim]), _head_points(rows, p))
+    """Signed distance [P] at world points p (V of [P]) with gathered parameters rows."""
+    d = heads.head_sdf(rows.head, _head_points(rows, p))
     d = torch.maximum(d, CUT_Y - p.y)
-    for kind, stage in defects.STAGE.items():
-        mask = rows[_OFFSETS[kind]] > 0.5
-        if stage != 'warp' and mask.any():
+    for kind, (mask, view) in rows.defects.items():
+        if defects.STAGE[kind] != 'warp':
             d = d.clone()
-            d[mask] = defects.modify_sdf(kind, _defect_view(kind, rows[:, mask]), p[mask], d[mask])
+            d[mask] = defects.modify_sdf(kind, view, p[mask], d[mask])
     return d
 
 
 def rows_albedo(rows, p):
     """Albedo [P, 3] at world surface points p (V of [P])."""
-    return heads.head_albedo(heads.LAYOUT.view(rows[:heads.LAYOUT.dim]), _head_points(rows, p)).stack()
+    return heads.head_albedo(rows.head, _head_points(rows, p)).stack()
 
 
 def sdf(samples, points):
@@ -120,7 +137,7 @@ def sdf(samples, points):
         points = points.unsqueeze(0).expand(len(samples), -1, -1)
     B, N, _ = points.shape
     assert B == len(samples)
-    rows = table.T[:, torch.arange(B, device=points.device).repeat_interleave(N)]
+    rows = gather(table, torch.arange(B, device=points.device).repeat_interleave(N))
     return rows_sdf(rows, V.of(points.reshape(-1, 3))).reshape(B, N)
 
 
