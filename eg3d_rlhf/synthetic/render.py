@@ -59,6 +59,7 @@ def render(samples, resolution, c=None, max_steps=96, step_scale=0.8, tolerance=
 
     c [B, 25] defaults to the samples' own labels. Returns EasyDict(image [B, 3, H, W] in [0, 1],
     depth [B, 1, H, W] (distance along the ray, +inf on background), mask [B, 1, H, W] (bool)).
+    The work is many small elementwise ops: on a busy CPU, torch.set_num_threads(1) can be much faster.
     """
     B, M = len(samples), resolution * resolution
     if c is None:

@@ -54,8 +54,8 @@ def sample(seed, index, defect_rate=0.0):
     if rng.uniform() < defect_rate:
         count = 1 if rng.uniform() < 0.7 else 2
         kinds = [str(k) for k in rng.choice(list(defects.KINDS), size=count, replace=False)]
+        surface = lambda direction: find_surface(result, direction)     # Sees the defects drawn so far.
         for kind in sorted(kinds, key=list(defects.KINDS).index):       # Stage order: warps first, unions last.
-            surface = lambda direction: find_surface(result, direction)
             result.defects[kind] = defects.sample_defect(kind, rng, surface, head)
     return result
 
@@ -149,9 +149,10 @@ def density(samples, points, eps=DENSITY_EPS):
 # Surface search, used to anchor defects on the head.
 
 def find_surface(sample_, direction, steps=256, reach=0.8):
-    """(point, unit normal) where the ray from the head centre along `direction` first leaves the surface.
+    """(point, unit normal) where the ray from the head centre along `direction` last leaves the surface.
 
-    Two rounds of dense sampling along the ray bracket the crossing to reach / steps^2.
+    Two rounds of dense sampling along the ray bracket the crossing to reach / steps^2. The last crossing,
+    not the first, so that a hole drilled through the centre does not matter.
     """
     h = sample_.head
     centre = np.array(h.origin) + h.scale * np.array([0.0, 0.0, 0.05])
@@ -160,9 +161,9 @@ def find_surface(sample_, direction, steps=256, reach=0.8):
     for _ in range(2):
         t = np.linspace(lo, hi, steps)
         d = sdf([sample_], torch.tensor(centre + t[:, None] * direction, dtype=torch.float32))[0].numpy()
-        k = int(np.argmax(d > 0))
-        assert d[0] <= 0 < d[k], 'head centre must be inside and the ray must leave the head'
-        lo, hi = t[k - 1], t[k]
+        crossings = np.nonzero((d[:-1] <= 0) & (d[1:] > 0))[0]
+        assert len(crossings), 'the ray from the head centre must leave the head'
+        lo, hi = t[crossings[-1]], t[crossings[-1] + 1]
     point = centre + 0.5 * (lo + hi) * direction
     eye = np.eye(3) * 1e-3
     probes = torch.tensor(np.concatenate([point + eye, point - eye]), dtype=torch.float32)
