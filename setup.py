@@ -1,13 +1,13 @@
 """Packaging for eg3d-rlhf: EG3D-compatible networks plus geometry-preference fine-tuning."""
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name='eg3d-rlhf',
     version='0.1.0',
     description='Fine-tune 3D-aware generators (EG3D) from human preferences about their geometry',
     python_requires='>=3.9',
-    packages=['dnnlib', 'torch_utils', 'torch_utils.ops', 'training', 'training.volumetric_rendering', 'eg3d_rlhf'],
+    packages=find_packages(include=['dnnlib*', 'torch_utils*', 'training*', 'eg3d_rlhf*']),
     package_data={'torch_utils.ops': ['*.cpp', '*.cu', '*.h']},
     install_requires=[
         'torch>=2.1,<3',        # 2.13.0 CPU wheel on the dev machine; install it first so no CUDA build is pulled in.
