@@ -118,7 +118,7 @@ def _conv2d_gradfix(transpose, weight_shape, stride, padding, output_padding, di
                 grad_input = adjoint(ctx.input_shape, grad_output.shape).apply(grad_output, weight, None)
                 assert grad_input.shape == ctx.input_shape
             if ctx.needs_input_grad[1] and not weight_gradients_disabled:
-                grad_weight = Conv2dGradWeight.apply(grad_output, input, weight)
+                grad_weight = Conv2dGradWeight.apply(grad_output, input)
                 assert grad_weight.shape == weight_shape
             if ctx.needs_input_grad[2]:
                 grad_bias = grad_output.sum([0, 2, 3])
@@ -126,11 +126,13 @@ def _conv2d_gradfix(transpose, weight_shape, stride, padding, output_padding, di
 
     class Conv2dGradWeight(torch.autograd.Function):
         @staticmethod
-        def forward(ctx, grad_output, input, weight):
+        def forward(ctx, grad_output, input):
             ctx.save_for_backward(grad_output if input.requires_grad else _null_tensor, input if grad_output.requires_grad else _null_tensor)
             ctx.grad_output_shape = grad_output.shape
             ctx.input_shape = input.shape
-            return torch.ops.aten.convolution_backward(grad_output, input, weight, None, stride, padding, dilation,
+            # Only the weight's shape matters here (the saved weight is empty when the input needs no gradient).
+            shape_only = torch.zeros([], dtype=input.dtype, device=input.device).expand(weight_shape)
+            return torch.ops.aten.convolution_backward(grad_output, input, shape_only, None, stride, padding, dilation,
                 transpose, output_padding, groups, [False, True, False])[1]
 
         @staticmethod
@@ -143,7 +145,7 @@ def _conv2d_gradfix(transpose, weight_shape, stride, padding, output_padding, di
             if ctx.needs_input_grad[1]:
                 grad2_input = adjoint(ctx.input_shape, ctx.grad_output_shape).apply(grad_output, grad2_grad_weight, None)
                 assert grad2_input.shape == ctx.input_shape
-            return grad2_grad_output, grad2_input, None
+            return grad2_grad_output, grad2_input
 
     _conv2d_gradfix_cache[key] = Conv2d
     return Conv2d
