@@ -35,6 +35,7 @@ class TriPlaneGenerator(torch.nn.Module):
         mapping_kwargs      = {},   # Arguments for MappingNetwork.
         rendering_kwargs    = {},   # Renderer and conditioning options (ray_start, box_warp, superresolution_module, ...).
         sr_kwargs           = {},   # Arguments for the super-resolution module.
+        plane_resolution    = 256,  # Tri-plane resolution (EG3D: 256; smaller trains faster on a CPU).
         **synthesis_kwargs,         # Arguments for the backbone SynthesisNetwork.
     ):
         super().__init__()
@@ -45,7 +46,7 @@ class TriPlaneGenerator(torch.nn.Module):
         self.img_channels = img_channels
         self.renderer = ImportanceRenderer()
         self.ray_sampler = RaySampler()
-        self.backbone = StyleGAN2Backbone(z_dim, c_dim, w_dim, img_resolution=256, img_channels=32*3, mapping_kwargs=mapping_kwargs, **synthesis_kwargs)
+        self.backbone = StyleGAN2Backbone(z_dim, c_dim, w_dim, img_resolution=plane_resolution, img_channels=32*3, mapping_kwargs=mapping_kwargs, **synthesis_kwargs)
         self.superresolution = dnnlib.util.construct_class_by_name(class_name=rendering_kwargs['superresolution_module'], channels=32,
             img_resolution=img_resolution, sr_num_fp16_res=sr_num_fp16_res, sr_antialias=rendering_kwargs['sr_antialias'], **sr_kwargs)
         self.decoder = OSGDecoder(32, {'decoder_lr_mul': rendering_kwargs.get('decoder_lr_mul', 1), 'decoder_output_dim': 32})
