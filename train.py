@@ -1,0 +1,270 @@
+"""Train an EG3D tri-plane GAN (EG3D's train.py options; presets ffhq, afhq, shapenet and the CPU-sized synthetic)."""
+
+import contextlib
+import json
+import os
+import re
+import sys
+
+import click
+import torch
+
+import dnnlib
+from training import distributed
+from training import presets
+from training import training_loop
+
+#----------------------------------------------------------------------------
+
+class _Tee:
+    """Copy everything written to a stream into an open log file as well."""
+
+    def __init__(self, stream, file):
+        self.stream = stream
+        self.file = file
+
+    def write(self, text):
+        self.stream.write(text)
+        self.file.write(text)
+        self.file.flush()
+
+    def flush(self):
+        self.stream.flush()
+        self.file.flush()
+
+
+@contextlib.contextmanager
+def log_to(path):
+    """Append stdout and stderr to `path` (log.txt) inside the block."""
+    with open(path, 'a') as f:
+        saved = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = _Tee(sys.stdout, f), _Tee(sys.stderr, f)
+        try:
+            yield
+        finally:
+            sys.stdout, sys.stderr = saved
+
+#----------------------------------------------------------------------------
+# Processes.
+
+def run_process(rank, c):
+    """One training process (rank `rank`); rank 0 also writes log.txt."""
+    logging = log_to(os.path.join(c.run_dir, 'log.txt')) if rank == 0 else contextlib.nullcontext()
+    with logging:
+        training_loop.training_loop(rank=rank, local_rank=rank, **c)
+
+
+def next_run_dir(outdir, desc):
+    """outdir/NNNNN-desc with NNNNN one above the highest existing run number."""
+    prev_ids = []
+    if os.path.isdir(outdir):
+        prev_ids = [re.match(r'^\d+', x) for x in os.listdir(outdir) if os.path.isdir(os.path.join(outdir, x))]
+    cur_id = max((int(m.group()) for m in prev_ids if m is not None), default=-1) + 1
+    return os.path.join(outdir, f'{cur_id:05d}-{desc}')
+
+
+def print_options(c):
+    print()
+    print('Training options:')
+    print(json.dumps(c, indent=2))
+    print()
+    print(f'Output directory:    {c.run_dir}')
+    print(f'Device:              {c.device}')
+    print(f'Number of processes: {c.num_gpus}')
+    print(f'Batch size:          {c.batch_size} images')
+    print(f'Training duration:   {c.total_kimg} kimg')
+    print(f'Dataset path:        {c.training_set_kwargs.path}')
+    print(f'Dataset size:        {c.training_set_kwargs.max_size} images')
+    print(f'Dataset resolution:  {c.training_set_kwargs.resolution}')
+    print(f'Dataset labels:      {c.training_set_kwargs.use_labels}')
+    print(f'Dataset x-flips:     {c.training_set_kwargs.xflip}')
+    print()
+
+
+def create_run_dir(c):
+    print('Creating output directory...')
+    os.makedirs(c.run_dir)
+    with open(os.path.join(c.run_dir, 'training_options.json'), 'wt') as f:
+        json.dump(c, f, indent=2)
+
+
+def launch_training(c, desc, outdir, dry_run):
+    """Pick the run directory, print the options, then train: in this process, in spawned processes (--gpus N),
+    or as one of torchrun's processes (env://; --gpus must then equal WORLD_SIZE)."""
+    launched = distributed.torchrun_env()
+    if launched is not None:
+        _rank, _local_rank, world_size = launched
+        if world_size != c.num_gpus:
+            raise click.ClickException(f'--gpus={c.num_gpus}, but torchrun started {world_size} processes; they must match')
+        if dry_run:
+            raise click.ClickException('--dry-run: run it without torchrun')
+        rank, local_rank, _world_size = distributed.init_torchrun(c.device)
+        run_dir = [None]
+        if rank == 0:
+            c.run_dir = next_run_dir(outdir, desc)
+            print_options(c)
+            create_run_dir(c)
+            run_dir = [c.run_dir]
+        torch.distributed.broadcast_object_list(run_dir, src=0)
+        c.run_dir = run_dir[0]
+        try:
+            if rank == 0:
+                with log_to(os.path.join(c.run_dir, 'log.txt')):
+                    training_loop.training_loop(rank=rank, local_rank=local_rank, **c)
+            else:
+                training_loop.training_loop(rank=rank, local_rank=local_rank, **c)
+        finally:
+            torch.distributed.destroy_process_group()
+        return
+
+    c.run_dir = next_run_dir(outdir, desc)
+    assert not os.path.exists(c.run_dir)
+    print_options(c)
+    if dry_run:
+        print('Dry run; exiting.')
+        return
+    create_run_dir(c)
+    print('Launching processes...')
+    distributed.spawn(run_process, num_processes=c.num_gpus, device_type=c.device, args=(c,))
+
+#----------------------------------------------------------------------------
+
+def init_dataset_kwargs(data):
+    """Dataset constructor kwargs with explicit resolution, labels and size (read from the data), and its name."""
+    try:
+        dataset_kwargs = dnnlib.EasyDict(class_name='training.dataset.ImageFolderDataset', path=data, use_labels=True, max_size=None, xflip=False)
+        dataset = dnnlib.util.construct_class_by_name(**dataset_kwargs)
+        dataset_kwargs.resolution = dataset.resolution
+        dataset_kwargs.use_labels = dataset.has_labels
+        dataset_kwargs.max_size = len(dataset)
+        return dataset_kwargs, dataset.name
+    except (IOError, ValueError) as err:
+        raise click.ClickException(f'--data: {err}')
+
+
+def parse_comma_separated_list(s):
+    if isinstance(s, list):
+        return s
+    if s is None or s.lower() == 'none' or s == '':
+        return []
+    return s.split(',')
+
+
+def pick_device(name, gpus):
+    if name == 'auto':
+        name = 'cuda' if torch.cuda.is_available() else 'cpu'
+    if name == 'cuda' and not torch.cuda.is_available():
+        raise click.ClickException('--device=cuda: CUDA is not available on this machine')
+    if name == 'cuda' and distributed.torchrun_env() is None and gpus > torch.cuda.device_count():
+        raise click.ClickException(f'--gpus={gpus}, but this machine has {torch.cuda.device_count()} CUDA devices')
+    return name
+
+
+def make_config(kwargs):
+    """(training options, run description) from the command line's options (click's parameter dict)."""
+    opts = presets.with_preset_defaults(kwargs)
+    opts.device = pick_device(opts.device, opts.gpus)
+    training_set_kwargs, dataset_name = init_dataset_kwargs(opts.data)
+    try:
+        return presets.build_config(opts, training_set_kwargs, dataset_name)
+    except presets.ConfigError as err:
+        raise click.ClickException(str(err))
+
+#----------------------------------------------------------------------------
+
+POSITIVE = click.FloatRange(min=0, min_open=True)
+
+@click.command()
+
+# Required.
+@click.option('--outdir',       help='Where to save the results', metavar='DIR',                required=True)
+@click.option('--cfg',          help='Base configuration',                                      type=click.Choice(presets.CONFIGS), required=True)
+@click.option('--data',         help='Training data', metavar='[ZIP|DIR]',                      type=str, required=True)
+@click.option('--gpus',         help='Number of GPUs (on CPU: processes) to use', metavar='INT', type=click.IntRange(min=1), required=True)
+@click.option('--batch',        help='Total batch size', metavar='INT',                         type=click.IntRange(min=1), required=True)
+@click.option('--gamma',        help='R1 regularization weight', metavar='FLOAT',               type=click.FloatRange(min=0), required=True)
+
+# Optional features.
+@click.option('--cond',         help='Train conditional model (must be True)', metavar='BOOL',  type=bool, default=True, show_default=True)
+@click.option('--mirror',       help='Enable dataset x-flips', metavar='BOOL',                  type=bool, default=False, show_default=True)
+@click.option('--aug',          help='Augmentation mode (only noaug is implemented)',           type=click.Choice(['noaug', 'ada', 'fixed']), default='noaug', show_default=True)
+@click.option('--resume',       help='Resume from given network pickle', metavar='[PATH|URL]',  type=str)
+@click.option('--resume-kimg',  help='kimg to count from when resuming', metavar='KIMG',        type=click.FloatRange(min=0), default=0, show_default=True)
+@click.option('--trust-pickle', help='Confirm you trust the --resume pickle: loading it runs code stored in it', is_flag=True)
+@click.option('--freezed',      help='Freeze first layers of D', metavar='INT',                 type=click.IntRange(min=0), default=0, show_default=True)
+
+# Misc hyperparameters.
+@click.option('--batch-gpu',    help='Limit batch size per GPU', metavar='INT',                 type=click.IntRange(min=1))
+@click.option('--cbase',        help='Capacity multiplier  [default: varies]', metavar='INT',   type=click.IntRange(min=1))
+@click.option('--cmax',         help='Max. feature maps  [default: varies]', metavar='INT',     type=click.IntRange(min=1))
+@click.option('--glr',          help='G learning rate', metavar='FLOAT',                        type=click.FloatRange(min=0), default=0.0025, show_default=True)
+@click.option('--dlr',          help='D learning rate', metavar='FLOAT',                        type=click.FloatRange(min=0), default=0.002, show_default=True)
+@click.option('--map-depth',    help='Mapping network depth', metavar='INT',                    type=click.IntRange(min=1), default=2, show_default=True)
+@click.option('--mbstd-group',  help='Minibatch std group size', metavar='INT',                 type=click.IntRange(min=1), default=4, show_default=True)
+
+# Misc settings.
+@click.option('--desc',         help='String to include in result dir name', metavar='STR',     type=str)
+@click.option('--metrics',      help='Quality metrics (none are implemented yet: only none)', metavar='[NAME|A,B,C|none]', type=parse_comma_separated_list, default='none', show_default=True)
+@click.option('--kimg',         help='Total training duration', metavar='KIMG',                 type=POSITIVE, default=25000, show_default=True)
+@click.option('--tick',         help='How often to print progress', metavar='KIMG',             type=POSITIVE, default=4, show_default=True)
+@click.option('--snap',         help='How often to save snapshots', metavar='TICKS',            type=click.IntRange(min=1), default=50, show_default=True)
+@click.option('--seed',         help='Random seed', metavar='INT',                              type=click.IntRange(min=0), default=0, show_default=True)
+@click.option('--nobench',      help='Disable cuDNN benchmarking', metavar='BOOL',              type=bool, default=False, show_default=True)
+@click.option('--workers',      help='DataLoader worker processes (0 = load in the training process)', metavar='INT', type=click.IntRange(min=0), default=3, show_default=True)
+@click.option('--device',       help='Where to train (auto = cuda if available)',               type=click.Choice(['auto', 'cpu', 'cuda']), default='auto', show_default=True)
+@click.option('-n','--dry-run', help='Print training options and exit',                         is_flag=True)
+
+# EG3D.
+@click.option('--neural_rendering_resolution_initial', help='Resolution to render at  [default: varies]', metavar='INT', type=click.IntRange(min=1))
+@click.option('--neural_rendering_resolution_final', help='Final resolution to render at, if blending', metavar='INT', type=click.IntRange(min=1))
+@click.option('--neural_rendering_resolution_fade_kimg', help='Kimg to blend resolution over', metavar='INT', type=click.IntRange(min=0), default=1000, show_default=True)
+@click.option('--blur_fade_kimg', help='Blur over how many kimg (at batch 32)  [default: varies]', metavar='INT', type=click.IntRange(min=1))
+@click.option('--gen_pose_cond', help='If true, enable generator pose conditioning.', metavar='BOOL', type=bool, default=False, show_default=True)
+@click.option('--c-scale',      help='Scale factor for generator pose conditioning.', metavar='FLOAT', type=click.FloatRange(min=0), default=1, show_default=True)
+@click.option('--gpc_reg_prob', help='Strength of swapping regularization (with --gen_pose_cond).', metavar='FLOAT', type=click.FloatRange(min=0, max=1), default=0.5, show_default=True)
+@click.option('--gpc_reg_fade_kimg', help='Length of swapping prob fade', metavar='INT', type=click.IntRange(min=0), default=1000, show_default=True)
+@click.option('--disc_c_noise', help='Strength of discriminator pose conditioning regularization, in standard deviations.', metavar='FLOAT', type=click.FloatRange(min=0), default=0, show_default=True)
+@click.option('--sr_noise_mode', help='Type of noise for superresolution', type=click.Choice(['random', 'none']), default='none', show_default=True)
+@click.option('--resume_blur',  help='Enable to blur even on resume', metavar='BOOL', type=bool, default=False, show_default=True)
+@click.option('--sr_num_fp16_res', help='Number of fp16 layers in superresolution (CUDA only)  [default: varies]', metavar='INT', type=click.IntRange(min=0))
+@click.option('--g_num_fp16_res', help='Number of fp16 layers in generator (CUDA only)', metavar='INT', type=click.IntRange(min=0), default=0, show_default=True)
+@click.option('--d_num_fp16_res', help='Number of fp16 layers in discriminator (CUDA only)  [default: varies]', metavar='INT', type=click.IntRange(min=0))
+@click.option('--style_mixing_prob', help='Style-mixing regularization probability for training.', metavar='FLOAT', type=click.FloatRange(min=0, max=1), default=0, show_default=True)
+@click.option('--sr-module',    help='Superresolution module override', metavar='STR', type=str)
+@click.option('--density_reg',  help='Density regularization strength.', metavar='FLOAT', type=click.FloatRange(min=0), default=0.25, show_default=True)
+@click.option('--density_reg_every', help='lazy density reg', metavar='INT', type=click.IntRange(min=1), default=4, show_default=True)
+@click.option('--density_reg_p_dist', help='density regularization strength.', metavar='FLOAT', type=click.FloatRange(min=0), default=0.004, show_default=True)
+@click.option('--reg_type',     help='Type of regularization', type=click.Choice(['l1', 'monotonic-detach', 'monotonic-fixed']), default='l1', show_default=True)
+@click.option('--decoder_lr_mul', help='decoder learning rate multiplier.', metavar='FLOAT', type=click.FloatRange(min=0), default=1, show_default=True)
+
+def main(**kwargs):
+    """Train EG3D's tri-plane GAN ("Efficient Geometry-aware 3D Generative Adversarial Networks").
+
+    Examples:
+
+    \b
+    # The CPU-sized synthetic preset on synthetic heads (64x64).
+    python train.py --outdir=training-runs --cfg=synthetic --data=heads64.zip \\
+        --gpus=1 --batch=4 --gamma=1 --tick=0.1 --snap=10
+
+    \b
+    # FFHQ at 512x512 on 8 GPUs (EG3D's recipe), or the same as 8 torchrun processes.
+    python train.py --outdir=training-runs --cfg=ffhq --data=FFHQ_512.zip \\
+        --gpus=8 --batch=32 --gamma=1 --gen_pose_cond=True
+    torchrun --nproc_per_node=8 train.py --outdir=training-runs --cfg=ffhq --data=FFHQ_512.zip \\
+        --gpus=8 --batch=32 --gamma=1 --gen_pose_cond=True
+
+    \b
+    # Fine-tune from a network pickle you trust (ours or NVIDIA's).
+    python train.py --outdir=training-runs --cfg=ffhq --data=FFHQ_512.zip --gpus=8 --batch=32 --gamma=1 \\
+        --gen_pose_cond=True --resume=ffhq512-128.pkl --trust-pickle --resume-kimg=25000
+    """
+    c, desc = make_config(kwargs)
+    launch_training(c=c, desc=desc, outdir=kwargs['outdir'], dry_run=kwargs['dry_run'])
+
+#----------------------------------------------------------------------------
+
+if __name__ == '__main__':
+    main() # pylint: disable=no-value-for-parameter
+
+#----------------------------------------------------------------------------

@@ -1,0 +1,382 @@
+"""EG3D's main training loop: networks, lazy-regularised Adam phases, G_ema, ticks, logs, image grids and snapshots."""
+
+import copy
+import json
+import os
+import time
+
+import numpy as np
+import PIL.Image
+import psutil
+import torch
+
+import dnnlib
+from torch_utils import misc
+from torch_utils import training_stats
+from torch_utils.ops import conv2d_gradfix
+from torch_utils.ops import grid_sample_gradfix
+from training import distributed
+from training import legacy
+
+#----------------------------------------------------------------------------
+# Image grids.
+
+def setup_snapshot_image_grid(training_set, max_grid=None, random_seed=0):
+    """((gw, gh), images [N, C, H, W] uint8, labels [N, D]) for the snapshot grids.
+
+    EG3D's layout: about 7680x4320 pixels (7..32 columns, 4..32 rows), capped at max_grid = (gw, gh). Items are
+    grouped by label and each row shows one label group; with unique camera labels every row is one pose, so the
+    fakes grid shows gw identities per pose.
+    """
+    rnd = np.random.RandomState(random_seed)
+    gw = int(np.clip(7680 // training_set.image_shape[2], 7, 32))
+    gh = int(np.clip(4320 // training_set.image_shape[1], 4, 32))
+    if max_grid is not None:
+        gw, gh = min(gw, max_grid[0]), min(gh, max_grid[1])
+
+    if not training_set.has_labels:
+        order = list(range(len(training_set)))
+        rnd.shuffle(order)
+        grid_indices = [order[i % len(order)] for i in range(gw * gh)]
+    else:
+        groups = dict() # raw label (reversed, as EG3D keys it) -> dataset indices
+        for idx in range(len(training_set)):
+            key = tuple(training_set.get_details(idx).raw_label.flat[::-1])
+            groups.setdefault(key, []).append(idx)
+        keys = list(groups.keys())
+        rnd.shuffle(keys)
+        for key in keys:
+            rnd.shuffle(groups[key])
+        grid_indices = []
+        for y in range(gh):
+            key = keys[y % len(keys)]
+            members = groups[key]
+            grid_indices += [members[x % len(members)] for x in range(gw)]
+            groups[key] = members[gw % len(members):] + members[:gw % len(members)] # Next use starts after these.
+
+    images, labels = zip(*[training_set[i] for i in grid_indices])
+    return (gw, gh), np.stack(images), np.stack(labels)
+
+
+def save_image_grid(img, fname, drange, grid_size):
+    """Write images [N, C, H, W] (C = 1 or 3) with values in drange as one gw x gh PNG."""
+    lo, hi = drange
+    img = (np.asarray(img, dtype=np.float32) - lo) * (255 / (hi - lo))
+    img = np.rint(img).clip(0, 255).astype(np.uint8)
+    gw, gh = grid_size
+    _N, C, H, W = img.shape
+    assert C in (1, 3)
+    img = img.reshape(gh, gw, C, H, W).transpose(0, 3, 1, 4, 2).reshape(gh * H, gw * W, C)
+    PIL.Image.fromarray(img[:, :, 0] if C == 1 else img, 'L' if C == 1 else 'RGB').save(fname)
+
+
+@torch.no_grad()
+def save_fakes(G_ema, grid_z, grid_c, grid_size, run_dir, kimg):
+    """fakesKKKKKK.png, fakesKKKKKK_raw.png and fakesKKKKKK_depth.png (negated depth, min-max scaled) of G_ema."""
+    out = [G_ema(z=z, c=c, noise_mode='const') for z, c in zip(grid_z, grid_c)]
+    images = torch.cat([o['image'].cpu() for o in out]).numpy()
+    images_raw = torch.cat([o['image_raw'].cpu() for o in out]).numpy()
+    images_depth = -torch.cat([o['image_depth'].cpu() for o in out]).numpy()
+    prefix = os.path.join(run_dir, f'fakes{kimg:06d}')
+    save_image_grid(images, prefix + '.png', drange=[-1, 1], grid_size=grid_size)
+    save_image_grid(images_raw, prefix + '_raw.png', drange=[-1, 1], grid_size=grid_size)
+    save_image_grid(images_depth, prefix + '_depth.png', drange=[images_depth.min(), images_depth.max()], grid_size=grid_size)
+
+#----------------------------------------------------------------------------
+# Networks.
+
+def build_networks(training_set, G_kwargs, D_kwargs, device):
+    """Fresh G, D (training mode, no gradients) and G_ema (a copy of G in eval mode) for the dataset's shape."""
+    common_kwargs = dict(c_dim=training_set.label_dim, img_resolution=training_set.resolution, img_channels=training_set.num_channels)
+    G = dnnlib.util.construct_class_by_name(**G_kwargs, **common_kwargs).train().requires_grad_(False).to(device)
+    D = dnnlib.util.construct_class_by_name(**D_kwargs, **common_kwargs).train().requires_grad_(False).to(device)
+    G_ema = copy.deepcopy(G).eval()
+    return G, D, G_ema
+
+
+def resume_networks(resume_pkl, networks, trust=False):
+    """Copy the same-named parameters and buffers of G, D and G_ema in a network pickle (ours or NVIDIA's) into
+    `networks` = {'G': ..., 'D': ..., 'G_ema': ...}; the networks keep this project's classes and constructor."""
+    with dnnlib.util.open_url(resume_pkl) as f:
+        resume_data = legacy.load_network_pkl(f, trust=trust)
+    for name, module in networks.items():
+        misc.copy_params_and_buffers(resume_data[name], module, require_all=False)
+
+
+def build_phases(G, D, G_opt_kwargs, D_opt_kwargs, G_reg_interval, D_reg_interval):
+    """Training phases with their Adam optimizers.
+
+    With lazy regularisation (reg_interval N) a network has a 'main' phase every step and a 'reg' phase every N
+    steps sharing one optimizer whose lr and betas are rescaled by N / (N + 1), as if the two ran together every
+    step; without it, one 'both' phase.
+    """
+    phases = []
+    for name, module, opt_kwargs, reg_interval in [('G', G, G_opt_kwargs, G_reg_interval), ('D', D, D_opt_kwargs, D_reg_interval)]:
+        opt_kwargs = dnnlib.EasyDict(opt_kwargs)
+        if 'betas' in opt_kwargs:
+            opt_kwargs.betas = [float(beta) for beta in opt_kwargs.betas] # torch's Adam refuses EG3D's [0, 0.99] (int, float).
+        if reg_interval is None:
+            opt = dnnlib.util.construct_class_by_name(params=module.parameters(), **opt_kwargs)
+            phases += [dnnlib.EasyDict(name=name + 'both', module=module, opt=opt, interval=1)]
+            continue
+        mb_ratio = reg_interval / (reg_interval + 1)
+        opt_kwargs.lr = opt_kwargs.lr * mb_ratio
+        opt_kwargs.betas = [beta ** mb_ratio for beta in opt_kwargs.betas]
+        opt = dnnlib.util.construct_class_by_name(module.parameters(), **opt_kwargs)
+        phases += [dnnlib.EasyDict(name=name + 'main', module=module, opt=opt, interval=1)]
+        phases += [dnnlib.EasyDict(name=name + 'reg', module=module, opt=opt, interval=reg_interval)]
+    return phases
+
+
+@torch.no_grad()
+def update_ema(G_ema, G, cur_nimg, batch_size, ema_kimg, ema_rampup):
+    """Move G_ema toward G with a half-life of ema_kimg thousand images (ramped up to cur_nimg * ema_rampup early
+    on); buffers and rendering settings are copied."""
+    ema_nimg = ema_kimg * 1000
+    if ema_rampup is not None:
+        ema_nimg = min(ema_nimg, cur_nimg * ema_rampup)
+    ema_beta = 0.5 ** (batch_size / max(ema_nimg, 1e-8))
+    for p_ema, p in zip(G_ema.parameters(), G.parameters()):
+        p_ema.copy_(p.lerp(p_ema, ema_beta))
+    for b_ema, b in zip(G_ema.buffers(), G.buffers()):
+        b_ema.copy_(b)
+    G_ema.neural_rendering_resolution = G.neural_rendering_resolution
+    G_ema.rendering_kwargs = G.rendering_kwargs.copy()
+
+#----------------------------------------------------------------------------
+
+class PhaseTimer:
+    """Milliseconds of the last run of one phase: CUDA events on a GPU (read at the tick), the wall clock on CPU."""
+
+    def __init__(self, device):
+        self.device = device
+        self.cuda = device.type == 'cuda'
+        self.start_mark = self.end_mark = None
+
+    def _mark(self):
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record(torch.cuda.current_stream(self.device))
+            return event
+        return time.perf_counter()
+
+    def start(self):
+        self.start_mark = self._mark()
+
+    def stop(self):
+        self.end_mark = self._mark()
+
+    def elapsed_ms(self):
+        """[] (nothing to report) before the phase first ran."""
+        if self.start_mark is None or self.end_mark is None:
+            return []
+        if self.cuda:
+            self.end_mark.synchronize()
+            return self.start_mark.elapsed_time(self.end_mark)
+        return (self.end_mark - self.start_mark) * 1e3
+
+#----------------------------------------------------------------------------
+
+def training_loop(
+    run_dir                 = '.',      # Output directory.
+    training_set_kwargs     = {},       # Options for the training set.
+    data_loader_kwargs      = {},       # Options for torch.utils.data.DataLoader.
+    G_kwargs                = {},       # Options for the generator.
+    D_kwargs                = {},       # Options for the discriminator.
+    G_opt_kwargs            = {},       # Options for the generator optimizer.
+    D_opt_kwargs            = {},       # Options for the discriminator optimizer.
+    loss_kwargs             = {},       # Options for the loss.
+    random_seed             = 0,        # Global random seed.
+    device                  = 'cpu',    # 'cuda' (this process uses GPU local_rank) or 'cpu'.
+    num_gpus                = 1,        # Number of processes training together (GPUs, or CPU processes).
+    rank                    = 0,        # Rank of this process in [0, num_gpus).
+    local_rank              = 0,        # Rank of this process on its node (its GPU index).
+    batch_size              = 4,        # Total batch size of one training step; may exceed batch_gpu * num_gpus.
+    batch_gpu               = 4,        # Samples one process runs at a time.
+    ema_kimg                = 10,       # Half-life of the generator weights' moving average (G_ema), in kimg.
+    ema_rampup              = 0.05,     # EMA ramp-up coefficient, None = no ramp-up.
+    G_reg_interval          = None,     # Steps between G regularisation phases, None = no lazy regularisation.
+    D_reg_interval          = 16,       # Steps between D regularisation phases, None = no lazy regularisation.
+    total_kimg              = 25000,    # Training length in thousands of real images.
+    kimg_per_tick           = 4,        # Progress interval in kimg.
+    image_snapshot_ticks    = 50,       # Ticks between image grids, None = none.
+    network_snapshot_ticks  = 50,       # Ticks between network snapshots, None = none.
+    resume_pkl              = None,     # Network pickle (path or file:// URL) to resume from.
+    resume_kimg             = 0,        # kimg to count from when resuming.
+    trust_resume_pkl        = False,    # Does the user trust resume_pkl? Loading a pickle executes code in it.
+    cudnn_benchmark         = True,     # Set torch.backends.cudnn.benchmark?
+):
+    """Train G and D; returns {'G', 'D', 'G_ema'} of this process at the end."""
+    # Initialize.
+    start_time = time.time()
+    device = torch.device(device, local_rank) if device == 'cuda' else torch.device(device)
+    np.random.seed(random_seed * num_gpus + rank)
+    torch.manual_seed(random_seed * num_gpus + rank)
+    torch.backends.cudnn.benchmark = cudnn_benchmark
+    torch.backends.cuda.matmul.allow_tf32 = False       # Numerical accuracy over speed, as EG3D.
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = False
+    conv2d_gradfix.enabled = True                       # Custom conv op: no weight gradients in R1's double backward.
+    grid_sample_gradfix.enabled = False
+    if num_gpus > 1:
+        training_stats.init_multiprocessing(rank=rank, sync_device=device)
+    log = print if rank == 0 else (lambda *args: None)
+
+    # Load the training set.
+    log('Loading training set...')
+    training_set = dnnlib.util.construct_class_by_name(**training_set_kwargs)
+    sampler = distributed.InfiniteSampler(dataset=training_set, rank=rank, num_replicas=num_gpus, seed=random_seed)
+    training_set_iterator = iter(torch.utils.data.DataLoader(dataset=training_set, sampler=sampler,
+        batch_size=batch_size // num_gpus, **data_loader_kwargs))
+    log()
+    log('Num images: ', len(training_set))
+    log('Image shape:', training_set.image_shape)
+    log('Label shape:', training_set.label_shape)
+    log()
+
+    # Construct networks, resume, print their summaries.
+    log('Constructing networks...')
+    G, D, G_ema = build_networks(training_set, G_kwargs, D_kwargs, device)
+    if resume_pkl is not None and rank == 0:
+        log(f'Resuming from "{resume_pkl}"')
+        resume_networks(resume_pkl, dict(G=G, D=D, G_ema=G_ema), trust=trust_resume_pkl)
+    if rank == 0:
+        z = torch.zeros([batch_gpu, G.z_dim], device=device)
+        c = torch.from_numpy(training_set.get_label(0)).to(device).expand(batch_gpu, -1)
+        img = misc.print_module_summary(G, [z, c])
+        misc.print_module_summary(D, [img, c])
+
+    # Distribute across processes: every rank starts from rank 0's weights.
+    log(f'Distributing across {num_gpus} processes...')
+    if num_gpus > 1:
+        for module in [G, D, G_ema]:
+            distributed.broadcast_module(module, src=0)
+
+    # Set up the training phases (no augmentation pipeline: --aug=noaug only).
+    log('Setting up training phases...')
+    loss = dnnlib.util.construct_class_by_name(device=device, G=G, D=D, augment_pipe=None, **loss_kwargs)
+    phases = build_phases(G, D, G_opt_kwargs, D_opt_kwargs, G_reg_interval, D_reg_interval)
+    for phase in phases:
+        phase.timer = PhaseTimer(device)
+
+    # Export the real images; draw the latents and cameras of the fakes grids.
+    grid_size = grid_z = grid_c = None
+    if rank == 0:
+        log('Exporting sample images...')
+        grid_size, images, labels = setup_snapshot_image_grid(training_set, max_grid=(None if device.type == 'cuda' else (4, 4)))
+        save_image_grid(images, os.path.join(run_dir, 'reals.png'), drange=[0, 255], grid_size=grid_size)
+        grid_z = torch.randn([labels.shape[0], G.z_dim], device=device).split(batch_gpu)
+        grid_c = torch.from_numpy(labels).to(device).split(batch_gpu)
+
+    # Initialize logs.
+    log('Initializing logs...')
+    stats_collector = training_stats.Collector(regex='.*')
+    stats_jsonl = open(os.path.join(run_dir, 'stats.jsonl'), 'wt') if rank == 0 else None
+
+    # Train.
+    log(f'Training for {total_kimg} kimg...')
+    log()
+    cur_nimg = int(round(resume_kimg * 1000))
+    cur_tick = 0
+    tick_start_nimg = cur_nimg
+    tick_start_time = time.time()
+    maintenance_time = tick_start_time - start_time
+    batch_idx = 0
+    while True:
+
+        # Fetch real images and labels; draw latents and cameras for every phase.
+        phase_real_img, phase_real_c = next(training_set_iterator)
+        phase_real_img = (phase_real_img.to(device).to(torch.float32) / 127.5 - 1).split(batch_gpu)
+        phase_real_c = phase_real_c.to(device).split(batch_gpu)
+        all_gen_z = torch.randn([len(phases) * batch_size, G.z_dim], device=device)
+        all_gen_z = [phase_gen_z.split(batch_gpu) for phase_gen_z in all_gen_z.split(batch_size)]
+        all_gen_c = [training_set.get_label(np.random.randint(len(training_set))) for _ in range(len(phases) * batch_size)]
+        all_gen_c = torch.from_numpy(np.stack(all_gen_c)).to(device)
+        all_gen_c = [phase_gen_c.split(batch_gpu) for phase_gen_c in all_gen_c.split(batch_size)]
+
+        # Run the phases due at this step.
+        for phase, phase_gen_z, phase_gen_c in zip(phases, all_gen_z, all_gen_c):
+            if batch_idx % phase.interval != 0:
+                continue
+            phase.timer.start()
+            phase.opt.zero_grad(set_to_none=True)
+            phase.module.requires_grad_(True)
+            for real_img, real_c, gen_z, gen_c in zip(phase_real_img, phase_real_c, phase_gen_z, phase_gen_c):
+                loss.accumulate_gradients(phase=phase.name, real_img=real_img, real_c=real_c, gen_z=gen_z, gen_c=gen_c,
+                    gain=phase.interval, cur_nimg=cur_nimg)
+            phase.module.requires_grad_(False)
+            distributed.sync_gradients(phase.module, num_gpus)
+            phase.opt.step()
+            phase.timer.stop()
+
+        # Update G_ema and the counters.
+        update_ema(G_ema, G, cur_nimg=cur_nimg, batch_size=batch_size, ema_kimg=ema_kimg, ema_rampup=ema_rampup)
+        cur_nimg += batch_size
+        batch_idx += 1
+
+        # Tick: the first step, every kimg_per_tick, and the end.
+        done = (cur_nimg >= total_kimg * 1000)
+        if (not done) and (cur_tick != 0) and (cur_nimg < tick_start_nimg + kimg_per_tick * 1000):
+            continue
+
+        # Status line; the same numbers go to training_stats.
+        tick_end_time = time.time()
+        peak_gpu_mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == 'cuda' else 0
+        peak_gpu_reserved = torch.cuda.max_memory_reserved(device) / 2**30 if device.type == 'cuda' else 0
+        if device.type == 'cuda':
+            torch.cuda.reset_peak_memory_stats(device)
+        fields = []
+        fields += [f"tick {training_stats.report0('Progress/tick', cur_tick):<5d}"]
+        fields += [f"kimg {training_stats.report0('Progress/kimg', cur_nimg / 1e3):<8.1f}"]
+        fields += [f"time {dnnlib.util.format_time(training_stats.report0('Timing/total_sec', tick_end_time - start_time)):<12s}"]
+        fields += [f"sec/tick {training_stats.report0('Timing/sec_per_tick', tick_end_time - tick_start_time):<7.1f}"]
+        fields += [f"sec/kimg {training_stats.report0('Timing/sec_per_kimg', (tick_end_time - tick_start_time) / (cur_nimg - tick_start_nimg) * 1e3):<7.2f}"]
+        fields += [f"maintenance {training_stats.report0('Timing/maintenance_sec', maintenance_time):<6.1f}"]
+        fields += [f"cpumem {training_stats.report0('Resources/cpu_mem_gb', psutil.Process(os.getpid()).memory_info().rss / 2**30):<6.2f}"]
+        fields += [f"gpumem {training_stats.report0('Resources/peak_gpu_mem_gb', peak_gpu_mem):<6.2f}"]
+        fields += [f"reserved {training_stats.report0('Resources/peak_gpu_mem_reserved_gb', peak_gpu_reserved):<6.2f}"]
+        fields += [f"augment {training_stats.report0('Progress/augment', 0):.3f}"]
+        training_stats.report0('Timing/total_hours', (tick_end_time - start_time) / (60 * 60))
+        training_stats.report0('Timing/total_days', (tick_end_time - start_time) / (24 * 60 * 60))
+        log(' '.join(fields))
+
+        # Image grids.
+        if (rank == 0) and (image_snapshot_ticks is not None) and (done or cur_tick % image_snapshot_ticks == 0):
+            save_fakes(G_ema, grid_z, grid_c, grid_size, run_dir, cur_nimg // 1000)
+
+        # Network snapshot: every rank checks that its weights equal rank 0's; rank 0 writes the pickle.
+        if (network_snapshot_ticks is not None) and (done or cur_tick % network_snapshot_ticks == 0):
+            snapshot_data = dict(training_set_kwargs=dict(training_set_kwargs), augment_pipe=None)
+            for name, module in [('G', G), ('D', D), ('G_ema', G_ema)]:
+                if num_gpus > 1:
+                    misc.check_ddp_consistency(module, ignore_regex=r'.*\.[^.]+_(avg|ema)')
+                if rank == 0:
+                    snapshot_data[name] = copy.deepcopy(module).eval().requires_grad_(False).cpu()
+            if rank == 0:
+                legacy.save_network_pkl(os.path.join(run_dir, f'network-snapshot-{cur_nimg // 1000:06d}.pkl'), snapshot_data)
+            del snapshot_data # Conserve memory.
+
+        # Collect statistics and append them to stats.jsonl.
+        for phase in phases:
+            training_stats.report0('Timing/' + phase.name, phase.timer.elapsed_ms())
+        stats_collector.update()
+        if stats_jsonl is not None:
+            stats_jsonl.write(json.dumps(dict(stats_collector.as_dict(), timestamp=time.time())) + '\n')
+            stats_jsonl.flush()
+
+        # Next tick.
+        cur_tick += 1
+        tick_start_nimg = cur_nimg
+        tick_start_time = time.time()
+        maintenance_time = tick_start_time - tick_end_time
+        if done:
+            break
+
+    # Done.
+    if stats_jsonl is not None:
+        stats_jsonl.close()
+    log()
+    log('Exiting...')
+    return dict(G=G, D=D, G_ema=G_ema)
+
+#----------------------------------------------------------------------------
