@@ -5,6 +5,8 @@ import json
 import math
 import os
 import re
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -22,6 +24,7 @@ from training import legacy
 from training import presets
 from training import training_loop
 from training.camera_utils import orbit_camera_label
+from tests.conftest import REPO
 from training.superresolution_small import SuperresolutionSmall2X
 
 #----------------------------------------------------------------------------
@@ -316,11 +319,11 @@ def test_conv2d_gradfix_weight_gradient_without_input_gradient():
     torch.manual_seed(0)
     x, w = torch.randn(2, 3, 8, 8), torch.randn(4, 3, 3, 3, requires_grad=True)
     ref, = torch.autograd.grad(torch.nn.functional.conv2d(x, w, padding=1).square().sum(), w)
-    conv2d_gradfix.enabled = True
+    enabled, conv2d_gradfix.enabled = conv2d_gradfix.enabled, True
     try:
         got, = torch.autograd.grad(conv2d_gradfix.conv2d(x, w, padding=1).square().sum(), w)
     finally:
-        conv2d_gradfix.enabled = False
+        conv2d_gradfix.enabled = enabled
     assert torch.allclose(got, ref, rtol=1e-5, atol=1e-5)
 
 
@@ -463,5 +466,33 @@ def test_two_gloo_processes_hold_identical_weights(data, tmp_path):
             if not re.fullmatch(r'.*\.[^.]+_(avg|ema)', key): # Running averages of w stay per rank, as in EG3D.
                 assert torch.equal(ranks[0][name][key], ranks[1][name][key]), f'{name}.{key}'
     assert os.path.exists(tmp_path / 'network-snapshot-000000.pkl') # Written after every rank passed the consistency check.
+
+#----------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_train_py_spawns_gloo_processes_on_cpu(data, tmp_path):
+    output = run_train(base_args(data, tmp_path, '--gpus', '2', '--mbstd-group', '2', '--workers', '0', '--kimg', '0.004'))
+    assert 'Number of processes: 2' in output
+    run_dir = only_run_dir(tmp_path)
+    assert os.path.exists(os.path.join(run_dir, 'network-snapshot-000000.pkl')) # Every rank passed the consistency check.
+    assert re.search(r'^tick 0 .* sec/kimg', open(os.path.join(run_dir, 'log.txt')).read(), flags=re.M)
+
+
+@pytest.mark.slow
+def test_torchrun_launch_trains_two_consistent_processes(data, tmp_path):
+    # torchrun's env:// rendezvous: rank 0 picks the run directory and shares it; the snapshot is written only after
+    # every rank has checked its weights against rank 0's.
+    args = base_args(data, tmp_path, '--gpus', '2', '--mbstd-group', '2', '--workers', '0', '--kimg', '0.008', '--tick', '0.004')
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    result = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+        os.path.join(REPO, 'train.py'), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(re.findall(r'^tick \d+ ', result.stdout, flags=re.M)) == 2 # Printed by rank 0 only.
+    run_dir = only_run_dir(tmp_path)
+    assert len(os.listdir(tmp_path)) == 1
+    assert os.path.exists(os.path.join(run_dir, 'network-snapshot-000000.pkl'))
+    with open(os.path.join(run_dir, 'training_options.json')) as f:
+        assert json.load(f)['num_gpus'] == 2
+    assert 'sec/kimg' in open(os.path.join(run_dir, 'log.txt')).read()
 
 #----------------------------------------------------------------------------
