@@ -24,7 +24,7 @@ from training import legacy
 from training import presets
 from training import training_loop
 from training.camera_utils import orbit_camera_label
-from tests.conftest import REPO
+from tests.conftest import REPO, shared_file
 from training.superresolution_small import SuperresolutionSmall2X
 
 #----------------------------------------------------------------------------
@@ -187,6 +187,19 @@ def test_cfg_presets_use_eg3d_rendering_values(data, cfg, key, expected):
     assert c.G_kwargs.rendering_kwargs[key] == expected
     if cfg != 'synthetic': # EG3D's own presets keep EG3D's networks exactly.
         assert 'plane_resolution' not in c.G_kwargs and c.G_kwargs.channel_base == 32768 and c.D_kwargs.conv_clamp == 256
+
+
+def test_ffhq_preset_builds_the_released_ffhq512_networks(tmp_path):
+    # EG3D's FFHQ-512 recipe (--cfg=ffhq --gen_pose_cond=True on 512x512 data) gives the released pickle's init kwargs.
+    with open(shared_file('eg3d_reference', 'ffhq512_param_spec.json')) as f:
+        spec = json.load(f)['ffhq512']
+    data512 = make_zip_dataset(tmp_path / 'ffhq512.zip', count=2, resolution=512)
+    args = base_args(data512, tmp_path, '--gen_pose_cond', 'True')
+    args[args.index('--cfg') + 1] = 'ffhq'
+    c = config(args)
+    common = dict(c_dim=25, img_resolution=512, img_channels=3)
+    assert {k: v for k, v in c.G_kwargs.items() if k != 'class_name'} | common == spec['G_init_kwargs']
+    assert {k: v for k, v in c.D_kwargs.items() if k != 'class_name'} | common == spec['D_init_kwargs']
 
 
 def test_resume_options(data, tmp_path):
