@@ -191,6 +191,7 @@ POSITIVE = click.FloatRange(min=0, min_open=True)
 @click.option('--resume',       help='Resume from given network pickle', metavar='[PATH|URL]',  type=str)
 @click.option('--resume-kimg',  help='kimg to count from when resuming', metavar='KIMG',        type=click.FloatRange(min=0), default=0, show_default=True)
 @click.option('--trust-pickle', help='Confirm you trust the --resume pickle: loading it runs code stored in it', is_flag=True)
+@click.option('--shape-prior-steps', help='Fit the new G\'s density to synthetic heads for this many steps first (0 = off)', metavar='INT', type=click.IntRange(min=0), default=0, show_default=True)
 @click.option('--freezed',      help='Freeze first layers of D', metavar='INT',                 type=click.IntRange(min=0), default=0, show_default=True)
 
 # Misc hyperparameters.

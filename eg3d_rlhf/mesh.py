@@ -4,6 +4,8 @@ import os
 
 import mcubes
 import numpy as np
+import scipy.sparse
+import scipy.sparse.csgraph
 
 #----------------------------------------------------------------------------
 
@@ -18,6 +20,31 @@ def extract_mesh(volume, grid, level=10.0):
     verts, faces = mcubes.marching_cubes(volume, float(level))
     verts = grid.index_to_world(verts.reshape(-1, 3)).astype(np.float32)
     return verts, np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+
+def face_areas(verts, faces):
+    """Area [F] of every triangle."""
+    a, b, c = (verts[faces[:, i]].astype(np.float64) for i in range(3))
+    return 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1)
+
+def component_fractions(verts, faces):
+    """Share of the total surface area held by each connected component (triangles sharing a vertex), largest first."""
+    if len(faces) == 0:
+        return np.zeros([0])
+    n = len(verts)
+    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]]])
+    adjacency = scipy.sparse.coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n))
+    _count, labels = scipy.sparse.csgraph.connected_components(adjacency, directed=False)
+    area = np.bincount(labels[faces[:, 0]], weights=face_areas(verts, faces))
+    area = area[area > 0]
+    return np.sort(area)[::-1] / area.sum()
+
+def is_closed(faces):
+    """Is every edge shared by exactly two triangles (a watertight surface without boundary)?"""
+    if len(faces) == 0:
+        return False
+    edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
+    _unique, counts = np.unique(edges, axis=0, return_counts=True)
+    return bool(np.all(counts == 2))
 
 #----------------------------------------------------------------------------
 

@@ -21,7 +21,6 @@ from torch_utils import misc
 from torch_utils.ops import conv2d_gradfix
 from training import distributed
 from training import legacy
-from training import presets
 from training import training_loop
 from training.camera_utils import orbit_camera_label
 from tests.conftest import REPO, shared_file
@@ -134,6 +133,7 @@ FLAG_CASES = [
     (['--reg_type', 'monotonic-detach'],        'G_kwargs.rendering_kwargs.reg_type',               'monotonic-detach'),
     (['--decoder_lr_mul', '2'],                 'G_kwargs.rendering_kwargs.decoder_lr_mul',         2),
     (['--resume-kimg', '3'],                    'resume_kimg',                                      None), # Only with --resume.
+    (['--shape-prior-steps', '5'],              'shape_prior_steps',                                5),
 ]
 
 # Cases whose value the default command line already has: the flag is accepted and leaves it so.
@@ -212,6 +212,7 @@ def test_resume_options(data, tmp_path):
 
 @pytest.mark.parametrize('extra, message', [
     (['--resume', 'snap.pkl'], '--trust-pickle'),
+    (['--resume', 'snap.pkl', '--shape-prior-steps', '5'], 'cannot be combined with --resume'),
     (['--cond', 'False'], '--cond=False'),
     (['--aug', 'ada'], 'not implemented'),
     (['--metrics', 'fid50k_full'], '--metrics'),
@@ -406,6 +407,19 @@ def test_training_writes_options_stats_grids_and_snapshot(trained_run):
     assert not snap['G_ema'].training and snap['G'].init_kwargs['plane_resolution'] == 64
     # Two Adam steps moved G away from G_ema (which starts as G's copy and then averages).
     assert any(not torch.equal(p, q) for p, q in zip(snap['G'].parameters(), snap['G_ema'].parameters()))
+
+
+def test_shape_prior_runs_before_training_and_reaches_g_ema(data, tmp_path):
+    output = run_train(base_args(data, tmp_path, *TRAIN_ARGS, '--kimg', '0.002', '--tick', '0.002', '--glr', '0',
+        '--shape-prior-steps', '2'))
+    errors = re.search(r'Shape prior: mean squared sigma error ([\d.]+) -> ([\d.]+)', output)
+    assert errors is not None and float(errors.group(1)) > 0
+    assert output.index('Fitting the shape prior for 2 steps') < output.index('Training for 0.002 kimg')
+    snap = legacy.load_network_pkl(os.path.join(only_run_dir(tmp_path), 'network-snapshot-000000.pkl'), trust=True)
+    fresh, _, _ = _fresh_networks(only_run_dir(tmp_path))
+    # With --glr=0 training leaves G alone, so only the prior can have moved G_ema away from a fresh G.
+    decoder = lambda G: torch.cat([p.flatten() for p in G.decoder.parameters()])
+    assert (decoder(snap['G_ema']) - decoder(fresh)).abs().max() > 1e-3
 
 
 def _fresh_networks(run_dir):

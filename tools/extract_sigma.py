@@ -1,48 +1,18 @@
 """Sample the raw sigma (density) of EG3D generators on a cube or the published face slab; write .npy and a .ply mesh."""
 
 import os
-import re
 import sys
 
 import click
 import numpy as np
-import torch
 from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # Run from anywhere.
 
 from eg3d_rlhf import mesh                                                          # noqa: E402
 from eg3d_rlhf.sigma import CubeGrid, SigmaField, eg3d_border_pad, flip_and_pad, slab_grid  # noqa: E402
-from training import legacy                                                         # noqa: E402
+from tools.cli_utils import load_generator, parse_range, pick_device, require_trust, seed_latent     # noqa: E402
 from training.camera_utils import orbit_camera_label                                # noqa: E402
-
-#----------------------------------------------------------------------------
-
-def parse_range(s):
-    """'0,2,5-7' -> [0, 2, 5, 6, 7]."""
-    if isinstance(s, list):
-        return s
-    seeds = []
-    for part in s.split(','):
-        m = re.fullmatch(r'\s*(\d+)\s*(?:-\s*(\d+)\s*)?', part)
-        if m is None:
-            raise click.BadParameter(f'cannot parse "{part}" (use numbers and ranges, e.g. 0,2,5-7)')
-        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
-        if hi < lo:
-            raise click.BadParameter(f'empty range "{part}"')
-        seeds.extend(range(lo, hi + 1))
-    return seeds
-
-def pick_device(name):
-    if name == 'auto':
-        name = 'cuda' if torch.cuda.is_available() else 'cpu'
-    if name == 'cuda' and not torch.cuda.is_available():
-        raise click.BadParameter('CUDA is not available on this machine', param_hint='--device')
-    return torch.device(name)
-
-def seed_latent(G, seed):
-    """gen_samples' z for a seed (float64 normal draws, used as float32)."""
-    return torch.from_numpy(np.random.RandomState(seed).randn(1, G.z_dim)).to(torch.float32)
 
 #----------------------------------------------------------------------------
 
@@ -70,9 +40,7 @@ def main(network_pkl, trust_pickle, seeds, resolution, slab, truncation_psi, tru
     \b
     python tools/extract_sigma.py --network=ffhq512-128.pkl --trust-pickle --seeds=0-3 --slab --outdir=out
     """
-    if not trust_pickle:
-        raise click.ClickException(f'refusing to load {network_pkl}: loading a pickle runs code stored in it; '
-            'pass --trust-pickle if you trust this file')
+    require_trust(network_pkl, trust_pickle)
     device = pick_device(device_name)
     paths = [os.path.join(outdir, f'seed{seed:06d}') for seed in seeds]
     if dry_run:
@@ -83,11 +51,7 @@ def main(network_pkl, trust_pickle, seeds, resolution, slab, truncation_psi, tru
             print(f'  {path}.npy  {path}.ply')
         return
 
-    try:
-        G = legacy.load_network_pkl(network_pkl, trust=True)['G_ema']
-    except (OSError, ValueError) as err:
-        raise click.ClickException(str(err))
-    G = G.to(device).eval().requires_grad_(False)
+    G = load_generator(network_pkl, device)
     box_warp = G.rendering_kwargs['box_warp']
     if slab:
         grid = slab_grid(resolution, cube_length=box_warp, exact_eg3d_grid=exact_grid)

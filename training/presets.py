@@ -102,6 +102,8 @@ def build_config(opts, training_set_kwargs, dataset_name):
         raise ConfigError(f'--aug={opts.aug} is not implemented yet (no AugmentPipe / ADA in this release); use --aug=noaug')
     if len(opts.metrics) > 0:
         raise ConfigError('--metrics: no metrics are implemented yet; pass --metrics=none')
+    if opts.resume is not None and opts.shape_prior_steps > 0:
+        raise ConfigError('--shape-prior-steps fits a new generator; it cannot be combined with --resume')
     if opts.resume is not None and not opts.trust_pickle:
         raise ConfigError(f'--resume: loading {opts.resume} runs code stored in the pickle; pass --trust-pickle if you trust this file')
 
@@ -134,6 +136,7 @@ def build_config(opts, training_set_kwargs, dataset_name):
     c.kimg_per_tick = opts.tick
     c.image_snapshot_ticks = c.network_snapshot_ticks = opts.snap
     c.random_seed = opts.seed
+    c.shape_prior_steps = opts.shape_prior_steps
 
     if c.batch_size % c.num_gpus != 0:
         raise ConfigError('--batch must be a multiple of --gpus')

@@ -1,0 +1,110 @@
+"""Shaded pictures of a sigma volume's iso-surface (orthographic ray marching, no OpenGL), for people to look at."""
+
+import math
+
+import numpy as np
+import PIL.Image
+import torch
+import torch.nn.functional as F
+
+#----------------------------------------------------------------------------
+# The volume is treated as a continuous field (trilinear interpolation between grid points). Each pixel's ray
+# marches front to back through the volume's box, stops at the first sample at or above `level`, refines the
+# crossing linearly and shades it with the field's gradient as the normal. Views orbit the y axis (world up);
+# yaw 0 looks at the face (from +z), 90 degrees at the head's left profile (from +x).
+
+VIEWS = {'front': (0.0, 0.0), 'three_quarter': (45.0, 0.0), 'profile': (90.0, 0.0)}   # name -> (yaw, pitch) degrees.
+BACKGROUND = 1.0            # Grey level of pixels whose ray misses the surface.
+AMBIENT = 0.25              # Light every visible point receives.
+
+
+def _view_frame(yaw_deg, pitch_deg):
+    """(forward, right, up) unit vectors of a camera orbiting the origin; forward points from the camera inward."""
+    yaw, pitch = math.radians(yaw_deg), math.radians(pitch_deg)
+    eye = torch.tensor([math.sin(yaw) * math.cos(pitch), math.sin(pitch), math.cos(yaw) * math.cos(pitch)])
+    forward = -eye
+    right = torch.linalg.cross(forward, torch.tensor([0.0, 1.0, 0.0]))
+    right = right / right.norm()
+    up = torch.linalg.cross(right, forward)
+    return forward, right, up
+
+
+class _Field:
+    """Trilinear lookups of a volume [X, Y, Z] at world points."""
+
+    def __init__(self, volume, lo, hi):
+        self.data = torch.as_tensor(np.asarray(volume, dtype=np.float32)).permute(2, 1, 0)[None, None] # [1,1,Z,Y,X]
+        self.lo = torch.as_tensor(lo, dtype=torch.float32)
+        self.hi = torch.as_tensor(hi, dtype=torch.float32)
+
+    def __call__(self, points):
+        """Values [P] at world points [P, 3]; points outside the box read as -inf."""
+        unit = (points - self.lo) / (self.hi - self.lo) * 2 - 1
+        values = F.grid_sample(self.data, unit.view(1, 1, 1, -1, 3), mode='bilinear', padding_mode='border', align_corners=True)
+        values = values.view(-1)
+        outside = (unit.abs() > 1).any(dim=-1)
+        return values.masked_fill(outside, float('-inf'))
+
+
+def render_surface(volume, grid, level=10.0, yaw=0.0, pitch=0.0, resolution=256, steps=None):
+    """Grey-level picture [resolution, resolution] (float32 in [0, 1]) of {sigma >= level} seen from (yaw, pitch).
+
+    volume: [X, Y, Z] raw sigma in (x, y, z) order on `grid` (eg3d_rlhf.sigma.CubeGrid; a slab grid works too).
+    """
+    volume = np.asarray(volume, dtype=np.float32)
+    assert volume.shape == tuple(grid.shape), (volume.shape, grid.shape)
+    lo = grid.index_to_world(np.zeros(3))
+    hi = grid.index_to_world(np.asarray(grid.shape) - 1)
+    field = _Field(volume, lo, hi)
+    centre = torch.as_tensor((lo + hi) / 2, dtype=torch.float32)
+    half = float(np.linalg.norm(hi - lo) / 2)                 # The box fits in this sphere around centre.
+    frame = float(np.max(hi - lo) / 2)                         # Half-width of the picture: the box's widest side.
+    steps = steps or 2 * max(volume.shape)
+    forward, right, up = _view_frame(yaw, pitch)
+
+    u = torch.linspace(-frame, frame, resolution)
+    v = torch.linspace(frame, -frame, resolution)              # Image rows run downward.
+    origins = centre + v[:, None, None] * up + u[None, :, None] * right - half * forward   # [H, W, 3]
+    origins = origins.view(-1, 3)
+    t = torch.linspace(0, 2 * half, steps)
+    image = torch.full([origins.shape[0]], BACKGROUND)
+    for rows in torch.split(torch.arange(origins.shape[0]), 8192):
+        o = origins[rows]
+        values = field((o[:, None, :] + t[None, :, None] * forward).view(-1, 3)).view(len(rows), steps)
+        inside = values >= level
+        hit = inside.any(dim=1)
+        if not hit.any():
+            continue
+        first = inside.float().argmax(dim=1).clamp(min=1)[hit]
+        o, rows = o[hit], rows[hit]
+        v0 = values[hit, first - 1]
+        v1 = values[hit, first]
+        frac = torch.where(torch.isfinite(v0), ((level - v0) / (v1 - v0).clamp(min=1e-6)).clamp(0, 1), torch.ones_like(v0))
+        depth = t[first - 1] + frac * (t[1] - t[0])
+        p = o + depth[:, None] * forward
+        eps = float(grid.voxel_size)
+        grad = torch.stack([field(p + eps * e) - field(p - eps * e) for e in torch.eye(3)], dim=1)
+        grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
+        normal = -grad / grad.norm(dim=1, keepdim=True).clamp(min=1e-8)   # Sigma grows inward; normals point out.
+        light = -forward + 0.6 * up + 0.3 * right
+        light = light / light.norm()
+        shade = AMBIENT + (1 - AMBIENT) * (normal @ light).clamp(min=0)
+        image[rows] = shade
+    return image.view(resolution, resolution).numpy()
+
+
+def render_views(volume, grid, level=10.0, views=tuple(VIEWS), resolution=256):
+    """{view name: uint8 picture [resolution, resolution]} for the named VIEWS."""
+    result = {}
+    for name in views:
+        yaw, pitch = VIEWS[name]
+        picture = render_surface(volume, grid, level=level, yaw=yaw, pitch=pitch, resolution=resolution)
+        result[name] = np.rint(picture * 255).clip(0, 255).astype(np.uint8)
+    return result
+
+
+def save_picture(picture, path):
+    """Write a uint8 grey [H, W] or RGB [H, W, 3] picture as PNG."""
+    PIL.Image.fromarray(picture).save(path)
+
+#----------------------------------------------------------------------------

@@ -1,0 +1,165 @@
+"""Mesh components and closedness, shaded surface previews, the synthetic shape prior and tools/shape_report.py."""
+
+import json
+import math
+import os
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from click.testing import CliRunner
+
+from eg3d_rlhf import mesh, preview
+from eg3d_rlhf.sigma import CubeGrid
+from eg3d_rlhf.synthetic import world
+from tools import shape_report
+from training import legacy, shape_prior
+from training.camera_utils import orbit_camera_label
+from training.triplane import TriPlaneGenerator
+
+#----------------------------------------------------------------------------
+# Volumes with known surfaces.
+
+def balls(grid, balls_):
+    """Raw-sigma-like volume on `grid`: 20 inside any of the (centre, radius) balls, 0 outside; level 10 between."""
+    x = torch.linspace(grid.origin, -grid.origin, grid.resolution)
+    X, Y, Z = torch.meshgrid(x, x, x, indexing='ij')
+    sdf = torch.full_like(X, float('inf'))
+    for (cx, cy, cz), r in balls_:
+        sdf = torch.minimum(sdf, ((X - cx) ** 2 + (Y - cy) ** 2 + (Z - cz) ** 2).sqrt() - r)
+    return (20 * torch.sigmoid(-sdf / 0.01)).numpy()
+
+
+def test_component_fractions_are_area_shares_largest_first():
+    grid = CubeGrid(64)
+    verts, faces = mesh.extract_mesh(balls(grid, [((0, 0, 0), 0.25), ((0.33, 0.33, 0.33), 0.08)]), grid)
+    fractions = mesh.component_fractions(verts, faces)
+    assert len(fractions) == 2
+    assert fractions.sum() == pytest.approx(1)
+    assert fractions[1] == pytest.approx(0.08 ** 2 / (0.25 ** 2 + 0.08 ** 2), rel=0.05)   # Sphere areas go as r^2.
+    assert mesh.component_fractions(verts, faces[:0]).shape == (0,)
+
+
+def test_closed_surfaces_and_open_ones():
+    grid = CubeGrid(32)
+    volume = balls(grid, [((0, 0, 0), 0.3)])
+    verts, faces = mesh.extract_mesh(volume, grid)
+    assert mesh.is_closed(faces)
+    assert not mesh.is_closed(faces[1:])                     # One triangle missing leaves a hole.
+    cut = volume.copy()
+    cut[:, :, 16:] = 20                                       # Filled up to the box face: the surface ends there.
+    assert not mesh.is_closed(mesh.extract_mesh(cut, grid)[1])
+    assert not mesh.is_closed(faces[:0])
+
+#----------------------------------------------------------------------------
+
+def test_preview_of_a_ball_is_a_lit_disc_of_the_right_size():
+    grid = CubeGrid(48)
+    r = 0.25
+    picture = preview.render_surface(balls(grid, [((0, 0, 0), r)]), grid, resolution=96)
+    assert picture.shape == (96, 96) and picture.dtype == np.float32
+    covered = picture < preview.BACKGROUND
+    assert covered.mean() == pytest.approx(math.pi * r ** 2 / 1.0 ** 2, rel=0.06)   # The picture spans the 1-wide box.
+    assert picture[0, 0] == preview.BACKGROUND
+    assert picture[48, 48] > picture[48, 48 + int(0.9 * r * 96)]                      # Facing the light vs grazing.
+    assert picture[covered].min() >= preview.AMBIENT - 1e-6
+
+
+def test_preview_views_see_an_off_centre_ball_where_it_is():
+    grid = CubeGrid(32)
+    pictures = preview.render_views(balls(grid, [((0.25, 0, 0), 0.15)]), grid, resolution=64)
+    assert set(pictures) == {'front', 'three_quarter', 'profile'}
+    column = lambda p: np.nonzero((p < 255).any(axis=0))[0].mean()
+    assert column(pictures['front']) == pytest.approx(32 + 0.25 * 64, abs=2)     # x = +0.25 is right of centre.
+    assert column(pictures['profile']) == pytest.approx(32, abs=2)                # Seen from +x it is centred.
+
+#----------------------------------------------------------------------------
+# The shape prior on a tiny generator.
+
+RENDERING_KWARGS = dict(image_resolution=64, disparity_space_sampling=False, clamp_mode='softplus',
+    superresolution_module='training.superresolution_small.SuperresolutionSmall2X', c_gen_conditioning_zero=True,
+    gpc_reg_prob=None, c_scale=1.0, superresolution_noise_mode='none', density_reg=0.25, density_reg_p_dist=0.004,
+    reg_type='l1', decoder_lr_mul=1.0, sr_antialias=True, depth_resolution=8, depth_resolution_importance=8,
+    ray_start=2.25, ray_end=3.3, box_warp=1, avg_camera_radius=2.7, avg_camera_pivot=[0, 0, 0.2])
+
+
+def tiny_generator(seed=0):
+    torch.manual_seed(seed)
+    G = TriPlaneGenerator(z_dim=16, c_dim=25, w_dim=512, img_resolution=64, img_channels=3, plane_resolution=32,
+        mapping_kwargs=dict(num_layers=2), rendering_kwargs=dict(RENDERING_KWARGS), sr_kwargs=dict(channel_base=512, channel_max=16),
+        channel_base=512, channel_max=32, num_fp16_res=0, conv_clamp=None).requires_grad_(False)
+    G.neural_rendering_resolution = 32                      # SuperresolutionSmall2X: 32 -> 64.
+    return G
+
+
+def test_target_sigma_is_level_10_on_the_surface_and_flat_away_from_it():
+    head = world.sample(shape_prior.PRIOR_SEED, 0)
+    points = torch.rand([1, 4096, 3]) - 0.5
+    sdf = world.sdf([head], points)[0]
+    target = shape_prior.target_sigma([head], points)[0]
+    assert torch.all((target > 10) == (sdf < 0))
+    assert torch.allclose(target[sdf > 0.1], torch.tensor(shape_prior.SIGMA_OUT), atol=1e-2)
+    assert torch.allclose(target[sdf < -0.1], torch.tensor(shape_prior.SIGMA_IN), atol=1e-2)
+
+
+def test_fit_shape_prior_moves_sigma_toward_the_heads_and_leaves_the_sr_head():
+    G = tiny_generator()
+    sr_before = {k: v.clone() for k, v in G.superresolution.state_dict().items()}
+    labels = orbit_camera_label(RENDERING_KWARGS).numpy()
+    losses = shape_prior.fit_shape_prior(G, labels, steps=40, batch=2, num_points=2048, lr=0.01, progress=False)
+    assert len(losses) == 40 and np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+    assert all(torch.equal(v, G.superresolution.state_dict()[k]) for k, v in sr_before.items())
+    assert not any(p.requires_grad for p in G.parameters())
+    # Inside a fresh prior head the fitted sigma is now higher than far outside it.
+    head = world.sample(shape_prior.PRIOR_SEED + 1, 0)
+    points = torch.rand([1, 4096, 3]) - 0.5
+    sdf = world.sdf([head], points)[0]
+    with torch.no_grad():
+        sigma = G.sample(points, torch.zeros_like(points), torch.randn([1, 16]), torch.from_numpy(labels))['sigma'][0, :, 0]
+    assert sigma[sdf < -0.05].mean() > sigma[sdf > 0.1].mean() + 10
+
+#----------------------------------------------------------------------------
+# tools/shape_report.py on a tiny pickle.
+
+@pytest.fixture(scope='module')
+def network(tmp_path_factory):
+    G = tiny_generator().eval()
+    path = str(tmp_path_factory.mktemp('net') / 'tiny.pkl')
+    legacy.save_network_pkl(path, dict(G=G, G_ema=G, D=None, augment_pipe=None, training_set_kwargs=None))
+    return path
+
+
+def run(args):
+    return CliRunner().invoke(shape_report.main, args)
+
+
+def test_shape_report_writes_report_previews_and_fakes(network, tmp_path):
+    outdir = tmp_path / 'report'
+    result = run(['--network', network, '--trust-pickle', '--seeds', '0-2', '--res', '24', '--trunc', '1',
+        '--level', '0', '--threshold', '0.5', '--previews', '2', '--device', 'cpu', '--outdir', str(outdir)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    report = json.loads((outdir / 'report.json').read_text())
+    assert [s['seed'] for s in report['seeds']] == [0, 1, 2]
+    assert report['level'] == 0 and report['threshold'] == 0.5 and report['truncation_psi'] == 1 and report['resolution'] == 24
+    single = [s['largest_fraction'] >= 0.5 for s in report['seeds']]
+    assert report['single_head_fraction'] == pytest.approx(np.mean(single))
+    assert f'{sum(single)}/3 seeds' in result.output
+    assert all(s['components'] >= 1 for s in report['seeds'])    # Level 0 of a random init cuts through the box.
+    with PIL.Image.open(outdir / 'previews.png') as im:
+        assert im.size == (3 * 128, 2 * 128)
+    with PIL.Image.open(outdir / 'fakes.png') as im:
+        assert im.size == (8 * 64, 64)
+
+
+def test_shape_report_dry_run_and_refusals(network, tmp_path):
+    result = run(['--network', network, '--trust-pickle', '--outdir', str(tmp_path / 'x'), '--dry-run'])
+    assert result.exit_code == 0 and 'would load' in result.output and not os.path.exists(tmp_path / 'x')
+    result = run(['--network', network, '--outdir', str(tmp_path / 'x')])
+    assert result.exit_code != 0 and 'pass --trust-pickle' in result.output
+    result = run(['--network', str(tmp_path / 'missing.pkl'), '--trust-pickle', '--outdir', str(tmp_path / 'x')])
+    assert result.exit_code != 0 and 'missing.pkl' in result.output
+    result = run(['--network', network, '--trust-pickle', '--seeds', '5-2', '--outdir', str(tmp_path / 'x')])
+    assert result.exit_code != 0 and 'empty range' in result.output
+
+#----------------------------------------------------------------------------

@@ -1,0 +1,66 @@
+"""Shape prior: fit a new generator's density to synthetic heads before GAN training (a geometry warm start)."""
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from torch_utils import misc
+
+#----------------------------------------------------------------------------
+# StyleSDF starts its generator from a sphere so that early training sees a surface instead of fog. This goes one
+# step further for the synthetic world: every step regresses the raw sigma of fresh latents onto the true density
+# of freshly drawn heads (clean, seed-dedicated), so G converges to the heads' median shape: level 10 sits where
+# half the heads are inside. The GAN then has to learn appearance and shape variation from images, as usual.
+
+PRIOR_SEED = 999_983        # Dataset seed of the prior's heads (not a training-data seed).
+SIGMA_IN = 30.0             # Target raw sigma deep inside a head.
+SIGMA_OUT = -10.0           # Target raw sigma in empty space (softplus(-11) ~ 0: no fog).
+EDGE_EPS = 0.01             # Width of the target's inside/outside transition, in world units.
+
+
+def target_sigma(heads, points):
+    """Raw-sigma target [B, N] at world points [B, N, 3]: SIGMA_OUT outside, SIGMA_IN inside, level 10 on the surface."""
+    from eg3d_rlhf.synthetic import world
+    occupancy = torch.sigmoid(-world.sdf(heads, points) / EDGE_EPS)
+    return SIGMA_OUT + (SIGMA_IN - SIGMA_OUT) * occupancy
+
+
+def fit_shape_prior(
+    G,                          # TriPlaneGenerator to fit in place (its synthesis and decoder; the SR head is untouched).
+    labels,                     # Camera labels [L, 25] (numpy) to condition G on, e.g. the training set's.
+    steps       = 400,          # Adam steps.
+    batch       = 4,            # Heads (and latents) per step.
+    num_points  = 8192,         # Uniform points in the tri-plane box per head.
+    lr          = 0.002,        # Adam learning rate.
+    seed        = 0,            # Seed of latents, cameras, heads and points.
+    progress    = True,         # Show a progress bar.
+):
+    """Regress G's raw sigma onto synthetic heads' density; returns the per-step mean squared errors."""
+    from eg3d_rlhf.synthetic import world
+    device = next(G.parameters()).device
+    gen = torch.Generator().manual_seed(seed)
+    rnd = np.random.RandomState(seed)
+    half = G.rendering_kwargs['box_warp'] / 2
+    params = [p for name, p in G.named_parameters() if not name.startswith('superresolution.')]
+    opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.99))
+    G.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    losses = []
+    for step in tqdm(range(steps), desc='shape prior', unit='step', disable=not progress):
+        heads = [world.sample(PRIOR_SEED, step * batch + i) for i in range(batch)]
+        points = (torch.rand([batch, num_points, 3], generator=gen) * 2 - 1) * half
+        target = target_sigma(heads, points).to(device)
+        z = torch.randn([batch, G.z_dim], generator=gen).to(device)
+        c = torch.from_numpy(labels[rnd.randint(len(labels), size=batch)]).to(device)
+        sigma = G.sample(points.to(device), torch.zeros_like(points, device=device), z, c)['sigma']
+        misc.assert_shape(sigma, [batch, num_points, 1])
+        loss = (sigma[..., 0] - target).square().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    G.requires_grad_(False)
+    return losses
+
+#----------------------------------------------------------------------------
