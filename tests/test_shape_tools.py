@@ -107,7 +107,7 @@ def test_fit_shape_prior_moves_sigma_toward_the_heads_and_leaves_the_sr_head():
     G = tiny_generator()
     sr_before = {k: v.clone() for k, v in G.superresolution.state_dict().items()}
     labels = orbit_camera_label(RENDERING_KWARGS).numpy()
-    losses = shape_prior.fit_shape_prior(G, labels, steps=40, batch=2, num_points=2048, lr=0.01, progress=False)
+    losses = shape_prior.fit_shape_prior(G, labels, steps=40, batch=2, num_heads=4, num_points=1024, lr=0.01, progress=False)
     assert len(losses) == 40 and np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
     assert all(torch.equal(v, G.superresolution.state_dict()[k]) for k, v in sr_before.items())
     assert not any(p.requires_grad for p in G.parameters())

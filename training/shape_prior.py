@@ -9,7 +9,7 @@ from torch_utils import misc
 #----------------------------------------------------------------------------
 # StyleSDF starts its generator from a sphere so that early training sees a surface instead of fog. This goes one
 # step further for the synthetic world: every step regresses the raw sigma of fresh latents onto the true density
-# of freshly drawn heads (clean, seed-dedicated), so G converges to the heads' median shape: level 10 sits where
+# of prior heads (clean, from a dedicated seed), so G converges to the heads' median shape: level 10 sits where
 # half the heads are inside. The GAN then has to learn appearance and shape variation from images, as usual.
 
 PRIOR_SEED = 999_983        # Dataset seed of the prior's heads (not a training-data seed).
@@ -25,37 +25,54 @@ def target_sigma(heads, points):
     return SIGMA_OUT + (SIGMA_IN - SIGMA_OUT) * occupancy
 
 
+def point_bank(num_heads, num_points, half, seed=0, band=0.04):
+    """(points [H, 2P, 3], target sigma [H, 2P]) of num_heads prior heads: P uniform points in the box of
+    half-width `half`, then P points within `band` of the surface (where the facial features are)."""
+    from eg3d_rlhf.synthetic import world
+    gen = torch.Generator().manual_seed(seed)
+    points = []
+    for index in range(num_heads):
+        head = world.sample(PRIOR_SEED, index)
+        uniform = (torch.rand([num_points, 3], generator=gen) * 2 - 1) * half
+        candidates = (torch.rand([8 * num_points, 3], generator=gen) * 2 - 1) * half
+        near = candidates[world.sdf([head], candidates[None])[0].abs() < band]
+        near = near[torch.randint(len(near), [num_points], generator=gen)]
+        points.append(torch.cat([uniform, near]))
+    points = torch.stack(points)
+    heads = [world.sample(PRIOR_SEED, index) for index in range(num_heads)]
+    return points, torch.cat([target_sigma([h], p[None]) for h, p in zip(heads, points)])
+
+
 def fit_shape_prior(
     G,                          # TriPlaneGenerator to fit in place (its synthesis and decoder; the SR head is untouched).
     labels,                     # Camera labels [L, 25] (numpy) to condition G on, e.g. the training set's.
     steps       = 400,          # Adam steps.
     batch       = 4,            # Heads (and latents) per step.
-    num_points  = 8192,         # Uniform points in the tri-plane box per head.
-    lr          = 0.002,        # Adam learning rate.
-    seed        = 0,            # Seed of latents, cameras, heads and points.
+    num_heads   = 64,           # Distinct prior heads (their points are drawn once, then reused).
+    num_points  = 4096,         # Uniform points per head, and as many near its surface.
+    lr          = 0.003,        # Adam learning rate.
+    seed        = 0,            # Seed of latents, cameras and points.
     progress    = True,         # Show a progress bar.
 ):
     """Regress G's raw sigma onto synthetic heads' density; returns the per-step mean squared errors."""
-    from eg3d_rlhf.synthetic import world
     device = next(G.parameters()).device
     gen = torch.Generator().manual_seed(seed)
     rnd = np.random.RandomState(seed)
-    half = G.rendering_kwargs['box_warp'] / 2
+    points, targets = point_bank(num_heads, num_points, G.rendering_kwargs['box_warp'] / 2, seed=seed)
     params = [p for name, p in G.named_parameters() if not name.startswith('superresolution.')]
     opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.99))
     G.requires_grad_(False)
     for p in params:
         p.requires_grad_(True)
     losses = []
-    for step in tqdm(range(steps), desc='shape prior', unit='step', disable=not progress):
-        heads = [world.sample(PRIOR_SEED, step * batch + i) for i in range(batch)]
-        points = (torch.rand([batch, num_points, 3], generator=gen) * 2 - 1) * half
-        target = target_sigma(heads, points).to(device)
+    for _step in tqdm(range(steps), desc='shape prior', unit='step', disable=not progress):
+        pick = torch.from_numpy(rnd.randint(num_heads, size=batch))
         z = torch.randn([batch, G.z_dim], generator=gen).to(device)
         c = torch.from_numpy(labels[rnd.randint(len(labels), size=batch)]).to(device)
-        sigma = G.sample(points.to(device), torch.zeros_like(points, device=device), z, c)['sigma']
-        misc.assert_shape(sigma, [batch, num_points, 1])
-        loss = (sigma[..., 0] - target).square().mean()
+        p = points[pick].to(device)
+        sigma = G.sample(p, torch.zeros_like(p), z, c)['sigma']
+        misc.assert_shape(sigma, [batch, 2 * num_points, 1])
+        loss = (sigma[..., 0] - targets[pick].to(device)).square().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
