@@ -12,9 +12,9 @@ from click.testing import CliRunner
 
 from eg3d_rlhf import mesh, preview
 from eg3d_rlhf.sigma import CubeGrid
-from eg3d_rlhf.synthetic import world
+from eg3d_rlhf.synthetic import shape_prior, world
 from tools import shape_report
-from training import legacy, shape_prior
+from training import legacy
 from training.camera_utils import orbit_camera_label
 from training.triplane import TriPlaneGenerator
 

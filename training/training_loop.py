@@ -17,7 +17,6 @@ from torch_utils.ops import conv2d_gradfix
 from torch_utils.ops import grid_sample_gradfix
 from training import distributed
 from training import legacy
-from training import shape_prior
 
 #----------------------------------------------------------------------------
 # Image grids.
@@ -205,7 +204,7 @@ def training_loop(
     resume_pkl              = None,     # Network pickle (path or file:// URL) to resume from.
     resume_kimg             = 0,        # kimg to count from when resuming.
     trust_resume_pkl        = False,    # Does the user trust resume_pkl? Loading a pickle executes code in it.
-    shape_prior_steps       = 0,        # Steps fitting a new G's density to synthetic heads first (training.shape_prior).
+    shape_prior_steps       = 0,        # Steps fitting a new G's density to synthetic heads first (eg3d_rlhf.synthetic.shape_prior).
     cudnn_benchmark         = True,     # Set torch.backends.cudnn.benchmark?
 ):
     """Train G and D; returns {'G', 'D', 'G_ema'} of this process at the end."""
@@ -245,6 +244,7 @@ def training_loop(
     if shape_prior_steps > 0 and rank == 0:
         log(f'Fitting the shape prior for {shape_prior_steps} steps...')
         labels = np.stack([training_set.get_label(i) for i in range(len(training_set))])
+        from eg3d_rlhf.synthetic import shape_prior # The synthetic world's geometry warm start (DESIGN.md).
         losses = shape_prior.fit_shape_prior(G, labels, steps=shape_prior_steps, batch=batch_gpu, seed=random_seed)
         log(f'Shape prior: mean squared sigma error {losses[0]:.1f} -> {np.mean(losses[-10:]):.1f}')
         misc.copy_params_and_buffers(G, G_ema)

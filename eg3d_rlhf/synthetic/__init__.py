@@ -9,3 +9,4 @@
 #   world           SyntheticHead = head + defects + pose from (seed, index); batched true sdf() and density()
 #   render          sphere tracing through EG3D's RaySampler: RGB, depth, mask
 #   dataset_writer  EG3D-format zip (PNGs, dataset.json labels) plus params.jsonl; read_samples() rebuilds them
+#   shape_prior     geometry warm start: regress a new generator's raw sigma onto prior heads (train.py --shape-prior-steps)

@@ -4,6 +4,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from eg3d_rlhf.synthetic import world
 from torch_utils import misc
 
 #----------------------------------------------------------------------------
@@ -20,7 +21,6 @@ EDGE_EPS = 0.01             # Width of the target's inside/outside transition, i
 
 def target_sigma(heads, points):
     """Raw-sigma target [B, N] at world points [B, N, 3]: SIGMA_OUT outside, SIGMA_IN inside, level 10 on the surface."""
-    from eg3d_rlhf.synthetic import world
     occupancy = torch.sigmoid(-world.sdf(heads, points) / EDGE_EPS)
     return SIGMA_OUT + (SIGMA_IN - SIGMA_OUT) * occupancy
 
@@ -28,7 +28,6 @@ def target_sigma(heads, points):
 def point_bank(num_heads, num_points, half, seed=0, band=0.04):
     """(points [H, 2P, 3], target sigma [H, 2P]) of num_heads prior heads: P uniform points in the box of
     half-width `half`, then P points within `band` of the surface (where the facial features are)."""
-    from eg3d_rlhf.synthetic import world
     gen = torch.Generator().manual_seed(seed)
     points = []
     for index in range(num_heads):
