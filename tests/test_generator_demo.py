@@ -26,9 +26,9 @@ def test_dry_run_writes_nothing(tmp_path):
 @pytest.mark.slow
 def test_random_network_run_writes_all_outputs(tmp_path):
     out = tmp_path / 'out'
-    result = _run(['--outdir', str(out), '--res', '16', '--neural-res', '16', '--level', '2.0'])
+    result = _run(['--outdir', str(out), '--network', 'random', '--res', '16', '--neural-res', '16', '--level', '2.0'])
     assert result.exit_code == 0, result.output
-    for name in ('image.png', 'image_raw.png', 'depth.png', 'sigma_slab.npy', 'mesh.ply', 'summary.json'):
+    for name in ('image.png', 'image_raw.png', 'depth.png', 'sigma_slab.npy', 'mesh.ply', 'previews.png', 'summary.json'):
         assert (out / name).is_file(), name
     summary = json.loads((out / 'summary.json').read_text())
     sigma = np.load(out / 'sigma_slab.npy')

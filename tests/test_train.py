@@ -177,6 +177,7 @@ def test_synthetic_preset_defaults(data):
     ('afhq', 'avg_camera_pivot', [0, 0, -0.06]),
     ('shapenet', 'box_warp', 1.6),
     ('shapenet', 'white_back', True),
+    ('synthetic', 'white_back', True),
     ('shapenet', 'ray_start', 0.1),
     ('synthetic', 'depth_resolution_importance', 24),
 ])

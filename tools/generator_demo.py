@@ -1,4 +1,4 @@
-"""Demo of the network core: build (or load) an EG3D tri-plane generator, render a view, depth and sigma slab, mesh it."""
+"""Demo of a tri-plane generator (the bundled one by default): render a view and its depth, sample the sigma slab, mesh it."""
 
 import json
 import math
@@ -12,11 +12,16 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # Run from anywhere.
 
-from eg3d_rlhf import mesh                                          # noqa: E402
-from eg3d_rlhf.sigma import SigmaField, normalise_sigma_self, slab_grid  # noqa: E402
+from eg3d_rlhf import mesh, preview                                 # noqa: E402
+from eg3d_rlhf.sigma import CubeGrid, SigmaField, normalise_sigma_self, slab_grid  # noqa: E402
 from training.camera_utils import orbit_camera_label                # noqa: E402
 
 #----------------------------------------------------------------------------
+
+# The demo generator trained on synthetic heads (checkpoints/README.md says how it was made). It ships with this
+# repository, so it is loaded with the same trust as the code next to it.
+BUNDLED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'checkpoints', 'synthetic-heads64.pkl')
+
 
 def ffhq512_small_kwargs():
     """TriPlaneGenerator kwargs of EG3D's FFHQ-512 structure with narrow channels (CPU-sized, ~8 M parameters)."""
@@ -41,35 +46,40 @@ def to_png(path, image, lo, hi):
 
 @click.command()
 @click.option('--outdir', required=True, metavar='DIR', help='Output folder')
-@click.option('--network', 'network_pkl', metavar='PKL', help='EG3D network pickle; default: a randomly initialised FFHQ-512 structure')
+@click.option('--network', 'network_pkl', metavar='PKL|bundled|random', default='bundled', show_default=True,
+    help='Network pickle; bundled = checkpoints/synthetic-heads64.pkl; random = a randomly initialised FFHQ-512 structure')
 @click.option('--trust-pickle', is_flag=True, help='Confirm you trust PKL: loading a pickle runs code stored in it')
 @click.option('--seed', type=int, default=0, show_default=True, help='Latent seed (and init seed of the random network)')
 @click.option('--res', 'resolution', type=click.IntRange(min=16), default=64, show_default=True, help='Cube resolution N for the sigma slab')
-@click.option('--neural-res', type=click.IntRange(min=8), default=64, show_default=True, help='Neural rendering resolution')
+@click.option('--neural-res', type=click.IntRange(min=8), help='Neural rendering resolution  [default: the network\'s own]')
 @click.option('--level', type=float, default=10, show_default=True, help='Marching-cubes iso level of raw sigma')
 @click.option('--dry-run', is_flag=True, help='Print what would be done; build and write nothing')
 def main(outdir, network_pkl, trust_pickle, seed, resolution, neural_res, level, dry_run):
     """Render one face (image, raw image, depth), sample its sigma slab and mesh it; write PNGs, .npy, .ply, summary.json.
 
-    With no --network the weights are random: the pipeline runs end to end, but the images and geometry are noise.
+    Also previews.png: the level surface of the full cube from the front, three-quarter and profile. With
+    --network random the weights are random: the pipeline runs end to end, but the images and geometry are noise.
     """
-    if network_pkl is not None and not trust_pickle:
+    if network_pkl not in ('bundled', 'random') and not trust_pickle:
         raise click.ClickException(f'refusing to load {network_pkl}: loading a pickle runs code stored in it; '
             'pass --trust-pickle if you trust this file')
-    source = network_pkl or f'random FFHQ-512 structure (init seed {seed})'
+    if network_pkl == 'bundled' and not os.path.isfile(BUNDLED):
+        raise click.ClickException(f'the bundled generator {BUNDLED} is missing; restore it from git or pass --network')
+    source = dict(bundled=BUNDLED, random=f'random FFHQ-512 structure (init seed {seed})').get(network_pkl, network_pkl)
     if dry_run:
-        print(f'would build {source}, render seed {seed} at neural res {neural_res}, sample a slab of the '
-              f'{resolution}^3 grid and write image.png, image_raw.png, depth.png, sigma_slab.npy, mesh.ply, summary.json to {outdir}')
+        print(f'would build {source}, render seed {seed} at neural res {neural_res or "default"}, sample a slab of the '
+              f'{resolution}^3 grid and write image.png, image_raw.png, depth.png, sigma_slab.npy, mesh.ply, previews.png, '
+              f'summary.json to {outdir}')
         return
 
     from training import legacy
     from training.triplane import TriPlaneGenerator
-    if network_pkl is None:
+    if network_pkl == 'random':
         torch.manual_seed(seed)
         G = TriPlaneGenerator(**ffhq512_small_kwargs())
     else:
         try:
-            G = legacy.load_network_pkl(network_pkl, trust=True)['G_ema']
+            G = legacy.load_network_pkl(source, trust=True)['G_ema']
         except (OSError, ValueError) as err:
             raise click.ClickException(str(err))
     G = G.eval().requires_grad_(False)
@@ -90,6 +100,9 @@ def main(outdir, network_pkl, trust_pickle, seed, resolution, neural_res, level,
     np.save(os.path.join(outdir, 'sigma_slab.npy'), sigma)
     verts, faces = mesh.extract_mesh(sigma, grid, level=level)
     mesh.write_ply(os.path.join(outdir, 'mesh.ply'), verts, faces)
+    cube = CubeGrid(resolution, cube_length=G.rendering_kwargs['box_warp'])
+    views = preview.render_views(SigmaField(G, ws).sample_grid(cube)[0].numpy(), cube, level=level, resolution=192)
+    preview.save_picture(np.concatenate(list(views.values()), axis=1), os.path.join(outdir, 'previews.png'))
     summary = dict(network=source, seed=seed, slab_shape=list(grid.shape), sigma_min=float(sigma.min()),
         sigma_max=float(sigma.max()), normalised_mean=float(normalise_sigma_self(sigma).mean()),
         mesh_level=level, mesh_vertices=len(verts), mesh_faces=len(faces))

@@ -28,7 +28,8 @@ RENDERING_PRESETS = {
     'shapenet': dict(depth_resolution=64, depth_resolution_importance=64, ray_start=0.1, ray_end=2.6, box_warp=1.6,
         white_back=True, avg_camera_radius=1.7, avg_camera_pivot=[0, 0, 0]),
     'synthetic': dict(depth_resolution=24, depth_resolution_importance=24, ray_start=2.25, ray_end=3.3, box_warp=1,
-        avg_camera_radius=2.7, avg_camera_pivot=[0, 0, 0.2]), # FFHQ's cameras, fewer samples.
+        white_back=True, avg_camera_radius=2.7, avg_camera_pivot=[0, 0, 0.2]), # FFHQ's cameras, fewer samples, and a
+        # white background like the synthetic heads' images, so G never needs a density wall to paint the background.
 }
 
 # Defaults of the train.py options documented as "[default: varies]". The synthetic preset is small enough for a

@@ -14,7 +14,7 @@ from eg3d_rlhf.synthetic.sdf_ops import V
 # label c lands on the pixel whose ray hits it. Tracing starts where the ray enters the box [-0.5, 0.5]^3
 # and stops where it leaves; depth is the distance along the unit ray, as in EG3D's depth images.
 
-BACKGROUND = (0.82, 0.84, 0.88)     # Plain background colour.
+BACKGROUND = (1.0, 1.0, 1.0)        # White, as the synthetic preset renders empty space (white_back).
 LIGHT = (0.45, 0.6, 1.0)            # Direction toward the key light (world space, normalised below).
 AMBIENT = 0.38                      # Ambient term of the shading.
 DIFFUSE = 0.72                      # Lambertian term.
