@@ -17,7 +17,7 @@ def _run(args):
 
 
 def test_dry_run_writes_nothing(tmp_path):
-    result = _run(['--outdir', str(tmp_path / 'out'), '--dry-run', '--seed', '3', '--res', '20', '--neural-res', '16'])
+    result = _run(['--outdir', str(tmp_path / 'out'), '--network', 'random', '--dry-run', '--seed', '3', '--res', '20', '--neural-res', '16'])
     assert result.exit_code == 0
     assert 'seed 3' in result.output and '20^3' in result.output and 'neural res 16' in result.output
     assert not (tmp_path / 'out').exists()
