@@ -1,0 +1,51 @@
+"""Shrink a training snapshot for bundling: G_ema stored once (also as G), D kept, so fine-tuning can resume from it."""
+
+import os
+import sys
+
+import click
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # Run from anywhere.
+
+from tools.cli_utils import require_trust                                          # noqa: E402
+from training import legacy                                                         # noqa: E402
+
+#----------------------------------------------------------------------------
+
+@click.command()
+@click.option('--snapshot', 'snapshot_pkl', help='network-snapshot-KKKKKK.pkl to shrink', required=True, metavar='PKL')
+@click.option('--trust-pickle', is_flag=True, help='Confirm you trust PKL: loading a pickle runs code stored in it')
+@click.option('--out', help='Output pickle', required=True, metavar='PKL')
+@click.option('--force', is_flag=True, help='Overwrite --out if it exists')
+@click.option('--dry-run', is_flag=True, help='Print what would be written; write nothing')
+def main(snapshot_pkl, trust_pickle, out, force, dry_run):
+    """Write a snapshot whose 'G' is its 'G_ema' (the same object, so pickled once): about two thirds of the size.
+    Resuming from it (train.py --resume) starts G and G_ema from the averaged weights, and D from the trained D.
+
+    \b
+    python tools/bundle_checkpoint.py --snapshot=runs/00000-.../network-snapshot-000016.pkl --trust-pickle \\
+        --out=checkpoints/synthetic-heads64.pkl
+    """
+    require_trust(snapshot_pkl, trust_pickle)
+    if os.path.exists(out) and not force:
+        raise click.ClickException(f'{out} exists; pass --force to overwrite it')
+    if dry_run:
+        print(f'would write {out} from {snapshot_pkl} (G = G_ema, D kept)')
+        return
+    try:
+        data = legacy.load_network_pkl(snapshot_pkl, trust=True)
+    except (OSError, ValueError) as err:
+        raise click.ClickException(f'{snapshot_pkl}: {err}')
+    missing = [key for key in ('G_ema', 'D') if data.get(key) is None]
+    if missing:
+        raise click.ClickException(f'{snapshot_pkl} has no {" or ".join(missing)}; it is not a training snapshot')
+    data['G'] = data['G_ema']
+    legacy.save_network_pkl(out, data)
+    print(f'wrote {out} ({os.path.getsize(out) / 2**20:.1f} MiB)')
+
+#----------------------------------------------------------------------------
+
+if __name__ == '__main__':
+    main() # pylint: disable=no-value-for-parameter
+
+#----------------------------------------------------------------------------
