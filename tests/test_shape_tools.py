@@ -103,7 +103,7 @@ def test_target_sigma_is_level_10_on_the_surface_and_flat_away_from_it():
     assert torch.allclose(target[sdf < -0.1], torch.tensor(shape_prior.SIGMA_IN), atol=1e-2)
 
 
-def test_fit_shape_prior_moves_sigma_toward_the_heads_and_leaves_the_sr_head():
+def test_fit_shape_prior_moves_sigma_and_colour_toward_the_heads_and_leaves_the_sr_head():
     G = tiny_generator()
     sr_before = {k: v.clone() for k, v in G.superresolution.state_dict().items()}
     labels = orbit_camera_label(RENDERING_KWARGS).numpy()
@@ -118,6 +118,17 @@ def test_fit_shape_prior_moves_sigma_toward_the_heads_and_leaves_the_sr_head():
     with torch.no_grad():
         sigma = G.sample(points, torch.zeros_like(points), torch.randn([1, 16]), torch.from_numpy(labels))['sigma'][0, :, 0]
     assert sigma[sdf < -0.05].mean() > sigma[sdf > 0.1].mean() + 10
+
+
+def test_point_bank_targets_sigma_everywhere_and_albedo_near_the_surface():
+    points, sigma, colour = shape_prior.point_bank(num_heads=2, num_points=256, half=0.5, seed=3)
+    assert points.shape == (2, 512, 3) and sigma.shape == (2, 512) and colour.shape == (2, 256, 3)
+    assert points.abs().max() <= 0.5
+    head = world.sample(shape_prior.PRIOR_SEED, 1)
+    assert torch.allclose(sigma[1], shape_prior.target_sigma([head], points[1:2])[0])
+    assert world.sdf([head], points[1:2, 256:])[0].abs().max() < 0.04      # The second half hugs the surface.
+    assert torch.allclose(colour[1], world.albedo([head], points[1:2, 256:])[0])
+    assert 0 <= colour.min() and colour.max() <= 1 and colour.std() > 0.01
 
 #----------------------------------------------------------------------------
 # tools/shape_report.py on a tiny pickle.

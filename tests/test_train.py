@@ -413,7 +413,7 @@ def test_training_writes_options_stats_grids_and_snapshot(trained_run):
 def test_shape_prior_runs_before_training_and_reaches_g_ema(data, tmp_path):
     output = run_train(base_args(data, tmp_path, *TRAIN_ARGS, '--kimg', '0.002', '--tick', '0.002', '--glr', '0',
         '--shape-prior-steps', '2'))
-    errors = re.search(r'Shape prior: mean squared sigma error ([\d.]+) -> ([\d.]+)', output)
+    errors = re.search(r'Shape prior: loss ([\d.]+) -> ([\d.]+)', output)
     assert errors is not None and float(errors.group(1)) > 0
     assert output.index('Fitting the shape prior for 2 steps') < output.index('Training for 0.002 kimg')
     snap = legacy.load_network_pkl(os.path.join(only_run_dir(tmp_path), 'network-snapshot-000000.pkl'), trust=True)

@@ -14,6 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from eg3d_rlhf import mesh, preview                                 # noqa: E402
 from eg3d_rlhf.sigma import CubeGrid, SigmaField, normalise_sigma_self, slab_grid  # noqa: E402
+from tools.cli_utils import load_generator, require_trust          # noqa: E402
 from training.camera_utils import orbit_camera_label                # noqa: E402
 
 #----------------------------------------------------------------------------
@@ -60,9 +61,8 @@ def main(outdir, network_pkl, trust_pickle, seed, resolution, neural_res, level,
     Also previews.png: the level surface of the full cube from the front, three-quarter and profile. With
     --network random the weights are random: the pipeline runs end to end, but the images and geometry are noise.
     """
-    if network_pkl not in ('bundled', 'random') and not trust_pickle:
-        raise click.ClickException(f'refusing to load {network_pkl}: loading a pickle runs code stored in it; '
-            'pass --trust-pickle if you trust this file')
+    if network_pkl not in ('bundled', 'random'):
+        require_trust(network_pkl, trust_pickle)
     if network_pkl == 'bundled' and not os.path.isfile(BUNDLED):
         raise click.ClickException(f'the bundled generator {BUNDLED} is missing; restore it from git or pass --network')
     source = dict(bundled=BUNDLED, random=f'random FFHQ-512 structure (init seed {seed})').get(network_pkl, network_pkl)
@@ -72,16 +72,12 @@ def main(outdir, network_pkl, trust_pickle, seed, resolution, neural_res, level,
               f'summary.json to {outdir}')
         return
 
-    from training import legacy
     from training.triplane import TriPlaneGenerator
     if network_pkl == 'random':
         torch.manual_seed(seed)
         G = TriPlaneGenerator(**ffhq512_small_kwargs())
     else:
-        try:
-            G = legacy.load_network_pkl(source, trust=True)['G_ema']
-        except (OSError, ValueError) as err:
-            raise click.ClickException(str(err))
+        G = load_generator(source, torch.device('cpu'))
     G = G.eval().requires_grad_(False)
     os.makedirs(outdir, exist_ok=True)
 

@@ -246,7 +246,7 @@ def training_loop(
         labels = np.stack([training_set.get_label(i) for i in range(len(training_set))])
         from eg3d_rlhf.synthetic import shape_prior # The synthetic world's geometry warm start (DESIGN.md).
         losses = shape_prior.fit_shape_prior(G, labels, steps=shape_prior_steps, batch=batch_gpu, seed=random_seed)
-        log(f'Shape prior: mean squared sigma error {losses[0]:.1f} -> {np.mean(losses[-10:]):.1f}')
+        log(f'Shape prior: loss {losses[0]:.1f} -> {np.mean(losses[-10:]):.1f}')
         misc.copy_params_and_buffers(G, G_ema)
     if rank == 0:
         z = torch.zeros([batch_gpu, G.z_dim], device=device)

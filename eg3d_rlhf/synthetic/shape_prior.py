@@ -17,6 +17,7 @@ PRIOR_SEED = 999_983        # Dataset seed of the prior's heads (not a training-
 SIGMA_IN = 30.0             # Target raw sigma deep inside a head.
 SIGMA_OUT = -10.0           # Target raw sigma in empty space (softplus(-11) ~ 0: no fog).
 EDGE_EPS = 0.01             # Width of the target's inside/outside transition, in world units.
+COLOUR_WEIGHT = 100.0       # Weight of the colour term (feature MSE near the surface) beside the sigma term.
 
 
 def target_sigma(heads, points):
@@ -26,8 +27,9 @@ def target_sigma(heads, points):
 
 
 def point_bank(num_heads, num_points, half, seed=0, band=0.04):
-    """(points [H, 2P, 3], target sigma [H, 2P]) of num_heads prior heads: P uniform points in the box of
-    half-width `half`, then P points within `band` of the surface (where the facial features are)."""
+    """(points [H, 2P, 3], target sigma [H, 2P], albedo [H, P, 3] of the near points) of num_heads prior heads:
+    P uniform points in the box of half-width `half`, then P points within `band` of the surface (where the facial
+    features are)."""
     gen = torch.Generator().manual_seed(seed)
     points = []
     for index in range(num_heads):
@@ -39,7 +41,9 @@ def point_bank(num_heads, num_points, half, seed=0, band=0.04):
         points.append(torch.cat([uniform, near]))
     points = torch.stack(points)
     heads = [world.sample(PRIOR_SEED, index) for index in range(num_heads)]
-    return points, torch.cat([target_sigma([h], p[None]) for h, p in zip(heads, points)])
+    sigma = torch.cat([target_sigma([h], p[None]) for h, p in zip(heads, points)])
+    colour = torch.cat([world.albedo([h], p[None, num_points:]) for h, p in zip(heads, points)])
+    return points, sigma, colour
 
 
 def fit_shape_prior(
@@ -53,11 +57,13 @@ def fit_shape_prior(
     seed        = 0,            # Seed of latents, cameras and points.
     progress    = True,         # Show a progress bar.
 ):
-    """Regress G's raw sigma onto synthetic heads' density; returns the per-step mean squared errors."""
+    """Regress G's raw sigma onto synthetic heads' density, and its decoded features near the surface onto their
+    albedo (RGB channels; the other channels onto 0.5, so no sigmoid starts the GAN saturated). Returns the loss
+    of every step."""
     device = next(G.parameters()).device
     gen = torch.Generator().manual_seed(seed)
     rnd = np.random.RandomState(seed)
-    points, targets = point_bank(num_heads, num_points, G.rendering_kwargs['box_warp'] / 2, seed=seed)
+    points, targets, colours = point_bank(num_heads, num_points, G.rendering_kwargs['box_warp'] / 2, seed=seed)
     params = [p for name, p in G.named_parameters() if not name.startswith('superresolution.')]
     opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.99))
     G.requires_grad_(False)
@@ -69,9 +75,13 @@ def fit_shape_prior(
         z = torch.randn([batch, G.z_dim], generator=gen).to(device)
         c = torch.from_numpy(labels[rnd.randint(len(labels), size=batch)]).to(device)
         p = points[pick].to(device)
-        sigma = G.sample(p, torch.zeros_like(p), z, c)['sigma']
-        misc.assert_shape(sigma, [batch, 2 * num_points, 1])
-        loss = (sigma[..., 0] - targets[pick].to(device)).square().mean()
+        out = G.sample(p, torch.zeros_like(p), z, c)
+        misc.assert_shape(out['sigma'], [batch, 2 * num_points, 1])
+        features = out['rgb'][:, num_points:]
+        feature_target = torch.full_like(features, 0.5)
+        feature_target[..., :3] = colours[pick].to(device)
+        loss = (out['sigma'][..., 0] - targets[pick].to(device)).square().mean()
+        loss = loss + COLOUR_WEIGHT * (features - feature_target).square().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -130,15 +130,27 @@ def rows_albedo(rows, p):
     return heads.head_albedo(rows.head, _head_points(rows, p)).stack()
 
 
-def sdf(samples, points):
-    """True signed distance [B, N] of a list of B samples at world points [B, N, 3] (or [N, 3] shared)."""
+def _gather_points(samples, points):
+    """(gathered parameters, V of the flattened points, B, N) for B samples at world points [B, N, 3] or [N, 3]."""
     table = pack(samples, device=points.device)
     if points.ndim == 2:
         points = points.unsqueeze(0).expand(len(samples), -1, -1)
     B, N, _ = points.shape
     assert B == len(samples)
     rows = gather(table, torch.arange(B, device=points.device).repeat_interleave(N))
-    return rows_sdf(rows, V.of(points.reshape(-1, 3))).reshape(B, N)
+    return rows, V.of(points.reshape(-1, 3)), B, N
+
+
+def sdf(samples, points):
+    """True signed distance [B, N] of a list of B samples at world points [B, N, 3] (or [N, 3] shared)."""
+    rows, p, B, N = _gather_points(samples, points)
+    return rows_sdf(rows, p).reshape(B, N)
+
+
+def albedo(samples, points):
+    """Albedo [B, N, 3] of a list of B samples at world points [B, N, 3] (meaningful on or near the surface)."""
+    rows, p, B, N = _gather_points(samples, points)
+    return rows_albedo(rows, p).reshape(B, N, 3)
 
 
 def density(samples, points, eps=DENSITY_EPS):
