@@ -103,7 +103,7 @@ def test_target_sigma_is_level_10_on_the_surface_and_flat_away_from_it():
     assert torch.allclose(target[sdf < -0.1], torch.tensor(shape_prior.SIGMA_IN), atol=1e-2)
 
 
-def test_fit_shape_prior_moves_sigma_and_colour_toward_the_heads_and_leaves_the_sr_head():
+def test_fit_shape_prior_moves_sigma_toward_the_heads_and_leaves_the_sr_head():
     G = tiny_generator()
     sr_before = {k: v.clone() for k, v in G.superresolution.state_dict().items()}
     labels = orbit_camera_label(RENDERING_KWARGS).numpy()
@@ -118,6 +118,21 @@ def test_fit_shape_prior_moves_sigma_and_colour_toward_the_heads_and_leaves_the_
     with torch.no_grad():
         sigma = G.sample(points, torch.zeros_like(points), torch.randn([1, 16]), torch.from_numpy(labels))['sigma'][0, :, 0]
     assert sigma[sdf < -0.05].mean() > sigma[sdf > 0.1].mean() + 10
+
+
+def test_fit_shape_prior_colour_term_pulls_surface_features_to_albedo(monkeypatch):
+    labels = orbit_camera_label(RENDERING_KWARGS).numpy()
+    points, _, albedo = shape_prior.point_bank(num_heads=2, num_points=1024, half=0.5)
+
+    def colour_error(weight):
+        monkeypatch.setattr(shape_prior, 'COLOUR_WEIGHT', weight)
+        G = tiny_generator()
+        shape_prior.fit_shape_prior(G, labels, steps=30, batch=2, num_heads=2, num_points=1024, lr=0.01, progress=False)
+        with torch.no_grad():
+            rgb = G.sample(points, torch.zeros_like(points), torch.randn([2, 16]), torch.from_numpy(labels).expand(2, -1))['rgb']
+        return (rgb[:, 1024:, :3] - albedo).square().mean()
+
+    assert colour_error(shape_prior.COLOUR_WEIGHT) < 0.5 * colour_error(0.0)
 
 
 def test_point_bank_targets_sigma_everywhere_and_albedo_near_the_surface():
