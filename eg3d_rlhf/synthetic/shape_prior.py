@@ -31,7 +31,7 @@ def point_bank(num_heads, num_points, half, seed=0, band=0.04):
     P uniform points in the box of half-width `half`, then P points within `band` of the surface (where the facial
     features are)."""
     gen = torch.Generator().manual_seed(seed)
-    points = []
+    points, sigma, colour = [], [], []
     for index in range(num_heads):
         head = world.sample(PRIOR_SEED, index)
         uniform = (torch.rand([num_points, 3], generator=gen) * 2 - 1) * half
@@ -39,11 +39,9 @@ def point_bank(num_heads, num_points, half, seed=0, band=0.04):
         near = candidates[world.sdf([head], candidates[None])[0].abs() < band]
         near = near[torch.randint(len(near), [num_points], generator=gen)]
         points.append(torch.cat([uniform, near]))
-    points = torch.stack(points)
-    heads = [world.sample(PRIOR_SEED, index) for index in range(num_heads)]
-    sigma = torch.cat([target_sigma([h], p[None]) for h, p in zip(heads, points)])
-    colour = torch.cat([world.albedo([h], p[None, num_points:]) for h, p in zip(heads, points)])
-    return points, sigma, colour
+        sigma.append(target_sigma([head], points[-1][None])[0])
+        colour.append(world.albedo([head], near[None])[0])
+    return torch.stack(points), torch.stack(sigma), torch.stack(colour)
 
 
 def fit_shape_prior(
