@@ -75,6 +75,16 @@ def test_failed_save_keeps_the_previous_file(tmp_path, small_G):
     assert open(path, 'rb').read() == before and os.listdir(tmp_path) == ['net.pkl']
 
 
+def test_saved_snapshot_gets_the_usual_file_permissions(tmp_path, small_G):
+    path = str(tmp_path / 'net.pkl')
+    umask = os.umask(0o022)
+    try:
+        legacy.save_network_pkl(path, dict(G_ema=small_G))
+    finally:
+        os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o644
+
+
 def test_rebuild_refuses_unknown_classes():
     with pytest.raises(ValueError, match='no project class'):
         legacy.rebuild_network(torch.nn.Linear(2, 2))

@@ -76,7 +76,10 @@ def save_network_pkl(path, data):
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-', suffix='.pkl')
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.chmod(tmp, 0o666 & ~umask) # mkstemp makes the file private; a snapshot gets the usual permissions.
         with os.fdopen(fd, 'wb') as f:
             pickle.dump(data, f)
         os.replace(tmp, path)
