@@ -1,0 +1,198 @@
+"""Preference judgements as JSON Lines: validated loading, (winner, loser) pairs, splits by sample, importers."""
+
+import csv
+import dataclasses
+import datetime
+import json
+import os
+import re
+import tempfile
+
+import numpy as np
+
+#----------------------------------------------------------------------------
+# One judgement per line: {"a": ID, "b": ID, "choice": "a"|"b"|"tie"|"skip", "annotator": str, "time": ISO-8601}.
+# Extra keys are allowed and kept. Sample ids are strings, e.g. "seed000123" (DESIGN.md: `seed%06d`).
+
+CHOICES = ('a', 'b', 'tie', 'skip')
+REQUIRED = ('a', 'b', 'choice', 'annotator', 'time')
+
+
+class LabelError(ValueError):
+    """A label file that cannot be used; the message names the file and line."""
+
+
+@dataclasses.dataclass
+class Judgement:
+    a:          str             # First sample shown.
+    b:          str             # Second sample shown.
+    choice:     str             # 'a', 'b', 'tie' or 'skip'.
+    annotator:  str             # Who judged (a person, or 'oracle:NAME').
+    time:       str             # ISO-8601 timestamp.
+    extra:      dict = dataclasses.field(default_factory=dict)  # Any other keys, kept as they were.
+
+    def to_dict(self):
+        return dict(a=self.a, b=self.b, choice=self.choice, annotator=self.annotator, time=self.time, **self.extra)
+
+
+def seed_id(seed):
+    """The sample id of a generator seed."""
+    return f'seed{int(seed):06d}'
+
+
+def now():
+    """The current time as ISO-8601 (UTC, seconds)."""
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+
+#----------------------------------------------------------------------------
+
+def parse_judgement(text, where):
+    """One JSONL line -> Judgement; LabelError naming `where` (file:line) when it is not a valid judgement."""
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise LabelError(f'{where}: not JSON ({err.msg})') from None
+    if not isinstance(d, dict):
+        raise LabelError(f'{where}: expected a JSON object, got {type(d).__name__}')
+    missing = [k for k in REQUIRED if k not in d]
+    if missing:
+        raise LabelError(f'{where}: missing {", ".join(missing)}')
+    for key in ('a', 'b', 'annotator', 'time'):
+        if not isinstance(d[key], str) or not d[key]:
+            raise LabelError(f'{where}: "{key}" must be a non-empty string')
+    if d['choice'] not in CHOICES:
+        raise LabelError(f'{where}: "choice" must be one of {", ".join(CHOICES)}, got {d["choice"]!r}')
+    if d['a'] == d['b']:
+        raise LabelError(f'{where}: a sample is compared with itself ({d["a"]})')
+    try:
+        datetime.datetime.fromisoformat(d['time'])
+    except ValueError:
+        raise LabelError(f'{where}: "time" is not ISO-8601: {d["time"]!r}') from None
+    extra = {k: v for k, v in d.items() if k not in REQUIRED}
+    return Judgement(a=d['a'], b=d['b'], choice=d['choice'], annotator=d['annotator'], time=d['time'], extra=extra)
+
+
+def load_judgements(path, known_ids=None):
+    """Every judgement in a JSONL file, validated: bad lines, self-pairs, ids outside known_ids (when given) and
+    the same annotator judging the same pair twice are LabelErrors with line numbers. Blank lines are skipped."""
+    known = None if known_ids is None else set(known_ids)
+    judgements, first_seen = [], {}
+    with open(path, encoding='utf-8') as f:
+        for lineno, text in enumerate(f, start=1):
+            if not text.strip():
+                continue
+            where = f'{path}:{lineno}'
+            j = parse_judgement(text, where)
+            if known is not None:
+                unknown = [x for x in (j.a, j.b) if x not in known]
+                if unknown:
+                    raise LabelError(f'{where}: unknown sample id {unknown[0]}')
+            key = (frozenset((j.a, j.b)), j.annotator)
+            if key in first_seen:
+                raise LabelError(f'{where}: {j.annotator} already judged {j.a} vs {j.b} on line {first_seen[key]}')
+            first_seen[key] = lineno
+            judgements.append(j)
+    return judgements
+
+
+def write_judgements(path, judgements):
+    """Write judgements as JSONL, atomically (the old file stays whole if writing fails)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-', suffix='.jsonl')
+    try:
+        with os.fdopen(fd, 'w', encoding='utf-8') as f:
+            for j in judgements:
+                f.write(json.dumps(j.to_dict()) + '\n')
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+#----------------------------------------------------------------------------
+
+def to_pairs(judgements):
+    """([(winner, loser)], [(a, b) ties]); skips are dropped."""
+    pairs, ties = [], []
+    for j in judgements:
+        if j.choice == 'a':
+            pairs.append((j.a, j.b))
+        elif j.choice == 'b':
+            pairs.append((j.b, j.a))
+        elif j.choice == 'tie':
+            ties.append((j.a, j.b))
+    return pairs, ties
+
+
+def split_samples(ids, fractions=(0.8, 0.1, 0.1), seed=0):
+    """{sample id: 'train' | 'val' | 'test'}: a seeded shuffle of the sorted ids, cut by `fractions`."""
+    ids = sorted(set(ids))
+    order = np.random.RandomState(seed).permutation(len(ids))
+    bounds = np.cumsum(np.asarray(fractions, dtype=np.float64) / np.sum(fractions)) * len(ids)
+    names = ('train', 'val', 'test')
+    assignment = {}
+    for rank, i in enumerate(order):
+        assignment[ids[i]] = names[int(np.searchsorted(bounds, rank, side='right'))]
+    return assignment
+
+
+def split_judgements(judgements, assignment):
+    """{'train': [...], 'val': [...], 'test': [...]} keeping only judgements whose two samples share a split, so
+    no sample appears in two splits; the rest are returned under 'dropped'."""
+    result = dict(train=[], val=[], test=[], dropped=[])
+    for j in judgements:
+        sa, sb = assignment.get(j.a), assignment.get(j.b)
+        result[sa if sa is not None and sa == sb else 'dropped'].append(j)
+    return result
+
+#----------------------------------------------------------------------------
+# Importers.
+
+def import_ranked_csv(path, annotator='paper', time='2023-01-01T00:00:00+00:00'):
+    """The published paper's rankedseedsall.csv (columns: index, rank1 = preferred seed, rank2 = other seed) as
+    judgements with a = seedNNNNNN of rank1 and choice 'a'."""
+    judgements = []
+    with open(path, newline='', encoding='utf-8') as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None or [h.strip() for h in header[1:3]] != ['rank1', 'rank2']:
+            raise LabelError(f'{path}:1: expected a header ",rank1,rank2", got {header!r}')
+        for lineno, row in enumerate(reader, start=2):
+            if not any(cell.strip() for cell in row):
+                continue
+            try:
+                winner, loser = int(row[1]), int(row[2])
+            except (IndexError, ValueError):
+                raise LabelError(f'{path}:{lineno}: expected two integer seeds, got {row!r}') from None
+            if winner == loser:
+                raise LabelError(f'{path}:{lineno}: a seed is compared with itself ({winner})')
+            judgements.append(Judgement(a=seed_id(winner), b=seed_id(loser), choice='a', annotator=annotator,
+                time=time, extra=dict(source_index=row[0])))
+    return judgements
+
+
+def read_id_list(path):
+    """Sample ids in a plain list, one per line: an id, or a bare seed number (-> seedNNNNNN); '#' starts a comment."""
+    ids = []
+    with open(path, encoding='utf-8') as f:
+        for lineno, text in enumerate(f, start=1):
+            text = text.split('#', 1)[0].strip()
+            if not text:
+                continue
+            if re.fullmatch(r'\d+', text):
+                text = seed_id(text)
+            elif not re.fullmatch(r'[A-Za-z0-9_.-]+', text):
+                raise LabelError(f'{path}:{lineno}: not a sample id: {text!r}')
+            ids.append(text)
+    return ids
+
+
+def import_good_bad(good_path, bad_path):
+    """Unpaired labels {sample id: 1 (good) or 0 (bad)} from two plain lists; an id in both is a LabelError."""
+    good, bad = read_id_list(good_path), read_id_list(bad_path)
+    both = sorted(set(good) & set(bad))
+    if both:
+        raise LabelError(f'{bad_path}: {both[0]} is also listed in {good_path}')
+    return {**{x: 1 for x in good}, **{x: 0 for x in bad}}
+
+#----------------------------------------------------------------------------

@@ -1,0 +1,98 @@
+"""eg3d_rlhf.preferences: JSONL judgements, validation with line numbers, pairs, splits by sample, importers."""
+
+import json
+
+import pytest
+
+from eg3d_rlhf import preferences as P
+from tests.conftest import shared_file
+
+LINE = dict(a='seed000001', b='seed000002', choice='a', annotator='ann', time='2026-11-21T10:00:00+00:00')
+
+
+def write_lines(path, rows):
+    path.write_text(''.join((r if isinstance(r, str) else json.dumps(r)) + '\n' for r in rows))
+    return str(path)
+
+
+def test_round_trip_keeps_extra_keys(tmp_path):
+    rows = [dict(LINE, seconds=3.5), dict(LINE, a='seed000003', choice='tie'), '', dict(LINE, b='seed000004', choice='skip')]
+    judgements = P.load_judgements(write_lines(tmp_path / 'l.jsonl', rows))
+    assert [j.choice for j in judgements] == ['a', 'tie', 'skip'] and judgements[0].extra == dict(seconds=3.5)
+    out = str(tmp_path / 'copy.jsonl')
+    P.write_judgements(out, judgements)
+    assert [j.to_dict() for j in P.load_judgements(out)] == [j.to_dict() for j in judgements]
+
+
+@pytest.mark.parametrize('bad, message', [
+    ('{"a": ', 'not JSON'),
+    ('[1, 2]', 'expected a JSON object'),
+    (json.dumps({k: v for k, v in LINE.items() if k != 'annotator'}), 'missing annotator'),
+    (json.dumps(dict(LINE, choice='left')), '"choice" must be one of'),
+    (json.dumps(dict(LINE, b='seed000001')), 'compared with itself'),
+    (json.dumps(dict(LINE, time='yesterday')), 'not ISO-8601'),
+    (json.dumps(dict(LINE, a=7)), '"a" must be a non-empty string'),
+    (json.dumps(dict(LINE, a='seed000009')), 'unknown sample id seed000009'),
+    (json.dumps(dict(LINE, a='seed000002', b='seed000001', choice='b')), 'already judged seed000002 vs seed000001 on line 1'),
+])
+def test_bad_lines_are_named_by_line_number(tmp_path, bad, message):
+    path = write_lines(tmp_path / 'l.jsonl', [LINE, '', bad])
+    with pytest.raises(P.LabelError) as info:
+        P.load_judgements(path, known_ids=['seed000001', 'seed000002'])
+    assert str(info.value).startswith(f'{path}:3: ') and message in str(info.value)
+
+
+def test_another_annotator_may_judge_the_same_pair(tmp_path):
+    path = write_lines(tmp_path / 'l.jsonl', [LINE, dict(LINE, annotator='other', choice='b')])
+    pairs, ties = P.to_pairs(P.load_judgements(path))
+    assert pairs == [('seed000001', 'seed000002'), ('seed000002', 'seed000001')] and ties == []
+
+
+def test_splits_are_by_sample_and_never_leak():
+    ids = [P.seed_id(i) for i in range(100)]
+    assignment = P.split_samples(ids, fractions=(0.8, 0.1, 0.1), seed=3)
+    assert [sum(v == s for v in assignment.values()) for s in ('train', 'val', 'test')] == [80, 10, 10]
+    assert assignment == P.split_samples(list(reversed(ids)), seed=3)           # Order of the input does not matter.
+    assert assignment != P.split_samples(ids, seed=4)
+    judgements = [P.Judgement(a=ids[i], b=ids[(i * 7 + 1) % 100], choice='a', annotator='x', time=P.now()) for i in range(100)]
+    split = P.split_judgements(judgements, assignment)
+    assert sum(len(v) for v in split.values()) == 100
+    for name in ('train', 'val', 'test'):
+        assert all(assignment[j.a] == assignment[j.b] == name for j in split[name])
+    members = {name: {x for j in split[name] for x in (j.a, j.b)} for name in ('train', 'val', 'test')}
+    assert not (members['train'] & members['val']) and not (members['train'] & members['test']) and not (members['val'] & members['test'])
+    assert all(assignment[j.a] != assignment[j.b] for j in split['dropped'])
+
+
+def test_paper_csv_imports_as_4346_judgements():
+    judgements = P.import_ranked_csv(shared_file('anchor_data', 'rankedseedsall.csv'))
+    assert len(judgements) == 4346
+    first = judgements[0]
+    assert (first.a, first.b, first.choice) == ('seed035539', 'seed023763', 'a')      # Row 0: 35539 over 23763.
+    pairs, ties = P.to_pairs(judgements)
+    assert len(pairs) == 4346 and not ties and all(w.startswith('seed') and len(w) == 10 for w, _ in pairs)
+
+
+@pytest.mark.parametrize('text, message', [
+    ('x,y,z\n0,1,2\n', ':1: expected a header'),
+    (',rank1,rank2\n0,1,2\n1,5,oops\n', ':3: expected two integer seeds'),
+    (',rank1,rank2\n0,4,4\n', ':2: a seed is compared with itself'),
+])
+def test_malformed_csv_names_the_line(tmp_path, text, message):
+    path = tmp_path / 'r.csv'
+    path.write_text(text)
+    with pytest.raises(P.LabelError, match=message):
+        P.import_ranked_csv(str(path))
+
+
+def test_good_bad_lists(tmp_path):
+    good, bad = tmp_path / 'good.txt', tmp_path / 'bad.txt'
+    good.write_text('12\nseed000013  # nice nose\n\n')
+    bad.write_text('seed000014\n')
+    assert P.import_good_bad(str(good), str(bad)) == {'seed000012': 1, 'seed000013': 1, 'seed000014': 0}
+    bad.write_text('seed000014\n12\n')
+    with pytest.raises(P.LabelError, match='seed000012 is also listed'):
+        P.import_good_bad(str(good), str(bad))
+    bad.write_text('seed 14\n')
+    with pytest.raises(P.LabelError, match=':1: not a sample id'):
+        P.import_good_bad(str(good), str(bad))
