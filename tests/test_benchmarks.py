@@ -31,3 +31,14 @@ def test_bench_generator_names_a_missing_spec(tmp_path):
     out = subprocess.run([sys.executable, os.path.join(REPO, 'benchmarks', 'bench_generator.py'), '--repeats', '1'],
                          capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode != 0 and 'ffhq512_param_spec.json not found' in out.stderr
+
+
+def test_bench_reward_quick_run():
+    cmd = [sys.executable, os.path.join(REPO, 'benchmarks', 'bench_reward.py'), '--shape', '32,36,33', '--batch', '2',
+           '--repeats', '1', '--threads', '1']
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert 'slab 32x36x33, batch 2, 1 threads, median of 1 passes' in out.stdout
+    assert re.search(r'forward only \(baseline\): [\d.]+ s, peak RSS [\d,]+ MiB', out.stdout)
+    m = re.search(r'forward \+ backward: [\d.]+ s \(([\d.]+)x the baseline\), peak RSS ([\d,]+) MiB', out.stdout)
+    assert m and float(m.group(1)) > 0 and int(m.group(2).replace(',', '')) > 0

@@ -1,0 +1,72 @@
+"""The `sigma` reward: a 3D CNN over the self-normalised sigma slab, residual SE blocks down to an 8192-d feature."""
+
+import torch
+from torch import nn
+
+from torch_utils import misc
+
+#----------------------------------------------------------------------------
+
+class SqueezeExcite(nn.Module):
+    """Channel gates in (0, 1) from the globally pooled activations."""
+
+    def __init__(self, channels, reduction=4):
+        super().__init__()
+        self.fc1 = nn.Linear(channels, max(channels // reduction, 4))
+        self.fc2 = nn.Linear(max(channels // reduction, 4), channels)
+
+    def forward(self, x):
+        gate = torch.sigmoid(self.fc2(torch.nn.functional.silu(self.fc1(x.mean(dim=(2, 3, 4))))))
+        return x * gate[:, :, None, None, None]
+
+
+class ResidualSEBlock(nn.Module):
+    """conv-norm-act-conv-norm, SE gates, plus a (strided 1x1) shortcut; stride 2 halves every axis."""
+
+    def __init__(self, in_channels, out_channels, stride=2):
+        super().__init__()
+        self.conv1 = nn.Conv3d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.norm1 = nn.GroupNorm(min(8, out_channels), out_channels)
+        self.conv2 = nn.Conv3d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.norm2 = nn.GroupNorm(min(8, out_channels), out_channels)
+        self.se = SqueezeExcite(out_channels)
+        self.shortcut = nn.Identity() if (stride == 1 and in_channels == out_channels) else \
+            nn.Conv3d(in_channels, out_channels, 1, stride=stride, bias=False)
+
+    def forward(self, x):
+        y = torch.nn.functional.silu(self.norm1(self.conv1(x)))
+        y = self.se(self.norm2(self.conv2(y)))
+        return torch.nn.functional.silu(y + self.shortcut(x))
+
+
+class SigmaReward(nn.Module):
+    def __init__(self,
+        channels        = (16, 32, 64, 128, 128),   # Width after the stem and after each strided block.
+        pool            = (4, 4, 4),                # Adaptive pooling size; channels[-1] * prod(pool) = feature size.
+        hidden          = 512,                      # Hidden units of the scoring MLP.
+        input_scale     = 0.01,                     # Multiplier of the normalised slab ([0, 100] -> [0, 1]).
+    ):
+        super().__init__()
+        self.config = dict(channels=list(channels), pool=list(pool), hidden=hidden, input_scale=input_scale)
+        self.input_scale = input_scale
+        self.stem = nn.Sequential(nn.Conv3d(1, channels[0], 3, stride=2, padding=1, bias=False),
+            nn.GroupNorm(min(8, channels[0]), channels[0]), nn.SiLU())
+        self.blocks = nn.Sequential(*[ResidualSEBlock(a, b) for a, b in zip(channels[:-1], channels[1:])])
+        self.pool = nn.AdaptiveAvgPool3d(tuple(pool))
+        self.feature_dim = channels[-1] * pool[0] * pool[1] * pool[2]
+        self.head = nn.Sequential(nn.Linear(self.feature_dim, hidden), nn.SiLU(), nn.Linear(hidden, 1))
+
+    def features(self, x):
+        """Normalised slabs [N, X, Y, Z] (self min-max to [0, 100]) -> global features [N, feature_dim]."""
+        misc.assert_shape(x, [None, None, None, None])
+        y = self.blocks(self.stem(x[:, None] * self.input_scale))
+        return self.pool(y).flatten(1)
+
+    def score(self, x):
+        """Normalised slabs [N, X, Y, Z] -> rewards [N]."""
+        return self.head(self.features(x))[:, 0]
+
+    def forward(self, x):
+        return self.score(x)
+
+#----------------------------------------------------------------------------
