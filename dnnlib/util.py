@@ -1,7 +1,9 @@
 """Helpers EG3D code expects from `dnnlib.util`: EasyDict, name lookup, local URL opening, cache dirs."""
 
+import contextlib
 import importlib
 import os
+import tempfile
 import urllib.parse
 from typing import Any
 
@@ -133,3 +135,22 @@ def format_time(seconds: float) -> str:
         return f'{s // 3600}h {(s // 60) % 60:02d}m {s % 60:02d}s'
     return f'{s // 86400}d {(s // 3600) % 24:02d}h {(s // 60) % 60:02d}m'
 
+
+@contextlib.contextmanager
+def atomic_write(path, mode='wb', encoding=None):
+    """Write `path` through a temporary file beside it: it replaces `path` only when the block succeeds (a crash never
+    leaves a half-written file) and gets the usual umask permissions (mkstemp's own are private)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-', suffix=os.path.splitext(path)[1])
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        os.chmod(tmp, 0o666 & ~umask)
+        with os.fdopen(fd, mode, encoding=encoding) as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

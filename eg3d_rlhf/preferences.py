@@ -4,11 +4,11 @@ import csv
 import dataclasses
 import datetime
 import json
-import os
 import re
-import tempfile
 
 import numpy as np
+
+import dnnlib
 
 #----------------------------------------------------------------------------
 # One judgement per line: {"a": ID, "b": ID, "choice": "a"|"b"|"tie"|"skip", "annotator": str, "time": ISO-8601}.
@@ -97,17 +97,9 @@ def load_judgements(path, known_ids=None):
 
 def write_judgements(path, judgements):
     """Write judgements as JSONL, atomically (the old file stays whole if writing fails)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-', suffix='.jsonl')
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as f:
-            for j in judgements:
-                f.write(json.dumps(j.to_dict()) + '\n')
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with dnnlib.util.atomic_write(path, 'w', encoding='utf-8') as f:
+        for j in judgements:
+            f.write(json.dumps(j.to_dict()) + '\n')
 
 #----------------------------------------------------------------------------
 

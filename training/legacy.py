@@ -7,9 +7,7 @@ caller passes `trust=True` (CLI: `--trust-pickle`). Only load files from a sourc
 """
 
 import copy
-import os
 import pickle
-import tempfile
 
 import torch
 
@@ -73,20 +71,8 @@ def _unpickle(stream, name):
 
 def save_network_pkl(path, data):
     """Write a snapshot dict in EG3D's format, atomically (a crash never leaves a half-written file)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-', suffix='.pkl')
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(tmp, 0o666 & ~umask) # mkstemp makes the file private; a snapshot gets the usual permissions.
-        with os.fdopen(fd, 'wb') as f:
-            pickle.dump(data, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with dnnlib.util.atomic_write(path, 'wb') as f:
+        pickle.dump(data, f)
 
 #----------------------------------------------------------------------------
 
