@@ -47,3 +47,12 @@ def pinned_rand(monkeypatch):
         k.pop('requires_grad', None)
         return torch.full(size, 0.5, **k)
     monkeypatch.setattr(torch, 'rand', rand)
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for modules of tiny tensors (spin-waiting threads cost more than they give); restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

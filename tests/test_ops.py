@@ -18,13 +18,7 @@ from torch_utils.ops import upfirdn2d
 SQRT2 = float(np.sqrt(2))
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _single_thread():
-    """These tensors are tiny; one intra-op thread avoids spin-wait overhead on a busy machine (restored afterwards)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')   # Tiny tensors: one thread is fastest (tests.conftest).
 
 #----------------------------------------------------------------------------
 # bias_act

@@ -21,13 +21,7 @@ from tools import make_dataset
 FFHQ_INTRINSICS = [4.2647, 0, 0.5, 0, 4.2647, 0.5, 0, 0, 1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The renderer's small elementwise ops run fastest on one thread (see tools/make_dataset.py)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')   # Tiny tensors: one thread is fastest (tests.conftest).
 
 
 def sdf_at(sample, points):
