@@ -21,6 +21,7 @@ setup(
         'pillow',
         'tqdm',
         'psutil',
+        'matplotlib',           # PNG plots in run reports (Agg backend, no display needed).
     ],
     extras_require={'test': ['pytest']},
 )

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from eg3d_rlhf import mesh
 from eg3d_rlhf.sigma import CubeGrid, SigmaField, eg3d_border_pad, flip_and_pad
 from tests.conftest import REPO
-from tools import bundle_checkpoint, generator_demo
+from tools import bundle_checkpoint, cli_utils, generator_demo
 from training import legacy
 from training.camera_utils import orbit_camera_label
 
@@ -68,12 +68,12 @@ def test_generator_demo_uses_the_bundled_generator_by_default(tmp_path):
     result = CliRunner().invoke(generator_demo.main, ['--outdir', str(out), '--res', '48'])
     assert result.exit_code == 0, result.output
     summary = json.loads((out / 'summary.json').read_text())
-    assert summary['network'] == generator_demo.BUNDLED and summary['mesh_faces'] > 0
+    assert summary['network'] == cli_utils.BUNDLED and summary['mesh_faces'] > 0
     assert (out / 'previews.png').is_file()
 
 
 def test_generator_demo_says_when_the_bundled_file_is_missing(tmp_path, monkeypatch):
-    monkeypatch.setattr(generator_demo, 'BUNDLED', str(tmp_path / 'gone.pkl'))
+    monkeypatch.setattr(cli_utils, 'BUNDLED', str(tmp_path / 'gone.pkl'))
     result = CliRunner().invoke(generator_demo.main, ['--outdir', str(tmp_path / 'x')])
     assert result.exit_code != 0 and 'gone.pkl' in result.output and 'missing' in result.output
 

@@ -1,11 +1,15 @@
 """Helpers shared by the command-line tools: seed lists, device choice, seed latents and trusted pickle loading."""
 
+import csv
+import hashlib
+import os
 import re
 
 import click
 import numpy as np
 import torch
 
+import dnnlib
 from training import legacy
 
 #----------------------------------------------------------------------------
@@ -40,6 +44,54 @@ def require_trust(network_pkl, trust_pickle):
     if not trust_pickle:
         raise click.ClickException(f'refusing to load {network_pkl}: loading a pickle runs code stored in it; '
             'pass --trust-pickle if you trust this file')
+
+# The demo generator trained on synthetic heads (checkpoints/README.md says how it was made). It ships with this
+# repository, so it is loaded with the same trust as the code next to it.
+BUNDLED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'checkpoints', 'synthetic-heads64.pkl')
+
+def network_path(network_pkl, trust_pickle):
+    """The pickle a --network value names: 'bundled' is the shipped demo generator; any other file needs trust."""
+    if network_pkl == 'bundled':
+        if not os.path.isfile(BUNDLED):
+            raise click.ClickException(f'the bundled generator {BUNDLED} is missing; restore it from git or pass --network')
+        return BUNDLED
+    require_trust(network_pkl, trust_pickle)
+    return network_pkl
+
+def file_sha256(path):
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            h.update(block)
+    return h.hexdigest()
+
+def side_path(path, suffix):
+    """'out/reward.pt', '.report.json' -> 'out/reward.report.json'."""
+    return os.path.splitext(path)[0] + suffix
+
+def read_scores(path, known_ids=None):
+    """{id: float} from an id,reward CSV (tools/score_bank.py, tools/annotate.py --scores-out); line-numbered errors."""
+    scores = {}
+    with open(path, newline='', encoding='utf-8') as f:
+        rows = csv.reader(f)
+        if [h.strip() for h in next(rows, [])][:2] != ['id', 'reward']:
+            raise click.ClickException(f'{path}:1: expected the header "id,reward"')
+        for lineno, row in enumerate(rows, start=2):
+            try:
+                scores[row[0]] = float(row[1])
+            except (IndexError, ValueError):
+                raise click.ClickException(f'{path}:{lineno}: expected "id,number", got {",".join(row)!r}') from None
+            if known_ids is not None and row[0] not in known_ids:
+                raise click.ClickException(f'{path}:{lineno}: unknown sample id {row[0]}')
+    return scores
+
+def write_scores(path, scores):
+    """id,reward CSV (the format tools/score_bank.py writes), atomically."""
+    with dnnlib.util.atomic_write(path, 'w', encoding='utf-8') as f:
+        writer = csv.writer(f, lineterminator='\n')
+        writer.writerow(['id', 'reward'])
+        for sample_id, value in scores.items():
+            writer.writerow([sample_id, repr(float(value))])
 
 def load_generator(network_pkl, device):
     """G_ema of a network pickle the user trusts, in eval mode on `device`; a clear error if it cannot be read."""

@@ -14,15 +14,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from eg3d_rlhf import mesh, preview                                 # noqa: E402
 from eg3d_rlhf.sigma import CubeGrid, SigmaField, normalise_sigma_self, slab_grid  # noqa: E402
-from tools.cli_utils import load_generator, require_trust          # noqa: E402
+from tools.cli_utils import load_generator, network_path         # noqa: E402
 from training.camera_utils import orbit_camera_label                # noqa: E402
 
 #----------------------------------------------------------------------------
-
-# The demo generator trained on synthetic heads (checkpoints/README.md says how it was made). It ships with this
-# repository, so it is loaded with the same trust as the code next to it.
-BUNDLED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'checkpoints', 'synthetic-heads64.pkl')
-
 
 def ffhq512_small_kwargs():
     """TriPlaneGenerator kwargs of EG3D's FFHQ-512 structure with narrow channels (CPU-sized, ~8 M parameters)."""
@@ -61,11 +56,10 @@ def main(outdir, network_pkl, trust_pickle, seed, resolution, neural_res, level,
     Also previews.png: the level surface of the full cube from the front, three-quarter and profile. With
     --network random the weights are random: the pipeline runs end to end, but the images and geometry are noise.
     """
-    if network_pkl not in ('bundled', 'random'):
-        require_trust(network_pkl, trust_pickle)
-    if network_pkl == 'bundled' and not os.path.isfile(BUNDLED):
-        raise click.ClickException(f'the bundled generator {BUNDLED} is missing; restore it from git or pass --network')
-    source = dict(bundled=BUNDLED, random=f'random FFHQ-512 structure (init seed {seed})').get(network_pkl, network_pkl)
+    if network_pkl == 'random':
+        source = f'random FFHQ-512 structure (init seed {seed})'
+    else:
+        source = network_path(network_pkl, trust_pickle)
     if dry_run:
         print(f'would build {source}, render seed {seed} at neural res {neural_res or "default"}, sample a slab of the '
               f'{resolution}^3 grid and write image.png, image_raw.png, depth.png, sigma_slab.npy, mesh.ply, previews.png, '

@@ -2,4 +2,19 @@
 
 # Modules:
 #   sigma_cnn   3D CNN on the self-normalised sigma slab (residual squeeze-and-excitation blocks, 8192-d feature)
-#   losses      Bradley-Terry (with or without ties) on reward pairs
+#   depth_cnn   soft depth maps rendered from the slab at a few yaws (differentiable), residual 2D CNN
+#   pointnet    surface points of the slab (Newton-refined, differentiable), PointNet with a max-pooled feature
+#   losses      Bradley-Terry (with or without ties) on reward pairs; Cauchy-Schwarz on unpaired good/bad sets
+
+from .depth_cnn import DepthReward
+from .pointnet import PointCloudReward
+from .sigma_cnn import SigmaReward
+
+REWARDS = {'sigma': SigmaReward, 'depth': DepthReward, 'pointcloud': PointCloudReward}   # kind -> class.
+
+
+def build_reward(kind, **config):
+    """A reward model of the named kind, built from its constructor kwargs (a model's .config rebuilds it)."""
+    if kind not in REWARDS:
+        raise ValueError(f'Unknown reward kind {kind!r}; valid kinds: {", ".join(sorted(REWARDS))}')
+    return REWARDS[kind](**config)

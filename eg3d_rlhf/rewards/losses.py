@@ -1,4 +1,4 @@
-"""Preference losses on reward pairs: Bradley-Terry, and Bradley-Terry with ties (Rao-Kupper)."""
+"""Preference losses: Bradley-Terry on reward pairs (with or without ties); Cauchy-Schwarz on unpaired good/bad sets."""
 
 import math
 
@@ -22,5 +22,47 @@ def bradley_terry_ties(r_a, r_b, tie, theta=2.0):
     log_win = F.logsigmoid(d - log_theta)
     p_tie = (1 - torch.sigmoid(d - log_theta) - torch.sigmoid(-d - log_theta)).clamp(min=1e-12)
     return -torch.where(tie, p_tie.log(), log_win).mean()
+
+#----------------------------------------------------------------------------
+# Cauchy-Schwarz divergence between two sets of embeddings, Parzen estimate with a Gaussian kernel
+# k(a, b) = exp(-|a - b|^2 / (2 bandwidth^2)), diagonal pairs included:
+#   D_CS = log mean K_gg + log mean K_bb - 2 log mean K_gb  (>= 0 by Cauchy-Schwarz; 0 for equal sets).
+
+def _sq_distances(a, b):
+    """Squared distances [Na, Nb] from explicit differences (exact zeros on equal rows; Na * Nb * F memory)."""
+    return (a[:, None, :] - b[None, :, :]).square().sum(dim=-1)
+
+
+def _log_mean_kernel(a, b, bandwidth):
+    """log of the mean Gaussian kernel value over all pairs of rows of a [Na, F] and b [Nb, F]."""
+    sq = _sq_distances(a, b)
+    return torch.logsumexp((-sq / (2 * bandwidth ** 2)).flatten(), dim=0) - math.log(sq.numel())
+
+
+def cs_divergence(f_good, f_bad, bandwidth=None):
+    """Cauchy-Schwarz divergence between embeddings [Ng, F] and [Nb, F]; scalar >= 0, symmetric.
+
+    bandwidth None: the median distance between distinct rows of the union (detached), at least 1e-6.
+    """
+    if bandwidth is None:
+        union = torch.cat([f_good, f_bad]).detach()
+        distances = _sq_distances(union, union).sqrt()
+        off = ~torch.eye(len(union), dtype=torch.bool, device=union.device)
+        bandwidth = distances[off].median().clamp(min=1e-6) if len(union) > 1 else torch.ones([])
+    return (_log_mean_kernel(f_good, f_good, bandwidth) + _log_mean_kernel(f_bad, f_bad, bandwidth)
+        - 2 * _log_mean_kernel(f_good, f_bad, bandwidth))
+
+
+def unpaired_cs_loss(scores, features, good, reg_weight=1.0):
+    """Unpaired good/bad training (DreamCS-style): -D_CS(good, bad features) + reg_weight * BCE(scores, good).
+
+    scores [N], features [N, F], good [N] bool; the batch must hold both classes. Scalar.
+    """
+    good = good.bool()
+    if good.all() or not good.any():
+        raise ValueError(f'unpaired_cs_loss needs good and bad samples in a batch; got {int(good.sum())} good '
+            f'of {len(good)}')
+    regression = F.binary_cross_entropy_with_logits(scores, good.to(scores.dtype))
+    return -cs_divergence(features[good], features[~good]) + reg_weight * regression
 
 #----------------------------------------------------------------------------

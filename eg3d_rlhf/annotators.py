@@ -1,0 +1,178 @@
+"""Simulated annotators: geometric tastes scored from a raw sigma slab, judgements drawn Bradley-Terry with a temperature."""
+
+import numpy as np
+import scipy.sparse
+
+from eg3d_rlhf import mesh
+from eg3d_rlhf.preferences import Judgement, now
+
+#----------------------------------------------------------------------------
+# Tastes. Each maps (raw sigma slab [X, Y, Z], its CubeGrid, level) to a number; higher = liked more. World y is up
+# and the face looks toward +z (high z index), as everywhere in eg3d_rlhf.
+
+def front_surface(volume, grid, level):
+    """World z [X, Y] of the front-most level crossing in each (x, y) column (linearly refined); NaN where none."""
+    inside = volume >= level
+    nz = volume.shape[2]
+    hit = inside.any(axis=2)
+    k = nz - 1 - np.argmax(inside[:, :, ::-1], axis=2)             # Last inside index along z.
+    k_out = np.minimum(k + 1, nz - 1)
+    v_in = np.take_along_axis(volume, k[..., None], axis=2)[..., 0]
+    v_out = np.take_along_axis(volume, k_out[..., None], axis=2)[..., 0]
+    frac = np.where((k_out > k) & (v_in > v_out), (v_in - level) / np.maximum(v_in - v_out, 1e-6), 0.0)
+    z = grid.index_to_world(np.stack([np.zeros_like(k), np.zeros_like(k), k + np.clip(frac, 0, 1)], axis=-1))[..., 2]
+    return np.where(hit, z, np.nan)
+
+
+def nose_prominence(volume, grid, level=10.0, centre_halfwidth=0.1, ring=(0.08, 0.12)):
+    """How far the nose tip stands in front of the face around it (world units): the front-most point of the
+    central columns (|x| < centre_halfwidth) minus the median front depth at xy distance `ring` from it."""
+    z = front_surface(volume, grid, level)
+    x = grid.index_to_world(np.stack([np.arange(volume.shape[0]), np.zeros(volume.shape[0]), np.zeros(volume.shape[0])], -1))[:, 0]
+    y = grid.index_to_world(np.stack([np.zeros(volume.shape[1]), np.arange(volume.shape[1]), np.zeros(volume.shape[1])], -1))[:, 1]
+    central = np.where(np.abs(x)[:, None] < centre_halfwidth, z, np.nan)
+    if np.all(np.isnan(central)):
+        return 0.0
+    i, j = np.unravel_index(np.nanargmax(central), central.shape)
+    dist = np.hypot(x[:, None] - x[i], y[None, :] - y[j])
+    around = z[(dist >= ring[0]) & (dist <= ring[1])]
+    around = around[~np.isnan(around)]
+    return float(z[i, j] - np.median(around)) if len(around) else float(z[i, j] - grid.index_to_world([0, 0, 0])[2])
+
+
+def closed_mesh(volume, grid, level):
+    """Mesh of the slab with its six faces set below the level, so the cut head closes (gen_samples' border idea)."""
+    padded = np.array(volume, dtype=np.float32, copy=True)
+    for axis in range(3):
+        index = [slice(None)] * 3
+        for end in (0, -1):
+            index[axis] = end
+            padded[tuple(index)] = min(float(padded.min()), level - 1)
+    return mesh.extract_mesh(padded, grid, level=level)
+
+
+def roughness(volume, grid, level=10.0):
+    """Mean distance of each mesh vertex from the average of its neighbours, in mean edge lengths (umbrella operator)."""
+    verts, faces = closed_mesh(volume, grid, level)
+    if len(faces) == 0:
+        return 1.0
+    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    edges = np.unique(np.sort(edges, axis=1), axis=0)
+    n = len(verts)
+    adjacency = scipy.sparse.coo_matrix((np.ones(2 * len(edges)), (np.r_[edges[:, 0], edges[:, 1]], np.r_[edges[:, 1], edges[:, 0]])),
+        shape=(n, n)).tocsr()
+    degree = np.asarray(adjacency.sum(axis=1)).clip(min=1)
+    offset = adjacency @ verts.astype(np.float64) / degree - verts
+    edge_length = np.linalg.norm(verts[edges[:, 0]] - verts[edges[:, 1]], axis=1).mean()
+    return float(np.linalg.norm(offset, axis=1).mean() / max(edge_length, 1e-12))
+
+
+def defects(volume, grid, level=10.0):
+    """Floaters and holes: the surface share outside the largest piece plus 0.05 per handle (tunnel) of the mesh."""
+    verts, faces = closed_mesh(volume, grid, level)
+    if len(faces) == 0:
+        return 1.0
+    fractions = mesh.component_fractions(verts, faces)
+    edges = np.unique(np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1), axis=0)
+    used = len(np.unique(faces))
+    euler = used - len(edges) + len(faces)                        # 2 per sphere-like piece, 2 less per handle.
+    handles = max(0.0, (2 * len(fractions) - euler) / 2)
+    return float(1 - fractions[0] + 0.05 * handles)
+
+
+TASTES = {
+    'nose':    lambda v, g, level: -nose_prominence(v, g, level),   # A face whose nose does not stick out.
+    'smooth':  lambda v, g, level: -roughness(v, g, level),         # A smooth surface.
+    'closed':  lambda v, g, level: -defects(v, g, level),           # One piece, no floaters, no holes.
+}
+
+#----------------------------------------------------------------------------
+
+def parse_annotator(name):
+    """'oracle:NAME' -> NAME, with a clear error for anything else."""
+    kind, _, taste = name.partition(':')
+    if kind != 'oracle' or taste not in TASTES:
+        raise ValueError(f'unknown annotator {name!r}; use one of {", ".join("oracle:" + t for t in TASTES)}')
+    return taste
+
+
+class OracleAnnotator:
+    """A taste over a set of samples, standardised over that set, judging pairs like a noisy person.
+
+    P(a preferred) = sigmoid((z_a - z_b) / temperature - log theta), likewise for b, tie otherwise (Rao-Kupper; theta
+    = 1 never ties), where z are the taste scores standardised over the set (mean 0, standard deviation 1).
+    """
+
+    def __init__(self,
+        taste,                      # Key of TASTES.
+        scores,                     # {sample id: raw taste score}.
+        temperature     = 0.5,      # Noise, in standard deviations of the taste; 0 = always the noise-free choice.
+        theta           = 1.0,      # Rao-Kupper tie parameter (>= 1).
+        seed            = 0,        # Seed of the judgement noise and of the pair draw.
+    ):
+        assert taste in TASTES and temperature >= 0 and theta >= 1
+        self.taste, self.name = taste, f'oracle:{taste}'
+        self.temperature, self.theta = float(temperature), float(theta)
+        values = np.array(list(scores.values()), dtype=np.float64)
+        scale = values.std() if len(values) > 1 and values.std() > 0 else 1.0
+        self.z = {k: (float(v) - values.mean()) / scale for k, v in scores.items()}
+        self.rng = np.random.RandomState(seed)
+
+    @classmethod
+    def from_slabs(cls, taste, slabs, grid, level=10.0, **kwargs):
+        """Score every slab of {id: raw slab} with the taste."""
+        return cls(taste, {k: TASTES[taste](v, grid, level) for k, v in slabs.items()}, **kwargs)
+
+    def prefers(self, a, b):
+        """The noise-free choice: 'a', 'b' or 'tie' (equal scores)."""
+        d = self.z[a] - self.z[b]
+        return 'a' if d > 0 else 'b' if d < 0 else 'tie'
+
+    def probabilities(self, a, b):
+        """(P(a), P(b), P(tie))."""
+        d = self.z[a] - self.z[b]
+        if self.temperature == 0:
+            return dict(a=(1.0, 0.0, 0.0), b=(0.0, 1.0, 0.0), tie=(0.0, 0.0, 1.0))[self.prefers(a, b)]
+        log_theta = np.log(self.theta)
+        pa = 1 / (1 + np.exp(-(d / self.temperature - log_theta)))
+        pb = 1 / (1 + np.exp(-(-d / self.temperature - log_theta)))
+        return pa, pb, max(0.0, 1 - pa - pb)
+
+    def judge(self, a, b):
+        pa, pb, _ = self.probabilities(a, b)
+        u = self.rng.uniform()
+        return 'a' if u < pa else 'b' if u < pa + pb else 'tie'
+
+    def draw_pairs(self, ids, count):
+        """`count` distinct unordered pairs of different ids, in random order and random sides."""
+        ids = sorted(ids)
+        n = len(ids)
+        if count > n * (n - 1) // 2:
+            raise ValueError(f'{count} pairs asked for, but {n} samples give only {n * (n - 1) // 2}')
+        seen, pairs = set(), []
+        while len(pairs) < count:
+            i, j = self.rng.randint(n, size=2)
+            if i == j or (min(i, j), max(i, j)) in seen:
+                continue
+            seen.add((min(i, j), max(i, j)))
+            pairs.append((ids[i], ids[j]))
+        return pairs
+
+    def good_bad(self, ids):
+        """{id: 1 (good) or 0 (bad)}: good with probability sigmoid((z - median z) / temperature)."""
+        ids = sorted(ids)
+        median = np.median([self.z[k] for k in ids])
+        labels = {}
+        for k in ids:
+            d = self.z[k] - median
+            p = float(d > 0) if self.temperature == 0 else 1 / (1 + np.exp(-d / self.temperature))
+            labels[k] = int(self.rng.uniform() < p)
+        return labels
+
+    def judgements(self, pairs, time=None):
+        """Judgement records for pairs; extra keys keep the noise-free choice and the settings."""
+        time = time or now()
+        return [Judgement(a=a, b=b, choice=self.judge(a, b), annotator=self.name, time=time,
+            extra=dict(noise_free=self.prefers(a, b), temperature=self.temperature)) for a, b in pairs]
+
+#----------------------------------------------------------------------------

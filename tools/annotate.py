@@ -1,0 +1,126 @@
+"""Simulated annotators over a sample bank: pairwise judgements (JSONL), good/bad lists, and the taste scores."""
+
+import os
+import sys
+
+import click
+import numpy as np
+from tqdm import tqdm
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # Run from anywhere.
+
+import dnnlib                                                                       # noqa: E402
+from eg3d_rlhf import annotators                                                    # noqa: E402
+from eg3d_rlhf.bank import Bank, BankError                                          # noqa: E402
+from eg3d_rlhf.preferences import write_judgements                                  # noqa: E402
+from tools.cli_utils import write_scores                                            # noqa: E402
+
+#----------------------------------------------------------------------------
+
+def open_bank(path):
+    try:
+        return Bank(path)
+    except BankError as err:
+        raise click.ClickException(str(err))
+
+
+def taste_scores(bank, taste, level):
+    """{id: taste score} over the whole bank, with a progress bar."""
+    scores = {}
+    for sample_id in tqdm(bank.ids, desc=f'oracle:{taste}', unit='sample'):
+        scores[sample_id] = annotators.TASTES[taste](bank.slab(sample_id), bank.grid(sample_id), level)
+    return scores
+
+
+def parse_annotator(ctx, param, value):
+    try:
+        return annotators.parse_annotator(value)
+    except ValueError as err:
+        raise click.BadParameter(str(err))
+
+
+def common(f):
+    """Options every subcommand takes."""
+    for option in reversed([
+        click.option('--bank', 'bank_dir', required=True, metavar='BANK', help='Sample bank folder'),
+        click.option('--annotator', required=True, callback=parse_annotator, metavar='oracle:NAME',
+            help=f'Simulated annotator: {", ".join("oracle:" + t for t in annotators.TASTES)}'),
+        click.option('--temperature', type=click.FloatRange(min=0), default=0.5, show_default=True,
+            help='Bradley-Terry noise in standard deviations of the taste (0 = noise-free)'),
+        click.option('--level', type=float, default=10, show_default=True, help='Raw sigma level of the surface'),
+        click.option('--seed', type=int, default=0, show_default=True, help='Seed of the pair draw and the noise'),
+        click.option('--scores-out', metavar='CSV', help="Also write the taste's noise-free scores as id,reward"),
+        click.option('--dry-run', is_flag=True, help='Print what would be done; write nothing'),
+    ]):
+        f = option(f)
+    return f
+
+#----------------------------------------------------------------------------
+
+@click.group()
+def main():
+    """Judge a bank's samples with a simulated annotator (a geometric taste plus Bradley-Terry noise)."""
+
+
+@main.command()
+@common
+@click.option('--pairs', 'num_pairs', type=click.IntRange(min=1), required=True, help='Distinct random pairs to judge')
+@click.option('--theta', type=click.FloatRange(min=1), default=1.0, show_default=True, help='Rao-Kupper tie parameter (1 = no ties)')
+@click.option('--out', required=True, metavar='JSONL', help='Judgement file to write (replaced atomically)')
+def pairs(bank_dir, annotator, temperature, level, seed, scores_out, dry_run, num_pairs, theta, out):
+    """Write --pairs judgements of random distinct pairs in the JSONL preference format.
+
+    \b
+    python tools/annotate.py pairs --bank out/bank --annotator oracle:nose --pairs 4000 --out labels.jsonl
+    """
+    bank = open_bank(bank_dir)
+    limit = len(bank) * (len(bank) - 1) // 2
+    if num_pairs > limit:
+        raise click.BadParameter(f'{num_pairs} pairs asked for, but {len(bank)} samples give only {limit}', param_hint='--pairs')
+    if dry_run:
+        print(f'would score {len(bank)} samples of {bank_dir} with oracle:{annotator} and write {num_pairs} judgements '
+            f'(temperature {temperature}, theta {theta}) to {out}')
+        return
+    oracle = annotators.OracleAnnotator(annotator, taste_scores(bank, annotator, level), temperature=temperature,
+        theta=theta, seed=seed)
+    judgements = oracle.judgements(oracle.draw_pairs(bank.ids, num_pairs))
+    write_judgements(out, judgements)
+    if scores_out:
+        write_scores(scores_out, oracle.z)
+    agree = np.mean([j.choice == j.extra['noise_free'] for j in judgements])
+    ties = sum(j.choice == 'tie' for j in judgements)
+    print(f'{out}: {len(judgements)} judgements by oracle:{annotator}; {100 * agree:.1f}% agree with the noise-free '
+        f'choice, {ties} ties')
+
+
+@main.command('good-bad')
+@common
+@click.option('--good', 'good_out', required=True, metavar='TXT', help='List of samples labelled good (one id per line)')
+@click.option('--bad', 'bad_out', required=True, metavar='TXT', help='List of samples labelled bad')
+def good_bad(bank_dir, annotator, temperature, level, seed, scores_out, dry_run, good_out, bad_out):
+    """Label every sample good or bad (unpaired): good with probability sigmoid((z - median z) / temperature).
+
+    \b
+    python tools/annotate.py good-bad --bank out/bank --annotator oracle:nose --good good.txt --bad bad.txt
+    """
+    bank = open_bank(bank_dir)
+    if dry_run:
+        print(f'would label {len(bank)} samples of {bank_dir} good or bad with oracle:{annotator} (temperature '
+            f'{temperature}) and write {good_out} and {bad_out}')
+        return
+    oracle = annotators.OracleAnnotator(annotator, taste_scores(bank, annotator, level), temperature=temperature, seed=seed)
+    labels = oracle.good_bad(bank.ids)
+    for path, wanted in ((good_out, 1), (bad_out, 0)):
+        with dnnlib.util.atomic_write(path, 'w', encoding='utf-8') as f:
+            f.write(f'# {"good" if wanted else "bad"} samples by {oracle.name}, temperature {temperature}\n')
+            f.writelines(f'{k}\n' for k, v in labels.items() if v == wanted)
+    if scores_out:
+        write_scores(scores_out, oracle.z)
+    print(f'{sum(labels.values())} good and {len(labels) - sum(labels.values())} bad samples written to {good_out}, {bad_out}')
+
+#----------------------------------------------------------------------------
+
+if __name__ == '__main__':
+    main() # pylint: disable=no-value-for-parameter
+
+#----------------------------------------------------------------------------
