@@ -26,6 +26,7 @@ def rgb_picture(image):
 def write_sample(G, folder, seed, grid, c, truncation_psi, truncation_cutoff, level, dtype, preview_res, meta):
     """Every file of one sample; meta.json last, atomically, so an interrupted sample is redone on resume."""
     os.makedirs(folder, exist_ok=True)
+    torch.manual_seed(seed)                                         # The renderer's stratified ray samples.
     with torch.no_grad():
         ws = G.mapping(seed_latent(G, seed).to(c.device), c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
         image = G.synthesis(ws, c, noise_mode='const')['image'][0]
@@ -73,8 +74,8 @@ def main(network_pkl, trust_pickle, seeds, truncation_psi, truncation_cutoff, re
         return
 
     crop = SlabCrop()
+    G = load_generator(path, device)                    # First: a clear error for a missing or unreadable pickle.
     digest = file_sha256(path)
-    G = load_generator(path, device)
     cube_length = float(G.rendering_kwargs['box_warp'])
     grid = slab_grid(resolution, cube_length=cube_length, crop=crop)
     c = orbit_camera_label(G.rendering_kwargs, device=device)

@@ -1,4 +1,4 @@
-"""The `depth` reward: soft, differentiable depth maps of the slab from a few yaws, then a residual 2D CNN."""
+"""The `depth` reward: soft, differentiable depth maps of the slab from a few yaws, then a residual 2D CNN (the sigma reward's blocks in 2D)."""
 
 import math
 
@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from eg3d_rlhf.preview import VIEWS
+from eg3d_rlhf.rewards.sigma_cnn import ResidualSEBlock
 from torch_utils import misc
 
 #----------------------------------------------------------------------------
@@ -52,39 +53,6 @@ def render_depth(x, yaw_deg, res=64, surface_level=SURFACE_LEVEL, softness=2.0, 
 
 #----------------------------------------------------------------------------
 
-class SqueezeExcite2d(nn.Module):
-    """Channel gates in (0, 1) from the globally pooled 2D activations."""
-
-    def __init__(self, channels, reduction=4):
-        super().__init__()
-        self.fc1 = nn.Linear(channels, max(channels // reduction, 4))
-        self.fc2 = nn.Linear(max(channels // reduction, 4), channels)
-
-    def forward(self, x):
-        gate = torch.sigmoid(self.fc2(F.silu(self.fc1(x.mean(dim=(2, 3))))))
-        return x * gate[:, :, None, None]
-
-
-class ResidualBlock2d(nn.Module):
-    """conv-norm-act-conv-norm, SE gates, plus a (strided 1x1) shortcut; stride 2 halves both axes."""
-
-    def __init__(self, in_channels, out_channels, stride=2):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
-        self.norm1 = nn.GroupNorm(min(8, out_channels), out_channels)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
-        self.norm2 = nn.GroupNorm(min(8, out_channels), out_channels)
-        self.se = SqueezeExcite2d(out_channels)
-        self.shortcut = nn.Identity() if (stride == 1 and in_channels == out_channels) else \
-            nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False)
-
-    def forward(self, x):
-        y = F.silu(self.norm1(self.conv1(x)))
-        y = self.se(self.norm2(self.conv2(y)))
-        return F.silu(y + self.shortcut(x))
-
-#----------------------------------------------------------------------------
-
 class DepthReward(nn.Module):
     def __init__(self,
         views           = ('front', 'three_quarter', 'profile'),   # Names in preview.VIEWS; one depth map each.
@@ -104,7 +72,7 @@ class DepthReward(nn.Module):
         self.surface_level, self.softness = surface_level, softness
         self.stem = nn.Sequential(nn.Conv2d(len(views), channels[0], 3, padding=1, bias=False),
             nn.GroupNorm(min(8, channels[0]), channels[0]), nn.SiLU())
-        self.blocks = nn.Sequential(*[ResidualBlock2d(a, b) for a, b in zip(channels[:-1], channels[1:])])
+        self.blocks = nn.Sequential(*[ResidualSEBlock(a, b, dims=2) for a, b in zip(channels[:-1], channels[1:])])
         self.pool = nn.AdaptiveAvgPool2d((4, 4))
         self.feature_dim = channels[-1] * 16
         self.head = nn.Sequential(nn.Linear(self.feature_dim, hidden), nn.SiLU(), nn.Linear(hidden, 1))

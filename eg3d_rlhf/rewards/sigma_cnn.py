@@ -8,7 +8,7 @@ from torch_utils import misc
 #----------------------------------------------------------------------------
 
 class SqueezeExcite(nn.Module):
-    """Channel gates in (0, 1) from the globally pooled activations."""
+    """Channel gates in (0, 1) from the globally pooled activations (any number of spatial axes)."""
 
     def __init__(self, channels, reduction=4):
         super().__init__()
@@ -16,22 +16,24 @@ class SqueezeExcite(nn.Module):
         self.fc2 = nn.Linear(max(channels // reduction, 4), channels)
 
     def forward(self, x):
-        gate = torch.sigmoid(self.fc2(torch.nn.functional.silu(self.fc1(x.mean(dim=(2, 3, 4))))))
-        return x * gate[:, :, None, None, None]
+        spatial = tuple(range(2, x.ndim))
+        gate = torch.sigmoid(self.fc2(torch.nn.functional.silu(self.fc1(x.mean(dim=spatial)))))
+        return x * gate.view(*gate.shape, *([1] * len(spatial)))
 
 
 class ResidualSEBlock(nn.Module):
-    """conv-norm-act-conv-norm, SE gates, plus a (strided 1x1) shortcut; stride 2 halves every axis."""
+    """conv-norm-act-conv-norm, SE gates, plus a (strided 1x1) shortcut; stride 2 halves every axis. 3D or 2D."""
 
-    def __init__(self, in_channels, out_channels, stride=2):
+    def __init__(self, in_channels, out_channels, stride=2, dims=3):
         super().__init__()
-        self.conv1 = nn.Conv3d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        Conv = {2: nn.Conv2d, 3: nn.Conv3d}[dims]
+        self.conv1 = Conv(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
         self.norm1 = nn.GroupNorm(min(8, out_channels), out_channels)
-        self.conv2 = nn.Conv3d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.conv2 = Conv(out_channels, out_channels, 3, padding=1, bias=False)
         self.norm2 = nn.GroupNorm(min(8, out_channels), out_channels)
         self.se = SqueezeExcite(out_channels)
         self.shortcut = nn.Identity() if (stride == 1 and in_channels == out_channels) else \
-            nn.Conv3d(in_channels, out_channels, 1, stride=stride, bias=False)
+            Conv(in_channels, out_channels, 1, stride=stride, bias=False)
 
     def forward(self, x):
         y = torch.nn.functional.silu(self.norm1(self.conv1(x)))

@@ -1,0 +1,488 @@
+"""Reward training on banks of analytic balls: held-out measures, RewardFitter, checkpoints, train_reward.py, score_bank.py."""
+
+import json
+import math
+import os
+import statistics
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from click.testing import CliRunner
+
+from eg3d_rlhf import annotators, preferences
+from eg3d_rlhf import reward_training as R
+from eg3d_rlhf.bank import Bank
+from eg3d_rlhf.rewards import build_reward, losses
+from eg3d_rlhf.rewards.checkpoint import FORMAT, RewardCheckpointError, load_reward, save_reward
+from eg3d_rlhf.rewards.sigma_cnn import SigmaReward
+from eg3d_rlhf.sigma import normalise_sigma_self, slab_grid
+from tests.test_bank import balls_volume, slab_description, write_bank
+from tools import cli_utils, score_bank, train_reward
+
+pytestmark = pytest.mark.usefixtures('one_thread')
+
+RES = 40                                                # slab_grid(40): slabs of 20 x 22 x 20.
+CENTRE = (0.03, 0.02, 0.15)                             # Off the x = 0 mirror plane, so left-right flips change the input.
+TINY = dict(
+    sigma=dict(channels=(4, 8, 8, 8, 16), hidden=16),     # At least 2 values per norm group at 1 x 1 x 1, even alone.
+    depth=dict(views=('front', 'profile'), render_res=16, channels=(4, 8, 8, 8, 16), hidden=16),
+    pointcloud=dict(num_points=128, widths=(8, 16, 32), hidden=16),
+)
+
+
+def ball_bank(root, count, seed=0, resolution=RES):
+    """A bank of `count` balls of distinct radii (ids in random radius order); returns (folder, {id: radius})."""
+    radii = np.random.RandomState(seed).permutation(np.linspace(0.06, 0.2, count))
+    radii = {f'ball{i:02d}': float(r) for i, r in enumerate(radii)}
+    g = slab_grid(resolution)
+    return write_bank(root, {k: balls_volume(g, [(CENTRE, r)]) for k, r in radii.items()}, resolution), radii
+
+
+def tiny_sigma(seed=0):
+    torch.manual_seed(seed)
+    return SigmaReward(**TINY['sigma'])
+
+#----------------------------------------------------------------------------
+# Held-out measures.
+
+@pytest.mark.parametrize('correct, total, confidence', [(8, 10, 0.95), (0, 5, 0.95), (10, 10, 0.95), (37, 60, 0.9)])
+def test_wilson_interval_matches_the_formula(correct, total, confidence):
+    z = statistics.NormalDist().inv_cdf(1 - (1 - confidence) / 2)
+    p = correct / total
+    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
+    half = z / (1 + z * z / total) * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total))
+    lo, hi = R.wilson_interval(correct, total, confidence)
+    assert lo == pytest.approx(max(centre - half, 0), abs=1e-9) and hi == pytest.approx(min(centre + half, 1), abs=1e-9)
+
+
+def test_wilson_interval_of_nothing_and_of_eight_in_ten():
+    assert R.wilson_interval(0, 0) == (0.0, 1.0)
+    lo, hi = R.wilson_interval(8, 10)
+    assert lo == pytest.approx(0.4902, abs=1e-4) and hi == pytest.approx(0.9433, abs=1e-4)   # By hand, z = 1.96.
+
+
+def test_pairwise_accuracy_counts_model_ties_as_wrong():
+    scores = dict(a=1.0, b=1.0, c=2.0, d=0.5)
+    assert R.pairwise_accuracy(scores, [('c', 'a'), ('a', 'b'), ('b', 'c'), ('a', 'd')]) == (2, 4)
+    assert R.pairwise_accuracy(scores, []) == (0, 0)
+
+
+def test_all_pairs_by_truth():
+    truth = dict(a=1.0, b=3.0, c=3.0, d=0.0, e=2.0)
+    pairs = R.all_pairs_by_truth(truth, ['d', 'c', 'b', 'a'])
+    assert sorted(pairs) == sorted([('b', 'a'), ('c', 'a'), ('a', 'd'), ('b', 'd'), ('c', 'd')])   # b = c: no pair.
+    assert all(truth[w] > truth[l] for w, l in pairs)
+
+
+def test_trl_metrics():
+    chosen, rejected = torch.tensor([2.0, 0.0, 1.0]), torch.tensor([1.0, 1.0, -1.0])
+    m = R.trl_metrics(torch.tensor(0.25), chosen, rejected)
+    assert m == pytest.approx({'loss': 0.25, 'rewards/chosen': 1.0, 'rewards/rejected': 1 / 3,
+        'rewards/accuracies': 2 / 3, 'rewards/margins': 2 / 3})
+    m = R.trl_metrics(torch.tensor(1.0), chosen, rejected[1:])             # Unpaired: no accuracies.
+    assert set(m) == {'loss', 'rewards/chosen', 'rewards/rejected', 'rewards/margins'}
+    assert m['rewards/rejected'] == 0 and m['rewards/margins'] == pytest.approx(1.0)
+    assert R.trl_metrics(torch.tensor(0.5), chosen[:0], rejected[:0]) == {'loss': 0.5}
+
+#----------------------------------------------------------------------------
+# RewardFitter on 24 balls whose liked property is the radius.
+
+@pytest.fixture(scope='module')
+def toy(tmp_path_factory):
+    root, radii = ball_bank(tmp_path_factory.mktemp('toy') / 'bank', 24)
+    bank = Bank(root)
+    index, inputs = R.normalised_inputs(bank, bank.ids, progress=False)
+    return bank, radii, index, inputs
+
+
+def test_normalised_inputs(toy):
+    bank, _, index, inputs = toy
+    assert inputs.shape == (24, 20, 22, 20) and inputs.dtype == torch.float16 and list(index) == bank.ids
+    x = inputs[index['ball05']].float()
+    assert x.min() == 0 and x.max() == 100
+    assert torch.allclose(x, torch.from_numpy(normalise_sigma_self(bank.slab('ball05'))), atol=0.05)
+
+
+def test_fit_learns_the_preference_and_logs_trl_metrics(toy):
+    bank, radii, index, inputs = toy
+    train_ids, val_ids = bank.ids[:16], bank.ids[16:]
+    records = []
+    fitter = R.RewardFitter(tiny_sigma(), index, inputs, R.FitOptions(epochs=6, lr=3e-3), log=records.append)
+    truth = dict(radii)
+    before = R.pairwise_accuracy(fitter.scores(val_ids), R.all_pairs_by_truth(truth, val_ids))
+    if before[0] > before[1] / 2:                   # Prefer whichever size the untrained model ranks lower.
+        truth = {k: -v for k, v in truth.items()}
+    val_pairs = R.all_pairs_by_truth(truth, val_ids)
+    before = R.pairwise_accuracy(fitter.scores(val_ids), val_pairs)
+    history = fitter.fit(dict(pairs=R.all_pairs_by_truth(truth, train_ids), ties=[]), val_pairs, progress=False)
+    after = R.pairwise_accuracy(fitter.scores(val_ids), val_pairs)
+    assert before[0] / before[1] <= 0.5 and after[0] / after[1] >= 0.9 and after[0] / after[1] == max(history)
+    assert len(records) == 2 * len(history)
+    keys = {'loss', 'rewards/chosen', 'rewards/rejected', 'rewards/accuracies', 'rewards/margins'}
+    assert set(records[0]) == {'epoch', 'step'} | keys and records[0]['step'] == math.ceil(120 / 16)
+    assert set(records[1]) == {'epoch', 'step'} | {'eval_' + k for k in keys}
+    assert [r['eval_rewards/accuracies'] for r in records[1::2]] == pytest.approx(history)
+
+
+def test_fit_keeps_the_best_epoch_and_stops_early(toy, monkeypatch):
+    bank, radii, index, inputs = toy
+    fitter = R.RewardFitter(tiny_sigma(), index, inputs, R.FitOptions(epochs=10, patience=2, lr=1e-2))
+    scripted, states = iter([0.5, 0.9, 0.6, 0.9, 0.7]), []
+
+    def evaluate(pairs, ids, epoch):
+        states.append({k: v.clone() for k, v in fitter.model.state_dict().items()})
+        return next(scripted)
+
+    monkeypatch.setattr(fitter, 'evaluate', evaluate)
+    train = dict(pairs=R.all_pairs_by_truth(radii, bank.ids[:8]), ties=[])
+    history = fitter.fit(train, [], progress=False)
+    assert history == [0.5, 0.9, 0.6, 0.9]                                  # Two epochs without a better one: stop.
+    assert not torch.equal(states[1]['head.2.weight'], states[3]['head.2.weight'])
+    assert all(torch.equal(v, states[1][k]) for k, v in fitter.model.state_dict().items())   # The first 0.9.
+
+
+def test_ties_are_modelled_or_dropped(toy):
+    bank, radii, index, inputs = toy
+    pairs = R.all_pairs_by_truth(radii, bank.ids[:6])                       # 15 pairs.
+    ties = [(bank.ids[6], bank.ids[7]), (bank.ids[8], bank.ids[9])]
+    train = dict(pairs=pairs, ties=ties)
+    results = {}
+    for mode in ('drop', 'model'):
+        fitter = R.RewardFitter(tiny_sigma(), index, inputs, R.FitOptions(ties=mode, batch=4, mirror=False, epochs=2))
+        batches = fitter.train_batches(train)
+        kinds = [k for batch in batches for k, _ in batch]
+        assert kinds.count('pair') == 15 and kinds.count('tie') == (2 if mode == 'model' else 0)
+        assert len(batches) == math.ceil(len(kinds) / 4)
+        fitter.model.eval()
+        loss, metrics = fitter.pair_loss(pairs[:3], ties)
+        results[mode] = loss.item()
+        assert metrics['loss'] == pytest.approx(loss.item())
+        history = fitter.fit(train, pairs[:5], progress=False)
+        assert len(history) == 2
+    r = tiny_sigma().eval().score(inputs[[index[x] for x in bank.ids[:10]]].float())
+    at = {x: i for i, x in enumerate(bank.ids[:10])}
+    rw = torch.stack([r[at[w]] for w, _ in pairs[:3]] + [r[at[a]] for a, _ in ties])
+    rl = torch.stack([r[at[l]] for _, l in pairs[:3]] + [r[at[b]] for _, b in ties])
+    assert results['model'] == pytest.approx(losses.bradley_terry_ties(rw, rl, torch.tensor([False] * 3 + [True] * 2)).item(), rel=1e-4)
+    assert results['drop'] == pytest.approx(losses.bradley_terry(rw[:3], rl[:3]).item(), rel=1e-4)
+
+
+def test_unpaired_labels_train_in_balanced_batches(toy):
+    bank, radii, index, inputs = toy
+    median = np.median(list(radii.values()))
+    labels = {k: int(radii[k] > median) for k in bank.ids[:16]}
+    records = []
+    fitter = R.RewardFitter(tiny_sigma(), index, inputs, R.FitOptions(epochs=2, batch=6, lr=3e-3), log=records.append)
+    batches = fitter.train_batches(dict(labels=labels))
+    good = sum(labels.values())
+    assert len(batches) == min(good, 16 - good) // 3
+    assert all(len(b) == 6 and sum(labels[x] for x in b) == 3 for b in batches)
+    val = bank.ids[16:]
+    val_pairs = [(g, b) for g in val for b in val if radii[g] > median >= radii[b]]
+    history = fitter.fit(dict(labels=labels), val_pairs, progress=False)
+    assert len(history) == 2 and all(0 <= h <= 1 for h in history)
+    assert np.isfinite(records[0]['loss']) and 'rewards/accuracies' in records[0]
+
+#----------------------------------------------------------------------------
+# Checkpoints.
+
+class NotAReward:
+    """Any pickled object that weights_only loading refuses."""
+
+
+def test_checkpoint_round_trip_gives_identical_scores(toy, tmp_path):
+    bank, _, index, inputs = toy
+    model = tiny_sigma(seed=3).eval()
+    path = str(tmp_path / 'r.pt')
+    slab = bank.meta(bank.ids[0])['slab']
+    save_reward(path, model, 'sigma', slab, training=dict(note='test', accuracy=0.5))
+    loaded, info = load_reward(path)
+    x = inputs[:5].float()
+    with torch.no_grad():
+        assert torch.equal(loaded.score(x), model.score(x))
+    assert not loaded.training and info['kind'] == 'sigma' and info['config'] == model.config
+    assert info['input'] == dict(normalisation='self_minmax_0_100', slab=slab) and info['training']['note'] == 'test'
+    raw = torch.load(path, weights_only=True)
+    assert raw['format'] == FORMAT and set(raw['state_dict']) == set(model.state_dict())
+
+
+def test_not_a_checkpoint_is_a_one_line_error(tmp_path):
+    cases = {'text.pt': 'not a reward checkpoint (', 'object.pt': 'not a reward checkpoint (', 'dict.pt': f'of format {FORMAT}',
+        'missing.pt': 'no such reward checkpoint', 'odd.pt': "unknown input normalisation 'zscore'"}
+    (tmp_path / 'text.pt').write_text('hello\nworld\n')
+    torch.save(NotAReward(), tmp_path / 'object.pt')
+    torch.save(dict(weights=torch.zeros(2)), tmp_path / 'dict.pt')
+    save_reward(str(tmp_path / 'odd.pt'), tiny_sigma(), 'sigma', slab_description(RES))
+    odd = torch.load(tmp_path / 'odd.pt', weights_only=True)
+    odd['input']['normalisation'] = 'zscore'
+    torch.save(odd, tmp_path / 'odd.pt')
+    for name, message in cases.items():
+        with pytest.raises(RewardCheckpointError) as info:
+            load_reward(str(tmp_path / name))
+        text = str(info.value)
+        assert text.startswith(str(tmp_path / name) + ': ') and message in text and '\n' not in text, text
+
+#----------------------------------------------------------------------------
+# tools/train_reward.py on banks of balls.
+
+@pytest.fixture(scope='module')
+def balls(tmp_path_factory):
+    """40 balls, 300 noise-free judgements (bigger liked), the true radii as id,reward and a median good/bad split."""
+    folder = tmp_path_factory.mktemp('balls')
+    root, radii = ball_bank(folder / 'bank', 40, seed=1)
+    oracle = annotators.OracleAnnotator('nose', radii, temperature=0, seed=0)
+    preferences.write_judgements(str(folder / 'labels.jsonl'), oracle.judgements(oracle.draw_pairs(radii, 300)))
+    cli_utils.write_scores(str(folder / 'truth.csv'), radii)
+    median = np.median(list(radii.values()))
+    (folder / 'good.txt').write_text(''.join(f'{k}\n' for k, v in radii.items() if v > median))
+    (folder / 'bad.txt').write_text(''.join(f'{k}\n' for k, v in radii.items() if v <= median))
+    return dict(bank=root, radii=radii, labels=str(folder / 'labels.jsonl'), truth=str(folder / 'truth.csv'),
+        good=str(folder / 'good.txt'), bad=str(folder / 'bad.txt'))
+
+
+@pytest.fixture
+def tiny_models(monkeypatch):
+    """train_reward builds small models of the asked-for kind."""
+    monkeypatch.setattr(train_reward, 'build_reward', lambda kind: build_reward(kind, **TINY[kind]))
+
+
+def train(*args):
+    return CliRunner().invoke(train_reward.main, ['--device', 'cpu', *[str(a) for a in args]])
+
+
+def ok(result):
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result
+
+
+def read_jsonl(path):
+    with open(path, encoding='utf-8') as f:
+        return [json.loads(line) for line in f]
+
+
+def test_train_reward_end_to_end(balls, tmp_path):
+    out = tmp_path / 'run' / 'reward.pt'
+    result = ok(train('--bank', balls['bank'], '--labels', balls['labels'], '--truth', balls['truth'], '--epochs', 2, '--out', out))
+    for suffix in ('.pt', '.metrics.jsonl', '.report.json', '.curves.png'):
+        assert os.path.isfile(tmp_path / 'run' / f'reward{suffix}'), suffix
+    records = read_jsonl(tmp_path / 'run' / 'reward.metrics.jsonl')
+    keys = ['loss', 'rewards/chosen', 'rewards/rejected', 'rewards/accuracies', 'rewards/margins']
+    train_records = [r for r in records if 'loss' in r]
+    eval_records = [r for r in records if 'eval_loss' in r]
+    assert len(train_records) == len(eval_records) >= 1 and len(records) == 2 * len(eval_records)
+    assert all(set(keys) <= set(r) for r in train_records)
+    assert all({'eval_' + k for k in keys} <= set(r) for r in eval_records)
+    report = json.loads((tmp_path / 'run' / 'reward.report.json').read_text())
+    assert report['reward'] == 'sigma' and report['config'] == SigmaReward().config
+    assert report['epochs_run'] == len(eval_records) <= 2
+    assert report['val_accuracy'] == pytest.approx([r['eval_rewards/accuracies'] for r in eval_records])
+    assignment = preferences.split_samples(balls['radii'], (0.7, 0.15, 0.15), seed=0)
+    test_ids = [x for x in sorted(balls['radii']) if assignment[x] == 'test']
+    truth_pairs = R.all_pairs_by_truth(balls['radii'], test_ids)
+    for key, total in (('test_labels', report['counts']['test']), ('test_truth', len(truth_pairs))):
+        held = report['held_out'][key]
+        assert held['total'] == total and held['accuracy'] == pytest.approx(held['correct'] / total)
+        lo, hi = R.wilson_interval(held['correct'], total)
+        assert held['wilson95'] == pytest.approx([lo, hi])
+    truth_line = (f"held-out accuracy against --truth (all test-sample pairs): {100 * report['held_out']['test_truth']['accuracy']:.1f}% "
+        f'of {len(truth_pairs)} pairs (95% Wilson interval {100 * lo:.1f}-{100 * hi:.1f}%)')
+    assert truth_line in result.output and 'held-out accuracy on test labels: ' in result.output
+    model, info = load_reward(str(out))
+    assert info['kind'] == 'sigma' and info['input']['slab'] == Bank(balls['bank']).meta('ball00')['slab']
+    assert info['training']['held_out'] == report['held_out']
+    x = torch.stack([torch.from_numpy(normalise_sigma_self(Bank(balls['bank']).slab(i))) for i in test_ids])
+    with torch.no_grad():
+        scores = dict(zip(test_ids, model.score(x).tolist()))
+    assert R.pairwise_accuracy(scores, truth_pairs)[0] == report['held_out']['test_truth']['correct']
+    with PIL.Image.open(tmp_path / 'run' / 'reward.curves.png') as im:
+        assert im.size == (900, 350)
+
+
+def test_train_reward_good_bad_and_reg_weight(balls, tmp_path, tiny_models):
+    assignment = preferences.split_samples(balls['radii'], (0.7, 0.15, 0.15), seed=0)
+    sizes = {s: sum(v == s for v in assignment.values()) for s in ('train', 'val', 'test')}   # Every sample is labelled.
+    runs = {}
+    for weight in (1.0, 0.0):
+        out = tmp_path / f'w{weight}.pt'
+        ok(train('--bank', balls['bank'], '--good', balls['good'], '--bad', balls['bad'], '--epochs', 1, '--batch', 8,
+            '--reg-weight', weight, '--out', out))
+        report = json.loads((tmp_path / f'w{weight}.report.json').read_text())
+        assert report['options']['reg_weight'] == weight and report['labels'] is None
+        assert report['good'] == balls['good'] and report['counts'] == sizes
+        runs[weight] = read_jsonl(tmp_path / f'w{weight}.metrics.jsonl')[0]
+    assert runs[1.0]['loss'] != pytest.approx(runs[0.0]['loss'])
+    median = np.median(list(balls['radii'].values()))
+    test = [x for x in balls['radii'] if assignment[x] == 'test']
+    good = sum(balls['radii'][x] > median for x in test)
+    assert report['held_out']['test_labels']['total'] == good * (len(test) - good)   # Every good x bad test pair.
+    result = train('--bank', balls['bank'], '--good', balls['good'], '--bad', balls['bad'], '--reg-weight', -1, '--out', out)
+    assert result.exit_code == 2 and '--reg-weight' in result.output
+
+
+@pytest.mark.parametrize('kind', ['depth', 'pointcloud', 'sigma'])
+def test_train_reward_kinds(balls, tmp_path, tiny_models, kind):
+    out = tmp_path / f'{kind}.pt'
+    ok(train('--bank', balls['bank'], '--labels', balls['labels'], '--reward', kind, '--epochs', 1, '--batch', 32, '--out', out))
+    model, info = load_reward(str(out))
+    assert info['kind'] == kind and type(model) is type(build_reward(kind, **TINY[kind]))
+    assert info['config'] == build_reward(kind, **TINY[kind]).config
+    result = train('--bank', balls['bank'], '--labels', balls['labels'], '--reward', 'voxels', '--out', out)
+    assert result.exit_code == 2 and "'voxels' is not one of 'depth', 'pointcloud', 'sigma'" in result.output
+
+
+def test_train_reward_split_and_split_seed(balls, tmp_path):
+    ids = sorted(balls['radii'])
+    judgements = preferences.load_judgements(balls['labels'])
+    for fractions, seed in (('0.5,0.25,0.25', 0), ('2,1,1', 3), ('0.7,0.15,0.15', 3)):
+        args = ['--split', fractions] + (['--split-seed', seed] if seed else [])
+        result = ok(train('--bank', balls['bank'], '--labels', balls['labels'], '--out', tmp_path / 'r.pt', '--dry-run', *args))
+        parts = [float(p) for p in fractions.split(',')]
+        split = preferences.split_judgements(judgements, preferences.split_samples(ids, [p / sum(parts) for p in parts], seed=seed))
+        counts = {s: len(split[s]) for s in ('train', 'val', 'test', 'dropped')}
+        assert f'pairs per split: {counts}' in result.output, (result.output, counts)
+    assert not os.listdir(tmp_path)
+    for bad in ('0.5,0.5', '1,0,1', 'a,b,c', '1,-1,1', ''):
+        result = train('--bank', balls['bank'], '--labels', balls['labels'], '--out', tmp_path / 'r.pt', '--split', bad)
+        assert result.exit_code == 2 and 'expected three positive fractions train,val,test' in result.output, bad
+
+
+def test_train_reward_ties_and_batch(balls, tmp_path, tiny_models):
+    oracle = annotators.OracleAnnotator('nose', balls['radii'], temperature=0.3, theta=3.0, seed=1)
+    labels = tmp_path / 'ties.jsonl'
+    preferences.write_judgements(str(labels), oracle.judgements(oracle.draw_pairs(balls['radii'], 300)))
+    assignment = preferences.split_samples(balls['radii'], (0.7, 0.15, 0.15), seed=0)
+    pairs, ties = preferences.to_pairs(preferences.split_judgements(preferences.load_judgements(str(labels)), assignment)['train'])
+    assert len(ties) >= 10
+    for mode, batch in (('drop', 8), ('model', 8), ('model', 20)):
+        out = tmp_path / f'{mode}{batch}.pt'
+        ok(train('--bank', balls['bank'], '--labels', labels, '--ties', mode, '--batch', batch, '--epochs', 1, '--out', out))
+        first = read_jsonl(tmp_path / f'{mode}{batch}.metrics.jsonl')[0]
+        items = len(pairs) + (len(ties) if mode == 'model' else 0)
+        assert first['step'] == math.ceil(items / batch), (mode, batch)
+        assert json.loads((tmp_path / f'{mode}{batch}.report.json').read_text())['options']['ties'] == mode
+    for bad in (['--ties', 'keep'], ['--batch', 1]):
+        result = train('--bank', balls['bank'], '--labels', labels, '--out', tmp_path / 'x.pt', *bad)
+        assert result.exit_code == 2 and bad[0] in result.output
+
+
+def test_train_reward_patience_and_learning_rate(balls, tmp_path, tiny_models):
+    # So small a learning rate that validation accuracy never improves: training stops `patience` epochs after the first.
+    for patience in (1, 2):
+        out = tmp_path / f'p{patience}.pt'
+        ok(train('--bank', balls['bank'], '--labels', balls['labels'], '--lr', 1e-12, '--epochs', 5, '--patience', patience,
+            '--batch', 64, '--out', out))
+        report = json.loads((tmp_path / f'p{patience}.report.json').read_text())
+        assert report['epochs_run'] == patience + 1 and report['best_epoch'] == 0 and report['options']['lr'] == 1e-12
+    for bad in (['--lr', 0], ['--patience', 0], ['--epochs', 0]):
+        result = train('--bank', balls['bank'], '--labels', balls['labels'], '--out', tmp_path / 'x.pt', *bad)
+        assert result.exit_code == 2 and bad[0] in result.output
+
+
+def test_train_reward_seed_and_mirror(balls, tmp_path, tiny_models):
+    def losses_of(name, *args):
+        ok(train('--bank', balls['bank'], '--labels', balls['labels'], '--epochs', 1, '--batch', 32, '--out', tmp_path / f'{name}.pt', *args))
+        return read_jsonl(tmp_path / f'{name}.metrics.jsonl')
+
+    first = losses_of('a', '--seed', 4)
+    assert losses_of('b', '--seed', 4) == first
+    assert losses_of('c', '--seed', 5)[0]['loss'] != pytest.approx(first[0]['loss'])
+    assert losses_of('d', '--seed', 4, '--no-mirror')[0]['loss'] != pytest.approx(first[0]['loss'])
+    assert json.loads((tmp_path / 'd.report.json').read_text())['options']['mirror'] is False
+    assert json.loads((tmp_path / 'a.report.json').read_text())['options']['mirror'] is True
+
+
+def test_train_reward_without_truth(balls, tmp_path, tiny_models):
+    result = ok(train('--bank', balls['bank'], '--labels', balls['labels'], '--epochs', 1, '--out', tmp_path / 'r.pt'))
+    assert 'against --truth' not in result.output
+    assert set(json.loads((tmp_path / 'r.report.json').read_text())['held_out']) == {'test_labels'}
+
+
+def test_train_reward_dry_run_and_device(balls, tmp_path):
+    result = ok(train('--bank', balls['bank'], '--labels', balls['labels'], '--truth', balls['truth'], '--out', tmp_path / 'r.pt', '--dry-run'))
+    assert '40 samples; pairs per split' in result.output and 'would train for at most 20 epochs' in result.output
+    assert not os.listdir(tmp_path)
+    if not torch.cuda.is_available():
+        result = train('--bank', balls['bank'], '--labels', balls['labels'], '--out', tmp_path / 'r.pt', '--device', 'cuda')
+        assert result.exit_code == 2 and 'CUDA is not available' in result.output
+    assert not os.listdir(tmp_path)
+
+
+def test_train_reward_errors(balls, tmp_path):
+    base = ['--bank', balls['bank'], '--out', tmp_path / 'r.pt']
+    for args in (['--labels', balls['labels'], '--good', balls['good'], '--bad', balls['bad']], ['--good', balls['good']], []):
+        result = train(*base, *args)
+        assert result.exit_code == 2 and 'give either --labels (pairs) or both --good and --bad' in result.output
+    labels = tmp_path / 'l.jsonl'
+    labels.write_text(open(balls['labels']).readlines()[0] + json.dumps(dict(a='ball01', b='ball77', choice='a',
+        annotator='x', time='2026-01-01T00:00:00+00:00')) + '\n')
+    result = train(*base, '--labels', labels)
+    assert result.exit_code == 1 and f'{labels}:2: unknown sample id ball77' in result.output
+    bad = tmp_path / 'bad.txt'
+    bad.write_text(open(balls['bad']).read() + 'ball99\n')
+    result = train(*base, '--good', balls['good'], '--bad', bad)
+    assert result.exit_code == 1 and 'unknown sample id ball99' in result.output
+    truth = tmp_path / 't.csv'
+    truth.write_text('id,reward\nball01,0.5\nball88,1\n')
+    result = train(*base, '--labels', balls['labels'], '--truth', truth)
+    assert result.exit_code == 1 and f'{truth}:3: unknown sample id ball88' in result.output
+    labels.write_text(open(balls['labels']).readlines()[0])                  # One pair: nothing to validate on.
+    result = train(*base, '--labels', labels)
+    assert result.exit_code == 1 and 'not enough labels for a split by sample' in result.output
+    result = train('--bank', tmp_path / 'nowhere', '--labels', balls['labels'], '--out', tmp_path / 'r.pt')
+    assert result.exit_code == 1 and 'no such bank folder' in result.output
+    assert sorted(os.listdir(tmp_path)) == ['bad.txt', 'l.jsonl', 't.csv']
+
+#----------------------------------------------------------------------------
+# tools/score_bank.py.
+
+@pytest.fixture(scope='module')
+def scored(tmp_path_factory):
+    folder = tmp_path_factory.mktemp('scored')
+    root, radii = ball_bank(folder / 'bank', 11, seed=2)
+    model = tiny_sigma(seed=7).eval()
+    save_reward(str(folder / 'r.pt'), model, 'sigma', Bank(root).meta('ball00')['slab'])
+    return dict(bank=root, model=model, reward=str(folder / 'r.pt'))
+
+
+def score(*args):
+    return CliRunner().invoke(score_bank.main, ['--device', 'cpu', *[str(a) for a in args]])
+
+
+def test_score_bank_writes_every_sample_in_id_order(scored, tmp_path):
+    bank = Bank(scored['bank'])
+    x = torch.stack([torch.from_numpy(normalise_sigma_self(bank.slab(i))) for i in bank.ids])
+    with torch.no_grad():
+        want = dict(zip(bank.ids, scored['model'].score(x).tolist()))
+    results = {}
+    for batch in (8, 1, 4):
+        out = tmp_path / f'b{batch}.csv'
+        result = ok(score('--reward-model', scored['reward'], '--bank', scored['bank'], '--out', out, '--batch', batch))
+        results[batch] = cli_utils.read_scores(str(out), known_ids=bank.ids)
+        assert list(results[batch]) == bank.ids and results[batch] == pytest.approx(want, abs=1e-5)
+        assert f'| {math.ceil(11 / batch)}/{math.ceil(11 / batch)} [' in result.output      # Progress: batches done.
+    best = max(want, key=want.get)
+    assert f'11 samples scored; highest {best}' in result.output
+    assert results[1] == pytest.approx(results[4], abs=1e-5)
+    result = score('--reward-model', scored['reward'], '--bank', scored['bank'], '--out', out, '--batch', 0)
+    assert result.exit_code == 2 and '--batch' in result.output
+
+
+def test_score_bank_refusals_and_dry_run(scored, tmp_path):
+    other, _ = ball_bank(tmp_path / 'other', 3, resolution=32)
+    out = tmp_path / 's.csv'
+    result = score('--reward-model', scored['reward'], '--bank', other, '--out', out)
+    assert result.exit_code == 1 and 'slabs of the 32^3 grid, shape [16, 18, 17]' in result.output
+    assert 'was trained on the 40^3 grid, shape [20, 22, 20]' in result.output
+    (tmp_path / 'junk.pt').write_text('not a checkpoint\n')
+    result = score('--reward-model', tmp_path / 'junk.pt', '--bank', scored['bank'], '--out', out)
+    assert result.exit_code == 1 and 'not a reward checkpoint' in result.output
+    result = score('--reward-model', scored['reward'], '--bank', tmp_path / 'nowhere', '--out', out)
+    assert result.exit_code == 1 and 'no such bank folder' in result.output
+    result = ok(score('--reward-model', scored['reward'], '--bank', scored['bank'], '--out', out, '--dry-run'))
+    assert 'would score 11 samples' in result.output and 'with the sigma reward' in result.output
+    if not torch.cuda.is_available():
+        result = score('--reward-model', scored['reward'], '--bank', scored['bank'], '--out', out, '--device', 'cuda')
+        assert result.exit_code == 2 and 'CUDA is not available' in result.output
+    assert sorted(os.listdir(tmp_path)) == ['junk.pt', 'other']
