@@ -25,6 +25,14 @@ def normalised_inputs(bank, ids, progress=True):
     return {x: i for i, x in enumerate(ids)}, data
 
 
+def mean_input(index, inputs, ids):
+    """Mean normalised slab [X, Y, Z] (float32) of `ids`: the sigma reward's reference."""
+    total = torch.zeros(inputs.shape[1:], dtype=torch.float64)
+    for sample_id in ids:
+        total += inputs[index[sample_id]].double()
+    return (total / max(len(ids), 1)).float()
+
+
 def pairwise_accuracy(scores, pairs):
     """(correct, total) over (winner, loser) pairs given {id: score}; a model tie counts as wrong."""
     correct = sum(scores[w] > scores[l] for w, l in pairs)

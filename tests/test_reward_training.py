@@ -245,7 +245,7 @@ def balls(tmp_path_factory):
 @pytest.fixture
 def tiny_models(monkeypatch):
     """train_reward builds small models of the asked-for kind."""
-    monkeypatch.setattr(train_reward, 'build_reward', lambda kind: build_reward(kind, **TINY[kind]))
+    monkeypatch.setattr(train_reward, 'build_reward', lambda kind, **extra: build_reward(kind, **TINY[kind], **extra))
 
 
 def train(*args):
@@ -486,3 +486,33 @@ def test_score_bank_refusals_and_dry_run(scored, tmp_path):
         result = score('--reward-model', scored['reward'], '--bank', scored['bank'], '--out', out, '--device', 'cuda')
         assert result.exit_code == 2 and 'CUDA is not available' in result.output
     assert sorted(os.listdir(tmp_path)) == ['junk.pt', 'other']
+
+#----------------------------------------------------------------------------
+# The sigma reward's reference slab (--centre).
+
+def test_sigma_reference_is_subtracted_and_resampled_for_other_sizes():
+    model = SigmaReward(channels=(4, 8, 8, 8, 16), hidden=16, reference_shape=[20, 22, 21])
+    ref = torch.rand(20, 22, 21) * 100
+    model.set_reference(ref)
+    x = torch.rand(2, 20, 22, 21) * 100
+    assert torch.equal(model.centred(x), x - ref)
+    assert torch.allclose(model.centred(ref[None]), torch.zeros(1, 20, 22, 21))
+    small = torch.nn.functional.interpolate(ref[None, None], size=(10, 11, 11), mode='trilinear', align_corners=True)[0]
+    assert torch.allclose(model.centred(small), torch.zeros_like(small), atol=1e-4)
+    plain = SigmaReward(channels=(4, 8, 8, 8, 16), hidden=16)
+    assert plain.centred(x) is x and plain.config['reference_shape'] is None
+
+
+def test_train_reward_centre(balls, tmp_path, tiny_models):
+    ok(train('--bank', balls['bank'], '--labels', balls['labels'], '--epochs', 1, '--out', tmp_path / 'c.pt'))
+    model, info = load_reward(str(tmp_path / 'c.pt'))
+    assert info['training']['centre'] is True and model.reference is not None
+    bank = Bank(str(balls['bank']))
+    index, inputs = R.normalised_inputs(bank, bank.ids, progress=False)
+    train_ids = [x for x, s in preferences.split_samples(bank.ids, (0.7, 0.15, 0.15), seed=0).items() if s == 'train']
+    assert torch.allclose(model.reference, R.mean_input(index, inputs, train_ids), atol=1e-4)
+    ok(train('--bank', balls['bank'], '--labels', balls['labels'], '--epochs', 1, '--no-centre', '--out', tmp_path / 'n.pt'))
+    assert load_reward(str(tmp_path / 'n.pt'))[0].reference is None
+    ok(train('--bank', balls['bank'], '--labels', balls['labels'], '--epochs', 1, '--reward', 'depth', '--out', tmp_path / 'd.pt'))
+    refused = train('--bank', balls['bank'], '--labels', balls['labels'], '--reward', 'depth', '--centre', '--out', tmp_path / 'e.pt')
+    assert refused.exit_code != 0 and 'sigma only' in refused.output

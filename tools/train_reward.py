@@ -70,12 +70,13 @@ def plot_curves(path, records):
 @click.option('--batch', type=click.IntRange(min=2), default=16, show_default=True, help='Pairs (or samples, unpaired) per step')
 @click.option('--lr', type=click.FloatRange(min=0, min_open=True), default=3e-4, show_default=True, help='Learning rate')
 @click.option('--mirror/--no-mirror', default=True, show_default=True, help='Random left-right flips while training')
+@click.option('--centre/--no-centre', default=None, help='Subtract the training samples\' mean slab first (sigma only)  [default: on for sigma]')
 @click.option('--reg-weight', type=click.FloatRange(min=0), default=1.0, show_default=True, help='Unpaired: weight of the score regression term')
 @click.option('--seed', type=int, default=0, show_default=True, help='Seed of the initial weights, batch order and flips')
 @click.option('--dry-run', is_flag=True, help='Validate the inputs and print the plan; train and write nothing')
 @click.option('--device', 'device_name', type=click.Choice(['auto', 'cpu', 'cuda']), default='auto', show_default=True)
 def main(bank_dir, labels_path, good_path, bad_path, kind, out, truth_path, fractions, split_seed, ties, epochs, patience,
-        batch, lr, mirror, reg_weight, seed, dry_run, device_name):
+        batch, lr, mirror, centre, reg_weight, seed, dry_run, device_name):
     """Split the bank's samples into train/val/test (no sample in two splits), fit the reward on the training labels
     with early stopping on validation pairwise accuracy, keep the best epoch, and report held-out pairwise accuracy
     (a model tie counts as wrong) with a 95% Wilson interval.
@@ -85,6 +86,9 @@ def main(bank_dir, labels_path, good_path, bad_path, kind, out, truth_path, frac
     """
     if bool(labels_path) == bool(good_path or bad_path) or bool(good_path) != bool(bad_path):
         raise click.UsageError('give either --labels (pairs) or both --good and --bad (unpaired)')
+    if centre and kind != 'sigma':
+        raise click.BadParameter(f'the {kind} reward reads the surface, not the density; --centre is for sigma only', param_hint='--centre')
+    centre = (kind == 'sigma') if centre is None else centre
     try:
         bank = Bank(bank_dir)
         assignment = preferences.split_samples(bank.ids, fractions, seed=split_seed)
@@ -118,8 +122,12 @@ def main(bank_dir, labels_path, good_path, bad_path, kind, out, truth_path, frac
 
     device = pick_device(device_name)
     torch.manual_seed(seed)
-    model = build_reward(kind)
     index, inputs = reward_training.normalised_inputs(bank, bank.ids)
+    if centre:
+        model = build_reward(kind, reference_shape=list(inputs.shape[1:]))
+        model.set_reference(reward_training.mean_input(index, inputs, split_ids['train']))
+    else:
+        model = build_reward(kind)
     metrics_path = side_path(out, '.metrics.jsonl')
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     records = []
@@ -143,7 +151,7 @@ def main(bank_dir, labels_path, good_path, bad_path, kind, out, truth_path, frac
         results['test_truth'] = held_out('held-out accuracy against --truth (all test-sample pairs)',
             *reward_training.pairwise_accuracy(scores, truth_pairs))
     slab = bank.meta(bank.ids[0])['slab']
-    report = dict(bank=os.path.abspath(bank_dir), labels=labels_path, good=good_path, bad=bad_path, truth=truth_path,
+    report = dict(bank=os.path.abspath(bank_dir), centre=centre, labels=labels_path, good=good_path, bad=bad_path, truth=truth_path,
         reward=kind, config=model.config, options=options.__dict__, split=list(fractions), split_seed=split_seed,
         counts=counts, epochs_run=len(history), best_epoch=int(np.argmax(history)), val_accuracy=history,
         train_seconds=seconds, held_out=results)

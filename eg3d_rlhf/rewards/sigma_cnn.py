@@ -47,10 +47,15 @@ class SigmaReward(nn.Module):
         pool            = (4, 4, 4),                # Adaptive pooling size; channels[-1] * prod(pool) = feature size.
         hidden          = 512,                      # Hidden units of the scoring MLP.
         input_scale     = 0.01,                     # Multiplier of the normalised slab ([0, 100] -> [0, 1]).
+        reference_shape = None,                     # (X, Y, Z) of a reference slab subtracted from inputs; None = off.
     ):
         super().__init__()
-        self.config = dict(channels=list(channels), pool=list(pool), hidden=hidden, input_scale=input_scale)
+        self.config = dict(channels=list(channels), pool=list(pool), hidden=hidden, input_scale=input_scale,
+            reference_shape=None if reference_shape is None else list(reference_shape))
         self.input_scale = input_scale
+        # The mean normalised slab of the training bank (set_reference). Heads of one generator share most of their
+        # density, so the differences people judge are small next to it; subtracting it lets the first layers see them.
+        self.register_buffer('reference', None if reference_shape is None else torch.zeros(list(reference_shape)))
         self.stem = nn.Sequential(nn.Conv3d(1, channels[0], 3, stride=2, padding=1, bias=False),
             nn.GroupNorm(min(8, channels[0]), channels[0]), nn.SiLU())
         self.blocks = nn.Sequential(*[ResidualSEBlock(a, b) for a, b in zip(channels[:-1], channels[1:])])
@@ -58,10 +63,24 @@ class SigmaReward(nn.Module):
         self.feature_dim = channels[-1] * pool[0] * pool[1] * pool[2]
         self.head = nn.Sequential(nn.Linear(self.feature_dim, hidden), nn.SiLU(), nn.Linear(hidden, 1))
 
+    def set_reference(self, mean_slab):
+        """Store the mean normalised slab [X, Y, Z] of the training inputs (needs reference_shape)."""
+        assert self.reference is not None, 'built without reference_shape'
+        self.reference.copy_(torch.as_tensor(mean_slab, dtype=torch.float32))
+
+    def centred(self, x):
+        """x minus the reference slab, resampled (trilinear) when x has another size; x itself when there is none."""
+        if self.reference is None:
+            return x
+        ref = self.reference
+        if tuple(ref.shape) != tuple(x.shape[1:]):
+            ref = torch.nn.functional.interpolate(ref[None, None], size=x.shape[1:], mode='trilinear', align_corners=True)[0, 0]
+        return x - ref.to(x.dtype)
+
     def features(self, x):
         """Normalised slabs [N, X, Y, Z] (self min-max to [0, 100]) -> global features [N, feature_dim]."""
         misc.assert_shape(x, [None, None, None, None])
-        y = self.blocks(self.stem(x[:, None] * self.input_scale))
+        y = self.blocks(self.stem(self.centred(x)[:, None] * self.input_scale))
         return self.pool(y).flatten(1)
 
     def score(self, x):
