@@ -56,3 +56,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope='session')
+def tiny_network_pkl(tmp_path_factory):
+    """A network pickle holding tests.test_shape_tools.tiny_generator() as G and G_ema (no D)."""
+    from tests.test_shape_tools import tiny_generator
+    from training import legacy
+    G = tiny_generator().eval()
+    path = str(tmp_path_factory.mktemp('net') / 'tiny.pkl')
+    legacy.save_network_pkl(path, dict(G=G, G_ema=G, D=None, augment_pipe=None, training_set_kwargs=None))
+    return path

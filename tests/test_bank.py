@@ -122,11 +122,8 @@ def test_bank_grid_rebuilds_the_slab_grid(tmp_path):
 # tools/sample_bank.py on a tiny generator pickle.
 
 @pytest.fixture(scope='module')
-def network(tmp_path_factory):
-    G = tiny_generator().eval()
-    path = str(tmp_path_factory.mktemp('net') / 'tiny.pkl')
-    legacy.save_network_pkl(path, dict(G=G, G_ema=G, D=None, augment_pipe=None, training_set_kwargs=None))
-    return path
+def network(tiny_network_pkl):
+    return tiny_network_pkl
 
 
 def run(network, outdir, *args, trust=True):

@@ -14,7 +14,6 @@ from eg3d_rlhf import mesh, preview
 from eg3d_rlhf.sigma import CubeGrid
 from eg3d_rlhf.synthetic import shape_prior, world
 from tools import shape_report
-from training import legacy
 from training.camera_utils import orbit_camera_label
 from training.triplane import TriPlaneGenerator
 
@@ -149,11 +148,8 @@ def test_point_bank_targets_sigma_everywhere_and_albedo_near_the_surface():
 # tools/shape_report.py on a tiny pickle.
 
 @pytest.fixture(scope='module')
-def network(tmp_path_factory):
-    G = tiny_generator().eval()
-    path = str(tmp_path_factory.mktemp('net') / 'tiny.pkl')
-    legacy.save_network_pkl(path, dict(G=G, G_ema=G, D=None, augment_pipe=None, training_set_kwargs=None))
-    return path
+def network(tiny_network_pkl):
+    return tiny_network_pkl
 
 
 def run(args):
