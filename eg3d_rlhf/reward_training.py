@@ -62,7 +62,7 @@ class FitOptions:
     epochs:     int = 20            # Most passes over the training labels.
     patience:   int = 4             # Stop after this many epochs without a better validation accuracy.
     batch:      int = 16            # Pairs (or samples, unpaired) per optimiser step.
-    lr:         float = 3e-4        # Adam learning rate.
+    lr:         float = 1e-3        # AdamW learning rate.
     weight_decay: float = 1e-4      # AdamW weight decay.
     ties:       str = 'drop'        # 'drop' or 'model' (Rao-Kupper Bradley-Terry with ties).
     mirror:     bool = True         # Flip x (the face's left-right) at random while training.

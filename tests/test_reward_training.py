@@ -275,7 +275,7 @@ def test_train_reward_end_to_end(balls, tmp_path):
     assert all(set(keys) <= set(r) for r in train_records)
     assert all({'eval_' + k for k in keys} <= set(r) for r in eval_records)
     report = json.loads((tmp_path / 'run' / 'reward.report.json').read_text())
-    assert report['reward'] == 'sigma' and report['config'] == SigmaReward().config
+    assert report['reward'] == 'sigma' and report['config'] == SigmaReward(reference_shape=[20, 22, 20]).config
     assert report['epochs_run'] == len(eval_records) <= 2
     assert report['val_accuracy'] == pytest.approx([r['eval_rewards/accuracies'] for r in eval_records])
     assignment = preferences.split_samples(balls['radii'], (0.7, 0.15, 0.15), seed=0)

@@ -24,7 +24,7 @@ def parse_split(ctx, param, value):
         parts = [float(x) for x in value.split(',')]
     except ValueError:
         parts = []
-    if len(parts) != 3 or min(parts) < 0 or parts[0] <= 0 or parts[1] <= 0 or parts[2] <= 0:
+    if len(parts) != 3 or any(p <= 0 for p in parts):
         raise click.BadParameter(f'expected three positive fractions train,val,test, e.g. 0.7,0.15,0.15; got {value!r}')
     return tuple(p / sum(parts) for p in parts)
 
@@ -68,7 +68,7 @@ def plot_curves(path, records):
 @click.option('--epochs', type=click.IntRange(min=1), default=20, show_default=True, help='Most epochs')
 @click.option('--patience', type=click.IntRange(min=1), default=4, show_default=True, help='Early stopping: epochs without a better validation accuracy')
 @click.option('--batch', type=click.IntRange(min=2), default=16, show_default=True, help='Pairs (or samples, unpaired) per step')
-@click.option('--lr', type=click.FloatRange(min=0, min_open=True), default=3e-4, show_default=True, help='Learning rate')
+@click.option('--lr', type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True, help='Learning rate (AdamW)')
 @click.option('--mirror/--no-mirror', default=True, show_default=True, help='Random left-right flips while training')
 @click.option('--centre/--no-centre', default=None, help='Subtract the training samples\' mean slab first (sigma only)  [default: on for sigma]')
 @click.option('--reg-weight', type=click.FloatRange(min=0), default=1.0, show_default=True, help='Unpaired: weight of the score regression term')
