@@ -44,8 +44,11 @@ class CubeGrid:
 
     def points(self, begin, end, device='cpu'):
         """World coordinates [end-begin, 3] (float32) of the kept points at C-order positions [begin, end)."""
+        return self.points_at(torch.arange(begin, end, dtype=torch.int64, device=device))
+
+    def points_at(self, pos):
+        """World coordinates [len(pos), 3] (float32) of the kept points at C-order positions pos (int64 tensor)."""
         nx, ny, nz = self.shape
-        pos = torch.arange(begin, end, dtype=torch.int64, device=device)
         i = pos // (ny * nz) + self.start[0]
         j = pos // nz % ny + self.start[1]
         k = pos % nz + self.start[2]

@@ -1,0 +1,115 @@
+"""Reward fine-tuning terms: the slab reward with gradients, clip and standardised losses, density consistency."""
+
+import copy
+
+import pytest
+import torch
+
+from eg3d_rlhf import finetune
+from eg3d_rlhf.rewards import SigmaReward
+from eg3d_rlhf.sigma import SigmaField, SlabCrop, normalise_sigma_self, slab_grid
+from tests.test_shape_tools import tiny_generator
+from training.camera_utils import orbit_camera_label
+
+pytestmark = pytest.mark.usefixtures('one_thread')
+
+
+def slab_description(resolution=24, cube_length=1.0):
+    grid = slab_grid(resolution, cube_length=cube_length)
+    return dict(resolution=resolution, cube_length=cube_length, crop=SlabCrop().__dict__, start=list(grid.start),
+        stop=list(grid.stop), shape=list(grid.shape))
+
+
+def tiny_reward(seed=0):
+    torch.manual_seed(seed)
+    return SigmaReward(channels=(4, 8, 8, 8, 16), pool=(1, 1, 1), hidden=16)
+
+
+def latents(G, n=2, seed=0):
+    z = torch.randn([n, G.z_dim], generator=torch.Generator().manual_seed(seed))
+    c = orbit_camera_label(G.rendering_kwargs).expand(n, -1)
+    return z, c
+
+#----------------------------------------------------------------------------
+
+def test_rewards_score_the_slab_as_the_reward_model_was_trained_and_carry_gradients():
+    G = tiny_generator().requires_grad_(True)
+    term = finetune.RewardTerm(tiny_reward(), slab_description())
+    z, c = latents(G)
+    ws = G.mapping(z, c)
+    r = term.rewards(G, ws)
+    with torch.no_grad():
+        sigma = SigmaField(G, ws).sample_grid(slab_grid(24))
+        expected = term.model.score(normalise_sigma_self(sigma))
+    assert r.shape == (2,) and torch.allclose(r, expected, atol=1e-5)
+    term.loss(r).backward()
+    grads = [p.grad.abs().sum() for p in G.backbone.parameters() if p.grad is not None]
+    assert grads and sum(grads) > 0
+    assert all(p.grad is None for p in term.model.parameters())                        # The reward stays frozen.
+
+
+def test_gradient_steps_on_the_reward_loss_raise_the_reward():
+    G = tiny_generator().requires_grad_(True)
+    term = finetune.RewardTerm(tiny_reward(seed=3), slab_description(), clip=1e6)
+    z, c = latents(G, n=2, seed=1)
+    opt = torch.optim.Adam(G.parameters(), lr=2e-3)
+    history = []
+    for _ in range(6):
+        r = term.rewards(G, G.mapping(z, c))
+        history.append(float(r.detach().mean()))
+        opt.zero_grad()
+        term.loss(r).backward()
+        opt.step()
+    assert history[-1] > history[0]
+
+
+def test_clip_and_standardised_losses():
+    term = finetune.RewardTerm(tiny_reward(), slab_description(), clip=10)
+    r = torch.tensor([20.0, -30.0, 1.0])
+    assert float(term.loss(r)) == pytest.approx(-(10 - 10 + 1) / 3)
+    std = finetune.RewardTerm(tiny_reward(), slab_description(), mode='standardised', clip=10, momentum=0.5)
+    first = torch.tensor([1.0, 2.0, 3.0])
+    assert float(std.loss(first)) == pytest.approx(0.0, abs=1e-6)                      # Standardised by itself.
+    assert (std.mean, std.var, std.count) == (pytest.approx(2.0), pytest.approx(2 / 3), 1)
+    second = torch.tensor([5.0, 5.0])
+    loss = float(std.loss(second))
+    assert (std.mean, std.var) == (pytest.approx(3.5), pytest.approx(1 / 3))          # Halfway at momentum 0.5.
+    assert loss == pytest.approx(-(5 - 3.5) / (1 / 3) ** 0.5)
+    with pytest.raises(ValueError, match='unknown reward loss'):
+        finetune.RewardTerm(tiny_reward(), slab_description(), mode='pairwise-ish')
+
+
+def test_reward_term_refuses_a_generator_of_another_box():
+    term = finetune.RewardTerm(tiny_reward(), slab_description(cube_length=0.5))
+    G = tiny_generator()
+    with pytest.raises(ValueError, match='box_warp'):
+        term.rewards(G, G.mapping(*latents(G)))
+
+#----------------------------------------------------------------------------
+
+def test_density_consistency_is_zero_for_the_same_generator_and_grows_with_change():
+    G = tiny_generator()
+    term = finetune.DensityConsistency(copy.deepcopy(G), slab_description(), num_points=512, box_points=64)
+    z, c = latents(G)
+    assert float(term.loss(G, z, c, generator=torch.Generator().manual_seed(0))) == pytest.approx(0.0, abs=1e-6)
+    G.requires_grad_(True)
+    with torch.no_grad():
+        for p in G.decoder.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    loss = term.loss(G, z, c, generator=torch.Generator().manual_seed(0))
+    assert float(loss) > 1e-3
+    loss.backward()
+    assert sum(p.grad.abs().sum() for p in G.decoder.parameters() if p.grad is not None) > 0
+    assert all(p.grad is None for p in term.G_ref.parameters())
+
+
+def test_density_consistency_points_lie_in_the_slab_then_the_box():
+    term = finetune.DensityConsistency(tiny_generator(), slab_description(), num_points=300, box_points=200)
+    points = term.points(torch.Generator().manual_seed(1))
+    grid = slab_grid(24)
+    lo, hi = grid.index_to_world([0, 0, 0]), grid.index_to_world([s - 1 for s in grid.shape])
+    slab, box = points[:300].numpy(), points[300:].numpy()
+    assert points.shape == (500, 3)
+    assert (slab >= lo - 1e-6).all() and (slab <= hi + 1e-6).all()
+    assert (box.min(axis=0) < lo).any() or (box.max(axis=0) > hi).any()                # Box points reach past the slab.
+    assert abs(box).max() <= 0.5
