@@ -56,8 +56,7 @@ def roughness(volume, grid, level=10.0):
     verts, faces = closed_mesh(volume, grid, level)
     if len(faces) == 0:
         return 1.0
-    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
-    edges = np.unique(np.sort(edges, axis=1), axis=0)
+    edges = mesh.unique_edges(faces)
     n = len(verts)
     adjacency = scipy.sparse.coo_matrix((np.ones(2 * len(edges)), (np.r_[edges[:, 0], edges[:, 1]], np.r_[edges[:, 1], edges[:, 0]])),
         shape=(n, n)).tocsr()
@@ -73,7 +72,7 @@ def defects(volume, grid, level=10.0):
     if len(faces) == 0:
         return 1.0
     fractions = mesh.component_fractions(verts, faces)
-    edges = np.unique(np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1), axis=0)
+    edges = mesh.unique_edges(faces)
     used = len(np.unique(faces))
     euler = used - len(edges) + len(faces)                        # 2 per sphere-like piece, 2 less per handle.
     handles = max(0.0, (2 * len(fractions) - euler) / 2)

@@ -21,6 +21,10 @@ def extract_mesh(volume, grid, level=10.0):
     verts = grid.index_to_world(verts.reshape(-1, 3)).astype(np.float32)
     return verts, np.asarray(faces, dtype=np.int64).reshape(-1, 3)
 
+def unique_edges(faces):
+    """Every edge [E, 2] of a triangle mesh once, as (smaller, larger) vertex index."""
+    return np.unique(np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1), axis=0)
+
 def face_areas(verts, faces):
     """Area [F] of every triangle."""
     a, b, c = (verts[faces[:, i]].astype(np.float64) for i in range(3))
