@@ -218,6 +218,8 @@ def test_sample_bank_resumes_and_redoes_only_unfinished_samples(network, tmp_pat
     (['--trunc', '0.5'], 'truncation_psi'),
     (['--trunc-cutoff', '3'], 'truncation_cutoff'),
     (['--trunc', '0.5', '--trunc-cutoff', '3'], 'truncation_psi, truncation_cutoff'),
+    (['--level', '5'], 'preview_level'),
+    (['--preview-res', '40'], 'preview_res'),
 ])
 def test_sample_bank_refuses_a_bank_made_with_other_settings(network, made, args, changed):
     before = (made / 'bank.json').read_text()

@@ -83,11 +83,13 @@ def main(network_pkl, trust_pickle, seeds, truncation_psi, truncation_cutoff, re
         stop=list(grid.stop), shape=list(grid.shape), dtype=dtype, order='xyz', flipped=False)
     settings = dict(network=os.path.abspath(path), network_sha256=digest, truncation_psi=truncation_psi,
         truncation_cutoff=truncation_cutoff, noise_mode='const', camera=dict(c=c[0].tolist(), yaw_deg=90.0,
-        pitch_deg=90.0, fov_deg=18.837, note="gen_samples' frontal conditioning camera"), slab=slab, preview_level=level)
+        pitch_deg=90.0, fov_deg=18.837, note="gen_samples' frontal conditioning camera"), slab=slab, preview_level=level,
+        preview_res=preview_res)
     bank_json = os.path.join(outdir, bank.BANK_FILE)
     if os.path.isfile(bank_json):
         old = bank.Bank.read_settings(outdir)
-        changed = [k for k in ('network_sha256', 'truncation_psi', 'truncation_cutoff', 'slab') if old.get(k) != settings[k]]
+        changed = [k for k in ('network_sha256', 'truncation_psi', 'truncation_cutoff', 'slab', 'preview_level', 'preview_res')
+            if old.get(k) != settings[k]]
         if changed:
             raise click.ClickException(f'{outdir} was made with other {", ".join(changed)}; use a new --outdir')
     os.makedirs(outdir, exist_ok=True)
