@@ -1,8 +1,11 @@
 """Reward fine-tuning terms: the reward of G's slab sigma (clipped or standardised) and density consistency to a frozen G."""
 
+import copy
+
 import torch
 
 from eg3d_rlhf.bank import grid_from_meta
+from eg3d_rlhf.rewards.checkpoint import load_reward
 from eg3d_rlhf.sigma import SigmaField, normalise_sigma_self
 from torch_utils import misc
 
@@ -94,5 +97,40 @@ class DensityConsistency:
             target = SigmaField(self.G_ref, ws_ref).sample(coords)
         sigma = SigmaField(G, ws, requires_grad=True).sample(coords)
         return (sigma - target).abs().mean()
+
+#----------------------------------------------------------------------------
+
+class RewardPhase:
+    """The generator's extra phase: lambda_r * reward loss + lambda_sigma * density consistency, for a batch of z, c."""
+
+    def __init__(self,
+        G,                          # The generator being tuned; a frozen copy of it becomes the consistency reference.
+        reward_model_path,          # Checkpoint written by tools/train_reward.py (read with weights_only=True).
+        lambda_r        = 10.0,     # Weight of the reward loss.
+        lambda_sigma    = 0.01,     # Weight of the density-consistency L1.
+        mode            = 'clip',   # RewardTerm mode: 'clip' or 'standardised'.
+        clip            = 10.0,     # Rewards are clipped to [-clip, clip].
+        sigma_points    = 4096,     # Slab points per sample for the consistency term.
+        box_points      = 0,        # Extra random box points for the consistency term.
+    ):
+        device = next(G.parameters()).device
+        model, info = load_reward(reward_model_path, device)
+        slab = info['input']['slab']
+        self.lambda_r, self.lambda_sigma = float(lambda_r), float(lambda_sigma)
+        self.reward = RewardTerm(model, slab, mode=mode, clip=clip)
+        G_ref = copy.deepcopy(G).eval().requires_grad_(False)
+        self.consistency = DensityConsistency(G_ref, slab, num_points=sigma_points, box_points=box_points)
+
+    def loss(self, G, z, c):
+        """(total loss, {name: detached value}) for latents z [N, z_dim] conditioned on c [N, c_dim]."""
+        r = self.reward.rewards(G, G.mapping(z, c))
+        reward_loss = self.reward.loss(r)
+        total = self.lambda_r * reward_loss
+        parts = dict(reward=r.detach(), reward_loss=reward_loss.detach())
+        if self.lambda_sigma > 0:
+            consistency = self.consistency.loss(G, z, c)
+            total = total + self.lambda_sigma * consistency
+            parts['density_consistency'] = consistency.detach()
+        return total, parts
 
 #----------------------------------------------------------------------------

@@ -113,3 +113,57 @@ def test_density_consistency_points_lie_in_the_slab_then_the_box():
     assert (slab >= lo - 1e-6).all() and (slab <= hi + 1e-6).all()
     assert (box.min(axis=0) < lo).any() or (box.max(axis=0) > hi).any()                # Box points reach past the slab.
     assert abs(box).max() <= 0.5
+
+#----------------------------------------------------------------------------
+# The 'Greward' phase of EG3D's loss and its place among the training phases.
+
+@pytest.fixture
+def reward_checkpoint(tmp_path):
+    from eg3d_rlhf.rewards.checkpoint import save_reward
+    path = str(tmp_path / 'reward.pt')
+    save_reward(path, tiny_reward(seed=3), 'sigma', slab_description())
+    return path
+
+
+def test_greward_phase_follows_the_reward_and_keeps_the_reference_frozen(reward_checkpoint):
+    from training.loss import StyleGAN2Loss
+    G = tiny_generator()
+    loss = StyleGAN2Loss('cpu', G, None, reward_kwargs=dict(reward_model_path=reward_checkpoint, lambda_r=1.0,
+        lambda_sigma=0.01, clip=1e6, sigma_points=256))
+    assert 'Greward' in loss.phases and 'Greward' not in StyleGAN2Loss('cpu', G, None).phases
+    z, c = latents(G, n=2, seed=1)
+    opt = torch.optim.Adam(G.parameters(), lr=2e-3)
+    history = []
+    for _ in range(5):
+        G.requires_grad_(True)
+        opt.zero_grad()
+        loss.accumulate_gradients('Greward', real_img=None, real_c=None, gen_z=z, gen_c=c, gain=1, cur_nimg=0)
+        assert sum(p.grad.abs().sum() for p in G.backbone.parameters() if p.grad is not None) > 0
+        opt.step()
+        G.requires_grad_(False)
+        with torch.no_grad():
+            history.append(float(loss.reward.reward.rewards(G, G.mapping(z, torch.zeros_like(c))).mean()))
+    assert history[-1] > history[0]
+    assert all(p.grad is None for p in loss.reward.consistency.G_ref.parameters())
+    consistency = loss.reward.consistency.loss(G, z, torch.zeros_like(c))
+    assert float(consistency.detach()) > 0                                              # G moved away from its copy.
+
+
+def test_greward_phase_needs_reward_kwargs():
+    from training.loss import StyleGAN2Loss
+    G = tiny_generator()
+    z, c = latents(G)
+    with pytest.raises(ValueError, match='reward_kwargs'):
+        StyleGAN2Loss('cpu', G, None).accumulate_gradients('Greward', None, None, z, c, 1, 0)
+
+
+def test_build_phases_adds_greward_on_g_optimizer():
+    from training import training_loop
+    G = tiny_generator()
+    D = torch.nn.Linear(2, 2)
+    opt = dict(class_name='torch.optim.Adam', lr=0.002, betas=[0, 0.99], eps=1e-8)
+    phases = training_loop.build_phases(G, D, opt, opt, G_reg_interval=4, D_reg_interval=16, reward_interval=2)
+    assert [(p.name, p.interval) for p in phases] == [('Gmain', 1), ('Greg', 4), ('Greward', 2), ('Dmain', 1), ('Dreg', 16)]
+    assert phases[2].opt is phases[0].opt and phases[2].module is G
+    plain = training_loop.build_phases(G, D, opt, opt, G_reg_interval=None, D_reg_interval=16)
+    assert 'Greward' not in [p.name for p in plain]

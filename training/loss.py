@@ -40,7 +40,7 @@ class StyleGAN2Loss(Loss):
     """EG3D's loss. The training loop calls accumulate_gradients() once per phase and batch; 'Gboth' / 'Dboth'
     merge main and regularisation passes when lazy regularisation is off. A phase is one method below."""
 
-    phases = ('Gmain', 'Greg', 'Gboth', 'Dmain', 'Dreg', 'Dboth')
+    phases = ('Gmain', 'Greg', 'Gboth', 'Dmain', 'Dreg', 'Dboth')       # Plus 'Greward' when reward_kwargs are given.
 
     def __init__(self,
         device,                                                 # Device the loss's own tensors live on.
@@ -64,6 +64,7 @@ class StyleGAN2Loss(Loss):
         gpc_reg_prob                          = None,           # Pose-swap probability, None = condition G on zeros instead of poses.
         dual_discrimination                   = False,          # R1 on the raw image too?
         filter_mode                           = 'antialiased',  # How real images are resized to the raw resolution (see filtered_resizing).
+        reward_kwargs                         = None,           # eg3d_rlhf.finetune.RewardPhase options for the 'Greward' phase, None = no reward.
     ):
         super().__init__()
         if pl_weight != 0:
@@ -92,6 +93,11 @@ class StyleGAN2Loss(Loss):
         self.dual_discrimination = dual_discrimination
         self.filter_mode = filter_mode
         self.resample_filter = upfirdn2d.setup_filter([1,3,3,1], device=device) # For filter_mode='classic'.
+        self.reward = None
+        if reward_kwargs is not None:
+            from eg3d_rlhf.finetune import RewardPhase  # The one place training/ reaches into eg3d_rlhf (DESIGN.md).
+            self.reward = RewardPhase(G, **reward_kwargs)
+            self.phases = self.phases + ('Greward',)
 
     def schedule(self, cur_nimg):
         """Everything that depends on training progress, at `cur_nimg` images shown so far."""
@@ -157,6 +163,8 @@ class StyleGAN2Loss(Loss):
     # Phases.
 
     def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, gain, cur_nimg):
+        if phase == 'Greward' and self.reward is None:
+            raise ValueError("the 'Greward' phase needs reward_kwargs")
         assert phase in self.phases, f'unknown phase {phase!r}'
         s = self.schedule(cur_nimg)
         if self.G.rendering_kwargs.get('density_reg', 0) == 0:
@@ -169,6 +177,8 @@ class StyleGAN2Loss(Loss):
             self.accumulate_density_reg(gen_z, gen_c, gain, s)
         if phase in ('Dmain', 'Dreg', 'Dboth'):
             self.accumulate_D(phase, real_img, real_c, gen_z, gen_c, gain, s)
+        if phase == 'Greward':
+            self.accumulate_reward(gen_z, gen_c, gain, s)
 
     def accumulate_Gmain(self, gen_z, gen_c, gain, s):
         """G: maximise D's logits for generated images (non-saturating logistic loss)."""
@@ -213,6 +223,16 @@ class StyleGAN2Loss(Loss):
         tv_loss = torch.nn.functional.l1_loss(sigma_initial, sigma_perturbed) * kwargs['density_reg']
         training_stats.report('Loss/G/density_reg', tv_loss)
         tv_loss.mul(gain).backward()
+
+    def accumulate_reward(self, gen_z, gen_c, gain, s):
+        """G: lambda_r * reward loss on the slab sigma + lambda_sigma * density consistency (eg3d_rlhf.finetune)."""
+        c_cond = self.gen_conditioning(gen_c, s.swapping_prob)
+        loss, parts = self.reward.loss(self.G, gen_z, c_cond)
+        training_stats.report('Loss/G/reward', parts['reward_loss'])
+        training_stats.report('Reward/raw', parts['reward'])
+        if 'density_consistency' in parts:
+            training_stats.report('Loss/G/density_consistency', parts['density_consistency'])
+        loss.mul(gain).backward()
 
     def sigma_pairs(self, ws, a, b):
         """Raw sigma of G at points a and b [N, M, 3], in one decoder pass (directions are drawn, and ignored)."""

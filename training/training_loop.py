@@ -103,12 +103,13 @@ def resume_networks(resume_pkl, networks, trust=False):
         misc.copy_params_and_buffers(resume_data[name], module, require_all=False)
 
 
-def build_phases(G, D, G_opt_kwargs, D_opt_kwargs, G_reg_interval, D_reg_interval):
+def build_phases(G, D, G_opt_kwargs, D_opt_kwargs, G_reg_interval, D_reg_interval, reward_interval=None):
     """Training phases with their Adam optimizers.
 
     With lazy regularisation (reg_interval N) a network has a 'main' phase every step and a 'reg' phase every N
     steps sharing one optimizer whose lr and betas are rescaled by N / (N + 1), as if the two ran together every
-    step; without it, one 'both' phase.
+    step; without it, one 'both' phase. reward_interval adds G's 'Greward' phase every that many steps, on G's
+    optimizer.
     """
     phases = []
     for name, module, opt_kwargs, reg_interval in [('G', G, G_opt_kwargs, G_reg_interval), ('D', D, D_opt_kwargs, D_reg_interval)]:
@@ -125,6 +126,9 @@ def build_phases(G, D, G_opt_kwargs, D_opt_kwargs, G_reg_interval, D_reg_interva
         opt = dnnlib.util.construct_class_by_name(module.parameters(), **opt_kwargs)
         phases += [dnnlib.EasyDict(name=name + 'main', module=module, opt=opt, interval=1)]
         phases += [dnnlib.EasyDict(name=name + 'reg', module=module, opt=opt, interval=reg_interval)]
+    if reward_interval is not None:
+        phases.insert(len([p for p in phases if p.module is G]),
+            dnnlib.EasyDict(name='Greward', module=G, opt=phases[0].opt, interval=reward_interval))
     return phases
 
 
@@ -197,6 +201,7 @@ def training_loop(
     ema_rampup              = 0.05,     # EMA ramp-up coefficient, None = no ramp-up.
     G_reg_interval          = None,     # Steps between G regularisation phases, None = no lazy regularisation.
     D_reg_interval          = 16,       # Steps between D regularisation phases, None = no lazy regularisation.
+    reward_interval         = None,     # Steps between G's 'Greward' phases (needs loss_kwargs.reward_kwargs), None = none.
     total_kimg              = 25000,    # Training length in thousands of real images.
     kimg_per_tick           = 4,        # Progress interval in kimg.
     image_snapshot_ticks    = 50,       # Ticks between image grids, None = none.
@@ -263,7 +268,7 @@ def training_loop(
     # Set up the training phases (no augmentation pipeline: --aug=noaug only).
     log('Setting up training phases...')
     loss = dnnlib.util.construct_class_by_name(device=device, G=G, D=D, augment_pipe=None, **loss_kwargs)
-    phases = build_phases(G, D, G_opt_kwargs, D_opt_kwargs, G_reg_interval, D_reg_interval)
+    phases = build_phases(G, D, G_opt_kwargs, D_opt_kwargs, G_reg_interval, D_reg_interval, reward_interval)
     for phase in phases:
         phase.timer = PhaseTimer(device)
 
