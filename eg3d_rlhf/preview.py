@@ -103,6 +103,11 @@ def render_views(volume, grid, level=10.0, views=tuple(VIEWS), resolution=256):
     return result
 
 
+def rgb_picture(image):
+    """A generator image [3, H, W] in [-1, 1] (torch) -> uint8 RGB picture [H, W, 3]."""
+    return (image.permute(1, 2, 0).clamp(-1, 1).cpu().numpy() * 127.5 + 128).clip(0, 255).astype(np.uint8)
+
+
 def save_picture(picture, path):
     """Write a uint8 grey [H, W] or RGB [H, W, 3] picture as PNG."""
     PIL.Image.fromarray(picture).save(path)

@@ -18,11 +18,6 @@ from training.camera_utils import orbit_camera_label                            
 
 #----------------------------------------------------------------------------
 
-def rgb_picture(image):
-    """G's 'image' [3, H, W] in [-1, 1] -> uint8 [H, W, 3]."""
-    return (image.permute(1, 2, 0).clamp(-1, 1).cpu().numpy() * 127.5 + 128).clip(0, 255).astype(np.uint8)
-
-
 def write_sample(G, folder, seed, grid, c, truncation_psi, truncation_cutoff, level, dtype, preview_res, meta):
     """Every file of one sample; meta.json last, atomically, so an interrupted sample is redone on resume."""
     os.makedirs(folder, exist_ok=True)
@@ -33,7 +28,7 @@ def write_sample(G, folder, seed, grid, c, truncation_psi, truncation_cutoff, le
     sigma = SigmaField(G, ws, noise_mode='const').sample_grid(grid)[0].cpu().numpy()
     with open(os.path.join(folder, bank.SLAB_FILE), 'wb') as f:
         np.save(f, sigma.astype(dtype))
-    preview.save_picture(rgb_picture(image), os.path.join(folder, bank.IMAGE_FILE))
+    preview.save_picture(preview.rgb_picture(image), os.path.join(folder, bank.IMAGE_FILE))
     for view, picture in preview.render_views(sigma, grid, level=level, resolution=preview_res).items():
         preview.save_picture(picture, os.path.join(folder, bank.preview_file(view)))
     bank.write_json(os.path.join(folder, bank.META_FILE), meta)

@@ -37,7 +37,7 @@ def fakes_grid(G, seeds, c, truncation_psi, columns=8):
     for seed in seeds:
         ws = G.mapping(seed_latent(G, seed).to(c.device), c, truncation_psi=truncation_psi)
         img = G.synthesis(ws, c, noise_mode='const')['image'][0]
-        images.append((img.permute(1, 2, 0).clamp(-1, 1).cpu().numpy() * 127.5 + 128).clip(0, 255).astype(np.uint8))
+        images.append(preview.rgb_picture(img))
     return tile(images, columns)
 
 
