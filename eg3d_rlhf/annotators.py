@@ -5,6 +5,7 @@ import scipy.sparse
 
 from eg3d_rlhf import mesh
 from eg3d_rlhf.preferences import Judgement, now
+from eg3d_rlhf.sigma import flip_and_pad
 
 #----------------------------------------------------------------------------
 # Tastes. Each maps (raw sigma slab [X, Y, Z], its CubeGrid, level) to a number; higher = liked more. World y is up
@@ -42,12 +43,8 @@ def nose_prominence(volume, grid, level=10.0, centre_halfwidth=0.1, ring=(0.08, 
 
 def closed_mesh(volume, grid, level):
     """Mesh of the slab with its six faces set below the level, so the cut head closes (gen_samples' border idea)."""
-    padded = np.array(volume, dtype=np.float32, copy=True)
-    for axis in range(3):
-        index = [slice(None)] * 3
-        for end in (0, -1):
-            index[axis] = end
-            padded[tuple(index)] = min(float(padded.min()), level - 1)
+    floor = min(float(np.min(volume)), level - 1)
+    padded = flip_and_pad(np.asarray(volume, dtype=np.float32), flip=False, pad=1, pad_value=floor)
     return mesh.extract_mesh(padded, grid, level=level)
 
 
