@@ -87,11 +87,14 @@ class DensityConsistency:
             parts.append(torch.rand([self.box_points, 3], generator=generator) * 2 * half - half)
         return torch.cat(parts).to(device)
 
-    def loss(self, G, z, c, truncation_psi=1, generator=None):
-        """Mean |sigma_G - sigma_ref| at fresh points for latents z [N, z_dim] and conditioning c [N, c_dim]."""
+    def loss(self, G, z, c, truncation_psi=1, generator=None, ws=None):
+        """Mean |sigma_G - sigma_ref| at fresh points for latents z [N, z_dim] and conditioning c [N, c_dim].
+
+        ws: G's mapping of (z, c) when the caller already has it; computed here otherwise.
+        """
         device = next(G.parameters()).device
         coords = self.points(generator, device)
-        ws = G.mapping(z, c, truncation_psi=truncation_psi)
+        ws = G.mapping(z, c, truncation_psi=truncation_psi) if ws is None else ws
         with torch.no_grad():
             ws_ref = self.G_ref.mapping(z, c, truncation_psi=truncation_psi)
             target = SigmaField(self.G_ref, ws_ref).sample(coords)
@@ -123,12 +126,13 @@ class RewardPhase:
 
     def loss(self, G, z, c):
         """(total loss, {name: detached value}) for latents z [N, z_dim] conditioned on c [N, c_dim]."""
-        r = self.reward.rewards(G, G.mapping(z, c))
+        ws = G.mapping(z, c)                                            # Shared by both terms.
+        r = self.reward.rewards(G, ws)
         reward_loss = self.reward.loss(r)
         total = self.lambda_r * reward_loss
         parts = dict(reward=r.detach(), reward_loss=reward_loss.detach())
         if self.lambda_sigma > 0:
-            consistency = self.consistency.loss(G, z, c)
+            consistency = self.consistency.loss(G, z, c, ws=ws)
             total = total + self.lambda_sigma * consistency
             parts['density_consistency'] = consistency.detach()
         return total, parts

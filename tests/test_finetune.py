@@ -98,6 +98,8 @@ def test_density_consistency_is_zero_for_the_same_generator_and_grows_with_chang
             p.add_(0.05 * torch.randn_like(p))
     loss = term.loss(G, z, c, generator=torch.Generator().manual_seed(0))
     assert float(loss.detach()) > 1e-3
+    given = term.loss(G, z, c, generator=torch.Generator().manual_seed(0), ws=G.mapping(z, c))
+    assert float(given.detach()) == pytest.approx(float(loss.detach()))              # Passing G's own ws changes nothing.
     loss.backward()
     assert sum(p.grad.abs().sum() for p in G.decoder.parameters() if p.grad is not None) > 0
     assert all(p.grad is None for p in term.G_ref.parameters())
