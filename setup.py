@@ -22,6 +22,7 @@ setup(
         'tqdm',
         'psutil',
         'matplotlib',           # PNG plots in run reports (Agg backend, no display needed).
+        'scikit-image',         # PSNR and SSIM in tools/evaluate.py.
     ],
     extras_require={'test': ['pytest']},
 )

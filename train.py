@@ -7,9 +7,13 @@ import re
 import sys
 
 import click
+from click.core import ParameterSource
 import torch
 
 import dnnlib
+from eg3d_rlhf import demo
+from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward
+from tools.cli_utils import parse_range
 from training import distributed
 from training import presets
 from training import training_loop
@@ -160,29 +164,99 @@ def pick_device(name, gpus):
     return name
 
 
-def make_config(kwargs):
-    """(training options, run description) from the command line's options (click's parameter dict)."""
-    opts = presets.with_preset_defaults(kwargs)
-    opts.device = pick_device(opts.device, opts.gpus)
-    training_set_kwargs, dataset_name = init_dataset_kwargs(opts.data)
+def check_panel_seeds(s):
+    """--panel-seeds as given (a range string or none), after checking it reads."""
+    if s is not None and s.strip().lower() != 'none':
+        parse_range(s)
+    return s
+
+
+def with_demo_defaults(kwargs, explicit):
+    """kwargs with the embedded demo's values for every option not given (explicit), when --reward is set and none
+    of the six required options is given; otherwise kwargs, after checking the required options are all there."""
+    missing = [k for k in demo.REQUIRED if kwargs.get(k) is None]
+    if not missing:
+        return dict(kwargs)
+    if kwargs['reward'] == 'none' or len(missing) < len(demo.REQUIRED):
+        hint = ' (or none of --outdir, --cfg, --data, --gpus, --batch, --gamma with --reward: the bundled demo)'
+        raise click.UsageError(f"Missing option '--{missing[0]}'{hint}")
+    kwargs = dict(kwargs)
+    for key, value in demo.OPTIONS.items():
+        if key not in explicit:
+            kwargs[key] = value
+    if kwargs['resume'] == demo.GENERATOR:
+        kwargs['trust_pickle'] = True       # Bundled with the code, so trusted like it (tools/cli_utils.BUNDLED).
+    kwargs['data'] = demo.dataset_path() if kwargs['dry_run'] else demo.ensure_dataset()
+    return kwargs
+
+
+def resolve_reward_model(opts):
+    """--reward-model as an absolute path (default: the bundled model of --reward), checked to be of that kind."""
+    if opts.reward == 'none':
+        return opts.reward_model
+    path = os.path.abspath(opts.reward_model or demo.reward_model(opts.reward))
     try:
-        return presets.build_config(opts, training_set_kwargs, dataset_name)
+        _model, info = load_reward(path)
+    except RewardCheckpointError as err:
+        raise click.ClickException(f'--reward-model: {err}')
+    if info['kind'] != opts.reward:
+        raise click.ClickException(f'--reward-model: {path} is a {info["kind"]} reward, but --reward={opts.reward}')
+    return path
+
+
+def explicit_options(ctx):
+    """Names of the options given on the command line (or through the environment), not left at their defaults."""
+    return {name for name in ctx.params if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
+
+
+def make_config(kwargs, explicit=()):
+    """(training options, run description, output folder) from the command line's options (click's parameter dict); `explicit`
+    names the options given on the command line (the demo fills in the others)."""
+    opts = dnnlib.EasyDict(with_demo_defaults(kwargs, explicit))
+    opts = presets.with_preset_defaults(opts)
+    opts.device = pick_device(opts.device, opts.gpus)
+    opts.reward_model = resolve_reward_model(opts)
+    if opts.dry_run and opts.data == demo.dataset_path() and not os.path.isfile(opts.data):
+        # A dry run of the demo before its dataset is cached: describe the dataset the real run will render.
+        training_set_kwargs = dnnlib.EasyDict(class_name='training.dataset.ImageFolderDataset', path=opts.data,
+            use_labels=True, max_size=demo.DATASET['count'], xflip=False, resolution=demo.DATASET['resolution'])
+        dataset_name = os.path.splitext(os.path.basename(opts.data))[0]
+    else:
+        training_set_kwargs, dataset_name = init_dataset_kwargs(opts.data)
+    try:
+        c, desc = presets.build_config(opts, training_set_kwargs, dataset_name)
     except presets.ConfigError as err:
         raise click.ClickException(str(err))
+    return c, desc, opts.outdir
 
 #----------------------------------------------------------------------------
 
 POSITIVE = click.FloatRange(min=0, min_open=True)
+REWARD_LOSSES = ('clip', 'standardised', 'pairwise')
 
 @click.command()
 
 # Required.
-@click.option('--outdir',       help='Where to save the results', metavar='DIR',                required=True)
-@click.option('--cfg',          help='Base configuration',                                      type=click.Choice(presets.CONFIGS), required=True)
-@click.option('--data',         help='Training data', metavar='[ZIP|DIR]',                      type=str, required=True)
-@click.option('--gpus',         help='Number of GPUs (on CPU: processes) to use', metavar='INT', type=click.IntRange(min=1), required=True)
-@click.option('--batch',        help='Total batch size', metavar='INT',                         type=click.IntRange(min=1), required=True)
-@click.option('--gamma',        help='R1 regularization weight', metavar='FLOAT',               type=click.FloatRange(min=0), required=True)
+# Required (all six may be left out with --reward: then the bundled demo supplies them, eg3d_rlhf/demo.py).
+@click.option('--outdir',       help='Where to save the results', metavar='DIR')
+@click.option('--cfg',          help='Base configuration',                                      type=click.Choice(presets.CONFIGS))
+@click.option('--data',         help='Training data', metavar='[ZIP|DIR]',                      type=str)
+@click.option('--gpus',         help='Number of GPUs (on CPU: processes) to use', metavar='INT', type=click.IntRange(min=1))
+@click.option('--batch',        help='Total batch size', metavar='INT',                         type=click.IntRange(min=1))
+@click.option('--gamma',        help='R1 regularization weight', metavar='FLOAT',               type=click.FloatRange(min=0))
+
+# Reward fine-tuning (eg3d_rlhf.finetune; the reward options need --reward).
+@click.option('--reward',       help='Reward fine-tuning on the slab sigma with this kind of reward model', type=click.Choice(['sigma', 'depth', 'pointcloud', 'none']), default='none', show_default=True)
+@click.option('--lambda-r',     help='Weight of the reward loss  [default: 10]', metavar='FLOAT', type=click.FloatRange(min=0))
+@click.option('--lambda-sigma', help='Weight of the density consistency to the starting G_ema  [default: 0.01]', metavar='FLOAT', type=click.FloatRange(min=0))
+@click.option('--lambda-image', help='Weight of the raw-image consistency to the starting G_ema  [default: 0]', metavar='FLOAT', type=click.FloatRange(min=0))
+@click.option('--reward-model', help='Reward checkpoint (tools/train_reward.py)  [default: the bundled one of --reward]', metavar='PT', type=str)
+@click.option('--reward-every', help='Run the reward phase every N steps  [default: 1]', metavar='INT', type=click.IntRange(min=1))
+@click.option('--reward-batch', help='Samples per reward pass  [default: --batch-gpu]', metavar='INT', type=click.IntRange(min=1))
+@click.option('--reward-loss',  help='clip: -clip(r, -10, 10); standardised: running mean/std first; pairwise: DreamDPO  [default: clip]', type=click.Choice(list(REWARD_LOSSES)))
+@click.option('--tau',          help='Reward gap above which pairwise pushes the loser away  [default: 0.1]', metavar='FLOAT', type=click.FloatRange(min=0))
+@click.option('--reward-recompute', help='Gradient checkpointing of the slab decoder passes (less GPU memory)', is_flag=True)
+@click.option('--panel-seeds',  help='Seeds scored every tick for the reward report, or none  [default: 2000-2199]', metavar='LIST', type=str, callback=lambda ctx, param, s: check_panel_seeds(s))
 
 # Optional features.
 @click.option('--cond',         help='Train conditional model (must be True)', metavar='BOOL',  type=bool, default=True, show_default=True)
@@ -260,8 +334,8 @@ def main(**kwargs):
     python train.py --outdir=training-runs --cfg=ffhq --data=FFHQ_512.zip --gpus=8 --batch=32 --gamma=1 \\
         --gen_pose_cond=True --resume=ffhq512-128.pkl --trust-pickle --resume-kimg=25000
     """
-    c, desc = make_config(kwargs)
-    launch_training(c=c, desc=desc, outdir=kwargs['outdir'], dry_run=kwargs['dry_run'])
+    c, desc, outdir = make_config(kwargs, explicit_options(click.get_current_context()))
+    launch_training(c=c, desc=desc, outdir=outdir, dry_run=kwargs['dry_run'])
 
 #----------------------------------------------------------------------------
 

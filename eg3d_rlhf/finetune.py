@@ -14,7 +14,7 @@ from torch_utils import misc
 # reward_model.score -> -lambda_r * clip(r, -clip, clip). The slab grid and normalisation come from the reward
 # checkpoint (eg3d_rlhf.rewards.checkpoint), so the generator is scored exactly as the reward model was trained.
 
-LOSS_MODES = ('clip', 'standardised')
+LOSS_MODES = ('clip', 'standardised', 'pairwise')  # 'pairwise' is PairwiseTerm's; RewardTerm does the other two.
 
 
 class RewardTerm:
@@ -25,12 +25,14 @@ class RewardTerm:
         clip        = 10.0,         # Rewards are clipped to [-clip, clip] before they enter the loss.
         momentum    = 0.99,         # Running mean/std update rate for 'standardised' (Ziegler et al.).
         chunk       = 2**16,        # Points decoded at once while sampling the slab with gradients.
+        recompute   = False,        # Gradient checkpointing: recompute each chunk's decoder pass in backward (memory).
     ):
         if mode not in LOSS_MODES:
             raise ValueError(f'unknown reward loss {mode!r}; use one of {", ".join(LOSS_MODES)}')
         self.model = reward_model.eval().requires_grad_(False)
         self.grid = grid_from_meta(slab)
         self.mode, self.clip, self.momentum, self.chunk = mode, float(clip), float(momentum), int(chunk)
+        self.recompute = bool(recompute)
         self.mean, self.var, self.count = 0.0, 1.0, 0
 
     def slab_sigma(self, G, ws):
@@ -38,13 +40,18 @@ class RewardTerm:
         if abs(G.rendering_kwargs['box_warp'] - self.grid.cube_length) > 1e-6:
             raise ValueError(f'the reward model was trained on a cube of side {self.grid.cube_length}, '
                 f'but G has box_warp {G.rendering_kwargs["box_warp"]}')
-        return SigmaField(G, ws, requires_grad=True).sample_grid(self.grid, chunk=self.chunk)
+        return SigmaField(G, ws, requires_grad=True).sample_grid(self.grid, chunk=self.chunk, recompute=self.recompute)
 
     def rewards(self, G, ws):
         """Rewards [N] of G's slabs, with gradients."""
         sigma = self.slab_sigma(G, ws)
         misc.assert_shape(sigma, [ws.shape[0], *self.grid.shape])
         return self.model.score(normalise_sigma_self(sigma))
+
+    def score_slabs(self, sigma):
+        """Rewards [N] of raw slabs [N, X, Y, Z], without gradients."""
+        with torch.no_grad():
+            return self.model.score(normalise_sigma_self(sigma))
 
     def update_statistics(self, r):
         """Fold a batch of detached rewards into the running mean and variance (first batch: taken as is)."""
@@ -103,38 +110,99 @@ class DensityConsistency:
 
 #----------------------------------------------------------------------------
 
-class RewardPhase:
-    """The generator's extra phase: lambda_r * reward loss + lambda_sigma * density consistency, for a batch of z, c."""
+class PairwiseTerm:
+    """DreamDPO's piecewise preference loss, moved from noise predictions to the slab: two nearby samples of each
+    latent (z plus small noise) are scored; G's own slab is pulled toward the winner's, and pushed away from the
+    loser's only when the reward gap exceeds tau. Pull and push together step along (winner - loser), a finite-
+    difference estimate of the reward's ascent direction, so the reward itself is never differentiated."""
 
     def __init__(self,
-        G,                          # The generator being tuned; a frozen copy of it becomes the consistency reference.
+        reward,                     # RewardTerm: the slab grid, the box check and the frozen reward model.
+        tau         = 0.1,          # Reward gap above which the loser is pushed away as well.
+        pair_noise  = 0.3,          # Standard deviation of the z offsets that make the two samples of a pair.
+    ):
+        self.reward, self.tau, self.pair_noise = reward, float(tau), float(pair_noise)
+
+    def loss(self, G, z, c, ws):
+        """(loss, rewards of both samples [2N], fraction of pairs whose gap exceeded tau) for latents z with ws."""
+        with torch.no_grad():
+            slabs = [SigmaField(G, G.mapping(z + self.pair_noise * torch.randn_like(z), c)).sample_grid(self.reward.grid)
+                for _ in range(2)]
+            r = [self.reward.score_slabs(x) for x in slabs]
+            a_wins = (r[0] >= r[1]).view(-1, 1, 1, 1)
+            winner, loser = torch.where(a_wins, slabs[0], slabs[1]), torch.where(a_wins, slabs[1], slabs[0])
+            push = ((r[0] - r[1]).abs() > self.tau).to(winner.dtype)
+        sigma = self.reward.slab_sigma(G, ws)
+        pull_term = (sigma - winner).square().mean(dim=(1, 2, 3))
+        push_term = (sigma - loser).square().mean(dim=(1, 2, 3))
+        return (pull_term - push * push_term).mean(), torch.cat(r), push.mean()
+
+#----------------------------------------------------------------------------
+
+class RewardPhase:
+    """The generator's extra phase: lambda_r * reward loss + lambda_sigma * density consistency (+ lambda_image *
+    image consistency), for a batch of latents."""
+
+    def __init__(self,
+        G,                          # The generator being tuned.
         reward_model_path,          # Checkpoint written by tools/train_reward.py (read with weights_only=True).
+        G_ref           = None,     # Frozen reference (the starting G_ema); None = a copy of G as it is now.
         lambda_r        = 10.0,     # Weight of the reward loss.
         lambda_sigma    = 0.01,     # Weight of the density-consistency L1.
-        mode            = 'clip',   # RewardTerm mode: 'clip' or 'standardised'.
-        clip            = 10.0,     # Rewards are clipped to [-clip, clip].
+        lambda_image    = 0.0,      # Weight of an L1 between G's and the reference's raw images (same z, camera).
+        mode            = 'clip',   # 'clip', 'standardised' (RewardTerm) or 'pairwise' (PairwiseTerm).
+        clip            = 10.0,     # Rewards are clipped to [-clip, clip] ('clip' and 'standardised').
+        tau             = 0.1,      # 'pairwise': reward gap above which the loser is pushed away.
+        batch           = None,     # Latents per pass, None = as many as the training loop hands over.
         sigma_points    = 4096,     # Slab points per sample for the consistency term.
         box_points      = 0,        # Extra random box points for the consistency term.
+        recompute       = False,    # Gradient checkpointing of the slab's decoder passes.
     ):
         device = next(G.parameters()).device
         model, info = load_reward(reward_model_path, device)
         slab = info['input']['slab']
-        self.lambda_r, self.lambda_sigma = float(lambda_r), float(lambda_sigma)
-        self.reward = RewardTerm(model, slab, mode=mode, clip=clip)
-        G_ref = copy.deepcopy(G).eval().requires_grad_(False)
-        self.consistency = DensityConsistency(G_ref, slab, num_points=sigma_points, box_points=box_points)
+        self.lambda_r, self.lambda_sigma, self.lambda_image = float(lambda_r), float(lambda_sigma), float(lambda_image)
+        self.batch = batch
+        self.reward = RewardTerm(model, slab, mode='clip' if mode == 'pairwise' else mode, clip=clip, recompute=recompute)
+        self.pairwise = PairwiseTerm(self.reward, tau=tau) if mode == 'pairwise' else None
+        self.G_ref = copy.deepcopy(G if G_ref is None else G_ref).to(device).eval().requires_grad_(False)
+        self.consistency = DensityConsistency(self.G_ref, slab, num_points=sigma_points, box_points=box_points)
 
-    def loss(self, G, z, c):
-        """(total loss, {name: detached value}) for latents z [N, z_dim] conditioned on c [N, c_dim]."""
-        ws = G.mapping(z, c)                                            # Shared by both terms.
-        r = self.reward.rewards(G, ws)
-        reward_loss = self.reward.loss(r)
+    def latents(self, z, c, camera):
+        """(z, c, camera) cut or topped up (fresh z, cameras repeated) to self.batch rows."""
+        if self.batch is None or self.batch == len(z):
+            return z, c, camera
+        rows = torch.arange(self.batch, device=z.device) % len(z)
+        fresh = torch.randn([max(self.batch - len(z), 0), z.shape[1]], device=z.device)
+        return torch.cat([z, fresh])[:self.batch], c[rows], camera[rows]
+
+    def loss(self, G, z, c, camera=None):
+        """(total loss, {name: detached value}) for latents z [N, z_dim] conditioned on c [N, c_dim]; camera [N, 25]
+        is where the image-consistency term renders from (needed only when lambda_image > 0)."""
+        z, c, camera = self.latents(z, c, c if camera is None else camera)
+        ws = G.mapping(z, c)                                            # Shared by every term.
+        parts = {}
+        if self.pairwise is not None:
+            reward_loss, r, pushed = self.pairwise.loss(G, z, c, ws)
+            parts['pushed'] = pushed
+        else:
+            r = self.reward.rewards(G, ws)
+            reward_loss = self.reward.loss(r)
         total = self.lambda_r * reward_loss
-        parts = dict(reward=r.detach(), reward_loss=reward_loss.detach())
+        parts.update(reward=r.detach(), reward_loss=reward_loss.detach())
         if self.lambda_sigma > 0:
             consistency = self.consistency.loss(G, z, c, ws=ws)
             total = total + self.lambda_sigma * consistency
             parts['density_consistency'] = consistency.detach()
+        if self.lambda_image > 0:
+            device = ws.device
+            with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == 'cuda' else []):
+                # The renderer draws stratified ray samples: the reference renders with the same draws as G.
+                target = self.G_ref.synthesis(self.G_ref.mapping(z, c), camera, noise_mode='const')['image_raw']
+            image = G.synthesis(ws, camera, noise_mode='const')['image_raw']
+            image_consistency = (image - target).abs().mean()
+            total = total + self.lambda_image * image_consistency
+            parts['image_consistency'] = image_consistency.detach()
         return total, parts
 
 #----------------------------------------------------------------------------

@@ -4,6 +4,7 @@ import dataclasses
 
 import numpy as np
 import torch
+import torch.utils.checkpoint
 
 from torch_utils import misc
 from training.triplane import synthesize_planes
@@ -135,23 +136,31 @@ class SigmaField:
         dirs = torch.zeros_like(coords)
         return self.G.renderer.run_model(self.planes, self.G.decoder, coords, dirs, self.G.rendering_kwargs)['sigma']
 
-    def sample(self, coords, chunk=2**18):
-        """Raw sigma [batch, M, 1] at coords [batch, M, 3] (or [M, 3], shared), `chunk` points per latent at a time."""
+    def sample(self, coords, chunk=2**18, recompute=False):
+        """Raw sigma [batch, M, 1] at coords [batch, M, 3] (or [M, 3], shared), `chunk` points per latent at a time.
+
+        recompute: with gradients, keep no decoder activations and recompute each chunk's pass in backward
+        (gradient checkpointing: less memory, one more decoder pass).
+        """
         if coords.ndim == 2:
             coords = coords.unsqueeze(0).expand(self.batch_size, -1, -1)
         misc.assert_shape(coords, [self.batch_size, None, 3])
         coords = coords.to(self.device, torch.float32)
+        decode = self._decode
+        if recompute and self.requires_grad:
+            decode = lambda x: torch.utils.checkpoint.checkpoint(self._decode, x, use_reentrant=False)
         with torch.set_grad_enabled(self.requires_grad):
-            parts = [self._decode(coords[:, s : s + chunk]) for s in range(0, coords.shape[1], chunk)]
+            parts = [decode(coords[:, s : s + chunk]) for s in range(0, coords.shape[1], chunk)]
         return torch.cat(parts, dim=1)
 
-    def sample_grid(self, grid, chunk=2**18, progress=None):
-        """Raw sigma [batch, *grid.shape] in (x, y, z) order; `progress(n)` is called after each chunk of n points."""
+    def sample_grid(self, grid, chunk=2**18, progress=None, recompute=False):
+        """Raw sigma [batch, *grid.shape] in (x, y, z) order; `progress(n)` is called after each chunk of n points;
+        recompute as in sample()."""
         total = grid.num_points
         if self.requires_grad:
             parts = []
             for s in range(0, total, chunk):
-                parts.append(self.sample(grid.points(s, min(s + chunk, total), self.device), chunk)[..., 0])
+                parts.append(self.sample(grid.points(s, min(s + chunk, total), self.device), chunk, recompute)[..., 0])
                 if progress is not None: progress(parts[-1].shape[1])
             return torch.cat(parts, dim=1).view(self.batch_size, *grid.shape)
         out = torch.empty([self.batch_size, total], dtype=torch.float32, device=self.device)

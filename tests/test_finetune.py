@@ -169,3 +169,73 @@ def test_build_phases_adds_greward_on_g_optimizer():
     assert phases[2].opt is phases[0].opt and phases[2].module is G
     plain = training_loop.build_phases(G, D, opt, opt, G_reg_interval=None, D_reg_interval=16)
     assert 'Greward' not in [p.name for p in plain]
+
+#----------------------------------------------------------------------------
+# The pairwise (DreamDPO) loss, gradient checkpointing, image consistency and the phase's batch.
+
+def test_pairwise_loss_pulls_toward_the_winner_and_pushes_the_loser_only_past_tau():
+    G = tiny_generator()
+    reward = finetune.RewardTerm(tiny_reward(seed=3), slab_description())
+    z, c = latents(G, n=3, seed=2)
+    ws = G.mapping(z, c)
+    grid = slab_grid(24)
+    torch.manual_seed(5)                                    # The pair offsets, drawn again by hand below.
+    offsets = [0.3 * torch.randn_like(z) for _ in range(2)]
+    slabs = [SigmaField(G, G.mapping(z + o, c)).sample_grid(grid) for o in offsets]
+    r = [reward.score_slabs(x) for x in slabs]
+    sigma = SigmaField(G, ws).sample_grid(grid)
+    for tau, push_expected in ((0.0, True), (1e9, False)):
+        torch.manual_seed(5)
+        loss, rewards, pushed = finetune.PairwiseTerm(reward, tau=tau, pair_noise=0.3).loss(G, z, c, ws)
+        assert torch.allclose(rewards, torch.cat(r))
+        expected = []
+        for i in range(3):
+            win, lose = (slabs[0][i], slabs[1][i]) if r[0][i] >= r[1][i] else (slabs[1][i], slabs[0][i])
+            term = (sigma[i] - win).square().mean()
+            if push_expected and abs(float(r[0][i] - r[1][i])) > tau:
+                term = term - (sigma[i] - lose).square().mean()
+            expected.append(term)
+        assert float(loss) == pytest.approx(float(torch.stack(expected).mean()), rel=1e-4, abs=1e-6)
+        assert float(pushed) == (1.0 if push_expected else 0.0)
+
+
+def test_recompute_gives_the_same_gradients_as_keeping_activations():
+    grads = []
+    for recompute in (False, True):
+        G = tiny_generator().requires_grad_(True)
+        term = finetune.RewardTerm(tiny_reward(), slab_description(), chunk=1000, recompute=recompute)
+        z, c = latents(G)
+        term.loss(term.rewards(G, G.mapping(z, c))).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in G.decoder.parameters()]))
+    assert grads[0].abs().sum() > 0 and torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-7)
+
+
+def test_reward_phase_image_consistency_reference_and_batch(reward_checkpoint):
+    G = tiny_generator()
+    G_ema = tiny_generator(seed=1)
+    phase = finetune.RewardPhase(G, reward_checkpoint, G_ref=G_ema, lambda_r=0.0, lambda_sigma=0.0, lambda_image=1.0,
+        batch=3)
+    assert all(torch.equal(p, q) for p, q in zip(phase.G_ref.parameters(), G_ema.parameters()))
+    assert phase.G_ref is not G_ema                                          # A frozen copy.
+    z, c = latents(G, n=2)
+    zz, cc, cam = phase.latents(z, c, c)
+    assert zz.shape == (3, G.z_dim) and torch.equal(zz[:2], z) and cc.shape == (3, 25) and cam.shape == (3, 25)
+    assert phase.latents(z[:1], c[:1], c[:1])[0].shape[0] == 3
+    G.requires_grad_(True)
+    total, parts = phase.loss(G, z, torch.zeros_like(c), camera=c)
+    assert float(parts['image_consistency']) > 0 and float(total) == pytest.approx(float(parts['image_consistency']))
+    total.backward()
+    assert sum(p.grad.abs().sum() for p in G.parameters() if p.grad is not None) > 0
+    same = finetune.RewardPhase(G, reward_checkpoint, lambda_r=0.0, lambda_sigma=0.0, lambda_image=1.0)
+    _, parts = same.loss(G, z, torch.zeros_like(c), camera=c)
+    assert float(parts['image_consistency']) == pytest.approx(0.0, abs=1e-6)   # Reference = G as it starts.
+
+
+def test_pairwise_reward_phase_reports_pushed_pairs(reward_checkpoint):
+    G = tiny_generator()
+    phase = finetune.RewardPhase(G, reward_checkpoint, mode='pairwise', tau=0.0, lambda_sigma=0.0)
+    G.requires_grad_(True)
+    total, parts = phase.loss(G, *latents(G, n=2))
+    assert parts['reward'].shape == (4,) and float(parts['pushed']) == 1.0
+    total.backward()
+    assert sum(p.grad.abs().sum() for p in G.backbone.parameters() if p.grad is not None) > 0

@@ -10,24 +10,19 @@ import numpy as np
 import torch
 
 import dnnlib
+from eg3d_rlhf.evaluation import seed_ranges
 from training import legacy
 
 #----------------------------------------------------------------------------
 
 def parse_range(s):
-    """'0,2,5-7' -> [0, 2, 5, 6, 7]."""
+    """'0,2,5-7' -> [0, 2, 5, 6, 7]; click.BadParameter when it cannot be read."""
     if isinstance(s, list):
         return s
-    seeds = []
-    for part in s.split(','):
-        m = re.fullmatch(r'\s*(\d+)\s*(?:-\s*(\d+)\s*)?', part)
-        if m is None:
-            raise click.BadParameter(f'cannot parse "{part}" (use numbers and ranges, e.g. 0,2,5-7)')
-        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
-        if hi < lo:
-            raise click.BadParameter(f'empty range "{part}"')
-        seeds.extend(range(lo, hi + 1))
-    return seeds
+    try:
+        return seed_ranges(s)
+    except ValueError as err:
+        raise click.BadParameter(str(err))
 
 def pick_device(name):
     if name == 'auto':

@@ -65,6 +65,7 @@ class StyleGAN2Loss(Loss):
         dual_discrimination                   = False,          # R1 on the raw image too?
         filter_mode                           = 'antialiased',  # How real images are resized to the raw resolution (see filtered_resizing).
         reward_kwargs                         = None,           # eg3d_rlhf.finetune.RewardPhase options for the 'Greward' phase, None = no reward.
+        G_ema                                 = None,           # The starting G_ema: the reward phase's frozen reference (None = a copy of G).
     ):
         super().__init__()
         if pl_weight != 0:
@@ -96,7 +97,7 @@ class StyleGAN2Loss(Loss):
         self.reward = None
         if reward_kwargs is not None:
             from eg3d_rlhf.finetune import RewardPhase  # The one place training/ reaches into eg3d_rlhf (DESIGN.md).
-            self.reward = RewardPhase(G, **reward_kwargs)
+            self.reward = RewardPhase(G, G_ref=G_ema, **reward_kwargs)
             self.phases = self.phases + ('Greward',)
 
     def schedule(self, cur_nimg):
@@ -225,13 +226,16 @@ class StyleGAN2Loss(Loss):
         tv_loss.mul(gain).backward()
 
     def accumulate_reward(self, gen_z, gen_c, gain, s):
-        """G: lambda_r * reward loss on the slab sigma + lambda_sigma * density consistency (eg3d_rlhf.finetune)."""
+        """G: lambda_r * reward loss on the slab sigma + lambda_sigma * density consistency (+ lambda_image * image
+        consistency), eg3d_rlhf.finetune.RewardPhase."""
         c_cond = self.gen_conditioning(gen_c, s.swapping_prob)
-        loss, parts = self.reward.loss(self.G, gen_z, c_cond)
+        loss, parts = self.reward.loss(self.G, gen_z, c_cond, camera=gen_c)
         training_stats.report('Loss/G/reward', parts['reward_loss'])
         training_stats.report('Reward/raw', parts['reward'])
-        if 'density_consistency' in parts:
-            training_stats.report('Loss/G/density_consistency', parts['density_consistency'])
+        for name, stat in [('density_consistency', 'Loss/G/density_consistency'), ('image_consistency',
+                'Loss/G/image_consistency'), ('pushed', 'Reward/pairs_pushed')]:
+            if name in parts:
+                training_stats.report(stat, parts[name])
         loss.mul(gain).backward()
 
     def sigma_pairs(self, ws, a, b):

@@ -202,6 +202,7 @@ def training_loop(
     G_reg_interval          = None,     # Steps between G regularisation phases, None = no lazy regularisation.
     D_reg_interval          = 16,       # Steps between D regularisation phases, None = no lazy regularisation.
     reward_interval         = None,     # Steps between G's 'Greward' phases (needs loss_kwargs.reward_kwargs), None = none.
+    panel_kwargs            = None,     # eg3d_rlhf.panel.RewardPanel options: score G_ema on fixed seeds every tick, None = off.
     total_kimg              = 25000,    # Training length in thousands of real images.
     kimg_per_tick           = 4,        # Progress interval in kimg.
     image_snapshot_ticks    = 50,       # Ticks between image grids, None = none.
@@ -267,7 +268,8 @@ def training_loop(
 
     # Set up the training phases (no augmentation pipeline: --aug=noaug only).
     log('Setting up training phases...')
-    loss = dnnlib.util.construct_class_by_name(device=device, G=G, D=D, augment_pipe=None, **loss_kwargs)
+    reference = dict(G_ema=G_ema) if loss_kwargs.get('reward_kwargs') is not None else {} # Frozen copy for consistency.
+    loss = dnnlib.util.construct_class_by_name(device=device, G=G, D=D, augment_pipe=None, **reference, **loss_kwargs)
     phases = build_phases(G, D, G_opt_kwargs, D_opt_kwargs, G_reg_interval, D_reg_interval, reward_interval)
     for phase in phases:
         phase.timer = PhaseTimer(device)
@@ -280,6 +282,12 @@ def training_loop(
         save_image_grid(images, os.path.join(run_dir, 'reals.png'), drange=[0, 255], grid_size=grid_size)
         grid_z = torch.randn([labels.shape[0], G.z_dim], device=device).split(batch_gpu)
         grid_c = torch.from_numpy(labels).to(device).split(batch_gpu)
+
+    # The reward panel (rank 0): fixed seeds scored every tick (DESIGN.md: training/ reaches eg3d_rlhf only here).
+    panel = None
+    if rank == 0 and panel_kwargs is not None:
+        from eg3d_rlhf.panel import RewardPanel
+        panel = RewardPanel(run_dir, device=device, **panel_kwargs)
 
     # Initialize logs.
     log('Initializing logs...')
@@ -352,6 +360,14 @@ def training_loop(
         training_stats.report0('Timing/total_hours', (tick_end_time - start_time) / (60 * 60))
         training_stats.report0('Timing/total_days', (tick_end_time - start_time) / (24 * 60 * 60))
         log(' '.join(fields))
+
+        # Reward panel: every tick; the before/after report at the end.
+        if panel is not None:
+            log(panel.record(G_ema, cur_nimg / 1e3))
+            if done:
+                summary = panel.finish()
+                log(f"panel: {summary['rose']} of {summary['seeds']} seeds rose, mean change {summary['mean_delta']:+.3f}, "
+                    f"slope {summary['fit_slope']:.2f}; see reward_report.html")
 
         # Image grids.
         if (rank == 0) and (image_snapshot_ticks is not None) and (done or cur_tick % image_snapshot_ticks == 0):

@@ -1,0 +1,64 @@
+"""The embedded reward fine-tuning demo: bundled generator and reward models, a cached synthetic dataset, CPU settings."""
+
+import os
+
+#----------------------------------------------------------------------------
+# Everything `python train.py --reward=sigma --lambda-r=10` needs besides the flags: checkpoints/README.md says how
+# each bundled file was made.
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHECKPOINTS = os.path.join(ROOT, 'checkpoints')
+GENERATOR = os.path.join(CHECKPOINTS, 'synthetic-heads64.pkl')
+
+
+def reward_model(kind):
+    """The bundled reward model of a kind ('sigma', 'depth' or 'pointcloud'), trained on oracle:nose labels."""
+    return os.path.join(CHECKPOINTS, f'reward-{kind}-nose.pt')
+
+
+# The first DATASET['count'] images of the bundled generator's training set (sample i depends only on (seed, i)).
+DATASET = dict(count=256, resolution=64, seed=0, defect_rate=0.25)
+
+# train.py's values for the demo; any of them given on the command line wins. The fine-tuning schedule is sized so
+# the whole run, start-up and panel included, finishes in under ten minutes on a 2-core CPU (README.md, measured).
+OPTIONS = dict(
+    outdir      = 'training-runs',
+    cfg         = 'synthetic',
+    gpus        = 1,
+    batch       = 4,
+    gamma       = 1,
+    mirror      = True,
+    resume      = GENERATOR,
+    kimg        = 0.4,
+    tick        = 0.1,
+    snap        = 4,
+    glr         = 0.0005,
+    workers     = 0,
+    desc        = 'reward-demo',
+)
+
+# Options that, when none of them is given, make train.py --reward=... run the demo.
+REQUIRED = ('outdir', 'cfg', 'data', 'gpus', 'batch', 'gamma')
+
+
+def cache_dir():
+    """$EG3D_RLHF_CACHE, or ~/.cache/eg3d-rlhf."""
+    return os.environ.get('EG3D_RLHF_CACHE') or os.path.join(os.path.expanduser('~'), '.cache', 'eg3d-rlhf')
+
+
+def dataset_path():
+    d = DATASET
+    return os.path.join(cache_dir(), f'synthetic-heads{d["resolution"]}-n{d["count"]}-seed{d["seed"]}.zip')
+
+
+def ensure_dataset(log=print):
+    """The demo dataset's path, rendering it into the cache first if it is not there (about a minute on 2 cores)."""
+    path = dataset_path()
+    if not os.path.isfile(path):
+        from eg3d_rlhf.synthetic import dataset_writer
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        log(f'Rendering the demo dataset ({DATASET["count"]} synthetic heads) into {path} (first use only)...')
+        dataset_writer.write_dataset(path, **DATASET)
+    return path
+
+#----------------------------------------------------------------------------

@@ -1,0 +1,94 @@
+"""Image consistency (PSNR, SSIM) and distribution distances (FID, KID) on features of a local Inception network."""
+
+import pickle
+import zipfile
+
+import numpy as np
+import scipy.linalg
+import skimage.metrics
+import torch
+
+#----------------------------------------------------------------------------
+# Per-image consistency of two renders of the same z and camera.
+
+def to_uint8_hwc(images):
+    """Images [N, 3, H, W] in [-1, 1] -> uint8 [N, H, W, 3]."""
+    return (images.clamp(-1, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def psnr_ssim(a, b):
+    """(PSNR in dB [N], SSIM [N]) between uint8 images a and b [N, H, W, 3] (scikit-image; identical -> inf, 1)."""
+    psnr, ssim = [], []
+    for x, y in zip(a, b):
+        psnr.append(float('inf') if np.array_equal(x, y) else skimage.metrics.peak_signal_noise_ratio(x, y, data_range=255))
+        ssim.append(skimage.metrics.structural_similarity(x, y, channel_axis=2, data_range=255))
+    return np.array(psnr), np.array(ssim)
+
+#----------------------------------------------------------------------------
+# Distribution distances on features [N, D].
+
+def frechet_distance(mu1, sigma1, mu2, sigma2):
+    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)): the Fréchet distance of two Gaussians (FID on features)."""
+    covmean = scipy.linalg.sqrtm(np.dot(sigma1, sigma2))
+    covmean = np.real(covmean)
+    return float(np.square(mu1 - mu2).sum() + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
+def fid_from_features(f1, f2):
+    f1, f2 = np.asarray(f1, dtype=np.float64), np.asarray(f2, dtype=np.float64)
+    return frechet_distance(f1.mean(0), np.cov(f1, rowvar=False), f2.mean(0), np.cov(f2, rowvar=False))
+
+
+def kid_from_features(f1, f2, num_subsets=100, max_subset_size=1000, seed=0):
+    """Kernel Inception Distance: unbiased MMD^2 with the cubic polynomial kernel (x.y / d + 1)^3, averaged over
+    random subsets (StyleGAN's recipe; with fewer samples than max_subset_size, the subsets are the whole sets)."""
+    f1, f2 = np.asarray(f1, dtype=np.float64), np.asarray(f2, dtype=np.float64)
+    n, d = min(len(f1), len(f2), max_subset_size), f1.shape[1]
+    rng = np.random.RandomState(seed)
+    total = 0.0
+    for _ in range(num_subsets):
+        x = f1[rng.choice(len(f1), n, replace=False)]
+        y = f2[rng.choice(len(f2), n, replace=False)]
+        kxx, kyy, kxy = ((x @ x.T) / d + 1) ** 3, ((y @ y.T) / d + 1) ** 3, ((x @ y.T) / d + 1) ** 3
+        total += (kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (n * (n - 1)) - 2 * kxy.mean()
+    return float(total / num_subsets)
+
+#----------------------------------------------------------------------------
+# The feature network: a local file only (nothing is downloaded).
+
+class InceptionError(ValueError):
+    """A feature-network file that cannot be used."""
+
+
+def load_inception(path, trust_pickle=False, device='cpu'):
+    """A callable uint8 images [N, 3, H, W] -> features [N, D] from a local file: a torch.export archive or a
+    TorchScript one (loading either runs no Python code), or NVIDIA's inception-2015-12-05.pkl (a pickle, so it needs
+    trust_pickle; it is called with return_features=True)."""
+    if zipfile.is_zipfile(path):
+        try:
+            net = torch.export.load(path).module()
+            return lambda images: net(images)
+        except Exception:                                       # Not an export archive: try TorchScript next.
+            pass
+        try:
+            net = torch.jit.load(path, map_location=device).eval()
+        except Exception as err:                                # TorchScript raises several error types.
+            raise InceptionError(f'{path}: neither a torch.export nor a TorchScript archive ({type(err).__name__})') from None
+        return lambda images: net(images.to(device))
+    if not trust_pickle:
+        raise InceptionError(f'{path}: a pickle; loading it runs code stored in it, so pass --trust-pickle if you trust it')
+    with open(path, 'rb') as f:
+        net = pickle.load(f).to(device).eval()
+    return lambda images: net(images.to(device), return_features=True)
+
+
+def features(extract, images, batch=32):
+    """Features [N, D] (numpy) of images [N, 3, H, W] in [-1, 1]."""
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(images), batch):
+            x = (images[s : s + batch].clamp(-1, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+            out.append(extract(x).float().cpu().numpy())
+    return np.concatenate(out)
+
+#----------------------------------------------------------------------------

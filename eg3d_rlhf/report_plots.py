@@ -1,0 +1,101 @@
+"""PNG plots and a small HTML page for reward reports: trajectories, before/after histograms, deltas, slope scatter."""
+
+import html
+import json
+import os
+
+import numpy as np
+
+import dnnlib
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, path):
+    with dnnlib.util.atomic_write(path, 'wb') as f:
+        fig.savefig(f, format='png', dpi=110, bbox_inches='tight')
+    _pyplot().close(fig)
+
+#----------------------------------------------------------------------------
+
+def plot_trajectories(kimg, rewards, path, title='Reward of each panel seed during fine-tuning'):
+    """rewards [ticks, seeds] against kimg: one thin line per seed, the mean in bold (the paper's Figure 8)."""
+    plt = _pyplot()
+    rewards = np.asarray(rewards)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot(kimg, rewards, color='tab:blue', alpha=0.15, linewidth=0.8)
+    ax.plot(kimg, rewards.mean(axis=1), color='black', linewidth=2, label=f'mean of {rewards.shape[1]} seeds')
+    ax.set(xlabel='kimg', ylabel='reward', title=title)
+    ax.legend(loc='best')
+    _save(fig, path)
+
+
+def plot_histograms(before, after, path, labels=('before', 'after')):
+    """Overlaid reward histograms of the same seeds before and after."""
+    plt = _pyplot()
+    before, after = np.asarray(before), np.asarray(after)
+    bins = np.histogram_bin_edges(np.concatenate([before, after]), bins=30)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.hist(before, bins=bins, alpha=0.6, label=f'{labels[0]} (mean {before.mean():.2f})')
+    ax.hist(after, bins=bins, alpha=0.6, label=f'{labels[1]} (mean {after.mean():.2f})')
+    ax.set(xlabel='reward', ylabel='seeds', title='Reward distribution')
+    ax.legend(loc='best')
+    _save(fig, path)
+
+
+def plot_deltas(before, after, path):
+    """Per-seed reward change, sorted, rises in green and falls in red."""
+    plt = _pyplot()
+    delta = np.sort(np.asarray(after) - np.asarray(before))
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.bar(np.arange(len(delta)), delta, width=1.0, color=np.where(delta > 0, 'tab:green', 'tab:red'))
+    ax.axhline(0, color='black', linewidth=0.8)
+    ax.set(xlabel='seeds, sorted', ylabel='reward change', title=f'{(delta > 0).sum()} of {len(delta)} seeds rose')
+    _save(fig, path)
+
+
+def plot_scatter(before, after, fit, path, labels=('initial reward', 'final reward')):
+    """Final against initial reward per seed with the fitted line and y = x (the paper's Figure 9)."""
+    plt = _pyplot()
+    before, after = np.asarray(before), np.asarray(after)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.scatter(before, after, s=10, alpha=0.7)
+    lo, hi = min(before.min(), after.min()), max(before.max(), after.max())
+    ax.plot([lo, hi], [lo, hi], color='gray', linestyle='--', linewidth=1, label='y = x')
+    if np.isfinite(fit['slope']):
+        ax.plot([lo, hi], [fit['slope'] * lo + fit['intercept'], fit['slope'] * hi + fit['intercept']], color='tab:red',
+            label=f'fit: slope {fit["slope"]:.2f}')
+    ax.set(xlabel=labels[0], ylabel=labels[1], title='Final vs initial reward')
+    ax.legend(loc='best')
+    _save(fig, path)
+
+#----------------------------------------------------------------------------
+
+def write_report(outdir, title, summary, pictures, name='report'):
+    """outdir/NAME.json (the summary) and outdir/NAME.html (a table of the summary's scalars, then the pictures)."""
+    with dnnlib.util.atomic_write(os.path.join(outdir, f'{name}.json'), 'w', encoding='utf-8') as f:
+        json.dump(summary, f, indent=2)
+        f.write('\n')
+    rows = []
+
+    def walk(prefix, value):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f'{prefix}{k}.', v)
+        else:
+            shown = f'{value:.4g}' if isinstance(value, float) else json.dumps(value)
+            rows.append(f'<tr><td>{html.escape(prefix[:-1])}</td><td>{html.escape(shown)}</td></tr>')
+    walk('', summary)
+    images = ''.join(f'<figure><img src="{html.escape(p)}" alt="{html.escape(p)}"><figcaption>{html.escape(p)}'
+        '</figcaption></figure>' for p in pictures)
+    page = (f'<!doctype html><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        '<style>body{font-family:sans-serif;margin:2em}td{padding:2px 12px;border-bottom:1px solid #ddd}'
+        'figure{display:inline-block;margin:8px}img{max-width:560px}</style>'
+        f'<h1>{html.escape(title)}</h1><table>{"".join(rows)}</table>{images}\n')
+    with dnnlib.util.atomic_write(os.path.join(outdir, f'{name}.html'), 'w', encoding='utf-8') as f:
+        f.write(page)

@@ -1,0 +1,238 @@
+"""Evaluation: reward-change and win-rate statistics, PSNR/SSIM, Fréchet and KID maths, and tools/evaluate.py."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import scipy.stats
+import torch
+from click.testing import CliRunner
+
+from eg3d_rlhf import evaluation, image_metrics
+from eg3d_rlhf.preferences import Judgement, write_judgements
+from eg3d_rlhf.rewards.checkpoint import save_reward
+from tests.test_finetune import slab_description, tiny_reward
+from tests.test_shape_tools import tiny_generator
+from tools import evaluate
+from training import legacy
+
+pytestmark = pytest.mark.usefixtures('one_thread')
+
+#----------------------------------------------------------------------------
+# Statistics.
+
+def test_reward_change_counts_mean_interval_and_slope():
+    before = np.array([0.0, 1.0, 2.0, 3.0, 4.0])
+    after = 0.5 * before + 3.0 + np.array([0.1, -0.1, 0.0, 0.1, -0.1])
+    rc = evaluation.reward_change(before, after)
+    delta = after - before
+    assert rc['seeds'] == 5 and rc['rose'] == int((delta > 0).sum()) and rc['fell'] == int((delta < 0).sum())
+    assert rc['mean_delta'] == pytest.approx(delta.mean())
+    half = scipy.stats.t.ppf(0.975, 4) * delta.std(ddof=1) / np.sqrt(5)
+    assert rc['mean_delta_ci95'] == pytest.approx([delta.mean() - half, delta.mean() + half])
+    assert rc['fit_slope'] == pytest.approx(np.polyfit(before, after, 1)[0])
+    assert rc['paired_t_p'] == pytest.approx(scipy.stats.ttest_rel(after, before).pvalue)
+
+
+def test_win_rate_drops_ties_and_uses_the_exact_binomial_test():
+    choices = ['tuned'] * 18 + ['original'] * 2 + ['tie'] * 3
+    w = evaluation.win_rate(choices)
+    assert (w['wins'], w['losses'], w['ties'], w['pairs']) == (18, 2, 3, 23)
+    assert w['win_rate'] == pytest.approx(0.9)
+    # Two-sided exact p of 18 or more (or 2 or fewer) successes in 20 fair coin flips, summed by hand.
+    from math import comb
+    p = 2 * sum(comb(20, k) for k in range(18, 21)) / 2**20
+    assert w['binomial_p'] == pytest.approx(p)
+    lo, hi = w['wilson95']
+    assert lo < 0.9 < hi and lo > 0.68
+
+
+def test_seed_ranges():
+    assert evaluation.seed_ranges('3,5-7') == [3, 5, 6, 7]
+    with pytest.raises(ValueError, match='empty range'):
+        evaluation.seed_ranges('7-5')
+    with pytest.raises(ValueError, match='cannot parse'):
+        evaluation.seed_ranges('a')
+
+#----------------------------------------------------------------------------
+# Image metrics.
+
+def test_psnr_and_ssim_of_identical_noisy_and_different_images():
+    rng = np.random.RandomState(0)
+    a = rng.randint(0, 256, size=(2, 32, 32, 3)).astype(np.uint8)
+    noise = np.clip(a.astype(int) + rng.randint(-4, 5, size=a.shape), 0, 255).astype(np.uint8)
+    psnr, ssim = image_metrics.psnr_ssim(a, a)
+    assert np.all(np.isinf(psnr)) and np.allclose(ssim, 1)
+    psnr, ssim = image_metrics.psnr_ssim(a, noise)
+    mse = np.mean((a.astype(float) - noise.astype(float)) ** 2, axis=(1, 2, 3))
+    assert psnr == pytest.approx(10 * np.log10(255**2 / mse))
+    assert np.all(ssim < 1) and np.all(ssim > 0.9)
+    _, ssim_far = image_metrics.psnr_ssim(a, 255 - a)
+    assert np.all(ssim_far < ssim)
+
+
+def test_frechet_distance_of_gaussians_has_the_closed_form():
+    # Diagonal covariances commute: the distance is |mu1 - mu2|^2 + sum (sqrt(s1) - sqrt(s2))^2.
+    mu1, mu2 = np.array([0.0, 1.0, 2.0]), np.array([1.0, 1.0, 0.0])
+    s1, s2 = np.array([1.0, 4.0, 9.0]), np.array([4.0, 1.0, 1.0])
+    expected = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(s1) - np.sqrt(s2)) ** 2)
+    assert image_metrics.frechet_distance(mu1, np.diag(s1), mu2, np.diag(s2)) == pytest.approx(expected)
+    # A rotated (non-diagonal) pair: the distance is invariant to rotating both.
+    q, _ = np.linalg.qr(np.random.RandomState(1).randn(3, 3))
+    rotated = image_metrics.frechet_distance(q @ mu1, q @ np.diag(s1) @ q.T, q @ mu2, q @ np.diag(s2) @ q.T)
+    assert rotated == pytest.approx(expected)
+
+
+def test_fid_and_kid_from_samples_of_two_gaussians():
+    rng = np.random.RandomState(0)
+    x = rng.randn(4000, 4)
+    y = rng.randn(4000, 4) * 2 + 1
+    assert image_metrics.fid_from_features(x, y) == pytest.approx(4 * 1 + 4 * (2 - 1) ** 2, rel=0.05)
+    assert abs(image_metrics.fid_from_features(x, rng.randn(4000, 4))) < 0.05
+    same = image_metrics.kid_from_features(x, rng.randn(4000, 4), num_subsets=5, max_subset_size=500)
+    different = image_metrics.kid_from_features(x, y, num_subsets=5, max_subset_size=500)
+    assert abs(same) < 0.05 and different > 10 * abs(same)
+
+
+class PooledFeatures(torch.nn.Module):
+    """A stand-in feature network: 2x2 average-pooled colours, 12 features."""
+    def forward(self, x):
+        return torch.nn.functional.adaptive_avg_pool2d(x.float(), 2).flatten(1)
+
+
+def save_feature_network(path, kind):
+    if kind == 'export':
+        torch.export.save(torch.export.export(PooledFeatures(), (torch.zeros(2, 3, 8, 8, dtype=torch.uint8),),
+            dynamic_shapes=({0: torch.export.Dim('n'), 2: torch.export.Dim('h', min=2), 3: torch.export.Dim('w', min=2)},)), path)
+    else:
+        torch.jit.save(torch.jit.script(PooledFeatures()), path)
+    return path
+
+
+@pytest.mark.filterwarnings('ignore::DeprecationWarning')
+@pytest.mark.parametrize('kind', ['export', 'torchscript'])
+def test_local_feature_networks_load_and_pickles_need_trust(tmp_path, kind):
+    extract = image_metrics.load_inception(save_feature_network(str(tmp_path / 'features.pt2'), kind))
+    images = torch.rand(3, 3, 8, 8) * 2 - 1
+    f = image_metrics.features(extract, images, batch=2)
+    u8 = (images * 127.5 + 128).clamp(0, 255).to(torch.uint8).float()
+    assert f.shape == (3, 12) and np.allclose(f, torch.nn.functional.adaptive_avg_pool2d(u8, 2).flatten(1).numpy())
+    pkl = tmp_path / 'inception.pkl'
+    pkl.write_bytes(b'not really a pickle')
+    with pytest.raises(image_metrics.InceptionError, match='trust'):
+        image_metrics.load_inception(str(pkl))
+
+#----------------------------------------------------------------------------
+# tools/evaluate.py on tiny generators.
+
+@pytest.fixture(scope='module')
+def tiny_pair(tmp_path_factory):
+    """(original pkl, tuned pkl, reward checkpoint): the tuned G has its decoder output bias shifted."""
+    root = tmp_path_factory.mktemp('eval')
+    paths = []
+    for name, shift in (('original', 0.0), ('tuned', 0.5)):
+        G = tiny_generator().eval()
+        with torch.no_grad():
+            G.decoder.net[-1].bias[0] += shift
+        path = str(root / f'{name}.pkl')
+        legacy.save_network_pkl(path, dict(G=G, G_ema=G, D=None, augment_pipe=None, training_set_kwargs=None))
+        paths.append(path)
+    reward = str(root / 'reward.pt')
+    save_reward(reward, tiny_reward(seed=3), 'sigma', slab_description())
+    return (*paths, reward)
+
+
+def run_evaluate(args):
+    return CliRunner().invoke(evaluate.main, [str(a) for a in args])
+
+
+def test_evaluate_writes_the_report(tiny_pair, tmp_path):
+    original, tuned, reward = tiny_pair
+    out = tmp_path / 'report'
+    result = run_evaluate(['--original', original, '--tuned', tuned, '--trust-pickle', '--reward-model', reward,
+        '--seeds', '0-5', '--annotator', 'oracle:nose', '--temperature', '0', '--res', '32', '--outdir', out,
+        '--device', 'cpu', '--batch', '4'])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / 'report.json').read_text())
+    assert report['reward']['seeds'] == 6 and report['reward']['rose'] + report['reward']['fell'] <= 6
+    pref = report['preference']
+    assert pref['pairs'] == 6 and pref['wins'] + pref['losses'] + pref['ties'] == 6
+    assert pref['noise_free']['wins'] == pref['wins']                  # Temperature 0: the noise-free choice.
+    assert 0 < report['images']['mean_psnr_db'] < 100 and report['images']['mean_ssim'] < 1
+    assert report['fid_kid'].startswith('not computed')
+    for name in ('report.html', 'images.png', 'geometry.png', 'reward_scatter.png', 'reward_histograms.png', 'reward_deltas.png'):
+        assert (out / name).stat().st_size > 0, name
+    assert 'not computed' in (out / 'report.html').read_text()
+
+
+def test_evaluate_same_generator_changes_nothing(tiny_pair, tmp_path):
+    original, _, reward = tiny_pair
+    result = run_evaluate(['--original', original, '--tuned', original, '--trust-pickle', '--reward-model', reward,
+        '--seeds', '0-2', '--outdir', tmp_path, '--device', 'cpu'])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / 'report.json').read_text())
+    assert report['reward']['mean_delta'] == 0 and report['reward']['rose'] == 0
+    assert report['images']['identical'] == 3 and report['preference'].startswith('not computed')
+
+
+def test_evaluate_win_rate_from_labels(tiny_pair, tmp_path):
+    original, tuned, reward = tiny_pair
+    labels = tmp_path / 'labels.jsonl'
+    t = '2026-01-01T00:00:00+00:00'
+    write_judgements(str(labels), [
+        Judgement('tuned-seed000000', 'original-seed000000', 'a', 'ann', t),
+        Judgement('original-seed000001', 'tuned-seed000001', 'b', 'ann', t),
+        Judgement('original-seed000002', 'tuned-seed000002', 'a', 'ann', t),
+        Judgement('original-seed000000', 'tuned-seed000000', 'tie', 'bob', t)])
+    result = run_evaluate(['--original', original, '--tuned', tuned, '--trust-pickle', '--reward-model', reward,
+        '--seeds', '0-2', '--labels', labels, '--outdir', tmp_path / 'r', '--device', 'cpu'])
+    assert result.exit_code == 0, result.output
+    pref = json.loads((tmp_path / 'r' / 'report.json').read_text())['preference']
+    assert (pref['wins'], pref['losses'], pref['ties']) == (2, 1, 1)
+
+
+def test_evaluate_fid_kid_with_a_local_feature_network(tiny_pair, tmp_path):
+    original, tuned, reward = tiny_pair
+    net = save_feature_network(str(tmp_path / 'features.pt2'), 'export')
+    result = run_evaluate(['--original', original, '--tuned', tuned, '--trust-pickle', '--reward-model', reward,
+        '--seeds', '0-15', '--inception', net, '--outdir', tmp_path / 'r', '--device', 'cpu'])
+    assert result.exit_code == 0, result.output
+    fk = json.loads((tmp_path / 'r' / 'report.json').read_text())['fid_kid']
+    assert fk['reference'] == 'original generator' and fk['tuned']['fid'] > 0 and np.isfinite(fk['tuned']['kid'])
+
+
+@pytest.mark.parametrize('extra, message', [
+    (['--annotator', 'oracle:beauty'], 'unknown annotator'),
+    (['--annotator', 'oracle:nose', '--labels', 'x.jsonl'], 'not both'),
+    (['--inception', '/nonexistent/inception.pkl'], 'never downloaded'),
+    (['--seeds', '9-3'], 'empty range'),
+    (['--temperature', '-1'], '--temperature'),
+    (['--res', '4'], '--res'),
+    (['--batch', '0'], '--batch'),
+])
+def test_evaluate_rejects_bad_input(tiny_pair, tmp_path, extra, message):
+    original, tuned, reward = tiny_pair
+    result = run_evaluate(['--original', original, '--tuned', tuned, '--trust-pickle', '--reward-model', reward,
+        '--outdir', tmp_path / 'r', '--device', 'cpu', *extra])
+    assert result.exit_code != 0 and message in result.output
+    assert not (tmp_path / 'r').exists()
+
+
+def test_evaluate_refuses_untrusted_pickles_and_bad_reward_models(tiny_pair, tmp_path):
+    original, tuned, reward = tiny_pair
+    result = run_evaluate(['--original', original, '--tuned', tuned, '--reward-model', reward, '--outdir', tmp_path])
+    assert result.exit_code != 0 and '--trust-pickle' in result.output
+    result = run_evaluate(['--original', original, '--tuned', tuned, '--trust-pickle', '--reward-model', original,
+        '--outdir', tmp_path])
+    assert result.exit_code != 0 and 'not a reward checkpoint' in result.output
+
+
+def test_evaluate_dry_run_writes_nothing(tiny_pair, tmp_path):
+    original, tuned, reward = tiny_pair
+    result = run_evaluate(['--original', original, '--tuned', tuned, '--trust-pickle', '--reward-model', reward,
+        '--annotator', 'oracle:nose', '--outdir', tmp_path / 'r', '--dry-run'])
+    assert result.exit_code == 0 and 'would compare' in result.output and 'not computed' in result.output
+    assert not (tmp_path / 'r').exists()
+
+#----------------------------------------------------------------------------
