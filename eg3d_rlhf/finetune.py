@@ -176,9 +176,9 @@ class RewardPhase:
         fresh = torch.randn([max(self.batch - len(z), 0), z.shape[1]], device=z.device)
         return torch.cat([z, fresh])[:self.batch], c[rows], camera[rows]
 
-    def loss(self, G, z, c, camera=None):
+    def loss(self, G, z, c, camera=None, neural_rendering_resolution=None):
         """(total loss, {name: detached value}) for latents z [N, z_dim] conditioned on c [N, c_dim]; camera [N, 25]
-        is where the image-consistency term renders from (needed only when lambda_image > 0)."""
+        and neural_rendering_resolution (None = G's own) are where and how big the image-consistency term renders."""
         z, c, camera = self.latents(z, c, c if camera is None else camera)
         ws = G.mapping(z, c)                                            # Shared by every term.
         parts = {}
@@ -198,8 +198,9 @@ class RewardPhase:
             device = ws.device
             with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == 'cuda' else []):
                 # The renderer draws stratified ray samples: the reference renders with the same draws as G.
-                target = self.G_ref.synthesis(self.G_ref.mapping(z, c), camera, noise_mode='const')['image_raw']
-            image = G.synthesis(ws, camera, noise_mode='const')['image_raw']
+                target = self.G_ref.synthesis(self.G_ref.mapping(z, c), camera, noise_mode='const',
+                    neural_rendering_resolution=neural_rendering_resolution or G.neural_rendering_resolution)['image_raw']
+            image = G.synthesis(ws, camera, noise_mode='const', neural_rendering_resolution=neural_rendering_resolution)['image_raw']
             image_consistency = (image - target).abs().mean()
             total = total + self.lambda_image * image_consistency
             parts['image_consistency'] = image_consistency.detach()

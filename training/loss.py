@@ -229,7 +229,7 @@ class StyleGAN2Loss(Loss):
         """G: lambda_r * reward loss on the slab sigma + lambda_sigma * density consistency (+ lambda_image * image
         consistency), eg3d_rlhf.finetune.RewardPhase."""
         c_cond = self.gen_conditioning(gen_c, s.swapping_prob)
-        loss, parts = self.reward.loss(self.G, gen_z, c_cond, camera=gen_c)
+        loss, parts = self.reward.loss(self.G, gen_z, c_cond, camera=gen_c, neural_rendering_resolution=s.neural_rendering_resolution)
         training_stats.report('Loss/G/reward', parts['reward_loss'])
         training_stats.report('Reward/raw', parts['reward'])
         for name, stat in [('density_consistency', 'Loss/G/density_consistency'), ('image_consistency',

@@ -288,6 +288,7 @@ def training_loop(
     if rank == 0 and panel_kwargs is not None:
         from eg3d_rlhf.panel import RewardPanel
         panel = RewardPanel(run_dir, device=device, **panel_kwargs)
+        log(panel.record(G_ema, resume_kimg))                            # The starting point of every trajectory.
 
     # Initialize logs.
     log('Initializing logs...')

@@ -1,0 +1,199 @@
+"""train.py's reward fine-tuning: every reward flag, the embedded demo's defaults, and a short run with its panel."""
+
+import csv
+import json
+import os
+
+import numpy as np
+import PIL.Image
+import pytest
+from click.testing import CliRunner
+
+import train
+from eg3d_rlhf import demo
+from eg3d_rlhf.rewards import build_reward
+from eg3d_rlhf.rewards.checkpoint import save_reward
+from tests.test_finetune import slab_description, tiny_reward
+from tests.test_train import TRAIN_ARGS, base_args, data, only_run_dir, run_train  # noqa: F401 (a fixture)
+import dnnlib
+from training import legacy, training_loop
+
+#----------------------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def rewards(tmp_path_factory):
+    """{kind: checkpoint}: a tiny sigma reward and a pointcloud reward, on the slab of a box of side 1."""
+    root = tmp_path_factory.mktemp('rewards')
+    paths = dict(sigma=str(root / 'sigma.pt'), pointcloud=str(root / 'pointcloud.pt'))
+    save_reward(paths['sigma'], tiny_reward(seed=3), 'sigma', slab_description())
+    save_reward(paths['pointcloud'], build_reward('pointcloud', num_points=64, widths=[8, 8, 16], hidden=8), 'pointcloud',
+        slab_description())
+    return paths
+
+
+@pytest.fixture(scope='module')
+def start_pkl(data, tmp_path_factory):
+    """A fresh synthetic-preset G, D and G_ema as a network pickle to fine-tune from."""
+    c = config_of(base_args(data))
+    training_set = dnnlib.util.construct_class_by_name(**c.training_set_kwargs)
+    G, D, G_ema = training_loop.build_networks(training_set, c.G_kwargs, c.D_kwargs, 'cpu')
+    path = str(tmp_path_factory.mktemp('start') / 'start.pkl')
+    legacy.save_network_pkl(path, dict(G=G, D=D, G_ema=G_ema, augment_pipe=None, training_set_kwargs=dict(c.training_set_kwargs)))
+    return path
+
+
+def reward_args(data, rewards, *extra, outdir='unused'):
+    return base_args(data, outdir, '--resume', 'snap.pkl', '--trust-pickle', '--reward', 'sigma', '--reward-model',
+        rewards['sigma'], *extra)
+
+
+def config_of(args):
+    ctx = train.main.make_context('train.py', list(args))
+    return train.make_config(ctx.params, train.explicit_options(ctx))[0]
+
+#----------------------------------------------------------------------------
+# Every reward flag reaches the options; bad values fail with a clear message.
+
+def test_reward_defaults(data, rewards):
+    c = config_of(reward_args(data, rewards))
+    rk = c.loss_kwargs.reward_kwargs
+    assert rk == dict(reward_model_path=os.path.abspath(rewards['sigma']), lambda_r=10.0, lambda_sigma=0.01,
+        lambda_image=0.0, mode='clip', tau=0.1, batch=None, recompute=False)
+    assert c.reward_interval == 1
+    assert c.panel_kwargs == dict(reward_model_path=os.path.abspath(rewards['sigma']), seeds='2000-2199')
+    assert 'reward_kwargs' not in config_of(base_args(data)).loss_kwargs
+
+
+REWARD_FLAGS = [
+    (['--lambda-r', '3'],                           'loss_kwargs.reward_kwargs.lambda_r',       3.0),
+    (['--lambda-sigma', '0.5'],                     'loss_kwargs.reward_kwargs.lambda_sigma',   0.5),
+    (['--lambda-image', '2'],                       'loss_kwargs.reward_kwargs.lambda_image',   2.0),
+    (['--reward-every', '4'],                       'reward_interval',                          4),
+    (['--reward-batch', '3'],                       'loss_kwargs.reward_kwargs.batch',          3),
+    (['--reward-loss', 'standardised'],             'loss_kwargs.reward_kwargs.mode',           'standardised'),
+    (['--reward-loss', 'pairwise', '--tau', '0.7'], 'loss_kwargs.reward_kwargs.tau',            0.7),
+    (['--reward-recompute'],                        'loss_kwargs.reward_kwargs.recompute',      True),
+    (['--panel-seeds', '5,7-9'],                    'panel_kwargs.seeds',                       '5,7-9'),
+    (['--panel-seeds', 'none'],                     'panel_kwargs',                             None),
+]
+
+@pytest.mark.parametrize('extra, path, expected', REWARD_FLAGS, ids=[' '.join(a) for a, _, _ in REWARD_FLAGS])
+def test_reward_flag_reaches_training_options(data, rewards, extra, path, expected):
+    from tests.test_train import lookup
+    assert lookup(config_of(reward_args(data, rewards)), path) != expected
+    assert lookup(config_of(reward_args(data, rewards, *extra)), path) == expected
+
+
+def test_reward_kind_picks_its_model(data, rewards):
+    args = base_args(data, 'unused', '--resume', 'snap.pkl', '--trust-pickle', '--reward', 'pointcloud', '--reward-model',
+        rewards['pointcloud'])
+    assert config_of(args).loss_kwargs.reward_kwargs.reward_model_path == os.path.abspath(rewards['pointcloud'])
+
+
+@pytest.mark.parametrize('extra, message', [
+    (['--reward', 'none', '--lambda-r', '1'], '--lambda-r needs --reward'),
+    (['--reward', 'none', '--tau', '1'], '--tau needs --reward'),
+    (['--reward', 'none', '--reward-recompute'], '--reward-recompute needs --reward'),
+    (['--tau', '0.5'], 'does not use it'),
+    (['--lambda-r', '-1'], '--lambda-r'),
+    (['--lambda-sigma', '-0.1'], '--lambda-sigma'),
+    (['--lambda-image', '-2'], '--lambda-image'),
+    (['--reward-every', '0'], '--reward-every'),
+    (['--reward-batch', '0'], '--reward-batch'),
+    (['--reward-loss', 'hinge'], '--reward-loss'),
+    (['--reward', 'mesh'], '--reward'),
+    (['--panel-seeds', '9-2'], '--panel-seeds'),
+    (['--reward-model', '/nonexistent/reward.pt'], 'no such reward checkpoint'),
+    (['--reward', 'depth'], 'is a sigma reward, but --reward=depth'),
+])
+def test_bad_reward_options_fail_with_a_clear_message(data, rewards, tmp_path, extra, message):
+    args = reward_args(data, rewards, outdir=tmp_path)
+    if extra[:2] == ['--reward', 'none']:                   # No reward: drop --reward-model too.
+        args = base_args(data, tmp_path, '--resume', 'snap.pkl', '--trust-pickle')
+    result = CliRunner().invoke(train.main, args + extra + ['--dry-run'])   # A repeated option: the last one wins.
+    assert result.exit_code != 0
+    assert message in result.output
+    assert not any(tmp_path.iterdir())
+
+
+def test_reward_needs_a_generator_to_start_from(data, rewards):
+    args = base_args(data, 'unused', '--reward', 'sigma', '--reward-model', rewards['sigma'])
+    result = CliRunner().invoke(train.main, args + ['--dry-run'])
+    assert result.exit_code != 0 and 'pass --resume' in result.output
+
+#----------------------------------------------------------------------------
+# The embedded demo.
+
+def test_demo_fills_in_what_is_not_given(rewards, tmp_path, monkeypatch):
+    monkeypatch.setenv('EG3D_RLHF_CACHE', str(tmp_path / 'cache'))
+    ctx = train.main.make_context('train.py', ['--reward', 'sigma', '--lambda-r', '10', '--reward-model', rewards['sigma'],
+        '--kimg', '0.2', '--dry-run'])
+    c, desc, outdir = train.make_config(ctx.params, train.explicit_options(ctx))
+    assert outdir == demo.OPTIONS['outdir'] and c.batch_size == demo.OPTIONS['batch'] and c.num_gpus == 1
+    assert c.total_kimg == 0.2                                                  # Given on the command line: kept.
+    assert c.kimg_per_tick == demo.OPTIONS['tick'] and c.G_opt_kwargs.lr == demo.OPTIONS['glr']
+    assert c.resume_pkl == demo.GENERATOR and c.trust_resume_pkl
+    assert c.training_set_kwargs.path == demo.dataset_path() and c.training_set_kwargs.max_size == demo.DATASET['count']
+    assert c.training_set_kwargs.path.startswith(str(tmp_path / 'cache'))
+    assert c.loss_kwargs.reward_kwargs.lambda_r == 10 and desc.endswith('sigma-lr10-reward-demo')
+    assert not (tmp_path / 'cache').exists()                                  # A dry run renders no dataset.
+
+
+def test_demo_default_reward_model_is_the_bundled_one(tmp_path, monkeypatch):
+    monkeypatch.setenv('EG3D_RLHF_CACHE', str(tmp_path))
+    for kind in ('sigma', 'depth', 'pointcloud'):
+        if not os.path.isfile(demo.reward_model(kind)):
+            pytest.fail(f'the bundled reward model {demo.reward_model(kind)} is missing')
+        ctx = train.main.make_context('train.py', ['--reward', kind, '--dry-run'])
+        c = train.make_config(ctx.params, train.explicit_options(ctx))[0]
+        assert c.loss_kwargs.reward_kwargs.reward_model_path == demo.reward_model(kind)
+
+
+def test_demo_needs_all_or_none_of_the_required_options(data, rewards):
+    result = CliRunner().invoke(train.main, ['--reward', 'sigma', '--reward-model', rewards['sigma'], '--data', data, '--dry-run'])
+    assert result.exit_code != 0 and "Missing option '--outdir'" in result.output and 'bundled demo' in result.output
+    result = CliRunner().invoke(train.main, ['--dry-run'])
+    assert result.exit_code != 0 and "Missing option '--outdir'" in result.output
+
+
+def test_demo_dataset_is_rendered_once_into_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv('EG3D_RLHF_CACHE', str(tmp_path))
+    monkeypatch.setitem(demo.DATASET, 'count', 3)
+    monkeypatch.setitem(demo.DATASET, 'resolution', 16)
+    path = demo.ensure_dataset(log=lambda *a: None)
+    assert path == demo.dataset_path() and os.path.isfile(path)
+    stamp = os.stat(path).st_mtime_ns
+    assert demo.ensure_dataset(log=lambda *a: None) == path and os.stat(path).st_mtime_ns == stamp
+
+#----------------------------------------------------------------------------
+# A short fine-tuning run: the reward phase trains, the panel writes its evidence, the snapshot loads.
+
+@pytest.mark.slow
+def test_reward_run_writes_panel_evidence_and_a_loadable_snapshot(data, rewards, start_pkl, tmp_path):
+    args = base_args(data, tmp_path, *TRAIN_ARGS, '--kimg', '0.004', '--tick', '0.002', '--resume', start_pkl, '--trust-pickle',
+        '--reward', 'sigma', '--reward-model', rewards['sigma'], '--reward-batch', '3', '--lambda-image', '0.1',
+        '--panel-seeds', '3-5')
+    output = run_train(args)
+    run_dir = only_run_dir(tmp_path)
+    assert 'panel of 3 seeds: mean reward' in output and 'see reward_report.html' in output
+    with open(os.path.join(run_dir, 'stats.jsonl')) as f:
+        stats = [json.loads(line) for line in f]
+    for key in ('Loss/G/reward', 'Reward/raw', 'Loss/G/density_consistency', 'Loss/G/image_consistency', 'Timing/Greward'):
+        assert np.isfinite(stats[-1][key]['mean']), key
+    with open(os.path.join(run_dir, 'reward_trajectories.csv')) as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ['kimg', 'seed000003', 'seed000004', 'seed000005']
+    assert [float(r[0]) for r in rows[1:]] == [0, 0.002, 0.004]                # The start, then every tick.
+    for name in ('reward_trajectories.png', 'reward_histograms.png', 'reward_deltas.png', 'reward_scatter.png'):
+        with PIL.Image.open(os.path.join(run_dir, name)) as im:
+            assert im.size[0] > 100, name
+    report = json.load(open(os.path.join(run_dir, 'reward_report.json')))
+    first, last = np.array(rows[1][1:], dtype=float), np.array(rows[-1][1:], dtype=float)
+    assert report['seeds'] == 3 and report['mean_delta'] == pytest.approx((last - first).mean(), rel=1e-4, abs=1e-6)
+    options = json.load(open(os.path.join(run_dir, 'training_options.json')))
+    assert options['loss_kwargs']['reward_kwargs']['batch'] == 3 and options['panel_kwargs']['seeds'] == '3-5'
+    snap = legacy.load_network_pkl(os.path.join(run_dir, 'network-snapshot-000000.pkl'), trust=True)
+    assert set(snap) == {'G', 'D', 'G_ema', 'augment_pipe', 'training_set_kwargs'}
+    assert type(snap['G_ema']).__name__ == 'TriPlaneGenerator'
+
+#----------------------------------------------------------------------------
