@@ -29,6 +29,7 @@ SAMPLE_FILE = re.compile(r'/bank/([A-Za-z0-9_.-]+)/([a-z_]+\.png)')   # Matched 
 ANNOTATOR = re.compile(r'[A-Za-z0-9_.@-]{1,64}')
 LOOPBACK = '127.0.0.1'
 MAX_BODY = 4096
+DEFAULT_PAIRS = 200
 
 
 class LabelServer(http.server.ThreadingHTTPServer):
@@ -169,7 +170,8 @@ def main():
 @click.option('--out', required=True, metavar='JSONL', help='Judgement file, appended to (annotators may share it)')
 @click.option('--annotator', required=True, callback=check_annotator, metavar='NAME', help='Who is labeling')
 @click.option('--port', type=click.IntRange(0, 65535), default=8765, show_default=True, help='Port (0 = any free one)')
-@click.option('--pairs', 'target', type=click.IntRange(min=1), default=200, show_default=True, help='New pairs to judge')
+@click.option('--pairs', 'target', type=click.IntRange(min=1), metavar='N',
+    help=f'New pairs to judge  [default: {DEFAULT_PAIRS}, or every pair of a smaller bank]')
 @click.option('--active', is_flag=True, help='Pairs with the closest reward scores first (needs --reward-model)')
 @click.option('--reward-model', 'reward_path', metavar='PT', help='Reward checkpoint that orders the pairs for --active')
 @click.option('--repeat-rate', type=click.FloatRange(0, 1), default=0.05, show_default=True,
@@ -192,6 +194,7 @@ def serve(bank_dir, out, annotator, port, target, active, reward_path, repeat_ra
         raise click.UsageError('--reward-model is only used with --active')
     bank = open_bank(bank_dir)
     limit = len(bank) * (len(bank) - 1) // 2
+    target = min(DEFAULT_PAIRS, limit) if target is None else target
     if target > limit:
         raise click.BadParameter(f'{target} pairs asked for, but {len(bank)} samples give only {limit}', param_hint='--pairs')
     if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
