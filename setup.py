@@ -23,5 +23,5 @@ setup(
         'psutil',
         'matplotlib',           # PNG plots in run reports (Agg backend, no display needed).
     ],
-    extras_require={'test': ['pytest']},
+    extras_require={'test': ['pytest', 'selenium']},   # selenium drives Chromium in tests/test_label.py.
 )

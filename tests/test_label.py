@@ -584,8 +584,8 @@ def test_serve_dry_run_prints_settings_and_serves_nothing(served, tmp_path):
         '--seed', '3', '--host', '0.0.0.0', '--dry-run')
     ok(result)
     assert seen == {} and not out.exists()
-    assert result.output == (f'would serve: bank {bank_dir} (5 samples), out {out}, annotator dave, 0/7 judged, order '
-        'random, seed 3, repeat rate 0.2, http://0.0.0.0:0/\n')
+    assert result.output == (f'would serve http://0.0.0.0:0/: bank {bank_dir} (5 samples), out {out}, annotator dave, '
+        '0/7 judged, order random, seed 3, repeat rate 0.2\n')
 
 
 @pytest.mark.parametrize('args, code, message', [

@@ -205,9 +205,9 @@ def serve(bank_dir, out, annotator, port, target, active, reward_path, repeat_ra
     state = session.state()
     order = f'active by {reward_path}' if active else f'random, seed {seed}'
     settings = (f'bank {bank_dir} ({len(bank)} samples), out {out}, annotator {annotator}, {state["done"]}/{target} '
-        f'judged, order {order}, repeat rate {repeat_rate}, http://{host}:{port}/')
+        f'judged, order {order}, repeat rate {repeat_rate}')
     if dry_run:
-        print(f'would serve: {settings}')
+        print(f'would serve http://{host}:{port}/: {settings}')
         return
     try:
         server = LabelServer((host, port), bank, session)
@@ -215,7 +215,7 @@ def serve(bank_dir, out, annotator, port, target, active, reward_path, repeat_ra
         raise click.ClickException(f'cannot listen on {host}:{port}: {err.strerror or err}')
     if not is_loopback(host):
         print(f'warning: listening on {host}: other machines can reach this page, and it has no login', flush=True)
-    print(f'serving http://{host}:{server.server_address[1]}/ ({settings}); Ctrl-C stops', flush=True)
+    print(f'serving http://{host}:{server.server_address[1]}/: {settings}; Ctrl-C stops', flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
