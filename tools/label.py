@@ -242,7 +242,8 @@ def stats(labels, json_out):
     if not judgements:
         raise click.ClickException(f'{labels}: no judgements')
     result = labeling.label_stats(judgements)
-    print(f'{labels}: {len(judgements)} judgements by {len(result["annotators"])} annotators')
+    repeats = sum(a['repeats'] for a in result['annotators'].values())
+    print(f'{labels}: {len(judgements)} judgements ({repeats} repeats) by {len(result["annotators"])} annotators')
     print(f'{"annotator":<16} {"judged":>6} {"decided":>7} {"ties":>5} {"skips":>5} {"repeats":>7}  self-consistency')
     for name, a in result['annotators'].items():
         sc = a['self_consistency']
