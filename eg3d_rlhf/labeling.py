@@ -35,8 +35,18 @@ def append_record(path, record):
         while written < len(line):                      # A regular file takes it all at once; be sure anyway.
             written += os.write(fd, line[written:])
         os.fsync(fd)
+        if size == 0:                                   # A new file: make its name durable too.
+            _fsync_dir(os.path.dirname(os.path.abspath(path)))
     finally:
         os.close(fd)                                    # Closing releases the lock.
+
+
+def _fsync_dir(folder):
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _last_byte(path, size):

@@ -586,6 +586,8 @@ def test_serve_dry_run_prints_settings_and_serves_nothing(served, tmp_path):
     assert seen == {} and not out.exists()
     assert result.output == (f'would serve http://0.0.0.0:0/: bank {bank_dir} (5 samples), out {out}, annotator dave, '
         '0/7 judged, order random, seed 3, repeat rate 0.2\n')
+    result = ok(CliRunner().invoke(label.main, ['serve', '--bank', bank_dir, '--out', str(out), '--annotator', 'x', '--dry-run']))
+    assert result.output.startswith('would serve http://127.0.0.1:8765/: ') and 'repeat rate 0.05' in result.output
 
 
 @pytest.mark.parametrize('args, code, message', [
