@@ -24,5 +24,5 @@ setup(
         'matplotlib',           # PNG plots in run reports (Agg backend, no display needed).
         'scikit-image',         # PSNR and SSIM in tools/evaluate.py.
     ],
-    extras_require={'test': ['pytest']},
+    extras_require={'test': ['pytest', 'selenium']},   # selenium drives Chromium in tests/test_label.py.
 )

@@ -46,14 +46,19 @@ def now():
 
 #----------------------------------------------------------------------------
 
-def parse_judgement(text, where):
-    """One JSONL line -> Judgement; LabelError naming `where` (file:line) when it is not a valid judgement."""
+def _json_object(text, where):
     try:
         d = json.loads(text)
     except json.JSONDecodeError as err:
         raise LabelError(f'{where}: not JSON ({err.msg})') from None
     if not isinstance(d, dict):
         raise LabelError(f'{where}: expected a JSON object, got {type(d).__name__}')
+    return d
+
+
+def parse_judgement(text, where):
+    """One JSONL line -> Judgement; LabelError naming `where` (file:line) when it is not a valid judgement."""
+    d = _json_object(text, where)
     missing = [k for k in REQUIRED if k not in d]
     if missing:
         raise LabelError(f'{where}: missing {", ".join(missing)}')
@@ -72,27 +77,69 @@ def parse_judgement(text, where):
     return Judgement(a=d['a'], b=d['b'], choice=d['choice'], annotator=d['annotator'], time=d['time'], extra=extra)
 
 
-def load_judgements(path, known_ids=None):
+def parse_undo(d, where):
+    """An undo record {"undo_of": ID, "annotator": str, "time": ISO-8601} -> (id undone, annotator)."""
+    for key in ('undo_of', 'annotator', 'time'):
+        if not isinstance(d.get(key), str) or not d[key]:
+            raise LabelError(f'{where}: "{key}" of an undo record must be a non-empty string')
+    try:
+        datetime.datetime.fromisoformat(d['time'])
+    except ValueError:
+        raise LabelError(f'{where}: "time" is not ISO-8601: {d["time"]!r}') from None
+    return d['undo_of'], d['annotator']
+
+
+def is_repeat(j):
+    """A deliberate second showing of a pair the annotator judged before (tools/label.py --repeat-rate)."""
+    return j.extra.get('repeat') is True
+
+
+def load_judgements(path, known_ids=None, repeats=False):
     """Every judgement in a JSONL file, validated: bad lines, self-pairs, ids outside known_ids (when given) and
-    the same annotator judging the same pair twice are LabelErrors with line numbers. Blank lines are skipped."""
+    the same annotator judging the same pair twice are LabelErrors with line numbers. Blank lines are skipped.
+
+    Undo records ({"undo_of": ID, ...}, written by tools/label.py) remove the earlier judgement whose "id" is ID;
+    that judgement is gone, as if never written, and its pair may be judged again. Repeats ("repeat": true) are
+    the same annotator's second look at a pair they judged before (sides swapped), kept to measure
+    self-consistency; they are not judged twice by accident, so they are no error. They are left out unless
+    `repeats` is true: training counts each pair once per annotator, and `tools/label.py stats` asks for them."""
     known = None if known_ids is None else set(known_ids)
-    judgements, first_seen = [], {}
+    live, by_id, first_seen = {}, {}, {}         # live: line number -> Judgement, in file order.
     with open(path, encoding='utf-8') as f:
         for lineno, text in enumerate(f, start=1):
             if not text.strip():
                 continue
             where = f'{path}:{lineno}'
+            d = _json_object(text, where)
+            if 'undo_of' in d:
+                target, annotator = parse_undo(d, where)
+                j = live.pop(by_id.get((target, annotator)), None)
+                if j is None:
+                    raise LabelError(f'{where}: undoes {target}, which is no standing judgement of {annotator}')
+                if not is_repeat(j):
+                    del first_seen[(frozenset((j.a, j.b)), j.annotator)]
+                continue
             j = parse_judgement(text, where)
             if known is not None:
                 unknown = [x for x in (j.a, j.b) if x not in known]
                 if unknown:
                     raise LabelError(f'{where}: unknown sample id {unknown[0]}')
             key = (frozenset((j.a, j.b)), j.annotator)
-            if key in first_seen:
+            if is_repeat(j):
+                if key not in first_seen:
+                    raise LabelError(f'{where}: a repeat of {j.a} vs {j.b}, which {j.annotator} has not judged before')
+            elif key in first_seen:
                 raise LabelError(f'{where}: {j.annotator} already judged {j.a} vs {j.b} on line {first_seen[key]}')
-            first_seen[key] = lineno
-            judgements.append(j)
-    return judgements
+            else:
+                first_seen[key] = lineno
+            if 'id' in j.extra:
+                if not isinstance(j.extra['id'], str) or not j.extra['id']:
+                    raise LabelError(f'{where}: "id" must be a non-empty string')
+                if (j.extra['id'], j.annotator) in by_id:
+                    raise LabelError(f'{where}: the id {j.extra["id"]!r} is used twice by {j.annotator}')
+                by_id[(j.extra['id'], j.annotator)] = lineno
+            live[lineno] = j
+    return [j for j in live.values() if repeats or not is_repeat(j)]
 
 
 def write_judgements(path, judgements):

@@ -96,3 +96,35 @@ def test_good_bad_lists(tmp_path):
     bad.write_text('seed 14\n')
     with pytest.raises(P.LabelError, match=':1: not a sample id'):
         P.import_good_bad(str(good), str(bad))
+
+
+def test_undo_records_take_a_judgement_back(tmp_path):
+    rows = [dict(LINE, id='j1'), dict(LINE, a='seed000003', id='j2'),
+        dict(undo_of='j1', annotator='ann', time=LINE['time']),
+        dict(LINE, a='seed000002', b='seed000001', choice='tie', id='j3')]          # Judged again after the undo.
+    judgements = P.load_judgements(write_lines(tmp_path / 'l.jsonl', rows))
+    assert [(j.a, j.b, j.choice) for j in judgements] == [('seed000003', 'seed000002', 'a'), ('seed000002', 'seed000001', 'tie')]
+
+
+@pytest.mark.parametrize('rows, message', [
+    ([dict(LINE, id='j1'), dict(undo_of='j9', annotator='ann', time=LINE['time'])], ':2: undoes j9, which is no standing'),
+    ([dict(LINE, id='j1'), dict(undo_of='j1', annotator='other', time=LINE['time'])], ':2: undoes j1, which is no standing'),
+    ([dict(LINE, id='j1'), dict(undo_of='j1', annotator='ann', time=LINE['time']),
+        dict(undo_of='j1', annotator='ann', time=LINE['time'])], ':3: undoes j1'),
+    ([dict(undo_of='', annotator='ann', time=LINE['time'])], ':1: "undo_of" of an undo record must be'),
+    ([dict(undo_of='j1', annotator='ann', time='now')], ':1: "time" is not ISO-8601'),
+    ([dict(LINE, repeat=True)], ':1: a repeat of seed000001 vs seed000002, which ann has not judged before'),
+    ([dict(LINE, id='j1'), dict(LINE, a='seed000003', id='j1')], ":2: the id 'j1' is used twice by ann"),
+    ([dict(LINE, id=5)], ':1: "id" must be a non-empty string'),
+])
+def test_bad_undo_and_repeat_records(tmp_path, rows, message):
+    with pytest.raises(P.LabelError, match=message):
+        P.load_judgements(write_lines(tmp_path / 'l.jsonl', rows))
+
+
+def test_repeats_are_measured_not_trained_on(tmp_path):
+    rows = [LINE, dict(LINE, a=LINE['b'], b=LINE['a'], choice='b', repeat=True), dict(LINE, annotator='other', repeat=False)]
+    path = write_lines(tmp_path / 'l.jsonl', rows)
+    assert [j.annotator for j in P.load_judgements(path)] == ['ann', 'other']                 # Training: each pair once.
+    with_repeats = P.load_judgements(path, repeats=True)
+    assert [P.is_repeat(j) for j in with_repeats] == [False, True, False]

@@ -12,7 +12,28 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from eg3d_rlhf.bank import Bank, BankError                                          # noqa: E402
 from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward         # noqa: E402
 from eg3d_rlhf.sigma import normalise_sigma_self                                    # noqa: E402
-from tools.cli_utils import pick_device, write_scores                                          # noqa: E402
+from tools.cli_utils import pick_device, write_scores                               # noqa: E402
+
+#----------------------------------------------------------------------------
+
+def check_grid(info, bank, reward_path, bank_dir):
+    """ClickException unless the bank's slabs are on the grid the reward model was trained on."""
+    want = info['input']['slab']
+    have = bank.meta(bank.ids[0])['slab']
+    if list(want['shape']) != list(have['shape']) or want['resolution'] != have['resolution']:
+        raise click.ClickException(f'{bank_dir}: slabs of the {have["resolution"]}^3 grid, shape {have["shape"]}, but '
+            f'{reward_path} was trained on the {want["resolution"]}^3 grid, shape {want["shape"]}')
+
+
+def score_samples(model, bank, batch, device):
+    """{id: reward} for every sample of the bank, in id order, `batch` self-normalised slabs at a time."""
+    scores = {}
+    with torch.no_grad():
+        for s in tqdm(range(0, len(bank), batch), desc='scoring', unit='batch'):
+            ids = bank.ids[s:s + batch]
+            x = torch.stack([torch.from_numpy(normalise_sigma_self(bank.slab(i))) for i in ids]).to(device)
+            scores.update(zip(ids, model.score(x).cpu().tolist()))
+    return scores
 
 #----------------------------------------------------------------------------
 
@@ -37,20 +58,11 @@ def main(reward_path, bank_dir, out, batch, dry_run, device_name):
         bank = Bank(bank_dir)
     except (RewardCheckpointError, BankError) as err:
         raise click.ClickException(str(err))
-    want = info['input']['slab']
-    have = bank.meta(bank.ids[0])['slab']
-    if list(want['shape']) != list(have['shape']) or want['resolution'] != have['resolution']:
-        raise click.ClickException(f'{bank_dir}: slabs of the {have["resolution"]}^3 grid, shape {have["shape"]}, but '
-            f'{reward_path} was trained on the {want["resolution"]}^3 grid, shape {want["shape"]}')
+    check_grid(info, bank, reward_path, bank_dir)
     if dry_run:
         print(f'would score {len(bank)} samples of {bank_dir} with the {info["kind"]} reward and write {out}')
         return
-    scores = {}
-    with torch.no_grad():
-        for s in tqdm(range(0, len(bank), batch), desc='scoring', unit='batch'):
-            ids = bank.ids[s:s + batch]
-            x = torch.stack([torch.from_numpy(normalise_sigma_self(bank.slab(i))) for i in ids]).to(device)
-            scores.update(zip(ids, model.score(x).cpu().tolist()))
+    scores = score_samples(model, bank, batch, device)
     write_scores(out, scores)
     best = max(scores, key=scores.get)
     print(f'{out}: {len(scores)} samples scored; highest {best} ({scores[best]:.3f}), lowest {min(scores, key=scores.get)}')

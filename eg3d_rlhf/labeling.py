@@ -1,0 +1,248 @@
+"""Pairwise labeling by people: pair order (random or active), a crash-safe shared JSONL writer, sessions and agreement."""
+
+import collections
+import fcntl
+import heapq
+import itertools
+import json
+import os
+import threading
+import time
+import uuid
+
+import numpy as np
+
+from eg3d_rlhf.preferences import Judgement, is_repeat, load_judgements, now
+
+#----------------------------------------------------------------------------
+# Records (one JSON object per line, the preference format of eg3d_rlhf/preferences.py):
+#   judgement   {"a", "b", "choice", "annotator", "time", "id": unique hex, "seconds": time on the pair}
+#   repeat      the same plus "repeat": true; a and b are the original's b and a (sides swapped)
+#   undo        {"undo_of": id of the judgement it takes back, "annotator", "time"}
+
+def append_record(path, record):
+    """Append one JSON line so that it is on disk when this returns: O_APPEND, one write() under an exclusive
+    flock (several processes may share the file), then fsync. A torn last line left by a crash elsewhere is
+    closed with a newline first, so it never swallows this one."""
+    line = (json.dumps(record) + '\n').encode('utf-8')
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        size = os.fstat(fd).st_size
+        if size and _last_byte(path, size) != b'\n':
+            line = b'\n' + line
+        written = os.write(fd, line)
+        while written < len(line):                      # A regular file takes it all at once; be sure anyway.
+            written += os.write(fd, line[written:])
+        os.fsync(fd)
+        if size == 0:                                   # A new file: make its name durable too.
+            _fsync_dir(os.path.dirname(os.path.abspath(path)))
+    finally:
+        os.close(fd)                                    # Closing releases the lock.
+
+
+def _fsync_dir(folder):
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _last_byte(path, size):
+    with open(path, 'rb') as f:
+        f.seek(size - 1)
+        return f.read(1)
+
+#----------------------------------------------------------------------------
+# Pair order.
+
+def pair_key(a, b):
+    return frozenset((a, b))
+
+
+def random_pairs(ids, rng):
+    """Every unordered pair of different ids once, in seeded random order, sides drawn at random (lazy)."""
+    ids = sorted(ids)
+    n = len(ids)
+    total = n * (n - 1) // 2
+    if total <= 200_000:                                # Small enough to shuffle outright.
+        pairs = list(itertools.combinations(range(n), 2))
+        for k in rng.permutation(total):
+            i, j = pairs[k]
+            yield (ids[i], ids[j]) if rng.uniform() < 0.5 else (ids[j], ids[i])
+        return
+    seen = set()
+    while len(seen) < total:                            # Rejection is cheap while few pairs are taken.
+        i, j = (int(x) for x in rng.randint(n, size=2))
+        if i != j and (min(i, j), max(i, j)) not in seen:
+            seen.add((min(i, j), max(i, j)))
+            yield ids[i], ids[j]
+
+
+def active_pairs(scores, rng):
+    """Every unordered pair once, closest reward scores first (ties by id), sides drawn at random (lazy): the
+    pairs the reward model is least sure about. A heap over neighbours in score order, O(log n) per pair."""
+    order = sorted(scores, key=lambda k: (scores[k], k))
+    s = [float(scores[k]) for k in order]
+    heap = [(s[i + 1] - s[i], i, i + 1) for i in range(len(order) - 1)]
+    heapq.heapify(heap)
+    while heap:
+        _, i, j = heapq.heappop(heap)
+        if j + 1 < len(order):
+            heapq.heappush(heap, (s[j + 1] - s[i], i, j + 1))
+        a, b = order[i], order[j]
+        yield (a, b) if rng.uniform() < 0.5 else (b, a)
+
+#----------------------------------------------------------------------------
+
+class LabelSession:
+    """One annotator's labeling state over a JSONL file, resumed from what the file holds; thread-safe.
+
+    `pairs` is an iterator of (a, b) (random_pairs, active_pairs). Pairs this annotator already judged are not
+    served again, except as deliberate repeats: with probability `repeat_rate`, a judged (not skipped, not yet
+    repeated) pair is served with sides swapped. `target` counts new pairs; repeats come on top."""
+
+    def __init__(self, path, annotator, pairs, target, repeat_rate=0.0, seed=0, known_ids=None):
+        self.path, self.annotator, self.target, self.repeat_rate = path, annotator, target, repeat_rate
+        self._pairs = pairs
+        self._rng = np.random.RandomState(seed + 1)     # Not the pair order's stream.
+        self._lock = threading.Lock()
+        self._stack = []                                # This annotator's standing judgements, oldest first.
+        if os.path.isfile(path):
+            self._stack = [j.to_dict() for j in load_judgements(path, known_ids, repeats=True) if j.annotator == annotator]
+        self._pending = []                              # Pairs to serve before new ones (after an undo), last first.
+        self._current = None
+        self._shown_at = None
+
+    def _judged(self):
+        return {pair_key(r['a'], r['b']) for r in self._stack if not r.get('repeat')}
+
+    def _repeat_candidates(self):
+        repeated = {pair_key(r['a'], r['b']) for r in self._stack if r.get('repeat')}
+        return [r for r in self._stack if not r.get('repeat') and r['choice'] != 'skip'
+            and pair_key(r['a'], r['b']) not in repeated]
+
+    def _done(self):
+        return sum(not r.get('repeat') for r in self._stack)
+
+    def _next_pair(self):
+        if self._pending:
+            return self._pending.pop()
+        if self._done() >= self.target:
+            return None
+        candidates = self._repeat_candidates()
+        if candidates and self._rng.uniform() < self.repeat_rate:
+            r = candidates[self._rng.randint(len(candidates))]
+            return dict(a=r['b'], b=r['a'], repeat=True)
+        judged = self._judged()
+        for a, b in self._pairs:
+            if pair_key(a, b) not in judged:
+                return dict(a=a, b=b, repeat=False)
+        return None
+
+    def _state(self):
+        if self._current is None:
+            self._current = self._next_pair()
+            self._shown_at = time.monotonic()
+        last = self._stack[-1] if self._stack else None
+        return dict(annotator=self.annotator, done=self._done(), target=self.target, current=self._current,
+            repeats=sum(bool(r.get('repeat')) for r in self._stack), last=last)
+
+    def state(self):
+        """{annotator, done, target, current: {a, b, repeat} or None when finished, repeats, last record}."""
+        with self._lock:
+            return self._state()
+
+    def judge(self, a, b, choice):
+        """Write a judgement of the current pair (on disk when this returns) and move on; ValueError when (a, b)
+        is not the pair being shown (a stale page), so a judgement is never attached to the wrong pair."""
+        with self._lock:
+            current = self._state()['current']
+            if current is None or (a, b) != (current['a'], current['b']):
+                raise ValueError(f'{a} vs {b} is not the pair being shown')
+            record = Judgement(a=a, b=b, choice=choice, annotator=self.annotator, time=now()).to_dict()
+            record.update(id=uuid.uuid4().hex, seconds=round(time.monotonic() - self._shown_at, 2))
+            if current['repeat']:
+                record['repeat'] = True
+            append_record(self.path, record)
+            self._stack.append(record)
+            self._current = None
+            return self._state()
+
+    def undo(self):
+        """Take back this annotator's last standing judgement (an undo record, on disk when this returns); its pair
+        is shown again next. ValueError when there is nothing to undo."""
+        with self._lock:
+            if not self._stack:
+                raise ValueError('nothing to undo')
+            record = self._stack[-1]
+            append_record(self.path, dict(undo_of=record['id'], annotator=self.annotator, time=now()))
+            self._stack.pop()
+            if self._current is not None:
+                self._pending.append(self._current)
+            self._pending.append(dict(a=record['a'], b=record['b'], repeat=bool(record.get('repeat'))))
+            self._current = None
+            return self._state()
+
+#----------------------------------------------------------------------------
+# Agreement.
+
+def outcome(j):
+    """'tie', or the id of the sample that won; None for a skip."""
+    return {'a': j.a, 'b': j.b, 'tie': 'tie'}.get(j.choice)
+
+
+def cohen_kappa(x, y):
+    """Cohen's kappa of two equally long label lists: (p_o - p_e) / (1 - p_e), with p_e from each rater's own
+    category frequencies. None when p_e = 1 (both always gave the one same category: kappa is undefined)."""
+    assert len(x) == len(y) and len(x) > 0
+    n = len(x)
+    p_o = sum(u == v for u, v in zip(x, y)) / n
+    cx, cy = collections.Counter(x), collections.Counter(y)
+    p_e = sum(cx[k] * cy[k] for k in cx) / (n * n)
+    return None if p_e == 1 else (p_o - p_e) / (1 - p_e)
+
+
+def label_stats(judgements):
+    """Counts per annotator, self-consistency on repeats and agreement between annotators, from judgements loaded
+    with repeats (load_judgements(..., repeats=True): undone ones are already gone).
+
+    Self-consistency: a repeat agrees when it names the same winner sample (or tie) as the original; skips on
+    either side are left out. Agreement and kappa use each annotator's original judgement of the pairs both
+    judged, categories = the winner of the pair (its first id in sorted order, or the second) or tie; skips out."""
+    by = collections.defaultdict(list)
+    for j in judgements:
+        by[j.annotator].append(j)
+    annotators, originals = {}, {}
+    for name, js in by.items():
+        counts = collections.Counter(j.choice for j in js if not is_repeat(j))
+        originals[name] = {pair_key(j.a, j.b): j for j in js if not is_repeat(j)}
+        agreed = total = 0
+        for r in (j for j in js if is_repeat(j)):
+            first = originals[name].get(pair_key(r.a, r.b))
+            if first is not None and outcome(first) is not None and outcome(r) is not None:
+                total += 1
+                agreed += outcome(first) == outcome(r)
+        annotators[name] = dict(judgements=sum(counts.values()), decided=counts['a'] + counts['b'], ties=counts['tie'],
+            skips=counts['skip'], repeats=sum(map(is_repeat, js)),
+            self_consistency=dict(pairs=total, agreed=agreed, rate=agreed / total if total else None))
+    pairs = []
+    for x, y in itertools.combinations(sorted(by), 2):
+        shared = sorted(set(originals[x]) & set(originals[y]), key=sorted)
+        shared = [k for k in shared if outcome(originals[x][k]) is not None and outcome(originals[y][k]) is not None]
+        cx = [category(originals[x][k]) for k in shared]
+        cy = [category(originals[y][k]) for k in shared]
+        agree = sum(u == v for u, v in zip(cx, cy))
+        pairs.append(dict(annotators=[x, y], shared=len(shared), agreed=agree,
+            agreement=agree / len(shared) if shared else None, kappa=cohen_kappa(cx, cy) if shared else None))
+    return dict(annotators=annotators, pairs=pairs)
+
+
+def category(j):
+    """'first' (the pair's first id in sorted order won), 'second', or 'tie': the same pair reads the same whichever
+    side each annotator saw it on."""
+    won = outcome(j)
+    return won if won == 'tie' else ('first' if won == min(j.a, j.b) else 'second')
+
+#----------------------------------------------------------------------------
