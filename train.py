@@ -173,13 +173,13 @@ def check_panel_seeds(s):
 
 def with_demo_defaults(kwargs, explicit):
     """kwargs with the embedded demo's values for every option not given (explicit), when --reward is set and none
-    of the six required options is given; otherwise kwargs, after checking the required options are all there."""
-    missing = [k for k in demo.REQUIRED if kwargs.get(k) is None]
-    if not missing:
+    of --cfg, --data, --gpus, --batch, --gamma is given; otherwise kwargs, after checking the required options."""
+    missing = [k for k in ('outdir', *demo.REQUIRED) if kwargs.get(k) is None]
+    if kwargs['reward'] == 'none' or any(kwargs.get(k) is not None for k in demo.REQUIRED):
+        if missing:
+            hint = ' (or, with --reward, none of --cfg, --data, --gpus, --batch, --gamma: the bundled demo)'
+            raise click.UsageError(f"Missing option '--{missing[0]}'{hint}")
         return dict(kwargs)
-    if kwargs['reward'] == 'none' or len(missing) < len(demo.REQUIRED):
-        hint = ' (or none of --outdir, --cfg, --data, --gpus, --batch, --gamma with --reward: the bundled demo)'
-        raise click.UsageError(f"Missing option '--{missing[0]}'{hint}")
     kwargs = dict(kwargs)
     for key, value in demo.OPTIONS.items():
         if key not in explicit:
@@ -237,7 +237,7 @@ REWARD_LOSSES = ('clip', 'standardised', 'pairwise')
 @click.command()
 
 # Required.
-# Required (all six may be left out with --reward: then the bundled demo supplies them, eg3d_rlhf/demo.py).
+# Required (with --reward, --cfg to --gamma may all be left out: the bundled demo supplies them, eg3d_rlhf/demo.py).
 @click.option('--outdir',       help='Where to save the results', metavar='DIR')
 @click.option('--cfg',          help='Base configuration',                                      type=click.Choice(presets.CONFIGS))
 @click.option('--data',         help='Training data', metavar='[ZIP|DIR]',                      type=str)

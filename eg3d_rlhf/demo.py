@@ -37,8 +37,8 @@ OPTIONS = dict(
     desc        = 'reward-demo',
 )
 
-# Options that, when none of them is given, make train.py --reward=... run the demo.
-REQUIRED = ('outdir', 'cfg', 'data', 'gpus', 'batch', 'gamma')
+# Options that, when none of them is given, make train.py --reward=... run the demo (--outdir may still be given).
+REQUIRED = ('cfg', 'data', 'gpus', 'batch', 'gamma')
 
 
 def cache_dir():
@@ -55,10 +55,16 @@ def ensure_dataset(log=print):
     """The demo dataset's path, rendering it into the cache first if it is not there (about a minute on 2 cores)."""
     path = dataset_path()
     if not os.path.isfile(path):
+        import torch
         from eg3d_rlhf.synthetic import dataset_writer
         os.makedirs(os.path.dirname(path), exist_ok=True)
         log(f'Rendering the demo dataset ({DATASET["count"]} synthetic heads) into {path} (first use only)...')
-        dataset_writer.write_dataset(path, **DATASET)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)            # The renderer's many small ops run faster on one thread (make_dataset.py).
+        try:
+            dataset_writer.write_dataset(path, **DATASET)
+        finally:
+            torch.set_num_threads(threads)
     return path
 
 #----------------------------------------------------------------------------

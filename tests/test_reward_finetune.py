@@ -129,6 +129,8 @@ def test_demo_fills_in_what_is_not_given(rewards, tmp_path, monkeypatch):
     ctx = train.main.make_context('train.py', ['--reward', 'sigma', '--lambda-r', '10', '--reward-model', rewards['sigma'],
         '--kimg', '0.2', '--dry-run'])
     c, desc, outdir = train.make_config(ctx.params, train.explicit_options(ctx))
+    ctx = train.main.make_context('train.py', ['--reward', 'sigma', '--outdir', 'elsewhere', '--reward-model', rewards['sigma'], '--dry-run'])
+    assert train.make_config(ctx.params, train.explicit_options(ctx))[2] == 'elsewhere'
     assert outdir == demo.OPTIONS['outdir'] and c.batch_size == demo.OPTIONS['batch'] and c.num_gpus == 1
     assert c.total_kimg == 0.2                                                  # Given on the command line: kept.
     assert c.kimg_per_tick == demo.OPTIONS['tick'] and c.G_opt_kwargs.lr == demo.OPTIONS['glr']
@@ -154,6 +156,8 @@ def test_demo_needs_all_or_none_of_the_required_options(data, rewards):
     assert result.exit_code != 0 and "Missing option '--outdir'" in result.output and 'bundled demo' in result.output
     result = CliRunner().invoke(train.main, ['--dry-run'])
     assert result.exit_code != 0 and "Missing option '--outdir'" in result.output
+    result = CliRunner().invoke(train.main, ['--outdir', 'o', '--cfg', 'synthetic', '--dry-run'])
+    assert result.exit_code != 0 and "Missing option '--data'" in result.output
 
 
 def test_demo_dataset_is_rendered_once_into_the_cache(tmp_path, monkeypatch):

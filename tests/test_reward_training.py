@@ -517,3 +517,15 @@ def test_train_reward_centre(balls, tmp_path, tiny_models):
     ok(train('--bank', balls['bank'], '--labels', balls['labels'], '--epochs', 1, '--reward', 'depth', '--out', tmp_path / 'd.pt'))
     refused = train('--bank', balls['bank'], '--labels', balls['labels'], '--reward', 'depth', '--centre', '--out', tmp_path / 'e.pt')
     assert refused.exit_code != 0 and 'sigma only' in refused.output
+
+
+def test_train_reward_model_config(balls, tmp_path):
+    out = tmp_path / 'small.pt'
+    config = dict(TINY['sigma'], hidden=12)
+    ok(train('--bank', balls['bank'], '--labels', balls['labels'], '--epochs', 1, '--model-config', json.dumps(config), '--out', out))
+    _, info = load_reward(str(out))
+    assert info['config'] == build_reward('sigma', **config, reference_shape=[20, 22, 20]).config
+    for bad, message in (('{"hidden": ', 'not JSON'), ('[1, 2]', 'JSON object'), ('{"reference_shape": [1, 1, 1]}', 'JSON object'),
+            ('{"wings": 2}', "unexpected keyword argument 'wings'")):
+        result = train('--bank', balls['bank'], '--labels', balls['labels'], '--model-config', bad, '--out', out)
+        assert result.exit_code == 2 and '--model-config' in result.output and message in result.output, result.output

@@ -54,6 +54,16 @@ def plot_curves(path, records):
 
 #----------------------------------------------------------------------------
 
+def parse_model_config(ctx, param, value):
+    try:
+        config = json.loads(value)
+    except json.JSONDecodeError as err:
+        raise click.BadParameter(f'not JSON ({err.msg})')
+    if not isinstance(config, dict) or 'reference_shape' in config:
+        raise click.BadParameter('expected a JSON object of constructor arguments (reference_shape is set by --centre)')
+    return config
+
+
 @click.command()
 @click.option('--bank', 'bank_dir', required=True, metavar='BANK', help='Sample bank folder (tools/sample_bank.py)')
 @click.option('--labels', 'labels_path', metavar='JSONL', help='Pairwise judgements (Bradley-Terry training)')
@@ -73,10 +83,12 @@ def plot_curves(path, records):
 @click.option('--centre/--no-centre', default=None, help='Subtract the training samples\' mean slab first (sigma only)  [default: on for sigma]')
 @click.option('--reg-weight', type=click.FloatRange(min=0), default=1.0, show_default=True, help='Unpaired: weight of the score regression term')
 @click.option('--seed', type=int, default=0, show_default=True, help='Seed of the initial weights, batch order and flips')
+@click.option('--model-config', 'model_config', default='{}', show_default=True, callback=parse_model_config, metavar='JSON',
+    help='Constructor arguments of the reward model, e.g. \'{"channels": [8, 16, 32, 64, 64], "hidden": 128}\'')
 @click.option('--dry-run', is_flag=True, help='Validate the inputs and print the plan; train and write nothing')
 @click.option('--device', 'device_name', type=click.Choice(['auto', 'cpu', 'cuda']), default='auto', show_default=True)
 def main(bank_dir, labels_path, good_path, bad_path, kind, out, truth_path, fractions, split_seed, ties, epochs, patience,
-        batch, lr, mirror, centre, reg_weight, seed, dry_run, device_name):
+        batch, lr, mirror, centre, reg_weight, seed, model_config, dry_run, device_name):
     """Split the bank's samples into train/val/test (no sample in two splits), fit the reward on the training labels
     with early stopping on validation pairwise accuracy, keep the best epoch, and report held-out pairwise accuracy
     (a model tie counts as wrong) with a 95% Wilson interval.
@@ -89,6 +101,10 @@ def main(bank_dir, labels_path, good_path, bad_path, kind, out, truth_path, frac
     if centre and kind != 'sigma':
         raise click.BadParameter(f'the {kind} reward reads the surface, not the density; --centre is for sigma only', param_hint='--centre')
     centre = (kind == 'sigma') if centre is None else centre
+    try:
+        build_reward(kind, **model_config)                      # A clear error now for an argument the model lacks.
+    except (TypeError, ValueError) as err:
+        raise click.BadParameter(f'{kind} reward: {err}', param_hint='--model-config')
     try:
         bank = Bank(bank_dir)
         assignment = preferences.split_samples(bank.ids, fractions, seed=split_seed)
@@ -124,10 +140,10 @@ def main(bank_dir, labels_path, good_path, bad_path, kind, out, truth_path, frac
     torch.manual_seed(seed)
     index, inputs = reward_training.normalised_inputs(bank, bank.ids)
     if centre:
-        model = build_reward(kind, reference_shape=list(inputs.shape[1:]))
+        model = build_reward(kind, **model_config, reference_shape=list(inputs.shape[1:]))
         model.set_reference(reward_training.mean_input(index, inputs, split_ids['train']))
     else:
-        model = build_reward(kind)
+        model = build_reward(kind, **model_config)
     metrics_path = side_path(out, '.metrics.jsonl')
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     records = []
