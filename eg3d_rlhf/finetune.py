@@ -157,8 +157,14 @@ class RewardPhase:
         sigma_points    = 4096,     # Slab points per sample for the consistency term.
         box_points      = 0,        # Extra random box points for the consistency term.
         recompute       = False,    # Gradient checkpointing of the slab's decoder passes.
+        keep_w_avg      = True,     # Stop G's running w_avg update, so truncated seeds keep their centre (below).
     ):
         device = next(G.parameters()).device
+        if keep_w_avg:
+            # Truncation pulls w toward G's running average w_avg. EG3D keeps updating it while training, so every
+            # truncated sample would move with it, tuned or not, and tuned vs original at one seed would compare
+            # two centres (the bundled generator's w_avg sits 5.9 from the mean of its mapped w, whose norm is 37).
+            G.backbone.mapping.w_avg_beta = None
         model, info = load_reward(reward_model_path, device)
         slab = info['input']['slab']
         self.lambda_r, self.lambda_sigma, self.lambda_image = float(lambda_r), float(lambda_sigma), float(lambda_image)

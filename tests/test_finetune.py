@@ -239,3 +239,16 @@ def test_pairwise_reward_phase_reports_pushed_pairs(reward_checkpoint):
     assert parts['reward'].shape == (4,) and float(parts['pushed']) == 1.0
     total.backward()
     assert sum(p.grad.abs().sum() for p in G.backbone.parameters() if p.grad is not None) > 0
+
+
+def test_reward_phase_keeps_the_truncation_centre(reward_checkpoint):
+    G = tiny_generator()
+    before = G.backbone.mapping.w_avg.clone()
+    finetune.RewardPhase(G, reward_checkpoint)
+    z, c = latents(G, n=4)
+    G.mapping(z, c, update_emas=True)                       # What the GAN's D phase does every step.
+    assert torch.equal(G.backbone.mapping.w_avg, before)
+    H = tiny_generator()
+    finetune.RewardPhase(H, reward_checkpoint, keep_w_avg=False)
+    H.mapping(z, c, update_emas=True)
+    assert not torch.equal(H.backbone.mapping.w_avg, before)

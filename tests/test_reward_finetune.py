@@ -7,6 +7,7 @@ import os
 import numpy as np
 import PIL.Image
 import pytest
+import torch
 from click.testing import CliRunner
 
 import train
@@ -17,6 +18,7 @@ from tests.test_finetune import slab_description, tiny_reward
 from tests.test_train import TRAIN_ARGS, base_args, data, only_run_dir, run_train  # noqa: F401 (a fixture)
 import dnnlib
 from training import legacy, training_loop
+from training.camera_utils import orbit_camera_label
 
 #----------------------------------------------------------------------------
 
@@ -58,7 +60,7 @@ def test_reward_defaults(data, rewards):
     c = config_of(reward_args(data, rewards))
     rk = c.loss_kwargs.reward_kwargs
     assert rk == dict(reward_model_path=os.path.abspath(rewards['sigma']), lambda_r=10.0, lambda_sigma=0.01,
-        lambda_image=0.0, mode='clip', tau=0.1, batch=None, recompute=False)
+        lambda_image=0.0, box_points=0, mode='clip', tau=0.1, batch=None, recompute=False)
     assert c.reward_interval == 1
     assert c.panel_kwargs == dict(reward_model_path=os.path.abspath(rewards['sigma']), seeds='2000-2199')
     assert 'reward_kwargs' not in config_of(base_args(data)).loss_kwargs
@@ -68,6 +70,7 @@ REWARD_FLAGS = [
     (['--lambda-r', '3'],                           'loss_kwargs.reward_kwargs.lambda_r',       3.0),
     (['--lambda-sigma', '0.5'],                     'loss_kwargs.reward_kwargs.lambda_sigma',   0.5),
     (['--lambda-image', '2'],                       'loss_kwargs.reward_kwargs.lambda_image',   2.0),
+    (['--sigma-box-points', '64'],                  'loss_kwargs.reward_kwargs.box_points',     64),
     (['--reward-every', '4'],                       'reward_interval',                          4),
     (['--reward-batch', '3'],                       'loss_kwargs.reward_kwargs.batch',          3),
     (['--reward-loss', 'standardised'],             'loss_kwargs.reward_kwargs.mode',           'standardised'),
@@ -91,13 +94,15 @@ def test_reward_kind_picks_its_model(data, rewards):
 
 
 @pytest.mark.parametrize('extra, message', [
-    (['--reward', 'none', '--lambda-r', '1'], '--lambda-r needs --reward'),
+    (['--reward', 'none', '--lambda-r', '0'], '--lambda-r needs --reward'),
     (['--reward', 'none', '--tau', '1'], '--tau needs --reward'),
     (['--reward', 'none', '--reward-recompute'], '--reward-recompute needs --reward'),
     (['--tau', '0.5'], 'does not use it'),
     (['--lambda-r', '-1'], '--lambda-r'),
     (['--lambda-sigma', '-0.1'], '--lambda-sigma'),
     (['--lambda-image', '-2'], '--lambda-image'),
+    (['--sigma-box-points', '-1'], '--sigma-box-points'),
+    (['--reward', 'none', '--sigma-box-points', '5'], '--sigma-box-points needs --reward'),
     (['--reward-every', '0'], '--reward-every'),
     (['--reward-batch', '0'], '--reward-batch'),
     (['--reward-loss', 'hinge'], '--reward-loss'),
@@ -137,7 +142,7 @@ def test_demo_fills_in_what_is_not_given(rewards, tmp_path, monkeypatch):
     assert c.resume_pkl == demo.GENERATOR and c.trust_resume_pkl
     assert c.training_set_kwargs.path == demo.dataset_path() and c.training_set_kwargs.max_size == demo.DATASET['count']
     assert c.training_set_kwargs.path.startswith(str(tmp_path / 'cache'))
-    assert c.loss_kwargs.reward_kwargs.lambda_r == 10 and desc.endswith('sigma-lr10-reward-demo')
+    assert c.loss_kwargs.reward_kwargs.lambda_r == 10 and desc.endswith('sigma-lambdar10-reward-demo')
     assert not (tmp_path / 'cache').exists()                                  # A dry run renders no dataset.
 
 
@@ -175,11 +180,12 @@ def test_demo_dataset_is_rendered_once_into_the_cache(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_reward_run_writes_panel_evidence_and_a_loadable_snapshot(data, rewards, start_pkl, tmp_path):
     args = base_args(data, tmp_path, *TRAIN_ARGS, '--kimg', '0.004', '--tick', '0.002', '--resume', start_pkl, '--trust-pickle',
-        '--reward', 'sigma', '--reward-model', rewards['sigma'], '--reward-batch', '3', '--lambda-image', '0.1',
+        '--reward', 'sigma', '--reward-model', rewards['sigma'], '--reward-batch', '3', '--lambda-image', '0.1', '--sigma-box-points', '16',
         '--panel-seeds', '3-5')
     output = run_train(args)
     run_dir = only_run_dir(tmp_path)
     assert 'panel of 3 seeds: mean reward' in output and 'see reward_report.html' in output
+    assert f'Last snapshot: {os.path.join(run_dir, "network-snapshot-000000.pkl")}' in output
     with open(os.path.join(run_dir, 'stats.jsonl')) as f:
         stats = [json.loads(line) for line in f]
     for key in ('Loss/G/reward', 'Reward/raw', 'Loss/G/density_consistency', 'Loss/G/image_consistency', 'Timing/Greward'):
@@ -199,5 +205,8 @@ def test_reward_run_writes_panel_evidence_and_a_loadable_snapshot(data, rewards,
     snap = legacy.load_network_pkl(os.path.join(run_dir, 'network-snapshot-000000.pkl'), trust=True)
     assert set(snap) == {'G', 'D', 'G_ema', 'augment_pipe', 'training_set_kwargs'}
     assert type(snap['G_ema']).__name__ == 'TriPlaneGenerator'
+    G = snap['G_ema']                                                           # EG3D's call: G(z, c) -> images.
+    out = G(torch.zeros([1, G.z_dim]), orbit_camera_label(G.rendering_kwargs))
+    assert out['image'].shape == (1, 3, 64, 64) and torch.isfinite(out['image']).all()
 
 #----------------------------------------------------------------------------

@@ -48,8 +48,8 @@ SYNTHETIC_PLANE_RESOLUTION = 64
 CONFIGS = tuple(RENDERING_PRESETS)
 
 # Defaults of the reward options, applied only with --reward (each is an error without it). --tau only with pairwise.
-REWARD_DEFAULTS = dict(lambda_r=10.0, lambda_sigma=0.01, lambda_image=0.0, reward_every=1, reward_loss='clip',
-    panel_seeds='2000-2199')
+REWARD_DEFAULTS = dict(lambda_r=10.0, lambda_sigma=0.01, lambda_image=0.0, sigma_box_points=0, reward_every=1,
+    reward_loss='clip', panel_seeds='2000-2199')
 TAU_DEFAULT = 0.1
 
 
@@ -195,7 +195,7 @@ def build_config(opts, training_set_kwargs, dataset_name):
 
     desc = f'{opts.cfg}-{dataset_name}-gpus{c.num_gpus}-batch{c.batch_size}-gamma{c.loss_kwargs.r1_gamma:g}'
     if opts.reward != 'none':
-        desc += f'-{opts.reward}-lr{c.loss_kwargs.reward_kwargs.lambda_r:g}'
+        desc += f'-{opts.reward}-lambdar{c.loss_kwargs.reward_kwargs.lambda_r:g}'
     if opts.desc is not None:
         desc += f'-{opts.desc}'
     return c, desc
@@ -205,7 +205,7 @@ def build_config(opts, training_set_kwargs, dataset_name):
 def reward_config(opts, c):
     """The reward phase (loss_kwargs.reward_kwargs, reward_interval) and the reward panel (panel_kwargs) from the
     reward options; opts.panel_seeds is a range string like '2000-2199' or 'none', opts.reward_model a path."""
-    given = [k for k in (*REWARD_DEFAULTS, 'tau', 'reward_model', 'reward_batch') if opts.get(k) not in (None, False)]
+    given = [k for k in (*REWARD_DEFAULTS, 'tau', 'reward_model', 'reward_batch') if opts.get(k) is not None]
     if opts.get('reward_recompute'):
         given.append('reward_recompute')
     if opts.reward == 'none':
@@ -218,7 +218,7 @@ def reward_config(opts, c):
     if opts.get('tau') is not None and o.reward_loss != 'pairwise':
         raise ConfigError(f'--tau is the pairwise loss\'s threshold; --reward-loss={o.reward_loss} does not use it')
     c.loss_kwargs.reward_kwargs = dnnlib.EasyDict(reward_model_path=opts.reward_model, lambda_r=o.lambda_r,
-        lambda_sigma=o.lambda_sigma, lambda_image=o.lambda_image, mode=o.reward_loss,
+        lambda_sigma=o.lambda_sigma, lambda_image=o.lambda_image, box_points=o.sigma_box_points, mode=o.reward_loss,
         tau=TAU_DEFAULT if opts.get('tau') is None else opts.tau, batch=opts.get('reward_batch'),
         recompute=bool(opts.get('reward_recompute')))
     c.reward_interval = o.reward_every

@@ -304,6 +304,7 @@ def training_loop(
     tick_start_time = time.time()
     maintenance_time = tick_start_time - start_time
     batch_idx = 0
+    snapshot_pkl = None
     while True:
 
         # Fetch real images and labels; draw latents and cameras for every phase.
@@ -383,7 +384,9 @@ def training_loop(
                 if rank == 0:
                     snapshot_data[name] = copy.deepcopy(module).eval().requires_grad_(False).cpu()
             if rank == 0:
-                legacy.save_network_pkl(os.path.join(run_dir, f'network-snapshot-{cur_nimg // 1000:06d}.pkl'), snapshot_data)
+                # EG3D's names count whole kimg, so in a run shorter than 1 kimg the final snapshot replaces tick 0's.
+                snapshot_pkl = os.path.join(run_dir, f'network-snapshot-{cur_nimg // 1000:06d}.pkl')
+                legacy.save_network_pkl(snapshot_pkl, snapshot_data)
             del snapshot_data # Conserve memory.
 
         # Collect statistics and append them to stats.jsonl.
@@ -406,6 +409,8 @@ def training_loop(
     if stats_jsonl is not None:
         stats_jsonl.close()
     log()
+    if snapshot_pkl is not None:
+        log(f'Last snapshot: {snapshot_pkl}')
     log('Exiting...')
     return dict(G=G, D=D, G_ema=G_ema)
 
