@@ -34,14 +34,14 @@ OPTIONS = dict(
     snap        = 4,
     glr         = 0.0002,
     dlr         = 0.0002,
-    lambda_sigma = 1.0,
+    lambda_sigma = 10.0,
     workers     = 0,
     desc        = 'reward-demo',
 )
-# Why the demo's G and D learning rates are lower and its density consistency stronger than train.py's defaults:
-# with --lambda-r=0 the bundled 8-kimg generator must stay where it is, but at glr=dlr-default rates D soon tells
-# its fakes from the 256 cached heads and the GAN phases grow every nose (the panel's mean reward fell 0.94 in
-# 0.4 kimg at glr 0.0005, lambda_sigma 0.01; README.md, "Reward fine-tuning", has the runs).
+# Why the demo's learning rates are lower and its density consistency stronger than train.py's defaults: with
+# --lambda-r=0 the bundled generator must stay where it is, but after only 8 kimg of GAN training D soon tells its
+# fakes from real heads again and the GAN phases keep changing G, noses included (README.md, "Reward fine-tuning",
+# lists the control runs: at glr 0.0005 and lambda_sigma 0.01 the panel's mean reward fell 0.94 in 0.4 kimg).
 
 # Options that, when none of them is given, make train.py --reward=... run the demo (--outdir may still be given).
 REQUIRED = ('cfg', 'data', 'gpus', 'batch', 'gamma')

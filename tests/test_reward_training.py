@@ -296,6 +296,10 @@ def test_train_reward_end_to_end(balls, tmp_path):
     with torch.no_grad():
         scores = dict(zip(test_ids, model.score(x).tolist()))
     assert R.pairwise_accuracy(scores, truth_pairs)[0] == report['held_out']['test_truth']['correct']
+    train_ids = [x for x in sorted(balls['radii']) if assignment[x] == 'train']       # Centred on these.
+    x = torch.stack([torch.from_numpy(normalise_sigma_self(Bank(balls['bank']).slab(i))) for i in train_ids])
+    with torch.no_grad():
+        assert abs(float(model.score(x).mean())) < 1e-3 and isinstance(report['centred_by'], float)
     with PIL.Image.open(tmp_path / 'run' / 'reward.curves.png') as im:
         assert im.size == (900, 350)
 
@@ -529,3 +533,14 @@ def test_train_reward_model_config(balls, tmp_path):
             ('{"wings": 2}', "unexpected keyword argument 'wings'")):
         result = train('--bank', balls['bank'], '--labels', balls['labels'], '--model-config', bad, '--out', out)
         assert result.exit_code == 2 and '--model-config' in result.output and message in result.output, result.output
+
+
+@pytest.mark.parametrize('kind', ['depth', 'pointcloud', 'sigma'])
+def test_centre_scores_shifts_every_score_by_the_offset(kind):
+    torch.manual_seed(0)
+    model = build_reward(kind, **TINY[kind]).eval()
+    x = torch.rand(3, 20, 22, 20) * 100
+    with torch.no_grad():
+        before = model.score(x)
+        R.centre_scores(model, 2.5)
+        assert torch.allclose(model.score(x), before - 2.5, atol=1e-5)

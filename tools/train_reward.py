@@ -158,6 +158,8 @@ def main(bank_dir, labels_path, good_path, bad_path, kind, out, truth_path, frac
         start = time.time()
         history = fitter.fit(train, val_pairs)
         seconds = time.time() - start
+    offset = float(np.mean(list(fitter.scores(split_ids['train']).values())))
+    reward_training.centre_scores(model, offset)                   # Mean score 0 over the training samples.
 
     test_ids = split_ids['test']
     scores = fitter.scores(test_ids)
@@ -169,7 +171,7 @@ def main(bank_dir, labels_path, good_path, bad_path, kind, out, truth_path, frac
     slab = bank.meta(bank.ids[0])['slab']
     report = dict(bank=os.path.abspath(bank_dir), centre=centre, labels=labels_path, good=good_path, bad=bad_path, truth=truth_path,
         reward=kind, config=model.config, options=options.__dict__, split=list(fractions), split_seed=split_seed,
-        counts=counts, epochs_run=len(history), best_epoch=int(np.argmax(history)), val_accuracy=history,
+        counts=counts, epochs_run=len(history), best_epoch=int(np.argmax(history)), val_accuracy=history, centred_by=offset,
         train_seconds=seconds, held_out=results)
     save_reward(out, model.cpu(), kind, slab, training=json.loads(json.dumps(report)))
     with open(side_path(out, '.report.json'), 'w', encoding='utf-8') as f:
