@@ -22,21 +22,21 @@ DATASET = dict(count=256, resolution=64, seed=0, defect_rate=0.25)
 # train.py's values for the demo; any of them given on the command line wins. The fine-tuning schedule is sized so
 # the whole run, start-up and panel included, finishes in under ten minutes on a 2-core CPU (README.md, measured).
 OPTIONS = dict(
-    outdir      = 'training-runs',
-    cfg         = 'synthetic',
-    gpus        = 1,
-    batch       = 4,
-    gamma       = 1,
-    mirror      = True,
-    resume      = GENERATOR,
-    kimg        = 0.4,
-    tick        = 0.1,
-    snap        = 4,
-    glr         = 0.0002,
-    dlr         = 0.0002,
+    outdir       = 'training-runs',
+    cfg          = 'synthetic',
+    gpus         = 1,
+    batch        = 4,
+    gamma        = 1,
+    mirror       = True,
+    resume       = GENERATOR,
+    kimg         = 0.4,
+    tick         = 0.1,
+    snap         = 4,
+    glr          = 0.0002,
+    dlr          = 0.0002,
     lambda_sigma = 10.0,
-    workers     = 0,
-    desc        = 'reward-demo',
+    workers      = 0,
+    desc         = 'reward-demo',
 )
 # Why the demo's learning rates are lower and its density consistency stronger than train.py's defaults: with
 # --lambda-r=0 the bundled generator must stay where it is, but after only 8 kimg of GAN training D soon tells its

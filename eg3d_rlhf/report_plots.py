@@ -88,7 +88,7 @@ def write_report(outdir, title, summary, pictures, name='report'):
             for k, v in value.items():
                 walk(f'{prefix}{k}.', v)
         else:
-            shown = f'{value:.4g}' if isinstance(value, float) else json.dumps(value)
+            shown = f'{value:.4g}' if isinstance(value, float) else value if isinstance(value, str) else json.dumps(value)
             rows.append(f'<tr><td>{html.escape(prefix[:-1])}</td><td>{html.escape(shown)}</td></tr>')
     walk('', summary)
     images = ''.join(f'<figure><img src="{html.escape(p)}" alt="{html.escape(p)}"><figcaption>{html.escape(p)}'

@@ -1,7 +1,6 @@
 """Evaluation: reward-change and win-rate statistics, PSNR/SSIM, Fréchet and KID maths, and tools/evaluate.py."""
 
 import json
-import os
 
 import numpy as np
 import pytest

@@ -10,17 +10,22 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+import dnnlib
 import train
 from eg3d_rlhf import demo
 from eg3d_rlhf.rewards import build_reward
 from eg3d_rlhf.rewards.checkpoint import save_reward
 from tests.test_finetune import slab_description, tiny_reward
-from tests.test_train import TRAIN_ARGS, base_args, data, only_run_dir, run_train  # noqa: F401 (a fixture)
-import dnnlib
+from tests.test_train import TRAIN_ARGS, base_args, make_zip_dataset, only_run_dir, run_train
 from training import legacy, training_loop
 from training.camera_utils import orbit_camera_label
 
 #----------------------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory):
+    return make_zip_dataset(tmp_path_factory.mktemp('data') / 'heads64.zip')
+
 
 @pytest.fixture(scope='module')
 def rewards(tmp_path_factory):

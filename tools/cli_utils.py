@@ -3,7 +3,6 @@
 import csv
 import hashlib
 import os
-import re
 
 import click
 import numpy as np
