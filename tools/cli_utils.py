@@ -5,11 +5,10 @@ import hashlib
 import os
 
 import click
-import numpy as np
 import torch
 
 import dnnlib
-from eg3d_rlhf.evaluation import seed_ranges
+from eg3d_rlhf.evaluation import seed_latents, seed_ranges
 from training import legacy
 
 #----------------------------------------------------------------------------
@@ -31,8 +30,8 @@ def pick_device(name):
     return torch.device(name)
 
 def seed_latent(G, seed):
-    """gen_samples' z for a seed (float64 normal draws, used as float32)."""
-    return torch.from_numpy(np.random.RandomState(seed).randn(1, G.z_dim)).to(torch.float32)
+    """gen_samples' z for a seed (float64 normal draws, used as float32), [1, z_dim]."""
+    return seed_latents([seed], G.z_dim)
 
 def require_trust(network_pkl, trust_pickle):
     if not trust_pickle:
