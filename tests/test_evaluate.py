@@ -235,3 +235,22 @@ def test_evaluate_dry_run_writes_nothing(tiny_pair, tmp_path):
     assert not (tmp_path / 'r').exists()
 
 #----------------------------------------------------------------------------
+
+
+def test_evaluate_fid_kid_against_dataset_images(tiny_pair, tmp_path):
+    from tests.test_train import make_zip_dataset
+    original, tuned, reward = tiny_pair
+    data = make_zip_dataset(tmp_path / 'reals.zip', count=8)
+    net = save_feature_network(str(tmp_path / 'features.pt2'), 'export')
+    result = run_evaluate(['--original', original, '--tuned', tuned, '--trust-pickle', '--reward-model', reward,
+        '--seeds', '0-7', '--inception', net, '--data', data, '--outdir', tmp_path / 'r', '--device', 'cpu'])
+    assert result.exit_code == 0, result.output
+    fk = json.loads((tmp_path / 'r' / 'report.json').read_text())['fid_kid']
+    assert fk['reference'] == 'dataset' and set(fk) == {'reference', 'original', 'tuned'}
+    assert all(np.isfinite(fk[side][k]) for side in ('original', 'tuned') for k in ('fid', 'kid'))
+    result = run_evaluate(['--original', original, '--tuned', tuned, '--trust-pickle', '--reward-model', reward,
+        '--inception', net, '--data', tmp_path / 'missing.zip', '--outdir', tmp_path / 'r2', '--device', 'cpu'])
+    assert result.exit_code != 0 and '--data: ' in result.output and 'does not exist' in result.output
+    result = run_evaluate(['--original', original, '--tuned', tuned, '--trust-pickle', '--reward-model', reward,
+        '--data', data, '--outdir', tmp_path / 'r2', '--device', 'cpu'])
+    assert result.exit_code != 0 and 'give --inception too' in result.output and not (tmp_path / 'r2').exists()

@@ -139,6 +139,8 @@ def main(original_pkl, tuned_pkl, trust_pickle, reward_path, seeds, labels, anno
             require_trust(path, trust_pickle)
     if inception is not None and not os.path.isfile(inception):
         raise click.ClickException(f'--inception: {inception} does not exist (it is never downloaded)')
+    if data is not None and (inception is None or not os.path.exists(data)):
+        raise click.ClickException(f'--data: {data} does not exist' if inception else '--data is for FID/KID: give --inception too')
     device = pick_device(device_name)
     try:
         model, info = load_reward(reward_path, device)
