@@ -61,16 +61,10 @@ def ensure_dataset(log=print):
     """The demo dataset's path, rendering it into the cache first if it is not there (about a minute on 2 cores)."""
     path = dataset_path()
     if not os.path.isfile(path):
-        import torch
         from eg3d_rlhf.synthetic import dataset_writer
         os.makedirs(os.path.dirname(path), exist_ok=True)
         log(f'Rendering the demo dataset ({DATASET["count"]} synthetic heads) into {path} (first use only)...')
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)            # The renderer's many small ops run faster on one thread (make_dataset.py).
-        try:
-            dataset_writer.write_dataset(path, **DATASET)
-        finally:
-            torch.set_num_threads(threads)
+        dataset_writer.write_dataset(path, **DATASET)
     return path
 
 #----------------------------------------------------------------------------

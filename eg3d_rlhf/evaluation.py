@@ -55,24 +55,20 @@ class SeedRenderer:
             return self.G.mapping(z, self.c.expand(len(seeds), -1), truncation_psi=self.truncation_psi,
                 truncation_cutoff=self.truncation_cutoff)
 
-    def batches(self, seeds):
+    def slab_batches(self, seeds, grid):
+        """Raw sigma [<= batch, *grid.shape] of successive batches of the seeds, on G's device."""
         seeds = list(seeds)
         for s in range(0, len(seeds), self.batch):
-            yield seeds[s : s + self.batch]
+            yield SigmaField(self.G, self.ws(seeds[s : s + self.batch]), noise_mode='const').sample_grid(grid)
 
     def slabs(self, seeds, grid):
         """Raw sigma [len(seeds), *grid.shape] on the CPU."""
-        parts = [SigmaField(self.G, self.ws(b), noise_mode='const').sample_grid(grid).cpu() for b in self.batches(seeds)]
-        return torch.cat(parts)
+        return torch.cat([sigma.cpu() for sigma in self.slab_batches(seeds, grid)])
 
     def rewards(self, seeds, model, grid):
         """Rewards [len(seeds)] (numpy) of a reward model trained on `grid`, its inputs normalised as in training."""
-        out = []
         with torch.no_grad():
-            for b in self.batches(seeds):
-                sigma = SigmaField(self.G, self.ws(b), noise_mode='const').sample_grid(grid)
-                out.append(model.score(normalise_sigma_self(sigma)).cpu())
-        return torch.cat(out).numpy()
+            return torch.cat([model.score(normalise_sigma_self(sigma)).cpu() for sigma in self.slab_batches(seeds, grid)]).numpy()
 
     def images(self, seeds):
         """Images [len(seeds), 3, H, W] in [-1, 1] on the CPU, from the conditioning camera."""

@@ -10,7 +10,6 @@ import zipfile
 import click
 import numpy as np
 import PIL.Image
-import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # Run from anywhere.
 
@@ -50,9 +49,6 @@ def synthetic_heads(out, count, resolution, seed, defect_rate, supersample, forc
         print(f'would write {plan}')
         return
 
-    # The renderer runs many small elementwise ops; one thread was several times faster than two when
-    # measured on a shared 2-core machine, where OpenMP workers wait on each other.
-    torch.set_num_threads(1)
     start = time.time()
     summary = dataset_writer.write_dataset(out, count=count, resolution=resolution, seed=seed, defect_rate=defect_rate, supersample=supersample)
     seconds = time.time() - start
