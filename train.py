@@ -185,7 +185,7 @@ def with_demo_defaults(kwargs, explicit):
         if key not in explicit:
             kwargs[key] = value
     if kwargs['resume'] == demo.GENERATOR:
-        kwargs['trust_pickle'] = True       # Bundled with the code, so trusted like it (tools/cli_utils.BUNDLED).
+        kwargs['trust_pickle'] = True       # Bundled with the code, so trusted like it (tools/cli_utils.BUNDLED is the same file).
     kwargs['data'] = demo.dataset_path() if kwargs['dry_run'] else demo.ensure_dataset()
     return kwargs
 

@@ -8,6 +8,7 @@ import click
 import torch
 
 import dnnlib
+from eg3d_rlhf import demo
 from eg3d_rlhf.evaluation import seed_latents, seed_ranges
 from training import legacy
 
@@ -40,7 +41,7 @@ def require_trust(network_pkl, trust_pickle):
 
 # The demo generator trained on synthetic heads (checkpoints/README.md says how it was made). It ships with this
 # repository, so it is loaded with the same trust as the code next to it.
-BUNDLED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'checkpoints', 'synthetic-heads64.pkl')
+BUNDLED = demo.GENERATOR
 
 def network_path(network_pkl, trust_pickle):
     """The pickle a --network value names: 'bundled' is the shipped demo generator; any other file needs trust."""
