@@ -11,9 +11,9 @@ from click.core import ParameterSource
 import torch
 
 import dnnlib
-from eg3d_rlhf import demo
+from eg3d_rlhf.synthetic import demo
 from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward
-from tools.cli_utils import parse_range
+from eg3d_rlhf.cli import parse_range
 from training import distributed
 from training import presets
 from training import training_loop
@@ -185,7 +185,7 @@ def with_demo_defaults(kwargs, explicit):
         if key not in explicit:
             kwargs[key] = value
     if kwargs['resume'] == demo.GENERATOR:
-        kwargs['trust_pickle'] = True       # Bundled with the code, so trusted like it (tools/cli_utils.BUNDLED is the same file).
+        kwargs['trust_pickle'] = True       # Bundled with the code, so trusted like it (eg3d_rlhf/cli.BUNDLED is the same file).
     kwargs['data'] = demo.dataset_path() if kwargs['dry_run'] else demo.ensure_dataset()
     return kwargs
 
@@ -237,7 +237,7 @@ REWARD_LOSSES = ('clip', 'standardised', 'pairwise')
 @click.command()
 
 # Required.
-# Required (with --reward, --cfg to --gamma may all be left out: the bundled demo supplies them, eg3d_rlhf/demo.py).
+# Required (with --reward, --cfg to --gamma may all be left out: the bundled demo supplies them, eg3d_rlhf/synthetic/demo.py).
 @click.option('--outdir',       help='Where to save the results', metavar='DIR')
 @click.option('--cfg',          help='Base configuration',                                      type=click.Choice(presets.CONFIGS))
 @click.option('--data',         help='Training data', metavar='[ZIP|DIR]',                      type=str)

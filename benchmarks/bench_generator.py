@@ -17,7 +17,7 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)                                                            # Run from anywhere.
 
-from eg3d_rlhf.sigma import CubeGrid, SigmaField                                    # noqa: E402
+from eg3d_rlhf.geometry.sigma import CubeGrid, SigmaField                                    # noqa: E402
 from training.camera_utils import orbit_camera_label                                # noqa: E402
 
 SHARED = os.environ.get('EG3D_RLHF_SHARED', os.path.join(os.path.dirname(REPO), 'shared'))

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from eg3d_rlhf import annotators as A
-from eg3d_rlhf import preferences
-from eg3d_rlhf.bank import Bank
-from eg3d_rlhf.sigma import slab_grid
+from eg3d_rlhf.data import annotators as A
+from eg3d_rlhf.data import preferences
+from eg3d_rlhf.data.bank import Bank
+from eg3d_rlhf.geometry.sigma import slab_grid
 from tests.test_bank import ball_sdf, sigma_from_sdf, world_points, write_bank
-from tools import annotate, cli_utils
-
+from eg3d_rlhf import cli as cli_utils
+from tools import annotate
 pytestmark = pytest.mark.usefixtures('one_thread')
 
 FACE = ((0.0, 0.0, -0.3), 0.5)          # A big sphere whose front (z = 0.2) fills the slab like a face.

@@ -1,4 +1,4 @@
-"""Sample banks: tools/sample_bank.py on a tiny generator pickle, and eg3d_rlhf.bank.Bank on hand-made banks."""
+"""Sample banks: tools/sample_bank.py on a tiny generator pickle, and eg3d_rlhf.data.bank.Bank on hand-made banks."""
 
 import hashlib
 import json
@@ -10,9 +10,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from eg3d_rlhf import bank
-from eg3d_rlhf.bank import Bank, BankError
-from eg3d_rlhf.sigma import SigmaField, SlabCrop, slab_grid
+from eg3d_rlhf.data import bank
+from eg3d_rlhf.data.bank import Bank, BankError
+from eg3d_rlhf.geometry.sigma import SigmaField, SlabCrop, slab_grid
 from tests.test_shape_tools import tiny_generator
 from tools import sample_bank
 from training import legacy
@@ -65,7 +65,7 @@ def write_bank(root, slabs, resolution, cube_length=1.0, crop=SlabCrop()):
     return str(root)
 
 #----------------------------------------------------------------------------
-# eg3d_rlhf.bank.Bank.
+# eg3d_rlhf.data.bank.Bank.
 
 def test_bank_lists_finished_samples_only(tmp_path):
     grid = slab_grid(32)

@@ -8,10 +8,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from eg3d_rlhf import mesh
-from eg3d_rlhf.sigma import CubeGrid, SigmaField, eg3d_border_pad, flip_and_pad
+from eg3d_rlhf.geometry import mesh
+from eg3d_rlhf.geometry.sigma import CubeGrid, SigmaField, eg3d_border_pad, flip_and_pad
 from tests.conftest import REPO
-from tools import bundle_checkpoint, cli_utils, generator_demo
+from eg3d_rlhf import cli as cli_utils
+from tools import bundle_checkpoint, generator_demo
 from training import legacy
 from training.camera_utils import orbit_camera_label
 

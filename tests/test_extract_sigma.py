@@ -13,8 +13,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from eg3d_rlhf import mesh
-from eg3d_rlhf.sigma import CubeGrid, SlabCrop, eg3d_border_pad, flip_and_pad
+from eg3d_rlhf.geometry import mesh
+from eg3d_rlhf.geometry.sigma import CubeGrid, SlabCrop, eg3d_border_pad, flip_and_pad
 from tests.conftest import REPO, load_golden
 
 TOOL = os.path.join(REPO, 'tools', 'extract_sigma.py')

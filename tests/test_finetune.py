@@ -7,7 +7,7 @@ import torch
 
 from eg3d_rlhf import finetune
 from eg3d_rlhf.rewards import SigmaReward
-from eg3d_rlhf.sigma import SigmaField, SlabCrop, normalise_sigma_self, slab_grid
+from eg3d_rlhf.geometry.sigma import SigmaField, SlabCrop, normalise_sigma_self, slab_grid
 from tests.test_shape_tools import tiny_generator
 from training.camera_utils import orbit_camera_label
 

@@ -1,4 +1,4 @@
-"""Labeling by people: eg3d_rlhf.labeling (pair order, shared writer, sessions, kappa) and tools/label.py (server, page, CLI)."""
+"""Labeling by people: eg3d_rlhf.data.labeling (pair order, shared writer, sessions, kappa) and tools/label.py (server, page, CLI)."""
 
 import http.client
 import itertools
@@ -18,12 +18,11 @@ import PIL.Image
 import pytest
 from click.testing import CliRunner
 
-from eg3d_rlhf import labeling as L
-from eg3d_rlhf import preferences as P
-from eg3d_rlhf.bank import Bank
+from eg3d_rlhf.data import labeling as L
+from eg3d_rlhf.data import preferences as P
+from eg3d_rlhf.data.bank import Bank
 from eg3d_rlhf.rewards.checkpoint import save_reward
 from tools import label
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PICTURES = ('preview_front.png', 'preview_three_quarter.png', 'preview_profile.png', 'image.png')
 

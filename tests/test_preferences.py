@@ -1,10 +1,10 @@
-"""eg3d_rlhf.preferences: JSONL judgements, validation with line numbers, pairs, splits by sample, importers."""
+"""eg3d_rlhf.data.preferences: JSONL judgements, validation with line numbers, pairs, splits by sample, importers."""
 
 import json
 
 import pytest
 
-from eg3d_rlhf import preferences as P
+from eg3d_rlhf.data import preferences as P
 from tests.conftest import shared_file
 
 LINE = dict(a='seed000001', b='seed000002', choice='a', annotator='ann', time='2026-11-21T10:00:00+00:00')

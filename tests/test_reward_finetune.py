@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 import dnnlib
 import train
-from eg3d_rlhf import demo
+from eg3d_rlhf.synthetic import demo
 from eg3d_rlhf.rewards import build_reward
 from eg3d_rlhf.rewards.checkpoint import save_reward
 from tests.test_finetune import slab_description, tiny_reward

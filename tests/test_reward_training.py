@@ -11,16 +11,16 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from eg3d_rlhf import annotators, preferences
-from eg3d_rlhf import reward_training as R
-from eg3d_rlhf.bank import Bank
+from eg3d_rlhf.data import annotators, preferences
+from eg3d_rlhf.rewards import fitting as R
+from eg3d_rlhf.data.bank import Bank
 from eg3d_rlhf.rewards import build_reward, losses
 from eg3d_rlhf.rewards.checkpoint import FORMAT, RewardCheckpointError, load_reward, save_reward
 from eg3d_rlhf.rewards.sigma_cnn import SigmaReward
-from eg3d_rlhf.sigma import normalise_sigma_self, slab_grid
+from eg3d_rlhf.geometry.sigma import normalise_sigma_self, slab_grid
 from tests.test_bank import balls_volume, slab_description, write_bank
-from tools import cli_utils, score_bank, train_reward
-
+from eg3d_rlhf import cli as cli_utils
+from tools import score_bank, train_reward
 pytestmark = pytest.mark.usefixtures('one_thread')
 
 RES = 40                                                # slab_grid(40): slabs of 20 x 22 x 20.

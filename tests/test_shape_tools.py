@@ -10,8 +10,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from eg3d_rlhf import mesh, preview
-from eg3d_rlhf.sigma import CubeGrid
+from eg3d_rlhf.geometry import mesh, preview
+from eg3d_rlhf.geometry.sigma import CubeGrid
 from eg3d_rlhf.synthetic import shape_prior, world
 from tools import shape_report
 from training.camera_utils import orbit_camera_label

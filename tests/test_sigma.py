@@ -1,12 +1,12 @@
-"""Tests for eg3d_rlhf.sigma (grids, streaming sigma, slab, normalisation) and eg3d_rlhf.mesh (marching cubes, files)."""
+"""Tests for eg3d_rlhf.geometry.sigma (grids, streaming sigma, slab, normalisation) and eg3d_rlhf.geometry.mesh (marching cubes, files)."""
 
 
 import numpy as np
 import pytest
 import torch
 
-from eg3d_rlhf import mesh
-from eg3d_rlhf.sigma import (CubeGrid, SigmaField, SlabCrop, eg3d_border_pad, flip_and_pad, normalise_sigma_self,
+from eg3d_rlhf.geometry import mesh
+from eg3d_rlhf.geometry.sigma import (CubeGrid, SigmaField, SlabCrop, eg3d_border_pad, flip_and_pad, normalise_sigma_self,
     slab_grid)
 from tests.conftest import load_golden
 

@@ -17,7 +17,6 @@ from click.testing import CliRunner
 from eg3d_rlhf.synthetic import cameras, dataset_writer, defects, heads, render, sdf_ops, world
 from eg3d_rlhf.synthetic.sdf_ops import V
 from tools import make_dataset
-
 FFHQ_INTRINSICS = [4.2647, 0, 0.5, 0, 4.2647, 0.5, 0, 0, 1]
 
 

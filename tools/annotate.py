@@ -10,10 +10,10 @@ from tqdm import tqdm
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # Run from anywhere.
 
 import dnnlib                                                                       # noqa: E402
-from eg3d_rlhf import annotators                                                    # noqa: E402
-from eg3d_rlhf.bank import Bank, BankError                                          # noqa: E402
-from eg3d_rlhf.preferences import write_judgements                                  # noqa: E402
-from tools.cli_utils import write_scores                                            # noqa: E402
+from eg3d_rlhf.data import annotators  # noqa: E402
+from eg3d_rlhf.data.bank import Bank, BankError                                          # noqa: E402
+from eg3d_rlhf.data.preferences import write_judgements                                  # noqa: E402
+from eg3d_rlhf.cli import write_scores                                            # noqa: E402
 
 #----------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ import click
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # Run from anywhere.
 
-from tools.cli_utils import require_trust                                          # noqa: E402
+from eg3d_rlhf.cli import require_trust                                          # noqa: E402
 from training import legacy                                                         # noqa: E402
 
 #----------------------------------------------------------------------------

@@ -10,13 +10,15 @@ from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # Run from anywhere.
 
-from eg3d_rlhf import annotators, image_metrics, preview, report_plots             # noqa: E402
-from eg3d_rlhf.bank import grid_from_meta                                           # noqa: E402
-from eg3d_rlhf.evaluation import SeedRenderer, reward_change, win_rate              # noqa: E402
-from eg3d_rlhf.preferences import LabelError, load_judgements, seed_id              # noqa: E402
+from eg3d_rlhf.analysis import image_metrics, report_plots  # noqa: E402
+from eg3d_rlhf.data import annotators
+from eg3d_rlhf.geometry import preview
+from eg3d_rlhf.data.bank import grid_from_meta                                           # noqa: E402
+from eg3d_rlhf.analysis.evaluation import SeedRenderer, reward_change, win_rate              # noqa: E402
+from eg3d_rlhf.data.preferences import LabelError, load_judgements, seed_id              # noqa: E402
 from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward         # noqa: E402
-from eg3d_rlhf.sigma import SlabCrop, slab_grid                                     # noqa: E402
-from tools.cli_utils import BUNDLED, load_generator, parse_range, pick_device, require_trust  # noqa: E402
+from eg3d_rlhf.geometry.sigma import SlabCrop, slab_grid                                     # noqa: E402
+from eg3d_rlhf.cli import BUNDLED, load_generator, parse_range, pick_device, require_trust  # noqa: E402
 
 #----------------------------------------------------------------------------
 # Human (or any) labels of tuned vs original name their samples `original-seedNNNNNN` and `tuned-seedNNNNNN`.

@@ -9,9 +9,9 @@ from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # Run from anywhere.
 
-from eg3d_rlhf import mesh                                                          # noqa: E402
-from eg3d_rlhf.sigma import CubeGrid, SigmaField, eg3d_border_pad, flip_and_pad, slab_grid  # noqa: E402
-from tools.cli_utils import load_generator, parse_range, pick_device, require_trust, seed_latent     # noqa: E402
+from eg3d_rlhf.geometry import mesh  # noqa: E402
+from eg3d_rlhf.geometry.sigma import CubeGrid, SigmaField, eg3d_border_pad, flip_and_pad, slab_grid  # noqa: E402
+from eg3d_rlhf.cli import load_generator, parse_range, pick_device, require_trust, seed_latent     # noqa: E402
 from training.camera_utils import orbit_camera_label                                # noqa: E402
 
 #----------------------------------------------------------------------------

@@ -12,9 +12,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # Run from anywhere.
 
-from eg3d_rlhf import mesh, preview                                 # noqa: E402
-from eg3d_rlhf.sigma import CubeGrid, SigmaField, normalise_sigma_self, slab_grid  # noqa: E402
-from tools.cli_utils import load_generator, network_path         # noqa: E402
+from eg3d_rlhf.geometry import mesh, preview  # noqa: E402
+from eg3d_rlhf.geometry.sigma import CubeGrid, SigmaField, normalise_sigma_self, slab_grid  # noqa: E402
+from eg3d_rlhf.cli import load_generator, network_path         # noqa: E402
 from training.camera_utils import orbit_camera_label                # noqa: E402
 
 #----------------------------------------------------------------------------

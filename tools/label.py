@@ -14,10 +14,10 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # Run from anywhere.
 
 import dnnlib                                                                       # noqa: E402
-from eg3d_rlhf import labeling                                                      # noqa: E402
-from eg3d_rlhf.bank import IMAGE_FILE, Bank, BankError, preview_file                # noqa: E402
-from eg3d_rlhf.preferences import CHOICES, LabelError, load_judgements              # noqa: E402
-from eg3d_rlhf.preview import VIEWS                                                 # noqa: E402
+from eg3d_rlhf.data import labeling  # noqa: E402
+from eg3d_rlhf.data.bank import IMAGE_FILE, Bank, BankError, preview_file                # noqa: E402
+from eg3d_rlhf.data.preferences import CHOICES, LabelError, load_judgements              # noqa: E402
+from eg3d_rlhf.geometry.preview import VIEWS                                                 # noqa: E402
 from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward         # noqa: E402
 from tools.score_bank import check_grid, score_samples                              # noqa: E402
 

@@ -10,10 +10,11 @@ from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # Run from anywhere.
 
-from eg3d_rlhf import bank, preview                                                 # noqa: E402
-from eg3d_rlhf.preferences import seed_id                                           # noqa: E402
-from eg3d_rlhf.sigma import SigmaField, SlabCrop, slab_grid                         # noqa: E402
-from tools.cli_utils import file_sha256, load_generator, network_path, parse_range, pick_device, seed_latent  # noqa: E402
+from eg3d_rlhf.data import bank  # noqa: E402
+from eg3d_rlhf.geometry import preview
+from eg3d_rlhf.data.preferences import seed_id                                           # noqa: E402
+from eg3d_rlhf.geometry.sigma import SigmaField, SlabCrop, slab_grid                         # noqa: E402
+from eg3d_rlhf.cli import file_sha256, load_generator, network_path, parse_range, pick_device, seed_latent  # noqa: E402
 from training.camera_utils import orbit_camera_label                                # noqa: E402
 
 #----------------------------------------------------------------------------

@@ -9,10 +9,10 @@ from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # Run from anywhere.
 
-from eg3d_rlhf.bank import Bank, BankError                                          # noqa: E402
+from eg3d_rlhf.data.bank import Bank, BankError                                          # noqa: E402
 from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward         # noqa: E402
-from eg3d_rlhf.sigma import normalise_sigma_self                                    # noqa: E402
-from tools.cli_utils import pick_device, write_scores                               # noqa: E402
+from eg3d_rlhf.geometry.sigma import normalise_sigma_self                                    # noqa: E402
+from eg3d_rlhf.cli import pick_device, write_scores                               # noqa: E402
 
 #----------------------------------------------------------------------------
 

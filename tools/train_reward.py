@@ -11,11 +11,12 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # Run from anywhere.
 
-from eg3d_rlhf import preferences, reward_training                                  # noqa: E402
-from eg3d_rlhf.bank import Bank, BankError                                          # noqa: E402
+from eg3d_rlhf.data import preferences  # noqa: E402
+from eg3d_rlhf.rewards import fitting
+from eg3d_rlhf.data.bank import Bank, BankError                                          # noqa: E402
 from eg3d_rlhf.rewards import REWARDS, build_reward                                 # noqa: E402
 from eg3d_rlhf.rewards.checkpoint import save_reward                                # noqa: E402
-from tools.cli_utils import pick_device, read_scores, side_path                     # noqa: E402
+from eg3d_rlhf.cli import pick_device, read_scores, side_path                     # noqa: E402
 
 #----------------------------------------------------------------------------
 

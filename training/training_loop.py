@@ -202,7 +202,7 @@ def training_loop(
     G_reg_interval          = None,     # Steps between G regularisation phases, None = no lazy regularisation.
     D_reg_interval          = 16,       # Steps between D regularisation phases, None = no lazy regularisation.
     reward_interval         = None,     # Steps between G's 'Greward' phases (needs loss_kwargs.reward_kwargs), None = none.
-    panel_kwargs            = None,     # eg3d_rlhf.panel.RewardPanel options: score G_ema on fixed seeds every tick, None = off.
+    panel_kwargs            = None,     # eg3d_rlhf.finetune.panel.RewardPanel options: score G_ema on fixed seeds every tick, None = off.
     total_kimg              = 25000,    # Training length in thousands of real images.
     kimg_per_tick           = 4,        # Progress interval in kimg.
     image_snapshot_ticks    = 50,       # Ticks between image grids, None = none.
@@ -286,7 +286,7 @@ def training_loop(
     # The reward panel (rank 0): fixed seeds scored every tick (DESIGN.md: training/ reaches eg3d_rlhf only here).
     panel = None
     if rank == 0 and panel_kwargs is not None:
-        from eg3d_rlhf.panel import RewardPanel
+        from eg3d_rlhf.finetune.panel import RewardPanel
         panel = RewardPanel(run_dir, device=device, **panel_kwargs)
         log(panel.record(G_ema, resume_kimg))                            # The starting point of every trajectory.
 

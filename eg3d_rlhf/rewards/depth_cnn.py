@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from eg3d_rlhf.preview import VIEWS
+from eg3d_rlhf.geometry.preview import VIEWS
 from eg3d_rlhf.rewards.sigma_cnn import ResidualSEBlock
 from torch_utils import misc
 

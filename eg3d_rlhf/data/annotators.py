@@ -3,9 +3,9 @@
 import numpy as np
 import scipy.sparse
 
-from eg3d_rlhf import mesh
-from eg3d_rlhf.preferences import Judgement, now
-from eg3d_rlhf.sigma import flip_and_pad
+from eg3d_rlhf.geometry import mesh
+from eg3d_rlhf.data.preferences import Judgement, now
+from eg3d_rlhf.geometry.sigma import flip_and_pad
 
 #----------------------------------------------------------------------------
 # Tastes. Each maps (raw sigma slab [X, Y, Z], its CubeGrid, level) to a number; higher = liked more. World y is up

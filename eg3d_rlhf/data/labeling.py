@@ -12,10 +12,10 @@ import uuid
 
 import numpy as np
 
-from eg3d_rlhf.preferences import Judgement, is_repeat, load_judgements, now
+from eg3d_rlhf.data.preferences import Judgement, is_repeat, load_judgements, now
 
 #----------------------------------------------------------------------------
-# Records (one JSON object per line, the preference format of eg3d_rlhf/preferences.py):
+# Records (one JSON object per line, the preference format of eg3d_rlhf/data/preferences.py):
 #   judgement   {"a", "b", "choice", "annotator", "time", "id": unique hex, "seconds": time on the pair}
 #   repeat      the same plus "repeat": true; a and b are the original's b and a (sides swapped)
 #   undo        {"undo_of": id of the judgement it takes back, "annotator", "time"}

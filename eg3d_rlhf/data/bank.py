@@ -7,7 +7,7 @@ import re
 import numpy as np
 
 import dnnlib
-from eg3d_rlhf.sigma import SlabCrop, slab_grid
+from eg3d_rlhf.geometry.sigma import SlabCrop, slab_grid
 
 #----------------------------------------------------------------------------
 # Layout (README.md, "Sample banks", documents it for other people's scripts):

@@ -49,7 +49,7 @@ class _Field:
 def render_surface(volume, grid, level=10.0, yaw=0.0, pitch=0.0, resolution=256, steps=None):
     """Grey-level picture [resolution, resolution] (float32 in [0, 1]) of {sigma >= level} seen from (yaw, pitch).
 
-    volume: [X, Y, Z] raw sigma in (x, y, z) order on `grid` (eg3d_rlhf.sigma.CubeGrid; a slab grid works too).
+    volume: [X, Y, Z] raw sigma in (x, y, z) order on `grid` (eg3d_rlhf.geometry.sigma.CubeGrid; a slab grid works too).
     """
     volume = np.asarray(volume, dtype=np.float32)
     assert volume.shape == tuple(grid.shape), (volume.shape, grid.shape)

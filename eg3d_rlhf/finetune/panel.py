@@ -6,9 +6,9 @@ import os
 import numpy as np
 
 import dnnlib
-from eg3d_rlhf import report_plots
-from eg3d_rlhf.bank import grid_from_meta
-from eg3d_rlhf.evaluation import SeedRenderer, reward_change, seed_ranges
+from eg3d_rlhf.analysis import report_plots
+from eg3d_rlhf.data.bank import grid_from_meta
+from eg3d_rlhf.analysis.evaluation import SeedRenderer, reward_change, seed_ranges
 from eg3d_rlhf.rewards.checkpoint import load_reward
 
 #----------------------------------------------------------------------------

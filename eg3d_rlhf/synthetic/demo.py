@@ -6,7 +6,7 @@ import os
 # Everything `python train.py --reward=sigma --lambda-r=10` needs besides the flags: checkpoints/README.md says how
 # each bundled file was made.
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CHECKPOINTS = os.path.join(ROOT, 'checkpoints')
 GENERATOR = os.path.join(CHECKPOINTS, 'synthetic-heads64.pkl')
 

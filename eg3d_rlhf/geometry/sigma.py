@@ -1,4 +1,4 @@
-"""Streaming raw sigma of an EG3D generator: tri-planes once per latent, the decoder over grids in bounded chunks."""
+"""Where sigma is sampled and how it is streamed: cube and slab grids, chunked fields, gen_samples' padding, normalisation."""
 
 import dataclasses
 
@@ -7,7 +7,6 @@ import torch
 import torch.utils.checkpoint
 
 from torch_utils import misc
-from training.triplane import synthesize_planes
 
 #----------------------------------------------------------------------------
 # Sampling grids. Conventions follow EG3D's gen_samples.py: N points per axis
@@ -99,45 +98,35 @@ def slab_grid(resolution=256, cube_length=1.0, crop=SlabCrop(), exact_eg3d_grid=
     start, stop = crop.bounds(resolution)
     return CubeGrid(resolution, cube_length, exact_eg3d_grid=exact_eg3d_grid, start=start, stop=stop)
 
+
+def slab_description(resolution, cube_length=1.0, crop=SlabCrop()):
+    """The plain-type description of a slab that banks (meta.json "slab") and reward checkpoints record."""
+    grid = slab_grid(resolution, cube_length=cube_length, crop=crop)
+    return dict(resolution=int(resolution), cube_length=float(cube_length), crop=dataclasses.asdict(crop),
+        start=list(grid.start), stop=list(grid.stop), shape=list(grid.shape))
+
+
+def grid_from_meta(slab):
+    """The CubeGrid of a slab description (slab_description(), a bank's meta.json "slab")."""
+    return slab_grid(slab['resolution'], cube_length=slab['cube_length'], crop=SlabCrop(**slab['crop']))
+
 #----------------------------------------------------------------------------
-# The field itself.
+# A batch of samples' density field, streamed: subclasses (generators/) say how sigma is computed at points; this
+# class feeds them bounded chunks of any grid, with or without gradients.
 
 class SigmaField:
-    """Tri-planes of a batch of latents, synthesised once, and the raw sigma they give at any points."""
+    """Raw sigma of a batch of samples at any world points; a generator adapter subclasses it and defines decode()."""
 
-    def __init__(self,
-        G,                          # TriPlaneGenerator (this project's or one from an EG3D pickle).
-        ws,                         # Intermediate latents [batch, num_ws, w_dim].
-        noise_mode      = 'const',  # Backbone noise: 'const', 'random' or 'none'.
-        requires_grad   = False,    # Keep the planes' autograd graph so sigma can be differentiated?
-    ):
-        self.G = G
-        self.device = next(G.parameters()).device
-        self.requires_grad = requires_grad
-        misc.assert_shape(ws, [None, None, G.w_dim])
-        with torch.set_grad_enabled(requires_grad):
-            self.planes = synthesize_planes(G, ws.to(self.device), noise_mode=noise_mode) # One backbone pass.
+    batch_size      = None      # Samples in the batch.
+    device          = None      # Where decode() runs.
+    requires_grad   = False     # Is sigma differentiable with respect to the generator?
 
-    @classmethod
-    def from_latents(cls, G, z, c, truncation_psi=1, truncation_cutoff=None, noise_mode='const', requires_grad=False):
-        """Map z (conditioned on camera c) to ws, then build the field."""
-        device = next(G.parameters()).device
-        with torch.set_grad_enabled(requires_grad):
-            ws = G.mapping(z.to(device, torch.float32), c.to(device, torch.float32),
-                truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
-        return cls(G, ws, noise_mode=noise_mode, requires_grad=requires_grad)
-
-    @property
-    def batch_size(self):
-        return self.planes.shape[0]
-
-    def _decode(self, coords):
-        # The decoder ignores view directions, so zeros stand in for them.
-        dirs = torch.zeros_like(coords)
-        return self.G.renderer.run_model(self.planes, self.G.decoder, coords, dirs, self.G.rendering_kwargs)['sigma']
+    def decode(self, coords):
+        """Raw sigma [batch, M, 1] at world points [batch, M, 3] (on self.device)."""
+        raise NotImplementedError
 
     def sample(self, coords, chunk=2**18, recompute=False):
-        """Raw sigma [batch, M, 1] at coords [batch, M, 3] (or [M, 3], shared), `chunk` points per latent at a time.
+        """Raw sigma [batch, M, 1] at coords [batch, M, 3] (or [M, 3], shared), `chunk` points per sample at a time.
 
         recompute: with gradients, keep no decoder activations and recompute each chunk's pass in backward
         (gradient checkpointing: less memory, one more decoder pass).
@@ -146,9 +135,9 @@ class SigmaField:
             coords = coords.unsqueeze(0).expand(self.batch_size, -1, -1)
         misc.assert_shape(coords, [self.batch_size, None, 3])
         coords = coords.to(self.device, torch.float32)
-        decode = self._decode
+        decode = self.decode
         if recompute and self.requires_grad:
-            decode = lambda x: torch.utils.checkpoint.checkpoint(self._decode, x, use_reentrant=False)
+            decode = lambda x: torch.utils.checkpoint.checkpoint(self.decode, x, use_reentrant=False)
         with torch.set_grad_enabled(self.requires_grad):
             parts = [decode(coords[:, s : s + chunk]) for s in range(0, coords.shape[1], chunk)]
         return torch.cat(parts, dim=1)
@@ -167,7 +156,7 @@ class SigmaField:
         with torch.no_grad():
             for s in range(0, total, chunk):
                 e = min(s + chunk, total)
-                out[:, s:e] = self._decode(grid.points(s, e, self.device).unsqueeze(0).expand(self.batch_size, -1, -1))[..., 0]
+                out[:, s:e] = self.decode(grid.points(s, e, self.device).unsqueeze(0).expand(self.batch_size, -1, -1))[..., 0]
                 if progress is not None: progress(e - s)
         return out.view(self.batch_size, *grid.shape)
 

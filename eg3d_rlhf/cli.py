@@ -1,16 +1,15 @@
-"""Helpers shared by the command-line tools: seed lists, device choice, seed latents and trusted pickle loading."""
+"""Click helpers shared by the command-line tools: seed lists, devices, trusted generator loading, score files."""
 
 import csv
-import hashlib
 import os
 
 import click
 import torch
 
 import dnnlib
-from eg3d_rlhf import demo
-from eg3d_rlhf.evaluation import seed_latents, seed_ranges
-from training import legacy
+from eg3d_rlhf.generators.base import seed_ranges
+from eg3d_rlhf.generators.eg3d import EG3DGenerator
+from eg3d_rlhf.synthetic import demo
 
 #----------------------------------------------------------------------------
 
@@ -30,10 +29,6 @@ def pick_device(name):
         raise click.BadParameter('CUDA is not available on this machine', param_hint='--device')
     return torch.device(name)
 
-def seed_latent(G, seed):
-    """gen_samples' z for a seed (float64 normal draws, used as float32), [1, z_dim]."""
-    return seed_latents([seed], G.z_dim)
-
 def require_trust(network_pkl, trust_pickle):
     if not trust_pickle:
         raise click.ClickException(f'refusing to load {network_pkl}: loading a pickle runs code stored in it; '
@@ -51,13 +46,6 @@ def network_path(network_pkl, trust_pickle):
         return BUNDLED
     require_trust(network_pkl, trust_pickle)
     return network_pkl
-
-def file_sha256(path):
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            h.update(block)
-    return h.hexdigest()
 
 def side_path(path, suffix):
     """'out/reward.pt', '.report.json' -> 'out/reward.report.json'."""
@@ -87,12 +75,12 @@ def write_scores(path, scores):
         for sample_id, value in scores.items():
             writer.writerow([sample_id, repr(float(value))])
 
-def load_generator(network_pkl, device):
-    """G_ema of a network pickle the user trusts, in eval mode on `device`; a clear error if it cannot be read."""
+def load_generator(network_pkl, device, **kwargs):
+    """The generator (EG3DGenerator around G_ema) of a network pickle the user trusts, on `device`; kwargs go to the
+    adapter (truncation_psi, truncation_cutoff, fov_degrees, batch). A clear error if it cannot be read."""
     try:
-        G = legacy.load_network_pkl(network_pkl, trust=True)['G_ema']
+        return EG3DGenerator.load(network_pkl, device, trust=True, **kwargs)
     except (OSError, ValueError, KeyError) as err:
         raise click.ClickException(f'{network_pkl}: {err}')
-    return G.to(device).eval().requires_grad_(False)
 
 #----------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import torch
 from tqdm import tqdm
 
 from eg3d_rlhf.rewards.losses import bradley_terry, bradley_terry_ties, unpaired_cs_loss
-from eg3d_rlhf.sigma import normalise_sigma_self
+from eg3d_rlhf.geometry.sigma import normalise_sigma_self
 
 #----------------------------------------------------------------------------
 # Inputs and held-out measures.

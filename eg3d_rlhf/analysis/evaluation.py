@@ -6,8 +6,8 @@ import numpy as np
 import scipy.stats
 import torch
 
-from eg3d_rlhf.reward_training import wilson_interval
-from eg3d_rlhf.sigma import SigmaField, normalise_sigma_self
+from eg3d_rlhf.rewards.fitting import wilson_interval
+from eg3d_rlhf.geometry.sigma import SigmaField, normalise_sigma_self
 from torch_utils import misc
 from training.camera_utils import orbit_camera_label
 

@@ -10,7 +10,7 @@ import scipy.sparse.csgraph
 #----------------------------------------------------------------------------
 
 def extract_mesh(volume, grid, level=10.0):
-    """Triangle mesh of {sigma = level} for a volume sampled on `grid` (eg3d_rlhf.sigma.CubeGrid).
+    """Triangle mesh of {sigma = level} for a volume sampled on `grid` (eg3d_rlhf.geometry.sigma.CubeGrid).
 
     volume: [X, Y, Z] raw sigma in (x, y, z) order, exactly grid.shape (not flipped).
     Returns (vertices [V, 3] float32 in world units, faces [F, 3] int64).
@@ -57,7 +57,7 @@ def write_ply(path, verts, faces, binary=True):
     verts = np.asarray(verts, dtype=np.float32).reshape(-1, 3)
     faces = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
     fmt = 'binary_little_endian' if binary else 'ascii'
-    header = (f'ply\nformat {fmt} 1.0\ncomment written by eg3d_rlhf.mesh\n'
+    header = (f'ply\nformat {fmt} 1.0\ncomment written by eg3d_rlhf.geometry.mesh\n'
         f'element vertex {len(verts)}\nproperty float x\nproperty float y\nproperty float z\n'
         f'element face {len(faces)}\nproperty list uchar int vertex_indices\nend_header\n')
     with open(path, 'wb') as f:
@@ -77,7 +77,7 @@ def write_obj(path, verts, faces):
     verts = np.asarray(verts, dtype=np.float32).reshape(-1, 3)
     faces = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
     with open(path, 'w') as f:
-        f.write('# written by eg3d_rlhf.mesh\n')
+        f.write('# written by eg3d_rlhf.geometry.mesh\n')
         np.savetxt(f, verts, fmt='v %.7g %.7g %.7g')
         np.savetxt(f, faces + 1, fmt='f %d %d %d')
 

@@ -1,0 +1,1 @@
+"""Evaluation of generators and reward models: statistics, image metrics, plots and reports."""

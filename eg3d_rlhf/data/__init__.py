@@ -1,0 +1,1 @@
+"""Preference data: judgements, sample banks (writer and reader), simulated annotators, labeling sessions."""

@@ -1,0 +1,4 @@
+"""How preferences change a generator: the GAN reward phase (reward, pairwise, consistency terms), its config, the panel."""
+
+from .config import LOSS_MODES, RewardFinetuneConfig
+from .reward_phase import DensityConsistency, PairwiseTerm, RewardPhase, RewardTerm

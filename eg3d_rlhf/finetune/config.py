@@ -1,0 +1,129 @@
+"""The reward fine-tuning options: one config object with help text and validation, from which train.py's flags come."""
+
+import dataclasses
+import math
+import typing
+
+import click
+
+from eg3d_rlhf.generators.base import seed_ranges
+from eg3d_rlhf.rewards import REWARDS
+
+#----------------------------------------------------------------------------
+# Each field is one setting, stated once: its default, its help, its range. train.py derives its --reward-* flags from
+# these fields (click_options), the embedded demo overrides some of them by name (synthetic/demo.py), and
+# RewardPhase and RewardPanel take the validated values. A field's flag is its name with dashes.
+
+LOSS_MODES = ('clip', 'standardised', 'pairwise')
+
+
+class ConfigError(ValueError):
+    """A value or combination of reward options that cannot train; the message names the flag."""
+
+
+def _option(default, help, min=None, choices=None, flag=True, is_flag=False):
+    return dataclasses.field(default=default, metadata=dict(help=help, min=min, choices=choices, flag=flag, is_flag=is_flag))
+
+
+@dataclasses.dataclass
+class RewardFinetuneConfig:
+    reward:             str = _option('none', 'Reward fine-tuning on the slab sigma with this kind of reward model',
+                            choices=lambda: (*sorted(REWARDS), 'none'))
+    reward_model:       typing.Optional[str] = _option(None, 'Reward checkpoint (tools/train_reward.py)  [default: the bundled one of --reward]')
+    lambda_r:           float = _option(10.0, 'Weight of the reward loss', min=0)
+    lambda_sigma:       float = _option(0.01, 'Weight of the density consistency to the starting G_ema', min=0)
+    sigma_box_points:   int = _option(0, 'Density consistency also at this many random points of the whole box', min=0)
+    lambda_image:       float = _option(0.0, 'Weight of the raw-image consistency to the starting G_ema', min=0)
+    reward_loss:        str = _option('clip', 'clip: -clip(r, -10, 10); standardised: running mean/std first; pairwise: DreamDPO',
+                            choices=lambda: LOSS_MODES)
+    tau:                typing.Optional[float] = _option(None, 'Reward gap above which pairwise pushes the loser away  [default: 0.1]', min=0)
+    reward_every:       int = _option(1, 'Run the reward phase every N steps', min=1)
+    reward_batch:       typing.Optional[int] = _option(None, 'Samples per reward pass  [default: --batch-gpu]', min=1)
+    reward_recompute:   bool = _option(False, 'Gradient checkpointing of the slab decoder passes (less GPU memory)', is_flag=True)
+    panel_seeds:        str = _option('2000-2199', 'Seeds scored every tick for the reward report, or none')
+    # Not flags: fixed parts of the method, stated here so RewardPhase restates nothing.
+    clip:               float = _option(10.0, 'Rewards are clipped to [-clip, clip] before they enter the loss', min=0, flag=False)
+    sigma_points:       int = _option(4096, 'Slab points per sample for the density consistency', min=1, flag=False)
+    pair_noise:         float = _option(0.3, 'pairwise: standard deviation of the z offsets making the two samples', min=0, flag=False)
+    keep_w_avg:         bool = _option(True, "Stop G's running w_avg update while tuning", flag=False)
+
+    TAU_DEFAULT = 0.1
+
+    @classmethod
+    def flags(cls):
+        """The fields that are command-line flags, in order."""
+        return [f for f in dataclasses.fields(cls) if f.metadata['flag']]
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self):
+        """ConfigError (one line naming the flag) for a value out of range, non-finite, or of an unknown choice."""
+        for f in dataclasses.fields(self):
+            value, meta, flag = getattr(self, f.name), f.metadata, '--' + f.name.replace('_', '-')
+            if value is None:
+                continue
+            if meta['choices'] is not None:
+                if value not in meta['choices']():
+                    raise ConfigError(f'{flag}={value}: choose one of {", ".join(meta["choices"]())}')
+            elif f.type in (float, typing.Optional[float]):
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                    raise ConfigError(f'{flag}={value}: expected a finite number')
+                if meta['min'] is not None and value < meta['min']:
+                    raise ConfigError(f'{flag}={value}: must be at least {meta["min"]}')
+            elif f.type in (int, typing.Optional[int]):
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise ConfigError(f'{flag}={value}: expected a whole number')
+                if meta['min'] is not None and value < meta['min']:
+                    raise ConfigError(f'{flag}={value}: must be at least {meta["min"]}')
+        if self.panel_seeds.strip().lower() != 'none':
+            try:
+                seed_ranges(self.panel_seeds)
+            except ValueError as err:
+                raise ConfigError(f'--panel-seeds: {err}') from None
+        if self.tau is not None and self.reward_loss != 'pairwise':
+            raise ConfigError(f"--tau is the pairwise loss's threshold; --reward-loss={self.reward_loss} does not use it")
+
+    @property
+    def enabled(self):
+        return self.reward != 'none'
+
+    @property
+    def tau_value(self):
+        return self.TAU_DEFAULT if self.tau is None else float(self.tau)
+
+    def phase_options(self):
+        """The options RewardPhase reads (plain types, so they can go into training_options.json)."""
+        skip = ('reward_every', 'panel_seeds')
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
+
+#----------------------------------------------------------------------------
+
+def click_options(func):
+    """Decorate a click command with one option per flag field of RewardFinetuneConfig. Every option defaults to
+    None (unset), so the command can tell which ones were given; RewardFinetuneConfig supplies the defaults."""
+    for f in reversed(RewardFinetuneConfig.flags()):
+        meta, name = f.metadata, '--' + f.name.replace('_', '-')
+        if meta['is_flag']:
+            func = click.option(name, help=meta['help'], is_flag=True, default=None)(func)
+            continue
+        shown = '' if f.default is None or '[default' in meta['help'] else f'  [default: {f.default}]'
+        kind = (click.Choice(list(meta['choices']())) if meta['choices'] is not None else
+            float if f.type in (float, typing.Optional[float]) else int if f.type in (int, typing.Optional[int]) else str)
+        metavar = {float: 'FLOAT', int: 'INT'}.get(kind, None)
+        func = click.option(name, help=meta['help'] + shown, type=kind, default=None, metavar=metavar)(func)
+    return func
+
+
+def from_options(options):
+    """RewardFinetuneConfig from a dict holding (some of) its fields, None meaning "not given"; ConfigError when a
+    reward option is given without --reward."""
+    given = {f.name: options[f.name] for f in dataclasses.fields(RewardFinetuneConfig)
+        if options.get(f.name) is not None and options.get(f.name) is not False}
+    if given.get('reward', 'none') == 'none':
+        extra = [k for k in given if k != 'reward']
+        if extra:
+            raise ConfigError(f'--{extra[0].replace("_", "-")} needs --reward={"|".join(sorted(REWARDS))}')
+    return RewardFinetuneConfig(**given)
+
+#----------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""The generator interface the preference core sees, and its adapters (EG3D)."""

@@ -1,0 +1,108 @@
+"""The generator interface: what the preference core may ask of any 3D generator, and the sample-id vocabulary."""
+
+import hashlib
+import os
+import re
+
+import numpy as np
+import torch
+
+from torch_utils import misc
+
+#----------------------------------------------------------------------------
+# Sample ids (DESIGN.md): 'seed%06d' for unconditional generators, 'c%02d-seed%06d' with a condition. A seed list on
+# the command line reads like '0,2,5-7'.
+
+def sample_id(seed, condition=None):
+    """The id of a generator's sample: seed000123, or c03-seed000123 with a condition."""
+    return f'seed{int(seed):06d}' if condition is None else f'c{int(condition):02d}-seed{int(seed):06d}'
+
+
+def seed_ranges(s):
+    """'0,2,5-7' -> [0, 2, 5, 6, 7]; ValueError naming the part that cannot be read."""
+    seeds = []
+    for part in s.split(','):
+        m = re.fullmatch(r'\s*(\d+)\s*(?:-\s*(\d+)\s*)?', part)
+        if m is None:
+            raise ValueError(f'cannot parse "{part}" (use numbers and ranges, e.g. 0,2,5-7)')
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if hi < lo:
+            raise ValueError(f'empty range "{part}"')
+        seeds.extend(range(lo, hi + 1))
+    return seeds
+
+
+def file_sha256(path):
+    """Hex SHA-256 of a file: a generator's identity in bank metadata."""
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            h.update(block)
+    return h.hexdigest()
+
+#----------------------------------------------------------------------------
+
+class Generator3D:
+    """A 3D generator as the preference core sees it. Samples are named by seed (and an optional condition) and
+    always come out the same; sigma lives in a centred box of side `cube_length` (EG3D's convention: world y up, the
+    face toward +z). Adapters (generators/eg3d.py, ...) implement the methods that raise NotImplementedError."""
+
+    kind            = None      # Short family name recorded in bank metadata ('eg3d', ...).
+    cube_length     = 1.0       # Side of the box sigma lives in, world units.
+    batch           = 8         # Samples per generator pass in sigma_grid().
+    path            = None      # The file the generator was loaded from, if any (its identity).
+
+    def field(self, seeds, condition=None, requires_grad=False):
+        """The samples of `seeds` as an eg3d_rlhf.geometry.sigma.SigmaField (raw sigma at any world points)."""
+        raise NotImplementedError
+
+    def images(self, seeds, condition=None):
+        """RGB renders [len(seeds), 3, H, W] in [-1, 1] on the CPU, for people and image metrics."""
+        raise NotImplementedError
+
+    def reference(self):
+        """A frozen copy of this generator as it is now (the anchor of consistency terms)."""
+        raise NotImplementedError
+
+    def settings(self):
+        """Plain-type description of how samples are drawn (truncation, camera, ...), recorded in banks."""
+        return {}
+
+    #------------------------------------------------------------------------
+    # Provided on top of the above.
+
+    @property
+    def device(self):
+        return torch.device('cpu')
+
+    def sample_id(self, seed, condition=None):
+        return sample_id(seed, condition)
+
+    def sigma_grid(self, seeds, grid, condition=None, chunk=2**18, progress=None):
+        """Raw sigma [len(seeds), *grid.shape] on the CPU, `self.batch` samples per pass, without gradients."""
+        seeds = list(seeds)
+        parts = [self.field(seeds[s : s + self.batch], condition).sample_grid(grid, chunk=chunk, progress=progress).cpu()
+            for s in range(0, len(seeds), self.batch)]
+        sigma = torch.cat(parts)
+        misc.assert_shape(sigma, [len(seeds), *grid.shape])
+        return sigma
+
+    def picture(self, seed, condition=None):
+        """uint8 RGB picture [H, W, 3] of one sample: the same image every tool shows for this id."""
+        image = self.images([seed], condition)[0]
+        return (image.permute(1, 2, 0).clamp(-1, 1).numpy() * 127.5 + 128).clip(0, 255).astype(np.uint8)
+
+    def identity(self):
+        """{network, network_sha256} of the file behind the generator (None when it was built in memory)."""
+        if self.path is None:
+            return dict(network=None, network_sha256=None)
+        return dict(network=os.path.abspath(self.path), network_sha256=file_sha256(self.path))
+
+    def sample_meta(self, seed, condition=None):
+        """What a bank's meta.json records about one sample (besides the slab): enough to draw it again."""
+        meta = dict(id=self.sample_id(seed, condition), seed=int(seed))
+        if condition is not None:
+            meta['condition'] = int(condition)
+        return meta
+
+#----------------------------------------------------------------------------

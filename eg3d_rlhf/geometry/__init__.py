@@ -1,0 +1,1 @@
+"""Geometry of sigma: grids (cube, slab), normalisation, meshes and shaded previews."""
