@@ -1,6 +1,7 @@
 """Train an EG3D tri-plane GAN (EG3D's train.py options; presets ffhq, afhq, shapenet and the CPU-sized synthetic)."""
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -11,9 +12,9 @@ from click.core import ParameterSource
 import torch
 
 import dnnlib
-from eg3d_rlhf.synthetic import demo
+from eg3d_rlhf.finetune import config as reward_options
 from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward
-from eg3d_rlhf.cli import parse_range
+from eg3d_rlhf.synthetic import demo
 from training import distributed
 from training import presets
 from training import training_loop
@@ -164,18 +165,11 @@ def pick_device(name, gpus):
     return name
 
 
-def check_panel_seeds(s):
-    """--panel-seeds as given (a range string or none), after checking it reads."""
-    if s is not None and s.strip().lower() != 'none':
-        parse_range(s)
-    return s
-
-
 def with_demo_defaults(kwargs, explicit):
     """kwargs with the embedded demo's values for every option not given (explicit), when --reward is set and none
     of --cfg, --data, --gpus, --batch, --gamma is given; otherwise kwargs, after checking the required options."""
     missing = [k for k in ('outdir', *demo.REQUIRED) if kwargs.get(k) is None]
-    if kwargs['reward'] == 'none' or any(kwargs.get(k) is not None for k in demo.REQUIRED):
+    if kwargs.get('reward') in (None, 'none') or any(kwargs.get(k) is not None for k in demo.REQUIRED):
         if missing:
             hint = ' (or, with --reward, none of --cfg, --data, --gpus, --batch, --gamma: the bundled demo)'
             raise click.UsageError(f"Missing option '--{missing[0]}'{hint}")
@@ -186,22 +180,50 @@ def with_demo_defaults(kwargs, explicit):
             kwargs[key] = value
     if kwargs['resume'] == demo.GENERATOR:
         kwargs['trust_pickle'] = True       # Bundled with the code, so trusted like it (eg3d_rlhf/cli.BUNDLED is the same file).
-    kwargs['data'] = demo.dataset_path() if kwargs['dry_run'] else demo.ensure_dataset()
+    kwargs['data'] = demo.dataset_path()    # Rendered into the cache by make_config, once the options are checked.
     return kwargs
 
+#----------------------------------------------------------------------------
+# Reward fine-tuning: the flags come from eg3d_rlhf.finetune.config.RewardFinetuneConfig, which holds every default,
+# range and help text; training/ builds the phase and the panel by class name from the options set here.
 
-def resolve_reward_model(opts):
-    """--reward-model as an absolute path (default: the bundled model of --reward), checked to be of that kind."""
-    if opts.reward == 'none':
-        return opts.reward_model
-    path = os.path.abspath(opts.reward_model or demo.reward_model(opts.reward))
+def reward_config(opts):
+    """The validated RewardFinetuneConfig of the reward flags (and the demo's overrides), its reward model resolved to
+    an absolute path of the right kind; one-line click errors otherwise."""
     try:
-        _model, info = load_reward(path)
+        cfg = reward_options.from_options(opts)
+    except reward_options.ConfigError as err:
+        raise click.UsageError(str(err))
+    if not cfg.enabled:
+        return cfg
+    if opts.resume is None:
+        raise click.UsageError('--reward fine-tunes a trained generator: pass --resume (and --trust-pickle)')
+    path = os.path.abspath(cfg.reward_model or demo.reward_model(cfg.reward))
+    try:
+        kind = load_reward(path).kind
     except RewardCheckpointError as err:
         raise click.ClickException(f'--reward-model: {err}')
-    if info['kind'] != opts.reward:
-        raise click.ClickException(f'--reward-model: {path} is a {info["kind"]} reward, but --reward={opts.reward}')
-    return path
+    if kind != cfg.reward:
+        raise click.ClickException(f'--reward-model: {path} is a {kind} reward, but --reward={cfg.reward}')
+    return dataclasses.replace(cfg, reward_model=path)
+
+
+def add_reward_phase(c, cfg):
+    """The 'Greward' phase (loss_kwargs.reward_kwargs, reward_interval) and the reward panel (panel_kwargs)."""
+    if not cfg.enabled:
+        return
+    c.loss_kwargs.reward_kwargs = dnnlib.EasyDict(class_name='eg3d_rlhf.finetune.RewardPhase', **cfg.phase_options())
+    c.reward_interval = cfg.reward_every
+    if cfg.has_panel:
+        c.panel_kwargs = dnnlib.EasyDict(class_name='eg3d_rlhf.finetune.panel.RewardPanel',
+            reward_model_path=cfg.reward_model, seeds=cfg.panel_seeds)
+
+
+def add_shape_prior(c, opts):
+    """--shape-prior-steps: fit a new G's density to synthetic heads before training (eg3d_rlhf.synthetic.shape_prior)."""
+    if opts.shape_prior_steps > 0:
+        c.shape_prior_kwargs = dnnlib.EasyDict(func_name='eg3d_rlhf.synthetic.shape_prior.fit_shape_prior',
+            steps=opts.shape_prior_steps)
 
 
 def explicit_options(ctx):
@@ -213,9 +235,11 @@ def make_config(kwargs, explicit=()):
     """(training options, run description, output folder) from the command line's options (click's parameter dict); `explicit`
     names the options given on the command line (the demo fills in the others)."""
     opts = dnnlib.EasyDict(with_demo_defaults(kwargs, explicit))
+    cfg = reward_config(opts)                       # First: a bad reward flag fails before anything is loaded.
     opts = presets.with_preset_defaults(opts)
     opts.device = pick_device(opts.device, opts.gpus)
-    opts.reward_model = resolve_reward_model(opts)
+    if opts.data == demo.dataset_path() and not opts.dry_run:
+        demo.ensure_dataset()
     if opts.dry_run and opts.data == demo.dataset_path() and not os.path.isfile(opts.data):
         # A dry run of the demo before its dataset is cached: describe the dataset the real run will render.
         training_set_kwargs = dnnlib.EasyDict(class_name='training.dataset.ImageFolderDataset', path=opts.data,
@@ -223,20 +247,21 @@ def make_config(kwargs, explicit=()):
         dataset_name = os.path.splitext(os.path.basename(opts.data))[0]
     else:
         training_set_kwargs, dataset_name = init_dataset_kwargs(opts.data)
+    desc_parts = [f'{cfg.reward}-lambdar{cfg.lambda_r:g}'] if cfg.enabled else []
     try:
-        c, desc = presets.build_config(opts, training_set_kwargs, dataset_name)
+        c, desc = presets.build_config(opts, training_set_kwargs, dataset_name, desc_parts=desc_parts)
     except presets.ConfigError as err:
         raise click.ClickException(str(err))
+    add_shape_prior(c, opts)
+    add_reward_phase(c, cfg)
     return c, desc, opts.outdir
 
 #----------------------------------------------------------------------------
 
 POSITIVE = click.FloatRange(min=0, min_open=True)
-REWARD_LOSSES = ('clip', 'standardised', 'pairwise')
 
 @click.command()
 
-# Required.
 # Required (with --reward, --cfg to --gamma may all be left out: the bundled demo supplies them, eg3d_rlhf/synthetic/demo.py).
 @click.option('--outdir',       help='Where to save the results', metavar='DIR')
 @click.option('--cfg',          help='Base configuration',                                      type=click.Choice(presets.CONFIGS))
@@ -245,19 +270,8 @@ REWARD_LOSSES = ('clip', 'standardised', 'pairwise')
 @click.option('--batch',        help='Total batch size', metavar='INT',                         type=click.IntRange(min=1))
 @click.option('--gamma',        help='R1 regularization weight', metavar='FLOAT',               type=click.FloatRange(min=0))
 
-# Reward fine-tuning (eg3d_rlhf.finetune; the reward options need --reward).
-@click.option('--reward',       help='Reward fine-tuning on the slab sigma with this kind of reward model', type=click.Choice(['sigma', 'depth', 'pointcloud', 'none']), default='none', show_default=True)
-@click.option('--lambda-r',     help='Weight of the reward loss  [default: 10]', metavar='FLOAT', type=click.FloatRange(min=0))
-@click.option('--lambda-sigma', help='Weight of the density consistency to the starting G_ema  [default: 0.01]', metavar='FLOAT', type=click.FloatRange(min=0))
-@click.option('--sigma-box-points', help='Density consistency also at this many random points of the whole box  [default: 0]', metavar='INT', type=click.IntRange(min=0))
-@click.option('--lambda-image', help='Weight of the raw-image consistency to the starting G_ema  [default: 0]', metavar='FLOAT', type=click.FloatRange(min=0))
-@click.option('--reward-model', help='Reward checkpoint (tools/train_reward.py)  [default: the bundled one of --reward]', metavar='PT', type=str)
-@click.option('--reward-every', help='Run the reward phase every N steps  [default: 1]', metavar='INT', type=click.IntRange(min=1))
-@click.option('--reward-batch', help='Samples per reward pass  [default: --batch-gpu]', metavar='INT', type=click.IntRange(min=1))
-@click.option('--reward-loss',  help='clip: -clip(r, -10, 10); standardised: running mean/std first; pairwise: DreamDPO  [default: clip]', type=click.Choice(list(REWARD_LOSSES)))
-@click.option('--tau',          help='Reward gap above which pairwise pushes the loser away  [default: 0.1]', metavar='FLOAT', type=click.FloatRange(min=0))
-@click.option('--reward-recompute', help='Gradient checkpointing of the slab decoder passes (less GPU memory)', is_flag=True)
-@click.option('--panel-seeds',  help='Seeds scored every tick for the reward report, or none  [default: 2000-2199]', metavar='LIST', type=str, callback=lambda ctx, param, s: check_panel_seeds(s))
+# Reward fine-tuning (eg3d_rlhf.finetune.config: each flag's default, range and help; all but --reward need --reward).
+@reward_options.click_options
 
 # Optional features.
 @click.option('--cond',         help='Train conditional model (must be True)', metavar='BOOL',  type=bool, default=True, show_default=True)

@@ -15,10 +15,10 @@ import psutil
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)                                                            # Run from anywhere.
 
-from eg3d_rlhf.geometry.sigma import CubeGrid, SigmaField                                    # noqa: E402
-from training.camera_utils import orbit_camera_label                                # noqa: E402
+from eg3d_rlhf.generators.eg3d import TriPlaneField
+from eg3d_rlhf.geometry.sigma import CubeGrid
+from training.camera_utils import orbit_camera_label
 
 SHARED = os.environ.get('EG3D_RLHF_SHARED', os.path.join(os.path.dirname(REPO), 'shared'))
 SPEC = os.path.join(SHARED, 'eg3d_reference', 'ffhq512_param_spec.json')
@@ -59,7 +59,7 @@ def bench_sigma(G, z, c, res, chunk):
     """(b) Points/s of the streaming field and of gen_samples' per-chunk G.sample, same grid and chunk."""
     grid = CubeGrid(res, cube_length=G.rendering_kwargs['box_warp'])
     def streaming():
-        field = SigmaField.from_latents(G, z, c, truncation_psi=1, noise_mode='const')
+        field = TriPlaneField.from_latents(G, z, c, truncation_psi=1, noise_mode='const')
         return field.sample_grid(grid, chunk=chunk)[0].flatten()
     def per_chunk():
         out = torch.empty(grid.num_points)
@@ -94,7 +94,7 @@ def measure_rss(channel_base, channel_max, res, chunk):
     """(c), run in a fresh process: RSS before, during (polled) and at peak (ru_maxrss) around streaming a res^3 cube."""
     G = build_generator(channel_base, channel_max)
     z, c = torch.randn([1, G.z_dim]), orbit_camera_label(G.rendering_kwargs)
-    field = SigmaField.from_latents(G, z, c, noise_mode='const')
+    field = TriPlaneField.from_latents(G, z, c, noise_mode='const')
     resident = psutil.Process().memory_info().rss / 2**20
     with RssPoller() as poller:
         seconds, sigma = timed(lambda: field.sample_grid(CubeGrid(res), chunk=chunk))

@@ -13,9 +13,8 @@ import psutil
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)                                                            # Run from anywhere.
 
-from eg3d_rlhf.rewards.sigma_cnn import SigmaReward                                 # noqa: E402
+from eg3d_rlhf.rewards.sigma_cnn import SigmaReward
 
 #----------------------------------------------------------------------------
 

@@ -1,12 +1,10 @@
-"""Click helpers shared by the command-line tools: seed lists, devices, trusted generator loading, score files."""
+"""Click helpers shared by the command-line tools: seed lists, devices, trusted generator loading."""
 
-import csv
 import os
 
 import click
 import torch
 
-import dnnlib
 from eg3d_rlhf.generators.base import seed_ranges
 from eg3d_rlhf.generators.eg3d import EG3DGenerator
 from eg3d_rlhf.synthetic import demo
@@ -21,6 +19,9 @@ def parse_range(s):
         return seed_ranges(s)
     except ValueError as err:
         raise click.BadParameter(str(err))
+
+device_option = click.option('--device', 'device_name', type=click.Choice(['auto', 'cpu', 'cuda']), default='auto',
+    show_default=True, help='Where the networks run')
 
 def pick_device(name):
     if name == 'auto':
@@ -50,30 +51,6 @@ def network_path(network_pkl, trust_pickle):
 def side_path(path, suffix):
     """'out/reward.pt', '.report.json' -> 'out/reward.report.json'."""
     return os.path.splitext(path)[0] + suffix
-
-def read_scores(path, known_ids=None):
-    """{id: float} from an id,reward CSV (tools/score_bank.py, tools/annotate.py --scores-out); line-numbered errors."""
-    scores = {}
-    with open(path, newline='', encoding='utf-8') as f:
-        rows = csv.reader(f)
-        if [h.strip() for h in next(rows, [])][:2] != ['id', 'reward']:
-            raise click.ClickException(f'{path}:1: expected the header "id,reward"')
-        for lineno, row in enumerate(rows, start=2):
-            try:
-                scores[row[0]] = float(row[1])
-            except (IndexError, ValueError):
-                raise click.ClickException(f'{path}:{lineno}: expected "id,number", got {",".join(row)!r}') from None
-            if known_ids is not None and row[0] not in known_ids:
-                raise click.ClickException(f'{path}:{lineno}: unknown sample id {row[0]}')
-    return scores
-
-def write_scores(path, scores):
-    """id,reward CSV (the format tools/score_bank.py writes), atomically."""
-    with dnnlib.util.atomic_write(path, 'w', encoding='utf-8') as f:
-        writer = csv.writer(f, lineterminator='\n')
-        writer.writerow(['id', 'reward'])
-        for sample_id, value in scores.items():
-            writer.writerow([sample_id, repr(float(value))])
 
 def load_generator(network_pkl, device, **kwargs):
     """The generator (EG3DGenerator around G_ema) of a network pickle the user trusts, on `device`; kwargs go to the

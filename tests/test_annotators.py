@@ -9,10 +9,11 @@ from click.testing import CliRunner
 from eg3d_rlhf.data import annotators as A
 from eg3d_rlhf.data import preferences
 from eg3d_rlhf.data.bank import Bank
+from eg3d_rlhf.data.scores import read_scores
 from eg3d_rlhf.geometry.sigma import slab_grid
 from tests.test_bank import ball_sdf, sigma_from_sdf, world_points, write_bank
-from eg3d_rlhf import cli as cli_utils
 from tools import annotate
+
 pytestmark = pytest.mark.usefixtures('one_thread')
 
 FACE = ((0.0, 0.0, -0.3), 0.5)          # A big sphere whose front (z = 0.2) fills the slab like a face.
@@ -229,7 +230,7 @@ def test_annotate_pairs_writes_valid_judgements_and_scores(faces, tmp_path):
     assert len(judgements) == 30 and all(j.annotator == 'oracle:nose' and j.extra['temperature'] == 0.5 for j in judgements)
     agree = np.mean([j.choice == j.extra['noise_free'] for j in judgements])
     assert f'30 judgements by oracle:nose; {100 * agree:.1f}% agree' in result.output and '0 ties' in result.output
-    scores = cli_utils.read_scores(str(scores_out), known_ids=ids)
+    scores = read_scores(str(scores_out), known_ids=ids)
     assert list(scores) == ids
     oracle = A.OracleAnnotator.from_slabs('nose', Bank(faces).slabs(), slab_grid(32))
     assert scores == pytest.approx(oracle.z, abs=1e-12)
@@ -260,7 +261,7 @@ def test_annotate_level(faces, tmp_path):
     scores_out = tmp_path / 's.csv'
     ok(annotate_cli('pairs', '--bank', faces, '--annotator', 'oracle:nose', '--pairs', 10, '--level', 100,
         '--temperature', 0, '--out', tmp_path / 'l.jsonl', '--scores-out', scores_out))
-    assert set(cli_utils.read_scores(str(scores_out)).values()) == {0.0}
+    assert set(read_scores(str(scores_out)).values()) == {0.0}
     assert {j.choice for j in preferences.load_judgements(str(tmp_path / 'l.jsonl'))} == {'tie'}
 
 
@@ -273,7 +274,7 @@ def test_annotate_good_bad(faces, tmp_path):
     assert sorted(preferences.read_id_list(str(good))) == sorted(by_nose[:5])
     assert sorted(preferences.read_id_list(str(bad))) == sorted(by_nose[5:])
     assert good.read_text().startswith('# good samples by oracle:nose, temperature 0')
-    assert list(cli_utils.read_scores(str(scores_out))) == Bank(faces).ids
+    assert list(read_scores(str(scores_out))) == Bank(faces).ids
     labels = []
     for seed in (1, 1, 2):
         ok(annotate_cli('good-bad', '--bank', faces, '--annotator', 'oracle:nose', '--temperature', 2, '--seed', seed,

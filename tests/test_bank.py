@@ -12,7 +12,8 @@ from click.testing import CliRunner
 
 from eg3d_rlhf.data import bank
 from eg3d_rlhf.data.bank import Bank, BankError
-from eg3d_rlhf.geometry.sigma import SigmaField, SlabCrop, slab_grid
+from eg3d_rlhf.generators.eg3d import TriPlaneField
+from eg3d_rlhf.geometry.sigma import SlabCrop, slab_grid
 from tests.test_shape_tools import tiny_generator
 from tools import sample_bank
 from training import legacy
@@ -150,7 +151,7 @@ def expected_slab(seed, truncation_psi, truncation_cutoff, resolution=32):
     G = tiny_generator().eval()
     c = orbit_camera_label(G.rendering_kwargs)
     z = torch.from_numpy(np.random.RandomState(seed).randn(1, G.z_dim)).float()
-    field = SigmaField.from_latents(G, z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
+    field = TriPlaneField.from_latents(G, z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
     return field.sample_grid(slab_grid(resolution))[0].numpy()
 
 

@@ -9,7 +9,8 @@ import torch
 from click.testing import CliRunner
 
 from eg3d_rlhf.geometry import mesh
-from eg3d_rlhf.geometry.sigma import CubeGrid, SigmaField, eg3d_border_pad, flip_and_pad
+from eg3d_rlhf.generators.eg3d import TriPlaneField
+from eg3d_rlhf.geometry.sigma import CubeGrid, eg3d_border_pad, flip_and_pad
 from tests.conftest import REPO
 from eg3d_rlhf import cli as cli_utils
 from tools import bundle_checkpoint, generator_demo
@@ -53,7 +54,7 @@ def test_bundled_generator_sigma_is_one_head(snapshot, seed):
     grid = CubeGrid(64, cube_length=G.rendering_kwargs['box_warp'])
     c = orbit_camera_label(G.rendering_kwargs)
     z = torch.from_numpy(np.random.RandomState(seed).randn(1, G.z_dim)).float()
-    volume = SigmaField.from_latents(G, z, c, truncation_psi=0.7).sample_grid(grid)[0].numpy()
+    volume = TriPlaneField.from_latents(G, z, c, truncation_psi=0.7).sample_grid(grid)[0].numpy()
     volume = flip_and_pad(volume, flip=False, pad=eg3d_border_pad(grid.resolution))
     verts, faces = mesh.extract_mesh(volume, grid, level=10)
     # One head dominates. (Measured at 96^3 for seeds 0-2: 0.93, 0.85, 0.90; the rest are small floaters near the

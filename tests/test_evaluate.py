@@ -9,6 +9,7 @@ import torch
 from click.testing import CliRunner
 
 from eg3d_rlhf.analysis import evaluation, image_metrics
+from eg3d_rlhf.generators.base import seed_ranges
 from eg3d_rlhf.data.preferences import Judgement, write_judgements
 from eg3d_rlhf.rewards.checkpoint import save_reward
 from tests.test_finetune import slab_description, tiny_reward
@@ -48,11 +49,11 @@ def test_win_rate_drops_ties_and_uses_the_exact_binomial_test():
 
 
 def test_seed_ranges():
-    assert evaluation.seed_ranges('3,5-7') == [3, 5, 6, 7]
+    assert seed_ranges('3,5-7') == [3, 5, 6, 7]
     with pytest.raises(ValueError, match='empty range'):
-        evaluation.seed_ranges('7-5')
+        seed_ranges('7-5')
     with pytest.raises(ValueError, match='cannot parse'):
-        evaluation.seed_ranges('a')
+        seed_ranges('a')
 
 #----------------------------------------------------------------------------
 # Image metrics.

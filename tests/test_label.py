@@ -1,4 +1,4 @@
-"""Labeling by people: eg3d_rlhf.data.labeling (pair order, shared writer, sessions, kappa) and tools/label.py (server, page, CLI)."""
+"""Labeling by people: eg3d_rlhf.data.labeling (pair order, shared writer, sessions, kappa), data.label_server and tools/label.py."""
 
 import http.client
 import itertools
@@ -21,8 +21,10 @@ from click.testing import CliRunner
 from eg3d_rlhf.data import labeling as L
 from eg3d_rlhf.data import preferences as P
 from eg3d_rlhf.data.bank import Bank
-from eg3d_rlhf.rewards.checkpoint import save_reward
+from eg3d_rlhf.data.scores import score_bank
+from eg3d_rlhf.rewards.checkpoint import load_reward, save_reward
 from tools import label
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PICTURES = ('preview_front.png', 'preview_three_quarter.png', 'preview_profile.png', 'image.png')
 
@@ -551,12 +553,11 @@ def test_serve_defaults_and_pairs_seed_repeat_rate(served, tmp_path):
 
 def test_serve_active_orders_by_reward(served, tmp_path):
     from tests.test_reward_training import ball_bank, tiny_sigma
-    from tools.score_bank import score_samples
     bank_dir, _ = ball_bank(tmp_path / 'bank', 6, seed=1)
     bank = Bank(bank_dir)
     model = tiny_sigma(seed=3).eval()
     save_reward(str(tmp_path / 'r.pt'), model, 'sigma', bank.meta(bank.ids[0])['slab'])
-    scores = score_samples(model, bank, 8, 'cpu')
+    scores = score_bank(load_reward(str(tmp_path / 'r.pt')), bank)
     closest = min(itertools.combinations(bank.ids, 2), key=lambda p: abs(scores[p[0]] - scores[p[1]]))
     base = ['--bank', bank_dir, '--out', tmp_path / 'l.jsonl', '--annotator', 'eve', '--pairs', '15']
     result, seen = served(*base, '--active', '--reward-model', tmp_path / 'r.pt')

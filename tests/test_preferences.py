@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from eg3d_rlhf.data import preferences as P
@@ -97,6 +98,37 @@ def test_good_bad_lists(tmp_path):
     with pytest.raises(P.LabelError, match=':1: not a sample id'):
         P.import_good_bad(str(good), str(bad))
 
+    ids = [f'seed{i:06d}' for i in range(5)]
+    P.write_id_list(str(good), ids[:2], comment='good samples by me')
+    assert good.read_text().startswith('# good samples by me\n') and P.read_id_list(str(good)) == ids[:2]
+
+
+def test_training_labels_by_sample(tmp_path):
+    ids = [f'seed{i:06d}' for i in range(40)]
+    rng = np.random.RandomState(0)
+    pairs = sorted({(int(i), int(j)) for i, j in rng.randint(40, size=(300, 2)) if i < j})
+    rows = [dict(LINE, a=ids[i], b=ids[j], choice=['a', 'b', 'tie'][i * j % 3]) for i, j in pairs]
+    path = write_lines(tmp_path / 'l.jsonl', rows)
+    labels = P.training_labels(ids, (0.6, 0.2, 0.2), seed=3, labels_path=path)
+    assignment = P.split_samples(ids, (0.6, 0.2, 0.2), seed=3)
+    splits = P.split_judgements(P.load_judgements(path), assignment)
+    assert labels.mode == 'pairs' and labels.counts == {s: len(splits[s]) for s in ('train', 'val', 'test', 'dropped')}
+    assert labels.ids == {s: sorted(x for x in ids if assignment[x] == s) for s in P.SPLITS}
+    assert (labels.train['pairs'], labels.train['ties']) == P.to_pairs(splits['train'])
+    assert labels.val_pairs == P.to_pairs(splits['val'])[0] and labels.test_pairs == P.to_pairs(splits['test'])[0]
+    good, bad = tmp_path / 'good.txt', tmp_path / 'bad.txt'
+    P.write_id_list(str(good), ids[::2])
+    P.write_id_list(str(bad), ids[1::2])
+    labels = P.training_labels(ids, (0.6, 0.2, 0.2), seed=3, good_path=str(good), bad_path=str(bad))
+    assert labels.mode == 'good/bad' and labels.train == dict(labels={x: 1 - ids.index(x) % 2 for x in labels.ids['train']})
+    val = labels.ids['val']
+    assert sorted(labels.val_pairs) == sorted((g, b) for g in val for b in val if ids.index(g) % 2 == 0 < ids.index(b) % 2)
+    assert labels.counts == {s: len(labels.ids[s]) for s in P.SPLITS}
+    with pytest.raises(P.LabelError, match='not enough labels for a split by sample'):
+        P.training_labels(ids, (0.6, 0.2, 0.2), labels_path=write_lines(tmp_path / 'one.jsonl', rows[:1]))
+    P.write_id_list(str(bad), ['seed000099'])
+    with pytest.raises(P.LabelError, match='unknown sample id seed000099'):
+        P.training_labels(ids, (0.6, 0.2, 0.2), good_path=str(good), bad_path=str(bad))
 
 def test_undo_records_take_a_judgement_back(tmp_path):
     rows = [dict(LINE, id='j1'), dict(LINE, a='seed000003', id='j2'),

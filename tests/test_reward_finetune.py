@@ -1,9 +1,12 @@
 """train.py's reward fine-tuning: every reward flag, the embedded demo's defaults, and a short run with its panel."""
 
 import csv
+import dataclasses
 import json
 import os
+import typing
 
+import click
 import numpy as np
 import PIL.Image
 import pytest
@@ -12,9 +15,10 @@ from click.testing import CliRunner
 
 import dnnlib
 import train
-from eg3d_rlhf.synthetic import demo
+from eg3d_rlhf.finetune.config import ConfigError, RewardFinetuneConfig, flag_name
 from eg3d_rlhf.rewards import build_reward
 from eg3d_rlhf.rewards.checkpoint import save_reward
+from eg3d_rlhf.synthetic import demo
 from tests.test_finetune import slab_description, tiny_reward
 from tests.test_train import TRAIN_ARGS, base_args, make_zip_dataset, only_run_dir, run_train
 from training import legacy, training_loop
@@ -64,26 +68,48 @@ def config_of(args):
 def test_reward_defaults(data, rewards):
     c = config_of(reward_args(data, rewards))
     rk = c.loss_kwargs.reward_kwargs
-    assert rk == dict(reward_model_path=os.path.abspath(rewards['sigma']), lambda_r=10.0, lambda_sigma=0.01,
-        lambda_image=0.0, box_points=0, mode='clip', tau=0.1, batch=None, recompute=False)
-    assert c.reward_interval == 1
-    assert c.panel_kwargs == dict(reward_model_path=os.path.abspath(rewards['sigma']), seeds='2000-2199')
+    defaults = RewardFinetuneConfig()                                           # The one place defaults live.
+    assert rk.pop('class_name') == 'eg3d_rlhf.finetune.RewardPhase'
+    assert rk == dict(defaults.phase_options(), reward='sigma', reward_model=os.path.abspath(rewards['sigma']))
+    assert (rk['lambda_r'], rk['lambda_sigma'], rk['lambda_image'], rk['sigma_box_points']) == (10.0, 0.01, 0.0, 0)
+    assert (rk['reward_loss'], rk['tau'], rk['reward_batch'], rk['reward_recompute']) == ('clip', None, None, False)
+    assert defaults.tau_value == 0.1
+    assert c.reward_interval == defaults.reward_every == 1
+    assert c.panel_kwargs == dict(class_name='eg3d_rlhf.finetune.panel.RewardPanel',
+        reward_model_path=os.path.abspath(rewards['sigma']), seeds='2000-2199')
     assert 'reward_kwargs' not in config_of(base_args(data)).loss_kwargs
+    assert 'panel_kwargs' not in config_of(base_args(data)) and 'reward_interval' not in config_of(base_args(data))
+
+
+def test_reward_options_build_the_phase_and_panel_they_name(data, rewards, start_pkl, tmp_path):
+    # training/ builds both by class name: the names must resolve and take the options as written.
+    c = config_of(reward_args(data, rewards, '--reward-loss', 'pairwise', '--tau', '0.2', '--reward-batch', '2'))
+    G = legacy.load_network_pkl(start_pkl, trust=True)['G']
+    phase = dnnlib.util.construct_class_by_name(G=G, G_ref=None, **c.loss_kwargs.reward_kwargs)
+    assert phase.pairwise.tau == 0.2 and phase.batch == 2 and phase.lambda_r == 10.0
+    panel = dnnlib.util.construct_class_by_name(run_dir=str(tmp_path), device='cpu', **c.panel_kwargs)
+    assert len(panel.seeds) == 200
 
 
 REWARD_FLAGS = [
-    (['--lambda-r', '3'],                           'loss_kwargs.reward_kwargs.lambda_r',       3.0),
-    (['--lambda-sigma', '0.5'],                     'loss_kwargs.reward_kwargs.lambda_sigma',   0.5),
-    (['--lambda-image', '2'],                       'loss_kwargs.reward_kwargs.lambda_image',   2.0),
-    (['--sigma-box-points', '64'],                  'loss_kwargs.reward_kwargs.box_points',     64),
-    (['--reward-every', '4'],                       'reward_interval',                          4),
-    (['--reward-batch', '3'],                       'loss_kwargs.reward_kwargs.batch',          3),
-    (['--reward-loss', 'standardised'],             'loss_kwargs.reward_kwargs.mode',           'standardised'),
-    (['--reward-loss', 'pairwise', '--tau', '0.7'], 'loss_kwargs.reward_kwargs.tau',            0.7),
-    (['--reward-recompute'],                        'loss_kwargs.reward_kwargs.recompute',      True),
-    (['--panel-seeds', '5,7-9'],                    'panel_kwargs.seeds',                       '5,7-9'),
-    (['--panel-seeds', 'none'],                     'panel_kwargs',                             None),
+    (['--lambda-r', '3'],                           'loss_kwargs.reward_kwargs.lambda_r',           3.0),
+    (['--lambda-sigma', '0.5'],                     'loss_kwargs.reward_kwargs.lambda_sigma',       0.5),
+    (['--lambda-image', '2'],                       'loss_kwargs.reward_kwargs.lambda_image',       2.0),
+    (['--sigma-box-points', '64'],                  'loss_kwargs.reward_kwargs.sigma_box_points',   64),
+    (['--reward-every', '4'],                       'reward_interval',                              4),
+    (['--reward-batch', '3'],                       'loss_kwargs.reward_kwargs.reward_batch',       3),
+    (['--reward-loss', 'standardised'],             'loss_kwargs.reward_kwargs.reward_loss',        'standardised'),
+    (['--reward-loss', 'pairwise', '--tau', '0.7'], 'loss_kwargs.reward_kwargs.tau',                0.7),
+    (['--reward-recompute'],                        'loss_kwargs.reward_kwargs.reward_recompute',   True),
+    (['--panel-seeds', '5,7-9'],                    'panel_kwargs.seeds',                           '5,7-9'),
+    (['--panel-seeds', 'none'],                     'panel_kwargs',                                 None),
 ]
+
+
+def test_every_reward_flag_has_a_case():
+    # A new field of RewardFinetuneConfig that is a flag must reach the training options (add it to REWARD_FLAGS).
+    tested = {x for a, _, _ in REWARD_FLAGS for x in a if x.startswith('--')} | {'--reward', '--reward-model'}  # Two: below.
+    assert {flag_name(f.name) for f in RewardFinetuneConfig.flags()} == tested
 
 @pytest.mark.parametrize('extra, path, expected', REWARD_FLAGS, ids=[' '.join(a) for a, _, _ in REWARD_FLAGS])
 def test_reward_flag_reaches_training_options(data, rewards, extra, path, expected):
@@ -95,7 +121,7 @@ def test_reward_flag_reaches_training_options(data, rewards, extra, path, expect
 def test_reward_kind_picks_its_model(data, rewards):
     args = base_args(data, 'unused', '--resume', 'snap.pkl', '--trust-pickle', '--reward', 'pointcloud', '--reward-model',
         rewards['pointcloud'])
-    assert config_of(args).loss_kwargs.reward_kwargs.reward_model_path == os.path.abspath(rewards['pointcloud'])
+    assert config_of(args).loss_kwargs.reward_kwargs.reward_model == os.path.abspath(rewards['pointcloud'])
 
 
 @pytest.mark.parametrize('extra, message', [
@@ -126,6 +152,36 @@ def test_bad_reward_options_fail_with_a_clear_message(data, rewards, tmp_path, e
     assert not any(tmp_path.iterdir())
 
 
+NUMERIC_FLAGS = [f for f in RewardFinetuneConfig.flags() if f.type in (int, float, typing.Optional[int], typing.Optional[float])]
+
+@pytest.mark.parametrize('field', NUMERIC_FLAGS, ids=[flag_name(f.name) for f in NUMERIC_FLAGS])
+def test_non_finite_and_out_of_range_reward_values_are_refused_in_one_line(data, rewards, tmp_path, field):
+    # Every numeric flag of the config, so a new one is covered without a new case here.
+    flag, low = flag_name(field.name), field.metadata['min']
+    needs = ['--reward-loss', 'pairwise'] if field.name == 'tau' else []           # --tau is pairwise's alone.
+    for value in ['nan', 'inf', '-inf', *([] if low is None else [str(low - 1)])]:
+        args = reward_args(data, rewards, *needs, outdir=tmp_path) + [flag, value, '--dry-run']
+        result = CliRunner().invoke(train.main, args)
+        assert result.exit_code in (1, 2) and isinstance(result.exception, SystemExit), (value, result.output)
+        errors = [line for line in result.output.splitlines() if line.startswith('Error')]
+        assert len(errors) == 1 and flag in errors[0], (value, result.output)
+        assert 'Traceback' not in result.output
+    assert not any(tmp_path.iterdir())
+
+
+def test_config_refuses_non_finite_and_out_of_range_values_of_every_numeric_field():
+    for f in dataclasses.fields(RewardFinetuneConfig):
+        if f.type not in (int, float, typing.Optional[int], typing.Optional[float]):
+            continue
+        bad = [float('nan'), float('inf'), float('-inf')] if f.type in (float, typing.Optional[float]) else [1.5, 'x']
+        bad += [] if f.metadata['min'] is None else [f.metadata['min'] - 1]
+        extra = dict(reward_loss='pairwise') if f.name == 'tau' else {}
+        for value in bad:
+            with pytest.raises(ConfigError, match=flag_name(f.name)):
+                RewardFinetuneConfig(reward='sigma', **extra, **{f.name: value})
+        RewardFinetuneConfig(reward='sigma', **extra, **({f.name: f.metadata['min']} if f.metadata['min'] is not None else {}))
+
+
 def test_reward_needs_a_generator_to_start_from(data, rewards):
     args = base_args(data, 'unused', '--reward', 'sigma', '--reward-model', rewards['sigma'])
     result = CliRunner().invoke(train.main, args + ['--dry-run'])
@@ -151,6 +207,20 @@ def test_demo_fills_in_what_is_not_given(rewards, tmp_path, monkeypatch):
     assert not (tmp_path / 'cache').exists()                                  # A dry run renders no dataset.
 
 
+def test_demo_reward_overrides_are_config_fields_checked_by_the_config(tmp_path, monkeypatch):
+    fields = {f.name: f for f in dataclasses.fields(RewardFinetuneConfig)}
+    assert set(demo.OPTIONS) <= {p.name for p in train.main.params}                 # Every override is a train.py flag.
+    overrides = {k: v for k, v in demo.OPTIONS.items() if k in fields}
+    assert overrides and all(fields[k].metadata['flag'] for k in overrides)
+    assert all(v != fields[k].default for k, v in overrides.items())                # None restates a config default.
+    RewardFinetuneConfig(reward='sigma', **overrides)
+    monkeypatch.setenv('EG3D_RLHF_CACHE', str(tmp_path))
+    monkeypatch.setitem(demo.OPTIONS, 'lambda_sigma', float('nan'))
+    ctx = train.main.make_context('train.py', ['--reward', 'sigma', '--dry-run'])
+    with pytest.raises(click.UsageError, match='--lambda-sigma=nan'):
+        train.make_config(ctx.params, train.explicit_options(ctx))
+
+
 def test_demo_default_reward_model_is_the_bundled_one(tmp_path, monkeypatch):
     monkeypatch.setenv('EG3D_RLHF_CACHE', str(tmp_path))
     for kind in ('sigma', 'depth', 'pointcloud'):
@@ -158,7 +228,7 @@ def test_demo_default_reward_model_is_the_bundled_one(tmp_path, monkeypatch):
             pytest.fail(f'the bundled reward model {demo.reward_model(kind)} is missing')
         ctx = train.main.make_context('train.py', ['--reward', kind, '--dry-run'])
         c = train.make_config(ctx.params, train.explicit_options(ctx))[0]
-        assert c.loss_kwargs.reward_kwargs.reward_model_path == demo.reward_model(kind)
+        assert c.loss_kwargs.reward_kwargs.reward_model == demo.reward_model(kind)
 
 
 def test_demo_needs_all_or_none_of_the_required_options(data, rewards):
@@ -206,7 +276,7 @@ def test_reward_run_writes_panel_evidence_and_a_loadable_snapshot(data, rewards,
     first, last = np.array(rows[1][1:], dtype=float), np.array(rows[-1][1:], dtype=float)
     assert report['seeds'] == 3 and report['mean_delta'] == pytest.approx((last - first).mean(), rel=1e-4, abs=1e-6)
     options = json.load(open(os.path.join(run_dir, 'training_options.json')))
-    assert options['loss_kwargs']['reward_kwargs']['batch'] == 3 and options['panel_kwargs']['seeds'] == '3-5'
+    assert options['loss_kwargs']['reward_kwargs']['reward_batch'] == 3 and options['panel_kwargs']['seeds'] == '3-5'
     snap = legacy.load_network_pkl(os.path.join(run_dir, 'network-snapshot-000000.pkl'), trust=True)
     assert set(snap) == {'G', 'D', 'G_ema', 'augment_pipe', 'training_set_kwargs'}
     assert type(snap['G_ema']).__name__ == 'TriPlaneGenerator'

@@ -12,15 +12,17 @@ import torch
 from click.testing import CliRunner
 
 from eg3d_rlhf.data import annotators, preferences
-from eg3d_rlhf.rewards import fitting as R
 from eg3d_rlhf.data.bank import Bank
-from eg3d_rlhf.rewards import build_reward, losses
-from eg3d_rlhf.rewards.checkpoint import FORMAT, RewardCheckpointError, load_reward, save_reward
-from eg3d_rlhf.rewards.sigma_cnn import SigmaReward
+from eg3d_rlhf.data.scores import read_scores, write_scores
 from eg3d_rlhf.geometry.sigma import normalise_sigma_self, slab_grid
+from eg3d_rlhf.rewards import build_reward, losses
+from eg3d_rlhf.rewards import fitting as R
+from eg3d_rlhf.rewards.checkpoint import FORMAT, RewardCheckpointError, load_reward, save_reward
+from eg3d_rlhf.rewards.contract import InputSpec
+from eg3d_rlhf.rewards.sigma_cnn import SigmaReward
 from tests.test_bank import balls_volume, slab_description, write_bank
-from eg3d_rlhf import cli as cli_utils
 from tools import score_bank, train_reward
+
 pytestmark = pytest.mark.usefixtures('one_thread')
 
 RES = 40                                                # slab_grid(40): slabs of 20 x 22 x 20.
@@ -93,23 +95,23 @@ def test_trl_metrics():
 def toy(tmp_path_factory):
     root, radii = ball_bank(tmp_path_factory.mktemp('toy') / 'bank', 24)
     bank = Bank(root)
-    index, inputs = R.normalised_inputs(bank, bank.ids, progress=False)
-    return bank, radii, index, inputs
+    return bank, radii, R.prepared_inputs(bank, bank.ids, InputSpec(slab=bank.meta(bank.ids[0])['slab']), progress=False)
 
 
-def test_normalised_inputs(toy):
-    bank, _, index, inputs = toy
-    assert inputs.shape == (24, 20, 22, 20) and inputs.dtype == torch.float16 and list(index) == bank.ids
-    x = inputs[index['ball05']].float()
-    assert x.min() == 0 and x.max() == 100
+def test_prepared_inputs_of_the_default_spec_are_self_normalised(toy):
+    bank, _, inputs = toy
+    assert inputs.data.shape == (24, 20, 22, 20) and inputs.data.dtype == torch.float16 and list(inputs.index) == bank.ids
+    x = inputs.batch(['ball05'])[0]
+    assert x.dtype == torch.float32 and x.min() == 0 and x.max() == 100 and inputs.x_axis == 1
     assert torch.allclose(x, torch.from_numpy(normalise_sigma_self(bank.slab('ball05'))), atol=0.05)
+    assert torch.allclose(inputs.mean(['ball05', 'ball06']), inputs.batch(['ball05', 'ball06']).mean(0), atol=1e-4)
 
 
 def test_fit_learns_the_preference_and_logs_trl_metrics(toy):
-    bank, radii, index, inputs = toy
+    bank, radii, inputs = toy
     train_ids, val_ids = bank.ids[:16], bank.ids[16:]
     records = []
-    fitter = R.RewardFitter(tiny_sigma(), index, inputs, R.FitOptions(epochs=6, lr=3e-3), log=records.append)
+    fitter = R.RewardFitter(tiny_sigma(), inputs, R.FitOptions(epochs=6, lr=3e-3), log=records.append)
     truth = dict(radii)
     before = R.pairwise_accuracy(fitter.scores(val_ids), R.all_pairs_by_truth(truth, val_ids))
     if before[0] > before[1] / 2:                   # Prefer whichever size the untrained model ranks lower.
@@ -127,8 +129,8 @@ def test_fit_learns_the_preference_and_logs_trl_metrics(toy):
 
 
 def test_fit_keeps_the_best_epoch_and_stops_early(toy, monkeypatch):
-    bank, radii, index, inputs = toy
-    fitter = R.RewardFitter(tiny_sigma(), index, inputs, R.FitOptions(epochs=10, patience=2, lr=1e-2))
+    bank, radii, inputs = toy
+    fitter = R.RewardFitter(tiny_sigma(), inputs, R.FitOptions(epochs=10, patience=2, lr=1e-2))
     scripted, states = iter([0.5, 0.9, 0.6, 0.9, 0.7]), []
 
     def evaluate(pairs, ids, epoch):
@@ -144,13 +146,13 @@ def test_fit_keeps_the_best_epoch_and_stops_early(toy, monkeypatch):
 
 
 def test_ties_are_modelled_or_dropped(toy):
-    bank, radii, index, inputs = toy
+    bank, radii, inputs = toy
     pairs = R.all_pairs_by_truth(radii, bank.ids[:6])                       # 15 pairs.
     ties = [(bank.ids[6], bank.ids[7]), (bank.ids[8], bank.ids[9])]
     train = dict(pairs=pairs, ties=ties)
     results = {}
     for mode in ('drop', 'model'):
-        fitter = R.RewardFitter(tiny_sigma(), index, inputs, R.FitOptions(ties=mode, batch=4, mirror=False, epochs=2))
+        fitter = R.RewardFitter(tiny_sigma(), inputs, R.FitOptions(ties=mode, batch=4, mirror=False, epochs=2))
         batches = fitter.train_batches(train)
         kinds = [k for batch in batches for k, _ in batch]
         assert kinds.count('pair') == 15 and kinds.count('tie') == (2 if mode == 'model' else 0)
@@ -161,7 +163,7 @@ def test_ties_are_modelled_or_dropped(toy):
         assert metrics['loss'] == pytest.approx(loss.item())
         history = fitter.fit(train, pairs[:5], progress=False)
         assert len(history) == 2
-    r = tiny_sigma().eval().score(inputs[[index[x] for x in bank.ids[:10]]].float())
+    r = tiny_sigma().eval().score(inputs.batch(bank.ids[:10]))
     at = {x: i for i, x in enumerate(bank.ids[:10])}
     rw = torch.stack([r[at[w]] for w, _ in pairs[:3]] + [r[at[a]] for a, _ in ties])
     rl = torch.stack([r[at[l]] for _, l in pairs[:3]] + [r[at[b]] for _, b in ties])
@@ -170,11 +172,11 @@ def test_ties_are_modelled_or_dropped(toy):
 
 
 def test_unpaired_labels_train_in_balanced_batches(toy):
-    bank, radii, index, inputs = toy
+    bank, radii, inputs = toy
     median = np.median(list(radii.values()))
     labels = {k: int(radii[k] > median) for k in bank.ids[:16]}
     records = []
-    fitter = R.RewardFitter(tiny_sigma(), index, inputs, R.FitOptions(epochs=2, batch=6, lr=3e-3), log=records.append)
+    fitter = R.RewardFitter(tiny_sigma(), inputs, R.FitOptions(epochs=2, batch=6, lr=3e-3), log=records.append)
     batches = fitter.train_batches(dict(labels=labels))
     good = sum(labels.values())
     assert len(batches) == min(good, 16 - good) // 3
@@ -193,23 +195,24 @@ class NotAReward:
 
 
 def test_checkpoint_round_trip_gives_identical_scores(toy, tmp_path):
-    bank, _, index, inputs = toy
+    bank, _, inputs = toy
     model = tiny_sigma(seed=3).eval()
     path = str(tmp_path / 'r.pt')
     slab = bank.meta(bank.ids[0])['slab']
     save_reward(path, model, 'sigma', slab, training=dict(note='test', accuracy=0.5))
-    loaded, info = load_reward(path)
-    x = inputs[:5].float()
+    reward = load_reward(path)
+    x = inputs.batch(bank.ids[:5])
     with torch.no_grad():
-        assert torch.equal(loaded.score(x), model.score(x))
-    assert not loaded.training and info['kind'] == 'sigma' and info['config'] == model.config
-    assert info['input'] == dict(normalisation='self_minmax_0_100', slab=slab) and info['training']['note'] == 'test'
+        assert torch.equal(reward.model.score(x), model.score(x))
+    info = reward.info
+    assert not reward.model.training and reward.kind == info['kind'] == 'sigma' and info['config'] == model.config
+    assert reward.spec == InputSpec(slab=slab) and info['input'] == reward.spec.to_dict() and info['training']['note'] == 'test'
     raw = torch.load(path, weights_only=True)
     assert raw['format'] == FORMAT and set(raw['state_dict']) == set(model.state_dict())
 
 
 def test_not_a_checkpoint_is_a_one_line_error(tmp_path):
-    cases = {'text.pt': 'not a reward checkpoint (', 'object.pt': 'not a reward checkpoint (', 'dict.pt': f'of format {FORMAT}',
+    cases = {'text.pt': 'not a reward checkpoint (', 'object.pt': 'not a reward checkpoint (', 'dict.pt': 'not a reward checkpoint of format',
         'missing.pt': 'no such reward checkpoint', 'odd.pt': "unknown input normalisation 'zscore'"}
     (tmp_path / 'text.pt').write_text('hello\nworld\n')
     torch.save(NotAReward(), tmp_path / 'object.pt')
@@ -234,7 +237,7 @@ def balls(tmp_path_factory):
     root, radii = ball_bank(folder / 'bank', 40, seed=1)
     oracle = annotators.OracleAnnotator('nose', radii, temperature=0, seed=0)
     preferences.write_judgements(str(folder / 'labels.jsonl'), oracle.judgements(oracle.draw_pairs(radii, 300)))
-    cli_utils.write_scores(str(folder / 'truth.csv'), radii)
+    write_scores(str(folder / 'truth.csv'), radii)
     median = np.median(list(radii.values()))
     (folder / 'good.txt').write_text(''.join(f'{k}\n' for k, v in radii.items() if v > median))
     (folder / 'bad.txt').write_text(''.join(f'{k}\n' for k, v in radii.items() if v <= median))
@@ -244,8 +247,10 @@ def balls(tmp_path_factory):
 
 @pytest.fixture
 def tiny_models(monkeypatch):
-    """train_reward builds small models of the asked-for kind."""
-    monkeypatch.setattr(train_reward, 'build_reward', lambda kind, **extra: build_reward(kind, **TINY[kind], **extra))
+    """train_reward builds (and fitting fits) small models of the asked-for kind."""
+    tiny = lambda kind, **extra: build_reward(kind, **TINY[kind], **extra)
+    monkeypatch.setattr(train_reward, 'build_reward', tiny)
+    monkeypatch.setattr(R, 'build_reward', tiny)
 
 
 def train(*args):
@@ -289,19 +294,16 @@ def test_train_reward_end_to_end(balls, tmp_path):
     truth_line = (f"held-out accuracy against --truth (all test-sample pairs): {100 * report['held_out']['test_truth']['accuracy']:.1f}% "
         f'of {len(truth_pairs)} pairs (95% Wilson interval {100 * lo:.1f}-{100 * hi:.1f}%)')
     assert truth_line in result.output and 'held-out accuracy on test labels: ' in result.output
-    model, info = load_reward(str(out))
-    assert info['kind'] == 'sigma' and info['input']['slab'] == Bank(balls['bank']).meta('ball00')['slab']
-    assert info['training']['held_out'] == report['held_out']
-    x = torch.stack([torch.from_numpy(normalise_sigma_self(Bank(balls['bank']).slab(i))) for i in test_ids])
-    with torch.no_grad():
-        scores = dict(zip(test_ids, model.score(x).tolist()))
+    reward, bank = load_reward(str(out)), Bank(balls['bank'])
+    assert reward.kind == 'sigma' and reward.spec == InputSpec(slab=bank.meta('ball00')['slab'])
+    assert reward.info['training']['held_out'] == report['held_out'] and report['input'] == reward.spec.to_dict()
+    scores = dict(zip(test_ids, reward.score_slabs(bank.slab(i) for i in test_ids).tolist()))
     assert R.pairwise_accuracy(scores, truth_pairs)[0] == report['held_out']['test_truth']['correct']
     train_ids = [x for x in sorted(balls['radii']) if assignment[x] == 'train']       # Centred on these.
-    x = torch.stack([torch.from_numpy(normalise_sigma_self(Bank(balls['bank']).slab(i))) for i in train_ids])
-    with torch.no_grad():
-        assert abs(float(model.score(x).mean())) < 1e-3 and isinstance(report['centred_by'], float)
+    assert abs(float(reward.score_slabs(bank.slab(i) for i in train_ids).mean())) < 1e-3
+    assert isinstance(report['centred_by'], float)
     with PIL.Image.open(tmp_path / 'run' / 'reward.curves.png') as im:
-        assert im.size == (900, 350)
+        assert im.format == 'PNG' and im.size[0] > 2 * im.size[1] > 500                 # Two plots side by side.
 
 
 def test_train_reward_good_bad_and_reg_weight(balls, tmp_path, tiny_models):
@@ -329,10 +331,10 @@ def test_train_reward_good_bad_and_reg_weight(balls, tmp_path, tiny_models):
 def test_train_reward_kinds(balls, tmp_path, tiny_models, kind):
     out = tmp_path / f'{kind}.pt'
     ok(train('--bank', balls['bank'], '--labels', balls['labels'], '--reward', kind, '--epochs', 1, '--batch', 32, '--out', out))
-    model, info = load_reward(str(out))
-    assert info['kind'] == kind and type(model) is type(build_reward(kind, **TINY[kind]))
-    extra = dict(reference_shape=[20, 22, 20]) if kind == 'sigma' else {}                  # --centre is on for sigma.
-    assert info['config'] == build_reward(kind, **TINY[kind], **extra).config
+    reward = load_reward(str(out))
+    assert reward.kind == kind and type(reward.model) is type(build_reward(kind, **TINY[kind]))
+    extra = dict(reference_shape=[20, 22, 20]) if reward.model.takes_reference else {}     # --centre is on for these.
+    assert reward.info['config'] == build_reward(kind, **TINY[kind], **extra).config
     result = train('--bank', balls['bank'], '--labels', balls['labels'], '--reward', 'voxels', '--out', out)
     assert result.exit_code == 2 and "'voxels' is not one of 'depth', 'pointcloud', 'sigma'" in result.output
 
@@ -464,7 +466,7 @@ def test_score_bank_writes_every_sample_in_id_order(scored, tmp_path):
     for batch in (8, 1, 4):
         out = tmp_path / f'b{batch}.csv'
         result = ok(score('--reward-model', scored['reward'], '--bank', scored['bank'], '--out', out, '--batch', batch))
-        results[batch] = cli_utils.read_scores(str(out), known_ids=bank.ids)
+        results[batch] = read_scores(str(out), known_ids=bank.ids)
         assert list(results[batch]) == bank.ids and results[batch] == pytest.approx(want, abs=1e-5)
         assert f'| {math.ceil(11 / batch)}/{math.ceil(11 / batch)} [' in result.output      # Progress: batches done.
     best = max(want, key=want.get)
@@ -510,14 +512,14 @@ def test_sigma_reference_is_subtracted_and_resampled_for_other_sizes():
 
 def test_train_reward_centre(balls, tmp_path, tiny_models):
     ok(train('--bank', balls['bank'], '--labels', balls['labels'], '--epochs', 1, '--out', tmp_path / 'c.pt'))
-    model, info = load_reward(str(tmp_path / 'c.pt'))
-    assert info['training']['centre'] is True and model.reference is not None
+    reward = load_reward(str(tmp_path / 'c.pt'))
+    assert reward.info['training']['centre'] is True and reward.model.reference is not None
     bank = Bank(str(balls['bank']))
-    index, inputs = R.normalised_inputs(bank, bank.ids, progress=False)
+    inputs = R.prepared_inputs(bank, bank.ids, reward.spec, progress=False)
     train_ids = [x for x, s in preferences.split_samples(bank.ids, (0.7, 0.15, 0.15), seed=0).items() if s == 'train']
-    assert torch.allclose(model.reference, R.mean_input(index, inputs, train_ids), atol=1e-4)
+    assert torch.allclose(reward.model.reference, inputs.mean(train_ids), atol=1e-4)
     ok(train('--bank', balls['bank'], '--labels', balls['labels'], '--epochs', 1, '--no-centre', '--out', tmp_path / 'n.pt'))
-    assert load_reward(str(tmp_path / 'n.pt'))[0].reference is None
+    assert load_reward(str(tmp_path / 'n.pt')).model.reference is None
     ok(train('--bank', balls['bank'], '--labels', balls['labels'], '--epochs', 1, '--reward', 'depth', '--out', tmp_path / 'd.pt'))
     refused = train('--bank', balls['bank'], '--labels', balls['labels'], '--reward', 'depth', '--centre', '--out', tmp_path / 'e.pt')
     assert refused.exit_code != 0 and 'sigma only' in refused.output
@@ -527,8 +529,7 @@ def test_train_reward_model_config(balls, tmp_path):
     out = tmp_path / 'small.pt'
     config = dict(TINY['sigma'], hidden=12)
     ok(train('--bank', balls['bank'], '--labels', balls['labels'], '--epochs', 1, '--model-config', json.dumps(config), '--out', out))
-    _, info = load_reward(str(out))
-    assert info['config'] == build_reward('sigma', **config, reference_shape=[20, 22, 20]).config
+    assert load_reward(str(out)).info['config'] == build_reward('sigma', **config, reference_shape=[20, 22, 20]).config
     for bad, message in (('{"hidden": ', 'not JSON'), ('[1, 2]', 'JSON object'), ('{"reference_shape": [1, 1, 1]}', 'JSON object'),
             ('{"wings": 2}', "unexpected keyword argument 'wings'")):
         result = train('--bank', balls['bank'], '--labels', balls['labels'], '--model-config', bad, '--out', out)

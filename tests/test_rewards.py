@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from eg3d_rlhf.rewards import REWARDS, build_reward, losses
+from eg3d_rlhf.rewards.base import RewardNet
 from eg3d_rlhf.rewards.depth_cnn import DepthReward, render_depth
 from eg3d_rlhf.rewards.pointnet import PointCloudReward, surface_points
 from eg3d_rlhf.rewards.sigma_cnn import SigmaReward, SqueezeExcite
@@ -211,3 +212,30 @@ def test_build_reward_registry():
         build_reward('voxels')
     with pytest.raises(ValueError, match='Unknown views'):
         DepthReward(views=('back',))
+
+
+@one_thread
+def test_reward_net_records_its_config_and_scores_from_features():
+    class Toy(RewardNet):
+        def __init__(self, widths=(3, 5), hidden=4, gain=None):
+            super().__init__()
+            self.trunk = torch.nn.Linear(widths[0], widths[1])
+            self.init_head(widths[1], hidden)
+
+        def features(self, x):
+            return self.trunk(x)
+
+    model = Toy(hidden=6)
+    assert model.config == dict(widths=[3, 5], hidden=6, gain=None) and model.feature_dim == 5   # Defaults in, tuples as lists.
+    assert list(model.state_dict()) == ['trunk.weight', 'trunk.bias', 'head.0.weight', 'head.0.bias', 'head.2.weight',
+        'head.2.bias']
+    x = torch.randn([4, 3])
+    assert torch.equal(model.score(x), model.head(model.trunk(x))[:, 0]) and torch.equal(model(x), model.score(x))
+    rebuilt = Toy(**model.config)
+    rebuilt.load_state_dict(model.state_dict())
+    assert torch.equal(rebuilt.score(x), model.score(x))
+    with pytest.raises(TypeError):
+        Toy(gain=object())                                                  # Not JSON: no checkpoint could hold it.
+    with pytest.raises(AssertionError):
+        model.score_features(torch.zeros([4, 6]))
+    assert [k for k, c in REWARDS.items() if c.takes_reference] == ['sigma'] and not RewardNet.takes_reference

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from eg3d_rlhf.geometry import mesh
-from eg3d_rlhf.geometry.sigma import (CubeGrid, SigmaField, SlabCrop, eg3d_border_pad, flip_and_pad, normalise_sigma_self,
+from eg3d_rlhf.generators.eg3d import TriPlaneField
+from eg3d_rlhf.geometry.sigma import (CubeGrid, SlabCrop, eg3d_border_pad, flip_and_pad, normalise_sigma_self,
     slab_grid)
 from tests.conftest import load_golden
 
@@ -22,7 +23,7 @@ def ffhq():
 def ffhq_field(ffhq):
     """Field of both golden latents at psi 1, built from the golden ws."""
     G, gold = ffhq
-    return SigmaField(G, gold['outputs']['ws'])
+    return TriPlaneField(G, gold['outputs']['ws'])
 
 def golden_generator(name):
     triplane = pytest.importorskip('training.triplane')
@@ -213,7 +214,7 @@ def test_cube32_flipped_matches_golden(golden):
     name = 'golden_ffhq512_small.pt' if golden['G_init_kwargs']['img_resolution'] == 512 else 'golden_shapenet128_small.pt'
     G, gold = golden_generator(name)
     z, c = gold['inputs']['z'][:1], gold['inputs']['c'][:1]
-    field = SigmaField.from_latents(G, z, c, truncation_psi=1, noise_mode='const')
+    field = TriPlaneField.from_latents(G, z, c, truncation_psi=1, noise_mode='const')
     grid = CubeGrid(32, cube_length=G.rendering_kwargs['box_warp'], exact_eg3d_grid=True)
     sigma = field.sample_grid(grid, chunk=5000)
     assert sigma.shape == (1, 32, 32, 32)
@@ -231,8 +232,8 @@ def test_sample_matches_golden_g_sample_in_chunks(ffhq, ffhq_field, monkeypatch)
 def test_latent_constructor_applies_truncation(ffhq, ffhq_field):
     G, gold = ffhq
     z, c = gold['inputs']['z'][:1], gold['inputs']['c'][:1]
-    field = SigmaField.from_latents(G, z, c, truncation_psi=0.7, truncation_cutoff=14)
-    torch.testing.assert_close(field.planes, SigmaField(G, gold['outputs']['ws_psi07'][:1]).planes, rtol=1e-5, atol=1e-5)
+    field = TriPlaneField.from_latents(G, z, c, truncation_psi=0.7, truncation_cutoff=14)
+    torch.testing.assert_close(field.planes, TriPlaneField(G, gold['outputs']['ws_psi07'][:1]).planes, rtol=1e-5, atol=1e-5)
     coords = gold['inputs']['coords'][:, :500]
     assert not torch.allclose(field.sample(coords[:1]), ffhq_field.sample(coords)[:1], atol=1e-4)
 
@@ -251,11 +252,11 @@ def test_gradients_flow_only_when_asked(ffhq):
     ws = gold['outputs']['ws'][:1].clone().requires_grad_(True)
     grid = CubeGrid(6)
     ticks = []
-    sigma = SigmaField(G, ws, requires_grad=True).sample_grid(grid, chunk=50, progress=ticks.append)
+    sigma = TriPlaneField(G, ws, requires_grad=True).sample_grid(grid, chunk=50, progress=ticks.append)
     assert sum(ticks) == grid.num_points and len(ticks) == 5
     sigma.square().mean().backward()
     assert ws.grad is not None and ws.grad.abs().sum() > 0
-    plain = SigmaField(G, ws)
+    plain = TriPlaneField(G, ws)
     assert plain.planes.grad_fn is None
     plain_sigma = plain.sample_grid(grid, chunk=50)
     assert plain_sigma.grad_fn is None and not plain_sigma.requires_grad
@@ -269,7 +270,7 @@ def test_256_cube_streams_with_one_backbone_call():
     G = triplane.TriPlaneGenerator(**kwargs).eval().requires_grad_(False) # Random init.
     calls, _ = count_backbone_calls(G)
     z, c = torch.randn([1, G.z_dim]), torch.randn([1, G.c_dim])
-    field = SigmaField.from_latents(G, z, c, truncation_psi=0.7, truncation_cutoff=14)
+    field = TriPlaneField.from_latents(G, z, c, truncation_psi=0.7, truncation_cutoff=14)
     grid = CubeGrid(256, cube_length=G.rendering_kwargs['box_warp'])
     sigma = field.sample_grid(grid, chunk=2 ** 20)
     assert calls == [1]

@@ -1,19 +1,13 @@
 """Simulated annotators over a sample bank: pairwise judgements (JSONL), good/bad lists, and the taste scores."""
 
-import os
-import sys
-
 import click
 import numpy as np
 from tqdm import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # Run from anywhere.
-
-import dnnlib                                                                       # noqa: E402
-from eg3d_rlhf.data import annotators  # noqa: E402
-from eg3d_rlhf.data.bank import Bank, BankError                                          # noqa: E402
-from eg3d_rlhf.data.preferences import write_judgements                                  # noqa: E402
-from eg3d_rlhf.cli import write_scores                                            # noqa: E402
+from eg3d_rlhf.data import annotators
+from eg3d_rlhf.data.bank import Bank, BankError
+from eg3d_rlhf.data.preferences import write_id_list, write_judgements
+from eg3d_rlhf.data.scores import write_scores
 
 #----------------------------------------------------------------------------
 
@@ -26,10 +20,8 @@ def open_bank(path):
 
 def taste_scores(bank, taste, level):
     """{id: taste score} over the whole bank, with a progress bar."""
-    scores = {}
-    for sample_id in tqdm(bank.ids, desc=f'oracle:{taste}', unit='sample'):
-        scores[sample_id] = annotators.TASTES[taste](bank.slab(sample_id), bank.grid(sample_id), level)
-    return scores
+    with tqdm(total=len(bank), desc=f'oracle:{taste}', unit='sample') as bar:
+        return annotators.taste_scores(taste, bank, level, progress=bar.update)
 
 
 def parse_annotator(ctx, param, value):
@@ -111,9 +103,8 @@ def good_bad(bank_dir, annotator, temperature, level, seed, scores_out, dry_run,
     oracle = annotators.OracleAnnotator(annotator, taste_scores(bank, annotator, level), temperature=temperature, seed=seed)
     labels = oracle.good_bad(bank.ids)
     for path, wanted in ((good_out, 1), (bad_out, 0)):
-        with dnnlib.util.atomic_write(path, 'w', encoding='utf-8') as f:
-            f.write(f'# {"good" if wanted else "bad"} samples by {oracle.name}, temperature {temperature}\n')
-            f.writelines(f'{k}\n' for k, v in labels.items() if v == wanted)
+        write_id_list(path, [k for k, v in labels.items() if v == wanted],
+            comment=f'{"good" if wanted else "bad"} samples by {oracle.name}, temperature {temperature}')
     if scores_out:
         write_scores(scores_out, oracle.z)
     print(f'{sum(labels.values())} good and {len(labels) - sum(labels.values())} bad samples written to {good_out}, {bad_out}')

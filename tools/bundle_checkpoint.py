@@ -1,14 +1,11 @@
 """Shrink a training snapshot for bundling: G_ema stored once (also as G), D kept, so fine-tuning can resume from it."""
 
 import os
-import sys
 
 import click
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # Run from anywhere.
-
-from eg3d_rlhf.cli import require_trust                                          # noqa: E402
-from training import legacy                                                         # noqa: E402
+from eg3d_rlhf.cli import require_trust
+from training import legacy
 
 #----------------------------------------------------------------------------
 

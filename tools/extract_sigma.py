@@ -1,18 +1,15 @@
 """Sample the raw sigma (density) of EG3D generators on a cube or the published face slab; write .npy and a .ply mesh."""
 
 import os
-import sys
 
 import click
 import numpy as np
 from tqdm import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # Run from anywhere.
-
-from eg3d_rlhf.geometry import mesh  # noqa: E402
-from eg3d_rlhf.geometry.sigma import CubeGrid, SigmaField, eg3d_border_pad, flip_and_pad, slab_grid  # noqa: E402
-from eg3d_rlhf.cli import load_generator, parse_range, pick_device, require_trust, seed_latent     # noqa: E402
-from training.camera_utils import orbit_camera_label                                # noqa: E402
+from eg3d_rlhf.cli import device_option, load_generator, parse_range, pick_device, require_trust
+from eg3d_rlhf.generators.base import sample_id
+from eg3d_rlhf.geometry import mesh
+from eg3d_rlhf.geometry.sigma import CubeGrid, eg3d_border_pad, flip_and_pad, slab_grid
 
 #----------------------------------------------------------------------------
 
@@ -30,7 +27,7 @@ from training.camera_utils import orbit_camera_label                            
 @click.option('--fov-deg', type=float, default=18.837, show_default=True, help='Conditioning camera field of view')
 @click.option('--outdir', help='Output folder', required=True, metavar='DIR')
 @click.option('--dry-run', is_flag=True, help='Print what would be written; load and write nothing')
-@click.option('--device', 'device_name', type=click.Choice(['auto', 'cpu', 'cuda']), default='auto', show_default=True)
+@device_option
 def main(network_pkl, trust_pickle, seeds, resolution, slab, truncation_psi, truncation_cutoff, exact_grid, chunk,
         level, fov_deg, outdir, dry_run, device_name):
     """Write seedNNNNNN.npy (raw sigma, float32, (x, y, z) order, not flipped) and seedNNNNNN.ply (the
@@ -42,7 +39,7 @@ def main(network_pkl, trust_pickle, seeds, resolution, slab, truncation_psi, tru
     """
     require_trust(network_pkl, trust_pickle)
     device = pick_device(device_name)
-    paths = [os.path.join(outdir, f'seed{seed:06d}') for seed in seeds]
+    paths = [os.path.join(outdir, sample_id(seed)) for seed in seeds]
     if dry_run:
         kind = 'slab' if slab else 'cube'
         print(f'would load {network_pkl} on {device}, sample a {kind} of the {resolution}^3 grid '
@@ -51,21 +48,16 @@ def main(network_pkl, trust_pickle, seeds, resolution, slab, truncation_psi, tru
             print(f'  {path}.npy  {path}.ply')
         return
 
-    G = load_generator(network_pkl, device)
-    box_warp = G.rendering_kwargs['box_warp']
-    if slab:
-        grid = slab_grid(resolution, cube_length=box_warp, exact_eg3d_grid=exact_grid)
-    else:
-        grid = CubeGrid(resolution, cube_length=box_warp, exact_eg3d_grid=exact_grid)
-    c = orbit_camera_label(G.rendering_kwargs, fov_degrees=fov_deg, device=device)
+    generator = load_generator(network_pkl, device, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
+        fov_degrees=fov_deg)
+    make_grid = slab_grid if slab else CubeGrid
+    grid = make_grid(resolution, cube_length=generator.cube_length, exact_eg3d_grid=exact_grid)
     os.makedirs(outdir, exist_ok=True)
 
     with tqdm(total=len(seeds) * grid.num_points, unit='pt', unit_scale=True) as bar:
         for seed, path in zip(seeds, paths):
             bar.set_description(f'seed {seed}')
-            field = SigmaField.from_latents(G, seed_latent(G, seed), c, truncation_psi=truncation_psi,
-                truncation_cutoff=truncation_cutoff, noise_mode='const')
-            sigma = field.sample_grid(grid, chunk=chunk, progress=bar.update)[0].cpu().numpy()
+            sigma = generator.field([seed]).sample_grid(grid, chunk=chunk, progress=bar.update)[0].cpu().numpy()
             np.save(path + '.npy', sigma.astype(np.float32))
             if not slab:
                 sigma = flip_and_pad(sigma, flip=False, pad=eg3d_border_pad(resolution))

@@ -3,19 +3,17 @@
 import json
 import math
 import os
-import sys
 
 import click
 import numpy as np
 import PIL.Image
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # Run from anywhere.
-
-from eg3d_rlhf.geometry import mesh, preview  # noqa: E402
-from eg3d_rlhf.geometry.sigma import CubeGrid, SigmaField, normalise_sigma_self, slab_grid  # noqa: E402
-from eg3d_rlhf.cli import load_generator, network_path         # noqa: E402
-from training.camera_utils import orbit_camera_label                # noqa: E402
+from eg3d_rlhf.cli import load_generator, network_path
+from eg3d_rlhf.generators.eg3d import EG3DGenerator
+from eg3d_rlhf.geometry import mesh, preview
+from eg3d_rlhf.geometry.sigma import CubeGrid, normalise_sigma_self, slab_grid
+from training.camera_utils import orbit_camera_label
 
 #----------------------------------------------------------------------------
 
@@ -69,29 +67,28 @@ def main(outdir, network_pkl, trust_pickle, seed, resolution, neural_res, level,
     from training.triplane import TriPlaneGenerator
     if network_pkl == 'random':
         torch.manual_seed(seed)
-        G = TriPlaneGenerator(**ffhq512_small_kwargs())
+        generator = EG3DGenerator(TriPlaneGenerator(**ffhq512_small_kwargs()).eval().requires_grad_(False))
     else:
-        G = load_generator(source, torch.device('cpu'))
-    G = G.eval().requires_grad_(False)
+        generator = load_generator(source, torch.device('cpu'))
+    G = generator.G
     os.makedirs(outdir, exist_ok=True)
 
+    # The seed's sample as every tool draws it (generators/eg3d.py), seen from a camera turned 0.3 rad to the side.
     c = orbit_camera_label(G.rendering_kwargs, yaw=math.pi / 2 + 0.3)
-    z = torch.from_numpy(np.random.RandomState(seed).randn(1, G.z_dim)).float()
     with torch.no_grad():
-        ws = G.mapping(z, c, truncation_psi=0.7, truncation_cutoff=14)
-        out = G.synthesis(ws, c, neural_rendering_resolution=neural_res, noise_mode='const')
+        out = G.synthesis(generator.seed_ws([seed]), c, neural_rendering_resolution=neural_res, noise_mode='const')
     to_png(os.path.join(outdir, 'image.png'), out['image'][0], -1, 1)
     to_png(os.path.join(outdir, 'image_raw.png'), out['image_raw'][0], -1, 1)
     depth = out['image_depth'][0]
     to_png(os.path.join(outdir, 'depth.png'), -depth, -float(depth.max()), -float(depth.min()) + 1e-8)
 
-    grid = slab_grid(resolution, cube_length=G.rendering_kwargs['box_warp'])
-    sigma = SigmaField(G, ws).sample_grid(grid)[0].numpy()
+    grid = slab_grid(resolution, cube_length=generator.cube_length)
+    sigma = generator.field([seed]).sample_grid(grid)[0].numpy()
     np.save(os.path.join(outdir, 'sigma_slab.npy'), sigma)
     verts, faces = mesh.extract_mesh(sigma, grid, level=level)
     mesh.write_ply(os.path.join(outdir, 'mesh.ply'), verts, faces)
-    cube = CubeGrid(resolution, cube_length=G.rendering_kwargs['box_warp'])
-    views = preview.render_views(SigmaField(G, ws).sample_grid(cube)[0].numpy(), cube, level=level, resolution=192)
+    cube = CubeGrid(resolution, cube_length=generator.cube_length)
+    views = preview.render_views(generator.field([seed]).sample_grid(cube)[0].numpy(), cube, level=level, resolution=192)
     preview.save_picture(np.concatenate(list(views.values()), axis=1), os.path.join(outdir, 'previews.png'))
     summary = dict(network=source, seed=seed, slab_shape=list(grid.shape), sigma_min=float(sigma.min()),
         sigma_max=float(sigma.max()), normalised_mean=float(normalise_sigma_self(sigma).mean()),

@@ -1,117 +1,21 @@
 """Pairwise labeling by people: a local web page ("which shape is better?") that appends judgements, and agreement stats."""
 
-import http.server
-import ipaddress
 import json
 import os
-import re
-import socket
-import sys
 
 import click
-import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # Run from anywhere.
-
-import dnnlib                                                                       # noqa: E402
-from eg3d_rlhf.data import labeling  # noqa: E402
-from eg3d_rlhf.data.bank import IMAGE_FILE, Bank, BankError, preview_file                # noqa: E402
-from eg3d_rlhf.data.preferences import CHOICES, LabelError, load_judgements              # noqa: E402
-from eg3d_rlhf.geometry.preview import VIEWS                                                 # noqa: E402
-from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward         # noqa: E402
-from tools.score_bank import check_grid, score_samples                              # noqa: E402
+import dnnlib
+from eg3d_rlhf.data import labeling, scores
+from eg3d_rlhf.data.bank import Bank, BankError
+from eg3d_rlhf.data.label_server import LOOPBACK, LabelServer, is_loopback
+from eg3d_rlhf.data.preferences import LabelError, load_judgements
+from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward
 
 #----------------------------------------------------------------------------
 
-PAGE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'label_page.html')
-SERVED = frozenset([preview_file(v) for v in VIEWS] + [IMAGE_FILE])  # The only files of a sample folder people see.
-SAMPLE_FILE = re.compile(r'/bank/([A-Za-z0-9_.-]+)/([a-z_]+\.png)')   # Matched on the raw path: nothing is decoded.
-ANNOTATOR = re.compile(r'[A-Za-z0-9_.@-]{1,64}')
-LOOPBACK = '127.0.0.1'
-MAX_BODY = 4096
 DEFAULT_PAIRS = 200
 
-
-class LabelServer(http.server.ThreadingHTTPServer):
-    """The page, its API and the bank's pictures; one LabelSession per server (one annotator)."""
-    daemon_threads = True
-
-    def __init__(self, address, bank, session):
-        if ':' in address[0]:
-            self.address_family = socket.AF_INET6
-        super().__init__(address, Handler)
-        self.bank, self.session = bank, session
-        with open(PAGE_FILE, 'rb') as f:
-            self.page = f.read()
-
-    def sample_file(self, path):
-        """The file a /bank/<id>/<name>.png path names, or None unless id is in the bank and name is a picture."""
-        m = SAMPLE_FILE.fullmatch(path)
-        if m is None or m.group(1) not in self.bank or m.group(2) not in SERVED:
-            return None
-        return self.bank.path(m.group(1), m.group(2))
-
-
-class Handler(http.server.BaseHTTPRequestHandler):
-    server_version = 'eg3d-rlhf-label'
-
-    def log_message(self, format, *args):               # Quiet: the terminal shows progress, not every picture.
-        pass
-
-    def reply(self, status, body, content_type):
-        self.send_response(status)
-        self.send_header('Content-Type', content_type)
-        self.send_header('Content-Length', str(len(body)))
-        self.send_header('Cache-Control', 'no-store')
-        self.send_header('X-Content-Type-Options', 'nosniff')
-        self.end_headers()
-        self.wfile.write(body)
-
-    def reply_json(self, status, data):
-        self.reply(status, json.dumps(data).encode('utf-8'), 'application/json')
-
-    def not_found(self):
-        self.reply_json(404, dict(error='not found'))
-
-    def do_GET(self):
-        path = self.path.split('?', 1)[0]
-        if path == '/':
-            return self.reply(200, self.server.page, 'text/html; charset=utf-8')
-        if path == '/api/state':
-            return self.reply_json(200, self.server.session.state())
-        file = self.server.sample_file(path)
-        if file is None or not os.path.isfile(file):
-            return self.not_found()
-        with open(file, 'rb') as f:
-            self.reply(200, f.read(), 'image/png')
-
-    def do_POST(self):
-        path = self.path.split('?', 1)[0]
-        if path not in ('/api/judge', '/api/undo'):
-            return self.not_found()
-        if self.headers.get('Content-Type', '').split(';')[0].strip() != 'application/json':
-            return self.reply_json(415, dict(error='expected application/json'))   # Other sites' forms cannot post.
-        length = self.headers.get('Content-Length', '0')
-        if not length.isdigit() or int(length) > MAX_BODY:
-            return self.reply_json(413, dict(error=f'expected a Content-Length of at most {MAX_BODY}'))
-        try:
-            body = json.loads(self.rfile.read(int(length)) or b'{}')
-            session = self.server.session
-            if path == '/api/undo':
-                state = session.undo()
-            elif not isinstance(body, dict) or body.get('choice') not in CHOICES:
-                return self.reply_json(400, dict(error=f'choice must be one of {", ".join(CHOICES)}'))
-            else:
-                state = session.judge(str(body.get('a')), str(body.get('b')), body['choice'])
-        except json.JSONDecodeError:
-            return self.reply_json(400, dict(error='not JSON'))
-        except ValueError as err:                       # A stale page, or nothing to undo: show the truth again.
-            return self.reply_json(409, dict(error=str(err), state=self.server.session.state()))
-        except OSError as err:                          # The judgement is not on disk: the page must not say saved.
-            return self.reply_json(500, dict(error=f'not saved: {err}'))
-        self.reply_json(200, dict(saved=True, state=state))
-
-#----------------------------------------------------------------------------
 
 def open_bank(path):
     try:
@@ -121,7 +25,7 @@ def open_bank(path):
 
 
 def check_annotator(ctx, param, value):
-    if not ANNOTATOR.fullmatch(value):
+    if not labeling.ANNOTATOR.fullmatch(value):
         raise click.BadParameter(f'{value!r}: use 1-64 letters, digits and _ . @ -')
     return value
 
@@ -132,29 +36,20 @@ def check_host(ctx, param, value):
     return value
 
 
-def is_loopback(host):
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == 'localhost'
-
-
 def reward_scores(reward_path, bank, bank_dir, score):
     """{id: reward} of every sample (or None without `score`, after checking the checkpoint fits the bank)."""
     try:
-        model, info = load_reward(reward_path, 'cpu')
-    except RewardCheckpointError as err:
+        reward = load_reward(reward_path, 'cpu')
+        scores.check_grid(reward, bank, reward_path, bank_dir)
+    except (RewardCheckpointError, scores.ScoresError) as err:
         raise click.ClickException(str(err))
-    check_grid(info, bank, reward_path, bank_dir)
-    return score_samples(model, bank, batch=8, device='cpu') if score else None
+    return scores.score_bank(reward, bank) if score else None
 
 
-def make_session(bank, out, annotator, target, repeat_rate, seed, scores=None):
-    """A LabelSession resumed from `out`; pairs at random (seeded) or, given reward scores, closest scores first."""
-    rng = np.random.RandomState(seed)
-    pairs = labeling.random_pairs(bank.ids, rng) if scores is None else labeling.active_pairs(scores, rng)
+def make_session(bank, out, annotator, target, repeat_rate, seed, rewards=None):
+    """labeling.open_session over the bank's ids (active order given rewards {id: score}), its errors as click's."""
     try:
-        return labeling.LabelSession(out, annotator, pairs, target, repeat_rate=repeat_rate, seed=seed, known_ids=bank.ids)
+        return labeling.open_session(out, annotator, bank.ids, target, repeat_rate=repeat_rate, seed=seed, scores=rewards)
     except (LabelError, OSError) as err:
         raise click.ClickException(str(err))
 
@@ -200,8 +95,8 @@ def serve(bank_dir, out, annotator, port, target, active, reward_path, repeat_ra
     if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
         raise click.ClickException(f'{out}: the folder does not exist')
     host = LOOPBACK if host is None else host
-    scores = reward_scores(reward_path, bank, bank_dir, score=not dry_run) if active else None
-    session = make_session(bank, out, annotator, target, repeat_rate, seed, scores)
+    rewards = reward_scores(reward_path, bank, bank_dir, score=not dry_run) if active else None
+    session = make_session(bank, out, annotator, target, repeat_rate, seed, rewards)
     state = session.state()
     order = f'active by {reward_path}' if active else f'random, seed {seed}'
     settings = (f'bank {bank_dir} ({len(bank)} samples), out {out}, annotator {annotator}, {state["done"]}/{target} '

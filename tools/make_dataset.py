@@ -3,7 +3,6 @@
 import io
 import json
 import os
-import sys
 import time
 import zipfile
 
@@ -11,9 +10,7 @@ import click
 import numpy as np
 import PIL.Image
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # Run from anywhere.
-
-from eg3d_rlhf.synthetic import dataset_writer  # noqa: E402
+from eg3d_rlhf.synthetic import dataset_writer
 
 #----------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ import torch
 from torch_utils import misc
 from torch_utils import persistence
 from torch_utils.ops import upfirdn2d
-from training.networks_stylegan2 import Conv2dLayer, FullyConnectedLayer, MappingNetwork
+from training.layers import Conv2dLayer, FullyConnectedLayer, MappingNetwork
 
 #----------------------------------------------------------------------------
 

@@ -13,6 +13,9 @@ from training.dual_discriminator import filtered_resizing
 
 DENSITY_REG_TYPES = ('l1', 'monotonic-detach', 'monotonic-fixed') # Values of G.rendering_kwargs['reg_type'] we implement.
 
+# Statistic names of the 'Greward' phase's parts (others are reported as Loss/G/<part>).
+REWARD_STATS = {'reward_loss': 'Loss/G/reward', 'reward': 'Reward/raw', 'pushed': 'Reward/pairs_pushed'}
+
 def lerp_schedule(cur_nimg, start, end, fade_kimg):
     """Linear fade from `start` (at 0 images) to `end` (at fade_kimg thousand images and after); fade_kimg=0 = `end`."""
     alpha = min(cur_nimg / (fade_kimg * 1e3), 1) if fade_kimg > 0 else 1
@@ -64,8 +67,8 @@ class StyleGAN2Loss(Loss):
         gpc_reg_prob                          = None,           # Pose-swap probability, None = condition G on zeros instead of poses.
         dual_discrimination                   = False,          # R1 on the raw image too?
         filter_mode                           = 'antialiased',  # How real images are resized to the raw resolution (see filtered_resizing).
-        reward_kwargs                         = None,           # eg3d_rlhf.finetune.RewardPhase options for the 'Greward' phase, None = no reward.
-        G_ema                                 = None,           # The starting G_ema: the reward phase's frozen reference (None = a copy of G).
+        reward_kwargs                         = None,           # Extra generator phase 'Greward', built by class name (class_name + options), None = none.
+        G_ema                                 = None,           # The starting G_ema, handed to that phase as its frozen reference G_ref.
     ):
         super().__init__()
         if pl_weight != 0:
@@ -96,8 +99,8 @@ class StyleGAN2Loss(Loss):
         self.resample_filter = upfirdn2d.setup_filter([1,3,3,1], device=device) # For filter_mode='classic'.
         self.reward = None
         if reward_kwargs is not None:
-            from eg3d_rlhf.finetune import RewardPhase  # The one place training/ reaches into eg3d_rlhf (DESIGN.md).
-            self.reward = RewardPhase(G, G_ref=G_ema, **reward_kwargs)
+            # An object with .loss(G, z, c, camera=..., neural_rendering_resolution=...) -> (loss, {name: detached value}).
+            self.reward = dnnlib.util.construct_class_by_name(G=G, G_ref=G_ema, **reward_kwargs)
             self.phases = self.phases + ('Greward',)
 
     def schedule(self, cur_nimg):
@@ -226,16 +229,13 @@ class StyleGAN2Loss(Loss):
         tv_loss.mul(gain).backward()
 
     def accumulate_reward(self, gen_z, gen_c, gain, s):
-        """G: lambda_r * reward loss on the slab sigma + lambda_sigma * density consistency (+ lambda_image * image
-        consistency), eg3d_rlhf.finetune.RewardPhase."""
+        """G: the extra phase built from reward_kwargs, for latents conditioned like run_G's and rendered from gen_c.
+        Its parts are reported by name: reward_loss and reward (Loss/G/reward, Reward/raw), density_consistency and
+        image_consistency (Loss/G/...), pushed (Reward/pairs_pushed); any other part as Loss/G/<name>."""
         c_cond = self.gen_conditioning(gen_c, s.swapping_prob)
         loss, parts = self.reward.loss(self.G, gen_z, c_cond, camera=gen_c, neural_rendering_resolution=s.neural_rendering_resolution)
-        training_stats.report('Loss/G/reward', parts['reward_loss'])
-        training_stats.report('Reward/raw', parts['reward'])
-        for name, stat in [('density_consistency', 'Loss/G/density_consistency'), ('image_consistency',
-                'Loss/G/image_consistency'), ('pushed', 'Reward/pairs_pushed')]:
-            if name in parts:
-                training_stats.report(stat, parts[name])
+        for name, value in parts.items():
+            training_stats.report(REWARD_STATS.get(name, f'Loss/G/{name}'), value)
         loss.mul(gain).backward()
 
     def sigma_pairs(self, ws, a, b):

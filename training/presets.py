@@ -47,11 +47,6 @@ SYNTHETIC_PLANE_RESOLUTION = 64
 
 CONFIGS = tuple(RENDERING_PRESETS)
 
-# Defaults of the reward options, applied only with --reward (each is an error without it). --tau only with pairwise.
-REWARD_DEFAULTS = dict(lambda_r=10.0, lambda_sigma=0.01, lambda_image=0.0, sigma_box_points=0, reward_every=1,
-    reward_loss='clip', panel_seeds='2000-2199')
-TAU_DEFAULT = 0.1
-
 
 class ConfigError(ValueError):
     """A combination of options that cannot train; the message names the option."""
@@ -93,11 +88,12 @@ def rendering_kwargs(opts, resolution):
 
 #----------------------------------------------------------------------------
 
-def build_config(opts, training_set_kwargs, dataset_name):
+def build_config(opts, training_set_kwargs, dataset_name, desc_parts=()):
     """(config dict for training_loop, run description) from train.py's options, as EG3D's train.py builds them.
 
     opts: train.py's options with preset defaults filled in (with_preset_defaults). training_set_kwargs: the
-    dataset's constructor kwargs with explicit resolution, use_labels and max_size.
+    dataset's constructor kwargs with explicit resolution, use_labels and max_size. desc_parts: words the caller
+    adds to the run description, before --desc (train.py's extra phases name themselves there).
     """
     if not opts.cond:
         raise ConfigError('--cond=False cannot train: EG3D renders each image from its camera label, so the generator '
@@ -142,7 +138,6 @@ def build_config(opts, training_set_kwargs, dataset_name):
     c.kimg_per_tick = opts.tick
     c.image_snapshot_ticks = c.network_snapshot_ticks = opts.snap
     c.random_seed = opts.seed
-    c.shape_prior_steps = opts.shape_prior_steps
 
     if c.batch_size % c.num_gpus != 0:
         raise ConfigError('--batch must be a multiple of --gpus')
@@ -191,38 +186,9 @@ def build_config(opts, training_set_kwargs, dataset_name):
 
     if opts.nobench:
         c.cudnn_benchmark = False
-    reward_config(opts, c)
 
     desc = f'{opts.cfg}-{dataset_name}-gpus{c.num_gpus}-batch{c.batch_size}-gamma{c.loss_kwargs.r1_gamma:g}'
-    if opts.reward != 'none':
-        desc += f'-{opts.reward}-lambdar{c.loss_kwargs.reward_kwargs.lambda_r:g}'
-    if opts.desc is not None:
-        desc += f'-{opts.desc}'
+    desc = '-'.join([desc, *desc_parts, *([opts.desc] if opts.desc is not None else [])])
     return c, desc
-
-#----------------------------------------------------------------------------
-
-def reward_config(opts, c):
-    """The reward phase (loss_kwargs.reward_kwargs, reward_interval) and the reward panel (panel_kwargs) from the
-    reward options; opts.panel_seeds is a range string like '2000-2199' or 'none', opts.reward_model a path."""
-    given = [k for k in (*REWARD_DEFAULTS, 'tau', 'reward_model', 'reward_batch') if opts.get(k) is not None]
-    if opts.get('reward_recompute'):
-        given.append('reward_recompute')
-    if opts.reward == 'none':
-        if given:
-            raise ConfigError(f'--{given[0].replace("_", "-")} needs --reward=sigma|depth|pointcloud')
-        return
-    if opts.resume is None:
-        raise ConfigError('--reward fine-tunes a trained generator: pass --resume (and --trust-pickle)')
-    o = dnnlib.EasyDict({k: v if opts.get(k) is None else opts[k] for k, v in REWARD_DEFAULTS.items()})
-    if opts.get('tau') is not None and o.reward_loss != 'pairwise':
-        raise ConfigError(f'--tau is the pairwise loss\'s threshold; --reward-loss={o.reward_loss} does not use it')
-    c.loss_kwargs.reward_kwargs = dnnlib.EasyDict(reward_model_path=opts.reward_model, lambda_r=o.lambda_r,
-        lambda_sigma=o.lambda_sigma, lambda_image=o.lambda_image, box_points=o.sigma_box_points, mode=o.reward_loss,
-        tau=TAU_DEFAULT if opts.get('tau') is None else opts.tau, batch=opts.get('reward_batch'),
-        recompute=bool(opts.get('reward_recompute')))
-    c.reward_interval = o.reward_every
-    if o.panel_seeds.strip().lower() != 'none':
-        c.panel_kwargs = dnnlib.EasyDict(reward_model_path=opts.reward_model, seeds=o.panel_seeds)
 
 #----------------------------------------------------------------------------

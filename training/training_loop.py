@@ -202,7 +202,7 @@ def training_loop(
     G_reg_interval          = None,     # Steps between G regularisation phases, None = no lazy regularisation.
     D_reg_interval          = 16,       # Steps between D regularisation phases, None = no lazy regularisation.
     reward_interval         = None,     # Steps between G's 'Greward' phases (needs loss_kwargs.reward_kwargs), None = none.
-    panel_kwargs            = None,     # eg3d_rlhf.finetune.panel.RewardPanel options: score G_ema on fixed seeds every tick, None = off.
+    panel_kwargs            = None,     # Per-tick report on G_ema, built by class name (class_name + options), None = none.
     total_kimg              = 25000,    # Training length in thousands of real images.
     kimg_per_tick           = 4,        # Progress interval in kimg.
     image_snapshot_ticks    = 50,       # Ticks between image grids, None = none.
@@ -210,7 +210,7 @@ def training_loop(
     resume_pkl              = None,     # Network pickle (path or file:// URL) to resume from.
     resume_kimg             = 0,        # kimg to count from when resuming.
     trust_resume_pkl        = False,    # Does the user trust resume_pkl? Loading a pickle executes code in it.
-    shape_prior_steps       = 0,        # Steps fitting a new G's density to synthetic heads first (eg3d_rlhf.synthetic.shape_prior).
+    shape_prior_kwargs      = None,     # Warm start of a new G, called by function name (func_name + options), None = none.
     cudnn_benchmark         = True,     # Set torch.backends.cudnn.benchmark?
 ):
     """Train G and D; returns {'G', 'D', 'G_ema'} of this process at the end."""
@@ -247,11 +247,11 @@ def training_loop(
     if resume_pkl is not None and rank == 0:
         log(f'Resuming from "{resume_pkl}"')
         resume_networks(resume_pkl, dict(G=G, D=D, G_ema=G_ema), trust=trust_resume_pkl)
-    if shape_prior_steps > 0 and rank == 0:
-        log(f'Fitting the shape prior for {shape_prior_steps} steps...')
+    if shape_prior_kwargs is not None and rank == 0:
+        # Fits G in place on the training labels and returns the loss of every step.
+        log(f'Fitting the shape prior for {shape_prior_kwargs.get("steps", "its default")} steps...')
         labels = np.stack([training_set.get_label(i) for i in range(len(training_set))])
-        from eg3d_rlhf.synthetic import shape_prior # The synthetic world's geometry warm start (DESIGN.md).
-        losses = shape_prior.fit_shape_prior(G, labels, steps=shape_prior_steps, batch=batch_gpu, seed=random_seed)
+        losses = dnnlib.util.call_func_by_name(G=G, labels=labels, batch=batch_gpu, seed=random_seed, **shape_prior_kwargs)
         log(f'Shape prior: loss {losses[0]:.1f} -> {np.mean(losses[-10:]):.1f}')
         misc.copy_params_and_buffers(G, G_ema)
     if rank == 0:
@@ -283,11 +283,11 @@ def training_loop(
         grid_z = torch.randn([labels.shape[0], G.z_dim], device=device).split(batch_gpu)
         grid_c = torch.from_numpy(labels).to(device).split(batch_gpu)
 
-    # The reward panel (rank 0): fixed seeds scored every tick (DESIGN.md: training/ reaches eg3d_rlhf only here).
+    # The panel (rank 0): an object whose .record(G_ema, kimg) runs now and every tick and .finish() at the end, each
+    # returning a line to log (finish may return None).
     panel = None
     if rank == 0 and panel_kwargs is not None:
-        from eg3d_rlhf.finetune.panel import RewardPanel
-        panel = RewardPanel(run_dir, device=device, **panel_kwargs)
+        panel = dnnlib.util.construct_class_by_name(run_dir=run_dir, device=device, **panel_kwargs)
         log(panel.record(G_ema, resume_kimg))                            # The starting point of every trajectory.
 
     # Initialize logs.
@@ -363,13 +363,12 @@ def training_loop(
         training_stats.report0('Timing/total_days', (tick_end_time - start_time) / (24 * 60 * 60))
         log(' '.join(fields))
 
-        # Reward panel: every tick; the before/after report at the end.
+        # Panel: every tick; its closing report at the end.
         if panel is not None:
             log(panel.record(G_ema, cur_nimg / 1e3))
-            if done:
-                summary = panel.finish()
-                log(f"panel: {summary['rose']} of {summary['seeds']} seeds rose, mean change {summary['mean_delta']:+.3f}, "
-                    f"slope {summary['fit_slope']:.2f}; see reward_report.html")
+            closing = panel.finish() if done else None
+            if isinstance(closing, str):
+                log(closing)
 
         # Image grids.
         if (rank == 0) and (image_snapshot_ticks is not None) and (done or cur_tick % image_snapshot_ticks == 0):

@@ -1,85 +1,25 @@
-"""Per-seed measurements of a generator (slabs, images, rewards) and the statistics that compare two of them."""
-
-import re
+"""Per-seed rewards of a generator and the statistics that compare two of them (reward change, win rate)."""
 
 import numpy as np
 import scipy.stats
 import torch
 
 from eg3d_rlhf.rewards.fitting import wilson_interval
-from eg3d_rlhf.geometry.sigma import SigmaField, normalise_sigma_self
-from torch_utils import misc
-from training.camera_utils import orbit_camera_label
 
 #----------------------------------------------------------------------------
-# Seeds are rendered as sample banks are (tools/sample_bank.py): gen_samples' z for the seed, its frontal
-# conditioning camera, truncation 0.7 at cutoff 14, constant noise, and torch seeded with the seed before the
-# image is rendered (the renderer draws stratified ray samples). So a panel seed scored here matches its bank folder.
+# Seeds are drawn by the generator adapter (generators/), the one recipe every tool shares, and scored through the
+# reward's contract (rewards/contract.py): a panel seed scored here matches its bank folder.
 
-def seed_ranges(s):
-    """'0,2,5-7' -> [0, 2, 5, 6, 7]; ValueError naming the part that cannot be read."""
-    seeds = []
-    for part in s.split(','):
-        m = re.fullmatch(r'\s*(\d+)\s*(?:-\s*(\d+)\s*)?', part)
-        if m is None:
-            raise ValueError(f'cannot parse "{part}" (use numbers and ranges, e.g. 0,2,5-7)')
-        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
-        if hi < lo:
-            raise ValueError(f'empty range "{part}"')
-        seeds.extend(range(lo, hi + 1))
-    return seeds
-
-
-def seed_latents(seeds, z_dim):
-    """gen_samples' z [len(seeds), z_dim]: float64 normal draws per seed, used as float32."""
-    return torch.from_numpy(np.stack([np.random.RandomState(int(s)).randn(z_dim) for s in seeds])).to(torch.float32)
-
-
-class SeedRenderer:
-    """Slabs, rewards and images of one generator for integer seeds, batched."""
-
-    def __init__(self,
-        G,                          # TriPlaneGenerator (eval mode; gradients are not needed).
-        truncation_psi      = 0.7,  # Truncation of the sample banks.
-        truncation_cutoff   = 14,   # Truncation cutoff of the sample banks.
-        batch               = 8,    # Seeds per generator pass.
-    ):
-        self.G = G
-        self.device = next(G.parameters()).device
-        self.truncation_psi, self.truncation_cutoff, self.batch = truncation_psi, truncation_cutoff, int(batch)
-        self.c = orbit_camera_label(G.rendering_kwargs, device=self.device)
-
-    def ws(self, seeds):
-        z = seed_latents(seeds, self.G.z_dim).to(self.device)
-        with torch.no_grad():
-            return self.G.mapping(z, self.c.expand(len(seeds), -1), truncation_psi=self.truncation_psi,
-                truncation_cutoff=self.truncation_cutoff)
-
-    def slab_batches(self, seeds, grid):
-        """Raw sigma [<= batch, *grid.shape] of successive batches of the seeds, on G's device."""
-        seeds = list(seeds)
-        for s in range(0, len(seeds), self.batch):
-            yield SigmaField(self.G, self.ws(seeds[s : s + self.batch]), noise_mode='const').sample_grid(grid)
-
-    def slabs(self, seeds, grid):
-        """Raw sigma [len(seeds), *grid.shape] on the CPU."""
-        return torch.cat([sigma.cpu() for sigma in self.slab_batches(seeds, grid)])
-
-    def rewards(self, seeds, model, grid):
-        """Rewards [len(seeds)] (numpy) of a reward model trained on `grid`, its inputs normalised as in training."""
-        with torch.no_grad():
-            return torch.cat([model.score(normalise_sigma_self(sigma)).cpu() for sigma in self.slab_batches(seeds, grid)]).numpy()
-
-    def images(self, seeds):
-        """Images [len(seeds), 3, H, W] in [-1, 1] on the CPU, from the conditioning camera."""
-        out = []
-        with torch.no_grad():
-            for seed in seeds:
-                torch.manual_seed(int(seed))
-                out.append(self.G.synthesis(self.ws([seed]), self.c, noise_mode='const')['image'].clamp(-1, 1).cpu())
-        images = torch.cat(out)
-        misc.assert_shape(images, [len(seeds), 3, None, None])
-        return images
+def seed_rewards(generator, reward, seeds, progress=None):
+    """Rewards [len(seeds)] (numpy) of a generator's samples, each slab sampled on the reward's grid and scored
+    through its contract, `generator.batch` seeds per pass."""
+    seeds, out = list(seeds), []
+    with torch.no_grad():
+        for s in range(0, len(seeds), generator.batch):
+            sigma = generator.field(seeds[s : s + generator.batch]).sample_grid(reward.grid)
+            out.append(reward.score(sigma).cpu())
+            if progress is not None: progress(len(sigma))
+    return torch.cat(out).numpy()
 
 #----------------------------------------------------------------------------
 # Statistics.

@@ -99,3 +99,19 @@ def write_report(outdir, title, summary, pictures, name='report'):
         f'<h1>{html.escape(title)}</h1><table>{"".join(rows)}</table>{images}\n')
     with dnnlib.util.atomic_write(os.path.join(outdir, f'{name}.html'), 'w', encoding='utf-8') as f:
         f.write(page)
+
+#----------------------------------------------------------------------------
+
+def plot_training_curves(records, path):
+    """A reward model's training: mean training loss and validation pairwise accuracy per epoch, side by side, from
+    the records rewards.fitting.RewardFitter logs (TRL names: 'loss', 'eval_rewards/accuracies')."""
+    plt = _pyplot()
+    train = [r for r in records if 'loss' in r]
+    val = [r for r in records if 'eval_rewards/accuracies' in r]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
+    a.plot([r['epoch'] for r in train], [r['loss'] for r in train], marker='o')
+    a.set(xlabel='epoch', ylabel='training loss')
+    b.plot([r['epoch'] for r in val], [r['eval_rewards/accuracies'] for r in val], marker='o', color='tab:green')
+    b.set(xlabel='epoch', ylabel='validation pairwise accuracy', ylim=(0, 1))
+    fig.tight_layout()
+    _save(fig, path)

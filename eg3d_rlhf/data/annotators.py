@@ -82,6 +82,16 @@ TASTES = {
     'closed':  lambda v, g, level: -defects(v, g, level),           # One piece, no floaters, no holes.
 }
 
+
+def taste_scores(taste, bank, level=10.0, progress=None):
+    """{id: raw taste score} of every sample of a bank (ids, slab(id), grid(id)), one slab in memory at a time;
+    progress(1) after each."""
+    scores = {}
+    for sample_id in bank.ids:
+        scores[sample_id] = TASTES[taste](bank.slab(sample_id), bank.grid(sample_id), level)
+        if progress is not None: progress(1)
+    return scores
+
 #----------------------------------------------------------------------------
 
 def parse_annotator(name):

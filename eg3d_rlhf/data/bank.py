@@ -7,7 +7,8 @@ import re
 import numpy as np
 
 import dnnlib
-from eg3d_rlhf.geometry.sigma import SlabCrop, slab_grid
+from eg3d_rlhf.geometry import preview
+from eg3d_rlhf.geometry.sigma import SlabCrop, grid_from_meta, slab_description, slab_grid
 
 #----------------------------------------------------------------------------
 # Layout (README.md, "Sample banks", documents it for other people's scripts):
@@ -33,9 +34,9 @@ def preview_file(view):
     return f'preview_{view}.png'
 
 
-def grid_from_meta(slab):
-    """The CubeGrid of a slab described in meta.json's "slab" entry."""
-    return slab_grid(slab['resolution'], cube_length=slab['cube_length'], crop=SlabCrop(**slab['crop']))
+def is_finished(root, sample_id):
+    """Does the bank folder hold a finished sample of this id (its meta.json, written last)?"""
+    return os.path.isfile(os.path.join(root, sample_id, META_FILE))
 
 
 def write_json(path, data):
@@ -96,5 +97,60 @@ class Bank:
             shape = x.shape
             result[sample_id] = x
         return result
+
+#----------------------------------------------------------------------------
+# The writer. Every sample is drawn through the generator interface (generators/), so a bank's slab and picture of
+# an id are the ones the panel, evaluate and shape_report see for it.
+
+SETTINGS_THAT_MUST_MATCH = ('network_sha256', 'generator', 'truncation_psi', 'truncation_cutoff', 'slab', 'preview_level',
+    'preview_res')
+
+
+class BankWriter:
+    """Writes samples of one generator into a bank folder; refuses a folder made by another generator or settings."""
+
+    def __init__(self,
+        root,                       # Bank folder (created).
+        generator,                  # generators.base.Generator3D.
+        resolution,                 # Cube resolution N whose face slab is stored (256: the published 128x141x129).
+        dtype       = 'float16',    # Slab storage type: 'float16' or 'float32'.
+        level       = 10.0,         # Raw sigma level drawn in the previews.
+        preview_res = 192,          # Preview size in pixels.
+        crop        = SlabCrop(),   # The slab inside the cube.
+    ):
+        self.root, self.generator = root, generator
+        self.grid = slab_grid(resolution, cube_length=generator.cube_length, crop=crop)
+        self.dtype, self.level, self.preview_res = np.dtype(dtype), float(level), int(preview_res)
+        slab = dict(slab_description(resolution, generator.cube_length, crop), dtype=self.dtype.name, order='xyz', flipped=False)
+        self.settings = dict(**generator.identity(), **generator.settings(), slab=slab, preview_level=self.level,
+            preview_res=self.preview_res)
+
+    def open(self):
+        """Create the folder and bank.json, or check that an existing bank.json matches these settings."""
+        path = os.path.join(self.root, BANK_FILE)
+        if os.path.isfile(path):
+            old = Bank.read_settings(self.root)
+            changed = [k for k in SETTINGS_THAT_MUST_MATCH if old.get(k) != self.settings.get(k)]
+            if changed:
+                raise BankError(f'{self.root} was made with other {", ".join(changed)}; use a new --outdir')
+        os.makedirs(self.root, exist_ok=True)
+        write_json(path, self.settings)
+
+    def done(self, seed, condition=None):
+        return is_finished(self.root, self.generator.sample_id(seed, condition))
+
+    def write(self, seed, condition=None):
+        """Every file of one sample; meta.json last, atomically, so an interrupted sample is redone on resume."""
+        g = self.generator
+        folder = os.path.join(self.root, g.sample_id(seed, condition))
+        os.makedirs(folder, exist_ok=True)
+        picture = g.picture(seed, condition)
+        sigma = g.field([seed], condition).sample_grid(self.grid)[0].cpu().numpy()
+        with dnnlib.util.atomic_write(os.path.join(folder, SLAB_FILE), 'wb') as f:
+            np.save(f, sigma.astype(self.dtype))
+        preview.save_picture(picture, os.path.join(folder, IMAGE_FILE))
+        for view, shaded in preview.render_views(sigma, self.grid, level=self.level, resolution=self.preview_res).items():
+            preview.save_picture(shaded, os.path.join(folder, preview_file(view)))
+        write_json(os.path.join(folder, META_FILE), dict(**g.sample_meta(seed, condition), **self.settings))
 
 #----------------------------------------------------------------------------

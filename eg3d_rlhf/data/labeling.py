@@ -6,6 +6,7 @@ import heapq
 import itertools
 import json
 import os
+import re
 import threading
 import time
 import uuid
@@ -184,6 +185,16 @@ class LabelSession:
             self._pending.append(dict(a=record['a'], b=record['b'], repeat=bool(record.get('repeat'))))
             self._current = None
             return self._state()
+
+ANNOTATOR = re.compile(r'[A-Za-z0-9_.@-]{1,64}')      # Names of people who label.
+
+
+def open_session(path, annotator, ids, target, repeat_rate=0.0, seed=0, scores=None):
+    """A LabelSession of `ids` resumed from `path`: pairs in seeded random order or, given reward scores {id: score},
+    closest scores first (active_pairs). LabelError or OSError when `path` cannot be resumed."""
+    rng = np.random.RandomState(seed)
+    pairs = random_pairs(ids, rng) if scores is None else active_pairs(scores, rng)
+    return LabelSession(path, annotator, pairs, target, repeat_rate=repeat_rate, seed=seed, known_ids=ids)
 
 #----------------------------------------------------------------------------
 # Agreement.

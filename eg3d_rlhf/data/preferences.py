@@ -16,6 +16,7 @@ import dnnlib
 
 CHOICES = ('a', 'b', 'tie', 'skip')
 REQUIRED = ('a', 'b', 'choice', 'annotator', 'time')
+SPLITS = ('train', 'val', 'test')                  # split_samples' names, in order.
 
 
 class LabelError(ValueError):
@@ -168,10 +169,9 @@ def split_samples(ids, fractions=(0.8, 0.1, 0.1), seed=0):
     ids = sorted(set(ids))
     order = np.random.RandomState(seed).permutation(len(ids))
     bounds = np.cumsum(np.asarray(fractions, dtype=np.float64) / np.sum(fractions)) * len(ids)
-    names = ('train', 'val', 'test')
     assignment = {}
     for rank, i in enumerate(order):
-        assignment[ids[i]] = names[int(np.searchsorted(bounds, rank, side='right'))]
+        assignment[ids[i]] = SPLITS[int(np.searchsorted(bounds, rank, side='right'))]
     return assignment
 
 
@@ -182,6 +182,43 @@ def split_judgements(judgements, assignment):
     for j in judgements:
         sa, sb = assignment.get(j.a), assignment.get(j.b)
         result[sa if sa is not None and sa == sb else 'dropped'].append(j)
+    return result
+
+#----------------------------------------------------------------------------
+# Training labels: a bank's samples split by sample, the labels of each split, validation and test pairs.
+
+@dataclasses.dataclass
+class TrainingLabels:
+    mode:       str             # 'pairs' (Bradley-Terry) or 'good/bad' (unpaired).
+    ids:        dict            # {'train' | 'val' | 'test': [sample ids, sorted]}.
+    train:      dict            # dict(pairs=[(winner, loser)], ties=[(a, b)]) or dict(labels={id: 1 | 0}).
+    val_pairs:  list            # [(winner, loser)] among validation samples.
+    test_pairs: list            # [(winner, loser)] among test samples.
+    counts:     dict            # Judgements (pairs: 'dropped' too) or labelled samples per split.
+
+
+def training_labels(ids, fractions, seed=0, labels_path=None, good_path=None, bad_path=None):
+    """TrainingLabels of a bank's sample `ids` from a judgement file (labels_path) or good and bad lists, split by
+    sample (split_samples) so that no sample is in two splits. Good/bad validation and test pairs are every good x
+    bad pair of the split. LabelError for an unknown id, or too few labels to train and validate on."""
+    assignment = split_samples(ids, fractions, seed=seed)
+    by_split = {s: sorted(x for x in assignment if assignment[x] == s) for s in SPLITS}
+    if labels_path:
+        splits = split_judgements(load_judgements(labels_path, known_ids=ids), assignment)
+        pairs = {s: to_pairs(splits[s]) for s in SPLITS}
+        result = TrainingLabels('pairs', by_split, dict(pairs=pairs['train'][0], ties=pairs['train'][1]),
+            pairs['val'][0], pairs['test'][0], {s: len(splits[s]) for s in splits})
+    else:
+        labels = import_good_bad(good_path, bad_path)
+        unknown = sorted(set(labels) - set(ids))
+        if unknown:
+            raise LabelError(f'{good_path}/{bad_path}: unknown sample id {unknown[0]}')
+        split_labels = {s: {x: labels[x] for x in by_split[s] if x in labels} for s in SPLITS}
+        good_bad = lambda d: [(g, b) for g, vg in d.items() if vg == 1 for b, vb in d.items() if vb == 0]
+        result = TrainingLabels('good/bad', by_split, dict(labels=split_labels['train']), good_bad(split_labels['val']),
+            good_bad(split_labels['test']), {s: len(split_labels[s]) for s in SPLITS})
+    if not (result.train.get('pairs') or result.train.get('labels')) or not result.val_pairs:
+        raise LabelError(f'not enough labels for a split by sample: {result.counts} (label more pairs, or change the split)')
     return result
 
 #----------------------------------------------------------------------------
@@ -224,6 +261,14 @@ def read_id_list(path):
                 raise LabelError(f'{path}:{lineno}: not a sample id: {text!r}')
             ids.append(text)
     return ids
+
+
+def write_id_list(path, ids, comment=None):
+    """A plain list of ids (read_id_list reads it back), atomically; `comment` becomes a '#' line on top."""
+    with dnnlib.util.atomic_write(path, 'w', encoding='utf-8') as f:
+        if comment:
+            f.write(f'# {comment}\n')
+        f.writelines(f'{x}\n' for x in ids)
 
 
 def import_good_bad(good_path, bad_path):

@@ -15,39 +15,45 @@ from eg3d_rlhf.rewards import REWARDS
 # RewardPhase and RewardPanel take the validated values. A field's flag is its name with dashes.
 
 LOSS_MODES = ('clip', 'standardised', 'pairwise')
+TAU_DEFAULT = 0.1                       # --tau when not given (it is given only with --reward-loss=pairwise).
 
 
 class ConfigError(ValueError):
     """A value or combination of reward options that cannot train; the message names the flag."""
 
 
-def _option(default, help, min=None, choices=None, flag=True, is_flag=False):
-    return dataclasses.field(default=default, metadata=dict(help=help, min=min, choices=choices, flag=flag, is_flag=is_flag))
+def _option(default, help, min=None, choices=None, flag=True, is_flag=False, metavar=None):
+    return dataclasses.field(default=default, metadata=dict(help=help, min=min, choices=choices, flag=flag, is_flag=is_flag,
+        metavar=metavar))
+
+
+def flag_name(field_name):
+    """'lambda_r' -> '--lambda-r'."""
+    return '--' + field_name.replace('_', '-')
 
 
 @dataclasses.dataclass
 class RewardFinetuneConfig:
     reward:             str = _option('none', 'Reward fine-tuning on the slab sigma with this kind of reward model',
                             choices=lambda: (*sorted(REWARDS), 'none'))
-    reward_model:       typing.Optional[str] = _option(None, 'Reward checkpoint (tools/train_reward.py)  [default: the bundled one of --reward]')
+    reward_model:       typing.Optional[str] = _option(None, 'Reward checkpoint (tools/train_reward.py)  [default: the bundled one of --reward]',
+                            metavar='PT')
     lambda_r:           float = _option(10.0, 'Weight of the reward loss', min=0)
     lambda_sigma:       float = _option(0.01, 'Weight of the density consistency to the starting G_ema', min=0)
     sigma_box_points:   int = _option(0, 'Density consistency also at this many random points of the whole box', min=0)
     lambda_image:       float = _option(0.0, 'Weight of the raw-image consistency to the starting G_ema', min=0)
-    reward_loss:        str = _option('clip', 'clip: -clip(r, -10, 10); standardised: running mean/std first; pairwise: DreamDPO',
+    reward_loss:        str = _option('clip', 'clip: -clip(r); standardised: running mean/std first; pairwise: DreamDPO',
                             choices=lambda: LOSS_MODES)
-    tau:                typing.Optional[float] = _option(None, 'Reward gap above which pairwise pushes the loser away  [default: 0.1]', min=0)
+    tau:                typing.Optional[float] = _option(None, f'Reward gap above which pairwise pushes the loser away  [default: {TAU_DEFAULT}]', min=0)
     reward_every:       int = _option(1, 'Run the reward phase every N steps', min=1)
     reward_batch:       typing.Optional[int] = _option(None, 'Samples per reward pass  [default: --batch-gpu]', min=1)
     reward_recompute:   bool = _option(False, 'Gradient checkpointing of the slab decoder passes (less GPU memory)', is_flag=True)
-    panel_seeds:        str = _option('2000-2199', 'Seeds scored every tick for the reward report, or none')
+    panel_seeds:        str = _option('2000-2199', 'Seeds scored every tick for the reward report, or none', metavar='LIST')
     # Not flags: fixed parts of the method, stated here so RewardPhase restates nothing.
     clip:               float = _option(10.0, 'Rewards are clipped to [-clip, clip] before they enter the loss', min=0, flag=False)
     sigma_points:       int = _option(4096, 'Slab points per sample for the density consistency', min=1, flag=False)
     pair_noise:         float = _option(0.3, 'pairwise: standard deviation of the z offsets making the two samples', min=0, flag=False)
     keep_w_avg:         bool = _option(True, "Stop G's running w_avg update while tuning", flag=False)
-
-    TAU_DEFAULT = 0.1
 
     @classmethod
     def flags(cls):
@@ -60,9 +66,16 @@ class RewardFinetuneConfig:
     def validate(self):
         """ConfigError (one line naming the flag) for a value out of range, non-finite, or of an unknown choice."""
         for f in dataclasses.fields(self):
-            value, meta, flag = getattr(self, f.name), f.metadata, '--' + f.name.replace('_', '-')
+            value, meta, flag = getattr(self, f.name), f.metadata, flag_name(f.name)
             if value is None:
+                if f.type not in (typing.Optional[str], typing.Optional[float], typing.Optional[int]):
+                    raise ConfigError(f'{flag}: a value is needed')
                 continue
+            if f.type is bool:
+                if not isinstance(value, bool):
+                    raise ConfigError(f'{flag}={value}: expected true or false')
+            elif f.type is str and not isinstance(value, str):
+                raise ConfigError(f'{flag}={value}: expected text')
             if meta['choices'] is not None:
                 if value not in meta['choices']():
                     raise ConfigError(f'{flag}={value}: choose one of {", ".join(meta["choices"]())}')
@@ -76,7 +89,7 @@ class RewardFinetuneConfig:
                     raise ConfigError(f'{flag}={value}: expected a whole number')
                 if meta['min'] is not None and value < meta['min']:
                     raise ConfigError(f'{flag}={value}: must be at least {meta["min"]}')
-        if self.panel_seeds.strip().lower() != 'none':
+        if self.has_panel:
             try:
                 seed_ranges(self.panel_seeds)
             except ValueError as err:
@@ -89,8 +102,12 @@ class RewardFinetuneConfig:
         return self.reward != 'none'
 
     @property
+    def has_panel(self):
+        return self.panel_seeds.strip().lower() != 'none'
+
+    @property
     def tau_value(self):
-        return self.TAU_DEFAULT if self.tau is None else float(self.tau)
+        return TAU_DEFAULT if self.tau is None else float(self.tau)
 
     def phase_options(self):
         """The options RewardPhase reads (plain types, so they can go into training_options.json)."""
@@ -103,14 +120,15 @@ def click_options(func):
     """Decorate a click command with one option per flag field of RewardFinetuneConfig. Every option defaults to
     None (unset), so the command can tell which ones were given; RewardFinetuneConfig supplies the defaults."""
     for f in reversed(RewardFinetuneConfig.flags()):
-        meta, name = f.metadata, '--' + f.name.replace('_', '-')
+        meta, name = f.metadata, flag_name(f.name)
         if meta['is_flag']:
             func = click.option(name, help=meta['help'], is_flag=True, default=None)(func)
             continue
         shown = '' if f.default is None or '[default' in meta['help'] else f'  [default: {f.default}]'
+        shown += '' if meta['min'] is None else f'  [x>={meta["min"]}]'
         kind = (click.Choice(list(meta['choices']())) if meta['choices'] is not None else
             float if f.type in (float, typing.Optional[float]) else int if f.type in (int, typing.Optional[int]) else str)
-        metavar = {float: 'FLOAT', int: 'INT'}.get(kind, None)
+        metavar = meta['metavar'] or {float: 'FLOAT', int: 'INT'}.get(kind, None)
         func = click.option(name, help=meta['help'] + shown, type=kind, default=None, metavar=metavar)(func)
     return func
 
@@ -123,7 +141,7 @@ def from_options(options):
     if given.get('reward', 'none') == 'none':
         extra = [k for k in given if k != 'reward']
         if extra:
-            raise ConfigError(f'--{extra[0].replace("_", "-")} needs --reward={"|".join(sorted(REWARDS))}')
+            raise ConfigError(f'{flag_name(extra[0])} needs --reward={"|".join(sorted(REWARDS))}')
     return RewardFinetuneConfig(**given)
 
 #----------------------------------------------------------------------------

@@ -7,8 +7,9 @@ import numpy as np
 
 import dnnlib
 from eg3d_rlhf.analysis import report_plots
-from eg3d_rlhf.data.bank import grid_from_meta
-from eg3d_rlhf.analysis.evaluation import SeedRenderer, reward_change, seed_ranges
+from eg3d_rlhf.analysis.evaluation import reward_change, seed_rewards
+from eg3d_rlhf.generators.base import seed_ranges
+from eg3d_rlhf.generators.eg3d import EG3DGenerator
 from eg3d_rlhf.rewards.checkpoint import load_reward
 
 #----------------------------------------------------------------------------
@@ -32,16 +33,15 @@ class RewardPanel:
     ):
         self.run_dir = run_dir
         self.seeds = seed_ranges(seeds) if isinstance(seeds, str) else [int(s) for s in seeds]
-        self.model, info = load_reward(reward_model_path, device)
-        self.grid = grid_from_meta(info['input']['slab'])
+        self.reward = load_reward(reward_model_path, device)
         self.truncation_psi, self.batch = truncation_psi, batch
         self.kimg, self.rewards = [], []                # Ticks recorded so far: kimg and rewards [seeds].
 
     def record(self, G_ema, kimg):
         """Score every panel seed with G_ema, rewrite the CSV and trajectory plot; returns a one-line summary."""
-        renderer = SeedRenderer(G_ema, truncation_psi=self.truncation_psi, batch=self.batch)
+        generator = EG3DGenerator(G_ema, truncation_psi=self.truncation_psi, batch=self.batch)
         self.kimg.append(float(kimg))
-        self.rewards.append(renderer.rewards(self.seeds, self.model, self.grid))
+        self.rewards.append(seed_rewards(generator, self.reward, self.seeds))
         rows = [[f'{k:g}', *[f'{r:.6g}' for r in rewards]] for k, rewards in zip(self.kimg, self.rewards)]
         with dnnlib.util.atomic_write(os.path.join(self.run_dir, 'reward_trajectories.csv'), 'w', encoding='utf-8') as f:
             writer = csv.writer(f, lineterminator='\n')

@@ -4,9 +4,9 @@ import hashlib
 import os
 import re
 
-import numpy as np
 import torch
 
+from eg3d_rlhf.geometry.preview import rgb_picture
 from torch_utils import misc
 
 #----------------------------------------------------------------------------
@@ -89,8 +89,7 @@ class Generator3D:
 
     def picture(self, seed, condition=None):
         """uint8 RGB picture [H, W, 3] of one sample: the same image every tool shows for this id."""
-        image = self.images([seed], condition)[0]
-        return (image.permute(1, 2, 0).clamp(-1, 1).numpy() * 127.5 + 128).clip(0, 255).astype(np.uint8)
+        return rgb_picture(self.images([seed], condition)[0])
 
     def identity(self):
         """{network, network_sha256} of the file behind the generator (None when it was built in memory)."""

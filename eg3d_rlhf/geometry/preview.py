@@ -112,4 +112,11 @@ def save_picture(picture, path):
     """Write a uint8 grey [H, W] or RGB [H, W, 3] picture as PNG."""
     PIL.Image.fromarray(picture).save(path)
 
+def tile(pictures, columns):
+    """Pictures of one shape ([H, W] or [H, W, C]) laid out in rows of `columns`, white where the last row ends."""
+    rows = (len(pictures) + columns - 1) // columns
+    blank = np.full_like(pictures[0], 255)
+    pictures = list(pictures) + [blank] * (rows * columns - len(pictures))
+    return np.concatenate([np.concatenate(pictures[r * columns:(r + 1) * columns], axis=1) for r in range(rows)], axis=0)
+
 #----------------------------------------------------------------------------

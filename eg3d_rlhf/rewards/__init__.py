@@ -1,10 +1,14 @@
-"""Reward models over generator geometry; each has score(x) -> [N] and features(x) -> [N, F]."""
+"""Reward models over generator geometry behind one contract: an input spec, and score(raw sigma) -> [N]."""
 
 # Modules:
-#   sigma_cnn   3D CNN on the self-normalised sigma slab (residual squeeze-and-excitation blocks, 8192-d feature)
+#   contract    InputSpec (grid, normalisation, axis order) and Reward: the one scoring path from raw sigma
+#   base        RewardNet: .config from the constructor, the scoring MLP head, score(x) -> [N] from features(x) -> [N, F]
+#   sigma_cnn   3D CNN on the prepared sigma slab (residual squeeze-and-excitation blocks, 8192-d feature)
 #   depth_cnn   soft depth maps rendered from the slab at a few yaws (differentiable), residual 2D CNN
 #   pointnet    surface points of the slab (Newton-refined, differentiable), PointNet with a max-pooled feature
 #   losses      Bradley-Terry (with or without ties) on reward pairs; Cauchy-Schwarz on unpaired good/bad sets
+#   checkpoint  save_reward / load_reward (weights_only) -> contract.Reward
+#   fitting     a bank's prepared inputs, RewardFitter (early stopping), centring, held-out accuracy, the training run
 
 from .depth_cnn import DepthReward
 from .pointnet import PointCloudReward

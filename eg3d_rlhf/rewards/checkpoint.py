@@ -53,8 +53,12 @@ def load_reward(path, device='cpu'):
         spec = InputSpec.from_dict(data.get('input'))
     except InputSpecError as err:
         raise RewardCheckpointError(f'{path}: {err}') from None
-    model = build_reward(data['kind'], **data['config'])
-    model.load_state_dict(data['state_dict'])
+    try:
+        model = build_reward(data.get('kind'), **dict(data.get('config') or {}))
+        model.load_state_dict(data.get('state_dict') or {})
+    except (TypeError, ValueError, RuntimeError) as err:       # Unknown kind, config or weights of another model.
+        text = ' '.join(str(err).split()) or type(err).__name__          # One line, even load_state_dict's list.
+        raise RewardCheckpointError(f'{path}: {data.get("kind")} reward: {text[:300]}') from None
     info = {k: v for k, v in data.items() if k != 'state_dict'}
     return Reward(model.to(device).eval(), spec, data['kind'], info)
 

@@ -1,6 +1,7 @@
 """The reward contract: what a reward model reads (grid, normalisation, axis order) and its one scoring path from raw sigma."""
 
 import dataclasses
+import itertools
 import math
 
 import numpy as np
@@ -116,11 +117,14 @@ class Reward:
 
     @torch.no_grad()
     def score_slabs(self, slabs, batch=8, progress=None):
-        """numpy rewards [len(slabs)] of raw slabs (a sequence of [X, Y, Z] arrays), `batch` at a time."""
-        slabs = list(slabs)
-        out = []
-        for s in range(0, len(slabs), batch):
-            x = torch.stack([torch.as_tensor(np.asarray(v, dtype=np.float32)) for v in slabs[s : s + batch]])
+        """numpy rewards [len(slabs)] of raw slabs (an iterable of [X, Y, Z] arrays, read `batch` at a time, so a
+        generator of a bank's slabs never holds more than one batch in memory)."""
+        slabs, out = iter(slabs), []
+        while True:
+            chunk = list(itertools.islice(slabs, batch))
+            if not chunk:
+                break
+            x = torch.stack([torch.as_tensor(np.asarray(v, dtype=np.float32)) for v in chunk])
             out.append(self.score(x).cpu())
             if progress is not None: progress(len(x))
         return torch.cat(out).numpy() if out else np.zeros([0], dtype=np.float32)

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from eg3d_rlhf.geometry.preview import VIEWS
+from eg3d_rlhf.rewards.base import RewardNet
 from eg3d_rlhf.rewards.sigma_cnn import ResidualSEBlock
 from torch_utils import misc
 
@@ -53,7 +54,7 @@ def render_depth(x, yaw_deg, res=64, surface_level=SURFACE_LEVEL, softness=2.0, 
 
 #----------------------------------------------------------------------------
 
-class DepthReward(nn.Module):
+class DepthReward(RewardNet):
     def __init__(self,
         views           = ('front', 'three_quarter', 'profile'),   # Names in preview.VIEWS; one depth map each.
         render_res      = 64,                       # Samples per axis of the render cube (map side and depth steps).
@@ -66,16 +67,13 @@ class DepthReward(nn.Module):
         unknown = [v for v in views if v not in VIEWS]
         if unknown or not views:
             raise ValueError(f'Unknown views {unknown}; choose from {sorted(VIEWS)}')
-        self.config = dict(views=list(views), render_res=render_res, surface_level=surface_level,
-            softness=softness, channels=list(channels), hidden=hidden)
         self.views, self.render_res = list(views), render_res
         self.surface_level, self.softness = surface_level, softness
         self.stem = nn.Sequential(nn.Conv2d(len(views), channels[0], 3, padding=1, bias=False),
             nn.GroupNorm(min(8, channels[0]), channels[0]), nn.SiLU())
         self.blocks = nn.Sequential(*[ResidualSEBlock(a, b, dims=2) for a, b in zip(channels[:-1], channels[1:])])
         self.pool = nn.AdaptiveAvgPool2d((4, 4))
-        self.feature_dim = channels[-1] * 16
-        self.head = nn.Sequential(nn.Linear(self.feature_dim, hidden), nn.SiLU(), nn.Linear(hidden, 1))
+        self.init_head(channels[-1] * 16, hidden)
 
     def depth_maps(self, x):
         """Normalised slabs [N, X, Y, Z] -> depth maps [N, len(views), render_res, render_res] in [0, 1]."""
@@ -84,15 +82,8 @@ class DepthReward(nn.Module):
             pitch_deg=VIEWS[v][1]) for v in self.views], dim=1)
 
     def features(self, x):
-        """Normalised slabs [N, X, Y, Z] (self min-max to [0, 100]) -> global features [N, feature_dim]."""
+        """Prepared slabs [N, X, Y, Z] (by default self min-max to [0, 100]) -> global features [N, feature_dim]."""
         y = self.blocks(self.stem(self.depth_maps(x)))
         return self.pool(y).flatten(1)
-
-    def score(self, x):
-        """Normalised slabs [N, X, Y, Z] -> rewards [N]."""
-        return self.head(self.features(x))[:, 0]
-
-    def forward(self, x):
-        return self.score(x)
 
 #----------------------------------------------------------------------------

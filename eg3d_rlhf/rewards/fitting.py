@@ -3,35 +3,68 @@
 import copy
 import dataclasses
 import itertools
+import json
+import time
 
 import numpy as np
 import scipy.stats
 import torch
 from tqdm import tqdm
 
+from eg3d_rlhf.rewards import REWARDS, build_reward
 from eg3d_rlhf.rewards.losses import bradley_terry, bradley_terry_ties, unpaired_cs_loss
-from eg3d_rlhf.geometry.sigma import normalise_sigma_self
+from torch_utils import misc
 
 #----------------------------------------------------------------------------
-# Inputs and held-out measures.
+# Inputs. A model is trained on exactly what its checkpoint will declare: every raw slab goes through the input
+# spec's prepare(), the function contract.Reward scores with. `bank` is duck-typed (ids, slab(id) -> raw [X, Y, Z]),
+# as rewards/ does not import data/.
 
-def normalised_inputs(bank, ids, progress=True):
-    """({id: row}, float16 tensor [N, X, Y, Z] of self-normalised slabs): every model input, held in memory."""
-    ids = list(ids)
-    first = bank.slab(ids[0])
-    data = torch.empty([len(ids), *first.shape], dtype=torch.float16)
+FLOAT16_MAX = float(torch.finfo(torch.float16).max)
+
+
+@dataclasses.dataclass
+class PreparedInputs:
+    index:  dict                # {sample id: row of data}.
+    data:   torch.Tensor        # float16 [N, ...]: spec.prepare of each raw slab, in the network's axis order.
+    spec:   object              # contract.InputSpec they were prepared by.
+
+    @property
+    def x_axis(self):
+        """The axis of a batch [B, ...] that is world x (the face's left-right) in the network's order."""
+        return 1 + self.spec.order.index('x')
+
+    def batch(self, ids, device='cpu'):
+        """float32 [len(ids), ...] on `device`."""
+        return self.data[[self.index[i] for i in ids]].to(device, torch.float32)
+
+    def mean(self, ids):
+        """Mean prepared input [...] (float32) of `ids`: the sigma reward's reference."""
+        total = torch.zeros(self.data.shape[1:], dtype=torch.float64)
+        for sample_id in ids:
+            total += self.data[self.index[sample_id]].double()
+        return (total / max(len(ids), 1)).float()
+
+
+def prepared_inputs(bank, ids, spec, progress=True):
+    """PreparedInputs of `ids`, every model input held in memory (float16); ValueError for a slab off the spec's
+    grid, or one whose prepared values float16 cannot hold."""
+    ids, shape = list(ids), tuple(spec.grid.shape)
+    data = None
     for row, sample_id in enumerate(tqdm(ids, desc='loading slabs', unit='sample', disable=not progress)):
-        data[row] = torch.from_numpy(normalise_sigma_self(bank.slab(sample_id)))
-    return {x: i for i, x in enumerate(ids)}, data
+        raw = bank.slab(sample_id)
+        if tuple(raw.shape) != shape:
+            raise ValueError(f'{sample_id}: slab of shape {list(raw.shape)}, but the input spec\'s grid has shape {list(shape)}')
+        x = torch.as_tensor(np.ascontiguousarray(spec.prepare(raw[None])[0]))
+        if not bool(torch.isfinite(x).all()) or float(x.abs().max()) > FLOAT16_MAX:
+            raise ValueError(f'{sample_id}: prepared input outside the float16 range (input spec {spec.to_dict()})')
+        if data is None:
+            data = torch.empty([len(ids), *x.shape], dtype=torch.float16)
+        data[row] = x
+    return PreparedInputs({x: i for i, x in enumerate(ids)}, data, spec)
 
-
-def mean_input(index, inputs, ids):
-    """Mean normalised slab [X, Y, Z] (float32) of `ids`: the sigma reward's reference."""
-    total = torch.zeros(inputs.shape[1:], dtype=torch.float64)
-    for sample_id in ids:
-        total += inputs[index[sample_id]].double()
-    return (total / max(len(ids), 1)).float()
-
+#----------------------------------------------------------------------------
+# Held-out measures.
 
 def pairwise_accuracy(scores, pairs):
     """(correct, total) over (winner, loser) pairs given {id: score}; a model tie counts as wrong."""
@@ -59,38 +92,41 @@ def wilson_interval(correct, total, confidence=0.95):
 
 @dataclasses.dataclass
 class FitOptions:
-    epochs:     int = 20            # Most passes over the training labels.
-    patience:   int = 4             # Stop after this many epochs without a better validation accuracy.
-    batch:      int = 16            # Pairs (or samples, unpaired) per optimiser step.
-    lr:         float = 1e-3        # AdamW learning rate.
-    weight_decay: float = 1e-4      # AdamW weight decay.
-    ties:       str = 'drop'        # 'drop' or 'model' (Rao-Kupper Bradley-Terry with ties).
-    mirror:     bool = True         # Flip x (the face's left-right) at random while training.
-    reg_weight: float = 1.0         # Unpaired mode: weight of the score regression term beside -D_CS.
-    seed:       int = 0             # Order of the batches and the flips.
+    epochs:         int     = 20        # Most passes over the training labels.
+    patience:       int     = 4         # Stop after this many epochs without a better validation accuracy.
+    batch:          int     = 16        # Pairs (or samples, unpaired) per optimiser step.
+    lr:             float   = 1e-3      # AdamW learning rate.
+    weight_decay:   float   = 1e-4      # AdamW weight decay.
+    ties:           str     = 'drop'    # 'drop' or 'model' (Rao-Kupper Bradley-Terry with ties).
+    mirror:         bool    = True      # Flip x (the face's left-right) at random while training.
+    reg_weight:     float   = 1.0       # Unpaired mode: weight of the score regression term beside -D_CS.
+    seed:           int     = 0         # Initial weights (fit_reward), order of the batches, the flips.
 
 
 class RewardFitter:
-    """Optimises a reward model on in-memory inputs; log(record) receives one TRL-named dict per epoch and split."""
+    """Optimises a reward model (base.RewardNet) on PreparedInputs; log(record) receives one TRL-named dict per epoch
+    and split."""
 
-    def __init__(self, model, index, inputs, options, device='cpu', log=None):
-        self.model, self.index, self.inputs = model.to(device), index, inputs
+    def __init__(self, model, inputs, options, device='cpu', log=None):
+        self.model, self.inputs = model.to(device), inputs
         self.opts, self.device, self.log = options, torch.device(device), log or (lambda record: None)
         self.opt = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=options.weight_decay)
         self.rng = np.random.RandomState(options.seed)
         self.step = 0
 
     def batch(self, ids, train):
-        x = self.inputs[[self.index[i] for i in ids]].to(self.device, torch.float32)
+        """Prepared inputs [len(ids), ...]; while training, each flipped left-right (world x) with probability 1/2."""
+        x = self.inputs.batch(ids, self.device)
         if train and self.opts.mirror:
             flip = torch.from_numpy(self.rng.uniform(size=len(ids)) < 0.5).to(self.device)
-            x = torch.where(flip[:, None, None, None], x.flip(1), x)
+            x = torch.where(flip.view(-1, *[1] * (x.ndim - 1)), x.flip(self.inputs.x_axis), x)
         return x
 
     def forward(self, ids, train=True):
         """Rewards [len(ids)] and features [len(ids), F] of distinct ids."""
         features = self.model.features(self.batch(ids, train))
-        return self.model.head(features)[:, 0], features
+        misc.assert_shape(features, [len(ids), None])
+        return self.model.score_features(features), features
 
     @torch.no_grad()
     def scores(self, ids, chunk=16):
@@ -204,5 +240,79 @@ def trl_metrics(loss, r_chosen, r_rejected):
         else:
             m['rewards/margins'] = m['rewards/chosen'] - m['rewards/rejected']
     return m
+
+#----------------------------------------------------------------------------
+# A training run: a new model of a registry kind, fitted, centred and measured on held-out samples. `labels` is a
+# data.preferences.TrainingLabels (duck-typed): ids per split, train labels, validation and test pairs, counts.
+
+def resolve_centre(kind, centre=None):
+    """Does a `kind` model subtract the training samples' mean input? By default when its class takes a reference
+    slab; ValueError when asked of one that takes none."""
+    takes = REWARDS[kind].takes_reference
+    if centre and not takes:
+        kinds = ', '.join(k for k, c in REWARDS.items() if c.takes_reference)
+        raise ValueError(f'the {kind} reward takes no reference slab; centring is for {kinds} only')
+    return takes if centre is None else bool(centre)
+
+
+def held_out(correct, total):
+    """A held-out pairwise accuracy: {correct, total, accuracy, wilson95: [lo, hi]}."""
+    lo, hi = wilson_interval(correct, total)
+    return dict(correct=int(correct), total=int(total), accuracy=correct / max(total, 1), wilson95=[lo, hi])
+
+
+def describe_held_out(result):
+    """'87.5% of 40 pairs (95% Wilson interval 73.9-94.5%)'."""
+    lo, hi = result['wilson95']
+    return f'{100 * result["accuracy"]:.1f}% of {result["total"]} pairs (95% Wilson interval {100 * lo:.1f}-{100 * hi:.1f}%)'
+
+
+def fit_reward(kind, bank, labels, spec, options, model_config=None, centre=None, truth=None, device='cpu', log=None,
+        progress=True):
+    """A new `kind` model fitted to `labels` on the bank's inputs as `spec` prepares them, stopped early on validation
+    accuracy (best epoch kept), its scores centred on the training samples (mean 0), and its held-out pairwise
+    accuracy on the test samples: against the test labels and, given truth ({id: score}), against every test pair
+    whose true scores differ. Returns (model on the cpu in eval mode, report: the run in plain types)."""
+    centre = resolve_centre(kind, centre)
+    torch.manual_seed(options.seed)
+    inputs = prepared_inputs(bank, bank.ids, spec, progress=progress)
+    if centre:
+        model = build_reward(kind, **dict(model_config or {}), reference_shape=list(inputs.data.shape[1:]))
+        model.set_reference(inputs.mean(labels.ids['train']))
+    else:
+        model = build_reward(kind, **dict(model_config or {}))
+    fitter = RewardFitter(model, inputs, options, device=device, log=log)
+    start = time.time()
+    history = fitter.fit(labels.train, labels.val_pairs, progress=progress)
+    seconds = time.time() - start
+    offset = float(np.mean(list(fitter.scores(labels.ids['train']).values())))
+    centre_scores(model, offset)                                # Mean score 0 over the training samples.
+    scores = fitter.scores(labels.ids['test'])
+    results = dict(test_labels=held_out(*pairwise_accuracy(scores, labels.test_pairs)))
+    if truth is not None:
+        results['test_truth'] = held_out(*pairwise_accuracy(scores, all_pairs_by_truth(truth, labels.ids['test'])))
+    report = dict(reward=kind, centre=centre, config=model.config, input=spec.to_dict(), options=dataclasses.asdict(options),
+        counts=dict(labels.counts), epochs_run=len(history), best_epoch=int(np.argmax(history)), val_accuracy=history,
+        centred_by=offset, train_seconds=seconds, held_out=results)
+    return model.cpu().eval(), json.loads(json.dumps(report))
+
+
+class MetricsLog:
+    """A RewardFitter log: every record goes to a JSONL file (flushed at once) and to .records."""
+
+    def __init__(self, path):
+        self.records = []
+        self.file = open(path, 'w', encoding='utf-8')
+
+    def __call__(self, record):
+        self.records.append(record)
+        self.file.write(json.dumps(record) + '\n')
+        self.file.flush()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()
 
 #----------------------------------------------------------------------------

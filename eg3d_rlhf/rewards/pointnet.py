@@ -3,6 +3,7 @@
 import torch
 from torch import nn
 
+from eg3d_rlhf.rewards.base import RewardNet
 from torch_utils import misc
 
 #----------------------------------------------------------------------------
@@ -45,7 +46,7 @@ def surface_points(x, num_points=2048, surface_level=SURFACE_LEVEL):
 
 #----------------------------------------------------------------------------
 
-class PointCloudReward(nn.Module):
+class PointCloudReward(RewardNet):
     def __init__(self,
         num_points      = 2048,                     # Surface points per slab.
         surface_level   = SURFACE_LEVEL,            # Normalised value of the surface the points sit on.
@@ -53,28 +54,19 @@ class PointCloudReward(nn.Module):
         hidden          = 256,                      # Hidden units of the scoring MLP.
     ):
         super().__init__()
-        self.config = dict(num_points=num_points, surface_level=surface_level, widths=list(widths), hidden=hidden)
         self.num_points, self.surface_level = num_points, surface_level
         layers = []
         for a, b in zip([3] + list(widths[:-1]), widths):
             layers += [nn.Linear(a, b), nn.LayerNorm(b), nn.SiLU()]  # Norm per point, so sizes survive.
         self.point_mlp = nn.Sequential(*layers)
-        self.feature_dim = widths[-1]
-        self.head = nn.Sequential(nn.Linear(self.feature_dim, hidden), nn.SiLU(), nn.Linear(hidden, 1))
+        self.init_head(widths[-1], hidden)
 
     def points(self, x):
         """Normalised slabs [N, X, Y, Z] -> surface points [N, num_points, 3] in [-1, 1]."""
         return surface_points(x, self.num_points, self.surface_level)
 
     def features(self, x):
-        """Normalised slabs [N, X, Y, Z] (self min-max to [0, 100]) -> global features [N, feature_dim]."""
+        """Prepared slabs [N, X, Y, Z] (by default self min-max to [0, 100]) -> global features [N, feature_dim]."""
         return self.point_mlp(self.points(x)).amax(dim=1)                     # Max over [N, num_points, widths[-1]].
-
-    def score(self, x):
-        """Normalised slabs [N, X, Y, Z] -> rewards [N]."""
-        return self.head(self.features(x))[:, 0]
-
-    def forward(self, x):
-        return self.score(x)
 
 #----------------------------------------------------------------------------

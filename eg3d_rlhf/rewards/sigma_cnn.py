@@ -1,8 +1,9 @@
-"""The `sigma` reward: a 3D CNN over the self-normalised sigma slab, residual SE blocks down to an 8192-d feature."""
+"""The `sigma` reward: a 3D CNN over the prepared sigma slab, residual SE blocks down to an 8192-d feature."""
 
 import torch
 from torch import nn
 
+from eg3d_rlhf.rewards.base import RewardNet
 from torch_utils import misc
 
 #----------------------------------------------------------------------------
@@ -41,30 +42,29 @@ class ResidualSEBlock(nn.Module):
         return torch.nn.functional.silu(y + self.shortcut(x))
 
 
-class SigmaReward(nn.Module):
+class SigmaReward(RewardNet):
+    takes_reference = True
+
     def __init__(self,
         channels        = (16, 32, 64, 128, 128),   # Width after the stem and after each strided block.
         pool            = (4, 4, 4),                # Adaptive pooling size; channels[-1] * prod(pool) = feature size.
         hidden          = 512,                      # Hidden units of the scoring MLP.
-        input_scale     = 0.01,                     # Multiplier of the normalised slab ([0, 100] -> [0, 1]).
-        reference_shape = None,                     # (X, Y, Z) of a reference slab subtracted from inputs; None = off.
+        input_scale     = 0.01,                     # Multiplier of the prepared slab ([0, 100] -> [0, 1]).
+        reference_shape = None,                     # Shape of a reference slab subtracted from inputs; None = off.
     ):
         super().__init__()
-        self.config = dict(channels=list(channels), pool=list(pool), hidden=hidden, input_scale=input_scale,
-            reference_shape=None if reference_shape is None else list(reference_shape))
         self.input_scale = input_scale
-        # The mean normalised slab of the training bank (set_reference). Heads of one generator share most of their
+        # The mean prepared slab of the training bank (set_reference). Heads of one generator share most of their
         # density, so the differences people judge are small next to it; subtracting it lets the first layers see them.
         self.register_buffer('reference', None if reference_shape is None else torch.zeros(list(reference_shape)))
         self.stem = nn.Sequential(nn.Conv3d(1, channels[0], 3, stride=2, padding=1, bias=False),
             nn.GroupNorm(min(8, channels[0]), channels[0]), nn.SiLU())
         self.blocks = nn.Sequential(*[ResidualSEBlock(a, b) for a, b in zip(channels[:-1], channels[1:])])
         self.pool = nn.AdaptiveAvgPool3d(tuple(pool))
-        self.feature_dim = channels[-1] * pool[0] * pool[1] * pool[2]
-        self.head = nn.Sequential(nn.Linear(self.feature_dim, hidden), nn.SiLU(), nn.Linear(hidden, 1))
+        self.init_head(channels[-1] * pool[0] * pool[1] * pool[2], hidden)
 
     def set_reference(self, mean_slab):
-        """Store the mean normalised slab [X, Y, Z] of the training inputs (needs reference_shape)."""
+        """Store the mean prepared slab [X, Y, Z] of the training inputs (needs reference_shape)."""
         assert self.reference is not None, 'built without reference_shape'
         self.reference.copy_(torch.as_tensor(mean_slab, dtype=torch.float32))
 
@@ -78,16 +78,9 @@ class SigmaReward(nn.Module):
         return x - ref.to(x.dtype)
 
     def features(self, x):
-        """Normalised slabs [N, X, Y, Z] (self min-max to [0, 100]) -> global features [N, feature_dim]."""
+        """Prepared slabs [N, X, Y, Z] (by default self min-max to [0, 100]) -> global features [N, feature_dim]."""
         misc.assert_shape(x, [None, None, None, None])
         y = self.blocks(self.stem(self.centred(x)[:, None] * self.input_scale))
         return self.pool(y).flatten(1)
-
-    def score(self, x):
-        """Normalised slabs [N, X, Y, Z] -> rewards [N]."""
-        return self.head(self.features(x))[:, 0]
-
-    def forward(self, x):
-        return self.score(x)
 
 #----------------------------------------------------------------------------

@@ -1,0 +1,115 @@
+"""The labeling page's web server: the page, its JSON API over a LabelSession, and the bank's pictures, nothing else."""
+
+import http.server
+import ipaddress
+import json
+import os
+import re
+import socket
+
+from eg3d_rlhf.data.bank import IMAGE_FILE, preview_file
+from eg3d_rlhf.data.preferences import CHOICES
+from eg3d_rlhf.geometry.preview import VIEWS
+
+#----------------------------------------------------------------------------
+# GET /                         the page (label_page.html beside this file)
+# GET /api/state                the session's state (labeling.LabelSession.state)
+# GET /bank/<id>/<picture>.png  a finished sample's previews and RGB render; any other path is 404
+# POST /api/judge, /api/undo    JSON bodies only (other sites' forms cannot post), at most MAX_BODY bytes
+
+PAGE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'label_page.html')
+SERVED = frozenset([preview_file(v) for v in VIEWS] + [IMAGE_FILE])  # The only files of a sample folder people see.
+SAMPLE_FILE = re.compile(r'/bank/([A-Za-z0-9_.-]+)/([a-z_]+\.png)')   # Matched on the raw path: nothing is decoded.
+LOOPBACK = '127.0.0.1'
+MAX_BODY = 4096
+
+
+class LabelServer(http.server.ThreadingHTTPServer):
+    """The page, its API and the bank's pictures; one LabelSession per server (one annotator)."""
+    daemon_threads = True
+
+    def __init__(self, address, bank, session):
+        if ':' in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, Handler)
+        self.bank, self.session = bank, session
+        with open(PAGE_FILE, 'rb') as f:
+            self.page = f.read()
+
+    def sample_file(self, path):
+        """The file a /bank/<id>/<name>.png path names, or None unless id is in the bank and name is a picture."""
+        m = SAMPLE_FILE.fullmatch(path)
+        if m is None or m.group(1) not in self.bank or m.group(2) not in SERVED:
+            return None
+        return self.bank.path(m.group(1), m.group(2))
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    server_version = 'eg3d-rlhf-label'
+
+    def log_message(self, format, *args):               # Quiet: the terminal shows progress, not every picture.
+        pass
+
+    def reply(self, status, body, content_type):
+        self.send_response(status)
+        self.send_header('Content-Type', content_type)
+        self.send_header('Content-Length', str(len(body)))
+        self.send_header('Cache-Control', 'no-store')
+        self.send_header('X-Content-Type-Options', 'nosniff')
+        self.end_headers()
+        self.wfile.write(body)
+
+    def reply_json(self, status, data):
+        self.reply(status, json.dumps(data).encode('utf-8'), 'application/json')
+
+    def not_found(self):
+        self.reply_json(404, dict(error='not found'))
+
+    def do_GET(self):
+        path = self.path.split('?', 1)[0]
+        if path == '/':
+            return self.reply(200, self.server.page, 'text/html; charset=utf-8')
+        if path == '/api/state':
+            return self.reply_json(200, self.server.session.state())
+        file = self.server.sample_file(path)
+        if file is None or not os.path.isfile(file):
+            return self.not_found()
+        with open(file, 'rb') as f:
+            self.reply(200, f.read(), 'image/png')
+
+    def do_POST(self):
+        path = self.path.split('?', 1)[0]
+        if path not in ('/api/judge', '/api/undo'):
+            return self.not_found()
+        if self.headers.get('Content-Type', '').split(';')[0].strip() != 'application/json':
+            return self.reply_json(415, dict(error='expected application/json'))   # Other sites' forms cannot post.
+        length = self.headers.get('Content-Length', '0')
+        if not length.isdigit() or int(length) > MAX_BODY:
+            return self.reply_json(413, dict(error=f'expected a Content-Length of at most {MAX_BODY}'))
+        try:
+            body = json.loads(self.rfile.read(int(length)) or b'{}')
+            session = self.server.session
+            if path == '/api/undo':
+                state = session.undo()
+            elif not isinstance(body, dict) or body.get('choice') not in CHOICES:
+                return self.reply_json(400, dict(error=f'choice must be one of {", ".join(CHOICES)}'))
+            else:
+                state = session.judge(str(body.get('a')), str(body.get('b')), body['choice'])
+        except json.JSONDecodeError:
+            return self.reply_json(400, dict(error='not JSON'))
+        except ValueError as err:                       # A stale page, or nothing to undo: show the truth again.
+            return self.reply_json(409, dict(error=str(err), state=self.server.session.state()))
+        except OSError as err:                          # The judgement is not on disk: the page must not say saved.
+            return self.reply_json(500, dict(error=f'not saved: {err}'))
+        self.reply_json(200, dict(saved=True, state=state))
+
+#----------------------------------------------------------------------------
+
+def is_loopback(host):
+    """Is `host` (an address or 'localhost') this machine only?"""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == 'localhost'
+
+#----------------------------------------------------------------------------

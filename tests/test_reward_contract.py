@@ -1,0 +1,254 @@
+"""The reward contract: a checkpoint's input spec is honoured by scoring, fitting, score_bank and the labeling page."""
+
+import itertools
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from eg3d_rlhf.data import labeling, preferences
+from eg3d_rlhf.data.bank import Bank
+from eg3d_rlhf.data.scores import read_scores, score_bank
+from eg3d_rlhf.geometry.sigma import normalise_sigma_self, slab_description
+from eg3d_rlhf.rewards import REWARDS, build_reward, fitting
+from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward, save_reward
+from eg3d_rlhf.rewards.contract import InputSpec
+from tests.conftest import REPO
+from tools import label, score_bank as score_bank_tool
+
+pytestmark = pytest.mark.usefixtures('one_thread')
+
+RES = 32                                                # Slabs of 16 x 18 x 17: x and z differ, so order shows.
+TINY = dict(                                            # At least 2 values per norm group at 1 x 1 x 1, even alone.
+    sigma=dict(channels=(4, 8, 8, 8, 16), hidden=16),
+    depth=dict(views=('front', 'profile'), render_res=16, channels=(4, 8, 8, 8, 16), hidden=16),
+    pointcloud=dict(num_points=128, widths=(8, 16, 32), hidden=16),
+)
+AFFINE = dict(normalisation='affine', scale=2.5, offset=25.0, order='zyx', flip_x=True)   # Raw sigma 10 -> 50.
+
+#----------------------------------------------------------------------------
+# Helpers (for other test files too).
+
+def affine_reward_checkpoint(tmp_path, slab, kind='sigma', seed=0):
+    """Path of a tiny reward checkpoint written in tmp_path whose input spec is not the default: raw * 2.5 + 25 (the
+    surface level, raw 10, lands on the models' 50), x flipped, read in (z, y, x) order, on the grid `slab` describes
+    (geometry.sigma.slab_description, a bank's meta.json "slab")."""
+    torch.manual_seed(seed)
+    path = os.path.join(str(tmp_path), f'affine-{kind}-{seed}.pt')
+    save_reward(path, build_reward(kind, **TINY[kind]).eval(), kind, InputSpec(slab=dict(slab), **AFFINE))
+    return path
+
+
+def raw_slabs(count, seed=0, resolution=RES):
+    """{id: raw float32 slab}: noise at very different levels and spreads, so min-max and affine rank them apart."""
+    rng = np.random.RandomState(seed)
+    shape = slab_description(resolution)['shape']
+    return {f's{i:02d}': (rng.uniform(0.2, 20) * rng.standard_normal(shape) + rng.uniform(-10, 30)).astype(np.float32)
+        for i in range(count)}
+
+
+def hand_bank(root, slabs, resolution=RES):
+    """A bank folder by hand: BANK/<id>/sigma_slab.npy and meta.json with the "slab" grid. Returns the folder."""
+    slab = dict(slab_description(resolution), dtype='float32', order='xyz', flipped=False)
+    for sample_id, volume in slabs.items():
+        os.makedirs(os.path.join(root, sample_id))
+        np.save(os.path.join(root, sample_id, 'sigma_slab.npy'), volume)
+        with open(os.path.join(root, sample_id, 'meta.json'), 'w', encoding='utf-8') as f:
+            json.dump(dict(id=sample_id, slab=slab), f)
+    return str(root)
+
+
+def by_hand(raw):
+    """AFFINE's network input of raw slabs [N, X, Y, Z], written out without InputSpec."""
+    return (torch.as_tensor(raw).flip(1) * 2.5 + 25).permute(0, 3, 2, 1)
+
+
+@pytest.fixture(scope='module')
+def setup(tmp_path_factory):
+    folder = tmp_path_factory.mktemp('contract')
+    slabs = raw_slabs(8)
+    bank_dir = hand_bank(folder / 'bank', slabs)
+    path = affine_reward_checkpoint(folder, Bank(bank_dir).meta('s00')['slab'])
+    return dict(bank=bank_dir, slabs=slabs, path=path, reward=load_reward(path))
+
+#----------------------------------------------------------------------------
+# (a) Reward.score.
+
+def test_reward_scores_raw_sigma_through_its_spec(setup):
+    reward, slabs = setup['reward'], setup['slabs']
+    raw = torch.from_numpy(np.stack([slabs[k] for k in sorted(slabs)]))
+    assert reward.spec == InputSpec(slab=reward.spec.slab, **AFFINE) and reward.grid.shape == raw.shape[1:]
+    assert torch.equal(reward.prepare(raw), by_hand(raw)) and reward.prepare(raw).shape == (8, 17, 18, 16)
+    with torch.no_grad():
+        want = reward.model.score(by_hand(raw))
+        assert torch.allclose(reward.score(raw), want, atol=1e-6)
+        assert torch.allclose(reward.features(raw), reward.model.features(by_hand(raw)), atol=1e-6)
+        assert np.allclose(reward.score_slabs(raw.numpy(), batch=3), want.numpy(), atol=1e-5)
+        default = reward.model.score(normalise_sigma_self(raw))                # What a caller ignoring the spec gets.
+    assert not torch.allclose(want, default, atol=1e-3)
+    x = raw[:2].clone().requires_grad_(True)
+    reward.score(x).sum().backward()                                         # Differentiable in raw sigma.
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    with pytest.raises(AssertionError):
+        reward.score(raw.permute(0, 3, 2, 1))                                # Raw slabs come in (x, y, z) order.
+
+#----------------------------------------------------------------------------
+# (b) Fitting.
+
+def test_fitting_inputs_follow_the_spec(setup):
+    bank, reward = Bank(setup['bank']), setup['reward']
+    inputs = fitting.prepared_inputs(bank, bank.ids, reward.spec, progress=False)
+    assert inputs.data.shape == (8, 17, 18, 16) and inputs.x_axis == 3
+    raw = torch.from_numpy(np.stack([bank.slab(i) for i in bank.ids]))
+    assert torch.allclose(inputs.batch(bank.ids), by_hand(raw), atol=0.02, rtol=1e-3)        # float16 storage.
+    default = fitting.prepared_inputs(bank, bank.ids[:1], InputSpec(slab=reward.spec.slab), progress=False)
+    assert default.data.shape == (1, 16, 18, 17) and default.x_axis == 1
+    fitter = fitting.RewardFitter(reward.model, inputs, fitting.FitOptions(mirror=True, seed=1))
+    x, mirrored = inputs.batch(bank.ids), fitter.batch(bank.ids, train=True)
+    flipped = [bool(torch.equal(m, v.flip(2))) for m, v in zip(mirrored, x)]   # A row is (z, y, x): x is its axis 2.
+    assert all(f or torch.equal(m, v) for f, m, v in zip(flipped, mirrored, x)) and 0 < sum(flipped) < len(x)
+    bad = InputSpec(slab=slab_description(40))
+    with pytest.raises(ValueError, match='shape'):
+        fitting.prepared_inputs(bank, bank.ids, bad, progress=False)
+    huge = InputSpec(slab=reward.spec.slab, normalisation='affine', scale=1e6)
+    with pytest.raises(ValueError, match='float16'):
+        fitting.prepared_inputs(bank, bank.ids, huge, progress=False)
+
+
+def test_fit_reward_trains_on_what_its_checkpoint_declares(setup, tmp_path):
+    bank, spec = Bank(setup['bank']), setup['reward'].spec
+    ids = bank.ids
+    labels = preferences.TrainingLabels('pairs', dict(train=ids[:4], val=ids[4:6], test=ids[6:]),
+        dict(pairs=[(ids[0], ids[1]), (ids[2], ids[3]), (ids[0], ids[3])], ties=[]), [(ids[4], ids[5])], [(ids[6], ids[7])],
+        dict(train=3, val=1, test=1))
+    model, report = fitting.fit_reward('sigma', bank, labels, spec, fitting.FitOptions(epochs=1, batch=2),
+        model_config=TINY['sigma'], progress=False)
+    assert report['input'] == spec.to_dict() and report['centre'] is True
+    assert model.reference.shape == (17, 18, 16)                             # The mean input, in the network's order.
+    save_reward(str(tmp_path / 'fitted.pt'), model, 'sigma', spec, training=report)
+    reward = load_reward(str(tmp_path / 'fitted.pt'))
+    assert reward.spec == spec
+    scores = reward.score_slabs(bank.slab(i) for i in ids[:4])
+    assert abs(float(scores.mean())) < 0.01                                  # Centred on the training samples, raw in.
+    inputs = fitting.prepared_inputs(bank, ids, spec, progress=False)
+    assert torch.allclose(model.reference, inputs.mean(ids[:4]), atol=1e-4)
+
+#----------------------------------------------------------------------------
+# (c) Scoring a bank.
+
+def test_score_bank_scores_with_the_spec(setup, tmp_path):
+    reward, slabs = setup['reward'], setup['slabs']
+    with torch.no_grad():
+        want = {k: float(v) for k, v in zip(sorted(slabs), reward.model.score(by_hand(np.stack([slabs[k] for k in sorted(slabs)]))))}
+    assert score_bank(reward, Bank(setup['bank']), batch=3) == pytest.approx(want, abs=1e-5)
+    out = tmp_path / 'scores.csv'
+    result = CliRunner().invoke(score_bank_tool.main, ['--reward-model', setup['path'], '--bank', setup['bank'],
+        '--out', str(out), '--batch', '3', '--device', 'cpu'])
+    assert result.exit_code == 0, result.output
+    assert read_scores(str(out)) == pytest.approx(want, abs=1e-5) and list(read_scores(str(out))) == sorted(slabs)
+    assert f'| {math.ceil(8 / 3)}/{math.ceil(8 / 3)} [' in result.output
+
+
+def test_score_bank_refuses_another_grid(setup, tmp_path):
+    other = hand_bank(tmp_path / 'other', raw_slabs(2, resolution=40), resolution=40)
+    result = CliRunner().invoke(score_bank_tool.main, ['--reward-model', setup['path'], '--bank', other,
+        '--out', str(tmp_path / 's.csv'), '--device', 'cpu'])
+    assert result.exit_code == 1 and 'slabs of the 40^3 grid, shape [20, 22, 20]' in result.output
+    assert f'{setup["path"]} was trained on the 32^3 grid, shape [16, 18, 17]' in result.output
+    assert not (tmp_path / 's.csv').exists()
+
+#----------------------------------------------------------------------------
+# (d) The labeling page's active order.
+
+def test_label_active_order_uses_the_spec_scores(setup, tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(label.LabelServer, 'serve_forever', lambda self: seen.update(state=self.session.state()))
+    result = CliRunner().invoke(label.main, ['serve', '--port', '0', '--bank', setup['bank'], '--out', str(tmp_path / 'l.jsonl'),
+        '--annotator', 'eve', '--pairs', '5', '--active', '--reward-model', setup['path']])
+    assert result.exit_code == 0, result.output
+    reward, slabs, ids = setup['reward'], setup['slabs'], sorted(setup['slabs'])
+    with torch.no_grad():
+        raw = torch.from_numpy(np.stack([slabs[k] for k in ids]))
+        spec_scores = dict(zip(ids, reward.model.score(by_hand(raw)).tolist()))
+        default_scores = dict(zip(ids, reward.model.score(normalise_sigma_self(raw)).tolist()))
+    closest = lambda s: labeling.pair_key(*min(itertools.combinations(ids, 2), key=lambda p: abs(s[p[0]] - s[p[1]])))
+    assert closest(spec_scores) != closest(default_scores)                   # The test tells the two apart.
+    current = seen['state']['current']
+    assert labeling.pair_key(current['a'], current['b']) == closest(spec_scores)
+
+#----------------------------------------------------------------------------
+# Checkpoints: the spec round-trips, format 1 still loads, a bad spec is a one-line error naming the file.
+
+def test_input_spec_round_trips_through_a_checkpoint(setup, tmp_path):
+    spec = setup['reward'].spec
+    assert InputSpec.from_dict(spec.to_dict()) == spec
+    assert setup['reward'].info['input'] == spec.to_dict() and setup['reward'].kind == 'sigma'
+    raw = torch.load(setup['path'], weights_only=True)
+    assert raw['format'] == 'eg3d_rlhf.reward/2' and raw['input'] == spec.to_dict()
+
+
+def test_format_1_checkpoints_load_with_the_default_spec(setup, tmp_path):
+    slab = setup['reward'].spec.slab
+    data = torch.load(setup['path'], weights_only=True)
+    data.update(format='eg3d_rlhf.reward/1', input=dict(normalisation='self_minmax_0_100', slab=slab))
+    torch.save(data, tmp_path / 'old.pt')
+    reward = load_reward(str(tmp_path / 'old.pt'))
+    assert reward.spec == InputSpec(slab=slab) and reward.spec.normalisation == 'self_minmax' and reward.spec.scale == 100
+    raw = torch.from_numpy(setup['slabs']['s03'][None])
+    with torch.no_grad():
+        assert torch.allclose(reward.score(raw), reward.model.score(normalise_sigma_self(raw)), atol=1e-6)
+
+
+@pytest.mark.parametrize('kind', sorted(REWARDS))
+def test_bundled_checkpoints_load_unchanged(kind):
+    path = os.path.join(REPO, 'checkpoints', f'reward-{kind}-nose.pt')
+    if not os.path.isfile(path):
+        pytest.skip(f'no bundled {kind} reward')
+    reward = load_reward(path)                                              # Strict load: every weight's name matches.
+    stored = torch.load(path, weights_only=True)
+    assert reward.kind == kind and reward.spec == InputSpec.from_dict(stored['input'])
+    assert reward.model.config == stored['config'] and list(reward.model.state_dict()) == list(stored['state_dict'])
+    raw = torch.from_numpy(np.random.RandomState(0).gamma(1.0, 10.0, size=(1, *reward.grid.shape)).astype(np.float32))
+    with torch.no_grad():
+        assert torch.isfinite(reward.score(raw)).all()
+
+
+@pytest.mark.parametrize('change, message', [
+    (dict(scale=float('nan')), 'input scale must be a finite number, got nan'),
+    (dict(normalisation='zscore'), "unknown input normalisation 'zscore'"),
+    (dict(order='xxz'), 'input order must be a permutation'),
+    (dict(offset='0'), 'input offset must be a finite number'),
+    (dict(gamma=2.0), "unknown input field 'gamma'"),
+    (dict(slab=dict(resolution=32)), 'input slab must describe'),
+])
+def test_bad_input_spec_is_a_one_line_error_naming_the_file(setup, tmp_path, change, message):
+    data = torch.load(setup['path'], weights_only=True)
+    data['input'].update(change)
+    path = str(tmp_path / 'bad.pt')
+    torch.save(data, path)
+    with pytest.raises(RewardCheckpointError) as info:
+        load_reward(path)
+    text = str(info.value)
+    assert text.startswith(path + ': ') and message in text and '\n' not in text, text
+
+
+@pytest.mark.parametrize('change, message', [
+    (dict(kind='voxels'), "voxels reward: Unknown reward kind 'voxels'"),
+    (dict(config=dict(wings=2)), "unexpected keyword argument 'wings'"),
+    (dict(config=dict(TINY['sigma'], hidden=8)), 'size mismatch'),
+])
+def test_bad_model_is_a_one_line_error_naming_the_file(setup, tmp_path, change, message):
+    data = torch.load(setup['path'], weights_only=True)
+    data.update(change)
+    path = str(tmp_path / 'bad.pt')
+    torch.save(data, path)
+    with pytest.raises(RewardCheckpointError) as info:
+        load_reward(path)
+    text = str(info.value)
+    assert text.startswith(path + ': ') and message in text and '\n' not in text, text
+
+#----------------------------------------------------------------------------
