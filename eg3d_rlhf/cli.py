@@ -5,6 +5,7 @@ import os
 import click
 import torch
 
+from eg3d_rlhf.data.bank import Bank, BankError
 from eg3d_rlhf.generators.base import seed_ranges
 from eg3d_rlhf.generators.eg3d import EG3DGenerator
 from eg3d_rlhf.synthetic import demo
@@ -47,6 +48,13 @@ def network_path(network_pkl, trust_pickle):
         return BUNDLED
     require_trust(network_pkl, trust_pickle)
     return network_pkl
+
+def open_bank(path):
+    """The bank at `path`, or a one-line click error saying why it cannot be read."""
+    try:
+        return Bank(path)
+    except BankError as err:
+        raise click.ClickException(str(err))
 
 def side_path(path, suffix):
     """'out/reward.pt', '.report.json' -> 'out/reward.report.json'."""

@@ -6,8 +6,11 @@ import pytest
 import torch
 
 from eg3d_rlhf import finetune
+from eg3d_rlhf.generators.eg3d import EG3DGenerator, TriPlaneField
+from eg3d_rlhf.geometry import sigma as geometry
+from eg3d_rlhf.geometry.sigma import normalise_sigma_self, slab_grid
 from eg3d_rlhf.rewards import SigmaReward
-from eg3d_rlhf.geometry.sigma import SigmaField, SlabCrop, normalise_sigma_self, slab_grid
+from eg3d_rlhf.rewards.contract import InputSpec, Reward
 from tests.test_shape_tools import tiny_generator
 from training.camera_utils import orbit_camera_label
 
@@ -15,9 +18,7 @@ pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def slab_description(resolution=24, cube_length=1.0):
-    grid = slab_grid(resolution, cube_length=cube_length)
-    return dict(resolution=resolution, cube_length=cube_length, crop=SlabCrop().__dict__, start=list(grid.start),
-        stop=list(grid.stop), shape=list(grid.shape))
+    return geometry.slab_description(resolution, cube_length=cube_length)
 
 
 def tiny_reward(seed=0):
@@ -25,37 +26,47 @@ def tiny_reward(seed=0):
     return SigmaReward(channels=(4, 8, 8, 8, 16), pool=(1, 1, 1), hidden=16)
 
 
+def contract(seed=0, cube_length=1.0):
+    """tiny_reward(seed) behind the default contract (self min-max to [0, 100]) of a 24^3 cube's slab."""
+    return Reward(tiny_reward(seed), InputSpec(slab=slab_description(cube_length=cube_length)), 'sigma')
+
+
 def latents(G, n=2, seed=0):
     z = torch.randn([n, G.z_dim], generator=torch.Generator().manual_seed(seed))
     c = orbit_camera_label(G.rendering_kwargs).expand(n, -1)
     return z, c
 
+
+def field_of(G, z, c):
+    """G's differentiable field of latents z conditioned on c (no truncation), as the reward phase builds it."""
+    return EG3DGenerator(G).latent_field(z, c, requires_grad=True)
+
 #----------------------------------------------------------------------------
 
 def test_rewards_score_the_slab_as_the_reward_model_was_trained_and_carry_gradients():
     G = tiny_generator().requires_grad_(True)
-    term = finetune.RewardTerm(tiny_reward(), slab_description())
+    term = finetune.RewardTerm(contract())
     z, c = latents(G)
     ws = G.mapping(z, c)
-    r = term.rewards(G, ws)
+    r = term.rewards(TriPlaneField(G, ws, requires_grad=True))
     with torch.no_grad():
-        sigma = SigmaField(G, ws).sample_grid(slab_grid(24))
-        expected = term.model.score(normalise_sigma_self(sigma))
+        sigma = TriPlaneField(G, ws).sample_grid(slab_grid(24))
+        expected = term.reward.model.score(normalise_sigma_self(sigma))
     assert r.shape == (2,) and torch.allclose(r, expected, atol=1e-5)
     term.loss(r).backward()
     grads = [p.grad.abs().sum() for p in G.backbone.parameters() if p.grad is not None]
     assert grads and sum(grads) > 0
-    assert all(p.grad is None for p in term.model.parameters())                        # The reward stays frozen.
+    assert all(p.grad is None for p in term.reward.model.parameters())                 # The reward stays frozen.
 
 
 def test_gradient_steps_on_the_reward_loss_raise_the_reward():
     G = tiny_generator().requires_grad_(True)
-    term = finetune.RewardTerm(tiny_reward(seed=3), slab_description(), clip=1e6)
+    term = finetune.RewardTerm(contract(seed=3), clip=1e6)
     z, c = latents(G, n=2, seed=1)
     opt = torch.optim.Adam(G.parameters(), lr=2e-3)
     history = []
     for _ in range(6):
-        r = term.rewards(G, G.mapping(z, c))
+        r = term.rewards(field_of(G, z, c))
         history.append(float(r.detach().mean()))
         opt.zero_grad()
         term.loss(r).backward()
@@ -64,10 +75,10 @@ def test_gradient_steps_on_the_reward_loss_raise_the_reward():
 
 
 def test_clip_and_standardised_losses():
-    term = finetune.RewardTerm(tiny_reward(), slab_description(), clip=10)
+    term = finetune.RewardTerm(contract(), clip=10)
     r = torch.tensor([20.0, -30.0, 1.0])
     assert float(term.loss(r)) == pytest.approx(-(10 - 10 + 1) / 3)
-    std = finetune.RewardTerm(tiny_reward(), slab_description(), mode='standardised', clip=10, momentum=0.5)
+    std = finetune.RewardTerm(contract(), mode='standardised', clip=10, momentum=0.5)
     first = torch.tensor([1.0, 2.0, 3.0])
     assert float(std.loss(first)) == pytest.approx(0.0, abs=1e-6)                      # Standardised by itself.
     assert (std.mean, std.var, std.count) == (pytest.approx(2.0), pytest.approx(2 / 3), 1)
@@ -76,37 +87,37 @@ def test_clip_and_standardised_losses():
     assert (std.mean, std.var) == (pytest.approx(3.5), pytest.approx(1 / 3))          # Halfway at momentum 0.5.
     assert loss == pytest.approx(-(5 - 3.5) / (1 / 3) ** 0.5)
     with pytest.raises(ValueError, match='unknown reward loss'):
-        finetune.RewardTerm(tiny_reward(), slab_description(), mode='pairwise-ish')
+        finetune.RewardTerm(contract(), mode='pairwise-ish')
 
 
 def test_reward_term_refuses_a_generator_of_another_box():
-    term = finetune.RewardTerm(tiny_reward(), slab_description(cube_length=0.5))
-    G = tiny_generator()
-    with pytest.raises(ValueError, match='box_warp'):
-        term.rewards(G, G.mapping(*latents(G)))
+    term = finetune.RewardTerm(contract(cube_length=0.5))
+    with pytest.raises(ValueError, match='box has side 1.0'):
+        term.check_box(EG3DGenerator(tiny_generator()))
 
 #----------------------------------------------------------------------------
 
 def test_density_consistency_is_zero_for_the_same_generator_and_grows_with_change():
     G = tiny_generator()
-    term = finetune.DensityConsistency(copy.deepcopy(G), slab_description(), num_points=512, box_points=64)
+    reference = EG3DGenerator(G).reference()
+    term = finetune.DensityConsistency(reference, slab_grid(24), num_points=512, box_points=64)
     z, c = latents(G)
-    assert float(term.loss(G, z, c, generator=torch.Generator().manual_seed(0))) == pytest.approx(0.0, abs=1e-6)
+    assert float(term.loss(field_of(G, z, c), z, c, generator=torch.Generator().manual_seed(0))) == pytest.approx(0.0, abs=1e-6)
     G.requires_grad_(True)
     with torch.no_grad():
         for p in G.decoder.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    loss = term.loss(G, z, c, generator=torch.Generator().manual_seed(0))
+    loss = term.loss(field_of(G, z, c), z, c, generator=torch.Generator().manual_seed(0))
     assert float(loss.detach()) > 1e-3
-    given = term.loss(G, z, c, generator=torch.Generator().manual_seed(0), ws=G.mapping(z, c))
-    assert float(given.detach()) == pytest.approx(float(loss.detach()))              # Passing G's own ws changes nothing.
+    given = term.loss(TriPlaneField(G, G.mapping(z, c), requires_grad=True), z, c, generator=torch.Generator().manual_seed(0))
+    assert float(given.detach()) == pytest.approx(float(loss.detach()))              # Any field of G's own ws: the same.
     loss.backward()
     assert sum(p.grad.abs().sum() for p in G.decoder.parameters() if p.grad is not None) > 0
-    assert all(p.grad is None for p in term.G_ref.parameters())
+    assert reference.G is not G and all(p.grad is None for p in reference.G.parameters())
 
 
 def test_density_consistency_points_lie_in_the_slab_then_the_box():
-    term = finetune.DensityConsistency(tiny_generator(), slab_description(), num_points=300, box_points=200)
+    term = finetune.DensityConsistency(EG3DGenerator(tiny_generator()), slab_grid(24), num_points=300, box_points=200)
     points = term.points(torch.Generator().manual_seed(1))
     grid = slab_grid(24)
     lo, hi = grid.index_to_world([0, 0, 0]), grid.index_to_world([s - 1 for s in grid.shape])
@@ -127,11 +138,18 @@ def reward_checkpoint(tmp_path):
     return path
 
 
+def phase_options(reward_checkpoint, **options):
+    """RewardPhase's options for the tiny sigma checkpoint (reward='sigma'), with overrides."""
+    return dict(reward='sigma', reward_model=reward_checkpoint, **options)
+
+
 def test_greward_phase_follows_the_reward_and_keeps_the_reference_frozen(reward_checkpoint):
     from training.loss import StyleGAN2Loss
     G = tiny_generator()
-    loss = StyleGAN2Loss('cpu', G, None, reward_kwargs=dict(reward_model_path=reward_checkpoint, lambda_r=1.0,
+    reward_kwargs = dict(class_name='eg3d_rlhf.finetune.RewardPhase', **phase_options(reward_checkpoint, lambda_r=1.0,
         lambda_sigma=0.01, clip=1e6, sigma_points=256))
+    loss = StyleGAN2Loss('cpu', G, None, reward_kwargs=reward_kwargs)
+    assert isinstance(loss.reward, finetune.RewardPhase)                                # Built by class name.
     assert 'Greward' in loss.phases and 'Greward' not in StyleGAN2Loss('cpu', G, None).phases
     z, c = latents(G, n=2, seed=1)
     opt = torch.optim.Adam(G.parameters(), lr=2e-3)
@@ -144,11 +162,35 @@ def test_greward_phase_follows_the_reward_and_keeps_the_reference_frozen(reward_
         opt.step()
         G.requires_grad_(False)
         with torch.no_grad():
-            history.append(float(loss.reward.reward.rewards(G, G.mapping(z, torch.zeros_like(c))).mean()))
+            history.append(float(loss.reward.reward.rewards(loss.reward.generator.latent_field(z, torch.zeros_like(c))).mean()))
     assert history[-1] > history[0]
-    assert all(p.grad is None for p in loss.reward.consistency.G_ref.parameters())
-    consistency = loss.reward.consistency.loss(G, z, torch.zeros_like(c))
+    assert all(p.grad is None for p in loss.reward.reference.G.parameters())
+    consistency = loss.reward.consistency.loss(loss.reward.generator.latent_field(z, torch.zeros_like(c)), z, torch.zeros_like(c))
     assert float(consistency.detach()) > 0                                              # G moved away from its copy.
+
+
+def test_greward_phase_is_any_class_with_a_loss():
+    # training/ knows the phase only by the class name in reward_kwargs: G, G_ref, then the options.
+    from training.loss import StyleGAN2Loss
+    G, G_ema = tiny_generator(), tiny_generator(seed=1)
+    loss = StyleGAN2Loss('cpu', G, None, G_ema=G_ema, reward_kwargs=dict(class_name='tests.test_finetune.ConstantPhase', value=2.0))
+    assert loss.reward.G is G and loss.reward.G_ref is G_ema and loss.reward.value == 2.0
+    z, c = latents(G)
+    G.requires_grad_(True)
+    loss.accumulate_gradients('Greward', real_img=None, real_c=None, gen_z=z, gen_c=c, gain=1, cur_nimg=0)
+    assert loss.reward.calls == [(2, 64)]                                               # z, and the schedule's resolution.
+
+
+class ConstantPhase:
+    """A stand-in extra phase: a loss of its value, through G's mapping so it has a graph."""
+
+    def __init__(self, G, G_ref, value):
+        self.G, self.G_ref, self.value, self.calls = G, G_ref, value, []
+
+    def loss(self, G, z, c, camera=None, neural_rendering_resolution=None):
+        self.calls.append((len(z), neural_rendering_resolution))
+        loss = self.value + 0 * G.mapping(z, c).sum()
+        return loss, dict(reward_loss=loss.detach(), reward=torch.full([len(z)], self.value), extra=loss.detach())
 
 
 def test_greward_phase_needs_reward_kwargs():
@@ -175,18 +217,21 @@ def test_build_phases_adds_greward_on_g_optimizer():
 
 def test_pairwise_loss_pulls_toward_the_winner_and_pushes_the_loser_only_past_tau():
     G = tiny_generator()
-    reward = finetune.RewardTerm(tiny_reward(seed=3), slab_description())
+    generator = EG3DGenerator(G)
+    reward = finetune.RewardTerm(contract(seed=3))
     z, c = latents(G, n=3, seed=2)
     ws = G.mapping(z, c)
     grid = slab_grid(24)
     torch.manual_seed(5)                                    # The pair offsets, drawn again by hand below.
     offsets = [0.3 * torch.randn_like(z) for _ in range(2)]
-    slabs = [SigmaField(G, G.mapping(z + o, c)).sample_grid(grid) for o in offsets]
-    r = [reward.score_slabs(x) for x in slabs]
-    sigma = SigmaField(G, ws).sample_grid(grid)
+    slabs = [TriPlaneField(G, G.mapping(z + o, c)).sample_grid(grid) for o in offsets]
+    with torch.no_grad():
+        r = [reward.reward.score(x) for x in slabs]
+    sigma = TriPlaneField(G, ws).sample_grid(grid)
     for tau, push_expected in ((0.0, True), (1e9, False)):
         torch.manual_seed(5)
-        loss, rewards, pushed = finetune.PairwiseTerm(reward, tau=tau, pair_noise=0.3).loss(G, z, c, ws)
+        field = TriPlaneField(G, ws, requires_grad=True)
+        loss, rewards, pushed = finetune.PairwiseTerm(reward, tau=tau, pair_noise=0.3).loss(generator, field, z, c)
         assert torch.allclose(rewards, torch.cat(r))
         expected = []
         for i in range(3):
@@ -203,9 +248,9 @@ def test_recompute_gives_the_same_gradients_as_keeping_activations():
     grads = []
     for recompute in (False, True):
         G = tiny_generator().requires_grad_(True)
-        term = finetune.RewardTerm(tiny_reward(), slab_description(), chunk=1000, recompute=recompute)
+        term = finetune.RewardTerm(contract(), chunk=1000, recompute=recompute)
         z, c = latents(G)
-        term.loss(term.rewards(G, G.mapping(z, c))).backward()
+        term.loss(term.rewards(field_of(G, z, c))).backward()
         grads.append(torch.cat([p.grad.flatten() for p in G.decoder.parameters()]))
     assert grads[0].abs().sum() > 0 and torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-7)
 
@@ -213,10 +258,10 @@ def test_recompute_gives_the_same_gradients_as_keeping_activations():
 def test_reward_phase_image_consistency_reference_and_batch(reward_checkpoint):
     G = tiny_generator()
     G_ema = tiny_generator(seed=1)
-    phase = finetune.RewardPhase(G, reward_checkpoint, G_ref=G_ema, lambda_r=0.0, lambda_sigma=0.0, lambda_image=1.0,
-        batch=3)
-    assert all(torch.equal(p, q) for p, q in zip(phase.G_ref.parameters(), G_ema.parameters()))
-    assert phase.G_ref is not G_ema                                          # A frozen copy.
+    phase = finetune.RewardPhase(G, G_ref=G_ema, **phase_options(reward_checkpoint, lambda_r=0.0, lambda_sigma=0.0,
+        lambda_image=1.0, reward_batch=3))
+    assert all(torch.equal(p, q) for p, q in zip(phase.reference.G.parameters(), G_ema.parameters()))
+    assert phase.reference.G is not G_ema                                     # A frozen copy.
     z, c = latents(G, n=2)
     zz, cc, cam = phase.latents(z, c, c)
     assert zz.shape == (3, G.z_dim) and torch.equal(zz[:2], z) and cc.shape == (3, 25) and cam.shape == (3, 25)
@@ -226,14 +271,14 @@ def test_reward_phase_image_consistency_reference_and_batch(reward_checkpoint):
     assert float(parts['image_consistency']) > 0 and float(total.detach()) == pytest.approx(float(parts['image_consistency']))
     total.backward()
     assert sum(p.grad.abs().sum() for p in G.parameters() if p.grad is not None) > 0
-    same = finetune.RewardPhase(G, reward_checkpoint, lambda_r=0.0, lambda_sigma=0.0, lambda_image=1.0)
+    same = finetune.RewardPhase(G, **phase_options(reward_checkpoint, lambda_r=0.0, lambda_sigma=0.0, lambda_image=1.0))
     _, parts = same.loss(G, z, torch.zeros_like(c), camera=c)
     assert float(parts['image_consistency']) == pytest.approx(0.0, abs=1e-6)   # Reference = G as it starts.
 
 
 def test_pairwise_reward_phase_reports_pushed_pairs(reward_checkpoint):
     G = tiny_generator()
-    phase = finetune.RewardPhase(G, reward_checkpoint, mode='pairwise', tau=0.0, lambda_sigma=0.0)
+    phase = finetune.RewardPhase(G, **phase_options(reward_checkpoint, reward_loss='pairwise', tau=0.0, lambda_sigma=0.0))
     G.requires_grad_(True)
     total, parts = phase.loss(G, *latents(G, n=2))
     assert parts['reward'].shape == (4,) and float(parts['pushed']) == 1.0
@@ -244,11 +289,21 @@ def test_pairwise_reward_phase_reports_pushed_pairs(reward_checkpoint):
 def test_reward_phase_keeps_the_truncation_centre(reward_checkpoint):
     G = tiny_generator()
     before = G.backbone.mapping.w_avg.clone()
-    finetune.RewardPhase(G, reward_checkpoint)
+    finetune.RewardPhase(G, **phase_options(reward_checkpoint))
     z, c = latents(G, n=4)
     G.mapping(z, c, update_emas=True)                       # What the GAN's D phase does every step.
     assert torch.equal(G.backbone.mapping.w_avg, before)
     H = tiny_generator()
-    finetune.RewardPhase(H, reward_checkpoint, keep_w_avg=False)
+    finetune.RewardPhase(H, **phase_options(reward_checkpoint, keep_w_avg=False))
     H.mapping(z, c, update_emas=True)
     assert not torch.equal(H.backbone.mapping.w_avg, before)
+
+
+def test_reward_phase_takes_only_valid_config_options(reward_checkpoint):
+    G = tiny_generator()
+    with pytest.raises(ValueError, match='reward_model'):
+        finetune.RewardPhase(G, reward='sigma')                                         # No checkpoint.
+    with pytest.raises(ValueError, match='--lambda-r=nan'):
+        finetune.RewardPhase(G, **phase_options(reward_checkpoint, lambda_r=float('nan')))
+    with pytest.raises(TypeError):
+        finetune.RewardPhase(G, **phase_options(reward_checkpoint, mode='clip'))       # Old option names are gone.

@@ -328,8 +328,9 @@ def test_pickle_roundtrip_preserves_outputs():
 
 
 def test_eg3d_import_names():
-    # EG3D's embedded sources import these names from training.networks_stylegan2; importing the discriminator
-    # module first (fresh interpreter) must not trip over the lazy re-export.
+    # EG3D's embedded sources import these names from training.networks_stylegan2, which re-exports the shared layers
+    # (training/layers.py) and the discriminator (training/discriminator_blocks.py): any import order works (fresh
+    # interpreter, discriminator first), with plain imports and no import cycle.
     names = ['normalize_2nd_moment', 'modulated_conv2d', 'FullyConnectedLayer', 'Conv2dLayer', 'MappingNetwork',
              'SynthesisLayer', 'ToRGBLayer', 'SynthesisBlock', 'SynthesisNetwork', 'Generator', 'DiscriminatorBlock',
              'MinibatchStdLayer', 'DiscriminatorEpilogue', 'Discriminator']
@@ -341,6 +342,10 @@ def test_eg3d_import_names():
     assert result.returncode == 0 and result.stdout.strip() == 'ok', result.stderr
     with pytest.raises(AttributeError):
         networks_stylegan2.NoSuchThing
+    assert not hasattr(networks_stylegan2, '__getattr__')
+    from training import discriminator_blocks, layers
+    assert networks_stylegan2.Discriminator is discriminator_blocks.Discriminator
+    assert networks_stylegan2.MappingNetwork is layers.MappingNetwork is discriminator_blocks.MappingNetwork
 
 #----------------------------------------------------------------------------
 # StyleGAN3 SynthesisLayer (EG3D imports it as AFSynthesisLayer), against a direct re-derivation.

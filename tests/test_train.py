@@ -133,7 +133,7 @@ FLAG_CASES = [
     (['--reg_type', 'monotonic-detach'],        'G_kwargs.rendering_kwargs.reg_type',               'monotonic-detach'),
     (['--decoder_lr_mul', '2'],                 'G_kwargs.rendering_kwargs.decoder_lr_mul',         2),
     (['--resume-kimg', '3'],                    'resume_kimg',                                      None), # Only with --resume.
-    (['--shape-prior-steps', '5'],              'shape_prior_steps',                                5),
+    (['--shape-prior-steps', '5'],              'shape_prior_kwargs.steps',                         5),
 ]
 
 # Cases whose value the default command line already has: the flag is accepted and leaves it so.
@@ -421,6 +421,24 @@ def test_shape_prior_runs_before_training_and_reaches_g_ema(data, tmp_path):
     # With --glr=0 training leaves G alone, so only the prior can have moved G_ema away from a fresh G.
     decoder = lambda G: torch.cat([p.flatten() for p in G.decoder.parameters()])
     assert (decoder(snap['G_ema']) - decoder(fresh)).abs().max() > 1e-3
+
+
+def test_shape_prior_is_called_by_name_with_the_options_it_takes(data):
+    import inspect
+    kwargs = dict(config(base_args(data, 'unused', '--shape-prior-steps', '3')).shape_prior_kwargs)
+    func = dnnlib.util.get_obj_by_name(kwargs.pop('func_name'))
+    inspect.signature(func).bind(G=None, labels=None, batch=4, seed=0, **kwargs)     # What the training loop passes.
+    assert kwargs == dict(steps=3) and 'shape_prior_kwargs' not in config(base_args(data))
+
+
+def test_training_package_runs_without_eg3d_rlhf():
+    # training/ is EG3D: the extra phases, the panel and the shape prior come by name from its options.
+    code = ('import sys\n'
+            'import training.loss, training.training_loop, training.presets, training.legacy, training.dual_discriminator\n'
+            'print(sorted(m for m in sys.modules if m.split(".")[0] == "eg3d_rlhf"))')
+    env = dict(os.environ, PYTHONPATH=REPO)
+    result = subprocess.run([sys.executable, '-c', code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == '[]', result.stdout + result.stderr
 
 
 def _fresh_networks(run_dir):

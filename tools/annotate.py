@@ -4,19 +4,12 @@ import click
 import numpy as np
 from tqdm import tqdm
 
+from eg3d_rlhf.cli import open_bank
 from eg3d_rlhf.data import annotators
-from eg3d_rlhf.data.bank import Bank, BankError
 from eg3d_rlhf.data.preferences import write_id_list, write_judgements
 from eg3d_rlhf.data.scores import write_scores
 
 #----------------------------------------------------------------------------
-
-def open_bank(path):
-    try:
-        return Bank(path)
-    except BankError as err:
-        raise click.ClickException(str(err))
-
 
 def taste_scores(bank, taste, level):
     """{id: taste score} over the whole bank, with a progress bar."""

@@ -6,8 +6,8 @@ import os
 import click
 
 import dnnlib
+from eg3d_rlhf.cli import open_bank
 from eg3d_rlhf.data import labeling, scores
-from eg3d_rlhf.data.bank import Bank, BankError
 from eg3d_rlhf.data.label_server import LOOPBACK, LabelServer, is_loopback
 from eg3d_rlhf.data.preferences import LabelError, load_judgements
 from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward
@@ -15,13 +15,6 @@ from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward
 #----------------------------------------------------------------------------
 
 DEFAULT_PAIRS = 200
-
-
-def open_bank(path):
-    try:
-        return Bank(path)
-    except BankError as err:
-        raise click.ClickException(str(err))
 
 
 def check_annotator(ctx, param, value):
