@@ -217,33 +217,26 @@ def test_bundled_checkpoints_load_unchanged(kind):
         assert torch.isfinite(reward.score(raw)).all()
 
 
-@pytest.mark.parametrize('change, message', [
+BAD_INPUTS = [
     (dict(scale=float('nan')), 'input scale must be a finite number, got nan'),
     (dict(normalisation='zscore'), "unknown input normalisation 'zscore'"),
     (dict(order='xxz'), 'input order must be a permutation'),
     (dict(offset='0'), 'input offset must be a finite number'),
     (dict(gamma=2.0), "unknown input field 'gamma'"),
     (dict(slab=dict(resolution=32)), 'input slab must describe'),
-])
-def test_bad_input_spec_is_a_one_line_error_naming_the_file(setup, tmp_path, change, message):
-    data = torch.load(setup['path'], weights_only=True)
-    data['input'].update(change)
-    path = str(tmp_path / 'bad.pt')
-    torch.save(data, path)
-    with pytest.raises(RewardCheckpointError) as info:
-        load_reward(path)
-    text = str(info.value)
-    assert text.startswith(path + ': ') and message in text and '\n' not in text, text
-
-
-@pytest.mark.parametrize('change, message', [
+]
+BAD_MODELS = [
     (dict(kind='voxels'), "voxels reward: Unknown reward kind 'voxels'"),
     (dict(config=dict(wings=2)), "unexpected keyword argument 'wings'"),
     (dict(config=dict(TINY['sigma'], hidden=8)), 'size mismatch'),
-])
-def test_bad_model_is_a_one_line_error_naming_the_file(setup, tmp_path, change, message):
+]
+
+
+@pytest.mark.parametrize('where, change, message', [('input', *case) for case in BAD_INPUTS] + [('top', *case) for case in BAD_MODELS])
+def test_bad_checkpoint_is_a_one_line_error_naming_the_file(setup, tmp_path, where, change, message):
+    """A bad input spec or a model that cannot be built from the file: one line, starting with the file's path."""
     data = torch.load(setup['path'], weights_only=True)
-    data.update(change)
+    (data['input'] if where == 'input' else data).update(change)
     path = str(tmp_path / 'bad.pt')
     torch.save(data, path)
     with pytest.raises(RewardCheckpointError) as info:
