@@ -187,13 +187,19 @@ def with_demo_defaults(kwargs, explicit):
 # Reward fine-tuning: the flags come from eg3d_rlhf.finetune.config.RewardFinetuneConfig, which holds every default,
 # range and help text; training/ builds the phase and the panel by class name from the options set here.
 
-def reward_config(opts):
-    """The validated RewardFinetuneConfig of the reward flags (and the demo's overrides), its reward model resolved to
-    an absolute path of the right kind; one-line click errors otherwise."""
+def checked_reward_options(options):
+    """RewardFinetuneConfig of the reward options in `options` (click's parameters); a one-line usage error naming the
+    flag when a value or combination cannot train."""
     try:
-        cfg = reward_options.from_options(opts)
+        return reward_options.from_options(options)
     except reward_options.ConfigError as err:
         raise click.UsageError(str(err))
+
+
+def reward_config(opts):
+    """The checked RewardFinetuneConfig of the reward flags and the demo's overrides, its reward model resolved to an
+    absolute path of the right kind; one-line click errors otherwise."""
+    cfg = checked_reward_options(opts)
     if not cfg.enabled:
         return cfg
     if opts.resume is None:
@@ -234,8 +240,9 @@ def explicit_options(ctx):
 def make_config(kwargs, explicit=()):
     """(training options, run description, output folder) from the command line's options (click's parameter dict); `explicit`
     names the options given on the command line (the demo fills in the others)."""
+    checked_reward_options(kwargs)                  # First: a bad reward flag fails before anything else is looked at.
     opts = dnnlib.EasyDict(with_demo_defaults(kwargs, explicit))
-    cfg = reward_config(opts)                       # First: a bad reward flag fails before anything is loaded.
+    cfg = reward_config(opts)
     opts = presets.with_preset_defaults(opts)
     opts.device = pick_device(opts.device, opts.gpus)
     if opts.data == demo.dataset_path() and not opts.dry_run:

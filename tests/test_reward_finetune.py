@@ -177,7 +177,7 @@ def test_config_refuses_non_finite_and_out_of_range_values_of_every_numeric_fiel
         bad += [] if f.metadata['min'] is None else [f.metadata['min'] - 1]
         extra = dict(reward_loss='pairwise') if f.name == 'tau' else {}
         for value in bad:
-            with pytest.raises(ConfigError, match=flag_name(f.name)):
+            with pytest.raises(ConfigError, match=flag_name(f.name) if f.metadata['flag'] else f'^{f.name}='):
                 RewardFinetuneConfig(reward='sigma', **extra, **{f.name: value})
         RewardFinetuneConfig(reward='sigma', **extra, **({f.name: f.metadata['min']} if f.metadata['min'] is not None else {}))
 
@@ -259,7 +259,8 @@ def test_reward_run_writes_panel_evidence_and_a_loadable_snapshot(data, rewards,
         '--panel-seeds', '3-5')
     output = run_train(args)
     run_dir = only_run_dir(tmp_path)
-    assert 'panel of 3 seeds: mean reward' in output and 'see reward_report.html' in output
+    assert 'panel of 3 seeds: mean reward' in output                            # RewardPanel.record's line, every tick.
+    assert 'seeds rose, mean change' in output and 'see reward_report.html' in output    # RewardPanel.finish's line.
     assert f'Last snapshot: {os.path.join(run_dir, "network-snapshot-000000.pkl")}' in output
     with open(os.path.join(run_dir, 'stats.jsonl')) as f:
         stats = [json.loads(line) for line in f]

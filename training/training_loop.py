@@ -248,8 +248,9 @@ def training_loop(
         log(f'Resuming from "{resume_pkl}"')
         resume_networks(resume_pkl, dict(G=G, D=D, G_ema=G_ema), trust=trust_resume_pkl)
     if shape_prior_kwargs is not None and rank == 0:
-        # Fits G in place on the training labels and returns the loss of every step.
-        log(f'Fitting the shape prior for {shape_prior_kwargs.get("steps", "its default")} steps...')
+        # Fits G in place, conditioned on the training labels, and returns the loss of every step.
+        steps = shape_prior_kwargs.get('steps')
+        log('Fitting the shape prior' + ('' if steps is None else f' for {steps} steps') + '...')
         labels = np.stack([training_set.get_label(i) for i in range(len(training_set))])
         losses = dnnlib.util.call_func_by_name(G=G, labels=labels, batch=batch_gpu, seed=random_seed, **shape_prior_kwargs)
         log(f'Shape prior: loss {losses[0]:.1f} -> {np.mean(losses[-10:]):.1f}')

@@ -64,36 +64,10 @@ class RewardFinetuneConfig:
         self.validate()
 
     def validate(self):
-        """ConfigError (one line naming the flag) for a value out of range, non-finite, or of an unknown choice."""
+        """ConfigError (one line naming the flag) for a value of the wrong type, non-finite, out of range or of an unknown
+        choice, or a combination that cannot train."""
         for f in dataclasses.fields(self):
-            value, meta, flag = getattr(self, f.name), f.metadata, flag_name(f.name)
-            if value is None:
-                if f.type not in (typing.Optional[str], typing.Optional[float], typing.Optional[int]):
-                    raise ConfigError(f'{flag}: a value is needed')
-                continue
-            if f.type is bool:
-                if not isinstance(value, bool):
-                    raise ConfigError(f'{flag}={value}: expected true or false')
-            elif f.type is str and not isinstance(value, str):
-                raise ConfigError(f'{flag}={value}: expected text')
-            if meta['choices'] is not None:
-                if value not in meta['choices']():
-                    raise ConfigError(f'{flag}={value}: choose one of {", ".join(meta["choices"]())}')
-            elif f.type in (float, typing.Optional[float]):
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                    raise ConfigError(f'{flag}={value}: expected a finite number')
-                if meta['min'] is not None and value < meta['min']:
-                    raise ConfigError(f'{flag}={value}: must be at least {meta["min"]}')
-            elif f.type in (int, typing.Optional[int]):
-                if isinstance(value, bool) or not isinstance(value, int):
-                    raise ConfigError(f'{flag}={value}: expected a whole number')
-                if meta['min'] is not None and value < meta['min']:
-                    raise ConfigError(f'{flag}={value}: must be at least {meta["min"]}')
-        if self.has_panel:
-            try:
-                seed_ranges(self.panel_seeds)
-            except ValueError as err:
-                raise ConfigError(f'--panel-seeds: {err}') from None
+            check_value(f, getattr(self, f.name))
         if self.tau is not None and self.reward_loss != 'pairwise':
             raise ConfigError(f"--tau is the pairwise loss's threshold; --reward-loss={self.reward_loss} does not use it")
 
@@ -116,6 +90,36 @@ class RewardFinetuneConfig:
 
 #----------------------------------------------------------------------------
 
+OPTIONAL = {typing.Optional[str]: str, typing.Optional[float]: float, typing.Optional[int]: int}
+
+def check_value(field, value):
+    """ConfigError naming the flag (or the field, for one that is not a flag) when `value` cannot be its value."""
+    meta, kind = field.metadata, OPTIONAL.get(field.type, field.type)
+    flag = flag_name(field.name) if meta['flag'] else field.name
+    if value is None:
+        if field.type not in OPTIONAL:
+            raise ConfigError(f'{flag}: a value is needed')
+        return
+    if kind is bool and not isinstance(value, bool):
+        raise ConfigError(f'{flag}={value}: expected true or false')
+    if kind is str and not isinstance(value, str):
+        raise ConfigError(f'{flag}={value}: expected text')
+    if kind is float and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+        raise ConfigError(f'{flag}={value}: expected a finite number')
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f'{flag}={value}: expected a whole number')
+    if meta['min'] is not None and value < meta['min']:
+        raise ConfigError(f'{flag}={value}: must be at least {meta["min"]}')
+    if meta['choices'] is not None and value not in meta['choices']():
+        raise ConfigError(f'{flag}={value}: choose one of {", ".join(meta["choices"]())}')
+    if field.name == 'panel_seeds' and value.strip().lower() != 'none':
+        try:
+            seed_ranges(value)
+        except ValueError as err:
+            raise ConfigError(f'{flag}: {err}') from None
+
+#----------------------------------------------------------------------------
+
 def click_options(func):
     """Decorate a click command with one option per flag field of RewardFinetuneConfig. Every option defaults to
     None (unset), so the command can tell which ones were given; RewardFinetuneConfig supplies the defaults."""
@@ -126,18 +130,19 @@ def click_options(func):
             continue
         shown = '' if f.default is None or '[default' in meta['help'] else f'  [default: {f.default}]'
         shown += '' if meta['min'] is None else f'  [x>={meta["min"]}]'
-        kind = (click.Choice(list(meta['choices']())) if meta['choices'] is not None else
-            float if f.type in (float, typing.Optional[float]) else int if f.type in (int, typing.Optional[int]) else str)
+        kind = click.Choice(list(meta['choices']())) if meta['choices'] is not None else OPTIONAL.get(f.type, f.type)
         metavar = meta['metavar'] or {float: 'FLOAT', int: 'INT'}.get(kind, None)
         func = click.option(name, help=meta['help'] + shown, type=kind, default=None, metavar=metavar)(func)
     return func
 
 
 def from_options(options):
-    """RewardFinetuneConfig from a dict holding (some of) its fields, None meaning "not given"; ConfigError when a
-    reward option is given without --reward."""
-    given = {f.name: options[f.name] for f in dataclasses.fields(RewardFinetuneConfig)
-        if options.get(f.name) is not None and options.get(f.name) is not False}
+    """RewardFinetuneConfig from a dict holding (some of) its fields, None meaning "not given". ConfigError naming the
+    flag for a bad value first, then for a reward option given without --reward, then for a bad combination."""
+    fields = {f.name: f for f in dataclasses.fields(RewardFinetuneConfig)}
+    given = {name: options[name] for name in fields if options.get(name) is not None and options.get(name) is not False}
+    for name, value in given.items():
+        check_value(fields[name], value)
     if given.get('reward', 'none') == 'none':
         extra = [k for k in given if k != 'reward']
         if extra:

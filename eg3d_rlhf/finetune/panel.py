@@ -53,7 +53,8 @@ class RewardPanel:
             f'the start), {(now > first).sum()} rose')
 
     def finish(self):
-        """Before/after plots and the report (first vs last recorded tick); returns the summary dict."""
+        """Before/after plots and the report (first vs last recorded tick); returns a one-line summary (the numbers
+        are in self.summary and reward_report.json)."""
         before, after = self.rewards[0], self.rewards[-1]
         summary = dict(first_kimg=self.kimg[0], last_kimg=self.kimg[-1], **reward_change(before, after))
         out = lambda name: os.path.join(self.run_dir, name)
@@ -64,6 +65,8 @@ class RewardPanel:
             out('reward_scatter.png'))
         report_plots.write_report(self.run_dir, 'Reward panel', summary, ['reward_trajectories.png',
             'reward_histograms.png', 'reward_deltas.png', 'reward_scatter.png'], name='reward_report')
-        return summary
+        self.summary = summary
+        return (f"panel: {summary['rose']} of {summary['seeds']} seeds rose, mean change {summary['mean_delta']:+.3f}, "
+            f"slope {summary['fit_slope']:.2f}; see reward_report.html")
 
 #----------------------------------------------------------------------------

@@ -21,6 +21,8 @@ DATASET = dict(count=256, resolution=64, seed=0, defect_rate=0.25)
 
 # train.py's values for the demo; any of them given on the command line wins. The fine-tuning schedule is sized so
 # the whole run, start-up and panel included, finishes in under ten minutes on a 2-core CPU (README.md, measured).
+# Keys are train.py option names; the reward ones are fields of eg3d_rlhf.finetune.config.RewardFinetuneConfig, which
+# checks them like flags and holds every default: only values that differ from those defaults belong here.
 OPTIONS = dict(
     outdir       = 'training-runs',
     cfg          = 'synthetic',
