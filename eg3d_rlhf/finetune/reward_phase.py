@@ -144,6 +144,8 @@ class RewardPhase:
             # two centres (the bundled generator's w_avg sits 5.9 from the mean of its mapped w, whose norm is 37).
             self.generator.keep_truncation_centre()
         reward = load_reward(cfg.reward_model, self.generator.device)
+        if reward.kind != cfg.reward:
+            raise ValueError(f'{cfg.reward_model} is a {reward.kind} reward, but reward={cfg.reward}')
         self.lambda_r, self.lambda_sigma, self.lambda_image = float(cfg.lambda_r), float(cfg.lambda_sigma), float(cfg.lambda_image)
         self.batch = cfg.reward_batch
         mode = 'clip' if cfg.reward_loss == 'pairwise' else cfg.reward_loss
