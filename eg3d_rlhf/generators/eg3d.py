@@ -71,6 +71,7 @@ class EG3DGenerator(Generator3D):
         self.truncation_psi, self.truncation_cutoff = float(truncation_psi), truncation_cutoff
         self.fov_degrees, self.batch = float(fov_degrees), int(batch)
         self.cube_length = float(G.rendering_kwargs['box_warp'])
+        self._camera = None                                     # Made on first use (LookAtPoseSampler draws noise).
 
     @classmethod
     def load(cls, path, device='cpu', trust=False, **kwargs):
@@ -83,8 +84,11 @@ class EG3DGenerator(Generator3D):
         return next(self.G.parameters()).device
 
     def camera(self, n=1):
-        """gen_samples' frontal conditioning camera label [n, 25]."""
-        return orbit_camera_label(self.G.rendering_kwargs, fov_degrees=self.fov_degrees, device=self.device).expand(n, -1)
+        """gen_samples' frontal conditioning camera label [n, 25], made once per adapter: EG3D's pose sampler draws
+        (zero-scaled) noise from torch's generator, so making it once keeps training runs' random streams as before."""
+        if self._camera is None:
+            self._camera = orbit_camera_label(self.G.rendering_kwargs, fov_degrees=self.fov_degrees, device=self.device)
+        return self._camera.expand(n, -1)
 
     def settings(self):
         return dict(generator=self.kind, truncation_psi=self.truncation_psi, truncation_cutoff=self.truncation_cutoff,
@@ -107,11 +111,11 @@ class EG3DGenerator(Generator3D):
         return TriPlaneField(self.G, self.seed_ws(seeds), noise_mode='const', requires_grad=requires_grad)
 
     def images(self, seeds, condition=None):
-        out = []
+        out, c = [], self.camera()
         with torch.no_grad():
             for seed in seeds:
                 torch.manual_seed(int(seed))                    # The renderer's stratified ray samples.
-                out.append(self.G.synthesis(self.seed_ws([seed]), self.camera(), noise_mode='const')['image'].clamp(-1, 1).cpu())
+                out.append(self.G.synthesis(self.seed_ws([seed]), c, noise_mode='const')['image'].clamp(-1, 1).cpu())
         images = torch.cat(out)
         misc.assert_shape(images, [len(seeds), 3, None, None])
         return images
