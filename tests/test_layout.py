@@ -1,10 +1,12 @@
-"""The house as DESIGN.md lays it out: which room imports which, no import cycles, training/ stays EG3D, thin tools."""
+"""The house as DESIGN.md lays it out: room imports, no cycles, training/ stays EG3D, thin tools, the flag table."""
 
 import ast
 import os
+import re
 
 import pytest
 
+from eg3d_rlhf.finetune.config import TAU_DEFAULT, RewardFinetuneConfig, flag_name
 from tests.conftest import REPO
 
 PACKAGES = ('dnnlib', 'torch_utils', 'training', 'eg3d_rlhf', 'tools')
@@ -108,3 +110,19 @@ def test_training_stays_eg3d_and_tools_stay_thin():
                     tree = ast.parse(text)
                     assert not any(isinstance(n, ast.ImportFrom) and (n.module or '').split('.')[0] == 'tools'
                         for n in ast.walk(tree)), f'{path} imports another tool; move the shared code into the package'
+
+
+def test_readme_flag_table_lists_every_reward_flag_with_the_configs_default():
+    """README's reward-flag table is documentation of RewardFinetuneConfig: every flag, each literal default equal."""
+    rows = dict(re.findall(r'^\| `(--[a-z-]+)` \| ([^|]+?) \|', open(os.path.join(REPO, 'README.md'), encoding='utf-8').read(), re.M))
+    for f in RewardFinetuneConfig.flags():
+        name = flag_name(f.name)
+        assert name in rows, f'README.md has no row for {name}'
+        cell = rows[name].strip('`')
+        default = TAU_DEFAULT if f.name == 'tau' else f.default
+        if isinstance(default, bool):
+            assert cell == ('on' if default else 'off'), name
+        elif isinstance(default, (int, float)):
+            assert float(cell) == default, name
+        elif isinstance(default, str):
+            assert cell == default, name
