@@ -1,0 +1,343 @@
+"""Multi-stage flow pipelines behind the generator interface: stages, Euler and Heun samplers, flow matching's MSE_t."""
+
+import copy
+import dataclasses
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from eg3d_rlhf.generators.base import Generator3D
+from eg3d_rlhf.geometry.preview import render_surface
+from eg3d_rlhf.geometry.sigma import CubeGrid, SigmaField
+from torch_utils import misc
+
+#----------------------------------------------------------------------------
+# Flow matching (Circular-DPO, section 3.1). A stage's sample moves from noise x0 (t = 0) to data x1 (t = 1) along
+# dx/dt = v(x_t, t, cond, context). Training follows the linear path x_t = t x1 + (1 - t) x0, whose velocity is
+# x1 - x0; MSE_t(x0, x1; theta) is the per-sample error of v against it, the quantity Flow-DPO compares between the
+# tuned and the reference model. Velocity models see t as [N] float32 and cond as [N] int64 (None: unconditional).
+
+def _times(t, x):
+    """t (a number or [N]) as float32 [N] on x's device."""
+    return torch.as_tensor(t, dtype=torch.float32, device=x.device).expand(x.shape[0])
+
+
+def velocity_at(velocity, x, t, cond=None, context=None):
+    """v(x, t, cond, context) with t a number or [N], checked to have x's shape."""
+    v = velocity(x, _times(t, x), cond, context)
+    misc.assert_shape(v, list(x.shape))
+    return v
+
+
+def mse_t(velocity, x0, x1, t, cond=None, context=None):
+    """MSE_t(x0, x1) [N]: per-sample mean over elements of (v(t x1 + (1 - t) x0, t) - (x1 - x0))^2; t a number or [N]."""
+    misc.assert_shape(x1, list(x0.shape))
+    t = _times(t, x0)
+    tt = t.view(-1, *[1] * (x0.ndim - 1))
+    error = velocity_at(velocity, tt * x1 + (1 - tt) * x0, t, cond, context) - (x1 - x0)
+    return error.square().flatten(1).mean(dim=1)
+
+
+def cfm_loss(velocity, x0, x1, cond=None, context=None, generator=None):
+    """Conditional flow matching loss: the mean of MSE_t over the batch, t ~ U(0, 1) per sample (drawn on the CPU
+    with `generator`, if given)."""
+    t = torch.rand([x0.shape[0]], generator=generator).to(x0.device)
+    return mse_t(velocity, x0, x1, t, cond, context).mean()
+
+#----------------------------------------------------------------------------
+# ODE samplers: `steps` uniform steps from t = 0 to t = 1, deterministic given x0.
+
+def _check_steps(steps):
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f'steps must be a positive integer, got {steps!r}')
+    return steps
+
+
+def euler(velocity, x0, steps, cond=None, context=None):
+    """x1 from x0 by Euler steps of size 1 / steps."""
+    x = x0
+    for k in range(_check_steps(steps)):
+        x = x + velocity_at(velocity, x, k / steps, cond, context) / steps
+    return x
+
+
+def heun(velocity, x0, steps, cond=None, context=None):
+    """x1 from x0 by Heun steps (an Euler guess, then the mean of the slopes at both ends): two velocity passes a step."""
+    x = x0
+    for k in range(_check_steps(steps)):
+        slope = velocity_at(velocity, x, k / steps, cond, context)
+        guess = x + slope / steps
+        x = x + (slope + velocity_at(velocity, guess, (k + 1) / steps, cond, context)) / (2 * steps)
+    return x
+
+
+SAMPLERS = {'euler': euler, 'heun': heun}
+
+
+def check_sampler(sampler):
+    if sampler not in SAMPLERS:
+        raise ValueError(f'unknown sampler {sampler!r}; use one of {", ".join(SAMPLERS)}')
+    return sampler
+
+#----------------------------------------------------------------------------
+# Noise. Each sample's x0 at each stage comes from its own CPU generator seeded by noise_seed(seed, stage), so an
+# id has the same noise in any batch and on any device. The condition does not enter: c00-seed000005 and
+# c01-seed000005 start from the same noise (a condition sweep of one seed).
+
+def noise_seed(seed, stage):
+    """The seed of sample `seed`'s noise at stage index `stage` (banks record it in meta.json "noise_seeds")."""
+    if int(seed) < 0 or int(stage) < 0:
+        raise ValueError(f'seeds and stage indices must be non-negative, got seed {seed}, stage {stage}')
+    return int(np.random.SeedSequence([int(seed), int(stage)]).generate_state(1, dtype=np.uint64)[0])
+
+
+class FlowStage:
+    """One stage of a pipeline: a velocity model over the stage's data x, the prior of x0, the hand-off to the next
+    stage (decode) and the way back from a finished asset (encode). Subclasses define data_shape, decode and encode."""
+
+    name = 'stage'                  # Recorded in bank settings.
+
+    def __init__(self,
+        velocity,                   # v(x_t, t [N], cond [N] or None, context) -> like x_t (reference() copies a module).
+    ):
+        if not callable(velocity):
+            raise ValueError(f'{type(self).__name__}: the velocity model must be callable, got {type(velocity).__name__}')
+        self.velocity = velocity
+
+    def data_shape(self, context):
+        """Shape of one sample's x (the batch adds a leading axis) given the batch's context (None at the first stage)."""
+        raise NotImplementedError
+
+    def prior(self, shape, generator):
+        """One sample's x0 [*shape] drawn with a CPU torch.Generator; standard normal by default."""
+        return torch.randn(shape, generator=generator)
+
+    def decode(self, x1, context):
+        """The next stage's context from this stage's data x1 [N, *data_shape] (may be non-differentiable: thresholds,
+        sparsification). The last stage's is raw sigma [N, R, R, R], (x, y, z) order, on CubeGrid(R, cube_length)'s
+        points: world y up, the face toward +z, level 10 at the surface."""
+        raise NotImplementedError
+
+    def encode(self, asset, context):
+        """This stage's data x1 [N, *data_shape] of finished assets (raw sigma [N, R, R, R] as the last decode gives
+        it), given the context the decodes of the earlier stages' encodings give."""
+        raise NotImplementedError
+
+
+@dataclasses.dataclass
+class StageRun:
+    """One stage's part of a batch of samples: what MSE_t(x0, x1) needs."""
+    x0:             torch.Tensor    # Noise [N, *data_shape] from the noise seeds.
+    x1:             torch.Tensor    # Data [N, *data_shape]: the ODE's end, or an asset's encoding.
+    context:        object          # What the stage was conditioned on: the previous decode (None at the first stage).
+    noise_seeds:    list            # noise_seed(seed, stage) of each sample.
+
+
+@dataclasses.dataclass
+class FlowSample:
+    """A batch drawn by FlowPipeline.sample."""
+    sigma:          torch.Tensor    # Raw sigma [N, R, R, R] of the last decode.
+    runs:           list            # StageRun of each stage, first to last.
+
+
+def check_sigma(sigma, n=None, source="the last stage's decode"):
+    """Raw sigma volumes [n, R, R, R] (floating point, R >= 2; n None = any), or ValueError naming what came instead."""
+    expected = f'{source} must be raw sigma [{"N" if n is None else n}, R, R, R]'
+    if not torch.is_tensor(sigma) or not sigma.is_floating_point():
+        got = sigma.dtype if torch.is_tensor(sigma) else type(sigma).__name__
+        raise ValueError(f'{expected} (a floating-point tensor), got {got}')
+    shape = list(sigma.shape)
+    if len(shape) != 4 or (n is not None and shape[0] != n) or shape[1] < 2 or not shape[1] == shape[2] == shape[3]:
+        raise ValueError(f'{expected}, got shape {shape}')
+    return sigma
+
+
+class FlowPipeline:
+    """An ordered list of stages; each stage's decode is the next one's context, the last decode is raw sigma."""
+
+    def __init__(self,
+        stages,                     # FlowStage list, first to last.
+        conditions  = None,         # Number of condition values (ids c00-seed..., c01-...); None = unconditional.
+        name        = 'flow',       # Recorded in bank settings.
+    ):
+        self.stages = list(stages)
+        if not self.stages or not all(isinstance(s, FlowStage) for s in self.stages):
+            raise ValueError('a flow pipeline needs a non-empty list of FlowStage')
+        if conditions is not None and (isinstance(conditions, bool) or not isinstance(conditions, int) or conditions < 1):
+            raise ValueError(f'conditions must be a positive integer or None, got {conditions!r}')
+        self.conditions, self.name = conditions, str(name)
+
+    def modules(self):
+        """The velocity models that are torch modules."""
+        return [s.velocity for s in self.stages if isinstance(s.velocity, torch.nn.Module)]
+
+    @property
+    def device(self):
+        params = [p for m in self.modules() for p in m.parameters()]
+        return params[0].device if params else torch.device('cpu')
+
+    def frozen_copy(self):
+        """A deep copy whose velocity models are in eval mode without gradients."""
+        other = copy.deepcopy(self)
+        for m in other.modules():
+            m.eval().requires_grad_(False)
+        return other
+
+    def check_condition(self, condition):
+        if self.conditions is None:
+            if condition is not None:
+                raise ValueError(f'flow pipeline {self.name!r} is unconditional; give no condition (got {condition!r})')
+        elif (isinstance(condition, bool) or not isinstance(condition, (int, np.integer))
+                or not 0 <= condition < self.conditions):
+            raise ValueError(f'flow pipeline {self.name!r} needs a condition in 0..{self.conditions - 1}, '
+                f'got {condition!r}')
+        return condition
+
+    def condition_tensor(self, condition, n):
+        """cond [n] int64 of a batch drawn with one condition (None when unconditional)."""
+        if self.check_condition(condition) is None:
+            return None
+        return torch.full([n], int(condition), dtype=torch.int64, device=self.device)
+
+    def noise(self, seeds, index, context):
+        """x0 [len(seeds), *data_shape] of stage `index`: each sample's from its own generator (noise_seed)."""
+        stage = self.stages[index]
+        shape = tuple(stage.data_shape(context))
+        x0 = torch.stack([stage.prior(shape, torch.Generator().manual_seed(noise_seed(s, index))) for s in seeds])
+        misc.assert_shape(x0, [len(seeds), *shape])
+        return x0.to(self.device, torch.float32)
+
+    def run_stage(self, index, seeds, cond, context, steps=16, sampler='heun'):
+        """StageRun of stage `index` for seeds: its noise carried to data by the sampler."""
+        x0 = self.noise(seeds, index, context)
+        x1 = SAMPLERS[check_sampler(sampler)](self.stages[index].velocity, x0, steps, cond, context)
+        return StageRun(x0, x1, context, [noise_seed(s, index) for s in seeds])
+
+    def sample(self, seeds, condition=None, steps=16, sampler='heun'):
+        """FlowSample of seeds drawn with one condition, every stage in turn. The velocity models see the whole
+        batch, so a sample's last bits may depend on its batch mates (matrix kernels block by batch size);
+        FlowGenerator draws one id at a time."""
+        seeds = [int(s) for s in seeds]
+        cond = self.condition_tensor(condition, len(seeds))
+        check_sampler(sampler)
+        context, runs = None, []
+        for index, stage in enumerate(self.stages):
+            runs.append(self.run_stage(index, seeds, cond, context, steps, sampler))
+            context = stage.decode(runs[-1].x1, context)
+        return FlowSample(check_sigma(context, len(seeds)), runs)
+
+    def runs_from_asset(self, seeds, sigma):
+        """Each stage's StageRun of finished assets of seeds (raw sigma [N, R, R, R]) without sampling: x1 by encode,
+        contexts by decoding the encodings in turn, x0 from the seeds' noise; what MSE_t needs to compare models."""
+        seeds = [int(s) for s in seeds]
+        sigma = check_sigma(sigma, len(seeds), source='the asset')
+        context, runs = None, []
+        for index, stage in enumerate(self.stages):
+            x0 = self.noise(seeds, index, context)
+            x1 = stage.encode(sigma, context)
+            misc.assert_shape(x1, list(x0.shape))
+            runs.append(StageRun(x0, x1, context, [noise_seed(s, index) for s in seeds]))
+            context = stage.decode(x1, context)
+        return runs
+
+#----------------------------------------------------------------------------
+
+class VolumeField(SigmaField):
+    """Raw sigma volumes [N, R, R, R] ((x, y, z) order, on CubeGrid(R, cube_length)'s points) read at any world points
+    by trilinear interpolation, and `empty` outside the box."""
+
+    def __init__(self,
+        volumes,                    # Raw sigma [N, R, R, R], (x, y, z) order.
+        cube_length     = 1.0,      # Side of the box; the volume's first and last points lie on its faces.
+        empty           = -10.0,    # Raw sigma outside the box.
+        requires_grad   = False,    # Does sigma keep the volumes' autograd graph?
+    ):
+        check_sigma(volumes, source='VolumeField volumes')
+        self.volumes, self.cube_length, self.empty = volumes, float(cube_length), float(empty)
+        self.batch_size, self.device, self.requires_grad = volumes.shape[0], volumes.device, bool(requires_grad)
+        self._data = volumes.permute(0, 3, 2, 1).unsqueeze(1)    # [N, 1, D=z, H=y, W=x]: grid_sample's layout.
+
+    def decode(self, coords):
+        misc.assert_shape(coords, [self.batch_size, None, 3])
+        unit = coords.to(self._data.dtype) / (self.cube_length / 2)       # [-1, 1] across the box, (x, y, z) last.
+        values = F.grid_sample(self._data, unit[:, None, None], mode='bilinear', padding_mode='border', align_corners=True)
+        inside = (unit.abs() <= 1 + 1e-5).all(dim=-1)                    # Tolerates the last grid point's rounding.
+        return torch.where(inside, values[:, 0, 0, 0], self.empty).unsqueeze(-1)
+
+#----------------------------------------------------------------------------
+
+class FlowGenerator(Generator3D):
+    """A FlowPipeline as a Generator3D: ids c%02d-seed%06d (seed%06d unconditional), sigma read from the last
+    decode's volume, a shaded front view of its level surface as the picture."""
+
+    kind = 'flow'
+
+    def __init__(self,
+        pipeline,                   # FlowPipeline.
+        cube_length     = 1.0,      # Side of the box the last decode's volume spans.
+        steps           = 16,       # ODE steps per stage.
+        sampler         = 'heun',   # 'euler' or 'heun'.
+        empty_sigma     = -10.0,    # Raw sigma outside the volume.
+        image_res       = 128,      # Size of images(): the shaded front view of the level surface.
+        level           = 10.0,     # Raw sigma of the surface drawn by images().
+        path            = None,     # The file the pipeline came from (its identity in bank metadata), None = in memory.
+        batch           = 8,        # Seeds per sigma_grid() pass.
+    ):
+        if not isinstance(pipeline, FlowPipeline):
+            raise ValueError(f'FlowGenerator wraps a FlowPipeline, got {type(pipeline).__name__}')
+        if not cube_length > 0:
+            raise ValueError(f'cube_length must be positive, got {cube_length!r}')
+        if isinstance(image_res, bool) or not isinstance(image_res, int) or image_res < 2:
+            raise ValueError(f'image_res must be an integer >= 2, got {image_res!r}')
+        self.pipeline, self.path = pipeline, path
+        self.cube_length, self.steps, self.sampler = float(cube_length), _check_steps(steps), check_sampler(sampler)
+        self.empty_sigma, self.image_res, self.level, self.batch = float(empty_sigma), image_res, float(level), int(batch)
+
+    @property
+    def device(self):
+        return self.pipeline.device
+
+    def settings(self):
+        p = self.pipeline
+        return dict(generator=self.kind, pipeline=p.name, stages=[s.name for s in p.stages], conditions=p.conditions,
+            steps=self.steps, sampler=self.sampler, cube_length=self.cube_length, empty_sigma=self.empty_sigma,
+            noise='x0 per sample and stage: the stage prior drawn with torch.Generator().manual_seed(noise_seed)',
+            picture=dict(view='front', level=self.level, resolution=self.image_res))
+
+    def sample_meta(self, seed, condition=None):
+        meta = super().sample_meta(seed, self.pipeline.check_condition(condition))
+        meta['noise_seeds'] = [noise_seed(seed, index) for index in range(len(self.pipeline.stages))]
+        return meta
+
+    def volumes(self, seeds, condition=None, requires_grad=False):
+        """Raw sigma [len(seeds), R, R, R] of the last decode, one id per pipeline pass (so its bits never depend on
+        the batch), each distinct seed drawn once."""
+        self.pipeline.check_condition(condition)
+        drawn = {}
+        with torch.set_grad_enabled(requires_grad):
+            for seed in map(int, seeds):
+                if seed not in drawn:
+                    drawn[seed] = self.pipeline.sample([seed], condition, self.steps, self.sampler).sigma[0]
+        if not drawn:
+            raise ValueError('no seeds to draw')
+        return torch.stack([drawn[int(s)] for s in seeds])
+
+    def field(self, seeds, condition=None, requires_grad=False):
+        volumes = self.volumes(seeds, condition, requires_grad)
+        return VolumeField(volumes, self.cube_length, self.empty_sigma, requires_grad)
+
+    def images(self, seeds, condition=None):
+        volumes = self.volumes(seeds, condition).detach().cpu().numpy()
+        grid = CubeGrid(volumes.shape[1], self.cube_length)
+        grey = np.stack([render_surface(v, grid, level=self.level, resolution=self.image_res) for v in volumes])
+        images = (torch.from_numpy(grey)[:, None] * 2 - 1).repeat(1, 3, 1, 1)
+        misc.assert_shape(images, [len(seeds), 3, self.image_res, self.image_res])
+        return images
+
+    def reference(self):
+        return FlowGenerator(self.pipeline.frozen_copy(), cube_length=self.cube_length, steps=self.steps,
+            sampler=self.sampler, empty_sigma=self.empty_sigma, image_res=self.image_res, level=self.level,
+            path=self.path, batch=self.batch)
+
+#----------------------------------------------------------------------------
