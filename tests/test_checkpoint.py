@@ -8,11 +8,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from eg3d_rlhf.geometry import mesh
+from eg3d_rlhf import cli as cli_utils
 from eg3d_rlhf.generators.eg3d import TriPlaneField
+from eg3d_rlhf.geometry import mesh
 from eg3d_rlhf.geometry.sigma import CubeGrid, eg3d_border_pad, flip_and_pad
 from tests.conftest import REPO
-from eg3d_rlhf import cli as cli_utils
 from tools import bundle_checkpoint, generator_demo
 from training import legacy
 from training.camera_utils import orbit_camera_label

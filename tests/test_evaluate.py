@@ -9,8 +9,8 @@ import torch
 from click.testing import CliRunner
 
 from eg3d_rlhf.analysis import evaluation, image_metrics
-from eg3d_rlhf.generators.base import seed_ranges
 from eg3d_rlhf.data.preferences import Judgement, write_judgements
+from eg3d_rlhf.generators.base import seed_ranges
 from eg3d_rlhf.rewards.checkpoint import save_reward
 from tests.test_finetune import slab_description, tiny_reward
 from tests.test_shape_tools import tiny_generator

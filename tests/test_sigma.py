@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from eg3d_rlhf.geometry import mesh
 from eg3d_rlhf.generators.eg3d import TriPlaneField
+from eg3d_rlhf.geometry import mesh
 from eg3d_rlhf.geometry.sigma import (CubeGrid, SlabCrop, eg3d_border_pad, flip_and_pad, normalise_sigma_self,
     slab_grid)
 from tests.conftest import load_golden

@@ -17,13 +17,13 @@ from click.testing import CliRunner
 
 import dnnlib
 import train
+from tests.conftest import REPO, shared_file
 from torch_utils import misc
 from torch_utils.ops import conv2d_gradfix
 from training import distributed
 from training import legacy
 from training import training_loop
 from training.camera_utils import orbit_camera_label
-from tests.conftest import REPO, shared_file
 from training.superresolution_small import SuperresolutionSmall2X
 
 #----------------------------------------------------------------------------

@@ -3,8 +3,8 @@
 import numpy as np
 import scipy.sparse
 
-from eg3d_rlhf.geometry import mesh
 from eg3d_rlhf.data.preferences import Judgement, now
+from eg3d_rlhf.geometry import mesh
 from eg3d_rlhf.geometry.sigma import flip_and_pad
 
 #----------------------------------------------------------------------------
