@@ -1,6 +1,5 @@
 """Reward fine-tuning terms: the slab reward with gradients, clip and standardised losses, density consistency."""
 
-
 import pytest
 import torch
 
