@@ -301,3 +301,16 @@ def test_sample_bank_device_choice(network, tmp_path):
         result = run(network, tmp_path / 'bank', '--seeds', '0', '--device', 'cuda')
         assert result.exit_code == 2 and 'CUDA is not available' in result.output
     assert not os.path.exists(tmp_path / 'bank')
+
+
+def test_bank_writer_refuses_an_adapter_whose_sample_meta_clashes_with_the_settings(tmp_path):
+    from eg3d_rlhf.generators.base import Generator3D
+
+    class Clashing(Generator3D):
+        def sample_meta(self, seed, condition=None):
+            return dict(super().sample_meta(seed, condition), preview_res=1)     # A bank setting's name.
+
+    writer = bank.BankWriter(str(tmp_path / 'bank'), Clashing(), 16)
+    with pytest.raises(BankError, match='both name preview_res'):
+        writer.write(0)
+    assert not (tmp_path / 'bank').exists()                                     # Refused before anything is written.

@@ -142,6 +142,10 @@ class BankWriter:
     def write(self, seed, condition=None):
         """Every file of one sample; meta.json last, atomically, so an interrupted sample is redone on resume."""
         g = self.generator
+        meta = g.sample_meta(seed, condition)
+        clash = sorted(set(meta) & set(self.settings))
+        if clash:
+            raise BankError(f'{type(g).__name__}: sample_meta and the bank settings both name {", ".join(clash)}')
         folder = os.path.join(self.root, g.sample_id(seed, condition))
         os.makedirs(folder, exist_ok=True)
         picture = g.picture(seed, condition)
@@ -151,6 +155,6 @@ class BankWriter:
         preview.save_picture(picture, os.path.join(folder, IMAGE_FILE))
         for view, shaded in preview.render_views(sigma, self.grid, level=self.level, resolution=self.preview_res).items():
             preview.save_picture(shaded, os.path.join(folder, preview_file(view)))
-        write_json(os.path.join(folder, META_FILE), dict(**g.sample_meta(seed, condition), **self.settings))
+        write_json(os.path.join(folder, META_FILE), {**meta, **self.settings})
 
 #----------------------------------------------------------------------------

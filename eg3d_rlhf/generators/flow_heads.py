@@ -1,0 +1,297 @@
+"""The bundled two-stage flow model of synthetic heads: a coarse occupancy grid, then a truncated-SDF patch per voxel."""
+
+import math
+import os
+
+import numpy as np
+import torch
+from torch import nn
+
+from dnnlib.util import atomic_write
+from eg3d_rlhf.generators.flow import FlowGenerator, FlowPipeline, FlowStage, cfm_loss
+from torch_utils import misc
+
+#----------------------------------------------------------------------------
+# Stage 1 (structure) draws x [1, G, G, G] whose sign is the occupancy of G^3 coarse voxels; its decode thresholds at
+# 0 (not differentiable). Stage 2 (detail) draws x [1, R, R, R] with R = G * P: a P^3 patch of normalised truncated
+# SDF per coarse voxel, sdf / truncation in [-1, 1]. Its velocity model sees the active voxels and is zero outside
+# them, so inactive voxels keep their noise and decode to EMPTY. The fine volume lies on CubeGrid(R, cube_length)'s
+# points, fine point g * P + p in coarse voxel g. Raw sigma = LEVEL - SPAN * clamp(sdf / truncation, -1, 1): level 10
+# on the SDF zero, 30 deep inside, -10 (empty) from one truncation outside. Encoding an asset marks a coarse voxel
+# active when any of its fine points has sigma >= LEVEL, and gives 0 on inactive voxels (a model-independent term of
+# MSE_t there, which cancels in Flow-DPO's differences of tuned and reference errors on the same x0).
+
+FORMAT = 'eg3d_rlhf.flow/1'
+LEVEL = 10.0            # Raw sigma on the surface (our meshes' level).
+SPAN = 20.0             # Raw sigma per unit of normalised SDF.
+EMPTY = -10.0           # Raw sigma of inactive voxels and far outside.
+
+PRESETS = {
+    'tiny':     dict(grid=4, patch=2, channels=8, layers=2, conditions=2, truncation=2.0, cube_length=1.0,
+                    heads=8, data_seed=0, ode_steps=4, sampler='euler'),
+    'default':  dict(grid=16, patch=4, channels=32, layers=3, conditions=8, truncation=2.0, cube_length=1.0,
+                    heads=512, data_seed=0, ode_steps=16, sampler='heun'),
+}
+CONFIG_KEYS = frozenset(PRESETS['default'])
+
+
+def sdf_to_sigma(sdf, truncation):
+    """Raw sigma of a signed distance (world units): LEVEL on the zero level, EMPTY from `truncation` outside."""
+    return LEVEL - SPAN * (sdf / truncation).clamp(-1, 1)
+
+
+def sigma_to_sdf(sigma, truncation):
+    """The signed distance behind raw sigma, exact within the truncation band (clamped to +-truncation beyond)."""
+    return (LEVEL - sigma).clamp(-SPAN, SPAN) / SPAN * truncation
+
+
+def check_config(config):
+    """A full config (plain dict) from a partial one over the default preset; ValueError naming a bad key."""
+    if not isinstance(config, dict):
+        raise ValueError(f'a flow config must be a dict, got {type(config).__name__}')
+    unknown = sorted(set(config) - CONFIG_KEYS)
+    if unknown:
+        raise ValueError(f'unknown flow config keys {unknown}; known: {sorted(CONFIG_KEYS)}')
+    config = dict(PRESETS['default'], **config)
+    for key in ('grid', 'patch', 'channels', 'layers', 'conditions', 'heads', 'ode_steps'):
+        if isinstance(config[key], bool) or not isinstance(config[key], int) or config[key] < 1:
+            raise ValueError(f'flow config {key} must be a positive integer, got {config[key]!r}')
+    if config['grid'] * config['patch'] < 2 or not config['truncation'] > 0 or not config['cube_length'] > 0:
+        raise ValueError('flow config needs grid * patch >= 2 and positive truncation and cube_length')
+    return config
+
+#----------------------------------------------------------------------------
+
+def time_features(t, count=8):
+    """Sinusoidal features [N, 2 * count] of t [N] in [0, 1]."""
+    freqs = torch.exp(torch.linspace(0, math.log(100.0), count, device=t.device))
+    angles = t[:, None] * freqs[None] * math.pi
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
+def coordinates(n, batch, device):
+    """Normalised coordinates [batch, 3, n, n, n] in [-1, 1], (x, y, z) channels on (x, y, z) axes."""
+    axis = torch.linspace(-1, 1, n, device=device)
+    grid = torch.stack(torch.meshgrid(axis, axis, axis, indexing='ij'))
+    return grid[None].expand(batch, -1, -1, -1, -1)
+
+
+class ConvVelocity(nn.Module):
+    """A small 3D conv net v(x, t, cond, context) over a cube [N, 1, n, n, n]: coordinates and extra channels beside
+    x, time and condition embeddings added after every hidden layer."""
+
+    def __init__(self,
+        resolution,                 # Cube side n.
+        channels,                   # Hidden channels.
+        layers,                     # Hidden 3x3x3 conv layers.
+        conditions,                 # Condition values (an embedding each); None = unconditional.
+        extra       = 0,            # Channels of context features beside x (extra_features).
+    ):
+        super().__init__()
+        self.resolution, self.channels = int(resolution), int(channels)
+        self.convs = nn.ModuleList([nn.Conv3d((4 + extra) if i == 0 else channels, channels, 3, padding=1)
+            for i in range(layers)])
+        self.time = nn.Sequential(nn.Linear(16, channels), nn.SiLU(), nn.Linear(channels, channels * layers))
+        self.cond = None if conditions is None else nn.Embedding(conditions, channels * layers)
+        self.out = nn.Conv3d(channels, 1, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def extra_features(self, context, n):
+        """Context channels [N, extra, n, n, n] (none by default)."""
+        return []
+
+    def mask(self, context):
+        """Where v may be non-zero ([N, 1, n, n, n] float) or None for everywhere."""
+        return None
+
+    def forward(self, x, t, cond, context):
+        n, r = x.shape[0], self.resolution
+        misc.assert_shape(x, [n, 1, r, r, r])
+        h = torch.cat([x, coordinates(r, n, x.device), *self.extra_features(context, r)], dim=1)
+        emb = self.time(time_features(t))
+        if self.cond is not None:
+            emb = emb + self.cond(cond)
+        for conv, bias in zip(self.convs, emb.view(n, len(self.convs), self.channels, 1, 1, 1).unbind(1)):
+            h = nn.functional.silu(conv(h) + bias)
+        v = self.out(h)
+        mask = self.mask(context)
+        return v if mask is None else v * mask
+
+
+class DetailVelocity(ConvVelocity):
+    """Stage 2's velocity: sees the active coarse voxels (upsampled to the fine grid) and is zero outside them."""
+
+    def __init__(self, grid, patch, channels, layers, conditions):
+        super().__init__(grid * patch, channels, layers, conditions, extra=1)
+        self.grid, self.patch = int(grid), int(patch)
+
+    def extra_features(self, context, n):
+        return [self.mask(context)]
+
+    def mask(self, context):
+        misc.assert_shape(context, [None, self.grid, self.grid, self.grid])
+        fine = context
+        for axis in (1, 2, 3):
+            fine = fine.repeat_interleave(self.patch, dim=axis)
+        return fine[:, None].float()
+
+#----------------------------------------------------------------------------
+
+class Structure(FlowStage):
+    """Stage 1: occupancy of the coarse grid, x [1, G, G, G] with data in {-1, +1}; decode: active voxels [N, G, G, G]."""
+
+    name = 'structure'
+
+    def __init__(self, velocity, grid, patch):
+        super().__init__(velocity)
+        self.grid, self.patch = int(grid), int(patch)
+
+    def data_shape(self, context):
+        return (1, self.grid, self.grid, self.grid)
+
+    def decode(self, x1, context):
+        g = self.grid
+        misc.assert_shape(x1, [None, 1, g, g, g])
+        return x1[:, 0] > 0
+
+    def encode(self, asset, context):
+        g, p = self.grid, self.patch
+        misc.assert_shape(asset, [None, g * p, g * p, g * p])
+        active = asset.reshape(len(asset), g, p, g, p, g, p).amax(dim=(2, 4, 6)) >= LEVEL
+        return torch.where(active, 1.0, -1.0)[:, None].to(asset.dtype)
+
+
+class Detail(FlowStage):
+    """Stage 2: normalised truncated SDF x [1, R, R, R] (R = G * P), read on the active voxels; decode: raw sigma."""
+
+    name = 'detail'
+
+    def __init__(self, velocity, grid, patch):
+        super().__init__(velocity)
+        self.grid, self.patch, self.resolution = int(grid), int(patch), int(grid) * int(patch)
+
+    def data_shape(self, context):
+        return (1, self.resolution, self.resolution, self.resolution)
+
+    def fine_mask(self, active):
+        g, p = self.grid, self.patch
+        misc.assert_shape(active, [None, g, g, g])
+        return active[:, :, None, :, None, :, None].expand(-1, g, p, g, p, g, p).reshape(len(active), *[g * p] * 3)
+
+    def decode(self, x1, active):
+        r = self.resolution
+        misc.assert_shape(x1, [len(active), 1, r, r, r])
+        return torch.where(self.fine_mask(active), LEVEL - SPAN * x1[:, 0].clamp(-1, 1), EMPTY)
+
+    def encode(self, asset, active):
+        r = self.resolution
+        misc.assert_shape(asset, [len(active), r, r, r])
+        x = ((LEVEL - asset) / SPAN).clamp(-1, 1)
+        return torch.where(self.fine_mask(active), x, 0.0)[:, None]
+
+
+def build_pipeline(config):
+    """The FlowPipeline of a config (a partial dict over the default preset), freshly initialised."""
+    c = check_config(config)
+    g, p = c['grid'], c['patch']
+    structure = Structure(ConvVelocity(g, c['channels'], c['layers'], c['conditions']), g, p)
+    detail = Detail(DetailVelocity(g, p, c['channels'], c['layers'], c['conditions']), g, p)
+    return FlowPipeline([structure, detail], conditions=c['conditions'], name='heads-structure-detail')
+
+
+def build_generator(pipeline, config, path=None, **kwargs):
+    """FlowGenerator of a pipeline built from config (its box, ODE steps and sampler unless kwargs say otherwise)."""
+    c = check_config(config)
+    kwargs = dict(dict(cube_length=c['cube_length'], steps=c['ode_steps'], sampler=c['sampler'], empty_sigma=EMPTY,
+        level=LEVEL), **kwargs)
+    return FlowGenerator(pipeline, path=path, **kwargs)
+
+#----------------------------------------------------------------------------
+# Training: both stages at once by conditional flow matching, stage 2 teacher-forced on the encoded true structure.
+# Step k draws its batch, times and noise from generators seeded by (seed, k), so a resumed run repeats the steps an
+# uninterrupted one would have taken.
+
+def encode_assets(pipeline, sigma):
+    """Each stage's x1 [N, *data_shape] and the contexts they see, of assets' raw sigma [N, R, R, R]."""
+    structure, detail = pipeline.stages
+    x1_structure = structure.encode(sigma, None)
+    active = structure.decode(x1_structure, None)
+    return [(x1_structure, None), (detail.encode(sigma, active), active)]
+
+
+def training_loss(pipeline, sigma, cond, generator):
+    """[CFM loss of each stage] of a batch of assets (raw sigma [N, R, R, R], cond [N] int64)."""
+    losses = []
+    for stage, (x1, context) in zip(pipeline.stages, encode_assets(pipeline, sigma)):
+        x0 = torch.randn(x1.shape, generator=generator).to(x1.device)
+        losses.append(cfm_loss(stage.velocity, x0, x1, cond, context, generator=generator))
+    return losses
+
+
+def make_optimizer(pipeline, lr):
+    return torch.optim.Adam([p for m in pipeline.modules() for p in m.parameters()], lr=lr, betas=(0.9, 0.99))
+
+
+def train_step(pipeline, optimizer, assets, conditions, step, batch, seed):
+    """One Adam step of both stages on `batch` assets picked from assets [H, R, R, R] (cond [H]); [loss per stage]."""
+    gen = torch.Generator().manual_seed(int(np.random.SeedSequence([int(seed), int(step)]).generate_state(1)[0]))
+    pick = torch.randint(len(assets), [batch], generator=gen)
+    device = pipeline.device
+    for m in pipeline.modules():
+        m.train().requires_grad_(True)
+    losses = training_loss(pipeline, assets[pick].to(device), conditions[pick].to(device), gen)
+    optimizer.zero_grad(set_to_none=True)
+    sum(losses).backward()
+    optimizer.step()
+    return [float(loss) for loss in losses]
+
+#----------------------------------------------------------------------------
+# Checkpoints: a plain dict of tensors, numbers and strings that torch.load(weights_only=True) reads.
+
+def save_flow(path, pipeline, config, training=None):
+    """Write a checkpoint of the pipeline atomically: dict(format, config, state_dicts [per stage], training)."""
+    state = dict(format=FORMAT, config=check_config(config),
+        state_dicts=[{k: v.detach().cpu() for k, v in m.state_dict().items()} for m in pipeline.modules()],
+        training={} if training is None else training)
+    with atomic_write(path, 'wb') as f:
+        torch.save(state, f)
+
+
+def read_flow(path):
+    """A checkpoint's dict, validated; ValueError of one line when the file is not one."""
+    if not os.path.isfile(path):
+        raise ValueError(f'{path}: no such flow checkpoint')
+    try:
+        state = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as err:    # Pickles with code, truncated files, other formats.
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f'{path}: not a flow checkpoint readable as data ({message})') from None
+    if not isinstance(state, dict) or state.get('format') != FORMAT:
+        got = state.get('format') if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f'{path}: not a flow checkpoint (format {got!r}, expected {FORMAT!r})')
+    try:
+        state['config'] = check_config(state['config'])
+    except (KeyError, ValueError) as err:
+        raise ValueError(f'{path}: bad flow config ({err})') from None
+    return state
+
+
+def load_pipeline(state, device='cpu'):
+    """The FlowPipeline of a checkpoint dict, on device."""
+    pipeline = build_pipeline(state['config'])
+    modules = pipeline.modules()
+    if len(state['state_dicts']) != len(modules):
+        raise ValueError(f'flow checkpoint has {len(state["state_dicts"])} state dicts, the pipeline {len(modules)}')
+    for module, sd in zip(modules, state['state_dicts']):
+        module.load_state_dict(sd)
+        module.to(device).eval().requires_grad_(False)
+    return pipeline
+
+
+def load_flow(path, device='cpu', **kwargs):
+    """FlowGenerator of a checkpoint on device (kwargs go to FlowGenerator)."""
+    state = read_flow(path)
+    return build_generator(load_pipeline(state, device), state['config'], path=os.path.abspath(path), **kwargs)
+
+#----------------------------------------------------------------------------
