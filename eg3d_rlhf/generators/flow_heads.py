@@ -29,7 +29,7 @@ EMPTY = -10.0           # Raw sigma of inactive voxels and far outside.
 PRESETS = {
     'tiny':     dict(grid=4, patch=2, channels=8, layers=2, conditions=2, truncation=2.0, cube_length=1.0,
                     heads=8, data_seed=0, ode_steps=4, sampler='euler'),
-    'default':  dict(grid=16, patch=4, channels=32, layers=3, conditions=8, truncation=2.0, cube_length=1.0,
+    'default':  dict(grid=16, patch=4, channels=16, layers=3, conditions=8, truncation=2.0, cube_length=1.0,
                     heads=512, data_seed=0, ode_steps=16, sampler='heun'),
 }
 CONFIG_KEYS = frozenset(PRESETS['default'])
@@ -43,6 +43,12 @@ def sdf_to_sigma(sdf, truncation):
 def sigma_to_sdf(sigma, truncation):
     """The signed distance behind raw sigma, exact within the truncation band (clamped to +-truncation beyond)."""
     return (LEVEL - sigma).clamp(-SPAN, SPAN) / SPAN * truncation
+
+
+def truncation_length(config):
+    """The truncation of a config in world units (config['truncation'] is in fine voxels)."""
+    c = check_config(config)
+    return c['truncation'] * c['cube_length'] / (c['grid'] * c['patch'] - 1)
 
 
 def check_config(config):
@@ -191,12 +197,16 @@ class Detail(FlowStage):
         return torch.where(self.fine_mask(active), x, 0.0)[:, None]
 
 
-def build_pipeline(config):
-    """The FlowPipeline of a config (a partial dict over the default preset), freshly initialised."""
+def build_pipeline(config, init_seed=None):
+    """The FlowPipeline of a config (a partial dict over the default preset), freshly initialised (from torch's global
+    generator, or from init_seed without touching it)."""
     c = check_config(config)
     g, p = c['grid'], c['patch']
-    structure = Structure(ConvVelocity(g, c['channels'], c['layers'], c['conditions']), g, p)
-    detail = Detail(DetailVelocity(g, p, c['channels'], c['layers'], c['conditions']), g, p)
+    with torch.random.fork_rng(devices=[], enabled=init_seed is not None):
+        if init_seed is not None:
+            torch.manual_seed(init_seed)
+        structure = Structure(ConvVelocity(g, c['channels'], c['layers'], c['conditions']), g, p)
+        detail = Detail(DetailVelocity(g, p, c['channels'], c['layers'], c['conditions']), g, p)
     return FlowPipeline([structure, detail], conditions=c['conditions'], name='heads-structure-detail')
 
 
@@ -244,7 +254,7 @@ def train_step(pipeline, optimizer, assets, conditions, step, batch, seed):
     optimizer.zero_grad(set_to_none=True)
     sum(losses).backward()
     optimizer.step()
-    return [float(loss) for loss in losses]
+    return [loss.detach().item() for loss in losses]
 
 #----------------------------------------------------------------------------
 # Checkpoints: a plain dict of tensors, numbers and strings that torch.load(weights_only=True) reads.

@@ -1,0 +1,146 @@
+"""The bundled heads flow model: sigma map, encode/decode, families, training, checkpoints, per-id sampling, train_flow."""
+
+import json
+import os
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from eg3d_rlhf.generators import flow_heads
+from eg3d_rlhf.generators.flow import FlowGenerator
+from eg3d_rlhf.geometry.sigma import CubeGrid
+from eg3d_rlhf.synthetic import flow_data, world
+from tools import train_flow
+
+pytestmark = pytest.mark.usefixtures('one_thread')
+
+TINY = flow_heads.PRESETS['tiny']
+R = TINY['grid'] * TINY['patch']
+
+
+def tiny_assets(count=4):
+    sdf, families = flow_data.training_heads(0, count, R, TINY['conditions'])
+    return flow_heads.sdf_to_sigma(sdf, flow_heads.truncation_length(TINY)), families
+
+
+def tiny_generator(seed=0):
+    torch.manual_seed(seed)
+    return flow_heads.build_generator(flow_heads.build_pipeline(TINY), TINY, image_res=16)
+
+#----------------------------------------------------------------------------
+
+def test_sigma_map_has_level_10_on_the_zero_level_and_inverts_within_the_truncation():
+    trunc = 0.05
+    sdf = torch.linspace(-2 * trunc, 2 * trunc, 81)
+    sigma = flow_heads.sdf_to_sigma(sdf, trunc)
+    assert flow_heads.sdf_to_sigma(torch.zeros([]), trunc).item() == flow_heads.LEVEL == 10.0
+    assert (sigma[sdf >= trunc] == flow_heads.EMPTY).all() and (sigma[sdf <= -trunc] == 30.0).all()
+    assert (sigma.diff() <= 0).all()
+    band = sdf.abs() <= trunc
+    torch.testing.assert_close(flow_heads.sigma_to_sdf(sigma, trunc)[band], sdf[band])
+
+
+def test_encode_and_decode_round_trip_on_a_sphere_and_a_head():
+    pipeline = flow_heads.build_pipeline(TINY)
+    structure, detail = pipeline.stages
+    points = CubeGrid(R, TINY['cube_length']).points(0, R ** 3).reshape(R, R, R, 3)
+    sphere = flow_heads.sdf_to_sigma(points.norm(dim=-1) - 0.3, flow_heads.truncation_length(TINY))[None]
+    occupancy = structure.encode(sphere, None)
+    assert occupancy.shape == (1, 1, 4, 4, 4) and set(occupancy.unique().tolist()) == {-1.0, 1.0}
+    active = structure.decode(occupancy, None)
+    assert active[0, 1:3, 1:3, 1:3].all() and not active[0, 0, 0, 0]     # Centre in, corners out.
+    x1 = detail.encode(sphere, active)
+    assert x1.shape == (1, 1, R, R, R) and x1.abs().max() <= 1
+    decoded = detail.decode(x1, active)
+    mask = detail.fine_mask(active)
+    torch.testing.assert_close(decoded[mask], sphere[mask])
+    assert (decoded[~mask] == flow_heads.EMPTY).all() and (sphere[~mask] < flow_heads.LEVEL).all()
+    head, _ = tiny_assets(1)
+    head_active = structure.decode(structure.encode(head, None), None)
+    assert 0 < head_active.sum() < 64 and not head_active[0, 0, 0, 0]
+    runs = pipeline.runs_from_asset([3], head)                            # What MSE_t needs, straight from an asset.
+    assert torch.equal(runs[1].context, head_active)
+
+
+def test_families_come_from_head_parameters():
+    heads = [world.sample(0, i).head for i in range(48)]
+    families = [flow_data.head_family(h, 4) for h in heads]
+    assert all(0 <= f < 4 for f in families) and len(set(families)) >= 3
+    assert families == [flow_data.head_family(world.sample(0, i).head, 4) for i in range(48)]
+    _, conditions = flow_data.training_heads(0, 6, 4, 4)
+    assert conditions.tolist() == families[:6]
+
+
+def test_training_lowers_the_loss_on_a_fixed_batch():
+    assets, conditions = tiny_assets(4)
+    torch.manual_seed(0)
+    pipeline = flow_heads.build_pipeline(TINY)
+    optimizer = flow_heads.make_optimizer(pipeline, 5e-3)
+    losses = [flow_heads.train_step(pipeline, optimizer, assets, conditions, step, 4, 0) for step in range(30)]
+    assert all(torch.isfinite(torch.tensor(l)).all() for l in losses)
+    first, last = torch.tensor(losses[:6]).mean(0), torch.tensor(losses[-6:]).mean(0)
+    assert (last < first).all(), (first, last)
+
+#----------------------------------------------------------------------------
+
+def test_sampling_is_deterministic_per_id():
+    G = tiny_generator()
+    assert isinstance(G, FlowGenerator) and G.sample_id(5, 1) == 'c01-seed000005'
+    a, b = G.volumes([5], 1), G.volumes([7, 5], 1)
+    assert torch.equal(a[0], b[1]) and not torch.equal(b[0], b[1])
+    assert a.shape == (1, R, R, R)
+    assert torch.equal(tiny_generator().volumes([5], 1), a)                   # Same weights, same id: same bits.
+
+
+def test_checkpoint_loads_as_data_and_bad_files_fail_in_one_line(tmp_path):
+    G = tiny_generator()
+    path = str(tmp_path / 'flow.pt')
+    flow_heads.save_flow(path, G.pipeline, TINY, dict(step=3))
+    state = torch.load(path, weights_only=True)
+    assert state['format'] == 'eg3d_rlhf.flow/1' and state['training'] == dict(step=3)
+    assert state['config'] == flow_heads.check_config(TINY)
+    loaded = flow_heads.load_flow(path, image_res=16)
+    assert loaded.path == os.path.abspath(path) and loaded.steps == TINY['ode_steps']
+    assert torch.equal(loaded.volumes([2], 0), G.volumes([2], 0))
+    (tmp_path / 'text.pt').write_text('hello')
+    torch.save(dict(format='other'), str(tmp_path / 'other.pt'))
+    for name in ('text.pt', 'other.pt', 'missing.pt'):
+        with pytest.raises(ValueError, match='flow checkpoint') as err:
+            flow_heads.load_flow(str(tmp_path / name))
+        assert '\n' not in str(err.value)
+    with pytest.raises(ValueError, match='unknown flow config keys'):
+        flow_heads.build_pipeline(dict(grids=3))
+
+#----------------------------------------------------------------------------
+
+def run_cli(args):
+    result = CliRunner().invoke(train_flow.main, args)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_train_flow_dry_run_writes_nothing(tmp_path):
+    outdir = tmp_path / 'run'
+    result = run_cli(['--outdir', str(outdir), '--preset', 'tiny', '--config', '{"conditions": 3}', '--dry-run'])
+    assert json.loads(result.output)['config']['conditions'] == 3
+    assert not outdir.exists()
+
+
+def test_train_flow_trains_snapshots_and_resumes(tmp_path):
+    common = ['--preset', 'tiny', '--batch', '2', '--snap', '2', '--device', 'cpu']
+    run_cli(['--outdir', str(tmp_path / 'a'), *common, '--steps', '2', '--preview', '2'])
+    assert {'options.json', 'stats.jsonl', 'flow-000002.pt', 'preview-000002.png'} <= set(os.listdir(tmp_path / 'a'))
+    run_cli(['--outdir', str(tmp_path / 'a'), *common, '--steps', '4', '--preview', '0',
+        '--resume', str(tmp_path / 'a' / 'flow-000002.pt')])
+    stats = [json.loads(line) for line in (tmp_path / 'a' / 'stats.jsonl').read_text().splitlines()]
+    assert [s['step'] for s in stats] == [1, 2, 3, 4] and set(stats[0]) == {'step', 'loss/structure', 'loss/detail'}
+    resumed = torch.load(str(tmp_path / 'a' / 'flow-000004.pt'), weights_only=True)
+    assert resumed['training']['step'] == 4
+    run_cli(['--outdir', str(tmp_path / 'b'), *common, '--steps', '4', '--preview', '0'])
+    straight = torch.load(str(tmp_path / 'b' / 'flow-000004.pt'), weights_only=True)
+    for x, y in zip(resumed['state_dicts'], straight['state_dicts']):       # Resuming repeats the same steps.
+        for key in x:
+            torch.testing.assert_close(x[key], y[key])
+
+#----------------------------------------------------------------------------

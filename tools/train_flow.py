@@ -1,0 +1,116 @@
+"""Train the bundled two-stage flow model on synthetic heads: stats, snapshots with PNG previews, resume."""
+
+import json
+import os
+
+import click
+from tqdm import tqdm
+
+from dnnlib.util import atomic_write
+from eg3d_rlhf.cli import device_option, pick_device
+from eg3d_rlhf.generators import flow_heads
+from eg3d_rlhf.geometry.preview import rgb_picture, save_picture, tile
+from eg3d_rlhf.synthetic import flow_data
+
+#----------------------------------------------------------------------------
+
+def parse_config(ctx, param, value):
+    """--config: a JSON object, or the path of a file holding one."""
+    if value is None:
+        return {}
+    try:
+        text = open(value).read() if os.path.isfile(value) else value
+        config = json.loads(text)
+    except (OSError, json.JSONDecodeError) as err:
+        raise click.BadParameter(f'not a JSON object or a JSON file ({err})')
+    if not isinstance(config, dict):
+        raise click.BadParameter('expected a JSON object of flow config keys')
+    return config
+
+
+def save_preview(G, conditions, columns, path):
+    """A PNG grid: one row per condition (at most 4), seeds 0..columns-1."""
+    rows = [rgb_picture(image) for c in range(min(conditions, 4)) for image in G.images(range(columns), c)]
+    save_picture(tile(rows, columns), path)
+
+
+def snapshot(outdir, pipeline, config, optimizer, step, options, preview_columns):
+    path = os.path.join(outdir, f'flow-{step:06d}.pt')
+    training = dict(step=step, seed=options['seed'], batch=options['batch'], lr=options['lr'],
+        optimizer=optimizer.state_dict())
+    flow_heads.save_flow(path, pipeline, config, training)
+    if preview_columns:
+        G = flow_heads.build_generator(pipeline.frozen_copy(), config, image_res=64)
+        save_preview(G, config['conditions'], preview_columns, os.path.join(outdir, f'preview-{step:06d}.png'))
+    return path
+
+#----------------------------------------------------------------------------
+
+@click.command()
+@click.option('--outdir', required=True, metavar='DIR', help='Run folder (options.json, stats.jsonl, snapshots)')
+@click.option('--preset', type=click.Choice(sorted(flow_heads.PRESETS)), default='default', show_default=True,
+    help='Base config')
+@click.option('--config', 'overrides', callback=parse_config, metavar='JSON', help='Config keys over the preset')
+@click.option('--steps', type=click.IntRange(min=1), default=2000, show_default=True, help='Total training steps')
+@click.option('--batch', type=click.IntRange(min=1), default=8, show_default=True, help='Heads per step')
+@click.option('--lr', type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True, help='Adam rate')
+@click.option('--seed', type=click.IntRange(min=0), default=0, show_default=True, help='Seed of batches and noise')
+@click.option('--snap', type=click.IntRange(min=1), default=500, show_default=True, help='Steps between snapshots')
+@click.option('--preview', 'preview_columns', type=click.IntRange(min=0), default=4, show_default=True,
+    help='Seeds per preview row (0: no previews)')
+@click.option('--resume', type=click.Path(exists=True, dir_okay=False), help='Snapshot to continue from')
+@click.option('--dry-run', is_flag=True, help='Print the options and config, write nothing')
+@device_option
+def main(outdir, preset, overrides, steps, batch, lr, seed, snap, preview_columns, resume, dry_run, device_name):
+    """Train the two stages (structure, detail) by flow matching on synthetic heads' true SDFs."""
+    try:
+        if resume is not None:
+            state = flow_heads.read_flow(resume)
+            config, training = state['config'], state.get('training') or {}
+            if overrides and any(config.get(k) != v for k, v in overrides.items()):
+                raise click.UsageError('--config differs from the config of the run being resumed')
+        else:
+            state, training = None, {}
+            config = flow_heads.check_config(dict(flow_heads.PRESETS[preset], **overrides))
+    except ValueError as err:
+        raise click.ClickException(str(err))
+    start = int(training.get('step', 0))
+    options = dict(outdir=outdir, preset=preset, config=config, steps=steps, batch=batch, lr=lr, seed=seed, snap=snap,
+        preview=preview_columns, resume=resume, start=start, device=device_name)
+    if dry_run:
+        click.echo(json.dumps(options, indent=2))
+        return
+    if start >= steps:
+        raise click.ClickException(f'the snapshot is at step {start}; ask for more --steps than that')
+    device = pick_device(device_name)
+
+    pipeline = flow_heads.build_pipeline(config, init_seed=seed) if state is None else flow_heads.load_pipeline(state, device)
+    for m in pipeline.modules():
+        m.to(device)
+    optimizer = flow_heads.make_optimizer(pipeline, lr)
+    if 'optimizer' in training:
+        optimizer.load_state_dict(training['optimizer'])
+    os.makedirs(outdir, exist_ok=True)
+    with atomic_write(os.path.join(outdir, 'options.json'), 'w') as f:
+        json.dump(options, f, indent=2)
+
+    resolution = config['grid'] * config['patch']
+    sdf, conditions = flow_data.training_heads(config['data_seed'], config['heads'], resolution, config['conditions'],
+        config['cube_length'], progress=True)
+    assets = flow_heads.sdf_to_sigma(sdf, flow_heads.truncation_length(config))
+    with open(os.path.join(outdir, 'stats.jsonl'), 'a') as stats:
+        for step in tqdm(range(start, steps), desc='train flow', unit='step', initial=start, total=steps):
+            losses = flow_heads.train_step(pipeline, optimizer, assets, conditions, step, batch, seed)
+            record = {'step': step + 1, **{f'loss/{s.name}': v for s, v in zip(pipeline.stages, losses)}}
+            stats.write(json.dumps(record) + '\n')
+            stats.flush()
+            if (step + 1) % snap == 0 or step + 1 == steps:
+                path = snapshot(outdir, pipeline, config, optimizer, step + 1, options, preview_columns)
+                tqdm.write(f'snapshot {path}')
+
+#----------------------------------------------------------------------------
+
+if __name__ == '__main__':
+    main()  # pylint: disable=no-value-for-parameter
+
+#----------------------------------------------------------------------------
