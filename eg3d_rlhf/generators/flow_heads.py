@@ -29,8 +29,8 @@ EMPTY = -10.0           # Raw sigma of inactive voxels and far outside.
 PRESETS = {
     'tiny':     dict(grid=4, patch=2, channels=8, layers=2, conditions=2, truncation=2.0, cube_length=1.0,
                     heads=8, data_seed=0, ode_steps=4, sampler='euler'),
-    'default':  dict(grid=16, patch=4, channels=16, layers=3, conditions=8, truncation=2.0, cube_length=1.0,
-                    heads=512, data_seed=0, ode_steps=16, sampler='heun'),
+    'default':  dict(grid=16, patch=4, channels=32, layers=4, conditions=8, truncation=2.0, cube_length=1.0,
+                    heads=1024, data_seed=0, ode_steps=16, sampler='heun'),
 }
 CONFIG_KEYS = frozenset(PRESETS['default'])
 
@@ -82,39 +82,58 @@ def coordinates(n, batch, device):
     return grid[None].expand(batch, -1, -1, -1, -1)
 
 
+def fold(x, patch):
+    """[N, C, G*P, G*P, G*P] -> [N, C*P^3, G, G, G]: each P^3 patch as channels of its coarse voxel."""
+    n, c, r = x.shape[0], x.shape[1], x.shape[2]
+    g, p = r // patch, patch
+    misc.assert_shape(x, [n, c, g * p, g * p, g * p])
+    return x.reshape(n, c, g, p, g, p, g, p).permute(0, 1, 3, 5, 7, 2, 4, 6).reshape(n, c * p ** 3, g, g, g)
+
+
+def unfold(x, patch):
+    """The inverse of fold: [N, C*P^3, G, G, G] -> [N, C, G*P, G*P, G*P]."""
+    n, g, p = x.shape[0], x.shape[2], patch
+    c = x.shape[1] // p ** 3
+    misc.assert_shape(x, [n, c * p ** 3, g, g, g])
+    return x.reshape(n, c, p, p, p, g, g, g).permute(0, 1, 5, 2, 6, 3, 7, 4).reshape(n, c, g * p, g * p, g * p)
+
+
 class ConvVelocity(nn.Module):
-    """A small 3D conv net v(x, t, cond, context) over a cube [N, 1, n, n, n]: coordinates and extra channels beside
-    x, time and condition embeddings added after every hidden layer."""
+    """A small 3D conv net v(x, t, cond, context) over a cube x [N, 1, G*P, G*P, G*P] that works on the coarse grid:
+    each P^3 patch of x is folded into channels of its voxel, beside the voxel's coordinates and any context
+    channels; time and condition embeddings are added after every hidden layer; the output is unfolded back."""
 
     def __init__(self,
-        resolution,                 # Cube side n.
+        grid,                       # Coarse cube side G (the conv layers' resolution).
         channels,                   # Hidden channels.
         layers,                     # Hidden 3x3x3 conv layers.
         conditions,                 # Condition values (an embedding each); None = unconditional.
+        patch       = 1,            # Side P of the patch of x folded into each coarse voxel.
         extra       = 0,            # Channels of context features beside x (extra_features).
     ):
         super().__init__()
-        self.resolution, self.channels = int(resolution), int(channels)
-        self.convs = nn.ModuleList([nn.Conv3d((4 + extra) if i == 0 else channels, channels, 3, padding=1)
+        self.grid, self.patch, self.channels = int(grid), int(patch), int(channels)
+        inputs = self.patch ** 3 + 3 + extra
+        self.convs = nn.ModuleList([nn.Conv3d(inputs if i == 0 else channels, channels, 3, padding=1)
             for i in range(layers)])
         self.time = nn.Sequential(nn.Linear(16, channels), nn.SiLU(), nn.Linear(channels, channels * layers))
         self.cond = None if conditions is None else nn.Embedding(conditions, channels * layers)
-        self.out = nn.Conv3d(channels, 1, 3, padding=1)
+        self.out = nn.Conv3d(channels, self.patch ** 3, 3, padding=1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def extra_features(self, context, n):
-        """Context channels [N, extra, n, n, n] (none by default)."""
+    def extra_features(self, context):
+        """Context channels [N, extra, G, G, G] (none by default)."""
         return []
 
     def mask(self, context):
-        """Where v may be non-zero ([N, 1, n, n, n] float) or None for everywhere."""
+        """Where v may be non-zero ([N, 1, G, G, G] float, per coarse voxel) or None for everywhere."""
         return None
 
     def forward(self, x, t, cond, context):
-        n, r = x.shape[0], self.resolution
+        n, g, r = x.shape[0], self.grid, self.grid * self.patch
         misc.assert_shape(x, [n, 1, r, r, r])
-        h = torch.cat([x, coordinates(r, n, x.device), *self.extra_features(context, r)], dim=1)
+        h = torch.cat([fold(x, self.patch), coordinates(g, n, x.device), *self.extra_features(context)], dim=1)
         emb = self.time(time_features(t))
         if self.cond is not None:
             emb = emb + self.cond(cond)
@@ -122,25 +141,21 @@ class ConvVelocity(nn.Module):
             h = nn.functional.silu(conv(h) + bias)
         v = self.out(h)
         mask = self.mask(context)
-        return v if mask is None else v * mask
+        return unfold(v if mask is None else v * mask, self.patch)
 
 
 class DetailVelocity(ConvVelocity):
-    """Stage 2's velocity: sees the active coarse voxels (upsampled to the fine grid) and is zero outside them."""
+    """Stage 2's velocity: sees which coarse voxels are active and is zero outside them."""
 
     def __init__(self, grid, patch, channels, layers, conditions):
-        super().__init__(grid * patch, channels, layers, conditions, extra=1)
-        self.grid, self.patch = int(grid), int(patch)
+        super().__init__(grid, channels, layers, conditions, patch=patch, extra=1)
 
-    def extra_features(self, context, n):
+    def extra_features(self, context):
         return [self.mask(context)]
 
     def mask(self, context):
         misc.assert_shape(context, [None, self.grid, self.grid, self.grid])
-        fine = context
-        for axis in (1, 2, 3):
-            fine = fine.repeat_interleave(self.patch, dim=axis)
-        return fine[:, None].float()
+        return context[:, None].float()
 
 #----------------------------------------------------------------------------
 
