@@ -1,4 +1,4 @@
-"""Click helpers shared by the command-line tools: seed lists, devices, trusted generator loading."""
+"""Click helpers shared by the command-line tools: seed lists, devices, generator loading (trusted pickles or data)."""
 
 import os
 
@@ -6,7 +6,8 @@ import click
 import torch
 
 from eg3d_rlhf.data.bank import Bank, BankError
-from eg3d_rlhf.generators.base import seed_ranges
+from eg3d_rlhf.generators.base import sample_keys, seed_ranges
+from eg3d_rlhf.generators import flow_heads
 from eg3d_rlhf.generators.eg3d import EG3DGenerator
 from eg3d_rlhf.synthetic import demo
 
@@ -20,6 +21,9 @@ def parse_range(s):
         return seed_ranges(s)
     except ValueError as err:
         raise click.BadParameter(str(err))
+
+conditions_option = click.option('--conditions', type=parse_range, metavar='LIST',
+    help='Conditions of a conditional (flow) generator, e.g. 0-3  [default: all of them]')
 
 device_option = click.option('--device', 'device_name', type=click.Choice(['auto', 'cpu', 'cuda']), default='auto',
     show_default=True, help='Where the networks run')
@@ -36,18 +40,32 @@ def require_trust(network_pkl, trust_pickle):
         raise click.ClickException(f'refusing to load {network_pkl}: loading a pickle runs code stored in it; '
             'pass --trust-pickle if you trust this file')
 
-# The demo generator trained on synthetic heads (checkpoints/README.md says how it was made). It ships with this
-# repository, so it is loaded with the same trust as the code next to it.
+# The bundled generators (checkpoints/README.md says how they were made). They ship with this repository, so they
+# load with the same trust as the code next to it: the demo EG3D pickle and the two-stage flow model of heads.
 BUNDLED = demo.GENERATOR
+BUNDLED_FLOW = demo.FLOW_GENERATOR
+NAMED = {'bundled': BUNDLED, 'bundled-flow': BUNDLED_FLOW}
+NETWORK_HELP = ('Generator: an EG3D network pickle (needs --trust-pickle), a flow checkpoint (.pt, read as data), '
+    f'bundled = {os.path.relpath(BUNDLED, demo.ROOT)}, bundled-flow = {os.path.relpath(BUNDLED_FLOW, demo.ROOT)}')
 
-def network_path(network_pkl, trust_pickle):
-    """The pickle a --network value names: 'bundled' is the shipped demo generator; any other file needs trust."""
-    if network_pkl == 'bundled':
-        if not os.path.isfile(BUNDLED):
-            raise click.ClickException(f'the bundled generator {BUNDLED} is missing; restore it from git or pass --network')
-        return BUNDLED
-    require_trust(network_pkl, trust_pickle)
-    return network_pkl
+def is_data_checkpoint(path):
+    """Does the file look like a torch.save zip archive (a flow checkpoint, read with weights_only) rather than a
+    pickle that runs code when loaded?"""
+    with open(path, 'rb') as f:
+        return f.read(4) == b'PK\x03\x04'
+
+def network_path(network, trust_pickle):
+    """The file a --network value names: 'bundled' and 'bundled-flow' are the shipped generators, a flow checkpoint
+    loads as data, any other file is a pickle that needs --trust-pickle."""
+    if network in NAMED:
+        if not os.path.isfile(NAMED[network]):
+            raise click.ClickException(f'the {network} generator {NAMED[network]} is missing; restore it from git')
+        return NAMED[network]
+    if not os.path.isfile(network):
+        raise click.ClickException(f'{network}: no such network file')
+    if not is_data_checkpoint(network) and os.path.abspath(network) != BUNDLED:
+        require_trust(network, trust_pickle)
+    return network
 
 def open_bank(path):
     """The bank at `path`, or a one-line click error saying why it cannot be read."""
@@ -60,12 +78,25 @@ def side_path(path, suffix):
     """'out/reward.pt', '.report.json' -> 'out/reward.report.json'."""
     return os.path.splitext(path)[0] + suffix
 
-def load_generator(network_pkl, device, **kwargs):
-    """The generator (EG3DGenerator around G_ema) of a network pickle the user trusts, on `device`; kwargs go to the
-    adapter (truncation_psi, truncation_cutoff, fov_degrees, batch). A clear error if it cannot be read."""
+def load_generator(path, device, batch=8, **eg3d_kwargs):
+    """The generator of a network file (network_path's answer) on `device`: FlowGenerator of a flow checkpoint,
+    EG3DGenerator around G_ema of a pickle (eg3d_kwargs: truncation_psi, truncation_cutoff, fov_degrees; flows have no
+    such settings). A clear one-line error if it cannot be read."""
     try:
-        return EG3DGenerator.load(network_pkl, device, trust=True, **kwargs)
+        if is_data_checkpoint(path):
+            return flow_heads.load_flow(path, device, batch=batch)
+        return EG3DGenerator.load(path, device, trust=True, batch=batch, **eg3d_kwargs)
     except (OSError, ValueError, KeyError) as err:
-        raise click.ClickException(f'{network_pkl}: {err}')
+        message = str(err) if str(err).startswith(path) else f'{path}: {err}'
+        raise click.ClickException(message)
+
+def network_keys(path, seeds, conditions):
+    """[(seed, condition)] of the seeds and --conditions for the generator in a network file, read without loading a
+    pickle (a flow checkpoint's config says its conditions; pickles are unconditional); click errors."""
+    try:
+        available = flow_heads.read_flow(path)['config']['conditions'] if is_data_checkpoint(path) else None
+        return sample_keys(seeds, conditions, available, 'flow' if available else 'EG3D')
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint='--conditions')
 
 #----------------------------------------------------------------------------

@@ -166,7 +166,7 @@ def test_shape_report_writes_report_previews_and_fakes(network, tmp_path):
     assert report['level'] == 0 and report['threshold'] == 0.5 and report['truncation_psi'] == 1 and report['resolution'] == 24
     single = [s['largest_fraction'] >= 0.5 for s in report['seeds']]
     assert report['single_head_fraction'] == pytest.approx(np.mean(single))
-    assert f'{sum(single)}/3 seeds' in result.output
+    assert f'{sum(single)}/3 samples' in result.output
     assert all(s['components'] >= 1 for s in report['seeds'])    # Level 0 of a random init cuts through the box.
     with PIL.Image.open(outdir / 'previews.png') as im:
         assert im.size == (3 * 128, 2 * 128)

@@ -6,7 +6,8 @@ import click
 
 from eg3d_rlhf.analysis import image_metrics
 from eg3d_rlhf.analysis.compare import SIDES, compare, load_reals
-from eg3d_rlhf.cli import BUNDLED, device_option, load_generator, parse_range, pick_device, require_trust
+from eg3d_rlhf.cli import (NETWORK_HELP, conditions_option, device_option, load_generator, network_keys, network_path,
+    parse_range, pick_device)
 from eg3d_rlhf.data import annotators
 from eg3d_rlhf.data.preferences import LabelError
 from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward
@@ -14,13 +15,15 @@ from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward
 #----------------------------------------------------------------------------
 
 @click.command()
-@click.option('--original', 'original_pkl', required=True, metavar='PKL|bundled', help='The generator before fine-tuning')
-@click.option('--tuned', 'tuned_pkl', required=True, metavar='PKL', help='The fine-tuned generator (a run snapshot)')
+@click.option('--original', 'original_pkl', required=True, metavar='PKL|PT|bundled|bundled-flow',
+    help='The generator before fine-tuning. ' + NETWORK_HELP)
+@click.option('--tuned', 'tuned_pkl', required=True, metavar='PKL|PT', help='The fine-tuned generator (a run snapshot)')
 @click.option('--trust-pickle', is_flag=True, help='Confirm you trust the pickles: loading a pickle runs code stored in it')
 @click.option('--reward-model', 'reward_path', required=True, metavar='PT', help='Reward checkpoint to score both with')
 @click.option('--seeds', type=parse_range, default='1000-1099', show_default=True, metavar='LIST',
     help='Held-out seeds (never the reward model\'s training seeds)')
-@click.option('--labels', metavar='JSONL', help='Judgements of original-seedNNNNNN vs tuned-seedNNNNNN samples')
+@conditions_option
+@click.option('--labels', metavar='JSONL', help='Judgements of original-<id> vs tuned-<id> samples (ids as in banks)')
 @click.option('--annotator', metavar='oracle:NAME', help='Simulated annotator judging tuned vs original per seed')
 @click.option('--temperature', type=click.FloatRange(min=0), default=0.5, show_default=True, help="The annotator's noise")
 @click.option('--res', 'resolution', type=click.IntRange(min=16), default=128, show_default=True,
@@ -31,7 +34,7 @@ from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward
 @click.option('--batch', type=click.IntRange(min=1), default=8, show_default=True, help='Seeds per generator pass')
 @click.option('--dry-run', is_flag=True, help='Check the inputs and print the plan; render nothing')
 @device_option
-def main(original_pkl, tuned_pkl, trust_pickle, reward_path, seeds, labels, annotator, temperature, resolution,
+def main(original_pkl, tuned_pkl, trust_pickle, reward_path, seeds, conditions, labels, annotator, temperature, resolution,
         inception, data, outdir, batch, dry_run, device_name):
     """Render both generators for the same seeds (z, camera, truncation 0.7 as sample banks) and report: how the
     reward moved per seed (fraction that rose, mean change, slope of final on initial), the win rate of tuned over
@@ -50,13 +53,8 @@ def main(original_pkl, tuned_pkl, trust_pickle, reward_path, seeds, labels, anno
             taste = annotators.parse_annotator(annotator)
         except ValueError as err:
             raise click.BadParameter(str(err), param_hint='--annotator')
-    if original_pkl == 'bundled':
-        original_pkl = BUNDLED
-    for path in (original_pkl, tuned_pkl):
-        if not os.path.isfile(path):
-            raise click.ClickException(f'{path}: no such network pickle')
-        if os.path.abspath(path) != BUNDLED:
-            require_trust(path, trust_pickle)
+    original_pkl, tuned_pkl = (network_path(path, trust_pickle) for path in (original_pkl, tuned_pkl))
+    keys = network_keys(original_pkl, seeds, conditions)
     if inception is not None and not os.path.isfile(inception):
         raise click.ClickException(f'--inception: {inception} does not exist (it is never downloaded)')
     if data is not None and (inception is None or not os.path.exists(data)):
@@ -67,7 +65,7 @@ def main(original_pkl, tuned_pkl, trust_pickle, reward_path, seeds, labels, anno
     except RewardCheckpointError as err:
         raise click.ClickException(f'--reward-model: {err}')
     if dry_run:
-        print(f'would compare {tuned_pkl} with {original_pkl} on {len(seeds)} seeds with the {reward.kind} reward '
+        print(f'would compare {tuned_pkl} with {original_pkl} on {len(keys)} samples with the {reward.kind} reward '
             f'{reward_path}; preference from {labels or annotator or "nothing"}; FID/KID '
             f'{"with " + inception if inception else "not computed"}; report in {outdir}')
         return
@@ -80,19 +78,21 @@ def main(original_pkl, tuned_pkl, trust_pickle, reward_path, seeds, labels, anno
             raise click.ClickException(f'--inception: {err}')
         if data:
             try:
-                reals = load_reals(data, len(seeds))
+                reals = load_reals(data, len(keys))
             except (IOError, ValueError) as err:
                 raise click.ClickException(f'--data: {err}')
     generators = {side: load_generator(path, device, batch=batch) for side, path in zip(SIDES, (original_pkl, tuned_pkl))}
+    if generators['original'].conditions != generators['tuned'].conditions:
+        raise click.ClickException('--original and --tuned differ in their conditions: they are not one model')
     try:
         summary = compare(generators, reward, seeds, outdir, taste=taste, temperature=temperature, labels=labels,
-            annotator_res=resolution, extract=extract, reals=reals, reward_path=reward_path)
+            annotator_res=resolution, extract=extract, reals=reals, reward_path=reward_path, conditions=conditions)
     except (OSError, LabelError) as err:
         raise click.ClickException(f'--labels: {err}')
 
     rc = summary['reward']
     pref = summary['preference']
-    print(f'reward rose for {rc["rose"]} of {rc["seeds"]} seeds; mean change {rc["mean_delta"]:+.3f} '
+    print(f'reward rose for {rc["rose"]} of {rc["seeds"]} samples; mean change {rc["mean_delta"]:+.3f} '
         f'(95% CI {rc["mean_delta_ci95"][0]:+.3f}..{rc["mean_delta_ci95"][1]:+.3f}); slope {rc["fit_slope"]:.2f}')
     if isinstance(pref, dict):
         print(f'preferred tuned in {pref["wins"]} of {pref["wins"] + pref["losses"]} decided pairs '

@@ -1,4 +1,4 @@
-"""Demo of a tri-plane generator (the bundled one by default): render a view and its depth, sample the sigma slab, mesh it."""
+"""Demo of a generator (the bundled EG3D one by default): render a view (and EG3D's depth), sample the sigma slab, mesh it."""
 
 import json
 import math
@@ -9,7 +9,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from eg3d_rlhf.cli import load_generator, network_path
+from eg3d_rlhf.cli import NETWORK_HELP, load_generator, network_path
 from eg3d_rlhf.generators.eg3d import EG3DGenerator
 from eg3d_rlhf.geometry import mesh, preview
 from eg3d_rlhf.geometry.sigma import CubeGrid, normalise_sigma_self, slab_grid
@@ -36,20 +36,36 @@ def to_png(path, image, lo, hi):
     x = ((image.float() - lo) / (hi - lo)).clamp(0, 1).mul(255).round().to(torch.uint8).cpu()
     PIL.Image.fromarray(x.permute(1, 2, 0).squeeze(-1).numpy()).save(path)
 
+
+def render_eg3d(generator, seed, neural_res, outdir):
+    """image.png, image_raw.png and depth.png of a seed's sample as every tool draws it (generators/eg3d.py), seen
+    from a camera turned 0.3 rad to the side."""
+    G = generator.G
+    c = orbit_camera_label(G.rendering_kwargs, yaw=math.pi / 2 + 0.3)
+    with torch.no_grad():
+        out = G.synthesis(generator.seed_ws([seed]), c, neural_rendering_resolution=neural_res, noise_mode='const')
+    to_png(os.path.join(outdir, 'image.png'), out['image'][0], -1, 1)
+    to_png(os.path.join(outdir, 'image_raw.png'), out['image_raw'][0], -1, 1)
+    depth = out['image_depth'][0]
+    to_png(os.path.join(outdir, 'depth.png'), -depth, -float(depth.max()), -float(depth.min()) + 1e-8)
+
 #----------------------------------------------------------------------------
 
 @click.command()
 @click.option('--outdir', required=True, metavar='DIR', help='Output folder')
-@click.option('--network', 'network_pkl', metavar='PKL|bundled|random', default='bundled', show_default=True,
-    help='Network pickle; bundled = checkpoints/synthetic-heads64.pkl; random = a randomly initialised FFHQ-512 structure')
+@click.option('--network', 'network_pkl', metavar='PKL|PT|bundled|bundled-flow|random', default='bundled', show_default=True,
+    help=NETWORK_HELP + '; random = a randomly initialised FFHQ-512 structure')
 @click.option('--trust-pickle', is_flag=True, help='Confirm you trust PKL: loading a pickle runs code stored in it')
-@click.option('--seed', type=int, default=0, show_default=True, help='Latent seed (and init seed of the random network)')
+@click.option('--seed', type=click.IntRange(min=0), default=0, show_default=True,
+    help='Seed of the sample (and init seed of the random network)')
+@click.option('--condition', type=click.IntRange(min=0), help='Condition of a conditional (flow) generator  [default: 0]')
 @click.option('--res', 'resolution', type=click.IntRange(min=16), default=64, show_default=True, help='Cube resolution N for the sigma slab')
-@click.option('--neural-res', type=click.IntRange(min=8), help='Neural rendering resolution  [default: the network\'s own]')
+@click.option('--neural-res', type=click.IntRange(min=8), help='Neural rendering resolution (EG3D)  [default: the network\'s own]')
 @click.option('--level', type=float, default=10, show_default=True, help='Marching-cubes iso level of raw sigma')
 @click.option('--dry-run', is_flag=True, help='Print what would be done; build and write nothing')
-def main(outdir, network_pkl, trust_pickle, seed, resolution, neural_res, level, dry_run):
-    """Render one face (image, raw image, depth), sample its sigma slab and mesh it; write PNGs, .npy, .ply, summary.json.
+def main(outdir, network_pkl, trust_pickle, seed, condition, resolution, neural_res, level, dry_run):
+    """Render one face (image; EG3D also the raw image and depth), sample its sigma slab and mesh it; write PNGs,
+    .npy, .ply, summary.json.
 
     Also previews.png: the level surface of the full cube from the front, three-quarter and profile. With
     --network random the weights are random: the pipeline runs end to end, but the images and geometry are noise.
@@ -60,8 +76,8 @@ def main(outdir, network_pkl, trust_pickle, seed, resolution, neural_res, level,
         source = network_path(network_pkl, trust_pickle)
     if dry_run:
         print(f'would build {source}, render seed {seed} at neural res {neural_res or "default"}, sample a slab of the '
-              f'{resolution}^3 grid and write image.png, image_raw.png, depth.png, sigma_slab.npy, mesh.ply, previews.png, '
-              f'summary.json to {outdir}')
+              f'{resolution}^3 grid and write image.png, (EG3D: image_raw.png, depth.png), sigma_slab.npy, mesh.ply, '
+              f'previews.png, summary.json to {outdir}')
         return
 
     from training.triplane import TriPlaneGenerator
@@ -70,28 +86,29 @@ def main(outdir, network_pkl, trust_pickle, seed, resolution, neural_res, level,
         generator = EG3DGenerator(TriPlaneGenerator(**ffhq512_small_kwargs()).eval().requires_grad_(False))
     else:
         generator = load_generator(source, torch.device('cpu'))
-    G = generator.G
+    if generator.conditions is None and condition is not None:
+        raise click.BadParameter('this generator is unconditional', param_hint='--condition')
+    if generator.conditions is not None:
+        condition = condition or 0
+        if condition >= generator.conditions:
+            raise click.BadParameter(f'must lie in 0..{generator.conditions - 1}', param_hint='--condition')
     os.makedirs(outdir, exist_ok=True)
+    if generator.kind == 'eg3d':
+        render_eg3d(generator, seed, neural_res, outdir)
+    else:
+        preview.save_picture(generator.picture(seed, condition), os.path.join(outdir, 'image.png'))
 
-    # The seed's sample as every tool draws it (generators/eg3d.py), seen from a camera turned 0.3 rad to the side.
-    c = orbit_camera_label(G.rendering_kwargs, yaw=math.pi / 2 + 0.3)
-    with torch.no_grad():
-        out = G.synthesis(generator.seed_ws([seed]), c, neural_rendering_resolution=neural_res, noise_mode='const')
-    to_png(os.path.join(outdir, 'image.png'), out['image'][0], -1, 1)
-    to_png(os.path.join(outdir, 'image_raw.png'), out['image_raw'][0], -1, 1)
-    depth = out['image_depth'][0]
-    to_png(os.path.join(outdir, 'depth.png'), -depth, -float(depth.max()), -float(depth.min()) + 1e-8)
-
+    field = generator.field([seed], condition)
     grid = slab_grid(resolution, cube_length=generator.cube_length)
-    sigma = generator.field([seed]).sample_grid(grid)[0].numpy()
+    sigma = field.sample_grid(grid)[0].numpy()
     np.save(os.path.join(outdir, 'sigma_slab.npy'), sigma)
     verts, faces = mesh.extract_mesh(sigma, grid, level=level)
     mesh.write_ply(os.path.join(outdir, 'mesh.ply'), verts, faces)
     cube = CubeGrid(resolution, cube_length=generator.cube_length)
-    views = preview.render_views(generator.field([seed]).sample_grid(cube)[0].numpy(), cube, level=level, resolution=192)
+    views = preview.render_views(field.sample_grid(cube)[0].numpy(), cube, level=level, resolution=192)
     preview.save_picture(np.concatenate(list(views.values()), axis=1), os.path.join(outdir, 'previews.png'))
-    summary = dict(network=source, seed=seed, slab_shape=list(grid.shape), sigma_min=float(sigma.min()),
-        sigma_max=float(sigma.max()), normalised_mean=float(normalise_sigma_self(sigma).mean()),
+    summary = dict(network=source, id=generator.sample_id(seed, condition), seed=seed, slab_shape=list(grid.shape),
+        sigma_min=float(sigma.min()), sigma_max=float(sigma.max()), normalised_mean=float(normalise_sigma_self(sigma).mean()),
         mesh_level=level, mesh_vertices=len(verts), mesh_faces=len(faces))
     with open(os.path.join(outdir, 'summary.json'), 'w') as f:
         json.dump(summary, f, indent=2)

@@ -3,19 +3,22 @@
 import click
 from tqdm import tqdm
 
-from eg3d_rlhf.cli import device_option, load_generator, network_path, parse_range, pick_device
+from eg3d_rlhf.cli import (NETWORK_HELP, conditions_option, device_option, load_generator, network_keys, network_path,
+    parse_range, pick_device)
 from eg3d_rlhf.data.bank import BankError, BankWriter, is_finished
 from eg3d_rlhf.generators.base import sample_id
 
 #----------------------------------------------------------------------------
 
 @click.command()
-@click.option('--network', 'network_pkl', metavar='PKL|bundled', default='bundled', show_default=True,
-    help='Network pickle; bundled = checkpoints/synthetic-heads64.pkl')
+@click.option('--network', 'network_pkl', metavar='PKL|PT|bundled|bundled-flow', default='bundled', show_default=True,
+    help=NETWORK_HELP)
 @click.option('--trust-pickle', is_flag=True, help='Confirm you trust PKL: loading a pickle runs code stored in it')
 @click.option('--seeds', type=parse_range, required=True, metavar='LIST', help="Seeds, e.g. '0-999'")
-@click.option('--trunc', 'truncation_psi', type=float, default=0.7, show_default=True, help='Truncation psi')
-@click.option('--trunc-cutoff', 'truncation_cutoff', type=int, default=14, show_default=True, help='Truncation cutoff')
+@conditions_option
+@click.option('--trunc', 'truncation_psi', type=float, default=0.7, show_default=True, help='Truncation psi (EG3D)')
+@click.option('--trunc-cutoff', 'truncation_cutoff', type=int, default=14, show_default=True,
+    help='Truncation cutoff (EG3D)')
 @click.option('--res', 'resolution', type=click.IntRange(min=16), default=256, show_default=True,
     help='Cube resolution N whose face slab is sampled (256 gives the published 128x141x129)')
 @click.option('--dtype', type=click.Choice(['float16', 'float32']), default='float16', show_default=True, help='Slab storage type')
@@ -24,22 +27,25 @@ from eg3d_rlhf.generators.base import sample_id
 @click.option('--outdir', required=True, metavar='BANK', help='Bank folder (created; finished samples are kept)')
 @click.option('--dry-run', is_flag=True, help='Print what would be done; load and write nothing')
 @device_option
-def main(network_pkl, trust_pickle, seeds, truncation_psi, truncation_cutoff, resolution, dtype, level, preview_res,
+def main(network_pkl, trust_pickle, seeds, conditions, truncation_psi, truncation_cutoff, resolution, dtype, level, preview_res,
         outdir, dry_run, device_name):
-    """Write BANK/seedNNNNNN/{sigma_slab.npy, image.png, preview_front.png, preview_three_quarter.png,
-    preview_profile.png, meta.json} for each seed, from gen_samples' frontal conditioning camera with constant noise.
-    Samples whose meta.json exists are skipped, so an interrupted run resumes; a bank made by another network or
-    with other settings is refused.
+    """Write BANK/<id>/{sigma_slab.npy, image.png, preview_front.png, preview_three_quarter.png,
+    preview_profile.png, meta.json} for each seed (id seedNNNNNN), or each seed under each condition of a flow
+    generator (id cCC-seedNNNNNN). EG3D samples come from gen_samples' frontal conditioning camera with constant
+    noise, flow samples from their ids' noise seeds. Samples whose meta.json exists are skipped, so an interrupted
+    run resumes; a bank made by another network or with other settings is refused.
 
     \b
     python tools/sample_bank.py --seeds 0-999 --trunc 0.7 --res 128 --outdir out/bank
+    python tools/sample_bank.py --network bundled-flow --seeds 0-124 --res 128 --outdir out/flow-bank
     """
     path = network_path(network_pkl, trust_pickle)
     device = pick_device(device_name)
-    todo = [s for s in seeds if not is_finished(outdir, sample_id(s))]
+    keys = network_keys(path, seeds, conditions)
+    todo = [k for k in keys if not is_finished(outdir, sample_id(*k))]
     if dry_run:
-        print(f'would load {path} on {device} and write {len(todo)} samples ({len(seeds) - len(todo)} already done) '
-            f'to {outdir}: slab of the {resolution}^3 grid as {dtype}, psi {truncation_psi}, previews {preview_res} px')
+        print(f'would load {path} on {device} and write {len(todo)} samples ({len(keys) - len(todo)} already done) '
+            f'to {outdir}: slab of the {resolution}^3 grid as {dtype}, previews {preview_res} px')
         return
     generator = load_generator(path, device, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
     writer = BankWriter(outdir, generator, resolution, dtype=dtype, level=level, preview_res=preview_res)
@@ -47,9 +53,9 @@ def main(network_pkl, trust_pickle, seeds, truncation_psi, truncation_cutoff, re
         writer.open()
     except BankError as err:
         raise click.ClickException(str(err))
-    for seed in tqdm(todo, desc='bank', unit='sample'):
-        writer.write(seed)
-    print(f'{outdir}: {len(todo)} samples written, {len(seeds) - len(todo)} were already there')
+    for seed, condition in tqdm(todo, desc='bank', unit='sample'):
+        writer.write(seed, condition)
+    print(f'{outdir}: {len(todo)} samples written, {len(keys) - len(todo)} were already there')
 
 #----------------------------------------------------------------------------
 

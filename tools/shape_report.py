@@ -3,16 +3,18 @@
 import click
 
 from eg3d_rlhf.analysis.shapes import shape_report
-from eg3d_rlhf.cli import device_option, load_generator, parse_range, pick_device, require_trust
+from eg3d_rlhf.cli import (NETWORK_HELP, conditions_option, device_option, load_generator, network_keys, network_path,
+    parse_range, pick_device)
 
 #----------------------------------------------------------------------------
 
 @click.command()
-@click.option('--network', 'network_pkl', help='Network pickle (path or URL)', required=True, metavar='PKL')
+@click.option('--network', 'network_pkl', help=NETWORK_HELP, required=True, metavar='PKL|PT|bundled|bundled-flow')
 @click.option('--trust-pickle', is_flag=True, help='Confirm you trust PKL: loading a pickle runs code stored in it')
 @click.option('--seeds', type=parse_range, help="Seeds, e.g. '0-99'", default='0-99', show_default=True, metavar='LIST')
+@conditions_option
 @click.option('--res', 'resolution', type=click.IntRange(min=8), default=128, show_default=True, help='Points per cube axis')
-@click.option('--trunc', 'truncation_psi', type=float, default=0.7, show_default=True, help='Truncation psi')
+@click.option('--trunc', 'truncation_psi', type=float, default=0.7, show_default=True, help='Truncation psi (EG3D)')
 @click.option('--level', type=float, default=10, show_default=True, help='Iso level of raw sigma')
 @click.option('--threshold', type=click.FloatRange(0, 1), default=0.9, show_default=True,
     help='A seed counts as one head when its largest component holds at least this share of the surface area')
@@ -20,23 +22,26 @@ from eg3d_rlhf.cli import device_option, load_generator, parse_range, pick_devic
 @click.option('--outdir', help='Output folder', required=True, metavar='DIR')
 @click.option('--dry-run', is_flag=True, help='Print what would be done; load and write nothing')
 @device_option
-def main(network_pkl, trust_pickle, seeds, resolution, truncation_psi, level, threshold, previews, outdir, dry_run, device_name):
+def main(network_pkl, trust_pickle, seeds, conditions, resolution, truncation_psi, level, threshold, previews, outdir, dry_run, device_name):
     """Extract each seed's iso-surface on the full cube (gen_samples' frontal conditioning camera and border) and
     measure its connected components by surface area. Writes report.json (per seed and the share of seeds that
     are one head), previews.png (front / three-quarter / profile, one row per seed) and fakes.png.
 
     \b
     python tools/shape_report.py --network=checkpoints/synthetic-heads64.pkl --trust-pickle --outdir=out
+    python tools/shape_report.py --network=bundled-flow --seeds=0-12 --outdir=out
     """
-    require_trust(network_pkl, trust_pickle)
+    network_pkl = network_path(network_pkl, trust_pickle)
     device = pick_device(device_name)
+    keys = network_keys(network_pkl, seeds, conditions)
     if dry_run:
-        print(f'would load {network_pkl} on {device}, mesh {len(seeds)} seeds on a {resolution}^3 cube at level {level} '
+        print(f'would load {network_pkl} on {device}, mesh {len(keys)} samples on a {resolution}^3 cube at level {level} '
             f'(psi {truncation_psi}) and write report.json, previews.png and fakes.png to {outdir}')
         return
     generator = load_generator(network_pkl, device, truncation_psi=truncation_psi)
-    report = shape_report(generator, seeds, outdir, resolution=resolution, level=level, threshold=threshold, previews=previews)
-    print(f'{report["single_head"]}/{len(seeds)} seeds ({100 * report["single_head_fraction"]:.0f}%) have a largest component '
+    report = shape_report(generator, seeds, outdir, resolution=resolution, level=level, threshold=threshold,
+        previews=previews, conditions=conditions)
+    print(f'{report["single_head"]}/{len(keys)} samples ({100 * report["single_head_fraction"]:.0f}%) have a largest component '
         f'with >= {100 * threshold:.0f}% of the surface; {100 * report["closed_fraction"]:.0f}% are closed; wrote {outdir}')
 
 #----------------------------------------------------------------------------

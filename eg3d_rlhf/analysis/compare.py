@@ -1,5 +1,6 @@
 """Compare a fine-tuned generator with its original on held-out seeds: reward change, preference, image consistency."""
 
+import itertools
 import os
 
 import numpy as np
@@ -15,18 +16,25 @@ from eg3d_rlhf.geometry import preview
 from eg3d_rlhf.geometry.sigma import SlabCrop, slab_grid
 
 #----------------------------------------------------------------------------
-# Human (or any) labels of tuned vs original name their samples `original-seedNNNNNN` and `tuned-seedNNNNNN`.
+# Human (or any) labels of tuned vs original name their samples `original-<id>` and `tuned-<id>` (ids seedNNNNNN, or
+# cCC-seedNNNNNN for conditional generators). Samples are keys (seed, condition): Generator3D.keys.
 
 SIDES = ('original', 'tuned')
 
 
-def side_id(side, seed):
-    return f'{side}-{sample_id(seed)}'
+def side_id(side, seed, condition=None):
+    return f'{side}-{sample_id(seed, condition)}'
 
 
-def label_choices(path, seeds):
-    """'tuned' | 'original' | 'tie' per judgement of one tuned and one original sample of the seeds; skips dropped."""
-    judgements = load_judgements(path, known_ids=[side_id(side, s) for side in SIDES for s in seeds])
+def by_condition(keys, draw):
+    """draw(seeds, condition) of each run of keys that share a condition, concatenated in key order (numpy or torch)."""
+    parts = [draw([s for s, _ in run], c) for c, run in itertools.groupby(keys, lambda k: k[1])]
+    return np.concatenate(parts) if isinstance(parts[0], np.ndarray) else torch.cat(parts)
+
+
+def label_choices(path, keys):
+    """'tuned' | 'original' | 'tie' per judgement of one tuned and one original sample of the keys; skips dropped."""
+    judgements = load_judgements(path, known_ids=[side_id(side, *k) for side in SIDES for k in keys])
     choices = []
     for j in judgements:
         sides = (j.a.split('-')[0], j.b.split('-')[0])
@@ -83,28 +91,33 @@ def load_reals(path, count):
 #----------------------------------------------------------------------------
 
 def compare(generators, reward, seeds, outdir, taste=None, temperature=0.5, labels=None, annotator_res=128,
-        extract=None, reals=None, reward_path=None):
-    """Render both generators ({'original', 'tuned'}: generators.base.Generator3D) for the same seeds, score them with
-    the reward (contract.Reward), judge them by a simulated annotator's taste or by a labels file, and write
-    report.json/.html and its pictures into outdir; returns the summary."""
+        extract=None, reals=None, reward_path=None, conditions=None):
+    """Render both generators ({'original', 'tuned'}: generators.base.Generator3D) for the same samples (each seed
+    under each of `conditions`), score them with the reward (contract.Reward), judge them by a simulated annotator's
+    taste or by a labels file, and write report.json/.html and its pictures into outdir; returns the summary."""
     os.makedirs(outdir, exist_ok=True)
+    keys = generators['original'].keys(seeds, conditions)
     taste_grid = slab_grid(annotator_res, cube_length=generators['original'].cube_length, crop=SlabCrop())
     rewards, images, slabs = {}, {}, ({} if taste else None)
     for side in tqdm(SIDES, desc='rendering', unit='generator'):
-        rewards[side] = seed_rewards(generators[side], reward, seeds)
-        images[side] = generators[side].images(seeds)
+        G = generators[side]
+        rewards[side] = by_condition(keys, lambda s, c: seed_rewards(G, reward, s, condition=c))
+        images[side] = by_condition(keys, G.images)
         if taste:
-            slabs[side] = generators[side].sigma_grid(seeds, taste_grid)
+            slabs[side] = by_condition(keys, lambda s, c: G.sigma_grid(s, taste_grid, c))
 
+    described = f'{len(seeds)} seeds, {seeds[0]}..{seeds[-1]}'
+    if keys[0][1] is not None:
+        described += f', each under conditions {sorted({c for _, c in keys})}'
     summary = dict(**{side: generators[side].identity()['network'] for side in SIDES},
-        reward_model=reward_path and os.path.abspath(reward_path), seeds=f'{len(seeds)} seeds, {seeds[0]}..{seeds[-1]}')
+        reward_model=reward_path and os.path.abspath(reward_path), seeds=described)
     summary['reward'] = reward_change(rewards['original'], rewards['tuned'])
     if taste:
         noisy, noise_free = oracle_choices(taste, slabs, taste_grid, temperature)
         summary['preference'] = dict(source=f'oracle:{taste}, temperature {temperature}', **win_rate(noisy),
             noise_free=win_rate(noise_free))
     elif labels:
-        summary['preference'] = dict(source=labels, **win_rate(label_choices(labels, seeds)))
+        summary['preference'] = dict(source=labels, **win_rate(label_choices(labels, keys)))
     else:
         summary['preference'] = 'not computed (give --annotator or --labels)'
     psnr, ssim = image_metrics.psnr_ssim(image_metrics.to_uint8_hwc(images['original']), image_metrics.to_uint8_hwc(images['tuned']))

@@ -10,13 +10,13 @@ from eg3d_rlhf.rewards.fitting import wilson_interval
 # Seeds are drawn by the generator adapter (generators/), the one recipe every tool shares, and scored through the
 # reward's contract (rewards/contract.py): a panel seed scored here matches its bank folder.
 
-def seed_rewards(generator, reward, seeds, progress=None):
-    """Rewards [len(seeds)] (numpy) of a generator's samples, each slab sampled on the reward's grid and scored
-    through its contract, `generator.batch` seeds per pass."""
+def seed_rewards(generator, reward, seeds, progress=None, condition=None):
+    """Rewards [len(seeds)] (numpy) of a generator's samples (of one condition), each slab sampled on the reward's
+    grid and scored through its contract, `generator.batch` seeds per pass."""
     seeds, out = list(seeds), []
     with torch.no_grad():
         for s in range(0, len(seeds), generator.batch):
-            sigma = generator.field(seeds[s : s + generator.batch]).sample_grid(reward.grid)
+            sigma = generator.field(seeds[s : s + generator.batch], condition).sample_grid(reward.grid)
             out.append(reward.score(sigma).cpu())
             if progress is not None: progress(len(sigma))
     return torch.cat(out).numpy()

@@ -115,3 +115,15 @@ def plot_training_curves(records, path):
     b.set(xlabel='epoch', ylabel='validation pairwise accuracy', ylim=(0, 1))
     fig.tight_layout()
     _save(fig, path)
+
+
+def plot_fraction_histogram(fractions, threshold, path):
+    """Histogram of each sample's largest-component share of the surface, the one-head threshold marked."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.hist(fractions, bins=np.linspace(0, 1, 21), color='tab:blue')
+    ax.axvline(threshold, color='tab:red', linestyle='--', label=f'threshold {threshold:g}')
+    ax.set(xlabel='largest component / surface area', ylabel='samples')
+    ax.legend()
+    fig.tight_layout()
+    _save(fig, path)

@@ -32,6 +32,22 @@ def seed_ranges(s):
     return seeds
 
 
+def sample_keys(seeds, conditions, available, kind='this'):
+    """[(seed, condition)] of every seed under every condition (condition-major) of a generator with `available`
+    condition values (None: unconditional). conditions None means none for an unconditional generator and all of
+    them for a conditional one; ValueError for conditions it lacks."""
+    if available is None:
+        if conditions:
+            raise ValueError(f'the {kind} generator is unconditional; give no conditions')
+        conditions = [None]
+    else:
+        conditions = list(range(available)) if conditions is None else list(conditions)
+        bad = [c for c in conditions if not 0 <= c < available]
+        if bad or not conditions:
+            raise ValueError(f'conditions must lie in 0..{available - 1}, got {bad or "none"}')
+    return [(int(s), c) for c in conditions for s in seeds]
+
+
 def file_sha256(path):
     """Hex SHA-256 of a file: a generator's identity in bank metadata."""
     h = hashlib.sha256()
@@ -51,6 +67,7 @@ class Generator3D:
     cube_length     = 1.0       # Side of the box sigma lives in, world units.
     batch           = 8         # Samples per generator pass in sigma_grid().
     path            = None      # The file the generator was loaded from, if any (its identity).
+    conditions      = None      # Number of condition values (ids c%02d-seed%06d); None = unconditional.
 
     def field(self, seeds, condition=None, requires_grad=False):
         """The samples of `seeds` as an eg3d_rlhf.geometry.sigma.SigmaField (raw sigma at any world points)."""
@@ -77,6 +94,10 @@ class Generator3D:
 
     def sample_id(self, seed, condition=None):
         return sample_id(seed, condition)
+
+    def keys(self, seeds, conditions=None):
+        """sample_keys of this generator's seeds and conditions."""
+        return sample_keys(seeds, conditions, self.conditions, self.kind)
 
     def sigma_grid(self, seeds, grid, condition=None, chunk=2**18, progress=None):
         """Raw sigma [len(seeds), *grid.shape] on the CPU, `self.batch` samples per pass, without gradients."""

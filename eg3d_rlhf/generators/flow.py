@@ -298,6 +298,10 @@ class FlowGenerator(Generator3D):
     def device(self):
         return self.pipeline.device
 
+    @property
+    def conditions(self):
+        return self.pipeline.conditions
+
     def settings(self):
         p = self.pipeline
         return dict(generator=self.kind, pipeline=p.name, stages=[s.name for s in p.stages], conditions=p.conditions,
@@ -310,30 +314,36 @@ class FlowGenerator(Generator3D):
         meta['noise_seeds'] = [noise_seed(seed, index) for index in range(len(self.pipeline.stages))]
         return meta
 
-    def volumes(self, seeds, condition=None, requires_grad=False):
-        """Raw sigma [len(seeds), R, R, R] of the last decode, one id per pipeline pass (so its bits never depend on
-        the batch), each distinct seed drawn once."""
+    def draw(self, seeds, condition=None, requires_grad=False):
+        """[FlowSample of one id] of seeds, one pipeline pass per id (so its bits never depend on the batch)."""
         self.pipeline.check_condition(condition)
-        drawn = {}
-        with torch.set_grad_enabled(requires_grad):
-            for seed in map(int, seeds):
-                if seed not in drawn:
-                    drawn[seed] = self.pipeline.sample([seed], condition, self.steps, self.sampler).sigma[0]
-        if not drawn:
+        if not len(seeds):
             raise ValueError('no seeds to draw')
-        return torch.stack([drawn[int(s)] for s in seeds])
+        with torch.set_grad_enabled(requires_grad):
+            return [self.pipeline.sample([int(seed)], condition, self.steps, self.sampler) for seed in seeds]
+
+    def volumes(self, seeds, condition=None, requires_grad=False):
+        """Raw sigma [len(seeds), R, R, R] of the last decode, each distinct seed drawn once."""
+        seeds = [int(s) for s in seeds]
+        unique = list(dict.fromkeys(seeds))
+        drawn = dict(zip(unique, (sample.sigma[0] for sample in self.draw(unique, condition, requires_grad))))
+        return torch.stack([drawn[s] for s in seeds])
+
+    def render(self, volumes):
+        """images() of raw sigma volumes [N, R, R, R]: shaded front views of the level surface."""
+        volumes = volumes.detach().cpu().numpy()
+        grid = CubeGrid(volumes.shape[1], self.cube_length)
+        grey = np.stack([render_surface(v, grid, level=self.level, resolution=self.image_res) for v in volumes])
+        images = (torch.from_numpy(grey)[:, None] * 2 - 1).repeat(1, 3, 1, 1)
+        misc.assert_shape(images, [len(volumes), 3, self.image_res, self.image_res])
+        return images
 
     def field(self, seeds, condition=None, requires_grad=False):
         volumes = self.volumes(seeds, condition, requires_grad)
         return VolumeField(volumes, self.cube_length, self.empty_sigma, requires_grad)
 
     def images(self, seeds, condition=None):
-        volumes = self.volumes(seeds, condition).detach().cpu().numpy()
-        grid = CubeGrid(volumes.shape[1], self.cube_length)
-        grey = np.stack([render_surface(v, grid, level=self.level, resolution=self.image_res) for v in volumes])
-        images = (torch.from_numpy(grey)[:, None] * 2 - 1).repeat(1, 3, 1, 1)
-        misc.assert_shape(images, [len(seeds), 3, self.image_res, self.image_res])
-        return images
+        return self.render(self.volumes(seeds, condition))
 
     def reference(self):
         return FlowGenerator(self.pipeline.frozen_copy(), cube_length=self.cube_length, steps=self.steps,

@@ -9,6 +9,7 @@ import os
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CHECKPOINTS = os.path.join(ROOT, 'checkpoints')
 GENERATOR = os.path.join(CHECKPOINTS, 'synthetic-heads64.pkl')
+FLOW_GENERATOR = os.path.join(CHECKPOINTS, 'flow-heads.pt')
 
 
 def reward_model(kind):

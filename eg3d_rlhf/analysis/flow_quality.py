@@ -1,0 +1,110 @@
+"""How good a multi-stage flow generator is: whole heads, stages that agree, diversity against its data, conditions."""
+
+import itertools
+import json
+import math
+import os
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from dnnlib.util import atomic_write
+from eg3d_rlhf.analysis import report_plots
+from eg3d_rlhf.analysis.shapes import volume_shape
+from eg3d_rlhf.generators.flow import VolumeField
+from eg3d_rlhf.geometry import preview
+from eg3d_rlhf.geometry.sigma import CubeGrid, SlabCrop, slab_grid
+
+#----------------------------------------------------------------------------
+# Three figures per sample of a FlowGenerator, all from one pipeline pass:
+# - one head: the share of the level surface's area (on a CubeGrid, gen_samples' border) in its largest component;
+# - structure IoU: the first stage's decoded structure against the structure of the finished asset (the first
+#   stage's decode of its encode), at the first stage's resolution: how far the later stages kept to the plan;
+# - slab: raw sigma on the face slab, for diversity (mean pairwise RMS distance, within and across conditions),
+#   set beside the same figure of the training data when the caller gives its volumes.
+
+def structure_iou(pipeline, sample):
+    """IoU [N] between the first stage's decoded structure and the structure encoded back from the finished assets."""
+    first = pipeline.stages[0]
+    drawn = first.decode(sample.runs[0].x1, None)
+    final = first.decode(first.encode(sample.sigma, None), None)
+    if drawn.dtype != torch.bool or drawn.shape != final.shape:
+        raise ValueError(f'the first stage of {pipeline.name!r} does not decode to a boolean structure')
+    inter = (drawn & final).flatten(1).sum(1).double()
+    union = (drawn | final).flatten(1).sum(1).double()
+    return torch.where(union > 0, inter / union.clamp(min=1), 1.0).cpu().numpy()
+
+
+def pairwise_rms(slabs):
+    """Mean over pairs of the RMS difference of slabs [N, ...] (float tensor), and the pairs' count."""
+    x = slabs.flatten(1).double()
+    n = len(x)
+    if n < 2:
+        return float('nan'), 0
+    d = torch.cdist(x, x) / math.sqrt(x.shape[1])
+    i, j = torch.triu_indices(n, n, 1)
+    return float(d[i, j].mean()), len(i)
+
+
+def diversity(slabs, conditions):
+    """Mean pairwise RMS slab distance over all samples, within one condition and across conditions."""
+    slabs, conditions = torch.as_tensor(slabs), list(conditions)
+    within = [pairwise_rms(slabs[[k for k, c in enumerate(conditions) if c == value]]) for value in set(conditions)]
+    pairs = sum(n for _, n in within)
+    overall, all_pairs = pairwise_rms(slabs)
+    within_mean = sum(d * n for d, n in within if n) / pairs if pairs else float('nan')
+    across = (overall * all_pairs - within_mean * pairs) / (all_pairs - pairs) if all_pairs > pairs else float('nan')
+    return dict(all=overall, within_condition=within_mean, across_conditions=across)
+
+
+def volume_slabs(volumes, cube_length, resolution, empty):
+    """Raw sigma on the face slab of the resolution^3 cube [N, *slab] of volumes [N, R, R, R]."""
+    grid = slab_grid(resolution, cube_length=cube_length, crop=SlabCrop())
+    return VolumeField(volumes, cube_length, empty).sample_grid(grid)
+
+#----------------------------------------------------------------------------
+
+def flow_report(generator, seeds, outdir, conditions=None, resolution=128, level=10.0, threshold=0.9,
+        slab_resolution=128, data_volumes=None, columns=6):
+    """Draw every sample (each seed under each of `conditions`) of a FlowGenerator once; write report.json/.html,
+    samples.jsonl, conditions.png (a row per condition: the first `columns` seeds' pictures) and largest_fraction.png into outdir;
+    data_volumes (raw sigma [M, R, R, R] of training assets) give the diversity figure its yardstick."""
+    keys = generator.keys(seeds, conditions)
+    grid = CubeGrid(resolution, cube_length=generator.cube_length)
+    os.makedirs(outdir, exist_ok=True)
+    per_sample, slabs, pictures = [], [], {}
+    for seed, condition in tqdm(keys, desc='flow samples', unit='sample'):
+        sample = generator.draw([seed], condition)[0]
+        volume = sample.sigma
+        field_volume = VolumeField(volume, generator.cube_length, generator.empty_sigma).sample_grid(grid)[0]
+        _, stats = volume_shape(field_volume.cpu().numpy(), grid, level)
+        stats.update(id=generator.sample_id(seed, condition), structure_iou=float(structure_iou(generator.pipeline,
+            sample)[0]))
+        per_sample.append(stats)
+        slabs.append(volume_slabs(volume, generator.cube_length, slab_resolution, generator.empty_sigma)[0])
+        if seed in seeds[:columns]:
+            pictures[(condition, seed)] = preview.rgb_picture(generator.render(volume)[0])
+
+    fractions = np.array([s['largest_fraction'] for s in per_sample])
+    ious = np.array([s['structure_iou'] for s in per_sample])
+    summary = dict(**generator.identity(), **generator.settings(), samples=len(keys), level=level,
+        mesh_resolution=resolution, threshold=threshold, one_head=int((fractions >= threshold).sum()),
+        one_head_fraction=float((fractions >= threshold).mean()), median_largest_fraction=float(np.median(fractions)),
+        structure_iou=dict(mean=float(ious.mean()), min=float(ious.min())),
+        diversity=dict(slab_resolution=slab_resolution, generated=diversity(torch.stack(slabs), [c for _, c in keys])))
+    if data_volumes is not None:
+        data = volume_slabs(data_volumes, generator.cube_length, slab_resolution, generator.empty_sigma)
+        summary['diversity']['training_data'] = dict(heads=len(data), all=pairwise_rms(data)[0])
+        summary['diversity']['ratio'] = summary['diversity']['generated']['all'] / summary['diversity']['training_data']['all']
+
+    rows = sorted({c for c, _ in pictures}, key=lambda c: -1 if c is None else c)
+    grid_pictures = [pictures[(c, s)] for c, s in itertools.product(rows, seeds[:columns]) if (c, s) in pictures]
+    preview.save_picture(preview.tile(grid_pictures, columns=min(columns, len(seeds))), os.path.join(outdir, 'conditions.png'))
+    report_plots.plot_fraction_histogram(fractions, threshold, os.path.join(outdir, 'largest_fraction.png'))
+    report_plots.write_report(outdir, 'Flow generator samples', summary, ['conditions.png', 'largest_fraction.png'])
+    with atomic_write(os.path.join(outdir, 'samples.jsonl'), 'w') as f:
+        f.writelines(json.dumps(s) + '\n' for s in per_sample)
+    return summary
+
+#----------------------------------------------------------------------------

@@ -1,0 +1,71 @@
+"""Report on a flow generator's samples: whole heads, stage agreement, diversity against the training data, conditions."""
+
+import os
+
+import click
+
+from eg3d_rlhf.analysis.flow_quality import flow_report
+from eg3d_rlhf.cli import (conditions_option, device_option, is_data_checkpoint, load_generator, network_keys, network_path,
+    parse_range, pick_device)
+from eg3d_rlhf.generators import flow_heads
+from eg3d_rlhf.synthetic import flow_data
+
+#----------------------------------------------------------------------------
+
+@click.command()
+@click.option('--network', metavar='PT|bundled-flow', default='bundled-flow', show_default=True,
+    help='Flow checkpoint (read as data)')
+@click.option('--seeds', type=parse_range, default='0-12', show_default=True, metavar='LIST', help='Seeds')
+@conditions_option
+@click.option('--res', 'resolution', type=click.IntRange(min=8), default=128, show_default=True,
+    help='Cube resolution of the meshes whose components are counted')
+@click.option('--slab-res', type=click.IntRange(min=16), default=128, show_default=True,
+    help='Cube resolution whose face slab the diversity figure compares')
+@click.option('--threshold', type=click.FloatRange(0, 1), default=0.9, show_default=True,
+    help='A sample is one head when its largest component holds at least this share of the surface area')
+@click.option('--data-heads', type=click.IntRange(min=0), default=100, show_default=True,
+    help="Training heads (the checkpoint config's first ones) the diversity figure is set against; 0: none")
+@click.option('--columns', type=click.IntRange(min=1), default=6, show_default=True, help='Seeds per row of conditions.png')
+@click.option('--outdir', required=True, metavar='DIR', help='Report folder (report.html/.json, samples.jsonl, PNGs)')
+@click.option('--dry-run', is_flag=True, help='Print what would be done; draw and write nothing')
+@device_option
+def main(network, seeds, conditions, resolution, slab_res, threshold, data_heads, columns, outdir, dry_run, device_name):
+    """Draw each seed under each condition once and report: how many samples are one head (largest level-10
+    component's share of the surface), the IoU of the structure stage's plan with the finished asset's structure,
+    and the mean pairwise RMS distance of face slabs (all, within and across conditions) beside the training data's.
+
+    \b
+    python tools/flow_report.py --network bundled-flow --seeds 0-12 --outdir out/flow-report
+    """
+    if network not in ('bundled-flow',) and not (os.path.isfile(network) and is_data_checkpoint(network)):
+        raise click.BadParameter(f'{network} is not a flow checkpoint', param_hint='--network')
+    path = network_path(network, trust_pickle=False)
+    keys = network_keys(path, seeds, conditions)
+    device = pick_device(device_name)
+    if dry_run:
+        print(f'would draw {len(keys)} samples of {path} on {device}, mesh them on a {resolution}^3 cube, compare '
+            f'slabs of the {slab_res}^3 cube with {data_heads} training heads and write the report to {outdir}')
+        return
+    generator = load_generator(path, device)
+    data = None
+    if data_heads:
+        config = flow_heads.read_flow(path)['config']
+        r = config['grid'] * config['patch']
+        sdf, _ = flow_data.training_heads(config['data_seed'], min(data_heads, config['heads']), r,
+            config['conditions'], config['cube_length'], progress=True)
+        data = flow_heads.sdf_to_sigma(sdf, flow_heads.truncation_length(config))
+    summary = flow_report(generator, seeds, outdir, conditions=conditions, resolution=resolution, threshold=threshold,
+        slab_resolution=slab_res, data_volumes=data, columns=columns)
+    d = summary['diversity']
+    print(f'{summary["one_head"]}/{summary["samples"]} samples are one head (largest component >= '
+        f'{100 * threshold:.0f}% of the surface); structure IoU mean {summary["structure_iou"]["mean"]:.3f}; slab '
+        f'distance {d["generated"]["all"]:.3f} (within a condition {d["generated"]["within_condition"]:.3f}, across '
+        f'{d["generated"]["across_conditions"]:.3f})' + (f', training data {d["training_data"]["all"]:.3f}' if data is not None else ''))
+    print(f'report: {outdir}/report.html')
+
+#----------------------------------------------------------------------------
+
+if __name__ == '__main__':
+    main() # pylint: disable=no-value-for-parameter
+
+#----------------------------------------------------------------------------
