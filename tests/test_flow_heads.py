@@ -63,6 +63,22 @@ def test_encode_and_decode_round_trip_on_a_sphere_and_a_head():
     assert torch.equal(runs[1].context, head_active)
 
 
+def test_patches_fold_into_channels_and_the_detail_velocity_stays_in_active_voxels():
+    x = torch.randn(2, 1, 8, 8, 8)
+    folded = flow_heads.fold(x, 2)
+    assert folded.shape == (2, 8, 4, 4, 4)
+    assert torch.equal(folded[1, :, 3, 0, 2], x[1, 0, 6:8, 0:2, 4:6].flatten())      # Voxel (3, 0, 2)'s 2^3 patch.
+    assert torch.equal(flow_heads.unfold(folded, 2), x)
+    torch.manual_seed(0)
+    velocity = flow_heads.DetailVelocity(4, 2, 8, 2, 2)
+    torch.nn.init.normal_(velocity.out.weight)                                      # It starts at zero.
+    active = torch.zeros([1, 4, 4, 4], dtype=torch.bool)
+    active[0, 1:3, 1:3, 0] = True
+    v = velocity(x[:1], torch.tensor([0.5]), torch.tensor([1]), active)
+    inside = flow_heads.Detail(velocity, 4, 2).fine_mask(active)[:, None]
+    assert v.shape == x[:1].shape and (v[~inside] == 0).all() and (v[inside] != 0).all()
+
+
 def test_families_come_from_head_parameters():
     heads = [world.sample(0, i).head for i in range(48)]
     families = [flow_data.head_family(h, 4) for h in heads]

@@ -1,0 +1,152 @@
+"""Every tool takes a flow checkpoint: sample_bank, extract_sigma, shape_report, generator_demo, evaluate, flow_report."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from eg3d_rlhf import cli
+from eg3d_rlhf.data.bank import Bank
+from eg3d_rlhf.generators import flow_heads
+from eg3d_rlhf.generators.flow import noise_seed
+from eg3d_rlhf.geometry.sigma import CubeGrid
+from eg3d_rlhf.rewards.checkpoint import save_reward
+from tests.test_finetune import slab_description, tiny_reward
+from tools import evaluate, extract_sigma, flow_report, generator_demo, sample_bank, shape_report
+
+pytestmark = pytest.mark.usefixtures('one_thread')
+
+TINY = flow_heads.PRESETS['tiny']
+
+
+def save_tiny(path, seed=0):
+    """A tiny flow checkpoint (random weights: blobs of noise, but every path runs) and its generator."""
+    pipeline = flow_heads.build_pipeline(TINY, init_seed=seed)
+    flow_heads.save_flow(str(path), pipeline, TINY)
+    return str(path), flow_heads.load_flow(str(path))
+
+
+@pytest.fixture
+def flow_pt(tmp_path):
+    return save_tiny(tmp_path / 'flow.pt')
+
+
+def ok(tool, args):
+    result = CliRunner().invoke(tool.main, [str(a) for a in args])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result
+
+
+def refused(tool, args):
+    result = CliRunner().invoke(tool.main, [str(a) for a in args])
+    assert result.exit_code != 0
+    return result.output
+
+#----------------------------------------------------------------------------
+
+def test_flow_checkpoints_load_as_data_and_conditions_are_checked(flow_pt, tmp_path):
+    path, G = flow_pt
+    assert cli.is_data_checkpoint(path) and not cli.is_data_checkpoint(cli.BUNDLED)
+    assert cli.network_path(path, trust_pickle=False) == path                # No --trust-pickle for data.
+    assert cli.network_keys(path, [4, 5], None) == [(4, 0), (5, 0), (4, 1), (5, 1)]
+    assert cli.network_keys(path, [4], [1]) == [(4, 1)] == G.keys([4], [1])
+    assert cli.network_keys(cli.BUNDLED, [4], None) == [(4, None)]
+    for network, conditions, message in ((path, [2], 'must lie in 0..1'), (cli.BUNDLED, [0], 'unconditional')):
+        with pytest.raises(Exception, match=message):
+            cli.network_keys(network, [0], conditions)
+    junk = tmp_path / 'junk.pt'
+    junk.write_bytes(b'PK\x03\x04 not really a zip')
+    with pytest.raises(Exception, match='junk.pt: not a flow checkpoint'):
+        cli.load_generator(str(junk), 'cpu')
+
+
+def test_sample_bank_writes_ids_with_conditions_and_noise_seeds(flow_pt, tmp_path):
+    path, G = flow_pt
+    bank_dir = tmp_path / 'bank'
+    common = ['--network', path, '--res', 24, '--preview-res', 24, '--dtype', 'float32', '--outdir', bank_dir]
+    assert 'write 6 samples' in ok(sample_bank, [*common, '--seeds', '0-2', '--dry-run']).output
+    assert not bank_dir.exists()
+    ok(sample_bank, [*common, '--seeds', '0-2', '--conditions', '1'])
+    bank = Bank(str(bank_dir))
+    assert bank.ids == ['c01-seed000000', 'c01-seed000001', 'c01-seed000002']
+    meta = bank.meta('c01-seed000002')
+    assert meta['condition'] == 1 and meta['noise_seeds'] == [noise_seed(2, 0), noise_seed(2, 1)]
+    expected = G.field([2], 1).sample_grid(bank.grid('c01-seed000002'))[0].numpy()
+    assert np.array_equal(bank.slab('c01-seed000002'), expected)
+    assert 'must lie in 0..1' in refused(sample_bank, [*common, '--seeds', '0', '--conditions', '3'])
+    assert 'unconditional' in refused(sample_bank, ['--network', 'bundled', '--seeds', '0', '--conditions', '0',
+        '--outdir', tmp_path / 'other', '--dry-run'])
+
+
+def test_extract_sigma_and_shape_report_take_a_flow(flow_pt, tmp_path):
+    path, G = flow_pt
+    ok(extract_sigma, ['--network', path, '--seeds', '3', '--conditions', '0', '--res', 12, '--outdir', tmp_path / 'x'])
+    assert sorted(os.listdir(tmp_path / 'x')) == ['c00-seed000003.npy', 'c00-seed000003.ply']
+    expected = G.field([3], 0).sample_grid(CubeGrid(12))[0].numpy()
+    assert np.array_equal(np.load(tmp_path / 'x' / 'c00-seed000003.npy'), expected)
+    ok(shape_report, ['--network', path, '--seeds', '0-1', '--res', 12, '--previews', 2, '--outdir', tmp_path / 's'])
+    report = json.loads((tmp_path / 's' / 'report.json').read_text())
+    assert [s['id'] for s in report['seeds']] == ['c00-seed000000', 'c00-seed000001', 'c01-seed000000', 'c01-seed000001']
+    assert report['generator'] == 'flow' and report['num_seeds'] == 4
+
+
+def test_generator_demo_takes_a_flow_and_its_condition(flow_pt, tmp_path):
+    path, G = flow_pt
+    result = ok(generator_demo, ['--network', path, '--seed', 2, '--condition', 1, '--res', 16, '--outdir', tmp_path / 'd'])
+    assert json.loads(result.output.strip().splitlines()[-1])['id'] == 'c01-seed000002'
+    assert {'image.png', 'previews.png', 'sigma_slab.npy', 'mesh.ply', 'summary.json'} <= set(os.listdir(tmp_path / 'd'))
+    assert 'image_raw.png' not in os.listdir(tmp_path / 'd')                  # EG3D's raw image and depth only.
+    assert 'must lie in 0..1' in refused(generator_demo, ['--network', path, '--condition', 2, '--outdir', tmp_path / 'e'])
+
+
+def test_evaluate_compares_two_flows_at_the_same_ids(flow_pt, tmp_path):
+    original, _ = flow_pt
+    tuned, _ = save_tiny(tmp_path / 'tuned.pt', seed=1)
+    reward = str(tmp_path / 'reward.pt')
+    save_reward(reward, tiny_reward(seed=3), 'sigma', slab_description())
+    out = tmp_path / 'report'
+    ok(evaluate, ['--original', original, '--tuned', tuned, '--reward-model', reward, '--seeds', '0-2',
+        '--conditions', '0,1', '--annotator', 'oracle:nose', '--temperature', 0, '--res', 24, '--outdir', out,
+        '--device', 'cpu'])
+    report = json.loads((out / 'report.json').read_text())
+    assert report['reward']['seeds'] == 6 and report['preference']['pairs'] == 6
+    assert 'conditions [0, 1]' in report['seeds']
+    assert 'differ in their conditions' in refused(evaluate, ['--original', original, '--tuned', 'bundled',
+        '--reward-model', reward, '--seeds', '0', '--outdir', tmp_path / 'r2'])
+
+
+def test_flow_report_measures_heads_stages_and_diversity(flow_pt, tmp_path):
+    path, G = flow_pt
+    out = tmp_path / 'fr'
+    ok(flow_report, ['--network', path, '--seeds', '0-2', '--res', 12, '--slab-res', 24, '--data-heads', 3,
+        '--columns', 2, '--outdir', out])
+    report = json.loads((out / 'report.json').read_text())
+    assert report['samples'] == 6 and 0 <= report['structure_iou']['min'] <= report['structure_iou']['mean'] <= 1
+    d = report['diversity']
+    assert d['generated']['all'] > 0 and d['training_data']['heads'] == 3 and d['ratio'] > 0
+    assert {'report.html', 'conditions.png', 'largest_fraction.png', 'samples.jsonl'} <= set(os.listdir(out))
+    lines = (out / 'samples.jsonl').read_text().splitlines()
+    assert [json.loads(line)['id'] for line in lines][:2] == ['c00-seed000000', 'c00-seed000001']
+    assert 'not a flow checkpoint' in refused(flow_report, ['--network', 'bundled', '--outdir', tmp_path / 'x'])
+
+
+def test_structure_iou_is_one_when_the_detail_stage_keeps_the_plan():
+    from eg3d_rlhf.analysis.flow_quality import diversity, structure_iou
+    pipeline = flow_heads.build_pipeline(TINY, init_seed=0)
+    sample = pipeline.sample([0], 1, steps=2, sampler='euler')
+    detail = pipeline.stages[1]
+    active = pipeline.stages[0].decode(sample.runs[0].x1, None)
+    solid = detail.decode(torch.ones_like(sample.runs[1].x1) * -1, active)           # Every active voxel filled.
+    sample.sigma = solid
+    assert structure_iou(pipeline, sample)[0] == 1.0
+    sample.sigma = torch.full_like(solid, flow_heads.EMPTY)                           # Nothing kept: IoU 0 (or empty plan).
+    assert structure_iou(pipeline, sample)[0] == (0.0 if active.any() else 1.0)
+    slabs = torch.tensor([[0.0, 0.0], [0.0, 2.0], [4.0, 0.0]])
+    d = diversity(slabs, [0, 0, 1])
+    assert d['within_condition'] == pytest.approx(np.sqrt(2))                          # |(0, 2)| / sqrt(2).
+    assert d['all'] == pytest.approx((np.sqrt(2) + np.sqrt(8) + np.sqrt(10)) / 3)
+
+#----------------------------------------------------------------------------
