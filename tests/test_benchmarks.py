@@ -42,3 +42,18 @@ def test_bench_reward_quick_run():
     assert re.search(r'forward only \(baseline\): [\d.]+ s, peak RSS [\d,]+ MiB', out.stdout)
     m = re.search(r'forward \+ backward: [\d.]+ s \(([\d.]+)x the baseline\), peak RSS ([\d,]+) MiB', out.stdout)
     assert m and float(m.group(1)) > 0 and int(m.group(2).replace(',', '')) > 0
+
+
+def test_bench_flow_quick_run(tmp_path):
+    from eg3d_rlhf.generators import flow_heads
+    tiny = flow_heads.PRESETS['tiny']
+    flow_heads.save_flow(str(tmp_path / 'flow.pt'), flow_heads.build_pipeline(tiny, init_seed=0), tiny)
+    cmd = [sys.executable, os.path.join(REPO, 'benchmarks', 'bench_flow.py'), '--network', str(tmp_path / 'flow.pt'),
+           '--samples', '1', '--res', '32', '--threads', '1']
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = out.stdout
+    for part in (r'stage 1 \(structure\): euler x 4', r'hand-off 1 \(decode\)', r'stage 2 \(detail\): euler x 4',
+            'slab from the volume', 'end to end'):
+        assert re.search(rf'flow {part} +[\d.]+ s/sample +x +[\d.]+ of EG3D', text), part
+    assert re.search(r'EG3D demo slab +[\d.]+ s/sample', text) and 'slab [16, 18, 17]' in text
