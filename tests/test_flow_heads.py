@@ -146,7 +146,7 @@ def test_train_flow_dry_run_writes_nothing(tmp_path):
 def test_train_flow_trains_snapshots_and_resumes(tmp_path):
     common = ['--preset', 'tiny', '--batch', '2', '--snap', '2', '--device', 'cpu']
     run_cli(['--outdir', str(tmp_path / 'a'), *common, '--steps', '2', '--preview', '2'])
-    assert {'options.json', 'stats.jsonl', 'flow-000002.pt', 'preview-000002.png'} <= set(os.listdir(tmp_path / 'a'))
+    assert {'options.json', 'stats.jsonl', 'flow-000002.pt', 'preview-000002.png', 'losses.png'} <= set(os.listdir(tmp_path / 'a'))
     run_cli(['--outdir', str(tmp_path / 'a'), *common, '--steps', '4', '--preview', '0',
         '--resume', str(tmp_path / 'a' / 'flow-000002.pt')])
     stats = [json.loads(line) for line in (tmp_path / 'a' / 'stats.jsonl').read_text().splitlines()]

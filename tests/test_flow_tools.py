@@ -15,7 +15,7 @@ from eg3d_rlhf.generators.flow import noise_seed
 from eg3d_rlhf.geometry.sigma import CubeGrid
 from eg3d_rlhf.rewards.checkpoint import save_reward
 from tests.test_finetune import slab_description, tiny_reward
-from tools import evaluate, extract_sigma, flow_report, generator_demo, sample_bank, shape_report
+from tools import annotate, evaluate, extract_sigma, flow_report, generator_demo, sample_bank, shape_report
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
@@ -77,6 +77,15 @@ def test_sample_bank_writes_ids_with_conditions_and_noise_seeds(flow_pt, tmp_pat
     expected = G.field([2], 1).sample_grid(bank.grid('c01-seed000002'))[0].numpy()
     assert np.array_equal(bank.slab('c01-seed000002'), expected)
     assert 'must lie in 0..1' in refused(sample_bank, [*common, '--seeds', '0', '--conditions', '3'])
+
+    ok(sample_bank, [*common, '--seeds', '0-2', '--conditions', '0'])          # Pairs that share a condition.
+    labels = tmp_path / 'labels.jsonl'
+    args = ['pairs', '--bank', bank_dir, '--annotator', 'oracle:nose', '--same-condition', '--out', labels]
+    ok(annotate, [*args, '--pairs', 6])
+    judged = [json.loads(line) for line in labels.read_text().splitlines()]
+    assert len({frozenset((j['a'], j['b'])) for j in judged}) == 6
+    assert all(j['a'][:3] == j['b'][:3] for j in judged)
+    assert 'give only 6 within their conditions' in refused(annotate, [*args, '--pairs', 7])
     assert 'unconditional' in refused(sample_bank, ['--network', 'bundled', '--seeds', '0', '--conditions', '0',
         '--outdir', tmp_path / 'other', '--dry-run'])
 

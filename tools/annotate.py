@@ -51,24 +51,31 @@ def main():
 @common
 @click.option('--pairs', 'num_pairs', type=click.IntRange(min=1), required=True, help='Distinct random pairs to judge')
 @click.option('--theta', type=click.FloatRange(min=1), default=1.0, show_default=True, help='Rao-Kupper tie parameter (1 = no ties)')
+@click.option('--same-condition', is_flag=True, help="Pair only samples of one condition (a flow bank's meta.json condition)")
 @click.option('--out', required=True, metavar='JSONL', help='Judgement file to write (replaced atomically)')
-def pairs(bank_dir, annotator, temperature, level, seed, scores_out, dry_run, num_pairs, theta, out):
+def pairs(bank_dir, annotator, temperature, level, seed, scores_out, dry_run, num_pairs, theta, same_condition, out):
     """Write --pairs judgements of random distinct pairs in the JSONL preference format.
 
     \b
     python tools/annotate.py pairs --bank out/bank --annotator oracle:nose --pairs 4000 --out labels.jsonl
     """
     bank = open_bank(bank_dir)
-    limit = len(bank) * (len(bank) - 1) // 2
+    groups = None
+    if same_condition:
+        groups = {k: bank.meta(k).get('condition') for k in bank.ids}
+        if None in groups.values():
+            raise click.BadParameter(f'{bank_dir} has samples without a condition', param_hint='--same-condition')
+    limit = annotators.pair_limit(bank.ids, groups)
     if num_pairs > limit:
-        raise click.BadParameter(f'{num_pairs} pairs asked for, but {len(bank)} samples give only {limit}', param_hint='--pairs')
+        raise click.BadParameter(f'{num_pairs} pairs asked for, but {len(bank)} samples give only {limit}'
+            + (' within their conditions' if groups else ''), param_hint='--pairs')
     if dry_run:
         print(f'would score {len(bank)} samples of {bank_dir} with oracle:{annotator} and write {num_pairs} judgements '
             f'(temperature {temperature}, theta {theta}) to {out}')
         return
     oracle = annotators.OracleAnnotator(annotator, taste_scores(bank, annotator, level), temperature=temperature,
         theta=theta, seed=seed)
-    judgements = oracle.judgements(oracle.draw_pairs(bank.ids, num_pairs))
+    judgements = oracle.judgements(oracle.draw_pairs(bank.ids, num_pairs, groups))
     write_judgements(out, judgements)
     if scores_out:
         write_scores(scores_out, oracle.z)

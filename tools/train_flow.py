@@ -7,6 +7,7 @@ import click
 from tqdm import tqdm
 
 from dnnlib.util import atomic_write
+from eg3d_rlhf.analysis.report_plots import plot_losses
 from eg3d_rlhf.cli import device_option, pick_device
 from eg3d_rlhf.generators import flow_heads
 from eg3d_rlhf.geometry.preview import rgb_picture, save_picture, tile
@@ -26,6 +27,18 @@ def parse_config(ctx, param, value):
     if not isinstance(config, dict):
         raise click.BadParameter('expected a JSON object of flow config keys')
     return config
+
+
+def read_stats(path):
+    """The records of stats.jsonl (a torn last line, from a killed run, is skipped)."""
+    records = []
+    with open(path) as f:
+        for line in f:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return records
 
 
 def save_preview(G, conditions, columns, path):
@@ -106,6 +119,7 @@ def main(outdir, preset, overrides, steps, batch, lr, seed, snap, preview_column
             stats.flush()
             if (step + 1) % snap == 0 or step + 1 == steps:
                 path = snapshot(outdir, pipeline, config, optimizer, step + 1, options, preview_columns)
+                plot_losses(read_stats(os.path.join(outdir, 'stats.jsonl')), os.path.join(outdir, 'losses.png'))
                 tqdm.write(f'snapshot {path}')
 
 #----------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""PNG plots and a small HTML page for reward reports: trajectories, before/after histograms, deltas, slope scatter."""
+"""PNG plots and a small HTML page for reports: reward trajectories, before/after histograms, deltas, slope scatter, losses."""
 
 import html
 import json
@@ -125,5 +125,21 @@ def plot_fraction_histogram(fractions, threshold, path):
     ax.axvline(threshold, color='tab:red', linestyle='--', label=f'threshold {threshold:g}')
     ax.set(xlabel='largest component / surface area', ylabel='samples')
     ax.legend()
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_losses(records, path, smooth=50):
+    """Training losses per step ('loss/<name>' keys of stats records), raw and as a running mean of `smooth` steps."""
+    plt = _pyplot()
+    names = sorted({k for r in records for k in r if k.startswith('loss/')})
+    fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.5), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        steps = np.array([r['step'] for r in records if name in r])
+        values = np.array([r[name] for r in records if name in r])
+        ax.plot(steps, values, color='tab:blue', alpha=0.3, linewidth=0.8)
+        if len(values) >= smooth:
+            ax.plot(steps[smooth - 1:], np.convolve(values, np.ones(smooth) / smooth, mode='valid'), color='tab:blue')
+        ax.set(xlabel='step', ylabel=name, title=name.split('/', 1)[1])
     fig.tight_layout()
     _save(fig, path)

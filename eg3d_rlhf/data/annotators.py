@@ -1,5 +1,6 @@
 """Simulated annotators: geometric tastes scored from a raw sigma slab, judgements drawn Bradley-Terry with a temperature."""
 
+import collections
 import numpy as np
 import scipy.sparse
 
@@ -102,6 +103,12 @@ def parse_annotator(name):
     return taste
 
 
+def pair_limit(ids, groups=None):
+    """How many distinct unordered pairs the ids make (within each group of {id: group}, if given)."""
+    sizes = collections.Counter(groups[k] for k in ids).values() if groups is not None else [len(ids)]
+    return sum(m * (m - 1) // 2 for m in sizes)
+
+
 class OracleAnnotator:
     """A taste over a set of samples, standardised over that set, judging pairs like a noisy person.
 
@@ -149,16 +156,18 @@ class OracleAnnotator:
         u = self.rng.uniform()
         return 'a' if u < pa else 'b' if u < pa + pb else 'tie'
 
-    def draw_pairs(self, ids, count):
-        """`count` distinct unordered pairs of different ids, in random order and random sides."""
+    def draw_pairs(self, ids, count, groups=None):
+        """`count` distinct unordered pairs of different ids, in random order and random sides; with groups ({id:
+        group}, e.g. a flow sample's condition) only pairs within one group, as a prompt's pairs share the prompt."""
         ids = sorted(ids)
-        n = len(ids)
-        if count > n * (n - 1) // 2:
-            raise ValueError(f'{count} pairs asked for, but {n} samples give only {n * (n - 1) // 2}')
+        n, limit = len(ids), pair_limit(ids, groups)
+        if count > limit:
+            raise ValueError(f'{count} pairs asked for, but {n} samples give only {limit}'
+                + (' within their groups' if groups is not None else ''))
         seen, pairs = set(), []
         while len(pairs) < count:
             i, j = self.rng.randint(n, size=2)
-            if i == j or (min(i, j), max(i, j)) in seen:
+            if i == j or (min(i, j), max(i, j)) in seen or (groups is not None and groups[ids[i]] != groups[ids[j]]):
                 continue
             seen.add((min(i, j), max(i, j)))
             pairs.append((ids[i], ids[j]))
