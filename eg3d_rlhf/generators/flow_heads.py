@@ -101,7 +101,9 @@ def unfold(x, patch):
 class ConvVelocity(nn.Module):
     """A small 3D conv net v(x, t, cond, context) over a cube x [N, 1, G*P, G*P, G*P] that works on the coarse grid:
     each P^3 patch of x is folded into channels of its voxel, beside the voxel's coordinates and any context
-    channels; time and condition embeddings are added after every hidden layer; the output is unfolded back."""
+    channels; time and condition embeddings are added after every hidden layer; the output is unfolded back.
+    Near t = 1 the velocity is close to -x / (1 - t) plus a denoised guess, which a few hidden channels cannot
+    pass through for P^3 values a voxel, so a skip adds a learned per-time scale of x itself."""
 
     def __init__(self,
         grid,                       # Coarse cube side G (the conv layers' resolution).
@@ -119,8 +121,10 @@ class ConvVelocity(nn.Module):
         self.time = nn.Sequential(nn.Linear(16, channels), nn.SiLU(), nn.Linear(channels, channels * layers))
         self.cond = None if conditions is None else nn.Embedding(conditions, channels * layers)
         self.out = nn.Conv3d(channels, self.patch ** 3, 3, padding=1)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+        self.skip = nn.Linear(16, self.patch ** 3)                     # Per-channel scale of x, from time features.
+        for layer in (self.out, self.skip):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
 
     def extra_features(self, context):
         """Context channels [N, extra, G, G, G] (none by default)."""
@@ -133,13 +137,15 @@ class ConvVelocity(nn.Module):
     def forward(self, x, t, cond, context):
         n, g, r = x.shape[0], self.grid, self.grid * self.patch
         misc.assert_shape(x, [n, 1, r, r, r])
-        h = torch.cat([fold(x, self.patch), coordinates(g, n, x.device), *self.extra_features(context)], dim=1)
-        emb = self.time(time_features(t))
+        folded = fold(x, self.patch)
+        h = torch.cat([folded, coordinates(g, n, x.device), *self.extra_features(context)], dim=1)
+        features = time_features(t)
+        emb = self.time(features)
         if self.cond is not None:
             emb = emb + self.cond(cond)
         for conv, bias in zip(self.convs, emb.view(n, len(self.convs), self.channels, 1, 1, 1).unbind(1)):
             h = nn.functional.silu(conv(h) + bias)
-        v = self.out(h)
+        v = self.out(h) + self.skip(features)[:, :, None, None, None] * folded
         mask = self.mask(context)
         return unfold(v if mask is None else v * mask, self.patch)
 
