@@ -109,6 +109,19 @@ def test_sampling_is_deterministic_per_id():
     assert torch.equal(tiny_generator().volumes([5], 1), a)                   # Same weights, same id: same bits.
 
 
+def test_drawn_volumes_are_kept_until_the_weights_change():
+    G = tiny_generator()
+    G.keep = 2
+    first = G.volumes([1, 2, 3], 0)                                         # More ids than are kept: all returned.
+    assert list(G._cache['volumes']) == [(2, 0), (3, 0)]
+    assert torch.equal(G.volumes([3], 0)[0], first[2])
+    with torch.no_grad():
+        for p in G.pipeline.modules()[1].parameters():
+            p.add_(0.1)                                                     # An optimiser step, say.
+    assert G._cache['volumes'] and not torch.equal(G.volumes([3], 0)[0], first[2])
+    assert list(G._cache['volumes']) == [(3, 0)]
+
+
 def test_checkpoint_loads_as_data_and_bad_files_fail_in_one_line(tmp_path):
     G = tiny_generator()
     path = str(tmp_path / 'flow.pt')

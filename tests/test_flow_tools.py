@@ -74,8 +74,13 @@ def test_sample_bank_writes_ids_with_conditions_and_noise_seeds(flow_pt, tmp_pat
     assert bank.ids == ['c01-seed000000', 'c01-seed000001', 'c01-seed000002']
     meta = bank.meta('c01-seed000002')
     assert meta['condition'] == 1 and meta['noise_seeds'] == [noise_seed(2, 0), noise_seed(2, 1)]
+    assert meta['asset'].startswith('asset.npz')
     expected = G.field([2], 1).sample_grid(bank.grid('c01-seed000002'))[0].numpy()
     assert np.array_equal(bank.slab('c01-seed000002'), expected)
+    asset = torch.from_numpy(bank.array('c01-seed000002', 'asset'))[None]         # What MSE_t needs, without redrawing.
+    assert torch.equal(asset, G.volumes([2], 1))
+    for kept, fresh in zip(G.pipeline.runs_from_asset([2], asset), G.pipeline.runs_from_asset([2], G.volumes([2], 1))):
+        assert torch.equal(kept.x0, fresh.x0) and torch.equal(kept.x1, fresh.x1)
     assert 'must lie in 0..1' in refused(sample_bank, [*common, '--seeds', '0', '--conditions', '3'])
 
     ok(sample_bank, [*common, '--seeds', '0-2', '--conditions', '0'])          # Pairs that share a condition.
@@ -159,3 +164,20 @@ def test_structure_iou_is_one_when_the_detail_stage_keeps_the_plan():
     assert d['all'] == pytest.approx((np.sqrt(2) + np.sqrt(8) + np.sqrt(10)) / 3)
 
 #----------------------------------------------------------------------------
+
+
+def test_the_bundled_flow_ships_small_loads_as_data_and_draws_a_head(tmp_path):
+    assert os.path.getsize(cli.BUNDLED_FLOW) < 20 * 2**20
+    state = torch.load(cli.BUNDLED_FLOW, map_location='cpu', weights_only=True)
+    assert state['format'] == flow_heads.FORMAT and state['config'] == flow_heads.check_config({})
+    assert 'write 16 samples' in ok(sample_bank, ['--network', 'bundled-flow', '--seeds', '0-1', '--outdir',
+        tmp_path / 'bank', '--dry-run']).output
+    G = cli.load_generator(cli.network_path('bundled-flow', trust_pickle=False), 'cpu')
+    assert G.kind == 'flow' and G.conditions == 8 and G.path == cli.BUNDLED_FLOW
+    sample = G.draw([0], 3)[0]
+    volume = sample.sigma[0]
+    inside = volume >= flow_heads.LEVEL
+    assert 0.02 < inside.float().mean() < 0.5                                   # A solid, not a fog or nothing.
+    assert not inside[0].any() and not inside[-1].any()                          # Inside the box.
+    from eg3d_rlhf.analysis.flow_quality import structure_iou
+    assert structure_iou(G.pipeline, sample)[0] > 0.7

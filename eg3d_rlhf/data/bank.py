@@ -16,6 +16,7 @@ from eg3d_rlhf.geometry.sigma import SlabCrop, grid_from_meta, slab_description,
 #   BANK/<id>/sigma_slab.npy            raw sigma, (x, y, z) order, float16 or float32, not normalised, not flipped
 #   BANK/<id>/image.png                 RGB render from the conditioning camera
 #   BANK/<id>/preview_<view>.png        shaded level surface of the slab for people (front, three_quarter, profile)
+#   BANK/<id>/<name>.npz                arrays the generator keeps beside the slab (a flow's whole asset), key 'array'
 #   BANK/<id>/meta.json                 id, seed, truncation, camera, network hash, slab grid; written last, so a
 #                                       folder without it is unfinished and is redone on resume.
 
@@ -86,6 +87,15 @@ class Bank:
         """Raw sigma [X, Y, Z] as float32."""
         return np.load(self.path(sample_id, SLAB_FILE)).astype(np.float32)
 
+    def array(self, sample_id, name):
+        """An array the generator kept beside the slab (<name>.npz, e.g. 'asset'), read without pickles."""
+        path = self.path(sample_id, f'{name}.npz')
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return data['array']
+        except (OSError, ValueError, KeyError) as err:
+            raise BankError(f'{path}: cannot be read ({err}); redraw the sample (delete its meta.json and resume)')
+
     def slabs(self, ids=None):
         """{id: raw float32 slab} for `ids` (all by default); every slab must have the same shape."""
         ids = self.ids if ids is None else list(ids)
@@ -153,6 +163,9 @@ class BankWriter:
         with dnnlib.util.atomic_write(os.path.join(folder, SLAB_FILE), 'wb') as f:
             np.save(f, sigma.astype(self.dtype))
         preview.save_picture(picture, os.path.join(folder, IMAGE_FILE))
+        for name, array in g.sample_arrays(seed, condition).items():
+            with dnnlib.util.atomic_write(os.path.join(folder, f'{name}.npz'), 'wb') as f:
+                np.savez_compressed(f, array=array)
         for view, shaded in preview.render_views(sigma, self.grid, level=self.level, resolution=self.preview_res).items():
             preview.save_picture(shaded, os.path.join(folder, preview_file(view)))
         write_json(os.path.join(folder, META_FILE), {**meta, **self.settings})

@@ -118,6 +118,11 @@ class Generator3D:
             return dict(network=None, network_sha256=None)
         return dict(network=os.path.abspath(self.path), network_sha256=file_sha256(self.path))
 
+    def sample_arrays(self, seed, condition=None):
+        """{name: numpy array} a bank keeps beside the slab (BANK/<id>/<name>.npz), e.g. a flow's finished asset,
+        which Circular-DPO encodes back into each stage's data; none by default."""
+        return {}
+
     def sample_meta(self, seed, condition=None):
         """What a bank's meta.json records about one sample (besides the slab): enough to draw it again."""
         meta = dict(id=self.sample_id(seed, condition), seed=int(seed))

@@ -283,6 +283,7 @@ class FlowGenerator(Generator3D):
         level           = 10.0,     # Raw sigma of the surface drawn by images().
         path            = None,     # The file the pipeline came from (its identity in bank metadata), None = in memory.
         batch           = 8,        # Seeds per sigma_grid() pass.
+        keep            = 16,       # Drawn volumes kept for reuse (volumes()).
     ):
         if not isinstance(pipeline, FlowPipeline):
             raise ValueError(f'FlowGenerator wraps a FlowPipeline, got {type(pipeline).__name__}')
@@ -293,6 +294,7 @@ class FlowGenerator(Generator3D):
         self.pipeline, self.path = pipeline, path
         self.cube_length, self.steps, self.sampler = float(cube_length), _check_steps(steps), check_sampler(sampler)
         self.empty_sigma, self.image_res, self.level, self.batch = float(empty_sigma), image_res, float(level), int(batch)
+        self.keep, self._cache = int(keep), {}
 
     @property
     def device(self):
@@ -312,7 +314,11 @@ class FlowGenerator(Generator3D):
     def sample_meta(self, seed, condition=None):
         meta = super().sample_meta(seed, self.pipeline.check_condition(condition))
         meta['noise_seeds'] = [noise_seed(seed, index) for index in range(len(self.pipeline.stages))]
+        meta['asset'] = 'asset.npz: raw sigma of the last decode, float32, (x, y, z) order (runs_from_asset reads it)'
         return meta
+
+    def sample_arrays(self, seed, condition=None):
+        return dict(asset=self.volumes([seed], condition)[0].cpu().numpy().astype(np.float32))
 
     def draw(self, seeds, condition=None, requires_grad=False):
         """[FlowSample of one id] of seeds, one pipeline pass per id (so its bits never depend on the batch)."""
@@ -323,10 +329,23 @@ class FlowGenerator(Generator3D):
             return [self.pipeline.sample([int(seed)], condition, self.steps, self.sampler) for seed in seeds]
 
     def volumes(self, seeds, condition=None, requires_grad=False):
-        """Raw sigma [len(seeds), R, R, R] of the last decode, each distinct seed drawn once."""
+        """Raw sigma [len(seeds), R, R, R] of the last decode, each distinct seed drawn once. Without gradients the
+        last few ids drawn are kept (until the weights change), so a bank's picture, slab and asset share a draw."""
         seeds = [int(s) for s in seeds]
-        unique = list(dict.fromkeys(seeds))
-        drawn = dict(zip(unique, (sample.sigma[0] for sample in self.draw(unique, condition, requires_grad))))
+        if requires_grad:
+            unique = list(dict.fromkeys(seeds))
+            drawn = dict(zip(unique, (sample.sigma[0] for sample in self.draw(unique, condition, True))))
+            return torch.stack([drawn[s] for s in seeds])
+        version = tuple(p._version for m in self.pipeline.modules() for p in m.parameters())
+        if self._cache.get('version') != version:
+            self._cache = dict(version=version, volumes={})
+        kept, drawn = self._cache['volumes'], {}
+        for seed in dict.fromkeys(seeds):
+            key = (seed, condition)
+            drawn[seed] = kept.pop(key) if key in kept else self.draw([seed], condition)[0].sigma[0]
+            kept[key] = drawn[seed]                                     # Now the most recent.
+            while len(kept) > self.keep:
+                kept.pop(next(iter(kept)))
         return torch.stack([drawn[s] for s in seeds])
 
     def render(self, volumes):
@@ -348,6 +367,6 @@ class FlowGenerator(Generator3D):
     def reference(self):
         return FlowGenerator(self.pipeline.frozen_copy(), cube_length=self.cube_length, steps=self.steps,
             sampler=self.sampler, empty_sigma=self.empty_sigma, image_res=self.image_res, level=self.level,
-            path=self.path, batch=self.batch)
+            path=self.path, batch=self.batch, keep=self.keep)
 
 #----------------------------------------------------------------------------
