@@ -15,6 +15,7 @@ from eg3d_rlhf.generators.flow import noise_seed
 from eg3d_rlhf.geometry.sigma import CubeGrid
 from eg3d_rlhf.rewards.checkpoint import save_reward
 from tests.test_finetune import slab_description, tiny_reward
+from tests.test_label import Running, judge, read_lines, request
 from tools import annotate, evaluate, extract_sigma, flow_report, generator_demo, sample_bank, shape_report
 
 pytestmark = pytest.mark.usefixtures('one_thread')
@@ -91,6 +92,16 @@ def test_sample_bank_writes_ids_with_conditions_and_noise_seeds(flow_pt, tmp_pat
     assert len({frozenset((j['a'], j['b'])) for j in judged}) == 6
     assert all(j['a'][:3] == j['b'][:3] for j in judged)
     assert 'give only 6 within their conditions' in refused(annotate, [*args, '--pairs', 7])
+
+    with Running(str(bank_dir), tmp_path / 'people.jsonl') as server:                # The labeling page serves it.
+        status, data = request(server.port, 'GET', '/api/state')
+        state = json.loads(data)
+        pair = state['current']['a'], state['current']['b']
+        assert status == 200 and all(i in Bank(str(bank_dir)) for i in pair)
+        assert request(server.port, 'GET', f'/bank/{pair[0]}/preview_front.png')[0] == 200
+        assert request(server.port, 'GET', f'/bank/{pair[0]}/asset.npz')[0] == 404
+        judge(server.port, state, 'a')
+    assert [(j['a'], j['b'], j['choice']) for j in read_lines(tmp_path / 'people.jsonl')] == [(*pair, 'a')]
     assert 'unconditional' in refused(sample_bank, ['--network', 'bundled', '--seeds', '0', '--conditions', '0',
         '--outdir', tmp_path / 'other', '--dry-run'])
 
