@@ -6,8 +6,8 @@ import click
 import torch
 
 from eg3d_rlhf.data.bank import Bank, BankError
-from eg3d_rlhf.generators.base import sample_keys, seed_ranges
 from eg3d_rlhf.generators import flow_heads
+from eg3d_rlhf.generators.base import sample_keys, seed_ranges
 from eg3d_rlhf.generators.eg3d import EG3DGenerator
 from eg3d_rlhf.synthetic import demo
 

@@ -37,7 +37,7 @@ def main(network, seeds, conditions, resolution, slab_res, threshold, data_heads
     \b
     python tools/flow_report.py --network bundled-flow --seeds 0-12 --outdir out/flow-report
     """
-    if network not in ('bundled-flow',) and not (os.path.isfile(network) and is_data_checkpoint(network)):
+    if network != 'bundled-flow' and not (os.path.isfile(network) and is_data_checkpoint(network)):
         raise click.BadParameter(f'{network} is not a flow checkpoint', param_hint='--network')
     path = network_path(network, trust_pickle=False)
     keys = network_keys(path, seeds, conditions)
