@@ -44,7 +44,6 @@ def require_trust(network_pkl, trust_pickle):
 # load with the same trust as the code next to it: the demo EG3D pickle and the two-stage flow model of heads.
 BUNDLED = demo.GENERATOR
 BUNDLED_FLOW = demo.FLOW_GENERATOR
-NAMED = {'bundled': BUNDLED, 'bundled-flow': BUNDLED_FLOW}
 NETWORK_HELP = ('Generator: an EG3D network pickle (needs --trust-pickle), a flow checkpoint (.pt, read as data), '
     f'bundled = {os.path.relpath(BUNDLED, demo.ROOT)}, bundled-flow = {os.path.relpath(BUNDLED_FLOW, demo.ROOT)}')
 
@@ -57,10 +56,11 @@ def is_data_checkpoint(path):
 def network_path(network, trust_pickle):
     """The file a --network value names: 'bundled' and 'bundled-flow' are the shipped generators, a flow checkpoint
     loads as data, any other file is a pickle that needs --trust-pickle."""
-    if network in NAMED:
-        if not os.path.isfile(NAMED[network]):
-            raise click.ClickException(f'the {network} generator {NAMED[network]} is missing; restore it from git')
-        return NAMED[network]
+    named = {'bundled': BUNDLED, 'bundled-flow': BUNDLED_FLOW}.get(network)
+    if named is not None:
+        if not os.path.isfile(named):
+            raise click.ClickException(f'the {network} generator {named} is missing; restore it from git')
+        return named
     if not os.path.isfile(network):
         raise click.ClickException(f'{network}: no such network file')
     if not is_data_checkpoint(network) and os.path.abspath(network) != BUNDLED:
