@@ -86,3 +86,30 @@ def test_reliability_weights_have_mean_one_and_favour_confident_pairs():
         reliability_weights([float('inf')], [0.0])
 
 #----------------------------------------------------------------------------
+
+
+def test_pairs_and_sides_come_from_a_flow_bank(tmp_path):
+    from eg3d_rlhf.data.bank import Bank, BankWriter
+    from eg3d_rlhf.data.preferences import Judgement
+    from eg3d_rlhf.finetune.flow_dpo import bank_pairs, bank_sides
+    from eg3d_rlhf.generators import flow_heads
+    tiny = flow_heads.PRESETS['tiny']
+    G = flow_heads.build_generator(flow_heads.build_pipeline(tiny, init_seed=0), tiny, image_res=16)
+    writer = BankWriter(str(tmp_path / 'bank'), G, resolution=16, dtype='float32', preview_res=16)
+    writer.open()
+    for seed, condition in ((0, 0), (1, 0), (2, 1)):
+        writer.write(seed, condition)
+    bank = Bank(str(tmp_path / 'bank'))
+    judge = lambda a, b, choice: Judgement(a, b, choice, 'oracle:nose', '2026-11-22T00:00:00')
+    chosen, rejected, dropped = bank_pairs(bank, [judge('c00-seed000000', 'c00-seed000001', 'b'),
+        judge('c00-seed000000', 'c00-seed000001', 'tie'), judge('c00-seed000001', 'c01-seed000002', 'a')])
+    assert (chosen, rejected, dropped) == (['c00-seed000001'], ['c00-seed000000'], dict(undecided=1, across_conditions=1))
+    for stage in (0, 1):
+        side, cond = bank_sides(G.pipeline, bank, chosen + rejected, stage)
+        fresh = G.pipeline.runs_from_asset([1, 0], G.volumes([1, 0], 0))[stage]
+        assert torch.equal(side.x0, fresh.x0) and torch.equal(side.x1, fresh.x1) and cond.tolist() == [0, 0]
+    win, cond = bank_sides(G.pipeline, bank, chosen, 1)
+    lose, _ = bank_sides(G.pipeline, bank, rejected, 1)
+    velocity = G.pipeline.stages[1].velocity
+    loss, _ = flow_dpo_loss(velocity, velocity, win, lose, 0.5, cond)
+    assert loss.item() == pytest.approx(math.log(2))

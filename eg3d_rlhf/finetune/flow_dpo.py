@@ -39,6 +39,32 @@ def flow_dpo_loss(policy, reference, chosen, rejected, t, cond=None, beta=1.0, T
         'rewards/margins': margin.detach(), 'rewards/accuracies': (margin > 0).float().detach()}
     return loss, stats
 
+def bank_pairs(bank, judgements):
+    """(chosen ids, rejected ids, dropped) of judgements over a flow bank's samples usable as DPO pairs: a decided
+    choice ('a' or 'b', not a tie or skip) between two samples of one condition; dropped counts the rest by reason."""
+    chosen, rejected, dropped = [], [], dict(undecided=0, across_conditions=0)
+    for j in judgements:
+        if j.choice not in ('a', 'b'):
+            dropped['undecided'] += 1
+        elif bank.meta(j.a).get('condition') != bank.meta(j.b).get('condition'):
+            dropped['across_conditions'] += 1
+        else:
+            chosen.append(j.a if j.choice == 'a' else j.b)
+            rejected.append(j.b if j.choice == 'a' else j.a)
+    return chosen, rejected, dropped
+
+
+def bank_sides(pipeline, bank, ids, stage):
+    """Side of stage `stage` for bank samples: x1 and context by encoding each kept asset (asset.npz) through the
+    pipeline, x0 from the sample's noise seed, as drawn; plus cond [N] (None when unconditional)."""
+    metas = [bank.meta(i) for i in ids]
+    assets = torch.stack([torch.from_numpy(bank.array(i, 'asset')) for i in ids]).to(pipeline.device)
+    runs = pipeline.runs_from_asset([m['seed'] for m in metas], assets)
+    conditions = [m.get('condition') for m in metas]
+    cond = None if conditions[0] is None else torch.tensor(conditions, dtype=torch.int64, device=pipeline.device)
+    run = runs[stage]
+    return Side(run.x0, run.x1, run.context), cond
+
 #----------------------------------------------------------------------------
 # Circular-DPO's data selection (section 4.4). For one condition, N candidates are scored by a reward model: the
 # first k from the tuned policy, the rest from the reference. Win counts C_i over all pairs (a tie counts half),
