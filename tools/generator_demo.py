@@ -86,12 +86,11 @@ def main(outdir, network_pkl, trust_pickle, seed, condition, resolution, neural_
         generator = EG3DGenerator(TriPlaneGenerator(**ffhq512_small_kwargs()).eval().requires_grad_(False))
     else:
         generator = load_generator(source, torch.device('cpu'))
-    if generator.conditions is None and condition is not None:
-        raise click.BadParameter('this generator is unconditional', param_hint='--condition')
-    if generator.conditions is not None:
-        condition = condition or 0
-        if condition >= generator.conditions:
-            raise click.BadParameter(f'must lie in 0..{generator.conditions - 1}', param_hint='--condition')
+    try:                                            # Condition 0 of a conditional generator unless one is given.
+        asked = None if condition is None and generator.conditions is None else [condition or 0]
+        ((_, condition),) = generator.keys([seed], asked)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint='--condition')
     os.makedirs(outdir, exist_ok=True)
     if generator.kind == 'eg3d':
         render_eg3d(generator, seed, neural_res, outdir)

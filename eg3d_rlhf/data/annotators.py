@@ -1,6 +1,7 @@
 """Simulated annotators: geometric tastes scored from a raw sigma slab, judgements drawn Bradley-Terry with a temperature."""
 
 import collections
+
 import numpy as np
 import scipy.sparse
 

@@ -39,6 +39,7 @@ def flow_dpo_loss(policy, reference, chosen, rejected, t, cond=None, beta=1.0, T
         'rewards/margins': margin.detach(), 'rewards/accuracies': (margin > 0).float().detach()}
     return loss, stats
 
+
 def bank_pairs(bank, judgements):
     """(chosen ids, rejected ids, dropped) of judgements over a flow bank's samples usable as DPO pairs: a decided
     choice ('a' or 'b', not a tie or skip) between two samples of one condition; dropped counts the rest by reason."""
