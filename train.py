@@ -12,7 +12,11 @@ from click.core import ParameterSource
 import torch
 
 import dnnlib
+from eg3d_rlhf import cli
+from eg3d_rlhf.finetune import circular_config
+from eg3d_rlhf.finetune import circular_run
 from eg3d_rlhf.finetune import config as reward_options
+from eg3d_rlhf.generators import flow_heads
 from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward
 from eg3d_rlhf.synthetic import demo
 from training import distributed
@@ -264,6 +268,79 @@ def make_config(kwargs, explicit=()):
     return c, desc, opts.outdir
 
 #----------------------------------------------------------------------------
+# Circular-DPO (--generator=flow): the flags come from eg3d_rlhf.finetune.circular_config.CircularDPOConfig; a
+# flow run shares --outdir, --resume (the flow checkpoint to align), --reward-model, --seed, --device, --desc and
+# --dry-run with EG3D's and refuses the EG3D-only options.
+
+FLOW_SHARED = ('generator', 'method', 'outdir', 'resume', 'reward_model', 'seed', 'device', 'desc', 'dry_run')
+METHODS = dict(eg3d=('gan',), flow=('circular-dpo',))
+
+
+def generator_and_method(kwargs):
+    """(generator, method) of --generator and --method, each inferred from the other when not given."""
+    generator, method = kwargs.get('generator'), kwargs.get('method')
+    generator = generator or ('flow' if method == 'circular-dpo' else 'eg3d')
+    method = method or METHODS[generator][0]
+    if method not in METHODS[generator]:
+        raise click.UsageError(f'--method={method} does not apply to --generator={generator}; '
+            f'use {" or ".join(METHODS[generator])}')
+    return generator, method
+
+
+def circular_options(kwargs, explicit):
+    """The checked CircularDPOConfig of a flow run; a usage error for an EG3D-only option given with it."""
+    flow_flags = {f.name for f in circular_config.CircularDPOConfig.flags()}
+    foreign = sorted(explicit - flow_flags - set(FLOW_SHARED))
+    if foreign:
+        raise click.UsageError(f'--{foreign[0].replace("_", "-")} is an EG3D option; --generator=flow takes '
+            '--outdir, --resume (a flow checkpoint), --reward-model, --seed, --device, --desc and the Circular-DPO flags')
+    try:
+        return circular_config.from_options(kwargs)
+    except reward_options.ConfigError as err:
+        raise click.UsageError(str(err))
+
+
+def run_circular_dpo(kwargs, explicit):
+    """Circular-DPO on a flow checkpoint (--resume, default the bundled one): the embedded demo without --labels."""
+    cfg = circular_options(kwargs, explicit)
+    network = cli.network_path(kwargs['resume'] or 'bundled-flow', trust_pickle=False)
+    if not cli.is_data_checkpoint(network):
+        raise click.ClickException(f'--resume: {network} is not a flow checkpoint (tools/train_flow.py writes them)')
+    reward_path = os.path.abspath(cfg.reward_model or demo.FLOW_REWARD)
+    device = pick_device(kwargs['device'], 1)
+    try:
+        flow_config = flow_heads.read_flow(network)['config']
+        reward = load_reward(reward_path, device)
+    except ValueError as err:
+        raise click.ClickException(f'--resume: {err}')
+    except RewardCheckpointError as err:
+        raise click.ClickException(f'--reward-model: {err}')
+    desc = f'flow-circular-dpo-{cfg.ablation}' + ('-demo' if cfg.is_demo else '') + (f'-{kwargs["desc"]}' if kwargs['desc'] else '')
+    run_dir = next_run_dir(kwargs['outdir'] or demo.OPTIONS['outdir'], desc)
+    options = dict(method='circular-dpo', network=os.path.abspath(network), reward_model=reward_path, seed=kwargs['seed'],
+        device=device, run_dir=run_dir, **{k: v for k, v in dataclasses.asdict(cfg).items() if k != 'reward_model'})
+    print(json.dumps(options, indent=2))
+    if kwargs['dry_run']:
+        print('Dry run; exiting.')
+        return
+    os.makedirs(run_dir)
+    with dnnlib.util.atomic_write(os.path.join(run_dir, 'options.json'), 'w') as f:
+        json.dump(options, f, indent=2)
+    with log_to(os.path.join(run_dir, 'log.txt')):
+        generator = cli.load_generator(network, device)
+        save = lambda path, pipeline, info: flow_heads.save_flow(path, pipeline, flow_config, training=info)
+        try:
+            summary = circular_run.run(cfg, generator, reward, run_dir, save, seed=kwargs['seed'], reward_path=reward_path)
+        except (OSError, ValueError) as err:
+            raise click.ClickException(str(err).splitlines()[0])
+        for row in summary['groups'].values():
+            if 'win_rate' in row:
+                print(f'({row["group"]}) preferred to the base in {row["wins"]} of {row["wins"] + row["losses"]} '
+                    f'held-out pairs ({100 * row["win_rate"]:.1f}%, Wilson 95% {100 * row["wilson95"][0]:.1f}-'
+                    f'{100 * row["wilson95"][1]:.1f}%, binomial p {row["binomial_p"]:.2g})')
+        print(f'{summary["timing"]["total_seconds"]:.0f} s; report: {os.path.join(run_dir, "report.html")}')
+
+#----------------------------------------------------------------------------
 
 POSITIVE = click.FloatRange(min=0, min_open=True)
 
@@ -279,6 +356,13 @@ POSITIVE = click.FloatRange(min=0, min_open=True)
 
 # Reward fine-tuning (eg3d_rlhf.finetune.config: each flag's default, range and help; all but --reward need --reward).
 @reward_options.click_options
+
+# Which generator and method: EG3D's GAN training (with the reward phase under --reward), or Circular-DPO of a flow.
+@click.option('--generator',    help='Generator family  [default: flow with --method=circular-dpo, else eg3d]', type=click.Choice(list(METHODS)))
+@click.option('--method',       help='gan: EG3D training (--reward adds the reward phase); circular-dpo: preference alignment of a flow  [default: the generator\'s]', type=click.Choice([m for ms in METHODS.values() for m in ms]))
+
+# Circular-DPO (eg3d_rlhf.finetune.circular_config: each flag's default, range and help; --generator=flow only).
+@circular_config.click_options
 
 # Optional features.
 @click.option('--cond',         help='Train conditional model (must be True)', metavar='BOOL',  type=bool, default=True, show_default=True)
@@ -352,11 +436,25 @@ def main(**kwargs):
         --gpus=8 --batch=32 --gamma=1 --gen_pose_cond=True
 
     \b
+    # Circular-DPO of the bundled two-stage flow model (the embedded demo), or of yours on a bank you labelled.
+    python train.py --generator=flow --method=circular-dpo
+    python train.py --generator=flow --resume=flow.pt --bank=flow-bank --labels=labels.jsonl --reward-model=r.pt \\
+        --ablation=all
+
+    \b
     # Fine-tune from a network pickle you trust (ours or NVIDIA's).
     python train.py --outdir=training-runs --cfg=ffhq --data=FFHQ_512.zip --gpus=8 --batch=32 --gamma=1 \\
         --gen_pose_cond=True --resume=ffhq512-128.pkl --trust-pickle --resume-kimg=25000
     """
-    c, desc, outdir = make_config(kwargs, explicit_options(click.get_current_context()))
+    explicit = explicit_options(click.get_current_context())
+    generator, _method = generator_and_method(kwargs)
+    if generator == 'flow':
+        run_circular_dpo(kwargs, explicit)
+        return
+    flow_only = sorted(explicit & {f.name for f in circular_config.CircularDPOConfig.flags()})
+    if flow_only:
+        raise click.UsageError(f'--{flow_only[0].replace("_", "-")} is a Circular-DPO option: add --generator=flow')
+    c, desc, outdir = make_config(kwargs, explicit)
     launch_training(c=c, desc=desc, outdir=outdir, dry_run=kwargs['dry_run'])
 
 #----------------------------------------------------------------------------

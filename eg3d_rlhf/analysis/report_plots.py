@@ -76,8 +76,15 @@ def plot_scatter(before, after, fit, path, labels=('initial reward', 'final rewa
 
 #----------------------------------------------------------------------------
 
-def write_report(outdir, title, summary, pictures, name='report'):
-    """outdir/NAME.json (the summary) and outdir/NAME.html (a table of the summary's scalars, then the pictures)."""
+def html_table(title, header, rows):
+    """An HTML table with a heading: header [str], rows [[str]]."""
+    cells = lambda tag, row: '<tr>' + ''.join(f'<{tag}>{html.escape(str(c))}</{tag}>' for c in row) + '</tr>'
+    return f'<h2>{html.escape(title)}</h2><table>{cells("th", header)}{"".join(cells("td", r) for r in rows)}</table>'
+
+
+def write_report(outdir, title, summary, pictures, name='report', tables=()):
+    """outdir/NAME.json (the summary) and outdir/NAME.html (tables of (title, header, rows), a table of the
+    summary's scalars, then the pictures)."""
     with dnnlib.util.atomic_write(os.path.join(outdir, f'{name}.json'), 'w', encoding='utf-8') as f:
         json.dump(summary, f, indent=2)
         f.write('\n')
@@ -94,9 +101,10 @@ def write_report(outdir, title, summary, pictures, name='report'):
     images = ''.join(f'<figure><img src="{html.escape(p)}" alt="{html.escape(p)}"><figcaption>{html.escape(p)}'
         '</figcaption></figure>' for p in pictures)
     page = (f'<!doctype html><meta charset="utf-8"><title>{html.escape(title)}</title>'
-        '<style>body{font-family:sans-serif;margin:2em}td{padding:2px 12px;border-bottom:1px solid #ddd}'
+        '<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 12px;border-bottom:1px solid #ddd;text-align:left}'
         'figure{display:inline-block;margin:8px}img{max-width:560px}</style>'
-        f'<h1>{html.escape(title)}</h1><table>{"".join(rows)}</table>{images}\n')
+        f'<h1>{html.escape(title)}</h1>{"".join(html_table(*t) for t in tables)}<h2>Summary</h2>'
+        f'<table>{"".join(rows)}</table>{images}\n')
     with dnnlib.util.atomic_write(os.path.join(outdir, f'{name}.html'), 'w', encoding='utf-8') as f:
         f.write(page)
 
@@ -141,5 +149,62 @@ def plot_losses(records, path, smooth=50):
         if len(values) >= smooth:
             ax.plot(steps[smooth - 1:], np.convolve(values, np.ones(smooth) / smooth, mode='valid'), color='tab:blue')
         ax.set(xlabel='step', ylabel=name, title=name.split('/', 1)[1])
+    fig.tight_layout()
+    _save(fig, path)
+
+def plot_dpo_curves(records, path, smooth=10):
+    """Each training phase's loss, rewards/accuracies and rewards/margins per step ('step' records of a Circular-DPO
+    run's stats.jsonl; supervised phases have the loss only), as running means of `smooth` steps."""
+    plt = _pyplot()
+    steps = [r for r in records if r.get('kind') == 'step']
+    phases = list(dict.fromkeys(r['phase'] for r in steps))
+    names = ['loss', 'rewards/accuracies', 'rewards/margins']
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    for phase in phases:
+        mine = [r for r in steps if r['phase'] == phase]
+        for ax, name in zip(axes, names):
+            values = np.array([r[name] for r in mine if name in r])
+            if len(values) == 0:
+                continue
+            k = min(smooth, len(values))
+            ax.plot(np.arange(k - 1, len(values)), np.convolve(values, np.ones(k) / k, mode='valid'),
+                label=f'{phase} ({mine[0]["stage"]}, {mine[0]["method"]})')
+    for ax, name in zip(axes, names):
+        ax.set(xlabel='step', title=name)
+    axes[0].legend(fontsize=7, loc='best')
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_bridge_weights(bridges, path):
+    """Step 2 of Circular-DPO: the quality gaps w1 of all (tuned, reference) pairs with tau marked, and the
+    reliability weights w2 of the kept pairs, one colour per bridge record."""
+    plt = _pyplot()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for r in bridges:
+        label = f'{r["phase"].split("/")[-1]}: kept {r["kept"]} of {r["pairs"]}'
+        a.hist(r['w1'], bins=np.linspace(-1, 1, 41), alpha=0.5, label=label)
+        b.hist(r['w2'], bins=30, alpha=0.5, label=label)
+    a.axvline(bridges[0]['tau'], color='black', linestyle='--', linewidth=1)
+    a.set(xlabel='w1 = G(tuned) - G(reference)', ylabel='pairs', title='quality gap (dropped at or left of tau)')
+    b.set(xlabel='w2', ylabel='kept pairs', title='reliability weight (mean 1)')
+    a.legend(fontsize=7, loc='best')
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_win_rates(rows, path):
+    """Win rate of each group over the base model with its Wilson 95% interval, chance marked."""
+    plt = _pyplot()
+    rows = [r for r in rows if 'win_rate' in r]
+    fig, ax = plt.subplots(figsize=(1.2 + 0.8 * len(rows), 3.8))
+    x = np.arange(len(rows))
+    rate = np.array([r['win_rate'] for r in rows], dtype=float)
+    low, high = (np.array([r['wilson95'][i] for r in rows], dtype=float) for i in (0, 1))
+    ax.bar(x, rate, color='tab:blue')
+    ax.errorbar(x, rate, yerr=[rate - low, high - rate], fmt='none', color='black', capsize=3)
+    ax.axhline(0.5, color='tab:red', linestyle='--', linewidth=1)
+    ax.set(xticks=x, xticklabels=[r['group'] for r in rows], ylim=(0, 1), ylabel='preferred to the base',
+        title='Simulated annotator, held-out pairs')
     fig.tight_layout()
     _save(fig, path)

@@ -22,7 +22,7 @@ class ConfigError(ValueError):
     """A value or combination of reward options that cannot train; the message names the flag."""
 
 
-def _option(default, help, min=None, choices=None, flag=True, is_flag=False, metavar=None):
+def option(default, help, min=None, choices=None, flag=True, is_flag=False, metavar=None):
     return dataclasses.field(default=default, metadata=dict(help=help, min=min, choices=choices, flag=flag, is_flag=is_flag,
         metavar=metavar))
 
@@ -34,26 +34,26 @@ def flag_name(field_name):
 
 @dataclasses.dataclass
 class RewardFinetuneConfig:
-    reward:             str = _option('none', 'Reward fine-tuning on the slab sigma with this kind of reward model',
+    reward:             str = option('none', 'Reward fine-tuning on the slab sigma with this kind of reward model',
                             choices=lambda: (*sorted(REWARDS), 'none'))
-    reward_model:       typing.Optional[str] = _option(None, 'Reward checkpoint (tools/train_reward.py)  [default: the bundled one of --reward]',
+    reward_model:       typing.Optional[str] = option(None, 'Reward checkpoint (tools/train_reward.py)  [default: the bundled one of --reward; with --generator=flow, the bundled flow reward]',
                             metavar='PT')
-    lambda_r:           float = _option(10.0, 'Weight of the reward loss', min=0)
-    lambda_sigma:       float = _option(0.01, 'Weight of the density consistency to the starting G_ema', min=0)
-    sigma_box_points:   int = _option(0, 'Density consistency also at this many random points of the whole box', min=0)
-    lambda_image:       float = _option(0.0, 'Weight of the raw-image consistency to the starting G_ema', min=0)
-    reward_loss:        str = _option('clip', 'clip: -clip(r); standardised: running mean/std first; pairwise: DreamDPO',
+    lambda_r:           float = option(10.0, 'Weight of the reward loss', min=0)
+    lambda_sigma:       float = option(0.01, 'Weight of the density consistency to the starting G_ema', min=0)
+    sigma_box_points:   int = option(0, 'Density consistency also at this many random points of the whole box', min=0)
+    lambda_image:       float = option(0.0, 'Weight of the raw-image consistency to the starting G_ema', min=0)
+    reward_loss:        str = option('clip', 'clip: -clip(r); standardised: running mean/std first; pairwise: DreamDPO',
                             choices=lambda: LOSS_MODES)
-    tau:                typing.Optional[float] = _option(None, f'Reward gap above which pairwise pushes the loser away  [default: {TAU_DEFAULT}]', min=0)
-    reward_every:       int = _option(1, 'Run the reward phase every N steps', min=1)
-    reward_batch:       typing.Optional[int] = _option(None, 'Samples per reward pass  [default: --batch-gpu]', min=1)
-    reward_recompute:   bool = _option(False, 'Gradient checkpointing of the slab decoder passes (less GPU memory)', is_flag=True)
-    panel_seeds:        str = _option('2000-2199', 'Seeds scored every tick for the reward report, or none', metavar='LIST')
+    tau:                typing.Optional[float] = option(None, f'Reward gap above which pairwise pushes the loser away  [default: {TAU_DEFAULT}]', min=0)
+    reward_every:       int = option(1, 'Run the reward phase every N steps', min=1)
+    reward_batch:       typing.Optional[int] = option(None, 'Samples per reward pass  [default: --batch-gpu]', min=1)
+    reward_recompute:   bool = option(False, 'Gradient checkpointing of the slab decoder passes (less GPU memory)', is_flag=True)
+    panel_seeds:        str = option('2000-2199', 'Seeds scored every tick for the reward report, or none', metavar='LIST')
     # Not flags: fixed parts of the method, stated here so RewardPhase restates nothing.
-    clip:               float = _option(10.0, 'Rewards are clipped to [-clip, clip] before they enter the loss', min=0, flag=False)
-    sigma_points:       int = _option(4096, 'Slab points per sample for the density consistency', min=1, flag=False)
-    pair_noise:         float = _option(0.3, 'pairwise: standard deviation of the z offsets making the two samples', min=0, flag=False)
-    keep_w_avg:         bool = _option(True, "Stop G's running w_avg update while tuning", flag=False)
+    clip:               float = option(10.0, 'Rewards are clipped to [-clip, clip] before they enter the loss', min=0, flag=False)
+    sigma_points:       int = option(4096, 'Slab points per sample for the density consistency', min=1, flag=False)
+    pair_noise:         float = option(0.3, 'pairwise: standard deviation of the z offsets making the two samples', min=0, flag=False)
+    keep_w_avg:         bool = option(True, "Stop G's running w_avg update while tuning", flag=False)
 
     @classmethod
     def flags(cls):
@@ -112,7 +112,7 @@ def check_value(field, value):
         raise ConfigError(f'{flag}={value}: must be at least {meta["min"]}')
     if meta['choices'] is not None and value not in meta['choices']():
         raise ConfigError(f'{flag}={value}: choose one of {", ".join(meta["choices"]())}')
-    if field.name == 'panel_seeds' and value.strip().lower() != 'none':
+    if meta['metavar'] == 'LIST' and value.strip().lower() != 'none':           # Seed lists ('0-99,200'), or none.
         try:
             seed_ranges(value)
         except ValueError as err:
@@ -120,29 +120,42 @@ def check_value(field, value):
 
 #----------------------------------------------------------------------------
 
-def click_options(func):
-    """Decorate a click command with one option per flag field of RewardFinetuneConfig. Every option defaults to
-    None (unset), so the command can tell which ones were given; RewardFinetuneConfig supplies the defaults."""
-    for f in reversed(RewardFinetuneConfig.flags()):
-        meta, name = f.metadata, flag_name(f.name)
-        if meta['is_flag']:
-            func = click.option(name, help=meta['help'], is_flag=True, default=None)(func)
-            continue
-        shown = '' if f.default is None or '[default' in meta['help'] else f'  [default: {f.default}]'
-        shown += '' if meta['min'] is None else f'  [x>={meta["min"]}]'
-        kind = click.Choice(list(meta['choices']())) if meta['choices'] is not None else OPTIONAL.get(f.type, f.type)
-        metavar = meta['metavar'] or {float: 'FLOAT', int: 'INT'}.get(kind, None)
-        func = click.option(name, help=meta['help'] + shown, type=kind, default=None, metavar=metavar)(func)
-    return func
+def click_options_of(cls, skip=()):
+    """A decorator adding one click option per flag field of a config dataclass (but those in `skip`, which the
+    command declares itself). Every option defaults to None (unset), so the command can tell which ones were given;
+    the config supplies the defaults."""
+    def decorate(func):
+        for f in reversed([f for f in cls.flags() if f.name not in skip]):
+            meta, name = f.metadata, flag_name(f.name)
+            if meta['is_flag']:
+                func = click.option(name, help=meta['help'], is_flag=True, default=None)(func)
+                continue
+            shown = '' if f.default is None or '[default' in meta['help'] else f'  [default: {f.default}]'
+            shown += '' if meta['min'] is None else f'  [x>={meta["min"]}]'
+            kind = click.Choice(list(meta['choices']())) if meta['choices'] is not None else OPTIONAL.get(f.type, f.type)
+            metavar = meta['metavar'] or {float: 'FLOAT', int: 'INT'}.get(kind, None)
+            func = click.option(name, help=meta['help'] + shown, type=kind, default=None, metavar=metavar)(func)
+        return func
+    return decorate
+
+
+def given_options(cls, options):
+    """{field: value} of a config dataclass's fields that `options` gives (None and False mean "not given"), each
+    checked (ConfigError naming the flag)."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    given = {name: options[name] for name in fields if options.get(name) is not None and options.get(name) is not False}
+    for name, value in given.items():
+        check_value(fields[name], value)
+    return given
+
+
+click_options = click_options_of(RewardFinetuneConfig)
 
 
 def from_options(options):
     """RewardFinetuneConfig from a dict holding (some of) its fields, None meaning "not given". ConfigError naming the
     flag for a bad value first, then for a reward option given without --reward, then for a bad combination."""
-    fields = {f.name: f for f in dataclasses.fields(RewardFinetuneConfig)}
-    given = {name: options[name] for name in fields if options.get(name) is not None and options.get(name) is not False}
-    for name, value in given.items():
-        check_value(fields[name], value)
+    given = given_options(RewardFinetuneConfig, options)
     if given.get('reward', 'none') == 'none':
         extra = [k for k in given if k != 'reward']
         if extra:

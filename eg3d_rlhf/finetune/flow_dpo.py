@@ -2,10 +2,12 @@
 
 import dataclasses
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from eg3d_rlhf.generators.flow import mse_t
+from eg3d_rlhf.generators.flow import check_sigma, mse_t
+from torch_utils import misc
 
 #----------------------------------------------------------------------------
 # Flow-DPO (Circular-DPO, eq. 6 and 7). For a pair x^w > x^l of one condition, one t and one x0 per side, shared by
@@ -55,16 +57,123 @@ def bank_pairs(bank, judgements):
     return chosen, rejected, dropped
 
 
-def bank_sides(pipeline, bank, ids, stage):
-    """Side of stage `stage` for bank samples: x1 and context by encoding each kept asset (asset.npz) through the
-    pipeline, x0 from the sample's noise seed, as drawn; plus cond [N] (None when unconditional)."""
-    metas = [bank.meta(i) for i in ids]
-    assets = torch.stack([torch.from_numpy(bank.array(i, 'asset')) for i in ids]).to(pipeline.device)
-    runs = pipeline.runs_from_asset([m['seed'] for m in metas], assets)
-    conditions = [m.get('condition') for m in metas]
-    cond = None if conditions[0] is None else torch.tensor(conditions, dtype=torch.int64, device=pipeline.device)
-    run = runs[stage]
-    return Side(run.x0, run.x1, run.context), cond
+@dataclasses.dataclass
+class PairData:
+    """Preference pairs over finished assets of one flow pipeline: what Flow-DPO trains any of its stages on."""
+    assets:     torch.Tensor        # Raw sigma [M, R, R, R] of the assets, on the CPU.
+    conditions: object              # int64 [M] of their conditions, or None (unconditional).
+    chosen:     torch.Tensor        # int64 [P]: index of each pair's preferred asset.
+    rejected:   torch.Tensor        # int64 [P]: index of the other one.
+    weight:     torch.Tensor        # float32 [P]: w2 of each pair (ones when unweighted).
+    ids:        list                # Name of each asset (bank ids, or cCC-seedNNNNNN-<side>).
+
+    def __post_init__(self):
+        check_sigma(self.assets, source='PairData assets')
+        m, p = len(self.assets), len(self.chosen)
+        misc.assert_shape(self.rejected, [p])
+        misc.assert_shape(self.weight, [p])
+        if len(self.ids) != m or (self.conditions is not None and list(self.conditions.shape) != [m]):
+            raise ValueError(f'PairData: {m} assets, but {len(self.ids)} ids and conditions of shape '
+                f'{None if self.conditions is None else list(self.conditions.shape)}')
+        if p and not (0 <= int(min(self.chosen.min(), self.rejected.min())) and max(self.chosen.max(), self.rejected.max()) < m):
+            raise ValueError(f'PairData: pair indices must lie in 0..{m - 1}')
+        if not torch.isfinite(self.weight).all() or (self.weight < 0).any():
+            raise ValueError('PairData: pair weights must be finite and non-negative')
+        if self.conditions is not None and (self.conditions[self.chosen] != self.conditions[self.rejected]).any():
+            raise ValueError('PairData: the two sides of a pair must share their condition')
+
+    def __len__(self):
+        return len(self.chosen)
+
+    def select(self, keep):
+        """The pairs where keep [P] (bool) holds, over the same assets."""
+        keep = torch.as_tensor(keep, dtype=torch.bool)
+        return dataclasses.replace(self, chosen=self.chosen[keep], rejected=self.rejected[keep], weight=self.weight[keep])
+
+    @classmethod
+    def from_bank(cls, bank, judgements):
+        """(PairData, dropped) of judgements over a flow bank's samples (bank_pairs), each kept asset read once."""
+        chosen, rejected, dropped = bank_pairs(bank, judgements)
+        if not chosen:
+            raise ValueError(f'{bank.root}: the labels hold no decided pair of two samples of one condition '
+                f'(dropped: {dropped})')
+        ids = sorted(set(chosen) | set(rejected))
+        index = {k: i for i, k in enumerate(ids)}
+        metas = [bank.meta(k) for k in ids]
+        conditions = [m.get('condition') for m in metas]
+        assets = torch.stack([torch.from_numpy(np.asarray(bank.array(k, 'asset'), dtype=np.float32)) for k in ids])
+        if not torch.isfinite(assets).all():
+            raise ValueError(f'{bank.root}: an asset.npz holds nan or inf; redraw those samples')
+        data = cls(assets=assets, conditions=None if conditions[0] is None else torch.tensor(conditions),
+            chosen=torch.tensor([index[k] for k in chosen]), rejected=torch.tensor([index[k] for k in rejected]),
+            weight=torch.ones(len(chosen)), ids=ids)
+        return data, dropped
+
+
+def encode_stage(pipeline, sigma, index):
+    """(x1, context) of stage `index` for finished assets (raw sigma [N, R, R, R]): the earlier stages' encodings
+    decoded in turn give the context, as runs_from_asset does, without noise."""
+    context = None
+    for i, stage in enumerate(pipeline.stages[:index + 1]):
+        x1 = stage.encode(sigma, context)
+        if i == index:
+            return x1, context
+        context = stage.decode(x1, context)
+    raise IndexError(f'stage {index} of a {len(pipeline.stages)}-stage pipeline')
+
+#----------------------------------------------------------------------------
+# Training one stage. Every step picks `batch` pairs, encodes both sides to the stage's data, and draws one t and one
+# x0 per pair from a generator seeded by (seed, stage, step), shared by both sides and by policy and reference (so
+# what they do not share cancels in the margins). 'sft' is the plain supervised baseline: flow matching on the
+# preferred side only. Only the trained stage's velocity model changes; the others are frozen.
+
+METHODS = ('dpo', 'sft')
+
+
+def step_generator(*keys):
+    """A CPU torch.Generator seeded by a tuple of non-negative integers."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0]))
+
+
+def train_stage(policy, reference, index, data, steps, batch, lr, beta, seed=0, method='dpo', log=None, progress=None):
+    """Train stage `index` of the policy pipeline on PairData for `steps` Adam steps of `batch` pairs (weighted by
+    data.weight); reference is the frozen pipeline DPO compares with. log(record) gets each step's TRL-named means."""
+    if method not in METHODS:
+        raise ValueError(f'unknown method {method!r}; use one of {", ".join(METHODS)}')
+    if not len(data):
+        raise ValueError('no pairs to train on')
+    stage, ref_stage = policy.stages[index], reference.stages[index]
+    for m in policy.modules():
+        m.eval().requires_grad_(False)
+    velocity = stage.velocity
+    velocity.train().requires_grad_(True)
+    optimizer = torch.optim.Adam(velocity.parameters(), lr=lr, betas=(0.9, 0.99))
+    device = policy.device
+    for step in range(steps):
+        gen = step_generator(seed, index, step)
+        pick = torch.randint(len(data), [batch], generator=gen)
+        win, lose = data.chosen[pick], data.rejected[pick]
+        cond = None if data.conditions is None else data.conditions[win].to(device)
+        x1_win, ctx_win = encode_stage(policy, data.assets[win].to(device), index)
+        shape = tuple(stage.data_shape(ctx_win))
+        x0 = torch.stack([stage.prior(shape, gen) for _ in range(batch)]).to(device, torch.float32)
+        t = torch.rand([batch], generator=gen).to(device)
+        if method == 'sft':
+            loss = mse_t(velocity, x0, x1_win, t, cond, ctx_win)
+            stats = {}
+        else:
+            x1_lose, ctx_lose = encode_stage(policy, data.assets[lose].to(device), index)
+            loss, stats = flow_dpo_loss(velocity, ref_stage.velocity, Side(x0, x1_win, ctx_win), Side(x0, x1_lose, ctx_lose),
+                t, cond, beta=beta, weight=data.weight[pick].to(device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.mean().backward()
+        optimizer.step()
+        if log is not None:
+            log(dict(step=step, loss=loss.detach().mean().item(), **{k: v.float().mean().item() for k, v in stats.items()}))
+        if progress is not None:
+            progress(1)
+    velocity.eval().requires_grad_(False)
+    return policy
 
 #----------------------------------------------------------------------------
 # Circular-DPO's data selection (section 4.4). For one condition, N candidates are scored by a reward model: the

@@ -10,6 +10,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 CHECKPOINTS = os.path.join(ROOT, 'checkpoints')
 GENERATOR = os.path.join(CHECKPOINTS, 'synthetic-heads64.pkl')
 FLOW_GENERATOR = os.path.join(CHECKPOINTS, 'flow-heads.pt')
+FLOW_REWARD = os.path.join(CHECKPOINTS, 'reward-sigma-flow-nose.pt')     # The Circular-DPO demo's reward (oracle:nose).
 
 
 def reward_model(kind):

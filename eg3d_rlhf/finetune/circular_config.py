@@ -1,0 +1,95 @@
+"""Circular-DPO's options: one config object with help text and validation, from which train.py's flow flags come."""
+
+import dataclasses
+import typing
+
+from eg3d_rlhf.data.annotators import parse_annotator
+from eg3d_rlhf.finetune.config import ConfigError, check_value, click_options_of, flag_name, given_options, option
+from eg3d_rlhf.generators.base import seed_ranges
+
+#----------------------------------------------------------------------------
+# Each field is one setting of `python train.py --generator=flow --method=circular-dpo`, stated once. The embedded
+# demo (no --labels) draws its own preference data with the fields' defaults, so they are sized for a 2-core CPU.
+# --reward-model is shared with the EG3D reward phase (train.py declares it once); the trainer reads it from here.
+
+GROUPS = dict(
+    a='Circular-DPO: final stage by DPO, then the loop carries it to the first stage (w1 filter, w2 weights)',
+    b='both stages by DPO on the preference data, independently, without the loop',
+    c='first stage only, DPO on the preference data',
+    d='final stage only, DPO on the preference data',
+    e='first stage only, supervised fine-tuning on the preferred samples',
+    f='final stage only, supervised fine-tuning on the preferred samples',
+    g='Circular-DPO without w1 (every step-2 pair kept)',
+    h='Circular-DPO without w2 (kept pairs weighted 1)',
+    i='the base model, untouched',
+)
+
+
+@dataclasses.dataclass
+class CircularDPOConfig:
+    labels:         typing.Optional[str] = option(None, 'Judgements (JSONL) of pairs of --bank samples, the preference data of step 1  [default: the demo: simulated labels of samples drawn now]', metavar='JSONL')
+    bank:           typing.Optional[str] = option(None, 'Flow bank (tools/sample_bank.py) of the samples --labels judges; their asset.npz are the data', metavar='DIR')
+    reward_model:   typing.Optional[str] = option(None, 'Reward checkpoint scoring step 2\'s candidates (w1, w2) and the evaluation', metavar='PT')
+    ablation:       str = option('a', 'Group to run: a = Circular-DPO, b-i = the paper\'s ablations, all = every group from the same data and seeds, with a table',
+                        choices=lambda: (*GROUPS, 'all'))
+    beta:           float = option(1000.0, 'beta * T of Flow-DPO, per value of a stage (MSE_t is a mean over its values)', min=0)
+    dpo_lr:         float = option(1e-4, 'Adam learning rate of the stage being trained (0: a control that changes nothing)', min=0)
+    dpo_steps:      int = option(60, 'Adam steps per stage and round', min=1)
+    dpo_batch:      int = option(8, 'Pairs per step', min=1)
+    rounds:         int = option(1, 'Rounds of steps 1-3; later rounds draw step 2\'s structures from the tuned first stage', min=1)
+    bridge_seeds:   str = option('100-105', 'Step 2: seeds of the structures drawn per condition, each finished by the tuned and by the reference final stage', metavar='LIST')
+    w1_tau:         float = option(0.0, 'Step 2 keeps a (tuned, reference) pair only when its quality gap w1 is above this', min=-1)
+    eval_seeds:     str = option('1000-1007', 'Held-out seeds (under every condition) comparing each group with the base model, or none', metavar='LIST')
+    annotator:      typing.Optional[str] = option(None, 'Simulated annotator judging the evaluation pairs (oracle:NAME)  [default: the demo\'s, oracle:nose; else none]', metavar='oracle:NAME')
+    temperature:    float = option(0.5, 'Noise of the simulated annotator, in standard deviations of its taste (demo labels, evaluation)', min=0)
+    draw_batch:     int = option(8, 'Samples per pipeline pass when drawing (demo data, step 2, evaluation)', min=1)
+    # Not flags: the embedded demo's preference data and fixed parts of the evaluation.
+    demo_seeds:     str = option('0-11', 'Demo: seeds drawn under every condition and judged in all pairs within a condition', metavar='LIST', flag=False)
+    demo_annotator: str = option('oracle:nose', 'Demo: the simulated annotator of the preference data and the evaluation', flag=False)
+    eval_res:       int = option(128, 'Cube resolution of the slabs the evaluation\'s annotator judges', min=16, flag=False)
+
+    @classmethod
+    def flags(cls):
+        return [f for f in dataclasses.fields(cls) if f.metadata['flag']]
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            check_value(f, getattr(self, f.name))
+        if (self.labels is None) != (self.bank is None):
+            raise ConfigError('--labels and --bank go together: the labels judge the bank\'s samples (neither: the demo)')
+        for name in ('annotator', 'demo_annotator'):
+            if getattr(self, name) is not None:
+                try:
+                    parse_annotator(getattr(self, name))
+                except ValueError as err:
+                    raise ConfigError(f'{flag_name(name)}: {err}') from None
+        if self.bridge_seeds.strip().lower() == 'none':
+            raise ConfigError('--bridge-seeds: step 2 needs at least one seed')
+
+    @property
+    def is_demo(self):
+        return self.labels is None
+
+    @property
+    def groups(self):
+        return list(GROUPS) if self.ablation == 'all' else [self.ablation]
+
+    @property
+    def eval_annotator(self):
+        """The annotator of the evaluation: --annotator, or the demo's in the demo, else None (reward deltas only)."""
+        return self.annotator or (self.demo_annotator if self.is_demo else None)
+
+    def seeds(self, name):
+        """The seed list of a LIST field ([] for none)."""
+        value = getattr(self, name)
+        return [] if value.strip().lower() == 'none' else seed_ranges(value)
+
+
+click_options = click_options_of(CircularDPOConfig, skip=('reward_model',))
+
+
+def from_options(options):
+    """CircularDPOConfig of the fields `options` gives (None = not given); ConfigError naming the flag otherwise."""
+    return CircularDPOConfig(**given_options(CircularDPOConfig, options))
+
+#----------------------------------------------------------------------------

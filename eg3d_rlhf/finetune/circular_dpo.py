@@ -1,0 +1,228 @@
+"""Circular-DPO: Flow-DPO on a pipeline's final stage, then tuned-vs-reference pairs carry it back to earlier stages."""
+
+import collections
+import copy
+import itertools
+import time
+
+import torch
+from tqdm import tqdm
+
+from eg3d_rlhf.data import annotators
+from eg3d_rlhf.data.preferences import Judgement, now
+from eg3d_rlhf.finetune.flow_dpo import PairData, quality_gaps, reliability_weights, train_stage
+from eg3d_rlhf.generators.flow import FlowGenerator, VolumeField
+from eg3d_rlhf.geometry.sigma import SlabCrop, slab_grid
+
+#----------------------------------------------------------------------------
+# The paper's groups (section 5.3) as recipes: how the final stage and the stages before it are trained, and which
+# weights step 2's pairs get. 'bridge' is the loop: steps 2 and 3 for each earlier stage, back to front.
+
+Recipe = collections.namedtuple('Recipe', ['last', 'first', 'w1', 'w2'])
+
+RECIPES = dict(
+    a=Recipe('dpo', 'bridge', True, True),
+    b=Recipe('dpo', 'dpo', False, False),
+    c=Recipe(None, 'dpo', False, False),
+    d=Recipe('dpo', None, False, False),
+    e=Recipe(None, 'sft', False, False),
+    f=Recipe('sft', None, False, False),
+    g=Recipe('dpo', 'bridge', False, True),
+    h=Recipe('dpo', 'bridge', True, False),
+    i=Recipe(None, None, False, False),
+)
+
+#----------------------------------------------------------------------------
+# Drawing. Samples are drawn `batch` ids of one condition per pipeline pass (faster than one at a time; the same
+# batches give the same bits). finish() runs the stages after `start` from a context, so two pipelines can finish
+# one structure with the same noise: a seed's x0 at each stage does not depend on the pipeline.
+
+def finish(pipeline, seeds, cond, context, start, steps, sampler):
+    """The last decode (raw sigma) of stages start.. of the pipeline run on seeds from `context`."""
+    for index in range(start, len(pipeline.stages)):
+        run = pipeline.run_stage(index, seeds, cond, context, steps, sampler)
+        context = pipeline.stages[index].decode(run.x1, context)
+    return context
+
+
+@torch.no_grad()
+def draw_assets(generator, pipeline, seeds, condition, batch):
+    """Raw sigma [len(seeds), R, R, R] of a pipeline's samples with the generator's ODE settings, `batch` per pass."""
+    parts = []
+    for s in range(0, len(seeds), batch):
+        chunk = seeds[s : s + batch]
+        cond = pipeline.condition_tensor(condition, len(chunk))
+        parts.append(finish(pipeline, chunk, cond, None, 0, generator.steps, generator.sampler).cpu())
+    return torch.cat(parts)
+
+
+def slabs_of(generator, volumes, grid):
+    """Raw sigma of volumes [N, R, R, R] on a slab grid, as the generator's field reads them."""
+    return VolumeField(volumes, generator.cube_length, generator.empty_sigma).sample_grid(grid)
+
+
+def conditions_of(generator):
+    return [None] if generator.conditions is None else list(range(generator.conditions))
+
+#----------------------------------------------------------------------------
+# The embedded demo's preference data: samples drawn now, judged in every pair within a condition by a simulated
+# annotator (its taste standardised over all of them), as a person would judge a bank.
+
+def demo_preferences(generator, seeds, annotator, temperature, batch, res, seed=0):
+    """(PairData, [Judgement]) of the generator's samples of seeds under every condition."""
+    taste = annotators.parse_annotator(annotator)
+    grid = slab_grid(res, cube_length=generator.cube_length, crop=SlabCrop())
+    assets, ids, conds = [], [], []
+    for condition in tqdm(conditions_of(generator), desc='demo data', unit='condition'):
+        volumes = draw_assets(generator, generator.pipeline, seeds, condition, batch)
+        assets.append(volumes)
+        ids += [generator.sample_id(s, condition) for s in seeds]
+        conds += [condition] * len(seeds)
+    assets = torch.cat(assets)
+    oracle = annotators.OracleAnnotator.from_slabs(taste, dict(zip(ids, slabs_of(generator, assets, grid).numpy())), grid,
+        temperature=temperature, seed=seed)
+    pairs = [(ids[i], ids[j]) for i, j in itertools.combinations(range(len(ids)), 2) if conds[i] == conds[j]]
+    judgements = oracle.judgements(pairs, time=now())
+    index = {k: i for i, k in enumerate(ids)}
+    won = [(j.a, j.b) if j.choice == 'a' else (j.b, j.a) for j in judgements if j.choice in ('a', 'b')]
+    data = PairData(assets=assets, conditions=None if conds[0] is None else torch.tensor(conds),
+        chosen=torch.tensor([index[w] for w, _ in won]), rejected=torch.tensor([index[l] for _, l in won]),
+        weight=torch.ones(len(won)), ids=ids)
+    return data, judgements
+
+#----------------------------------------------------------------------------
+# Step 2 for stage `index`: per condition, the policy draws structures (stages 0..index) from the bridge seeds, and
+# the policy and the reference each finish every structure (same noise), giving k = len(seeds) tuned and as many
+# reference candidates. The reward scores all N = 2k; w1 of each (tuned i, reference j) pair comes from the win
+# counts among the N (quality_gaps), w2 from the reward gap over the kept pairs (reliability_weights).
+
+@torch.no_grad()
+def bridge_candidates(generator, policy, reference, index, reward, seeds, batch):
+    """PairData of every (tuned, reference) pair of step 2 for stage `index` (weight 1), and per pair its w1 and
+    the two rewards: dict(data, w1, r_chosen, r_rejected)."""
+    assets, conds, ids, chosen, rejected, w1, r_c, r_r = [], [], [], [], [], [], [], []
+    for condition in conditions_of(generator):
+        sides = dict(tuned=[], reference=[])
+        for s in range(0, len(seeds), batch):
+            chunk = seeds[s : s + batch]
+            cond = policy.condition_tensor(condition, len(chunk))
+            context = None
+            for i in range(index + 1):
+                run = policy.run_stage(i, chunk, cond, context, generator.steps, generator.sampler)
+                context = policy.stages[i].decode(run.x1, context)
+            for side, pipe in (('tuned', policy), ('reference', reference)):
+                sides[side].append(finish(pipe, chunk, cond, context, index + 1, generator.steps, generator.sampler).cpu())
+        volumes = torch.cat(sides['tuned'] + sides['reference'])
+        scores = reward.score(slabs_of(generator, volumes, reward.grid).to(reward.device)).double().cpu()
+        k, first = len(seeds), len(assets)
+        gaps = quality_gaps(scores, k)
+        for i, j in itertools.product(range(k), range(k)):
+            chosen.append(first + i)
+            rejected.append(first + k + j)
+            w1.append(float(gaps[i, j]))
+            r_c.append(float(scores[i]))
+            r_r.append(float(scores[k + j]))
+        assets += list(volumes)
+        conds += [condition] * len(volumes)
+        ids += [f'{generator.sample_id(s, condition)}-{side}' for side in ('tuned', 'reference') for s in seeds]
+    data = PairData(assets=torch.stack(assets), conditions=None if conds[0] is None else torch.tensor(conds),
+        chosen=torch.tensor(chosen), rejected=torch.tensor(rejected), weight=torch.ones(len(chosen)), ids=ids)
+    return dict(data=data, w1=torch.tensor(w1), r_chosen=torch.tensor(r_c), r_rejected=torch.tensor(r_r))
+
+
+def bridge_pairs(candidates, tau, use_w1=True, use_w2=True):
+    """(PairData, record) of step 2's kept pairs: w1 > tau (every pair without w1), weighted by w2 (1 without)."""
+    keep = candidates['w1'] > tau if use_w1 else torch.ones(len(candidates['w1']), dtype=torch.bool)
+    data = candidates['data'].select(keep)
+    record = dict(candidates=len(candidates['data'].assets), pairs=len(keep), kept=int(keep.sum()),
+        dropped=int((~keep).sum()), w1=candidates['w1'].tolist(), tau=tau, use_w1=use_w1, use_w2=use_w2,
+        reward_gap=(candidates['r_chosen'] - candidates['r_rejected']).tolist())
+    if not len(data):
+        raise ValueError(f'step 2 kept no pair (all {len(keep)} have w1 <= {tau}): the tuned final stage is not '
+            'better than the reference by the reward; train it longer or lower --w1-tau')
+    if use_w2:
+        data.weight = reliability_weights(candidates['r_chosen'][keep], candidates['r_rejected'][keep]).float()
+    record['w2'] = data.weight.tolist()
+    return data, record
+
+#----------------------------------------------------------------------------
+
+def phase_name(key):
+    """'last-dpo-0/bridge-0-0-w1-w2' of a training history (a tuple of name tuples)."""
+    return '/'.join('-'.join(map(str, name)) for name in key)
+
+
+class CircularDPO:
+    """Runs the groups of RECIPES on one preference data set from one base FlowGenerator. Training histories that
+    groups share (the final stage's DPO of a, b, d, g and h; step 2's candidates of a, g and h) run once."""
+
+    def __init__(self,
+        config,                     # CircularDPOConfig.
+        generator,                  # FlowGenerator of the base model; its pipeline is every group's reference.
+        data,                       # PairData: the preference data of the final stage (and of b, c, e's first stages).
+        reward,                     # rewards.contract.Reward scoring step 2's candidates.
+        seed        = 0,            # Seed of the training steps' pairs, times and noise.
+        log         = None,         # log(record) of every step, bridge and phase (stats.jsonl).
+    ):
+        if not isinstance(generator, FlowGenerator):
+            raise ValueError(f'Circular-DPO aligns a FlowGenerator, got {type(generator).__name__}')
+        if len(generator.pipeline.stages) < 2 and any(RECIPES[g].first for g in config.groups):
+            raise ValueError('a one-stage pipeline has no earlier stage: only groups d, f and i apply')
+        self.cfg, self.generator, self.data, self.reward, self.seed = config, generator, data, reward, int(seed)
+        self.reference = generator.pipeline.frozen_copy()
+        self.log = log or (lambda record: None)
+        self.memo, self.bridges, self.timing = {}, {}, collections.defaultdict(float)
+
+    def _phase(self, history, pipeline, name, train):
+        """The pipeline after `train(copy)` under the key history + (name,), trained once per key."""
+        key = history + (name,)
+        if key not in self.memo:
+            policy = copy.deepcopy(pipeline)
+            start = time.time()
+            train(policy, phase_name(key))
+            self.timing[name[0]] += time.time() - start
+            self.log(dict(kind='phase', phase=phase_name(key), seconds=time.time() - start))
+            self.memo[key] = policy
+        return copy.deepcopy(self.memo[key]), key
+
+    def _train(self, policy, index, data, method, phase, round):
+        cfg, stage = self.cfg, policy.stages[index].name
+        with tqdm(total=cfg.dpo_steps, desc=f'{phase}', unit='step', leave=False) as bar:
+            train_stage(policy, self.reference, index, data, cfg.dpo_steps, cfg.dpo_batch, cfg.dpo_lr, cfg.beta,
+                seed=self.seed * 1000 + round, method=method, progress=bar.update,
+                log=lambda r: self.log(dict(kind='step', phase=phase, stage=stage, method=method, round=round, **r)))
+
+    def _candidates(self, history, policy, index):
+        if history not in self.bridges:
+            start = time.time()
+            self.bridges[history] = bridge_candidates(self.generator, policy, self.reference, index, self.reward,
+                self.cfg.seeds('bridge_seeds'), self.cfg.draw_batch)
+            self.timing['bridge'] += time.time() - start
+        return self.bridges[history]
+
+    def tuned(self, group):
+        """The pipeline of one group (a FlowPipeline; the base's frozen copy for i)."""
+        recipe, cfg = RECIPES[group], self.cfg
+        pipeline, history, last = self.reference, (), len(self.reference.stages) - 1
+        # With the loop, each round trains the final stage further, then bridges; without it, rounds only repeat.
+        for round in range(cfg.rounds):
+            if recipe.last:
+                pipeline, history = self._phase(history, pipeline, ('last', recipe.last, round),
+                    lambda p, phase: self._train(p, last, self.data, recipe.last, phase, round))
+            if recipe.first in ('dpo', 'sft'):
+                for index in range(last):
+                    pipeline, history = self._phase(history, pipeline, ('first', recipe.first, index, round),
+                        lambda p, phase: self._train(p, index, self.data, recipe.first, phase, round))
+            if recipe.first == 'bridge':
+                for index in reversed(range(last)):
+                    candidates = self._candidates(history, pipeline, index)
+                    pairs, record = bridge_pairs(candidates, cfg.w1_tau, recipe.w1, recipe.w2)
+                    name = ('bridge', index, round, 'w1' if recipe.w1 else 'no_w1', 'w2' if recipe.w2 else 'no_w2')
+                    if history + (name,) not in self.memo:
+                        self.log(dict(kind='bridge', phase=phase_name(history + (name,)), round=round,
+                            stage=pipeline.stages[index].name, **record))
+                    pipeline, history = self._phase(history, pipeline, name,
+                        lambda p, phase: self._train(p, index, pairs, 'dpo', phase, round))
+        return pipeline
+
+#----------------------------------------------------------------------------

@@ -1,0 +1,172 @@
+"""A Circular-DPO run directory: its preference data, each group's snapshot and evaluation, stats, plots, report."""
+
+import dataclasses
+import json
+import os
+import time
+
+import numpy as np
+import torch
+
+from eg3d_rlhf.analysis import report_plots
+from eg3d_rlhf.analysis.compare import compare
+from eg3d_rlhf.data.annotators import parse_annotator
+from eg3d_rlhf.data.bank import Bank
+from eg3d_rlhf.data.preferences import load_judgements, write_judgements
+from eg3d_rlhf.finetune.circular_config import GROUPS
+from eg3d_rlhf.finetune.circular_dpo import RECIPES, CircularDPO, demo_preferences
+from eg3d_rlhf.finetune.flow_dpo import PairData, encode_stage
+from eg3d_rlhf.generators.flow import FlowGenerator
+
+#----------------------------------------------------------------------------
+# The run directory holds options.json (written by train.py), labels.jsonl (the demo's simulated judgements),
+# stats.jsonl (a record per training step with TRL's names, per step-2 bridge with its w1 and w2, per phase with its
+# time, per evaluated group), flow-<group>.pt (a flow checkpoint of every stage, loadable by every tool),
+# eval-<group>/ (tools/evaluate.py's report of the group against the base), curves.png, weights.png, ablation.png,
+# report.json and report.html.
+
+def load_preferences(cfg, generator, run_dir, seed):
+    """(PairData, info) of the run: the bank's assets judged by --labels, or the demo's drawn and judged samples
+    (their judgements written to labels.jsonl). ValueError of one line naming the file when they do not fit."""
+    if cfg.is_demo:
+        data, judgements = demo_preferences(generator, cfg.seeds('demo_seeds'), cfg.demo_annotator, cfg.temperature,
+            cfg.draw_batch, cfg.eval_res, seed=seed)
+        write_judgements(os.path.join(run_dir, 'labels.jsonl'), judgements)
+        agree = np.mean([j.choice == j.extra['noise_free'] for j in judgements])
+        info = dict(source=f'demo: {cfg.demo_annotator} at temperature {cfg.temperature}, every pair within a condition',
+            judgements=len(judgements), agree_with_noise_free=float(agree))
+    else:
+        bank = Bank(cfg.bank)
+        judgements = load_judgements(cfg.labels, known_ids=bank.ids)
+        data, dropped = PairData.from_bank(bank, judgements)
+        info = dict(source=f'{os.path.abspath(cfg.labels)} over {os.path.abspath(cfg.bank)}', judgements=len(judgements),
+            dropped=dropped)
+    try:
+        encode_stage(generator.pipeline, data.assets[:1].to(generator.device), len(generator.pipeline.stages) - 1)
+    except (ValueError, RuntimeError, AssertionError) as err:
+        where = cfg.bank or 'the demo data'
+        raise ValueError(f'{where}: its assets do not fit this pipeline ({str(err).splitlines()[0]}); '
+            'draw the bank with the same flow model') from None
+    if data.conditions is not None and generator.conditions is not None and int(data.conditions.max()) >= generator.conditions:
+        raise ValueError(f'{cfg.bank}: conditions up to {int(data.conditions.max())}, the model has {generator.conditions}')
+    info.update(assets=len(data.assets), pairs=len(data))
+    return data, info
+
+
+def with_pipeline(generator, pipeline, keep, draw_batch):
+    """A FlowGenerator like `generator` (its box, ODE steps, pictures) around another pipeline, kept in memory."""
+    return FlowGenerator(pipeline, cube_length=generator.cube_length, steps=generator.steps, sampler=generator.sampler,
+        empty_sigma=generator.empty_sigma, image_res=generator.image_res, level=generator.level, batch=generator.batch,
+        keep=max(keep, draw_batch), draw_batch=draw_batch)
+
+#----------------------------------------------------------------------------
+
+def group_row(group, summary, seconds):
+    """One row of the ablation table from compare's summary."""
+    pref, rc = summary['preference'], summary['reward']
+    row = dict(group=group, description=GROUPS[group], reward_mean_delta=rc['mean_delta'],
+        reward_mean_delta_ci95=rc['mean_delta_ci95'], seconds=seconds)
+    if isinstance(pref, dict):
+        row.update(win_rate=pref['win_rate'], wins=pref['wins'], losses=pref['losses'], ties=pref['ties'],
+            wilson95=pref['wilson95'], binomial_p=pref['binomial_p'], noise_free_win_rate=pref['noise_free']['win_rate'],
+            noise_free_wilson95=pref['noise_free']['wilson95'], noise_free_p=pref['noise_free']['binomial_p'])
+    stages = summary.get('stage_consistency')
+    if isinstance(stages, dict):
+        row.update(structure_iou_base=stages['original']['mean'], structure_iou=stages['tuned']['mean'])
+    div = summary.get('diversity')
+    if isinstance(div, dict):
+        row.update(diversity_ratio=div['ratio_all'])
+    return row
+
+
+def fmt(value, spec='.3f'):
+    return '-' if value is None or (isinstance(value, float) and not np.isfinite(value)) else format(value, spec)
+
+
+def table_rows(rows):
+    """The ablation table as (header, rows of strings)."""
+    header = ['group', 'what', 'win rate (Wilson 95%)', 'binomial p', 'noise-free win rate', 'reward change',
+        'structure IoU (base -> tuned)', 'diversity ratio']
+    body = []
+    for r in rows:
+        ci = r.get('wilson95')
+        body.append([r['group'], r['description'],
+            f'{fmt(r.get("win_rate"), ".1%")} ({fmt(ci[0], ".1%")}-{fmt(ci[1], ".1%")})' if ci else '-',
+            fmt(r.get('binomial_p'), '.2g'), fmt(r.get('noise_free_win_rate'), '.1%'), f'{r["reward_mean_delta"]:+.3f}',
+            f'{fmt(r.get("structure_iou_base"))} -> {fmt(r.get("structure_iou"))}', fmt(r.get('diversity_ratio'))])
+    return header, body
+
+#----------------------------------------------------------------------------
+
+def run(cfg, generator, reward, run_dir, save_snapshot, seed=0, reward_path=None):
+    """Run the groups of cfg on the base FlowGenerator in run_dir; save_snapshot(path, pipeline, info) writes a flow
+    checkpoint. Returns the report's summary."""
+    start = time.time()
+    stats_path = os.path.join(run_dir, 'stats.jsonl')
+    records = []
+
+    def log(record):
+        record = dict(record, time=round(time.time() - start, 3))
+        records.append(record)
+        with open(stats_path, 'a', encoding='utf-8') as f:
+            f.write(json.dumps(record) + '\n')
+
+    torch.manual_seed(seed)
+    data, data_info = load_preferences(cfg, generator, run_dir, seed)
+    log(dict(kind='data', **data_info))
+    trainer = CircularDPO(cfg, generator, data, reward, seed=seed, log=log)
+    seeds = cfg.seeds('eval_seeds')
+    taste = cfg.eval_annotator and parse_annotator(cfg.eval_annotator)
+    keys = generator.keys(seeds) if seeds else []
+    base = with_pipeline(generator, generator.pipeline, len(keys), cfg.draw_batch)
+    rows = []
+    for group in cfg.groups:
+        group_start = time.time()
+        pipeline = trainer.tuned(group)
+        info = dict(group=group, recipe=RECIPES[group]._asdict(), description=GROUPS[group], seed=seed,
+            options=dataclasses.asdict(cfg))
+        save_snapshot(os.path.join(run_dir, f'flow-{group}.pt'), pipeline, info)
+        trained = time.time() - group_start
+        if not seeds:
+            continue
+        tuned = with_pipeline(generator, pipeline, 0, cfg.draw_batch)
+        summary = compare(dict(original=base, tuned=tuned), reward, seeds, os.path.join(run_dir, f'eval-{group}'),
+            taste=taste, temperature=cfg.temperature, annotator_res=cfg.eval_res, reward_path=reward_path)
+        rows.append(group_row(group, summary, trained))
+        log(dict(kind='eval', **rows[-1]))
+
+    summary = dict(options=dataclasses.asdict(cfg), seed=seed, network=generator.identity()['network'],
+        reward_model=reward_path, data=data_info, groups={r['group']: r for r in rows},
+        bridges=[dict(phase=r['phase'], kept=r['kept'], dropped=r['dropped'], candidates=r['candidates'],
+            w1_mean=float(np.mean(r['w1'])), w2_min=float(np.min(r['w2'])), w2_max=float(np.max(r['w2'])))
+            for r in records if r['kind'] == 'bridge'],
+        timing=timing(records, cfg, time.time() - start))
+    pictures = []
+    if any(r['kind'] == 'step' for r in records):
+        report_plots.plot_dpo_curves(records, os.path.join(run_dir, 'curves.png'))
+        pictures.append('curves.png')
+    if any(r['kind'] == 'bridge' for r in records):
+        report_plots.plot_bridge_weights([r for r in records if r['kind'] == 'bridge'], os.path.join(run_dir, 'weights.png'))
+        pictures.append('weights.png')
+    if rows and taste:
+        report_plots.plot_win_rates(rows, os.path.join(run_dir, 'ablation.png'))
+        pictures.append('ablation.png')
+    pictures += [f'eval-{r["group"]}/geometry.png' for r in rows if taste]
+    tables = [('Groups against the base model', *table_rows(rows))] if rows else []
+    report_plots.write_report(run_dir, 'Circular-DPO', summary, pictures, tables=tables)
+    return summary
+
+
+def timing(records, cfg, total):
+    """Wall time in all, per kind of phase, and seconds per training step of each stage."""
+    per_stage = {}
+    steps = [r for r in records if r['kind'] == 'step']
+    phases = {r['phase']: r['seconds'] for r in records if r['kind'] == 'phase'}
+    for phase, seconds in phases.items():
+        stage = next((s['stage'] for s in steps if s['phase'] == phase), None)
+        if stage is not None:
+            per_stage.setdefault(stage, []).append(seconds / cfg.dpo_steps)
+    return dict(total_seconds=total, seconds_per_step={k: float(np.mean(v)) for k, v in per_stage.items()},
+        phases=phases)
+
+#----------------------------------------------------------------------------
