@@ -310,9 +310,10 @@ def run_circular_dpo(kwargs, explicit):
     device = pick_device(kwargs['device'], 1)
     try:
         flow_config = flow_heads.read_flow(network)['config']
-        reward = load_reward(reward_path, device)
     except ValueError as err:
         raise click.ClickException(f'--resume: {err}')
+    try:
+        reward = load_reward(reward_path, device)
     except RewardCheckpointError as err:
         raise click.ClickException(f'--reward-model: {err}')
     desc = f'flow-circular-dpo-{cfg.ablation}' + ('-demo' if cfg.is_demo else '') + (f'-{kwargs["desc"]}' if kwargs['desc'] else '')

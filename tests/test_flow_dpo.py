@@ -88,10 +88,10 @@ def test_reliability_weights_have_mean_one_and_favour_confident_pairs():
 #----------------------------------------------------------------------------
 
 
-def test_pairs_and_sides_come_from_a_flow_bank(tmp_path):
+def test_pairs_come_from_a_flow_bank_with_their_kept_assets(tmp_path):
     from eg3d_rlhf.data.bank import Bank, BankWriter
     from eg3d_rlhf.data.preferences import Judgement
-    from eg3d_rlhf.finetune.flow_dpo import bank_pairs, bank_sides
+    from eg3d_rlhf.finetune.flow_dpo import PairData, bank_pairs, encode_stage
     from eg3d_rlhf.generators import flow_heads
     tiny = flow_heads.PRESETS['tiny']
     G = flow_heads.build_generator(flow_heads.build_pipeline(tiny, init_seed=0), tiny, image_res=16)
@@ -101,15 +101,15 @@ def test_pairs_and_sides_come_from_a_flow_bank(tmp_path):
         writer.write(seed, condition)
     bank = Bank(str(tmp_path / 'bank'))
     judge = lambda a, b, choice: Judgement(a, b, choice, 'oracle:nose', '2026-11-22T00:00:00')
-    chosen, rejected, dropped = bank_pairs(bank, [judge('c00-seed000000', 'c00-seed000001', 'b'),
-        judge('c00-seed000000', 'c00-seed000001', 'tie'), judge('c00-seed000001', 'c01-seed000002', 'a')])
+    judgements = [judge('c00-seed000000', 'c00-seed000001', 'b'), judge('c00-seed000000', 'c00-seed000001', 'tie'),
+        judge('c00-seed000001', 'c01-seed000002', 'a')]
+    chosen, rejected, dropped = bank_pairs(bank, judgements)
     assert (chosen, rejected, dropped) == (['c00-seed000001'], ['c00-seed000000'], dict(undecided=1, across_conditions=1))
-    for stage in (0, 1):
-        side, cond = bank_sides(G.pipeline, bank, chosen + rejected, stage)
-        fresh = G.pipeline.runs_from_asset([1, 0], G.volumes([1, 0], 0))[stage]
-        assert torch.equal(side.x0, fresh.x0) and torch.equal(side.x1, fresh.x1) and cond.tolist() == [0, 0]
-    win, cond = bank_sides(G.pipeline, bank, chosen, 1)
-    lose, _ = bank_sides(G.pipeline, bank, rejected, 1)
-    velocity = G.pipeline.stages[1].velocity
-    loss, _ = flow_dpo_loss(velocity, velocity, win, lose, 0.5, cond)
-    assert loss.item() == pytest.approx(math.log(2))
+    data, _ = PairData.from_bank(bank, judgements)
+    assert data.ids == ['c00-seed000000', 'c00-seed000001'] and data.chosen.tolist() == [1] and data.rejected.tolist() == [0]
+    assert torch.equal(data.assets, G.volumes([0, 1], 0)) and data.conditions.tolist() == [0, 0]
+    for stage in (0, 1):                                    # The kept assets encode as runs_from_asset does.
+        x1, _ = encode_stage(G.pipeline, data.assets, stage)
+        assert torch.equal(x1, G.pipeline.runs_from_asset([0, 1], G.volumes([0, 1], 0))[stage].x1)
+    with pytest.raises(ValueError, match='no decided pair'):
+        PairData.from_bank(bank, judgements[1:])

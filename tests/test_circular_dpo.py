@@ -1,0 +1,214 @@
+"""Circular-DPO: one stage trained at a time, dropped pairs count for nothing, the groups' recipes, train.py's flow runs."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from eg3d_rlhf.finetune.circular_config import GROUPS, CircularDPOConfig
+from eg3d_rlhf.finetune.circular_dpo import RECIPES, CircularDPO, bridge_candidates, bridge_pairs, demo_preferences
+from eg3d_rlhf.finetune.flow_dpo import PairData, train_stage
+from eg3d_rlhf.generators import flow_heads
+from eg3d_rlhf.rewards.checkpoint import load_reward
+from eg3d_rlhf.synthetic import demo
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = flow_heads.PRESETS['tiny']
+
+#----------------------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def tiny():
+    """A tiny two-stage flow (8^3 volumes, 2 conditions), its demo preference data and the bundled flow reward."""
+    G = flow_heads.build_generator(flow_heads.build_pipeline(TINY, init_seed=0), TINY, image_res=16)
+    data, judgements = demo_preferences(G, list(range(6)), 'oracle:nose', 0.5, batch=4, res=32)
+    return G, data, judgements, load_reward(demo.FLOW_REWARD)
+
+
+def changed(pipeline, other):
+    """Per velocity model: does any weight differ?"""
+    return [any(not torch.equal(a, b) for a, b in zip(m.state_dict().values(), n.state_dict().values()))
+        for m, n in zip(pipeline.modules(), other.modules())]
+
+
+def test_demo_preferences_pair_samples_within_a_condition(tiny):
+    G, data, judgements, _ = tiny
+    assert len(judgements) == 2 * 15 and data.assets.shape == (12, 8, 8, 8)       # All pairs of 6, per condition.
+    assert (data.conditions[data.chosen] == data.conditions[data.rejected]).all()
+    assert len(data) == sum(j.choice in ('a', 'b') for j in judgements)
+    assert torch.equal(data.assets[data.ids.index('c01-seed000003')], G.volumes([3], 1)[0])     # The ids' own samples.
+
+
+@pytest.mark.parametrize('index', [0, 1])
+@pytest.mark.parametrize('method', ['dpo', 'sft'])
+def test_only_the_trained_stage_changes(tiny, index, method):
+    G, data, _, _ = tiny
+    policy, reference = G.pipeline.frozen_copy(), G.pipeline.frozen_copy()
+    records = []
+    train_stage(policy, reference, index, data, steps=3, batch=4, lr=1e-2, beta=100.0, method=method, log=records.append)
+    assert changed(policy, G.pipeline) == [i == index for i in range(2)]
+    assert changed(reference, G.pipeline) == [False, False]
+    assert len(records) == 3 and all(np.isfinite(r['loss']) for r in records)
+    if method == 'dpo':
+        assert records[0]['loss'] == pytest.approx(np.log(2), rel=1e-5)       # theta = theta_ref at the first step.
+        assert {'rewards/chosen', 'rewards/rejected', 'rewards/accuracies', 'rewards/margins'} <= set(records[0])
+
+
+def test_learning_rate_zero_changes_nothing(tiny):
+    G, data, _, _ = tiny
+    policy = G.pipeline.frozen_copy()
+    train_stage(policy, G.pipeline.frozen_copy(), 1, data, steps=3, batch=4, lr=0.0, beta=100.0)
+    assert changed(policy, G.pipeline) == [False, False]
+
+
+def test_pairs_with_w1_at_or_below_tau_contribute_nothing(tiny):
+    G, data, _, reward = tiny
+    candidates = bridge_candidates(G, G.pipeline, G.pipeline.frozen_copy(), 0, reward, [0, 1, 2], batch=4)
+    assert len(candidates['w1']) == 2 * 9 and len(candidates['data'].assets) == 2 * 6
+    w1 = candidates['w1']
+    assert (w1.abs() < 1).all() and len(set(w1.tolist())) > 1
+    kept, record = bridge_pairs(candidates, tau=0.0)
+    assert record['kept'] == int((w1 > 0).sum()) > 0 and record['dropped'] == int((w1 <= 0).sum()) > 0
+    assert kept.weight.mean().item() == pytest.approx(1.0, rel=1e-5)              # w2 has mean 1 over the kept pairs.
+    # Garbage in every dropped pair's rejected asset (not used by a kept pair) leaves training exactly as it was.
+    spoiled = dict(candidates, data=PairData(**{**candidates['data'].__dict__, 'assets': candidates['data'].assets.clone()}))
+    used = set(kept.chosen.tolist()) | set(kept.rejected.tolist())
+    for j in set(candidates['data'].rejected[w1 <= 0].tolist()) - used:
+        spoiled['data'].assets[j] = torch.randn_like(spoiled['data'].assets[j]) * 30
+    results = []
+    for cands in (candidates, spoiled):
+        policy = G.pipeline.frozen_copy()
+        train_stage(policy, G.pipeline.frozen_copy(), 0, bridge_pairs(cands, tau=0.0)[0], 3, 4, 1e-2, 100.0)
+        results.append(policy)
+    assert changed(results[0], results[1]) == [False, False] and changed(results[0], G.pipeline)[0]
+    everything, _ = bridge_pairs(candidates, tau=0.0, use_w1=False, use_w2=False)
+    assert len(everything) == len(w1) and (everything.weight == 1).all()
+    with pytest.raises(ValueError, match='kept no pair'):
+        bridge_pairs(candidates, tau=1.0)
+
+
+def test_each_group_trains_the_stages_its_recipe_names_and_shared_phases_run_once(tiny):
+    G, data, _, reward = tiny
+    cfg = CircularDPOConfig(ablation='all', dpo_steps=2, dpo_batch=4, bridge_seeds='0-2', eval_seeds='none')
+    records = []
+    trainer = CircularDPO(cfg, G, data, reward, log=records.append)
+    for group in GROUPS:
+        recipe = RECIPES[group]
+        assert changed(trainer.tuned(group), G.pipeline) == [recipe.first is not None, recipe.last is not None], group
+    phases = [r['phase'] for r in records if r['kind'] == 'phase']
+    assert len(phases) == len(set(phases))                              # Nothing trained twice.
+    assert phases.count('last-dpo-0') == 1 and len([p for p in phases if p.startswith('last-dpo-0')]) == 5
+    bridges = [r for r in records if r['kind'] == 'bridge']
+    assert [(r['use_w1'], r['use_w2']) for r in bridges] == [(True, True), (False, True), (True, False)]
+    assert len(trainer.bridges) == 1                                    # a, g and h share step 2's candidates.
+    assert bridges[1]['kept'] == bridges[1]['pairs'] and bridges[2]['w2'] == [1.0] * bridges[2]['kept']
+
+#----------------------------------------------------------------------------
+# train.py --generator=flow: the demo's path and a bank's, on the tiny model.
+
+def train(args, cwd, expect=0):
+    result = subprocess.run([sys.executable, os.path.join(REPO, 'train.py'), *args], capture_output=True, text=True, cwd=cwd)
+    assert result.returncode == expect, result.stdout[-2000:] + result.stderr[-2000:]
+    return result
+
+
+@pytest.fixture(scope='module')
+def tiny_pt(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp('flow') / 'tiny.pt')
+    flow_heads.save_flow(path, flow_heads.build_pipeline(TINY, init_seed=0), TINY)
+    return path
+
+
+@pytest.mark.slow
+def test_train_runs_the_loop_and_writes_its_run_directory(tiny_pt, tmp_path):
+    result = train(['--generator=flow', f'--resume={tiny_pt}', '--outdir=runs', '--dpo-steps=3', '--dpo-batch=4',
+        '--bridge-seeds=0-2', '--eval-seeds=1000-1003', '--draw-batch=4', '--rounds=2', '--beta=50', '--dpo-lr=1e-3',
+        '--w1-tau=-0.5', '--temperature=0.3', '--annotator=oracle:nose', '--seed=1'], tmp_path)
+    run_dir = tmp_path / 'runs' / '00000-flow-circular-dpo-a-demo'
+    assert '(a) preferred to the base in' in result.stdout
+    options = json.loads((run_dir / 'options.json').read_text())
+    assert options['rounds'] == 2 and options['seed'] == 1 and options['w1_tau'] == -0.5
+    records = [json.loads(line) for line in (run_dir / 'stats.jsonl').read_text().splitlines()]
+    steps = [r for r in records if r['kind'] == 'step']
+    assert len(steps) == 4 * 3                      # 2 rounds x (final stage, first stage) x 3 steps.
+    assert {'loss', 'rewards/chosen', 'rewards/rejected', 'rewards/accuracies', 'rewards/margins'} <= set(steps[0])
+    bridges = [r for r in records if r['kind'] == 'bridge']
+    assert len(bridges) == 2 and all(r['tau'] == -0.5 and r['kept'] + r['dropped'] == 18 for r in bridges)
+    report = json.loads((run_dir / 'report.json').read_text())
+    row = report['groups']['a']
+    assert 0 <= row['win_rate'] <= 1 and row['wins'] + row['losses'] + row['ties'] == 8
+    assert 0 <= row['structure_iou'] <= 1 and report['timing']['seconds_per_step'].keys() == {'structure', 'detail'}
+    for name in ('flow-a.pt', 'labels.jsonl', 'curves.png', 'weights.png', 'ablation.png', 'report.html', 'eval-a/report.json'):
+        assert (run_dir / name).is_file(), name
+    tuned = flow_heads.read_flow(str(run_dir / 'flow-a.pt'))          # A flow checkpoint every tool loads, as data.
+    assert tuned['training']['group'] == 'a' and len(tuned['state_dicts']) == 2
+
+
+@pytest.mark.slow
+def test_train_on_a_bank_and_labels_with_every_group(tiny_pt, tmp_path):
+    from eg3d_rlhf.data.bank import BankWriter
+    G = flow_heads.load_flow(tiny_pt, image_res=16)
+    writer = BankWriter(str(tmp_path / 'bank'), G, resolution=16, dtype='float32', preview_res=16)
+    writer.open()
+    for seed in range(4):
+        for condition in (0, 1):
+            writer.write(seed, condition)
+    lines = [dict(a=f'c0{c}-seed00000{a}', b=f'c0{c}-seed00000{b}', choice=ch, annotator='me', time='2026-11-22T00:00:00')
+        for c in (0, 1) for a, b, ch in ((0, 1, 'a'), (1, 2, 'b'), (2, 3, 'a'), (0, 3, 'tie'))]
+    (tmp_path / 'labels.jsonl').write_text(''.join(json.dumps(x) + '\n' for x in lines))
+    common = ['--generator=flow', '--method=circular-dpo', f'--resume={tiny_pt}', '--outdir=runs', '--bank=bank',
+        '--labels=labels.jsonl', '--dpo-steps=2', '--bridge-seeds=0-1', '--w1-tau=-1']
+    train(common + ['--ablation=all', '--eval-seeds=none'], tmp_path)
+    run_dir = tmp_path / 'runs' / '00000-flow-circular-dpo-all'
+    assert sorted(p.name for p in run_dir.glob('flow-*.pt')) == [f'flow-{g}.pt' for g in GROUPS]
+    assert not list(run_dir.glob('eval-*')) and not (run_dir / 'labels.jsonl').exists()
+    data = json.loads((run_dir / 'stats.jsonl').read_text().splitlines()[0])
+    assert data['kind'] == 'data' and data['pairs'] == 6 and data['assets'] == 8
+    (tmp_path / 'bad.jsonl').write_text('{"a": "c00-seed000000", "b": "c00-seed000009", "choice": "a", '
+        '"annotator": "me", "time": "2026-11-22T00:00:00"}\n')
+    result = train(common[:4] + ['--bank=bank', '--labels=bad.jsonl'], tmp_path, expect=1)
+    assert 'bad.jsonl:1: unknown sample id c00-seed000009' in result.stderr
+
+
+@pytest.mark.parametrize('args, message, code', [
+    (['--beta=nan'], '--beta=nan: expected a finite number', 2),
+    (['--dpo-lr=-1'], '--dpo-lr=-1.0: must be at least 0', 2),
+    (['--dpo-steps=0'], '--dpo-steps=0: must be at least 1', 2),
+    (['--dpo-batch=0'], '--dpo-batch=0: must be at least 1', 2),
+    (['--rounds=0'], '--rounds=0: must be at least 1', 2),
+    (['--draw-batch=0'], '--draw-batch=0: must be at least 1', 2),
+    (['--temperature=-1'], '--temperature=-1.0: must be at least 0', 2),
+    (['--w1-tau=-2'], '--w1-tau=-2.0: must be at least -1', 2),
+    (['--bridge-seeds=x'], '--bridge-seeds: cannot parse', 2),
+    (['--bridge-seeds=none'], 'step 2 needs at least one seed', 2),
+    (['--eval-seeds=1-'], '--eval-seeds: cannot parse', 2),
+    (['--annotator=me'], "--annotator: unknown annotator 'me'", 2),
+    (['--ablation=j'], "'j' is not one of", 2),
+    (['--labels=x.jsonl'], '--labels and --bank go together', 2),
+    (['--bank=b'], '--labels and --bank go together', 2),
+    (['--gamma=1'], '--gamma is an EG3D option', 2),
+    (['--generator=eg3d'], '--method=circular-dpo does not apply to --generator=eg3d', 2),
+    (['--resume=nothing.pt'], 'nothing.pt: no such network file', 1),
+    (['--reward-model=nothing.pt'], '--reward-model:', 1),
+])
+def test_bad_flow_flags_are_refused_in_one_line(args, message, code, tmp_path):
+    result = train(['--method=circular-dpo', '--dry-run', *args], tmp_path, expect=code)
+    assert message in result.stderr and len(result.stderr.strip().splitlines()[-1]) < 300
+
+
+def test_flow_flags_are_refused_without_the_flow_generator(tmp_path):
+    result = train(['--outdir=x', '--rounds=2'], tmp_path, expect=2)
+    assert '--rounds is a Circular-DPO option: add --generator=flow' in result.stderr
+
+
+def test_dry_run_prints_the_demo_plan_and_writes_nothing(tmp_path):
+    result = train(['--generator=flow', '--dry-run'], tmp_path)
+    options = json.loads(result.stdout[:result.stdout.rindex('}') + 1])
+    assert options['network'] == demo.FLOW_GENERATOR and options['reward_model'] == demo.FLOW_REWARD
+    assert options['labels'] is None and options['ablation'] == 'a' and not (tmp_path / 'training-runs').exists()
+
+#----------------------------------------------------------------------------
