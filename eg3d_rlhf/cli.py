@@ -78,13 +78,15 @@ def side_path(path, suffix):
     """'out/reward.pt', '.report.json' -> 'out/reward.report.json'."""
     return os.path.splitext(path)[0] + suffix
 
-def load_generator(path, device, batch=8, **eg3d_kwargs):
-    """The generator of a network file (network_path's answer) on `device`: FlowGenerator of a flow checkpoint,
-    EG3DGenerator around G_ema of a pickle (eg3d_kwargs: truncation_psi, truncation_cutoff, fov_degrees; flows have no
-    such settings). A clear one-line error if it cannot be read."""
+def load_generator(path, device, batch=8, draw_batch=1, **eg3d_kwargs):
+    """The generator of a network file (network_path's answer) on `device`: FlowGenerator of a flow checkpoint (drawing
+    draw_batch ids per pass), EG3DGenerator around G_ema of a pickle (eg3d_kwargs: truncation_psi, truncation_cutoff,
+    fov_degrees; flows have no such settings). A clear one-line error if it cannot be read."""
     try:
         if is_data_checkpoint(path):
-            return flow_heads.load_flow(path, device, batch=batch)
+            return flow_heads.load_flow(path, device, batch=batch, draw_batch=draw_batch)
+        if draw_batch != 1:
+            raise click.UsageError(f'--draw-batch is for flow checkpoints; {path} is an EG3D pickle')
         return EG3DGenerator.load(path, device, trust=True, batch=batch, **eg3d_kwargs)
     except (OSError, ValueError, KeyError) as err:
         message = str(err) if str(err).startswith(path) else f'{path}: {err}'

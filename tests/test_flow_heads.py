@@ -8,7 +8,7 @@ import torch
 from click.testing import CliRunner
 
 from eg3d_rlhf.generators import flow_heads
-from eg3d_rlhf.generators.flow import FlowGenerator
+from eg3d_rlhf.generators.flow import FlowGenerator, noise_seed
 from eg3d_rlhf.geometry.sigma import CubeGrid
 from eg3d_rlhf.synthetic import flow_data, world
 from tools import train_flow
@@ -113,13 +113,29 @@ def test_drawn_volumes_are_kept_until_the_weights_change():
     G = tiny_generator()
     G.keep = 2
     first = G.volumes([1, 2, 3], 0)                                         # More ids than are kept: all returned.
-    assert list(G._cache['volumes']) == [(2, 0), (3, 0)]
+    assert list(G._cache['samples']) == [(2, 0), (3, 0)]
     assert torch.equal(G.volumes([3], 0)[0], first[2])
     with torch.no_grad():
         for p in G.pipeline.modules()[1].parameters():
             p.add_(0.1)                                                     # An optimiser step, say.
-    assert G._cache['volumes'] and not torch.equal(G.volumes([3], 0)[0], first[2])
-    assert list(G._cache['volumes']) == [(3, 0)]
+    assert G._cache['samples'] and not torch.equal(G.volumes([3], 0)[0], first[2])
+    assert list(G._cache['samples']) == [(3, 0)]
+
+
+def test_batched_draws_repeat_and_agree_with_single_draws():
+    G, batched = tiny_generator(), tiny_generator()
+    batched.draw_batch = batched.keep = 4
+    calls = []
+    sample = batched.pipeline.sample
+    batched.pipeline.sample = lambda seeds, *a: calls.append(list(seeds)) or sample(seeds, *a)
+    drawn = batched.samples([0, 1, 2, 3, 4], 1)
+    assert calls == [[0, 1, 2, 3], [4]] and [s.runs[0].noise_seeds for s in drawn[:1]] == [[noise_seed(0, 0)]]
+    assert batched.settings()['draw_batch'] == 4 and 'draw_batch' not in G.settings()
+    assert torch.equal(batched.volumes([3, 4], 1), torch.cat([drawn[3].sigma, drawn[4].sigma])) and len(calls) == 2
+    assert torch.allclose(batched.volumes([3], 1), G.volumes([3], 1), atol=1e-3)   # Batch mates move bits, not shapes.
+    assert torch.equal(drawn[2].runs[1].context, G.samples([2], 1)[0].runs[1].context)
+    with pytest.raises(ValueError, match='draw_batch'):
+        FlowGenerator(G.pipeline, draw_batch=0)
 
 
 def test_checkpoint_loads_as_data_and_bad_files_fail_in_one_line(tmp_path):

@@ -139,8 +139,31 @@ def test_evaluate_compares_two_flows_at_the_same_ids(flow_pt, tmp_path):
     report = json.loads((out / 'report.json').read_text())
     assert report['reward']['seeds'] == 6 and report['preference']['pairs'] == 6
     assert 'conditions [0, 1]' in report['seeds']
+    for side in ('original', 'tuned'):                                      # Stage consistency and diversity.
+        iou = report['stage_consistency'][side]
+        assert 0 <= iou['min'] <= iou['mean'] <= 1 and set(iou['per_condition']) == {'0', '1'}
+        assert report['diversity'][side]['all'] > 0
+    assert (out / 'stage_consistency.png').is_file()
+    assert 'draw-batch is for flow checkpoints' in refused(evaluate, ['--original', 'bundled', '--tuned', 'bundled',
+        '--reward-model', reward, '--seeds', '0', '--draw-batch', 2, '--outdir', tmp_path / 'r3'])
     assert 'differ in their conditions' in refused(evaluate, ['--original', original, '--tuned', 'bundled',
         '--reward-model', reward, '--seeds', '0', '--outdir', tmp_path / 'r2'])
+
+
+def test_compare_draws_each_flow_sample_once(flow_pt, tmp_path):
+    from eg3d_rlhf.analysis.compare import compare
+    from eg3d_rlhf.rewards.checkpoint import load_reward
+    path, _ = flow_pt
+    generators = {side: flow_heads.load_flow(path, keep=3, draw_batch=2, image_res=16) for side in ('original', 'tuned')}
+    drawn = []
+    for G in generators.values():
+        sample = G.pipeline.sample
+        G.pipeline.sample = lambda seeds, *a, sample=sample: drawn.extend(seeds) or sample(seeds, *a)
+    save_reward(str(tmp_path / 'reward.pt'), tiny_reward(seed=3), 'sigma', slab_description())
+    reward = load_reward(str(tmp_path / 'reward.pt'))
+    summary = compare(generators, reward, list(range(6)), str(tmp_path / 'c'), taste='nose', annotator_res=24)
+    assert sorted(drawn) == sorted(list(range(6)) * 4)                   # 2 generators x 2 conditions, each id once.
+    assert summary['stage_consistency']['mean_change'] == 0 and summary['diversity']['ratio_all'] == 1
 
 
 def test_flow_report_measures_heads_stages_and_diversity(flow_pt, tmp_path):

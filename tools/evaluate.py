@@ -32,14 +32,18 @@ from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward
 @click.option('--data', metavar='ZIP', help='Real images for FID/KID (default: compare tuned with original samples)')
 @click.option('--outdir', required=True, metavar='REPORT', help='Report folder (report.html, report.json, PNGs)')
 @click.option('--batch', type=click.IntRange(min=1), default=8, show_default=True, help='Seeds per generator pass')
+@click.option('--draw-batch', type=click.IntRange(min=1), default=1, show_default=True,
+    help='Flow checkpoints: ids drawn per pipeline pass (1 = each alone, bit-exact per id; more is faster)')
 @click.option('--dry-run', is_flag=True, help='Check the inputs and print the plan; render nothing')
 @device_option
 def main(original_pkl, tuned_pkl, trust_pickle, reward_path, seeds, conditions, labels, annotator, temperature, resolution,
-        inception, data, outdir, batch, dry_run, device_name):
-    """Render both generators for the same seeds (z, camera, truncation 0.7 as sample banks) and report: how the
+        inception, data, outdir, batch, draw_batch, dry_run, device_name):
+    """Render both generators (EG3D pickles, or two flow checkpoints with their --conditions) for the same seeds (z,
+    camera, truncation 0.7 as sample banks; a flow's noise per id) and report: how the
     reward moved per seed (fraction that rose, mean change, slope of final on initial), the win rate of tuned over
     original by --labels or --annotator (exact binomial p, Wilson 95% interval), PSNR and SSIM of tuned vs original
-    images, and FID/KID when --inception names a local file.
+    images, and FID/KID when --inception names a local file. Two flows also get a stage-consistency figure (IoU of
+    the first stage's structure with the finished asset's) and a diversity figure (pairwise slab distances).
 
     \b
     python tools/evaluate.py --original bundled --tuned training-runs/00000-.../network-snapshot-000000.pkl \\
@@ -81,7 +85,8 @@ def main(original_pkl, tuned_pkl, trust_pickle, reward_path, seeds, conditions, 
                 reals = load_reals(data, len(keys))
             except (IOError, ValueError) as err:
                 raise click.ClickException(f'--data: {err}')
-    generators = {side: load_generator(path, device, batch=batch) for side, path in zip(SIDES, (original_pkl, tuned_pkl))}
+    generators = {side: load_generator(path, device, batch=batch, draw_batch=draw_batch)
+        for side, path in zip(SIDES, (original_pkl, tuned_pkl))}
     if generators['original'].conditions != generators['tuned'].conditions:
         raise click.ClickException('--original and --tuned differ in their conditions: they are not one model')
     try:
@@ -98,6 +103,11 @@ def main(original_pkl, tuned_pkl, trust_pickle, reward_path, seeds, conditions, 
         print(f'preferred tuned in {pref["wins"]} of {pref["wins"] + pref["losses"]} decided pairs '
             f'({100 * pref["win_rate"]:.1f}%, Wilson 95% {100 * pref["wilson95"][0]:.1f}-{100 * pref["wilson95"][1]:.1f}%, '
             f'binomial p {pref["binomial_p"]:.2g}); {pref["ties"]} ties')
+    if 'stage_consistency' in summary:
+        sc, div = summary['stage_consistency'], summary['diversity']
+        print(f'structure IoU (first stage vs finished asset): original {sc["original"]["mean"]:.3f}, tuned '
+            f'{sc["tuned"]["mean"]:.3f}; diversity (mean pairwise slab RMS): original {div["original"]["all"]:.3f}, '
+            f'tuned {div["tuned"]["all"]:.3f}')
     print(f'images: mean PSNR {summary["images"]["mean_psnr_db"]:.2f} dB, mean SSIM {summary["images"]["mean_ssim"]:.3f}')
     print(f'report: {os.path.join(outdir, "report.html")}')
 

@@ -1,5 +1,6 @@
 """Compare a fine-tuned generator with its original on held-out seeds: reward change, preference, image consistency."""
 
+import collections
 import itertools
 import os
 
@@ -7,11 +8,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from eg3d_rlhf.analysis import image_metrics, report_plots
-from eg3d_rlhf.analysis.evaluation import reward_change, seed_rewards, win_rate
+from eg3d_rlhf.analysis import flow_quality, image_metrics, report_plots
+from eg3d_rlhf.analysis.evaluation import fit_slope, reward_change, seed_rewards, win_rate
+from eg3d_rlhf.analysis.flow_quality import structure_iou
 from eg3d_rlhf.data import annotators
 from eg3d_rlhf.data.preferences import LabelError, load_judgements
 from eg3d_rlhf.generators.base import sample_id
+from eg3d_rlhf.generators.flow import FlowGenerator
 from eg3d_rlhf.geometry import preview
 from eg3d_rlhf.geometry.sigma import SlabCrop, slab_grid
 
@@ -26,10 +29,23 @@ def side_id(side, seed, condition=None):
     return f'{side}-{sample_id(seed, condition)}'
 
 
-def by_condition(keys, draw):
-    """draw(seeds, condition) of each run of keys that share a condition, concatenated in key order (numpy or torch)."""
-    parts = [draw([s for s, _ in run], c) for c, run in itertools.groupby(keys, lambda k: k[1])]
-    return np.concatenate(parts) if isinstance(parts[0], np.ndarray) else torch.cat(parts)
+def key_chunks(keys, size):
+    """(condition, [seed]) of each run of keys sharing a condition, in pieces of at most `size` seeds, in key order."""
+    for condition, run in itertools.groupby(keys, lambda k: k[1]):
+        seeds = [s for s, _ in run]
+        for start in range(0, len(seeds), max(1, size)):
+            yield condition, seeds[start : start + max(1, size)]
+
+
+def stage_consistency(ious, conditions):
+    """Mean, minimum and per-condition mean of each side's structure IoU [N] (flow_quality.structure_iou: the first
+    stage's plan against the finished asset), and the mean paired change tuned - original."""
+    result = {}
+    for side in SIDES:
+        per = {str(c): float(np.mean([v for v, k in zip(ious[side], conditions) if k == c])) for c in dict.fromkeys(conditions)}
+        result[side] = dict(mean=float(np.mean(ious[side])), min=float(np.min(ious[side])), per_condition=per)
+    result['mean_change'] = float(np.mean(ious['tuned'] - ious['original']))
+    return result
 
 
 def label_choices(path, keys):
@@ -98,13 +114,22 @@ def compare(generators, reward, seeds, outdir, taste=None, temperature=0.5, labe
     os.makedirs(outdir, exist_ok=True)
     keys = generators['original'].keys(seeds, conditions)
     taste_grid = slab_grid(annotator_res, cube_length=generators['original'].cube_length, crop=SlabCrop())
-    rewards, images, slabs = {}, {}, ({} if taste else None)
+    flows = all(isinstance(G, FlowGenerator) for G in generators.values())
+    rewards, images, slabs, ious = {}, {}, {}, {}
     for side in tqdm(SIDES, desc='rendering', unit='generator'):
         G = generators[side]
-        rewards[side] = by_condition(keys, lambda s, c: seed_rewards(G, reward, s, condition=c))
-        images[side] = by_condition(keys, G.images)
-        if taste:
-            slabs[side] = by_condition(keys, lambda s, c: G.sigma_grid(s, taste_grid, c))
+        parts = collections.defaultdict(list)
+        # A chunk's reward, picture, slab (and flow structure) come from one draw: flows keep their last `keep` draws.
+        for condition, chunk in key_chunks(keys, getattr(G, 'keep', len(keys))):
+            parts['rewards'].append(seed_rewards(G, reward, chunk, condition=condition))
+            parts['images'].append(G.images(chunk, condition))
+            if taste or flows:
+                parts['slabs'].append(G.sigma_grid(chunk, taste_grid, condition))
+            if flows:
+                parts['ious'] += [structure_iou(G.pipeline, sample) for sample in G.samples(chunk, condition)]
+        rewards[side], images[side] = np.concatenate(parts['rewards']), torch.cat(parts['images'])
+        slabs[side] = torch.cat(parts['slabs']) if parts['slabs'] else None
+        ious[side] = np.concatenate(parts['ious']) if flows else None
 
     described = f'{len(seeds)} seeds, {seeds[0]}..{seeds[-1]}'
     if keys[0][1] is not None:
@@ -112,6 +137,10 @@ def compare(generators, reward, seeds, outdir, taste=None, temperature=0.5, labe
     summary = dict(**{side: generators[side].identity()['network'] for side in SIDES},
         reward_model=reward_path and os.path.abspath(reward_path), seeds=described)
     summary['reward'] = reward_change(rewards['original'], rewards['tuned'])
+    if flows:
+        summary['stage_consistency'] = stage_consistency(ious, [c for _, c in keys])
+        summary['diversity'] = {side: flow_quality.diversity(slabs[side], [c for _, c in keys]) for side in SIDES}
+        summary['diversity']['ratio_all'] = summary['diversity']['tuned']['all'] / summary['diversity']['original']['all']
     if taste:
         noisy, noise_free = oracle_choices(taste, slabs, taste_grid, temperature)
         summary['preference'] = dict(source=f'oracle:{taste}, temperature {temperature}', **win_rate(noisy),
@@ -135,8 +164,12 @@ def compare(generators, reward, seeds, outdir, taste=None, temperature=0.5, labe
     report_plots.plot_deltas(rewards['original'], rewards['tuned'], out('reward_deltas.png'))
     report_plots.plot_scatter(rewards['original'], rewards['tuned'], dict(slope=rc['fit_slope'], intercept=rc['fit_intercept']),
         out('reward_scatter.png'), labels=('original reward', 'tuned reward'))
-    save_comparison_pictures(images, slabs, taste_grid, outdir)
+    save_comparison_pictures(images, slabs if taste else None, taste_grid, outdir)
     pictures = ['reward_histograms.png', 'reward_deltas.png', 'reward_scatter.png', 'images.png'] + (['geometry.png'] if taste else [])
+    if flows:
+        report_plots.plot_scatter(ious['original'], ious['tuned'], fit_slope(ious['original'], ious['tuned']),
+            out('stage_consistency.png'), labels=('original structure IoU', 'tuned structure IoU'))
+        pictures.append('stage_consistency.png')
     report_plots.write_report(outdir, 'Tuned vs original', summary, pictures)
     return summary
 

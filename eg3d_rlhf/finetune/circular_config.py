@@ -33,8 +33,8 @@ class CircularDPOConfig:
     ablation:       str = option('a', 'Group to run: a = Circular-DPO, b-i = the paper\'s ablations, all = every group from the same data and seeds, with a table',
                         choices=lambda: (*GROUPS, 'all'))
     beta:           float = option(1000.0, 'beta * T of Flow-DPO, per value of a stage (MSE_t is a mean over its values)', min=0)
-    dpo_lr:         float = option(1e-4, 'Adam learning rate of the stage being trained (0: a control that changes nothing)', min=0)
-    dpo_steps:      int = option(60, 'Adam steps per stage and round', min=1)
+    dpo_lr:         float = option(2e-4, 'Adam learning rate of the stage being trained (0: a control that changes nothing)', min=0)
+    dpo_steps:      int = option(80, 'Adam steps per stage and round', min=1)
     dpo_batch:      int = option(8, 'Pairs per step', min=1)
     rounds:         int = option(1, 'Rounds of steps 1-3; later rounds draw step 2\'s structures from the tuned first stage', min=1)
     bridge_seeds:   str = option('100-105', 'Step 2: seeds of the structures drawn per condition, each finished by the tuned and by the reference final stage', metavar='LIST')

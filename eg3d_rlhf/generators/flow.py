@@ -141,6 +141,13 @@ class FlowSample:
     runs:           list            # StageRun of each stage, first to last.
 
 
+def one_of(sample, k):
+    """FlowSample of sample k of a batch (tensor contexts sliced, others shared)."""
+    part = lambda x: x[k : k + 1] if torch.is_tensor(x) else x
+    return FlowSample(sample.sigma[k : k + 1], [StageRun(r.x0[k : k + 1], r.x1[k : k + 1], part(r.context),
+        r.noise_seeds[k : k + 1]) for r in sample.runs])
+
+
 def check_sigma(sigma, n=None, source="the last stage's decode"):
     """Raw sigma volumes [n, R, R, R] (floating point, R >= 2; n None = any), or ValueError naming what came instead."""
     expected = f'{source} must be raw sigma [{"N" if n is None else n}, R, R, R]'
@@ -283,7 +290,9 @@ class FlowGenerator(Generator3D):
         level           = 10.0,     # Raw sigma of the surface drawn by images().
         path            = None,     # The file the pipeline came from (its identity in bank metadata), None = in memory.
         batch           = 8,        # Seeds per sigma_grid() pass.
-        keep            = 16,       # Drawn volumes kept for reuse (volumes()).
+        keep            = 16,       # Drawn samples kept for reuse (samples(), volumes()).
+        draw_batch      = 1,        # Uncached ids of one condition per pipeline pass: 1 = each alone (bit-exact per id);
+                                    # more is faster, but a sample's last bits may then depend on its batch mates.
     ):
         if not isinstance(pipeline, FlowPipeline):
             raise ValueError(f'FlowGenerator wraps a FlowPipeline, got {type(pipeline).__name__}')
@@ -294,7 +303,9 @@ class FlowGenerator(Generator3D):
         self.pipeline, self.path = pipeline, path
         self.cube_length, self.steps, self.sampler = float(cube_length), _check_steps(steps), check_sampler(sampler)
         self.empty_sigma, self.image_res, self.level, self.batch = float(empty_sigma), image_res, float(level), int(batch)
-        self.keep, self._cache = int(keep), {}
+        if isinstance(draw_batch, bool) or not isinstance(draw_batch, int) or draw_batch < 1:
+            raise ValueError(f'draw_batch must be a positive integer, got {draw_batch!r}')
+        self.keep, self.draw_batch, self._cache = max(int(keep), draw_batch), draw_batch, {}
 
     @property
     def device(self):
@@ -309,7 +320,8 @@ class FlowGenerator(Generator3D):
         return dict(generator=self.kind, pipeline=p.name, stages=[s.name for s in p.stages], conditions=p.conditions,
             steps=self.steps, sampler=self.sampler, cube_length=self.cube_length, empty_sigma=self.empty_sigma,
             noise='x0 per sample and stage: the stage prior drawn with torch.Generator().manual_seed(noise_seed)',
-            picture=dict(view='front', level=self.level, resolution=self.image_res))
+            picture=dict(view='front', level=self.level, resolution=self.image_res),
+            **(dict(draw_batch=self.draw_batch) if self.draw_batch != 1 else {}))
 
     def sample_meta(self, seed, condition=None):
         meta = super().sample_meta(seed, self.pipeline.check_condition(condition))
@@ -328,25 +340,40 @@ class FlowGenerator(Generator3D):
         with torch.set_grad_enabled(requires_grad):
             return [self.pipeline.sample([int(seed)], condition, self.steps, self.sampler) for seed in seeds]
 
+    def samples(self, seeds, condition=None):
+        """[FlowSample of one id] of seeds without gradients, each distinct seed drawn once (draw_batch uncached ids
+        per pass). The last `keep` ids drawn are kept until the weights change, so a bank's picture, slab and asset,
+        or evaluate's reward, picture and structure, share one draw."""
+        seeds = [int(s) for s in seeds]
+        self.pipeline.check_condition(condition)
+        version = tuple(p._version for m in self.pipeline.modules() for p in m.parameters())
+        if self._cache.get('version') != version:
+            self._cache = dict(version=version, samples={})
+        kept, found = self._cache['samples'], {}
+        missing = [s for s in dict.fromkeys(seeds) if (s, condition) not in kept]
+        for start in range(0, len(missing), self.draw_batch):
+            chunk = missing[start : start + self.draw_batch]
+            with torch.no_grad():
+                batch = self.pipeline.sample(chunk, condition, self.steps, self.sampler)
+            found.update((seed, one_of(batch, k)) for k, seed in enumerate(chunk))
+        for seed in dict.fromkeys(seeds):
+            key = (seed, condition)
+            found[seed] = found[seed] if seed in found else kept.pop(key)
+            kept.pop(key, None)
+            kept[key] = found[seed]                                     # Now the most recent.
+            while len(kept) > self.keep:
+                kept.pop(next(iter(kept)))
+        return [found[s] for s in seeds]
+
     def volumes(self, seeds, condition=None, requires_grad=False):
-        """Raw sigma [len(seeds), R, R, R] of the last decode, each distinct seed drawn once. Without gradients the
-        last few ids drawn are kept (until the weights change), so a bank's picture, slab and asset share a draw."""
+        """Raw sigma [len(seeds), R, R, R] of the last decode, each distinct seed drawn once (kept as samples() keeps
+        them when there are no gradients)."""
         seeds = [int(s) for s in seeds]
         if requires_grad:
             unique = list(dict.fromkeys(seeds))
             drawn = dict(zip(unique, (sample.sigma[0] for sample in self.draw(unique, condition, True))))
             return torch.stack([drawn[s] for s in seeds])
-        version = tuple(p._version for m in self.pipeline.modules() for p in m.parameters())
-        if self._cache.get('version') != version:
-            self._cache = dict(version=version, volumes={})
-        kept, drawn = self._cache['volumes'], {}
-        for seed in dict.fromkeys(seeds):
-            key = (seed, condition)
-            drawn[seed] = kept.pop(key) if key in kept else self.draw([seed], condition)[0].sigma[0]
-            kept[key] = drawn[seed]                                     # Now the most recent.
-            while len(kept) > self.keep:
-                kept.pop(next(iter(kept)))
-        return torch.stack([drawn[s] for s in seeds])
+        return torch.stack([sample.sigma[0] for sample in self.samples(seeds, condition)])
 
     def render(self, volumes):
         """images() of raw sigma volumes [N, R, R, R]: shaded front views of the level surface."""
@@ -367,6 +394,6 @@ class FlowGenerator(Generator3D):
     def reference(self):
         return FlowGenerator(self.pipeline.frozen_copy(), cube_length=self.cube_length, steps=self.steps,
             sampler=self.sampler, empty_sigma=self.empty_sigma, image_res=self.image_res, level=self.level,
-            path=self.path, batch=self.batch, keep=self.keep)
+            path=self.path, batch=self.batch, keep=self.keep, draw_batch=self.draw_batch)
 
 #----------------------------------------------------------------------------
