@@ -100,8 +100,10 @@ def test_each_group_trains_the_stages_its_recipe_names_and_shared_phases_run_onc
         recipe = RECIPES[group]
         assert changed(trainer.tuned(group), G.pipeline) == [recipe.first is not None, recipe.last is not None], group
     phases = [r['phase'] for r in records if r['kind'] == 'phase']
-    assert len(phases) == len(set(phases))                              # Nothing trained twice.
-    assert phases.count('last-dpo-0') == 1 and len([p for p in phases if p.startswith('last-dpo-0')]) == 5
+    assert len(phases) == len(set(phases))                              # Nothing trained or drawn twice.
+    trained = [p for p in phases if not p.endswith('candidates-0')]
+    assert trained.count('last-dpo-0') == 1 and len([p for p in trained if p.startswith('last-dpo-0')]) == 5
+    assert phases.count('last-dpo-0/candidates-0') == 1                 # a, g and h share step 2's candidates.
     bridges = [r for r in records if r['kind'] == 'bridge']
     assert [(r['use_w1'], r['use_w2']) for r in bridges] == [(True, True), (False, True), (True, False)]
     assert len(trainer.bridges) == 1                                    # a, g and h share step 2's candidates.

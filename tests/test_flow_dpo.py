@@ -46,8 +46,9 @@ def test_loss_matches_a_hand_computation_and_is_log_2_at_the_reference():
     np.testing.assert_allclose(stats['rewards/margins'].numpy(), implicit[0] - implicit[1], rtol=1e-5)
     assert stats['rewards/accuracies'].tolist() == [float(m > 0) for m in implicit[0] - implicit[1]]
 
-    same, _ = flow_dpo_loss(Scale(0.3, 0.1), reference, chosen, rejected, t, beta=beta, T=T)
-    np.testing.assert_allclose(same.detach().numpy(), math.log(2), rtol=1e-6)
+    same, same_stats = flow_dpo_loss(Scale(0.3, 0.1), reference, chosen, rejected, t, beta=beta, T=T)
+    np.testing.assert_allclose(same.detach().numpy(), math.log(2), rtol=1e-6)            # Margins 0 at theta = theta_ref.
+    assert same_stats['rewards/margins'].abs().max() == 0 and same_stats['rewards/chosen'].abs().max() == 0
 
 
 def test_gradients_reach_the_policy_only_and_vanish_with_zero_weight():

@@ -171,7 +171,7 @@ class CircularDPO:
         self.cfg, self.generator, self.data, self.reward, self.seed = config, generator, data, reward, int(seed)
         self.reference = generator.pipeline.frozen_copy()
         self.log = log or (lambda record: None)
-        self.memo, self.bridges, self.timing = {}, {}, collections.defaultdict(float)
+        self.memo, self.bridges = {}, {}
 
     def _phase(self, history, pipeline, name, train):
         """The pipeline after `train(copy)` under the key history + (name,), trained once per key."""
@@ -180,7 +180,6 @@ class CircularDPO:
             policy = copy.deepcopy(pipeline)
             start = time.time()
             train(policy, phase_name(key))
-            self.timing[name[0]] += time.time() - start
             self.log(dict(kind='phase', phase=phase_name(key), seconds=time.time() - start))
             self.memo[key] = policy
         return copy.deepcopy(self.memo[key]), key
@@ -193,11 +192,12 @@ class CircularDPO:
                 log=lambda r: self.log(dict(kind='step', phase=phase, stage=stage, method=method, round=round, **r)))
 
     def _candidates(self, history, policy, index):
+        """Step 2's candidates for stage `index` after a training history, drawn and scored once."""
         if history not in self.bridges:
             start = time.time()
             self.bridges[history] = bridge_candidates(self.generator, policy, self.reference, index, self.reward,
                 self.cfg.seeds('bridge_seeds'), self.cfg.draw_batch)
-            self.timing['bridge'] += time.time() - start
+            self.log(dict(kind='phase', phase=phase_name(history + (('candidates', index),)), seconds=time.time() - start))
         return self.bridges[history]
 
     def tuned(self, group):
