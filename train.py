@@ -452,7 +452,7 @@ def main(**kwargs):
     if generator == 'flow':
         run_circular_dpo(kwargs, explicit)
         return
-    flow_only = sorted(explicit & {f.name for f in circular_config.CircularDPOConfig.flags()})
+    flow_only = sorted(explicit & {f.name for f in circular_config.CircularDPOConfig.flags()} - set(FLOW_SHARED))
     if flow_only:
         raise click.UsageError(f'--{flow_only[0].replace("_", "-")} is a Circular-DPO option: add --generator=flow')
     c, desc, outdir = make_config(kwargs, explicit)
