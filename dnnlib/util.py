@@ -2,6 +2,7 @@
 
 import contextlib
 import importlib
+import math
 import os
 import tempfile
 import urllib.parse
@@ -154,3 +155,15 @@ def atomic_write(path, mode='wb', encoding=None):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def json_safe(obj):
+    """obj with every nan/inf float replaced by None (JSON has no such numbers; `json.dump` would write `NaN`, which
+    strict readers refuse)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj

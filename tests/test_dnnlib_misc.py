@@ -28,6 +28,16 @@ def test_construct_class_and_get_obj_by_name():
         dnnlib.util.get_obj_by_name('torch.nn.NoSuchLayer')
 
 
+
+def test_json_safe_writes_non_finite_numbers_as_null(tmp_path):
+    import json
+    from eg3d_rlhf.analysis import report_plots
+    summary = {'win_rate': float('nan'), 'rows': [1.5, float('inf'), (float('-inf'), 'x')], 'n': 3}
+    assert dnnlib.util.json_safe(summary) == {'win_rate': None, 'rows': [1.5, None, [None, 'x']], 'n': 3}
+    report_plots.write_report(str(tmp_path), 'r', summary, [])
+    strict = json.loads((tmp_path / 'report.json').read_text(), parse_constant=lambda c: pytest.fail(c))
+    assert strict['win_rate'] is None and strict['rows'][0] == 1.5
+
 def test_open_url_local_file_and_file_url(tmp_path):
     path = tmp_path / 'x y.bin'
     path.write_bytes(b'abc')

@@ -86,7 +86,7 @@ def write_report(outdir, title, summary, pictures, name='report', tables=()):
     """outdir/NAME.json (the summary) and outdir/NAME.html (tables of (title, header, rows), a table of the
     summary's scalars, then the pictures)."""
     with dnnlib.util.atomic_write(os.path.join(outdir, f'{name}.json'), 'w', encoding='utf-8') as f:
-        json.dump(summary, f, indent=2)
+        json.dump(dnnlib.util.json_safe(summary), f, indent=2, allow_nan=False)
         f.write('\n')
     rows = []
 

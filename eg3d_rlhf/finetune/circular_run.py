@@ -8,6 +8,8 @@ import time
 import numpy as np
 import torch
 
+import dnnlib
+
 from eg3d_rlhf.analysis import report_plots
 from eg3d_rlhf.analysis.compare import compare
 from eg3d_rlhf.data.annotators import parse_annotator
@@ -109,7 +111,7 @@ def run(cfg, generator, reward, run_dir, save_snapshot, seed=0, reward_path=None
         record = dict(record, time=round(time.time() - start, 3))
         records.append(record)
         with open(stats_path, 'a', encoding='utf-8') as f:
-            f.write(json.dumps(record) + '\n')
+            f.write(json.dumps(dnnlib.util.json_safe(record), allow_nan=False) + '\n')
 
     torch.manual_seed(seed)
     data, data_info = load_preferences(cfg, generator, run_dir, seed)
