@@ -1,5 +1,6 @@
 """Click helpers shared by the command-line tools: seed lists, devices, generator loading (trusted pickles or data)."""
 
+import itertools
 import os
 
 import click
@@ -91,6 +92,12 @@ def load_generator(path, device, batch=8, draw_batch=1, **eg3d_kwargs):
     except (OSError, ValueError, KeyError) as err:
         message = str(err) if str(err).startswith(path) else f'{path}: {err}'
         raise click.ClickException(message)
+
+def draw_slabs(path, keys, grid, device, batch=8, draw_batch=1):
+    """Raw slabs [len(keys), *grid.shape] of a network file's samples [(seed, condition)], in the order of keys."""
+    G = load_generator(path, device, batch=batch, draw_batch=draw_batch)
+    runs = itertools.groupby(keys, lambda key: key[1])
+    return torch.cat([G.sigma_grid([seed for seed, _ in run], grid, condition) for condition, run in runs])
 
 def network_keys(path, seeds, conditions):
     """[(seed, condition)] of the seeds and --conditions for the generator in a network file, read without loading a

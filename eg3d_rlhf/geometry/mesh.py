@@ -52,24 +52,32 @@ def is_closed(faces):
 
 #----------------------------------------------------------------------------
 
-def write_ply(path, verts, faces, binary=True):
-    """PLY with float32 x/y/z vertices and uint8-count int32-index triangle faces."""
+def write_ply(path, verts, faces, binary=True, colors=None):
+    """PLY with float32 x/y/z vertices (and uint8 red/green/blue ones when colors [V, 3] is given) and uint8-count
+    int32-index triangle faces."""
     verts = np.asarray(verts, dtype=np.float32).reshape(-1, 3)
     faces = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
     fmt = 'binary_little_endian' if binary else 'ascii'
+    colour_props = '' if colors is None else 'property uchar red\nproperty uchar green\nproperty uchar blue\n'
     header = (f'ply\nformat {fmt} 1.0\ncomment written by eg3d_rlhf.geometry.mesh\n'
-        f'element vertex {len(verts)}\nproperty float x\nproperty float y\nproperty float z\n'
+        f'element vertex {len(verts)}\nproperty float x\nproperty float y\nproperty float z\n{colour_props}'
         f'element face {len(faces)}\nproperty list uchar int vertex_indices\nend_header\n')
+    vertex = np.zeros(len(verts), dtype=[('xyz', '<f4', (3,))] + ([] if colors is None else [('rgb', 'u1', (3,))]))
+    vertex['xyz'] = verts
+    if colors is not None:
+        vertex['rgb'] = np.asarray(colors, dtype=np.uint8).reshape(-1, 3)
     with open(path, 'wb') as f:
         f.write(header.encode('ascii'))
         if binary:
-            f.write(verts.astype('<f4').tobytes())
+            f.write(vertex.tobytes())
             rows = np.zeros(len(faces), dtype=[('n', 'u1'), ('idx', '<i4', (3,))])
             rows['n'] = 3
             rows['idx'] = faces
             f.write(rows.tobytes())
         else:
-            np.savetxt(f, verts, fmt='%.7g')
+            text = [' '.join(f'{v:.7g}' for v in row['xyz']) + ('' if colors is None else ' ' + ' '.join(map(str, row['rgb'])))
+                for row in vertex]
+            f.write(''.join(line + '\n' for line in text).encode('ascii'))
             np.savetxt(f, np.concatenate([np.full([len(faces), 1], 3), faces], axis=1), fmt='%d')
 
 def write_obj(path, verts, faces):

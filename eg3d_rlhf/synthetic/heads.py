@@ -104,6 +104,24 @@ def sample_head(rng):
         hairline=shift(0.2, 0.02),
     )
 
+class _CentreDraws:
+    """Stands in for a numpy Generator and draws the centre of every distribution, so sample_head() of it is the
+    average head (the region template's face)."""
+
+    def standard_normal(self, size=None):
+        return 0.0 if size is None else np.zeros(size)
+
+    def uniform(self, low, high):
+        return (low + high) / 2
+
+    def integers(self, n):
+        return 0
+
+
+def mean_head():
+    """The HeadParams at the centre of sample_head's distribution."""
+    return sample_head(_CentreDraws())
+
 #----------------------------------------------------------------------------
 # Signed distance. `v` is LAYOUT.view of a per-point table ([P] floats, V vectors), p world points (V of [P]).
 
@@ -155,7 +173,9 @@ def local_fields(v, q):
     ear = sdf_ops.ellipsoid(m, ear_centre, V(0.024, 0.065, 0.042) * v.ear_size)
     bowl = sdf_ops.sphere(m, ear_centre + V(0.034, -0.005, 0.004) * v.ear_size, 0.028 * v.ear_size)
     d = sdf_ops.smin(d, sdf_ops.smax(ear, -bowl, 0.008), 0.02)
-    return EasyDict(sdf=d, lips=lips, eyes=eyes, eye_centre=eye_centre, mirrored=m)
+    parts = EasyDict(nose=sdf_ops.smin(nose, wings, 0.015), eyes=torch.minimum(socket, eyes), brow=brow, mouth=lips,
+        chin_jaw=torch.minimum(jaw, chin), cheeks=torch.minimum(face, cheek), ears=ear, skull=skull)
+    return EasyDict(sdf=d, lips=lips, eyes=eyes, eye_centre=eye_centre, mirrored=m, parts=parts)
 
 
 def head_sdf(v, p):

@@ -1,0 +1,156 @@
+"""Which regions make a reward's score: Shapley value sampling and Integrated Gradients (captum), summed per region."""
+
+import os
+
+import numpy as np
+import scipy.stats
+import torch
+from captum.attr import IntegratedGradients, ShapleyValueSampling
+
+from eg3d_rlhf.analysis import regions as regions_plot
+from eg3d_rlhf.analysis import report_plots
+from eg3d_rlhf.geometry import mesh
+from torch_utils import misc
+
+#----------------------------------------------------------------------------
+# Both methods explain f(input) - f(baseline), where f is the reward's own scoring path from *raw* sigma (its input
+# spec's normalisation and axis order included, so gradients pass through them) and input and baseline are slabs:
+# the tuned and the original generator's slab of one seed ("what made the reward rise"), or a bank's slab and a
+# reference slab (the bank mean, or empty space). Shapley value sampling treats each region as one player
+# (the region volume is captum's feature mask) and is exact in sum for every permutation; Integrated Gradients
+# attributes every voxel and is summed per region afterwards.
+
+
+def _tensor(x):
+    return torch.as_tensor(np.asarray(x, dtype=np.float32)) if not torch.is_tensor(x) else x.float()
+
+
+def attribute(reward, inputs, baselines, regions, permutations=8, ig_steps=32, batch=4, ig_batch=64, seed=0,
+        keep_maps=False, progress=None):
+    """Attributions of reward(inputs) - reward(baselines) per region.
+
+    inputs, baselines: raw slabs [N, X, Y, Z] of reward.grid (numpy or torch).
+    Returns a dict of numpy arrays: names [R] (regions.names), change [N], shapley / ig / ig_abs / ig_pos / ig_neg
+    [N, R], shapley_completeness [N] and ig_completeness [N] (|sum of attributions - change| / max(|change|, 1e-6)),
+    ig_delta [N] (captum's convergence delta) and, with keep_maps, ig_map [N, X, Y, Z]. `batch` samples are explained
+    at a time; `ig_batch` bounds the slabs one forward pass sees (Shapley's perturbations, IG's path points)."""
+    inputs, baselines = _tensor(inputs), _tensor(baselines)
+    misc.assert_shape(inputs, [None, *reward.grid.shape])
+    misc.assert_shape(baselines, list(inputs.shape))
+    mask, present = regions.feature_mask()
+    column = [regions.names.index(n) for n in present]
+    forward = lambda x: reward.score(x)
+    shapley_method, ig_method = ShapleyValueSampling(forward), IntegratedGradients(forward)
+    out = {k: [] for k in ('change', 'shapley', 'ig', 'ig_abs', 'ig_pos', 'ig_neg', 'ig_delta', 'ig_map')}
+    device = reward.device
+    reward.model.eval()
+    for begin in range(0, len(inputs), batch):
+        x = inputs[begin:begin + batch].to(device)
+        b = baselines[begin:begin + batch].to(device)
+        with torch.no_grad():
+            out['change'].append((reward.score(x) - reward.score(b)).cpu())
+        torch.manual_seed(seed + begin)
+        sv = shapley_method.attribute(x, baselines=b, feature_mask=mask.to(device), n_samples=permutations,
+            perturbations_per_eval=max(1, ig_batch // len(x)), show_progress=False)
+        per_region = torch.zeros([len(x), len(regions.names)])
+        for k, c in enumerate(column):                      # Every voxel of a region carries the region's value.
+            per_region[:, c] = sv[:, mask[0] == k][:, 0].cpu()
+        out['shapley'].append(per_region)
+        ig, delta = ig_method.attribute(x, baselines=b, n_steps=ig_steps, internal_batch_size=ig_batch,
+            return_convergence_delta=True)
+        ig = ig.detach().cpu().double().numpy()
+        for name, values in (('ig', ig), ('ig_abs', np.abs(ig)), ('ig_pos', np.maximum(ig, 0)), ('ig_neg', np.minimum(ig, 0))):
+            out[name].append(torch.tensor([list(regions.sum_by_region(v).values()) for v in values]))
+        out['ig_delta'].append(delta.detach().cpu())
+        if keep_maps:
+            out['ig_map'].append(torch.from_numpy(ig.astype(np.float32)))
+        if progress is not None:
+            progress(len(x))
+    result = {k: torch.cat(v).double().numpy() for k, v in out.items() if v}
+    scale = np.maximum(np.abs(result['change']), 1e-6)
+    result['shapley_completeness'] = np.abs(result['shapley'].sum(1) - result['change']) / scale
+    result['ig_completeness'] = np.abs(result['ig'].sum(1) - result['change']) / scale
+    result['names'] = list(regions.names)
+    return result
+
+
+def region_table(result, regions):
+    """{name: {shapley, ig, ig_abs, ig_pos, ig_neg (means over samples), voxels, shapley_share, ig_abs_share (shares of
+    the mean absolute attribution)}} plus the Shapley-IG agreement: each region's rank under both and Spearman's rho
+    between their mean values across regions."""
+    counts = regions.counts()
+    mean = {k: result[k].mean(0) for k in ('shapley', 'ig', 'ig_abs', 'ig_pos', 'ig_neg')}
+    shapley_abs = np.abs(result['shapley']).mean(0)
+    shares = shapley_abs / max(shapley_abs.sum(), 1e-12), mean['ig_abs'] / max(mean['ig_abs'].sum(), 1e-12)
+    rank_shapley = scipy.stats.rankdata(-mean['shapley'], method='min')
+    rank_ig = scipy.stats.rankdata(-mean['ig'], method='min')
+    table = {}
+    for i, name in enumerate(result['names']):
+        table[name] = dict({k: float(v[i]) for k, v in mean.items()}, voxels=counts[name],
+            shapley_share=float(shares[0][i]), ig_abs_share=float(shares[1][i]),
+            rank_shapley=int(rank_shapley[i]), rank_ig=int(rank_ig[i]))
+    rho = scipy.stats.spearmanr(mean['shapley'], mean['ig']).statistic if len(table) > 2 else float('nan')
+    return table, float(rho)
+
+#----------------------------------------------------------------------------
+
+def coloured_mesh(slab, ig_map, grid, path, level=10.0):
+    """PLY of the slab's surface {sigma = level} with each vertex coloured by the IG value of its nearest voxel
+    (red: raised the reward, blue: lowered it, white: nothing; symmetric scale at the 99th percentile of |IG|).
+    Returns the number of vertices (0: no surface, nothing written)."""
+    verts, faces = mesh.extract_mesh(slab, grid, level)
+    if len(verts) == 0:
+        return 0
+    index = np.rint((verts - grid.index_to_world(np.zeros(3))) / grid.voxel_size).astype(np.int64)
+    index = np.clip(index, 0, np.asarray(grid.shape) - 1)
+    value = np.asarray(ig_map)[index[:, 0], index[:, 1], index[:, 2]]
+    top = max(float(np.percentile(np.abs(ig_map), 99)), 1e-12)
+    t = np.clip(value / top, -1, 1)[:, None]
+    red, blue, white = np.array([214, 39, 40]), np.array([31, 119, 180]), np.array([255, 255, 255])
+    colours = np.where(t >= 0, white + t * (red - white), white - t * (blue - white))
+    mesh.write_ply(path, verts, faces, colors=np.rint(colours).astype(np.uint8))
+    return len(verts)
+
+#----------------------------------------------------------------------------
+
+def plot_region_bars(table, path, title):
+    """Bars of each region's mean Shapley value and mean IG sum side by side (the published study's Figure 15)."""
+    plt = report_plots._pyplot()
+    names = list(table)
+    at = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(1.1 * len(names) + 2, 4))
+    ax.bar(at - 0.2, [table[n]['shapley'] for n in names], 0.4, label='Shapley value sampling')
+    ax.bar(at + 0.2, [table[n]['ig'] for n in names], 0.4, label='Integrated Gradients (sum)')
+    ax.axhline(0, color='black', linewidth=0.6)
+    ax.set_xticks(at, names, rotation=30)
+    ax.set(ylabel='contribution to the reward change', title=title)
+    ax.legend(loc='best')
+    report_plots._save(fig, path)
+
+
+def write_report(outdir, result, regions, info, mean_slab, slabs, grid, meshes=4, level=10.0):
+    """report.json ({"regions": {name: {"shapley", "ig", "ig_abs", "voxels", ...}}, "completeness": ..., plus info}),
+    report.html, regions.png, attribution.png and IG-coloured PLYs of the first `meshes` samples (their input slab's
+    surface). Returns the summary."""
+    table, rho = region_table(result, regions)
+    os.makedirs(outdir, exist_ok=True)
+    regions_plot.plot(regions, mean_slab, os.path.join(outdir, 'regions.png'), level=level)
+    plot_region_bars(table, os.path.join(outdir, 'attribution.png'), f'{info["mode"]}: what moved the reward, per region')
+    written = []
+    for i in range(min(meshes, len(slabs)) if 'ig_map' in result else 0):
+        name = f'ig-{info["ids"][i]}.ply'
+        if coloured_mesh(slabs[i], result['ig_map'][i], grid, os.path.join(outdir, name), level):
+            written.append(name)
+    summary = dict(info, regions=table, shapley_ig_spearman=rho, samples=len(result['change']),
+        change=dict(mean=float(result['change'].mean()), per_sample=result['change'].tolist()),
+        completeness=dict(shapley_max=float(result['shapley_completeness'].max()),
+            ig_max=float(result['ig_completeness'].max()), ig_mean=float(result['ig_completeness'].mean()),
+            ig_convergence_delta_max=float(np.abs(result['ig_delta']).max())),
+        meshes=written)
+    rows = [[n, f'{v["shapley"]:+.4f}', f'{v["ig"]:+.4f}', f'{v["ig_abs"]:.4f}', f'{100 * v["shapley_share"]:.1f}%',
+        f'{100 * v["ig_abs_share"]:.1f}%', v['rank_shapley'], v['rank_ig'], v['voxels']] for n, v in table.items()]
+    tables = [('Per region (means over samples)', ['region', 'Shapley', 'IG', '|IG|', 'share |Shapley|', 'share |IG|',
+        'rank Shapley', 'rank IG', 'voxels'], rows)]
+    report_plots.write_report(outdir, f'Reward attribution ({info["mode"]})', summary, ['attribution.png', 'regions.png'],
+        tables=tables)
+    return summary

@@ -1,0 +1,89 @@
+"""Where samples sit in a reward's feature space: PCA then UMAP of its global feature, group separation, reward order."""
+
+import numpy as np
+import scipy.stats
+import torch
+
+from eg3d_rlhf.analysis import report_plots
+
+#----------------------------------------------------------------------------
+
+@torch.no_grad()
+def reward_features(reward, slabs, batch=8, progress=None):
+    """(features [N, F], rewards [N]) of raw slabs [N, X, Y, Z] through the reward's own input path."""
+    feats, scores = [], []
+    for begin in range(0, len(slabs), batch):
+        x = torch.as_tensor(np.asarray(slabs[begin:begin + batch], dtype=np.float32))
+        f = reward.features(x)
+        feats.append(f.cpu())
+        scores.append(reward.model.score_features(f).cpu())
+        if progress is not None:
+            progress(len(x))
+    return torch.cat(feats).double().numpy(), torch.cat(scores).double().numpy()
+
+
+def embed(features, pca_components=50, n_neighbors=25, min_dist=0.1, seed=0):
+    """{pca [N, P] (P <= pca_components), explained [P] (variance ratios), umap [N, 2]} of features [N, F]: PCA of
+    the features as they are (not standardised: a feature's scale is part of what the reward's head reads), then UMAP
+    of the PCA coordinates (fixed seed, so the same input gives the same map; n_neighbors is capped at N - 1)."""
+    import umap
+    from sklearn.decomposition import PCA
+    features = np.asarray(features, dtype=np.float64)
+    if len(features) < 4 or not np.isfinite(features).all():
+        raise ValueError(f'embedding needs at least 4 samples of finite features, got {len(features)}')
+    x = features
+    pca = PCA(n_components=min(pca_components, len(x) - 1, x.shape[1]), random_state=seed).fit(x)
+    coords = pca.transform(x)
+    mapper = umap.UMAP(n_neighbors=min(n_neighbors, len(x) - 1), min_dist=min_dist, n_components=2, random_state=seed)
+    return dict(pca=coords, explained=pca.explained_variance_ratio_, umap=mapper.fit_transform(coords))
+
+
+def knn_separation(points, groups, k=5, folds=5, seed=0):
+    """Mean accuracy of a k-nearest-neighbour classifier predicting each point's group, stratified `folds`-fold cross
+    validated: 0.5 for two mixed groups of equal size, 1 for cleanly separated ones."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+    groups = np.asarray(groups)
+    folds = min(folds, int(np.bincount(np.unique(groups, return_inverse=True)[1]).min()))
+    if folds < 2:
+        raise ValueError('k-NN separation needs at least two samples of every group')
+    classifier = KNeighborsClassifier(n_neighbors=min(k, len(points) - len(points) // folds - 1))
+    split = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return float(cross_val_score(classifier, points, groups, cv=split).mean())
+
+
+def reward_order(embedding, rewards):
+    """Spearman's rho (and p) between the rewards and the first UMAP axis, and the first principal component."""
+    out = {}
+    for name, axis in (('umap1', embedding['umap'][:, 0]), ('pc1', embedding['pca'][:, 0])):
+        test = scipy.stats.spearmanr(axis, rewards)
+        out[f'spearman_{name}'], out[f'spearman_{name}_p'] = float(test.statistic), float(test.pvalue)
+    return out
+
+#----------------------------------------------------------------------------
+
+def plot_groups(points, groups, names, path, title):
+    """Scatter of 2-D points coloured by group; pairs of the same seed joined by a faint line when both groups have
+    the same number of points in the same order."""
+    plt = report_plots._pyplot()
+    groups = np.asarray(groups)
+    fig, ax = plt.subplots(figsize=(6, 5))
+    sides = [points[groups == g] for g in range(len(names))]
+    if len(sides) == 2 and len(sides[0]) == len(sides[1]):
+        for a, b in zip(*sides):
+            ax.plot([a[0], b[0]], [a[1], b[1]], color='grey', alpha=0.15, linewidth=0.6)
+    for g, (name, side) in enumerate(zip(names, sides)):
+        ax.scatter(side[:, 0], side[:, 1], s=14, label=f'{name} ({len(side)})', color=f'C{g}')
+    ax.set(xlabel='UMAP 1', ylabel='UMAP 2', title=title)
+    ax.legend(loc='best')
+    report_plots._save(fig, path)
+
+
+def plot_by_reward(points, rewards, path, title):
+    """Scatter of 2-D points coloured by reward."""
+    plt = report_plots._pyplot()
+    fig, ax = plt.subplots(figsize=(6, 5))
+    shown = ax.scatter(points[:, 0], points[:, 1], c=rewards, cmap='viridis', s=16)
+    fig.colorbar(shown, ax=ax, label='reward')
+    ax.set(xlabel='UMAP 1', ylabel='UMAP 2', title=title)
+    report_plots._save(fig, path)
