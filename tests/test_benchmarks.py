@@ -57,3 +57,13 @@ def test_bench_flow_quick_run(tmp_path):
             'slab from the volume', 'end to end'):
         assert re.search(rf'flow {part} +[\d.]+ s/sample +x +[\d.]+ of EG3D', text), part
     assert re.search(r'EG3D demo slab +[\d.]+ s/sample', text) and 'slab [16, 18, 17]' in text
+
+
+def test_bench_attribution_quick_run():
+    cmd = [sys.executable, os.path.join(REPO, 'benchmarks', 'bench_attribution.py'), '--seeds', '2', '--permutations', '1',
+           '--ig-steps', '2', '--batch', '2', '--threads', '1']
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert re.search(r'2 samples of \[32, 36, 33\], 9 regions, 1 threads', out.stdout)
+    assert re.search(r'Shapley value sampling, 1 permutations: [\d.]+ s, \d+x the baseline', out.stdout)
+    assert re.search(r'Integrated Gradients, 2 steps: [\d.]+ s, \d+x the baseline', out.stdout)

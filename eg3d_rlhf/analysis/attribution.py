@@ -1,6 +1,7 @@
 """Which regions make a reward's score: Shapley value sampling and Integrated Gradients (captum), summed per region."""
 
 import os
+import time
 
 import numpy as np
 import scipy.stats
@@ -32,7 +33,8 @@ def attribute(reward, inputs, baselines, regions, permutations=8, ig_steps=32, b
     inputs, baselines: raw slabs [N, X, Y, Z] of reward.grid (numpy or torch).
     Returns a dict of numpy arrays: names [R] (regions.names), change [N], shapley / ig / ig_abs / ig_pos / ig_neg
     [N, R], shapley_completeness [N] and ig_completeness [N] (|sum of attributions - change| / max(|change|, 1e-6)),
-    ig_delta [N] (captum's convergence delta) and, with keep_maps, ig_map [N, X, Y, Z]. `batch` samples are explained
+    ig_delta [N] (captum's convergence delta), seconds {shapley, ig} (wall time of each method) and, with keep_maps,
+    ig_map [N, X, Y, Z]. `batch` samples are explained
     at a time; `ig_batch` bounds the slabs one forward pass sees (Shapley's perturbations, IG's path points)."""
     inputs, baselines = _tensor(inputs), _tensor(baselines)
     misc.assert_shape(inputs, [None, *reward.grid.shape])
@@ -43,6 +45,7 @@ def attribute(reward, inputs, baselines, regions, permutations=8, ig_steps=32, b
     shapley_method, ig_method = ShapleyValueSampling(forward), IntegratedGradients(forward)
     out = {k: [] for k in ('change', 'shapley', 'ig', 'ig_abs', 'ig_pos', 'ig_neg', 'ig_delta', 'ig_map')}
     device = reward.device
+    seconds = dict(shapley=0.0, ig=0.0)
     reward.model.eval()
     for begin in range(0, len(inputs), batch):
         x = inputs[begin:begin + batch].to(device)
@@ -50,15 +53,19 @@ def attribute(reward, inputs, baselines, regions, permutations=8, ig_steps=32, b
         with torch.no_grad():
             out['change'].append((reward.score(x) - reward.score(b)).cpu())
         torch.manual_seed(seed + begin)
+        start = time.perf_counter()
         sv = shapley_method.attribute(x, baselines=b, feature_mask=mask.to(device), n_samples=permutations,
             perturbations_per_eval=max(1, ig_batch // len(x)), show_progress=False)
         per_region = torch.zeros([len(x), len(regions.names)])
         for k, c in enumerate(column):                      # Every voxel of a region carries the region's value.
             per_region[:, c] = sv[:, mask[0] == k][:, 0].cpu()
         out['shapley'].append(per_region)
+        seconds['shapley'] += time.perf_counter() - start
+        start = time.perf_counter()
         ig, delta = ig_method.attribute(x, baselines=b, n_steps=ig_steps, internal_batch_size=ig_batch,
             return_convergence_delta=True)
         ig = ig.detach().cpu().double().numpy()
+        seconds['ig'] += time.perf_counter() - start
         for name, values in (('ig', ig), ('ig_abs', np.abs(ig)), ('ig_pos', np.maximum(ig, 0)), ('ig_neg', np.minimum(ig, 0))):
             out[name].append(torch.tensor([list(regions.sum_by_region(v).values()) for v in values]))
         out['ig_delta'].append(delta.detach().cpu())
@@ -70,7 +77,7 @@ def attribute(reward, inputs, baselines, regions, permutations=8, ig_steps=32, b
     scale = np.maximum(np.abs(result['change']), 1e-6)
     result['shapley_completeness'] = np.abs(result['shapley'].sum(1) - result['change']) / scale
     result['ig_completeness'] = np.abs(result['ig'].sum(1) - result['change']) / scale
-    result['names'] = list(regions.names)
+    result['names'], result['seconds'] = list(regions.names), seconds
     return result
 
 
