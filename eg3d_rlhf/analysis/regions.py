@@ -177,16 +177,21 @@ def load(labels_path, names_path, shape):
 #----------------------------------------------------------------------------
 
 def plot(regions, mean_slab, path, level=10.0):
-    """PNG of the regions over a mean slab: three orthogonal slices through the slab's centre, the density in grey
-    and each region in its own colour."""
+    """PNG of the regions over a mean slab: three orthogonal slices through the nose region's centre (the slab's
+    centre without one), the density in grey and each region in its own colour; y is up, the face looks right
+    (profile) or up (top view)."""
     plt = report_plots._pyplot()
     colours = plt.get_cmap('tab10')
     mean_slab = np.asarray(mean_slab, dtype=np.float32)
-    cx, cy, cz = (n // 2 for n in regions.shape)
-    cuts = [('x = centre (profile)', np.s_[cx, :, :], (1, 0)), ('y = centre (top)', np.s_[:, cy, :], (1, 0)),
-        ('z = centre (front)', np.s_[:, :, cz], (1, 0))]
+    centre = [n // 2 for n in regions.shape]
+    if 'nose' in regions.names and regions.mask('nose').any():
+        centre = [int(round(c)) for c in np.argwhere(regions.mask('nose')).mean(0)]
+    cx, cy, cz = centre
+    cuts = [(f'profile (x = {cx})', np.s_[cx, :, :], (0, 1), ('z', 'y')),
+        (f'top (y = {cy})', np.s_[:, cy, :], (1, 0), ('x', 'z')),
+        (f'front (z = {cz})', np.s_[:, :, cz], (1, 0), ('x', 'y'))]
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
-    for ax, (title, cut, order) in zip(axes, cuts):
+    for ax, (title, cut, order, (across, up)) in zip(axes, cuts):
         density = (mean_slab[cut] > level).transpose(order)
         label = regions.labels[cut].transpose(order)
         rgb = np.ones(label.shape + (3,)) * np.where(density, 0.55, 0.9)[..., None]
@@ -195,11 +200,10 @@ def plot(regions, mean_slab, path, level=10.0):
             inside = label == i
             rgb[inside] = 0.45 * rgb[inside] + 0.55 * colour
         ax.imshow(rgb, origin='lower', interpolation='nearest')
-        ax.set_title(title, fontsize=9)
-        ax.set_xticks([]), ax.set_yticks([])
+        ax.set(title=title, xlabel=across, ylabel=up, xticks=[], yticks=[])
     handles = [plt.Rectangle((0, 0), 1, 1, color=colours(i % 10)) for i in range(len(regions.names) - 1)]
     fig.legend(handles, regions.names[:-1], loc='lower center', ncol=len(handles), fontsize=8, frameon=False)
-    fig.suptitle(f'regions ({regions.source}) over the mean slab (grey: sigma > {level:g})', fontsize=10)
+    fig.suptitle(f'regions ({regions.source}) over the mean slab (dark: sigma > {level:g})', fontsize=10)
     report_plots._save(fig, path)
 
 #----------------------------------------------------------------------------
