@@ -273,3 +273,16 @@ def test_embed_tool(tiny_pair, tmp_path):
     dry = run(embed, ['--original', original, '--trust-pickle', '--reward-model', reward, '--outdir', tmp_path / 'd',
         '--draw-batch', 1, '--dry-run'])
     assert dry.exit_code == 0 and 'would embed' in dry.output and not (tmp_path / 'd').exists()
+
+
+def test_flow_conditions_reach_both_tools(tmp_path):
+    from eg3d_rlhf.synthetic.demo import FLOW_REWARD as reward
+    result = run(attribute, ['--original', 'bundled-flow', '--tuned', 'bundled-flow', '--reward-model', reward,
+        '--seeds', '0-2', '--conditions', '1,3', '--draw-batch', 4, '--outdir', tmp_path / 'a', '--dry-run'])
+    assert result.exit_code == 0 and 'on 6 samples' in result.output, result.output
+    result = run(embed, ['--original', 'bundled-flow', '--reward-model', reward, '--seeds', '0-4', '--conditions', '2',
+        '--outdir', tmp_path / 'e', '--dry-run'])
+    assert result.exit_code == 0 and 'of 5 samples' in result.output, result.output
+    result = run(embed, ['--original', 'bundled-flow', '--reward-model', reward, '--conditions', '9',
+        '--outdir', tmp_path / 'e', '--dry-run'])
+    assert result.exit_code != 0 and 'condition' in result.output
