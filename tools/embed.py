@@ -82,7 +82,8 @@ def main(reward_path, original_pkl, tuned_pkl, bank_path, trust_pickle, seeds, c
         single = embedding.embed(feats[0][0], pca_components, neighbors, min_dist, seed)
     except ValueError as err:
         raise click.ClickException(str(err))
-    summary['by_reward'] = embedding.reward_order(single, feats[0][1])
+    summary['by_reward'] = dict(embedding.reward_order(single, feats[0][1]),
+        pca_explained_top5=[float(v) for v in single['explained'][:5]])
     embedding.plot_by_reward(single['umap'], feats[0][1], out('umap_reward.png'),
         f'reward feature UMAP, coloured by reward (Spearman rho vs UMAP 1: {summary["by_reward"]["spearman_umap1"]:.2f})')
     pictures = ['umap_reward.png']
