@@ -3,15 +3,21 @@
 import json
 
 import numpy as np
+import PIL.Image
 import pytest
 import scipy.stats
 import torch
 from click.testing import CliRunner
 
 from eg3d_rlhf.analysis import evaluation, image_metrics
+from eg3d_rlhf.analysis.compare import SIDES, compare
 from eg3d_rlhf.data.preferences import Judgement, write_judgements
+from eg3d_rlhf.generators import flow_heads
 from eg3d_rlhf.generators.base import seed_ranges
-from eg3d_rlhf.rewards.checkpoint import save_reward
+from eg3d_rlhf.generators.eg3d import EG3DGenerator
+from eg3d_rlhf.geometry import preview
+from eg3d_rlhf.geometry.sigma import SlabCrop, slab_grid
+from eg3d_rlhf.rewards.checkpoint import load_reward, save_reward
 from tests.test_finetune import slab_description, tiny_reward
 from tests.test_shape_tools import tiny_generator
 from tools import evaluate
@@ -126,12 +132,10 @@ def test_local_feature_networks_load_and_pickles_need_trust(tmp_path, kind):
 #----------------------------------------------------------------------------
 # tools/evaluate.py on tiny generators.
 
-@pytest.fixture(scope='module')
-def tiny_pair(tmp_path_factory):
-    """(original pkl, tuned pkl, reward checkpoint): the tuned G has its decoder output bias shifted."""
-    root = tmp_path_factory.mktemp('eval')
+def save_pair(root, shifts):
+    """(original pkl, tuned pkl, reward checkpoint) of tiny generators whose decoder sigma biases are shifted."""
     paths = []
-    for name, shift in (('original', 0.0), ('tuned', 0.5)):
+    for name, shift in zip(('original', 'tuned'), shifts):
         G = tiny_generator().eval()
         with torch.no_grad():
             G.decoder.net[-1].bias[0] += shift
@@ -141,6 +145,19 @@ def tiny_pair(tmp_path_factory):
     reward = str(root / 'reward.pt')
     save_reward(reward, tiny_reward(seed=3), 'sigma', slab_description())
     return (*paths, reward)
+
+
+@pytest.fixture(scope='module')
+def tiny_pair(tmp_path_factory):
+    """The tuned G has its decoder output bias shifted."""
+    return save_pair(tmp_path_factory.mktemp('eval'), (0.0, 0.5))
+
+
+@pytest.fixture(scope='module')
+def visible_pair(tmp_path_factory):
+    """As tiny_pair, but sigma (about -0.5..0.5 in a tiny G) raised to straddle the previews' level 10, so both
+    generators have surfaces to show, and they differ."""
+    return save_pair(tmp_path_factory.mktemp('visible'), (10.0, 10.2))
 
 
 def run_evaluate(args):
@@ -255,3 +272,86 @@ def test_evaluate_fid_kid_against_dataset_images(tiny_pair, tmp_path):
     result = run_evaluate(['--original', original, '--tuned', tuned, '--trust-pickle', '--reward-model', reward,
         '--data', data, '--outdir', tmp_path / 'r2', '--device', 'cpu'])
     assert result.exit_code != 0 and 'give --inception too' in result.output and not (tmp_path / 'r2').exists()
+
+#----------------------------------------------------------------------------
+# Before/after geometry pictures: front and profile previews, original columns left of tuned, and the orbit GIF.
+
+def before_after_halves(path, rows, res=128):
+    """(original half, tuned half) of before_after.png's tiles, after checking its layout: the label strips, then
+    rows x 4 tiles of res x res."""
+    picture = np.asarray(PIL.Image.open(path))
+    assert picture.shape == (preview.LABEL_TOP + rows * res, preview.LABEL_LEFT + 4 * res)
+    tiles = picture[preview.LABEL_TOP:, preview.LABEL_LEFT:]
+    assert (tiles < 255).mean() > 0.05                                   # Surfaces are drawn, not only background.
+    return tiles[:, :2 * res], tiles[:, 2 * res:]
+
+
+def test_evaluate_draws_before_after_previews_and_an_orbit(visible_pair, tmp_path):
+    original, tuned, reward = visible_pair
+    out = tmp_path / 'report'
+    result = run_evaluate(['--original', original, '--tuned', tuned, '--trust-pickle', '--reward-model', reward,
+        '--seeds', '0-5', '--annotator', 'oracle:nose', '--res', '32', '--outdir', out, '--device', 'cpu'])
+    assert result.exit_code == 0, result.output
+    before, after = before_after_halves(out / 'before_after.png', rows=4)     # Up to 4 of the 6 seeds.
+    for row in range(4):
+        assert not np.array_equal(before[row * 128:(row + 1) * 128], after[row * 128:(row + 1) * 128]), row
+    # Row 2 is seed 2: the original's front and profile views of its slab on the annotator's grid (drawn in one pass
+    # with the other seeds, as evaluate draws it).
+    G = EG3DGenerator.load(original, trust=True)
+    grid = slab_grid(32, cube_length=G.cube_length, crop=SlabCrop())
+    slab = G.sigma_grid(range(6), grid)[2].numpy()
+    views = preview.render_views(slab, grid, views=('front', 'profile'), resolution=128)
+    np.testing.assert_array_equal(before[256:384], np.concatenate([views['front'], views['profile']], axis=1))
+    page = (out / 'report.html').read_text()
+    assert 'src="before_after.png"' in page and 'src="orbit.gif"' in page
+    with PIL.Image.open(out / 'orbit.gif') as gif:
+        assert gif.n_frames == 24 and gif.size == (preview.LABEL_LEFT + 2 * 96, preview.LABEL_TOP + 96)
+        frames = []
+        for k in (0, 6):                                                 # Yaw 0 (the face), then 90 degrees.
+            gif.seek(k)
+            frames.append(np.asarray(gif.convert('L'))[preview.LABEL_TOP:, preview.LABEL_LEFT:])
+    assert not np.array_equal(frames[0], frames[1])
+    assert all(not np.array_equal(f[:, :96], f[:, 96:]) for f in frames)     # Original and tuned differ.
+
+
+def test_evaluate_before_after_of_one_generator_has_equal_halves(visible_pair, tmp_path):
+    original, _, reward = visible_pair
+    result = run_evaluate(['--original', original, '--tuned', original, '--trust-pickle', '--reward-model', reward,
+        '--seeds', '0-2', '--res', '32', '--outdir', tmp_path, '--device', 'cpu'])
+    assert result.exit_code == 0, result.output
+    before, after = before_after_halves(tmp_path / 'before_after.png', rows=3)
+    np.testing.assert_array_equal(before, after)
+
+
+@pytest.mark.parametrize('taste', ['nose', None])
+def test_compare_reuses_its_slabs_for_the_previews(visible_pair, tmp_path, taste):
+    original, tuned, reward = visible_pair
+    generators = {side: EG3DGenerator.load(path, trust=True) for side, path in zip(SIDES, (original, tuned))}
+    drawn = []
+    for side, G in generators.items():
+        sigma_grid = G.sigma_grid
+        G.sigma_grid = lambda seeds, *a, side=side, sigma_grid=sigma_grid: (drawn.append((side, list(seeds)))
+            or sigma_grid(seeds, *a))
+    compare(generators, load_reward(reward), list(range(6)), str(tmp_path), taste=taste, annotator_res=24)
+    # With an annotator the slabs it judges are shown; without one only the 4 shown seeds are drawn.
+    expected = list(range(6)) if taste else list(range(4))
+    assert drawn == [(side, expected) for side in SIDES]
+    before_after_halves(tmp_path / 'before_after.png', rows=4)
+
+
+def test_compare_shows_flows_before_and_after_from_one_draw(tmp_path):
+    from tests.test_flow_tools import TINY
+    generators = {side: flow_heads.build_generator(flow_heads.build_pipeline(TINY, init_seed=0), TINY, image_res=16)
+        for side in SIDES}
+    with torch.no_grad():                   # A fresh flow's velocities are 0; the tuned detail stage's is 0.5.
+        generators['tuned'].pipeline.stages[1].velocity.out.bias.fill_(0.5)
+    drawn = []
+    for G in generators.values():
+        sample = G.pipeline.sample
+        G.pipeline.sample = lambda seeds, *a, sample=sample: drawn.extend(seeds) or sample(seeds, *a)
+    save_reward(str(tmp_path / 'reward.pt'), tiny_reward(seed=3), 'sigma', slab_description())
+    compare(generators, load_reward(str(tmp_path / 'reward.pt')), [0, 1, 2], str(tmp_path / 'c'), annotator_res=24)
+    assert sorted(drawn) == sorted([0, 1, 2] * 4)                      # 2 generators x 2 conditions, each id once.
+    before, after = before_after_halves(tmp_path / 'c' / 'before_after.png', rows=4)
+    assert not np.array_equal(before, after)
+    assert 'src="before_after.png"' in (tmp_path / 'c' / 'report.html').read_text()

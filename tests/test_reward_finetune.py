@@ -15,11 +15,15 @@ from click.testing import CliRunner
 
 import dnnlib
 import train
+from eg3d_rlhf.finetune import panel
 from eg3d_rlhf.finetune.config import ConfigError, RewardFinetuneConfig, flag_name
+from eg3d_rlhf.geometry import preview
 from eg3d_rlhf.rewards import build_reward
 from eg3d_rlhf.rewards.checkpoint import save_reward
 from eg3d_rlhf.synthetic import demo
+from tests.test_evaluate import before_after_halves
 from tests.test_finetune import slab_description, tiny_reward
+from tests.test_shape_tools import tiny_generator
 from tests.test_train import TRAIN_ARGS, base_args, make_zip_dataset, only_run_dir, run_train
 from training import legacy, training_loop
 from training.camera_utils import orbit_camera_label
@@ -273,6 +277,9 @@ def test_reward_run_writes_panel_evidence_and_a_loadable_snapshot(data, rewards,
     for name in ('reward_trajectories.png', 'reward_histograms.png', 'reward_deltas.png', 'reward_scatter.png'):
         with PIL.Image.open(os.path.join(run_dir, name)) as im:
             assert im.size[0] > 100, name
+    with PIL.Image.open(os.path.join(run_dir, 'before_after.png')) as im:   # 3 seeds x (before, after) x 2 views.
+        assert im.size == (preview.LABEL_LEFT + 4 * panel.PREVIEW_RES, preview.LABEL_TOP + 3 * panel.PREVIEW_RES)
+    assert 'src="before_after.png"' in open(os.path.join(run_dir, 'reward_report.html')).read()
     report = json.load(open(os.path.join(run_dir, 'reward_report.json')))
     first, last = np.array(rows[1][1:], dtype=float), np.array(rows[-1][1:], dtype=float)
     assert report['seeds'] == 3 and report['mean_delta'] == pytest.approx((last - first).mean(), rel=1e-4, abs=1e-6)
@@ -284,5 +291,31 @@ def test_reward_run_writes_panel_evidence_and_a_loadable_snapshot(data, rewards,
     G = snap['G_ema']                                                           # EG3D's call: G(z, c) -> images.
     out = G(torch.zeros([1, G.z_dim]), orbit_camera_label(G.rendering_kwargs))
     assert out['image'].shape == (1, 3, 64, 64) and torch.isfinite(out['image']).all()
+
+#----------------------------------------------------------------------------
+
+def test_the_panel_report_shows_the_starting_and_the_final_g_ema(rewards, tmp_path, monkeypatch):
+    monkeypatch.setattr(panel, 'PREVIEW_RES', 48)
+    G = tiny_generator().eval()
+    with torch.no_grad():
+        G.decoder.net[-1].bias[0] += 10                                 # Sigma straddles the previews' level 10.
+    panels = {name: panel.RewardPanel(str(tmp_path / name), rewards['sigma'], '3-8') for name in ('same', 'tuned')}
+    for name, p in panels.items():
+        (tmp_path / name).mkdir()
+        p.record(G, 0)
+    panels['same'].record(G, 0.002)
+    panels['same'].finish()
+    with torch.no_grad():
+        G.decoder.net[-1].bias[0] += 0.2                                        # Training changes G_ema in place.
+    panels['tuned'].record(G, 0.002)
+    panels['tuned'].finish()
+    res = panel.PREVIEW_RES
+    same = before_after_halves(tmp_path / 'same' / 'before_after.png', rows=4, res=res)     # 4 of the 6 seeds.
+    tuned = before_after_halves(tmp_path / 'tuned' / 'before_after.png', rows=4, res=res)
+    np.testing.assert_array_equal(*same)
+    np.testing.assert_array_equal(tuned[0], same[0])                            # Before: G_ema as the run started.
+    for row in range(4):
+        assert not np.array_equal(tuned[0][row * res:(row + 1) * res], tuned[1][row * res:(row + 1) * res]), row
+    assert 'src="before_after.png"' in (tmp_path / 'tuned' / 'reward_report.html').read_text()
 
 #----------------------------------------------------------------------------

@@ -42,7 +42,8 @@ def main(original_pkl, tuned_pkl, trust_pickle, reward_path, seeds, conditions, 
     camera, truncation 0.7 as sample banks; a flow's noise per id) and report: how the
     reward moved per seed (fraction that rose, mean change, slope of final on initial), the win rate of tuned over
     original by --labels or --annotator (exact binomial p, Wilson 95% interval), PSNR and SSIM of tuned vs original
-    images, and FID/KID when --inception names a local file. Two flows also get a stage-consistency figure (IoU of
+    images, and FID/KID when --inception names a local file; front and profile previews of the first four samples
+    (original beside tuned) and an orbit GIF of the first. Two flows also get a stage-consistency figure (IoU of
     the first stage's structure with the finished asset's) and a diversity figure (pairwise slab distances).
 
     \b

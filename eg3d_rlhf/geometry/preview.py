@@ -4,6 +4,8 @@ import math
 
 import numpy as np
 import PIL.Image
+import PIL.ImageDraw
+import PIL.ImageFont
 import torch
 import torch.nn.functional as F
 
@@ -99,8 +101,13 @@ def render_views(volume, grid, level=10.0, views=tuple(VIEWS), resolution=256):
     for name in views:
         yaw, pitch = VIEWS[name]
         picture = render_surface(volume, grid, level=level, yaw=yaw, pitch=pitch, resolution=resolution)
-        result[name] = np.rint(picture * 255).clip(0, 255).astype(np.uint8)
+        result[name] = grey_uint8(picture)
     return result
+
+
+def grey_uint8(picture):
+    """A render_surface picture (float in [0, 1]) as uint8."""
+    return np.rint(picture * 255).clip(0, 255).astype(np.uint8)
 
 
 def rgb_picture(image):
@@ -118,5 +125,50 @@ def tile(pictures, columns):
     blank = np.full_like(pictures[0], 255)
     pictures = list(pictures) + [blank] * (rows * columns - len(pictures))
     return np.concatenate([np.concatenate(pictures[r * columns:(r + 1) * columns], axis=1) for r in range(rows)], axis=0)
+
+#----------------------------------------------------------------------------
+# Before/after pictures of the same samples from two generators (the panel's report, evaluate's report).
+
+LABEL_TOP = 16              # Height of the column labels' strip above labelled() tiles.
+LABEL_LEFT = 84             # Width of the row labels' strip left of them.
+BEFORE_AFTER_VIEWS = ('front', 'profile')
+
+
+def labelled(rows, row_labels, column_labels):
+    """uint8 grey picture of rows [[picture [H, W]]] (one shape) tiled, each column's label in a strip of
+    LABEL_TOP above it and each row's label in a strip of LABEL_LEFT left of it (text clipped to its cell)."""
+    h, w = rows[0][0].shape
+    canvas = PIL.Image.new('L', (LABEL_LEFT + w * len(rows[0]), LABEL_TOP + h * len(rows)), 255)
+    draw, font = PIL.ImageDraw.Draw(canvas), PIL.ImageFont.load_default()
+    for c, text in enumerate(column_labels):
+        cell = PIL.Image.new('L', (w, LABEL_TOP), 255)
+        PIL.ImageDraw.Draw(cell).text((2, 1), text, fill=0, font=font)
+        canvas.paste(cell, (LABEL_LEFT + c * w, 0))
+    for r, (row, text) in enumerate(zip(rows, row_labels)):
+        draw.text((2, LABEL_TOP + r * h + h // 2 - 6), text, fill=0, font=font)
+        for c, picture in enumerate(row):
+            canvas.paste(PIL.Image.fromarray(picture), (LABEL_LEFT + c * w, LABEL_TOP + r * h))
+    return np.asarray(canvas)
+
+
+def before_after(before, after, grid, row_labels, names=('before', 'after'), level=10.0, resolution=128):
+    """Shaded front and profile views of the same samples from two generators: one row per sample (volumes
+    before[i] and after[i], [X, Y, Z] raw sigma on `grid`), columns NAME view for both names, labelled()."""
+    rows = []
+    for volumes in zip(before, after):
+        shown = [render_views(np.asarray(v), grid, level, BEFORE_AFTER_VIEWS, resolution) for v in volumes]
+        rows.append([views[view] for views in shown for view in BEFORE_AFTER_VIEWS])
+    return labelled(rows, row_labels, [f'{name} {view}' for name in names for view in BEFORE_AFTER_VIEWS])
+
+
+def save_orbit(volumes, grid, path, names, label='', level=10.0, frames=24, resolution=96, amplitude=90.0):
+    """An animated GIF of volumes (raw sigma [X, Y, Z] on `grid`, e.g. one sample of two generators) side by side,
+    the camera's yaw swinging sinusoidally between -amplitude and +amplitude degrees over `frames` frames."""
+    pictures = []
+    for k in range(frames):
+        yaw = amplitude * math.sin(2 * math.pi * k / frames)
+        row = [grey_uint8(render_surface(v, grid, level, yaw=yaw, resolution=resolution)) for v in volumes]
+        pictures.append(PIL.Image.fromarray(labelled([row], [label], names)))
+    pictures[0].save(path, format='GIF', save_all=True, append_images=pictures[1:], duration=80, loop=0)
 
 #----------------------------------------------------------------------------
