@@ -23,6 +23,7 @@ setup(
         'psutil',
         'matplotlib',           # PNG plots in run reports (Agg backend, no display needed).
         'scikit-image',         # PSNR and SSIM in tools/evaluate.py.
+        'mrcfile',              # .mrc sigma cubes in tools/tails.py.
     ],
     extras_require={'test': ['pytest', 'selenium']},   # selenium drives Chromium in tests/test_label.py.
 )
