@@ -6,8 +6,8 @@ import time
 import click
 import torch
 
-from eg3d_rlhf.analysis import attribution, regions as regions_lib
-from eg3d_rlhf.cli import BUNDLED, draw_slabs
+from eg3d_rlhf.analysis import attribution
+from eg3d_rlhf.cli import BUNDLED, draw_slabs, load_regions
 from eg3d_rlhf.rewards.checkpoint import load_reward
 from eg3d_rlhf.synthetic import demo
 
@@ -27,7 +27,7 @@ def main(reward_path, seeds, permutations, ig_steps, batch, threads):
     of Shapley value sampling and of IG, and their ratios to the baseline."""
     torch.set_num_threads(threads)
     reward = load_reward(reward_path, torch.device('cpu'))
-    regions = regions_lib.template(reward.grid)
+    regions = load_regions('template', reward.grid)
     slabs = draw_slabs(BUNDLED, [(s, None) for s in range(seeds + 1)], reward.grid, torch.device('cpu'))
     inputs, baselines = slabs[1:], slabs[:-1]
     print(f'{seeds} samples of {list(reward.grid.shape)}, {len(regions.names)} regions, {threads} threads')

@@ -4,13 +4,15 @@ import itertools
 import os
 
 import click
+import numpy as np
 import torch
 
+from eg3d_rlhf.analysis import regions
 from eg3d_rlhf.data.bank import Bank, BankError
 from eg3d_rlhf.generators import flow_heads
 from eg3d_rlhf.generators.base import sample_keys, seed_ranges
 from eg3d_rlhf.generators.eg3d import EG3DGenerator
-from eg3d_rlhf.synthetic import demo
+from eg3d_rlhf.synthetic import demo, heads
 
 #----------------------------------------------------------------------------
 
@@ -109,3 +111,35 @@ def network_keys(path, seeds, conditions):
         raise click.BadParameter(str(err), param_hint='--conditions')
 
 #----------------------------------------------------------------------------
+
+#----------------------------------------------------------------------------
+
+REGIONS_HELP = ("template: the synthetic world's parts of its average head (demo generators); published: the "
+    "study's fixed boxes for EG3D-FFHQ slabs; landmarks: boxes around --landmarks; or a .npy label volume of the "
+    "reward's slab with --region-names")
+
+def load_regions(source, grid, names_path=None, landmarks_path=None, margin=0.02):
+    """The analysis.regions.Regions a --regions value names over `grid` (template, published, landmarks with a .npy
+    [L, 3] of world points in WFLW-98 order, or a .npy label volume with a JSON list of names); click errors."""
+    try:
+        if source == 'template':
+            labels, names = heads.part_labels(grid)
+            return regions.Regions(labels, names + [regions.OTHER], 'synthetic template')
+        if source == 'published':
+            return regions.published(grid.shape)
+        if source == 'landmarks':
+            if landmarks_path is None:
+                raise ValueError('--regions=landmarks needs --landmarks')
+            try:
+                points = np.load(landmarks_path, allow_pickle=False)
+            except (OSError, ValueError) as err:
+                raise ValueError(f'{landmarks_path}: cannot read a .npy of 3-D landmarks ({err})')
+            try:
+                return regions.from_landmarks(points, grid, margin=margin)
+            except ValueError as err:
+                raise ValueError(f'{landmarks_path}: {err}')
+        if names_path is None:
+            raise ValueError(f'{source}: a label volume needs its names (--region-names, a JSON list) too')
+        return regions.load(source, names_path, grid.shape)
+    except ValueError as err:
+        raise click.ClickException(f'--regions: {err}')

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from torch import nn
 
 from eg3d_rlhf.analysis import attribution, embedding, regions
+from eg3d_rlhf.cli import load_regions
 from eg3d_rlhf.geometry import sigma as geometry
 from eg3d_rlhf.rewards.contract import InputSpec, Reward
 from eg3d_rlhf.synthetic import heads
@@ -48,7 +49,7 @@ def test_published_boxes_on_the_published_grid():
 
 def test_template_puts_the_average_nose_tip_in_the_nose_region():
     grid = geometry.slab_grid(64)
-    r = regions.template(grid)
+    r = load_regions('template', grid)
     assert r.names == ['nose', 'eyes', 'brow', 'mouth', 'chin_jaw', 'cheeks', 'ears', 'skull', 'other']
     assert all(c > 0 for c in r.counts().values())
     tip = heads.nose_tip(heads.mean_head())
@@ -87,7 +88,7 @@ def test_landmark_boxes_and_user_volumes(tmp_path):
 
 def test_region_picture(tmp_path):
     grid = geometry.slab_grid(32)
-    r = regions.template(grid)
+    r = load_regions('template', grid)
     regions.plot(r, np.where(r.labels < len(r.names) - 1, 20.0, 0.0), str(tmp_path / 'regions.png'))
     assert (tmp_path / 'regions.png').stat().st_size > 5000
 
@@ -237,7 +238,7 @@ def test_attribute_bank_mode_and_user_regions(tiny_pair, tmp_path):
     ([], 'give --original and --tuned (change mode) or --bank'),
     (['--original', 'bundled'], 'change mode needs both --original and --tuned'),
     (['--bank', 'b', '--original', 'bundled'], 'give --original and --tuned (change mode) or --bank'),
-    (['--original', 'bundled', '--tuned', 'bundled', '--regions', 'landmarks'], '--regions=landmarks needs --landmarks'),
+    (['--original', 'bundled', '--tuned', 'bundled', '--regions', 'landmarks'], '--regions: --regions=landmarks needs --landmarks'),
     (['--original', 'bundled', '--tuned', 'bundled', '--regions', 'nothing.npy'], 'a label volume needs its names'),
     (['--original', 'bundled', '--tuned', 'bundled', '--regions', 'nothing.npy', '--region-names', 'n.json'],
         'nothing.npy: cannot read a .npy label volume'),

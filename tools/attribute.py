@@ -7,19 +7,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from eg3d_rlhf.analysis import attribution, regions as regions_lib
-from eg3d_rlhf.cli import (NETWORK_HELP, conditions_option, device_option, draw_slabs, network_keys, network_path,
-    open_bank, parse_range, pick_device)
+from eg3d_rlhf.analysis import attribution
+from eg3d_rlhf.cli import (NETWORK_HELP, REGIONS_HELP, conditions_option, device_option, draw_slabs, load_regions,
+    network_keys, network_path, open_bank, parse_range, pick_device)
 from eg3d_rlhf.generators.base import sample_id
 from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward
 
 #----------------------------------------------------------------------------
-
-def load_regions(source, names_path, landmarks_path, margin, grid):
-    try:
-        return regions_lib.choose(source, grid, names_path=names_path, landmarks_path=landmarks_path, margin=margin)
-    except ValueError as err:
-        raise click.ClickException(f'--regions: {err}')
 
 #----------------------------------------------------------------------------
 
@@ -36,9 +30,8 @@ def load_regions(source, names_path, landmarks_path, margin, grid):
 @click.option('--reference', type=click.Choice(['mean', 'empty']), default='mean', show_default=True,
     help="Bank mode: the baseline slab, the bank's mean or empty space (every voxel at the bank's lowest sigma)")
 @click.option('--limit', type=click.IntRange(min=1), help="Bank mode: only the first N of the bank's samples")
-@click.option('--regions', 'region_source', default='template', show_default=True, metavar='template|published|landmarks|NPY',
-    help='template: the synthetic world\'s parts (demo generators); published: the study\'s boxes for EG3D-FFHQ slabs; '
-    'landmarks: boxes around --landmarks; or a .npy label volume of the reward\'s slab with --region-names')
+@click.option('--regions', 'region_source', default='template', show_default=True,
+    metavar='template|published|landmarks|NPY', help=REGIONS_HELP)
 @click.option('--region-names', metavar='JSON', help='Names of the labels 0..K-1 of a .npy --regions volume')
 @click.option('--landmarks', 'landmarks_path', metavar='NPY', help='3-D landmarks [98, 3] in WFLW order, world units')
 @click.option('--landmark-margin', type=click.FloatRange(min=0), default=0.02, show_default=True,
@@ -76,14 +69,12 @@ def main(reward_path, original_pkl, tuned_pkl, trust_pickle, seeds, conditions, 
         raise click.UsageError('give --original and --tuned (change mode) or --bank (bank mode)')
     if change and (original_pkl is None or tuned_pkl is None):
         raise click.UsageError('change mode needs both --original and --tuned')
-    if region_source == 'landmarks' and landmarks_path is None:
-        raise click.UsageError('--regions=landmarks needs --landmarks')
     device = pick_device(device_name)
     try:
         reward = load_reward(reward_path, device)
     except RewardCheckpointError as err:
         raise click.ClickException(f'--reward-model: {err}')
-    regions = load_regions(region_source, region_names, landmarks_path, landmark_margin, reward.grid)
+    regions = load_regions(region_source, reward.grid, region_names, landmarks_path, landmark_margin)
     if change:
         original_pkl, tuned_pkl = (network_path(p, trust_pickle) for p in (original_pkl, tuned_pkl))
         keys = network_keys(original_pkl, seeds, conditions)

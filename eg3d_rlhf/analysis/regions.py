@@ -1,4 +1,4 @@
-"""Facial regions over a slab: a label volume with names, from the published boxes, the synthetic template or a user."""
+"""Facial regions over a slab: a label volume with names, from the published boxes, landmarks, a template or a user."""
 
 import json
 import os
@@ -7,8 +7,6 @@ import numpy as np
 import torch
 
 from eg3d_rlhf.analysis import report_plots
-from eg3d_rlhf.synthetic import heads
-from eg3d_rlhf.synthetic.sdf_ops import V
 
 #----------------------------------------------------------------------------
 # A Regions is an integer volume of the slab's shape, label i meaning names[i]; the last name is always 'other'
@@ -114,22 +112,6 @@ def published(shape):
     return from_boxes(PUBLISHED_BOXES, shape, 'published boxes')
 
 
-def template(grid, reach=0.05):
-    """The synthetic world's parts (nose, eyes, brow, mouth, chin/jaw, cheeks, ears, skull) of its average head on the
-    slab grid: each voxel goes to the part whose surface is nearest, if that is within `reach` world units (inside a
-    part counts as nearest), otherwise to 'other'. The demo generators' heads share this frame."""
-    params = heads.mean_head()
-    points = grid.points(0, grid.num_points).double()
-    table = torch.from_numpy(heads.LAYOUT.pack(params))[:, None].expand(-1, len(points))
-    view = heads.LAYOUT.view(table)
-    parts = heads.local_fields(view, heads.to_local(view, V.of(points))).parts
-    names = list(parts)
-    distance = torch.stack([parts[n] * params.scale for n in names])       # [parts, P] world units.
-    nearest, label = distance.min(dim=0)
-    label = torch.where(nearest <= reach, label, len(names))
-    return Regions(label.reshape(grid.shape).numpy(), names + [OTHER], 'synthetic template')
-
-
 def from_landmarks(points, grid, groups=WFLW_GROUPS, margin=0.02):
     """Regions from 3-D landmarks [L, 3] in world coordinates (e.g. the 98-point WFLW layout lifted to 3-D): each
     group's bounding box widened by `margin` world units on every side, in the groups' order (first claim wins)."""
@@ -206,27 +188,3 @@ def plot(regions, mean_slab, path, level=10.0):
     fig.suptitle(f'regions ({regions.source}) over the mean slab (dark: sigma > {level:g})', fontsize=10)
     report_plots._save(fig, path)
 
-#----------------------------------------------------------------------------
-
-SOURCES = ('template', 'published')
-
-
-def choose(source, grid, names_path=None, landmarks_path=None, margin=0.02):
-    """The regions a tool's --regions names: 'template', 'published', a .npy label volume (with names_path), or
-    'landmarks' (landmarks_path: a .npy [L, 3] of world points in the WFLW-98 order). ValueError naming the file."""
-    if source == 'template':
-        return template(grid)
-    if source == 'published':
-        return published(grid.shape)
-    if source == 'landmarks':
-        try:
-            points = np.load(landmarks_path, allow_pickle=False)
-        except (OSError, ValueError, TypeError) as err:
-            raise ValueError(f'{landmarks_path}: cannot read a .npy of 3-D landmarks ({err})')
-        try:
-            return from_landmarks(points, grid, margin=margin)
-        except ValueError as err:
-            raise ValueError(f'{landmarks_path}: {err}')
-    if names_path is None:
-        raise ValueError(f'{source}: a label volume needs its names (a JSON list) too')
-    return load(source, names_path, grid.shape)

@@ -211,6 +211,21 @@ def head_albedo(v, p):
     return V(pick(rgb.x, v.iris_rgb.x), pick(rgb.y, v.iris_rgb.y), pick(rgb.z, v.iris_rgb.z))
 
 
+def part_labels(grid, reach=0.05):
+    """(labels [X, Y, Z] int64, part names) over a CubeGrid: each point goes to the part of the average head (nose,
+    eyes, brow, mouth, chin/jaw, cheeks, ears, skull) whose surface is nearest, inside a part counting as nearest, if
+    that is within `reach` world units; farther points get len(names). The facial-region template of the demos."""
+    params = mean_head()
+    points = grid.points(0, grid.num_points).double()
+    table = torch.from_numpy(LAYOUT.pack(params))[:, None].expand(-1, len(points))
+    view = LAYOUT.view(table)
+    parts = local_fields(view, to_local(view, V.of(points))).parts
+    names = list(parts)
+    nearest, label = torch.stack([parts[n] * params.scale for n in names]).min(dim=0)
+    label = torch.where(nearest <= reach, label, len(names))
+    return label.reshape(grid.shape).numpy(), names
+
+
 def nose_tip(params):
     """World position of the frontmost point of the nose-tip sphere: on the surface of the clean head."""
     s, o = params.scale, np.array(params.origin)
