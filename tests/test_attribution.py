@@ -139,6 +139,22 @@ def test_a_reward_that_reads_one_region_is_attributed_there(normalisation):
     assert table['nose']['rank_shapley'] == table['nose']['rank_ig'] == 1 and table['nose']['voxels'] == r.counts()['nose']
 
 
+@pytest.mark.parametrize('kind', ['sigma', 'depth', 'pointcloud'])
+def test_every_slab_reward_kind_is_explained(kind):
+    from eg3d_rlhf.rewards.checkpoint import load_reward
+    from eg3d_rlhf.synthetic.demo import CHECKPOINTS
+    reward = load_reward(f'{CHECKPOINTS}/reward-{kind}-nose.pt')
+    grid = reward.grid
+    r = regions.published(grid.shape)
+    idx = np.stack(np.meshgrid(*[np.arange(n) for n in grid.shape], indexing='ij'), -1).astype(np.float32)
+    ball = lambda r: torch.from_numpy(np.clip(3 * (r - np.linalg.norm(idx - np.asarray(grid.shape) / 2, axis=-1)), -10, 30))
+    x, b = torch.stack([ball(9), ball(13)]), torch.stack([ball(11), ball(11)])
+    result = attribution.attribute(reward, x, b, r, permutations=1, ig_steps=4, batch=2)
+    assert result['shapley'].shape == (2, len(r.names)) and result['ig'].shape == (2, len(r.names))
+    assert np.isfinite(result['ig']).all() and np.abs(result['ig']).sum() > 0       # Gradients reach the slab.
+    assert result['shapley_completeness'].max() < 1e-3
+
+
 def test_ig_coloured_mesh(tmp_path):
     grid = geometry.slab_grid(32)
     idx = np.stack(np.meshgrid(*[np.arange(n) for n in grid.shape], indexing='ij'), -1)
