@@ -34,8 +34,8 @@ def attribute(reward, inputs, baselines, regions, permutations=8, ig_steps=32, b
     Returns a dict of numpy arrays: names [R] (regions.names), change [N], shapley / ig / ig_abs / ig_pos / ig_neg
     [N, R], shapley_completeness [N] and ig_completeness [N] (|sum of attributions - change| / max(|change|, 1e-6)),
     ig_delta [N] (captum's convergence delta), seconds {shapley, ig} (wall time of each method) and, with keep_maps,
-    ig_map [N, X, Y, Z]. `batch` samples are explained
-    at a time; `ig_batch` bounds the slabs one forward pass sees (Shapley's perturbations, IG's path points)."""
+    ig_map [N, X, Y, Z]. `batch` samples are explained at a time; `ig_batch` bounds the slabs one forward pass sees
+    (Shapley's perturbations, IG's path points)."""
     inputs, baselines = _tensor(inputs), _tensor(baselines)
     misc.assert_shape(inputs, [None, *reward.grid.shape])
     misc.assert_shape(baselines, list(inputs.shape))
