@@ -12,6 +12,7 @@ from eg3d_rlhf.data.bank import Bank, BankError
 from eg3d_rlhf.generators import flow_heads
 from eg3d_rlhf.generators.base import sample_keys, seed_ranges
 from eg3d_rlhf.generators.eg3d import EG3DGenerator
+from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward
 from eg3d_rlhf.synthetic import demo, heads
 
 #----------------------------------------------------------------------------
@@ -76,6 +77,20 @@ def open_bank(path):
         return Bank(path)
     except BankError as err:
         raise click.ClickException(str(err))
+
+def open_reward(path, device):
+    """The reward checkpoint at `path` on `device`, or a one-line click error naming --reward-model."""
+    try:
+        return load_reward(path, device)
+    except RewardCheckpointError as err:
+        raise click.ClickException(f'--reward-model: {err}')
+
+def check_bank_grid(bank, reward):
+    """A click error unless the bank's slabs are on the reward's slab grid."""
+    shape = bank.grid(bank.ids[0]).shape
+    if shape != reward.grid.shape:
+        raise click.ClickException(f'{bank.root}: its slabs are {list(shape)}, the reward reads {list(reward.grid.shape)}; '
+            'make a bank at the reward\'s slab resolution')
 
 def side_path(path, suffix):
     """'out/reward.pt', '.report.json' -> 'out/reward.report.json'."""

@@ -109,6 +109,9 @@ def test_tails_tool(tiny_pair, tmp_path):
         bad = CliRunner().invoke(tails_tool.main, ['--bank', str(tmp_path / 'bank'), '--reward-model', reward_path,
             '--outdir', str(tmp_path / 'bad'), *args])
         assert bad.exit_code != 0 and message in bad.output, bad.output
+    other_grid = CliRunner().invoke(tails_tool.main, ['--bank', str(tmp_path / 'bank'), '--reward-model', tiny_pair[2],
+        '--outdir', str(tmp_path / 'bad')])
+    assert other_grid.exit_code == 1 and 'its slabs are [32, 36, 33], the reward reads [12, 14, 13]' in other_grid.output
     np.save(tmp_path / 'flat.npy', np.zeros((4, 4, 5), dtype=np.float32))
     bad = CliRunner().invoke(tails_tool.main, ['--bank', str(tmp_path / 'bank'), '--reward-model', reward_path,
         '--outdir', str(tmp_path / 'bad'), '--cubes', str(tmp_path / 'flat.npy')])

@@ -8,10 +8,9 @@ import torch
 from tqdm import tqdm
 
 from eg3d_rlhf.analysis import attribution
-from eg3d_rlhf.cli import (NETWORK_HELP, REGIONS_HELP, conditions_option, device_option, draw_slabs, load_regions,
-    network_keys, network_path, open_bank, parse_range, pick_device)
+from eg3d_rlhf.cli import (NETWORK_HELP, REGIONS_HELP, check_bank_grid, conditions_option, device_option, draw_slabs,
+    load_regions, network_keys, network_path, open_bank, open_reward, parse_range, pick_device)
 from eg3d_rlhf.generators.base import sample_id
-from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward
 
 #----------------------------------------------------------------------------
 
@@ -70,10 +69,7 @@ def main(reward_path, original_pkl, tuned_pkl, trust_pickle, seeds, conditions, 
     if change and (original_pkl is None or tuned_pkl is None):
         raise click.UsageError('change mode needs both --original and --tuned')
     device = pick_device(device_name)
-    try:
-        reward = load_reward(reward_path, device)
-    except RewardCheckpointError as err:
-        raise click.ClickException(f'--reward-model: {err}')
+    reward = open_reward(reward_path, device)
     regions = load_regions(region_source, reward.grid, region_names, landmarks_path, landmark_margin)
     if change:
         original_pkl, tuned_pkl = (network_path(p, trust_pickle) for p in (original_pkl, tuned_pkl))
@@ -83,9 +79,7 @@ def main(reward_path, original_pkl, tuned_pkl, trust_pickle, seeds, conditions, 
     else:
         bank = open_bank(bank_path)
         ids = bank.ids[:limit]
-        if bank.grid(ids[0]).shape != reward.grid.shape:
-            raise click.ClickException(f'{bank_path}: its slabs are {list(bank.grid(ids[0]).shape)}, the reward reads '
-                f'{list(reward.grid.shape)}; make a bank at the reward\'s slab resolution')
+        check_bank_grid(bank, reward)
         what = f'{len(ids)} samples of {bank_path} against the {reference} slab'
     counts = {n: c for n, c in regions.counts().items() if c}
     if dry_run:

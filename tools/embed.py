@@ -7,9 +7,8 @@ import numpy as np
 import torch
 
 from eg3d_rlhf.analysis import embedding, report_plots
-from eg3d_rlhf.cli import (NETWORK_HELP, conditions_option, device_option, draw_slabs, network_keys, network_path,
-    open_bank, parse_range, pick_device)
-from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward
+from eg3d_rlhf.cli import (NETWORK_HELP, check_bank_grid, conditions_option, device_option, draw_slabs, network_keys,
+    network_path, open_bank, open_reward, parse_range, pick_device)
 
 #----------------------------------------------------------------------------
 
@@ -36,7 +35,7 @@ from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward
 @device_option
 def main(reward_path, original_pkl, tuned_pkl, bank_path, trust_pickle, seeds, conditions, pca_components, neighbors,
         min_dist, k, seed, outdir, batch, draw_batch, dry_run, device_name):
-    """Embed the reward's global feature (standardised, PCA, then UMAP with a fixed seed). With --tuned: original and
+    """Embed the reward's global feature (PCA, then UMAP with a fixed seed). With --tuned: original and
     tuned samples of the same seeds in one map, and how cleanly a k-NN classifier tells them apart (stratified 5-fold
     accuracy in the UMAP plane and in the feature's PCA space). Always: the original's (or the bank's) samples
     coloured by reward, with Spearman's rho between reward and the first UMAP axis and the first principal component.
@@ -50,19 +49,14 @@ def main(reward_path, original_pkl, tuned_pkl, bank_path, trust_pickle, seeds, c
     if tuned_pkl is not None and original_pkl is None:
         raise click.UsageError('--tuned needs --original')
     device = pick_device(device_name)
-    try:
-        reward = load_reward(reward_path, device)
-    except RewardCheckpointError as err:
-        raise click.ClickException(f'--reward-model: {err}')
+    reward = open_reward(reward_path, device)
     if original_pkl is not None:
         paths = [network_path(p, trust_pickle) for p in (original_pkl, tuned_pkl) if p is not None]
         keys = network_keys(paths[0], seeds, conditions)
         what = f'{len(keys)} samples of {" and ".join(paths)}'
     else:
         bank = open_bank(bank_path)
-        if bank.grid(bank.ids[0]).shape != reward.grid.shape:
-            raise click.ClickException(f'{bank_path}: its slabs are {list(bank.grid(bank.ids[0]).shape)}, the reward '
-                f'reads {list(reward.grid.shape)}; make a bank at the reward\'s slab resolution')
+        check_bank_grid(bank, reward)
         what = f'{len(bank)} samples of {bank_path}'
     if dry_run:
         print(f'would embed the {reward.kind} reward\'s feature of {what}: PCA {pca_components}, UMAP n_neighbors '

@@ -7,10 +7,9 @@ import click
 from eg3d_rlhf.analysis import image_metrics
 from eg3d_rlhf.analysis.compare import SIDES, compare, load_reals
 from eg3d_rlhf.cli import (NETWORK_HELP, conditions_option, device_option, load_generator, network_keys, network_path,
-    parse_range, pick_device)
+    open_reward, parse_range, pick_device)
 from eg3d_rlhf.data import annotators
 from eg3d_rlhf.data.preferences import LabelError
-from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward
 
 #----------------------------------------------------------------------------
 
@@ -65,10 +64,7 @@ def main(original_pkl, tuned_pkl, trust_pickle, reward_path, seeds, conditions, 
     if data is not None and (inception is None or not os.path.exists(data)):
         raise click.ClickException(f'--data: {data} does not exist' if inception else '--data is for FID/KID: give --inception too')
     device = pick_device(device_name)
-    try:
-        reward = load_reward(reward_path, device)
-    except RewardCheckpointError as err:
-        raise click.ClickException(f'--reward-model: {err}')
+    reward = open_reward(reward_path, device)
     if dry_run:
         print(f'would compare {tuned_pkl} with {original_pkl} on {len(keys)} samples with the {reward.kind} reward '
             f'{reward_path}; preference from {labels or annotator or "nothing"}; FID/KID '

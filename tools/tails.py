@@ -7,8 +7,7 @@ import numpy as np
 from tqdm import tqdm
 
 from eg3d_rlhf.analysis import report_plots, tails
-from eg3d_rlhf.cli import device_option, open_bank, pick_device
-from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward
+from eg3d_rlhf.cli import check_bank_grid, device_option, open_bank, open_reward, pick_device
 
 #----------------------------------------------------------------------------
 
@@ -37,13 +36,8 @@ def main(bank_path, reward_path, k, cubes, flip_x, robust_normalise, level, outd
     """
     bank = open_bank(bank_path)
     device = pick_device(device_name)
-    try:
-        reward = load_reward(reward_path, device)
-    except RewardCheckpointError as err:
-        raise click.ClickException(f'--reward-model: {err}')
-    if bank.grid(bank.ids[0]).shape != reward.grid.shape:
-        raise click.ClickException(f'{bank_path}: its slabs are {list(bank.grid(bank.ids[0]).shape)}, the reward reads '
-            f'{list(reward.grid.shape)}; make a bank at the reward\'s slab resolution')
+    reward = open_reward(reward_path, device)
+    check_bank_grid(bank, reward)
     for path in cubes:
         if not os.path.isfile(path):
             raise click.ClickException(f'--cubes: {path} does not exist')
