@@ -18,6 +18,7 @@ import PIL.Image
 import pytest
 from click.testing import CliRunner
 
+from eg3d_rlhf.data import label_server
 from eg3d_rlhf.data import labeling as L
 from eg3d_rlhf.data import preferences as P
 from eg3d_rlhf.data.bank import Bank
@@ -79,10 +80,13 @@ class Running:
         self.server.server_close()
 
 
-def request(port, method, path, body=None, content_type='application/json'):
-    """(status, body bytes) of one raw request: the path goes out exactly as written, nothing normalised."""
+def request(port, method, path, body=None, content_type='application/json', host=None):
+    """(status, body bytes) of one raw request: the path goes out exactly as written, nothing normalised; `host`
+    replaces the Host header."""
     conn = http.client.HTTPConnection('127.0.0.1', port, timeout=10)
     headers = {} if body is None else {'Content-Type': content_type}
+    if host is not None:
+        headers['Host'] = host
     conn.request(method, path, body=None if body is None else json.dumps(body).encode(), headers=headers)
     response = conn.getresponse()
     data = response.read()
@@ -366,6 +370,44 @@ def test_serves_only_the_banks_pictures_and_its_page(tmp_path):
         status, data = request(s.port, 'POST', '/api/judge', dict(a='x', b='y', choice='a'))
         assert status == 409 and json.loads(data)['state']['current'] is not None
     assert not os.path.exists(tmp_path / 'l.jsonl')                 # Nothing was judged.
+
+
+def test_symlinks_out_of_the_bank_are_never_followed(tmp_path):
+    bank_dir = fake_bank(tmp_path / 'bank')
+    outside = tmp_path / 'outside'
+    os.makedirs(outside)
+    PIL.Image.new('RGB', (8, 8), (1, 2, 3)).save(outside / 'secret.png')
+    # A picture that is a symlink to a file outside, and a whole sample folder that is a symlink to a folder outside.
+    os.remove(os.path.join(bank_dir, 'seed000001', 'preview_front.png'))
+    os.symlink(outside / 'secret.png', os.path.join(bank_dir, 'seed000001', 'preview_front.png'))
+    for name in PICTURES:
+        os.symlink(outside / 'secret.png', outside / name)
+    (outside / 'meta.json').write_text('{}')
+    os.symlink(outside, os.path.join(bank_dir, 'seed000007'))
+    # A symlink that stays inside the bank is fine.
+    os.remove(os.path.join(bank_dir, 'seed000002', 'image.png'))
+    os.symlink(os.path.join(bank_dir, 'seed000003', 'image.png'), os.path.join(bank_dir, 'seed000002', 'image.png'))
+    secret = (outside / 'secret.png').read_bytes()
+    with Running(bank_dir, tmp_path / 'l.jsonl') as s:
+        for path in ['/bank/seed000001/preview_front.png'] + [f'/bank/seed000007/{name}' for name in PICTURES]:
+            status, data = request(s.port, 'GET', path)
+            assert status == 404 and data != secret, path
+        status, data = request(s.port, 'GET', '/bank/seed000002/image.png')
+        assert status == 200 and data == (tmp_path / 'bank' / 'seed000003' / 'image.png').read_bytes()
+
+
+def test_only_its_own_host_names_are_answered(tmp_path):
+    bank_dir = fake_bank(tmp_path / 'bank')
+    with Running(bank_dir, tmp_path / 'l.jsonl') as s:
+        for host in [f'127.0.0.1:{s.port}', f'localhost:{s.port}', 'LOCALHOST', f'[::1]:{s.port}']:
+            assert request(s.port, 'GET', '/api/state', host=host)[0] == 200, host
+        for host in ['evil.example', f'evil.example:{s.port}', 'localhost.evil.example', '127.0.0.2', '']:
+            status, data = request(s.port, 'GET', '/', host=host)
+            assert status == 421 and b'Which shape' not in data, host
+            assert request(s.port, 'POST', '/api/undo', {}, host=host)[0] == 421
+    assert label_server.allowed_hosts('0.0.0.0') is None
+    assert label_server.allowed_hosts('192.168.1.5') == {'localhost', '127.0.0.1', '::1', '192.168.1.5'}
+    assert label_server.host_name('[::1]:8000') == '::1' and label_server.host_name('Box:80') == 'box'
 
 
 @pytest.mark.slow

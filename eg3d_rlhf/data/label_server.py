@@ -33,15 +33,21 @@ class LabelServer(http.server.ThreadingHTTPServer):
             self.address_family = socket.AF_INET6
         super().__init__(address, Handler)
         self.bank, self.session = bank, session
+        self.root = os.path.realpath(bank.root)
+        self.hosts = allowed_hosts(address[0])
         with open(PAGE_FILE, 'rb') as f:
             self.page = f.read()
 
     def sample_file(self, path):
-        """The file a /bank/<id>/<name>.png path names, or None unless id is in the bank and name is a picture."""
+        """The file a /bank/<id>/<name>.png path names, or None unless id is in the bank, name is a picture and the
+        file is a regular file whose real path lies inside the bank (a symlink out of it is never followed)."""
         m = SAMPLE_FILE.fullmatch(path)
         if m is None or m.group(1) not in self.bank or m.group(2) not in SERVED:
             return None
-        return self.bank.path(m.group(1), m.group(2))
+        real = os.path.realpath(self.bank.path(m.group(1), m.group(2)))
+        if os.path.commonpath([real, self.root]) != self.root or not os.path.isfile(real):
+            return None
+        return real
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -65,7 +71,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def not_found(self):
         self.reply_json(404, dict(error='not found'))
 
+    def host_allowed(self):
+        """Does the Host header name this server (a page on another site that rebinds its DNS name to 127.0.0.1 sends
+        its own name)? A refusal is answered here."""
+        if self.server.hosts is None or host_name(self.headers.get('Host', '')) in self.server.hosts:
+            return True
+        self.reply_json(421, dict(error='unexpected Host header; open the page by the address the server printed'))
+        return False
+
     def do_GET(self):
+        if not self.host_allowed():
+            return
         path = self.path.split('?', 1)[0]
         if path == '/':
             return self.reply(200, self.server.page, 'text/html; charset=utf-8')
@@ -78,6 +94,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.reply(200, f.read(), 'image/png')
 
     def do_POST(self):
+        if not self.host_allowed():
+            return
         path = self.path.split('?', 1)[0]
         if path not in ('/api/judge', '/api/undo'):
             return self.not_found()
@@ -111,5 +129,21 @@ def is_loopback(host):
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return host == 'localhost'
+
+
+def host_name(header):
+    """The host of a Host header without its port, lower case: '[::1]:8000' -> '::1', 'LocalHost:80' -> 'localhost'."""
+    header = header.strip().lower()
+    if header.startswith('['):
+        return header[1:].split(']', 1)[0]
+    return header.rsplit(':', 1)[0] if header.count(':') == 1 else header
+
+
+def allowed_hosts(bound):
+    """Host header names a server bound to `bound` answers: the loopback names, and `bound` itself; None (any) when it
+    listens on every address (0.0.0.0, ::), whose names this machine cannot know."""
+    if bound in ('0.0.0.0', '::', ''):
+        return None
+    return {'localhost', '127.0.0.1', '::1', bound.lower()}
 
 #----------------------------------------------------------------------------
