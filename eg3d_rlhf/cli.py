@@ -92,6 +92,16 @@ def check_bank_grid(bank, reward):
         raise click.ClickException(f'{bank.root}: its slabs are {list(shape)}, the reward reads {list(reward.grid.shape)}; '
             'make a bank at the reward\'s slab resolution')
 
+force_option = click.option('--force', is_flag=True,
+    help='Replace output files that already exist (they may hold work that cannot be redone, e.g. people\'s labels)')
+
+def refuse_overwrite(*paths, force=False):
+    """A one-line click error naming the first of `paths` (None skipped) that exists, unless force; called before any
+    long work starts."""
+    for path in paths:
+        if not force and path is not None and os.path.lexists(path):
+            raise click.ClickException(f'{path} exists; pass --force to replace it, or choose another name')
+
 def side_path(path, suffix):
     """'out/reward.pt', '.report.json' -> 'out/reward.report.json'."""
     return os.path.splitext(path)[0] + suffix

@@ -278,7 +278,7 @@ def test_annotate_good_bad(faces, tmp_path):
     labels = []
     for seed in (1, 1, 2):
         ok(annotate_cli('good-bad', '--bank', faces, '--annotator', 'oracle:nose', '--temperature', 2, '--seed', seed,
-            '--good', good, '--bad', bad))
+            '--good', good, '--bad', bad, '--force'))
         labels.append(preferences.import_good_bad(str(good), str(bad)))
     assert labels[0] == labels[1] and labels[0] != labels[2] and set(labels[0]) == set(NOSES)
 
@@ -295,7 +295,7 @@ def test_annotate_good_bad_closed_taste_and_level(tmp_path):
     ok(annotate_cli('good-bad', '--bank', root, '--annotator', 'oracle:closed', '--temperature', 0, '--good', good, '--bad', bad))
     assert preferences.read_id_list(str(good)) == ['a', 'c', 'e'] and preferences.read_id_list(str(bad)) == ['b', 'd', 'f']
     ok(annotate_cli('good-bad', '--bank', root, '--annotator', 'oracle:closed', '--temperature', 0, '--level', 50,
-        '--good', good, '--bad', bad))                                       # No surface: all alike, none above the median.
+        '--good', good, '--bad', bad, '--force'))                                       # No surface: all alike, none above the median.
     assert preferences.read_id_list(str(good)) == [] and len(preferences.read_id_list(str(bad))) == 6
 
 

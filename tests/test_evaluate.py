@@ -118,8 +118,11 @@ def save_feature_network(path, kind):
 
 @pytest.mark.filterwarnings('ignore::DeprecationWarning')
 @pytest.mark.parametrize('kind', ['export', 'torchscript'])
-def test_local_feature_networks_load_and_pickles_need_trust(tmp_path, kind):
-    extract = image_metrics.load_inception(save_feature_network(str(tmp_path / 'features.pt2'), kind))
+def test_local_feature_networks_load_and_need_trust(tmp_path, kind):
+    path = save_feature_network(str(tmp_path / 'features.pt2'), kind)
+    with pytest.raises(image_metrics.InceptionError, match='archive with pickled parts; loading it can run code'):
+        image_metrics.load_inception(path)                  # An export archive unpickles its weights: trust first.
+    extract = image_metrics.load_inception(path, trust_pickle=True)
     images = torch.rand(3, 3, 8, 8) * 2 - 1
     f = image_metrics.features(extract, images, batch=2)
     u8 = (images * 127.5 + 128).clamp(0, 255).to(torch.uint8).float()

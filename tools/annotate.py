@@ -4,7 +4,7 @@ import click
 import numpy as np
 from tqdm import tqdm
 
-from eg3d_rlhf.cli import open_bank
+from eg3d_rlhf.cli import force_option, open_bank, refuse_overwrite
 from eg3d_rlhf.data import annotators
 from eg3d_rlhf.data.preferences import write_id_list, write_judgements
 from eg3d_rlhf.data.scores import write_scores
@@ -36,6 +36,7 @@ def common(f):
         click.option('--seed', type=int, default=0, show_default=True, help='Seed of the pair draw and the noise'),
         click.option('--scores-out', metavar='CSV', help="Also write the taste's noise-free scores as id,reward"),
         click.option('--dry-run', is_flag=True, help='Print what would be done; write nothing'),
+        force_option,
     ]):
         f = option(f)
     return f
@@ -52,13 +53,14 @@ def main():
 @click.option('--pairs', 'num_pairs', type=click.IntRange(min=1), required=True, help='Distinct random pairs to judge')
 @click.option('--theta', type=click.FloatRange(min=1), default=1.0, show_default=True, help='Rao-Kupper tie parameter (1 = no ties)')
 @click.option('--same-condition', is_flag=True, help="Pair only samples of one condition (a flow bank's meta.json condition)")
-@click.option('--out', required=True, metavar='JSONL', help='Judgement file to write (replaced atomically)')
-def pairs(bank_dir, annotator, temperature, level, seed, scores_out, dry_run, num_pairs, theta, same_condition, out):
+@click.option('--out', required=True, metavar='JSONL', help='Judgement file to write (atomically; an existing one needs --force)')
+def pairs(bank_dir, annotator, temperature, level, seed, scores_out, dry_run, force, num_pairs, theta, same_condition, out):
     """Write --pairs judgements of random distinct pairs in the JSONL preference format.
 
     \b
     python tools/annotate.py pairs --bank out/bank --annotator oracle:nose --pairs 4000 --out labels.jsonl
     """
+    refuse_overwrite(out, scores_out, force=force)
     bank = open_bank(bank_dir)
     groups = None
     if same_condition:
@@ -89,12 +91,13 @@ def pairs(bank_dir, annotator, temperature, level, seed, scores_out, dry_run, nu
 @common
 @click.option('--good', 'good_out', required=True, metavar='TXT', help='List of samples labelled good (one id per line)')
 @click.option('--bad', 'bad_out', required=True, metavar='TXT', help='List of samples labelled bad')
-def good_bad(bank_dir, annotator, temperature, level, seed, scores_out, dry_run, good_out, bad_out):
+def good_bad(bank_dir, annotator, temperature, level, seed, scores_out, dry_run, force, good_out, bad_out):
     """Label every sample good or bad (unpaired): good with probability sigmoid((z - median z) / temperature).
 
     \b
     python tools/annotate.py good-bad --bank out/bank --annotator oracle:nose --good good.txt --bad bad.txt
     """
+    refuse_overwrite(good_out, bad_out, scores_out, force=force)
     bank = open_bank(bank_dir)
     if dry_run:
         print(f'would label {len(bank)} samples of {bank_dir} good or bad with oracle:{annotator} (temperature '

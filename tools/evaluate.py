@@ -17,7 +17,7 @@ from eg3d_rlhf.data.preferences import LabelError
 @click.option('--original', 'original_pkl', required=True, metavar='PKL|PT|bundled|bundled-flow',
     help='The generator before fine-tuning. ' + NETWORK_HELP)
 @click.option('--tuned', 'tuned_pkl', required=True, metavar='PKL|PT', help='The fine-tuned generator (a run snapshot)')
-@click.option('--trust-pickle', is_flag=True, help='Confirm you trust the pickles: loading a pickle runs code stored in it')
+@click.option('--trust-pickle', is_flag=True, help='Confirm you trust the pickles and the --inception file: loading them can run code stored in them')
 @click.option('--reward-model', 'reward_path', required=True, metavar='PT', help='Reward checkpoint to score both with')
 @click.option('--seeds', type=parse_range, default='1000-1099', show_default=True, metavar='LIST',
     help='Held-out seeds (never the reward model\'s training seeds)')
@@ -27,7 +27,8 @@ from eg3d_rlhf.data.preferences import LabelError
 @click.option('--temperature', type=click.FloatRange(min=0), default=0.5, show_default=True, help="The annotator's noise")
 @click.option('--res', 'resolution', type=click.IntRange(min=16), default=128, show_default=True,
     help="Cube resolution of the slabs the annotator judges")
-@click.option('--inception', metavar='PATH', help='Local feature network for FID/KID (TorchScript, or NVIDIA\'s pickle)')
+@click.option('--inception', metavar='PATH', help='Local feature network for FID/KID: a torch.export or TorchScript '
+    'archive, or NVIDIA\'s pickle (each needs --trust-pickle: loading them can run code)')
 @click.option('--data', metavar='ZIP', help='Real images for FID/KID (default: compare tuned with original samples)')
 @click.option('--outdir', required=True, metavar='REPORT', help='Report folder (report.html, report.json, PNGs)')
 @click.option('--batch', type=click.IntRange(min=1), default=8, show_default=True, help='Seeds per generator pass')

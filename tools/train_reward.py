@@ -5,13 +5,16 @@ import os
 
 import click
 
+import dnnlib
 from eg3d_rlhf.analysis import report_plots
-from eg3d_rlhf.cli import device_option, pick_device, side_path
+from eg3d_rlhf.cli import device_option, force_option, pick_device, refuse_overwrite, side_path
 from eg3d_rlhf.data import preferences, scores
 from eg3d_rlhf.data.bank import Bank, BankError
 from eg3d_rlhf.rewards import REWARDS, build_reward, fitting
 from eg3d_rlhf.rewards.checkpoint import save_reward
 from eg3d_rlhf.rewards.contract import InputSpec
+
+SIDE_FILES = ('.metrics.jsonl', '.report.json', '.curves.png')     # Written beside --out.
 
 #----------------------------------------------------------------------------
 
@@ -59,9 +62,10 @@ def parse_model_config(ctx, param, value):
 @click.option('--model-config', 'model_config', default='{}', show_default=True, callback=parse_model_config, metavar='JSON',
     help='Constructor arguments of the reward model, e.g. \'{"channels": [8, 16, 32, 64, 64], "hidden": 128}\'')
 @click.option('--dry-run', is_flag=True, help='Validate the inputs and print the plan; train and write nothing')
+@force_option
 @device_option
 def main(bank_dir, labels_path, good_path, bad_path, kind, out, truth_path, fractions, split_seed, ties, epochs, patience,
-        batch, lr, mirror, centre, reg_weight, seed, model_config, dry_run, device_name):
+        batch, lr, mirror, centre, reg_weight, seed, model_config, dry_run, force, device_name):
     """Split the bank's samples into train/val/test (no sample in two splits), fit the reward on the training labels
     with early stopping on validation pairwise accuracy, keep the best epoch, and report held-out pairwise accuracy
     (a model tie counts as wrong) with a 95% Wilson interval.
@@ -79,6 +83,7 @@ def main(bank_dir, labels_path, good_path, bad_path, kind, out, truth_path, frac
         build_reward(kind, **model_config)                      # A clear error now for an argument the model lacks.
     except (TypeError, ValueError) as err:
         raise click.BadParameter(f'{kind} reward: {err}', param_hint='--model-config')
+    refuse_overwrite(out, *(side_path(out, s) for s in SIDE_FILES), force=force)
     try:
         bank = Bank(bank_dir)
         labels = preferences.training_labels(bank.ids, fractions, seed=split_seed, labels_path=labels_path,
@@ -105,7 +110,7 @@ def main(bank_dir, labels_path, good_path, bad_path, kind, out, truth_path, frac
     report = dict(bank=os.path.abspath(bank_dir), labels=labels_path, good=good_path, bad=bad_path, truth=truth_path,
         split=list(fractions), split_seed=split_seed, **fitted)
     save_reward(out, model, kind, spec, training=report)
-    with open(side_path(out, '.report.json'), 'w', encoding='utf-8') as f:
+    with dnnlib.util.atomic_write(side_path(out, '.report.json'), 'w', encoding='utf-8') as f:
         json.dump(report, f, indent=2)
     report_plots.plot_training_curves(log.records, side_path(out, '.curves.png'))
     print(f'wrote {out} (best epoch {report["best_epoch"]} of {report["epochs_run"]}, {report["train_seconds"]:.0f} s) '

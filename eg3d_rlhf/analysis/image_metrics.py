@@ -61,9 +61,14 @@ class InceptionError(ValueError):
 
 
 def load_inception(path, trust_pickle=False, device='cpu'):
-    """A callable uint8 images [N, 3, H, W] -> features [N, D] from a local file: a torch.export archive or a
-    TorchScript one (loading either runs no Python code), or NVIDIA's inception-2015-12-05.pkl (a pickle, so it needs
-    trust_pickle; it is called with return_features=True)."""
+    """A callable uint8 images [N, 3, H, W] -> features [N, D] from a local file: a torch.export archive, a
+    TorchScript one, or NVIDIA's inception-2015-12-05.pkl (called with return_features=True). Loading any of them can
+    run code stored in the file (a pickle directly; export and TorchScript archives carry pickled parts), so every
+    format needs trust_pickle."""
+    if not trust_pickle:
+        kind = 'an export or TorchScript archive with pickled parts' if zipfile.is_zipfile(path) else 'a pickle'
+        raise InceptionError(f'{path}: {kind}; loading it can run code stored in it, so pass --trust-pickle if you '
+            'trust it')
     if zipfile.is_zipfile(path):
         try:
             net = torch.export.load(path).module()
@@ -75,8 +80,6 @@ def load_inception(path, trust_pickle=False, device='cpu'):
         except Exception as err:                                # TorchScript raises several error types.
             raise InceptionError(f'{path}: neither a torch.export nor a TorchScript archive ({type(err).__name__})') from None
         return lambda images: net(images.to(device))
-    if not trust_pickle:
-        raise InceptionError(f'{path}: a pickle; loading it runs code stored in it, so pass --trust-pickle if you trust it')
     with open(path, 'rb') as f:
         net = pickle.load(f).to(device).eval()
     return lambda images: net(images.to(device), return_features=True)

@@ -1,0 +1,73 @@
+"""Hostile but ordinary inputs: each is refused in one line, runs no code without consent and changes no existing file."""
+
+import hashlib
+import os
+
+import pytest
+from click.testing import CliRunner
+
+from tests.test_annotators import faces  # noqa: F401  (a fixture)
+from tests.test_evaluate import save_feature_network, tiny_pair  # noqa: F401  (a fixture)
+from tests.test_reward_training import balls, tiny_models  # noqa: F401  (fixtures)
+from eg3d_rlhf.synthetic import demo
+from tools import annotate, evaluate, train_reward
+
+pytestmark = pytest.mark.usefixtures('one_thread')
+
+
+def digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def refused_in_one_line(result, message):
+    """The command failed with a one-line error naming `message`, and no traceback."""
+    assert result.exit_code != 0, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert message in result.output and 'Traceback' not in result.output, result.output
+    assert len([line for line in result.output.splitlines() if line.startswith('Error')]) == 1, result.output
+
+#----------------------------------------------------------------------------
+# People's labels and checkpoints are never replaced without --force.
+
+@pytest.mark.parametrize('args', [
+    ['pairs', '--pairs', 5, '--out', '{labels}'],
+    ['pairs', '--pairs', 5, '--out', '{fresh}', '--scores-out', '{labels}'],
+    ['good-bad', '--good', '{labels}', '--bad', '{fresh}'],
+    ['good-bad', '--good', '{fresh}', '--bad', '{labels}'],
+    ['pairs', '--pairs', 5, '--out', '{labels}', '--dry-run'],
+])
+def test_annotate_never_replaces_a_file_without_force(faces, tmp_path, args):
+    labels = tmp_path / 'labels.jsonl'
+    labels.write_text('{"a": "x", "b": "y", "choice": "a", "annotator": "alice", "time": "2026-11-22T10:00:00"}\n')
+    before = digest(labels)
+    names = dict(labels=labels, fresh=tmp_path / 'fresh.txt')
+    argv = [str(a).format(**names) for a in args[:1] + ['--bank', faces, '--annotator', 'oracle:nose'] + args[1:]]
+    refused_in_one_line(CliRunner().invoke(annotate.main, argv), f'{labels} exists; pass --force to replace it')
+    assert digest(labels) == before and not (tmp_path / 'fresh.txt').exists()
+    if '--dry-run' not in args:
+        result = CliRunner().invoke(annotate.main, argv + ['--force'])
+        assert result.exit_code == 0, result.output
+        assert digest(labels) != before
+
+
+@pytest.mark.parametrize('existing', ['reward.pt', 'reward.metrics.jsonl', 'reward.report.json', 'reward.curves.png'])
+def test_train_reward_never_replaces_a_checkpoint_without_force(balls, tiny_models, tmp_path, existing):
+    (tmp_path / existing).write_bytes(b'a checkpoint someone trained for a day')
+    before = digest(tmp_path / existing)
+    result = CliRunner().invoke(train_reward.main, ['--device', 'cpu', '--bank', balls['bank'], '--labels', balls['labels'],
+        '--epochs', 1, '--out', str(tmp_path / 'reward.pt')])
+    refused_in_one_line(result, f'{tmp_path / existing} exists; pass --force to replace it')
+    assert digest(tmp_path / existing) == before and sorted(p.name for p in tmp_path.iterdir()) == [existing]
+
+#----------------------------------------------------------------------------
+# Code runs only with consent.
+
+@pytest.mark.filterwarnings('ignore::DeprecationWarning')
+@pytest.mark.parametrize('kind', ['export', 'torchscript'])
+def test_evaluate_refuses_a_feature_archive_without_trust(tmp_path, kind):
+    net = save_feature_network(str(tmp_path / 'features.pt2'), kind)
+    before = digest(tmp_path / 'features.pt2')
+    result = CliRunner().invoke(evaluate.main, ['--original', 'bundled', '--tuned', 'bundled', '--reward-model',
+        os.path.join(demo.CHECKPOINTS, 'reward-sigma-nose.pt'), '--inception', net, '--outdir', str(tmp_path / 'r'), '--device', 'cpu'])
+    refused_in_one_line(result, 'archive with pickled parts; loading it can run code stored in it, so pass --trust-pickle')
+    assert digest(tmp_path / 'features.pt2') == before and not (tmp_path / 'r').exists()
