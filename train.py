@@ -343,7 +343,7 @@ def run_circular_dpo(kwargs, explicit):
 
 #----------------------------------------------------------------------------
 
-POSITIVE = click.FloatRange(min=0, min_open=True)
+POSITIVE = cli.FiniteRange(min=0, min_open=True)
 
 @click.command()
 
@@ -353,7 +353,7 @@ POSITIVE = click.FloatRange(min=0, min_open=True)
 @click.option('--data',         help='Training data', metavar='[ZIP|DIR]',                      type=str)
 @click.option('--gpus',         help='Number of GPUs (on CPU: processes) to use', metavar='INT', type=click.IntRange(min=1))
 @click.option('--batch',        help='Total batch size', metavar='INT',                         type=click.IntRange(min=1))
-@click.option('--gamma',        help='R1 regularization weight', metavar='FLOAT',               type=click.FloatRange(min=0))
+@click.option('--gamma',        help='R1 regularization weight', metavar='FLOAT',               type=cli.FiniteRange(min=0))
 
 # Reward fine-tuning (eg3d_rlhf.finetune.config: each flag's default, range and help; all but --reward need --reward).
 @reward_options.click_options
@@ -370,7 +370,7 @@ POSITIVE = click.FloatRange(min=0, min_open=True)
 @click.option('--mirror',       help='Enable dataset x-flips', metavar='BOOL',                  type=bool, default=False, show_default=True)
 @click.option('--aug',          help='Augmentation mode (only noaug is implemented)',           type=click.Choice(['noaug', 'ada', 'fixed']), default='noaug', show_default=True)
 @click.option('--resume',       help='Resume from given network pickle', metavar='[PATH|URL]',  type=str)
-@click.option('--resume-kimg',  help='kimg to count from when resuming', metavar='KIMG',        type=click.FloatRange(min=0), default=0, show_default=True)
+@click.option('--resume-kimg',  help='kimg to count from when resuming', metavar='KIMG',        type=cli.FiniteRange(min=0), default=0, show_default=True)
 @click.option('--trust-pickle', help='Confirm you trust the --resume pickle: loading it runs code stored in it', is_flag=True)
 @click.option('--shape-prior-steps', help='Fit the new G\'s density to synthetic heads for this many steps first (0 = off)', metavar='INT', type=click.IntRange(min=0), default=0, show_default=True)
 @click.option('--freezed',      help='Freeze first layers of D', metavar='INT',                 type=click.IntRange(min=0), default=0, show_default=True)
@@ -379,8 +379,8 @@ POSITIVE = click.FloatRange(min=0, min_open=True)
 @click.option('--batch-gpu',    help='Limit batch size per GPU', metavar='INT',                 type=click.IntRange(min=1))
 @click.option('--cbase',        help='Capacity multiplier  [default: varies]', metavar='INT',   type=click.IntRange(min=1))
 @click.option('--cmax',         help='Max. feature maps  [default: varies]', metavar='INT',     type=click.IntRange(min=1))
-@click.option('--glr',          help='G learning rate', metavar='FLOAT',                        type=click.FloatRange(min=0), default=0.0025, show_default=True)
-@click.option('--dlr',          help='D learning rate', metavar='FLOAT',                        type=click.FloatRange(min=0), default=0.002, show_default=True)
+@click.option('--glr',          help='G learning rate', metavar='FLOAT',                        type=cli.FiniteRange(min=0), default=0.0025, show_default=True)
+@click.option('--dlr',          help='D learning rate', metavar='FLOAT',                        type=cli.FiniteRange(min=0), default=0.002, show_default=True)
 @click.option('--map-depth',    help='Mapping network depth', metavar='INT',                    type=click.IntRange(min=1), default=2, show_default=True)
 @click.option('--mbstd-group',  help='Minibatch std group size', metavar='INT',                 type=click.IntRange(min=1), default=4, show_default=True)
 
@@ -402,22 +402,22 @@ POSITIVE = click.FloatRange(min=0, min_open=True)
 @click.option('--neural_rendering_resolution_fade_kimg', help='Kimg to blend resolution over', metavar='INT', type=click.IntRange(min=0), default=1000, show_default=True)
 @click.option('--blur_fade_kimg', help='Blur over how many kimg (at batch 32)  [default: varies]', metavar='INT', type=click.IntRange(min=1))
 @click.option('--gen_pose_cond', help='If true, enable generator pose conditioning.', metavar='BOOL', type=bool, default=False, show_default=True)
-@click.option('--c-scale',      help='Scale factor for generator pose conditioning.', metavar='FLOAT', type=click.FloatRange(min=0), default=1, show_default=True)
-@click.option('--gpc_reg_prob', help='Strength of swapping regularization (with --gen_pose_cond).', metavar='FLOAT', type=click.FloatRange(min=0, max=1), default=0.5, show_default=True)
+@click.option('--c-scale',      help='Scale factor for generator pose conditioning.', metavar='FLOAT', type=cli.FiniteRange(min=0), default=1, show_default=True)
+@click.option('--gpc_reg_prob', help='Strength of swapping regularization (with --gen_pose_cond).', metavar='FLOAT', type=cli.FiniteRange(min=0, max=1), default=0.5, show_default=True)
 @click.option('--gpc_reg_fade_kimg', help='Length of swapping prob fade', metavar='INT', type=click.IntRange(min=0), default=1000, show_default=True)
-@click.option('--disc_c_noise', help='Strength of discriminator pose conditioning regularization, in standard deviations.', metavar='FLOAT', type=click.FloatRange(min=0), default=0, show_default=True)
+@click.option('--disc_c_noise', help='Strength of discriminator pose conditioning regularization, in standard deviations.', metavar='FLOAT', type=cli.FiniteRange(min=0), default=0, show_default=True)
 @click.option('--sr_noise_mode', help='Type of noise for superresolution', type=click.Choice(['random', 'none']), default='none', show_default=True)
 @click.option('--resume_blur',  help='Enable to blur even on resume', metavar='BOOL', type=bool, default=False, show_default=True)
 @click.option('--sr_num_fp16_res', help='Number of fp16 layers in superresolution (CUDA only)  [default: varies]', metavar='INT', type=click.IntRange(min=0))
 @click.option('--g_num_fp16_res', help='Number of fp16 layers in generator (CUDA only)', metavar='INT', type=click.IntRange(min=0), default=0, show_default=True)
 @click.option('--d_num_fp16_res', help='Number of fp16 layers in discriminator (CUDA only)  [default: varies]', metavar='INT', type=click.IntRange(min=0))
-@click.option('--style_mixing_prob', help='Style-mixing regularization probability for training.', metavar='FLOAT', type=click.FloatRange(min=0, max=1), default=0, show_default=True)
+@click.option('--style_mixing_prob', help='Style-mixing regularization probability for training.', metavar='FLOAT', type=cli.FiniteRange(min=0, max=1), default=0, show_default=True)
 @click.option('--sr-module',    help='Superresolution module override', metavar='STR', type=str)
-@click.option('--density_reg',  help='Density regularization strength.', metavar='FLOAT', type=click.FloatRange(min=0), default=0.25, show_default=True)
+@click.option('--density_reg',  help='Density regularization strength.', metavar='FLOAT', type=cli.FiniteRange(min=0), default=0.25, show_default=True)
 @click.option('--density_reg_every', help='lazy density reg', metavar='INT', type=click.IntRange(min=1), default=4, show_default=True)
-@click.option('--density_reg_p_dist', help='density regularization strength.', metavar='FLOAT', type=click.FloatRange(min=0), default=0.004, show_default=True)
+@click.option('--density_reg_p_dist', help='density regularization strength.', metavar='FLOAT', type=cli.FiniteRange(min=0), default=0.004, show_default=True)
 @click.option('--reg_type',     help='Type of regularization', type=click.Choice(['l1', 'monotonic-detach', 'monotonic-fixed']), default='l1', show_default=True)
-@click.option('--decoder_lr_mul', help='decoder learning rate multiplier.', metavar='FLOAT', type=click.FloatRange(min=0), default=1, show_default=True)
+@click.option('--decoder_lr_mul', help='decoder learning rate multiplier.', metavar='FLOAT', type=cli.FiniteRange(min=0), default=1, show_default=True)
 
 def main(**kwargs):
     """Train EG3D's tri-plane GAN ("Efficient Geometry-aware 3D Generative Adversarial Networks").

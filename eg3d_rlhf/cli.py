@@ -1,6 +1,7 @@
 """Click helpers shared by the command-line tools: seed lists, devices, generator loading (trusted pickles or data)."""
 
 import itertools
+import math
 import os
 
 import click
@@ -16,6 +17,18 @@ from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward
 from eg3d_rlhf.synthetic import demo, heads
 
 #----------------------------------------------------------------------------
+
+class FiniteRange(click.FloatRange):
+    """click.FloatRange that also refuses nan and inf (a nan --kimg never ends; a nan weight poisons every step)."""
+    name = 'finite float'
+
+    def convert(self, value, param, ctx):
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f'{value!r} is not a finite number', param, ctx)
+        return rv
+
+FINITE = FiniteRange()          # Any finite float.
 
 def parse_range(s):
     """'0,2,5-7' -> [0, 2, 5, 6, 7]; click.BadParameter when it cannot be read."""

@@ -2,6 +2,8 @@
 
 import hashlib
 import os
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -10,6 +12,7 @@ from tests.test_annotators import faces  # noqa: F401  (a fixture)
 from tests.test_evaluate import save_feature_network, tiny_pair  # noqa: F401  (a fixture)
 from tests.test_reward_training import balls, tiny_models  # noqa: F401  (fixtures)
 from eg3d_rlhf.synthetic import demo
+from tests.conftest import REPO
 from tools import annotate, evaluate, train_reward
 
 pytestmark = pytest.mark.usefixtures('one_thread')
@@ -71,3 +74,26 @@ def test_evaluate_refuses_a_feature_archive_without_trust(tmp_path, kind):
         os.path.join(demo.CHECKPOINTS, 'reward-sigma-nose.pt'), '--inception', net, '--outdir', str(tmp_path / 'r'), '--device', 'cpu'])
     refused_in_one_line(result, 'archive with pickled parts; loading it can run code stored in it, so pass --trust-pickle')
     assert digest(tmp_path / 'features.pt2') == before and not (tmp_path / 'r').exists()
+
+#----------------------------------------------------------------------------
+# Numbers: nan and inf are refused wherever a number is expected.
+
+@pytest.mark.parametrize('tool, args, flag', [
+    ('train.py', ['--outdir=o', '--cfg=synthetic', '--data=d.zip', '--gpus=1', '--batch=4', '--gamma=1', '--kimg=nan'], '--kimg'),
+    ('train.py', ['--outdir=o', '--cfg=synthetic', '--data=d.zip', '--gpus=1', '--batch=4', '--gamma=inf'], '--gamma'),
+    ('train.py', ['--reward=sigma', '--lambda-r=nan'], '--lambda-r'),
+    ('train.py', ['--outdir=o', '--cfg=synthetic', '--data=d.zip', '--gpus=1', '--batch=4', '--gamma=1', '--glr=nan'], '--glr'),
+    ('tools/extract_sigma.py', ['--network=bundled', '--seeds=0', '--trunc=nan', '--outdir=o'], '--trunc'),
+    ('tools/sample_bank.py', ['--network=bundled', '--seeds=0', '--trunc=inf', '--outdir=o'], '--trunc'),
+    ('tools/annotate.py', ['pairs', '--bank=b', '--annotator=oracle:nose', '--pairs=3', '--out=o', '--temperature=nan'], '--temperature'),
+    ('tools/attribute.py', ['--bank=b', '--reward-model=r', '--outdir=o', '--level=nan'], '--level'),
+    ('tools/tails.py', ['--bank=b', '--reward-model=r', '--outdir=o', '--level=-inf'], '--level'),
+    ('tools/evaluate.py', ['--original=bundled', '--tuned=bundled', '--reward-model=r', '--outdir=o', '--temperature=nan'],
+        '--temperature'),
+])
+def test_non_finite_numbers_are_refused(tool, args, flag, tmp_path):
+    out = subprocess.run([sys.executable, os.path.join(REPO, tool), *args, '--dry-run'], capture_output=True, text=True,
+        cwd=tmp_path, timeout=120)
+    named = f"Invalid value for '{flag}'" in out.stderr or f'{flag}=nan: expected a finite number' in out.stderr
+    assert out.returncode == 2 and named, out.stderr
+    assert 'Traceback' not in out.stderr and not os.listdir(tmp_path)

@@ -8,8 +8,8 @@ import torch
 from tqdm import tqdm
 
 from eg3d_rlhf.analysis import attribution
-from eg3d_rlhf.cli import (NETWORK_HELP, REGIONS_HELP, check_bank_grid, conditions_option, device_option, draw_slabs,
-    load_regions, network_keys, network_path, open_bank, open_reward, parse_range, pick_device)
+from eg3d_rlhf.cli import (FINITE, NETWORK_HELP, REGIONS_HELP, check_bank_grid, conditions_option, device_option,
+    draw_slabs, FiniteRange, load_regions, network_keys, network_path, open_bank, open_reward, parse_range, pick_device)
 from eg3d_rlhf.generators.base import sample_id
 
 #----------------------------------------------------------------------------
@@ -33,7 +33,7 @@ from eg3d_rlhf.generators.base import sample_id
     metavar='template|published|landmarks|NPY', help=REGIONS_HELP)
 @click.option('--region-names', metavar='JSON', help='Names of the labels 0..K-1 of a .npy --regions volume')
 @click.option('--landmarks', 'landmarks_path', metavar='NPY', help='3-D landmarks [98, 3] in WFLW order, world units')
-@click.option('--landmark-margin', type=click.FloatRange(min=0), default=0.02, show_default=True,
+@click.option('--landmark-margin', type=FiniteRange(min=0), default=0.02, show_default=True,
     help='World units added on every side of a landmark group\'s box')
 @click.option('--permutations', type=click.IntRange(min=1), default=8, show_default=True,
     help='Shapley value sampling: random orders of the regions per sample')
@@ -41,7 +41,7 @@ from eg3d_rlhf.generators.base import sample_id
     help='Integrated Gradients: points on the path from baseline to input')
 @click.option('--meshes', type=click.IntRange(min=0), default=4, show_default=True,
     help='IG-coloured PLYs of this many samples')
-@click.option('--level', type=float, default=10.0, show_default=True, help='Sigma of the surface in meshes and pictures')
+@click.option('--level', type=FINITE, default=10.0, show_default=True, help='Sigma of the surface in meshes and pictures')
 @click.option('--outdir', required=True, metavar='REPORT', help='Report folder (report.html, report.json, PNGs, PLYs)')
 @click.option('--batch', type=click.IntRange(min=1), default=4, show_default=True, help='Samples explained per pass')
 @click.option('--draw-batch', type=click.IntRange(min=1), default=1, show_default=True,

@@ -7,8 +7,8 @@ import numpy as np
 import torch
 
 from eg3d_rlhf.analysis import embedding, report_plots
-from eg3d_rlhf.cli import (NETWORK_HELP, check_bank_grid, conditions_option, device_option, draw_slabs, network_keys,
-    network_path, open_bank, open_reward, parse_range, pick_device)
+from eg3d_rlhf.cli import (NETWORK_HELP, check_bank_grid, conditions_option, device_option, draw_slabs, FiniteRange,
+    network_keys, network_path, open_bank, open_reward, parse_range, pick_device)
 
 #----------------------------------------------------------------------------
 
@@ -24,7 +24,7 @@ from eg3d_rlhf.cli import (NETWORK_HELP, check_bank_grid, conditions_option, dev
 @click.option('--pca', 'pca_components', type=click.IntRange(min=2), default=50, show_default=True,
     help='PCA components before UMAP (fewer when there are fewer samples)')
 @click.option('--neighbors', type=click.IntRange(min=2), default=25, show_default=True, help="UMAP's n_neighbors")
-@click.option('--min-dist', type=click.FloatRange(min=0, max=1), default=0.1, show_default=True, help="UMAP's min_dist")
+@click.option('--min-dist', type=FiniteRange(min=0, max=1), default=0.1, show_default=True, help="UMAP's min_dist")
 @click.option('--k', type=click.IntRange(min=1), default=5, show_default=True, help='Neighbours of the k-NN separation')
 @click.option('--seed', type=int, default=0, show_default=True, help='Seed of PCA, UMAP and the k-NN folds')
 @click.option('--outdir', required=True, metavar='REPORT', help='Report folder (report.html, report.json, PNGs)')

@@ -6,8 +6,8 @@ import click
 
 from eg3d_rlhf.analysis import image_metrics
 from eg3d_rlhf.analysis.compare import SIDES, compare, load_reals
-from eg3d_rlhf.cli import (NETWORK_HELP, conditions_option, device_option, load_generator, network_keys, network_path,
-    open_reward, parse_range, pick_device)
+from eg3d_rlhf.cli import (NETWORK_HELP, conditions_option, device_option, FiniteRange, load_generator, network_keys,
+    network_path, open_reward, parse_range, pick_device)
 from eg3d_rlhf.data import annotators
 from eg3d_rlhf.data.preferences import LabelError
 
@@ -24,7 +24,7 @@ from eg3d_rlhf.data.preferences import LabelError
 @conditions_option
 @click.option('--labels', metavar='JSONL', help='Judgements of original-<id> vs tuned-<id> samples (ids as in banks)')
 @click.option('--annotator', metavar='oracle:NAME', help='Simulated annotator judging tuned vs original per seed')
-@click.option('--temperature', type=click.FloatRange(min=0), default=0.5, show_default=True, help="The annotator's noise")
+@click.option('--temperature', type=FiniteRange(min=0), default=0.5, show_default=True, help="The annotator's noise")
 @click.option('--res', 'resolution', type=click.IntRange(min=16), default=128, show_default=True,
     help="Cube resolution of the slabs the annotator judges")
 @click.option('--inception', metavar='PATH', help='Local feature network for FID/KID: a torch.export or TorchScript '

@@ -6,8 +6,8 @@ import click
 import numpy as np
 from tqdm import tqdm
 
-from eg3d_rlhf.cli import (NETWORK_HELP, conditions_option, device_option, load_generator, network_keys, network_path,
-    parse_range, pick_device)
+from eg3d_rlhf.cli import (FINITE, NETWORK_HELP, conditions_option, device_option, load_generator, network_keys,
+    network_path, parse_range, pick_device)
 from eg3d_rlhf.generators.base import sample_id
 from eg3d_rlhf.geometry import mesh
 from eg3d_rlhf.geometry.sigma import CubeGrid, eg3d_border_pad, flip_and_pad, slab_grid
@@ -21,13 +21,13 @@ from eg3d_rlhf.geometry.sigma import CubeGrid, eg3d_border_pad, flip_and_pad, sl
 @conditions_option
 @click.option('--res', 'resolution', type=click.IntRange(min=2), default=256, show_default=True, help='Points per cube axis, N')
 @click.option('--slab', is_flag=True, help='Sample only the published face slab of the N^3 cube')
-@click.option('--trunc', 'truncation_psi', type=float, default=1, show_default=True, help='Truncation psi (EG3D)')
+@click.option('--trunc', 'truncation_psi', type=FINITE, default=1, show_default=True, help='Truncation psi (EG3D)')
 @click.option('--trunc-cutoff', 'truncation_cutoff', type=int, default=14, show_default=True,
     help='Truncation cutoff (EG3D)')
 @click.option('--exact-grid', is_flag=True, help="Use gen_samples' off-grid create_samples coordinates (EG3D)")
 @click.option('--chunk', type=click.IntRange(min=1), default=2**18, show_default=True, help='Points decoded at once')
-@click.option('--level', type=float, default=10, show_default=True, help='Marching-cubes iso level of raw sigma')
-@click.option('--fov-deg', type=float, default=18.837, show_default=True, help='Conditioning camera field of view (EG3D)')
+@click.option('--level', type=FINITE, default=10, show_default=True, help='Marching-cubes iso level of raw sigma')
+@click.option('--fov-deg', type=FINITE, default=18.837, show_default=True, help='Conditioning camera field of view (EG3D)')
 @click.option('--outdir', help='Output folder', required=True, metavar='DIR')
 @click.option('--dry-run', is_flag=True, help='Print what would be written; load and write nothing')
 @device_option

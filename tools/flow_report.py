@@ -5,8 +5,8 @@ import os
 import click
 
 from eg3d_rlhf.analysis.flow_quality import flow_report
-from eg3d_rlhf.cli import (conditions_option, device_option, is_data_checkpoint, load_generator, network_keys, network_path,
-    parse_range, pick_device)
+from eg3d_rlhf.cli import (conditions_option, device_option, FiniteRange, is_data_checkpoint, load_generator,
+    network_keys, network_path, parse_range, pick_device)
 from eg3d_rlhf.generators import flow_heads
 from eg3d_rlhf.synthetic import flow_data
 
@@ -21,7 +21,7 @@ from eg3d_rlhf.synthetic import flow_data
     help='Cube resolution of the meshes whose components are counted')
 @click.option('--slab-res', type=click.IntRange(min=16), default=128, show_default=True,
     help='Cube resolution whose face slab the diversity figure compares')
-@click.option('--threshold', type=click.FloatRange(0, 1), default=0.9, show_default=True,
+@click.option('--threshold', type=FiniteRange(0, 1), default=0.9, show_default=True,
     help='A sample is one head when its largest component holds at least this share of the surface area')
 @click.option('--data-heads', type=click.IntRange(min=0), default=100, show_default=True,
     help="Training heads (the checkpoint config's first ones) the diversity figure is set against; 0: none")

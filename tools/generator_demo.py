@@ -9,7 +9,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from eg3d_rlhf.cli import NETWORK_HELP, load_generator, network_path
+from eg3d_rlhf.cli import FINITE, NETWORK_HELP, load_generator, network_path
 from eg3d_rlhf.generators.eg3d import EG3DGenerator
 from eg3d_rlhf.geometry import mesh, preview
 from eg3d_rlhf.geometry.sigma import CubeGrid, normalise_sigma_self, slab_grid
@@ -61,7 +61,7 @@ def render_eg3d(generator, seed, neural_res, outdir):
 @click.option('--condition', type=click.IntRange(min=0), help='Condition of a conditional (flow) generator  [default: 0]')
 @click.option('--res', 'resolution', type=click.IntRange(min=16), default=64, show_default=True, help='Cube resolution N for the sigma slab')
 @click.option('--neural-res', type=click.IntRange(min=8), help='Neural rendering resolution (EG3D)  [default: the network\'s own]')
-@click.option('--level', type=float, default=10, show_default=True, help='Marching-cubes iso level of raw sigma')
+@click.option('--level', type=FINITE, default=10, show_default=True, help='Marching-cubes iso level of raw sigma')
 @click.option('--dry-run', is_flag=True, help='Print what would be done; build and write nothing')
 def main(outdir, network_pkl, trust_pickle, seed, condition, resolution, neural_res, level, dry_run):
     """Render one face (image; EG3D also the raw image and depth), sample its sigma slab and mesh it; write PNGs,

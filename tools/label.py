@@ -6,7 +6,7 @@ import os
 import click
 
 import dnnlib
-from eg3d_rlhf.cli import open_bank
+from eg3d_rlhf.cli import FiniteRange, open_bank
 from eg3d_rlhf.data import labeling, scores
 from eg3d_rlhf.data.label_server import LOOPBACK, LabelServer, is_loopback
 from eg3d_rlhf.data.preferences import LabelError, load_judgements
@@ -62,7 +62,7 @@ def main():
     help=f'New pairs to judge  [default: {DEFAULT_PAIRS}, or every pair of a smaller bank]')
 @click.option('--active', is_flag=True, help='Pairs with the closest reward scores first (needs --reward-model)')
 @click.option('--reward-model', 'reward_path', metavar='PT', help='Reward checkpoint that orders the pairs for --active')
-@click.option('--repeat-rate', type=click.FloatRange(0, 1), default=0.05, show_default=True,
+@click.option('--repeat-rate', type=FiniteRange(0, 1), default=0.05, show_default=True,
     help='Share of pairs that are judged pairs again, sides swapped, for self-consistency')
 @click.option('--host', callback=check_host, metavar='ADDR', help=f'Address to listen on  [default: {LOOPBACK}]; '
     'anything else lets other machines in')

@@ -10,6 +10,7 @@ import click
 import numpy as np
 import PIL.Image
 
+from eg3d_rlhf.cli import FiniteRange
 from eg3d_rlhf.synthetic import dataset_writer
 
 #----------------------------------------------------------------------------
@@ -24,7 +25,7 @@ def main():
 @click.option('--count', type=click.IntRange(min=1), required=True, help='Number of images')
 @click.option('--resolution', type=click.IntRange(min=8, max=1024), default=64, show_default=True, help='Image size (a power of two)')
 @click.option('--seed', type=click.IntRange(min=0), default=0, show_default=True, help='Dataset seed; sample i is drawn from (seed, i)')
-@click.option('--defect-rate', type=click.FloatRange(0, 1), default=0.0, show_default=True, help='Fraction of heads with geometric defects')
+@click.option('--defect-rate', type=FiniteRange(0, 1), default=0.0, show_default=True, help='Fraction of heads with geometric defects')
 @click.option('--supersample', type=click.IntRange(1, 4), default=2, show_default=True, help='Anti-aliasing: render N x N rays per pixel')
 @click.option('--force', is_flag=True, help='Overwrite --out if it exists')
 @click.option('--dry-run', is_flag=True, help='Check the arguments and print what would be written; write nothing')

@@ -3,8 +3,8 @@
 import click
 from tqdm import tqdm
 
-from eg3d_rlhf.cli import (NETWORK_HELP, conditions_option, device_option, load_generator, network_keys, network_path,
-    parse_range, pick_device)
+from eg3d_rlhf.cli import (FINITE, NETWORK_HELP, conditions_option, device_option, load_generator, network_keys,
+    network_path, parse_range, pick_device)
 from eg3d_rlhf.data.bank import BankError, BankWriter, is_finished
 from eg3d_rlhf.generators.base import sample_id
 
@@ -16,13 +16,13 @@ from eg3d_rlhf.generators.base import sample_id
 @click.option('--trust-pickle', is_flag=True, help='Confirm you trust PKL: loading a pickle runs code stored in it')
 @click.option('--seeds', type=parse_range, required=True, metavar='LIST', help="Seeds, e.g. '0-999'")
 @conditions_option
-@click.option('--trunc', 'truncation_psi', type=float, default=0.7, show_default=True, help='Truncation psi (EG3D)')
+@click.option('--trunc', 'truncation_psi', type=FINITE, default=0.7, show_default=True, help='Truncation psi (EG3D)')
 @click.option('--trunc-cutoff', 'truncation_cutoff', type=int, default=14, show_default=True,
     help='Truncation cutoff (EG3D)')
 @click.option('--res', 'resolution', type=click.IntRange(min=16), default=256, show_default=True,
     help='Cube resolution N whose face slab is sampled (256 gives the published 128x141x129)')
 @click.option('--dtype', type=click.Choice(['float16', 'float32']), default='float16', show_default=True, help='Slab storage type')
-@click.option('--level', type=float, default=10, show_default=True, help='Raw sigma level drawn in the previews')
+@click.option('--level', type=FINITE, default=10, show_default=True, help='Raw sigma level drawn in the previews')
 @click.option('--preview-res', type=click.IntRange(min=16), default=192, show_default=True, help='Preview size in pixels')
 @click.option('--outdir', required=True, metavar='BANK', help='Bank folder (created; finished samples are kept)')
 @click.option('--dry-run', is_flag=True, help='Print what would be done; load and write nothing')

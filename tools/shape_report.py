@@ -3,8 +3,8 @@
 import click
 
 from eg3d_rlhf.analysis.shapes import shape_report
-from eg3d_rlhf.cli import (NETWORK_HELP, conditions_option, device_option, load_generator, network_keys, network_path,
-    parse_range, pick_device)
+from eg3d_rlhf.cli import (FINITE, NETWORK_HELP, conditions_option, device_option, FiniteRange, load_generator,
+    network_keys, network_path, parse_range, pick_device)
 
 #----------------------------------------------------------------------------
 
@@ -14,9 +14,9 @@ from eg3d_rlhf.cli import (NETWORK_HELP, conditions_option, device_option, load_
 @click.option('--seeds', type=parse_range, help="Seeds, e.g. '0-99'", default='0-99', show_default=True, metavar='LIST')
 @conditions_option
 @click.option('--res', 'resolution', type=click.IntRange(min=8), default=128, show_default=True, help='Points per cube axis')
-@click.option('--trunc', 'truncation_psi', type=float, default=0.7, show_default=True, help='Truncation psi (EG3D)')
-@click.option('--level', type=float, default=10, show_default=True, help='Iso level of raw sigma')
-@click.option('--threshold', type=click.FloatRange(0, 1), default=0.9, show_default=True,
+@click.option('--trunc', 'truncation_psi', type=FINITE, default=0.7, show_default=True, help='Truncation psi (EG3D)')
+@click.option('--level', type=FINITE, default=10, show_default=True, help='Iso level of raw sigma')
+@click.option('--threshold', type=FiniteRange(0, 1), default=0.9, show_default=True,
     help='A seed counts as one head when its largest component holds at least this share of the surface area')
 @click.option('--previews', type=click.IntRange(min=0), default=8, show_default=True, help='Seeds (the first ones) to draw')
 @click.option('--outdir', help='Output folder', required=True, metavar='DIR')

@@ -7,7 +7,7 @@ import numpy as np
 from tqdm import tqdm
 
 from eg3d_rlhf.analysis import report_plots, tails
-from eg3d_rlhf.cli import check_bank_grid, device_option, open_bank, open_reward, pick_device
+from eg3d_rlhf.cli import FINITE, check_bank_grid, device_option, open_bank, open_reward, pick_device
 
 #----------------------------------------------------------------------------
 
@@ -19,7 +19,7 @@ from eg3d_rlhf.cli import check_bank_grid, device_option, open_bank, open_reward
 @click.option('--flip-x', is_flag=True, help='Flip the cubes\' x axis first (gen_samples.py saves them flipped)')
 @click.option('--robust-normalise', is_flag=True,
     help="Map each cube's 1st..99.9th sigma percentiles onto the bank's before scoring")
-@click.option('--level', type=float, default=10.0, show_default=True, help='Sigma of the surface in pictures and meshes')
+@click.option('--level', type=FINITE, default=10.0, show_default=True, help='Sigma of the surface in pictures and meshes')
 @click.option('--outdir', required=True, metavar='REPORT', help='Report folder (report.html, report.json, PNGs, PLYs)')
 @click.option('--batch', type=click.IntRange(min=1), default=8, show_default=True, help='Slabs scored per pass')
 @click.option('--dry-run', is_flag=True, help='Check the inputs and print the plan; compute nothing')

@@ -7,7 +7,7 @@ import click
 
 import dnnlib
 from eg3d_rlhf.analysis import report_plots
-from eg3d_rlhf.cli import device_option, force_option, pick_device, refuse_overwrite, side_path
+from eg3d_rlhf.cli import device_option, FiniteRange, force_option, pick_device, refuse_overwrite, side_path
 from eg3d_rlhf.data import preferences, scores
 from eg3d_rlhf.data.bank import Bank, BankError
 from eg3d_rlhf.rewards import REWARDS, build_reward, fitting
@@ -53,11 +53,11 @@ def parse_model_config(ctx, param, value):
 @click.option('--epochs', type=click.IntRange(min=1), default=20, show_default=True, help='Most epochs')
 @click.option('--patience', type=click.IntRange(min=1), default=4, show_default=True, help='Early stopping: epochs without a better validation accuracy')
 @click.option('--batch', type=click.IntRange(min=2), default=16, show_default=True, help='Pairs (or samples, unpaired) per step')
-@click.option('--lr', type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True, help='Learning rate (AdamW)')
+@click.option('--lr', type=FiniteRange(min=0, min_open=True), default=1e-3, show_default=True, help='Learning rate (AdamW)')
 @click.option('--mirror/--no-mirror', default=True, show_default=True, help='Random left-right flips while training')
 @click.option('--centre/--no-centre', default=None, help='Subtract the training samples\' mean input first  [default: on for '
     f'the kinds that take a reference slab: {", ".join(k for k, c in REWARDS.items() if c.takes_reference)}]')
-@click.option('--reg-weight', type=click.FloatRange(min=0), default=1.0, show_default=True, help='Unpaired: weight of the score regression term')
+@click.option('--reg-weight', type=FiniteRange(min=0), default=1.0, show_default=True, help='Unpaired: weight of the score regression term')
 @click.option('--seed', type=int, default=0, show_default=True, help='Seed of the initial weights, batch order and flips')
 @click.option('--model-config', 'model_config', default='{}', show_default=True, callback=parse_model_config, metavar='JSON',
     help='Constructor arguments of the reward model, e.g. \'{"channels": [8, 16, 32, 64, 64], "hidden": 128}\'')
