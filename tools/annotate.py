@@ -60,7 +60,6 @@ def pairs(bank_dir, annotator, temperature, level, seed, scores_out, dry_run, fo
     \b
     python tools/annotate.py pairs --bank out/bank --annotator oracle:nose --pairs 4000 --out labels.jsonl
     """
-    refuse_overwrite(out, scores_out, force=force)
     bank = open_bank(bank_dir)
     groups = None
     if same_condition:
@@ -71,6 +70,7 @@ def pairs(bank_dir, annotator, temperature, level, seed, scores_out, dry_run, fo
     if num_pairs > limit:
         raise click.BadParameter(f'{num_pairs} pairs asked for, but {len(bank)} samples give only {limit}'
             + (' within their conditions' if groups else ''), param_hint='--pairs')
+    refuse_overwrite(out, scores_out, force=force)
     if dry_run:
         print(f'would score {len(bank)} samples of {bank_dir} with oracle:{annotator} and write {num_pairs} judgements '
             f'(temperature {temperature}, theta {theta}) to {out}')
