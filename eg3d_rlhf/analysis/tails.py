@@ -1,4 +1,4 @@
-"""The ends of a reward's scale and its reach: top and bottom samples, and sigma cubes of other generators scored."""
+"""Tails and transfer: a bank's best and worst samples by reward, and other generators' sigma cubes scored on its slab."""
 
 import os
 
@@ -10,103 +10,243 @@ from eg3d_rlhf.analysis import report_plots
 from eg3d_rlhf.geometry import mesh, preview
 
 #----------------------------------------------------------------------------
+# The tails of a bank: rank by score, picture and mesh the ends.
 
-def tails(ids, scores, k):
-    """(top, bottom): [(id, score)] of the k highest scores (highest first) and the k lowest (lowest first)."""
-    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind='stable')
-    k = min(k, len(order))
-    pick = lambda index: [(ids[i], float(scores[i])) for i in index]
-    return pick(order[:k]), pick(order[::-1][:k])
+STRIP_VIEWS = ('three_quarter', 'profile')     # Each sample of the strip, side by side (the profile shows the nose).
 
 
-def plot_strip(rows, slabs, grid, path, level=10.0, resolution=128):
-    """PNG of three-quarter surface previews: one row per (title, [(id, score)]), each sample labelled."""
+def score_bank(reward, bank, stats=None, batch=8, progress=None):
+    """numpy rewards [len(bank)] of the bank's raw slabs in id order, through the reward's own contract
+    (Reward.score_slabs), read one batch at a time; each slab is also added to `stats` (a SigmaStats) if given."""
+    slabs = (bank.slab(i) for i in bank.ids)
+    if stats is not None:
+        slabs = map(stats.add, slabs)
+    return reward.score_slabs(slabs, batch=batch, progress=progress)
+
+
+def rank(ids, scores, k):
+    """(top, bottom): [(id, score)] of the k highest scores (highest first) and of the k lowest (lowest first); equal
+    scores keep the ids' order."""
+    scores = np.asarray(scores, dtype=np.float64)
+    order = np.argsort(-scores, kind='stable')
+    low_first = np.argsort(scores, kind='stable')
+    k = min(int(k), len(order))
+    pick = lambda index: [(ids[i], float(scores[i])) for i in index[:k]]
+    return pick(order), pick(low_first)
+
+
+def sample_picture(slab, grid, level=10.0, resolution=128):
+    """uint8 grey picture of a raw slab's surface {sigma >= level}: STRIP_VIEWS side by side."""
+    views = preview.render_views(slab, grid, level, STRIP_VIEWS, resolution)
+    return preview.tile([views[name] for name in STRIP_VIEWS], len(STRIP_VIEWS))
+
+
+def plot_strip(rows, slabs, grid, path, level=10.0, resolution=128, title=''):
+    """PNG of shaded surface previews: one row per (row label, [(id, score)]), each sample titled with its id and
+    score; slabs maps id -> raw slab on `grid`; progress is left to the caller (a row of k takes 2k renders)."""
     plt = report_plots._pyplot()
     columns = max(len(items) for _, items in rows)
-    fig, axes = plt.subplots(len(rows), columns, figsize=(2.2 * columns, 2.5 * len(rows)), squeeze=False)
-    for r, (title, items) in enumerate(rows):
+    fig, axes = plt.subplots(len(rows), columns, figsize=(3.2 * columns, 1.95 * len(rows) + 0.4), squeeze=False)
+    for r, (label, items) in enumerate(rows):
         for c in range(columns):
             ax = axes[r][c]
             ax.set_axis_off()
             if c < len(items):
                 sample_id, score = items[c]
-                picture = preview.render_views(slabs[sample_id], grid, level, ('three_quarter',), resolution)
-                ax.imshow(picture['three_quarter'], cmap='gray', vmin=0, vmax=255)
-                ax.set_title(f'{sample_id}\nreward {score:+.2f}', fontsize=8)
-        axes[r][0].text(-0.08, 0.5, title, transform=axes[r][0].transAxes, rotation=90, va='center', ha='right')
+                ax.imshow(sample_picture(slabs[sample_id], grid, level, resolution), cmap='gray', vmin=0, vmax=255)
+                ax.set_title(f'{sample_id}  reward {score:+.3f}', fontsize=8)
+        axes[r][0].text(-0.04, 0.5, label, transform=axes[r][0].transAxes, rotation=90, va='center', ha='right')
+    if title:
+        fig.suptitle(title, fontsize=9)
     report_plots._save(fig, path)
 
 
 def write_meshes(items, slabs, grid, outdir, prefix, level=10.0):
-    """A PLY of each sample's surface {sigma = level}; returns the file names written (none for an empty surface)."""
-    written = []
-    for rank, (sample_id, _) in enumerate(items):
+    """A PLY of each (id, score)'s surface {sigma = level}, named PREFIX<rank>-<id>.ply; returns the names in the
+    order of items, None where the slab has no surface at that level."""
+    names = []
+    for rank_, (sample_id, _) in enumerate(items, start=1):
         verts, faces = mesh.extract_mesh(slabs[sample_id], grid, level)
-        if len(verts):
-            name = f'{prefix}{rank + 1}-{sample_id}.ply'
+        name = f'{prefix}{rank_}-{sample_id}.ply' if len(faces) else None
+        if name is not None:
             mesh.write_ply(os.path.join(outdir, name), verts, faces)
-            written.append(name)
-    return written
+        names.append(name)
+    return names
 
 #----------------------------------------------------------------------------
-# Sigma cubes of other generators: an N^3 raw-sigma cube in (x, y, z) order, as gen_samples.py writes (.npy, or
-# .mrc with its own axis order read as stored). gen_samples flips x before saving, hence flip_x.
+# Sigma cubes of other generators: an N^3 raw-sigma array in (x, y, z) order over the same box as the reward's grid
+# (cube_length), as EG3D's gen_samples.py writes it: .npy, or .mrc (it stores its numpy array as is, so the array is
+# read as stored and the MRC header's axis mapping is not applied). gen_samples flips x before saving, hence flip_x,
+# and overwrites int(30 * N / 256) voxels on every face with PAD_VALUE so that its meshes close.
+
+CUBE_FORMATS = ('.npy', '.mrc')
+PAD_VALUE = -1000.0
+
+
+def _one_line(err):
+    return ' '.join(str(err).split())
+
 
 def read_cube(path):
-    """float32 cube [N, N, N] from .npy or .mrc; ValueError naming the file when it is not one."""
+    """float32 cube [N, N, N] of a .npy or .mrc file; ValueError naming the file when it cannot be one."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in CUBE_FORMATS:
+        raise ValueError(f'{path}: unknown cube format {ext or "(no extension)"}; expected {" or ".join(CUBE_FORMATS)}')
     try:
-        if path.lower().endswith('.mrc'):
+        if ext == '.mrc':
             import mrcfile
-            with mrcfile.open(path, permissive=True) as f:
-                cube = np.asarray(f.data, dtype=np.float32)
+            with mrcfile.open(path, mode='r') as f:
+                cube = np.array(f.data, dtype=np.float32)
         else:
-            cube = np.load(path, allow_pickle=False).astype(np.float32)
-    except (OSError, ValueError, TypeError) as err:
-        raise ValueError(f'{path}: cannot read a sigma cube ({err})')
-    if cube.ndim != 3 or len(set(cube.shape)) != 1 or cube.shape[0] < 2:
-        raise ValueError(f'{path}: expected a cube [N, N, N], got {list(cube.shape)}')
-    if not np.isfinite(cube).all():
-        raise ValueError(f'{path}: the cube holds nan or inf')
+            cube = np.load(path, allow_pickle=False)
+            cube = np.asarray(cube, dtype=np.float32)
+    except (OSError, ValueError, TypeError, EOFError) as err:
+        raise ValueError(f'{path}: cannot be read as a sigma cube ({_one_line(err)})') from None
+    if cube.ndim != 3:
+        raise ValueError(f'{path}: expected a 3-D cube [N, N, N], got {cube.ndim}-D {list(cube.shape)}')
+    if len(set(cube.shape)) != 1 or cube.shape[0] < 2:
+        raise ValueError(f'{path}: expected a cube [N, N, N] with N >= 2, got {list(cube.shape)}')
+    bad = int(np.count_nonzero(~np.isfinite(cube)))
+    if bad:
+        raise ValueError(f'{path}: {bad} values are nan or inf; a sigma cube must be finite')
     return cube
 
 
-def cube_to_slab(cube, grid, flip_x=False):
-    """The slab of `grid` (a crop of a grid.resolution^3 cube over the same box) out of an N^3 cube: resampled
-    trilinearly to grid.resolution first when N differs (both grids put their first and last points on the box's
-    faces), then cropped."""
+def slab_box(grid, n):
+    """Index slices of an N^3 cube (over the same box) covering the slab of `grid`, widened to whole voxels."""
+    scale = (n - 1) / (grid.resolution - 1)
+    return tuple(slice(int(np.floor(a * scale + 1e-9)), int(np.ceil((b - 1) * scale - 1e-9)) + 1)
+        for a, b in zip(grid.start, grid.stop))
+
+
+def resample(cube, n):
+    """An N'^3 cube trilinearly resampled to n^3 (torch, align_corners=True: both grids put their first and last
+    points on the box's faces, as CubeGrid does); returned as is when it already is n^3."""
+    if cube.shape[0] == n:
+        return cube
+    x = torch.from_numpy(np.ascontiguousarray(cube, dtype=np.float32))[None, None]
+    return F.interpolate(x, size=(n, n, n), mode='trilinear', align_corners=True)[0, 0].numpy()
+
+
+def cube_to_slab(cube, grid, flip_x=False, reference=None):
+    """The raw slab [*grid.shape] of `grid` out of an N^3 cube (a crop; when N is not grid.resolution the cube is
+    first resampled to it trilinearly, see resample()). flip_x undoes gen_samples' flip. reference: a
+    volume_range() of our own slabs to robust-normalise onto (normalise()), done at the cube's own resolution before
+    resampling, so that gen_samples' padding is left out exactly and never blurred into the values."""
     cube = np.flip(cube, 0) if flip_x else cube
-    n = grid.resolution
-    if cube.shape[0] != n:
-        x = torch.from_numpy(np.array(cube, dtype=np.float32))[None, None]
-        cube = F.interpolate(x, size=(n, n, n), mode='trilinear', align_corners=True)[0, 0].numpy()
+    if reference is not None:
+        cube = normalise(cube, volume_range(cube[slab_box(grid, cube.shape[0])]), reference)
+    cube = resample(cube, grid.resolution)
     (x0, y0, z0), (x1, y1, z1) = grid.start, grid.stop
     return np.ascontiguousarray(cube[x0:x1, y0:y1, z0:z1], dtype=np.float32)
 
+#----------------------------------------------------------------------------
+# Robust normalisation. Another generator's raw sigma has its own scale and offset (another activation, another
+# density bias; EG3D-FFHQ's raw sigma reaches the hundreds, our demo's lies within about -15..35), plus gen_samples'
+# -1000 padding. A slab's robust range is its 1st and 99.9th percentiles (not its min and max: single spikes and the
+# padding would set those) with the padding left out, plus its min and max. A cube is mapped linearly so that its
+# robust range lands on the median robust range of our bank's slabs, then clipped to their median [min, max], so
+# padding and spikes read as our empty space and our densest interior. A reward that min-max normalises each slab
+# (the bundled ones: 'self_minmax') ignores the linear part; for it the clip is what counts.
 
-def robust_normalise(values, reference, low=1.0, high=99.9):
-    """values mapped linearly so that their low..high percentiles land on the reference's (a source whose sigma has
-    another scale or offset, e.g. another generator's activation, then reads like ours)."""
-    a, b = np.percentile(values, [low, high])
-    c, d = np.percentile(reference, [low, high])
-    if b <= a:
-        raise ValueError('the cube is constant between its 1st and 99.9th percentiles; it cannot be normalised')
-    return ((np.asarray(values, dtype=np.float32) - a) * ((d - c) / (b - a)) + c).astype(np.float32)
+PERCENTILES = (1.0, 99.9)
 
 
-def plot_sigma_histograms(sources, path, bins=60):
-    """Log-log histogram PNG of the positive sigma values of each {source name: array}."""
+def volume_range(volume, percentiles=PERCENTILES, ignore=PAD_VALUE):
+    """{'low', 'high', 'min', 'max'} of a volume's values other than `ignore` (low and high: the percentiles)."""
+    values = np.asarray(volume, dtype=np.float32).ravel()
+    values = values[values != ignore]
+    if not len(values):
+        raise ValueError(f'every value is the padding {ignore:g}')
+    low, high = np.percentile(values, percentiles)
+    return dict(low=float(low), high=float(high), min=float(values.min()), max=float(values.max()))
+
+
+def normalise(volume, source, reference):
+    """volume mapped linearly so that source's robust range (volume_range) lands on reference's, then clipped to
+    reference's [min, max]."""
+    a, b, c, d = source['low'], source['high'], reference['low'], reference['high']
+    if not b > a:
+        raise ValueError(f'its sigma is constant between the {PERCENTILES[0]:g}th and {PERCENTILES[1]:g}th percentiles '
+            f'({a:g}); it cannot be normalised')
+    mapped = (np.asarray(volume, dtype=np.float32) - a) * np.float32((d - c) / (b - a)) + np.float32(c)
+    return np.clip(mapped, reference['min'], reference['max']).astype(np.float32)
+
+#----------------------------------------------------------------------------
+# Positive sigma per source, streamed (a bank may not fit in memory): histogram counts on fixed log bins, and
+# every volume's robust range. The bins reach below float16's smallest subnormal (6e-8; banks may store float16).
+
+HISTOGRAM_EDGES = np.geomspace(1e-8, 1e6, 14 * 4 + 1)     # 4 bins per decade.
+
+
+class SigmaStats:
+    """Statistics of one source's raw sigma volumes, added one at a time."""
+
+    def __init__(self,
+        edges       = HISTOGRAM_EDGES,  # Bin edges for positive sigma; values outside them are counted apart.
+        percentiles = PERCENTILES,      # The robust range of each volume (volume_range).
+    ):
+        self.edges, self.percentiles = np.asarray(edges, dtype=np.float64), percentiles
+        self.counts = np.zeros(len(self.edges) - 1, dtype=np.int64)
+        self.values, self.padding, self.outside, self.ranges = 0, 0, 0, []
+
+    def add(self, volume):
+        """Count a volume's positive values and padding, keep its robust range; returns the volume."""
+        v = np.asarray(volume, dtype=np.float32).ravel()
+        positive = v[v > 0]
+        counts = np.histogram(positive, self.edges)[0]
+        self.counts += counts
+        self.outside += len(positive) - int(counts.sum())
+        self.values += len(v)
+        self.padding += int(np.count_nonzero(v == PAD_VALUE))
+        self.ranges.append(volume_range(v, self.percentiles))
+        return volume
+
+    @property
+    def positive(self):
+        return int(self.counts.sum()) + self.outside
+
+    def range(self):
+        """The median over the volumes of each entry of their robust ranges."""
+        return {key: float(np.median([r[key] for r in self.ranges])) for key in ('low', 'high', 'min', 'max')}
+
+    def density(self):
+        """(bin centres, probability density of the positive values per unit sigma; nan in empty bins). Values
+        outside the bins count in the total, so a source's curve integrates to its share inside them."""
+        centres = np.sqrt(self.edges[:-1] * self.edges[1:])
+        density = self.counts / max(self.positive, 1) / np.diff(self.edges)
+        return centres, np.where(self.counts > 0, density, np.nan)
+
+    def summary(self):
+        return dict(volumes=len(self.ranges), values=self.values, positive=self.positive,
+            positive_fraction=self.positive / max(self.values, 1), positive_outside_bins=self.outside,
+            padding=self.padding, range=self.range())
+
+
+def plot_sigma_histograms(curves, path, title='Positive raw sigma per source'):
+    """Log-log histogram PNG: per (label, SigmaStats, SigmaStats after normalising or None), a solid line as read
+    and a dashed one in the same colour as normalised. Empty bins are skipped, not drawn as zero."""
     plt = report_plots._pyplot()
-    positive = {name: np.asarray(v, dtype=np.float64).ravel() for name, v in sources.items()}
-    positive = {name: v[v > 0] for name, v in positive.items()}
-    found = [v for v in positive.values() if len(v)]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    if found:
-        lo, hi = min(v.min() for v in found), max(v.max() for v in found)
-        edges = np.geomspace(lo, hi * (1 + 1e-9), bins + 1)
-        for name, v in positive.items():
-            counts, _ = np.histogram(v, edges)
-            density = counts / max(len(v), 1) / np.diff(edges)
-            ax.loglog(np.sqrt(edges[:-1] * edges[1:]), np.where(density > 0, density, np.nan), label=f'{name} ({len(v):,})')
-    ax.set(xlabel='sigma (positive values)', ylabel='density', title='positive sigma per source')
-    ax.legend(loc='best', fontsize=8)
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    used = []
+    for index, (label, stats, normalised) in enumerate(curves):
+        colour = f'C{index % 10}'
+        for line, style, name in ((stats, '-', label), (normalised, '--', f'{label}, normalised')):
+            if line is None or not line.positive:
+                continue
+            x, y = line.density()
+            keep = np.isfinite(y)
+            ax.loglog(x[keep], y[keep], style, color=colour, marker='.', markersize=3, linewidth=1.2,
+                label=f'{name} ({line.positive:,} of {line.values:,} values > 0)')
+            used.append(x[keep])
+    if used:
+        span = np.concatenate(used)
+        ax.set_xlim(span.min() / 2, span.max() * 2)
+        ax.legend(loc='best', fontsize=7)
+    else:
+        ax.text(0.5, 0.5, 'no positive sigma in any source', transform=ax.transAxes, ha='center')
+    ax.set(xlabel='raw sigma (positive values, log bins)', ylabel='probability density', title=title)
+    ax.grid(True, which='major', alpha=0.3)
     report_plots._save(fig, path)
+
+#----------------------------------------------------------------------------
