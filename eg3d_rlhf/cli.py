@@ -22,6 +22,9 @@ class FiniteRange(click.FloatRange):
     """click.FloatRange that also refuses nan and inf (a nan --kimg never ends; a nan weight poisons every step)."""
     name = 'finite float'
 
+    def _describe_range(self):
+        return super()._describe_range() if (self.min, self.max) != (None, None) else ''
+
     def convert(self, value, param, ctx):
         rv = super().convert(value, param, ctx)
         if not math.isfinite(rv):
