@@ -97,3 +97,61 @@ def test_non_finite_numbers_are_refused(tool, args, flag, tmp_path):
     named = f"Invalid value for '{flag}'" in out.stderr or f'{flag}=nan: expected a finite number' in out.stderr
     assert out.returncode == 2 and named, out.stderr
     assert 'Traceback' not in out.stderr and not os.listdir(tmp_path)
+
+#----------------------------------------------------------------------------
+# Banks and label files that are not what they claim.
+
+def test_banks_refuse_non_finite_slabs_on_write_and_read(tiny_pair, tmp_path):
+    import numpy as np
+    import torch
+    from eg3d_rlhf.cli import load_generator
+    from eg3d_rlhf.data.bank import Bank, BankError, BankWriter
+    G = load_generator(tiny_pair[0], torch.device('cpu'))
+    writer = BankWriter(str(tmp_path / 'bank'), G, resolution=24, dtype='float32', preview_res=16)
+    writer.open()
+    writer.write(0)
+    field = G.field
+    G.field = lambda seeds, condition=None: type('F', (), {'sample_grid': lambda self, grid: torch.full(
+        [1, *grid.shape], float('nan'))})()
+    with pytest.raises(BankError, match='seed000001: the generator.s slab holds nan or inf; nothing written'):
+        writer.write(1)
+    assert not (tmp_path / 'bank' / 'seed000001').exists()
+    G.field = field
+    slab = tmp_path / 'bank' / 'seed000000' / 'sigma_slab.npy'
+    bad = np.load(slab)
+    bad[0, 0, 0] = np.inf
+    np.save(slab, bad)
+    with pytest.raises(BankError, match=r'sigma_slab.npy: holds nan or inf; redraw the sample'):
+        Bank(str(tmp_path / 'bank')).slab('seed000000')
+    slab.write_bytes(b'\x93NUMPY broken')
+    with pytest.raises(BankError, match=r'sigma_slab.npy: cannot be read'):
+        Bank(str(tmp_path / 'bank')).slab('seed000000')
+
+
+@pytest.mark.parametrize('content, message', [
+    (b'\xff\xfe{"a": 1}\n', 'not UTF-8 text'),
+    (b'[' * 100000 + b'\n', 'nested too deeply'),
+    (b'{"a": "x", "b": "y"\n', 'not JSON'),
+])
+def test_label_files_that_are_not_text_or_too_deep_are_refused(tmp_path, content, message):
+    from eg3d_rlhf.data import preferences
+    path = tmp_path / 'labels.jsonl'
+    path.write_bytes(content)
+    with pytest.raises(preferences.LabelError, match=message) as err:
+        preferences.load_judgements(str(path))
+    assert str(path) in str(err.value)
+
+
+def test_train_reward_on_a_bank_with_a_nan_slab_stops_in_one_line(balls, tiny_models, tmp_path):
+    import shutil
+    import numpy as np
+    bank = tmp_path / 'bank'
+    shutil.copytree(balls['bank'], bank)
+    first = sorted(p for p in bank.iterdir() if p.is_dir())[0]
+    slab = np.load(first / 'sigma_slab.npy')
+    slab[1, 1, 1] = np.nan
+    np.save(first / 'sigma_slab.npy', slab)
+    result = CliRunner().invoke(train_reward.main, ['--device', 'cpu', '--bank', str(bank), '--labels', balls['labels'],
+        '--epochs', 1, '--out', str(tmp_path / 'r.pt')])
+    refused_in_one_line(result, 'sigma_slab.npy: holds nan or inf')
+    assert not (tmp_path / 'r.pt').exists()

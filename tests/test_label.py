@@ -396,6 +396,17 @@ def test_symlinks_out_of_the_bank_are_never_followed(tmp_path):
         assert status == 200 and data == (tmp_path / 'bank' / 'seed000003' / 'image.png').read_bytes()
 
 
+def test_a_silent_client_is_dropped(tmp_path, monkeypatch):
+    monkeypatch.setattr(label_server.Handler, 'timeout', 1)
+    bank_dir = fake_bank(tmp_path / 'bank')
+    with Running(bank_dir, tmp_path / 'l.jsonl') as s:
+        conn = socket.create_connection(('127.0.0.1', s.port), timeout=10)
+        conn.sendall(b'GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n')          # Headers never finished.
+        assert conn.recv(1024) == b''                                       # Closed by the server after 1 s.
+        conn.close()
+        assert request(s.port, 'GET', '/api/state')[0] == 200               # Still serving everyone else.
+
+
 def test_only_its_own_host_names_are_answered(tmp_path):
     bank_dir = fake_bank(tmp_path / 'bank')
     with Running(bank_dir, tmp_path / 'l.jsonl') as s:

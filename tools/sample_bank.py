@@ -53,8 +53,11 @@ def main(network_pkl, trust_pickle, seeds, conditions, truncation_psi, truncatio
         writer.open()
     except BankError as err:
         raise click.ClickException(str(err))
-    for seed, condition in tqdm(todo, desc='bank', unit='sample'):
-        writer.write(seed, condition)
+    try:
+        for seed, condition in tqdm(todo, desc='bank', unit='sample'):
+            writer.write(seed, condition)
+    except BankError as err:                        # Finished samples stay; a rerun resumes after them.
+        raise click.ClickException(str(err))
     print(f'{outdir}: {len(todo)} samples written, {len(keys) - len(todo)} were already there')
 
 #----------------------------------------------------------------------------

@@ -101,9 +101,12 @@ def main(bank_dir, labels_path, good_path, bad_path, kind, out, truth_path, frac
     options = fitting.FitOptions(epochs=epochs, patience=patience, batch=batch, lr=lr, ties=ties, mirror=mirror,
         reg_weight=reg_weight, seed=seed)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with fitting.MetricsLog(side_path(out, '.metrics.jsonl')) as log:
-        model, fitted = fitting.fit_reward(kind, bank, labels, spec, options, model_config=model_config, centre=centre,
-            truth=truth, device=device, log=log)
+    try:
+        with fitting.MetricsLog(side_path(out, '.metrics.jsonl')) as log:
+            model, fitted = fitting.fit_reward(kind, bank, labels, spec, options, model_config=model_config,
+                centre=centre, truth=truth, device=device, log=log)
+    except BankError as err:                                    # A slab that cannot be read, or is not finite.
+        raise click.ClickException(str(err))
     for key, name in (('test_labels', 'on test labels'), ('test_truth', 'against --truth (all test-sample pairs)')):
         if key in fitted['held_out']:
             print(f'held-out accuracy {name}: {fitting.describe_held_out(fitted["held_out"][key])}')

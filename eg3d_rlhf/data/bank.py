@@ -84,8 +84,15 @@ class Bank:
         return grid_from_meta(self.meta(sample_id)['slab'])
 
     def slab(self, sample_id):
-        """Raw sigma [X, Y, Z] as float32."""
-        return np.load(self.path(sample_id, SLAB_FILE)).astype(np.float32)
+        """Raw sigma [X, Y, Z] as float32; BankError naming the file when it cannot be read or is not finite."""
+        path = self.path(sample_id, SLAB_FILE)
+        try:
+            slab = np.load(path, allow_pickle=False).astype(np.float32)
+        except (OSError, ValueError) as err:
+            raise BankError(f'{path}: cannot be read ({err}); redraw the sample (delete its meta.json and resume)')
+        if not np.isfinite(slab).all():
+            raise BankError(f'{path}: holds nan or inf; redraw the sample (delete its meta.json and resume)')
+        return slab
 
     def array(self, sample_id, name):
         """An array the generator kept beside the slab (<name>.npz, e.g. 'asset'), read without pickles."""
@@ -156,12 +163,16 @@ class BankWriter:
         clash = sorted(set(meta) & set(self.settings))
         if clash:
             raise BankError(f'{type(g).__name__}: sample_meta and the bank settings both name {", ".join(clash)}')
-        folder = os.path.join(self.root, g.sample_id(seed, condition))
-        os.makedirs(folder, exist_ok=True)
         picture = g.picture(seed, condition)
         sigma = g.field([seed], condition).sample_grid(self.grid)[0].cpu().numpy()
+        stored = sigma.astype(self.dtype)
+        if not np.isfinite(stored).all():
+            hint = ' (finite before float16 storage: use --dtype float32)' if np.isfinite(sigma).all() else ''
+            raise BankError(f'{g.sample_id(seed, condition)}: the generator\'s slab holds nan or inf{hint}; nothing written')
+        folder = os.path.join(self.root, g.sample_id(seed, condition))
+        os.makedirs(folder, exist_ok=True)
         with dnnlib.util.atomic_write(os.path.join(folder, SLAB_FILE), 'wb') as f:
-            np.save(f, sigma.astype(self.dtype))
+            np.save(f, stored)
         preview.save_picture(picture, os.path.join(folder, IMAGE_FILE))
         for name, array in g.sample_arrays(seed, condition).items():
             with dnnlib.util.atomic_write(os.path.join(folder, f'{name}.npz'), 'wb') as f:

@@ -22,6 +22,7 @@ SERVED = frozenset([preview_file(v) for v in VIEWS] + [IMAGE_FILE])  # The only 
 SAMPLE_FILE = re.compile(r'/bank/([A-Za-z0-9_.-]+)/([a-z_]+\.png)')   # Matched on the raw path: nothing is decoded.
 LOOPBACK = '127.0.0.1'
 MAX_BODY = 4096
+REQUEST_TIMEOUT = 30         # Seconds a connection may stay silent.
 
 
 class LabelServer(http.server.ThreadingHTTPServer):
@@ -52,6 +53,7 @@ class LabelServer(http.server.ThreadingHTTPServer):
 
 class Handler(http.server.BaseHTTPRequestHandler):
     server_version = 'eg3d-rlhf-label'
+    timeout = REQUEST_TIMEOUT                           # A client that stalls mid-request is dropped, not waited on.
 
     def log_message(self, format, *args):               # Quiet: the terminal shows progress, not every picture.
         pass

@@ -52,6 +52,8 @@ def _json_object(text, where):
         d = json.loads(text)
     except json.JSONDecodeError as err:
         raise LabelError(f'{where}: not JSON ({err.msg})') from None
+    except RecursionError:
+        raise LabelError(f'{where}: JSON nested too deeply to be a judgement') from None
     if not isinstance(d, dict):
         raise LabelError(f'{where}: expected a JSON object, got {type(d).__name__}')
     return d
@@ -95,6 +97,17 @@ def is_repeat(j):
     return j.extra.get('repeat') is True
 
 
+def _utf8_lines(f, path):
+    """The lines of a text file opened as UTF-8; LabelError naming the file where it is not (the line is approximate:
+    text is decoded in chunks)."""
+    lineno = 0
+    try:
+        for lineno, text in enumerate(f, start=1):
+            yield text
+    except UnicodeDecodeError as err:
+        raise LabelError(f'{path}: not UTF-8 text after line {lineno} ({err.reason}); save it as UTF-8') from None
+
+
 def load_judgements(path, known_ids=None, repeats=False):
     """Every judgement in a JSONL file, validated: bad lines, self-pairs, ids outside known_ids (when given) and
     the same annotator judging the same pair twice are LabelErrors with line numbers. Blank lines are skipped.
@@ -107,7 +120,7 @@ def load_judgements(path, known_ids=None, repeats=False):
     known = None if known_ids is None else set(known_ids)
     live, by_id, first_seen = {}, {}, {}         # live: line number -> Judgement, in file order.
     with open(path, encoding='utf-8') as f:
-        for lineno, text in enumerate(f, start=1):
+        for lineno, text in enumerate(_utf8_lines(f, path), start=1):
             if not text.strip():
                 continue
             where = f'{path}:{lineno}'
@@ -251,7 +264,7 @@ def read_id_list(path):
     """Sample ids in a plain list, one per line: an id, or a bare seed number (-> seedNNNNNN); '#' starts a comment."""
     ids = []
     with open(path, encoding='utf-8') as f:
-        for lineno, text in enumerate(f, start=1):
+        for lineno, text in enumerate(_utf8_lines(f, path), start=1):
             text = text.split('#', 1)[0].strip()
             if not text:
                 continue
