@@ -154,4 +154,11 @@ def test_train_reward_on_a_bank_with_a_nan_slab_stops_in_one_line(balls, tiny_mo
     result = CliRunner().invoke(train_reward.main, ['--device', 'cpu', '--bank', str(bank), '--labels', balls['labels'],
         '--epochs', 1, '--out', str(tmp_path / 'r.pt')])
     refused_in_one_line(result, 'sigma_slab.npy: holds nan or inf')
-    assert not (tmp_path / 'r.pt').exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['bank']
+
+
+def test_train_reward_that_diverges_writes_no_checkpoint(balls, tiny_models, tmp_path):
+    result = CliRunner().invoke(train_reward.main, ['--device', 'cpu', '--bank', balls['bank'], '--labels', balls['labels'],
+        '--epochs', 2, '--lr', '1e30', '--out', str(tmp_path / 'r.pt')])
+    refused_in_one_line(result, 'reward training diverged at step')
+    assert not list(tmp_path.iterdir())                         # No checkpoint, and nothing a rerun would trip on.

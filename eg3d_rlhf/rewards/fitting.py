@@ -189,6 +189,9 @@ class RewardFitter:
                     loss, m = self.unpaired_loss(items, train['labels'])
                 else:
                     loss, m = self.pair_loss([p for k, p in items if k == 'pair'], [p for k, p in items if k == 'tie'])
+                if not torch.isfinite(loss):             # Stop before NaN reaches the weights (and the checkpoint).
+                    raise FloatingPointError(f'reward training diverged at step {self.step} (loss {float(loss)}); '
+                        'lower --lr, or check the bank and labels')
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
                 self.opt.step()
