@@ -1,5 +1,6 @@
 """Click helpers shared by the command-line tools: seed lists, devices, generator loading (trusted pickles or data)."""
 
+import contextlib
 import itertools
 import math
 import os
@@ -92,6 +93,14 @@ def open_bank(path):
     try:
         return Bank(path)
     except BankError as err:
+        raise click.ClickException(str(err))
+
+@contextlib.contextmanager
+def one_line_errors(*kinds):
+    """Exceptions of `kinds` raised in the block (their messages name the file) become one-line click errors."""
+    try:
+        yield
+    except kinds as err:
         raise click.ClickException(str(err))
 
 def open_reward(path, device):

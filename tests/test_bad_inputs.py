@@ -162,3 +162,26 @@ def test_train_reward_that_diverges_writes_no_checkpoint(balls, tiny_models, tmp
         '--epochs', 2, '--lr', '1e30', '--out', str(tmp_path / 'r.pt')])
     refused_in_one_line(result, 'reward training diverged at step')
     assert not list(tmp_path.iterdir())                         # No checkpoint, and nothing a rerun would trip on.
+
+
+def test_analysis_tools_refuse_a_bank_with_a_nan_slab_in_one_line(tiny_pair, tmp_path):
+    import numpy as np
+    import torch
+    from eg3d_rlhf.cli import load_generator
+    from eg3d_rlhf.data.bank import BankWriter
+    from tools import attribute, embed, tails
+    writer = BankWriter(str(tmp_path / 'bank'), load_generator(tiny_pair[0], torch.device('cpu')), resolution=24,
+        dtype='float32', preview_res=16)
+    writer.open()
+    for seed in range(4):
+        writer.write(seed)
+    slab = tmp_path / 'bank' / 'seed000002' / 'sigma_slab.npy'
+    bad = np.load(slab)
+    bad[3, 3, 3] = np.nan
+    np.save(slab, bad)
+    before = digest(slab)
+    common = ['--bank', str(tmp_path / 'bank'), '--reward-model', tiny_pair[2]]
+    for tool, args in ((attribute, ['--outdir', str(tmp_path / 'a')]), (embed, ['--outdir', str(tmp_path / 'e')]),
+            (tails, ['--outdir', str(tmp_path / 't')])):
+        refused_in_one_line(CliRunner().invoke(tool.main, common + args), 'sigma_slab.npy: holds nan or inf')
+    assert digest(slab) == before

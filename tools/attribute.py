@@ -9,7 +9,9 @@ from tqdm import tqdm
 
 from eg3d_rlhf.analysis import attribution
 from eg3d_rlhf.cli import (FINITE, NETWORK_HELP, REGIONS_HELP, check_bank_grid, conditions_option, device_option,
-    draw_slabs, FiniteRange, load_regions, network_keys, network_path, open_bank, open_reward, parse_range, pick_device)
+    draw_slabs, FiniteRange, load_regions, network_keys, network_path, one_line_errors, open_bank, open_reward,
+    parse_range, pick_device)
+from eg3d_rlhf.data.bank import BankError
 from eg3d_rlhf.generators.base import sample_id
 
 #----------------------------------------------------------------------------
@@ -92,9 +94,8 @@ def main(reward_path, original_pkl, tuned_pkl, trust_pickle, seeds, conditions, 
         inputs = draw_slabs(tuned_pkl, keys, reward.grid, device, batch, draw_batch)
         mean_slab = baselines.mean(0).numpy()
     else:
-        inputs = torch.from_numpy(np.stack([bank.slab(i) for i in ids]))
-        if not torch.isfinite(inputs).all():
-            raise click.ClickException(f'{bank_path}: a slab holds nan or inf; redraw it')
+        with one_line_errors(BankError):                 # A slab that cannot be read or is not finite.
+            inputs = torch.from_numpy(np.stack([bank.slab(i) for i in ids]))
         mean_slab = inputs.mean(0).numpy()
         base = torch.from_numpy(mean_slab) if reference == 'mean' else torch.full_like(inputs[0], float(inputs.min()))
         baselines = base.expand_as(inputs).clone()

@@ -8,7 +8,8 @@ import torch
 
 from eg3d_rlhf.analysis import embedding, report_plots
 from eg3d_rlhf.cli import (NETWORK_HELP, check_bank_grid, conditions_option, device_option, draw_slabs, FiniteRange,
-    network_keys, network_path, open_bank, open_reward, parse_range, pick_device)
+    network_keys, network_path, one_line_errors, open_bank, open_reward, parse_range, pick_device)
+from eg3d_rlhf.data.bank import BankError
 
 #----------------------------------------------------------------------------
 
@@ -66,7 +67,8 @@ def main(reward_path, original_pkl, tuned_pkl, bank_path, trust_pickle, seeds, c
     if original_pkl is not None:
         slabs = [draw_slabs(p, keys, reward.grid, device, batch, draw_batch) for p in paths]
     else:
-        slabs = [torch.from_numpy(np.stack(list(bank.slabs().values())))]
+        with one_line_errors(BankError):                 # A slab that cannot be read or is not finite.
+            slabs = [torch.from_numpy(np.stack(list(bank.slabs().values())))]
     feats = [embedding.reward_features(reward, s, batch=batch) for s in slabs]
     os.makedirs(outdir, exist_ok=True)
     out = lambda name: os.path.join(outdir, name)

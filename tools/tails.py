@@ -6,7 +6,8 @@ import click
 from tqdm import tqdm
 
 from eg3d_rlhf.analysis import report_plots, tails
-from eg3d_rlhf.cli import FINITE, check_bank_grid, device_option, open_bank, open_reward, pick_device
+from eg3d_rlhf.cli import FINITE, check_bank_grid, device_option, one_line_errors, open_bank, open_reward, pick_device
+from eg3d_rlhf.data.bank import BankError
 from eg3d_rlhf.data.scores import write_scores
 from eg3d_rlhf.synthetic import demo
 
@@ -108,11 +109,11 @@ def main(bank_path, reward_path, k, cubes, flip_x, robust_normalise, level, prev
     os.makedirs(outdir, exist_ok=True)
 
     bank_stats = tails.SigmaStats()
-    with tqdm(total=len(bank), desc='scoring the bank', unit='sample') as bar:
+    with one_line_errors(BankError), tqdm(total=len(bank), desc='scoring the bank', unit='sample') as bar:
         scores = tails.score_bank(reward, bank, stats=bank_stats, batch=batch, progress=bar.update)
     write_scores(os.path.join(outdir, 'scores.csv'), dict(zip(bank.ids, scores.tolist())))
     top, bottom = tails.rank(bank.ids, scores, k)
-    shown = bank.slabs(sorted({i for i, _ in top + bottom}))
+    shown = bank.slabs(sorted({i for i, _ in top + bottom}))    # Read once already: they are finite.
     with tqdm(total=2, desc='strip and meshes', unit='step') as bar:
         tails.plot_strip([(f'top {len(top)}', top), (f'bottom {len(bottom)}', bottom)], shown, reward.grid,
             os.path.join(outdir, 'tails.png'), level, preview_res,
