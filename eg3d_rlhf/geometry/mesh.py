@@ -75,9 +75,10 @@ def write_ply(path, verts, faces, binary=True, colors=None):
             rows['idx'] = faces
             f.write(rows.tobytes())
         else:
-            text = [' '.join(f'{v:.7g}' for v in row['xyz']) + ('' if colors is None else ' ' + ' '.join(map(str, row['rgb'])))
-                for row in vertex]
-            f.write(''.join(line + '\n' for line in text).encode('ascii'))
+            if colors is None:
+                np.savetxt(f, verts, fmt='%.7g')
+            else:
+                np.savetxt(f, np.concatenate([verts, vertex['rgb']], axis=1), fmt=['%.7g'] * 3 + ['%d'] * 3)
             np.savetxt(f, np.concatenate([np.full([len(faces), 1], 3), faces], axis=1), fmt='%d')
 
 def write_obj(path, verts, faces):
