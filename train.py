@@ -16,11 +16,15 @@ from eg3d_rlhf import cli
 from eg3d_rlhf.finetune import circular_config
 from eg3d_rlhf.finetune import circular_run
 from eg3d_rlhf.finetune import config as reward_options
+from eg3d_rlhf.finetune import panel
+from eg3d_rlhf.generators.base import file_sha256, seed_ranges
 from eg3d_rlhf.generators import flow_heads
 from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward
 from eg3d_rlhf.synthetic import demo
 from training import distributed
+from training import legacy
 from training import presets
+from training.dataset import DatasetError
 from training import training_loop
 
 #----------------------------------------------------------------------------
@@ -126,6 +130,9 @@ def launch_training(c, desc, outdir, dry_run):
             torch.distributed.destroy_process_group()
         return
 
+    problem = cli.writable_problem(outdir, 'dir')                       # The demo's default --outdir included.
+    if problem is not None:
+        raise click.ClickException(f'--outdir: {problem}; choose another')
     c.run_dir = next_run_dir(outdir, desc)
     assert not os.path.exists(c.run_dir)
     print_options(c)
@@ -134,7 +141,40 @@ def launch_training(c, desc, outdir, dry_run):
         return
     create_run_dir(c)
     print('Launching processes...')
-    distributed.spawn(run_process, num_processes=c.num_gpus, device_type=c.device, args=(c,))
+    try:
+        distributed.spawn(run_process, num_processes=c.num_gpus, device_type=c.device, args=(c,))
+    except (training_loop.TrainingStopped, training_loop.ResumeError) as err:
+        raise click.ClickException(str(err))
+
+#----------------------------------------------------------------------------
+# Resume, checked before anything is written: the pickle loads, its networks are the ones the options build (a changed
+# --map-depth would otherwise leave layers at random), and a reward run's snapshot keeps its evidence's anchor.
+
+def check_resume(c):
+    """Check c.resume_pkl against the options and fill in c.resume_kimg (the snapshot's own kimg unless given);
+    one-line click errors naming the file and the fix."""
+    if c.get('resume_pkl') is None:
+        return
+    try:
+        data = legacy.load_network_pkl(c.resume_pkl, trust=c.trust_resume_pkl)
+    except (OSError, ValueError) as err:
+        raise click.ClickException(f'--resume: {err}')
+    unrendered_demo = c.training_set_kwargs.path == demo.dataset_path() and demo.dataset_problem() is not None
+    if not unrendered_demo:                                         # (Only in a dry run: a real run renders it first.)
+        training_set = dnnlib.util.construct_class_by_name(**c.training_set_kwargs)
+        networks = dict(zip(['G', 'D', 'G_ema'], training_loop.build_networks(training_set, c.G_kwargs, c.D_kwargs, 'cpu')))
+        problem = training_loop.architecture_mismatch(data, networks)
+        if problem is not None:
+            raise click.ClickException(f'--resume: {c.resume_pkl}: {problem}; pass the options it was trained with '
+                '(--cfg, --map-depth, ...)')
+    anchor = data.get('reward_anchor')
+    if anchor is not None and anchor.get('panel') is not None and c.get('panel_kwargs') is not None:
+        problem = panel.state_mismatch(anchor['panel'], file_sha256(c.panel_kwargs.reward_model_path),
+            seed_ranges(c.panel_kwargs.seeds))
+        if problem is not None:
+            raise click.ClickException(f'--resume: {c.resume_pkl}: {problem}')
+    if c.resume_kimg is None:
+        c.resume_kimg = float((data.get('progress') or {}).get('kimg', 0))
 
 #----------------------------------------------------------------------------
 
@@ -142,12 +182,13 @@ def init_dataset_kwargs(data):
     """Dataset constructor kwargs with explicit resolution, labels and size (read from the data), and its name."""
     try:
         dataset_kwargs = dnnlib.EasyDict(class_name='training.dataset.ImageFolderDataset', path=data, use_labels=True, max_size=None, xflip=False)
-        dataset = dnnlib.util.construct_class_by_name(**dataset_kwargs)
+        dataset = dnnlib.util.construct_class_by_name(**dataset_kwargs)    # Every image's header checked here.
+        dataset.check_camera_labels()
         dataset_kwargs.resolution = dataset.resolution
         dataset_kwargs.use_labels = dataset.has_labels
         dataset_kwargs.max_size = len(dataset)
         return dataset_kwargs, dataset.name
-    except (IOError, ValueError) as err:
+    except (IOError, DatasetError) as err:
         raise click.ClickException(f'--data: {err}')
 
 
@@ -251,8 +292,9 @@ def make_config(kwargs, explicit=()):
     opts.device = pick_device(opts.device, opts.gpus)
     if opts.data == demo.dataset_path() and not opts.dry_run:
         demo.ensure_dataset()
-    if opts.dry_run and opts.data == demo.dataset_path() and not os.path.isfile(opts.data):
-        # A dry run of the demo before its dataset is cached: describe the dataset the real run will render.
+    if opts.dry_run and opts.data == demo.dataset_path() and demo.dataset_problem() is not None:
+        # A dry run of the demo before its dataset is cached (or while the cache is damaged): describe the dataset the
+        # real run will render.
         training_set_kwargs = dnnlib.EasyDict(class_name='training.dataset.ImageFolderDataset', path=opts.data,
             use_labels=True, max_size=demo.DATASET['count'], xflip=False, resolution=demo.DATASET['resolution'])
         dataset_name = os.path.splitext(os.path.basename(opts.data))[0]
@@ -348,7 +390,7 @@ POSITIVE = cli.FiniteRange(min=0, min_open=True)
 @click.command()
 
 # Required (with --reward, --cfg to --gamma may all be left out: the bundled demo supplies them, eg3d_rlhf/synthetic/demo.py).
-@click.option('--outdir',       help='Where to save the results', metavar='DIR')
+@click.option('--outdir',       help='Where to save the results', metavar='DIR',                  type=cli.OUT_DIR)
 @click.option('--cfg',          help='Base configuration',                                      type=click.Choice(presets.CONFIGS))
 @click.option('--data',         help='Training data', metavar='[ZIP|DIR]',                      type=str)
 @click.option('--gpus',         help='Number of GPUs (on CPU: processes) to use', metavar='INT', type=click.IntRange(min=1))
@@ -370,7 +412,7 @@ POSITIVE = cli.FiniteRange(min=0, min_open=True)
 @click.option('--mirror',       help='Enable dataset x-flips', metavar='BOOL',                  type=bool, default=False, show_default=True)
 @click.option('--aug',          help='Augmentation mode (only noaug is implemented)',           type=click.Choice(['noaug', 'ada', 'fixed']), default='noaug', show_default=True)
 @click.option('--resume',       help='Resume from given network pickle', metavar='[PATH|URL]',  type=str)
-@click.option('--resume-kimg',  help='kimg to count from when resuming', metavar='KIMG',        type=cli.FiniteRange(min=0), default=0, show_default=True)
+@click.option('--resume-kimg',  help='kimg to count from when resuming  [default: the snapshot\'s own, else 0]', metavar='KIMG', type=cli.FiniteRange(min=0))
 @click.option('--trust-pickle', help='Confirm you trust the --resume pickle: loading it runs code stored in it', is_flag=True)
 @click.option('--shape-prior-steps', help='Fit the new G\'s density to synthetic heads for this many steps first (0 = off)', metavar='INT', type=click.IntRange(min=0), default=0, show_default=True)
 @click.option('--freezed',      help='Freeze first layers of D', metavar='INT',                 type=click.IntRange(min=0), default=0, show_default=True)
@@ -390,7 +432,7 @@ POSITIVE = cli.FiniteRange(min=0, min_open=True)
 @click.option('--kimg',         help='Total training duration', metavar='KIMG',                 type=POSITIVE, default=25000, show_default=True)
 @click.option('--tick',         help='How often to print progress', metavar='KIMG',             type=POSITIVE, default=4, show_default=True)
 @click.option('--snap',         help='How often to save snapshots', metavar='TICKS',            type=click.IntRange(min=1), default=50, show_default=True)
-@click.option('--seed',         help='Random seed', metavar='INT',                              type=click.IntRange(min=0), default=0, show_default=True)
+@click.option('--seed',         help='Random seed', metavar='INT',                              type=cli.SEED, default=0, show_default=True)
 @click.option('--nobench',      help='Disable cuDNN benchmarking', metavar='BOOL',              type=bool, default=False, show_default=True)
 @click.option('--workers',      help='DataLoader worker processes (0 = load in the training process)', metavar='INT', type=click.IntRange(min=0), default=3, show_default=True)
 @click.option('--device',       help='Where to train (auto = cuda if available)',               type=click.Choice(['auto', 'cpu', 'cuda']), default='auto', show_default=True)
@@ -456,6 +498,7 @@ def main(**kwargs):
     if flow_only:
         raise click.UsageError(f'--{flow_only[0].replace("_", "-")} is a Circular-DPO option: add --generator=flow')
     c, desc, outdir = make_config(kwargs, explicit)
+    check_resume(c)
     launch_training(c=c, desc=desc, outdir=outdir, dry_run=kwargs['dry_run'])
 
 #----------------------------------------------------------------------------

@@ -4,6 +4,7 @@ import contextlib
 import importlib
 import math
 import os
+import re
 import tempfile
 import urllib.parse
 from typing import Any
@@ -137,13 +138,41 @@ def format_time(seconds: float) -> str:
     return f'{s // 86400}d {(s // 3600) % 24:02d}h {(s // 60) % 60:02d}m'
 
 
+TEMPORARY_PREFIX = '.tmp-'     # atomic_write's temporaries: .tmp-<pid of the writer>-<random><suffix>.
+
+
+def remove_stale_temporaries(folder):
+    """Delete atomic_write's temporaries in `folder` whose writer process is gone (a kill -9 mid-write leaves them);
+    returns their names. Those of live processes, and files that merely look alike, stay."""
+    pattern = re.compile(re.escape(TEMPORARY_PREFIX) + r'(\d+)-')
+    removed = []
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        match = pattern.match(name)
+        if match is None or _process_alive(int(match.group(1))) or not os.path.isfile(os.path.join(folder, name)):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(folder, name))
+            removed.append(name)
+    return removed
+
+
+def _process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True                     # Someone else's process (or a pid we cannot ask about): leave its files.
+    return True
+
+
 @contextlib.contextmanager
 def atomic_write(path, mode='wb', encoding=None):
     """Write `path` through a temporary file beside it: it replaces `path` only when the block succeeds (a crash never
     leaves a half-written file) and gets the usual umask permissions (mkstemp's own are private)."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-', suffix=os.path.splitext(path)[1])
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f'{TEMPORARY_PREFIX}{os.getpid()}-', suffix=os.path.splitext(path)[1])
     umask = os.umask(0)
     os.umask(umask)
     try:

@@ -12,7 +12,7 @@ import torch
 from eg3d_rlhf.analysis import regions
 from eg3d_rlhf.data.bank import Bank, BankError
 from eg3d_rlhf.generators import flow_heads
-from eg3d_rlhf.generators.base import sample_keys, seed_ranges
+from eg3d_rlhf.generators.base import MAX_SEED, sample_keys, seed_ranges
 from eg3d_rlhf.generators.eg3d import EG3DGenerator
 from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward
 from eg3d_rlhf.synthetic import demo, heads
@@ -33,6 +33,39 @@ class FiniteRange(click.FloatRange):
         return rv
 
 FINITE = FiniteRange()          # Any finite float.
+SEED = click.IntRange(min=0, max=MAX_SEED)      # A random seed numpy's RandomState takes.
+
+def writable_problem(path, kind):
+    """Why this tool could not write `path`, a 'dir' it fills or a 'file' it writes (atomically, so its folder must be
+    writable), before any work is done; None when it can."""
+    path = os.path.abspath(path)
+    if os.path.exists(path) and (kind == 'dir') != os.path.isdir(path):
+        return f'{path} exists and is {"not " if kind == "dir" else ""}a folder'
+    folder = path if kind == 'dir' else os.path.dirname(path)
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        return f'{folder} is a file, so nothing can be made under it'
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f'cannot write in {folder} (permission denied)'
+    return None
+
+
+class Writable(click.ParamType):
+    """An output path (kind 'dir' or 'file') checked when the command line is read: no long run dies at its end
+    because its result could not be written."""
+    name = 'path'
+
+    def __init__(self, kind):
+        self.kind = kind
+
+    def convert(self, value, param, ctx):
+        problem = writable_problem(value, self.kind)
+        if problem is not None:
+            self.fail(f'{problem}; choose another', param, ctx)
+        return value
+
+OUT_DIR, OUT_FILE = Writable('dir'), Writable('file')
 
 def parse_range(s):
     """'0,2,5-7' -> [0, 2, 5, 6, 7]; click.BadParameter when it cannot be read."""
@@ -88,10 +121,14 @@ def network_path(network, trust_pickle):
         require_trust(network, trust_pickle)
     return network
 
-def open_bank(path):
-    """The bank at `path`, or a one-line click error saying why it cannot be read."""
+def open_bank(path, check_slabs=True):
+    """The bank at `path` with every slab file checked whole (Bank.check_slabs: before any work, not after it), or a
+    one-line click error saying why it cannot be read."""
     try:
-        return Bank(path)
+        bank = Bank(path)
+        if check_slabs:
+            bank.check_slabs()
+        return bank
     except BankError as err:
         raise click.ClickException(str(err))
 

@@ -22,6 +22,14 @@ def digest(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def sentinel(folder):
+    """A file someone keeps in the folder a tool runs in; returns a check that it alone is there, unchanged."""
+    path = folder / 'notes.txt'
+    path.write_text('work that must survive a refused command\n')
+    before = digest(path)
+    return lambda: os.listdir(folder) == ['notes.txt'] and digest(path) == before
+
+
 def refused_in_one_line(result, message):
     """The command failed with a one-line error naming `message`, and no traceback."""
     assert result.exit_code != 0, result.output
@@ -92,11 +100,12 @@ def test_evaluate_refuses_a_feature_archive_without_trust(tmp_path, kind):
         '--temperature'),
 ])
 def test_non_finite_numbers_are_refused(tool, args, flag, tmp_path):
+    untouched = sentinel(tmp_path)
     out = subprocess.run([sys.executable, os.path.join(REPO, tool), *args, '--dry-run'], capture_output=True, text=True,
         cwd=tmp_path, timeout=120)
     named = f"Invalid value for '{flag}'" in out.stderr or f'{flag}=nan: expected a finite number' in out.stderr
     assert out.returncode == 2 and named, out.stderr
-    assert 'Traceback' not in out.stderr and not os.listdir(tmp_path)
+    assert 'Traceback' not in out.stderr and untouched()
 
 #----------------------------------------------------------------------------
 # Banks and label files that are not what they claim.
@@ -139,7 +148,7 @@ def test_label_files_that_are_not_text_or_too_deep_are_refused(tmp_path, content
     path.write_bytes(content)
     with pytest.raises(preferences.LabelError, match=message) as err:
         preferences.load_judgements(str(path))
-    assert str(path) in str(err.value)
+    assert str(path) in str(err.value) and path.read_bytes() == content
 
 
 def test_train_reward_on_a_bank_with_a_nan_slab_stops_in_one_line(balls, tiny_models, tmp_path):
@@ -185,3 +194,125 @@ def test_analysis_tools_refuse_a_bank_with_a_nan_slab_in_one_line(tiny_pair, tmp
             (tails, ['--outdir', str(tmp_path / 't')])):
         refused_in_one_line(CliRunner().invoke(tool.main, common + args), 'sigma_slab.npy: holds nan or inf')
     assert digest(slab) == before
+
+#----------------------------------------------------------------------------
+# Outputs that cannot be written are refused when the command line is read, before any work.
+
+OUTPUT_FLAGS = [
+    ('train.py', [], '--outdir', 'dir'),
+    ('tools/annotate.py', ['pairs'], '--out', 'file'),
+    ('tools/annotate.py', ['pairs'], '--scores-out', 'file'),
+    ('tools/annotate.py', ['good-bad'], '--good', 'file'),
+    ('tools/attribute.py', [], '--outdir', 'dir'),
+    ('tools/bundle_checkpoint.py', [], '--out', 'file'),
+    ('tools/embed.py', [], '--outdir', 'dir'),
+    ('tools/evaluate.py', [], '--outdir', 'dir'),
+    ('tools/extract_sigma.py', [], '--outdir', 'dir'),
+    ('tools/flow_report.py', [], '--outdir', 'dir'),
+    ('tools/generator_demo.py', [], '--outdir', 'dir'),
+    ('tools/make_dataset.py', ['synthetic-heads'], '--out', 'file'),
+    ('tools/make_dataset.py', ['grid'], '--out', 'file'),
+    ('tools/sample_bank.py', [], '--outdir', 'dir'),
+    ('tools/score_bank.py', [], '--out', 'file'),
+    ('tools/shape_report.py', [], '--outdir', 'dir'),
+    ('tools/tails.py', [], '--outdir', 'dir'),
+    ('tools/train_flow.py', [], '--outdir', 'dir'),
+    ('tools/train_reward.py', [], '--out', 'file'),
+]
+
+def tool_main(tool):
+    import importlib
+    return importlib.import_module('train' if tool == 'train.py' else 'tools.' + os.path.basename(tool)[:-3]).main
+
+
+@pytest.mark.parametrize('tool, sub, flag, kind', OUTPUT_FLAGS, ids=[f'{t} {f}' for t, _, f, _ in OUTPUT_FLAGS])
+def test_an_output_under_a_file_is_refused_before_any_work(tool, sub, flag, kind, tmp_path):
+    blocker = tmp_path / 'notes.txt'
+    blocker.write_text('a file where a folder would have to be')
+    before = digest(blocker)
+    result = CliRunner().invoke(tool_main(tool), sub + [flag, str(blocker / 'out' / 'x')])
+    assert result.exit_code == 2 and f"Invalid value for '{flag}'" in result.output, result.output
+    assert f'{blocker} is a file, so nothing can be made under it; choose another' in result.output
+    assert 'Traceback' not in result.output and digest(blocker) == before and os.listdir(tmp_path) == ['notes.txt']
+
+
+@pytest.mark.parametrize('kind', ['dir', 'file'])
+def test_an_output_the_user_cannot_write_or_of_the_wrong_kind_is_named(tmp_path, monkeypatch, kind):
+    from eg3d_rlhf import cli
+    (tmp_path / 'a_folder').mkdir()
+    (tmp_path / 'a_file').write_text('x')
+    assert cli.writable_problem(str(tmp_path / 'new' / 'deeper'), kind) is None             # Made when needed.
+    wrong = tmp_path / ('a_file' if kind == 'dir' else 'a_folder')
+    assert cli.writable_problem(str(wrong), kind) == f'{wrong} exists and is {"not " if kind == "dir" else ""}a folder'
+    monkeypatch.setattr(os, 'access', lambda path, mode: False)                         # Root may write anywhere.
+    assert cli.writable_problem(str(tmp_path / 'new'), kind) == f'cannot write in {tmp_path} (permission denied)'
+
+#----------------------------------------------------------------------------
+# Reward checkpoints whose config and weights disagree, or whose weights are not finite.
+
+@pytest.mark.parametrize('edit, message', [
+    (lambda d: d['state_dict']['stem.0.weight'].view(-1).__setitem__(0, float('nan')), 'weight stem.0.weight holds nan or inf'),
+    (lambda d: d['config'].__setitem__('channels', [2**20] * 5), 'its config does not describe its weights'),
+    (lambda d: d['state_dict'].pop('stem.1.weight'), 'its config does not describe its weights (stem.1.weight differ)'),
+    (lambda d: d['state_dict'].__setitem__('stem.0.weight', 'not a tensor'), 'its config does not describe its weights'),
+])
+def test_reward_checkpoints_edited_or_diverged_are_refused_in_one_line(tmp_path, edit, message):
+    import torch
+    import train
+    data = torch.load(os.path.join(demo.CHECKPOINTS, 'reward-sigma-nose.pt'), weights_only=True)
+    edit(data)
+    path = tmp_path / 'reward.pt'
+    torch.save(data, str(path))
+    before = digest(path)
+    result = CliRunner().invoke(train.main, ['--reward=sigma', f'--reward-model={path}', f'--outdir={tmp_path / "runs"}',
+        '--dry-run'])
+    refused_in_one_line(result, f'--reward-model: {path}: sigma reward: {message}')
+    assert digest(path) == before and sorted(p.name for p in tmp_path.iterdir()) == ['reward.pt']
+
+#----------------------------------------------------------------------------
+# Seeds numpy cannot take, or more seeds than memory holds.
+
+@pytest.mark.parametrize('tool, args, message', [
+    ('tools/extract_sigma.py', ['--seeds', '99999999999999999999'], 'seeds go up to 4294967295'),
+    ('tools/sample_bank.py', ['--seeds', '0-99999999999'], 'seeds go up to 4294967295'),
+    ('tools/sample_bank.py', ['--seeds', '0-4000000000'], 'names more than 10,000,000 seeds'),
+    ('tools/evaluate.py', ['--seeds', '5,4294967296'], 'seeds go up to 4294967295'),
+    ('train.py', ['--seed', str(2**40)], "Invalid value for '--seed'"),
+    ('tools/train_reward.py', ['--split-seed', '-1'], "Invalid value for '--split-seed'"),
+    ('tools/annotate.py', ['pairs', '--seed', str(2**33)], "Invalid value for '--seed'"),
+])
+def test_seeds_out_of_range_are_refused_in_one_line(tool, args, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    untouched = sentinel(tmp_path)
+    result = CliRunner().invoke(tool_main(tool), args + ['--dry-run'])
+    assert result.exit_code == 2 and message in result.output and 'Traceback' not in result.output, result.output
+    assert untouched()
+
+#----------------------------------------------------------------------------
+# A broken slab file is found before the work starts, not after it.
+
+@pytest.mark.parametrize('damage, message', [
+    (lambda p: p.write_bytes(p.read_bytes()[:-100]), 'cannot be read'),
+    (lambda p: p.write_bytes(b'not numpy at all'), 'cannot be read'),
+    (lambda p: __import__('numpy').save(p, __import__('numpy').zeros([3, 3, 3], 'float32')), 'shape [3, 3, 3], but meta.json says [12, 14, 13]'),
+])
+def test_tools_check_every_slab_file_before_any_work(tiny_pair, tmp_path, damage, message):
+    import torch
+    from eg3d_rlhf.cli import load_generator
+    from eg3d_rlhf.data.bank import BankWriter
+    from tools import annotate, embed, score_bank, tails
+    writer = BankWriter(str(tmp_path / 'bank'), load_generator(tiny_pair[0], torch.device('cpu')), resolution=24,
+        dtype='float32', preview_res=16)
+    writer.open()
+    for seed in range(4):
+        writer.write(seed)
+    slab = tmp_path / 'bank' / 'seed000003' / 'sigma_slab.npy'
+    damage(slab)
+    before = digest(slab)
+    bank, reward = str(tmp_path / 'bank'), tiny_pair[2]
+    for tool, args in ((score_bank, ['--bank', bank, '--reward-model', reward, '--out', str(tmp_path / 's.csv')]),
+            (embed, ['--bank', bank, '--reward-model', reward, '--outdir', str(tmp_path / 'e')]),
+            (tails, ['--bank', bank, '--reward-model', reward, '--outdir', str(tmp_path / 't')]),
+            (annotate, ['pairs', '--bank', bank, '--annotator', 'oracle:nose', '--pairs', '3', '--out', str(tmp_path / 'l.jsonl')])):
+        refused_in_one_line(CliRunner().invoke(tool.main, args), f'{slab}: {message}')
+    assert digest(slab) == before and sorted(p.name for p in tmp_path.iterdir()) == ['bank']

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from training import camera_utils
-from training.dataset import Dataset, ImageFolderDataset, mirror_camera_label
+from training.dataset import Dataset, DatasetError, ImageFolderDataset, mirror_camera_label
 from training.volumetric_rendering.ray_sampler import RaySampler
 
 #----------------------------------------------------------------------------
@@ -203,38 +203,38 @@ def expect_error(exc, match, path, **kwargs):
 def test_path_errors(tmp_path):
     expect_error(FileNotFoundError, 'dataset not found', str(tmp_path / 'nope.zip'))
     (tmp_path / 'notes.txt').write_text('hi')
-    expect_error(IOError, 'must be a folder or a .zip', str(tmp_path / 'notes.txt'))
-    expect_error(IOError, 'no image files', write_dataset(tmp_path, 'zip', {}, json_text='{"labels": []}'))
+    expect_error(DatasetError, 'must be a folder or a .zip', str(tmp_path / 'notes.txt'))
+    expect_error(DatasetError, 'no image files', write_dataset(tmp_path, 'zip', {}, json_text='{"labels": []}'))
 
 
 def test_image_errors(tmp_path):
     images = random_images(3)
     images['img00000/img00000001.png'] = np.zeros((16, 16, 3), dtype=np.uint8)
-    ds = ImageFolderDataset(write_dataset(tmp_path / 'a', 'dir', images))
-    ds[0]
-    with pytest.raises(ValueError, match=r'img00000001\.png is uint8 \[3, 16, 16\].*all images must match'):
-        ds[1]
-    expect_error(ValueError, 'square with a power-of-two side.*12x12', write_dataset(tmp_path / 'b', 'zip', random_images(2, res=12)))
+    # Found when the dataset is opened (from the image headers), not when the odd image is first loaded.
+    expect_error(DatasetError, r'img00000001\.png is 16x16 RGB, but img00000/img00000000\.png is 8x8 RGB: all images '
+        'must match', write_dataset(tmp_path / 'a', 'dir', images))
+    expect_error(DatasetError, 'square with a power-of-two side.*12x12.*to 8x8',
+        write_dataset(tmp_path / 'b', 'zip', random_images(2, res=12)))
     nonsquare = {'a.png': np.zeros((8, 16, 3), dtype=np.uint8)}
-    expect_error(ValueError, 'square with a power-of-two side.*16x8', write_dataset(tmp_path / 'c', 'zip', nonsquare))
-    expect_error(ValueError, 'images are 8x8, but resolution=16', write_dataset(tmp_path / 'd', 'zip', random_images(2)), resolution=16)
+    expect_error(DatasetError, 'square with a power-of-two side.*16x8', write_dataset(tmp_path / 'c', 'zip', nonsquare))
+    expect_error(DatasetError, 'images are 8x8, but resolution=16', write_dataset(tmp_path / 'd', 'zip', random_images(2)), resolution=16)
 
 
 def label_error_cases():
     names = sorted(random_images(3))
     cam = [0.0] * 25
     return {
-        'no dataset.json':  (FileNotFoundError, 'needs a dataset.json', None, {}),
-        'garbled json':     (ValueError, 'dataset.json is not valid JSON', '{"labels": [[', {}),
-        'wrong structure':  (ValueError, r'must hold \{"labels"', '{"labels": null}', {}),
-        'missing image':    (ValueError, 'no label for 1 of 3 images, e.g. img00000/img00000002.png',
+        'no dataset.json':  (DatasetError, 'needs a dataset.json', None, {}),
+        'garbled json':     (DatasetError, 'dataset.json is not valid JSON', '{"labels": [[', {}),
+        'wrong structure':  (DatasetError, r'must hold \{"labels"', '{"labels": null}', {}),
+        'missing image':    (DatasetError, 'no label for 1 of 3 images, e.g. img00000/img00000002.png',
                              [[names[0], cam], [names[1], cam]], {}),
-        'lengths differ':   (ValueError, 'img00000000.png has 25 values and img00000/img00000001.png has 24 values',
+        'lengths differ':   (DatasetError, 'img00000000.png has 25 values and img00000/img00000001.png has 24 values',
                              [[names[0], cam], [names[1], cam[:24]], [names[2], cam]], {}),
-        'not numbers':      (ValueError, 'labels must be numbers', [[n, ['x'] * 25] for n in names], {}),
-        'non-finite':       (ValueError, 'non-finite label for img00000/img00000001.png',
+        'not numbers':      (DatasetError, 'labels must be numbers', [[n, ['x'] * 25] for n in names], {}),
+        'non-finite':       (DatasetError, 'non-finite label for img00000/img00000001.png',
                              '{"labels": [["%s", [0]], ["%s", [NaN]], ["%s", [1]]]}' % tuple(names), {}),
-        'xflip non-camera': (ValueError, 'xflip mirrors camera labels, which must be 25 floats', [[n, [1.0, 2.0]] for n in names],
+        'xflip non-camera': (DatasetError, 'xflip mirrors camera labels, which must be 25 floats', [[n, [1.0, 2.0]] for n in names],
                              dict(xflip=True)),
     }
 

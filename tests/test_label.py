@@ -170,7 +170,9 @@ def test_a_torn_last_line_does_not_swallow_the_next(tmp_path):
     path = tmp_path / 'l.jsonl'
     path.write_text('{"a": "seed0')                                 # What a crash mid-write elsewhere could leave.
     L.append_record(str(path), dict(x=1))
-    assert path.read_text().splitlines() == ['{"a": "seed0', '{"x": 1}']
+    assert path.read_text().splitlines() == ['{"a": "seed0', '{"x": 1, "after_torn_line": true}']
+    L.append_record(str(path), dict(x=2))                           # Only the record that closed it says so.
+    assert path.read_text().splitlines()[2:] == ['{"x": 2}']
 
 
 def test_two_servers_share_one_file(tmp_path):
@@ -679,5 +681,3 @@ def test_serve_refuses_missing_bank_bad_file_and_busy_port(served, tmp_path):
         result = CliRunner().invoke(label.main, ['serve', '--bank', bank_dir, '--out', str(tmp_path / 'l.jsonl'),
             '--annotator', 'a', '--port', str(busy.getsockname()[1])])
     assert result.exit_code == 1 and 'cannot listen on 127.0.0.1:' in result.output
-
-#----------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from tests.conftest import REPO
 PACKAGES = ('dnnlib', 'torch_utils', 'training', 'eg3d_rlhf', 'tools')
 
 # eg3d_rlhf's rooms and the rooms each may import (DESIGN.md); the panel is run evidence, so finetune reads analysis.
+# guidance (not in DESIGN.md: reward guidance at generation time) reuses finetune's reward and consistency terms.
 ROOMS = {
     'geometry':     set(),
     'generators':   {'geometry'},
@@ -20,6 +21,7 @@ ROOMS = {
     'synthetic':    {'geometry'},
     'analysis':     {'generators', 'rewards', 'data', 'geometry'},
     'finetune':     {'generators', 'rewards', 'data', 'geometry', 'analysis'},
+    'guidance':     {'generators', 'rewards', 'data', 'geometry', 'analysis', 'finetune'},
 }
 
 

@@ -228,7 +228,7 @@ BAD_INPUTS = [
 BAD_MODELS = [
     (dict(kind='voxels'), "voxels reward: Unknown reward kind 'voxels'"),
     (dict(config=dict(wings=2)), "unexpected keyword argument 'wings'"),
-    (dict(config=dict(TINY['sigma'], hidden=8)), 'size mismatch'),
+    (dict(config=dict(TINY['sigma'], hidden=8)), 'its config does not describe its weights'),
 ]
 
 

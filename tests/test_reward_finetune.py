@@ -286,7 +286,8 @@ def test_reward_run_writes_panel_evidence_and_a_loadable_snapshot(data, rewards,
     options = json.load(open(os.path.join(run_dir, 'training_options.json')))
     assert options['loss_kwargs']['reward_kwargs']['reward_batch'] == 3 and options['panel_kwargs']['seeds'] == '3-5'
     snap = legacy.load_network_pkl(os.path.join(run_dir, 'network-snapshot-000000.pkl'), trust=True)
-    assert set(snap) == {'G', 'D', 'G_ema', 'augment_pipe', 'training_set_kwargs'}
+    assert set(snap) == {'G', 'D', 'G_ema', 'augment_pipe', 'training_set_kwargs', 'progress', 'reward_anchor',
+        'resume_state'}
     assert type(snap['G_ema']).__name__ == 'TriPlaneGenerator'
     G = snap['G_ema']                                                           # EG3D's call: G(z, c) -> images.
     out = G(torch.zeros([1, G.z_dim]), orbit_camera_label(G.rendering_kwargs))

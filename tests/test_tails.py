@@ -266,7 +266,7 @@ def test_dry_run_force_and_refusals(bundled, tmp_path):
     assert run('--bank', bank_dir, '--k', 1, '--outdir', tmp_path / 'empty', '--preview-res', 16).exit_code == 0
     other = write_bank(tmp_path / 'bank32', {'s': balls_volume(slab_grid(32), [((0, 0, 0.15), 0.2)])}, 32)
     cases = [
-        (['--outdir', tmp_path / 'c.npy'], f'--outdir {tmp_path / "c.npy"} is a file'),
+        (['--outdir', tmp_path / 'c.npy'], f'{tmp_path / "c.npy"} exists and is not a folder; choose another'),
         (['--outdir', tmp_path / 'x', '--cubes', tmp_path / 'missing.npy'], f'--cubes: {tmp_path / "missing.npy"} does not exist'),
         (['--outdir', tmp_path / 'x', '--cubes', tmp_path / 'c.npy', '--cubes', tmp_path / 'c.npy'], 'is given twice'),
         (['--outdir', tmp_path / 'x', '--cubes', tmp_path / 'flat.npy', '--dry-run'], f'{tmp_path / "flat.npy"}: expected a cube'),

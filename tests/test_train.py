@@ -402,7 +402,8 @@ def test_training_writes_options_stats_grids_and_snapshot(trained_run):
             assert im.mode == ('L' if 'depth' in name else 'RGB')
 
     snap = legacy.load_network_pkl(os.path.join(run_dir, 'network-snapshot-000000.pkl'), trust=True)
-    assert set(snap) == {'G', 'D', 'G_ema', 'augment_pipe', 'training_set_kwargs'}
+    assert set(snap) == {'G', 'D', 'G_ema', 'augment_pipe', 'training_set_kwargs', 'progress', 'resume_state'}
+    assert snap['progress'] == dict(kimg=0.004, tick=1)                     # Where a resume continues from.
     assert snap['augment_pipe'] is None and snap['training_set_kwargs'] == options['training_set_kwargs']
     assert type(snap['G']).__name__ == 'TriPlaneGenerator' and type(snap['D']).__name__ == 'DualDiscriminator'
     assert not snap['G_ema'].training and snap['G'].init_kwargs['plane_resolution'] == 64

@@ -4,7 +4,7 @@ import click
 import numpy as np
 from tqdm import tqdm
 
-from eg3d_rlhf.cli import FINITE, FiniteRange, force_option, open_bank, refuse_overwrite
+from eg3d_rlhf.cli import SEED, FINITE, OUT_FILE, FiniteRange, force_option, open_bank, refuse_overwrite
 from eg3d_rlhf.data import annotators
 from eg3d_rlhf.data.preferences import write_id_list, write_judgements
 from eg3d_rlhf.data.scores import write_scores
@@ -33,8 +33,8 @@ def common(f):
         click.option('--temperature', type=FiniteRange(min=0), default=0.5, show_default=True,
             help='Bradley-Terry noise in standard deviations of the taste (0 = noise-free)'),
         click.option('--level', type=FINITE, default=10, show_default=True, help='Raw sigma level of the surface'),
-        click.option('--seed', type=int, default=0, show_default=True, help='Seed of the pair draw and the noise'),
-        click.option('--scores-out', metavar='CSV', help="Also write the taste's noise-free scores as id,reward"),
+        click.option('--seed', type=SEED, default=0, show_default=True, help='Seed of the pair draw and the noise'),
+        click.option('--scores-out', type=OUT_FILE, metavar='CSV', help="Also write the taste's noise-free scores as id,reward"),
         click.option('--dry-run', is_flag=True, help='Print what would be done; write nothing'),
         force_option,
     ]):
@@ -53,7 +53,7 @@ def main():
 @click.option('--pairs', 'num_pairs', type=click.IntRange(min=1), required=True, help='Distinct random pairs to judge')
 @click.option('--theta', type=FiniteRange(min=1), default=1.0, show_default=True, help='Rao-Kupper tie parameter (1 = no ties)')
 @click.option('--same-condition', is_flag=True, help="Pair only samples of one condition (a flow bank's meta.json condition)")
-@click.option('--out', required=True, metavar='JSONL', help='Judgement file to write (atomically; an existing one needs --force)')
+@click.option('--out', type=OUT_FILE, required=True, metavar='JSONL', help='Judgement file to write (atomically; an existing one needs --force)')
 def pairs(bank_dir, annotator, temperature, level, seed, scores_out, dry_run, force, num_pairs, theta, same_condition, out):
     """Write --pairs judgements of random distinct pairs in the JSONL preference format.
 
@@ -89,8 +89,8 @@ def pairs(bank_dir, annotator, temperature, level, seed, scores_out, dry_run, fo
 
 @main.command('good-bad')
 @common
-@click.option('--good', 'good_out', required=True, metavar='TXT', help='List of samples labelled good (one id per line)')
-@click.option('--bad', 'bad_out', required=True, metavar='TXT', help='List of samples labelled bad')
+@click.option('--good', 'good_out', type=OUT_FILE, required=True, metavar='TXT', help='List of samples labelled good (one id per line)')
+@click.option('--bad', 'bad_out', type=OUT_FILE, required=True, metavar='TXT', help='List of samples labelled bad')
 def good_bad(bank_dir, annotator, temperature, level, seed, scores_out, dry_run, force, good_out, bad_out):
     """Label every sample good or bad (unpaired): good with probability sigmoid((z - median z) / temperature).
 

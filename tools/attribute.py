@@ -8,9 +8,9 @@ import torch
 from tqdm import tqdm
 
 from eg3d_rlhf.analysis import attribution
-from eg3d_rlhf.cli import (FINITE, NETWORK_HELP, REGIONS_HELP, check_bank_grid, conditions_option, device_option,
-    draw_slabs, FiniteRange, load_regions, network_keys, network_path, one_line_errors, open_bank, open_reward,
-    parse_range, pick_device)
+from eg3d_rlhf.cli import (SEED, OUT_DIR, FINITE, NETWORK_HELP, REGIONS_HELP, check_bank_grid, conditions_option,
+    device_option, draw_slabs, FiniteRange, load_regions, network_keys, network_path, one_line_errors, open_bank,
+    open_reward, parse_range, pick_device)
 from eg3d_rlhf.data.bank import BankError
 from eg3d_rlhf.generators.base import sample_id
 
@@ -44,11 +44,11 @@ from eg3d_rlhf.generators.base import sample_id
 @click.option('--meshes', type=click.IntRange(min=0), default=4, show_default=True,
     help='IG-coloured PLYs of this many samples')
 @click.option('--level', type=FINITE, default=10.0, show_default=True, help='Sigma of the surface in meshes and pictures')
-@click.option('--outdir', required=True, metavar='REPORT', help='Report folder (report.html, report.json, PNGs, PLYs)')
+@click.option('--outdir', type=OUT_DIR, required=True, metavar='REPORT', help='Report folder (report.html, report.json, PNGs, PLYs)')
 @click.option('--batch', type=click.IntRange(min=1), default=4, show_default=True, help='Samples explained per pass')
 @click.option('--draw-batch', type=click.IntRange(min=1), default=1, show_default=True,
     help='Flow checkpoints: ids drawn per pipeline pass')
-@click.option('--seed', type=int, default=0, show_default=True, help='Seed of the Shapley permutations')
+@click.option('--seed', type=SEED, default=0, show_default=True, help='Seed of the Shapley permutations')
 @click.option('--dry-run', is_flag=True, help='Check the inputs and print the plan; compute nothing')
 @device_option
 def main(reward_path, original_pkl, tuned_pkl, trust_pickle, seeds, conditions, bank_path, reference, limit, region_source,

@@ -4,7 +4,7 @@ import os
 
 import click
 
-from eg3d_rlhf.cli import require_trust
+from eg3d_rlhf.cli import OUT_FILE, require_trust
 from training import legacy
 
 #----------------------------------------------------------------------------
@@ -12,7 +12,7 @@ from training import legacy
 @click.command()
 @click.option('--snapshot', 'snapshot_pkl', help='network-snapshot-KKKKKK.pkl to shrink', required=True, metavar='PKL')
 @click.option('--trust-pickle', is_flag=True, help='Confirm you trust PKL: loading a pickle runs code stored in it')
-@click.option('--out', help='Output pickle', required=True, metavar='PKL')
+@click.option('--out', type=OUT_FILE, help='Output pickle', required=True, metavar='PKL')
 @click.option('--force', is_flag=True, help='Overwrite --out if it exists')
 @click.option('--dry-run', is_flag=True, help='Print what would be written; write nothing')
 def main(snapshot_pkl, trust_pickle, out, force, dry_run):

@@ -7,8 +7,8 @@ import numpy as np
 import torch
 
 from eg3d_rlhf.analysis import embedding, report_plots
-from eg3d_rlhf.cli import (NETWORK_HELP, check_bank_grid, conditions_option, device_option, draw_slabs, FiniteRange,
-    network_keys, network_path, one_line_errors, open_bank, open_reward, parse_range, pick_device)
+from eg3d_rlhf.cli import (SEED, OUT_DIR, NETWORK_HELP, check_bank_grid, conditions_option, device_option, draw_slabs,
+    FiniteRange, network_keys, network_path, one_line_errors, open_bank, open_reward, parse_range, pick_device)
 from eg3d_rlhf.data.bank import BankError
 
 #----------------------------------------------------------------------------
@@ -27,8 +27,8 @@ from eg3d_rlhf.data.bank import BankError
 @click.option('--neighbors', type=click.IntRange(min=2), default=25, show_default=True, help="UMAP's n_neighbors")
 @click.option('--min-dist', type=FiniteRange(min=0, max=1), default=0.1, show_default=True, help="UMAP's min_dist")
 @click.option('--k', type=click.IntRange(min=1), default=5, show_default=True, help='Neighbours of the k-NN separation')
-@click.option('--seed', type=int, default=0, show_default=True, help='Seed of PCA, UMAP and the k-NN folds')
-@click.option('--outdir', required=True, metavar='REPORT', help='Report folder (report.html, report.json, PNGs)')
+@click.option('--seed', type=SEED, default=0, show_default=True, help='Seed of PCA, UMAP and the k-NN folds')
+@click.option('--outdir', type=OUT_DIR, required=True, metavar='REPORT', help='Report folder (report.html, report.json, PNGs)')
 @click.option('--batch', type=click.IntRange(min=1), default=8, show_default=True, help='Samples per pass')
 @click.option('--draw-batch', type=click.IntRange(min=1), default=1, show_default=True,
     help='Flow checkpoints: ids drawn per pipeline pass')

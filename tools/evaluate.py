@@ -6,8 +6,8 @@ import click
 
 from eg3d_rlhf.analysis import image_metrics
 from eg3d_rlhf.analysis.compare import SIDES, compare, load_reals
-from eg3d_rlhf.cli import (NETWORK_HELP, conditions_option, device_option, FiniteRange, load_generator, network_keys,
-    network_path, open_reward, parse_range, pick_device)
+from eg3d_rlhf.cli import (OUT_DIR, NETWORK_HELP, conditions_option, device_option, FiniteRange, load_generator,
+    network_keys, network_path, open_reward, parse_range, pick_device)
 from eg3d_rlhf.data import annotators
 from eg3d_rlhf.data.preferences import LabelError
 
@@ -30,7 +30,7 @@ from eg3d_rlhf.data.preferences import LabelError
 @click.option('--inception', metavar='PATH', help='Local feature network for FID/KID: a torch.export or TorchScript '
     'archive, or NVIDIA\'s pickle (each needs --trust-pickle: loading them can run code)')
 @click.option('--data', metavar='ZIP', help='Real images for FID/KID (default: compare tuned with original samples)')
-@click.option('--outdir', required=True, metavar='REPORT', help='Report folder (report.html, report.json, PNGs)')
+@click.option('--outdir', type=OUT_DIR, required=True, metavar='REPORT', help='Report folder (report.html, report.json, PNGs)')
 @click.option('--batch', type=click.IntRange(min=1), default=8, show_default=True, help='Seeds per generator pass')
 @click.option('--draw-batch', type=click.IntRange(min=1), default=1, show_default=True,
     help='Flow checkpoints: ids drawn per pipeline pass (1 = each alone, bit-exact per id; more is faster)')

@@ -6,8 +6,8 @@ import click
 import numpy as np
 from tqdm import tqdm
 
-from eg3d_rlhf.cli import (FINITE, NETWORK_HELP, conditions_option, device_option, load_generator, network_keys,
-    network_path, parse_range, pick_device)
+from eg3d_rlhf.cli import (OUT_DIR, FINITE, NETWORK_HELP, conditions_option, device_option, load_generator,
+    network_keys, network_path, parse_range, pick_device)
 from eg3d_rlhf.generators.base import sample_id
 from eg3d_rlhf.geometry import mesh
 from eg3d_rlhf.geometry.sigma import CubeGrid, eg3d_border_pad, flip_and_pad, slab_grid
@@ -28,7 +28,7 @@ from eg3d_rlhf.geometry.sigma import CubeGrid, eg3d_border_pad, flip_and_pad, sl
 @click.option('--chunk', type=click.IntRange(min=1), default=2**18, show_default=True, help='Points decoded at once')
 @click.option('--level', type=FINITE, default=10, show_default=True, help='Marching-cubes iso level of raw sigma')
 @click.option('--fov-deg', type=FINITE, default=18.837, show_default=True, help='Conditioning camera field of view (EG3D)')
-@click.option('--outdir', help='Output folder', required=True, metavar='DIR')
+@click.option('--outdir', type=OUT_DIR, help='Output folder', required=True, metavar='DIR')
 @click.option('--dry-run', is_flag=True, help='Print what would be written; load and write nothing')
 @device_option
 def main(network_pkl, trust_pickle, seeds, conditions, resolution, slab, truncation_psi, truncation_cutoff, exact_grid, chunk,

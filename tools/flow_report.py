@@ -5,7 +5,7 @@ import os
 import click
 
 from eg3d_rlhf.analysis.flow_quality import flow_report
-from eg3d_rlhf.cli import (conditions_option, device_option, FiniteRange, is_data_checkpoint, load_generator,
+from eg3d_rlhf.cli import (OUT_DIR, conditions_option, device_option, FiniteRange, is_data_checkpoint, load_generator,
     network_keys, network_path, parse_range, pick_device)
 from eg3d_rlhf.generators import flow_heads
 from eg3d_rlhf.synthetic import flow_data
@@ -26,7 +26,7 @@ from eg3d_rlhf.synthetic import flow_data
 @click.option('--data-heads', type=click.IntRange(min=0), default=100, show_default=True,
     help="Training heads (the checkpoint config's first ones) the diversity figure is set against; 0: none")
 @click.option('--columns', type=click.IntRange(min=1), default=6, show_default=True, help='Seeds per row of conditions.png')
-@click.option('--outdir', required=True, metavar='DIR', help='Report folder (report.html/.json, samples.jsonl, PNGs)')
+@click.option('--outdir', type=OUT_DIR, required=True, metavar='DIR', help='Report folder (report.html/.json, samples.jsonl, PNGs)')
 @click.option('--dry-run', is_flag=True, help='Print what would be done; draw and write nothing')
 @device_option
 def main(network, seeds, conditions, resolution, slab_res, threshold, data_heads, columns, outdir, dry_run, device_name):

@@ -9,7 +9,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from eg3d_rlhf.cli import FINITE, NETWORK_HELP, load_generator, network_path
+from eg3d_rlhf.cli import SEED, FINITE, NETWORK_HELP, OUT_DIR, load_generator, network_path
 from eg3d_rlhf.generators.eg3d import EG3DGenerator
 from eg3d_rlhf.geometry import mesh, preview
 from eg3d_rlhf.geometry.sigma import CubeGrid, normalise_sigma_self, slab_grid
@@ -52,11 +52,11 @@ def render_eg3d(generator, seed, neural_res, outdir):
 #----------------------------------------------------------------------------
 
 @click.command()
-@click.option('--outdir', required=True, metavar='DIR', help='Output folder')
+@click.option('--outdir', type=OUT_DIR, required=True, metavar='DIR', help='Output folder')
 @click.option('--network', 'network_pkl', metavar='PKL|PT|bundled|bundled-flow|random', default='bundled', show_default=True,
     help=NETWORK_HELP + '; random = a randomly initialised FFHQ-512 structure')
 @click.option('--trust-pickle', is_flag=True, help='Confirm you trust PKL: loading a pickle runs code stored in it')
-@click.option('--seed', type=click.IntRange(min=0), default=0, show_default=True,
+@click.option('--seed', type=SEED, default=0, show_default=True,
     help='Seed of the sample (and init seed of the random network)')
 @click.option('--condition', type=click.IntRange(min=0), help='Condition of a conditional (flow) generator  [default: 0]')
 @click.option('--res', 'resolution', type=click.IntRange(min=16), default=64, show_default=True, help='Cube resolution N for the sigma slab')

@@ -1,15 +1,17 @@
 """Pairwise labeling by people: a local web page ("which shape is better?") that appends judgements, and agreement stats."""
 
+import contextlib
 import json
 import os
+import warnings
 
 import click
 
 import dnnlib
-from eg3d_rlhf.cli import FiniteRange, open_bank
+from eg3d_rlhf.cli import SEED, FiniteRange, one_line_errors, open_bank
 from eg3d_rlhf.data import labeling, scores
 from eg3d_rlhf.data.label_server import LOOPBACK, LabelServer, is_loopback
-from eg3d_rlhf.data.preferences import LabelError, load_judgements
+from eg3d_rlhf.data.preferences import LabelError, LabelWarning, load_judgements
 from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward
 
 #----------------------------------------------------------------------------
@@ -39,12 +41,47 @@ def reward_scores(reward_path, bank, bank_dir, score):
     return scores.score_bank(reward, bank) if score else None
 
 
+def check_out(out):
+    """A one-line click error, before anything is served or written, unless judgements can be appended to `out`: its
+    folder exists and is writable (the lock file goes there too), and a file already there is a regular file this
+    user may read and write (make_session then loads it)."""
+    folder = os.path.dirname(os.path.realpath(out))
+    if not os.path.isdir(folder):
+        raise click.ClickException(f'{out}: the folder does not exist; create it, or choose another --out')
+    if os.path.exists(out) and not os.path.isfile(out):
+        raise click.ClickException(f'{out}: not a regular file; --out names the JSONL file judgements are appended to')
+    if os.path.exists(out) and not os.access(out, os.R_OK | os.W_OK):
+        raise click.ClickException(f'{out}: this user cannot read and append to it; fix its permissions, or choose '
+            'another --out')
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise click.ClickException(f'{out}: its folder {folder} is not writable; fix its permissions, or choose another '
+            '--out')
+
+
+@contextlib.contextmanager
+def warning_lines():
+    """Warnings raised in the block (a label file's tolerated leftovers) printed as one 'warning: ...' line each."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always', LabelWarning)
+        try:
+            yield
+        finally:
+            for w in caught:
+                click.echo(f'warning: {w.message}', err=True)
+
+
 def make_session(bank, out, annotator, target, repeat_rate, seed, rewards=None):
     """labeling.open_session over the bank's ids (active order given rewards {id: score}), its errors as click's."""
     try:
-        return labeling.open_session(out, annotator, bank.ids, target, repeat_rate=repeat_rate, seed=seed, scores=rewards)
+        with warning_lines():
+            return labeling.open_session(out, annotator, bank.ids, target, repeat_rate=repeat_rate, seed=seed,
+                scores=rewards)
     except (LabelError, OSError) as err:
-        raise click.ClickException(str(err))
+        raise click.ClickException(f'{err} (fix the file, or choose another --out)')
+
+
+def size(path):
+    return os.path.getsize(path) if os.path.exists(path) else -1
 
 #----------------------------------------------------------------------------
 
@@ -66,7 +103,7 @@ def main():
     help='Share of pairs that are judged pairs again, sides swapped, for self-consistency')
 @click.option('--host', callback=check_host, metavar='ADDR', help=f'Address to listen on  [default: {LOOPBACK}]; '
     'anything else lets other machines in')
-@click.option('--seed', type=click.IntRange(min=0), default=0, show_default=True, help='Seed of the pair order and repeats')
+@click.option('--seed', type=SEED, default=0, show_default=True, help='Seed of the pair order and repeats')
 @click.option('--dry-run', is_flag=True, help='Print the resolved settings and exit; serve nothing')
 def serve(bank_dir, out, annotator, port, target, active, reward_path, repeat_rate, host, seed, dry_run):
     """Serve the labeling page: two samples' geometry previews side by side (click one for its RGB render);
@@ -80,37 +117,43 @@ def serve(bank_dir, out, annotator, port, target, active, reward_path, repeat_ra
         raise click.UsageError('--active orders pairs by reward scores: pass --reward-model PT')
     if reward_path and not active:
         raise click.UsageError('--reward-model is only used with --active')
-    bank = open_bank(bank_dir)
+    bank = open_bank(bank_dir, check_slabs=active)       # People judge pictures; --active scores the slabs.
     limit = len(bank) * (len(bank) - 1) // 2
     target = min(DEFAULT_PAIRS, limit) if target is None else target
     if target > limit:
         raise click.BadParameter(f'{target} pairs asked for, but {len(bank)} samples give only {limit}', param_hint='--pairs')
-    if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
-        raise click.ClickException(f'{out}: the folder does not exist')
+    check_out(out)
     host = LOOPBACK if host is None else host
     rewards = reward_scores(reward_path, bank, bank_dir, score=not dry_run) if active else None
-    session = make_session(bank, out, annotator, target, repeat_rate, seed, rewards)
-    state = session.state()
-    order = f'active by {reward_path}' if active else f'random, seed {seed}'
-    settings = (f'bank {bank_dir} ({len(bank)} samples), out {out}, annotator {annotator}, {state["done"]}/{target} '
-        f'judged, order {order}, repeat rate {repeat_rate}')
-    if dry_run:
-        print(f'would serve http://{host}:{port}/: {settings}')
-        return
-    try:
-        server = LabelServer((host, port), bank, session)
-    except OSError as err:
-        raise click.ClickException(f'cannot listen on {host}:{port}: {err.strerror or err}')
-    if not is_loopback(host):
-        print(f'warning: listening on {host}: other machines can reach this page, and it has no login', flush=True)
-    print(f'serving http://{host}:{server.server_address[1]}/: {settings}; Ctrl-C stops', flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-    print(f'{session.state()["done"]}/{target} pairs judged by {annotator} in {out}')
+    loaded = size(out)
+    session = make_session(bank, out, annotator, target, repeat_rate, seed, rewards)   # Refuses a file before any write.
+    with contextlib.ExitStack() as held:
+        if not dry_run:                                 # One server per file and annotator, for as long as it serves.
+            with one_line_errors(LabelError, OSError):
+                held.enter_context(labeling.lock_annotator(out, annotator))
+            if size(out) != loaded:                     # Another server of NAME wrote before it let go: resume after it.
+                session = make_session(bank, out, annotator, target, repeat_rate, seed, rewards)
+        state = session.state()
+        order = f'active by {reward_path}' if active else f'random, seed {seed}'
+        settings = (f'bank {bank_dir} ({len(bank)} samples), out {out}, annotator {annotator}, {state["done"]}/{target} '
+            f'judged, order {order}, repeat rate {repeat_rate}')
+        if dry_run:
+            print(f'would serve http://{host}:{port}/: {settings}')
+            return
+        try:
+            server = LabelServer((host, port), bank, session)
+        except OSError as err:
+            raise click.ClickException(f'cannot listen on {host}:{port}: {err.strerror or err}')
+        if not is_loopback(host):
+            print(f'warning: listening on {host}: other machines can reach this page, and it has no login', flush=True)
+        print(f'serving http://{host}:{server.server_address[1]}/: {settings}; Ctrl-C stops', flush=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
+        print(f'{session.state()["done"]}/{target} pairs judged by {annotator} in {out}')
 
 
 @main.command()
@@ -123,10 +166,8 @@ def stats(labels, json_out):
     \b
     python tools/label.py stats labels.jsonl --json agreement.json
     """
-    try:
+    with one_line_errors(LabelError), warning_lines():
         judgements = load_judgements(labels, repeats=True)
-    except LabelError as err:
-        raise click.ClickException(str(err))
     if not judgements:
         raise click.ClickException(f'{labels}: no judgements')
     result = labeling.label_stats(judgements)

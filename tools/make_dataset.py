@@ -10,7 +10,7 @@ import click
 import numpy as np
 import PIL.Image
 
-from eg3d_rlhf.cli import FiniteRange
+from eg3d_rlhf.cli import SEED, OUT_FILE, FiniteRange
 from eg3d_rlhf.synthetic import dataset_writer
 
 #----------------------------------------------------------------------------
@@ -21,10 +21,10 @@ def main():
 
 
 @main.command('synthetic-heads')
-@click.option('--out', required=True, metavar='ZIP', help='Output zip file')
+@click.option('--out', type=OUT_FILE, required=True, metavar='ZIP', help='Output zip file')
 @click.option('--count', type=click.IntRange(min=1), required=True, help='Number of images')
 @click.option('--resolution', type=click.IntRange(min=8, max=1024), default=64, show_default=True, help='Image size (a power of two)')
-@click.option('--seed', type=click.IntRange(min=0), default=0, show_default=True, help='Dataset seed; sample i is drawn from (seed, i)')
+@click.option('--seed', type=SEED, default=0, show_default=True, help='Dataset seed; sample i is drawn from (seed, i)')
 @click.option('--defect-rate', type=FiniteRange(0, 1), default=0.0, show_default=True, help='Fraction of heads with geometric defects')
 @click.option('--supersample', type=click.IntRange(1, 4), default=2, show_default=True, help='Anti-aliasing: render N x N rays per pixel')
 @click.option('--force', is_flag=True, help='Overwrite --out if it exists')
@@ -35,8 +35,6 @@ def synthetic_heads(out, count, resolution, seed, defect_rate, supersample, forc
         raise click.ClickException(f'--out must be a .zip path, got {out}')
     if resolution & (resolution - 1):
         raise click.ClickException(f'--resolution must be a power of two (EG3D networks need one), got {resolution}')
-    if os.path.isdir(out):
-        raise click.ClickException(f'--out {out} is a directory')
     if os.path.exists(out) and not force:
         raise click.ClickException(f'{out} exists; pass --force to overwrite it')
     parent = os.path.dirname(os.path.abspath(out))
@@ -56,7 +54,7 @@ def synthetic_heads(out, count, resolution, seed, defect_rate, supersample, forc
 
 @main.command('grid')
 @click.option('--data', required=True, metavar='ZIP', help='Dataset zip (EG3D format)')
-@click.option('--out', required=True, metavar='PNG', help='Output image')
+@click.option('--out', type=OUT_FILE, required=True, metavar='PNG', help='Output image')
 @click.option('--count', type=click.IntRange(min=1), default=32, show_default=True, help='Images to tile, in label order')
 @click.option('--cols', type=click.IntRange(min=1), default=8, show_default=True, help='Images per row')
 @click.option('--force', is_flag=True, help='Overwrite --out if it exists')

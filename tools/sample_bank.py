@@ -3,8 +3,8 @@
 import click
 from tqdm import tqdm
 
-from eg3d_rlhf.cli import (FINITE, NETWORK_HELP, conditions_option, device_option, load_generator, network_keys,
-    network_path, parse_range, pick_device)
+from eg3d_rlhf.cli import (OUT_DIR, FINITE, NETWORK_HELP, conditions_option, device_option, load_generator,
+    network_keys, network_path, parse_range, pick_device)
 from eg3d_rlhf.data.bank import BankError, BankWriter, is_finished
 from eg3d_rlhf.generators.base import sample_id
 
@@ -24,7 +24,7 @@ from eg3d_rlhf.generators.base import sample_id
 @click.option('--dtype', type=click.Choice(['float16', 'float32']), default='float16', show_default=True, help='Slab storage type')
 @click.option('--level', type=FINITE, default=10, show_default=True, help='Raw sigma level drawn in the previews')
 @click.option('--preview-res', type=click.IntRange(min=16), default=192, show_default=True, help='Preview size in pixels')
-@click.option('--outdir', required=True, metavar='BANK', help='Bank folder (created; finished samples are kept)')
+@click.option('--outdir', type=OUT_DIR, required=True, metavar='BANK', help='Bank folder (created; finished samples are kept)')
 @click.option('--dry-run', is_flag=True, help='Print what would be done; load and write nothing')
 @device_option
 def main(network_pkl, trust_pickle, seeds, conditions, truncation_psi, truncation_cutoff, resolution, dtype, level, preview_res,

@@ -5,7 +5,7 @@ import math
 import click
 from tqdm import tqdm
 
-from eg3d_rlhf.cli import device_option, pick_device
+from eg3d_rlhf.cli import OUT_FILE, device_option, pick_device
 from eg3d_rlhf.data import scores
 from eg3d_rlhf.data.bank import Bank, BankError
 from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward
@@ -15,7 +15,7 @@ from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward
 @click.command()
 @click.option('--reward-model', 'reward_path', required=True, metavar='PT', help='Checkpoint from tools/train_reward.py')
 @click.option('--bank', 'bank_dir', required=True, metavar='BANK', help='Sample bank folder')
-@click.option('--out', required=True, metavar='CSV', help='id,reward file to write (replaced atomically)')
+@click.option('--out', type=OUT_FILE, required=True, metavar='CSV', help='id,reward file to write (replaced atomically)')
 @click.option('--batch', type=click.IntRange(min=1), default=8, show_default=True, help='Samples scored at once')
 @click.option('--dry-run', is_flag=True, help='Check the inputs and print the plan; score nothing')
 @device_option
@@ -32,6 +32,7 @@ def main(reward_path, bank_dir, out, batch, dry_run, device_name):
         reward = load_reward(reward_path, device)
         bank = Bank(bank_dir)
         scores.check_grid(reward, bank, reward_path, bank_dir)
+        bank.check_slabs()
     except (RewardCheckpointError, BankError, scores.ScoresError) as err:
         raise click.ClickException(str(err))
     if dry_run:

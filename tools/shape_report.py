@@ -3,7 +3,7 @@
 import click
 
 from eg3d_rlhf.analysis.shapes import shape_report
-from eg3d_rlhf.cli import (FINITE, NETWORK_HELP, conditions_option, device_option, FiniteRange, load_generator,
+from eg3d_rlhf.cli import (OUT_DIR, FINITE, NETWORK_HELP, conditions_option, device_option, FiniteRange, load_generator,
     network_keys, network_path, parse_range, pick_device)
 
 #----------------------------------------------------------------------------
@@ -19,7 +19,7 @@ from eg3d_rlhf.cli import (FINITE, NETWORK_HELP, conditions_option, device_optio
 @click.option('--threshold', type=FiniteRange(0, 1), default=0.9, show_default=True,
     help='A seed counts as one head when its largest component holds at least this share of the surface area')
 @click.option('--previews', type=click.IntRange(min=0), default=8, show_default=True, help='Seeds (the first ones) to draw')
-@click.option('--outdir', help='Output folder', required=True, metavar='DIR')
+@click.option('--outdir', type=OUT_DIR, help='Output folder', required=True, metavar='DIR')
 @click.option('--dry-run', is_flag=True, help='Print what would be done; load and write nothing')
 @device_option
 def main(network_pkl, trust_pickle, seeds, conditions, resolution, truncation_psi, level, threshold, previews, outdir, dry_run, device_name):

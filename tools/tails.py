@@ -6,7 +6,7 @@ import click
 from tqdm import tqdm
 
 from eg3d_rlhf.analysis import report_plots, tails
-from eg3d_rlhf.cli import FINITE, check_bank_grid, device_option, one_line_errors, open_bank, open_reward, pick_device
+from eg3d_rlhf.cli import FINITE, OUT_DIR, check_bank_grid, device_option, one_line_errors, open_bank, open_reward, pick_device
 from eg3d_rlhf.data.bank import BankError
 from eg3d_rlhf.data.scores import write_scores
 from eg3d_rlhf.synthetic import demo
@@ -17,9 +17,8 @@ BUNDLED_REWARD = demo.reward_model('sigma')
 
 
 def refuse_outdir(outdir, force):
-    """A one-line click error when outdir is a file, or a folder holding anything and --force is not given."""
-    if os.path.exists(outdir) and not os.path.isdir(outdir):
-        raise click.ClickException(f'--outdir {outdir} is a file; choose a folder')
+    """A one-line click error when outdir is a folder holding anything and --force is not given (a file there is
+    refused already when the command line is read: cli.OUT_DIR)."""
     if os.path.isdir(outdir) and os.listdir(outdir) and not force:
         raise click.ClickException(f'--outdir {outdir} is not empty; pass --force to write into it, or choose another folder')
 
@@ -78,7 +77,7 @@ def score_cube(reward, path, cube, flip_x, reference):
 @click.option('--level', type=FINITE, default=10.0, show_default=True, help='Sigma of the surface in pictures and meshes')
 @click.option('--preview-res', type=click.IntRange(min=16), default=128, show_default=True,
     help='Pixels per side of each view in the strip')
-@click.option('--outdir', required=True, metavar='REPORT', help='Report folder (report.html, report.json, PNGs, PLYs)')
+@click.option('--outdir', type=OUT_DIR, required=True, metavar='REPORT', help='Report folder (report.html, report.json, PNGs, PLYs)')
 @click.option('--force', is_flag=True, help='Write into an --outdir that is not empty (files of the same names are replaced)')
 @click.option('--batch', type=click.IntRange(min=1), default=8, show_default=True, help='Slabs scored per pass')
 @click.option('--dry-run', is_flag=True, help='Check the inputs (cubes included) and print the plan; write nothing')

@@ -8,7 +8,7 @@ from tqdm import tqdm
 
 from dnnlib.util import atomic_write
 from eg3d_rlhf.analysis.report_plots import plot_losses
-from eg3d_rlhf.cli import device_option, FiniteRange, pick_device
+from eg3d_rlhf.cli import SEED, OUT_DIR, FiniteRange, device_option, pick_device
 from eg3d_rlhf.generators import flow_heads
 from eg3d_rlhf.geometry.preview import rgb_picture, save_picture, tile
 from eg3d_rlhf.synthetic import flow_data
@@ -60,14 +60,14 @@ def snapshot(outdir, pipeline, config, optimizer, step, options, preview_columns
 #----------------------------------------------------------------------------
 
 @click.command()
-@click.option('--outdir', required=True, metavar='DIR', help='Run folder (options.json, stats.jsonl, snapshots)')
+@click.option('--outdir', type=OUT_DIR, required=True, metavar='DIR', help='Run folder (options.json, stats.jsonl, snapshots)')
 @click.option('--preset', type=click.Choice(sorted(flow_heads.PRESETS)), default='default', show_default=True,
     help='Base config')
 @click.option('--config', 'overrides', callback=parse_config, metavar='JSON', help='Config keys over the preset')
 @click.option('--steps', type=click.IntRange(min=1), default=2000, show_default=True, help='Total training steps')
 @click.option('--batch', type=click.IntRange(min=1), default=8, show_default=True, help='Heads per step')
 @click.option('--lr', type=FiniteRange(min=0, min_open=True), default=2e-3, show_default=True, help='Adam rate')
-@click.option('--seed', type=click.IntRange(min=0), default=0, show_default=True, help='Seed of batches and noise')
+@click.option('--seed', type=SEED, default=0, show_default=True, help='Seed of batches and noise')
 @click.option('--snap', type=click.IntRange(min=1), default=500, show_default=True, help='Steps between snapshots')
 @click.option('--preview', 'preview_columns', type=click.IntRange(min=0), default=4, show_default=True,
     help='Seeds per preview row (0: no previews)')

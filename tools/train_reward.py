@@ -7,7 +7,8 @@ import click
 
 import dnnlib
 from eg3d_rlhf.analysis import report_plots
-from eg3d_rlhf.cli import device_option, FiniteRange, force_option, pick_device, refuse_overwrite, side_path
+from eg3d_rlhf.cli import (SEED, OUT_FILE, FiniteRange, device_option, force_option, pick_device, refuse_overwrite,
+    side_path)
 from eg3d_rlhf.data import preferences, scores
 from eg3d_rlhf.data.bank import Bank, BankError
 from eg3d_rlhf.rewards import REWARDS, build_reward, fitting
@@ -42,13 +43,13 @@ def parse_model_config(ctx, param, value):
 @click.command()
 @click.option('--bank', 'bank_dir', required=True, metavar='BANK', help='Sample bank folder (tools/sample_bank.py)')
 @click.option('--labels', 'labels_path', metavar='JSONL', help='Pairwise judgements (Bradley-Terry training)')
-@click.option('--good', 'good_path', metavar='TXT', help='Ids labelled good (unpaired Cauchy-Schwarz training, with --bad)')
-@click.option('--bad', 'bad_path', metavar='TXT', help='Ids labelled bad')
+@click.option('--good', 'good_path', type=OUT_FILE, metavar='TXT', help='Ids labelled good (unpaired Cauchy-Schwarz training, with --bad)')
+@click.option('--bad', 'bad_path', type=OUT_FILE, metavar='TXT', help='Ids labelled bad')
 @click.option('--reward', 'kind', type=click.Choice(sorted(REWARDS)), default='sigma', show_default=True, help='Reward model')
-@click.option('--out', required=True, metavar='PT', help='Checkpoint to write; STEM.metrics.jsonl, STEM.report.json and STEM.curves.png go beside it')
+@click.option('--out', type=OUT_FILE, required=True, metavar='PT', help='Checkpoint to write; STEM.metrics.jsonl, STEM.report.json and STEM.curves.png go beside it')
 @click.option('--truth', 'truth_path', metavar='CSV', help='Noise-free scores (id,reward; e.g. annotate.py --scores-out) for held-out accuracy')
 @click.option('--split', 'fractions', default='0.7,0.15,0.15', show_default=True, callback=parse_split, help='Train,val,test shares of the samples')
-@click.option('--split-seed', type=int, default=0, show_default=True, help='Seed of the split by sample')
+@click.option('--split-seed', type=SEED, default=0, show_default=True, help='Seed of the split by sample')
 @click.option('--ties', type=click.Choice(['drop', 'model']), default='drop', show_default=True, help='Drop ties, or model them (Rao-Kupper)')
 @click.option('--epochs', type=click.IntRange(min=1), default=20, show_default=True, help='Most epochs')
 @click.option('--patience', type=click.IntRange(min=1), default=4, show_default=True, help='Early stopping: epochs without a better validation accuracy')
@@ -58,7 +59,7 @@ def parse_model_config(ctx, param, value):
 @click.option('--centre/--no-centre', default=None, help='Subtract the training samples\' mean input first  [default: on for '
     f'the kinds that take a reference slab: {", ".join(k for k, c in REWARDS.items() if c.takes_reference)}]')
 @click.option('--reg-weight', type=FiniteRange(min=0), default=1.0, show_default=True, help='Unpaired: weight of the score regression term')
-@click.option('--seed', type=int, default=0, show_default=True, help='Seed of the initial weights, batch order and flips')
+@click.option('--seed', type=SEED, default=0, show_default=True, help='Seed of the initial weights, batch order and flips')
 @click.option('--model-config', 'model_config', default='{}', show_default=True, callback=parse_model_config, metavar='JSON',
     help='Constructor arguments of the reward model, e.g. \'{"channels": [8, 16, 32, 64, 64], "hidden": 128}\'')
 @click.option('--dry-run', is_flag=True, help='Validate the inputs and print the plan; train and write nothing')

@@ -3,6 +3,7 @@
 import json
 import os
 import zipfile
+import zlib
 
 import numpy as np
 import PIL.Image
@@ -34,6 +35,11 @@ def mirror_camera_label(label):
     cam2world = _WORLD_MIRROR @ label[..., :16].reshape(*lead, 4, 4) @ _WORLD_MIRROR
     intrinsics = _IMAGE_MIRROR @ label[..., 16:].reshape(*lead, 3, 3) @ _CAMERA_X_FLIP
     return np.concatenate([cam2world.reshape(*lead, 16), intrinsics.reshape(*lead, 9)], axis=-1)
+
+#----------------------------------------------------------------------------
+
+class DatasetError(ValueError):
+    """A dataset that cannot be trained on; the one-line message names the file and says how to fix it."""
 
 #----------------------------------------------------------------------------
 
@@ -74,6 +80,9 @@ class Dataset(torch.utils.data.Dataset):
     def _raw_name(self, raw_idx):           # How error messages name an image.
         return f'image {raw_idx}'
 
+    def _label_file(self):                  # How error messages name where the labels come from.
+        return self._name
+
     def close(self):                        # To be overridden: release open files.
         pass
 
@@ -86,16 +95,18 @@ class Dataset(torch.utils.data.Dataset):
     def _get_raw_labels(self):
         if self._raw_labels is None:
             labels = self._load_raw_labels() if self._use_labels else np.zeros([self._raw_shape[0], 0], dtype=np.float32)
+            where = self._label_file()
             if labels.shape[0] != self._raw_shape[0] or labels.dtype not in (np.float32, np.int64):
-                raise ValueError(f'{self._name}: labels must be float32 [N, D] or int64 [N] with N = {self._raw_shape[0]}, '
+                raise DatasetError(f'{where}: labels must be float32 [N, D] or int64 [N] with N = {self._raw_shape[0]}, '
                     f'got {labels.dtype} {list(labels.shape)}')
             if labels.dtype == np.int64 and (labels.ndim != 1 or np.any(labels < 0)):
-                raise ValueError(f'{self._name}: class labels must be non-negative integers, one per image')
+                raise DatasetError(f'{where}: class labels must be non-negative integers, one per image')
             if labels.dtype == np.float32 and not np.all(np.isfinite(labels)):
                 bad = int(np.nonzero(~np.all(np.isfinite(labels.reshape(labels.shape[0], -1)), axis=1))[0][0])
-                raise ValueError(f'{self._name}: non-finite label for {self._raw_name(bad)}')
+                raise DatasetError(f'{where}: non-finite label for {self._raw_name(bad)} (nan, inf or too large for '
+                    f'float32); fix that label')
             if labels.dtype == np.float32 and self._xflip.any() and labels.shape[1:] not in ((0,), (25,)):
-                raise ValueError(f'{self._name}: xflip mirrors camera labels, which must be 25 floats; '
+                raise DatasetError(f'{where}: xflip mirrors camera labels, which must be 25 floats; '
                     f'these labels have shape {list(labels.shape[1:])}')
             self._raw_labels = labels
         return self._raw_labels
@@ -107,7 +118,7 @@ class Dataset(torch.utils.data.Dataset):
         raw_idx = self._raw_idx[idx]
         image = self._load_raw_image(raw_idx)
         if list(image.shape) != self.image_shape or image.dtype != np.uint8:
-            raise ValueError(f'{self._name}: {self._raw_name(raw_idx)} is {image.dtype} {list(image.shape)} (CHW), '
+            raise DatasetError(f'{self._name}: {self._raw_name(raw_idx)} is {image.dtype} {list(image.shape)} (CHW), '
                 f'but the dataset holds uint8 {self.image_shape} (from its first image); all images must match')
         if self._xflip[idx]:
             image = image[:, :, ::-1]
@@ -123,6 +134,14 @@ class Dataset(torch.utils.data.Dataset):
         if self._xflip[idx] and label.size > 0:
             return mirror_camera_label(label)
         return label.copy()
+
+    def check_camera_labels(self):
+        """DatasetError unless every label is an EG3D camera: 25 floats (cam2world 4x4, then intrinsics 3x3)."""
+        labels = self._get_raw_labels()
+        if labels.dtype != np.float32 or labels.shape[1:] != (25,):
+            got = 'class indices' if labels.dtype == np.int64 else f'{labels.shape[1]} floats each'
+            raise DatasetError(f'{self._label_file()}: EG3D renders each image from a 25-float camera label '
+                f'(16 cam2world + 9 intrinsics), but these labels are {got}; re-export the dataset with camera labels')
 
     def get_details(self, idx):
         """raw_idx, xflip and the stored (unmirrored) raw_label of item idx."""
@@ -172,8 +191,32 @@ class Dataset(torch.utils.data.Dataset):
 
 #----------------------------------------------------------------------------
 
+# Image modes _load_raw_image turns into uint8 [C, H, W], with their channel counts. Others would load as another
+# dtype (I;16, F), as palette indices (P) or as channels the networks misread (CMYK, YCbCr, LA).
+_CHANNELS = {'L': 1, 'RGB': 3, 'RGBA': 4}
+
+# What reading a damaged image or zip member raises: PIL's errors are OSErrors (UnidentifiedImageError, truncated
+# data) or ValueErrors, zipfile's BadZipFile (bad header or CRC), zlib's for a damaged deflate stream.
+_UNREADABLE = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, PIL.Image.DecompressionBombError)
+
+
+def _reason(err):
+    """One line saying why a file could not be read."""
+    if isinstance(err, PIL.UnidentifiedImageError):
+        return 'unknown format or damaged header'
+    return ' '.join(f'{type(err).__name__}: {err}'.split())
+
+
+def _power_of_two_below(n):
+    return 1 << (max(n, 1).bit_length() - 1)
+
+
 class ImageFolderDataset(Dataset):
-    """Images in a folder or a zip (any depth, sorted by relative path), labels from dataset.json at its root."""
+    """Images in a folder or a zip (any depth, sorted by relative path), labels from dataset.json at its root.
+
+    Opening checks every image's header (size and mode, no pixels decoded) and the labels, so that a dataset that
+    cannot be trained on raises DatasetError here rather than mid-training.
+    """
 
     def __init__(self,
         path,                       # Folder or .zip holding the images (and dataset.json).
@@ -193,21 +236,13 @@ class ImageFolderDataset(Dataset):
         elif not os.path.exists(path):
             raise FileNotFoundError(f'dataset not found: {path}')
         else:
-            raise IOError(f'dataset must be a folder or a .zip file: {path}')
+            raise DatasetError(f'{path}: a dataset must be a folder or a .zip file of images')
 
         PIL.Image.init()
         self._image_fnames = sorted(f for f in self._all_fnames if self._file_ext(f) in PIL.Image.EXTENSION)
         if len(self._image_fnames) == 0:
-            raise IOError(f'no image files (PNG, JPG, ...) found in {path}')
-
-        # The first image fixes the shape; __getitem__ checks every other image against it.
-        shape = list(self._load_raw_image(0).shape)
-        c, h, w = shape
-        if h != w or h < 1 or (h & (h - 1)) != 0:
-            raise ValueError(f'{path}: images must be square with a power-of-two side, '
-                f'but {self._image_fnames[0]} is {w}x{h}')
-        if resolution is not None and h != resolution:
-            raise ValueError(f'{path}: images are {w}x{h}, but resolution={resolution} was requested')
+            raise DatasetError(f'{path}: no image files (PNG, JPG, ...) found; put the images in it (at any depth)')
+        shape = self._check_images(resolution)
         name = os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
         super().__init__(name=name, raw_shape=[len(self._image_fnames)] + shape, **super_kwargs)
         self._get_raw_labels() # Report label problems now rather than mid-training.
@@ -216,10 +251,17 @@ class ImageFolderDataset(Dataset):
     def _file_ext(fname):
         return os.path.splitext(fname)[1].lower()
 
+    def _where(self, fname):
+        return f'{self._path}: {fname}'
+
     def _get_zipfile(self):
         # Reopen in every process: a zip handle inherited through fork shares its file offset with the parent.
         if self._zipfile is None or self._zipfile_pid != os.getpid():
-            self._zipfile = zipfile.ZipFile(self._path)
+            try:
+                self._zipfile = zipfile.ZipFile(self._path)
+            except zipfile.BadZipFile as e:
+                raise DatasetError(f'{self._path} is not a readable zip ({_reason(e)}; truncated by an interrupted '
+                    f'copy?): copy it again or re-export it') from None
             self._zipfile_pid = os.getpid()
         return self._zipfile
 
@@ -241,42 +283,101 @@ class ImageFolderDataset(Dataset):
     def _raw_name(self, raw_idx):
         return self._image_fnames[raw_idx]
 
+    def _label_file(self):
+        return self._where('dataset.json')
+
+    def _image_header(self, fname):
+        """(size, mode) of an image, from its header alone."""
+        try:
+            with self._open_file(fname) as f, PIL.Image.open(f) as image:
+                return image.size, image.mode
+        except _UNREADABLE as e:
+            raise DatasetError(f'{self._where(fname)} cannot be read as an image ({_reason(e)}): '
+                f'remove it or save it again as PNG') from None
+
+    def _check_images(self, resolution):
+        """[C, H, W] of the images, from their headers: all of one mode and one square power-of-two size."""
+        first = self._image_fnames[0]
+        (w, h), mode = self._image_header(first)
+        if mode not in _CHANNELS:
+            raise DatasetError(f'{self._where(first)} has mode {mode}, but the loader reads only L, RGB or RGBA '
+                f'images (1, 3 or 4 channels): convert the images to RGB')
+        if h != w or h < 1 or (h & (h - 1)) != 0:
+            side = _power_of_two_below(min(w, h))
+            raise DatasetError(f'{self._path}: images must be square with a power-of-two side, but {first} is {w}x{h}: '
+                f'resize them (e.g. to {side}x{side})')
+        if resolution is not None and h != resolution:
+            raise DatasetError(f'{self._path}: images are {w}x{h}, but resolution={resolution} was requested: '
+                f'resize {first} and the others to {resolution}x{resolution}')
+        for fname in self._image_fnames[1:]:
+            (w2, h2), mode2 = self._image_header(fname)
+            if (w2, h2, mode2) != (w, h, mode):
+                raise DatasetError(f'{self._where(fname)} is {w2}x{h2} {mode2}, but {first} is {w}x{h} {mode}: '
+                    f'all images must match; resize or convert it to {w}x{h} {mode}')
+        return [_CHANNELS[mode], h, w]
+
     def _load_raw_image(self, raw_idx):
-        with self._open_file(self._image_fnames[raw_idx]) as f:
-            image = np.array(PIL.Image.open(f))
+        fname = self._image_fnames[raw_idx]
+        try:
+            with self._open_file(fname) as f:
+                image = np.array(PIL.Image.open(f))
+        except _UNREADABLE as e: # Pixel data damaged after a sound header: found only now.
+            raise DatasetError(f'{self._where(fname)} cannot be decoded ({_reason(e)}): '
+                f'remove it or save it again as PNG') from None
         if image.ndim == 2:
             image = image[:, :, np.newaxis] # HW => HWC
         return image.transpose(2, 0, 1) # HWC => CHW
 
+    def _read_json(self, fname):
+        """The parsed JSON file fname: UTF-8 text, nested no deeper than Python's recursion limit."""
+        where = self._where(fname)
+        try:
+            with self._open_file(fname) as f:
+                data = f.read()
+        except _UNREADABLE as e:
+            raise DatasetError(f'{where} cannot be read ({_reason(e)}); re-export the dataset') from None
+        try:
+            return json.loads(data.decode('utf-8'))
+        except UnicodeDecodeError as e:
+            raise DatasetError(f'{where} is not valid JSON: not UTF-8 ({e.reason} at byte {e.start}); save it as UTF-8') from None
+        except json.JSONDecodeError as e:
+            raise DatasetError(f'{where} is not valid JSON: {e}') from None
+        except RecursionError:
+            raise DatasetError(f'{where} is not valid JSON: nested too deeply to be a label file') from None
+
     def _load_raw_labels(self):
-        where = f'{self._path}: dataset.json'
+        where = self._label_file()
         if 'dataset.json' not in self._all_fnames:
-            raise FileNotFoundError(f'{self._path}: use_labels=True needs a dataset.json at the dataset root; none found')
-        with self._open_file('dataset.json') as f:
-            try:
-                data = json.load(f)
-            except ValueError as e: # JSONDecodeError and UnicodeDecodeError are ValueErrors.
-                raise ValueError(f'{where} is not valid JSON: {e}') from None
+            raise DatasetError(f'{self._path}: use_labels=True needs a dataset.json at the dataset root; none found')
+        data = self._read_json('dataset.json')
         labels = data.get('labels') if isinstance(data, dict) else None
         if not isinstance(labels, list) or not all(isinstance(x, list) and len(x) == 2 for x in labels):
-            raise ValueError(f'{where} must hold {{"labels": [[relative_fname, label], ...]}}')
+            raise DatasetError(f'{where} must hold {{"labels": [[relative_fname, label], ...]}}')
         labels = dict((str(k), v) for k, v in labels)
         missing = [f for f in self._image_fnames if f not in labels]
         if missing:
-            raise ValueError(f'{where} has no label for {len(missing)} of {len(self._image_fnames)} images, e.g. {missing[0]}')
+            raise DatasetError(f'{where} has no label for {len(missing)} of {len(self._image_fnames)} images, '
+                f'e.g. {missing[0]}: every image needs a [fname, label] entry')
         rows = [labels[f] for f in self._image_fnames]
 
         # Class indices (one integer per image) or float vectors of one common length.
-        if all(isinstance(r, int) and not isinstance(r, bool) for r in rows):
-            return np.array(rows, dtype=np.int64)
+        if all(type(r) is int for r in rows):
+            return self._label_array(rows, np.int64)
         describe = lambda r: f'{len(r)} values' if isinstance(r, list) else f'{r!r:.20}'
         for f, r in zip(self._image_fnames, rows):
             if not isinstance(r, list) or len(r) != len(rows[0]):
-                raise ValueError(f'{where}: labels must be lists of one length (or class integers for all images), '
+                raise DatasetError(f'{where}: labels must be lists of one length (or class integers for all images), '
                     f'but {self._image_fnames[0]} has {describe(rows[0])} and {f} has {describe(r)}')
+            bad = [x for x in r if type(x) not in (int, float)]
+            if bad:
+                raise DatasetError(f'{where}: labels must be numbers, but the label of {f} holds {bad[0]!r:.20}')
+        return self._label_array(rows, np.float32)
+
+    def _label_array(self, rows, dtype):
         try:
-            return np.array(rows, dtype=np.float32)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f'{where}: labels must be numbers: {e}') from None
+            with np.errstate(over='ignore'): # Floats beyond float32 become inf, reported as non-finite.
+                return np.array(rows, dtype=dtype)
+        except OverflowError:
+            raise DatasetError(f'{self._label_file()}: a label is too large for {np.dtype(dtype).name}; fix it') from None
 
 #----------------------------------------------------------------------------

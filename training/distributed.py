@@ -73,6 +73,7 @@ class InfiniteSampler(torch.utils.data.Sampler):
         shuffle         = True,     # Shuffle the order (and keep changing it)?
         seed            = 0,        # Seed of the order.
         window_size     = 0.5,      # Swap window as a fraction of the dataset size.
+        start           = 0,        # Indices of this rank to skip: those a resumed run's first part already used.
     ):
         assert len(dataset) > 0
         assert num_replicas > 0 and 0 <= rank < num_replicas
@@ -84,6 +85,7 @@ class InfiniteSampler(torch.utils.data.Sampler):
         self.shuffle = shuffle
         self.seed = seed
         self.window_size = window_size
+        self.start = int(start)
 
     def __iter__(self):
         order = np.arange(self.dataset_size)
@@ -94,11 +96,14 @@ class InfiniteSampler(torch.utils.data.Sampler):
             rnd.shuffle(order)
             window = int(np.rint(order.size * self.window_size))
 
-        step = 0
+        step, skipped = 0, 0
         while True:
             i = step % order.size
             if step % self.num_replicas == self.rank:
-                yield order[i]
+                if skipped < self.start:
+                    skipped += 1
+                else:
+                    yield order[i]
             if window >= 2:
                 j = (i - rnd.randint(window)) % order.size
                 order[i], order[j] = order[j], order[i]

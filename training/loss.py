@@ -103,6 +103,14 @@ class StyleGAN2Loss(Loss):
             self.reward = dnnlib.util.construct_class_by_name(G=G, G_ref=G_ema, **reward_kwargs)
             self.phases = self.phases + ('Greward',)
 
+    def resume_state(self):
+        """What a resumed run needs to continue this loss exactly (the reward phase's running statistics)."""
+        return dict(reward=self.reward.resume_state()) if hasattr(self.reward, 'resume_state') else {}
+
+    def load_resume_state(self, state):
+        if 'reward' in state and hasattr(self.reward, 'load_resume_state'):
+            self.reward.load_resume_state(state['reward'])
+
     def schedule(self, cur_nimg):
         """Everything that depends on training progress, at `cur_nimg` images shown so far."""
         blur_sigma = max(1 - cur_nimg / (self.blur_fade_kimg * 1e3), 0) * self.blur_init_sigma if self.blur_fade_kimg > 0 else 0

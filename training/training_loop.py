@@ -94,13 +94,39 @@ def build_networks(training_set, G_kwargs, D_kwargs, device):
     return G, D, G_ema
 
 
+class ResumeError(ValueError):
+    """A network pickle that cannot continue this run's networks (its architecture differs from the options)."""
+
+
+def architecture_mismatch(resume_data, networks):
+    """Why the networks of a loaded pickle differ from `networks` {'G': ..., 'D': ..., 'G_ema': ...} (one sentence:
+    the first few tensors missing, extra or of another shape), or None when every name and shape matches."""
+    for name, module in networks.items():
+        if resume_data.get(name) is None:
+            return f'it has no {name}'
+        ours = {k: tuple(v.shape) for k, v in misc.named_params_and_buffers(module)}
+        theirs = {k: tuple(v.shape) for k, v in misc.named_params_and_buffers(resume_data[name])}
+        problems = [f'{k} is missing' for k in ours if k not in theirs]
+        problems += [f'{k} is extra' for k in theirs if k not in ours]
+        problems += [f'{k} is {theirs[k]}, not {ours[k]}' for k in ours if k in theirs and theirs[k] != ours[k]]
+        if problems:
+            more = f' and {len(problems) - 3} more' if len(problems) > 3 else ''
+            return f'its {name} does not match the options ({", ".join(problems[:3])}{more})'
+    return None
+
+
 def resume_networks(resume_pkl, networks, trust=False):
-    """Copy the same-named parameters and buffers of G, D and G_ema in a network pickle (ours or NVIDIA's) into
-    `networks` = {'G': ..., 'D': ..., 'G_ema': ...}; the networks keep this project's classes and constructor."""
+    """Copy the parameters and buffers of G, D and G_ema in a network pickle (ours or NVIDIA's) into `networks` =
+    {'G': ..., 'D': ..., 'G_ema': ...}, which keep this project's classes and constructor; returns the pickle's
+    dict (its 'progress' and 'reward_anchor', when it has them). ResumeError unless every name and shape match."""
     with dnnlib.util.open_url(resume_pkl) as f:
         resume_data = legacy.load_network_pkl(f, trust=trust)
+    problem = architecture_mismatch(resume_data, networks)
+    if problem is not None:
+        raise ResumeError(f'{resume_pkl}: {problem}; resume with the options it was trained with (--cfg, --map-depth, ...)')
     for name, module in networks.items():
-        misc.copy_params_and_buffers(resume_data[name], module, require_all=False)
+        misc.copy_params_and_buffers(resume_data[name], module, require_all=True)
+    return resume_data
 
 
 def build_phases(G, D, G_opt_kwargs, D_opt_kwargs, G_reg_interval, D_reg_interval, reward_interval=None):
@@ -146,6 +172,47 @@ def update_ema(G_ema, G, cur_nimg, batch_size, ema_kimg, ema_rampup):
         b_ema.copy_(b)
     G_ema.neural_rendering_resolution = G.neural_rendering_resolution
     G_ema.rendering_kwargs = G.rendering_kwargs.copy()
+
+def optimizer_states(phases):
+    """{phase name: optimizer state_dict} of each optimizer once (phases of one network share one)."""
+    states, seen = {}, set()
+    for phase in phases:
+        if id(phase.opt) not in seen:
+            seen.add(id(phase.opt))
+            states[phase.name] = copy.deepcopy(phase.opt.state_dict())
+    return states
+
+
+def load_optimizer_states(phases, states):
+    for phase in phases:
+        if phase.name in states:
+            phase.opt.load_state_dict(states[phase.name])
+
+
+def random_state(device):
+    """torch's (and the device's) and numpy's global random state: with it a resumed run draws what the first would."""
+    state = dict(torch=torch.get_rng_state(), numpy=np.random.get_state())
+    if device.type == 'cuda':
+        state['cuda'] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_random_state(state, device):
+    torch.set_rng_state(state['torch'])
+    np.random.set_state(state['numpy'])
+    if device.type == 'cuda' and 'cuda' in state:
+        torch.cuda.set_rng_state(state['cuda'], device)
+
+
+class TrainingStopped(RuntimeError):
+    """The run stopped early (non-finite rewards or weights); the message names the last good snapshot."""
+
+
+def check_finite_weights(**modules):
+    """FloatingPointError naming the first module with a nan or inf parameter or buffer (none is snapshotted)."""
+    for name, module in modules.items():
+        if not all(bool(torch.isfinite(t).all()) for t in misc.params_and_buffers(module) if t.is_floating_point()):
+            raise FloatingPointError(f'{name} has non-finite weights')
 
 #----------------------------------------------------------------------------
 
@@ -217,7 +284,7 @@ def training_loop(
     # Initialize.
     start_time = time.time()
     device = torch.device(device, local_rank) if device == 'cuda' else torch.device(device)
-    np.random.seed(random_seed * num_gpus + rank)
+    np.random.seed((random_seed * num_gpus + rank) % 2**32)
     torch.manual_seed(random_seed * num_gpus + rank)
     torch.backends.cudnn.benchmark = cudnn_benchmark
     torch.backends.cuda.matmul.allow_tf32 = False       # Numerical accuracy over speed, as EG3D.
@@ -233,8 +300,6 @@ def training_loop(
     log('Loading training set...')
     training_set = dnnlib.util.construct_class_by_name(**training_set_kwargs)
     sampler = distributed.InfiniteSampler(dataset=training_set, rank=rank, num_replicas=num_gpus, seed=random_seed)
-    training_set_iterator = iter(torch.utils.data.DataLoader(dataset=training_set, sampler=sampler,
-        batch_size=batch_size // num_gpus, **data_loader_kwargs))
     log()
     log('Num images: ', len(training_set))
     log('Image shape:', training_set.image_shape)
@@ -244,9 +309,15 @@ def training_loop(
     # Construct networks, resume, print their summaries.
     log('Constructing networks...')
     G, D, G_ema = build_networks(training_set, G_kwargs, D_kwargs, device)
+    anchor = exact = None                               # A reward run's starting point; the state to continue exactly.
     if resume_pkl is not None and rank == 0:
         log(f'Resuming from "{resume_pkl}"')
-        resume_networks(resume_pkl, dict(G=G, D=D, G_ema=G_ema), trust=trust_resume_pkl)
+        resumed = resume_networks(resume_pkl, dict(G=G, D=D, G_ema=G_ema), trust=trust_resume_pkl)
+        anchor, exact = resumed.get('reward_anchor'), resumed.get('resume_state')
+        if exact is not None and (num_gpus > 1 or exact['kimg'] != resume_kimg):
+            log('Resume state not used (it holds one process\'s random state, at its own kimg): continuing approximately')
+            exact = None
+        dnnlib.util.remove_stale_temporaries(os.path.dirname(os.path.abspath(resume_pkl)))
     if shape_prior_kwargs is not None and rank == 0:
         # Fits G in place, conditioned on the training labels, and returns the loss of every step.
         steps = shape_prior_kwargs.get('steps')
@@ -261,19 +332,36 @@ def training_loop(
         img = misc.print_module_summary(G, [z, c])
         misc.print_module_summary(D, [img, c])
 
+    # A reward run's frozen starting generator: the consistency terms' reference and the evidence's "before". A run
+    # resumed from one of its snapshots keeps the first run's (reward_anchor), so it measures change from there.
+    G_start = None
+    if loss_kwargs.get('reward_kwargs') is not None:
+        G_start = copy.deepcopy(G_ema).eval().requires_grad_(False)
+        if anchor is not None:
+            misc.copy_params_and_buffers(anchor['G_start'], G_start, require_all=True)
+            log('Reward anchor: the reference and the panel\'s "before" are the generator the resumed run started from')
+
     # Distribute across processes: every rank starts from rank 0's weights.
     log(f'Distributing across {num_gpus} processes...')
     if num_gpus > 1:
-        for module in [G, D, G_ema]:
-            distributed.broadcast_module(module, src=0)
+        for module in [G, D, G_ema, G_start]:
+            if module is not None:
+                distributed.broadcast_module(module, src=0)
 
     # Set up the training phases (no augmentation pipeline: --aug=noaug only).
     log('Setting up training phases...')
-    reference = dict(G_ema=G_ema) if loss_kwargs.get('reward_kwargs') is not None else {} # Frozen copy for consistency.
+    reference = dict(G_ema=G_start) if G_start is not None else {}     # Frozen copy for the consistency terms.
     loss = dnnlib.util.construct_class_by_name(device=device, G=G, D=D, augment_pipe=None, **reference, **loss_kwargs)
     phases = build_phases(G, D, G_opt_kwargs, D_opt_kwargs, G_reg_interval, D_reg_interval, reward_interval)
     for phase in phases:
         phase.timer = PhaseTimer(device)
+    if exact is not None:
+        load_optimizer_states(phases, exact['optimizers'])
+        loss.load_resume_state(exact['loss'])
+        sampler.start = int(round(resume_kimg * 1000))                  # The images the first part already took.
+        log(f'Continuing exactly: optimizer states, random state, data order and tick count of {resume_kimg:g} kimg')
+    training_set_iterator = iter(torch.utils.data.DataLoader(dataset=training_set, sampler=sampler,
+        batch_size=batch_size // num_gpus, **data_loader_kwargs))
 
     # Export the real images; draw the latents and cameras of the fakes grids.
     grid_size = grid_z = grid_c = None
@@ -289,7 +377,10 @@ def training_loop(
     panel = None
     if rank == 0 and panel_kwargs is not None:
         panel = dnnlib.util.construct_class_by_name(run_dir=run_dir, device=device, **panel_kwargs)
-        log(panel.record(G_ema, resume_kimg))                            # The starting point of every trajectory.
+        if anchor is not None and anchor.get('panel') is not None:
+            log(panel.restore(anchor['panel'], G_start))                # The first run's ticks, then this run's.
+        if not panel.kimg or panel.kimg[-1] != resume_kimg:
+            log(panel.record(G_ema, resume_kimg))                        # The starting point of every trajectory.
 
     # Initialize logs.
     log('Initializing logs...')
@@ -306,108 +397,129 @@ def training_loop(
     maintenance_time = tick_start_time - start_time
     batch_idx = 0
     snapshot_pkl = None
-    while True:
+    if exact is not None:
+        cur_tick, batch_idx = exact['tick'] + 1, exact['batch_idx']
+        set_random_state(exact['random'], device)
+    try:
+        while True:
 
-        # Fetch real images and labels; draw latents and cameras for every phase.
-        phase_real_img, phase_real_c = next(training_set_iterator)
-        phase_real_img = (phase_real_img.to(device).to(torch.float32) / 127.5 - 1).split(batch_gpu)
-        phase_real_c = phase_real_c.to(device).split(batch_gpu)
-        all_gen_z = torch.randn([len(phases) * batch_size, G.z_dim], device=device)
-        all_gen_z = [phase_gen_z.split(batch_gpu) for phase_gen_z in all_gen_z.split(batch_size)]
-        all_gen_c = [training_set.get_label(np.random.randint(len(training_set))) for _ in range(len(phases) * batch_size)]
-        all_gen_c = torch.from_numpy(np.stack(all_gen_c)).to(device)
-        all_gen_c = [phase_gen_c.split(batch_gpu) for phase_gen_c in all_gen_c.split(batch_size)]
+            # Fetch real images and labels; draw latents and cameras for every phase.
+            phase_real_img, phase_real_c = next(training_set_iterator)
+            phase_real_img = (phase_real_img.to(device).to(torch.float32) / 127.5 - 1).split(batch_gpu)
+            phase_real_c = phase_real_c.to(device).split(batch_gpu)
+            all_gen_z = torch.randn([len(phases) * batch_size, G.z_dim], device=device)
+            all_gen_z = [phase_gen_z.split(batch_gpu) for phase_gen_z in all_gen_z.split(batch_size)]
+            all_gen_c = [training_set.get_label(np.random.randint(len(training_set))) for _ in range(len(phases) * batch_size)]
+            all_gen_c = torch.from_numpy(np.stack(all_gen_c)).to(device)
+            all_gen_c = [phase_gen_c.split(batch_gpu) for phase_gen_c in all_gen_c.split(batch_size)]
 
-        # Run the phases due at this step.
-        for phase, phase_gen_z, phase_gen_c in zip(phases, all_gen_z, all_gen_c):
-            if batch_idx % phase.interval != 0:
+            # Run the phases due at this step.
+            for phase, phase_gen_z, phase_gen_c in zip(phases, all_gen_z, all_gen_c):
+                if batch_idx % phase.interval != 0:
+                    continue
+                phase.timer.start()
+                phase.opt.zero_grad(set_to_none=True)
+                phase.module.requires_grad_(True)
+                for real_img, real_c, gen_z, gen_c in zip(phase_real_img, phase_real_c, phase_gen_z, phase_gen_c):
+                    loss.accumulate_gradients(phase=phase.name, real_img=real_img, real_c=real_c, gen_z=gen_z, gen_c=gen_c,
+                        gain=phase.interval, cur_nimg=cur_nimg)
+                phase.module.requires_grad_(False)
+                distributed.sync_gradients(phase.module, num_gpus)
+                phase.opt.step()
+                phase.timer.stop()
+
+            # Update G_ema and the counters.
+            update_ema(G_ema, G, cur_nimg=cur_nimg, batch_size=batch_size, ema_kimg=ema_kimg, ema_rampup=ema_rampup)
+            cur_nimg += batch_size
+            batch_idx += 1
+
+            # Tick: the first step, every kimg_per_tick, and the end.
+            done = (cur_nimg >= total_kimg * 1000)
+            if (not done) and (cur_tick != 0) and (cur_nimg < tick_start_nimg + kimg_per_tick * 1000):
                 continue
-            phase.timer.start()
-            phase.opt.zero_grad(set_to_none=True)
-            phase.module.requires_grad_(True)
-            for real_img, real_c, gen_z, gen_c in zip(phase_real_img, phase_real_c, phase_gen_z, phase_gen_c):
-                loss.accumulate_gradients(phase=phase.name, real_img=real_img, real_c=real_c, gen_z=gen_z, gen_c=gen_c,
-                    gain=phase.interval, cur_nimg=cur_nimg)
-            phase.module.requires_grad_(False)
-            distributed.sync_gradients(phase.module, num_gpus)
-            phase.opt.step()
-            phase.timer.stop()
 
-        # Update G_ema and the counters.
-        update_ema(G_ema, G, cur_nimg=cur_nimg, batch_size=batch_size, ema_kimg=ema_kimg, ema_rampup=ema_rampup)
-        cur_nimg += batch_size
-        batch_idx += 1
+            # Status line; the same numbers go to training_stats.
+            tick_end_time = time.time()
+            peak_gpu_mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == 'cuda' else 0
+            peak_gpu_reserved = torch.cuda.max_memory_reserved(device) / 2**30 if device.type == 'cuda' else 0
+            if device.type == 'cuda':
+                torch.cuda.reset_peak_memory_stats(device)
+            fields = []
+            fields += [f"tick {training_stats.report0('Progress/tick', cur_tick):<5d}"]
+            fields += [f"kimg {training_stats.report0('Progress/kimg', cur_nimg / 1e3):<8.1f}"]
+            fields += [f"time {dnnlib.util.format_time(training_stats.report0('Timing/total_sec', tick_end_time - start_time)):<12s}"]
+            fields += [f"sec/tick {training_stats.report0('Timing/sec_per_tick', tick_end_time - tick_start_time):<7.1f}"]
+            fields += [f"sec/kimg {training_stats.report0('Timing/sec_per_kimg', (tick_end_time - tick_start_time) / (cur_nimg - tick_start_nimg) * 1e3):<7.2f}"]
+            fields += [f"maintenance {training_stats.report0('Timing/maintenance_sec', maintenance_time):<6.1f}"]
+            fields += [f"cpumem {training_stats.report0('Resources/cpu_mem_gb', psutil.Process(os.getpid()).memory_info().rss / 2**30):<6.2f}"]
+            fields += [f"gpumem {training_stats.report0('Resources/peak_gpu_mem_gb', peak_gpu_mem):<6.2f}"]
+            fields += [f"reserved {training_stats.report0('Resources/peak_gpu_mem_reserved_gb', peak_gpu_reserved):<6.2f}"]
+            fields += [f"augment {training_stats.report0('Progress/augment', 0):.3f}"]
+            training_stats.report0('Timing/total_hours', (tick_end_time - start_time) / (60 * 60))
+            training_stats.report0('Timing/total_days', (tick_end_time - start_time) / (24 * 60 * 60))
+            log(' '.join(fields))
 
-        # Tick: the first step, every kimg_per_tick, and the end.
-        done = (cur_nimg >= total_kimg * 1000)
-        if (not done) and (cur_tick != 0) and (cur_nimg < tick_start_nimg + kimg_per_tick * 1000):
-            continue
+            # Panel: every tick; its closing report at the end.
+            if panel is not None:
+                log(panel.record(G_ema, cur_nimg / 1e3))
+                closing = panel.finish() if done else None
+                if isinstance(closing, str):
+                    log(closing)
 
-        # Status line; the same numbers go to training_stats.
-        tick_end_time = time.time()
-        peak_gpu_mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == 'cuda' else 0
-        peak_gpu_reserved = torch.cuda.max_memory_reserved(device) / 2**30 if device.type == 'cuda' else 0
-        if device.type == 'cuda':
-            torch.cuda.reset_peak_memory_stats(device)
-        fields = []
-        fields += [f"tick {training_stats.report0('Progress/tick', cur_tick):<5d}"]
-        fields += [f"kimg {training_stats.report0('Progress/kimg', cur_nimg / 1e3):<8.1f}"]
-        fields += [f"time {dnnlib.util.format_time(training_stats.report0('Timing/total_sec', tick_end_time - start_time)):<12s}"]
-        fields += [f"sec/tick {training_stats.report0('Timing/sec_per_tick', tick_end_time - tick_start_time):<7.1f}"]
-        fields += [f"sec/kimg {training_stats.report0('Timing/sec_per_kimg', (tick_end_time - tick_start_time) / (cur_nimg - tick_start_nimg) * 1e3):<7.2f}"]
-        fields += [f"maintenance {training_stats.report0('Timing/maintenance_sec', maintenance_time):<6.1f}"]
-        fields += [f"cpumem {training_stats.report0('Resources/cpu_mem_gb', psutil.Process(os.getpid()).memory_info().rss / 2**30):<6.2f}"]
-        fields += [f"gpumem {training_stats.report0('Resources/peak_gpu_mem_gb', peak_gpu_mem):<6.2f}"]
-        fields += [f"reserved {training_stats.report0('Resources/peak_gpu_mem_reserved_gb', peak_gpu_reserved):<6.2f}"]
-        fields += [f"augment {training_stats.report0('Progress/augment', 0):.3f}"]
-        training_stats.report0('Timing/total_hours', (tick_end_time - start_time) / (60 * 60))
-        training_stats.report0('Timing/total_days', (tick_end_time - start_time) / (24 * 60 * 60))
-        log(' '.join(fields))
+            # Image grids.
+            if (rank == 0) and (image_snapshot_ticks is not None) and (done or cur_tick % image_snapshot_ticks == 0):
+                save_fakes(G_ema, grid_z, grid_c, grid_size, run_dir, cur_nimg // 1000)
 
-        # Panel: every tick; its closing report at the end.
-        if panel is not None:
-            log(panel.record(G_ema, cur_nimg / 1e3))
-            closing = panel.finish() if done else None
-            if isinstance(closing, str):
-                log(closing)
-
-        # Image grids.
-        if (rank == 0) and (image_snapshot_ticks is not None) and (done or cur_tick % image_snapshot_ticks == 0):
-            save_fakes(G_ema, grid_z, grid_c, grid_size, run_dir, cur_nimg // 1000)
-
-        # Network snapshot: every rank checks that its weights equal rank 0's; rank 0 writes the pickle.
-        if (network_snapshot_ticks is not None) and (done or cur_tick % network_snapshot_ticks == 0):
-            snapshot_data = dict(training_set_kwargs=dict(training_set_kwargs), augment_pipe=None)
-            for name, module in [('G', G), ('D', D), ('G_ema', G_ema)]:
-                if num_gpus > 1:
-                    misc.check_ddp_consistency(module, ignore_regex=r'.*\.[^.]+_(avg|ema)')
+            # Network snapshot: every rank checks that its weights equal rank 0's; rank 0 writes the pickle.
+            if (network_snapshot_ticks is not None) and (done or cur_tick % network_snapshot_ticks == 0):
+                check_finite_weights(G=G, G_ema=G_ema)
+                snapshot_data = dict(training_set_kwargs=dict(training_set_kwargs), augment_pipe=None,
+                    progress=dict(kimg=cur_nimg / 1e3, tick=cur_tick))
+                if G_start is not None and rank == 0:
+                    snapshot_data['reward_anchor'] = dict(G_start=copy.deepcopy(G_start).cpu(),
+                        panel=None if panel is None else panel.state())
+                if num_gpus == 1:
+                    snapshot_data['resume_state'] = dict(kimg=cur_nimg / 1e3, tick=cur_tick, batch_idx=batch_idx,
+                        optimizers=optimizer_states(phases), loss=loss.resume_state(), random=random_state(device))
+                for name, module in [('G', G), ('D', D), ('G_ema', G_ema)]:
+                    if num_gpus > 1:
+                        misc.check_ddp_consistency(module, ignore_regex=r'.*\.[^.]+_(avg|ema)')
+                    if rank == 0:
+                        snapshot_data[name] = copy.deepcopy(module).eval().requires_grad_(False).cpu()
                 if rank == 0:
-                    snapshot_data[name] = copy.deepcopy(module).eval().requires_grad_(False).cpu()
-            if rank == 0:
-                # EG3D's names count whole kimg, so in a run shorter than 1 kimg the final snapshot replaces tick 0's.
-                snapshot_pkl = os.path.join(run_dir, f'network-snapshot-{cur_nimg // 1000:06d}.pkl')
-                legacy.save_network_pkl(snapshot_pkl, snapshot_data)
-            del snapshot_data # Conserve memory.
+                    # EG3D's names count whole kimg, so in a run shorter than 1 kimg the final snapshot replaces tick 0's.
+                    snapshot_pkl = os.path.join(run_dir, f'network-snapshot-{cur_nimg // 1000:06d}.pkl')
+                    legacy.save_network_pkl(snapshot_pkl, snapshot_data)
+                del snapshot_data # Conserve memory.
 
-        # Collect statistics and append them to stats.jsonl.
-        for phase in phases:
-            training_stats.report0('Timing/' + phase.name, phase.timer.elapsed_ms())
-        stats_collector.update()
+            # Collect statistics and append them to stats.jsonl.
+            for phase in phases:
+                training_stats.report0('Timing/' + phase.name, phase.timer.elapsed_ms())
+            stats_collector.update()
+            if stats_jsonl is not None:
+                stats_jsonl.write(json.dumps(dict(stats_collector.as_dict(), timestamp=time.time())) + '\n')
+                stats_jsonl.flush()
+
+            # Next tick.
+            cur_tick += 1
+            tick_start_nimg = cur_nimg
+            tick_start_time = time.time()
+            maintenance_time = tick_start_time - tick_end_time
+            if done:
+                break
+    except FloatingPointError as err:
+        # Non-finite rewards or weights: what was saved stays (snapshots are written only from finite weights), the
+        # panel writes its report of the ticks so far, and the caller gets one message naming the last snapshot.
+        message = f'training stopped at {cur_nimg / 1e3:g} kimg: {err}'
+        log(message)
+        if panel is not None and panel.kimg:
+            log(panel.finish(stopped=message))
+        raise TrainingStopped(f'{message}; ' + (f'the last good snapshot is {snapshot_pkl}' if snapshot_pkl else 'no snapshot was written'))
+    finally:
         if stats_jsonl is not None:
-            stats_jsonl.write(json.dumps(dict(stats_collector.as_dict(), timestamp=time.time())) + '\n')
-            stats_jsonl.flush()
-
-        # Next tick.
-        cur_tick += 1
-        tick_start_nimg = cur_nimg
-        tick_start_time = time.time()
-        maintenance_time = tick_start_time - tick_end_time
-        if done:
-            break
+            stats_jsonl.close()
 
     # Done.
-    if stats_jsonl is not None:
-        stats_jsonl.close()
     log()
     if snapshot_pkl is not None:
         log(f'Last snapshot: {snapshot_pkl}')

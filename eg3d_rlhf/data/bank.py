@@ -94,6 +94,19 @@ class Bank:
             raise BankError(f'{path}: holds nan or inf; redraw the sample (delete its meta.json and resume)')
         return slab
 
+    def check_slabs(self, ids=None):
+        """Before any work: every slab of `ids` (all by default) is a numpy file of the bank's grid shape, whole
+        (its header read, its size checked, nothing loaded); BankError naming the first file that is not."""
+        for sample_id in self.ids if ids is None else ids:
+            path = self.path(sample_id, SLAB_FILE)
+            try:
+                slab = np.load(path, mmap_mode='r', allow_pickle=False)
+            except (OSError, ValueError) as err:
+                raise BankError(f'{path}: cannot be read ({err}); redraw the sample (delete its meta.json and resume)')
+            if slab.shape != self.grid(sample_id).shape:
+                raise BankError(f'{path}: shape {list(slab.shape)}, but meta.json says {list(self.grid(sample_id).shape)}; '
+                    'redraw the sample (delete its meta.json and resume)')
+
     def array(self, sample_id, name):
         """An array the generator kept beside the slab (<name>.npz, e.g. 'asset'), read without pickles."""
         path = self.path(sample_id, f'{name}.npz')
@@ -171,6 +184,7 @@ class BankWriter:
             raise BankError(f'{g.sample_id(seed, condition)}: the generator\'s slab holds nan or inf{hint}; nothing written')
         folder = os.path.join(self.root, g.sample_id(seed, condition))
         os.makedirs(folder, exist_ok=True)
+        dnnlib.util.remove_stale_temporaries(folder)                    # Left by a sample killed mid-write.
         with dnnlib.util.atomic_write(os.path.join(folder, SLAB_FILE), 'wb') as f:
             np.save(f, stored)
         preview.save_picture(picture, os.path.join(folder, IMAGE_FILE))

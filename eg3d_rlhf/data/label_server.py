@@ -15,13 +15,17 @@ from eg3d_rlhf.geometry.preview import VIEWS
 # GET /                         the page (label_page.html beside this file)
 # GET /api/state                the session's state (labeling.LabelSession.state)
 # GET /bank/<id>/<picture>.png  a finished sample's previews and RGB render; any other path is 404
-# POST /api/judge, /api/undo    JSON bodies only (other sites' forms cannot post), at most MAX_BODY bytes
+# POST /api/judge               {"a": ID, "b": ID, "choice": one of CHOICES}: judge the pair being shown
+# POST /api/undo                {}: take back the last judgement
+# POST bodies are JSON (other sites' forms cannot post) of a stated Content-Length up to MAX_BODY bytes; any other
+# body is refused (4xx with {"error"}) before anything is written, and the server goes on serving.
 
 PAGE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'label_page.html')
 SERVED = frozenset([preview_file(v) for v in VIEWS] + [IMAGE_FILE])  # The only files of a sample folder people see.
 SAMPLE_FILE = re.compile(r'/bank/([A-Za-z0-9_.-]+)/([a-z_]+\.png)')   # Matched on the raw path: nothing is decoded.
 LOOPBACK = '127.0.0.1'
 MAX_BODY = 4096
+JUDGE_KEYS = {'a', 'b', 'choice'}
 REQUEST_TIMEOUT = 30         # Seconds a connection may stay silent.
 
 
@@ -49,6 +53,14 @@ class LabelServer(http.server.ThreadingHTTPServer):
         if os.path.commonpath([real, self.root]) != self.root or not os.path.isfile(real):
             return None
         return real
+
+
+class Refused(Exception):
+    """A request answered with an error `status` and a short message; nothing was written."""
+
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -101,27 +113,59 @@ class Handler(http.server.BaseHTTPRequestHandler):
         path = self.path.split('?', 1)[0]
         if path not in ('/api/judge', '/api/undo'):
             return self.not_found()
-        if self.headers.get('Content-Type', '').split(';')[0].strip() != 'application/json':
-            return self.reply_json(415, dict(error='expected application/json'))   # Other sites' forms cannot post.
-        length = self.headers.get('Content-Length', '0')
-        if not length.isdigit() or int(length) > MAX_BODY:
-            return self.reply_json(413, dict(error=f'expected a Content-Length of at most {MAX_BODY}'))
         try:
-            body = json.loads(self.rfile.read(int(length)) or b'{}')
-            session = self.server.session
-            if path == '/api/undo':
-                state = session.undo()
-            elif not isinstance(body, dict) or body.get('choice') not in CHOICES:
-                return self.reply_json(400, dict(error=f'choice must be one of {", ".join(CHOICES)}'))
-            else:
-                state = session.judge(str(body.get('a')), str(body.get('b')), body['choice'])
-        except json.JSONDecodeError:
-            return self.reply_json(400, dict(error='not JSON'))
+            body = self.json_body()
+            state = self.undo(body) if path == '/api/undo' else self.judge(body)
+        except Refused as err:
+            return self.reply_json(err.status, dict(error=str(err)))
         except ValueError as err:                       # A stale page, or nothing to undo: show the truth again.
             return self.reply_json(409, dict(error=str(err), state=self.server.session.state()))
         except OSError as err:                          # The judgement is not on disk: the page must not say saved.
             return self.reply_json(500, dict(error=f'not saved: {err}'))
         self.reply_json(200, dict(saved=True, state=state))
+
+    def json_body(self):
+        """The request's body as JSON, read only once its headers say it is JSON of at most MAX_BODY bytes."""
+        if self.headers.get('Content-Type', '').split(';')[0].strip() != 'application/json':
+            raise Refused(415, 'expected application/json')
+        length = content_length(self.headers.get_all('Content-Length', []))
+        try:
+            data = self.rfile.read(length)
+        except TimeoutError:
+            raise Refused(408, f'the body did not come within {self.timeout} s') from None
+        if len(data) < length:
+            raise Refused(400, 'the body is shorter than its Content-Length')
+        try:
+            return json.loads(data.decode('utf-8'))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise Refused(400, 'the body is not JSON text') from None
+        except RecursionError:
+            raise Refused(400, 'the body is JSON nested too deeply') from None
+
+    def judge(self, body):
+        if not isinstance(body, dict) or set(body) != JUDGE_KEYS or not all(isinstance(v, str) for v in body.values()):
+            raise Refused(400, 'expected {"a": ID, "b": ID, "choice": CHOICE}, all strings')
+        if body['choice'] not in CHOICES:
+            raise Refused(400, f'choice must be one of {", ".join(CHOICES)}')
+        return self.server.session.judge(body['a'], body['b'], body['choice'])
+
+    def undo(self, body):
+        if body != {}:
+            raise Refused(400, 'an undo takes an empty JSON object, {}')
+        return self.server.session.undo()
+
+
+def content_length(values):
+    """The number of bytes the one Content-Length header of a request states; Refused: 411 without one, 400 unless it
+    is one plain decimal number, 413 above MAX_BODY (so a body is never read that is too long)."""
+    if not values:
+        raise Refused(411, 'a Content-Length is required')
+    digits = values[0].strip()
+    if len(values) > 1 or not re.fullmatch(r'[0-9]+', digits):
+        raise Refused(400, 'expected one Content-Length, a whole number of bytes')
+    if len(digits.lstrip('0')) > len(str(MAX_BODY)) or int(digits) > MAX_BODY:
+        raise Refused(413, f'expected a Content-Length of at most {MAX_BODY}')
+    return int(digits)
 
 #----------------------------------------------------------------------------
 

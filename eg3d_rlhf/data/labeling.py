@@ -13,25 +13,27 @@ import uuid
 
 import numpy as np
 
-from eg3d_rlhf.data.preferences import Judgement, is_repeat, load_judgements, now
+from eg3d_rlhf.data.preferences import TORN, Judgement, LabelError, is_repeat, load_judgements, now
 
 #----------------------------------------------------------------------------
 # Records (one JSON object per line, the preference format of eg3d_rlhf/data/preferences.py):
 #   judgement   {"a", "b", "choice", "annotator", "time", "id": unique hex, "seconds": time on the pair}
 #   repeat      the same plus "repeat": true; a and b are the original's b and a (sides swapped)
 #   undo        {"undo_of": id of the judgement it takes back, "annotator", "time"}
+# Either may carry "after_torn_line": true (preferences.TORN): the line before it is a write a crash cut short.
 
 def append_record(path, record):
     """Append one JSON line so that it is on disk when this returns: O_APPEND, one write() under an exclusive
     flock (several processes may share the file), then fsync. A torn last line left by a crash elsewhere is
-    closed with a newline first, so it never swallows this one."""
-    line = (json.dumps(record) + '\n').encode('utf-8')
+    closed with a newline first, so it never swallows this one, and this record says TORN so the loader skips it."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         size = os.fstat(fd).st_size
         if size and _last_byte(path, size) != b'\n':
-            line = b'\n' + line
+            line = b'\n' + _line(dict(record, **{TORN: True}))
+        else:
+            line = _line(record)
         written = os.write(fd, line)
         while written < len(line):                      # A regular file takes it all at once; be sure anyway.
             written += os.write(fd, line[written:])
@@ -40,6 +42,10 @@ def append_record(path, record):
             _fsync_dir(os.path.dirname(os.path.abspath(path)))
     finally:
         os.close(fd)                                    # Closing releases the lock.
+
+
+def _line(record):
+    return (json.dumps(record) + '\n').encode('utf-8')
 
 
 def _fsync_dir(folder):
@@ -54,6 +60,26 @@ def _last_byte(path, size):
     with open(path, 'rb') as f:
         f.seek(size - 1)
         return f.read(1)
+
+
+def lock_annotator(path, annotator):
+    """The right to label `path` as `annotator` in this process alone (two sessions of one person would show the same
+    pairs twice): an flock on '<file>.<annotator>.lock' beside the file, holding this pid, as the open lock file;
+    closing it, or the end of the process however it ends, lets go. LabelError naming the holder when it is taken."""
+    lock = open(f'{os.path.realpath(path)}.{annotator}.lock', 'a+', encoding='utf-8')
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read(20).strip()
+        lock.close()
+        pid = f' (pid {holder})' if holder.isdigit() else ''
+        raise LabelError(f'{path}: {annotator} is labeling it already in another server{pid}; stop that one first, '
+            'or label as another --annotator') from None
+    lock.truncate(0)
+    lock.write(f'{os.getpid()}\n')
+    lock.flush()
+    return lock
 
 #----------------------------------------------------------------------------
 # Pair order.

@@ -1,10 +1,12 @@
 """Preference judgements as JSON Lines: validated loading, (winner, loser) pairs, splits by sample, importers."""
 
+import collections
 import csv
 import dataclasses
 import datetime
 import json
 import re
+import warnings
 
 import numpy as np
 
@@ -17,10 +19,19 @@ import dnnlib
 CHOICES = ('a', 'b', 'tie', 'skip')
 REQUIRED = ('a', 'b', 'choice', 'annotator', 'time')
 SPLITS = ('train', 'val', 'test')                  # split_samples' names, in order.
+TORN = 'after_torn_line'                            # Marks a record written after closing a line a crash cut short.
 
 
 class LabelError(ValueError):
     """A label file that cannot be used; the message names the file and line."""
+
+
+class _NotJSON(LabelError):
+    """A line that is not JSON at all: corrupt, or a write a crash cut short."""
+
+
+class LabelWarning(UserWarning):
+    """Something a crash or two servers at once left in a label file, tolerated; the message names the file."""
 
 
 @dataclasses.dataclass
@@ -51,7 +62,7 @@ def _json_object(text, where):
     try:
         d = json.loads(text)
     except json.JSONDecodeError as err:
-        raise LabelError(f'{where}: not JSON ({err.msg})') from None
+        raise _NotJSON(f'{where}: not JSON ({err.msg})') from None
     except RecursionError:
         raise LabelError(f'{where}: JSON nested too deeply to be a judgement') from None
     if not isinstance(d, dict):
@@ -61,7 +72,10 @@ def _json_object(text, where):
 
 def parse_judgement(text, where):
     """One JSONL line -> Judgement; LabelError naming `where` (file:line) when it is not a valid judgement."""
-    d = _json_object(text, where)
+    return _judgement(_json_object(text, where), where)
+
+
+def _judgement(d, where):
     missing = [k for k in REQUIRED if k not in d]
     if missing:
         raise LabelError(f'{where}: missing {", ".join(missing)}')
@@ -108,51 +122,87 @@ def _utf8_lines(f, path):
         raise LabelError(f'{path}: not UTF-8 text after line {lineno} ({err.reason}); save it as UTF-8') from None
 
 
+def _records(path):
+    """(line number, JSON object) of each non-blank line. A line that is not JSON is a LabelError, unless a crash cut
+    its write short: the last line, without its newline, or a line closed by the writer (its next record says TORN);
+    those are skipped with a LabelWarning naming the line (no server said saved for them)."""
+    cut = None                                          # (error, line number, newline?) of a line that is not JSON.
+    with open(path, encoding='utf-8') as f:
+        for lineno, text in enumerate(_utf8_lines(f, path), start=1):
+            if not text.strip():
+                continue
+            try:
+                d = _json_object(text, f'{path}:{lineno}')
+            except _NotJSON as err:
+                if cut is not None:
+                    raise cut[0]
+                cut = err, lineno, text.endswith('\n')
+                continue
+            if cut is not None:
+                if d.get(TORN) is not True:
+                    raise cut[0]
+                warnings.warn(f'{path}:{cut[1]}: skipped a line a crash cut short (the next append closed it)', LabelWarning)
+                cut = None
+            yield lineno, d
+    if cut is not None:
+        if cut[2]:
+            raise cut[0]
+        warnings.warn(f'{path}:{cut[1]}: skipped the last line: a crash cut it short (no newline)', LabelWarning)
+
+
 def load_judgements(path, known_ids=None, repeats=False):
     """Every judgement in a JSONL file, validated: bad lines, self-pairs, ids outside known_ids (when given) and
-    the same annotator judging the same pair twice are LabelErrors with line numbers. Blank lines are skipped.
+    the same annotator judging the same pair twice are LabelErrors with line numbers. Blank lines are skipped, and
+    so are lines a crash cut short (see _records), with a LabelWarning.
 
     Undo records ({"undo_of": ID, ...}, written by tools/label.py) remove the earlier judgement whose "id" is ID;
     that judgement is gone, as if never written, and its pair may be judged again. Repeats ("repeat": true) are
     the same annotator's second look at a pair they judged before (sides swapped), kept to measure
     self-consistency; they are not judged twice by accident, so they are no error. They are left out unless
-    `repeats` is true: training counts each pair once per annotator, and `tools/label.py stats` asks for them."""
+    `repeats` is true: training counts each pair once per annotator, and `tools/label.py stats` asks for them.
+
+    One pair judged again by the same annotator in records that both carry an "id" (two label servers of one
+    annotator at once, each saving what its page showed) is no error: the latest standing judgement counts, the
+    earlier ones are dropped, and one LabelWarning says how many."""
     known = None if known_ids is None else set(known_ids)
-    live, by_id, first_seen = {}, {}, {}         # live: line number -> Judgement, in file order.
-    with open(path, encoding='utf-8') as f:
-        for lineno, text in enumerate(_utf8_lines(f, path), start=1):
-            if not text.strip():
-                continue
-            where = f'{path}:{lineno}'
-            d = _json_object(text, where)
-            if 'undo_of' in d:
-                target, annotator = parse_undo(d, where)
-                j = live.pop(by_id.get((target, annotator)), None)
-                if j is None:
-                    raise LabelError(f'{where}: undoes {target}, which is no standing judgement of {annotator}')
-                if not is_repeat(j):
-                    del first_seen[(frozenset((j.a, j.b)), j.annotator)]
-                continue
-            j = parse_judgement(text, where)
-            if known is not None:
-                unknown = [x for x in (j.a, j.b) if x not in known]
-                if unknown:
-                    raise LabelError(f'{where}: unknown sample id {unknown[0]}')
-            key = (frozenset((j.a, j.b)), j.annotator)
-            if is_repeat(j):
-                if key not in first_seen:
-                    raise LabelError(f'{where}: a repeat of {j.a} vs {j.b}, which {j.annotator} has not judged before')
-            elif key in first_seen:
-                raise LabelError(f'{where}: {j.annotator} already judged {j.a} vs {j.b} on line {first_seen[key]}')
-            else:
-                first_seen[key] = lineno
-            if 'id' in j.extra:
-                if not isinstance(j.extra['id'], str) or not j.extra['id']:
-                    raise LabelError(f'{where}: "id" must be a non-empty string')
-                if (j.extra['id'], j.annotator) in by_id:
-                    raise LabelError(f'{where}: the id {j.extra["id"]!r} is used twice by {j.annotator}')
-                by_id[(j.extra['id'], j.annotator)] = lineno
-            live[lineno] = j
+    live, by_id = {}, {}                                # live: line number -> Judgement, in file order.
+    originals = collections.defaultdict(list)           # (pair, annotator) -> lines of its standing non-repeats.
+    for lineno, d in _records(path):
+        where = f'{path}:{lineno}'
+        if 'undo_of' in d:
+            target, annotator = parse_undo(d, where)
+            j = live.pop(by_id.get((target, annotator)), None)
+            if j is None:
+                raise LabelError(f'{where}: undoes {target}, which is no standing judgement of {annotator}')
+            if not is_repeat(j):
+                originals[(frozenset((j.a, j.b)), j.annotator)].remove(by_id[(target, annotator)])
+            continue
+        j = _judgement(d, where)
+        if known is not None:
+            unknown = [x for x in (j.a, j.b) if x not in known]
+            if unknown:
+                raise LabelError(f'{where}: unknown sample id {unknown[0]}')
+        if 'id' in j.extra:
+            if not isinstance(j.extra['id'], str) or not j.extra['id']:
+                raise LabelError(f'{where}: "id" must be a non-empty string')
+            if (j.extra['id'], j.annotator) in by_id:
+                raise LabelError(f'{where}: the id {j.extra["id"]!r} is used twice by {j.annotator}')
+            by_id[(j.extra['id'], j.annotator)] = lineno
+        earlier = originals[(frozenset((j.a, j.b)), j.annotator)]
+        if is_repeat(j):
+            if not earlier:
+                raise LabelError(f'{where}: a repeat of {j.a} vs {j.b}, which {j.annotator} has not judged before')
+        elif earlier and not ('id' in j.extra and 'id' in live[earlier[-1]].extra):
+            raise LabelError(f'{where}: {j.annotator} already judged {j.a} vs {j.b} on line {earlier[0]}')
+        else:
+            earlier.append(lineno)
+        live[lineno] = j
+    dropped = sorted(n for lines in originals.values() for n in lines[:-1])
+    for n in dropped:
+        del live[n]
+    if dropped:
+        warnings.warn(f'{path}: {len(dropped)} judgement(s) dropped, made again later by the same annotator (two label '
+            f'servers at once?), the first on line {dropped[0]}; the latest of each pair counts', LabelWarning)
     return [j for j in live.values() if repeats or not is_repeat(j)]
 
 

@@ -8,6 +8,20 @@ from eg3d_rlhf.rewards.checkpoint import load_reward
 from torch_utils import misc
 
 #----------------------------------------------------------------------------
+
+class NonFiniteReward(FloatingPointError):
+    """The reward of a training batch is nan or inf: the run stops (training/training_loop.py keeps what it saved)."""
+
+
+def check_finite(r):
+    """r (a tensor or numpy array), or NonFiniteReward when any reward in it is nan or inf."""
+    bad = int((~torch.isfinite(torch.as_tensor(r))).sum())
+    if bad:
+        raise NonFiniteReward(f'the reward of {bad} of {len(r)} samples is not finite (nan or inf): the generator or '
+            'its gradients diverged; lower --lambda-r or the learning rate')
+    return r
+
+#----------------------------------------------------------------------------
 # The spine: generators/eg3d.py (z -> tri-planes once, a field with gradients) -> geometry/sigma.py (the reward's
 # slab grid, streamed in chunks) -> rewards/contract.py (the checkpoint's normalisation, then score) -> here:
 # -lambda_r * clip(r, -clip, clip). The grid and normalisation come from the reward checkpoint, so the generator is
@@ -156,6 +170,13 @@ class RewardPhase:
         self.consistency = DensityConsistency(self.reference, self.reward.grid, num_points=cfg.sigma_points,
             box_points=cfg.sigma_box_points)
 
+    def resume_state(self):
+        """The standardised reward's running statistics (a resumed run continues them)."""
+        return dict(mean=self.reward.mean, var=self.reward.var, count=self.reward.count)
+
+    def load_resume_state(self, state):
+        self.reward.mean, self.reward.var, self.reward.count = float(state['mean']), float(state['var']), int(state['count'])
+
     def latents(self, z, c, camera):
         """(z, c, camera) cut or topped up (fresh z, cameras repeated) to self.batch rows."""
         if self.batch is None or self.batch == len(z):
@@ -174,8 +195,9 @@ class RewardPhase:
         if self.pairwise is not None:
             reward_loss, r, pushed = self.pairwise.loss(self.generator, field, z, c)
             parts['pushed'] = pushed
+            check_finite(r)
         else:
-            r = self.reward.rewards(field)
+            r = check_finite(self.reward.rewards(field))
             reward_loss = self.reward.loss(r)
         total = self.lambda_r * reward_loss
         parts.update(reward=r.detach(), reward_loss=reward_loss.detach())

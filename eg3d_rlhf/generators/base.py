@@ -18,6 +18,10 @@ def sample_id(seed, condition=None):
     return f'seed{int(seed):06d}' if condition is None else f'c{int(condition):02d}-seed{int(seed):06d}'
 
 
+MAX_SEED = 2**32 - 1            # Latents are drawn by numpy's RandomState(seed), which takes no more.
+MAX_SEEDS = 10**7               # Seeds one list may name (a typo like 0-9999999999 would fill the memory).
+
+
 def seed_ranges(s):
     """'0,2,5-7' -> [0, 2, 5, 6, 7]; ValueError naming the part that cannot be read."""
     seeds = []
@@ -28,6 +32,10 @@ def seed_ranges(s):
         lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
         if hi < lo:
             raise ValueError(f'empty range "{part}"')
+        if hi > MAX_SEED:
+            raise ValueError(f'"{part}": seeds go up to {MAX_SEED}')
+        if len(seeds) + hi - lo + 1 > MAX_SEEDS:
+            raise ValueError(f'"{s}" names more than {MAX_SEEDS:,} seeds')
         seeds.extend(range(lo, hi + 1))
     return seeds
 

@@ -215,22 +215,25 @@ class FlowPipeline:
         misc.assert_shape(x0, [len(seeds), *shape])
         return x0.to(self.device, torch.float32)
 
-    def run_stage(self, index, seeds, cond, context, steps=16, sampler='heun'):
-        """StageRun of stage `index` for seeds: its noise carried to data by the sampler."""
+    def run_stage(self, index, seeds, cond, context, steps=16, sampler='heun', velocity=None):
+        """StageRun of stage `index` for seeds: its noise carried to data by the sampler (with `velocity` in place of
+        the stage's own, if given)."""
         x0 = self.noise(seeds, index, context)
-        x1 = SAMPLERS[check_sampler(sampler)](self.stages[index].velocity, x0, steps, cond, context)
+        x1 = SAMPLERS[check_sampler(sampler)](velocity or self.stages[index].velocity, x0, steps, cond, context)
         return StageRun(x0, x1, context, [noise_seed(s, index) for s in seeds])
 
-    def sample(self, seeds, condition=None, steps=16, sampler='heun'):
+    def sample(self, seeds, condition=None, steps=16, sampler='heun', guide=None):
         """FlowSample of seeds drawn with one condition, every stage in turn. The velocity models see the whole
         batch, so a sample's last bits may depend on its batch mates (matrix kernels block by batch size);
-        FlowGenerator draws one id at a time."""
+        FlowGenerator draws one id at a time. guide(index, stage) may return a velocity to use instead of the
+        stage's own (reward guidance, eg3d_rlhf/guidance/flow_guidance.py), or None."""
         seeds = [int(s) for s in seeds]
         cond = self.condition_tensor(condition, len(seeds))
         check_sampler(sampler)
         context, runs = None, []
         for index, stage in enumerate(self.stages):
-            runs.append(self.run_stage(index, seeds, cond, context, steps, sampler))
+            velocity = None if guide is None else guide(index, stage)
+            runs.append(self.run_stage(index, seeds, cond, context, steps, sampler, velocity))
             context = stage.decode(runs[-1].x1, context)
         return FlowSample(check_sigma(context, len(seeds)), runs)
 
@@ -306,6 +309,7 @@ class FlowGenerator(Generator3D):
         if isinstance(draw_batch, bool) or not isinstance(draw_batch, int) or draw_batch < 1:
             raise ValueError(f'draw_batch must be a positive integer, got {draw_batch!r}')
         self.keep, self.draw_batch, self._cache = max(int(keep), draw_batch), draw_batch, {}
+        self.guide = None           # pipeline.sample's guide: set by with_guide(), which makes a guided copy.
 
     @property
     def device(self):
@@ -338,7 +342,7 @@ class FlowGenerator(Generator3D):
         if not len(seeds):
             raise ValueError('no seeds to draw')
         with torch.set_grad_enabled(requires_grad):
-            return [self.pipeline.sample([int(seed)], condition, self.steps, self.sampler) for seed in seeds]
+            return [self.pipeline.sample([int(seed)], condition, self.steps, self.sampler, self.guide) for seed in seeds]
 
     def samples(self, seeds, condition=None):
         """[FlowSample of one id] of seeds without gradients, each distinct seed drawn once (draw_batch uncached ids
@@ -354,7 +358,7 @@ class FlowGenerator(Generator3D):
         for start in range(0, len(missing), self.draw_batch):
             chunk = missing[start : start + self.draw_batch]
             with torch.no_grad():
-                batch = self.pipeline.sample(chunk, condition, self.steps, self.sampler)
+                batch = self.pipeline.sample(chunk, condition, self.steps, self.sampler, self.guide)
             found.update((seed, one_of(batch, k)) for k, seed in enumerate(chunk))
         for seed in dict.fromkeys(seeds):
             key = (seed, condition)
@@ -390,6 +394,19 @@ class FlowGenerator(Generator3D):
 
     def images(self, seeds, condition=None):
         return self.render(self.volumes(seeds, condition))
+
+    def with_guide(self, guide, name):
+        """A copy drawing through pipeline.sample's `guide` (sharing the pipeline, with its own cache); `name` says
+        how it differs in identity() (bank and report metadata)."""
+        other = copy.copy(self)
+        other.guide, other._cache, other.guide_name = guide, {}, str(name)
+        return other
+
+    def identity(self):
+        found = super().identity()
+        if self.guide is not None:
+            found['guidance'] = self.guide_name
+        return found
 
     def reference(self):
         return FlowGenerator(self.pipeline.frozen_copy(), cube_length=self.cube_length, steps=self.steps,

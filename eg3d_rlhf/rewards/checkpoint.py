@@ -28,6 +28,23 @@ class RewardCheckpointError(ValueError):
     """A file that is not a reward checkpoint this version can read."""
 
 
+def check_weights(build, kind, config, weights):
+    """ValueError unless the model `config` describes has exactly the stored weights' names and shapes (checked on
+    the meta device first, so a config asking for huge layers allocates nothing) and every weight is finite."""
+    with torch.device('meta'):
+        skeleton = build(kind, **config)
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    stored = {k: tuple(v.shape) if torch.is_tensor(v) else None for k, v in weights.items()}
+    if stored != expected:
+        differ = sorted(k for k in expected.keys() | stored.keys() if expected.get(k) != stored.get(k))
+        more = ' ...' if len(differ) > 3 else ''
+        raise ValueError(f'its config does not describe its weights ({", ".join(differ[:3])}{more} differ); the file was '
+            'edited or is damaged: retrain or restore it')
+    bad = [k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ValueError(f'weight {bad[0]} holds nan or inf; retrain the reward model')
+
+
 def save_reward(path, model, kind, spec, training=None):
     """Write a checkpoint atomically; `spec` is the InputSpec (or, for the default contract, the slab description)."""
     spec = spec if isinstance(spec, InputSpec) else InputSpec(slab=dict(spec))
@@ -54,8 +71,10 @@ def load_reward(path, device='cpu'):
     except InputSpecError as err:
         raise RewardCheckpointError(f'{path}: {err}') from None
     try:
-        model = build_reward(data.get('kind'), **dict(data.get('config') or {}))
-        model.load_state_dict(data.get('state_dict') or {})
+        config, weights = dict(data.get('config') or {}), dict(data.get('state_dict') or {})
+        check_weights(build_reward, data.get('kind'), config, weights)
+        model = build_reward(data.get('kind'), **config)
+        model.load_state_dict(weights)
     except (TypeError, ValueError, RuntimeError) as err:       # Unknown kind, config or weights of another model.
         text = ' '.join(str(err).split()) or type(err).__name__          # One line, even load_state_dict's list.
         raise RewardCheckpointError(f'{path}: {data.get("kind")} reward: {text[:300]}') from None

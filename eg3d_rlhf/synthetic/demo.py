@@ -61,14 +61,34 @@ def dataset_path():
     return os.path.join(cache_dir(), f'synthetic-heads{d["resolution"]}-n{d["count"]}-seed{d["seed"]}.zip')
 
 
+def dataset_problem():
+    """Why the cached demo dataset cannot be used (one line: missing, truncated, not a zip, fails validation), or
+    None when it can."""
+    from training.dataset import DatasetError, ImageFolderDataset
+    try:
+        dataset = ImageFolderDataset(dataset_path(), use_labels=True, resolution=DATASET['resolution'])
+        dataset.check_camera_labels()
+        count = len(dataset)
+        dataset.close()
+    except (OSError, DatasetError) as err:
+        return str(err)
+    return None if count == DATASET['count'] else f'{dataset_path()} holds {count} images, not {DATASET["count"]}'
+
+
 def ensure_dataset(log=print):
-    """The demo dataset's path, rendering it into the cache first if it is not there (about a minute on 2 cores)."""
+    """The demo dataset's path, rendering it into the cache first if it is missing or damaged (about a minute on 2
+    cores). The render replaces the cache only once complete, so a killed one leaves no half-written file behind."""
     path = dataset_path()
-    if not os.path.isfile(path):
-        from eg3d_rlhf.synthetic import dataset_writer
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+    if os.path.isfile(path):
+        problem = dataset_problem()
+        if problem is None:
+            return path
+        log(f'The cached demo dataset cannot be used ({problem}); rendering it again...')
+    else:
         log(f'Rendering the demo dataset ({DATASET["count"]} synthetic heads) into {path} (first use only)...')
-        dataset_writer.write_dataset(path, **DATASET)
+    from eg3d_rlhf.synthetic import dataset_writer
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    dataset_writer.write_dataset(path, **DATASET)
     return path
 
 #----------------------------------------------------------------------------

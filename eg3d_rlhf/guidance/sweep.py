@@ -1,0 +1,108 @@
+"""A guidance sweep: each scale's samples compared with the unguided ones (reward, annotator, images), one report."""
+
+import os
+import time
+
+import numpy as np
+
+from eg3d_rlhf.analysis import report_plots
+from eg3d_rlhf.analysis.compare import compare, key_chunks
+from eg3d_rlhf.generators.base import sample_id
+from eg3d_rlhf.geometry import preview
+from eg3d_rlhf.geometry.sigma import SlabCrop, slab_grid
+
+#----------------------------------------------------------------------------
+# Files written into outdir:
+#   scale-S/            tools/evaluate.py's report of the samples guided at scale S against the unguided ones
+#   sweep.png           reward change, annotator win rate (Wilson 95%) and PSNR against the scale
+#   strip.png           front and profile previews of the first STRIP_SAMPLES samples at every scale (0 = unguided),
+#                       where a person sees reward hacking begin
+#   report.json/.html   the table below and the settings
+
+STRIP_SAMPLES = 4
+STRIP_RES = 96
+
+
+def row_of(scale, summary, seconds, samples):
+    """One line of the sweep table from compare()'s summary."""
+    row = dict(scale=scale, seconds_per_sample=seconds / samples, reward_mean_delta=summary['reward']['mean_delta'],
+        reward_rose=summary['reward']['rose'], psnr_db=summary['images']['mean_psnr_db'],
+        min_psnr_db=summary['images']['min_psnr_db'], ssim=summary['images']['mean_ssim'])
+    if isinstance(summary['preference'], dict):
+        p = summary['preference']
+        row.update(wins=p['wins'], losses=p['losses'], ties=p['ties'], win_rate=p['win_rate'], wilson95=p['wilson95'],
+            binomial_p=p['binomial_p'])
+    return row
+
+
+def sweep(guided_at, unguided, scales, reward, seeds, outdir, settings, taste=None, temperature=0.5, annotator_res=128,
+        conditions=None, reward_path=None, log=print):
+    """Compare guided_at(scale) (a Generator3D) with `unguided` for every scale, then write the sweep's pictures and
+    report; returns the table's rows. `settings` (a dict) goes into the report as it is."""
+    keys = unguided.keys(seeds, conditions)
+    rows = []
+    for scale in scales:
+        start = time.perf_counter()
+        summary = compare(dict(original=unguided, tuned=guided_at(scale)), reward, seeds, os.path.join(outdir, f'scale-{scale:g}'),
+            taste=taste, temperature=temperature, annotator_res=annotator_res, reward_path=reward_path, conditions=conditions)
+        rows.append(row_of(scale, summary, time.perf_counter() - start, len(keys)))
+        log(describe(rows[-1]))
+    grid = slab_grid(annotator_res, cube_length=unguided.cube_length, crop=SlabCrop())
+    generators = [unguided] + [guided_at(s) for s in scales]
+    preview.save_picture(strip(generators, keys[:STRIP_SAMPLES], grid, ['unguided'] + [f'{s:g}' for s in scales]),
+        os.path.join(outdir, 'strip.png'))
+    plot_sweep(rows, os.path.join(outdir, 'sweep.png'))
+    header = ['scale', 'reward change', 'rose', 'win rate (Wilson 95%)', 'p', 'PSNR dB (min)', 'SSIM', 's/sample']
+    table = [[f'{r["scale"]:g}', f'{r["reward_mean_delta"]:+.3f}', f'{r["reward_rose"]}/{len(keys)}', win_text(r),
+        f'{r["binomial_p"]:.2g}' if 'binomial_p' in r else '-', f'{r["psnr_db"]:.1f} ({r["min_psnr_db"]:.1f})',
+        f'{r["ssim"]:.3f}', f'{r["seconds_per_sample"]:.2f}'] for r in rows]
+    report_plots.write_report(outdir, 'Reward guidance sweep', dict(settings=settings, samples=len(keys), rows=rows),
+        ['sweep.png', 'strip.png'], tables=[('Guided against unguided, per scale', header, table)])
+    return rows
+
+
+def win_text(row):
+    if 'win_rate' not in row:
+        return '-'
+    low, high = row['wilson95']
+    return f'{row["wins"]}/{row["wins"] + row["losses"]} = {100 * row["win_rate"]:.1f}% ({100 * low:.1f}-{100 * high:.1f}%)'
+
+
+def describe(row):
+    return (f'scale {row["scale"]:g}: reward {row["reward_mean_delta"]:+.3f}, preferred {win_text(row)}, '
+        f'PSNR {row["psnr_db"]:.1f} dB, {row["seconds_per_sample"]:.2f} s/sample')
+
+#----------------------------------------------------------------------------
+
+def strip(generators, keys, grid, names):
+    """Front and profile previews of `keys` (rows) by each generator (column pairs named `names`)."""
+    views = preview.BEFORE_AFTER_VIEWS
+    shown = []
+    for G in generators:
+        volumes = np.concatenate([G.sigma_grid(chunk, grid, condition).numpy() for condition, chunk in key_chunks(keys, len(keys))])
+        shown.append([preview.render_views(v, grid, views=views, resolution=STRIP_RES) for v in volumes])
+    rows = [[shown[g][k][view] for g in range(len(generators)) for view in views] for k in range(len(keys))]
+    return preview.labelled(rows, [sample_id(*k) for k in keys], [f'{name} {view}' for name in names for view in views])
+
+
+def plot_sweep(rows, path):
+    """Reward change, win rate with its interval and PSNR (25 dB marked) against the guidance scale."""
+    plt = report_plots._pyplot()
+    scales = [r['scale'] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
+    axes[0].plot(scales, [r['reward_mean_delta'] for r in rows], 'o-')
+    axes[0].set(xlabel='scale', ylabel='mean reward change', title='Reward')
+    decided = [r for r in rows if 'win_rate' in r]
+    if decided:
+        rate = np.array([r['win_rate'] for r in decided])
+        low, high = (np.array([r['wilson95'][i] for r in decided]) for i in (0, 1))
+        axes[1].errorbar([r['scale'] for r in decided], rate, yerr=[rate - low, high - rate], fmt='o-', capsize=3)
+        axes[1].axhline(0.5, color='tab:red', linestyle='--', linewidth=1)
+    axes[1].set(xlabel='scale', ylabel='preferred to unguided', ylim=(0, 1), title='Simulated annotator')
+    axes[2].plot(scales, [r['psnr_db'] for r in rows], 'o-')
+    axes[2].axhline(25, color='tab:red', linestyle='--', linewidth=1)
+    axes[2].set(xlabel='scale', ylabel='PSNR to unguided (dB)', title='Image consistency')
+    for ax in axes:
+        ax.set_xscale('symlog', linthresh=min([s for s in scales if s > 0] or [1]))
+    fig.tight_layout()
+    report_plots._save(fig, path)

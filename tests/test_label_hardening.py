@@ -1,0 +1,258 @@
+"""The label server under hostile but ordinary use: bad request bodies, an --out it cannot append to, one server per
+file and annotator, and what a crash or two servers leave in a label file."""
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from eg3d_rlhf.data import label_server
+from eg3d_rlhf.data import labeling as L
+from eg3d_rlhf.data import preferences as P
+from tests.test_bad_inputs import digest, refused_in_one_line
+from tests.test_label import REPO, Running, fake_bank, judge, ok, request, served, session, start_process  # noqa: F401
+from tools import label
+
+#----------------------------------------------------------------------------
+
+@pytest.fixture
+def labelled(tmp_path):
+    """A server of alice over a label file that holds one judgement already."""
+    out = tmp_path / 'l.jsonl'
+    with Running(fake_bank(tmp_path / 'bank'), out) as s:
+        judge(s.port, json.loads(request(s.port, 'GET', '/api/state')[1]), 'a')
+        yield s, out
+
+
+def post_raw(port, path, body, lengths):
+    """(status, error) of a JSON POST whose Content-Length headers are `lengths` exactly (None: the body's length)."""
+    conn = http.client.HTTPConnection('127.0.0.1', port, timeout=10)
+    conn.putrequest('POST', path)
+    conn.putheader('Content-Type', 'application/json')
+    for value in [str(len(body))] if lengths is None else lengths:
+        conn.putheader('Content-Length', value)
+    conn.endheaders(body)
+    response = conn.getresponse()
+    error = json.loads(response.read())['error']
+    conn.close()
+    return response.status, error
+
+
+@pytest.mark.parametrize('path, lengths, body, status, message', [
+    ('/api/judge', [], b'', 411, 'a Content-Length is required'),
+    ('/api/undo', [], b'', 411, 'a Content-Length is required'),            # Before: undone, as if {} were sent.
+    ('/api/judge', ['-1'], b'', 400, 'a whole number of bytes'),            # Before: 413.
+    ('/api/judge', ['12abc'], b'', 400, 'a whole number of bytes'),
+    ('/api/judge', ['\xb2'], b'', 400, 'a whole number of bytes'),          # Before: no answer (int('\xb2') raised).
+    ('/api/judge', ['2', '3'], b'', 400, 'expected one Content-Length'),
+    ('/api/judge', ['4097'], b'', 413, 'at most 4096'),                     # Refused before reading a byte.
+    ('/api/judge', ['9' * 40], b'', 413, 'at most 4096'),
+    ('/api/judge', None, b'[' * 3000, 400, 'nested too deeply'),            # Before: no answer (RecursionError).
+    ('/api/undo', None, b'[' * 2000 + b']' * 2000, 400, 'nested too deeply'),            # Valid JSON, too deep.
+    ('/api/judge', None, b'{"a": "\xff", "b": "x", "choice": "a"}', 400, 'not JSON'),     # Before: 409.
+    ('/api/judge', None, b'', 400, 'not JSON'),
+    ('/api/judge', None, b'[1]', 400, 'expected {"a": ID'),
+    ('/api/judge', None, b'{"a": null, "b": null, "choice": "a"}', 400, 'all strings'),      # Before: 409 'None vs None'.
+    ('/api/judge', None, b'{"a": "x", "b": "y", "choice": "a", "c": {"d": []}}', 400, 'expected {"a": ID'),
+    ('/api/judge', None, b'{"a": "x", "b": "y", "choice": "left"}', 400, 'choice must be one of a, b, tie, skip'),
+    ('/api/undo', None, b'[]', 400, 'an undo takes an empty JSON object'),  # Before: undone.
+    ('/api/undo', None, b'{"id": "x"}', 400, 'an undo takes an empty JSON object'),
+])
+def test_bad_bodies_are_refused_and_nothing_is_written(labelled, path, lengths, body, status, message):
+    s, out = labelled
+    before, state = digest(out), request(s.port, 'GET', '/api/state')
+    got = post_raw(s.port, path, body, lengths)
+    assert got[0] == status and message in got[1], got
+    assert digest(out) == before and request(s.port, 'GET', '/api/state') == state    # Still serving the same pair.
+
+
+@pytest.mark.parametrize('client', ['stalls', 'hangs up'])
+def test_a_body_shorter_than_its_length_is_refused(labelled, monkeypatch, client):
+    monkeypatch.setattr(label_server.Handler, 'timeout', 1)
+    s, out = labelled
+    before = digest(out)
+    with socket.create_connection(('127.0.0.1', s.port), timeout=10) as conn:
+        conn.sendall(b'POST /api/undo HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n'
+            b'Content-Length: 50\r\n\r\n{}')
+        if client == 'hangs up':
+            conn.shutdown(socket.SHUT_WR)
+        answer = conn.makefile('rb').read()
+    expected = b'408' if client == 'stalls' else b'400'                    # Before: 500 'not saved: timed out'.
+    assert answer.split(b' ')[1] == expected, answer
+    assert digest(out) == before and request(s.port, 'GET', '/api/state')[0] == 200
+
+
+def snapshot(folder):
+    """{relative path: sha256 of a regular file, or what else it is} of everything under `folder`."""
+    return {str(p.relative_to(folder)): digest(p) if p.is_file() and not p.is_symlink() else p.stat().st_mode
+        for p in folder.rglob('*')}
+
+
+def deny_writes_like_a_user(monkeypatch):
+    """Root may write anywhere: make os.access answer as the owner of a file would, by its mode bits."""
+    if os.geteuid() == 0:
+        access = os.access
+        monkeypatch.setattr(os, 'access', lambda path, mode: access(path, mode) and (not mode & os.W_OK
+            or bool(os.stat(path).st_mode & 0o200)))
+
+
+LINE = json.dumps(dict(a='seed000001', b='seed000002', choice='a', annotator='x', time='2026-11-22T10:00:00+00:00'))
+
+
+@pytest.mark.parametrize('kind, message', [
+    ('a folder', 'l.jsonl: not a regular file'),                           # Before: served, then 500 on every judgement.
+    ('a fifo', 'l.jsonl: not a regular file'),                             # Before: served; the first judgement hung.
+    ('a read-only file', 'l.jsonl: this user cannot read and append to it; fix its permissions'),
+    ('in a read-only folder', 'is not writable; fix its permissions, or choose another --out'),
+    ('a corrupt line', 'l.jsonl:2: not JSON (Expecting value) (fix the file, or choose another --out)'),
+    ('not UTF-8', 'l.jsonl: not UTF-8 text'),
+])
+def test_serve_refuses_an_out_it_cannot_append_to(served, tmp_path, monkeypatch, kind, message):
+    bank_dir = fake_bank(tmp_path / 'bank')
+    work = tmp_path / 'work'
+    work.mkdir()
+    out = work / 'l.jsonl'
+    if kind == 'a folder':
+        out.mkdir()
+    elif kind == 'a fifo':
+        os.mkfifo(out)
+    elif kind == 'in a read-only folder':
+        out = work / 'ro' / 'l.jsonl'
+        out.parent.mkdir()
+        out.parent.chmod(0o555)
+    else:
+        out.write_bytes({'a read-only file': LINE + '\n', 'a corrupt line': f'{LINE}\nnot json\n{LINE}\n',
+            'not UTF-8': f'{LINE}\n\xff\n'}[kind].encode('latin-1'))
+        out.chmod(0o444 if kind == 'a read-only file' else 0o644)
+    deny_writes_like_a_user(monkeypatch)
+    before = snapshot(work)
+    for dry_run in ([], ['--dry-run']):
+        result, seen = served('--bank', bank_dir, '--out', out, '--annotator', 'dave', *dry_run)
+        refused_in_one_line(result, message)
+        assert seen == {} and snapshot(work) == before                      # No lock file either.
+    out.parent.chmod(0o755)
+
+
+def test_one_server_per_file_and_annotator(served, tmp_path):
+    bank_dir = fake_bank(tmp_path / 'bank')
+    out = tmp_path / 'l.jsonl'
+    out.write_text(LINE.replace('"x"', '"erin"') + '\n')
+    os.symlink(out, tmp_path / 'link.jsonl')
+    before = digest(out)
+    base = ['--bank', bank_dir, '--annotator', 'dave', '--out']
+    held = L.lock_annotator(str(out), 'dave')                               # Another server of dave, as far as flock sees.
+    try:
+        for path in (out, tmp_path / 'link.jsonl'):                         # By any name.
+            result, seen = served(*base, path)
+            refused_in_one_line(result, f'{path}: dave is labeling it already in another server (pid {os.getpid()}); '
+                'stop that one first, or label as another --annotator')
+            assert seen == {} and digest(out) == before
+        ok(served(*base, out, '--annotator', 'fay')[0])                     # Others may label the same file.
+        ok(served(*base, out, '--dry-run')[0])                              # A dry run serves nothing: no lock.
+    finally:
+        held.close()
+    assert ok(served(*base, out)[0]) and ok(served(*base, out)[0])         # The lock file left behind binds no one.
+    assert (tmp_path / 'l.jsonl.dave.lock').read_text() == f'{os.getpid()}\n' and digest(out) == before
+
+
+def test_serve_resumes_after_what_the_last_server_of_its_annotator_saved(served, tmp_path, monkeypatch):
+    lock = L.lock_annotator
+    def saved_just_before_letting_go(path, annotator):                      # Between loading the file and locking.
+        L.append_record(path, dict(a='seed000000', b='seed000001', choice='a', annotator=annotator, time=P.now(), id='x'))
+        return lock(path, annotator)
+    monkeypatch.setattr(L, 'lock_annotator', saved_just_before_letting_go)
+    result, seen = served('--bank', fake_bank(tmp_path / 'bank'), '--out', tmp_path / 'l.jsonl', '--annotator', 'dave')
+    assert ok(result) and seen['state']['done'] == 1 and seen['state']['last']['id'] == 'x'
+
+
+@pytest.mark.slow
+def test_a_second_process_is_refused_and_a_killed_one_binds_no_one(tmp_path):
+    bank_dir = fake_bank(tmp_path / 'bank')
+    args = ['--bank', bank_dir, '--out', str(tmp_path / 'l.jsonl'), '--annotator', 'alice']
+    proc, port, _ = start_process(*args)
+    try:
+        judge(port, json.loads(request(port, 'GET', '/api/state')[1]), 'a')
+        second = subprocess.run([sys.executable, os.path.join(REPO, 'tools', 'label.py'), 'serve', '--port', '0', *args],
+            capture_output=True, text=True, cwd=REPO, timeout=120)
+        assert second.returncode == 1 and 'Traceback' not in second.stderr
+        assert f'alice is labeling it already in another server (pid {proc.pid})' in second.stderr
+        other, _, _ = start_process(*args[:-1], 'bob')                     # Another annotator is welcome.
+        other.kill()
+        other.wait()
+    finally:
+        proc.send_signal(signal.SIGKILL)                                    # No clean exit: the lock file stays.
+        proc.wait()
+    again, port, output = start_process(*args)                              # ... and binds no one.
+    again.kill()
+    again.wait()
+    assert '1/10 judged' in output
+
+
+def test_two_servers_of_one_annotator_leave_a_file_everyone_can_load(tmp_path, capsys):
+    """The issue's failure: two sessions of alice judge the same pairs; before, the loader refused the whole file
+    ('alice already judged ...'), so no one could start a server, train or count agreement."""
+    bank_dir = fake_bank(tmp_path / 'bank')
+    out = tmp_path / 'l.jsonl'
+    one, two = session(bank_dir, out), session(bank_dir, out)              # Same seed: the same pairs in order.
+    first, second = [], []
+    for choice_one, choice_two in (('a', 'b'), ('tie', 'a')):
+        for s, choice, shown in ((one, choice_one, first), (two, choice_two, second)):
+            cur = s.state()['current']
+            shown.append((cur['a'], cur['b']))
+            s.judge(cur['a'], cur['b'], choice)
+    assert first == second
+    with pytest.warns(P.LabelWarning, match=r'l.jsonl: 2 judgement\(s\) dropped, made again later by the same '
+            r'annotator \(two label servers at once\?\), the first on line 1; the latest of each pair counts'):
+        assert [(j.a, j.b, j.choice) for j in P.load_judgements(str(out))] == [(*first[0], 'b'), (*first[1], 'a')]
+    one.undo()                                                              # Takes back one's own judgement only.
+    with pytest.warns(P.LabelWarning, match=r'1 judgement\(s\) dropped, .* on line 1;'):
+        assert [j.choice for j in P.load_judgements(str(out))] == ['b', 'a']
+    assert session(bank_dir, out, annotator='bob').state()['done'] == 0
+    assert session(bank_dir, out).state()['done'] == 2
+    assert capsys.readouterr().err.count('l.jsonl: 1 judgement(s) dropped') == 2           # One line per start.
+    before = digest(out)
+    result = ok(CliRunner().invoke(label.main, ['stats', str(out)]))
+    assert result.output.count('warning: ') == 1 and 'alice' in result.output and digest(out) == before
+
+
+def test_a_kill_mid_append_leaves_a_file_that_loads(tmp_path, capsys):
+    bank_dir = fake_bank(tmp_path / 'bank')
+    out = tmp_path / 'l.jsonl'
+    s = session(bank_dir, out)
+    for choice in ('a', 'b'):
+        s.judge(s.state()['current']['a'], s.state()['current']['b'], choice)
+    with open(out, 'a') as f:                                               # What a write cut short leaves.
+        f.write(json.dumps(dict(a='seed000003', b='seed000004', choice='a', annotator='alice'))[:40])
+    before = digest(out)
+    again = session(bank_dir, out)                                          # Before: 'l.jsonl:3: not JSON'.
+    assert capsys.readouterr().err == f'warning: {out}:3: skipped the last line: a crash cut it short (no newline)\n'
+    assert again.state()['done'] == 2 and digest(out) == before
+    again.judge(again.state()['current']['a'], again.state()['current']['b'], 'tie')    # Closes the torn line.
+    with pytest.warns(P.LabelWarning, match=f'{out}:3: skipped a line a crash cut short'):
+        assert [j.choice for j in P.load_judgements(str(out))] == ['a', 'b', 'tie']
+    result = ok(CliRunner().invoke(label.main, ['stats', str(out)]))
+    assert result.output.count('warning: ') == 1 and f'warning: {out}:3: skipped' in result.output
+
+
+@pytest.mark.parametrize('lines, message', [
+    ([LINE, 'garbage', LINE.replace('"x"', '"y"')], ':2: not JSON'),                          # Mid-file: no crash did that.
+    ([LINE, '{"a": "seed0', 'garbage', json.dumps(dict(json.loads(LINE), annotator='y', after_torn_line=True))],
+        ':2: not JSON'),                                                                        # Only one line is vouched for.
+    ([LINE, 'garbage', json.dumps(dict(json.loads(LINE), annotator='y', after_torn_line='yes'))], ':2: not JSON'),
+    ([LINE, '{"a": "seed0'], ':2: not JSON'),                                                 # Whole, newline and all.
+    ([json.dumps(dict(json.loads(LINE), id='1')), LINE], ':2: x already judged seed000001 vs seed000002 on line 1'),
+])
+def test_corrupt_lines_stay_errors_naming_file_and_line(tmp_path, lines, message):
+    path = tmp_path / 'l.jsonl'
+    path.write_text(''.join(line + '\n' for line in lines))
+    before = digest(path)
+    refused_in_one_line(CliRunner().invoke(label.main, ['stats', str(path)]), f'{path}{message}')
+    assert digest(path) == before
+
+#----------------------------------------------------------------------------

@@ -1,0 +1,186 @@
+"""Reward guidance without fine-tuning: sweep the guidance scale and compare each against the unguided samples."""
+
+import os
+
+import click
+
+from eg3d_rlhf.cli import (NETWORK_HELP, OUT_DIR, FiniteRange, conditions_option, device_option, load_generator,
+    network_keys, network_path, open_reward, parse_range, pick_device)
+from eg3d_rlhf.data import annotators
+from eg3d_rlhf.guidance import flow_guidance, inversion
+from eg3d_rlhf.guidance.inverted import InvertedEG3D
+from eg3d_rlhf.guidance.sweep import sweep
+
+#----------------------------------------------------------------------------
+
+def parse_scales(s):
+    """'0.005,0.01' -> [0.005, 0.01]: finite, non-negative, at least one."""
+    try:
+        scales = [float(x) for x in str(s).split(',')]
+    except ValueError:
+        raise click.BadParameter(f'{s!r}: give comma-separated numbers, e.g. 0.002,0.005,0.01')
+    if not scales or not all(0 <= x < float('inf') for x in scales):
+        raise click.BadParameter(f'{s!r}: scales must be finite and non-negative')
+    return scales
+
+
+def common_options(func):
+    """The report's options: reward, seeds, annotator, outdir, dry run, device."""
+    options = [
+        click.option('--reward-model', 'reward_path', required=True, metavar='PT', help='Reward checkpoint that guides and scores'),
+        click.option('--seeds', type=parse_range, default='1000-1099', show_default=True, metavar='LIST',
+            help='Seeds (never the reward model\'s training seeds)'),
+        click.option('--annotator', default='oracle:nose', show_default=True, metavar='oracle:NAME|none',
+            help='Simulated annotator judging guided vs unguided per sample'),
+        click.option('--temperature', type=FiniteRange(min=0), default=0.5, show_default=True, help="The annotator's noise"),
+        click.option('--res', 'resolution', type=click.IntRange(min=16), default=128, show_default=True,
+            help='Cube resolution of the slabs the annotator judges and the strip shows'),
+        click.option('--outdir', type=OUT_DIR, required=True, metavar='REPORT', help='Report folder (report.html/.json, PNGs, scale-*/)'),
+        click.option('--dry-run', is_flag=True, help='Check the inputs and print the plan; draw nothing'),
+        device_option,
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def annotator_taste(annotator):
+    if annotator.lower() == 'none':
+        return None
+    try:
+        return annotators.parse_annotator(annotator)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint='--annotator')
+
+
+KINDS = dict(flow='a flow checkpoint', eg3d='an EG3D network pickle')
+
+
+def open_inputs(path, kind, reward_path, device_name, dry_run, plan):
+    """(generator of `kind`, reward); (None, reward) after printing `plan` in a dry run. One-line errors otherwise."""
+    device = pick_device(device_name)
+    reward = open_reward(reward_path, device)
+    if dry_run:
+        print(plan)
+        return None, reward
+    G = load_generator(path, device)
+    if G.kind != kind:
+        raise click.ClickException(f'--network: {path} is not {KINDS[kind]}')
+    return G, reward
+
+
+@click.group()
+def main():
+    """Steer a generator with a reward model at generation time, without fine-tuning it: sweep the guidance scale and
+    report, per scale, the reward change, a simulated annotator's win rate against the unguided samples (exact
+    binomial p, Wilson 95% interval), PSNR/SSIM against the unguided renders, and a strip of geometry previews where
+    reward hacking shows."""
+
+#----------------------------------------------------------------------------
+
+@main.command('flow')
+@click.option('--network', default='bundled-flow', show_default=True, metavar='PT|bundled-flow', help='Flow checkpoint. ' + NETWORK_HELP)
+@click.option('--scales', type=parse_scales, default='0.02,0.05,0.1', show_default=True, metavar='LIST',
+    help='Guidance scales to sweep (0 = unguided)')
+@click.option('--mode', type=click.Choice(flow_guidance.MODES), default='cfg', show_default=True,
+    help="cfg: PSD-style mixing toward the velocity whose clean estimate climbed the reward; gradient: classifier "
+    "guidance through the velocity model (a backward pass per step)")
+@click.option('--stage', type=int, default=-1, show_default=True, help='Guided stage (its decode must be differentiable)')
+@click.option('--t-start', type=FiniteRange(min=0, max=1), default=0, show_default=True, help='Guidance acts from this t')
+@click.option('--t-end', type=FiniteRange(min=0, max=1), default=0.5, show_default=True,
+    help='... up to this t (late steps only polish, and there the reward\'s gradient mostly hacks it)')
+@click.option('--normalize', type=click.Choice(flow_guidance.NORMS), default='rms', show_default=True,
+    help='rms: the reward gradient scaled to unit RMS per sample; none: as it is')
+@click.option('--max-rms', type=FiniteRange(min=0, min_open=True), help='With --normalize=none: clip the gradient to this RMS')
+@click.option('--smooth', type=FiniteRange(min=0), default=2.0, show_default=True,
+    help='Gaussian blur of the gradient over the guided stage\'s voxels (std in voxels; 0 = none)')
+@conditions_option
+@common_options
+def flow(network, scales, mode, stage, t_start, t_end, normalize, max_rms, smooth, conditions, reward_path, seeds, annotator,
+        temperature, resolution, outdir, dry_run, device_name):
+    """Reward-guided sampling of a flow generator: at every ODE step of the guided stage, its clean estimate is decoded
+    to sigma and scored, and the reward's ascent joins the velocity.
+
+    \b
+    python tools/guide.py flow --reward-model checkpoints/reward-sigma-flow-nose.pt --conditions 0 --outdir out/guide
+    """
+    taste = annotator_taste(annotator)
+    path = network_path(network, trust_pickle=False)
+    keys = network_keys(path, seeds, conditions)
+    make = lambda scale, score: flow_guidance.RewardGuidance(score, scale=scale, mode=mode, stage=stage, t_start=t_start,
+        t_end=t_end, normalize=normalize, max_rms=max_rms, smooth=smooth)
+    try:
+        make(1.0, None)
+    except ValueError as err:
+        raise click.UsageError(str(err))
+    G, reward = open_inputs(path, 'flow', reward_path, device_name, dry_run,
+        f'would draw {len(keys)} samples of {path} unguided and with {mode} guidance at scales '
+        f'{", ".join(f"{s:g}" for s in scales)}, score them with {reward_path}, judge them by {annotator}; report in {outdir}')
+    if G is None:
+        return
+    G.keep = max(G.keep, len(keys))                                 # The unguided samples are drawn once for all scales.
+    score = flow_guidance.slab_scorer(reward, G.cube_length, G.empty_sigma)
+    try:
+        guided = {s: flow_guidance.guided_generator(G, make(s, score)) for s in scales}
+    except ValueError as err:
+        raise click.ClickException(str(err))
+    settings = dict(network=os.path.abspath(path), reward_model=os.path.abspath(reward_path), guidance=make(1.0, score).describe(),
+        annotator=annotator, temperature=temperature)
+    sweep(guided.__getitem__, G, scales, reward, seeds, outdir, settings, taste=taste, temperature=temperature,
+        annotator_res=resolution, conditions=conditions, reward_path=reward_path)
+    print(f'report: {os.path.join(outdir, "report.html")}')
+
+#----------------------------------------------------------------------------
+
+@main.command('eg3d')
+@click.option('--network', default='bundled', show_default=True, metavar='PKL|bundled', help='EG3D network pickle. ' + NETWORK_HELP)
+@click.option('--trust-pickle', is_flag=True, help='Confirm you trust the pickle: loading it runs code stored in it')
+@click.option('--weights', type=parse_scales, default='0.01,0.03,0.1', show_default=True, metavar='LIST',
+    help='Reward weights to sweep (0 = plain inversion of the seed\'s own render: the sample itself)')
+@click.option('--steps', type=click.IntRange(min=1), default=30, show_default=True, help='Adam steps on the latents per seed')
+@click.option('--lr', type=FiniteRange(min=0, min_open=True), default=0.01, show_default=True, help='Their learning rate')
+@click.option('--space', type=click.Choice(inversion.SPACES), default='w', show_default=True,
+    help="w: one w per sample (all of G's ws rows alike); w+: every row free (more room, more reward hacking)")
+@click.option('--sigma-weight', type=FiniteRange(min=0), default=0, show_default=True,
+    help='Weight of the density L1 to the seed\'s own sigma at random slab points')
+@click.option('--render-res', type=click.IntRange(min=8), metavar='INT',
+    help="Neural rendering resolution of the image term  [default: G's own]")
+@common_options
+def eg3d(network, trust_pickle, weights, steps, lr, space, sigma_weight, render_res, reward_path, seeds, annotator,
+        temperature, resolution, outdir, dry_run, device_name):
+    """Reward-guided latent editing of an EG3D generator: each seed's latents are inverted to reproduce its own frontal
+    raw render while the reward of its slab, at the given weight, pulls its geometry; the edited sample is then rendered
+    exactly as the original (same G, camera, truncation) and compared with it.
+
+    \b
+    python tools/guide.py eg3d --reward-model checkpoints/reward-sigma-nose.pt --outdir out/guide-eg3d
+    """
+    taste = annotator_taste(annotator)
+    path = network_path(network, trust_pickle)
+    keys = network_keys(path, seeds, None)
+    G, reward = open_inputs(path, 'eg3d', reward_path, device_name, dry_run,
+        f'would invert {len(keys)} seeds of {path} ({steps} {space} steps, lr {lr:g}) at reward weights '
+        f'{", ".join(f"{w:g}" for w in weights)} of {reward_path}, judge them by {annotator}; report in {outdir}')
+    if G is None:
+        return
+    settings = dict(steps=steps, lr=lr, space=space, sigma_weight=sigma_weight, resolution=render_res)
+    edited = {}
+
+    def edited_at(weight):
+        if weight not in edited:
+            try:
+                edited[weight] = InvertedEG3D(G, reward, reward_weight=weight, **settings)
+            except ValueError as err:
+                raise click.ClickException(str(err))
+        return edited[weight]
+    sweep(edited_at, G, weights, reward, seeds, outdir, dict(network=os.path.abspath(path), reward_model=os.path.abspath(reward_path),
+        inversion=settings, annotator=annotator, temperature=temperature), taste=taste, temperature=temperature,
+        annotator_res=resolution, reward_path=reward_path)
+    print(f'report: {os.path.join(outdir, "report.html")}')
+
+#----------------------------------------------------------------------------
+
+if __name__ == '__main__':
+    main() # pylint: disable=no-value-for-parameter
+
+#----------------------------------------------------------------------------
