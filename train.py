@@ -120,14 +120,12 @@ def launch_training(c, desc, outdir, dry_run):
             run_dir = [c.run_dir]
         torch.distributed.broadcast_object_list(run_dir, src=0)
         c.run_dir = run_dir[0]
-        try:
+        with distributed.process_group_session():
             if rank == 0:
                 with log_to(os.path.join(c.run_dir, 'log.txt')):
                     training_loop.training_loop(rank=rank, local_rank=local_rank, **c)
             else:
                 training_loop.training_loop(rank=rank, local_rank=local_rank, **c)
-        finally:
-            torch.distributed.destroy_process_group()
         return
 
     problem = cli.writable_problem(outdir, 'dir')                       # The demo's default --outdir included.

@@ -32,6 +32,21 @@ class FiniteRange(click.FloatRange):
             self.fail(f'{value!r} is not a finite number', param, ctx)
         return rv
 
+class FiniteList(click.ParamType):
+    """Comma-separated numbers, each a FiniteRange(**range_kwargs): '0.02,0.05' -> [0.02, 0.05]."""
+    name = 'list'
+
+    def __init__(self, **range_kwargs):
+        self.item = FiniteRange(**range_kwargs)
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list):
+            return value
+        items = [x.strip() for x in str(value).split(',')]
+        if '' in items:
+            self.fail(f'{value!r}: give comma-separated numbers, e.g. 0.02,0.05', param, ctx)
+        return [self.item.convert(x, param, ctx) for x in items]
+
 FINITE = FiniteRange()          # Any finite float.
 SEED = click.IntRange(min=0, max=MAX_SEED)      # A random seed numpy's RandomState takes.
 

@@ -4,7 +4,7 @@ import os
 
 import click
 
-from eg3d_rlhf.cli import (NETWORK_HELP, OUT_DIR, FiniteRange, conditions_option, device_option, load_generator,
+from eg3d_rlhf.cli import (NETWORK_HELP, OUT_DIR, FiniteList, FiniteRange, conditions_option, device_option, load_generator,
     network_keys, network_path, open_reward, parse_range, pick_device)
 from eg3d_rlhf.data import annotators
 from eg3d_rlhf.guidance import flow_guidance, inversion
@@ -12,17 +12,6 @@ from eg3d_rlhf.guidance.inverted import InvertedEG3D
 from eg3d_rlhf.guidance.sweep import sweep
 
 #----------------------------------------------------------------------------
-
-def parse_scales(s):
-    """'0.005,0.01' -> [0.005, 0.01]: finite, non-negative, at least one."""
-    try:
-        scales = [float(x) for x in str(s).split(',')]
-    except ValueError:
-        raise click.BadParameter(f'{s!r}: give comma-separated numbers, e.g. 0.002,0.005,0.01')
-    if not scales or not all(0 <= x < float('inf') for x in scales):
-        raise click.BadParameter(f'{s!r}: scales must be finite and non-negative')
-    return scales
-
 
 def common_options(func):
     """The report's options: reward, seeds, annotator, outdir, dry run, device."""
@@ -35,7 +24,7 @@ def common_options(func):
         click.option('--temperature', type=FiniteRange(min=0), default=0.5, show_default=True, help="The annotator's noise"),
         click.option('--res', 'resolution', type=click.IntRange(min=16), default=128, show_default=True,
             help='Cube resolution of the slabs the annotator judges and the strip shows'),
-        click.option('--outdir', type=OUT_DIR, required=True, metavar='REPORT', help='Report folder (report.html/.json, PNGs, scale-*/)'),
+        click.option('--outdir', type=OUT_DIR, required=True, metavar='REPORT', help='Report folder (report.html/.json, PNGs, one folder per swept value)'),
         click.option('--dry-run', is_flag=True, help='Check the inputs and print the plan; draw nothing'),
         device_option,
     ]
@@ -51,6 +40,10 @@ def annotator_taste(annotator):
         return annotators.parse_annotator(annotator)
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint='--annotator')
+
+
+def describe(settings):
+    return ', '.join(f'{k.replace("_", " ")} {v:g}' for k, v in settings.items())
 
 
 KINDS = dict(flow='a flow checkpoint', eg3d='an EG3D network pickle')
@@ -80,7 +73,7 @@ def main():
 
 @main.command('flow')
 @click.option('--network', default='bundled-flow', show_default=True, metavar='PT|bundled-flow', help='Flow checkpoint. ' + NETWORK_HELP)
-@click.option('--scales', type=parse_scales, default='0.02,0.05,0.1', show_default=True, metavar='LIST',
+@click.option('--scales', type=FiniteList(min=0), default='0.02,0.05,0.1', show_default=True, metavar='LIST',
     help='Guidance scales to sweep (0 = unguided)')
 @click.option('--mode', type=click.Choice(flow_guidance.MODES), default='cfg', show_default=True,
     help="cfg: PSD-style mixing toward the velocity whose clean estimate climbed the reward; gradient: classifier "
@@ -126,7 +119,7 @@ def flow(network, scales, mode, stage, t_start, t_end, normalize, max_rms, smoot
         raise click.ClickException(str(err))
     settings = dict(network=os.path.abspath(path), reward_model=os.path.abspath(reward_path), guidance=make(1.0, score).describe(),
         annotator=annotator, temperature=temperature)
-    sweep(guided.__getitem__, G, scales, reward, seeds, outdir, settings, taste=taste, temperature=temperature,
+    sweep(guided.__getitem__, G, scales, reward, seeds, outdir, settings, knob='scale', taste=taste, temperature=temperature,
         annotator_res=resolution, conditions=conditions, reward_path=reward_path)
     print(f'report: {os.path.join(outdir, "report.html")}')
 
@@ -135,10 +128,13 @@ def flow(network, scales, mode, stage, t_start, t_end, normalize, max_rms, smoot
 @main.command('eg3d')
 @click.option('--network', default='bundled', show_default=True, metavar='PKL|bundled', help='EG3D network pickle. ' + NETWORK_HELP)
 @click.option('--trust-pickle', is_flag=True, help='Confirm you trust the pickle: loading it runs code stored in it')
-@click.option('--weights', type=parse_scales, default='0.01,0.03,0.1', show_default=True, metavar='LIST',
-    help='Reward weights to sweep (0 = plain inversion of the seed\'s own render: the sample itself)')
-@click.option('--steps', type=click.IntRange(min=1), default=30, show_default=True, help='Adam steps on the latents per seed')
-@click.option('--lr', type=FiniteRange(min=0, min_open=True), default=0.01, show_default=True, help='Their learning rate')
+@click.option('--lrs', type=FiniteList(min=0, min_open=True), default='0.002,0.005,0.01', show_default=True, metavar='LIST',
+    help="Adam learning rates of the latents to sweep: with the image term at zero where an edit starts, they set "
+    "how far it goes")
+@click.option('--weights', type=FiniteList(min=0), default='1', show_default=True, metavar='LIST',
+    help="Reward weights against the image MSE (0 = plain inversion of the seed's own render: the sample itself); "
+    "sweep them or --lrs, not both")
+@click.option('--steps', type=click.IntRange(min=1), default=10, show_default=True, help='Adam steps on the latents per seed')
 @click.option('--space', type=click.Choice(inversion.SPACES), default='w', show_default=True,
     help="w: one w per sample (all of G's ws rows alike); w+: every row free (more room, more reward hacking)")
 @click.option('--sigma-weight', type=FiniteRange(min=0), default=0, show_default=True,
@@ -146,36 +142,44 @@ def flow(network, scales, mode, stage, t_start, t_end, normalize, max_rms, smoot
 @click.option('--render-res', type=click.IntRange(min=8), metavar='INT',
     help="Neural rendering resolution of the image term  [default: G's own]")
 @common_options
-def eg3d(network, trust_pickle, weights, steps, lr, space, sigma_weight, render_res, reward_path, seeds, annotator,
+def eg3d(network, trust_pickle, lrs, weights, steps, space, sigma_weight, render_res, reward_path, seeds, annotator,
         temperature, resolution, outdir, dry_run, device_name):
     """Reward-guided latent editing of an EG3D generator: each seed's latents are inverted to reproduce its own frontal
-    raw render while the reward of its slab, at the given weight, pulls its geometry; the edited sample is then rendered
-    exactly as the original (same G, camera, truncation) and compared with it.
+    raw render while the reward of its slab pulls its geometry; the edited sample is then rendered exactly as the
+    original (same G, camera, truncation) and compared with it. An edit starts where the image term and its gradient
+    are zero, and Adam normalises its steps, so the learning rate and the steps, more than the weight, set its strength:
+    the sweep is over --lrs, or over --weights when those are several.
 
     \b
     python tools/guide.py eg3d --reward-model checkpoints/reward-sigma-nose.pt --outdir out/guide-eg3d
     """
+    if len(lrs) > 1 and len(weights) > 1:
+        raise click.UsageError('sweep --lrs or --weights, not both: give one of them a single value')
+    if len(weights) > 1:
+        knob, values, argument, fixed = 'weight', weights, 'reward_weight', dict(lr=lrs[0])
+    else:
+        knob, values, argument, fixed = 'lr', lrs, 'lr', dict(reward_weight=weights[0])
     taste = annotator_taste(annotator)
     path = network_path(network, trust_pickle)
     keys = network_keys(path, seeds, None)
     G, reward = open_inputs(path, 'eg3d', reward_path, device_name, dry_run,
-        f'would invert {len(keys)} seeds of {path} ({steps} {space} steps, lr {lr:g}) at reward weights '
-        f'{", ".join(f"{w:g}" for w in weights)} of {reward_path}, judge them by {annotator}; report in {outdir}')
+        f'would invert {len(keys)} seeds of {path} ({steps} {space} steps, {describe(fixed)}) at {knob} '
+        f'{", ".join(f"{v:g}" for v in values)} with {reward_path}, judge them by {annotator}; report in {outdir}')
     if G is None:
         return
-    settings = dict(steps=steps, lr=lr, space=space, sigma_weight=sigma_weight, resolution=render_res)
+    settings = dict(fixed, steps=steps, space=space, sigma_weight=sigma_weight, resolution=render_res)
     edited = {}
 
-    def edited_at(weight):
-        if weight not in edited:
+    def edited_at(value):
+        if value not in edited:
             try:
-                edited[weight] = InvertedEG3D(G, reward, reward_weight=weight, **settings)
+                edited[value] = InvertedEG3D(G, reward, **{argument: value}, **settings)
             except ValueError as err:
                 raise click.ClickException(str(err))
-        return edited[weight]
-    sweep(edited_at, G, weights, reward, seeds, outdir, dict(network=os.path.abspath(path), reward_model=os.path.abspath(reward_path),
-        inversion=settings, annotator=annotator, temperature=temperature), taste=taste, temperature=temperature,
-        annotator_res=resolution, reward_path=reward_path)
+        return edited[value]
+    sweep(edited_at, G, values, reward, seeds, outdir, dict(network=os.path.abspath(path), reward_model=os.path.abspath(reward_path),
+        inversion=settings, annotator=annotator, temperature=temperature), knob=knob, taste=taste,
+        temperature=temperature, annotator_res=resolution, reward_path=reward_path)
     print(f'report: {os.path.join(outdir, "report.html")}')
 
 #----------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""A guidance sweep: each scale's samples compared with the unguided ones (reward, annotator, images), one report."""
+"""A guidance sweep: the samples at each value of a knob (guidance scale, lr, ...) against the unguided ones, one report."""
 
 import os
 import time
@@ -13,9 +13,10 @@ from eg3d_rlhf.geometry.sigma import SlabCrop, slab_grid
 
 #----------------------------------------------------------------------------
 # Files written into outdir:
-#   scale-S/            tools/evaluate.py's report of the samples guided at scale S against the unguided ones
-#   sweep.png           reward change, annotator win rate (Wilson 95%) and PSNR against the scale
-#   strip.png           front and profile previews of the first STRIP_SAMPLES samples at every scale (0 = unguided),
+#   KNOB-S/             tools/evaluate.py's report of the samples guided at KNOB = S (e.g. scale-0.05/) against the
+#                       unguided ones
+#   sweep.png           reward change, annotator win rate (Wilson 95%) and PSNR against the knob
+#   strip.png           front and profile previews of the first STRIP_SAMPLES samples at every value (and unguided),
 #                       where a person sees reward hacking begin
 #   report.json/.html   the table below and the settings
 
@@ -23,9 +24,9 @@ STRIP_SAMPLES = 4
 STRIP_RES = 96
 
 
-def row_of(scale, summary, seconds, samples):
+def row_of(value, summary, seconds, samples):
     """One line of the sweep table from compare()'s summary."""
-    row = dict(scale=scale, seconds_per_sample=seconds / samples, reward_mean_delta=summary['reward']['mean_delta'],
+    row = dict(value=value, seconds_per_sample=seconds / samples, reward_mean_delta=summary['reward']['mean_delta'],
         reward_rose=summary['reward']['rose'], psnr_db=summary['images']['mean_psnr_db'],
         min_psnr_db=summary['images']['min_psnr_db'], ssim=summary['images']['mean_ssim'])
     if isinstance(summary['preference'], dict):
@@ -35,29 +36,29 @@ def row_of(scale, summary, seconds, samples):
     return row
 
 
-def sweep(guided_at, unguided, scales, reward, seeds, outdir, settings, taste=None, temperature=0.5, annotator_res=128,
-        conditions=None, reward_path=None, log=print):
-    """Compare guided_at(scale) (a Generator3D) with `unguided` for every scale, then write the sweep's pictures and
-    report; returns the table's rows. `settings` (a dict) goes into the report as it is."""
+def sweep(guided_at, unguided, values, reward, seeds, outdir, settings, knob='scale', taste=None, temperature=0.5,
+        annotator_res=128, conditions=None, reward_path=None, log=print):
+    """Compare guided_at(value) (a Generator3D) with `unguided` for every value of the knob (e.g. the guidance scale),
+    then write the sweep's pictures and report; returns the table's rows. `settings` (a dict) goes into the report."""
     keys = unguided.keys(seeds, conditions)
     rows = []
-    for scale in scales:
+    for value in values:
         start = time.perf_counter()
-        summary = compare(dict(original=unguided, tuned=guided_at(scale)), reward, seeds, os.path.join(outdir, f'scale-{scale:g}'),
+        summary = compare(dict(original=unguided, tuned=guided_at(value)), reward, seeds, os.path.join(outdir, f'{knob}-{value:g}'),
             taste=taste, temperature=temperature, annotator_res=annotator_res, reward_path=reward_path, conditions=conditions)
-        rows.append(row_of(scale, summary, time.perf_counter() - start, len(keys)))
-        log(describe(rows[-1]))
+        rows.append(row_of(value, summary, time.perf_counter() - start, len(keys)))
+        log(describe(rows[-1], knob))
     grid = slab_grid(annotator_res, cube_length=unguided.cube_length, crop=SlabCrop())
-    generators = [unguided] + [guided_at(s) for s in scales]
-    preview.save_picture(strip(generators, keys[:STRIP_SAMPLES], grid, ['unguided'] + [f'{s:g}' for s in scales]),
+    generators = [unguided] + [guided_at(v) for v in values]
+    preview.save_picture(strip(generators, keys[:STRIP_SAMPLES], grid, ['unguided'] + [f'{knob} {v:g}' for v in values]),
         os.path.join(outdir, 'strip.png'))
-    plot_sweep(rows, os.path.join(outdir, 'sweep.png'))
-    header = ['scale', 'reward change', 'rose', 'win rate (Wilson 95%)', 'p', 'PSNR dB (min)', 'SSIM', 's/sample']
-    table = [[f'{r["scale"]:g}', f'{r["reward_mean_delta"]:+.3f}', f'{r["reward_rose"]}/{len(keys)}', win_text(r),
+    plot_sweep(rows, knob, os.path.join(outdir, 'sweep.png'))
+    header = [knob, 'reward change', 'rose', 'win rate (Wilson 95%)', 'p', 'PSNR dB (min)', 'SSIM', 's/sample']
+    table = [[f'{r["value"]:g}', f'{r["reward_mean_delta"]:+.3f}', f'{r["reward_rose"]}/{len(keys)}', win_text(r),
         f'{r["binomial_p"]:.2g}' if 'binomial_p' in r else '-', f'{r["psnr_db"]:.1f} ({r["min_psnr_db"]:.1f})',
         f'{r["ssim"]:.3f}', f'{r["seconds_per_sample"]:.2f}'] for r in rows]
-    report_plots.write_report(outdir, 'Reward guidance sweep', dict(settings=settings, samples=len(keys), rows=rows),
-        ['sweep.png', 'strip.png'], tables=[('Guided against unguided, per scale', header, table)])
+    report_plots.write_report(outdir, 'Reward guidance sweep', dict(settings=settings, knob=knob, samples=len(keys), rows=rows),
+        ['sweep.png', 'strip.png'], tables=[(f'Guided against unguided, per {knob}', header, table)])
     return rows
 
 
@@ -68,8 +69,8 @@ def win_text(row):
     return f'{row["wins"]}/{row["wins"] + row["losses"]} = {100 * row["win_rate"]:.1f}% ({100 * low:.1f}-{100 * high:.1f}%)'
 
 
-def describe(row):
-    return (f'scale {row["scale"]:g}: reward {row["reward_mean_delta"]:+.3f}, preferred {win_text(row)}, '
+def describe(row, knob):
+    return (f'{knob} {row["value"]:g}: reward {row["reward_mean_delta"]:+.3f}, preferred {win_text(row)}, '
         f'PSNR {row["psnr_db"]:.1f} dB, {row["seconds_per_sample"]:.2f} s/sample')
 
 #----------------------------------------------------------------------------
@@ -85,24 +86,24 @@ def strip(generators, keys, grid, names):
     return preview.labelled(rows, [sample_id(*k) for k in keys], [f'{name} {view}' for name in names for view in views])
 
 
-def plot_sweep(rows, path):
-    """Reward change, win rate with its interval and PSNR (25 dB marked) against the guidance scale."""
+def plot_sweep(rows, knob, path):
+    """Reward change, win rate with its interval and PSNR (25 dB marked) against the knob (the guidance scale, ...)."""
     plt = report_plots._pyplot()
-    scales = [r['scale'] for r in rows]
+    values = [r['value'] for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
-    axes[0].plot(scales, [r['reward_mean_delta'] for r in rows], 'o-')
-    axes[0].set(xlabel='scale', ylabel='mean reward change', title='Reward')
+    axes[0].plot(values, [r['reward_mean_delta'] for r in rows], 'o-')
+    axes[0].set(xlabel=knob, ylabel='mean reward change', title='Reward')
     decided = [r for r in rows if 'win_rate' in r]
     if decided:
         rate = np.array([r['win_rate'] for r in decided])
         low, high = (np.array([r['wilson95'][i] for r in decided]) for i in (0, 1))
-        axes[1].errorbar([r['scale'] for r in decided], rate, yerr=[rate - low, high - rate], fmt='o-', capsize=3)
+        axes[1].errorbar([r['value'] for r in decided], rate, yerr=[rate - low, high - rate], fmt='o-', capsize=3)
         axes[1].axhline(0.5, color='tab:red', linestyle='--', linewidth=1)
-    axes[1].set(xlabel='scale', ylabel='preferred to unguided', ylim=(0, 1), title='Simulated annotator')
-    axes[2].plot(scales, [r['psnr_db'] for r in rows], 'o-')
+    axes[1].set(xlabel=knob, ylabel='preferred to unguided', ylim=(0, 1), title='Simulated annotator')
+    axes[2].plot(values, [r['psnr_db'] for r in rows], 'o-')
     axes[2].axhline(25, color='tab:red', linestyle='--', linewidth=1)
-    axes[2].set(xlabel='scale', ylabel='PSNR to unguided (dB)', title='Image consistency')
+    axes[2].set(xlabel=knob, ylabel='PSNR to unguided (dB)', title='Image consistency')
     for ax in axes:
-        ax.set_xscale('symlog', linthresh=min([s for s in scales if s > 0] or [1]))
+        ax.set_xscale('symlog', linthresh=min([v for v in values if v > 0] or [1]))
     fig.tight_layout()
     report_plots._save(fig, path)
