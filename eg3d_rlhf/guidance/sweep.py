@@ -105,5 +105,7 @@ def plot_sweep(rows, knob, path):
     axes[2].set(xlabel=knob, ylabel='PSNR to unguided (dB)', title='Image consistency')
     for ax in axes:
         ax.set_xscale('symlog', linthresh=min([v for v in values if v > 0] or [1]))
+        ax.set_xticks(values, [f'{v:g}' for v in values])
+        ax.minorticks_off()
     fig.tight_layout()
     report_plots._save(fig, path)
