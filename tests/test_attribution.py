@@ -191,6 +191,17 @@ def test_separation_and_reward_order():
     with pytest.raises(ValueError, match='at least 4 samples'):
         embedding.embed(feats[:3])
 
+
+def test_umap_maps_are_turned_to_their_principal_axes():
+    rng = np.random.default_rng(1)
+    points = rng.normal(size=(50, 2)) * [0.3, 3.0] @ np.array([[0.6, 0.8], [-0.8, 0.6]]) + 5   # Long axis not on x.
+    turned = embedding.principal_axes(points)
+    assert np.allclose(turned.mean(axis=0), 0) and turned[:, 0].var() > 50 * turned[:, 1].var()
+    distances = lambda p: np.linalg.norm(p[:, None] - p[None], axis=-1)
+    assert np.allclose(distances(turned), distances(points))
+    assert all(turned[np.abs(turned[:, k]).argmax(), k] > 0 for k in range(2))
+    assert np.allclose(embedding.principal_axes(-points), turned)               # A mirrored map reads the same.
+
 #----------------------------------------------------------------------------
 # The tools.
 

@@ -25,7 +25,9 @@ def reward_features(reward, slabs, batch=8, progress=None):
 def embed(features, pca_components=50, n_neighbors=25, min_dist=0.1, seed=0):
     """{pca [N, P] (P <= pca_components), explained [P] (variance ratios), umap [N, 2]} of features [N, F]: PCA of
     the features as they are (not standardised: a feature's scale is part of what the reward's head reads), then UMAP
-    of the PCA coordinates (fixed seed, so the same input gives the same map; n_neighbors is capped at N - 1)."""
+    of the PCA coordinates (fixed seed, so the same input gives the same map; n_neighbors is capped at N - 1), turned
+    to its own principal axes: UMAP's axes carry no meaning of their own (umap-learn versions lay the same map out in
+    other orientations), so UMAP 1 is made the map's direction of largest spread."""
     import umap
     from sklearn.decomposition import PCA
     features = np.asarray(features, dtype=np.float64)
@@ -35,7 +37,17 @@ def embed(features, pca_components=50, n_neighbors=25, min_dist=0.1, seed=0):
     pca = PCA(n_components=min(pca_components, len(x) - 1, x.shape[1]), random_state=seed).fit(x)
     coords = pca.transform(x)
     mapper = umap.UMAP(n_neighbors=min(n_neighbors, len(x) - 1), min_dist=min_dist, n_components=2, random_state=seed)
-    return dict(pca=coords, explained=pca.explained_variance_ratio_, umap=mapper.fit_transform(coords))
+    return dict(pca=coords, explained=pca.explained_variance_ratio_, umap=principal_axes(mapper.fit_transform(coords)))
+
+
+def principal_axes(points):
+    """points [N, D] centred and rotated onto their principal axes (largest spread first), each axis signed so that
+    its largest coordinate is positive: distances are unchanged."""
+    centred = points - points.mean(axis=0)
+    _u, _s, vt = np.linalg.svd(centred, full_matrices=False)
+    turned = centred @ vt.T
+    peaks = turned[np.abs(turned).argmax(axis=0), np.arange(turned.shape[1])]
+    return turned * np.where(peaks < 0, -1.0, 1.0)
 
 
 def knn_separation(points, groups, k=5, folds=5, seed=0):
