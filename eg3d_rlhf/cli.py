@@ -155,10 +155,11 @@ def one_line_errors(*kinds):
     except kinds as err:
         raise click.ClickException(str(err))
 
-def open_reward(path, device):
-    """The reward checkpoint at `path` on `device`, or a one-line click error naming --reward-model."""
+def open_reward(path, device, trust_pickle=False):
+    """The reward checkpoint (or published bundle: zip or folder) at `path` on `device`, or a one-line click error
+    naming --reward-model; trust_pickle lets a bundle's best_model.pt hold pickled objects."""
     try:
-        return load_reward(path, device)
+        return load_reward(path, device, trust_pickle=trust_pickle)
     except RewardCheckpointError as err:
         raise click.ClickException(f'--reward-model: {err}')
 

@@ -206,7 +206,7 @@ def test_unpaired_cs_loss_trains_and_needs_both_classes():
 
 @one_thread
 def test_build_reward_registry():
-    assert set(REWARDS) == {'sigma', 'depth', 'pointcloud'}
+    assert set(REWARDS) == {'sigma', 'depth', 'pointcloud', 'sigma-unet'}
     assert isinstance(build_reward('depth', views=['front'], render_res=16, channels=[4, 4, 4, 4, 4]), DepthReward)
     with pytest.raises(ValueError, match='depth, pointcloud, sigma'):
         build_reward('voxels')

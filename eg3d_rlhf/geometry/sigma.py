@@ -99,16 +99,21 @@ def slab_grid(resolution=256, cube_length=1.0, crop=SlabCrop(), exact_eg3d_grid=
     return CubeGrid(resolution, cube_length, exact_eg3d_grid=exact_eg3d_grid, start=start, stop=stop)
 
 
-def slab_description(resolution, cube_length=1.0, crop=SlabCrop()):
-    """The plain-type description of a slab that banks (meta.json "slab") and reward checkpoints record."""
+def slab_description(resolution, cube_length=1.0, crop=SlabCrop(), exact_eg3d_grid=False):
+    """The plain-type description of a slab that banks (meta.json "slab") and reward checkpoints record; the optional
+    "exact_eg3d_grid" entry (create_samples' off-grid points) appears only when set, so older descriptions read alike."""
     grid = slab_grid(resolution, cube_length=cube_length, crop=crop)
-    return dict(resolution=int(resolution), cube_length=float(cube_length), crop=dataclasses.asdict(crop),
+    desc = dict(resolution=int(resolution), cube_length=float(cube_length), crop=dataclasses.asdict(crop),
         start=list(grid.start), stop=list(grid.stop), shape=list(grid.shape))
+    return dict(desc, exact_eg3d_grid=True) if exact_eg3d_grid else desc
 
 
 def grid_from_meta(slab):
     """The CubeGrid of a slab description (slab_description(), a bank's meta.json "slab")."""
-    return slab_grid(slab['resolution'], cube_length=slab['cube_length'], crop=SlabCrop(**slab['crop']))
+    exact = slab.get('exact_eg3d_grid', False)
+    if not isinstance(exact, bool):
+        raise ValueError(f'slab exact_eg3d_grid must be true or false, got {exact!r}')
+    return slab_grid(slab['resolution'], cube_length=slab['cube_length'], crop=SlabCrop(**slab['crop']), exact_eg3d_grid=exact)
 
 #----------------------------------------------------------------------------
 # A batch of samples' density field, streamed: subclasses (generators/) say how sigma is computed at points; this

@@ -6,6 +6,8 @@
 #   sigma_cnn   3D CNN on the prepared sigma slab (residual squeeze-and-excitation blocks, 8192-d feature)
 #   depth_cnn   soft depth maps rendered from the slab at a few yaws (differentiable), residual 2D CNN
 #   pointnet    surface points of the slab (Newton-refined, differentiable), PointNet with a max-pooled feature
+#   sigma_unet  the published sigma-field architecture: pytorch3dunet's ResidualUNetSE3D, 8192-d max-pooled feature, MLPs
+#   bundle      the published reward bundle (zip or folder: best_model.pt + release_config.yaml) read as data
 #   losses      Bradley-Terry (with or without ties) on reward pairs; Cauchy-Schwarz on unpaired good/bad sets
 #   checkpoint  save_reward / load_reward (weights_only) -> contract.Reward
 #   fitting     a bank's prepared inputs, RewardFitter (early stopping), centring, held-out accuracy, the training run
@@ -13,8 +15,10 @@
 from .depth_cnn import DepthReward
 from .pointnet import PointCloudReward
 from .sigma_cnn import SigmaReward
+from .sigma_unet import SigmaUNetReward
 
-REWARDS = {'sigma': SigmaReward, 'depth': DepthReward, 'pointcloud': PointCloudReward}   # kind -> class.
+REWARDS = {'sigma': SigmaReward, 'depth': DepthReward, 'pointcloud': PointCloudReward,     # kind -> class.
+    'sigma-unet': SigmaUNetReward}
 
 
 def build_reward(kind, **config):

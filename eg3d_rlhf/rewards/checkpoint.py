@@ -5,7 +5,7 @@ import os
 import torch
 
 import dnnlib
-from eg3d_rlhf.rewards import build_reward
+from eg3d_rlhf.rewards import build_reward, bundle
 from eg3d_rlhf.rewards.contract import InputSpec, InputSpecError, Reward
 
 #----------------------------------------------------------------------------
@@ -55,8 +55,14 @@ def save_reward(path, model, kind, spec, training=None):
         torch.save(data, f)
 
 
-def load_reward(path, device='cpu'):
-    """The checkpoint as a contract.Reward (model in eval mode on `device`), read with weights_only=True."""
+def load_reward(path, device='cpu', trust_pickle=False):
+    """The checkpoint as a contract.Reward (model in eval mode on `device`), read with weights_only=True; a published
+    reward bundle (its zip or folder, rewards/bundle.py) reads too, its weights with weights_only unless trust_pickle."""
+    if os.path.exists(path) and bundle.is_bundle(path):
+        try:
+            return bundle.load_bundle(path, device, trust_pickle=trust_pickle)
+        except bundle.BundleError as err:
+            raise RewardCheckpointError(str(err)) from None
     if not os.path.isfile(path):
         raise RewardCheckpointError(f'{path}: no such reward checkpoint')
     try:

@@ -25,7 +25,7 @@ class InputSpecError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class InputSpec:
-    slab:           dict                    # The slab grid: resolution, cube_length, crop (geometry.sigma.slab_description).
+    slab:           dict                    # The slab grid: resolution, cube_length, crop, [exact_eg3d_grid] (sigma.slab_description).
     normalisation:  str     = 'self_minmax' # 'self_minmax': each slab min-max scaled to [0, scale]; 'affine': raw * scale + offset.
     scale:          float   = 100.0         # Top of the min-max range, or the affine multiplier.
     offset:         float   = 0.0           # Affine only: added after scaling.
@@ -45,6 +45,8 @@ class InputSpec:
             raise InputSpecError(f'input order must be a permutation of "xyz", got {self.order!r}')
         if not isinstance(self.slab, dict) or not {'resolution', 'cube_length', 'crop'} <= set(self.slab):
             raise InputSpecError('input slab must describe resolution, cube_length and crop')
+        if not isinstance(self.slab.get('exact_eg3d_grid', False), bool):
+            raise InputSpecError('input slab exact_eg3d_grid must be true or false')
 
     @classmethod
     def from_dict(cls, d):

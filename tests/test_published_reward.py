@@ -1,0 +1,253 @@
+"""The published sigma-field reward bundle: read as data (folder or zip), strictly, scoring as the paper's network does."""
+
+import os
+import zipfile
+
+import click
+import numpy as np
+import pytest
+import torch
+from pytorch3dunet.unet3d.model import ResidualUNetSE3D
+
+from eg3d_rlhf import cli
+from eg3d_rlhf.geometry.sigma import grid_from_meta, slab_description
+from eg3d_rlhf.rewards import build_reward
+from eg3d_rlhf.rewards.bundle import published_spec
+from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward, save_reward
+
+pytestmark = pytest.mark.usefixtures('one_thread')
+
+#----------------------------------------------------------------------------
+# A bundle as the paper's code writes it, built here without our model: pytorch3dunet's U-Net plus the two 1x1
+# reconstruction convolutions under Conv3DModule., and MLPs with the paper's key names (input_layer,
+# hidden_layers.<i>.0, output_layer). Small sizes, which the YAML states; the loader must honour them.
+
+F_MAPS, FEATURE, MLP_HIDDEN, MLP_OUT, HEAD_HIDDEN = [4, 8], 8192, [16, 16], 8, [6, 4]
+
+YAML = f"""\
+task_name: train_rwd
+trainer:
+  default_root_dir: ${{oc.env:HOME}}/runs       # An interpolation nobody resolves: it stays a string.
+model:
+  _target_: core_modules.models.conv3d.Conv3DNetworkEnsemble
+  return_global_embedding: true
+  external: null
+  compile: false
+  optimizer:
+    _target_: torch.optim.AdamW
+    _partial_: true
+    lr: 0.0001
+  Conv3DModule:
+    _target_: core_modules.models.unet3d.model.ResidualUNetSE3D
+    in_channels: 1
+    out_channels: 8
+    f_maps: {F_MAPS}
+    layer_order: gcr
+    num_groups: 2
+    final_sigmoid: false
+    is_segmentation: false
+    forward_type: entire
+    final_size_out: {FEATURE}
+    n_channels_for_recon: 4
+    n_channels_for_feature: 4
+    recon_pool_type: avg
+    feature_pool_type: max
+  mlp_global:
+    _target_: core_modules.models.utils_base.MLP
+    input_size: {FEATURE}
+    output_size: {MLP_OUT}
+    hidden_sizes: {MLP_HIDDEN}
+    dropout_rate: 0.1
+    normalisation_type: none
+    activation_type: softplus
+    use_dropout: true
+  mlp_scalar_rwd:
+    _target_: core_modules.models.utils_base.MLP
+    input_size: ${{model.mlp_global.output_size}}
+    output_size: 1
+    hidden_sizes: {HEAD_HIDDEN}
+    normalisation_type: none
+    activation_type: softplus
+  mlp_BT:
+    _target_: core_modules.models.utils_base.MLP
+    input_size: ${{model.mlp_global.output_size}}
+    output_size: 1
+    hidden_sizes: {HEAD_HIDDEN}
+    normalisation_type: none
+  mlp_pairs:
+    _target_: core_modules.models.utils_base.MLP
+    input_size: ${{multiply:${{model.mlp_global.output_size}},2}}
+    output_size: 2
+    hidden_sizes: {HEAD_HIDDEN}
+    normalisation_type: none
+"""
+
+
+def mlp_weights(prefix, sizes, out, gen):
+    """The paper's MLP state_dict entries: input_layer, hidden_layers.<i>.0 (Linear, then its activation), output_layer."""
+    dims = [('input_layer', sizes[0], sizes[1]), *((f'hidden_layers.{i}.0', a, b) for i, (a, b) in
+        enumerate(zip(sizes[1:-1], sizes[2:]))), ('output_layer', sizes[-1], out)]
+    sd = {}
+    for name, a, b in dims:
+        sd[f'{prefix}.{name}.weight'] = torch.randn([b, a], generator=gen) / a ** 0.5
+        sd[f'{prefix}.{name}.bias'] = torch.randn([b], generator=gen) * 0.1
+    return sd
+
+
+def paper_state_dict(seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    unet = ResidualUNetSE3D(1, 8, f_maps=F_MAPS, layer_order='gcr', num_groups=2, is_segmentation=False)
+    sd = {f'Conv3DModule.{k}': torch.randn(v.shape, generator=gen) * 0.3 for k, v in unet.state_dict().items()}
+    for name, shape in [('conv1d_for_recon.weight', [1, 1, 1]), ('conv1d_for_recon.bias', [1]),
+            ('conv3d_for_recon.weight', [1, 1, 1, 1, 1]), ('conv3d_for_recon.bias', [1])]:
+        sd[f'Conv3DModule.{name}'] = torch.randn(shape, generator=gen)
+    sd.update(mlp_weights('MLP', [FEATURE, *MLP_HIDDEN], MLP_OUT, gen))
+    for head in ('scalar_rwd_head', 'scalar_rwd_head_BT'):
+        sd.update(mlp_weights(head, [MLP_OUT, *HEAD_HIDDEN], 1, gen))
+    sd.update(mlp_weights('scalar_rwd_head_pairs', [2 * MLP_OUT, *HEAD_HIDDEN], 2, gen))
+    return sd
+
+
+def paper_reward(sd, raw):
+    """r of raw slabs [N, X, Y, Z] written out from the published description with the test's own modules."""
+    x = raw.float()
+    lo, hi = x.amin(dim=(1, 2, 3), keepdim=True), x.amax(dim=(1, 2, 3), keepdim=True)
+    x = ((x - lo) / (hi - lo) * 100).permute(0, 3, 2, 1)                   # Whole-slab min-max, (x, y, z) -> (z, y, x).
+    unet = ResidualUNetSE3D(1, 8, f_maps=F_MAPS, layer_order='gcr', num_groups=2, is_segmentation=False).eval()
+    unet.load_state_dict({k[len('Conv3DModule.'):]: v for k, v in sd.items() if k.startswith('Conv3DModule.') and
+        'recon' not in k})
+    volume = torch.max(unet(x[:, None])[:, -4:], 1)[0]                      # [N, D, H, W]
+    f = torch.nn.AdaptiveMaxPool3d((FEATURE, 1, 1))(volume).view(-1, FEATURE)    # 4-D input: N is its channel axis.
+    def mlp(prefix, v):
+        lin = lambda name, t: t @ sd[f'{prefix}.{name}.weight'].T + sd[f'{prefix}.{name}.bias']
+        h = lin('input_layer', v)
+        return lin('output_layer', torch.nn.functional.softplus(lin('hidden_layers.0.0', h + h)))   # The residual quirk.
+    return mlp('scalar_rwd_head', mlp('MLP', f))[:, 0]
+
+
+def write_bundle(root, sd=None, config_name='release_config.yaml', yaml_text=YAML, weights=None):
+    """A bundle folder root/7wnzkgie/ and its zip root/reward.zip; returns (folder, zip)."""
+    folder = os.path.join(root, '7wnzkgie')
+    os.makedirs(folder, exist_ok=True)
+    torch.save(paper_state_dict() if sd is None else sd, os.path.join(folder, 'best_model.pt')) if weights is None else \
+        torch.save(weights, os.path.join(folder, 'best_model.pt'))
+    with open(os.path.join(folder, config_name), 'w') as f:
+        f.write(yaml_text)
+    path = os.path.join(root, 'reward.zip')
+    with zipfile.ZipFile(path, 'w') as z:
+        for name in sorted(os.listdir(folder)):
+            z.write(os.path.join(folder, name), f'7wnzkgie/{name}')
+    return folder, path
+
+
+class Holder(dict):
+    """A state_dict inside a pickled object of a class of its own (torch.load(weights_only=True) refuses it)."""
+
+
+@pytest.fixture(scope='module')
+def slab():
+    rng = np.random.RandomState(3)
+    shape = published_spec().grid.shape
+    return torch.from_numpy(rng.gamma(1.0, 10.0, size=(2, *shape)).astype(np.float32) - 5)
+
+#----------------------------------------------------------------------------
+
+def test_published_sizes_build_179_tensors_of_12_7_million_parameters():
+    with torch.device('meta'):
+        model = build_reward('sigma-unet')
+    sd = model.state_dict()
+    assert len(sd) == 179 and list(model.buffers()) == []
+    assert round(sum(v.numel() for v in sd.values()) / 1e6, 1) == 12.7
+    assert {k.split('.')[0] for k in sd} == {'Conv3DModule', 'MLP', 'scalar_rwd_head', 'scalar_rwd_head_BT',
+        'scalar_rwd_head_pairs'}
+    assert sd['MLP.input_layer.weight'].shape == (512, 8192) and sd['scalar_rwd_head.output_layer.weight'].shape == (1, 128)
+
+
+def test_published_input_spec_is_the_exact_eg3d_slab():
+    spec = published_spec()
+    grid = spec.grid
+    assert grid.shape == (128, 141, 129) and grid.exact_eg3d_grid and spec.order == 'zyx' and spec.scale == 100
+    n, (i, j, k) = 256, (70, 100, 200)                                    # create_samples: float32 division, no floor.
+    flat = torch.tensor([(i * n + j) * n + k]).float()
+    expect = torch.stack([(flat / n / n) % n, (flat / n) % n, torch.tensor([float(k)])], dim=1) * (1 / 255) - 0.5
+    pos = torch.tensor([((i - 64) * 141 + (j - 64)) * 129 + (k - 102)])
+    assert torch.equal(grid.points_at(pos), expect) and not torch.equal(grid.points_at(pos)[:, 1], torch.tensor([j / 255 - 0.5]))
+    old = slab_description(256)                                             # Banks and checkpoints written before.
+    assert 'exact_eg3d_grid' not in old and not grid_from_meta(old).exact_eg3d_grid
+
+
+def test_bundle_scores_like_the_paper_folder_and_zip_alike(tmp_path, slab):
+    folder, path = write_bundle(str(tmp_path))
+    a, b = load_reward(folder), load_reward(path)
+    assert a.kind == b.kind == 'sigma-unet' and a.spec == b.spec == published_spec()
+    with torch.no_grad():
+        ra, rb = a.score(slab), b.score(slab)
+        expect = paper_reward(paper_state_dict(), slab)
+        assert torch.equal(ra, rb) and torch.allclose(ra, expect, rtol=1e-4, atol=1e-5)
+        assert a.features(slab).shape == (2, FEATURE)
+    assert not torch.equal(ra[0], ra[1])
+    # Our checkpoint format holds it too (tools/convert_reward.py), scoring the same.
+    save_reward(str(tmp_path / 'converted.pt'), a.model, a.kind, a.spec)
+    with torch.no_grad():
+        assert torch.equal(load_reward(str(tmp_path / 'converted.pt')).score(slab), ra)
+
+
+def test_run_config_name_and_interpolations(tmp_path):
+    folder, _ = write_bundle(str(tmp_path), config_name='run_config.yaml')
+    reward = load_reward(folder)
+    assert reward.model.config['pairs_head']['input_size'] == 2 * MLP_OUT and reward.model.config['f_maps'] == F_MAPS
+    assert reward.model.config['scalar_head']['input_size'] == MLP_OUT
+
+
+def test_pickled_weights_refused_without_trust(tmp_path):
+    folder, path = write_bundle(str(tmp_path), weights=Holder(paper_state_dict()))
+    for where in (folder, path):
+        with pytest.raises(RewardCheckpointError, match='--trust-pickle') as err:
+            load_reward(where)
+        assert '\n' not in str(err.value) and 'best_model.pt' in str(err.value)
+    assert load_reward(path, trust_pickle=True).kind == 'sigma-unet'
+
+
+@pytest.mark.parametrize('change, message', [
+    (lambda sd: sd.pop('scalar_rwd_head.output_layer.bias'), 'missing weight scalar_rwd_head.output_layer.bias'),
+    (lambda sd: sd.update({'model.extra': torch.zeros(1)}), 'unexpected weight model.extra'),
+    (lambda sd: sd.update({'MLP.input_layer.bias': torch.zeros(3)}), 'weight MLP.input_layer.bias has shape [3]'),
+])
+def test_missing_extra_or_misshapen_weight_is_one_line(tmp_path, change, message):
+    sd = paper_state_dict()
+    change(sd)
+    _, path = write_bundle(str(tmp_path), sd=sd)
+    with pytest.raises(click.ClickException) as err:
+        cli.open_reward(path, 'cpu')
+    text = err.value.format_message()
+    assert message in text and '\n' not in text and text.startswith(f'--reward-model: {path}:7wnzkgie/best_model.pt')
+
+
+@pytest.mark.parametrize('edit, message', [
+    (('num_groups: 2', 'num_groups: 2\n    wings: 3'), 'model.Conv3DModule.wings is an unknown field'),
+    (('    n_channels_for_feature: 4\n', ''), 'model.Conv3DModule.n_channels_for_feature is missing'),
+    (('forward_type: entire', 'forward_type: patches'), "model.Conv3DModule.forward_type is 'patches'"),
+    (('input_size: ${model.mlp_global.output_size}', 'input_size: ${oc.env:SIZE}'), "model.mlp_scalar_rwd.input_size is the interpolation '${oc.env:SIZE}'"),
+    (('ResidualUNetSE3D', 'os.system'), "model.Conv3DModule._target_ is 'core_modules.models.unet3d.model.os.system'"),
+    (('normalisation_type: none\n    activation_type: softplus\n    use', 'normalisation_type: batch_norm\n    activation_type: softplus\n    use'), "model.mlp_global.normalisation_type is 'batch_norm'"),
+    (('model:', 'models:'), 'no "model" section'),
+])
+def test_bad_run_config_is_one_line_naming_file_and_key(tmp_path, edit, message):
+    text = YAML.replace(*edit, 1)
+    assert text != YAML
+    folder, _ = write_bundle(str(tmp_path), yaml_text=text)
+    with pytest.raises(RewardCheckpointError) as err:
+        load_reward(folder)
+    assert message in str(err.value) and '\n' not in str(err.value)
+    assert str(err.value).startswith(os.path.join(folder, 'release_config.yaml'))
+
+
+def test_a_folder_or_zip_without_a_bundle(tmp_path):
+    with pytest.raises(RewardCheckpointError, match='no best_model.pt in this folder'):
+        load_reward(str(tmp_path))
+    folder, _ = write_bundle(str(tmp_path / 'b'))
+    os.remove(os.path.join(folder, 'release_config.yaml'))
+    with pytest.raises(RewardCheckpointError, match='no release_config.yaml or run_config.yaml'):
+        load_reward(folder)
+
+#----------------------------------------------------------------------------
