@@ -14,6 +14,7 @@ from eg3d_rlhf.data.bank import Bank, BankError
 from eg3d_rlhf.generators import flow_heads
 from eg3d_rlhf.generators.base import MAX_SEED, sample_keys, seed_ranges
 from eg3d_rlhf.generators.eg3d import EG3DGenerator
+from eg3d_rlhf.geometry import convention as conventions
 from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward
 from eg3d_rlhf.synthetic import demo, heads
 
@@ -93,6 +94,9 @@ def parse_range(s):
 
 conditions_option = click.option('--conditions', type=parse_range, metavar='LIST',
     help='Conditions of a conditional (flow) generator, e.g. 0-3  [default: all of them]')
+
+mesh_convention_option = click.option('--mesh-convention', type=click.Choice(conventions.CONVENTIONS), default='ours',
+    show_default=True, help=conventions.HELP)
 
 device_option = click.option('--device', 'device_name', type=click.Choice(['auto', 'cpu', 'cuda']), default='auto',
     show_default=True, help='Where the networks run')

@@ -221,6 +221,7 @@ def test_sample_bank_resumes_and_redoes_only_unfinished_samples(network, tmp_pat
     (['--trunc', '0.5', '--trunc-cutoff', '3'], 'truncation_psi, truncation_cutoff'),
     (['--level', '5'], 'preview_level'),
     (['--preview-res', '40'], 'preview_res'),
+    (['--mesh-convention', 'published'], 'mesh_convention'),
 ])
 def test_sample_bank_refuses_a_bank_made_with_other_settings(network, made, args, changed):
     before = (made / 'bank.json').read_text()
@@ -274,6 +275,23 @@ def test_sample_bank_dtype_truncation_and_level(network, made, tmp_path):
         assert np.asarray(im).min() < 255
     with PIL.Image.open(made / 'seed000000' / 'preview_front.png') as im:
         assert np.asarray(im).min() == 255
+
+
+def test_sample_bank_published_previews_show_the_border(network, tmp_path):
+    """At N=64 the slab keeps cube z index 57, inside the published front border (the outer 30/256): published
+    previews draw the slab with that layer at -1000, the slab itself is stored raw either way."""
+    args = ('--seeds', '0', '--res', '64', '--level', '0')
+    ok(run(network, tmp_path / 'ours', *args))
+    ok(run(network, tmp_path / 'published', *args, '--mesh-convention', 'published'))
+    ours, published = (tmp_path / name / 'seed000000' for name in ('ours', 'published'))
+    assert (ours / 'sigma_slab.npy').read_bytes() == (published / 'sigma_slab.npy').read_bytes()
+    assert (ours / 'preview_front.png').read_bytes() != (published / 'preview_front.png').read_bytes()
+    assert Bank(str(tmp_path / 'published')).meta('seed000000')['mesh_convention'] == 'published'
+    settings = json.loads((tmp_path / 'ours' / 'bank.json').read_text())
+    assert settings.pop('mesh_convention') == 'ours'
+    (tmp_path / 'ours' / 'bank.json').write_text(json.dumps(settings))     # A bank made before the setting existed.
+    ok(run(network, tmp_path / 'ours', '--seeds', '0-1', '--res', '64', '--level', '0'))
+    assert run(network, tmp_path / 'ours', *args, '--mesh-convention', 'published').exit_code == 1
 
 
 def test_sample_bank_preview_resolution(network, tmp_path):

@@ -8,12 +8,14 @@ import subprocess
 import sys
 
 import click
+import mrcfile
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 
-from eg3d_rlhf.geometry import mesh
+from eg3d_rlhf.geometry import convention as conventions
+from eg3d_rlhf.geometry import mesh, mrc
 from eg3d_rlhf.geometry.sigma import CubeGrid, SlabCrop, eg3d_border_pad, flip_and_pad
 from tests.conftest import REPO, load_golden
 
@@ -228,5 +230,48 @@ def test_script_runs_as_a_subprocess(network, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert np.load(tmp_path / 'o' / 'seed000000.npy').shape == (8, 9, 9)
     assert 'pt' in proc.stderr     # tqdm progress bar.
+
+#----------------------------------------------------------------------------
+# --mesh-convention, --mrc, --force
+
+def ply_vertices(path):
+    with open(path, 'rb') as f:
+        data = f.read()
+    header, body = data.split(b'end_header\n', 1)
+    count = int(header.decode('ascii').split('element vertex ')[1].split()[0])
+    return np.frombuffer(body[:12 * count], dtype='<f4').reshape(count, 3)
+
+@pytest.mark.parametrize('convention', conventions.CONVENTIONS)
+def test_mesh_convention_and_mrc(network, tmp_path, convention):
+    pkl, G = network
+    level = float(np.median(reference_sigma(G, 0, 12)))
+    outdir = tmp_path / convention
+    run(base_args(pkl, outdir, '--level', str(level), '--mesh-convention', convention, '--mrc'))
+    assert sorted(os.listdir(outdir)) == ['seed000000.mrc', 'seed000000.npy', 'seed000000.ply']
+    sigma = np.load(outdir / 'seed000000.npy')
+    np.testing.assert_allclose(sigma.ravel(), reference_sigma(G, 0, 12), rtol=1e-5, atol=1e-5)   # Raw, whatever the convention.
+    verts, faces = conventions.extract(sigma, CubeGrid(12), convention, level=level)
+    assert len(faces) > 0 and ply_counts(outdir / 'seed000000.ply') == (len(verts), len(faces))
+    np.testing.assert_allclose(ply_vertices(outdir / 'seed000000.ply'), verts, atol=1e-6)
+    with mrcfile.open(outdir / 'seed000000.mrc') as f:
+        np.testing.assert_array_equal(f.data, mrc.mrc_map(sigma, CubeGrid(12), convention).data)
+        assert f.voxel_size.x == pytest.approx(1 / 12 if convention == 'published' else 1 / 11)
+    if convention == 'published':                               # x 2 voxels each end, y 1, z rear 3, z front 1 at N=12.
+        assert np.all(verts[:, 0] > -0.5 + 2 / 12) and np.all(verts[:, 2] > -0.5 + 1 / 12)
+
+def test_existing_outputs_are_refused_without_force(network, tmp_path):
+    pkl, _ = network
+    run(base_args(pkl, tmp_path))
+    before = (tmp_path / 'seed000000.npy').read_bytes()
+    result = run(base_args(pkl, tmp_path, '--trunc', '0.5'), expect_ok=False)
+    assert result.exit_code == 1 and 'seed000000.npy exists; pass --force' in result.output
+    assert (tmp_path / 'seed000000.npy').read_bytes() == before
+    result = run(base_args(pkl, tmp_path, '--mrc', '--dry-run'), expect_ok=False)
+    assert result.exit_code == 1 and 'pass --force' in result.output and not (tmp_path / 'seed000000.mrc').exists()
+    result = run(base_args(pkl, tmp_path, '--mrc', '--force', '--dry-run'))
+    assert 'seed000000.mrc' in result.output and not (tmp_path / 'seed000000.mrc').exists()
+    run(base_args(pkl, tmp_path, '--trunc', '0.5', '--mrc', '--force'))
+    assert (tmp_path / 'seed000000.npy').read_bytes() != before and (tmp_path / 'seed000000.mrc').is_file()
+    assert sorted(os.listdir(tmp_path)) == ['seed000000.mrc', 'seed000000.npy', 'seed000000.ply']
 
 #----------------------------------------------------------------------------

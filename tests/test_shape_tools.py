@@ -10,6 +10,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from eg3d_rlhf.analysis import shapes
 from eg3d_rlhf.geometry import mesh, preview
 from eg3d_rlhf.geometry.sigma import CubeGrid
 from eg3d_rlhf.synthetic import shape_prior, world
@@ -50,6 +51,19 @@ def test_closed_surfaces_and_open_ones():
     cut[:, :, 16:] = 20                                       # Filled up to the box face: the surface ends there.
     assert not mesh.is_closed(mesh.extract_mesh(cut, grid)[1])
     assert not mesh.is_closed(faces[:0])
+
+
+def test_volume_shape_uses_the_mesh_conventions_border():
+    """A small ball at x = +0.35 lies inside the published x border (the outer 60/256) but not inside gen_samples'
+    (30/256): ours meshes it, published sees nothing there; a central ball is one closed head in both."""
+    grid = CubeGrid(64)
+    side = balls(grid, [((0.35, 0, 0), 0.08)])
+    assert shapes.volume_shape(side, grid)[1]['faces'] > 0
+    volume, stats = shapes.volume_shape(side, grid, convention='published')
+    assert stats['faces'] == 0 and stats['components'] == 0 and (volume[-15:] == -1000).all()
+    for convention in ('ours', 'published'):
+        _, stats = shapes.volume_shape(balls(grid, [((0, 0, 0.05), 0.2)]), grid, convention=convention)
+        assert stats['components'] == 1 and stats['closed'] and stats['largest_fraction'] == 1
 
 #----------------------------------------------------------------------------
 
@@ -162,7 +176,7 @@ def test_shape_report_writes_report_previews_and_fakes(network, tmp_path):
         '--level', '0', '--threshold', '0.5', '--previews', '2', '--device', 'cpu', '--outdir', str(outdir)])
     assert result.exit_code == 0, result.output + repr(result.exception)
     report = json.loads((outdir / 'report.json').read_text())
-    assert [s['seed'] for s in report['seeds']] == [0, 1, 2]
+    assert [s['seed'] for s in report['seeds']] == [0, 1, 2] and report['mesh_convention'] == 'ours'
     assert report['level'] == 0 and report['threshold'] == 0.5 and report['truncation_psi'] == 1 and report['resolution'] == 24
     single = [s['largest_fraction'] >= 0.5 for s in report['seeds']]
     assert report['single_head_fraction'] == pytest.approx(np.mean(single))
@@ -172,6 +186,19 @@ def test_shape_report_writes_report_previews_and_fakes(network, tmp_path):
         assert im.size == (3 * 128, 2 * 128)
     with PIL.Image.open(outdir / 'fakes.png') as im:
         assert im.size == (8 * 64, 64)
+
+
+def test_shape_report_published_convention(network, tmp_path):
+    args = ['--network', network, '--trust-pickle', '--seeds', '1', '--res', '24', '--trunc', '1', '--level', '0',
+        '--previews', '1', '--device', 'cpu']
+    reports = {}
+    for convention in ('ours', 'published'):
+        result = run(args + ['--mesh-convention', convention, '--outdir', str(tmp_path / convention)])
+        assert result.exit_code == 0, result.output + repr(result.exception)
+        reports[convention] = json.loads((tmp_path / convention / 'report.json').read_text())
+    assert reports['published']['mesh_convention'] == 'published'
+    assert reports['published']['seeds'][0]['faces'] != reports['ours']['seeds'][0]['faces']   # Other border, other mesh.
+    assert run(args + ['--mesh-convention', 'paper', '--outdir', str(tmp_path / 'x')]).exit_code == 2
 
 
 def test_shape_report_dry_run_and_refusals(network, tmp_path):

@@ -1,4 +1,4 @@
-"""Sample the raw sigma (density) of EG3D generators on a cube or the published face slab; write .npy and a .ply mesh."""
+"""Sample the raw sigma (density) of EG3D generators on a cube or the published face slab; write .npy, a .ply mesh, .mrc."""
 
 import os
 
@@ -6,11 +6,12 @@ import click
 import numpy as np
 from tqdm import tqdm
 
-from eg3d_rlhf.cli import (OUT_DIR, FINITE, NETWORK_HELP, conditions_option, device_option, load_generator,
-    network_keys, network_path, parse_range, pick_device)
+import dnnlib
+from eg3d_rlhf.cli import (OUT_DIR, FINITE, NETWORK_HELP, conditions_option, device_option, force_option, load_generator,
+    mesh_convention_option, network_keys, network_path, parse_range, pick_device, refuse_overwrite)
 from eg3d_rlhf.generators.base import sample_id
-from eg3d_rlhf.geometry import mesh
-from eg3d_rlhf.geometry.sigma import CubeGrid, eg3d_border_pad, flip_and_pad, slab_grid
+from eg3d_rlhf.geometry import convention, mesh, mrc
+from eg3d_rlhf.geometry.sigma import CubeGrid, slab_grid
 
 #----------------------------------------------------------------------------
 
@@ -28,30 +29,43 @@ from eg3d_rlhf.geometry.sigma import CubeGrid, eg3d_border_pad, flip_and_pad, sl
 @click.option('--chunk', type=click.IntRange(min=1), default=2**18, show_default=True, help='Points decoded at once')
 @click.option('--level', type=FINITE, default=10, show_default=True, help='Marching-cubes iso level of raw sigma')
 @click.option('--fov-deg', type=FINITE, default=18.837, show_default=True, help='Conditioning camera field of view (EG3D)')
+@mesh_convention_option
+@click.option('--mrc', 'write_mrc', is_flag=True, help='Also write <id>.mrc, the meshed volume as an MRC map (ChimeraX)')
 @click.option('--outdir', type=OUT_DIR, help='Output folder', required=True, metavar='DIR')
+@force_option
 @click.option('--dry-run', is_flag=True, help='Print what would be written; load and write nothing')
 @device_option
 def main(network_pkl, trust_pickle, seeds, conditions, resolution, slab, truncation_psi, truncation_cutoff, exact_grid, chunk,
-        level, fov_deg, outdir, dry_run, device_name):
-    """Write <id>.npy (raw sigma, float32, (x, y, z) order, not flipped) and <id>.ply (the iso-surface at --level
-    in world units) for each seed (id seedNNNNNN), or each seed under each condition of a flow generator (id
-    cCC-seedNNNNNN). Cube meshes get gen_samples' border treatment
-    (the outer int(30*N/256) voxels set to -1000 so the surface closes); slab meshes are taken as sampled.
+        level, fov_deg, mesh_convention, write_mrc, outdir, force, dry_run, device_name):
+    """Write <id>.npy (raw sigma, float32, (x, y, z) order, not flipped) and <id>.ply (the iso-surface at --level)
+    for each seed (id seedNNNNNN), or each seed under each condition of a flow generator (id cCC-seedNNNNNN).
+
+    \b
+    --mesh-convention=ours: the mesh in world units; a cube gets gen_samples' border (the outer int(30*N/256)
+      voxels set to -1000 so the surface closes), a slab is meshed as sampled.
+    --mesh-convention=published: the paper's meshes: x flipped, borders of 60/256 (x), 30/256 (y), 80/256 (rear z)
+      and 30/256 (front z) set to -1000, transposed to (z, y, x), vertex = -0.5 + index / N.
+    --mrc adds <id>.mrc holding the volume the mesh is made from (border included), its voxel size and origin.
+    Existing outputs are refused without --force.
 
     \b
     python tools/extract_sigma.py --network=ffhq512-128.pkl --trust-pickle --seeds=0-3 --slab --outdir=out
+    python tools/extract_sigma.py --network=ffhq512-128.pkl --trust-pickle --seeds=0 --mesh-convention=published --mrc --outdir=out
     python tools/extract_sigma.py --network=bundled-flow --seeds=0-3 --conditions=0,7 --outdir=out
     """
     network_pkl = network_path(network_pkl, trust_pickle)
     device = pick_device(device_name)
     keys = network_keys(network_pkl, seeds, conditions)
     paths = [os.path.join(outdir, sample_id(*key)) for key in keys]
+    extensions = ('.npy', '.ply') + (('.mrc',) if write_mrc else ())
+    refuse_overwrite(*(path + ext for path in paths for ext in extensions), force=force)
     if dry_run:
         kind = 'slab' if slab else 'cube'
         print(f'would load {network_pkl} on {device}, sample a {kind} of the {resolution}^3 grid '
-            f'(psi {truncation_psi}, cutoff {truncation_cutoff}, chunk {chunk}) and write:')
+            f'(psi {truncation_psi}, cutoff {truncation_cutoff}, chunk {chunk}), mesh it in the {mesh_convention} '
+            'convention and write:')
         for path in paths:
-            print(f'  {path}.npy  {path}.ply')
+            print('  ' + '  '.join(path + ext for ext in extensions))
         return
 
     generator = load_generator(network_pkl, device, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
@@ -65,12 +79,13 @@ def main(network_pkl, trust_pickle, seeds, conditions, resolution, slab, truncat
             bar.set_description(os.path.basename(path))
             field = generator.field([seed], condition)
             sigma = field.sample_grid(grid, chunk=chunk, progress=bar.update)[0].cpu().numpy()
-            np.save(path + '.npy', sigma.astype(np.float32))
-            if not slab:
-                sigma = flip_and_pad(sigma, flip=False, pad=eg3d_border_pad(resolution))
-            verts, faces = mesh.extract_mesh(sigma, grid, level=level)
+            with dnnlib.util.atomic_write(path + '.npy', 'wb') as f:
+                np.save(f, sigma.astype(np.float32))
+            verts, faces = convention.extract(sigma, grid, mesh_convention, level=level)
             mesh.write_ply(path + '.ply', verts, faces)
-    print(f'wrote {len(keys)} x (.npy, .ply) to {outdir}')
+            if write_mrc:
+                mrc.write_mrc(path + '.mrc', sigma, grid, mesh_convention)
+    print(f'wrote {len(keys)} x ({", ".join(extensions)}) to {outdir}')
 
 #----------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ import click
 from tqdm import tqdm
 
 from eg3d_rlhf.cli import (OUT_DIR, FINITE, NETWORK_HELP, conditions_option, device_option, load_generator,
-    network_keys, network_path, parse_range, pick_device)
+    mesh_convention_option, network_keys, network_path, parse_range, pick_device)
 from eg3d_rlhf.data.bank import BankError, BankWriter, is_finished
 from eg3d_rlhf.generators.base import sample_id
 
@@ -24,16 +24,19 @@ from eg3d_rlhf.generators.base import sample_id
 @click.option('--dtype', type=click.Choice(['float16', 'float32']), default='float16', show_default=True, help='Slab storage type')
 @click.option('--level', type=FINITE, default=10, show_default=True, help='Raw sigma level drawn in the previews')
 @click.option('--preview-res', type=click.IntRange(min=16), default=192, show_default=True, help='Preview size in pixels')
+@mesh_convention_option
 @click.option('--outdir', type=OUT_DIR, required=True, metavar='BANK', help='Bank folder (created; finished samples are kept)')
 @click.option('--dry-run', is_flag=True, help='Print what would be done; load and write nothing')
 @device_option
 def main(network_pkl, trust_pickle, seeds, conditions, truncation_psi, truncation_cutoff, resolution, dtype, level, preview_res,
-        outdir, dry_run, device_name):
+        mesh_convention, outdir, dry_run, device_name):
     """Write BANK/<id>/{sigma_slab.npy, image.png, preview_front.png, preview_three_quarter.png,
     preview_profile.png, meta.json} for each seed (id seedNNNNNN), or each seed under each condition of a flow
     generator (id cCC-seedNNNNNN). EG3D samples come from gen_samples' frontal conditioning camera with constant
-    noise, flow samples from their ids' noise seeds. Samples whose meta.json exists are skipped, so an interrupted
-    run resumes; a bank made by another network or with other settings is refused.
+    noise, flow samples from their ids' noise seeds. Previews show the slab as sampled (--mesh-convention=ours) or
+    with the published border's voxels that fall inside it (published; at N=256 the front 5 z-layers). Samples
+    whose meta.json exists are skipped, so an interrupted run resumes; a bank made by another network or with other
+    settings is refused.
 
     \b
     python tools/sample_bank.py --seeds 0-999 --trunc 0.7 --res 128 --outdir out/bank
@@ -45,10 +48,12 @@ def main(network_pkl, trust_pickle, seeds, conditions, truncation_psi, truncatio
     todo = [k for k in keys if not is_finished(outdir, sample_id(*k))]
     if dry_run:
         print(f'would load {path} on {device} and write {len(todo)} samples ({len(keys) - len(todo)} already done) '
-            f'to {outdir}: slab of the {resolution}^3 grid as {dtype}, previews {preview_res} px')
+            f'to {outdir}: slab of the {resolution}^3 grid as {dtype}, previews {preview_res} px ({mesh_convention} mesh '
+            'convention)')
         return
     generator = load_generator(path, device, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
-    writer = BankWriter(outdir, generator, resolution, dtype=dtype, level=level, preview_res=preview_res)
+    writer = BankWriter(outdir, generator, resolution, dtype=dtype, level=level, preview_res=preview_res,
+        convention=mesh_convention)
     try:
         writer.open()
     except BankError as err:

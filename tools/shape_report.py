@@ -4,7 +4,7 @@ import click
 
 from eg3d_rlhf.analysis.shapes import shape_report
 from eg3d_rlhf.cli import (OUT_DIR, FINITE, NETWORK_HELP, conditions_option, device_option, FiniteRange, load_generator,
-    network_keys, network_path, parse_range, pick_device)
+    mesh_convention_option, network_keys, network_path, parse_range, pick_device)
 
 #----------------------------------------------------------------------------
 
@@ -18,14 +18,16 @@ from eg3d_rlhf.cli import (OUT_DIR, FINITE, NETWORK_HELP, conditions_option, dev
 @click.option('--level', type=FINITE, default=10, show_default=True, help='Iso level of raw sigma')
 @click.option('--threshold', type=FiniteRange(0, 1), default=0.9, show_default=True,
     help='A seed counts as one head when its largest component holds at least this share of the surface area')
+@mesh_convention_option
 @click.option('--previews', type=click.IntRange(min=0), default=8, show_default=True, help='Seeds (the first ones) to draw')
 @click.option('--outdir', type=OUT_DIR, help='Output folder', required=True, metavar='DIR')
 @click.option('--dry-run', is_flag=True, help='Print what would be done; load and write nothing')
 @device_option
-def main(network_pkl, trust_pickle, seeds, conditions, resolution, truncation_psi, level, threshold, previews, outdir, dry_run, device_name):
-    """Extract each seed's iso-surface on the full cube (gen_samples' frontal conditioning camera and border) and
-    measure its connected components by surface area. Writes report.json (per seed and the share of seeds that
-    are one head), previews.png (front / three-quarter / profile, one row per seed) and fakes.png.
+def main(network_pkl, trust_pickle, seeds, conditions, resolution, truncation_psi, level, threshold, mesh_convention, previews, outdir,
+        dry_run, device_name):
+    """Extract each seed's iso-surface on the full cube (gen_samples' frontal conditioning camera; the border of
+    --mesh-convention) and measure its connected components by surface area. Writes report.json (per seed and the
+    share of seeds that are one head), previews.png (front / three-quarter / profile, one row per seed) and fakes.png.
 
     \b
     python tools/shape_report.py --network=checkpoints/synthetic-heads64.pkl --trust-pickle --outdir=out
@@ -36,11 +38,12 @@ def main(network_pkl, trust_pickle, seeds, conditions, resolution, truncation_ps
     keys = network_keys(network_pkl, seeds, conditions)
     if dry_run:
         print(f'would load {network_pkl} on {device}, mesh {len(keys)} samples on a {resolution}^3 cube at level {level} '
-            f'(psi {truncation_psi}) and write report.json, previews.png and fakes.png to {outdir}')
+            f'(psi {truncation_psi}, {mesh_convention} mesh convention) and write report.json, previews.png and fakes.png '
+            f'to {outdir}')
         return
     generator = load_generator(network_pkl, device, truncation_psi=truncation_psi)
     report = shape_report(generator, seeds, outdir, resolution=resolution, level=level, threshold=threshold,
-        previews=previews, conditions=conditions)
+        previews=previews, conditions=conditions, convention=mesh_convention)
     print(f'{report["single_head"]}/{len(keys)} samples ({100 * report["single_head_fraction"]:.0f}%) have a largest component '
         f'with >= {100 * threshold:.0f}% of the surface; {100 * report["closed_fraction"]:.0f}% are closed; wrote {outdir}')
 

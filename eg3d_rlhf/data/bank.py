@@ -7,6 +7,7 @@ import re
 import numpy as np
 
 import dnnlib
+from eg3d_rlhf.geometry import convention as conventions
 from eg3d_rlhf.geometry import preview
 from eg3d_rlhf.geometry.sigma import SlabCrop, grid_from_meta, slab_description, slab_grid
 
@@ -133,7 +134,8 @@ class Bank:
 # an id are the ones the panel, evaluate and shape_report see for it.
 
 SETTINGS_THAT_MUST_MATCH = ('network_sha256', 'generator', 'truncation_psi', 'truncation_cutoff', 'slab', 'preview_level',
-    'preview_res')
+    'preview_res', 'mesh_convention')
+SETTINGS_DEFAULTS = dict(mesh_convention='ours')   # What a bank.json written before the setting existed meant.
 
 
 class BankWriter:
@@ -147,20 +149,22 @@ class BankWriter:
         level       = 10.0,         # Raw sigma level drawn in the previews.
         preview_res = 192,          # Preview size in pixels.
         crop        = SlabCrop(),   # The slab inside the cube.
+        convention  = 'ours',       # Mesh convention of the previews (geometry.convention): whose border they show.
     ):
         self.root, self.generator = root, generator
         self.grid = slab_grid(resolution, cube_length=generator.cube_length, crop=crop)
         self.dtype, self.level, self.preview_res = np.dtype(dtype), float(level), int(preview_res)
         slab = dict(slab_description(resolution, generator.cube_length, crop), dtype=self.dtype.name, order='xyz', flipped=False)
+        self.convention = conventions.check(convention)
         self.settings = dict(**generator.identity(), **generator.settings(), slab=slab, preview_level=self.level,
-            preview_res=self.preview_res)
+            preview_res=self.preview_res, mesh_convention=self.convention)
 
     def open(self):
         """Create the folder and bank.json, or check that an existing bank.json matches these settings."""
         path = os.path.join(self.root, BANK_FILE)
         if os.path.isfile(path):
             old = Bank.read_settings(self.root)
-            changed = [k for k in SETTINGS_THAT_MUST_MATCH if old.get(k) != self.settings.get(k)]
+            changed = [k for k in SETTINGS_THAT_MUST_MATCH if old.get(k, SETTINGS_DEFAULTS.get(k)) != self.settings.get(k)]
             if changed:
                 raise BankError(f'{self.root} was made with other {", ".join(changed)}; use a new --outdir')
         os.makedirs(self.root, exist_ok=True)
@@ -191,7 +195,8 @@ class BankWriter:
         for name, array in g.sample_arrays(seed, condition).items():
             with dnnlib.util.atomic_write(os.path.join(folder, f'{name}.npz'), 'wb') as f:
                 np.savez_compressed(f, array=array)
-        for view, shaded in preview.render_views(sigma, self.grid, level=self.level, resolution=self.preview_res).items():
+        shown = conventions.bordered(sigma, self.grid, self.convention)
+        for view, shaded in preview.render_views(shown, self.grid, level=self.level, resolution=self.preview_res).items():
             preview.save_picture(shaded, os.path.join(folder, preview_file(view)))
         write_json(os.path.join(folder, META_FILE), {**meta, **self.settings})
 

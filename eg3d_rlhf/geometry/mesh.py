@@ -7,7 +7,15 @@ import numpy as np
 import scipy.sparse
 import scipy.sparse.csgraph
 
+import dnnlib
+
 #----------------------------------------------------------------------------
+
+def index_mesh(volume, level=10.0):
+    """Triangle mesh of {volume = level} in index units of the array's own axes: (vertices [V, 3] float64, faces
+    [F, 3] int64)."""
+    verts, faces = mcubes.marching_cubes(np.asarray(volume, dtype=np.float64), float(level))
+    return verts.reshape(-1, 3), np.asarray(faces, dtype=np.int64).reshape(-1, 3)
 
 def extract_mesh(volume, grid, level=10.0):
     """Triangle mesh of {sigma = level} for a volume sampled on `grid` (eg3d_rlhf.geometry.sigma.CubeGrid).
@@ -15,11 +23,9 @@ def extract_mesh(volume, grid, level=10.0):
     volume: [X, Y, Z] raw sigma in (x, y, z) order, exactly grid.shape (not flipped).
     Returns (vertices [V, 3] float32 in world units, faces [F, 3] int64).
     """
-    volume = np.asarray(volume, dtype=np.float64)
-    assert volume.shape == tuple(grid.shape), (volume.shape, grid.shape)
-    verts, faces = mcubes.marching_cubes(volume, float(level))
-    verts = grid.index_to_world(verts.reshape(-1, 3)).astype(np.float32)
-    return verts, np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+    assert np.shape(volume) == tuple(grid.shape), (np.shape(volume), grid.shape)
+    verts, faces = index_mesh(volume, level)
+    return grid.index_to_world(verts).astype(np.float32), faces
 
 def unique_edges(faces):
     """Every edge [E, 2] of a triangle mesh once, as (smaller, larger) vertex index."""
@@ -54,7 +60,7 @@ def is_closed(faces):
 
 def write_ply(path, verts, faces, binary=True, colors=None):
     """PLY with float32 x/y/z vertices (and uint8 red/green/blue ones when colors [V, 3] is given) and uint8-count
-    int32-index triangle faces."""
+    int32-index triangle faces, written atomically."""
     verts = np.asarray(verts, dtype=np.float32).reshape(-1, 3)
     faces = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
     fmt = 'binary_little_endian' if binary else 'ascii'
@@ -66,7 +72,7 @@ def write_ply(path, verts, faces, binary=True, colors=None):
     vertex['xyz'] = verts
     if colors is not None:
         vertex['rgb'] = np.asarray(colors, dtype=np.uint8).reshape(-1, 3)
-    with open(path, 'wb') as f:
+    with dnnlib.util.atomic_write(path, 'wb') as f:
         f.write(header.encode('ascii'))
         if binary:
             f.write(vertex.tobytes())
@@ -82,10 +88,10 @@ def write_ply(path, verts, faces, binary=True, colors=None):
             np.savetxt(f, np.concatenate([np.full([len(faces), 1], 3), faces], axis=1), fmt='%d')
 
 def write_obj(path, verts, faces):
-    """Wavefront OBJ (1-based face indices)."""
+    """Wavefront OBJ (1-based face indices), written atomically."""
     verts = np.asarray(verts, dtype=np.float32).reshape(-1, 3)
     faces = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
-    with open(path, 'w') as f:
+    with dnnlib.util.atomic_write(path, 'w') as f:
         f.write('# written by eg3d_rlhf.geometry.mesh\n')
         np.savetxt(f, verts, fmt='v %.7g %.7g %.7g')
         np.savetxt(f, faces + 1, fmt='f %d %d %d')
