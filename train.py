@@ -13,10 +13,13 @@ import torch
 
 import dnnlib
 from eg3d_rlhf import cli
+from eg3d_rlhf.analysis import image_metrics
+from eg3d_rlhf.analysis import training_metrics
 from eg3d_rlhf.finetune import circular_config
 from eg3d_rlhf.finetune import circular_run
 from eg3d_rlhf.finetune import config as reward_options
 from eg3d_rlhf.finetune import panel
+from eg3d_rlhf.finetune import recipes
 from eg3d_rlhf.generators.base import file_sha256, seed_ranges
 from eg3d_rlhf.generators import flow_heads
 from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward
@@ -265,7 +268,7 @@ def add_reward_phase(c, cfg):
     c.reward_interval = cfg.reward_every
     if cfg.has_panel:
         c.panel_kwargs = dnnlib.EasyDict(class_name='eg3d_rlhf.finetune.panel.RewardPanel',
-            reward_model_path=cfg.reward_model, seeds=cfg.panel_seeds)
+            reward_model_path=cfg.reward_model, seeds=cfg.panel_seeds, truncation_psi=cfg.panel_psi)
 
 
 def add_shape_prior(c, opts):
@@ -273,6 +276,39 @@ def add_shape_prior(c, opts):
     if opts.shape_prior_steps > 0:
         c.shape_prior_kwargs = dnnlib.EasyDict(func_name='eg3d_rlhf.synthetic.shape_prior.fit_shape_prior',
             steps=opts.shape_prior_steps)
+
+
+#----------------------------------------------------------------------------
+# Training-time metrics (eg3d_rlhf.analysis.training_metrics, EG3D's names), checked with the other arguments: names
+# known, a local feature network given, trusted and loadable. training/ builds them by class name.
+
+def metrics_options(opts, explicit, trusted):
+    """The metrics' constructor kwargs, or None for --metrics=none; one-line usage errors (exit 2) for unknown names, a
+    missing or untrusted --inception, or --metrics-ticks without metrics. `trusted`: --trust-pickle as the user gave it."""
+    if not opts.metrics:
+        for key in ('metrics_ticks', 'inception'):
+            if key in explicit and opts.get(key) is not None:
+                raise click.UsageError(f'--{key.replace("_", "-")} is for --metrics; give the metrics to compute')
+        return None
+    try:
+        names = [spec.name for spec in training_metrics.parse_metrics(opts.metrics)]
+    except training_metrics.MetricError as err:
+        raise click.UsageError(f'--metrics: {err}')
+    if opts.inception is None:
+        raise click.UsageError(f'--metrics={",".join(names)} needs --inception PATH: a local feature network (NVIDIA\'s '
+            'inception-2015-12-05.pkl, or a torch.export / TorchScript archive) with --trust-pickle; nothing is downloaded'
+            + (' (--metrics=none turns the recipe\'s off)' if opts.get('recipe', 'none') != 'none' else ''))
+    if not os.path.isfile(opts.inception):
+        raise click.UsageError(f'--inception: {opts.inception} does not exist (it is never downloaded)')
+    try:
+        image_metrics.load_inception(opts.inception, trust_pickle=trusted)      # Loads now, before anything is written.
+    except image_metrics.InceptionError as err:
+        raise click.UsageError(f'--inception: {err}')
+    except Exception as err:                                                    # Any unpickling error, in one line.
+        raise click.UsageError(f'--inception: {opts.inception} cannot be loaded ({type(err).__name__}: '
+            f'{str(err).splitlines()[0] if str(err) else "no details"})')
+    return dnnlib.EasyDict(class_name='eg3d_rlhf.analysis.training_metrics.TrainingMetrics', metrics=names,
+        inception=os.path.abspath(opts.inception), trust_pickle=True, seed=opts.seed)
 
 
 def explicit_options(ctx):
@@ -283,8 +319,14 @@ def explicit_options(ctx):
 def make_config(kwargs, explicit=()):
     """(training options, run description, output folder) from the command line's options (click's parameter dict); `explicit`
     names the options given on the command line (the demo fills in the others)."""
+    trusted = bool(kwargs.get('trust_pickle'))      # As given: the demo trusts its bundled generator, not --inception.
+    try:
+        kwargs = recipes.with_recipe(kwargs, explicit)
+    except recipes.RecipeError as err:
+        raise click.UsageError(str(err))
     checked_reward_options(kwargs)                  # First: a bad reward flag fails before anything else is looked at.
     opts = dnnlib.EasyDict(with_demo_defaults(kwargs, explicit))
+    metrics_kwargs = metrics_options(opts, set(explicit), trusted)
     cfg = reward_config(opts)
     opts = presets.with_preset_defaults(opts)
     opts.device = pick_device(opts.device, opts.gpus)
@@ -305,6 +347,8 @@ def make_config(kwargs, explicit=()):
         raise click.ClickException(str(err))
     add_shape_prior(c, opts)
     add_reward_phase(c, cfg)
+    if metrics_kwargs is not None:
+        c.metrics_kwargs, c.metrics_ticks = metrics_kwargs, opts.get('metrics_ticks') or 1
     return c, desc, opts.outdir
 
 #----------------------------------------------------------------------------
@@ -411,7 +455,7 @@ POSITIVE = cli.FiniteRange(min=0, min_open=True)
 @click.option('--aug',          help='Augmentation mode (only noaug is implemented)',           type=click.Choice(['noaug', 'ada', 'fixed']), default='noaug', show_default=True)
 @click.option('--resume',       help='Resume from given network pickle', metavar='[PATH|URL]',  type=str)
 @click.option('--resume-kimg',  help='kimg to count from when resuming  [default: the snapshot\'s own, else 0]', metavar='KIMG', type=cli.FiniteRange(min=0))
-@click.option('--trust-pickle', help='Confirm you trust the --resume pickle: loading it runs code stored in it', is_flag=True)
+@click.option('--trust-pickle', help='Confirm you trust the --resume pickle and the --inception file: loading them runs code stored in them', is_flag=True)
 @click.option('--shape-prior-steps', help='Fit the new G\'s density to synthetic heads for this many steps first (0 = off)', metavar='INT', type=click.IntRange(min=0), default=0, show_default=True)
 @click.option('--freezed',      help='Freeze first layers of D', metavar='INT',                 type=click.IntRange(min=0), default=0, show_default=True)
 
@@ -426,7 +470,10 @@ POSITIVE = cli.FiniteRange(min=0, min_open=True)
 
 # Misc settings.
 @click.option('--desc',         help='String to include in result dir name', metavar='STR',     type=str)
-@click.option('--metrics',      help='Quality metrics (none are implemented yet: only none)', metavar='[NAME|A,B,C|none]', type=parse_comma_separated_list, default='none', show_default=True)
+@click.option('--recipe',       help='A published run\'s settings as defaults, each overridable (paper: README.md, "The published recipe")', type=click.Choice(['none', *recipes.RECIPES]), default='none', show_default=True)
+@click.option('--metrics',      help='Quality metrics of G_ema (EG3D\'s names: fid50k_full, kid50k_full, fid1k_partial, ...; need --inception)', metavar='[NAME|A,B,C|none]', type=parse_comma_separated_list, default='none', show_default=True)
+@click.option('--metrics-ticks', help='Compute --metrics every N ticks (and at the first and the last)  [default: 1]', metavar='INT', type=click.IntRange(min=1))
+@click.option('--inception',    help='Local feature network for --metrics: NVIDIA\'s inception-2015-12-05.pkl or a torch.export / TorchScript archive (each needs --trust-pickle)', metavar='PATH', type=str)
 @click.option('--kimg',         help='Total training duration', metavar='KIMG',                 type=POSITIVE, default=25000, show_default=True)
 @click.option('--tick',         help='How often to print progress', metavar='KIMG',             type=POSITIVE, default=4, show_default=True)
 @click.option('--snap',         help='How often to save snapshots', metavar='TICKS',            type=click.IntRange(min=1), default=50, show_default=True)

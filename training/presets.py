@@ -102,8 +102,6 @@ def build_config(opts, training_set_kwargs, dataset_name, desc_parts=()):
         raise ConfigError('--data: EG3D training needs camera labels (25 floats per image in dataset.json)')
     if opts.aug != 'noaug':
         raise ConfigError(f'--aug={opts.aug} is not implemented yet (no AugmentPipe / ADA in this release); use --aug=noaug')
-    if len(opts.metrics) > 0:
-        raise ConfigError('--metrics: no metrics are implemented yet; pass --metrics=none')
     if opts.resume is not None and opts.shape_prior_steps > 0:
         raise ConfigError('--shape-prior-steps fits a new generator; it cannot be combined with --resume')
     if opts.resume is not None and not opts.trust_pickle:

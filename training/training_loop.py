@@ -270,6 +270,8 @@ def training_loop(
     D_reg_interval          = 16,       # Steps between D regularisation phases, None = no lazy regularisation.
     reward_interval         = None,     # Steps between G's 'Greward' phases (needs loss_kwargs.reward_kwargs), None = none.
     panel_kwargs            = None,     # Per-tick report on G_ema, built by class name (class_name + options), None = none.
+    metrics_kwargs          = None,     # Quality metrics of G_ema, built by class name (class_name + options), None = none.
+    metrics_ticks           = 1,        # Ticks between metric evaluations (tick 0 and the last tick always).
     total_kimg              = 25000,    # Training length in thousands of real images.
     kimg_per_tick           = 4,        # Progress interval in kimg.
     image_snapshot_ticks    = 50,       # Ticks between image grids, None = none.
@@ -382,6 +384,13 @@ def training_loop(
         if not panel.kimg or panel.kimg[-1] != resume_kimg:
             log(panel.record(G_ema, resume_kimg))                        # The starting point of every trajectory.
 
+    # The metrics (every rank: each renders and reads its share): an object whose .evaluate(G_ema, snapshot_pkl)
+    # returns EG3D's result dicts (results, metric, total_time, total_time_str, num_gpus) and, on rank 0, writes them.
+    metrics = None
+    if metrics_kwargs is not None:
+        metrics = dnnlib.util.construct_class_by_name(dataset_kwargs=training_set_kwargs, run_dir=run_dir, device=device,
+            rank=rank, num_gpus=num_gpus, **metrics_kwargs)
+
     # Initialize logs.
     log('Initializing logs...')
     stats_collector = training_stats.Collector(regex='.*')
@@ -471,6 +480,7 @@ def training_loop(
                 save_fakes(G_ema, grid_z, grid_c, grid_size, run_dir, cur_nimg // 1000)
 
             # Network snapshot: every rank checks that its weights equal rank 0's; rank 0 writes the pickle.
+            tick_snapshot = None
             if (network_snapshot_ticks is not None) and (done or cur_tick % network_snapshot_ticks == 0):
                 check_finite_weights(G=G, G_ema=G_ema)
                 snapshot_data = dict(training_set_kwargs=dict(training_set_kwargs), augment_pipe=None,
@@ -490,7 +500,15 @@ def training_loop(
                     # EG3D's names count whole kimg, so in a run shorter than 1 kimg the final snapshot replaces tick 0's.
                     snapshot_pkl = os.path.join(run_dir, f'network-snapshot-{cur_nimg // 1000:06d}.pkl')
                     legacy.save_network_pkl(snapshot_pkl, snapshot_data)
+                    tick_snapshot = snapshot_pkl
                 del snapshot_data # Conserve memory.
+
+            # Metrics of G_ema (EG3D's metric-<name>.jsonl lines; their values go to stats.jsonl as Metrics/<name>).
+            if (metrics is not None) and (done or cur_tick % metrics_ticks == 0):
+                for result in metrics.evaluate(G_ema, snapshot_pkl=tick_snapshot):
+                    for name, value in result.results.items():
+                        training_stats.report0('Metrics/' + name, [] if value is None else value)
+                        log(f'{name} {"nan" if value is None else f"{value:.4f}"} ({result.total_time_str})')
 
             # Collect statistics and append them to stats.jsonl.
             for phase in phases:

@@ -34,9 +34,10 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
     return float(np.square(mu1 - mu2).sum() + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 
 
-def fid_from_features(f1, f2):
+def fid_from_features(f1, f2, ddof=1):
+    """FID of two feature sets [N, D]; ddof=0 divides the covariances by N as EG3D's metrics do, 1 by N - 1."""
     f1, f2 = np.asarray(f1, dtype=np.float64), np.asarray(f2, dtype=np.float64)
-    return frechet_distance(f1.mean(0), np.cov(f1, rowvar=False), f2.mean(0), np.cov(f2, rowvar=False))
+    return frechet_distance(f1.mean(0), np.cov(f1, rowvar=False, ddof=ddof), f2.mean(0), np.cov(f2, rowvar=False, ddof=ddof))
 
 
 def kid_from_features(f1, f2, num_subsets=100, max_subset_size=1000, seed=0):
@@ -70,11 +71,14 @@ def load_inception(path, trust_pickle=False, device='cpu'):
         raise InceptionError(f'{path}: {kind}; loading it can run code stored in it, so pass --trust-pickle if you '
             'trust it')
     if zipfile.is_zipfile(path):
-        try:
-            net = torch.export.load(path).module()
+        with zipfile.ZipFile(path) as z:                        # torch.export archives name their format in a record.
+            is_export = any(name.rsplit('/', 1)[-1] == 'archive_format' for name in z.namelist())
+        if is_export:
+            try:
+                net = torch.export.load(path).module()
+            except Exception as err:                            # Export raises several error types.
+                raise InceptionError(f'{path}: a damaged torch.export archive ({type(err).__name__})') from None
             return lambda images: net(images)
-        except Exception:                                       # Not an export archive: try TorchScript next.
-            pass
         try:
             net = torch.jit.load(path, map_location=device).eval()
         except Exception as err:                                # TorchScript raises several error types.

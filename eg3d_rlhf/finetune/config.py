@@ -16,6 +16,7 @@ from eg3d_rlhf.rewards import REWARDS
 
 LOSS_MODES = ('clip', 'standardised', 'pairwise')
 TAU_DEFAULT = 0.1                       # --tau when not given (it is given only with --reward-loss=pairwise).
+REDUCTIONS = ('mean', 'sum')            # --sigma-reduce: how the density consistency of a batch's samples adds up.
 
 
 class ConfigError(ValueError):
@@ -41,14 +42,22 @@ class RewardFinetuneConfig:
     lambda_r:           float = option(10.0, 'Weight of the reward loss', min=0)
     lambda_sigma:       float = option(0.01, 'Weight of the density consistency to the starting G_ema', min=0)
     sigma_box_points:   int = option(0, 'Density consistency also at this many random points of the whole box', min=0)
+    sigma_grid:         int = option(0, 'Density consistency at every point of an N^3 grid over the whole box instead of random slab points (0 = off)', min=0)
+    sigma_psi:          typing.Optional[float] = option(None, 'Truncation psi of the density consistency\'s own samples  [default: it reuses the reward\'s]', min=0)
+    sigma_cutoff:       typing.Optional[int] = option(None, 'Truncation cutoff with --sigma-psi  [default: every layer]', min=1)
+    sigma_reduce:       str = option('mean', 'Density consistency over the batch: the mean of the samples\' L1, or their sum',
+                            choices=lambda: REDUCTIONS)
     lambda_image:       float = option(0.0, 'Weight of the raw-image consistency to the starting G_ema', min=0)
     reward_loss:        str = option('clip', 'clip: -clip(r); standardised: running mean/std first; pairwise: DreamDPO',
                             choices=lambda: LOSS_MODES)
     tau:                typing.Optional[float] = option(None, f'Reward gap above which pairwise pushes the loser away  [default: {TAU_DEFAULT}]', min=0)
+    reward_psi:         float = option(1.0, 'Truncation psi of the samples the reward scores while tuning', min=0)
+    reward_cutoff:      typing.Optional[int] = option(None, 'Truncation cutoff with --reward-psi  [default: every layer]', min=1)
     reward_every:       int = option(1, 'Run the reward phase every N steps', min=1)
     reward_batch:       typing.Optional[int] = option(None, 'Samples per reward pass  [default: --batch-gpu]', min=1)
     reward_recompute:   bool = option(False, 'Gradient checkpointing of the slab decoder passes (less GPU memory)', is_flag=True)
     panel_seeds:        str = option('2000-2199', 'Seeds scored every tick for the reward report, or none', metavar='LIST')
+    panel_psi:          float = option(0.7, 'Truncation psi of the panel seeds\' samples (cutoff 14)', min=0)
     # Not flags: fixed parts of the method, stated here so RewardPhase restates nothing.
     clip:               float = option(10.0, 'Rewards are clipped to [-clip, clip] before they enter the loss', min=0, flag=False)
     sigma_points:       int = option(4096, 'Slab points per sample for the density consistency', min=1, flag=False)
@@ -70,6 +79,13 @@ class RewardFinetuneConfig:
             check_value(f, getattr(self, f.name))
         if self.tau is not None and self.reward_loss != 'pairwise':
             raise ConfigError(f"--tau is the pairwise loss's threshold; --reward-loss={self.reward_loss} does not use it")
+        if self.sigma_grid == 1:
+            raise ConfigError('--sigma-grid=1: a grid needs at least 2 points per axis (0 = random slab points)')
+        if self.sigma_grid and self.sigma_box_points:
+            raise ConfigError('--sigma-box-points adds random box points to the slab points; --sigma-grid already covers '
+                'the whole box: give one of them')
+        if self.sigma_cutoff is not None and self.sigma_psi is None:
+            raise ConfigError('--sigma-cutoff is the cutoff of --sigma-psi: give --sigma-psi too')
 
     @property
     def enabled(self):
@@ -85,7 +101,7 @@ class RewardFinetuneConfig:
 
     def phase_options(self):
         """The options RewardPhase reads (plain types, so they can go into training_options.json)."""
-        skip = ('reward_every', 'panel_seeds')
+        skip = ('reward_every', 'panel_seeds', 'panel_psi')
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
 
 #----------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 import torch
 
-from eg3d_rlhf.finetune.config import LOSS_MODES, RewardFinetuneConfig
+from eg3d_rlhf.finetune.config import LOSS_MODES, REDUCTIONS, RewardFinetuneConfig
 from eg3d_rlhf.generators.eg3d import EG3DGenerator
+from eg3d_rlhf.geometry.sigma import CubeGrid
 from eg3d_rlhf.rewards.checkpoint import load_reward
 from torch_utils import misc
 
@@ -80,16 +81,27 @@ class RewardTerm:
 #----------------------------------------------------------------------------
 
 class DensityConsistency:
-    """L1 between a generator's raw sigma and a frozen reference's at slab points (and optionally random box points)."""
+    """L1 between a generator's raw sigma and a frozen reference's: at random slab points (and optionally random box
+    points), or at every point of a grid over the whole box (the paper's anchor: 64^3, EG3D's create_samples)."""
 
     def __init__(self,
         reference,                  # Frozen generator (EG3DGenerator.reference() of the starting G_ema).
-        grid,                       # Slab CubeGrid: where the points are drawn.
+        grid,                       # Slab CubeGrid: where the random points are drawn.
         num_points  = 4096,         # Slab points per sample per call (drawn at random from the slab grid).
         box_points  = 0,            # Extra points drawn uniformly in the whole box.
+        box_grid    = 0,            # N > 0: every point of an N^3 grid over the whole box instead of random points.
+        reduce      = 'mean',       # How the samples' mean L1 add up over the batch: 'mean' or 'sum'.
+        truncation  = {},           # truncation_psi / truncation_cutoff of the reference's samples (as the field's).
+        chunk       = 2**16,        # Points decoded at once on the box grid.
+        recompute   = False,        # Gradient checkpointing of the box grid's decoder passes.
     ):
+        if reduce not in REDUCTIONS:
+            raise ValueError(f'unknown reduction {reduce!r}; use one of {", ".join(REDUCTIONS)}')
         self.reference, self.grid = reference, grid
         self.num_points, self.box_points = int(num_points), int(box_points)
+        self.reduce, self.truncation = reduce, dict(truncation)
+        self.chunk, self.recompute = int(chunk), bool(recompute)
+        self.box_grid = CubeGrid(box_grid, grid.cube_length, exact_eg3d_grid=True) if box_grid else None
 
     def points(self, generator=None, device='cpu'):
         """World points [num_points + box_points, 3]: random slab grid points, then random points in the box."""
@@ -99,12 +111,23 @@ class DensityConsistency:
             parts.append(torch.rand([self.box_points, 3], generator=generator) * 2 * half - half)
         return torch.cat(parts).to(device)
 
-    def loss(self, field, z, c, generator=None):
-        """Mean |sigma - sigma_ref| at fresh points, for a field of latents z [N, z_dim] with conditioning c [N, c_dim]."""
+    def per_sample(self, field, z, c, generator=None):
+        """Mean |sigma - sigma_ref| [N] of each sample of a field of latents z [N, z_dim] with conditioning c [N, c_dim]."""
+        reference = self.reference.latent_field(z, c, **self.truncation)
+        if self.box_grid is not None:
+            sigma = field.sample_grid(self.box_grid, chunk=self.chunk, recompute=self.recompute)
+            target = reference.sample_grid(self.box_grid, chunk=self.chunk)
+            misc.assert_shape(sigma, [field.batch_size, *self.box_grid.shape])
+            return (sigma - target).abs().flatten(1).mean(dim=1)
         coords = self.points(generator, field.device)
         with torch.no_grad():
-            target = self.reference.latent_field(z, c).sample(coords)
-        return (field.sample(coords) - target).abs().mean()
+            target = reference.sample(coords)
+        return (field.sample(coords) - target).abs().flatten(1).mean(dim=1)
+
+    def loss(self, field, z, c, generator=None):
+        """The batch's density consistency: the samples' mean L1, averaged or summed (self.reduce)."""
+        l1 = self.per_sample(field, z, c, generator)
+        return l1.sum() if self.reduce == 'sum' else l1.mean()
 
 #----------------------------------------------------------------------------
 
@@ -118,13 +141,15 @@ class PairwiseTerm:
         reward,                     # RewardTerm: the slab grid and the frozen reward model.
         tau         = 0.1,          # Reward gap above which the loser is pushed away as well.
         pair_noise  = 0.3,          # Standard deviation of the z offsets that make the two samples of a pair.
+        truncation  = {},           # truncation_psi / truncation_cutoff of the two samples (as the tuned field's).
     ):
         self.reward, self.tau, self.pair_noise = reward, float(tau), float(pair_noise)
+        self.truncation = dict(truncation)
 
     def loss(self, generator, field, z, c):
         """(loss, rewards of both samples [2N], fraction of pairs whose gap exceeded tau) for latents z and their field."""
         with torch.no_grad():
-            slabs = [generator.latent_field(z + self.pair_noise * torch.randn_like(z), c).sample_grid(self.reward.grid)
+            slabs = [generator.latent_field(z + self.pair_noise * torch.randn_like(z), c, **self.truncation).sample_grid(self.reward.grid)
                 for _ in range(2)]
             r = [self.reward.reward.score(x) for x in slabs]
             a_wins = (r[0] >= r[1]).view(-1, 1, 1, 1)
@@ -165,10 +190,17 @@ class RewardPhase:
         mode = 'clip' if cfg.reward_loss == 'pairwise' else cfg.reward_loss
         self.reward = RewardTerm(reward, mode=mode, clip=cfg.clip, recompute=cfg.reward_recompute)
         self.reward.check_box(self.generator)
-        self.pairwise = PairwiseTerm(self.reward, tau=cfg.tau_value, pair_noise=cfg.pair_noise) if cfg.reward_loss == 'pairwise' else None
+        # Truncation of the samples the reward scores, and of the density consistency's (its own, or the same).
+        self.truncation = dict(truncation_psi=cfg.reward_psi, truncation_cutoff=cfg.reward_cutoff)
+        self.sigma_truncation = None if cfg.sigma_psi is None else dict(truncation_psi=cfg.sigma_psi,
+            truncation_cutoff=cfg.sigma_cutoff)
+        self.pairwise = None
+        if cfg.reward_loss == 'pairwise':
+            self.pairwise = PairwiseTerm(self.reward, tau=cfg.tau_value, pair_noise=cfg.pair_noise, truncation=self.truncation)
         self.reference = (self.generator if G_ref is None else EG3DGenerator(G_ref)).reference()
         self.consistency = DensityConsistency(self.reference, self.reward.grid, num_points=cfg.sigma_points,
-            box_points=cfg.sigma_box_points)
+            box_points=cfg.sigma_box_points, box_grid=cfg.sigma_grid, reduce=cfg.sigma_reduce,
+            truncation=self.sigma_truncation or self.truncation, recompute=cfg.reward_recompute)
 
     def resume_state(self):
         """The standardised reward's running statistics (a resumed run continues them)."""
@@ -190,7 +222,7 @@ class RewardPhase:
         and neural_rendering_resolution (None = G's own) are where and how big the image-consistency term renders."""
         assert G is self.generator.G, 'RewardPhase tunes the generator it was built with'
         z, c, camera = self.latents(z, c, c if camera is None else camera)
-        field = self.generator.latent_field(z, c, requires_grad=True)          # Mapped once, shared by every term.
+        field = self.generator.latent_field(z, c, requires_grad=True, **self.truncation)   # Mapped once, shared.
         parts = {}
         if self.pairwise is not None:
             reward_loss, r, pushed = self.pairwise.loss(self.generator, field, z, c)
@@ -202,7 +234,9 @@ class RewardPhase:
         total = self.lambda_r * reward_loss
         parts.update(reward=r.detach(), reward_loss=reward_loss.detach())
         if self.lambda_sigma > 0:
-            consistency = self.consistency.loss(field, z, c)
+            anchored = field if self.sigma_truncation is None else \
+                self.generator.latent_field(z, c, requires_grad=True, **self.sigma_truncation)
+            consistency = self.consistency.loss(anchored, z, c)
             total = total + self.lambda_sigma * consistency
             parts['density_consistency'] = consistency.detach()
         if self.lambda_image > 0:
@@ -210,7 +244,7 @@ class RewardPhase:
             resolution = neural_rendering_resolution or self.generator.neural_rendering_resolution
             with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == 'cuda' else []):
                 # The renderer draws stratified ray samples: the reference renders with the same draws as G.
-                target = self.reference.raw_images(self.reference.latent_field(z, c), camera, resolution)
+                target = self.reference.raw_images(self.reference.latent_field(z, c, **self.truncation), camera, resolution)
             image = self.generator.raw_images(field, camera, neural_rendering_resolution)
             image_consistency = (image - target).abs().mean()
             total = total + self.lambda_image * image_consistency

@@ -128,9 +128,10 @@ class EG3DGenerator(Generator3D):
     #------------------------------------------------------------------------
     # Training latents (the GAN reward phase): random z, any camera, no truncation.
 
-    def latent_field(self, z, c, requires_grad=False, truncation_psi=1):
+    def latent_field(self, z, c, requires_grad=False, truncation_psi=1, truncation_cutoff=None):
         """The samples of latents z [N, z_dim] conditioned on c [N, c_dim]; gradients reach G and the mapping."""
-        return TriPlaneField.from_latents(self.G, z, c, truncation_psi=truncation_psi, requires_grad=requires_grad)
+        return TriPlaneField.from_latents(self.G, z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
+            requires_grad=requires_grad)
 
     def raw_images(self, field, camera, resolution=None):
         """The renderer's raw images [N, 3, r, r] of a latent_field() seen from cameras [N, 25] (r: G's own by default)."""
