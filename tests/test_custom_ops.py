@@ -79,7 +79,8 @@ def test_env_switch_disables_plugins_silently(fresh, monkeypatch):
 
 @pytest.mark.parametrize('op,init_name', [(bias_act, 'bias_act_plugin'), (upfirdn2d, 'upfirdn2d_plugin'), (filtered_lrelu, 'filtered_lrelu_plugin')])
 def test_op_plugins_fall_back_with_one_warning(fresh, monkeypatch, op, init_name):
-    # Kernel sources are not in the tree yet: asking for the plugin must fail softly, once.
+    # No working compiler (CXX names a missing program, fresh cache): asking for the plugin must fail softly, once.
+    monkeypatch.setenv('CXX', str(fresh / 'no-such-compiler'))
     monkeypatch.setattr(op, '_plugin', None)
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter('always')
@@ -89,18 +90,32 @@ def test_op_plugins_fall_back_with_one_warning(fresh, monkeypatch, op, init_name
     assert len(warned) == 1 and init_name in str(warned[0].message)
 
 
-def test_cuda_impl_on_cpu_tensor_never_asks_for_a_plugin(fresh, monkeypatch):
-    def forbidden(*args, **kwargs):
-        raise AssertionError('get_plugin must not be called for CPU tensors')
-    monkeypatch.setattr(custom_ops, 'get_plugin', forbidden)
+@pytest.mark.parametrize('cpu_default', [False, True])
+def test_plugins_asked_for_only_where_impl_and_cpu_default_allow(fresh, monkeypatch, cpu_default):
+    asked = []
+    def fake_get_plugin(module_name, **kwargs):
+        asked.append(module_name)
+        return None
+    monkeypatch.setattr(custom_ops, 'get_plugin', fake_get_plugin)
     x = torch.randn([1, 2, 6, 6])
     f = upfirdn2d.setup_filter([1, 3, 3, 1])
-    with warnings.catch_warnings():
-        warnings.simplefilter('error')
-        assert torch.equal(bias_act.bias_act(x, act='lrelu'), bias_act.bias_act(x, act='lrelu', impl='ref'))
-        assert torch.equal(upfirdn2d.upsample2d(x, f), upfirdn2d.upsample2d(x, f, impl='ref'))
-        assert torch.equal(filtered_lrelu.filtered_lrelu(x, f, f, up=2, down=2, padding=3),
-            filtered_lrelu.filtered_lrelu(x, f, f, up=2, down=2, padding=3, impl='ref'))
+    for op in [bias_act, upfirdn2d, filtered_lrelu]:
+        monkeypatch.setattr(op, '_plugin', None)
+        monkeypatch.setattr(op, 'cpu_default', cpu_default)
+    ops = [lambda impl: bias_act.bias_act(x, act='lrelu', impl=impl), lambda impl: upfirdn2d.upsample2d(x, f, impl=impl),
+        lambda impl: filtered_lrelu.filtered_lrelu(x, f, f, up=2, down=2, padding=3, impl=impl)]
+    for run in ops:
+        assert torch.equal(run('ref'), run('cuda'))
+    all_three = {'bias_act_plugin', 'upfirdn2d_plugin', 'filtered_lrelu_plugin'}
+    assert set(asked) == (all_three if cpu_default else set())
+    asked.clear()
+    for run in ops:
+        assert torch.equal(run('ref'), run('cpp'))     # No plugin here: impl='cpp' computes the reference result.
+    assert set(asked) == all_three
+    asked.clear()
+    assert torch.equal(bias_act.bias_act(x.double(), impl='ref'), bias_act.bias_act(x.double(), impl='ref'))
+    assert torch.equal(bias_act.bias_act(x.half(), impl='cpp'), bias_act.bias_act(x.half(), impl='ref'))
+    assert asked == []                                  # Only float32/float64 CPU tensors ask.
 
 
 def test_cache_key_follows_contents_and_device(fresh, monkeypatch):

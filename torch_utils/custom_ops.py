@@ -60,6 +60,19 @@ def _stage_sources(files, target_dir):
             raise
 
 #----------------------------------------------------------------------------
+# Compiled CPU kernels: flags and when an op should use them.
+
+cpu_build_kwargs = dict(extra_cflags=['-O3', '-fopenmp'], extra_ldflags=['-fopenmp'])   # at::parallel_for needs OpenMP.
+
+def wants_cpu_plugin(x, impl, cpu_default):
+    """Should an op run its compiled CPU kernel on `x`? impl='cpp' asks for it, impl='cuda' follows the op's
+    measured `cpu_default`, impl='ref' never; CUDA tensors and other dtypes than float32/float64 never (no CUDA sources)."""
+    assert impl in ['ref', 'cuda', 'cpp']
+    if impl == 'ref' or x.device.type != 'cpu' or x.dtype not in (torch.float32, torch.float64):
+        return False
+    return impl == 'cpp' or cpu_default
+
+#----------------------------------------------------------------------------
 # Main entry point.
 
 _cached_plugins = dict()        # module_name => loaded module, or None after a failure (so we warn only once).

@@ -31,7 +31,13 @@ activation_funcs = {
 }
 
 #----------------------------------------------------------------------------
-# Optional compiled plugin (only asked for when a CUDA tensor arrives).
+# Optional compiled plugin: C++ kernels for CPU tensors (bias_act.cpp); there are no CUDA sources yet, so CUDA
+# tensors take the reference path. `cpu_default` says whether impl='cuda' (the default) uses the compiled kernel for
+# CPU tensors; impl='cpp' asks for it regardless. Measured with benchmarks/bench_ops.py --only bias_act
+# (lrelu, [4, 512, 64, 64] float32, 2 threads; CPU shared with other jobs): see CPU_DEFAULT_NOTE.
+
+cpu_default = True
+CPU_DEFAULT_NOTE = 'fill in'
 
 _plugin = None
 _null_tensor = torch.empty([0])
@@ -42,10 +48,9 @@ def _init():
     if _plugin is None:
         _plugin = custom_ops.get_plugin(
             module_name         = 'bias_act_plugin',
-            sources             = ['bias_act.cpp', 'bias_act.cu'],
-            headers             = ['bias_act.h'],
+            sources             = ['bias_act.cpp'],
             source_dir          = os.path.dirname(__file__),
-            extra_cuda_cflags   = ['--use_fast_math'],
+            **custom_ops.cpu_build_kwargs,
         )
     return _plugin is not None
 
@@ -62,14 +67,15 @@ def bias_act(x, b=None, dim=1, act='linear', alpha=None, gain=None, clamp=None, 
         alpha:  Shape parameter of the activation (lrelu slope), None = table default.
         gain:   Output scale, None = table default (e.g. sqrt(2) for lrelu). Pass 1 for no scaling.
         clamp:  Clamp the result to [-clamp, +clamp], None = no clamping.
-        impl:   'cuda' (compiled kernel for CUDA tensors when it loads, else reference) or 'ref'.
+        impl:   'cuda' (compiled kernel where it loads and `cpu_default` allows; CUDA tensors: reference for now),
+                'cpp' (compiled CPU kernel whenever it loads) or 'ref'.
 
     Returns:
         Tensor with the shape and dtype of `x`.
     """
     assert isinstance(x, torch.Tensor)
-    assert impl in ['ref', 'cuda']
-    if impl == 'cuda' and x.device.type == 'cuda' and _init():
+    assert impl in ['ref', 'cuda', 'cpp']
+    if custom_ops.wants_cpu_plugin(x, impl, cpu_default) and _init():
         return _bias_act_cuda(dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp).apply(x, b)
     return _bias_act_ref(x=x, b=b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
 
@@ -118,6 +124,7 @@ def _bias_act_cuda(dim=1, act='linear', alpha=None, gain=None, clamp=None):
         return _bias_act_cuda_cache[key]
     is_identity = (act == 'linear' and gain == 1 and clamp < 0)
     keep_x = ('x' in spec.ref or spec.has_2nd_grad)
+    keep_y = ('y' in spec.ref or clamp >= 0)                # The clamp's gradient tests the output (also for 'linear').
 
     def memory_format_of(t):
         return torch.channels_last if t.ndim > 2 and t.stride(1) == 1 else torch.contiguous_format
@@ -134,7 +141,7 @@ def _bias_act_cuda(dim=1, act='linear', alpha=None, gain=None, clamp=None):
             y = x
             if not is_identity or b is not _null_tensor:
                 y = _plugin.bias_act(x, b, _null_tensor, _null_tensor, _null_tensor, 0, dim, spec.cuda_idx, alpha, gain, clamp)
-            ctx.save_for_backward(x if keep_x else _null_tensor, b if keep_x else _null_tensor, y if 'y' in spec.ref else _null_tensor)
+            ctx.save_for_backward(x if keep_x else _null_tensor, b if keep_x else _null_tensor, y if keep_y else _null_tensor)
             return y
 
         @staticmethod

@@ -12,7 +12,12 @@ from . import bias_act
 from . import upfirdn2d
 
 #----------------------------------------------------------------------------
-# Optional compiled plugin (only asked for when a CUDA tensor arrives).
+# Optional compiled plugin: C++ kernels for CPU tensors (filtered_lrelu.cpp); there are no CUDA sources yet, so CUDA
+# tensors take the reference path. `cpu_default` says whether impl='cuda' (the default) uses the compiled kernel for
+# CPU tensors; impl='cpp' asks for it regardless. Measured with benchmarks/bench_ops.py --only filtered_lrelu: see CPU_DEFAULT_NOTE.
+
+cpu_default = True
+CPU_DEFAULT_NOTE = 'fill in'
 
 _plugin = None
 
@@ -22,10 +27,10 @@ def _init():
     if _plugin is None:
         _plugin = custom_ops.get_plugin(
             module_name         = 'filtered_lrelu_plugin',
-            sources             = ['filtered_lrelu.cpp', 'filtered_lrelu_wr.cu', 'filtered_lrelu_rd.cu', 'filtered_lrelu_ns.cu'],
-            headers             = ['filtered_lrelu.h', 'filtered_lrelu.cu'],
+            sources             = ['filtered_lrelu.cpp'],
+            headers             = ['upfirdn2d_cpu.h'],
             source_dir          = os.path.dirname(__file__),
-            extra_cuda_cflags   = ['--use_fast_math'],
+            **custom_ops.cpu_build_kwargs,
         )
     return _plugin is not None
 
@@ -68,14 +73,15 @@ def filtered_lrelu(x, fu=None, fd=None, b=None, up=1, down=1, padding=0, gain=np
         slope:       Slope of the negative side of the leaky ReLU.
         clamp:       Clamp the activation to [-clamp, +clamp], None = no clamping.
         flip_filter: False = convolution, True = correlation.
-        impl:        'cuda' (compiled kernel for CUDA tensors when it loads, else reference) or 'ref'.
+        impl:        'cuda' (compiled kernel where it loads and `cpu_default` allows; CUDA tensors: reference
+                     for now), 'cpp' (compiled CPU kernel whenever it loads) or 'ref'.
 
     Returns:
         [N, C, out_h, out_w] with out_w = (W*up + px0 + px1 - (fu_w - 1) - (fd_w - 1) + (down - 1)) // down.
     """
     assert isinstance(x, torch.Tensor)
-    assert impl in ['ref', 'cuda']
-    if impl == 'cuda' and x.device.type == 'cuda' and _init():
+    assert impl in ['ref', 'cuda', 'cpp']
+    if custom_ops.wants_cpu_plugin(x, impl, cpu_default) and _init():
         return _filtered_lrelu_cuda(up=up, down=down, padding=padding, gain=gain, slope=slope, clamp=clamp, flip_filter=flip_filter).apply(x, fu, fd, b, None, 0, 0)
     return _filtered_lrelu_ref(x, fu=fu, fd=fd, b=b, up=up, down=down, padding=padding, gain=gain, slope=slope, clamp=clamp, flip_filter=flip_filter)
 
@@ -157,15 +163,15 @@ def _filtered_lrelu_cuda(up=1, down=1, padding=0, gain=np.sqrt(2), slope=0.2, cl
                 warnings.warn('filtered_lrelu: input strides are not decreasing (e.g. channels-last); this layout is slow', RuntimeWarning)
 
             return_code = -1
-            if x.dtype in [torch.float16, torch.float32]:
-                if torch.cuda.current_stream(x.device) != torch.cuda.default_stream(x.device):
+            if x.dtype in ([torch.float32, torch.float64] if x.device.type == 'cpu' else [torch.float16, torch.float32]):
+                if x.is_cuda and torch.cuda.current_stream(x.device) != torch.cuda.default_stream(x.device):
                     warnings.warn('filtered_lrelu: the kernel does not support running on a non-default CUDA stream concurrently', RuntimeWarning)
                 y, so, return_code = _plugin.filtered_lrelu(x, fu, fd, b, si, up, down, px0, px1, py0, py1, sx, sy, gain, slope, clamp, flip_filter, write_signs)
 
             # No specialised kernel: do the resampling with upfirdn2d and only the activation in the plugin,
             # which still keeps just the packed signs for the backward pass.
             if return_code < 0:
-                warnings.warn('filtered_lrelu: no optimised CUDA kernel for these arguments; using the generic path', RuntimeWarning)
+                warnings.warn('filtered_lrelu: no optimised kernel for these arguments; using the generic path', RuntimeWarning)
                 y = x.add(b.unsqueeze(-1).unsqueeze(-1))
                 y = upfirdn2d.upfirdn2d(x=y, f=fu, up=up, padding=[px0, px1, py0, py1], gain=up**2, flip_filter=flip_filter)
                 so = _plugin.filtered_lrelu_act_(y, si, sx, sy, gain, slope, clamp, write_signs)

@@ -10,7 +10,12 @@ from .. import misc
 from . import conv2d_gradfix
 
 #----------------------------------------------------------------------------
-# Optional compiled plugin (only asked for when a CUDA tensor arrives).
+# Optional compiled plugin: C++ kernels for CPU tensors (upfirdn2d.cpp); there are no CUDA sources yet, so CUDA
+# tensors take the reference path. `cpu_default` says whether impl='cuda' (the default) uses the compiled kernel for
+# CPU tensors; impl='cpp' asks for it regardless. Measured with benchmarks/bench_ops.py --only upfirdn2d: see CPU_DEFAULT_NOTE.
+
+cpu_default = True
+CPU_DEFAULT_NOTE = 'fill in'
 
 _plugin = None
 
@@ -20,10 +25,10 @@ def _init():
     if _plugin is None:
         _plugin = custom_ops.get_plugin(
             module_name         = 'upfirdn2d_plugin',
-            sources             = ['upfirdn2d.cpp', 'upfirdn2d.cu'],
-            headers             = ['upfirdn2d.h'],
+            sources             = ['upfirdn2d.cpp'],
+            headers             = ['upfirdn2d_cpu.h'],
             source_dir          = os.path.dirname(__file__),
-            extra_cuda_cflags   = ['--use_fast_math'],
+            **custom_ops.cpu_build_kwargs,
         )
     return _plugin is not None
 
@@ -117,14 +122,15 @@ def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1, impl='cu
         padding:     Padding of the upsampled image: int, [x, y] or [x0, x1, y0, y1].
         flip_filter: False = convolution, True = correlation.
         gain:        Overall signal gain.
-        impl:        'cuda' (compiled kernel for CUDA tensors when it loads, else reference) or 'ref'.
+        impl:        'cuda' (compiled kernel where it loads and `cpu_default` allows; CUDA tensors: reference
+                     for now), 'cpp' (compiled CPU kernel whenever it loads) or 'ref'.
 
     Returns:
         [N, C, out_h, out_w] tensor, where e.g. out_w = (W*up + px0 + px1 - fw + down) // down.
     """
     assert isinstance(x, torch.Tensor)
-    assert impl in ['ref', 'cuda']
-    if impl == 'cuda' and x.device.type == 'cuda' and _init():
+    assert impl in ['ref', 'cuda', 'cpp']
+    if custom_ops.wants_cpu_plugin(x, impl, cpu_default) and _init():
         return _upfirdn2d_cuda(up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain).apply(x, f)
     return _upfirdn2d_ref(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
 
