@@ -41,9 +41,9 @@ def count_decoded_points(G, monkeypatch):
     """A list of the number of points (per latent) of each renderer.run_model call."""
     sizes = []
     run_model = G.renderer.run_model
-    def wrapped(planes, decoder, coords, dirs, options):
+    def wrapped(planes, decoder, coords, dirs, options, **kwargs):
         sizes.append(coords.shape[1])
-        return run_model(planes, decoder, coords, dirs, options)
+        return run_model(planes, decoder, coords, dirs, options, **kwargs)
     monkeypatch.setattr(G.renderer, 'run_model', wrapped)
     return sizes
 

@@ -19,11 +19,24 @@ verbosity = 'brief'     # How much to print while setting up a plugin: 'none', '
 #----------------------------------------------------------------------------
 # Cache key: contents of every source/header file plus the GPU that will run the code.
 
+def _cpu_tag():
+    """'cpu-' and a short digest of this CPU's model and instruction-set flags: a build made with -march=native must
+    not be loaded by another CPU that shares the cache folder."""
+    try:
+        with open('/proc/cpuinfo', encoding='utf-8', errors='replace') as fp:
+            info = [line for line in fp.read().splitlines() if line.split(':')[0].strip() in ('model name', 'flags')]
+    except OSError:
+        info = []
+    import platform # pylint: disable=import-outside-toplevel
+    text = '\n'.join(sorted(set(info))) or platform.processor() or platform.machine()
+    return 'cpu-' + hashlib.md5(text.encode('utf-8')).hexdigest()[:8]
+
+
 def _device_tag():
-    """Mangled name of the current CUDA device, or 'cpu' where there is none."""
+    """The CPU's tag, and the mangled name of the current CUDA device where there is one."""
     if not torch.cuda.is_available():
-        return 'cpu'
-    return re.sub('[^a-z0-9_-]', '-', torch.cuda.get_device_name().lower())
+        return _cpu_tag()
+    return _cpu_tag() + '-' + re.sub('[^a-z0-9_-]', '-', torch.cuda.get_device_name().lower())
 
 
 def _source_digest(files):

@@ -5,6 +5,7 @@ import torch
 import dnnlib
 from torch_utils import misc
 from torch_utils import persistence
+from torch_utils.ops import triplane_sigma
 from training.networks_stylegan2 import FullyConnectedLayer
 from training.networks_stylegan2 import Generator as StyleGAN2Backbone
 from training.volumetric_rendering.ray_sampler import RaySampler
@@ -124,13 +125,29 @@ class OSGDecoder(torch.nn.Module):
             FullyConnectedLayer(self.hidden_dim, 1 + options['decoder_output_dim'], lr_multiplier=options['decoder_lr_mul']),
         )
 
-    def forward(self, sampled_features, ray_directions):
-        """Plane features [N, 3, M, C] -> {'rgb': [N, M, out] in (-0.001, 1.001), 'sigma': [N, M, 1] raw}."""
+    def forward(self, sampled_features, ray_directions=None, sigmoid_final=True):
+        """Plane features [N, 3, M, C] -> {'rgb': [N, M, out] in (-0.001, 1.001), 'sigma': [N, M, 1] raw};
+        sigmoid_final=False leaves rgb raw (the paper's EG3D fork asks for that through run_model)."""
         x = sampled_features.mean(1) # Aggregate the three planes.
         N, M, C = x.shape
-        x = self.net(x.view(N * M, C)).view(N, M, -1)
-        rgb = torch.sigmoid(x[..., 1:]) * (1 + 2*0.001) - 0.001 # MipNeRF's widened sigmoid.
-        sigma = x[..., 0:1]
-        return {'rgb': rgb, 'sigma': sigma}
+        return self._outputs(self.net(x.view(N * M, C)).view(N, M, -1), sigmoid_final)
+
+    @staticmethod
+    def _outputs(x, sigmoid_final=True):
+        rgb = torch.sigmoid(x[..., 1:]) * (1 + 2*0.001) - 0.001 if sigmoid_final else x[..., 1:] # MipNeRF's widened sigmoid.
+        return {'rgb': rgb, 'sigma': x[..., 0:1]}
+
+    def fused(self, planes_cl, coordinates, box_warp, sigmoid_final=True, sigma_only=False):
+        """forward() of EG3D's plane samples at points [N, M, 3] of channels-last planes [N, 3, H, W, C], in one compiled
+        op (torch_utils.ops.triplane_sigma); {'sigma'} alone if sigma_only. None where that op cannot run here."""
+        fc1, act, fc2 = self.net
+        plain = (type(act) is torch.nn.Softplus and act.beta == 1 and act.threshold == 20
+            and fc1.activation == fc2.activation == 'linear' and fc1.bias is not None and fc2.bias is not None)
+        if not plain or not triplane_sigma.can_run(planes_cl, coordinates):
+            return None
+        rows = 1 if sigma_only else fc2.out_features
+        x = triplane_sigma.decode(planes_cl, coordinates, fc1.weight * fc1.weight_gain, fc1.bias * fc1.bias_gain,
+            fc2.weight[:rows] * fc2.weight_gain, fc2.bias[:rows] * fc2.bias_gain, box_warp)
+        return {'sigma': x} if sigma_only else self._outputs(x, sigmoid_final)
 
 #----------------------------------------------------------------------------

@@ -8,9 +8,11 @@ import torch
 from eg3d_rlhf.generators.base import Generator3D
 from eg3d_rlhf.geometry.sigma import SigmaField
 from torch_utils import misc
+from torch_utils.ops import triplane_sigma
 from training import legacy
 from training.camera_utils import orbit_camera_label
 from training.triplane import synthesize_planes
+from training.volumetric_rendering.renderer import ImportanceRenderer
 
 #----------------------------------------------------------------------------
 # One recipe per seed, used by banks, the panel, evaluate, extract_sigma and shape_report alike: gen_samples' z
@@ -39,6 +41,7 @@ class TriPlaneField(SigmaField):
         with torch.set_grad_enabled(requires_grad):
             self.planes = synthesize_planes(G, self.ws, noise_mode=noise_mode) # One backbone pass.
         self.batch_size = self.planes.shape[0]
+        self._planes_cl = (None, None)                                          # (planes, the fused op's copy of them).
 
     @classmethod
     def from_latents(cls, G, z, c, truncation_psi=1, truncation_cutoff=None, noise_mode='const', requires_grad=False):
@@ -52,7 +55,14 @@ class TriPlaneField(SigmaField):
     def decode(self, coords):
         # The decoder ignores view directions, so zeros stand in for them.
         dirs = torch.zeros_like(coords)
-        return self.G.renderer.run_model(self.planes, self.G.decoder, coords, dirs, self.G.rendering_kwargs)['sigma']
+        renderer = self.G.renderer
+        if not isinstance(renderer, ImportanceRenderer):                        # A pickle's own renderer class.
+            return renderer.run_model(self.planes, self.G.decoder, coords, dirs, self.G.rendering_kwargs)['sigma']
+        if self._planes_cl[0] is not self.planes and triplane_sigma.can_run(self.planes):
+            self._planes_cl = (self.planes, triplane_sigma.channels_last(self.planes))  # Once per planes tensor.
+        planes_cl = self._planes_cl[1] if self._planes_cl[0] is self.planes else None
+        return renderer.run_model(self.planes, self.G.decoder, coords, dirs, self.G.rendering_kwargs,
+            planes_cl=planes_cl, sigma_only=True)['sigma']
 
 #----------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 import torch
 
 from torch_utils import misc
+from torch_utils.ops import triplane_sigma
 from training.volumetric_rendering import math_utils
 from training.volumetric_rendering.ray_marcher import MipRayMarcher2
 
@@ -42,6 +43,8 @@ def sample_from_planes(plane_axes, plane_features, coordinates, mode='bilinear',
     grid = project_onto_planes(plane_axes, coordinates).unsqueeze(1)
     features = torch.nn.functional.grid_sample(plane_features, grid.float(), mode=mode, padding_mode=padding_mode, align_corners=False)
     return features.permute(0, 3, 2, 1).reshape(N, n_planes, M, C)
+
+_PLANE_AXES = generate_planes()    # What the fused op assumes (official pickles carry exactly these).
 
 #----------------------------------------------------------------------------
 # Not a persistent class: EG3D pickles refer to it by name and restore its instance __dict__ (the submodule
@@ -99,11 +102,26 @@ class ImportanceRenderer(torch.nn.Module):
         densities = out['sigma'].reshape(N, M, S, 1)
         return colors, densities
 
-    def run_model(self, planes, decoder, sample_coordinates, sample_directions, options):
-        """Decoder output {'rgb': [N, P, C], 'sigma': [N, P, 1] raw} at arbitrary points [N, P, 3]."""
-        plane_axes = self.plane_axes.to(sample_coordinates.device)
-        sampled_features = sample_from_planes(plane_axes, planes, sample_coordinates, padding_mode='zeros', box_warp=options['box_warp'])
-        out = decoder(sampled_features, sample_directions)
+    def run_model(self, planes, decoder, sample_coordinates, sample_directions, options, rgbs_thru_sigmoid=True,
+            planes_cl=None, sigma_only=False):
+        """Decoder output {'rgb': [N, P, C], 'sigma': [N, P, 1] raw} at arbitrary points [N, P, 3].
+
+        rgbs_thru_sigmoid=False asks the decoder for raw rgb features (OSGDecoder's sigmoid_final); the EG3D fork of
+        "Sculpting NeRF Geometry" passes it from the TriPlaneGenerator its pickles embed. Where the decoder offers
+        `fused` (OSGDecoder) and the compiled op runs (CPU), plane sampling and decoder are one op: planes_cl
+        (triplane_sigma.channels_last(planes)) saves it a copy of the planes and sigma_only leaves 'rgb' out there.
+        """
+        out = None
+        if hasattr(decoder, 'fused') and triplane_sigma.can_run(planes, sample_coordinates) and torch.equal(self.plane_axes, _PLANE_AXES):
+            planes_cl = triplane_sigma.channels_last(planes) if planes_cl is None else planes_cl
+            out = decoder.fused(planes_cl, sample_coordinates, options['box_warp'], sigmoid_final=rgbs_thru_sigmoid, sigma_only=sigma_only)
+        if out is None:
+            plane_axes = self.plane_axes.to(sample_coordinates.device)
+            sampled_features = sample_from_planes(plane_axes, planes, sample_coordinates, padding_mode='zeros', box_warp=options['box_warp'])
+            if rgbs_thru_sigmoid:
+                out = decoder(sampled_features, sample_directions)
+            else:
+                out = decoder(sampled_features, sample_directions, sigmoid_final=False)
         if options.get('density_noise', 0) > 0:
             out['sigma'] += torch.randn_like(out['sigma']) * options['density_noise']
         return out
