@@ -7,6 +7,7 @@ import click
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 from pytorch3dunet.unet3d.model import ResidualUNetSE3D
 
 from eg3d_rlhf import cli
@@ -14,6 +15,7 @@ from eg3d_rlhf.geometry.sigma import grid_from_meta, slab_description
 from eg3d_rlhf.rewards import build_reward
 from eg3d_rlhf.rewards.bundle import published_spec
 from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward, save_reward
+from tools import convert_reward
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
@@ -190,6 +192,24 @@ def test_bundle_scores_like_the_paper_folder_and_zip_alike(tmp_path, slab):
     save_reward(str(tmp_path / 'converted.pt'), a.model, a.kind, a.spec)
     with torch.no_grad():
         assert torch.equal(load_reward(str(tmp_path / 'converted.pt')).score(slab), ra)
+
+
+def test_convert_reward_tool(tmp_path, slab):
+    _, path = write_bundle(str(tmp_path))
+    out = str(tmp_path / 'reward.pt')
+    run = lambda *args: CliRunner().invoke(convert_reward.main, ['--reward-model', path, '--out', out, *args])
+    result = run('--dry-run')
+    assert result.exit_code == 0 and f'would write {out}: sigma-unet reward, {len(paper_state_dict())} tensors' in result.output
+    assert not os.path.exists(out)
+    assert run().exit_code == 0 and os.path.isfile(out)
+    refused = run()
+    assert refused.exit_code != 0 and 'pass --force' in refused.output
+    assert run('--force').exit_code == 0
+    converted = load_reward(out)
+    assert converted.kind == 'sigma-unet' and converted.spec == published_spec()
+    assert converted.info['training']['source'] == path
+    with torch.no_grad():
+        assert torch.equal(converted.score(slab[:1]), load_reward(path).score(slab[:1]))
 
 
 def test_run_config_name_and_interpolations(tmp_path):

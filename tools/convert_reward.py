@@ -1,0 +1,44 @@
+"""Write a published reward bundle (zip or folder) as one of our reward checkpoints (weights_only, with its contract)."""
+
+import click
+
+from eg3d_rlhf.cli import OUT_FILE, force_option, open_reward, refuse_overwrite
+from eg3d_rlhf.rewards.checkpoint import save_reward
+
+#----------------------------------------------------------------------------
+
+@click.command()
+@click.option('--reward-model', 'reward_path', required=True, metavar='ZIP|DIR',
+    help='The released bundle: reward-model-7wnzkgie-sfield256.zip or its unzipped 7wnzkgie/ folder')
+@click.option('--out', type=OUT_FILE, required=True, metavar='PT', help='Reward checkpoint to write (atomically)')
+@click.option('--trust-pickle', is_flag=True, help='Confirm you trust the bundle: its best_model.pt holds pickled objects, whose loading runs code')
+@force_option
+@click.option('--dry-run', is_flag=True, help='Read and check the bundle, print what would be written; write nothing')
+def main(reward_path, out, trust_pickle, force, dry_run):
+    """Read the bundle as data (best_model.pt with torch.load(weights_only=True) unless --trust-pickle, the run config
+    with yaml.safe_load, its targets never imported), load its weights strictly into the `sigma-unet` reward, and
+    save that with the published input contract: the 128x141x129 slab of the 256^3 gen_samples grid, min-max to
+    [0, 100], axes (z, y, x). Every --reward-model reads the bundle directly too; the checkpoint loads faster and
+    carries the contract in one file.
+
+    \b
+    python tools/convert_reward.py --reward-model reward-model-7wnzkgie-sfield256.zip --out reward-sigma-unet-7wnzkgie.pt
+    """
+    refuse_overwrite(out, force=force)
+    reward = open_reward(reward_path, 'cpu', trust_pickle=trust_pickle)
+    tensors = len(reward.model.state_dict())
+    params = sum(v.numel() for v in reward.model.state_dict().values())
+    summary = f'{reward.kind} reward, {tensors} tensors, {params / 1e6:.2f} M parameters, slab {list(reward.grid.shape)}'
+    if dry_run:
+        print(f'would write {out}: {summary}')
+        return
+    save_reward(out, reward.model, reward.kind, reward.spec, training=dict(source=str(reward_path),
+        weights=reward.info.get('weights'), run_config=reward.info.get('run_config')))
+    print(f'{out}: {summary}')
+
+#----------------------------------------------------------------------------
+
+if __name__ == '__main__':
+    main() # pylint: disable=no-value-for-parameter
+
+#----------------------------------------------------------------------------
