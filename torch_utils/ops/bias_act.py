@@ -36,7 +36,7 @@ activation_funcs = {
 # CPU tensors; impl='cpp' asks for it regardless. Measured with benchmarks/bench_ops.py --only bias_act
 # (lrelu, [4, 512, 64, 64] float32, 2 threads; CPU shared with other jobs): see CPU_DEFAULT_NOTE.
 
-cpu_default = True
+cpu_default = False
 CPU_DEFAULT_NOTE = 'fill in'
 
 _plugin = None

@@ -14,7 +14,7 @@ from . import conv2d_gradfix
 # tensors take the reference path. `cpu_default` says whether impl='cuda' (the default) uses the compiled kernel for
 # CPU tensors; impl='cpp' asks for it regardless. Measured with benchmarks/bench_ops.py --only upfirdn2d: see CPU_DEFAULT_NOTE.
 
-cpu_default = True
+cpu_default = False
 CPU_DEFAULT_NOTE = 'fill in'
 
 _plugin = None
