@@ -11,6 +11,7 @@ import warnings
 import numpy as np
 
 import dnnlib
+from eg3d_rlhf.generators.base import MAX_SEED
 
 #----------------------------------------------------------------------------
 # One judgement per line: {"a": ID, "b": ID, "choice": "a"|"b"|"tie"|"skip", "annotator": str, "time": ISO-8601}.
@@ -289,24 +290,40 @@ def training_labels(ids, fractions, seed=0, labels_path=None, good_path=None, ba
 
 def import_ranked_csv(path, annotator='paper', time='2023-01-01T00:00:00+00:00'):
     """The published paper's rankedseedsall.csv (columns: index, rank1 = preferred seed, rank2 = other seed) as
-    judgements with a = seedNNNNNN of rank1 and choice 'a'."""
-    judgements = []
-    with open(path, newline='', encoding='utf-8') as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None or [h.strip() for h in header[1:3]] != ['rank1', 'rank2']:
-            raise LabelError(f'{path}:1: expected a header ",rank1,rank2", got {header!r}')
-        for lineno, row in enumerate(reader, start=2):
-            if not any(cell.strip() for cell in row):
-                continue
-            try:
-                winner, loser = int(row[1]), int(row[2])
-            except (IndexError, ValueError):
-                raise LabelError(f'{path}:{lineno}: expected two integer seeds, got {row!r}') from None
-            if winner == loser:
-                raise LabelError(f'{path}:{lineno}: a seed is compared with itself ({winner})')
-            judgements.append(Judgement(a=seed_id(winner), b=seed_id(loser), choice='a', annotator=annotator,
-                time=time, extra=dict(source_index=row[0])))
+    judgements with a = seedNNNNNN of rank1 and choice 'a', the index kept as "source_index". LabelError naming
+    file:line for a missing header, a row of another length, a seed that is no integer in [0, 2^32 - 1], a seed
+    compared with itself, or a pair ranked twice (load_judgements would refuse the file it makes)."""
+    judgements, seen, reader = [], {}, None
+    try:
+        with open(path, newline='', encoding='utf-8') as f:
+            reader = csv.reader(_utf8_lines(f, path), strict=True)
+            header = next(reader, None)
+            if header is None or [h.strip() for h in header[1:3]] != ['rank1', 'rank2']:
+                raise LabelError(f'{path}:1: expected a header ",rank1,rank2", got {header!r}')
+            for row in reader:
+                lineno = reader.line_num
+                if not any(cell.strip() for cell in row):
+                    continue
+                if len(row) != len(header):
+                    raise LabelError(f'{path}:{lineno}: expected {len(header)} columns like the header, got {row!r}')
+                try:
+                    winner, loser = int(row[1]), int(row[2])
+                except ValueError:
+                    raise LabelError(f'{path}:{lineno}: expected two integer seeds, got {row!r}') from None
+                if not (0 <= winner <= MAX_SEED and 0 <= loser <= MAX_SEED):
+                    raise LabelError(f'{path}:{lineno}: seeds must lie in [0, {MAX_SEED}], got {winner}, {loser}')
+                if winner == loser:
+                    raise LabelError(f'{path}:{lineno}: a seed is compared with itself ({winner})')
+                pair = frozenset((winner, loser))
+                if pair in seen:
+                    raise LabelError(f'{path}:{lineno}: seeds {winner} and {loser} were already ranked on line {seen[pair]}')
+                seen[pair] = lineno
+                judgements.append(Judgement(a=seed_id(winner), b=seed_id(loser), choice='a', annotator=annotator,
+                    time=time, extra=dict(source_index=row[0])))
+    except csv.Error as err:
+        raise LabelError(f'{path}:{reader.line_num}: not CSV ({err})') from None
+    except OSError as err:
+        raise LabelError(f'{path}: cannot be read ({err.strerror or err})') from None
     return judgements
 
 
