@@ -17,7 +17,7 @@ from tests.test_foreign_pickle import _make_foreign_checkout, _python
 
 # The imports of the fork's persistent modules (apmoore499/eg3d-rlhf-geometry, eg3d/training/*.py at 794da4b), module
 # paths and names only. Unpickling a snapshot executes each embedded module, so every one of these must resolve in
-# this repository: checked names and attributes are listed in README.md ("Network pickles of other code").
+# this repository: README.md ("Loading EG3D network pickles") lists them.
 FORK_IMPORTS = {
     'training/triplane.py': [
         'import dnnlib',
