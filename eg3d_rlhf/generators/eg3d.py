@@ -153,6 +153,7 @@ class EG3DGenerator(Generator3D):
 
     def keep_truncation_centre(self):
         """Stop EG3D's running w_avg update, so truncated seeds keep their centre while G is tuned."""
-        self.G.backbone.mapping.w_avg_beta = None
+        self.G.backbone.mapping.w_avg_beta = 1.0     # Each update lerps to w_avg itself (exactly); None would also stop
+                                                     # truncation, which asserts that w_avg is tracked.
 
 #----------------------------------------------------------------------------
