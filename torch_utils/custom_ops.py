@@ -50,9 +50,13 @@ def _source_digest(files):
     return md5.hexdigest()
 
 
-def build_dir(module_name, files):
-    """Cache folder that holds (or will hold) the build of `module_name` from exactly these files on this device."""
-    return dnnlib.make_cache_dir_path('torch_extensions', module_name, f'{_source_digest(files)}-{_device_tag()}')
+def build_dir(module_name, files, build_kwargs=None):
+    """Cache folder that holds (or will hold) the build of `module_name` from exactly these files on this device;
+    non-empty `build_kwargs` (compiler flags) are part of the key too."""
+    digest = _source_digest(files)
+    if build_kwargs:
+        digest = hashlib.md5((digest + repr(sorted(build_kwargs.items()))).encode('utf-8')).hexdigest()
+    return dnnlib.make_cache_dir_path('torch_extensions', module_name, f'{digest}-{_device_tag()}')
 
 
 def _stage_sources(files, target_dir):
@@ -75,7 +79,8 @@ def _stage_sources(files, target_dir):
 #----------------------------------------------------------------------------
 # Compiled CPU kernels: flags and when an op should use them.
 
-cpu_build_kwargs = dict(extra_cflags=['-O3', '-fopenmp'], extra_ldflags=['-fopenmp'])   # at::parallel_for needs OpenMP.
+cpu_build_kwargs = dict(                # at::parallel_for needs OpenMP; no FP traps or errno lets loops with selects vectorise.
+    extra_cflags=['-O3', '-fopenmp', '-fno-trapping-math', '-fno-math-errno'], extra_ldflags=['-fopenmp'])
 
 def wants_cpu_plugin(x, impl, cpu_default):
     """Should an op run its compiled CPU kernel on `x`? impl='cpp' asks for it, impl='cuda' follows the op's
@@ -126,7 +131,7 @@ def get_plugin(module_name, sources, headers=None, source_dir=None, **build_kwar
     try:
         import torch.utils.cpp_extension # pylint: disable=import-outside-toplevel
         assert len(set(os.path.basename(path) for path in files)) == len(files), 'source file names must be unique'
-        target_dir = build_dir(module_name, files)
+        target_dir = build_dir(module_name, files, build_kwargs)
         _stage_sources(files, target_dir)
         staged = [os.path.join(target_dir, os.path.basename(path)) for path in source_paths]
         module = torch.utils.cpp_extension.load(name=module_name, sources=staged, build_directory=target_dir,
