@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from pytorch3dunet.unet3d.model import ResidualUNetSE3D
 
 from eg3d_rlhf import cli
+from eg3d_rlhf.analysis import embedding
 from eg3d_rlhf.geometry.sigma import grid_from_meta, slab_description
 from eg3d_rlhf.rewards import build_reward
 from eg3d_rlhf.rewards.bundle import published_spec
@@ -188,6 +189,12 @@ def test_bundle_scores_like_the_paper_folder_and_zip_alike(tmp_path, slab):
         assert torch.equal(ra, rb) and torch.allclose(ra, expect, rtol=1e-4, atol=1e-5)
         assert a.features(slab).shape == (2, FEATURE)
     assert not torch.equal(ra[0], ra[1])
+    # What attribution, UMAP and fine-tuning read: features with scores from them, gradients back to the raw slab.
+    feats, scores = embedding.reward_features(a, slab.numpy(), batch=1)
+    assert feats.shape == (2, FEATURE) and np.allclose(scores, ra.numpy(), rtol=1e-5, atol=1e-6)
+    raw = slab[:1].clone().requires_grad_(True)
+    a.score(raw).sum().backward()
+    assert raw.grad.shape == raw.shape and bool(raw.grad.abs().sum() > 0)
     # Our checkpoint format holds it too (tools/convert_reward.py), scoring the same.
     save_reward(str(tmp_path / 'converted.pt'), a.model, a.kind, a.spec)
     with torch.no_grad():
