@@ -266,6 +266,8 @@ def add_reward_phase(c, cfg):
         return
     c.loss_kwargs.reward_kwargs = dnnlib.EasyDict(class_name='eg3d_rlhf.finetune.RewardPhase', **cfg.phase_options())
     c.reward_interval = cfg.reward_every
+    if cfg.reward_optimizer == 'own':
+        c.reward_opt_kwargs = dnnlib.EasyDict(c.G_opt_kwargs)            # Adam at --glr, not rescaled for lazy reg.
     if cfg.has_panel:
         c.panel_kwargs = dnnlib.EasyDict(class_name='eg3d_rlhf.finetune.panel.RewardPanel',
             reward_model_path=cfg.reward_model, seeds=cfg.panel_seeds, truncation_psi=cfg.panel_psi)

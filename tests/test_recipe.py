@@ -50,7 +50,7 @@ LANDS = dict(
     batch_gpu='batch_gpu', mbstd_group='D_kwargs.epilogue_kwargs.mbstd_group_size', cfg=None,
     reward='loss_kwargs.reward_kwargs.reward', lambda_r='loss_kwargs.reward_kwargs.lambda_r',
     reward_loss='loss_kwargs.reward_kwargs.reward_loss', reward_psi='loss_kwargs.reward_kwargs.reward_psi',
-    reward_cutoff='loss_kwargs.reward_kwargs.reward_cutoff', reward_every='reward_interval',
+    reward_cutoff='loss_kwargs.reward_kwargs.reward_cutoff', reward_every='reward_interval', reward_optimizer=None,
     lambda_sigma='loss_kwargs.reward_kwargs.lambda_sigma', sigma_grid='loss_kwargs.reward_kwargs.sigma_grid',
     sigma_psi='loss_kwargs.reward_kwargs.sigma_psi', sigma_cutoff='loss_kwargs.reward_kwargs.sigma_cutoff',
     sigma_reduce='loss_kwargs.reward_kwargs.sigma_reduce', panel_seeds='panel_kwargs.seeds',
@@ -69,6 +69,8 @@ def test_the_paper_recipe_sets_every_value(files, tmp_path):
     assert c.G_kwargs.rendering_kwargs.avg_camera_pivot == [0, 0, 0.2]                      # ffhq's cameras.
     assert c.loss_kwargs.reward_kwargs.clip == 10.0 and c.G_reg_interval == 4               # Defaults it shares.
     assert c.metrics_kwargs.inception == files.features and c.metrics_kwargs.trust_pickle
+    assert c.reward_opt_kwargs == c.G_opt_kwargs                                            # Its own Adam at glr.
+    assert 'reward_opt_kwargs' not in config(recipe_args(files, tmp_path, '--reward-optimizer', 'shared'))
 
 
 @pytest.mark.parametrize('extra, path, expected', [

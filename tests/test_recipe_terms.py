@@ -81,6 +81,19 @@ def test_reward_scores_samples_at_the_reward_truncation(reward_checkpoint):
     assert not torch.allclose(rewards[1.0], rewards[0.5])
 
 
+def test_own_reward_optimizer_steps_g_at_the_given_rate_apart_from_the_gan_phases():
+    from training.training_loop import build_phases
+    G, D = tiny_generator(), torch.nn.Linear(2, 2)
+    adam = dict(class_name='torch.optim.Adam', lr=0.0025, betas=[0, 0.99], eps=1e-8)
+    phases = {p.name: p for p in build_phases(G, D, adam, adam, 4, 16, reward_interval=1, reward_opt_kwargs=adam)}
+    assert list(phases) == ['Gmain', 'Greg', 'Greward', 'Dmain', 'Dreg']
+    assert phases['Greward'].opt is not phases['Gmain'].opt and phases['Greg'].opt is phases['Gmain'].opt
+    assert phases['Greward'].opt.param_groups[0]['lr'] == 0.0025                     # Not rescaled for lazy reg.
+    assert phases['Gmain'].opt.param_groups[0]['lr'] == pytest.approx(0.0025 * 4 / 5)
+    shared = {p.name: p for p in build_phases(G, D, adam, adam, 4, 16, reward_interval=1)}
+    assert shared['Greward'].opt is shared['Gmain'].opt
+
+
 @pytest.mark.parametrize('options, message', [
     (dict(sigma_grid=1), '--sigma-grid=1'),
     (dict(sigma_grid=8, sigma_box_points=10), '--sigma-grid already covers the whole box'),

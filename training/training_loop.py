@@ -129,13 +129,13 @@ def resume_networks(resume_pkl, networks, trust=False):
     return resume_data
 
 
-def build_phases(G, D, G_opt_kwargs, D_opt_kwargs, G_reg_interval, D_reg_interval, reward_interval=None):
+def build_phases(G, D, G_opt_kwargs, D_opt_kwargs, G_reg_interval, D_reg_interval, reward_interval=None, reward_opt_kwargs=None):
     """Training phases with their Adam optimizers.
 
     With lazy regularisation (reg_interval N) a network has a 'main' phase every step and a 'reg' phase every N
     steps sharing one optimizer whose lr and betas are rescaled by N / (N + 1), as if the two ran together every
     step; without it, one 'both' phase. reward_interval adds G's 'Greward' phase every that many steps, on G's
-    optimizer.
+    optimizer, or on an optimizer of its own built from reward_opt_kwargs (as given: no lazy-regularisation rescaling).
     """
     phases = []
     for name, module, opt_kwargs, reg_interval in [('G', G, G_opt_kwargs, G_reg_interval), ('D', D, D_opt_kwargs, D_reg_interval)]:
@@ -153,8 +153,14 @@ def build_phases(G, D, G_opt_kwargs, D_opt_kwargs, G_reg_interval, D_reg_interva
         phases += [dnnlib.EasyDict(name=name + 'main', module=module, opt=opt, interval=1)]
         phases += [dnnlib.EasyDict(name=name + 'reg', module=module, opt=opt, interval=reg_interval)]
     if reward_interval is not None:
+        opt = phases[0].opt
+        if reward_opt_kwargs is not None:
+            opt_kwargs = dnnlib.EasyDict(reward_opt_kwargs)
+            if 'betas' in opt_kwargs:
+                opt_kwargs.betas = [float(beta) for beta in opt_kwargs.betas]
+            opt = dnnlib.util.construct_class_by_name(G.parameters(), **opt_kwargs)
         phases.insert(len([p for p in phases if p.module is G]),
-            dnnlib.EasyDict(name='Greward', module=G, opt=phases[0].opt, interval=reward_interval))
+            dnnlib.EasyDict(name='Greward', module=G, opt=opt, interval=reward_interval))
     return phases
 
 
@@ -269,6 +275,7 @@ def training_loop(
     G_reg_interval          = None,     # Steps between G regularisation phases, None = no lazy regularisation.
     D_reg_interval          = 16,       # Steps between D regularisation phases, None = no lazy regularisation.
     reward_interval         = None,     # Steps between G's 'Greward' phases (needs loss_kwargs.reward_kwargs), None = none.
+    reward_opt_kwargs       = None,     # Options of the 'Greward' phase's own optimizer, None = it steps G's.
     panel_kwargs            = None,     # Per-tick report on G_ema, built by class name (class_name + options), None = none.
     metrics_kwargs          = None,     # Quality metrics of G_ema, built by class name (class_name + options), None = none.
     metrics_ticks           = 1,        # Ticks between metric evaluations (tick 0 and the last tick always).
@@ -354,7 +361,7 @@ def training_loop(
     log('Setting up training phases...')
     reference = dict(G_ema=G_start) if G_start is not None else {}     # Frozen copy for the consistency terms.
     loss = dnnlib.util.construct_class_by_name(device=device, G=G, D=D, augment_pipe=None, **reference, **loss_kwargs)
-    phases = build_phases(G, D, G_opt_kwargs, D_opt_kwargs, G_reg_interval, D_reg_interval, reward_interval)
+    phases = build_phases(G, D, G_opt_kwargs, D_opt_kwargs, G_reg_interval, D_reg_interval, reward_interval, reward_opt_kwargs)
     for phase in phases:
         phase.timer = PhaseTimer(device)
     if exact is not None:

@@ -17,6 +17,7 @@ from eg3d_rlhf.rewards import REWARDS
 LOSS_MODES = ('clip', 'standardised', 'pairwise')
 TAU_DEFAULT = 0.1                       # --tau when not given (it is given only with --reward-loss=pairwise).
 REDUCTIONS = ('mean', 'sum')            # --sigma-reduce: how the density consistency of a batch's samples adds up.
+OPTIMIZERS = ('shared', 'own')          # --reward-optimizer: the reward phase on G's optimizer, or on its own.
 
 
 class ConfigError(ValueError):
@@ -54,6 +55,8 @@ class RewardFinetuneConfig:
     reward_psi:         float = option(1.0, 'Truncation psi of the samples the reward scores while tuning', min=0)
     reward_cutoff:      typing.Optional[int] = option(None, 'Truncation cutoff with --reward-psi  [default: every layer]', min=1)
     reward_every:       int = option(1, 'Run the reward phase every N steps', min=1)
+    reward_optimizer:   str = option('shared', "shared: the reward phase steps G's Adam; own: an Adam of its own at --glr",
+                            choices=lambda: OPTIMIZERS)
     reward_batch:       typing.Optional[int] = option(None, 'Samples per reward pass  [default: --batch-gpu]', min=1)
     reward_recompute:   bool = option(False, 'Gradient checkpointing of the slab decoder passes (less GPU memory)', is_flag=True)
     panel_seeds:        str = option('2000-2199', 'Seeds scored every tick for the reward report, or none', metavar='LIST')
@@ -101,7 +104,7 @@ class RewardFinetuneConfig:
 
     def phase_options(self):
         """The options RewardPhase reads (plain types, so they can go into training_options.json)."""
-        skip = ('reward_every', 'panel_seeds', 'panel_psi')
+        skip = ('reward_every', 'reward_optimizer', 'panel_seeds', 'panel_psi')
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
 
 #----------------------------------------------------------------------------
