@@ -155,3 +155,17 @@ def test_bad_metric_arguments_are_refused_in_one_line(data, features_file, tmp_p
     assert not os.listdir(tmp_path)
 
 #----------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_two_gloo_processes_share_the_images(data, features_file, tmp_path):
+    run_train(base_args(data, tmp_path, '--gpus', '2', '--mbstd-group', '2', '--workers', '0', '--kimg', '0.004',
+        '--metrics', 'fid6_partial,kid6_partial', '--inception', features_file, '--trust-pickle'))
+    run_dir = only_run_dir(tmp_path)
+    for name in ('fid6_partial', 'kid6_partial'):
+        lines = [json.loads(line) for line in open(os.path.join(run_dir, f'metric-{name}.jsonl'))]
+        assert len(lines) == 1 and lines[0]['num_gpus'] == 2                   # One tick (one step); rank 0 writes.
+        assert np.isfinite(lines[0]['results'][name])
+    stats = [json.loads(line) for line in open(os.path.join(run_dir, 'stats.jsonl'))]
+    assert np.isfinite(stats[-1]['Metrics/fid6_partial']['mean'])
+
+#----------------------------------------------------------------------------
