@@ -80,7 +80,7 @@ def test_reward_defaults(data, rewards):
     assert defaults.tau_value == 0.1
     assert c.reward_interval == defaults.reward_every == 1
     assert c.panel_kwargs == dict(class_name='eg3d_rlhf.finetune.panel.RewardPanel',
-        reward_model_path=os.path.abspath(rewards['sigma']), seeds='2000-2199')
+        reward_model_path=os.path.abspath(rewards['sigma']), seeds='2000-2199', truncation_psi=0.7)
     assert 'reward_kwargs' not in config_of(base_args(data)).loss_kwargs
     assert 'panel_kwargs' not in config_of(base_args(data)) and 'reward_interval' not in config_of(base_args(data))
 
@@ -107,6 +107,14 @@ REWARD_FLAGS = [
     (['--reward-recompute'],                        'loss_kwargs.reward_kwargs.reward_recompute',   True),
     (['--panel-seeds', '5,7-9'],                    'panel_kwargs.seeds',                           '5,7-9'),
     (['--panel-seeds', 'none'],                     'panel_kwargs',                                 None),
+    (['--panel-psi', '1'],                          'panel_kwargs.truncation_psi',                  1.0),
+    (['--sigma-grid', '16'],                        'loss_kwargs.reward_kwargs.sigma_grid',         16),
+    (['--sigma-psi', '0.7'],                        'loss_kwargs.reward_kwargs.sigma_psi',          0.7),
+    (['--sigma-psi', '0.7', '--sigma-cutoff', '14'], 'loss_kwargs.reward_kwargs.sigma_cutoff',      14),
+    (['--sigma-reduce', 'sum'],                     'loss_kwargs.reward_kwargs.sigma_reduce',       'sum'),
+    (['--reward-psi', '0.5'],                       'loss_kwargs.reward_kwargs.reward_psi',         0.5),
+    (['--reward-cutoff', '14'],                     'loss_kwargs.reward_kwargs.reward_cutoff',      14),
+    (['--reward-optimizer', 'own'],                 'reward_opt_kwargs.lr',                         0.0025),
 ]
 
 
@@ -179,7 +187,7 @@ def test_config_refuses_non_finite_and_out_of_range_values_of_every_numeric_fiel
             continue
         bad = [float('nan'), float('inf'), float('-inf')] if f.type in (float, typing.Optional[float]) else [1.5, 'x']
         bad += [] if f.metadata['min'] is None else [f.metadata['min'] - 1]
-        extra = dict(reward_loss='pairwise') if f.name == 'tau' else {}
+        extra = dict(reward_loss='pairwise') if f.name == 'tau' else dict(sigma_psi=0.7) if f.name == 'sigma_cutoff' else {}
         for value in bad:
             with pytest.raises(ConfigError, match=flag_name(f.name) if f.metadata['flag'] else f'^{f.name}='):
                 RewardFinetuneConfig(reward='sigma', **extra, **{f.name: value})
