@@ -23,7 +23,7 @@ from eg3d_rlhf.generators.base import sample_id
 @click.option('--original', 'original_pkl', metavar='PKL|PT|bundled|bundled-flow',
     help='Change mode: the generator before fine-tuning (the baseline). ' + NETWORK_HELP)
 @click.option('--tuned', 'tuned_pkl', metavar='PKL|PT', help='Change mode: the fine-tuned generator (the input)')
-@click.option('--trust-pickle', is_flag=True, help='Confirm you trust the pickles: loading a pickle runs code stored in it')
+@click.option('--trust-pickle', is_flag=True, help='Confirm you trust the pickles (networks; a reward bundle whose best_model.pt holds objects): loading a pickle runs code stored in it')
 @click.option('--seeds', type=parse_range, default='1000-1015', show_default=True, metavar='LIST',
     help='Change mode: the seeds both generators draw')
 @conditions_option
@@ -71,7 +71,7 @@ def main(reward_path, original_pkl, tuned_pkl, trust_pickle, seeds, conditions, 
     if change and (original_pkl is None or tuned_pkl is None):
         raise click.UsageError('change mode needs both --original and --tuned')
     device = pick_device(device_name)
-    reward = open_reward(reward_path, device)
+    reward = open_reward(reward_path, device, trust_pickle=trust_pickle)
     regions = load_regions(region_source, reward.grid, region_names, landmarks_path, landmark_margin)
     if change:
         original_pkl, tuned_pkl = (network_path(p, trust_pickle) for p in (original_pkl, tuned_pkl))

@@ -19,7 +19,7 @@ from eg3d_rlhf.data.bank import BankError
     help='The generator whose samples are coloured by reward (and the "original" side). ' + NETWORK_HELP)
 @click.option('--tuned', 'tuned_pkl', metavar='PKL|PT', help='Also embed this fine-tuned generator at the same seeds')
 @click.option('--bank', 'bank_path', metavar='DIR', help="Instead of --original: a bank's samples coloured by reward")
-@click.option('--trust-pickle', is_flag=True, help='Confirm you trust the pickles: loading a pickle runs code stored in it')
+@click.option('--trust-pickle', is_flag=True, help='Confirm you trust the pickles (networks; a reward bundle whose best_model.pt holds objects): loading a pickle runs code stored in it')
 @click.option('--seeds', type=parse_range, default='1000-1099', show_default=True, metavar='LIST', help='Seeds drawn')
 @conditions_option
 @click.option('--pca', 'pca_components', type=click.IntRange(min=2), default=50, show_default=True,
@@ -50,7 +50,7 @@ def main(reward_path, original_pkl, tuned_pkl, bank_path, trust_pickle, seeds, c
     if tuned_pkl is not None and original_pkl is None:
         raise click.UsageError('--tuned needs --original')
     device = pick_device(device_name)
-    reward = open_reward(reward_path, device)
+    reward = open_reward(reward_path, device, trust_pickle=trust_pickle)
     if original_pkl is not None:
         paths = [network_path(p, trust_pickle) for p in (original_pkl, tuned_pkl) if p is not None]
         keys = network_keys(paths[0], seeds, conditions)

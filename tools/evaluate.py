@@ -17,7 +17,7 @@ from eg3d_rlhf.data.preferences import LabelError
 @click.option('--original', 'original_pkl', required=True, metavar='PKL|PT|bundled|bundled-flow',
     help='The generator before fine-tuning. ' + NETWORK_HELP)
 @click.option('--tuned', 'tuned_pkl', required=True, metavar='PKL|PT', help='The fine-tuned generator (a run snapshot)')
-@click.option('--trust-pickle', is_flag=True, help='Confirm you trust the pickles and the --inception file: loading them can run code stored in them')
+@click.option('--trust-pickle', is_flag=True, help='Confirm you trust the pickles, the --inception file and a reward bundle whose best_model.pt holds objects: loading them can run code stored in them')
 @click.option('--reward-model', 'reward_path', required=True, metavar='PT', help='Reward checkpoint to score both with')
 @click.option('--seeds', type=parse_range, default='1000-1099', show_default=True, metavar='LIST',
     help='Held-out seeds (never the reward model\'s training seeds)')
@@ -65,7 +65,7 @@ def main(original_pkl, tuned_pkl, trust_pickle, reward_path, seeds, conditions, 
     if data is not None and (inception is None or not os.path.exists(data)):
         raise click.ClickException(f'--data: {data} does not exist' if inception else '--data is for FID/KID: give --inception too')
     device = pick_device(device_name)
-    reward = open_reward(reward_path, device)
+    reward = open_reward(reward_path, device, trust_pickle=trust_pickle)
     if dry_run:
         print(f'would compare {tuned_pkl} with {original_pkl} on {len(keys)} samples with the {reward.kind} reward '
             f'{reward_path}; preference from {labels or annotator or "nothing"}; FID/KID '
