@@ -89,14 +89,20 @@ def test_bias_act_gradients(act):
         assert torch.autograd.gradgradcheck(lambda x, b: bias_act.bias_act(x, b, act=act), (x, b))
 
 
-def test_bias_act_cuda_impl_on_cpu_uses_reference():
+@pytest.mark.parametrize('cpu_default', [False, True])
+def test_bias_act_cuda_impl_on_cpu_follows_cpu_default(monkeypatch, cpu_default):
+    # impl='cuda' asks for the compiled CPU kernel only where the op's measured default says so (here it cannot
+    # load, so the reference runs either way); tests/test_ops_compiled.py checks the kernels themselves.
+    asked = []
+    monkeypatch.setattr(bias_act, 'cpu_default', cpu_default)
+    monkeypatch.setattr(bias_act, '_init', lambda: asked.append(True) and False)
     x = torch.randn(2, 3, 4)
     b = torch.randn(3)
     with warnings.catch_warnings():
-        warnings.simplefilter('error')      # No plugin warning may fire for a CPU tensor.
+        warnings.simplefilter('error')
         y = bias_act.bias_act(x, b, act='lrelu', impl='cuda')
     torch.testing.assert_close(y, bias_act.bias_act(x, b, act='lrelu', impl='ref'), rtol=0, atol=0)
-    assert bias_act._plugin is None          # pylint: disable=protected-access
+    assert asked == ([True] if cpu_default else [])
 
 #----------------------------------------------------------------------------
 # upfirdn2d against an explicit numpy/scipy construction

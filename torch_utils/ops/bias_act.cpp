@@ -2,6 +2,7 @@
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -14,7 +15,8 @@ template <class T> struct Params
 {
     T alpha;            // Activation shape (lrelu slope).
     T gain;             // Output scale.
-    T clamp;            // Clamp bound; negative = no clamping.
+    T inv_gain;         // 1 / gain, or 0 where gain is 0.
+    T clamp;            // Clamp bound; +inf = no clamping.
 };
 
 //----------------------------------------------------------------------------
@@ -26,14 +28,14 @@ template <class T, int A, int G>
 inline T act_one(T x, T xref, T yref, T dy, const Params<T>& p)
 {
     const T one = 1, two = 2;
-    const T y_ = (p.gain != 0) ? yref / p.gain : 0;       // Forward output before the gain.
+    const T y_ = (G == 0) ? 0 : yref * p.inv_gain;         // Forward output before the gain.
     const T selu_l = (T)1.0507009873554804934193349852946;
     const T selu_a = (T)1.6732632423543772848170429916717;
     T y = 0;
 
     if (A == 1) y = (G == 2) ? 0 : x;                                               // linear
-    if (A == 2) y = (G == 0) ? (x > 0 ? x : 0) : (G == 1 ? (y_ > 0 ? x : 0) : 0);   // relu
-    if (A == 3) y = (G == 0) ? (x > 0 ? x : x * p.alpha) : (G == 1 ? (y_ > 0 ? x : x * p.alpha) : 0); // lrelu
+    if (A == 2) y = (G == 2) ? 0 : x * ((G == 0 ? x : y_) > 0 ? one : 0);           // relu
+    if (A == 3) y = (G == 2) ? 0 : x * ((G == 0 ? x : y_) > 0 ? one : p.alpha);     // lrelu
     if (A == 4)                                                                     // tanh: y' = 1 - y^2
     {
         if (G == 0) y = std::tanh(x);
@@ -78,13 +80,10 @@ inline T act_one(T x, T xref, T yref, T dy, const Params<T>& p)
     }
 
     y *= p.gain * dy;
-    if (p.clamp >= 0)
-    {
-        if (G == 0)
-            y = (y > p.clamp) ? p.clamp : (y < -p.clamp) ? -p.clamp : y;
-        else
-            y = (yref > -p.clamp && yref < p.clamp) ? y : 0;    // Clamped outputs pass no gradient.
-    }
+    if (G == 0)
+        y = std::min(std::max(y, -p.clamp), p.clamp);           // Branch-free, so the loops vectorise.
+    else
+        y = ((yref > -p.clamp) & (yref < p.clamp)) ? y : 0;      // Clamped outputs pass no gradient.
     return y;
 }
 
@@ -96,7 +95,7 @@ inline T act_one(T x, T xref, T yref, T dy, const Params<T>& p)
 
 template <class T, int A, int G>
 inline void act_row(T* __restrict out, const T* __restrict x, const T* __restrict b, const T* __restrict xref,
-    const T* __restrict yref, const T* __restrict dy, int64_t len, const Params<T>& p)
+    const T* __restrict yref, const T* __restrict dy, int64_t len, const Params<T> p)   // p by value: its loads can be hoisted.
 {
     for (int64_t j = 0; j < len; j++)
     {
@@ -191,7 +190,7 @@ torch::Tensor bias_act(torch::Tensor x, torch::Tensor b, torch::Tensor xref, tor
 
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "bias_act_cpu", [&]
     {
-        Params<scalar_t> p = {(scalar_t)alpha, (scalar_t)gain, (scalar_t)clamp};
+        Params<scalar_t> p = {(scalar_t)alpha, (scalar_t)gain, (scalar_t)(gain != 0 ? 1 / gain : 0), (scalar_t)(clamp >= 0 ? clamp : INFINITY)};
         auto ptr = [](const torch::Tensor& t) { return t.numel() ? t.data_ptr<scalar_t>() : (scalar_t*)nullptr; };
         scalar_t* out = y.data_ptr<scalar_t>();
         const scalar_t* xp = x.data_ptr<scalar_t>();

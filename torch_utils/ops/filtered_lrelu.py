@@ -14,10 +14,12 @@ from . import upfirdn2d
 #----------------------------------------------------------------------------
 # Optional compiled plugin: C++ kernels for CPU tensors (filtered_lrelu.cpp); there are no CUDA sources yet, so CUDA
 # tensors take the reference path. `cpu_default` says whether impl='cuda' (the default) uses the compiled kernel for
-# CPU tensors; impl='cpp' asks for it regardless. Measured with benchmarks/bench_ops.py --only filtered_lrelu: see CPU_DEFAULT_NOTE.
+# CPU tensors; impl='cpp' asks for it regardless. Measured with benchmarks/bench_ops.py: see CPU_DEFAULT_NOTE.
 
-cpu_default = False
-CPU_DEFAULT_NOTE = 'fill in'
+cpu_default = True
+CPU_DEFAULT_NOTE = ('compiled is faster: up 2, down 2, [1, 3, 3, 1] filters, [4, 256, 64, 64] float32, 2 threads, forward '
+    '776 -> 174 ms (4.5x), forward+backward 1822 -> 558 ms (3.3x); 1 thread 3.3x / 3.5x; [4, 256, 8, 8] 1.2x / 1.5x. Taken on '
+    'a shared 2-core CPU; re-time alone with python benchmarks/bench_ops.py --only filtered_lrelu')
 
 _plugin = None
 
