@@ -13,7 +13,7 @@ from pytorch3dunet.unet3d.model import ResidualUNetSE3D
 from eg3d_rlhf import cli
 from eg3d_rlhf.analysis import embedding
 from eg3d_rlhf.geometry.sigma import grid_from_meta, slab_description
-from eg3d_rlhf.rewards import build_reward
+from eg3d_rlhf.rewards import build_reward, fitting
 from eg3d_rlhf.rewards.bundle import published_spec
 from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward, save_reward
 from tools import convert_reward
@@ -164,6 +164,16 @@ def test_published_sizes_build_179_tensors_of_12_7_million_parameters():
     assert {k.split('.')[0] for k in sd} == {'Conv3DModule', 'MLP', 'scalar_rwd_head', 'scalar_rwd_head_BT',
         'scalar_rwd_head_pairs'}
     assert sd['MLP.input_layer.weight'].shape == (512, 8192) and sd['scalar_rwd_head.output_layer.weight'].shape == (1, 128)
+
+
+def test_centring_shifts_the_scalar_heads_output():
+    torch.manual_seed(0)
+    model = build_reward('sigma-unet', f_maps=[4, 8], num_groups=2).eval()
+    x = torch.rand([2, 12, 10, 9]) * 100
+    with torch.no_grad():
+        before = model.score(x)
+        fitting.centre_scores(model, 0.75)
+        assert torch.allclose(model.score(x), before - 0.75, atol=1e-5)
 
 
 def test_published_input_spec_is_the_exact_eg3d_slab():

@@ -43,6 +43,10 @@ class RewardNet(nn.Module, metaclass=_RecordsConfig):
         misc.assert_shape(f, [None, self.feature_dim])
         return self.head(f)[:, 0]
 
+    def output_bias(self):
+        """The bias of the layer that gives the reward (fitting shifts it to centre the scores)."""
+        return self.head[-1].bias
+
     def score(self, x):
         """Prepared inputs [N, ...] -> rewards [N]."""
         return self.score_features(self.features(x))

@@ -223,11 +223,11 @@ class RewardFitter:
 
 
 def centre_scores(model, mean_score):
-    """Shift the model's output by -mean_score (the bias of its last layer, head[-1]). Bradley-Terry fits only
-    score differences, so the level is arbitrary; centred on the training samples, rewards fall inside the
+    """Shift the model's output by -mean_score (the bias of its last layer, model.output_bias()). Bradley-Terry fits
+    only score differences, so the level is arbitrary; centred on the training samples, rewards fall inside the
     fine-tuning clip of [-10, 10] instead of above it, where the clipped loss has no gradient."""
     with torch.no_grad():
-        model.head[-1].bias.sub_(float(mean_score))
+        model.output_bias().sub_(float(mean_score))
 
 
 def trl_metrics(loss, r_chosen, r_rejected):

@@ -117,6 +117,9 @@ class SigmaUNetReward(RewardNet):
         misc.assert_shape(f, [None, self.feature_dim])
         return self.MLP(f)
 
+    def output_bias(self):
+        return self.scalar_rwd_head.output_layer.bias
+
     def score_features(self, f):
         """Global features [N, feature_size] -> rewards [N]: scalar_rwd_head(MLP(f))."""
         return self.scalar_rwd_head(self.global_vector(f))[:, 0]
