@@ -1,5 +1,7 @@
 """Published runs as train.py presets: --recipe=paper is the reported FFHQ fine-tuning of "Sculpting NeRF Geometry"."""
 
+from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward
+
 #----------------------------------------------------------------------------
 # A recipe holds train.py option values (keys are option names: EG3D's, the reward fields of config.py, the metrics');
 # each one given on the command line wins over the recipe's. The values come from the paper's public code: its
@@ -24,8 +26,9 @@ PAPER = dict(
     # pass here too, so minibatch-std groups hold one image and the density anchor's sum runs over one sample.
     batch_gpu       = 1,
     mbstd_group     = 1,
-    # The reward phase: 10 * -clip(r, -10, 10) on samples at psi 1 (cutoff 14), every step.
-    reward          = 'sigma',
+    # The reward phase: 10 * -clip(r, -10, 10) on samples at psi 1 (cutoff 14), every step, with a sigma-field reward:
+    # the released bundle (sigma-unet) or one of ours (sigma); the --reward-model's kind decides.
+    reward          = 'sigma-unet',
     lambda_r        = 10.0,
     reward_loss     = 'clip',
     reward_psi      = 1.0,
@@ -47,6 +50,7 @@ PAPER = dict(
 )
 
 RECIPES = dict(paper=PAPER)
+KINDS = dict(paper=('sigma-unet', 'sigma'))             # The reward kinds a recipe tunes with.
 
 
 class RecipeError(ValueError):
@@ -60,16 +64,33 @@ def with_recipe(options, explicit=()):
     if name == 'none':
         return dict(options)
     recipe = RECIPES[name]
-    for key in ('cfg', 'reward'):
-        given = options.get(key)
-        if key in explicit and given is not None and given != recipe[key]:
-            raise RecipeError(f'--recipe={name} is a --{key}={recipe[key]} run; --{key}={given} contradicts it '
-                f'(leave --{key} out)')
+    given = options.get('cfg')
+    if 'cfg' in explicit and given is not None and given != recipe['cfg']:
+        raise RecipeError(f'--recipe={name} is a --cfg={recipe["cfg"]} run; --cfg={given} contradicts it (leave --cfg out)')
+    given = options.get('reward')
+    if 'reward' in explicit and given is not None and given not in KINDS[name]:
+        raise RecipeError(f'--recipe={name} tunes with a sigma-field reward; --reward={given} contradicts it '
+            f'(use {" or ".join(KINDS[name])}, or leave --reward out)')
     if options.get('reward_model') is None:
         raise RecipeError(f'--recipe={name} tunes with the published sigma-field reward: pass --reward-model (the '
             'released reward-model-7wnzkgie-sfield256.zip, or your own sigma reward checkpoint)')
     out = dict(options)
     out.update({key: value for key, value in recipe.items() if key not in explicit})
+    if 'reward' not in explicit:
+        out['reward'] = reward_kind(options['reward_model'], name) or recipe['reward']
     return out
+
+
+def reward_kind(path, name):
+    """The kind of the reward model at `path`, RecipeError when the recipe cannot tune with it; None when it cannot be
+    read (train.py then reports why, naming --reward-model)."""
+    try:
+        kind = load_reward(path).kind
+    except (RewardCheckpointError, OSError, ValueError):
+        return None
+    if kind not in KINDS[name]:
+        raise RecipeError(f'--recipe={name} tunes with a sigma-field reward ({" or ".join(KINDS[name])}); '
+            f'--reward-model {path} is a {kind} reward')
+    return kind
 
 #----------------------------------------------------------------------------
