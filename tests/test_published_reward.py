@@ -282,6 +282,10 @@ def test_bad_run_config_is_one_line_naming_file_and_key(tmp_path, edit, message)
 def test_a_folder_or_zip_without_a_bundle(tmp_path):
     with pytest.raises(RewardCheckpointError, match='no best_model.pt in this folder'):
         load_reward(str(tmp_path))
+    with zipfile.ZipFile(tmp_path / 'other.zip', 'w') as z:
+        z.writestr('7wnzkgie/notes.txt', 'no weights')
+    with pytest.raises(RewardCheckpointError, match='other.zip: no such reward checkpoint|other.zip: not a reward checkpoint'):
+        load_reward(str(tmp_path / 'other.zip'))
     folder, _ = write_bundle(str(tmp_path / 'b'))
     os.remove(os.path.join(folder, 'release_config.yaml'))
     with pytest.raises(RewardCheckpointError, match='no release_config.yaml or run_config.yaml'):

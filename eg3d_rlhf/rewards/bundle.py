@@ -70,6 +70,9 @@ def is_bundle(path):
 def read_bundle_files(path):
     """(weights bytes, weights name, config bytes, config name) of a bundle folder or zip; names are for messages."""
     if os.path.isdir(path):
+        inner = [d for d in sorted(os.listdir(path)) if os.path.isfile(os.path.join(path, d, WEIGHTS))]
+        if not os.path.isfile(os.path.join(path, WEIGHTS)) and len(inner) == 1:
+            path = os.path.join(path, inner[0])                 # The folder the zip was unpacked into.
         weights = os.path.join(path, WEIGHTS)
         configs = [os.path.join(path, c) for c in CONFIGS if os.path.isfile(os.path.join(path, c))]
         if not os.path.isfile(weights):
