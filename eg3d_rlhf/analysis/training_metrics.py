@@ -108,6 +108,7 @@ class TrainingMetrics:
         self.run_dir, self.device = run_dir, torch.device(device)
         self.rank, self.num_gpus, self.batch, self.seed = int(rank), int(num_gpus), int(batch), int(seed)
         self.real_features = {}                             # (max_real, no_xflip) -> features [n, D].
+        self.label_source = None                            # The dataset the cameras are drawn from (made once).
 
     def features(self, images):
         """Features (float64 numpy [N, D]) of uint8 images [N, C, H, W]; one channel is repeated to three."""
@@ -134,7 +135,9 @@ class TrainingMetrics:
     @torch.no_grad()
     def fakes(self, G, count):
         """Features of G's first `count` generated images (this process renders every num_gpus-th one)."""
-        dataset = dnnlib.util.construct_class_by_name(**dict(self.dataset_kwargs, xflip=False))
+        if self.label_source is None:                               # The cameras come from the dataset's labels.
+            self.label_source = dnnlib.util.construct_class_by_name(**dict(self.dataset_kwargs, xflip=False))
+        dataset = self.label_source
         labels = np.random.RandomState(self.seed).randint(len(dataset), size=count)
         z = torch.randn([count, G.z_dim], generator=torch.Generator().manual_seed(self.seed))
         mine = list(range(self.rank, count, self.num_gpus))
