@@ -113,8 +113,7 @@ def test_bias_act_gradcheck(plugins, act):
     b = torch.tensor([0.01, -0.02, 0.03], dtype=torch.float64, requires_grad=True)
     run = lambda x, b: bias_act.bias_act(x, b, act=act, clamp=5.0, impl='cpp')
     assert torch.autograd.gradcheck(run, [x, b])
-    if bias_act.activation_funcs[act].has_2nd_grad:
-        assert torch.autograd.gradgradcheck(run, [x, b])
+    assert torch.autograd.gradgradcheck(run, [x, b])       # Double backward (R1) for every activation.
 
 #----------------------------------------------------------------------------
 # upfirdn2d
@@ -161,7 +160,9 @@ def test_upfirdn2d_helpers_match_reference(plugins):
 def test_upfirdn2d_gradcheck(plugins, case):
     f = FILTERS['odd3x5']()
     x = _rand([2, 2, 5, 6], case).requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda x: upfirdn2d.upfirdn2d(x, f, impl='cpp', **RESAMPLE[case]), [x])
+    run = lambda x: upfirdn2d.upfirdn2d(x, f, impl='cpp', **RESAMPLE[case])
+    assert torch.autograd.gradcheck(run, [x])
+    assert torch.autograd.gradgradcheck(run, [x])
 
 #----------------------------------------------------------------------------
 # filtered_lrelu
@@ -197,7 +198,9 @@ def test_filtered_lrelu_gradcheck(plugins, case):
     fu, fd = FILTERS['4x4'](), FILTERS['odd3x5']()
     x = _rand([2, 2, 5, 6], case).requires_grad_(True)
     b = _rand([2], 9).requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda x, b: filtered_lrelu.filtered_lrelu(x, fu, fd, b, impl='cpp', **FLRELU[case]), [x, b])
+    run = lambda x, b: filtered_lrelu.filtered_lrelu(x, fu, fd, b, impl='cpp', **FLRELU[case])
+    assert torch.autograd.gradcheck(run, [x, b])
+    assert torch.autograd.gradgradcheck(run, [x, b])
 
 
 @pytest.mark.slow
