@@ -78,10 +78,11 @@ def bench_filtered_lrelu(scale, repeats):
     return compare(f'filtered_lrelu up 2 down 2 {list(x.shape)}', op, [x, b], repeats)
 
 
+# name -> (section function, callable that loads the compiled plugin and says whether it is available).
 SECTIONS = {
-    'bias_act':         (bench_bias_act,        bias_act),
-    'upfirdn2d':        (bench_upfirdn2d,       upfirdn2d),
-    'filtered_lrelu':   (bench_filtered_lrelu,  filtered_lrelu),
+    'bias_act':         (bench_bias_act,        bias_act._init),           # pylint: disable=protected-access
+    'upfirdn2d':        (bench_upfirdn2d,       upfirdn2d._init),          # pylint: disable=protected-access
+    'filtered_lrelu':   (bench_filtered_lrelu,  filtered_lrelu._init),     # pylint: disable=protected-access
 }
 
 #----------------------------------------------------------------------------
@@ -103,9 +104,9 @@ def main(only, repeats, threads, scale, dry_run):
     torch.manual_seed(0)
     custom_ops.verbosity = 'none'
     for name in names:
-        module = SECTIONS[name][1]
-        if not module._init(): # pylint: disable=protected-access
-            raise click.ClickException(f'the compiled "{name}" plugin did not build (see the warning above); nothing to compare')
+        if not SECTIONS[name][1]():
+            raise click.ClickException(f'the compiled "{name}" plugin is unavailable (EG3D_RLHF_CUSTOM_OPS=0, or its build '
+                'failed: see the warning above); nothing to compare')
 
     print(f'{threads} threads, median of {repeats} calls, spatial sizes / {scale}')
     print(f'{"op":<46} {"pass":<17} {"reference ms":>12} {"compiled ms":>12} {"ratio":>6}')
