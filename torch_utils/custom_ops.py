@@ -134,7 +134,10 @@ def get_plugin(module_name, sources, headers=None, source_dir=None, **build_kwar
         target_dir = build_dir(module_name, files, build_kwargs)
         _stage_sources(files, target_dir)
         staged = [os.path.join(target_dir, os.path.basename(path)) for path in source_paths]
-        module = torch.utils.cpp_extension.load(name=module_name, sources=staged, build_directory=target_dir,
+        # One extension name per build folder: torch counts a known name built in another folder (a test's own
+        # cache, say) as a changed extension and rebuilds it under a new version in the folder it is given.
+        unique_name = f'{module_name}_{hashlib.md5(target_dir.encode("utf-8")).hexdigest()[:8]}'
+        module = torch.utils.cpp_extension.load(name=unique_name, sources=staged, build_directory=target_dir,
             verbose=(verbosity == 'full'), **build_kwargs)
     except Exception as err: # pylint: disable=broad-except
         if verbosity == 'brief':

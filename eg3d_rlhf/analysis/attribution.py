@@ -32,7 +32,8 @@ def attribute(reward, inputs, baselines, regions, permutations=8, ig_steps=32, b
 
     inputs, baselines: raw slabs [N, X, Y, Z] of reward.grid (numpy or torch).
     Returns a dict of numpy arrays: names [R] (regions.names), change [N], shapley / ig / ig_abs / ig_pos / ig_neg
-    [N, R], shapley_completeness [N] and ig_completeness [N] (|sum of attributions - change| / max(|change|, 1e-6)),
+    [N, R], shapley_completeness [N] and ig_completeness [N] (|sum of attributions - change| / max(|change|, 1e-3 |reward|,
+    1e-6): float32 rewards resolve about 1e-7 of their size, so a change below 0.1% of the reward counts as that much),
     ig_delta [N] (captum's convergence delta), seconds {shapley, ig} (wall time of each method) and, with keep_maps,
     ig_map [N, X, Y, Z]. `batch` samples are explained at a time; `ig_batch` bounds the slabs one forward pass sees
     (Shapley's perturbations, IG's path points)."""
@@ -43,7 +44,7 @@ def attribute(reward, inputs, baselines, regions, permutations=8, ig_steps=32, b
     column = [regions.names.index(n) for n in present]
     forward = lambda x: reward.score(x)
     shapley_method, ig_method = ShapleyValueSampling(forward), IntegratedGradients(forward)
-    out = {k: [] for k in ('change', 'shapley', 'ig', 'ig_abs', 'ig_pos', 'ig_neg', 'ig_delta', 'ig_map')}
+    out = {k: [] for k in ('change', 'level', 'shapley', 'ig', 'ig_abs', 'ig_pos', 'ig_neg', 'ig_delta', 'ig_map')}
     device = reward.device
     seconds = dict(shapley=0.0, ig=0.0)
     reward.model.eval()
@@ -51,7 +52,9 @@ def attribute(reward, inputs, baselines, regions, permutations=8, ig_steps=32, b
         x = inputs[begin:begin + batch].to(device)
         b = baselines[begin:begin + batch].to(device)
         with torch.no_grad():
-            out['change'].append((reward.score(x) - reward.score(b)).cpu())
+            fx, fb = reward.score(x), reward.score(b)
+            out['change'].append((fx - fb).cpu())
+            out['level'].append(torch.maximum(fx.abs(), fb.abs()).cpu())
         torch.manual_seed(seed + begin)
         start = time.perf_counter()
         sv = shapley_method.attribute(x, baselines=b, feature_mask=mask.to(device), n_samples=permutations,
@@ -74,7 +77,7 @@ def attribute(reward, inputs, baselines, regions, permutations=8, ig_steps=32, b
         if progress is not None:
             progress(len(x))
     result = {k: torch.cat(v).double().numpy() for k, v in out.items() if v}
-    scale = np.maximum(np.abs(result['change']), 1e-6)
+    scale = np.maximum(np.maximum(np.abs(result['change']), 1e-3 * result.pop('level')), 1e-6)
     result['shapley_completeness'] = np.abs(result['shapley'].sum(1) - result['change']) / scale
     result['ig_completeness'] = np.abs(result['ig'].sum(1) - result['change']) / scale
     result['names'], result['seconds'] = list(regions.names), seconds
