@@ -90,6 +90,30 @@ def test_bias_act_matches_reference(plugins, act, dtype):
 
 
 @pytest.mark.slow
+def test_bias_act_long_rows_match_reference(plugins):
+    # Rows longer than the kernel's 4096-element pieces: bias along a long innermost dim, along the outer dim, none.
+    x = _rand([3, 9001], 0, torch.float32)
+    for dim, n in [(1, 9001), (0, 3)]:
+        _compare(lambda x, b, impl: bias_act.bias_act(x, b, dim=dim, act='lrelu', clamp=1.5, impl=impl), [x, _rand([n], dim, torch.float32)], torch.float32)
+    _compare(lambda x, impl: bias_act.bias_act(x, act='swish', impl=impl), [x], torch.float32)
+
+
+@pytest.mark.slow
+def test_two_threads_match_one(plugins):
+    # at::parallel_for splits rows / planes between threads: the result must not depend on the split.
+    x = _rand([2, 7, 37, 41], 0, torch.float32)
+    b = _rand([7], 1, torch.float32)
+    f = FILTERS['4x4']()
+    runs = [lambda: bias_act.bias_act(x, b, act='lrelu', impl='cpp'), lambda: bias_act.bias_act(x.reshape(-1), act='tanh', impl='cpp'),
+        lambda: upfirdn2d.upfirdn2d(x, f, up=2, down=1, padding=[2, 1, 1, 2], impl='cpp'),
+        lambda: filtered_lrelu.filtered_lrelu(x, f, f, b, up=2, down=2, padding=3, impl='cpp')]
+    one = [run() for run in runs]
+    torch.set_num_threads(2)                                         # The one_thread fixture restores the count.
+    for run, expected in zip(runs, one):
+        assert torch.equal(run(), expected)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize('act', [a for a in ACTS if bias_act.activation_funcs[a].has_2nd_grad])
 def test_bias_act_second_derivative_matches_reference(plugins, act):
     x = _rand([2, 5, 3, 7], 0, scale=2)

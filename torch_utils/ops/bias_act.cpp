@@ -89,7 +89,8 @@ inline T act_one(T x, T xref, T yref, T dy, const Params<T>& p)
 
 //----------------------------------------------------------------------------
 // Whole tensor. Memory is cut into rows that either share one bias value (the bias dim is not innermost: rows of
-// stride(dim) elements) or run over all bias values in order (the bias dim is innermost: rows of size(dim) elements).
+// stride(dim) elements) or run over all bias values in order (the bias dim is innermost: rows of size(dim) elements);
+// without a bias the whole tensor is one row.
 // Missing operands read from small per-thread rows of zeros / ones, so the inner loop is plain unit-stride loads
 // that the compiler vectorises.
 
@@ -110,20 +111,25 @@ void bias_act_loop(T* out, const T* x, const T* b, const T* xref, const T* yref,
     int64_t n, int64_t step_b, int64_t size_b, const Params<T>& p)
 {
     const bool b_inner = (b != nullptr && step_b == 1);
-    const int64_t row = (b == nullptr) ? std::min<int64_t>(n, 4096) : (b_inner ? size_b : step_b);
+    const int64_t row = (b == nullptr) ? n : (b_inner ? size_b : step_b);
     const int64_t rows = (n + row - 1) / row;
-    const int64_t grain = std::max<int64_t>(1, 32768 / row);
+    const int64_t piece = std::min<int64_t>(row, 4096);         // Long rows are done in pieces (bounded buffers).
+    const int64_t pieces = (row + piece - 1) / piece;
+    const int64_t grain = std::max<int64_t>(1, 32768 / piece);
 
-    at::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1)
+    at::parallel_for(0, rows * pieces, grain, [&](int64_t q0, int64_t q1)
     {
-        std::vector<T> zeros(row, (T)0), ones(row, (T)1), bias(row, (T)0);
-        for (int64_t r = r0; r < r1; r++)
+        std::vector<T> zeros(piece, (T)0), ones(piece, (T)1), bias(piece, (T)0);
+        for (int64_t q = q0; q < q1; q++)
         {
-            const int64_t i0 = r * row;
-            const int64_t len = std::min(row, n - i0);
+            const int64_t r = q / pieces, ofs = (q % pieces) * piece;
+            const int64_t i0 = r * row + ofs;
+            const int64_t len = std::min(std::min(piece, row - ofs), n - i0);
+            if (len <= 0)
+                continue;
             const T* br = zeros.data();
             if (b_inner)
-                br = b;
+                br = b + ofs;
             else if (b != nullptr)
             {
                 std::fill(bias.begin(), bias.end(), b[r % size_b]);
