@@ -313,6 +313,15 @@ def test_bench_ops_quick_run(plugins):
     assert dry.stdout.strip() == 'would run: upfirdn2d'
 
 
+def test_only_cpu_float_tensors_ask_for_the_cpu_kernels():
+    wants = custom_ops.wants_cpu_plugin
+    for impl in ['ref', 'cuda', 'cpp']:
+        assert not wants(torch.empty([2], device='meta'), impl, True)     # Not a CPU tensor (CUDA: no sources yet).
+        assert not wants(torch.empty([2], dtype=torch.float16), impl, True)
+        assert wants(torch.empty([2], dtype=torch.float64), impl, True) == (impl != 'ref')
+    assert wants(torch.empty([2]), 'cpp', False) and not wants(torch.empty([2]), 'cuda', False)
+
+
 def test_cpu_default_is_a_recorded_choice():
     for op in OPS:
         assert isinstance(op.cpu_default, bool)
