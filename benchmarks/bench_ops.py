@@ -1,16 +1,24 @@
 """CPU benchmark of torch_utils.ops: reference vs compiled kernel per op, forward and forward+backward, in one process."""
 
+import json
+import os
 import statistics
+import threading
 import time
 
 import click
 import numpy as np
+import psutil
 import torch
 
+from eg3d_rlhf.geometry.sigma import CubeGrid
 from torch_utils import custom_ops
 from torch_utils.ops import bias_act
 from torch_utils.ops import filtered_lrelu
+from torch_utils.ops import triplane_sigma
 from torch_utils.ops import upfirdn2d
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 #----------------------------------------------------------------------------
 # Timing helpers shared by the sections.
@@ -78,11 +86,98 @@ def bench_filtered_lrelu(scale, repeats):
     return compare(f'filtered_lrelu up 2 down 2 {list(x.shape)}', op, [x, b], repeats)
 
 
+#----------------------------------------------------------------------------
+# The fused tri-plane decode (torch_utils.ops.triplane_sigma): the op on EG3D-sized planes, and streaming sigma of the
+# FFHQ-512 structure (random weights) over whole cubes, reference (grid_sample + decoder) vs compiled.
+
+def _decoder(channels=32):
+    from training.triplane import OSGDecoder # pylint: disable=import-outside-toplevel
+    torch.manual_seed(0)
+    return OSGDecoder(channels, {'decoder_lr_mul': 1, 'decoder_output_dim': 32})
+
+
+def bench_triplane_decode(scale, repeats):
+    """One sample's planes [3, 32, 256, 256], 2^18 points of a 128^3 cube: sigma alone, and sigma with colour."""
+    from training.volumetric_rendering.renderer import ImportanceRenderer # pylint: disable=import-outside-toplevel
+    size = 256 // scale
+    planes = torch.randn([1, 3, 32, size, size]).requires_grad_(True)
+    points = CubeGrid(128).points(0, 2**18 // scale**2)[None]
+    renderer, dec = ImportanceRenderer(), _decoder()
+    def op(planes, impl, sigma_only=True):
+        triplane_sigma.enabled = (impl == 'cpp')
+        out = renderer.run_model(planes, dec, points, points, {'box_warp': 1.0}, sigma_only=sigma_only)
+        return out['sigma'] if sigma_only else torch.cat([out['sigma'], out['rgb']], -1)
+    name = f'triplane decode {list(planes.shape)} x {points.shape[1]} pts'
+    rows = compare(name + ' sigma', op, [planes], repeats)
+    rows += compare(name + ' all 33', lambda planes, impl: op(planes, impl, sigma_only=False), [planes], repeats)
+    triplane_sigma.enabled = True
+    return rows
+
+def _ffhq_field():
+    """A TriPlaneField of the FFHQ-512 structure (the param spec's G kwargs, random weights) for one latent, and G."""
+    from eg3d_rlhf.generators.eg3d import TriPlaneField # pylint: disable=import-outside-toplevel
+    from training.camera_utils import orbit_camera_label # pylint: disable=import-outside-toplevel
+    from training.triplane import TriPlaneGenerator # pylint: disable=import-outside-toplevel
+    shared = os.environ.get('EG3D_RLHF_SHARED', os.path.join(os.path.dirname(REPO), 'shared'))
+    spec = os.path.join(shared, 'eg3d_reference', 'ffhq512_param_spec.json')
+    if not os.path.isfile(spec):
+        raise click.ClickException(f'{spec} not found: set EG3D_RLHF_SHARED to the folder holding eg3d_reference/')
+    with open(spec, encoding='utf-8') as f:
+        kwargs = json.load(f)['ffhq512']['G_init_kwargs']
+    torch.manual_seed(0)
+    G = TriPlaneGenerator(**kwargs).eval().requires_grad_(False)
+    return TriPlaneField.from_latents(G, torch.randn([1, G.z_dim]), orbit_camera_label(G.rendering_kwargs)), G
+
+
+def peak_rss_during(fn):
+    """(fn's result, seconds, highest resident set size in MiB seen while it ran: psutil polled every 20 ms)."""
+    proc, peak, done = psutil.Process(), [0], threading.Event()
+    def poll():
+        while not done.is_set():
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            time.sleep(0.02)
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    start = time.perf_counter()
+    try:
+        out = fn()
+    finally:
+        seconds = time.perf_counter() - start
+        done.set()
+        thread.join()
+    return out, seconds, max(peak[0], proc.memory_info().rss) / 2**20
+
+
+def bench_sigma_stream(resolutions, chunk):
+    """Rows [N, reference Mpts/s, compiled Mpts/s, reference peak MiB over resident, compiled peak MiB over resident,
+    max |difference| / max |sigma|] of streaming the FFHQ-512 structure's sigma over whole N^3 cubes."""
+    field, G = _ffhq_field()
+    rows = []
+    for res in resolutions:
+        grid = CubeGrid(res, cube_length=G.rendering_kwargs['box_warp'])
+        result = {}
+        for impl in ('ref', 'cpp'):
+            triplane_sigma.enabled = (impl == 'cpp')
+            field.sample(grid.points(0, 4096), chunk=chunk)                         # Warm-up (and the planes' copy).
+            resident = psutil.Process().memory_info().rss / 2**20
+            sigma, seconds, peak = peak_rss_during(lambda: field.sample_grid(grid, chunk=chunk))
+            result[impl] = (sigma, grid.num_points / seconds / 1e6, peak - resident)
+            del sigma
+        (ref, ref_rate, ref_mib), (cpp, cpp_rate, cpp_mib) = result.pop('ref'), result.pop('cpp')
+        error = ((cpp - ref).abs().max() / ref.abs().max()).item()
+        rows.append([res, ref_rate, cpp_rate, ref_mib, cpp_mib, error])
+        del ref, cpp
+    triplane_sigma.enabled = True
+    return rows
+
+
 # name -> (section function, callable that loads the compiled plugin and says whether it is available).
 SECTIONS = {
     'bias_act':         (bench_bias_act,        bias_act._init),           # pylint: disable=protected-access
     'upfirdn2d':        (bench_upfirdn2d,       upfirdn2d._init),          # pylint: disable=protected-access
     'filtered_lrelu':   (bench_filtered_lrelu,  filtered_lrelu._init),     # pylint: disable=protected-access
+    'triplane_decode':  (bench_triplane_decode, triplane_sigma._init),     # pylint: disable=protected-access
+    'sigma_stream':     (None,                  triplane_sigma._init),     # pylint: disable=protected-access
 }
 
 #----------------------------------------------------------------------------
@@ -92,10 +187,13 @@ SECTIONS = {
 @click.option('--repeats', type=click.IntRange(min=1), default=5, show_default=True, help='Timed calls per measurement (median)')
 @click.option('--threads', type=click.IntRange(min=1), default=2, show_default=True, help='torch CPU threads')
 @click.option('--scale', type=click.Choice(['1', '2', '4', '8']), default='1', show_default=True, help='Divide spatial sizes by this (quick runs)')
+@click.option('--stream-res', type=click.Choice(['64', '128', '256', '512']), multiple=True, default=['128', '256'],
+    show_default=True, help='sigma_stream: cube resolutions (repeatable; divided by --scale)')
+@click.option('--stream-chunk', type=click.IntRange(min=1024), default=2**18, show_default=True, help='sigma_stream: points per chunk')
 @click.option('--dry-run', is_flag=True, help='List the sections that would run and exit')
-def main(only, repeats, threads, scale, dry_run):
+def main(only, repeats, threads, scale, stream_res, stream_chunk, dry_run):
     """Times each op's reference path (impl='ref') and its compiled CPU kernel (impl='cpp') and prints the ratio
-    reference / compiled (> 1: compiled is faster). Builds the plugins first if they are not cached (about a minute each)."""
+    reference / compiled (> 1: compiled is faster); sigma_stream prints points per second and peak memory of both. Builds the plugins first if they are not cached (about a minute each)."""
     names = list(only) or list(SECTIONS)
     if dry_run:
         print('would run: ' + ', '.join(names))
@@ -111,8 +209,14 @@ def main(only, repeats, threads, scale, dry_run):
     print(f'{threads} threads, median of {repeats} calls, spatial sizes / {scale}')
     print(f'{"op":<46} {"pass":<17} {"reference ms":>12} {"compiled ms":>12} {"ratio":>6}')
     for name in names:
-        for op, label, ref, cpp in SECTIONS[name][0](int(scale), repeats):
+        for op, label, ref, cpp in (SECTIONS[name][0](int(scale), repeats) if SECTIONS[name][0] else []):
             print(f'{op:<46} {label:<17} {ref:12.2f} {cpp:12.2f} {ref / cpp:6.2f}')
+    if 'sigma_stream' in names:
+        print(f'\nsigma of the FFHQ-512 structure (random weights) streamed over whole N^3 cubes, {stream_chunk} points a chunk')
+        print(f'{"N":>5} {"reference Mpts/s":>17} {"compiled Mpts/s":>16} {"ratio":>6} {"ref peak MiB":>13} '
+            f'{"compiled peak MiB":>18} {"max rel diff":>13}')
+        for res, ref, cpp, ref_mib, cpp_mib, error in bench_sigma_stream([int(r) // int(scale) for r in stream_res], stream_chunk):
+            print(f'{res:>5} {ref:17.2f} {cpp:16.2f} {cpp / ref:6.2f} {ref_mib:13.0f} {cpp_mib:18.0f} {error:13.1e}')
 
 #----------------------------------------------------------------------------
 

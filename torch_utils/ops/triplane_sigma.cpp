@@ -59,7 +59,7 @@ inline T softplus_grad(T x) { return x > T(20) ? T(1) : T(1) / (T(1) + std::exp(
 template <typename T>
 struct Net {
     const T* planes; const T* points; const T* w1t; const T* b1; const T* w2; const T* w2t; const T* b2;
-    int64_t M, H, W, C, Hd, O; T scale;
+    int64_t M, H, W, C, Hd, O, Os; T scale;     // Os: row stride of w2t and length of b2, O rounded up to 8.
 };
 
 // Features f [n, C] (mean of the planes), pre-activations pre [n, Hd] and hidden units h [n, Hd] of points [i0, i0+n).
@@ -149,6 +149,47 @@ void block_forward<float>(const Net<float>& net, int64_t i0, int64_t n, float* f
     else block_forward_generic(net, i0, n, f, pre, h);
 }
 
+// Outputs o [O] of hidden units hp [Hd]: o = b2 + w2 hp.
+template <typename T>
+void outputs_generic(const Net<T>& net, const T* hp, T* o) {
+    std::copy(net.b2, net.b2 + net.O, o);
+    for (int64_t j = 0; j < net.Hd; ++j) {
+        const T hj = hp[j]; const T* wr = net.w2t + j * net.Os;
+        #pragma omp simd
+        for (int64_t k = 0; k < net.O; ++k) o[k] += hj * wr[k];
+    }
+}
+
+// The same for float32 with Hd = 8 HV and Os = 8 OV, the outputs accumulated in vector registers.
+template <int HV, int OV>
+void outputs_fast(const Net<float>& net, const float* hp, float* o) {
+    v8f acc[OV];
+    for (int ov = 0; ov < OV; ++ov) acc[ov] = load8(net.b2 + 8 * ov);
+    for (int64_t j = 0; j < HV * 8; ++j) {
+        const float hj = hp[j]; const float* wr = net.w2t + j * (OV * 8);
+        for (int ov = 0; ov < OV; ++ov) acc[ov] += hj * load8(wr + 8 * ov);
+    }
+    float tmp[OV * 8];
+    for (int ov = 0; ov < OV; ++ov) store8(tmp + 8 * ov, acc[ov]);
+    std::copy(tmp, tmp + net.O, o);
+}
+
+template <typename T>
+void outputs(const Net<T>& net, const T* hp, T* o) { outputs_generic(net, hp, o); }
+
+template <>
+void outputs<float>(const Net<float>& net, const float* hp, float* o) {
+    if (net.Hd != 64) return outputs_generic(net, hp, o);
+    switch (net.Os / 8) {       // EG3D's 33 outputs: 5.
+        case 1: return outputs_fast<8, 1>(net, hp, o);
+        case 2: return outputs_fast<8, 2>(net, hp, o);
+        case 3: return outputs_fast<8, 3>(net, hp, o);
+        case 4: return outputs_fast<8, 4>(net, hp, o);
+        case 5: return outputs_fast<8, 5>(net, hp, o);
+        default: return outputs_generic(net, hp, o);
+    }
+}
+
 template <typename T>
 void forward_kernel(const Net<T>& net, int64_t total, T* out) {
     at::parallel_for(0, (total + kBlock - 1) / kBlock, 4, [&](int64_t b0, int64_t b1) {
@@ -166,12 +207,7 @@ void forward_kernel(const Net<T>& net, int64_t total, T* out) {
                     o[0] = s;
                     continue;
                 }
-                std::copy(net.b2, net.b2 + net.O, o);
-                for (int64_t j = 0; j < net.Hd; ++j) {
-                    const T hj = hp[j]; const T* wr = net.w2t + j * net.O;
-                    #pragma omp simd
-                    for (int64_t k = 0; k < net.O; ++k) o[k] += hj * wr[k];
-                }
+                outputs(net, hp, o);
             }
         }
     });
@@ -271,15 +307,24 @@ Net<T> make_net(const torch::Tensor& planes, const torch::Tensor& points, const 
     net.planes = planes.data_ptr<T>(); net.points = points.data_ptr<T>(); net.w1t = w1t.data_ptr<T>();
     net.b1 = b1.data_ptr<T>(); net.w2 = w2.data_ptr<T>(); net.w2t = w2t.data_ptr<T>(); net.b2 = b2.data_ptr<T>();
     net.M = points.size(1); net.H = planes.size(2); net.W = planes.size(3); net.C = planes.size(4);
-    net.Hd = w2.size(1); net.O = w2.size(0); net.scale = (T)scale;
+    net.Hd = w2.size(1); net.O = w2.size(0); net.Os = w2t.size(1); net.scale = (T)scale;
     return net;
+}
+
+// w2 [O, Hd] -> its transpose [Hd, Os] and b2 [O] -> [Os], zero-padded to Os = O rounded up to 8.
+std::pair<torch::Tensor, torch::Tensor> padded_outputs(const torch::Tensor& w2, const torch::Tensor& b2) {
+    const int64_t O = w2.size(0), Os = (O + 7) / 8 * 8;
+    auto w2t = torch::zeros({w2.size(1), Os}, w2.options()), b2p = torch::zeros({Os}, b2.options());
+    w2t.narrow(1, 0, O).copy_(w2.t());
+    b2p.narrow(0, 0, O).copy_(b2);
+    return {w2t, b2p};
 }
 
 torch::Tensor triplane_decode(torch::Tensor planes, torch::Tensor points, torch::Tensor w1, torch::Tensor b1,
         torch::Tensor w2, torch::Tensor b2, double scale) {
     check_inputs(planes, points, w1, b1, w2, b2);
-    auto w1t = w1.t().contiguous(), w2c = w2.contiguous(), w2t = w2.t().contiguous();
-    auto b1c = b1.contiguous(), b2c = b2.contiguous();
+    auto w1t = w1.t().contiguous(), w2c = w2.contiguous(), b1c = b1.contiguous();
+    auto [w2t, b2c] = padded_outputs(w2, b2);
     auto out = torch::empty({points.size(0), points.size(1), w2.size(0)}, planes.options());
     AT_DISPATCH_FLOATING_TYPES(planes.scalar_type(), "triplane_decode", [&] {
         auto net = make_net<scalar_t>(planes, points, w1t, b1c, w2c, w2t, b2c, scale);
@@ -296,8 +341,8 @@ std::vector<torch::Tensor> triplane_decode_backward(torch::Tensor grad_out, torc
     check_inputs(planes, points, w1, b1, w2, b2);
     grad_out = grad_out.contiguous();
     TORCH_CHECK(grad_out.sizes() == torch::IntArrayRef({points.size(0), points.size(1), w2.size(0)}), "grad_out shape");
-    auto w1t = w1.t().contiguous(), w2c = w2.contiguous(), w2t = w2.t().contiguous();
-    auto b1c = b1.contiguous(), b2c = b2.contiguous();
+    auto w1t = w1.t().contiguous(), w2c = w2.contiguous(), b1c = b1.contiguous();
+    auto [w2t, b2c] = padded_outputs(w2, b2);
     const int64_t total = points.size(0) * points.size(1);
     lanes = std::max<int64_t>(1, std::min<int64_t>(lanes, (total + kBlock - 1) / kBlock));
     auto opts = planes.options();
