@@ -67,3 +67,15 @@ def tiny_network_pkl(tmp_path_factory):
     path = str(tmp_path_factory.mktemp('net') / 'tiny.pkl')
     legacy.save_network_pkl(path, dict(G=G, G_ema=G, D=None, augment_pipe=None, training_set_kwargs=None))
     return path
+
+
+@pytest.fixture
+def fresh_plugins(monkeypatch, tmp_path):
+    """Plugins allowed, built into an empty cache (tmp_path / 'cache'), an empty plugin table, quiet: the next use of a
+    plugin really builds it (or fails). Returns tmp_path."""
+    from torch_utils import custom_ops
+    monkeypatch.setenv('EG3D_RLHF_CACHE', str(tmp_path / 'cache'))
+    monkeypatch.delenv('EG3D_RLHF_CUSTOM_OPS', raising=False)
+    monkeypatch.setattr(custom_ops, '_cached_plugins', dict())
+    monkeypatch.setattr(custom_ops, 'verbosity', 'none')
+    return tmp_path

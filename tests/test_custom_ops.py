@@ -24,13 +24,9 @@ GOOD_SOURCE = textwrap.dedent('''
 
 
 @pytest.fixture
-def fresh(monkeypatch, tmp_path):
-    """Empty cache dir, empty in-memory plugin table, quiet output, plugins allowed."""
-    monkeypatch.setenv('EG3D_RLHF_CACHE', str(tmp_path / 'cache'))
-    monkeypatch.delenv('EG3D_RLHF_CUSTOM_OPS', raising=False)
-    monkeypatch.setattr(custom_ops, '_cached_plugins', dict())
-    monkeypatch.setattr(custom_ops, 'verbosity', 'none')
-    return tmp_path
+def fresh(fresh_plugins):
+    """tests/conftest.py's fresh_plugins: an empty cache and plugin table."""
+    return fresh_plugins
 
 
 def _write(folder, name, text):

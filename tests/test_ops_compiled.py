@@ -259,14 +259,11 @@ def test_filtered_lrelu_act_writes_and_reads_signs(plugins):
 # Fallback and the off switch (no build needed).
 
 @pytest.fixture
-def no_plugins(monkeypatch, tmp_path):
-    """Fresh cache dir, empty plugin tables, quiet output."""
-    monkeypatch.setenv('EG3D_RLHF_CACHE', str(tmp_path / 'cache'))
-    monkeypatch.setattr(custom_ops, '_cached_plugins', dict())
-    monkeypatch.setattr(custom_ops, 'verbosity', 'none')
+def no_plugins(fresh_plugins, monkeypatch):
+    """An empty cache and plugin table (conftest's fresh_plugins), and no op holding a loaded plugin."""
     for op in OPS:
         monkeypatch.setattr(op, '_plugin', None)
-    return tmp_path
+    return fresh_plugins
 
 
 def _run_all(impl):
@@ -279,7 +276,6 @@ def _run_all(impl):
 
 
 def test_broken_compiler_falls_back_with_one_warning_per_op(no_plugins, monkeypatch):
-    monkeypatch.delenv('EG3D_RLHF_CUSTOM_OPS', raising=False)
     monkeypatch.setenv('CXX', str(no_plugins / 'no-such-compiler'))
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter('always')

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from eg3d_rlhf.geometry.sigma import CubeGrid
-from torch_utils import custom_ops
 from torch_utils.ops import triplane_sigma
 from training.triplane import OSGDecoder
 from training.volumetric_rendering.renderer import ImportanceRenderer
@@ -130,17 +129,14 @@ def test_decoder_it_cannot_fuse_falls_back(compiled):
 #----------------------------------------------------------------------------
 
 @pytest.fixture
-def fresh_plugins(monkeypatch, tmp_path):
-    """An empty build cache and plugin table, so the next use really builds."""
-    monkeypatch.setenv('EG3D_RLHF_CACHE', str(tmp_path / 'cache'))
-    monkeypatch.delenv('EG3D_RLHF_CUSTOM_OPS', raising=False)
-    monkeypatch.setattr(custom_ops, '_cached_plugins', dict())
-    monkeypatch.setattr(custom_ops, 'verbosity', 'none')
+def no_plugin(fresh_plugins, monkeypatch):
+    """An empty cache and plugin table (conftest's fresh_plugins), the op holding no plugin and switched on."""
     monkeypatch.setattr(triplane_sigma, '_plugin', None)
     monkeypatch.setattr(triplane_sigma, 'enabled', True)
+    return fresh_plugins
 
 
-def test_broken_compiler_falls_back_with_one_warning(fresh_plugins, monkeypatch, tmp_path):
+def test_broken_compiler_falls_back_with_one_warning(no_plugin, monkeypatch, tmp_path):
     monkeypatch.setenv('CXX', str(tmp_path / 'no-such-compiler'))
     dec, planes, gen = make(5, 1, 32, 8, 8, 33)
     pts = points(gen, 1, 64)
@@ -156,7 +152,7 @@ def test_broken_compiler_falls_back_with_one_warning(fresh_plugins, monkeypatch,
     assert all(torch.equal(o, ref) for o in outs)
 
 
-def test_env_switch_forces_reference(fresh_plugins, monkeypatch, tmp_path):
+def test_env_switch_forces_reference(no_plugin, monkeypatch, tmp_path):
     monkeypatch.setenv('EG3D_RLHF_CUSTOM_OPS', '0')
     with warnings.catch_warnings():
         warnings.simplefilter('error')                          # Silently: no warning, no build.
