@@ -42,6 +42,24 @@ def _make_foreign_checkout(root):
                         f.write(_rewrite(src))
 
 
+def pickle_golden_networks(checkout, golden_path, pkl, resolution, cwd):
+    """In a process that imports only `checkout`: its TriPlaneGenerator and DualDiscriminator from a golden file's
+    kwargs and weights, pickled EG3D-style to `pkl` (G, D, G_ema, training_set_kwargs.resolution)."""
+    _python(textwrap.dedent(f'''
+        import pickle, torch, training
+        assert training.__file__.startswith({checkout!r})
+        from training.triplane import TriPlaneGenerator
+        from training.dual_discriminator import DualDiscriminator
+        g = torch.load({golden_path!r}, weights_only=False)
+        G = TriPlaneGenerator(**g['G_init_kwargs']).eval().requires_grad_(False)
+        G.load_state_dict(g['G_state'], strict=True)
+        D = DualDiscriminator(**g['D_init_kwargs']).eval().requires_grad_(False)
+        D.load_state_dict(g['D_state'], strict=True)
+        with open({pkl!r}, 'wb') as f:
+            pickle.dump(dict(G=G, D=D, G_ema=G, augment_pipe=None, training_set_kwargs=dict(resolution={resolution})), f)
+    '''), pythonpath=checkout, cwd=cwd)
+
+
 def _python(code, pythonpath, cwd):
     env = dict(os.environ, PYTHONPATH=pythonpath, EG3D_RLHF_CUSTOM_OPS='0')
     result = subprocess.run([sys.executable, '-c', code], env=env, cwd=cwd,
@@ -72,19 +90,7 @@ def test_foreign_pickle_loads_runs_and_rebuilds(tmp_path, golden_name):
     pkl = tmp_path / 'foreign-snapshot.pkl'
 
     # 1. The foreign checkout builds the networks from the golden kwargs and pickles them, EG3D-style.
-    _python(textwrap.dedent(f'''
-        import pickle, torch, training
-        assert training.__file__.startswith({str(foreign)!r})
-        from training.triplane import TriPlaneGenerator
-        from training.dual_discriminator import DualDiscriminator
-        g = torch.load({golden_path!r}, weights_only=False)
-        G = TriPlaneGenerator(**g['G_init_kwargs']).eval().requires_grad_(False)
-        G.load_state_dict(g['G_state'], strict=True)
-        D = DualDiscriminator(**g['D_init_kwargs']).eval().requires_grad_(False)
-        D.load_state_dict(g['D_state'], strict=True)
-        with open({str(pkl)!r}, 'wb') as f:
-            pickle.dump(dict(G=G, D=D, G_ema=G, augment_pipe=None, training_set_kwargs=dict(resolution=64)), f)
-    '''), pythonpath=str(foreign), cwd=str(tmp_path))
+    pickle_golden_networks(str(foreign), golden_path, str(pkl), resolution=64, cwd=str(tmp_path))
     shutil.rmtree(foreign)
 
     # 2. Only this repository is importable: load, run forward, rebuild with our classes, run again.

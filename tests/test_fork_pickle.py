@@ -5,7 +5,6 @@ import json
 import os
 import shutil
 import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ import torch
 from click.testing import CliRunner
 
 from tests.conftest import shared_file
-from tests.test_foreign_pickle import _make_foreign_checkout, _python
+from tests.test_foreign_pickle import _make_foreign_checkout, pickle_golden_networks
 
 # The imports of the fork's persistent modules (apmoore499/eg3d-rlhf-geometry, eg3d/training/*.py at 794da4b), module
 # paths and names only. Unpickling a snapshot executes each embedded module, so every one of these must resolve in
@@ -78,19 +77,7 @@ def fork_pkl(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('fork')
     checkout, pkl = tmp / 'eg3d', tmp / 'network-snapshot-002068.pkl'
     make_fork_checkout(str(checkout))
-    _python(textwrap.dedent(f'''
-        import pickle, torch, training
-        assert training.__file__.startswith({str(checkout)!r})
-        from training.triplane import TriPlaneGenerator
-        from training.dual_discriminator import DualDiscriminator
-        g = torch.load({golden_path!r}, weights_only=False)
-        G = TriPlaneGenerator(**g['G_init_kwargs']).eval().requires_grad_(False)
-        G.load_state_dict(g['G_state'], strict=True)
-        D = DualDiscriminator(**g['D_init_kwargs']).eval().requires_grad_(False)
-        D.load_state_dict(g['D_state'], strict=True)
-        with open({str(pkl)!r}, 'wb') as f:
-            pickle.dump(dict(training_set_kwargs=dict(resolution=512), G=G, D=D, G_ema=G, augment_pipe=None), f)
-    '''), pythonpath=str(checkout), cwd=str(tmp))
+    pickle_golden_networks(str(checkout), golden_path, str(pkl), resolution=512, cwd=str(tmp))
     shutil.rmtree(checkout)
     return str(pkl), golden_path
 
