@@ -89,6 +89,25 @@ def test_gradients_match_reference(compiled, batch, channels, height, width, out
         assert torch.allclose(got, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item()), name
 
 
+def test_saturated_hidden_units_give_finite_gradients(compiled):
+    """Hidden units far into softplus' flat or linear part (|pre-activation| in the hundreds, as a trained decoder's
+    dead units have) keep gradients finite and equal to the reference's."""
+    dec, planes, gen = make(6, 2, 32, 9, 9, 33)
+    with torch.no_grad():
+        dec.net[0].bias[:16] = -300.0                       # exp(300) overflows float32.
+        dec.net[0].bias[16:24] = 300.0
+    pts = points(gen, 2, 200)
+    grads = []
+    for fused in (False, True):
+        leaf = planes.clone().requires_grad_()
+        out = run(ImportanceRenderer(), leaf, dec, pts, fused=fused)
+        loss = out['sigma'].square().sum() + out['rgb'].sum()
+        grads.append(torch.autograd.grad(loss, [leaf] + list(dec.parameters())))
+    for ref, got in zip(*grads):
+        assert torch.isfinite(got).all()
+        assert torch.allclose(got, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
+
+
 def test_gradcheck_float64(compiled):
     gen = torch.Generator().manual_seed(2)
     args = [torch.randn([2, 3, 5, 4, 3], generator=gen, dtype=torch.float64),     # Channels-last planes [N, 3, H, W, C].

@@ -49,11 +49,15 @@ inline void find_taps(T u, T v, T scale, int64_t H, int64_t W, int64_t C, Taps<T
     }
 }
 
-template <typename T>
-inline T softplus(T x) { return std::max(x, T(0)) + std::log(T(1) + std::exp(-std::abs(x))); }   // log1p is slow.
+template <typename T>                  // max(x, 0) + log(1 + exp(-|x|)): no overflow; log1p would be slow.
+inline T softplus(T x) { return std::max(x, T(0)) + std::log(T(1) + std::exp(-std::abs(x))); }
 
+// sigmoid(x) through exp(-|x|) only: exp of a large argument is inf, and -ffast-math's reciprocal of 1 + inf is NaN.
 template <typename T>
-inline T softplus_grad(T x) { return x > T(20) ? T(1) : T(1) / (T(1) + std::exp(-x)); }
+inline T softplus_grad(T x) {
+    const T e = std::exp(-std::abs(x));
+    return (x >= T(0) ? T(1) : e) / (T(1) + e);
+}
 
 // The network's constants for one call.
 template <typename T>
