@@ -12,6 +12,7 @@ import psutil
 import torch
 
 from eg3d_rlhf.finetune.config import RewardFinetuneConfig
+from eg3d_rlhf.finetune.recipes import PAPER
 from eg3d_rlhf.finetune.reward_phase import RewardPhase
 from eg3d_rlhf.rewards import build_reward
 from eg3d_rlhf.rewards.bundle import KIND, published_spec
@@ -22,13 +23,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.environ.get('EG3D_RLHF_SHARED', os.path.join(os.path.dirname(REPO), 'shared'))
 SPEC = os.path.join(SHARED, 'eg3d_reference', 'ffhq512_param_spec.json')
 
-# The published recipe's reward-phase settings (the issue's "Recipe"): weight 10 on -clip(r, -10, 10), reward samples
-# at psi 1.0 (cutoff 14), the density anchor x 0.01: L1 to the frozen G_ema on a 64^3 grid over the whole box at psi
-# 0.7, summed over the batch. The anchor's grid, psi and sum are used when this checkout's config has those options.
-# keep_w_avg=False: one step updates no w_avg either way, and keep_truncation_centre() (w_avg_beta = None) makes
-# the mapping network refuse the anchor's psi 0.7 in this checkout.
-RECIPE = dict(lambda_r=10.0, clip=10.0, reward_loss='clip', lambda_sigma=0.01, reward_psi=1.0, reward_cutoff=14,
-    sigma_grid=64, sigma_psi=0.7, sigma_cutoff=14, sigma_reduce='sum', keep_w_avg=False)
+# The published recipe's reward-phase settings: --recipe=paper's values (eg3d_rlhf/finetune/recipes.py) of the fields
+# RewardPhase takes (weight 10 on -clip(r, -10, 10), samples at psi 1 (cutoff 14), the density anchor x 0.01: L1 to
+# the frozen G_ema on a 64^3 grid over the whole box at psi 0.7, summed over the batch).
+RECIPE = {f.name: PAPER[f.name] for f in dataclasses.fields(RewardFinetuneConfig) if f.name in PAPER and f.name not in
+    ('reward', 'reward_every', 'reward_optimizer', 'panel_seeds', 'panel_psi')}
 
 #----------------------------------------------------------------------------
 
@@ -59,10 +58,8 @@ def main(batch, threads, device, recompute, dry_run):
     """Build G (random weights) and a random published-size reward (179 tensors), then time one RewardPhase.loss +
     backward, the reward term on the 128x141x129 slab. Prints wall and CPU seconds (CPU seconds stay meaningful on a
     shared machine) and peak memory (RSS on CPU, allocated on CUDA) as one JSON line."""
-    known = {f.name for f in dataclasses.fields(RewardFinetuneConfig)}
-    options = {k: v for k, v in RECIPE.items() if k in known}
-    skipped = sorted(set(RECIPE) - known)
-    settings = dict(batch=batch, threads=threads, device=device, recompute=recompute, options=options, skipped=skipped)
+    options = dict(RECIPE)
+    settings = dict(batch=batch, threads=threads, device=device, recompute=recompute, options=options)
     if dry_run:
         print(json.dumps(settings))
         return
@@ -88,7 +85,7 @@ def main(batch, threads, device, recompute, dry_run):
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu       # CPU seconds: all threads, own process.
     grads = sum(int(p.grad is not None and bool(p.grad.abs().sum() > 0)) for p in G.parameters())
     print(json.dumps(dict(settings, seconds=round(seconds, 2), cpu_seconds=round(cpu, 2), rss_before_mib=round(before), peak_mib=round(peak_mib(device)),
-        reward=[round(float(r), 4) for r in parts['reward']], loss=round(float(total), 4), params_with_grad=grads)))
+        reward=[round(float(r), 4) for r in parts['reward']], loss=round(float(total.detach()), 4), params_with_grad=grads)))
 
 
 if __name__ == '__main__':
