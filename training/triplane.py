@@ -137,14 +137,16 @@ class OSGDecoder(torch.nn.Module):
         rgb = torch.sigmoid(x[..., 1:]) * (1 + 2*0.001) - 0.001 if sigmoid_final else x[..., 1:] # MipNeRF's widened sigmoid.
         return {'rgb': rgb, 'sigma': x[..., 0:1]}
 
-    def fused(self, planes_cl, coordinates, box_warp, sigmoid_final=True, sigma_only=False):
-        """forward() of EG3D's plane samples at points [N, M, 3] of channels-last planes [N, 3, H, W, C], in one compiled
-        op (torch_utils.ops.triplane_sigma); {'sigma'} alone if sigma_only. None where that op cannot run here."""
+    def fused(self, planes, coordinates, box_warp, sigmoid_final=True, sigma_only=False, planes_cl=None):
+        """forward() of EG3D's plane samples of planes [N, 3, C, H, W] at points [N, M, 3], in one compiled op
+        (torch_utils.ops.triplane_sigma); {'sigma'} alone if sigma_only; planes_cl: the planes already channels last
+        (triplane_sigma.channels_last), else they are copied. None where that op cannot run here."""
         fc1, act, fc2 = self.net
         plain = (type(act) is torch.nn.Softplus and act.beta == 1 and act.threshold == 20
             and fc1.activation == fc2.activation == 'linear' and fc1.bias is not None and fc2.bias is not None)
-        if not plain or not triplane_sigma.can_run(planes_cl, coordinates):
+        if not plain or not triplane_sigma.can_run(planes, coordinates):
             return None
+        planes_cl = triplane_sigma.channels_last(planes) if planes_cl is None else planes_cl
         rows = 1 if sigma_only else fc2.out_features
         x = triplane_sigma.decode(planes_cl, coordinates, fc1.weight * fc1.weight_gain, fc1.bias * fc1.bias_gain,
             fc2.weight[:rows] * fc2.weight_gain, fc2.bias[:rows] * fc2.bias_gain, box_warp)

@@ -304,34 +304,38 @@ void check_inputs(const torch::Tensor& planes, const torch::Tensor& points, cons
     TORCH_CHECK(planes.is_contiguous() && points.is_contiguous(), "planes and points must be contiguous");
 }
 
-template <typename T>
-Net<T> make_net(const torch::Tensor& planes, const torch::Tensor& points, const torch::Tensor& w1t,
-        const torch::Tensor& b1, const torch::Tensor& w2, const torch::Tensor& w2t, const torch::Tensor& b2, double scale) {
-    Net<T> net;
-    net.planes = planes.data_ptr<T>(); net.points = points.data_ptr<T>(); net.w1t = w1t.data_ptr<T>();
-    net.b1 = b1.data_ptr<T>(); net.w2 = w2.data_ptr<T>(); net.w2t = w2t.data_ptr<T>(); net.b2 = b2.data_ptr<T>();
-    net.M = points.size(1); net.H = planes.size(2); net.W = planes.size(3); net.C = planes.size(4);
-    net.Hd = w2.size(1); net.O = w2.size(0); net.Os = w2t.size(1); net.scale = (T)scale;
-    return net;
-}
+// The decoder's weights as the kernels read them (inputs checked first): w1 transposed, w2 as it is and transposed
+// [Hd, Os], b2 [Os], zero-padded to Os = O rounded up to 8.
+struct Weights {
+    torch::Tensor w1t, b1, w2, w2t, b2;
 
-// w2 [O, Hd] -> its transpose [Hd, Os] and b2 [O] -> [Os], zero-padded to Os = O rounded up to 8.
-std::pair<torch::Tensor, torch::Tensor> padded_outputs(const torch::Tensor& w2, const torch::Tensor& b2) {
-    const int64_t O = w2.size(0), Os = (O + 7) / 8 * 8;
-    auto w2t = torch::zeros({w2.size(1), Os}, w2.options()), b2p = torch::zeros({Os}, b2.options());
-    w2t.narrow(1, 0, O).copy_(w2.t());
-    b2p.narrow(0, 0, O).copy_(b2);
-    return {w2t, b2p};
-}
+    Weights(const torch::Tensor& planes, const torch::Tensor& points, const torch::Tensor& w1, const torch::Tensor& b1_,
+            const torch::Tensor& w2_, const torch::Tensor& b2_) {
+        check_inputs(planes, points, w1, b1_, w2_, b2_);
+        const int64_t O = w2_.size(0), Os = (O + 7) / 8 * 8;
+        w1t = w1.t().contiguous(); b1 = b1_.contiguous(); w2 = w2_.contiguous();
+        w2t = torch::zeros({w2_.size(1), Os}, w2_.options()); b2 = torch::zeros({Os}, b2_.options());
+        w2t.narrow(1, 0, O).copy_(w2_.t());
+        b2.narrow(0, 0, O).copy_(b2_);
+    }
+
+    template <typename T>
+    Net<T> net(const torch::Tensor& planes, const torch::Tensor& points, double scale) const {
+        Net<T> n;
+        n.planes = planes.data_ptr<T>(); n.points = points.data_ptr<T>(); n.w1t = w1t.data_ptr<T>();
+        n.b1 = b1.data_ptr<T>(); n.w2 = w2.data_ptr<T>(); n.w2t = w2t.data_ptr<T>(); n.b2 = b2.data_ptr<T>();
+        n.M = points.size(1); n.H = planes.size(2); n.W = planes.size(3); n.C = planes.size(4);
+        n.Hd = w2.size(1); n.O = w2.size(0); n.Os = w2t.size(1); n.scale = (T)scale;
+        return n;
+    }
+};
 
 torch::Tensor triplane_decode(torch::Tensor planes, torch::Tensor points, torch::Tensor w1, torch::Tensor b1,
         torch::Tensor w2, torch::Tensor b2, double scale) {
-    check_inputs(planes, points, w1, b1, w2, b2);
-    auto w1t = w1.t().contiguous(), w2c = w2.contiguous(), b1c = b1.contiguous();
-    auto [w2t, b2c] = padded_outputs(w2, b2);
+    const Weights weights(planes, points, w1, b1, w2, b2);
     auto out = torch::empty({points.size(0), points.size(1), w2.size(0)}, planes.options());
     AT_DISPATCH_FLOATING_TYPES(planes.scalar_type(), "triplane_decode", [&] {
-        auto net = make_net<scalar_t>(planes, points, w1t, b1c, w2c, w2t, b2c, scale);
+        auto net = weights.net<scalar_t>(planes, points, scale);
         forward_kernel(net, points.size(0) * points.size(1), out.data_ptr<scalar_t>());
     });
     return out;
@@ -342,20 +346,18 @@ torch::Tensor triplane_decode(torch::Tensor planes, torch::Tensor points, torch:
 std::vector<torch::Tensor> triplane_decode_backward(torch::Tensor grad_out, torch::Tensor planes, torch::Tensor points,
         torch::Tensor w1, torch::Tensor b1, torch::Tensor w2, torch::Tensor b2, double scale, bool want_planes,
         bool want_points, int64_t lanes) {
-    check_inputs(planes, points, w1, b1, w2, b2);
+    const Weights weights(planes, points, w1, b1, w2, b2);
     grad_out = grad_out.contiguous();
     TORCH_CHECK(grad_out.sizes() == torch::IntArrayRef({points.size(0), points.size(1), w2.size(0)}), "grad_out shape");
-    auto w1t = w1.t().contiguous(), w2c = w2.contiguous(), b1c = b1.contiguous();
-    auto [w2t, b2c] = padded_outputs(w2, b2);
     const int64_t total = points.size(0) * points.size(1);
     lanes = std::max<int64_t>(1, std::min<int64_t>(lanes, (total + kBlock - 1) / kBlock));
     auto opts = planes.options();
     auto gplanes = want_planes ? torch::zeros({lanes, planes.numel()}, opts) : torch::Tensor();
     auto gpoints = want_points ? torch::zeros_like(points) : torch::Tensor();
-    auto gw1t = torch::zeros({lanes, w1t.size(0), w1t.size(1)}, opts), gb1 = torch::zeros({lanes, b1.size(0)}, opts);
+    auto gw1t = torch::zeros({lanes, w1.size(1), w1.size(0)}, opts), gb1 = torch::zeros({lanes, b1.size(0)}, opts);
     auto gw2 = torch::zeros({lanes, w2.size(0), w2.size(1)}, opts), gb2 = torch::zeros({lanes, b2.size(0)}, opts);
     AT_DISPATCH_FLOATING_TYPES(planes.scalar_type(), "triplane_decode_backward", [&] {
-        auto net = make_net<scalar_t>(planes, points, w1t, b1c, w2c, w2t, b2c, scale);
+        auto net = weights.net<scalar_t>(planes, points, scale);
         const int64_t blocks = (total + kBlock - 1) / kBlock, per_lane = (blocks + lanes - 1) / lanes;
         at::parallel_for(0, lanes, 1, [&](int64_t l0, int64_t l1) {
             for (int64_t l = l0; l < l1; ++l) {

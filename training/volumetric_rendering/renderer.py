@@ -3,7 +3,6 @@
 import torch
 
 from torch_utils import misc
-from torch_utils.ops import triplane_sigma
 from training.volumetric_rendering import math_utils
 from training.volumetric_rendering.ray_marcher import MipRayMarcher2
 
@@ -112,9 +111,9 @@ class ImportanceRenderer(torch.nn.Module):
         (triplane_sigma.channels_last(planes)) saves it a copy of the planes and sigma_only leaves 'rgb' out there.
         """
         out = None
-        if hasattr(decoder, 'fused') and triplane_sigma.can_run(planes, sample_coordinates) and torch.equal(self.plane_axes, _PLANE_AXES):
-            planes_cl = triplane_sigma.channels_last(planes) if planes_cl is None else planes_cl
-            out = decoder.fused(planes_cl, sample_coordinates, options['box_warp'], sigmoid_final=rgbs_thru_sigmoid, sigma_only=sigma_only)
+        if hasattr(decoder, 'fused') and torch.equal(self.plane_axes, _PLANE_AXES):
+            out = decoder.fused(planes, sample_coordinates, options['box_warp'], sigmoid_final=rgbs_thru_sigmoid,
+                sigma_only=sigma_only, planes_cl=planes_cl)
         if out is None:
             plane_axes = self.plane_axes.to(sample_coordinates.device)
             sampled_features = sample_from_planes(plane_axes, planes, sample_coordinates, padding_mode='zeros', box_warp=options['box_warp'])
