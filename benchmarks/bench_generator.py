@@ -14,29 +14,16 @@ import click
 import psutil
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
+from eg3d_rlhf import cli
 from eg3d_rlhf.generators.eg3d import TriPlaneField
 from eg3d_rlhf.geometry.sigma import CubeGrid
 from training.camera_utils import orbit_camera_label
-
-SHARED = os.environ.get('EG3D_RLHF_SHARED', os.path.join(os.path.dirname(REPO), 'shared'))
-SPEC = os.path.join(SHARED, 'eg3d_reference', 'ffhq512_param_spec.json')
 
 #----------------------------------------------------------------------------
 
 def build_generator(channel_base, channel_max):
     """FFHQ-512 TriPlaneGenerator (kwargs from the param spec), random init, eval mode, CPU."""
-    from training.triplane import TriPlaneGenerator
-    if not os.path.isfile(SPEC):
-        raise click.ClickException(f'{SPEC} not found: set EG3D_RLHF_SHARED to the folder holding eg3d_reference/')
-    with open(SPEC) as f:
-        kwargs = json.load(f)['ffhq512']['G_init_kwargs']
-    if channel_base is not None:
-        kwargs.update(channel_base=channel_base, channel_max=channel_max)
-        kwargs['sr_kwargs'].update(channel_base=channel_base, channel_max=channel_max)
-    torch.manual_seed(0)
-    return TriPlaneGenerator(**kwargs).eval().requires_grad_(False)
+    return cli.ffhq512_structure(channel_base, channel_max).eval().requires_grad_(False)
 
 def timed(fn):
     t0 = time.perf_counter()

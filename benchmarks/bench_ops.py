@@ -1,7 +1,5 @@
 """CPU benchmark of torch_utils.ops: reference vs compiled kernel per op, forward and forward+backward, in one process."""
 
-import json
-import os
 import statistics
 import threading
 import time
@@ -11,14 +9,13 @@ import numpy as np
 import psutil
 import torch
 
+from eg3d_rlhf import cli
 from eg3d_rlhf.geometry.sigma import CubeGrid
 from torch_utils import custom_ops
 from torch_utils.ops import bias_act
 from torch_utils.ops import filtered_lrelu
 from torch_utils.ops import triplane_sigma
 from torch_utils.ops import upfirdn2d
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 #----------------------------------------------------------------------------
 # Timing helpers shared by the sections.
@@ -117,15 +114,7 @@ def _ffhq_field():
     """A TriPlaneField of the FFHQ-512 structure (the param spec's G kwargs, random weights) for one latent, and G."""
     from eg3d_rlhf.generators.eg3d import TriPlaneField # pylint: disable=import-outside-toplevel
     from training.camera_utils import orbit_camera_label # pylint: disable=import-outside-toplevel
-    from training.triplane import TriPlaneGenerator # pylint: disable=import-outside-toplevel
-    shared = os.environ.get('EG3D_RLHF_SHARED', os.path.join(os.path.dirname(REPO), 'shared'))
-    spec = os.path.join(shared, 'eg3d_reference', 'ffhq512_param_spec.json')
-    if not os.path.isfile(spec):
-        raise click.ClickException(f'{spec} not found: set EG3D_RLHF_SHARED to the folder holding eg3d_reference/')
-    with open(spec, encoding='utf-8') as f:
-        kwargs = json.load(f)['ffhq512']['G_init_kwargs']
-    torch.manual_seed(0)
-    G = TriPlaneGenerator(**kwargs).eval().requires_grad_(False)
+    G = cli.ffhq512_structure().eval().requires_grad_(False)
     return TriPlaneField.from_latents(G, torch.randn([1, G.z_dim]), orbit_camera_label(G.rendering_kwargs)), G
 
 

@@ -11,6 +11,7 @@ import click
 import psutil
 import torch
 
+from eg3d_rlhf import cli
 from eg3d_rlhf.finetune.config import RewardFinetuneConfig
 from eg3d_rlhf.finetune.recipes import PAPER
 from eg3d_rlhf.finetune.reward_phase import RewardPhase
@@ -19,9 +20,6 @@ from eg3d_rlhf.rewards.bundle import KIND, published_spec
 from eg3d_rlhf.rewards.checkpoint import save_reward
 from training.camera_utils import orbit_camera_label
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.environ.get('EG3D_RLHF_SHARED', os.path.join(os.path.dirname(REPO), 'shared'))
-SPEC = os.path.join(SHARED, 'eg3d_reference', 'ffhq512_param_spec.json')
 
 # The published recipe's reward-phase settings: --recipe=paper's values (eg3d_rlhf/finetune/recipes.py) of the fields
 # RewardPhase takes (weight 10 on -clip(r, -10, 10), samples at psi 1 (cutoff 14), the density anchor x 0.01: L1 to
@@ -33,13 +31,7 @@ RECIPE = {f.name: PAPER[f.name] for f in dataclasses.fields(RewardFinetuneConfig
 
 def build_generator(device):
     """FFHQ-512 TriPlaneGenerator (EG3D's G_init_kwargs from the param spec), random init, trainable."""
-    from training.triplane import TriPlaneGenerator
-    if not os.path.isfile(SPEC):
-        raise click.ClickException(f'{SPEC} not found: set EG3D_RLHF_SHARED to the folder holding eg3d_reference/')
-    with open(SPEC) as f:
-        kwargs = json.load(f)['ffhq512']['G_init_kwargs']
-    torch.manual_seed(0)
-    return TriPlaneGenerator(**kwargs).train().requires_grad_(True).to(device)
+    return cli.ffhq512_structure().train().requires_grad_(True).to(device)
 
 
 def peak_mib(device):

@@ -2,6 +2,7 @@
 
 import contextlib
 import itertools
+import json
 import math
 import os
 
@@ -187,6 +188,24 @@ def refuse_overwrite(*paths, force=False):
 def side_path(path, suffix):
     """'out/reward.pt', '.report.json' -> 'out/reward.report.json'."""
     return os.path.splitext(path)[0] + suffix
+
+def ffhq512_structure(channel_base=None, channel_max=None):
+    """EG3D's FFHQ-512 TriPlaneGenerator with random weights (torch seed 0) for benchmarks: the G_init_kwargs of
+    eg3d_reference/ffhq512_param_spec.json in $EG3D_RLHF_SHARED, else ../shared beside the repository; channel_base and
+    channel_max shrink backbone and super-resolution alike. A one-line click error when the spec is missing."""
+    from training.triplane import TriPlaneGenerator # pylint: disable=import-outside-toplevel
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    shared = os.environ.get('EG3D_RLHF_SHARED', os.path.join(os.path.dirname(repo), 'shared'))
+    spec = os.path.join(shared, 'eg3d_reference', 'ffhq512_param_spec.json')
+    if not os.path.isfile(spec):
+        raise click.ClickException(f'{spec} not found: set EG3D_RLHF_SHARED to the folder holding eg3d_reference/')
+    with open(spec, encoding='utf-8') as f:
+        kwargs = json.load(f)['ffhq512']['G_init_kwargs']
+    if channel_base is not None:
+        kwargs.update(channel_base=channel_base, channel_max=channel_max)
+        kwargs['sr_kwargs'].update(channel_base=channel_base, channel_max=channel_max)
+    torch.manual_seed(0)
+    return TriPlaneGenerator(**kwargs)
 
 def load_generator(path, device, batch=8, draw_batch=1, **eg3d_kwargs):
     """The generator of a network file (network_path's answer) on `device`: FlowGenerator of a flow checkpoint (drawing
