@@ -139,6 +139,42 @@ def test_active_pairs_come_closest_scores_first():
     assert gaps == sorted(gaps) and L.pair_key(*pairs[0]) == L.pair_key('d', 'e') and L.pair_key(*pairs[1]) == L.pair_key('b', 'c')
     assert pairs[-1] in (('d', 'f'), ('f', 'e'), ('e', 'f'))          # The widest gap last: e (3.05) vs f (-2).
 
+
+def test_expected_information_is_disagreement_not_closeness():
+    agree_coin = L.expected_information([[0.0, 0.0, 0.0, 0.0]])        # Every member expects a coin flip: nothing to learn.
+    agree_sure = L.expected_information([[4.0, 4.0, 4.0, 4.0]])
+    disagree = L.expected_information([[-4.0, 4.0, -4.0, 4.0]])       # Members sure, but of opposite outcomes.
+    assert abs(agree_coin[0]) < 1e-12 and abs(agree_sure[0]) < 1e-12
+    p = 1 / (1 + np.exp(-4.0))
+    h = -(p * np.log(p) + (1 - p) * np.log(1 - p))
+    assert disagree[0] == pytest.approx(np.log(2) - h)                  # H(1/2) - H(sigmoid(4)).
+    assert L.expected_information(np.array([[1.0, -1.0], [2.0, -2.0]])).tolist() == sorted(
+        L.expected_information(np.array([[1.0, -1.0], [2.0, -2.0]])).tolist())   # More disagreement, more gain.
+
+
+def test_informative_pairs_rank_by_gain_and_spread_each_round_over_samples():
+    # a and b: the members disagree about them; c, d, e, f: the members agree everywhere.
+    scores = dict(a=[3.0, -3.0, 3.0], b=[-3.0, 3.0, -3.0], c=[0.0, 0.0, 0.0], d=[5.0, 5.0, 5.0], e=[0.1, 0.1, 0.1],
+        f=[-5.0, -5.0, -5.0])
+    pairs = list(L.informative_pairs(scores, np.random.RandomState(0)))
+    keys = [L.pair_key(*p) for p in pairs]
+    assert len(pairs) == 15 and len(set(keys)) == 15
+    assert keys[0] == L.pair_key('a', 'b')                              # The most disputed pair first.
+    first_round = keys[:3]                                              # Six samples: a matching of three pairs.
+    assert len(set().union(*first_round)) == 6
+    done = list(L.informative_pairs(scores, np.random.RandomState(0), exclude=[('b', 'a')]))
+    assert L.pair_key('a', 'b') not in {L.pair_key(*p) for p in done} and len(done) == 14
+
+
+def test_active_order_uses_disagreement_for_an_ensemble_and_closeness_for_one_model():
+    rng = lambda: np.random.RandomState(1)
+    single = dict(a=[0.0], b=[0.9], c=[1.0], d=[3.0])
+    assert [L.pair_key(*p) for p in L.active_order(single, rng())] == [L.pair_key(*p) for p in
+        L.active_pairs(dict(a=0.0, b=0.9, c=1.0, d=3.0), rng())]
+    assert L.pair_key('b', 'c') not in {L.pair_key(*p) for p in L.active_order(single, rng(), exclude=[('c', 'b')])}
+    ensemble = dict(a=[3.0, -3.0], b=[-3.0, 3.0], c=[0.0, 0.0], d=[0.05, 0.05])
+    assert L.pair_key(*next(L.active_order(ensemble, rng()))) == L.pair_key('a', 'b')   # Not c-d, the closest scores.
+
 #----------------------------------------------------------------------------
 # The shared writer.
 

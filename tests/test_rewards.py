@@ -12,9 +12,9 @@ from eg3d_rlhf.rewards.pointnet import PointCloudReward, surface_points
 from eg3d_rlhf.rewards.sigma_cnn import SigmaReward, SqueezeExcite
 
 
-def test_sigma_reward_small_slab_shapes_and_input_gradient():
+def test_sigma_cnn_trunk_small_slab_shapes_and_input_gradient():
     torch.manual_seed(0)
-    model = SigmaReward()
+    model = SigmaReward(trunk='cnn', hidden=512, members=1)
     x = (torch.rand([2, 32, 36, 33]) * 100).requires_grad_(True)
     features = model.features(x)
     assert features.shape == (2, 8192) and model.feature_dim == 8192
@@ -26,11 +26,31 @@ def test_sigma_reward_small_slab_shapes_and_input_gradient():
         model.score(torch.zeros([2, 1, 32, 36, 33]))       # A channel axis is not expected.
 
 
+def test_sigma_levels_trunk_is_fixed_and_its_ensemble_scores_by_the_mean():
+    torch.manual_seed(0)
+    model = SigmaReward()                                   # The default: level-set features, 8 linear heads.
+    assert model.frozen_trunk and not [n for n, p in model.named_parameters() if not n.startswith('heads.')]
+    for head in model.heads:
+        torch.nn.init.normal_(head.weight)
+    x = (torch.randn([3, 20, 22, 21]) * 10).requires_grad_(True)
+    members = model.member_scores(model.features(x))
+    assert members.shape == (3, 8) and torch.allclose(model.score(x), members.mean(dim=1))
+    assert members.std(dim=1).min() > 0                     # Members differ: their spread is the doubt.
+    model.score(x).sum().backward()
+    assert x.grad.abs().sum() > 0                           # Fine-tuning reaches sigma through the fixed trunk.
+    with pytest.raises(ValueError, match='no reference'):
+        SigmaReward(reference_shape=[4, 4, 4])
+    with pytest.raises(ValueError, match='unknown sigma trunk'):
+        SigmaReward(trunk='mlp')
+    assert SigmaReward.uses_reference({}) is False and SigmaReward.uses_reference(dict(trunk='cnn')) is True
+    assert SigmaReward.default_input(dict(resolution=64, cube_length=1.0, crop=[[0, 64]] * 3), {}).normalisation == 'affine'
+
+
 @pytest.mark.slow
 def test_sigma_reward_accepts_the_full_published_slab():
-    model = SigmaReward().eval()
-    with torch.no_grad():
-        assert model.score(torch.rand([1, 128, 141, 129]) * 100).shape == (1,)
+    for model in (SigmaReward().eval(), SigmaReward(trunk='cnn').eval()):
+        with torch.no_grad():
+            assert model.score(torch.rand([1, 128, 141, 129]) * 100).shape == (1,)
 
 
 def test_squeeze_excite_only_rescales_channels():
@@ -239,3 +259,4 @@ def test_reward_net_records_its_config_and_scores_from_features():
     with pytest.raises(AssertionError):
         model.score_features(torch.zeros([4, 6]))
     assert [k for k, c in REWARDS.items() if c.takes_reference] == ['sigma'] and not RewardNet.takes_reference
+    assert not RewardNet.uses_reference({}) and not RewardNet.frozen_trunk

@@ -13,7 +13,6 @@ from eg3d_rlhf.data import preferences, scores
 from eg3d_rlhf.data.bank import Bank, BankError
 from eg3d_rlhf.rewards import REWARDS, build_reward, fitting
 from eg3d_rlhf.rewards.checkpoint import save_reward
-from eg3d_rlhf.rewards.contract import InputSpec
 
 SIDE_FILES = ('.metrics.jsonl', '.report.json', '.curves.png')     # Written beside --out.
 
@@ -77,7 +76,7 @@ def main(bank_dir, labels_path, good_path, bad_path, kind, out, truth_path, frac
     if bool(labels_path) == bool(good_path or bad_path) or bool(good_path) != bool(bad_path):
         raise click.UsageError('give either --labels (pairs) or both --good and --bad (unpaired)')
     try:
-        centre = fitting.resolve_centre(kind, centre)
+        centre = fitting.resolve_centre(kind, centre, model_config)
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint='--centre')
     try:
@@ -98,7 +97,7 @@ def main(bank_dir, labels_path, good_path, bad_path, kind, out, truth_path, frac
         return
 
     device = pick_device(device_name)
-    spec = InputSpec(slab=bank.meta(bank.ids[0])['slab'])     # The default contract on the bank's grid.
+    spec = REWARDS[kind].default_input(bank.meta(bank.ids[0])['slab'], model_config)  # Its contract on the bank's grid.
     options = fitting.FitOptions(epochs=epochs, patience=patience, batch=batch, lr=lr, ties=ties, mirror=mirror,
         reg_weight=reg_weight, seed=seed)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
@@ -118,8 +117,9 @@ def main(bank_dir, labels_path, good_path, bad_path, kind, out, truth_path, frac
     with dnnlib.util.atomic_write(side_path(out, '.report.json'), 'w', encoding='utf-8') as f:
         json.dump(report, f, indent=2)
     report_plots.plot_training_curves(log.records, side_path(out, '.curves.png'))
-    print(f'wrote {out} (best epoch {report["best_epoch"]} of {report["epochs_run"]}, {report["train_seconds"]:.0f} s) '
-        'and its metrics, report and curves')
+    how = f'L2 {report["heads"]["l2"]:g} of {len(report["heads"]["grid"])} tried' if 'heads' in report else \
+        f'best epoch {report["best_epoch"]} of {report["epochs_run"]}'
+    print(f'wrote {out} ({how}, {report["train_seconds"]:.0f} s) and its metrics, report and curves')
 
 #----------------------------------------------------------------------------
 

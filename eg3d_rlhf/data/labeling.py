@@ -121,6 +121,67 @@ def active_pairs(scores, rng):
         a, b = order[i], order[j]
         yield (a, b) if rng.uniform() < 0.5 else (b, a)
 
+
+def expected_information(margins):
+    """Expected information gain (BALD) of judging pairs whose score margins r_a - r_b are given per ensemble member
+    [..., K]: H(mean_k p_k) - mean_k H(p_k), p_k = sigmoid(margin_k), in nats. High where the members disagree about
+    the outcome, not merely where they all expect a coin flip (label noise no model can learn away)."""
+    p = 1 / (1 + np.exp(-np.asarray(margins, dtype=np.float64)))
+    entropy = lambda q: -(q * np.log(np.clip(q, 1e-12, 1)) + (1 - q) * np.log(np.clip(1 - q, 1e-12, 1)))
+    return entropy(p.mean(axis=-1)) - entropy(p).mean(axis=-1)
+
+
+MAX_CANDIDATES = 2_000_000      # informative_pairs ranks every pair up to this many, a random subset of them beyond.
+
+
+def informative_pairs(member_scores, rng, exclude=()):
+    """Pairs in decreasing expected information gain under an ensemble's scores {id: [K] member rewards}, sides drawn
+    at random (lazy). Pairs are served in rounds in which no sample appears twice (a greedy matching of the ranking),
+    so a batch spreads over many samples instead of the few the ensemble is least sure of; `exclude` holds pair_keys
+    already judged. Banks whose pairs exceed MAX_CANDIDATES rank a seeded random subset of that many."""
+    ids = sorted(member_scores)
+    n = len(ids)
+    if n < 2:
+        return
+    s = np.stack([np.asarray(member_scores[k], dtype=np.float64).reshape(-1) for k in ids])
+    total = n * (n - 1) // 2
+    if total <= MAX_CANDIDATES:
+        i, j = np.triu_indices(n, k=1)
+    else:
+        i, j = rng.randint(n, size=MAX_CANDIDATES), rng.randint(n, size=MAX_CANDIDATES)
+        keep = i != j
+        i, j = np.minimum(i, j)[keep], np.maximum(i, j)[keep]
+        i, j = np.unique(np.stack([i, j], 1), axis=0).T
+    gain = np.concatenate([expected_information(s[i[k:k + 65536]] - s[j[k:k + 65536]]) for k in range(0, len(i), 65536)])
+    order = np.lexsort((rng.uniform(size=len(gain)), -gain))      # Highest gain first, equal gains in random order.
+    served = {pair_key(*p) for p in exclude}
+    while True:
+        used, left = set(), []
+        for k in order:
+            a, b = ids[i[k]], ids[j[k]]
+            if pair_key(a, b) in served:
+                continue
+            if a in used or b in used:
+                left.append(k)
+                continue
+            used.update((a, b))
+            served.add(pair_key(a, b))
+            yield (a, b) if rng.uniform() < 0.5 else (b, a)
+        if not left:
+            return
+        order = left
+
+
+def active_order(member_scores, rng, exclude=()):
+    """The labeling page's --active order from a reward's scores {id: [K] member rewards}: informative_pairs for an
+    ensemble (K > 1), closest scores first (active_pairs) for a single model; pairs in `exclude` are skipped."""
+    if len(next(iter(np.atleast_1d(v) for v in member_scores.values()), [])) > 1:
+        yield from informative_pairs(member_scores, rng, exclude)
+        return
+    skip = {pair_key(*p) for p in exclude}
+    mean = {k: float(np.mean(v)) for k, v in member_scores.items()}
+    yield from (p for p in active_pairs(mean, rng) if pair_key(*p) not in skip)
+
 #----------------------------------------------------------------------------
 
 class LabelSession:

@@ -3,8 +3,10 @@
 import inspect
 import json
 
+import torch
 from torch import nn
 
+from eg3d_rlhf.rewards.contract import InputSpec
 from torch_utils import misc
 
 #----------------------------------------------------------------------------
@@ -26,26 +28,49 @@ class RewardNet(nn.Module, metaclass=_RecordsConfig):
     """A reward model on prepared inputs [N, ...] (contract.InputSpec.prepare of raw sigma): a subclass builds its
     trunk, calls init_head() last and defines features(x) -> [N, feature_dim]; score(x) -> [N] follows."""
 
-    takes_reference = False     # Does it subtract a reference slab of the training bank (set_reference, --centre)?
+    takes_reference = False     # Can it subtract a reference slab of the training bank (set_reference, --centre)?
+    frozen_trunk = False        # Are its features fixed, so fitting computes them once and trains only the heads?
 
-    def init_head(self, feature_dim, hidden):
-        """The scoring MLP, head = Linear(feature_dim, hidden), SiLU, Linear(hidden, 1); built after the trunk, so a
-        seeded model starts from the same weights as before the base existed."""
-        self.feature_dim = int(feature_dim)
-        self.head = nn.Sequential(nn.Linear(self.feature_dim, hidden), nn.SiLU(), nn.Linear(hidden, 1))
+    @classmethod
+    def uses_reference(cls, config):
+        """Does a model of this config subtract a reference slab by default (--centre)?"""
+        return cls.takes_reference
+
+    @classmethod
+    def default_input(cls, slab, config):
+        """The input contract a model of this config is trained on for a bank whose slabs `slab` describes."""
+        return InputSpec(slab=dict(slab))
+
+    def init_head(self, feature_dim, hidden, members=1):
+        """The scoring head: Linear(feature_dim, hidden), SiLU, Linear(hidden, 1), or Linear(feature_dim, 1) with
+        hidden 0; members > 1 builds that many (an ensemble, scored by their mean, whose spread is the model's doubt).
+        Built after the trunk, so a seeded model starts from the same weights as before the base existed."""
+        self.feature_dim, self.members = int(feature_dim), int(members)
+        make = lambda: nn.Sequential(nn.Linear(self.feature_dim, hidden), nn.SiLU(), nn.Linear(hidden, 1)) if hidden \
+            else nn.Linear(self.feature_dim, 1)
+        if self.members == 1 and hidden:
+            self.head = make()                                  # The one-member layout every checkpoint before had.
+        else:
+            self.heads = nn.ModuleList([make() for _ in range(self.members)])
 
     def features(self, x):
         """Prepared inputs [N, ...] -> global features [N, feature_dim]."""
         raise NotImplementedError
 
-    def score_features(self, f):
-        """Global features [N, feature_dim] -> rewards [N]."""
+    def member_scores(self, f):
+        """Global features [N, feature_dim] -> every member's rewards [N, members]."""
         misc.assert_shape(f, [None, self.feature_dim])
-        return self.head(f)[:, 0]
+        heads = self.heads if hasattr(self, 'heads') else [self.head]
+        return torch.cat([h(f) for h in heads], dim=1)
 
-    def output_bias(self):
-        """The bias of the layer that gives the reward (fitting shifts it to centre the scores)."""
-        return self.head[-1].bias
+    def score_features(self, f):
+        """Global features [N, feature_dim] -> rewards [N] (the members' mean)."""
+        return self.member_scores(f).mean(dim=1)
+
+    def output_biases(self):
+        """The bias of the layer that gives each member's reward, [members] tensors (fitting centres each)."""
+        heads = self.heads if hasattr(self, 'heads') else [self.head]
+        return [h[-1].bias if isinstance(h, nn.Sequential) else h.bias for h in heads]
 
     def score(self, x):
         """Prepared inputs [N, ...] -> rewards [N]."""

@@ -24,6 +24,12 @@ FORMAT = 'eg3d_rlhf.reward/2'
 FORMATS = ('eg3d_rlhf.reward/1', FORMAT)
 
 
+# Constructor arguments added after checkpoints were written, with the value those checkpoints were built with: a
+# stored config that lacks one gets it (a 'sigma' checkpoint from before the levels trunk is the learned CNN with one
+# head), so build_reward's newer defaults never change what an old file means.
+ADDED_ARGUMENTS = {'sigma': dict(trunk='cnn', members=1)}
+
+
 class RewardCheckpointError(ValueError):
     """A file that is not a reward checkpoint this version can read."""
 
@@ -78,6 +84,7 @@ def load_reward(path, device='cpu', trust_pickle=False):
         raise RewardCheckpointError(f'{path}: {err}') from None
     try:
         config, weights = dict(data.get('config') or {}), dict(data.get('state_dict') or {})
+        config = {**ADDED_ARGUMENTS.get(data.get('kind'), {}), **config}
         check_weights(build_reward, data.get('kind'), config, weights)
         model = build_reward(data.get('kind'), **config)
         model.load_state_dict(weights)

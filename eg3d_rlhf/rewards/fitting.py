@@ -11,7 +11,7 @@ import scipy.stats
 import torch
 from tqdm import tqdm
 
-from eg3d_rlhf.rewards import REWARDS, build_reward
+from eg3d_rlhf.rewards import REWARDS, build_reward, linear_heads
 from eg3d_rlhf.rewards.losses import bradley_terry, bradley_terry_ties, unpaired_cs_loss
 from torch_utils import misc
 
@@ -100,7 +100,9 @@ class FitOptions:
     ties:           str     = 'drop'    # 'drop' or 'model' (Rao-Kupper Bradley-Terry with ties).
     mirror:         bool    = True      # Flip x (the face's left-right) at random while training.
     reg_weight:     float   = 1.0       # Unpaired mode: weight of the score regression term beside -D_CS.
-    seed:           int     = 0         # Initial weights (fit_reward), order of the batches, the flips.
+    seed:           int     = 0         # Initial weights (fit_reward), order of the batches, the flips, bootstraps.
+    l2:             tuple   = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)  # Linear heads on a fixed trunk: penalties tried; the
+                                        # lowest validation NLL wins (epochs, patience, batch and lr do not apply).
 
 
 class RewardFitter:
@@ -222,12 +224,14 @@ class RewardFitter:
         return m.get('rewards/accuracies', 0.0)
 
 
-def centre_scores(model, mean_score):
-    """Shift the model's output by -mean_score (the bias of its last layer, model.output_bias()). Bradley-Terry fits
-    only score differences, so the level is arbitrary; centred on the training samples, rewards fall inside the
-    fine-tuning clip of [-10, 10] instead of above it, where the clipped loss has no gradient."""
+def centre_scores(model, mean_scores):
+    """Shift each member's output by minus its mean score over some samples (mean_scores [members]; the bias of its
+    last layer, model.output_biases()). Bradley-Terry fits only score differences, so the level is arbitrary; centred
+    on the training samples, rewards fall inside the fine-tuning clip of [-10, 10] instead of above it, where the
+    clipped loss has no gradient; centring members alike keeps their spread about what they disagree on."""
     with torch.no_grad():
-        model.output_bias().sub_(float(mean_score))
+        for bias, mean in zip(model.output_biases(), np.atleast_1d(mean_scores)):
+            bias.sub_(float(mean))
 
 
 def trl_metrics(loss, r_chosen, r_rejected):
@@ -248,14 +252,15 @@ def trl_metrics(loss, r_chosen, r_rejected):
 # A training run: a new model of a registry kind, fitted, centred and measured on held-out samples. `labels` is a
 # data.preferences.TrainingLabels (duck-typed): ids per split, train labels, validation and test pairs, counts.
 
-def resolve_centre(kind, centre=None):
-    """Does a `kind` model subtract the training samples' mean input? By default when its class takes a reference
-    slab; ValueError when asked of one that takes none."""
-    takes = REWARDS[kind].takes_reference
+def resolve_centre(kind, centre=None, config=None):
+    """Does a `kind` model of `config` subtract the training samples' mean input? By default when that model uses a
+    reference slab; ValueError when asked of one that takes none."""
+    cls, config = REWARDS[kind], dict(config or {})
+    takes = cls.takes_reference and cls.uses_reference(config)
     if centre and not takes:
         kinds = ', '.join(k for k, c in REWARDS.items() if c.takes_reference)
-        raise ValueError(f'the {kind} reward takes no reference slab; centring is for {kinds} only')
-    return takes if centre is None else bool(centre)
+        raise ValueError(f'this {kind} reward takes no reference slab; centring is for {kinds} (with a learned trunk) only')
+    return cls.uses_reference(config) if centre is None else bool(centre)
 
 
 def held_out(correct, total):
@@ -270,34 +275,79 @@ def describe_held_out(result):
     return f'{100 * result["accuracy"]:.1f}% of {result["total"]} pairs (95% Wilson interval {100 * lo:.1f}-{100 * hi:.1f}%)'
 
 
+def fits_heads_only(model):
+    """Is the model a fixed trunk under linear heads, fitted exactly by linear_heads instead of by epochs?"""
+    return bool(getattr(model, 'frozen_trunk', False)) and hasattr(model, 'heads') and \
+        all(isinstance(h, torch.nn.Linear) for h in model.heads)
+
+
+def new_model(kind, inputs, train_ids, model_config=None, centre=None):
+    """A `kind` model built from model_config; centred ones get the training samples' mean input as reference."""
+    if resolve_centre(kind, centre, model_config):
+        model = build_reward(kind, **dict(model_config or {}), reference_shape=list(inputs.data.shape[1:]))
+        model.set_reference(inputs.mean(train_ids))
+        return model
+    return build_reward(kind, **dict(model_config or {}))
+
+
+def train_model(model, inputs, train_ids, train, val_pairs, options, table=None, device='cpu', log=None, progress=True):
+    """Fit `model` to train (dict(pairs, ties) or dict(labels)) with validation pairs, then centre every member on the
+    training samples. A fixed trunk under linear heads is solved exactly on its FeatureTable (computed here unless
+    given: it depends only on the model's trunk and the bank); anything else trains by RewardFitter's epochs.
+    Returns a report of the fit in plain types."""
+    start = time.time()
+    if fits_heads_only(model) and 'pairs' in train:
+        table = table or linear_heads.feature_table(model, inputs, inputs.index, options.mirror, device=device,
+            progress=progress)
+        ties = train['ties'] if options.ties == 'model' else []
+        report = dict(heads=linear_heads.fit_linear_heads(model, table, train_ids, train['pairs'], ties, val_pairs,
+            options.l2, seed=options.seed, log=log))
+        model.cpu()
+    else:
+        fitter = RewardFitter(model, inputs, options, device=device, log=log)
+        history = fitter.fit(train, val_pairs, progress=progress)
+        report = dict(epochs_run=len(history), best_epoch=int(np.argmax(history)), val_accuracy=history)
+    offsets = member_scores(model, inputs, train_ids, table=table, device=device).mean(axis=0)
+    centre_scores(model, offsets)                                   # Mean score 0 over the training samples.
+    model.cpu().eval()
+    return dict(report, centred_by=offsets.tolist(), train_seconds=time.time() - start)
+
+
+@torch.no_grad()
+def member_scores(model, inputs, ids, table=None, device='cpu', chunk=16):
+    """numpy [len(ids), members] of every member's reward (from the FeatureTable of a fixed trunk when given)."""
+    ids = list(ids)
+    model.eval()
+    if table is not None:
+        f = table.plain[[table.index[i] for i in ids]].float()
+        return model.member_scores(model.scale_features(f)).numpy()
+    model.to(device)
+    out = [model.member_scores(model.features(inputs.batch(ids[s:s + chunk], device))).cpu()
+        for s in range(0, len(ids), chunk)]
+    model.cpu()
+    return torch.cat(out).numpy() if out else np.zeros([0, model.members], dtype=np.float32)
+
+
 def fit_reward(kind, bank, labels, spec, options, model_config=None, centre=None, truth=None, device='cpu', log=None,
         progress=True):
-    """A new `kind` model fitted to `labels` on the bank's inputs as `spec` prepares them, stopped early on validation
-    accuracy (best epoch kept), its scores centred on the training samples (mean 0), and its held-out pairwise
-    accuracy on the test samples: against the test labels and, given truth ({id: score}), against every test pair
-    whose true scores differ. Returns (model on the cpu in eval mode, report: the run in plain types)."""
-    centre = resolve_centre(kind, centre)
+    """A new `kind` model fitted to `labels` on the bank's inputs as `spec` prepares them (train_model), its scores
+    centred on the training samples (mean 0), and its held-out pairwise accuracy on the test samples: against the test
+    labels and, given truth ({id: score}), against every test pair whose true scores differ. Returns (model on the
+    cpu in eval mode, report: the run in plain types)."""
+    centre = resolve_centre(kind, centre, model_config)
     torch.manual_seed(options.seed)
     inputs = prepared_inputs(bank, bank.ids, spec, progress=progress)
-    if centre:
-        model = build_reward(kind, **dict(model_config or {}), reference_shape=list(inputs.data.shape[1:]))
-        model.set_reference(inputs.mean(labels.ids['train']))
-    else:
-        model = build_reward(kind, **dict(model_config or {}))
-    fitter = RewardFitter(model, inputs, options, device=device, log=log)
-    start = time.time()
-    history = fitter.fit(labels.train, labels.val_pairs, progress=progress)
-    seconds = time.time() - start
-    offset = float(np.mean(list(fitter.scores(labels.ids['train']).values())))
-    centre_scores(model, offset)                                # Mean score 0 over the training samples.
-    scores = fitter.scores(labels.ids['test'])
+    model = new_model(kind, inputs, labels.ids['train'], model_config, centre)
+    fitted = train_model(model, inputs, labels.ids['train'], labels.train, labels.val_pairs, options, device=device,
+        log=log, progress=progress)
+    test = labels.ids['test']
+    scores = dict(zip(test, member_scores(model, inputs, test, device=device).mean(axis=1).tolist()))
     results = dict(test_labels=held_out(*pairwise_accuracy(scores, labels.test_pairs)))
     if truth is not None:
-        results['test_truth'] = held_out(*pairwise_accuracy(scores, all_pairs_by_truth(truth, labels.ids['test'])))
+        results['test_truth'] = held_out(*pairwise_accuracy(scores, all_pairs_by_truth(truth, test)))
     report = dict(reward=kind, centre=centre, config=model.config, input=spec.to_dict(), options=dataclasses.asdict(options),
-        counts=dict(labels.counts), epochs_run=len(history), best_epoch=int(np.argmax(history)), val_accuracy=history,
-        centred_by=offset, train_seconds=seconds, held_out=results)
-    return model.cpu().eval(), json.loads(json.dumps(report))
+        counts=dict(labels.counts), **fitted, held_out=results)
+    return model, json.loads(json.dumps(report))
 
 
 class MetricsLog:

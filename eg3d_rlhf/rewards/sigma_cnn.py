@@ -1,9 +1,11 @@
-"""The `sigma` reward: a 3D CNN over the prepared sigma slab, residual SE blocks down to an 8192-d feature."""
+"""The `sigma` reward: fixed level-set features of the slab, or a learned 3D CNN (residual SE blocks), under an ensemble of heads."""
 
 import torch
 from torch import nn
 
 from eg3d_rlhf.rewards.base import RewardNet
+from eg3d_rlhf.rewards.contract import InputSpec
+from eg3d_rlhf.rewards.level_sets import LevelSetFeatures
 from torch_utils import misc
 
 #----------------------------------------------------------------------------
@@ -43,30 +45,71 @@ class ResidualSEBlock(nn.Module):
 
 
 class SigmaReward(RewardNet):
-    takes_reference = True
+    """Two trunks. 'levels' (the default): fixed level-set features of raw sigma (level_sets.py), standardised over the
+    training bank, read by an ensemble of linear heads; nothing but the heads is learned, so about a thousand
+    judgements suffice and the members' spread is a usable doubt. 'cnn': residual SE blocks learned end to end on
+    the min-max slab minus the training bank's mean slab (the reference), down to an 8192-d feature."""
+
+    takes_reference = True      # With the cnn trunk (uses_reference).
+    TRUNKS = ('levels', 'cnn')
 
     def __init__(self,
-        channels        = (16, 32, 64, 128, 128),   # Width after the stem and after each strided block.
-        pool            = (4, 4, 4),                # Adaptive pooling size; channels[-1] * prod(pool) = feature size.
-        hidden          = 512,                      # Hidden units of the scoring MLP.
-        input_scale     = 0.01,                     # Multiplier of the prepared slab ([0, 100] -> [0, 1]).
-        reference_shape = None,                     # Shape of a reference slab subtracted from inputs; None = off.
+        trunk           = 'levels',                 # 'levels' (fixed level-set features) or 'cnn' (learned 3D CNN).
+        members         = 8,                        # Heads of the ensemble; their mean is the reward.
+        hidden          = 0,                        # Hidden units of each head's MLP; 0 = linear heads.
+        levels          = (5.0, 10.0, 20.0),        # levels: raw sigma levels read (the mesh level, 10, among them).
+        width           = 1.0,                      # levels: softness of the occupancy step, sigma units.
+        cells           = (4, 4, 4),                # levels: cells per axis the channels are averaged over.
+        channels        = (16, 32, 64, 128, 128),   # cnn: width after the stem and after each strided block.
+        pool            = (4, 4, 4),                # cnn: adaptive pooling size; channels[-1] * prod(pool) = feature size.
+        input_scale     = 0.01,                     # cnn: multiplier of the prepared slab ([0, 100] -> [0, 1]).
+        reference_shape = None,                     # cnn: shape of a reference slab subtracted from inputs; None = off.
     ):
         super().__init__()
-        self.input_scale = input_scale
+        if trunk not in self.TRUNKS:
+            raise ValueError(f'unknown sigma trunk {trunk!r}; choose from {", ".join(self.TRUNKS)}')
+        if trunk == 'levels' and reference_shape is not None:
+            raise ValueError('the levels trunk takes no reference slab (it standardises its features instead)')
+        self.trunk, self.input_scale = trunk, input_scale
         # The mean prepared slab of the training bank (set_reference). Heads of one generator share most of their
         # density, so the differences people judge are small next to it; subtracting it lets the first layers see them.
         self.register_buffer('reference', None if reference_shape is None else torch.zeros(list(reference_shape)))
+        if trunk == 'levels':
+            self.level_sets = LevelSetFeatures(levels, width, cells)
+            self.register_buffer('feature_mean', torch.zeros(self.level_sets.dim))
+            self.register_buffer('feature_std', torch.ones(self.level_sets.dim))
+            self.init_head(self.level_sets.dim, hidden, members)
+            return
         self.stem = nn.Sequential(nn.Conv3d(1, channels[0], 3, stride=2, padding=1, bias=False),
             nn.GroupNorm(min(8, channels[0]), channels[0]), nn.SiLU())
         self.blocks = nn.Sequential(*[ResidualSEBlock(a, b) for a, b in zip(channels[:-1], channels[1:])])
         self.pool = nn.AdaptiveAvgPool3d(tuple(pool))
-        self.init_head(channels[-1] * pool[0] * pool[1] * pool[2], hidden)
+        self.init_head(channels[-1] * pool[0] * pool[1] * pool[2], hidden, members)
+
+    @classmethod
+    def uses_reference(cls, config):
+        return config.get('trunk', 'levels') == 'cnn'
+
+    @classmethod
+    def default_input(cls, slab, config):
+        """The levels trunk reads raw sigma (its levels are mesh levels); the cnn trunk the min-max slab."""
+        if config.get('trunk', 'levels') == 'levels':
+            return InputSpec(slab=dict(slab), normalisation='affine', scale=1.0, offset=0.0)
+        return InputSpec(slab=dict(slab))
+
+    @property
+    def frozen_trunk(self):
+        return self.trunk == 'levels'
 
     def set_reference(self, mean_slab):
         """Store the mean prepared slab [X, Y, Z] of the training inputs (needs reference_shape)."""
         assert self.reference is not None, 'built without reference_shape'
         self.reference.copy_(torch.as_tensor(mean_slab, dtype=torch.float32))
+
+    def set_feature_scale(self, mean, std):
+        """Store the levels trunk's feature mean and standard deviation [feature_dim] over the training bank."""
+        self.feature_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.feature_std.copy_(torch.as_tensor(std, dtype=torch.float32).clamp(min=1e-6))
 
     def centred(self, x):
         """x minus the reference slab, resampled (trilinear) when x has another size; x itself when there is none."""
@@ -77,10 +120,21 @@ class SigmaReward(RewardNet):
             ref = torch.nn.functional.interpolate(ref[None, None], size=x.shape[1:], mode='trilinear', align_corners=True)[0, 0]
         return x - ref.to(x.dtype)
 
-    def features(self, x):
-        """Prepared slabs [N, X, Y, Z] (by default self min-max to [0, 100]) -> global features [N, feature_dim]."""
+    def trunk_features(self, x):
+        """Prepared slabs [N, X, Y, Z] -> the trunk's features [N, feature_dim], before the levels trunk's scaling."""
         misc.assert_shape(x, [None, None, None, None])
+        if self.trunk == 'levels':
+            return self.level_sets(x)
         y = self.blocks(self.stem(self.centred(x)[:, None] * self.input_scale))
         return self.pool(y).flatten(1)
+
+    def scale_features(self, f):
+        """Trunk features -> the heads' input (levels: standardised with the stored scale)."""
+        return (f - self.feature_mean) / self.feature_std if self.trunk == 'levels' else f
+
+    def features(self, x):
+        """Prepared slabs [N, X, Y, Z] -> global features [N, feature_dim] (levels: raw sigma; cnn: by default self
+        min-max to [0, 100])."""
+        return self.scale_features(self.trunk_features(x))
 
 #----------------------------------------------------------------------------

@@ -98,7 +98,7 @@ class SigmaUNetReward(RewardNet):
                 f'{mlp["output_size"]}-d output, giving 1 value (got {mlp["input_size"]}, {scalar_head["input_size"]}, '
                 f'{scalar_head["output_size"]})')
         self.feature_channels, self.feature_size = int(feature_channels), int(feature_size)
-        self.feature_dim = self.feature_size
+        self.feature_dim, self.members = self.feature_size, 1
         self.Conv3DModule = PublishedUNet(f_maps, out_channels, layer_order, num_groups, conv_padding, upsample)
         self.MLP = PublishedMLP(**mlp)
         self.scalar_rwd_head = PublishedMLP(**scalar_head)
@@ -117,11 +117,11 @@ class SigmaUNetReward(RewardNet):
         misc.assert_shape(f, [None, self.feature_dim])
         return self.MLP(f)
 
-    def output_bias(self):
-        return self.scalar_rwd_head.output_layer.bias
+    def output_biases(self):
+        return [self.scalar_rwd_head.output_layer.bias]
 
-    def score_features(self, f):
-        """Global features [N, feature_size] -> rewards [N]: scalar_rwd_head(MLP(f))."""
-        return self.scalar_rwd_head(self.global_vector(f))[:, 0]
+    def member_scores(self, f):
+        """Global features [N, feature_size] -> rewards [N, 1]: scalar_rwd_head(MLP(f))."""
+        return self.scalar_rwd_head(self.global_vector(f))
 
 #----------------------------------------------------------------------------

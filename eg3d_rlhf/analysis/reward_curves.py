@@ -1,0 +1,198 @@
+"""Reward learning curves: noise-free held-out accuracy against the number of simulated judgements, random or active."""
+
+import dataclasses
+import itertools
+import time
+
+import numpy as np
+
+from eg3d_rlhf.data import annotators, labeling
+from eg3d_rlhf.data.preferences import to_pairs
+from eg3d_rlhf.rewards import fitting
+
+#----------------------------------------------------------------------------
+# One trial: a simulated annotator (a taste with Bradley-Terry noise) judges pairs of the bank's pool samples, chosen
+# at random or by the labeling page's --active policy run on the model fitted so far; at each size the reward is fitted
+# on every judgement made and scored against the taste's noise-free preference on all pairs of the held-out test
+# samples. Sizes are nested within a trial, so a curve is one labeling session watched as it grows.
+
+POLICIES = ('random', 'active')
+
+
+@dataclasses.dataclass
+class CurveOptions:
+    sizes:          tuple   = (250, 500, 1000, 2000)    # Judgements at which the reward is fitted and measured.
+    seeds:          tuple   = (0, 1, 2)                 # Trials per taste and policy (annotator noise, pairs, weights).
+    temperature:    float   = 0.5                       # Annotator noise in taste standard deviations (~83% agreement).
+    test_share:     float   = 0.2                       # Share of the bank's samples held out (never judged).
+    val_share:      float   = 0.1                       # Share of each fit's judgements kept for early stopping.
+    warmup:         int     = 100                       # Active: random judgements before the first model exists.
+    round:          int     = 100                       # Active: judgements between refits (a labeling sitting).
+    split_seed:     int     = 0                         # Seed of the test/pool split, shared by every trial.
+
+    def __post_init__(self):
+        sizes = [int(s) for s in self.sizes]
+        if not sizes or sizes != sorted(set(sizes)) or sizes[0] < 10:
+            raise ValueError(f'sizes must rise and start at 10 or more, got {list(self.sizes)}')
+        if not 0 < self.test_share < 1 or not 0 < self.val_share < 0.5:
+            raise ValueError('test_share must lie in (0, 1) and val_share in (0, 0.5)')
+        if self.temperature < 0 or self.warmup < 10 or self.round < 1:
+            raise ValueError('temperature must be >= 0, warmup >= 10 and round >= 1')
+
+
+def split_pool(ids, test_share, seed):
+    """(pool ids, test ids): a seeded shuffle of the sorted ids, the last test_share of them held out."""
+    ids = sorted(ids)
+    order = np.random.RandomState(seed).permutation(len(ids))
+    cut = len(ids) - max(int(round(test_share * len(ids))), 2)
+    return sorted(ids[i] for i in order[:cut]), sorted(ids[i] for i in order[cut:])
+
+
+def noise_free_pairs(truth, ids):
+    """Every (winner, loser) pair of `ids` whose taste scores differ."""
+    return fitting.all_pairs_by_truth(truth, ids)
+
+
+def accuracy(scores, pairs):
+    """fitting.held_out of {id: score} on (winner, loser) pairs."""
+    return fitting.held_out(*fitting.pairwise_accuracy(scores, pairs))
+
+#----------------------------------------------------------------------------
+
+class Trial:
+    """One labeling session: an annotator, a pair policy and the judgements so far (a list of Judgement)."""
+
+    def __init__(self, oracle, pool, policy, options, seed):
+        assert policy in POLICIES
+        self.oracle, self.pool, self.policy, self.opts = oracle, list(pool), policy, options
+        self.rng = np.random.RandomState(seed)
+        self.judgements = []
+        self.random = labeling.random_pairs(self.pool, self.rng)
+
+    def pairs_to_judge(self, count, member_scores=None):
+        """The next `count` pairs: random ones, or the page's active order under the current model's member scores."""
+        if self.policy == 'random' or member_scores is None:
+            judged = {labeling.pair_key(j.a, j.b) for j in self.judgements}
+            fresh = (p for p in self.random if labeling.pair_key(*p) not in judged)
+            return list(itertools.islice(fresh, count))
+        done = [(j.a, j.b) for j in self.judgements]
+        return list(itertools.islice(labeling.active_order(member_scores, self.rng, exclude=done), count))
+
+    def judge(self, pairs):
+        self.judgements += self.oracle.judgements(pairs)
+
+    def labels(self):
+        """(train dict(pairs, ties), val pairs): the judgements split at random, val_share of them for early stopping."""
+        order = self.rng.permutation(len(self.judgements))
+        n_val = max(int(round(self.opts.val_share * len(order))), 1)
+        val, _ = to_pairs([self.judgements[i] for i in order[:n_val]])
+        pairs, ties = to_pairs([self.judgements[i] for i in order[n_val:]])
+        return dict(pairs=pairs, ties=ties), val
+
+    def agreement(self):
+        """Share of the decided judgements that match the noise-free choice."""
+        decided = [j for j in self.judgements if j.choice in 'ab']
+        return float(np.mean([j.choice == j.extra['noise_free'] for j in decided])) if decided else float('nan')
+
+
+def run_trial(oracle, truth, pool, test, policy, seed, options, fit, progress=None):
+    """[{size, seconds, agreement, accuracy, correct, total, wilson95}] of one trial; fit(train, val_pairs, seed) ->
+    {id: [K] member scores} of every pool and test sample (the reward, mean over members, scores the test pairs)."""
+    trial, rows, scores = Trial(oracle, pool, policy, options, seed), [], None
+    test_pairs = noise_free_pairs(truth, test)
+    marks = sorted(set(options.sizes))
+    if policy == 'active':                                          # Refit after the warm-up and every round.
+        steps = list(range(options.warmup, marks[-1], options.round)) + marks
+        marks_all = sorted(set(steps))
+    else:
+        marks_all = marks
+    start = time.time()
+    for size in marks_all:
+        trial.judge(trial.pairs_to_judge(size - len(trial.judgements), scores))
+        train, val = trial.labels()
+        scores = fit(train, val, seed)
+        if size in marks:
+            mean = {k: float(np.mean(v)) for k, v in scores.items() if k in set(test)}
+            rows.append(dict(size=size, seconds=time.time() - start, agreement=trial.agreement(),
+                **accuracy(mean, test_pairs)))
+        if progress is not None: progress(size)
+    return rows
+
+#----------------------------------------------------------------------------
+# Curves: trials summarised per (taste, policy, size) as the mean accuracy with a 95% t-interval over the trials.
+
+def summarise(rows):
+    """{taste: {policy: [{size, mean, ci95: [lo, hi], trials: [accuracy], agreement, seconds}]}} from trial rows
+    (each with taste, policy, seed, size, accuracy, ...)."""
+    import scipy.stats
+    out = {}
+    for (taste, policy, size), group in itertools.groupby(sorted(rows, key=lambda r: (r['taste'], r['policy'], r['size'])),
+            key=lambda r: (r['taste'], r['policy'], r['size'])):
+        group = list(group)
+        acc = np.array([r['accuracy'] for r in group])
+        half = float(scipy.stats.t.ppf(0.975, len(acc) - 1) * acc.std(ddof=1) / np.sqrt(len(acc))) if len(acc) > 1 else float('nan')
+        out.setdefault(taste, {}).setdefault(policy, []).append(dict(size=size, mean=float(acc.mean()),
+            ci95=[float(acc.mean() - half), float(acc.mean() + half)], trials=acc.tolist(),
+            agreement=float(np.mean([r['agreement'] for r in group])), seconds=float(np.mean([r['seconds'] for r in group]))))
+    return out
+
+
+def sizes_to_reach(curve, target):
+    """The fewest judgements at which a policy's mean accuracy reaches `target`, linearly interpolated between the
+    measured sizes; None when it never does."""
+    points = [(p['size'], p['mean']) for p in curve]
+    for (s0, a0), (s1, a1) in zip([(0, 0.5)] + points[:-1], points):
+        if a1 >= target:
+            return float(s1 if a1 == a0 or s0 == 0 else s0 + (target - a0) / (a1 - a0) * (s1 - s0))
+    return None
+
+
+def plot_curves(summary, path, targets=None):
+    """One panel per taste: mean noise-free held-out accuracy against judgements (log x), one line per policy, the
+    95% interval shaded; targets {taste: accuracy} drawn as dashed lines."""
+    from eg3d_rlhf.analysis.report_plots import _pyplot, _save
+    plt = _pyplot()
+    tastes = list(summary)
+    fig, axes = plt.subplots(1, len(tastes), figsize=(4.2 * len(tastes), 3.6), squeeze=False)
+    for ax, taste in zip(axes[0], tastes):
+        for policy, curve in summary[taste].items():
+            x = [p['size'] for p in curve]
+            ax.plot(x, [p['mean'] for p in curve], marker='o', label=policy)
+            ax.fill_between(x, [p['ci95'][0] for p in curve], [p['ci95'][1] for p in curve], alpha=0.2)
+        if targets and taste in targets:
+            ax.axhline(targets[taste], color='grey', linestyle='--', linewidth=1)
+        ax.set(xscale='log', xlabel='judgements', ylabel='noise-free held-out accuracy', title=f'oracle:{taste}', ylim=(0.5, 1))
+        ax.set_xticks(x, [str(s) for s in x])
+        ax.legend(loc='lower right')
+    fig.tight_layout()
+    _save(fig, path)
+
+#----------------------------------------------------------------------------
+
+def learning_curves(inputs, truths, policies, options, kind='sigma', model_config=None, fit_options=None,
+        device='cpu', progress=None):
+    """Every trial of every taste in truths ({taste: {id: noise-free score}}) and policy: a list of rows {taste, policy,
+    seed, size, accuracy, correct, total, wilson95, agreement, seconds}. inputs: fitting.PreparedInputs of the bank,
+    prepared by the reward's contract; progress(taste, policy, seed, size) after each fit."""
+    fit_options = fit_options or fitting.FitOptions()
+    pool, test = split_pool(list(inputs.index), options.test_share, options.split_seed)
+    prototype = fitting.new_model(kind, inputs, pool, model_config)
+    table = None
+    if fitting.fits_heads_only(prototype):                         # A fixed trunk: its features once for every fit.
+        table = fitting.linear_heads.feature_table(prototype, inputs, inputs.index, fit_options.mirror, device=device,
+            progress=False)
+    rows = []
+    for taste, truth in truths.items():
+        for policy, seed in itertools.product(policies, options.seeds):
+            oracle = annotators.OracleAnnotator(taste, truth, temperature=options.temperature, seed=seed)
+
+            def fit(train, val, fit_seed):
+                model = fitting.new_model(kind, inputs, pool, model_config)
+                opts = dataclasses.replace(fit_options, seed=fit_seed)
+                fitting.train_model(model, inputs, pool, train, val, opts, table=table, device=device, progress=False)
+                ids = pool + test
+                return dict(zip(ids, fitting.member_scores(model, inputs, ids, table=table, device=device)))
+            report = (lambda size: progress(taste, policy, seed, size)) if progress else None
+            for row in run_trial(oracle, truth, pool, test, policy, seed, options, fit, progress=report):
+                rows.append(dict(taste=taste, policy=policy, seed=seed, **row))
+    return rows

@@ -1,0 +1,113 @@
+"""Linear heads on fixed features: Bradley-Terry by L-BFGS, an ensemble from bootstrap resamples, L2 chosen on validation."""
+
+import dataclasses
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from torch_utils import misc
+
+#----------------------------------------------------------------------------
+# A reward whose trunk learns nothing (model.frozen_trunk) is a fixed map from a slab to features; judgements then
+# only have to place a hyperplane in that space. Its features are computed once per sample (and once mirrored), every
+# member's weights solve a convex problem exactly, and the penalty that generalises best is picked on the validation
+# judgements, so there is no learning rate, epoch count or early stopping to tune.
+
+@dataclasses.dataclass
+class FeatureTable:
+    index:      dict            # {sample id: row}.
+    plain:      torch.Tensor    # float64 [N, F]: model.trunk_features of each prepared input.
+    mirrored:   torch.Tensor    # float64 [N, F]: the same, flipped left-right (world x); None without mirroring.
+
+
+@torch.no_grad()
+def feature_table(model, inputs, ids, mirror=True, batch=16, device='cpu', progress=True):
+    """FeatureTable of `ids` (fitting.PreparedInputs) under the model's fixed trunk."""
+    ids, plain, mirrored = list(ids), [], []
+    model = model.to(device).eval()
+    for s in tqdm(range(0, len(ids), batch), desc='features', unit='batch', leave=False, disable=not progress):
+        x = inputs.batch(ids[s:s + batch], device)
+        plain.append(model.trunk_features(x).double().cpu())
+        if mirror:
+            mirrored.append(model.trunk_features(x.flip(inputs.x_axis)).double().cpu())
+    return FeatureTable({x: i for i, x in enumerate(ids)}, torch.cat(plain),
+        torch.cat(mirrored) if mirror else None)
+
+
+def margins_of(table, scaled, pairs):
+    """Feature differences [P (x2 mirrored), F] of (winner, loser) or (a, b) pairs in the scaled tables."""
+    if not pairs:
+        return torch.zeros([0, table.plain.shape[1]], dtype=torch.float64)
+    rows = torch.tensor([[table.index[a], table.index[b]] for a, b in pairs])
+    d = [t[rows[:, 0]] - t[rows[:, 1]] for t in scaled]
+    return torch.cat(d)
+
+
+def pair_nll(m, tie, theta=2.0):
+    """Per-pair negative log-likelihood [P, K] of margins m = r_winner - r_loser (or r_a - r_b of a tie): Bradley-
+    Terry, or Rao-Kupper with `theta` where `tie` [P] is set (losses.bradley_terry_ties' model)."""
+    if not bool(tie.any()):
+        return F.softplus(-m)
+    log_theta = math.log(theta)
+    win = F.softplus(-(m - log_theta))
+    p_tie = (1 - torch.sigmoid(m - log_theta) - torch.sigmoid(-m - log_theta)).clamp(min=1e-12)
+    return torch.where(tie[:, None], -p_tie.log(), win)
+
+
+def solve(d, tie, weights, l2, iters=200, theta=2.0):
+    """Member weights [K, F] minimising sum_p w_kp nll_p / sum_p w_kp + l2 / 2 |W_k|^2, each member its own problem
+    (weights [K, P]: bootstrap counts)."""
+    W = torch.zeros([weights.shape[0], d.shape[1]], dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([W], lr=1, max_iter=iters, line_search_fn='strong_wolfe', tolerance_grad=1e-10,
+        tolerance_change=1e-14, history_size=20)
+
+    def closure():
+        opt.zero_grad()
+        nll = pair_nll(d @ W.T, tie, theta)                            # [P, K]
+        loss = ((weights.T * nll).sum(dim=0) / weights.sum(dim=1).clamp(min=1)).sum() + 0.5 * l2 * W.square().sum()
+        loss.backward()
+        return loss
+    opt.step(closure)
+    return W.detach()
+
+
+def fit_linear_heads(model, table, train_ids, pairs, ties, val_pairs, l2_grid, seed=0, theta=2.0, log=None):
+    """Fit the model's linear heads (model.heads, each Linear(F, 1)) to (winner, loser) pairs and (a, b) ties (ties
+    empty = dropped), after storing the feature scale of the training samples (model.set_feature_scale); member k > 0
+    trains on a Poisson(1) bootstrap of the pairs. Every penalty of l2_grid is solved and the one whose mean-member
+    reward gives the lowest validation NLL is kept. Returns {l2, chosen: {val_nll, val_accuracy}, grid: [...]}."""
+    rows = [table.index[x] for x in train_ids]
+    seen = torch.cat([table.plain[rows]] + ([table.mirrored[rows]] if table.mirrored is not None else []))
+    mean, std = seen.mean(dim=0), seen.std(dim=0).clamp(min=1e-6)
+    model.set_feature_scale(mean, std)
+    scaled = [(t - mean) / std for t in (table.plain, table.mirrored) if t is not None]
+    d = torch.cat([margins_of(table, scaled, pairs), margins_of(table, scaled, ties)])
+    copies = len(scaled)
+    tie = torch.cat([torch.zeros(len(pairs) * copies, dtype=torch.bool), torch.ones(len(ties) * copies, dtype=torch.bool)])
+    n = len(pairs) + len(ties)
+    gen = torch.Generator().manual_seed(int(seed))
+    weights = torch.ones([model.members, n], dtype=torch.float64)
+    if model.members > 1:
+        weights[1:] = torch.poisson(torch.ones([model.members - 1, n], dtype=torch.float64), generator=gen)
+    weights = torch.cat([weights[:, :len(pairs)]] * copies + [weights[:, len(pairs):]] * copies, dim=1)  # As d.
+    d_val = margins_of(table, scaled[:1], val_pairs)
+    grid = []
+    for l2 in l2_grid:
+        W = solve(d, tie, weights, float(l2), theta=theta)
+        m = (d_val @ W.T).mean(dim=1)
+        grid.append(dict(l2=float(l2), val_nll=float(F.softplus(-m).mean()) if len(m) else float('nan'),
+            val_accuracy=float((m > 0).double().mean()) if len(m) else float('nan'), W=W))
+        if log is not None: log(dict(l2=float(l2), eval_loss=grid[-1]['val_nll'], **{'eval_rewards/accuracies': grid[-1]['val_accuracy']}))
+    best = min(grid, key=lambda g: (g['val_nll'] if math.isfinite(g['val_nll']) else 0, -g['l2']))
+    with torch.no_grad():
+        for head, w in zip(model.heads, best['W']):
+            misc.assert_shape(head.weight, [1, w.shape[0]])
+            head.weight.copy_(w[None].float())
+            head.bias.zero_()
+    strip = lambda g: {k: v for k, v in g.items() if k != 'W'}
+    return dict(l2=best['l2'], chosen=strip(best), grid=[strip(g) for g in grid])
+
+#----------------------------------------------------------------------------
