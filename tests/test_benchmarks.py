@@ -35,13 +35,17 @@ def test_bench_generator_names_a_missing_spec(tmp_path):
 
 def test_bench_reward_quick_run():
     cmd = [sys.executable, os.path.join(REPO, 'benchmarks', 'bench_reward.py'), '--shape', '32,36,33', '--batch', '2',
-           '--repeats', '1', '--threads', '1']
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+           '--repeats', '1', '--threads', '1', '--bank', '50', '--judgements', '40']
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert 'slab 32x36x33, batch 2, 1 threads, median of 1 passes' in out.stdout
-    assert re.search(r'forward only \(baseline\): [\d.]+ s, peak RSS [\d,]+ MiB', out.stdout)
-    m = re.search(r'forward \+ backward: [\d.]+ s \(([\d.]+)x the baseline\), peak RSS ([\d,]+) MiB', out.stdout)
-    assert m and float(m.group(1)) > 0 and int(m.group(2).replace(',', '')) > 0
+    for trunk in ('levels', 'cnn'):
+        assert re.search(rf'{trunk} trunk: forward [\d.]+ s, peak RSS [\d,]+ MiB; forward \+ backward [\d.]+ s, peak RSS '
+            r'[\d,]+ MiB', out.stdout), out.stdout
+    assert re.search(r'cnn \(baseline\) epoch of 40 judgements: [\d,]+ s', out.stdout)
+    m = re.search(r'levels whole fit on a 50-sample bank: [\d,]+ s .*; ([\d.]+)x faster than one CNN epoch', out.stdout)
+    assert m and float(m.group(1)) > 0
+    assert re.search(r'fine-tuning step \(forward \+ backward\): levels [\d.]+ s vs cnn [\d.]+ s per slab', out.stdout)
 
 
 def test_bench_flow_quick_run(tmp_path):

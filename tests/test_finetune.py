@@ -21,7 +21,7 @@ def slab_description(resolution=24, cube_length=1.0):
 
 def tiny_reward(seed=0):
     torch.manual_seed(seed)
-    return SigmaReward(channels=(4, 8, 8, 8, 16), pool=(1, 1, 1), hidden=16)
+    return SigmaReward(trunk='cnn', members=1, channels=(4, 8, 8, 8, 16), pool=(1, 1, 1), hidden=16)
 
 
 def contract(seed=0, cube_length=1.0):

@@ -230,7 +230,7 @@ def test_bad_input_is_refused_in_one_line():
 #----------------------------------------------------------------------------
 # The acceptance path: bank -> simulated annotator -> train_reward, on the second pipeline.
 
-TINY_SIGMA = dict(channels=[4, 8, 8, 8, 16], hidden=16)
+TINY_SIGMA = dict(trunk='cnn', members=1, channels=[4, 8, 8, 8, 16], hidden=16)
 
 
 def ok(result):

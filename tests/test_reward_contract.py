@@ -24,7 +24,7 @@ pytestmark = pytest.mark.usefixtures('one_thread')
 
 RES = 32                                                # Slabs of 16 x 18 x 17: x and z differ, so order shows.
 TINY = dict(                                            # At least 2 values per norm group at 1 x 1 x 1, even alone.
-    sigma=dict(channels=(4, 8, 8, 8, 16), hidden=16),
+    sigma=dict(trunk='cnn', members=1, channels=(4, 8, 8, 8, 16), hidden=16),
     depth=dict(views=('front', 'profile'), render_res=16, channels=(4, 8, 8, 8, 16), hidden=16),
     pointcloud=dict(num_points=128, widths=(8, 16, 32), hidden=16),
 )

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.usefixtures('one_thread')
 RES = 40                                                # slab_grid(40): slabs of 20 x 22 x 20.
 CENTRE = (0.03, 0.02, 0.15)                             # Off the x = 0 mirror plane, so left-right flips change the input.
 TINY = dict(
-    sigma=dict(channels=(4, 8, 8, 8, 16), hidden=16),     # At least 2 values per norm group at 1 x 1 x 1, even alone.
+    sigma=dict(trunk='cnn', members=1, channels=(4, 8, 8, 8, 16), hidden=16),   # At least 2 values per norm group at 1 x 1 x 1.
     depth=dict(views=('front', 'profile'), render_res=16, channels=(4, 8, 8, 8, 16), hidden=16),
     pointcloud=dict(num_points=128, widths=(8, 16, 32), hidden=16),
 )
@@ -498,7 +498,7 @@ def test_score_bank_refusals_and_dry_run(scored, tmp_path):
 # The sigma reward's reference slab (--centre).
 
 def test_sigma_reference_is_subtracted_and_resampled_for_other_sizes():
-    model = SigmaReward(channels=(4, 8, 8, 8, 16), hidden=16, reference_shape=[20, 22, 21])
+    model = SigmaReward(trunk='cnn', members=1, channels=(4, 8, 8, 8, 16), hidden=16, reference_shape=[20, 22, 21])
     ref = torch.rand(20, 22, 21) * 100
     model.set_reference(ref)
     x = torch.rand(2, 20, 22, 21) * 100
@@ -506,7 +506,7 @@ def test_sigma_reference_is_subtracted_and_resampled_for_other_sizes():
     assert torch.allclose(model.centred(ref[None]), torch.zeros(1, 20, 22, 21))
     small = torch.nn.functional.interpolate(ref[None, None], size=(10, 11, 11), mode='trilinear', align_corners=True)[0]
     assert torch.allclose(model.centred(small), torch.zeros_like(small), atol=1e-4)
-    plain = SigmaReward(channels=(4, 8, 8, 8, 16), hidden=16)
+    plain = SigmaReward(trunk='cnn', members=1, channels=(4, 8, 8, 8, 16), hidden=16)
     assert plain.centred(x) is x and plain.config['reference_shape'] is None
 
 

@@ -39,6 +39,9 @@ class CurveOptions:
         if self.temperature < 0 or self.warmup < 10 or self.round < 1:
             raise ValueError('temperature must be >= 0, warmup >= 10 and round >= 1')
 
+    def to_dict(self):
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
 
 def split_pool(ids, test_share, seed):
     """(pool ids, test ids): a seeded shuffle of the sorted ids, the last test_share of them held out."""
@@ -95,19 +98,22 @@ class Trial:
         return float(np.mean([j.choice == j.extra['noise_free'] for j in decided])) if decided else float('nan')
 
 
+def fit_sizes(policy, options):
+    """The judgement counts at which a trial fits its reward: the sizes; for active, also after the warm-up and every
+    round (the model that orders the next pairs)."""
+    if policy == 'active':
+        return sorted(set(range(options.warmup, options.sizes[-1], options.round)) | set(options.sizes))
+    return sorted(options.sizes)
+
+
 def run_trial(oracle, truth, pool, test, policy, seed, options, fit, progress=None):
     """[{size, seconds, agreement, accuracy, correct, total, wilson95}] of one trial; fit(train, val_pairs, seed) ->
     {id: [K] member scores} of every pool and test sample (the reward, mean over members, scores the test pairs)."""
     trial, rows, scores = Trial(oracle, pool, policy, options, seed), [], None
     test_pairs = noise_free_pairs(truth, test)
-    marks = sorted(set(options.sizes))
-    if policy == 'active':                                          # Refit after the warm-up and every round.
-        steps = list(range(options.warmup, marks[-1], options.round)) + marks
-        marks_all = sorted(set(steps))
-    else:
-        marks_all = marks
+    marks = set(options.sizes)
     start = time.time()
-    for size in marks_all:
+    for size in fit_sizes(policy, options):
         trial.judge(trial.pairs_to_judge(size - len(trial.judgements), scores))
         train, val = trial.labels()
         scores = fit(train, val, seed)
@@ -132,7 +138,7 @@ def summarise(rows):
         acc = np.array([r['accuracy'] for r in group])
         half = float(scipy.stats.t.ppf(0.975, len(acc) - 1) * acc.std(ddof=1) / np.sqrt(len(acc))) if len(acc) > 1 else float('nan')
         out.setdefault(taste, {}).setdefault(policy, []).append(dict(size=size, mean=float(acc.mean()),
-            ci95=[float(acc.mean() - half), float(acc.mean() + half)], trials=acc.tolist(),
+            ci95=[max(float(acc.mean() - half), 0.0), min(float(acc.mean() + half), 1.0)], trials=acc.tolist(),
             agreement=float(np.mean([r['agreement'] for r in group])), seconds=float(np.mean([r['seconds'] for r in group]))))
     return out
 
@@ -145,6 +151,36 @@ def sizes_to_reach(curve, target):
         if a1 >= target:
             return float(s1 if a1 == a0 or s0 == 0 else s0 + (target - a0) / (a1 - a0) * (s1 - s0))
     return None
+
+
+def active_savings(summary, reference=1000):
+    """{taste: {random_at, active_needs, active_at}}: random pairs' mean accuracy at `reference` judgements, the
+    judgements active choice needs to reach it (interpolated; None when it never does), and active's own accuracy there."""
+    out = {}
+    for taste, by in summary.items():
+        if 'random' not in by or 'active' not in by:
+            continue
+        random_at = next((p['mean'] for p in by['random'] if p['size'] == reference), None)
+        active_at = next((p['mean'] for p in by['active'] if p['size'] == reference), None)
+        if random_at is not None:
+            out[taste] = dict(reference=reference, random_at=random_at, active_at=active_at,
+                active_needs=sizes_to_reach(by['active'], random_at))
+    return out
+
+
+def describe(summary, savings):
+    """Lines for the console: each curve's means, then what active choice saves."""
+    lines = []
+    for taste, by in summary.items():
+        for policy, curve in by.items():
+            points = ', '.join(f'{p["size"]}: {100 * p["mean"]:.1f}% ({100 * p["ci95"][0]:.1f}-{100 * p["ci95"][1]:.1f})'
+                for p in curve)
+            lines.append(f'{taste:>7} {policy:>6}  {points}')
+    for taste, s in savings.items():
+        needs = 'never' if s['active_needs'] is None else f'{s["active_needs"]:.0f}'
+        lines.append(f'{taste:>7} active reaches random\'s {s["reference"]}-judgement accuracy '
+            f'({100 * s["random_at"]:.1f}%) at: {needs}')
+    return lines
 
 
 def plot_curves(summary, path, targets=None):

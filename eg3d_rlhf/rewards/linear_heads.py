@@ -57,10 +57,11 @@ def pair_nll(m, tie, theta=2.0):
     return torch.where(tie[:, None], -p_tie.log(), win)
 
 
-def solve(d, tie, weights, l2, iters=200, theta=2.0):
+def solve(d, tie, weights, l2, start=None, iters=200, theta=2.0):
     """Member weights [K, F] minimising sum_p w_kp nll_p / sum_p w_kp + l2 / 2 |W_k|^2, each member its own problem
-    (weights [K, P]: bootstrap counts)."""
-    W = torch.zeros([weights.shape[0], d.shape[1]], dtype=torch.float64, requires_grad=True)
+    (weights [K, P]: bootstrap counts), from `start` [K, F] (zeros when None)."""
+    W = torch.zeros([weights.shape[0], d.shape[1]], dtype=torch.float64) if start is None else start.clone()
+    W.requires_grad_(True)
     opt = torch.optim.LBFGS([W], lr=1, max_iter=iters, line_search_fn='strong_wolfe', tolerance_grad=1e-10,
         tolerance_change=1e-14, history_size=20)
 
@@ -94,13 +95,14 @@ def fit_linear_heads(model, table, train_ids, pairs, ties, val_pairs, l2_grid, s
         weights[1:] = torch.poisson(torch.ones([model.members - 1, n], dtype=torch.float64), generator=gen)
     weights = torch.cat([weights[:, :len(pairs)]] * copies + [weights[:, len(pairs):]] * copies, dim=1)  # As d.
     d_val = margins_of(table, scaled[:1], val_pairs)
-    grid = []
-    for l2 in l2_grid:
-        W = solve(d, tie, weights, float(l2), theta=theta)
+    grid, W = [], None
+    for l2 in sorted(l2_grid, reverse=True):                      # Strong to weak, each from the last solution.
+        W = solve(d, tie, weights, float(l2), start=W, theta=theta)
         m = (d_val @ W.T).mean(dim=1)
         grid.append(dict(l2=float(l2), val_nll=float(F.softplus(-m).mean()) if len(m) else float('nan'),
             val_accuracy=float((m > 0).double().mean()) if len(m) else float('nan'), W=W))
         if log is not None: log(dict(l2=float(l2), eval_loss=grid[-1]['val_nll'], **{'eval_rewards/accuracies': grid[-1]['val_accuracy']}))
+    grid.reverse()
     best = min(grid, key=lambda g: (g['val_nll'] if math.isfinite(g['val_nll']) else 0, -g['l2']))
     with torch.no_grad():
         for head, w in zip(model.heads, best['W']):

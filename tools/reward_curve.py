@@ -1,0 +1,139 @@
+"""Reward learning curves: held-out noise-free accuracy against simulated judgements, per taste, random vs active pairs."""
+
+import json
+import os
+
+import click
+from tqdm import tqdm
+
+import dnnlib
+from eg3d_rlhf.analysis import reward_curves
+from eg3d_rlhf.analysis.report_plots import html_table, write_report
+from eg3d_rlhf.cli import (OUT_DIR, FiniteRange, device_option, force_option, one_line_errors, open_bank, parse_range,
+    pick_device, refuse_overwrite)
+from eg3d_rlhf.data import annotators
+from eg3d_rlhf.data.scores import ScoresError, read_scores, write_scores
+from eg3d_rlhf.rewards import REWARDS, build_reward, fitting
+
+OUTPUTS = ('report.json', 'report.html', 'curves.png', 'trials.jsonl')
+
+#----------------------------------------------------------------------------
+
+def parse_names(choices):
+    def parse(ctx, param, value):
+        names = [v.strip() for v in value.split(',') if v.strip()]
+        bad = [v for v in names if v not in choices]
+        if bad or not names:
+            raise click.BadParameter(f'{bad[0] if bad else value!r}: choose from {", ".join(choices)}')
+        return names
+    return parse
+
+
+def parse_sizes(ctx, param, value):
+    try:
+        return tuple(reward_curves.CurveOptions(sizes=parse_range(value)).sizes)
+    except ValueError as err:
+        raise click.BadParameter(str(err))
+
+
+def parse_model_config(ctx, param, value):
+    try:
+        config = json.loads(value)
+    except json.JSONDecodeError as err:
+        raise click.BadParameter(f'not JSON ({err.msg})')
+    if not isinstance(config, dict):
+        raise click.BadParameter('expected a JSON object of constructor arguments')
+    return config
+
+
+def taste_truth(bank, taste, level, outdir):
+    """{id: noise-free taste score}, kept as outdir/truth_TASTE.csv (read back when it covers the bank: the tastes
+    take minutes to score)."""
+    path = os.path.join(outdir, f'truth_{taste}.csv')
+    if os.path.isfile(path):
+        with one_line_errors(ScoresError):
+            truth = read_scores(path, bank.ids)
+        if set(truth) == set(bank.ids):
+            return truth
+    with tqdm(total=len(bank), desc=f'oracle:{taste}', unit='sample') as bar:
+        truth = annotators.taste_scores(taste, bank, level, progress=bar.update)
+    write_scores(path, truth)
+    return truth
+
+#----------------------------------------------------------------------------
+
+@click.command()
+@click.option('--bank', 'bank_dir', required=True, metavar='BANK', help='Sample bank folder (tools/sample_bank.py)')
+@click.option('--outdir', type=OUT_DIR, required=True, metavar='DIR', help='Where report.json/.html, curves.png and trials.jsonl go')
+@click.option('--tastes', default='nose,smooth,closed', show_default=True, callback=parse_names(tuple(annotators.TASTES)),
+    help='Simulated tastes, comma-separated')
+@click.option('--policies', default='random,active', show_default=True, callback=parse_names(reward_curves.POLICIES),
+    help="Pair choice: random, or active (the labeling page's --active on the model fitted so far)")
+@click.option('--sizes', default='250,500,1000,2000', show_default=True, callback=parse_sizes, metavar='LIST', help='Judgements at which the reward is fitted and measured')
+@click.option('--seeds', 'seeds', type=parse_range, default='0-2', show_default=True, metavar='LIST', help='Trials per taste and policy')
+@click.option('--temperature', type=FiniteRange(min=0), default=0.5, show_default=True, help='Annotator noise in taste standard deviations (0.5: ~83% agree with the noise-free choice)')
+@click.option('--test-share', type=FiniteRange(min=0, max=1, min_open=True, max_open=True), default=0.2, show_default=True, help='Share of the samples held out, never judged')
+@click.option('--warmup', type=click.IntRange(min=10), default=100, show_default=True, help='Active: random judgements before the first model')
+@click.option('--round', 'round_size', type=click.IntRange(min=1), default=100, show_default=True, help='Active: judgements between refits')
+@click.option('--level', type=FiniteRange(), default=10, show_default=True, help='Raw sigma level of the tastes\' surface')
+@click.option('--reward', 'kind', type=click.Choice(sorted(REWARDS)), default='sigma', show_default=True, help='Reward model')
+@click.option('--model-config', default='{}', show_default=True, callback=parse_model_config, metavar='JSON', help='Constructor arguments of the reward model')
+@click.option('--dry-run', is_flag=True, help='Check the inputs and print the plan; fit and write nothing')
+@force_option
+@device_option
+def main(bank_dir, outdir, tastes, policies, sizes, seeds, temperature, test_share, warmup, round_size, level, kind, model_config,
+        dry_run, force, device_name):
+    """For each taste, policy and seed, a simulated annotator judges pairs of the bank's pool samples (random pairs,
+    or the labeling page's --active order on the reward fitted so far, refitted every --round judgements); at each of
+    --sizes the reward is fitted on every judgement made (a tenth kept for validation) and scored against the taste's
+    noise-free preference on every pair of the held-out samples. Writes the trials, the mean and 95% t-interval over
+    seeds, and curves.png.
+
+    \b
+    python tools/reward_curve.py --bank out/bank --outdir out/curves
+    """
+    options = reward_curves.CurveOptions(sizes=sizes, seeds=tuple(seeds), temperature=temperature, test_share=test_share,
+        warmup=warmup, round=round_size)
+    try:
+        build_reward(kind, **model_config)
+    except (TypeError, ValueError) as err:
+        raise click.BadParameter(f'{kind} reward: {err}', param_hint='--model-config')
+    refuse_overwrite(*(os.path.join(outdir, name) for name in OUTPUTS), force=force)
+    bank = open_bank(bank_dir)
+    fits = len(tastes) * len(seeds) * sum(len(reward_curves.fit_sizes(p, options)) for p in policies)
+    print(f'{len(bank)} samples ({len(bank) - round(test_share * len(bank))} to judge); tastes {", ".join(tastes)}; '
+        f'policies {", ".join(policies)}; sizes {list(sizes)}; {len(seeds)} seeds: {fits} fits of the {kind} reward')
+    if dry_run:
+        return
+    os.makedirs(outdir, exist_ok=True)
+    truths = {t: taste_truth(bank, t, level, outdir) for t in tastes}
+    spec = REWARDS[kind].default_input(bank.meta(bank.ids[0])['slab'], model_config)
+    with one_line_errors(ValueError):
+        inputs = fitting.prepared_inputs(bank, bank.ids, spec)
+    with tqdm(total=fits, desc='fits', unit='fit') as bar:
+        def progress(taste, policy, seed, size):
+            bar.set_postfix_str(f'{taste} {policy} seed {seed} n={size}')
+            bar.update()
+        rows = reward_curves.learning_curves(inputs, truths, policies, options, kind=kind, model_config=model_config,
+            device=pick_device(device_name), progress=progress)
+    with dnnlib.util.atomic_write(os.path.join(outdir, 'trials.jsonl'), 'w', encoding='utf-8') as f:
+        f.writelines(json.dumps(r) + '\n' for r in rows)
+    summary = reward_curves.summarise(rows)
+    reward_curves.plot_curves(summary, os.path.join(outdir, 'curves.png'))
+    reach = reward_curves.active_savings(summary, reference=1000 if 1000 in sizes else sizes[-1])
+    report = dict(bank=os.path.abspath(bank_dir), reward=kind, model_config=model_config, options=options.to_dict(),
+        curves=summary, active_vs_random=reach)
+    table = [[t, p, c['size'], f'{100 * c["mean"]:.1f}', f'{100 * c["ci95"][0]:.1f}-{100 * c["ci95"][1]:.1f}',
+        f'{100 * c["agreement"]:.1f}'] for t, by in summary.items() for p, curve in by.items() for c in curve]
+    write_report(outdir, 'Reward learning curves', report, ['curves.png'], tables=[('Noise-free held-out accuracy (%)',
+        ['taste', 'policy', 'judgements', 'mean', '95% interval', 'label agreement'], table)])
+    for line in reward_curves.describe(summary, reach):
+        print(line)
+    print(f'wrote {outdir}/report.html, report.json, curves.png and trials.jsonl')
+
+#----------------------------------------------------------------------------
+
+if __name__ == '__main__':
+    main() # pylint: disable=no-value-for-parameter
+
+#----------------------------------------------------------------------------
