@@ -15,7 +15,7 @@ from eg3d_rlhf.data.bank import Bank
 from eg3d_rlhf.data.scores import read_scores, score_bank
 from eg3d_rlhf.geometry.sigma import normalise_sigma_self, slab_description
 from eg3d_rlhf.rewards import REWARDS, build_reward, fitting
-from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward, save_reward
+from eg3d_rlhf.rewards.checkpoint import ADDED_ARGUMENTS, RewardCheckpointError, load_reward, save_reward
 from eg3d_rlhf.rewards.contract import InputSpec
 from tests.conftest import REPO
 from tools import label, score_bank as score_bank_tool
@@ -211,7 +211,11 @@ def test_bundled_checkpoints_load_unchanged(kind):
     reward = load_reward(path)                                              # Strict load: every weight's name matches.
     stored = torch.load(path, weights_only=True)
     assert reward.kind == kind and reward.spec == InputSpec.from_dict(stored['input'])
-    assert reward.model.config == stored['config'] and list(reward.model.state_dict()) == list(stored['state_dict'])
+    added = {k: v for k, v in reward.model.config.items() if k not in stored['config']}
+    assert {k: reward.model.config[k] for k in stored['config']} == stored['config']
+    assert {k: added[k] for k in ADDED_ARGUMENTS.get(kind, {}) if k in added} == \
+        {k: v for k, v in ADDED_ARGUMENTS.get(kind, {}).items() if k in added}       # Added ones as it was built.
+    assert list(reward.model.state_dict()) == list(stored['state_dict'])
     raw = torch.from_numpy(np.random.RandomState(0).gamma(1.0, 10.0, size=(1, *reward.grid.shape)).astype(np.float32))
     with torch.no_grad():
         assert torch.isfinite(reward.score(raw)).all()

@@ -248,7 +248,7 @@ def balls(tmp_path_factory):
 @pytest.fixture
 def tiny_models(monkeypatch):
     """train_reward builds (and fitting fits) small models of the asked-for kind."""
-    tiny = lambda kind, **extra: build_reward(kind, **TINY[kind], **extra)
+    tiny = lambda kind, **extra: build_reward(kind, **{**TINY[kind], **extra})
     monkeypatch.setattr(train_reward, 'build_reward', tiny)
     monkeypatch.setattr(R, 'build_reward', tiny)
 
@@ -269,7 +269,8 @@ def read_jsonl(path):
 
 def test_train_reward_end_to_end(balls, tmp_path):
     out = tmp_path / 'run' / 'reward.pt'
-    result = ok(train('--bank', balls['bank'], '--labels', balls['labels'], '--truth', balls['truth'], '--epochs', 2, '--out', out))
+    result = ok(train('--bank', balls['bank'], '--labels', balls['labels'], '--truth', balls['truth'], '--epochs', 2,
+        '--model-config', json.dumps(TINY['sigma']), '--out', out))                     # The learned CNN: by epochs.
     for suffix in ('.pt', '.metrics.jsonl', '.report.json', '.curves.png'):
         assert os.path.isfile(tmp_path / 'run' / f'reward{suffix}'), suffix
     records = read_jsonl(tmp_path / 'run' / 'reward.metrics.jsonl')
@@ -280,7 +281,7 @@ def test_train_reward_end_to_end(balls, tmp_path):
     assert all(set(keys) <= set(r) for r in train_records)
     assert all({'eval_' + k for k in keys} <= set(r) for r in eval_records)
     report = json.loads((tmp_path / 'run' / 'reward.report.json').read_text())
-    assert report['reward'] == 'sigma' and report['config'] == SigmaReward(reference_shape=[20, 22, 20]).config
+    assert report['reward'] == 'sigma' and report['config'] == SigmaReward(**TINY['sigma'], reference_shape=[20, 22, 20]).config
     assert report['epochs_run'] == len(eval_records) <= 2
     assert report['val_accuracy'] == pytest.approx([r['eval_rewards/accuracies'] for r in eval_records])
     assignment = preferences.split_samples(balls['radii'], (0.7, 0.15, 0.15), seed=0)
@@ -301,9 +302,34 @@ def test_train_reward_end_to_end(balls, tmp_path):
     assert R.pairwise_accuracy(scores, truth_pairs)[0] == report['held_out']['test_truth']['correct']
     train_ids = [x for x in sorted(balls['radii']) if assignment[x] == 'train']       # Centred on these.
     assert abs(float(reward.score_slabs(bank.slab(i) for i in train_ids).mean())) < 1e-3
-    assert isinstance(report['centred_by'], float)
+    assert len(report['centred_by']) == 1 and isinstance(report['centred_by'][0], float)
     with PIL.Image.open(tmp_path / 'run' / 'reward.curves.png') as im:
         assert im.format == 'PNG' and im.size[0] > 2 * im.size[1] > 500                 # Two plots side by side.
+
+
+def test_train_reward_default_solves_linear_heads_on_level_set_features(balls, tmp_path):
+    out = tmp_path / 'reward.pt'
+    result = ok(train('--bank', balls['bank'], '--labels', balls['labels'], '--truth', balls['truth'], '--out', out))
+    report = json.loads((tmp_path / 'reward.report.json').read_text())
+    assert report['config'] == SigmaReward().config and report['centre'] is False
+    assert report['input']['normalisation'] == 'affine' and report['input']['scale'] == 1.0      # Raw sigma levels.
+    grid = report['heads']['grid']
+    assert [g['l2'] for g in grid] == list(R.FitOptions().l2) and report['heads']['l2'] in R.FitOptions().l2
+    assert report['heads']['chosen']['val_nll'] == min(g['val_nll'] for g in grid)
+    assert 'epochs_run' not in report and len(report['centred_by']) == SigmaReward().members
+    assert report['held_out']['test_truth']['accuracy'] >= 0.9                          # Bigger balls liked: learned.
+    records = read_jsonl(tmp_path / 'reward.metrics.jsonl')
+    assert [r['l2'] for r in records] == [g['l2'] for g in sorted(grid, key=lambda g: -g['l2'])]
+    assert f"L2 {report['heads']['l2']:g} of {len(grid)} tried" in result.output
+    reward, bank = load_reward(str(out)), Bank(balls['bank'])
+    assignment = preferences.split_samples(balls['radii'], (0.7, 0.15, 0.15), seed=0)
+    train_ids = [x for x in sorted(balls['radii']) if assignment[x] == 'train']
+    assert abs(float(reward.score_slabs(bank.slab(i) for i in train_ids).mean())) < 1e-3    # Every member centred.
+    with torch.no_grad():
+        members = reward.model.member_scores(reward.features(torch.stack([torch.as_tensor(bank.slab(i)) for i in train_ids])))
+    assert members.mean(dim=0).abs().max() < 1e-3 and members.std(dim=1).mean() > 0
+    with PIL.Image.open(tmp_path / 'reward.curves.png') as im:
+        assert im.format == 'PNG' and im.size[0] > 2 * im.size[1] > 500
 
 
 def test_train_reward_good_bad_and_reg_weight(balls, tmp_path, tiny_models):
@@ -330,7 +356,8 @@ def test_train_reward_good_bad_and_reg_weight(balls, tmp_path, tiny_models):
 @pytest.mark.parametrize('kind', ['depth', 'pointcloud', 'sigma'])
 def test_train_reward_kinds(balls, tmp_path, tiny_models, kind):
     out = tmp_path / f'{kind}.pt'
-    ok(train('--bank', balls['bank'], '--labels', balls['labels'], '--reward', kind, '--epochs', 1, '--batch', 32, '--out', out))
+    cnn = ['--model-config', json.dumps(dict(trunk='cnn'))] if kind == 'sigma' else []     # By epochs, as the others.
+    ok(train('--bank', balls['bank'], '--labels', balls['labels'], '--reward', kind, '--epochs', 1, '--batch', 32, *cnn, '--out', out))
     reward = load_reward(str(out))
     assert reward.kind == kind and type(reward.model) is type(build_reward(kind, **TINY[kind]))
     extra = dict(reference_shape=[20, 22, 20]) if reward.model.takes_reference else {}     # --centre is on for these.
@@ -511,18 +538,21 @@ def test_sigma_reference_is_subtracted_and_resampled_for_other_sizes():
 
 
 def test_train_reward_centre(balls, tmp_path, tiny_models):
-    ok(train('--bank', balls['bank'], '--labels', balls['labels'], '--epochs', 1, '--out', tmp_path / 'c.pt'))
+    cnn = ['--model-config', json.dumps(dict(trunk='cnn'))]                  # The learned trunk centres by default.
+    ok(train('--bank', balls['bank'], '--labels', balls['labels'], '--epochs', 1, *cnn, '--out', tmp_path / 'c.pt'))
     reward = load_reward(str(tmp_path / 'c.pt'))
     assert reward.info['training']['centre'] is True and reward.model.reference is not None
     bank = Bank(str(balls['bank']))
     inputs = R.prepared_inputs(bank, bank.ids, reward.spec, progress=False)
     train_ids = [x for x, s in preferences.split_samples(bank.ids, (0.7, 0.15, 0.15), seed=0).items() if s == 'train']
     assert torch.allclose(reward.model.reference, inputs.mean(train_ids), atol=1e-4)
-    ok(train('--bank', balls['bank'], '--labels', balls['labels'], '--epochs', 1, '--no-centre', '--out', tmp_path / 'n.pt'))
+    ok(train('--bank', balls['bank'], '--labels', balls['labels'], '--epochs', 1, '--no-centre', *cnn, '--out', tmp_path / 'n.pt'))
     assert load_reward(str(tmp_path / 'n.pt')).model.reference is None
+    refused = train('--bank', balls['bank'], '--labels', balls['labels'], '--centre', '--out', tmp_path / 'l.pt')
+    assert refused.exit_code == 2 and 'this sigma reward takes no reference slab' in refused.output   # Levels trunk.
     ok(train('--bank', balls['bank'], '--labels', balls['labels'], '--epochs', 1, '--reward', 'depth', '--out', tmp_path / 'd.pt'))
     refused = train('--bank', balls['bank'], '--labels', balls['labels'], '--reward', 'depth', '--centre', '--out', tmp_path / 'e.pt')
-    assert refused.exit_code != 0 and 'sigma only' in refused.output
+    assert refused.exit_code != 0 and 'sigma (with a learned trunk) only' in refused.output
 
 
 def test_train_reward_model_config(balls, tmp_path):
