@@ -14,7 +14,7 @@ import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from eg3d_rlhf.rewards import linear_heads
+from eg3d_rlhf.rewards import fitting, linear_heads
 from eg3d_rlhf.rewards.sigma_cnn import SigmaReward
 
 TRUNKS = {'levels': dict(), 'cnn': dict(trunk='cnn', members=1, hidden=512)}   # The default, and the CNN before it.
@@ -55,7 +55,7 @@ def solve_demo_fit(model, samples=1000, pairs=1000, seed=0):
     drawn = [(a, b) for a, b in drawn if a != b]
     cut = len(drawn) // 10
     linear_heads.fit_linear_heads(model, table, list(range(samples)), drawn[cut:], [], drawn[:cut],
-        (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0))
+        fitting.FitOptions().l2)
 
 
 def in_child(trunk, shape, batch, repeats, threads, mode):

@@ -330,6 +330,10 @@ def test_train_reward_default_solves_linear_heads_on_level_set_features(balls, t
     assert members.mean(dim=0).abs().max() < 1e-3 and members.std(dim=1).mean() > 0
     with PIL.Image.open(tmp_path / 'reward.curves.png') as im:
         assert im.format == 'PNG' and im.size[0] > 2 * im.size[1] > 500
+    ok(train('--bank', balls['bank'], '--labels', balls['labels'], '--l2', '0.5,5', '--out', tmp_path / 'l2.pt'))
+    assert [g['l2'] for g in json.loads((tmp_path / 'l2.report.json').read_text())['heads']['grid']] == [0.5, 5.0]
+    bad = train('--bank', balls['bank'], '--labels', balls['labels'], '--l2', '1,-1', '--out', tmp_path / 'bad.pt')
+    assert bad.exit_code == 2 and '--l2' in bad.output and not os.path.exists(tmp_path / 'bad.pt')
 
 
 def test_train_reward_good_bad_and_reg_weight(balls, tmp_path, tiny_models):

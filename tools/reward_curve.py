@@ -72,6 +72,8 @@ def taste_truth(bank, taste, level, outdir):
 @click.option('--sizes', default='250,500,1000,2000', show_default=True, callback=parse_sizes, metavar='LIST', help='Judgements at which the reward is fitted and measured')
 @click.option('--seeds', 'seeds', type=parse_range, default='0-2', show_default=True, metavar='LIST', help='Trials per taste and policy')
 @click.option('--temperature', type=FiniteRange(min=0), default=0.5, show_default=True, help='Annotator noise in taste standard deviations (0.5: ~83% agree with the noise-free choice)')
+@click.option('--agreement', type=FiniteRange(min=0.5, max=1, min_open=True, max_open=True), help='Instead of --temperature: '
+    'set each taste\'s noise so this share of random pairs is judged as noise-free (0.83: the issue\'s people)')
 @click.option('--test-share', type=FiniteRange(min=0, max=1, min_open=True, max_open=True), default=0.2, show_default=True, help='Share of the samples held out, never judged')
 @click.option('--warmup', type=click.IntRange(min=10), default=100, show_default=True, help='Active: random judgements before the first model')
 @click.option('--round', 'round_size', type=click.IntRange(min=1), default=100, show_default=True, help='Active: judgements between refits')
@@ -81,7 +83,7 @@ def taste_truth(bank, taste, level, outdir):
 @click.option('--dry-run', is_flag=True, help='Check the inputs and print the plan; fit and write nothing')
 @force_option
 @device_option
-def main(bank_dir, outdir, tastes, policies, sizes, seeds, temperature, test_share, warmup, round_size, level, kind, model_config,
+def main(bank_dir, outdir, tastes, policies, sizes, seeds, temperature, agreement, test_share, warmup, round_size, level, kind, model_config,
         dry_run, force, device_name):
     """For each taste, policy and seed, a simulated annotator judges pairs of the bank's pool samples (random pairs,
     or the labeling page's --active order on the reward fitted so far, refitted every --round judgements); at each of
@@ -92,7 +94,8 @@ def main(bank_dir, outdir, tastes, policies, sizes, seeds, temperature, test_sha
     \b
     python tools/reward_curve.py --bank out/bank --outdir out/curves
     """
-    options = reward_curves.CurveOptions(sizes=sizes, seeds=tuple(seeds), temperature=temperature, test_share=test_share,
+    options = reward_curves.CurveOptions(sizes=sizes, seeds=tuple(seeds), temperature=temperature, agreement=agreement,
+        test_share=test_share,
         warmup=warmup, round=round_size)
     try:
         build_reward(kind, **model_config)

@@ -7,7 +7,7 @@ import click
 
 import dnnlib
 from eg3d_rlhf.analysis import report_plots
-from eg3d_rlhf.cli import (SEED, OUT_FILE, FiniteRange, device_option, force_option, pick_device, refuse_overwrite,
+from eg3d_rlhf.cli import (SEED, OUT_FILE, FiniteList, FiniteRange, device_option, force_option, pick_device, refuse_overwrite,
     side_path)
 from eg3d_rlhf.data import preferences, scores
 from eg3d_rlhf.data.bank import Bank, BankError
@@ -50,7 +50,10 @@ def parse_model_config(ctx, param, value):
 @click.option('--split', 'fractions', default='0.7,0.15,0.15', show_default=True, callback=parse_split, help='Train,val,test shares of the samples')
 @click.option('--split-seed', type=SEED, default=0, show_default=True, help='Seed of the split by sample')
 @click.option('--ties', type=click.Choice(['drop', 'model']), default='drop', show_default=True, help='Drop ties, or model them (Rao-Kupper)')
-@click.option('--epochs', type=click.IntRange(min=1), default=20, show_default=True, help='Most epochs')
+@click.option('--epochs', type=click.IntRange(min=1), default=20, show_default=True, help='Most epochs (models that learn their trunk; '
+    'the default sigma reward solves its linear heads exactly, for each --l2)')
+@click.option('--l2', type=FiniteList(min=0, min_open=True), default=','.join(f'{v:g}' for v in fitting.FitOptions().l2),
+    show_default=True, help='Linear heads on fixed features: L2 penalties tried; the lowest validation NLL wins')
 @click.option('--patience', type=click.IntRange(min=1), default=4, show_default=True, help='Early stopping: epochs without a better validation accuracy')
 @click.option('--batch', type=click.IntRange(min=2), default=16, show_default=True, help='Pairs (or samples, unpaired) per step')
 @click.option('--lr', type=FiniteRange(min=0, min_open=True), default=1e-3, show_default=True, help='Learning rate (AdamW)')
@@ -60,11 +63,12 @@ def parse_model_config(ctx, param, value):
 @click.option('--reg-weight', type=FiniteRange(min=0), default=1.0, show_default=True, help='Unpaired: weight of the score regression term')
 @click.option('--seed', type=SEED, default=0, show_default=True, help='Seed of the initial weights, batch order and flips')
 @click.option('--model-config', 'model_config', default='{}', show_default=True, callback=parse_model_config, metavar='JSON',
-    help='Constructor arguments of the reward model, e.g. \'{"channels": [8, 16, 32, 64, 64], "hidden": 128}\'')
+    help='Constructor arguments of the reward model, e.g. \'{"members": 4, "cells": [6, 6, 6]}\', or the learned CNN: \'{"trunk": "cnn", '
+    '"members": 1, "hidden": 512}\'')
 @click.option('--dry-run', is_flag=True, help='Validate the inputs and print the plan; train and write nothing')
 @force_option
 @device_option
-def main(bank_dir, labels_path, good_path, bad_path, kind, out, truth_path, fractions, split_seed, ties, epochs, patience,
+def main(bank_dir, labels_path, good_path, bad_path, kind, out, truth_path, fractions, split_seed, ties, epochs, l2, patience,
         batch, lr, mirror, centre, reg_weight, seed, model_config, dry_run, force, device_name):
     """Split the bank's samples into train/val/test (no sample in two splits), fit the reward on the training labels
     with early stopping on validation pairwise accuracy, keep the best epoch, and report held-out pairwise accuracy
@@ -99,7 +103,7 @@ def main(bank_dir, labels_path, good_path, bad_path, kind, out, truth_path, frac
     device = pick_device(device_name)
     spec = REWARDS[kind].default_input(bank.meta(bank.ids[0])['slab'], model_config)  # Its contract on the bank's grid.
     options = fitting.FitOptions(epochs=epochs, patience=patience, batch=batch, lr=lr, ties=ties, mirror=mirror,
-        reg_weight=reg_weight, seed=seed)
+        reg_weight=reg_weight, seed=seed, l2=tuple(l2))
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     try:
         with fitting.MetricsLog(side_path(out, '.metrics.jsonl')) as log:

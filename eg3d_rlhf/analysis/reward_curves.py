@@ -23,7 +23,9 @@ POLICIES = ('random', 'active')
 class CurveOptions:
     sizes:          tuple   = (250, 500, 1000, 2000)    # Judgements at which the reward is fitted and measured.
     seeds:          tuple   = (0, 1, 2)                 # Trials per taste and policy (annotator noise, pairs, weights).
-    temperature:    float   = 0.5                       # Annotator noise in taste standard deviations (~83% agreement).
+    temperature:    float   = 0.5                       # Annotator noise in taste standard deviations.
+    agreement:      float   = None                      # Instead of temperature: each taste's noise set so that this
+                                                        # share of random pool pairs is judged as noise-free (e.g. 0.83).
     test_share:     float   = 0.2                       # Share of the bank's samples held out (never judged).
     val_share:      float   = 0.1                       # Share of each fit's judgements kept for early stopping.
     warmup:         int     = 100                       # Active: random judgements before the first model exists.
@@ -36,6 +38,8 @@ class CurveOptions:
             raise ValueError(f'sizes must rise and start at 10 or more, got {list(self.sizes)}')
         if not 0 < self.test_share < 1 or not 0 < self.val_share < 0.5:
             raise ValueError('test_share must lie in (0, 1) and val_share in (0, 0.5)')
+        if self.agreement is not None and not 0.5 < self.agreement < 1:
+            raise ValueError(f'agreement must lie in (0.5, 1), got {self.agreement}')
         if self.temperature < 0 or self.warmup < 10 or self.round < 1:
             raise ValueError('temperature must be >= 0, warmup >= 10 and round >= 1')
 
@@ -49,6 +53,27 @@ def split_pool(ids, test_share, seed):
     order = np.random.RandomState(seed).permutation(len(ids))
     cut = len(ids) - max(int(round(test_share * len(ids))), 2)
     return sorted(ids[i] for i in order[:cut]), sorted(ids[i] for i in order[cut:])
+
+
+def expected_agreement(z_gaps, temperature):
+    """Mean probability that a Bradley-Terry annotator picks the noise-free side of pairs with standardised taste gaps
+    |z_a - z_b| (numpy [P]) at `temperature`."""
+    return float(np.mean(1 / (1 + np.exp(-z_gaps / max(temperature, 1e-12)))))
+
+
+def temperature_for_agreement(oracle, pool, target, pairs=20000, seed=0):
+    """The temperature at which the oracle agrees with its noise-free choice on `target` of random pool pairs
+    (bisection on expected_agreement, which falls as the temperature rises); tastes with heavy tails need less noise
+    than others for the same agreement, so tastes are compared at equal agreement, not equal temperature."""
+    rng = np.random.RandomState(seed)
+    pool = list(pool)
+    i, j = rng.randint(len(pool), size=(2, pairs))
+    gaps = np.abs(np.array([oracle.z[pool[a]] - oracle.z[pool[b]] for a, b in zip(i, j) if a != b]))
+    lo, hi = 1e-4, 100.0
+    for _ in range(60):
+        mid = np.sqrt(lo * hi)
+        lo, hi = (mid, hi) if expected_agreement(gaps, mid) > target else (lo, mid)
+    return float(np.sqrt(lo * hi))
 
 
 def noise_free_pairs(truth, ids):
@@ -139,7 +164,8 @@ def summarise(rows):
         half = float(scipy.stats.t.ppf(0.975, len(acc) - 1) * acc.std(ddof=1) / np.sqrt(len(acc))) if len(acc) > 1 else float('nan')
         out.setdefault(taste, {}).setdefault(policy, []).append(dict(size=size, mean=float(acc.mean()),
             ci95=[max(float(acc.mean() - half), 0.0), min(float(acc.mean() + half), 1.0)], trials=acc.tolist(),
-            agreement=float(np.mean([r['agreement'] for r in group])), seconds=float(np.mean([r['seconds'] for r in group]))))
+            agreement=float(np.mean([r['agreement'] for r in group])), seconds=float(np.mean([r['seconds'] for r in group])),
+            temperature=float(np.mean([r.get('temperature', np.nan) for r in group]))))
     return out
 
 
@@ -198,6 +224,7 @@ def plot_curves(summary, path, targets=None):
         if targets and taste in targets:
             ax.axhline(targets[taste], color='grey', linestyle='--', linewidth=1)
         ax.set(xscale='log', xlabel='judgements', ylabel='noise-free held-out accuracy', title=f'oracle:{taste}', ylim=(0.5, 1))
+        ax.minorticks_off()
         ax.set_xticks(x, [str(s) for s in x])
         ax.legend(loc='lower right')
     fig.tight_layout()
@@ -221,6 +248,8 @@ def learning_curves(inputs, truths, policies, options, kind='sigma', model_confi
     for taste, truth in truths.items():
         for policy, seed in itertools.product(policies, options.seeds):
             oracle = annotators.OracleAnnotator(taste, truth, temperature=options.temperature, seed=seed)
+            if options.agreement is not None:
+                oracle.temperature = temperature_for_agreement(oracle, pool, options.agreement)
 
             def fit(train, val, fit_seed):
                 model = fitting.new_model(kind, inputs, pool, model_config)
@@ -230,5 +259,5 @@ def learning_curves(inputs, truths, policies, options, kind='sigma', model_confi
                 return dict(zip(ids, fitting.member_scores(model, inputs, ids, table=table, device=device)))
             report = (lambda size: progress(taste, policy, seed, size)) if progress else None
             for row in run_trial(oracle, truth, pool, test, policy, seed, options, fit, progress=report):
-                rows.append(dict(taste=taste, policy=policy, seed=seed, **row))
+                rows.append(dict(taste=taste, policy=policy, seed=seed, temperature=oracle.temperature, **row))
     return rows

@@ -3,14 +3,16 @@
 # Modules:
 #   contract    InputSpec (grid, normalisation, axis order) and Reward: the one scoring path from raw sigma
 #   base        RewardNet: .config from the constructor, the scoring MLP head, score(x) -> [N] from features(x) -> [N, F]
-#   sigma_cnn   3D CNN on the prepared sigma slab (residual squeeze-and-excitation blocks, 8192-d feature)
+#   sigma_cnn   the sigma slab reward: fixed level-set features (default) or a learned 3D CNN, under an ensemble of heads
+#   level_sets  the fixed features: soft occupancy, area, orientation and curvature of density level sets, per cell
+#   linear_heads  linear heads on fixed features, solved exactly (L-BFGS), bootstrap members, L2 chosen on validation
 #   depth_cnn   soft depth maps rendered from the slab at a few yaws (differentiable), residual 2D CNN
 #   pointnet    surface points of the slab (Newton-refined, differentiable), PointNet with a max-pooled feature
 #   sigma_unet  the published sigma-field architecture: pytorch3dunet's ResidualUNetSE3D, 8192-d max-pooled feature, MLPs
 #   bundle      the published reward bundle (zip or folder: best_model.pt + release_config.yaml) read as data
 #   losses      Bradley-Terry (with or without ties) on reward pairs; Cauchy-Schwarz on unpaired good/bad sets
 #   checkpoint  save_reward / load_reward (weights_only) -> contract.Reward
-#   fitting     a bank's prepared inputs, RewardFitter (early stopping), centring, held-out accuracy, the training run
+#   fitting     a bank's prepared inputs, RewardFitter (early stopping) or linear_heads, centring, held-out accuracy
 
 from .depth_cnn import DepthReward
 from .pointnet import PointCloudReward

@@ -101,7 +101,7 @@ class FitOptions:
     mirror:         bool    = True      # Flip x (the face's left-right) at random while training.
     reg_weight:     float   = 1.0       # Unpaired mode: weight of the score regression term beside -D_CS.
     seed:           int     = 0         # Initial weights (fit_reward), order of the batches, the flips, bootstraps.
-    l2:             tuple   = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)  # Linear heads on a fixed trunk: penalties tried; the
+    l2:             tuple   = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)   # Linear heads on a fixed trunk: penalties tried; the
                                         # lowest validation NLL wins (epochs, patience, batch and lr do not apply).
 
 

@@ -57,13 +57,13 @@ def pair_nll(m, tie, theta=2.0):
     return torch.where(tie[:, None], -p_tie.log(), win)
 
 
-def solve(d, tie, weights, l2, start=None, iters=200, theta=2.0):
+def solve(d, tie, weights, l2, start=None, iters=100, theta=2.0):
     """Member weights [K, F] minimising sum_p w_kp nll_p / sum_p w_kp + l2 / 2 |W_k|^2, each member its own problem
     (weights [K, P]: bootstrap counts), from `start` [K, F] (zeros when None)."""
-    W = torch.zeros([weights.shape[0], d.shape[1]], dtype=torch.float64) if start is None else start.clone()
+    W = torch.zeros([weights.shape[0], d.shape[1]], dtype=d.dtype) if start is None else start.clone()
     W.requires_grad_(True)
-    opt = torch.optim.LBFGS([W], lr=1, max_iter=iters, line_search_fn='strong_wolfe', tolerance_grad=1e-10,
-        tolerance_change=1e-14, history_size=20)
+    opt = torch.optim.LBFGS([W], lr=1, max_iter=iters, line_search_fn='strong_wolfe', tolerance_grad=1e-6,
+        tolerance_change=1e-9, history_size=20)
 
     def closure():
         opt.zero_grad()
@@ -85,16 +85,16 @@ def fit_linear_heads(model, table, train_ids, pairs, ties, val_pairs, l2_grid, s
     mean, std = seen.mean(dim=0), seen.std(dim=0).clamp(min=1e-6)
     model.set_feature_scale(mean, std)
     scaled = [(t - mean) / std for t in (table.plain, table.mirrored) if t is not None]
-    d = torch.cat([margins_of(table, scaled, pairs), margins_of(table, scaled, ties)])
+    d = torch.cat([margins_of(table, scaled, pairs), margins_of(table, scaled, ties)]).float()
     copies = len(scaled)
     tie = torch.cat([torch.zeros(len(pairs) * copies, dtype=torch.bool), torch.ones(len(ties) * copies, dtype=torch.bool)])
     n = len(pairs) + len(ties)
     gen = torch.Generator().manual_seed(int(seed))
-    weights = torch.ones([model.members, n], dtype=torch.float64)
+    weights = torch.ones([model.members, n])
     if model.members > 1:
-        weights[1:] = torch.poisson(torch.ones([model.members - 1, n], dtype=torch.float64), generator=gen)
+        weights[1:] = torch.poisson(torch.ones([model.members - 1, n]), generator=gen)
     weights = torch.cat([weights[:, :len(pairs)]] * copies + [weights[:, len(pairs):]] * copies, dim=1)  # As d.
-    d_val = margins_of(table, scaled[:1], val_pairs)
+    d_val = margins_of(table, scaled[:1], val_pairs).float()
     grid, W = [], None
     for l2 in sorted(l2_grid, reverse=True):                      # Strong to weak, each from the last solution.
         W = solve(d, tie, weights, float(l2), start=W, theta=theta)
