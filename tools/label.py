@@ -38,7 +38,7 @@ def reward_scores(reward_path, bank, bank_dir, score):
         scores.check_grid(reward, bank, reward_path, bank_dir)
     except (RewardCheckpointError, scores.ScoresError) as err:
         raise click.ClickException(str(err))
-    return scores.score_bank(reward, bank) if score else None
+    return scores.score_bank(reward, bank, members=True) if score else None
 
 
 def check_out(out):
@@ -97,7 +97,8 @@ def main():
 @click.option('--port', type=click.IntRange(0, 65535), default=8765, show_default=True, help='Port (0 = any free one)')
 @click.option('--pairs', 'target', type=click.IntRange(min=1), metavar='N',
     help=f'New pairs to judge  [default: {DEFAULT_PAIRS}, or every pair of a smaller bank]')
-@click.option('--active', is_flag=True, help='Pairs with the closest reward scores first (needs --reward-model)')
+@click.option('--active', is_flag=True, help="Pairs the reward model is least sure of first: its ensemble's most disputed "
+    '(expected information gain), or one model\'s closest scores (needs --reward-model)')
 @click.option('--reward-model', 'reward_path', metavar='PT', help='Reward checkpoint that orders the pairs for --active')
 @click.option('--repeat-rate', type=FiniteRange(0, 1), default=0.05, show_default=True,
     help='Share of pairs that are judged pairs again, sides swapped, for self-consistency')

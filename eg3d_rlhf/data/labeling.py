@@ -277,10 +277,11 @@ ANNOTATOR = re.compile(r'[A-Za-z0-9_.@-]{1,64}')      # Names of people who labe
 
 
 def open_session(path, annotator, ids, target, repeat_rate=0.0, seed=0, scores=None):
-    """A LabelSession of `ids` resumed from `path`: pairs in seeded random order or, given reward scores {id: score},
-    closest scores first (active_pairs). LabelError or OSError when `path` cannot be resumed."""
+    """A LabelSession of `ids` resumed from `path`: pairs in seeded random order or, given reward scores {id: score or
+    [member scores]}, the active order (active_order: the ensemble's most disputed pairs first, or one model's closest
+    scores). LabelError or OSError when `path` cannot be resumed."""
     rng = np.random.RandomState(seed)
-    pairs = random_pairs(ids, rng) if scores is None else active_pairs(scores, rng)
+    pairs = random_pairs(ids, rng) if scores is None else active_order(scores, rng)
     return LabelSession(path, annotator, pairs, target, repeat_rate=repeat_rate, seed=seed, known_ids=ids)
 
 #----------------------------------------------------------------------------

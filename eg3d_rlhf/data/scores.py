@@ -59,10 +59,10 @@ def check_grid(reward, bank, reward_name, bank_name):
             f'{_describe(want, have)}')
 
 
-def score_bank(reward, bank, batch=8, progress=None):
+def score_bank(reward, bank, batch=8, progress=None, members=False):
     """{id: reward} of every sample of the bank, in id order: its raw slabs through reward.score_slabs, `batch` at a
-    time (progress(n) after each batch of n)."""
-    values = reward.score_slabs((bank.slab(i) for i in bank.ids), batch=batch, progress=progress)
+    time (progress(n) after each batch of n); with members, {id: [every ensemble member's reward]}."""
+    values = reward.score_slabs((bank.slab(i) for i in bank.ids), batch=batch, progress=progress, members=members)
     return dict(zip(bank.ids, values.tolist()))
 
 #----------------------------------------------------------------------------

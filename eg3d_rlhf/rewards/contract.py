@@ -118,17 +118,18 @@ class Reward:
         return self.model.features(self.prepare(raw))
 
     @torch.no_grad()
-    def score_slabs(self, slabs, batch=8, progress=None):
+    def score_slabs(self, slabs, batch=8, progress=None, members=False):
         """numpy rewards [len(slabs)] of raw slabs (an iterable of [X, Y, Z] arrays, read `batch` at a time, so a
-        generator of a bank's slabs never holds more than one batch in memory)."""
+        generator of a bank's slabs never holds more than one batch in memory); with members, every ensemble member's
+        reward [len(slabs), members]."""
         slabs, out = iter(slabs), []
         while True:
             chunk = list(itertools.islice(slabs, batch))
             if not chunk:
                 break
             x = torch.stack([torch.as_tensor(np.asarray(v, dtype=np.float32)) for v in chunk])
-            out.append(self.score(x).cpu())
+            out.append((self.model.member_scores(self.features(x)) if members else self.score(x)).cpu())
             if progress is not None: progress(len(x))
-        return torch.cat(out).numpy() if out else np.zeros([0], dtype=np.float32)
+        return torch.cat(out).numpy() if out else np.zeros([0, self.model.members] if members else [0], dtype=np.float32)
 
 #----------------------------------------------------------------------------

@@ -8,8 +8,8 @@ from torch_utils import misc
 
 #----------------------------------------------------------------------------
 # What people judge is the mesh at a density level (EG3D's gen_samples and every tool here: raw sigma 10). Near that
-# level, a slab's geometry is its soft occupancy o = sigmoid((sigma - level) / width); from o, with fixed stencils,
-# each voxel gets 10 channels:
+# level, a slab's geometry is its soft occupancy o = sigmoid((sigma - level) / width); from o, with fixed stencils
+# (central differences, the 7-point Laplacian), each voxel gets 10 channels:
 #   o                       volume
 #   |grad o|                surface area density
 #   g_i g_j / |grad o|      area-weighted orientation (the structure tensor's 6 entries: xx, yy, zz, xy, xz, yz)
@@ -30,38 +30,33 @@ class LevelSetFeatures(nn.Module):
     ):
         super().__init__()
         self.levels, self.width, self.cells = [float(v) for v in levels], float(width), tuple(int(c) for c in cells)
-        self.register_buffer('stencils', self.make_stencils(), persistent=False)
         self.dim = len(self.levels) * len(CHANNELS) * (self.cells[0] * self.cells[1] * self.cells[2] + 1)
 
-    @staticmethod
-    def make_stencils():
-        """[4, 1, 3, 3, 3]: central differences along x, y, z and the 7-point Laplacian."""
-        k = torch.zeros(4, 1, 3, 3, 3)
-        for axis in range(3):
-            lo, hi = [1, 1, 1], [1, 1, 1]
-            lo[axis], hi[axis] = 0, 2
-            k[axis, 0][tuple(lo)], k[axis, 0][tuple(hi)] = -0.5, 0.5
-            k[3, 0][tuple(lo)] = k[3, 0][tuple(hi)] = 1.0
-        k[3, 0, 1, 1, 1] = -6.0
-        return k
+    def level_channels(self, x, level):
+        """[N, 10, X - 2, Y - 2, Z - 2]: the per-voxel channels of one level (the border voxels, whose stencils would
+        reach outside, are left out)."""
+        o = torch.sigmoid((x[:, None] - level) / self.width)
+        inner = o[:, :, 1:-1, 1:-1, 1:-1]
+        lo = [o[:, :, :-2, 1:-1, 1:-1], o[:, :, 1:-1, :-2, 1:-1], o[:, :, 1:-1, 1:-1, :-2]]    # Neighbours at -1 and +1
+        hi = [o[:, :, 2:, 1:-1, 1:-1], o[:, :, 1:-1, 2:, 1:-1], o[:, :, 1:-1, 1:-1, 2:]]       # along x, y, z.
+        g = [(h - l) * 0.5 for h, l in zip(hi, lo)]                                             # Central differences.
+        lap = sum(h + l for h, l in zip(hi, lo)) - 6 * inner                                     # 7-point Laplacian.
+        area = (g[0].square() + g[1].square() + g[2].square() + 1e-12).sqrt()
+        gg = [g[i] * g[j] / area for i, j in ((0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2))]
+        return torch.cat([inner, area, *gg, lap, lap.abs()], dim=1)
 
     def channels(self, x):
-        """[N, len(levels) * 10, X - 2, Y - 2, Z - 2]: the per-voxel channels of every level (the border voxels, whose
-        stencils would reach outside, are left out)."""
+        """[N, len(levels) * 10, X - 2, Y - 2, Z - 2]: every level's channels."""
         misc.assert_shape(x, [None, None, None, None])
-        out = []
-        for level in self.levels:
-            o = torch.sigmoid((x[:, None] - level) / self.width)
-            d = F.conv3d(o, self.stencils.to(o.dtype))
-            g, lap = d[:, :3], d[:, 3:]
-            area = (g.square().sum(dim=1, keepdim=True) + 1e-12).sqrt()
-            gg = [g[:, i:i + 1] * g[:, j:j + 1] / area for i, j in ((0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2))]
-            out += [o[:, :, 1:-1, 1:-1, 1:-1], area, *gg, lap, lap.abs()]
-        return torch.cat(out, dim=1)
+        return torch.cat([self.level_channels(x, level) for level in self.levels], dim=1)
 
     def forward(self, x):
-        c = self.channels(x)
-        local = F.adaptive_avg_pool3d(c, self.cells).flatten(1)
-        return torch.cat([local, c.mean(dim=(2, 3, 4))], dim=1)
+        misc.assert_shape(x, [None, None, None, None])
+        local, whole = [], []
+        for level in self.levels:                       # One level's full-resolution channels alive at a time.
+            c = self.level_channels(x, level)
+            local.append(F.adaptive_avg_pool3d(c, self.cells))
+            whole.append(c.mean(dim=(2, 3, 4)))
+        return torch.cat([torch.cat(local, dim=1).flatten(1), *whole], dim=1)
 
 #----------------------------------------------------------------------------
