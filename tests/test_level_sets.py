@@ -12,6 +12,9 @@ from eg3d_rlhf.rewards.fitting import PreparedInputs
 from eg3d_rlhf.rewards.level_sets import CHANNELS, LevelSetFeatures
 from eg3d_rlhf.rewards.sigma_cnn import SigmaReward
 from eg3d_rlhf.rewards.contract import InputSpec
+from eg3d_rlhf.geometry.sigma import SlabCrop, slab_description
+
+SPEC = InputSpec(slab=slab_description(24, crop=SlabCrop(0, 0, 0, 0, 0, 0)), normalisation='affine')   # 24^3 raw sigma.
 
 
 def ball(radius, n=24, centre=(0.0, 0.0, 0.0), peak=30.0):
@@ -61,8 +64,7 @@ def test_features_are_local_and_differentiable():
 
 def prepared(slabs):
     data = torch.stack([torch.as_tensor(s, dtype=torch.float32) for s in slabs]).half()
-    spec = InputSpec(slab=dict(resolution=24, cube_length=1.0, crop=[[0, 24]] * 3), normalisation='affine')
-    return PreparedInputs({f's{i}': i for i in range(len(slabs))}, data, spec)
+    return PreparedInputs({f's{i}': i for i in range(len(slabs))}, data, SPEC)
 
 
 def test_linear_heads_learn_a_taste_from_noisy_pairs_and_pick_the_penalty_on_validation():
@@ -93,3 +95,18 @@ def test_linear_heads_learn_a_taste_from_noisy_pairs_and_pick_the_penalty_on_val
     rows = [table.index[x] for x in train_ids]
     seen = torch.cat([table.plain[rows], table.mirrored[rows]])
     assert torch.allclose(model.feature_mean.double(), seen.mean(dim=0).float().double(), rtol=1e-5, atol=1e-7)
+
+
+def test_a_bank_scored_per_member_gives_the_active_order_what_it_needs():
+    from eg3d_rlhf.data.labeling import active_order, pair_key
+    from eg3d_rlhf.rewards.contract import Reward
+    torch.manual_seed(0)
+    model = SigmaReward(levels=(10.0,), cells=(1, 1, 1), members=3).eval()
+    for head in model.heads:
+        torch.nn.init.normal_(head.weight)
+    reward = Reward(model, SPEC, 'sigma')
+    slabs = [ball(r).float().numpy() for r in (4.0, 5.0, 6.0, 7.0)]
+    members = reward.score_slabs(iter(slabs), batch=3, members=True)
+    assert members.shape == (4, 3) and np.allclose(members.mean(axis=1), reward.score_slabs(iter(slabs), batch=3), atol=1e-5)
+    order = list(active_order({f's{i}': m for i, m in enumerate(members)}, np.random.RandomState(0)))
+    assert len({pair_key(*p) for p in order}) == 6

@@ -1,5 +1,6 @@
 """The published sigma-field reward bundle: read as data (folder or zip), strictly, scoring as the paper's network does."""
 
+import json
 import os
 import zipfile
 
@@ -292,3 +293,20 @@ def test_a_folder_or_zip_without_a_bundle(tmp_path):
         load_reward(folder)
 
 #----------------------------------------------------------------------------
+
+
+def test_train_reward_trains_the_published_architecture_on_its_contract(tmp_path):
+    from eg3d_rlhf.data import annotators, preferences
+    from tests.test_reward_training import ball_bank
+    from tools import train_reward
+    root, radii = ball_bank(tmp_path / 'bank', 24, seed=4)
+    oracle = annotators.OracleAnnotator('nose', radii, temperature=0, seed=0)
+    preferences.write_judgements(str(tmp_path / 'labels.jsonl'), oracle.judgements(oracle.draw_pairs(radii, 120)))
+    out = tmp_path / 'unet.pt'
+    result = CliRunner().invoke(train_reward.main, ['--bank', str(root), '--labels', str(tmp_path / 'labels.jsonl'),
+        '--reward', 'sigma-unet', '--epochs', '1', '--model-config', json.dumps(dict(f_maps=[4, 8], num_groups=2)),
+        '--device', 'cpu', '--out', str(out)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    reward = load_reward(str(out))
+    assert reward.kind == 'sigma-unet' and (reward.spec.order, reward.spec.normalisation) == ('zyx', 'self_minmax')
+    assert reward.info['training']['epochs_run'] == 1 and reward.model.config['f_maps'] == [4, 8]

@@ -10,7 +10,7 @@ import yaml
 
 from eg3d_rlhf.geometry.sigma import SlabCrop, slab_description
 from eg3d_rlhf.rewards.contract import InputSpec, Reward
-from eg3d_rlhf.rewards.sigma_unet import SigmaUNetReward
+from eg3d_rlhf.rewards.sigma_unet import PUBLISHED_INPUT, SigmaUNetReward
 
 #----------------------------------------------------------------------------
 # "Sculpting NeRF Geometry" released its sigma-field reward as reward-model-7wnzkgie-sfield256.zip: one folder
@@ -28,13 +28,12 @@ MAX_WEIGHTS_BYTES = 2 << 30                 # A zip member larger than this is r
 MAX_CONFIG_BYTES = 16 << 20
 
 # The tune-time input the released model was trained and used on: the raw 128x141x129 slab of gen_samples' 256^3
-# grid (create_samples' off-grid float division), min-max scaled over the whole slab to [0, 100], axes (z, y, x).
-PUBLISHED_SPEC = dict(normalisation='self_minmax', scale=100.0, order='zyx')
-
+# grid (create_samples' off-grid float division), min-max scaled over the whole slab to [0, 100], axes (z, y, x)
+# (sigma_unet.PUBLISHED_INPUT).
 
 def published_spec(resolution=256, cube_length=1.0):
     """The InputSpec of the released sigma-field reward."""
-    return InputSpec(slab=slab_description(resolution, cube_length, SlabCrop(), exact_eg3d_grid=True), **PUBLISHED_SPEC)
+    return InputSpec(slab=slab_description(resolution, cube_length, SlabCrop(), exact_eg3d_grid=True), **PUBLISHED_INPUT)
 
 
 class BundleError(ValueError):

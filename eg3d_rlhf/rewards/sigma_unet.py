@@ -5,6 +5,7 @@ from torch import nn
 from pytorch3dunet.unet3d.model import ResidualUNetSE3D
 
 from eg3d_rlhf.rewards.base import RewardNet
+from eg3d_rlhf.rewards.contract import InputSpec
 from torch_utils import misc
 
 #----------------------------------------------------------------------------
@@ -21,6 +22,7 @@ ACTIVATIONS = {'softplus': nn.Softplus, 'relu': nn.ReLU, 'silu': nn.SiLU, 'gelu'
 PUBLISHED_MLP   = dict(input_size=8192, output_size=512, hidden_sizes=[512, 512], activation='softplus', residual=True)
 PUBLISHED_HEAD  = dict(input_size=512, output_size=1, hidden_sizes=[256, 128], activation='softplus', residual=True)
 PUBLISHED_PAIRS = dict(input_size=1024, output_size=1, hidden_sizes=[256, 128], activation='softplus', residual=True)
+PUBLISHED_INPUT = dict(normalisation='self_minmax', scale=100.0, order='zyx')  # Each slab min-max to [0, 100], (z, y, x).
 
 
 class PublishedMLP(nn.Module):
@@ -104,6 +106,11 @@ class SigmaUNetReward(RewardNet):
         self.scalar_rwd_head = PublishedMLP(**scalar_head)
         self.scalar_rwd_head_BT = PublishedMLP(**bt_head)
         self.scalar_rwd_head_pairs = PublishedMLP(**pairs_head)
+
+    @classmethod
+    def default_input(cls, slab, config):
+        """train_reward trains it on the published contract: min-max [0, 100], (z, y, x) order."""
+        return InputSpec(slab=dict(slab), **PUBLISHED_INPUT)
 
     def features(self, x):
         """Prepared slabs [N, D, H, W] ((z, y, x) of the slab, min-max [0, 100]) -> global features [N, feature_size]."""
