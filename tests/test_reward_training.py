@@ -579,3 +579,13 @@ def test_centre_scores_shifts_every_score_by_the_offset(kind):
         before = model.score(x)
         R.centre_scores(model, 2.5)
         assert torch.allclose(model.score(x), before - 2.5, atol=1e-5)
+
+
+def test_unpaired_training_of_the_levels_trunk_scales_its_features_first(balls, tmp_path):
+    out = tmp_path / 'cs.pt'
+    ok(train('--bank', balls['bank'], '--good', balls['good'], '--bad', balls['bad'], '--epochs', 1, '--batch', 8,
+        '--out', out))
+    model = load_reward(str(out)).model
+    assert model.frozen_trunk and float(model.feature_mean.abs().max()) > 0 and float((model.feature_std - 1).abs().max()) > 0
+    report = json.loads((tmp_path / 'cs.report.json').read_text())
+    assert report['epochs_run'] == 1 and 'heads' not in report                 # Good/bad labels train by epochs.

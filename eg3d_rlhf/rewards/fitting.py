@@ -296,9 +296,11 @@ def train_model(model, inputs, train_ids, train, val_pairs, options, table=None,
     given: it depends only on the model's trunk and the bank); anything else trains by RewardFitter's epochs.
     Returns a report of the fit in plain types."""
     start = time.time()
-    if fits_heads_only(model) and 'pairs' in train:
+    if getattr(model, 'frozen_trunk', False):                      # Fixed features: computed once, scaled on train.
         table = table or linear_heads.feature_table(model, inputs, inputs.index, options.mirror, device=device,
             progress=progress)
+        linear_heads.set_feature_scale(model, table, train_ids)
+    if fits_heads_only(model) and 'pairs' in train:
         ties = train['ties'] if options.ties == 'model' else []
         report = dict(heads=linear_heads.fit_linear_heads(model, table, train_ids, train['pairs'], ties, val_pairs,
             options.l2, seed=options.seed, log=log))

@@ -37,6 +37,16 @@ def feature_table(model, inputs, ids, mirror=True, batch=16, device='cpu', progr
         torch.cat(mirrored) if mirror else None)
 
 
+def set_feature_scale(model, table, train_ids):
+    """Store the mean and standard deviation of the training samples' features (plain and mirrored) in the model
+    (model.set_feature_scale); returns the table's plain (and mirrored) features standardised with them."""
+    rows = [table.index[x] for x in train_ids]
+    seen = torch.cat([table.plain[rows]] + ([table.mirrored[rows]] if table.mirrored is not None else []))
+    mean, std = seen.mean(dim=0), seen.std(dim=0).clamp(min=1e-6)
+    model.set_feature_scale(mean, std)
+    return [(t - mean) / std for t in (table.plain, table.mirrored) if t is not None]
+
+
 def margins_of(table, scaled, pairs):
     """Feature differences [P (x2 mirrored), F] of (winner, loser) or (a, b) pairs in the scaled tables."""
     if not pairs:
@@ -80,11 +90,7 @@ def fit_linear_heads(model, table, train_ids, pairs, ties, val_pairs, l2_grid, s
     empty = dropped), after storing the feature scale of the training samples (model.set_feature_scale); member k > 0
     trains on a Poisson(1) bootstrap of the pairs. Every penalty of l2_grid is solved and the one whose mean-member
     reward gives the lowest validation NLL is kept. Returns {l2, chosen: {val_nll, val_accuracy}, grid: [...]}."""
-    rows = [table.index[x] for x in train_ids]
-    seen = torch.cat([table.plain[rows]] + ([table.mirrored[rows]] if table.mirrored is not None else []))
-    mean, std = seen.mean(dim=0), seen.std(dim=0).clamp(min=1e-6)
-    model.set_feature_scale(mean, std)
-    scaled = [(t - mean) / std for t in (table.plain, table.mirrored) if t is not None]
+    scaled = set_feature_scale(model, table, train_ids)
     d = torch.cat([margins_of(table, scaled, pairs), margins_of(table, scaled, ties)]).float()
     copies = len(scaled)
     tie = torch.cat([torch.zeros(len(pairs) * copies, dtype=torch.bool), torch.ones(len(ties) * copies, dtype=torch.bool)])
