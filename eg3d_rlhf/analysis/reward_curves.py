@@ -119,7 +119,7 @@ class Trial:
 
     def agreement(self):
         """Share of the decided judgements that match the noise-free choice."""
-        decided = [j for j in self.judgements if j.choice in 'ab']
+        decided = [j for j in self.judgements if j.choice in ('a', 'b')]
         return float(np.mean([j.choice == j.extra['noise_free'] for j in decided])) if decided else float('nan')
 
 
