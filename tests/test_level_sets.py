@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 import torch
 
+from eg3d_rlhf.data.labeling import active_order, pair_key
+from eg3d_rlhf.geometry.sigma import SlabCrop, slab_description
 from eg3d_rlhf.rewards import linear_heads
+from eg3d_rlhf.rewards.contract import InputSpec, Reward
 from eg3d_rlhf.rewards.fitting import PreparedInputs
 from eg3d_rlhf.rewards.level_sets import CHANNELS, LevelSetFeatures
 from eg3d_rlhf.rewards.sigma_cnn import SigmaReward
-from eg3d_rlhf.rewards.contract import InputSpec
-from eg3d_rlhf.geometry.sigma import SlabCrop, slab_description
 
 SPEC = InputSpec(slab=slab_description(24, crop=SlabCrop(0, 0, 0, 0, 0, 0)), normalisation='affine')   # 24^3 raw sigma.
 
@@ -98,8 +99,6 @@ def test_linear_heads_learn_a_taste_from_noisy_pairs_and_pick_the_penalty_on_val
 
 
 def test_a_bank_scored_per_member_gives_the_active_order_what_it_needs():
-    from eg3d_rlhf.data.labeling import active_order, pair_key
-    from eg3d_rlhf.rewards.contract import Reward
     torch.manual_seed(0)
     model = SigmaReward(levels=(10.0,), cells=(1, 1, 1), members=3).eval()
     for head in model.heads:
