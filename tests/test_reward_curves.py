@@ -44,6 +44,9 @@ def test_curves_of_random_and_active_pairs_learn_the_taste(balls):
         assert r['accuracy'] == pytest.approx(r['correct'] / r['total'])
     assert min(r['accuracy'] for r in rows if r['size'] == 80) >= 0.85         # Bigger balls liked: learned.
     assert ('nose', 'active', 1, 50) in seen and ('nose', 'random', 1, 50) not in seen  # Active refits every round.
+    alone = C.learning_curves(inputs, {'nose': radii}, ('random',), C.CurveOptions(sizes=(80,), seeds=(1,), warmup=10,
+        round=20, temperature=0.3), model_config=config)
+    assert alone[0]['accuracy'] == next(r['accuracy'] for r in rows if (r['policy'], r['seed'], r['size']) == ('random', 1, 80))
     summary = C.summarise([dict(r, taste='nose') for r in rows])
     point = summary['nose']['random'][1]
     trials = [r['accuracy'] for r in rows if r['policy'] == 'random' and r['size'] == 80]

@@ -93,7 +93,7 @@ class Trial:
     def __init__(self, oracle, pool, policy, options, seed):
         assert policy in POLICIES
         self.oracle, self.pool, self.policy, self.opts = oracle, list(pool), policy, options
-        self.rng = np.random.RandomState(seed)
+        self.rng, self.seed = np.random.RandomState(seed), int(seed)
         self.judgements = []
         self.random = labeling.random_pairs(self.pool, self.rng)
 
@@ -110,8 +110,10 @@ class Trial:
         self.judgements += self.oracle.judgements(pairs)
 
     def labels(self):
-        """(train dict(pairs, ties), val pairs): the judgements split at random, val_share of them for early stopping."""
-        order = self.rng.permutation(len(self.judgements))
+        """(train dict(pairs, ties), val pairs): the judgements split at random, val_share of them for validation. The
+        split is seeded by the trial's seed and the count alone, so a size's fit does not depend on the fits before it
+        (random pairs and their judgements do not either: a point of a curve is the same measured alone)."""
+        order = np.random.RandomState([self.seed, len(self.judgements)]).permutation(len(self.judgements))
         n_val = max(int(round(self.opts.val_share * len(order))), 1)
         val, _ = to_pairs([self.judgements[i] for i in order[:n_val]])
         pairs, ties = to_pairs([self.judgements[i] for i in order[n_val:]])
