@@ -189,6 +189,16 @@ def side_path(path, suffix):
     """'out/reward.pt', '.report.json' -> 'out/reward.report.json'."""
     return os.path.splitext(path)[0] + suffix
 
+def parse_model_config(ctx, param, value):
+    """--model-config: a JSON object of a reward model's constructor arguments (reference_shape is set by centring)."""
+    try:
+        config = json.loads(value)
+    except json.JSONDecodeError as err:
+        raise click.BadParameter(f'not JSON ({err.msg})')
+    if not isinstance(config, dict) or 'reference_shape' in config:
+        raise click.BadParameter('expected a JSON object of constructor arguments (reference_shape is set by --centre)')
+    return config
+
 def ffhq512_structure(channel_base=None, channel_max=None):
     """EG3D's FFHQ-512 TriPlaneGenerator with random weights (torch seed 0) for benchmarks: the G_init_kwargs of
     eg3d_reference/ffhq512_param_spec.json in $EG3D_RLHF_SHARED, else ../shared beside the repository; channel_base and

@@ -40,7 +40,7 @@ def test_curves_of_random_and_active_pairs_learn_the_taste(balls):
     pool, test = C.split_pool(list(radii), 0.2, 0)
     assert not set(pool) & set(test) and len(test) == 8
     for r in rows:
-        assert r['total'] == len(C.noise_free_pairs(radii, test)) and 0.5 < r['agreement'] <= 1
+        assert r['total'] == len(fitting.all_pairs_by_truth(radii, test)) and 0.5 < r['agreement'] <= 1
         assert r['accuracy'] == pytest.approx(r['correct'] / r['total'])
     assert min(r['accuracy'] for r in rows if r['size'] == 80) >= 0.85         # Bigger balls liked: learned.
     assert ('nose', 'active', 1, 50) in seen and ('nose', 'random', 1, 50) not in seen  # Active refits every round.

@@ -32,7 +32,8 @@ def check_host(ctx, param, value):
 
 
 def reward_scores(reward_path, bank, bank_dir, score):
-    """{id: reward} of every sample (or None without `score`, after checking the checkpoint fits the bank)."""
+    """{id: [every ensemble member's reward]} of every sample (or None without `score`, after checking the checkpoint
+    fits the bank)."""
     try:
         reward = load_reward(reward_path, 'cpu')
         scores.check_grid(reward, bank, reward_path, bank_dir)

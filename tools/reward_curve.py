@@ -9,8 +9,8 @@ from tqdm import tqdm
 import dnnlib
 from eg3d_rlhf.analysis import reward_curves
 from eg3d_rlhf.analysis.report_plots import html_table, write_report
-from eg3d_rlhf.cli import (OUT_DIR, FiniteRange, device_option, force_option, one_line_errors, open_bank, parse_range,
-    pick_device, refuse_overwrite)
+from eg3d_rlhf.cli import (OUT_DIR, FiniteRange, device_option, force_option, one_line_errors, open_bank,
+    parse_model_config, parse_range, pick_device, refuse_overwrite)
 from eg3d_rlhf.data import annotators
 from eg3d_rlhf.data.scores import ScoresError, read_scores, write_scores
 from eg3d_rlhf.rewards import REWARDS, build_reward, fitting
@@ -34,16 +34,6 @@ def parse_sizes(ctx, param, value):
         return tuple(reward_curves.CurveOptions(sizes=parse_range(value)).sizes)
     except ValueError as err:
         raise click.BadParameter(str(err))
-
-
-def parse_model_config(ctx, param, value):
-    try:
-        config = json.loads(value)
-    except json.JSONDecodeError as err:
-        raise click.BadParameter(f'not JSON ({err.msg})')
-    if not isinstance(config, dict):
-        raise click.BadParameter('expected a JSON object of constructor arguments')
-    return config
 
 
 def taste_truth(bank, taste, level, outdir):

@@ -7,8 +7,8 @@ import click
 
 import dnnlib
 from eg3d_rlhf.analysis import report_plots
-from eg3d_rlhf.cli import (SEED, OUT_FILE, FiniteList, FiniteRange, device_option, force_option, pick_device, refuse_overwrite,
-    side_path)
+from eg3d_rlhf.cli import (SEED, OUT_FILE, FiniteList, FiniteRange, device_option, force_option, parse_model_config,
+    pick_device, refuse_overwrite, side_path)
 from eg3d_rlhf.data import preferences, scores
 from eg3d_rlhf.data.bank import Bank, BankError
 from eg3d_rlhf.rewards import REWARDS, build_reward, fitting
@@ -27,15 +27,6 @@ def parse_split(ctx, param, value):
         raise click.BadParameter(f'expected three positive fractions train,val,test, e.g. 0.7,0.15,0.15; got {value!r}')
     return tuple(p / sum(parts) for p in parts)
 
-
-def parse_model_config(ctx, param, value):
-    try:
-        config = json.loads(value)
-    except json.JSONDecodeError as err:
-        raise click.BadParameter(f'not JSON ({err.msg})')
-    if not isinstance(config, dict) or 'reference_shape' in config:
-        raise click.BadParameter('expected a JSON object of constructor arguments (reference_shape is set by --centre)')
-    return config
 
 #----------------------------------------------------------------------------
 

@@ -76,11 +76,6 @@ def temperature_for_agreement(oracle, pool, target, pairs=20000, seed=0):
     return float(np.sqrt(lo * hi))
 
 
-def noise_free_pairs(truth, ids):
-    """Every (winner, loser) pair of `ids` whose taste scores differ."""
-    return fitting.all_pairs_by_truth(truth, ids)
-
-
 def accuracy(scores, pairs):
     """fitting.held_out of {id: score} on (winner, loser) pairs."""
     return fitting.held_out(*fitting.pairwise_accuracy(scores, pairs))
@@ -137,7 +132,7 @@ def run_trial(oracle, truth, pool, test, policy, seed, options, fit, progress=No
     """[{size, seconds, agreement, accuracy, correct, total, wilson95}] of one trial; fit(train, val_pairs, seed) ->
     {id: [K] member scores} of every pool and test sample (the reward, mean over members, scores the test pairs)."""
     trial, rows, scores = Trial(oracle, pool, policy, options, seed), [], None
-    test_pairs = noise_free_pairs(truth, test)
+    test_pairs = fitting.all_pairs_by_truth(truth, test)          # The noise-free preference on the test samples.
     marks = set(options.sizes)
     start = time.time()
     for size in fit_sizes(policy, options):

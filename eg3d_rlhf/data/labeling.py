@@ -175,7 +175,8 @@ def informative_pairs(member_scores, rng, exclude=()):
 def active_order(member_scores, rng, exclude=()):
     """The labeling page's --active order from a reward's scores {id: [K] member rewards}: informative_pairs for an
     ensemble (K > 1), closest scores first (active_pairs) for a single model; pairs in `exclude` are skipped."""
-    if len(next(iter(np.atleast_1d(v) for v in member_scores.values()), [])) > 1:
+    members = len(np.atleast_1d(next(iter(member_scores.values())))) if member_scores else 1
+    if members > 1:
         yield from informative_pairs(member_scores, rng, exclude)
         return
     skip = {pair_key(*p) for p in exclude}

@@ -57,11 +57,14 @@ class RewardNet(nn.Module, metaclass=_RecordsConfig):
         """Prepared inputs [N, ...] -> global features [N, feature_dim]."""
         raise NotImplementedError
 
+    def member_heads(self):
+        """The head of each member: self.heads, or the one self.head."""
+        return self.heads if hasattr(self, 'heads') else [self.head]
+
     def member_scores(self, f):
         """Global features [N, feature_dim] -> every member's rewards [N, members]."""
         misc.assert_shape(f, [None, self.feature_dim])
-        heads = self.heads if hasattr(self, 'heads') else [self.head]
-        return torch.cat([h(f) for h in heads], dim=1)
+        return torch.cat([h(f) for h in self.member_heads()], dim=1)
 
     def score_features(self, f):
         """Global features [N, feature_dim] -> rewards [N] (the members' mean)."""
@@ -69,8 +72,7 @@ class RewardNet(nn.Module, metaclass=_RecordsConfig):
 
     def output_biases(self):
         """The bias of the layer that gives each member's reward, [members] tensors (fitting centres each)."""
-        heads = self.heads if hasattr(self, 'heads') else [self.head]
-        return [h[-1].bias if isinstance(h, nn.Sequential) else h.bias for h in heads]
+        return [h[-1].bias if isinstance(h, nn.Sequential) else h.bias for h in self.member_heads()]
 
     def score(self, x):
         """Prepared inputs [N, ...] -> rewards [N]."""

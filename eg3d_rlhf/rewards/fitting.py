@@ -296,16 +296,17 @@ def train_model(model, inputs, train_ids, train, val_pairs, options, table=None,
     given: it depends only on the model's trunk and the bank); anything else trains by RewardFitter's epochs.
     Returns a report of the fit in plain types."""
     start = time.time()
-    if getattr(model, 'frozen_trunk', False):                      # Fixed features: computed once, scaled on train.
+    if getattr(model, 'frozen_trunk', False):                      # Fixed features: computed once per bank.
         table = table or linear_heads.feature_table(model, inputs, inputs.index, options.mirror, device=device,
             progress=progress)
-        linear_heads.set_feature_scale(model, table, train_ids)
-    if fits_heads_only(model) and 'pairs' in train:
+    if fits_heads_only(model) and 'pairs' in train:                 # Scales the features itself.
         ties = train['ties'] if options.ties == 'model' else []
         report = dict(heads=linear_heads.fit_linear_heads(model, table, train_ids, train['pairs'], ties, val_pairs,
             options.l2, seed=options.seed, log=log))
         model.cpu()
     else:
+        if table is not None:                                        # Epochs on a fixed trunk read scaled features.
+            linear_heads.set_feature_scale(model, table, train_ids)
         fitter = RewardFitter(model, inputs, options, device=device, log=log)
         history = fitter.fit(train, val_pairs, progress=progress)
         report = dict(epochs_run=len(history), best_epoch=int(np.argmax(history)), val_accuracy=history)

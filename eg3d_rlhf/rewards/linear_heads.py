@@ -3,11 +3,11 @@
 import dataclasses
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from eg3d_rlhf.rewards import losses
 from torch_utils import misc
 
 #----------------------------------------------------------------------------
@@ -58,13 +58,8 @@ def margins_of(table, scaled, pairs):
 
 def pair_nll(m, tie, theta=2.0):
     """Per-pair negative log-likelihood [P, K] of margins m = r_winner - r_loser (or r_a - r_b of a tie): Bradley-
-    Terry, or Rao-Kupper with `theta` where `tie` [P] is set (losses.bradley_terry_ties' model)."""
-    if not bool(tie.any()):
-        return F.softplus(-m)
-    log_theta = math.log(theta)
-    win = F.softplus(-(m - log_theta))
-    p_tie = (1 - torch.sigmoid(m - log_theta) - torch.sigmoid(-m - log_theta)).clamp(min=1e-12)
-    return torch.where(tie[:, None], -p_tie.log(), win)
+    Terry, or Rao-Kupper with `theta` where `tie` [P] is set (losses.rao_kupper_nll)."""
+    return losses.rao_kupper_nll(m, tie[:, None], theta) if bool(tie.any()) else F.softplus(-m)
 
 
 def solve(d, tie, weights, l2, start=None, iters=100, theta=2.0):

@@ -12,16 +12,18 @@ def bradley_terry(r_winner, r_loser):
     return -F.logsigmoid(r_winner - r_loser).mean()
 
 
-def bradley_terry_ties(r_a, r_b, tie, theta=2.0):
-    """Rao-Kupper: P(a > b) = sigmoid(d - log theta), P(tie) = 1 - P(a > b) - P(b > a), with d = r_a - r_b.
-
-    r_a, r_b [N]; tie [N] bool (False: a won). theta > 1 sets how often ties are expected; mean NLL.
-    """
+def rao_kupper_nll(d, tie, theta=2.0):
+    """Per-pair NLL of margins d = r_a - r_b (any shape; tie broadcasts against it, False: a won) under Rao-Kupper:
+    P(a > b) = sigmoid(d - log theta), P(tie) = 1 - P(a > b) - P(b > a). theta > 1 sets how often ties are expected."""
     log_theta = math.log(theta)
-    d = r_a - r_b
     log_win = F.logsigmoid(d - log_theta)
     p_tie = (1 - torch.sigmoid(d - log_theta) - torch.sigmoid(-d - log_theta)).clamp(min=1e-12)
-    return -torch.where(tie, p_tie.log(), log_win).mean()
+    return -torch.where(tie, p_tie.log(), log_win)
+
+
+def bradley_terry_ties(r_a, r_b, tie, theta=2.0):
+    """Mean Rao-Kupper NLL (rao_kupper_nll) of r_a, r_b [N] with tie [N] bool (False: a won)."""
+    return rao_kupper_nll(r_a - r_b, tie, theta).mean()
 
 #----------------------------------------------------------------------------
 # Cauchy-Schwarz divergence between two sets of embeddings, Parzen estimate with a Gaussian kernel

@@ -51,10 +51,10 @@ class SigmaReward(RewardNet):
     the min-max slab minus the training bank's mean slab (the reference), down to an 8192-d feature."""
 
     takes_reference = True      # With the cnn trunk (uses_reference).
-    TRUNKS = ('levels', 'cnn')
+    TRUNKS = ('levels', 'cnn')  # The first is the default.
 
     def __init__(self,
-        trunk           = 'levels',                 # 'levels' (fixed level-set features) or 'cnn' (learned 3D CNN).
+        trunk           = TRUNKS[0],                # 'levels' (fixed level-set features) or 'cnn' (learned 3D CNN).
         members         = 8,                        # Heads of the ensemble; their mean is the reward.
         hidden          = 0,                        # Hidden units of each head's MLP; 0 = linear heads.
         levels          = (5.0, 10.0, 20.0),        # levels: raw sigma levels read (the mesh level, 10, among them).
@@ -88,12 +88,12 @@ class SigmaReward(RewardNet):
 
     @classmethod
     def uses_reference(cls, config):
-        return config.get('trunk', 'levels') == 'cnn'
+        return config.get('trunk', cls.TRUNKS[0]) == 'cnn'
 
     @classmethod
     def default_input(cls, slab, config):
         """The levels trunk reads raw sigma (its levels are mesh levels); the cnn trunk the min-max slab."""
-        if config.get('trunk', 'levels') == 'levels':
+        if config.get('trunk', cls.TRUNKS[0]) == 'levels':
             return InputSpec(slab=dict(slab), normalisation='affine', scale=1.0, offset=0.0)
         return InputSpec(slab=dict(slab))
 
