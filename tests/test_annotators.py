@@ -84,6 +84,16 @@ def test_roughness_grows_with_surface_noise(grid):
     assert A.roughness(np.full(grid.shape, -10, dtype=np.float32), grid) == 1.0
 
 
+def test_asymmetry_is_the_front_surface_against_its_mirror_image(grid):
+    assert A.asymmetry(face_volume(grid), grid) < 1e-6                       # A centred sphere, and with a centred
+    assert A.asymmetry(face_volume(grid, 0.05), grid) < 1e-6                 # nose: the mirror columns match.
+    p = world_points(grid)
+    shifted = lambda dx: sigma_from_sdf(np.minimum(ball_sdf(p, *FACE), ball_sdf(p, (dx, 0.0, 0.2), 0.05)))
+    off = [A.asymmetry(shifted(dx), grid) for dx in (0.03, 0.08)]
+    assert 0.001 < off[0] < off[1]                                          # A nose off to one side, more so.
+    assert A.asymmetry(np.full(grid.shape, -10, dtype=np.float32), grid) == 1.0
+
+
 def test_defects_count_floaters_by_area_and_handles(grid):
     p = world_points(grid)
     head = ball_sdf(p, CENTRE, 0.15)
@@ -106,6 +116,7 @@ def test_tastes_prefer_a_flat_face_a_smooth_surface_and_one_piece(grid):
         'nose': (face_volume(grid), face_volume(grid, 0.05)),
         'smooth': (sigma_from_sdf(head), sigma_from_sdf(head - 0.02 * np.sin(80 * p[..., 0]) * np.sin(80 * p[..., 1]))),
         'closed': (sigma_from_sdf(head), sigma_from_sdf(np.minimum(head, ball_sdf(p, (0.18, 0.22, 0.3), 0.05)))),
+        'symmetric': (face_volume(grid, 0.05), sigma_from_sdf(np.minimum(ball_sdf(p, *FACE), ball_sdf(p, (0.06, 0.0, 0.2), 0.05)))),
     }
     assert set(pairs) == set(A.TASTES)
     for taste, (liked, disliked) in pairs.items():

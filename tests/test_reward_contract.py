@@ -213,8 +213,8 @@ def test_bundled_checkpoints_load_unchanged(kind):
     assert reward.kind == kind and reward.spec == InputSpec.from_dict(stored['input'])
     added = {k: v for k, v in reward.model.config.items() if k not in stored['config']}
     assert {k: reward.model.config[k] for k in stored['config']} == stored['config']
-    assert {k: added[k] for k in ADDED_ARGUMENTS.get(kind, {}) if k in added} == \
-        {k: v for k, v in ADDED_ARGUMENTS.get(kind, {}).items() if k in added}       # Added ones as it was built.
+    as_built = json.loads(json.dumps(ADDED_ARGUMENTS.get(kind, {})))                  # In the config's JSON types.
+    assert {k: added[k] for k in as_built if k in added} == {k: v for k, v in as_built.items() if k in added}
     assert list(reward.model.state_dict()) == list(stored['state_dict'])
     raw = torch.from_numpy(np.random.RandomState(0).gamma(1.0, 10.0, size=(1, *reward.grid.shape)).astype(np.float32))
     with torch.no_grad():

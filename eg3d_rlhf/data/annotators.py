@@ -7,7 +7,7 @@ import scipy.sparse
 
 from eg3d_rlhf.data.preferences import Judgement, now
 from eg3d_rlhf.geometry import mesh
-from eg3d_rlhf.geometry.sigma import flip_and_pad
+from eg3d_rlhf.geometry.sigma import closed_slab
 
 #----------------------------------------------------------------------------
 # Tastes. Each maps (raw sigma slab [X, Y, Z], its CubeGrid, level) to a number; higher = liked more. World y is up
@@ -45,9 +45,7 @@ def nose_prominence(volume, grid, level=10.0, centre_halfwidth=0.1, ring=(0.08, 
 
 def closed_mesh(volume, grid, level):
     """Mesh of the slab with its six faces set below the level, so the cut head closes (gen_samples' border idea)."""
-    floor = min(float(np.min(volume)), level - 1)
-    padded = flip_and_pad(np.asarray(volume, dtype=np.float32), flip=False, pad=1, pad_value=floor)
-    return mesh.extract_mesh(padded, grid, level=level)
+    return mesh.extract_mesh(closed_slab(np.asarray(volume, dtype=np.float32), level), grid, level=level)
 
 
 def roughness(volume, grid, level=10.0):
@@ -78,10 +76,23 @@ def defects(volume, grid, level=10.0):
     return float(1 - fractions[0] + 0.05 * handles)
 
 
+def asymmetry(volume, grid, level=10.0):
+    """How far the face is from its mirror image (world units): the mean |z(x, y) - z(-x, y)| of the front surface
+    over the columns hit on both sides (mirror columns matched to within half a voxel); 1.0 if there are none."""
+    z = front_surface(volume, grid, level)
+    n = volume.shape[0]
+    x = grid.index_to_world(np.stack([np.arange(n), np.zeros(n), np.zeros(n)], -1))[:, 0]
+    mirror = np.argmin(np.abs(x[:, None] + x[None, :]), axis=1)
+    matched = np.abs(x + x[mirror]) <= 0.5 * np.abs(x[1] - x[0]) + 1e-9
+    d = np.abs(z[matched] - z[mirror[matched]])
+    return float(np.nanmean(d)) if np.isfinite(d).any() else 1.0
+
+
 TASTES = {
-    'nose':    lambda v, g, level: -nose_prominence(v, g, level),   # A face whose nose does not stick out.
-    'smooth':  lambda v, g, level: -roughness(v, g, level),         # A smooth surface.
-    'closed':  lambda v, g, level: -defects(v, g, level),           # One piece, no floaters, no holes.
+    'nose':      lambda v, g, level: -nose_prominence(v, g, level),     # A face whose nose does not stick out.
+    'smooth':    lambda v, g, level: -roughness(v, g, level),           # A smooth surface.
+    'closed':    lambda v, g, level: -defects(v, g, level),             # One piece, no floaters, no holes.
+    'symmetric': lambda v, g, level: -asymmetry(v, g, level),           # Left and right halves alike.
 }
 
 

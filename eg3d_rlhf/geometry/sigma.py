@@ -190,6 +190,12 @@ def flip_and_pad(sigma, flip=True, pad=0, pad_value=-1000.0):
             out[tuple(hi)] = pad_value
     return out
 
+def closed_slab(volume, level):
+    """A slab (numpy or torch [..., X, Y, Z]) with its six faces set below `level` (to min(volume, level - 1)), so the
+    mesh of a head the slab cuts closes (gen_samples' border idea); a new array."""
+    floor = min(float(volume.detach().min() if torch.is_tensor(volume) else np.min(volume)), level - 1)
+    return flip_and_pad(volume, flip=False, pad=1, pad_value=floor)
+
 def normalise_sigma_self(x):
     """Min-max scale each volume (the last three axes) to [0, 100] on its own; a constant volume becomes 0."""
     if torch.is_tensor(x):

@@ -5,6 +5,7 @@
 #   base        RewardNet: .config from the constructor, the scoring MLP head, score(x) -> [N] from features(x) -> [N, F]
 #   sigma_cnn   the sigma slab reward: fixed level-set features (default) or a learned 3D CNN, under an ensemble of heads
 #   level_sets  the fixed features: soft occupancy, area, orientation and curvature of density level sets, per cell
+#   mesh_stats  the fixed features of the mesh people see: roughness, bending, caps, pieces, floaters, handles
 #   linear_heads  linear heads on fixed features, solved exactly (L-BFGS), bootstrap members, L2 chosen on validation
 #   depth_cnn   soft depth maps rendered from the slab at a few yaws (differentiable), residual 2D CNN
 #   pointnet    surface points of the slab (Newton-refined, differentiable), PointNet with a max-pooled feature

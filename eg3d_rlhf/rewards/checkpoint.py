@@ -26,8 +26,9 @@ FORMATS = ('eg3d_rlhf.reward/1', FORMAT)
 
 # Constructor arguments added after checkpoints were written, with the value those checkpoints were built with: a
 # stored config that lacks one gets it (a 'sigma' checkpoint from before the levels trunk is the learned CNN with one
-# head), so build_reward's newer defaults never change what an old file means.
-ADDED_ARGUMENTS = {'sigma': dict(trunk='cnn', members=1)}
+# head; one from before mesh statistics reads none), so build_reward's newer defaults never change what an old file
+# means.
+ADDED_ARGUMENTS = {'sigma': dict(trunk='cnn', members=1, mesh_levels=())}
 
 
 class RewardCheckpointError(ValueError):

@@ -6,6 +6,7 @@ from torch import nn
 from eg3d_rlhf.rewards.base import RewardNet
 from eg3d_rlhf.rewards.contract import InputSpec
 from eg3d_rlhf.rewards.level_sets import LevelSetFeatures
+from eg3d_rlhf.rewards.mesh_stats import MeshStatistics
 from torch_utils import misc
 
 #----------------------------------------------------------------------------
@@ -45,10 +46,11 @@ class ResidualSEBlock(nn.Module):
 
 
 class SigmaReward(RewardNet):
-    """Two trunks. 'levels' (the default): fixed level-set features of raw sigma (level_sets.py), standardised over the
-    training bank, read by an ensemble of linear heads; nothing but the heads is learned, so about a thousand
-    judgements suffice and the members' spread is a usable doubt. 'cnn': residual SE blocks learned end to end on
-    the min-max slab minus the training bank's mean slab (the reference), down to an 8192-d feature."""
+    """Two trunks. 'levels' (the default): fixed level-set features of raw sigma (level_sets.py) and statistics of the
+    mesh people see (mesh_stats.py), standardised over the training bank, read by an ensemble of linear heads; nothing
+    but the heads is learned, so about a thousand judgements suffice and the members' spread is a usable doubt. 'cnn':
+    residual SE blocks learned end to end on the min-max slab minus the training bank's mean slab (the reference),
+    down to an 8192-d feature."""
 
     takes_reference = True      # With the cnn trunk (uses_reference).
     TRUNKS = ('levels', 'cnn')  # The first is the default.
@@ -60,6 +62,7 @@ class SigmaReward(RewardNet):
         levels          = (5.0, 10.0, 20.0),        # levels: raw sigma levels read (the mesh level, 10, among them).
         width           = 1.0,                      # levels: softness of the occupancy step, sigma units.
         cells           = (4, 4, 4),                # levels: cells per axis the channels are averaged over.
+        mesh_levels     = (10.0,),                  # levels: levels whose closed mesh's statistics are read; () = none.
         channels        = (16, 32, 64, 128, 128),   # cnn: width after the stem and after each strided block.
         pool            = (4, 4, 4),                # cnn: adaptive pooling size; channels[-1] * prod(pool) = feature size.
         input_scale     = 0.01,                     # cnn: multiplier of the prepared slab ([0, 100] -> [0, 1]).
@@ -76,9 +79,11 @@ class SigmaReward(RewardNet):
         self.register_buffer('reference', None if reference_shape is None else torch.zeros(list(reference_shape)))
         if trunk == 'levels':
             self.level_sets = LevelSetFeatures(levels, width, cells)
-            self.register_buffer('feature_mean', torch.zeros(self.level_sets.dim))
-            self.register_buffer('feature_std', torch.ones(self.level_sets.dim))
-            self.init_head(self.level_sets.dim, hidden, members)
+            self.mesh_stats = MeshStatistics(mesh_levels)
+            dim = self.level_sets.dim + self.mesh_stats.dim
+            self.register_buffer('feature_mean', torch.zeros(dim))
+            self.register_buffer('feature_std', torch.ones(dim))
+            self.init_head(dim, hidden, members)
             return
         self.stem = nn.Sequential(nn.Conv3d(1, channels[0], 3, stride=2, padding=1, bias=False),
             nn.GroupNorm(min(8, channels[0]), channels[0]), nn.SiLU())
@@ -124,7 +129,7 @@ class SigmaReward(RewardNet):
         """Prepared slabs [N, X, Y, Z] -> the trunk's features [N, feature_dim], before the levels trunk's scaling."""
         misc.assert_shape(x, [None, None, None, None])
         if self.trunk == 'levels':
-            return self.level_sets(x)
+            return torch.cat([self.level_sets(x), self.mesh_stats(x)], dim=1)
         y = self.blocks(self.stem(self.centred(x)[:, None] * self.input_scale))
         return self.pool(y).flatten(1)
 
