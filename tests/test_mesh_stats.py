@@ -76,16 +76,20 @@ def test_gradients_match_finite_differences():
     volume = ball(8.0) + torch.from_numpy(np.random.RandomState(3).normal(0, 0.3, size=(28, 28, 28)))
     x = volume.clone().requires_grad_(True)
     weights = torch.tensor([0, 1, 1, 1, 0, 1, 1, 1, 1, 1, 0, 1, 0, 1, 0], dtype=torch.float64)  # The differentiable ones.
-    (mesh_statistics(x, 10.0) * weights).sum().backward()
+    (mesh_statistics(x, 10.0, precision=None) * weights).sum().backward()
     near = torch.nonzero((volume - 10).abs() < 2)[:5]
     for i, j, k in near.tolist():
         eps = 1e-5
         plus, minus = volume.clone(), volume.clone()
         plus[i, j, k] += eps
         minus[i, j, k] -= eps
-        numeric = ((mesh_statistics(plus, 10.0) - mesh_statistics(minus, 10.0)) * weights).sum() / (2 * eps)
+        numeric = ((mesh_statistics(plus, 10.0, None) - mesh_statistics(minus, 10.0, None)) * weights).sum() / (2 * eps)
         assert x.grad[i, j, k].item() == pytest.approx(numeric.item(), rel=1e-4, abs=1e-7)
     assert x.grad.abs().sum() > 0
+    rounded = volume.clone().requires_grad_(True)                       # Rounded as a float16 bank holds it; the
+    mesh_statistics(rounded, 10.0)[5].backward()                        # gradient passes straight through.
+    assert torch.equal(mesh_statistics(volume, 10.0), mesh_statistics(volume.half().double(), 10.0))
+    assert rounded.grad.abs().sum() > 0
 
 
 def test_the_default_sigma_reward_reads_them_and_old_checkpoints_keep_meaning(tmp_path):

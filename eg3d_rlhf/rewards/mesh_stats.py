@@ -44,9 +44,16 @@ def edge_vertices(volume, verts, level):
     return pos + t[:, None] * torch.as_tensor(step, dtype=volume.dtype, device=volume.device)
 
 
-def mesh_statistics(volume, level):
-    """[len(STATS)] statistics of the closed mesh of one raw sigma slab [X, Y, Z] at `level` (zeros if it is empty)."""
+def mesh_statistics(volume, level, precision=torch.float16):
+    """[len(STATS)] statistics of the closed mesh of one raw sigma slab [X, Y, Z] at `level` (zeros if it is empty).
+
+    precision: sigma is first rounded to this dtype (gradients pass straight through), the precision fitting keeps a
+    bank in, so a slab gives the same mesh and statistics when scored as in the feature table its reward was fitted
+    on (counts and sub-percent roughness differences would otherwise shift with the rounding); None = as given.
+    """
     misc.assert_shape(volume, [None, None, None])
+    if precision is not None:
+        volume = volume + (volume.detach().to(precision).to(volume.dtype) - volume.detach())
     padded = closed_slab(volume, level)
     verts_np, faces = mesh.index_mesh(padded.detach().cpu().double().numpy(), level)
     if len(faces) == 0:
