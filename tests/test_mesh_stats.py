@@ -37,6 +37,13 @@ def test_vertices_are_marching_cubes_vertices_recomputed_from_sigma():
     assert np.abs(edge_vertices(closed, verts, 10.0).numpy() - verts).max() < 1e-9
 
 
+def test_unique_edges_lists_each_edge_once_in_order():
+    tetra = np.array([[0, 1, 2], [0, 3, 1], [1, 3, 2], [2, 3, 0]])
+    assert mesh.unique_edges(tetra).tolist() == [[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]]
+    assert mesh.unique_edges(np.array([[5, 1000000, 7]])).tolist() == [[5, 7], [5, 1000000], [7, 1000000]]
+    assert mesh.unique_edges(np.zeros([0, 3], dtype=np.int64)).shape == (0, 2)
+
+
 def test_a_ball_one_piece_its_area_and_its_bending():
     small, big = stats(ball(6.0)), stats(ball(10.0))
     assert big['area'] == pytest.approx(4 * math.pi * 10 ** 2, rel=0.05)
