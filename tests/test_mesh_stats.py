@@ -112,5 +112,8 @@ def test_the_default_sigma_reward_reads_them_and_old_checkpoints_keep_meaning(tm
     data = torch.load(path, weights_only=True)
     del data['config']['mesh_levels']                                   # As the levels trunk was first written.
     torch.save(data, path)
-    old = load_reward(path).model
-    assert list(old.config['mesh_levels']) == [] and old.feature_mean.shape == (20,)
+    old = load_reward(path)
+    assert list(old.model.config['mesh_levels']) == [] and old.model.feature_mean.shape == (20,)
+    with torch.no_grad():
+        assert torch.equal(old.model.score(batch), older.eval().score(batch))  # Scores as it did: no mesh read.
+    assert MeshStatistics(())(batch).shape == (2, 0)

@@ -53,7 +53,8 @@ def mesh_statistics(volume, level, precision=torch.float16):
     """
     misc.assert_shape(volume, [None, None, None])
     if precision is not None:
-        volume = volume + (volume.detach().to(precision).to(volume.dtype) - volume.detach())
+        limit = torch.finfo(precision).max
+        volume = volume + (volume.detach().clamp(-limit, limit).to(precision).to(volume.dtype) - volume.detach())
     padded = closed_slab(volume, level)
     verts_np, faces = mesh.index_mesh(padded.detach().cpu().double().numpy(), level)
     if len(faces) == 0:
@@ -100,7 +101,7 @@ class MeshStatistics(nn.Module):
     """Raw sigma slabs [N, X, Y, Z] -> [N, len(levels) * len(STATS)] statistics of their closed meshes."""
 
     def __init__(self,
-        levels  = (5.0, 10.0, 20.0),    # Density levels meshed (the mesh level people see, 10, among them).
+        levels  = (10.0,),              # Density levels meshed (10: the mesh level people see); () = none.
     ):
         super().__init__()
         self.levels = [float(v) for v in levels]
@@ -108,6 +109,8 @@ class MeshStatistics(nn.Module):
 
     def forward(self, x):
         misc.assert_shape(x, [None, None, None, None])
+        if not self.levels:
+            return x.new_zeros([len(x), 0])
         return torch.stack([torch.cat([mesh_statistics(v, level) for level in self.levels]) for v in x])
 
 #----------------------------------------------------------------------------
