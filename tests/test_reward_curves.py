@@ -12,7 +12,7 @@ from eg3d_rlhf.analysis import reward_curves as C
 from eg3d_rlhf.data import annotators, labeling
 from eg3d_rlhf.data.bank import Bank
 from eg3d_rlhf.data.scores import write_scores
-from eg3d_rlhf.rewards import fitting
+from eg3d_rlhf.rewards import fitting, linear_heads
 from eg3d_rlhf.rewards.sigma_cnn import SigmaReward
 from tests.test_reward_training import ball_bank
 from tools import reward_curve
@@ -87,7 +87,7 @@ def run(*args):
     return CliRunner().invoke(reward_curve.main, ['--device', 'cpu', *[str(a) for a in args]])
 
 
-def test_reward_curve_tool_writes_its_report_and_refuses_to_overwrite(balls, tmp_path):
+def test_reward_curve_tool_writes_its_report_and_refuses_to_overwrite(balls, tmp_path, monkeypatch):
     root, radii, _inputs = balls
     out = tmp_path / 'curves'
     out.mkdir()
@@ -106,6 +106,12 @@ def test_reward_curve_tool_writes_its_report_and_refuses_to_overwrite(balls, tmp
     assert 'nose random  20:' in result.output and "active reaches random's 60-judgement accuracy" in result.output
     again = run(*args)
     assert again.exit_code != 0 and 'exists; pass --force' in again.output
+    assert report['mirror'] is True
+    asked, real = [], linear_heads.feature_table
+    monkeypatch.setattr(linear_heads, 'feature_table', lambda *a, **k: asked.append(a[3]) or real(*a, **k))
+    plain = run(*args, '--policies', 'random', '--no-mirror', '--force')             # Tastes about one side: no
+    assert plain.exit_code == 0 and asked == [False]                                 # mirrored copies of the pairs.
+    assert json.loads((out / 'report.json').read_text())['mirror'] is False
     bad = run('--bank', root, '--outdir', tmp_path / 'x', '--tastes', 'nose,sharp')
     assert bad.exit_code != 0 and "'sharp': choose from nose, smooth, closed" in bad.output
     bad = run('--bank', root, '--outdir', tmp_path / 'x', '--sizes', '60,20')

@@ -68,13 +68,14 @@ def taste_truth(bank, taste, level, outdir):
 @click.option('--warmup', type=click.IntRange(min=10), default=100, show_default=True, help='Active: random judgements before the first model')
 @click.option('--round', 'round_size', type=click.IntRange(min=1), default=100, show_default=True, help='Active: judgements between refits')
 @click.option('--level', type=FiniteRange(), default=10, show_default=True, help='Raw sigma level of the tastes\' surface')
+@click.option('--mirror/--no-mirror', default=True, show_default=True, help='Add left-right mirrored copies of every pair (train_reward\'s --mirror; off for tastes about one side)')
 @click.option('--reward', 'kind', type=click.Choice(sorted(REWARDS)), default='sigma', show_default=True, help='Reward model')
 @click.option('--model-config', default='{}', show_default=True, callback=parse_model_config, metavar='JSON', help='Constructor arguments of the reward model')
 @click.option('--dry-run', is_flag=True, help='Check the inputs and print the plan; fit and write nothing')
 @force_option
 @device_option
-def main(bank_dir, outdir, tastes, policies, sizes, seeds, temperature, agreement, test_share, warmup, round_size, level, kind, model_config,
-        dry_run, force, device_name):
+def main(bank_dir, outdir, tastes, policies, sizes, seeds, temperature, agreement, test_share, warmup, round_size, level, mirror, kind,
+        model_config, dry_run, force, device_name):
     """For each taste, policy and seed, a simulated annotator judges pairs of the bank's pool samples (random pairs,
     or the labeling page's --active order on the reward fitted so far, refitted every --round judgements); at each of
     --sizes the reward is fitted on every judgement made (a tenth kept for validation) and scored against the taste's
@@ -108,13 +109,13 @@ def main(bank_dir, outdir, tastes, policies, sizes, seeds, temperature, agreemen
             bar.set_postfix_str(f'{taste} {policy} seed {seed} n={size}')
             bar.update()
         rows = reward_curves.learning_curves(inputs, truths, policies, options, kind=kind, model_config=model_config,
-            device=pick_device(device_name), progress=progress)
+            fit_options=fitting.FitOptions(mirror=mirror), device=pick_device(device_name), progress=progress)
     with dnnlib.util.atomic_write(os.path.join(outdir, 'trials.jsonl'), 'w', encoding='utf-8') as f:
         f.writelines(json.dumps(r) + '\n' for r in rows)
     summary = reward_curves.summarise(rows)
     reward_curves.plot_curves(summary, os.path.join(outdir, 'curves.png'))
     reach = reward_curves.active_savings(summary, reference=1000 if 1000 in sizes else sizes[-1])
-    report = dict(bank=os.path.abspath(bank_dir), reward=kind, model_config=model_config, options=options.to_dict(),
+    report = dict(bank=os.path.abspath(bank_dir), reward=kind, model_config=model_config, mirror=mirror, options=options.to_dict(),
         curves=summary, active_vs_random=reach)
     table = [[t, p, c['size'], f'{100 * c["mean"]:.1f}', f'{100 * c["ci95"][0]:.1f}-{100 * c["ci95"][1]:.1f}',
         f'{100 * c["agreement"]:.1f}'] for t, by in summary.items() for p, curve in by.items() for c in curve]
