@@ -17,6 +17,7 @@ from eg3d_rlhf.generators.base import MAX_SEED, sample_keys, seed_ranges
 from eg3d_rlhf.generators.eg3d import EG3DGenerator
 from eg3d_rlhf.geometry import convention as conventions
 from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward
+from eg3d_rlhf.rewards.fitting import FitOptions
 from eg3d_rlhf.synthetic import demo, heads
 
 #----------------------------------------------------------------------------
@@ -174,6 +175,10 @@ def check_bank_grid(bank, reward):
     if shape != reward.grid.shape:
         raise click.ClickException(f'{bank.root}: its slabs are {list(shape)}, the reward reads {list(reward.grid.shape)}; '
             'make a bank at the reward\'s slab resolution')
+
+mirror_option = click.option('--mirror/--no-mirror', default=FitOptions.mirror, show_default=True,
+    help='Train on the left-right mirror image too (random flips by epochs; mirrored copies of every pair for linear '
+    'heads); off for a taste about one side')
 
 force_option = click.option('--force', is_flag=True,
     help='Replace output files that already exist (they may hold work that cannot be redone, e.g. people\'s labels)')

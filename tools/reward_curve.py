@@ -9,7 +9,7 @@ from tqdm import tqdm
 import dnnlib
 from eg3d_rlhf.analysis import reward_curves
 from eg3d_rlhf.analysis.report_plots import html_table, write_report
-from eg3d_rlhf.cli import (OUT_DIR, FiniteRange, device_option, force_option, one_line_errors, open_bank,
+from eg3d_rlhf.cli import (OUT_DIR, FiniteRange, device_option, force_option, mirror_option, one_line_errors, open_bank,
     parse_model_config, parse_range, pick_device, refuse_overwrite)
 from eg3d_rlhf.data import annotators
 from eg3d_rlhf.data.scores import ScoresError, read_scores, write_scores
@@ -68,7 +68,7 @@ def taste_truth(bank, taste, level, outdir):
 @click.option('--warmup', type=click.IntRange(min=10), default=100, show_default=True, help='Active: random judgements before the first model')
 @click.option('--round', 'round_size', type=click.IntRange(min=1), default=100, show_default=True, help='Active: judgements between refits')
 @click.option('--level', type=FiniteRange(), default=10, show_default=True, help='Raw sigma level of the tastes\' surface')
-@click.option('--mirror/--no-mirror', default=True, show_default=True, help='Add left-right mirrored copies of every pair (train_reward\'s --mirror; off for tastes about one side)')
+@mirror_option
 @click.option('--reward', 'kind', type=click.Choice(sorted(REWARDS)), default='sigma', show_default=True, help='Reward model')
 @click.option('--model-config', default='{}', show_default=True, callback=parse_model_config, metavar='JSON', help='Constructor arguments of the reward model')
 @click.option('--dry-run', is_flag=True, help='Check the inputs and print the plan; fit and write nothing')

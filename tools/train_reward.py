@@ -7,8 +7,8 @@ import click
 
 import dnnlib
 from eg3d_rlhf.analysis import report_plots
-from eg3d_rlhf.cli import (SEED, OUT_FILE, FiniteList, FiniteRange, device_option, force_option, parse_model_config,
-    pick_device, refuse_overwrite, side_path)
+from eg3d_rlhf.cli import (SEED, OUT_FILE, FiniteList, FiniteRange, device_option, force_option, mirror_option,
+    parse_model_config, pick_device, refuse_overwrite, side_path)
 from eg3d_rlhf.data import preferences, scores
 from eg3d_rlhf.data.bank import Bank, BankError
 from eg3d_rlhf.rewards import REWARDS, build_reward, fitting
@@ -48,7 +48,7 @@ def parse_split(ctx, param, value):
 @click.option('--patience', type=click.IntRange(min=1), default=4, show_default=True, help='Early stopping: epochs without a better validation accuracy')
 @click.option('--batch', type=click.IntRange(min=2), default=16, show_default=True, help='Pairs (or samples, unpaired) per step')
 @click.option('--lr', type=FiniteRange(min=0, min_open=True), default=1e-3, show_default=True, help='Learning rate (AdamW)')
-@click.option('--mirror/--no-mirror', default=True, show_default=True, help='Random left-right flips while training')
+@mirror_option
 @click.option('--centre/--no-centre', default=None, help='Subtract the training samples\' mean input first  [default: on for '
     f'the kinds that take a reference slab: {", ".join(k for k, c in REWARDS.items() if c.takes_reference)}]')
 @click.option('--reg-weight', type=FiniteRange(min=0), default=1.0, show_default=True, help='Unpaired: weight of the score regression term')

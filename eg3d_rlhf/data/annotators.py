@@ -27,12 +27,18 @@ def front_surface(volume, grid, level):
     return np.where(hit, z, np.nan)
 
 
+def axis_world(grid, size, axis):
+    """World coordinates [size] of the grid's indices 0 .. size - 1 along one axis (0 = x, 1 = y, 2 = z)."""
+    ijk = np.zeros([size, 3])
+    ijk[:, axis] = np.arange(size)
+    return grid.index_to_world(ijk)[:, axis]
+
+
 def nose_prominence(volume, grid, level=10.0, centre_halfwidth=0.1, ring=(0.08, 0.12)):
     """How far the nose tip stands in front of the face around it (world units): the front-most point of the
     central columns (|x| < centre_halfwidth) minus the median front depth at xy distance `ring` from it."""
     z = front_surface(volume, grid, level)
-    x = grid.index_to_world(np.stack([np.arange(volume.shape[0]), np.zeros(volume.shape[0]), np.zeros(volume.shape[0])], -1))[:, 0]
-    y = grid.index_to_world(np.stack([np.zeros(volume.shape[1]), np.arange(volume.shape[1]), np.zeros(volume.shape[1])], -1))[:, 1]
+    x, y = axis_world(grid, volume.shape[0], 0), axis_world(grid, volume.shape[1], 1)
     central = np.where(np.abs(x)[:, None] < centre_halfwidth, z, np.nan)
     if np.all(np.isnan(central)):
         return 0.0
@@ -80,8 +86,7 @@ def asymmetry(volume, grid, level=10.0):
     """How far the face is from its mirror image (world units): the mean |z(x, y) - z(-x, y)| of the front surface
     over the columns hit on both sides (mirror columns matched to within half a voxel); 1.0 if there are none."""
     z = front_surface(volume, grid, level)
-    n = volume.shape[0]
-    x = grid.index_to_world(np.stack([np.arange(n), np.zeros(n), np.zeros(n)], -1))[:, 0]
+    x = axis_world(grid, volume.shape[0], 0)
     mirror = np.argmin(np.abs(x[:, None] + x[None, :]), axis=1)
     matched = np.abs(x + x[mirror]) <= 0.5 * np.abs(x[1] - x[0]) + 1e-9
     d = np.abs(z[matched] - z[mirror[matched]])

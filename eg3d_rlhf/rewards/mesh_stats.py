@@ -64,8 +64,7 @@ def mesh_statistics(volume, level, precision=torch.float16):
     faces_t = torch.as_tensor(faces, device=dev)
     edges = mesh.unique_edges(faces)
     i, j = torch.as_tensor(edges[:, 0], device=dev), torch.as_tensor(edges[:, 1], device=dev)
-    valence = torch.zeros(n, dtype=verts.dtype, device=dev).index_add_(0, i, torch.ones_like(i, dtype=verts.dtype))
-    valence = valence.index_add_(0, j, torch.ones_like(j, dtype=verts.dtype)).clamp(min=1)
+    valence = torch.bincount(torch.cat([i, j]), minlength=n).clamp(min=1).to(verts.dtype)
     neighbours = torch.zeros_like(verts).index_add_(0, i, verts[j]).index_add_(0, j, verts[i])
     offset = neighbours / valence[:, None] - verts                                  # Umbrella operator.
     a, b, c = (verts[faces_t[:, k]] for k in range(3))
