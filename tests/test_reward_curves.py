@@ -79,6 +79,7 @@ def test_sizes_to_reach_interpolates_and_says_never():
     summary = dict(nose=dict(random=[dict(size=1000, mean=0.8)], active=curve))
     assert C.active_savings(summary, 1000)['nose'] == dict(reference=1000, random_at=0.8, active_at=0.9,
         active_needs=pytest.approx(500))
+    assert C.tick_labels([250, 500, 600, 700, 800, 1000, 2000]) == ['250', '500', '', '700', '', '1000', '2000']
     with pytest.raises(ValueError, match='sizes must rise'):
         C.CurveOptions(sizes=(500, 250))
 

@@ -206,6 +206,16 @@ def describe(summary, savings):
     return lines
 
 
+def tick_labels(sizes, spacing=1.25):
+    """Labels of sizes on a log axis, blank where one would crowd the last shown (closer than `spacing` times it)."""
+    labels, last = [], 0
+    for s in sizes:
+        shown = s >= spacing * last
+        labels.append(str(s) if shown else '')
+        last = s if shown else last
+    return labels
+
+
 def plot_curves(summary, path, targets=None):
     """One panel per taste: mean noise-free held-out accuracy against judgements (log x), one line per policy, the
     95% interval shaded; targets {taste: accuracy} drawn as dashed lines."""
@@ -222,7 +232,7 @@ def plot_curves(summary, path, targets=None):
             ax.axhline(targets[taste], color='grey', linestyle='--', linewidth=1)
         ax.set(xscale='log', xlabel='judgements', ylabel='noise-free held-out accuracy', title=f'oracle:{taste}', ylim=(0.5, 1))
         ax.minorticks_off()
-        ax.set_xticks(x, [str(s) for s in x])
+        ax.set_xticks(x, tick_labels(x))
         ax.legend(loc='lower right')
     fig.tight_layout()
     _save(fig, path)
