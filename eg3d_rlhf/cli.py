@@ -1,10 +1,12 @@
 """Click helpers shared by the command-line tools: seed lists, devices, generator loading (trusted pickles or data)."""
 
 import contextlib
+import dataclasses
 import itertools
 import json
 import math
 import os
+import warnings
 
 import click
 import numpy as np
@@ -12,13 +14,13 @@ import torch
 
 from eg3d_rlhf.analysis import regions
 from eg3d_rlhf.data.bank import Bank, BankError
-from eg3d_rlhf.generators import flow_heads
+from eg3d_rlhf.finetune.run_dir import writable_problem
+from eg3d_rlhf.generators import registry
 from eg3d_rlhf.generators.base import MAX_SEED, sample_keys, seed_ranges
-from eg3d_rlhf.generators.eg3d import EG3DGenerator
 from eg3d_rlhf.geometry import convention as conventions
 from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward
 from eg3d_rlhf.rewards.fitting import FitOptions
-from eg3d_rlhf.synthetic import demo, heads
+from eg3d_rlhf.synthetic import heads
 
 #----------------------------------------------------------------------------
 
@@ -52,22 +54,6 @@ class FiniteList(click.ParamType):
 
 FINITE = FiniteRange()          # Any finite float.
 SEED = click.IntRange(min=0, max=MAX_SEED)      # A random seed numpy's RandomState takes.
-
-def writable_problem(path, kind):
-    """Why this tool could not write `path`, a 'dir' it fills or a 'file' it writes (atomically, so its folder must be
-    writable), before any work is done; None when it can."""
-    path = os.path.abspath(path)
-    if os.path.exists(path) and (kind == 'dir') != os.path.isdir(path):
-        return f'{path} exists and is {"not " if kind == "dir" else ""}a folder'
-    folder = path if kind == 'dir' else os.path.dirname(path)
-    while not os.path.exists(folder):
-        folder = os.path.dirname(folder)
-    if not os.path.isdir(folder):
-        return f'{folder} is a file, so nothing can be made under it'
-    if not os.access(folder, os.W_OK | os.X_OK):
-        return f'cannot write in {folder} (permission denied)'
-    return None
-
 
 class Writable(click.ParamType):
     """An output path (kind 'dir' or 'file') checked when the command line is read: no long run dies at its end
@@ -115,32 +101,58 @@ def require_trust(network_pkl, trust_pickle):
         raise click.ClickException(f'refusing to load {network_pkl}: loading a pickle runs code stored in it; '
             'pass --trust-pickle if you trust this file')
 
-# The bundled generators (checkpoints/README.md says how they were made). They ship with this repository, so they
-# load with the same trust as the code next to it: the demo EG3D pickle and the two-stage flow model of heads.
-BUNDLED = demo.GENERATOR
-BUNDLED_FLOW = demo.FLOW_GENERATOR
-NETWORK_HELP = ('Generator: an EG3D network pickle (needs --trust-pickle), a flow checkpoint (.pt, read as data), '
-    f'bundled = {os.path.relpath(BUNDLED, demo.ROOT)}, bundled-flow = {os.path.relpath(BUNDLED_FLOW, demo.ROOT)}')
+# The bundled generators (checkpoints/README.md says how they were made), named by their families in the registry.
+# They ship with this repository, so they load with the same trust as the code next to it.
+BUNDLED = registry.bundled_file('bundled')
+BUNDLED_FLOW = registry.bundled_file('bundled-flow')
+
+def network_help():
+    """--network's help: each registered family's files and the bundled names."""
+    families, root = registry.FAMILIES.values(), os.path.dirname(registry.CHECKPOINTS)
+    kinds = [f'{f.description} ({"needs --trust-pickle" if f.needs_trust else "read as data"})' for f in families]
+    names = [f'{name} = {os.path.relpath(path, root)}' for f in families for name, path in f.bundled.items()]
+    return 'Generator: ' + ', '.join(kinds + names)
+
+NETWORK_HELP = network_help()
+
+def network_family(path):
+    """The registry's family of a generator file, or a one-line click error naming the file."""
+    try:
+        return registry.family_of_file(path)
+    except ValueError as err:
+        raise click.ClickException(str(err))
+
+def require_capability(path, capability, param='--network'):
+    """The family of a generator file when it has the capability (registry.CAPABILITIES), else a one-line click error
+    naming the file and the files that have it."""
+    family = network_family(path)
+    if capability not in family.capabilities:
+        raise click.ClickException(f'{param}: {path} is not {registry.either(registry.with_capability(capability))} '
+            f'({family.title} generators have no {capability})')
+    return family
 
 def is_data_checkpoint(path):
-    """Does the file look like a torch.save zip archive (a flow checkpoint, read with weights_only) rather than a
-    pickle that runs code when loaded?"""
-    with open(path, 'rb') as f:
-        return f.read(4) == b'PK\x03\x04'
+    """Is the file one a family reads as data (a flow checkpoint, read with weights_only), rather than a pickle that
+    runs code when loaded?"""
+    try:
+        return not registry.family_of_file(path).needs_trust
+    except ValueError:
+        return False
 
-def network_path(network, trust_pickle):
-    """The file a --network value names: 'bundled' and 'bundled-flow' are the shipped generators, a flow checkpoint
-    loads as data, any other file is a pickle that needs --trust-pickle."""
-    named = {'bundled': BUNDLED, 'bundled-flow': BUNDLED_FLOW}.get(network)
-    if named is not None:
-        if not os.path.isfile(named):
-            raise click.ClickException(f'the {network} generator {named} is missing; restore it from git')
-        return named
-    if not os.path.isfile(network):
+def network_path(network, trust_pickle, capability=None):
+    """The file a --network value names: bundled names ('bundled', 'bundled-flow') are the shipped generators, a file of
+    a family that reads it as data needs nothing, any other (a pickle) needs --trust-pickle. With a capability, a file
+    whose family lacks it is refused first (require_capability), before trust is asked for."""
+    named = registry.bundled_file(network)
+    if named is not None and not os.path.isfile(named):
+        raise click.ClickException(f'the {network} generator {named} is missing; restore it from git')
+    if named is None and not os.path.isfile(network):
         raise click.ClickException(f'{network}: no such network file')
-    if not is_data_checkpoint(network) and os.path.abspath(network) != BUNDLED:
-        require_trust(network, trust_pickle)
-    return network
+    path = named or network
+    family = network_family(path) if capability is None else require_capability(path, capability)
+    if family.needs_trust and not registry.is_bundled(path):
+        require_trust(path, trust_pickle)
+    return path
 
 def open_bank(path, check_slabs=True):
     """The bank at `path` with every slab file checked whole (Bank.check_slabs: before any work, not after it), or a
@@ -175,10 +187,6 @@ def check_bank_grid(bank, reward):
     if shape != reward.grid.shape:
         raise click.ClickException(f'{bank.root}: its slabs are {list(shape)}, the reward reads {list(reward.grid.shape)}; '
             'make a bank at the reward\'s slab resolution')
-
-mirror_option = click.option('--mirror/--no-mirror', default=FitOptions.mirror, show_default=True,
-    help='Train on the left-right mirror image too (random flips by epochs; mirrored copies of every pair for linear '
-    'heads); off for a taste about one side')
 
 force_option = click.option('--force', is_flag=True,
     help='Replace output files that already exist (they may hold work that cannot be redone, e.g. people\'s labels)')
@@ -223,15 +231,17 @@ def ffhq512_structure(channel_base=None, channel_max=None):
     return TriPlaneGenerator(**kwargs)
 
 def load_generator(path, device, batch=8, draw_batch=1, **eg3d_kwargs):
-    """The generator of a network file (network_path's answer) on `device`: FlowGenerator of a flow checkpoint (drawing
-    draw_batch ids per pass), EG3DGenerator around G_ema of a pickle (eg3d_kwargs: truncation_psi, truncation_cutoff,
-    fov_degrees; flows have no such settings). A clear one-line error if it cannot be read."""
+    """The generator of a network file (network_path's answer) on `device`, loaded by its registry family with the
+    options it takes: batch; draw_batch (ids per pass, flows); eg3d_kwargs truncation_psi, truncation_cutoff,
+    fov_degrees (EG3D; other families have no such settings). A clear one-line error if it cannot be read."""
+    family = network_family(path)
+    if draw_batch != 1 and 'draw_batch' not in family.options:
+        takers = [f for f in registry.FAMILIES.values() if 'draw_batch' in f.options]
+        raise click.UsageError(f'--draw-batch is for {" and ".join(f.files for f in takers)}; '
+            f'{path} is {family.description}')
+    options = dict(eg3d_kwargs, batch=batch, draw_batch=draw_batch)
     try:
-        if is_data_checkpoint(path):
-            return flow_heads.load_flow(path, device, batch=batch, draw_batch=draw_batch)
-        if draw_batch != 1:
-            raise click.UsageError(f'--draw-batch is for flow checkpoints; {path} is an EG3D pickle')
-        return EG3DGenerator.load(path, device, trust=True, batch=batch, **eg3d_kwargs)
+        return family.load(path, device, **{k: v for k, v in options.items() if k in family.options})
     except (OSError, ValueError, KeyError) as err:
         message = str(err) if str(err).startswith(path) else f'{path}: {err}'
         raise click.ClickException(message)
@@ -243,11 +253,11 @@ def draw_slabs(path, keys, grid, device, batch=8, draw_batch=1):
     return torch.cat([G.sigma_grid([seed for seed, _ in run], grid, condition) for condition, run in runs])
 
 def network_keys(path, seeds, conditions):
-    """[(seed, condition)] of the seeds and --conditions for the generator in a network file, read without loading a
-    pickle (a flow checkpoint's config says its conditions; pickles are unconditional); click errors."""
+    """[(seed, condition)] of the seeds and --conditions for the generator in a network file, its conditions read by
+    its family without running code (a flow checkpoint's config says them; pickles are unconditional); click errors."""
+    family = network_family(path)
     try:
-        available = flow_heads.read_flow(path)['config']['conditions'] if is_data_checkpoint(path) else None
-        return sample_keys(seeds, conditions, available, 'flow' if available else 'EG3D')
+        return sample_keys(seeds, conditions, family.conditions(path), family.title)
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint='--conditions')
 
@@ -284,3 +294,45 @@ def load_regions(source, grid, names_path=None, landmarks_path=None, margin=0.02
         return regions.load(source, names_path, grid.shape)
     except ValueError as err:
         raise click.ClickException(f'--regions: {err}')
+
+#----------------------------------------------------------------------------
+# Flags derived from a config dataclass whose fields carry their help and limits as metadata (rewards.fitting.setting):
+# the field states its default and help once; its flag is its name with dashes.
+
+def field_option(cls, name):
+    """The click option of one field of a config dataclass: --name (--name/--no-name for a bool), its default and help
+    from the field, its type from the field's type and metadata (min, min_open, max, choices; a tuple is a FiniteList)."""
+    field = next(f for f in dataclasses.fields(cls) if f.name == name)
+    meta, flag, default = field.metadata, '--' + name.replace('_', '-'), field.default
+    limits = {k: meta[k] for k in ('min', 'max', 'min_open') if k in meta}
+    if field.type is bool:
+        return click.option(f'{flag}/--no-{flag[2:]}', default=default, show_default=True, help=meta['help'])
+    if 'choices' in meta:
+        kind = click.Choice(list(meta['choices']))
+    elif field.type is tuple:
+        kind, default = FiniteList(**limits), ','.join(f'{v:g}' for v in default)
+    else:
+        kind = {int: click.IntRange, float: FiniteRange}[field.type](**limits)
+    return click.option(flag, type=kind, default=default, show_default=True, help=meta['help'])
+
+def fit_options(*names):
+    """A decorator adding the flags of these FitOptions fields, in this order."""
+    def decorate(func):
+        for name in reversed(names):
+            func = field_option(FitOptions, name)(func)
+        return func
+    return decorate
+
+#----------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def warning_lines(category=Warning):
+    """Warnings of `category` raised in the block (e.g. a label file's tolerated leftovers) printed to stderr as one
+    'warning: ...' line each, whatever else the block raises."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always', category)
+        try:
+            yield
+        finally:
+            for w in caught:
+                click.echo(f'warning: {w.message}', err=True)

@@ -5,6 +5,8 @@ import os
 import pytest
 import torch
 
+pytest.register_assert_rewrite('tests.helpers')      # The shared builders' asserts explain themselves, as tests' do.
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -60,8 +62,8 @@ def one_thread():
 
 @pytest.fixture(scope='session')
 def tiny_network_pkl(tmp_path_factory):
-    """A network pickle holding tests.test_shape_tools.tiny_generator() as G and G_ema (no D)."""
-    from tests.test_shape_tools import tiny_generator
+    """A network pickle holding tests.helpers.eg3d.tiny_generator() as G and G_ema (no D)."""
+    from tests.helpers.eg3d import tiny_generator
     from training import legacy
     G = tiny_generator().eval()
     path = str(tmp_path_factory.mktemp('net') / 'tiny.pkl')
@@ -79,3 +81,119 @@ def fresh_plugins(monkeypatch, tmp_path):
     monkeypatch.setattr(custom_ops, '_cached_plugins', dict())
     monkeypatch.setattr(custom_ops, 'verbosity', 'none')
     return tmp_path
+
+#----------------------------------------------------------------------------
+# Fixtures shared by several test files (their builders live in tests/helpers/; imported on use, so collecting a test
+# file that needs none of them stays cheap).
+
+@pytest.fixture(scope='module')
+def faces(tmp_path_factory):
+    """A bank of ten faces on slab_grid(32), with the noses of tests.helpers.banks.NOSES."""
+    from eg3d_rlhf.geometry.sigma import slab_grid
+    from tests.helpers.banks import NOSES, face_volume, write_bank
+    g = slab_grid(32)
+    return write_bank(tmp_path_factory.mktemp('faces') / 'bank', {k: face_volume(g, v) for k, v in NOSES.items()}, 32)
+
+
+@pytest.fixture(scope='module')
+def balls(tmp_path_factory):
+    """40 balls, 300 noise-free judgements (bigger liked), the true radii as id,reward and a median good/bad split."""
+    import numpy as np
+    from eg3d_rlhf.data import annotators, preferences
+    from eg3d_rlhf.data.scores import write_scores
+    from tests.helpers.banks import ball_bank
+    folder = tmp_path_factory.mktemp('balls')
+    root, radii = ball_bank(folder / 'bank', 40, seed=1)
+    oracle = annotators.OracleAnnotator('nose', radii, temperature=0, seed=0)
+    preferences.write_judgements(str(folder / 'labels.jsonl'), oracle.judgements(oracle.draw_pairs(radii, 300)))
+    write_scores(str(folder / 'truth.csv'), radii)
+    median = np.median(list(radii.values()))
+    (folder / 'good.txt').write_text(''.join(f'{k}\n' for k, v in radii.items() if v > median))
+    (folder / 'bad.txt').write_text(''.join(f'{k}\n' for k, v in radii.items() if v <= median))
+    return dict(bank=root, radii=radii, labels=str(folder / 'labels.jsonl'), truth=str(folder / 'truth.csv'),
+        good=str(folder / 'good.txt'), bad=str(folder / 'bad.txt'))
+
+#----------------------------------------------------------------------------
+
+@pytest.fixture
+def tiny_models(monkeypatch):
+    """train_reward builds (and fitting fits) small models of the asked-for kind."""
+    from eg3d_rlhf.rewards import build_reward
+    from eg3d_rlhf.rewards import fitting as R
+    from tests.helpers.rewards import TINY
+    from tools import train_reward
+    tiny = lambda kind, **extra: build_reward(kind, **{**TINY[kind], **extra})
+    monkeypatch.setattr(train_reward, 'build_reward', tiny)
+    monkeypatch.setattr(R, 'build_reward', tiny)
+
+
+@pytest.fixture
+def reward_checkpoint(tmp_path):
+    """tests.helpers.rewards.tiny_reward(seed=3) saved as a sigma reward on the 24^3 cube's slab."""
+    from eg3d_rlhf.rewards.checkpoint import save_reward
+    from tests.helpers.rewards import slab_description, tiny_reward
+    path = str(tmp_path / 'reward.pt')
+    save_reward(path, tiny_reward(seed=3), 'sigma', slab_description())
+    return path
+
+
+@pytest.fixture(scope='module')
+def rewards(tmp_path_factory):
+    """{kind: checkpoint}: a tiny sigma reward and a pointcloud reward, on the slab of a box of side 1."""
+    from eg3d_rlhf.rewards import build_reward
+    from eg3d_rlhf.rewards.checkpoint import save_reward
+    from tests.helpers.rewards import slab_description, tiny_reward
+    root = tmp_path_factory.mktemp('rewards')
+    paths = dict(sigma=str(root / 'sigma.pt'), pointcloud=str(root / 'pointcloud.pt'))
+    save_reward(paths['sigma'], tiny_reward(seed=3), 'sigma', slab_description())
+    save_reward(paths['pointcloud'], build_reward('pointcloud', num_points=64, widths=[8, 8, 16], hidden=8), 'pointcloud',
+        slab_description())
+    return paths
+
+#----------------------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory):
+    """tests.helpers.train.make_zip_dataset's eight 64x64 heads."""
+    from tests.helpers.train import make_zip_dataset
+    return make_zip_dataset(tmp_path_factory.mktemp('data') / 'heads64.zip')
+
+
+@pytest.fixture(scope='module')
+def start_pkl(data, tmp_path_factory):
+    """A fresh synthetic-preset G, D and G_ema as a network pickle to fine-tune from."""
+    import dnnlib
+    from tests.helpers.train import base_args, config_of
+    from training import legacy, training_loop
+    c = config_of(base_args(data))
+    training_set = dnnlib.util.construct_class_by_name(**c.training_set_kwargs)
+    G, D, G_ema = training_loop.build_networks(training_set, c.G_kwargs, c.D_kwargs, 'cpu')
+    path = str(tmp_path_factory.mktemp('start') / 'start.pkl')
+    legacy.save_network_pkl(path, dict(G=G, D=D, G_ema=G_ema, augment_pipe=None, training_set_kwargs=dict(c.training_set_kwargs)))
+    return path
+
+
+@pytest.fixture(scope='module')
+def tiny_pair(tmp_path_factory):
+    """(original, tuned, reward) of tiny generators: the tuned G has its decoder output bias shifted."""
+    from tests.helpers.evaluate import save_pair
+    return save_pair(tmp_path_factory.mktemp('eval'), (0.0, 0.5))
+
+#----------------------------------------------------------------------------
+
+@pytest.fixture
+def served(monkeypatch):
+    """Run `serve` in-process; instead of serving forever, record the server's address and first state."""
+    from click.testing import CliRunner
+    from tools import label
+    seen = {}
+    def serve_forever(self):
+        seen.update(address=self.server_address, state=self.session.state(), session=self.session)
+    monkeypatch.setattr(label.LabelServer, 'serve_forever', serve_forever)
+    def run(*args):
+        seen.clear()
+        result = CliRunner().invoke(label.main, ['serve', '--port', '0', *[str(a) for a in args]])
+        return result, dict(seen)
+    return run
+
+#----------------------------------------------------------------------------

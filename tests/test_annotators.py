@@ -11,27 +11,17 @@ from eg3d_rlhf.data import preferences
 from eg3d_rlhf.data.bank import Bank
 from eg3d_rlhf.data.scores import read_scores
 from eg3d_rlhf.geometry.sigma import slab_grid
-from tests.test_bank import ball_sdf, sigma_from_sdf, world_points, write_bank
+from tests.helpers.banks import FACE, NOSES, TIP, ball_sdf, face_volume, sigma_from_sdf, world_points, write_bank
 from tools import annotate
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
-FACE = ((0.0, 0.0, -0.3), 0.5)          # A big sphere whose front (z = 0.2) fills the slab like a face.
-TIP = (0.0, 0.0, 0.2)                   # Where the nose (a small ball) sits on it.
 CENTRE = (0.0, 0.04, 0.15)              # A ball well inside the slab.
 
 
 @pytest.fixture(scope='module')
 def grid():
     return slab_grid(64)                # Shape (32, 36, 33), world z from -0.10 to 0.40.
-
-
-def face_volume(grid, nose=None):
-    p = world_points(grid)
-    sdf = ball_sdf(p, *FACE)
-    if nose:
-        sdf = np.minimum(sdf, ball_sdf(p, TIP, nose))
-    return sigma_from_sdf(sdf)
 
 
 def analytic_prominence(grid, balls, centre_halfwidth=0.1, ring=(0.08, 0.12)):
@@ -212,16 +202,7 @@ def test_good_bad_at_temperature_zero_splits_at_the_median():
     assert 0.4 < np.mean(list(noisy.good_bad(noisy.z).values())) < 0.6      # So much noise: a coin flip.
 
 #----------------------------------------------------------------------------
-# tools/annotate.py on a hand-made bank of faces with noses of ten sizes.
-
-NOSES = {f'face{i:02d}': nose for i, nose in zip([3, 7, 0, 9, 1, 4, 8, 2, 6, 5], np.linspace(0.02, 0.07, 10))}
-
-
-@pytest.fixture(scope='module')
-def faces(tmp_path_factory):
-    g = slab_grid(32)
-    return write_bank(tmp_path_factory.mktemp('faces') / 'bank', {k: face_volume(g, v) for k, v in NOSES.items()}, 32)
-
+# tools/annotate.py on a hand-made bank of faces with noses of ten sizes (the `faces` fixture, tests/conftest.py).
 
 def annotate_cli(*args):
     return CliRunner().invoke(annotate.main, [str(a) for a in args])

@@ -14,7 +14,6 @@ from eg3d_rlhf.cli import load_regions
 from eg3d_rlhf.geometry import sigma as geometry
 from eg3d_rlhf.rewards.contract import InputSpec, Reward
 from eg3d_rlhf.synthetic import heads
-from tests.test_evaluate import tiny_pair  # noqa: F401  (a fixture)
 from tools import attribute, embed
 
 pytestmark = pytest.mark.usefixtures('one_thread')

@@ -13,8 +13,8 @@ from click.testing import CliRunner
 
 import train
 from eg3d_rlhf.synthetic import demo, render
-from tests.test_bad_inputs import refused_in_one_line
-from tests.test_train import base_args
+from tests.helpers.cli import refused_in_one_line
+from tests.helpers.train import base_args
 from training.dataset import DatasetError, ImageFolderDataset
 
 #----------------------------------------------------------------------------

@@ -1,6 +1,5 @@
 """Hostile but ordinary inputs: each is refused in one line, runs no code without consent and changes no existing file."""
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -8,18 +7,13 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from tests.test_annotators import faces  # noqa: F401  (a fixture)
-from tests.test_evaluate import save_feature_network, tiny_pair  # noqa: F401  (a fixture)
-from tests.test_reward_training import balls, tiny_models  # noqa: F401  (fixtures)
 from eg3d_rlhf.synthetic import demo
 from tests.conftest import REPO
+from tests.helpers.cli import digest, refused_in_one_line
+from tests.helpers.evaluate import save_feature_network
 from tools import annotate, evaluate, train_reward
 
 pytestmark = pytest.mark.usefixtures('one_thread')
-
-
-def digest(path):
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def sentinel(folder):
@@ -28,14 +22,6 @@ def sentinel(folder):
     path.write_text('work that must survive a refused command\n')
     before = digest(path)
     return lambda: os.listdir(folder) == ['notes.txt'] and digest(path) == before
-
-
-def refused_in_one_line(result, message):
-    """The command failed with a one-line error naming `message`, and no traceback."""
-    assert result.exit_code != 0, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    assert message in result.output and 'Traceback' not in result.output, result.output
-    assert len([line for line in result.output.splitlines() if line.startswith('Error')]) == 1, result.output
 
 #----------------------------------------------------------------------------
 # People's labels and checkpoints are never replaced without --force.

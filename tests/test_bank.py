@@ -14,56 +14,13 @@ from eg3d_rlhf.data import bank
 from eg3d_rlhf.data.bank import Bank, BankError
 from eg3d_rlhf.generators.eg3d import TriPlaneField
 from eg3d_rlhf.geometry.sigma import SlabCrop, slab_grid
-from tests.test_shape_tools import tiny_generator
+from tests.helpers.banks import balls_volume, write_bank
+from tests.helpers.eg3d import tiny_generator
 from tools import sample_bank
 from training import legacy
 from training.camera_utils import orbit_camera_label
 
 pytestmark = pytest.mark.usefixtures('one_thread')
-
-#----------------------------------------------------------------------------
-# Helpers shared with test_annotators.py and test_reward_training.py: analytic raw-sigma volumes on a slab grid
-# and hand-made banks laid out like tools/sample_bank.py's.
-
-def world_points(grid):
-    """World coordinates [X, Y, Z, 3] of every point of `grid` (float64)."""
-    axes = [grid.index_to_world(np.stack([np.arange(n) if a == b else np.zeros(n) for b in range(3)], -1))[:, a]
-        for a, n in enumerate(grid.shape)]
-    return np.stack(np.meshgrid(*axes, indexing='ij'), axis=-1)
-
-
-def ball_sdf(points, centre, radius):
-    return np.linalg.norm(points - np.asarray(centre, dtype=np.float64), axis=-1) - radius
-
-
-def sigma_from_sdf(sdf):
-    """Raw-sigma-like volume: 30 inside, -10 outside, level 10 exactly on the surface (linear within +-0.05)."""
-    return np.clip(10 - 400 * sdf, -10, 30).astype(np.float32)
-
-
-def balls_volume(grid, balls):
-    """Raw sigma of the union of (centre, radius) balls."""
-    p = world_points(grid)
-    return sigma_from_sdf(np.min([ball_sdf(p, c, r) for c, r in balls], axis=0))
-
-
-def slab_description(resolution, cube_length=1.0, crop=SlabCrop(), dtype='float32'):
-    """meta.json's "slab" entry, as tools/sample_bank.py writes it."""
-    grid = slab_grid(resolution, cube_length=cube_length, crop=crop)
-    return dict(resolution=resolution, cube_length=cube_length, crop=dict(crop.__dict__), start=list(grid.start),
-        stop=list(grid.stop), shape=list(grid.shape), dtype=dtype, order='xyz', flipped=False)
-
-
-def write_bank(root, slabs, resolution, cube_length=1.0, crop=SlabCrop()):
-    """A bank folder holding {id: raw slab}: sigma_slab.npy and meta.json per sample. Returns the folder as str."""
-    slab = slab_description(resolution, cube_length, crop)
-    for sample_id, volume in slabs.items():
-        assert list(volume.shape) == slab['shape'], (volume.shape, slab['shape'])
-        folder = os.path.join(root, sample_id)
-        os.makedirs(folder)
-        np.save(os.path.join(folder, bank.SLAB_FILE), volume.astype(np.float32))
-        bank.write_json(os.path.join(folder, bank.META_FILE), dict(id=sample_id, slab=slab))
-    return str(root)
 
 #----------------------------------------------------------------------------
 # eg3d_rlhf.data.bank.Bank.

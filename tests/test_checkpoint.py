@@ -9,6 +9,7 @@ import torch
 from click.testing import CliRunner
 
 from eg3d_rlhf import cli as cli_utils
+from eg3d_rlhf.generators import registry
 from eg3d_rlhf.generators.eg3d import TriPlaneField
 from eg3d_rlhf.geometry import mesh
 from eg3d_rlhf.geometry.sigma import CubeGrid, eg3d_border_pad, flip_and_pad
@@ -75,7 +76,7 @@ def test_generator_demo_uses_the_bundled_generator_by_default(tmp_path):
 
 
 def test_generator_demo_says_when_the_bundled_file_is_missing(tmp_path, monkeypatch):
-    monkeypatch.setattr(cli_utils, 'BUNDLED', str(tmp_path / 'gone.pkl'))
+    monkeypatch.setitem(registry.FAMILIES['eg3d'].bundled, 'bundled', str(tmp_path / 'gone.pkl'))
     result = CliRunner().invoke(generator_demo.main, ['--outdir', str(tmp_path / 'x')])
     assert result.exit_code != 0 and 'gone.pkl' in result.output and 'missing' in result.output
 
@@ -83,7 +84,7 @@ def test_generator_demo_says_when_the_bundled_file_is_missing(tmp_path, monkeypa
 # tools/bundle_checkpoint.py on a small snapshot.
 
 def test_bundle_checkpoint_stores_g_ema_once_and_keeps_d(tmp_path):
-    from tests.test_shape_tools import tiny_generator
+    from tests.helpers.eg3d import tiny_generator
     from training.dual_discriminator import DualDiscriminator
     G, G_ema = tiny_generator(seed=0), tiny_generator(seed=1)
     D = DualDiscriminator(c_dim=25, img_resolution=64, img_channels=3, channel_base=512, channel_max=16, num_fp16_res=0, conv_clamp=None)

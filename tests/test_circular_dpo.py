@@ -44,16 +44,16 @@ def test_demo_preferences_pair_samples_within_a_condition(tiny):
 
 
 @pytest.mark.parametrize('index', [0, 1])
-@pytest.mark.parametrize('method', ['dpo', 'sft'])
-def test_only_the_trained_stage_changes(tiny, index, method):
+@pytest.mark.parametrize('loss_type', ['sigmoid', 'sft'])
+def test_only_the_trained_stage_changes(tiny, index, loss_type):
     G, data, _, _ = tiny
     policy, reference = G.pipeline.frozen_copy(), G.pipeline.frozen_copy()
     records = []
-    train_stage(policy, reference, index, data, steps=3, batch=4, lr=1e-2, beta=100.0, method=method, log=records.append)
+    train_stage(policy, reference, index, data, steps=3, batch=4, lr=1e-2, beta=100.0, loss_type=loss_type, log=records.append)
     assert changed(policy, G.pipeline) == [i == index for i in range(2)]
     assert changed(reference, G.pipeline) == [False, False]
     assert len(records) == 3 and all(np.isfinite(r['loss']) for r in records)
-    if method == 'dpo':
+    if loss_type == 'sigmoid':
         assert records[0]['loss'] == pytest.approx(np.log(2), rel=1e-5)       # theta = theta_ref at the first step.
         assert {'rewards/chosen', 'rewards/rejected', 'rewards/accuracies', 'rewards/margins'} <= set(records[0])
 

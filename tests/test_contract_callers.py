@@ -13,8 +13,8 @@ from eg3d_rlhf.generators.eg3d import EG3DGenerator
 from eg3d_rlhf.geometry.sigma import normalise_sigma_self, slab_description
 from eg3d_rlhf.rewards.checkpoint import load_reward, save_reward
 from eg3d_rlhf.rewards.contract import InputSpec
-from tests.test_finetune import latents, tiny_reward
-from tests.test_shape_tools import tiny_generator
+from tests.helpers.eg3d import tiny_generator
+from tests.helpers.rewards import latents, tiny_reward
 from tools import evaluate
 from training import legacy
 

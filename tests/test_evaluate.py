@@ -18,10 +18,9 @@ from eg3d_rlhf.generators.eg3d import EG3DGenerator
 from eg3d_rlhf.geometry import preview
 from eg3d_rlhf.geometry.sigma import SlabCrop, slab_grid
 from eg3d_rlhf.rewards.checkpoint import load_reward, save_reward
-from tests.test_finetune import slab_description, tiny_reward
-from tests.test_shape_tools import tiny_generator
+from tests.helpers.evaluate import before_after_halves, save_feature_network, save_pair
+from tests.helpers.rewards import slab_description, tiny_reward
 from tools import evaluate
-from training import legacy
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
@@ -101,21 +100,6 @@ def test_fid_and_kid_from_samples_of_two_gaussians():
     assert abs(same) < 0.05 and different > 10 * abs(same)
 
 
-class PooledFeatures(torch.nn.Module):
-    """A stand-in feature network: 2x2 average-pooled colours, 12 features."""
-    def forward(self, x):
-        return torch.nn.functional.adaptive_avg_pool2d(x.float(), 2).flatten(1)
-
-
-def save_feature_network(path, kind):
-    if kind == 'export':
-        torch.export.save(torch.export.export(PooledFeatures(), (torch.zeros(2, 3, 8, 8, dtype=torch.uint8),),
-            dynamic_shapes=({0: torch.export.Dim('n'), 2: torch.export.Dim('h', min=2), 3: torch.export.Dim('w', min=2)},)), path)
-    else:
-        torch.jit.save(torch.jit.script(PooledFeatures()), path)
-    return path
-
-
 @pytest.mark.filterwarnings('ignore::DeprecationWarning')
 @pytest.mark.parametrize('kind', ['export', 'torchscript'])
 def test_local_feature_networks_load_and_need_trust(tmp_path, kind):
@@ -133,28 +117,7 @@ def test_local_feature_networks_load_and_need_trust(tmp_path, kind):
         image_metrics.load_inception(str(pkl))
 
 #----------------------------------------------------------------------------
-# tools/evaluate.py on tiny generators.
-
-def save_pair(root, shifts):
-    """(original pkl, tuned pkl, reward checkpoint) of tiny generators whose decoder sigma biases are shifted."""
-    paths = []
-    for name, shift in zip(('original', 'tuned'), shifts):
-        G = tiny_generator().eval()
-        with torch.no_grad():
-            G.decoder.net[-1].bias[0] += shift
-        path = str(root / f'{name}.pkl')
-        legacy.save_network_pkl(path, dict(G=G, G_ema=G, D=None, augment_pipe=None, training_set_kwargs=None))
-        paths.append(path)
-    reward = str(root / 'reward.pt')
-    save_reward(reward, tiny_reward(seed=3), 'sigma', slab_description())
-    return (*paths, reward)
-
-
-@pytest.fixture(scope='module')
-def tiny_pair(tmp_path_factory):
-    """The tuned G has its decoder output bias shifted."""
-    return save_pair(tmp_path_factory.mktemp('eval'), (0.0, 0.5))
-
+# tools/evaluate.py on tiny generators (the `tiny_pair` fixture, tests/conftest.py).
 
 @pytest.fixture(scope='module')
 def visible_pair(tmp_path_factory):
@@ -259,7 +222,7 @@ def test_evaluate_dry_run_writes_nothing(tiny_pair, tmp_path):
 
 
 def test_evaluate_fid_kid_against_dataset_images(tiny_pair, tmp_path):
-    from tests.test_train import make_zip_dataset
+    from tests.helpers.train import make_zip_dataset
     original, tuned, reward = tiny_pair
     data = make_zip_dataset(tmp_path / 'reals.zip', count=8)
     net = save_feature_network(str(tmp_path / 'features.pt2'), 'export')
@@ -278,16 +241,6 @@ def test_evaluate_fid_kid_against_dataset_images(tiny_pair, tmp_path):
 
 #----------------------------------------------------------------------------
 # Before/after geometry pictures: front and profile previews, original columns left of tuned, and the orbit GIF.
-
-def before_after_halves(path, rows, res=128):
-    """(original half, tuned half) of before_after.png's tiles, after checking its layout: the label strips, then
-    rows x 4 tiles of res x res."""
-    picture = np.asarray(PIL.Image.open(path))
-    assert picture.shape == (preview.LABEL_TOP + rows * res, preview.LABEL_LEFT + 4 * res)
-    tiles = picture[preview.LABEL_TOP:, preview.LABEL_LEFT:]
-    assert (tiles < 255).mean() > 0.05                                   # Surfaces are drawn, not only background.
-    return tiles[:, :2 * res], tiles[:, 2 * res:]
-
 
 def test_evaluate_draws_before_after_previews_and_an_orbit(visible_pair, tmp_path):
     original, tuned, reward = visible_pair
@@ -343,7 +296,7 @@ def test_compare_reuses_its_slabs_for_the_previews(visible_pair, tmp_path, taste
 
 
 def test_compare_shows_flows_before_and_after_from_one_draw(tmp_path):
-    from tests.test_flow_tools import TINY
+    from tests.helpers.flow import TINY
     generators = {side: flow_heads.build_generator(flow_heads.build_pipeline(TINY, init_seed=0), TINY, image_res=16)
         for side in SIDES}
     with torch.no_grad():                   # A fresh flow's velocities are 0; the tuned detail stage's is 0.5.

@@ -5,34 +5,11 @@ import torch
 
 from eg3d_rlhf import finetune
 from eg3d_rlhf.generators.eg3d import EG3DGenerator, TriPlaneField
-from eg3d_rlhf.geometry import sigma as geometry
 from eg3d_rlhf.geometry.sigma import normalise_sigma_self, slab_grid
-from eg3d_rlhf.rewards import SigmaReward
-from eg3d_rlhf.rewards.contract import InputSpec, Reward
-from tests.test_shape_tools import tiny_generator
-from training.camera_utils import orbit_camera_label
+from tests.helpers.eg3d import tiny_generator
+from tests.helpers.rewards import contract, latents, phase_options
 
 pytestmark = pytest.mark.usefixtures('one_thread')
-
-
-def slab_description(resolution=24, cube_length=1.0):
-    return geometry.slab_description(resolution, cube_length=cube_length)
-
-
-def tiny_reward(seed=0):
-    torch.manual_seed(seed)
-    return SigmaReward(trunk='cnn', members=1, channels=(4, 8, 8, 8, 16), pool=(1, 1, 1), hidden=16)
-
-
-def contract(seed=0, cube_length=1.0):
-    """tiny_reward(seed) behind the default contract (self min-max to [0, 100]) of a 24^3 cube's slab."""
-    return Reward(tiny_reward(seed), InputSpec(slab=slab_description(cube_length=cube_length)), 'sigma')
-
-
-def latents(G, n=2, seed=0):
-    z = torch.randn([n, G.z_dim], generator=torch.Generator().manual_seed(seed))
-    c = orbit_camera_label(G.rendering_kwargs).expand(n, -1)
-    return z, c
 
 
 def field_of(G, z, c):
@@ -128,19 +105,6 @@ def test_density_consistency_points_lie_in_the_slab_then_the_box():
 #----------------------------------------------------------------------------
 # The 'Greward' phase of EG3D's loss and its place among the training phases.
 
-@pytest.fixture
-def reward_checkpoint(tmp_path):
-    from eg3d_rlhf.rewards.checkpoint import save_reward
-    path = str(tmp_path / 'reward.pt')
-    save_reward(path, tiny_reward(seed=3), 'sigma', slab_description())
-    return path
-
-
-def phase_options(reward_checkpoint, **options):
-    """RewardPhase's options for the tiny sigma checkpoint (reward='sigma'), with overrides."""
-    return dict(reward='sigma', reward_model=reward_checkpoint, **options)
-
-
 def test_greward_phase_follows_the_reward_and_keeps_the_reference_frozen(reward_checkpoint):
     from training.loss import StyleGAN2Loss
     G = tiny_generator()
@@ -229,7 +193,7 @@ def test_pairwise_loss_pulls_toward_the_winner_and_pushes_the_loser_only_past_ta
     for tau, push_expected in ((0.0, True), (1e9, False)):
         torch.manual_seed(5)
         field = TriPlaneField(G, ws, requires_grad=True)
-        loss, rewards, pushed = finetune.PairwiseTerm(reward, tau=tau, pair_noise=0.3).loss(generator, field, z, c)
+        loss, rewards, stats = finetune.PairwiseTerm(reward, tau=tau, pair_noise=0.3).loss(generator, field, z, c)
         assert torch.allclose(rewards, torch.cat(r))
         expected = []
         for i in range(3):
@@ -239,7 +203,7 @@ def test_pairwise_loss_pulls_toward_the_winner_and_pushes_the_loser_only_past_ta
                 term = term - (sigma[i] - lose).square().mean()
             expected.append(term)
         assert float(loss) == pytest.approx(float(torch.stack(expected).mean()), rel=1e-4, abs=1e-6)
-        assert float(pushed) == (1.0 if push_expected else 0.0)
+        assert float(stats['pushed']) == (1.0 if push_expected else 0.0)
 
 
 def test_recompute_gives_the_same_gradients_as_keeping_activations():

@@ -11,7 +11,7 @@ from eg3d_rlhf.generators.flow import FlowStage
 from eg3d_rlhf.guidance.flow_guidance import RewardGuidance, guided_generator, slab_scorer
 from eg3d_rlhf.rewards.checkpoint import load_reward
 from eg3d_rlhf.synthetic import demo
-from tests.test_flow import tiny_generator
+from tests.helpers.flow import tiny_generator
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 

@@ -14,13 +14,12 @@ from eg3d_rlhf.generators import flow_heads
 from eg3d_rlhf.generators.flow import noise_seed
 from eg3d_rlhf.geometry.sigma import CubeGrid
 from eg3d_rlhf.rewards.checkpoint import save_reward
-from tests.test_finetune import slab_description, tiny_reward
-from tests.test_label import Running, judge, read_lines, request
+from tests.helpers.flow import TINY
+from tests.helpers.label import Running, judge, read_lines, request
+from tests.helpers.rewards import slab_description, tiny_reward
 from tools import annotate, evaluate, extract_sigma, flow_report, generator_demo, sample_bank, shape_report
 
 pytestmark = pytest.mark.usefixtures('one_thread')
-
-TINY = flow_heads.PRESETS['tiny']
 
 
 def save_tiny(path, seed=0):

@@ -12,7 +12,7 @@ import torch
 from click.testing import CliRunner
 
 from tests.conftest import shared_file
-from tests.test_foreign_pickle import _make_foreign_checkout, pickle_golden_networks
+from tests.helpers.pickles import _make_foreign_checkout, pickle_golden_networks
 
 # The imports of the fork's persistent modules (apmoore499/eg3d-rlhf-geometry, eg3d/training/*.py at 794da4b), module
 # paths and names only. Unpickling a snapshot executes each embedded module, so every one of these must resolve in

@@ -10,8 +10,8 @@ from eg3d_rlhf.generators.eg3d import EG3DGenerator
 from eg3d_rlhf.guidance import inversion
 from eg3d_rlhf.rewards.checkpoint import load_reward
 from eg3d_rlhf.synthetic import demo
-from tests.test_finetune import contract
-from tests.test_shape_tools import tiny_generator
+from tests.helpers.eg3d import tiny_generator
+from tests.helpers.rewards import contract
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 

@@ -8,8 +8,7 @@ import sys
 import pytest
 
 from tests.conftest import REPO
-from tests.test_reward_finetune import data, rewards, start_pkl  # noqa: F401  (fixtures)
-from tests.test_train import TRAIN_ARGS, base_args
+from tests.helpers.train import TRAIN_ARGS, base_args
 
 
 @pytest.mark.slow

@@ -1,6 +1,5 @@
 """Labeling by people: eg3d_rlhf.data.labeling (pair order, shared writer, sessions, kappa), data.label_server and tools/label.py."""
 
-import http.client
 import itertools
 import json
 import multiprocessing
@@ -9,8 +8,6 @@ import re
 import shutil
 import signal
 import socket
-import subprocess
-import sys
 import threading
 
 import numpy as np
@@ -24,94 +21,8 @@ from eg3d_rlhf.data import preferences as P
 from eg3d_rlhf.data.bank import Bank
 from eg3d_rlhf.data.scores import score_bank
 from eg3d_rlhf.rewards.checkpoint import load_reward, save_reward
+from tests.helpers.label import PICTURES, Running, fake_bank, judge, ok, read_lines, request, session, start_process
 from tools import label
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PICTURES = ('preview_front.png', 'preview_three_quarter.png', 'preview_profile.png', 'image.png')
-
-#----------------------------------------------------------------------------
-# Helpers.
-
-def fake_bank(root, count=5):
-    """A bank of `count` samples with distinct flat-colour pictures, plus files that must never be served."""
-    os.makedirs(root)
-    for i in range(count):
-        folder = os.path.join(root, P.seed_id(i))
-        os.makedirs(folder)
-        for k, name in enumerate(PICTURES):
-            PIL.Image.new('RGB', (32, 32), (40 * i % 256, 60 * k, 200)).save(os.path.join(folder, name))
-        PIL.Image.new('RGB', (8, 8)).save(os.path.join(folder, 'notes.png'))   # A picture, but not one people see.
-        np.save(os.path.join(folder, 'sigma_slab.npy'), np.zeros((2, 2, 2), np.float32))
-        with open(os.path.join(folder, 'meta.json'), 'w') as f:
-            json.dump(dict(id=P.seed_id(i)), f)
-    os.makedirs(os.path.join(root, 'seed000099'))                       # Unfinished: pictures, no meta.json.
-    PIL.Image.new('RGB', (8, 8)).save(os.path.join(root, 'seed000099', 'preview_front.png'))
-    with open(os.path.join(root, 'bank.json'), 'w') as f:
-        json.dump(dict(note='fake'), f)
-    return str(root)
-
-
-def read_lines(path):
-    with open(path, encoding='utf-8') as f:
-        return [json.loads(line) for line in f]
-
-
-def ok(result):
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    return result
-
-
-class Running:
-    """tools/label.py's server for a session, in a thread of this process."""
-
-    def __init__(self, bank_dir, out, annotator='alice', target=10, repeat_rate=0.0, seed=0):
-        self.bank = Bank(bank_dir)
-        session = label.make_session(self.bank, str(out), annotator, target, repeat_rate, seed)
-        self.server = label.LabelServer(('127.0.0.1', 0), self.bank, session)
-        self.port = self.server.server_address[1]
-        self.url = f'http://127.0.0.1:{self.port}'
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def request(port, method, path, body=None, content_type='application/json', host=None):
-    """(status, body bytes) of one raw request: the path goes out exactly as written, nothing normalised; `host`
-    replaces the Host header."""
-    conn = http.client.HTTPConnection('127.0.0.1', port, timeout=10)
-    headers = {} if body is None else {'Content-Type': content_type}
-    if host is not None:
-        headers['Host'] = host
-    conn.request(method, path, body=None if body is None else json.dumps(body).encode(), headers=headers)
-    response = conn.getresponse()
-    data = response.read()
-    conn.close()
-    return response.status, data
-
-
-def judge(port, state, choice):
-    status, data = request(port, 'POST', '/api/judge', dict(a=state['current']['a'], b=state['current']['b'], choice=choice))
-    assert status == 200, data
-    return json.loads(data)['state']
-
-
-def start_process(*args, env=None):
-    """`tools/label.py serve ... --port 0` as a subprocess; (process, port) once it listens."""
-    proc = subprocess.Popen([sys.executable, os.path.join(REPO, 'tools', 'label.py'), 'serve', '--port', '0', *args],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=env)
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        m = re.search(r'serving http://([^/]+):(\d+)/', line)
-        if m:
-            return proc, int(m.group(2)), ''.join(lines)
-    proc.wait()
-    raise AssertionError('the server did not start: ' + ''.join(lines))
 
 #----------------------------------------------------------------------------
 # Pair order.
@@ -230,10 +141,6 @@ def test_two_servers_share_one_file(tmp_path):
 
 #----------------------------------------------------------------------------
 # Sessions.
-
-def session(bank_dir, out, target=10, repeat_rate=0.0, annotator='alice', seed=0):
-    return label.make_session(Bank(bank_dir), str(out), annotator, target, repeat_rate, seed)
-
 
 def test_session_resumes_and_never_serves_a_judged_pair_again(tmp_path):
     bank_dir = fake_bank(tmp_path / 'bank', count=5)                # 10 pairs.
@@ -602,21 +509,7 @@ def test_page_judges_with_the_keyboard_in_chromium(tmp_path):
         driver.quit()
 
 #----------------------------------------------------------------------------
-# tools/label.py serve: every flag.
-
-@pytest.fixture
-def served(monkeypatch):
-    """Run `serve` in-process; instead of serving forever, record the server's address and first state."""
-    seen = {}
-    def serve_forever(self):
-        seen.update(address=self.server_address, state=self.session.state(), session=self.session)
-    monkeypatch.setattr(label.LabelServer, 'serve_forever', serve_forever)
-    def run(*args):
-        seen.clear()
-        result = CliRunner().invoke(label.main, ['serve', '--port', '0', *[str(a) for a in args]])
-        return result, dict(seen)
-    return run
-
+# tools/label.py serve: every flag (the `served` fixture, tests/conftest.py).
 
 def test_serve_defaults_and_pairs_seed_repeat_rate(served, tmp_path):
     bank_dir = fake_bank(tmp_path / 'bank', count=30)               # 435 pairs: the default --pairs 200 fits.
@@ -643,7 +536,8 @@ def test_serve_defaults_and_pairs_seed_repeat_rate(served, tmp_path):
 
 
 def test_serve_active_orders_by_reward(served, tmp_path):
-    from tests.test_reward_training import ball_bank, tiny_sigma
+    from tests.helpers.banks import ball_bank
+    from tests.helpers.rewards import tiny_sigma
     bank_dir, _ = ball_bank(tmp_path / 'bank', 6, seed=1)
     bank = Bank(bank_dir)
     model = tiny_sigma(seed=3).eval()

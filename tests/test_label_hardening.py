@@ -15,8 +15,9 @@ from click.testing import CliRunner
 from eg3d_rlhf.data import label_server
 from eg3d_rlhf.data import labeling as L
 from eg3d_rlhf.data import preferences as P
-from tests.test_bad_inputs import digest, refused_in_one_line
-from tests.test_label import REPO, Running, fake_bank, judge, ok, request, served, session, start_process  # noqa: F401
+from tests.conftest import REPO
+from tests.helpers.cli import digest, refused_in_one_line
+from tests.helpers.label import Running, fake_bank, judge, ok, request, session, start_process
 from tools import label
 
 #----------------------------------------------------------------------------

@@ -12,17 +12,12 @@ import train
 from eg3d_rlhf.analysis import image_metrics
 from eg3d_rlhf.analysis import training_metrics
 from tests.conftest import REPO
-from tests.test_evaluate import save_feature_network
-from tests.test_train import TRAIN_ARGS, base_args, make_zip_dataset, only_run_dir, run_train
+from tests.helpers.evaluate import save_feature_network
+from tests.helpers.train import TRAIN_ARGS, base_args, only_run_dir, run_train
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
 #----------------------------------------------------------------------------
-
-@pytest.fixture(scope='module')
-def data(tmp_path_factory):
-    return make_zip_dataset(tmp_path_factory.mktemp('data') / 'heads64.zip')
-
 
 @pytest.fixture(scope='module')
 def features_file(tmp_path_factory):

@@ -13,7 +13,7 @@ from eg3d_rlhf.finetune.panel import RewardPanel
 from eg3d_rlhf.generators.eg3d import EG3DGenerator
 from eg3d_rlhf.geometry.sigma import CubeGrid, slab_description, slab_grid
 from eg3d_rlhf.rewards.checkpoint import load_reward, save_reward
-from tests.test_finetune import tiny_reward
+from tests.helpers.rewards import tiny_reward
 from tools import evaluate, sample_bank, shape_report
 from training import legacy
 

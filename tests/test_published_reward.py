@@ -297,7 +297,7 @@ def test_a_folder_or_zip_without_a_bundle(tmp_path):
 
 def test_train_reward_trains_the_published_architecture_on_its_contract(tmp_path):
     from eg3d_rlhf.data import annotators, preferences
-    from tests.test_reward_training import ball_bank
+    from tests.helpers.banks import ball_bank
     from tools import train_reward
     root, radii = ball_bank(tmp_path / 'bank', 24, seed=4)
     oracle = annotators.OracleAnnotator('nose', radii, temperature=0, seed=0)

@@ -8,10 +8,11 @@ from click.testing import CliRunner
 
 import dnnlib
 import train
+from eg3d_rlhf.finetune import gan_run
 from eg3d_rlhf.finetune import recipes
 from eg3d_rlhf.synthetic import demo
-from tests.test_evaluate import save_feature_network
-from tests.test_train import make_zip_dataset
+from tests.helpers.evaluate import save_feature_network
+from tests.helpers.train import make_zip_dataset
 from training import legacy
 from training import training_loop
 
@@ -34,7 +35,7 @@ def recipe_args(files, outdir, *extra, drop=()):
 
 def config(args):
     ctx = train.main.make_context('train.py', list(args))
-    return train.make_config(ctx.params, train.explicit_options(ctx))[0]
+    return gan_run.make_config(ctx.params, train.explicit_options(ctx))[0]
 
 
 def at(c, path):

@@ -6,8 +6,8 @@ import torch
 from eg3d_rlhf import finetune
 from eg3d_rlhf.generators.eg3d import EG3DGenerator
 from eg3d_rlhf.geometry.sigma import CubeGrid, slab_grid
-from tests.test_finetune import latents, phase_options, reward_checkpoint  # noqa: F401 (a fixture)
-from tests.test_shape_tools import tiny_generator
+from tests.helpers.eg3d import tiny_generator
+from tests.helpers.rewards import latents, phase_options
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.helpers.pickles import eg3d_module_state, unpickle_like
 from training import camera_utils
 from training.volumetric_rendering import math_utils
 from training.volumetric_rendering.ray_marcher import MipRayMarcher2
@@ -207,20 +208,6 @@ def test_renderer_constant_medium_matches_closed_form(n_importance, pinned_rand)
     torch.testing.assert_close(opacity, torch.full_like(opacity, expect), atol=1e-5, rtol=0)
     torch.testing.assert_close(rgb, (torch.tensor([0.2, 0.4, 0.6]) * expect * 2 - 1).expand_as(rgb), atol=1e-5, rtol=0)
     assert torch.all((depth > 2.2) & (depth < 3.3))
-
-
-def eg3d_module_state(modules, **attrs):
-    """An nn.Module instance __dict__ as a torch-1.11-era EG3D pickle carries it, plus the given attributes."""
-    return dict(training=False, _parameters={}, _buffers={}, _non_persistent_buffers_set=set(),
-                _backward_hooks={}, _is_full_backward_hook=None, _forward_hooks={}, _forward_pre_hooks={},
-                _state_dict_hooks={}, _load_state_dict_pre_hooks={}, _modules=modules, **attrs)
-
-
-def unpickle_like(cls, state):
-    """What unpickling does: cls.__new__, then __setstate__ (nn.Module's fills in hook dicts); __init__ never runs."""
-    obj = cls.__new__(cls)
-    obj.__setstate__(state)
-    return obj
 
 
 def test_renderer_restored_from_eg3d_state(pinned_rand):

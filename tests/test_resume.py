@@ -15,8 +15,7 @@ from click.testing import CliRunner
 import dnnlib
 import train
 from eg3d_rlhf.finetune import reward_phase
-from tests.test_reward_finetune import data, rewards, start_pkl  # noqa: F401  (fixtures)
-from tests.test_train import TRAIN_ARGS, base_args, only_run_dir, run_train
+from tests.helpers.train import TRAIN_ARGS, base_args, only_run_dir, run_train
 from training import legacy
 
 pytestmark = pytest.mark.usefixtures('one_thread')

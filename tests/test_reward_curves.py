@@ -14,7 +14,7 @@ from eg3d_rlhf.data.bank import Bank
 from eg3d_rlhf.data.scores import write_scores
 from eg3d_rlhf.rewards import fitting, linear_heads
 from eg3d_rlhf.rewards.sigma_cnn import SigmaReward
-from tests.test_reward_training import ball_bank
+from tests.helpers.banks import ball_bank
 from tools import reward_curve
 
 pytestmark = pytest.mark.usefixtures('one_thread')

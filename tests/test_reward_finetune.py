@@ -6,7 +6,6 @@ import json
 import os
 import typing
 
-import click
 import numpy as np
 import PIL.Image
 import pytest
@@ -15,56 +14,24 @@ from click.testing import CliRunner
 
 import dnnlib
 import train
+from eg3d_rlhf.finetune import gan_run
 from eg3d_rlhf.finetune import panel
-from eg3d_rlhf.finetune.config import ConfigError, RewardFinetuneConfig, flag_name
+from eg3d_rlhf.finetune.config import RewardFinetuneConfig
+from eg3d_rlhf.finetune.options import ConfigError, flag_name
 from eg3d_rlhf.geometry import preview
-from eg3d_rlhf.rewards import build_reward
-from eg3d_rlhf.rewards.checkpoint import save_reward
 from eg3d_rlhf.synthetic import demo
-from tests.test_evaluate import before_after_halves
-from tests.test_finetune import slab_description, tiny_reward
-from tests.test_shape_tools import tiny_generator
-from tests.test_train import TRAIN_ARGS, base_args, make_zip_dataset, only_run_dir, run_train
-from training import legacy, training_loop
+from tests.helpers.eg3d import tiny_generator
+from tests.helpers.evaluate import before_after_halves
+from tests.helpers.train import TRAIN_ARGS, base_args, config_of, lookup, only_run_dir, run_train
+from training import legacy
 from training.camera_utils import orbit_camera_label
 
 #----------------------------------------------------------------------------
-
-@pytest.fixture(scope='module')
-def data(tmp_path_factory):
-    return make_zip_dataset(tmp_path_factory.mktemp('data') / 'heads64.zip')
-
-
-@pytest.fixture(scope='module')
-def rewards(tmp_path_factory):
-    """{kind: checkpoint}: a tiny sigma reward and a pointcloud reward, on the slab of a box of side 1."""
-    root = tmp_path_factory.mktemp('rewards')
-    paths = dict(sigma=str(root / 'sigma.pt'), pointcloud=str(root / 'pointcloud.pt'))
-    save_reward(paths['sigma'], tiny_reward(seed=3), 'sigma', slab_description())
-    save_reward(paths['pointcloud'], build_reward('pointcloud', num_points=64, widths=[8, 8, 16], hidden=8), 'pointcloud',
-        slab_description())
-    return paths
-
-
-@pytest.fixture(scope='module')
-def start_pkl(data, tmp_path_factory):
-    """A fresh synthetic-preset G, D and G_ema as a network pickle to fine-tune from."""
-    c = config_of(base_args(data))
-    training_set = dnnlib.util.construct_class_by_name(**c.training_set_kwargs)
-    G, D, G_ema = training_loop.build_networks(training_set, c.G_kwargs, c.D_kwargs, 'cpu')
-    path = str(tmp_path_factory.mktemp('start') / 'start.pkl')
-    legacy.save_network_pkl(path, dict(G=G, D=D, G_ema=G_ema, augment_pipe=None, training_set_kwargs=dict(c.training_set_kwargs)))
-    return path
-
+# Command lines (the `data`, `rewards` and `start_pkl` fixtures: tests/conftest.py).
 
 def reward_args(data, rewards, *extra, outdir='unused'):
     return base_args(data, outdir, '--resume', 'snap.pkl', '--trust-pickle', '--reward', 'sigma', '--reward-model',
         rewards['sigma'], *extra)
-
-
-def config_of(args):
-    ctx = train.main.make_context('train.py', list(args))
-    return train.make_config(ctx.params, train.explicit_options(ctx))[0]
 
 #----------------------------------------------------------------------------
 # Every reward flag reaches the options; bad values fail with a clear message.
@@ -115,6 +82,9 @@ REWARD_FLAGS = [
     (['--reward-psi', '0.5'],                       'loss_kwargs.reward_kwargs.reward_psi',         0.5),
     (['--reward-cutoff', '14'],                     'loss_kwargs.reward_kwargs.reward_cutoff',      14),
     (['--reward-optimizer', 'own'],                 'reward_opt_kwargs.lr',                         0.0025),
+    (['--reward-loss', 'pairwise', '--pair-loss', 'ipo'], 'loss_kwargs.reward_kwargs.pair_loss',    'ipo'),
+    (['--reward-loss', 'pairwise', '--pair-beta', '5'], 'loss_kwargs.reward_kwargs.pair_beta',      5.0),
+    (['--reward-loss', 'pairwise', '--pair-smoothing', '0.1'], 'loss_kwargs.reward_kwargs.pair_smoothing', 0.1),
 ]
 
 
@@ -125,7 +95,6 @@ def test_every_reward_flag_has_a_case():
 
 @pytest.mark.parametrize('extra, path, expected', REWARD_FLAGS, ids=[' '.join(a) for a, _, _ in REWARD_FLAGS])
 def test_reward_flag_reaches_training_options(data, rewards, extra, path, expected):
-    from tests.test_train import lookup
     assert lookup(config_of(reward_args(data, rewards)), path) != expected
     assert lookup(config_of(reward_args(data, rewards, *extra)), path) == expected
 
@@ -149,6 +118,9 @@ def test_reward_kind_picks_its_model(data, rewards):
     (['--reward-every', '0'], '--reward-every'),
     (['--reward-batch', '0'], '--reward-batch'),
     (['--reward-loss', 'hinge'], '--reward-loss'),
+    (['--pair-loss', 'ipo'], '--pair-loss is for --reward-loss=pairwise'),
+    (['--reward-loss', 'pairwise', '--pair-loss', 'nope'], "'nope' is not one of"),
+    (['--reward-loss', 'pairwise', '--pair-smoothing', '0.5'], '--pair-smoothing=0.5: must be below 0.5'),
     (['--reward', 'mesh'], '--reward'),
     (['--panel-seeds', '9-2'], '--panel-seeds'),
     (['--reward-model', '/nonexistent/reward.pt'], 'no such reward checkpoint'),
@@ -187,7 +159,8 @@ def test_config_refuses_non_finite_and_out_of_range_values_of_every_numeric_fiel
             continue
         bad = [float('nan'), float('inf'), float('-inf')] if f.type in (float, typing.Optional[float]) else [1.5, 'x']
         bad += [] if f.metadata['min'] is None else [f.metadata['min'] - 1]
-        extra = dict(reward_loss='pairwise') if f.name == 'tau' else dict(sigma_psi=0.7) if f.name == 'sigma_cutoff' else {}
+        extra = dict(reward_loss='pairwise') if f.name == 'tau' or f.name.startswith('pair_') else \
+            dict(sigma_psi=0.7) if f.name == 'sigma_cutoff' else {}
         for value in bad:
             with pytest.raises(ConfigError, match=flag_name(f.name) if f.metadata['flag'] else f'^{f.name}='):
                 RewardFinetuneConfig(reward='sigma', **extra, **{f.name: value})
@@ -206,9 +179,9 @@ def test_demo_fills_in_what_is_not_given(rewards, tmp_path, monkeypatch):
     monkeypatch.setenv('EG3D_RLHF_CACHE', str(tmp_path / 'cache'))
     ctx = train.main.make_context('train.py', ['--reward', 'sigma', '--lambda-r', '10', '--reward-model', rewards['sigma'],
         '--kimg', '0.2', '--dry-run'])
-    c, desc, outdir = train.make_config(ctx.params, train.explicit_options(ctx))
+    c, desc, outdir = gan_run.make_config(ctx.params, train.explicit_options(ctx))
     ctx = train.main.make_context('train.py', ['--reward', 'sigma', '--outdir', 'elsewhere', '--reward-model', rewards['sigma'], '--dry-run'])
-    assert train.make_config(ctx.params, train.explicit_options(ctx))[2] == 'elsewhere'
+    assert gan_run.make_config(ctx.params, train.explicit_options(ctx))[2] == 'elsewhere'
     assert outdir == demo.OPTIONS['outdir'] and c.batch_size == demo.OPTIONS['batch'] and c.num_gpus == 1
     assert c.total_kimg == 0.2                                                  # Given on the command line: kept.
     assert c.kimg_per_tick == demo.OPTIONS['tick'] and c.G_opt_kwargs.lr == demo.OPTIONS['glr']
@@ -229,8 +202,8 @@ def test_demo_reward_overrides_are_config_fields_checked_by_the_config(tmp_path,
     monkeypatch.setenv('EG3D_RLHF_CACHE', str(tmp_path))
     monkeypatch.setitem(demo.OPTIONS, 'lambda_sigma', float('nan'))
     ctx = train.main.make_context('train.py', ['--reward', 'sigma', '--dry-run'])
-    with pytest.raises(click.UsageError, match='--lambda-sigma=nan'):
-        train.make_config(ctx.params, train.explicit_options(ctx))
+    with pytest.raises(ConfigError, match='--lambda-sigma=nan'):
+        gan_run.make_config(ctx.params, train.explicit_options(ctx))
 
 
 def test_demo_default_reward_model_is_the_bundled_one(tmp_path, monkeypatch):
@@ -239,7 +212,7 @@ def test_demo_default_reward_model_is_the_bundled_one(tmp_path, monkeypatch):
         if not os.path.isfile(demo.reward_model(kind)):
             pytest.fail(f'the bundled reward model {demo.reward_model(kind)} is missing')
         ctx = train.main.make_context('train.py', ['--reward', kind, '--dry-run'])
-        c = train.make_config(ctx.params, train.explicit_options(ctx))[0]
+        c = gan_run.make_config(ctx.params, train.explicit_options(ctx))[0]
         assert c.loss_kwargs.reward_kwargs.reward_model == demo.reward_model(kind)
 
 

@@ -13,38 +13,18 @@ from click.testing import CliRunner
 
 from eg3d_rlhf.data import annotators, preferences
 from eg3d_rlhf.data.bank import Bank
-from eg3d_rlhf.data.scores import read_scores, write_scores
-from eg3d_rlhf.geometry.sigma import normalise_sigma_self, slab_grid
+from eg3d_rlhf.data.scores import read_scores
+from eg3d_rlhf.geometry.sigma import normalise_sigma_self
 from eg3d_rlhf.rewards import build_reward, losses
 from eg3d_rlhf.rewards import fitting as R
 from eg3d_rlhf.rewards.checkpoint import FORMAT, RewardCheckpointError, load_reward, save_reward
 from eg3d_rlhf.rewards.contract import InputSpec
 from eg3d_rlhf.rewards.sigma_cnn import SigmaReward
-from tests.test_bank import balls_volume, slab_description, write_bank
+from tests.helpers.banks import RES, ball_bank, slab_description
+from tests.helpers.rewards import TINY, tiny_sigma
 from tools import score_bank, train_reward
 
 pytestmark = pytest.mark.usefixtures('one_thread')
-
-RES = 40                                                # slab_grid(40): slabs of 20 x 22 x 20.
-CENTRE = (0.03, 0.02, 0.15)                             # Off the x = 0 mirror plane, so left-right flips change the input.
-TINY = dict(
-    sigma=dict(trunk='cnn', members=1, channels=(4, 8, 8, 8, 16), hidden=16),   # At least 2 values per norm group at 1 x 1 x 1.
-    depth=dict(views=('front', 'profile'), render_res=16, channels=(4, 8, 8, 8, 16), hidden=16),
-    pointcloud=dict(num_points=128, widths=(8, 16, 32), hidden=16),
-)
-
-
-def ball_bank(root, count, seed=0, resolution=RES):
-    """A bank of `count` balls of distinct radii (ids in random radius order); returns (folder, {id: radius})."""
-    radii = np.random.RandomState(seed).permutation(np.linspace(0.06, 0.2, count))
-    radii = {f'ball{i:02d}': float(r) for i, r in enumerate(radii)}
-    g = slab_grid(resolution)
-    return write_bank(root, {k: balls_volume(g, [(CENTRE, r)]) for k, r in radii.items()}, resolution), radii
-
-
-def tiny_sigma(seed=0):
-    torch.manual_seed(seed)
-    return SigmaReward(**TINY['sigma'])
 
 #----------------------------------------------------------------------------
 # Held-out measures.
@@ -228,30 +208,7 @@ def test_not_a_checkpoint_is_a_one_line_error(tmp_path):
         assert text.startswith(str(tmp_path / name) + ': ') and message in text and '\n' not in text, text
 
 #----------------------------------------------------------------------------
-# tools/train_reward.py on banks of balls.
-
-@pytest.fixture(scope='module')
-def balls(tmp_path_factory):
-    """40 balls, 300 noise-free judgements (bigger liked), the true radii as id,reward and a median good/bad split."""
-    folder = tmp_path_factory.mktemp('balls')
-    root, radii = ball_bank(folder / 'bank', 40, seed=1)
-    oracle = annotators.OracleAnnotator('nose', radii, temperature=0, seed=0)
-    preferences.write_judgements(str(folder / 'labels.jsonl'), oracle.judgements(oracle.draw_pairs(radii, 300)))
-    write_scores(str(folder / 'truth.csv'), radii)
-    median = np.median(list(radii.values()))
-    (folder / 'good.txt').write_text(''.join(f'{k}\n' for k, v in radii.items() if v > median))
-    (folder / 'bad.txt').write_text(''.join(f'{k}\n' for k, v in radii.items() if v <= median))
-    return dict(bank=root, radii=radii, labels=str(folder / 'labels.jsonl'), truth=str(folder / 'truth.csv'),
-        good=str(folder / 'good.txt'), bad=str(folder / 'bad.txt'))
-
-
-@pytest.fixture
-def tiny_models(monkeypatch):
-    """train_reward builds (and fitting fits) small models of the asked-for kind."""
-    tiny = lambda kind, **extra: build_reward(kind, **{**TINY[kind], **extra})
-    monkeypatch.setattr(train_reward, 'build_reward', tiny)
-    monkeypatch.setattr(R, 'build_reward', tiny)
-
+# tools/train_reward.py on banks of balls (the `balls` and `tiny_models` fixtures, tests/conftest.py).
 
 def train(*args):
     return CliRunner().invoke(train_reward.main, ['--device', 'cpu', *[str(a) for a in args]])

@@ -14,9 +14,9 @@ from eg3d_rlhf.analysis import shapes
 from eg3d_rlhf.geometry import mesh, preview
 from eg3d_rlhf.geometry.sigma import CubeGrid
 from eg3d_rlhf.synthetic import shape_prior, world
+from tests.helpers.eg3d import RENDERING_KWARGS, tiny_generator
 from tools import shape_report
 from training.camera_utils import orbit_camera_label
-from training.triplane import TriPlaneGenerator
 
 #----------------------------------------------------------------------------
 # Volumes with known surfaces.
@@ -89,22 +89,6 @@ def test_preview_views_see_an_off_centre_ball_where_it_is():
 
 #----------------------------------------------------------------------------
 # The shape prior on a tiny generator.
-
-RENDERING_KWARGS = dict(image_resolution=64, disparity_space_sampling=False, clamp_mode='softplus',
-    superresolution_module='training.superresolution_small.SuperresolutionSmall2X', c_gen_conditioning_zero=True,
-    gpc_reg_prob=None, c_scale=1.0, superresolution_noise_mode='none', density_reg=0.25, density_reg_p_dist=0.004,
-    reg_type='l1', decoder_lr_mul=1.0, sr_antialias=True, depth_resolution=8, depth_resolution_importance=8,
-    ray_start=2.25, ray_end=3.3, box_warp=1, avg_camera_radius=2.7, avg_camera_pivot=[0, 0, 0.2])
-
-
-def tiny_generator(seed=0):
-    torch.manual_seed(seed)
-    G = TriPlaneGenerator(z_dim=16, c_dim=25, w_dim=512, img_resolution=64, img_channels=3, plane_resolution=32,
-        mapping_kwargs=dict(num_layers=2), rendering_kwargs=dict(RENDERING_KWARGS), sr_kwargs=dict(channel_base=512, channel_max=16),
-        channel_base=512, channel_max=32, num_fp16_res=0, conv_clamp=None).requires_grad_(False)
-    G.neural_rendering_resolution = 32                      # SuperresolutionSmall2X: 32 -> 64.
-    return G
-
 
 def test_target_sigma_is_level_10_on_the_surface_and_flat_away_from_it():
     head = world.sample(shape_prior.PRIOR_SEED, 0)

@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-import os
 import re
 import warnings
 
@@ -20,7 +19,7 @@ from eg3d_rlhf.data.scores import read_scores
 from eg3d_rlhf.geometry.sigma import CubeGrid, eg3d_border_pad, flip_and_pad, slab_grid
 from eg3d_rlhf.rewards.checkpoint import load_reward
 from eg3d_rlhf.synthetic import demo
-from tests.test_bank import balls_volume, write_bank
+from tests.helpers.banks import balls_volume, write_bank
 from tools import tails as tails_tool
 
 pytestmark = pytest.mark.usefixtures('one_thread')

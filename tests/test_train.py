@@ -1,13 +1,10 @@
 """train.py and the training loop: options of every flag, a short synthetic run, resume, and 2-process gloo training."""
 
-import io
 import json
-import math
 import os
 import re
 import subprocess
 import sys
-import zipfile
 
 import numpy as np
 import PIL.Image
@@ -17,62 +14,24 @@ from click.testing import CliRunner
 
 import dnnlib
 import train
+from eg3d_rlhf.finetune import gan_run
+from eg3d_rlhf.finetune import run_dir
 from tests.conftest import REPO, shared_file
+from tests.helpers.train import TRAIN_ARGS, base_args, lookup, make_zip_dataset, only_run_dir, run_train
 from torch_utils import misc
 from torch_utils.ops import conv2d_gradfix
 from training import distributed
 from training import legacy
 from training import training_loop
-from training.camera_utils import orbit_camera_label
 from training.superresolution_small import SuperresolutionSmall2X
 
 #----------------------------------------------------------------------------
-# A tiny EG3D-format dataset: 64x64 PNGs in a zip with dataset.json holding FFHQ-like 25-float camera labels.
-
-def make_zip_dataset(path, count=8, resolution=64, seed=0):
-    rnd = np.random.RandomState(seed)
-    rendering = dict(avg_camera_radius=2.7, avg_camera_pivot=[0, 0, 0.2])
-    labels = []
-    with zipfile.ZipFile(path, 'w') as z:
-        for i in range(count):
-            yy, xx = np.mgrid[:resolution, :resolution] / resolution
-            image = np.stack([xx, yy, rnd.rand(resolution, resolution) * 0.3], axis=-1) * 255 # Smooth ramps plus noise.
-            buf = io.BytesIO()
-            PIL.Image.fromarray(image.astype(np.uint8)).save(buf, format='png')
-            name = f'{i:05d}/img{i:08d}.png'
-            z.writestr(name, buf.getvalue())
-            c = orbit_camera_label(rendering, yaw=math.pi / 2 + rnd.uniform(-0.4, 0.4), pitch=math.pi / 2 + rnd.uniform(-0.2, 0.2))
-            labels.append([name, c[0].tolist()])
-        z.writestr('dataset.json', json.dumps({'labels': labels}))
-    return str(path)
-
-
-@pytest.fixture(scope='module')
-def data(tmp_path_factory):
-    return make_zip_dataset(tmp_path_factory.mktemp('data') / 'heads64.zip')
-
-
-def base_args(data, outdir='unused', *extra):
-    return ['--outdir', str(outdir), '--cfg', 'synthetic', '--data', data, '--gpus', '1', '--batch', '4', '--gamma', '1',
-        '--device', 'cpu', *extra]
-
+# The training options of a command line (the tiny dataset, command lines and run folders: tests/helpers/train.py).
 
 def config(args):
     """The training options train.py builds for a command line."""
     ctx = train.main.make_context('train.py', list(args))
-    return train.make_config(ctx.params)[0]
-
-
-def run_train(args):
-    result = CliRunner().invoke(train.main, list(args), catch_exceptions=False)
-    assert result.exit_code == 0, result.output[-3000:]
-    return result.output
-
-
-def only_run_dir(outdir):
-    runs = sorted(os.listdir(outdir))
-    assert len(runs) >= 1
-    return os.path.join(outdir, runs[-1])
+    return gan_run.make_config(ctx.params)[0]
 
 #----------------------------------------------------------------------------
 # Every flag ends up in the training options.
@@ -139,13 +98,6 @@ FLAG_CASES = [
 # Cases whose value the default command line already has: the flag is accepted and leaves it so.
 UNCHANGED = {('--metrics', 'total_kimg'), ('--device', 'device'), ('--gpc_reg_prob', 'loss_kwargs.gpc_reg_prob'),
     ('--resume-kimg', 'resume_kimg')}
-
-def lookup(c, path):
-    for key in path.split('.'):
-        if key not in c:
-            return None
-        c = c[key]
-    return c
 
 
 @pytest.mark.parametrize('extra, path, expected', FLAG_CASES, ids=[f'{" ".join(a)}->{p}' for a, p, _ in FLAG_CASES])
@@ -248,10 +200,10 @@ def test_dry_run_prints_options_and_creates_nothing(data, tmp_path):
 
 
 def test_run_dirs_count_up(tmp_path):
-    assert train.next_run_dir(str(tmp_path), 'a') == str(tmp_path / '00000-a')
+    assert run_dir.next_run_dir(str(tmp_path), 'a') == str(tmp_path / '00000-a')
     os.makedirs(tmp_path / '00007-old')
     os.makedirs(tmp_path / 'notes')
-    assert train.next_run_dir(str(tmp_path), 'b') == str(tmp_path / '00008-b')
+    assert run_dir.next_run_dir(str(tmp_path), 'b') == str(tmp_path / '00008-b')
 
 #----------------------------------------------------------------------------
 # Pieces of the loop.
@@ -369,8 +321,6 @@ def assert_same_weights(a, b, skip=()):
         if name not in skip:
             assert torch.equal(sa[name], sb[name]), name
 
-
-TRAIN_ARGS = ['--batch', '2', '--batch-gpu', '2', '--mbstd-group', '2', '--workers', '0', '--snap', '1', '--seed', '1']
 
 @pytest.fixture(scope='module')
 def trained_run(data, tmp_path_factory):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tests.conftest import load_golden, shared_file
-from tests.test_rendering import eg3d_module_state, unpickle_like
+from tests.helpers.pickles import eg3d_module_state, unpickle_like
 from training.dual_discriminator import DualDiscriminator
 from training.triplane import OSGDecoder, TriPlaneGenerator, synthesize_planes
 

@@ -183,7 +183,7 @@ def test_env_switch_forces_reference(no_plugin, monkeypatch, tmp_path):
 def test_triplane_field_streams_the_same_sigma_and_gradients(compiled):
     """TriPlaneField (what banks, the panel and the reward phase stream) with the op and without it."""
     from eg3d_rlhf.generators.eg3d import TriPlaneField
-    from tests.test_shape_tools import tiny_generator
+    from tests.helpers.eg3d import tiny_generator
     G = tiny_generator().requires_grad_(True)
     z, c = torch.randn([2, G.z_dim]), torch.zeros([2, G.c_dim])
     grid = CubeGrid(9, start=(1, 0, 2), stop=(8, 9, 7))

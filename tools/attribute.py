@@ -5,7 +5,6 @@ import os
 import click
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from eg3d_rlhf.analysis import attribution
 from eg3d_rlhf.cli import (SEED, OUT_DIR, FINITE, NETWORK_HELP, REGIONS_HELP, check_bank_grid, conditions_option,
@@ -13,8 +12,6 @@ from eg3d_rlhf.cli import (SEED, OUT_DIR, FINITE, NETWORK_HELP, REGIONS_HELP, ch
     open_reward, parse_range, pick_device)
 from eg3d_rlhf.data.bank import BankError
 from eg3d_rlhf.generators.base import sample_id
-
-#----------------------------------------------------------------------------
 
 #----------------------------------------------------------------------------
 
@@ -96,17 +93,12 @@ def main(reward_path, original_pkl, tuned_pkl, trust_pickle, seeds, conditions, 
     else:
         with one_line_errors(BankError):                 # A slab that cannot be read or is not finite.
             inputs = torch.from_numpy(np.stack([bank.slab(i) for i in ids]))
-        mean_slab = inputs.mean(0).numpy()
-        base = torch.from_numpy(mean_slab) if reference == 'mean' else torch.full_like(inputs[0], float(inputs.min()))
-        baselines = base.expand_as(inputs).clone()
-    with tqdm(total=len(inputs), desc='attributing', unit='sample') as bar:
-        result = attribution.attribute(reward, inputs, baselines, regions, permutations=permutations,
-            ig_steps=ig_steps, batch=batch, seed=seed, keep_maps=meshes > 0, progress=bar.update)
+        baselines, mean_slab = attribution.reference_baselines(inputs, reference)
     info = dict(mode='change' if change else 'bank', reward_model=os.path.abspath(reward_path), ids=ids,
         region_source=regions.source, permutations=permutations, ig_steps=ig_steps,
         **(dict(original=original_pkl, tuned=tuned_pkl) if change else dict(bank=bank_path, reference=reference)))
-    summary = attribution.write_report(outdir, result, regions, info, mean_slab, inputs.numpy(), reward.grid,
-        meshes=meshes, level=level)
+    summary = attribution.report(reward, inputs, baselines, regions, outdir, info, mean_slab, permutations=permutations,
+        ig_steps=ig_steps, batch=batch, seed=seed, meshes=meshes, level=level)
     order = sorted(summary['regions'].items(), key=lambda kv: -abs(kv[1]['shapley']))
     print(f'mean reward change {summary["change"]["mean"]:+.3f} over {len(ids)} samples; per region (Shapley / IG / '
         'share of |IG|): ' + ', '.join(f'{n} {v["shapley"]:+.3f} / {v["ig"]:+.3f} / {100 * v["ig_abs_share"]:.0f}%'

@@ -6,7 +6,7 @@ import click
 import numpy as np
 import torch
 
-from eg3d_rlhf.analysis import embedding, report_plots
+from eg3d_rlhf.analysis import embedding
 from eg3d_rlhf.cli import (SEED, OUT_DIR, NETWORK_HELP, check_bank_grid, conditions_option, device_option, draw_slabs,
     FiniteRange, network_keys, network_path, one_line_errors, open_bank, open_reward, parse_range, pick_device)
 from eg3d_rlhf.data.bank import BankError
@@ -69,30 +69,9 @@ def main(reward_path, original_pkl, tuned_pkl, bank_path, trust_pickle, seeds, c
     else:
         with one_line_errors(BankError):                 # A slab that cannot be read or is not finite.
             slabs = [torch.from_numpy(np.stack(list(bank.slabs().values())))]
-    feats = [embedding.reward_features(reward, s, batch=batch) for s in slabs]
-    os.makedirs(outdir, exist_ok=True)
-    out = lambda name: os.path.join(outdir, name)
-    summary = dict(reward_model=os.path.abspath(reward_path), samples=len(slabs[0]), feature_dim=int(feats[0][0].shape[1]),
-        pca_components=pca_components, n_neighbors=neighbors, min_dist=min_dist, seed=seed)
-    try:
-        single = embedding.embed(feats[0][0], pca_components, neighbors, min_dist, seed)
-    except ValueError as err:
-        raise click.ClickException(str(err))
-    summary['by_reward'] = dict(embedding.reward_order(single, feats[0][1]),
-        pca_explained_top5=[float(v) for v in single['explained'][:5]])
-    embedding.plot_by_reward(single['umap'], feats[0][1], out('umap_reward.png'),
-        f'reward feature UMAP, coloured by reward (Spearman rho vs UMAP 1: {summary["by_reward"]["spearman_umap1"]:.2f})')
-    pictures = ['umap_reward.png']
-    if len(feats) == 2:
-        both = embedding.embed(np.concatenate([feats[0][0], feats[1][0]]), pca_components, neighbors, min_dist, seed)
-        groups = np.repeat([0, 1], len(slabs[0]))
-        summary['separation'] = dict(knn_umap=embedding.knn_separation(both['umap'], groups, k=k, seed=seed),
-            knn_pca=embedding.knn_separation(both['pca'], groups, k=k, seed=seed), k=k,
-            reward_mean=dict(original=float(feats[0][1].mean()), tuned=float(feats[1][1].mean())))
-        embedding.plot_groups(both['umap'], groups, ['original', 'tuned'], out('umap_models.png'),
-            f'original vs tuned, same seeds (k-NN accuracy {summary["separation"]["knn_umap"]:.2f})')
-        pictures.insert(0, 'umap_models.png')
-    report_plots.write_report(outdir, 'Reward feature embedding', summary, pictures)
+    with one_line_errors(embedding.EmbeddingError):
+        summary = embedding.report(reward, slabs, outdir, reward_path, pca_components, neighbors, min_dist, k=k, seed=seed,
+            batch=batch)
     if 'separation' in summary:
         print(f'original vs tuned: k-NN accuracy {summary["separation"]["knn_umap"]:.3f} in the UMAP plane, '
             f'{summary["separation"]["knn_pca"]:.3f} in PCA space')

@@ -1,12 +1,10 @@
 """Report on a flow generator's samples: whole heads, stage agreement, diversity against the training data, conditions."""
 
-import os
-
 import click
 
 from eg3d_rlhf.analysis.flow_quality import flow_report
-from eg3d_rlhf.cli import (OUT_DIR, conditions_option, device_option, FiniteRange, is_data_checkpoint, load_generator,
-    network_keys, network_path, parse_range, pick_device)
+from eg3d_rlhf.cli import (OUT_DIR, conditions_option, device_option, FiniteRange, load_generator, network_keys,
+    network_path, parse_range, pick_device)
 from eg3d_rlhf.generators import flow_heads
 from eg3d_rlhf.synthetic import flow_data
 
@@ -37,9 +35,7 @@ def main(network, seeds, conditions, resolution, slab_res, threshold, data_heads
     \b
     python tools/flow_report.py --network bundled-flow --seeds 0-12 --outdir out/flow-report
     """
-    if network != 'bundled-flow' and not (os.path.isfile(network) and is_data_checkpoint(network)):
-        raise click.BadParameter(f'{network} is not a flow checkpoint', param_hint='--network')
-    path = network_path(network, trust_pickle=False)
+    path = network_path(network, trust_pickle=False, capability='stages')
     keys = network_keys(path, seeds, conditions)
     device = pick_device(device_name)
     if dry_run:
@@ -47,9 +43,8 @@ def main(network, seeds, conditions, resolution, slab_res, threshold, data_heads
             f'slabs of the {slab_res}^3 cube with {data_heads} training heads and write the report to {outdir}')
         return
     generator = load_generator(path, device)
-    data = None
-    if data_heads:
-        config = flow_heads.read_flow(path)['config']
+    data, config = None, getattr(generator, 'config', None)            # The flow family's checkpoint config.
+    if data_heads and config is not None:
         r = config['grid'] * config['patch']
         sdf, _ = flow_data.training_heads(config['data_seed'], min(data_heads, config['heads']), r,
             config['conditions'], config['cube_length'], progress=True)

@@ -1,19 +1,13 @@
 """Demo of a generator (the bundled EG3D one by default): render a view (and EG3D's depth), sample the sigma slab, mesh it."""
 
 import json
-import math
-import os
 
 import click
-import numpy as np
-import PIL.Image
 import torch
 
+from eg3d_rlhf.analysis.generator_demo import report
 from eg3d_rlhf.cli import SEED, FINITE, NETWORK_HELP, OUT_DIR, load_generator, network_path
 from eg3d_rlhf.generators.eg3d import EG3DGenerator
-from eg3d_rlhf.geometry import mesh, preview
-from eg3d_rlhf.geometry.sigma import CubeGrid, normalise_sigma_self, slab_grid
-from training.camera_utils import orbit_camera_label
 
 #----------------------------------------------------------------------------
 
@@ -31,24 +25,6 @@ def ffhq512_small_kwargs():
             avg_camera_pivot=[0, 0, 0.2]))
 
 
-def to_png(path, image, lo, hi):
-    """Save a [C, H, W] tensor scaled from [lo, hi] to 8-bit."""
-    x = ((image.float() - lo) / (hi - lo)).clamp(0, 1).mul(255).round().to(torch.uint8).cpu()
-    PIL.Image.fromarray(x.permute(1, 2, 0).squeeze(-1).numpy()).save(path)
-
-
-def render_eg3d(generator, seed, neural_res, outdir):
-    """image.png, image_raw.png and depth.png of a seed's sample as every tool draws it (generators/eg3d.py), seen
-    from a camera turned 0.3 rad to the side."""
-    G = generator.G
-    c = orbit_camera_label(G.rendering_kwargs, yaw=math.pi / 2 + 0.3)
-    with torch.no_grad():
-        out = G.synthesis(generator.seed_ws([seed]), c, neural_rendering_resolution=neural_res, noise_mode='const')
-    to_png(os.path.join(outdir, 'image.png'), out['image'][0], -1, 1)
-    to_png(os.path.join(outdir, 'image_raw.png'), out['image_raw'][0], -1, 1)
-    depth = out['image_depth'][0]
-    to_png(os.path.join(outdir, 'depth.png'), -depth, -float(depth.max()), -float(depth.min()) + 1e-8)
-
 #----------------------------------------------------------------------------
 
 @click.command()
@@ -65,7 +41,7 @@ def render_eg3d(generator, seed, neural_res, outdir):
 @click.option('--dry-run', is_flag=True, help='Print what would be done; build and write nothing')
 def main(outdir, network_pkl, trust_pickle, seed, condition, resolution, neural_res, level, dry_run):
     """Render one face (image; EG3D also the raw image and depth), sample its sigma slab and mesh it; write PNGs,
-    .npy, .ply, summary.json.
+    .npy, .ply, summary.json and report.html/.json (eg3d_rlhf/analysis/generator_demo.py).
 
     Also previews.png: the level surface of the full cube from the front, three-quarter and profile. With
     --network random the weights are random: the pipeline runs end to end, but the images and geometry are noise.
@@ -91,26 +67,8 @@ def main(outdir, network_pkl, trust_pickle, seed, condition, resolution, neural_
         ((_, condition),) = generator.keys([seed], asked)
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint='--condition')
-    os.makedirs(outdir, exist_ok=True)
-    if generator.kind == 'eg3d':
-        render_eg3d(generator, seed, neural_res, outdir)
-    else:
-        preview.save_picture(generator.picture(seed, condition), os.path.join(outdir, 'image.png'))
-
-    field = generator.field([seed], condition)
-    grid = slab_grid(resolution, cube_length=generator.cube_length)
-    sigma = field.sample_grid(grid)[0].numpy()
-    np.save(os.path.join(outdir, 'sigma_slab.npy'), sigma)
-    verts, faces = mesh.extract_mesh(sigma, grid, level=level)
-    mesh.write_ply(os.path.join(outdir, 'mesh.ply'), verts, faces)
-    cube = CubeGrid(resolution, cube_length=generator.cube_length)
-    views = preview.render_views(field.sample_grid(cube)[0].numpy(), cube, level=level, resolution=192)
-    preview.save_picture(np.concatenate(list(views.values()), axis=1), os.path.join(outdir, 'previews.png'))
-    summary = dict(network=source, id=generator.sample_id(seed, condition), seed=seed, slab_shape=list(grid.shape),
-        sigma_min=float(sigma.min()), sigma_max=float(sigma.max()), normalised_mean=float(normalise_sigma_self(sigma).mean()),
-        mesh_level=level, mesh_vertices=len(verts), mesh_faces=len(faces))
-    with open(os.path.join(outdir, 'summary.json'), 'w') as f:
-        json.dump(summary, f, indent=2)
+    summary = report(generator, seed, condition, outdir, resolution=resolution, level=level, neural_res=neural_res,
+        network=source)
     print(json.dumps(summary))
 
 #----------------------------------------------------------------------------

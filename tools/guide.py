@@ -5,17 +5,16 @@ import os
 import click
 
 from eg3d_rlhf.cli import (NETWORK_HELP, OUT_DIR, FiniteList, FiniteRange, conditions_option, device_option, load_generator,
-    network_keys, network_path, open_reward, parse_range, pick_device)
+    network_keys, network_path, one_line_errors, open_reward, parse_range, pick_device)
 from eg3d_rlhf.data import annotators
 from eg3d_rlhf.guidance import flow_guidance, inversion
-from eg3d_rlhf.guidance.inverted import InvertedEG3D
-from eg3d_rlhf.guidance.sweep import sweep
+from eg3d_rlhf.guidance.sweep import editing_sweep, sampling_sweep
 
 #----------------------------------------------------------------------------
 
 def common_options(func):
     """The report's options: reward, seeds, annotator, outdir, dry run, device."""
-    options = [
+    for option in reversed([
         click.option('--reward-model', 'reward_path', required=True, metavar='PT', help='Reward checkpoint that guides and scores'),
         click.option('--seeds', type=parse_range, default='1000-1099', show_default=True, metavar='LIST',
             help='Seeds (never the reward model\'s training seeds)'),
@@ -24,50 +23,37 @@ def common_options(func):
         click.option('--temperature', type=FiniteRange(min=0), default=0.5, show_default=True, help="The annotator's noise"),
         click.option('--res', 'resolution', type=click.IntRange(min=16), default=128, show_default=True,
             help='Cube resolution of the slabs the annotator judges and the strip shows'),
-        click.option('--outdir', type=OUT_DIR, required=True, metavar='REPORT', help='Report folder (report.html/.json, PNGs, one folder per swept value)'),
+        click.option('--outdir', type=OUT_DIR, required=True, metavar='REPORT',
+            help='Report folder (report.html/.json, PNGs, one folder per swept value)'),
         click.option('--dry-run', is_flag=True, help='Check the inputs and print the plan; draw nothing'),
-        device_option,
-    ]
-    for option in reversed(options):
+        device_option]):
         func = option(func)
     return func
 
 
-def annotator_taste(annotator):
-    if annotator.lower() == 'none':
-        return None
+def open_inputs(network, trust_pickle, seeds, conditions, capability, annotator, reward_path, device_name, dry_run, plan):
+    """(generator, reward, its file, the annotator's taste) of a generator whose family has the capability the guidance
+    needs; generator None after printing plan(path, keys) in a dry run. One-line errors otherwise."""
     try:
-        return annotators.parse_annotator(annotator)
+        taste = None if annotator.lower() == 'none' else annotators.parse_annotator(annotator)
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint='--annotator')
-
-
-def describe(settings):
-    return ', '.join(f'{k.replace("_", " ")} {v:g}' for k, v in settings.items())
-
-
-KINDS = dict(flow='a flow checkpoint', eg3d='an EG3D network pickle')
-
-
-def open_inputs(path, kind, reward_path, device_name, dry_run, plan):
-    """(generator of `kind`, reward); (None, reward) after printing `plan` in a dry run. One-line errors otherwise."""
+    path = network_path(network, trust_pickle, capability)
+    keys = network_keys(path, seeds, conditions)
     device = pick_device(device_name)
     reward = open_reward(reward_path, device)
     if dry_run:
-        print(plan)
-        return None, reward
-    G = load_generator(path, device)
-    if G.kind != kind:
-        raise click.ClickException(f'--network: {path} is not {KINDS[kind]}')
-    return G, reward
+        print(plan(path, keys))
+    return None if dry_run else load_generator(path, device), reward, path, taste
 
 
 @click.group()
 def main():
-    """Steer a generator with a reward model at generation time, without fine-tuning it: sweep the guidance scale and
-    report, per scale, the reward change, a simulated annotator's win rate against the unguided samples (exact
-    binomial p, Wilson 95% interval), PSNR/SSIM against the unguided renders, and a strip of geometry previews where
-    reward hacking shows."""
+    """Steer a generator with a reward model at generation time, without fine-tuning it: sweep the guidance scale (or
+    the editing lr) and report, per value, the reward change, a simulated annotator's win rate against the unguided
+    samples (exact binomial p, Wilson 95% interval), PSNR/SSIM against the unguided renders, and a strip of geometry
+    previews where reward hacking shows. `flow` guides the sampling of generators with the registry's 'guidance'
+    capability (flow checkpoints), `eg3d` edits the latents of those with 'latents' (EG3D pickles)."""
 
 #----------------------------------------------------------------------------
 
@@ -97,31 +83,19 @@ def flow(network, scales, mode, stage, t_start, t_end, normalize, max_rms, smoot
     \b
     python tools/guide.py flow --reward-model checkpoints/reward-sigma-flow-nose.pt --conditions 0 --outdir out/guide
     """
-    taste = annotator_taste(annotator)
-    path = network_path(network, trust_pickle=False)
-    keys = network_keys(path, seeds, conditions)
-    make = lambda scale, score: flow_guidance.RewardGuidance(score, scale=scale, mode=mode, stage=stage, t_start=t_start,
-        t_end=t_end, normalize=normalize, max_rms=max_rms, smooth=smooth)
+    guidance = dict(mode=mode, stage=stage, t_start=t_start, t_end=t_end, normalize=normalize, max_rms=max_rms, smooth=smooth)
     try:
-        make(1.0, None)
+        flow_guidance.RewardGuidance(None, **guidance)
     except ValueError as err:
         raise click.UsageError(str(err))
-    G, reward = open_inputs(path, 'flow', reward_path, device_name, dry_run,
-        f'would draw {len(keys)} samples of {path} unguided and with {mode} guidance at scales '
+    G, reward, path, taste = open_inputs(network, False, seeds, conditions, 'guidance', annotator, reward_path, device_name,
+        dry_run, lambda path, keys: f'would draw {len(keys)} samples of {path} unguided and with {mode} guidance at scales '
         f'{", ".join(f"{s:g}" for s in scales)}, score them with {reward_path}, judge them by {annotator}; report in {outdir}')
-    if G is None:
-        return
-    G.keep = max(G.keep, len(keys))                                 # The unguided samples are drawn once for all scales.
-    score = flow_guidance.slab_scorer(reward, G.cube_length, G.empty_sigma)
-    try:
-        guided = {s: flow_guidance.guided_generator(G, make(s, score)) for s in scales}
-    except ValueError as err:
-        raise click.ClickException(str(err))
-    settings = dict(network=os.path.abspath(path), reward_model=os.path.abspath(reward_path), guidance=make(1.0, score).describe(),
-        annotator=annotator, temperature=temperature)
-    sweep(guided.__getitem__, G, scales, reward, seeds, outdir, settings, knob='scale', taste=taste, temperature=temperature,
-        annotator_res=resolution, conditions=conditions, reward_path=reward_path)
-    print(f'report: {os.path.join(outdir, "report.html")}')
+    if G is not None:
+        with one_line_errors(ValueError):
+            sampling_sweep(G, reward, scales, seeds, outdir, guidance, path, reward_path, annotator, taste, temperature,
+                resolution, conditions)
+        print(f'report: {os.path.join(outdir, "report.html")}')
 
 #----------------------------------------------------------------------------
 
@@ -155,32 +129,16 @@ def eg3d(network, trust_pickle, lrs, weights, steps, space, sigma_weight, render
     """
     if len(lrs) > 1 and len(weights) > 1:
         raise click.UsageError('sweep --lrs or --weights, not both: give one of them a single value')
-    if len(weights) > 1:
-        knob, values, argument, fixed = 'weight', weights, 'reward_weight', dict(lr=lrs[0])
-    else:
-        knob, values, argument, fixed = 'lr', lrs, 'lr', dict(reward_weight=weights[0])
-    taste = annotator_taste(annotator)
-    path = network_path(network, trust_pickle)
-    keys = network_keys(path, seeds, None)
-    G, reward = open_inputs(path, 'eg3d', reward_path, device_name, dry_run,
-        f'would invert {len(keys)} seeds of {path} ({steps} {space} steps, {describe(fixed)}) at {knob} '
-        f'{", ".join(f"{v:g}" for v in values)} with {reward_path}, judge them by {annotator}; report in {outdir}')
-    if G is None:
-        return
-    settings = dict(fixed, steps=steps, space=space, sigma_weight=sigma_weight, resolution=render_res)
-    edited = {}
-
-    def edited_at(value):
-        if value not in edited:
-            try:
-                edited[value] = InvertedEG3D(G, reward, **{argument: value}, **settings)
-            except ValueError as err:
-                raise click.ClickException(str(err))
-        return edited[value]
-    sweep(edited_at, G, values, reward, seeds, outdir, dict(network=os.path.abspath(path), reward_model=os.path.abspath(reward_path),
-        inversion=settings, annotator=annotator, temperature=temperature), knob=knob, taste=taste,
-        temperature=temperature, annotator_res=resolution, reward_path=reward_path)
-    print(f'report: {os.path.join(outdir, "report.html")}')
+    knob, values, fixed = ('weight', weights, dict(lr=lrs[0])) if len(weights) > 1 else ('lr', lrs, dict(reward_weight=weights[0]))
+    fixed_text = ', '.join(f'{k.replace("_", " ")} {v:g}' for k, v in fixed.items())
+    G, reward, path, taste = open_inputs(network, trust_pickle, seeds, None, 'latents', annotator, reward_path, device_name,
+        dry_run, lambda path, keys: f'would invert {len(keys)} seeds of {path} ({steps} {space} steps, {fixed_text}) at '
+        f'{knob} {", ".join(f"{v:g}" for v in values)} with {reward_path}, judge them by {annotator}; report in {outdir}')
+    if G is not None:
+        with one_line_errors(ValueError):
+            editing_sweep(G, reward, knob, values, seeds, outdir, dict(fixed, steps=steps, space=space,
+                sigma_weight=sigma_weight, resolution=render_res), path, reward_path, annotator, taste, temperature, resolution)
+        print(f'report: {os.path.join(outdir, "report.html")}')
 
 #----------------------------------------------------------------------------
 

@@ -1,15 +1,12 @@
 """Pairwise labeling by people: a local web page ("which shape is better?") that appends judgements, and agreement stats."""
 
 import contextlib
-import json
-import os
-import warnings
 
 import click
 
-import dnnlib
-from eg3d_rlhf.cli import SEED, FiniteRange, one_line_errors, open_bank
+from eg3d_rlhf.cli import SEED, FiniteRange, one_line_errors, open_bank, warning_lines
 from eg3d_rlhf.data import labeling, scores
+from eg3d_rlhf.data.bank import write_json
 from eg3d_rlhf.data.label_server import LOOPBACK, LabelServer, is_loopback
 from eg3d_rlhf.data.preferences import LabelError, LabelWarning, load_judgements
 from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward
@@ -42,47 +39,15 @@ def reward_scores(reward_path, bank, bank_dir, score):
     return scores.score_bank(reward, bank, members=True) if score else None
 
 
-def check_out(out):
-    """A one-line click error, before anything is served or written, unless judgements can be appended to `out`: its
-    folder exists and is writable (the lock file goes there too), and a file already there is a regular file this
-    user may read and write (make_session then loads it)."""
-    folder = os.path.dirname(os.path.realpath(out))
-    if not os.path.isdir(folder):
-        raise click.ClickException(f'{out}: the folder does not exist; create it, or choose another --out')
-    if os.path.exists(out) and not os.path.isfile(out):
-        raise click.ClickException(f'{out}: not a regular file; --out names the JSONL file judgements are appended to')
-    if os.path.exists(out) and not os.access(out, os.R_OK | os.W_OK):
-        raise click.ClickException(f'{out}: this user cannot read and append to it; fix its permissions, or choose '
-            'another --out')
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise click.ClickException(f'{out}: its folder {folder} is not writable; fix its permissions, or choose another '
-            '--out')
-
-
-@contextlib.contextmanager
-def warning_lines():
-    """Warnings raised in the block (a label file's tolerated leftovers) printed as one 'warning: ...' line each."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter('always', LabelWarning)
-        try:
-            yield
-        finally:
-            for w in caught:
-                click.echo(f'warning: {w.message}', err=True)
-
-
 def make_session(bank, out, annotator, target, repeat_rate, seed, rewards=None):
     """labeling.open_session over the bank's ids (active order given rewards {id: score}), its errors as click's."""
     try:
-        with warning_lines():
+        with warning_lines(LabelWarning):
             return labeling.open_session(out, annotator, bank.ids, target, repeat_rate=repeat_rate, seed=seed,
                 scores=rewards)
     except (LabelError, OSError) as err:
         raise click.ClickException(f'{err} (fix the file, or choose another --out)')
 
-
-def size(path):
-    return os.path.getsize(path) if os.path.exists(path) else -1
 
 #----------------------------------------------------------------------------
 
@@ -124,16 +89,17 @@ def serve(bank_dir, out, annotator, port, target, active, reward_path, repeat_ra
     target = min(DEFAULT_PAIRS, limit) if target is None else target
     if target > limit:
         raise click.BadParameter(f'{target} pairs asked for, but {len(bank)} samples give only {limit}', param_hint='--pairs')
-    check_out(out)
+    with one_line_errors(LabelError):
+        labeling.check_appendable(out)
     host = LOOPBACK if host is None else host
     rewards = reward_scores(reward_path, bank, bank_dir, score=not dry_run) if active else None
-    loaded = size(out)
+    loaded = labeling.file_size(out)
     session = make_session(bank, out, annotator, target, repeat_rate, seed, rewards)   # Refuses a file before any write.
     with contextlib.ExitStack() as held:
         if not dry_run:                                 # One server per file and annotator, for as long as it serves.
             with one_line_errors(LabelError, OSError):
                 held.enter_context(labeling.lock_annotator(out, annotator))
-            if size(out) != loaded:                     # Another server of NAME wrote before it let go: resume after it.
+            if labeling.file_size(out) != loaded:                     # Another server of NAME wrote before it let go: resume after it.
                 session = make_session(bank, out, annotator, target, repeat_rate, seed, rewards)
         state = session.state()
         order = f'active by {reward_path}' if active else f'random, seed {seed}'
@@ -149,12 +115,7 @@ def serve(bank_dir, out, annotator, port, target, active, reward_path, repeat_ra
         if not is_loopback(host):
             print(f'warning: listening on {host}: other machines can reach this page, and it has no login', flush=True)
         print(f'serving http://{host}:{server.server_address[1]}/: {settings}; Ctrl-C stops', flush=True)
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            server.server_close()
+        server.run()
         print(f'{session.state()["done"]}/{target} pairs judged by {annotator} in {out}')
 
 
@@ -168,30 +129,15 @@ def stats(labels, json_out):
     \b
     python tools/label.py stats labels.jsonl --json agreement.json
     """
-    with one_line_errors(LabelError), warning_lines():
+    with one_line_errors(LabelError), warning_lines(LabelWarning):
         judgements = load_judgements(labels, repeats=True)
     if not judgements:
         raise click.ClickException(f'{labels}: no judgements')
     result = labeling.label_stats(judgements)
-    repeats = sum(a['repeats'] for a in result['annotators'].values())
-    print(f'{labels}: {len(judgements)} judgements ({repeats} repeats) by {len(result["annotators"])} annotators')
-    print(f'{"annotator":<16} {"judged":>6} {"decided":>7} {"ties":>5} {"skips":>5} {"repeats":>7}  self-consistency')
-    for name, a in result['annotators'].items():
-        sc = a['self_consistency']
-        print(f'{name:<16} {a["judgements"]:>6} {a["decided"]:>7} {a["ties"]:>5} {a["skips"]:>5} {a["repeats"]:>7}  '
-            f'{sc["agreed"]}/{sc["pairs"]} {percent(sc["rate"])}')
-    for p in result['pairs']:
-        kappa = 'n/a' if p['kappa'] is None else f'{p["kappa"]:.3f}'
-        print(f'{" vs ".join(p["annotators"])}: {p["shared"]} shared pairs, agreement {p["agreed"]}/{p["shared"]} '
-            f'{percent(p["agreement"])}, Cohen\'s kappa {kappa}')
+    for line in labeling.describe_stats(labels, judgements, result):
+        print(line)
     if json_out:
-        with dnnlib.util.atomic_write(json_out, 'w', encoding='utf-8') as f:
-            json.dump(result, f, indent=2)
-            f.write('\n')
-
-
-def percent(rate):
-    return '(n/a)' if rate is None else f'({100 * rate:.1f}%)'
+        write_json(json_out, result)
 
 #----------------------------------------------------------------------------
 

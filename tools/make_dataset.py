@@ -11,6 +11,7 @@ import numpy as np
 import PIL.Image
 
 from eg3d_rlhf.cli import SEED, OUT_FILE, FiniteRange
+from eg3d_rlhf.geometry import preview
 from eg3d_rlhf.synthetic import dataset_writer
 
 #----------------------------------------------------------------------------
@@ -68,13 +69,8 @@ def grid(data, out, count, cols, force):
             images = [np.array(PIL.Image.open(io.BytesIO(zf.read(f))).convert('RGB')) for f in fnames]
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as err:
         raise click.ClickException(f'cannot read images from {data}: {err}')
-    rows = -(-len(images) // cols)
-    h, w, _ = images[0].shape
-    canvas = np.full([rows * h, cols * w, 3], 255, dtype=np.uint8)
-    for i, image in enumerate(images):
-        canvas[i // cols * h:(i // cols + 1) * h, i % cols * w:(i % cols + 1) * w] = image
-    PIL.Image.fromarray(canvas).save(out)
-    print(f'wrote {len(images)} images of {data} as a {rows}x{cols} grid to {out}')
+    preview.save_picture(preview.tile(images, cols), out)
+    print(f'wrote {len(images)} images of {data} as a {-(-len(images) // cols)}x{cols} grid to {out}')
 
 #----------------------------------------------------------------------------
 

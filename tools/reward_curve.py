@@ -1,21 +1,17 @@
 """Reward learning curves: held-out noise-free accuracy against simulated judgements, per taste, random vs active pairs."""
 
-import json
 import os
 
 import click
-from tqdm import tqdm
 
-import dnnlib
 from eg3d_rlhf.analysis import reward_curves
-from eg3d_rlhf.analysis.report_plots import html_table, write_report
-from eg3d_rlhf.cli import (OUT_DIR, FiniteRange, device_option, force_option, mirror_option, one_line_errors, open_bank,
+from eg3d_rlhf.cli import (OUT_DIR, FiniteRange, device_option, fit_options, force_option, one_line_errors, open_bank,
     parse_model_config, parse_range, pick_device, refuse_overwrite)
 from eg3d_rlhf.data import annotators
-from eg3d_rlhf.data.scores import ScoresError, read_scores, write_scores
+from eg3d_rlhf.data.scores import ScoresError
 from eg3d_rlhf.rewards import REWARDS, build_reward, fitting
 
-OUTPUTS = ('report.json', 'report.html', 'curves.png', 'trials.jsonl')
+OUTPUTS = reward_curves.OUTPUTS
 
 #----------------------------------------------------------------------------
 
@@ -35,21 +31,6 @@ def parse_sizes(ctx, param, value):
     except ValueError as err:
         raise click.BadParameter(str(err))
 
-
-def taste_truth(bank, taste, level, outdir):
-    """{id: noise-free taste score}, kept as outdir/truth_TASTE.csv (read back when it covers the bank: the tastes
-    take minutes to score)."""
-    path = os.path.join(outdir, f'truth_{taste}.csv')
-    if os.path.isfile(path):
-        with one_line_errors(ScoresError):
-            truth = read_scores(path, bank.ids)
-        if set(truth) == set(bank.ids):
-            return truth
-    with tqdm(total=len(bank), desc=f'oracle:{taste}', unit='sample') as bar:
-        truth = annotators.taste_scores(taste, bank, level, progress=bar.update)
-    write_scores(path, truth)
-    return truth
-
 #----------------------------------------------------------------------------
 
 @click.command()
@@ -68,7 +49,7 @@ def taste_truth(bank, taste, level, outdir):
 @click.option('--warmup', type=click.IntRange(min=10), default=100, show_default=True, help='Active: random judgements before the first model')
 @click.option('--round', 'round_size', type=click.IntRange(min=1), default=100, show_default=True, help='Active: judgements between refits')
 @click.option('--level', type=FiniteRange(), default=10, show_default=True, help='Raw sigma level of the tastes\' surface')
-@mirror_option
+@fit_options('mirror')
 @click.option('--reward', 'kind', type=click.Choice(sorted(REWARDS)), default='sigma', show_default=True, help='Reward model')
 @click.option('--model-config', default='{}', show_default=True, callback=parse_model_config, metavar='JSON', help='Constructor arguments of the reward model')
 @click.option('--dry-run', is_flag=True, help='Check the inputs and print the plan; fit and write nothing')
@@ -94,34 +75,20 @@ def main(bank_dir, outdir, tastes, policies, sizes, seeds, temperature, agreemen
         raise click.BadParameter(f'{kind} reward: {err}', param_hint='--model-config')
     refuse_overwrite(*(os.path.join(outdir, name) for name in OUTPUTS), force=force)
     bank = open_bank(bank_dir)
-    fits = len(tastes) * len(seeds) * sum(len(reward_curves.fit_sizes(p, options)) for p in policies)
+    fits = reward_curves.fit_count(tastes, policies, options)
     print(f'{len(bank)} samples ({len(bank) - round(test_share * len(bank))} to judge); tastes {", ".join(tastes)}; '
         f'policies {", ".join(policies)}; sizes {list(sizes)}; {len(seeds)} seeds: {fits} fits of the {kind} reward')
     if dry_run:
         return
     os.makedirs(outdir, exist_ok=True)
-    truths = {t: taste_truth(bank, t, level, outdir) for t in tastes}
+    with one_line_errors(ScoresError):
+        truths = reward_curves.taste_truths(bank, tastes, level, outdir)
     spec = REWARDS[kind].default_input(bank.meta(bank.ids[0])['slab'], model_config)
     with one_line_errors(ValueError):
         inputs = fitting.prepared_inputs(bank, bank.ids, spec)
-    with tqdm(total=fits, desc='fits', unit='fit') as bar:
-        def progress(taste, policy, seed, size):
-            bar.set_postfix_str(f'{taste} {policy} seed {seed} n={size}')
-            bar.update()
-        rows = reward_curves.learning_curves(inputs, truths, policies, options, kind=kind, model_config=model_config,
-            fit_options=fitting.FitOptions(mirror=mirror), device=pick_device(device_name), progress=progress)
-    with dnnlib.util.atomic_write(os.path.join(outdir, 'trials.jsonl'), 'w', encoding='utf-8') as f:
-        f.writelines(json.dumps(r) + '\n' for r in rows)
-    summary = reward_curves.summarise(rows)
-    reward_curves.plot_curves(summary, os.path.join(outdir, 'curves.png'))
-    reach = reward_curves.active_savings(summary, reference=1000 if 1000 in sizes else sizes[-1])
-    report = dict(bank=os.path.abspath(bank_dir), reward=kind, model_config=model_config, mirror=mirror, options=options.to_dict(),
-        curves=summary, active_vs_random=reach)
-    table = [[t, p, c['size'], f'{100 * c["mean"]:.1f}', f'{100 * c["ci95"][0]:.1f}-{100 * c["ci95"][1]:.1f}',
-        f'{100 * c["agreement"]:.1f}'] for t, by in summary.items() for p, curve in by.items() for c in curve]
-    write_report(outdir, 'Reward learning curves', report, ['curves.png'], tables=[('Noise-free held-out accuracy (%)',
-        ['taste', 'policy', 'judgements', 'mean', '95% interval', 'label agreement'], table)])
-    for line in reward_curves.describe(summary, reach):
+    summary = reward_curves.report(inputs, truths, outdir, policies, options, bank_dir, kind=kind,
+        model_config=model_config, mirror=mirror, device=pick_device(device_name))
+    for line in reward_curves.describe(summary['curves'], summary['active_vs_random']):
         print(line)
     print(f'wrote {outdir}/report.html, report.json, curves.png and trials.jsonl')
 

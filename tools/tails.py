@@ -5,10 +5,9 @@ import os
 import click
 from tqdm import tqdm
 
-from eg3d_rlhf.analysis import report_plots, tails
+from eg3d_rlhf.analysis import tails
 from eg3d_rlhf.cli import FINITE, OUT_DIR, check_bank_grid, device_option, one_line_errors, open_bank, open_reward, pick_device
 from eg3d_rlhf.data.bank import BankError
-from eg3d_rlhf.data.scores import write_scores
 from eg3d_rlhf.synthetic import demo
 
 #----------------------------------------------------------------------------
@@ -23,20 +22,12 @@ def refuse_outdir(outdir, force):
         raise click.ClickException(f'--outdir {outdir} is not empty; pass --force to write into it, or choose another folder')
 
 
-def cube_names(paths):
-    """A report name per cube file: its base name, or the path as given where base names repeat."""
-    bases = [os.path.basename(p) for p in paths]
-    return [b if bases.count(b) == 1 else p for b, p in zip(bases, paths)]
-
-
 def load_cube(path):
     """The cube of a --cubes file; a one-line click error naming it when it is missing or not a finite N^3 cube."""
     if not os.path.isfile(path):
         raise click.ClickException(f'--cubes: {path} does not exist')
-    try:
+    with one_line_errors(tails.CubeError):
         return tails.read_cube(path)
-    except ValueError as err:
-        raise click.ClickException(str(err))
 
 
 def check_cubes(paths):
@@ -45,22 +36,6 @@ def check_cubes(paths):
     if len(set(paths)) != len(paths):
         raise click.ClickException(f'--cubes: {next(p for p in paths if paths.count(p) > 1)} is given twice')
     return {path: load_cube(path).shape[0] for path in tqdm(paths, desc='checking cubes', unit='cube', disable=not paths)}
-
-
-def score_cube(reward, path, cube, flip_x, reference):
-    """(score, SigmaStats of the slab as read, SigmaStats after normalising or None) of one cube; click errors."""
-    try:
-        slab = tails.cube_to_slab(cube, reward.grid, flip_x=flip_x)
-        as_read = tails.SigmaStats()
-        as_read.add(slab)
-        normalised = None
-        if reference is not None:
-            slab = tails.cube_to_slab(cube, reward.grid, flip_x=flip_x, reference=reference)
-            normalised = tails.SigmaStats()
-            normalised.add(slab)
-    except ValueError as err:
-        raise click.ClickException(f'{path}: {err}')
-    return float(reward.score_slabs([slab])[0]), as_read, normalised
 
 #----------------------------------------------------------------------------
 
@@ -106,53 +81,13 @@ def main(bank_path, reward_path, k, cubes, flip_x, robust_normalise, level, prev
             f'({", ".join(f"{p} {n}^3" for p, n in cubes.items()) or "none"}); report in {outdir}')
         return
     os.makedirs(outdir, exist_ok=True)
-
-    bank_stats = tails.SigmaStats()
-    with one_line_errors(BankError), tqdm(total=len(bank), desc='scoring the bank', unit='sample') as bar:
-        scores = tails.score_bank(reward, bank, stats=bank_stats, batch=batch, progress=bar.update)
-    write_scores(os.path.join(outdir, 'scores.csv'), dict(zip(bank.ids, scores.tolist())))
-    top, bottom = tails.rank(bank.ids, scores, k)
-    shown = bank.slabs(sorted({i for i, _ in top + bottom}))    # Read once already: they are finite.
-    with tqdm(total=2, desc='strip and meshes', unit='step') as bar:
-        tails.plot_strip([(f'top {len(top)}', top), (f'bottom {len(bottom)}', bottom)], shown, reward.grid,
-            os.path.join(outdir, 'tails.png'), level, preview_res,
-            title=f'{os.path.basename(reward_path)} on {len(bank)} samples of {os.path.basename(os.path.abspath(bank_path))}'
-                f' (three-quarter | profile, sigma >= {level:g})')
-        bar.update()
-        meshes = tails.write_meshes(top, shown, reward.grid, outdir, 'top', level) + \
-            tails.write_meshes(bottom, shown, reward.grid, outdir, 'bottom', level)
-        bar.update()
-
-    reference = bank_stats.range() if robust_normalise else None
-    curves, cube_report = [(f'bank ({len(bank)} slabs)', bank_stats, None)], {}
-    mean, std = float(scores.mean()), float(scores.std())
-    for path, name in zip(tqdm(cubes, desc='scoring cubes', unit='cube', disable=not cubes), cube_names(list(cubes))):
-        score, as_read, normalised = score_cube(reward, path, load_cube(path), flip_x, reference)
-        curves.append((name, as_read, normalised))
-        cube_report[name] = dict(path=os.path.abspath(path), resolution=cubes[path],
-            resampled=cubes[path] != reward.grid.resolution, score=score, z_score=(score - mean) / max(std, 1e-12),
-            as_read=as_read.summary(), normalised=normalised.summary() if normalised else None)
-    tails.plot_sigma_histograms(curves, os.path.join(outdir, 'sigma_histogram.png'))
-
-    entries = lambda items, names: [dict(id=i, score=s, mesh=m) for (i, s), m in zip(items, names)]
-    summary = dict(bank=os.path.abspath(bank_path), reward_model=os.path.abspath(reward_path), reward_kind=reward.kind,
-        samples=len(bank), k=len(top), level=level, flip_x=flip_x, robust_normalise=robust_normalise,
-        score_mean=mean, score_std=std, top=entries(top, meshes[:len(top)]),
-        bottom=entries(bottom, meshes[len(top):]), cubes=cube_report, bank_sigma=bank_stats.summary(),
-        normalisation_target=reference)
-    tables = [('Top and bottom of the bank', ['end', 'rank', 'id', 'reward', 'mesh'],
-        [[end, r, i, f'{s:+.3f}', m or f'no surface at {level:g}'] for end, items, names in
-            (('top', top, meshes[:len(top)]), ('bottom', bottom, meshes[len(top):]))
-            for r, ((i, s), m) in enumerate(zip(items, names), start=1)])]
-    if cube_report:
-        tables.append(('Cubes of other generators', ['cube', 'N', 'reward', 'z-score against the bank'],
-            [[name, c['resolution'], f'{c["score"]:+.3f}', f'{c["z_score"]:+.2f}'] for name, c in cube_report.items()]))
-    report_plots.write_report(outdir, 'Reward tails and transfer', summary, ['tails.png', 'sigma_histogram.png'],
-        tables=tables)
-
-    print(f'bank: {len(bank)} samples, reward {mean:+.3f} +- {std:.3f}; top {top[0][0]} {top[0][1]:+.3f}, '
-        f'bottom {bottom[0][0]} {bottom[0][1]:+.3f}')
-    for name, c in cube_report.items():
+    with one_line_errors(BankError, tails.CubeError):
+        summary = tails.report(reward, bank, outdir, reward_path, bank_path, k=k, cubes=cubes, flip_x=flip_x,
+            robust_normalise=robust_normalise, level=level, preview_res=preview_res, batch=batch)
+    top, bottom = summary['top'][0], summary['bottom'][0]
+    print(f'bank: {len(bank)} samples, reward {summary["score_mean"]:+.3f} +- {summary["score_std"]:.3f}; top {top["id"]} '
+        f'{top["score"]:+.3f}, bottom {bottom["id"]} {bottom["score"]:+.3f}')
+    for name, c in summary['cubes'].items():
         print(f'{name}: reward {c["score"]:+.3f} (z {c["z_score"]:+.2f})')
     print(f'report: {os.path.join(outdir, "report.html")}')
 

@@ -1,20 +1,16 @@
 """Train a reward model of a registered kind on a sample bank's pairwise or good/bad labels; report held-out accuracy."""
 
-import json
 import os
 
 import click
 
-import dnnlib
-from eg3d_rlhf.analysis import report_plots
-from eg3d_rlhf.cli import (SEED, OUT_FILE, FiniteList, FiniteRange, device_option, force_option, mirror_option,
-    parse_model_config, pick_device, refuse_overwrite, side_path)
+from eg3d_rlhf.analysis import reward_fit
+from eg3d_rlhf.cli import (SEED, OUT_FILE, device_option, fit_options, force_option, parse_model_config, pick_device,
+    refuse_overwrite, side_path)
 from eg3d_rlhf.data import preferences, scores
 from eg3d_rlhf.data.bank import Bank, BankError
 from eg3d_rlhf.rewards import REWARDS, build_reward, fitting
 from eg3d_rlhf.rewards.checkpoint import save_reward
-
-SIDE_FILES = ('.metrics.jsonl', '.report.json', '.curves.png')     # Written beside --out.
 
 #----------------------------------------------------------------------------
 
@@ -26,7 +22,6 @@ def parse_split(ctx, param, value):
     if len(parts) != 3 or any(p <= 0 for p in parts):
         raise click.BadParameter(f'expected three positive fractions train,val,test, e.g. 0.7,0.15,0.15; got {value!r}')
     return tuple(p / sum(parts) for p in parts)
-
 
 #----------------------------------------------------------------------------
 
@@ -40,19 +35,10 @@ def parse_split(ctx, param, value):
 @click.option('--truth', 'truth_path', metavar='CSV', help='Noise-free scores (id,reward; e.g. annotate.py --scores-out) for held-out accuracy')
 @click.option('--split', 'fractions', default='0.7,0.15,0.15', show_default=True, callback=parse_split, help='Train,val,test shares of the samples')
 @click.option('--split-seed', type=SEED, default=0, show_default=True, help='Seed of the split by sample')
-@click.option('--ties', type=click.Choice(['drop', 'model']), default='drop', show_default=True, help='Drop ties, or model them (Rao-Kupper)')
-@click.option('--epochs', type=click.IntRange(min=1), default=20, show_default=True, help='Most epochs (models that learn their trunk; '
-    'the default sigma reward solves its linear heads exactly, for each --l2)')
-@click.option('--l2', type=FiniteList(min=0, min_open=True), default=','.join(f'{v:g}' for v in fitting.FitOptions().l2),
-    show_default=True, help='Linear heads on fixed features: L2 penalties tried; the lowest validation NLL wins')
-@click.option('--patience', type=click.IntRange(min=1), default=4, show_default=True, help='Early stopping: epochs without a better validation accuracy')
-@click.option('--batch', type=click.IntRange(min=2), default=16, show_default=True, help='Pairs (or samples, unpaired) per step')
-@click.option('--lr', type=FiniteRange(min=0, min_open=True), default=1e-3, show_default=True, help='Learning rate (AdamW)')
-@mirror_option
+@fit_options('ties', 'epochs', 'l2', 'patience', 'batch', 'lr', 'mirror')          # Defaults and help: FitOptions.
 @click.option('--centre/--no-centre', default=None, help='Subtract the training samples\' mean input first  [default: on for '
     f'the kinds that take a reference slab: {", ".join(k for k, c in REWARDS.items() if c.takes_reference)}]')
-@click.option('--reg-weight', type=FiniteRange(min=0), default=1.0, show_default=True, help='Unpaired: weight of the score regression term')
-@click.option('--seed', type=SEED, default=0, show_default=True, help='Seed of the initial weights, batch order and flips')
+@fit_options('reg_weight', 'seed')
 @click.option('--model-config', 'model_config', default='{}', show_default=True, callback=parse_model_config, metavar='JSON',
     help='Constructor arguments of the reward model, e.g. \'{"members": 4, "cells": [6, 6, 6]}\', or the learned CNN: \'{"trunk": "cnn", '
     '"members": 1, "hidden": 512}\'')
@@ -78,7 +64,7 @@ def main(bank_dir, labels_path, good_path, bad_path, kind, out, truth_path, frac
         build_reward(kind, **model_config)                      # A clear error now for an argument the model lacks.
     except (TypeError, ValueError) as err:
         raise click.BadParameter(f'{kind} reward: {err}', param_hint='--model-config')
-    refuse_overwrite(out, *(side_path(out, s) for s in SIDE_FILES), force=force)
+    refuse_overwrite(out, *(side_path(out, s) for s in reward_fit.SIDE_FILES), force=force)
     try:
         bank = Bank(bank_dir)
         labels = preferences.training_labels(bank.ids, fractions, seed=split_seed, labels_path=labels_path,
@@ -109,9 +95,7 @@ def main(bank_dir, labels_path, good_path, bad_path, kind, out, truth_path, frac
     report = dict(bank=os.path.abspath(bank_dir), labels=labels_path, good=good_path, bad=bad_path, truth=truth_path,
         split=list(fractions), split_seed=split_seed, **fitted)
     save_reward(out, model, kind, spec, training=report)
-    with dnnlib.util.atomic_write(side_path(out, '.report.json'), 'w', encoding='utf-8') as f:
-        json.dump(report, f, indent=2)
-    report_plots.plot_training_curves(log.records, side_path(out, '.curves.png'))
+    reward_fit.report(out, report, log.records)
     how = f'L2 {report["heads"]["l2"]:g} of {len(report["heads"]["grid"])} tried' if 'heads' in report else \
         f'best epoch {report["best_epoch"]} of {report["epochs_run"]}'
     print(f'wrote {out} ({how}, {report["train_seconds"]:.0f} s) and its metrics, report and curves')

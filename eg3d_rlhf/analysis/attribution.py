@@ -7,6 +7,7 @@ import numpy as np
 import scipy.stats
 import torch
 from captum.attr import IntegratedGradients, ShapleyValueSampling
+from tqdm import tqdm
 
 from eg3d_rlhf.analysis import regions as regions_plot
 from eg3d_rlhf.analysis import report_plots
@@ -164,3 +165,22 @@ def write_report(outdir, result, regions, info, mean_slab, slabs, grid, meshes=4
     report_plots.write_report(outdir, f'Reward attribution ({info["mode"]})', summary, ['attribution.png', 'regions.png'],
         tables=tables)
     return summary
+
+#----------------------------------------------------------------------------
+
+def reference_baselines(inputs, reference='mean'):
+    """(baselines like inputs [N, ...], mean slab [...] numpy) of bank mode: every sample's baseline is the reference
+    slab, the inputs' mean ('mean') or empty space ('empty': every voxel at the inputs' lowest sigma)."""
+    mean_slab = inputs.mean(0).numpy()
+    base = torch.from_numpy(mean_slab) if reference == 'mean' else torch.full_like(inputs[0], float(inputs.min()))
+    return base.expand_as(inputs).clone(), mean_slab
+
+
+def report(reward, inputs, baselines, regions, outdir, info, mean_slab, permutations=8, ig_steps=32, batch=4, seed=0,
+        meshes=4, level=10.0):
+    """Attribute the reward's change from baselines to inputs (raw slabs [N, ...]) per region (attribute), then write
+    the report (write_report; info: what was explained, for report.json). Returns the summary."""
+    with tqdm(total=len(inputs), desc='attributing', unit='sample') as bar:
+        result = attribute(reward, inputs, baselines, regions, permutations=permutations, ig_steps=ig_steps,
+            batch=batch, seed=seed, keep_maps=meshes > 0, progress=bar.update)
+    return write_report(outdir, result, regions, info, mean_slab, inputs.numpy(), reward.grid, meshes=meshes, level=level)

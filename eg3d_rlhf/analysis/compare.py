@@ -13,8 +13,8 @@ from eg3d_rlhf.analysis.evaluation import fit_slope, reward_change, seed_rewards
 from eg3d_rlhf.analysis.flow_quality import structure_iou
 from eg3d_rlhf.data import annotators
 from eg3d_rlhf.data.preferences import LabelError, load_judgements
+from eg3d_rlhf.generators import registry
 from eg3d_rlhf.generators.base import sample_id
-from eg3d_rlhf.generators.flow import FlowGenerator
 from eg3d_rlhf.geometry import preview
 from eg3d_rlhf.geometry.sigma import SlabCrop, slab_grid
 
@@ -134,7 +134,7 @@ def compare(generators, reward, seeds, outdir, taste=None, temperature=0.5, labe
     os.makedirs(outdir, exist_ok=True)
     keys = generators['original'].keys(seeds, conditions)
     taste_grid = slab_grid(annotator_res, cube_length=generators['original'].cube_length, crop=SlabCrop())
-    flows = all(isinstance(G, FlowGenerator) for G in generators.values())
+    flows = all(registry.has(G, 'stages') for G in generators.values())     # Multi-stage: stage consistency too.
     rewards, images, slabs, ious = {}, {}, {}, {}
     for side in tqdm(SIDES, desc='rendering', unit='generator'):
         G = generators[side]

@@ -1,5 +1,7 @@
 """Where samples sit in a reward's feature space: PCA then UMAP of its global feature, group separation, reward order."""
 
+import os
+
 import numpy as np
 import scipy.stats
 import torch
@@ -7,6 +9,10 @@ import torch
 from eg3d_rlhf.analysis import report_plots
 
 #----------------------------------------------------------------------------
+
+class EmbeddingError(ValueError):
+    """Features that cannot be embedded (too few samples, or not finite)."""
+
 
 @torch.no_grad()
 def reward_features(reward, slabs, batch=8, progress=None):
@@ -23,7 +29,7 @@ def reward_features(reward, slabs, batch=8, progress=None):
 
 
 def embed(features, pca_components=50, n_neighbors=25, min_dist=0.1, seed=0):
-    """{pca [N, P] (P <= pca_components), explained [P] (variance ratios), umap [N, 2]} of features [N, F]: PCA of
+    """EmbeddingError for fewer than 4 samples or features that are not finite; else {pca [N, P] (P <= pca_components), explained [P] (variance ratios), umap [N, 2]} of features [N, F]: PCA of
     the features as they are (not standardised: a feature's scale is part of what the reward's head reads), then UMAP
     of the PCA coordinates (fixed seed, so the same input gives the same map; n_neighbors is capped at N - 1), turned
     to its own principal axes: UMAP's axes carry no meaning of their own (umap-learn versions lay the same map out in
@@ -32,7 +38,7 @@ def embed(features, pca_components=50, n_neighbors=25, min_dist=0.1, seed=0):
     from sklearn.decomposition import PCA
     features = np.asarray(features, dtype=np.float64)
     if len(features) < 4 or not np.isfinite(features).all():
-        raise ValueError(f'embedding needs at least 4 samples of finite features, got {len(features)}')
+        raise EmbeddingError(f'embedding needs at least 4 samples of finite features, got {len(features)}')
     x = features
     pca = PCA(n_components=min(pca_components, len(x) - 1, x.shape[1]), random_state=seed).fit(x)
     coords = pca.transform(x)
@@ -99,3 +105,35 @@ def plot_by_reward(points, rewards, path, title):
     fig.colorbar(shown, ax=ax, label='reward')
     ax.set(xlabel='UMAP 1', ylabel='UMAP 2', title=title)
     report_plots._save(fig, path)
+
+#----------------------------------------------------------------------------
+
+def report(reward, slabs, outdir, reward_path, pca_components=50, n_neighbors=25, min_dist=0.1, k=5, seed=0, batch=8):
+    """Embed the reward's global feature of one generator's (or bank's) raw slabs [N, X, Y, Z], or of two generators'
+    at the same seeds (slabs: a list of one or two), and write report.json/.html, umap_reward.png (the first coloured
+    by reward, Spearman's rho against UMAP 1 and PC 1) and, for two, umap_models.png with their k-NN separation in the
+    UMAP plane and in PCA space. Returns the summary; EmbeddingError when the features cannot be embedded."""
+    feats = [reward_features(reward, s, batch=batch) for s in slabs]
+    os.makedirs(outdir, exist_ok=True)
+    out = lambda name: os.path.join(outdir, name)
+    summary = dict(reward_model=os.path.abspath(reward_path), samples=len(slabs[0]), feature_dim=int(feats[0][0].shape[1]),
+        pca_components=pca_components, n_neighbors=n_neighbors, min_dist=min_dist, seed=seed)
+    single = embed(feats[0][0], pca_components, n_neighbors, min_dist, seed)
+    summary['by_reward'] = dict(reward_order(single, feats[0][1]),
+        pca_explained_top5=[float(v) for v in single['explained'][:5]])
+    plot_by_reward(single['umap'], feats[0][1], out('umap_reward.png'),
+        f'reward feature UMAP, coloured by reward (Spearman rho vs UMAP 1: {summary["by_reward"]["spearman_umap1"]:.2f})')
+    pictures = ['umap_reward.png']
+    if len(feats) == 2:
+        both = embed(np.concatenate([feats[0][0], feats[1][0]]), pca_components, n_neighbors, min_dist, seed)
+        groups = np.repeat([0, 1], len(slabs[0]))
+        summary['separation'] = dict(knn_umap=knn_separation(both['umap'], groups, k=k, seed=seed),
+            knn_pca=knn_separation(both['pca'], groups, k=k, seed=seed), k=k,
+            reward_mean=dict(original=float(feats[0][1].mean()), tuned=float(feats[1][1].mean())))
+        plot_groups(both['umap'], groups, ['original', 'tuned'], out('umap_models.png'),
+            f'original vs tuned, same seeds (k-NN accuracy {summary["separation"]["knn_umap"]:.2f})')
+        pictures.insert(0, 'umap_models.png')
+    report_plots.write_report(outdir, 'Reward feature embedding', summary, pictures)
+    return summary
+
+#----------------------------------------------------------------------------

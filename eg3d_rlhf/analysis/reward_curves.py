@@ -2,12 +2,18 @@
 
 import dataclasses
 import itertools
+import json
+import os
 import time
 
 import numpy as np
+from tqdm import tqdm
 
+import dnnlib
+from eg3d_rlhf.analysis import report_plots
 from eg3d_rlhf.data import annotators, labeling
 from eg3d_rlhf.data.preferences import to_pairs
+from eg3d_rlhf.data.scores import read_scores, write_scores
 from eg3d_rlhf.rewards import fitting
 
 #----------------------------------------------------------------------------
@@ -219,8 +225,7 @@ def tick_labels(sizes, spacing=1.25):
 def plot_curves(summary, path, targets=None):
     """One panel per taste: mean noise-free held-out accuracy against judgements (log x), one line per policy, the
     95% interval shaded; targets {taste: accuracy} drawn as dashed lines."""
-    from eg3d_rlhf.analysis.report_plots import _pyplot, _save
-    plt = _pyplot()
+    plt = report_plots._pyplot()
     tastes = list(summary)
     fig, axes = plt.subplots(1, len(tastes), figsize=(4.2 * len(tastes), 3.6), squeeze=False)
     for ax, taste in zip(axes[0], tastes):
@@ -235,7 +240,7 @@ def plot_curves(summary, path, targets=None):
         ax.set_xticks(x, tick_labels(x))
         ax.legend(loc='lower right')
     fig.tight_layout()
-    _save(fig, path)
+    report_plots._save(fig, path)
 
 #----------------------------------------------------------------------------
 
@@ -268,3 +273,56 @@ def learning_curves(inputs, truths, policies, options, kind='sigma', model_confi
             for row in run_trial(oracle, truth, pool, test, policy, seed, options, fit, progress=report):
                 rows.append(dict(taste=taste, policy=policy, seed=seed, temperature=oracle.temperature, **row))
     return rows
+
+#----------------------------------------------------------------------------
+# The report: the tastes' noise-free scores (kept beside it, as they take minutes), every trial, the curves.
+
+OUTPUTS = ('report.json', 'report.html', 'curves.png', 'trials.jsonl')
+
+
+def fit_count(tastes, policies, options):
+    """The fits a report makes: one per fit size of each taste, policy and seed."""
+    return len(tastes) * len(options.seeds) * sum(len(fit_sizes(p, options)) for p in policies)
+
+
+def taste_truths(bank, tastes, level, outdir):
+    """{taste: {id: noise-free taste score}} of the bank, each kept as outdir/truth_TASTE.csv (read back when it covers
+    the bank); ScoresError for such a file that cannot be read."""
+    truths = {}
+    for taste in tastes:
+        path = os.path.join(outdir, f'truth_{taste}.csv')
+        if os.path.isfile(path):
+            truths[taste] = read_scores(path, bank.ids)
+            if set(truths[taste]) == set(bank.ids):
+                continue
+        with tqdm(total=len(bank), desc=f'oracle:{taste}', unit='sample') as bar:
+            truths[taste] = annotators.taste_scores(taste, bank, level, progress=bar.update)
+        write_scores(path, truths[taste])
+    return truths
+
+
+def report(inputs, truths, outdir, policies, options, bank_dir, kind='sigma', model_config=None, mirror=True,
+        device='cpu'):
+    """Run every trial (learning_curves) and write OUTPUTS into outdir: the trials, the mean and 95% t-interval over
+    seeds per taste, policy and size, what active choice saves against random at 1,000 judgements (or the largest
+    size), and curves.png. Returns the report's summary."""
+    with tqdm(total=fit_count(truths, policies, options), desc='fits', unit='fit') as bar:
+        def progress(taste, policy, seed, size):
+            bar.set_postfix_str(f'{taste} {policy} seed {seed} n={size}')
+            bar.update()
+        rows = learning_curves(inputs, truths, policies, options, kind=kind, model_config=model_config,
+            fit_options=fitting.FitOptions(mirror=mirror), device=device, progress=progress)
+    with dnnlib.util.atomic_write(os.path.join(outdir, 'trials.jsonl'), 'w', encoding='utf-8') as f:
+        f.writelines(json.dumps(r) + '\n' for r in rows)
+    curves = summarise(rows)
+    plot_curves(curves, os.path.join(outdir, 'curves.png'))
+    reach = active_savings(curves, reference=1000 if 1000 in options.sizes else options.sizes[-1])
+    summary = dict(bank=os.path.abspath(bank_dir), reward=kind, model_config=model_config, mirror=mirror,
+        options=options.to_dict(), curves=curves, active_vs_random=reach)
+    table = [[t, p, c['size'], f'{100 * c["mean"]:.1f}', f'{100 * c["ci95"][0]:.1f}-{100 * c["ci95"][1]:.1f}',
+        f'{100 * c["agreement"]:.1f}'] for t, by in curves.items() for p, curve in by.items() for c in curve]
+    report_plots.write_report(outdir, 'Reward learning curves', summary, ['curves.png'], tables=[('Noise-free held-out '
+        'accuracy (%)', ['taste', 'policy', 'judgements', 'mean', '95% interval', 'label agreement'], table)])
+    return summary
+
+#----------------------------------------------------------------------------

@@ -5,8 +5,10 @@ import os
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from eg3d_rlhf.analysis import report_plots
+from eg3d_rlhf.data.scores import write_scores
 from eg3d_rlhf.geometry import mesh, preview
 
 #----------------------------------------------------------------------------
@@ -83,15 +85,19 @@ CUBE_FORMATS = ('.npy', '.mrc')
 PAD_VALUE = -1000.0
 
 
+class CubeError(ValueError):
+    """A sigma cube that cannot be read or scored; the message names its file."""
+
+
 def _one_line(err):
     return ' '.join(str(err).split())
 
 
 def read_cube(path):
-    """float32 cube [N, N, N] of a .npy or .mrc file; ValueError naming the file when it cannot be one."""
+    """float32 cube [N, N, N] of a .npy or .mrc file; CubeError naming the file when it cannot be one."""
     ext = os.path.splitext(path)[1].lower()
     if ext not in CUBE_FORMATS:
-        raise ValueError(f'{path}: unknown cube format {ext or "(no extension)"}; expected {" or ".join(CUBE_FORMATS)}')
+        raise CubeError(f'{path}: unknown cube format {ext or "(no extension)"}; expected {" or ".join(CUBE_FORMATS)}')
     try:
         if ext == '.mrc':
             import mrcfile
@@ -101,14 +107,14 @@ def read_cube(path):
             cube = np.load(path, allow_pickle=False)
             cube = np.asarray(cube, dtype=np.float32)
     except (OSError, ValueError, TypeError, EOFError) as err:
-        raise ValueError(f'{path}: cannot be read as a sigma cube ({_one_line(err)})') from None
+        raise CubeError(f'{path}: cannot be read as a sigma cube ({_one_line(err)})') from None
     if cube.ndim != 3:
-        raise ValueError(f'{path}: expected a 3-D cube [N, N, N], got {cube.ndim}-D {list(cube.shape)}')
+        raise CubeError(f'{path}: expected a 3-D cube [N, N, N], got {cube.ndim}-D {list(cube.shape)}')
     if len(set(cube.shape)) != 1 or cube.shape[0] < 2:
-        raise ValueError(f'{path}: expected a cube [N, N, N] with N >= 2, got {list(cube.shape)}')
+        raise CubeError(f'{path}: expected a cube [N, N, N] with N >= 2, got {list(cube.shape)}')
     bad = int(np.count_nonzero(~np.isfinite(cube)))
     if bad:
-        raise ValueError(f'{path}: {bad} values are nan or inf; a sigma cube must be finite')
+        raise CubeError(f'{path}: {bad} values are nan or inf; a sigma cube must be finite')
     return cube
 
 
@@ -248,5 +254,83 @@ def plot_sigma_histograms(curves, path, title='Positive raw sigma per source'):
     ax.set(xlabel='raw sigma (positive values, log bins)', ylabel='probability density', title=title)
     ax.grid(True, which='major', alpha=0.3)
     report_plots._save(fig, path)
+
+#----------------------------------------------------------------------------
+# The report: the bank's tails as pictures and meshes, its scores, and the cubes of other generators scored beside it.
+
+def cube_names(paths):
+    """A report name per cube file: its base name, or the path as given where base names repeat."""
+    bases = [os.path.basename(p) for p in paths]
+    return [b if bases.count(b) == 1 else p for b, p in zip(bases, paths)]
+
+
+def score_cube(reward, path, flip_x=False, reference=None):
+    """(score, SigmaStats of the slab as read, SigmaStats after normalising or None) of the cube in `path` on the
+    reward's slab (cube_to_slab); CubeError naming the file."""
+    cube = read_cube(path)
+    try:
+        slab = cube_to_slab(cube, reward.grid, flip_x=flip_x)
+        as_read = SigmaStats()
+        as_read.add(slab)
+        normalised = None
+        if reference is not None:
+            slab = cube_to_slab(cube, reward.grid, flip_x=flip_x, reference=reference)
+            normalised = SigmaStats()
+            normalised.add(slab)
+    except ValueError as err:
+        raise CubeError(f'{path}: {err}') from None
+    return float(reward.score_slabs([slab])[0]), as_read, normalised
+
+
+def report(reward, bank, outdir, reward_path, bank_path, k=4, cubes=None, flip_x=False, robust_normalise=False,
+        level=10.0, preview_res=128, batch=8):
+    """Score every sample of the bank through the reward's contract and write into outdir (which exists): scores.csv,
+    tails.png (the k best and k worst samples), their top*/bottom* PLYs, each cube of `cubes` ({path: N}, read and
+    checked by the caller) scored on the same slab, sigma_histogram.png and report.json/.html. Returns the summary.
+    BankError for a bank slab that cannot be read, CubeError for a cube."""
+    cubes = cubes or {}
+    bank_stats = SigmaStats()
+    with tqdm(total=len(bank), desc='scoring the bank', unit='sample') as bar:
+        scores = score_bank(reward, bank, stats=bank_stats, batch=batch, progress=bar.update)
+    write_scores(os.path.join(outdir, 'scores.csv'), dict(zip(bank.ids, scores.tolist())))
+    top, bottom = rank(bank.ids, scores, k)
+    shown = bank.slabs(sorted({i for i, _ in top + bottom}))    # Read once already: they are finite.
+    with tqdm(total=2, desc='strip and meshes', unit='step') as bar:
+        plot_strip([(f'top {len(top)}', top), (f'bottom {len(bottom)}', bottom)], shown, reward.grid,
+            os.path.join(outdir, 'tails.png'), level, preview_res,
+            title=f'{os.path.basename(reward_path)} on {len(bank)} samples of {os.path.basename(os.path.abspath(bank_path))}'
+                f' (three-quarter | profile, sigma >= {level:g})')
+        bar.update()
+        meshes = write_meshes(top, shown, reward.grid, outdir, 'top', level) + \
+            write_meshes(bottom, shown, reward.grid, outdir, 'bottom', level)
+        bar.update()
+
+    reference = bank_stats.range() if robust_normalise else None
+    curves, cube_report = [(f'bank ({len(bank)} slabs)', bank_stats, None)], {}
+    mean, std = float(scores.mean()), float(scores.std())
+    for path, name in zip(tqdm(cubes, desc='scoring cubes', unit='cube', disable=not cubes), cube_names(list(cubes))):
+        score, as_read, normalised = score_cube(reward, path, flip_x, reference)
+        curves.append((name, as_read, normalised))
+        cube_report[name] = dict(path=os.path.abspath(path), resolution=cubes[path],
+            resampled=cubes[path] != reward.grid.resolution, score=score, z_score=(score - mean) / max(std, 1e-12),
+            as_read=as_read.summary(), normalised=normalised.summary() if normalised else None)
+    plot_sigma_histograms(curves, os.path.join(outdir, 'sigma_histogram.png'))
+
+    entries = lambda items, names: [dict(id=i, score=s, mesh=m) for (i, s), m in zip(items, names)]
+    summary = dict(bank=os.path.abspath(bank_path), reward_model=os.path.abspath(reward_path), reward_kind=reward.kind,
+        samples=len(bank), k=len(top), level=level, flip_x=flip_x, robust_normalise=robust_normalise,
+        score_mean=mean, score_std=std, top=entries(top, meshes[:len(top)]),
+        bottom=entries(bottom, meshes[len(top):]), cubes=cube_report, bank_sigma=bank_stats.summary(),
+        normalisation_target=reference)
+    tables = [('Top and bottom of the bank', ['end', 'rank', 'id', 'reward', 'mesh'],
+        [[end, r, i, f'{s:+.3f}', m or f'no surface at {level:g}'] for end, items, names in
+            (('top', top, meshes[:len(top)]), ('bottom', bottom, meshes[len(top):]))
+            for r, ((i, s), m) in enumerate(zip(items, names), start=1)])]
+    if cube_report:
+        tables.append(('Cubes of other generators', ['cube', 'N', 'reward', 'z-score against the bank'],
+            [[name, c['resolution'], f'{c["score"]:+.3f}', f'{c["z_score"]:+.2f}'] for name, c in cube_report.items()]))
+    report_plots.write_report(outdir, 'Reward tails and transfer', summary, ['tails.png', 'sigma_histogram.png'],
+        tables=tables)
+    return summary
 
 #----------------------------------------------------------------------------

@@ -43,6 +43,15 @@ class LabelServer(http.server.ThreadingHTTPServer):
         with open(PAGE_FILE, 'rb') as f:
             self.page = f.read()
 
+    def run(self):
+        """Serve until Ctrl-C, then close the socket."""
+        try:
+            self.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.server_close()
+
     def sample_file(self, path):
         """The file a /bank/<id>/<name>.png path names, or None unless id is in the bank, name is a picture and the
         file is a regular file whose real path lies inside the bank (a symlink out of it is never followed)."""

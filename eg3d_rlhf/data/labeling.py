@@ -62,6 +62,27 @@ def _last_byte(path, size):
         return f.read(1)
 
 
+def file_size(path):
+    """Bytes in the file at `path`, -1 when there is none: taken before a session opens and again once its annotator's
+    lock is held, it tells whether another server of that annotator wrote in between (then the session is reopened)."""
+    return os.path.getsize(path) if os.path.exists(path) else -1
+
+
+def check_appendable(path):
+    """LabelError, before anything is served or written, unless judgements can be appended to `path` (a tool's --out):
+    its folder exists and is writable (the lock file goes there too), and a file already there is a regular file this
+    user may read and write (open_session then loads it)."""
+    folder = os.path.dirname(os.path.realpath(path))
+    if not os.path.isdir(folder):
+        raise LabelError(f'{path}: the folder does not exist; create it, or choose another --out')
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise LabelError(f'{path}: not a regular file; --out names the JSONL file judgements are appended to')
+    if os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
+        raise LabelError(f'{path}: this user cannot read and append to it; fix its permissions, or choose another --out')
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise LabelError(f'{path}: its folder {folder} is not writable; fix its permissions, or choose another --out')
+
+
 def lock_annotator(path, annotator):
     """The right to label `path` as `annotator` in this process alone (two sessions of one person would show the same
     pairs twice): an flock on '<file>.<annotator>.lock' beside the file, holding this pid, as the open lock file;
@@ -344,5 +365,26 @@ def category(j):
     side each annotator saw it on."""
     won = outcome(j)
     return won if won == 'tie' else ('first' if won == min(j.a, j.b) else 'second')
+
+
+def percent(rate):
+    return '(n/a)' if rate is None else f'({100 * rate:.1f}%)'
+
+
+def describe_stats(path, judgements, stats):
+    """Lines for the console: the file's judgements, a table of label_stats' annotators (judged, decided, ties, skips,
+    repeats, self-consistency), then each two annotators' agreement and Cohen's kappa."""
+    repeats = sum(a['repeats'] for a in stats['annotators'].values())
+    lines = [f'{path}: {len(judgements)} judgements ({repeats} repeats) by {len(stats["annotators"])} annotators',
+        f'{"annotator":<16} {"judged":>6} {"decided":>7} {"ties":>5} {"skips":>5} {"repeats":>7}  self-consistency']
+    for name, a in stats['annotators'].items():
+        sc = a['self_consistency']
+        lines.append(f'{name:<16} {a["judgements"]:>6} {a["decided"]:>7} {a["ties"]:>5} {a["skips"]:>5} '
+            f'{a["repeats"]:>7}  {sc["agreed"]}/{sc["pairs"]} {percent(sc["rate"])}')
+    for p in stats['pairs']:
+        kappa = 'n/a' if p['kappa'] is None else f'{p["kappa"]:.3f}'
+        lines.append(f'{" vs ".join(p["annotators"])}: {p["shared"]} shared pairs, agreement {p["agreed"]}/{p["shared"]} '
+            f'{percent(p["agreement"])}, Cohen\'s kappa {kappa}')
+    return lines
 
 #----------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""How preferences change a generator: the GAN reward phase (reward, pairwise, consistency terms), its config, the panel; Flow-DPO and Circular-DPO."""
+"""Methods that change a generator from preferences: their registry, configs and runners; reward phase, Flow-DPO, losses."""
 
 from .config import LOSS_MODES, RewardFinetuneConfig
 from .reward_phase import DensityConsistency, PairwiseTerm, RewardPhase, RewardTerm

@@ -4,13 +4,14 @@ import dataclasses
 import typing
 
 from eg3d_rlhf.data.annotators import parse_annotator
-from eg3d_rlhf.finetune.config import ConfigError, check_value, click_options_of, flag_name, given_options, option
+from eg3d_rlhf.finetune import losses
+from eg3d_rlhf.finetune.options import ConfigError, MethodConfig, flag_name, option
 from eg3d_rlhf.generators.base import seed_ranges
 
 #----------------------------------------------------------------------------
 # Each field is one setting of `python train.py --generator=flow --method=circular-dpo`, stated once. The embedded
 # demo (no --labels) draws its own preference data with the fields' defaults, so they are sized for a 2-core CPU.
-# --reward-model is shared with the EG3D reward phase (train.py declares it once); the trainer reads it from here.
+# --reward-model is shared with the EG3D reward phase (train.py declares it once); the runner reads it from here.
 
 GROUPS = dict(
     a='Circular-DPO: final stage by DPO, then the loop carries it to the first stage (w1 filter, w2 weights)',
@@ -26,12 +27,15 @@ GROUPS = dict(
 
 
 @dataclasses.dataclass
-class CircularDPOConfig:
+class CircularDPOConfig(MethodConfig):
     labels:         typing.Optional[str] = option(None, 'Judgements (JSONL) of pairs of --bank samples, the preference data of step 1  [default: the demo: simulated labels of samples drawn now]', metavar='JSONL')
     bank:           typing.Optional[str] = option(None, 'Flow bank (tools/sample_bank.py) of the samples --labels judges; their asset.npz are the data', metavar='DIR')
     reward_model:   typing.Optional[str] = option(None, 'Reward checkpoint scoring step 2\'s candidates (w1, w2) and the evaluation', metavar='PT')
     ablation:       str = option('a', 'Group to run: a = Circular-DPO, b-i = the paper\'s ablations, all = every group from the same data and seeds, with a table',
                         choices=lambda: (*GROUPS, 'all'))
+    loss_type:      str = option('sigmoid', 'Preference loss of every DPO phase (finetune/losses.py): sigmoid = Flow-DPO; ipo, hinge, robust, sft, ...',
+                        choices=lambda: losses.names(needs_gap=False))
+    label_smoothing: float = option(0.0, 'Share of preference labels taken as flipped (sigmoid: cDPO; robust: its noise rate)', min=0)
     beta:           float = option(1000.0, 'beta * T of Flow-DPO, per value of a stage (MSE_t is a mean over its values)', min=0)
     dpo_lr:         float = option(2e-4, 'Adam learning rate of the stage being trained (0: a control that changes nothing)', min=0)
     dpo_steps:      int = option(80, 'Adam steps per stage and round', min=1)
@@ -48,13 +52,9 @@ class CircularDPOConfig:
     demo_annotator: str = option('oracle:nose', 'Demo: the simulated annotator of the preference data and the evaluation', flag=False)
     eval_res:       int = option(128, 'Cube resolution of the slabs the evaluation\'s annotator judges', min=16, flag=False)
 
-    @classmethod
-    def flags(cls):
-        return [f for f in dataclasses.fields(cls) if f.metadata['flag']]
-
-    def __post_init__(self):
-        for f in dataclasses.fields(self):
-            check_value(f, getattr(self, f.name))
+    def validate(self):
+        if self.label_smoothing >= 0.5:
+            raise ConfigError(f'--label-smoothing={self.label_smoothing}: must be below 0.5 (half the labels flipped carry nothing)')
         if (self.labels is None) != (self.bank is None):
             raise ConfigError('--labels and --bank go together: the labels judge the bank\'s samples (neither: the demo)')
         for name in ('annotator', 'demo_annotator'):
@@ -84,12 +84,5 @@ class CircularDPOConfig:
         value = getattr(self, name)
         return [] if value.strip().lower() == 'none' else seed_ranges(value)
 
-
-click_options = click_options_of(CircularDPOConfig, skip=('reward_model',))
-
-
-def from_options(options):
-    """CircularDPOConfig of the fields `options` gives (None = not given); ConfigError naming the flag otherwise."""
-    return CircularDPOConfig(**given_options(CircularDPOConfig, options))
 
 #----------------------------------------------------------------------------

@@ -9,9 +9,10 @@ import torch
 from tqdm import tqdm
 
 from eg3d_rlhf.data import annotators
-from eg3d_rlhf.data.preferences import Judgement, now
+from eg3d_rlhf.data.preferences import now
 from eg3d_rlhf.finetune.flow_dpo import PairData, quality_gaps, reliability_weights, train_stage
-from eg3d_rlhf.generators.flow import FlowGenerator, VolumeField
+from eg3d_rlhf.generators import registry
+from eg3d_rlhf.generators.flow import VolumeField
 from eg3d_rlhf.geometry.sigma import SlabCrop, slab_grid
 
 #----------------------------------------------------------------------------
@@ -164,8 +165,8 @@ class CircularDPO:
         seed        = 0,            # Seed of the training steps' pairs, times and noise.
         log         = None,         # log(record) of every step, bridge and phase (stats.jsonl).
     ):
-        if not isinstance(generator, FlowGenerator):
-            raise ValueError(f'Circular-DPO aligns a FlowGenerator, got {type(generator).__name__}')
+        if not registry.has(generator, 'stages'):
+            raise ValueError(f'Circular-DPO aligns a generator with stages (a flow pipeline), got {type(generator).__name__}')
         if len(generator.pipeline.stages) < 2 and any(RECIPES[g].first for g in config.groups):
             raise ValueError('a one-stage pipeline has no earlier stage: only groups d, f and i apply')
         self.cfg, self.generator, self.data, self.reward, self.seed = config, generator, data, reward, int(seed)
@@ -188,7 +189,8 @@ class CircularDPO:
         cfg, stage = self.cfg, policy.stages[index].name
         with tqdm(total=cfg.dpo_steps, desc=f'{phase}', unit='step', leave=False) as bar:
             train_stage(policy, self.reference, index, data, cfg.dpo_steps, cfg.dpo_batch, cfg.dpo_lr, cfg.beta,
-                seed=self.seed * 1000 + round, method=method, progress=bar.update,
+                seed=self.seed * 1000 + round, loss_type=cfg.loss_type if method == 'dpo' else method,
+                label_smoothing=cfg.label_smoothing, progress=bar.update,
                 log=lambda r: self.log(dict(kind='step', phase=phase, stage=stage, method=method, round=round, **r)))
 
     def _candidates(self, history, policy, index):

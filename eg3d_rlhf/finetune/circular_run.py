@@ -1,4 +1,4 @@
-"""A Circular-DPO run directory: its preference data, each group's snapshot and evaluation, stats, plots, report."""
+"""The Circular-DPO method: its runner, and a run folder's preference data, group snapshots, evaluation, report."""
 
 import dataclasses
 import json
@@ -8,20 +8,22 @@ import time
 import numpy as np
 import torch
 
-import dnnlib
-
 from eg3d_rlhf.analysis import report_plots
 from eg3d_rlhf.analysis.compare import compare
 from eg3d_rlhf.data.annotators import parse_annotator
 from eg3d_rlhf.data.bank import Bank
 from eg3d_rlhf.data.preferences import load_judgements, write_judgements
+from eg3d_rlhf.finetune import run_dir as runs
 from eg3d_rlhf.finetune.circular_config import GROUPS
 from eg3d_rlhf.finetune.circular_dpo import RECIPES, CircularDPO, demo_preferences
 from eg3d_rlhf.finetune.flow_dpo import PairData, encode_stage
-from eg3d_rlhf.generators.flow import FlowGenerator
+from eg3d_rlhf.finetune.options import RunError
+from eg3d_rlhf.generators import registry
+from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, shared_reward
+from eg3d_rlhf.synthetic import demo
 
 #----------------------------------------------------------------------------
-# The run directory holds options.json (written by train.py), labels.jsonl (the demo's simulated judgements),
+# The run directory (finetune/run_dir.py) holds options.json, log.txt, labels.jsonl (the demo's simulated judgements),
 # stats.jsonl (a record per training step with TRL's names, per step-2 bridge with its w1 and w2, per phase with its
 # time, per evaluated group), flow-<group>.pt (a flow checkpoint of every stage, loadable by every tool),
 # eval-<group>/ (tools/evaluate.py's report of the group against the base), curves.png, weights.png, ablation.png,
@@ -54,12 +56,6 @@ def load_preferences(cfg, generator, run_dir, seed):
     info.update(assets=len(data.assets), pairs=len(data))
     return data, info
 
-
-def with_pipeline(generator, pipeline, keep, draw_batch):
-    """A FlowGenerator like `generator` (its box, ODE steps, pictures) around another pipeline, kept in memory."""
-    return FlowGenerator(pipeline, cube_length=generator.cube_length, steps=generator.steps, sampler=generator.sampler,
-        empty_sigma=generator.empty_sigma, image_res=generator.image_res, level=generator.level, batch=generator.batch,
-        keep=max(keep, draw_batch), draw_batch=draw_batch)
 
 #----------------------------------------------------------------------------
 
@@ -100,19 +96,12 @@ def table_rows(rows):
 
 #----------------------------------------------------------------------------
 
-def run(cfg, generator, reward, run_dir, save_snapshot, seed=0, reward_path=None):
+def align(cfg, generator, reward, run_dir, save_snapshot, seed=0, reward_path=None):
     """Run the groups of cfg on the base FlowGenerator in run_dir; save_snapshot(path, pipeline, info) writes a flow
     checkpoint. Returns the report's summary."""
     start = time.time()
-    stats_path = os.path.join(run_dir, 'stats.jsonl')
-    records = []
-
-    def log(record):
-        record = dict(record, time=round(time.time() - start, 3))
-        records.append(record)
-        with open(stats_path, 'a', encoding='utf-8') as f:
-            f.write(json.dumps(dnnlib.util.json_safe(record), allow_nan=False) + '\n')
-
+    log = runs.StatsLog(run_dir)
+    records = log.records
     torch.manual_seed(seed)
     data, data_info = load_preferences(cfg, generator, run_dir, seed)
     log(dict(kind='data', **data_info))
@@ -120,7 +109,7 @@ def run(cfg, generator, reward, run_dir, save_snapshot, seed=0, reward_path=None
     seeds = cfg.seeds('eval_seeds')
     taste = cfg.eval_annotator and parse_annotator(cfg.eval_annotator)
     keys = generator.keys(seeds) if seeds else []
-    base = with_pipeline(generator, generator.pipeline, len(keys), cfg.draw_batch)
+    base = generator.with_pipeline(generator.pipeline, keep=len(keys), draw_batch=cfg.draw_batch)
     rows = []
     for group in cfg.groups:
         group_start = time.time()
@@ -131,7 +120,7 @@ def run(cfg, generator, reward, run_dir, save_snapshot, seed=0, reward_path=None
         trained = time.time() - group_start
         if not seeds:
             continue
-        tuned = with_pipeline(generator, pipeline, 0, cfg.draw_batch)
+        tuned = generator.with_pipeline(pipeline, keep=0, draw_batch=cfg.draw_batch)
         summary = compare(dict(original=base, tuned=tuned), reward, seeds, os.path.join(run_dir, f'eval-{group}'),
             taste=taste, temperature=cfg.temperature, annotator_res=cfg.eval_res, reward_path=reward_path)
         rows.append(group_row(group, summary, trained))
@@ -170,5 +159,54 @@ def timing(records, cfg, total):
             per_stage.setdefault(stage, []).append(seconds / cfg.dpo_steps)
     return dict(total_seconds=total, seconds_per_step={k: float(np.mean(v)) for k, v in per_stage.items()},
         phases=phases)
+
+#----------------------------------------------------------------------------
+# The runner of `train.py --generator=flow --method=circular-dpo`: a flow checkpoint (--resume, default the bundled
+# one) and a reward, a run folder with the options and log, then align().
+
+def run(cfg, common):
+    """Circular-DPO of the generator at common.resume ('bundled-flow' or None = the bundled flow model) in a new run
+    folder under common.outdir; the report's summary (None for a dry run)."""
+    network = os.path.abspath(demo.FLOW_GENERATOR if common.resume in (None, 'bundled-flow') else common.resume)
+    if not os.path.isfile(network):
+        raise RunError(f'{common.resume or network}: no such network file')
+    try:
+        family = registry.family_of_file(network)
+    except (OSError, ValueError):
+        family = None
+    if family is None or 'stages' not in family.capabilities:
+        raise RunError(f'--resume: {network} is not a flow checkpoint (tools/train_flow.py writes them)')
+    reward_path = os.path.abspath(cfg.reward_model or demo.FLOW_REWARD)
+    try:
+        family.conditions(network)                                  # Read as data: a damaged file fails here.
+    except (OSError, ValueError) as err:
+        raise RunError(f'--resume: {err}')
+    try:
+        reward = shared_reward(reward_path, common.device)
+    except RewardCheckpointError as err:
+        raise RunError(f'--reward-model: {err}')
+    desc = f'flow-circular-dpo-{cfg.ablation}' + ('-demo' if cfg.is_demo else '') + (f'-{common.desc}' if common.desc else '')
+    run_dir = runs.next_run_dir(common.outdir or demo.OPTIONS['outdir'], desc)
+    options = dict(method='circular-dpo', network=network, reward_model=reward_path, seed=common.seed,
+        device=common.device, run_dir=run_dir, **{k: v for k, v in dataclasses.asdict(cfg).items() if k != 'reward_model'})
+    print(json.dumps(options, indent=2))
+    if common.dry_run:
+        print('Dry run; exiting.')
+        return None
+    runs.create(run_dir, options)
+    with runs.log_to(os.path.join(run_dir, 'log.txt')):
+        generator = family.load(network, common.device)
+        save = lambda path, pipeline, info: family.save(path, generator.with_pipeline(pipeline), info)
+        try:
+            summary = align(cfg, generator, reward, run_dir, save, seed=common.seed, reward_path=reward_path)
+        except (OSError, ValueError) as err:
+            raise RunError(str(err).splitlines()[0])
+        for row in summary['groups'].values():
+            if 'win_rate' in row:
+                print(f'({row["group"]}) preferred to the base in {row["wins"]} of {row["wins"] + row["losses"]} '
+                    f'held-out pairs ({100 * row["win_rate"]:.1f}%, Wilson 95% {100 * row["wilson95"][0]:.1f}-'
+                    f'{100 * row["wilson95"][1]:.1f}%, binomial p {row["binomial_p"]:.2g})')
+        print(f'{summary["timing"]["total_seconds"]:.0f} s; report: {os.path.join(run_dir, "report.html")}')
+    return summary
 
 #----------------------------------------------------------------------------

@@ -1,17 +1,15 @@
 """The reward fine-tuning options: one config object with help text and validation, from which train.py's flags come."""
 
 import dataclasses
-import math
 import typing
 
-import click
-
-from eg3d_rlhf.generators.base import seed_ranges
+from eg3d_rlhf.finetune import losses
+from eg3d_rlhf.finetune.options import ConfigError, MethodConfig, flag_name, given_options, option
 from eg3d_rlhf.rewards import REWARDS
 
 #----------------------------------------------------------------------------
 # Each field is one setting, stated once: its default, its help, its range. train.py derives its --reward-* flags from
-# these fields (click_options), the embedded demo overrides some of them by name (synthetic/demo.py), and
+# these fields (options.click_options_of), the embedded demo overrides some of them by name (synthetic/demo.py), and
 # RewardPhase and RewardPanel take the validated values. A field's flag is its name with dashes.
 
 LOSS_MODES = ('clip', 'standardised', 'pairwise')
@@ -20,22 +18,8 @@ REDUCTIONS = ('mean', 'sum')            # --sigma-reduce: how the density consis
 OPTIMIZERS = ('shared', 'own')          # --reward-optimizer: the reward phase on G's optimizer, or on its own.
 
 
-class ConfigError(ValueError):
-    """A value or combination of reward options that cannot train; the message names the flag."""
-
-
-def option(default, help, min=None, choices=None, flag=True, is_flag=False, metavar=None):
-    return dataclasses.field(default=default, metadata=dict(help=help, min=min, choices=choices, flag=flag, is_flag=is_flag,
-        metavar=metavar))
-
-
-def flag_name(field_name):
-    """'lambda_r' -> '--lambda-r'."""
-    return '--' + field_name.replace('_', '-')
-
-
 @dataclasses.dataclass
-class RewardFinetuneConfig:
+class RewardFinetuneConfig(MethodConfig):
     reward:             str = option('none', 'Reward fine-tuning on the slab sigma with this kind of reward model',
                             choices=lambda: (*sorted(REWARDS), 'none'))
     reward_model:       typing.Optional[str] = option(None, 'Reward checkpoint (tools/train_reward.py)  [default: the bundled one of --reward; with --generator=flow, the bundled flow reward]',
@@ -52,6 +36,10 @@ class RewardFinetuneConfig:
     reward_loss:        str = option('clip', 'clip: -clip(r); standardised: running mean/std first; pairwise: DreamDPO',
                             choices=lambda: LOSS_MODES)
     tau:                typing.Optional[float] = option(None, f'Reward gap above which pairwise pushes the loser away  [default: {TAU_DEFAULT}]', min=0)
+    pair_loss:          str = option('dreamdpo', 'pairwise: the preference loss of the two samples (finetune/losses.py): dreamdpo, sigmoid (DPO), ipo, hinge, robust, sft',
+                            choices=lambda: losses.names())
+    pair_beta:          float = option(1.0, 'pairwise: beta of the DPO-family losses (implicit reward per unit of -MSE to a sample\'s slab)', min=0)
+    pair_smoothing:     float = option(0.0, 'pairwise: label smoothing of the sigmoid and robust losses', min=0)
     reward_psi:         float = option(1.0, 'Truncation psi of the samples the reward scores while tuning', min=0)
     reward_cutoff:      typing.Optional[int] = option(None, 'Truncation cutoff with --reward-psi  [default: every layer]', min=1)
     reward_every:       int = option(1, 'Run the reward phase every N steps', min=1)
@@ -68,20 +56,31 @@ class RewardFinetuneConfig:
     keep_w_avg:         bool = option(True, "Stop G's running w_avg update while tuning", flag=False)
 
     @classmethod
-    def flags(cls):
-        """The fields that are command-line flags, in order."""
-        return [f for f in dataclasses.fields(cls) if f.metadata['flag']]
+    def check_given(cls, options):
+        """{field: value} of the fields `options` gives (None = not given); ConfigError naming the flag for a bad value
+        first, then for a reward option given without --reward."""
+        given = given_options(cls, options)
+        if given.get('reward', 'none') == 'none':
+            extra = [k for k in given if k != 'reward']
+            if extra:
+                raise ConfigError(f'{flag_name(extra[0])} needs --reward={"|".join(sorted(REWARDS))}')
+        return given
 
-    def __post_init__(self):
-        self.validate()
+    @classmethod
+    def from_options(cls, options):
+        """The config of the fields `options` gives: check_given's errors, then one for a bad combination."""
+        return cls(**cls.check_given(options))
 
     def validate(self):
-        """ConfigError (one line naming the flag) for a value of the wrong type, non-finite, out of range or of an unknown
-        choice, or a combination that cannot train."""
-        for f in dataclasses.fields(self):
-            check_value(f, getattr(self, f.name))
+        """ConfigError (one line naming the flag) for a combination that cannot train."""
         if self.tau is not None and self.reward_loss != 'pairwise':
             raise ConfigError(f"--tau is the pairwise loss's threshold; --reward-loss={self.reward_loss} does not use it")
+        pair_defaults = {f.name: f.default for f in dataclasses.fields(self) if f.name.startswith('pair_') and f.metadata['flag']}
+        changed = [k for k, v in pair_defaults.items() if getattr(self, k) != v]
+        if changed and self.reward_loss != 'pairwise':
+            raise ConfigError(f'{flag_name(changed[0])} is for --reward-loss=pairwise')
+        if self.pair_smoothing >= 0.5:
+            raise ConfigError(f'--pair-smoothing={self.pair_smoothing}: must be below 0.5')
         if self.sigma_grid == 1:
             raise ConfigError('--sigma-grid=1: a grid needs at least 2 points per axis (0 = random slab points)')
         if self.sigma_grid and self.sigma_box_points:
@@ -107,78 +106,5 @@ class RewardFinetuneConfig:
         skip = ('reward_every', 'reward_optimizer', 'panel_seeds', 'panel_psi')
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
 
-#----------------------------------------------------------------------------
-
-OPTIONAL = {typing.Optional[str]: str, typing.Optional[float]: float, typing.Optional[int]: int}
-
-def check_value(field, value):
-    """ConfigError naming the flag (or the field, for one that is not a flag) when `value` cannot be its value."""
-    meta, kind = field.metadata, OPTIONAL.get(field.type, field.type)
-    flag = flag_name(field.name) if meta['flag'] else field.name
-    if value is None:
-        if field.type not in OPTIONAL:
-            raise ConfigError(f'{flag}: a value is needed')
-        return
-    if kind is bool and not isinstance(value, bool):
-        raise ConfigError(f'{flag}={value}: expected true or false')
-    if kind is str and not isinstance(value, str):
-        raise ConfigError(f'{flag}={value}: expected text')
-    if kind is float and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
-        raise ConfigError(f'{flag}={value}: expected a finite number')
-    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise ConfigError(f'{flag}={value}: expected a whole number')
-    if meta['min'] is not None and value < meta['min']:
-        raise ConfigError(f'{flag}={value}: must be at least {meta["min"]}')
-    if meta['choices'] is not None and value not in meta['choices']():
-        raise ConfigError(f'{flag}={value}: choose one of {", ".join(meta["choices"]())}')
-    if meta['metavar'] == 'LIST' and value.strip().lower() != 'none':           # Seed lists ('0-99,200'), or none.
-        try:
-            seed_ranges(value)
-        except ValueError as err:
-            raise ConfigError(f'{flag}: {err}') from None
-
-#----------------------------------------------------------------------------
-
-def click_options_of(cls, skip=()):
-    """A decorator adding one click option per flag field of a config dataclass (but those in `skip`, which the
-    command declares itself). Every option defaults to None (unset), so the command can tell which ones were given;
-    the config supplies the defaults."""
-    def decorate(func):
-        for f in reversed([f for f in cls.flags() if f.name not in skip]):
-            meta, name = f.metadata, flag_name(f.name)
-            if meta['is_flag']:
-                func = click.option(name, help=meta['help'], is_flag=True, default=None)(func)
-                continue
-            shown = '' if f.default is None or '[default' in meta['help'] else f'  [default: {f.default}]'
-            shown += '' if meta['min'] is None else f'  [x>={meta["min"]}]'
-            kind = click.Choice(list(meta['choices']())) if meta['choices'] is not None else OPTIONAL.get(f.type, f.type)
-            metavar = meta['metavar'] or {float: 'FLOAT', int: 'INT'}.get(kind, None)
-            func = click.option(name, help=meta['help'] + shown, type=kind, default=None, metavar=metavar)(func)
-        return func
-    return decorate
-
-
-def given_options(cls, options):
-    """{field: value} of a config dataclass's fields that `options` gives (None and False mean "not given"), each
-    checked (ConfigError naming the flag)."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    given = {name: options[name] for name in fields if options.get(name) is not None and options.get(name) is not False}
-    for name, value in given.items():
-        check_value(fields[name], value)
-    return given
-
-
-click_options = click_options_of(RewardFinetuneConfig)
-
-
-def from_options(options):
-    """RewardFinetuneConfig from a dict holding (some of) its fields, None meaning "not given". ConfigError naming the
-    flag for a bad value first, then for a reward option given without --reward, then for a bad combination."""
-    given = given_options(RewardFinetuneConfig, options)
-    if given.get('reward', 'none') == 'none':
-        extra = [k for k in given if k != 'reward']
-        if extra:
-            raise ConfigError(f'{flag_name(extra[0])} needs --reward={"|".join(sorted(REWARDS))}')
-    return RewardFinetuneConfig(**given)
 
 #----------------------------------------------------------------------------

@@ -4,8 +4,8 @@ import dataclasses
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from eg3d_rlhf.finetune import losses
 from eg3d_rlhf.generators.flow import check_sigma, mse_t
 from torch_utils import misc
 
@@ -25,21 +25,31 @@ class Side:
     context:    object              # The previous stage's decode (None at the first stage).
 
 
-def flow_dpo_loss(policy, reference, chosen, rejected, t, cond=None, beta=1.0, T=1.0, weight=None):
-    """(loss [N] per pair, stats) of Flow-DPO on one stage: policy and reference are its velocity models, chosen and
-    rejected Sides (or StageRuns) of N pairs, t [N] or a number, weight [N] (w2; None = 1). stats holds TRL's names
-    per pair: rewards/chosen, rewards/rejected, rewards/margins, rewards/accuracies. Gradients reach the policy only."""
-    def implicit(side):
+def side_quantities(policy, reference, side, t, cond=None):
+    """(policy, reference) log-likelihood proxies [N] of one side: -MSE_t of each velocity model (reference without
+    gradients; None when reference is None)."""
+    ref = None
+    if reference is not None:
         with torch.no_grad():
-            ref = mse_t(reference, side.x0, side.x1, t, cond, side.context)
-        return beta * T * (ref - mse_t(policy, side.x0, side.x1, t, cond, side.context))
-    r_chosen, r_rejected = implicit(chosen), implicit(rejected)
-    margin = r_chosen - r_rejected
-    logits = margin if weight is None else torch.as_tensor(weight, dtype=margin.dtype, device=margin.device) * margin
-    loss = -F.logsigmoid(logits)
-    stats = {'rewards/chosen': r_chosen.detach(), 'rewards/rejected': r_rejected.detach(),
-        'rewards/margins': margin.detach(), 'rewards/accuracies': (margin > 0).float().detach()}
-    return loss, stats
+            ref = -mse_t(reference, side.x0, side.x1, t, cond, side.context)
+    return -mse_t(policy, side.x0, side.x1, t, cond, side.context), ref
+
+
+def flow_dpo_loss(policy, reference, chosen, rejected, t, cond=None, beta=1.0, T=1.0, weight=None, loss_type='sigmoid',
+    label_smoothing=0.0):
+    """(loss [N] per pair, stats) of a preference loss (finetune/losses.py; Flow-DPO is 'sigmoid') on one stage: policy
+    and reference are its velocity models, chosen and rejected Sides (or StageRuns) of N pairs, t [N] or a number,
+    weight [N] (w2; None = 1). stats holds TRL's names per pair (rewards/chosen, rewards/rejected, rewards/margins,
+    rewards/accuracies for the DPO family). Gradients reach the policy only; what a loss does not read is not run."""
+    loss_fn = losses.get(loss_type)
+    ref_model = reference if loss_fn.needs_reference else None
+    pol_chosen, ref_chosen = side_quantities(policy, ref_model, chosen, t, cond)
+    pol_rejected = ref_rejected = None
+    if loss_fn.needs_rejected:
+        pol_rejected, ref_rejected = side_quantities(policy, ref_model, rejected, t, cond)
+    weight = None if weight is None else torch.as_tensor(weight, device=pol_chosen.device)
+    batch = losses.PairBatch(pol_chosen, pol_rejected, ref_chosen, ref_rejected, weight=weight)
+    return loss_fn(batch, losses.LossOptions(beta=beta * T, label_smoothing=label_smoothing))
 
 
 def bank_pairs(bank, judgements):
@@ -124,22 +134,21 @@ def encode_stage(pipeline, sigma, index):
 #----------------------------------------------------------------------------
 # Training one stage. Every step picks `batch` pairs, encodes both sides to the stage's data, and draws one t and one
 # x0 per pair from a generator seeded by (seed, stage, step), shared by both sides and by policy and reference (so
-# what they do not share cancels in the margins). 'sft' is the plain supervised baseline: flow matching on the
-# preferred side only. Only the trained stage's velocity model changes; the others are frozen.
-
-METHODS = ('dpo', 'sft')
-
+# what they do not share cancels in the margins). The loss comes from finetune/losses.py: 'sigmoid' is Flow-DPO,
+# 'sft' the plain supervised baseline (flow matching on the preferred side only; the loser is never encoded). Only
+# the trained stage's velocity model changes; the others are frozen.
 
 def step_generator(*keys):
     """A CPU torch.Generator seeded by a tuple of non-negative integers."""
     return torch.Generator().manual_seed(int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0]))
 
 
-def train_stage(policy, reference, index, data, steps, batch, lr, beta, seed=0, method='dpo', log=None, progress=None):
+def train_stage(policy, reference, index, data, steps, batch, lr, beta, seed=0, loss_type='sigmoid', label_smoothing=0.0,
+    log=None, progress=None):
     """Train stage `index` of the policy pipeline on PairData for `steps` Adam steps of `batch` pairs (weighted by
-    data.weight); reference is the frozen pipeline DPO compares with. log(record) gets each step's TRL-named means."""
-    if method not in METHODS:
-        raise ValueError(f'unknown method {method!r}; use one of {", ".join(METHODS)}')
+    data.weight) with the preference loss `loss_type`; reference is the frozen pipeline the loss compares with.
+    log(record) gets each step's TRL-named means."""
+    needs_rejected = losses.get(loss_type).needs_rejected
     if not len(data):
         raise ValueError('no pairs to train on')
     stage, ref_stage = policy.stages[index], reference.stages[index]
@@ -158,13 +167,12 @@ def train_stage(policy, reference, index, data, steps, batch, lr, beta, seed=0, 
         shape = tuple(stage.data_shape(ctx_win))
         x0 = torch.stack([stage.prior(shape, gen) for _ in range(batch)]).to(device, torch.float32)
         t = torch.rand([batch], generator=gen).to(device)
-        if method == 'sft':
-            loss = mse_t(velocity, x0, x1_win, t, cond, ctx_win)
-            stats = {}
-        else:
+        rejected = None
+        if needs_rejected:
             x1_lose, ctx_lose = encode_stage(policy, data.assets[lose].to(device), index)
-            loss, stats = flow_dpo_loss(velocity, ref_stage.velocity, Side(x0, x1_win, ctx_win), Side(x0, x1_lose, ctx_lose),
-                t, cond, beta=beta, weight=data.weight[pick].to(device))
+            rejected = Side(x0, x1_lose, ctx_lose)
+        loss, stats = flow_dpo_loss(velocity, ref_stage.velocity, Side(x0, x1_win, ctx_win), rejected, t, cond, beta=beta,
+            weight=data.weight[pick].to(device), loss_type=loss_type, label_smoothing=label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.mean().backward()
         optimizer.step()

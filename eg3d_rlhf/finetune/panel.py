@@ -12,7 +12,7 @@ from eg3d_rlhf.finetune.reward_phase import check_finite
 from eg3d_rlhf.generators.base import file_sha256, seed_ranges
 from eg3d_rlhf.generators.eg3d import EG3DGenerator
 from eg3d_rlhf.geometry import preview
-from eg3d_rlhf.rewards.checkpoint import load_reward
+from eg3d_rlhf.rewards.checkpoint import shared_reward
 
 #----------------------------------------------------------------------------
 # Files written into the run directory:
@@ -62,7 +62,7 @@ class RewardPanel:
     ):
         self.run_dir = run_dir
         self.seeds = seed_ranges(seeds) if isinstance(seeds, str) else [int(s) for s in seeds]
-        self.reward = load_reward(reward_model_path, device)
+        self.reward = shared_reward(reward_model_path, device)
         self.reward_sha256 = file_sha256(reward_model_path)
         self.truncation_psi, self.batch = truncation_psi, batch
         self.kimg, self.rewards = [], []                # Ticks recorded so far: kimg and rewards [seeds].

@@ -1,6 +1,6 @@
 """Published runs as train.py presets: --recipe=paper is the reported FFHQ fine-tuning of "Sculpting NeRF Geometry"."""
 
-from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward
+from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, shared_reward
 
 #----------------------------------------------------------------------------
 # A recipe holds train.py option values (keys are option names: EG3D's, the reward fields of config.py, the metrics');
@@ -85,7 +85,7 @@ def reward_kind(path, name):
     """The kind of the reward model at `path`, RecipeError when the recipe cannot tune with it; None when it cannot be
     read (train.py then reports why, naming --reward-model)."""
     try:
-        kind = load_reward(path).kind
+        kind = shared_reward(path).kind
     except (RewardCheckpointError, OSError, ValueError):
         return None
     if kind not in KINDS[name]:

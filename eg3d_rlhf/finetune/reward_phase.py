@@ -2,10 +2,11 @@
 
 import torch
 
+from eg3d_rlhf.finetune import losses
 from eg3d_rlhf.finetune.config import LOSS_MODES, REDUCTIONS, RewardFinetuneConfig
 from eg3d_rlhf.generators.eg3d import EG3DGenerator
 from eg3d_rlhf.geometry.sigma import CubeGrid
-from eg3d_rlhf.rewards.checkpoint import load_reward
+from eg3d_rlhf.rewards.checkpoint import shared_reward
 from torch_utils import misc
 
 #----------------------------------------------------------------------------
@@ -132,33 +133,50 @@ class DensityConsistency:
 #----------------------------------------------------------------------------
 
 class PairwiseTerm:
-    """DreamDPO's piecewise preference loss, moved from noise predictions to the slab: two nearby samples of each
-    latent (z plus small noise) are scored; G's own slab is pulled toward the winner's, and pushed away from the
-    loser's only when the reward gap exceeds tau. Pull and push together step along (winner - loser), a finite-
-    difference estimate of the reward's ascent direction, so the reward itself is never differentiated."""
+    """DreamDPO's idea moved from noise predictions to the slab: two nearby samples of each latent (z plus small noise)
+    are scored by the reward; the winner's and the loser's slabs become a preference pair, and a loss of the registry
+    (finetune/losses.py) reads G's own slab against them, each side's quantity being -MSE(G's slab, that side's slab).
+    'dreamdpo' (the default) pulls toward the winner and pushes from the loser only when the reward gap exceeds tau:
+    together a step along (winner - loser), a finite-difference estimate of the reward's ascent direction, so the
+    reward itself is never differentiated. The DPO family compares with the frozen reference's slab as well."""
 
     def __init__(self,
         reward,                     # RewardTerm: the slab grid and the frozen reward model.
-        tau         = 0.1,          # Reward gap above which the loser is pushed away as well.
+        tau         = 0.1,          # Reward gap above which the loser is pushed away as well (dreamdpo).
         pair_noise  = 0.3,          # Standard deviation of the z offsets that make the two samples of a pair.
         truncation  = {},           # truncation_psi / truncation_cutoff of the two samples (as the tuned field's).
+        loss_type   = 'dreamdpo',   # Name of the preference loss in finetune/losses.py.
+        beta        = 1.0,          # beta of the DPO-family losses.
+        label_smoothing = 0.0,      # Label smoothing of the sigmoid and robust losses.
+        reference   = None,         # Frozen generator whose slab the DPO family compares with (needed by those).
     ):
         self.reward, self.tau, self.pair_noise = reward, float(tau), float(pair_noise)
         self.truncation = dict(truncation)
+        self.loss_fn = losses.get(loss_type)
+        self.options = losses.LossOptions(beta=float(beta), label_smoothing=float(label_smoothing), tau=self.tau)
+        if self.loss_fn.needs_reference and reference is None:
+            raise ValueError(f'the {loss_type} loss compares with a frozen reference generator; pass reference')
+        self.reference = reference
 
     def loss(self, generator, field, z, c):
-        """(loss, rewards of both samples [2N], fraction of pairs whose gap exceeded tau) for latents z and their field."""
+        """(loss, rewards of both samples [2N], stats of the loss (means)) for latents z and their field."""
         with torch.no_grad():
             slabs = [generator.latent_field(z + self.pair_noise * torch.randn_like(z), c, **self.truncation).sample_grid(self.reward.grid)
                 for _ in range(2)]
             r = [self.reward.reward.score(x) for x in slabs]
             a_wins = (r[0] >= r[1]).view(-1, 1, 1, 1)
             winner, loser = torch.where(a_wins, slabs[0], slabs[1]), torch.where(a_wins, slabs[1], slabs[0])
-            push = ((r[0] - r[1]).abs() > self.tau).to(winner.dtype)
+            gap = (r[0] - r[1]).abs()
+            ref_chosen = ref_rejected = None
+            if self.loss_fn.needs_reference:
+                ref_sigma = self.reference.latent_field(z, c, **self.truncation).sample_grid(self.reward.grid)
+                ref_chosen = -(ref_sigma - winner).square().mean(dim=(1, 2, 3))
+                ref_rejected = -(ref_sigma - loser).square().mean(dim=(1, 2, 3))
         sigma = self.reward.slab_sigma(field)
-        pull_term = (sigma - winner).square().mean(dim=(1, 2, 3))
-        push_term = (sigma - loser).square().mean(dim=(1, 2, 3))
-        return (pull_term - push * push_term).mean(), torch.cat(r), push.mean()
+        chosen = -(sigma - winner).square().mean(dim=(1, 2, 3))
+        rejected = -(sigma - loser).square().mean(dim=(1, 2, 3)) if self.loss_fn.needs_rejected else None
+        loss, stats = self.loss_fn(losses.PairBatch(chosen, rejected, ref_chosen, ref_rejected, gap=gap), self.options)
+        return loss.mean(), torch.cat(r), {k: v.float().mean() for k, v in stats.items()}
 
 #----------------------------------------------------------------------------
 
@@ -182,7 +200,7 @@ class RewardPhase:
             # truncated sample would move with it, tuned or not, and tuned vs original at one seed would compare
             # two centres (the bundled generator's w_avg sits 5.9 from the mean of its mapped w, whose norm is 37).
             self.generator.keep_truncation_centre()
-        reward = load_reward(cfg.reward_model, self.generator.device)
+        reward = shared_reward(cfg.reward_model, self.generator.device)
         if reward.kind != cfg.reward:
             raise ValueError(f'{cfg.reward_model} is a {reward.kind} reward, but reward={cfg.reward}')
         self.lambda_r, self.lambda_sigma, self.lambda_image = float(cfg.lambda_r), float(cfg.lambda_sigma), float(cfg.lambda_image)
@@ -194,10 +212,11 @@ class RewardPhase:
         self.truncation = dict(truncation_psi=cfg.reward_psi, truncation_cutoff=cfg.reward_cutoff)
         self.sigma_truncation = None if cfg.sigma_psi is None else dict(truncation_psi=cfg.sigma_psi,
             truncation_cutoff=cfg.sigma_cutoff)
+        self.reference = (self.generator if G_ref is None else EG3DGenerator(G_ref)).reference()
         self.pairwise = None
         if cfg.reward_loss == 'pairwise':
-            self.pairwise = PairwiseTerm(self.reward, tau=cfg.tau_value, pair_noise=cfg.pair_noise, truncation=self.truncation)
-        self.reference = (self.generator if G_ref is None else EG3DGenerator(G_ref)).reference()
+            self.pairwise = PairwiseTerm(self.reward, tau=cfg.tau_value, pair_noise=cfg.pair_noise, truncation=self.truncation,
+                loss_type=cfg.pair_loss, beta=cfg.pair_beta, label_smoothing=cfg.pair_smoothing, reference=self.reference)
         self.consistency = DensityConsistency(self.reference, self.reward.grid, num_points=cfg.sigma_points,
             box_points=cfg.sigma_box_points, box_grid=cfg.sigma_grid, reduce=cfg.sigma_reduce,
             truncation=self.sigma_truncation or self.truncation, recompute=cfg.reward_recompute)
@@ -225,8 +244,8 @@ class RewardPhase:
         field = self.generator.latent_field(z, c, requires_grad=True, **self.truncation)   # Mapped once, shared.
         parts = {}
         if self.pairwise is not None:
-            reward_loss, r, pushed = self.pairwise.loss(self.generator, field, z, c)
-            parts['pushed'] = pushed
+            reward_loss, r, stats = self.pairwise.loss(self.generator, field, z, c)
+            parts.update(stats)
             check_finite(r)
         else:
             r = check_finite(self.reward.rewards(field))

@@ -1,6 +1,7 @@
 """The EG3D adapter: a TriPlaneGenerator (ours or an official pickle's) behind the generator interface."""
 
 import copy
+import math
 
 import numpy as np
 import torch
@@ -65,6 +66,19 @@ class TriPlaneField(SigmaField):
             planes_cl=planes_cl, sigma_only=True)['sigma']
 
 #----------------------------------------------------------------------------
+# The EG3D family's files (generators/registry.py): network pickles, whose loading runs code stored in them.
+
+PICKLE_PROTOCOLS = (2, 3, 4, 5)     # pickle.dump's protocols since Python 2.3; EG3D's and our snapshots use them.
+
+
+def is_network_pickle(path):
+    """Does the file start like a pickle of protocol 2 or later? Reads 2 bytes and runs nothing: only loading it
+    (training.legacy.load_network_pkl) runs code, and says whether it is really a network pickle."""
+    with open(path, 'rb') as f:
+        head = f.read(2)
+    return len(head) == 2 and head[0] == 0x80 and head[1] in PICKLE_PROTOCOLS
+
+#----------------------------------------------------------------------------
 
 class EG3DGenerator(Generator3D):
     kind = 'eg3d'
@@ -104,6 +118,14 @@ class EG3DGenerator(Generator3D):
         return dict(generator=self.kind, truncation_psi=self.truncation_psi, truncation_cutoff=self.truncation_cutoff,
             noise_mode='const', camera=dict(c=self.camera()[0].tolist(), yaw_deg=90.0, pitch_deg=90.0,
             fov_deg=self.fov_degrees, note="gen_samples' frontal conditioning camera"))
+
+    def camera_views(self, seed, yaw=math.pi / 2 + 0.3, neural_res=None):
+        """{image, image_raw, depth} [C, H, W] of a seed's sample seen from the orbit camera at `yaw` (default: turned
+        0.3 rad to the side of the frontal one), rendered at neural_res (None: G's own), without gradients."""
+        c = orbit_camera_label(self.G.rendering_kwargs, yaw=yaw, device=self.device)
+        with torch.no_grad():
+            out = self.G.synthesis(self.seed_ws([seed]), c, neural_rendering_resolution=neural_res, noise_mode='const')
+        return dict(image=out['image'][0], image_raw=out['image_raw'][0], depth=out['image_depth'][0])
 
     #------------------------------------------------------------------------
     # Seeds.

@@ -296,6 +296,8 @@ class FlowGenerator(Generator3D):
         keep            = 16,       # Drawn samples kept for reuse (samples(), volumes()).
         draw_batch      = 1,        # Uncached ids of one condition per pipeline pass: 1 = each alone (bit-exact per id);
                                     # more is faster, but a sample's last bits may then depend on its batch mates.
+        config          = None,     # The checkpoint config the pipeline was built from (flow_heads), kept so a snapshot
+                                    # can be saved in the same format (registry's flow family); None = built in memory.
     ):
         if not isinstance(pipeline, FlowPipeline):
             raise ValueError(f'FlowGenerator wraps a FlowPipeline, got {type(pipeline).__name__}')
@@ -309,6 +311,7 @@ class FlowGenerator(Generator3D):
         if isinstance(draw_batch, bool) or not isinstance(draw_batch, int) or draw_batch < 1:
             raise ValueError(f'draw_batch must be a positive integer, got {draw_batch!r}')
         self.keep, self.draw_batch, self._cache = max(int(keep), draw_batch), draw_batch, {}
+        self.config = config
         self.guide = None           # pipeline.sample's guide: set by with_guide(), which makes a guided copy.
 
     @property
@@ -411,6 +414,15 @@ class FlowGenerator(Generator3D):
     def reference(self):
         return FlowGenerator(self.pipeline.frozen_copy(), cube_length=self.cube_length, steps=self.steps,
             sampler=self.sampler, empty_sigma=self.empty_sigma, image_res=self.image_res, level=self.level,
-            path=self.path, batch=self.batch, keep=self.keep, draw_batch=self.draw_batch)
+            path=self.path, batch=self.batch, keep=self.keep, draw_batch=self.draw_batch, config=self.config)
+
+    def with_pipeline(self, pipeline, keep=None, draw_batch=None):
+        """A FlowGenerator like this one (its box, ODE steps, sampler, pictures and config) around another pipeline, kept
+        in memory (no path): a tuned copy that the family can save. keep and draw_batch default to this one's."""
+        draw_batch = self.draw_batch if draw_batch is None else draw_batch
+        keep = self.keep if keep is None else keep
+        return FlowGenerator(pipeline, cube_length=self.cube_length, steps=self.steps, sampler=self.sampler,
+            empty_sigma=self.empty_sigma, image_res=self.image_res, level=self.level, batch=self.batch,
+            keep=max(keep, draw_batch), draw_batch=draw_batch, config=self.config)
 
 #----------------------------------------------------------------------------

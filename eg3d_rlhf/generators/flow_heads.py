@@ -235,7 +235,7 @@ def build_generator(pipeline, config, path=None, **kwargs):
     """FlowGenerator of a pipeline built from config (its box, ODE steps and sampler unless kwargs say otherwise)."""
     c = check_config(config)
     kwargs = dict(dict(cube_length=c['cube_length'], steps=c['ode_steps'], sampler=c['sampler'], empty_sigma=EMPTY,
-        level=LEVEL), **kwargs)
+        level=LEVEL, config=c), **kwargs)
     return FlowGenerator(pipeline, path=path, **kwargs)
 
 #----------------------------------------------------------------------------
@@ -321,8 +321,33 @@ def load_pipeline(state, device='cpu'):
 
 
 def load_flow(path, device='cpu', **kwargs):
-    """FlowGenerator of a checkpoint on device (kwargs go to FlowGenerator)."""
+    """FlowGenerator of a checkpoint on device (kwargs go to FlowGenerator); it keeps the checkpoint's config."""
     state = read_flow(path)
     return build_generator(load_pipeline(state, device), state['config'], path=os.path.abspath(path), **kwargs)
+
+#----------------------------------------------------------------------------
+# The flow family's file functions (generators/registry.py): a checkpoint is a torch.save zip archive read as data.
+
+ZIP_MAGIC = b'PK\x03\x04'     # torch.save's archives are zip files.
+
+
+def is_flow_file(path):
+    """Does the file start like a torch.save zip archive (what save_flow writes)? Reads 4 bytes; read_flow checks the
+    rest when it loads."""
+    with open(path, 'rb') as f:
+        return f.read(4) == ZIP_MAGIC
+
+
+def checkpoint_conditions(path):
+    """The number of conditions a checkpoint's config names, read as data (ValueError when it is no checkpoint)."""
+    return read_flow(path)['config']['conditions']
+
+
+def save_generator(path, generator, info=None):
+    """save_flow of a FlowGenerator's pipeline with the config it keeps (load_flow's, or with_pipeline's copy of it):
+    the checkpoint save_flow(path, generator.pipeline, config, training=info) writes."""
+    if getattr(generator, 'config', None) is None:
+        raise ValueError(f'{path}: cannot save a flow generator built in memory without a checkpoint config')
+    save_flow(path, generator.pipeline, generator.config, training=info)
 
 #----------------------------------------------------------------------------

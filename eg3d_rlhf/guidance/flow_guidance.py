@@ -5,7 +5,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from eg3d_rlhf.generators.flow import FlowGenerator, VolumeField
+from eg3d_rlhf.generators import registry
+from eg3d_rlhf.generators.flow import VolumeField
 from torch_utils import misc
 
 #----------------------------------------------------------------------------
@@ -143,6 +144,7 @@ def blur(g, std):
 def guided_generator(generator, guidance):
     """A copy of a FlowGenerator that draws every sample with `guidance` (a RewardGuidance); scale 0 draws exactly the
     unguided samples. Every tool that takes a generator (evaluate's comparison, banks, rewards) can use it."""
-    if not isinstance(generator, FlowGenerator):
-        raise ValueError(f'reward-guided sampling needs a flow generator, got {type(generator).__name__}')
+    if not registry.has(generator, 'guidance'):
+        names = ' or '.join(f.title for f in registry.with_capability('guidance'))
+        raise ValueError(f'reward-guided sampling needs a {names} generator, got {type(generator).__name__}')
     return generator.with_guide(guidance.for_stages(len(generator.pipeline.stages)), guidance.describe())

@@ -10,6 +10,8 @@ from eg3d_rlhf.analysis.compare import compare, key_chunks
 from eg3d_rlhf.generators.base import sample_id
 from eg3d_rlhf.geometry import preview
 from eg3d_rlhf.geometry.sigma import SlabCrop, slab_grid
+from eg3d_rlhf.guidance import flow_guidance
+from eg3d_rlhf.guidance.inverted import InvertedEG3D
 
 #----------------------------------------------------------------------------
 # Files written into outdir:
@@ -60,6 +62,38 @@ def sweep(guided_at, unguided, values, reward, seeds, outdir, settings, knob='sc
     report_plots.write_report(outdir, 'Reward guidance sweep', dict(settings=settings, knob=knob, samples=len(keys), rows=rows),
         ['sweep.png', 'strip.png'], tables=[(f'Guided against unguided, per {knob}', header, table)])
     return rows
+
+
+def sampling_sweep(generator, reward, scales, seeds, outdir, guidance, network, reward_path, annotator='none', taste=None,
+        temperature=0.5, annotator_res=128, conditions=None, log=print):
+    """sweep() of reward-guided sampling (a generator with the 'guidance' capability) at each guidance scale against the
+    unguided samples, each drawn once; guidance: RewardGuidance's settings besides score and scale; annotator: the
+    --annotator text the report records (taste: its parsed taste, or None). Returns the table's rows."""
+    generator.keep = max(generator.keep, len(generator.keys(seeds, conditions)))   # Unguided: drawn once for all scales.
+    score = flow_guidance.slab_scorer(reward, generator.cube_length, generator.empty_sigma)
+    make = lambda scale: flow_guidance.RewardGuidance(score, scale=scale, **guidance)
+    guided = {s: flow_guidance.guided_generator(generator, make(s)) for s in scales}
+    settings = dict(network=os.path.abspath(network), reward_model=os.path.abspath(reward_path),
+        guidance=make(1.0).describe(), annotator=annotator, temperature=temperature)
+    return sweep(guided.__getitem__, generator, scales, reward, seeds, outdir, settings, knob='scale', taste=taste,
+        temperature=temperature, annotator_res=annotator_res, conditions=conditions, reward_path=reward_path, log=log)
+
+
+def editing_sweep(generator, reward, knob, values, seeds, outdir, inversion, network, reward_path, annotator='none',
+        taste=None, temperature=0.5, annotator_res=128, log=print):
+    """sweep() of reward-guided latent editing (InvertedEG3D of a generator with the 'latents' capability) at each value
+    of the knob ('lr', or 'weight': the reward weight); inversion: invert()'s other settings. Returns the rows."""
+    argument = dict(lr='lr', weight='reward_weight')[knob]
+    edited = {}
+
+    def edited_at(value):
+        if value not in edited:
+            edited[value] = InvertedEG3D(generator, reward, **{argument: value}, **inversion)
+        return edited[value]
+    settings = dict(network=os.path.abspath(network), reward_model=os.path.abspath(reward_path), inversion=inversion,
+        annotator=annotator, temperature=temperature)
+    return sweep(edited_at, generator, values, reward, seeds, outdir, settings, knob=knob, taste=taste,
+        temperature=temperature, annotator_res=annotator_res, reward_path=reward_path, log=log)
 
 
 def win_text(row):

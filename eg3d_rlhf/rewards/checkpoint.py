@@ -96,3 +96,20 @@ def load_reward(path, device='cpu', trust_pickle=False):
     return Reward(model.to(device).eval(), spec, data['kind'], info)
 
 #----------------------------------------------------------------------------
+# One frozen reward per file and device per process: the fine-tuning run checks the file's kind, the reward phase
+# scores with it and the panel reports with it, and all three read one load (a changed file, by size or time, is read
+# again). Callers must not train or modify what it returns.
+
+_SHARED = {}
+
+def shared_reward(path, device='cpu'):
+    """load_reward(path, device), read once per process while the file is unchanged; its model frozen (no grad)."""
+    st = os.stat(path) if os.path.isfile(path) else None
+    key = (os.path.realpath(path), None if st is None else (st.st_size, st.st_mtime_ns), str(torch.device(device)))
+    if key not in _SHARED:
+        reward = load_reward(path, device)
+        reward.model.eval().requires_grad_(False)
+        _SHARED[key] = reward
+    return _SHARED[key]
+
+#----------------------------------------------------------------------------

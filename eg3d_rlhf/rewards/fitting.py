@@ -90,19 +90,30 @@ def wilson_interval(correct, total, confidence=0.95):
 
 #----------------------------------------------------------------------------
 
+def setting(default, help, **limits):
+    """A FitOptions field: its default, and the help and limits (min, min_open, max, choices) of the command-line flag
+    that sets it. Tools derive their flags from these (eg3d_rlhf.cli.fit_options), so each is stated here only."""
+    return dataclasses.field(default=default, metadata=dict(help=help, **limits))
+
+
 @dataclasses.dataclass
 class FitOptions:
-    epochs:         int     = 20        # Most passes over the training labels.
-    patience:       int     = 4         # Stop after this many epochs without a better validation accuracy.
-    batch:          int     = 16        # Pairs (or samples, unpaired) per optimiser step.
-    lr:             float   = 1e-3      # AdamW learning rate.
-    weight_decay:   float   = 1e-4      # AdamW weight decay.
-    ties:           str     = 'drop'    # 'drop' or 'model' (Rao-Kupper Bradley-Terry with ties).
-    mirror:         bool    = True      # Flip x (the face's left-right) at random while training.
-    reg_weight:     float   = 1.0       # Unpaired mode: weight of the score regression term beside -D_CS.
-    seed:           int     = 0         # Initial weights (fit_reward), order of the batches, the flips, bootstraps.
-    l2:             tuple   = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)   # Linear heads on a fixed trunk: penalties tried; the
-                                        # lowest validation NLL wins (epochs, patience, batch and lr do not apply).
+    """How a reward model is fitted: models that learn by epochs read epochs, patience, batch and lr; linear heads on
+    a fixed trunk are solved exactly for each l2 penalty instead."""
+    epochs:         int     = setting(20, 'Most epochs (models that learn their trunk; the default sigma reward solves its '
+                                'linear heads exactly, for each --l2)', min=1)
+    patience:       int     = setting(4, 'Early stopping: epochs without a better validation accuracy', min=1)
+    batch:          int     = setting(16, 'Pairs (or samples, unpaired) per step', min=2)
+    lr:             float   = setting(1e-3, 'Learning rate (AdamW)', min=0, min_open=True)
+    weight_decay:   float   = setting(1e-4, 'AdamW weight decay', min=0)
+    ties:           str     = setting('drop', 'Drop ties, or model them (Rao-Kupper)', choices=('drop', 'model'))
+    mirror:         bool    = setting(True, 'Train on the left-right mirror image too (random flips by epochs; mirrored '
+                                'copies of every pair for linear heads); off for a taste about one side')
+    reg_weight:     float   = setting(1.0, 'Unpaired: weight of the score regression term', min=0)
+    seed:           int     = setting(0, 'Seed of the initial weights, batch order and flips', min=0,
+                                max=2**32 - 1)             # Also the bootstraps'; numpy's RandomState takes no more.
+    l2:             tuple   = setting((0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0), 'Linear heads on fixed features: L2 '
+                                'penalties tried; the lowest validation NLL wins', min=0, min_open=True)
 
 
 class RewardFitter:

@@ -1,0 +1,286 @@
+"""The EG3D method: EG3D's training loop from train.py's options, with the reward phase and panel under --reward."""
+
+import contextlib
+import json
+import os
+
+import torch
+
+import dnnlib
+from eg3d_rlhf.analysis import image_metrics
+from eg3d_rlhf.analysis import training_metrics
+from eg3d_rlhf.finetune import panel
+from eg3d_rlhf.finetune import recipes
+from eg3d_rlhf.finetune import run_dir as runs
+from eg3d_rlhf.finetune.config import RewardFinetuneConfig
+from eg3d_rlhf.finetune.options import ConfigError, RunError
+from eg3d_rlhf.generators.base import file_sha256, seed_ranges
+from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, shared_reward
+from eg3d_rlhf.synthetic import demo
+from training import distributed
+from training import legacy
+from training import presets
+from training.dataset import DatasetError
+from training import training_loop
+
+#----------------------------------------------------------------------------
+# From options to a config. The options are train.py's (click's parameter dict): EG3D's own and the reward fields of
+# config.RewardFinetuneConfig. A --recipe fills in what was not given, then the embedded demo does (with --reward and
+# none of --cfg, --data, --gpus, --batch, --gamma). The reward config is built once, from the result.
+
+def with_demo_defaults(kwargs, explicit):
+    """kwargs with the embedded demo's values for every option not given (explicit), when --reward is set and none
+    of --cfg, --data, --gpus, --batch, --gamma is given; otherwise kwargs, after checking the required options."""
+    missing = [k for k in ('outdir', *demo.REQUIRED) if kwargs.get(k) is None]
+    if kwargs.get('reward') in (None, 'none') or any(kwargs.get(k) is not None for k in demo.REQUIRED):
+        if missing:
+            hint = ' (or, with --reward, none of --cfg, --data, --gpus, --batch, --gamma: the bundled demo)'
+            raise ConfigError(f"Missing option '--{missing[0]}'{hint}")
+        return dict(kwargs)
+    kwargs = dict(kwargs)
+    for key, value in demo.OPTIONS.items():
+        if key not in explicit:
+            kwargs[key] = value
+    if kwargs['resume'] == demo.GENERATOR:
+        kwargs['trust_pickle'] = True       # Bundled with the code, so trusted like it (eg3d_rlhf/cli.BUNDLED is the same file).
+    kwargs['data'] = demo.dataset_path()    # Rendered into the cache by make_config, once the options are checked.
+    return kwargs
+
+
+def reward_config(opts):
+    """The RewardFinetuneConfig of the options, its reward model resolved to an absolute path of the right kind (read
+    once: the phase and the panel reuse the load); ConfigError / RunError naming the flag otherwise."""
+    given = RewardFinetuneConfig.check_given(opts)
+    kind = given.get('reward', 'none')
+    if kind != 'none':
+        if opts.resume is None:
+            raise ConfigError('--reward fine-tunes a trained generator: pass --resume (and --trust-pickle)')
+        path = given['reward_model'] = os.path.abspath(given.get('reward_model') or demo.reward_model(kind))
+        try:
+            found = shared_reward(path, opts.device).kind
+        except RewardCheckpointError as err:
+            raise RunError(f'--reward-model: {err}')
+        if found != kind:
+            raise RunError(f'--reward-model: {path} is a {found} reward, but --reward={kind}')
+    return RewardFinetuneConfig(**given)
+
+
+def metrics_options(opts, explicit, trusted):
+    """The training metrics' constructor kwargs (analysis/training_metrics.py, EG3D's names), or None for
+    --metrics=none; ConfigError for unknown names, a missing or untrusted --inception, or --metrics-ticks without
+    metrics. The feature network loads now, before anything is written. `trusted`: --trust-pickle as given."""
+    if not opts.metrics:
+        for key in ('metrics_ticks', 'inception'):
+            if key in explicit and opts.get(key) is not None:
+                raise ConfigError(f'--{key.replace("_", "-")} is for --metrics; give the metrics to compute')
+        return None
+    try:
+        names = [spec.name for spec in training_metrics.parse_metrics(opts.metrics)]
+    except training_metrics.MetricError as err:
+        raise ConfigError(f'--metrics: {err}')
+    if opts.inception is None:
+        raise ConfigError(f'--metrics={",".join(names)} needs --inception PATH: a local feature network (NVIDIA\'s '
+            'inception-2015-12-05.pkl, or a torch.export / TorchScript archive) with --trust-pickle; nothing is downloaded'
+            + (' (--metrics=none turns the recipe\'s off)' if opts.get('recipe', 'none') != 'none' else ''))
+    if not os.path.isfile(opts.inception):
+        raise ConfigError(f'--inception: {opts.inception} does not exist (it is never downloaded)')
+    try:
+        image_metrics.load_inception(opts.inception, trust_pickle=trusted)
+    except image_metrics.InceptionError as err:
+        raise ConfigError(f'--inception: {err}')
+    except Exception as err:                                                    # Any unpickling error, in one line.
+        raise ConfigError(f'--inception: {opts.inception} cannot be loaded ({type(err).__name__}: '
+            f'{str(err).splitlines()[0] if str(err) else "no details"})')
+    return dnnlib.EasyDict(class_name='eg3d_rlhf.analysis.training_metrics.TrainingMetrics', metrics=names,
+        inception=os.path.abspath(opts.inception), trust_pickle=True, seed=opts.seed)
+
+
+def resolve(kwargs, explicit=()):
+    """(RewardFinetuneConfig, options) of train.py's options: recipe and demo defaults filled in, every reward flag
+    checked first (a bad one fails before anything else is looked at), the device picked, the metrics checked."""
+    trusted = bool(kwargs.get('trust_pickle'))      # As given: the demo trusts its bundled generator, not --inception.
+    try:
+        kwargs = recipes.with_recipe(kwargs, explicit)
+    except recipes.RecipeError as err:
+        raise ConfigError(str(err))
+    RewardFinetuneConfig.check_given(kwargs)
+    opts = dnnlib.EasyDict(with_demo_defaults(kwargs, explicit))
+    opts.metrics_kwargs = metrics_options(opts, set(explicit), trusted)
+    opts = presets.with_preset_defaults(opts)
+    opts.device = runs.pick_device(opts.device, opts.gpus)
+    return reward_config(opts), opts
+
+#----------------------------------------------------------------------------
+# From a config to EG3D's training options (an EasyDict that training/ reads, extra phases named by class).
+
+def init_dataset_kwargs(data):
+    """Dataset constructor kwargs with explicit resolution, labels and size (read from the data), and its name."""
+    try:
+        dataset_kwargs = dnnlib.EasyDict(class_name='training.dataset.ImageFolderDataset', path=data, use_labels=True, max_size=None, xflip=False)
+        dataset = dnnlib.util.construct_class_by_name(**dataset_kwargs)    # Every image's header checked here.
+        dataset.check_camera_labels()
+        dataset_kwargs.resolution = dataset.resolution
+        dataset_kwargs.use_labels = dataset.has_labels
+        dataset_kwargs.max_size = len(dataset)
+        return dataset_kwargs, dataset.name
+    except (IOError, DatasetError) as err:
+        raise RunError(f'--data: {err}')
+
+
+def add_reward_phase(c, cfg):
+    """The 'Greward' phase (loss_kwargs.reward_kwargs, reward_interval) and the reward panel (panel_kwargs)."""
+    if not cfg.enabled:
+        return
+    c.loss_kwargs.reward_kwargs = dnnlib.EasyDict(class_name='eg3d_rlhf.finetune.RewardPhase', **cfg.phase_options())
+    c.reward_interval = cfg.reward_every
+    if cfg.reward_optimizer == 'own':
+        c.reward_opt_kwargs = dnnlib.EasyDict(c.G_opt_kwargs)            # Adam at --glr, not rescaled for lazy reg.
+    if cfg.has_panel:
+        c.panel_kwargs = dnnlib.EasyDict(class_name='eg3d_rlhf.finetune.panel.RewardPanel',
+            reward_model_path=cfg.reward_model, seeds=cfg.panel_seeds, truncation_psi=cfg.panel_psi)
+
+
+def build(cfg, opts):
+    """(training options, run description, output folder) of a resolved config and options."""
+    if opts.data == demo.dataset_path() and not opts.dry_run:
+        demo.ensure_dataset()
+    if opts.dry_run and opts.data == demo.dataset_path() and demo.dataset_problem() is not None:
+        # A dry run of the demo before its dataset is cached (or while the cache is damaged): describe the dataset the
+        # real run will render.
+        training_set_kwargs = dnnlib.EasyDict(class_name='training.dataset.ImageFolderDataset', path=opts.data,
+            use_labels=True, max_size=demo.DATASET['count'], xflip=False, resolution=demo.DATASET['resolution'])
+        dataset_name = os.path.splitext(os.path.basename(opts.data))[0]
+    else:
+        training_set_kwargs, dataset_name = init_dataset_kwargs(opts.data)
+    desc_parts = [f'{cfg.reward}-lambdar{cfg.lambda_r:g}'] if cfg.enabled else []
+    try:
+        c, desc = presets.build_config(opts, training_set_kwargs, dataset_name, desc_parts=desc_parts)
+    except presets.ConfigError as err:
+        raise RunError(str(err))
+    if opts.shape_prior_steps > 0:                  # Fit a new G's density to synthetic heads first (synthetic/shape_prior).
+        c.shape_prior_kwargs = dnnlib.EasyDict(func_name='eg3d_rlhf.synthetic.shape_prior.fit_shape_prior',
+            steps=opts.shape_prior_steps)
+    add_reward_phase(c, cfg)
+    if opts.metrics_kwargs is not None:
+        c.metrics_kwargs, c.metrics_ticks = opts.metrics_kwargs, opts.get('metrics_ticks') or 1
+    return c, desc, opts.outdir
+
+
+def make_config(kwargs, explicit=()):
+    """(training options, run description, output folder) from train.py's options; `explicit` names those given."""
+    return build(*resolve(kwargs, explicit))
+
+#----------------------------------------------------------------------------
+# Resume, checked before anything is written: the pickle loads, its networks are the ones the options build (a changed
+# --map-depth would otherwise leave layers at random), and a reward run's snapshot keeps its evidence's anchor.
+
+def check_resume(c):
+    """Check c.resume_pkl against the options and fill in c.resume_kimg (the snapshot's own kimg unless given)."""
+    if c.get('resume_pkl') is None:
+        return
+    try:
+        data = legacy.load_network_pkl(c.resume_pkl, trust=c.trust_resume_pkl)
+    except (OSError, ValueError) as err:
+        raise RunError(f'--resume: {err}')
+    unrendered_demo = c.training_set_kwargs.path == demo.dataset_path() and demo.dataset_problem() is not None
+    if not unrendered_demo:                                         # (Only in a dry run: a real run renders it first.)
+        training_set = dnnlib.util.construct_class_by_name(**c.training_set_kwargs)
+        networks = dict(zip(['G', 'D', 'G_ema'], training_loop.build_networks(training_set, c.G_kwargs, c.D_kwargs, 'cpu')))
+        problem = training_loop.architecture_mismatch(data, networks)
+        if problem is not None:
+            raise RunError(f'--resume: {c.resume_pkl}: {problem}; pass the options it was trained with '
+                '(--cfg, --map-depth, ...)')
+    anchor = data.get('reward_anchor')
+    if anchor is not None and anchor.get('panel') is not None and c.get('panel_kwargs') is not None:
+        problem = panel.state_mismatch(anchor['panel'], file_sha256(c.panel_kwargs.reward_model_path),
+            seed_ranges(c.panel_kwargs.seeds))
+        if problem is not None:
+            raise RunError(f'--resume: {c.resume_pkl}: {problem}')
+    if c.resume_kimg is None:
+        c.resume_kimg = float((data.get('progress') or {}).get('kimg', 0))
+
+#----------------------------------------------------------------------------
+# Launching: in this process, in spawned processes (--gpus N), or as one of torchrun's processes (env://).
+
+def print_options(c):
+    print()
+    print('Training options:')
+    print(json.dumps(c, indent=2))
+    print()
+    print(f'Output directory:    {c.run_dir}')
+    print(f'Device:              {c.device}')
+    print(f'Number of processes: {c.num_gpus}')
+    print(f'Batch size:          {c.batch_size} images')
+    print(f'Training duration:   {c.total_kimg} kimg')
+    print(f'Dataset path:        {c.training_set_kwargs.path}')
+    print(f'Dataset size:        {c.training_set_kwargs.max_size} images')
+    print(f'Dataset resolution:  {c.training_set_kwargs.resolution}')
+    print(f'Dataset labels:      {c.training_set_kwargs.use_labels}')
+    print(f'Dataset x-flips:     {c.training_set_kwargs.xflip}')
+    print()
+
+
+def create_run_dir(c):
+    print('Creating output directory...')
+    runs.create(c.run_dir, c, name='training_options.json')
+
+
+def run_process(rank, c):
+    """One training process (rank `rank`); rank 0 also writes log.txt."""
+    logging = runs.log_to(os.path.join(c.run_dir, 'log.txt')) if rank == 0 else contextlib.nullcontext()
+    with logging:
+        training_loop.training_loop(rank=rank, local_rank=rank, **c)
+
+
+def launch_torchrun(c, desc, outdir, dry_run):
+    """One of torchrun's processes (--gpus must equal WORLD_SIZE); rank 0 makes the run folder and tells the others."""
+    _rank, _local_rank, world_size = distributed.torchrun_env()
+    if world_size != c.num_gpus:
+        raise RunError(f'--gpus={c.num_gpus}, but torchrun started {world_size} processes; they must match')
+    if dry_run:
+        raise RunError('--dry-run: run it without torchrun')
+    rank, local_rank, _world_size = distributed.init_torchrun(c.device)
+    run_dir = [None]
+    if rank == 0:
+        c.run_dir = runs.next_run_dir(outdir, desc)
+        print_options(c)
+        create_run_dir(c)
+        run_dir = [c.run_dir]
+    torch.distributed.broadcast_object_list(run_dir, src=0)
+    c.run_dir = run_dir[0]
+    with distributed.process_group_session():
+        logging = runs.log_to(os.path.join(c.run_dir, 'log.txt')) if rank == 0 else contextlib.nullcontext()
+        with logging:
+            training_loop.training_loop(rank=rank, local_rank=local_rank, **c)
+
+
+def launch_training(c, desc, outdir, dry_run):
+    """Pick the run directory, print the options, then train."""
+    if distributed.torchrun_env() is not None:
+        launch_torchrun(c, desc, outdir, dry_run)
+        return
+    problem = runs.writable_problem(outdir, 'dir')                       # The demo's default --outdir included.
+    if problem is not None:
+        raise RunError(f'--outdir: {problem}; choose another')
+    c.run_dir = runs.next_run_dir(outdir, desc)
+    assert not os.path.exists(c.run_dir)
+    print_options(c)
+    if dry_run:
+        print('Dry run; exiting.')
+        return
+    create_run_dir(c)
+    print('Launching processes...')
+    try:
+        distributed.spawn(run_process, num_processes=c.num_gpus, device_type=c.device, args=(c,))
+    except (training_loop.TrainingStopped, training_loop.ResumeError) as err:
+        raise RunError(str(err))
+
+#----------------------------------------------------------------------------
+
+def run(cfg, common):
+    """The method's runner: EG3D training (the reward phase when cfg is enabled) with the resolved options `common`."""
+    c, desc, outdir = build(cfg, common)
+    check_resume(c)
+    launch_training(c, desc, outdir, common.dry_run)
+
+#----------------------------------------------------------------------------

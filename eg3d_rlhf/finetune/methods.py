@@ -1,0 +1,97 @@
+"""The method registry: which (generator family, method) pairs train.py runs, each a config and a runner."""
+
+import dataclasses
+import typing
+
+import dnnlib
+from eg3d_rlhf.finetune import circular_run
+from eg3d_rlhf.finetune import gan_run
+from eg3d_rlhf.finetune import run_dir as runs
+from eg3d_rlhf.finetune.circular_config import CircularDPOConfig
+from eg3d_rlhf.finetune.config import RewardFinetuneConfig
+from eg3d_rlhf.finetune.options import ConfigError, flag_name
+
+#----------------------------------------------------------------------------
+# A method is a config dataclass (options.MethodConfig: its flags, help, validation and YAML names) and a runner
+# run(config, common), where common holds train.py's other options (outdir, resume, seed, device, ...). train.py's
+# flags are the union of every method's config fields and the options the methods share; adding a method is one
+# config, one runner and one register() line here.
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    family:     str                 # Generator family it tunes (generators/registry.py): --generator.
+    name:       str                 # --method.
+    title:      str                 # Its name in messages ('EG3D', 'Circular-DPO').
+    config:     type                # Its config dataclass (an options.MethodConfig).
+    run:        typing.Callable     # run(config, common) -> summary or None.
+    resolve:    typing.Callable = None  # (options, explicit) -> (config, common); None = config.from_options.
+    reads:      tuple = None        # train.py options it reads besides its config's; None = every one no other method owns.
+    help:       str = ''            # One line for --method's help and the docs.
+
+    def fields(self):
+        return {f.name for f in self.config.flags()}
+
+    def configure(self, options, explicit):
+        """(config, common) of train.py's options: the config built once, common an EasyDict of the options."""
+        if self.resolve is not None:
+            return self.resolve(options, explicit)
+        common = dnnlib.EasyDict(options)
+        common.device = runs.pick_device(common.device)
+        return self.config.from_options(options), common
+
+
+METHODS = {}
+
+def register(method):
+    """Add a method under (family, name); a duplicate is refused."""
+    key = (method.family, method.name)
+    if key in METHODS:
+        raise ValueError(f'a method {method.name} of the {method.family} family is registered already')
+    METHODS[key] = method
+    return method
+
+
+def families():
+    return list(dict.fromkeys(f for f, _ in METHODS))
+
+
+def names():
+    return list(dict.fromkeys(n for _, n in METHODS))
+
+
+def choose(family=None, name=None):
+    """The Method of --generator and --method, each inferred from the other when not given (the first registered)."""
+    if family is None:
+        family = next((f for f, n in METHODS if n == name), None) if name else None
+        family = family or families()[0]
+    if name is None:
+        name = next(n for f, n in METHODS if f == family)
+    if (family, name) not in METHODS:
+        known = [n for f, n in METHODS if f == family]
+        raise ConfigError(f'--method={name} does not apply to --generator={family}; use {" or ".join(known)}')
+    return METHODS[(family, name)]
+
+
+def check_given(method, explicit, command_options):
+    """ConfigError naming the first option given (explicit) that `method` does not read, and the method that does."""
+    others = [m for m in METHODS.values() if m is not method]
+    owned = set().union(*(m.fields() for m in others)) - method.fields() if others else set()
+    reads = method.fields() | (set(command_options) - owned if method.reads is None else set(method.reads))
+    for name in sorted(set(explicit) - reads):
+        owner = next((m for m in others if name in m.fields() or (m.reads is None and name not in owned)), None)
+        if owner is None:
+            raise ConfigError(f'{flag_name(name)} does not apply to --method={method.name}')
+        article = 'an' if owner.title[0] in 'AEIOU' else 'a'
+        takes = f'; --generator={method.family} takes {", ".join(flag_name(r) for r in method.reads)} and the ' \
+            f'{method.title} flags' if method.reads is not None else ''
+        raise ConfigError(f'{flag_name(name)} is {article} {owner.title} option: add --generator={owner.family}{takes}')
+
+#----------------------------------------------------------------------------
+
+register(Method('eg3d', 'gan', 'EG3D', RewardFinetuneConfig, gan_run.run, resolve=gan_run.resolve,
+    help='EG3D training; --reward adds the reward phase'))
+register(Method('flow', 'circular-dpo', 'Circular-DPO', CircularDPOConfig, circular_run.run,
+    reads=('generator', 'method', 'config', 'outdir', 'resume', 'reward_model', 'seed', 'device', 'desc', 'dry_run'),
+    help='preference alignment of a multi-stage flow, back to front'))
+
+#----------------------------------------------------------------------------

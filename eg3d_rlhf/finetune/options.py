@@ -1,0 +1,176 @@
+"""Config machinery of the methods: fields with help and validation, from which flags and YAML files are read."""
+
+import dataclasses
+import math
+import os
+import typing
+
+import click
+
+from eg3d_rlhf.generators.base import seed_ranges
+
+#----------------------------------------------------------------------------
+# A method's settings are one dataclass. Each field is one setting, stated once: its default, its help, its range.
+# train.py derives its flags from the fields (click_options_of), a YAML file (--config) names the same fields, and
+# the runner takes the validated object. A field's flag is its name with dashes.
+
+class ConfigError(ValueError):
+    """A value or combination of options that cannot run; the message names the flag (a usage error, exit 2)."""
+
+
+class RunError(RuntimeError):
+    """A method cannot start or go on for a reason outside its options (a file, a device); one line (exit 1)."""
+
+
+def option(default, help, min=None, choices=None, flag=True, is_flag=False, metavar=None):
+    """A config field: default, help text, lower bound, choices (a callable, so registries can grow), flag or not."""
+    return dataclasses.field(default=default, metadata=dict(help=help, min=min, choices=choices, flag=flag, is_flag=is_flag,
+        metavar=metavar))
+
+
+def flag_name(field_name):
+    """'lambda_r' -> '--lambda-r'."""
+    return '--' + field_name.replace('_', '-')
+
+
+OPTIONAL = {typing.Optional[str]: str, typing.Optional[float]: float, typing.Optional[int]: int}
+
+def check_value(field, value):
+    """ConfigError naming the flag (or the field, for one that is not a flag) when `value` cannot be its value."""
+    meta, kind = field.metadata, OPTIONAL.get(field.type, field.type)
+    flag = flag_name(field.name) if meta['flag'] else field.name
+    if value is None:
+        if field.type not in OPTIONAL:
+            raise ConfigError(f'{flag}: a value is needed')
+        return
+    if kind is bool and not isinstance(value, bool):
+        raise ConfigError(f'{flag}={value}: expected true or false')
+    if kind is str and not isinstance(value, str):
+        raise ConfigError(f'{flag}={value}: expected text')
+    if kind is float and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+        raise ConfigError(f'{flag}={value}: expected a finite number')
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f'{flag}={value}: expected a whole number')
+    if meta['min'] is not None and value < meta['min']:
+        raise ConfigError(f'{flag}={value}: must be at least {meta["min"]}')
+    if meta['choices'] is not None and value not in meta['choices']():
+        raise ConfigError(f'{flag}={value}: choose one of {", ".join(meta["choices"]())}')
+    if meta['metavar'] == 'LIST' and value.strip().lower() != 'none':           # Seed lists ('0-99,200'), or none.
+        try:
+            seed_ranges(value)
+        except ValueError as err:
+            raise ConfigError(f'{flag}: {err}') from None
+
+#----------------------------------------------------------------------------
+
+class MethodConfig:
+    """Base of a method's config dataclass: every field checked on construction, then validate()'s combinations."""
+
+    @classmethod
+    def flags(cls):
+        """The fields that are command-line flags, in order."""
+        return [f for f in dataclasses.fields(cls) if f.metadata['flag']]
+
+    @classmethod
+    def from_options(cls, options):
+        """The config of the fields `options` gives (None and False mean "not given"); ConfigError naming the flag."""
+        return cls(**given_options(cls, options))
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            check_value(f, getattr(self, f.name))
+        self.validate()
+
+    def validate(self):
+        """ConfigError (one line naming the flag) for a combination that cannot run; fields are checked already."""
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+def given_options(cls, options):
+    """{field: value} of a config dataclass's fields that `options` gives (None and False mean "not given"), each
+    checked (ConfigError naming the flag)."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    given = {name: options[name] for name in fields if options.get(name) is not None and options.get(name) is not False}
+    for name, value in given.items():
+        check_value(fields[name], value)
+    return given
+
+#----------------------------------------------------------------------------
+
+def click_option_of(f):
+    """The click option of one flag field; it defaults to None (unset), so a command can tell what was given."""
+    meta, name = f.metadata, flag_name(f.name)
+    if meta['is_flag']:
+        return click.option(name, help=meta['help'], is_flag=True, default=None)
+    shown = '' if f.default is None or '[default' in meta['help'] else f'  [default: {f.default}]'
+    shown += '' if meta['min'] is None else f'  [x>={meta["min"]}]'
+    kind = click.Choice(list(meta['choices']())) if meta['choices'] is not None else OPTIONAL.get(f.type, f.type)
+    metavar = meta['metavar'] or {float: 'FLOAT', int: 'INT'}.get(kind, None)
+    return click.option(name, help=meta['help'] + shown, type=kind, default=None, metavar=metavar)
+
+
+def click_options_of(*classes, skip=()):
+    """A decorator adding one click option per flag field of config dataclasses, in order; a name two configs share
+    is declared once (by the first), and names in `skip` are the command's own."""
+    fields, seen = [], set(skip)
+    for cls in classes:
+        for f in cls.flags():
+            if f.name not in seen:
+                seen.add(f.name)
+                fields.append(f)
+    def decorate(func):
+        for f in reversed(fields):
+            func = click_option_of(f)(func)
+        return func
+    return decorate
+
+#----------------------------------------------------------------------------
+# YAML run files: `train.py --config run.yaml` reads a mapping of option names (a config's field names, or the
+# command's other options, underscores or dashes) as if they were given on the command line; flags given override.
+
+def read_yaml(path, command):
+    """{option name: value} of a YAML file for a click command, each value converted by the option's own type (its
+    ranges checked); ConfigError naming the file and the key otherwise."""
+    import yaml  # pylint: disable=import-outside-toplevel
+    try:
+        with open(path, encoding='utf-8') as f:
+            data = yaml.safe_load(f)
+    except OSError as err:
+        raise ConfigError(f'--config: cannot read {path} ({err.strerror or err})') from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f'--config: {path} is not YAML ({" ".join(str(err).split())[:200]})') from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+        raise ConfigError(f'--config: {path} must hold a mapping of option names to values')
+    params = {p.name: p for p in command.params if isinstance(p, click.Option)}
+    values = {}
+    for key, value in data.items():
+        name = key.replace('-', '_')
+        if name not in params or name == 'config':
+            raise ConfigError(f'--config: {path}: {key} is not an option; use the flags\' names (train.py --help)')
+        if isinstance(value, (dict, list)) or (isinstance(value, float) and not math.isfinite(value)):
+            raise ConfigError(f'--config: {path}: {key}: expected a single finite value')
+        if value is None:
+            continue
+        ctx = click.Context(command)
+        try:
+            values[name] = params[name].type_cast_value(ctx, value)
+        except click.BadParameter as err:
+            raise ConfigError(f'--config: {path}: {key}: {err.message}') from None
+    return values
+
+
+def with_yaml(kwargs, explicit, path, command):
+    """(kwargs, explicit) with a YAML file's options filled in where no flag gave them; the file's names count as
+    given (the embedded demo does not override them)."""
+    if path is None:
+        return kwargs, explicit
+    if not os.path.isfile(path):
+        raise ConfigError(f'--config: {path} does not exist')
+    values = {k: v for k, v in read_yaml(path, command).items() if k not in explicit}
+    return {**kwargs, **values}, set(explicit) | set(values)
+
+#----------------------------------------------------------------------------

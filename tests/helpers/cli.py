@@ -1,0 +1,19 @@
+"""Checks on what a command did: refused in one line with no traceback; files unchanged by digest."""
+
+import hashlib
+
+#----------------------------------------------------------------------------
+
+def digest(path):
+    """SHA-256 hex digest of the file at `path` (a pathlib.Path)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def refused_in_one_line(result, message):
+    """The command failed with a one-line error naming `message`, and no traceback."""
+    assert result.exit_code != 0, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert message in result.output and 'Traceback' not in result.output, result.output
+    assert len([line for line in result.output.splitlines() if line.startswith('Error')]) == 1, result.output
+
+#----------------------------------------------------------------------------

@@ -1,0 +1,121 @@
+"""The method registry and train.py's dispatch over it: choosing a method, foreign flags, YAML run files."""
+
+import copy
+import json
+import os
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import dnnlib
+import train
+from eg3d_rlhf.finetune import config as reward_config
+from eg3d_rlhf.finetune import gan_run, methods, options
+from eg3d_rlhf.finetune.circular_config import CircularDPOConfig
+from eg3d_rlhf.rewards import checkpoint
+from eg3d_rlhf.synthetic import demo
+from training import legacy
+
+
+def invoke(args, expect=0):
+    result = CliRunner().invoke(train.main, list(args))
+    assert result.exit_code == expect, result.output[-2000:]
+    return result
+
+
+def printed_options(output):
+    """The JSON options a dry run prints first (EG3D's after 'Training options:', Circular-DPO's at the start)."""
+    start = output.index('{')
+    return json.loads(output[start:output.index('\n}', start) + 2])
+
+#----------------------------------------------------------------------------
+
+def test_generator_and_method_are_inferred_from_each_other():
+    assert (methods.choose().family, methods.choose().name) == ('eg3d', 'gan')
+    assert methods.choose(name='circular-dpo').family == 'flow'
+    assert methods.choose('flow').name == 'circular-dpo'
+    with pytest.raises(options.ConfigError, match='--method=circular-dpo does not apply to --generator=eg3d; use gan'):
+        methods.choose('eg3d', 'circular-dpo')
+    with pytest.raises(ValueError, match='registered already'):
+        methods.register(methods.METHODS[('flow', 'circular-dpo')])
+
+
+def test_every_method_config_field_is_a_train_flag_once():
+    params = [p.name for p in train.main.params]
+    assert len(params) == len(set(params))
+    for method in methods.METHODS.values():
+        assert method.fields() <= set(params), method.name
+
+
+def test_a_flag_of_another_method_names_its_owner():
+    method = methods.choose('eg3d')
+    with pytest.raises(options.ConfigError, match='--rounds is a Circular-DPO option: add --generator=flow'):
+        methods.check_given(method, {'rounds'}, [p.name for p in train.main.params])
+    with pytest.raises(options.ConfigError, match='--lambda-r is an EG3D option: add --generator=eg3d; --generator=flow takes'):
+        methods.check_given(methods.choose('flow'), {'lambda_r', 'seed'}, [p.name for p in train.main.params])
+    methods.check_given(methods.choose('flow'), {'seed', 'reward_model', 'beta'}, [p.name for p in train.main.params])
+
+#----------------------------------------------------------------------------
+# YAML run files: the same names as the flags; flags given win.
+
+def test_a_yaml_file_gives_options_and_flags_override_it(tmp_path):
+    path = tmp_path / 'run.yaml'
+    path.write_text('generator: flow\nbeta: 250\ndpo-steps: 3\nloss_type: ipo\nablation: b\n')
+    out = printed_options(invoke(['--config', str(path), '--dpo-steps', '5', '--dry-run'], 0).output)
+    assert (out['beta'], out['dpo_steps'], out['loss_type'], out['ablation']) == (250.0, 5, 'ipo', 'b')
+    path.write_text('reward: sigma\nlambda_r: 4\nreward_loss: pairwise\npair_loss: sigmoid\n')
+    output = invoke(['--config', str(path), '--lambda-r', '6', '--outdir', str(tmp_path / 'runs'), '--dry-run']).output
+    phase = printed_options(output[output.index('Training options:'):])['loss_kwargs']['reward_kwargs']
+    assert (phase['lambda_r'], phase['reward_loss'], phase['pair_loss']) == (6.0, 'pairwise', 'sigmoid')
+    assert not (tmp_path / 'runs').exists()
+
+
+@pytest.mark.parametrize('text, message', [
+    ('nope: 1\n', 'run.yaml: nope is not an option'),
+    ('- 1\n- 2\n', 'must hold a mapping'),
+    ('beta: [1, 2]\n', 'beta: expected a single finite value'),
+    ('generator: flow\nbeta: .nan\n', 'beta: expected a single finite value'),
+    ('generator: flow\ndpo_steps: 0\n', '--dpo-steps=0: must be at least 1'),
+    ('generator: flow\ndpo_steps: many\n', "dpo_steps: 'many' is not a valid integer"),
+    ('generator: flow\ngamma: 1\n', '--gamma is an EG3D option'),
+    ('beta: [1\n', 'is not YAML'),
+])
+def test_a_bad_yaml_file_is_refused_in_one_line(tmp_path, text, message):
+    path = tmp_path / 'run.yaml'
+    path.write_text(text)
+    result = invoke(['--config', str(path), '--dry-run'], 2)
+    assert message in result.output and result.output.strip().splitlines()[-1].startswith('Error:')
+
+
+def test_a_missing_yaml_file_is_named(tmp_path):
+    result = invoke(['--config', str(tmp_path / 'none.yaml'), '--dry-run'], 2)
+    assert 'none.yaml does not exist' in result.output
+
+
+def test_configs_validate_like_their_flags():
+    with pytest.raises(options.ConfigError, match='--label-smoothing=0.5: must be below 0.5'):
+        CircularDPOConfig(label_smoothing=0.5)
+    assert CircularDPOConfig.from_options({'beta': None, 'rounds': 2}).rounds == 2
+
+#----------------------------------------------------------------------------
+# One config and one reward load per process: the runner builds the config once; its kind check, the reward phase
+# and the panel share one read of the checkpoint.
+
+def test_the_reward_config_is_built_once_and_its_checkpoint_read_once(monkeypatch, tmp_path):
+    path = os.path.abspath(demo.reward_model('sigma'))
+    built, loads = [], []
+    real_init, real_load = reward_config.RewardFinetuneConfig.__post_init__, torch.load
+    monkeypatch.setattr(reward_config.RewardFinetuneConfig, '__post_init__', lambda self: (built.append(1), real_init(self)))
+    monkeypatch.setattr(torch, 'load', lambda f, *a, **k: (loads.append(f), real_load(f, *a, **k))[1])
+    checkpoint._SHARED.clear()
+    ctx = train.main.make_context('train.py', ['--reward', 'sigma', '--outdir', str(tmp_path), '--dry-run'])
+    c, _desc, _outdir = gan_run.make_config(ctx.params, train.explicit_options(ctx))
+    assert len(built) == 1
+    G = copy.deepcopy(legacy.load_network_pkl(demo.GENERATOR, trust=True)['G_ema'])
+    dnnlib.util.construct_class_by_name(G=G, G_ref=G, **c.loss_kwargs.reward_kwargs)        # As training/loss.py does.
+    dnnlib.util.construct_class_by_name(run_dir=str(tmp_path), **c.panel_kwargs)             # As the training loop does.
+    assert [f for f in loads if f == path] == [path]
+
+#----------------------------------------------------------------------------
+
