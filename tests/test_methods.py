@@ -117,5 +117,18 @@ def test_the_reward_config_is_built_once_and_its_checkpoint_read_once(monkeypatc
     dnnlib.util.construct_class_by_name(run_dir=str(tmp_path), **c.panel_kwargs)             # As the training loop does.
     assert [f for f in loads if f == path] == [path]
 
-#----------------------------------------------------------------------------
 
+
+def test_reading_a_reward_leaves_the_random_stream_alone():
+    # The run's random stream (latents, noise) must not depend on how often or where the reward file was read.
+    path = demo.reward_model('sigma')
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    checkpoint.load_reward(path)
+    assert torch.equal(torch.rand(3), expected)
+    checkpoint._SHARED.clear()
+    assert checkpoint.shared_reward(path) is checkpoint.shared_reward(os.path.join(os.path.dirname(path), '.',
+        os.path.basename(path)))
+
+#----------------------------------------------------------------------------

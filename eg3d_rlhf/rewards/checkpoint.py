@@ -64,7 +64,15 @@ def save_reward(path, model, kind, spec, training=None):
 
 def load_reward(path, device='cpu', trust_pickle=False):
     """The checkpoint as a contract.Reward (model in eval mode on `device`), read with weights_only=True; a published
-    reward bundle (its zip or folder, rewards/bundle.py) reads too, its weights with weights_only unless trust_pickle."""
+    reward bundle (its zip or folder, rewards/bundle.py) reads too, its weights with weights_only unless trust_pickle.
+    Building the network draws initial weights that the file then replaces: torch's random state is left as it was,
+    so a run's random stream does not depend on how often, or in which process, a reward was read."""
+    with torch.random.fork_rng(devices=[]):
+        return read_reward(path, device, trust_pickle)
+
+
+def read_reward(path, device, trust_pickle):
+    """load_reward's reading, which draws from torch's random state."""
     if os.path.exists(path) and bundle.is_bundle(path):
         try:
             return bundle.load_bundle(path, device, trust_pickle=trust_pickle)
