@@ -186,12 +186,19 @@ def test_level_sets_the_mesh_surface(network, tmp_path):
 # --dry-run, --device, --fov-deg
 
 def test_dry_run_loads_and_writes_nothing(tmp_path):
-    not_a_pickle = tmp_path / 'junk.pkl'
-    not_a_pickle.write_bytes(b'not a pickle')
-    result = run(['--network', str(not_a_pickle), '--trust-pickle', '--seeds', '1-2', '--outdir', str(tmp_path / 'o'),
+    # A file that begins like a pickle is not unpickled by a dry run (this one would fail to load); one that no
+    # generator family recognises is refused by its header, before anything is planned.
+    pickle_like = tmp_path / 'junk.pkl'
+    pickle_like.write_bytes(b'\x80\x04 but not a pickle')
+    result = run(['--network', str(pickle_like), '--trust-pickle', '--seeds', '1-2', '--outdir', str(tmp_path / 'o'),
         '--dry-run', '--slab'])
     assert not (tmp_path / 'o').exists()
     assert 'seed000001.npy' in result.output and 'seed000002.ply' in result.output and 'slab' in result.output
+    pickle_like.write_bytes(b'not a pickle')
+    result = CliRunner().invoke(tool.main, ['--network', str(pickle_like), '--trust-pickle', '--seeds', '1-2',
+        '--outdir', str(tmp_path / 'o'), '--dry-run'])
+    assert result.exit_code == 1 and 'no generator family recognises this file' in result.output
+    assert not (tmp_path / 'o').exists()
 
 def test_device_flag(network, tmp_path):
     pkl, G = network

@@ -82,10 +82,9 @@ def test_a_yaml_file_gives_options_and_flags_override_it(tmp_path):
     ('beta: [1\n', 'is not YAML'),
 ])
 def test_a_bad_yaml_file_is_refused_in_one_line(tmp_path, text, message):
-    path = tmp_path / 'run.yaml'
-    path.write_text(text)
-    result = invoke(['--config', str(path), '--dry-run'], 2)
-    assert message in result.output and result.output.strip().splitlines()[-1].startswith('Error:')
+    (tmp_path / 'run.yaml').write_text(text)
+    last = invoke(['--config', str(tmp_path / 'run.yaml'), '--dry-run'], 2).output.strip().splitlines()[-1]
+    assert message in last and last.startswith('Error: --')
 
 
 def test_a_missing_yaml_file_is_named(tmp_path):

@@ -120,7 +120,7 @@ def test_dry_run_prints_the_options_and_the_run_writes_them(files, tmp_path):
     assert 'Dry run; exiting.' in result.output and not os.path.exists(tmp_path / 'runs')
 
     c.run_dir = str(tmp_path / 'run')
-    train.create_run_dir(c)                                     # What a real run writes first.
+    gan_run.create_run_dir(c)                                   # What a real run writes first.
     written = json.load(open(tmp_path / 'run' / 'training_options.json'))
     assert written['loss_kwargs']['reward_kwargs']['sigma_psi'] == 0.7 and written['panel_kwargs']['truncation_psi'] == 1.0
 
@@ -135,7 +135,7 @@ def test_dry_run_prints_the_options_and_the_run_writes_them(files, tmp_path):
     (['--sigma-box-points', '100'], [], '--sigma-grid already covers the whole box'),
     (['--sigma-grid', '1'], [], '--sigma-grid=1'),
     (['--sigma-reduce', 'max'], [], "'max' is not one of 'mean', 'sum'"),
-    (['--generator', 'flow'], [], 'is an EG3D option; --generator=flow takes'),
+    (['--generator', 'flow'], [], 'is an EG3D option: add --generator=eg3d; --generator=flow takes'),
 ])
 def test_contradictions_are_refused_in_one_line(files, tmp_path, extra, drop, message):
     result = CliRunner().invoke(train.main, recipe_args(files, tmp_path, *extra, '--dry-run', drop=drop))
