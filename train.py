@@ -105,7 +105,8 @@ POSITIVE = cli.FiniteRange(min=0, min_open=True)
 @click.option('--decoder_lr_mul', help='decoder learning rate multiplier.', metavar='FLOAT', type=cli.FiniteRange(min=0), default=1, show_default=True)
 
 def main(**kwargs):
-    """Train EG3D's tri-plane GAN ("Efficient Geometry-aware 3D Generative Adversarial Networks").
+    """Train EG3D's tri-plane GAN ("Efficient Geometry-aware 3D Generative Adversarial Networks"), with --reward its
+    reward fine-tuning, or run another registered method (--generator, --method).
 
     Examples:
 
@@ -126,6 +127,10 @@ def main(**kwargs):
     python train.py --generator=flow --method=circular-dpo
     python train.py --generator=flow --resume=flow.pt --bank=flow-bank --labels=labels.jsonl --reward-model=r.pt \\
         --ablation=all
+
+    \b
+    # The same options from a YAML file of the flags' names (flags given win over it).
+    python train.py --config run.yaml --lambda-r=5
 
     \b
     # Fine-tune from a network pickle you trust (ours or NVIDIA's).
