@@ -24,7 +24,7 @@ setup(
         'matplotlib',           # PNG plots in run reports (Agg backend, no display needed).
         'scikit-image',         # PSNR and SSIM in tools/evaluate.py.
         'mrcfile',              # .mrc sigma cubes: read by tools/tails.py, written by tools/extract_sigma.py --mrc.
-        'pyyaml',               # The published reward bundle's release_config.yaml, read as data (yaml.safe_load).
+        'pyyaml',               # The published bundle's release_config.yaml and train.py --config run files (safe_load).
         'pytorch3dunet',        # ResidualUNetSE3D of the published sigma reward (1.9.6). It asks for torchvision
                                 # unpinned: install torch==2.13.0 torchvision==0.28.0 first, or pip fetches a CUDA torch.
     ],
