@@ -131,14 +131,6 @@ def require_capability(path, capability, param='--network'):
             f'({family.title} generators have no {capability})')
     return family
 
-def is_data_checkpoint(path):
-    """Is the file one a family reads as data (a flow checkpoint, read with weights_only), rather than a pickle that
-    runs code when loaded?"""
-    try:
-        return not registry.family_of_file(path).needs_trust
-    except ValueError:
-        return False
-
 def network_path(network, trust_pickle, capability=None):
     """The file a --network value names: bundled names ('bundled', 'bundled-flow') are the shipped generators, a file of
     a family that reads it as data needs nothing, any other (a pickle) needs --trust-pickle. With a capability, a file

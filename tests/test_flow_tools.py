@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from eg3d_rlhf import cli
 from eg3d_rlhf.data.bank import Bank
-from eg3d_rlhf.generators import flow_heads
+from eg3d_rlhf.generators import flow_heads, registry
 from eg3d_rlhf.generators.flow import noise_seed
 from eg3d_rlhf.geometry.sigma import CubeGrid
 from eg3d_rlhf.rewards.checkpoint import save_reward
@@ -49,7 +49,7 @@ def refused(tool, args):
 
 def test_flow_checkpoints_load_as_data_and_conditions_are_checked(flow_pt, tmp_path):
     path, G = flow_pt
-    assert cli.is_data_checkpoint(path) and not cli.is_data_checkpoint(cli.BUNDLED)
+    assert not registry.family_of_file(path).needs_trust and registry.family_of_file(cli.BUNDLED).needs_trust
     assert cli.network_path(path, trust_pickle=False) == path                # No --trust-pickle for data.
     assert cli.network_keys(path, [4, 5], None) == [(4, 0), (5, 0), (4, 1), (5, 1)]
     assert cli.network_keys(path, [4], [1]) == [(4, 1)] == G.keys([4], [1])

@@ -35,7 +35,7 @@ class CircularDPOConfig(MethodConfig):
                         choices=lambda: (*GROUPS, 'all'))
     loss_type:      str = option('sigmoid', 'Preference loss of every DPO phase (finetune/losses.py): sigmoid = Flow-DPO; ipo, hinge, robust, sft, ...',
                         choices=lambda: losses.names(needs_gap=False))
-    label_smoothing: float = option(0.0, 'Share of preference labels taken as flipped (sigmoid: cDPO; robust: its noise rate)', min=0)
+    label_smoothing: float = option(0.0, 'Share of preference labels taken as flipped (sigmoid: cDPO; robust: its noise rate)', min=0, below=0.5)
     beta:           float = option(1000.0, 'beta * T of Flow-DPO, per value of a stage (MSE_t is a mean over its values)', min=0)
     dpo_lr:         float = option(2e-4, 'Adam learning rate of the stage being trained (0: a control that changes nothing)', min=0)
     dpo_steps:      int = option(80, 'Adam steps per stage and round', min=1)
@@ -53,8 +53,6 @@ class CircularDPOConfig(MethodConfig):
     eval_res:       int = option(128, 'Cube resolution of the slabs the evaluation\'s annotator judges', min=16, flag=False)
 
     def validate(self):
-        if self.label_smoothing >= 0.5:
-            raise ConfigError(f'--label-smoothing={self.label_smoothing}: must be below 0.5 (half the labels flipped carry nothing)')
         if (self.labels is None) != (self.bank is None):
             raise ConfigError('--labels and --bank go together: the labels judge the bank\'s samples (neither: the demo)')
         for name in ('annotator', 'demo_annotator'):

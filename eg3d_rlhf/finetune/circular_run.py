@@ -99,7 +99,6 @@ def table_rows(rows):
 def align(cfg, generator, reward, run_dir, save_snapshot, seed=0, reward_path=None):
     """Run the groups of cfg on the base FlowGenerator in run_dir; save_snapshot(path, pipeline, info) writes a flow
     checkpoint. Returns the report's summary."""
-    start = time.time()
     log = runs.StatsLog(run_dir)
     records = log.records
     torch.manual_seed(seed)
@@ -131,7 +130,7 @@ def align(cfg, generator, reward, run_dir, save_snapshot, seed=0, reward_path=No
         bridges=[dict(phase=r['phase'], kept=r['kept'], dropped=r['dropped'], candidates=r['candidates'],
             w1_mean=float(np.mean(r['w1'])), w2_min=float(np.min(r['w2'])), w2_max=float(np.max(r['w2'])))
             for r in records if r['kind'] == 'bridge'],
-        timing=timing(records, cfg, time.time() - start))
+        timing=timing(records, cfg, time.time() - log.start))
     pictures = []
     if any(r['kind'] == 'step' for r in records):
         report_plots.plot_dpo_curves(records, os.path.join(run_dir, 'curves.png'))

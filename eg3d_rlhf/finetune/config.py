@@ -39,7 +39,7 @@ class RewardFinetuneConfig(MethodConfig):
     pair_loss:          str = option('dreamdpo', 'pairwise: the preference loss of the two samples (finetune/losses.py): dreamdpo, sigmoid (DPO), ipo, hinge, robust, sft',
                             choices=lambda: losses.names())
     pair_beta:          float = option(1.0, 'pairwise: beta of the DPO-family losses (implicit reward per unit of -MSE to a sample\'s slab)', min=0)
-    pair_smoothing:     float = option(0.0, 'pairwise: label smoothing of the sigmoid and robust losses', min=0)
+    pair_smoothing:     float = option(0.0, 'pairwise: label smoothing of the sigmoid and robust losses', min=0, below=0.5)
     reward_psi:         float = option(1.0, 'Truncation psi of the samples the reward scores while tuning', min=0)
     reward_cutoff:      typing.Optional[int] = option(None, 'Truncation cutoff with --reward-psi  [default: every layer]', min=1)
     reward_every:       int = option(1, 'Run the reward phase every N steps', min=1)
@@ -79,8 +79,6 @@ class RewardFinetuneConfig(MethodConfig):
         changed = [k for k, v in pair_defaults.items() if getattr(self, k) != v]
         if changed and self.reward_loss != 'pairwise':
             raise ConfigError(f'{flag_name(changed[0])} is for --reward-loss=pairwise')
-        if self.pair_smoothing >= 0.5:
-            raise ConfigError(f'--pair-smoothing={self.pair_smoothing}: must be below 0.5')
         if self.sigma_grid == 1:
             raise ConfigError('--sigma-grid=1: a grid needs at least 2 points per axis (0 = random slab points)')
         if self.sigma_grid and self.sigma_box_points:

@@ -22,10 +22,11 @@ class RunError(RuntimeError):
     """A method cannot start or go on for a reason outside its options (a file, a device); one line (exit 1)."""
 
 
-def option(default, help, min=None, choices=None, flag=True, is_flag=False, metavar=None):
-    """A config field: default, help text, lower bound, choices (a callable, so registries can grow), flag or not."""
-    return dataclasses.field(default=default, metadata=dict(help=help, min=min, choices=choices, flag=flag, is_flag=is_flag,
-        metavar=metavar))
+def option(default, help, min=None, below=None, choices=None, flag=True, is_flag=False, metavar=None):
+    """A config field: default, help text, lower bound, an upper bound it must stay below, choices (a callable, so
+    registries can grow), flag or not."""
+    return dataclasses.field(default=default, metadata=dict(help=help, min=min, below=below, choices=choices, flag=flag,
+        is_flag=is_flag, metavar=metavar))
 
 
 def flag_name(field_name):
@@ -53,6 +54,8 @@ def check_value(field, value):
         raise ConfigError(f'{flag}={value}: expected a whole number')
     if meta['min'] is not None and value < meta['min']:
         raise ConfigError(f'{flag}={value}: must be at least {meta["min"]}')
+    if meta['below'] is not None and value >= meta['below']:
+        raise ConfigError(f'{flag}={value}: must be below {meta["below"]}')
     if meta['choices'] is not None and value not in meta['choices']():
         raise ConfigError(f'{flag}={value}: choose one of {", ".join(meta["choices"]())}')
     if meta['metavar'] == 'LIST' and value.strip().lower() != 'none':           # Seed lists ('0-99,200'), or none.
@@ -106,6 +109,7 @@ def click_option_of(f):
         return click.option(name, help=meta['help'], is_flag=True, default=None)
     shown = '' if f.default is None or '[default' in meta['help'] else f'  [default: {f.default}]'
     shown += '' if meta['min'] is None else f'  [x>={meta["min"]}]'
+    shown += '' if meta['below'] is None else f'  [x<{meta["below"]}]'
     kind = click.Choice(list(meta['choices']())) if meta['choices'] is not None else OPTIONAL.get(f.type, f.type)
     metavar = meta['metavar'] or {float: 'FLOAT', int: 'INT'}.get(kind, None)
     return click.option(name, help=meta['help'] + shown, type=kind, default=None, metavar=metavar)
@@ -146,7 +150,7 @@ def read_yaml(path, command):
     if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
         raise ConfigError(f'--config: {path} must hold a mapping of option names to values')
     params = {p.name: p for p in command.params if isinstance(p, click.Option)}
-    values = {}
+    ctx, values = click.Context(command), {}
     for key, value in data.items():
         name = key.replace('-', '_')
         if name not in params or name == 'config':
@@ -155,7 +159,6 @@ def read_yaml(path, command):
             raise ConfigError(f'--config: {path}: {key}: expected a single finite value')
         if value is None:
             continue
-        ctx = click.Context(command)
         try:
             values[name] = params[name].type_cast_value(ctx, value)
         except click.BadParameter as err:
