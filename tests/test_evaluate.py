@@ -248,14 +248,17 @@ def test_evaluate_draws_before_after_previews_and_an_orbit(visible_pair, tmp_pat
     result = run_evaluate(['--original', original, '--tuned', tuned, '--trust-pickle', '--reward-model', reward,
         '--seeds', '0-5', '--annotator', 'oracle:nose', '--res', '32', '--outdir', out, '--device', 'cpu'])
     assert result.exit_code == 0, result.output
-    before, after = before_after_halves(out / 'before_after.png', rows=4)     # Up to 4 of the 6 seeds.
+    before, after = before_after_halves(out / 'before_after.png', rows=4)     # 4 of the 6 seeds.
     for row in range(4):
         assert not np.array_equal(before[row * 128:(row + 1) * 128], after[row * 128:(row + 1) * 128]), row
-    # Row 2 is seed 2: the original's front and profile views of its slab on the annotator's grid (drawn in one pass
-    # with the other seeds, as evaluate draws it).
+    # The rows are the seeds whose worst taste fell furthest, worst first; row 2 shows the original's front and
+    # profile views of its seed's slab on the annotator's grid (drawn in one pass with the other seeds).
+    shown = json.loads((out / 'report.json').read_text())['before_after_rows']
+    assert len(shown) == 4 and len({r['id'] for r in shown}) == 4
+    assert [r['change_sd'] for r in shown] == sorted(r['change_sd'] for r in shown)
     G = EG3DGenerator.load(original, trust=True)
     grid = slab_grid(32, cube_length=G.cube_length, crop=SlabCrop())
-    slab = G.sigma_grid(range(6), grid)[2].numpy()
+    slab = G.sigma_grid(range(6), grid)[int(shown[2]['id'][4:])].numpy()
     views = preview.render_views(slab, grid, views=('front', 'profile'), resolution=128)
     np.testing.assert_array_equal(before[256:384], np.concatenate([views['front'], views['profile']], axis=1))
     page = (out / 'report.html').read_text()
@@ -289,9 +292,9 @@ def test_compare_reuses_its_slabs_for_the_previews(visible_pair, tmp_path, taste
         G.sigma_grid = lambda seeds, *a, side=side, sigma_grid=sigma_grid: (drawn.append((side, list(seeds)))
             or sigma_grid(seeds, *a))
     compare(generators, load_reward(reward), list(range(6)), str(tmp_path), taste=taste, annotator_res=24)
-    # With an annotator the slabs it judges are shown; without one only the 4 shown seeds are drawn.
-    expected = list(range(6)) if taste else list(range(4))
-    assert drawn == [(side, expected) for side in SIDES]
+    # Every seed's slab is drawn once per side (the collateral measures them all, the annotator judges them) and
+    # the previews show four of them.
+    assert drawn == [(side, list(range(6))) for side in SIDES]
     before_after_halves(tmp_path / 'before_after.png', rows=4)
 
 

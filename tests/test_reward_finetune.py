@@ -258,10 +258,15 @@ def test_reward_run_writes_panel_evidence_and_a_loadable_snapshot(data, rewards,
     for name in ('reward_trajectories.png', 'reward_histograms.png', 'reward_deltas.png', 'reward_scatter.png'):
         with PIL.Image.open(os.path.join(run_dir, name)) as im:
             assert im.size[0] > 100, name
-    with PIL.Image.open(os.path.join(run_dir, 'before_after.png')) as im:   # 3 seeds x (before, after) x 2 views.
-        assert im.size == (preview.LABEL_LEFT + 4 * panel.PREVIEW_RES, preview.LABEL_TOP + 3 * panel.PREVIEW_RES)
-    assert 'src="before_after.png"' in open(os.path.join(run_dir, 'reward_report.html')).read()
+    with PIL.Image.open(os.path.join(run_dir, 'before_after.png')) as im:   # 3 seeds x (before, after) x 2 views + moved.
+        assert im.size == (preview.LABEL_LEFT + 5 * panel.PREVIEW_RES, preview.LABEL_TOP + 3 * panel.PREVIEW_RES)
+    page = open(os.path.join(run_dir, 'reward_report.html')).read()
+    assert 'src="before_after.png"' in page and 'Collateral: every taste at temperature 0' in page
     report = json.load(open(os.path.join(run_dir, 'reward_report.json')))
+    # The collateral seeds (the first 64 panel seeds: all 3 here) measured at the start and the end.
+    assert report['collateral_seeds'] == 3 and report['collateral_kimg'] == [0, 0.004]
+    assert set(report['collateral']['tastes']) == {'nose', 'smooth', 'closed', 'symmetric'} and 'alarm' in report
+    assert 'collateral (tuned preferred, temperature 0): nose ' in output and 'nose prominence: ' in output
     first, last = np.array(rows[1][1:], dtype=float), np.array(rows[-1][1:], dtype=float)
     assert report['seeds'] == 3 and report['mean_delta'] == pytest.approx((last - first).mean(), rel=1e-4, abs=1e-6)
     options = json.load(open(os.path.join(run_dir, 'training_options.json')))
@@ -281,7 +286,8 @@ def test_the_panel_report_shows_the_starting_and_the_final_g_ema(rewards, tmp_pa
     G = tiny_generator().eval()
     with torch.no_grad():
         G.decoder.net[-1].bias[0] += 10                                 # Sigma straddles the previews' level 10.
-    panels = {name: panel.RewardPanel(str(tmp_path / name), rewards['sigma'], '3-8') for name in ('same', 'tuned')}
+    panels = {name: panel.RewardPanel(str(tmp_path / name), rewards['sigma'], '3-8', collateral_seeds=0)
+        for name in ('same', 'tuned')}
     for name, p in panels.items():
         (tmp_path / name).mkdir()
         p.record(G, 0)

@@ -4,7 +4,7 @@ import os
 
 import click
 
-from eg3d_rlhf.analysis import image_metrics
+from eg3d_rlhf.analysis import collateral, image_metrics
 from eg3d_rlhf.analysis.compare import SIDES, compare, load_reals
 from eg3d_rlhf.cli import (OUT_DIR, NETWORK_HELP, conditions_option, device_option, FiniteRange, load_generator,
     network_keys, network_path, open_reward, parse_range, pick_device)
@@ -39,12 +39,15 @@ from eg3d_rlhf.data.preferences import LabelError
 def main(original_pkl, tuned_pkl, trust_pickle, reward_path, seeds, conditions, labels, annotator, temperature, resolution,
         inception, data, outdir, batch, draw_batch, dry_run, device_name):
     """Render both generators (EG3D pickles, or two flow checkpoints with their --conditions) for the same seeds (z,
-    camera, truncation 0.7 as sample banks; a flow's noise per id) and report: how the
-    reward moved per seed (fraction that rose, mean change, slope of final on initial), the win rate of tuned over
-    original by --labels or --annotator (exact binomial p, Wilson 95% interval), PSNR and SSIM of tuned vs original
-    images, and FID/KID when --inception names a local file; front and profile previews of the first four samples
-    (original beside tuned) and an orbit GIF of the first. Two flows also get a stage-consistency figure (IoU of
-    the first stage's structure with the finished asset's) and a diversity figure (pairwise slab distances).
+    camera, truncation 0.7 as sample banks; a flow's noise per id) and report: how the reward moved per seed (fraction
+    that rose, mean change, slope of final on initial), the win rate of tuned over original by --labels or
+    --annotator (exact binomial p, Wilson 95% interval), what else changed (every simulated taste at temperature 0,
+    the mesh statistics, nose prominence and asymmetry in world units, diversity; the first line says "reward
+    hacking suspected" when the reward rose while a taste prefers the original, p < 0.05), PSNR and SSIM of tuned
+    vs original images, and FID/KID when --inception names a local file; front and profile previews of the four
+    samples whose collateral changed most (original beside tuned, and where the surface moved) and an orbit GIF of
+    the first. Two flows also get a stage-consistency figure (IoU of the first stage's structure with the finished
+    asset's) and a diversity figure (pairwise slab distances).
 
     \b
     python tools/evaluate.py --original bundled --tuned training-runs/00000-.../network-snapshot-000000.pkl \\
@@ -95,6 +98,8 @@ def main(original_pkl, tuned_pkl, trust_pickle, reward_path, seeds, conditions, 
 
     rc = summary['reward']
     pref = summary['preference']
+    if summary['alarm']:
+        print(summary['alarm'])
     print(f'reward rose for {rc["rose"]} of {rc["seeds"]} samples; mean change {rc["mean_delta"]:+.3f} '
         f'(95% CI {rc["mean_delta_ci95"][0]:+.3f}..{rc["mean_delta_ci95"][1]:+.3f}); slope {rc["fit_slope"]:.2f}')
     if isinstance(pref, dict):
@@ -106,6 +111,8 @@ def main(original_pkl, tuned_pkl, trust_pickle, reward_path, seeds, conditions, 
         print(f'structure IoU (first stage vs finished asset): original {sc["original"]["mean"]:.3f}, tuned '
             f'{sc["tuned"]["mean"]:.3f}; diversity (mean pairwise slab RMS): original {div["original"]["all"]:.3f}, '
             f'tuned {div["tuned"]["all"]:.3f}')
+    print(collateral.summary_line(summary['collateral']))
+    print('\n'.join(collateral.describe_truth(summary['collateral'])))
     print(f'images: mean PSNR {summary["images"]["mean_psnr_db"]:.2f} dB, mean SSIM {summary["images"]["mean_ssim"]:.3f}')
     print(f'report: {os.path.join(outdir, "report.html")}')
 

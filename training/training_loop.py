@@ -475,12 +475,19 @@ def training_loop(
             training_stats.report0('Timing/total_days', (tick_end_time - start_time) / (24 * 60 * 60))
             log(' '.join(fields))
 
-            # Panel: every tick; its closing report at the end.
+            # Panel: every tick; its closing report at the end. A panel may ask to stop (its stop_reason, e.g. the
+            # reward hacking alarm): this tick then ends the run, snapshot included.
             if panel is not None:
                 log(panel.record(G_ema, cur_nimg / 1e3))
-                closing = panel.finish() if done else None
+                stop_reason = getattr(panel, 'stop_reason', None)
+                done = done or bool(stop_reason)
+                closing = panel.finish(stopped=stop_reason, G_ema=G_ema) if done else None
                 if isinstance(closing, str):
                     log(closing)
+            if num_gpus > 1:                                            # Every rank stops where rank 0's panel did.
+                flag = torch.tensor([float(done)], device=device)
+                torch.distributed.broadcast(flag, src=0)
+                done = bool(flag.item())
 
             # Image grids.
             if (rank == 0) and (image_snapshot_ticks is not None) and (done or cur_tick % image_snapshot_ticks == 0):

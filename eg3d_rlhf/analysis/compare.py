@@ -1,4 +1,4 @@
-"""Compare a fine-tuned generator with its original on held-out seeds: reward change, preference, image consistency."""
+"""Compare a fine-tuned generator with its original on held-out seeds: reward change, preference, collateral, images."""
 
 import collections
 import itertools
@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from eg3d_rlhf.analysis import flow_quality, image_metrics, report_plots
+from eg3d_rlhf.analysis import collateral, flow_quality, image_metrics, report_plots
 from eg3d_rlhf.analysis.evaluation import fit_slope, reward_change, seed_rewards, win_rate
 from eg3d_rlhf.analysis.flow_quality import structure_iou
 from eg3d_rlhf.data import annotators
@@ -88,23 +88,19 @@ def save_comparison_pictures(images, slabs, grid, outdir, count=8):
         preview.save_picture(np.concatenate(rows, axis=0), os.path.join(outdir, 'geometry.png'))
 
 
-def save_before_after(generators, keys, slabs, grid, outdir, count=PREVIEW_SAMPLES):
-    """before_after.png (front and profile previews of the first `count` samples, original left of tuned) and
-    orbit.gif (the first sample's two surfaces turning), from compare()'s slabs [N, *grid] of each side; where it drew
-    none (EG3D without an annotator), only these samples are drawn on `grid`. For the bundled generator on the
-    default 128 grid's 64x71x65 slab this costs one CPU core about 2 s for the previews, 4.5 s for the orbit and, where
-    they are drawn, 3 s per generator for the slabs."""
-    keys, shown = keys[:count], {}
-    for side in SIDES:
-        if slabs[side] is not None:
-            shown[side] = slabs[side][:len(keys)].numpy()
-        else:
-            shown[side] = np.concatenate([generators[side].sigma_grid(chunk, grid, condition).numpy()
-                for condition, chunk in key_chunks(keys, len(keys))])
-    labels = [sample_id(*k) for k in keys]
-    picture = preview.before_after(shown['original'], shown['tuned'], grid, labels, names=SIDES)
+def save_before_after(keys, slabs, measures, grid, outdir, count=PREVIEW_SAMPLES):
+    """before_after.png: the `count` samples whose collateral changed most (collateral.most_changed: the worst taste's
+    fall in standard deviations), original beside tuned from the front and in profile, and where the surface moved;
+    orbit.gif: the first of them turning. From compare()'s slabs [N, *grid] and measures of each side; returns the
+    rows shown ([{id, taste, change_sd}])."""
+    picks = collateral.most_changed(measures['original'], measures['tuned'], count)
+    chosen = [i for i, _, _ in picks]
+    labels = [f'{sample_id(*keys[i])}\n{taste} {change:+.1f} sd' for i, taste, change in picks]
+    picture = collateral.strip(slabs['original'][chosen].numpy(), slabs['tuned'][chosen].numpy(), grid, labels, names=SIDES)
     preview.save_picture(picture, os.path.join(outdir, 'before_after.png'))
-    preview.save_orbit([shown[side][0] for side in SIDES], grid, os.path.join(outdir, 'orbit.gif'), SIDES, labels[0])
+    preview.save_orbit([slabs[side][chosen[0]].numpy() for side in SIDES], grid, os.path.join(outdir, 'orbit.gif'), SIDES,
+        sample_id(*keys[chosen[0]]))
+    return [dict(id=sample_id(*keys[i]), taste=taste, change_sd=float(change)) for i, taste, change in picks]
 
 
 def image_distances(extract, images, reals):
@@ -130,7 +126,8 @@ def compare(generators, reward, seeds, outdir, taste=None, temperature=0.5, labe
         extract=None, reals=None, reward_path=None, conditions=None):
     """Render both generators ({'original', 'tuned'}: generators.base.Generator3D) for the same samples (each seed
     under each of `conditions`), score them with the reward (contract.Reward), judge them by a simulated annotator's
-    taste or by a labels file, and write report.json/.html and its pictures into outdir; returns the summary."""
+    taste or by a labels file, measure what else changed (analysis/collateral.py: every taste, the mesh statistics,
+    the true geometry, diversity; summary['alarm'] says when the reward rose at a taste's cost), and write report.json/.html and its pictures into outdir; returns the summary."""
     os.makedirs(outdir, exist_ok=True)
     keys = generators['original'].keys(seeds, conditions)
     taste_grid = slab_grid(annotator_res, cube_length=generators['original'].cube_length, crop=SlabCrop())
@@ -143,12 +140,11 @@ def compare(generators, reward, seeds, outdir, taste=None, temperature=0.5, labe
         for condition, chunk in key_chunks(keys, getattr(G, 'keep', len(keys))):
             parts['rewards'].append(seed_rewards(G, reward, chunk, condition=condition))
             parts['images'].append(G.images(chunk, condition))
-            if taste or flows:
-                parts['slabs'].append(G.sigma_grid(chunk, taste_grid, condition))
+            parts['slabs'].append(G.sigma_grid(chunk, taste_grid, condition))
             if flows:
                 parts['ious'] += [structure_iou(G.pipeline, sample) for sample in G.samples(chunk, condition)]
         rewards[side], images[side] = np.concatenate(parts['rewards']), torch.cat(parts['images'])
-        slabs[side] = torch.cat(parts['slabs']) if parts['slabs'] else None
+        slabs[side] = torch.cat(parts['slabs'])
         ious[side] = np.concatenate(parts['ious']) if flows else None
 
     described = f'{len(seeds)} seeds, {seeds[0]}..{seeds[-1]}'
@@ -157,6 +153,9 @@ def compare(generators, reward, seeds, outdir, taste=None, temperature=0.5, labe
     summary = dict(**{side: generators[side].identity()['network'] for side in SIDES},
         reward_model=reward_path and os.path.abspath(reward_path), seeds=described)
     summary['reward'] = reward_change(rewards['original'], rewards['tuned'])
+    measures = {side: collateral.measure(slabs[side], taste_grid) for side in tqdm(SIDES, desc='collateral', unit='generator')}
+    summary['collateral'] = collateral.compare(measures['original'], measures['tuned'], trained=taste)
+    summary = dict(alarm=collateral.alarm(summary['collateral'], summary['reward']['mean_delta']), **summary)
     if flows:
         summary['stage_consistency'] = stage_consistency(ious, [c for _, c in keys])
         summary['diversity'] = {side: flow_quality.diversity(slabs[side], [c for _, c in keys]) for side in SIDES}
@@ -184,15 +183,15 @@ def compare(generators, reward, seeds, outdir, taste=None, temperature=0.5, labe
     report_plots.plot_deltas(rewards['original'], rewards['tuned'], out('reward_deltas.png'))
     report_plots.plot_scatter(rewards['original'], rewards['tuned'], dict(slope=rc['fit_slope'], intercept=rc['fit_intercept']),
         out('reward_scatter.png'), labels=('original reward', 'tuned reward'))
-    save_comparison_pictures(images, slabs if taste else None, taste_grid, outdir)
-    save_before_after(generators, keys, slabs, taste_grid, outdir)
-    pictures = ['reward_histograms.png', 'reward_deltas.png', 'reward_scatter.png', 'images.png'] + (['geometry.png'] if taste else [])
-    pictures += ['before_after.png', 'orbit.gif']
+    save_comparison_pictures(images, slabs, taste_grid, outdir)
+    summary['before_after_rows'] = save_before_after(keys, slabs, measures, taste_grid, outdir)
+    pictures = ['before_after.png', 'orbit.gif', 'reward_histograms.png', 'reward_deltas.png', 'reward_scatter.png',
+        'images.png', 'geometry.png']
     if flows:
         report_plots.plot_scatter(ious['original'], ious['tuned'], fit_slope(ious['original'], ious['tuned']),
             out('stage_consistency.png'), labels=('original structure IoU', 'tuned structure IoU'))
         pictures.append('stage_consistency.png')
-    report_plots.write_report(outdir, 'Tuned vs original', summary, pictures)
+    report_plots.write_report(outdir, 'Tuned vs original', summary, pictures, tables=collateral.tables(summary['collateral']))
     return summary
 
 #----------------------------------------------------------------------------

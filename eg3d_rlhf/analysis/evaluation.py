@@ -48,14 +48,23 @@ def reward_change(before, after):
         **{f'fit_{k}': v for k, v in fit_slope(before, after).items()})
 
 
+def cohens_h(p, p0=0.5):
+    """Cohen's h, the effect size of a proportion p against p0: 2 asin(sqrt(p)) - 2 asin(sqrt(p0)) (0.2 small,
+    0.5 medium, 0.8 large); nan where p is nan."""
+    if not np.isfinite(p):
+        return float('nan')
+    return float(2 * np.arcsin(np.sqrt(p)) - 2 * np.arcsin(np.sqrt(p0)))
+
+
 def win_rate(choices):
     """Tuned-vs-original judgements ('tuned' | 'original' | 'tie'): win fraction among decided pairs, its Wilson 95%
-    interval and the two-sided exact binomial p against 50% (ties are left out of both)."""
+    interval, the two-sided exact binomial p against 50% (ties are left out of both) and Cohen's h."""
     wins, losses = sum(c == 'tuned' for c in choices), sum(c == 'original' for c in choices)
     ties = len(choices) - wins - losses
     decided = wins + losses
     p = float(scipy.stats.binomtest(wins, decided, 0.5).pvalue) if decided else 1.0
     return dict(pairs=len(choices), wins=wins, losses=losses, ties=ties,
-        win_rate=wins / decided if decided else float('nan'), wilson95=list(wilson_interval(wins, decided)), binomial_p=p)
+        win_rate=wins / decided if decided else float('nan'), wilson95=list(wilson_interval(wins, decided)), binomial_p=p,
+        cohens_h=cohens_h(wins / decided if decided else float('nan')))
 
 #----------------------------------------------------------------------------

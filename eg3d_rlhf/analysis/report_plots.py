@@ -83,8 +83,8 @@ def html_table(title, header, rows):
 
 
 def write_report(outdir, title, summary, pictures, name='report', tables=()):
-    """outdir/NAME.json (the summary) and outdir/NAME.html (tables of (title, header, rows), a table of the
-    summary's scalars, then the pictures)."""
+    """outdir/NAME.json (the summary) and outdir/NAME.html (the summary's 'alarm' sentence first, if it has one;
+    tables of (title, header, rows), a table of the summary's scalars, then the pictures)."""
     with dnnlib.util.atomic_write(os.path.join(outdir, f'{name}.json'), 'w', encoding='utf-8') as f:
         json.dump(dnnlib.util.json_safe(summary), f, indent=2, allow_nan=False)
         f.write('\n')
@@ -103,7 +103,9 @@ def write_report(outdir, title, summary, pictures, name='report', tables=()):
     page = (f'<!doctype html><meta charset="utf-8"><title>{html.escape(title)}</title>'
         '<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 12px;border-bottom:1px solid #ddd;text-align:left}'
         'figure{display:inline-block;margin:8px}img{max-width:560px}</style>'
-        f'<h1>{html.escape(title)}</h1>{"".join(html_table(*t) for t in tables)}<h2>Summary</h2>'
+        + (f'<p class="alarm" style="color:#b00000;font-weight:bold">{html.escape(summary["alarm"])}</p>'
+            if summary.get('alarm') else '')
+        + f'<h1>{html.escape(title)}</h1>{"".join(html_table(*t) for t in tables)}<h2>Summary</h2>'
         f'<table>{"".join(rows)}</table>{images}\n')
     with dnnlib.util.atomic_write(os.path.join(outdir, f'{name}.html'), 'w', encoding='utf-8') as f:
         f.write(page)
@@ -197,6 +199,29 @@ def plot_bridge_weights(bridges, path):
     a.set(xlabel='w1 = G(tuned) - G(reference)', ylabel='pairs', title='quality gap (dropped at or left of tau)')
     b.set(xlabel='w2', ylabel='kept pairs', title='reliability weight (mean 1)')
     a.legend(fontsize=7, loc='best')
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_collateral(rows, path):
+    """Per group, every taste's win rate over the base at temperature 0 with its Wilson 95% interval, chance marked
+    (rows: Circular-DPO's ablation rows with their 'collateral')."""
+    plt = _pyplot()
+    tastes = list(rows[0]['collateral'])
+    fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(rows), 3.8))
+    width = 0.8 / len(tastes)
+    for k, taste in enumerate(tastes):
+        x = np.arange(len(rows)) + (k - (len(tastes) - 1) / 2) * width
+        c = [r['collateral'][taste] for r in rows]
+        rate = np.array([v['win_rate'] for v in c], dtype=float)
+        low, high = (np.array([v['wilson95'][i] for v in c], dtype=float) for i in (0, 1))
+        ax.bar(x, np.nan_to_num(rate, nan=0.5), width, label=taste)
+        ax.errorbar(x, np.nan_to_num(rate, nan=0.5), yerr=[np.nan_to_num(rate - low), np.nan_to_num(high - rate)],
+            fmt='none', color='black', capsize=2)
+    ax.axhline(0.5, color='tab:red', linestyle='--', linewidth=1)
+    ax.set(xticks=np.arange(len(rows)), xticklabels=[r['group'] for r in rows], ylim=(0, 1),
+        ylabel='tuned preferred (temperature 0)', title='Every taste, held-out pairs')
+    ax.legend(fontsize=7, loc='lower right')
     fig.tight_layout()
     _save(fig, path)
 

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import torch
 
-from eg3d_rlhf.analysis import report_plots
+from eg3d_rlhf.analysis import collateral, report_plots
 from eg3d_rlhf.analysis.compare import compare
 from eg3d_rlhf.data.annotators import parse_annotator
 from eg3d_rlhf.data.bank import Bank
@@ -26,8 +26,8 @@ from eg3d_rlhf.synthetic import demo
 # The run directory (finetune/run_dir.py) holds options.json, log.txt, labels.jsonl (the demo's simulated judgements),
 # stats.jsonl (a record per training step with TRL's names, per step-2 bridge with its w1 and w2, per phase with its
 # time, per evaluated group), flow-<group>.pt (a flow checkpoint of every stage, loadable by every tool),
-# eval-<group>/ (tools/evaluate.py's report of the group against the base), curves.png, weights.png, ablation.png,
-# report.json and report.html.
+# eval-<group>/ (tools/evaluate.py's report of the group against the base, its collateral included), curves.png,
+# weights.png, ablation.png, collateral.png, report.json and report.html (its first line the hacking alarm, if any).
 
 def load_preferences(cfg, generator, run_dir, seed):
     """(PairData, info) of the run: the bank's assets judged by --labels, or the demo's drawn and judged samples
@@ -74,6 +74,11 @@ def group_row(group, summary, seconds):
     div = summary.get('diversity')
     if isinstance(div, dict):
         row.update(diversity_ratio=div['ratio_all'])
+    cost = summary['collateral']
+    row.update(alarm=summary['alarm'], collateral={name: {k: r[k] for k in ('wins', 'losses', 'ties', 'win_rate',
+        'wilson95', 'binomial_p', 'cohens_h')} for name, r in cost['tastes'].items()},
+        nose_prominence_change=cost['truth']['nose_prominence']['change'],
+        nose_prominence_change_ci95=cost['truth']['nose_prominence']['change_ci95'])
     return row
 
 
@@ -84,6 +89,7 @@ def fmt(value, spec='.3f'):
 def table_rows(rows):
     """The ablation table as (header, rows of strings)."""
     header = ['group', 'what', 'win rate (Wilson 95%)', 'binomial p', 'noise-free win rate', 'reward change',
+        'every taste at temperature 0: tuned preferred', 'nose prominence change (world units)',
         'structure IoU (base -> tuned)', 'diversity ratio']
     body = []
     for r in rows:
@@ -91,6 +97,10 @@ def table_rows(rows):
         body.append([r['group'], r['description'],
             f'{fmt(r.get("win_rate"), ".1%")} ({fmt(ci[0], ".1%")}-{fmt(ci[1], ".1%")})' if ci else '-',
             fmt(r.get('binomial_p'), '.2g'), fmt(r.get('noise_free_win_rate'), '.1%'), f'{r["reward_mean_delta"]:+.3f}',
+            ', '.join(f'{name} {c["wins"]}/{c["wins"] + c["losses"]}' + (' LOSS' if c['win_rate'] < 0.5
+                and c['binomial_p'] < collateral.ALPHA else '') for name, c in r['collateral'].items()),
+            f'{r["nose_prominence_change"]:+.4f} ({r["nose_prominence_change_ci95"][0]:+.4f}..'
+            f'{r["nose_prominence_change_ci95"][1]:+.4f})',
             f'{fmt(r.get("structure_iou_base"))} -> {fmt(r.get("structure_iou"))}', fmt(r.get('diversity_ratio'))])
     return header, body
 
@@ -125,7 +135,9 @@ def align(cfg, generator, reward, run_dir, save_snapshot, seed=0, reward_path=No
         rows.append(group_row(group, summary, trained))
         log(dict(kind='eval', **rows[-1]))
 
-    summary = dict(options=dataclasses.asdict(cfg), seed=seed, network=generator.identity()['network'],
+    alarms = [f'({r["group"]}) {r["alarm"]}' for r in rows if r['alarm']]
+    summary = dict(alarm='; '.join(alarms) or None, options=dataclasses.asdict(cfg), seed=seed,
+        network=generator.identity()['network'],
         reward_model=reward_path, data=data_info, groups={r['group']: r for r in rows},
         bridges=[dict(phase=r['phase'], kept=r['kept'], dropped=r['dropped'], candidates=r['candidates'],
             w1_mean=float(np.mean(r['w1'])), w2_min=float(np.min(r['w2'])), w2_max=float(np.max(r['w2'])))
@@ -141,7 +153,10 @@ def align(cfg, generator, reward, run_dir, save_snapshot, seed=0, reward_path=No
     if rows and taste:
         report_plots.plot_win_rates(rows, os.path.join(run_dir, 'ablation.png'))
         pictures.append('ablation.png')
-    pictures += [f'eval-{r["group"]}/geometry.png' for r in rows if taste]
+    if rows:
+        report_plots.plot_collateral(rows, os.path.join(run_dir, 'collateral.png'))
+        pictures.append('collateral.png')
+    pictures += [f'eval-{r["group"]}/before_after.png' for r in rows]
     tables = [('Groups against the base model', *table_rows(rows))] if rows else []
     report_plots.write_report(run_dir, 'Circular-DPO', summary, pictures, tables=tables)
     return summary
@@ -200,7 +215,11 @@ def run(cfg, common):
             summary = align(cfg, generator, reward, run_dir, save, seed=common.seed, reward_path=reward_path)
         except (OSError, ValueError) as err:
             raise RunError(str(err).splitlines()[0])
+        if summary['alarm']:
+            print(summary['alarm'])
         for row in summary['groups'].values():
+            print(f'({row["group"]}) ' + ', '.join(f'{name} preferred in {c["wins"]} of {c["wins"] + c["losses"]}'
+                for name, c in row['collateral'].items()) + ' (every taste, temperature 0)')
             if 'win_rate' in row:
                 print(f'({row["group"]}) preferred to the base in {row["wins"]} of {row["wins"] + row["losses"]} '
                     f'held-out pairs ({100 * row["win_rate"]:.1f}%, Wilson 95% {100 * row["wilson95"][0]:.1f}-'

@@ -49,6 +49,9 @@ class RewardFinetuneConfig(MethodConfig):
     reward_recompute:   bool = option(False, 'Gradient checkpointing of the slab decoder passes (less GPU memory)', is_flag=True)
     panel_seeds:        str = option('2000-2199', 'Seeds scored every tick for the reward report, or none', metavar='LIST')
     panel_psi:          float = option(0.7, 'Truncation psi of the panel seeds\' samples (cutoff 14)', min=0)
+    collateral_seeds:   int = option(64, 'The first N panel seeds are measured under every simulated taste, the mesh statistics and the true nose at the start and the end: the report\'s collateral table and hacking alarm (0 = none)', min=0)
+    collateral_res:     int = option(128, 'Cube resolution of the collateral seeds\' slabs', min=16)
+    stop_on_hacking:    bool = option(False, 'Measure the collateral every tick and stop, with a snapshot, at the first tick where the reward rose while a taste prefers the start (binomial p < 0.05)', is_flag=True)
     # Not flags: fixed parts of the method, stated here so RewardPhase restates nothing.
     clip:               float = option(10.0, 'Rewards are clipped to [-clip, clip] before they enter the loss', min=0, flag=False)
     sigma_points:       int = option(4096, 'Slab points per sample for the density consistency', min=1, flag=False)
@@ -86,6 +89,9 @@ class RewardFinetuneConfig(MethodConfig):
                 'the whole box: give one of them')
         if self.sigma_cutoff is not None and self.sigma_psi is None:
             raise ConfigError('--sigma-cutoff is the cutoff of --sigma-psi: give --sigma-psi too')
+        if self.stop_on_hacking and (not self.has_panel or not self.collateral_seeds):
+            raise ConfigError('--stop-on-hacking watches the panel\'s collateral seeds: give --panel-seeds and '
+                '--collateral-seeds above 0')
 
     @property
     def enabled(self):
@@ -101,7 +107,8 @@ class RewardFinetuneConfig(MethodConfig):
 
     def phase_options(self):
         """The options RewardPhase reads (plain types, so they can go into training_options.json)."""
-        skip = ('reward_every', 'reward_optimizer', 'panel_seeds', 'panel_psi')
+        skip = ('reward_every', 'reward_optimizer', 'panel_seeds', 'panel_psi', 'collateral_seeds', 'collateral_res',
+            'stop_on_hacking')
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
 
 

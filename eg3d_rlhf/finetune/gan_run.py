@@ -137,7 +137,8 @@ def add_reward_phase(c, cfg):
         c.reward_opt_kwargs = dnnlib.EasyDict(c.G_opt_kwargs)            # Adam at --glr, not rescaled for lazy reg.
     if cfg.has_panel:
         c.panel_kwargs = dnnlib.EasyDict(class_name='eg3d_rlhf.finetune.panel.RewardPanel',
-            reward_model_path=cfg.reward_model, seeds=cfg.panel_seeds, truncation_psi=cfg.panel_psi)
+            reward_model_path=cfg.reward_model, seeds=cfg.panel_seeds, truncation_psi=cfg.panel_psi,
+            collateral_seeds=cfg.collateral_seeds, collateral_res=cfg.collateral_res, stop_on_hacking=cfg.stop_on_hacking)
 
 
 def build(cfg, opts):

@@ -1,4 +1,4 @@
-"""A fixed panel of seeds scored by the reward model at every training tick: trajectories, before/after evidence."""
+"""A fixed panel of seeds scored by the reward model at every training tick: trajectories, collateral, before/after."""
 
 import csv
 import os
@@ -6,12 +6,13 @@ import os
 import numpy as np
 
 import dnnlib
-from eg3d_rlhf.analysis import report_plots
+from eg3d_rlhf.analysis import collateral, report_plots
 from eg3d_rlhf.analysis.evaluation import reward_change, seed_rewards
 from eg3d_rlhf.finetune.reward_phase import check_finite
 from eg3d_rlhf.generators.base import file_sha256, seed_ranges
 from eg3d_rlhf.generators.eg3d import EG3DGenerator
 from eg3d_rlhf.geometry import preview
+from eg3d_rlhf.geometry.sigma import SlabCrop, slab_grid
 from eg3d_rlhf.rewards.checkpoint import shared_reward
 
 #----------------------------------------------------------------------------
@@ -21,10 +22,20 @@ from eg3d_rlhf.rewards.checkpoint import shared_reward
 #   reward_histograms.png       first vs last tick                       } at the end of training
 #   reward_deltas.png           per-seed change, sorted                  }
 #   reward_scatter.png          last vs first with the fitted slope      } (the paper's Figure 9)
-#   before_after.png            front and profile previews of the first  }
-#                               PREVIEW_SEEDS panel seeds' slabs, first  }
-#                               vs last tick                             }
-#   reward_report.json/.html    reward_change() of first vs last tick    }
+#   before_after.png            front and profile previews, first vs     }
+#                               last tick, of the PREVIEW_SEEDS collat-  }
+#                               eral seeds whose tastes fell furthest,   }
+#                               and where their surface moved (without   }
+#                               collateral seeds: the first panel seeds) }
+#   reward_report.json/.html    reward_change() of first vs last tick,   }
+#                               the collateral, and as its first line    }
+#                               the hacking alarm when it is raised      }
+#
+# The collateral (analysis/collateral.py): the first `collateral_seeds` panel seeds are drawn on a slab grid of
+# `collateral_res` at the first tick and at the end (every tick with stop_on_hacking) and measured under every
+# simulated taste, the mesh statistics and the true geometry (nose prominence in world units). With stop_on_hacking
+# the first tick at which the alarm is raised sets `stop_reason`, and the training loop ends the run there with a
+# snapshot. For the demo, 64 seeds on the 128 grid's 64x71x65 slab cost about 9 s of 2 CPU cores per measurement.
 #
 # The previews cost little: one generator pass of PREVIEW_SEEDS seeds on the reward's grid per record() (the first
 # is "before", the latest "after"), and 4 seeds x 2 generators x 2 views rendered at PREVIEW_RES pixels in finish().
@@ -58,6 +69,9 @@ class RewardPanel:
                                     # reward model's training seeds).
         truncation_psi  = 0.7,      # As the sample banks.
         batch           = 8,        # Seeds per generator pass.
+        collateral_seeds = 64,      # The first N panel seeds are measured under every taste (analysis/collateral.py).
+        collateral_res  = 128,      # Cube resolution of their slabs.
+        stop_on_hacking = False,    # Measure them every tick; set stop_reason when the hacking alarm is raised.
         device          = 'cpu',
     ):
         self.run_dir = run_dir
@@ -68,6 +82,12 @@ class RewardPanel:
         self.kimg, self.rewards = [], []                # Ticks recorded so far: kimg and rewards [seeds].
         self.start = None                               # The preview seeds' slabs at the first tick.
         self.end = None                                 # The preview seeds' slabs at the latest tick.
+        self.collateral_seeds = self.seeds[:collateral_seeds]
+        self.collateral_grid = slab_grid(collateral_res, crop=SlabCrop())   # Its cube length: the generator's, below.
+        self.collateral_res, self.stop_on_hacking = collateral_res, stop_on_hacking
+        self.before = self.after = None                 # (kimg, slabs, measures) of the collateral seeds.
+        self.collateral = None                          # collateral.compare() of before and after.
+        self.stop_reason = None                         # The alarm that asks the training loop to stop.
 
     def generator(self, G_ema):
         return EG3DGenerator(G_ema, truncation_psi=self.truncation_psi, batch=self.batch)
@@ -82,6 +102,11 @@ class RewardPanel:
         self.end = self.preview_slabs(generator)
         if self.start is None:
             self.start = self.end
+        if self.collateral_seeds and self.before is None:
+            self.before = self.measure(generator, kimg)
+        elif self.collateral_seeds and self.stop_on_hacking:
+            self.after = self.measure(generator, kimg)
+            self.stop_reason = self.check()
         rows = [[f'{k:g}', *[f'{r:.6g}' for r in rewards]] for k, rewards in zip(self.kimg, self.rewards)]
         with dnnlib.util.atomic_write(os.path.join(self.run_dir, 'reward_trajectories.csv'), 'w', encoding='utf-8') as f:
             writer = csv.writer(f, lineterminator='\n')
@@ -89,8 +114,24 @@ class RewardPanel:
             writer.writerows(rows)
         report_plots.plot_trajectories(self.kimg, np.stack(self.rewards), os.path.join(self.run_dir, 'reward_trajectories.png'))
         now, first = self.rewards[-1], self.rewards[0]
-        return (f'panel of {len(self.seeds)} seeds: mean reward {now.mean():.3f} ({now.mean() - first.mean():+.3f} since '
+        line = (f'panel of {len(self.seeds)} seeds: mean reward {now.mean():.3f} ({now.mean() - first.mean():+.3f} since '
             f'the start), {(now > first).sum()} rose')
+        if self.after is not None and self.after[0] == self.kimg[-1]:
+            line += f'; {collateral.summary_line(self.collateral)}'
+        return line + (f'\nstopping: {self.stop_reason}' if self.stop_reason else '')
+
+    def measure(self, generator, kimg):
+        """(kimg, slabs [N, *grid] float16, collateral.measure()) of the collateral seeds."""
+        grid = slab_grid(self.collateral_res, cube_length=generator.cube_length, crop=SlabCrop())
+        self.collateral_grid = grid
+        slabs = generator.sigma_grid(self.collateral_seeds, grid)
+        return kimg, slabs.half().numpy(), collateral.measure(slabs, grid)
+
+    def check(self):
+        """Compare the collateral seeds' latest measurement with the first; the hacking alarm (a sentence) or None.
+        The reward's change is the whole panel's mean."""
+        self.collateral = collateral.compare(self.before[2], self.after[2])
+        return collateral.alarm(self.collateral, float(self.rewards[-1].mean() - self.rewards[0].mean()))
 
     def preview_slabs(self, generator):
         """Raw sigma (numpy [PREVIEW_SEEDS, *grid]) of the first panel seeds on the reward's grid."""
@@ -111,29 +152,54 @@ class RewardPanel:
         self.kimg = [float(k) for k in state['kimg']]
         self.rewards = [np.asarray(r, dtype=np.float64) for r in state['rewards']]
         self.start = self.preview_slabs(self.generator(G_start))
+        if self.collateral_seeds:
+            self.before = self.measure(self.generator(G_start), self.kimg[0])
         return f'panel: continuing {len(self.kimg)} ticks from {self.kimg[0]:g} kimg to {self.kimg[-1]:g} kimg'
 
-    def finish(self, stopped=None):
+    def finish(self, stopped=None, G_ema=None):
         """Before/after plots and the report (first vs last recorded tick; `stopped`, the reason a run ended early,
-        goes into it); returns a one-line summary (the numbers are in self.summary and reward_report.json)."""
+        goes into it; G_ema, the generator of the last tick, for the collateral seeds unless this tick measured them);
+        returns a summary line, after the alarm's when it is raised (the numbers are in self.summary and
+        reward_report.json)."""
         before, after = self.rewards[0], self.rewards[-1]
         summary = dict(first_kimg=self.kimg[0], last_kimg=self.kimg[-1], **reward_change(before, after))
         if stopped is not None:
             summary['stopped'] = stopped
+        tables, alarm = [], None
+        if self.before is not None and G_ema is not None and (self.after is None or self.after[0] != self.kimg[-1]):
+            self.after = self.measure(self.generator(G_ema), self.kimg[-1])
+        if self.before is not None and self.after is not None:
+            alarm = self.check()
+            summary = dict(alarm=alarm, **summary, collateral_seeds=len(self.collateral_seeds),
+                collateral_kimg=[self.before[0], self.after[0]], collateral=self.collateral)
+            tables = collateral.tables(self.collateral)
         out = lambda name: os.path.join(self.run_dir, name)
         report_plots.plot_histograms(before, after, out('reward_histograms.png'),
             labels=(f'{self.kimg[0]:g} kimg', f'{self.kimg[-1]:g} kimg'))
         report_plots.plot_deltas(before, after, out('reward_deltas.png'))
         report_plots.plot_scatter(before, after, dict(slope=summary['fit_slope'], intercept=summary['fit_intercept']),
             out('reward_scatter.png'))
-        picture = preview.before_after(self.start, self.end, self.reward.grid,
-            [f'seed{s:06d}' for s in self.seeds[:PREVIEW_SEEDS]], names=('before', 'after'), resolution=PREVIEW_RES)
+        if tables:
+            picks = collateral.most_changed(self.before[2], self.after[2], PREVIEW_SEEDS)
+            chosen = [i for i, _, _ in picks]
+            picture = collateral.strip(self.before[1][chosen], self.after[1][chosen], self.collateral_grid,
+                [f'seed{self.collateral_seeds[i]:06d}\n{taste} {change:+.1f} sd' for i, taste, change in picks],
+                names=('before', 'after'), resolution=PREVIEW_RES)
+            summary['before_after_rows'] = [dict(seed=self.collateral_seeds[i], taste=taste, change_sd=float(change))
+                for i, taste, change in picks]
+        else:
+            picture = preview.before_after(self.start, self.end, self.reward.grid,
+                [f'seed{s:06d}' for s in self.seeds[:PREVIEW_SEEDS]], names=('before', 'after'), resolution=PREVIEW_RES)
         preview.save_picture(picture, out('before_after.png'))
-        pictures = ['reward_trajectories.png', 'reward_histograms.png', 'reward_deltas.png', 'reward_scatter.png',
-            'before_after.png']
-        report_plots.write_report(self.run_dir, 'Reward panel', summary, pictures, name='reward_report')
+        pictures = ['before_after.png', 'reward_trajectories.png', 'reward_histograms.png', 'reward_deltas.png',
+            'reward_scatter.png']
+        report_plots.write_report(self.run_dir, 'Reward panel', summary, pictures, name='reward_report', tables=tables)
         self.summary = summary
-        return (f"panel: {summary['rose']} of {summary['seeds']} seeds rose, mean change {summary['mean_delta']:+.3f}, "
+        lines = [alarm] if alarm else []
+        lines.append(f"panel: {summary['rose']} of {summary['seeds']} seeds rose, mean change {summary['mean_delta']:+.3f}, "
             f"slope {summary['fit_slope']:.2f}; see reward_report.html")
+        if self.collateral is not None:
+            lines += [collateral.summary_line(self.collateral)] + collateral.describe_truth(self.collateral)
+        return '\n'.join(lines)
 
 #----------------------------------------------------------------------------

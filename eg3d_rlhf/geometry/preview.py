@@ -135,19 +135,22 @@ BEFORE_AFTER_VIEWS = ('front', 'profile')
 
 
 def labelled(rows, row_labels, column_labels):
-    """uint8 grey picture of rows [[picture [H, W]]] (one shape) tiled, each column's label in a strip of
-    LABEL_TOP above it and each row's label in a strip of LABEL_LEFT left of it (text clipped to its cell)."""
-    h, w = rows[0][0].shape
-    canvas = PIL.Image.new('L', (LABEL_LEFT + w * len(rows[0]), LABEL_TOP + h * len(rows)), 255)
+    """uint8 picture of rows [[picture [H, W] grey or [H, W, 3] RGB]] (one size) tiled, each column's label in a strip
+    of LABEL_TOP above it and each row's label in a strip of LABEL_LEFT left of it (text clipped to its cell); grey
+    unless some picture is RGB."""
+    h, w = rows[0][0].shape[:2]
+    mode = 'RGB' if any(p.ndim == 3 for row in rows for p in row) else 'L'
+    white, black = (255, 255, 255) if mode == 'RGB' else 255, (0, 0, 0) if mode == 'RGB' else 0
+    canvas = PIL.Image.new(mode, (LABEL_LEFT + w * len(rows[0]), LABEL_TOP + h * len(rows)), white)
     draw, font = PIL.ImageDraw.Draw(canvas), PIL.ImageFont.load_default()
     for c, text in enumerate(column_labels):
-        cell = PIL.Image.new('L', (w, LABEL_TOP), 255)
-        PIL.ImageDraw.Draw(cell).text((2, 1), text, fill=0, font=font)
+        cell = PIL.Image.new(mode, (w, LABEL_TOP), white)
+        PIL.ImageDraw.Draw(cell).text((2, 1), text, fill=black, font=font)
         canvas.paste(cell, (LABEL_LEFT + c * w, 0))
     for r, (row, text) in enumerate(zip(rows, row_labels)):
-        draw.text((2, LABEL_TOP + r * h + h // 2 - 6), text, fill=0, font=font)
+        draw.text((2, LABEL_TOP + r * h + h // 2 - 6), text, fill=black, font=font)
         for c, picture in enumerate(row):
-            canvas.paste(PIL.Image.fromarray(picture), (LABEL_LEFT + c * w, LABEL_TOP + r * h))
+            canvas.paste(PIL.Image.fromarray(picture).convert(mode), (LABEL_LEFT + c * w, LABEL_TOP + r * h))
     return np.asarray(canvas)
 
 

@@ -49,12 +49,17 @@ def save_pair(root, shifts):
 # Before/after geometry pictures.
 
 def before_after_halves(path, rows, res=128):
-    """(original half, tuned half) of before_after.png's tiles, after checking its layout: the label strips, then
-    rows x 4 tiles of res x res."""
+    """(original half, tuned half) of a before/after picture's tiles (grey), after checking its layout: the label
+    strips, then rows of res x res tiles: original front and profile, tuned front and profile, and in a collateral
+    strip (RGB: analysis/collateral.strip) a fifth tile, the depth change in colour."""
     picture = np.asarray(PIL.Image.open(path))
-    assert picture.shape == (preview.LABEL_TOP + rows * res, preview.LABEL_LEFT + 4 * res)
-    tiles = picture[preview.LABEL_TOP:, preview.LABEL_LEFT:]
-    assert (tiles < 255).mean() > 0.05                                   # Surfaces are drawn, not only background.
-    return tiles[:, :2 * res], tiles[:, 2 * res:]
+    columns = 5 if picture.ndim == 3 else 4
+    assert picture.shape[:2] == (preview.LABEL_TOP + rows * res, preview.LABEL_LEFT + columns * res)
+    grey = picture[preview.LABEL_TOP:, preview.LABEL_LEFT:preview.LABEL_LEFT + 4 * res]
+    if picture.ndim == 3:
+        assert picture.shape[2] == 3 and (grey[..., 0] == grey[..., 1]).all() and (grey[..., 0] == grey[..., 2]).all()
+        grey = grey[..., 0]                                               # The views are grey.
+    assert (grey < 255).mean() > 0.05                                     # Surfaces are drawn, not only background.
+    return grey[:, :2 * res], grey[:, 2 * res:]
 
 #----------------------------------------------------------------------------

@@ -1,0 +1,193 @@
+"""What fine-tuning cost: every simulated taste, the mesh statistics, diversity and true geometry, and the hacking alarm."""
+
+import numpy as np
+import scipy.stats
+import torch
+
+from eg3d_rlhf.analysis.evaluation import win_rate
+from eg3d_rlhf.analysis.flow_quality import pairwise_rms
+from eg3d_rlhf.data import annotators
+from eg3d_rlhf.geometry import preview
+from eg3d_rlhf.rewards.mesh_stats import STATS, mesh_statistics
+
+#----------------------------------------------------------------------------
+# A reward that rises says only that the reward rose. Each report that compares samples before and after a method
+# (the same ids drawn from both) also measures, per sample, every taste the project simulates (data/annotators.py),
+# the statistics of the level-10 mesh people look at (rewards/mesh_stats.py) and the true geometry in world units
+# (nose prominence, left-right asymmetry: the synthetic world's properties), then compares them pair by pair:
+#   tastes      temperature 0 (each pair's noise-free choice): win rate of the tuned sample, Wilson 95%, binomial p,
+#               Cohen's h
+#   mesh        mean before and after, the paired change with a 95% t interval
+#   truth       the same in world units
+#   diversity   mean pairwise RMS distance of the slabs, before and after
+# The alarm: the reward rose while some taste prefers the original significantly (binomial p < ALPHA) - the trained
+# taste included, since a reward that rises while its own taste falls is hacked too.
+
+MESH_STATS = ('roughness', 'bending', 'abs_bending', 'pieces', 'floater_share', 'handles', 'cap_share')
+TRUTH = dict(
+    nose_prominence = annotators.nose_prominence,   # How far the nose tip stands out of the face (world units).
+    asymmetry       = annotators.asymmetry,         # Mean |z(x, y) - z(-x, y)| of the front surface (world units).
+)
+ALPHA = 0.05                # Significance of a collateral loss that raises the alarm.
+
+
+def measure(slabs, grid, level=10.0):
+    """Per-sample numbers of raw sigma slabs [N, X, Y, Z] (torch or numpy) on a CubeGrid, as plain lists (a snapshot
+    can keep them): {'tastes': {taste: [N]}, 'mesh': {stat: [N]}, 'truth': {name: [N]}, 'diversity': float}."""
+    slabs = torch.as_tensor(np.asarray(slabs), dtype=torch.float32)
+    volumes = slabs.numpy()
+    index = [STATS.index(s) for s in MESH_STATS]
+    result = dict(tastes={t: [] for t in annotators.TASTES}, mesh={s: [] for s in MESH_STATS},
+        truth={t: [] for t in TRUTH})
+    with torch.no_grad():
+        for volume, tensor in zip(volumes, slabs):
+            for name, taste in annotators.TASTES.items():
+                result['tastes'][name].append(float(taste(volume, grid, level)))
+            stats = mesh_statistics(tensor.double(), level, precision=None)[index].tolist()
+            for name, value in zip(MESH_STATS, stats):
+                result['mesh'][name].append(float(value))
+            for name, fn in TRUTH.items():
+                result['truth'][name].append(float(fn(volume, grid, level)))
+    result['diversity'] = pairwise_rms(slabs)[0]
+    return result
+
+
+def paired(before, after):
+    """Mean before and after, and the paired change with its 95% t interval and p."""
+    before, after = np.asarray(before, dtype=np.float64), np.asarray(after, dtype=np.float64)
+    delta = after - before
+    n = len(delta)
+    sd = float(delta.std(ddof=1)) if n > 1 else 0.0
+    half = float(scipy.stats.t.ppf(0.975, n - 1) * sd / np.sqrt(n)) if n > 1 else float('nan')
+    p = float(scipy.stats.ttest_1samp(delta, 0).pvalue) if n > 1 and sd > 0 else 1.0 if n > 1 else float('nan')
+    return dict(before=float(before.mean()), after=float(after.mean()), sd_before=float(before.std(ddof=1)) if n > 1
+        else 0.0, change=float(delta.mean()), change_ci95=[float(delta.mean()) - half, float(delta.mean()) + half], p=p)
+
+
+def choices(before, after):
+    """'tuned' | 'original' | 'tie' per pair: the noise-free choice of a taste (higher is liked)."""
+    return ['tuned' if a > b else 'original' if a < b else 'tie' for b, a in zip(before, after)]
+
+
+def compare(before, after, trained=None):
+    """Tuned-vs-original collateral of two measure() results of the same samples (before[i] and after[i] one id);
+    trained: the taste the method optimised (marked in the table), or None."""
+    if len(before['tastes']['nose']) != len(after['tastes']['nose']):
+        raise ValueError('before and after measure different numbers of samples')
+    tastes = {}
+    for name in annotators.TASTES:
+        tastes[name] = dict(trained=name == trained, **win_rate(choices(before['tastes'][name], after['tastes'][name])))
+    return dict(samples=len(before['tastes']['nose']), temperature=0, trained_taste=trained, tastes=tastes,
+        mesh={s: paired(before['mesh'][s], after['mesh'][s]) for s in MESH_STATS},
+        truth={t: paired(before['truth'][t], after['truth'][t]) for t in TRUTH},
+        diversity=dict(before=before['diversity'], after=after['diversity'],
+            ratio=after['diversity'] / before['diversity'] if before['diversity'] else float('nan')))
+
+#----------------------------------------------------------------------------
+
+def losses(collateral, alpha=ALPHA):
+    """[(taste, win rate entry)] of the tastes preferring the original significantly, worst first."""
+    bad = [(name, r) for name, r in collateral['tastes'].items()
+        if r['wins'] + r['losses'] and r['win_rate'] < 0.5 and r['binomial_p'] < alpha]
+    return sorted(bad, key=lambda item: item[1]['binomial_p'])
+
+
+def alarm(collateral, reward_delta, alpha=ALPHA):
+    """The one-sentence alarm when the reward rose (mean change reward_delta > 0) while a taste prefers the original
+    significantly, else None."""
+    bad = losses(collateral, alpha)
+    if not (reward_delta > 0) or not bad:
+        return None
+    named = '; '.join(f'{name} preferred in {r["win_rate"]:.0%} ({r["wins"]} of {r["wins"] + r["losses"]} decided pairs, '
+        f'binomial p {r["binomial_p"]:.2g})' for name, r in bad)
+    return f'reward hacking suspected: {named}, while the reward rose by {reward_delta:+.3g}'
+
+
+def describe_truth(collateral):
+    """One line per true property: before -> after in world units, with the change's 95% interval."""
+    return [f'{name.replace("_", " ")}: {t["before"]:.4f} -> {t["after"]:.4f} world units (change {t["change"]:+.4f}, '
+        f'95% CI {t["change_ci95"][0]:+.4f}..{t["change_ci95"][1]:+.4f}; originals spread sd {t["sd_before"]:.4f})'
+        for name, t in collateral['truth'].items()]
+
+
+def tables(collateral):
+    """The report's collateral tables as (title, header, rows)."""
+    rows = []
+    for name, r in collateral['tastes'].items():
+        lo, hi = r['wilson95']
+        flag = 'LOSS' if (name, r) in losses(collateral) else ''
+        rows.append([f'oracle:{name}' + (' (trained)' if r['trained'] else ''), f'{r["wins"]} of {r["wins"] + r["losses"]}',
+            f'{r["win_rate"]:.1%} ({lo:.1%}-{hi:.1%})' if r['wins'] + r['losses'] else '-', f'{r["binomial_p"]:.2g}',
+            f'{r["cohens_h"]:+.2f}' if np.isfinite(r['cohens_h']) else '-', str(r['ties']), flag])
+    taste_table = (f'Collateral: every taste at temperature 0, tuned vs original ({collateral["samples"]} samples)',
+        ['taste', 'tuned preferred', 'win rate (Wilson 95%)', 'binomial p', "Cohen's h", 'ties', ''], rows)
+    measured = [(f'mesh {k}', v) for k, v in collateral['mesh'].items()] + [(f'{k} (world units)', v)
+        for k, v in collateral['truth'].items()]
+    div = collateral['diversity']
+    rows = [[name, f'{v["before"]:.4g}', f'{v["after"]:.4g}', f'{v["change"]:+.4g} ({v["change_ci95"][0]:+.3g}..'
+        f'{v["change_ci95"][1]:+.3g})', f'{v["p"]:.2g}'] for name, v in measured]
+    rows.append(['diversity (mean pairwise slab RMS)', f'{div["before"]:.4g}', f'{div["after"]:.4g}',
+        f'ratio {div["ratio"]:.3f}', '-'])
+    return [taste_table, ('Collateral: mesh statistics, true geometry and diversity (means; paired change, 95% CI)',
+        ['measure', 'before', 'after', 'change (95% CI)', 'paired t p'], rows)]
+
+
+def summary_line(collateral):
+    """The tastes' win rates in one line, for logs."""
+    return 'collateral (tuned preferred, temperature 0): ' + ', '.join(f'{name} {r["wins"]}/{r["wins"] + r["losses"]}'
+        for name, r in collateral['tastes'].items())
+
+#----------------------------------------------------------------------------
+# Pictures: the samples whose collateral changed most, and where their surface moved.
+
+def most_changed(before, after, count):
+    """Indices of the `count` samples whose worst taste fell furthest, in standard deviations of that taste over the
+    originals, and for each (taste, change in sd)."""
+    worst = []
+    for i in range(len(before['tastes']['nose'])):
+        drops = []
+        for name in annotators.TASTES:
+            values = np.asarray(before['tastes'][name], dtype=np.float64)
+            scale = values.std() if values.std() > 0 else 1.0
+            drops.append(((after['tastes'][name][i] - before['tastes'][name][i]) / scale, name))
+        worst.append(min(drops))
+    order = sorted(range(len(worst)), key=lambda i: worst[i][0])[:count]
+    return [(i, worst[i][1], worst[i][0]) for i in order]
+
+
+def depth_change(before, after, grid, level=10.0, resolution=128, scale=None):
+    """(RGB picture [resolution, resolution, 3], scale): how far the front surface moved toward the viewer (world
+    units), framed as preview's front view of `after` (its shading kept faint beneath): red forward, blue back, full
+    colour at `scale` (default: the largest move)."""
+    import matplotlib
+    before, after = np.asarray(before, dtype=np.float32), np.asarray(after, dtype=np.float32)
+    z0, z1 = annotators.front_surface(before, grid, level), annotators.front_surface(after, grid, level)
+    d = np.where(np.isfinite(z0) & np.isfinite(z1), z1 - z0, 0.0)          # [X, Y]
+    scale = scale or max(float(np.abs(d).max()), 1e-6)
+    lo, hi = grid.index_to_world(np.zeros(3)), grid.index_to_world(np.asarray(grid.shape) - 1)
+    centre, frame = (lo + hi) / 2, float(np.max(hi - lo) / 2)              # As preview.render_surface frames it.
+    u = np.linspace(-frame, frame, resolution)
+    ix = np.rint((centre[0] + u - lo[0]) / grid.voxel_size).astype(int)     # Columns: world x (the view's right).
+    iy = np.rint((centre[1] - u - lo[1]) / grid.voxel_size).astype(int)     # Rows: world y, downward.
+    valid = (iy[:, None] >= 0) & (iy[:, None] < d.shape[1]) & (ix[None, :] >= 0) & (ix[None, :] < d.shape[0])
+    moved = np.where(valid, d[ix.clip(0, d.shape[0] - 1)[None, :], iy.clip(0, d.shape[1] - 1)[:, None]], 0.0)
+    colour = matplotlib.colormaps['RdBu_r']((moved / scale).clip(-1, 1) * 0.5 + 0.5)[..., :3]
+    shade = preview.render_surface(after, grid, level, resolution=resolution)[..., None]
+    return np.rint((0.25 * shade + 0.75 * colour) * 255).clip(0, 255).astype(np.uint8), scale
+
+
+def strip(before, after, grid, labels, names=('original', 'tuned'), level=10.0, resolution=128):
+    """RGB picture: per sample (raw sigma slabs before[i], after[i] on `grid`, row label labels[i]) the front and
+    profile views of both, then the depth change (depth_change, one colour scale for all rows)."""
+    changes = [depth_change(b, a, grid, level, resolution) for b, a in zip(before, after)]
+    scale = max(s for _, s in changes)
+    rows = []
+    for b, a in zip(before, after):
+        views = [preview.render_views(np.asarray(v, dtype=np.float32), grid, level, preview.BEFORE_AFTER_VIEWS,
+            resolution) for v in (b, a)]
+        rows.append([v[view] for v in views for view in preview.BEFORE_AFTER_VIEWS]
+            + [depth_change(b, a, grid, level, resolution, scale)[0]])
+    columns = [f'{name} {view}' for name in names for view in preview.BEFORE_AFTER_VIEWS]
+    return preview.labelled(rows, labels, columns + [f'moved +-{scale:.3f}'])
+
+#----------------------------------------------------------------------------

@@ -1,0 +1,101 @@
+"""The collateral checks: every taste, mesh statistics and true geometry before vs after, the hacking alarm, pictures."""
+
+import numpy as np
+import pytest
+
+from eg3d_rlhf.analysis import collateral
+from eg3d_rlhf.analysis.report_plots import write_report
+from eg3d_rlhf.geometry import preview
+from eg3d_rlhf.geometry.sigma import SlabCrop, slab_grid
+from tests.helpers.collateral import bump, toy_run, true_slabs
+
+GRID = slab_grid(64, crop=SlabCrop())
+
+@pytest.fixture(scope='module')
+def heads():
+    """(true slabs of 16 clean synthetic heads, their nose tips, the measures of the slabs)."""
+    slabs, tips = true_slabs(16, GRID)
+    return slabs, tips, collateral.measure(slabs, GRID)
+
+#----------------------------------------------------------------------------
+# Toy runs: a reward hacked by construction, and one that improves its taste without side effects.
+
+def test_a_reward_hacked_by_construction_raises_the_alarm(heads, tmp_path):
+    slabs, tips, before = heads
+    # The toy reward likes density on the right cheek: climbing it grows a lump there, which breaks the symmetry.
+    cheek = tips * np.array([0, 1, 1]) + np.array([0.12, -0.02, -0.06])
+    tuned, r0, r1 = toy_run(slabs, bump(GRID, cheek, 0.035))
+    assert (r1 > r0).all()
+    result = collateral.compare(before, collateral.measure(tuned, GRID), trained='nose')
+    sym = result['tastes']['symmetric']
+    assert sym['wins'] == 0 and sym['losses'] == 16 and sym['binomial_p'] < 1e-4 and sym['cohens_h'] < -1.5
+    sentence = collateral.alarm(result, float((r1 - r0).mean()))
+    assert sentence.startswith('reward hacking suspected: ') and 'symmetric preferred in 0% (0 of 16' in sentence
+    assert result['truth']['asymmetry']['change_ci95'][0] > 0               # In world units, the lump is real.
+    # The alarm is the report's first line, and the loss is flagged in its table.
+    write_report(str(tmp_path), 'toy', dict(alarm=sentence, collateral=result), [], tables=collateral.tables(result))
+    page = (tmp_path / 'report.html').read_text()
+    assert page.index('reward hacking suspected') < page.index('<h1>')
+    rows = {r[0]: r for r in collateral.tables(result)[0][2]}
+    assert rows['oracle:symmetric'][-1] == 'LOSS' and rows['oracle:nose (trained)'][-1] == ''
+    # No alarm when the reward did not rise, whatever the tastes say.
+    assert collateral.alarm(result, -0.1) is None and collateral.alarm(result, 0.0) is None
+
+
+def test_a_reward_that_improves_its_taste_cleanly_raises_no_alarm(heads):
+    slabs, tips, before = heads
+    # The toy reward dislikes density at the nose tip: climbing it shortens the nose and touches nothing else.
+    tuned, r0, r1 = toy_run(slabs, -bump(GRID, tips, 0.035))
+    result = collateral.compare(before, collateral.measure(tuned, GRID), trained='nose')
+    assert collateral.alarm(result, float((r1 - r0).mean())) is None and not collateral.losses(result)
+    assert result['tastes']['nose']['wins'] == 16
+    nose = result['truth']['nose_prominence']                              # Ground truth: shorter, in world units.
+    assert nose['change_ci95'][1] < -0.02 and nose['after'] < nose['before']
+    assert result['tastes']['symmetric']['ties'] == 16                      # True heads stay exactly symmetric.
+
+#----------------------------------------------------------------------------
+# The statistics themselves.
+
+def test_compare_counts_each_pairs_noise_free_choice(heads):
+    _, _, before = heads
+    after = {k: {n: list(v) for n, v in before[k].items()} if isinstance(before[k], dict) else before[k] for k in before}
+    after['tastes']['smooth'] = [v + (0.1 if i < 12 else -0.1) for i, v in enumerate(before['tastes']['smooth'])]
+    after['tastes']['closed'] = [v - 0.1 if i < 2 else v for i, v in enumerate(before['tastes']['closed'])]
+    after['mesh']['pieces'] = [v + 1 for v in before['mesh']['pieces']]
+    result = collateral.compare(before, after)
+    smooth, closed = result['tastes']['smooth'], result['tastes']['closed']
+    assert (smooth['wins'], smooth['losses'], smooth['ties']) == (12, 4, 0) and smooth['win_rate'] == 0.75
+    assert smooth['cohens_h'] == pytest.approx(2 * np.arcsin(np.sqrt(0.75)) - np.pi / 2)
+    assert (closed['wins'], closed['losses'], closed['ties']) == (0, 2, 14) and closed['binomial_p'] == 0.5
+    assert result['mesh']['pieces']['change'] == 1 and result['mesh']['pieces']['change_ci95'] == [1, 1]
+    assert result['diversity']['ratio'] == 1 and collateral.losses(result) == []
+    with pytest.raises(ValueError, match='different numbers of samples'):
+        collateral.compare(before, collateral.measure(heads[0][:3], GRID))
+
+
+def test_measure_reads_every_taste_statistic_and_truth(heads):
+    slabs, _, before = heads
+    assert set(before['tastes']) == {'nose', 'smooth', 'closed', 'symmetric'}
+    assert set(before['mesh']) == set(collateral.MESH_STATS) and set(before['truth']) == set(collateral.TRUTH)
+    assert all(len(v) == 16 for part in ('tastes', 'mesh', 'truth') for v in before[part].values())
+    assert before['truth']['nose_prominence'] == [-v for v in before['tastes']['nose']]
+    assert all(p >= 1 for p in before['mesh']['pieces']) and before['diversity'] > 0
+
+#----------------------------------------------------------------------------
+# Pictures: the most changed samples first, where the surface moved in colour.
+
+def test_the_strip_shows_the_most_changed_samples_and_where_they_moved(heads):
+    slabs, tips, before = heads
+    tuned = slabs.clone()
+    cheek = tips[5:6] * np.array([0, 1, 1]) + np.array([0.12, -0.02, -0.06])
+    tuned[5] += 30 * bump(GRID, cheek, 0.035)[0]                            # Only sample 5 changes.
+    after = collateral.measure(tuned, GRID)
+    picks = collateral.most_changed(before, after, 2)
+    assert picks[0][0] == 5 and picks[0][1] in ('symmetric', 'smooth') and picks[0][2] < 0
+    picture = collateral.strip(slabs[[5]], tuned[[5]], GRID, ['five'], resolution=64)
+    assert picture.shape == (preview.LABEL_TOP + 64, preview.LABEL_LEFT + 5 * 64, 3)
+    moved = picture[preview.LABEL_TOP:, preview.LABEL_LEFT + 4 * 64:].astype(int)
+    red = (moved[..., 0] - moved[..., 2]) > 80
+    assert red.any()                                                        # The lump came toward the viewer...
+    cols = np.nonzero(red.any(axis=0))[0]
+    assert cols.min() > 32                                                  # ... at world +x, the right half of the front view.
