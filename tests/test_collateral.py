@@ -99,3 +99,42 @@ def test_the_strip_shows_the_most_changed_samples_and_where_they_moved(heads):
     assert red.any()                                                        # The lump came toward the viewer...
     cols = np.nonzero(red.any(axis=0))[0]
     assert cols.min() > 32                                                  # ... at world +x, the right half of the front view.
+
+#----------------------------------------------------------------------------
+# --stop-on-hacking: a fine-tuning run of the bundled generator on a reward hacked by construction stops at the first
+# tick where the alarm is significant, says why in one line, and leaves a snapshot that loads and draws.
+
+@pytest.mark.slow
+def test_stop_on_hacking_ends_a_hacked_run_with_a_snapshot(data, tmp_path):
+    import csv
+    import json
+    import os
+    import torch
+    from eg3d_rlhf.rewards.checkpoint import load_reward
+    from eg3d_rlhf.synthetic import demo
+    from tests.helpers.collateral import one_sided_reward
+    from tests.helpers.train import base_args, only_run_dir, run_train
+    from training import legacy
+    from training.camera_utils import orbit_camera_label
+    reward = one_sided_reward(str(tmp_path / 'one-sided.pt'), load_reward(demo.reward_model('sigma')).spec.slab)
+    args = base_args(data, tmp_path / 'runs', '--resume', demo.GENERATOR, '--trust-pickle', '--reward', 'sigma',
+        '--reward-model', reward, '--glr', '0.002', '--kimg', '0.06', '--tick', '0.008', '--snap', '100', '--workers', '0',
+        '--panel-seeds', '2000-2015', '--collateral-seeds', '16', '--collateral-res', '64', '--stop-on-hacking')
+    output = run_train(args)
+    stops = [line for line in output.splitlines() if line.startswith('stopping: ')]
+    assert len(stops) == 1 and stops[0].startswith('stopping: reward hacking suspected: symmetric preferred in ')
+    run_dir = only_run_dir(tmp_path / 'runs')
+    with open(os.path.join(run_dir, 'reward_trajectories.csv')) as f:
+        ticks = [float(row[0]) for row in list(csv.reader(f))[1:]]
+    assert ticks[-1] < 0.06 and len(ticks) == output.count('panel of 16 seeds: ')    # Stopped before the end...
+    lines = output.splitlines()
+    checks = [i for i, line in enumerate(lines) if line.startswith('panel of 16 seeds: ')]
+    assert lines.index(stops[0]) == checks[-1] + 1                          # ... at the tick whose check raised it.
+    report = json.load(open(os.path.join(run_dir, 'reward_report.json')))
+    assert report['alarm'] == report['stopped'] == stops[0][len('stopping: '):]
+    assert open(os.path.join(run_dir, 'reward_report.html')).read().index(report['alarm']) < 700
+    snap = legacy.load_network_pkl(os.path.join(run_dir, 'network-snapshot-000000.pkl'), trust=True)
+    assert snap['progress']['kimg'] == ticks[-1] and 'resume_state' in snap
+    G = snap['G_ema']
+    image = G(torch.zeros([1, G.z_dim]), orbit_camera_label(G.rendering_kwargs))['image']
+    assert torch.isfinite(image).all()

@@ -15,8 +15,8 @@ from eg3d_rlhf.rewards.mesh_stats import STATS, mesh_statistics
 # (the same ids drawn from both) also measures, per sample, every taste the project simulates (data/annotators.py),
 # the statistics of the level-10 mesh people look at (rewards/mesh_stats.py) and the true geometry in world units
 # (nose prominence, left-right asymmetry: the synthetic world's properties), then compares them pair by pair:
-#   tastes      temperature 0 (each pair's noise-free choice): win rate of the tuned sample, Wilson 95%, binomial p,
-#               Cohen's h
+#   tastes      temperature 0 (each pair's noise-free choice; differences below NOTICEABLE are ties): win rate of the
+#               tuned sample, Wilson 95%, binomial p, Cohen's h
 #   mesh        mean before and after, the paired change with a 95% t interval
 #   truth       the same in world units
 #   diversity   mean pairwise RMS distance of the slabs, before and after
@@ -29,6 +29,9 @@ TRUTH = dict(
     asymmetry       = annotators.asymmetry,         # Mean |z(x, y) - z(-x, y)| of the front surface (world units).
 )
 ALPHA = 0.05                # Significance of a collateral loss that raises the alarm.
+NOTICEABLE = 0.05           # Taste differences below this many standard deviations of the originals' scores are ties:
+                            # at the simulated annotators' default noise (temperature 0.5) such a pair is a coin
+                            # flip (P = 0.525), and a run's first steps move every score by far less.
 
 
 def measure(slabs, grid, level=10.0):
@@ -64,9 +67,16 @@ def paired(before, after):
         else 0.0, change=float(delta.mean()), change_ci95=[float(delta.mean()) - half, float(delta.mean()) + half], p=p)
 
 
-def choices(before, after):
-    """'tuned' | 'original' | 'tie' per pair: the noise-free choice of a taste (higher is liked)."""
-    return ['tuned' if a > b else 'original' if a < b else 'tie' for b, a in zip(before, after)]
+def choices(before, after, tolerance=0.0):
+    """'tuned' | 'original' | 'tie' per pair: the noise-free choice of a taste (higher is liked); differences of at
+    most `tolerance` are ties."""
+    return ['tuned' if a - b > tolerance else 'original' if b - a > tolerance else 'tie' for b, a in zip(before, after)]
+
+
+def noticeable(values):
+    """The smallest difference of a taste that counts: NOTICEABLE standard deviations of its scores over the
+    originals (0 where they do not vary)."""
+    return NOTICEABLE * float(np.std(values)) if len(values) > 1 else 0.0
 
 
 def compare(before, after, trained=None):
@@ -76,7 +86,8 @@ def compare(before, after, trained=None):
         raise ValueError('before and after measure different numbers of samples')
     tastes = {}
     for name in annotators.TASTES:
-        tastes[name] = dict(trained=name == trained, **win_rate(choices(before['tastes'][name], after['tastes'][name])))
+        b, a = before['tastes'][name], after['tastes'][name]
+        tastes[name] = dict(trained=name == trained, tie_below=noticeable(b), **win_rate(choices(b, a, noticeable(b))))
     return dict(samples=len(before['tastes']['nose']), temperature=0, trained_taste=trained, tastes=tastes,
         mesh={s: paired(before['mesh'][s], after['mesh'][s]) for s in MESH_STATS},
         truth={t: paired(before['truth'][t], after['truth'][t]) for t in TRUTH},

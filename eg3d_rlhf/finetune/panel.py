@@ -195,7 +195,7 @@ class RewardPanel:
             'reward_scatter.png']
         report_plots.write_report(self.run_dir, 'Reward panel', summary, pictures, name='reward_report', tables=tables)
         self.summary = summary
-        lines = [alarm] if alarm else []
+        lines = [alarm] if alarm and alarm != stopped else []       # A stopped run's record() said it already.
         lines.append(f"panel: {summary['rose']} of {summary['seeds']} seeds rose, mean change {summary['mean_delta']:+.3f}, "
             f"slope {summary['fit_slope']:.2f}; see reward_report.html")
         if self.collateral is not None:

@@ -39,3 +39,23 @@ def toy_run(slabs, weights, steps=5, lr=3.0):
     return x.detach(), before.numpy(), reward(x).detach().numpy()
 
 #----------------------------------------------------------------------------
+
+#----------------------------------------------------------------------------
+# A reward hacked by construction, for fine-tuning runs: it likes density on one side of the slab (world -x) and
+# dislikes it on the other, so climbing it breaks the heads' symmetry whatever else it does.
+
+def one_sided_reward(path, slab, strength=200.0):
+    """Save at `path` a levels-trunk sigma reward whose one linear head reads the soft occupancy at level 10 (of the
+    raw slab: the mesh people see) in the front half (+z, the face) of the slab's -x half minus that of its +x half, times
+    `strength`; `slab`: its slab description."""
+    from eg3d_rlhf.rewards import SigmaReward
+    from eg3d_rlhf.rewards.checkpoint import save_reward
+    from eg3d_rlhf.rewards.contract import InputSpec
+    model = SigmaReward(trunk='levels', members=1, hidden=0, levels=(10.0,), cells=(2, 1, 2), mesh_levels=())
+    with torch.no_grad():
+        head = model.heads[0]
+        head.weight.zero_()
+        head.bias.zero_()
+        head.weight[0, 1], head.weight[0, 3] = strength, -strength      # Occupancy, cells (x, z) = (0, 1) - (1, 1).
+    save_reward(path, model, 'sigma', InputSpec(slab=dict(slab), normalisation='affine', scale=1.0, offset=0.0))
+    return path
