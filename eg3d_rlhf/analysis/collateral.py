@@ -143,6 +143,25 @@ def tables(collateral):
         ['measure', 'before', 'after', 'change (95% CI)', 'paired t p'], rows)]
 
 
+def row_entries(summary):
+    """The collateral of compare()'s summary as entries of one table row (an ablation group, a sweep value): the alarm,
+    each taste's counts and test, the true nose's change."""
+    cost = summary['collateral']
+    nose = cost['truth']['nose_prominence']
+    return dict(alarm=summary['alarm'], nose_prominence_change=nose['change'], nose_prominence_change_ci95=nose['change_ci95'],
+        collateral={name: {k: r[k] for k in ('wins', 'losses', 'ties', 'win_rate', 'wilson95', 'binomial_p', 'cohens_h')}
+            for name, r in cost['tastes'].items()})
+
+
+def row_cells(row):
+    """Two table cells of row_entries(): every taste's tuned-preferred count (LOSS where it prefers the original
+    significantly) and the true nose's change with its interval."""
+    tastes = ', '.join(f'{name} {c["wins"]}/{c["wins"] + c["losses"]}' + (' LOSS' if c['win_rate'] < 0.5
+        and c['binomial_p'] < ALPHA else '') for name, c in row['collateral'].items())
+    low, high = row['nose_prominence_change_ci95']
+    return [tastes, f'{row["nose_prominence_change"]:+.4f} ({low:+.4f}..{high:+.4f})']
+
+
 def summary_line(collateral):
     """The tastes' win rates in one line, for logs."""
     return 'collateral (tuned preferred, temperature 0): ' + ', '.join(f'{name} {r["wins"]}/{r["wins"] + r["losses"]}'

@@ -74,11 +74,7 @@ def group_row(group, summary, seconds):
     div = summary.get('diversity')
     if isinstance(div, dict):
         row.update(diversity_ratio=div['ratio_all'])
-    cost = summary['collateral']
-    row.update(alarm=summary['alarm'], collateral={name: {k: r[k] for k in ('wins', 'losses', 'ties', 'win_rate',
-        'wilson95', 'binomial_p', 'cohens_h')} for name, r in cost['tastes'].items()},
-        nose_prominence_change=cost['truth']['nose_prominence']['change'],
-        nose_prominence_change_ci95=cost['truth']['nose_prominence']['change_ci95'])
+    row.update(collateral.row_entries(summary))
     return row
 
 
@@ -97,10 +93,7 @@ def table_rows(rows):
         body.append([r['group'], r['description'],
             f'{fmt(r.get("win_rate"), ".1%")} ({fmt(ci[0], ".1%")}-{fmt(ci[1], ".1%")})' if ci else '-',
             fmt(r.get('binomial_p'), '.2g'), fmt(r.get('noise_free_win_rate'), '.1%'), f'{r["reward_mean_delta"]:+.3f}',
-            ', '.join(f'{name} {c["wins"]}/{c["wins"] + c["losses"]}' + (' LOSS' if c['win_rate'] < 0.5
-                and c['binomial_p'] < collateral.ALPHA else '') for name, c in r['collateral'].items()),
-            f'{r["nose_prominence_change"]:+.4f} ({r["nose_prominence_change_ci95"][0]:+.4f}..'
-            f'{r["nose_prominence_change_ci95"][1]:+.4f})',
+            *collateral.row_cells(r),
             f'{fmt(r.get("structure_iou_base"))} -> {fmt(r.get("structure_iou"))}', fmt(r.get('diversity_ratio'))])
     return header, body
 

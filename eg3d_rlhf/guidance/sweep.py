@@ -5,7 +5,7 @@ import time
 
 import numpy as np
 
-from eg3d_rlhf.analysis import report_plots
+from eg3d_rlhf.analysis import collateral, report_plots
 from eg3d_rlhf.analysis.compare import compare, key_chunks
 from eg3d_rlhf.generators.base import sample_id
 from eg3d_rlhf.geometry import preview
@@ -20,7 +20,8 @@ from eg3d_rlhf.guidance.inverted import InvertedEG3D
 #   sweep.png           reward change, annotator win rate (Wilson 95%) and PSNR against the knob
 #   strip.png           front and profile previews of the first STRIP_SAMPLES samples at every value (and unguided),
 #                       where a person sees reward hacking begin
-#   report.json/.html   the table below and the settings
+#   report.json/.html   the table below (with every value's collateral) and the settings; its first line names the
+#                       values whose reward rose at a taste's cost (analysis/collateral.py's alarm)
 
 STRIP_SAMPLES = 4
 STRIP_RES = 96
@@ -30,7 +31,7 @@ def row_of(value, summary, seconds, samples):
     """One line of the sweep table from compare()'s summary."""
     row = dict(value=value, seconds_per_sample=seconds / samples, reward_mean_delta=summary['reward']['mean_delta'],
         reward_rose=summary['reward']['rose'], psnr_db=summary['images']['mean_psnr_db'],
-        min_psnr_db=summary['images']['min_psnr_db'], ssim=summary['images']['mean_ssim'])
+        min_psnr_db=summary['images']['min_psnr_db'], ssim=summary['images']['mean_ssim'], **collateral.row_entries(summary))
     if isinstance(summary['preference'], dict):
         p = summary['preference']
         row.update(wins=p['wins'], losses=p['losses'], ties=p['ties'], win_rate=p['win_rate'], wilson95=p['wilson95'],
@@ -55,12 +56,15 @@ def sweep(guided_at, unguided, values, reward, seeds, outdir, settings, knob='sc
     preview.save_picture(strip(generators, keys[:STRIP_SAMPLES], grid, ['unguided'] + [f'{knob} {v:g}' for v in values]),
         os.path.join(outdir, 'strip.png'))
     plot_sweep(rows, knob, os.path.join(outdir, 'sweep.png'))
-    header = [knob, 'reward change', 'rose', 'win rate (Wilson 95%)', 'p', 'PSNR dB (min)', 'SSIM', 's/sample']
+    header = [knob, 'reward change', 'rose', 'win rate (Wilson 95%)', 'p', 'every taste at temperature 0: tuned preferred',
+        'nose prominence change (world units)', 'PSNR dB (min)', 'SSIM', 's/sample']
     table = [[f'{r["value"]:g}', f'{r["reward_mean_delta"]:+.3f}', f'{r["reward_rose"]}/{len(keys)}', win_text(r),
-        f'{r["binomial_p"]:.2g}' if 'binomial_p' in r else '-', f'{r["psnr_db"]:.1f} ({r["min_psnr_db"]:.1f})',
-        f'{r["ssim"]:.3f}', f'{r["seconds_per_sample"]:.2f}'] for r in rows]
-    report_plots.write_report(outdir, 'Reward guidance sweep', dict(settings=settings, knob=knob, samples=len(keys), rows=rows),
-        ['sweep.png', 'strip.png'], tables=[(f'Guided against unguided, per {knob}', header, table)])
+        f'{r["binomial_p"]:.2g}' if 'binomial_p' in r else '-', *collateral.row_cells(r),
+        f'{r["psnr_db"]:.1f} ({r["min_psnr_db"]:.1f})', f'{r["ssim"]:.3f}', f'{r["seconds_per_sample"]:.2f}'] for r in rows]
+    alarms = [f'{knob} {r["value"]:g}: {r["alarm"]}' for r in rows if r['alarm']]
+    summary = dict(alarm='; '.join(alarms) or None, settings=settings, knob=knob, samples=len(keys), rows=rows)
+    report_plots.write_report(outdir, 'Reward guidance sweep', summary, ['sweep.png', 'strip.png'],
+        tables=[(f'Guided against unguided, per {knob}', header, table)])
     return rows
 
 
@@ -105,7 +109,7 @@ def win_text(row):
 
 def describe(row, knob):
     return (f'{knob} {row["value"]:g}: reward {row["reward_mean_delta"]:+.3f}, preferred {win_text(row)}, '
-        f'PSNR {row["psnr_db"]:.1f} dB, {row["seconds_per_sample"]:.2f} s/sample')
+        f'PSNR {row["psnr_db"]:.1f} dB, {row["seconds_per_sample"]:.2f} s/sample' + (f'\n{row["alarm"]}' if row['alarm'] else ''))
 
 #----------------------------------------------------------------------------
 
