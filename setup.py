@@ -8,7 +8,7 @@ setup(
     description='Fine-tune 3D-aware generators (EG3D) from human preferences about their geometry',
     python_requires='>=3.9',
     packages=find_packages(include=['dnnlib*', 'torch_utils*', 'training*', 'eg3d_rlhf*']),
-    package_data={'torch_utils.ops': ['*.cpp', '*.cu', '*.h'], 'eg3d_rlhf.data': ['label_page.html']},
+    package_data={'torch_utils.ops': ['*.cpp', '*.cu', '*.h'], 'eg3d_rlhf.data': ['label_page.html', 'mesh_viewer.js', 'rate_page.html']},
     install_requires=[
         'torch>=2.1,<3',        # 2.13.0 CPU wheel on the dev machine; install it first so no CUDA build is pulled in.
         'ninja',

@@ -5,7 +5,6 @@ import json
 import multiprocessing
 import os
 import re
-import shutil
 import signal
 import socket
 import threading
@@ -21,6 +20,7 @@ from eg3d_rlhf.data import preferences as P
 from eg3d_rlhf.data.bank import Bank
 from eg3d_rlhf.data.scores import score_bank
 from eg3d_rlhf.rewards.checkpoint import load_reward, save_reward
+from tests.helpers.browser import chromium_driver
 from tests.helpers.label import PICTURES, Running, fake_bank, judge, ok, read_lines, request, session, start_process
 from tools import label
 
@@ -427,24 +427,6 @@ def test_without_host_it_listens_on_loopback_only(tmp_path):
 
 #----------------------------------------------------------------------------
 # The page in a real browser.
-
-def chromium_driver():
-    """Headless Chromium under Selenium; skip, saying what is missing, when it cannot run here."""
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        pytest.skip('selenium is not installed (pip install -e ".[test]")')
-    browser = shutil.which('chromium') or shutil.which('chromium-browser')
-    driver_path = shutil.which('chromedriver')
-    if browser is None or driver_path is None:
-        pytest.skip('chromium or chromedriver is not installed (Debian: apt-get install chromium chromium-driver)')
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for arg in ('--headless=new', '--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu', '--window-size=1400,700'):
-        options.add_argument(arg)
-    return webdriver.Chrome(service=Service(driver_path), options=options)
-
 
 def browser_pair(driver):
     return tuple(driver.find_element('css selector', f'#{side} .id').text for side in ('left', 'right'))

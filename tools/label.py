@@ -1,36 +1,23 @@
-"""Pairwise labeling by people: a local web page ("which shape is better?") that appends judgements, and agreement stats."""
+"""Labeling by people: pairs, blind same-seed studies and 1-5 ratings on a local web page; agreement and scores."""
 
-import contextlib
+import socket
 
 import click
 
-from eg3d_rlhf.cli import SEED, FiniteRange, one_line_errors, open_bank, warning_lines
-from eg3d_rlhf.data import labeling, scores
+from eg3d_rlhf.analysis import study as scoring
+from eg3d_rlhf.cli import FiniteRange, one_line_errors, open_bank, warning_lines
+from eg3d_rlhf.data import invites, labeling, scores
 from eg3d_rlhf.data.bank import write_json
-from eg3d_rlhf.data.label_server import LOOPBACK, LabelServer, is_loopback
+from eg3d_rlhf.data.label_pages import (check_annotator, need_annotator, pair_target, rate_options, serve_options,
+    serve_pairs, serve_ratings, serve_study, study_options)
+from eg3d_rlhf.data.label_server import LabelServer, is_loopback  # noqa: F401 (tests reach the server through the tool)
 from eg3d_rlhf.data.preferences import LabelError, LabelWarning, load_judgements
 from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward
 
 #----------------------------------------------------------------------------
 
-DEFAULT_PAIRS = 200
-
-
-def check_annotator(ctx, param, value):
-    if not labeling.ANNOTATOR.fullmatch(value):
-        raise click.BadParameter(f'{value!r}: use 1-64 letters, digits and _ . @ -')
-    return value
-
-
-def check_host(ctx, param, value):
-    if value is not None and not value.strip():
-        raise click.BadParameter('an empty address; leave --host out to bind 127.0.0.1')
-    return value
-
-
 def reward_scores(reward_path, bank, bank_dir, score):
-    """{id: [every ensemble member's reward]} of every sample (or None without `score`, after checking the checkpoint
-    fits the bank)."""
+    """{id: [each ensemble member's reward]} of every sample (None without `score`, once the checkpoint fits the bank)."""
     try:
         reward = load_reward(reward_path, 'cpu')
         scores.check_grid(reward, bank, reward_path, bank_dir)
@@ -39,40 +26,14 @@ def reward_scores(reward_path, bank, bank_dir, score):
     return scores.score_bank(reward, bank, members=True) if score else None
 
 
-def make_session(bank, out, annotator, target, repeat_rate, seed, rewards=None):
-    """labeling.open_session over the bank's ids (active order given rewards {id: score}), its errors as click's."""
-    try:
-        with warning_lines(LabelWarning):
-            return labeling.open_session(out, annotator, bank.ids, target, repeat_rate=repeat_rate, seed=seed,
-                scores=rewards)
-    except (LabelError, OSError) as err:
-        raise click.ClickException(f'{err} (fix the file, or choose another --out)')
-
-
-#----------------------------------------------------------------------------
-
 @click.group()
 def main():
-    """Label pairs of samples by hand in a browser page, and measure how much annotators agree."""
+    """Label samples by hand in a browser page (pairs, blind studies, ratings), and score what people said."""
 
 
 @main.command()
-@click.option('--bank', 'bank_dir', required=True, metavar='BANK', help='Sample bank folder')
-@click.option('--out', required=True, metavar='JSONL', help='Judgement file, appended to (annotators may share it)')
-@click.option('--annotator', required=True, callback=check_annotator, metavar='NAME', help='Who is labeling')
-@click.option('--port', type=click.IntRange(0, 65535), default=8765, show_default=True, help='Port (0 = any free one)')
-@click.option('--pairs', 'target', type=click.IntRange(min=1), metavar='N',
-    help=f'New pairs to judge  [default: {DEFAULT_PAIRS}, or every pair of a smaller bank]')
-@click.option('--active', is_flag=True, help="Pairs the reward model is least sure of first: its ensemble's most disputed "
-    '(expected information gain), or one model\'s closest scores (needs --reward-model)')
-@click.option('--reward-model', 'reward_path', metavar='PT', help='Reward checkpoint that orders the pairs for --active')
-@click.option('--repeat-rate', type=FiniteRange(0, 1), default=0.05, show_default=True,
-    help='Share of pairs that are judged pairs again, sides swapped, for self-consistency')
-@click.option('--host', callback=check_host, metavar='ADDR', help=f'Address to listen on  [default: {LOOPBACK}]; '
-    'anything else lets other machines in')
-@click.option('--seed', type=SEED, default=0, show_default=True, help='Seed of the pair order and repeats')
-@click.option('--dry-run', is_flag=True, help='Print the resolved settings and exit; serve nothing')
-def serve(bank_dir, out, annotator, port, target, active, reward_path, repeat_rate, host, seed, dry_run):
+@serve_options
+def serve(bank_dir, out, target, active, reward_path, repeat_rate, annotator, port, host, seed, dry_run):
     """Serve the labeling page: two samples' geometry previews side by side (click one for its RGB render);
     1 or Left = left better, 2 or Right = right better, t = tie, s = skip, u or Backspace = undo, ? = help.
     Every judgement is on disk before the page says saved; a restart resumes where NAME stopped.
@@ -80,51 +41,94 @@ def serve(bank_dir, out, annotator, port, target, active, reward_path, repeat_ra
     \b
     python tools/label.py serve --bank out/bank --out labels.jsonl --annotator alice --pairs 300
     """
-    if active and not reward_path:
-        raise click.UsageError('--active orders pairs by reward scores: pass --reward-model PT')
-    if reward_path and not active:
-        raise click.UsageError('--reward-model is only used with --active')
-    bank = open_bank(bank_dir, check_slabs=active)       # People judge pictures; --active scores the slabs.
-    limit = len(bank) * (len(bank) - 1) // 2
-    target = min(DEFAULT_PAIRS, limit) if target is None else target
-    if target > limit:
-        raise click.BadParameter(f'{target} pairs asked for, but {len(bank)} samples give only {limit}', param_hint='--pairs')
-    with one_line_errors(LabelError):
+    if active != bool(reward_path):
+        raise click.UsageError('--active orders pairs by reward scores: pass --reward-model PT' if active else
+            '--reward-model is only used with --active')
+    need_annotator(annotator, host)
+    bank = open_bank(bank_dir, check_slabs=active)      # People judge pictures; --active scores the slabs.
+    target = pair_target(target, len(bank))
+    with one_line_errors(LabelError, OSError):
         labeling.check_appendable(out)
-    host = LOOPBACK if host is None else host
-    rewards = reward_scores(reward_path, bank, bank_dir, score=not dry_run) if active else None
-    loaded = labeling.file_size(out)
-    session = make_session(bank, out, annotator, target, repeat_rate, seed, rewards)   # Refuses a file before any write.
-    with contextlib.ExitStack() as held:
-        if not dry_run:                                 # One server per file and annotator, for as long as it serves.
-            with one_line_errors(LabelError, OSError):
-                held.enter_context(labeling.lock_annotator(out, annotator))
-            if labeling.file_size(out) != loaded:                     # Another server of NAME wrote before it let go: resume after it.
-                session = make_session(bank, out, annotator, target, repeat_rate, seed, rewards)
-        state = session.state()
-        order = f'active by {reward_path}' if active else f'random, seed {seed}'
-        settings = (f'bank {bank_dir} ({len(bank)} samples), out {out}, annotator {annotator}, {state["done"]}/{target} '
-            f'judged, order {order}, repeat rate {repeat_rate}')
-        if dry_run:
-            print(f'would serve http://{host}:{port}/: {settings}')
-            return
-        try:
-            server = LabelServer((host, port), bank, session)
-        except OSError as err:
-            raise click.ClickException(f'cannot listen on {host}:{port}: {err.strerror or err}')
-        if not is_loopback(host):
-            print(f'warning: listening on {host}: other machines can reach this page, and it has no login', flush=True)
-        print(f'serving http://{host}:{server.server_address[1]}/: {settings}; Ctrl-C stops', flush=True)
-        server.run()
-        print(f'{session.state()["done"]}/{target} pairs judged by {annotator} in {out}')
+        rewards = reward_scores(reward_path, bank, bank_dir, score=not dry_run) if active else None
+        serve_pairs(bank, bank_dir, out, target, repeat_rate, annotator, port, host, seed or 0, dry_run, rewards,
+            order=f'active by {reward_path}' if active else None)
+
+
+@main.command()
+@study_options
+def study(**options):
+    """Serve a blind same-seed study: each id of two banks drawn with the same --seeds (tools/sample_bank.py, one
+    bank per generator), original against tuned, the tuned side random per pair and hidden behind opaque tokens
+    until `score-study`. Keys as `serve`; a restart resumes (the key is kept).
+
+    \b
+    python tools/label.py study --original out/bank-original --tuned out/bank-tuned --out study.jsonl --annotator alice
+    """
+    with one_line_errors(LabelError, OSError):
+        serve_study(**options)
+
+
+@main.command()
+@rate_options
+def rate(**options):
+    """Serve a ratings page: one sample at a time (its bank hidden) rated 1-5 on each criterion by keys 1-5 or
+    clicks (the last criterion saves); s skips, u or Backspace go back or undo.
+
+    \b
+    python tools/label.py rate --bank out/bank-original --bank out/bank-tuned --criteria geometry,detail,symmetry --out ratings.jsonl --annotator alice
+    """
+    with one_line_errors(LabelError, OSError):
+        serve_ratings(**options)
+
+
+@main.command('score-study')
+@click.option('--out', required=True, type=click.Path(exists=True, dir_okay=False), metavar='JSONL', help='The study')
+@click.option('--min-attention', type=FiniteRange(0, 1), default=0.8, show_default=True,
+    help='Share of attention checks an annotator must pass not to be flagged')
+def score_study(out, min_attention):
+    """Unblind a study: tuned's win rate (Wilson 95%, binomial p, Cohen's h) per annotator and pooled, agreement
+    (Cohen's and Fleiss' kappa), self-consistency, attention checks; JSONL.score.json and .html.
+
+    \b
+    python tools/label.py score-study --out study.jsonl
+    """
+    with one_line_errors(LabelError), warning_lines(LabelWarning):
+        print('\n'.join(scoring.score_study_file(out, min_attention)))
+
+
+@main.command('score-ratings')
+@click.option('--out', required=True, type=click.Path(exists=True, dir_okay=False), metavar='JSONL', help='Ratings file')
+def score_ratings(out):
+    """Means with 95% t intervals per criterion and bank; JSONL.score.json and .html.
+
+    \b
+    python tools/label.py score-ratings --out ratings.jsonl
+    """
+    with one_line_errors(LabelError), warning_lines(LabelWarning):
+        print('\n'.join(scoring.score_ratings_file(out)))
+
+
+@main.command()
+@click.argument('name', callback=check_annotator)
+@click.option('--out', required=True, metavar='JSONL', help='The labels file the server writes (serve, study or rate)')
+@click.option('--url', default=f'http://{socket.gethostname()}:8765/', show_default=True, help='The page\'s address')
+@click.option('--force', is_flag=True, help='Replace NAME\'s link (the old one stops working)')
+def invite(name, out, url, force):
+    """Print NAME's secret link to a page served beyond loopback (--host); only its sha256 is kept, in JSONL.invites.json.
+
+    \b
+    python tools/label.py invite bob --out labels.jsonl --url http://192.168.1.5:8765/
+    """
+    with one_line_errors(LabelError, OSError):
+        print(f'{url.split("?")[0]}?token={invites.invite(out, name, force=force)}')
 
 
 @main.command()
 @click.argument('labels', type=click.Path(exists=True, dir_okay=False), metavar='LABELS.jsonl')
 @click.option('--json', 'json_out', metavar='OUT', help='Also write the numbers as JSON')
 def stats(labels, json_out):
-    """Judgements per annotator, ties and skips, self-consistency on repeats, and agreement with Cohen's kappa
-    between each two annotators on the pairs both judged (undone judgements do not count).
+    """Judgements per annotator, ties and skips, self-consistency on repeats, and Cohen's kappa between each two
+    annotators on the pairs both judged (undone judgements do not count).
 
     \b
     python tools/label.py stats labels.jsonl --json agreement.json
@@ -134,8 +138,7 @@ def stats(labels, json_out):
     if not judgements:
         raise click.ClickException(f'{labels}: no judgements')
     result = labeling.label_stats(judgements)
-    for line in labeling.describe_stats(labels, judgements, result):
-        print(line)
+    print('\n'.join(labeling.describe_stats(labels, judgements, result)))
     if json_out:
         write_json(json_out, result)
 

@@ -1,28 +1,45 @@
 """The labeling page's web server: the page, its JSON API over a LabelSession, and the bank's pictures, nothing else."""
 
+import gzip
+import http.cookies
 import http.server
 import ipaddress
 import json
 import os
 import re
 import socket
+import urllib.parse
 
-from eg3d_rlhf.data.bank import IMAGE_FILE, preview_file
-from eg3d_rlhf.data.preferences import CHOICES
+from eg3d_rlhf.data.bank import IMAGE_FILE, SLAB_FILE, BankError, preview_file
+from eg3d_rlhf.data.invites import COOKIE
+from eg3d_rlhf.data.mesh_file import MeshCache
+from eg3d_rlhf.data.preferences import CHOICES, LabelError
 from eg3d_rlhf.geometry.preview import VIEWS
 
 #----------------------------------------------------------------------------
 # GET /                         the page (label_page.html beside this file)
 # GET /api/state                the session's state (labeling.LabelSession.state)
-# GET /bank/<id>/<picture>.png  a finished sample's previews and RGB render; any other path is 404
+# GET /bank/<id>/<picture>.png  a finished sample's previews and RGB render; any other path is 404. <id> is what the
+#                               page shows for a side: a bank id (serve), or an opaque token (study, rate) that only
+#                               LabelServer.sample_of maps to its bank and id
+# GET /bank/<id>/mesh.bin       the sample's preview surface for the 3D view (mesh_file.py), made on demand, gzip
+# GET /mesh_viewer.js           the page's WebGL viewer (beside this file)
 # POST /api/judge               {"a": ID, "b": ID, "choice": one of CHOICES}: judge the pair being shown
+# POST /api/rate                {"sample": ID, "ratings": {criterion: 1..5} or null for a skip} (ratings pages)
 # POST /api/undo                {}: take back the last judgement
 # POST bodies are JSON (other sites' forms cannot post) of a stated Content-Length up to MAX_BODY bytes; any other
-# body is refused (4xx with {"error"}) before anything is written, and the server goes on serving.
+# body, or a POST whose Origin header is another site's, is refused (4xx with {"error"}) before anything is written,
+# and the server goes on serving.
+# Beyond loopback (--host), every request must carry an invited annotator's token (invites.py), as ?token= (the
+# secret link) or the cookie the page sets from it, else 403; the annotator is the token's, never the request's, and
+# a POST must also carry the page's own Origin.
 
 PAGE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'label_page.html')
+RATE_PAGE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'rate_page.html')
 SERVED = frozenset([preview_file(v) for v in VIEWS] + [IMAGE_FILE])  # The only files of a sample folder people see.
 SAMPLE_FILE = re.compile(r'/bank/([A-Za-z0-9_.-]+)/([a-z_]+\.png)')   # Matched on the raw path: nothing is decoded.
+SAMPLE_MESH = re.compile(r'/bank/([A-Za-z0-9_.-]+)/mesh\.bin')
+VIEWER_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'mesh_viewer.js')
 LOOPBACK = '127.0.0.1'
 MAX_BODY = 4096
 JUDGE_KEYS = {'a', 'b', 'choice'}
@@ -30,18 +47,23 @@ REQUEST_TIMEOUT = 30         # Seconds a connection may stay silent.
 
 
 class LabelServer(http.server.ThreadingHTTPServer):
-    """The page, its API and the bank's pictures; one LabelSession per server (one annotator)."""
+    """The page, its API and the pictures. On loopback one session (one annotator, named on the command line); beyond
+    it, one per invited annotator (`sessions`: a Sessions), whose tokens `invites` (invites.Invites) checks."""
     daemon_threads = True
 
-    def __init__(self, address, bank, session):
+    def __init__(self, address, bank, session, samples=None, sessions=None, invites=None, page=PAGE_FILE):
         if ':' in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, Handler)
-        self.bank, self.session = bank, session
-        self.root = os.path.realpath(bank.root)
+        self.bank, self.session, self.samples = bank, session, samples   # samples(token) -> (Bank, id) or None.
+        self.sessions, self.invites = sessions, invites
+        self.remote = not is_loopback(address[0])
         self.hosts = allowed_hosts(address[0])
-        with open(PAGE_FILE, 'rb') as f:
+        with open(page, 'rb') as f:
             self.page = f.read()
+        with open(VIEWER_FILE, 'rb') as f:
+            self.viewer = f.read()
+        self.meshes = MeshCache()
 
     def run(self):
         """Serve until Ctrl-C, then close the socket."""
@@ -52,16 +74,43 @@ class LabelServer(http.server.ThreadingHTTPServer):
         finally:
             self.server_close()
 
+    def sample_of(self, token):
+        """(Bank, sample id) of what the page shows for a side (a bank id, or a study's or ratings' opaque token), or
+        None for anything else. The one way from a page's side to the bank on the server."""
+        if self.samples is not None:
+            return self.samples(token)
+        return (self.bank, token) if token in self.bank else None
+
     def sample_file(self, path):
-        """The file a /bank/<id>/<name>.png path names, or None unless id is in the bank, name is a picture and the
-        file is a regular file whose real path lies inside the bank (a symlink out of it is never followed)."""
+        """The file a /bank/<id>/<name>.png path names, or None unless id names a sample (sample_of), name is a picture
+        and the file is a regular file whose real path lies inside its bank (a symlink out of it is never followed)."""
         m = SAMPLE_FILE.fullmatch(path)
-        if m is None or m.group(1) not in self.bank or m.group(2) not in SERVED:
+        found = None if m is None or m.group(2) not in SERVED else self.sample_of(m.group(1))
+        if found is None:
             return None
-        real = os.path.realpath(self.bank.path(m.group(1), m.group(2)))
-        if os.path.commonpath([real, self.root]) != self.root or not os.path.isfile(real):
+        bank, sample_id = found
+        root = os.path.realpath(bank.root)
+        real = os.path.realpath(bank.path(sample_id, m.group(2)))
+        if os.path.commonpath([real, root]) != root or not os.path.isfile(real):
             return None
         return real
+
+    def sample_mesh(self, path):
+        """The gzip mesh file (mesh_file.MeshCache) a /bank/<id>/mesh.bin path names, or None unless id names a sample
+        (sample_of) whose slab is a regular file inside its bank and can be meshed."""
+        m = SAMPLE_MESH.fullmatch(path)
+        found = None if m is None else self.sample_of(m.group(1))
+        if found is None:
+            return None
+        bank, sample_id = found
+        root = os.path.realpath(bank.root)
+        real = os.path.realpath(bank.path(sample_id, SLAB_FILE))
+        if os.path.commonpath([real, root]) != root or not os.path.isfile(real):
+            return None
+        try:
+            return self.meshes.get(bank, sample_id)
+        except BankError:
+            return None
 
 
 class Refused(Exception):
@@ -79,14 +128,24 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, format, *args):               # Quiet: the terminal shows progress, not every picture.
         pass
 
-    def reply(self, status, body, content_type):
+    def reply(self, status, body, content_type, headers=()):
         self.send_response(status)
         self.send_header('Content-Type', content_type)
+        for name, value in headers:
+            self.send_header(name, value)
         self.send_header('Content-Length', str(len(body)))
         self.send_header('Cache-Control', 'no-store')
         self.send_header('X-Content-Type-Options', 'nosniff')
         self.end_headers()
         self.wfile.write(body)
+
+    def reply_mesh(self, data):
+        """A mesh file (gzip bytes, or None: 404), sent compressed unless the request does not take gzip."""
+        if data is None:
+            return self.not_found()
+        if 'gzip' in self.headers.get('Accept-Encoding', ''):
+            return self.reply(200, data, 'application/octet-stream', [('Content-Encoding', 'gzip')])
+        self.reply(200, gzip.decompress(data), 'application/octet-stream')
 
     def reply_json(self, status, data):
         self.reply(status, json.dumps(data).encode('utf-8'), 'application/json')
@@ -102,14 +161,65 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.reply_json(421, dict(error='unexpected Host header; open the page by the address the server printed'))
         return False
 
+    def cookie_name(self):
+        return f'{COOKIE}_{self.server.server_address[1]}'         # Cookies ignore ports: one name per server.
+
+    def token(self):
+        """The invite token a request carries: ?token= (the secret link), else the page's cookie; None without."""
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query).get('token')
+        if query:
+            return query[0]
+        cookie = http.cookies.SimpleCookie()
+        try:
+            cookie.load(self.headers.get('Cookie', ''))
+        except http.cookies.CookieError:
+            return None
+        morsel = cookie.get(self.cookie_name())
+        return morsel.value if morsel is not None else None
+
+    def annotator_session(self):
+        """The session this request acts in: the server's one on loopback; beyond it, that of the invited annotator
+        whose token the request carries (whatever else it claims). None, the refusal answered (403), without one."""
+        if not self.server.remote:
+            return self.server.session
+        name = None if self.server.invites is None else self.server.invites.name_of(self.token())
+        if name is None:
+            self.reply_json(403, dict(error='open the page by your invite link (tools/label.py invite NAME prints one)'))
+            return None
+        try:
+            return self.server.sessions.get(name)
+        except (LabelError, OSError) as err:
+            self.reply_json(409, dict(error=str(err)))
+            return None
+
+    def origin_allowed(self):
+        """Does a POST come from the page's own origin? Another site's Origin is refused (403) anywhere; beyond
+        loopback a POST without one too (every browser sends it). A refusal is answered here."""
+        origin = self.headers.get('Origin')
+        if origin is None and not self.server.remote:
+            return True
+        if origin is not None and origin.strip().lower() == 'http://' + self.headers.get('Host', '').strip().lower():
+            return True
+        self.reply_json(403, dict(error='this request does not come from the labeling page (Origin); nothing was written'))
+        return False
+
     def do_GET(self):
         if not self.host_allowed():
             return
+        session = self.annotator_session()
+        if session is None:
+            return
         path = self.path.split('?', 1)[0]
         if path == '/':
-            return self.reply(200, self.server.page, 'text/html; charset=utf-8')
+            token = self.token() if self.server.remote else None
+            cookie = [('Set-Cookie', f'{self.cookie_name()}={token}; HttpOnly; SameSite=Strict; Path=/')] if token else []
+            return self.reply(200, self.server.page, 'text/html; charset=utf-8', cookie)
         if path == '/api/state':
-            return self.reply_json(200, self.server.session.state())
+            return self.reply_json(200, session.state())
+        if path == '/mesh_viewer.js':
+            return self.reply(200, self.server.viewer, 'text/javascript; charset=utf-8')
+        if SAMPLE_MESH.fullmatch(path):
+            return self.reply_mesh(self.server.sample_mesh(path))
         file = self.server.sample_file(path)
         if file is None or not os.path.isfile(file):
             return self.not_found()
@@ -117,18 +227,23 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.reply(200, f.read(), 'image/png')
 
     def do_POST(self):
-        if not self.host_allowed():
+        if not self.host_allowed() or not self.origin_allowed():
+            return
+        session = self.annotator_session()
+        if session is None:
             return
         path = self.path.split('?', 1)[0]
-        if path not in ('/api/judge', '/api/undo'):
+        actions = {'/api/undo': self.undo}
+        actions.update({'/api/judge': self.judge} if hasattr(session, 'judge') else {'/api/rate': self.rate})
+        if path not in actions:
             return self.not_found()
         try:
             body = self.json_body()
-            state = self.undo(body) if path == '/api/undo' else self.judge(body)
+            state = actions[path](session, body)
         except Refused as err:
             return self.reply_json(err.status, dict(error=str(err)))
         except ValueError as err:                       # A stale page, or nothing to undo: show the truth again.
-            return self.reply_json(409, dict(error=str(err), state=self.server.session.state()))
+            return self.reply_json(409, dict(error=str(err), state=session.state()))
         except OSError as err:                          # The judgement is not on disk: the page must not say saved.
             return self.reply_json(500, dict(error=f'not saved: {err}'))
         self.reply_json(200, dict(saved=True, state=state))
@@ -151,17 +266,23 @@ class Handler(http.server.BaseHTTPRequestHandler):
         except RecursionError:
             raise Refused(400, 'the body is JSON nested too deeply') from None
 
-    def judge(self, body):
+    def judge(self, session, body):
         if not isinstance(body, dict) or set(body) != JUDGE_KEYS or not all(isinstance(v, str) for v in body.values()):
             raise Refused(400, 'expected {"a": ID, "b": ID, "choice": CHOICE}, all strings')
         if body['choice'] not in CHOICES:
             raise Refused(400, f'choice must be one of {", ".join(CHOICES)}')
-        return self.server.session.judge(body['a'], body['b'], body['choice'])
+        return session.judge(body['a'], body['b'], body['choice'])
 
-    def undo(self, body):
+    def rate(self, session, body):
+        if not isinstance(body, dict) or set(body) != {'sample', 'ratings'} or not isinstance(body['sample'], str) or not (
+                body['ratings'] is None or isinstance(body['ratings'], dict)):
+            raise Refused(400, 'expected {"sample": ID, "ratings": {CRITERION: 1-5, ...} or null}')
+        return session.rate(body['sample'], body['ratings'])
+
+    def undo(self, session, body):
         if body != {}:
             raise Refused(400, 'an undo takes an empty JSON object, {}')
-        return self.server.session.undo()
+        return session.undo()
 
 
 def content_length(values):

@@ -11,8 +11,10 @@ import threading
 import numpy as np
 import PIL.Image
 
+from eg3d_rlhf.data import labeling as L
 from eg3d_rlhf.data import preferences as P
 from eg3d_rlhf.data.bank import Bank
+from eg3d_rlhf.data.label_pages import Sessions
 from tests.conftest import REPO
 from tools import label
 
@@ -57,7 +59,13 @@ def ok(result):
 
 def session(bank_dir, out, target=10, repeat_rate=0.0, annotator='alice', seed=0):
     """tools/label.py's labeling session on the bank at `bank_dir`, writing to `out`."""
-    return label.make_session(Bank(bank_dir), str(out), annotator, target, repeat_rate, seed)
+    return opened(Bank(bank_dir), out, annotator, target, repeat_rate, seed)
+
+
+def opened(bank, out, annotator, target, repeat_rate, seed):
+    """The session tools/label.py serve opens (label_pages.Sessions: its errors and 'warning: ...' lines), unlocked."""
+    return Sessions(str(out), lambda name: L.open_session(str(out), name, bank.ids, target, repeat_rate=repeat_rate,
+        seed=seed)).open_session(annotator)
 
 
 class Running:
@@ -65,7 +73,7 @@ class Running:
 
     def __init__(self, bank_dir, out, annotator='alice', target=10, repeat_rate=0.0, seed=0):
         self.bank = Bank(bank_dir)
-        session = label.make_session(self.bank, str(out), annotator, target, repeat_rate, seed)
+        session = opened(self.bank, out, annotator, target, repeat_rate, seed)
         self.server = label.LabelServer(('127.0.0.1', 0), self.bank, session)
         self.port = self.server.server_address[1]
         self.url = f'http://127.0.0.1:{self.port}'

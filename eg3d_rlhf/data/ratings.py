@@ -1,0 +1,236 @@
+"""Ratings by people: one sample at a time scored 1-5 on named criteria, hidden behind opaque tokens, crash-safe."""
+
+import fcntl
+import json
+import os
+import random
+import re
+import threading
+import time
+import uuid
+import warnings
+import zlib
+
+import numpy as np
+
+from eg3d_rlhf.data.bank import Bank, BankError, write_json
+from eg3d_rlhf.data.labeling import append_record
+from eg3d_rlhf.data.preferences import LabelError, LabelWarning, _records, now, parse_undo
+
+#----------------------------------------------------------------------------
+# Records in the ratings file FILE (one JSON object per line, appended by labeling.append_record):
+#   rating  {"sample": TOKEN, "ratings": {CRITERION: 1..5, ...}, "annotator", "time", "id": hex, "seconds"}
+#   skip    {"sample": TOKEN, "skip": true, "annotator", "time", "id", "seconds"}
+#   undo    {"undo_of": ID, "annotator", "time"}
+# FILE.key.json (never served) maps each opaque token to its bank and sample id and names the criteria.
+
+FORMAT = 'eg3d_rlhf.ratings/1'
+SCALE = (1, 5)
+CRITERION = re.compile(r'[A-Za-z][A-Za-z0-9_-]{0,31}')
+
+
+def key_path(out):
+    return f'{out}.key.json'
+
+
+def parse_criteria(text):
+    """'geometry,detail,symmetry' -> ['geometry', 'detail', 'symmetry']; LabelError for a bad or repeated name."""
+    names = [c.strip() for c in text.split(',')]
+    bad = [c for c in names if not CRITERION.fullmatch(c)]
+    if bad or not names:
+        raise LabelError(f'criterion {bad[0] if bad else text!r}: use 1-32 letters, digits, _ and -, starting with a letter, '
+            'comma-separated')
+    if len(set(names)) < len(names):
+        raise LabelError(f'criteria {text!r}: a criterion is named twice')
+    return names
+
+
+class RatingKey:
+    """A ratings key: tokens to (bank label, id), the criteria, the banks, each annotator's order."""
+
+    def __init__(self, key, path):
+        self.key, self.path = key, path
+        self.criteria = list(key['criteria'])
+        self.samples = {t: (s['bank'], s['id']) for t, s in key['samples'].items()}
+        self._banks = {}
+
+    @classmethod
+    def load(cls, path):
+        try:
+            with open(path, encoding='utf-8') as f:
+                key = json.load(f)
+            assert key['format'] == FORMAT and all(CRITERION.fullmatch(c) for c in key['criteria'])
+            assert all(s['bank'] in key['banks'] and isinstance(s['id'], str) for s in key['samples'].values())
+            assert isinstance(key['seed'], int) and key['criteria']
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+            raise LabelError(f'{path}: not a ratings key ({err})') from None
+        except (AssertionError, KeyError, TypeError):
+            raise LabelError(f'{path}: not a ratings key of format {FORMAT} (damaged?); it cannot be used') from None
+        return cls(key, path)
+
+    def bank(self, label):
+        if label not in self._banks:
+            try:
+                self._banks[label] = Bank(self.key['banks'][label])
+            except BankError as err:
+                raise LabelError(f'{self.path}: {err} (the bank moved?)') from None
+        return self._banks[label]
+
+    def sample_of(self, token):
+        """(Bank, sample id) of an opaque token, or None."""
+        found = self.samples.get(token)
+        if found is None:
+            return None
+        bank = self.bank(found[0])
+        return (bank, found[1]) if found[1] in bank else None
+
+    def order(self, annotator):
+        rng = np.random.RandomState((self.key['seed'] + zlib.crc32(annotator.encode('utf-8'))) % 2**32)
+        tokens = sorted(self.samples)
+        return [tokens[i] for i in rng.permutation(len(tokens))]
+
+
+def open_ratings(out, banks, criteria, seed=None, force=False, dry_run=False):
+    """The RatingKey of ratings file `out`: made when there is none (one token per sample of each bank; `banks` is
+    [(label, Bank)], labels are how reports name the banks), else read and checked against the banks and criteria.
+    LabelError before any write for another key, or ratings without a key; `force` moves old files aside. With
+    dry_run, None where a new key would be made (nothing is written)."""
+    path = key_path(out)
+    if dry_run and (force or not os.path.exists(path)):
+        return None
+    with open(f'{os.path.realpath(out)}.key.lock', 'a') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if force:
+            stamp = now().replace(':', '')
+            for old in (out, path):
+                if os.path.exists(old):
+                    os.replace(old, f'{old}.replaced-{stamp}')
+        roots = {label: os.path.realpath(bank.root) for label, bank in banks}
+        if len(set(roots.values())) < len(banks):
+            raise LabelError(f'{banks[-1][1].root}: a bank is given twice')
+        if os.path.exists(path):
+            key = RatingKey.load(path)
+            same_banks = sorted(key.key['banks'].values()) == sorted(roots.values())
+            if not same_banks or key.criteria != criteria or (seed is not None and seed != key.key['seed']):
+                raise LabelError(f'{path}: made for banks {sorted(key.key["banks"].values())}, criteria '
+                    f'{",".join(key.criteria)}, seed {key.key["seed"]}; pass the same, or --force to start anew (the old '
+                    'files are moved aside)')
+            return key
+        if os.path.exists(out) and os.path.getsize(out) > 0:
+            raise LabelError(f'{out}: holds ratings but there is no key {path}; choose another --out (or --force)')
+        draw = random.SystemRandom()
+        samples = {}
+        for label, bank in banks:
+            samples.update({'%016x' % draw.getrandbits(64): dict(bank=label, id=x) for x in bank.ids})
+        key = dict(format=FORMAT, time=now(), seed=seed or 0, criteria=list(criteria), banks=roots, samples=samples)
+        write_json(path, key)
+        return RatingKey(key, path)
+
+#----------------------------------------------------------------------------
+
+def load_ratings(path, key=None):
+    """The standing rating and skip records of a ratings file (undone ones gone), validated: LabelError naming
+    file:line for a bad record, a token `key` does not know, a rating outside 1-5 or of other criteria. One annotator
+    rating one sample twice (two servers at once): the later counts, with a LabelWarning."""
+    live, by_id, seen, dropped = {}, {}, {}, []
+    for lineno, d in _records(path):
+        where = f'{path}:{lineno}'
+        if 'undo_of' in d:
+            target, annotator = parse_undo(d, where)
+            line = by_id.pop((target, annotator), None)
+            if line is None or line not in live:
+                raise LabelError(f'{where}: undoes {target}, which is no standing rating of {annotator}')
+            r = live.pop(line)
+            seen.pop((r['sample'], annotator), None)
+            continue
+        for k in ('sample', 'annotator', 'time', 'id'):
+            if not isinstance(d.get(k), str) or not d[k]:
+                raise LabelError(f'{where}: "{k}" must be a non-empty string')
+        if key is not None and d['sample'] not in key.samples:
+            raise LabelError(f'{where}: unknown sample token {d["sample"]}')
+        if d.get('skip') is not True:
+            ratings = d.get('ratings')
+            criteria = None if key is None else key.criteria
+            if not isinstance(ratings, dict) or (criteria is not None and sorted(ratings) != sorted(criteria)) or not all(
+                    type(v) is int and SCALE[0] <= v <= SCALE[1] for v in ratings.values()):
+                raise LabelError(f'{where}: "ratings" must rate each criterion ({", ".join(criteria or ["..."])}) with a '
+                    f'whole number {SCALE[0]}-{SCALE[1]}')
+        if (d['id'], d['annotator']) in by_id:
+            raise LabelError(f'{where}: the id {d["id"]!r} is used twice by {d["annotator"]}')
+        earlier = seen.get((d['sample'], d['annotator']))
+        if earlier is not None:
+            dropped.append(earlier)
+            del live[earlier]
+        by_id[(d['id'], d['annotator'])] = seen[(d['sample'], d['annotator'])] = lineno
+        live[lineno] = d
+    if dropped:
+        warnings.warn(f'{path}: {len(dropped)} rating(s) dropped, made again later by the same annotator (two servers at '
+            f'once?), the first on line {dropped[0]}; the latest counts', LabelWarning)
+    return list(live.values())
+
+
+class RatingSession:
+    """One annotator's ratings over a file, resumed from it; thread-safe. Every sample of the key once (or `target`
+    of them), in the annotator's order; undo takes back the last rating and shows its sample again."""
+
+    def __init__(self, path, annotator, key, target=None):
+        self.path, self.annotator, self.key = path, annotator, key
+        self._order = key.order(annotator)
+        self.target = len(self._order) if target is None else min(target, len(self._order))
+        self._stack = [r for r in load_ratings(path, key) if r['annotator'] == annotator] if os.path.isfile(path) else []
+        self._lock = threading.Lock()
+        self._pending, self._current, self._shown_at = [], None, None
+
+    def _next(self):
+        if self._pending:
+            return self._pending.pop()
+        if len(self._stack) >= self.target:
+            return None
+        done = {r['sample'] for r in self._stack}
+        return next((dict(sample=t) for t in self._order if t not in done), None)
+
+    def _state(self):
+        if self._current is None:
+            self._current, self._shown_at = self._next(), time.monotonic()
+        return dict(annotator=self.annotator, done=len(self._stack), target=self.target, criteria=self.key.criteria,
+            scale=list(SCALE), current=self._current, last=self._stack[-1] if self._stack else None, blind=True)
+
+    def state(self):
+        """{annotator, done, target, criteria, scale, current: {sample} or None when finished, last record, blind}."""
+        with self._lock:
+            return self._state()
+
+    def rate(self, sample, ratings):
+        """Write the ratings {criterion: 1..5} of the sample being shown (None: a skip), on disk when this returns;
+        ValueError for another sample (a stale page) or ratings that do not fit the criteria and scale."""
+        with self._lock:
+            current = self._state()['current']
+            if current is None or sample != current['sample']:
+                raise ValueError(f'{sample} is not the sample being shown')
+            if ratings is not None and (not isinstance(ratings, dict) or sorted(ratings) != sorted(self.key.criteria)
+                    or not all(type(v) is int and SCALE[0] <= v <= SCALE[1] for v in ratings.values())):
+                raise ValueError(f'rate each of {", ".join(self.key.criteria)} with a whole number {SCALE[0]}-{SCALE[1]}')
+            record = dict(sample=sample, annotator=self.annotator, time=now(), id=uuid.uuid4().hex,
+                seconds=round(time.monotonic() - self._shown_at, 2))
+            record.update(dict(skip=True) if ratings is None else dict(ratings={c: ratings[c] for c in self.key.criteria}))
+            append_record(self.path, record)
+            self._stack.append(record)
+            self._current = None
+            return self._state()
+
+    def undo(self):
+        """Take back the last standing rating (an undo record on disk); its sample is shown again next."""
+        with self._lock:
+            if not self._stack:
+                raise ValueError('nothing to undo')
+            record = self._stack[-1]
+            append_record(self.path, dict(undo_of=record['id'], annotator=self.annotator, time=now()))
+            self._stack.pop()
+            if self._current is not None:
+                self._pending.append(self._current)
+            self._pending.append(dict(sample=record['sample']))
+            self._current = None
+            return self._state()
+
+
+#----------------------------------------------------------------------------

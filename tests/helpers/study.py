@@ -1,0 +1,116 @@
+"""Blind studies and ratings under test: two banks of faces whose noses differ by a known amount, a scripted annotator
+that tells samples apart by hashing the pictures it is served, and a study server whose every answer is recorded."""
+
+import hashlib
+import http.client
+import json
+import os
+import threading
+import urllib.request
+
+import numpy as np
+import PIL.Image
+
+from eg3d_rlhf.data import bank as B
+from eg3d_rlhf.data import label_server
+from eg3d_rlhf.geometry import preview
+from eg3d_rlhf.geometry.sigma import slab_grid
+from tests.helpers.banks import face_volume, slab_description
+
+#----------------------------------------------------------------------------
+
+RES = 40                    # Slabs of 20 x 22 x 20.
+PREVIEW = 40                # Preview size in pixels.
+
+
+def nose_bank(root, noses):
+    """A bank laid out like sample_bank's: per id in `noses` ({id: nose radius}) a face slab with that nose, its three
+    previews rendered at the preview level, an RGB picture, meta.json (slab grid) and bank.json. Returns the folder."""
+    grid = slab_grid(RES)
+    os.makedirs(root)
+    B.write_json(os.path.join(root, B.BANK_FILE), dict(preview_level=10.0, preview_res=PREVIEW, mesh_convention='ours',
+        slab=slab_description(RES)))
+    for k, (sample_id, nose) in enumerate(sorted(noses.items())):
+        folder = os.path.join(root, sample_id)
+        os.makedirs(folder)
+        volume = face_volume(grid, nose)
+        np.save(os.path.join(folder, B.SLAB_FILE), volume.astype(np.float16))
+        for view, picture in preview.render_views(volume, grid, level=10.0, resolution=PREVIEW).items():
+            preview.save_picture(picture, os.path.join(folder, B.preview_file(view)))
+        PIL.Image.new('RGB', (16, 16), (30 + 20 * k % 200, int(1000 * nose) % 256, 90)).save(os.path.join(folder, B.IMAGE_FILE))
+        B.write_json(os.path.join(folder, B.META_FILE), dict(id=sample_id, slab=slab_description(RES)))
+    return str(root)
+
+
+def file_hash(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def picture_index(banks):
+    """{sha256 of a front preview: (bank folder, id)} over `banks`; every picture must be distinct."""
+    index = {}
+    for root in banks:
+        for sample_id in B.Bank(root).ids:
+            with open(os.path.join(root, sample_id, B.preview_file('front')), 'rb') as f:
+                index[file_hash(f.read())] = (root, sample_id)
+    assert len(index) == sum(len(B.Bank(r)) for r in banks), 'two samples share a picture'
+    return index
+
+
+def fetch(url, headers=None):
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=10) as r:
+        return r.read()
+
+
+def smaller_nose(url_a, url_b, index, noses):
+    """'a' or 'b': the side whose front picture (fetched from its URL) shows the smaller nose; a picture of no known
+    sample (an attention check's flawed copy) loses."""
+    found = [index.get(file_hash(fetch(u))) for u in (url_a, url_b)]
+    if found[0] is None or found[1] is None:
+        return 'b' if found[0] is None else 'a'
+    return 'a' if noses[found[0]] < noses[found[1]] else 'b'
+
+#----------------------------------------------------------------------------
+
+class Recorded:
+    """A label server for `session` in a thread of this process (samples: a Study's or ratings key's sample_of) that
+    records every answer it sends: (path, content type, body)."""
+
+    def __init__(self, session, samples, page=label_server.PAGE_FILE, host='127.0.0.1', sessions=None, invites=None):
+        self.answers = []
+        outer = self
+
+        class Handler(label_server.Handler):
+            def reply(self, status, body, content_type, headers=()):
+                outer.answers.append((self.path, content_type, body))
+                super().reply(status, body, content_type, headers)
+
+        self.server = label_server.LabelServer((host, 0), None, session, samples=samples, sessions=sessions,
+            invites=invites, page=page)
+        self.server.RequestHandlerClass = Handler
+        self.port = self.server.server_address[1]
+        self.url = f'http://127.0.0.1:{self.port}'
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def call(port, method, path, body=None, headers=None):
+    """(status, parsed JSON or raw bytes, response headers) of one request to 127.0.0.1:port."""
+    conn = http.client.HTTPConnection('127.0.0.1', port, timeout=10)
+    headers = dict(headers or {})
+    if body is not None:
+        headers.setdefault('Content-Type', 'application/json')
+    conn.request(method, path, body=None if body is None else json.dumps(body).encode(), headers=headers)
+    response = conn.getresponse()
+    data = response.read()
+    conn.close()
+    kind = response.getheader('Content-Type', '')
+    return response.status, json.loads(data) if kind.startswith('application/json') else data, response
+
+#----------------------------------------------------------------------------
