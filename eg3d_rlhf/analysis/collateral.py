@@ -5,7 +5,6 @@ import scipy.stats
 import torch
 
 from eg3d_rlhf.analysis.evaluation import win_rate
-from eg3d_rlhf.analysis.flow_quality import pairwise_rms
 from eg3d_rlhf.data import annotators
 from eg3d_rlhf.geometry import preview
 from eg3d_rlhf.rewards.mesh_stats import STATS, mesh_statistics
@@ -37,22 +36,58 @@ NOTICEABLE = 0.05           # Taste differences below this many standard deviati
 def measure(slabs, grid, level=10.0):
     """Per-sample numbers of raw sigma slabs [N, X, Y, Z] (torch or numpy) on a CubeGrid, as plain lists (a snapshot
     can keep them): {'tastes': {taste: [N]}, 'mesh': {stat: [N]}, 'truth': {name: [N]}, 'diversity': float}."""
-    slabs = torch.as_tensor(np.asarray(slabs), dtype=torch.float32)
-    volumes = slabs.numpy()
+    result = measure_samples(slabs, grid, level)
+    result['diversity'] = diversity(slabs)
+    return result
+
+
+def measure_samples(slabs, grid, level=10.0):
+    """measure() without the set's diversity."""
     index = [STATS.index(s) for s in MESH_STATS]
     result = dict(tastes={t: [] for t in annotators.TASTES}, mesh={s: [] for s in MESH_STATS},
         truth={t: [] for t in TRUTH})
     with torch.no_grad():
-        for volume, tensor in zip(volumes, slabs):
+        for volume in slabs:
+            volume = np.asarray(volume, dtype=np.float32)
             for name, taste in annotators.TASTES.items():
                 result['tastes'][name].append(float(taste(volume, grid, level)))
-            stats = mesh_statistics(tensor.double(), level, precision=None)[index].tolist()
+            stats = mesh_statistics(torch.from_numpy(volume).double(), level, precision=None)[index].tolist()
             for name, value in zip(MESH_STATS, stats):
                 result['mesh'][name].append(float(value))
             for name, fn in TRUTH.items():
                 result['truth'][name].append(float(fn(volume, grid, level)))
-    result['diversity'] = pairwise_rms(slabs)[0]
     return result
+
+
+def measure_drawn(draw, ids, grid, chunk=8, level=10.0):
+    """(measure() of the slabs draw(ids) [n, *grid] gives, drawn `chunk` ids at a time, and the slabs as float16
+    numpy [N, *grid]): a few slabs in float32 at a time, so a panel of 64 costs little memory beyond its float16 copy."""
+    parts, kept = [], []
+    for start in range(0, len(ids), chunk):
+        slabs = draw(ids[start : start + chunk])
+        parts.append(measure_samples(slabs, grid, level))
+        kept.append(np.asarray(slabs, dtype=np.float16))
+    merged = {part: {name: sum((p[part][name] for p in parts), []) for name in parts[0][part]} for part in parts[0]}
+    kept = np.concatenate(kept)
+    merged['diversity'] = diversity(kept)
+    return merged, kept
+
+
+def diversity(slabs, block=65536):
+    """Mean over pairs of the RMS difference of slabs [N, ...] (the set's spread; flow_quality.pairwise_rms's number),
+    from a Gram matrix summed over blocks of voxels in float64, so no float64 copy of the whole set is made."""
+    x = torch.as_tensor(np.asarray(slabs)).flatten(1)
+    n, size = x.shape
+    if n < 2:
+        return float('nan')
+    gram = torch.zeros(n, n, dtype=torch.float64)
+    for start in range(0, size, block):
+        part = x[:, start : start + block].double()
+        gram += part @ part.T
+    sq = gram.diagonal()
+    d = (sq[:, None] + sq[None, :] - 2 * gram).clamp(min=0).sqrt() / np.sqrt(size)
+    i, j = torch.triu_indices(n, n, 1)
+    return float(d[i, j].mean())
 
 
 def paired(before, after):
@@ -188,12 +223,13 @@ def most_changed(before, after, count):
 def depth_change(before, after, grid, level=10.0, resolution=128, scale=None):
     """(RGB picture [resolution, resolution, 3], scale): how far the front surface moved toward the viewer (world
     units), framed as preview's front view of `after` (its shading kept faint beneath): red forward, blue back, full
-    colour at `scale` (default: the largest move)."""
+    colour at `scale` (default: the 98th percentile of the moves, so one jump at the rim does not wash out the rest)."""
     import matplotlib
     before, after = np.asarray(before, dtype=np.float32), np.asarray(after, dtype=np.float32)
     z0, z1 = annotators.front_surface(before, grid, level), annotators.front_surface(after, grid, level)
     d = np.where(np.isfinite(z0) & np.isfinite(z1), z1 - z0, 0.0)          # [X, Y]
-    scale = scale or max(float(np.abs(d).max()), 1e-6)
+    moved_any = np.abs(d[d != 0])
+    scale = scale or max(float(np.percentile(moved_any, 98)) if len(moved_any) else 0.0, 1e-6)   # A rim's jump aside.
     lo, hi = grid.index_to_world(np.zeros(3)), grid.index_to_world(np.asarray(grid.shape) - 1)
     centre, frame = (lo + hi) / 2, float(np.max(hi - lo) / 2)              # As preview.render_surface frames it.
     u = np.linspace(-frame, frame, resolution)

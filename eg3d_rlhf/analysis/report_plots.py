@@ -83,8 +83,9 @@ def html_table(title, header, rows):
 
 
 def write_report(outdir, title, summary, pictures, name='report', tables=()):
-    """outdir/NAME.json (the summary) and outdir/NAME.html (the summary's 'alarm' sentence first, if it has one;
-    tables of (title, header, rows), a table of the summary's scalars, then the pictures)."""
+    """outdir/NAME.json (the summary) and outdir/NAME.html: where the summary has an 'alarm', that sentence first (or,
+    where it is None, that none was raised); then tables of (title, header, rows), a table of the summary's scalars,
+    and the pictures."""
     with dnnlib.util.atomic_write(os.path.join(outdir, f'{name}.json'), 'w', encoding='utf-8') as f:
         json.dump(dnnlib.util.json_safe(summary), f, indent=2, allow_nan=False)
         f.write('\n')
@@ -104,7 +105,8 @@ def write_report(outdir, title, summary, pictures, name='report', tables=()):
         '<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 12px;border-bottom:1px solid #ddd;text-align:left}'
         'figure{display:inline-block;margin:8px}img{max-width:560px}</style>'
         + (f'<p class="alarm" style="color:#b00000;font-weight:bold">{html.escape(summary["alarm"])}</p>'
-            if summary.get('alarm') else '')
+            if summary.get('alarm') else '<p class="alarm">No reward-hacking alarm: no simulated taste prefers the '
+            'original significantly (binomial p &lt; 0.05).</p>' if 'alarm' in summary else '')
         + f'<h1>{html.escape(title)}</h1>{"".join(html_table(*t) for t in tables)}<h2>Summary</h2>'
         f'<table>{"".join(rows)}</table>{images}\n')
     with dnnlib.util.atomic_write(os.path.join(outdir, f'{name}.html'), 'w', encoding='utf-8') as f:

@@ -124,8 +124,9 @@ class RewardPanel:
         """(kimg, slabs [N, *grid] float16, collateral.measure()) of the collateral seeds."""
         grid = slab_grid(self.collateral_res, cube_length=generator.cube_length, crop=SlabCrop())
         self.collateral_grid = grid
-        slabs = generator.sigma_grid(self.collateral_seeds, grid)
-        return kimg, slabs.half().numpy(), collateral.measure(slabs, grid)
+        measures, slabs = collateral.measure_drawn(lambda seeds: generator.sigma_grid(seeds, grid).numpy(),
+            self.collateral_seeds, grid, chunk=self.batch)
+        return kimg, slabs, measures
 
     def check(self):
         """Compare the collateral seeds' latest measurement with the first; the hacking alarm (a sentence) or None.
