@@ -47,7 +47,8 @@ def test_reward_defaults(data, rewards):
     assert defaults.tau_value == 0.1
     assert c.reward_interval == defaults.reward_every == 1
     assert c.panel_kwargs == dict(class_name='eg3d_rlhf.finetune.panel.RewardPanel',
-        reward_model_path=os.path.abspath(rewards['sigma']), seeds='2000-2199', truncation_psi=0.7)
+        reward_model_path=os.path.abspath(rewards['sigma']), seeds='2000-2199', truncation_psi=0.7, collateral_seeds=64,
+        collateral_res=128, stop_on_hacking=False)
     assert 'reward_kwargs' not in config_of(base_args(data)).loss_kwargs
     assert 'panel_kwargs' not in config_of(base_args(data)) and 'reward_interval' not in config_of(base_args(data))
 
@@ -85,6 +86,9 @@ REWARD_FLAGS = [
     (['--reward-loss', 'pairwise', '--pair-loss', 'ipo'], 'loss_kwargs.reward_kwargs.pair_loss',    'ipo'),
     (['--reward-loss', 'pairwise', '--pair-beta', '5'], 'loss_kwargs.reward_kwargs.pair_beta',      5.0),
     (['--reward-loss', 'pairwise', '--pair-smoothing', '0.1'], 'loss_kwargs.reward_kwargs.pair_smoothing', 0.1),
+    (['--collateral-seeds', '16'],                  'panel_kwargs.collateral_seeds',                16),
+    (['--collateral-res', '64'],                    'panel_kwargs.collateral_res',                  64),
+    (['--stop-on-hacking'],                         'panel_kwargs.stop_on_hacking',                 True),
 ]
 
 
@@ -125,6 +129,9 @@ def test_reward_kind_picks_its_model(data, rewards):
     (['--panel-seeds', '9-2'], '--panel-seeds'),
     (['--reward-model', '/nonexistent/reward.pt'], 'no such reward checkpoint'),
     (['--reward', 'depth'], 'is a sigma reward, but --reward=depth'),
+    (['--stop-on-hacking', '--collateral-seeds', '0'], "--stop-on-hacking watches the panel's collateral seeds"),
+    (['--stop-on-hacking', '--panel-seeds', 'none'], "--stop-on-hacking watches the panel's collateral seeds"),
+    (['--collateral-res', '8'], '--collateral-res'),
 ])
 def test_bad_reward_options_fail_with_a_clear_message(data, rewards, tmp_path, extra, message):
     args = reward_args(data, rewards, outdir=tmp_path)

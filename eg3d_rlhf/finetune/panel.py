@@ -4,6 +4,7 @@ import csv
 import os
 
 import numpy as np
+import torch
 
 import dnnlib
 from eg3d_rlhf.analysis import collateral, report_plots
@@ -121,11 +122,14 @@ class RewardPanel:
         return line + (f'\nstopping: {self.stop_reason}' if self.stop_reason else '')
 
     def measure(self, generator, kimg):
-        """(kimg, slabs [N, *grid] float16, collateral.measure()) of the collateral seeds."""
+        """(kimg, slabs [N, *grid] float16, collateral.measure()) of the collateral seeds. Torch's random state is
+        left as it was, so a run takes the same steps whether or not (and how often) they are measured."""
         grid = slab_grid(self.collateral_res, cube_length=generator.cube_length, crop=SlabCrop())
         self.collateral_grid = grid
-        measures, slabs = collateral.measure_drawn(lambda seeds: generator.sigma_grid(seeds, grid).numpy(),
-            self.collateral_seeds, grid, chunk=self.batch)
+        device = torch.device(generator.device)
+        with torch.random.fork_rng(devices=[device] if device.type == 'cuda' else []):
+            measures, slabs = collateral.measure_drawn(lambda seeds: generator.sigma_grid(seeds, grid).numpy(),
+                self.collateral_seeds, grid, chunk=self.batch)
         return kimg, slabs, measures
 
     def check(self):
