@@ -155,7 +155,29 @@ def make_study(out, original, tuned, ids, attention, seed=0):
     return Study(key, key_path(out))
 
 
-class Study:
+class OpaqueSamples:
+    """Samples behind opaque tokens: self.samples {token: (bank name, sample id)}, self.key['banks'] {name: folder},
+    self.path the key file; banks are opened once, on first use."""
+
+    def bank(self, name):
+        """The Bank of a name (a study's role, a ratings page's bank label), opened once."""
+        if name not in self._banks:
+            try:
+                self._banks[name] = Bank(self.key['banks'][name])
+            except BankError as err:
+                raise LabelError(f'{self.path}: {err} (the bank moved?)') from None
+        return self._banks[name]
+
+    def sample_of(self, token):
+        """(Bank, sample id) that an opaque token stands for, or None for a token of no sample."""
+        found = self.samples.get(token)
+        if found is None:
+            return None
+        bank = self.bank(found[0])
+        return (bank, found[1]) if found[1] in bank else None
+
+
+class Study(OpaqueSamples):
     """A study's key, read: sample tokens to (bank, id), the pairs and attention checks, each annotator's order."""
 
     def __init__(self, key, path):
@@ -185,23 +207,6 @@ class Study:
             raise LabelError(f'{path}: not a study key of format {FORMAT} (damaged?); it cannot be used') from None
         return cls(key, path)
 
-    def bank(self, role):
-        """The Bank of a role, opened once."""
-        if role not in self._banks:
-            root = self.key['banks'][role]
-            try:
-                self._banks[role] = Bank(root)
-            except BankError as err:
-                raise LabelError(f'{self.path}: {err} (the study\'s bank moved?)') from None
-        return self._banks[role]
-
-    def sample_of(self, token):
-        """(Bank, sample id) that an opaque token stands for, or None for a token of no sample."""
-        found = self.samples.get(token)
-        if found is None:
-            return None
-        bank = self.bank(found[0])
-        return (bank, found[1]) if found[1] in bank else None
 
     def role(self, token):
         return self.samples[token][0]

@@ -13,7 +13,8 @@ import zlib
 
 import numpy as np
 
-from eg3d_rlhf.data.bank import Bank, BankError, write_json
+from eg3d_rlhf.data.bank import write_json
+from eg3d_rlhf.data.blind_study import OpaqueSamples
 from eg3d_rlhf.data.labeling import append_record
 from eg3d_rlhf.data.preferences import LabelError, LabelWarning, _records, now, parse_undo
 
@@ -45,7 +46,7 @@ def parse_criteria(text):
     return names
 
 
-class RatingKey:
+class RatingKey(OpaqueSamples):
     """A ratings key: tokens to (bank label, id), the criteria, the banks, each annotator's order."""
 
     def __init__(self, key, path):
@@ -68,21 +69,6 @@ class RatingKey:
             raise LabelError(f'{path}: not a ratings key of format {FORMAT} (damaged?); it cannot be used') from None
         return cls(key, path)
 
-    def bank(self, label):
-        if label not in self._banks:
-            try:
-                self._banks[label] = Bank(self.key['banks'][label])
-            except BankError as err:
-                raise LabelError(f'{self.path}: {err} (the bank moved?)') from None
-        return self._banks[label]
-
-    def sample_of(self, token):
-        """(Bank, sample id) of an opaque token, or None."""
-        found = self.samples.get(token)
-        if found is None:
-            return None
-        bank = self.bank(found[0])
-        return (bank, found[1]) if found[1] in bank else None
 
     def order(self, annotator):
         rng = np.random.RandomState((self.key['seed'] + zlib.crc32(annotator.encode('utf-8'))) % 2**32)
