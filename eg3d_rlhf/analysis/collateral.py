@@ -30,7 +30,7 @@ TRUTH = dict(
 ALPHA = 0.05                # Significance of a collateral loss that raises the alarm.
 NOTICEABLE = 0.05           # Taste differences below this many standard deviations of the originals' scores are ties:
                             # at the simulated annotators' default noise (temperature 0.5) such a pair is a coin
-                            # flip (P = 0.525), and a run's first steps move every score by far less.
+                            # flip (P = 0.525), and numerical dust (a floater share moving by 1e-6) is no preference.
 
 
 def measure(slabs, grid, level=10.0):
