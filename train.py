@@ -5,9 +5,11 @@ import click
 from click.core import ParameterSource
 
 from eg3d_rlhf import cli
+from eg3d_rlhf.finetune import config_file
 from eg3d_rlhf.finetune import methods
 from eg3d_rlhf.finetune import options
 from eg3d_rlhf.finetune import recipes
+from torch_utils import report_to
 from training import presets
 
 #----------------------------------------------------------------------------
@@ -42,6 +44,8 @@ POSITIVE = cli.FiniteRange(min=0, min_open=True)
 @click.option('--generator',    help='Generator family  [default: the --method\'s, else eg3d]', type=click.Choice(methods.families()))
 @click.option('--method',       help='; '.join(f'{m.name}: {m.help}' for m in methods.METHODS.values()) + '  [default: the generator\'s first]', type=click.Choice(methods.names()))
 @click.option('--config',       help='YAML file of options (the flags\' names, e.g. lambda_r: 10); flags given override it', metavar='YAML', type=str)
+@click.option('--save-config',  help='Write the resolved options to this YAML file (for --config) and exit without training (--dry-run prints it)', metavar='YAML', type=cli.OUT_FILE)
+@click.option('--force',        help='With --save-config: overwrite an existing file',            is_flag=True)
 
 # Every method's config fields (eg3d_rlhf/finetune/config.py: the reward phase, needing --reward; circular_config.py:
 # Circular-DPO, needing --generator=flow): each flag's default, range and help.
@@ -77,6 +81,7 @@ POSITIVE = cli.FiniteRange(min=0, min_open=True)
 @click.option('--snap',         help='How often to save snapshots', metavar='TICKS',            type=click.IntRange(min=1), default=50, show_default=True)
 @click.option('--seed',         help='Random seed', metavar='INT',                              type=cli.SEED, default=0, show_default=True)
 @click.option('--nobench',      help='Disable cuDNN benchmarking', metavar='BOOL',              type=bool, default=False, show_default=True)
+@click.option('--report-to',    help=report_to.HELP,                                            type=click.Choice(report_to.CHOICES))
 @click.option('--workers',      help='DataLoader worker processes (0 = load in the training process)', metavar='INT', type=click.IntRange(min=0), default=3, show_default=True)
 @click.option('--device',       help='Where to train (auto = cuda if available)',               type=click.Choice(['auto', 'cpu', 'cuda']), default='auto', show_default=True)
 @click.option('-n','--dry-run', help='Print training options and exit',                         is_flag=True)
@@ -131,6 +136,7 @@ def main(**kwargs):
     \b
     # The same options from a YAML file of the flags' names (flags given win over it).
     python train.py --config run.yaml --lambda-r=5
+    python train.py --reward=sigma --lambda-r=10 --save-config run.yaml
 
     \b
     # Fine-tune from a network pickle you trust (ours or NVIDIA's).
@@ -141,8 +147,16 @@ def main(**kwargs):
     try:
         kwargs, explicit = options.with_yaml(kwargs, explicit_options(ctx), kwargs['config'], ctx.command)
         method = methods.choose(kwargs.get('generator'), kwargs.get('method'))
-        methods.check_given(method, explicit, kwargs)
+        methods.check_given(method, explicit - {'save_config', 'force'}, kwargs)
         config, common = method.configure(kwargs, explicit)
+        if kwargs['force'] and kwargs['save_config'] is None:
+            raise options.ConfigError('--force is for --save-config: it overwrites that file')
+        if kwargs['save_config'] is not None:
+            values = config_file.resolved_options(method, config, common, kwargs, ctx.command, methods.METHODS.values())
+            config_file.save(kwargs['save_config'], values, method, force=kwargs['force'], dry_run=kwargs['dry_run'])
+            if not kwargs['dry_run']:
+                print(f'Saved the options to {kwargs["save_config"]}; run them with: python train.py --config {kwargs["save_config"]}')
+            return
         method.run(config, common)
     except options.ConfigError as err:
         raise click.UsageError(str(err))

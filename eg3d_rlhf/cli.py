@@ -21,6 +21,7 @@ from eg3d_rlhf.geometry import convention as conventions
 from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward
 from eg3d_rlhf.rewards.fitting import FitOptions
 from eg3d_rlhf.synthetic import heads
+from torch_utils import report_to
 
 #----------------------------------------------------------------------------
 
@@ -95,6 +96,24 @@ def pick_device(name):
     if name == 'cuda' and not torch.cuda.is_available():
         raise click.BadParameter('CUDA is not available on this machine', param_hint='--device')
     return torch.device(name)
+
+report_option = click.option('--report-to', type=click.Choice(report_to.CHOICES), help=report_to.HELP)
+
+def pick_reporter(name):
+    """--report-to's reporter (None = tensorboard where installed, else none); a one-line click error when its
+    library is missing. Call it before any long work."""
+    try:
+        return report_to.resolve(name)
+    except report_to.ReportError as err:
+        raise click.ClickException(str(err))
+
+def open_reporter(run_dir, reporter, **labels):
+    """--report-to's writer for run_dir (torch_utils/report_to.py; labels: a W&B run's name and config); a one-line
+    click error when it cannot start."""
+    try:
+        return report_to.open_writer(run_dir, pick_reporter(reporter), **labels)
+    except report_to.ReportError as err:
+        raise click.ClickException(str(err))
 
 def require_trust(network_pkl, trust_pickle):
     if not trust_pickle:

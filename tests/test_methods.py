@@ -104,9 +104,9 @@ def test_configs_validate_like_their_flags():
 def test_the_reward_config_is_built_once_and_its_checkpoint_read_once(monkeypatch, tmp_path):
     path = os.path.abspath(demo.reward_model('sigma'))
     built, loads = [], []
-    real_init, real_load = reward_config.RewardFinetuneConfig.__post_init__, torch.load
+    real_init, real_load = reward_config.RewardFinetuneConfig.__post_init__, checkpoint.read_reward
     monkeypatch.setattr(reward_config.RewardFinetuneConfig, '__post_init__', lambda self: (built.append(1), real_init(self)))
-    monkeypatch.setattr(torch, 'load', lambda f, *a, **k: (loads.append(f), real_load(f, *a, **k))[1])
+    monkeypatch.setattr(checkpoint, 'read_reward', lambda f, *a, **k: (loads.append(f), real_load(f, *a, **k))[1])
     checkpoint._SHARED.clear()
     ctx = train.main.make_context('train.py', ['--reward', 'sigma', '--outdir', str(tmp_path), '--dry-run'])
     c, _desc, _outdir = gan_run.make_config(ctx.params, train.explicit_options(ctx))

@@ -128,7 +128,7 @@ def test_dry_run_prints_the_options_and_the_run_writes_them(files, tmp_path):
 @pytest.mark.parametrize('extra, drop, message', [
     (['--cfg', 'synthetic'], [], '--recipe=paper is a --cfg=ffhq run; --cfg=synthetic contradicts it'),
     (['--reward', 'depth'], [], '--reward=depth contradicts it'),
-    (['--reward-model', demo.reward_model('depth')], [], 'reward-depth-nose.pt is a depth reward'),
+    (['--reward-model', demo.reward_model('depth')], [], 'reward-depth-nose.safetensors is a depth reward'),
     ([], ['--reward-model'], 'pass --reward-model'),
     ([], ['--inception'], '(--metrics=none turns the recipe\'s off)'),
     ([], ['--resume'], 'pass --resume'),

@@ -8,7 +8,7 @@ from tqdm import tqdm
 
 from dnnlib.util import atomic_write
 from eg3d_rlhf.analysis.report_plots import plot_losses
-from eg3d_rlhf.cli import SEED, OUT_DIR, FiniteRange, device_option, pick_device
+from eg3d_rlhf.cli import SEED, OUT_DIR, FiniteRange, device_option, open_reporter, pick_device, pick_reporter, report_option
 from eg3d_rlhf.generators import flow_heads
 from eg3d_rlhf.geometry.preview import rgb_picture, save_picture, tile
 from eg3d_rlhf.synthetic import flow_data
@@ -48,7 +48,7 @@ def save_preview(G, conditions, columns, path):
 
 
 def snapshot(outdir, pipeline, config, optimizer, step, options, preview_columns):
-    path = os.path.join(outdir, f'flow-{step:06d}.pt')
+    path = os.path.join(outdir, f'flow-{step:06d}.{options["format"]}')
     training = dict(step=step, seed=options['seed'], batch=options['batch'], lr=options['lr'],
         optimizer=optimizer.state_dict())
     flow_heads.save_flow(path, pipeline, config, training)
@@ -72,9 +72,13 @@ def snapshot(outdir, pipeline, config, optimizer, step, options, preview_columns
 @click.option('--preview', 'preview_columns', type=click.IntRange(min=0), default=4, show_default=True,
     help='Seeds per preview row (0: no previews)')
 @click.option('--resume', type=click.Path(exists=True, dir_okay=False), help='Snapshot to continue from')
+@click.option('--format', 'snapshot_format', type=click.Choice(['pt', 'safetensors']), default='pt', show_default=True,
+    help='Snapshot files: torch zip (weights_only) or safetensors')
 @click.option('--dry-run', is_flag=True, help='Print the options and config, write nothing')
 @device_option
-def main(outdir, preset, overrides, steps, batch, lr, seed, snap, preview_columns, resume, dry_run, device_name):
+@report_option
+def main(outdir, preset, overrides, steps, batch, lr, seed, snap, preview_columns, resume, snapshot_format, dry_run,
+        device_name, report_to):
     """Train the two stages (structure, detail) by flow matching on synthetic heads' true SDFs."""
     try:
         if resume is not None:
@@ -89,7 +93,8 @@ def main(outdir, preset, overrides, steps, batch, lr, seed, snap, preview_column
         raise click.ClickException(str(err))
     start = int(training.get('step', 0))
     options = dict(outdir=outdir, preset=preset, config=config, steps=steps, batch=batch, lr=lr, seed=seed, snap=snap,
-        preview=preview_columns, resume=resume, start=start, device=device_name)
+        preview=preview_columns, resume=resume, start=start, device=device_name, format=snapshot_format,
+        report_to=pick_reporter(report_to))
     if dry_run:
         click.echo(json.dumps(options, indent=2))
         return
@@ -111,16 +116,21 @@ def main(outdir, preset, overrides, steps, batch, lr, seed, snap, preview_column
     sdf, conditions = flow_data.training_heads(config['data_seed'], config['heads'], resolution, config['conditions'],
         config['cube_length'], progress=True)
     assets = flow_heads.sdf_to_sigma(sdf, flow_heads.truncation_length(config))
+    writer = open_reporter(outdir, options['report_to'], config=options)     # A resumed run's log continues in it.
     with open(os.path.join(outdir, 'stats.jsonl'), 'a') as stats:
         for step in tqdm(range(start, steps), desc='train flow', unit='step', initial=start, total=steps):
             losses = flow_heads.train_step(pipeline, optimizer, assets, conditions, step, batch, seed)
             record = {'step': step + 1, **{f'loss/{s.name}': v for s, v in zip(pipeline.stages, losses)}}
             stats.write(json.dumps(record) + '\n')
             stats.flush()
+            writer.scalars(step + 1, {k: v for k, v in record.items() if k != 'step'})
             if (step + 1) % snap == 0 or step + 1 == steps:
                 path = snapshot(outdir, pipeline, config, optimizer, step + 1, options, preview_columns)
                 plot_losses(read_stats(os.path.join(outdir, 'stats.jsonl')), os.path.join(outdir, 'losses.png'))
+                for name in ['losses.png'] + ([f'preview-{step + 1:06d}.png'] if preview_columns else []):
+                    writer.image(name.split('-')[0].replace('.png', ''), step + 1, os.path.join(outdir, name))
                 tqdm.write(f'snapshot {path}')
+    writer.close()
 
 #----------------------------------------------------------------------------
 

@@ -1,12 +1,13 @@
 """Train a reward model of a registered kind on a sample bank's pairwise or good/bad labels; report held-out accuracy."""
 
 import os
+import shutil
 
 import click
 
 from eg3d_rlhf.analysis import reward_fit
-from eg3d_rlhf.cli import (SEED, OUT_FILE, device_option, fit_options, force_option, parse_model_config, pick_device,
-    refuse_overwrite, side_path)
+from eg3d_rlhf.cli import (SEED, OUT_FILE, device_option, fit_options, force_option, open_reporter, parse_model_config,
+    pick_device, pick_reporter, refuse_overwrite, report_option, side_path)
 from eg3d_rlhf.data import preferences, scores
 from eg3d_rlhf.data.bank import Bank, BankError
 from eg3d_rlhf.rewards import REWARDS, build_reward, fitting
@@ -45,8 +46,9 @@ def parse_split(ctx, param, value):
 @click.option('--dry-run', is_flag=True, help='Validate the inputs and print the plan; train and write nothing')
 @force_option
 @device_option
+@report_option
 def main(bank_dir, labels_path, good_path, bad_path, kind, out, truth_path, fractions, split_seed, ties, epochs, l2, patience,
-        batch, lr, mirror, centre, reg_weight, seed, model_config, dry_run, force, device_name):
+        batch, lr, mirror, centre, reg_weight, seed, model_config, dry_run, force, device_name, report_to):
     """Split the bank's samples into train/val/test (no sample in two splits), fit the reward on the training labels
     with early stopping on validation pairwise accuracy, keep the best epoch, and report held-out pairwise accuracy
     (a model tie counts as wrong) with a 95% Wilson interval.
@@ -64,7 +66,9 @@ def main(bank_dir, labels_path, good_path, bad_path, kind, out, truth_path, frac
         build_reward(kind, **model_config)                      # A clear error now for an argument the model lacks.
     except (TypeError, ValueError) as err:
         raise click.BadParameter(f'{kind} reward: {err}', param_hint='--model-config')
-    refuse_overwrite(out, *(side_path(out, s) for s in reward_fit.SIDE_FILES), force=force)
+    report_to = pick_reporter(report_to)
+    logs = side_path(out, '.logs') if report_to != 'none' else None     # --report-to's folder: TensorBoard or W&B.
+    refuse_overwrite(out, *(side_path(out, s) for s in reward_fit.SIDE_FILES), logs, force=force)
     try:
         bank = Bank(bank_dir)
         labels = preferences.training_labels(bank.ids, fractions, seed=split_seed, labels_path=labels_path,
@@ -82,12 +86,16 @@ def main(bank_dir, labels_path, good_path, bad_path, kind, out, truth_path, frac
     options = fitting.FitOptions(epochs=epochs, patience=patience, batch=batch, lr=lr, ties=ties, mirror=mirror,
         reg_weight=reg_weight, seed=seed, l2=tuple(l2))
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    if logs is not None:
+        shutil.rmtree(logs, ignore_errors=True)                 # Only with --force: a replaced run's log goes too.
+    writer = open_reporter(logs, report_to, name=os.path.basename(side_path(out, '')), config=dict(reward=kind))
     try:
-        with fitting.MetricsLog(side_path(out, '.metrics.jsonl')) as log:
+        with fitting.MetricsLog(side_path(out, '.metrics.jsonl'), writer=writer) as log:
             model, fitted = fitting.fit_reward(kind, bank, labels, spec, options, model_config=model_config,
                 centre=centre, truth=truth, device=device, log=log)
     except (BankError, FloatingPointError) as err:              # A slab that is not finite, or a diverged run.
         os.remove(side_path(out, '.metrics.jsonl'))             # This run's own (refuse_overwrite saw none before).
+        writer.close()
         raise click.ClickException(str(err))
     for key, name in (('test_labels', 'on test labels'), ('test_truth', 'against --truth (all test-sample pairs)')):
         if key in fitted['held_out']:
@@ -96,6 +104,9 @@ def main(bank_dir, labels_path, good_path, bad_path, kind, out, truth_path, frac
         split=list(fractions), split_seed=split_seed, **fitted)
     save_reward(out, model, kind, spec, training=report)
     reward_fit.report(out, report, log.records)
+    last = log.records[-1].get('step', len(log.records) - 1) if log.records else 0     # MetricsLog's step of the last record.
+    writer.image('report/curves', last, side_path(out, '.curves.png'))
+    writer.close()
     how = f'L2 {report["heads"]["l2"]:g} of {len(report["heads"]["grid"])} tried' if 'heads' in report else \
         f'best epoch {report["best_epoch"]} of {report["epochs_run"]}'
     print(f'wrote {out} ({how}, {report["train_seconds"]:.0f} s) and its metrics, report and curves')

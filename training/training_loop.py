@@ -15,6 +15,7 @@ from torch_utils import misc
 from torch_utils import training_stats
 from torch_utils.ops import conv2d_gradfix
 from torch_utils.ops import grid_sample_gradfix
+from torch_utils.report_to import open_writer
 from training import distributed
 from training import legacy
 
@@ -81,6 +82,15 @@ def save_fakes(G_ema, grid_z, grid_c, grid_size, run_dir, kimg):
     save_image_grid(images, prefix + '.png', drange=[-1, 1], grid_size=grid_size)
     save_image_grid(images_raw, prefix + '_raw.png', drange=[-1, 1], grid_size=grid_size)
     save_image_grid(images_depth, prefix + '_depth.png', drange=[images_depth.min(), images_depth.max()], grid_size=grid_size)
+
+
+def report_pictures(reporter, group, step, run_dir, names, kimg=None):
+    """Log the PNGs `names` of run_dir (those that exist) as 'group/<name without .png or kimg>' at `step`."""
+    for name in names:
+        path = os.path.join(run_dir, name)
+        tag = os.path.splitext(name)[0].replace(f'{kimg:06d}', '') if kimg is not None else os.path.splitext(name)[0]
+        if reporter is not None and os.path.isfile(path):
+            reporter.image(f'{group}/{tag}', step, path)
 
 #----------------------------------------------------------------------------
 # Networks.
@@ -288,6 +298,7 @@ def training_loop(
     trust_resume_pkl        = False,    # Does the user trust resume_pkl? Loading a pickle executes code in it.
     shape_prior_kwargs      = None,     # Warm start of a new G, called by function name (func_name + options), None = none.
     cudnn_benchmark         = True,     # Set torch.backends.cudnn.benchmark?
+    report_to               = 'none',   # Where rank 0 also logs the stats and pictures: 'tensorboard', 'wandb' or 'none'.
 ):
     """Train G and D; returns {'G', 'D', 'G_ema'} of this process at the end."""
     # Initialize.
@@ -402,6 +413,7 @@ def training_loop(
     log('Initializing logs...')
     stats_collector = training_stats.Collector(regex='.*')
     stats_jsonl = open(os.path.join(run_dir, 'stats.jsonl'), 'wt') if rank == 0 else None
+    reporter = open_writer(run_dir, report_to, name=os.path.basename(run_dir)) if rank == 0 else None
 
     # Train.
     log(f'Training for {total_kimg} kimg...')
@@ -479,11 +491,13 @@ def training_loop(
             # reward hacking alarm): this tick then ends the run, snapshot included.
             if panel is not None:
                 log(panel.record(G_ema, cur_nimg / 1e3))
+                report_pictures(reporter, 'Panel', cur_nimg, run_dir, getattr(panel, 'pictures', ()))
                 stop_reason = getattr(panel, 'stop_reason', None)
                 done = done or bool(stop_reason)
                 closing = panel.finish(stopped=stop_reason, G_ema=G_ema) if done else None
                 if isinstance(closing, str):
                     log(closing)
+                    report_pictures(reporter, 'Panel', cur_nimg, run_dir, getattr(panel, 'pictures', ()))
             if num_gpus > 1:                                            # Every rank stops where rank 0's panel did.
                 flag = torch.tensor([float(done)], device=device)
                 torch.distributed.broadcast(flag, src=0)
@@ -492,6 +506,7 @@ def training_loop(
             # Image grids.
             if (rank == 0) and (image_snapshot_ticks is not None) and (done or cur_tick % image_snapshot_ticks == 0):
                 save_fakes(G_ema, grid_z, grid_c, grid_size, run_dir, cur_nimg // 1000)
+                report_pictures(reporter, 'Fakes', cur_nimg, run_dir, [f'fakes{cur_nimg // 1000:06d}{kind}.png' for kind in ('', '_raw', '_depth')], kimg=cur_nimg // 1000)
 
             # Network snapshot: every rank checks that its weights equal rank 0's; rank 0 writes the pickle.
             tick_snapshot = None
@@ -529,8 +544,10 @@ def training_loop(
                 training_stats.report0('Timing/' + phase.name, phase.timer.elapsed_ms())
             stats_collector.update()
             if stats_jsonl is not None:
-                stats_jsonl.write(json.dumps(dict(stats_collector.as_dict(), timestamp=time.time())) + '\n')
+                stats, timestamp = stats_collector.as_dict(), time.time()
+                stats_jsonl.write(json.dumps(dict(stats, timestamp=timestamp)) + '\n')
                 stats_jsonl.flush()
+                reporter.scalars(cur_nimg, {name: value.mean for name, value in stats.items()}, walltime=timestamp) # Step: images seen.
 
             # Next tick.
             cur_tick += 1
@@ -546,10 +563,13 @@ def training_loop(
         log(message)
         if panel is not None and panel.kimg:
             log(panel.finish(stopped=message))
+            report_pictures(reporter, 'Panel', cur_nimg, run_dir, getattr(panel, 'pictures', ()))
         raise TrainingStopped(f'{message}; ' + (f'the last good snapshot is {snapshot_pkl}' if snapshot_pkl else 'no snapshot was written'))
     finally:
         if stats_jsonl is not None:
             stats_jsonl.close()
+        if reporter is not None:
+            reporter.close()
 
     # Done.
     log()

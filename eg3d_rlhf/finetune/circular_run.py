@@ -21,11 +21,13 @@ from eg3d_rlhf.finetune.options import RunError
 from eg3d_rlhf.generators import registry
 from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, shared_reward
 from eg3d_rlhf.synthetic import demo
+from torch_utils import report_to, safetensors_file
 
 #----------------------------------------------------------------------------
 # The run directory (finetune/run_dir.py) holds options.json, log.txt, labels.jsonl (the demo's simulated judgements),
 # stats.jsonl (a record per training step with TRL's names, per step-2 bridge with its w1 and w2, per phase with its
-# time, per evaluated group), flow-<group>.pt (a flow checkpoint of every stage, loadable by every tool),
+# time, per evaluated group), flow-<group>.pt or .safetensors (as the base checkpoint is written: a flow checkpoint of every
+# stage, loadable by every tool),
 # eval-<group>/ (tools/evaluate.py's report of the group against the base, its collateral included), curves.png,
 # weights.png, ablation.png, collateral.png, report.json and report.html (its first line the hacking alarm, if any).
 
@@ -99,10 +101,11 @@ def table_rows(rows):
 
 #----------------------------------------------------------------------------
 
-def align(cfg, generator, reward, run_dir, save_snapshot, seed=0, reward_path=None):
+def align(cfg, generator, reward, run_dir, save_snapshot, seed=0, reward_path=None, writer=None):
     """Run the groups of cfg on the base FlowGenerator in run_dir; save_snapshot(path, pipeline, info) writes a flow
-    checkpoint. Returns the report's summary."""
-    log = runs.StatsLog(run_dir)
+    checkpoint; writer (torch_utils/report_to.py) gets the stats and the report's pictures. Returns the report's
+    summary."""
+    log = runs.StatsLog(run_dir, writer=writer)
     records = log.records
     torch.manual_seed(seed)
     data, data_info = load_preferences(cfg, generator, run_dir, seed)
@@ -152,6 +155,8 @@ def align(cfg, generator, reward, run_dir, save_snapshot, seed=0, reward_path=No
     pictures += [f'eval-{r["group"]}/before_after.png' for r in rows]
     tables = [('Groups against the base model', *table_rows(rows))] if rows else []
     report_plots.write_report(run_dir, 'Circular-DPO', summary, pictures, tables=tables)
+    for picture in pictures:
+        log.image('report/' + os.path.splitext(picture)[0], os.path.join(run_dir, picture))
     return summary
 
 
@@ -192,10 +197,11 @@ def run(cfg, common):
         reward = shared_reward(reward_path, common.device)
     except RewardCheckpointError as err:
         raise RunError(f'--reward-model: {err}')
+    reporter = runs.pick_reporter(common.get('report_to'))
     desc = f'flow-circular-dpo-{cfg.ablation}' + ('-demo' if cfg.is_demo else '') + (f'-{common.desc}' if common.desc else '')
     run_dir = runs.next_run_dir(common.outdir or demo.OPTIONS['outdir'], desc)
     options = dict(method='circular-dpo', network=network, reward_model=reward_path, seed=common.seed,
-        device=common.device, run_dir=run_dir, **{k: v for k, v in dataclasses.asdict(cfg).items() if k != 'reward_model'})
+        device=common.device, run_dir=run_dir, report_to=reporter, **{k: v for k, v in dataclasses.asdict(cfg).items() if k != 'reward_model'})
     print(json.dumps(options, indent=2))
     if common.dry_run:
         print('Dry run; exiting.')
@@ -203,11 +209,18 @@ def run(cfg, common):
     runs.create(run_dir, options)
     with runs.log_to(os.path.join(run_dir, 'log.txt')):
         generator = family.load(network, common.device)
-        save = lambda path, pipeline, info: family.save(path, generator.with_pipeline(pipeline), info)
+        ext = '.safetensors' if safetensors_file.is_safetensors(network) else '.pt'   # Snapshots in the base's format.
+        save = lambda path, pipeline, info: family.save(os.path.splitext(path)[0] + ext, generator.with_pipeline(pipeline), info)
         try:
-            summary = align(cfg, generator, reward, run_dir, save, seed=common.seed, reward_path=reward_path)
+            writer = report_to.open_writer(run_dir, reporter, config=options)
+        except report_to.ReportError as err:
+            raise RunError(str(err))
+        try:
+            summary = align(cfg, generator, reward, run_dir, save, seed=common.seed, reward_path=reward_path, writer=writer)
         except (OSError, ValueError) as err:
             raise RunError(str(err).splitlines()[0])
+        finally:
+            writer.close()
         if summary['alarm']:
             print(summary['alarm'])
         for row in summary['groups'].values():

@@ -108,6 +108,7 @@ def resolve(kwargs, explicit=()):
     opts.metrics_kwargs = metrics_options(opts, set(explicit), trusted)
     opts = presets.with_preset_defaults(opts)
     opts.device = runs.pick_device(opts.device, opts.gpus)
+    opts.report_to = runs.pick_reporter(opts.get('report_to'))
     return reward_config(opts), opts
 
 #----------------------------------------------------------------------------
@@ -162,6 +163,7 @@ def build(cfg, opts):
         c.shape_prior_kwargs = dnnlib.EasyDict(func_name='eg3d_rlhf.synthetic.shape_prior.fit_shape_prior',
             steps=opts.shape_prior_steps)
     add_reward_phase(c, cfg)
+    c.report_to = opts.get('report_to', 'none')     # Rank 0's TensorBoard / W&B log (torch_utils/report_to.py).
     if opts.metrics_kwargs is not None:
         c.metrics_kwargs, c.metrics_ticks = opts.metrics_kwargs, opts.get('metrics_ticks') or 1
     return c, desc, opts.outdir

@@ -91,7 +91,8 @@ def check_given(method, explicit, command_options):
 register(Method('eg3d', 'gan', 'EG3D', RewardFinetuneConfig, gan_run.run, resolve=gan_run.resolve,
     help='EG3D training; --reward adds the reward phase'))
 register(Method('flow', 'circular-dpo', 'Circular-DPO', CircularDPOConfig, circular_run.run,
-    reads=('generator', 'method', 'config', 'outdir', 'resume', 'reward_model', 'seed', 'device', 'desc', 'dry_run'),
+    reads=('generator', 'method', 'config', 'outdir', 'resume', 'reward_model', 'seed', 'device', 'desc', 'dry_run',
+        'report_to'),
     help='preference alignment of a multi-stage flow, back to front'))
 
 #----------------------------------------------------------------------------

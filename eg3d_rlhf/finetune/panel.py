@@ -89,6 +89,7 @@ class RewardPanel:
         self.before = self.after = None                 # (kimg, slabs, measures) of the collateral seeds.
         self.collateral = None                          # collateral.compare() of before and after.
         self.stop_reason = None                         # The alarm that asks the training loop to stop.
+        self.pictures = []                              # PNGs the latest record() or finish() drew (--report-to logs them).
 
     def generator(self, G_ema):
         return EG3DGenerator(G_ema, truncation_psi=self.truncation_psi, batch=self.batch)
@@ -114,6 +115,7 @@ class RewardPanel:
             writer.writerow(['kimg', *[f'seed{s:06d}' for s in self.seeds]])
             writer.writerows(rows)
         report_plots.plot_trajectories(self.kimg, np.stack(self.rewards), os.path.join(self.run_dir, 'reward_trajectories.png'))
+        self.pictures = ['reward_trajectories.png']
         now, first = self.rewards[-1], self.rewards[0]
         line = (f'panel of {len(self.seeds)} seeds: mean reward {now.mean():.3f} ({now.mean() - first.mean():+.3f} since '
             f'the start), {(now > first).sum()} rose')
@@ -199,6 +201,7 @@ class RewardPanel:
         pictures = ['before_after.png', 'reward_trajectories.png', 'reward_histograms.png', 'reward_deltas.png',
             'reward_scatter.png']
         report_plots.write_report(self.run_dir, 'Reward panel', summary, pictures, name='reward_report', tables=tables)
+        self.pictures = pictures
         self.summary = summary
         lines = [alarm] if alarm and alarm != stopped else []       # A stopped run's record() said it already.
         lines.append(f"panel: {summary['rose']} of {summary['seeds']} seeds rose, mean change {summary['mean_delta']:+.3f}, "

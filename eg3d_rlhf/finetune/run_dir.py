@@ -11,6 +11,7 @@ import torch
 
 import dnnlib
 from eg3d_rlhf.finetune.options import RunError
+from torch_utils import report_to
 from training import distributed
 
 #----------------------------------------------------------------------------
@@ -27,6 +28,14 @@ def pick_device(name, gpus=1):
     if name == 'cuda' and distributed.torchrun_env() is None and gpus > torch.cuda.device_count():
         raise RunError(f'--gpus={gpus}, but this machine has {torch.cuda.device_count()} CUDA devices')
     return name
+
+
+def pick_reporter(name):
+    """--report-to's reporter (None = tensorboard where installed, else none); RunError when its library is missing."""
+    try:
+        return report_to.resolve(name)
+    except report_to.ReportError as err:
+        raise RunError(str(err))
 
 
 def next_run_dir(outdir, desc):
@@ -98,18 +107,32 @@ def log_to(path):
 #----------------------------------------------------------------------------
 
 class StatsLog:
-    """stats.jsonl of a run: log(record) appends it with the seconds since the log began; records keeps them all."""
+    """stats.jsonl of a run: log(record) appends it with the seconds since the log began; records keeps them all.
 
-    def __init__(self, run_dir, name='stats.jsonl'):
+    A writer (torch_utils/report_to.py) gets every record's numbers too, at the count of 'step' records so far: a
+    step's as TRL names them in TensorBoard ('train/loss', 'train/rewards/accuracies', ...), an 'eval' record's as
+    'eval/<group>/<name>', any other kind's as '<kind>/<name>'."""
+
+    def __init__(self, run_dir, name='stats.jsonl', writer=None):
         self.path = os.path.join(run_dir, name)
         self.start = time.time()
         self.records = []
+        self.writer = writer or report_to.NullWriter()
+        self.step = 0                                   # Training steps logged so far: the writer's step.
 
     def __call__(self, record):
         record = dict(record, time=round(time.time() - self.start, 3))
         self.records.append(record)
         with open(self.path, 'a', encoding='utf-8') as f:
             f.write(json.dumps(dnnlib.util.json_safe(record), allow_nan=False) + '\n')
+        kind = record.get('kind')
+        self.step += int(kind == 'step')
+        prefix = 'train' if kind == 'step' else f'eval/{record.get("group")}' if kind == 'eval' else str(kind)
+        self.writer.scalars(self.step, report_to.flat_scalars(record, prefix, skip=('kind', 'step')))
+
+    def image(self, name, path):
+        """Give the writer a picture the run drew (at the current step)."""
+        self.writer.image(name, self.step, path)
 
     def of_kind(self, kind):
         return [r for r in self.records if r.get('kind') == kind]

@@ -9,7 +9,7 @@ from torch import nn
 
 from dnnlib.util import atomic_write
 from eg3d_rlhf.generators.flow import FlowGenerator, FlowPipeline, FlowStage, cfm_loss
-from torch_utils import misc
+from torch_utils import misc, safetensors_file
 
 #----------------------------------------------------------------------------
 # Stage 1 (structure) draws x [1, G, G, G] whose sign is the occupancy of G^3 coarse voxels; its decode thresholds at
@@ -278,26 +278,46 @@ def train_step(pipeline, optimizer, assets, conditions, step, batch, seed):
     return [loss.detach().item() for loss in losses]
 
 #----------------------------------------------------------------------------
-# Checkpoints: a plain dict of tensors, numbers and strings that torch.load(weights_only=True) reads.
+# Checkpoints: a plain dict of tensors, numbers and strings, written as a safetensors file when the path ends in
+# .safetensors (torch_utils/safetensors_file.py: tensors 'state_dicts.<stage>.<name>' and 'training.optimizer...',
+# the rest as JSON metadata, the format under 'eg3d_rlhf.format'), else as a torch zip that torch.load(weights_only=True)
+# reads. read_flow tells them apart by their first bytes, so .pt files from before still load.
 
 def save_flow(path, pipeline, config, training=None):
     """Write a checkpoint of the pipeline atomically: dict(format, config, state_dicts [per stage], training)."""
     state = dict(format=FORMAT, config=check_config(config),
         state_dicts=[{k: v.detach().cpu() for k, v in m.state_dict().items()} for m in pipeline.modules()],
         training={} if training is None else training)
+    write_flow(path, state)
+
+
+def write_flow(path, state):
+    """Write a checkpoint dict atomically, as safetensors when `path` ends in .safetensors, else as a torch zip."""
+    if safetensors_file.is_safetensors_path(path):
+        safetensors_file.save(path, state)
+        return
     with atomic_write(path, 'wb') as f:
         torch.save(state, f)
 
 
+def convert_flow(src, dst):
+    """Rewrite the checkpoint `src` (checked as read_flow checks it) in the format `dst`'s extension names."""
+    write_flow(dst, read_flow(src))
+
+
 def read_flow(path):
-    """A checkpoint's dict, validated; ValueError of one line when the file is not one."""
+    """A checkpoint's dict, validated (config, and weights that are exactly the pipeline's: names, shapes, dtypes);
+    ValueError of one line when the file is not one."""
     if not os.path.isfile(path):
         raise ValueError(f'{path}: no such flow checkpoint')
-    try:
-        state = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as err:    # Pickles with code, truncated files, other formats.
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f'{path}: not a flow checkpoint readable as data ({message})') from None
+    if safetensors_file.is_safetensors(path):
+        state = safetensors_file.load(path, (FORMAT,))
+    else:
+        try:
+            state = torch.load(path, map_location='cpu', weights_only=True)
+        except Exception as err:    # Pickles with code, truncated files, other formats.
+            message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ValueError(f'{path}: not a flow checkpoint readable as data ({message})') from None
     if not isinstance(state, dict) or state.get('format') != FORMAT:
         got = state.get('format') if isinstance(state, dict) else type(state).__name__
         raise ValueError(f'{path}: not a flow checkpoint (format {got!r}, expected {FORMAT!r})')
@@ -305,7 +325,33 @@ def read_flow(path):
         state['config'] = check_config(state['config'])
     except (KeyError, ValueError) as err:
         raise ValueError(f'{path}: bad flow config ({err})') from None
+    problem = weights_problem(state)
+    if problem:
+        raise ValueError(f'{path}: {problem}; the file was edited or is damaged: retrain or restore it')
     return state
+
+
+def weights_problem(state):
+    """What is wrong with a checkpoint's state_dicts for the pipeline its config builds (names, shapes, dtypes, nan),
+    or None; the pipeline is built on the meta device, so a config asking for huge layers allocates nothing."""
+    with torch.device('meta'):
+        modules = build_pipeline(state['config'], init_seed=0).modules()
+    stored = state.get('state_dicts')
+    if not isinstance(stored, list) or len(stored) != len(modules) or not all(isinstance(sd, dict) for sd in stored):
+        return f'it holds no list of {len(modules)} state dicts, one per stage'
+    for i, (module, sd) in enumerate(zip(modules, stored)):
+        expected = {k: (tuple(v.shape), v.dtype) for k, v in module.state_dict().items()}
+        got = {k: (tuple(v.shape), v.dtype) if torch.is_tensor(v) else None for k, v in sd.items()}
+        differ = sorted(k for k in expected.keys() | got.keys() if expected.get(k) != got.get(k))
+        if differ:
+            k = differ[0]
+            what = 'missing' if k not in got else 'not expected' if k not in expected else 'not a tensor' \
+                if got[k] is None else f'{list(got[k][0])} {got[k][1]}, expected {list(expected[k][0])} {expected[k][1]}'
+            return f'stage {i} weight {k} is {what}' + (f' (and {len(differ) - 1} more differ)' if len(differ) > 1 else '')
+        bad = [k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        if bad:
+            return f'stage {i} weight {bad[0]} holds nan or inf'
+    return None
 
 
 def load_pipeline(state, device='cpu'):
@@ -332,10 +378,10 @@ ZIP_MAGIC = b'PK\x03\x04'     # torch.save's archives are zip files.
 
 
 def is_flow_file(path):
-    """Does the file start like a torch.save zip archive (what save_flow writes)? Reads 4 bytes; read_flow checks the
-    rest when it loads."""
+    """Does the file start like a torch.save zip archive or a safetensors file (what save_flow writes)? Reads 9 bytes;
+    read_flow checks the rest when it loads."""
     with open(path, 'rb') as f:
-        return f.read(4) == ZIP_MAGIC
+        return f.read(4) == ZIP_MAGIC or safetensors_file.is_safetensors(path)
 
 
 def checkpoint_conditions(path):

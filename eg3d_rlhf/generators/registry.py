@@ -135,6 +135,6 @@ register(Family(name='flow', title='flow', description='a flow checkpoint', reco
     load=flow_heads.load_flow, owns=lambda G: isinstance(G, FlowGenerator), save=flow_heads.save_generator,
     conditions=flow_heads.checkpoint_conditions, capabilities=frozenset({'stages', 'guidance'}),
     options=frozenset({'batch', 'draw_batch', 'keep', 'image_res', 'steps', 'sampler'}),
-    bundled={'bundled-flow': os.path.join(CHECKPOINTS, 'flow-heads.pt')}))
+    bundled={'bundled-flow': os.path.join(CHECKPOINTS, 'flow-heads.safetensors')}))
 
 #----------------------------------------------------------------------------

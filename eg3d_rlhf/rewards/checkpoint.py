@@ -1,4 +1,4 @@
-"""Reward-model checkpoints: weights, architecture config, input spec and normalisation in plain types (weights_only)."""
+"""Reward-model checkpoints: weights, architecture config, input spec and normalisation (safetensors or weights_only .pt)."""
 
 import os
 
@@ -7,6 +7,7 @@ import torch
 import dnnlib
 from eg3d_rlhf.rewards import build_reward, bundle
 from eg3d_rlhf.rewards.contract import InputSpec, InputSpecError, Reward
+from torch_utils import safetensors_file
 
 #----------------------------------------------------------------------------
 # A checkpoint is a dict of tensors, strings, numbers, lists and dicts only, so torch.load(weights_only=True) reads
@@ -19,6 +20,9 @@ from eg3d_rlhf.rewards.contract import InputSpec, InputSpecError, Reward
 #               meta.json, the normalisation of raw sigma and the axis order. Format 1 stored only
 #               {'normalisation': 'self_minmax_0_100', 'slab': ...}, which reads as the same contract.
 #   training    how it was trained (bank, labels, settings, held-out results); informational
+# save_reward writes it as a safetensors file when the path ends in .safetensors (torch_utils/safetensors_file.py:
+# the weights as tensors 'state_dict.<name>', the rest as JSON metadata, the format under 'eg3d_rlhf.format'), else
+# as a torch zip; read_reward tells them apart by their first bytes, so .pt files from before still load.
 
 FORMAT = 'eg3d_rlhf.reward/2'
 FORMATS = ('eg3d_rlhf.reward/1', FORMAT)
@@ -47,24 +51,34 @@ def check_weights(build, kind, config, weights):
         more = ' ...' if len(differ) > 3 else ''
         raise ValueError(f'its config does not describe its weights ({", ".join(differ[:3])}{more} differ); the file was '
             'edited or is damaged: retrain or restore it')
+    dtypes = {k: v.dtype for k, v in skeleton.state_dict().items()}
+    wrong = [k for k, v in weights.items() if v.dtype != dtypes[k]]
+    if wrong:
+        raise ValueError(f'weight {wrong[0]} is {weights[wrong[0]].dtype}, the model\'s is {dtypes[wrong[0]]}; the file '
+            'was edited or is damaged: retrain or restore it')
     bad = [k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
         raise ValueError(f'weight {bad[0]} holds nan or inf; retrain the reward model')
 
 
 def save_reward(path, model, kind, spec, training=None):
-    """Write a checkpoint atomically; `spec` is the InputSpec (or, for the default contract, the slab description)."""
+    """Write a checkpoint atomically, as safetensors when `path` ends in .safetensors, else as a torch zip; `spec` is
+    the InputSpec (or, for the default contract, the slab description)."""
     spec = spec if isinstance(spec, InputSpec) else InputSpec(slab=dict(spec))
     data = dict(format=FORMAT, kind=kind, config=dict(model.config),
         state_dict={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         input=spec.to_dict(), training=dict(training or {}))
+    if safetensors_file.is_safetensors_path(path):
+        safetensors_file.save(path, data)
+        return
     with dnnlib.util.atomic_write(path, 'wb') as f:
         torch.save(data, f)
 
 
 def load_reward(path, device='cpu', trust_pickle=False):
-    """The checkpoint as a contract.Reward (model in eval mode on `device`), read with weights_only=True; a published
-    reward bundle (its zip or folder, rewards/bundle.py) reads too, its weights with weights_only unless trust_pickle.
+    """The checkpoint as a contract.Reward (model in eval mode on `device`): a safetensors file, or a .pt read with
+    weights_only=True; a published reward bundle (its zip or folder, rewards/bundle.py) reads too, its weights with
+    weights_only unless trust_pickle.
     Building the network draws initial weights that the file then replaces: torch's random state is left as it was,
     so a run's random stream does not depend on how often, or in which process, a reward was read."""
     with torch.random.fork_rng(devices=[]):
@@ -80,6 +94,18 @@ def read_reward(path, device, trust_pickle):
             raise RewardCheckpointError(str(err)) from None
     if not os.path.isfile(path):
         raise RewardCheckpointError(f'{path}: no such reward checkpoint')
+    if safetensors_file.is_safetensors(path):
+        try:
+            data = safetensors_file.load(path, FORMATS)
+        except ValueError as err:
+            raise RewardCheckpointError(str(err)) from None
+    else:
+        data = read_pt(path)
+    return reward_of(path, data, device)
+
+
+def read_pt(path):
+    """The dict of a .pt checkpoint, read with weights_only=True."""
     try:
         data = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as err:                                    # Unpickling errors come in many types.
@@ -87,6 +113,11 @@ def read_reward(path, device, trust_pickle):
         raise RewardCheckpointError(f'{path}: not a reward checkpoint ({type(err).__name__}: {first})') from None
     if not isinstance(data, dict) or data.get('format') not in FORMATS:
         raise RewardCheckpointError(f'{path}: not a reward checkpoint of format {" or ".join(FORMATS)}')
+    return data
+
+
+def reward_of(path, data, device):
+    """The contract.Reward of a checkpoint dict, its weights loaded strictly into the model its config describes."""
     try:
         spec = InputSpec.from_dict(data.get('input'))
     except InputSpecError as err:

@@ -14,6 +14,7 @@ from tqdm import tqdm
 from eg3d_rlhf.rewards import REWARDS, build_reward, linear_heads
 from eg3d_rlhf.rewards.losses import bradley_terry, bradley_terry_ties, unpaired_cs_loss
 from torch_utils import misc
+from torch_utils import report_to
 
 #----------------------------------------------------------------------------
 # Inputs. A model is trained on exactly what its checkpoint will declare: every raw slab goes through the input
@@ -365,16 +366,23 @@ def fit_reward(kind, bank, labels, spec, options, model_config=None, centre=None
 
 
 class MetricsLog:
-    """A RewardFitter log: every record goes to a JSONL file (flushed at once) and to .records."""
+    """A RewardFitter log: every record goes to a JSONL file (flushed at once), to .records, and to a writer
+    (torch_utils/report_to.py; its owner closes it) under the names TRL gives them in TensorBoard: 'eval_x' as
+    'eval/x', the rest as 'train/x', at the record's optimizer step (a linear heads fit has none: its record count)."""
 
-    def __init__(self, path):
+    def __init__(self, path, writer=None):
         self.records = []
         self.file = open(path, 'w', encoding='utf-8')
+        self.writer = writer or report_to.NullWriter()
 
     def __call__(self, record):
         self.records.append(record)
         self.file.write(json.dumps(record) + '\n')
         self.file.flush()
+        evaluation = any(k.startswith('eval_') for k in record)     # Its epoch is the training record's, logged already.
+        names = {(f'eval/{k[5:]}' if k.startswith('eval_') else f'train/{k}'): v for k, v in record.items()
+            if k != 'step' and not (evaluation and k == 'epoch')}
+        self.writer.scalars(record.get('step', len(self.records) - 1), report_to.flat_scalars(names))
 
     def __enter__(self):
         return self

@@ -9,13 +9,13 @@ import os
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CHECKPOINTS = os.path.join(ROOT, 'checkpoints')
 GENERATOR = os.path.join(CHECKPOINTS, 'synthetic-heads64.pkl')
-FLOW_GENERATOR = os.path.join(CHECKPOINTS, 'flow-heads.pt')
-FLOW_REWARD = os.path.join(CHECKPOINTS, 'reward-sigma-flow-nose.pt')     # The Circular-DPO demo's reward (oracle:nose).
+FLOW_GENERATOR = os.path.join(CHECKPOINTS, 'flow-heads.safetensors')
+FLOW_REWARD = os.path.join(CHECKPOINTS, 'reward-sigma-flow-nose.safetensors')     # The Circular-DPO demo's reward (oracle:nose).
 
 
 def reward_model(kind):
     """The bundled reward model of a kind ('sigma', 'depth' or 'pointcloud'), trained on oracle:nose labels."""
-    return os.path.join(CHECKPOINTS, f'reward-{kind}-nose.pt')
+    return os.path.join(CHECKPOINTS, f'reward-{kind}-nose.safetensors')
 
 
 # The first DATASET['count'] images of the bundled generator's training set (sample i depends only on (seed, i)).
