@@ -14,7 +14,7 @@ from eg3d_rlhf.synthetic import demo
 #----------------------------------------------------------------------------
 
 @click.command()
-@click.option('--reward-model', 'reward_path', default=os.path.join(demo.CHECKPOINTS, 'reward-sigma-nose.pt'),
+@click.option('--reward-model', 'reward_path', default=os.path.join(demo.CHECKPOINTS, 'reward-sigma-nose.safetensors'),
     show_default=True, metavar='PT', help='Reward checkpoint')
 @click.option('--seeds', type=click.IntRange(min=1), default=100, show_default=True, help='Samples explained')
 @click.option('--permutations', type=click.IntRange(min=1), default=8, show_default=True, help='Shapley permutations')

@@ -47,7 +47,7 @@ def main(seeds, repeats, steps, lr, threads):
     fresh = lambda: [next(ids) for _ in range(seeds)]
 
     flow = cli.load_generator(cli.network_path('bundled-flow', False), device)
-    flow_reward = load_reward(os.path.join(REPO, 'checkpoints', 'reward-sigma-flow-nose.pt'))
+    flow_reward = load_reward(os.path.join(REPO, 'checkpoints', 'reward-sigma-flow-nose.safetensors'))
     score = slab_scorer(flow_reward, flow.cube_length, flow.empty_sigma)
     base = seconds_per_sample(lambda s: flow.volumes(s, 0), fresh, repeats)
     print(f'{threads} threads, {seeds} samples per timing, median of {repeats}')
@@ -58,7 +58,7 @@ def main(seeds, repeats, steps, lr, threads):
         print(f'flow, {mode} guidance: {t:.2f} s/sample ({t / base:.1f}x)')
 
     eg3d = cli.load_generator(cli.network_path('bundled', True), device)
-    reward = load_reward(os.path.join(REPO, 'checkpoints', 'reward-sigma-nose.pt'))
+    reward = load_reward(os.path.join(REPO, 'checkpoints', 'reward-sigma-nose.safetensors'))
     base = seconds_per_sample(lambda s: eg3d.images(s), fresh, repeats)
     print(f'eg3d, render of a seed: {base:.2f} s/sample (baseline)')
     edited = InvertedEG3D(eg3d, reward, reward_weight=1.0, steps=steps, lr=lr)

@@ -142,7 +142,7 @@ def test_a_reward_that_reads_one_region_is_attributed_there(normalisation):
 def test_every_slab_reward_kind_is_explained(kind):
     from eg3d_rlhf.rewards.checkpoint import load_reward
     from eg3d_rlhf.synthetic.demo import CHECKPOINTS
-    reward = load_reward(f'{CHECKPOINTS}/reward-{kind}-nose.pt')
+    reward = load_reward(f'{CHECKPOINTS}/reward-{kind}-nose.safetensors')
     grid = reward.grid
     r = regions.published(grid.shape)
     idx = np.stack(np.meshgrid(*[np.arange(n) for n in grid.shape], indexing='ij'), -1).astype(np.float32)

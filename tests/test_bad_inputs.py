@@ -65,7 +65,7 @@ def test_evaluate_refuses_a_feature_archive_without_trust(tmp_path, kind):
     net = save_feature_network(str(tmp_path / 'features.pt2'), kind)
     before = digest(tmp_path / 'features.pt2')
     result = CliRunner().invoke(evaluate.main, ['--original', 'bundled', '--tuned', 'bundled', '--reward-model',
-        os.path.join(demo.CHECKPOINTS, 'reward-sigma-nose.pt'), '--inception', net, '--outdir', str(tmp_path / 'r'), '--device', 'cpu'])
+        os.path.join(demo.CHECKPOINTS, 'reward-sigma-nose.safetensors'), '--inception', net, '--outdir', str(tmp_path / 'r'), '--device', 'cpu'])
     refused_in_one_line(result, 'archive with pickled parts; loading it can run code stored in it, so pass --trust-pickle')
     assert digest(tmp_path / 'features.pt2') == before and not (tmp_path / 'r').exists()
 
@@ -245,7 +245,9 @@ def test_an_output_the_user_cannot_write_or_of_the_wrong_kind_is_named(tmp_path,
 def test_reward_checkpoints_edited_or_diverged_are_refused_in_one_line(tmp_path, edit, message):
     import torch
     import train
-    data = torch.load(os.path.join(demo.CHECKPOINTS, 'reward-sigma-nose.pt'), weights_only=True)
+    from eg3d_rlhf.rewards.checkpoint import FORMATS
+    from torch_utils import safetensors_file
+    data = safetensors_file.load(os.path.join(demo.CHECKPOINTS, 'reward-sigma-nose.safetensors'), FORMATS)
     edit(data)
     path = tmp_path / 'reward.pt'
     torch.save(data, str(path))

@@ -120,7 +120,7 @@ def test_a_stage_the_pipeline_lacks_or_a_generator_that_is_no_flow_is_refused():
 @pytest.mark.slow
 def test_guidance_raises_the_bundled_flow_models_reward():
     G = cli.load_generator(cli.network_path('bundled-flow', False), torch.device('cpu'))
-    reward = load_reward(f'{demo.CHECKPOINTS}/reward-sigma-flow-nose.pt')
+    reward = load_reward(f'{demo.CHECKPOINTS}/reward-sigma-flow-nose.safetensors')
     seeds = [1000, 1001]
     guided = guided_generator(G, RewardGuidance(slab_scorer(reward, G.cube_length, G.empty_sigma), scale=0.01))
     before, after = seed_rewards(G, reward, seeds, condition=0), seed_rewards(guided, reward, seeds, condition=0)

@@ -16,8 +16,8 @@ from tools import guide
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
-REWARD = os.path.join(demo.CHECKPOINTS, 'reward-sigma-nose.pt')
-FLOW_REWARD = os.path.join(demo.CHECKPOINTS, 'reward-sigma-flow-nose.pt')
+REWARD = os.path.join(demo.CHECKPOINTS, 'reward-sigma-nose.safetensors')
+FLOW_REWARD = os.path.join(demo.CHECKPOINTS, 'reward-sigma-flow-nose.safetensors')
 
 
 def run(args):

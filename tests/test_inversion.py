@@ -15,7 +15,7 @@ from tests.helpers.rewards import contract
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
-SIGMA_REWARD = os.path.join(demo.ROOT, 'checkpoints', 'reward-sigma-nose.pt')
+SIGMA_REWARD = os.path.join(demo.ROOT, 'checkpoints', 'reward-sigma-nose.safetensors')
 
 
 @pytest.fixture(scope='module')

@@ -15,10 +15,11 @@ from eg3d_rlhf.data.bank import Bank
 from eg3d_rlhf.data.scores import read_scores, score_bank
 from eg3d_rlhf.geometry.sigma import normalise_sigma_self, slab_description
 from eg3d_rlhf.rewards import REWARDS, build_reward, fitting
-from eg3d_rlhf.rewards.checkpoint import ADDED_ARGUMENTS, RewardCheckpointError, load_reward, save_reward
+from eg3d_rlhf.rewards.checkpoint import ADDED_ARGUMENTS, FORMATS, RewardCheckpointError, load_reward, save_reward
 from eg3d_rlhf.rewards.contract import InputSpec
 from tests.conftest import REPO
 from tools import label, score_bank as score_bank_tool
+from torch_utils import safetensors_file
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
@@ -205,11 +206,11 @@ def test_format_1_checkpoints_load_with_the_default_spec(setup, tmp_path):
 
 @pytest.mark.parametrize('kind', sorted(REWARDS))
 def test_bundled_checkpoints_load_unchanged(kind):
-    path = os.path.join(REPO, 'checkpoints', f'reward-{kind}-nose.pt')
+    path = os.path.join(REPO, 'checkpoints', f'reward-{kind}-nose.safetensors')
     if not os.path.isfile(path):
         pytest.skip(f'no bundled {kind} reward')
     reward = load_reward(path)                                              # Strict load: every weight's name matches.
-    stored = torch.load(path, weights_only=True)
+    stored = safetensors_file.load(path, FORMATS)
     assert reward.kind == kind and reward.spec == InputSpec.from_dict(stored['input'])
     added = {k: v for k, v in reward.model.config.items() if k not in stored['config']}
     assert {k: reward.model.config[k] for k in stored['config']} == stored['config']

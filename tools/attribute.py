@@ -58,8 +58,8 @@ def main(reward_path, original_pkl, tuned_pkl, trust_pickle, seeds, conditions, 
 
     \b
     python tools/attribute.py --original bundled --tuned training-runs/00000-.../network-snapshot-000000.pkl \\
-        --trust-pickle --reward-model checkpoints/reward-sigma-nose.pt --seeds 1000-1099 --outdir attribution
-    python tools/attribute.py --bank my-bank --reference mean --reward-model checkpoints/reward-sigma-nose.pt \\
+        --trust-pickle --reward-model checkpoints/reward-sigma-nose.safetensors --seeds 1000-1099 --outdir attribution
+    python tools/attribute.py --bank my-bank --reference mean --reward-model checkpoints/reward-sigma-nose.safetensors \\
         --regions published --outdir attribution-bank
     """
     change = original_pkl is not None or tuned_pkl is not None

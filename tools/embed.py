@@ -43,7 +43,7 @@ def main(reward_path, original_pkl, tuned_pkl, bank_path, trust_pickle, seeds, c
 
     \b
     python tools/embed.py --original bundled --tuned training-runs/00000-.../network-snapshot-000000.pkl \\
-        --trust-pickle --reward-model checkpoints/reward-sigma-nose.pt --seeds 1000-1099 --outdir embedding
+        --trust-pickle --reward-model checkpoints/reward-sigma-nose.safetensors --seeds 1000-1099 --outdir embedding
     """
     if (original_pkl is None) == (bank_path is None):
         raise click.UsageError('give --original (optionally with --tuned) or --bank')

@@ -51,7 +51,7 @@ def main(original_pkl, tuned_pkl, trust_pickle, reward_path, seeds, conditions, 
 
     \b
     python tools/evaluate.py --original bundled --tuned training-runs/00000-.../network-snapshot-000000.pkl \\
-        --trust-pickle --reward-model checkpoints/reward-sigma-nose.pt --annotator oracle:nose --outdir report
+        --trust-pickle --reward-model checkpoints/reward-sigma-nose.safetensors --annotator oracle:nose --outdir report
     """
     if labels and annotator:
         raise click.UsageError('give --labels or --annotator, not both')

@@ -81,7 +81,7 @@ def flow(network, scales, mode, stage, t_start, t_end, normalize, max_rms, smoot
     to sigma and scored, and the reward's ascent joins the velocity.
 
     \b
-    python tools/guide.py flow --reward-model checkpoints/reward-sigma-flow-nose.pt --conditions 0 --outdir out/guide
+    python tools/guide.py flow --reward-model checkpoints/reward-sigma-flow-nose.safetensors --conditions 0 --outdir out/guide
     """
     guidance = dict(mode=mode, stage=stage, t_start=t_start, t_end=t_end, normalize=normalize, max_rms=max_rms, smooth=smooth)
     try:
@@ -125,7 +125,7 @@ def eg3d(network, trust_pickle, lrs, weights, steps, space, sigma_weight, render
     the sweep is over --lrs, or over --weights when those are several.
 
     \b
-    python tools/guide.py eg3d --reward-model checkpoints/reward-sigma-nose.pt --outdir out/guide-eg3d
+    python tools/guide.py eg3d --reward-model checkpoints/reward-sigma-nose.safetensors --outdir out/guide-eg3d
     """
     if len(lrs) > 1 and len(weights) > 1:
         raise click.UsageError('sweep --lrs or --weights, not both: give one of them a single value')
