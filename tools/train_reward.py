@@ -94,8 +94,10 @@ def main(bank_dir, labels_path, good_path, bad_path, kind, out, truth_path, frac
             model, fitted = fitting.fit_reward(kind, bank, labels, spec, options, model_config=model_config,
                 centre=centre, truth=truth, device=device, log=log)
     except (BankError, FloatingPointError) as err:              # A slab that is not finite, or a diverged run.
-        os.remove(side_path(out, '.metrics.jsonl'))             # This run's own (refuse_overwrite saw none before).
+        os.remove(side_path(out, '.metrics.jsonl'))             # This run's own (refuse_overwrite saw none before),
         writer.close()
+        if logs is not None:                                    # as is its --report-to folder.
+            shutil.rmtree(logs, ignore_errors=True)
         raise click.ClickException(str(err))
     for key, name in (('test_labels', 'on test labels'), ('test_truth', 'against --truth (all test-sample pairs)')):
         if key in fitted['held_out']:
