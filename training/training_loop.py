@@ -506,7 +506,8 @@ def training_loop(
             # Image grids.
             if (rank == 0) and (image_snapshot_ticks is not None) and (done or cur_tick % image_snapshot_ticks == 0):
                 save_fakes(G_ema, grid_z, grid_c, grid_size, run_dir, cur_nimg // 1000)
-                report_pictures(reporter, 'Fakes', cur_nimg, run_dir, [f'fakes{cur_nimg // 1000:06d}{kind}.png' for kind in ('', '_raw', '_depth')], kimg=cur_nimg // 1000)
+                report_pictures(reporter, 'Fakes', cur_nimg, run_dir,
+                    [f'fakes{cur_nimg // 1000:06d}{kind}.png' for kind in ('', '_raw', '_depth')], kimg=cur_nimg // 1000)
 
             # Network snapshot: every rank checks that its weights equal rank 0's; rank 0 writes the pickle.
             tick_snapshot = None
@@ -547,7 +548,7 @@ def training_loop(
                 stats, timestamp = stats_collector.as_dict(), time.time()
                 stats_jsonl.write(json.dumps(dict(stats, timestamp=timestamp)) + '\n')
                 stats_jsonl.flush()
-                reporter.scalars(cur_nimg, {name: value.mean for name, value in stats.items()}, walltime=timestamp) # Step: images seen.
+                reporter.scalars(cur_nimg, {name: value.mean for name, value in stats.items()}, walltime=timestamp)  # Step: images.
 
             # Next tick.
             cur_tick += 1
