@@ -214,3 +214,19 @@ def test_the_bundled_flow_ships_small_loads_as_data_and_draws_a_head(tmp_path):
     assert not inside[0].any() and not inside[-1].any()                          # Inside the box.
     from eg3d_rlhf.analysis.flow_quality import structure_iou
     assert structure_iou(G.pipeline, sample)[0] > 0.7
+
+#----------------------------------------------------------------------------
+# Surface lumpiness: a smooth surface reads low, speckle and steps read high (analysis/flow_quality.py).
+
+def test_surface_lumpiness_tells_a_smooth_sphere_from_a_speckled_or_stepped_one():
+    from eg3d_rlhf.analysis.flow_quality import surface_lumpiness
+    R = 64
+    voxel = 1 / (R - 1)
+    x = np.linspace(-0.5, 0.5, R)
+    sdf = 0.3 - np.sqrt(sum(a ** 2 for a in np.meshgrid(x, x, x, indexing='ij')))          # A sphere of radius 0.3.
+    smooth = surface_lumpiness(sdf, voxel)
+    speckled = surface_lumpiness(sdf + np.random.RandomState(0).normal(0, 0.5 * voxel, sdf.shape), voxel)
+    stepped = surface_lumpiness(np.round(sdf / (4 * voxel)) * 4 * voxel, voxel)            # Terraces 4 voxels apart.
+    assert smooth < 0.1 and speckled > 3 * smooth and stepped > 3 * smooth
+    assert surface_lumpiness(2 * sdf, 2 * voxel) == pytest.approx(smooth)                  # In voxels: scale-free.
+    assert np.isnan(surface_lumpiness(np.ones([8, 8, 8]), voxel))                          # No surface at all.

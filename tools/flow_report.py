@@ -30,7 +30,8 @@ from eg3d_rlhf.synthetic import flow_data
 def main(network, seeds, conditions, resolution, slab_res, threshold, data_heads, columns, outdir, dry_run, device_name):
     """Draw each seed under each condition once and report: how many samples are one head (largest level-10
     component's share of the surface), the IoU of the structure stage's plan with the finished asset's structure,
-    and the mean pairwise RMS distance of face slabs (all, within and across conditions) beside the training data's.
+    the mean pairwise RMS distance of face slabs (all, within and across conditions) and the surface lumpiness (mean
+    |sdf - gaussian(sdf)| within a voxel of the surface, in voxels), each beside the training data's.
 
     \b
     python tools/flow_report.py --network bundled-flow --seeds 0-12 --outdir out/flow-report
@@ -49,13 +50,18 @@ def main(network, seeds, conditions, resolution, slab_res, threshold, data_heads
         sdf, _ = flow_data.training_heads(config['data_seed'], min(data_heads, config['heads']), r,
             config['conditions'], config['cube_length'], progress=True)
         data = flow_heads.sdf_to_sigma(sdf, flow_heads.truncation_length(config))
+    to_sdf = None if config is None else lambda s: flow_heads.sigma_to_sdf(s, flow_heads.truncation_length(config))
     summary = flow_report(generator, seeds, outdir, conditions=conditions, resolution=resolution, threshold=threshold,
-        slab_resolution=slab_res, data_volumes=data, columns=columns)
+        slab_resolution=slab_res, data_volumes=data, columns=columns, to_sdf=to_sdf)
     d = summary['diversity']
     print(f'{summary["one_head"]}/{summary["samples"]} samples are one head (largest component >= '
         f'{100 * threshold:.0f}% of the surface); structure IoU mean {summary["structure_iou"]["mean"]:.3f}; slab '
         f'distance {d["generated"]["all"]:.3f} (within a condition {d["generated"]["within_condition"]:.3f}, across '
         f'{d["generated"]["across_conditions"]:.3f})' + (f', training data {d["training_data"]["all"]:.3f}' if data is not None else ''))
+    if 'lumpiness' in summary:
+        lump = summary['lumpiness']
+        print(f'surface lumpiness (mean |sdf - gaussian(sdf)| near the surface, voxels): {lump["generated"]:.3f}'
+            + (f', training heads {lump["training_data"]:.3f} ({lump["ratio"]:.2f}x)' if 'ratio' in lump else ''))
     print(f'report: {outdir}/report.html')
 
 #----------------------------------------------------------------------------
