@@ -32,5 +32,6 @@ setup(
                                 # imports it), unpinned: install torch==2.13.0 torchvision==0.28.0 first, or pip fetches
                                 # a CUDA torch; PyPI's torchvision cannot load beside a CPU torch (README.md removes it).
     ],
-    extras_require={'test': ['pytest', 'selenium']},   # selenium drives Chromium in tests/test_label.py.
+    extras_require={'test': ['pytest', 'selenium'],    # selenium drives Chromium in tests/test_label.py.
+        'lora': ['peft']},                             # train.py --generator=flow --lora-rank R (finetune/lora.py).
 )

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from eg3d_rlhf.finetune.circular_config import GROUPS, CircularDPOConfig
-from eg3d_rlhf.finetune.circular_dpo import RECIPES, CircularDPO, bridge_candidates, bridge_pairs, demo_preferences
+from eg3d_rlhf.finetune.circular_dpo import (RECIPES, CircularDPO, bridge_candidates, bridge_pairs, demo_preferences,
+    forward_candidates)
 from eg3d_rlhf.finetune.flow_dpo import PairData, train_stage
 from eg3d_rlhf.generators import flow_heads
 from eg3d_rlhf.rewards.checkpoint import load_reward
@@ -104,10 +105,53 @@ def test_each_group_trains_the_stages_its_recipe_names_and_shared_phases_run_onc
     trained = [p for p in phases if not p.endswith('candidates-0')]
     assert trained.count('last-dpo-0') == 1 and len([p for p in trained if p.startswith('last-dpo-0')]) == 5
     assert phases.count('last-dpo-0/candidates-0') == 1                 # a, g and h share step 2's candidates.
-    bridges = [r for r in records if r['kind'] == 'bridge']
+    bridges = [r for r in records if r['kind'] == 'bridge' and 'order' not in r]
     assert [(r['use_w1'], r['use_w2']) for r in bridges] == [(True, True), (False, True), (True, False)]
-    assert len(trainer.bridges) == 1                                    # a, g and h share step 2's candidates.
+    assert len([k for k in trainer.bridges if k[-1][0] != 'forward']) == 1  # a, g and h share step 2's candidates.
     assert bridges[1]['kept'] == bridges[1]['pairs'] and bridges[2]['w2'] == [1.0] * bridges[2]['kept']
+
+
+def stage_order(records, phase_prefix=''):
+    """The stages of the step records in the order they were trained, one entry per phase."""
+    order = []
+    for r in records:
+        if r['kind'] == 'step' and r['step'] == 0 and r['phase'].startswith(phase_prefix):
+            order.append(r['stage'])
+    return order
+
+
+def test_front_to_back_trains_the_first_stage_first_and_leaves_the_other_groups_as_they_were(tiny):
+    G, data, _, reward = tiny
+    cfg = CircularDPOConfig(ablation='all', dpo_steps=2, dpo_batch=4, bridge_seeds='0-2', eval_seeds='none', rounds=2,
+        w1_tau=-1.0)
+    alone, after = [], []
+    CircularDPO(cfg, G, data, reward, log=alone.append).tuned('a')
+    trainer = CircularDPO(cfg, G, data, reward, log=after.append)
+    tuned_j = trainer.tuned('j')
+    j_records = list(after)
+    trainer.tuned('a')
+    assert stage_order(j_records) == ['structure', 'detail'] * 2         # Front to back, each round.
+    assert stage_order(alone) == ['detail', 'structure'] * 2             # The loop: back to front.
+    steps = lambda recs: [{k: v for k, v in r.items() if k != 'seconds'} for r in recs if r['kind'] in ('step', 'bridge')]
+    assert steps(after[len(j_records):]) == steps(alone)                 # j beside a changes none of a's steps.
+    forward = [r for r in j_records if r['kind'] == 'bridge']
+    assert [r['order'] for r in forward] == ['front-to-back'] * 2 and all(r['stage'] == 'detail' for r in forward)
+    assert all(r['pairs'] == 2 * 9 and r['kept'] == r['pairs'] for r in forward)    # tau = -1 keeps every pair.
+    assert changed(tuned_j, G.pipeline) == [True, True]
+
+
+def test_forward_candidates_pair_tuned_first_stages_with_the_reference(tiny):
+    G, data, _, reward = tiny
+    policy = G.pipeline.frozen_copy()
+    train_stage(policy, G.pipeline.frozen_copy(), 0, data, steps=3, batch=4, lr=1e-2, beta=100.0)
+    candidates = forward_candidates(G, policy, G.pipeline.frozen_copy(), 1, reward, [0, 1, 2], batch=2)
+    d = candidates['data']
+    assert len(d) == 2 * 9 and d.ids[:6] == [f'c00-seed00000{s}-{side}' for side in ('tuned', 'reference') for s in range(3)]
+    tuned = G.with_pipeline(policy, keep=0).volumes([0, 1, 2], 0)
+    assert torch.equal(d.assets[:3], tuned) and torch.equal(d.assets[3:6], G.volumes([0, 1, 2], 0))
+    assert not torch.equal(tuned, G.volumes([0, 1, 2], 0))
+    with pytest.raises(ValueError, match='stages 1..1'):
+        forward_candidates(G, policy, G.pipeline, 0, reward, [0], batch=2)
 
 #----------------------------------------------------------------------------
 # train.py --generator=flow: the demo's path and a bank's, on the tiny model.
@@ -170,6 +214,7 @@ def test_train_on_a_bank_and_labels_with_every_group(tiny_pt, tmp_path):
     assert not list(run_dir.glob('eval-*')) and not (run_dir / 'labels.jsonl').exists()
     data = json.loads((run_dir / 'stats.jsonl').read_text().splitlines()[0])
     assert data['kind'] == 'data' and data['pairs'] == 6 and data['assets'] == 8
+    assert data['label_w1']['pairs'] == 6 and data['label_w1']['tau'] is None           # Win counts, every pair kept.
     (tmp_path / 'bad.jsonl').write_text('{"a": "c00-seed000000", "b": "c00-seed000009", "choice": "a", '
         '"annotator": "me", "time": "2026-11-22T00:00:00"}\n')
     result = train(common[:4] + ['--bank=bank', '--labels=bad.jsonl'], tmp_path, expect=1)
@@ -189,8 +234,9 @@ def test_train_on_a_bank_and_labels_with_every_group(tiny_pt, tmp_path):
     (['--bridge-seeds=none'], 'step 2 needs at least one seed', 2),
     (['--eval-seeds=1-'], '--eval-seeds: cannot parse', 2),
     (['--annotator=me'], "--annotator: unknown annotator 'me'", 2),
-    (['--ablation=j'], "'j' is not one of", 2),
+    (['--ablation=z'], "'z' is not one of", 2),
     (['--labels=x.jsonl'], '--labels and --bank go together', 2),
+    (['--labels-w1-tau=0'], '--labels-w1-tau filters the pairs of --labels', 2),
     (['--bank=b'], '--labels and --bank go together', 2),
     (['--gamma=1'], '--gamma is an EG3D option', 2),
     (['--generator=eg3d'], '--method=circular-dpo does not apply to --generator=eg3d', 2),

@@ -327,6 +327,111 @@ def import_ranked_csv(path, annotator='paper', time='2023-01-01T00:00:00+00:00')
     return judgements
 
 
+#----------------------------------------------------------------------------
+# k-way rankings: per condition, k assets in rank order (best first), as the paper's data ranks nine per prompt. A
+# ranking becomes all k(k-1)/2 pairs, the higher-ranked asset preferred (a tie where they share a rank); the win
+# counts of Circular-DPO's w1 (Eq. 10) are each asset's wins in its ranking, a tie counting half (win_counts).
+# CSV: a header whose first cell is "condition", then per row a condition and the ids, best first (empty trailing
+# cells allowed; "x=y" in one cell ties x and y). JSONL: {"condition": str or int, "ranking": [id or [tied ids], ...]}.
+# An id is a sample id or a bare seed number (-> seedNNNNNN).
+
+def _ranked_id(value, where):
+    text = str(value).strip() if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+    if text is not None and re.fullmatch(r'\d+', text):
+        if int(text) > MAX_SEED:
+            raise LabelError(f'{where}: seed {text} is not in [0, {MAX_SEED}]')
+        return seed_id(text)
+    if text is None or not re.fullmatch(r'[A-Za-z0-9_.-]+', text):
+        raise LabelError(f'{where}: not a sample id: {value!r}')
+    return text
+
+
+def _ranking_rows(path):
+    """(line number, condition, [[tied ids], ...] best first) of each ranking in a CSV or JSONL file."""
+    if path.lower().endswith(('.jsonl', '.json')):
+        with open(path, encoding='utf-8') as f:                  # Strict: a torn last line is an error here.
+            lines = [(n, text) for n, text in enumerate(_utf8_lines(f, path), start=1) if text.strip()]
+        for lineno, text in lines:
+            where = f'{path}:{lineno}'
+            d = _json_object(text, where)
+            if set(d) - {'condition', 'ranking'} or not isinstance(d.get('ranking'), list):
+                raise LabelError(f'{where}: expected {{"condition": ..., "ranking": [id or [tied ids], ...]}}, got keys {sorted(d)}')
+            if not isinstance(d.get('condition'), (str, int)) or isinstance(d.get('condition'), bool):
+                raise LabelError(f'{where}: "condition" must be a string or an integer')
+            groups = [g if isinstance(g, list) else [g] for g in d['ranking']]
+            yield lineno, str(d['condition']), [[_ranked_id(x, where) for x in g] for g in groups]
+        return
+    reader = None
+    try:
+        with open(path, newline='', encoding='utf-8') as f:
+            reader = csv.reader(_utf8_lines(f, path), strict=True)
+            header = next(reader, None)
+            if not header or header[0].strip().lower() != 'condition':
+                raise LabelError(f'{path}:1: expected a header "condition,rank1,rank2,...", got {header!r}')
+            for row in reader:
+                cells = [c.strip() for c in row]
+                while cells and not cells[-1]:
+                    cells.pop()
+                if not cells:
+                    continue
+                where = f'{path}:{reader.line_num}'
+                if not all(cells[1:]):
+                    raise LabelError(f'{where}: an empty cell between ranked ids: {row!r}')
+                yield reader.line_num, cells[0], [[_ranked_id(x, where) for x in c.split('=')] for c in cells[1:]]
+    except csv.Error as err:
+        raise LabelError(f'{path}:{reader.line_num if reader else 1}: not CSV ({err})') from None
+
+
+def import_ranking(path, annotator='ranking', time='2023-01-01T00:00:00+00:00'):
+    """Judgements of every pair within each ranking of a CSV or JSONL file of k-way rankings (see above): a = the
+    higher-ranked id, choice 'a', or 'tie' for two ids of one rank; extra keys "condition" and "ranks" (1-based,
+    shared by a tie). LabelError naming file:line for a bad header or row, an id that is no sample id or seed, a
+    ranking of fewer than 2 ids, or an id listed twice (in one ranking or two)."""
+    judgements, seen = [], {}
+    try:
+        for lineno, condition, groups in _ranking_rows(path):
+            where = f'{path}:{lineno}'
+            ranked, rank = [], 1
+            for group in groups:
+                if not group:
+                    raise LabelError(f'{where}: an empty tie group')
+                ranked += [(x, rank) for x in group]
+                rank += len(group)
+            if len(ranked) < 2:
+                raise LabelError(f'{where}: a ranking needs at least 2 ids, got {len(ranked)}')
+            for x, _ in ranked:
+                if x in seen:
+                    raise LabelError(f'{where}: {x} is ranked twice (also on line {seen[x]})')
+                seen[x] = lineno
+            for i, (a, ra) in enumerate(ranked):
+                for b, rb in ranked[i + 1:]:
+                    judgements.append(Judgement(a=a, b=b, choice='tie' if ra == rb else 'a', annotator=annotator,
+                        time=time, extra=dict(condition=condition, ranks=[ra, rb])))
+    except OSError as err:
+        raise LabelError(f'{path}: cannot be read ({err.strerror or err})') from None
+    return judgements
+
+
+def win_counts(judgements):
+    """{sample id: (C, N)} over decided and tied judgements: C its wins (a tie counts half; a pair judged more than
+    once counts its mean outcome once), N = 1 + the number of samples it was compared with. For a full k-way
+    ranking C = k-1 .. 0 and N = k, as in Eq. 10."""
+    outcomes = collections.defaultdict(list)                # (x, y) sorted -> scores of x against y.
+    for j in judgements:
+        if j.choice in ('a', 'b', 'tie'):
+            score = 0.5 if j.choice == 'tie' else float(j.choice == 'a')
+            pair = (j.a, j.b) if j.a < j.b else (j.b, j.a)
+            outcomes[pair].append(score if pair[0] == j.a else 1 - score)
+    wins, rivals = collections.defaultdict(float), collections.defaultdict(int)
+    for (x, y), scores in outcomes.items():
+        mean = float(np.mean(scores))
+        wins[x] += mean
+        wins[y] += 1 - mean
+        rivals[x] += 1
+        rivals[y] += 1
+    return {x: (wins[x], rivals[x] + 1) for x in rivals}
+
+
 def read_id_list(path):
     """Sample ids in a plain list, one per line: an id, or a bare seed number (-> seedNNNNNN); '#' starts a comment."""
     ids = []

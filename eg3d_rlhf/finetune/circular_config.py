@@ -4,7 +4,7 @@ import dataclasses
 import typing
 
 from eg3d_rlhf.data.annotators import parse_annotator
-from eg3d_rlhf.finetune import losses
+from eg3d_rlhf.finetune import lora, losses
 from eg3d_rlhf.finetune.options import ConfigError, MethodConfig, flag_name, option
 from eg3d_rlhf.generators.base import seed_ranges
 
@@ -23,6 +23,7 @@ GROUPS = dict(
     g='Circular-DPO without w1 (every step-2 pair kept)',
     h='Circular-DPO without w2 (kept pairs weighted 1)',
     i='the base model, untouched',
+    j='front to back (appendix D): first stage by DPO, then carried forward to the final stage (w1 filter, w2 weights)',
 )
 
 
@@ -31,7 +32,7 @@ class CircularDPOConfig(MethodConfig):
     labels:         typing.Optional[str] = option(None, 'Judgements (JSONL) of pairs of --bank samples, the preference data of step 1  [default: the demo: simulated labels of samples drawn now]', metavar='JSONL')
     bank:           typing.Optional[str] = option(None, 'Flow bank (tools/sample_bank.py) of the samples --labels judges; their asset.npz are the data', metavar='DIR')
     reward_model:   typing.Optional[str] = option(None, 'Reward checkpoint scoring step 2\'s candidates (w1, w2) and the evaluation', metavar='PT')
-    ablation:       str = option('a', 'Group to run: a = Circular-DPO, b-i = the paper\'s ablations, all = every group from the same data and seeds, with a table',
+    ablation:       str = option('a', 'Group to run: a = Circular-DPO, b-i = the paper\'s ablations, j = front to back, all = every group from the same data and seeds, with a table',
                         choices=lambda: (*GROUPS, 'all'))
     loss_type:      str = option('sigmoid', 'Preference loss of every DPO phase (finetune/losses.py): sigmoid = Flow-DPO; ipo, hinge, robust, sft, ...',
                         choices=lambda: losses.names(needs_gap=False))
@@ -43,6 +44,14 @@ class CircularDPOConfig(MethodConfig):
     rounds:         int = option(1, 'Rounds of steps 1-3; later rounds draw step 2\'s structures from the tuned first stage', min=1)
     bridge_seeds:   str = option('100-105', 'Step 2: seeds of the structures drawn per condition, each finished by the tuned and by the reference final stage', metavar='LIST')
     w1_tau:         float = option(0.0, 'Step 2 keeps a (tuned, reference) pair only when its quality gap w1 is above this', min=-1)
+    labels_w1_tau:  typing.Optional[float] = option(None, 'Step 1 keeps a --labels pair only when its w1 from the labels\' win counts (a k-way ranking\'s: tools/import_ranked.py --ranking) is above this  [default: every pair]', min=-1)
+    w2_placement:   str = option('inside', 'Where w2 weights a step-2 pair: inside = it scales the logit in the sigmoid (the paper\'s Eq. 7), outside = it scales the pair\'s loss (its Algorithm 1)',
+                        choices=lambda: ('inside', 'outside'))
+    sft_weight:     float = option(0.0, 'Adds this times the SFT loss of the preferred side to every DPO phase (TRL\'s rpo_alpha); 0 = off', min=0)
+    lora_rank:      int = option(0, 'Train only LoRA adapters of this rank on the trained stage\'s Linear and Conv layers (peft), merged into its weights after each phase; 0 = every weight trains', min=0)
+    early_stop_split: float = option(0.0, 'Hold out this share of each phase\'s pairs and stop the phase when their implicit-reward accuracy has not improved for --early-stop-patience evaluations; 0 = off', min=0, below=1)
+    early_stop_patience: int = option(3, 'Evaluations without a better held-out accuracy before a phase stops (with --early-stop-split)', min=1)
+    early_stop_every: int = option(10, 'Steps between held-out evaluations (with --early-stop-split)', min=1)
     eval_seeds:     str = option('1000-1007', 'Held-out seeds (under every condition) comparing each group with the base model, or none', metavar='LIST')
     annotator:      typing.Optional[str] = option(None, 'Simulated annotator judging the evaluation pairs (oracle:NAME)  [default: the demo\'s, oracle:nose; else none]', metavar='oracle:NAME')
     temperature:    float = option(0.5, 'Noise of the simulated annotator, in standard deviations of its taste (demo labels, evaluation)', min=0)
@@ -61,8 +70,14 @@ class CircularDPOConfig(MethodConfig):
                     parse_annotator(getattr(self, name))
                 except ValueError as err:
                     raise ConfigError(f'{flag_name(name)}: {err}') from None
+        if self.labels_w1_tau is not None and self.is_demo:
+            raise ConfigError('--labels-w1-tau filters the pairs of --labels by their win counts; the demo has none')
         if self.bridge_seeds.strip().lower() == 'none':
             raise ConfigError('--bridge-seeds: step 2 needs at least one seed')
+        if self.sft_weight and not losses.get(self.loss_type).needs_rejected:
+            raise ConfigError(f'--sft-weight adds SFT to a loss of pairs; --loss-type={self.loss_type} is SFT already')
+        if self.lora_rank and not lora.available():
+            raise ConfigError(lora.MISSING)
 
     @property
     def is_demo(self):
@@ -76,6 +91,13 @@ class CircularDPOConfig(MethodConfig):
     def eval_annotator(self):
         """The annotator of the evaluation: --annotator, or the demo's in the demo, else None (reward deltas only)."""
         return self.annotator or (self.demo_annotator if self.is_demo else None)
+
+    def stage_options(self, method):
+        """train_stage's keyword arguments from the loss choices and anti-hacking fields, for a phase of `method`
+        ('dpo' or 'sft': SFT mixing is for DPO phases)."""
+        return dict(w2_placement=self.w2_placement, sft_weight=self.sft_weight if method == 'dpo' else 0.0,
+            lora_rank=self.lora_rank, early_stop_split=self.early_stop_split,
+            early_stop_patience=self.early_stop_patience, early_stop_every=self.early_stop_every)
 
     def seeds(self, name):
         """The seed list of a LIST field ([] for none)."""

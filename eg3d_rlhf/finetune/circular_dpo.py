@@ -2,6 +2,7 @@
 
 import collections
 import copy
+import dataclasses
 import itertools
 import time
 
@@ -9,15 +10,17 @@ import torch
 from tqdm import tqdm
 
 from eg3d_rlhf.data import annotators
-from eg3d_rlhf.data.preferences import now
-from eg3d_rlhf.finetune.flow_dpo import PairData, quality_gaps, reliability_weights, train_stage
+from eg3d_rlhf.data.preferences import now, win_counts
+from eg3d_rlhf.finetune.flow_dpo import PairData, pair_quality_gaps, quality_gaps, reliability_weights, train_stage
 from eg3d_rlhf.generators import registry
 from eg3d_rlhf.generators.flow import VolumeField
 from eg3d_rlhf.geometry.sigma import SlabCrop, slab_grid
 
 #----------------------------------------------------------------------------
 # The paper's groups (section 5.3) as recipes: how the final stage and the stages before it are trained, and which
-# weights step 2's pairs get. 'bridge' is the loop: steps 2 and 3 for each earlier stage, back to front.
+# weights step 2's pairs get. 'bridge' is the loop: steps 2 and 3 for each earlier stage, back to front. Group j is
+# the front-to-back order of the paper's appendix D, its mirror: last='bridge' with first='dpo' trains the first stage
+# on the preference data, then carries it forward to each later stage in turn (forward_candidates).
 
 Recipe = collections.namedtuple('Recipe', ['last', 'first', 'w1', 'w2'])
 
@@ -31,6 +34,7 @@ RECIPES = dict(
     g=Recipe('dpo', 'bridge', False, True),
     h=Recipe('dpo', 'bridge', True, False),
     i=Recipe(None, None, False, False),
+    j=Recipe('bridge', 'dpo', True, True),
 )
 
 #----------------------------------------------------------------------------
@@ -91,28 +95,51 @@ def demo_preferences(generator, seeds, annotator, temperature, batch, res, seed=
         weight=torch.ones(len(won)), ids=ids)
     return data, judgements
 
+def with_win_counts(data, judgements, tau=None):
+    """(PairData, record) of labelled pairs given their assets' win counts among the judgements (a k-way ranking's:
+    C = k-1..0, N = k) and, with tau, only the pairs whose w1 from them (Eq. 10-11, pair_quality_gaps) is above tau:
+    the paper's w1 filter on human labels, which drops a pair whose choice contradicts the counts."""
+    counts = win_counts(judgements)
+    data = dataclasses.replace(data, wins=torch.tensor([counts[x][0] for x in data.ids], dtype=torch.float64),
+        pool=torch.tensor([counts[x][1] for x in data.ids], dtype=torch.int64))
+    w1 = pair_quality_gaps(data)
+    record = dict(pairs=len(data), w1_mean=float(w1.mean()), tau=tau)
+    if tau is not None:
+        keep = w1 > tau
+        if not keep.any():
+            raise ValueError(f'--labels-w1-tau={tau} keeps none of the {len(data)} labelled pairs (w1 up to '
+                f'{float(w1.max()):.3f}); lower it')
+        data = data.select(keep)
+        record.update(kept=int(keep.sum()), dropped=int((~keep).sum()))
+    return data, record
+
 #----------------------------------------------------------------------------
 # Step 2 for stage `index`: per condition, the policy draws structures (stages 0..index) from the bridge seeds, and
 # the policy and the reference each finish every structure (same noise), giving k = len(seeds) tuned and as many
 # reference candidates. The reward scores all N = 2k; w1 of each (tuned i, reference j) pair comes from the win
 # counts among the N (quality_gaps), w2 from the reward gap over the kept pairs (reliability_weights).
 
+def structure(pipeline, seeds, cond, stop, generator):
+    """The decode of stages 0..stop-1 of a pipeline run on seeds (None for stop = 0): what stage `stop` starts from."""
+    context = None
+    for i in range(stop):
+        run = pipeline.run_stage(i, seeds, cond, context, generator.steps, generator.sampler)
+        context = pipeline.stages[i].decode(run.x1, context)
+    return context
+
+
 @torch.no_grad()
-def bridge_candidates(generator, policy, reference, index, reward, seeds, batch):
-    """PairData of every (tuned, reference) pair of step 2 for stage `index` (weight 1), and per pair its w1 and
-    the two rewards: dict(data, w1, r_chosen, r_rejected)."""
+def scored_candidates(generator, reward, seeds, batch, draw):
+    """Step 2's candidates: per condition, draw(seeds, cond) gives the tuned and the reference volumes of `batch`
+    seeds at a time; every (tuned i, reference j) pair with its w1 and rewards, as bridge_candidates returns them."""
     assets, conds, ids, chosen, rejected, w1, r_c, r_r = [], [], [], [], [], [], [], []
     for condition in conditions_of(generator):
         sides = dict(tuned=[], reference=[])
         for s in range(0, len(seeds), batch):
             chunk = seeds[s : s + batch]
-            cond = policy.condition_tensor(condition, len(chunk))
-            context = None
-            for i in range(index + 1):
-                run = policy.run_stage(i, chunk, cond, context, generator.steps, generator.sampler)
-                context = policy.stages[i].decode(run.x1, context)
-            for side, pipe in (('tuned', policy), ('reference', reference)):
-                sides[side].append(finish(pipe, chunk, cond, context, index + 1, generator.steps, generator.sampler).cpu())
+            tuned, reference = draw(chunk, generator.pipeline.condition_tensor(condition, len(chunk)))
+            sides['tuned'].append(tuned.cpu())
+            sides['reference'].append(reference.cpu())
         volumes = torch.cat(sides['tuned'] + sides['reference'])
         scores = reward.score(slabs_of(generator, volumes, reward.grid).to(reward.device)).double().cpu()
         k, first = len(seeds), len(assets)
@@ -129,6 +156,32 @@ def bridge_candidates(generator, policy, reference, index, reward, seeds, batch)
     data = PairData(assets=torch.stack(assets), conditions=None if conds[0] is None else torch.tensor(conds),
         chosen=torch.tensor(chosen), rejected=torch.tensor(rejected), weight=torch.ones(len(chosen)), ids=ids)
     return dict(data=data, w1=torch.tensor(w1), r_chosen=torch.tensor(r_c), r_rejected=torch.tensor(r_r))
+
+
+def bridge_candidates(generator, policy, reference, index, reward, seeds, batch):
+    """PairData of every (tuned, reference) pair of step 2 for stage `index` (weight 1), and per pair its w1 and
+    the two rewards: dict(data, w1, r_chosen, r_rejected)."""
+    def draw(chunk, cond):
+        context = structure(policy, chunk, cond, index + 1, generator)
+        return [finish(pipe, chunk, cond, context, index + 1, generator.steps, generator.sampler)
+            for pipe in (policy, reference)]
+    return scored_candidates(generator, reward, seeds, batch, draw)
+
+#----------------------------------------------------------------------------
+# The front-to-back order (appendix D), the loop's mirror, for stage `index` >= 1 once the stages before it are
+# tuned: per condition, the tuned candidates are the policy's stages 0..index-1 and the reference ones the
+# reference's, each finished by the policy's stages index.. with the same seeds (same noise); the reward scores all
+# 2k and the pairs get w1 and w2 as in the loop. The appendix gives only this (assets drawn from the optimised and
+# the original first stage, ranked and selected); the rest is the loop's, mirrored.
+
+def forward_candidates(generator, policy, reference, index, reward, seeds, batch):
+    """Step 2's candidates of the front-to-back order for stage `index` (>= 1), as bridge_candidates returns them."""
+    if not 1 <= index < len(policy.stages):
+        raise ValueError(f'front to back carries to stages 1..{len(policy.stages) - 1}, got {index}')
+    def draw(chunk, cond):
+        return [finish(policy, chunk, cond, structure(pipe, chunk, cond, index, generator), index, generator.steps,
+            generator.sampler) for pipe in (policy, reference)]
+    return scored_candidates(generator, reward, seeds, batch, draw)
 
 
 def bridge_pairs(candidates, tau, use_w1=True, use_w2=True):
@@ -155,7 +208,8 @@ def phase_name(key):
 
 class CircularDPO:
     """Runs the groups of RECIPES on one preference data set from one base FlowGenerator. Training histories that
-    groups share (the final stage's DPO of a, b, d, g and h; step 2's candidates of a, g and h) run once."""
+    groups share (the final stage's DPO of a, b, d, g and h; step 2's candidates of a, g and h; the first stage's
+    DPO of c and j) run once."""
 
     def __init__(self,
         config,                     # CircularDPOConfig.
@@ -190,7 +244,7 @@ class CircularDPO:
         with tqdm(total=cfg.dpo_steps, desc=f'{phase}', unit='step', leave=False) as bar:
             train_stage(policy, self.reference, index, data, cfg.dpo_steps, cfg.dpo_batch, cfg.dpo_lr, cfg.beta,
                 seed=self.seed * 1000 + round, loss_type=cfg.loss_type if method == 'dpo' else method,
-                label_smoothing=cfg.label_smoothing, progress=bar.update,
+                label_smoothing=cfg.label_smoothing, progress=bar.update, **cfg.stage_options(method),
                 log=lambda r: self.log(dict(kind='step', phase=phase, stage=stage, method=method, round=round, **r)))
 
     def _candidates(self, history, policy, index):
@@ -202,9 +256,44 @@ class CircularDPO:
             self.log(dict(kind='phase', phase=phase_name(history + (('candidates', index),)), seconds=time.time() - start))
         return self.bridges[history]
 
+    def _forward_candidates(self, history, policy, index):
+        """The front-to-back order's candidates for stage `index` after a training history, drawn and scored once."""
+        key = history + (('forward', index),)
+        if key not in self.bridges:
+            start = time.time()
+            self.bridges[key] = forward_candidates(self.generator, policy, self.reference, index, self.reward,
+                self.cfg.seeds('bridge_seeds'), self.cfg.draw_batch)
+            self.log(dict(kind='phase', phase=phase_name(history + (('forward-candidates', index),)),
+                seconds=time.time() - start))
+        return self.bridges[key]
+
+    def front_to_back(self, recipe):
+        """Group j's pipeline (appendix D): per round, the first stage by recipe.first on the preference data, then
+        each later stage in forward order by DPO on pairs of assets drawn with and without the stages tuned so far."""
+        cfg, pipeline, history = self.cfg, self.reference, ()
+        for round in range(cfg.rounds):
+            pipeline, history = self._phase(history, pipeline, ('first', recipe.first, 0, round),
+                lambda p, phase: self._train(p, 0, self.data, recipe.first, phase, round))
+            for index in range(1, len(pipeline.stages)):
+                candidates = self._forward_candidates(history, pipeline, index)
+                try:
+                    pairs, record = bridge_pairs(candidates, cfg.w1_tau, recipe.w1, recipe.w2)
+                except ValueError as err:
+                    raise ValueError(f'front to back: {str(err).split(":")[0]}: the tuned earlier stages do not '
+                        'make better assets by the reward; train them longer or lower --w1-tau') from None
+                name = ('forward', index, round, 'w1' if recipe.w1 else 'no_w1', 'w2' if recipe.w2 else 'no_w2')
+                if history + (name,) not in self.memo:
+                    self.log(dict(kind='bridge', order='front-to-back', phase=phase_name(history + (name,)),
+                        round=round, stage=pipeline.stages[index].name, **record))
+                pipeline, history = self._phase(history, pipeline, name,
+                    lambda p, phase: self._train(p, index, pairs, 'dpo', phase, round))
+        return pipeline
+
     def tuned(self, group):
         """The pipeline of one group (a FlowPipeline; the base's frozen copy for i)."""
         recipe, cfg = RECIPES[group], self.cfg
+        if recipe.last == 'bridge':
+            return self.front_to_back(recipe)
         pipeline, history, last = self.reference, (), len(self.reference.stages) - 1
         # With the loop, each round trains the final stage further, then bridges; without it, rounds only repeat.
         for round in range(cfg.rounds):

@@ -15,7 +15,7 @@ from eg3d_rlhf.data.bank import Bank
 from eg3d_rlhf.data.preferences import load_judgements, write_judgements
 from eg3d_rlhf.finetune import run_dir as runs
 from eg3d_rlhf.finetune.circular_config import GROUPS
-from eg3d_rlhf.finetune.circular_dpo import RECIPES, CircularDPO, demo_preferences
+from eg3d_rlhf.finetune.circular_dpo import RECIPES, CircularDPO, demo_preferences, with_win_counts
 from eg3d_rlhf.finetune.flow_dpo import PairData, encode_stage
 from eg3d_rlhf.finetune.options import RunError
 from eg3d_rlhf.generators import registry
@@ -45,8 +45,9 @@ def load_preferences(cfg, generator, run_dir, seed):
         bank = Bank(cfg.bank)
         judgements = load_judgements(cfg.labels, known_ids=bank.ids)
         data, dropped = PairData.from_bank(bank, judgements)
+        data, label_w1 = with_win_counts(data, judgements, cfg.labels_w1_tau)
         info = dict(source=f'{os.path.abspath(cfg.labels)} over {os.path.abspath(cfg.bank)}', judgements=len(judgements),
-            dropped=dropped)
+            dropped=dropped, label_w1=label_w1)
     try:
         encode_stage(generator.pipeline, data.assets[:1].to(generator.device), len(generator.pipeline.stages) - 1)
     except (ValueError, RuntimeError, AssertionError) as err:

@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from eg3d_rlhf.finetune import losses
+from eg3d_rlhf.finetune import lora, losses
 from eg3d_rlhf.generators.flow import check_sigma, mse_t
 from torch_utils import misc
 
@@ -16,6 +16,12 @@ from torch_utils import misc
 # Our mse_t is a mean over the stage's elements (the paper's is a squared norm, a sum), so beta * T here is a scale
 # per element. The implicit reward of a side is beta * T * (MSE_t(ref) - MSE_t(theta)): how much better the policy
 # fits it than the reference does; the stats use TRL's DPO names for it.
+# w2 sits inside the sigmoid as above (w2_placement='inside', eq. 7, the default) or scales the pair's loss instead
+# (w2_placement='outside': L = -w2 log sigmoid(beta T [...]), the paper's Algorithm 1, line 22). sft_weight W > 0 adds
+# W * MSE_t(w; theta), the SFT loss of the preferred side, to every pair of a DPO-family loss (TRL's rpo_alpha; its
+# stat is TRL's nll_loss); w2 does not weight it.
+
+W2_PLACEMENTS = ('inside', 'outside')
 
 @dataclasses.dataclass
 class Side:
@@ -36,20 +42,33 @@ def side_quantities(policy, reference, side, t, cond=None):
 
 
 def flow_dpo_loss(policy, reference, chosen, rejected, t, cond=None, beta=1.0, T=1.0, weight=None, loss_type='sigmoid',
-    label_smoothing=0.0):
+    label_smoothing=0.0, w2_placement='inside', sft_weight=0.0):
     """(loss [N] per pair, stats) of a preference loss (finetune/losses.py; Flow-DPO is 'sigmoid') on one stage: policy
     and reference are its velocity models, chosen and rejected Sides (or StageRuns) of N pairs, t [N] or a number,
-    weight [N] (w2; None = 1). stats holds TRL's names per pair (rewards/chosen, rewards/rejected, rewards/margins,
+    weight [N] (w2; None = 1) inside the sigmoid or outside it (w2_placement), plus sft_weight times the preferred
+    side's SFT loss. stats holds TRL's names per pair (rewards/chosen, rewards/rejected, rewards/margins,
     rewards/accuracies for the DPO family). Gradients reach the policy only; what a loss does not read is not run."""
     loss_fn = losses.get(loss_type)
+    if w2_placement not in W2_PLACEMENTS:
+        raise ValueError(f'w2 placement must be one of {", ".join(W2_PLACEMENTS)}, got {w2_placement!r}')
+    if sft_weight and not loss_fn.needs_rejected:
+        raise ValueError(f'SFT mixing adds to a loss of pairs; the {loss_type} loss reads the preferred side only')
     ref_model = reference if loss_fn.needs_reference else None
     pol_chosen, ref_chosen = side_quantities(policy, ref_model, chosen, t, cond)
     pol_rejected = ref_rejected = None
     if loss_fn.needs_rejected:
         pol_rejected, ref_rejected = side_quantities(policy, ref_model, rejected, t, cond)
     weight = None if weight is None else torch.as_tensor(weight, device=pol_chosen.device)
-    batch = losses.PairBatch(pol_chosen, pol_rejected, ref_chosen, ref_rejected, weight=weight)
-    return loss_fn(batch, losses.LossOptions(beta=beta * T, label_smoothing=label_smoothing))
+    inside = weight if w2_placement == 'inside' else None
+    batch = losses.PairBatch(pol_chosen, pol_rejected, ref_chosen, ref_rejected, weight=inside)
+    loss, stats = loss_fn(batch, losses.LossOptions(beta=beta * T, label_smoothing=label_smoothing))
+    if w2_placement == 'outside' and weight is not None:
+        loss = weight.to(loss.dtype) * loss
+    if sft_weight:
+        nll, _ = losses.get('sft')(batch)
+        loss = loss + sft_weight * nll
+        stats = dict(stats, nll_loss=nll.detach())
+    return loss, stats
 
 
 def bank_pairs(bank, judgements):
@@ -76,10 +95,16 @@ class PairData:
     rejected:   torch.Tensor        # int64 [P]: index of the other one.
     weight:     torch.Tensor        # float32 [P]: w2 of each pair (ones when unweighted).
     ids:        list                # Name of each asset (bank ids, or cCC-seedNNNNNN-<side>).
+    wins:       object = None       # float64 [M]: each asset's win count C among its judged rivals (a tie half), or None.
+    pool:       object = None       # int64 [M]: N, its rivals + 1 (k of a k-way ranking), or None (with wins).
 
     def __post_init__(self):
         check_sigma(self.assets, source='PairData assets')
         m, p = len(self.assets), len(self.chosen)
+        if (self.wins is None) != (self.pool is None) or (self.wins is not None and not (
+                list(self.wins.shape) == list(self.pool.shape) == [m] and torch.isfinite(self.wins).all()
+                and (self.wins >= 0).all() and (self.wins <= self.pool - 1).all())):
+            raise ValueError(f'PairData: win counts must be given with their pools, [{m}] each, 0 <= C <= N - 1')
         misc.assert_shape(self.rejected, [p])
         misc.assert_shape(self.weight, [p])
         if len(self.ids) != m or (self.conditions is not None and list(self.conditions.shape) != [m]):
@@ -136,27 +161,105 @@ def encode_stage(pipeline, sigma, index):
 # x0 per pair from a generator seeded by (seed, stage, step), shared by both sides and by policy and reference (so
 # what they do not share cancels in the margins). The loss comes from finetune/losses.py: 'sigmoid' is Flow-DPO,
 # 'sft' the plain supervised baseline (flow matching on the preferred side only; the loser is never encoded). Only
-# the trained stage's velocity model changes; the others are frozen.
+# the trained stage's velocity model changes; the others are frozen. With lora_rank R > 0 only LoRA adapters of rank
+# R on its Linear and Conv layers train (finetune/lora.py), merged into its weights at the end (merge_lora).
+#
+# Early stopping (early_stop_split F > 0): a share F of the pairs (split_pairs, the same for every stage of one data
+# set and seed) is held out; every `early_stop_every` steps the held-out pairs' implicit-reward accuracy (Flow-DPO's
+# rewards/accuracies, unweighted, one fixed t and x0 per pair) is measured and logged as eval/rewards/accuracies with
+# that step's record, and the stage stops once it has not improved for `early_stop_patience` evaluations (the weights
+# of the last step are kept).
+
+HELD_OUT_KEY = 2 ** 32 - 1                  # Seed key of the split and the held-out draws (no step reaches it).
+
 
 def step_generator(*keys):
     """A CPU torch.Generator seeded by a tuple of non-negative integers."""
     return torch.Generator().manual_seed(int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0]))
 
 
+def split_pairs(data, fraction, seed=0):
+    """(train, held) PairData: a seeded share `fraction` of the pairs held out (at least one, and at least one left
+    to train on; None held when there are fewer than two pairs)."""
+    p = len(data)
+    if p < 2:
+        return data, None
+    n = min(max(int(round(fraction * p)), 1), p - 1)
+    held = torch.zeros(p, dtype=torch.bool)
+    held[torch.randperm(p, generator=step_generator(seed, HELD_OUT_KEY))[:n]] = True
+    return data.select(~held), data.select(held)
+
+
+class EarlyStop:
+    """Counts evaluations since the best score; update() says stop once `patience` have passed without a better one."""
+
+    def __init__(self, patience):
+        self.patience, self.best, self.since = int(patience), -float('inf'), 0
+
+    def update(self, score):
+        """Record one evaluation; True when training should stop."""
+        if score > self.best:
+            self.best, self.since = score, 0
+        else:
+            self.since += 1
+        return self.since >= self.patience
+
+
+def side_of(policy, data, sel, index, device):
+    """(condition, chosen x1, its context, rejected x1, its context) of the pairs `sel` at stage `index`."""
+    win, lose = data.chosen[sel], data.rejected[sel]
+    cond = None if data.conditions is None else data.conditions[win].to(device)
+    return (cond, *encode_stage(policy, data.assets[win].to(device), index),
+        *encode_stage(policy, data.assets[lose].to(device), index))
+
+
+@torch.no_grad()
+def held_out_accuracy(policy, reference, index, held, batch, beta, seed):
+    """Mean implicit-reward accuracy and Flow-DPO loss (sigmoid, unweighted) of the held-out pairs at stage `index`,
+    with one t and x0 per pair drawn the same way at every call."""
+    stage, velocity = policy.stages[index], policy.stages[index].velocity
+    mode, device, gen = velocity.training, policy.device, step_generator(seed, index, HELD_OUT_KEY)
+    velocity.eval()
+    acc, loss = [], []
+    for s in range(0, len(held), batch):
+        cond, x1_win, ctx_win, x1_lose, ctx_lose = side_of(policy, held, torch.arange(s, min(s + batch, len(held))), index, device)
+        shape = tuple(stage.data_shape(ctx_win))
+        x0 = torch.stack([stage.prior(shape, gen) for _ in range(len(x1_win))]).to(device, torch.float32)
+        t = torch.rand([len(x1_win)], generator=gen).to(device)
+        l, stats = flow_dpo_loss(velocity, reference.stages[index].velocity, Side(x0, x1_win, ctx_win),
+            Side(x0, x1_lose, ctx_lose), t, cond, beta=beta)
+        acc.append(stats['rewards/accuracies'])
+        loss.append(l)
+    velocity.train(mode)
+    return torch.cat(acc).float().mean().item(), torch.cat(loss).float().mean().item()
+
+
 def train_stage(policy, reference, index, data, steps, batch, lr, beta, seed=0, loss_type='sigmoid', label_smoothing=0.0,
-    log=None, progress=None):
+    log=None, progress=None, w2_placement='inside', sft_weight=0.0, lora_rank=0, merge_lora=True, early_stop_split=0.0,
+    early_stop_patience=3, early_stop_every=10):
     """Train stage `index` of the policy pipeline on PairData for `steps` Adam steps of `batch` pairs (weighted by
-    data.weight) with the preference loss `loss_type`; reference is the frozen pipeline the loss compares with.
-    log(record) gets each step's TRL-named means."""
+    data.weight, w2_placement) with the preference loss `loss_type` (plus sft_weight times SFT); reference is the
+    frozen pipeline the loss compares with. lora_rank > 0 trains LoRA adapters only (merged at the end unless
+    merge_lora is False); early_stop_split > 0 holds out pairs and may stop early. log(record) gets each step's
+    TRL-named means."""
     needs_rejected = losses.get(loss_type).needs_rejected
     if not len(data):
         raise ValueError('no pairs to train on')
+    held, stopper = None, EarlyStop(early_stop_patience)
+    if early_stop_split:
+        data, held = split_pairs(data, early_stop_split, seed)
     stage, ref_stage = policy.stages[index], reference.stages[index]
     for m in policy.modules():
         m.eval().requires_grad_(False)
     velocity = stage.velocity
-    velocity.train().requires_grad_(True)
-    optimizer = torch.optim.Adam(velocity.parameters(), lr=lr, betas=(0.9, 0.99))
+    if lora_rank:
+        velocity = stage.velocity = lora.wrap(velocity, lora_rank, step_generator(seed, index).initial_seed())
+        velocity.train()
+        params = [p for p in velocity.parameters() if p.requires_grad]
+    else:
+        velocity.train().requires_grad_(True)
+        params = velocity.parameters()
+    optimizer = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.99))
     device = policy.device
     for step in range(steps):
         gen = step_generator(seed, index, step)
@@ -172,15 +275,27 @@ def train_stage(policy, reference, index, data, steps, batch, lr, beta, seed=0, 
             x1_lose, ctx_lose = encode_stage(policy, data.assets[lose].to(device), index)
             rejected = Side(x0, x1_lose, ctx_lose)
         loss, stats = flow_dpo_loss(velocity, ref_stage.velocity, Side(x0, x1_win, ctx_win), rejected, t, cond, beta=beta,
-            weight=data.weight[pick].to(device), loss_type=loss_type, label_smoothing=label_smoothing)
+            weight=data.weight[pick].to(device), loss_type=loss_type, label_smoothing=label_smoothing,
+            w2_placement=w2_placement, sft_weight=sft_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.mean().backward()
         optimizer.step()
+        record, stop = dict(step=step, loss=loss.detach().mean().item(), **{k: v.float().mean().item() for k, v in stats.items()}), False
+        if held is not None and (step + 1) % early_stop_every == 0:
+            accuracy, held_loss = held_out_accuracy(policy, reference, index, held, batch, beta, seed)
+            stop = stopper.update(accuracy)
+            record.update({'eval/rewards/accuracies': accuracy, 'eval/loss': held_loss, 'eval/pairs': len(held)})
+            if stop:
+                record['early_stop'] = True
         if log is not None:
-            log(dict(step=step, loss=loss.detach().mean().item(), **{k: v.float().mean().item() for k, v in stats.items()}))
+            log(record)
         if progress is not None:
             progress(1)
+        if stop:
+            break
     velocity.eval().requires_grad_(False)
+    if lora_rank and merge_lora:
+        stage.velocity = lora.merge(velocity)
     return policy
 
 #----------------------------------------------------------------------------
@@ -208,6 +323,16 @@ def quality_gaps(scores, k):
     if not 0 < k < len(g):
         raise ValueError(f'k must lie in 1..{len(g) - 1}, got {k}')
     return g[:k, None] - g[None, k:]
+
+
+def pair_quality_gaps(data):
+    """w1 [P] of PairData's pairs from its assets' win counts (data.wins, e.g. a k-way ranking's, tools/import_ranked.py
+    --ranking): G(chosen) - G(rejected) with G = 2^P - 1, P = 2 C / (N (N - 1)) as in quality_scores."""
+    if data.wins is None:
+        raise ValueError('these pairs carry no win counts (labels from a ranking or all pairs of a condition give them)')
+    n = data.pool.double()
+    g = torch.exp2(2 * data.wins.double() / (n * (n - 1)).clamp(min=1)) - 1
+    return g[data.chosen] - g[data.rejected]
 
 
 def reliability_weights(chosen_rewards, rejected_rewards):

@@ -1,0 +1,209 @@
+"""Circular-DPO's loss choices: each loss on a flow stage by hand, w2 inside or outside, SFT mixing, LoRA, early stopping."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from eg3d_rlhf.finetune import flow_dpo, lora, losses
+from eg3d_rlhf.finetune.circular_config import CircularDPOConfig
+from eg3d_rlhf.finetune.flow_dpo import EarlyStop, PairData, Side, flow_dpo_loss, split_pairs, train_stage
+from eg3d_rlhf.finetune.options import ConfigError
+from eg3d_rlhf.generators import flow_heads
+from eg3d_rlhf.generators.flow import velocity_at
+
+pytestmark = pytest.mark.usefixtures('one_thread')
+TINY = flow_heads.PRESETS['tiny']
+needs_peft = pytest.mark.skipif(not lora.available(), reason='peft is not installed (pip install -e .[lora])')
+
+#----------------------------------------------------------------------------
+
+class Affine(nn.Module):
+    """v(x, t) = a * x + b: MSE_t by hand is a mean of squares."""
+
+    def __init__(self, a, b):
+        super().__init__()
+        self.a, self.b = nn.Parameter(torch.tensor(float(a))), nn.Parameter(torch.tensor(float(b)))
+
+    def forward(self, x, t, cond, context):
+        return self.a * x + self.b
+
+
+def pairs(seed=0, n=3):
+    g = torch.Generator().manual_seed(seed)
+    return [Side(torch.randn([n, 4], generator=g), torch.randn([n, 4], generator=g), None) for _ in range(2)]
+
+
+def hand_mse(a, b, side, t):
+    x0, x1 = side.x0.double().numpy(), side.x1.double().numpy()
+    return ((a * (t * x1 + (1 - t) * x0) + b - (x1 - x0)) ** 2).mean(axis=1)
+
+
+def hand_parts(chosen, rejected, t, beta):
+    """(margin of implicit rewards, MSE_t of the policy's chosen side) by hand, policy (0.6, 0.1), reference (0.2, -0.3)."""
+    r = [beta * (hand_mse(0.2, -0.3, s, t) - hand_mse(0.6, 0.1, s, t)) for s in (chosen, rejected)]
+    return r[0] - r[1], hand_mse(0.6, 0.1, chosen, t)
+
+
+def tiny_data():
+    """A tiny preset's pipeline and 4 pairs over 6 of its samples (condition 0), weighted 1.5, 0.5, 1, 1."""
+    G = flow_heads.build_generator(flow_heads.build_pipeline(TINY, init_seed=0), TINY, image_res=16)
+    data = PairData(assets=G.volumes(list(range(6)), 0), conditions=torch.zeros(6, dtype=torch.long),
+        chosen=torch.tensor([0, 2, 4, 1]), rejected=torch.tensor([1, 3, 5, 0]), weight=torch.tensor([1.5, 0.5, 1.0, 1.0]),
+        ids=[f'a{i}' for i in range(6)])
+    return G, data
+
+#----------------------------------------------------------------------------
+
+@pytest.mark.parametrize('loss_type', losses.names(needs_gap=False))
+def test_each_loss_on_a_flow_stage_matches_a_hand_computation(loss_type):
+    chosen, rejected = pairs()
+    t, beta, eps = 0.3, 0.7, 0.2
+    margin, sft = hand_parts(chosen, rejected, t, beta)
+    ls = lambda x: -np.log1p(np.exp(-x))
+    want = dict(sigmoid=-(1 - eps) * ls(margin) - eps * ls(-margin), robust=(-(1 - eps) * ls(margin) + eps * ls(-margin)) / (1 - 2 * eps),
+        ipo=(margin / beta - 1 / (2 * beta)) ** 2, hinge=np.maximum(0, 1 - margin), sft=sft)
+    if loss_type not in want:
+        pytest.skip(f'{loss_type} is not one of the registry\'s built-in losses')
+    loss, _ = flow_dpo_loss(Affine(0.6, 0.1), Affine(0.2, -0.3), chosen, rejected, t, beta=beta, loss_type=loss_type,
+        label_smoothing=eps if loss_type in ('sigmoid', 'robust') else 0.0)
+    np.testing.assert_allclose(loss.detach().numpy(), want[loss_type], rtol=1e-4, atol=1e-6)
+
+
+def test_w2_inside_scales_the_logit_and_outside_the_loss():
+    chosen, rejected = pairs(1)
+    t, beta, w2 = 0.6, 1.3, torch.tensor([2.0, 0.5, 1.0])
+    margin, _ = hand_parts(chosen, rejected, t, beta)
+    softplus = lambda x: np.log1p(np.exp(-x))                      # -log sigmoid(x)
+    run = lambda **kw: flow_dpo_loss(Affine(0.6, 0.1), Affine(0.2, -0.3), chosen, rejected, t, beta=beta, weight=w2, **kw)
+    inside, stats = run()                                          # The default: Eq. 7.
+    np.testing.assert_allclose(inside.detach().numpy(), softplus(w2.numpy() * margin), rtol=1e-4)
+    outside, stats_out = run(w2_placement='outside')               # Algorithm 1, line 22.
+    np.testing.assert_allclose(outside.detach().numpy(), w2.numpy() * softplus(margin), rtol=1e-4)
+    assert not np.allclose(inside.detach().numpy(), outside.detach().numpy())
+    assert torch.equal(stats['rewards/margins'], stats_out['rewards/margins'])          # The stats are unweighted.
+    np.testing.assert_allclose(run(w2_placement='inside')[0].detach().numpy(), inside.detach().numpy())
+    with pytest.raises(ValueError, match='w2 placement'):
+        run(w2_placement='between')
+
+
+def test_sft_mixing_adds_exactly_w_times_the_sft_loss():
+    chosen, rejected = pairs(2)
+    W, t = 0.25, torch.tensor([0.1, 0.5, 0.9])
+    run = lambda loss_type, **kw: flow_dpo_loss(Affine(0.6, 0.1), Affine(0.2, -0.3), chosen, rejected, t, beta=2.0,
+        weight=torch.tensor([1.0, 2.0, 0.5]), loss_type=loss_type, **kw)
+    for loss_type in ('sigmoid', 'ipo', 'robust'):
+        plain, _ = run(loss_type)
+        mixed, stats = run(loss_type, sft_weight=W)
+        sft, _ = run('sft')
+        np.testing.assert_allclose((mixed - plain).detach().numpy(), W * sft.detach().numpy(), rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(stats['nll_loss'].numpy(), hand_mse(0.6, 0.1, chosen, t.numpy()[:, None]), rtol=1e-4)
+    with pytest.raises(ValueError, match='SFT mixing'):
+        run('sft', sft_weight=W)
+    with pytest.raises(ConfigError, match='--sft-weight'):
+        CircularDPOConfig(loss_type='sft', sft_weight=0.5)
+    assert CircularDPOConfig(sft_weight=0.5).stage_options('sft')['sft_weight'] == 0.0   # Groups e and f stay plain SFT.
+
+#----------------------------------------------------------------------------
+# The defaults are today's training, and the default config's stage options are the "off" values.
+
+def test_the_default_config_trains_as_train_stage_does_without_options():
+    G, data = tiny_data()
+    options = CircularDPOConfig().stage_options('dpo')
+    runs = []
+    for kw in ({}, options):
+        policy, records = G.pipeline.frozen_copy(), []
+        train_stage(policy, G.pipeline.frozen_copy(), 1, data, 4, 3, 1e-2, 1000.0, seed=3, log=records.append, **kw)
+        runs.append((policy, records))
+    assert runs[0][1] == runs[1][1] and 'eval/rewards/accuracies' not in runs[0][1][-1]
+    for a, b in zip(runs[0][0].modules(), runs[1][0].modules()):
+        assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_bad_option_values_are_refused_naming_the_flag():
+    for kw, flag in ((dict(w2_placement='middle'), '--w2-placement'), (dict(early_stop_split=1.0), '--early-stop-split'),
+            (dict(early_stop_patience=0), '--early-stop-patience'), (dict(lora_rank=-1), '--lora-rank')):
+        with pytest.raises(ConfigError, match=flag):
+            CircularDPOConfig(**kw)
+
+#----------------------------------------------------------------------------
+
+def test_early_stopping_counts_evaluations_since_the_best():
+    stop = EarlyStop(patience=2)
+    assert [stop.update(s) for s in (0.5, 0.6, 0.6, 0.7, 0.65, 0.7)] == [False, False, False, False, False, True]
+
+
+def test_a_stage_stops_at_the_expected_evaluation_on_held_out_pairs():
+    G, data = tiny_data()
+    train, held = split_pairs(data, 0.5, seed=4)
+    assert (len(train), len(held)) == (2, 2)
+    both = sorted(zip(train.chosen.tolist() + held.chosen.tolist(), train.rejected.tolist() + held.rejected.tolist()))
+    assert both == sorted(zip(data.chosen.tolist(), data.rejected.tolist()))       # A split, nothing lost or repeated.
+    # lr 0: the policy stays the reference, every held-out margin is 0 and its accuracy 0 at every evaluation. The first
+    # evaluation (step 1) is the best, so with patience 3 the evaluations at steps 3, 5, 7 do not improve: stop at 7.
+    records = []
+    train_stage(G.pipeline.frozen_copy(), G.pipeline.frozen_copy(), 1, data, 20, 2, 0.0, 1000.0, seed=4,
+        log=records.append, early_stop_split=0.5, early_stop_patience=3, early_stop_every=2)
+    assert [r['step'] for r in records] == list(range(8)) and records[-1].get('early_stop') is True
+    evaluated = [r for r in records if 'eval/rewards/accuracies' in r]
+    assert [r['step'] for r in evaluated] == [1, 3, 5, 7]
+    assert all(r['eval/rewards/accuracies'] == 0 and r['eval/pairs'] == 2 for r in evaluated)
+    assert evaluated[0]['eval/loss'] == pytest.approx(np.log(2), rel=1e-5)
+    # The same held-out draws at every evaluation: a policy that learnt changes the measure, a repeated call does not.
+    policy = G.pipeline.frozen_copy()
+    train_stage(policy, G.pipeline.frozen_copy(), 1, train, 5, 2, 1e-2, 1000.0, seed=4)
+    once = flow_dpo.held_out_accuracy(policy, G.pipeline, 1, held, 2, 1000.0, seed=4)
+    assert once == flow_dpo.held_out_accuracy(policy, G.pipeline, 1, held, 2, 1000.0, seed=4)
+    assert once[1] != pytest.approx(np.log(2), rel=1e-5)
+
+#----------------------------------------------------------------------------
+
+def test_lora_without_peft_is_one_line(monkeypatch):
+    monkeypatch.setattr(lora, 'available', lambda: False)
+    with pytest.raises(ConfigError, match=r'^--lora-rank needs `pip install peft`$'):
+        CircularDPOConfig(lora_rank=4)
+    with pytest.raises(RuntimeError, match='pip install peft'):
+        lora.wrap(nn.Linear(2, 2), 2)
+
+
+@needs_peft
+@pytest.mark.parametrize('index', [0, 1])
+def test_lora_trains_only_its_adapters_and_merges_into_the_same_outputs(index):
+    G, data = tiny_data()
+    base = G.pipeline.frozen_copy()
+    before = {k: v.clone() for k, v in base.stages[index].velocity.state_dict().items()}
+    policy = base.frozen_copy()
+    train_stage(policy, base, index, data, 3, 2, 1e-2, 1000.0, seed=1, lora_rank=2, merge_lora=False)
+    wrapped = policy.stages[index].velocity
+    names = lora.target_layers(base.stages[index].velocity)
+    assert names
+    trained = {k: v for k, v in wrapped.named_parameters() if 'lora_' in k}
+    assert len(trained) == 2 * len(names)                                           # A and B of every Linear and Conv.
+    assert any(v.abs().sum() > 0 for k, v in trained.items() if 'lora_B' in k)        # B starts at zero; it moved.
+    for name, value in wrapped.get_base_model().state_dict().items():               # The base weights did not.
+        if 'lora_' not in name:
+            assert torch.equal(value, before[name.replace('.base_layer', '')]), name
+    for i, stage in enumerate(policy.stages):                                       # The other stage is untouched.
+        if i != index:
+            assert all(torch.equal(a, b) for a, b in zip(stage.velocity.state_dict().values(), base.stages[i].velocity.state_dict().values()))
+    # The merged model: the velocity model's own class and keys, the same outputs as the wrapped one.
+    x1, context = flow_dpo.encode_stage(base, data.assets[:3], index)
+    x = torch.randn(x1.shape, generator=torch.Generator().manual_seed(0))
+    t, cond = torch.tensor([0.2, 0.5, 0.8]), torch.zeros(3, dtype=torch.long)
+    with torch.no_grad():
+        want = velocity_at(wrapped, x, t, cond, context)
+        merged = lora.merge(copy.deepcopy(wrapped))
+        got = velocity_at(merged, x, t, cond, context)
+        unchanged = velocity_at(base.stages[index].velocity, x, t, cond, context)
+    assert type(merged) is type(base.stages[index].velocity) and list(merged.state_dict()) == list(before)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5)
+    assert not torch.allclose(got, unchanged, atol=1e-6)                            # The adapters did change the model.
+    # train_stage merges by default: a plain velocity model, the same bits as merging by hand.
+    plain = base.frozen_copy()
+    train_stage(plain, base, index, data, 3, 2, 1e-2, 1000.0, seed=1, lora_rank=2)
+    assert type(plain.stages[index].velocity) is type(merged)
+    assert all(torch.equal(a, b) for a, b in zip(plain.stages[index].velocity.state_dict().values(), merged.state_dict().values()))
+
+#----------------------------------------------------------------------------

@@ -1,0 +1,51 @@
+"""tools/sweep_circular.py: one Circular-DPO run per value of a setting, and one table of every run's groups."""
+
+import json
+import os
+
+import pytest
+from click.testing import CliRunner
+
+from eg3d_rlhf.generators import flow_heads
+from tools import sweep_circular
+
+pytestmark = pytest.mark.usefixtures('one_thread')
+TINY = flow_heads.PRESETS['tiny']
+SMALL = ['--set', 'dpo_steps=2', '--set', 'dpo_batch=2', '--set', 'bridge_seeds=0-1', '--set', 'eval_seeds=1000-1001',
+    '--set', 'draw_batch=2', '--set', 'w1_tau=-1', '--set', 'annotator=oracle:nose']
+
+
+@pytest.fixture
+def tiny_pt(tmp_path):
+    path = str(tmp_path / 'tiny.pt')
+    flow_heads.save_flow(path, flow_heads.build_pipeline(TINY, init_seed=0), TINY)
+    return path
+
+
+def test_bad_settings_are_refused_in_one_line_and_a_dry_run_writes_nothing(tiny_pt, tmp_path):
+    run = lambda *args: CliRunner().invoke(sweep_circular.main, [*args, '--outdir', str(tmp_path / 'out'), '--dry-run'])
+    for args, message in ((['--sweep', 'betta=1,2'], 'NAME one of'), (['--sweep', 'beta=x'], '--beta takes float values'),
+            (['--sweep', 'beta=-1'], '--beta=-1.0: must be at least 0'),
+            (['--sweep', 'beta=1', '--set', 'beta=2'], 'not both')):
+        result = run(*args)
+        assert result.exit_code == 2 and message in result.output.strip().splitlines()[-1], result.output
+    result = run('--sweep', 'dpo_lr=1e-4,2e-4', '--resume', tiny_pt, *SMALL)
+    assert result.exit_code == 0 and result.output.count('Dry run; exiting.') == 2, result.output
+    assert not os.path.exists(tmp_path / 'out')
+
+
+@pytest.mark.slow
+def test_a_sweep_runs_each_value_and_writes_one_table(tiny_pt, tmp_path):
+    result = CliRunner().invoke(sweep_circular.main, ['--sweep', 'beta=100,1000', '--resume', tiny_pt, '--outdir',
+        str(tmp_path / 'out'), '--device', 'cpu', *SMALL])
+    assert result.exit_code == 0, result.output[-3000:]
+    sweep_dir = tmp_path / 'out' / '00000-circular-dpo-sweep-beta'
+    assert sorted(os.listdir(sweep_dir)) == ['00000-flow-circular-dpo-a-demo-beta-100.0',
+        '00001-flow-circular-dpo-a-demo-beta-1000.0', 'sweep.json', 'sweep.md']
+    table = json.load(open(sweep_dir / 'sweep.json'))
+    assert [(r['beta'], r['group']) for r in table['rows']] == [(100.0, 'a'), (1000.0, 'a')]
+    for r, run in zip(table['rows'], sorted(os.listdir(sweep_dir))[:2]):           # Each row is its run's evaluation.
+        evals = [json.loads(line) for line in open(sweep_dir / run / 'stats.jsonl') if '"eval"' in line]
+        assert evals[-1]['reward_mean_delta'] == r['reward_mean_delta']
+    lines = (sweep_dir / 'sweep.md').read_text().splitlines()
+    assert lines[0].startswith('| --beta | group |') and len(lines) == 4 and lines[2].startswith('| 100.0 | a |')
