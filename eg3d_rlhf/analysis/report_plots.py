@@ -210,7 +210,7 @@ def plot_collateral(rows, path):
     (rows: Circular-DPO's ablation rows with their 'collateral')."""
     plt = _pyplot()
     tastes = list(rows[0]['collateral'])
-    fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(rows), 3.8))
+    fig, ax = plt.subplots(figsize=(2.8 + 1.1 * len(rows), 3.8))
     width = 0.8 / len(tastes)
     for k, taste in enumerate(tastes):
         x = np.arange(len(rows)) + (k - (len(tastes) - 1) / 2) * width
@@ -223,7 +223,7 @@ def plot_collateral(rows, path):
     ax.axhline(0.5, color='tab:red', linestyle='--', linewidth=1)
     ax.set(xticks=np.arange(len(rows)), xticklabels=[r['group'] for r in rows], ylim=(0, 1),
         ylabel='tuned preferred (temperature 0)', title='Every taste, held-out pairs')
-    ax.legend(fontsize=7, loc='lower right')
+    ax.legend(fontsize=7, loc='center left', bbox_to_anchor=(1.0, 0.5))     # Beside the bars, never over one.
     fig.tight_layout()
     _save(fig, path)
 
