@@ -183,7 +183,8 @@ def row_entries(summary):
     each taste's counts and test, the true nose's change."""
     cost = summary['collateral']
     nose = cost['truth']['nose_prominence']
-    return dict(alarm=summary['alarm'], nose_prominence_change=nose['change'], nose_prominence_change_ci95=nose['change_ci95'],
+    return dict(alarm=summary['alarm'], nose_prominence_change=nose['change'],
+        nose_prominence_change_ci95=nose['change_ci95'],
         collateral={name: {k: r[k] for k in ('wins', 'losses', 'ties', 'win_rate', 'wilson95', 'binomial_p', 'cohens_h')}
             for name, r in cost['tastes'].items()})
 

@@ -127,7 +127,8 @@ def compare(generators, reward, seeds, outdir, taste=None, temperature=0.5, labe
     """Render both generators ({'original', 'tuned'}: generators.base.Generator3D) for the same samples (each seed
     under each of `conditions`), score them with the reward (contract.Reward), judge them by a simulated annotator's
     taste or by a labels file, measure what else changed (analysis/collateral.py: every taste, the mesh statistics,
-    the true geometry, diversity; summary['alarm'] says when the reward rose at a taste's cost), and write report.json/.html and its pictures into outdir; returns the summary."""
+    the true geometry, diversity; summary['alarm'] says when the reward rose at a taste's cost), and write
+    report.json/.html and its pictures into outdir; returns the summary."""
     os.makedirs(outdir, exist_ok=True)
     keys = generators['original'].keys(seeds, conditions)
     taste_grid = slab_grid(annotator_res, cube_length=generators['original'].cube_length, crop=SlabCrop())
@@ -153,7 +154,8 @@ def compare(generators, reward, seeds, outdir, taste=None, temperature=0.5, labe
     summary = dict(**{side: generators[side].identity()['network'] for side in SIDES},
         reward_model=reward_path and os.path.abspath(reward_path), seeds=described)
     summary['reward'] = reward_change(rewards['original'], rewards['tuned'])
-    measures = {side: collateral.measure(slabs[side], taste_grid) for side in tqdm(SIDES, desc='collateral', unit='generator')}
+    measures = {side: collateral.measure(slabs[side], taste_grid)
+        for side in tqdm(SIDES, desc='collateral', unit='generator')}
     summary['collateral'] = collateral.compare(measures['original'], measures['tuned'], trained=taste)
     summary = dict(alarm=collateral.alarm(summary['collateral'], summary['reward']['mean_delta']), **summary)
     if flows:
