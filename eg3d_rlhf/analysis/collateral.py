@@ -5,6 +5,7 @@ import scipy.stats
 import torch
 
 from eg3d_rlhf.analysis.evaluation import win_rate
+from eg3d_rlhf.analysis.flow_quality import pairwise_rms
 from eg3d_rlhf.data import annotators
 from eg3d_rlhf.geometry import preview
 from eg3d_rlhf.rewards.mesh_stats import STATS, mesh_statistics
@@ -37,7 +38,7 @@ def measure(slabs, grid, level=10.0):
     """Per-sample numbers of raw sigma slabs [N, X, Y, Z] (torch or numpy) on a CubeGrid, as plain lists (a snapshot
     can keep them): {'tastes': {taste: [N]}, 'mesh': {stat: [N]}, 'truth': {name: [N]}, 'diversity': float}."""
     result = measure_samples(slabs, grid, level)
-    result['diversity'] = diversity(slabs)
+    result['diversity'] = pairwise_rms(slabs)[0]
     return result
 
 
@@ -69,25 +70,8 @@ def measure_drawn(draw, ids, grid, chunk=8, level=10.0):
         kept.append(np.asarray(slabs, dtype=np.float16))
     merged = {part: {name: sum((p[part][name] for p in parts), []) for name in parts[0][part]} for part in parts[0]}
     kept = np.concatenate(kept)
-    merged['diversity'] = diversity(kept)
+    merged['diversity'] = pairwise_rms(kept)[0]
     return merged, kept
-
-
-def diversity(slabs, block=65536):
-    """Mean over pairs of the RMS difference of slabs [N, ...] (the set's spread; flow_quality.pairwise_rms's number),
-    from a Gram matrix summed over blocks of voxels in float64, so no float64 copy of the whole set is made."""
-    x = torch.as_tensor(np.asarray(slabs)).flatten(1)
-    n, size = x.shape
-    if n < 2:
-        return float('nan')
-    gram = torch.zeros(n, n, dtype=torch.float64)
-    for start in range(0, size, block):
-        part = x[:, start : start + block].double()
-        gram += part @ part.T
-    sq = gram.diagonal()
-    d = (sq[:, None] + sq[None, :] - 2 * gram).clamp(min=0).sqrt() / np.sqrt(size)
-    i, j = torch.triu_indices(n, n, 1)
-    return float(d[i, j].mean())
 
 
 def paired(before, after):
