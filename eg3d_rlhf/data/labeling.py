@@ -206,7 +206,28 @@ def active_order(member_scores, rng, exclude=()):
 
 #----------------------------------------------------------------------------
 
-class LabelSession:
+class UndoStack:
+    """A session's undo: its standing records (`_stack`, oldest first), what to serve before new items (`_pending`,
+    last first), the item on show (`_current`) and `_state()`; `shown_again(record)` says which item an undone
+    record puts back (a pair, a rated sample)."""
+
+    def undo(self):
+        """Take back this annotator's last standing record (an undo record, on disk when this returns); its item is
+        shown again next. ValueError when there is nothing to undo."""
+        with self._lock:
+            if not self._stack:
+                raise ValueError('nothing to undo')
+            record = self._stack[-1]
+            append_record(self.path, dict(undo_of=record['id'], annotator=self.annotator, time=now()))
+            self._stack.pop()
+            if self._current is not None:
+                self._pending.append(self._current)
+            self._pending.append(self.shown_again(record))
+            self._current = None
+            return self._state()
+
+
+class LabelSession(UndoStack):
     """One annotator's labeling state over a JSONL file, resumed from what the file holds; thread-safe.
 
     `pairs` is an iterator of (a, b) (random_pairs, active_pairs). Pairs this annotator already judged are not
@@ -280,20 +301,9 @@ class LabelSession:
             self._current = None
             return self._state()
 
-    def undo(self):
-        """Take back this annotator's last standing judgement (an undo record, on disk when this returns); its pair
-        is shown again next. ValueError when there is nothing to undo."""
-        with self._lock:
-            if not self._stack:
-                raise ValueError('nothing to undo')
-            record = self._stack[-1]
-            append_record(self.path, dict(undo_of=record['id'], annotator=self.annotator, time=now()))
-            self._stack.pop()
-            if self._current is not None:
-                self._pending.append(self._current)
-            self._pending.append(dict(a=record['a'], b=record['b'], repeat=bool(record.get('repeat'))))
-            self._current = None
-            return self._state()
+    def shown_again(self, record):
+        """The pair an undone judgement puts back (UndoStack.undo)."""
+        return dict(a=record['a'], b=record['b'], repeat=bool(record.get('repeat')))
 
 ANNOTATOR = re.compile(r'[A-Za-z0-9_.@-]{1,64}')      # Names of people who label.
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from eg3d_rlhf.data.bank import write_json
 from eg3d_rlhf.data.blind_study import OpaqueSamples
-from eg3d_rlhf.data.labeling import append_record
+from eg3d_rlhf.data.labeling import UndoStack, append_record
 from eg3d_rlhf.data.preferences import LabelError, LabelWarning, _records, now, parse_undo
 
 #----------------------------------------------------------------------------
@@ -155,7 +155,7 @@ def load_ratings(path, key=None):
     return list(live.values())
 
 
-class RatingSession:
+class RatingSession(UndoStack):
     """One annotator's ratings over a file, resumed from it; thread-safe. Every sample of the key once (or `target`
     of them), in the annotator's order; undo takes back the last rating and shows its sample again."""
 
@@ -204,19 +204,9 @@ class RatingSession:
             self._current = None
             return self._state()
 
-    def undo(self):
-        """Take back the last standing rating (an undo record on disk); its sample is shown again next."""
-        with self._lock:
-            if not self._stack:
-                raise ValueError('nothing to undo')
-            record = self._stack[-1]
-            append_record(self.path, dict(undo_of=record['id'], annotator=self.annotator, time=now()))
-            self._stack.pop()
-            if self._current is not None:
-                self._pending.append(self._current)
-            self._pending.append(dict(sample=record['sample']))
-            self._current = None
-            return self._state()
+    def shown_again(self, record):
+        """The sample an undone rating puts back (UndoStack.undo)."""
+        return dict(sample=record['sample'])
 
 
 #----------------------------------------------------------------------------
