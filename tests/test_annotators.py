@@ -107,11 +107,24 @@ def test_tastes_prefer_a_flat_face_a_smooth_surface_and_one_piece(grid):
         'smooth': (sigma_from_sdf(head), sigma_from_sdf(head - 0.02 * np.sin(80 * p[..., 0]) * np.sin(80 * p[..., 1]))),
         'closed': (sigma_from_sdf(head), sigma_from_sdf(np.minimum(head, ball_sdf(p, (0.18, 0.22, 0.3), 0.05)))),
         'symmetric': (face_volume(grid, 0.05), sigma_from_sdf(np.minimum(ball_sdf(p, *FACE), ball_sdf(p, (0.06, 0.0, 0.2), 0.05)))),
+        'size': (sigma_from_sdf(ball_sdf(p, CENTRE, 0.16)), sigma_from_sdf(head)),
+        'proportions': (face_volume(grid), face_volume(grid, 0.05)),
     }
     assert set(pairs) == set(A.TASTES)
     for taste, (liked, disliked) in pairs.items():
         oracle = A.OracleAnnotator.from_slabs(taste, dict(liked=liked, disliked=disliked), grid, temperature=0)
         assert oracle.prefers('liked', 'disliked') == 'a' and oracle.prefers('disliked', 'liked') == 'b', taste
+
+def test_head_size_is_the_cube_root_of_the_volume_inside_the_slab(grid):
+    for r in (0.1, 0.15):
+        ball = sigma_from_sdf(ball_sdf(world_points(grid), CENTRE, r))
+        assert A.head_size(ball, grid) == pytest.approx((4 / 3 * np.pi) ** (1 / 3) * r, rel=0.02)
+    assert A.head_size(np.full(grid.shape, -10.0), grid) == 0.0
+    big, small = (sigma_from_sdf(ball_sdf(world_points(grid), CENTRE, r)) for r in (0.15, 0.14))
+    nosed = sigma_from_sdf(np.minimum(ball_sdf(world_points(grid), CENTRE, 0.14),
+        ball_sdf(world_points(grid), (0.0, 0.04, 0.29), 0.02)))
+    # proportions = size - nose prominence: a bigger ball wins, a nose on the small one loses more than its volume adds.
+    assert A.proportions(big, grid) > A.proportions(small, grid) > A.proportions(nosed, grid)
 
 #----------------------------------------------------------------------------
 # The oracle.

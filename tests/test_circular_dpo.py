@@ -9,9 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+from eg3d_rlhf.analysis.collateral import MESH_STATS
+from eg3d_rlhf.data import annotators
 from eg3d_rlhf.finetune.circular_config import GROUPS, CircularDPOConfig
 from eg3d_rlhf.finetune.circular_dpo import (RECIPES, CircularDPO, bridge_candidates, bridge_pairs, demo_preferences,
     forward_candidates)
+from eg3d_rlhf.finetune.circular_run import versus_a, versus_rows
 from eg3d_rlhf.finetune.flow_dpo import PairData, train_stage
 from eg3d_rlhf.generators import flow_heads
 from eg3d_rlhf.rewards.checkpoint import load_reward
@@ -234,7 +237,8 @@ def test_train_on_a_bank_and_labels_with_every_group(tiny_pt, tmp_path):
     (['--bridge-seeds=none'], 'step 2 needs at least one seed', 2),
     (['--eval-seeds=1-'], '--eval-seeds: cannot parse', 2),
     (['--annotator=me'], "--annotator: unknown annotator 'me'", 2),
-    (['--ablation=z'], "'z' is not one of", 2),
+    (['--ablation=z'], '--ablation=z: give all, or groups a, b', 2),
+    (['--ablation=a,a'], '--ablation=a,a: give all, or groups', 2),
     (['--labels=x.jsonl'], '--labels and --bank go together', 2),
     (['--labels-w1-tau=0'], '--labels-w1-tau filters the pairs of --labels', 2),
     (['--bank=b'], '--labels and --bank go together', 2),
@@ -242,10 +246,39 @@ def test_train_on_a_bank_and_labels_with_every_group(tiny_pt, tmp_path):
     (['--generator=eg3d'], '--method=circular-dpo does not apply to --generator=eg3d', 2),
     (['--resume=nothing.pt'], 'nothing.pt: no such network file', 1),
     (['--reward-model=nothing.pt'], '--reward-model:', 1),
+    (['--demo-annotator=oracle:smooth'], '--demo-annotator=oracle:smooth has no bundled flow reward', 1),
+    (['--demo-annotator=me'], "--demo-annotator: unknown annotator 'me'", 2),
 ])
 def test_bad_flow_flags_are_refused_in_one_line(args, message, code, tmp_path):
     result = train(['--method=circular-dpo', '--dry-run', *args], tmp_path, expect=code)
     assert message in result.stderr and len(result.stderr.strip().splitlines()[-1]) < 300
+
+
+def test_group_a_meets_every_other_group_on_the_same_ids(tmp_path):
+    rng = np.random.RandomState(0)
+    base = dict(size=rng.normal(0.3, 0.01, 12), nose=rng.normal(-0.05, 0.01, 12))
+    def write(group, size_shift, ids):
+        tastes = {name: list(values) for name, values in base.items()}
+        tastes['size'] = [v + d for v, d in zip(base['size'], size_shift)]
+        tastes.update({name: [0.0] * 12 for name in annotators.TASTES if name not in tastes})
+        truth = dict(nose_prominence=[-v for v in tastes['nose']], asymmetry=[0.01] * 12, head_size=tastes['size'])
+        measures = dict(tastes=tastes, mesh={name: [0.0] * 12 for name in MESH_STATS}, truth=truth, diversity=1.0)
+        (tmp_path / f'eval-{group}').mkdir()
+        (tmp_path / f'eval-{group}' / 'measures.json').write_text(json.dumps(dict(ids=ids, original=measures, tuned=measures)))
+    ids = [f'c00-seed{i:06d}' for i in range(12)]
+    write('a', [0.02] * 10 + [-0.02] * 2, ids)                      # (a) bigger on 10 ids, smaller on 2.
+    write('d', [0.0] * 12, ids)
+    write('c', [0.03] * 12, ids)                                    # (c) bigger than (a) everywhere.
+    versus = versus_a(str(tmp_path), ['a', 'c', 'd'], 'size')
+    assert set(versus) == {'c', 'd'}
+    d, c = versus['d']['tastes']['size'], versus['c']['tastes']['size']
+    assert (d['wins'], d['losses'], d['ties']) == (10, 2, 0) and d['binomial_p'] == pytest.approx(0.0386, abs=1e-3)
+    assert (c['wins'], c['losses']) == (0, 12) and versus['d']['tastes']['nose']['ties'] == 12
+    change = versus['d']['truth']['head_size']
+    assert change['change'] == pytest.approx((10 * 0.02 - 2 * 0.02) / 12) and change['change_ci95'][0] > 0
+    header, rows = versus_rows(versus, 'size')
+    assert rows[1][0].startswith('(d)') and rows[1][1].startswith('10/12') and len(rows[1]) == len(header)
+    assert versus_a(str(tmp_path), ['a'], 'size') == {} and versus_a(str(tmp_path), ['a', 'd'], None) == {}
 
 
 def test_flow_flags_are_refused_without_the_flow_generator(tmp_path):

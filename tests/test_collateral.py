@@ -67,6 +67,7 @@ def test_compare_counts_each_pairs_noise_free_choice(heads):
     assert (smooth['wins'], smooth['losses'], smooth['ties']) == (12, 4, 0) and smooth['win_rate'] == 0.75
     assert smooth['cohens_h'] == pytest.approx(2 * np.arcsin(np.sqrt(0.75)) - np.pi / 2)
     assert (closed['wins'], closed['losses'], closed['ties']) == (0, 2, 14) and closed['binomial_p'] == 0.5
+    assert smooth['share'] == 0.75 and closed['share'] == 7 / 16                    # Ties counted half.
     assert result['mesh']['pieces']['change'] == 1 and result['mesh']['pieces']['change_ci95'] == [1, 1]
     assert result['diversity']['ratio'] == 1 and collateral.losses(result) == []
     with pytest.raises(ValueError, match='different numbers of samples'):

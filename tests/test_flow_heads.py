@@ -79,6 +79,30 @@ def test_patches_fold_into_channels_and_the_detail_velocity_stays_in_active_voxe
     assert v.shape == x[:1].shape and (v[~inside] == 0).all() and (v[inside] != 0).all()
 
 
+def test_the_detail_decode_low_passes_by_its_smooth_setting():
+    impulse = torch.zeros([1, 15, 15, 15], dtype=torch.float64)
+    impulse[0, 7, 7, 7] = 1
+    blurred = flow_heads.gaussian_blur(impulse, 1.5)[0]
+    assert blurred.sum().item() == pytest.approx(1.0) and torch.allclose(blurred, blurred.flip(0).permute(1, 2, 0))
+    offsets = (torch.arange(15, dtype=torch.float64) - 7) ** 2
+    assert (blurred.sum(dim=(1, 2)) * offsets).sum().item() == pytest.approx(1.5 ** 2, rel=0.02)   # Variance sigma^2.
+    constant = torch.full([2, 6, 6, 6], 3.0)
+    assert torch.allclose(flow_heads.gaussian_blur(constant, 0.7), constant)
+    assert flow_heads.gaussian_blur(impulse, 0) is impulse
+    from eg3d_rlhf.analysis.flow_quality import surface_lumpiness
+    radius = torch.stack(torch.meshgrid(*[torch.linspace(-1, 1, 16)] * 3, indexing='ij')).norm(dim=0)
+    noise = torch.randn([16, 16, 16], generator=torch.Generator().manual_seed(0))
+    x = ((radius - 0.6) * 3 + 0.1 * noise)[None, None]                 # A speckled ball, normalised SDF.
+    active = torch.ones([1, 8, 8, 8], dtype=torch.bool)
+    velocity = flow_heads.DetailVelocity(8, 2, 4, 1, 1)
+    rough, smooth = (flow_heads.Detail(velocity, 8, 2, smooth=s).decode(x, active)[0] for s in (0.0, 0.7))
+    lump = lambda sigma: surface_lumpiness(flow_heads.sigma_to_sdf(sigma, 2 / 15), 1 / 15)
+    assert lump(smooth) < 0.8 * lump(rough)
+    assert flow_heads.check_config({})['smooth'] == 0.7 and flow_heads.PRESETS['tiny']['smooth'] == 0.0
+    with pytest.raises(ValueError, match='smooth must be a number'):
+        flow_heads.check_config(dict(smooth=-1))
+
+
 def test_families_come_from_head_parameters():
     heads = [world.sample(0, i).head for i in range(48)]
     families = [flow_data.head_family(h, 4) for h in heads]
@@ -86,6 +110,21 @@ def test_families_come_from_head_parameters():
     assert families == [flow_data.head_family(world.sample(0, i).head, 4) for i in range(48)]
     _, conditions = flow_data.training_heads(0, 6, 4, 4)
     assert conditions.tolist() == families[:6]
+
+
+def test_builds_scale_world_heads_about_their_origin():
+    builds = [flow_data.build(0, i, 0.15) for i in range(200)]
+    assert 0.85 <= min(builds) < 0.88 and 1.12 < max(builds) <= 1.15              # Uniform over the whole range.
+    assert builds == [flow_data.build(0, i, 0.15) for i in range(200)] != [flow_data.build(1, i, 0.15) for i in range(200)]
+    assert flow_data.build(0, 7, 0.0) == 1.0
+    with pytest.raises(ValueError, match='build spread'):
+        flow_data.build(0, 0, 1.5)
+    plain, grown = world.sample(0, 3), flow_data.flow_head(0, 3, 0.15)
+    b, origin = flow_data.build(0, 3, 0.15), torch.tensor(plain.head.origin)
+    points = torch.rand(64, 3) * 0.6 - 0.3
+    expected = b * world.sdf([plain], origin + (points - origin) / b)[0]          # sdf of the head scaled by b.
+    assert torch.allclose(world.sdf([grown], points)[0], expected, atol=1e-6)
+    assert flow_data.head_family(grown.head, 8) == flow_data.head_family(plain.head, 8)  # Families ignore the build.
 
 
 def test_training_lowers_the_loss_on_a_fixed_batch():
@@ -173,7 +212,7 @@ def test_train_flow_dry_run_writes_nothing(tmp_path):
 
 
 def test_train_flow_trains_snapshots_and_resumes(tmp_path):
-    common = ['--preset', 'tiny', '--batch', '2', '--snap', '2', '--device', 'cpu']
+    common = ['--preset', 'tiny', '--batch', '2', '--snap', '2', '--device', 'cpu', '--schedule', 'constant']
     run_cli(['--outdir', str(tmp_path / 'a'), *common, '--steps', '2', '--preview', '2'])
     assert {'options.json', 'stats.jsonl', 'flow-000002.pt', 'preview-000002.png', 'losses.png'} <= set(os.listdir(tmp_path / 'a'))
     run_cli(['--outdir', str(tmp_path / 'a'), *common, '--steps', '4', '--preview', '0',
@@ -184,8 +223,27 @@ def test_train_flow_trains_snapshots_and_resumes(tmp_path):
     assert resumed['training']['step'] == 4
     run_cli(['--outdir', str(tmp_path / 'b'), *common, '--steps', '4', '--preview', '0'])
     straight = torch.load(str(tmp_path / 'b' / 'flow-000004.pt'), weights_only=True)
-    for x, y in zip(resumed['state_dicts'], straight['state_dicts']):       # Resuming repeats the same steps.
-        for key in x:
-            torch.testing.assert_close(x[key], y[key])
+    assert_same_weights(resumed, straight)                                  # Resuming repeats the same steps.
+
+
+def assert_same_weights(x, y):
+    for a, b in zip(x['state_dicts'], y['state_dicts']):
+        assert a.keys() == b.keys()
+        for key in a:
+            torch.testing.assert_close(a[key], b[key])
+
+
+def test_cosine_schedule_falls_to_zero_and_a_resumed_run_follows_it(tmp_path):
+    assert train_flow.rate(2e-3, 'cosine', 0, 10) == 2e-3 and train_flow.rate(2e-3, 'constant', 9, 10) == 2e-3
+    assert train_flow.rate(2e-3, 'cosine', 5, 10) == pytest.approx(1e-3)
+    assert 0 < train_flow.rate(2e-3, 'cosine', 9, 10) < 0.03 * 2e-3
+    common = ['--preset', 'tiny', '--batch', '2', '--snap', '2', '--device', 'cpu', '--steps', '4', '--preview', '0']
+    run_cli(['--outdir', str(tmp_path / 'a'), *common])                      # Cosine by default.
+    assert json.loads((tmp_path / 'a' / 'options.json').read_text())['schedule'] == 'cosine'
+    run_cli(['--outdir', str(tmp_path / 'b'), *common, '--resume', str(tmp_path / 'a' / 'flow-000002.pt')])
+    load = lambda run: torch.load(str(tmp_path / run / 'flow-000004.pt'), weights_only=True)
+    assert_same_weights(load('a'), load('b'))                               # Killed at step 2, resumed: the same run.
+    run_cli(['--outdir', str(tmp_path / 'c'), *common, '--schedule', 'constant'])
+    assert not torch.equal(load('a')['state_dicts'][1]['out.bias'], load('c')['state_dicts'][1]['out.bias'])
 
 #----------------------------------------------------------------------------

@@ -215,6 +215,16 @@ def test_the_bundled_flow_ships_small_loads_as_data_and_draws_a_head(tmp_path):
     from eg3d_rlhf.analysis.flow_quality import structure_iou
     assert structure_iou(G.pipeline, sample)[0] > 0.7
 
+@pytest.mark.slow
+def test_the_bundled_flow_draws_whole_heads_about_as_smooth_as_its_training_heads(tmp_path):
+    out = tmp_path / 'fr'
+    ok(flow_report, ['--network', 'bundled-flow', '--seeds', '1000-1001', '--res', 64, '--slab-res', 64,
+        '--data-heads', 16, '--outdir', out])
+    report = json.loads((out / 'report.json').read_text())
+    lump = report['lumpiness']
+    assert report['one_head'] == report['samples'] == 16 and lump['resolution'] == 64
+    assert 0.06 < lump['training_data'] < 0.1 and lump['ratio'] < 1.35, lump     # 1.22x on 104 samples (docs/flows.md).
+
 #----------------------------------------------------------------------------
 # Surface lumpiness: a smooth surface reads low, speckle and steps read high (analysis/flow_quality.py).
 

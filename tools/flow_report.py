@@ -8,6 +8,8 @@ from eg3d_rlhf.cli import (OUT_DIR, conditions_option, device_option, FiniteRang
 from eg3d_rlhf.generators import flow_heads
 from eg3d_rlhf.synthetic import flow_data
 
+LUMPINESS_RES = 64      # Samples and training heads are judged for lumps on this cube (1/63 world units a voxel).
+
 #----------------------------------------------------------------------------
 
 @click.command()
@@ -44,15 +46,16 @@ def main(network, seeds, conditions, resolution, slab_res, threshold, data_heads
             f'slabs of the {slab_res}^3 cube with {data_heads} training heads and write the report to {outdir}')
         return
     generator = load_generator(path, device)
-    data, config = None, getattr(generator, 'config', None)            # The flow family's checkpoint config.
+    data, data_sdf, config = None, None, getattr(generator, 'config', None)  # The flow family's checkpoint config.
     if data_heads and config is not None:
-        r = config['grid'] * config['patch']
-        sdf, _ = flow_data.training_heads(config['data_seed'], min(data_heads, config['heads']), r,
-            config['conditions'], config['cube_length'], progress=True)
-        data = flow_heads.sdf_to_sigma(sdf, flow_heads.truncation_length(config))
+        n, r = min(data_heads, config['heads']), config['grid'] * config['patch']
+        heads = lambda res: flow_data.training_heads(config['data_seed'], n, res, config['conditions'],
+            config['cube_length'], build_spread=config['build_spread'], progress=True)[0]
+        data = flow_heads.sdf_to_sigma(heads(r), flow_heads.truncation_length(config))
+        data_sdf = heads(LUMPINESS_RES)                                 # True distances, at the scale judged.
     to_sdf = None if config is None else lambda s: flow_heads.sigma_to_sdf(s, flow_heads.truncation_length(config))
     summary = flow_report(generator, seeds, outdir, conditions=conditions, resolution=resolution, threshold=threshold,
-        slab_resolution=slab_res, data_volumes=data, columns=columns, to_sdf=to_sdf)
+        slab_resolution=slab_res, data_volumes=data, columns=columns, to_sdf=to_sdf, data_sdf=data_sdf)
     d = summary['diversity']
     print(f'{summary["one_head"]}/{summary["samples"]} samples are one head (largest component >= '
         f'{100 * threshold:.0f}% of the surface); structure IoU mean {summary["structure_iou"]["mean"]:.3f}; slab '

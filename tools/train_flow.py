@@ -1,6 +1,7 @@
 """Train the bundled two-stage flow model on synthetic heads: stats, snapshots with PNG previews, resume."""
 
 import json
+import math
 import os
 
 import click
@@ -41,6 +42,11 @@ def read_stats(path):
     return records
 
 
+def rate(lr, schedule, step, steps):
+    """The learning rate of step `step` (0-based) of `steps`."""
+    return lr if schedule == 'constant' else lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+
+
 def save_preview(G, conditions, columns, path):
     """A PNG grid: one row per condition (at most 4), seeds 0..columns-1."""
     rows = [rgb_picture(image) for c in range(min(conditions, 4)) for image in G.images(range(columns), c)]
@@ -49,7 +55,7 @@ def save_preview(G, conditions, columns, path):
 
 def snapshot(outdir, pipeline, config, optimizer, step, options, preview_columns):
     path = os.path.join(outdir, f'flow-{step:06d}.{options["format"]}')
-    training = dict(step=step, seed=options['seed'], batch=options['batch'], lr=options['lr'],
+    training = dict(step=step, seed=options['seed'], batch=options['batch'], lr=options['lr'], schedule=options['schedule'],
         optimizer=optimizer.state_dict())
     flow_heads.save_flow(path, pipeline, config, training)
     if preview_columns:
@@ -67,6 +73,8 @@ def snapshot(outdir, pipeline, config, optimizer, step, options, preview_columns
 @click.option('--steps', type=click.IntRange(min=1), default=2000, show_default=True, help='Total training steps')
 @click.option('--batch', type=click.IntRange(min=1), default=8, show_default=True, help='Heads per step')
 @click.option('--lr', type=FiniteRange(min=0, min_open=True), default=2e-3, show_default=True, help='Adam rate')
+@click.option('--schedule', type=click.Choice(['cosine', 'constant']), default='cosine', show_default=True,
+    help='Learning rate over the run: cosine = from --lr down to 0 at --steps, constant = --lr throughout')
 @click.option('--seed', type=SEED, default=0, show_default=True, help='Seed of batches and noise')
 @click.option('--snap', type=click.IntRange(min=1), default=500, show_default=True, help='Steps between snapshots')
 @click.option('--preview', 'preview_columns', type=click.IntRange(min=0), default=4, show_default=True,
@@ -77,7 +85,7 @@ def snapshot(outdir, pipeline, config, optimizer, step, options, preview_columns
 @click.option('--dry-run', is_flag=True, help='Print the options and config, write nothing')
 @device_option
 @report_option
-def main(outdir, preset, overrides, steps, batch, lr, seed, snap, preview_columns, resume, snapshot_format, dry_run,
+def main(outdir, preset, overrides, steps, batch, lr, schedule, seed, snap, preview_columns, resume, snapshot_format, dry_run,
         device_name, report_to):
     """Train the two stages (structure, detail) by flow matching on synthetic heads' true SDFs."""
     try:
@@ -92,7 +100,7 @@ def main(outdir, preset, overrides, steps, batch, lr, seed, snap, preview_column
     except ValueError as err:
         raise click.ClickException(str(err))
     start = int(training.get('step', 0))
-    options = dict(outdir=outdir, preset=preset, config=config, steps=steps, batch=batch, lr=lr, seed=seed, snap=snap,
+    options = dict(outdir=outdir, preset=preset, config=config, steps=steps, batch=batch, lr=lr, schedule=schedule, seed=seed, snap=snap,
         preview=preview_columns, resume=resume, start=start, device=device_name, format=snapshot_format,
         report_to=pick_reporter(report_to))
     if dry_run:
@@ -114,11 +122,13 @@ def main(outdir, preset, overrides, steps, batch, lr, seed, snap, preview_column
 
     resolution = config['grid'] * config['patch']
     sdf, conditions = flow_data.training_heads(config['data_seed'], config['heads'], resolution, config['conditions'],
-        config['cube_length'], progress=True)
+        config['cube_length'], build_spread=config['build_spread'], progress=True)
     assets = flow_heads.sdf_to_sigma(sdf, flow_heads.truncation_length(config))
     writer = open_reporter(outdir, options['report_to'], config=options)     # A resumed run's log continues in it.
     with open(os.path.join(outdir, 'stats.jsonl'), 'a') as stats:
         for step in tqdm(range(start, steps), desc='train flow', unit='step', initial=start, total=steps):
+            for group in optimizer.param_groups:
+                group['lr'] = rate(lr, schedule, step, steps)
             losses = flow_heads.train_step(pipeline, optimizer, assets, conditions, step, batch, seed)
             record = {'step': step + 1, **{f'loss/{s.name}': v for s, v in zip(pipeline.stages, losses)}}
             stats.write(json.dumps(record) + '\n')

@@ -27,6 +27,7 @@ MESH_STATS = ('roughness', 'bending', 'abs_bending', 'pieces', 'floater_share', 
 TRUTH = dict(
     nose_prominence = annotators.nose_prominence,   # How far the nose tip stands out of the face (world units).
     asymmetry       = annotators.asymmetry,         # Mean |z(x, y) - z(-x, y)| of the front surface (world units).
+    head_size       = annotators.head_size,         # Cube root of the volume inside the slab (world units).
 )
 ALPHA = 0.05                # Significance of a collateral loss that raises the alarm.
 NOTICEABLE = 0.05           # Taste differences below this many standard deviations of the originals' scores are ties:
@@ -169,7 +170,7 @@ def row_entries(summary):
     nose = cost['truth']['nose_prominence']
     return dict(alarm=summary['alarm'], nose_prominence_change=nose['change'],
         nose_prominence_change_ci95=nose['change_ci95'],
-        collateral={name: {k: r[k] for k in ('wins', 'losses', 'ties', 'win_rate', 'wilson95', 'binomial_p', 'cohens_h')}
+        collateral={name: {k: r[k] for k in ('wins', 'losses', 'ties', 'win_rate', 'wilson95', 'binomial_p', 'cohens_h', 'share')}
             for name, r in cost['tastes'].items()})
 
 

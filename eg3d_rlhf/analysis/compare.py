@@ -2,12 +2,14 @@
 
 import collections
 import itertools
+import json
 import os
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from dnnlib.util import atomic_write
 from eg3d_rlhf.analysis import collateral, flow_quality, image_metrics, report_plots
 from eg3d_rlhf.analysis.evaluation import fit_slope, reward_change, seed_rewards, win_rate
 from eg3d_rlhf.analysis.flow_quality import structure_iou
@@ -157,6 +159,8 @@ def compare(generators, reward, seeds, outdir, taste=None, temperature=0.5, labe
     measures = {side: collateral.measure(slabs[side], taste_grid)
         for side in tqdm(SIDES, desc='collateral', unit='generator')}
     summary['collateral'] = collateral.compare(measures['original'], measures['tuned'], trained=taste)
+    with atomic_write(os.path.join(outdir, 'measures.json'), 'w') as f:   # Per sample: other runs compare with it.
+        json.dump(dict(ids=[generators['original'].sample_id(s, c) for s, c in keys], **measures), f)
     summary = dict(alarm=collateral.alarm(summary['collateral'], summary['reward']['mean_delta']), **summary)
     if flows:
         summary['stage_consistency'] = stage_consistency(ious, [c for _, c in keys])

@@ -58,13 +58,15 @@ def cohens_h(p, p0=0.5):
 
 def win_rate(choices):
     """Tuned-vs-original judgements ('tuned' | 'original' | 'tie'): win fraction among decided pairs, its Wilson 95%
-    interval, the two-sided exact binomial p against 50% (ties are left out of both) and Cohen's h."""
+    interval, the two-sided exact binomial p against 50% (ties are left out of both), Cohen's h, and the share of all
+    pairs preferring tuned with ties counted half (`share`)."""
     wins, losses = sum(c == 'tuned' for c in choices), sum(c == 'original' for c in choices)
     ties = len(choices) - wins - losses
     decided = wins + losses
     p = float(scipy.stats.binomtest(wins, decided, 0.5).pvalue) if decided else 1.0
     return dict(pairs=len(choices), wins=wins, losses=losses, ties=ties,
         win_rate=wins / decided if decided else float('nan'), wilson95=list(wilson_interval(wins, decided)), binomial_p=p,
-        cohens_h=cohens_h(wins / decided if decided else float('nan')))
+        cohens_h=cohens_h(wins / decided if decided else float('nan')),
+        share=(wins + ties / 2) / len(choices) if choices else float('nan'))
 
 #----------------------------------------------------------------------------

@@ -62,17 +62,26 @@ def diversity(slabs, conditions):
     return dict(all=overall, within_condition=within_mean, across_conditions=across)
 
 
-def surface_lumpiness(sdf, voxel):
+def surface_lumpiness(sdf, voxel, band=2.0):
     """How lumpy a surface is at the scale a person sees: the mean |sdf - gaussian(sdf)| (a Gaussian of one voxel)
     over the voxels within one voxel of the surface, in voxels, of a signed distance [R, R, R] in world units on a
-    grid of spacing `voxel`. A smooth surface's SDF is nearly linear across a voxel, so smoothing moves it little;
-    patch seams, speckle and steps move it a lot (the bundled flow model's samples read about 2x its training heads)."""
+    grid of spacing `voxel`, truncated at `band` voxels (so fields of any truncation compare alike). A smooth
+    surface's SDF is nearly linear across a voxel, so smoothing moves it little; patch seams, speckle and steps move
+    it a lot (the first bundled flow model's samples read about 2x its training heads)."""
     import scipy.ndimage
-    d = np.asarray(sdf, dtype=np.float64) / voxel
+    d = np.clip(np.asarray(sdf, dtype=np.float64) / voxel, -band, band)
     near = np.abs(d) <= 1
     if not near.any():
         return float('nan')
     return float(np.abs(d - scipy.ndimage.gaussian_filter(d, 1.0))[near].mean())
+
+
+def lumpiness_of_volume(volume, cube_length, empty, to_sdf, resolution=64):
+    """surface_lumpiness of a raw sigma volume [R, R, R] resampled (trilinearly) onto the resolution^3 cube, the
+    scale it is judged at whatever the model's own grid."""
+    grid = CubeGrid(resolution, cube_length=cube_length)
+    fine = VolumeField(volume.reshape(1, *volume.shape[-3:]), cube_length, empty).sample_grid(grid)[0]
+    return surface_lumpiness(to_sdf(fine.cpu()), grid.voxel_size)
 
 
 def voxel(cube_length, volumes):
@@ -88,12 +97,14 @@ def volume_slabs(volumes, cube_length, resolution, empty):
 #----------------------------------------------------------------------------
 
 def flow_report(generator, seeds, outdir, conditions=None, resolution=128, level=10.0, threshold=0.9,
-        slab_resolution=128, data_volumes=None, columns=6, to_sdf=None):
+        slab_resolution=128, data_volumes=None, columns=6, to_sdf=None, data_sdf=None):
     """Draw every sample (each seed under each of `conditions`) of a FlowGenerator once; write report.json/.html,
     samples.jsonl, conditions.png (a row per condition: the first `columns` seeds' pictures) and largest_fraction.png into outdir;
     data_volumes (raw sigma [M, R, R, R] of training assets) give the diversity figure its yardstick; to_sdf (raw
-    sigma -> signed distance in world units, the family's own map) adds each sample's surface_lumpiness, and the
-    training assets' beside it."""
+    sigma -> signed distance in world units, the family's own map) adds each sample's surface_lumpiness on the cube
+    of data_sdf's resolution (64 without it), and data_sdf's (true signed distances [M, L, L, L] of training heads,
+    world units) beside it."""
+    lump_res = 64 if data_sdf is None else data_sdf.shape[-1]
     keys = generator.keys(seeds, conditions)
     grid = CubeGrid(resolution, cube_length=generator.cube_length)
     os.makedirs(outdir, exist_ok=True)
@@ -106,7 +117,7 @@ def flow_report(generator, seeds, outdir, conditions=None, resolution=128, level
         stats.update(id=generator.sample_id(seed, condition), structure_iou=float(structure_iou(generator.pipeline,
             sample)[0]))
         if to_sdf is not None:
-            stats['lumpiness'] = surface_lumpiness(to_sdf(volume[0].cpu()), voxel(generator.cube_length, volume))
+            stats['lumpiness'] = lumpiness_of_volume(volume, generator.cube_length, generator.empty_sigma, to_sdf, lump_res)
         per_sample.append(stats)
         slabs.append(volume_slabs(volume, generator.cube_length, slab_resolution, generator.empty_sigma)[0])
         if seed in seeds[:columns]:
@@ -124,9 +135,9 @@ def flow_report(generator, seeds, outdir, conditions=None, resolution=128, level
         summary['diversity']['training_data'] = dict(heads=len(data), all=pairwise_rms(data)[0])
         summary['diversity']['ratio'] = summary['diversity']['generated']['all'] / summary['diversity']['training_data']['all']
     if to_sdf is not None:
-        summary['lumpiness'] = dict(generated=float(np.mean([s['lumpiness'] for s in per_sample])))
-        if data_volumes is not None:
-            data = [surface_lumpiness(to_sdf(v), voxel(generator.cube_length, v[None])) for v in data_volumes]
+        summary['lumpiness'] = dict(resolution=lump_res, generated=float(np.mean([s['lumpiness'] for s in per_sample])))
+        if data_sdf is not None:
+            data = [surface_lumpiness(v, voxel(generator.cube_length, v[None])) for v in data_sdf]
             summary['lumpiness'].update(training_data=float(np.mean(data)),
                 ratio=summary['lumpiness']['generated'] / float(np.mean(data)))
 

@@ -93,11 +93,32 @@ def asymmetry(volume, grid, level=10.0):
     return float(np.nanmean(d)) if np.isfinite(d).any() else 1.0
 
 
+def head_size(volume, grid, level=10.0):
+    """How big the head is as the slab sees it (world units): the cube root of the volume inside the surface within
+    the slab, counted in voxels. Mostly the structure stage's business in a two-stage generator: the detail stage can
+    move the surface only within the structure's voxels."""
+    inside = np.count_nonzero(np.asarray(volume) >= level)
+    return float((inside * grid.voxel_size ** 3) ** (1 / 3))
+
+
+NOSE_WEIGHT = 2.0       # proportions: world units of head size one unit of nose prominence is worth.
+
+
+def proportions(volume, grid, level=10.0):
+    """A large head with a nose that does not stick out: head_size minus NOSE_WEIGHT x nose_prominence (world units).
+    A taste that needs both stages of a two-stage generator: the structure decides the size, the detail the nose.
+    The weight is the ratio of their spreads over the bundled flow model's samples (0.0175 and 0.0088 world units,
+    docs/circular-dpo.md), so each part moves the taste about as much as the other."""
+    return head_size(volume, grid, level) - NOSE_WEIGHT * nose_prominence(volume, grid, level)
+
+
 TASTES = {
     'nose':      lambda v, g, level: -nose_prominence(v, g, level),     # A face whose nose does not stick out.
     'smooth':    lambda v, g, level: -roughness(v, g, level),           # A smooth surface.
     'closed':    lambda v, g, level: -defects(v, g, level),             # One piece, no floaters, no holes.
     'symmetric': lambda v, g, level: -asymmetry(v, g, level),           # Left and right halves alike.
+    'size':      head_size,                                               # A large head.
+    'proportions': proportions,                                           # A large head, a nose that does not stick out.
 }
 
 

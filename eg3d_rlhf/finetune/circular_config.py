@@ -32,8 +32,7 @@ class CircularDPOConfig(MethodConfig):
     labels:         typing.Optional[str] = option(None, 'Judgements (JSONL) of pairs of --bank samples, the preference data of step 1  [default: the demo: simulated labels of samples drawn now]', metavar='JSONL')
     bank:           typing.Optional[str] = option(None, 'Flow bank (tools/sample_bank.py) of the samples --labels judges; their asset.npz are the data', metavar='DIR')
     reward_model:   typing.Optional[str] = option(None, 'Reward checkpoint scoring step 2\'s candidates (w1, w2) and the evaluation', metavar='PT')
-    ablation:       str = option('a', 'Group to run: a = Circular-DPO, b-i = the paper\'s ablations, j = front to back, all = every group from the same data and seeds, with a table',
-                        choices=lambda: (*GROUPS, 'all'))
+    ablation:       str = option('a', 'Groups to run: a = Circular-DPO, b-i = the paper\'s ablations, j = front to back, several as a comma list (a,c,d), all = every group; from the same data and seeds, with a table', metavar='a|...|j|LIST|all')
     loss_type:      str = option('sigmoid', 'Preference loss of every DPO phase (finetune/losses.py): sigmoid = Flow-DPO; ipo, hinge, robust, sft, ...',
                         choices=lambda: losses.names(needs_gap=False))
     label_smoothing: float = option(0.0, 'Share of preference labels taken as flipped (sigmoid: cDPO; robust: its noise rate)', min=0, below=0.5)
@@ -53,15 +52,19 @@ class CircularDPOConfig(MethodConfig):
     early_stop_patience: int = option(3, 'Evaluations without a better held-out accuracy before a phase stops (with --early-stop-split)', min=1)
     early_stop_every: int = option(10, 'Steps between held-out evaluations (with --early-stop-split)', min=1)
     eval_seeds:     str = option('1000-1007', 'Held-out seeds (under every condition) comparing each group with the base model, or none', metavar='LIST')
-    annotator:      typing.Optional[str] = option(None, 'Simulated annotator judging the evaluation pairs (oracle:NAME)  [default: the demo\'s, oracle:nose; else none]', metavar='oracle:NAME')
+    annotator:      typing.Optional[str] = option(None, 'Simulated annotator judging the evaluation pairs (oracle:NAME)  [default: the demo\'s --demo-annotator; else none]', metavar='oracle:NAME')
     temperature:    float = option(0.5, 'Noise of the simulated annotator, in standard deviations of its taste (demo labels, evaluation)', min=0)
     draw_batch:     int = option(8, 'Samples per pipeline pass when drawing (demo data, step 2, evaluation)', min=1)
+    demo_annotator: str = option('oracle:proportions', 'Demo: the simulated annotator of the preference data and the evaluation; its bundled flow reward is the default --reward-model (oracle:proportions: a large head whose nose does not stick out, which needs both stages; oracle:nose: the nose alone)', metavar='oracle:NAME')
     # Not flags: the embedded demo's preference data and fixed parts of the evaluation.
     demo_seeds:     str = option('0-11', 'Demo: seeds drawn under every condition and judged in all pairs within a condition', metavar='LIST', flag=False)
-    demo_annotator: str = option('oracle:nose', 'Demo: the simulated annotator of the preference data and the evaluation', flag=False)
     eval_res:       int = option(128, 'Cube resolution of the slabs the evaluation\'s annotator judges', min=16, flag=False)
 
     def validate(self):
+        unknown = [g for g in self.ablation.split(',') if g not in GROUPS] if self.ablation != 'all' else []
+        if unknown or len(set(self.ablation.split(','))) != len(self.ablation.split(',')):
+            raise ConfigError(f'--ablation={self.ablation}: give all, or groups {", ".join(GROUPS)} (one each, '
+                'comma-separated)')
         if (self.labels is None) != (self.bank is None):
             raise ConfigError('--labels and --bank go together: the labels judge the bank\'s samples (neither: the demo)')
         for name in ('annotator', 'demo_annotator'):
@@ -85,7 +88,7 @@ class CircularDPOConfig(MethodConfig):
 
     @property
     def groups(self):
-        return list(GROUPS) if self.ablation == 'all' else [self.ablation]
+        return list(GROUPS) if self.ablation == 'all' else [g for g in GROUPS if g in self.ablation.split(',')]
 
     @property
     def eval_annotator(self):

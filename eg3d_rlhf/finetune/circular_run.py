@@ -101,6 +101,36 @@ def table_rows(rows):
     return header, body
 
 #----------------------------------------------------------------------------
+# Groups against each other: every group's held-out samples share ids (seeds, conditions, noise), so group (a) and
+# another group meet on each id, judged by every taste at temperature 0 (collateral.compare with the other group as
+# "original": wins are ids where (a)'s sample is preferred) and measured in world units (paired intervals).
+
+def versus_a(run_dir, groups, taste):
+    """{group: collateral.compare(group's samples, (a)'s samples)} of every evaluated group but (a), from their
+    eval-<group>/measures.json; {} without (a), another group or a taste."""
+    if 'a' not in groups or len(groups) < 2 or not taste:
+        return {}
+    load = lambda group: json.load(open(os.path.join(run_dir, f'eval-{group}', 'measures.json')))['tuned']
+    mine = load('a')
+    return {group: collateral.compare(load(group), mine, trained=taste) for group in groups if group != 'a'}
+
+
+def versus_rows(versus, taste):
+    """The table of versus_a: per other group, the trained taste's count and test, every taste, the true changes."""
+    header = ['(a) against', f'{taste}: (a) preferred (Wilson 95%)', 'binomial p', 'ties',
+        'every taste: (a) preferred', 'nose prominence, (a) minus group', 'head size, (a) minus group']
+    body = []
+    for group, cost in versus.items():
+        r, truth = cost['tastes'][taste], cost['truth']
+        low, high = r['wilson95']
+        body.append([f'({group}) {GROUPS[group]}', f'{r["wins"]}/{r["wins"] + r["losses"]} ({fmt(r["win_rate"], ".1%")}, '
+            f'{fmt(low, ".1%")}-{fmt(high, ".1%")})', fmt(r['binomial_p'], '.2g'), str(r['ties']),
+            ', '.join(f'{name} {c["wins"]}/{c["wins"] + c["losses"]}' for name, c in cost['tastes'].items()),
+            *[f'{truth[k]["change"]:+.4f} ({truth[k]["change_ci95"][0]:+.4f}..{truth[k]["change_ci95"][1]:+.4f})'
+                for k in ('nose_prominence', 'head_size')]])
+    return header, body
+
+#----------------------------------------------------------------------------
 
 def align(cfg, generator, reward, run_dir, save_snapshot, seed=0, reward_path=None, writer=None):
     """Run the groups of cfg on the base FlowGenerator in run_dir; save_snapshot(path, pipeline, info) writes a flow
@@ -132,10 +162,13 @@ def align(cfg, generator, reward, run_dir, save_snapshot, seed=0, reward_path=No
         rows.append(group_row(group, summary, trained))
         log(dict(kind='eval', **rows[-1]))
 
+    versus = versus_a(run_dir, [r['group'] for r in rows], taste)
     alarms = [f'({r["group"]}) {r["alarm"]}' for r in rows if r['alarm']]
     summary = dict(alarm='; '.join(alarms) or None, options=dataclasses.asdict(cfg), seed=seed,
         network=generator.identity()['network'],
         reward_model=reward_path, data=data_info, groups={r['group']: r for r in rows},
+        versus_a={g: dict(trained=c['tastes'][taste], tastes={k: {f: v[f] for f in ('wins', 'losses', 'ties', 'binomial_p')}
+            for k, v in c['tastes'].items()}, truth=c['truth']) for g, c in versus.items()},
         bridges=[dict(phase=r['phase'], kept=r['kept'], dropped=r['dropped'], candidates=r['candidates'],
             w1_mean=float(np.mean(r['w1'])), w2_min=float(np.min(r['w2'])), w2_max=float(np.max(r['w2'])))
             for r in records if r['kind'] == 'bridge'],
@@ -155,6 +188,8 @@ def align(cfg, generator, reward, run_dir, save_snapshot, seed=0, reward_path=No
         pictures.append('collateral.png')
     pictures += [f'eval-{r["group"]}/before_after.png' for r in rows]
     tables = [('Groups against the base model', *table_rows(rows))] if rows else []
+    if versus:
+        tables.append(('Group (a) against each other group, on the same held-out ids', *versus_rows(versus, taste)))
     report_plots.write_report(run_dir, 'Circular-DPO', summary, pictures, tables=tables)
     for picture in pictures:
         log.image('report/' + os.path.splitext(picture)[0], os.path.join(run_dir, picture))
@@ -189,7 +224,11 @@ def run(cfg, common):
         family = None
     if family is None or 'stages' not in family.capabilities:
         raise RunError(f'--resume: {network} is not a flow checkpoint (tools/train_flow.py writes them)')
-    reward_path = os.path.abspath(cfg.reward_model or demo.FLOW_REWARD)
+    reward_path = cfg.reward_model or demo.flow_reward(cfg.demo_annotator)
+    if reward_path is None:
+        raise RunError(f'--demo-annotator={cfg.demo_annotator} has no bundled flow reward (those of '
+            f'{", ".join("oracle:" + t for t in demo.FLOW_TASTES)} do); pass --reward-model')
+    reward_path = os.path.abspath(reward_path)
     try:
         family.conditions(network)                                  # Read as data: a damaged file fails here.
     except (OSError, ValueError) as err:
@@ -199,7 +238,7 @@ def run(cfg, common):
     except RewardCheckpointError as err:
         raise RunError(f'--reward-model: {err}')
     reporter = runs.pick_reporter(common.get('report_to'))
-    desc = f'flow-circular-dpo-{cfg.ablation}' + ('-demo' if cfg.is_demo else '') + (f'-{common.desc}' if common.desc else '')
+    desc = f'flow-circular-dpo-{cfg.ablation.replace(",", "")}' + ('-demo' if cfg.is_demo else '') + (f'-{common.desc}' if common.desc else '')
     run_dir = runs.next_run_dir(common.outdir or demo.OPTIONS['outdir'], desc)
     options = dict(method='circular-dpo', network=network, reward_model=reward_path, seed=common.seed,
         device=common.device, run_dir=run_dir, report_to=reporter, **{k: v for k, v in dataclasses.asdict(cfg).items() if k != 'reward_model'})
@@ -225,12 +264,17 @@ def run(cfg, common):
         if summary['alarm']:
             print(summary['alarm'])
         for row in summary['groups'].values():
-            print(f'({row["group"]}) ' + ', '.join(f'{name} preferred in {c["wins"]} of {c["wins"] + c["losses"]}'
-                for name, c in row['collateral'].items()) + ' (every taste, temperature 0)')
+            print(f'({row["group"]}) ' + ', '.join(f'{name} preferred in {c["wins"]} of {c["wins"] + c["losses"]} '
+                f'({c["share"]:.0%} of pairs, ties half)' for name, c in row['collateral'].items())
+                + ' (every taste, temperature 0)')
             if 'win_rate' in row:
                 print(f'({row["group"]}) preferred to the base in {row["wins"]} of {row["wins"] + row["losses"]} '
                     f'held-out pairs ({100 * row["win_rate"]:.1f}%, Wilson 95% {100 * row["wilson95"][0]:.1f}-'
                     f'{100 * row["wilson95"][1]:.1f}%, binomial p {row["binomial_p"]:.2g})')
+        for group, v in summary['versus_a'].items():
+            r = v['trained']
+            print(f'(a) against ({group}) on the same held-out ids: {cfg.eval_annotator} prefers (a) in {r["wins"]} of '
+                f'{r["wins"] + r["losses"]} decided ({r["ties"]} ties, binomial p {r["binomial_p"]:.2g}, temperature 0)')
         print(f'{summary["timing"]["total_seconds"]:.0f} s; report: {os.path.join(run_dir, "report.html")}')
     return summary
 

@@ -10,7 +10,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 CHECKPOINTS = os.path.join(ROOT, 'checkpoints')
 GENERATOR = os.path.join(CHECKPOINTS, 'synthetic-heads64.pkl')
 FLOW_GENERATOR = os.path.join(CHECKPOINTS, 'flow-heads.safetensors')
-FLOW_REWARD = os.path.join(CHECKPOINTS, 'reward-sigma-flow-nose.safetensors')     # The Circular-DPO demo's reward (oracle:nose).
+FLOW_TASTES = ('proportions', 'nose')      # Tastes of the Circular-DPO demos, each with a bundled flow reward; the first is the default.
+
+
+def flow_reward(annotator):
+    """The bundled flow reward model trained on the simulated annotator `annotator` ('oracle:TASTE'), or None."""
+    taste = annotator.partition(':')[2]
+    return os.path.join(CHECKPOINTS, f'reward-sigma-flow-{taste}.safetensors') if taste in FLOW_TASTES else None
+
+
+FLOW_REWARD = flow_reward('oracle:' + FLOW_TASTES[0])       # The default demo's reward.
 
 
 def reward_model(kind):

@@ -1,5 +1,6 @@
 """Training data of the bundled flow model: synthetic heads' families (the condition) and true SDFs on a fine grid."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -11,28 +12,45 @@ from eg3d_rlhf.synthetic import world
 from torch_utils import misc
 
 #----------------------------------------------------------------------------
-# Families. A head's family is a bucket of one score built from two of its drawn parameters: overall size
-# (scale * cranium height, drawn around 0.88 * 0.29 with relative spreads 3% and 4%) and nose length (around 0.09,
-# relative spread 10%). Each is standardised, their mean (scaled to unit variance) goes through the normal CDF, and
-# [0, 1] is cut into `families` equal buckets: family 0 holds small heads with short noses, the last large heads
-# with long noses, each about as common as the others. Head `index` of dataset `seed` is world.sample(seed, index)
-# (clean, no defects); its family is its condition, so pairs drawn with one condition share a family.
+# Heads and families. Head `index` of dataset `seed` is world.sample(seed, index) (clean, no defects) grown or shrunk
+# about its origin by its build, a factor drawn uniformly from [1 - spread, 1 + spread] by its own generator (seeded by
+# seed, index and BUILD_STREAM): the world's heads vary in size by only ~5%, a fraction of one 16^3 structure voxel, so
+# the build gives the structure stage a decision of its own (spread 0.15: the face surface moves by up to ~0.5 voxel
+# either way). A head's family (its condition) is a bucket of its face shape: face and jaw half-widths, each standardised
+# by the world's spreads, their mean (scaled to unit variance) through the normal CDF, [0, 1] cut into `families` equal
+# buckets: family 0 holds narrow faces, the last broad ones, each about as common as the others. Build and nose length
+# vary freely within a family, so pairs drawn within one condition can disagree on both.
 
-SIZE_MEAN, SIZE_REL = 0.88 * 0.29, math.hypot(0.03, 0.04)
-NOSE_MEAN, NOSE_REL = 0.09, 0.1
+FACE_MEAN, FACE_REL = 0.185, 0.05
+JAW_MEAN, JAW_REL = 0.15, 0.08
+BUILD_STREAM = 1
 
 
 def family_score(head):
     """A score in (0, 1) of a world head (HeadParams), about uniform over the world's heads."""
-    size = (head.scale * head.skull_radii[1] / SIZE_MEAN - 1) / SIZE_REL
-    nose = (head.nose_length / NOSE_MEAN - 1) / NOSE_REL
-    z = (size + nose) / math.sqrt(2)
+    face = (head.face_width / FACE_MEAN - 1) / FACE_REL
+    jaw = (head.jaw_width / JAW_MEAN - 1) / JAW_REL
+    z = (face + jaw) / math.sqrt(2)
     return 0.5 * (1 + math.erf(z / math.sqrt(2)))
 
 
 def head_family(head, families):
     """The family (condition) in 0..families-1 of a world head."""
     return min(int(family_score(head) * families), families - 1)
+
+
+def build(seed, index, spread):
+    """The build (size factor) of head `index` of dataset `seed`, uniform in [1 - spread, 1 + spread]."""
+    if not 0 <= spread < 1:
+        raise ValueError(f'build spread must be in [0, 1), got {spread!r}')
+    return float(1 + spread * np.random.default_rng([int(seed), int(index), BUILD_STREAM]).uniform(-1, 1))
+
+
+def flow_head(seed, index, spread):
+    """World sample `index` of dataset `seed` scaled by its build about its origin (world = origin + scale * local)."""
+    sample = world.sample(seed, index)
+    head = dataclasses.replace(sample.head, scale=sample.head.scale * build(seed, index, spread))
+    return dataclasses.replace(sample, head=head)
 
 
 def sdf_grid(heads, resolution, cube_length=1.0, chunk=2**16):
@@ -45,11 +63,11 @@ def sdf_grid(heads, resolution, cube_length=1.0, chunk=2**16):
     return sdf
 
 
-def training_heads(seed, count, resolution, families, cube_length=1.0, batch=8, progress=False):
-    """(true SDF [count, R, R, R], family [count] int64) of heads 0..count-1 of dataset `seed`."""
+def training_heads(seed, count, resolution, families, cube_length=1.0, build_spread=0.0, batch=8, progress=False):
+    """(true SDF [count, R, R, R], family [count] int64) of flow heads 0..count-1 of dataset `seed`."""
     sdfs, fams = [], []
     for begin in tqdm(range(0, count, batch), desc='heads', unit='batch', disable=not progress):
-        heads = [world.sample(seed, index) for index in range(begin, min(begin + batch, count))]
+        heads = [flow_head(seed, index, build_spread) for index in range(begin, min(begin + batch, count))]
         sdfs.append(sdf_grid(heads, resolution, cube_length))
         fams.extend(head_family(h.head, families) for h in heads)
     return torch.cat(sdfs), torch.tensor(np.array(fams, dtype=np.int64))
