@@ -76,10 +76,11 @@ def test_compare_counts_each_pairs_noise_free_choice(heads):
 
 def test_measure_reads_every_taste_statistic_and_truth(heads):
     slabs, _, before = heads
-    assert set(before['tastes']) == {'nose', 'smooth', 'closed', 'symmetric'}
+    assert set(before['tastes']) == {'nose', 'smooth', 'closed', 'symmetric', 'size', 'proportions'}
     assert set(before['mesh']) == set(collateral.MESH_STATS) and set(before['truth']) == set(collateral.TRUTH)
     assert all(len(v) == 16 for part in ('tastes', 'mesh', 'truth') for v in before[part].values())
     assert before['truth']['nose_prominence'] == [-v for v in before['tastes']['nose']]
+    assert before['truth']['head_size'] == before['tastes']['size']
     assert all(p >= 1 for p in before['mesh']['pieces']) and before['diversity'] > 0
 
 #----------------------------------------------------------------------------
