@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 import dnnlib
 import train
+from eg3d_rlhf.data import annotators
 from eg3d_rlhf.finetune import gan_run
 from eg3d_rlhf.finetune import panel
 from eg3d_rlhf.finetune.config import RewardFinetuneConfig
@@ -272,7 +273,7 @@ def test_reward_run_writes_panel_evidence_and_a_loadable_snapshot(data, rewards,
     report = json.load(open(os.path.join(run_dir, 'reward_report.json')))
     # The collateral seeds (the first 64 panel seeds: all 3 here) measured at the start and the end.
     assert report['collateral_seeds'] == 3 and report['collateral_kimg'] == [0, 0.004]
-    assert set(report['collateral']['tastes']) == {'nose', 'smooth', 'closed', 'symmetric'} and 'alarm' in report
+    assert set(report['collateral']['tastes']) == set(annotators.TASTES) and 'alarm' in report
     assert 'collateral (tuned preferred, temperature 0): nose ' in output and 'nose prominence: ' in output
     first, last = np.array(rows[1][1:], dtype=float), np.array(rows[-1][1:], dtype=float)
     assert report['seeds'] == 3 and report['mean_delta'] == pytest.approx((last - first).mean(), rel=1e-4, abs=1e-6)

@@ -124,7 +124,7 @@ def test_bundled_flow_is_safetensors():
     assert registry.bundled_file('bundled-flow') == demo.FLOW_GENERATOR and demo.FLOW_GENERATOR.endswith('.safetensors')
     assert registry.family_of_file(demo.FLOW_GENERATOR).name == 'flow'
     state = flow_heads.read_flow(demo.FLOW_GENERATOR)
-    assert state['config']['grid'] == 16 and state['training']['step'] == 2000 and 'optimizer' in state['training']
+    assert state['config']['grid'] == 16 and state['training']['step'] == 10000 and 'optimizer' in state['training']
 
 
 def test_header_never_starts_like_a_pickle(tmp_path):

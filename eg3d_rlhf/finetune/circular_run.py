@@ -110,7 +110,9 @@ def versus_a(run_dir, groups, taste):
     eval-<group>/measures.json; {} without (a), another group or a taste."""
     if 'a' not in groups or len(groups) < 2 or not taste:
         return {}
-    load = lambda group: json.load(open(os.path.join(run_dir, f'eval-{group}', 'measures.json')))['tuned']
+    def load(group):
+        with open(os.path.join(run_dir, f'eval-{group}', 'measures.json')) as f:
+            return json.load(f)['tuned']
     mine = load('a')
     return {group: collateral.compare(load(group), mine, trained=taste) for group in groups if group != 'a'}
 
