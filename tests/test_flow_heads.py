@@ -8,7 +8,7 @@ import torch
 from click.testing import CliRunner
 
 from eg3d_rlhf.generators import flow_heads
-from eg3d_rlhf.generators.flow import FlowGenerator, noise_seed
+from eg3d_rlhf.generators.flow import FlowGenerator, blur, noise_seed
 from eg3d_rlhf.geometry.sigma import CubeGrid
 from eg3d_rlhf.synthetic import flow_data, world
 from tools import train_flow
@@ -82,13 +82,12 @@ def test_patches_fold_into_channels_and_the_detail_velocity_stays_in_active_voxe
 def test_the_detail_decode_low_passes_by_its_smooth_setting():
     impulse = torch.zeros([1, 15, 15, 15], dtype=torch.float64)
     impulse[0, 7, 7, 7] = 1
-    blurred = flow_heads.gaussian_blur(impulse, 1.5)[0]
+    blurred = blur(impulse[:, None], 1.5)[0, 0]
     assert blurred.sum().item() == pytest.approx(1.0) and torch.allclose(blurred, blurred.flip(0).permute(1, 2, 0))
     offsets = (torch.arange(15, dtype=torch.float64) - 7) ** 2
     assert (blurred.sum(dim=(1, 2)) * offsets).sum().item() == pytest.approx(1.5 ** 2, rel=0.02)   # Variance sigma^2.
     constant = torch.full([2, 6, 6, 6], 3.0)
-    assert torch.allclose(flow_heads.gaussian_blur(constant, 0.7), constant)
-    assert flow_heads.gaussian_blur(impulse, 0) is impulse
+    assert torch.allclose(blur(constant[:, None], 0.7)[:, 0], constant)
     from eg3d_rlhf.analysis.flow_quality import surface_lumpiness
     radius = torch.stack(torch.meshgrid(*[torch.linspace(-1, 1, 16)] * 3, indexing='ij')).norm(dim=0)
     noise = torch.randn([16, 16, 16], generator=torch.Generator().manual_seed(0))
@@ -96,6 +95,7 @@ def test_the_detail_decode_low_passes_by_its_smooth_setting():
     active = torch.ones([1, 8, 8, 8], dtype=torch.bool)
     velocity = flow_heads.DetailVelocity(8, 2, 4, 1, 1)
     rough, smooth = (flow_heads.Detail(velocity, 8, 2, smooth=s).decode(x, active)[0] for s in (0.0, 0.7))
+    assert torch.equal(rough, flow_heads.LEVEL - flow_heads.SPAN * x[0, 0].clamp(-1, 1))    # smooth 0: no blur at all.
     lump = lambda sigma: surface_lumpiness(flow_heads.sigma_to_sdf(sigma, 2 / 15), 1 / 15)
     assert lump(smooth) < 0.8 * lump(rough)
     assert flow_heads.check_config({})['smooth'] == 0.7 and flow_heads.PRESETS['tiny']['smooth'] == 0.0

@@ -2,6 +2,7 @@
 
 import copy
 import dataclasses
+import math
 
 import numpy as np
 import torch
@@ -44,6 +45,24 @@ def cfm_loss(velocity, x0, x1, cond=None, context=None, generator=None):
     with `generator`, if given)."""
     t = torch.rand([x0.shape[0]], generator=generator).to(x0.device)
     return mse_t(velocity, x0, x1, t, cond, context).mean()
+
+def blur(g, std):
+    """g [N, C, D, H, W] blurred by a separable Gaussian of `std` voxels (borders replicated); other shapes refused."""
+    if g.ndim != 5:
+        raise ValueError(f'smoothing needs a volume stage (data [N, C, D, H, W]), got shape {list(g.shape)}')
+    radius = max(1, int(math.ceil(3 * std)))
+    x = torch.arange(-radius, radius + 1, dtype=g.dtype, device=g.device)
+    kernel = torch.exp(-0.5 * (x / std) ** 2)
+    kernel = kernel / kernel.sum()
+    n, c = g.shape[:2]
+    out = g.reshape(n * c, 1, *g.shape[2:])
+    for axis in range(3):
+        shape = [1, 1, 1, 1, 1]
+        shape[2 + axis] = len(kernel)
+        pad = [0, 0, 0, 0, 0, 0]
+        pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = radius
+        out = F.conv3d(F.pad(out, pad, mode='replicate'), kernel.view(shape))
+    return out.view_as(g)
 
 #----------------------------------------------------------------------------
 # ODE samplers: `steps` uniform steps from t = 0 to t = 1, deterministic given x0.

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from dnnlib.util import atomic_write
-from eg3d_rlhf.generators.flow import FlowGenerator, FlowPipeline, FlowStage, cfm_loss
+from eg3d_rlhf.generators.flow import FlowGenerator, FlowPipeline, FlowStage, blur, cfm_loss
 from torch_utils import misc, safetensors_file
 
 #----------------------------------------------------------------------------
@@ -220,29 +220,14 @@ class Detail(FlowStage):
     def decode(self, x1, active):
         r = self.resolution
         misc.assert_shape(x1, [len(active), 1, r, r, r])
-        return gaussian_blur(torch.where(self.fine_mask(active), LEVEL - SPAN * x1[:, 0].clamp(-1, 1), EMPTY), self.smooth)
+        sigma = torch.where(self.fine_mask(active), LEVEL - SPAN * x1[:, 0].clamp(-1, 1), EMPTY)
+        return blur(sigma[:, None], self.smooth)[:, 0] if self.smooth else sigma
 
     def encode(self, asset, active):
         r = self.resolution
         misc.assert_shape(asset, [len(active), r, r, r])
         x = ((LEVEL - asset) / SPAN).clamp(-1, 1)
         return torch.where(self.fine_mask(active), x, 0.0)[:, None]
-
-
-def gaussian_blur(volumes, sigma):
-    """Volumes [N, R, R, R] convolved with a Gaussian of `sigma` voxels (separable, edges replicated; 0: unchanged)."""
-    if sigma == 0:
-        return volumes
-    radius = int(math.ceil(3 * sigma))
-    taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=volumes.dtype, device=volumes.device) / sigma) ** 2)
-    taps = taps / taps.sum()
-    x = volumes[:, None]
-    for axis in range(3):
-        shape, pad = [1, 1, 1, 1, 1], [0] * 6
-        shape[2 + axis] = len(taps)
-        pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = radius          # F.pad lists the last axis first.
-        x = nn.functional.conv3d(nn.functional.pad(x, pad, mode='replicate'), taps.view(shape))
-    return x[:, 0]
 
 
 def build_pipeline(config, init_seed=None):

@@ -3,10 +3,9 @@
 import math
 
 import torch
-import torch.nn.functional as F
 
 from eg3d_rlhf.generators import registry
-from eg3d_rlhf.generators.flow import VolumeField
+from eg3d_rlhf.generators.flow import VolumeField, blur
 from torch_utils import misc
 
 #----------------------------------------------------------------------------
@@ -120,24 +119,6 @@ class RewardGuidance:
         if self.max_rms is not None:
             return g * (self.max_rms / rms.clamp_min(1e-12)).clamp(max=1)
         return g
-
-def blur(g, std):
-    """g [N, C, D, H, W] blurred by a separable Gaussian of `std` voxels (borders replicated); other shapes refused."""
-    if g.ndim != 5:
-        raise ValueError(f'smoothing needs a volume stage (data [N, C, D, H, W]), got shape {list(g.shape)}')
-    radius = max(1, int(math.ceil(3 * std)))
-    x = torch.arange(-radius, radius + 1, dtype=g.dtype, device=g.device)
-    kernel = torch.exp(-0.5 * (x / std) ** 2)
-    kernel = kernel / kernel.sum()
-    n, c = g.shape[:2]
-    out = g.reshape(n * c, 1, *g.shape[2:])
-    for axis in range(3):
-        shape = [1, 1, 1, 1, 1]
-        shape[2 + axis] = len(kernel)
-        pad = [0, 0, 0, 0, 0, 0]
-        pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = radius
-        out = F.conv3d(F.pad(out, pad, mode='replicate'), kernel.view(shape))
-    return out.view_as(g)
 
 #----------------------------------------------------------------------------
 
