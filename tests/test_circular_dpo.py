@@ -79,10 +79,13 @@ def test_pairs_with_w1_at_or_below_tau_contribute_nothing(tiny):
     assert record['kept'] == int((w1 > 0).sum()) > 0 and record['dropped'] == int((w1 <= 0).sum()) > 0
     assert kept.weight.mean().item() == pytest.approx(1.0, rel=1e-5)              # w2 has mean 1 over the kept pairs.
     # Garbage in every dropped pair's rejected asset (not used by a kept pair) leaves training exactly as it was.
-    spoiled = dict(candidates, data=PairData(**{**candidates['data'].__dict__, 'assets': candidates['data'].assets.clone()}))
+    drawn = candidates['data'].drawn[0][0].clone()
+    spoiled = dict(candidates, data=PairData(**{**candidates['data'].__dict__, 'assets': candidates['data'].assets.clone(),
+        'drawn': {0: (drawn, None)}}))
     used = set(kept.chosen.tolist()) | set(kept.rejected.tolist())
     for j in set(candidates['data'].rejected[w1 <= 0].tolist()) - used:
         spoiled['data'].assets[j] = torch.randn_like(spoiled['data'].assets[j]) * 30
+        drawn[j] = torch.randn_like(drawn[j]) * 30
     results = []
     for cands in (candidates, spoiled):
         policy = G.pipeline.frozen_copy()
@@ -93,6 +96,26 @@ def test_pairs_with_w1_at_or_below_tau_contribute_nothing(tiny):
     assert len(everything) == len(w1) and (everything.weight == 1).all()
     with pytest.raises(ValueError, match='kept no pair'):
         bridge_pairs(candidates, tau=1.0)
+
+
+def test_step_two_trains_a_stage_on_what_it_drew(tiny):
+    G, _, _, reward = tiny
+    policy = G.pipeline.frozen_copy()
+    candidates = bridge_candidates(G, policy, G.pipeline.frozen_copy(), 0, reward, [0, 1, 2], batch=4)
+    data = candidates['data']
+    x1, context = data.drawn[0]
+    assert context is None and len(x1) == len(data.assets) == 12
+    run = G.pipeline.run_stage(0, [0, 1, 2], G.pipeline.condition_tensor(1, 3), None, G.steps, G.sampler)
+    assert torch.equal(x1[6:9], run.x1) and torch.equal(x1[9:12], run.x1)   # Both sides keep the structure drawn.
+    pairs, _ = bridge_pairs(candidates, tau=-1.0)
+    results = []
+    for drawn in (data.drawn, {0: (-x1, None)}):                         # Training reads what was drawn.
+        tuned = G.pipeline.frozen_copy()
+        train_stage(tuned, G.pipeline.frozen_copy(), 0, PairData(**{**pairs.__dict__, 'drawn': drawn}), 3, 4, 1e-2, 100.0)
+        results.append(tuned)
+    assert changed(results[0], results[1]) == [True, False]
+    with pytest.raises(ValueError, match='drawn data must cover'):
+        PairData(**{**data.__dict__, 'drawn': {0: (x1[:5], None)}})
 
 
 def test_each_group_trains_the_stages_its_recipe_names_and_shared_phases_run_once(tiny):
@@ -153,6 +176,10 @@ def test_forward_candidates_pair_tuned_first_stages_with_the_reference(tiny):
     tuned = G.with_pipeline(policy, keep=0).volumes([0, 1, 2], 0)
     assert torch.equal(d.assets[:3], tuned) and torch.equal(d.assets[3:6], G.volumes([0, 1, 2], 0))
     assert not torch.equal(tuned, G.volumes([0, 1, 2], 0))
+    x1, context = d.drawn[1]                                # The detail stage's own draws, from either structure.
+    own = policy.run_stage(0, [0, 1, 2], G.pipeline.condition_tensor(0, 3), None, G.steps, G.sampler)
+    active = policy.stages[0].decode(own.x1, None)
+    assert torch.equal(context[:3], active) and torch.equal(policy.stages[1].decode(x1[:3], context[:3]), tuned)
     with pytest.raises(ValueError, match='stages 1..1'):
         forward_candidates(G, policy, G.pipeline, 0, reward, [0], batch=2)
 

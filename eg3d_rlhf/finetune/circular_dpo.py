@@ -118,29 +118,41 @@ def with_win_counts(data, judgements, tau=None):
 # the policy and the reference each finish every structure (same noise), giving k = len(seeds) tuned and as many
 # reference candidates. The reward scores all N = 2k; w1 of each (tuned i, reference j) pair comes from the win
 # counts among the N (quality_gaps), w2 from the reward gap over the kept pairs (reliability_weights).
+# The trained stage learns from what it drew (PairData.drawn: its x1 and the context it started from), not from
+# its encoding of the finished asset: a tuned final stage that empties some of the structure's voxels would
+# otherwise show the structure stage smaller structures on the tuned (chosen) side only, and teach it to shrink.
 
 def structure(pipeline, seeds, cond, stop, generator):
-    """The decode of stages 0..stop-1 of a pipeline run on seeds (None for stop = 0): what stage `stop` starts from."""
-    context = None
+    """(decode of stages 0..stop-1, that is what stage `stop` starts from (None for stop = 0); stage stop-1's x1 and
+    the context it started from (None, None for stop = 0)) of a pipeline run on seeds."""
+    context = x1 = before = None
     for i in range(stop):
         run = pipeline.run_stage(i, seeds, cond, context, generator.steps, generator.sampler)
+        before, x1 = context, run.x1
         context = pipeline.stages[i].decode(run.x1, context)
-    return context
+    return context, x1, before
+
+
+def as_cpu(tensor):
+    return None if tensor is None else tensor.cpu()
 
 
 @torch.no_grad()
-def scored_candidates(generator, reward, seeds, batch, draw):
-    """Step 2's candidates: per condition, draw(seeds, cond) gives the tuned and the reference volumes of `batch`
-    seeds at a time; every (tuned i, reference j) pair with its w1 and rewards, as bridge_candidates returns them."""
-    assets, conds, ids, chosen, rejected, w1, r_c, r_r = [], [], [], [], [], [], [], []
+def scored_candidates(generator, reward, seeds, batch, draw, index):
+    """Step 2's candidates for stage `index`: per condition, draw(seeds, cond) gives, for `batch` seeds at a time,
+    the tuned and the reference sides, each (volumes, stage index's x1, its context); every (tuned i, reference j)
+    pair with its w1 and rewards, as bridge_candidates returns them."""
+    assets, conds, ids, chosen, rejected, w1, r_c, r_r, x1s, contexts = [], [], [], [], [], [], [], [], [], []
     for condition in conditions_of(generator):
         sides = dict(tuned=[], reference=[])
         for s in range(0, len(seeds), batch):
             chunk = seeds[s : s + batch]
-            tuned, reference = draw(chunk, generator.pipeline.condition_tensor(condition, len(chunk)))
-            sides['tuned'].append(tuned.cpu())
-            sides['reference'].append(reference.cpu())
-        volumes = torch.cat(sides['tuned'] + sides['reference'])
+            for side, got in zip(sides, draw(chunk, generator.pipeline.condition_tensor(condition, len(chunk)))):
+                sides[side].append([as_cpu(t) for t in got])
+        parts = sides['tuned'] + sides['reference']
+        volumes = torch.cat([p[0] for p in parts])
+        x1s.append(torch.cat([p[1] for p in parts]))
+        contexts.append(None if parts[0][2] is None else torch.cat([p[2] for p in parts]))
         scores = reward.score(slabs_of(generator, volumes, reward.grid).to(reward.device)).double().cpu()
         k, first = len(seeds), len(assets)
         gaps = quality_gaps(scores, k)
@@ -153,19 +165,22 @@ def scored_candidates(generator, reward, seeds, batch, draw):
         assets += list(volumes)
         conds += [condition] * len(volumes)
         ids += [f'{generator.sample_id(s, condition)}-{side}' for side in ('tuned', 'reference') for s in seeds]
+    drawn = {index: (torch.cat(x1s), None if contexts[0] is None else torch.cat(contexts))}
     data = PairData(assets=torch.stack(assets), conditions=None if conds[0] is None else torch.tensor(conds),
-        chosen=torch.tensor(chosen), rejected=torch.tensor(rejected), weight=torch.ones(len(chosen)), ids=ids)
+        chosen=torch.tensor(chosen), rejected=torch.tensor(rejected), weight=torch.ones(len(chosen)), ids=ids,
+        drawn=drawn)
     return dict(data=data, w1=torch.tensor(w1), r_chosen=torch.tensor(r_c), r_rejected=torch.tensor(r_r))
 
 
 def bridge_candidates(generator, policy, reference, index, reward, seeds, batch):
-    """PairData of every (tuned, reference) pair of step 2 for stage `index` (weight 1), and per pair its w1 and
-    the two rewards: dict(data, w1, r_chosen, r_rejected)."""
+    """PairData of every (tuned, reference) pair of step 2 for stage `index` (weight 1; both sides keep the
+    structure the policy drew, in .drawn), and per pair its w1 and the two rewards: dict(data, w1, r_chosen,
+    r_rejected)."""
     def draw(chunk, cond):
-        context = structure(policy, chunk, cond, index + 1, generator)
-        return [finish(pipe, chunk, cond, context, index + 1, generator.steps, generator.sampler)
+        context, x1, before = structure(policy, chunk, cond, index + 1, generator)
+        return [(finish(pipe, chunk, cond, context, index + 1, generator.steps, generator.sampler), x1, before)
             for pipe in (policy, reference)]
-    return scored_candidates(generator, reward, seeds, batch, draw)
+    return scored_candidates(generator, reward, seeds, batch, draw, index)
 
 #----------------------------------------------------------------------------
 # The front-to-back order (appendix D), the loop's mirror, for stage `index` >= 1 once the stages before it are
@@ -179,9 +194,15 @@ def forward_candidates(generator, policy, reference, index, reward, seeds, batch
     if not 1 <= index < len(policy.stages):
         raise ValueError(f'front to back carries to stages 1..{len(policy.stages) - 1}, got {index}')
     def draw(chunk, cond):
-        return [finish(policy, chunk, cond, structure(pipe, chunk, cond, index, generator), index, generator.steps,
-            generator.sampler) for pipe in (policy, reference)]
-    return scored_candidates(generator, reward, seeds, batch, draw)
+        sides = []
+        for pipe in (policy, reference):
+            before = structure(pipe, chunk, cond, index, generator)[0]
+            run = policy.run_stage(index, chunk, cond, before, generator.steps, generator.sampler)
+            context = policy.stages[index].decode(run.x1, before)
+            sides.append((finish(policy, chunk, cond, context, index + 1, generator.steps, generator.sampler),
+                run.x1, before))
+        return sides
+    return scored_candidates(generator, reward, seeds, batch, draw, index)
 
 
 def bridge_pairs(candidates, tau, use_w1=True, use_w2=True):

@@ -97,6 +97,8 @@ class PairData:
     ids:        list                # Name of each asset (bank ids, or cCC-seedNNNNNN-<side>).
     wins:       object = None       # float64 [M]: each asset's win count C among its judged rivals (a tie half), or None.
     pool:       object = None       # int64 [M]: N, its rivals + 1 (k of a k-way ranking), or None (with wins).
+    drawn:      object = None       # {stage index: (x1 [M, ...], context [M, ...] or None)}: what that stage drew for
+                                    # each asset, trained on instead of the asset's encoding (step 2's candidates).
 
     def __post_init__(self):
         check_sigma(self.assets, source='PairData assets')
@@ -112,6 +114,9 @@ class PairData:
                 f'{None if self.conditions is None else list(self.conditions.shape)}')
         if p and not (0 <= int(min(self.chosen.min(), self.rejected.min())) and max(self.chosen.max(), self.rejected.max()) < m):
             raise ValueError(f'PairData: pair indices must lie in 0..{m - 1}')
+        for index, (x1, context) in (self.drawn or {}).items():
+            if len(x1) != m or (context is not None and len(context) != m):
+                raise ValueError(f'PairData: stage {index}\'s drawn data must cover the {m} assets')
         if not torch.isfinite(self.weight).all() or (self.weight < 0).any():
             raise ValueError('PairData: pair weights must be finite and non-negative')
         if self.conditions is not None and (self.conditions[self.chosen] != self.conditions[self.rejected]).any():
@@ -205,12 +210,20 @@ class EarlyStop:
         return self.since >= self.patience
 
 
+def stage_data(policy, data, which, index, device):
+    """(x1, context) of stage `index` for the assets `which` (indices): what the stage drew for them where the data
+    keeps it (data.drawn), else their encoding (encode_stage)."""
+    if data.drawn is not None and index in data.drawn:
+        x1, context = data.drawn[index]
+        return x1[which].to(device), None if context is None else context[which].to(device)
+    return encode_stage(policy, data.assets[which].to(device), index)
+
+
 def side_of(policy, data, sel, index, device):
     """(condition, chosen x1, its context, rejected x1, its context) of the pairs `sel` at stage `index`."""
     win, lose = data.chosen[sel], data.rejected[sel]
     cond = None if data.conditions is None else data.conditions[win].to(device)
-    return (cond, *encode_stage(policy, data.assets[win].to(device), index),
-        *encode_stage(policy, data.assets[lose].to(device), index))
+    return (cond, *stage_data(policy, data, win, index, device), *stage_data(policy, data, lose, index, device))
 
 
 @torch.no_grad()
@@ -266,13 +279,13 @@ def train_stage(policy, reference, index, data, steps, batch, lr, beta, seed=0, 
         pick = torch.randint(len(data), [batch], generator=gen)
         win, lose = data.chosen[pick], data.rejected[pick]
         cond = None if data.conditions is None else data.conditions[win].to(device)
-        x1_win, ctx_win = encode_stage(policy, data.assets[win].to(device), index)
+        x1_win, ctx_win = stage_data(policy, data, win, index, device)
         shape = tuple(stage.data_shape(ctx_win))
         x0 = torch.stack([stage.prior(shape, gen) for _ in range(batch)]).to(device, torch.float32)
         t = torch.rand([batch], generator=gen).to(device)
         rejected = None
         if needs_rejected:
-            x1_lose, ctx_lose = encode_stage(policy, data.assets[lose].to(device), index)
+            x1_lose, ctx_lose = stage_data(policy, data, lose, index, device)
             rejected = Side(x0, x1_lose, ctx_lose)
         loss, stats = flow_dpo_loss(velocity, ref_stage.velocity, Side(x0, x1_win, ctx_win), rejected, t, cond, beta=beta,
             weight=data.weight[pick].to(device), loss_type=loss_type, label_smoothing=label_smoothing,
