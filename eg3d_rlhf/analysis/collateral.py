@@ -20,8 +20,11 @@ from eg3d_rlhf.rewards.mesh_stats import STATS, mesh_statistics
 #   mesh        mean before and after, the paired change with a 95% t interval
 #   truth       the same in world units
 #   diversity   mean pairwise RMS distance of the slabs, before and after
+#   dents       per id, how far the front surface moved back at its deepest point beyond the sample's median move
+#               (world units): a carved mouth or a blocky step, which the tastes may like (flat, closed)
 # The alarm: the reward rose while some taste prefers the original significantly (binomial p < ALPHA) - the trained
-# taste included, since a reward that rises while its own taste falls is hacked too.
+# taste included, since a reward that rises while its own taste falls is hacked too - or while more than DENT_SHARE
+# of the samples have a dent deeper than DENT.
 
 MESH_STATS = ('roughness', 'bending', 'abs_bending', 'pieces', 'floater_share', 'handles', 'cap_share')
 TRUTH = dict(
@@ -30,6 +33,8 @@ TRUTH = dict(
     head_size       = annotators.head_size,         # Cube root of the volume inside the slab (world units).
 )
 ALPHA = 0.05                # Significance of a collateral loss that raises the alarm.
+DENT = 0.05                 # A local move back this deep (world units; a head is ~0.35 across) is a dent one sees.
+DENT_SHARE = 0.05           # Dents in more of the samples than this raise the alarm.
 NOTICEABLE = 0.05           # Taste differences below this many standard deviations of the originals' scores are ties:
                             # at the simulated annotators' default noise (temperature 0.5) such a pair is a coin
                             # flip (P = 0.525), and numerical dust (a floater share moving by 1e-6) is no preference.
@@ -114,6 +119,20 @@ def compare(before, after, trained=None):
         diversity=dict(before=before['diversity'], after=after['diversity'],
             ratio=after['diversity'] / before['diversity'] if before['diversity'] else float('nan')))
 
+
+def dents(before, after, grid, level=10.0):
+    """Per pair of raw sigma slabs (before[i], after[i] one id): how far the front surface moved back at its deepest
+    point beyond its median move (world units; 0 where the fronts do not overlap), and how many exceed DENT."""
+    depths = []
+    for b, a in zip(before, after):
+        z0 = annotators.front_surface(np.asarray(b, dtype=np.float32), grid, level)
+        z1 = annotators.front_surface(np.asarray(a, dtype=np.float32), grid, level)
+        moved = (z1 - z0)[np.isfinite(z0) & np.isfinite(z1)]
+        depths.append(float(np.median(moved) - moved.min()) if len(moved) else 0.0)
+    deeper = int(np.sum(np.asarray(depths) > DENT))
+    return dict(depths=depths, median=float(np.median(depths)) if depths else 0.0, max=max(depths, default=0.0),
+        threshold=DENT, deeper=deeper, share=deeper / len(depths) if depths else 0.0)
+
 #----------------------------------------------------------------------------
 
 def losses(collateral, alpha=ALPHA):
@@ -125,13 +144,16 @@ def losses(collateral, alpha=ALPHA):
 
 def alarm(collateral, reward_delta, alpha=ALPHA):
     """The one-sentence alarm when the reward rose (mean change reward_delta > 0) while a taste prefers the original
-    significantly, else None."""
-    bad = losses(collateral, alpha)
-    if not (reward_delta > 0) or not bad:
+    significantly or (where measured) more than DENT_SHARE of the samples have a dent, else None."""
+    named = [f'{name} preferred in {r["win_rate"]:.0%} ({r["wins"]} of {r["wins"] + r["losses"]} decided pairs, '
+        f'binomial p {r["binomial_p"]:.2g})' for name, r in losses(collateral, alpha)]
+    dent = collateral.get('dents')
+    if dent and dent['share'] > DENT_SHARE:
+        named.append(f'dents deeper than {dent["threshold"]:g} world units in {dent["share"]:.0%} of the samples '
+            f'({dent["deeper"]} of {len(dent["depths"])})')
+    if not (reward_delta > 0) or not named:
         return None
-    named = '; '.join(f'{name} preferred in {r["win_rate"]:.0%} ({r["wins"]} of {r["wins"] + r["losses"]} decided pairs, '
-        f'binomial p {r["binomial_p"]:.2g})' for name, r in bad)
-    return f'reward hacking suspected: {named}, while the reward rose by {reward_delta:+.3g}'
+    return f'reward hacking suspected: {"; ".join(named)}, while the reward rose by {reward_delta:+.3g}'
 
 
 def describe_truth(collateral):
@@ -159,6 +181,10 @@ def tables(collateral):
         f'{v["change_ci95"][1]:+.3g})', f'{v["p"]:.2g}'] for name, v in measured]
     rows.append(['diversity (mean pairwise slab RMS)', f'{div["before"]:.4g}', f'{div["after"]:.4g}',
         f'ratio {div["ratio"]:.3f}', '-'])
+    if collateral.get('dents'):
+        d = collateral['dents']
+        rows.append(['dents (front moved back beyond its median, world units)', '-', f'median {d["median"]:.3g}, '
+            f'max {d["max"]:.3g}', f'{d["deeper"]} of {len(d["depths"])} deeper than {d["threshold"]:g}', '-'])
     return [taste_table, ('Collateral: mesh statistics, true geometry and diversity (means; paired change, 95% CI)',
         ['measure', 'before', 'after', 'change (95% CI)', 'paired t p'], rows)]
 
@@ -168,8 +194,9 @@ def row_entries(summary):
     each taste's counts and test, the true nose's change."""
     cost = summary['collateral']
     nose = cost['truth']['nose_prominence']
+    dent = cost.get('dents') or {}
     return dict(alarm=summary['alarm'], nose_prominence_change=nose['change'],
-        nose_prominence_change_ci95=nose['change_ci95'],
+        nose_prominence_change_ci95=nose['change_ci95'], dents_deeper=dent.get('deeper'), dents_samples=len(dent.get('depths', [])),
         collateral={name: {k: r[k] for k in ('wins', 'losses', 'ties', 'win_rate', 'wilson95', 'binomial_p', 'cohens_h', 'share')}
             for name, r in cost['tastes'].items()})
 
@@ -179,14 +206,18 @@ def row_cells(row):
     significantly) and the true nose's change with its interval."""
     tastes = ', '.join(f'{name} {c["wins"]}/{c["wins"] + c["losses"]}' + (' LOSS' if c['win_rate'] < 0.5
         and c['binomial_p'] < ALPHA else '') for name, c in row['collateral'].items())
+    if row.get('dents_deeper') is not None:
+        tastes += f'; dents {row["dents_deeper"]}/{row["dents_samples"]}'
     low, high = row['nose_prominence_change_ci95']
     return [tastes, f'{row["nose_prominence_change"]:+.4f} ({low:+.4f}..{high:+.4f})']
 
 
 def summary_line(collateral):
     """The tastes' win rates in one line, for logs."""
-    return 'collateral (tuned preferred, temperature 0): ' + ', '.join(f'{name} {r["wins"]}/{r["wins"] + r["losses"]}'
+    line = 'collateral (tuned preferred, temperature 0): ' + ', '.join(f'{name} {r["wins"]}/{r["wins"] + r["losses"]}'
         for name, r in collateral['tastes'].items())
+    dent = collateral.get('dents')
+    return line + (f'; dents deeper than {dent["threshold"]:g} in {dent["deeper"]} of {len(dent["depths"])}' if dent else '')
 
 #----------------------------------------------------------------------------
 # Pictures: the samples whose collateral changed most, and where their surface moved.

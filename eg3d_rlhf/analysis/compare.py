@@ -159,6 +159,7 @@ def compare(generators, reward, seeds, outdir, taste=None, temperature=0.5, labe
     measures = {side: collateral.measure(slabs[side], taste_grid)
         for side in tqdm(SIDES, desc='collateral', unit='generator')}
     summary['collateral'] = collateral.compare(measures['original'], measures['tuned'], trained=taste)
+    summary['collateral']['dents'] = collateral.dents(slabs['original'], slabs['tuned'], taste_grid)
     with atomic_write(os.path.join(outdir, 'measures.json'), 'w') as f:   # Per sample: other runs compare with it.
         json.dump(dict(ids=[generators['original'].sample_id(s, c) for s, c in keys], **measures), f)
     summary = dict(alarm=collateral.alarm(summary['collateral'], summary['reward']['mean_delta']), **summary)

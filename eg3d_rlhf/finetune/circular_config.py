@@ -33,7 +33,7 @@ class CircularDPOConfig(MethodConfig):
     bank:           typing.Optional[str] = option(None, 'Flow bank (tools/sample_bank.py) of the samples --labels judges; their asset.npz are the data', metavar='DIR')
     reward_model:   typing.Optional[str] = option(None, 'Reward checkpoint scoring step 2\'s candidates (w1, w2) and the evaluation', metavar='PT')
     ablation:       str = option('a', 'Groups to run: a = Circular-DPO, b-i = the paper\'s ablations, j = front to back, several as a comma list (a,c,d), all = every group; from the same data and seeds, with a table', metavar='a|...|j|LIST|all')
-    loss_type:      str = option('sigmoid', 'Preference loss of every DPO phase (finetune/losses.py): sigmoid = Flow-DPO; ipo, hinge, robust, sft, ...',
+    loss_type:      str = option('ipo', 'Preference loss of every DPO phase (finetune/losses.py): ipo (a bounded target margin of 1/(2 beta): on the demo it carves no dents where sigmoid, the paper\'s Flow-DPO, does); sigmoid, hinge, robust, sft, ...',
                         choices=lambda: losses.names(needs_gap=False))
     label_smoothing: float = option(0.0, 'Share of preference labels taken as flipped (sigmoid: cDPO; robust: its noise rate)', min=0, below=0.5)
     beta:           float = option(1000.0, 'beta * T of Flow-DPO, per value of a stage (MSE_t is a mean over its values)', min=0)

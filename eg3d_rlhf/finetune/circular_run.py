@@ -268,7 +268,7 @@ def run(cfg, common):
         for row in summary['groups'].values():
             print(f'({row["group"]}) ' + ', '.join(f'{name} preferred in {c["wins"]} of {c["wins"] + c["losses"]} '
                 f'({c["share"]:.0%} of pairs, ties half)' for name, c in row['collateral'].items())
-                + ' (every taste, temperature 0)')
+                + f' (every taste, temperature 0); dents in {row["dents_deeper"]} of {row["dents_samples"]} samples')
             if 'win_rate' in row:
                 print(f'({row["group"]}) preferred to the base in {row["wins"]} of {row["wins"] + row["losses"]} '
                     f'held-out pairs ({100 * row["win_rate"]:.1f}%, Wilson 95% {100 * row["wilson95"][0]:.1f}-'

@@ -138,6 +138,7 @@ class RewardPanel:
         """Compare the collateral seeds' latest measurement with the first; the hacking alarm (a sentence) or None.
         The reward's change is the whole panel's mean."""
         self.collateral = collateral.compare(self.before[2], self.after[2])
+        self.collateral['dents'] = collateral.dents(self.before[1], self.after[1], self.collateral_grid)
         return collateral.alarm(self.collateral, float(self.rewards[-1].mean() - self.rewards[0].mean()))
 
     def preview_slabs(self, generator):
