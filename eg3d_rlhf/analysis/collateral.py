@@ -191,12 +191,13 @@ def tables(collateral):
 
 def row_entries(summary):
     """The collateral of compare()'s summary as entries of one table row (an ablation group, a sweep value): the alarm,
-    each taste's counts and test, the true nose's change."""
+    each taste's counts and test, the true nose's change, the dents (None where not measured)."""
     cost = summary['collateral']
     nose = cost['truth']['nose_prominence']
     dent = cost.get('dents') or {}
     return dict(alarm=summary['alarm'], nose_prominence_change=nose['change'],
-        nose_prominence_change_ci95=nose['change_ci95'], dents_deeper=dent.get('deeper'), dents_samples=len(dent.get('depths', [])),
+        nose_prominence_change_ci95=nose['change_ci95'], dents_deeper=dent.get('deeper'),
+        dents_samples=len(dent.get('depths', [])),
         collateral={name: {k: r[k] for k in ('wins', 'losses', 'ties', 'win_rate', 'wilson95', 'binomial_p', 'cohens_h', 'share')}
             for name, r in cost['tastes'].items()})
 
