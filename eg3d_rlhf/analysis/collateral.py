@@ -1,6 +1,7 @@
 """What fine-tuning cost: every simulated taste, the mesh statistics, diversity and true geometry, and the hacking alarm."""
 
 import numpy as np
+import scipy.ndimage
 import scipy.stats
 import torch
 
@@ -20,8 +21,9 @@ from eg3d_rlhf.rewards.mesh_stats import STATS, mesh_statistics
 #   mesh        mean before and after, the paired change with a 95% t interval
 #   truth       the same in world units
 #   diversity   mean pairwise RMS distance of the slabs, before and after
-#   dents       per id, how far the front surface moved back at its deepest point beyond the sample's median move
-#               (world units): a carved mouth or a blocky step, which the tastes may like (flat, closed)
+#   dents       per id, how deep the new surface cuts into the old solid beyond its typical move (world units,
+#               distances, not depths along the view: a nose sliding sideways moves its flanks' depth a lot): a
+#               carved mouth or a blocky step, which the tastes may like (flat, closed)
 # The alarm: the reward rose while some taste prefers the original significantly (binomial p < ALPHA) - the trained
 # taste included, since a reward that rises while its own taste falls is hacked too - or while more than DENT_SHARE
 # of the samples have a dent deeper than DENT.
@@ -33,7 +35,7 @@ TRUTH = dict(
     head_size       = annotators.head_size,         # Cube root of the volume inside the slab (world units).
 )
 ALPHA = 0.05                # Significance of a collateral loss that raises the alarm.
-DENT = 0.05                 # A local move back this deep (world units; a head is ~0.35 across) is a dent one sees.
+DENT = 0.03                 # A local move back this deep (world units; a head is ~0.35 across) is a dent one sees.
 DENT_SHARE = 0.05           # Dents in more of the samples than this raise the alarm.
 NOTICEABLE = 0.05           # Taste differences below this many standard deviations of the originals' scores are ties:
                             # at the simulated annotators' default noise (temperature 0.5) such a pair is a coin
@@ -121,14 +123,19 @@ def compare(before, after, trained=None):
 
 
 def dents(before, after, grid, level=10.0):
-    """Per pair of raw sigma slabs (before[i], after[i] one id): how far the front surface moved back at its deepest
-    point beyond its median move (world units; 0 where the fronts do not overlap), and how many exceed DENT."""
+    """Per pair of raw sigma slabs (before[i], after[i] one id): how deep the new surface cuts into the old solid
+    (world units): the old solid's signed distance at the new surface's voxels, its median less its least (so a head
+    that grows or shrinks evenly has none, and a feature that slides sideways only its slide); and how many exceed
+    DENT."""
     depths = []
     for b, a in zip(before, after):
-        z0 = annotators.front_surface(np.asarray(b, dtype=np.float32), grid, level)
-        z1 = annotators.front_surface(np.asarray(a, dtype=np.float32), grid, level)
-        moved = (z1 - z0)[np.isfinite(z0) & np.isfinite(z1)]
-        depths.append(float(np.median(moved) - moved.min()) if len(moved) else 0.0)
+        old, new = np.asarray(b) >= level, np.asarray(a) >= level
+        if not old.any() or old.all() or not new.any():
+            depths.append(0.0)
+            continue
+        signed = scipy.ndimage.distance_transform_edt(~old) - scipy.ndimage.distance_transform_edt(old)
+        values = signed[new & ~scipy.ndimage.binary_erosion(new, border_value=1)] * grid.voxel_size   # Not the cut faces.
+        depths.append(float(np.median(values) - values.min()))
     deeper = int(np.sum(np.asarray(depths) > DENT))
     return dict(depths=depths, median=float(np.median(depths)) if depths else 0.0, max=max(depths, default=0.0),
         threshold=DENT, deeper=deeper, share=deeper / len(depths) if depths else 0.0)
@@ -183,7 +190,7 @@ def tables(collateral):
         f'ratio {div["ratio"]:.3f}', '-'])
     if collateral.get('dents'):
         d = collateral['dents']
-        rows.append(['dents (front moved back beyond its median, world units)', '-', f'median {d["median"]:.3g}, '
+        rows.append(['dents (how deep the new surface cuts into the old solid, world units)', '-', f'median {d["median"]:.3g}, '
             f'max {d["max"]:.3g}', f'{d["deeper"]} of {len(d["depths"])} deeper than {d["threshold"]:g}', '-'])
     return [taste_table, ('Collateral: mesh statistics, true geometry and diversity (means; paired change, 95% CI)',
         ['measure', 'before', 'after', 'change (95% CI)', 'paired t p'], rows)]
