@@ -134,7 +134,8 @@ def dents(before, after, grid, level=10.0):
             depths.append(0.0)
             continue
         signed = scipy.ndimage.distance_transform_edt(~old) - scipy.ndimage.distance_transform_edt(old)
-        values = signed[new & ~scipy.ndimage.binary_erosion(new, border_value=1)] * grid.voxel_size   # Not the cut faces.
+        surface = new & ~scipy.ndimage.binary_erosion(new, border_value=1)         # Not the slab's cut faces.
+        values = signed[surface] * grid.voxel_size
         depths.append(float(np.median(values) - values.min()))
     deeper = int(np.sum(np.asarray(depths) > DENT))
     return dict(depths=depths, median=float(np.median(depths)) if depths else 0.0, max=max(depths, default=0.0),
