@@ -207,3 +207,27 @@ def test_lora_trains_only_its_adapters_and_merges_into_the_same_outputs(index):
     assert all(torch.equal(a, b) for a, b in zip(plain.stages[index].velocity.state_dict().values(), merged.state_dict().values()))
 
 #----------------------------------------------------------------------------
+
+#----------------------------------------------------------------------------
+# Earlier stages train at early flow times (structure_t_max): the times every velocity call sees, policy and reference.
+
+@pytest.mark.parametrize('t_max', [0.25, 1.0])
+def test_train_stage_draws_flow_times_below_t_max(t_max):
+    G, data = tiny_data()
+    policy, reference = G.pipeline.frozen_copy(), G.pipeline.frozen_copy()
+    seen = []
+    for pipe in (policy, reference):
+        pipe.stages[0].velocity.register_forward_pre_hook(lambda module, args: seen.append(args[1].detach().clone()))
+    train_stage(policy, reference, 0, data, 6, 4, 1e-2, 1000.0, seed=1, loss_type='ipo', t_max=t_max)
+    t = torch.cat(seen)
+    assert len(t) == 6 * 4 * 4 and t.min() >= 0 and t.max() <= t_max         # Steps x pairs x (2 sides, 2 models).
+    assert t.max() > 0.8 * t_max and len(set(t.tolist())) >= 6 * 4             # The range used, one t per pair.
+
+
+def test_the_config_gives_earlier_stages_its_structure_t_max_and_the_last_stage_every_t():
+    cfg = CircularDPOConfig(structure_t_max=0.4)
+    assert cfg.stage_options('dpo', last=False)['t_max'] == 0.4 and cfg.stage_options('dpo', last=True)['t_max'] == 1.0
+    assert cfg.stage_options('sft', last=False)['t_max'] == 0.4                 # Group e's structure trains alike.
+    for bad in (0.0, 1.5):
+        with pytest.raises(ConfigError, match='--structure-t-max'):
+            CircularDPOConfig(structure_t_max=bad)

@@ -265,7 +265,8 @@ class CircularDPO:
         with tqdm(total=cfg.dpo_steps, desc=f'{phase}', unit='step', leave=False) as bar:
             train_stage(policy, self.reference, index, data, cfg.dpo_steps, cfg.dpo_batch, cfg.dpo_lr, cfg.beta,
                 seed=self.seed * 1000 + round, loss_type=cfg.loss_type if method == 'dpo' else method,
-                label_smoothing=cfg.label_smoothing, progress=bar.update, **cfg.stage_options(method),
+                label_smoothing=cfg.label_smoothing, progress=bar.update,
+                **cfg.stage_options(method, last=index == len(policy.stages) - 1),
                 log=lambda r: self.log(dict(kind='step', phase=phase, stage=stage, method=method, round=round, **r)))
 
     def _candidates(self, history, policy, index):

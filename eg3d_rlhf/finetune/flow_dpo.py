@@ -162,9 +162,9 @@ def encode_stage(pipeline, sigma, index):
     raise IndexError(f'stage {index} of a {len(pipeline.stages)}-stage pipeline')
 
 #----------------------------------------------------------------------------
-# Training one stage. Every step picks `batch` pairs, encodes both sides to the stage's data, and draws one t and one
-# x0 per pair from a generator seeded by (seed, stage, step), shared by both sides and by policy and reference (so
-# what they do not share cancels in the margins). The loss comes from finetune/losses.py: 'sigmoid' is Flow-DPO,
+# Training one stage. Every step picks `batch` pairs, encodes both sides to the stage's data, and draws one t (uniform
+# in [0, t_max], t = 0 being noise) and one x0 per pair from a generator seeded by (seed, stage, step), shared by both
+# sides and by policy and reference (so what they do not share cancels in the margins). The loss comes from finetune/losses.py: 'sigmoid' is Flow-DPO,
 # 'sft' the plain supervised baseline (flow matching on the preferred side only; the loser is never encoded). Only
 # the trained stage's velocity model changes; the others are frozen. With lora_rank R > 0 only LoRA adapters of rank
 # R on its Linear and Conv layers train (finetune/lora.py), merged into its weights at the end (merge_lora).
@@ -227,7 +227,7 @@ def side_of(policy, data, sel, index, device):
 
 
 @torch.no_grad()
-def held_out_accuracy(policy, reference, index, held, batch, beta, seed):
+def held_out_accuracy(policy, reference, index, held, batch, beta, seed, t_max=1.0):
     """Mean implicit-reward accuracy and Flow-DPO loss (sigmoid, unweighted) of the held-out pairs at stage `index`,
     with one t and x0 per pair drawn the same way at every call."""
     stage, velocity = policy.stages[index], policy.stages[index].velocity
@@ -238,7 +238,7 @@ def held_out_accuracy(policy, reference, index, held, batch, beta, seed):
         cond, x1_win, ctx_win, x1_lose, ctx_lose = side_of(policy, held, torch.arange(s, min(s + batch, len(held))), index, device)
         shape = tuple(stage.data_shape(ctx_win))
         x0 = torch.stack([stage.prior(shape, gen) for _ in range(len(x1_win))]).to(device, torch.float32)
-        t = torch.rand([len(x1_win)], generator=gen).to(device)
+        t = t_max * torch.rand([len(x1_win)], generator=gen).to(device)
         l, stats = flow_dpo_loss(velocity, reference.stages[index].velocity, Side(x0, x1_win, ctx_win),
             Side(x0, x1_lose, ctx_lose), t, cond, beta=beta)
         acc.append(stats['rewards/accuracies'])
@@ -249,12 +249,12 @@ def held_out_accuracy(policy, reference, index, held, batch, beta, seed):
 
 def train_stage(policy, reference, index, data, steps, batch, lr, beta, seed=0, loss_type='sigmoid', label_smoothing=0.0,
     log=None, progress=None, w2_placement='inside', sft_weight=0.0, lora_rank=0, merge_lora=True, early_stop_split=0.0,
-    early_stop_patience=3, early_stop_every=10):
+    early_stop_patience=3, early_stop_every=10, t_max=1.0):
     """Train stage `index` of the policy pipeline on PairData for `steps` Adam steps of `batch` pairs (weighted by
     data.weight, w2_placement) with the preference loss `loss_type` (plus sft_weight times SFT); reference is the
     frozen pipeline the loss compares with. lora_rank > 0 trains LoRA adapters only (merged at the end unless
-    merge_lora is False); early_stop_split > 0 holds out pairs and may stop early. log(record) gets each step's
-    TRL-named means."""
+    merge_lora is False); early_stop_split > 0 holds out pairs and may stop early; t_max < 1 trains at early flow
+    times only. log(record) gets each step's TRL-named means."""
     needs_rejected = losses.get(loss_type).needs_rejected
     if not len(data):
         raise ValueError('no pairs to train on')
@@ -282,7 +282,7 @@ def train_stage(policy, reference, index, data, steps, batch, lr, beta, seed=0, 
         x1_win, ctx_win = stage_data(policy, data, win, index, device)
         shape = tuple(stage.data_shape(ctx_win))
         x0 = torch.stack([stage.prior(shape, gen) for _ in range(batch)]).to(device, torch.float32)
-        t = torch.rand([batch], generator=gen).to(device)
+        t = t_max * torch.rand([batch], generator=gen).to(device)
         rejected = None
         if needs_rejected:
             x1_lose, ctx_lose = stage_data(policy, data, lose, index, device)
@@ -295,7 +295,7 @@ def train_stage(policy, reference, index, data, steps, batch, lr, beta, seed=0, 
         optimizer.step()
         record, stop = dict(step=step, loss=loss.detach().mean().item(), **{k: v.float().mean().item() for k, v in stats.items()}), False
         if held is not None and (step + 1) % early_stop_every == 0:
-            accuracy, held_loss = held_out_accuracy(policy, reference, index, held, batch, beta, seed)
+            accuracy, held_loss = held_out_accuracy(policy, reference, index, held, batch, beta, seed, t_max)
             stop = stopper.update(accuracy)
             record.update({'eval/rewards/accuracies': accuracy, 'eval/loss': held_loss, 'eval/pairs': len(held)})
             if stop:
