@@ -137,7 +137,6 @@ def test_each_group_trains_the_stages_its_recipe_names_and_shared_phases_run_onc
     assert bridges[1]['kept'] == bridges[1]['pairs'] and bridges[2]['w2'] == [1.0] * bridges[2]['kept']
 
 
-
 def test_every_phase_trains_an_earlier_stage_at_early_flow_times_only(tiny):
     G, data, _, reward = tiny
     cfg = CircularDPOConfig(ablation='a,c', dpo_steps=2, dpo_batch=4, bridge_seeds='0-2', eval_seeds='none',
@@ -155,6 +154,7 @@ def test_every_phase_trains_an_earlier_stage_at_early_flow_times_only(tiny):
     # Drawing calls the velocities at ODE times too (up to 1 - 1/steps); the training calls are batches of 4 pairs.
     train = {i: torch.cat([t for t in seen[i] if t.numel() == 4]) for i in seen}
     assert train[0].max() <= 0.2 and train[1].max() > 0.2
+
 
 def stage_order(records, phase_prefix=''):
     """The stages of the step records in the order they were trained, one entry per phase."""

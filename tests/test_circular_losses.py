@@ -207,8 +207,6 @@ def test_lora_trains_only_its_adapters_and_merges_into_the_same_outputs(index):
     assert all(torch.equal(a, b) for a, b in zip(plain.stages[index].velocity.state_dict().values(), merged.state_dict().values()))
 
 #----------------------------------------------------------------------------
-
-#----------------------------------------------------------------------------
 # Earlier stages train at early flow times (structure_t_max): the times every velocity call sees, policy and reference.
 
 @pytest.mark.parametrize('t_max', [0.25, 1.0])

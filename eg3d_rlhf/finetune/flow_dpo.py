@@ -164,10 +164,11 @@ def encode_stage(pipeline, sigma, index):
 #----------------------------------------------------------------------------
 # Training one stage. Every step picks `batch` pairs, encodes both sides to the stage's data, and draws one t (uniform
 # in [0, t_max], t = 0 being noise) and one x0 per pair from a generator seeded by (seed, stage, step), shared by both
-# sides and by policy and reference (so what they do not share cancels in the margins). The loss comes from finetune/losses.py: 'sigmoid' is Flow-DPO,
-# 'sft' the plain supervised baseline (flow matching on the preferred side only; the loser is never encoded). Only
-# the trained stage's velocity model changes; the others are frozen. With lora_rank R > 0 only LoRA adapters of rank
-# R on its Linear and Conv layers train (finetune/lora.py), merged into its weights at the end (merge_lora).
+# sides and by policy and reference (so what they do not share cancels in the margins). The loss comes from
+# finetune/losses.py: 'sigmoid' is Flow-DPO, 'sft' the plain supervised baseline (flow matching on the preferred side
+# only; the loser is never encoded). Only the trained stage's velocity model changes; the others are frozen. With
+# lora_rank R > 0 only LoRA adapters of rank R on its Linear and Conv layers train (finetune/lora.py), merged into its
+# weights at the end (merge_lora).
 #
 # Early stopping (early_stop_split F > 0): a share F of the pairs (split_pairs, the same for every stage of one data
 # set and seed) is held out; every `early_stop_every` steps the held-out pairs' implicit-reward accuracy (Flow-DPO's
