@@ -113,9 +113,9 @@ def test_the_default_config_trains_as_train_stage_does_without_options():
     G, data = tiny_data()
     options = CircularDPOConfig().stage_options('dpo')
     runs = []
-    for kw in ({}, options):
+    for kw in (dict(beta=1000.0), options):
         policy, records = G.pipeline.frozen_copy(), []
-        train_stage(policy, G.pipeline.frozen_copy(), 1, data, 4, 3, 1e-2, 1000.0, seed=3, log=records.append, **kw)
+        train_stage(policy, G.pipeline.frozen_copy(), 1, data, 4, 3, 1e-2, seed=3, log=records.append, **kw)
         runs.append((policy, records))
     assert runs[0][1] == runs[1][1] and 'eval/rewards/accuracies' not in runs[0][1][-1]
     for a, b in zip(runs[0][0].modules(), runs[1][0].modules()):
@@ -222,10 +222,13 @@ def test_train_stage_draws_flow_times_below_t_max(t_max):
     assert t.max() > 0.8 * t_max and len(set(t.tolist())) >= 6 * 4             # The range used, one t per pair.
 
 
-def test_the_config_gives_earlier_stages_its_structure_t_max_and_the_last_stage_every_t():
-    cfg = CircularDPOConfig(structure_t_max=0.4)
-    assert cfg.stage_options('dpo', last=False)['t_max'] == 0.4 and cfg.stage_options('dpo', last=True)['t_max'] == 1.0
+def test_the_config_gives_earlier_stages_their_t_max_and_beta_and_the_last_stage_every_t_and_beta():
+    cfg = CircularDPOConfig(structure_t_max=0.4, beta=500.0, structure_beta=50.0)
+    first, last = cfg.stage_options('dpo', last=False), cfg.stage_options('dpo', last=True)
+    assert (first['t_max'], first['beta'], last['t_max'], last['beta']) == (0.4, 50.0, 1.0, 500.0)
     assert cfg.stage_options('sft', last=False)['t_max'] == 0.4                 # Group e's structure trains alike.
-    for bad in (0.0, 1.5):
-        with pytest.raises(ConfigError, match='--structure-t-max'):
-            CircularDPOConfig(structure_t_max=bad)
+    assert CircularDPOConfig(beta=500.0).stage_options('dpo', last=False)['beta'] == 500.0    # Default: --beta.
+    for kw, flag in ((dict(structure_t_max=0.0), '--structure-t-max'), (dict(structure_t_max=1.5), '--structure-t-max'),
+            (dict(structure_beta=0.0), '--structure-beta')):
+        with pytest.raises(ConfigError, match=flag):
+            CircularDPOConfig(**kw)

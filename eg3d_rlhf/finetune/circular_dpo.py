@@ -263,7 +263,7 @@ class CircularDPO:
     def _train(self, policy, index, data, method, phase, round):
         cfg, stage = self.cfg, policy.stages[index].name
         with tqdm(total=cfg.dpo_steps, desc=f'{phase}', unit='step', leave=False) as bar:
-            train_stage(policy, self.reference, index, data, cfg.dpo_steps, cfg.dpo_batch, cfg.dpo_lr, cfg.beta,
+            train_stage(policy, self.reference, index, data, cfg.dpo_steps, cfg.dpo_batch, cfg.dpo_lr,
                 seed=self.seed * 1000 + round, loss_type=cfg.loss_type if method == 'dpo' else method,
                 label_smoothing=cfg.label_smoothing, progress=bar.update,
                 **cfg.stage_options(method, last=index == len(policy.stages) - 1),
