@@ -228,7 +228,8 @@ def test_the_config_gives_earlier_stages_their_t_max_and_beta_and_the_last_stage
     assert (first['t_max'], first['beta'], last['t_max'], last['beta']) == (0.4, 50.0, 1.0, 500.0)
     assert cfg.stage_options('sft', last=False)['t_max'] == 0.4                 # Group e's structure trains alike.
     assert CircularDPOConfig(beta=500.0).stage_options('dpo', last=False)['beta'] == 500.0    # Default: --beta.
-    for kw, flag in ((dict(structure_t_max=0.0), '--structure-t-max'), (dict(structure_t_max=1.5), '--structure-t-max'),
-            (dict(structure_beta=0.0), '--structure-beta')):
+    for kw, flag in ((dict(structure_t_max=0.0), '--structure-t-max=0.0: must be above 0'),
+            (dict(structure_t_max=1.5), '--structure-t-max=1.5: must be at most 1'),
+            (dict(structure_beta=0.0), '--structure-beta=0.0: must be above 0')):
         with pytest.raises(ConfigError, match=flag):
             CircularDPOConfig(**kw)

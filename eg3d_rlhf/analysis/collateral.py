@@ -35,7 +35,7 @@ TRUTH = dict(
     head_size       = annotators.head_size,         # Cube root of the volume inside the slab (world units).
 )
 ALPHA = 0.05                # Significance of a collateral loss that raises the alarm.
-DENT = 0.03                 # A local move back this deep (world units; a head is ~0.35 across) is a dent one sees.
+DENT = 0.03                 # A cut this deep into the old solid (world units; a head is ~0.35 across) is a dent.
 DENT_SHARE = 0.05           # Dents in more of the samples than this raise the alarm.
 NOTICEABLE = 0.05           # Taste differences below this many standard deviations of the originals' scores are ties:
                             # at the simulated annotators' default noise (temperature 0.5) such a pair is a coin

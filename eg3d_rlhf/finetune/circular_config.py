@@ -46,8 +46,8 @@ class CircularDPOConfig(MethodConfig):
     labels_w1_tau:  typing.Optional[float] = option(None, 'Step 1 keeps a --labels pair only when its w1 from the labels\' win counts (a k-way ranking\'s: tools/import_ranked.py --ranking) is above this  [default: every pair]', min=-1)
     w2_placement:   str = option('inside', 'Where w2 weights a step-2 pair: inside = it scales the logit in the sigmoid (the paper\'s Eq. 7), outside = it scales the pair\'s loss (its Algorithm 1)',
                         choices=lambda: ('inside', 'outside'))
-    structure_beta: typing.Optional[float] = option(None, 'beta of every phase that trains a stage before the last  [default: --beta]; under IPO the target margin is 1/(2 beta), and at beta 1000 the structure stage reaches it with tiny, noise-led changes (docs/circular-dpo.md)', min=0)
-    structure_t_max: float = option(0.3, 'Every phase that trains a stage before the last draws its flow times t from [0, this] (t = 0 is noise), where the flow lays out a structure; over all t step 3 flips single voxels near the surface without their mirror images (bulges the symmetric taste sees, docs/circular-dpo.md); 1 = every t', min=0)
+    structure_beta: typing.Optional[float] = option(None, 'beta of every phase that trains a stage before the last  [default: --beta]; under IPO the target margin is 1/(2 beta), and at beta 1000 the structure stage reaches it with tiny, noise-led changes (docs/circular-dpo.md)', above=0)
+    structure_t_max: float = option(0.3, 'Every phase that trains a stage before the last draws its flow times t from [0, this] (t = 0 is noise), where the flow lays out a structure; over all t step 3 flips single voxels near the surface without their mirror images (bulges the symmetric taste sees, docs/circular-dpo.md); 1 = every t', above=0, max=1)
     sft_weight:     float = option(0.0, 'Adds this times the SFT loss of the preferred side to every DPO phase (TRL\'s rpo_alpha); 0 = off', min=0)
     lora_rank:      int = option(0, 'Train only LoRA adapters of this rank on the trained stage\'s Linear and Conv layers (peft), merged into its weights after each phase; 0 = every weight trains', min=0)
     early_stop_split: float = option(0.0, 'Hold out this share of each phase\'s pairs and stop the phase when their implicit-reward accuracy has not improved for --early-stop-patience evaluations; 0 = off', min=0, below=1)
@@ -81,10 +81,6 @@ class CircularDPOConfig(MethodConfig):
             raise ConfigError('--bridge-seeds: step 2 needs at least one seed')
         if self.sft_weight and not losses.get(self.loss_type).needs_rejected:
             raise ConfigError(f'--sft-weight adds SFT to a loss of pairs; --loss-type={self.loss_type} is SFT already')
-        if self.structure_beta is not None and not self.structure_beta > 0:
-            raise ConfigError(f'--structure-beta={self.structure_beta}: give a beta above 0 (or leave it out: --beta)')
-        if not 0 < self.structure_t_max <= 1:
-            raise ConfigError(f'--structure-t-max={self.structure_t_max}: give a flow time above 0 and at most 1')
         if self.lora_rank and not lora.available():
             raise ConfigError(lora.MISSING)
 

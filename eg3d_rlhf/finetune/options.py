@@ -22,11 +22,11 @@ class RunError(RuntimeError):
     """A method cannot start or go on for a reason outside its options (a file, a device); one line (exit 1)."""
 
 
-def option(default, help, min=None, below=None, choices=None, flag=True, is_flag=False, metavar=None):
-    """A config field: default, help text, lower bound, an upper bound it must stay below, choices (a callable, so
-    registries can grow), flag or not."""
-    return dataclasses.field(default=default, metadata=dict(help=help, min=min, below=below, choices=choices, flag=flag,
-        is_flag=is_flag, metavar=metavar))
+def option(default, help, min=None, below=None, choices=None, flag=True, is_flag=False, metavar=None, above=None, max=None):
+    """A config field: default, help text, bounds (min and max inclusive, above and below exclusive), choices (a
+    callable, so registries can grow), flag or not."""
+    return dataclasses.field(default=default, metadata=dict(help=help, min=min, below=below, above=above, max=max,
+        choices=choices, flag=flag, is_flag=is_flag, metavar=metavar))
 
 
 def flag_name(field_name):
@@ -56,6 +56,10 @@ def check_value(field, value):
         raise ConfigError(f'{flag}={value}: must be at least {meta["min"]}')
     if meta['below'] is not None and value >= meta['below']:
         raise ConfigError(f'{flag}={value}: must be below {meta["below"]}')
+    if meta['above'] is not None and value <= meta['above']:
+        raise ConfigError(f'{flag}={value}: must be above {meta["above"]}')
+    if meta['max'] is not None and value > meta['max']:
+        raise ConfigError(f'{flag}={value}: must be at most {meta["max"]}')
     if meta['choices'] is not None and value not in meta['choices']():
         raise ConfigError(f'{flag}={value}: choose one of {", ".join(meta["choices"]())}')
     if meta['metavar'] == 'LIST' and value.strip().lower() != 'none':           # Seed lists ('0-99,200'), or none.
@@ -110,6 +114,8 @@ def click_option_of(f):
     shown = '' if f.default is None or '[default' in meta['help'] else f'  [default: {f.default}]'
     shown += '' if meta['min'] is None else f'  [x>={meta["min"]}]'
     shown += '' if meta['below'] is None else f'  [x<{meta["below"]}]'
+    shown += '' if meta['above'] is None else f'  [x>{meta["above"]}]'
+    shown += '' if meta['max'] is None else f'  [x<={meta["max"]}]'
     kind = click.Choice(list(meta['choices']())) if meta['choices'] is not None else OPTIONAL.get(f.type, f.type)
     metavar = meta['metavar'] or {float: 'FLOAT', int: 'INT'}.get(kind, None)
     return click.option(name, help=meta['help'] + shown, type=kind, default=None, metavar=metavar)
