@@ -145,10 +145,13 @@ def test_valid_plugin_builds_once_and_is_reused(fresh):
     lib_path = os.path.join(folder, libraries[0])
     built_at = os.stat(lib_path).st_mtime_ns
 
-    # A new process with the same sources loads the cached build: the library is not rewritten.
+    # A new process with the same sources loads the cached build: the library is not rewritten, and the lock file a
+    # killed build leaves behind does not make it wait forever.
+    open(os.path.join(folder, 'lock'), 'w').close()
     script = ('import sys; sys.path.insert(0, sys.argv[1]); from torch_utils import custom_ops; custom_ops.verbosity = "none"; '
         'm = custom_ops.get_plugin(module_name="tiny_plugin", sources=["tiny.cpp"], source_dir=sys.argv[2]); print(m.add_ints(1, 2))')
-    out = subprocess.run([sys.executable, '-c', script, REPO, str(fresh)], capture_output=True, text=True, env=os.environ.copy(), check=True)
+    out = subprocess.run([sys.executable, '-c', script, REPO, str(fresh)], capture_output=True, text=True, env=os.environ.copy(), check=True,
+        timeout=300)
     assert out.stdout.strip().splitlines()[-1] == '3'
     assert os.stat(lib_path).st_mtime_ns == built_at
     assert os.listdir(os.path.dirname(folder)) == [os.path.basename(folder)]      # Still one build for this module.

@@ -1,5 +1,6 @@
 """Build-and-load machinery for optional C++/CUDA plugins; any failure falls back to the reference ops."""
 
+import contextlib
 import hashlib
 import os
 import re
@@ -103,6 +104,27 @@ def _one_line(err):
     return text if len(text) <= 200 else text[:197] + '...'
 
 
+@contextlib.contextmanager
+def _build_lock(target_dir):
+    """Hold an OS lock on a staged build folder while its plugin is built and loaded. torch's own `lock` file stays
+    behind when a build is killed, and every later process would wait on it forever; the OS lock dies with its
+    process, so whoever holds it knows such a file is stale and removes it."""
+    try:
+        import fcntl # pylint: disable=import-outside-toplevel
+    except ImportError:         # Not on POSIX: torch's lock file alone, as before.
+        yield
+        return
+    with open(os.path.join(target_dir, 'build.flock'), 'a', encoding='utf-8') as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            stale = os.path.join(target_dir, 'lock')
+            if os.path.exists(stale):
+                os.remove(stale)
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def get_plugin(module_name, sources, headers=None, source_dir=None, **build_kwargs):
     """Compile (once per source digest and device) and load a torch extension; return None if that is impossible.
 
@@ -133,12 +155,13 @@ def get_plugin(module_name, sources, headers=None, source_dir=None, **build_kwar
         assert len(set(os.path.basename(path) for path in files)) == len(files), 'source file names must be unique'
         target_dir = build_dir(module_name, files, build_kwargs)
         _stage_sources(files, target_dir)
-        staged = [os.path.join(target_dir, os.path.basename(path)) for path in source_paths]
-        # One extension name per build folder: torch counts a known name built in another folder (a test's own
-        # cache, say) as a changed extension and rebuilds it under a new version in the folder it is given.
-        unique_name = f'{module_name}_{hashlib.md5(target_dir.encode("utf-8")).hexdigest()[:8]}'
-        module = torch.utils.cpp_extension.load(name=unique_name, sources=staged, build_directory=target_dir,
-            verbose=(verbosity == 'full'), **build_kwargs)
+        with _build_lock(target_dir):
+            staged = [os.path.join(target_dir, os.path.basename(path)) for path in source_paths]
+            # One extension name per build folder: torch counts a known name built in another folder (a test's own
+            # cache, say) as a changed extension and rebuilds it under a new version in the folder it is given.
+            unique_name = f'{module_name}_{hashlib.md5(target_dir.encode("utf-8")).hexdigest()[:8]}'
+            module = torch.utils.cpp_extension.load(name=unique_name, sources=staged, build_directory=target_dir,
+                verbose=(verbosity == 'full'), **build_kwargs)
     except Exception as err: # pylint: disable=broad-except
         if verbosity == 'brief':
             print('Failed!')
