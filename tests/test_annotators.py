@@ -84,6 +84,22 @@ def test_asymmetry_is_the_front_surface_against_its_mirror_image(grid):
     assert A.asymmetry(np.full(grid.shape, -10, dtype=np.float32), grid) == 1.0
 
 
+def test_mirror_mismatch_is_the_inside_against_its_mirror_image_and_has_no_unit(grid):
+    assert A.mirror_mismatch(face_volume(grid), grid) == 0.0                 # Centred: every voxel meets its mirror.
+    assert A.mirror_mismatch(face_volume(grid, 0.05), grid) == 0.0
+    p = world_points(grid)
+    shifted = lambda dx: sigma_from_sdf(np.minimum(ball_sdf(p, *FACE), ball_sdf(p, (dx, 0.0, 0.2), 0.05)))
+    off = [A.mirror_mismatch(shifted(dx), grid) for dx in (0.03, 0.08)]
+    assert 0.001 < off[0] < off[1] < 1                                      # A nose off to one side, more so.
+    assert A.mirror_mismatch(np.full(grid.shape, -10, dtype=np.float32), grid) == 1.0
+    fine = slab_grid(128)                                                   # Fine enough that voxels hardly matter.
+    q = world_points(fine) - np.asarray(CENTRE)
+    lopsided = lambda k: sigma_from_sdf(k * np.minimum(ball_sdf(q / k, (0, 0, 0), 0.1), ball_sdf(q / k, (0.05, 0, 0.1), 0.035)))
+    small, large = lopsided(1.0), lopsided(1.1)                             # The same head, 10% larger.
+    assert A.asymmetry(large, fine) > 1.08 * A.asymmetry(small, fine)      # World units grow with the head;
+    assert A.mirror_mismatch(large, fine) == pytest.approx(A.mirror_mismatch(small, fine), rel=0.05)   # a share does not.
+
+
 def test_defects_count_floaters_by_area_and_handles(grid):
     p = world_points(grid)
     head = ball_sdf(p, CENTRE, 0.15)

@@ -14,12 +14,12 @@ from eg3d_rlhf.rewards.mesh_stats import STATS, mesh_statistics
 #----------------------------------------------------------------------------
 # A reward that rises says only that the reward rose. Each report that compares samples before and after a method
 # (the same ids drawn from both) also measures, per sample, every taste the project simulates (data/annotators.py),
-# the statistics of the level-10 mesh people look at (rewards/mesh_stats.py) and the true geometry in world units
-# (nose prominence, left-right asymmetry: the synthetic world's properties), then compares them pair by pair:
+# the statistics of the level-10 mesh people look at (rewards/mesh_stats.py) and the true geometry (nose prominence,
+# left-right asymmetry, head size, mirror mismatch: the synthetic world's properties), then compares them pair by pair:
 #   tastes      temperature 0 (each pair's noise-free choice; differences below NOTICEABLE are ties): win rate of the
 #               tuned sample, Wilson 95%, binomial p, Cohen's h
 #   mesh        mean before and after, the paired change with a 95% t interval
-#   truth       the same in world units
+#   truth       the same in world units (a share for mirror_mismatch)
 #   diversity   mean pairwise RMS distance of the slabs, before and after
 #   dents       per id, how deep the new surface cuts into the old solid beyond its typical move (world units,
 #               distances, not depths along the view: a nose sliding sideways moves its flanks' depth a lot): a
@@ -33,7 +33,9 @@ TRUTH = dict(
     nose_prominence = annotators.nose_prominence,   # How far the nose tip stands out of the face (world units).
     asymmetry       = annotators.asymmetry,         # Mean |z(x, y) - z(-x, y)| of the front surface (world units).
     head_size       = annotators.head_size,         # Cube root of the volume inside the slab (world units).
+    mirror_mismatch = annotators.mirror_mismatch,   # 1 - IoU of the inside and its mirror image (a share, no unit).
 )
+UNITS = dict(mirror_mismatch='share')               # Every other true property is in world units.
 ALPHA = 0.05                # Significance of a collateral loss that raises the alarm.
 DENT = 0.03                 # A cut this deep into the old solid (world units; a head is ~0.35 across) is a dent.
 DENT_SHARE = 0.05           # Dents in more of the samples than this raise the alarm.
@@ -164,9 +166,13 @@ def alarm(collateral, reward_delta, alpha=ALPHA):
     return f'reward hacking suspected: {"; ".join(named)}, while the reward rose by {reward_delta:+.3g}'
 
 
+def unit(name):
+    return UNITS.get(name, 'world units')
+
+
 def describe_truth(collateral):
-    """One line per true property: before -> after in world units, with the change's 95% interval."""
-    return [f'{name.replace("_", " ")}: {t["before"]:.4f} -> {t["after"]:.4f} world units (change {t["change"]:+.4f}, '
+    """One line per true property: before -> after in its unit, with the change's 95% interval."""
+    return [f'{name.replace("_", " ")}: {t["before"]:.4f} -> {t["after"]:.4f} {unit(name)} (change {t["change"]:+.4f}, '
         f'95% CI {t["change_ci95"][0]:+.4f}..{t["change_ci95"][1]:+.4f}; originals spread sd {t["sd_before"]:.4f})'
         for name, t in collateral['truth'].items()]
 
@@ -182,7 +188,7 @@ def tables(collateral):
             f'{r["cohens_h"]:+.2f}' if np.isfinite(r['cohens_h']) else '-', str(r['ties']), flag])
     taste_table = (f'Collateral: every taste at temperature 0, tuned vs original ({collateral["samples"]} samples)',
         ['taste', 'tuned preferred', 'win rate (Wilson 95%)', 'binomial p', "Cohen's h", 'ties', ''], rows)
-    measured = [(f'mesh {k}', v) for k, v in collateral['mesh'].items()] + [(f'{k} (world units)', v)
+    measured = [(f'mesh {k}', v) for k, v in collateral['mesh'].items()] + [(f'{k} ({unit(k)})', v)
         for k, v in collateral['truth'].items()]
     div = collateral['diversity']
     rows = [[name, f'{v["before"]:.4g}', f'{v["after"]:.4g}', f'{v["change"]:+.4g} ({v["change_ci95"][0]:+.3g}..'

@@ -82,15 +82,32 @@ def defects(volume, grid, level=10.0):
     return float(1 - fractions[0] + 0.05 * handles)
 
 
+def mirror_columns(grid, size):
+    """(index of each x column's mirror image across x = 0 [size], whether that mirror lies on the grid to within
+    half a voxel [size])."""
+    x = axis_world(grid, size, 0)
+    mirror = np.argmin(np.abs(x[:, None] + x[None, :]), axis=1)
+    return mirror, np.abs(x + x[mirror]) <= 0.5 * np.abs(x[1] - x[0]) + 1e-9
+
+
 def asymmetry(volume, grid, level=10.0):
     """How far the face is from its mirror image (world units): the mean |z(x, y) - z(-x, y)| of the front surface
     over the columns hit on both sides (mirror columns matched to within half a voxel); 1.0 if there are none."""
     z = front_surface(volume, grid, level)
-    x = axis_world(grid, volume.shape[0], 0)
-    mirror = np.argmin(np.abs(x[:, None] + x[None, :]), axis=1)
-    matched = np.abs(x + x[mirror]) <= 0.5 * np.abs(x[1] - x[0]) + 1e-9
+    mirror, matched = mirror_columns(grid, volume.shape[0])
     d = np.abs(z[matched] - z[mirror[matched]])
     return float(np.nanmean(d)) if np.isfinite(d).any() else 1.0
+
+
+def mirror_mismatch(volume, grid, level=10.0):
+    """How far the head is from its mirror image, as a share: 1 - IoU of the voxels inside the surface and their
+    mirror images across x = 0 (over the columns whose mirror is on the grid); 1.0 if nothing is inside. Unlike
+    asymmetry it has no unit, so a head scaled up or down reads as symmetric as before."""
+    mirror, matched = mirror_columns(grid, volume.shape[0])
+    inside = np.asarray(volume)[matched] >= level
+    flipped = np.asarray(volume)[mirror[matched]] >= level
+    union = np.count_nonzero(inside | flipped)
+    return 1.0 - np.count_nonzero(inside & flipped) / union if union else 1.0
 
 
 def head_size(volume, grid, level=10.0):
