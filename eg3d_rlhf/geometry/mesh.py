@@ -2,7 +2,6 @@
 
 import os
 
-import mcubes
 import numpy as np
 import scipy.sparse
 import scipy.sparse.csgraph
@@ -14,6 +13,7 @@ import dnnlib
 def index_mesh(volume, level=10.0):
     """Triangle mesh of {volume = level} in index units of the array's own axes: (vertices [V, 3] float64, faces
     [F, 3] int64)."""
+    import mcubes # pylint: disable=import-outside-toplevel  # 0.4 s to import (its smoothing module); most tools never mesh.
     verts, faces = mcubes.marching_cubes(np.asarray(volume, dtype=np.float64), float(level))
     return verts.reshape(-1, 3), np.asarray(faces, dtype=np.int64).reshape(-1, 3)
 

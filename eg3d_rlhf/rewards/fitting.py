@@ -7,7 +7,6 @@ import json
 import time
 
 import numpy as np
-import scipy.stats
 import torch
 from tqdm import tqdm
 
@@ -86,6 +85,7 @@ def wilson_interval(correct, total, confidence=0.95):
     """Wilson score interval (lo, hi) of a proportion; (0, 1) when total is 0."""
     if total == 0:
         return 0.0, 1.0
+    import scipy.stats # pylint: disable=import-outside-toplevel  # 0.5 s to import; every tool reaches this module.
     ci = scipy.stats.binomtest(int(correct), int(total)).proportion_ci(confidence_level=confidence, method='wilson')
     return float(ci.low), float(ci.high)
 
