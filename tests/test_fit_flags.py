@@ -11,7 +11,8 @@ from eg3d_rlhf.rewards import fitting
 from tests.helpers.banks import ball_bank
 from tools import train_reward
 
-DERIVED = ('ties', 'epochs', 'l2', 'patience', 'batch', 'lr', 'mirror', 'reg_weight', 'seed')     # FitOptions' flags.
+DERIVED = ('ties', 'epochs', 'l2', 'patience', 'batch', 'lr', 'mirror', 'objective', 'reg_weight', 'cs_lambda',
+    'seed')                                                                              # FitOptions' flags.
 
 
 def flag(name):
@@ -46,7 +47,7 @@ def test_train_reward_help_shows_each_fit_option_with_its_default_and_help():
 def test_a_changed_default_or_limit_shows_up_in_the_flag():
     """The flags are read off the fields, not restated: another config with other defaults gets other flags."""
     changed = {'ties': 'model', 'epochs': 7, 'l2': (0.5, 2.0), 'patience': 9, 'batch': 32, 'lr': 0.25, 'mirror': False,
-        'reg_weight': 3.5, 'seed': 11}
+        'objective': 'dreamcs', 'reg_weight': 3.5, 'cs_lambda': 0.0, 'seed': 11}
     base = {f.name: f for f in dataclasses.fields(fitting.FitOptions)}
     Other = dataclasses.make_dataclass('Other', [(n, base[n].type, fitting.setting(v, f'{n} help', **{k: m for k, m in
         base[n].metadata.items() if k != 'help'})) for n, v in changed.items()])

@@ -42,6 +42,7 @@ def test_reward_defaults(data, rewards):
     rk = c.loss_kwargs.reward_kwargs
     defaults = RewardFinetuneConfig()                                           # The one place defaults live.
     assert rk.pop('class_name') == 'eg3d_rlhf.finetune.RewardPhase'
+    assert rk.pop('total_kimg') == c.total_kimg                                 # Where a scheduled lambda_r ends.
     assert rk == dict(defaults.phase_options(), reward='sigma', reward_model=os.path.abspath(rewards['sigma']))
     assert (rk['lambda_r'], rk['lambda_sigma'], rk['lambda_image'], rk['sigma_box_points']) == (10.0, 0.01, 0.0, 0)
     assert (rk['reward_loss'], rk['tau'], rk['reward_batch'], rk['reward_recompute']) == ('clip', None, None, False)
@@ -66,6 +67,9 @@ def test_reward_options_build_the_phase_and_panel_they_name(data, rewards, start
 
 REWARD_FLAGS = [
     (['--lambda-r', '3'],                           'loss_kwargs.reward_kwargs.lambda_r',           3.0),
+    (['--lambda-r-schedule', 'cosine', '--lambda-r-end', '1'], 'loss_kwargs.reward_kwargs.lambda_r_schedule', 'cosine'),
+    (['--lambda-r-schedule', 'linear', '--lambda-r-start', '0'], 'loss_kwargs.reward_kwargs.lambda_r_start', 0.0),
+    (['--lambda-r-schedule', 'linear', '--lambda-r-end', '20'], 'loss_kwargs.reward_kwargs.lambda_r_end',  20.0),
     (['--lambda-sigma', '0.5'],                     'loss_kwargs.reward_kwargs.lambda_sigma',       0.5),
     (['--lambda-image', '2'],                       'loss_kwargs.reward_kwargs.lambda_image',       2.0),
     (['--sigma-box-points', '64'],                  'loss_kwargs.reward_kwargs.sigma_box_points',   64),
@@ -116,6 +120,11 @@ def test_reward_kind_picks_its_model(data, rewards):
     (['--reward', 'none', '--reward-recompute'], '--reward-recompute needs --reward'),
     (['--tau', '0.5'], 'does not use it'),
     (['--lambda-r', '-1'], '--lambda-r'),
+    (['--lambda-r-start', '0'], '--lambda-r-start is for --lambda-r-schedule=linear or cosine'),
+    (['--lambda-r-end', '5'], '--lambda-r-end is for --lambda-r-schedule=linear or cosine'),
+    (['--lambda-r-schedule', 'linear'], 'give at least one'),
+    (['--lambda-r-schedule', 'step'], "'step' is not one of"),
+    (['--reward', 'none', '--lambda-r-schedule', 'cosine'], '--lambda-r-schedule needs --reward'),
     (['--lambda-sigma', '-0.1'], '--lambda-sigma'),
     (['--lambda-image', '-2'], '--lambda-image'),
     (['--sigma-box-points', '-1'], '--sigma-box-points'),
@@ -168,7 +177,8 @@ def test_config_refuses_non_finite_and_out_of_range_values_of_every_numeric_fiel
         bad = [float('nan'), float('inf'), float('-inf')] if f.type in (float, typing.Optional[float]) else [1.5, 'x']
         bad += [] if f.metadata['min'] is None else [f.metadata['min'] - 1]
         extra = dict(reward_loss='pairwise') if f.name == 'tau' or f.name.startswith('pair_') else \
-            dict(sigma_psi=0.7) if f.name == 'sigma_cutoff' else {}
+            dict(sigma_psi=0.7) if f.name == 'sigma_cutoff' else \
+            dict(lambda_r_schedule='linear') if f.name.startswith('lambda_r_') else {}
         for value in bad:
             with pytest.raises(ConfigError, match=flag_name(f.name) if f.metadata['flag'] else f'^{f.name}='):
                 RewardFinetuneConfig(reward='sigma', **extra, **{f.name: value})

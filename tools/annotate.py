@@ -91,26 +91,43 @@ def pairs(bank_dir, annotator, temperature, level, seed, scores_out, dry_run, fo
 @common
 @click.option('--good', 'good_out', type=OUT_FILE, required=True, metavar='TXT', help='List of samples labelled good (one id per line)')
 @click.option('--bad', 'bad_out', type=OUT_FILE, required=True, metavar='TXT', help='List of samples labelled bad')
-def good_bad(bank_dir, annotator, temperature, level, seed, scores_out, dry_run, force, good_out, bad_out):
-    """Label every sample good or bad (unpaired): good with probability sigmoid((z - median z) / temperature).
+@click.option('--bad-quantile', type=FiniteRange(min=0, max=1), default=0.5, show_default=True,
+    help="Bad: the annotator's score is at most this quantile of the bank's taste scores")
+@click.option('--good-quantile', type=FiniteRange(min=0, max=1), default=0.5, show_default=True,
+    help='Good: at least this quantile; scores between the two are left out (DreamCS\'s middle band)')
+@click.option('--given-scores-out', type=OUT_FILE, metavar='CSV', help="Also write the scores the annotator gave (taste plus "
+    "its noise: what the bands cut) as id,reward; train_reward.py --objective=dreamcs regresses on them (--scores)")
+def good_bad(bank_dir, annotator, temperature, level, seed, scores_out, dry_run, force, good_out, bad_out, bad_quantile,
+        good_quantile, given_scores_out):
+    """Label samples good or bad (unpaired) by the score the annotator gives, z plus logistic noise of scale
+    --temperature: bad at most the --bad-quantile of the bank's z, good at least the --good-quantile, the middle band
+    left out. Both 0.5 (the default): the median split, good with probability sigmoid((z - median z) / temperature).
 
     \b
     python tools/annotate.py good-bad --bank out/bank --annotator oracle:nose --good good.txt --bad bad.txt
     """
-    refuse_overwrite(good_out, bad_out, scores_out, force=force)
+    if bad_quantile > good_quantile:
+        raise click.BadParameter(f'{bad_quantile} is above --good-quantile {good_quantile}; the middle band runs from '
+            'the bad quantile up to the good one', param_hint='--bad-quantile')
+    refuse_overwrite(good_out, bad_out, scores_out, given_scores_out, force=force)
     bank = open_bank(bank_dir)
     if dry_run:
         print(f'would label {len(bank)} samples of {bank_dir} good or bad with oracle:{annotator} (temperature '
-            f'{temperature}) and write {good_out} and {bad_out}')
+            f'{temperature}, bands at quantiles {bad_quantile:g} and {good_quantile:g}) and write {good_out} and {bad_out}')
         return
     oracle = annotators.OracleAnnotator(annotator, taste_scores(bank, annotator, level), temperature=temperature, seed=seed)
-    labels = oracle.good_bad(bank.ids)
+    given = oracle.given_scores(bank.ids)
+    labels = oracle.good_bad(bank.ids, bad_quantile, good_quantile, given=given)
     for path, wanted in ((good_out, 1), (bad_out, 0)):
         write_id_list(path, [k for k, v in labels.items() if v == wanted],
-            comment=f'{"good" if wanted else "bad"} samples by {oracle.name}, temperature {temperature}')
-    if scores_out:
-        write_scores(scores_out, oracle.z)
-    print(f'{sum(labels.values())} good and {len(labels) - sum(labels.values())} bad samples written to {good_out}, {bad_out}')
+            comment=f'{"good" if wanted else "bad"} samples by {oracle.name}, temperature {temperature}, quantiles '
+                f'{bad_quantile:g}-{good_quantile:g}')
+    for path, values in ((scores_out, oracle.z), (given_scores_out, given)):
+        if path:
+            write_scores(path, values)
+    good = sum(labels.values())
+    print(f'{good} good and {len(labels) - good} bad samples written to {good_out}, {bad_out}; '
+        f'{len(bank) - len(labels)} in the middle band left out')
 
 #----------------------------------------------------------------------------
 

@@ -34,12 +34,13 @@ def parse_split(ctx, param, value):
 @click.option('--reward', 'kind', type=click.Choice(sorted(REWARDS)), default='sigma', show_default=True, help='Reward model')
 @click.option('--out', type=OUT_FILE, required=True, metavar='PT', help='Checkpoint to write; STEM.metrics.jsonl, STEM.report.json and STEM.curves.png go beside it')
 @click.option('--truth', 'truth_path', metavar='CSV', help='Noise-free scores (id,reward; e.g. annotate.py --scores-out) for held-out accuracy')
+@click.option('--scores', 'scores_path', metavar='CSV', help='Each sample\'s score (id,reward; e.g. annotate.py good-bad --given-scores-out): the MSE targets of --objective=dreamcs')
 @click.option('--split', 'fractions', default='0.7,0.15,0.15', show_default=True, callback=parse_split, help='Train,val,test shares of the samples')
 @click.option('--split-seed', type=SEED, default=0, show_default=True, help='Seed of the split by sample')
 @fit_options('ties', 'epochs', 'l2', 'patience', 'batch', 'lr', 'mirror')          # Defaults and help: FitOptions.
 @click.option('--centre/--no-centre', default=None, help='Subtract the training samples\' mean input first  [default: on for '
     f'the kinds that take a reference slab: {", ".join(k for k, c in REWARDS.items() if c.takes_reference)}]')
-@fit_options('reg_weight', 'seed')
+@fit_options('objective', 'reg_weight', 'cs_lambda', 'seed')
 @click.option('--model-config', 'model_config', default='{}', show_default=True, callback=parse_model_config, metavar='JSON',
     help='Constructor arguments of the reward model, e.g. \'{"members": 4, "cells": [6, 6, 6]}\', or the learned CNN: \'{"trunk": "cnn", '
     '"members": 1, "hidden": 512}\'')
@@ -47,8 +48,9 @@ def parse_split(ctx, param, value):
 @force_option
 @device_option
 @report_option
-def main(bank_dir, labels_path, good_path, bad_path, kind, out, truth_path, fractions, split_seed, ties, epochs, l2, patience,
-        batch, lr, mirror, centre, reg_weight, seed, model_config, dry_run, force, device_name, report_to):
+def main(bank_dir, labels_path, good_path, bad_path, kind, out, truth_path, scores_path, fractions, split_seed, ties, epochs,
+        l2, patience, batch, lr, mirror, centre, objective, reg_weight, cs_lambda, seed, model_config, dry_run, force,
+        device_name, report_to):
     """Split the bank's samples into train/val/test (no sample in two splits), fit the reward on the training labels
     with early stopping on validation pairwise accuracy, keep the best epoch, and report held-out pairwise accuracy
     (a model tie counts as wrong) with a 95% Wilson interval.
@@ -58,6 +60,16 @@ def main(bank_dir, labels_path, good_path, bad_path, kind, out, truth_path, frac
     """
     if bool(labels_path) == bool(good_path or bad_path) or bool(good_path) != bool(bad_path):
         raise click.UsageError('give either --labels (pairs) or both --good and --bad (unpaired)')
+    ctx, owner = click.get_current_context(), dict(reg_weight='cs-bce', cs_lambda='dreamcs', scores='dreamcs')
+    given = [n for n in ('objective', 'reg_weight', 'cs_lambda') if ctx.get_parameter_source(n).name == 'COMMANDLINE']
+    for name in given + (['scores'] if scores_path else []):
+        if labels_path and name != 'reg_weight':                # --reg-weight with --labels: ignored, as always.
+            raise click.UsageError(f'--{name.replace("_", "-")} is for unpaired training (--good and --bad)')
+        if owner.get(name, objective) != objective:
+            raise click.UsageError(f'--{name.replace("_", "-")} is for --objective={owner[name]}')
+    if objective == 'dreamcs' and not scores_path:
+        raise click.UsageError("--objective=dreamcs regresses the reward on each sample's score (L_MSE): give --scores "
+            'CSV (id,reward), e.g. tools/annotate.py good-bad --given-scores-out')
     try:
         centre = fitting.resolve_centre(kind, centre, model_config)
     except ValueError as err:
@@ -74,7 +86,10 @@ def main(bank_dir, labels_path, good_path, bad_path, kind, out, truth_path, frac
         labels = preferences.training_labels(bank.ids, fractions, seed=split_seed, labels_path=labels_path,
             good_path=good_path, bad_path=bad_path)
         truth = scores.read_scores(truth_path, bank.ids) if truth_path else None
-    except (BankError, preferences.LabelError, scores.ScoresError, OSError) as err:
+        targets = scores.read_scores(scores_path, bank.ids) if scores_path else None
+        if objective == 'dreamcs':
+            targets = fitting.dreamcs_targets(labels.train['labels'], targets)
+    except (BankError, preferences.LabelError, scores.ScoresError, OSError, ValueError) as err:
         raise click.ClickException(str(err))
     print(f'{len(bank)} samples; {labels.mode} per split: {labels.counts}; reward {kind}')
     if dry_run:
@@ -84,7 +99,7 @@ def main(bank_dir, labels_path, good_path, bad_path, kind, out, truth_path, frac
     device = pick_device(device_name)
     spec = REWARDS[kind].default_input(bank.meta(bank.ids[0])['slab'], model_config)  # Its contract on the bank's grid.
     options = fitting.FitOptions(epochs=epochs, patience=patience, batch=batch, lr=lr, ties=ties, mirror=mirror,
-        reg_weight=reg_weight, seed=seed, l2=tuple(l2))
+        objective=objective, reg_weight=reg_weight, cs_lambda=cs_lambda, seed=seed, l2=tuple(l2))
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     if logs is not None:
         shutil.rmtree(logs, ignore_errors=True)                 # Only with --force: a replaced run's log goes too.
@@ -92,7 +107,7 @@ def main(bank_dir, labels_path, good_path, bad_path, kind, out, truth_path, frac
     try:
         with fitting.MetricsLog(side_path(out, '.metrics.jsonl'), writer=writer) as log:
             model, fitted = fitting.fit_reward(kind, bank, labels, spec, options, model_config=model_config,
-                centre=centre, truth=truth, device=device, log=log)
+                centre=centre, truth=truth, scores=targets, device=device, log=log)
     except (BankError, FloatingPointError) as err:              # A slab that is not finite, or a diverged run.
         os.remove(side_path(out, '.metrics.jsonl'))             # This run's own (refuse_overwrite saw none before),
         writer.close()
@@ -103,7 +118,7 @@ def main(bank_dir, labels_path, good_path, bad_path, kind, out, truth_path, frac
         if key in fitted['held_out']:
             print(f'held-out accuracy {name}: {fitting.describe_held_out(fitted["held_out"][key])}')
     report = dict(bank=os.path.abspath(bank_dir), labels=labels_path, good=good_path, bad=bad_path, truth=truth_path,
-        split=list(fractions), split_seed=split_seed, **fitted)
+        scores=scores_path, split=list(fractions), split_seed=split_seed, **fitted)
     save_reward(out, model, kind, spec, training=report)
     reward_fit.report(out, report, log.records)
     last = log.records[-1].get('step', len(log.records) - 1) if log.records else 0     # MetricsLog's step of the last record.

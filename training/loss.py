@@ -14,7 +14,8 @@ from training.dual_discriminator import filtered_resizing
 DENSITY_REG_TYPES = ('l1', 'monotonic-detach', 'monotonic-fixed') # Values of G.rendering_kwargs['reg_type'] we implement.
 
 # Statistic names of the 'Greward' phase's parts (others are reported as Loss/G/<part>).
-REWARD_STATS = {'reward_loss': 'Loss/G/reward', 'reward': 'Reward/raw', 'pushed': 'Reward/pairs_pushed'}
+REWARD_STATS = {'reward_loss': 'Loss/G/reward', 'reward': 'Reward/raw', 'pushed': 'Reward/pairs_pushed',
+    'lambda_r': 'Reward/lambda_r'}
 
 def lerp_schedule(cur_nimg, start, end, fade_kimg):
     """Linear fade from `start` (at 0 images) to `end` (at fade_kimg thousand images and after); fade_kimg=0 = `end`."""
@@ -190,7 +191,7 @@ class StyleGAN2Loss(Loss):
         if phase in ('Dmain', 'Dreg', 'Dboth'):
             self.accumulate_D(phase, real_img, real_c, gen_z, gen_c, gain, s)
         if phase == 'Greward':
-            self.accumulate_reward(gen_z, gen_c, gain, s)
+            self.accumulate_reward(gen_z, gen_c, gain, s, cur_nimg)
 
     def accumulate_Gmain(self, gen_z, gen_c, gain, s):
         """G: maximise D's logits for generated images (non-saturating logistic loss)."""
@@ -236,10 +237,13 @@ class StyleGAN2Loss(Loss):
         training_stats.report('Loss/G/density_reg', tv_loss)
         tv_loss.mul(gain).backward()
 
-    def accumulate_reward(self, gen_z, gen_c, gain, s):
-        """G: the extra phase built from reward_kwargs, for latents conditioned like run_G's and rendered from gen_c.
-        Its parts are reported by name: reward_loss and reward (Loss/G/reward, Reward/raw), density_consistency and
-        image_consistency (Loss/G/...), pushed (Reward/pairs_pushed); any other part as Loss/G/<name>."""
+    def accumulate_reward(self, gen_z, gen_c, gain, s, cur_nimg=0):
+        """G: the extra phase built from reward_kwargs, for latents conditioned like run_G's and rendered from gen_c;
+        a phase with set_progress(cur_nimg) hears the images shown first (a scheduled weight). Its parts are reported
+        by name: reward_loss and reward (Loss/G/reward, Reward/raw), density_consistency and image_consistency
+        (Loss/G/...), pushed (Reward/pairs_pushed), lambda_r (Reward/lambda_r); any other part as Loss/G/<name>."""
+        if hasattr(self.reward, 'set_progress'):
+            self.reward.set_progress(cur_nimg)
         c_cond = self.gen_conditioning(gen_c, s.swapping_prob)
         loss, parts = self.reward.loss(self.G, gen_z, c_cond, camera=gen_c, neural_rendering_resolution=s.neural_rendering_resolution)
         for name, value in parts.items():

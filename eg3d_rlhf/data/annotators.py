@@ -228,16 +228,27 @@ class OracleAnnotator:
             pairs.append((ids[i], ids[j]))
         return pairs
 
-    def good_bad(self, ids):
-        """{id: 1 (good) or 0 (bad)}: good with probability sigmoid((z - median z) / temperature)."""
+    def given_scores(self, ids):
+        """{id: the score the annotator gives}, in id order: z plus logistic noise of scale temperature (one uniform
+        draw per id; none at temperature 0). A median split of these is the good/bad split of good_bad."""
+        given = {}
+        for k in sorted(ids):
+            u = max(self.rng.uniform(), np.finfo(np.float64).tiny)
+            given[k] = self.z[k] - self.temperature * (np.log(u) - np.log1p(-u))     # Minus logit(u): logistic noise.
+        return given
+
+    def good_bad(self, ids, bad_quantile=0.5, good_quantile=0.5, given=None):
+        """{id: 1 (good) or 0 (bad)} of the ids outside the middle band: bad when the annotator's score (given_scores,
+        drawn now unless `given`) is at most the bad_quantile of the ids' z, else good when it is at least their
+        good_quantile, else left out (DreamCS's bands, "Key Designs" 1). Equal quantiles leave none out; at 0.5 it is
+        the median split: good with probability sigmoid((z - median z) / temperature)."""
+        if not 0 <= bad_quantile <= good_quantile <= 1:
+            raise ValueError(f'bands need 0 <= bad quantile <= good quantile <= 1; got {bad_quantile}, {good_quantile}')
         ids = sorted(ids)
-        median = np.median([self.z[k] for k in ids])
-        labels = {}
-        for k in ids:
-            d = self.z[k] - median
-            p = float(d > 0) if self.temperature == 0 else 1 / (1 + np.exp(-d / self.temperature))
-            labels[k] = int(self.rng.uniform() < p)
-        return labels
+        z = [self.z[k] for k in ids]
+        lo, hi = np.quantile(z, bad_quantile), np.quantile(z, good_quantile)
+        given = self.given_scores(ids) if given is None else given
+        return {k: int(given[k] > lo) for k in ids if given[k] <= lo or given[k] >= hi}
 
     def judgements(self, pairs, time=None):
         """Judgement records for pairs; extra keys keep the noise-free choice and the settings."""

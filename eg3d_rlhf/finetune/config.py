@@ -5,6 +5,7 @@ import typing
 
 from eg3d_rlhf.finetune import losses
 from eg3d_rlhf.finetune.options import ConfigError, MethodConfig, flag_name, given_options, option
+from eg3d_rlhf.finetune.schedules import SCHEDULES, Schedule
 from eg3d_rlhf.rewards import REWARDS
 
 #----------------------------------------------------------------------------
@@ -25,6 +26,10 @@ class RewardFinetuneConfig(MethodConfig):
     reward_model:       typing.Optional[str] = option(None, 'Reward checkpoint (tools/train_reward.py)  [default: the bundled one of --reward; with --generator=flow, the bundled flow reward]',
                             metavar='PT')
     lambda_r:           float = option(10.0, 'Weight of the reward loss', min=0)
+    lambda_r_schedule:  str = option('constant', 'constant: --lambda-r throughout; linear or cosine: from --lambda-r-start to --lambda-r-end over the run\'s kimg (DreamCS\'s alpha(t))',
+                            choices=lambda: SCHEDULES)
+    lambda_r_start:     typing.Optional[float] = option(None, 'Weight of the reward loss at the run\'s first step, with --lambda-r-schedule  [default: --lambda-r]', min=0)
+    lambda_r_end:       typing.Optional[float] = option(None, 'Weight of the reward loss at --kimg, with --lambda-r-schedule  [default: --lambda-r]', min=0)
     lambda_sigma:       float = option(0.01, 'Weight of the density consistency to the starting G_ema', min=0)
     sigma_box_points:   int = option(0, 'Density consistency also at this many random points of the whole box', min=0)
     sigma_grid:         int = option(0, 'Density consistency at every point of an N^3 grid over the whole box instead of random slab points (0 = off)', min=0)
@@ -76,6 +81,12 @@ class RewardFinetuneConfig(MethodConfig):
 
     def validate(self):
         """ConfigError (one line naming the flag) for a combination that cannot train."""
+        ends = [flag_name(k) for k in ('lambda_r_start', 'lambda_r_end') if getattr(self, k) is not None]
+        if ends and self.lambda_r_schedule == 'constant':
+            raise ConfigError(f'{ends[0]} is for --lambda-r-schedule=linear or cosine; constant keeps --lambda-r throughout')
+        if not ends and self.lambda_r_schedule != 'constant':
+            raise ConfigError(f'--lambda-r-schedule={self.lambda_r_schedule} moves the weight from --lambda-r-start to '
+                '--lambda-r-end (each --lambda-r when not given): give at least one')
         if self.tau is not None and self.reward_loss != 'pairwise':
             raise ConfigError(f"--tau is the pairwise loss's threshold; --reward-loss={self.reward_loss} does not use it")
         pair_defaults = {f.name: f.default for f in dataclasses.fields(self) if f.name.startswith('pair_') and f.metadata['flag']}
@@ -100,6 +111,12 @@ class RewardFinetuneConfig(MethodConfig):
     @property
     def has_panel(self):
         return self.panel_seeds.strip().lower() != 'none'
+
+    @property
+    def reward_weight(self):
+        """lambda_r's schedules.Schedule: --lambda-r-start to --lambda-r-end, each --lambda-r when not given."""
+        pick = lambda value: float(self.lambda_r if value is None else value)
+        return Schedule(self.lambda_r_schedule, pick(self.lambda_r_start), pick(self.lambda_r_end))
 
     @property
     def tau_value(self):

@@ -132,7 +132,8 @@ def add_reward_phase(c, cfg):
     """The 'Greward' phase (loss_kwargs.reward_kwargs, reward_interval) and the reward panel (panel_kwargs)."""
     if not cfg.enabled:
         return
-    c.loss_kwargs.reward_kwargs = dnnlib.EasyDict(class_name='eg3d_rlhf.finetune.RewardPhase', **cfg.phase_options())
+    c.loss_kwargs.reward_kwargs = dnnlib.EasyDict(class_name='eg3d_rlhf.finetune.RewardPhase', total_kimg=c.total_kimg,
+        **cfg.phase_options())                                      # total_kimg: where a scheduled lambda_r ends.
     c.reward_interval = cfg.reward_every
     if cfg.reward_optimizer == 'own':
         c.reward_opt_kwargs = dnnlib.EasyDict(c.G_opt_kwargs)            # Adam at --glr, not rescaled for lazy reg.
@@ -154,7 +155,9 @@ def build(cfg, opts):
         dataset_name = os.path.splitext(os.path.basename(opts.data))[0]
     else:
         training_set_kwargs, dataset_name = init_dataset_kwargs(opts.data)
-    desc_parts = [f'{cfg.reward}-lambdar{cfg.lambda_r:g}'] if cfg.enabled else []
+    weight = cfg.reward_weight
+    lambdar = f'{weight.start:g}' if weight.kind == 'constant' else f'{weight.start:g}-{weight.end:g}{weight.kind}'
+    desc_parts = [f'{cfg.reward}-lambdar{lambdar}'] if cfg.enabled else []
     try:
         c, desc = presets.build_config(opts, training_set_kwargs, dataset_name, desc_parts=desc_parts)
     except presets.ConfigError as err:

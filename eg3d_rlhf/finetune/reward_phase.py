@@ -4,6 +4,7 @@ import torch
 
 from eg3d_rlhf.finetune import losses
 from eg3d_rlhf.finetune.config import LOSS_MODES, REDUCTIONS, RewardFinetuneConfig
+from eg3d_rlhf.finetune.schedules import Progress
 from eg3d_rlhf.generators.eg3d import EG3DGenerator
 from eg3d_rlhf.geometry.sigma import CubeGrid
 from eg3d_rlhf.rewards.checkpoint import shared_reward
@@ -182,12 +183,14 @@ class PairwiseTerm:
 
 class RewardPhase:
     """The generator's extra phase: lambda_r * reward loss + lambda_sigma * density consistency (+ lambda_image *
-    image consistency), for a batch of latents. training/loss.py builds it by class name with the options of
-    config.RewardFinetuneConfig.phase_options()."""
+    image consistency), for a batch of latents; lambda_r follows --lambda-r-schedule over the run (every reward loss
+    alike), as training/loss.py reports the images shown through set_progress. training/loss.py builds it by class
+    name with the options of config.RewardFinetuneConfig.phase_options()."""
 
     def __init__(self,
         G,                          # The generator being tuned (TriPlaneGenerator).
         G_ref       = None,         # Frozen reference (the starting G_ema); None = a copy of G as it is now.
+        total_kimg  = None,         # Where training ends (EG3D's total_kimg): where a scheduled lambda_r ends.
         **options,                  # RewardFinetuneConfig fields (reward_model, lambda_r, lambda_sigma, ...).
     ):
         cfg = RewardFinetuneConfig(**options)
@@ -204,6 +207,10 @@ class RewardPhase:
         if reward.kind != cfg.reward:
             raise ValueError(f'{cfg.reward_model} is a {reward.kind} reward, but reward={cfg.reward}')
         self.lambda_r, self.lambda_sigma, self.lambda_image = float(cfg.lambda_r), float(cfg.lambda_sigma), float(cfg.lambda_image)
+        self.schedule = cfg.reward_weight
+        if self.schedule.kind != 'constant' and total_kimg is None:
+            raise ValueError(f'lambda_r_schedule={self.schedule.kind} needs total_kimg, where the schedule ends')
+        self.progress = Progress(None if total_kimg is None else float(total_kimg) * 1000)
         self.batch = cfg.reward_batch
         mode = 'clip' if cfg.reward_loss == 'pairwise' else cfg.reward_loss
         self.reward = RewardTerm(reward, mode=mode, clip=cfg.clip, recompute=cfg.reward_recompute)
@@ -222,11 +229,21 @@ class RewardPhase:
             truncation=self.sigma_truncation or self.truncation, recompute=cfg.reward_recompute)
 
     def resume_state(self):
-        """The standardised reward's running statistics (a resumed run continues them)."""
-        return dict(mean=self.reward.mean, var=self.reward.var, count=self.reward.count)
+        """The standardised reward's running statistics and where the schedule began (a resumed run continues them)."""
+        return dict(mean=self.reward.mean, var=self.reward.var, count=self.reward.count, **self.progress.state())
 
     def load_resume_state(self, state):
         self.reward.mean, self.reward.var, self.reward.count = float(state['mean']), float(state['var']), int(state['count'])
+        self.progress.load_state(state)
+
+    def set_progress(self, cur_nimg):
+        """Images shown so far (training/loss.py, before each loss): where lambda_r's schedule is."""
+        self.progress.update(cur_nimg)
+
+    @property
+    def weight(self):
+        """lambda_r now: --lambda-r, or its schedule at the share of the run done."""
+        return self.schedule.at(self.progress.share)
 
     def latents(self, z, c, camera):
         """(z, c, camera) cut or topped up (fresh z, cameras repeated) to self.batch rows."""
@@ -250,8 +267,10 @@ class RewardPhase:
         else:
             r = check_finite(self.reward.rewards(field))
             reward_loss = self.reward.loss(r)
-        total = self.lambda_r * reward_loss
+        total = self.weight * reward_loss
         parts.update(reward=r.detach(), reward_loss=reward_loss.detach())
+        if self.schedule.kind != 'constant':
+            parts['lambda_r'] = torch.tensor(self.weight)
         if self.lambda_sigma > 0:
             anchored = field if self.sigma_truncation is None else \
                 self.generator.latent_field(z, c, requires_grad=True, **self.sigma_truncation)

@@ -11,7 +11,8 @@ import torch
 from tqdm import tqdm
 
 from eg3d_rlhf.rewards import REWARDS, build_reward, linear_heads
-from eg3d_rlhf.rewards.losses import bradley_terry, bradley_terry_ties, unpaired_cs_loss
+from eg3d_rlhf.rewards.losses import (UNPAIRED_OBJECTIVES, bradley_terry, bradley_terry_ties, dreamcs_loss,
+    unpaired_cs_loss)
 from torch_utils import misc
 from torch_utils import report_to
 
@@ -110,7 +111,10 @@ class FitOptions:
     ties:           str     = setting('drop', 'Drop ties, or model them (Rao-Kupper)', choices=('drop', 'model'))
     mirror:         bool    = setting(True, 'Train on the left-right mirror image too (random flips by epochs; mirrored '
                                 'copies of every pair for linear heads); off for a taste about one side')
-    reg_weight:     float   = setting(1.0, 'Unpaired: weight of the score regression term', min=0)
+    objective:      str     = setting('cs-bce', 'Unpaired: cs-bce = -D_CS + --reg-weight x BCE(reward, good); dreamcs = '
+                                'DreamCS\'s MSE(reward, --scores) + --cs-lambda x -D_CS', choices=UNPAIRED_OBJECTIVES)
+    reg_weight:     float   = setting(1.0, 'Unpaired cs-bce: weight of the score regression term (BCE)', min=0)
+    cs_lambda:      float   = setting(1.0, 'Unpaired dreamcs: lambda, the weight of -D_CS (0 = the MSE alone)', min=0)
     seed:           int     = setting(0, 'Seed of the initial weights, batch order and flips', min=0,
                                 max=2**32 - 1)             # Also the bootstraps'; numpy's RandomState takes no more.
     l2:             tuple   = setting((0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0), 'Linear heads on fixed features: L2 '
@@ -166,10 +170,15 @@ class RewardFitter:
             loss = bradley_terry(rw, rl)
         return loss, trl_metrics(loss, rw, rl)
 
-    def unpaired_loss(self, ids, labels):
+    def unpaired_loss(self, ids, labels, scores=None):
+        """Loss (options.objective) and TRL metrics of good and bad ids; scores {id: score}: dreamcs's MSE targets."""
         r, features = self.forward(ids)
         good = torch.tensor([labels[x] == 1 for x in ids], device=r.device)
-        loss = unpaired_cs_loss(r, features, good, reg_weight=self.opts.reg_weight)
+        if self.opts.objective == 'dreamcs':
+            targets = torch.tensor([scores[x] for x in ids], dtype=r.dtype, device=r.device)
+            loss = dreamcs_loss(r, features, good, targets, cs_lambda=self.opts.cs_lambda)
+        else:
+            loss = unpaired_cs_loss(r, features, good, reg_weight=self.opts.reg_weight)
         return loss, trl_metrics(loss, r[good], r[~good])
 
     def train_batches(self, train):
@@ -190,7 +199,8 @@ class RewardFitter:
     def fit(self, train, val_pairs, progress=True):
         """Train until the epochs run out or validation accuracy stops rising; keep the best weights.
 
-        train: dict(pairs=[(w, l)], ties=[(a, b)]) or dict(labels={id: 1 | 0}); val_pairs: [(winner, loser)].
+        train: dict(pairs=[(w, l)], ties=[(a, b)]) or dict(labels={id: 1 | 0}, scores={id: score} for dreamcs);
+        val_pairs: [(winner, loser)].
         Returns the history of validation accuracies.
         """
         val_ids = sorted({x for p in val_pairs for x in p})
@@ -200,7 +210,7 @@ class RewardFitter:
             sums, count = {}, 0
             for items in tqdm(self.train_batches(train), desc=f'epoch {epoch}', unit='step', leave=False, disable=not progress):
                 if 'labels' in train:
-                    loss, m = self.unpaired_loss(items, train['labels'])
+                    loss, m = self.unpaired_loss(items, train['labels'], train.get('scores'))
                 else:
                     loss, m = self.pair_loss([p for k, p in items if k == 'pair'], [p for k, p in items if k == 'tie'])
                 if not torch.isfinite(loss):             # Stop before NaN reaches the weights (and the checkpoint).
@@ -343,17 +353,34 @@ def member_scores(model, inputs, ids, table=None, device='cpu', chunk=16):
     return torch.cat(out).numpy() if out else np.zeros([0, model.members], dtype=np.float32)
 
 
-def fit_reward(kind, bank, labels, spec, options, model_config=None, centre=None, truth=None, device='cpu', log=None,
-        progress=True):
+def dreamcs_targets(labels, scores):
+    """{id: score} of every id of labels ({id: 1 | 0}): objective dreamcs's MSE targets, from scores ({id: score}, e.g.
+    an id,reward CSV); ValueError when scores is None or lacks a labelled id."""
+    if scores is None:
+        raise ValueError('objective dreamcs regresses the reward on each sample\'s score (L_MSE): give the scores '
+            '(--scores CSV of id,reward, e.g. tools/annotate.py good-bad --given-scores-out)')
+    missing = [x for x in sorted(labels) if x not in scores]
+    if missing:
+        raise ValueError(f'objective dreamcs regresses the reward on each sample\'s score (L_MSE), but {len(missing)} of '
+            f'{len(labels)} labelled training samples have none (first: {missing[0]})')
+    return {x: float(scores[x]) for x in labels}
+
+
+def fit_reward(kind, bank, labels, spec, options, model_config=None, centre=None, truth=None, scores=None, device='cpu',
+        log=None, progress=True):
     """A new `kind` model fitted to `labels` on the bank's inputs as `spec` prepares them (train_model), its scores
     centred on the training samples (mean 0), and its held-out pairwise accuracy on the test samples: against the test
-    labels and, given truth ({id: score}), against every test pair whose true scores differ. Returns (model on the
-    cpu in eval mode, report: the run in plain types)."""
+    labels and, given truth ({id: score}), against every test pair whose true scores differ. scores ({id: score}) are
+    the MSE targets of unpaired labels under objective dreamcs. Returns (model on the cpu in eval mode, report: the
+    run in plain types)."""
     centre = resolve_centre(kind, centre, model_config)
+    train = labels.train
+    if options.objective == 'dreamcs' and 'labels' in train:
+        train = dict(train, scores=dreamcs_targets(train['labels'], scores))
     torch.manual_seed(options.seed)
     inputs = prepared_inputs(bank, bank.ids, spec, progress=progress)
     model = new_model(kind, inputs, labels.ids['train'], model_config, centre)
-    fitted = train_model(model, inputs, labels.ids['train'], labels.train, labels.val_pairs, options, device=device,
+    fitted = train_model(model, inputs, labels.ids['train'], train, labels.val_pairs, options, device=device,
         log=log, progress=progress)
     test = labels.ids['test']
     scores = dict(zip(test, member_scores(model, inputs, test, device=device).mean(axis=1).tolist()))

@@ -55,16 +55,42 @@ def cs_divergence(f_good, f_bad, bandwidth=None):
         - 2 * _log_mean_kernel(f_good, f_bad, bandwidth))
 
 
+# The unpaired objectives, by name (FitOptions.objective). Both separate the good and the bad samples' embeddings by
+# -D_CS and tie the scalar reward to the labels by a second term:
+#   cs-bce   -D_CS + reg_weight * BCE(reward, good)     this repository's form from the start (checkpoints, docs);
+#   dreamcs  MSE(reward, score) + lambda * (-D_CS)      DreamCS's L_RewardCS = L_MSE + lambda L_div, L_div = -D_CS
+#                                                       ("Loss & Training"; lambda = 1 typically, 0 = the MSE alone).
+UNPAIRED_OBJECTIVES = ('cs-bce', 'dreamcs')
+
+
+def both_classes(good, name):
+    """good [N] as bool; ValueError naming the loss unless it holds good and bad samples."""
+    good = good.bool()
+    if good.all() or not good.any():
+        raise ValueError(f'{name} needs good and bad samples in a batch; got {int(good.sum())} good of {len(good)}')
+    return good
+
+
 def unpaired_cs_loss(scores, features, good, reg_weight=1.0):
-    """Unpaired good/bad training (DreamCS-style): -D_CS(good, bad features) + reg_weight * BCE(scores, good).
+    """Objective cs-bce: -D_CS(good, bad features) + reg_weight * BCE(scores, good).
 
     scores [N], features [N, F], good [N] bool; the batch must hold both classes. Scalar.
     """
-    good = good.bool()
-    if good.all() or not good.any():
-        raise ValueError(f'unpaired_cs_loss needs good and bad samples in a batch; got {int(good.sum())} good '
-            f'of {len(good)}')
+    good = both_classes(good, 'unpaired_cs_loss')
     regression = F.binary_cross_entropy_with_logits(scores, good.to(scores.dtype))
     return -cs_divergence(features[good], features[~good]) + reg_weight * regression
+
+
+def dreamcs_loss(scores, features, good, targets, cs_lambda=1.0):
+    """Objective dreamcs (DreamCS's L_RewardCS): MSE(scores, targets) + cs_lambda * L_div, L_div = -D_CS(good, bad).
+
+    scores [N] (rewards), targets [N] (each sample's own score), features [N, F], good [N] bool (both classes, unless
+    cs_lambda is 0: then the MSE alone, and D_CS is not computed). Scalar.
+    """
+    mse = F.mse_loss(scores, targets.to(scores.dtype))
+    if cs_lambda == 0:
+        return mse
+    good = both_classes(good, 'dreamcs_loss')
+    return mse + cs_lambda * -cs_divergence(features[good], features[~good])
 
 #----------------------------------------------------------------------------
