@@ -1,10 +1,13 @@
-"""Helpers EG3D code expects from `dnnlib.util`: EasyDict, name lookup, local URL opening, cache dirs."""
+"""Helpers EG3D code expects from `dnnlib.util`: EasyDict, name lookup, local URL opening, cache dirs, safe file I/O."""
 
 import contextlib
+import fcntl
 import importlib
+import io
 import math
 import os
 import re
+import stat
 import tempfile
 import urllib.parse
 from typing import Any
@@ -184,6 +187,80 @@ def atomic_write(path, mode='wb', encoding=None):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+#----------------------------------------------------------------------------
+# Reading input files. Opening a FIFO blocks until something writes to it and a device may never end, so every reader
+# of a file a user names (checkpoints, slabs, labels, CSVs, names) opens it with open_regular: a regular file or a
+# one-line refusal, never a hang.
+
+class NotRegularFile(OSError):
+    """A path that names something other than a regular file (a folder, a FIFO, a device, a socket); its message is
+    one line naming the path."""
+
+
+def file_kind(mode):
+    """'a folder', 'a FIFO', ... of an st_mode that is not a regular file's; None for a regular file."""
+    kinds = [(stat.S_ISDIR, 'a folder'), (stat.S_ISFIFO, 'a FIFO'), (stat.S_ISCHR, 'a character device'),
+        (stat.S_ISBLK, 'a block device'), (stat.S_ISSOCK, 'a socket')]
+    return None if stat.S_ISREG(mode) else next((name for test, name in kinds if test(mode)), 'not a file')
+
+
+def file_problem(path):
+    """Why `path` is no regular file to read, in one line naming it ('PATH: no such file', 'PATH: not a regular file
+    (a FIFO); give a file'), from os.stat alone (a symlink to a regular file is fine); None when it is one."""
+    try:
+        kind = file_kind(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return f'{path}: no such file'
+    except OSError as err:
+        return f'{path}: cannot read it ({err.strerror or err})'
+    return None if kind is None else _not_regular(path, kind)
+
+
+def _not_regular(path, kind):
+    return f'{path}: not a regular file ({kind}); give a file'
+
+
+class FrozenFile(str):
+    """A file's path that carries the bytes it held when frozen_file read it: open_regular serves those bytes and
+    never opens the path again, so what a caller checked (a generator file's kind) is what it loads."""
+
+    def __new__(cls, path, data):
+        self = super().__new__(cls, path)
+        self.data = data
+        return self
+
+    def __reduce__(self):
+        return FrozenFile, (str(self), self.data)
+
+
+def frozen_file(path):
+    """The file at `path` read once, as a FrozenFile (a FrozenFile is returned as it is); NotRegularFile or OSError
+    when it cannot be read."""
+    if isinstance(path, FrozenFile):
+        return path
+    with open_regular(path, 'rb') as f:
+        return FrozenFile(path, f.read())
+
+
+def open_regular(path, mode='rb', error=NotRegularFile, **kwargs):
+    """open(path, mode, **kwargs) for reading a regular file, refused with error(one line naming it) for anything else
+    (checked by os.stat first; then opened without blocking and checked again with fstat, so a FIFO swapped in between
+    is refused too). A FrozenFile opens its frozen bytes."""
+    if isinstance(path, FrozenFile):
+        f = io.BytesIO(path.data)
+        f.name = str(path)
+        return f if 'b' in mode else io.TextIOWrapper(f, **kwargs)
+    kind = file_kind(os.stat(path).st_mode)                 # A missing file raises what open() would.
+    if kind is None:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, 'O_CLOEXEC', 0))
+        kind = file_kind(os.fstat(fd).st_mode)
+        if kind is None:
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+            return os.fdopen(fd, mode, **kwargs)
+        os.close(fd)
+    raise error(_not_regular(path, kind))
 
 
 def json_safe(obj):

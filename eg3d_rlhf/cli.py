@@ -12,8 +12,9 @@ import click
 import numpy as np
 import torch
 
+import dnnlib
 from eg3d_rlhf.analysis import regions
-from eg3d_rlhf.data.bank import Bank, BankError
+from eg3d_rlhf.data.bank import Bank, BankError, bank_holding
 from eg3d_rlhf.finetune.run_dir import writable_problem
 from eg3d_rlhf.generators import registry
 from eg3d_rlhf.generators.base import MAX_SEED, sample_keys, seed_ranges
@@ -71,6 +72,13 @@ class Writable(click.ParamType):
         return value
 
 OUT_DIR, OUT_FILE = Writable('dir'), Writable('file')
+
+def check_input(path, flag):
+    """A one-line usage error naming `flag` unless `path` is a regular file (dnnlib.util.file_problem: a FIFO or a
+    device would block its reader forever); for inputs read late, so a run does not stop at its end because of one."""
+    problem = None if path is None else dnnlib.util.file_problem(path)
+    if problem is not None:
+        raise click.BadParameter(problem, param_hint=flag)
 
 def parse_range(s):
     """'0,2,5-7' -> [0, 2, 5, 6, 7]; click.BadParameter when it cannot be read."""
@@ -151,19 +159,29 @@ def require_capability(path, capability, param='--network'):
     return family
 
 def network_path(network, trust_pickle, capability=None):
-    """The file a --network value names: bundled names ('bundled', 'bundled-flow') are the shipped generators, a file of
-    a family that reads it as data needs nothing, any other (a pickle) needs --trust-pickle. With a capability, a file
-    whose family lacks it is refused first (require_capability), before trust is asked for."""
+    """The file a --network value names, read once (dnnlib.util.frozen_file): bundled names ('bundled', 'bundled-flow')
+    are the shipped generators, a file of a family that reads it as data needs nothing, any other (a pickle) needs
+    --trust-pickle. With a capability, a file whose family lacks it is refused first (require_capability), before trust
+    is asked for. load_generator and network_keys read the bytes checked here, never the path again: a file changed
+    after the check cannot be loaded as something more trusted than what was checked."""
     named = registry.bundled_file(network)
-    if named is not None and not os.path.isfile(named):
-        raise click.ClickException(f'the {network} generator {named} is missing; restore it from git')
-    if named is None and not os.path.isfile(network):
-        raise click.ClickException(f'{network}: no such network file')
-    path = named or network
+    path = read_network(named or network, missing=f'the {network} generator {named} is missing; restore it from git'
+        if named is not None else f'{network}: no such network file')
     family = network_family(path) if capability is None else require_capability(path, capability)
     if family.needs_trust and not registry.is_bundled(path):
         require_trust(path, trust_pickle)
     return path
+
+def read_network(path, missing=None):
+    """The generator file at `path` read once (a FrozenFile: what every later step reads), or a one-line click error
+    (`missing` when there is no such file)."""
+    try:
+        return dnnlib.util.frozen_file(path)
+    except FileNotFoundError:
+        raise click.ClickException(missing or f'{path}: no such network file') from None
+    except OSError as err:
+        raise click.ClickException(str(err) if isinstance(err, dnnlib.util.NotRegularFile) else
+            f'{path}: cannot read it ({err.strerror or err})') from None
 
 def open_bank(path, check_slabs=True):
     """The bank at `path` with every slab file checked whole (Bank.check_slabs: before any work, not after it), or a
@@ -202,12 +220,39 @@ def check_bank_grid(bank, reward):
 force_option = click.option('--force', is_flag=True,
     help='Replace output files that already exist (they may hold work that cannot be redone, e.g. people\'s labels)')
 
-def refuse_overwrite(*paths, force=False):
+def refuse_overwrite(*paths, force=False, inputs=None):
     """A one-line click error naming the first of `paths` (None skipped) that exists, unless force; called before any
-    long work starts."""
+    long work starts. `inputs` ({flag: path}) are what the same command reads: a path that would write over one of
+    them (the file, a link to it, or an existing file inside an input folder such as a bank) is refused, force or not."""
+    for path in paths:
+        for flag, source in (inputs or {}).items():
+            if writes_over(path, source):
+                raise click.ClickException(f'{path} would write over {flag} {source}, which this command reads '
+                    '(--force does not change that); choose another name')
     for path in paths:
         if not force and path is not None and os.path.lexists(path):
             raise click.ClickException(f'{path} exists; pass --force to replace it, or choose another name')
+
+def writes_over(path, source):
+    """Would writing `path` replace `source` (the same file, or an existing file inside the folder `source`)?"""
+    if path is None or source is None or not os.path.exists(path) or not os.path.exists(source):
+        return False
+    inside = os.path.commonpath([os.path.realpath(path), os.path.realpath(source)]) == os.path.realpath(source)
+    return os.path.samefile(path, source) or (os.path.isdir(source) and inside)
+
+def refuse_outdir(outdir, force=False, resume=None, flag='--outdir'):
+    """A one-line click error, before any work, when the folder a tool fills lies inside a sample bank (its files would
+    be rewritten in place: never, --force or not), or already holds files (unless force, or unless `resume` is a
+    snapshot inside it: its run continues there). Returns whether it continues that run."""
+    bank = bank_holding(outdir)
+    if bank is not None:
+        raise click.ClickException(f'{flag} {outdir} lies inside the sample bank {bank}; writing there would damage '
+            'the bank (--force does not change that); choose a folder outside it')
+    continues = resume is not None and os.path.realpath(os.path.dirname(resume)) == os.path.realpath(outdir)
+    if not (force or continues) and os.path.isdir(outdir) and os.listdir(outdir):
+        raise click.ClickException(f'{outdir} holds files already; pass --force to write over them, or choose another '
+            'folder')
+    return continues
 
 def side_path(path, suffix):
     """'out/reward.pt', '.report.json' -> 'out/reward.report.json'."""
@@ -244,7 +289,9 @@ def ffhq512_structure(channel_base=None, channel_max=None):
 def load_generator(path, device, batch=8, draw_batch=1, **eg3d_kwargs):
     """The generator of a network file (network_path's answer) on `device`, loaded by its registry family with the
     options it takes: batch; draw_batch (ids per pass, flows); eg3d_kwargs truncation_psi, truncation_cutoff,
-    fov_degrees (EG3D; other families have no such settings). A clear one-line error if it cannot be read."""
+    fov_degrees (EG3D; other families have no such settings). A clear one-line error if it cannot be read. The file
+    is read once (read_network; network_path's answer is read already), recognised and loaded from those bytes."""
+    path = read_network(path)
     family = network_family(path)
     if draw_batch != 1 and 'draw_batch' not in family.options:
         takers = [f for f in registry.FAMILIES.values() if 'draw_batch' in f.options]
@@ -266,6 +313,7 @@ def draw_slabs(path, keys, grid, device, batch=8, draw_batch=1):
 def network_keys(path, seeds, conditions):
     """[(seed, condition)] of the seeds and --conditions for the generator in a network file, its conditions read by
     its family without running code (a flow checkpoint's config says them; pickles are unconditional); click errors."""
+    path = read_network(path)
     family = network_family(path)
     try:
         return sample_keys(seeds, conditions, family.conditions(path), family.title)
@@ -293,7 +341,10 @@ def load_regions(source, grid, names_path=None, landmarks_path=None, margin=0.02
             if landmarks_path is None:
                 raise ValueError('--regions=landmarks needs --landmarks')
             try:
-                points = np.load(landmarks_path, allow_pickle=False)
+                with dnnlib.util.open_regular(landmarks_path, 'rb') as f:
+                    points = np.load(f, allow_pickle=False)
+            except dnnlib.util.NotRegularFile as err:
+                raise ValueError(str(err)) from None
             except (OSError, ValueError) as err:
                 raise ValueError(f'{landmarks_path}: cannot read a .npy of 3-D landmarks ({err})')
             try:

@@ -1,6 +1,7 @@
 """Hostile but ordinary inputs: each is refused in one line, runs no code without consent and changes no existing file."""
 
 import os
+import stat
 import subprocess
 import sys
 
@@ -56,6 +57,70 @@ def test_train_reward_never_replaces_a_checkpoint_without_force(balls, tiny_mode
     refused_in_one_line(result, f'{tmp_path / existing} exists; pass --force to replace it')
     assert digest(tmp_path / existing) == before and sorted(p.name for p in tmp_path.iterdir()) == [existing]
 
+def files_under(folder):
+    """{relative path: sha256} of every file under `folder`."""
+    return {str(p.relative_to(folder)): digest(p) for p in sorted(folder.rglob('*')) if p.is_file()}
+
+
+def test_score_bank_never_replaces_a_file_without_force_nor_ever_its_inputs(tmp_path):
+    from eg3d_rlhf.data.bank import Bank
+    from eg3d_rlhf.rewards.checkpoint import save_reward
+    from tests.helpers.banks import ball_bank
+    from tests.helpers.rewards import tiny_sigma
+    from tools import score_bank
+    bank_dir, _ = ball_bank(tmp_path / 'bank', 3, seed=2)
+    reward = tmp_path / 'r.pt'
+    save_reward(str(reward), tiny_sigma(seed=7).eval(), 'sigma', Bank(bank_dir).meta('ball00')['slab'])
+    scores = tmp_path / 'scores.csv'
+    scores.write_text('id,reward\nball00,1.0\n')
+    before = {'bank': files_under(tmp_path / 'bank'), 'r.pt': digest(reward), 'scores.csv': digest(scores)}
+    run = lambda out, *extra: CliRunner().invoke(score_bank.main, ['--device', 'cpu', '--reward-model', str(reward),
+        '--bank', bank_dir, '--out', str(out), *extra])
+    refused_in_one_line(run(scores), f'{scores} exists; pass --force to replace it')      # Before: replaced.
+    meta = tmp_path / 'bank' / 'ball00' / 'meta.json'
+    for out, flag, path in ((reward, '--reward-model', reward), (meta, '--bank', bank_dir)):
+        for extra in ([], ['--force']):
+            refused_in_one_line(run(out, *extra), f'{out} would write over {flag} {path}, which this command reads')
+    assert {'bank': files_under(tmp_path / 'bank'), 'r.pt': digest(reward), 'scores.csv': digest(scores)} == before
+    assert run(scores, '--force').exit_code == 0 and digest(scores) != before['scores.csv']
+
+
+def test_generator_demo_never_writes_into_a_bank_nor_over_a_folder_without_force(tmp_path):
+    from tests.helpers.banks import ball_bank
+    from tools import generator_demo
+    bank_dir, _ = ball_bank(tmp_path / 'bank', 2, seed=0)
+    (tmp_path / 'bank' / 'bank.json').write_text('{"note": "what made the bank"}\n')
+    before = files_under(tmp_path / 'bank')
+    run = lambda outdir, *extra: CliRunner().invoke(generator_demo.main, ['--outdir', str(outdir), '--network',
+        'random', '--res', '16', '--neural-res', '16', *extra])
+    for outdir in (tmp_path / 'bank' / 'ball00', tmp_path / 'bank', tmp_path / 'bank' / 'ball01' / 'demo'):
+        for extra in ([], ['--force']):                                  # Before: ball00's slab rewritten in place.
+            refused_in_one_line(run(outdir, *extra), f'--outdir {outdir} lies inside the sample bank {tmp_path / "bank"}')
+    assert files_under(tmp_path / 'bank') == before
+    (tmp_path / 'mine').mkdir()
+    untouched = sentinel(tmp_path / 'mine')
+    refused_in_one_line(run(tmp_path / 'mine', '--dry-run'), f'{tmp_path / "mine"} holds files already; pass --force')
+    assert untouched()
+    result = run(tmp_path / 'mine', '--dry-run', '--force')
+    assert result.exit_code == 0 and 'would build random FFHQ-512 structure' in result.output, result.output
+
+
+def test_train_flow_never_runs_into_another_runs_folder_without_force(tmp_path):
+    import json
+    from tools import train_flow
+    common = ['--preset', 'tiny', '--batch', '2', '--snap', '2', '--device', 'cpu', '--preview', '0', '--steps', '2']
+    run = lambda *extra: CliRunner().invoke(train_flow.main, ['--outdir', str(tmp_path / 'run'), *common, *extra])
+    assert run().exit_code == 0
+    before = files_under(tmp_path / 'run')
+    for extra in ([], ['--seed', '1'], ['--resume', str(tmp_path / 'elsewhere.pt')]):
+        if extra[:1] == ['--resume']:
+            (tmp_path / 'elsewhere.pt').write_bytes((tmp_path / 'run' / 'flow-000002.pt').read_bytes())
+        refused_in_one_line(run(*extra), f'{tmp_path / "run"} holds files already; pass --force')   # Before: mixed.
+        assert files_under(tmp_path / 'run') == before
+    assert run('--seed', '1', '--force').exit_code == 0                  # A new run in its place: its stats alone.
+    steps = [json.loads(line)['step'] for line in (tmp_path / 'run' / 'stats.jsonl').read_text().splitlines()]
+    assert steps == [1, 2] and digest(tmp_path / 'run' / 'flow-000002.pt') != before['flow-000002.pt']
+
 #----------------------------------------------------------------------------
 # Code runs only with consent.
 
@@ -68,6 +133,45 @@ def test_evaluate_refuses_a_feature_archive_without_trust(tmp_path, kind):
         os.path.join(demo.CHECKPOINTS, 'reward-sigma-nose.safetensors'), '--inception', net, '--outdir', str(tmp_path / 'r'), '--device', 'cpu'])
     refused_in_one_line(result, 'archive with pickled parts; loading it can run code stored in it, so pass --trust-pickle')
     assert digest(tmp_path / 'features.pt2') == before and not (tmp_path / 'r').exists()
+
+
+def evil_pickle(marker):
+    """A pickle (protocol 4: it looks like an EG3D network pickle) whose loading writes `marker`."""
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return exec, (f'open({str(marker)!r}, "w").write("code ran")',)
+    return pickle.dumps(Evil(), protocol=4)
+
+
+@pytest.mark.parametrize('how', ['load_generator', 'tool'])
+def test_a_network_file_swapped_after_its_check_loads_what_was_checked(tmp_path, monkeypatch, how):
+    from eg3d_rlhf import cli
+    from eg3d_rlhf.generators import flow_heads, registry
+    from eg3d_rlhf.generators.flow import FlowGenerator
+    from tests.helpers.flow import TINY
+    from tools import extract_sigma
+    path, marker = tmp_path / 'tuned.pt', tmp_path / 'ran'
+    flow_heads.save_flow(str(path), flow_heads.build_pipeline(TINY, init_seed=0), TINY)
+    recognise = registry.family_of_file
+
+    def check_then_swap(checked):                       # Another process replaces the file right after each check.
+        family = recognise(checked)
+        path.write_bytes(evil_pickle(marker))
+        return family
+    monkeypatch.setattr(registry, 'family_of_file', check_then_swap)
+    if how == 'load_generator':
+        try:
+            G = cli.load_generator(cli.network_path(str(path), trust_pickle=False), 'cpu')
+        finally:                                        # Before: loaded as a trusted pickle, so its code ran.
+            assert not marker.exists(), 'the pickle swapped in after the check ran its code'
+        assert isinstance(G, FlowGenerator) and G.conditions == TINY['conditions']      # What was checked.
+    else:
+        result = CliRunner().invoke(extract_sigma.main, ['--network', str(path), '--seeds', '0', '--res', '12',
+            '--outdir', str(tmp_path / 'x')])
+        assert not marker.exists(), 'the pickle swapped in after the check ran its code'
+        assert result.exit_code == 0 and len(list((tmp_path / 'x').glob('*.npy'))) == TINY['conditions'], result.output
 
 #----------------------------------------------------------------------------
 # Numbers: nan and inf are refused wherever a number is expected.
@@ -304,3 +408,46 @@ def test_tools_check_every_slab_file_before_any_work(tiny_pair, tmp_path, damage
             (annotate, ['pairs', '--bank', bank, '--annotator', 'oracle:nose', '--pairs', '3', '--out', str(tmp_path / 'l.jsonl')])):
         refused_in_one_line(CliRunner().invoke(tool.main, args), f'{slab}: {message}')
     assert digest(slab) == before and sorted(p.name for p in tmp_path.iterdir()) == ['bank']
+
+#----------------------------------------------------------------------------
+# A FIFO where a file is expected is refused in one line; nothing waits for a writer that never comes.
+
+HANGS = {                                               # (tool, arguments): FIFO stands for the FIFO's path.
+    'reward checkpoint':    ('tools/score_bank.py', ['--reward-model', 'FIFO', '--bank', 'BANK', '--out', 's.csv']),
+    'train_reward labels':  ('tools/train_reward.py', ['--bank', 'BANK', '--labels', 'FIFO', '--out', 'r.pt']),
+    'truth CSV':            ('tools/train_reward.py', ['--bank', 'BANK', '--labels', 'LABELS', '--truth', 'FIFO',
+                             '--out', 'r.pt', '--dry-run']),
+    'label stats':          ('tools/label.py', ['stats', 'FIFO']),
+    'evaluate --labels':    ('tools/evaluate.py', ['--original', 'bundled', '--tuned', 'bundled', '--reward-model',
+                             'REWARD', '--labels', 'FIFO', '--seeds', '0', '--outdir', 'report']),
+    'train.py --labels':    ('train.py', ['--generator', 'flow', '--labels', 'FIFO', '--bank', 'BANK', '--outdir', 'runs',
+                             '--dry-run']),
+    'region names':         ('tools/attribute.py', ['--bank', 'BANK', '--reward-model', 'REWARD', '--regions', 'NPY',
+                             '--region-names', 'FIFO', '--outdir', 'a']),
+    'slab':                 ('tools/annotate.py', ['pairs', '--bank', 'FIFOBANK', '--annotator', 'oracle:nose', '--pairs',
+                             '3', '--out', 'l.jsonl']),
+    'network':              ('tools/extract_sigma.py', ['--network', 'FIFO', '--seeds', '0', '--outdir', 'x', '--dry-run']),
+}
+
+
+@pytest.mark.parametrize('case', sorted(HANGS))
+def test_a_fifo_where_a_file_is_expected_is_refused_without_hanging(balls, tmp_path, case):
+    import shutil
+    import numpy as np
+    tool, args = HANGS[case]
+    fifo = tmp_path / 'input'
+    if case == 'slab':                                  # One sample's slab of a copied bank is a FIFO.
+        shutil.copytree(balls['bank'], tmp_path / 'bank')
+        fifo = sorted((tmp_path / 'bank').iterdir())[0] / 'sigma_slab.npy'
+        fifo.unlink()
+    os.mkfifo(fifo)
+    np.save(tmp_path / 'regions.npy', np.zeros([2, 2, 2], np.int64))
+    names = dict(FIFO=fifo, BANK=balls['bank'], LABELS=balls['labels'], FIFOBANK=tmp_path / 'bank', NPY=tmp_path /
+        'regions.npy', REWARD=os.path.join(demo.CHECKPOINTS, 'reward-sigma-nose.safetensors'))
+    argv = [str(names.get(a, a)) for a in args]
+    out = subprocess.run([sys.executable, os.path.join(REPO, tool), *argv], capture_output=True, text=True, cwd=tmp_path,
+        timeout=60)                                     # Before: waited forever for a writer.
+    errors = [line for line in out.stderr.splitlines() if line.startswith('Error')]
+    assert out.returncode != 0 and len(errors) == 1 and 'Traceback' not in out.stderr, out.stderr
+    assert f'{fifo}: not a regular file (a FIFO); give a file' in errors[0], out.stderr
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)

@@ -361,7 +361,8 @@ def test_only_its_own_host_names_are_answered(tmp_path):
             status, data = request(s.port, 'GET', '/', host=host)
             assert status == 421 and b'Which shape' not in data, host
             assert request(s.port, 'POST', '/api/undo', {}, host=host)[0] == 421
-    assert label_server.allowed_hosts('0.0.0.0') is None
+    everywhere = label_server.allowed_hosts('0.0.0.0')                      # Every address: still a Host check.
+    assert {'localhost', '127.0.0.1', '::1', socket.gethostname().lower()} <= everywhere and 'evil.example' not in everywhere
     assert label_server.allowed_hosts('192.168.1.5') == {'localhost', '127.0.0.1', '::1', '192.168.1.5'}
     assert label_server.host_name('[::1]:8000') == '::1' and label_server.host_name('Box:80') == 'box'
 

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 from click.testing import CliRunner
@@ -162,6 +163,26 @@ def test_one_server_per_file_and_annotator(served, tmp_path):
     assert (tmp_path / 'l.jsonl.dave.lock').read_text() == f'{os.getpid()}\n' and digest(out) == before
 
 
+@pytest.mark.parametrize('kind', ['a symlink to a file', 'a symlink to nowhere', 'a fifo'])
+def test_a_planted_lock_file_is_refused_and_what_it_points_to_is_untouched(served, tmp_path, kind):
+    bank_dir = fake_bank(tmp_path / 'bank')
+    out = tmp_path / 'l.jsonl'
+    out.write_text(LINE + '\n')
+    victim = tmp_path / 'thesis.txt'
+    victim.write_text('a week of work\n')
+    before = snapshot(tmp_path)
+    lock = f'{os.path.realpath(out)}.dave.lock'
+    if kind == 'a fifo':
+        os.mkfifo(lock)
+    else:
+        os.symlink(victim if kind == 'a symlink to a file' else tmp_path / 'made.txt', lock)
+    result, seen = served('--bank', bank_dir, '--out', out, '--annotator', 'dave')
+    refused_in_one_line(result, f'{lock}: ' + ('not a regular file where a lock file goes; remove it' if kind == 'a fifo'
+        else 'a symbolic link where a lock file goes; remove it'))          # Before: the file it named was emptied.
+    os.unlink(lock)
+    assert seen == {} and snapshot(tmp_path) == before                     # thesis.txt as it was, no made.txt.
+
+
 def test_serve_resumes_after_what_the_last_server_of_its_annotator_saved(served, tmp_path, monkeypatch):
     lock = L.lock_annotator
     def saved_just_before_letting_go(path, annotator):                      # Between loading the file and locking.
@@ -257,3 +278,67 @@ def test_corrupt_lines_stay_errors_naming_file_and_line(tmp_path, lines, message
     assert digest(path) == before
 
 #----------------------------------------------------------------------------
+
+#----------------------------------------------------------------------------
+# stats --json: never over the labels it reads, nor over a file without --force.
+
+def test_stats_never_writes_over_its_labels_nor_an_existing_file_without_force(tmp_path):
+    labels = tmp_path / 'l.jsonl'
+    labels.write_text(LINE + '\n')
+    os.symlink(labels, tmp_path / 'link.json')
+    existing = tmp_path / 'agreement.json'
+    existing.write_text('{"kept": true}\n')
+    before = snapshot(tmp_path)
+    stats = lambda *args: CliRunner().invoke(label.main, ['stats', str(labels), *map(str, args)])
+    for out in (labels, tmp_path / 'link.json'):
+        for force in ([], ['--force']):                                     # Before: the judgements were replaced.
+            refused_in_one_line(stats('--json', out, *force), f'{out} would write over LABELS {labels}, which this '
+                'command reads')
+    refused_in_one_line(stats('--json', existing), f'{existing} exists; pass --force to replace it')
+    assert snapshot(tmp_path) == before
+    ok(stats('--json', existing, '--force'))
+    assert 'kept' not in json.loads(existing.read_text()) and digest(labels) == before['l.jsonl']
+
+#----------------------------------------------------------------------------
+# The Host check stays on when the server listens on every address (DNS rebinding reaches 0.0.0.0 too).
+
+def test_a_server_on_every_address_answers_only_its_own_names(tmp_path):
+    from eg3d_rlhf.data import invites
+    from eg3d_rlhf.data.bank import Bank
+    from eg3d_rlhf.data.label_pages import Sessions
+    bank = Bank(fake_bank(tmp_path / 'bank'))
+    out = str(tmp_path / 'l.jsonl')
+    token = invites.invite(out, 'alice')
+    sessions = Sessions(out, lambda name: L.open_session(out, name, bank.ids, 5))
+    servers = [label_server.LabelServer(('0.0.0.0', 0), bank, None, sessions=sessions, invites=invites.Invites(out),
+        allow_hosts=allow) for allow in ((), ('Labbox.Local:8765', 'evil.example'))]
+    try:
+        for server in servers:
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+        plain, allowing = (s.server_address[1] for s in servers)
+        get = lambda port, host: request(port, 'GET', f'/api/state?token={token}', host=host)[0]
+        for host in ('evil.example', f'evil.example:{plain}', 'labbox.local', 'localhost.evil.example', ''):
+            assert get(plain, host) == 421, host                             # Before: 200, with no Host check at all.
+        for host in (f'127.0.0.1:{plain}', 'localhost', f'[::1]:{plain}', socket.gethostname(), socket.getfqdn()):
+            assert get(plain, host) == 200, host
+        for host in ('evil.example', 'LABBOX.local:8765', f'localhost:{allowing}'):
+            assert get(allowing, host) == 200, host                          # --allow-host adds names, ...
+        assert get(allowing, 'attacker.example') == 421                      # ... and only those.
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+        sessions.close()
+
+
+def test_allow_host_is_a_serve_option_and_the_accepted_names_are_printed(tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(label.LabelServer, 'serve_forever', lambda self: seen.update(hosts=self.hosts))
+    args = ['serve', '--port', '0', '--bank', fake_bank(tmp_path / 'bank'), '--out', str(tmp_path / 'l.jsonl'),
+        '--host', '0.0.0.0', '--allow-host', 'labbox.local', '--allow-host', '192.168.1.5']
+    result = ok(CliRunner().invoke(label.main, args))
+    assert {'labbox.local', '192.168.1.5', 'localhost', '127.0.0.1', socket.gethostname().lower()} <= seen['hosts']
+    assert 'evil.example' not in seen['hosts'] and 'answering Host names ' in result.output
+    assert label_server.allowed_hosts('::') == seen['hosts'] - {'0.0.0.0', 'labbox.local', '192.168.1.5'} | {'::'}
+    result = CliRunner().invoke(label.main, args[:-1] + ['http://evil.example/'])
+    assert result.exit_code == 2 and "Invalid value for '--allow-host'" in result.output, result.output

@@ -6,7 +6,7 @@ import click
 
 from eg3d_rlhf.analysis import collateral, image_metrics
 from eg3d_rlhf.analysis.compare import SIDES, compare, load_reals
-from eg3d_rlhf.cli import (OUT_DIR, NETWORK_HELP, conditions_option, device_option, FiniteRange, load_generator,
+from eg3d_rlhf.cli import (OUT_DIR, NETWORK_HELP, check_input, conditions_option, device_option, FiniteRange, load_generator,
     network_keys, network_path, open_reward, parse_range, pick_device)
 from eg3d_rlhf.data import annotators
 from eg3d_rlhf.data.preferences import LabelError
@@ -55,6 +55,7 @@ def main(original_pkl, tuned_pkl, trust_pickle, reward_path, seeds, conditions, 
     """
     if labels and annotator:
         raise click.UsageError('give --labels or --annotator, not both')
+    check_input(labels, '--labels')                                     # Read after rendering: checked now.
     taste = None
     if annotator:
         try:

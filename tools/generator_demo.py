@@ -6,7 +6,7 @@ import click
 import torch
 
 from eg3d_rlhf.analysis.generator_demo import report
-from eg3d_rlhf.cli import SEED, FINITE, NETWORK_HELP, OUT_DIR, load_generator, network_path
+from eg3d_rlhf.cli import SEED, FINITE, NETWORK_HELP, OUT_DIR, force_option, load_generator, network_path, refuse_outdir
 from eg3d_rlhf.generators.eg3d import EG3DGenerator
 
 #----------------------------------------------------------------------------
@@ -39,13 +39,16 @@ def ffhq512_small_kwargs():
 @click.option('--neural-res', type=click.IntRange(min=8), help='Neural rendering resolution (EG3D)  [default: the network\'s own]')
 @click.option('--level', type=FINITE, default=10, show_default=True, help='Marching-cubes iso level of raw sigma')
 @click.option('--dry-run', is_flag=True, help='Print what would be done; build and write nothing')
-def main(outdir, network_pkl, trust_pickle, seed, condition, resolution, neural_res, level, dry_run):
+@force_option
+def main(outdir, network_pkl, trust_pickle, seed, condition, resolution, neural_res, level, dry_run, force):
     """Render one face (image; EG3D also the raw image and depth), sample its sigma slab and mesh it; write PNGs,
     .npy, .ply, summary.json and report.html/.json (eg3d_rlhf/analysis/generator_demo.py).
 
     Also previews.png: the level surface of the full cube from the front, three-quarter and profile. With
     --network random the weights are random: the pipeline runs end to end, but the images and geometry are noise.
+    OUTDIR must be new or empty (--force: write over what it holds) and never inside a sample bank.
     """
+    refuse_outdir(outdir, force)
     if network_pkl == 'random':
         source = f'random FFHQ-512 structure (init seed {seed})'
     else:

@@ -5,7 +5,7 @@ import socket
 import click
 
 from eg3d_rlhf.analysis import study as scoring
-from eg3d_rlhf.cli import FiniteRange, one_line_errors, open_bank, warning_lines
+from eg3d_rlhf.cli import OUT_FILE, FiniteRange, force_option, one_line_errors, open_bank, refuse_overwrite, warning_lines
 from eg3d_rlhf.data import invites, labeling, scores
 from eg3d_rlhf.data.bank import write_json
 from eg3d_rlhf.data.label_pages import (check_annotator, need_annotator, pair_target, rate_options, serve_options,
@@ -18,11 +18,9 @@ from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward
 
 def reward_scores(reward_path, bank, bank_dir, score):
     """{id: [each ensemble member's reward]} of every sample (None without `score`, once the checkpoint fits the bank)."""
-    try:
+    with one_line_errors(RewardCheckpointError, scores.ScoresError):
         reward = load_reward(reward_path, 'cpu')
         scores.check_grid(reward, bank, reward_path, bank_dir)
-    except (RewardCheckpointError, scores.ScoresError) as err:
-        raise click.ClickException(str(err))
     return scores.score_bank(reward, bank, members=True) if score else None
 
 
@@ -33,7 +31,7 @@ def main():
 
 @main.command()
 @serve_options
-def serve(bank_dir, out, target, active, reward_path, repeat_rate, annotator, port, host, seed, dry_run):
+def serve(bank_dir, out, target, active, reward_path, repeat_rate, annotator, port, host, allow_hosts, seed, dry_run):
     """Serve the labeling page: two samples' geometry previews side by side (click one for its RGB render);
     1 or Left = left better, 2 or Right = right better, t = tie, s = skip, u or Backspace = undo, ? = help.
     Every judgement is on disk before the page says saved; a restart resumes where NAME stopped.
@@ -51,7 +49,7 @@ def serve(bank_dir, out, target, active, reward_path, repeat_rate, annotator, po
         labeling.check_appendable(out)
         rewards = reward_scores(reward_path, bank, bank_dir, score=not dry_run) if active else None
         serve_pairs(bank, bank_dir, out, target, repeat_rate, annotator, port, host, seed or 0, dry_run, rewards,
-            order=f'active by {reward_path}' if active else None)
+            order=f'active by {reward_path}' if active else None, allow_hosts=allow_hosts)
 
 
 @main.command()
@@ -125,14 +123,16 @@ def invite(name, out, url, force):
 
 @main.command()
 @click.argument('labels', type=click.Path(exists=True, dir_okay=False), metavar='LABELS.jsonl')
-@click.option('--json', 'json_out', metavar='OUT', help='Also write the numbers as JSON')
-def stats(labels, json_out):
+@click.option('--json', 'json_out', type=OUT_FILE, metavar='OUT', help='Also write the numbers as JSON')
+@force_option
+def stats(labels, json_out, force):
     """Judgements per annotator, ties and skips, self-consistency on repeats, and Cohen's kappa between each two
     annotators on the pairs both judged (undone judgements do not count).
 
     \b
     python tools/label.py stats labels.jsonl --json agreement.json
     """
+    refuse_overwrite(json_out, force=force, inputs={'LABELS': labels})
     with one_line_errors(LabelError), warning_lines(LabelWarning):
         judgements = load_judgements(labels, repeats=True)
     if not judgements:

@@ -5,7 +5,7 @@ import math
 import click
 from tqdm import tqdm
 
-from eg3d_rlhf.cli import OUT_FILE, device_option, pick_device
+from eg3d_rlhf.cli import OUT_FILE, device_option, force_option, pick_device, refuse_overwrite
 from eg3d_rlhf.data import scores
 from eg3d_rlhf.data.bank import Bank, BankError
 from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward
@@ -15,11 +15,13 @@ from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward
 @click.command()
 @click.option('--reward-model', 'reward_path', required=True, metavar='PT', help='Checkpoint from tools/train_reward.py')
 @click.option('--bank', 'bank_dir', required=True, metavar='BANK', help='Sample bank folder')
-@click.option('--out', type=OUT_FILE, required=True, metavar='CSV', help='id,reward file to write (replaced atomically)')
+@click.option('--out', type=OUT_FILE, required=True, metavar='CSV', help='id,reward file to write (atomically; an '
+    'existing one only with --force, never an input)')
 @click.option('--batch', type=click.IntRange(min=1), default=8, show_default=True, help='Samples scored at once')
 @click.option('--dry-run', is_flag=True, help='Check the inputs and print the plan; score nothing')
+@force_option
 @device_option
-def main(reward_path, bank_dir, out, batch, dry_run, device_name):
+def main(reward_path, bank_dir, out, batch, dry_run, force, device_name):
     """Write id,reward for every finished sample of BANK, in id order. The checkpoint is read with
     torch.load(weights_only=True), so it cannot run code. The bank's slabs must lie on the grid of the model's input
     spec; the model prepares the raw slabs itself, as its checkpoint says.
@@ -27,6 +29,7 @@ def main(reward_path, bank_dir, out, batch, dry_run, device_name):
     \b
     python tools/score_bank.py --reward-model reward.pt --bank out/bank --out scores.csv
     """
+    refuse_overwrite(out, force=force, inputs={'--reward-model': reward_path, '--bank': bank_dir})
     device = pick_device(device_name)
     try:
         reward = load_reward(reward_path, device)

@@ -9,7 +9,7 @@ from tqdm import tqdm
 
 from dnnlib.util import atomic_write
 from eg3d_rlhf.analysis.report_plots import plot_losses
-from eg3d_rlhf.cli import SEED, OUT_DIR, FiniteRange, device_option, open_reporter, pick_device, pick_reporter, report_option
+from eg3d_rlhf.cli import SEED, OUT_DIR, FiniteRange, device_option, force_option, open_reporter, pick_device, pick_reporter, refuse_outdir, report_option
 from eg3d_rlhf.generators import flow_heads
 from eg3d_rlhf.geometry.preview import rgb_picture, save_picture, tile
 from eg3d_rlhf.synthetic import flow_data
@@ -66,7 +66,7 @@ def snapshot(outdir, pipeline, config, optimizer, step, options, preview_columns
 #----------------------------------------------------------------------------
 
 @click.command()
-@click.option('--outdir', type=OUT_DIR, required=True, metavar='DIR', help='Run folder (options.json, stats.jsonl, snapshots)')
+@click.option('--outdir', type=OUT_DIR, required=True, metavar='DIR', help='Run folder (options.json, stats.jsonl, snapshots): new or empty, unless --resume names a snapshot in it (the run continues there) or --force')
 @click.option('--preset', type=click.Choice(sorted(flow_heads.PRESETS)), default='default', show_default=True,
     help='Base config')
 @click.option('--config', 'overrides', callback=parse_config, metavar='JSON', help='Config keys over the preset')
@@ -83,11 +83,13 @@ def snapshot(outdir, pipeline, config, optimizer, step, options, preview_columns
 @click.option('--format', 'snapshot_format', type=click.Choice(['pt', 'safetensors']), default='pt', show_default=True,
     help='Snapshot files: torch zip (weights_only) or safetensors')
 @click.option('--dry-run', is_flag=True, help='Print the options and config, write nothing')
+@force_option
 @device_option
 @report_option
 def main(outdir, preset, overrides, steps, batch, lr, schedule, seed, snap, preview_columns, resume, snapshot_format, dry_run,
-        device_name, report_to):
+        force, device_name, report_to):
     """Train the two stages (structure, detail) by flow matching on synthetic heads' true SDFs."""
+    continues = refuse_outdir(outdir, force, resume)           # Another run's snapshots, options and stats stay.
     try:
         if resume is not None:
             state = flow_heads.read_flow(resume)
@@ -109,7 +111,6 @@ def main(outdir, preset, overrides, steps, batch, lr, schedule, seed, snap, prev
     if start >= steps:
         raise click.ClickException(f'the snapshot is at step {start}; ask for more --steps than that')
     device = pick_device(device_name)
-
     pipeline = flow_heads.build_pipeline(config, init_seed=seed) if state is None else flow_heads.load_pipeline(state, device)
     for m in pipeline.modules():
         m.to(device)
@@ -119,13 +120,12 @@ def main(outdir, preset, overrides, steps, batch, lr, schedule, seed, snap, prev
     os.makedirs(outdir, exist_ok=True)
     with atomic_write(os.path.join(outdir, 'options.json'), 'w') as f:
         json.dump(options, f, indent=2)
-
     resolution = config['grid'] * config['patch']
     sdf, conditions = flow_data.training_heads(config['data_seed'], config['heads'], resolution, config['conditions'],
         config['cube_length'], build_spread=config['build_spread'], progress=True)
     assets = flow_heads.sdf_to_sigma(sdf, flow_heads.truncation_length(config))
     writer = open_reporter(outdir, options['report_to'], config=options)     # A resumed run's log continues in it.
-    with open(os.path.join(outdir, 'stats.jsonl'), 'a') as stats:
+    with open(os.path.join(outdir, 'stats.jsonl'), 'a' if continues else 'w') as stats:
         for step in tqdm(range(start, steps), desc='train flow', unit='step', initial=start, total=steps):
             for group in optimizer.param_groups:
                 group['lr'] = rate(lr, schedule, step, steps)

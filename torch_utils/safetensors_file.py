@@ -8,7 +8,7 @@ import struct
 import safetensors.torch
 import torch
 
-from dnnlib.util import atomic_write
+from dnnlib.util import atomic_write, open_regular
 
 #----------------------------------------------------------------------------
 # A checkpoint is a plain dict (what torch.save(weights_only) would hold: dicts, lists, strings, numbers, None and
@@ -35,10 +35,16 @@ def is_safetensors_path(path):
 def is_safetensors(path):
     """Does the file start like a safetensors file (a header length that fits the file, then '{')? Reads 9 bytes;
     read_header and load check the rest."""
-    with open(path, 'rb') as f:
+    with open_regular(path, 'rb') as f:
         head = f.read(9)
-        size = os.fstat(f.fileno()).st_size
-    return len(head) == 9 and head[8:] == b'{' and struct.unpack('<Q', head[:8])[0] <= size - 8
+        size = f.seek(0, os.SEEK_END)
+    return is_safetensors_blob(head, size)
+
+
+def is_safetensors_blob(blob, size=None):
+    """is_safetensors of a file's bytes (or its first 9 bytes and its size)."""
+    size = len(blob) if size is None else size
+    return len(blob) >= 9 and blob[8:9] == b'{' and struct.unpack('<Q', blob[:8])[0] <= size - 8
 
 #----------------------------------------------------------------------------
 
@@ -100,9 +106,10 @@ def read_header(path, blob=None):
     """(header {tensor: {dtype, shape, data_offsets}}, metadata {str: str}, data offset) of a safetensors file, checked:
     ValueError of one line naming the file and what is wrong. Reads only the header unless `blob` (the file) is given."""
     if blob is None:
-        with open(path, 'rb') as f:
+        with open_regular(path, 'rb') as f:
             head = f.read(8)
-            size = os.fstat(f.fileno()).st_size
+            size = f.seek(0, os.SEEK_END)
+            f.seek(8)
             n = struct.unpack('<Q', head)[0] if len(head) == 8 else None
             text = f.read(n) if n is not None and n <= min(size - 8, MAX_HEADER) else None
     else:
@@ -170,11 +177,13 @@ def _decode(value, tensors, used):
     return {k: _decode(v, tensors, used) for k, v in value.items()}
 
 
-def load(path, formats):
+def load(path, formats, blob=None):
     """The checkpoint dict of a safetensors file whose format is one of `formats`, tensors on the CPU; ValueError of
-    one line naming the file and what is wrong (header, metadata JSON, a tensor missing or named by nothing)."""
-    with open(path, 'rb') as f:
-        blob = f.read()
+    one line naming the file and what is wrong (header, metadata JSON, a tensor missing or named by nothing). `blob`:
+    the file's bytes, read already."""
+    if blob is None:
+        with open_regular(path, 'rb', error=ValueError) as f:
+            blob = f.read()
     _header, metadata, _ = read_header(path, blob)
     if metadata.get(MARKER) not in formats:
         raise ValueError(f'{path}: its metadata {MARKER} is {metadata.get(MARKER)!r}, expected {" or ".join(formats)}')

@@ -6,6 +6,7 @@ import os
 import numpy as np
 import torch
 
+from dnnlib.util import NotRegularFile, open_regular
 from eg3d_rlhf.analysis import report_plots
 
 #----------------------------------------------------------------------------
@@ -136,12 +137,17 @@ def load(labels_path, names_path, shape):
     """User-supplied regions: a .npy label volume and a JSON list of names (or {"names": [...]}) for its labels 0..K-1;
     'other' is appended if absent. ValueError naming the file on anything that does not fit."""
     try:
-        labels = np.load(labels_path, allow_pickle=False)
+        with open_regular(labels_path, 'rb') as f:
+            labels = np.load(f, allow_pickle=False)
+    except NotRegularFile as err:                                   # A FIFO would block: refused, never read.
+        raise ValueError(str(err)) from None
     except (OSError, ValueError) as err:
         raise ValueError(f'{labels_path}: cannot read a .npy label volume ({err})')
     try:
-        with open(names_path, encoding='utf-8') as f:
+        with open_regular(names_path, 'r', encoding='utf-8') as f:
             names = json.load(f)
+    except NotRegularFile as err:
+        raise ValueError(str(err)) from None
     except (OSError, ValueError) as err:
         raise ValueError(f'{names_path}: cannot read region names as JSON ({err})')
     names = names.get('names') if isinstance(names, dict) else names

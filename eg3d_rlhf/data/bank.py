@@ -41,6 +41,33 @@ def is_finished(root, sample_id):
     return os.path.isfile(os.path.join(root, sample_id, META_FILE))
 
 
+def bank_holding(path):
+    """The bank folder that `path` is or lies in (made or not): the nearest folder at or above it holding bank.json,
+    or a sample folder (meta.json beside sigma_slab.npy) at or above it; None when it is in no bank."""
+    folder = os.path.realpath(path)
+    while True:
+        if os.path.isfile(os.path.join(folder, BANK_FILE)):
+            return folder
+        if os.path.isfile(os.path.join(folder, META_FILE)) and os.path.exists(os.path.join(folder, SLAB_FILE)):
+            return os.path.dirname(folder)
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return None
+        folder = parent
+
+
+def load_npy(path, **kwargs):
+    """np.load of a sample's file without pickles, which must be a regular file (a FIFO would block the reader); BankError
+    naming it and the fix otherwise."""
+    try:
+        problem = dnnlib.util.file_problem(path)
+        if problem is None:
+            return np.load(path, allow_pickle=False, **kwargs)
+    except (OSError, ValueError) as err:
+        problem = f'{path}: cannot be read ({err})'
+    raise BankError(f'{problem}; redraw the sample (delete its meta.json and resume)')
+
+
 def write_json(path, data):
     with dnnlib.util.atomic_write(path, 'w', encoding='utf-8') as f:
         json.dump(data, f, indent=2)
@@ -87,10 +114,7 @@ class Bank:
     def slab(self, sample_id):
         """Raw sigma [X, Y, Z] as float32; BankError naming the file when it cannot be read or is not finite."""
         path = self.path(sample_id, SLAB_FILE)
-        try:
-            slab = np.load(path, allow_pickle=False).astype(np.float32)
-        except (OSError, ValueError) as err:
-            raise BankError(f'{path}: cannot be read ({err}); redraw the sample (delete its meta.json and resume)')
+        slab = load_npy(path).astype(np.float32)
         if not np.isfinite(slab).all():
             raise BankError(f'{path}: holds nan or inf; redraw the sample (delete its meta.json and resume)')
         return slab
@@ -100,10 +124,7 @@ class Bank:
         (its header read, its size checked, nothing loaded); BankError naming the first file that is not."""
         for sample_id in self.ids if ids is None else ids:
             path = self.path(sample_id, SLAB_FILE)
-            try:
-                slab = np.load(path, mmap_mode='r', allow_pickle=False)
-            except (OSError, ValueError) as err:
-                raise BankError(f'{path}: cannot be read ({err}); redraw the sample (delete its meta.json and resume)')
+            slab = load_npy(path, mmap_mode='r')
             if slab.shape != self.grid(sample_id).shape:
                 raise BankError(f'{path}: shape {list(slab.shape)}, but meta.json says {list(self.grid(sample_id).shape)}; '
                     'redraw the sample (delete its meta.json and resume)')
@@ -111,11 +132,11 @@ class Bank:
     def array(self, sample_id, name):
         """An array the generator kept beside the slab (<name>.npz, e.g. 'asset'), read without pickles."""
         path = self.path(sample_id, f'{name}.npz')
-        try:
-            with np.load(path, allow_pickle=False) as data:
+        with load_npy(path) as data:
+            try:
                 return data['array']
-        except (OSError, ValueError, KeyError) as err:
-            raise BankError(f'{path}: cannot be read ({err}); redraw the sample (delete its meta.json and resume)')
+            except (OSError, ValueError, KeyError) as err:
+                raise BankError(f'{path}: cannot be read ({err}); redraw the sample (delete its meta.json and resume)')
 
     def slabs(self, ids=None):
         """{id: raw float32 slab} for `ids` (all by default); every slab must have the same shape."""

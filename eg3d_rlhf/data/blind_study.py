@@ -13,7 +13,7 @@ import scipy.ndimage
 
 import dnnlib
 from eg3d_rlhf.data.bank import BANK_FILE, IMAGE_FILE, META_FILE, SLAB_FILE, Bank, BankError, preview_file, write_json
-from eg3d_rlhf.data.labeling import LabelSession, pair_key
+from eg3d_rlhf.data.labeling import LabelSession, open_lock, pair_key
 from eg3d_rlhf.data.preferences import LabelError, load_judgements, now
 from eg3d_rlhf.geometry import convention as conventions
 from eg3d_rlhf.geometry import preview
@@ -245,7 +245,7 @@ def open_study(out, original, tuned, pairs=None, attention_rate=None, seed=None,
     check_paired(original, tuned)
     if dry_run and (force or not os.path.exists(key_path(out))):
         return None
-    with open(f'{os.path.realpath(out)}.key.lock', 'a') as lock:
+    with open_lock(f'{os.path.realpath(out)}.key.lock') as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         return open_study_unlocked(out, original, tuned, pairs, attention_rate, seed, force)
 

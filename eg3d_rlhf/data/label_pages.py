@@ -10,7 +10,8 @@ import click
 from eg3d_rlhf.data import blind_study, labeling, ratings
 from eg3d_rlhf.data.bank import Bank, BankError
 from eg3d_rlhf.data.invites import Invites
-from eg3d_rlhf.data.label_server import LOOPBACK, PAGE_FILE, RATE_PAGE_FILE, LabelServer, is_loopback
+from eg3d_rlhf.data.label_server import (LOOPBACK, PAGE_FILE, RATE_PAGE_FILE, LabelServer, host_name, is_loopback,
+    WILDCARDS)
 from eg3d_rlhf.data.preferences import LabelError, LabelWarning
 from eg3d_rlhf.generators.base import MAX_SEED
 
@@ -31,6 +32,16 @@ def check_host(ctx, param, value):
     return LOOPBACK if value is None else value
 
 
+def check_allowed_host(ctx, param, value):
+    """--allow-host's names as the Host check compares them (label_server.host_name: lower case, no port)."""
+    names = tuple(host_name(v) for v in value)
+    bad = [v for v, name in zip(value, names) if not name or any(c.isspace() or c in '/?#@' for c in v)]
+    if bad:
+        raise click.BadParameter(f'{bad[0]!r}: give a host name or address as a browser puts it in the address bar, '
+            'e.g. labbox.local or 192.168.1.5')
+    return names
+
+
 def page_options(f):
     """--annotator, --port, --host, --seed and --dry-run, as every page takes them."""
     for option in reversed([
@@ -39,6 +50,10 @@ def page_options(f):
         click.option('--port', type=click.IntRange(0, 65535), default=8765, show_default=True, help='Port (0 = any free one)'),
         click.option('--host', callback=check_host, metavar='ADDR', help=f'Address to listen on  [default: {LOOPBACK}]; '
             'anything else lets other machines in, and then only people with an invite link (label.py invite)'),
+        click.option('--allow-host', 'allow_hosts', multiple=True, callback=check_allowed_host, metavar='NAME',
+            help='Another name the page may be opened by (the Host header; repeatable). Always accepted: loopback '
+            'names and --host; with --host 0.0.0.0 or ::, also this machine\'s hostname, its full name and the '
+            'addresses the hostname resolves to'),
         click.option('--seed', type=click.IntRange(0, MAX_SEED), help='Seed of the order  [default: 0]'),
         click.option('--dry-run', is_flag=True, help='Print the resolved settings and exit; serve and write nothing')]):
         f = option(f)
@@ -165,12 +180,13 @@ class Sessions:
 
 
 def serve_page(host, port, out, annotator, open_session, settings, bank=None, samples=None, page=PAGE_FILE,
-        dry_run=False, noun='pairs judged'):
+        dry_run=False, noun='pairs judged', allow_hosts=()):
     """Serve a labeling page of labels file `out` until Ctrl-C, printing where; with dry_run print what it would serve.
     On loopback the page is `annotator`'s; beyond it, each invited annotator's (invites.py; `annotator`, if given,
     only names whose progress the console shows). open_session(name) -> a session (LabelSession, StudySession,
     RatingSession); settings(state of annotator's session, or None) -> the console's description; samples(token) ->
-    (Bank, id) for opaque pages. LabelError or OSError for a file that cannot be labelled or an address not bound."""
+    (Bank, id) for opaque pages; allow_hosts: --allow-host's names. LabelError or OSError for a file that cannot be
+    labelled or an address not bound."""
     labeling.check_appendable(out)
     remote = not is_loopback(host)
     sessions = Sessions(out, open_session)
@@ -183,12 +199,15 @@ def serve_page(host, port, out, annotator, open_session, settings, bank=None, sa
         invites = Invites(out) if remote else None
         try:
             server = LabelServer((host, port), bank, None if remote else sessions.get(annotator), samples=samples,
-                sessions=sessions, invites=invites, page=page)
+                sessions=sessions, invites=invites, page=page, allow_hosts=allow_hosts)
         except OSError as err:
             raise LabelError(f'cannot listen on {host}:{port}: {err.strerror or err}') from None
         if remote:
             print(f'warning: listening on {host}: other machines can reach this page; only invited annotators get in '
                 f'({invites.reload()} invited in {invites.path}; python tools/label.py invite NAME --out {out} adds one)',
+                flush=True)
+        if host in WILDCARDS:
+            print(f'answering Host names {", ".join(sorted(server.hosts))} (add others with --allow-host NAME)',
                 flush=True)
         print(f'serving http://{host}:{server.server_address[1]}/: {settings(state)}; Ctrl-C stops', flush=True)
         server.run()
@@ -201,13 +220,14 @@ def serve_page(host, port, out, annotator, open_session, settings, bank=None, sa
 #----------------------------------------------------------------------------
 # The three pages.
 
-def serve_pairs(bank, bank_dir, out, target, repeat_rate, annotator, port, host, seed, dry_run, rewards=None, order=None):
+def serve_pairs(bank, bank_dir, out, target, repeat_rate, annotator, port, host, seed, dry_run, rewards=None, order=None,
+        allow_hosts=()):
     """tools/label.py serve: pairs of one bank, in seeded random order or (given reward scores) active order."""
     settings = lambda s: (f'bank {bank_dir} ({len(bank)} samples), out {out}, ' + (f'annotator {annotator}, '
         f'{s["done"]}/{target} judged' if s else f'invited annotators, {target} pairs each') + f', order '
         f'{order or f"random, seed {seed}"}, repeat rate {repeat_rate}')
     serve_page(host, port, out, annotator, lambda name: labeling.open_session(out, name, bank.ids, target,
-        repeat_rate=repeat_rate, seed=seed, scores=rewards), settings, bank=bank, dry_run=dry_run)
+        repeat_rate=repeat_rate, seed=seed, scores=rewards), settings, bank=bank, dry_run=dry_run, allow_hosts=allow_hosts)
 
 
 def open_banks(*folders):
@@ -218,7 +238,7 @@ def open_banks(*folders):
 
 
 def serve_study(out, original_dir, tuned_dir, pairs, repeat_rate, attention_rate, force, annotator, port, host, seed,
-        dry_run):
+        dry_run, allow_hosts=()):
     """tools/label.py study: open (or make) the study of `out` (blind_study.open_study) and serve its page."""
     need_annotator(annotator, host)
     labeling.check_appendable(out)
@@ -231,10 +251,10 @@ def serve_study(out, original_dir, tuned_dir, pairs, repeat_rate, attention_rate
     settings = lambda s: (f'study {out} ({len(study.pairs)} pairs, {len(study.checks)} attention checks), ' + (
         f'annotator {annotator}, {s["done"]}/{s["target"]} judged, ' if s else '') + f'repeat rate {repeat_rate}')
     serve_page(host, port, out, annotator, lambda name: blind_study.StudySession(out, name, study, repeat_rate,
-        study.key['seed']), settings, samples=study.sample_of, dry_run=dry_run)
+        study.key['seed']), settings, samples=study.sample_of, dry_run=dry_run, allow_hosts=allow_hosts)
 
 
-def serve_ratings(out, bank_dirs, criteria, samples, force, annotator, port, host, seed, dry_run):
+def serve_ratings(out, bank_dirs, criteria, samples, force, annotator, port, host, seed, dry_run, allow_hosts=()):
     """tools/label.py rate: open (or make) the ratings key of `out` (ratings.open_ratings) and serve its page."""
     need_annotator(annotator, host)
     labeling.check_appendable(out)
@@ -248,6 +268,6 @@ def serve_ratings(out, bank_dirs, criteria, samples, force, annotator, port, hos
     settings = lambda s: f'ratings {out} ({len(key.samples)} samples, {", ".join(key.criteria)})' + (
         f', annotator {annotator}, {s["done"]}/{s["target"]} rated' if s else '')
     serve_page(host, port, out, annotator, lambda name: ratings.RatingSession(out, name, key, samples), settings,
-        samples=key.sample_of, page=RATE_PAGE_FILE, dry_run=dry_run, noun='samples rated')
+        samples=key.sample_of, page=RATE_PAGE_FILE, dry_run=dry_run, noun='samples rated', allow_hosts=allow_hosts)
 
 #----------------------------------------------------------------------------

@@ -33,6 +33,8 @@ from eg3d_rlhf.geometry.preview import VIEWS
 # Beyond loopback (--host), every request must carry an invited annotator's token (invites.py), as ?token= (the
 # secret link) or the cookie the page sets from it, else 403; the annotator is the token's, never the request's, and
 # a POST must also carry the page's own Origin.
+# Every request, on any address, must name the server in its Host header (allowed_hosts), else 421: a page on another
+# site whose DNS name is rebound to this machine sends its own name, so it never reaches the API or the pictures.
 
 PAGE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'label_page.html')
 RATE_PAGE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'rate_page.html')
@@ -51,14 +53,15 @@ class LabelServer(http.server.ThreadingHTTPServer):
     it, one per invited annotator (`sessions`: a Sessions), whose tokens `invites` (invites.Invites) checks."""
     daemon_threads = True
 
-    def __init__(self, address, bank, session, samples=None, sessions=None, invites=None, page=PAGE_FILE):
+    def __init__(self, address, bank, session, samples=None, sessions=None, invites=None, page=PAGE_FILE,
+            allow_hosts=()):
         if ':' in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, Handler)
         self.bank, self.session, self.samples = bank, session, samples   # samples(token) -> (Bank, id) or None.
         self.sessions, self.invites = sessions, invites
         self.remote = not is_loopback(address[0])
-        self.hosts = allowed_hosts(address[0])
+        self.hosts = allowed_hosts(address[0], allow_hosts)
         with open(page, 'rb') as f:
             self.page = f.read()
         with open(VIEWER_FILE, 'rb') as f:
@@ -156,9 +159,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def host_allowed(self):
         """Does the Host header name this server (a page on another site that rebinds its DNS name to 127.0.0.1 sends
         its own name)? A refusal is answered here."""
-        if self.server.hosts is None or host_name(self.headers.get('Host', '')) in self.server.hosts:
+        if host_name(self.headers.get('Host', '')) in self.server.hosts:
             return True
-        self.reply_json(421, dict(error='unexpected Host header; open the page by the address the server printed'))
+        self.reply_json(421, dict(error='unexpected Host header; open the page by the address the server printed, or '
+            'add the name with --allow-host NAME'))
         return False
 
     def cookie_name(self):
@@ -315,11 +319,28 @@ def host_name(header):
     return header.rsplit(':', 1)[0] if header.count(':') == 1 else header
 
 
-def allowed_hosts(bound):
-    """Host header names a server bound to `bound` answers: the loopback names, and `bound` itself; None (any) when it
-    listens on every address (0.0.0.0, ::), whose names this machine cannot know."""
-    if bound in ('0.0.0.0', '::', ''):
-        return None
-    return {'localhost', '127.0.0.1', '::1', bound.lower()}
+WILDCARDS = ('0.0.0.0', '::', '')        # Addresses that listen on every interface.
+
+
+def allowed_hosts(bound, extra=()):
+    """Host header names (host_name's form) a server bound to `bound` answers: the loopback names, `bound` itself and
+    `extra` (--allow-host); on every address (WILDCARDS) also this machine's own names (machine_names). Never any name:
+    the check stays on whatever the address."""
+    names = {'localhost', '127.0.0.1', '::1', bound.lower()} | {host_name(name) for name in extra}
+    if bound in WILDCARDS:
+        names |= machine_names()
+    return frozenset(names - {''})
+
+
+def machine_names():
+    """This machine's own names and addresses, lower case: socket.gethostname(), socket.getfqdn() and the addresses
+    getaddrinfo gives for the hostname (an interface address it does not list needs --allow-host)."""
+    hostname = socket.gethostname()
+    names = {hostname, socket.getfqdn()}
+    try:
+        names |= {info[4][0].split('%', 1)[0] for info in socket.getaddrinfo(hostname, None)}
+    except (OSError, UnicodeError):                 # A hostname that does not resolve: its names alone.
+        pass
+    return {name.lower() for name in names if name}
 
 #----------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import urllib.parse
 
 import numpy as np
 
+import dnnlib
 from eg3d_rlhf.data import labeling
 from eg3d_rlhf.data.bank import IMAGE_FILE, preview_file
 from eg3d_rlhf.data.preferences import LabelError, parse_judgement
@@ -84,7 +85,7 @@ def export_tasks(bank, count, seed=0, view='front', url_prefix=None, document_ro
 def read_export(path):
     """The list of tasks in a Label Studio JSON export; LabelError naming the file when it is not one."""
     try:
-        with open(path, encoding='utf-8') as f:
+        with dnnlib.util.open_regular(path, 'r', error=LabelError, encoding='utf-8') as f:
             tasks = json.load(f)
     except OSError as err:
         raise LabelError(f'{path}: cannot be read ({err.strerror or err})') from None

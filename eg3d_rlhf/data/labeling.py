@@ -7,6 +7,7 @@ import itertools
 import json
 import os
 import re
+import stat
 import threading
 import time
 import uuid
@@ -83,11 +84,29 @@ def check_appendable(path):
         raise LabelError(f'{path}: its folder {folder} is not writable; fix its permissions, or choose another --out')
 
 
+def open_lock(path):
+    """The lock file at `path` opened for reading and appending, made if missing (0o644); never through a symlink (a
+    planted 'labels.jsonl.NAME.lock' link would make the lock's truncate empty the file it points to) and never
+    anything but a regular file: LabelError naming it otherwise."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    except OSError as err:
+        if os.path.islink(path):
+            raise LabelError(f'{path}: a symbolic link where a lock file goes; remove it (nothing was written through '
+                'it)') from None
+        raise LabelError(f'{path}: cannot open the lock file ({err.strerror or err}); fix its permissions') from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise LabelError(f'{path}: not a regular file where a lock file goes; remove it')
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+    return os.fdopen(fd, 'a+', encoding='utf-8')
+
+
 def lock_annotator(path, annotator):
     """The right to label `path` as `annotator` in this process alone (two sessions of one person would show the same
     pairs twice): an flock on '<file>.<annotator>.lock' beside the file, holding this pid, as the open lock file;
     closing it, or the end of the process however it ends, lets go. LabelError naming the holder when it is taken."""
-    lock = open(f'{os.path.realpath(path)}.{annotator}.lock', 'a+', encoding='utf-8')
+    lock = open_lock(f'{os.path.realpath(path)}.{annotator}.lock')
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -123,12 +123,17 @@ def _utf8_lines(f, path):
         raise LabelError(f'{path}: not UTF-8 text after line {lineno} ({err.reason}); save it as UTF-8') from None
 
 
+def _open_text(path, **kwargs):
+    """A label file opened as UTF-8 text; LabelError naming it when it is no regular file (a FIFO would block)."""
+    return dnnlib.util.open_regular(path, 'r', error=LabelError, encoding='utf-8', **kwargs)
+
+
 def _records(path):
     """(line number, JSON object) of each non-blank line. A line that is not JSON is a LabelError, unless a crash cut
     its write short: the last line, without its newline, or a line closed by the writer (its next record says TORN);
     those are skipped with a LabelWarning naming the line (no server said saved for them)."""
     cut = None                                          # (error, line number, newline?) of a line that is not JSON.
-    with open(path, encoding='utf-8') as f:
+    with _open_text(path) as f:
         for lineno, text in enumerate(_utf8_lines(f, path), start=1):
             if not text.strip():
                 continue
@@ -295,7 +300,7 @@ def import_ranked_csv(path, annotator='paper', time='2023-01-01T00:00:00+00:00')
     compared with itself, or a pair ranked twice (load_judgements would refuse the file it makes)."""
     judgements, seen, reader = [], {}, None
     try:
-        with open(path, newline='', encoding='utf-8') as f:
+        with _open_text(path, newline='') as f:
             reader = csv.reader(_utf8_lines(f, path), strict=True)
             header = next(reader, None)
             if header is None or [h.strip() for h in header[1:3]] != ['rank1', 'rank2']:
@@ -349,7 +354,7 @@ def _ranked_id(value, where):
 def _ranking_rows(path):
     """(line number, condition, [[tied ids], ...] best first) of each ranking in a CSV or JSONL file."""
     if path.lower().endswith(('.jsonl', '.json')):
-        with open(path, encoding='utf-8') as f:                  # Strict: a torn last line is an error here.
+        with _open_text(path) as f:                  # Strict: a torn last line is an error here.
             lines = [(n, text) for n, text in enumerate(_utf8_lines(f, path), start=1) if text.strip()]
         for lineno, text in lines:
             where = f'{path}:{lineno}'
@@ -363,7 +368,7 @@ def _ranking_rows(path):
         return
     reader = None
     try:
-        with open(path, newline='', encoding='utf-8') as f:
+        with _open_text(path, newline='') as f:
             reader = csv.reader(_utf8_lines(f, path), strict=True)
             header = next(reader, None)
             if not header or header[0].strip().lower() != 'condition':
@@ -435,7 +440,7 @@ def win_counts(judgements):
 def read_id_list(path):
     """Sample ids in a plain list, one per line: an id, or a bare seed number (-> seedNNNNNN); '#' starts a comment."""
     ids = []
-    with open(path, encoding='utf-8') as f:
+    with _open_text(path) as f:
         for lineno, text in enumerate(_utf8_lines(f, path), start=1):
             text = text.split('#', 1)[0].strip()
             if not text:

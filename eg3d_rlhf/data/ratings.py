@@ -15,7 +15,7 @@ import numpy as np
 
 from eg3d_rlhf.data.bank import write_json
 from eg3d_rlhf.data.blind_study import OpaqueSamples
-from eg3d_rlhf.data.labeling import UndoStack, append_record
+from eg3d_rlhf.data.labeling import UndoStack, append_record, open_lock
 from eg3d_rlhf.data.preferences import LabelError, LabelWarning, _records, now, parse_undo
 
 #----------------------------------------------------------------------------
@@ -84,7 +84,7 @@ def open_ratings(out, banks, criteria, seed=None, force=False, dry_run=False):
     path = key_path(out)
     if dry_run and (force or not os.path.exists(path)):
         return None
-    with open(f'{os.path.realpath(out)}.key.lock', 'a') as lock:
+    with open_lock(f'{os.path.realpath(out)}.key.lock') as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if force:
             stamp = now().replace(':', '')

@@ -16,7 +16,7 @@ def read_scores(path, known_ids=None):
     """{id: float} from an id,reward CSV; ScoresError with the line number for a bad row or an id not in known_ids."""
     known = None if known_ids is None else set(known_ids)
     scores = {}
-    with open(path, newline='', encoding='utf-8') as f:
+    with dnnlib.util.open_regular(path, 'r', error=ScoresError, newline='', encoding='utf-8') as f:   # Never a FIFO.
         rows = csv.reader(f)
         if [h.strip() for h in next(rows, [])][:2] != ['id', 'reward']:
             raise ScoresError(f'{path}:1: expected the header "id,reward"')

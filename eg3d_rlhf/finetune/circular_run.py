@@ -8,6 +8,7 @@ import time
 import numpy as np
 import torch
 
+import dnnlib
 from eg3d_rlhf.analysis import collateral, report_plots
 from eg3d_rlhf.analysis.compare import compare
 from eg3d_rlhf.data.annotators import parse_annotator
@@ -218,14 +219,20 @@ def run(cfg, common):
     """Circular-DPO of the generator at common.resume ('bundled-flow' or None = the bundled flow model) in a new run
     folder under common.outdir; the report's summary (None for a dry run)."""
     network = os.path.abspath(demo.FLOW_GENERATOR if common.resume in (None, 'bundled-flow') else common.resume)
-    if not os.path.isfile(network):
+    if not os.path.exists(network):
         raise RunError(f'{common.resume or network}: no such network file')
     try:
+        network = dnnlib.util.frozen_file(network)          # Read once: recognised and loaded from these bytes.
         family = registry.family_of_file(network)
+    except dnnlib.util.NotRegularFile as err:
+        raise RunError(f'--resume: {err}') from None
     except (OSError, ValueError):
         family = None
     if family is None or 'stages' not in family.capabilities:
         raise RunError(f'--resume: {network} is not a flow checkpoint (tools/train_flow.py writes them)')
+    problem = None if cfg.labels is None else dnnlib.util.file_problem(cfg.labels)
+    if problem is not None:                             # Read once the run has started: checked now.
+        raise RunError(f'--labels: {problem}')
     reward_path = cfg.reward_model or demo.flow_reward(cfg.demo_annotator)
     if reward_path is None:
         raise RunError(f'--demo-annotator={cfg.demo_annotator} has no bundled flow reward (those of '

@@ -7,6 +7,7 @@ import typing
 
 import click
 
+import dnnlib
 from eg3d_rlhf.generators.base import seed_ranges
 
 #----------------------------------------------------------------------------
@@ -145,7 +146,7 @@ def read_yaml(path, command):
     ranges checked); ConfigError naming the file and the key otherwise."""
     import yaml  # pylint: disable=import-outside-toplevel
     try:
-        with open(path, encoding='utf-8') as f:
+        with dnnlib.util.open_regular(path, 'r', error=ConfigError, encoding='utf-8') as f:
             data = yaml.safe_load(f)
     except OSError as err:
         raise ConfigError(f'--config: cannot read {path} ({err.strerror or err})') from None

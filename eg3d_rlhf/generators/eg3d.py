@@ -6,6 +6,7 @@ import math
 import numpy as np
 import torch
 
+from dnnlib.util import open_regular
 from eg3d_rlhf.generators.base import Generator3D
 from eg3d_rlhf.geometry.sigma import SigmaField
 from torch_utils import misc
@@ -74,7 +75,7 @@ PICKLE_PROTOCOLS = (2, 3, 4, 5)     # pickle.dump's protocols since Python 2.3; 
 def is_network_pickle(path):
     """Does the file start like a pickle of protocol 2 or later? Reads 2 bytes and runs nothing: only loading it
     (training.legacy.load_network_pkl) runs code, and says whether it is really a network pickle."""
-    with open(path, 'rb') as f:
+    with open_regular(path, 'rb') as f:
         head = f.read(2)
     return len(head) == 2 and head[0] == 0x80 and head[1] in PICKLE_PROTOCOLS
 
@@ -99,9 +100,11 @@ class EG3DGenerator(Generator3D):
 
     @classmethod
     def load(cls, path, device='cpu', trust=False, **kwargs):
-        """G_ema of a network pickle in eval mode on `device`; loading runs code stored in the pickle (trust)."""
-        G = legacy.load_network_pkl(path, trust=trust)['G_ema']
-        return cls(G.to(device).eval().requires_grad_(False), path=path, **kwargs)
+        """G_ema of a network pickle in eval mode on `device`; loading runs code stored in the pickle (trust). A
+        dnnlib.util.FrozenFile loads the bytes it holds (those a caller checked), not the file now at its path."""
+        with open_regular(path, 'rb') as f:
+            G = legacy.load_network_pkl(f, trust=trust)['G_ema']
+        return cls(G.to(device).eval().requires_grad_(False), path=str(path), **kwargs)
 
     @property
     def device(self):

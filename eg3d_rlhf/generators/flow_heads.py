@@ -1,5 +1,6 @@
 """The bundled two-stage flow model of synthetic heads: a coarse occupancy grid, then a truncated-SDF patch per voxel."""
 
+import io
 import math
 import os
 
@@ -7,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dnnlib.util import atomic_write
+from dnnlib.util import atomic_write, open_regular
 from eg3d_rlhf.generators.flow import FlowGenerator, FlowPipeline, FlowStage, blur, cfm_loss
 from torch_utils import misc, safetensors_file
 
@@ -325,14 +326,19 @@ def convert_flow(src, dst):
 
 def read_flow(path):
     """A checkpoint's dict, validated (config, and weights that are exactly the pipeline's: names, shapes, dtypes);
-    ValueError of one line when the file is not one."""
-    if not os.path.isfile(path):
-        raise ValueError(f'{path}: no such flow checkpoint')
-    if safetensors_file.is_safetensors(path):
-        state = safetensors_file.load(path, (FORMAT,))
+    ValueError of one line when the file is not one. The file is read once (a dnnlib.util.FrozenFile: its bytes)."""
+    try:
+        with open_regular(path, 'rb', error=ValueError) as f:
+            blob = f.read()
+    except FileNotFoundError:
+        raise ValueError(f'{path}: no such flow checkpoint') from None
+    except OSError as err:
+        raise ValueError(f'{path}: cannot read it ({err.strerror or err})') from None
+    if safetensors_file.is_safetensors_blob(blob):
+        state = safetensors_file.load(path, (FORMAT,), blob=blob)
     else:
         try:
-            state = torch.load(path, map_location='cpu', weights_only=True)
+            state = torch.load(io.BytesIO(blob), map_location='cpu', weights_only=True)
         except Exception as err:    # Pickles with code, truncated files, other formats.
             message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ValueError(f'{path}: not a flow checkpoint readable as data ({message})') from None
@@ -401,7 +407,7 @@ ZIP_MAGIC = b'PK\x03\x04'     # torch.save's archives are zip files.
 def is_flow_file(path):
     """Does the file start like a torch.save zip archive or a safetensors file (what save_flow writes)? Reads 9 bytes;
     read_flow checks the rest when it loads."""
-    with open(path, 'rb') as f:
+    with open_regular(path, 'rb') as f:
         return f.read(4) == ZIP_MAGIC or safetensors_file.is_safetensors(path)
 
 

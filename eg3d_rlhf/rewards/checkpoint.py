@@ -1,10 +1,12 @@
 """Reward-model checkpoints: weights, architecture config, input spec and normalisation (safetensors or weights_only .pt)."""
 
+import io
 import os
 
 import torch
 
 import dnnlib
+from dnnlib.util import file_problem, open_regular
 from eg3d_rlhf.rewards import build_reward, bundle
 from eg3d_rlhf.rewards.contract import InputSpec, InputSpecError, Reward
 from torch_utils import safetensors_file
@@ -87,13 +89,16 @@ def load_reward(path, device='cpu', trust_pickle=False):
 
 def read_reward(path, device, trust_pickle):
     """load_reward's reading, which draws from torch's random state."""
-    if os.path.exists(path) and bundle.is_bundle(path):
+    if not os.path.exists(path):
+        raise RewardCheckpointError(f'{path}: no such reward checkpoint')
+    problem = None if os.path.isdir(path) else file_problem(path)      # A FIFO would block every read below.
+    if problem is not None:
+        raise RewardCheckpointError(problem)
+    if bundle.is_bundle(path):
         try:
             return bundle.load_bundle(path, device, trust_pickle=trust_pickle)
         except bundle.BundleError as err:
             raise RewardCheckpointError(str(err)) from None
-    if not os.path.isfile(path):
-        raise RewardCheckpointError(f'{path}: no such reward checkpoint')
     if safetensors_file.is_safetensors(path):
         try:
             data = safetensors_file.load(path, FORMATS)
@@ -106,8 +111,10 @@ def read_reward(path, device, trust_pickle):
 
 def read_pt(path):
     """The dict of a .pt checkpoint, read with weights_only=True."""
+    with open_regular(path, 'rb', error=RewardCheckpointError) as f:
+        blob = f.read()
     try:
-        data = torch.load(path, map_location='cpu', weights_only=True)
+        data = torch.load(io.BytesIO(blob), map_location='cpu', weights_only=True)
     except Exception as err:                                    # Unpickling errors come in many types.
         first = str(err).strip().splitlines()[0] if str(err).strip() else ''
         raise RewardCheckpointError(f'{path}: not a reward checkpoint ({type(err).__name__}: {first})') from None
