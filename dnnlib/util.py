@@ -1,7 +1,6 @@
 """Helpers EG3D code expects from `dnnlib.util`: EasyDict, name lookup, local URL opening, cache dirs, safe file I/O."""
 
 import contextlib
-import fcntl
 import importlib
 import io
 import math
@@ -11,6 +10,11 @@ import stat
 import tempfile
 import urllib.parse
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:             # Not POSIX: open_regular checks with os.stat alone.
+    fcntl = None
 
 #----------------------------------------------------------------------------
 
@@ -253,6 +257,8 @@ def open_regular(path, mode='rb', error=NotRegularFile, **kwargs):
         f.name = str(path)
         return f if 'b' in mode else io.TextIOWrapper(f, **kwargs)
     kind = file_kind(os.stat(path).st_mode)                 # A missing file raises what open() would.
+    if kind is None and fcntl is None:
+        return open(path, mode, **kwargs) # pylint: disable=unspecified-encoding
     if kind is None:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, 'O_CLOEXEC', 0))
         kind = file_kind(os.fstat(fd).st_mode)
