@@ -233,35 +233,3 @@ def test_the_config_gives_earlier_stages_their_t_max_and_beta_and_the_last_stage
             (dict(structure_beta=0.0), '--structure-beta=0.0: must be above 0')):
         with pytest.raises(ConfigError, match=flag):
             CircularDPOConfig(**kw)
-
-#----------------------------------------------------------------------------
-# Mirror images (structure_mirror): a stage's mirror is the world's x -> -x, and train_stage shows about half the
-# pairs mirrored when asked, none otherwise.
-
-def test_a_stage_mirror_is_the_decoded_sample_mirrored_in_world_x():
-    G, data = tiny_data()
-    structure, detail = G.pipeline.stages
-    x1s = flow_dpo.encode_stage(G.pipeline, data.assets, 0)[0]
-    active = structure.decode(x1s, None)                                          # [N, G, G, G]: axis 1 is x.
-    assert torch.equal(structure.decode(structure.mirror(x1s, None)[0], None), active.flip(1))
-    x1d, active = flow_dpo.encode_stage(G.pipeline, data.assets, 1)
-    sigma = detail.decode(*detail.mirror(x1d, active))
-    assert torch.allclose(sigma, detail.decode(x1d, active).flip(1), atol=1e-5)   # Sigma [N, X, Y, Z]: axis 1 is x.
-    assert not torch.equal(active, active.flip(1))                                # The samples are not symmetric.
-
-
-@pytest.mark.parametrize('mirror', [False, True])
-def test_train_stage_shows_mirror_images_only_when_asked(mirror):
-    G, data = tiny_data()
-    policy, reference = G.pipeline.frozen_copy(), G.pipeline.frozen_copy()
-    contexts = flow_dpo.encode_stage(G.pipeline, data.assets, 1)[1]
-    seen = []
-    policy.stages[1].velocity.register_forward_pre_hook(lambda module, args: seen.extend(args[3].detach().clone()))
-    train_stage(policy, reference, 1, data, 8, 4, 1e-3, 1000.0, seed=2, loss_type='ipo', mirror=mirror)
-    as_is = sum(any(torch.equal(c, k) for k in contexts) for c in seen)
-    flipped = sum(any(torch.equal(c, k.flip(0)) for k in contexts) for c in seen)
-    assert as_is + flipped >= len(seen) == 8 * 4 * 2                    # Steps x pairs x sides, each a sample's own.
-    if mirror:
-        assert 0.25 * len(seen) < flipped < 0.75 * len(seen)
-    else:
-        assert flipped == 0 and as_is == len(seen)

@@ -48,7 +48,6 @@ class CircularDPOConfig(MethodConfig):
                         choices=lambda: ('inside', 'outside'))
     structure_beta: typing.Optional[float] = option(None, 'beta of every phase that trains a stage before the last  [default: --beta]; under IPO the target margin is 1/(2 beta), and at beta 1000 the structure stage reaches it with tiny, noise-led changes (docs/circular-dpo.md)', above=0)
     structure_t_max: float = option(0.3, 'Every phase that trains a stage before the last draws its flow times t from [0, this] (t = 0 is noise), where the flow lays out a structure; over all t step 3 flips single voxels near the surface without their mirror images (bulges the symmetric taste sees, docs/circular-dpo.md); 1 = every t', above=0, max=1)
-    structure_mirror: bool = option(False, 'Every phase that trains a stage before the last shows each pair as its left-right mirror image (noise, data, context) half the time, so what the stage learns is mirror-symmetric', is_flag=True)
     sft_weight:     float = option(0.0, 'Adds this times the SFT loss of the preferred side to every DPO phase (TRL\'s rpo_alpha); 0 = off', min=0)
     lora_rank:      int = option(0, 'Train only LoRA adapters of this rank on the trained stage\'s Linear and Conv layers (peft), merged into its weights after each phase; 0 = every weight trains', min=0)
     early_stop_split: float = option(0.0, 'Hold out this share of each phase\'s pairs and stop the phase when their implicit-reward accuracy has not improved for --early-stop-patience evaluations; 0 = off', min=0, below=1)
@@ -103,7 +102,7 @@ class CircularDPOConfig(MethodConfig):
         ('dpo' or 'sft': SFT mixing is for DPO phases) that trains the last stage or (last=False) an earlier one."""
         return dict(w2_placement=self.w2_placement, sft_weight=self.sft_weight if method == 'dpo' else 0.0,
             beta=self.beta if last or self.structure_beta is None else self.structure_beta,
-            t_max=1.0 if last else self.structure_t_max, mirror=not last and self.structure_mirror,
+            t_max=1.0 if last else self.structure_t_max,
             lora_rank=self.lora_rank, early_stop_split=self.early_stop_split,
             early_stop_patience=self.early_stop_patience, early_stop_every=self.early_stop_every)
 

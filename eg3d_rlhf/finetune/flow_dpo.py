@@ -220,14 +220,6 @@ def stage_data(policy, data, which, index, device):
     return encode_stage(policy, data.assets[which].to(device), index)
 
 
-def mirrored(stage, side, flip):
-    """The Side with the pairs where flip [N] (bool) holds replaced by their mirror images (stage.mirror)."""
-    x0 = stage.mirror(side.x0, side.context)[0]
-    x1, context = stage.mirror(side.x1, side.context)
-    pick = lambda a, b: None if a is None else torch.where(flip.view(-1, *[1] * (a.dim() - 1)), b, a)
-    return Side(pick(side.x0, x0), pick(side.x1, x1), pick(side.context, context))
-
-
 def side_of(policy, data, sel, index, device):
     """(condition, chosen x1, its context, rejected x1, its context) of the pairs `sel` at stage `index`."""
     win, lose = data.chosen[sel], data.rejected[sel]
@@ -258,13 +250,12 @@ def held_out_accuracy(policy, reference, index, held, batch, beta, seed, t_max=1
 
 def train_stage(policy, reference, index, data, steps, batch, lr, beta, seed=0, loss_type='sigmoid', label_smoothing=0.0,
     log=None, progress=None, w2_placement='inside', sft_weight=0.0, lora_rank=0, merge_lora=True, early_stop_split=0.0,
-    early_stop_patience=3, early_stop_every=10, t_max=1.0, mirror=False):
+    early_stop_patience=3, early_stop_every=10, t_max=1.0):
     """Train stage `index` of the policy pipeline on PairData for `steps` Adam steps of `batch` pairs (weighted by
     data.weight, w2_placement) with the preference loss `loss_type` (plus sft_weight times SFT); reference is the
     frozen pipeline the loss compares with. lora_rank > 0 trains LoRA adapters only (merged at the end unless
     merge_lora is False); early_stop_split > 0 holds out pairs and may stop early; t_max < 1 trains at early flow
-    times only; mirror shows each pair as its left-right mirror image (noise, data and context) half the time, at
-    random. log(record) gets each step's TRL-named means."""
+    times only. log(record) gets each step's TRL-named means."""
     needs_rejected = losses.get(loss_type).needs_rejected
     if not len(data):
         raise ValueError('no pairs to train on')
@@ -293,13 +284,11 @@ def train_stage(policy, reference, index, data, steps, batch, lr, beta, seed=0, 
         shape = tuple(stage.data_shape(ctx_win))
         x0 = torch.stack([stage.prior(shape, gen) for _ in range(batch)]).to(device, torch.float32)
         t = t_max * torch.rand([batch], generator=gen).to(device)
-        chosen, rejected = Side(x0, x1_win, ctx_win), None
+        rejected = None
         if needs_rejected:
-            rejected = Side(x0, *stage_data(policy, data, lose, index, device))
-        if mirror:
-            flip = (torch.rand([batch], generator=gen) < 0.5).to(device)
-            chosen, rejected = (None if side is None else mirrored(stage, side, flip) for side in (chosen, rejected))
-        loss, stats = flow_dpo_loss(velocity, ref_stage.velocity, chosen, rejected, t, cond, beta=beta,
+            x1_lose, ctx_lose = stage_data(policy, data, lose, index, device)
+            rejected = Side(x0, x1_lose, ctx_lose)
+        loss, stats = flow_dpo_loss(velocity, ref_stage.velocity, Side(x0, x1_win, ctx_win), rejected, t, cond, beta=beta,
             weight=data.weight[pick].to(device), loss_type=loss_type, label_smoothing=label_smoothing,
             w2_placement=w2_placement, sft_weight=sft_weight)
         optimizer.zero_grad(set_to_none=True)

@@ -143,11 +143,6 @@ class FlowStage:
         it), given the context the decodes of the earlier stages' encodings give."""
         raise NotImplementedError
 
-    def mirror(self, x, context):
-        """(x, context) of the left-right mirror image (world x -> -x) of samples x [N, *data_shape] and their
-        context; optional (training on mirror images needs it)."""
-        raise NotImplementedError(f'{type(self).__name__} has no mirror image')
-
 
 @dataclasses.dataclass
 class StageRun:

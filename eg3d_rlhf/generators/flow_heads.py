@@ -192,9 +192,6 @@ class Structure(FlowStage):
         misc.assert_shape(x1, [None, 1, g, g, g])
         return x1[:, 0] > 0
 
-    def mirror(self, x, context):
-        return x.flip(2), context                                   # x [N, 1, G, G, G]; axis 2 is world x.
-
     def encode(self, asset, context):
         g, p = self.grid, self.patch
         misc.assert_shape(asset, [None, g * p, g * p, g * p])
@@ -226,9 +223,6 @@ class Detail(FlowStage):
         misc.assert_shape(x1, [len(active), 1, r, r, r])
         sigma = torch.where(self.fine_mask(active), LEVEL - SPAN * x1[:, 0].clamp(-1, 1), EMPTY)
         return blur(sigma[:, None], self.smooth)[:, 0] if self.smooth else sigma
-
-    def mirror(self, x, active):
-        return x.flip(2), active.flip(1)                            # x [N, 1, R, R, R], active [N, G, G, G].
 
     def encode(self, asset, active):
         r = self.resolution
