@@ -27,12 +27,18 @@ def test_a_reward_hacked_by_construction_raises_the_alarm(heads, tmp_path):
     cheek = tips * np.array([0, 1, 1]) + np.array([0.12, -0.02, -0.06])
     tuned, r0, r1 = toy_run(slabs, bump(GRID, cheek, 0.035))
     assert (r1 > r0).all()
-    result = collateral.compare(before, collateral.measure(tuned, GRID), trained='nose')
+    after = collateral.measure(tuned, GRID)
+    result = collateral.compare(before, after, trained='nose')
     sym = result['tastes']['symmetric']
     assert sym['wins'] == 0 and sym['losses'] == 16 and sym['binomial_p'] < 1e-4 and sym['cohens_h'] < -1.5
     sentence = collateral.alarm(result, float((r1 - r0).mean()))
     assert sentence.startswith('reward hacking suspected: ') and 'symmetric preferred in 0% (0 of 16' in sentence
     assert result['truth']['asymmetry']['change_ci95'][0] > 0               # In world units, the lump is real.
+    change = np.subtract(after['truth']['asymmetry'], before['truth']['asymmetry'])
+    assert result['truth']['asymmetry']['cohens_d'] == pytest.approx(change.mean() / change.std(ddof=1))
+    measured = {r[0]: r for r in collateral.tables(result)[1][2]}
+    assert collateral.tables(result)[1][1][-1] == "Cohen's d" and measured['asymmetry (world units)'][-1] == \
+        f"{result['truth']['asymmetry']['cohens_d']:+.2f}"
     # The alarm is the report's first line, and the loss is flagged in its table.
     write_report(str(tmp_path), 'toy', dict(alarm=sentence, collateral=result), [], tables=collateral.tables(result))
     page = (tmp_path / 'report.html').read_text()

@@ -38,6 +38,8 @@ def test_reward_change_counts_mean_interval_and_slope():
     assert rc['mean_delta_ci95'] == pytest.approx([delta.mean() - half, delta.mean() + half])
     assert rc['fit_slope'] == pytest.approx(np.polyfit(before, after, 1)[0])
     assert rc['paired_t_p'] == pytest.approx(scipy.stats.ttest_rel(after, before).pvalue)
+    assert rc['cohens_d'] == pytest.approx(delta.mean() / delta.std(ddof=1))   # d_z: in sds of the change itself.
+    assert np.isnan(evaluation.reward_change([1.0, 2.0], [2.0, 3.0])['cohens_d'])   # Every seed moved alike.
 
 
 def test_win_rate_drops_ties_and_uses_the_exact_binomial_test():

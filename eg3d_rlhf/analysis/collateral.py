@@ -2,10 +2,9 @@
 
 import numpy as np
 import scipy.ndimage
-import scipy.stats
 import torch
 
-from eg3d_rlhf.analysis.evaluation import win_rate
+from eg3d_rlhf.analysis.evaluation import paired_change, win_rate
 from eg3d_rlhf.analysis.flow_quality import pairwise_rms
 from eg3d_rlhf.data import annotators
 from eg3d_rlhf.geometry import preview
@@ -85,15 +84,12 @@ def measure_drawn(draw, ids, grid, chunk=8, level=10.0):
 
 
 def paired(before, after):
-    """Mean before and after, and the paired change with its 95% t interval and p."""
-    before, after = np.asarray(before, dtype=np.float64), np.asarray(after, dtype=np.float64)
-    delta = after - before
+    """Mean before and after, and the paired change with its 95% t interval, p (1 where nothing changed) and Cohen's
+    d_z (evaluation.paired_change)."""
+    delta, mean, sd, ci, p, d = paired_change(before, after)
     n = len(delta)
-    sd = float(delta.std(ddof=1)) if n > 1 else 0.0
-    half = float(scipy.stats.t.ppf(0.975, n - 1) * sd / np.sqrt(n)) if n > 1 else float('nan')
-    p = float(scipy.stats.ttest_1samp(delta, 0).pvalue) if n > 1 and sd > 0 else 1.0 if n > 1 else float('nan')
-    return dict(before=float(before.mean()), after=float(after.mean()), sd_before=float(before.std(ddof=1)) if n > 1
-        else 0.0, change=float(delta.mean()), change_ci95=[float(delta.mean()) - half, float(delta.mean()) + half], p=p)
+    return dict(before=float(np.mean(before)), after=float(np.mean(after)), sd_before=float(np.std(before, ddof=1))
+        if n > 1 else 0.0, change=mean, change_ci95=ci, p=1.0 if n > 1 and sd == 0 else p, cohens_d=d)
 
 
 def choices(before, after, tolerance=0.0):
@@ -191,16 +187,17 @@ def tables(collateral):
     measured = [(f'mesh {k}', v) for k, v in collateral['mesh'].items()] + [(f'{k} ({unit(k)})', v)
         for k, v in collateral['truth'].items()]
     div = collateral['diversity']
+    effect = lambda d: f'{d:+.2f}' if d is not None and np.isfinite(d) else '-'
     rows = [[name, f'{v["before"]:.4g}', f'{v["after"]:.4g}', f'{v["change"]:+.4g} ({v["change_ci95"][0]:+.3g}..'
-        f'{v["change_ci95"][1]:+.3g})', f'{v["p"]:.2g}'] for name, v in measured]
+        f'{v["change_ci95"][1]:+.3g})', f'{v["p"]:.2g}', effect(v.get('cohens_d'))] for name, v in measured]
     rows.append(['diversity (mean pairwise slab RMS)', f'{div["before"]:.4g}', f'{div["after"]:.4g}',
-        f'ratio {div["ratio"]:.3f}', '-'])
+        f'ratio {div["ratio"]:.3f}', '-', '-'])
     if collateral.get('dents'):
         d = collateral['dents']
         rows.append(['dents (how deep the new surface cuts into the old solid, world units)', '-', f'median {d["median"]:.3g}, '
-            f'max {d["max"]:.3g}', f'{d["deeper"]} of {len(d["depths"])} deeper than {d["threshold"]:g}', '-'])
+            f'max {d["max"]:.3g}', f'{d["deeper"]} of {len(d["depths"])} deeper than {d["threshold"]:g}', '-', '-'])
     return [taste_table, ('Collateral: mesh statistics, true geometry and diversity (means; paired change, 95% CI)',
-        ['measure', 'before', 'after', 'change (95% CI)', 'paired t p'], rows)]
+        ['measure', 'before', 'after', 'change (95% CI)', 'paired t p', "Cohen's d"], rows)]
 
 
 def row_entries(summary):

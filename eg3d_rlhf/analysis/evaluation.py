@@ -33,18 +33,27 @@ def fit_slope(x, y):
     return dict(slope=float(fit.slope), intercept=float(fit.intercept), r=float(fit.rvalue))
 
 
-def reward_change(before, after):
-    """How rewards moved per seed: counts, mean delta with a 95% t interval and paired-t p, and the slope of
-    after on before (the paper's Figure 9: a slope well below 1 means the final reward barely depends on the start)."""
+def paired_change(before, after):
+    """The paired change after - before: (deltas, mean, sd, 95% t interval [lo, hi], paired-t p, Cohen's d_z = mean /
+    sd, the change in standard deviations of the change: 0.2 small, 0.5 medium, 0.8 large). p and d are nan where
+    the deltas do not vary (or there is one), the interval where there is one."""
     before, after = np.asarray(before, dtype=np.float64), np.asarray(after, dtype=np.float64)
     delta = after - before
-    n = len(delta)
+    n, mean = len(delta), float(delta.mean())
     sd = float(delta.std(ddof=1)) if n > 1 else 0.0
     half = float(scipy.stats.t.ppf(0.975, n - 1) * sd / np.sqrt(n)) if n > 1 else float('nan')
     p = float(scipy.stats.ttest_1samp(delta, 0).pvalue) if n > 1 and sd > 0 else float('nan')
-    return dict(seeds=n, rose=int((delta > 0).sum()), fell=int((delta < 0).sum()),
-        mean_before=float(before.mean()), mean_after=float(after.mean()), mean_delta=float(delta.mean()),
-        sd_delta=sd, mean_delta_ci95=[float(delta.mean()) - half, float(delta.mean()) + half], paired_t_p=p,
+    return delta, mean, sd, [mean - half, mean + half], p, mean / sd if sd > 0 else float('nan')
+
+
+def reward_change(before, after):
+    """How rewards moved per seed: counts, mean delta with a 95% t interval, paired-t p and Cohen's d_z, and the
+    slope of after on before (the paper's Figure 9: a slope well below 1 means the final reward barely depends on the
+    start)."""
+    delta, mean, sd, ci, p, d = paired_change(before, after)
+    return dict(seeds=len(delta), rose=int((delta > 0).sum()), fell=int((delta < 0).sum()),
+        mean_before=float(np.mean(before)), mean_after=float(np.mean(after)), mean_delta=mean,
+        sd_delta=sd, mean_delta_ci95=ci, paired_t_p=p, cohens_d=d,
         **{f'fit_{k}': v for k, v in fit_slope(before, after).items()})
 
 

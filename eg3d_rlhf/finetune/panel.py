@@ -205,8 +205,8 @@ class RewardPanel:
         self.pictures = pictures
         self.summary = summary
         lines = [alarm] if alarm and alarm != stopped else []       # A stopped run's record() said it already.
-        lines.append(f"panel: {summary['rose']} of {summary['seeds']} seeds rose, mean change {summary['mean_delta']:+.3f}, "
-            f"slope {summary['fit_slope']:.2f}; see reward_report.html")
+        lines.append(f"panel: {summary['rose']} of {summary['seeds']} seeds rose, mean change {summary['mean_delta']:+.3f} "
+            f"(Cohen's d {summary['cohens_d']:+.2f}), slope {summary['fit_slope']:.2f}; see reward_report.html")
         if self.collateral is not None:
             lines += [collateral.summary_line(self.collateral)] + collateral.describe_truth(self.collateral)
         return '\n'.join(lines)
