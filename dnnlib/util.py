@@ -3,6 +3,7 @@
 import contextlib
 import importlib
 import io
+import json
 import math
 import os
 import re
@@ -267,6 +268,75 @@ def open_regular(path, mode='rb', error=NotRegularFile, **kwargs):
             return os.fdopen(fd, mode, **kwargs)
         os.close(fd)
     raise error(_not_regular(path, kind))
+
+
+def size_text(size):
+    """A byte count for people: '34.4 KiB', '4 PiB'."""
+    for unit, scale in (('PiB', 1 << 50), ('TiB', 1 << 40), ('GiB', 1 << 30), ('MiB', 1 << 20), ('KiB', 1 << 10)):
+        if size >= scale:
+            return f'{size / scale:.3g} {unit}'
+    return f'{size} bytes'
+
+
+class BadFile(ValueError):
+    """A regular file that is not what its reader needs (read_json_object, read_npy); its message is one line naming
+    the file and what is wrong."""
+
+
+def read_json_object(path, error=BadFile, limit=1 << 20):
+    """The JSON object (a dict) in the regular file at `path`, read once; error(one line naming the file and what is
+    wrong) when it is larger than `limit` bytes, not UTF-8, not JSON, nested too deeply or no object. OSError when it
+    cannot be opened (a missing file raises what open() would)."""
+    with open_regular(path, 'rb', error=error) as f:
+        blob = f.read(limit + 1)
+    if len(blob) > limit:
+        raise error(f'{path}: larger than {size_text(limit)}; not a file this program wrote')
+    try:
+        data = json.loads(blob.decode('utf-8'))
+    except UnicodeDecodeError as err:
+        raise error(f'{path}: not UTF-8 text ({err.reason} at byte {err.start})') from None
+    except json.JSONDecodeError as err:
+        raise error(f'{path}: not JSON ({err.msg} at line {err.lineno} column {err.colno})') from None
+    except RecursionError:
+        raise error(f'{path}: JSON nested too deeply') from None
+    if not isinstance(data, dict):
+        kind = {list: 'array', str: 'string', bool: 'boolean', type(None): 'null'}.get(type(data), 'number')
+        raise error(f'{path}: holds a JSON {kind}; expected an object')
+    return data
+
+
+def read_npy(path, error=BadFile, mmap_mode=None):
+    """The array of a .npy file, never unpickled, checked against the file's size before anything is allocated: error(one
+    line naming the file) for an .npz archive or other file, an object array, or a header whose shape and dtype need
+    more or fewer bytes than the file holds (a damaged header may claim petabytes). mmap_mode as np.load's (only for a
+    path on disk). OSError when it cannot be opened."""
+    import numpy as np # pylint: disable=import-outside-toplevel
+    fmt = np.lib.format
+    with open_regular(path, 'rb', error=error) as f:
+        head = f.read(6)
+        f.seek(0)
+        if head[:4] == b'PK\x03\x04':
+            raise error(f'{path}: a .npz archive, not a .npy array; give the .npy file')
+        try:
+            version = fmt.read_magic(f)
+            header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, fortran, dtype = header(f)
+        except (ValueError, EOFError, SyntaxError) as err:
+            raise error(f'{path}: cannot be read as a .npy array ({" ".join(str(err).split())[:200]})') from None
+        offset, size = f.tell(), f.seek(0, os.SEEK_END)
+        if dtype.hasobject:
+            raise error(f'{path}: an array of Python objects, which are never loaded (they are pickles)')
+        need = math.prod(shape) * dtype.itemsize
+        if need != size - offset:
+            raise error(f'{path}: its header says {list(shape)} {dtype.name} ({size_text(need)}), but the file holds '
+                f'{size - offset} bytes of data; the file is damaged or was cut short')
+        if mmap_mode is None:
+            f.seek(offset)
+            data = np.empty(math.prod(shape), dtype=dtype)
+            if f.readinto(data.view(np.uint8)) != need:
+                raise error(f'{path}: cut short while it was read; the file is being written, or is damaged')
+            return data.reshape(shape, order='F' if fortran else 'C')
+    return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
 
 
 def json_safe(obj):

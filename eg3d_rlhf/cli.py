@@ -9,17 +9,18 @@ import os
 import warnings
 
 import click
-import numpy as np
 import torch
 
 import dnnlib
 from eg3d_rlhf.analysis import regions
+from eg3d_rlhf.data import scores
 from eg3d_rlhf.data.bank import Bank, BankError, bank_holding
 from eg3d_rlhf.finetune.run_dir import writable_problem
 from eg3d_rlhf.generators import registry
 from eg3d_rlhf.generators.base import MAX_SEED, sample_keys, seed_ranges
 from eg3d_rlhf.geometry import convention as conventions
 from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward
+from eg3d_rlhf.rewards.contract import ScoreError
 from eg3d_rlhf.rewards.fitting import FitOptions
 from eg3d_rlhf.synthetic import heads
 from torch_utils import report_to
@@ -210,12 +211,19 @@ def open_reward(path, device, trust_pickle=False):
     except RewardCheckpointError as err:
         raise click.ClickException(f'--reward-model: {err}')
 
-def check_bank_grid(bank, reward):
-    """A click error unless the bank's slabs are on the reward's slab grid."""
-    shape = bank.grid(bank.ids[0]).shape
-    if shape != reward.grid.shape:
-        raise click.ClickException(f'{bank.root}: its slabs are {list(shape)}, the reward reads {list(reward.grid.shape)}; '
-            'make a bank at the reward\'s slab resolution')
+def check_bank_grid(bank, reward, reward_path):
+    """A one-line click error unless the bank's slabs lie on the grid of the reward's input spec (resolution, crop and
+    cube length: scores.check_grid), for every tool that scores a bank with a reward."""
+    try:
+        scores.check_grid(reward, bank, reward_path, bank.root)
+    except (scores.ScoresError, BankError) as err:
+        raise click.ClickException(str(err))
+
+def bank_scores(bank, reward, batch=8, progress=None, members=False):
+    """scores.score_bank: {id: reward} of every sample of the bank, or a one-line click error naming the slab that cannot
+    be read or the sample whose score is not finite (rewards.contract.ScoreError, with its cause)."""
+    with one_line_errors(BankError, ScoreError):
+        return scores.score_bank(reward, bank, batch=batch, progress=progress, members=members)
 
 force_option = click.option('--force', is_flag=True,
     help='Replace output files that already exist (they may hold work that cannot be redone, e.g. people\'s labels)')
@@ -341,9 +349,8 @@ def load_regions(source, grid, names_path=None, landmarks_path=None, margin=0.02
             if landmarks_path is None:
                 raise ValueError('--regions=landmarks needs --landmarks')
             try:
-                with dnnlib.util.open_regular(landmarks_path, 'rb') as f:
-                    points = np.load(f, allow_pickle=False)
-            except dnnlib.util.NotRegularFile as err:
+                points = dnnlib.util.read_npy(landmarks_path)
+            except (dnnlib.util.NotRegularFile, dnnlib.util.BadFile) as err:
                 raise ValueError(str(err)) from None
             except (OSError, ValueError) as err:
                 raise ValueError(f'{landmarks_path}: cannot read a .npy of 3-D landmarks ({err})')

@@ -43,7 +43,7 @@ def test_sigma_levels_trunk_is_fixed_and_its_ensemble_scores_by_the_mean():
     with pytest.raises(ValueError, match='unknown sigma trunk'):
         SigmaReward(trunk='mlp')
     assert SigmaReward.uses_reference({}) is False and SigmaReward.uses_reference(dict(trunk='cnn')) is True
-    assert SigmaReward.default_input(dict(resolution=64, cube_length=1.0, crop=[[0, 64]] * 3), {}).normalisation == 'affine'
+    assert SigmaReward.default_input(dict(resolution=64, cube_length=1.0, crop={}), {}).normalisation == 'affine'
 
 
 @pytest.mark.slow

@@ -276,5 +276,6 @@ def test_dry_run_force_and_refusals(bundled, tmp_path):
         bad = run('--bank', bank_dir, *args)
         assert bad.exit_code != 0 and message in bad.output and 'Traceback' not in bad.output, (args, bad.output)
     grids = run('--bank', other, '--outdir', tmp_path / 'x')
-    assert grids.exit_code == 1 and 'its slabs are [16, 18, 17], the reward reads [32, 36, 33]' in grids.output, grids.output
+    assert grids.exit_code == 1 and 'slabs of the 32^3 grid, shape [16, 18, 17], but' in grids.output, grids.output
+    assert 'was trained on the 64^3 grid, shape [32, 36, 33]' in grids.output
     assert not (tmp_path / 'x').exists()

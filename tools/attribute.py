@@ -12,6 +12,7 @@ from eg3d_rlhf.cli import (SEED, OUT_DIR, FINITE, NETWORK_HELP, REGIONS_HELP, ch
     open_reward, parse_range, pick_device)
 from eg3d_rlhf.data.bank import BankError
 from eg3d_rlhf.generators.base import sample_id
+from eg3d_rlhf.rewards.contract import ScoreError
 
 #----------------------------------------------------------------------------
 
@@ -78,7 +79,7 @@ def main(reward_path, original_pkl, tuned_pkl, trust_pickle, seeds, conditions, 
     else:
         bank = open_bank(bank_path)
         ids = bank.ids[:limit]
-        check_bank_grid(bank, reward)
+        check_bank_grid(bank, reward, reward_path)
         what = f'{len(ids)} samples of {bank_path} against the {reference} slab'
     counts = {n: c for n, c in regions.counts().items() if c}
     if dry_run:
@@ -97,8 +98,9 @@ def main(reward_path, original_pkl, tuned_pkl, trust_pickle, seeds, conditions, 
     info = dict(mode='change' if change else 'bank', reward_model=os.path.abspath(reward_path), ids=ids,
         region_source=regions.source, permutations=permutations, ig_steps=ig_steps,
         **(dict(original=original_pkl, tuned=tuned_pkl) if change else dict(bank=bank_path, reference=reference)))
-    summary = attribution.report(reward, inputs, baselines, regions, outdir, info, mean_slab, permutations=permutations,
-        ig_steps=ig_steps, batch=batch, seed=seed, meshes=meshes, level=level)
+    with one_line_errors(ScoreError):                    # A score that is not finite: nothing to explain.
+        summary = attribution.report(reward, inputs, baselines, regions, outdir, info, mean_slab,
+            permutations=permutations, ig_steps=ig_steps, batch=batch, seed=seed, meshes=meshes, level=level)
     order = sorted(summary['regions'].items(), key=lambda kv: -abs(kv[1]['shapley']))
     print(f'mean reward change {summary["change"]["mean"]:+.3f} over {len(ids)} samples; per region (Shapley / IG / '
         'share of |IG|): ' + ', '.join(f'{n} {v["shapley"]:+.3f} / {v["ig"]:+.3f} / {100 * v["ig_abs_share"]:.0f}%'

@@ -10,6 +10,8 @@ from eg3d_rlhf.analysis import embedding
 from eg3d_rlhf.cli import (SEED, OUT_DIR, NETWORK_HELP, check_bank_grid, conditions_option, device_option, draw_slabs,
     FiniteRange, network_keys, network_path, one_line_errors, open_bank, open_reward, parse_range, pick_device)
 from eg3d_rlhf.data.bank import BankError
+from eg3d_rlhf.generators.base import sample_id
+from eg3d_rlhf.rewards.contract import ScoreError
 
 #----------------------------------------------------------------------------
 
@@ -57,7 +59,7 @@ def main(reward_path, original_pkl, tuned_pkl, bank_path, trust_pickle, seeds, c
         what = f'{len(keys)} samples of {" and ".join(paths)}'
     else:
         bank = open_bank(bank_path)
-        check_bank_grid(bank, reward)
+        check_bank_grid(bank, reward, reward_path)
         what = f'{len(bank)} samples of {bank_path}'
     if dry_run:
         print(f'would embed the {reward.kind} reward\'s feature of {what}: PCA {pca_components}, UMAP n_neighbors '
@@ -66,12 +68,14 @@ def main(reward_path, original_pkl, tuned_pkl, bank_path, trust_pickle, seeds, c
 
     if original_pkl is not None:
         slabs = [draw_slabs(p, keys, reward.grid, device, batch, draw_batch) for p in paths]
+        names = [[f'{sample_id(*key)} of {p}' for key in keys] for p in paths]
     else:
         with one_line_errors(BankError):                 # A slab that cannot be read or is not finite.
             slabs = [torch.from_numpy(np.stack(list(bank.slabs().values())))]
-    with one_line_errors(embedding.EmbeddingError):
+        names = [bank.ids]
+    with one_line_errors(embedding.EmbeddingError, ScoreError):
         summary = embedding.report(reward, slabs, outdir, reward_path, pca_components, neighbors, min_dist, k=k, seed=seed,
-            batch=batch)
+            batch=batch, names=names)
     if 'separation' in summary:
         print(f'original vs tuned: k-NN accuracy {summary["separation"]["knn_umap"]:.3f} in the UMAP plane, '
             f'{summary["separation"]["knn_pca"]:.3f} in PCA space')

@@ -5,23 +5,22 @@ import socket
 import click
 
 from eg3d_rlhf.analysis import study as scoring
-from eg3d_rlhf.cli import OUT_FILE, FiniteRange, force_option, one_line_errors, open_bank, refuse_overwrite, warning_lines
-from eg3d_rlhf.data import invites, labeling, scores
+from eg3d_rlhf.cli import (OUT_FILE, FiniteRange, bank_scores, check_bank_grid, force_option, one_line_errors, open_bank,
+    open_reward, refuse_overwrite, warning_lines)
+from eg3d_rlhf.data import invites, labeling
 from eg3d_rlhf.data.bank import write_json
 from eg3d_rlhf.data.label_pages import (check_annotator, need_annotator, pair_target, rate_options, serve_options,
     serve_pairs, serve_ratings, serve_study, study_options)
 from eg3d_rlhf.data.label_server import LabelServer, is_loopback  # noqa: F401 (tests reach the server through the tool)
 from eg3d_rlhf.data.preferences import LabelError, LabelWarning, load_judgements
-from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward
 
 #----------------------------------------------------------------------------
 
-def reward_scores(reward_path, bank, bank_dir, score):
+def reward_scores(reward_path, bank, score):
     """{id: [each ensemble member's reward]} of every sample (None without `score`, once the checkpoint fits the bank)."""
-    with one_line_errors(RewardCheckpointError, scores.ScoresError):
-        reward = load_reward(reward_path, 'cpu')
-        scores.check_grid(reward, bank, reward_path, bank_dir)
-    return scores.score_bank(reward, bank, members=True) if score else None
+    reward = open_reward(reward_path, 'cpu')
+    check_bank_grid(bank, reward, reward_path)
+    return bank_scores(bank, reward, members=True) if score else None
 
 
 @click.group()
@@ -47,7 +46,7 @@ def serve(bank_dir, out, target, active, reward_path, repeat_rate, annotator, po
     target = pair_target(target, len(bank))
     with one_line_errors(LabelError, OSError):
         labeling.check_appendable(out)
-        rewards = reward_scores(reward_path, bank, bank_dir, score=not dry_run) if active else None
+        rewards = reward_scores(reward_path, bank, score=not dry_run) if active else None
         serve_pairs(bank, bank_dir, out, target, repeat_rate, annotator, port, host, seed or 0, dry_run, rewards,
             order=f'active by {reward_path}' if active else None, allow_hosts=allow_hosts)
 

@@ -5,7 +5,8 @@ import math
 import click
 from tqdm import tqdm
 
-from eg3d_rlhf.cli import OUT_FILE, device_option, force_option, pick_device, refuse_overwrite
+from eg3d_rlhf.cli import (OUT_FILE, bank_scores, check_bank_grid, device_option, force_option, one_line_errors,
+    pick_device, refuse_overwrite)
 from eg3d_rlhf.data import scores
 from eg3d_rlhf.data.bank import Bank, BankError
 from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward
@@ -31,18 +32,17 @@ def main(reward_path, bank_dir, out, batch, dry_run, force, device_name):
     """
     refuse_overwrite(out, force=force, inputs={'--reward-model': reward_path, '--bank': bank_dir})
     device = pick_device(device_name)
-    try:
+    with one_line_errors(RewardCheckpointError, BankError):
         reward = load_reward(reward_path, device)
         bank = Bank(bank_dir)
-        scores.check_grid(reward, bank, reward_path, bank_dir)
+    check_bank_grid(bank, reward, reward_path)
+    with one_line_errors(BankError):
         bank.check_slabs()
-    except (RewardCheckpointError, BankError, scores.ScoresError) as err:
-        raise click.ClickException(str(err))
     if dry_run:
         print(f'would score {len(bank)} samples of {bank_dir} with the {reward.kind} reward and write {out}')
         return
     with tqdm(total=math.ceil(len(bank) / batch), desc='scoring', unit='batch') as bar:
-        result = scores.score_bank(reward, bank, batch=batch, progress=lambda n: bar.update(1))
+        result = bank_scores(bank, reward, batch=batch, progress=lambda n: bar.update(1))
     scores.write_scores(out, result)
     best = max(result, key=result.get)
     print(f'{out}: {len(result)} samples scored; highest {best} ({result[best]:.3f}), lowest {min(result, key=result.get)}')

@@ -8,6 +8,7 @@ from tqdm import tqdm
 from eg3d_rlhf.analysis import tails
 from eg3d_rlhf.cli import FINITE, OUT_DIR, check_bank_grid, device_option, one_line_errors, open_bank, open_reward, pick_device
 from eg3d_rlhf.data.bank import BankError
+from eg3d_rlhf.rewards.contract import ScoreError
 from eg3d_rlhf.synthetic import demo
 
 #----------------------------------------------------------------------------
@@ -73,7 +74,7 @@ def main(bank_path, reward_path, k, cubes, flip_x, robust_normalise, level, prev
     refuse_outdir(outdir, force)
     device = pick_device(device_name)
     reward = open_reward(reward_path, device)
-    check_bank_grid(bank, reward)
+    check_bank_grid(bank, reward, reward_path)
     cubes = check_cubes(list(cubes))
     if dry_run:
         print(f'would rank {len(bank)} samples of {bank_path} with the {reward.kind} reward {reward_path}, show the '
@@ -81,7 +82,7 @@ def main(bank_path, reward_path, k, cubes, flip_x, robust_normalise, level, prev
             f'({", ".join(f"{p} {n}^3" for p, n in cubes.items()) or "none"}); report in {outdir}')
         return
     os.makedirs(outdir, exist_ok=True)
-    with one_line_errors(BankError, tails.CubeError):
+    with one_line_errors(BankError, tails.CubeError, ScoreError):
         summary = tails.report(reward, bank, outdir, reward_path, bank_path, k=k, cubes=cubes, flip_x=flip_x,
             robust_normalise=robust_normalise, level=level, preview_res=preview_res, batch=batch)
     top, bottom = summary['top'][0], summary['bottom'][0]

@@ -83,9 +83,10 @@ def main(bank_dir, labels_path, good_path, bad_path, kind, out, truth_path, scor
     refuse_overwrite(out, *(side_path(out, s) for s in reward_fit.SIDE_FILES), logs, force=force)
     try:
         bank = Bank(bank_dir)
+        bank.check_slabs()                                      # Every meta.json and slab file, before any work.
         labels = preferences.training_labels(bank.ids, fractions, seed=split_seed, labels_path=labels_path,
             good_path=good_path, bad_path=bad_path)
-        truth = scores.read_scores(truth_path, bank.ids) if truth_path else None
+        truth = scores.read_scores(truth_path, bank.ids, complete=True) if truth_path else None
         targets = scores.read_scores(scores_path, bank.ids) if scores_path else None
         if objective == 'dreamcs':
             targets = fitting.dreamcs_targets(labels.train['labels'], targets)

@@ -2,6 +2,7 @@
 
 import copy
 import json
+import math
 import os
 import time
 
@@ -125,12 +126,44 @@ def architecture_mismatch(resume_data, networks):
     return None
 
 
+# What a snapshot records of its run (the loop below writes them; a resumed run counts on from them): {entry: [(field,
+# kind)]}, each kind a test and what it expects.
+RESUME_KINDS = {
+    'kimg':  (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0,
+              'a finite number >= 0'),
+    'count': (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, 'an integer >= 0'),
+    'dict':  (lambda v: isinstance(v, dict), 'a dict'),
+}
+RESUME_FIELDS = {'progress': [('kimg', 'kimg'), ('tick', 'count')],
+    'resume_state': [('kimg', 'kimg'), ('tick', 'count'), ('batch_idx', 'count'), ('optimizers', 'dict'), ('loss', 'dict'),
+        ('random', 'dict')]}
+
+
+def resume_fields_problem(data):
+    """What is wrong with the progress and resume state of a snapshot dict (not a dict, or a field of the wrong type, not
+    finite or negative), in one phrase naming the field ('progress.kimg is nan; expected a finite number >= 0'); None
+    when both are absent or fine. A progress record may lack a field (older snapshots); a resume state may not."""
+    shown = lambda v: repr(v) if v is None or isinstance(v, (bool, int, float, str)) else f'a {type(v).__name__}'
+    for entry, fields in RESUME_FIELDS.items():
+        record = data.get(entry)
+        if record is not None and not isinstance(record, dict):
+            return f'{entry} is {shown(record)}; expected a dict'
+        for name, kind in fields if record is not None else []:
+            test, expected = RESUME_KINDS[kind]
+            if not (entry == 'progress' and name not in record) and not test(record.get(name)):
+                return f'{entry}.{name} is {shown(record.get(name))}; expected {expected}'
+    return None
+
+
 def resume_networks(resume_pkl, networks, trust=False):
     """Copy the parameters and buffers of G, D and G_ema in a network pickle (ours or NVIDIA's) into `networks` =
     {'G': ..., 'D': ..., 'G_ema': ...}, which keep this project's classes and constructor; returns the pickle's
     dict (its 'progress' and 'reward_anchor', when it has them). ResumeError unless every name and shape match."""
     with dnnlib.util.open_url(resume_pkl) as f:
         resume_data = legacy.load_network_pkl(f, trust=trust)
+    problem = resume_fields_problem(resume_data)
+    if problem is not None:
+        raise ResumeError(f'{resume_pkl}: {problem}; the snapshot is damaged: resume from another one')
     problem = architecture_mismatch(resume_data, networks)
     if problem is not None:
         raise ResumeError(f'{resume_pkl}: {problem}; resume with the options it was trained with (--cfg, --map-depth, ...)')

@@ -28,7 +28,7 @@ def _tensor(x):
 
 
 def attribute(reward, inputs, baselines, regions, permutations=8, ig_steps=32, batch=4, ig_batch=64, seed=0,
-        keep_maps=False, progress=None):
+        keep_maps=False, progress=None, names=None):
     """Attributions of reward(inputs) - reward(baselines) per region.
 
     inputs, baselines: raw slabs [N, X, Y, Z] of reward.grid (numpy or torch).
@@ -37,10 +37,15 @@ def attribute(reward, inputs, baselines, regions, permutations=8, ig_steps=32, b
     1e-6): float32 rewards resolve about 1e-7 of their size, so a change below 0.1% of the reward counts as that much),
     ig_delta [N] (captum's convergence delta), seconds {shapley, ig} (wall time of each method) and, with keep_maps,
     ig_map [N, X, Y, Z]. `batch` samples are explained at a time; `ig_batch` bounds the slabs one forward pass sees
-    (Shapley's perturbations, IG's path points)."""
+    (Shapley's perturbations, IG's path points). A score of an input or a baseline that is not finite stops it before
+    any sample is explained (rewards.contract.ScoreError naming it: names [N], the samples' names, or their index)."""
     inputs, baselines = _tensor(inputs), _tensor(baselines)
     misc.assert_shape(inputs, [None, *reward.grid.shape])
     misc.assert_shape(baselines, list(inputs.shape))
+    reward.model.eval()
+    names = [f'sample {i}' for i in range(len(inputs))] if names is None else list(names)
+    reward.score_slabs(inputs, batch=ig_batch, names=names)                             # Before any is explained.
+    reward.score_slabs(baselines, batch=ig_batch, names=[f'the baseline of {n}' for n in names])
     mask, present = regions.feature_mask()
     column = [regions.names.index(n) for n in present]
     forward = lambda x: reward.score(x)
@@ -48,7 +53,6 @@ def attribute(reward, inputs, baselines, regions, permutations=8, ig_steps=32, b
     out = {k: [] for k in ('change', 'level', 'shapley', 'ig', 'ig_abs', 'ig_pos', 'ig_neg', 'ig_delta', 'ig_map')}
     device = reward.device
     seconds = dict(shapley=0.0, ig=0.0)
-    reward.model.eval()
     for begin in range(0, len(inputs), batch):
         x = inputs[begin:begin + batch].to(device)
         b = baselines[begin:begin + batch].to(device)
@@ -182,5 +186,5 @@ def report(reward, inputs, baselines, regions, outdir, info, mean_slab, permutat
     the report (write_report; info: what was explained, for report.json). Returns the summary."""
     with tqdm(total=len(inputs), desc='attributing', unit='sample') as bar:
         result = attribute(reward, inputs, baselines, regions, permutations=permutations, ig_steps=ig_steps,
-            batch=batch, seed=seed, keep_maps=meshes > 0, progress=bar.update)
+            batch=batch, seed=seed, keep_maps=meshes > 0, progress=bar.update, names=info.get('ids'))
     return write_report(outdir, result, regions, info, mean_slab, inputs.numpy(), reward.grid, meshes=meshes, level=level)

@@ -15,14 +15,16 @@ class EmbeddingError(ValueError):
 
 
 @torch.no_grad()
-def reward_features(reward, slabs, batch=8, progress=None):
-    """(features [N, F], rewards [N]) of raw slabs [N, X, Y, Z] through the reward's own input path."""
+def reward_features(reward, slabs, batch=8, progress=None, names=None):
+    """(features [N, F], rewards [N]) of raw slabs [N, X, Y, Z] through the reward's own input path; a reward that is
+    not finite stops it (rewards.contract.ScoreError naming the sample: names [N], or its index)."""
     feats, scores = [], []
     for begin in range(0, len(slabs), batch):
         x = torch.as_tensor(np.asarray(slabs[begin:begin + batch], dtype=np.float32))
         f = reward.features(x)
         feats.append(f.cpu())
         scores.append(reward.model.score_features(f).cpu())
+        reward.check_scores(scores[-1], x, None if names is None else names[begin:begin + len(x)], start=begin)
         if progress is not None:
             progress(len(x))
     return torch.cat(feats).double().numpy(), torch.cat(scores).double().numpy()
@@ -108,12 +110,15 @@ def plot_by_reward(points, rewards, path, title):
 
 #----------------------------------------------------------------------------
 
-def report(reward, slabs, outdir, reward_path, pca_components=50, n_neighbors=25, min_dist=0.1, k=5, seed=0, batch=8):
+def report(reward, slabs, outdir, reward_path, pca_components=50, n_neighbors=25, min_dist=0.1, k=5, seed=0, batch=8,
+        names=None):
     """Embed the reward's global feature of one generator's (or bank's) raw slabs [N, X, Y, Z], or of two generators'
     at the same seeds (slabs: a list of one or two), and write report.json/.html, umap_reward.png (the first coloured
     by reward, Spearman's rho against UMAP 1 and PC 1) and, for two, umap_models.png with their k-NN separation in the
-    UMAP plane and in PCA space. Returns the summary; EmbeddingError when the features cannot be embedded."""
-    feats = [reward_features(reward, s, batch=batch) for s in slabs]
+    UMAP plane and in PCA space. Returns the summary; EmbeddingError when the features cannot be embedded, and
+    rewards.contract.ScoreError when a reward is not finite (names: one list of the samples' names per entry of slabs)."""
+    names = [None] * len(slabs) if names is None else names
+    feats = [reward_features(reward, s, batch=batch, names=n) for s, n in zip(slabs, names)]
     os.makedirs(outdir, exist_ok=True)
     out = lambda name: os.path.join(outdir, name)
     summary = dict(reward_model=os.path.abspath(reward_path), samples=len(slabs[0]), feature_dim=int(feats[0][0].shape[1]),

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import torch
 
-from dnnlib.util import NotRegularFile, open_regular
+from dnnlib.util import BadFile, NotRegularFile, open_regular, read_npy
 from eg3d_rlhf.analysis import report_plots
 
 #----------------------------------------------------------------------------
@@ -137,9 +137,8 @@ def load(labels_path, names_path, shape):
     """User-supplied regions: a .npy label volume and a JSON list of names (or {"names": [...]}) for its labels 0..K-1;
     'other' is appended if absent. ValueError naming the file on anything that does not fit."""
     try:
-        with open_regular(labels_path, 'rb') as f:
-            labels = np.load(f, allow_pickle=False)
-    except NotRegularFile as err:                                   # A FIFO would block: refused, never read.
+        labels = read_npy(labels_path)                              # Its header checked against its size first.
+    except (NotRegularFile, BadFile) as err:                        # A FIFO would block: refused, never read.
         raise ValueError(str(err)) from None
     except (OSError, ValueError) as err:
         raise ValueError(f'{labels_path}: cannot read a .npy label volume ({err})')
@@ -148,8 +147,8 @@ def load(labels_path, names_path, shape):
             names = json.load(f)
     except NotRegularFile as err:
         raise ValueError(str(err)) from None
-    except (OSError, ValueError) as err:
-        raise ValueError(f'{names_path}: cannot read region names as JSON ({err})')
+    except (OSError, ValueError, RecursionError) as err:
+        raise ValueError(f'{names_path}: cannot read region names as JSON ({" ".join(str(err).split())[:200]})')
     names = names.get('names') if isinstance(names, dict) else names
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise ValueError(f'{names_path}: expected a JSON list of region names')

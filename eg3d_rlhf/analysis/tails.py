@@ -19,11 +19,12 @@ STRIP_VIEWS = ('three_quarter', 'profile')     # Each sample of the strip, side 
 
 def score_bank(reward, bank, stats=None, batch=8, progress=None):
     """numpy rewards [len(bank)] of the bank's raw slabs in id order, through the reward's own contract
-    (Reward.score_slabs), read one batch at a time; each slab is also added to `stats` (a SigmaStats) if given."""
+    (Reward.score_slabs), read one batch at a time; each slab is also added to `stats` (a SigmaStats) if given. A score
+    that is not finite stops it (rewards.contract.ScoreError naming the sample): it has no place in a ranking."""
     slabs = (bank.slab(i) for i in bank.ids)
     if stats is not None:
         slabs = map(stats.add, slabs)
-    return reward.score_slabs(slabs, batch=batch, progress=progress)
+    return reward.score_slabs(slabs, batch=batch, progress=progress, names=bank.ids)
 
 
 def rank(ids, scores, k):
@@ -266,7 +267,7 @@ def cube_names(paths):
 
 def score_cube(reward, path, flip_x=False, reference=None):
     """(score, SigmaStats of the slab as read, SigmaStats after normalising or None) of the cube in `path` on the
-    reward's slab (cube_to_slab); CubeError naming the file."""
+    reward's slab (cube_to_slab); CubeError naming the file; rewards.contract.ScoreError when its score is not finite."""
     cube = read_cube(path)
     try:
         slab = cube_to_slab(cube, reward.grid, flip_x=flip_x)
@@ -279,7 +280,7 @@ def score_cube(reward, path, flip_x=False, reference=None):
             normalised.add(slab)
     except ValueError as err:
         raise CubeError(f'{path}: {err}') from None
-    return float(reward.score_slabs([slab])[0]), as_read, normalised
+    return float(reward.score_slabs([slab], names=[path])[0]), as_read, normalised
 
 
 def report(reward, bank, outdir, reward_path, bank_path, k=4, cubes=None, flip_x=False, robust_normalise=False,

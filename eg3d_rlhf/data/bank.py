@@ -3,13 +3,14 @@
 import json
 import os
 import re
+import zipfile
 
 import numpy as np
 
 import dnnlib
 from eg3d_rlhf.geometry import convention as conventions
 from eg3d_rlhf.geometry import preview
-from eg3d_rlhf.geometry.sigma import SlabCrop, grid_from_meta, slab_description, slab_grid
+from eg3d_rlhf.geometry.sigma import SlabCrop, grid_from_meta, slab_description, slab_grid, slab_problem
 
 #----------------------------------------------------------------------------
 # Layout (README.md, "Sample banks", documents it for other people's scripts):
@@ -56,16 +57,31 @@ def bank_holding(path):
         folder = parent
 
 
-def load_npy(path, **kwargs):
-    """np.load of a sample's file without pickles, which must be a regular file (a FIFO would block the reader); BankError
-    naming it and the fix otherwise."""
+REDRAW = 'redraw the sample (delete its meta.json and resume)'
+
+
+def load_npy(path, mmap_mode=None):
+    """A sample's .npy file read without pickles (dnnlib.util.read_npy: a regular file, its header checked against
+    its size before anything is allocated); BankError naming it and the fix otherwise."""
     try:
-        problem = dnnlib.util.file_problem(path)
-        if problem is None:
-            return np.load(path, allow_pickle=False, **kwargs)
+        return dnnlib.util.read_npy(path, error=BankError, mmap_mode=mmap_mode)
+    except BankError as err:
+        problem = str(err)
     except (OSError, ValueError) as err:
-        problem = f'{path}: cannot be read ({err})'
-    raise BankError(f'{problem}; redraw the sample (delete its meta.json and resume)')
+        problem = dnnlib.util.file_problem(path) or f'{path}: cannot be read ({err})'
+    raise BankError(f'{problem}; {REDRAW}')
+
+
+def read_json(path, fix):
+    """The JSON object of a bank's meta.json or bank.json (dnnlib.util.read_json_object: UTF-8, JSON, an object, not
+    deep nor huge); BankError of one line naming the file, what is wrong and `fix` otherwise."""
+    try:
+        return dnnlib.util.read_json_object(path, error=BankError)
+    except BankError as err:
+        problem = str(err)
+    except OSError as err:
+        problem = dnnlib.util.file_problem(path) or f'{path}: cannot be read ({err.strerror or err})'
+    raise BankError(f'{problem}; {fix}')
 
 
 def write_json(path, data):
@@ -89,9 +105,8 @@ class Bank:
 
     @staticmethod
     def read_settings(root):
-        """bank.json: what made the bank."""
-        with open(os.path.join(root, BANK_FILE), encoding='utf-8') as f:
-            return json.load(f)
+        """bank.json: what made the bank; BankError naming it and the key when it is not a JSON object of settings."""
+        return read_json(os.path.join(root, BANK_FILE), 'restore it, or make the bank again in a new folder')
 
     def __len__(self):
         return len(self.ids)
@@ -105,38 +120,46 @@ class Bank:
         return os.path.join(self.root, sample_id, name)
 
     def meta(self, sample_id):
-        with open(self.path(sample_id, META_FILE), encoding='utf-8') as f:
-            return json.load(f)
+        """A sample's meta.json, a JSON object (read_json); BankError naming the file otherwise."""
+        return read_json(self.path(sample_id, META_FILE), REDRAW)
 
     def grid(self, sample_id):
-        return grid_from_meta(self.meta(sample_id)['slab'])
+        """The CubeGrid of a sample's slab, as its meta.json's "slab" describes it; BankError naming the file and the
+        key when that is missing or no slab description (geometry.sigma.slab_problem)."""
+        meta = self.meta(sample_id)
+        problem = slab_problem(meta['slab']) if 'slab' in meta else 'has no "slab"'
+        if problem is not None:
+            raise BankError(f'{self.path(sample_id, META_FILE)}: {problem}; {REDRAW}')
+        return grid_from_meta(meta['slab'])
 
     def slab(self, sample_id):
         """Raw sigma [X, Y, Z] as float32; BankError naming the file when it cannot be read or is not finite."""
         path = self.path(sample_id, SLAB_FILE)
         slab = load_npy(path).astype(np.float32)
         if not np.isfinite(slab).all():
-            raise BankError(f'{path}: holds nan or inf; redraw the sample (delete its meta.json and resume)')
+            raise BankError(f'{path}: holds nan or inf; {REDRAW}')
         return slab
 
     def check_slabs(self, ids=None):
         """Before any work: every slab of `ids` (all by default) is a numpy file of the bank's grid shape, whole
         (its header read, its size checked, nothing loaded); BankError naming the first file that is not."""
         for sample_id in self.ids if ids is None else ids:
-            path = self.path(sample_id, SLAB_FILE)
+            path, shape = self.path(sample_id, SLAB_FILE), self.grid(sample_id).shape
             slab = load_npy(path, mmap_mode='r')
-            if slab.shape != self.grid(sample_id).shape:
-                raise BankError(f'{path}: shape {list(slab.shape)}, but meta.json says {list(self.grid(sample_id).shape)}; '
-                    'redraw the sample (delete its meta.json and resume)')
+            if slab.shape != shape:
+                raise BankError(f'{path}: shape {list(slab.shape)}, but meta.json says {list(shape)}; {REDRAW}')
 
     def array(self, sample_id, name):
         """An array the generator kept beside the slab (<name>.npz, e.g. 'asset'), read without pickles."""
         path = self.path(sample_id, f'{name}.npz')
-        with load_npy(path) as data:
+        problem = dnnlib.util.file_problem(path)
+        if problem is None:
             try:
-                return data['array']
-            except (OSError, ValueError, KeyError) as err:
-                raise BankError(f'{path}: cannot be read ({err}); redraw the sample (delete its meta.json and resume)')
+                with np.load(path, allow_pickle=False) as data:
+                    return data['array']
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+                problem = f'{path}: cannot be read ({err})'
+        raise BankError(f'{problem}; {REDRAW}')
 
     def slabs(self, ids=None):
         """{id: raw float32 slab} for `ids` (all by default); every slab must have the same shape."""

@@ -188,6 +188,9 @@ def check_resume(c):
         data = legacy.load_network_pkl(c.resume_pkl, trust=c.trust_resume_pkl)
     except (OSError, ValueError) as err:
         raise RunError(f'--resume: {err}')
+    problem = training_loop.resume_fields_problem(data)            # Before anything counts on them.
+    if problem is not None:
+        raise RunError(f'--resume: {c.resume_pkl}: {problem}; the snapshot is damaged: resume from another one')
     unrendered_demo = c.training_set_kwargs.path == demo.dataset_path() and demo.dataset_problem() is not None
     if not unrendered_demo:                                         # (Only in a dry run: a real run renders it first.)
         training_set = dnnlib.util.construct_class_by_name(**c.training_set_kwargs)

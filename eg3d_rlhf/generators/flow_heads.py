@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from dnnlib.util import atomic_write, open_regular
-from eg3d_rlhf.generators.flow import FlowGenerator, FlowPipeline, FlowStage, blur, cfm_loss
+from eg3d_rlhf.generators.flow import FlowGenerator, FlowPipeline, FlowStage, blur, cfm_loss, check_sampler
+from eg3d_rlhf.geometry.sigma import MAX_CUBE_LENGTH, is_number
 from torch_utils import misc, safetensors_file
 
 #----------------------------------------------------------------------------
@@ -56,24 +57,38 @@ def truncation_length(config):
     return c['truncation'] * c['cube_length'] / (c['grid'] * c['patch'] - 1)
 
 
+# The numbers of a config, each in a range no sane run leaves (a damaged or edited checkpoint may hold anything).
+INT_RANGES = dict(grid=(1, 256), patch=(1, 16), channels=(1, 4096), layers=(1, 64), conditions=(1, 1 << 16),
+    heads=(1, 1 << 24), ode_steps=(1, 10000), data_seed=(0, (1 << 32) - 1))
+
+
 def check_config(config):
-    """A full config (plain dict) from a partial one over the default preset; ValueError naming a bad key."""
+    """A full config (plain dict) from a partial one over the default preset; ValueError naming a bad key: every
+    number of the right type, finite and in its range (INT_RANGES; truncation in (0, grid * patch] fine voxels,
+    cube_length in (0, MAX_CUBE_LENGTH]), and a known sampler."""
     if not isinstance(config, dict):
         raise ValueError(f'a flow config must be a dict, got {type(config).__name__}')
     unknown = sorted(set(config) - CONFIG_KEYS)
     if unknown:
         raise ValueError(f'unknown flow config keys {unknown}; known: {sorted(CONFIG_KEYS)}')
     config = dict(PRESETS['default'], **config)
-    for key in ('grid', 'patch', 'channels', 'layers', 'conditions', 'heads', 'ode_steps'):
-        if isinstance(config[key], bool) or not isinstance(config[key], int) or config[key] < 1:
-            raise ValueError(f'flow config {key} must be a positive integer, got {config[key]!r}')
-    if not isinstance(config['build_spread'], (int, float)) or isinstance(config['build_spread'], bool) \
-            or not 0 <= config['build_spread'] < 1:
+    for key, (low, high) in INT_RANGES.items():
+        if isinstance(config[key], bool) or not isinstance(config[key], int) or not low <= config[key] <= high:
+            raise ValueError(f'flow config {key} must be an integer in [{low}, {high}], got {config[key]!r}')
+    if config['grid'] * config['patch'] < 2:
+        raise ValueError('flow config needs grid * patch >= 2')
+    if not is_number(config['build_spread'], 0, 1) or not config['build_spread'] < 1:
         raise ValueError(f'flow config build_spread must be a number in [0, 1), got {config["build_spread"]!r}')
-    if not isinstance(config['smooth'], (int, float)) or isinstance(config['smooth'], bool) or not 0 <= config['smooth'] <= 4:
+    if not is_number(config['smooth'], 0, 4):
         raise ValueError(f'flow config smooth must be a number in [0, 4] (fine voxels), got {config["smooth"]!r}')
-    if config['grid'] * config['patch'] < 2 or not config['truncation'] > 0 or not config['cube_length'] > 0:
-        raise ValueError('flow config needs grid * patch >= 2 and positive truncation and cube_length')
+    fine = config['grid'] * config['patch']
+    if not is_number(config['truncation'], 0, fine) or not config['truncation'] > 0:
+        raise ValueError(f'flow config truncation must be a finite number in (0, {fine}] (fine voxels), got '
+            f'{config["truncation"]!r}')
+    if not is_number(config['cube_length'], 0, MAX_CUBE_LENGTH) or not config['cube_length'] > 0:
+        raise ValueError(f'flow config cube_length must be a finite number in (0, {MAX_CUBE_LENGTH:g}], got '
+            f'{config["cube_length"]!r}')
+    check_sampler(config['sampler'])
     return config
 
 #----------------------------------------------------------------------------
@@ -346,10 +361,21 @@ def read_flow(path):
         state['config'] = check_config(state['config'])
     except (KeyError, ValueError) as err:
         raise ValueError(f'{path}: bad flow config ({err})') from None
-    problem = weights_problem(state)
+    problem = weights_problem(state) or training_problem(state.get('training'))
     if problem:
         raise ValueError(f'{path}: {problem}; the file was edited or is damaged: retrain or restore it')
     return state
+
+
+def training_problem(training):
+    """What is wrong with a checkpoint's training record (None, or a dict whose step, when given, is a count that a
+    resumed run starts from), or None."""
+    if training is not None and not isinstance(training, dict):
+        return f'its training record is a {type(training).__name__}, not a dict'
+    step = (training or {}).get('step', 0)
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        return f'training.step is {step!r}; expected an integer >= 0'
+    return None
 
 
 def weights_problem(state):

@@ -1,6 +1,7 @@
 """Where sigma is sampled and how it is streamed: cube and slab grids, chunked fields, gen_samples' padding, normalisation."""
 
 import dataclasses
+import math
 
 import numpy as np
 import torch
@@ -108,12 +109,62 @@ def slab_description(resolution, cube_length=1.0, crop=SlabCrop(), exact_eg3d_gr
     return dict(desc, exact_eg3d_grid=True) if exact_eg3d_grid else desc
 
 
-def grid_from_meta(slab):
-    """The CubeGrid of a slab description (slab_description(), a bank's meta.json "slab")."""
+MAX_RESOLUTION = 4096           # Largest cube resolution a slab description may name.
+MAX_CUBE_LENGTH = 1000.0        # Largest cube side (world units): EG3D's boxes are 1 or so; beyond, a file is damaged.
+
+
+def describe(value):
+    """A value as a message shows it: numbers, strings, booleans and null as written, anything else by its kind."""
+    if value is None or isinstance(value, (bool, int, float)) or (isinstance(value, str) and len(value) <= 40):
+        return repr(value)
+    return f'a {type(value).__name__}'
+
+
+def is_number(value, low=-math.inf, high=math.inf):
+    """Is `value` a finite int or float (not a bool) with low <= value <= high?"""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and low <= value <= high
+
+
+def slab_problem(slab, name='slab'):
+    """What is wrong with a slab description (a bank's meta.json "slab", a reward checkpoint's input slab), as one
+    phrase naming the key ('slab.resolution is 1; expected an integer in [2, 4096]'); None when grid_from_meta can read
+    it. Entries beyond resolution, cube_length, crop and exact_eg3d_grid are informational and not checked."""
+    if not isinstance(slab, dict):
+        return f'{name} is {describe(slab)}; expected an object'
+    missing = [k for k in ('resolution', 'cube_length', 'crop') if k not in slab]
+    if missing:
+        return f'{name} must describe resolution, cube_length and crop; it has no {missing[0]}'
+    n, length, crop = slab['resolution'], slab['cube_length'], slab['crop']
+    if isinstance(n, bool) or not isinstance(n, int) or not 2 <= n <= MAX_RESOLUTION:
+        return f'{name}.resolution is {describe(n)}; expected an integer in [2, {MAX_RESOLUTION}]'
+    if not is_number(length, high=MAX_CUBE_LENGTH) or not length > 0:
+        return f'{name}.cube_length is {describe(length)}; expected a finite number in (0, {MAX_CUBE_LENGTH:g}]'
+    fractions = [f.name for f in dataclasses.fields(SlabCrop)]
+    if not isinstance(crop, dict):
+        return f'{name}.crop is {describe(crop)}; expected an object of the fractions {", ".join(fractions)}'
+    for key, value in crop.items():
+        if key not in fractions:
+            return f'{name}.crop.{key} is not a crop fraction ({", ".join(fractions)})'
+        if not is_number(value, 0) or not value < 1:
+            return f'{name}.crop.{key} is {describe(value)}; expected a number in [0, 1)'
+    start, stop = SlabCrop(**crop).bounds(n)
+    empty = [axis for axis, a, b in zip('xyz', start, stop) if not a < b]
+    if empty:
+        return f'{name}.crop keeps nothing on {empty[0]} at resolution {n}'
     exact = slab.get('exact_eg3d_grid', False)
     if not isinstance(exact, bool):
-        raise ValueError(f'slab exact_eg3d_grid must be true or false, got {exact!r}')
-    return slab_grid(slab['resolution'], cube_length=slab['cube_length'], crop=SlabCrop(**slab['crop']), exact_eg3d_grid=exact)
+        return f'{name}.exact_eg3d_grid is {describe(exact)}; expected true or false'
+    return None
+
+
+def grid_from_meta(slab):
+    """The CubeGrid of a slab description (slab_description(), a bank's meta.json "slab"); ValueError of slab_problem's
+    phrase when it is not one."""
+    problem = slab_problem(slab)
+    if problem is not None:
+        raise ValueError(problem)
+    return slab_grid(slab['resolution'], cube_length=slab['cube_length'], crop=SlabCrop(**slab['crop']),
+        exact_eg3d_grid=slab.get('exact_eg3d_grid', False))
 
 #----------------------------------------------------------------------------
 # A batch of samples' density field, streamed: subclasses (generators/) say how sigma is computed at points; this

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-from eg3d_rlhf.geometry.sigma import grid_from_meta, normalise_sigma_self
+from eg3d_rlhf.geometry.sigma import grid_from_meta, normalise_sigma_self, slab_problem
 from torch_utils import misc
 
 #----------------------------------------------------------------------------
@@ -21,6 +21,10 @@ AXES = 'xyz'
 
 class InputSpecError(ValueError):
     """An input description that no model can be fed with."""
+
+
+class ScoreError(ValueError):
+    """A reward's score of a sample that is nan or inf; the message names the sample and the cause."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,10 +47,9 @@ class InputSpec:
             raise InputSpecError('input scale must not be 0')
         if sorted(str(self.order)) != sorted(AXES):
             raise InputSpecError(f'input order must be a permutation of "xyz", got {self.order!r}')
-        if not isinstance(self.slab, dict) or not {'resolution', 'cube_length', 'crop'} <= set(self.slab):
-            raise InputSpecError('input slab must describe resolution, cube_length and crop')
-        if not isinstance(self.slab.get('exact_eg3d_grid', False), bool):
-            raise InputSpecError('input slab exact_eg3d_grid must be true or false')
+        problem = slab_problem(self.slab)
+        if problem is not None:
+            raise InputSpecError(f'input {problem}')
 
     @classmethod
     def from_dict(cls, d):
@@ -118,18 +121,45 @@ class Reward:
         return self.model.features(self.prepare(raw))
 
     @torch.no_grad()
-    def score_slabs(self, slabs, batch=8, progress=None, members=False):
+    def score_slabs(self, slabs, batch=8, progress=None, members=False, names=None):
         """numpy rewards [len(slabs)] of raw slabs (an iterable of [X, Y, Z] arrays, read `batch` at a time, so a
         generator of a bank's slabs never holds more than one batch in memory); with members, every ensemble member's
-        reward [len(slabs), members]."""
-        slabs, out = iter(slabs), []
+        reward [len(slabs), members]. A score that is not finite stops it (check_scores; names: the slabs' names)."""
+        slabs, out, done = iter(slabs), [], 0
         while True:
             chunk = list(itertools.islice(slabs, batch))
             if not chunk:
                 break
             x = torch.stack([torch.as_tensor(np.asarray(v, dtype=np.float32)) for v in chunk])
             out.append((self.model.member_scores(self.features(x)) if members else self.score(x)).cpu())
+            self.check_scores(out[-1], x, None if names is None else names[done:done + len(x)], start=done)
+            done += len(x)
             if progress is not None: progress(len(x))
         return torch.cat(out).numpy() if out else np.zeros([0, self.model.members] if members else [0], dtype=np.float32)
+
+    @torch.no_grad()
+    def check_scores(self, scores, raw, names=None, start=0):
+        """ScoreError naming the first sample whose score (scores [N] or [N, members]) is nan or inf, and why: its raw
+        slab (raw [N, X, Y, Z]) holds nan or inf, the input preparation takes it out of float32's range, or the model
+        does on a finite input (weights out of range). names [N]; None names them 'slab START+i'. Every tool that
+        scores samples stops on such a score: a nan ranked as "highest", or written as null, is a wrong result."""
+        bad = ~torch.isfinite(torch.as_tensor(scores).reshape(len(scores), -1)).all(dim=1)
+        if not bool(bad.any()):
+            return
+        i = int(bad.nonzero()[0, 0])
+        value = next(float(v) for v in torch.as_tensor(scores)[i].reshape(-1) if not math.isfinite(float(v)))
+        slab = torch.as_tensor(raw[i]).float().cpu()
+        spec = self.spec
+        how = f'{spec.normalisation}, scale {spec.scale:g}' + (f', offset {spec.offset:g}' if spec.offset else '')
+        if not bool(torch.isfinite(slab).all()):
+            cause = 'its slab holds nan or inf'
+        elif not bool(torch.isfinite(self.prepare(slab[None])).all()):
+            cause = (f'its slab (sigma {float(slab.min()):.3g} to {float(slab.max()):.3g}) overflows float32 in the '
+                f'reward\'s input preparation ({how}); check the slab, and the checkpoint\'s input scale')
+        else:
+            cause = ('the reward model overflows float32 on a finite input (its weights are out of range); retrain the '
+                'reward or restore its checkpoint')
+        name = f'slab {start + i}' if names is None else names[i]
+        raise ScoreError(f'{name}: the {self.kind} reward scores it {value}: {cause}')
 
 #----------------------------------------------------------------------------
