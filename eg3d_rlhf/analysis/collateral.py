@@ -115,7 +115,7 @@ def compare(before, after, trained=None):
         tastes[name] = dict(trained=name == trained, tie_below=noticeable(b), **win_rate(choices(b, a, noticeable(b))))
     return dict(samples=len(before['tastes']['nose']), temperature=0, trained_taste=trained, tastes=tastes,
         mesh={s: paired(before['mesh'][s], after['mesh'][s]) for s in MESH_STATS},
-        truth={t: paired(before['truth'][t], after['truth'][t]) for t in TRUTH},
+        truth={t: paired(before['truth'][t], after['truth'][t]) for t in TRUTH if t in before['truth'] and t in after['truth']},
         diversity=dict(before=before['diversity'], after=after['diversity'],
             ratio=after['diversity'] / before['diversity'] if before['diversity'] else float('nan')))
 
