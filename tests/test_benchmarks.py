@@ -71,3 +71,16 @@ def test_bench_attribution_quick_run():
     assert re.search(r'2 samples of \[32, 36, 33\], 9 regions, 1 threads', out.stdout)
     assert re.search(r'Shapley value sampling, 1 permutations: [\d.]+ s, \d+x the baseline', out.stdout)
     assert re.search(r'Integrated Gradients, 2 steps: [\d.]+ s, \d+x the baseline', out.stdout)
+
+
+def test_bench_flow_dpo_quick_run():
+    cmd = [sys.executable, os.path.join(REPO, 'benchmarks', 'bench_flow_dpo.py'), '--channels', '8', '--layers', '1',
+           '--grid', '2', '--batch', '2', '--steps', '2', '--threads', '1', '--only', 'lora,precomputed']
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = out.stdout
+    assert re.search(r'8 channels, 1 layers, grid 2\^3, 1,314 parameters .*batch 2 pairs, 2 steps, 1 threads, CPU', text)
+    row = r' +[\d.]+ +[\d.]+ +[\d,]+ MiB +-?[\d,]+ MiB +-?[\d.]+ +-?[\d.]+'
+    assert re.search(rf'^full{row}$', text, re.M) and re.search(rf'^precomputed{row}   \(reference precomputed in', text, re.M)
+    from eg3d_rlhf.finetune import lora
+    assert re.search(rf'^lora{row}$', text, re.M) if lora.available() else 'lora: skipped, peft is not installed' in text

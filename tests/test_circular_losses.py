@@ -1,12 +1,14 @@
-"""Circular-DPO's loss choices: each loss on a flow stage by hand, w2 inside or outside, SFT mixing, LoRA, early stopping."""
+"""Circular-DPO's loss choices on a flow stage: each loss by hand, w2, SFT mixing, LoRA, early stopping, precomputed reference, bf16."""
 
 import copy
+import re
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+import dnnlib
 from eg3d_rlhf.finetune import flow_dpo, lora, losses
 from eg3d_rlhf.finetune.circular_config import CircularDPOConfig
 from eg3d_rlhf.finetune.flow_dpo import EarlyStop, PairData, Side, flow_dpo_loss, split_pairs, train_stage
@@ -233,3 +235,156 @@ def test_the_config_gives_earlier_stages_their_t_max_and_beta_and_the_last_stage
             (dict(structure_beta=0.0), '--structure-beta=0.0: must be above 0')):
         with pytest.raises(ConfigError, match=flag):
             CircularDPOConfig(**kw)
+
+#----------------------------------------------------------------------------
+# At the size of real generators (issue 35): a precomputed reference (the reference's numbers of every draw, run once
+# before training) and bf16 autocast of the velocity passes.
+
+def warm_data():
+    """tiny_data() with both stages fitted 5 SFT steps first: the tiny preset's velocities start at zero (their output
+    layers do), which would make the reference's numbers blind to its weights, precision and flow times."""
+    G, data = tiny_data()
+    for index in (0, 1):
+        train_stage(G.pipeline, G.pipeline, index, data, 5, 4, 1e-2, 1.0, seed=9, loss_type='sft')
+    return G, data
+
+
+def trained(G, data, index, reference=None, steps=6, **kw):
+    """(step records, the stage's weights) of train_stage on a copy of the pipeline (lr 1e-3, beta 1000, seed 2)."""
+    policy, records = G.pipeline.frozen_copy(), []
+    train_stage(policy, G.pipeline.frozen_copy() if reference is None else reference, index, data, steps, 3, 1e-3,
+        1000.0, seed=2, log=records.append, **kw)
+    return records, policy.stages[index].velocity.state_dict()
+
+
+@pytest.mark.parametrize('index', [0, 1])
+@pytest.mark.parametrize('options', [dict(loss_type='sigmoid'), dict(loss_type='ipo', early_stop_split=0.5,
+    early_stop_every=2, early_stop_patience=5), dict(loss_type='sigmoid', t_max=0.3, w2_placement='outside')])
+def test_a_precomputed_reference_trains_as_the_live_one(index, options):
+    G, data = warm_data()
+    live, weights = trained(G, data, index, **options)
+    assert 'eval/loss' in live[-1] or 'early_stop_split' not in options
+    # One step a reference pass, as in training: every loss, stat and weight bit for bit.
+    records, cached = trained(G, data, index, precompute_ref=True, **options)
+    assert records == live
+    assert all(torch.equal(cached[k], weights[k]) for k in weights)
+    # Steps joined into passes of 7 pairs (other matrix blocking): to float tolerance, a few float32 ulps of MSE_t
+    # (about 1e-7) times beta 1000 in the rewards.
+    cache = flow_dpo.reference_cache(G.pipeline, G.pipeline.frozen_copy(), index, data, 6, 3, seed=2, ref_batch=7,
+        **{k: v for k, v in options.items() if k in ('loss_type', 'early_stop_split', 't_max')})
+    records, cached = trained(G, data, index, reference=cache, **options)
+    for got, want in zip(records, live):
+        assert got.keys() == want.keys() and all(got[k] == pytest.approx(want[k], rel=1e-3, abs=1e-3) for k in want)
+    for k in weights:
+        np.testing.assert_allclose(cached[k].numpy(), weights[k].numpy(), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize('loss_type', ['ipo', 'sft'])
+def test_with_a_precomputed_reference_the_reference_never_runs_during_training(loss_type):
+    G, data = warm_data()
+    def calls(precompute):
+        policy, reference, seen = G.pipeline.frozen_copy(), G.pipeline.frozen_copy(), []
+        policy.stages[1].velocity.register_forward_hook(lambda *a: seen.append('policy'))
+        reference.stages[1].velocity.register_forward_hook(lambda *a: seen.append('reference'))
+        train_stage(policy, reference, 1, data, 6, 3, 1e-3, 1000.0, seed=2, loss_type=loss_type, early_stop_split=0.5,
+            early_stop_every=2, early_stop_patience=5, precompute_ref=precompute)
+        return seen
+    live = calls(False)                 # The check can fail: live, the reference runs between the policy's passes.
+    assert 'reference' in live[live.index('policy'):]
+    seen = calls(True)
+    first = seen.index('policy')
+    assert 'reference' not in seen[first:]
+    # Before the first step: every step's two sides (SFT's steps read no reference) and the held-out pairs' (2 pairs,
+    # one pass) once, however often early stopping evaluates.
+    assert seen[:first] == ['reference'] * ((2 * 6 if loss_type == 'ipo' else 0) + 2)
+    assert seen.count('policy') == (6 if loss_type == 'sft' else 2 * 6) + 3 * 2     # + 3 evaluations, 2 sides each.
+
+
+def test_a_cache_trains_without_the_reference_and_one_of_other_settings_is_refused():
+    G, data = warm_data()
+    live, weights = trained(G, data, 1, early_stop_split=0.5, early_stop_every=2)
+    reference = G.pipeline.frozen_copy()
+    cache = flow_dpo.reference_cache(G.pipeline, reference, 1, data, 6, 3, seed=2, early_stop_split=0.5)
+    for p in reference.stages[1].velocity.parameters():       # Gone: any pass of it now would give nan.
+        p.data.fill_(float('nan'))
+    records, cached = trained(G, data, 1, reference=cache, early_stop_split=0.5, early_stop_every=2)
+    assert records == live and all(torch.equal(cached[k], weights[k]) for k in weights)
+    # A policy that starts as the reference is its own: no copy at all, the same training (its mode kept).
+    policy, records = G.pipeline.frozen_copy(), []
+    policy.stages[1].velocity.train()
+    own = flow_dpo.reference_cache(policy, policy, 1, data, 6, 3, seed=2, early_stop_split=0.5)
+    assert policy.stages[1].velocity.training and torch.equal(own.chosen, cache.chosen) and torch.equal(own.held[1], cache.held[1])
+    train_stage(policy, own, 1, data, 6, 3, 1e-3, 1000.0, seed=2, log=records.append, early_stop_split=0.5, early_stop_every=2)
+    assert records == live
+    for kw, message in ((dict(seed=3), 'seed=2 .train_stage: 3.'), (dict(steps=7), '6 steps .train_stage: 7.'),
+            (dict(early_stop_split=0.0), 'early_stop_split=0.5 .train_stage: 0.0.'),
+            (dict(data=data.select([True, True, False, True])), 'pairs='), (dict(bf16=True), 'bf16=False'),
+            (dict(loss_type='sft'), 'reference=True .train_stage: False.')):
+        args = dict(dict(data=data, steps=6, seed=2, early_stop_split=0.5), **kw)
+        with pytest.raises(ValueError, match=rf'^the precomputed reference was drawn for {message}'):
+            train_stage(G.pipeline.frozen_copy(), cache, 1, args.pop('data'), args.pop('steps'), 3, 1e-3, 1000.0, **args)
+
+
+def bf16_and_float32(G, data, index, beta):
+    """{precision: (loss [4], margin / beta [4], gradient)} of one draw of 4 pairs, the policy trained 5 steps away from
+    the reference (in float32)."""
+    policy, reference = G.pipeline.frozen_copy(), G.pipeline.frozen_copy()
+    train_stage(policy, reference, index, data, 5, 3, 1e-3, 1000.0, seed=2, loss_type='ipo')
+    velocity = policy.stages[index].velocity.requires_grad_(True)
+    draw = flow_dpo.step_draw(policy, data, index, 7, 0, 4)
+    out = {}
+    for bf16 in (False, True):
+        velocity.zero_grad()
+        loss, stats = flow_dpo_loss(flow_dpo.in_precision(velocity, bf16), flow_dpo.in_precision(
+            reference.stages[index].velocity, bf16), draw.chosen, draw.rejected, draw.t, draw.cond, beta=beta)
+        loss.sum().backward()
+        out[bf16] = loss.detach(), stats['rewards/margins'] / beta, torch.cat([p.grad.flatten() for p in velocity.parameters()])
+    return out
+
+
+BF16_MARGIN = 2e-3        # The stated tolerance of bf16's margin / beta (docs/circular-dpo.md); measured up to 7.5e-4.
+
+
+@pytest.mark.parametrize('index', [0, 1])
+def test_bf16_keeps_the_margins_within_its_tolerance_of_float32(index):
+    # Measured on the tiny preset, both stages fitted briefly, the policy 5 steps from the reference, 20 draws of 4
+    # pairs: margin / beta (the difference of the two sides' MSE_t differences) within 7.5e-4 of float32's (median
+    # 1.3e-4 at the structure stage, 3.7e-5 at the detail stage; a side's MSE_t within 7.6e-4 relative), gradients
+    # at cosine >= 0.9998; along 10 training steps the steps' mean margins / beta within 3.4e-4. Stated: 2e-3 and
+    # cosine 0.999, so a sigmoid loss (1-Lipschitz in its margin) is within beta * 2e-3 (2 at beta 1000).
+    G, data = warm_data()
+    beta = 1000.0
+    out = bf16_and_float32(G, data, index, beta)
+    (loss, margin, grad), (loss16, margin16, grad16) = out[False], out[True]
+    assert not torch.equal(margin16, margin)                                    # bf16 did run.
+    assert (margin16 - margin).abs().max() < BF16_MARGIN and margin.abs().max() > 2 * BF16_MARGIN
+    assert (loss16 - loss).abs().max() < beta * BF16_MARGIN
+    assert torch.nn.functional.cosine_similarity(grad16, grad, dim=0) > 0.999
+    # train_stage: float32 weights, the same first step (policy = reference), the margins within tolerance after.
+    live, weights = trained(G, data, index)
+    records, weights16 = trained(G, data, index, bf16=True)
+    assert all(w.dtype == torch.float32 for w in weights16.values())
+    assert records[0] == live[0] and records[1] != live[1]
+    for got, want in zip(records, live):
+        assert abs(got['rewards/margins'] - want['rewards/margins']) < beta * BF16_MARGIN
+    assert trained(G, data, index, bf16=True, precompute_ref=True)[0] == records   # Its reference runs in bf16 too.
+
+
+def test_bf16_is_refused_in_one_line_where_the_device_cannot_run_it(monkeypatch):
+    from eg3d_rlhf.finetune import circular_run, options
+    line = r'^--bf16: cuda cannot run bf16 autocast \(it needs the CPU or a CUDA device with native bf16'
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda including_emulation=True: not including_emulation)
+    assert flow_dpo.bf16_problem('cuda') is None and flow_dpo.bf16_problem('cpu') is None
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda including_emulation=True: including_emulation)
+    assert re.match(line, flow_dpo.bf16_problem('cuda')) and '\n' not in flow_dpo.bf16_problem('cuda')
+    with pytest.raises(options.RunError, match=line):
+        circular_run.run(CircularDPOConfig(bf16=True), dnnlib.EasyDict(device='cuda'))
+    assert flow_dpo.bf16_problem('mps') is not None
+    monkeypatch.setattr(torch.amp, 'is_autocast_available', lambda device_type: False)
+    G, data = warm_data()
+    with pytest.raises(ValueError, match=r'^--bf16: cpu cannot run bf16 autocast'):
+        train_stage(G.pipeline.frozen_copy(), G.pipeline.frozen_copy(), 1, data, 1, 2, 1e-3, 1000.0, bf16=True)
+    cfg = CircularDPOConfig(precompute_ref=True, bf16=True)
+    assert {k: cfg.stage_options('dpo')[k] for k in ('precompute_ref', 'bf16')} == dict(precompute_ref=True, bf16=True)
+    assert not any(CircularDPOConfig().stage_options('dpo')[k] for k in ('precompute_ref', 'bf16'))

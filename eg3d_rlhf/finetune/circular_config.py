@@ -53,6 +53,8 @@ class CircularDPOConfig(MethodConfig):
     early_stop_split: float = option(0.0, 'Hold out this share of each phase\'s pairs and stop the phase when their implicit-reward accuracy has not improved for --early-stop-patience evaluations; 0 = off', min=0, below=1)
     early_stop_patience: int = option(3, 'Evaluations without a better held-out accuracy before a phase stops (with --early-stop-split)', min=1)
     early_stop_every: int = option(10, 'Steps between held-out evaluations (with --early-stop-split)', min=1)
+    precompute_ref: bool = option(False, 'Run the reference stage once over every step\'s draws (and the held-out pairs\') before each phase and train from those numbers, never calling it in training (TRL\'s precompute_ref_log_probs): the same losses and weights, bit for bit', is_flag=True)
+    bf16:           bool = option(False, 'bf16 autocast of every velocity pass (policy and reference) on the CPU or a CUDA device with native bf16; weights, optimizer and loss stay float32 (on the tiny preset margin / beta moved by up to 7.5e-4, docs/circular-dpo.md)', is_flag=True)
     eval_seeds:     str = option('1000-1007', 'Held-out seeds (under every condition) comparing each group with the base model, or none', metavar='LIST')
     annotator:      typing.Optional[str] = option(None, 'Simulated annotator judging the evaluation pairs (oracle:NAME)  [default: the demo\'s --demo-annotator; else none]', metavar='oracle:NAME')
     temperature:    float = option(0.5, 'Noise of the simulated annotator, in standard deviations of its taste (demo labels, evaluation)', min=0)
@@ -104,7 +106,8 @@ class CircularDPOConfig(MethodConfig):
             beta=self.beta if last or self.structure_beta is None else self.structure_beta,
             t_max=1.0 if last else self.structure_t_max,
             lora_rank=self.lora_rank, early_stop_split=self.early_stop_split,
-            early_stop_patience=self.early_stop_patience, early_stop_every=self.early_stop_every)
+            early_stop_patience=self.early_stop_patience, early_stop_every=self.early_stop_every,
+            precompute_ref=self.precompute_ref, bf16=self.bf16)
 
     def seeds(self, name):
         """The seed list of a LIST field ([] for none)."""

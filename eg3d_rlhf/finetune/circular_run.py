@@ -17,7 +17,7 @@ from eg3d_rlhf.data.preferences import load_judgements, write_judgements
 from eg3d_rlhf.finetune import run_dir as runs
 from eg3d_rlhf.finetune.circular_config import GROUPS
 from eg3d_rlhf.finetune.circular_dpo import RECIPES, CircularDPO, demo_preferences, with_win_counts
-from eg3d_rlhf.finetune.flow_dpo import PairData, encode_stage
+from eg3d_rlhf.finetune.flow_dpo import PairData, bf16_problem, encode_stage
 from eg3d_rlhf.finetune.options import RunError
 from eg3d_rlhf.generators import registry
 from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, shared_reward
@@ -218,6 +218,8 @@ def timing(records, cfg, total):
 def run(cfg, common):
     """Circular-DPO of the generator at common.resume ('bundled-flow' or None = the bundled flow model) in a new run
     folder under common.outdir; the report's summary (None for a dry run)."""
+    if cfg.bf16 and bf16_problem(common.device):
+        raise RunError(bf16_problem(common.device))
     network = os.path.abspath(demo.FLOW_GENERATOR if common.resume in (None, 'bundled-flow') else common.resume)
     if not os.path.exists(network):
         raise RunError(f'{common.resume or network}: no such network file')

@@ -5,7 +5,8 @@ import dataclasses
 import numpy as np
 import torch
 
-from eg3d_rlhf.finetune import lora, losses
+from eg3d_rlhf.finetune import lora, losses, ref_cache
+from eg3d_rlhf.finetune.ref_cache import ReferenceCache
 from eg3d_rlhf.generators.flow import check_sigma, mse_t
 from torch_utils import misc
 
@@ -42,22 +43,26 @@ def side_quantities(policy, reference, side, t, cond=None):
 
 
 def flow_dpo_loss(policy, reference, chosen, rejected, t, cond=None, beta=1.0, T=1.0, weight=None, loss_type='sigmoid',
-    label_smoothing=0.0, w2_placement='inside', sft_weight=0.0):
+    label_smoothing=0.0, w2_placement='inside', sft_weight=0.0, ref=None):
     """(loss [N] per pair, stats) of a preference loss (finetune/losses.py; Flow-DPO is 'sigmoid') on one stage: policy
     and reference are its velocity models, chosen and rejected Sides (or StageRuns) of N pairs, t [N] or a number,
     weight [N] (w2; None = 1) inside the sigmoid or outside it (w2_placement), plus sft_weight times the preferred
-    side's SFT loss. stats holds TRL's names per pair (rewards/chosen, rewards/rejected, rewards/margins,
-    rewards/accuracies for the DPO family). Gradients reach the policy only; what a loss does not read is not run."""
+    side's SFT loss. ref = (chosen [N], rejected [N] or None) gives the reference's -MSE_t precomputed (ref_cache.py):
+    the reference model is then not run (it may be None). stats holds TRL's names per pair (rewards/chosen,
+    rewards/rejected, rewards/margins, rewards/accuracies for the DPO family). Gradients reach the policy only; what
+    a loss does not read is not run."""
     loss_fn = losses.get(loss_type)
     if w2_placement not in W2_PLACEMENTS:
         raise ValueError(f'w2 placement must be one of {", ".join(W2_PLACEMENTS)}, got {w2_placement!r}')
     if sft_weight and not loss_fn.needs_rejected:
         raise ValueError(f'SFT mixing adds to a loss of pairs; the {loss_type} loss reads the preferred side only')
-    ref_model = reference if loss_fn.needs_reference else None
+    ref_model = reference if loss_fn.needs_reference and ref is None else None
     pol_chosen, ref_chosen = side_quantities(policy, ref_model, chosen, t, cond)
     pol_rejected = ref_rejected = None
     if loss_fn.needs_rejected:
         pol_rejected, ref_rejected = side_quantities(policy, ref_model, rejected, t, cond)
+    if ref is not None and loss_fn.needs_reference:
+        ref_chosen, ref_rejected = ref[0], ref[1] if loss_fn.needs_rejected else None
     weight = None if weight is None else torch.as_tensor(weight, device=pol_chosen.device)
     inside = weight if w2_placement == 'inside' else None
     batch = losses.PairBatch(pol_chosen, pol_rejected, ref_chosen, ref_rejected, weight=inside)
@@ -164,17 +169,23 @@ def encode_stage(pipeline, sigma, index):
 #----------------------------------------------------------------------------
 # Training one stage. Every step picks `batch` pairs, encodes both sides to the stage's data, and draws one t (uniform
 # in [0, t_max], t = 0 being noise) and one x0 per pair from a generator seeded by (seed, stage, step), shared by both
-# sides and by policy and reference (so what they do not share cancels in the margins). The loss comes from
-# finetune/losses.py: 'sigmoid' is Flow-DPO, 'sft' the plain supervised baseline (flow matching on the preferred side
-# only; the loser is never encoded). Only the trained stage's velocity model changes; the others are frozen. With
-# lora_rank R > 0 only LoRA adapters of rank R on its Linear and Conv layers train (finetune/lora.py), merged into its
-# weights at the end (merge_lora).
+# sides and by policy and reference (so what they do not share cancels in the margins): step_draw, the same at every
+# call. The loss comes from finetune/losses.py: 'sigmoid' is Flow-DPO, 'sft' the plain supervised baseline (flow
+# matching on the preferred side only; the loser is never encoded). Only the trained stage's velocity model changes;
+# the others are frozen. With lora_rank R > 0 only LoRA adapters of rank R on its Linear and Conv layers train
+# (finetune/lora.py), merged into its weights at the end (merge_lora).
 #
 # Early stopping (early_stop_split F > 0): a share F of the pairs (split_pairs, the same for every stage of one data
 # set and seed) is held out; every `early_stop_every` steps the held-out pairs' implicit-reward accuracy (Flow-DPO's
 # rewards/accuracies, unweighted, one fixed t and x0 per pair) is measured and logged as eval/rewards/accuracies with
 # that step's record, and the stage stops once it has not improved for `early_stop_patience` evaluations (the weights
 # of the last step are kept).
+#
+# For stages too big for two copies (issue 35): precompute_ref runs the reference once over every step's draws and
+# the held-out pairs' before the first step (reference_cache, ref_cache.py) and trains from those numbers, and
+# train_stage also takes such a cache in place of the reference pipeline, so a caller can drop the reference. bf16
+# runs every velocity pass (policy and reference) under bf16 autocast: the weights and the optimizer stay float32,
+# the velocities come back as float32 and MSE_t and the loss are float32 (in_precision).
 
 HELD_OUT_KEY = 2 ** 32 - 1                  # Seed key of the split and the held-out draws (no step reaches it).
 
@@ -220,49 +231,160 @@ def stage_data(policy, data, which, index, device):
     return encode_stage(policy, data.assets[which].to(device), index)
 
 
-def side_of(policy, data, sel, index, device):
-    """(condition, chosen x1, its context, rejected x1, its context) of the pairs `sel` at stage `index`."""
-    win, lose = data.chosen[sel], data.rejected[sel]
-    cond = None if data.conditions is None else data.conditions[win].to(device)
-    return (cond, *stage_data(policy, data, win, index, device), *stage_data(policy, data, lose, index, device))
+@dataclasses.dataclass
+class Draw:
+    """N pairs at one stage as a training step (or a chunk of the held-out pairs) draws them."""
+    cond:       object              # int64 [N]: the pairs' condition, or None (unconditional).
+    chosen:     Side                # The preferred sides.
+    rejected:   object              # Side of the others (the same x0), or None where the loss reads the preferred only.
+    t:          torch.Tensor        # [N]: one flow time per pair.
+    pick:       object = None       # int64 [N]: the pairs' indices in the PairData (None for held-out chunks).
 
+
+def priors(stage, context, n, generator, device):
+    """x0 [n, *data_shape] of a stage, one prior draw after another from `generator`."""
+    shape = tuple(stage.data_shape(context))
+    return torch.stack([stage.prior(shape, generator) for _ in range(n)]).to(device, torch.float32)
+
+
+def step_draw(policy, data, index, seed, step, batch, t_max=1.0, rejected=True):
+    """The Draw of training step `step` at stage `index`: `batch` pairs of the PairData, one x0 (both sides) and one t
+    in [0, t_max] each, from step_generator(seed, index, step); the losers are encoded only with `rejected`."""
+    stage, device, gen = policy.stages[index], policy.device, step_generator(seed, index, step)
+    pick = torch.randint(len(data), [batch], generator=gen)
+    cond = None if data.conditions is None else data.conditions[data.chosen[pick]].to(device)
+    x1_win, ctx_win = stage_data(policy, data, data.chosen[pick], index, device)
+    x0 = priors(stage, ctx_win, batch, gen, device)
+    t = t_max * torch.rand([batch], generator=gen).to(device)
+    lose = Side(x0, *stage_data(policy, data, data.rejected[pick], index, device)) if rejected else None
+    return Draw(cond, Side(x0, x1_win, ctx_win), lose, t, pick)
+
+
+def held_out_draws(policy, index, held, batch, seed, t_max=1.0):
+    """Draws of the held-out pairs, `batch` at a time in order, one x0 and t each from step_generator(seed, index,
+    HELD_OUT_KEY): the same at every call."""
+    stage, device, gen = policy.stages[index], policy.device, step_generator(seed, index, HELD_OUT_KEY)
+    for s in range(0, len(held), batch):
+        which = torch.arange(s, min(s + batch, len(held)))
+        win, lose = held.chosen[which], held.rejected[which]
+        cond = None if held.conditions is None else held.conditions[win].to(device)
+        x1_win, ctx_win = stage_data(policy, held, win, index, device)
+        x0 = priors(stage, ctx_win, len(which), gen, device)
+        t = t_max * torch.rand([len(which)], generator=gen).to(device)
+        yield Draw(cond, Side(x0, x1_win, ctx_win), Side(x0, *stage_data(policy, held, lose, index, device)), t)
+
+#----------------------------------------------------------------------------
+
+def bf16_problem(device):
+    """None where bf16 autocast runs on `device` (the CPU; a CUDA device with native bf16, compute capability 8.0+),
+    else one line saying why not."""
+    device = torch.device(device)
+    if device.type == 'cuda':
+        ok = torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    else:
+        ok = device.type == 'cpu' and torch.amp.is_autocast_available('cpu')
+    return None if ok else (f'--bf16: {device} cannot run bf16 autocast (it needs the CPU or a CUDA device with native '
+        'bf16, compute capability 8.0+); leave --bf16 off')
+
+
+def in_precision(velocity, bf16):
+    """The velocity model (None stays None) with its passes under bf16 autocast on its input's device and its output
+    as float32, with bf16; itself without."""
+    if not bf16 or velocity is None:
+        return velocity
+    def run(x, t, cond, context):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            v = velocity(x, t, cond, context)
+        return v.float()
+    return run
+
+
+def cache_key(index, data, batch, seed=0, loss_type='sigmoid', early_stop_split=0.0, t_max=1.0, bf16=False):
+    """What the reference's numbers of train_stage's draws depend on (ReferenceCache.key)."""
+    loss_fn = losses.get(loss_type)
+    return dict(stage=int(index), batch=int(batch), seed=int(seed), reference=loss_fn.needs_reference,
+        rejected=loss_fn.needs_rejected, early_stop_split=float(early_stop_split), t_max=float(t_max), bf16=bool(bf16),
+        pairs=ref_cache.fingerprint(data))
+
+
+def reference_cache(policy, reference, index, data, steps, batch, seed=0, loss_type='sigmoid', early_stop_split=0.0,
+    t_max=1.0, bf16=False, ref_batch=None):
+    """ReferenceCache of the reference pipeline's -MSE_t on every pair train_stage draws with the same arguments (its
+    steps, and with early_stop_split its held-out pairs), without gradients, in eval mode, `ref_batch` pairs a pass
+    (whole steps joined; default `batch`: every value is then the one the live reference gives in training, bit for
+    bit). Train with train_stage(policy, cache, ...): the reference pipeline is not needed any more. A policy that
+    starts as the reference may be its own: reference_cache(policy, policy, ...) needs no copy at all."""
+    if not len(data):
+        raise ValueError('no pairs to train on')
+    if ref_batch is not None and (isinstance(ref_batch, bool) or not isinstance(ref_batch, int) or ref_batch < 1):
+        raise ValueError(f'ref_batch must be a positive whole number of pairs or None, got {ref_batch!r}')
+    loss_fn = losses.get(loss_type)
+    train, held = split_pairs(data, early_stop_split, seed) if early_stop_split else (data, None)
+    module = reference.stages[index].velocity
+    velocity, pairs = in_precision(module, bf16), ref_batch or batch
+    chosen = rejected = held_values = None
+    with ref_cache.eval_mode(module):
+        if loss_fn.needs_reference:                     # SFT's steps read no reference; its early stopping does.
+            chosen, rejected = ref_cache.reference_values(velocity, (step_draw(policy, train, index, seed, step, batch,
+                t_max, loss_fn.needs_rejected) for step in range(steps)), pairs)
+            chosen, rejected = chosen.view(steps, batch), None if rejected is None else rejected.view(steps, batch)
+        if held is not None:
+            held_values = ref_cache.reference_values(velocity, held_out_draws(policy, index, held, batch, seed, t_max),
+                pairs)
+    return ReferenceCache(cache_key(index, data, batch, seed, loss_type, early_stop_split, t_max, bf16), chosen,
+        rejected, held_values)
+
+#----------------------------------------------------------------------------
 
 @torch.no_grad()
-def held_out_accuracy(policy, reference, index, held, batch, beta, seed, t_max=1.0):
+def held_out_accuracy(policy, reference, index, held, batch, beta, seed, t_max=1.0, ref=None, bf16=False):
     """Mean implicit-reward accuracy and Flow-DPO loss (sigmoid, unweighted) of the held-out pairs at stage `index`,
-    with one t and x0 per pair drawn the same way at every call."""
-    stage, velocity = policy.stages[index], policy.stages[index].velocity
-    mode, device, gen = velocity.training, policy.device, step_generator(seed, index, HELD_OUT_KEY)
+    with one t and x0 per pair drawn the same way at every call; ref = (chosen [H], rejected [H]) gives the
+    reference's numbers precomputed (ReferenceCache.held; reference may then be None)."""
+    velocity = policy.stages[index].velocity
+    mode = velocity.training
     velocity.eval()
-    acc, loss = [], []
-    for s in range(0, len(held), batch):
-        cond, x1_win, ctx_win, x1_lose, ctx_lose = side_of(policy, held, torch.arange(s, min(s + batch, len(held))), index, device)
-        shape = tuple(stage.data_shape(ctx_win))
-        x0 = torch.stack([stage.prior(shape, gen) for _ in range(len(x1_win))]).to(device, torch.float32)
-        t = t_max * torch.rand([len(x1_win)], generator=gen).to(device)
-        l, stats = flow_dpo_loss(velocity, reference.stages[index].velocity, Side(x0, x1_win, ctx_win),
-            Side(x0, x1_lose, ctx_lose), t, cond, beta=beta)
+    run_policy = in_precision(velocity, bf16)
+    run_reference = None if ref is not None else in_precision(reference.stages[index].velocity, bf16)
+    acc, loss, done = [], [], 0
+    for draw in held_out_draws(policy, index, held, batch, seed, t_max):
+        n = len(draw.t)
+        l, stats = flow_dpo_loss(run_policy, run_reference, draw.chosen, draw.rejected, draw.t, draw.cond, beta=beta,
+            ref=None if ref is None else (ref[0][done : done + n], ref[1][done : done + n]))
         acc.append(stats['rewards/accuracies'])
         loss.append(l)
+        done += n
     velocity.train(mode)
     return torch.cat(acc).float().mean().item(), torch.cat(loss).float().mean().item()
 
 
 def train_stage(policy, reference, index, data, steps, batch, lr, beta, seed=0, loss_type='sigmoid', label_smoothing=0.0,
     log=None, progress=None, w2_placement='inside', sft_weight=0.0, lora_rank=0, merge_lora=True, early_stop_split=0.0,
-    early_stop_patience=3, early_stop_every=10, t_max=1.0):
+    early_stop_patience=3, early_stop_every=10, t_max=1.0, precompute_ref=False, bf16=False):
     """Train stage `index` of the policy pipeline on PairData for `steps` Adam steps of `batch` pairs (weighted by
     data.weight, w2_placement) with the preference loss `loss_type` (plus sft_weight times SFT); reference is the
-    frozen pipeline the loss compares with. lora_rank > 0 trains LoRA adapters only (merged at the end unless
-    merge_lora is False); early_stop_split > 0 holds out pairs and may stop early; t_max < 1 trains at early flow
-    times only. log(record) gets each step's TRL-named means."""
-    needs_rejected = losses.get(loss_type).needs_rejected
+    frozen pipeline the loss compares with, or a ReferenceCache of it (reference_cache with the same arguments; the
+    reference model is then not needed). lora_rank > 0 trains LoRA adapters only (merged at the end unless merge_lora
+    is False); early_stop_split > 0 holds out pairs and may stop early; t_max < 1 trains at early flow times only;
+    precompute_ref runs the reference over every draw before the first step (then never); bf16 runs the velocity
+    passes under bf16 autocast. log(record) gets each step's TRL-named means."""
+    loss_fn = losses.get(loss_type)
     if not len(data):
         raise ValueError('no pairs to train on')
+    if bf16 and bf16_problem(policy.device):
+        raise ValueError(bf16_problem(policy.device))
+    cache = reference if isinstance(reference, ReferenceCache) else None
+    options = dict(seed=seed, loss_type=loss_type, early_stop_split=early_stop_split, t_max=t_max, bf16=bf16)
+    if precompute_ref and cache is None:
+        cache = reference_cache(policy, reference, index, data, steps, batch, **options)
+    if cache is not None:
+        cache.check(cache_key(index, data, batch, **options), steps)
+        reference = None                                # Not run again: a pipeline only this call held is freed.
     held, stopper = None, EarlyStop(early_stop_patience)
     if early_stop_split:
         data, held = split_pairs(data, early_stop_split, seed)
-    stage, ref_stage = policy.stages[index], reference.stages[index]
+    stage = policy.stages[index]
+    run_reference = None if reference is None else in_precision(reference.stages[index].velocity, bf16)
     for m in policy.modules():
         m.eval().requires_grad_(False)
     velocity = stage.velocity
@@ -274,29 +396,19 @@ def train_stage(policy, reference, index, data, steps, batch, lr, beta, seed=0, 
         velocity.train().requires_grad_(True)
         params = velocity.parameters()
     optimizer = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.99))
-    device = policy.device
+    run_policy = in_precision(velocity, bf16)
     for step in range(steps):
-        gen = step_generator(seed, index, step)
-        pick = torch.randint(len(data), [batch], generator=gen)
-        win, lose = data.chosen[pick], data.rejected[pick]
-        cond = None if data.conditions is None else data.conditions[win].to(device)
-        x1_win, ctx_win = stage_data(policy, data, win, index, device)
-        shape = tuple(stage.data_shape(ctx_win))
-        x0 = torch.stack([stage.prior(shape, gen) for _ in range(batch)]).to(device, torch.float32)
-        t = t_max * torch.rand([batch], generator=gen).to(device)
-        rejected = None
-        if needs_rejected:
-            x1_lose, ctx_lose = stage_data(policy, data, lose, index, device)
-            rejected = Side(x0, x1_lose, ctx_lose)
-        loss, stats = flow_dpo_loss(velocity, ref_stage.velocity, Side(x0, x1_win, ctx_win), rejected, t, cond, beta=beta,
-            weight=data.weight[pick].to(device), loss_type=loss_type, label_smoothing=label_smoothing,
-            w2_placement=w2_placement, sft_weight=sft_weight)
+        draw = step_draw(policy, data, index, seed, step, batch, t_max, loss_fn.needs_rejected)
+        loss, stats = flow_dpo_loss(run_policy, run_reference, draw.chosen, draw.rejected, draw.t, draw.cond, beta=beta,
+            weight=data.weight[draw.pick].to(policy.device), loss_type=loss_type, label_smoothing=label_smoothing,
+            w2_placement=w2_placement, sft_weight=sft_weight, ref=None if cache is None else cache.step(step))
         optimizer.zero_grad(set_to_none=True)
         loss.mean().backward()
         optimizer.step()
         record, stop = dict(step=step, loss=loss.detach().mean().item(), **{k: v.float().mean().item() for k, v in stats.items()}), False
         if held is not None and (step + 1) % early_stop_every == 0:
-            accuracy, held_loss = held_out_accuracy(policy, reference, index, held, batch, beta, seed, t_max)
+            accuracy, held_loss = held_out_accuracy(policy, reference, index, held, batch, beta, seed, t_max,
+                ref=None if cache is None else cache.held, bf16=bf16)
             stop = stopper.update(accuracy)
             record.update({'eval/rewards/accuracies': accuracy, 'eval/loss': held_loss, 'eval/pairs': len(held)})
             if stop:
