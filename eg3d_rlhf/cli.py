@@ -294,18 +294,19 @@ def ffhq512_structure(channel_base=None, channel_max=None):
     torch.manual_seed(0)
     return TriPlaneGenerator(**kwargs)
 
-def load_generator(path, device, batch=8, draw_batch=1, **eg3d_kwargs):
+def load_generator(path, device, batch=8, draw_batch=1, invariant=False, **eg3d_kwargs):
     """The generator of a network file (network_path's answer) on `device`, loaded by its registry family with the
-    options it takes: batch; draw_batch (ids per pass, flows); eg3d_kwargs truncation_psi, truncation_cutoff,
-    fov_degrees (EG3D; other families have no such settings). A clear one-line error if it cannot be read. The file
-    is read once (read_network; network_path's answer is read already), recognised and loaded from those bytes."""
+    options it takes: batch; draw_batch (ids per pass, flows); invariant (batch-invariant passes, flows); eg3d_kwargs
+    truncation_psi, truncation_cutoff, fov_degrees (EG3D; other families have no such settings). A clear one-line
+    error if it cannot be read. The file is read once (read_network; network_path's answer is read already),
+    recognised and loaded from those bytes."""
     path = read_network(path)
     family = network_family(path)
     if draw_batch != 1 and 'draw_batch' not in family.options:
         takers = [f for f in registry.FAMILIES.values() if 'draw_batch' in f.options]
         raise click.UsageError(f'--draw-batch is for {" and ".join(f.files for f in takers)}; '
             f'{path} is {family.description}')
-    options = dict(eg3d_kwargs, batch=batch, draw_batch=draw_batch)
+    options = dict(eg3d_kwargs, batch=batch, draw_batch=draw_batch, invariant=invariant)
     try:
         return family.load(path, device, **{k: v for k, v in options.items() if k in family.options})
     except (OSError, ValueError, KeyError) as err:

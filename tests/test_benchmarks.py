@@ -53,14 +53,18 @@ def test_bench_flow_quick_run(tmp_path):
     tiny = flow_heads.PRESETS['tiny']
     flow_heads.save_flow(str(tmp_path / 'flow.pt'), flow_heads.build_pipeline(tiny, init_seed=0), tiny)
     cmd = [sys.executable, os.path.join(REPO, 'benchmarks', 'bench_flow.py'), '--network', str(tmp_path / 'flow.pt'),
-           '--samples', '1', '--res', '32', '--threads', '1']
+           '--samples', '1', '--batch', '2', '--res', '32', '--preview-res', '16', '--threads', '1']
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     text = out.stdout
+    assert re.search(r'part +old: one id a pass +new: 2 ids a pass +old/new', text)
+    both = r' +[\d.]+ s/sample +[\d.]+ s/sample +[\d.]+x'
     for part in (r'stage 1 \(structure\): euler x 4', r'hand-off 1 \(decode\)', r'stage 2 \(detail\): euler x 4',
-            'slab from the volume', 'end to end'):
-        assert re.search(rf'flow {part} +[\d.]+ s/sample +x +[\d.]+ of EG3D', text), part
-    assert re.search(r'EG3D demo slab +[\d.]+ s/sample', text) and 'slab [16, 18, 17]' in text
+            'slab from the volume', r'end to end \(draw and slab\)'):
+        assert re.search(rf'flow {part}{both}', text), part
+    assert re.search(rf'bank sample{both} +\(tools/sample_bank.py: draw, picture, slab, previews of 16 px', text)
+    assert re.search(r'EG3D demo slab [\d.]+ s/sample: flow end to end x[\d.]+ \(old\), x[\d.]+ \(new\)', text)
+    assert 'slab [16, 18, 17]' in text and 'median of 1 repeats' in text
 
 
 def test_bench_attribution_quick_run():

@@ -8,9 +8,13 @@ import torch
 from click.testing import CliRunner
 
 from eg3d_rlhf.generators import flow_heads
-from eg3d_rlhf.generators.flow import FlowGenerator, blur, noise_seed
+from eg3d_rlhf.generators.flow import (INVARIANT_TOLERANCE, FlowGenerator, VolumeField, batch_invariant, blur,
+    invariant_passes, noise_seed)
+from eg3d_rlhf.generators.registry import FAMILIES
+from eg3d_rlhf.geometry.sigma import slab_grid
 from eg3d_rlhf.geometry.sigma import CubeGrid
 from eg3d_rlhf.synthetic import flow_data, world
+from tests.helpers.flow import tiny_pipeline
 from tools import train_flow
 
 pytestmark = pytest.mark.usefixtures('one_thread')
@@ -175,6 +179,58 @@ def test_batched_draws_repeat_and_agree_with_single_draws():
     assert torch.equal(drawn[2].runs[1].context, G.samples([2], 1)[0].runs[1].context)
     with pytest.raises(ValueError, match='draw_batch'):
         FlowGenerator(G.pipeline, draw_batch=0)
+
+
+def test_invariant_velocity_passes_give_each_sample_its_lone_bits():
+    bundled = flow_heads.load_flow(FAMILIES['flow'].bundled['bundled-flow'])
+    for stage, width in zip(bundled.pipeline.stages, (16, 32)):           # Structure, then detail (mask as context).
+        velocity = stage.velocity
+        x = torch.randn([9, 1, width, width, width], generator=torch.Generator().manual_seed(0))
+        active = torch.rand([9, 16, 16, 16], generator=torch.Generator().manual_seed(1)) > 0.5
+        context = active if stage.name == 'detail' else None
+        part = lambda k, n: (x[k : k + n], torch.full([n], 0.375), torch.full([n], 3), None if context is None
+            else context[k : k + n])
+        with torch.no_grad(), batch_invariant():
+            alone = torch.cat([velocity(*part(k, 1)) for k in range(9)])
+            for start, n in ((0, 9), (2, 5), (4, 2)):                      # Other batch sizes, other mates.
+                assert torch.equal(velocity(*part(start, n)), alone[start : start + n]), (stage.name, start, n)
+        assert not invariant_passes()
+        with torch.no_grad():
+            assert (velocity(*part(0, 9)) - alone).abs().max() < 1e-3      # Plain passes: rounding apart.
+
+
+def test_invariant_draws_of_an_id_are_the_same_alone_and_in_any_batch():
+    path = FAMILIES['flow'].bundled['bundled-flow']
+    draw = lambda batch, seeds: flow_heads.load_flow(path, invariant=True, draw_batch=batch, keep=8).samples(seeds, 5)
+    alone = {seed: draw(1, [seed])[0] for seed in (3, 11)}
+    for batch, seeds in ((3, [7, 3, 11]), (4, [11, 40, 41, 3, 9])):         # Different mates and batch sizes.
+        for seed, sample in zip(seeds, draw(batch, seeds)):
+            if seed in alone:
+                assert torch.equal(sample.sigma, alone[seed].sigma)
+                assert all(torch.equal(a.x1, b.x1) for a, b in zip(sample.runs, alone[seed].runs))
+    with_grad = flow_heads.load_flow(path, invariant=True).volumes([11], 5, requires_grad=True)   # draw()'s passes.
+    assert torch.equal(with_grad, alone[11].sigma)
+    plain = flow_heads.load_flow(path).samples([3, 11], 5)                  # Today's one-id passes: the tolerance.
+    grid = slab_grid(64, cube_length=1.0)
+    for seed, other in zip((3, 11), plain):
+        assert (alone[seed].sigma - other.sigma).abs().max() <= INVARIANT_TOLERANCE
+        assert torch.equal(alone[seed].runs[1].context, other.runs[1].context)         # The same structure.
+        slabs = [VolumeField(s.sigma).sample_grid(grid) for s in (alone[seed], other)]
+        assert ((slabs[0] >= 10) != (slabs[1] >= 10)).sum() <= 1                          # Level 10 barely moves.
+
+
+def test_invariant_draws_need_invariant_velocities_and_are_recorded():
+    G = tiny_generator()
+    invariant = G.with_pipeline(G.pipeline)
+    assert not invariant.invariant and invariant.settings() == G.settings()
+    invariant = FlowGenerator(G.pipeline, invariant=True, draw_batch=4)
+    assert invariant.settings()['passes'] == 'batch-invariant' and 'draw_batch' not in invariant.settings()
+    assert invariant.reference().invariant and invariant.with_pipeline(G.pipeline).invariant
+    with pytest.raises(ValueError, match=r"stages \['occupancy', 'patches'\] lack them"):
+        FlowGenerator(tiny_pipeline(), invariant=True)
+    g = torch.randn([3, 1, 12, 12, 12], generator=torch.Generator().manual_seed(0))
+    with batch_invariant():                                                     # The decode's smoothing: per sample.
+        assert all(torch.equal(blur(g, 0.7)[k], blur(g[k : k + 1], 0.7)[0]) for k in range(3))
 
 
 def test_checkpoint_loads_as_data_and_bad_files_fail_in_one_line(tmp_path):

@@ -75,8 +75,12 @@ def test_sample_bank_writes_ids_with_conditions_and_noise_seeds(flow_pt, tmp_pat
     meta = bank.meta('c01-seed000002')
     assert meta['condition'] == 1 and meta['noise_seeds'] == [noise_seed(2, 0), noise_seed(2, 1)]
     assert meta['asset'].startswith('asset.npz')
+    assert bank.meta('c01-seed000002')['passes'] == 'batch-invariant'
+    G = flow_heads.load_flow(path, invariant=True)                                # What the bank draws: an id alone.
     expected = G.field([2], 1).sample_grid(bank.grid('c01-seed000002'))[0].numpy()
     assert np.array_equal(bank.slab('c01-seed000002'), expected)
+    plain = flow_heads.load_flow(path).field([2], 1).sample_grid(bank.grid('c01-seed000002'))[0].numpy()
+    assert np.abs(expected - plain).max() < 1e-4                                  # One-id plain passes: rounding apart.
     asset = torch.from_numpy(bank.array('c01-seed000002', 'asset'))[None]         # What MSE_t needs, without redrawing.
     assert torch.equal(asset, G.volumes([2], 1))
     for kept, fresh in zip(G.pipeline.runs_from_asset([2], asset), G.pipeline.runs_from_asset([2], G.volumes([2], 1))):
@@ -103,6 +107,27 @@ def test_sample_bank_writes_ids_with_conditions_and_noise_seeds(flow_pt, tmp_pat
     assert [(j['a'], j['b'], j['choice']) for j in read_lines(tmp_path / 'people.jsonl')] == [(*pair, 'a')]
     assert 'unconditional' in refused(sample_bank, ['--network', 'bundled', '--seeds', '0', '--conditions', '0',
         '--outdir', tmp_path / 'other', '--dry-run'])
+
+
+def test_sample_bank_batches_do_not_change_a_byte_and_a_resumed_bank_matches(tmp_path):
+    # The bundled model: the tiny preset's plain passes happen to round alike in any batch, so they would prove nothing.
+    common = ['--network', 'bundled-flow', '--res', 24, '--preview-res', 24, '--conditions', '0,5']
+    assert '5 ids per pass' in ok(sample_bank, [*common, '--seeds', 0, '--batch', 5, '--outdir', tmp_path / 'x',
+        '--dry-run']).output
+    ok(sample_bank, [*common, '--seeds', '0-2', '--batch', 1, '--outdir', tmp_path / 'alone'])
+    ok(sample_bank, [*common, '--seeds', '1', '--batch', 2, '--outdir', tmp_path / 'resumed'])        # Interrupted.
+    assert '4 samples written, 2 were already there' in ok(sample_bank, [*common, '--seeds', '0-2', '--outdir',
+        tmp_path / 'resumed']).output
+    alone, resumed = Bank(str(tmp_path / 'alone')), Bank(str(tmp_path / 'resumed'))
+    assert alone.ids == resumed.ids and len(alone) == 6
+    read = lambda bank, sample, name: open(bank.path(sample, name), 'rb').read()
+    for sample in alone.ids:
+        for name in ('sigma_slab.npy', 'image.png', 'preview_front.png', 'preview_three_quarter.png',
+                'preview_profile.png', 'meta.json'):
+            assert read(alone, sample, name) == read(resumed, sample, name), (sample, name)
+        assert np.array_equal(alone.array(sample, 'asset'), resumed.array(sample, 'asset'))
+    assert 'batch is for flow checkpoints' in refused(sample_bank, ['--network', 'bundled', '--seeds', '0', '--batch',
+        2, '--outdir', tmp_path / 'eg3d'])
 
 
 def test_extract_sigma_and_shape_report_take_a_flow(flow_pt, tmp_path):

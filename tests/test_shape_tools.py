@@ -87,6 +87,37 @@ def test_preview_views_see_an_off_centre_ball_where_it_is():
     assert column(pictures['front']) == pytest.approx(32 + 0.25 * 64, abs=2)     # x = +0.25 is right of centre.
     assert column(pictures['profile']) == pytest.approx(32, abs=2)                # Seen from +x it is centred.
 
+
+def test_preview_skipping_empty_space_draws_every_step_pictures_bit_for_bit(monkeypatch):
+    grid = CubeGrid(24)
+    rng = np.random.default_rng(0)
+    lumpy = balls(grid, [((0.1, -0.05, 0.2), 0.2), ((-0.2, 0.15, -0.1), 0.12)]).astype(np.float32)
+    lumpy += rng.normal(0, 3, lumpy.shape).astype(np.float32)                       # Specks near the level too.
+    edge = np.full(grid.shape, -10.0, np.float32)
+    edge[:, :, -1] = 30.0                                                               # Inside right on the box face.
+    edge[0, 0, 0] = 10.0                                                            # Exactly the level, in a corner.
+    edge[4:6, 18:20, 3:5] = 11.0                                                    # Just above it, far from the rest.
+    broken = lumpy.copy()
+    broken[3, 4, 5] = np.nan
+    volumes = dict(lumpy=lumpy, edge=edge, broken=broken, empty=np.full(grid.shape, -10.0, np.float32),
+        full=np.full(grid.shape, 30.0, np.float32))
+    taken = []
+    march = preview._march
+    monkeypatch.setattr(preview, '_march', lambda field, o, forward, t, k: taken.append(k.numel()) or march(field, o,
+        forward, t, k))
+    for name, volume in volumes.items():
+        for yaw, pitch in ((0, 0), (45, 0), (90, 0), (200, 30), (13, -60)):
+            taken.clear()
+            with preview.every_step():
+                every = preview.render_surface(volume, grid, yaw=yaw, pitch=pitch, resolution=40)
+            dense = sum(taken)
+            taken.clear()
+            skipping = preview.render_surface(volume, grid, yaw=yaw, pitch=pitch, resolution=40)
+            assert np.array_equal(every, skipping), (name, yaw, pitch)
+            assert dense >= 40 * 40 * 48                                                # Every step of every ray.
+            assert sum(taken) == 0 if name == 'empty' else sum(taken) < dense / 2 or name in ('broken', 'edge')
+            assert (every < preview.BACKGROUND).any() != (name == 'empty')
+
 #----------------------------------------------------------------------------
 # The shape prior on a tiny generator.
 

@@ -1,12 +1,35 @@
 """Build a sample bank: per seed, the raw sigma slab, an RGB render, shaded previews from three views and meta.json."""
 
+import itertools
+
 import click
 from tqdm import tqdm
 
 from eg3d_rlhf.cli import (OUT_DIR, FINITE, NETWORK_HELP, conditions_option, device_option, load_generator,
-    mesh_convention_option, network_keys, network_path, parse_range, pick_device)
+    mesh_convention_option, network_family, network_keys, network_path, parse_range, pick_device)
 from eg3d_rlhf.data.bank import BankError, BankWriter, is_finished
+from eg3d_rlhf.generators import registry
 from eg3d_rlhf.generators.base import sample_id
+
+#----------------------------------------------------------------------------
+
+FLOW_BATCH = 8                  # Default ids per pass of a flow generator (a sample's bits do not depend on it).
+
+
+def passes(keys, batch):
+    """[(condition, seeds)] of keys [(seed, condition)] in order: runs of one condition, at most `batch` seeds each."""
+    runs = [(condition, [seed for seed, _ in run]) for condition, run in itertools.groupby(keys, lambda k: k[1])]
+    return [(condition, seeds[s : s + batch]) for condition, seeds in runs for s in range(0, len(seeds), batch)]
+
+
+def write_pass(generator, writer, condition, seeds):
+    """Write the samples of seeds (one condition, at most a flow generator's draw_batch) into the bank, a flow drawing
+    them first in one pass (kept for the writes); yields each seed once its files are written."""
+    if registry.has(generator, 'stages'):
+        generator.samples(seeds, condition)
+    for seed in seeds:
+        writer.write(seed, condition)
+        yield seed
 
 #----------------------------------------------------------------------------
 
@@ -24,34 +47,44 @@ from eg3d_rlhf.generators.base import sample_id
 @click.option('--dtype', type=click.Choice(['float16', 'float32']), default='float16', show_default=True, help='Slab storage type')
 @click.option('--level', type=FINITE, default=10, show_default=True, help='Raw sigma level drawn in the previews')
 @click.option('--preview-res', type=click.IntRange(min=16), default=192, show_default=True, help='Preview size in pixels')
+@click.option('--batch', type=click.IntRange(min=1), default=None, metavar='N',
+    help=f'Flow generators: ids drawn per network pass, batch-invariantly (a sample\'s bits do not depend on N; '
+    f'default {FLOW_BATCH})')
 @mesh_convention_option
 @click.option('--outdir', type=OUT_DIR, required=True, metavar='BANK', help='Bank folder (created; finished samples are kept)')
 @click.option('--dry-run', is_flag=True, help='Print what would be done; load and write nothing')
 @device_option
 def main(network_pkl, trust_pickle, seeds, conditions, truncation_psi, truncation_cutoff, resolution, dtype, level, preview_res,
-        mesh_convention, outdir, dry_run, device_name):
+        batch, mesh_convention, outdir, dry_run, device_name):
     """Write BANK/<id>/{sigma_slab.npy, image.png, preview_front.png, preview_three_quarter.png,
     preview_profile.png, meta.json} for each seed (id seedNNNNNN), or each seed under each condition of a flow
     generator (id cCC-seedNNNNNN). EG3D samples come from gen_samples' frontal conditioning camera with constant
-    noise, flow samples from their ids' noise seeds. Previews show the slab as sampled (--mesh-convention=ours) or
-    with the published border's voxels that fall inside it (published; at N=256 the front 5 z-layers). Samples
-    whose meta.json exists are skipped, so an interrupted run resumes; a bank made by another network or with other
-    settings is refused.
+    noise, flow samples from their ids' noise seeds, --batch ids a pass in batch-invariant passes (an id's bits are
+    the same alone or in any batch, so a resumed bank matches one drawn in one go). Previews show the slab as
+    sampled (--mesh-convention=ours) or with the published border's voxels that fall inside it (published; at N=256
+    the front 5 z-layers). Samples whose meta.json exists are skipped, so an interrupted run resumes; a bank made by
+    another network or with other settings is refused.
 
     \b
     python tools/sample_bank.py --seeds 0-999 --trunc 0.7 --res 128 --outdir out/bank
     python tools/sample_bank.py --network bundled-flow --seeds 0-124 --res 128 --outdir out/flow-bank
     """
     path = network_path(network_pkl, trust_pickle)
+    family, takers = network_family(path), [f for f in registry.FAMILIES.values() if 'invariant' in f.options]
+    if batch is not None and family not in takers:
+        raise click.UsageError(f'--batch is for {" and ".join(f.files for f in takers)}; '
+            f'{path} is {family.description}')
+    batch = (batch or FLOW_BATCH) if family in takers else 1
     device = pick_device(device_name)
     keys = network_keys(path, seeds, conditions)
     todo = [k for k in keys if not is_finished(outdir, sample_id(*k))]
     if dry_run:
         print(f'would load {path} on {device} and write {len(todo)} samples ({len(keys) - len(todo)} already done) '
             f'to {outdir}: slab of the {resolution}^3 grid as {dtype}, previews {preview_res} px ({mesh_convention} mesh '
-            'convention)')
+            f'convention)' + (f', {batch} ids per pass' if family in takers else ''))
         return
-    generator = load_generator(path, device, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
+    generator = load_generator(path, device, draw_batch=batch, invariant=True, truncation_psi=truncation_psi,
+        truncation_cutoff=truncation_cutoff)
     writer = BankWriter(outdir, generator, resolution, dtype=dtype, level=level, preview_res=preview_res,
         convention=mesh_convention)
     try:
@@ -59,8 +92,10 @@ def main(network_pkl, trust_pickle, seeds, conditions, truncation_psi, truncatio
     except BankError as err:
         raise click.ClickException(str(err))
     try:
-        for seed, condition in tqdm(todo, desc='bank', unit='sample'):
-            writer.write(seed, condition)
+        with tqdm(total=len(todo), desc='bank', unit='sample') as bar:
+            for condition, chunk in passes(todo, batch):
+                for _ in write_pass(generator, writer, condition, chunk):
+                    bar.update()
     except BankError as err:                        # Finished samples stay; a rerun resumes after them.
         raise click.ClickException(str(err))
     print(f'{outdir}: {len(todo)} samples written, {len(keys) - len(todo)} were already there')

@@ -1,5 +1,7 @@
 """Multi-stage flow pipelines behind the generator interface: stages, Euler and Heun samplers, flow matching's MSE_t."""
 
+import contextlib
+import contextvars
 import copy
 import dataclasses
 import math
@@ -46,10 +48,61 @@ def cfm_loss(velocity, x0, x1, cond=None, context=None, generator=None):
     t = torch.rand([x0.shape[0]], generator=generator).to(x0.device)
     return mse_t(velocity, x0, x1, t, cond, context).mean()
 
+#----------------------------------------------------------------------------
+# Batch-invariant passes. A plain batched pass gives a sample bits that depend on its batch: on the CPU torch runs
+# a 3D convolution of one sample with its own kernel and of two or more with oneDNN's, a small linear layer's
+# matrix kernel blocks by the number of rows, and a vectorised exp or sin may round otherwise in a tensor's tail.
+# Inside batch_invariant(), velocity models that declare batch_invariant = True (flow_heads.ConvVelocity) and blur()
+# compute each sample's output with bits that do not depend on its batch mates or the batch size (alone included):
+# per-sample parts (time and condition embeddings, smoothing, exp-based activations) sample by sample, and each 3D
+# convolution batched, with a lone sample run beside a copy of itself so that it takes the batches' kernel (oneDNN's
+# output of a sample does not depend on the batch: tests/test_flow_heads.py checks it on the model). These bits
+# differ from a plain pass's by float rounding, within INVARIANT_TOLERANCE on the bundled model (docs/flows.md).
+
+INVARIANT_TOLERANCE = 1e-4      # Raw sigma: batch-invariant vs plain one-id draws of the bundled model (measured
+                                # up to 1.3e-5 over 128 ids; a voxel within that of level 10 may cross it).
+_INVARIANT = contextvars.ContextVar('eg3d_rlhf_flow_batch_invariant', default=False)
+
+
+@contextlib.contextmanager
+def batch_invariant():
+    """Run flow passes batch-invariantly (see above) inside the block."""
+    token = _INVARIANT.set(True)
+    try:
+        yield
+    finally:
+        _INVARIANT.reset(token)
+
+
+def invariant_passes():
+    """Is the caller inside batch_invariant()?"""
+    return _INVARIANT.get()
+
+
+def per_sample(fn, *batches):
+    """fn(*batches) of batches ([N, ...] tensors or None); inside batch_invariant() one sample at a time, so each gets
+    a lone sample's bits."""
+    n = len(batches[0])
+    if not invariant_passes() or n < 2:
+        return fn(*batches)
+    return torch.cat([fn(*(None if b is None else b[k : k + 1] for b in batches)) for k in range(n)])
+
+
+def as_batch(layer, x):
+    """layer(x) of a batch x [N, ...]; inside batch_invariant() a lone sample runs beside a copy of itself, so that a
+    3D convolution takes the kernel batches take."""
+    if invariant_passes() and len(x) == 1:
+        return layer(x.expand(2, *x.shape[1:]))[:1]
+    return layer(x)
+
+
 def blur(g, std):
-    """g [N, C, D, H, W] blurred by a separable Gaussian of `std` voxels (borders replicated); other shapes refused."""
+    """g [N, C, D, H, W] blurred by a separable Gaussian of `std` voxels (borders replicated); other shapes refused.
+    Inside batch_invariant() one sample at a time."""
     if g.ndim != 5:
         raise ValueError(f'smoothing needs a volume stage (data [N, C, D, H, W]), got shape {list(g.shape)}')
+    if invariant_passes() and len(g) > 1:
+        return per_sample(lambda one: blur(one, std), g)
     radius = max(1, int(math.ceil(3 * std)))
     x = torch.arange(-radius, radius + 1, dtype=g.dtype, device=g.device)
     kernel = torch.exp(-0.5 * (x / std) ** 2)
@@ -243,9 +296,10 @@ class FlowPipeline:
 
     def sample(self, seeds, condition=None, steps=16, sampler='heun', guide=None):
         """FlowSample of seeds drawn with one condition, every stage in turn. The velocity models see the whole
-        batch, so a sample's last bits may depend on its batch mates (matrix kernels block by batch size);
-        FlowGenerator draws one id at a time. guide(index, stage) may return a velocity to use instead of the
-        stage's own (reward guidance, eg3d_rlhf/guidance/flow_guidance.py), or None."""
+        batch, so a sample's last bits may depend on its batch mates (matrix kernels block by batch size) unless
+        run inside batch_invariant(); FlowGenerator draws one id at a time by default. guide(index, stage) may
+        return a velocity to use instead of the stage's own (reward guidance, eg3d_rlhf/guidance/flow_guidance.py),
+        or None."""
         seeds = [int(s) for s in seeds]
         cond = self.condition_tensor(condition, len(seeds))
         check_sampler(sampler)
@@ -314,7 +368,11 @@ class FlowGenerator(Generator3D):
         batch           = 8,        # Seeds per sigma_grid() pass.
         keep            = 16,       # Drawn samples kept for reuse (samples(), volumes()).
         draw_batch      = 1,        # Uncached ids of one condition per pipeline pass: 1 = each alone (bit-exact per id);
-                                    # more is faster, but a sample's last bits may then depend on its batch mates.
+                                    # more is faster, but a sample's last bits may then depend on its batch mates
+                                    # (unless invariant).
+        invariant       = False,    # Draw in batch_invariant() passes (every stage's velocity must declare
+                                    # batch_invariant): an unguided id's bits are then the same in any batch and alone,
+                                    # and draw_batch only sets the speed; they differ from plain passes' by rounding.
         config          = None,     # The checkpoint config the pipeline was built from (flow_heads), kept so a snapshot
                                     # can be saved in the same format (registry's flow family); None = built in memory.
     ):
@@ -330,6 +388,10 @@ class FlowGenerator(Generator3D):
         if isinstance(draw_batch, bool) or not isinstance(draw_batch, int) or draw_batch < 1:
             raise ValueError(f'draw_batch must be a positive integer, got {draw_batch!r}')
         self.keep, self.draw_batch, self._cache = max(int(keep), draw_batch), draw_batch, {}
+        lacking = [s.name for s in pipeline.stages if not getattr(s.velocity, 'batch_invariant', False)]
+        if invariant and lacking:
+            raise ValueError(f'invariant draws need batch-invariant velocity models; stages {lacking} lack them')
+        self.invariant = bool(invariant)
         self.config = config
         self.guide = None           # pipeline.sample's guide: set by with_guide(), which makes a guided copy.
 
@@ -347,7 +409,8 @@ class FlowGenerator(Generator3D):
             steps=self.steps, sampler=self.sampler, cube_length=self.cube_length, empty_sigma=self.empty_sigma,
             noise='x0 per sample and stage: the stage prior drawn with torch.Generator().manual_seed(noise_seed)',
             picture=dict(view='front', level=self.level, resolution=self.image_res),
-            **(dict(draw_batch=self.draw_batch) if self.draw_batch != 1 else {}))
+            **(dict(passes='batch-invariant') if self.invariant else
+               dict(draw_batch=self.draw_batch) if self.draw_batch != 1 else {}))
 
     def sample_meta(self, seed, condition=None):
         meta = super().sample_meta(seed, self.pipeline.check_condition(condition))
@@ -358,18 +421,23 @@ class FlowGenerator(Generator3D):
     def sample_arrays(self, seed, condition=None):
         return dict(asset=self.volumes([seed], condition)[0].cpu().numpy().astype(np.float32))
 
+    def pass_context(self):
+        """The context of every pipeline pass it draws: batch_invariant() when invariant."""
+        return batch_invariant() if self.invariant else contextlib.nullcontext()
+
     def draw(self, seeds, condition=None, requires_grad=False):
-        """[FlowSample of one id] of seeds, one pipeline pass per id (so its bits never depend on the batch)."""
+        """[FlowSample of one id] of seeds, one pipeline pass per id (so its bits never depend on the batch; those of
+        samples() when invariant)."""
         self.pipeline.check_condition(condition)
         if not len(seeds):
             raise ValueError('no seeds to draw')
-        with torch.set_grad_enabled(requires_grad):
+        with torch.set_grad_enabled(requires_grad), self.pass_context():
             return [self.pipeline.sample([int(seed)], condition, self.steps, self.sampler, self.guide) for seed in seeds]
 
     def samples(self, seeds, condition=None):
         """[FlowSample of one id] of seeds without gradients, each distinct seed drawn once (draw_batch uncached ids
-        per pass). The last `keep` ids drawn are kept until the weights change, so a bank's picture, slab and asset,
-        or evaluate's reward, picture and structure, share one draw."""
+        per pass, batch-invariantly if invariant). The last `keep` ids drawn are kept until the weights change, so a
+        bank's picture, slab and asset, or evaluate's reward, picture and structure, share one draw."""
         seeds = [int(s) for s in seeds]
         self.pipeline.check_condition(condition)
         version = tuple(p._version for m in self.pipeline.modules() for p in m.parameters())
@@ -379,7 +447,7 @@ class FlowGenerator(Generator3D):
         missing = [s for s in dict.fromkeys(seeds) if (s, condition) not in kept]
         for start in range(0, len(missing), self.draw_batch):
             chunk = missing[start : start + self.draw_batch]
-            with torch.no_grad():
+            with torch.no_grad(), self.pass_context():
                 batch = self.pipeline.sample(chunk, condition, self.steps, self.sampler, self.guide)
             found.update((seed, one_of(batch, k)) for k, seed in enumerate(chunk))
         for seed in dict.fromkeys(seeds):
@@ -433,15 +501,17 @@ class FlowGenerator(Generator3D):
     def reference(self):
         return FlowGenerator(self.pipeline.frozen_copy(), cube_length=self.cube_length, steps=self.steps,
             sampler=self.sampler, empty_sigma=self.empty_sigma, image_res=self.image_res, level=self.level,
-            path=self.path, batch=self.batch, keep=self.keep, draw_batch=self.draw_batch, config=self.config)
+            path=self.path, batch=self.batch, keep=self.keep, draw_batch=self.draw_batch, invariant=self.invariant,
+            config=self.config)
 
     def with_pipeline(self, pipeline, keep=None, draw_batch=None):
-        """A FlowGenerator like this one (its box, ODE steps, sampler, pictures and config) around another pipeline, kept
-        in memory (no path): a tuned copy that the family can save. keep and draw_batch default to this one's."""
+        """A FlowGenerator like this one (its box, ODE steps, sampler, passes, pictures and config) around another
+        pipeline, kept in memory (no path): a tuned copy that the family can save. keep and draw_batch default to this
+        one's."""
         draw_batch = self.draw_batch if draw_batch is None else draw_batch
         keep = self.keep if keep is None else keep
         return FlowGenerator(pipeline, cube_length=self.cube_length, steps=self.steps, sampler=self.sampler,
             empty_sigma=self.empty_sigma, image_res=self.image_res, level=self.level, batch=self.batch,
-            keep=max(keep, draw_batch), draw_batch=draw_batch, config=self.config)
+            keep=max(keep, draw_batch), draw_batch=draw_batch, invariant=self.invariant, config=self.config)
 
 #----------------------------------------------------------------------------

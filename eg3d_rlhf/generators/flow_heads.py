@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from dnnlib.util import atomic_write, open_regular
-from eg3d_rlhf.generators.flow import FlowGenerator, FlowPipeline, FlowStage, blur, cfm_loss, check_sampler
+from eg3d_rlhf.generators.flow import (FlowGenerator, FlowPipeline, FlowStage, as_batch, blur, cfm_loss, check_sampler,
+    per_sample)
 from eg3d_rlhf.geometry.sigma import MAX_CUBE_LENGTH, is_number
 from torch_utils import misc, safetensors_file
 
@@ -128,7 +129,10 @@ class ConvVelocity(nn.Module):
     each P^3 patch of x is folded into channels of its voxel, beside the voxel's coordinates and any context
     channels; time and condition embeddings are added after every hidden layer; the output is unfolded back.
     Near t = 1 the velocity is close to -x / (1 - t) plus a denoised guess, which a few hidden channels cannot
-    pass through for P^3 values a voxel, so a skip adds a learned per-time scale of x itself."""
+    pass through for P^3 values a voxel, so a skip adds a learned per-time scale of x itself. Inside
+    flow.batch_invariant() a sample's output does not depend on its batch (embeddings and activations per sample)."""
+
+    batch_invariant = True          # Honours flow.batch_invariant() (FlowGenerator's invariant draws).
 
     def __init__(self,
         grid,                       # Coarse cube side G (the conv layers' resolution).
@@ -159,18 +163,24 @@ class ConvVelocity(nn.Module):
         """Where v may be non-zero ([N, 1, G, G, G] float, per coarse voxel) or None for everywhere."""
         return None
 
+    def embedding(self, t, cond):
+        """Each hidden layer's bias from time and condition, [N, layers * channels]."""
+        emb = self.time(time_features(t))
+        return emb if self.cond is None else emb + self.cond(cond)
+
+    def skip_scale(self, t):
+        """The skip's per-channel scale of x, [N, P^3]."""
+        return self.skip(time_features(t))
+
     def forward(self, x, t, cond, context):
         n, g, r = x.shape[0], self.grid, self.grid * self.patch
         misc.assert_shape(x, [n, 1, r, r, r])
         folded = fold(x, self.patch)
         h = torch.cat([folded, coordinates(g, n, x.device), *self.extra_features(context)], dim=1)
-        features = time_features(t)
-        emb = self.time(features)
-        if self.cond is not None:
-            emb = emb + self.cond(cond)
+        emb = per_sample(self.embedding, t, cond)
         for conv, bias in zip(self.convs, emb.view(n, len(self.convs), self.channels, 1, 1, 1).unbind(1)):
-            h = nn.functional.silu(conv(h) + bias)
-        v = self.out(h) + self.skip(features)[:, :, None, None, None] * folded
+            h = per_sample(nn.functional.silu, as_batch(conv, h) + bias)
+        v = as_batch(self.out, h) + per_sample(self.skip_scale, t)[:, :, None, None, None] * folded
         mask = self.mask(context)
         return unfold(v if mask is None else v * mask, self.patch)
 

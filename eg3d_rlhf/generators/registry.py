@@ -134,7 +134,7 @@ register(Family(name='eg3d', title='EG3D', description='an EG3D network pickle',
 register(Family(name='flow', title='flow', description='a flow checkpoint', recognise=flow_heads.is_flow_file,
     load=flow_heads.load_flow, owns=lambda G: isinstance(G, FlowGenerator), save=flow_heads.save_generator,
     conditions=flow_heads.checkpoint_conditions, capabilities=frozenset({'stages', 'guidance'}),
-    options=frozenset({'batch', 'draw_batch', 'keep', 'image_res', 'steps', 'sampler'}),
+    options=frozenset({'batch', 'draw_batch', 'invariant', 'keep', 'image_res', 'steps', 'sampler'}),
     bundled={'bundled-flow': os.path.join(CHECKPOINTS, 'flow-heads.safetensors')}))
 
 #----------------------------------------------------------------------------

@@ -1,5 +1,7 @@
 """Shaded pictures of a sigma volume's iso-surface (orthographic ray marching, no OpenGL), for people to look at."""
 
+import contextlib
+import contextvars
 import math
 
 import numpy as np
@@ -52,6 +54,7 @@ def render_surface(volume, grid, level=10.0, yaw=0.0, pitch=0.0, resolution=256,
     """Grey-level picture [resolution, resolution] (float32 in [0, 1]) of {sigma >= level} seen from (yaw, pitch).
 
     volume: [X, Y, Z] raw sigma in (x, y, z) order on `grid` (eg3d_rlhf.geometry.sigma.CubeGrid; a slab grid works too).
+    Rays march only where the surface can be (below), or every step inside every_step(): the same picture.
     """
     volume = np.asarray(volume, dtype=np.float32)
     assert volume.shape == tuple(grid.shape), (volume.shape, grid.shape)
@@ -69,18 +72,19 @@ def render_surface(volume, grid, level=10.0, yaw=0.0, pitch=0.0, resolution=256,
     origins = centre + v[:, None, None] * up + u[None, :, None] * right - half * forward   # [H, W, 3]
     origins = origins.view(-1, 3)
     t = torch.linspace(0, 2 * half, steps)
+    skip = not _EVERY_STEP.get()
+    box = _surface_box(volume, level, lo, hi) if skip else (np.full(3, -np.inf), np.full(3, np.inf))
+    group, window = (1 << 16, 16) if skip else (8192, steps)    # Rays and steps a pass.
+    found = torch.cat([_first_inside(field, origins[rows], forward, t, level, box, window)
+        for rows in torch.split(torch.arange(origins.shape[0]), group)])
     image = torch.full([origins.shape[0]], BACKGROUND)
     for rows in torch.split(torch.arange(origins.shape[0]), 8192):
-        o = origins[rows]
-        values = field((o[:, None, :] + t[None, :, None] * forward).view(-1, 3)).view(len(rows), steps)
-        inside = values >= level
-        hit = inside.any(dim=1)
+        hit = found[rows] >= 0
         if not hit.any():
             continue
-        first = inside.float().argmax(dim=1).clamp(min=1)[hit]
-        o, rows = o[hit], rows[hit]
-        v0 = values[hit, first - 1]
-        v1 = values[hit, first]
+        first = found[rows].clamp(min=1)[hit]
+        o, rows = origins[rows][hit], rows[hit]
+        v0, v1 = _march(field, o, forward, t, torch.stack([first - 1, first], dim=1)).unbind(1)
         frac = torch.where(torch.isfinite(v0), ((level - v0) / (v1 - v0).clamp(min=1e-6)).clamp(0, 1), torch.ones_like(v0))
         depth = t[first - 1] + frac * (t[1] - t[0])
         p = o + depth[:, None] * forward
@@ -93,6 +97,79 @@ def render_surface(volume, grid, level=10.0, yaw=0.0, pitch=0.0, resolution=256,
         shade = AMBIENT + (1 - AMBIENT) * (normal @ light).clamp(min=0)
         image[rows] = shade
     return image.view(resolution, resolution).numpy()
+
+#----------------------------------------------------------------------------
+# Marching. A ray's k-th sample is the field at o + t[k] forward, computed alike whichever samples are taken, so
+# skipping samples where the surface cannot be changes no bit of the picture. A trilinear value is a weighted mean
+# of its cell's 8 grid values, so it stays below `level` (float rounding included) outside the box around the grid
+# points at or above level - tol, widened by a cell and half a voxel; a ray marches from that box's near side in
+# windows and stops at its first sample at or above `level`. every_step() turns the skipping off: the reference
+# path (every sample of every ray, as pictures were first drawn) for tests and benchmarks/bench_flow.py.
+
+_EVERY_STEP = contextvars.ContextVar('eg3d_rlhf_preview_every_step', default=False)
+
+
+@contextlib.contextmanager
+def every_step():
+    """Inside the block, render_surface takes every sample of every ray (slower; the same pictures)."""
+    token = _EVERY_STEP.set(True)
+    try:
+        yield
+    finally:
+        _EVERY_STEP.reset(token)
+
+
+def _march(field, o, forward, t, k):
+    """Field values [R, K] at samples k [R, K] (step indices) of rays from o [R, 3]."""
+    return field((o[:, None, :] + t[k][:, :, None] * forward).view(-1, 3)).view(k.shape)
+
+
+def _surface_box(volume, level, lo, hi):
+    """World (lo, hi) of the box outside which the volume's trilinear values are below `level`; None if nowhere near
+    it; the whole box when the volume is not finite (every sample is then taken)."""
+    if not np.isfinite(volume).all() or min(volume.shape) < 2:
+        return lo, hi
+    near = volume >= level - 1e-5 * (abs(level) + float(np.abs(volume).max()))
+    if not near.any():
+        return None
+    spacing = (hi - lo) / (np.asarray(volume.shape) - 1)
+    others = lambda axis: tuple(a for a in range(3) if a != axis)
+    ends = np.array([np.flatnonzero(near.any(axis=others(axis)))[[0, -1]] for axis in range(3)])   # First and last.
+    return lo + (ends[:, 0] - 1.5) * spacing, lo + (ends[:, 1] + 1.5) * spacing
+
+
+def _first_inside(field, o, forward, t, level, box, window):
+    """Each ray's first step index k with field >= level, or -1 ([R] int64): its samples inside `box` (None: no ray
+    can hit), `window` steps at a time."""
+    found = torch.full([len(o)], -1, dtype=torch.int64)
+    begin, end = _steps_in_box(o, forward, t, box)
+    todo = torch.nonzero(begin <= end)[:, 0]
+    while len(todo):
+        k = begin[todo, None] + torch.arange(window)
+        inside = (_march(field, o[todo], forward, t, k.clamp(max=len(t) - 1)) >= level) & (k <= end[todo, None])
+        hit = inside.any(dim=1)
+        found[todo[hit]] = k[hit, inside[hit].float().argmax(dim=1)]
+        begin[todo] += window
+        todo = todo[~hit & (begin[todo] <= end[todo])]
+    return found
+
+
+def _steps_in_box(o, forward, t, box):
+    """(first, last) step index [R] of each ray's samples inside the world box (with a step to spare each side;
+    first > last: it misses, as every ray misses box None)."""
+    if box is None:
+        return torch.zeros(len(o), dtype=torch.int64), torch.full([len(o)], -1)
+    lo, hi = (torch.as_tensor(b, dtype=torch.float32) for b in box)
+    along = forward.abs() > 1e-9
+    scale = torch.where(along, 1 / torch.where(along, forward, torch.ones_like(forward)), torch.zeros_like(forward))
+    a, b = (lo - o) * scale, (hi - o) * scale
+    within = (o >= lo) & (o <= hi)                              # Rays parallel to an axis: inside its slab or not.
+    near = torch.where(along, torch.minimum(a, b), torch.where(within, -math.inf, math.inf)).amax(dim=1)
+    far = torch.where(along, torch.maximum(a, b), torch.where(within, math.inf, -math.inf)).amin(dim=1)
+    dt = float(t[1] - t[0])
+    first = torch.floor(near.clamp(min=0) / dt).clamp(max=len(t)).long() - 1
+    last = torch.ceil(far.clamp(max=float(t[-1])) / dt).clamp(min=-1).long() + 1
+    return first.clamp(min=0), torch.where(far >= near, last.clamp(max=len(t) - 1), -1)
 
 
 def render_views(volume, grid, level=10.0, views=tuple(VIEWS), resolution=256):
