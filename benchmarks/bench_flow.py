@@ -14,7 +14,6 @@ from eg3d_rlhf.data.bank import BankWriter
 from eg3d_rlhf.generators.flow import VolumeField
 from eg3d_rlhf.geometry import preview
 from eg3d_rlhf.geometry.sigma import slab_grid
-from tools.sample_bank import write_pass
 
 #----------------------------------------------------------------------------
 # The two paths, timed alternately in one process: old (one id a plain pass, as FlowGenerator draws by default, and
@@ -47,7 +46,7 @@ def pass_times(G, seeds, condition, grid):
 def bank_time(G, writer, seeds, condition, every_step):
     """Seconds per sample of writing seeds into a bank as tools/sample_bank.py does (one pass, then each id's files)."""
     with preview.every_step() if every_step else contextlib.nullcontext():
-        return timed(lambda: list(write_pass(G, writer, condition, seeds)))[0] / len(seeds)
+        return timed(lambda: list(writer.write_pass(seeds, condition)))[0] / len(seeds)
 
 
 def eg3d_times(G, seeds, grid):

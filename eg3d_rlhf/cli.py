@@ -219,11 +219,11 @@ def check_bank_grid(bank, reward, reward_path):
     except (scores.ScoresError, BankError) as err:
         raise click.ClickException(str(err))
 
-def bank_scores(bank, reward, batch=8, progress=None, members=False):
-    """scores.score_bank: {id: reward} of every sample of the bank, or a one-line click error naming the slab that cannot
-    be read or the sample whose score is not finite (rewards.contract.ScoreError, with its cause)."""
+def bank_scores(bank, reward, batch=8, progress=None, members=False, ids=None):
+    """scores.score_bank: {id: reward} of every sample of the bank (or of `ids`), or a one-line click error naming the
+    slab that cannot be read or the sample whose score is not finite (rewards.contract.ScoreError, with its cause)."""
     with one_line_errors(BankError, ScoreError):
-        return scores.score_bank(reward, bank, batch=batch, progress=progress, members=members)
+        return scores.score_bank(reward, bank, batch=batch, progress=progress, members=members, ids=ids)
 
 force_option = click.option('--force', is_flag=True,
     help='Replace output files that already exist (they may hold work that cannot be redone, e.g. people\'s labels)')

@@ -1,35 +1,19 @@
 """Build a sample bank: per seed, the raw sigma slab, an RGB render, shaded previews from three views and meta.json."""
 
-import itertools
-
 import click
 from tqdm import tqdm
 
 from eg3d_rlhf.cli import (OUT_DIR, FINITE, NETWORK_HELP, conditions_option, device_option, load_generator,
     mesh_convention_option, network_family, network_keys, network_path, parse_range, pick_device)
-from eg3d_rlhf.data.bank import BankError, BankWriter, is_finished
+from eg3d_rlhf.data.bank import BankError, BankWriter, is_finished, passes
 from eg3d_rlhf.generators import registry
 from eg3d_rlhf.generators.base import sample_id
+from eg3d_rlhf.shards import Ranks, ShardError
 
 #----------------------------------------------------------------------------
 
 FLOW_BATCH = 8                  # Default ids per pass of a flow generator (a sample's bits do not depend on it).
 
-
-def passes(keys, batch):
-    """[(condition, seeds)] of keys [(seed, condition)] in order: runs of one condition, at most `batch` seeds each."""
-    runs = [(condition, [seed for seed, _ in run]) for condition, run in itertools.groupby(keys, lambda k: k[1])]
-    return [(condition, seeds[s : s + batch]) for condition, seeds in runs for s in range(0, len(seeds), batch)]
-
-
-def write_pass(generator, writer, condition, seeds):
-    """Write the samples of seeds (one condition, at most a flow generator's draw_batch) into the bank, a flow drawing
-    them first in one pass (kept for the writes); yields each seed once its files are written."""
-    if registry.has(generator, 'stages'):
-        generator.samples(seeds, condition)
-    for seed in seeds:
-        writer.write(seed, condition)
-        yield seed
 
 #----------------------------------------------------------------------------
 
@@ -63,11 +47,14 @@ def main(network_pkl, trust_pickle, seeds, conditions, truncation_psi, truncatio
     the same alone or in any batch, so a resumed bank matches one drawn in one go). Previews show the slab as
     sampled (--mesh-convention=ours) or with the published border's voxels that fall inside it (published; at N=256
     the front 5 z-layers). Samples whose meta.json exists are skipped, so an interrupted run resumes; a bank made by
-    another network or with other settings is refused.
+    another network or with other settings is refused. Under torchrun each process writes its share of the ids (every
+    N-th pass) into the same folder: the files are those of a one-process run, and a rerun after any process died
+    finishes the bank.
 
     \b
     python tools/sample_bank.py --seeds 0-999 --trunc 0.7 --res 128 --outdir out/bank
     python tools/sample_bank.py --network bundled-flow --seeds 0-124 --res 128 --outdir out/flow-bank
+    torchrun --nproc-per-node 2 tools/sample_bank.py --seeds 0-999 --res 128 --outdir out/bank
     """
     path = network_path(network_pkl, trust_pickle)
     family, takers = network_family(path), [f for f in registry.FAMILIES.values() if 'invariant' in f.options]
@@ -75,11 +62,21 @@ def main(network_pkl, trust_pickle, seeds, conditions, truncation_psi, truncatio
         raise click.UsageError(f'--batch is for {" and ".join(f.files for f in takers)}; '
             f'{path} is {family.description}')
     batch = (batch or FLOW_BATCH) if family in takers else 1
-    device = pick_device(device_name)
+    try:
+        ranks = Ranks()
+    except ShardError as err:
+        raise click.ClickException(str(err))
+    device = ranks.device(pick_device(device_name))
     keys = network_keys(path, seeds, conditions)
-    todo = [k for k in keys if not is_finished(outdir, sample_id(*k))]
+    # Passes of all keys, then this rank's share: fixed by the keys alone, so a rerun's shares are today's.
+    mine = [(condition, [s for s in chunk if not is_finished(outdir, sample_id(s, condition))])
+        for condition, chunk in ranks.share(passes(keys, batch))]
+    mine = [(condition, chunk) for condition, chunk in mine if chunk]
+    todo = sum(len(chunk) for _, chunk in mine)
+    done = sum(is_finished(outdir, sample_id(*k)) for k in keys)
+    where = f' ({ranks.describe()})' if ranks.size > 1 else ''
     if dry_run:
-        print(f'would load {path} on {device} and write {len(todo)} samples ({len(keys) - len(todo)} already done) '
+        print(f'would load {path} on {device} and write {todo} samples{where} ({done} already done) '
             f'to {outdir}: slab of the {resolution}^3 grid as {dtype}, previews {preview_res} px ({mesh_convention} mesh '
             f'convention)' + (f', {batch} ids per pass' if family in takers else ''))
         return
@@ -88,17 +85,23 @@ def main(network_pkl, trust_pickle, seeds, conditions, truncation_psi, truncatio
     writer = BankWriter(outdir, generator, resolution, dtype=dtype, level=level, preview_res=preview_res,
         convention=mesh_convention)
     try:
-        writer.open()
-    except BankError as err:
-        raise click.ClickException(str(err))
-    try:
-        with tqdm(total=len(todo), desc='bank', unit='sample') as bar:
-            for condition, chunk in passes(todo, batch):
-                for _ in write_pass(generator, writer, condition, chunk):
+        if ranks.main:                              # Rank 0 creates bank.json; the others then check it.
+            writer.open()
+        ranks.barrier()
+        if not ranks.main:
+            writer.open()
+        with tqdm(total=todo, desc=f'bank{where}', unit='sample', position=ranks.local) as bar:
+            for condition, chunk in mine:
+                for _ in writer.write_pass(chunk, condition):
                     bar.update()
     except BankError as err:                        # Finished samples stay; a rerun resumes after them.
         raise click.ClickException(str(err))
-    print(f'{outdir}: {len(todo)} samples written, {len(keys) - len(todo)} were already there')
+    ranks.barrier()
+    if ranks.main:
+        written = sum(is_finished(outdir, sample_id(*k)) for k in keys) - done
+        print(f'{outdir}: {written} samples written, {done} were already there'
+            + (f' ({ranks.size} processes)' if ranks.size > 1 else ''))
+    ranks.close()
 
 #----------------------------------------------------------------------------
 

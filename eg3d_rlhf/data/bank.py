@@ -1,5 +1,6 @@
 """Sample banks: one folder per sample id holding its raw sigma slab, an RGB render, geometry previews and meta.json."""
 
+import itertools
 import json
 import os
 import re
@@ -10,6 +11,7 @@ import numpy as np
 import dnnlib
 from eg3d_rlhf.geometry import convention as conventions
 from eg3d_rlhf.geometry import preview
+from eg3d_rlhf.generators import registry
 from eg3d_rlhf.geometry.sigma import SlabCrop, grid_from_meta, slab_description, slab_grid, slab_problem
 
 #----------------------------------------------------------------------------
@@ -182,6 +184,12 @@ SETTINGS_THAT_MUST_MATCH = ('network_sha256', 'generator', 'truncation_psi', 'tr
 SETTINGS_DEFAULTS = dict(mesh_convention='ours')   # What a bank.json written before the setting existed meant.
 
 
+def passes(keys, batch):
+    """[(condition, seeds)] of keys [(seed, condition)] in order: runs of one condition, at most `batch` seeds each."""
+    runs = [(condition, [seed for seed, _ in run]) for condition, run in itertools.groupby(keys, lambda k: k[1])]
+    return [(condition, seeds[s : s + batch]) for condition, seeds in runs for s in range(0, len(seeds), batch)]
+
+
 class BankWriter:
     """Writes samples of one generator into a bank folder; refuses a folder made by another generator or settings."""
 
@@ -216,6 +224,15 @@ class BankWriter:
 
     def done(self, seed, condition=None):
         return is_finished(self.root, self.generator.sample_id(seed, condition))
+
+    def write_pass(self, seeds, condition=None):
+        """Write the samples of seeds (one condition, at most a flow generator's draw_batch), a flow drawing them first
+        in one pass (kept for the writes); yields each seed once its files are written."""
+        if registry.has(self.generator, 'stages'):
+            self.generator.samples(seeds, condition)
+        for seed in seeds:
+            self.write(seed, condition)
+            yield seed
 
     def write(self, seed, condition=None):
         """Every file of one sample; meta.json last, atomically, so an interrupted sample is redone on resume."""

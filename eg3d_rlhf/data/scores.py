@@ -79,12 +79,12 @@ def check_grid(reward, bank, reward_name, bank_name):
             f'{_describe(want, have)}; use a bank drawn on the reward\'s grid, or a reward trained on the bank\'s')
 
 
-def score_bank(reward, bank, batch=8, progress=None, members=False):
-    """{id: reward} of every sample of the bank, in id order: its raw slabs through reward.score_slabs, `batch` at a
-    time (progress(n) after each batch of n); with members, {id: [every ensemble member's reward]}. A score that is not
-    finite stops it (rewards.contract.ScoreError naming the sample)."""
-    values = reward.score_slabs((bank.slab(i) for i in bank.ids), batch=batch, progress=progress, members=members,
-        names=bank.ids)
-    return dict(zip(bank.ids, values.tolist()))
+def score_bank(reward, bank, batch=8, progress=None, members=False, ids=None):
+    """{id: reward} of every sample of the bank (or of `ids`), in that order: the raw slabs through reward.score_slabs,
+    `batch` at a time (progress(n) after each batch of n); with members, {id: [every ensemble member's reward]}. A score
+    that is not finite stops it (rewards.contract.ScoreError naming the sample)."""
+    ids = bank.ids if ids is None else list(ids)
+    values = reward.score_slabs((bank.slab(i) for i in ids), batch=batch, progress=progress, members=members, names=ids)
+    return dict(zip(ids, values.tolist()))
 
 #----------------------------------------------------------------------------

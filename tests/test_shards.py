@@ -1,0 +1,144 @@
+"""Banks and scores sharded over torchrun processes: each rank's share, the same files as one process, crash and rerun."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from eg3d_rlhf import shards
+from tools import sample_bank, score_bank
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+#----------------------------------------------------------------------------
+# Shares and the environment.
+
+def ranks(monkeypatch, rank, size):
+    monkeypatch.setenv('RANK', str(rank))
+    monkeypatch.setenv('WORLD_SIZE', str(size))
+    monkeypatch.setattr(torch.distributed, 'init_process_group', lambda *a, **k: None)
+    return shards.Ranks()
+
+
+def test_shares_cover_every_item_once_and_keep_one_process_batches(monkeypatch):
+    items = list(range(23))
+    parts = [ranks(monkeypatch, r, 3).share(items) for r in range(3)]
+    assert sorted(sum(parts, [])) == items and parts[1] == [1, 4, 7, 10, 13, 16, 19, 22]
+    chunks = [ranks(monkeypatch, r, 3).share_chunks(items, 4) for r in range(3)]
+    assert sorted(c[0] for c in sum(chunks, [])) == [0, 4, 8, 12, 16, 20]
+    assert chunks[2] == [[8, 9, 10, 11], [20, 21, 22]]          # Whole chunks of the one-process run, last one short.
+    assert ranks(monkeypatch, 0, 1).share(items) == items
+
+
+@pytest.mark.parametrize('env, words', [
+    (dict(RANK='x', WORLD_SIZE='2'), "RANK='x' is not an integer"),
+    (dict(RANK='2', WORLD_SIZE='2'), 'RANK=2 does not lie in WORLD_SIZE=2'),
+    (dict(RANK='0', WORLD_SIZE='0'), 'does not lie in WORLD_SIZE=0'),
+])
+def test_a_broken_torchrun_environment_is_one_line(monkeypatch, env, words):
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(shards.ShardError, match=words):
+        shards.Ranks()
+
+#----------------------------------------------------------------------------
+# Two gloo processes under torchrun against one process.
+
+def torchrun(tool, *args, nproc=2, wait=True):
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=REPO)
+    argv = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}',
+        os.path.join(REPO, 'tools', tool), *args]
+    if not wait:
+        return subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            start_new_session=True)
+    result = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return result
+
+
+def bank_args(network, outdir, seeds):
+    return ['--network', network, '--trust-pickle', '--seeds', seeds, '--res', '32', '--preview-res', '32',
+        '--device', 'cpu', '--outdir', str(outdir)]
+
+
+def files(root):
+    """{relative path: bytes} of every file under root."""
+    out = {}
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(folder, name)
+            with open(path, 'rb') as f:
+                out[os.path.relpath(path, root)] = f.read()
+    return out
+
+
+@pytest.fixture(scope='module')
+def one_process_bank(tiny_network_pkl, tmp_path_factory):
+    outdir = tmp_path_factory.mktemp('one') / 'bank'
+    result = CliRunner().invoke(sample_bank.main, bank_args(tiny_network_pkl, outdir, '0-6'))
+    assert result.exit_code == 0, result.output
+    return outdir
+
+
+@pytest.mark.slow
+def test_two_processes_write_the_bank_and_scores_of_one(tiny_network_pkl, one_process_bank, tmp_path):
+    from eg3d_rlhf.rewards.checkpoint import save_reward
+    from tests.helpers.eg3d import tiny_generator
+    from tests.helpers.rewards import slab_description, tiny_reward
+    outdir = tmp_path / 'bank'
+    result = torchrun('sample_bank.py', *bank_args(tiny_network_pkl, outdir, '0-6'))
+    assert f'{outdir}: 7 samples written, 0 were already there (2 processes)' in result.stdout
+    assert files(outdir) == files(one_process_bank)
+
+    reward = str(tmp_path / 'reward.pt')
+    save_reward(reward, tiny_reward(seed=3), 'sigma', slab_description(32, tiny_generator().rendering_kwargs['box_warp']))
+    one = tmp_path / 'one.csv'
+    result = CliRunner().invoke(score_bank.main, ['--reward-model', reward, '--bank', str(one_process_bank), '--out',
+        str(one), '--batch', '2', '--device', 'cpu'])
+    assert result.exit_code == 0, result.output
+    two = tmp_path / 'two.csv'
+    torchrun('score_bank.py', '--reward-model', reward, '--bank', str(outdir), '--out', str(two), '--batch', '2',
+        '--device', 'cpu')
+    assert two.read_bytes() == one.read_bytes() and len(two.read_text().splitlines()) == 8
+
+
+def worker_pids(launcher):
+    """{RANK: pid} of the worker processes torchrun started (its children carrying RANK in their environment)."""
+    found = {}
+    for pid in os.listdir('/proc'):
+        if not pid.isdigit() or int(pid) == launcher.pid:
+            continue
+        try:
+            with open(f'/proc/{pid}/environ', 'rb') as f:
+                env = dict(kv.split(b'=', 1) for kv in f.read().split(b'\0') if b'=' in kv)
+            with open(f'/proc/{pid}/stat') as f:
+                parent = int(f.read().rsplit(')', 1)[1].split()[1])
+        except OSError:
+            continue
+        if parent == launcher.pid and b'RANK' in env and b'TORCHELASTIC_RUN_ID' in env:
+            found[int(env[b'RANK'])] = int(pid)
+    return found
+
+
+@pytest.mark.slow
+def test_kill_9_of_one_rank_and_a_rerun_finish_the_bank(tiny_network_pkl, one_process_bank, tmp_path):
+    outdir = tmp_path / 'bank'
+    launcher = torchrun('sample_bank.py', *bank_args(tiny_network_pkl, outdir, '0-6'), wait=False)
+    deadline = time.time() + 300
+    while not os.path.exists(outdir / 'seed000001' / 'meta.json'):    # Rank 1's first sample is finished.
+        assert time.time() < deadline and launcher.poll() is None, launcher.communicate()
+        time.sleep(0.05)
+    pids = worker_pids(launcher)
+    assert sorted(pids) == [0, 1], pids
+    os.kill(pids[1], signal.SIGKILL)
+    launcher.communicate(timeout=300)
+    finished = sorted(name for name in os.listdir(outdir) if os.path.exists(outdir / name / 'meta.json'))
+    assert launcher.returncode != 0 and len(finished) < 7, finished                 # The run did not complete.
+    result = torchrun('sample_bank.py', *bank_args(tiny_network_pkl, outdir, '0-6'))
+    assert f'{7 - len(finished)} samples written, {len(finished)} were already there' in result.stdout
+    assert files(outdir) == files(one_process_bank)
