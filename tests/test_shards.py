@@ -1,5 +1,6 @@
 """Banks and scores sharded over torchrun processes: each rank's share, the same files as one process, crash and rerun."""
 
+import json
 import os
 import signal
 import subprocess
@@ -142,3 +143,18 @@ def test_kill_9_of_one_rank_and_a_rerun_finish_the_bank(tiny_network_pkl, one_pr
     result = torchrun('sample_bank.py', *bank_args(tiny_network_pkl, outdir, '0-6'))
     assert f'{7 - len(finished)} samples written, {len(finished)} were already there' in result.stdout
     assert files(outdir) == files(one_process_bank)
+
+
+@pytest.mark.slow
+def test_two_processes_write_the_evaluation_of_one(tiny_pair, tmp_path):
+    original, tuned, reward = tiny_pair
+    args = lambda out: ['--original', original, '--tuned', tuned, '--trust-pickle', '--reward-model', reward,
+        '--seeds', '0-8', '--annotator', 'oracle:nose', '--temperature', '0', '--res', '32', '--outdir', str(out),
+        '--device', 'cpu', '--batch', '3']
+    torchrun('evaluate.py', *args(tmp_path / 'one'), nproc=1)          # The same threads as each rank's.
+    two = torchrun('evaluate.py', *args(tmp_path / 'two'))
+    assert two.stdout.count('reward rose for') == 1                    # Rank 0 reports; rank 1 drew its share.
+    reports = [json.loads((tmp_path / side / 'report.json').read_text()) for side in ('one', 'two')]
+    assert reports[0]['reward']['seeds'] == 9 and reports[1] == reports[0]
+    measures = [(tmp_path / side / 'measures.json').read_bytes() for side in ('one', 'two')]
+    assert measures[1] == measures[0]

@@ -10,6 +10,7 @@ from eg3d_rlhf.cli import (OUT_DIR, NETWORK_HELP, check_input, conditions_option
     network_keys, network_path, open_reward, parse_range, pick_device)
 from eg3d_rlhf.data import annotators
 from eg3d_rlhf.data.preferences import LabelError
+from eg3d_rlhf.shards import Ranks, ShardError
 
 #----------------------------------------------------------------------------
 
@@ -47,7 +48,8 @@ def main(original_pkl, tuned_pkl, trust_pickle, reward_path, seeds, conditions, 
     vs original images, and FID/KID when --inception names a local file; front and profile previews of the four
     samples whose collateral changed most (original beside tuned, and where the surface moved) and an orbit GIF of
     the first. Two flows also get a stage-consistency figure (IoU of the first stage's structure with the finished
-    asset's) and a diversity figure (pairwise slab distances).
+    asset's) and a diversity figure (pairwise slab distances). Under torchrun every process draws its share of the
+    samples and rank 0 writes the report.
 
     \b
     python tools/evaluate.py --original bundled --tuned training-runs/00000-.../network-snapshot-000000.pkl \\
@@ -68,7 +70,11 @@ def main(original_pkl, tuned_pkl, trust_pickle, reward_path, seeds, conditions, 
         raise click.ClickException(f'--inception: {inception} does not exist (it is never downloaded)')
     if data is not None and (inception is None or not os.path.exists(data)):
         raise click.ClickException(f'--data: {data} does not exist' if inception else '--data is for FID/KID: give --inception too')
-    device = pick_device(device_name)
+    try:
+        ranks = Ranks()
+    except ShardError as err:
+        raise click.ClickException(str(err))
+    device = ranks.device(pick_device(device_name))
     reward = open_reward(reward_path, device, trust_pickle=trust_pickle)
     if dry_run:
         print(f'would compare {tuned_pkl} with {original_pkl} on {len(keys)} samples with the {reward.kind} reward '
@@ -93,9 +99,13 @@ def main(original_pkl, tuned_pkl, trust_pickle, reward_path, seeds, conditions, 
         raise click.ClickException('--original and --tuned differ in their conditions: they are not one model')
     try:
         summary = compare(generators, reward, seeds, outdir, taste=taste, temperature=temperature, labels=labels,
-            annotator_res=resolution, extract=extract, reals=reals, reward_path=reward_path, conditions=conditions)
+            annotator_res=resolution, extract=extract, reals=reals, reward_path=reward_path, conditions=conditions,
+            ranks=ranks)
     except (OSError, LabelError) as err:
         raise click.ClickException(f'--labels: {err}')
+    ranks.close()
+    if summary is None:                         # torchrun: ranks other than 0 drew their share; rank 0 reports.
+        return
 
     rc = summary['reward']
     pref = summary['preference']

@@ -1,7 +1,5 @@
 """Compare a fine-tuned generator with its original on held-out seeds: reward change, preference, collateral, images."""
 
-import collections
-import itertools
 import json
 import os
 
@@ -14,11 +12,13 @@ from eg3d_rlhf.analysis import collateral, flow_quality, image_metrics, report_p
 from eg3d_rlhf.analysis.evaluation import fit_slope, reward_change, seed_rewards, win_rate
 from eg3d_rlhf.analysis.flow_quality import structure_iou
 from eg3d_rlhf.data import annotators
+from eg3d_rlhf.data.bank import passes
 from eg3d_rlhf.data.preferences import LabelError, load_judgements
 from eg3d_rlhf.generators import registry
 from eg3d_rlhf.generators.base import sample_id
 from eg3d_rlhf.geometry import preview
 from eg3d_rlhf.geometry.sigma import SlabCrop, slab_grid
+from eg3d_rlhf.shards import Ranks
 
 #----------------------------------------------------------------------------
 # Human (or any) labels of tuned vs original name their samples `original-<id>` and `tuned-<id>` (ids seedNNNNNN, or
@@ -30,14 +30,6 @@ PREVIEW_SAMPLES = 4         # Samples in before_after.png; the first of them als
 
 def side_id(side, seed, condition=None):
     return f'{side}-{sample_id(seed, condition)}'
-
-
-def key_chunks(keys, size):
-    """(condition, [seed]) of each run of keys sharing a condition, in pieces of at most `size` seeds, in key order."""
-    for condition, run in itertools.groupby(keys, lambda k: k[1]):
-        seeds = [s for s, _ in run]
-        for start in range(0, len(seeds), max(1, size)):
-            yield condition, seeds[start : start + max(1, size)]
 
 
 def stage_consistency(ious, conditions):
@@ -124,31 +116,48 @@ def load_reals(path, count):
 
 #----------------------------------------------------------------------------
 
+def render(generators, reward, keys, taste_grid, ranks):
+    """Rewards, images, taste-grid slabs and (flows) structure IoUs of each side's samples of keys, in key order: each
+    torchrun rank draws every N-th chunk and rank 0 gathers them (None on the other ranks). A chunk's reward, picture,
+    slab (and flow structure) come from one draw: flows keep their last `keep` draws; EG3D chunks are its `batch`, the
+    passes a one-process run makes, so sharded results are the same."""
+    flows = all(registry.has(G, 'stages') for G in generators.values())     # Multi-stage: stage consistency too.
+    mine = {}
+    for side in SIDES:
+        G = generators[side]
+        chunks = list(enumerate(passes(keys, getattr(G, 'keep', G.batch))))
+        for index, (condition, chunk) in tqdm(ranks.share(chunks), desc=f'rendering {side}', unit='chunk'):
+            mine[side, index] = (seed_rewards(G, reward, chunk, condition=condition), G.images(chunk, condition),
+                G.sigma_grid(chunk, taste_grid, condition),
+                [structure_iou(G.pipeline, x) for x in G.samples(chunk, condition)] if flows else [])
+    shares = ranks.gather(mine)
+    if not ranks.main:
+        return None
+    done = {k: v for share in shares for k, v in share.items()}
+    parts = {side: [v for (s, _), v in sorted(done.items()) if s == side] for side in SIDES}
+    rewards = {side: np.concatenate([p[0] for p in parts[side]]) for side in SIDES}
+    images = {side: torch.cat([p[1] for p in parts[side]]) for side in SIDES}
+    slabs = {side: torch.cat([p[2] for p in parts[side]]) for side in SIDES}
+    ious = {side: np.concatenate([iou for p in parts[side] for iou in p[3]]) if flows else None for side in SIDES}
+    return rewards, images, slabs, ious
+
+
 def compare(generators, reward, seeds, outdir, taste=None, temperature=0.5, labels=None, annotator_res=128,
-        extract=None, reals=None, reward_path=None, conditions=None):
+        extract=None, reals=None, reward_path=None, conditions=None, ranks=None):
     """Render both generators ({'original', 'tuned'}: generators.base.Generator3D) for the same samples (each seed
     under each of `conditions`), score them with the reward (contract.Reward), judge them by a simulated annotator's
     taste or by a labels file, measure what else changed (analysis/collateral.py: every taste, the mesh statistics,
     the true geometry, diversity; summary['alarm'] says when the reward rose at a taste's cost), and write
-    report.json/.html and its pictures into outdir; returns the summary."""
+    report.json/.html and its pictures into outdir; returns the summary. Under torchrun (ranks: shards.Ranks) the
+    samples are drawn by every rank and the rest is rank 0's; the other ranks return None."""
     os.makedirs(outdir, exist_ok=True)
     keys = generators['original'].keys(seeds, conditions)
     taste_grid = slab_grid(annotator_res, cube_length=generators['original'].cube_length, crop=SlabCrop())
     flows = all(registry.has(G, 'stages') for G in generators.values())     # Multi-stage: stage consistency too.
-    rewards, images, slabs, ious = {}, {}, {}, {}
-    for side in tqdm(SIDES, desc='rendering', unit='generator'):
-        G = generators[side]
-        parts = collections.defaultdict(list)
-        # A chunk's reward, picture, slab (and flow structure) come from one draw: flows keep their last `keep` draws.
-        for condition, chunk in key_chunks(keys, getattr(G, 'keep', len(keys))):
-            parts['rewards'].append(seed_rewards(G, reward, chunk, condition=condition))
-            parts['images'].append(G.images(chunk, condition))
-            parts['slabs'].append(G.sigma_grid(chunk, taste_grid, condition))
-            if flows:
-                parts['ious'] += [structure_iou(G.pipeline, sample) for sample in G.samples(chunk, condition)]
-        rewards[side], images[side] = np.concatenate(parts['rewards']), torch.cat(parts['images'])
-        slabs[side] = torch.cat(parts['slabs'])
-        ious[side] = np.concatenate(parts['ious']) if flows else None
+    rendered = render(generators, reward, keys, taste_grid, ranks or Ranks())
+    if rendered is None:                                                    # A torchrun rank other than 0: done.
+        return None
+    rewards, images, slabs, ious = rendered
 
     described = f'{len(seeds)} seeds, {seeds[0]}..{seeds[-1]}'
     if keys[0][1] is not None:

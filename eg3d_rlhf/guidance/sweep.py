@@ -6,7 +6,8 @@ import time
 import numpy as np
 
 from eg3d_rlhf.analysis import collateral, report_plots
-from eg3d_rlhf.analysis.compare import compare, key_chunks
+from eg3d_rlhf.analysis.compare import compare
+from eg3d_rlhf.data.bank import passes
 from eg3d_rlhf.generators.base import sample_id
 from eg3d_rlhf.geometry import preview
 from eg3d_rlhf.geometry.sigma import SlabCrop, slab_grid
@@ -118,7 +119,7 @@ def strip(generators, keys, grid, names):
     views = preview.BEFORE_AFTER_VIEWS
     shown = []
     for G in generators:
-        volumes = np.concatenate([G.sigma_grid(chunk, grid, condition).numpy() for condition, chunk in key_chunks(keys, len(keys))])
+        volumes = np.concatenate([G.sigma_grid(chunk, grid, condition).numpy() for condition, chunk in passes(keys, len(keys))])
         shown.append([preview.render_views(v, grid, views=views, resolution=STRIP_RES) for v in volumes])
     rows = [[shown[g][k][view] for g in range(len(generators)) for view in views] for k in range(len(keys))]
     return preview.labelled(rows, [sample_id(*k) for k in keys], [f'{name} {view}' for name in names for view in views])
