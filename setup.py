@@ -33,5 +33,7 @@ setup(
                                 # a CUDA torch; PyPI's torchvision cannot load beside a CPU torch (README.md removes it).
     ],
     extras_require={'test': ['pytest', 'selenium'],    # selenium drives Chromium in tests/test_label.py.
-        'lora': ['peft']},                             # train.py --generator=flow --lora-rank R (finetune/lora.py).
+        'lora': ['peft'],                              # train.py --generator=flow --lora-rank R (finetune/lora.py).
+        'gpu': ['triton==3.9.0']},                     # Triton kernels of the custom ops for CUDA tensors (large; CI
+                                                       # installs it to run them in Triton's CPU interpreter).
 )

@@ -7,6 +7,11 @@ import torch
 
 pytest.register_assert_rewrite('tests.helpers')      # The shared builders' asserts explain themselves, as tests' do.
 
+# Triton's CPU interpreter for the kernel tests (tests/test_triton_*.py): triton reads TRITON_INTERPRET when it is first
+# imported (its own @jit helpers, tl.sum and the like) and when @triton.jit decorates, so it is set here, before any
+# test can import triton. TRITON_INTERPRET=0 in the environment keeps compiled kernels (a GPU machine's own checks).
+os.environ.setdefault('TRITON_INTERPRET', '1')
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

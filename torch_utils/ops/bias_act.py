@@ -8,6 +8,7 @@ import torch
 import dnnlib
 from .. import custom_ops
 from .. import misc
+from . import triton_kernels
 
 #----------------------------------------------------------------------------
 # Activation table. `func` is the reference formula; `def_alpha`/`def_gain` are the defaults used when the
@@ -31,8 +32,9 @@ activation_funcs = {
 }
 
 #----------------------------------------------------------------------------
-# Optional compiled plugin: C++ kernels for CPU tensors (bias_act.cpp); there are no CUDA sources yet, so CUDA
-# tensors take the reference path. `cpu_default` says whether impl='cuda' (the default) uses the compiled kernel for
+# Optional compiled plugin: C++ kernels for CPU tensors (bias_act.cpp). CUDA tensors with impl='cuda' take the Triton
+# kernel (triton_kernels/bias_act.py; float16 is computed in float32) where triton_kernels.wants_triton says
+# so, else the reference path. `cpu_default` says whether impl='cuda' (the default) uses the compiled kernel for
 # CPU tensors; impl='cpp' asks for it regardless. Measured with benchmarks/bench_ops.py: see CPU_DEFAULT_NOTE.
 
 cpu_default = True
@@ -68,17 +70,29 @@ def bias_act(x, b=None, dim=1, act='linear', alpha=None, gain=None, clamp=None, 
         alpha:  Shape parameter of the activation (lrelu slope), None = table default.
         gain:   Output scale, None = table default (e.g. sqrt(2) for lrelu). Pass 1 for no scaling.
         clamp:  Clamp the result to [-clamp, +clamp], None = no clamping.
-        impl:   'cuda' (compiled kernel where it loads and `cpu_default` allows; CUDA tensors: reference for now),
-                'cpp' (compiled CPU kernel whenever it loads) or 'ref'.
+        impl:   'cuda' (compiled kernel where it loads and `cpu_default` allows; CUDA tensors: the Triton kernel where
+                triton imports), 'cpp' (compiled CPU kernel whenever it loads) or 'ref'.
 
     Returns:
         Tensor with the shape and dtype of `x`.
     """
     assert isinstance(x, torch.Tensor)
     assert impl in ['ref', 'cuda', 'cpp']
+    if triton_kernels.is_cuda(x) and _wants_triton(x, b, impl):
+        from .triton_kernels import bias_act as kernels # pylint: disable=import-outside-toplevel
+        return kernels.function(dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp).apply(x, b)
     if custom_ops.wants_cpu_plugin(x, impl, cpu_default) and _init():
         return _bias_act_cuda(dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp).apply(x, b)
     return _bias_act_ref(x=x, b=b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
+
+
+def _wants_triton(x, b, impl):
+    """The Triton kernel for CUDA tensor x with impl='cuda': float16 / float32 / float64 (bfloat16 is untested: the
+    interpreter has no bfloat16), b of x's dtype and device."""
+    ok = x.dtype in (torch.float16, torch.float32, torch.float64) and (b is None or (
+        b.dtype == x.dtype and b.device == x.device))
+    return triton_kernels.wants_triton('bias_act', x, impl if impl == 'cuda' else 'ref', supported=ok,
+        reason=f'x {x.dtype} and bias {None if b is None else b.dtype} are not both float16, float32 or float64')
 
 #----------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Fused tri-plane decoding: EG3D's bilinear plane taps, their mean and the OSG decoder's MLP as one compiled CPU op."""
+"""Fused tri-plane decoding: EG3D's bilinear plane taps, their mean and the OSG decoder's MLP as one op (CPU or Triton)."""
 
 import os
 
@@ -6,12 +6,14 @@ import torch
 
 from .. import custom_ops
 from .. import misc
+from . import triton_kernels
 
 #----------------------------------------------------------------------------
 # The op reads channels-last planes [N, 3, H, W, C] (a texel's C features side by side, where grid_sample on
 # [N*3, C, H, W] gathers each feature from a different page) and keeps nothing for backward but its inputs: the
 # backward pass recomputes features and hidden units block by block. Measured on a 2-core CPU in
-# benchmarks/bench_ops.py; CUDA tensors always take the reference path (no CUDA source yet).
+# benchmarks/bench_ops.py. CUDA tensors take the Triton kernels (triton_kernels/triplane_sigma.py) where
+# triton_kernels.wants_triton says so (float32 / float64), else the reference path; GPU speed is unmeasured.
 
 enabled = True                  # Module switch: False forces the reference path (tests and benchmarks compare both).
 backward_buffer_bytes = 2**29   # Upper bound on the per-worker plane-gradient buffers of one backward pass.
@@ -32,10 +34,26 @@ def _init():
     return _plugin is not None
 
 
+def _floats(tensors):
+    return all(t.dtype in (torch.float32, torch.float64) for t in tensors)
+
+
+def _triton(*tensors):
+    """Do these tensors take the Triton kernels (CUDA, triton available, float32 / float64 on one device)?"""
+    x = tensors[0]
+    ok = _floats(tensors) and all(t.device == x.device for t in tensors)
+    return triton_kernels.wants_triton('triplane_sigma', x, 'cuda' if enabled else 'ref', supported=ok,
+        reason='float32 or float64 tensors on one device only')
+
+
 def can_run(*tensors):
-    """Will decode() take the compiled path for these tensors (all on the CPU, float32 or float64, plugin built)?"""
-    return (enabled and all(t.device.type == 'cpu' and t.dtype in (torch.float32, torch.float64) for t in tensors)
-        and _init())
+    """Will decode() take a fused path for these tensors: the compiled one (all on the CPU, float32 or float64, plugin
+    built) or the Triton one (_triton)?"""
+    if not enabled:
+        return False
+    if triton_kernels.is_cuda(tensors[0]):
+        return _triton(*tensors)
+    return all(t.device.type == 'cpu' for t in tensors) and _floats(tensors) and _init()
 
 
 def channels_last(planes):
@@ -53,14 +71,19 @@ def decode(planes_cl, points, w1, b1, w2, b2, box_warp):
     of the points scaled by 2 / box_warp). w1 [hidden, C], b1 [hidden], w2 [O, hidden], b2 [O]: O = 1 gives sigma
     alone. Differentiable once with respect to planes, points and the weights.
     """
-    if not _init():
-        raise RuntimeError('the triplane_sigma plugin is unavailable; ask can_run() first')
     N, _, H, W, C = planes_cl.shape
     misc.assert_shape(points, [N, None, 3])
     misc.assert_shape(w1, [None, C])
     misc.assert_shape(w2, [None, w1.shape[0]])
     dtype = planes_cl.dtype
     args = [t.to(dtype) for t in (points, w1, b1, w2, b2)]
+    if triton_kernels.is_cuda(planes_cl):
+        if not _triton(planes_cl, *args):
+            raise RuntimeError('triplane_sigma: no Triton kernel for these tensors; ask can_run() first')
+        from .triton_kernels import triplane_sigma as kernels # pylint: disable=import-outside-toplevel
+        return kernels.decode(planes_cl.contiguous(), args[0].contiguous(), *args[1:], 2.0 / float(box_warp))
+    if not _init():
+        raise RuntimeError('the triplane_sigma plugin is unavailable; ask can_run() first')
     return _Decode.apply(planes_cl.contiguous(), args[0].contiguous(), *args[1:], 2.0 / float(box_warp))
 
 
