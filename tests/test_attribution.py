@@ -154,6 +154,85 @@ def test_every_slab_reward_kind_is_explained(kind):
     assert result['shapley_completeness'].max() < 1e-3
 
 
+def face_bank(resolution=40):
+    """The default `sigma` reward (level sets and the level-10 mesh's statistics; seeded heads, features standardised
+    over the slabs) and four procedural faces whose noses differ, against the mean slab (attribute --bank's default)."""
+    from eg3d_rlhf.rewards import SigmaReward
+    from tests.helpers.banks import face_volume
+    grid = geometry.slab_grid(resolution)
+    x = torch.from_numpy(np.stack([face_volume(grid, nose) for nose in (0.0, 0.03, 0.05, 0.08)]))
+    torch.manual_seed(0)
+    model = SigmaReward()
+    assert model.trunk == 'levels' and model.mesh_stats.levels == [10.0]                # The default reward.
+    spec = SigmaReward.default_input(geometry.slab_description(resolution), model.config)
+    with torch.no_grad():
+        f = model.trunk_features(spec.prepare(x))
+    model.set_feature_scale(f.mean(0), f.std(0))
+    b, _ = attribution.reference_baselines(x, 'mean')
+    return Reward(model, spec, 'sigma'), x, b
+
+
+def counting(reward):
+    """reward with its model's score() counting the slabs it scores (the returned list's one entry)."""
+    scored, score = [0], reward.model.score
+    def counted(x):
+        scored[0] += len(x)
+        return score(x)
+    reward.model.score = counted
+    return scored
+
+
+@pytest.mark.parametrize('source', ['two', 'template'])
+def test_the_fast_path_gives_the_reference_paths_attributions(source):
+    reward, x, b = face_bank()
+    r = load_regions('template', reward.grid)
+    if source == 'two':
+        r = regions.Regions(np.where(r.mask('nose'), 0, 1), ['nose', 'other'], 'nose and the rest')
+    kw = dict(permutations=5, ig_steps=6, batch=3, seed=4)
+    scored = counting(reward)
+    slow = attribution.attribute(reward, x, b, r, fast=False, **kw)
+    slow_slabs, scored[0] = scored[0], 0
+    fast = attribution.attribute(reward, x, b, r, **kw)
+    scale = np.abs(slow['change']).max()
+    assert scale > 1e-3 and np.abs(slow['shapley']).sum() > 0 and np.abs(slow['ig']).sum() > 0
+    # The same random orders and the same float32 sums: Shapley agrees to float32 rounding of scores taken in other
+    # batches; IG is captum's on the same points in smaller passes, its delta from the scores already taken.
+    assert np.abs(fast['change'] - slow['change']).max() <= 1e-6 * scale
+    assert np.abs(fast['shapley'] - slow['shapley']).max() <= 1e-5 * scale
+    assert np.abs(fast['ig'] - slow['ig']).max() <= 1e-5 * scale
+    assert np.abs(fast['ig_delta'] - slow['ig_delta']).max() <= 1e-5 * scale
+    assert fast['shapley_completeness'].max() < 1e-4
+    # The reference scores every permutation's every step; the fast path each coalition once, and no endpoint twice.
+    n, k = len(x), len(r.names)
+    assert slow_slabs == n * (2 + 2 + kw['permutations'] * k + 1 + kw['ig_steps'] + 2)
+    shapley_slabs = scored[0] - n * (2 + kw['ig_steps'])
+    assert shapley_slabs == (2 * n if k == 2 else shapley_slabs) and 0 < shapley_slabs <= n * kw['permutations'] * (k - 1)
+
+
+def test_shapley_values_score_each_coalition_once():
+    calls = []
+    f = lambda s: s[0] * s[1] + s[2] + 2 * s[0] * s[1] * s[2]       # Not additive: a player's worth depends on who came first.
+    def score(v):
+        calls.append(len(v))
+        s = v.flatten(1)
+        return f([s[:, 0], s[:, 1], s[:, 2]])
+    mask = torch.tensor([0, 1, 2, 2]).view(1, 1, 4)                        # Voxel 3 belongs to player 2 and is not read.
+    x, b = torch.tensor([[[[1.0, 2.0, 3.0, 7.0]]], [[[2.0, 1.0, 1.0, 5.0]]]]), torch.zeros(2, 1, 1, 4)
+    torch.manual_seed(0)
+    orders = [torch.randperm(3).tolist() for _ in range(40)]
+    assert len(set(map(tuple, orders))) == 6                                    # Every prefix of 3 players occurs.
+    torch.manual_seed(0)
+    sv = attribution.shapley_values(score, x, b, mask, 40, batch=4)
+    assert sum(calls) == 2 * 8 and max(calls) <= 4             # The 8 coalitions once per sample, 4 slabs a pass at most.
+    expect = []                                                 # The mean over the orders of each player's marginal worth.
+    for v in ((1.0, 2.0, 3.0), (2.0, 1.0, 1.0)):
+        worth = lambda S: f([v[i] if i in S else 0.0 for i in range(3)])
+        expect.append([np.mean([worth(set(o[:o.index(p) + 1])) - worth(set(o[:o.index(p)])) for o in orders])
+            for p in range(3)])
+    assert sv.numpy() == pytest.approx(np.array(expect), abs=1e-5)
+    assert sv.sum(1).numpy() == pytest.approx([f([1.0, 2.0, 3.0]), f([2.0, 1.0, 1.0])], abs=1e-5)
+
+
 def test_ig_coloured_mesh(tmp_path):
     grid = geometry.slab_grid(32)
     idx = np.stack(np.meshgrid(*[np.arange(n) for n in grid.shape], indexing='ij'), -1)

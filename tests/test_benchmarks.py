@@ -77,6 +77,20 @@ def test_bench_attribution_quick_run():
     assert re.search(r'Integrated Gradients, 2 steps: [\d.]+ s, \d+x the baseline', out.stdout)
 
 
+def test_bench_attribution_fast_quick_run():
+    cmd = [sys.executable, os.path.join(REPO, 'benchmarks', 'bench_attribution_fast.py'), '--res', '32', '--samples', '2',
+           '--permutations', '3', '--ig-steps', '2', '--batch', '2', '--threads', '1']
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert '2 samples of [16, 18, 17], sigma reward (levels), 2 regions, 3 permutations, 2 IG steps, 1 threads' in out.stdout
+    for path in ('reference', 'fast'):
+        assert re.search(rf'{path} +path: +[\d.]+ s/sample \(Shapley [\d.]+, IG [\d.]+\); CPU [\d.]+ s/sample', out.stdout)
+    assert re.search(r'speed-up: [\d.]+x wall, [\d.]+x CPU', out.stdout)
+    for key in ('shapley', 'ig'):                   # The two paths agree (tests/test_attribution.py checks how closely).
+        m = re.search(rf'{key}: largest difference ([\d.e+-]+) \(([\d.e+-]+) of \|change\|\)', out.stdout)
+        assert m and float(m.group(2)) < 1e-4, out.stdout
+
+
 def test_bench_flow_dpo_quick_run():
     cmd = [sys.executable, os.path.join(REPO, 'benchmarks', 'bench_flow_dpo.py'), '--channels', '8', '--layers', '1',
            '--grid', '2', '--batch', '2', '--steps', '2', '--threads', '1', '--only', 'lora,precomputed']
