@@ -9,12 +9,14 @@ import torch
 from .. import custom_ops
 from .. import misc
 from . import bias_act
+from . import triton_kernels
 from . import upfirdn2d
 
 #----------------------------------------------------------------------------
-# Optional compiled plugin: C++ kernels for CPU tensors (filtered_lrelu.cpp); there are no CUDA sources yet, so CUDA
-# tensors take the reference path. `cpu_default` says whether impl='cuda' (the default) uses the compiled kernel for
-# CPU tensors; impl='cpp' asks for it regardless. Measured with benchmarks/bench_ops.py: see CPU_DEFAULT_NOTE.
+# Optional compiled plugin: C++ kernels for CPU tensors (filtered_lrelu.cpp). CUDA tensors take the Triton kernels
+# (triton_kernels/filtered_lrelu.py) where triton_kernels.wants_triton allows, else the reference path. `cpu_default`
+# says whether impl='cuda' (the default) uses the compiled kernel for CPU tensors; impl='cpp' asks for it regardless.
+# Measured with benchmarks/bench_ops.py: see CPU_DEFAULT_NOTE.
 
 cpu_default = True
 CPU_DEFAULT_NOTE = ('compiled is faster: up 2, down 2, [1, 3, 3, 1] filters, [4, 256, 64, 64] float32, 2 threads, forward '
@@ -35,6 +37,21 @@ def _init():
             **custom_ops.cpu_build_kwargs,
         )
     return _plugin is not None
+
+
+def _triton():
+    """The Triton kernels module (imported on first use: it needs triton)."""
+    from .triton_kernels import filtered_lrelu as kernels # pylint: disable=import-outside-toplevel
+    return kernels
+
+
+def _triton_case(x, fu, fd, up, down):
+    """(supported, reason) of the Triton kernels for this call; only asked about CUDA tensors with triton present."""
+    if not (triton_kernels.is_cuda(x) and triton_kernels.available()):
+        return False, ''
+    from .triton_kernels import upfirdn2d as ufd_kernels # pylint: disable=import-outside-toplevel
+    ok, why = ufd_kernels.supports(x, fu, [up, up], [1, 1])
+    return (ok, why) if not ok else ufd_kernels.supports(x, fd, [1, 1], [down, down])
 
 
 def _get_filter_size(f):
@@ -75,8 +92,8 @@ def filtered_lrelu(x, fu=None, fd=None, b=None, up=1, down=1, padding=0, gain=np
         slope:       Slope of the negative side of the leaky ReLU.
         clamp:       Clamp the activation to [-clamp, +clamp], None = no clamping.
         flip_filter: False = convolution, True = correlation.
-        impl:        'cuda' (compiled kernel where it loads and `cpu_default` allows; CUDA tensors: reference
-                     for now), 'cpp' (compiled CPU kernel whenever it loads) or 'ref'.
+        impl:        'cuda' (CPU tensors: compiled kernel where it loads and `cpu_default` allows; CUDA tensors:
+                     Triton kernels where triton imports), 'cpp' (compiled CPU kernel whenever it loads) or 'ref'.
 
     Returns:
         [N, C, out_h, out_w] with out_w = (W*up + px0 + px1 - (fu_w - 1) - (fd_w - 1) + (down - 1)) // down.
@@ -85,6 +102,9 @@ def filtered_lrelu(x, fu=None, fd=None, b=None, up=1, down=1, padding=0, gain=np
     assert impl in ['ref', 'cuda', 'cpp']
     if custom_ops.wants_cpu_plugin(x, impl, cpu_default) and _init():
         return _filtered_lrelu_cuda(up=up, down=down, padding=padding, gain=gain, slope=slope, clamp=clamp, flip_filter=flip_filter).apply(x, fu, fd, b, None, 0, 0)
+    if impl == 'cuda' and triton_kernels.wants_triton('filtered_lrelu', x, impl, *_triton_case(x, fu, fd, up, down)):
+        return _filtered_lrelu_cuda(up=up, down=down, padding=padding, gain=gain, slope=slope, clamp=clamp, flip_filter=flip_filter,
+            backend='triton').apply(x, fu, fd, b, None, 0, 0)
     return _filtered_lrelu_ref(x, fu=fu, fd=fd, b=b, up=up, down=down, padding=padding, gain=gain, slope=slope, clamp=clamp, flip_filter=flip_filter)
 
 
@@ -119,16 +139,16 @@ def _filtered_lrelu_ref(x, fu=None, fd=None, b=None, up=1, down=1, padding=0, ga
     return x
 
 #----------------------------------------------------------------------------
-# Autograd wrapper around the compiled kernel. Entry points:
-#   _plugin.filtered_lrelu(x, fu, fd, b, si, up, down, px0, px1, py0, py1, sx, sy, gain, slope, clamp, flip, write_signs)
+# Autograd wrapper around the compiled or the Triton kernels (`backend` 'cpp' or 'triton', same entry points):
+#   filtered_lrelu(x, fu, fd, b, si, up, down, px0, px1, py0, py1, sx, sy, gain, slope, clamp, flip, write_signs)
 #       -> (y, signs, return_code); return_code < 0 means no specialised kernel fits these arguments.
-#   _plugin.filtered_lrelu_act_(x, si, sx, sy, gain, slope, clamp, write_signs) -> signs (activation in place).
+#   filtered_lrelu_act_(x, si, sx, sy, gain, slope, clamp, write_signs) -> signs (activation in place).
 # The forward pass stores a bit-packed sign tensor; the backward pass is the same op with up/down swapped,
 # the filters swapped and flipped, reading those signs at offset (sx, sy) instead of recomputing them.
 
 _filtered_lrelu_cuda_cache = dict()
 
-def _filtered_lrelu_cuda(up=1, down=1, padding=0, gain=np.sqrt(2), slope=0.2, clamp=None, flip_filter=False):
+def _filtered_lrelu_cuda(up=1, down=1, padding=0, gain=np.sqrt(2), slope=0.2, clamp=None, flip_filter=False, backend='cpp'):
     """autograd.Function class for one setting of the op's constant arguments (cached)."""
     assert isinstance(up, int) and up >= 1
     assert isinstance(down, int) and down >= 1
@@ -139,7 +159,8 @@ def _filtered_lrelu_cuda(up=1, down=1, padding=0, gain=np.sqrt(2), slope=0.2, cl
     gain = float(gain)
     slope = float(slope)
     clamp = float(clamp if clamp is not None else 'inf')
-    key = (up, down, px0, px1, py0, py1, gain, slope, clamp, flip_filter)
+    assert backend in ['cpp', 'triton']
+    key = (up, down, px0, px1, py0, py1, gain, slope, clamp, flip_filter, backend)
     if key in _filtered_lrelu_cuda_cache:
         return _filtered_lrelu_cuda_cache[key]
 
@@ -165,10 +186,9 @@ def _filtered_lrelu_cuda(up=1, down=1, padding=0, gain=np.sqrt(2), slope=0.2, cl
                 warnings.warn('filtered_lrelu: input strides are not decreasing (e.g. channels-last); this layout is slow', RuntimeWarning)
 
             return_code = -1
-            if x.dtype in ([torch.float32, torch.float64] if x.device.type == 'cpu' else [torch.float16, torch.float32]):
-                if x.is_cuda and torch.cuda.current_stream(x.device) != torch.cuda.default_stream(x.device):
-                    warnings.warn('filtered_lrelu: the kernel does not support running on a non-default CUDA stream concurrently', RuntimeWarning)
-                y, so, return_code = _plugin.filtered_lrelu(x, fu, fd, b, si, up, down, px0, px1, py0, py1, sx, sy, gain, slope, clamp, flip_filter, write_signs)
+            kernels = _plugin if backend == 'cpp' else _triton()
+            if backend == 'triton' or x.dtype in [torch.float32, torch.float64]:
+                y, so, return_code = kernels.filtered_lrelu(x, fu, fd, b, si, up, down, px0, px1, py0, py1, sx, sy, gain, slope, clamp, flip_filter, write_signs)
 
             # No specialised kernel: do the resampling with upfirdn2d and only the activation in the plugin,
             # which still keeps just the packed signs for the backward pass.
@@ -176,7 +196,7 @@ def _filtered_lrelu_cuda(up=1, down=1, padding=0, gain=np.sqrt(2), slope=0.2, cl
                 warnings.warn('filtered_lrelu: no optimised kernel for these arguments; using the generic path', RuntimeWarning)
                 y = x.add(b.unsqueeze(-1).unsqueeze(-1))
                 y = upfirdn2d.upfirdn2d(x=y, f=fu, up=up, padding=[px0, px1, py0, py1], gain=up**2, flip_filter=flip_filter)
-                so = _plugin.filtered_lrelu_act_(y, si, sx, sy, gain, slope, clamp, write_signs)
+                so = kernels.filtered_lrelu_act_(y, si, sx, sy, gain, slope, clamp, write_signs)
                 y = upfirdn2d.upfirdn2d(x=y, f=fd, down=down, flip_filter=flip_filter)
 
             ctx.save_for_backward(fu, fd, (si if si.numel() else so))
@@ -203,7 +223,7 @@ def _filtered_lrelu_cuda(up=1, down=1, padding=0, gain=np.sqrt(2), slope=0.2, cl
                 gg = gain * (up ** 2) / (down ** 2)
                 sx = sx - (fu.shape[-1] - 1) + px0
                 sy = sy - (fu.shape[0] - 1) + py0
-                op = _filtered_lrelu_cuda(up=down, down=up, padding=pp, gain=gg, slope=slope, clamp=None, flip_filter=(not flip_filter))
+                op = _filtered_lrelu_cuda(up=down, down=up, padding=pp, gain=gg, slope=slope, clamp=None, flip_filter=(not flip_filter), backend=backend)
                 dx = op.apply(dy, fd, fu, None, si, sx, sy)
             if ctx.needs_input_grad[3]:
                 db = dx.sum([0, 2, 3])

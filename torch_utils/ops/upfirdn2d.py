@@ -8,11 +8,13 @@ import torch
 from .. import custom_ops
 from .. import misc
 from . import conv2d_gradfix
+from . import triton_kernels
 
 #----------------------------------------------------------------------------
-# Optional compiled plugin: C++ kernels for CPU tensors (upfirdn2d.cpp); there are no CUDA sources yet, so CUDA
-# tensors take the reference path. `cpu_default` says whether impl='cuda' (the default) uses the compiled kernel for
-# CPU tensors; impl='cpp' asks for it regardless. Measured with benchmarks/bench_ops.py: see CPU_DEFAULT_NOTE.
+# Optional compiled plugin: C++ kernels for CPU tensors (upfirdn2d.cpp). CUDA tensors take the Triton kernel
+# (triton_kernels/upfirdn2d.py) where triton_kernels.wants_triton allows, else the reference path. `cpu_default` says
+# whether impl='cuda' (the default) uses the compiled kernel for CPU tensors; impl='cpp' asks for it regardless.
+# Measured with benchmarks/bench_ops.py: see CPU_DEFAULT_NOTE.
 
 cpu_default = True
 CPU_DEFAULT_NOTE = ('compiled is faster: [1, 3, 3, 1] filter, float32, 2 threads, up 2 on [4, 256, 64, 64] forward 471 -> 152 ms '
@@ -34,6 +36,19 @@ def _init():
             **custom_ops.cpu_build_kwargs,
         )
     return _plugin is not None
+
+
+def _triton():
+    """The Triton kernels module (imported on first use: it needs triton)."""
+    from .triton_kernels import upfirdn2d as kernels # pylint: disable=import-outside-toplevel
+    return kernels
+
+
+def _triton_case(x, f, up, down):
+    """(supported, reason) of the Triton kernel for this call; only asked about CUDA tensors with triton present."""
+    if not (triton_kernels.is_cuda(x) and triton_kernels.available()):
+        return False, ''
+    return _triton().supports(x, f, _parse_scaling(up), _parse_scaling(down))
 
 #----------------------------------------------------------------------------
 # Argument parsing shared with conv2d_resample.
@@ -125,8 +140,8 @@ def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1, impl='cu
         padding:     Padding of the upsampled image: int, [x, y] or [x0, x1, y0, y1].
         flip_filter: False = convolution, True = correlation.
         gain:        Overall signal gain.
-        impl:        'cuda' (compiled kernel where it loads and `cpu_default` allows; CUDA tensors: reference
-                     for now), 'cpp' (compiled CPU kernel whenever it loads) or 'ref'.
+        impl:        'cuda' (CPU tensors: compiled kernel where it loads and `cpu_default` allows; CUDA tensors:
+                     Triton kernel where triton imports), 'cpp' (compiled CPU kernel whenever it loads) or 'ref'.
 
     Returns:
         [N, C, out_h, out_w] tensor, where e.g. out_w = (W*up + px0 + px1 - fw + down) // down.
@@ -135,6 +150,8 @@ def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1, impl='cu
     assert impl in ['ref', 'cuda', 'cpp']
     if custom_ops.wants_cpu_plugin(x, impl, cpu_default) and _init():
         return _upfirdn2d_cuda(up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain).apply(x, f)
+    if impl == 'cuda' and triton_kernels.wants_triton('upfirdn2d', x, impl, *_triton_case(x, f, up, down)):
+        return _upfirdn2d_cuda(up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain, backend='triton').apply(x, f)
     return _upfirdn2d_ref(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
 
 
@@ -176,18 +193,20 @@ def _upfirdn2d_ref(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1):
     return x[:, :, ::downy, ::downx]
 
 #----------------------------------------------------------------------------
-# Autograd wrapper around the compiled kernel. The kernel entry point is
-#   _plugin.upfirdn2d(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip, gain)
-# with a 2-D filter; a separable filter runs as one horizontal and one vertical call.
+# Autograd wrapper around the compiled or Triton kernel (`backend` 'cpp' or 'triton'). The kernel entry point is
+#   upfirdn2d(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip, gain)
+# with a 2-D filter; a separable filter runs as one horizontal and one vertical call. The backward pass is this op
+# again, so second derivatives run on the same kernel.
 
 _upfirdn2d_cuda_cache = dict()
 
-def _upfirdn2d_cuda(up=1, down=1, padding=0, flip_filter=False, gain=1):
+def _upfirdn2d_cuda(up=1, down=1, padding=0, flip_filter=False, gain=1, backend='cpp'):
     """autograd.Function class for one setting of the op's constant arguments (cached)."""
     upx, upy = _parse_scaling(up)
     downx, downy = _parse_scaling(down)
     px0, px1, py0, py1 = _parse_padding(padding)
-    key = (upx, upy, downx, downy, px0, px1, py0, py1, flip_filter, gain)
+    assert backend in ['cpp', 'triton']
+    key = (upx, upy, downx, downy, px0, px1, py0, py1, flip_filter, gain, backend)
     if key in _upfirdn2d_cuda_cache:
         return _upfirdn2d_cuda_cache[key]
 
@@ -200,12 +219,15 @@ def _upfirdn2d_cuda(up=1, down=1, padding=0, flip_filter=False, gain=1):
             if f.ndim == 1 and f.shape[0] == 1:
                 f = f.square().unsqueeze(0) # A 1-tap separable filter is a 1x1 2-D filter.
             assert isinstance(f, torch.Tensor) and f.ndim in [1, 2]
-            if f.ndim == 2:
-                y = _plugin.upfirdn2d(x, f, upx, upy, downx, downy, px0, px1, py0, py1, flip_filter, gain)
+            kernels = _plugin if backend == 'cpp' else _triton()
+            if backend == 'triton': # Same passes, but a float16 image stays float32 between them.
+                y = kernels.resample(x, f, [upx, upy], [downx, downy], [px0, px1, py0, py1], flip_filter, gain)
+            elif f.ndim == 2:
+                y = kernels.upfirdn2d(x, f, upx, upy, downx, downy, px0, px1, py0, py1, flip_filter, gain)
             else:
                 g = gain ** 0.5 # Each pass scales its taps by sqrt(gain), as the reference does.
-                y = _plugin.upfirdn2d(x, f.unsqueeze(0), upx, 1, downx, 1, px0, px1, 0, 0, flip_filter, g)
-                y = _plugin.upfirdn2d(y, f.unsqueeze(1), 1, upy, 1, downy, 0, 0, py0, py1, flip_filter, g)
+                y = kernels.upfirdn2d(x, f.unsqueeze(0), upx, 1, downx, 1, px0, px1, 0, 0, flip_filter, g)
+                y = kernels.upfirdn2d(y, f.unsqueeze(1), 1, upy, 1, downy, 0, 0, py0, py1, flip_filter, g)
             ctx.save_for_backward(f)
             ctx.x_shape = x.shape
             return y
@@ -221,7 +243,7 @@ def _upfirdn2d_cuda(up=1, down=1, padding=0, flip_filter=False, gain=1):
             if ctx.needs_input_grad[0]:
                 # The adjoint swaps up/down, flips the filter and pads so the result lands on the input grid.
                 p = [fw - px0 - 1, iw * upx - ow * downx + px0 - upx + 1, fh - py0 - 1, ih * upy - oh * downy + py0 - upy + 1]
-                dx = _upfirdn2d_cuda(up=down, down=up, padding=p, flip_filter=(not flip_filter), gain=gain).apply(dy, f)
+                dx = _upfirdn2d_cuda(up=down, down=up, padding=p, flip_filter=(not flip_filter), gain=gain, backend=backend).apply(dy, f)
             return dx, None
 
     _upfirdn2d_cuda_cache[key] = Upfirdn2dCuda
