@@ -12,13 +12,10 @@ import click
 import numpy as np
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-from eg3d_rlhf import cli                                               # pylint: disable=wrong-import-position
-from eg3d_rlhf.geometry.sigma import CubeGrid                           # pylint: disable=wrong-import-position
-from torch_utils.ops import bias_act, filtered_lrelu, triplane_sigma, upfirdn2d # pylint: disable=wrong-import-position
-from training.camera_utils import orbit_camera_label                    # pylint: disable=wrong-import-position
+from eg3d_rlhf import cli
+from eg3d_rlhf.geometry.sigma import CubeGrid
+from torch_utils.ops import bias_act, filtered_lrelu, triplane_sigma, upfirdn2d
+from training.camera_utils import orbit_camera_label
 
 #----------------------------------------------------------------------------
 # The three paths. 'ref': EG3D_RLHF_CUSTOM_OPS=0 (triton_kernels.available() reads it at every call) and the fused
@@ -142,15 +139,15 @@ def end_to_end_cases(dev, batch):
 def reward_step(dev):
     """One RewardPhase.loss + backward of the published recipe's settings (benchmarks/bench_published_step.py)."""
     import tempfile # pylint: disable=import-outside-toplevel
-    from bench_published_step import RECIPE, build_generator # pylint: disable=import-outside-toplevel
+    from eg3d_rlhf.finetune.recipes import PAPER, reward_phase_settings # pylint: disable=import-outside-toplevel
     from eg3d_rlhf.finetune.reward_phase import RewardPhase # pylint: disable=import-outside-toplevel
     from eg3d_rlhf.rewards import build_reward # pylint: disable=import-outside-toplevel
     from eg3d_rlhf.rewards.bundle import KIND, published_spec # pylint: disable=import-outside-toplevel
     from eg3d_rlhf.rewards.checkpoint import save_reward # pylint: disable=import-outside-toplevel
-    G = build_generator(dev)
+    G = cli.ffhq512_structure().train().requires_grad_(True).to(dev)      # As bench_published_step.py builds it.
     with tempfile.TemporaryDirectory() as tmp:
         save_reward(os.path.join(tmp, 'reward.pt'), build_reward(KIND), KIND, published_spec())
-        phase = RewardPhase(G, reward=KIND, reward_model=os.path.join(tmp, 'reward.pt'), reward_batch=1, **RECIPE)
+        phase = RewardPhase(G, reward=KIND, reward_model=os.path.join(tmp, 'reward.pt'), reward_batch=1, **reward_phase_settings(PAPER))
     z, c = torch.randn([1, G.z_dim], device=dev), orbit_camera_label(G.rendering_kwargs, device=dev)
     def step():
         G.zero_grad(set_to_none=True)
@@ -171,7 +168,6 @@ def main(eg3d_path, repeats, batch, skip_end_to_end):
         raise click.ClickException('no CUDA device: bench_gpu.py times GPU kernels, nothing to measure on this machine')
     if importlib.util.find_spec('triton') is None:
         raise click.ClickException('triton is not installed: pip install -e \'.[gpu]\' (triton==3.9.0)')
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))     # bench_published_step beside this file.
     dev = torch.device('cuda')
     torch.manual_seed(0)
     nvidia = load_nvidia_ops(eg3d_path) if eg3d_path else None

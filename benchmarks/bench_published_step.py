@@ -1,6 +1,5 @@
 """One reward-phase step of the FFHQ-512 generator with the published sigma-unet reward on the full slab: time, memory."""
 
-import dataclasses
 import json
 import os
 import resource
@@ -12,8 +11,7 @@ import psutil
 import torch
 
 from eg3d_rlhf import cli
-from eg3d_rlhf.finetune.config import RewardFinetuneConfig
-from eg3d_rlhf.finetune.recipes import PAPER
+from eg3d_rlhf.finetune.recipes import PAPER, reward_phase_settings
 from eg3d_rlhf.finetune.reward_phase import RewardPhase
 from eg3d_rlhf.rewards import build_reward
 from eg3d_rlhf.rewards.bundle import KIND, published_spec
@@ -24,8 +22,7 @@ from training.camera_utils import orbit_camera_label
 # The published recipe's reward-phase settings: --recipe=paper's values (eg3d_rlhf/finetune/recipes.py) of the fields
 # RewardPhase takes (weight 10 on -clip(r, -10, 10), samples at psi 1 (cutoff 14), the density anchor x 0.01: L1 to
 # the frozen G_ema on a 64^3 grid over the whole box at psi 0.7, summed over the batch).
-RECIPE = {f.name: PAPER[f.name] for f in dataclasses.fields(RewardFinetuneConfig) if f.name in PAPER and f.name not in
-    ('reward', 'reward_every', 'reward_optimizer', 'panel_seeds', 'panel_psi')}
+RECIPE = reward_phase_settings(PAPER)
 
 #----------------------------------------------------------------------------
 

@@ -2,6 +2,8 @@
 
 import importlib
 import os
+import subprocess
+import sys
 import warnings
 
 # Triton reads TRITON_INTERPRET when `import triton` decorates its own library and when a kernel is decorated: set it
@@ -344,3 +346,38 @@ def test_cpu_tensors_still_take_the_cpp_plugin(calls, monkeypatch):
     assert seen == ['upfirdn2d', 'filtered_lrelu'] and calls == [('upfirdn2d', 'cpp'), ('filtered_lrelu', 'cpp')]
 
 #----------------------------------------------------------------------------
+
+#----------------------------------------------------------------------------
+# The interpreter runs code a GPU compiler may reject (see tests/test_triton_triplane_bias.py): compile each kernel for
+# an NVIDIA target (sm_80; triton's wheel brings ptxas, no GPU needed) in the dtypes the dispatch serves.
+
+COMPILE = '''
+import triton, triton.language as tl
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from torch_utils.ops.triton_kernels import filtered_lrelu as fl, upfirdn2d as up
+
+def build(fn, types, constexprs):
+    sig = {n: 'constexpr' if n in constexprs else types.get(n, 'i32') for n in fn.arg_names}
+    triton.compile(ASTSource(fn=fn, signature=sig, constexprs=constexprs), target=GPUTarget('cuda', 80, 32))
+    print('compiled', fn.fn.__name__, types.get('x_ptr', types.get('v_ptr')), sorted(constexprs.items()))
+
+for ptr, acc in [('fp16', tl.float32), ('fp32', tl.float32), ('fp64', tl.float64)]:
+    for ups in [(1, 1, 2, 2), (2, 2, 1, 1), (4, 4, 2, 2)]:
+        build(up._upfirdn2d_kernel, dict(x_ptr='*' + ptr, f_ptr='*fp32', b_ptr='*' + ptr, y_ptr='*' + ptr),
+            dict(UPX=ups[0], UPY=ups[1], DOWNX=ups[2], DOWNY=ups[3], HAS_BIAS=True, ACC=acc, BLOCK_H=16, BLOCK_W=32))
+for ptr in ['fp32', 'fp64']:
+    build(fl._act_write_kernel, dict(v_ptr='*' + ptr, s_ptr='*u8', p_ptr='*' + ptr), dict(BLOCK=256))
+    for read in (False, True):
+        build(fl._act_kernel, dict(v_ptr='*' + ptr, s_ptr='*u8', p_ptr='*' + ptr), dict(READ=read, BLOCK=256))
+'''
+
+
+@pytest.mark.slow
+def test_kernels_compile_for_an_nvidia_gpu(tmp_path):
+    pytest.importorskip('triton', reason='triton is not installed (pip install triton==3.9.0, the [gpu] extra)')
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, TRITON_INTERPRET='0', TRITON_CACHE_DIR=str(tmp_path), PYTHONPATH=repo)
+    out = subprocess.run([sys.executable, '-c', COMPILE], capture_output=True, text=True, env=env, cwd=repo, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count('compiled ') == 9 + 2 * 3

@@ -7,6 +7,7 @@ import sys
 import textwrap
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -184,6 +185,12 @@ BIAS_ACT_CASES = [
     ([37, 11], 1, 1.0, 0.5, False),
 ]
 
+def triton_bias_act(tb, dim=1, act='linear', alpha=None, gain=None, clamp=None):
+    """The Triton autograd function for bias_act's arguments, the table's defaults filled in as bias_act does."""
+    _, alpha, gain, clamp = bias_act._resolve(act, alpha, gain, clamp) # pylint: disable=protected-access
+    return tb.function(dim, act, alpha, gain, clamp)
+
+
 @pytest.mark.parametrize('act', ACTS)
 def test_bias_act_matches_reference(kernels, act):
     """Values, gradients and (activations with a second derivative) the double backward, float64."""
@@ -196,7 +203,7 @@ def test_bias_act_matches_reference(kernels, act):
         b, v, w = torch.randn([shape[dim]], generator=gen, dtype=torch.float64), torch.randn_like(x), torch.randn_like(x)
         consts = dict(dim=dim, act=act, gain=gain, clamp=clamp)
         ref = _bias_act_grads(lambda x, b: reference(x, b, **consts), x, b, v, w, second)
-        got = _bias_act_grads(lambda x, b: tb.function(**consts).apply(x, b), x, b, v, w, second)
+        got = _bias_act_grads(lambda x, b: triton_bias_act(tb, **consts).apply(x, b), x, b, v, w, second)
         assert got[0].stride() == x.stride()
         for name, g, r in zip(['y', 'dx', 'db', 'd2x', 'd2b'], got, ref):
             torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12, msg=f'{name} in case {i}')
@@ -209,7 +216,7 @@ def test_bias_act_gradcheck_float64(kernels, act):
     signs = torch.randint(0, 2, [2, 3, 2, 3], generator=gen) * 2 - 1                 # |x| >= 0.1: off the kinks.
     x = (torch.rand([2, 3, 2, 3], generator=gen, dtype=torch.float64) + 0.1) * signs
     b = torch.tensor([0.01, -0.02, 0.03], dtype=torch.float64)
-    run = lambda x, b: tb.function(act=act, gain=1.5, clamp=5.0).apply(x, b)
+    run = lambda x, b: triton_bias_act(tb, act=act, gain=1.5, clamp=5.0).apply(x, b)
     args = [x.requires_grad_(), b.requires_grad_()]
     assert torch.autograd.gradcheck(run, args, fast_mode=True)              # Fast: the interpreter's launches are slow.
     assert torch.autograd.gradgradcheck(run, args, fast_mode=True)
@@ -225,7 +232,7 @@ def test_bias_act_float16_computes_in_float32(kernels):
         consts = dict(act=act, clamp=3.0)
         ref = _bias_act_grads(lambda x, b: reference(x, b, **consts), x32, b32, v, v, False)
         x16, b16, v16 = x32.half(), b32.half(), v.half()
-        got = _bias_act_grads(lambda x, b: tb.function(**consts).apply(x, b), x16, b16, v16, v16, False)
+        got = _bias_act_grads(lambda x, b: triton_bias_act(tb, **consts).apply(x, b), x16, b16, v16, v16, False)
         # The float32 reference of the float16 inputs: the kernel's one rounding is its result's.
         ref16 = _bias_act_grads(lambda x, b: reference(x, b, **consts), x16.float(), b16.float(), v16.float(), v16, False)
         assert all(g.dtype == torch.float16 for g in got)
@@ -237,9 +244,10 @@ def test_bias_act_float16_computes_in_float32(kernels):
 def test_bias_act_without_bias_and_empty(kernels):
     _, tb = kernels
     x = torch.randn([4, 3, 5], dtype=torch.float64)
-    torch.testing.assert_close(tb.function(act='swish', clamp=1.0).apply(x, None),
+    torch.testing.assert_close(triton_bias_act(tb, act='swish', clamp=1.0).apply(x, None),
         reference(x, None, act='swish', clamp=1.0))
-    assert tb.function(act='lrelu').apply(torch.zeros([0, 3]), torch.zeros([3])).shape == (0, 3)
+    assert triton_bias_act(tb, act='lrelu').apply(torch.zeros([0, 3]), torch.zeros([3])).shape == (0, 3)
+    assert list(tb.ACT_INDEX) == list(bias_act.activation_funcs)          # The kernel's ACT numbers the table's rows.
 
 
 def test_bias_act_takes_triton_for_cuda_tensors(as_cuda, monkeypatch):
@@ -247,10 +255,10 @@ def test_bias_act_takes_triton_for_cuda_tensors(as_cuda, monkeypatch):
     _, tb = as_cuda
     calls = []
     real = tb.function
-    monkeypatch.setattr(tb, 'function', lambda **k: calls.append(k) or real(**k))
+    monkeypatch.setattr(tb, 'function', lambda *a: calls.append(a) or real(*a))
     x, b = torch.randn([2, 3, 4, 4]), torch.randn([3])
     y = bias_act.bias_act(x, b, act='lrelu', clamp=0.5)
-    assert calls == [dict(dim=1, act='lrelu', alpha=None, gain=None, clamp=0.5)]
+    assert calls == [(1, 'lrelu', 0.2, float(np.sqrt(2)), 0.5)]
     torch.testing.assert_close(y, reference(x, b, act='lrelu', clamp=0.5))
     bias_act.bias_act(x, b, act='lrelu', impl='ref')
     bias_act.bias_act(x, b, act='lrelu', impl='cpp')

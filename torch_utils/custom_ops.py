@@ -85,7 +85,8 @@ cpu_build_kwargs = dict(                # at::parallel_for needs OpenMP; no FP t
 
 def wants_cpu_plugin(x, impl, cpu_default):
     """Should an op run its compiled CPU kernel on `x`? impl='cpp' asks for it, impl='cuda' follows the op's
-    measured `cpu_default`, impl='ref' never; CUDA tensors and other dtypes than float32/float64 never (no CUDA sources)."""
+    measured `cpu_default`, impl='ref' never; CUDA tensors (ops/triton_kernels serves them) and other dtypes than
+    float32/float64 never."""
     assert impl in ['ref', 'cuda', 'cpp']
     if impl == 'ref' or x.device.type != 'cpu' or x.dtype not in (torch.float32, torch.float64):
         return False

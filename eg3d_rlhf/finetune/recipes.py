@@ -1,5 +1,8 @@
 """Published runs as train.py presets: --recipe=paper is the reported FFHQ fine-tuning of "Sculpting NeRF Geometry"."""
 
+import dataclasses
+
+from eg3d_rlhf.finetune.config import RewardFinetuneConfig
 from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, shared_reward
 
 #----------------------------------------------------------------------------
@@ -92,5 +95,12 @@ def reward_kind(path, name):
         raise RecipeError(f'--recipe={name} tunes with a sigma-field reward ({" or ".join(KINDS[name])}); '
             f'--reward-model {path} is a {kind} reward')
     return kind
+
+
+def reward_phase_settings(recipe):
+    """The recipe's values of the settings RewardPhase takes (what one reward-phase step of it runs with: the
+    benchmarks time it); the reward's kind and schedule and the panel are the run's, not the phase's."""
+    skip = ('reward', 'reward_every', 'reward_optimizer', 'panel_seeds', 'panel_psi')
+    return {f.name: recipe[f.name] for f in dataclasses.fields(RewardFinetuneConfig) if f.name in recipe and f.name not in skip}
 
 #----------------------------------------------------------------------------

@@ -1,1 +1,1 @@
-"""EG3D/StyleGAN3-compatible ops: a pure-PyTorch reference for each, an optional compiled plugin for CUDA tensors."""
+"""EG3D/StyleGAN3-compatible ops: a pure-PyTorch reference for each, C++ plugins for CPU tensors, Triton for CUDA."""

@@ -80,7 +80,8 @@ def bias_act(x, b=None, dim=1, act='linear', alpha=None, gain=None, clamp=None, 
     assert impl in ['ref', 'cuda', 'cpp']
     if triton_kernels.is_cuda(x) and _wants_triton(x, b, impl):
         from .triton_kernels import bias_act as kernels # pylint: disable=import-outside-toplevel
-        return kernels.function(dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp).apply(x, b)
+        _, alpha, gain, clamp = _resolve(act, alpha, gain, clamp)
+        return kernels.function(dim, act, alpha, gain, clamp).apply(x, b)
     if custom_ops.wants_cpu_plugin(x, impl, cpu_default) and _init():
         return _bias_act_cuda(dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp).apply(x, b)
     return _bias_act_ref(x=x, b=b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
