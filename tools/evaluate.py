@@ -3,8 +3,9 @@
 import os
 
 import click
+import numpy as np
 
-from eg3d_rlhf.analysis import collateral, image_metrics
+from eg3d_rlhf.analysis import collateral, image_metrics, view_geometry
 from eg3d_rlhf.analysis.compare import SIDES, compare, load_reals
 from eg3d_rlhf.cli import (OUT_DIR, NETWORK_HELP, check_input, conditions_option, device_option, FiniteRange, load_generator,
     network_keys, network_path, open_reward, parse_range, pick_device)
@@ -35,10 +36,12 @@ from eg3d_rlhf.shards import Ranks, ShardError
 @click.option('--batch', type=click.IntRange(min=1), default=8, show_default=True, help='Seeds per generator pass')
 @click.option('--draw-batch', type=click.IntRange(min=1), default=1, show_default=True,
     help='Flow checkpoints: ids drawn per pipeline pass (1 = each alone, bit-exact per id; more is faster)')
+@click.option('--view-samples', type=click.IntRange(min=0), default=view_geometry.SAMPLES, show_default=True,
+    help='EG3D: the first N seeds rendered from five views (depth and normal change beside image PSNR; 0 = none)')
 @click.option('--dry-run', is_flag=True, help='Check the inputs and print the plan; render nothing')
 @device_option
 def main(original_pkl, tuned_pkl, trust_pickle, reward_path, seeds, conditions, labels, annotator, temperature, resolution,
-        inception, data, outdir, batch, draw_batch, dry_run, device_name):
+        inception, data, outdir, batch, draw_batch, view_samples, dry_run, device_name):
     """Render both generators (EG3D pickles, or two flow checkpoints with their --conditions) for the same seeds (z,
     camera, truncation 0.7 as sample banks; a flow's noise per id) and report: how the reward moved per seed (fraction
     that rose, mean change, slope of final on initial), the win rate of tuned over original by --labels or
@@ -100,7 +103,7 @@ def main(original_pkl, tuned_pkl, trust_pickle, reward_path, seeds, conditions, 
     try:
         summary = compare(generators, reward, seeds, outdir, taste=taste, temperature=temperature, labels=labels,
             annotator_res=resolution, extract=extract, reals=reals, reward_path=reward_path, conditions=conditions,
-            ranks=ranks)
+            ranks=ranks, view_samples=view_samples)
     except (OSError, LabelError) as err:
         raise click.ClickException(f'--labels: {err}')
     ranks.close()
@@ -126,6 +129,10 @@ def main(original_pkl, tuned_pkl, trust_pickle, reward_path, seeds, conditions, 
     print(collateral.summary_line(summary['collateral']))
     print('\n'.join(collateral.describe_truth(summary['collateral'])))
     print(f'images: mean PSNR {summary["images"]["mean_psnr_db"]:.2f} dB, mean SSIM {summary["images"]["mean_ssim"]:.3f}')
+    if 'views' in summary:
+        mean = lambda k: np.nanmean([r[k] for r in summary['views']])
+        print(f'{len(summary["views"])} views: mean |depth change| {mean("depth_change"):.4f} world units, normals turned '
+            f'{mean("normal_turn_deg"):.2f} deg, image PSNR {mean("image_psnr_db"):.2f} dB')
     print(f'report: {os.path.join(outdir, "report.html")}')
 
 #----------------------------------------------------------------------------

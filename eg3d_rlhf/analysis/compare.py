@@ -8,7 +8,7 @@ import torch
 from tqdm import tqdm
 
 from dnnlib.util import atomic_write
-from eg3d_rlhf.analysis import collateral, flow_quality, image_metrics, report_plots
+from eg3d_rlhf.analysis import collateral, flow_quality, image_metrics, report_plots, view_geometry
 from eg3d_rlhf.analysis.evaluation import fit_slope, reward_change, seed_rewards, win_rate
 from eg3d_rlhf.analysis.flow_quality import structure_iou
 from eg3d_rlhf.data import annotators
@@ -143,12 +143,14 @@ def render(generators, reward, keys, taste_grid, ranks):
 
 
 def compare(generators, reward, seeds, outdir, taste=None, temperature=0.5, labels=None, annotator_res=128,
-        extract=None, reals=None, reward_path=None, conditions=None, ranks=None):
+        extract=None, reals=None, reward_path=None, conditions=None, ranks=None, view_samples=view_geometry.SAMPLES):
     """Render both generators ({'original', 'tuned'}: generators.base.Generator3D) for the same samples (each seed
     under each of `conditions`), score them with the reward (contract.Reward), judge them by a simulated annotator's
     taste or by a labels file, measure what else changed (analysis/collateral.py: every taste, the mesh statistics,
     the true geometry, diversity; summary['alarm'] says when the reward rose at a taste's cost), and write
-    report.json/.html and its pictures into outdir; returns the summary. Under torchrun (ranks: shards.Ranks) the
+    report.json/.html and its pictures into outdir; returns the summary. EG3D generators are also rendered from
+    several views (analysis/view_geometry.py: depth and normal change beside image PSNR) for the first view_samples
+    seeds (0: not). Under torchrun (ranks: shards.Ranks) the
     samples are drawn by every rank and the rest is rank 0's; the other ranks return None."""
     os.makedirs(outdir, exist_ok=True)
     keys = generators['original'].keys(seeds, conditions)
@@ -207,7 +209,14 @@ def compare(generators, reward, seeds, outdir, taste=None, temperature=0.5, labe
         report_plots.plot_scatter(ious['original'], ious['tuned'], fit_slope(ious['original'], ious['tuned']),
             out('stage_consistency.png'), labels=('original structure IoU', 'tuned structure IoU'))
         pictures.append('stage_consistency.png')
-    report_plots.write_report(outdir, 'Tuned vs original', summary, pictures, tables=collateral.tables(summary['collateral']))
+    tables = collateral.tables(summary['collateral'])
+    if view_samples and all(hasattr(G, 'camera_views') for G in generators.values()):
+        rows, maps = view_geometry.view_changes(generators, [s for s, _ in keys][:view_samples])
+        summary['views'] = rows
+        view_geometry.save_views(maps, view_geometry.YAWS, out('views.png'))
+        pictures.append('views.png')
+        tables.append(view_geometry.table(rows))
+    report_plots.write_report(outdir, 'Tuned vs original', summary, pictures, tables=tables)
     return summary
 
 #----------------------------------------------------------------------------
