@@ -89,6 +89,57 @@ def test_gradients_match_reference(compiled, batch, channels, height, width, out
         assert torch.allclose(got, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item()), name
 
 
+def test_sigma_alone_gradients_match_reference(compiled):
+    """Sigma alone (1 output: the register-blocked backward's rank-1 path) at EG3D's 32 features: batch 2, a point
+    count that leaves a partial tile, saturated hidden units, planes, points and weights."""
+    dec, planes, gen = make(7, 2, 32, 11, 9, 33)
+    with torch.no_grad():
+        dec.net[0].bias[:4] = -300.0
+        dec.net[0].bias[4:8] = 300.0
+    pts = points(gen, 2, 203)
+    upstream = torch.randn([2, 203, 1], generator=gen)
+    grads = []
+    for fused in (False, True):
+        leaves = [planes.clone().requires_grad_(), pts.clone().requires_grad_()]
+        sigma = run(ImportanceRenderer(), leaves[0], dec, leaves[1], fused=fused, sigma_only=fused)['sigma']
+        grads.append(torch.autograd.grad((sigma * upstream).sum(), leaves + list(dec.parameters())))
+    for name, ref, got in zip(['planes', 'points', 'w1', 'b1', 'w2', 'b2'], *grads):
+        assert torch.isfinite(got).all(), name
+        assert torch.allclose(got, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item()), name
+
+
+@pytest.mark.parametrize('lanes', [1, 2, 3])
+def test_backward_lanes_agree_with_float64(compiled, lanes):
+    """The plugin's backward with 1-3 workers (their plane buffers summed into the result), float32's register-blocked
+    kernel against float64's generic one, for 1 and 33 outputs and a partial last tile."""
+    gen = torch.Generator().manual_seed(8)
+    for outputs in (1, 33):
+        args = [torch.randn([2, 3, 6, 5, 32], generator=gen), points(gen, 2, 1001),
+            torch.randn([64, 32], generator=gen), torch.randn([64], generator=gen),
+            torch.randn([outputs, 64], generator=gen), torch.randn([outputs], generator=gen)]
+        grad = torch.randn([2, 1001, outputs], generator=gen)
+        backward = triplane_sigma._plugin.triplane_decode_backward   # pylint: disable=protected-access
+        got = backward(grad, *args, 1.3, True, True, lanes)
+        ref = backward(grad.double(), *[a.double() for a in args], 1.3, True, True, lanes)
+        for name, r, g in zip(['planes', 'points', 'w1', 'b1', 'w2', 'b2'], ref, got):
+            assert g.dtype == torch.float32, name
+            assert torch.allclose(g.double(), r, rtol=1e-4, atol=1e-5 * r.abs().max().item()), name
+
+
+def test_channels_last_copy(compiled):
+    """The plugin's transposes equal torch's permutation (8 x 8 register blocks and odd sizes, float32 and float64)
+    and stay differentiable twice."""
+    for shape in [(2, 3, 32, 8, 16), (1, 3, 5, 7, 9), (1, 3, 16, 3, 5)]:
+        for dtype in (torch.float32, torch.float64):
+            planes = torch.randn(shape, dtype=dtype)
+            cl = triplane_sigma.channels_last(planes)
+            assert torch.equal(cl, planes.permute(0, 1, 3, 4, 2))
+            back = triplane_sigma._plugin.planes_transpose(cl, False)  # pylint: disable=protected-access
+            assert torch.equal(back, planes)
+    planes = torch.randn([1, 3, 4, 3, 5], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda p: triplane_sigma.channels_last(p).square(), [planes])
+
+
 def test_saturated_hidden_units_give_finite_gradients(compiled):
     """Hidden units far into softplus' flat or linear part (|pre-activation| in the hundreds, as a trained decoder's
     dead units have) keep gradients finite and equal to the reference's."""

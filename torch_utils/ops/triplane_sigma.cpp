@@ -7,68 +7,50 @@
 //   f = mean of the three planes' bilinear samples; pre = W1 f + b1; h = softplus(pre) (beta 1, threshold 20);
 //   out = W2 h + b2 (every row of W2 given: 1 for sigma alone, 1 + colour features for everything).
 // Nothing is stored between forward and backward: the backward pass recomputes f, pre and h per block of points.
+// float32 at EG3D's sizes (C = 32, 64 hidden units) runs the register-blocked tiles of triplane_sigma_tiled.h both
+// ways; other sizes and float64 the generic loops here. planes_transpose makes and undoes the channels-last copy.
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
+#include "triplane_sigma_cpu.h"
+#include "triplane_sigma_tiled.h"
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
+
+#ifdef __AVX__
+#include <immintrin.h>
+#endif
+
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
 
 namespace {
 
+using namespace triplane_cpu;
+
 constexpr int64_t kBlock = 64;      // Points per block: their features and hidden units stay in L1.
 
-template <typename T>
-struct Taps {                       // Where one point meets one plane.
-    int64_t off[4];                 // Offsets of the four texels (in elements), -1 where outside the plane.
-    T w[4];                         // Bilinear weights: (x0, y0), (x1, y0), (x0, y1), (x1, y1).
-    T fx, fy;                       // Fractional position inside the texel square.
-};
-
-template <typename T>
-inline void plane_uv(int plane, const T* p, T& u, T& v) {
-    if (plane == 0) { u = p[0]; v = p[1]; }
-    else if (plane == 1) { u = p[0]; v = p[2]; }
-    else { u = p[2]; v = p[0]; }
+// torch::empty for the op's big outputs and buffers (planes and their gradients, tens of MiB each, new every call):
+// on Linux the 2 MiB-aligned interior is marked for transparent huge pages, so that first touching it takes one page
+// fault per 2 MiB instead of one per 4 KiB (those faults were a quarter of the backward's time). Advice only.
+torch::Tensor empty_planes(at::IntArrayRef sizes, const torch::TensorOptions& opts) {
+    auto t = torch::empty(sizes, opts);
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    constexpr uintptr_t kHuge = uintptr_t(1) << 21;
+    const uintptr_t begin = reinterpret_cast<uintptr_t>(t.data_ptr()), end = begin + t.nbytes();
+    const uintptr_t a = (begin + kHuge - 1) & ~(kHuge - 1), b = end & ~(kHuge - 1);
+    if (b >= a + kHuge) madvise(reinterpret_cast<void*>(a), b - a, MADV_HUGEPAGE);
+#endif
+    return t;
 }
-
-template <typename T>
-inline void find_taps(T u, T v, T scale, int64_t H, int64_t W, int64_t C, Taps<T>& t) {
-    T ix = ((u * scale + 1) * W - 1) / 2;
-    T iy = ((v * scale + 1) * H - 1) / 2;
-    T x0f = std::floor(ix), y0f = std::floor(iy);
-    t.fx = ix - x0f; t.fy = iy - y0f;
-    // Clamped before the conversion: points far outside (even non-finite ones) give texels that are all outside.
-    int64_t x0 = (int64_t)std::min(std::max(x0f, T(-2)), T(W)), y0 = (int64_t)std::min(std::max(y0f, T(-2)), T(H));
-    t.w[0] = (1 - t.fx) * (1 - t.fy); t.w[1] = t.fx * (1 - t.fy);
-    t.w[2] = (1 - t.fx) * t.fy;       t.w[3] = t.fx * t.fy;
-    for (int k = 0; k < 4; ++k) {
-        int64_t x = x0 + (k & 1), y = y0 + (k >> 1);
-        t.off[k] = (x >= 0 && x < W && y >= 0 && y < H) ? (y * W + x) * C : -1;
-    }
-}
-
-template <typename T>                  // max(x, 0) + log(1 + exp(-|x|)): no overflow; log1p would be slow.
-inline T softplus(T x) { return std::max(x, T(0)) + std::log(T(1) + std::exp(-std::abs(x))); }
-
-// sigmoid(x) through exp(-|x|) only: exp of a large argument is inf, and -ffast-math's reciprocal of 1 + inf is NaN.
-template <typename T>
-inline T softplus_grad(T x) {
-    const T e = std::exp(-std::abs(x));
-    return (x >= T(0) ? T(1) : e) / (T(1) + e);
-}
-
-// The network's constants for one call.
-template <typename T>
-struct Net {
-    const T* planes; const T* points; const T* w1t; const T* b1; const T* w2; const T* w2t; const T* b2;
-    int64_t M, H, W, C, Hd, O, Os; T scale;     // Os: row stride of w2t and length of b2, O rounded up to 8.
-};
 
 // Features f [n, C] (mean of the planes), pre-activations pre [n, Hd] and hidden units h [n, Hd] of points [i0, i0+n).
 template <typename T>
-void block_forward_generic(const Net<T>& net, int64_t i0, int64_t n, T* f, T* pre, T* h) {
+void block_forward(const Net<T>& net, int64_t i0, int64_t n, T* f, T* pre, T* h) {
     const int64_t C = net.C, Hd = net.Hd, plane_size = net.H * net.W * C;
     const T third = T(1) / T(3);
     for (int64_t p = 0; p < n; ++p) {
@@ -102,57 +84,6 @@ void block_forward_generic(const Net<T>& net, int64_t i0, int64_t n, T* f, T* pr
     }
 }
 
-// The same for float32 with C = 8 CV features and Hd = 8 HV hidden units (EG3D's 32 and 64): the features and the
-// hidden units of a point are accumulated in vector registers (GCC vector extensions: AVX with -march=native).
-typedef float v8f __attribute__((vector_size(32), aligned(4)));
-inline v8f load8(const float* p) { return *reinterpret_cast<const v8f*>(p); }
-inline void store8(float* p, v8f v) { *reinterpret_cast<v8f*>(p) = v; }
-
-template <int CV, int HV>
-void block_forward_fast(const Net<float>& net, int64_t i0, int64_t n, float* f, float* pre, float* h) {
-    constexpr int64_t C = CV * 8, Hd = HV * 8;
-    const int64_t plane_size = net.H * net.W * C;
-    for (int64_t p = 0; p < n; ++p) {
-        const int64_t i = i0 + p, sample = i / net.M;
-        const float* pt = net.points + i * 3;
-        v8f fa[CV] = {};
-        for (int plane = 0; plane < 3; ++plane) {
-            const float* P = net.planes + (sample * 3 + plane) * plane_size;
-            float u, v; plane_uv(plane, pt, u, v);
-            Taps<float> t; find_taps(u, v, net.scale, net.H, net.W, C, t);
-            for (int k = 0; k < 4; ++k) {
-                if (t.off[k] < 0) continue;
-                const float* src = P + t.off[k]; const float w = t.w[k];
-                for (int cv = 0; cv < CV; ++cv) fa[cv] += w * load8(src + 8 * cv);
-            }
-        }
-        float* fp = f + p * C;
-        for (int cv = 0; cv < CV; ++cv) store8(fp + 8 * cv, fa[cv] * (1.0f / 3.0f));
-        v8f acc[HV];
-        for (int hv = 0; hv < HV; ++hv) acc[hv] = load8(net.b1 + 8 * hv);
-        for (int64_t c = 0; c < C; ++c) {
-            const float fc = fp[c]; const float* wr = net.w1t + c * Hd;
-            for (int hv = 0; hv < HV; ++hv) acc[hv] += fc * load8(wr + 8 * hv);
-        }
-        float* q = pre + p * Hd;
-        for (int hv = 0; hv < HV; ++hv) store8(q + 8 * hv, acc[hv]);
-        float* hp = h + p * Hd;
-        #pragma omp simd simdlen(8)
-        for (int64_t j = 0; j < Hd; ++j) hp[j] = softplus(q[j]);
-    }
-}
-
-template <typename T>
-void block_forward(const Net<T>& net, int64_t i0, int64_t n, T* f, T* pre, T* h) {
-    block_forward_generic(net, i0, n, f, pre, h);
-}
-
-template <>
-void block_forward<float>(const Net<float>& net, int64_t i0, int64_t n, float* f, float* pre, float* h) {
-    if (net.C == 32 && net.Hd == 64) block_forward_fast<4, 8>(net, i0, n, f, pre, h);
-    else block_forward_generic(net, i0, n, f, pre, h);
-}
-
 // Outputs o [O] of hidden units hp [Hd]: o = b2 + w2 hp.
 template <typename T>
 void outputs_generic(const Net<T>& net, const T* hp, T* o) {
@@ -164,38 +95,60 @@ void outputs_generic(const Net<T>& net, const T* hp, T* o) {
     }
 }
 
-// The same for float32 with Hd = 8 HV and Os = 8 OV, the outputs accumulated in vector registers.
-template <int HV, int OV>
-void outputs_fast(const Net<float>& net, const float* hp, float* o) {
-    v8f acc[OV];
-    for (int ov = 0; ov < OV; ++ov) acc[ov] = load8(net.b2 + 8 * ov);
-    for (int64_t j = 0; j < HV * 8; ++j) {
-        const float hj = hp[j]; const float* wr = net.w2t + j * (OV * 8);
-        for (int ov = 0; ov < OV; ++ov) acc[ov] += hj * load8(wr + 8 * ov);
+// Outputs out [n, O] of a tile's hidden units (float32, Hd = 64, Os = 8 OV), two points at a time in vector registers.
+template <int OV>
+void tile_outputs(const Net<float>& net, const Tile& t, int64_t n, float* out) {
+    for (int64_t p = 0; p < n; p += 2) {
+        v8f a0[OV], a1[OV];
+        for (int ov = 0; ov < OV; ++ov) a0[ov] = a1[ov] = load8(net.b2 + 8 * ov);
+        for (int64_t j = 0; j < kHd; ++j) {
+            const float h0 = t.h[p * kHd + j], h1 = t.h[(p + 1) * kHd + j]; const float* wr = net.w2t + j * (OV * 8);
+            for (int ov = 0; ov < OV; ++ov) { const v8f w = pin(load8(wr + 8 * ov)); a0[ov] += h0 * w; a1[ov] += h1 * w; }
+        }
+        float tmp[2][OV * 8];
+        for (int ov = 0; ov < OV; ++ov) { store8(tmp[0] + 8 * ov, a0[ov]); store8(tmp[1] + 8 * ov, a1[ov]); }
+        for (int64_t r = 0; r < std::min<int64_t>(2, n - p); ++r) std::copy(tmp[r], tmp[r] + net.O, out + (p + r) * net.O);
     }
-    float tmp[OV * 8];
-    for (int ov = 0; ov < OV; ++ov) store8(tmp + 8 * ov, acc[ov]);
-    std::copy(tmp, tmp + net.O, o);
 }
 
-template <typename T>
-void outputs(const Net<T>& net, const T* hp, T* o) { outputs_generic(net, hp, o); }
-
-template <>
-void outputs<float>(const Net<float>& net, const float* hp, float* o) {
-    if (net.Hd != 64) return outputs_generic(net, hp, o);
-    switch (net.Os / 8) {       // EG3D's 33 outputs: 5.
-        case 1: return outputs_fast<8, 1>(net, hp, o);
-        case 2: return outputs_fast<8, 2>(net, hp, o);
-        case 3: return outputs_fast<8, 3>(net, hp, o);
-        case 4: return outputs_fast<8, 4>(net, hp, o);
-        case 5: return outputs_fast<8, 5>(net, hp, o);
-        default: return outputs_generic(net, hp, o);
+// A tile's outputs with O = 1: one dot product per point.
+inline void tile_sigma(const Net<float>& net, const Tile& t, int64_t n, float* out) {
+    for (int64_t p = 0; p < n; ++p) {
+        v8f a = load8(t.h + p * kHd) * load8(net.w2);
+        for (int hv = 1; hv < kHV; ++hv) a += load8(t.h + p * kHd + 8 * hv) * load8(net.w2 + 8 * hv);
+        float s = net.b2[0];
+        for (int e = 0; e < 8; ++e) s += a[e];
+        out[p] = s;
     }
+}
+
+// float32 at EG3D's sizes: kTile points at a time with the backward's register-blocked steps (triplane_sigma_tiled.h).
+void forward_tiled(const Net<float>& net, int64_t total, float* out) {
+    at::parallel_for(0, (total + kTile - 1) / kTile, 16, [&](int64_t b0, int64_t b1) {
+        Tile t;
+        for (int64_t b = b0; b < b1; ++b) {
+            const int64_t i0 = b * kTile, n = std::min(kTile, total - i0);
+            float* o = out + i0 * net.O;
+            tile_features(net, i0, n, t);
+            tile_hidden<false>(net, t);
+            switch (net.O == 1 ? 0 : net.Os / 8) {     // EG3D's 33 outputs: 5.
+                case 0: tile_sigma(net, t, n, o); break;
+                case 1: tile_outputs<1>(net, t, n, o); break;
+                case 2: tile_outputs<2>(net, t, n, o); break;
+                case 3: tile_outputs<3>(net, t, n, o); break;
+                case 4: tile_outputs<4>(net, t, n, o); break;
+                case 5: tile_outputs<5>(net, t, n, o); break;
+                default: for (int64_t p = 0; p < n; ++p) outputs_generic(net, t.h + p * kHd, o + p * net.O);
+            }
+        }
+    });
 }
 
 template <typename T>
 void forward_kernel(const Net<T>& net, int64_t total, T* out) {
+    if constexpr (std::is_same<T, float>::value) {
+        if (net.C == kC && net.Hd == kHd) return forward_tiled(net, total, out);
+    }
     at::parallel_for(0, (total + kBlock - 1) / kBlock, 4, [&](int64_t b0, int64_t b1) {
         std::vector<T> f(kBlock * net.C), pre(kBlock * net.Hd), h(kBlock * net.Hd);
         for (int64_t b = b0; b < b1; ++b) {
@@ -211,7 +164,7 @@ void forward_kernel(const Net<T>& net, int64_t total, T* out) {
                     o[0] = s;
                     continue;
                 }
-                outputs(net, hp, o);
+                outputs_generic(net, hp, o);
             }
         }
     });
@@ -304,16 +257,16 @@ void check_inputs(const torch::Tensor& planes, const torch::Tensor& points, cons
     TORCH_CHECK(planes.is_contiguous() && points.is_contiguous(), "planes and points must be contiguous");
 }
 
-// The decoder's weights as the kernels read them (inputs checked first): w1 transposed, w2 as it is and transposed
-// [Hd, Os], b2 [Os], zero-padded to Os = O rounded up to 8.
+// The decoder's weights as the kernels read them (inputs checked first): w1 as it is and transposed, w2 as it is and
+// transposed [Hd, Os], b2 [Os], zero-padded to Os = O rounded up to 8.
 struct Weights {
-    torch::Tensor w1t, b1, w2, w2t, b2;
+    torch::Tensor w1, w1t, b1, w2, w2t, b2;
 
-    Weights(const torch::Tensor& planes, const torch::Tensor& points, const torch::Tensor& w1, const torch::Tensor& b1_,
+    Weights(const torch::Tensor& planes, const torch::Tensor& points, const torch::Tensor& w1_, const torch::Tensor& b1_,
             const torch::Tensor& w2_, const torch::Tensor& b2_) {
-        check_inputs(planes, points, w1, b1_, w2_, b2_);
+        check_inputs(planes, points, w1_, b1_, w2_, b2_);
         const int64_t O = w2_.size(0), Os = (O + 7) / 8 * 8;
-        w1t = w1.t().contiguous(); b1 = b1_.contiguous(); w2 = w2_.contiguous();
+        w1 = w1_.contiguous(); w1t = w1_.t().contiguous(); b1 = b1_.contiguous(); w2 = w2_.contiguous();
         w2t = torch::zeros({w2_.size(1), Os}, w2_.options()); b2 = torch::zeros({Os}, b2_.options());
         w2t.narrow(1, 0, O).copy_(w2_.t());
         b2.narrow(0, 0, O).copy_(b2_);
@@ -322,7 +275,8 @@ struct Weights {
     template <typename T>
     Net<T> net(const torch::Tensor& planes, const torch::Tensor& points, double scale) const {
         Net<T> n;
-        n.planes = planes.data_ptr<T>(); n.points = points.data_ptr<T>(); n.w1t = w1t.data_ptr<T>();
+        n.planes = planes.data_ptr<T>(); n.points = points.data_ptr<T>();
+        n.w1 = w1.data_ptr<T>(); n.w1t = w1t.data_ptr<T>();
         n.b1 = b1.data_ptr<T>(); n.w2 = w2.data_ptr<T>(); n.w2t = w2t.data_ptr<T>(); n.b2 = b2.data_ptr<T>();
         n.M = points.size(1); n.H = planes.size(2); n.W = planes.size(3); n.C = planes.size(4);
         n.Hd = w2.size(1); n.O = w2.size(0); n.Os = w2t.size(1); n.scale = (T)scale;
@@ -341,36 +295,135 @@ torch::Tensor triplane_decode(torch::Tensor planes, torch::Tensor points, torch:
     return out;
 }
 
+// One lane's backward: the register-blocked kernel where `tiled` (float32 only), else the generic one.
+template <typename T>
+void run_lane(const Net<T>& net, bool, const T* gout, int64_t first, int64_t last, T* gp, T* gpts, T* const* w) {
+    backward_lane(net, gout, first, last, gp, gpts, w[0], w[1], w[2], w[3]);
+}
+
+template <>
+void run_lane<float>(const Net<float>& net, bool tiled, const float* gout, int64_t first, int64_t last, float* gp,
+        float* gpts, float* const* w) {
+    if (tiled) backward_lane_tiled(net, gout, first, last, gp, gpts, w[0], w[1], w[2], w[3]);
+    else backward_lane(net, gout, first, last, gp, gpts, w[0], w[1], w[2], w[3]);
+}
+
+// dst [numel] += the sum of `count` buffers src [count, numel], in parallel spans.
+template <typename T>
+void add_lanes(T* dst, const T* src, int64_t count, int64_t numel) {
+    at::parallel_for(0, numel, 1 << 16, [&](int64_t e0, int64_t e1) {
+        for (int64_t l = 0; l < count; ++l) {
+            const T* s = src + l * numel;
+            #pragma omp simd
+            for (int64_t e = e0; e < e1; ++e) dst[e] += s[e];
+        }
+    });
+}
+
 // Returns {d planes (or empty), d points (or empty), d w1, d b1, d w2, d b2}. Each of `lanes` workers takes a
-// contiguous run of points and owns its gradient buffers (no atomics); the buffers are summed at the end.
+// contiguous run of points and owns its gradient buffers (no atomics). Plane gradients: lane 0 writes the result,
+// every other lane a buffer of its own; each is zeroed by the thread that fills it, and the others are added into the
+// result at the end. float32 at EG3D's sizes takes the register-blocked kernel (triplane_sigma_tiled.h).
 std::vector<torch::Tensor> triplane_decode_backward(torch::Tensor grad_out, torch::Tensor planes, torch::Tensor points,
         torch::Tensor w1, torch::Tensor b1, torch::Tensor w2, torch::Tensor b2, double scale, bool want_planes,
         bool want_points, int64_t lanes) {
     const Weights weights(planes, points, w1, b1, w2, b2);
     grad_out = grad_out.contiguous();
     TORCH_CHECK(grad_out.sizes() == torch::IntArrayRef({points.size(0), points.size(1), w2.size(0)}), "grad_out shape");
-    const int64_t total = points.size(0) * points.size(1);
+    const int64_t total = points.size(0) * points.size(1), numel = planes.numel();
     lanes = std::max<int64_t>(1, std::min<int64_t>(lanes, (total + kBlock - 1) / kBlock));
     auto opts = planes.options();
-    auto gplanes = want_planes ? torch::zeros({lanes, planes.numel()}, opts) : torch::Tensor();
+    auto gplanes = want_planes ? empty_planes(planes.sizes(), opts) : torch::Tensor();
+    auto extra = want_planes && lanes > 1 ? empty_planes({lanes - 1, numel}, opts) : torch::Tensor();
     auto gpoints = want_points ? torch::zeros_like(points) : torch::Tensor();
     auto gw1t = torch::zeros({lanes, w1.size(1), w1.size(0)}, opts), gb1 = torch::zeros({lanes, b1.size(0)}, opts);
     auto gw2 = torch::zeros({lanes, w2.size(0), w2.size(1)}, opts), gb2 = torch::zeros({lanes, b2.size(0)}, opts);
+    const bool tiled = planes.scalar_type() == torch::kFloat && planes.size(4) == kC && w1.size(0) == kHd;
     AT_DISPATCH_FLOATING_TYPES(planes.scalar_type(), "triplane_decode_backward", [&] {
         auto net = weights.net<scalar_t>(planes, points, scale);
         const int64_t blocks = (total + kBlock - 1) / kBlock, per_lane = (blocks + lanes - 1) / lanes;
         at::parallel_for(0, lanes, 1, [&](int64_t l0, int64_t l1) {
             for (int64_t l = l0; l < l1; ++l) {
                 const int64_t first = std::min(total, l * per_lane * kBlock), last = std::min(total, (l + 1) * per_lane * kBlock);
-                backward_lane(net, grad_out.data_ptr<scalar_t>(), first, last,
-                    want_planes ? gplanes[l].data_ptr<scalar_t>() : nullptr,
-                    want_points ? gpoints.data_ptr<scalar_t>() : nullptr,
-                    gw1t[l].data_ptr<scalar_t>(), gb1[l].data_ptr<scalar_t>(), gw2[l].data_ptr<scalar_t>(), gb2[l].data_ptr<scalar_t>());
+                scalar_t* gp = !want_planes ? nullptr : l == 0 ? gplanes.data_ptr<scalar_t>() : extra[l - 1].data_ptr<scalar_t>();
+                if (gp) std::fill(gp, gp + numel, scalar_t(0));
+                scalar_t* gpts = want_points ? gpoints.data_ptr<scalar_t>() : nullptr;
+                scalar_t* lane_w[4] = {gw1t[l].data_ptr<scalar_t>(), gb1[l].data_ptr<scalar_t>(), gw2[l].data_ptr<scalar_t>(),
+                    gb2[l].data_ptr<scalar_t>()};
+                run_lane(net, tiled, grad_out.data_ptr<scalar_t>(), first, last, gp, gpts, lane_w);
             }
         });
+        if (extra.defined()) add_lanes(gplanes.data_ptr<scalar_t>(), extra.data_ptr<scalar_t>(), lanes - 1, numel);
     });
-    auto gp = want_planes ? gplanes.sum(0).view(planes.sizes()) : torch::Tensor();
-    return {gp, gpoints, gw1t.sum(0).t().contiguous(), gb1.sum(0), gw2.sum(0), gb2.sum(0)};
+    return {gplanes, gpoints, gw1t.sum(0).t().contiguous(), gb1.sum(0), gw2.sum(0), gb2.sum(0)};
+}
+
+// dst[k * ldd + r] = src[r * lds + k] for an 8 x 8 block of floats, transposed in AVX registers.
+#ifdef __AVX__
+inline void transpose8x8(const float* src, int64_t lds, float* dst, int64_t ldd) {
+    __m256 r[8], t[8];
+    for (int k = 0; k < 8; ++k) r[k] = _mm256_loadu_ps(src + k * lds);
+    for (int k = 0; k < 8; k += 2) { t[k] = _mm256_unpacklo_ps(r[k], r[k + 1]); t[k + 1] = _mm256_unpackhi_ps(r[k], r[k + 1]); }
+    for (int k = 0; k < 8; k += 4) {
+        r[k] = _mm256_shuffle_ps(t[k], t[k + 2], 0x44); r[k + 1] = _mm256_shuffle_ps(t[k], t[k + 2], 0xEE);
+        r[k + 2] = _mm256_shuffle_ps(t[k + 1], t[k + 3], 0x44); r[k + 3] = _mm256_shuffle_ps(t[k + 1], t[k + 3], 0xEE);
+    }
+    for (int k = 0; k < 4; ++k) {
+        _mm256_storeu_ps(dst + k * ldd, _mm256_permute2f128_ps(r[k], r[k + 4], 0x20));
+        _mm256_storeu_ps(dst + (k + 4) * ldd, _mm256_permute2f128_ps(r[k], r[k + 4], 0x31));
+    }
+}
+#endif
+
+// Texels [s0, s1) of one plane [C, S] (S = H W texels) into [S, C] (to_last) or back: 8 x 8 blocks in registers where
+// float32 sizes allow (AVX), else element by element (the span stays in L1).
+template <typename T>
+void transpose_span(const T* in, T* out, int64_t C, int64_t S, int64_t s0, int64_t s1, bool to_last) {
+#ifdef __AVX__
+    if (std::is_same<T, float>::value && C % 8 == 0 && (s1 - s0) % 8 == 0) {
+        const float* fi = reinterpret_cast<const float*>(in); float* fo = reinterpret_cast<float*>(out);
+        for (int64_t c = 0; c < C; c += 8)
+            for (int64_t s = s0; s < s1; s += 8) {
+                if (to_last) transpose8x8(fi + c * S + s, S, fo + s * C + c, C);
+                else transpose8x8(fi + s * C + c, C, fo + c * S + s, S);
+            }
+        return;
+    }
+#endif
+    for (int64_t c = 0; c < C; ++c)
+        for (int64_t s = s0; s < s1; ++s) {
+            if (to_last) out[s * C + c] = in[c * S + s];
+            else out[c * S + s] = in[s * C + c];
+        }
+}
+
+// Planes [P, C, S] into [P, S, C] (to_last) or back, spans of 64 texels in parallel (torch's strided copy of the
+// same permutation runs several times slower).
+template <typename T>
+void transpose_planes(const T* src, T* dst, int64_t P, int64_t C, int64_t S, bool to_last) {
+    constexpr int64_t kSpan = 64;
+    const int64_t spans = (S + kSpan - 1) / kSpan;
+    at::parallel_for(0, P * spans, 16, [&](int64_t b0, int64_t b1) {
+        for (int64_t b = b0; b < b1; ++b) {
+            const int64_t p = b / spans, s0 = (b % spans) * kSpan, s1 = std::min(S, s0 + kSpan);
+            transpose_span(src + p * C * S, dst + p * C * S, C, S, s0, s1, to_last);
+        }
+    });
+}
+
+// planes [N, 3, C, H, W] as [N, 3, H, W, C] (to_last), or [N, 3, H, W, C] as [N, 3, C, H, W].
+torch::Tensor planes_transpose(torch::Tensor planes, bool to_last) {
+    TORCH_CHECK(planes.device().is_cpu() && planes.dim() == 5, "planes must be a 5-d CPU tensor");
+    planes = planes.contiguous();
+    const int64_t N = planes.size(0), P = N * planes.size(1);
+    const int64_t C = to_last ? planes.size(2) : planes.size(4), H = to_last ? planes.size(3) : planes.size(2);
+    const int64_t W = to_last ? planes.size(4) : planes.size(3);
+    auto out = to_last ? empty_planes({N, planes.size(1), H, W, C}, planes.options())
+                       : empty_planes({N, planes.size(1), C, H, W}, planes.options());
+    AT_DISPATCH_FLOATING_TYPES(planes.scalar_type(), "planes_transpose", [&] {
+        transpose_planes(planes.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), P, C, H * W, to_last);
+    });
+    return out;
 }
 
 } // namespace
@@ -378,4 +431,5 @@ std::vector<torch::Tensor> triplane_decode_backward(torch::Tensor grad_out, torc
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("triplane_decode", &triplane_decode, "Decoder outputs [N, M, O] of points [N, M, 3] on channels-last planes");
     m.def("triplane_decode_backward", &triplane_decode_backward, "Gradients of triplane_decode");
+    m.def("planes_transpose", &planes_transpose, "Planes [N, 3, C, H, W] to [N, 3, H, W, C] (to_last) or back");
 }

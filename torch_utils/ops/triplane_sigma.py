@@ -11,9 +11,12 @@ from . import triton_kernels
 #----------------------------------------------------------------------------
 # The op reads channels-last planes [N, 3, H, W, C] (a texel's C features side by side, where grid_sample on
 # [N*3, C, H, W] gathers each feature from a different page) and keeps nothing for backward but its inputs: the
-# backward pass recomputes features and hidden units block by block. Measured on a 2-core CPU in
-# benchmarks/bench_ops.py. CUDA tensors take the Triton kernels (triton_kernels/triplane_sigma.py) where
-# triton_kernels.wants_triton says so (float32 / float64), else the reference path; GPU speed is unmeasured.
+# backward pass recomputes features and hidden units block by block. float32 at EG3D's sizes (32 features, 64 hidden
+# units) runs both passes as register-blocked tiles of 16 points (triplane_sigma_tiled.h: the hidden layer's forward
+# and backward as small matrix products); the channels-last copy and its gradient are the plugin's blocked transposes.
+# Measured on a 2-core CPU in benchmarks/bench_ops.py. CUDA tensors take the Triton kernels
+# (triton_kernels/triplane_sigma.py) where triton_kernels.wants_triton says so (float32 / float64), else the reference
+# path; GPU speed is unmeasured.
 
 enabled = True                  # Module switch: False forces the reference path (tests and benchmarks compare both).
 backward_buffer_bytes = 2**29   # Upper bound on the per-worker plane-gradient buffers of one backward pass.
@@ -27,6 +30,7 @@ def _init():
         _plugin = custom_ops.get_plugin(
             module_name     = 'triplane_sigma_plugin',
             sources         = ['triplane_sigma.cpp'],
+            headers         = ['triplane_sigma_cpu.h', 'triplane_sigma_tiled.h'],
             source_dir      = os.path.dirname(__file__),
             extra_cflags    = ['-O3', '-march=native', '-ffast-math', '-fopenmp'],   # Cache key holds the CPU's flags.
             extra_ldflags   = ['-fopenmp'],                                         # at::parallel_for runs on OpenMP.
@@ -57,9 +61,33 @@ def can_run(*tensors):
 
 
 def channels_last(planes):
-    """Tri-planes [N, 3, C, H, W] as the op reads them, [N, 3, H, W, C] contiguous (differentiable)."""
+    """Tri-planes [N, 3, C, H, W] as the op reads them, [N, 3, H, W, C] contiguous (differentiable, also twice)."""
     misc.assert_shape(planes, [None, 3, None, None, None])
+    if planes.device.type == 'cpu' and can_run(planes):                     # The C++ plugin's transposes.
+        return _ToChannelsLast.apply(planes)
     return planes.permute(0, 1, 3, 4, 2).contiguous()
+
+
+# The plugin's blocked transposes (several times faster than torch's strided copy of the permutation), each the
+# other's backward.
+class _ToChannelsLast(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, planes): # pylint: disable=arguments-differ
+        return _plugin.planes_transpose(planes, True)
+
+    @staticmethod
+    def backward(ctx, grad): # pylint: disable=arguments-differ
+        return _ToChannelsFirst.apply(grad)
+
+
+class _ToChannelsFirst(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, planes_cl): # pylint: disable=arguments-differ
+        return _plugin.planes_transpose(planes_cl, False)
+
+    @staticmethod
+    def backward(ctx, grad): # pylint: disable=arguments-differ
+        return _ToChannelsLast.apply(grad)
 
 #----------------------------------------------------------------------------
 
