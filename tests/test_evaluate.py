@@ -42,6 +42,19 @@ def test_reward_change_counts_mean_interval_and_slope():
     assert np.isnan(evaluation.reward_change([1.0, 2.0], [2.0, 3.0])['cohens_d'])   # Every seed moved alike.
 
 
+def test_rank_agreement_counts_concordant_orders():
+    a = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    same = evaluation.rank_agreement(a, a ** 3)                             # Same order, other scale.
+    assert same['spearman'] == pytest.approx(1) and same['kendall_tau'] == pytest.approx(1)
+    swapped = evaluation.rank_agreement(a, np.array([2.0, 1.0, 3.0, 4.0, 6.0, 5.0]))
+    # Two swapped neighbours of six: rho = 1 - 6 * (1 + 1 + 1 + 1) / (6 * 35); tau = (13 - 2) / 15.
+    assert swapped['spearman'] == pytest.approx(1 - 24 / 210) and swapped['kendall_tau'] == pytest.approx(11 / 15)
+    lo, hi = swapped['spearman_ci95']
+    assert lo < swapped['spearman'] < hi <= 1
+    assert evaluation.rank_agreement(a, -a)['spearman'] == pytest.approx(-1)
+    assert np.isnan(evaluation.rank_agreement(a, np.ones(6))['spearman'])
+
+
 def test_win_rate_drops_ties_and_uses_the_exact_binomial_test():
     choices = ['tuned'] * 18 + ['original'] * 2 + ['tie'] * 3
     w = evaluation.win_rate(choices)

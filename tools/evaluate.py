@@ -116,7 +116,8 @@ def main(original_pkl, tuned_pkl, trust_pickle, reward_path, seeds, conditions, 
         print(summary['alarm'])
     print(f'reward rose for {rc["rose"]} of {rc["seeds"]} samples; mean change {rc["mean_delta"]:+.3f} '
         f'(95% CI {rc["mean_delta_ci95"][0]:+.3f}..{rc["mean_delta_ci95"][1]:+.3f}, Cohen\'s d {rc["cohens_d"]:+.2f}); '
-        f'slope {rc["fit_slope"]:.2f}')
+        f'slope {rc["fit_slope"]:.2f}; rank agreement Spearman {rc["spearman"]:.3f} ({rc["spearman_ci95"][0]:.3f}..'
+        f'{rc["spearman_ci95"][1]:.3f}), Kendall {rc["kendall_tau"]:.3f}')
     if isinstance(pref, dict):
         print(f'preferred tuned in {pref["wins"]} of {pref["wins"] + pref["losses"]} decided pairs '
             f'({100 * pref["win_rate"]:.1f}%, Wilson 95% {100 * pref["wilson95"][0]:.1f}-{100 * pref["wilson95"][1]:.1f}%, '

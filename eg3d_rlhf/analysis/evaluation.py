@@ -54,7 +54,21 @@ def reward_change(before, after):
     return dict(seeds=len(delta), rose=int((delta > 0).sum()), fell=int((delta < 0).sum()),
         mean_before=float(np.mean(before)), mean_after=float(np.mean(after)), mean_delta=mean,
         sd_delta=sd, mean_delta_ci95=ci, paired_t_p=p, cohens_d=d,
-        **{f'fit_{k}': v for k, v in fit_slope(before, after).items()})
+        **{f'fit_{k}': v for k, v in fit_slope(before, after).items()}, **rank_agreement(before, after))
+
+
+def rank_agreement(a, b):
+    """Do two score lists of the same samples rank them alike (the published study's figures 18-19: one reward over
+    two generators' samples of the same seeds)? Spearman's rho with a 95% interval (Fisher z) and Kendall's tau;
+    nan where fewer than 3 samples or a list does not vary."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return dict(spearman=float('nan'), spearman_ci95=[float('nan')] * 2, kendall_tau=float('nan'))
+    rho = float(scipy.stats.spearmanr(a, b).statistic)
+    half = 1.96 / np.sqrt(len(a) - 3) if len(a) > 3 else float('inf')
+    z = np.arctanh(np.clip(rho, -0.999999, 0.999999))
+    return dict(spearman=rho, spearman_ci95=[float(np.tanh(z - half)), float(np.tanh(z + half))],
+        kendall_tau=float(scipy.stats.kendalltau(a, b).statistic))
 
 
 def cohens_h(p, p0=0.5):
