@@ -1,4 +1,4 @@
-"""Processes of a torchrun job: each rank's share of the work, a barrier, and results gathered on rank 0."""
+"""Processes of a torchrun job: each rank's share of the work, barriers, gathered results and summed gradients."""
 
 import datetime
 import os
@@ -10,7 +10,8 @@ import torch
 # `python tools/x.py` has none of them and is rank 0 of 1. The tools split their work by ids, deterministically from
 # the whole list, so any rank's share does not depend on timing, and a rerun after a crash finds the same shares
 # minus what is finished. Control messages (barriers, gathered results: small Python objects) go through gloo, which
-# runs on every machine; the work itself stays on each rank's own device.
+# runs on every machine; the work itself stays on each rank's own device. A job that sums CUDA tensors (a trainer's
+# gradients) asks for Ranks(cuda=True): its group then sends CPU tensors through gloo and CUDA tensors through NCCL.
 
 TIMEOUT = datetime.timedelta(hours=6)   # How long a rank waits at a barrier for slower ranks (a big bank's share).
 
@@ -32,14 +33,16 @@ def _env_int(name, default):
 class Ranks:
     """This process's place in the job: `rank` of `size` (0 of 1 outside torchrun), `local` its rank on its machine."""
 
-    def __init__(self):
+    def __init__(self, cuda=False):
         self.rank = _env_int('RANK', 0)
         self.size = _env_int('WORLD_SIZE', 1)
         self.local = _env_int('LOCAL_RANK', self.rank)
         if self.size < 1 or not 0 <= self.rank < self.size:
             raise ShardError(f'RANK={self.rank} does not lie in WORLD_SIZE={self.size}; run under torchrun or unset both')
         if self.size > 1 and not torch.distributed.is_initialized():
-            torch.distributed.init_process_group('gloo', timeout=TIMEOUT)
+            if cuda:
+                torch.cuda.set_device(self.local % max(1, torch.cuda.device_count()))
+            torch.distributed.init_process_group('cpu:gloo,cuda:nccl' if cuda else 'gloo', timeout=TIMEOUT)
 
     @property
     def main(self):
@@ -68,6 +71,42 @@ class Ranks:
         out = [None] * self.size if self.main else None
         torch.distributed.gather_object(value, out, dst=0)
         return out
+
+    def all_gather(self, value):
+        """[every rank's value] in rank order on every rank; [value] in a one-process run."""
+        if self.size == 1:
+            return [value]
+        out = [None] * self.size
+        torch.distributed.all_gather_object(out, value)
+        return out
+
+    def broadcast(self, value):
+        """Rank 0's value on every rank (the others' `value` is ignored)."""
+        if self.size == 1:
+            return value
+        box = [value if self.main else None]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
+    @torch.no_grad()
+    def sum_gradients(self, params):
+        """Replace each parameter's gradient by its sum over the ranks (one flat all-reduce; a parameter without a
+        gradient counts as zeros, so every rank sends the same layout). Nothing happens in a one-process run."""
+        params = [p for p in params if p.numel() > 0]
+        if self.size == 1 or not params:
+            return
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params])
+        torch.distributed.all_reduce(flat)
+        for p, grad in zip(params, flat.split([p.numel() for p in params])):
+            p.grad = grad.reshape(p.shape)
+
+    def sum(self, tensor):
+        """The tensor summed over the ranks (a new tensor; itself in a one-process run)."""
+        if self.size == 1:
+            return tensor
+        tensor = tensor.clone()
+        torch.distributed.all_reduce(tensor)
+        return tensor
 
     def device(self, device):
         """A rank's CUDA device (cuda:LOCAL_RANK) when `device` is CUDA without an index; other devices unchanged."""

@@ -55,6 +55,8 @@ class CircularDPOConfig(MethodConfig):
     early_stop_every: int = option(10, 'Steps between held-out evaluations (with --early-stop-split)', min=1)
     precompute_ref: bool = option(False, 'Run the reference stage once over every step\'s draws (and the held-out pairs\') before each phase and train from those numbers, never calling it in training (TRL\'s precompute_ref_log_probs): the same losses and weights, bit for bit', is_flag=True)
     bf16:           bool = option(False, 'bf16 autocast of every velocity pass (policy and reference) on the CPU or a CUDA device with native bf16; weights, optimizer and loss stay float32 (on the tiny preset margin / beta moved by up to 7.5e-4, docs/circular-dpo.md)', is_flag=True)
+    snap_steps:     int = option(0, 'Write the run\'s state (state.pt in its folder: finished phases, the phase under way, every process\'s random state) every N training steps of a phase and at its end, for --resume-run; 0 = never', min=0)
+    resume_run:     typing.Optional[str] = option(None, 'Go on with the run in this folder from its state.pt (written with --snap-steps), with its options and as many processes; it ends as it would have without the stop', metavar='DIR')
     eval_seeds:     str = option('1000-1007', 'Held-out seeds (under every condition) comparing each group with the base model, or none', metavar='LIST')
     annotator:      typing.Optional[str] = option(None, 'Simulated annotator judging the evaluation pairs (oracle:NAME)  [default: the demo\'s --demo-annotator; else none]', metavar='oracle:NAME')
     temperature:    float = option(0.5, 'Noise of the simulated annotator, in standard deviations of its taste (demo labels, evaluation)', min=0)

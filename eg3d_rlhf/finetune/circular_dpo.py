@@ -73,14 +73,24 @@ def conditions_of(generator):
 # The embedded demo's preference data: samples drawn now, judged in every pair within a condition by a simulated
 # annotator (its taste standardised over all of them), as a person would judge a bank.
 
-def demo_preferences(generator, seeds, annotator, temperature, batch, res, seed=0):
-    """(PairData, [Judgement]) of the generator's samples of seeds under every condition."""
+def demo_preferences(generator, seeds, annotator, temperature, batch, res, seed=0, ranks=None):
+    """(PairData, [Judgement]) of the generator's samples of seeds under every condition; under torchrun (ranks)
+    each rank draws every size-th condition and rank 0 judges them all (the same data and judgements as one process)."""
     taste = annotators.parse_annotator(annotator)
     grid = slab_grid(res, cube_length=generator.cube_length, crop=SlabCrop())
+    conditions = conditions_of(generator)
+    with tqdm(total=len(conditions) if ranks is None else len(ranks.share(conditions)), desc='demo data',
+            unit='condition') as bar:
+        def draw(c):
+            volumes = draw_assets(generator, generator.pipeline, seeds, conditions[c], batch)
+            bar.update(1)
+            return volumes
+        drawn = gathered(ranks, list(range(len(conditions))), draw)
+    if ranks is not None and not ranks.main:
+        return ranks.broadcast(None)
     assets, ids, conds = [], [], []
-    for condition in tqdm(conditions_of(generator), desc='demo data', unit='condition'):
-        volumes = draw_assets(generator, generator.pipeline, seeds, condition, batch)
-        assets.append(volumes)
+    for c, condition in enumerate(conditions):
+        assets.append(drawn[c])
         ids += [generator.sample_id(s, condition) for s in seeds]
         conds += [condition] * len(seeds)
     assets = torch.cat(assets)
@@ -93,7 +103,7 @@ def demo_preferences(generator, seeds, annotator, temperature, batch, res, seed=
     data = PairData(assets=assets, conditions=None if conds[0] is None else torch.tensor(conds),
         chosen=torch.tensor([index[w] for w, _ in won]), rejected=torch.tensor([index[l] for _, l in won]),
         weight=torch.ones(len(won)), ids=ids)
-    return data, judgements
+    return (data, judgements) if ranks is None else ranks.broadcast((data, judgements))
 
 def with_win_counts(data, judgements, tau=None):
     """(PairData, record) of labelled pairs given their assets' win counts among the judgements (a k-way ranking's:
@@ -137,33 +147,47 @@ def as_cpu(tensor):
     return None if tensor is None else tensor.cpu()
 
 
+def gathered(ranks, units, work):
+    """{unit: work(unit)} of every unit, each done by one torchrun rank (every size-th) and gathered on all ranks; all
+    done here without ranks or in a one-process run."""
+    if ranks is None or ranks.size == 1:
+        return {unit: work(unit) for unit in units}
+    mine = {unit: work(unit) for unit in ranks.share(units)}
+    return {unit: value for part in ranks.all_gather(mine) for unit, value in part.items()}
+
+
 @torch.no_grad()
-def scored_candidates(generator, reward, seeds, batch, draw, index):
+def scored_candidates(generator, reward, seeds, batch, draw, index, ranks=None):
     """Step 2's candidates for stage `index`: per condition, draw(seeds, cond) gives, for `batch` seeds at a time,
     the tuned and the reference sides, each (volumes, stage index's x1, its context); every (tuned i, reference j)
-    pair with its w1 and rewards, as bridge_candidates returns them."""
+    pair with its w1 and rewards, as bridge_candidates returns them. Under torchrun (ranks) each rank draws every
+    size-th (condition, chunk) and scores every size-th condition, gathered on every rank: the same passes as one
+    process, so the same candidates."""
+    conditions = conditions_of(generator)
+    chunks = [(c, s) for c in range(len(conditions)) for s in range(0, len(seeds), batch)]
+    def drawn(unit):
+        chunk = seeds[unit[1] : unit[1] + batch]
+        return [[as_cpu(t) for t in got] for got in draw(chunk, generator.pipeline.condition_tensor(conditions[unit[0]],
+            len(chunk)))]
+    sides = gathered(ranks, chunks, drawn)
+    parts = [[sides[c, s][side] for side in (0, 1) for s in range(0, len(seeds), batch)] for c in range(len(conditions))]
+    volumes = [torch.cat([p[0] for p in part]) for part in parts]
+    scores = gathered(ranks, list(range(len(conditions))), lambda c: reward.score(slabs_of(generator, volumes[c],
+        reward.grid).to(reward.device)).double().cpu())
     assets, conds, ids, chosen, rejected, w1, r_c, r_r, x1s, contexts = [], [], [], [], [], [], [], [], [], []
-    for condition in conditions_of(generator):
-        sides = dict(tuned=[], reference=[])
-        for s in range(0, len(seeds), batch):
-            chunk = seeds[s : s + batch]
-            for side, got in zip(sides, draw(chunk, generator.pipeline.condition_tensor(condition, len(chunk)))):
-                sides[side].append([as_cpu(t) for t in got])
-        parts = sides['tuned'] + sides['reference']
-        volumes = torch.cat([p[0] for p in parts])
-        x1s.append(torch.cat([p[1] for p in parts]))
-        contexts.append(None if parts[0][2] is None else torch.cat([p[2] for p in parts]))
-        scores = reward.score(slabs_of(generator, volumes, reward.grid).to(reward.device)).double().cpu()
+    for c, condition in enumerate(conditions):
+        x1s.append(torch.cat([p[1] for p in parts[c]]))
+        contexts.append(None if parts[c][0][2] is None else torch.cat([p[2] for p in parts[c]]))
         k, first = len(seeds), len(assets)
-        gaps = quality_gaps(scores, k)
+        gaps = quality_gaps(scores[c], k)
         for i, j in itertools.product(range(k), range(k)):
             chosen.append(first + i)
             rejected.append(first + k + j)
             w1.append(float(gaps[i, j]))
-            r_c.append(float(scores[i]))
-            r_r.append(float(scores[k + j]))
-        assets += list(volumes)
-        conds += [condition] * len(volumes)
+            r_c.append(float(scores[c][i]))
+            r_r.append(float(scores[c][k + j]))
+        assets += list(volumes[c])
+        conds += [condition] * len(volumes[c])
         ids += [f'{generator.sample_id(s, condition)}-{side}' for side in ('tuned', 'reference') for s in seeds]
     drawn = {index: (torch.cat(x1s), None if contexts[0] is None else torch.cat(contexts))}
     data = PairData(assets=torch.stack(assets), conditions=None if conds[0] is None else torch.tensor(conds),
@@ -172,15 +196,15 @@ def scored_candidates(generator, reward, seeds, batch, draw, index):
     return dict(data=data, w1=torch.tensor(w1), r_chosen=torch.tensor(r_c), r_rejected=torch.tensor(r_r))
 
 
-def bridge_candidates(generator, policy, reference, index, reward, seeds, batch):
+def bridge_candidates(generator, policy, reference, index, reward, seeds, batch, ranks=None):
     """PairData of every (tuned, reference) pair of step 2 for stage `index` (weight 1; both sides keep the
     structure the policy drew, in .drawn), and per pair its w1 and the two rewards: dict(data, w1, r_chosen,
-    r_rejected)."""
+    r_rejected); under torchrun (ranks) drawn and scored in shares (scored_candidates)."""
     def draw(chunk, cond):
         context, x1, before = structure(policy, chunk, cond, index + 1, generator)
         return [(finish(pipe, chunk, cond, context, index + 1, generator.steps, generator.sampler), x1, before)
             for pipe in (policy, reference)]
-    return scored_candidates(generator, reward, seeds, batch, draw, index)
+    return scored_candidates(generator, reward, seeds, batch, draw, index, ranks)
 
 #----------------------------------------------------------------------------
 # The front-to-back order (appendix D), the loop's mirror, for stage `index` >= 1 once the stages before it are
@@ -189,7 +213,7 @@ def bridge_candidates(generator, policy, reference, index, reward, seeds, batch)
 # 2k and the pairs get w1 and w2 as in the loop. The appendix gives only this (assets drawn from the optimised and
 # the original first stage, ranked and selected); the rest is the loop's, mirrored.
 
-def forward_candidates(generator, policy, reference, index, reward, seeds, batch):
+def forward_candidates(generator, policy, reference, index, reward, seeds, batch, ranks=None):
     """Step 2's candidates of the front-to-back order for stage `index` (>= 1), as bridge_candidates returns them."""
     if not 1 <= index < len(policy.stages):
         raise ValueError(f'front to back carries to stages 1..{len(policy.stages) - 1}, got {index}')
@@ -202,7 +226,7 @@ def forward_candidates(generator, policy, reference, index, reward, seeds, batch
             sides.append((finish(policy, chunk, cond, context, index + 1, generator.steps, generator.sampler),
                 run.x1, before))
         return sides
-    return scored_candidates(generator, reward, seeds, batch, draw, index)
+    return scored_candidates(generator, reward, seeds, batch, draw, index, ranks)
 
 
 def bridge_pairs(candidates, tau, use_w1=True, use_w2=True):
@@ -239,6 +263,8 @@ class CircularDPO:
         reward,                     # rewards.contract.Reward scoring step 2's candidates.
         seed        = 0,            # Seed of the training steps' pairs, times and noise.
         log         = None,         # log(record) of every step, bridge and phase (stats.jsonl).
+        ranks       = None,         # shards.Ranks of a torchrun job: steps' pairs and step 2's draws shared.
+        state       = None,         # circular_state.RunState: state.pt written during training, or read to resume.
     ):
         if not registry.has(generator, 'stages'):
             raise ValueError(f'Circular-DPO aligns a generator with stages (a flow pipeline), got {type(generator).__name__}')
@@ -248,6 +274,9 @@ class CircularDPO:
         self.reference = generator.pipeline.frozen_copy()
         self.log = log or (lambda record: None)
         self.memo, self.bridges = {}, {}
+        self.ranks, self.state = ranks, state
+        if state is not None:
+            state.restore(self)
 
     def _phase(self, history, pipeline, name, train):
         """The pipeline after `train(copy)` under the key history + (name,), trained once per key."""
@@ -255,26 +284,28 @@ class CircularDPO:
         if key not in self.memo:
             policy = copy.deepcopy(pipeline)
             start = time.time()
-            train(policy, phase_name(key))
+            train(policy, key)
             self.log(dict(kind='phase', phase=phase_name(key), seconds=time.time() - start))
             self.memo[key] = policy
         return copy.deepcopy(self.memo[key]), key
 
-    def _train(self, policy, index, data, method, phase, round):
-        cfg, stage = self.cfg, policy.stages[index].name
+    def _train(self, policy, index, data, method, key, round):
+        cfg, stage, phase, state = self.cfg, policy.stages[index].name, phase_name(key), self.state
+        snapshot = None if state is None else lambda step, training: state.step_done(self, key, step, cfg.dpo_steps, training)
         with tqdm(total=cfg.dpo_steps, desc=f'{phase}', unit='step', leave=False) as bar:
             train_stage(policy, self.reference, index, data, cfg.dpo_steps, cfg.dpo_batch, cfg.dpo_lr,
                 seed=self.seed * 1000 + round, loss_type=cfg.loss_type if method == 'dpo' else method,
                 label_smoothing=cfg.label_smoothing, progress=bar.update,
                 **cfg.stage_options(method, last=index == len(policy.stages) - 1),
-                log=lambda r: self.log(dict(kind='step', phase=phase, stage=stage, method=method, round=round, **r)))
+                log=lambda r: self.log(dict(kind='step', phase=phase, stage=stage, method=method, round=round, **r)),
+                ranks=self.ranks, snapshot=snapshot, start=None if state is None else state.start_of(key))
 
     def _candidates(self, history, policy, index):
         """Step 2's candidates for stage `index` after a training history, drawn and scored once."""
         if history not in self.bridges:
             start = time.time()
             self.bridges[history] = bridge_candidates(self.generator, policy, self.reference, index, self.reward,
-                self.cfg.seeds('bridge_seeds'), self.cfg.draw_batch)
+                self.cfg.seeds('bridge_seeds'), self.cfg.draw_batch, self.ranks)
             self.log(dict(kind='phase', phase=phase_name(history + (('candidates', index),)), seconds=time.time() - start))
         return self.bridges[history]
 
@@ -284,7 +315,7 @@ class CircularDPO:
         if key not in self.bridges:
             start = time.time()
             self.bridges[key] = forward_candidates(self.generator, policy, self.reference, index, self.reward,
-                self.cfg.seeds('bridge_seeds'), self.cfg.draw_batch)
+                self.cfg.seeds('bridge_seeds'), self.cfg.draw_batch, self.ranks)
             self.log(dict(kind='phase', phase=phase_name(history + (('forward-candidates', index),)),
                 seconds=time.time() - start))
         return self.bridges[key]

@@ -1,5 +1,6 @@
 """The Circular-DPO method: its runner, and a run folder's preference data, group snapshots, evaluation, report."""
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -16,11 +17,13 @@ from eg3d_rlhf.data.bank import Bank
 from eg3d_rlhf.data.preferences import load_judgements, write_judgements
 from eg3d_rlhf.finetune import run_dir as runs
 from eg3d_rlhf.finetune.circular_config import GROUPS
-from eg3d_rlhf.finetune.circular_dpo import RECIPES, CircularDPO, demo_preferences, with_win_counts
+from eg3d_rlhf.finetune.circular_dpo import RECIPES, CircularDPO, demo_preferences, phase_name, with_win_counts
+from eg3d_rlhf.finetune.circular_state import RunState, StateError
 from eg3d_rlhf.finetune.flow_dpo import PairData, bf16_problem, encode_stage
 from eg3d_rlhf.finetune.options import RunError
 from eg3d_rlhf.generators import registry
 from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, shared_reward
+from eg3d_rlhf.shards import Ranks, ShardError
 from eg3d_rlhf.synthetic import demo
 from torch_utils import report_to, safetensors_file
 
@@ -32,13 +35,15 @@ from torch_utils import report_to, safetensors_file
 # eval-<group>/ (tools/evaluate.py's report of the group against the base, its collateral included), curves.png,
 # weights.png, ablation.png, collateral.png, report.json and report.html (its first line the hacking alarm, if any).
 
-def load_preferences(cfg, generator, run_dir, seed):
+def load_preferences(cfg, generator, run_dir, seed, ranks=None):
     """(PairData, info) of the run: the bank's assets judged by --labels, or the demo's drawn and judged samples
-    (their judgements written to labels.jsonl). ValueError of one line naming the file when they do not fit."""
+    (their judgements written to labels.jsonl; under torchrun (ranks) drawn in shares). ValueError of one line naming
+    the file when they do not fit."""
     if cfg.is_demo:
         data, judgements = demo_preferences(generator, cfg.seeds('demo_seeds'), cfg.demo_annotator, cfg.temperature,
-            cfg.draw_batch, cfg.eval_res, seed=seed)
-        write_judgements(os.path.join(run_dir, 'labels.jsonl'), judgements)
+            cfg.draw_batch, cfg.eval_res, seed=seed, ranks=ranks)
+        if ranks is None or ranks.main:
+            write_judgements(os.path.join(run_dir, 'labels.jsonl'), judgements)
         agree = np.mean([j.choice == j.extra['noise_free'] for j in judgements])
         info = dict(source=f'demo: {cfg.demo_annotator} at temperature {cfg.temperature}, every pair within a condition',
             judgements=len(judgements), agree_with_noise_free=float(agree))
@@ -135,35 +140,49 @@ def versus_rows(versus, taste):
 
 #----------------------------------------------------------------------------
 
-def align(cfg, generator, reward, run_dir, save_snapshot, seed=0, reward_path=None, writer=None):
+def align(cfg, generator, reward, run_dir, save_snapshot, seed=0, reward_path=None, writer=None, ranks=None, state=None):
     """Run the groups of cfg on the base FlowGenerator in run_dir; save_snapshot(path, pipeline, info) writes a flow
     checkpoint; writer (torch_utils/report_to.py) gets the stats and the report's pictures. Returns the report's
-    summary."""
-    log = runs.StatsLog(run_dir, writer=writer)
-    records = log.records
+    summary. Under torchrun (ranks: shards.Ranks) every rank trains on its share of each step's pairs and draws its
+    share of step 2 and the evaluation, and rank 0 writes the run folder and returns the summary (the others None).
+    state (circular_state.RunState) writes state.pt during training, or resumes the run from it."""
+    main = ranks is None or ranks.main
+    state = state or RunState(run_dir, ranks=ranks)
+    log = runs.StatsLog(run_dir, writer=writer) if main else None
+    if main and state.replaying:
+        log.keep(state.records)
+    state.log = log
+    emit = state.mute(log if main else (lambda record: None))
     torch.manual_seed(seed)
-    data, data_info = load_preferences(cfg, generator, run_dir, seed)
-    log(dict(kind='data', **data_info))
-    trainer = CircularDPO(cfg, generator, data, reward, seed=seed, log=log)
+    data, data_info = load_preferences(cfg, generator, run_dir, seed, ranks)
+    emit(dict(kind='data', **data_info))
+    trainer = CircularDPO(cfg, generator, data, reward, seed=seed, log=emit, ranks=ranks, state=state)
     seeds = cfg.seeds('eval_seeds')
     taste = cfg.eval_annotator and parse_annotator(cfg.eval_annotator)
     keys = generator.keys(seeds) if seeds else []
     base = generator.with_pipeline(generator.pipeline, keep=len(keys), draw_batch=cfg.draw_batch)
-    rows = []
-    for group in cfg.groups:
+    rows = state.rows                                   # A resumed run's finished groups are not run again.
+    for group in [g for g in cfg.groups if g not in state.done]:
         group_start = time.time()
         pipeline = trainer.tuned(group)
         info = dict(group=group, recipe=RECIPES[group]._asdict(), description=GROUPS[group], seed=seed,
             options=dataclasses.asdict(cfg))
-        save_snapshot(os.path.join(run_dir, f'flow-{group}.pt'), pipeline, info)
+        if main:
+            save_snapshot(os.path.join(run_dir, f'flow-{group}.pt'), pipeline, info)
         trained = time.time() - group_start
         if not seeds:
+            state.finished(group)
             continue
         tuned = generator.with_pipeline(pipeline, keep=0, draw_batch=cfg.draw_batch)
         summary = compare(dict(original=base, tuned=tuned), reward, seeds, os.path.join(run_dir, f'eval-{group}'),
-            taste=taste, temperature=cfg.temperature, annotator_res=cfg.eval_res, reward_path=reward_path)
-        rows.append(group_row(group, summary, trained))
-        log(dict(kind='eval', **rows[-1]))
+            taste=taste, temperature=cfg.temperature, annotator_res=cfg.eval_res, reward_path=reward_path, ranks=ranks)
+        row = group_row(group, summary, trained) if main else None
+        if main:
+            emit(dict(kind='eval', **row))
+        state.finished(group, row)
+    if not main:
+        return None
+    records = log.records
 
     versus = versus_a(run_dir, [r['group'] for r in rows], taste)
     alarms = [f'({r["group"]}) {r["alarm"]}' for r in rows if r['alarm']]
@@ -244,34 +263,100 @@ def run(cfg, common):
         family.conditions(network)                                  # Read as data: a damaged file fails here.
     except (OSError, ValueError) as err:
         raise RunError(f'--resume: {err}')
+    reporter = runs.pick_reporter(common.get('report_to'))
     try:
-        reward = shared_reward(reward_path, common.device)
+        ranks = Ranks(cuda=common.device == 'cuda')
+    except ShardError as err:
+        raise RunError(str(err))
+    try:
+        summary = run_ranks(cfg, common, ranks, network, family, reward_path, reporter)
+    except BaseException:
+        ranks.close()
+        raise
+    ranks.barrier()                                     # Leave together (a gloo peer may still be reading).
+    ranks.close()
+    return summary
+
+
+def run_folder(cfg, common, ranks, options, desc):
+    """The run folder: --resume-run's (its options must be these) or a new one outdir/NNNNN-desc that rank 0 picks,
+    makes (not for a dry run) and shares; RunError on every rank when rank 0 could not make it."""
+    if cfg.resume_run:
+        run_dir = os.path.abspath(cfg.resume_run)
+        try:
+            with open(os.path.join(run_dir, 'options.json')) as f:
+                before = json.load(f)
+        except (OSError, ValueError) as err:
+            raise RunError(f'--resume-run: {err}') from None
+        now = json.loads(json.dumps(dict(options, run_dir=run_dir)))
+        differ = [k for k in sorted(set(before) | set(now)) if k not in RESUME_MAY_CHANGE and before.get(k) != now.get(k)]
+        if differ:
+            changes = ', '.join(f'{k}={before.get(k)!r}, now {now.get(k)!r}' for k in differ[:3])
+            raise RunError(f'--resume-run: {run_dir} ran with other options ({changes}); resume it with its own')
+        return run_dir
+    problem = None
+    if ranks.main:
+        run_dir = runs.next_run_dir(common.outdir or demo.OPTIONS['outdir'], desc)
+        if not common.dry_run:
+            try:
+                runs.create(run_dir, dict(options, run_dir=run_dir))
+            except OSError as err:
+                problem = f'{run_dir}: {err}'
+    run_dir, problem = ranks.broadcast((run_dir, problem) if ranks.main else None)
+    if problem:
+        raise RunError(problem)
+    return run_dir
+
+
+RESUME_MAY_CHANGE = ('run_dir', 'resume_run', 'snap_steps', 'report_to')   # Options a resumed run may change.
+
+
+def run_ranks(cfg, common, ranks, network, family, reward_path, reporter):
+    """run() in each process of the job (one outside torchrun): the run folder, the models, align()."""
+    device = common.device if ranks.size == 1 else str(ranks.device(torch.device(common.device)))
+    if cfg.dpo_batch < ranks.size:
+        raise RunError(f'--dpo-batch={cfg.dpo_batch} pairs a step cannot be shared by {ranks.size} processes')
+    try:
+        reward = shared_reward(reward_path, device)
     except RewardCheckpointError as err:
         raise RunError(f'--reward-model: {err}')
-    reporter = runs.pick_reporter(common.get('report_to'))
     desc = f'flow-circular-dpo-{cfg.ablation.replace(",", "")}' + ('-demo' if cfg.is_demo else '') + (f'-{common.desc}' if common.desc else '')
-    run_dir = runs.next_run_dir(common.outdir or demo.OPTIONS['outdir'], desc)
     options = dict(method='circular-dpo', network=network, reward_model=reward_path, seed=common.seed,
-        device=common.device, run_dir=run_dir, report_to=reporter, **{k: v for k, v in dataclasses.asdict(cfg).items() if k != 'reward_model'})
-    print(json.dumps(options, indent=2))
+        device=common.device, processes=ranks.size, run_dir=None, report_to=reporter,
+        **{k: v for k, v in dataclasses.asdict(cfg).items() if k != 'reward_model'})
+    run_dir = run_folder(cfg, common, ranks, options, desc)
+    options['run_dir'] = run_dir
+    if ranks.main:
+        print(json.dumps(options, indent=2))
     if common.dry_run:
-        print('Dry run; exiting.')
+        if ranks.main:
+            print('Dry run; exiting.')
         return None
-    runs.create(run_dir, options)
-    with runs.log_to(os.path.join(run_dir, 'log.txt')):
-        generator = family.load(network, common.device)
+    try:
+        state = RunState(run_dir, cfg.snap_steps, ranks, resume=bool(cfg.resume_run))
+    except StateError as err:
+        raise RunError(f'--resume-run: {err}')
+    logging = runs.log_to(os.path.join(run_dir, 'log.txt')) if ranks.main else contextlib.nullcontext()
+    with logging:
+        if state.replaying:
+            print(f'Resuming {run_dir} at step {state.loaded["step"]["step"]} of phase '
+                f'{phase_name(state.loaded["phase"])} ({len(state.done)} groups finished)')
+        generator = family.load(network, device)
         ext = '.safetensors' if safetensors_file.is_safetensors(network) else '.pt'   # Snapshots in the base's format.
         save = lambda path, pipeline, info: family.save(os.path.splitext(path)[0] + ext, generator.with_pipeline(pipeline), info)
         try:
-            writer = report_to.open_writer(run_dir, reporter, config=options)
+            writer = report_to.open_writer(run_dir, reporter, config=options) if ranks.main else report_to.NullWriter()
         except report_to.ReportError as err:
             raise RunError(str(err))
         try:
-            summary = align(cfg, generator, reward, run_dir, save, seed=common.seed, reward_path=reward_path, writer=writer)
+            summary = align(cfg, generator, reward, run_dir, save, seed=common.seed, reward_path=reward_path,
+                writer=writer, ranks=ranks, state=state)
         except (OSError, ValueError) as err:
             raise RunError(str(err).splitlines()[0])
         finally:
             writer.close()
+        if summary is None:                             # A torchrun rank other than 0: its share is done.
+            return None
         if summary['alarm']:
             print(summary['alarm'])
         for row in summary['groups'].values():

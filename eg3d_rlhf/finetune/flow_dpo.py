@@ -247,15 +247,19 @@ def priors(stage, context, n, generator, device):
     return torch.stack([stage.prior(shape, generator) for _ in range(n)]).to(device, torch.float32)
 
 
-def step_draw(policy, data, index, seed, step, batch, t_max=1.0, rejected=True):
+def step_draw(policy, data, index, seed, step, batch, t_max=1.0, rejected=True, rows=None):
     """The Draw of training step `step` at stage `index`: `batch` pairs of the PairData, one x0 (both sides) and one t
-    in [0, t_max] each, from step_generator(seed, index, step); the losers are encoded only with `rejected`."""
+    in [0, t_max] each, from step_generator(seed, index, step); the losers are encoded only with `rejected`. rows
+    (int64 [n], positions in the batch) keeps those pairs only, each with the x0 and t it has in the whole batch (a
+    torchrun rank's share); the others are drawn from the generator and dropped, never encoded."""
     stage, device, gen = policy.stages[index], policy.device, step_generator(seed, index, step)
     pick = torch.randint(len(data), [batch], generator=gen)
+    keep = (lambda x: x) if rows is None else (lambda x: x[rows.to(x.device)])
+    pick = keep(pick)
     cond = None if data.conditions is None else data.conditions[data.chosen[pick]].to(device)
     x1_win, ctx_win = stage_data(policy, data, data.chosen[pick], index, device)
-    x0 = priors(stage, ctx_win, batch, gen, device)
-    t = t_max * torch.rand([batch], generator=gen).to(device)
+    x0 = keep(priors(stage, ctx_win, batch, gen, device))
+    t = keep(t_max * torch.rand([batch], generator=gen).to(device))
     lose = Side(x0, *stage_data(policy, data, data.rejected[pick], index, device)) if rejected else None
     return Draw(cond, Side(x0, x1_win, ctx_win), lose, t, pick)
 
@@ -299,21 +303,25 @@ def in_precision(velocity, bf16):
     return run
 
 
-def cache_key(index, data, batch, seed=0, loss_type='sigmoid', early_stop_split=0.0, t_max=1.0, bf16=False):
+def cache_key(index, data, batch, seed=0, loss_type='sigmoid', early_stop_split=0.0, t_max=1.0, bf16=False, rows=None):
     """What the reference's numbers of train_stage's draws depend on (ReferenceCache.key)."""
     loss_fn = losses.get(loss_type)
-    return dict(stage=int(index), batch=int(batch), seed=int(seed), reference=loss_fn.needs_reference,
+    key = dict(stage=int(index), batch=int(batch), seed=int(seed), reference=loss_fn.needs_reference,
         rejected=loss_fn.needs_rejected, early_stop_split=float(early_stop_split), t_max=float(t_max), bf16=bool(bf16),
         pairs=ref_cache.fingerprint(data))
+    if rows is not None:                                # A torchrun rank's share of each step's pairs.
+        key['rows'] = [int(r) for r in rows]
+    return key
 
 
 def reference_cache(policy, reference, index, data, steps, batch, seed=0, loss_type='sigmoid', early_stop_split=0.0,
-    t_max=1.0, bf16=False, ref_batch=None):
+    t_max=1.0, bf16=False, ref_batch=None, rows=None):
     """ReferenceCache of the reference pipeline's -MSE_t on every pair train_stage draws with the same arguments (its
     steps, and with early_stop_split its held-out pairs), without gradients, in eval mode, `ref_batch` pairs a pass
     (whole steps joined; default `batch`: every value is then the one the live reference gives in training, bit for
     bit). Train with train_stage(policy, cache, ...): the reference pipeline is not needed any more. A policy that
-    starts as the reference may be its own: reference_cache(policy, policy, ...) needs no copy at all."""
+    starts as the reference may be its own: reference_cache(policy, policy, ...) needs no copy at all. rows (a
+    torchrun rank's positions in each step's batch, step_draw) keeps the values of those pairs only, [steps, n]."""
     if not len(data):
         raise ValueError('no pairs to train on')
     if ref_batch is not None and (isinstance(ref_batch, bool) or not isinstance(ref_batch, int) or ref_batch < 1):
@@ -321,17 +329,18 @@ def reference_cache(policy, reference, index, data, steps, batch, seed=0, loss_t
     loss_fn = losses.get(loss_type)
     train, held = split_pairs(data, early_stop_split, seed) if early_stop_split else (data, None)
     module = reference.stages[index].velocity
-    velocity, pairs = in_precision(module, bf16), ref_batch or batch
+    mine = batch if rows is None else len(rows)
+    velocity, pairs = in_precision(module, bf16), ref_batch or mine
     chosen = rejected = held_values = None
     with ref_cache.eval_mode(module):
         if loss_fn.needs_reference:                     # SFT's steps read no reference; its early stopping does.
             chosen, rejected = ref_cache.reference_values(velocity, (step_draw(policy, train, index, seed, step, batch,
-                t_max, loss_fn.needs_rejected) for step in range(steps)), pairs)
-            chosen, rejected = chosen.view(steps, batch), None if rejected is None else rejected.view(steps, batch)
+                t_max, loss_fn.needs_rejected, rows) for step in range(steps)), pairs)
+            chosen, rejected = chosen.view(steps, mine), None if rejected is None else rejected.view(steps, mine)
         if held is not None:
             held_values = ref_cache.reference_values(velocity, held_out_draws(policy, index, held, batch, seed, t_max),
                 pairs)
-    return ReferenceCache(cache_key(index, data, batch, seed, loss_type, early_stop_split, t_max, bf16), chosen,
+    return ReferenceCache(cache_key(index, data, batch, seed, loss_type, early_stop_split, t_max, bf16, rows), chosen,
         rejected, held_values)
 
 #----------------------------------------------------------------------------
@@ -360,25 +369,37 @@ def held_out_accuracy(policy, reference, index, held, batch, beta, seed, t_max=1
 
 def train_stage(policy, reference, index, data, steps, batch, lr, beta, seed=0, loss_type='sigmoid', label_smoothing=0.0,
     log=None, progress=None, w2_placement='inside', sft_weight=0.0, lora_rank=0, merge_lora=True, early_stop_split=0.0,
-    early_stop_patience=3, early_stop_every=10, t_max=1.0, precompute_ref=False, bf16=False):
+    early_stop_patience=3, early_stop_every=10, t_max=1.0, precompute_ref=False, bf16=False, ranks=None, snapshot=None,
+    start=None):
     """Train stage `index` of the policy pipeline on PairData for `steps` Adam steps of `batch` pairs (weighted by
     data.weight, w2_placement) with the preference loss `loss_type` (plus sft_weight times SFT); reference is the
     frozen pipeline the loss compares with, or a ReferenceCache of it (reference_cache with the same arguments; the
     reference model is then not needed). lora_rank > 0 trains LoRA adapters only (merged at the end unless merge_lora
     is False); early_stop_split > 0 holds out pairs and may stop early; t_max < 1 trains at early flow times only;
     precompute_ref runs the reference over every draw before the first step (then never); bf16 runs the velocity
-    passes under bf16 autocast. log(record) gets each step's TRL-named means."""
+    passes under bf16 autocast. log(record) gets each step's TRL-named means (of the whole batch).
+
+    Under torchrun, ranks (shards.Ranks) share each step: every rank draws the step's batch alike and runs its every
+    size-th pair, its loss is the sum over its pairs divided by `batch`, and the gradients are summed over the ranks,
+    so each takes the step of the whole batch and the weights stay equal. snapshot(step, state) is called on every
+    rank after each step with a function giving the training state (the trained model's and the optimizer's state,
+    early stopping's), and start, such a state, resumes training after its step."""
     loss_fn = losses.get(loss_type)
     if not len(data):
         raise ValueError('no pairs to train on')
+    rows = None
+    if ranks is not None and ranks.size > 1:
+        if batch < ranks.size:
+            raise ValueError(f'{batch} pairs a step cannot be shared by {ranks.size} processes; use at least one each')
+        rows = torch.tensor(ranks.share(range(batch)))
     if bf16 and bf16_problem(policy.device):
         raise ValueError(bf16_problem(policy.device))
     cache = reference if isinstance(reference, ReferenceCache) else None
     options = dict(seed=seed, loss_type=loss_type, early_stop_split=early_stop_split, t_max=t_max, bf16=bf16)
     if precompute_ref and cache is None:
-        cache = reference_cache(policy, reference, index, data, steps, batch, **options)
+        cache = reference_cache(policy, reference, index, data, steps, batch, rows=rows, **options)
     if cache is not None:
-        cache.check(cache_key(index, data, batch, **options), steps)
+        cache.check(cache_key(index, data, batch, rows=rows, **options), steps)
         reference = None                                # Not run again: a pipeline only this call held is freed.
     held, stopper = None, EarlyStop(early_stop_patience)
     if early_stop_split:
@@ -394,21 +415,35 @@ def train_stage(policy, reference, index, data, steps, batch, lr, beta, seed=0, 
         params = [p for p in velocity.parameters() if p.requires_grad]
     else:
         velocity.train().requires_grad_(True)
-        params = velocity.parameters()
+        params = list(velocity.parameters())
     optimizer = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.99))
     run_policy = in_precision(velocity, bf16)
-    for step in range(steps):
-        draw = step_draw(policy, data, index, seed, step, batch, t_max, loss_fn.needs_rejected)
+    first, stop = 0, False
+    if start is not None:                               # A snapshot's state: go on after its step.
+        velocity.load_state_dict(start['velocity'])
+        optimizer.load_state_dict(start['optimizer'])
+        (stopper.best, stopper.since), first, stop = start['stopper'], start['step'], start['stopped']
+    for step in range(first, steps if not stop else first):
+        draw = step_draw(policy, data, index, seed, step, batch, t_max, loss_fn.needs_rejected, rows)
         loss, stats = flow_dpo_loss(run_policy, run_reference, draw.chosen, draw.rejected, draw.t, draw.cond, beta=beta,
             weight=data.weight[draw.pick].to(policy.device), loss_type=loss_type, label_smoothing=label_smoothing,
             w2_placement=w2_placement, sft_weight=sft_weight, ref=None if cache is None else cache.step(step))
         optimizer.zero_grad(set_to_none=True)
-        loss.mean().backward()
+        if rows is None:
+            loss.mean().backward()
+            means = dict(loss=loss.detach().mean().item(), **{k: v.float().mean().item() for k, v in stats.items()})
+        else:                                           # This rank's share of the batch's mean; gradients summed.
+            (loss.sum() / batch).backward()
+            ranks.sum_gradients(params)
+            sums = ranks.sum(torch.stack([x.detach().double().sum() for x in (loss, *stats.values())]))
+            means = dict(zip(['loss', *stats], (sums / batch).tolist()))
         optimizer.step()
-        record, stop = dict(step=step, loss=loss.detach().mean().item(), **{k: v.float().mean().item() for k, v in stats.items()}), False
+        record, stop = dict(step=step, **means), False
         if held is not None and (step + 1) % early_stop_every == 0:
             accuracy, held_loss = held_out_accuracy(policy, reference, index, held, batch, beta, seed, t_max,
                 ref=None if cache is None else cache.held, bf16=bf16)
+            if ranks is not None:                       # Every rank stops where rank 0 does.
+                accuracy, held_loss = ranks.broadcast((accuracy, held_loss))
             stop = stopper.update(accuracy)
             record.update({'eval/rewards/accuracies': accuracy, 'eval/loss': held_loss, 'eval/pairs': len(held)})
             if stop:
@@ -417,6 +452,9 @@ def train_stage(policy, reference, index, data, steps, batch, lr, beta, seed=0, 
             log(record)
         if progress is not None:
             progress(1)
+        if snapshot is not None:
+            snapshot(step + 1, lambda: dict(step=step + 1, stopped=stop, stopper=[stopper.best, stopper.since],
+                velocity=velocity.state_dict(), optimizer=optimizer.state_dict()))
         if stop:
             break
     velocity.eval().requires_grad_(False)

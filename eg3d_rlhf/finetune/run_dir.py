@@ -130,6 +130,15 @@ class StatsLog:
         prefix = 'train' if kind == 'step' else f'eval/{record.get("group")}' if kind == 'eval' else str(kind)
         self.writer.scalars(self.step, report_to.flat_scalars(record, prefix, skip=('kind', 'step')))
 
+    def keep(self, count):
+        """Go on with an existing stats.jsonl (a resumed run's): its first `count` records are kept as records, and
+        written again without any later ones."""
+        with open(self.path, encoding='utf-8') as f:
+            self.records = [json.loads(line) for line in f.read().splitlines()[:count]]
+        with dnnlib.util.atomic_write(self.path, 'w', encoding='utf-8') as f:
+            f.write(''.join(json.dumps(r, allow_nan=False) + '\n' for r in self.records))
+        self.step = sum(r.get('kind') == 'step' for r in self.records)
+
     def image(self, name, path):
         """Give the writer a picture the run drew (at the current step)."""
         self.writer.image(name, self.step, path)
