@@ -371,12 +371,14 @@ def load_regions(source, grid, names_path=None, landmarks_path=None, margin=0.02
 
 def field_option(cls, name):
     """The click option of one field of a config dataclass: --name (--name/--no-name for a bool), its default and help
-    from the field, its type from the field's type and metadata (min, min_open, max, choices; a tuple is a FiniteList)."""
+    from the field, its type from the field's type and metadata (min, min_open, max, choices; a tuple is a FiniteList;
+    default_shown: what --help shows for a default of None, which a bool flag gives when neither form is passed)."""
     field = next(f for f in dataclasses.fields(cls) if f.name == name)
     meta, flag, default = field.metadata, '--' + name.replace('_', '-'), field.default
     limits = {k: meta[k] for k in ('min', 'max', 'min_open') if k in meta}
     if field.type is bool:
-        return click.option(f'{flag}/--no-{flag[2:]}', default=default, show_default=True, help=meta['help'])
+        shown = meta.get('default_shown', True) if default is None else True
+        return click.option(f'{flag}/--no-{flag[2:]}', default=default, show_default=shown, help=meta['help'])
     if 'choices' in meta:
         kind = click.Choice(list(meta['choices']))
     elif field.type is tuple:

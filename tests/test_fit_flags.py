@@ -21,6 +21,8 @@ def flag(name):
 
 def shown(field, default):
     """What click's --help shows as the default of a derived flag."""
+    if field.type is bool and default is None:
+        return f'({field.metadata["default_shown"]})'                               # Neither form passed.
     if field.type is bool:
         return field.name if default else f'no-{field.name}'
     return ','.join(f'{v:g}' for v in default) if field.type is tuple else str(default)
@@ -41,7 +43,7 @@ def test_train_reward_help_shows_each_fit_option_with_its_default_and_help():
         assert f'[default: {shown(f, f.default)}' in row, (name, row)
     assert '[default: 20; x>=1]' in rows['--epochs'] and '[default: 0.001; x>0]' in rows['--lr']      # Ranges too.
     assert '[default: 16; x>=2]' in rows['--batch'] and '0<=x<=4294967295' in rows['--seed']
-    assert '[default: mirror]' in rows['--mirror']
+    assert '[default: (auto)]' in rows['--mirror']
 
 
 def test_a_changed_default_or_limit_shows_up_in_the_flag():
@@ -82,6 +84,7 @@ def test_train_reward_fits_with_fit_options_defaults_unless_flags_say_otherwise(
     run = lambda *args: CliRunner().invoke(train_reward.main, ['--device', 'cpu', '--bank', root, '--labels', labels,
         '--out', str(tmp_path / 'r.pt'), *args])
     assert 'stopped here by the test' in run().output
-    assert asked[-1] == fitting.FitOptions()
+    assert asked[-1] == fitting.FitOptions() and asked[-1].mirror is None                  # Auto: chosen on validation.
     assert 'stopped here by the test' in run('--epochs', '3', '--l2', '1,2', '--no-mirror', '--ties', 'model').output
     assert asked[-1] == fitting.FitOptions(epochs=3, l2=(1.0, 2.0), mirror=False, ties='model')
+    assert 'stopped here by the test' in run('--mirror').output and asked[-1].mirror is True

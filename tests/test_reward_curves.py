@@ -107,13 +107,44 @@ def test_reward_curve_tool_writes_its_report_and_refuses_to_overwrite(balls, tmp
     assert 'nose random  20:' in result.output and "active reaches random's 60-judgement accuracy" in result.output
     again = run(*args)
     assert again.exit_code != 0 and 'exists; pass --force' in again.output
-    assert report['mirror'] is True
+    assert report['mirror'] == 'auto' and {r['mirror'] for r in map(json.loads, (out / 'trials.jsonl').read_text().splitlines())} <= {True, False}
     asked, real = [], linear_heads.feature_table
     monkeypatch.setattr(linear_heads, 'feature_table', lambda *a, **k: asked.append(a[3]) or real(*a, **k))
     plain = run(*args, '--policies', 'random', '--no-mirror', '--force')             # Tastes about one side: no
     assert plain.exit_code == 0 and asked == [False]                                 # mirrored copies of the pairs.
-    assert json.loads((out / 'report.json').read_text())['mirror'] is False
+    assert json.loads((out / 'report.json').read_text())['mirror'] == 'plain'
     bad = run('--bank', root, '--outdir', tmp_path / 'x', '--tastes', 'nose,sharp')
     assert bad.exit_code != 0 and "'sharp': choose from nose, smooth, closed" in bad.output
     bad = run('--bank', root, '--outdir', tmp_path / 'x', '--sizes', '60,20')
     assert bad.exit_code != 0 and 'sizes must rise' in bad.output
+
+
+def test_compare_mirror_fits_each_trial_three_ways_and_auto_is_the_fixed_fit_it_chose(balls, tmp_path):
+    root, radii, _inputs = balls
+    out = tmp_path / 'compare'
+    out.mkdir()
+    write_scores(str(out / 'truth_nose.csv'), radii)
+    args = ['--bank', root, '--outdir', out, '--tastes', 'nose', '--policies', 'random', '--sizes', '20,60', '--seeds', '0-1',
+        '--temperature', 0.3, '--model-config', json.dumps(dict(levels=[10.0], cells=[2, 2, 2], members=2))]
+    clash = run(*args, '--compare-mirror', '--no-mirror')
+    assert clash.exit_code == 2 and 'leave out --mirror/--no-mirror' in clash.output
+    assert '2 seeds: 12 fits of the sigma reward' in run(*args, '--compare-mirror', '--dry-run').output
+    result = run(*args, '--compare-mirror')
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    report = json.loads((out / 'report.json').read_text())
+    assert report['mirror'] == 'compare' and set(report['curves']['nose']) == {'random/auto', 'random/mirrored', 'random/plain'}
+    rows = [json.loads(line) for line in (out / 'trials.jsonl').read_text().splitlines()]
+    assert len(rows) == 12 and {r['mirror'] for r in rows if r['curve'] == 'random/plain'} == {False}
+    fixed = {(r['seed'], r['size'], r['mirror']): r for r in rows if r['curve'] != 'random/auto'}
+    for r in (r for r in rows if r['curve'] == 'random/auto'):                      # The same judgements and start:
+        same = fixed[(r['seed'], r['size'], r['mirror'])]                             # auto is the fit it kept.
+        assert r['correct'] == same['correct'] and r['val_mirrored'] == fixed[(r['seed'], r['size'], True)]['val_mirrored']
+        assert r['val_plain'] == fixed[(r['seed'], r['size'], False)]['val_plain']
+        assert r['mirror'] == (r['val_mirrored'] >= r['val_plain'])                  # Better validation; a tie mirrors.
+    versus = report['auto_vs_fixed']['nose']
+    assert [(v['policy'], v['size']) for v in versus] == [('random', 20), ('random', 60)]
+    for v in versus:
+        means = {c: report['curves']['nose'][f'random/{c}'][[20, 60].index(v['size'])]['mean'] for c in ('mirrored', 'plain', 'auto')}
+        assert (v['mirrored'], v['plain'], v['auto']) == (means['mirrored'], means['plain'], means['auto'])
+        assert v['shortfall'] == pytest.approx(max(means['mirrored'], means['plain']) - means['auto'])
+    assert 'nose random 60: auto ' in result.output and 'points below' in result.output

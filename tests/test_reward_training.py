@@ -230,14 +230,17 @@ def test_train_reward_end_to_end(balls, tmp_path):
         '--model-config', json.dumps(TINY['sigma']), '--out', out))                     # The learned CNN: by epochs.
     for suffix in ('.pt', '.metrics.jsonl', '.report.json', '.curves.png'):
         assert os.path.isfile(tmp_path / 'run' / f'reward{suffix}'), suffix
-    records = read_jsonl(tmp_path / 'run' / 'reward.metrics.jsonl')
+    report = json.loads((tmp_path / 'run' / 'reward.report.json').read_text())
+    assert report['mirror']['setting'] == 'auto' and set(report['mirror']['validation']) == {'mirrored', 'plain'}
+    every = read_jsonl(tmp_path / 'run' / 'reward.metrics.jsonl')
+    assert {r['mirror'] for r in every} == {True, False}                            # Trained both ways (auto),
+    records = [r for r in every if r['mirror'] == report['mirror']['chosen']]       # the chosen run's records:
     keys = ['loss', 'rewards/chosen', 'rewards/rejected', 'rewards/accuracies', 'rewards/margins']
     train_records = [r for r in records if 'loss' in r]
     eval_records = [r for r in records if 'eval_loss' in r]
     assert len(train_records) == len(eval_records) >= 1 and len(records) == 2 * len(eval_records)
     assert all(set(keys) <= set(r) for r in train_records)
     assert all({'eval_' + k for k in keys} <= set(r) for r in eval_records)
-    report = json.loads((tmp_path / 'run' / 'reward.report.json').read_text())
     assert report['reward'] == 'sigma' and report['config'] == SigmaReward(**TINY['sigma'], reference_shape=[20, 22, 20]).config
     assert report['epochs_run'] == len(eval_records) <= 2
     assert report['val_accuracy'] == pytest.approx([r['eval_rewards/accuracies'] for r in eval_records])
@@ -275,7 +278,7 @@ def test_train_reward_default_solves_linear_heads_on_level_set_features(balls, t
     assert report['heads']['chosen']['val_nll'] == min(g['val_nll'] for g in grid)
     assert 'epochs_run' not in report and len(report['centred_by']) == SigmaReward().members
     assert report['held_out']['test_truth']['accuracy'] >= 0.9                          # Bigger balls liked: learned.
-    records = read_jsonl(tmp_path / 'reward.metrics.jsonl')
+    records = [r for r in read_jsonl(tmp_path / 'reward.metrics.jsonl') if r['mirror'] == report['mirror']['chosen']]
     assert [r['l2'] for r in records] == [g['l2'] for g in sorted(grid, key=lambda g: -g['l2'])]
     assert f"L2 {report['heads']['l2']:g} of {len(grid)} tried" in result.output
     reward, bank = load_reward(str(out)), Bank(balls['bank'])
@@ -385,7 +388,8 @@ def test_train_reward_seed_and_mirror(balls, tmp_path, tiny_models):
     assert losses_of('c', '--seed', 5)[0]['loss'] != pytest.approx(first[0]['loss'])
     assert losses_of('d', '--seed', 4, '--no-mirror')[0]['loss'] != pytest.approx(first[0]['loss'])
     assert json.loads((tmp_path / 'd.report.json').read_text())['options']['mirror'] is False
-    assert json.loads((tmp_path / 'a.report.json').read_text())['options']['mirror'] is True
+    assert json.loads((tmp_path / 'a.report.json').read_text())['options']['mirror'] is None        # Auto by default.
+    assert json.loads((tmp_path / 'd.report.json').read_text())['mirror']['chosen'] is False
 
 
 def test_train_reward_without_truth(balls, tmp_path, tiny_models):

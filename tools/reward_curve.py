@@ -50,13 +50,15 @@ def parse_sizes(ctx, param, value):
 @click.option('--round', 'round_size', type=click.IntRange(min=1), default=100, show_default=True, help='Active: judgements between refits')
 @click.option('--level', type=FiniteRange(), default=10, show_default=True, help='Raw sigma level of the tastes\' surface')
 @fit_options('mirror')
+@click.option('--compare-mirror', is_flag=True, help='Fit every trial mirrored, plain and auto (curves POLICY/mirrored, '
+    'POLICY/plain, POLICY/auto; the features once) and report how far auto falls below the better fixed setting')
 @click.option('--reward', 'kind', type=click.Choice(sorted(REWARDS)), default='sigma', show_default=True, help='Reward model')
 @click.option('--model-config', default='{}', show_default=True, callback=parse_model_config, metavar='JSON', help='Constructor arguments of the reward model')
 @click.option('--dry-run', is_flag=True, help='Check the inputs and print the plan; fit and write nothing')
 @force_option
 @device_option
-def main(bank_dir, outdir, tastes, policies, sizes, seeds, temperature, agreement, test_share, warmup, round_size, level, mirror, kind,
-        model_config, dry_run, force, device_name):
+def main(bank_dir, outdir, tastes, policies, sizes, seeds, temperature, agreement, test_share, warmup, round_size, level, mirror,
+        compare_mirror, kind, model_config, dry_run, force, device_name):
     """For each taste, policy and seed, a simulated annotator judges pairs of the bank's pool samples (random pairs,
     or the labeling page's --active order on the reward fitted so far, refitted every --round judgements); at each of
     --sizes the reward is fitted on every judgement made (a tenth kept for validation) and scored against the taste's
@@ -66,6 +68,8 @@ def main(bank_dir, outdir, tastes, policies, sizes, seeds, temperature, agreemen
     \b
     python tools/reward_curve.py --bank out/bank --outdir out/curves
     """
+    if compare_mirror and mirror is not None:
+        raise click.UsageError('--compare-mirror fits every mirror setting; leave out --mirror/--no-mirror')
     options = reward_curves.CurveOptions(sizes=sizes, seeds=tuple(seeds), temperature=temperature, agreement=agreement,
         test_share=test_share,
         warmup=warmup, round=round_size)
@@ -75,7 +79,7 @@ def main(bank_dir, outdir, tastes, policies, sizes, seeds, temperature, agreemen
         raise click.BadParameter(f'{kind} reward: {err}', param_hint='--model-config')
     refuse_overwrite(*(os.path.join(outdir, name) for name in OUTPUTS), force=force)
     bank = open_bank(bank_dir)
-    fits = reward_curves.fit_count(tastes, policies, options)
+    fits = reward_curves.fit_count(tastes, policies, options, 3 if compare_mirror else 1)
     print(f'{len(bank)} samples ({len(bank) - round(test_share * len(bank))} to judge); tastes {", ".join(tastes)}; '
         f'policies {", ".join(policies)}; sizes {list(sizes)}; {len(seeds)} seeds: {fits} fits of the {kind} reward')
     if dry_run:
@@ -87,8 +91,8 @@ def main(bank_dir, outdir, tastes, policies, sizes, seeds, temperature, agreemen
     with one_line_errors(ValueError):
         inputs = fitting.prepared_inputs(bank, bank.ids, spec)
     summary = reward_curves.report(inputs, truths, outdir, policies, options, bank_dir, kind=kind,
-        model_config=model_config, mirror=mirror, device=pick_device(device_name))
-    for line in reward_curves.describe(summary['curves'], summary['active_vs_random']):
+        model_config=model_config, mirror=mirror, device=pick_device(device_name), compare_mirror=compare_mirror)
+    for line in reward_curves.describe(summary['curves'], summary['active_vs_random'], summary.get('auto_vs_fixed')):
         print(line)
     print(f'wrote {outdir}/report.html, report.json, curves.png and trials.jsonl')
 

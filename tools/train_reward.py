@@ -53,7 +53,9 @@ def main(bank_dir, labels_path, good_path, bad_path, kind, out, truth_path, scor
         device_name, report_to):
     """Split the bank's samples into train/val/test (no sample in two splits), fit the reward on the training labels
     with early stopping on validation pairwise accuracy, keep the best epoch, and report held-out pairwise accuracy
-    (a model tie counts as wrong) with a 95% Wilson interval.
+    (a model tie counts as wrong) with a 95% Wilson interval. Unless --mirror or --no-mirror says, the reward is fitted
+    with and without left-right mirrored pairs and the better on validation kept (a tie mirrors); the report and the
+    checkpoint record which, and why.
 
     \b
     python tools/train_reward.py --bank out/bank --labels labels.jsonl --reward sigma --out reward.pt
@@ -75,7 +77,7 @@ def main(bank_dir, labels_path, good_path, bad_path, kind, out, truth_path, scor
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint='--centre')
     try:
-        build_reward(kind, **model_config)                      # A clear error now for an argument the model lacks.
+        probe = build_reward(kind, **model_config)              # A clear error now for an argument the model lacks.
     except (TypeError, ValueError) as err:
         raise click.BadParameter(f'{kind} reward: {err}', param_hint='--model-config')
     report_to = pick_reporter(report_to)
@@ -104,6 +106,9 @@ def main(bank_dir, labels_path, good_path, bad_path, kind, out, truth_path, scor
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     if logs is not None:
         shutil.rmtree(logs, ignore_errors=True)                 # Only with --force: a replaced run's log goes too.
+    if mirror is None and labels.val_pairs and not (fitting.fits_heads_only(probe) and labels_path):
+        print(f'mirroring: auto trains the {kind} reward twice, with and without mirrored inputs, and keeps the better on '
+            'validation; --mirror or --no-mirror trains once')
     writer = open_reporter(logs, report_to, name=os.path.basename(side_path(out, '')), config=dict(reward=kind))
     try:
         with fitting.MetricsLog(side_path(out, '.metrics.jsonl'), writer=writer) as log:
@@ -115,6 +120,7 @@ def main(bank_dir, labels_path, good_path, bad_path, kind, out, truth_path, scor
         if logs is not None:                                    # as is its --report-to folder.
             shutil.rmtree(logs, ignore_errors=True)
         raise click.ClickException(str(err))
+    print(fitting.describe_mirror(fitted['mirror']))
     for key, name in (('test_labels', 'on test labels'), ('test_truth', 'against --truth (all test-sample pairs)')):
         if key in fitted['held_out']:
             print(f'held-out accuracy {name}: {fitting.describe_held_out(fitted["held_out"][key])}')

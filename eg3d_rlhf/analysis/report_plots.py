@@ -117,22 +117,33 @@ def write_report(outdir, title, summary, pictures, name='report', tables=()):
 def plot_training_curves(records, path):
     """A reward model's training, side by side: per epoch, mean training loss and validation pairwise accuracy (the
     records rewards.fitting.RewardFitter logs, TRL names 'loss', 'eval_rewards/accuracies'); or, for linear heads
-    solved per L2 penalty (rewards.linear_heads, records with 'l2'), validation NLL and accuracy against the penalty."""
+    solved per L2 penalty (rewards.linear_heads, records with 'l2'), validation NLL and accuracy against the penalty.
+    Records tagged with 'mirror' (an automatic choice fitted both ways) draw one line per way."""
     plt = _pyplot()
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
+    ways = sorted({r.get('mirror') for r in records}, key=lambda m: (m is None, not m))
+    for way, style in zip(ways, ('-', '--')):
+        part = [r for r in records if r.get('mirror') == way]
+        label = None if way is None else ('mirrored' if way else 'plain')
+        if any('l2' in r for r in records):
+            grid = [r for r in part if 'l2' in r]
+            a.plot([r['l2'] for r in grid], [r['eval_loss'] for r in grid], marker='o', linestyle=style, label=label)
+            b.plot([r['l2'] for r in grid], [r['eval_rewards/accuracies'] for r in grid], marker='o', linestyle=style,
+                color='tab:green', label=label)
+        else:
+            train = [r for r in part if 'loss' in r]
+            val = [r for r in part if 'eval_rewards/accuracies' in r]
+            a.plot([r['epoch'] for r in train], [r['loss'] for r in train], marker='o', linestyle=style, label=label)
+            b.plot([r['epoch'] for r in val], [r['eval_rewards/accuracies'] for r in val], marker='o', linestyle=style,
+                color='tab:green', label=label)
     if any('l2' in r for r in records):
-        grid = [r for r in records if 'l2' in r]
-        a.plot([r['l2'] for r in grid], [r['eval_loss'] for r in grid], marker='o')
         a.set(xscale='log', xlabel='L2 penalty', ylabel='validation NLL')
-        b.plot([r['l2'] for r in grid], [r['eval_rewards/accuracies'] for r in grid], marker='o', color='tab:green')
         b.set(xscale='log', xlabel='L2 penalty', ylabel='validation pairwise accuracy', ylim=(0, 1))
     else:
-        train = [r for r in records if 'loss' in r]
-        val = [r for r in records if 'eval_rewards/accuracies' in r]
-        a.plot([r['epoch'] for r in train], [r['loss'] for r in train], marker='o')
         a.set(xlabel='epoch', ylabel='training loss')
-        b.plot([r['epoch'] for r in val], [r['eval_rewards/accuracies'] for r in val], marker='o', color='tab:green')
         b.set(xlabel='epoch', ylabel='validation pairwise accuracy', ylim=(0, 1))
+    if any(w is not None for w in ways):
+        a.legend(), b.legend()
     fig.tight_layout()
     _save(fig, path)
 

@@ -23,6 +23,7 @@ from eg3d_rlhf.rewards import fitting
 # samples. Sizes are nested within a trial, so a curve is one labeling session watched as it grows.
 
 POLICIES = ('random', 'active')
+MIRROR_SETTINGS = {None: 'auto', True: 'mirrored', False: 'plain'}  # FitOptions.mirror -> its name in a comparison.
 
 
 @dataclasses.dataclass
@@ -135,8 +136,9 @@ def fit_sizes(policy, options):
 
 
 def run_trial(oracle, truth, pool, test, policy, seed, options, fit, progress=None):
-    """[{size, seconds, agreement, accuracy, correct, total, wilson95}] of one trial; fit(train, val_pairs, seed) ->
-    {id: [K] member scores} of every pool and test sample (the reward, mean over members, scores the test pairs)."""
+    """[{size, seconds, agreement, accuracy, correct, total, wilson95, ...}] of one trial; fit(train, val_pairs, seed) ->
+    ({id: [K] member scores} of every pool and test sample (the reward, mean over members, scores the test pairs),
+    a dict of what the fit chose, added to the size's row)."""
     trial, rows, scores = Trial(oracle, pool, policy, options, seed), [], None
     test_pairs = fitting.all_pairs_by_truth(truth, test)          # The noise-free preference on the test samples.
     marks = set(options.sizes)
@@ -144,31 +146,57 @@ def run_trial(oracle, truth, pool, test, policy, seed, options, fit, progress=No
     for size in fit_sizes(policy, options):
         trial.judge(trial.pairs_to_judge(size - len(trial.judgements), scores))
         train, val = trial.labels()
-        scores = fit(train, val, seed)
+        scores, chosen = fit(train, val, seed)
         if size in marks:
             mean = {k: float(np.mean(v)) for k, v in scores.items() if k in set(test)}
             rows.append(dict(size=size, seconds=time.time() - start, agreement=trial.agreement(),
-                **accuracy(mean, test_pairs)))
+                **accuracy(mean, test_pairs), **chosen))
         if progress is not None: progress(size)
     return rows
 
 #----------------------------------------------------------------------------
-# Curves: trials summarised per (taste, policy, size) as the mean accuracy with a 95% t-interval over the trials.
+# Curves: trials summarised per (taste, curve, size) as the mean accuracy with a 95% t-interval over the trials.
+
+def curve_of(row):
+    """The curve a trial row belongs to: its policy, and its mirror setting where a report compares them."""
+    return row.get('curve', row['policy'])
+
 
 def summarise(rows):
-    """{taste: {policy: [{size, mean, ci95: [lo, hi], trials: [accuracy], agreement, seconds}]}} from trial rows
-    (each with taste, policy, seed, size, accuracy, ...)."""
+    """{taste: {curve: [{size, mean, ci95: [lo, hi], trials: [accuracy], agreement, seconds, mirrored}]}} from trial
+    rows (each with taste, policy, seed, size, accuracy, mirror: whether the fit mirrored, ...); a curve is a policy
+    (curve_of); mirrored is the share of its trials' fits that mirrored."""
     import scipy.stats
     out = {}
-    for (taste, policy, size), group in itertools.groupby(sorted(rows, key=lambda r: (r['taste'], r['policy'], r['size'])),
-            key=lambda r: (r['taste'], r['policy'], r['size'])):
+    key = lambda r: (r['taste'], curve_of(r), r['size'])
+    for (taste, curve, size), group in itertools.groupby(sorted(rows, key=key), key=key):
         group = list(group)
         acc = np.array([r['accuracy'] for r in group])
         half = float(scipy.stats.t.ppf(0.975, len(acc) - 1) * acc.std(ddof=1) / np.sqrt(len(acc))) if len(acc) > 1 else float('nan')
-        out.setdefault(taste, {}).setdefault(policy, []).append(dict(size=size, mean=float(acc.mean()),
+        out.setdefault(taste, {}).setdefault(curve, []).append(dict(size=size, mean=float(acc.mean()),
             ci95=[max(float(acc.mean() - half), 0.0), min(float(acc.mean() + half), 1.0)], trials=acc.tolist(),
             agreement=float(np.mean([r['agreement'] for r in group])), seconds=float(np.mean([r['seconds'] for r in group])),
-            temperature=float(np.mean([r.get('temperature', np.nan) for r in group]))))
+            temperature=float(np.mean([r.get('temperature', np.nan) for r in group])),
+            mirrored=float(np.mean([bool(r.get('mirror', True)) for r in group]))))
+    return out
+
+
+def auto_vs_fixed(summary):
+    """{taste: [{size, auto, mirrored, plain, best, shortfall, auto_mirrored}]} of a report comparing mirror settings
+    (curves POLICY/SETTING, MIRROR_SETTINGS): each setting's mean accuracy, the better fixed setting, how far auto's
+    mean falls below it (negative: above), and the share of auto's fits that mirrored."""
+    out = {}
+    for taste, by in summary.items():
+        for policy in POLICIES:
+            names = {s: f'{policy}/{s}' for s in MIRROR_SETTINGS.values()}
+            if not all(n in by for n in names.values()):
+                continue
+            at = {s: {p['size']: p for p in by[n]} for s, n in names.items()}
+            for size, auto in at['auto'].items():
+                fixed = {s: at[s][size]['mean'] for s in ('mirrored', 'plain')}
+                best = max(fixed, key=lambda s: (fixed[s], s == 'mirrored'))
+                out.setdefault(taste, []).append(dict(policy=policy, size=size, auto=auto['mean'], **fixed, best=best,
+                    shortfall=fixed[best] - auto['mean'], auto_mirrored=auto['mirrored']))
     return out
 
 
@@ -197,8 +225,9 @@ def active_savings(summary, reference=1000):
     return out
 
 
-def describe(summary, savings):
-    """Lines for the console: each curve's means, then what active choice saves."""
+def describe(summary, savings, versus=None):
+    """Lines for the console: each curve's means, what active choice saves, and auto mirroring against the better
+    fixed setting (auto_vs_fixed) when given."""
     lines = []
     for taste, by in summary.items():
         for policy, curve in by.items():
@@ -209,6 +238,11 @@ def describe(summary, savings):
         needs = 'never' if s['active_needs'] is None else f'{s["active_needs"]:.0f}'
         lines.append(f'{taste:>7} active reaches random\'s {s["reference"]}-judgement accuracy '
             f'({100 * s["random_at"]:.1f}%) at: {needs}')
+    for taste, cs in (versus or {}).items():
+        for c in cs:
+            lines.append(f'{taste:>7} {c["policy"]} {c["size"]}: auto {100 * c["auto"]:.1f}% vs {c["best"]} '
+                f'{100 * c[c["best"]]:.1f}% ({100 * c["shortfall"]:+.1f} points below; auto mirrored '
+                f'{100 * c["auto_mirrored"]:.0f}% of fits)')
     return lines
 
 
@@ -245,33 +279,43 @@ def plot_curves(summary, path, targets=None):
 #----------------------------------------------------------------------------
 
 def learning_curves(inputs, truths, policies, options, kind='sigma', model_config=None, fit_options=None,
-        device='cpu', progress=None):
-    """Every trial of every taste in truths ({taste: {id: noise-free score}}) and policy: a list of rows {taste, policy,
-    seed, size, accuracy, correct, total, wilson95, agreement, seconds}. inputs: fitting.PreparedInputs of the bank,
-    prepared by the reward's contract; progress(taste, policy, seed, size) after each fit."""
+        device='cpu', progress=None, mirrors=None):
+    """Every trial of every taste in truths ({taste: {id: noise-free score}}), policy and mirror setting: a list of rows
+    {taste, policy, seed, size, accuracy, correct, total, wilson95, agreement, seconds, mirror (whether the fit
+    mirrored), val_mirrored, val_plain (validation accuracies of the ways fitted), val_nll_mirrored, val_nll_plain
+    (their validation NLL; None by epochs)}. inputs: fitting.PreparedInputs of the bank, prepared by the reward's
+    contract; mirrors: FitOptions.mirror settings to compare (default: fit_options' own); with more than one, each
+    row's curve is POLICY/SETTING (MIRROR_SETTINGS) and every setting sees the same annotator; progress(taste, policy,
+    seed, size) after each fit."""
     fit_options = fit_options or fitting.FitOptions()
+    mirrors = [fit_options.mirror] if mirrors is None else list(mirrors)
     pool, test = split_pool(list(inputs.index), options.test_share, options.split_seed)
     prototype = fitting.new_model(kind, inputs, pool, model_config)
     table = None
     if fitting.fits_heads_only(prototype):                         # A fixed trunk: its features once for every fit.
-        table = fitting.linear_heads.feature_table(prototype, inputs, inputs.index, fit_options.mirror, device=device,
-            progress=False)
+        table = fitting.linear_heads.feature_table(prototype, inputs, inputs.index, any(m is not False for m in mirrors),
+            device=device, progress=False)
     rows = []
     for taste, truth in truths.items():
-        for policy, seed in itertools.product(policies, options.seeds):
+        for policy, seed, mirror in itertools.product(policies, options.seeds, mirrors):
             oracle = annotators.OracleAnnotator(taste, truth, temperature=options.temperature, seed=seed)
             if options.agreement is not None:
                 oracle.temperature = temperature_for_agreement(oracle, pool, options.agreement)
 
             def fit(train, val, fit_seed):
                 model = fitting.new_model(kind, inputs, pool, model_config)
-                opts = dataclasses.replace(fit_options, seed=fit_seed)
-                fitting.train_model(model, inputs, pool, train, val, opts, table=table, device=device, progress=False)
-                ids = pool + test
-                return dict(zip(ids, fitting.member_scores(model, inputs, ids, table=table, device=device)))
+                opts = dataclasses.replace(fit_options, seed=fit_seed, mirror=mirror)
+                fitted = fitting.train_model(model, inputs, pool, train, val, opts, table=table, device=device,
+                    progress=False)
+                ids, choice = pool + test, fitted['mirror']
+                val = {f'val_{k}': v['accuracy'] for k, v in choice['validation'].items()}
+                val.update({f'val_nll_{k}': v['nll'] for k, v in choice['validation'].items()})
+                return dict(zip(ids, fitting.member_scores(model, inputs, ids, table=table, device=device))), dict(
+                    mirror=choice['chosen'], **val)
             report = (lambda size: progress(taste, policy, seed, size)) if progress else None
+            label = dict(curve=f'{policy}/{MIRROR_SETTINGS[mirror]}') if len(mirrors) > 1 else {}
             for row in run_trial(oracle, truth, pool, test, policy, seed, options, fit, progress=report):
-                rows.append(dict(taste=taste, policy=policy, seed=seed, temperature=oracle.temperature, **row))
+                rows.append(dict(taste=taste, policy=policy, seed=seed, temperature=oracle.temperature, **label, **row))
     return rows
 
 #----------------------------------------------------------------------------
@@ -280,9 +324,10 @@ def learning_curves(inputs, truths, policies, options, kind='sigma', model_confi
 OUTPUTS = ('report.json', 'report.html', 'curves.png', 'trials.jsonl')
 
 
-def fit_count(tastes, policies, options):
-    """The fits a report makes: one per fit size of each taste, policy and seed."""
-    return len(tastes) * len(options.seeds) * sum(len(fit_sizes(p, options)) for p in policies)
+def fit_count(tastes, policies, options, settings=1):
+    """The fits a report makes: one per fit size of each taste, policy, seed and mirror setting (auto's fits both
+    ways count as one)."""
+    return len(tastes) * len(options.seeds) * settings * sum(len(fit_sizes(p, options)) for p in policies)
 
 
 def taste_truths(bank, tastes, level, outdir):
@@ -301,28 +346,39 @@ def taste_truths(bank, tastes, level, outdir):
     return truths
 
 
-def report(inputs, truths, outdir, policies, options, bank_dir, kind='sigma', model_config=None, mirror=True,
-        device='cpu'):
+def report(inputs, truths, outdir, policies, options, bank_dir, kind='sigma', model_config=None, mirror=None,
+        device='cpu', compare_mirror=False):
     """Run every trial (learning_curves) and write OUTPUTS into outdir: the trials, the mean and 95% t-interval over
     seeds per taste, policy and size, what active choice saves against random at 1,000 judgements (or the largest
-    size), and curves.png. Returns the report's summary."""
-    with tqdm(total=fit_count(truths, policies, options), desc='fits', unit='fit') as bar:
+    size), and curves.png. mirror: FitOptions.mirror of every fit; compare_mirror: instead, every trial fitted mirrored,
+    plain and auto, and how far auto falls below the better fixed setting (auto_vs_fixed). Returns the summary."""
+    mirrors = list(MIRROR_SETTINGS) if compare_mirror else [mirror]
+    with tqdm(total=fit_count(truths, policies, options, len(mirrors)), desc='fits', unit='fit') as bar:
         def progress(taste, policy, seed, size):
             bar.set_postfix_str(f'{taste} {policy} seed {seed} n={size}')
             bar.update()
         rows = learning_curves(inputs, truths, policies, options, kind=kind, model_config=model_config,
-            fit_options=fitting.FitOptions(mirror=mirror), device=device, progress=progress)
+            device=device, progress=progress, mirrors=mirrors)
     with dnnlib.util.atomic_write(os.path.join(outdir, 'trials.jsonl'), 'w', encoding='utf-8') as f:
         f.writelines(json.dumps(r) + '\n' for r in rows)
     curves = summarise(rows)
     plot_curves(curves, os.path.join(outdir, 'curves.png'))
     reach = active_savings(curves, reference=1000 if 1000 in options.sizes else options.sizes[-1])
-    summary = dict(bank=os.path.abspath(bank_dir), reward=kind, model_config=model_config, mirror=mirror,
-        options=options.to_dict(), curves=curves, active_vs_random=reach)
+    summary = dict(bank=os.path.abspath(bank_dir), reward=kind, model_config=model_config,
+        mirror='compare' if compare_mirror else MIRROR_SETTINGS[mirror], options=options.to_dict(), curves=curves,
+        active_vs_random=reach)
     table = [[t, p, c['size'], f'{100 * c["mean"]:.1f}', f'{100 * c["ci95"][0]:.1f}-{100 * c["ci95"][1]:.1f}',
-        f'{100 * c["agreement"]:.1f}'] for t, by in curves.items() for p, curve in by.items() for c in curve]
-    report_plots.write_report(outdir, 'Reward learning curves', summary, ['curves.png'], tables=[('Noise-free held-out '
-        'accuracy (%)', ['taste', 'policy', 'judgements', 'mean', '95% interval', 'label agreement'], table)])
+        f'{100 * c["agreement"]:.1f}', f'{100 * c["mirrored"]:.0f}'] for t, by in curves.items() for p, curve in by.items()
+        for c in curve]
+    tables = [('Noise-free held-out accuracy (%)', ['taste', 'curve', 'judgements', 'mean', '95% interval',
+        'label agreement', 'fits mirrored (%)'], table)]
+    if compare_mirror:
+        summary['auto_vs_fixed'] = auto_vs_fixed(curves)
+        tables.append(('Automatic mirroring against the better fixed setting (held-out accuracy, %)', ['taste', 'policy',
+            'judgements', 'mirrored', 'plain', 'auto', 'auto below the better', 'auto mirrored (%)'], [[t, c['policy'],
+            c['size'], *(f'{100 * c[k]:.1f}' for k in ('mirrored', 'plain', 'auto', 'shortfall')),
+            f'{100 * c["auto_mirrored"]:.0f}'] for t, cs in summary['auto_vs_fixed'].items() for c in cs]))
+    report_plots.write_report(outdir, 'Reward learning curves', summary, ['curves.png'], tables=tables)
     return summary
 
 #----------------------------------------------------------------------------

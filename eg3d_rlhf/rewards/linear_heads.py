@@ -84,7 +84,8 @@ def fit_linear_heads(model, table, train_ids, pairs, ties, val_pairs, l2_grid, s
     """Fit the model's linear heads (model.heads, each Linear(F, 1)) to (winner, loser) pairs and (a, b) ties (ties
     empty = dropped), after storing the feature scale of the training samples (model.set_feature_scale); member k > 0
     trains on a Poisson(1) bootstrap of the pairs. Every penalty of l2_grid is solved and the one whose mean-member
-    reward gives the lowest validation NLL is kept. Returns {l2, chosen: {val_nll, val_accuracy}, grid: [...]}."""
+    reward gives the lowest validation NLL is kept. Returns {l2, chosen: {val_nll, val_accuracy}, grid: [...],
+    out_of_bag: {accuracy, nll, pairs} of the chosen penalty (out_of_bag)}."""
     scaled = set_feature_scale(model, table, train_ids)
     d = torch.cat([margins_of(table, scaled, pairs), margins_of(table, scaled, ties)]).float()
     copies = len(scaled)
@@ -94,6 +95,7 @@ def fit_linear_heads(model, table, train_ids, pairs, ties, val_pairs, l2_grid, s
     weights = torch.ones([model.members, n])
     if model.members > 1:
         weights[1:] = torch.poisson(torch.ones([model.members - 1, n]), generator=gen)
+    counts = weights[:, :len(pairs)]                                # Each member's draws of each pair.
     weights = torch.cat([weights[:, :len(pairs)]] * copies + [weights[:, len(pairs):]] * copies, dim=1)  # As d.
     d_val = margins_of(table, scaled[:1], val_pairs).float()
     grid, W = [], None
@@ -111,6 +113,20 @@ def fit_linear_heads(model, table, train_ids, pairs, ties, val_pairs, l2_grid, s
             head.weight.copy_(w[None].float())
             head.bias.zero_()
     strip = lambda g: {k: v for k, v in g.items() if k != 'W'}
-    return dict(l2=best['l2'], chosen=strip(best), grid=[strip(g) for g in grid])
+    oob = out_of_bag(best['W'], margins_of(table, scaled[:1], pairs).float(), counts)
+    return dict(l2=best['l2'], chosen=strip(best), grid=[strip(g) for g in grid], out_of_bag=oob)
+
+
+def out_of_bag(W, d, counts):
+    """{accuracy, nll, pairs} of the training pairs (margins d [P, F], unmirrored) scored by the members that did not
+    draw them (counts [K, P] of the bootstrap; member 0 draws every pair), the mean margin of those members for each
+    pair that has any: a held-out measure of the training pairs at no extra fit."""
+    out = (counts == 0).T.to(d.dtype)                               # [P, K]
+    n = out.sum(dim=1)
+    has = n > 0
+    if not bool(has.any()):
+        return dict(accuracy=float('nan'), nll=float('nan'), pairs=0)
+    m = ((d @ W.T) * out).sum(dim=1)[has] / n[has]
+    return dict(accuracy=float((m > 0).double().mean()), nll=float(F.softplus(-m).mean()), pairs=int(has.sum()))
 
 #----------------------------------------------------------------------------
