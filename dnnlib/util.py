@@ -1,6 +1,7 @@
 """Helpers EG3D code expects from `dnnlib.util`: EasyDict, name lookup, local URL opening, cache dirs, safe file I/O."""
 
 import contextlib
+import errno
 import importlib
 import io
 import json
@@ -11,6 +12,8 @@ import stat
 import tempfile
 import urllib.parse
 from typing import Any
+
+import click
 
 try:
     import fcntl
@@ -174,24 +177,85 @@ def _process_alive(pid):
     return True
 
 
+# A write the file system refuses: the disk is full, mounted read-only, or the folder is not ours. The command stops in
+# one line naming the path (WriteError is a click error: no traceback), and the writer removes what it had begun.
+RESOURCE_ERRORS = {
+    errno.ENOSPC: 'no space left on the device; free some space or write elsewhere',
+    errno.EDQUOT: 'disk quota exceeded; free some space or write elsewhere',
+    errno.EROFS: 'read-only file system; write elsewhere',
+    errno.EACCES: 'permission denied; choose a folder you can write in',
+    errno.EPERM: 'permission denied; choose a folder you can write in',
+}
+
+
+class WriteError(OSError, click.ClickException):
+    """A write refused for want of space or permission; its message is one line naming the path and the fix, and a
+    click command that lets it through stops with that line (exit code 1)."""
+
+    def __init__(self, path, err):
+        message = f'{path}: cannot write it ({RESOURCE_ERRORS[err.errno]}); nothing was written there'
+        OSError.__init__(self, message)
+        click.ClickException.__init__(self, message)
+        self.errno = err.errno
+
+
+def is_resource_error(err, *paths):
+    """Whether `err` is a full disk, a read-only file system or a denied permission while writing one of `paths`, a
+    file directly in one of them, or a file object (whose errors name no path)."""
+    names = {os.path.abspath(p) for p in paths if p is not None}
+    name = None if err.filename is None else os.path.abspath(os.fsdecode(err.filename))
+    named = name is None or name in names or os.path.dirname(name) in names     # A temporary in a named folder too.
+    return isinstance(err, OSError) and not isinstance(err, WriteError) and err.errno in RESOURCE_ERRORS and named
+
+
+@contextlib.contextmanager
+def writing(path, *others):
+    """Resource errors (is_resource_error) raised while writing `path` (or `others`: its folder, its temporary) become
+    WriteError naming `path`; the caller removes what it had begun."""
+    try:
+        yield
+    except OSError as err:
+        if not is_resource_error(err, path, *others):
+            raise
+        raise WriteError(path, err) from None
+
+
 @contextlib.contextmanager
 def atomic_write(path, mode='wb', encoding=None):
     """Write `path` through a temporary file beside it: it replaces `path` only when the block succeeds (a crash never
-    leaves a half-written file) and gets the usual umask permissions (mkstemp's own are private)."""
+    leaves a half-written file) and gets the usual umask permissions (mkstemp's own are private). A full disk or a
+    folder that cannot be written raises WriteError naming `path`, with no temporary left behind."""
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f'{TEMPORARY_PREFIX}{os.getpid()}-', suffix=os.path.splitext(path)[1])
-    umask = os.umask(0)
-    os.umask(umask)
+    made = _missing_folders(folder)
+    tmp = None
     try:
-        os.chmod(tmp, 0o666 & ~umask)
-        with os.fdopen(fd, mode, encoding=encoding) as f:
-            yield f
-        os.replace(tmp, path)
+        with writing(path, *made, folder):
+            os.makedirs(folder, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f'{TEMPORARY_PREFIX}{os.getpid()}-',
+                suffix=os.path.splitext(path)[1])
+        umask = os.umask(0)
+        os.umask(umask)
+        with writing(path, tmp, folder):
+            os.chmod(tmp, 0o666 & ~umask)
+            with os.fdopen(fd, mode, encoding=encoding) as f:
+                yield f
+            os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
+        for made_folder in made:                        # Folders made for this file alone, deepest first.
+            with contextlib.suppress(OSError):
+                os.rmdir(made_folder)
         raise
+
+
+def _missing_folders(folder):
+    """The folders of `folder`'s path that do not exist yet, deepest first."""
+    missing = []
+    while folder and not os.path.exists(folder) and os.path.dirname(folder) != folder:
+        missing.append(folder)
+        folder = os.path.dirname(folder)
+    return missing
 
 
 #----------------------------------------------------------------------------

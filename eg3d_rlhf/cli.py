@@ -6,6 +6,7 @@ import itertools
 import json
 import math
 import os
+import shutil
 import warnings
 
 import click
@@ -120,7 +121,8 @@ def open_reporter(run_dir, reporter, **labels):
     """--report-to's writer for run_dir (torch_utils/report_to.py; labels: a W&B run's name and config); a one-line
     click error when it cannot start."""
     try:
-        return report_to.open_writer(run_dir, pick_reporter(reporter), **labels)
+        with dnnlib.util.writing(run_dir, *([] if run_dir is None else [os.path.dirname(run_dir)])):
+            return report_to.open_writer(run_dir, pick_reporter(reporter), **labels)
     except report_to.ReportError as err:
         raise click.ClickException(str(err))
 
@@ -240,6 +242,49 @@ def refuse_overwrite(*paths, force=False, inputs=None):
     for path in paths:
         if not force and path is not None and os.path.lexists(path):
             raise click.ClickException(f'{path} exists; pass --force to replace it, or choose another name')
+
+@contextlib.contextmanager
+def all_or_nothing(*paths):
+    """A command's outputs (files or folders; None skipped), written in the block: when it fails (a full disk, a
+    diverged fit), those of `paths` that did not exist when it began are removed, so no partial result is left; a full
+    disk or a folder that cannot be written (dnnlib.util.RESOURCE_ERRORS) under them stops in one line naming the
+    file (dnnlib.util.WriteError)."""
+    paths = [os.path.abspath(p) for p in paths if p is not None]
+    fresh = [p for p in paths if not os.path.lexists(p)]
+    try:
+        yield
+    except BaseException as err:
+        for path in fresh:
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            elif os.path.lexists(path):
+                with contextlib.suppress(OSError):
+                    os.remove(path)
+        where = _output_of(err, paths)
+        if where is not None:
+            raise dnnlib.util.WriteError(where, err) from None
+        raise
+
+def _output_of(err, paths):
+    """The file a resource error (dnnlib.util.RESOURCE_ERRORS) of writing under `paths` names (the first of `paths`
+    for a file object's error, which names none); None for any other error."""
+    if not isinstance(err, OSError) or isinstance(err, dnnlib.util.WriteError) or not paths:
+        return None
+    if err.errno not in dnnlib.util.RESOURCE_ERRORS:
+        return None
+    if err.filename is None:
+        return paths[0]
+    name = os.path.abspath(os.fsdecode(err.filename))
+    inside = any(name == p or name.startswith(p + os.sep) for p in paths)
+    return name if inside else None
+
+def outermost_new_folder(path):
+    """The outermost folder of `path`'s that does not exist yet (made for `path`, so all_or_nothing removes it too);
+    None when its folder exists."""
+    folder, new = os.path.dirname(os.path.abspath(path)), None
+    while not os.path.exists(folder) and os.path.dirname(folder) != folder:
+        folder, new = os.path.dirname(folder), folder
+    return new
 
 def writes_over(path, source):
     """Would writing `path` replace `source` (the same file, or an existing file inside the folder `source`)?"""

@@ -4,8 +4,10 @@ import click
 import numpy as np
 from tqdm import tqdm
 
-from eg3d_rlhf.cli import SEED, FINITE, OUT_FILE, FiniteRange, force_option, open_bank, refuse_overwrite
+from eg3d_rlhf.cli import (SEED, FINITE, OUT_FILE, FiniteRange, all_or_nothing, force_option, one_line_errors, open_bank,
+    refuse_overwrite)
 from eg3d_rlhf.data import annotators
+from eg3d_rlhf.data.bank import BankError
 from eg3d_rlhf.data.preferences import write_id_list, write_judgements
 from eg3d_rlhf.data.scores import write_scores
 
@@ -13,8 +15,8 @@ from eg3d_rlhf.data.scores import write_scores
 
 def taste_scores(bank, taste, level):
     """{id: taste score} over the whole bank, with a progress bar."""
-    with tqdm(total=len(bank), desc=f'oracle:{taste}', unit='sample') as bar:
-        return annotators.taste_scores(taste, bank, level, progress=bar.update)
+    with tqdm(total=len(bank), desc=f'oracle:{taste}', unit='sample') as bar, one_line_errors(BankError):
+        return annotators.taste_scores(taste, bank, level, progress=bar.update)      # A slab not finite: one line.
 
 
 def parse_annotator(ctx, param, value):
@@ -78,9 +80,10 @@ def pairs(bank_dir, annotator, temperature, level, seed, scores_out, dry_run, fo
     oracle = annotators.OracleAnnotator(annotator, taste_scores(bank, annotator, level), temperature=temperature,
         theta=theta, seed=seed)
     judgements = oracle.judgements(oracle.draw_pairs(bank.ids, num_pairs, groups))
-    write_judgements(out, judgements)
-    if scores_out:
-        write_scores(scores_out, oracle.z)
+    with all_or_nothing(out, scores_out):               # A full disk at the second file: the first goes too.
+        write_judgements(out, judgements)
+        if scores_out:
+            write_scores(scores_out, oracle.z)
     agree = np.mean([j.choice == j.extra['noise_free'] for j in judgements])
     ties = sum(j.choice == 'tie' for j in judgements)
     print(f'{out}: {len(judgements)} judgements by oracle:{annotator}; {100 * agree:.1f}% agree with the noise-free '
@@ -118,13 +121,14 @@ def good_bad(bank_dir, annotator, temperature, level, seed, scores_out, dry_run,
     oracle = annotators.OracleAnnotator(annotator, taste_scores(bank, annotator, level), temperature=temperature, seed=seed)
     given = oracle.given_scores(bank.ids)
     labels = oracle.good_bad(bank.ids, bad_quantile, good_quantile, given=given)
-    for path, wanted in ((good_out, 1), (bad_out, 0)):
-        write_id_list(path, [k for k, v in labels.items() if v == wanted],
-            comment=f'{"good" if wanted else "bad"} samples by {oracle.name}, temperature {temperature}, quantiles '
-                f'{bad_quantile:g}-{good_quantile:g}')
-    for path, values in ((scores_out, oracle.z), (given_scores_out, given)):
-        if path:
-            write_scores(path, values)
+    with all_or_nothing(good_out, bad_out, scores_out, given_scores_out):
+        for path, wanted in ((good_out, 1), (bad_out, 0)):
+            write_id_list(path, [k for k, v in labels.items() if v == wanted],
+                comment=f'{"good" if wanted else "bad"} samples by {oracle.name}, temperature {temperature}, quantiles '
+                    f'{bad_quantile:g}-{good_quantile:g}')
+        for path, values in ((scores_out, oracle.z), (given_scores_out, given)):
+            if path:
+                write_scores(path, values)
     good = sum(labels.values())
     print(f'{good} good and {len(labels) - good} bad samples written to {good_out}, {bad_out}; '
         f'{len(bank) - len(labels)} in the middle band left out')

@@ -9,7 +9,7 @@ import torch
 from eg3d_rlhf.analysis import attribution
 from eg3d_rlhf.cli import (SEED, OUT_DIR, FINITE, NETWORK_HELP, REGIONS_HELP, check_bank_grid, conditions_option,
     device_option, draw_slabs, FiniteRange, load_regions, network_keys, network_path, one_line_errors, open_bank,
-    open_reward, parse_range, pick_device)
+    open_reward, outermost_new_folder, parse_range, pick_device, all_or_nothing)
 from eg3d_rlhf.data.bank import BankError
 from eg3d_rlhf.generators.base import sample_id
 from eg3d_rlhf.rewards.contract import ScoreError
@@ -98,7 +98,8 @@ def main(reward_path, original_pkl, tuned_pkl, trust_pickle, seeds, conditions, 
     info = dict(mode='change' if change else 'bank', reward_model=os.path.abspath(reward_path), ids=ids,
         region_source=regions.source, permutations=permutations, ig_steps=ig_steps,
         **(dict(original=original_pkl, tuned=tuned_pkl) if change else dict(bank=bank_path, reference=reference)))
-    with one_line_errors(ScoreError):                    # A score that is not finite: nothing to explain.
+    with all_or_nothing(outdir, outermost_new_folder(os.path.join(outdir, 'x'))), \
+            one_line_errors(ScoreError):                # A score that is not finite: nothing to explain.
         summary = attribution.report(reward, inputs, baselines, regions, outdir, info, mean_slab,
             permutations=permutations, ig_steps=ig_steps, batch=batch, seed=seed, meshes=meshes, level=level)
     order = sorted(summary['regions'].items(), key=lambda kv: -abs(kv[1]['shapley']))

@@ -8,7 +8,8 @@ import torch
 
 from eg3d_rlhf.analysis import embedding
 from eg3d_rlhf.cli import (SEED, OUT_DIR, NETWORK_HELP, check_bank_grid, conditions_option, device_option, draw_slabs,
-    FiniteRange, network_keys, network_path, one_line_errors, open_bank, open_reward, parse_range, pick_device)
+    FiniteRange, all_or_nothing, network_keys, network_path, one_line_errors, open_bank, open_reward, outermost_new_folder,
+    parse_range, pick_device)
 from eg3d_rlhf.data.bank import BankError
 from eg3d_rlhf.generators.base import sample_id
 from eg3d_rlhf.rewards.contract import ScoreError
@@ -73,7 +74,8 @@ def main(reward_path, original_pkl, tuned_pkl, bank_path, trust_pickle, seeds, c
         with one_line_errors(BankError):                 # A slab that cannot be read or is not finite.
             slabs = [torch.from_numpy(np.stack(list(bank.slabs().values())))]
         names = [bank.ids]
-    with one_line_errors(embedding.EmbeddingError, ScoreError):
+    with all_or_nothing(outdir, outermost_new_folder(os.path.join(outdir, 'x'))), \
+            one_line_errors(embedding.EmbeddingError, ScoreError):
         summary = embedding.report(reward, slabs, outdir, reward_path, pca_components, neighbors, min_dist, k=k, seed=seed,
             batch=batch, names=names)
     if 'separation' in summary:

@@ -7,8 +7,8 @@ import numpy as np
 from tqdm import tqdm
 
 import dnnlib
-from eg3d_rlhf.cli import (OUT_DIR, FINITE, NETWORK_HELP, conditions_option, device_option, force_option, load_generator,
-    mesh_convention_option, network_keys, network_path, parse_range, pick_device, refuse_overwrite)
+from eg3d_rlhf.cli import (OUT_DIR, FINITE, NETWORK_HELP, all_or_nothing, conditions_option, device_option, force_option, load_generator,
+    mesh_convention_option, network_keys, network_path, outermost_new_folder, parse_range, pick_device, refuse_overwrite)
 from eg3d_rlhf.generators.base import sample_id
 from eg3d_rlhf.geometry import convention, mesh, mrc
 from eg3d_rlhf.geometry.sigma import CubeGrid, slab_grid
@@ -72,9 +72,9 @@ def main(network_pkl, trust_pickle, seeds, conditions, resolution, slab, truncat
         fov_degrees=fov_deg)
     make_grid = slab_grid if slab else CubeGrid
     grid = make_grid(resolution, cube_length=generator.cube_length, exact_eg3d_grid=exact_grid)
-    os.makedirs(outdir, exist_ok=True)
-
-    with tqdm(total=len(keys) * grid.num_points, unit='pt', unit_scale=True) as bar:
+    with all_or_nothing(outdir, outermost_new_folder(os.path.join(outdir, 'x'))), \
+            tqdm(total=len(keys) * grid.num_points, unit='pt', unit_scale=True) as bar:
+        os.makedirs(outdir, exist_ok=True)
         for (seed, condition), path in zip(keys, paths):
             bar.set_description(os.path.basename(path))
             field = generator.field([seed], condition)

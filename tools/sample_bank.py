@@ -1,8 +1,12 @@
 """Build a sample bank: per seed, the raw sigma slab, an RGB render, shaded previews from three views and meta.json."""
 
+import os
+import shutil
+
 import click
 from tqdm import tqdm
 
+from dnnlib.util import WriteError
 from eg3d_rlhf.cli import (OUT_DIR, FINITE, NETWORK_HELP, conditions_option, device_option, load_generator,
     mesh_convention_option, network_family, network_keys, network_path, parse_range, pick_device)
 from eg3d_rlhf.data.bank import BankError, BankWriter, is_finished, passes
@@ -84,6 +88,7 @@ def main(network_pkl, trust_pickle, seeds, conditions, truncation_psi, truncatio
         truncation_cutoff=truncation_cutoff)
     writer = BankWriter(outdir, generator, resolution, dtype=dtype, level=level, preview_res=preview_res,
         convention=mesh_convention)
+    fresh = not os.path.exists(outdir)
     try:
         if ranks.main:                              # Rank 0 creates bank.json; the others then check it.
             writer.open()
@@ -96,6 +101,10 @@ def main(network_pkl, trust_pickle, seeds, conditions, truncation_psi, truncatio
                     bar.update()
     except BankError as err:                        # Finished samples stay; a rerun resumes after them.
         raise click.ClickException(str(err))
+    except WriteError:                              # A full disk, say: a bank this run began and never filled goes.
+        if fresh and ranks.main and not any(is_finished(outdir, sample_id(*k)) for k in keys):
+            shutil.rmtree(outdir, ignore_errors=True)
+        raise
     ranks.barrier()
     if ranks.main:
         written = sum(is_finished(outdir, sample_id(*k)) for k in keys) - done

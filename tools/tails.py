@@ -6,7 +6,8 @@ import click
 from tqdm import tqdm
 
 from eg3d_rlhf.analysis import tails
-from eg3d_rlhf.cli import FINITE, OUT_DIR, check_bank_grid, device_option, one_line_errors, open_bank, open_reward, pick_device
+from eg3d_rlhf.cli import (FINITE, OUT_DIR, all_or_nothing, check_bank_grid, device_option, one_line_errors, open_bank,
+    open_reward, outermost_new_folder, pick_device)
 from eg3d_rlhf.data.bank import BankError
 from eg3d_rlhf.rewards.contract import ScoreError
 from eg3d_rlhf.synthetic import demo
@@ -81,8 +82,9 @@ def main(bank_path, reward_path, k, cubes, flip_x, robust_normalise, level, prev
             f'top and bottom {min(k, len(bank))} and score {len(cubes)} cube(s) '
             f'({", ".join(f"{p} {n}^3" for p, n in cubes.items()) or "none"}); report in {outdir}')
         return
-    os.makedirs(outdir, exist_ok=True)
-    with one_line_errors(BankError, tails.CubeError, ScoreError):
+    with all_or_nothing(outdir, outermost_new_folder(os.path.join(outdir, 'x'))), \
+            one_line_errors(BankError, tails.CubeError, ScoreError):
+        os.makedirs(outdir, exist_ok=True)
         summary = tails.report(reward, bank, outdir, reward_path, bank_path, k=k, cubes=cubes, flip_x=flip_x,
             robust_normalise=robust_normalise, level=level, preview_res=preview_res, batch=batch)
     top, bottom = summary['top'][0], summary['bottom'][0]

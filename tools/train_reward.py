@@ -6,8 +6,8 @@ import shutil
 import click
 
 from eg3d_rlhf.analysis import reward_fit
-from eg3d_rlhf.cli import (SEED, OUT_FILE, device_option, fit_options, force_option, open_reporter, parse_model_config,
-    pick_device, pick_reporter, refuse_overwrite, report_option, side_path)
+from eg3d_rlhf.cli import (SEED, OUT_FILE, all_or_nothing, device_option, fit_options, force_option, open_reporter, parse_model_config,
+    outermost_new_folder, pick_device, pick_reporter, refuse_overwrite, report_option, side_path)
 from eg3d_rlhf.data import preferences, scores
 from eg3d_rlhf.data.bank import Bank, BankError
 from eg3d_rlhf.rewards import REWARDS, build_reward, fitting
@@ -103,34 +103,33 @@ def main(bank_dir, labels_path, good_path, bad_path, kind, out, truth_path, scor
     spec = REWARDS[kind].default_input(bank.meta(bank.ids[0])['slab'], model_config)  # Its contract on the bank's grid.
     options = fitting.FitOptions(epochs=epochs, patience=patience, batch=batch, lr=lr, ties=ties, mirror=mirror,
         objective=objective, reg_weight=reg_weight, cs_lambda=cs_lambda, seed=seed, l2=tuple(l2))
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    if logs is not None:
-        shutil.rmtree(logs, ignore_errors=True)                 # Only with --force: a replaced run's log goes too.
-    if mirror is None and labels.val_pairs and not (fitting.fits_heads_only(probe) and labels_path):
-        print(f'mirroring: auto trains the {kind} reward twice, with and without mirrored inputs, and keeps the better on '
-            'validation; --mirror or --no-mirror trains once')
-    writer = open_reporter(logs, report_to, name=os.path.basename(side_path(out, '')), config=dict(reward=kind))
-    try:
-        with fitting.MetricsLog(side_path(out, '.metrics.jsonl'), writer=writer) as log:
-            model, fitted = fitting.fit_reward(kind, bank, labels, spec, options, model_config=model_config,
-                centre=centre, truth=truth, scores=targets, device=device, log=log)
-    except (BankError, FloatingPointError) as err:              # A slab that is not finite, or a diverged run.
-        os.remove(side_path(out, '.metrics.jsonl'))             # This run's own (refuse_overwrite saw none before),
-        writer.close()
-        if logs is not None:                                    # as is its --report-to folder.
-            shutil.rmtree(logs, ignore_errors=True)
-        raise click.ClickException(str(err))
-    print(fitting.describe_mirror(fitted['mirror']))
-    for key, name in (('test_labels', 'on test labels'), ('test_truth', 'against --truth (all test-sample pairs)')):
-        if key in fitted['held_out']:
-            print(f'held-out accuracy {name}: {fitting.describe_held_out(fitted["held_out"][key])}')
-    report = dict(bank=os.path.abspath(bank_dir), labels=labels_path, good=good_path, bad=bad_path, truth=truth_path,
-        scores=scores_path, split=list(fractions), split_seed=split_seed, **fitted)
-    save_reward(out, model, kind, spec, training=report)
-    reward_fit.report(out, report, log.records)
-    last = log.records[-1].get('step', len(log.records) - 1) if log.records else 0     # MetricsLog's step of the last record.
-    writer.image('report/curves', last, side_path(out, '.curves.png'))
-    writer.close()
+    outputs = (out, *(side_path(out, s) for s in reward_fit.SIDE_FILES), logs, outermost_new_folder(out))
+    with all_or_nothing(*outputs):                              # A diverged fit or a full disk: none of this run's files.
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        if logs is not None:
+            shutil.rmtree(logs, ignore_errors=True)             # Only with --force: a replaced run's log goes too.
+        if mirror is None and labels.val_pairs and not (fitting.fits_heads_only(probe) and labels_path):
+            print(f'mirroring: auto trains the {kind} reward twice, with and without mirrored inputs, and keeps the better '
+                'on validation; --mirror or --no-mirror trains once')
+        writer = open_reporter(logs, report_to, name=os.path.basename(side_path(out, '')), config=dict(reward=kind))
+        try:
+            with fitting.MetricsLog(side_path(out, '.metrics.jsonl'), writer=writer) as log:
+                model, fitted = fitting.fit_reward(kind, bank, labels, spec, options, model_config=model_config,
+                    centre=centre, truth=truth, scores=targets, device=device, log=log)
+            print(fitting.describe_mirror(fitted['mirror']))
+            for key, name in (('test_labels', 'on test labels'), ('test_truth', 'against --truth (all test-sample pairs)')):
+                if key in fitted['held_out']:
+                    print(f'held-out accuracy {name}: {fitting.describe_held_out(fitted["held_out"][key])}')
+            report = dict(bank=os.path.abspath(bank_dir), labels=labels_path, good=good_path, bad=bad_path,
+                truth=truth_path, scores=scores_path, split=list(fractions), split_seed=split_seed, **fitted)
+            save_reward(out, model, kind, spec, training=report)
+            reward_fit.report(out, report, log.records)
+            last = log.records[-1].get('step', len(log.records) - 1) if log.records else 0   # MetricsLog's last step.
+            writer.image('report/curves', last, side_path(out, '.curves.png'))
+        except (BankError, FloatingPointError) as err:          # A slab that is not finite, or a diverged run.
+            raise click.ClickException(str(err))
+        finally:
+            writer.close()
     how = f'L2 {report["heads"]["l2"]:g} of {len(report["heads"]["grid"])} tried' if 'heads' in report else \
         f'best epoch {report["best_epoch"]} of {report["epochs_run"]}'
     print(f'wrote {out} ({how}, {report["train_seconds"]:.0f} s) and its metrics, report and curves')

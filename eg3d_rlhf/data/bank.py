@@ -4,6 +4,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 import zipfile
 
 import numpy as np
@@ -214,12 +215,14 @@ class BankWriter:
     def open(self):
         """Create the folder and bank.json, or check that an existing bank.json matches these settings."""
         path = os.path.join(self.root, BANK_FILE)
-        if os.path.isfile(path):
+        if os.path.isfile(path):                    # Kept as it is: it says what made the bank.
             old = Bank.read_settings(self.root)
             changed = [k for k in SETTINGS_THAT_MUST_MATCH if old.get(k, SETTINGS_DEFAULTS.get(k)) != self.settings.get(k)]
             if changed:
                 raise BankError(f'{self.root} was made with other {", ".join(changed)}; use a new --outdir')
-        os.makedirs(self.root, exist_ok=True)
+            return
+        with dnnlib.util.writing(self.root):
+            os.makedirs(self.root, exist_ok=True)
         write_json(path, self.settings)
 
     def done(self, seed, condition=None):
@@ -248,7 +251,16 @@ class BankWriter:
             hint = ' (finite before float16 storage: use --dtype float32)' if np.isfinite(sigma).all() else ''
             raise BankError(f'{g.sample_id(seed, condition)}: the generator\'s slab holds nan or inf{hint}; nothing written')
         folder = os.path.join(self.root, g.sample_id(seed, condition))
-        os.makedirs(folder, exist_ok=True)
+        try:
+            self._write_files(folder, g, seed, condition, meta, picture, sigma, stored)
+        except BaseException:                   # A full disk, say: the unfinished sample goes (a rerun redoes it).
+            if not os.path.isfile(os.path.join(folder, META_FILE)):
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
+
+    def _write_files(self, folder, g, seed, condition, meta, picture, sigma, stored):
+        with dnnlib.util.writing(folder):
+            os.makedirs(folder, exist_ok=True)
         dnnlib.util.remove_stale_temporaries(folder)                    # Left by a sample killed mid-write.
         with dnnlib.util.atomic_write(os.path.join(folder, SLAB_FILE), 'wb') as f:
             np.save(f, stored)

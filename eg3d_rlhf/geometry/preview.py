@@ -11,6 +11,8 @@ import PIL.ImageFont
 import torch
 import torch.nn.functional as F
 
+import dnnlib
+
 #----------------------------------------------------------------------------
 # The volume is treated as a continuous field (trilinear interpolation between grid points). Each pixel's ray
 # marches front to back through the volume's box, stops at the first sample at or above `level`, refines the
@@ -193,8 +195,9 @@ def rgb_picture(image):
 
 
 def save_picture(picture, path):
-    """Write a uint8 grey [H, W] or RGB [H, W, 3] picture as PNG."""
-    PIL.Image.fromarray(picture).save(path)
+    """Write a uint8 grey [H, W] or RGB [H, W, 3] picture as PNG, atomically (dnnlib.util.atomic_write)."""
+    with dnnlib.util.atomic_write(path, 'wb') as f:
+        PIL.Image.fromarray(picture).save(f, format='PNG')
 
 def tile(pictures, columns):
     """Pictures of one shape ([H, W] or [H, W, C]) laid out in rows of `columns`, white where the last row ends."""

@@ -9,6 +9,8 @@ from torch import nn
 from eg3d_rlhf.rewards.contract import InputSpec
 from torch_utils import misc
 
+MAX_MEMBERS = 1024              # Ensemble members of one reward model (a damaged checkpoint may ask for 1e308).
+
 #----------------------------------------------------------------------------
 
 class _RecordsConfig(type):
@@ -45,6 +47,8 @@ class RewardNet(nn.Module, metaclass=_RecordsConfig):
         """The scoring head: Linear(feature_dim, hidden), SiLU, Linear(hidden, 1), or Linear(feature_dim, 1) with
         hidden 0; members > 1 builds that many (an ensemble, scored by their mean, whose spread is the model's doubt).
         Built after the trunk, so a seeded model starts from the same weights as before the base existed."""
+        if not 1 <= members <= MAX_MEMBERS:
+            raise ValueError(f'members is {members!r}; expected an integer in [1, {MAX_MEMBERS}]')
         self.feature_dim, self.members = int(feature_dim), int(members)
         make = lambda: nn.Sequential(nn.Linear(self.feature_dim, hidden), nn.SiLU(), nn.Linear(hidden, 1)) if hidden \
             else nn.Linear(self.feature_dim, 1)

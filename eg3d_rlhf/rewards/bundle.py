@@ -62,8 +62,8 @@ def is_bundle(path):
         return True
     try:
         return zipfile.is_zipfile(path) and _zip_members(path) is not None
-    except (OSError, zipfile.BadZipFile):
-        return False
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError):     # A damaged zip (a member name not UTF-8, say) is
+        return False                                                # no bundle: its reader names the damage.
 
 
 def read_bundle_files(path):

@@ -41,6 +41,24 @@ class RewardCheckpointError(ValueError):
     """A file that is not a reward checkpoint this version can read."""
 
 
+CONFIG_LIMIT = 1 << 20          # No reward config number (a width, a count, a level) is larger; a damaged one may be 1e308.
+
+
+def check_config(config, where='config'):
+    """ValueError naming the entry unless every number in a checkpoint's model `config` (nested lists and dicts too)
+    is finite and at most CONFIG_LIMIT in size: building a model of a damaged config could take forever or all memory
+    before its weights are ever compared."""
+    if isinstance(config, dict):
+        for key, value in config.items():
+            check_config(value, f'{where}.{key}')
+    elif isinstance(config, (list, tuple)):
+        for i, value in enumerate(config):
+            check_config(value, f'{where}[{i}]')
+    elif isinstance(config, (int, float)) and not isinstance(config, bool) and not abs(config) <= CONFIG_LIMIT:
+        raise ValueError(f'{where} is {config:g}; expected a finite number of size at most {CONFIG_LIMIT}: the file was '
+            'edited or is damaged, retrain or restore it')
+
+
 def check_weights(build, kind, config, weights):
     """ValueError unless the model `config` describes has exactly the stored weights' names and shapes (checked on
     the meta device first, so a config asking for huge layers allocates nothing) and every weight is finite."""
@@ -132,10 +150,12 @@ def reward_of(path, data, device):
     try:
         config, weights = dict(data.get('config') or {}), dict(data.get('state_dict') or {})
         config = {**ADDED_ARGUMENTS.get(data.get('kind'), {}), **config}
+        check_config(config)
         check_weights(build_reward, data.get('kind'), config, weights)
         model = build_reward(data.get('kind'), **config)
         model.load_state_dict(weights)
-    except (TypeError, ValueError, RuntimeError) as err:       # Unknown kind, config or weights of another model.
+    except (TypeError, ValueError, RuntimeError, LookupError, AttributeError, ArithmeticError) as err:
+        # Unknown kind, config or weights of another model, or config entries of the wrong type (channels '').
         text = ' '.join(str(err).split()) or type(err).__name__          # One line, even load_state_dict's list.
         raise RewardCheckpointError(f'{path}: {data.get("kind")} reward: {text[:300]}') from None
     info = {k: v for k, v in data.items() if k != 'state_dict'}

@@ -1,5 +1,6 @@
 """Fitting a reward model to a bank's labels: Bradley-Terry pairs (ties modelled or dropped) or unpaired good/bad (CS)."""
 
+import contextlib
 import copy
 import dataclasses
 import itertools
@@ -10,6 +11,8 @@ import time
 import numpy as np
 import torch
 from tqdm import tqdm
+
+import dnnlib
 
 from eg3d_rlhf.rewards import REWARDS, build_reward, linear_heads
 from eg3d_rlhf.rewards.losses import (UNPAIRED_OBJECTIVES, bradley_terry, bradley_terry_ties, dreamcs_loss,
@@ -500,14 +503,16 @@ class MetricsLog:
     the mirror tag of an automatic choice's records (train_model) stays in the file alone."""
 
     def __init__(self, path, writer=None):
-        self.records = []
-        self.file = open(path, 'w', encoding='utf-8')
+        self.records, self.path = [], path
+        with dnnlib.util.writing(path):                             # A full disk: one line naming the log.
+            self.file = open(path, 'w', encoding='utf-8')
         self.writer = writer or report_to.NullWriter()
 
     def __call__(self, record):
         self.records.append(record)
-        self.file.write(json.dumps(record) + '\n')
-        self.file.flush()
+        with dnnlib.util.writing(self.path):
+            self.file.write(json.dumps(record) + '\n')
+            self.file.flush()
         evaluation = any(k.startswith('eval_') for k in record)     # Its epoch is the training record's, logged already.
         names = {(f'eval/{k[5:]}' if k.startswith('eval_') else f'train/{k}'): v for k, v in record.items()
             if k not in ('step', 'mirror') and not (evaluation and k == 'epoch')}
@@ -517,6 +522,7 @@ class MetricsLog:
         return self
 
     def __exit__(self, *exc):
-        self.file.close()
+        with contextlib.suppress(OSError) if exc[0] is not None else dnnlib.util.writing(self.path):
+            self.file.close()
 
 #----------------------------------------------------------------------------
