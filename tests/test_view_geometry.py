@@ -25,10 +25,11 @@ def test_normals_of_a_facing_plane_and_of_a_plane_turned_45_degrees():
     assert math.degrees(math.acos(float(n[2]))) == pytest.approx(45, abs=0.5) and n[0] < 0 and abs(float(n[1])) < 1e-12
 
 
-def test_foreground_keeps_near_pixels_of_every_map_eroded_by_one():
-    depths = torch.full([2, 7, 7], 3.2)
+def test_foreground_keeps_the_head_near_in_every_map_eroded_by_one():
+    depths = torch.full([2, 7, 12], 3.2)
     depths[:, 1:6, 1:6] = 2.4                                            # A 5x5 head in both.
     depths[1, 1, 1] = 3.2                                                # The tuned one lost a corner pixel.
+    depths[:, 2:5, 8:11] = 2.3                                           # A smaller near patch (grazing rays).
     mask = view_geometry.foreground(depths, 2.25, 3.3)
     assert mask.sum() == 9 - 1 and mask[2:5, 2:5].sum() == 8 and not mask[2, 2]
 
@@ -63,6 +64,7 @@ def test_a_moved_surface_shows_from_every_view(pair, tmp_path):
     import PIL.Image
     with PIL.Image.open(tmp_path / 'views.png') as im:
         h, w = maps['original'][0].shape[:2]
-        assert im.size == (w * len(view_geometry.YAWS), h * 2 * view_geometry.PICTURED)
+        gaps = view_geometry.GAP * (view_geometry.PICTURED - 1)
+        assert im.size == (w * len(view_geometry.YAWS), h * 2 * view_geometry.PICTURED + gaps)
     title, header, body = view_geometry.table(rows)
     assert len(body) == len(rows) and len(header) == len(body[0]) and 'views' in title

@@ -17,12 +17,13 @@ from torch_utils import misc
 # A geometry change that is real shows from every view; appearance leaking into the change would show as a low
 # PSNR with little depth or normal change. Foreground: pixels whose depth lies in the nearer FOREGROUND share of the
 # renderer's [ray_start, ray_end] on both sides (rays that miss the head end near ray_end), eroded by one pixel so
-# every normal's neighbours are foreground too.
+# every normal's neighbours are foreground too, and the largest connected piece of them.
 
 YAWS = (-0.6, -0.3, 0.0, 0.3, 0.6)  # Camera yaw offsets from the frontal camera, radians (left to right).
 FOREGROUND = 0.6                    # Share of [ray_start, ray_end] whose depths count as the head.
 SAMPLES = 16                        # Samples rendered (the first ones of a comparison): 2 x views x SAMPLES renders.
 PICTURED = 3                        # Samples in the picture.
+GAP = 8                             # Picture pixels between samples (a multiple of save_views' scale).
 
 
 def normals(depth, focal):
@@ -36,10 +37,16 @@ def normals(depth, focal):
 
 
 def foreground(depths, ray_start, ray_end):
-    """Pixels [H, W] that are the head in every depth map of `depths` [K, H, W], eroded by one pixel."""
+    """Pixels [H, W] that are the head in every depth map of `depths` [K, H, W]: near, the largest 4-connected piece
+    of them (grazing rays at the image's edge also end early), eroded by one pixel."""
+    import scipy.ndimage # pylint: disable=import-outside-toplevel
     near = (depths < ray_start + FOREGROUND * (ray_end - ray_start)).all(dim=0)
-    eroded = -torch.nn.functional.max_pool2d(-near[None, None].float(), 3, stride=1, padding=1)[0, 0]
-    return eroded > 0.5
+    eroded = -torch.nn.functional.max_pool2d(-near[None, None].float(), 3, stride=1, padding=1)[0, 0] > 0.5
+    labels, count = scipy.ndimage.label(eroded.numpy())
+    if count == 0:
+        return eroded
+    largest = 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
+    return torch.from_numpy(labels == largest)
 
 
 def view_changes(generators, seeds, yaws=YAWS):
@@ -92,10 +99,15 @@ def shaded(normal, mask):
 
 
 def save_views(maps, yaws, path, scale=4):
-    """One picture: per sample a row of the original's normal maps at every view, then the tuned one's."""
+    """One picture: per sample a row of the original's normal maps at every view, the tuned one's below it, and a
+    white gap before the next sample."""
     count = len(maps['original']) // len(yaws)                              # Samples pictured, yaw-major.
     order = lambda side, s: [maps[side][v * count + s] for v in range(len(yaws))]
-    rows = [np.concatenate(order(side, s), axis=1) for s in range(count) for side in ('original', 'tuned')]
+    rows = []
+    for s in range(count):
+        pair = [np.concatenate(order(side, s), axis=1) for side in ('original', 'tuned')]
+        gap = [np.full((GAP // scale, pair[0].shape[1], 3), 255, np.uint8)] if s < count - 1 else []
+        rows += pair + gap
     picture = np.concatenate(rows, axis=0).repeat(scale, axis=0).repeat(scale, axis=1)
     preview.save_picture(picture, path)
 
