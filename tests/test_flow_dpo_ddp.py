@@ -19,6 +19,7 @@ from eg3d_rlhf.generators import flow_heads
 from eg3d_rlhf.rewards.checkpoint import load_reward
 from eg3d_rlhf.synthetic import demo
 from tests.helpers import flow_ddp_worker
+from tests.helpers.torchrun import worker_pids
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = flow_heads.PRESETS['tiny']
@@ -133,24 +134,6 @@ def test_state_pt_of_another_number_of_processes_is_refused(tiny, tmp_path):
 #----------------------------------------------------------------------------
 # train.py under torchrun: kill -9 of one rank after the first snapshot, then --resume-run with two processes ends
 # with the weights, stats and report of a two-process run never stopped.
-
-def worker_pids(launcher):
-    """{RANK: pid} of the worker processes torchrun started (its children carrying RANK in their environment)."""
-    found = {}
-    for pid in os.listdir('/proc'):
-        if not pid.isdigit() or int(pid) == launcher.pid:
-            continue
-        try:
-            with open(f'/proc/{pid}/environ', 'rb') as f:
-                env = dict(kv.split(b'=', 1) for kv in f.read().split(b'\0') if b'=' in kv)
-            with open(f'/proc/{pid}/stat') as f:
-                parent = int(f.read().rsplit(')', 1)[1].split()[1])
-        except OSError:
-            continue
-        if parent == launcher.pid and b'RANK' in env and b'TORCHELASTIC_RUN_ID' in env:
-            found[int(env[b'RANK'])] = int(pid)
-    return found
-
 
 def records(run_dir):
     """stats.jsonl's step and bridge records without their times."""

@@ -12,6 +12,7 @@ import torch
 from click.testing import CliRunner
 
 from eg3d_rlhf import shards
+from tests.helpers.torchrun import worker_pids
 from tools import sample_bank, score_bank
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -106,24 +107,6 @@ def test_two_processes_write_the_bank_and_scores_of_one(tiny_network_pkl, one_pr
     torchrun('score_bank.py', '--reward-model', reward, '--bank', str(outdir), '--out', str(two), '--batch', '2',
         '--device', 'cpu')
     assert two.read_bytes() == one.read_bytes() and len(two.read_text().splitlines()) == 8
-
-
-def worker_pids(launcher):
-    """{RANK: pid} of the worker processes torchrun started (its children carrying RANK in their environment)."""
-    found = {}
-    for pid in os.listdir('/proc'):
-        if not pid.isdigit() or int(pid) == launcher.pid:
-            continue
-        try:
-            with open(f'/proc/{pid}/environ', 'rb') as f:
-                env = dict(kv.split(b'=', 1) for kv in f.read().split(b'\0') if b'=' in kv)
-            with open(f'/proc/{pid}/stat') as f:
-                parent = int(f.read().rsplit(')', 1)[1].split()[1])
-        except OSError:
-            continue
-        if parent == launcher.pid and b'RANK' in env and b'TORCHELASTIC_RUN_ID' in env:
-            found[int(env[b'RANK'])] = int(pid)
-    return found
 
 
 @pytest.mark.slow
