@@ -63,7 +63,7 @@ def can_run(*tensors):
 def channels_last(planes):
     """Tri-planes [N, 3, C, H, W] as the op reads them, [N, 3, H, W, C] contiguous (differentiable, also twice)."""
     misc.assert_shape(planes, [None, 3, None, None, None])
-    if planes.device.type == 'cpu' and can_run(planes):                     # The C++ plugin's transposes.
+    if enabled and planes.device.type == 'cpu' and _floats([planes]) and _init():   # The C++ plugin's transposes.
         return _ToChannelsLast.apply(planes)
     return planes.permute(0, 1, 3, 4, 2).contiguous()
 
