@@ -56,14 +56,25 @@ def uninterrupted(args, outdir, seed):
     return dict(seed=seed, seconds=time.time() - t0, **{k: report[k] for k in ('mean_delta', 'rose', 'seeds', 'fit_slope')}), trajectory
 
 
-def killed_and_resumed(args, outdir, delay):
-    """Start, kill -9 after `delay` s, resume from the newest snapshot (or start again without one), run to the end."""
+def snapshots(folder):
+    """The network snapshots under a run's --outdir, oldest first."""
+    return sorted(glob.glob(os.path.join(folder, '*', 'network-snapshot-*.pkl')), key=os.path.getmtime)
+
+
+def killed_and_resumed(args, outdir, delay, after_snapshot=False):
+    """Start, kill -9 after `delay` s (with after_snapshot: and not before the run's first snapshot exists, so a
+    machine slower than during the baselines still tests a resume), resume from the newest snapshot (or start again
+    without one), run to the end."""
     first, second = os.path.join(outdir, 'killed'), os.path.join(outdir, 'resumed')
     proc = start([*args, '--seed=0'], first, os.path.join(outdir, 'killed.log'))
     try:
         proc.wait(timeout=delay)
         raise click.ClickException(f'the run ended before the kill at {delay:.0f} s: shorten the kill moments')
     except subprocess.TimeoutExpired:
+        while after_snapshot and not snapshots(first) and proc.poll() is None:
+            time.sleep(0.05)
+        if proc.poll() is not None:
+            raise click.ClickException(f'the run ended before the kill at {delay:.0f} s: shorten the kill moments')
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     killed_dir = run_dir_of(first)
@@ -88,8 +99,10 @@ def killed_and_resumed(args, outdir, delay):
 @click.option('--trials', type=click.IntRange(min=1), default=5, show_default=True, help='Kill-and-resume trials')
 @click.option('--baselines', type=click.IntRange(min=2), default=3, show_default=True, help='Uninterrupted runs (seeds 0..N-1): the noise')
 @click.option('--kill-seed', type=int, default=0, show_default=True, help='Seed of the kill moments')
+@click.option('--after-snapshot', is_flag=True, help='Kill no run before its first snapshot exists (a loaded machine '
+    'runs slower than during the baselines)')
 @click.argument('train_args', nargs=-1, type=click.UNPROCESSED)
-def main(outdir, trials, baselines, kill_seed, train_args):
+def main(outdir, trials, baselines, kill_seed, after_snapshot, train_args):
     """Baseline: uninterrupted runs of train.py TRAIN_ARGS (default: the demo, shortened) with seeds 0..N-1; their
     spread is the noise. Measured: runs of seed 0 killed with SIGKILL at a moment drawn uniformly between 10% and 95%
     of the baseline's wall time, then resumed with --resume from their newest snapshot. Each resumed report must
@@ -110,7 +123,7 @@ def main(outdir, trials, baselines, kill_seed, train_args):
     out = []
     for t in range(trials):
         delay = rnd.uniform(0.10, 0.95) * min(r['seconds'] for r in base)
-        row, trajectory = killed_and_resumed(args, os.path.join(outdir, f'trial{t}'), delay)
+        row, trajectory = killed_and_resumed(args, os.path.join(outdir, f'trial{t}'), delay, after_snapshot)
         row['same_start'] = bool(np.allclose(trajectory[0], straight[0], rtol=1e-5, atol=1e-6))
         row['same_trajectory'] = trajectory.shape == straight.shape and bool(np.array_equal(trajectory, straight))
         row['difference'] = row['mean_delta'] - base[0]['mean_delta']

@@ -17,7 +17,7 @@ def test_a_killed_reward_run_resumes_from_its_snapshot_and_reports_change_from_t
         '--trust-pickle', '--reward', 'sigma', '--reward-model', rewards['sigma'], '--reward-batch', '2', '--panel-seeds', '3-5')
     train_args = train_args[2:]                                                 # The script gives each run its --outdir.
     cmd = [sys.executable, os.path.join(REPO, 'benchmarks', 'kill_resume.py'), '--outdir', str(tmp_path / 'kr'),
-        '--trials', '1', '--baselines', '2', '--kill-seed', '5', *train_args]    # Kills at 63% of a run: after its first snapshot.
+        '--trials', '1', '--baselines', '2', '--kill-seed', '5', '--after-snapshot', *train_args]   # At 63% of a run.
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     summary = json.load(open(tmp_path / 'kr' / 'kill_resume.json'))
