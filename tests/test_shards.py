@@ -3,8 +3,6 @@
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -12,7 +10,7 @@ import torch
 from click.testing import CliRunner
 
 from eg3d_rlhf import shards
-from tests.helpers.torchrun import worker_pids
+from tests.helpers.torchrun import torchrun as run_script, worker_pids
 from tools import sample_bank, score_bank
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,16 +49,9 @@ def test_a_broken_torchrun_environment_is_one_line(monkeypatch, env, words):
 #----------------------------------------------------------------------------
 # Two gloo processes under torchrun against one process.
 
-def torchrun(tool, *args, nproc=2, wait=True):
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=REPO)
-    argv = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}',
-        os.path.join(REPO, 'tools', tool), *args]
-    if not wait:
-        return subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            start_new_session=True)
-    result = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    return result
+def torchrun(tool, *args, **kwargs):
+    """tests.helpers.torchrun.torchrun of tools/<tool>."""
+    return run_script(os.path.join(REPO, 'tools', tool), *args, **kwargs)
 
 
 def bank_args(network, outdir, seeds):

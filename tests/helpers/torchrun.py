@@ -1,8 +1,25 @@
-"""Tests under torchrun: the worker processes a launcher started, found by their environment."""
+"""Tests under torchrun: launching a script as N processes, and the worker processes a launcher started."""
 
 import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 #----------------------------------------------------------------------------
+
+def torchrun(script, *args, nproc=2, wait=True):
+    """Run `script` (a path) as `nproc` processes under torchrun on one machine, one thread each: the finished run
+    (asserting exit code 0), or with wait=False the launcher's Popen in a session of its own."""
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=REPO)
+    argv = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}', script, *args]
+    if not wait:
+        return subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            start_new_session=True)
+    result = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return result
+
 
 def worker_pids(launcher):
     """{RANK: pid} of the worker processes torchrun started (its children carrying RANK in their environment);
