@@ -347,6 +347,19 @@ class BadFile(ValueError):
     the file and what is wrong."""
 
 
+def decode_json(blob, where, error=BadFile, hint=''):
+    """The JSON value in the bytes `blob`; error('{where} not UTF-8 text (...)', 'not JSON (...)' or 'JSON nested too
+    deeply', each followed by `hint`) when it is none. `where` names the file, e.g. 'labels.json:'."""
+    try:
+        return json.loads(blob.decode('utf-8'))
+    except UnicodeDecodeError as err:
+        raise error(f'{where} not UTF-8 text ({err.reason} at byte {err.start}){hint}') from None
+    except json.JSONDecodeError as err:
+        raise error(f'{where} not JSON ({err.msg} at line {err.lineno} column {err.colno}){hint}') from None
+    except RecursionError:
+        raise error(f'{where} JSON nested too deeply{hint}') from None
+
+
 def read_json_object(path, error=BadFile, limit=1 << 20):
     """The JSON object (a dict) in the regular file at `path`, read once; error(one line naming the file and what is
     wrong) when it is larger than `limit` bytes, not UTF-8, not JSON, nested too deeply or no object. OSError when it
@@ -355,14 +368,7 @@ def read_json_object(path, error=BadFile, limit=1 << 20):
         blob = f.read(limit + 1)
     if len(blob) > limit:
         raise error(f'{path}: larger than {size_text(limit)}; not a file this program wrote')
-    try:
-        data = json.loads(blob.decode('utf-8'))
-    except UnicodeDecodeError as err:
-        raise error(f'{path}: not UTF-8 text ({err.reason} at byte {err.start})') from None
-    except json.JSONDecodeError as err:
-        raise error(f'{path}: not JSON ({err.msg} at line {err.lineno} column {err.colno})') from None
-    except RecursionError:
-        raise error(f'{path}: JSON nested too deeply') from None
+    data = decode_json(blob, f'{path}:', error)
     if not isinstance(data, dict):
         kind = {list: 'array', str: 'string', bool: 'boolean', type(None): 'null'}.get(type(data), 'number')
         raise error(f'{path}: holds a JSON {kind}; expected an object')

@@ -142,7 +142,7 @@ def test_not_a_zip(tmp_path, content):
 NAMES = [f'00000/img{i:08d}.png' for i in range(3)]
 
 LABEL_CASES = {
-    'not utf-8':        ('{"labels": [], "note": "caf\xe9"}'.encode('latin-1'), 'not UTF-8 (invalid continuation byte'),
+    'not utf-8':        ('{"labels": [], "note": "caf\xe9"}'.encode('latin-1'), 'not UTF-8 text (invalid continuation byte'),
     'utf-16':           (labels_json(NAMES).decode().encode('utf-16'), 'not UTF-8'),
     'nested too deep':  (b'[' * 100000 + b']' * 100000, 'nested too deeply'),
     'nan':              (labels_json(NAMES, lambda i: [float('nan') if i == 1 else 0.5] * 25),

@@ -2,8 +2,6 @@
 
 import json
 import os
-import signal
-import time
 
 import pytest
 import torch
@@ -17,7 +15,7 @@ from eg3d_rlhf.generators import flow_heads
 from eg3d_rlhf.rewards.checkpoint import load_reward
 from eg3d_rlhf.synthetic import demo
 from tests.helpers import flow_ddp_worker
-from tests.helpers.torchrun import torchrun, worker_pids
+from tests.helpers.torchrun import kill_rank_when, torchrun
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = flow_heads.PRESETS['tiny']
@@ -141,15 +139,8 @@ def test_kill_9_of_one_rank_then_resume_run_ends_as_a_run_never_stopped(tmp_path
     cut = tmp_path / 'cut'
     launcher = torchrun(*args(cut), wait=False)
     run_dir = cut / '00000-flow-circular-dpo-a-demo'
-    deadline = time.time() + 300
-    while not (run_dir / 'state.pt').exists():
-        assert time.time() < deadline and launcher.poll() is None, launcher.communicate()
-        time.sleep(0.02)
-    pids = worker_pids(launcher)
-    assert sorted(pids) == [0, 1], pids
-    os.kill(pids[1], signal.SIGKILL)
-    launcher.communicate(timeout=300)
-    assert launcher.returncode != 0 and not (run_dir / 'flow-a.pt').exists()       # Stopped before its end.
+    returncode = kill_rank_when(launcher, run_dir / 'state.pt')
+    assert returncode != 0 and not (run_dir / 'flow-a.pt').exists()                # Stopped before its end.
     stopped_at = torch.load(run_dir / 'state.pt', weights_only=True)['step']['step']
     result = torchrun(*args(cut), f'--resume-run={run_dir}')
     assert 'Resuming' in result.stdout and result.stdout.count('preferred to the base in') == 1

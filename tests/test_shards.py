@@ -2,15 +2,13 @@
 
 import json
 import os
-import signal
-import time
 
 import pytest
 import torch
 from click.testing import CliRunner
 
 from eg3d_rlhf import shards
-from tests.helpers.torchrun import torchrun as run_script, worker_pids
+from tests.helpers.torchrun import kill_rank_when, torchrun as run_script
 from tools import sample_bank, score_bank
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -104,16 +102,9 @@ def test_two_processes_write_the_bank_and_scores_of_one(tiny_network_pkl, one_pr
 def test_kill_9_of_one_rank_and_a_rerun_finish_the_bank(tiny_network_pkl, one_process_bank, tmp_path):
     outdir = tmp_path / 'bank'
     launcher = torchrun('sample_bank.py', *bank_args(tiny_network_pkl, outdir, '0-6'), wait=False)
-    deadline = time.time() + 300
-    while not os.path.exists(outdir / 'seed000001' / 'meta.json'):    # Rank 1's first sample is finished.
-        assert time.time() < deadline and launcher.poll() is None, launcher.communicate()
-        time.sleep(0.05)
-    pids = worker_pids(launcher)
-    assert sorted(pids) == [0, 1], pids
-    os.kill(pids[1], signal.SIGKILL)
-    launcher.communicate(timeout=300)
+    returncode = kill_rank_when(launcher, outdir / 'seed000001' / 'meta.json')     # Rank 1's first sample is done.
     finished = sorted(name for name in os.listdir(outdir) if os.path.exists(outdir / name / 'meta.json'))
-    assert launcher.returncode != 0 and len(finished) < 7, finished                 # The run did not complete.
+    assert returncode != 0 and len(finished) < 7, finished                          # The run did not complete.
     result = torchrun('sample_bank.py', *bank_args(tiny_network_pkl, outdir, '0-6'))
     assert f'{7 - len(finished)} samples written, {len(finished)} were already there' in result.stdout
     assert files(outdir) == files(one_process_bank)

@@ -1,6 +1,5 @@
 """Image datasets in EG3D's format: a folder or zip of images plus dataset.json labels (25-float cameras)."""
 
-import json
 import os
 import zipfile
 import zlib
@@ -336,14 +335,7 @@ class ImageFolderDataset(Dataset):
                 data = f.read()
         except _UNREADABLE as e:
             raise DatasetError(f'{where} cannot be read ({_reason(e)}); re-export the dataset') from None
-        try:
-            return json.loads(data.decode('utf-8'))
-        except UnicodeDecodeError as e:
-            raise DatasetError(f'{where} is not valid JSON: not UTF-8 ({e.reason} at byte {e.start}); save it as UTF-8') from None
-        except json.JSONDecodeError as e:
-            raise DatasetError(f'{where} is not valid JSON: {e}') from None
-        except RecursionError:
-            raise DatasetError(f'{where} is not valid JSON: nested too deeply to be a label file') from None
+        return dnnlib.util.decode_json(data, f'{where} is not valid JSON:', DatasetError, hint='; save it again as UTF-8 JSON')
 
     def _load_raw_labels(self):
         where = self._label_file()

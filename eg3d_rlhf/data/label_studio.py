@@ -85,16 +85,11 @@ def export_tasks(bank, count, seed=0, view='front', url_prefix=None, document_ro
 def read_export(path):
     """The list of tasks in a Label Studio JSON export; LabelError naming the file when it is not one."""
     try:
-        with dnnlib.util.open_regular(path, 'r', error=LabelError, encoding='utf-8') as f:
-            tasks = json.load(f)
+        with dnnlib.util.open_regular(path, 'rb', error=LabelError) as f:
+            blob = f.read()
     except OSError as err:
         raise LabelError(f'{path}: cannot be read ({err.strerror or err})') from None
-    except UnicodeDecodeError as err:
-        raise LabelError(f'{path}: not UTF-8 text ({err.reason}); export JSON from Label Studio again') from None
-    except json.JSONDecodeError as err:
-        raise LabelError(f'{path}: not JSON ({err.msg}, line {err.lineno}); export JSON (not JSON-MIN or CSV)') from None
-    except RecursionError:
-        raise LabelError(f'{path}: JSON nested too deeply to be a Label Studio export') from None
+    tasks = dnnlib.util.decode_json(blob, f'{path}:', LabelError, hint='; export JSON from Label Studio again (not JSON-MIN or CSV)')
     if not isinstance(tasks, list):
         raise LabelError(f'{path}: expected a list of tasks (Label Studio\'s JSON export), got a {type(tasks).__name__}')
     return tasks

@@ -1,8 +1,10 @@
 """Tests under torchrun: launching a script as N processes, and the worker processes a launcher started."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -38,5 +40,19 @@ def worker_pids(launcher):
         if parent == launcher.pid and b'RANK' in env and b'TORCHELASTIC_RUN_ID' in env:
             found[int(env[b'RANK'])] = int(pid)
     return found
+
+
+def kill_rank_when(launcher, path, rank=1, timeout=300):
+    """Wait until `path` exists (asserting the launcher still runs), kill -9 worker `rank` of a 2-process launcher,
+    and wait for the launcher to end; returns its exit code."""
+    deadline = time.time() + timeout
+    while not os.path.exists(path):
+        assert time.time() < deadline and launcher.poll() is None, launcher.communicate()
+        time.sleep(0.02)
+    pids = worker_pids(launcher)
+    assert sorted(pids) == [0, 1], pids
+    os.kill(pids[rank], signal.SIGKILL)
+    launcher.communicate(timeout=timeout)
+    return launcher.returncode
 
 #----------------------------------------------------------------------------
