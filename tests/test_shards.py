@@ -123,3 +123,24 @@ def test_two_processes_write_the_evaluation_of_one(tiny_pair, tmp_path):
     assert reports[0]['reward']['seeds'] == 9 and reports[1] == reports[0]
     measures = [(tmp_path / side / 'measures.json').read_bytes() for side in ('one', 'two')]
     assert measures[1] == measures[0]
+
+
+@pytest.mark.slow
+def test_two_processes_fit_the_reward_of_one(tmp_path):
+    """train_reward under torchrun: the feature table's batches split over the ranks, rank 0 alone writes, and the
+    checkpoint holds the weights a one-process fit finds."""
+    from eg3d_rlhf.data import annotators, preferences
+    from eg3d_rlhf.rewards.checkpoint import load_reward
+    from tests.helpers.banks import ball_bank
+    bank, radii = ball_bank(tmp_path / 'bank', 40, seed=5)            # Three feature batches of 16: ranks 0, 1, 0.
+    oracle = annotators.OracleAnnotator('nose', radii, temperature=0, seed=0)
+    labels = str(tmp_path / 'labels.jsonl')
+    preferences.write_judgements(labels, oracle.judgements(oracle.draw_pairs(radii, 200)))
+    args = lambda out: ['--bank', str(bank), '--labels', labels, '--out', str(out), '--device', 'cpu', '--no-mirror']
+    torchrun('train_reward.py', *args(tmp_path / 'one.safetensors'), nproc=1)     # The same threads as each rank's.
+    two = torchrun('train_reward.py', *args(tmp_path / 'two.safetensors'))
+    assert two.stdout.count('held-out accuracy') == 1 and not list(tmp_path.glob('two.*.tmp*'))   # Rank 0 reports.
+    sa, sb = (load_reward(str(tmp_path / f'{n}.safetensors')).model.state_dict() for n in ('one', 'two'))
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    reports = [json.loads((tmp_path / f'{n}.report.json').read_text()) for n in ('one', 'two')]
+    assert reports[0]['held_out'] == reports[1]['held_out'] and reports[0]['heads'] == reports[1]['heads']

@@ -8,7 +8,7 @@ import numpy as np
 from eg3d_rlhf.analysis import collateral, image_metrics, view_geometry
 from eg3d_rlhf.analysis.compare import SIDES, compare, load_reals
 from eg3d_rlhf.cli import (OUT_DIR, NETWORK_HELP, check_input, conditions_option, device_option, FiniteRange, load_generator,
-    network_keys, network_path, open_reward, parse_range, pick_device)
+    network_keys, network_path, one_line_errors, open_reward, parse_range, pick_device)
 from eg3d_rlhf.data import annotators
 from eg3d_rlhf.data.preferences import LabelError
 from eg3d_rlhf.shards import Ranks, ShardError
@@ -73,10 +73,8 @@ def main(original_pkl, tuned_pkl, trust_pickle, reward_path, seeds, conditions, 
         raise click.ClickException(f'--inception: {inception} does not exist (it is never downloaded)')
     if data is not None and (inception is None or not os.path.exists(data)):
         raise click.ClickException(f'--data: {data} does not exist' if inception else '--data is for FID/KID: give --inception too')
-    try:
+    with one_line_errors(ShardError):
         ranks = Ranks()
-    except ShardError as err:
-        raise click.ClickException(str(err))
     device = ranks.device(pick_device(device_name))
     reward = open_reward(reward_path, device, trust_pickle=trust_pickle)
     if dry_run:

@@ -8,7 +8,7 @@ from tqdm import tqdm
 
 from dnnlib.util import WriteError
 from eg3d_rlhf.cli import (OUT_DIR, FINITE, NETWORK_HELP, conditions_option, device_option, load_generator,
-    mesh_convention_option, network_family, network_keys, network_path, parse_range, pick_device)
+    mesh_convention_option, network_family, network_keys, network_path, one_line_errors, parse_range, pick_device)
 from eg3d_rlhf.data.bank import BankError, BankWriter, is_finished, passes
 from eg3d_rlhf.generators import registry
 from eg3d_rlhf.generators.base import sample_id
@@ -66,10 +66,8 @@ def main(network_pkl, trust_pickle, seeds, conditions, truncation_psi, truncatio
         raise click.UsageError(f'--batch is for {" and ".join(f.files for f in takers)}; '
             f'{path} is {family.description}')
     batch = (batch or FLOW_BATCH) if family in takers else 1
-    try:
+    with one_line_errors(ShardError):
         ranks = Ranks()
-    except ShardError as err:
-        raise click.ClickException(str(err))
     device = ranks.device(pick_device(device_name))
     keys = network_keys(path, seeds, conditions)
     # Passes of all keys, then this rank's share: fixed by the keys alone, so a rerun's shares are today's.

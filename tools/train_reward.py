@@ -7,11 +7,12 @@ import click
 
 from eg3d_rlhf.analysis import reward_fit
 from eg3d_rlhf.cli import (SEED, OUT_FILE, all_or_nothing, device_option, fit_options, force_option, open_reporter, parse_model_config,
-    outermost_new_folder, pick_device, pick_reporter, refuse_overwrite, report_option, side_path)
+    one_line_errors, outermost_new_folder, pick_device, pick_reporter, refuse_overwrite, report_option, side_path)
 from eg3d_rlhf.data import preferences, scores
 from eg3d_rlhf.data.bank import Bank, BankError
 from eg3d_rlhf.rewards import REWARDS, build_reward, fitting
 from eg3d_rlhf.rewards.checkpoint import save_reward
+from eg3d_rlhf.shards import Ranks, ShardError
 
 #----------------------------------------------------------------------------
 
@@ -99,10 +100,17 @@ def main(bank_dir, labels_path, good_path, bad_path, kind, out, truth_path, scor
         print(f'would train for at most {epochs} epochs and write {out}')
         return
 
-    device = pick_device(device_name)
+    with one_line_errors(ShardError):
+        ranks = Ranks()                                         # Under torchrun: the feature table's batches are shared.
+    device = ranks.device(pick_device(device_name))
     spec = REWARDS[kind].default_input(bank.meta(bank.ids[0])['slab'], model_config)  # Its contract on the bank's grid.
     options = fitting.FitOptions(epochs=epochs, patience=patience, batch=batch, lr=lr, ties=ties, mirror=mirror,
         objective=objective, reg_weight=reg_weight, cs_lambda=cs_lambda, seed=seed, l2=tuple(l2))
+    fit = lambda log: fitting.fit_reward(kind, bank, labels, spec, options, model_config=model_config, centre=centre,
+        truth=truth, scores=targets, device=device, log=log, progress=ranks.main, ranks=ranks)
+    if not ranks.main:                                          # Every rank fits alike; rank 0 alone writes.
+        fit(None)
+        return
     outputs = (out, *(side_path(out, s) for s in reward_fit.SIDE_FILES), logs, outermost_new_folder(out))
     with all_or_nothing(*outputs):                              # A diverged fit or a full disk: none of this run's files.
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
@@ -114,8 +122,7 @@ def main(bank_dir, labels_path, good_path, bad_path, kind, out, truth_path, scor
         writer = open_reporter(logs, report_to, name=os.path.basename(side_path(out, '')), config=dict(reward=kind))
         try:
             with fitting.MetricsLog(side_path(out, '.metrics.jsonl'), writer=writer) as log:
-                model, fitted = fitting.fit_reward(kind, bank, labels, spec, options, model_config=model_config,
-                    centre=centre, truth=truth, scores=targets, device=device, log=log)
+                model, fitted = fit(log)
             print(fitting.describe_mirror(fitted['mirror']))
             for key, name in (('test_labels', 'on test labels'), ('test_truth', 'against --truth (all test-sample pairs)')):
                 if key in fitted['held_out']:

@@ -380,17 +380,19 @@ def new_model(kind, inputs, train_ids, model_config=None, centre=None):
     return build_reward(kind, **dict(model_config or {}))
 
 
-def train_model(model, inputs, train_ids, train, val_pairs, options, table=None, device='cpu', log=None, progress=True):
+def train_model(model, inputs, train_ids, train, val_pairs, options, table=None, device='cpu', log=None, progress=True,
+        ranks=None):
     """Fit `model` to train (dict(pairs, ties) or dict(labels)) with validation pairs, then centre every member on the
     training samples. A fixed trunk under linear heads is solved exactly on its FeatureTable (computed here unless
     given: it depends only on the model's trunk and the bank); anything else trains by RewardFitter's epochs. With
     options.mirror None (auto) it is fitted with and without mirroring from the same initial weights and the better on
-    validation is kept (choose_mirror); log records then carry mirror: True | False.
+    validation is kept (choose_mirror); log records then carry mirror: True | False. ranks (shards.Ranks): the
+    FeatureTable's batches are split over a torchrun job's ranks (linear_heads.feature_table); the fit is every rank's.
     Returns a report of the fit in plain types, its choice of mirroring under `mirror`."""
     start = time.time()
     if getattr(model, 'frozen_trunk', False):                      # Fixed features: computed once per bank.
         table = table or linear_heads.feature_table(model, inputs, inputs.index, options.mirror is not False,
-            device=device, progress=progress)
+            device=device, progress=progress, ranks=ranks)
     candidates = mirror_candidates(options, val_pairs)
     initial = copy.deepcopy(model.state_dict()) if len(candidates) > 1 else None
     fits, step = {}, 0
@@ -471,11 +473,11 @@ def dreamcs_targets(labels, scores):
 
 
 def fit_reward(kind, bank, labels, spec, options, model_config=None, centre=None, truth=None, scores=None, device='cpu',
-        log=None, progress=True):
+        log=None, progress=True, ranks=None):
     """A new `kind` model fitted to `labels` on the bank's inputs as `spec` prepares them (train_model), its scores
     centred on the training samples (mean 0), and its held-out pairwise accuracy on the test samples: against the test
     labels and, given truth ({id: score}), against every test pair whose true scores differ. scores ({id: score}) are
-    the MSE targets of unpaired labels under objective dreamcs. Returns (model on the cpu in eval mode, report: the
+    the MSE targets of unpaired labels under objective dreamcs; ranks: train_model's. Returns (model on the cpu in eval mode, report: the
     run in plain types)."""
     centre = resolve_centre(kind, centre, model_config)
     train = labels.train
@@ -485,7 +487,7 @@ def fit_reward(kind, bank, labels, spec, options, model_config=None, centre=None
     inputs = prepared_inputs(bank, bank.ids, spec, progress=progress)
     model = new_model(kind, inputs, labels.ids['train'], model_config, centre)
     fitted = train_model(model, inputs, labels.ids['train'], train, labels.val_pairs, options, device=device,
-        log=log, progress=progress)
+        log=log, progress=progress, ranks=ranks)
     test = labels.ids['test']
     scores = dict(zip(test, member_scores(model, inputs, test, device=device).mean(axis=1).tolist()))
     results = dict(test_labels=held_out(*pairwise_accuracy(scores, labels.test_pairs)))

@@ -24,17 +24,24 @@ class FeatureTable:
 
 
 @torch.no_grad()
-def feature_table(model, inputs, ids, mirror=True, batch=16, device='cpu', progress=True):
-    """FeatureTable of `ids` (fitting.PreparedInputs) under the model's fixed trunk."""
-    ids, plain, mirrored = list(ids), [], []
+def feature_table(model, inputs, ids, mirror=True, batch=16, device='cpu', progress=True, ranks=None):
+    """FeatureTable of `ids` (fitting.PreparedInputs) under the model's fixed trunk. ranks (shards.Ranks, or None for
+    one process): under torchrun each rank computes every size-th batch of `batch` ids and every rank gets the whole
+    table, the same bits as one process (each batch holds the same ids)."""
+    ids = list(ids)
     model = model.to(device).eval()
-    for s in tqdm(range(0, len(ids), batch), desc='features', unit='batch', leave=False, disable=not progress):
-        x = inputs.batch(ids[s:s + batch], device)
-        plain.append(model.trunk_features(x).double().cpu())
-        if mirror:
-            mirrored.append(model.trunk_features(x.flip(inputs.x_axis)).double().cpu())
-    return FeatureTable({x: i for i, x in enumerate(ids)}, torch.cat(plain),
-        torch.cat(mirrored) if mirror else None)
+    chunks = [ids[s:s + batch] for s in range(0, len(ids), batch)]
+    mine = range(len(chunks)) if ranks is None else range(ranks.rank, len(chunks), ranks.size)
+    done = {}
+    for c in tqdm(mine, desc='features', unit='batch', leave=False, disable=not progress):
+        x = inputs.batch(chunks[c], device)
+        done[c] = (model.trunk_features(x).double().cpu(),
+            model.trunk_features(x.flip(inputs.x_axis)).double().cpu() if mirror else None)
+    if ranks is not None and ranks.size > 1:
+        done = {c: part for shard in ranks.all_gather(done) for c, part in shard.items()}
+    parts = [done[c] for c in range(len(chunks))]
+    return FeatureTable({x: i for i, x in enumerate(ids)}, torch.cat([p for p, _ in parts]),
+        torch.cat([m for _, m in parts]) if mirror else None)
 
 
 def set_feature_scale(model, table, train_ids):
