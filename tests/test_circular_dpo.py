@@ -19,6 +19,8 @@ from eg3d_rlhf.finetune.flow_dpo import PairData, train_stage
 from eg3d_rlhf.generators import flow_heads
 from eg3d_rlhf.rewards.checkpoint import load_reward
 from eg3d_rlhf.synthetic import demo
+from tests.helpers.events import events, steps
+from torch_utils import report_to
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = flow_heads.PRESETS['tiny']
@@ -228,9 +230,9 @@ def test_train_runs_the_loop_and_writes_its_run_directory(tiny_pt, tmp_path):
     options = json.loads((run_dir / 'options.json').read_text())
     assert options['rounds'] == 2 and options['seed'] == 1 and options['w1_tau'] == -0.5
     records = [json.loads(line) for line in (run_dir / 'stats.jsonl').read_text().splitlines()]
-    steps = [r for r in records if r['kind'] == 'step']
-    assert len(steps) == 4 * 3                      # 2 rounds x (final stage, first stage) x 3 steps.
-    assert {'loss', 'rewards/chosen', 'rewards/rejected', 'rewards/accuracies', 'rewards/margins'} <= set(steps[0])
+    step_records = [r for r in records if r['kind'] == 'step']
+    assert len(step_records) == 4 * 3                      # 2 rounds x (final stage, first stage) x 3 steps.
+    assert {'loss', 'rewards/chosen', 'rewards/rejected', 'rewards/accuracies', 'rewards/margins'} <= set(step_records[0])
     bridges = [r for r in records if r['kind'] == 'bridge']
     assert len(bridges) == 2 and all(r['tau'] == -0.5 and r['kept'] + r['dropped'] == 18 for r in bridges)
     report = json.loads((run_dir / 'report.json').read_text())
@@ -241,6 +243,14 @@ def test_train_runs_the_loop_and_writes_its_run_directory(tiny_pt, tmp_path):
         assert (run_dir / name).is_file(), name
     tuned = flow_heads.read_flow(str(run_dir / 'flow-a.pt'))          # A flow checkpoint every tool loads, as data.
     assert tuned['training']['group'] == 'a' and len(tuned['state_dicts']) == 2
+    if report_to.installed('tensorboard'):                             # --report-to's default: TRL's names.
+        accumulator = events(str(run_dir))
+        for name in ('loss', 'rewards/chosen', 'rewards/rejected', 'rewards/accuracies', 'rewards/margins'):
+            assert steps(accumulator, f'train/{name}') == list(range(1, len(step_records) + 1)), name
+        assert {'bridge/kept', 'bridge/w1/mean', 'eval/a/win_rate', 'eval/a/reward_mean_delta', 'data/pairs'} <= set(
+            accumulator.Tags()['scalars'])
+        assert steps(accumulator, 'eval/a/win_rate') == [len(step_records)]
+        assert {'report/curves', 'report/weights', 'report/eval-a/before_after'} <= set(accumulator.Tags()['images'])
 
 
 @pytest.mark.slow

@@ -1,12 +1,11 @@
 """--report-to: TensorBoard event files (read back with tensorboard's EventAccumulator) and W&B offline runs of
-train.py's two methods, train_reward and train_flow; none writes nothing; logging draws nothing from a run's RNG."""
+train.py's EG3D method, train_reward and train_flow (Circular-DPO's: tests/test_circular_dpo.py's run); none writes
+nothing; logging draws nothing from a run's RNG."""
 
 import glob
 import json
 import os
 import random
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,30 +13,14 @@ import torch
 from click.testing import CliRunner
 
 import train
-from eg3d_rlhf.generators import flow_heads
+from tests.helpers.events import events, steps
 from tests.helpers.rewards import TINY
 from tests.helpers.train import TRAIN_ARGS, base_args, only_run_dir, run_train
 from tools import train_flow, train_reward
 from torch_utils import report_to
 from training import legacy
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 #----------------------------------------------------------------------------
-
-def events(folder):
-    """tensorboard's EventAccumulator of every events file in `folder`, loaded (images kept)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    files = glob.glob(os.path.join(folder, 'events.out.tfevents.*'))
-    assert files, f'no events file in {folder}: {sorted(os.listdir(folder))}'
-    accumulator = EventAccumulator(folder, size_guidance={'scalars': 0, 'images': 0})
-    accumulator.Reload()
-    return accumulator
-
-
-def steps(accumulator, tag):
-    return [e.step for e in accumulator.Scalars(tag)]
-
 
 def read_jsonl(path):
     with open(path, encoding='utf-8') as f:
@@ -135,33 +118,6 @@ def test_report_to_is_a_flag_of_both_methods_and_wandb_without_wandb_fails_in_on
     result = CliRunner().invoke(train_flow.main, ['--outdir', str(tmp_path / 'f'), '--report-to', 'wandb', '--dry-run'])
     assert result.exit_code == 1 and result.output == 'Error: --report-to wandb needs `pip install wandb`\n'
     assert os.listdir(tmp_path) == []
-
-#----------------------------------------------------------------------------
-# Circular-DPO: steps under TRL's names at the run's step count, bridges, evaluations, the report's pictures.
-
-@pytest.fixture(scope='module')
-def tiny_pt(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp('flow') / 'tiny.pt')
-    flow_heads.save_flow(path, flow_heads.build_pipeline(flow_heads.PRESETS['tiny'], init_seed=0), flow_heads.PRESETS['tiny'])
-    return path
-
-
-@pytest.mark.slow
-def test_circular_dpo_logs_steps_with_trl_names_bridges_and_evaluations(tiny_pt, tmp_path):
-    result = subprocess.run([sys.executable, os.path.join(REPO, 'train.py'), '--generator=flow', f'--resume={tiny_pt}',
-        '--outdir=runs', '--dpo-steps=2', '--dpo-batch=2', '--bridge-seeds=0-1', '--eval-seeds=1000-1001', '--draw-batch=2',
-        '--w1-tau=-1', '--annotator=oracle:nose', '--report-to=tensorboard'], capture_output=True, text=True, cwd=tmp_path)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    run_dir = str(tmp_path / 'runs' / '00000-flow-circular-dpo-a-demo')
-    records = read_jsonl(os.path.join(run_dir, 'stats.jsonl'))
-    count = sum(r['kind'] == 'step' for r in records)
-    accumulator = events(run_dir)
-    tags = set(accumulator.Tags()['scalars'])
-    for name in ('loss', 'rewards/chosen', 'rewards/rejected', 'rewards/accuracies', 'rewards/margins'):
-        assert steps(accumulator, f'train/{name}') == list(range(1, count + 1)), name
-    assert {'bridge/kept', 'bridge/w1/mean', 'eval/a/win_rate', 'eval/a/reward_mean_delta', 'data/pairs'} <= tags
-    assert steps(accumulator, 'eval/a/win_rate') == [count]
-    assert {'report/curves', 'report/weights', 'report/eval-a/before_after'} <= set(accumulator.Tags()['images'])
 
 #----------------------------------------------------------------------------
 # train_reward: epochs as train/..., validation as eval/... (TRL's TensorBoard names) beside the checkpoint.
