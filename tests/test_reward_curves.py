@@ -1,13 +1,16 @@
 """Learning curves of reward models (analysis/reward_curves.py, tools/reward_curve.py) on banks of balls."""
 
+import collections
 import json
 import os
 
 import numpy as np
 import pytest
 import scipy.stats
+import torch
 from click.testing import CliRunner
 
+from eg3d_rlhf.analysis import rating_trials
 from eg3d_rlhf.analysis import reward_curves as C
 from eg3d_rlhf.data import annotators, labeling
 from eg3d_rlhf.data.bank import Bank
@@ -148,3 +151,98 @@ def test_compare_mirror_fits_each_trial_three_ways_and_auto_is_the_fixed_fit_it_
         assert (v['mirrored'], v['plain'], v['auto']) == (means['mirrored'], means['plain'], means['auto'])
         assert v['shortfall'] == pytest.approx(max(means['mirrored'], means['plain']) - means['auto'])
     assert 'nose random 60: auto ' in result.output and 'points below' in result.output
+
+#----------------------------------------------------------------------------
+# Comparing objectives (--objectives): Bradley-Terry on judgements against the unpaired ones on a rating session.
+
+def test_a_rating_session_respects_its_budget_and_bands_and_rates_again_past_the_pool():
+    ids = [f's{i:02d}' for i in range(30)]
+    truth = {k: float(i) for i, k in enumerate(ids)}
+    oracle = lambda: annotators.OracleAnnotator('nose', truth, temperature=0.4, seed=3)
+    options = C.CurveOptions(bad_quantile=0.3, good_quantile=0.7)
+    trial = rating_trials.RatingTrial(oracle(), ids, options, seed=1)
+    trial.rate(20)
+    scores, labels = trial.scores(), trial.labels()
+    rated_z = [trial.oracle.z[k] for k in scores]
+    lo, hi = np.quantile(rated_z, 0.3), np.quantile(rated_z, 0.7)
+    assert len(trial.ratings) == 20 and len(scores) == 20 and set(labels) <= set(scores)    # Distinct, within budget.
+    assert all(scores[k] >= hi if v else scores[k] <= lo for k, v in labels.items())          # Outside the band only,
+    assert {k for k in scores if scores[k] <= lo or scores[k] >= hi} == set(labels)           # and all of those.
+    assert 0 < trial.counts()['good'] < len(labels) < 20
+    trial.rate(40)                                                                             # Past the pool: twice each.
+    assert len(trial.ratings) == 60 and all(n == 2 for n in collections.Counter(k for k, _ in trial.ratings).values())
+    k = ids[4]
+    assert trial.scores()[k] == pytest.approx(np.mean([s for i, s in trial.ratings if i == k]))
+    alone = rating_trials.RatingTrial(oracle(), ids, options, seed=1)
+    alone.rate(60)
+    assert alone.ratings == trial.ratings                                      # A point is the same measured alone.
+    train, val = trial.split()
+    labels = trial.labels()
+    assert set(train['labels']) | {x for p in val for x in p} <= set(labels) and val
+    assert not set(train['labels']) & {x for p in val for x in p}
+    assert all(labels[g] == 1 and labels[b] == 0 for g, b in val)
+    assert train['scores'] == {k: trial.scores()[k] for k in train['labels']}                 # dreamcs's MSE targets.
+    exact = rating_trials.RatingTrial(annotators.OracleAnnotator('nose', truth, temperature=0, seed=0), ids, options, 0)
+    exact.rate(30)
+    assert exact.agreement() == 1.0 and len(exact.labels()) == 2 * 9                          # 9 below 0.3, 9 above 0.7.
+
+
+@pytest.mark.parametrize('trunk', ['levels', 'cnn'])
+def test_compare_objectives_fits_each_objective_on_the_same_labels(balls, monkeypatch, trunk):
+    _root, radii, inputs = balls
+    fits, real = [], fitting.train_model
+
+    def spy(model, inputs, train_ids, train, val_pairs, options, **kwargs):
+        report = real(model, inputs, train_ids, train, val_pairs, options, **kwargs)
+        fits.append(dict(train=train, objective=options.objective, cs_lambda=options.cs_lambda,
+            weights=[p.detach().clone() for p in model.parameters()]))
+        return report
+    monkeypatch.setattr(fitting, 'train_model', spy)
+    config = dict(levels=(10.0,), cells=(2, 2, 2), members=2) if trunk == 'levels' else \
+        dict(trunk='cnn', members=1, channels=(2, 4, 4, 4, 4), pool=(1, 1, 1), hidden=8)
+    options = C.CurveOptions(sizes=(24, 32), seeds=(0,), temperature=0.2)
+    objectives = ('bt', 'cs-bce', 'dreamcs', 'dreamcs-l0')
+    rows = C.learning_curves(inputs, {'nose': radii}, ('random',), options, model_config=config, objectives=objectives,
+        fit_options=fitting.FitOptions(mirror=False, batch=8, lr=0.05, epochs=3, patience=3, cs_lambda=2.0))
+    assert [(r['curve'], r['size']) for r in rows] == [('bt', 24), ('bt', 32)] + [(o, n) for n in (24, 32)
+        for o in objectives[1:]]
+    assert len(fits) == 8 and 'pairs' in fits[0]['train'] and 'pairs' in fits[1]['train']
+    for size, at in ((24, fits[2:5]), (32, fits[5:8])):
+        row = next(r for r in rows if r['curve'] == 'cs-bce' and r['size'] == size)
+        assert [(f['objective'], f['cs_lambda']) for f in at] == [('cs-bce', 2.0), ('dreamcs', 2.0), ('dreamcs', 0.0)]
+        assert at[0]['train']['labels'] == at[1]['train']['labels'] == at[2]['train']['labels']      # One session,
+        assert row['ratings'] == size and row['labelled'] <= row['rated'] <= size                     # within budget.
+        same = lambda a, b: all(torch.equal(x, y) for x, y in zip(a['weights'], b['weights']))
+        assert not same(at[0], at[1])                                          # BCE on labels is not MSE on scores.
+        assert same(at[1], at[2]) == (trunk == 'levels')       # A fixed trunk: -D_CS is a constant, lambda does nothing.
+    summary = C.summarise(rows)
+    assert set(summary['nose']) == set(objectives)
+    assert [p['labelled'] for p in summary['nose']['bt']] == [24, 32]
+    versus = C.objectives_vs_bt(summary)['nose']
+    assert [v['size'] for v in versus] == [24, 32] and set(versus[0]) == {'size', *objectives}
+
+
+def test_reward_curve_tool_compares_objectives(balls, tmp_path):
+    root, radii, _inputs = balls
+    out = tmp_path / 'objectives'
+    out.mkdir()
+    write_scores(str(out / 'truth_nose.csv'), radii)
+    args = ['--bank', root, '--outdir', out, '--tastes', 'nose', '--sizes', '20,30', '--seeds', '0-1', '--temperature', 0.3,
+        '--no-mirror', '--model-config', json.dumps(dict(levels=[10.0], cells=[1, 1, 1], members=2))]
+    clash = run(*args, '--objectives', 'bt,dreamcs', '--compare-mirror')
+    assert clash.exit_code == 2 and 'pass one' in clash.output
+    bands = run(*args, '--objectives', 'bt,dreamcs', '--bad-quantile', 0.7, '--good-quantile', 0.6)
+    assert bands.exit_code == 2 and 'bad quantile <= good quantile' in bands.output
+    bad = run(*args, '--objectives', 'bt,mse')
+    assert bad.exit_code == 2 and "'mse': choose from bt, cs-bce, dreamcs, dreamcs-l0" in bad.output
+    dry = run(*args, '--objectives', 'bt,cs-bce,dreamcs', '--dry-run')
+    assert dry.exit_code == 0 and 'policies random; objectives bt, cs-bce, dreamcs (bands at quantiles 0.477 and 0.577)' \
+        in dry.output and '2 seeds: 12 fits' in dry.output
+    result = run(*args, '--objectives', 'bt,cs-bce,dreamcs', '--bad-quantile', 0.4, '--good-quantile', 0.6)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    report = json.loads((out / 'report.json').read_text())
+    assert set(report['curves']['nose']) == {'bt', 'cs-bce', 'dreamcs'} and report['objectives'] == ['bt', 'cs-bce', 'dreamcs']
+    assert report['options']['bad_quantile'] == 0.4 and report['fit_options']['cs_lambda'] == 1.0
+    rows = [json.loads(line) for line in (out / 'trials.jsonl').read_text().splitlines()]
+    assert len(rows) == 12 and all(r['labelled'] < r['size'] for r in rows if r['curve'] != 'bt')
+    assert 'nose 30: bt ' in result.output and 'cs-bce' in result.output and 'labels used' in (out / 'report.html').read_text()

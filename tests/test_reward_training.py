@@ -1,5 +1,6 @@
 """Reward training on banks of analytic balls: held-out measures, RewardFitter, checkpoints, train_reward.py, score_bank.py."""
 
+import copy
 import json
 import math
 import os
@@ -550,3 +551,29 @@ def test_unpaired_training_of_the_levels_trunk_scales_its_features_first(balls, 
     assert model.frozen_trunk and float(model.feature_mean.abs().max()) > 0 and float((model.feature_std - 1).abs().max()) > 0
     report = json.loads((tmp_path / 'cs.report.json').read_text())
     assert report['epochs_run'] == 1 and 'heads' not in report                 # Good/bad labels train by epochs.
+
+
+@pytest.mark.parametrize('mirror', [True, False])
+def test_epochs_on_a_fixed_trunk_read_its_feature_table_as_the_trunk_would_give_them(toy, mirror):
+    bank, radii, inputs = toy                       # The table's rows (mirrored ones for flips) stand for the trunk.
+    median = np.median(list(radii.values()))
+    labels = {k: int(radii[k] > median) for k in bank.ids[:16]}
+    val = bank.ids[16:]
+    val_pairs = [(g, b) for g in val for b in val if radii[g] > median >= radii[b]]
+    options = R.FitOptions(epochs=3, batch=6, lr=0.05, mirror=mirror, objective='dreamcs')
+    torch.manual_seed(0)
+    model = SigmaReward(levels=(10.0,), cells=(2, 2, 2), members=2)
+    table = R.linear_heads.feature_table(model, inputs, bank.ids, mirror=mirror, progress=False)
+    R.linear_heads.set_feature_scale(model, table, bank.ids[:16])
+    fitted = {}
+    for name, given in (('trunk', None), ('table', table)):
+        fitter = R.RewardFitter(copy.deepcopy(model), inputs, options, table=given)
+        if given is not None:                                                   # Never the trunk: its features are read.
+            fitter.model.trunk_features = lambda x: pytest.fail('the trunk ran although its table was given')
+        history = fitter.fit(dict(labels=labels, scores=dict(radii)), val_pairs, progress=False)
+        fitted[name] = history, fitter.scores(bank.ids), fitter.step
+    assert fitted['table'][0] == fitted['trunk'][0] and fitted['table'][2] == fitted['trunk'][2] > 0
+    trunk, via_table = (np.array([s[k] for k in bank.ids]) for s in (fitted['trunk'][1], fitted['table'][1]))
+    assert np.abs(via_table - trunk).max() < 1e-4 * np.abs(trunk).max() and np.abs(trunk).max() > 0.1
+    with pytest.raises(AssertionError, match='fixed trunk only'):
+        R.RewardFitter(tiny_sigma(), inputs, options, table=table)

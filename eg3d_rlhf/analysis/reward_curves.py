@@ -7,10 +7,11 @@ import os
 import time
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 import dnnlib
-from eg3d_rlhf.analysis import report_plots
+from eg3d_rlhf.analysis import rating_trials, report_plots
 from eg3d_rlhf.data import annotators, labeling
 from eg3d_rlhf.data.preferences import to_pairs
 from eg3d_rlhf.data.scores import read_scores, write_scores
@@ -38,6 +39,9 @@ class CurveOptions:
     warmup:         int     = 100                       # Active: random judgements before the first model exists.
     round:          int     = 100                       # Active: judgements between refits (a labeling sitting).
     split_seed:     int     = 0                         # Seed of the test/pool split, shared by every trial.
+    bad_quantile:   float   = 0.477                     # Unpaired: bad at most this quantile of the rated samples' z,
+    good_quantile:  float   = 0.577                     # good at least this one; the band between is left out (the
+                                                        # paper's <= 3.5 / >= 4.0 of 5 points, docs: 10% left out).
 
     def __post_init__(self):
         sizes = [int(s) for s in self.sizes]
@@ -49,6 +53,9 @@ class CurveOptions:
             raise ValueError(f'agreement must lie in (0.5, 1), got {self.agreement}')
         if self.temperature < 0 or self.warmup < 10 or self.round < 1:
             raise ValueError('temperature must be >= 0, warmup >= 10 and round >= 1')
+        if not 0 <= self.bad_quantile <= self.good_quantile <= 1:
+            raise ValueError(f'bands need 0 <= bad quantile <= good quantile <= 1; got {self.bad_quantile}, '
+                f'{self.good_quantile}')
 
     def to_dict(self):
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -163,9 +170,10 @@ def curve_of(row):
 
 
 def summarise(rows):
-    """{taste: {curve: [{size, mean, ci95: [lo, hi], trials: [accuracy], agreement, seconds, mirrored}]}} from trial
-    rows (each with taste, policy, seed, size, accuracy, mirror: whether the fit mirrored, ...); a curve is a policy
-    (curve_of); mirrored is the share of its trials' fits that mirrored."""
+    """{taste: {curve: [{size, mean, ci95: [lo, hi], trials: [accuracy], agreement, seconds, mirrored, labelled}]}}
+    from trial rows (each with taste, policy, seed, size, accuracy, mirror: whether the fit mirrored, ...); a curve is a
+    policy (curve_of); mirrored is the share of its trials' fits that mirrored, labelled the mean labels they had
+    (the size, unless a row says: an unpaired session's samples outside the middle band)."""
     import scipy.stats
     out = {}
     key = lambda r: (r['taste'], curve_of(r), r['size'])
@@ -177,6 +185,7 @@ def summarise(rows):
             ci95=[max(float(acc.mean() - half), 0.0), min(float(acc.mean() + half), 1.0)], trials=acc.tolist(),
             agreement=float(np.mean([r['agreement'] for r in group])), seconds=float(np.mean([r['seconds'] for r in group])),
             temperature=float(np.mean([r.get('temperature', np.nan) for r in group])),
+            labelled=float(np.mean([r.get('labelled', r['size']) for r in group])),
             mirrored=float(np.mean([bool(r.get('mirror', True)) for r in group]))))
     return out
 
@@ -197,6 +206,19 @@ def auto_vs_fixed(summary):
                 best = max(fixed, key=lambda s: (fixed[s], s == 'mirrored'))
                 out.setdefault(taste, []).append(dict(policy=policy, size=size, auto=auto['mean'], **fixed, best=best,
                     shortfall=fixed[best] - auto['mean'], auto_mirrored=auto['mirrored']))
+    return out
+
+
+def objectives_vs_bt(summary):
+    """{taste: [{size, bt, OBJECTIVE: mean accuracy, ...}]} of a comparison of objectives: each curve's mean accuracy
+    at each size of bt's (random pairs) curve."""
+    out = {}
+    for taste, by in summary.items():
+        if 'bt' not in by:
+            continue
+        for point in by['bt']:
+            means = {c: p['mean'] for c, curve in by.items() for p in curve if p['size'] == point['size']}
+            out.setdefault(taste, []).append(dict(size=point['size'], **means))
     return out
 
 
@@ -225,9 +247,9 @@ def active_savings(summary, reference=1000):
     return out
 
 
-def describe(summary, savings, versus=None):
-    """Lines for the console: each curve's means, what active choice saves, and auto mirroring against the better
-    fixed setting (auto_vs_fixed) when given."""
+def describe(summary, savings, versus=None, objectives=None):
+    """Lines for the console: each curve's means, what active choice saves, auto mirroring against the better
+    fixed setting (auto_vs_fixed) and the objectives against bt (objectives_vs_bt) when given."""
     lines = []
     for taste, by in summary.items():
         for policy, curve in by.items():
@@ -243,6 +265,10 @@ def describe(summary, savings, versus=None):
             lines.append(f'{taste:>7} {c["policy"]} {c["size"]}: auto {100 * c["auto"]:.1f}% vs {c["best"]} '
                 f'{100 * c[c["best"]]:.1f}% ({100 * c["shortfall"]:+.1f} points below; auto mirrored '
                 f'{100 * c["auto_mirrored"]:.0f}% of fits)')
+    for taste, cs in (objectives or {}).items():
+        for c in cs:
+            others = ', '.join(f'{k} {100 * (v - c["bt"]):+.1f}' for k, v in c.items() if k not in ('size', 'bt'))
+            lines.append(f'{taste:>7} {c["size"]}: bt {100 * c["bt"]:.1f}%; against it (points): {others}')
     return lines
 
 
@@ -256,20 +282,25 @@ def tick_labels(sizes, spacing=1.25):
     return labels
 
 
-def plot_curves(summary, path, targets=None):
+LINE_STYLES = (('-', 'o'), ('--', 's'), ('-.', '^'), (':', 'x'))      # plot_curves' distinct lines, in turn.
+
+
+def plot_curves(summary, path, targets=None, xlabel='judgements', distinct=False):
     """One panel per taste: mean noise-free held-out accuracy against judgements (log x), one line per policy, the
-    95% interval shaded; targets {taste: accuracy} drawn as dashed lines."""
+    95% interval shaded; targets {taste: accuracy} drawn as dashed lines. distinct: each curve its own line style and
+    marker (LINE_STYLES), so one that coincides with another stays visible."""
     plt = report_plots._pyplot()
     tastes = list(summary)
     fig, axes = plt.subplots(1, len(tastes), figsize=(4.2 * len(tastes), 3.6), squeeze=False)
     for ax, taste in zip(axes[0], tastes):
-        for policy, curve in summary[taste].items():
+        for i, (policy, curve) in enumerate(summary[taste].items()):
             x = [p['size'] for p in curve]
-            ax.plot(x, [p['mean'] for p in curve], marker='o', label=policy)
+            style, marker = LINE_STYLES[i % len(LINE_STYLES)] if distinct else ('-', 'o')
+            ax.plot(x, [p['mean'] for p in curve], linestyle=style, marker=marker, label=policy)
             ax.fill_between(x, [p['ci95'][0] for p in curve], [p['ci95'][1] for p in curve], alpha=0.2)
         if targets and taste in targets:
             ax.axhline(targets[taste], color='grey', linestyle='--', linewidth=1)
-        ax.set(xscale='log', xlabel='judgements', ylabel='noise-free held-out accuracy', title=f'oracle:{taste}', ylim=(0.5, 1))
+        ax.set(xscale='log', xlabel=xlabel, ylabel='noise-free held-out accuracy', title=f'oracle:{taste}', ylim=(0.5, 1))
         ax.minorticks_off()
         ax.set_xticks(x, tick_labels(x))
         ax.legend(loc='lower right')
@@ -278,14 +309,61 @@ def plot_curves(summary, path, targets=None):
 
 #----------------------------------------------------------------------------
 
+def oracle_of(taste, truth, pool, seed, options):
+    """The trial's simulated annotator: the taste with options' temperature, or the one giving options.agreement."""
+    oracle = annotators.OracleAnnotator(taste, truth, temperature=options.temperature, seed=seed)
+    if options.agreement is not None:
+        oracle.temperature = temperature_for_agreement(oracle, pool, options.agreement)
+    return oracle
+
+
+def make_fit(kind, inputs, pool, test, model_config, fit_options, table, device):
+    """fit(train, val_pairs, seed, **changes to fit_options) -> ({id: [K] member scores} of the pool and test samples,
+    what the fit chose: mirror, val_mirrored, val_plain, val_nll_mirrored, val_nll_plain): a new `kind` model fitted by
+    train_model (pairs or unpaired labels), from the fixed trunk's FeatureTable when given. Its initial weights are
+    seeded by the fit's seed (as fitting.fit_reward's), so fits that differ only in `changes` start alike."""
+    def fit(train, val, fit_seed, **changes):
+        torch.manual_seed(fit_seed)
+        model = fitting.new_model(kind, inputs, pool, model_config)
+        opts = dataclasses.replace(fit_options, seed=fit_seed, **changes)
+        fitted = fitting.train_model(model, inputs, pool, train, val, opts, table=table, device=device, progress=False)
+        ids, choice = pool + test, fitted['mirror']
+        chosen = {f'val_{k}': v['accuracy'] for k, v in choice['validation'].items()}
+        chosen.update({f'val_nll_{k}': v['nll'] for k, v in choice['validation'].items()})
+        return dict(zip(ids, fitting.member_scores(model, inputs, ids, table=table, device=device))), dict(
+            mirror=choice['chosen'], **chosen)
+    return fit
+
+
+def run_ratings(oracle, truth, pool, test, seed, options, fits, progress=None):
+    """[{curve, size, seconds, agreement, accuracy, ..., rated, labelled, good, ratings}] of one unpaired session
+    (rating_trials.RatingTrial): at each size (ratings made) every fit of fits ({curve: fit(train, val, seed)}) on the
+    same labels, scored like run_trial's."""
+    trial, rows, spent = rating_trials.RatingTrial(oracle, pool, options, seed), [], dict.fromkeys(fits, 0.0)
+    test_pairs = fitting.all_pairs_by_truth(truth, test)
+    for size in options.sizes:
+        trial.rate(size - len(trial.ratings))
+        train, val = trial.split()
+        for curve, fit in fits.items():
+            start = time.time()
+            scores, chosen = fit(train, val, seed)
+            spent[curve] += time.time() - start
+            mean = {k: float(np.mean(v)) for k, v in scores.items() if k in set(test)}
+            rows.append(dict(curve=curve, size=size, seconds=spent[curve], agreement=trial.agreement(),
+                **accuracy(mean, test_pairs), **trial.counts(), **chosen))
+            if progress is not None: progress(curve, size)
+    return rows
+
+
 def learning_curves(inputs, truths, policies, options, kind='sigma', model_config=None, fit_options=None,
-        device='cpu', progress=None, mirrors=None):
+        device='cpu', progress=None, mirrors=None, objectives=None):
     """Every trial of every taste in truths ({taste: {id: noise-free score}}), policy and mirror setting: a list of rows
     {taste, policy, seed, size, accuracy, correct, total, wilson95, agreement, seconds, mirror (whether the fit
     mirrored), val_mirrored, val_plain (validation accuracies of the ways fitted), val_nll_mirrored, val_nll_plain
     (their validation NLL; None by epochs)}. inputs: fitting.PreparedInputs of the bank, prepared by the reward's
     contract; mirrors: FitOptions.mirror settings to compare (default: fit_options' own); with more than one, each
-    row's curve is POLICY/SETTING (MIRROR_SETTINGS) and every setting sees the same annotator; progress(taste, policy,
+    row's curve is POLICY/SETTING (MIRROR_SETTINGS) and every setting sees the same annotator; objectives: instead,
+    names of rating_trials.OBJECTIVES compared at fit_options' mirror (compare_objectives); progress(taste, policy,
     seed, size) after each fit."""
     fit_options = fit_options or fitting.FitOptions()
     mirrors = [fit_options.mirror] if mirrors is None else list(mirrors)
@@ -295,27 +373,48 @@ def learning_curves(inputs, truths, policies, options, kind='sigma', model_confi
     if fitting.fits_heads_only(prototype):                         # A fixed trunk: its features once for every fit.
         table = fitting.linear_heads.feature_table(prototype, inputs, inputs.index, any(m is not False for m in mirrors),
             device=device, progress=False)
+    fit = make_fit(kind, inputs, pool, test, model_config, fit_options, table, device)
+    if objectives is not None:
+        return compare_objectives(truths, pool, test, policies, options, objectives, fit, progress)
     rows = []
     for taste, truth in truths.items():
         for policy, seed, mirror in itertools.product(policies, options.seeds, mirrors):
-            oracle = annotators.OracleAnnotator(taste, truth, temperature=options.temperature, seed=seed)
-            if options.agreement is not None:
-                oracle.temperature = temperature_for_agreement(oracle, pool, options.agreement)
-
-            def fit(train, val, fit_seed):
-                model = fitting.new_model(kind, inputs, pool, model_config)
-                opts = dataclasses.replace(fit_options, seed=fit_seed, mirror=mirror)
-                fitted = fitting.train_model(model, inputs, pool, train, val, opts, table=table, device=device,
-                    progress=False)
-                ids, choice = pool + test, fitted['mirror']
-                val = {f'val_{k}': v['accuracy'] for k, v in choice['validation'].items()}
-                val.update({f'val_nll_{k}': v['nll'] for k, v in choice['validation'].items()})
-                return dict(zip(ids, fitting.member_scores(model, inputs, ids, table=table, device=device))), dict(
-                    mirror=choice['chosen'], **val)
+            oracle = oracle_of(taste, truth, pool, seed, options)
             report = (lambda size: progress(taste, policy, seed, size)) if progress else None
             label = dict(curve=f'{policy}/{MIRROR_SETTINGS[mirror]}') if len(mirrors) > 1 else {}
-            for row in run_trial(oracle, truth, pool, test, policy, seed, options, fit, progress=report):
+            trial_fit = lambda train, val, fit_seed, mirror=mirror: fit(train, val, fit_seed, mirror=mirror)
+            for row in run_trial(oracle, truth, pool, test, policy, seed, options, trial_fit, progress=report):
                 rows.append(dict(taste=taste, policy=policy, seed=seed, temperature=oracle.temperature, **label, **row))
+    return rows
+
+
+def bt_curve(policy):
+    """The curve name of Bradley-Terry fits of a pair policy in a comparison of objectives: bt, or bt/active."""
+    return 'bt' if policy == 'random' else f'bt/{policy}'
+
+
+def compare_objectives(truths, pool, test, policies, options, objectives, fit, progress=None):
+    """learning_curves' rows of a comparison of objectives, each row's curve an objective: per taste and seed, bt fits
+    the pairwise judgements of each policy's trial (curve bt_curve(policy)) and every unpaired objective the one
+    rating session's labels (run_ratings), each annotator the same taste and noise (oracle_of: a rating's noise has
+    the temperature a judgement's has). At size N bt has N judgements, the others N ratings."""
+    rows = []
+    for taste, truth in truths.items():
+        for seed in options.seeds:
+            if 'bt' in objectives:
+                for policy in policies:
+                    oracle = oracle_of(taste, truth, pool, seed, options)
+                    report = (lambda size: progress(taste, bt_curve(policy), seed, size)) if progress else None
+                    for row in run_trial(oracle, truth, pool, test, policy, seed, options, fit, progress=report):
+                        rows.append(dict(taste=taste, policy=policy, seed=seed, temperature=oracle.temperature,
+                            curve=bt_curve(policy), labelled=row['size'], **row))
+            fits = {o: (lambda train, val, fit_seed, o=o: fit(train, val, fit_seed, **rating_trials.OBJECTIVES[o]))
+                for o in rating_trials.unpaired(objectives)}
+            if fits:
+                oracle = oracle_of(taste, truth, pool, seed, options)
+                report = (lambda curve, size: progress(taste, curve, seed, size)) if progress else None
+                for row in run_ratings(oracle, truth, pool, test, seed, options, fits, progress=report):
+                    rows.append(dict(taste=taste, policy='random', seed=seed, temperature=oracle.temperature, **row))
     return rows
 
 #----------------------------------------------------------------------------
@@ -324,10 +423,13 @@ def learning_curves(inputs, truths, policies, options, kind='sigma', model_confi
 OUTPUTS = ('report.json', 'report.html', 'curves.png', 'trials.jsonl')
 
 
-def fit_count(tastes, policies, options, settings=1):
+def fit_count(tastes, policies, options, settings=1, objectives=None):
     """The fits a report makes: one per fit size of each taste, policy, seed and mirror setting (auto's fits both
-    ways count as one)."""
-    return len(tastes) * len(options.seeds) * settings * sum(len(fit_sizes(p, options)) for p in policies)
+    ways count as one); comparing objectives, bt's per policy and each unpaired objective's per size."""
+    per_trial = sum(len(fit_sizes(p, options)) for p in policies)
+    if objectives is not None:
+        per_trial = per_trial * ('bt' in objectives) + len(rating_trials.unpaired(objectives)) * len(options.sizes)
+    return len(tastes) * len(options.seeds) * settings * per_trial
 
 
 def taste_truths(bank, tastes, level, outdir):
@@ -347,31 +449,39 @@ def taste_truths(bank, tastes, level, outdir):
 
 
 def report(inputs, truths, outdir, policies, options, bank_dir, kind='sigma', model_config=None, mirror=None,
-        device='cpu', compare_mirror=False):
+        device='cpu', compare_mirror=False, fit_options=None, objectives=None):
     """Run every trial (learning_curves) and write OUTPUTS into outdir: the trials, the mean and 95% t-interval over
     seeds per taste, policy and size, what active choice saves against random at 1,000 judgements (or the largest
     size), and curves.png. mirror: FitOptions.mirror of every fit; compare_mirror: instead, every trial fitted mirrored,
-    plain and auto, and how far auto falls below the better fixed setting (auto_vs_fixed). Returns the summary."""
+    plain and auto, and how far auto falls below the better fixed setting (auto_vs_fixed); objectives: instead, those
+    of rating_trials.OBJECTIVES compared (compare_objectives; objectives_vs_bt). fit_options: the rest of every fit's
+    FitOptions (cs_lambda, reg_weight, epochs, ...). Returns the summary."""
     mirrors = list(MIRROR_SETTINGS) if compare_mirror else [mirror]
-    with tqdm(total=fit_count(truths, policies, options, len(mirrors)), desc='fits', unit='fit') as bar:
+    fit_options = dataclasses.replace(fit_options or fitting.FitOptions(), mirror=mirror)
+    total = fit_count(truths, policies, options, len(mirrors), objectives)
+    with tqdm(total=total, desc='fits', unit='fit') as bar:
         def progress(taste, policy, seed, size):
             bar.set_postfix_str(f'{taste} {policy} seed {seed} n={size}')
             bar.update()
         rows = learning_curves(inputs, truths, policies, options, kind=kind, model_config=model_config,
-            device=device, progress=progress, mirrors=mirrors)
+            fit_options=fit_options, device=device, progress=progress, mirrors=mirrors, objectives=objectives)
     with dnnlib.util.atomic_write(os.path.join(outdir, 'trials.jsonl'), 'w', encoding='utf-8') as f:
         f.writelines(json.dumps(r) + '\n' for r in rows)
     curves = summarise(rows)
-    plot_curves(curves, os.path.join(outdir, 'curves.png'))
+    plot_curves(curves, os.path.join(outdir, 'curves.png'),
+        xlabel='labels (bt: judgements; unpaired: ratings)' if objectives else 'judgements', distinct=bool(objectives))
     reach = active_savings(curves, reference=1000 if 1000 in options.sizes else options.sizes[-1])
     summary = dict(bank=os.path.abspath(bank_dir), reward=kind, model_config=model_config,
         mirror='compare' if compare_mirror else MIRROR_SETTINGS[mirror], options=options.to_dict(), curves=curves,
         active_vs_random=reach)
     table = [[t, p, c['size'], f'{100 * c["mean"]:.1f}', f'{100 * c["ci95"][0]:.1f}-{100 * c["ci95"][1]:.1f}',
-        f'{100 * c["agreement"]:.1f}', f'{100 * c["mirrored"]:.0f}'] for t, by in curves.items() for p, curve in by.items()
-        for c in curve]
+        f'{100 * c["agreement"]:.1f}', f'{100 * c["mirrored"]:.0f}'] + ([f'{c["labelled"]:.0f}'] if objectives else [])
+        for t, by in curves.items() for p, curve in by.items() for c in curve]
     tables = [('Noise-free held-out accuracy (%)', ['taste', 'curve', 'judgements', 'mean', '95% interval',
-        'label agreement', 'fits mirrored (%)'], table)]
+        'label agreement', 'fits mirrored (%)'] + (['labels used'] if objectives else []), table)]
+    if objectives:
+        summary.update(objectives=list(objectives), objectives_vs_bt=objectives_vs_bt(curves),
+            fit_options=dataclasses.asdict(fit_options))
     if compare_mirror:
         summary['auto_vs_fixed'] = auto_vs_fixed(curves)
         tables.append(('Automatic mirroring against the better fixed setting (held-out accuracy, %)', ['taste', 'policy',

@@ -130,10 +130,12 @@ class FitOptions:
 
 class RewardFitter:
     """Optimises a reward model (base.RewardNet) on PreparedInputs; log(record) receives one TRL-named dict per epoch
-    and split."""
+    and split. Given a fixed trunk's FeatureTable (linear_heads; model.frozen_trunk), it reads each sample's trunk
+    features from the table (a flip: the mirrored row) instead of running the trunk every step."""
 
-    def __init__(self, model, inputs, options, device='cpu', log=None):
-        self.model, self.inputs = model.to(device), inputs
+    def __init__(self, model, inputs, options, device='cpu', log=None, table=None):
+        assert table is None or getattr(model, 'frozen_trunk', False), 'a feature table stands for a fixed trunk only'
+        self.model, self.inputs, self.table = model.to(device), inputs, table
         self.opts, self.device, self.log = options, torch.device(device), log or (lambda record: None)
         self.opt = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=options.weight_decay)
         self.rng = np.random.RandomState(options.seed)
@@ -148,9 +150,19 @@ class RewardFitter:
             x = torch.where(flip.view(-1, *[1] * (x.ndim - 1)), x.flip(self.inputs.x_axis), x)
         return x
 
+    def table_features(self, ids, train):
+        """The heads' input [len(ids), F] from the table, with batch()'s flips (the same draws) while training."""
+        rows = torch.tensor([self.table.index[i] for i in ids])
+        f = self.table.plain[rows]
+        if train and self.opts.mirror is not False:
+            flip = torch.from_numpy(self.rng.uniform(size=len(ids)) < 0.5)
+            f = torch.where(flip[:, None], self.table.mirrored[rows], f)
+        return self.model.scale_features(f.to(self.device, torch.float32))
+
     def forward(self, ids, train=True):
         """Rewards [len(ids)] and features [len(ids), F] of distinct ids."""
-        features = self.model.features(self.batch(ids, train))
+        features = self.table_features(ids, train) if self.table is not None else \
+            self.model.features(self.batch(ids, train))
         misc.assert_shape(features, [len(ids), None])
         return self.model.score_features(features), features
 
@@ -425,7 +437,7 @@ def fit_once(model, inputs, train_ids, train, val_pairs, options, table, step, d
         return dict(heads=heads, validation=pooled_validation(heads, len(val_pairs))), step
     if table is not None:                                           # Epochs on a fixed trunk read scaled features.
         linear_heads.set_feature_scale(model, table, train_ids)
-    fitter = RewardFitter(model, inputs, options, device=device, log=log)
+    fitter = RewardFitter(model, inputs, options, device=device, log=log, table=table)
     fitter.step = step
     history = fitter.fit(train, val_pairs, progress=progress)
     best = int(np.argmax(history))
