@@ -109,7 +109,8 @@ def main(bank_dir, labels_path, good_path, bad_path, kind, out, truth_path, scor
     fit = lambda log: fitting.fit_reward(kind, bank, labels, spec, options, model_config=model_config, centre=centre,
         truth=truth, scores=targets, device=device, log=log, progress=ranks.main, ranks=ranks)
     if not ranks.main:                                          # Every rank fits alike; rank 0 alone writes.
-        fit(None)
+        with one_line_errors(BankError, FloatingPointError):
+            fit(None)
         return
     outputs = (out, *(side_path(out, s) for s in reward_fit.SIDE_FILES), logs, outermost_new_folder(out))
     with all_or_nothing(*outputs):                              # A diverged fit or a full disk: none of this run's files.
