@@ -161,6 +161,29 @@ def test_parse_annotator():
             A.parse_annotator(bad)
 
 
+def test_a_region_taste_reads_its_part_alone(grid):
+    from eg3d_rlhf.synthetic import heads
+    labels, names = heads.part_labels(grid)
+    chin = labels == names.index('chin_jaw')
+    assert A.parse_annotator('oracle:region:chin_jaw') == 'region:chin_jaw'
+    for bad in ('oracle:region:', 'oracle:region:tail', 'oracle:region'):
+        with pytest.raises(ValueError, match='oracle:region:PART .*chin_jaw'):
+            A.parse_annotator(bad)
+    taste = A.taste_function('region:chin_jaw')
+    rng = np.random.default_rng(0)
+    slab = np.where(rng.random(grid.shape) < 0.5, 30.0, -5.0).astype(np.float32)
+    inside = np.count_nonzero(slab[chin] >= 10) / np.count_nonzero(chin)
+    assert taste(slab, grid, 10.0) == pytest.approx(inside)
+    elsewhere = slab.copy()
+    elsewhere[~chin] = rng.choice([-5.0, 30.0], size=np.count_nonzero(~chin))       # Anything outside the part.
+    assert taste(elsewhere, grid, 10.0) == taste(slab, grid, 10.0)
+    fuller = slab.copy()
+    fuller[tuple(np.argwhere(chin & (slab < 10))[0])] = 30.0                         # One more voxel of chin inside.
+    assert taste(fuller, grid, 10.0) == pytest.approx(inside + 1 / np.count_nonzero(chin))
+    oracle = A.OracleAnnotator.from_slabs('region:chin_jaw', dict(a=fuller, b=slab), grid, temperature=0)
+    assert oracle.prefers('a', 'b') == 'a'
+
+
 def test_scores_are_standardised():
     oracle, scores = random_oracle()
     z = np.array([oracle.z[k] for k in scores])

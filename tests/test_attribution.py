@@ -129,13 +129,47 @@ def test_a_reward_that_reads_one_region_is_attributed_there(normalisation):
         x[(slice(None), *v)] = b[(slice(None), *v)] = value
     result = attribution.attribute(reward, x, b, r, permutations=3, ig_steps=32, batch=2)
     nose = r.names.index('nose')
-    for key in ('shapley', 'ig_abs'):
+    for key in ('shapley', 'ig', 'ig_abs'):
         share = np.abs(result[key][:, nose]).sum() / np.abs(result[key]).sum()
         assert share >= 0.95, (key, share)
     assert result['shapley_completeness'].max() < 1e-4          # Exact in sum for every permutation.
     assert result['ig_completeness'].max() < 0.01               # A smooth reward: IG converges at 32 steps.
     table, rho = attribution.region_table(result, r)
     assert table['nose']['rank_shapley'] == table['nose']['rank_ig'] == 1 and table['nose']['voxels'] == r.counts()['nose']
+
+
+class StencilReward(RegionReward):
+    """RegionReward plus a term on neighbouring voxel pairs outside the nose, +1 and -1 along z (both voxels of one
+    region), as a difference stencil of the default reward weighs them."""
+
+    def __init__(self, weight, pairs):
+        super().__init__(weight)
+        self.pairs = nn.Parameter(torch.as_tensor(pairs, dtype=torch.float32), requires_grad=False)
+
+    def score(self, x):
+        return super().score(x) + (x * self.pairs).flatten(1).sum(1) / 10
+
+
+def test_region_shares_see_through_cancelling_voxels():
+    grid = geometry.slab_grid(32)
+    r = regions.published(grid.shape)
+    nose = r.mask('nose')
+    pairs = np.zeros(grid.shape, dtype=np.float32)
+    first, second = r.labels[:, :, 0:-1:2], r.labels[:, :, 1::2]
+    keep = (first == second) & ~nose[:, :, 0:-1:2]                 # A pair lies in one region, outside the nose.
+    pairs[:, :, 0:-1:2][keep], pairs[:, :, 1::2][keep] = 1, -1
+    reward = Reward(StencilReward(nose, pairs), InputSpec(slab=geometry.slab_description(32), normalisation='affine',
+        scale=1.0), 'toy')
+    g = torch.Generator().manual_seed(0)
+    b = 5 + torch.rand(3, *grid.shape, generator=g) * 2
+    x = b + torch.rand(3, grid.shape[0], grid.shape[1], 1, generator=g) * 10    # Each column moves as one: pairs cancel.
+    x[:, torch.from_numpy(nose)] += 4                                        # And the nose rises.
+    result = attribution.attribute(reward, x, b, r, permutations=3, ig_steps=16, batch=3)
+    table, _ = attribution.region_table(result, r)
+    assert table['nose']['voxel_ig_share'] < 0.25                            # Voxel by voxel, IG is everywhere,
+    assert table['nose']['ig_share'] > 0.95 and table['nose']['shapley_share'] > 0.95     # but the regions' sums
+    ig_other = np.array([v['ig'] for n, v in table.items() if n != 'nose'])               # cancel outside the nose.
+    assert np.abs(ig_other).max() < 1e-3 * abs(table['nose']['ig'])
 
 
 @pytest.mark.parametrize('kind', ['sigma', 'depth', 'pointcloud'])

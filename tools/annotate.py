@@ -10,6 +10,7 @@ from eg3d_rlhf.data import annotators
 from eg3d_rlhf.data.bank import BankError
 from eg3d_rlhf.data.preferences import write_id_list, write_judgements
 from eg3d_rlhf.data.scores import write_scores
+from eg3d_rlhf.synthetic import heads
 
 #----------------------------------------------------------------------------
 
@@ -31,7 +32,8 @@ def common(f):
     for option in reversed([
         click.option('--bank', 'bank_dir', required=True, metavar='BANK', help='Sample bank folder'),
         click.option('--annotator', required=True, callback=parse_annotator, metavar='oracle:NAME',
-            help=f'Simulated annotator: {", ".join("oracle:" + t for t in annotators.TASTES)}'),
+            help=f'Simulated annotator: {", ".join("oracle:" + t for t in annotators.TASTES)}, or '
+                f'oracle:region:PART (one facial part alone, PART: {", ".join(heads.PARTS)})'),
         click.option('--temperature', type=FiniteRange(min=0), default=0.5, show_default=True,
             help='Bradley-Terry noise in standard deviations of the taste (0 = noise-free)'),
         click.option('--level', type=FINITE, default=10, show_default=True, help='Raw sigma level of the surface'),

@@ -104,8 +104,8 @@ def main(reward_path, original_pkl, tuned_pkl, trust_pickle, seeds, conditions, 
             permutations=permutations, ig_steps=ig_steps, batch=batch, seed=seed, meshes=meshes, level=level)
     order = sorted(summary['regions'].items(), key=lambda kv: -abs(kv[1]['shapley']))
     print(f'mean reward change {summary["change"]["mean"]:+.3f} over {len(ids)} samples; per region (Shapley / IG / '
-        'share of |IG|): ' + ', '.join(f'{n} {v["shapley"]:+.3f} / {v["ig"]:+.3f} / {100 * v["ig_abs_share"]:.0f}%'
-        for n, v in order))
+        'shares of |Shapley| / |IG|): ' + ', '.join(f'{n} {v["shapley"]:+.3f} / {v["ig"]:+.3f} / '
+        f'{100 * v["shapley_share"]:.0f}% / {100 * v["ig_share"]:.0f}%' for n, v in order))
     print(f'completeness: Shapley max error {summary["completeness"]["shapley_max"]:.2e}, IG max error '
         f'{summary["completeness"]["ig_max"]:.2e}; Shapley-IG Spearman {summary["shapley_ig_spearman"]:.2f}')
     print(f'report: {os.path.join(outdir, "report.html")}')

@@ -146,21 +146,33 @@ def attribute(reward, inputs, baselines, regions, permutations=8, ig_steps=32, b
     return result
 
 
+# What a region's share of |attribution| is. Shapley gives each region one value per sample; IG gives every voxel one,
+# and a region's IG is their sum. Both shares are therefore taken of |the region's value| per sample (shapley_share,
+# ig_share). Summing |IG| voxel by voxel instead (voxel_ig_share) counts every surface voxel where input and baseline
+# differ, including the +/- pairs that cancel inside a region: the default `sigma` reward's features are stencils
+# (central differences, the Laplacian) over soft occupancy, whose gradients alternate in sign between neighbouring
+# voxels, so its voxel-level |IG| spreads over the whole surface while the sums per region agree with Shapley's
+# (docs/analysis.md, "Why voxel |IG| is diffuse").
+
+def shares(values):
+    """[R] share of each region in the mean over samples of |values| [N, R]."""
+    mean = np.abs(values).mean(0)
+    return mean / max(mean.sum(), 1e-12)
+
+
 def region_table(result, regions):
-    """{name: {shapley, ig, ig_abs, ig_pos, ig_neg (means over samples), voxels, shapley_share, ig_abs_share (shares of
-    the mean absolute attribution)}} plus the Shapley-IG agreement: each region's rank under both and Spearman's rho
-    between their mean values across regions."""
+    """{name: {shapley, ig, ig_abs, ig_pos, ig_neg (means over samples), voxels, shapley_share, ig_share (shares of the
+    mean |region value|), voxel_ig_share (share of the mean voxel-by-voxel |IG| sum)}} plus the Shapley-IG agreement:
+    each region's rank under both and Spearman's rho between their mean values across regions."""
     counts = regions.counts()
     mean = {k: result[k].mean(0) for k in ('shapley', 'ig', 'ig_abs', 'ig_pos', 'ig_neg')}
-    shapley_abs = np.abs(result['shapley']).mean(0)
-    shares = shapley_abs / max(shapley_abs.sum(), 1e-12), mean['ig_abs'] / max(mean['ig_abs'].sum(), 1e-12)
+    share = dict(shapley_share=shares(result['shapley']), ig_share=shares(result['ig']), voxel_ig_share=shares(result['ig_abs']))
     rank_shapley = scipy.stats.rankdata(-mean['shapley'], method='min')
     rank_ig = scipy.stats.rankdata(-mean['ig'], method='min')
     table = {}
     for i, name in enumerate(result['names']):
         table[name] = dict({k: float(v[i]) for k, v in mean.items()}, voxels=counts[name],
-            shapley_share=float(shares[0][i]), ig_abs_share=float(shares[1][i]),
-            rank_shapley=int(rank_shapley[i]), rank_ig=int(rank_ig[i]))
+            **{k: float(v[i]) for k, v in share.items()}, rank_shapley=int(rank_shapley[i]), rank_ig=int(rank_ig[i]))
     rho = scipy.stats.spearmanr(mean['shapley'], mean['ig']).statistic if len(table) > 2 else float('nan')
     return table, float(rho)
 
@@ -218,11 +230,15 @@ def write_report(outdir, result, regions, info, mean_slab, slabs, grid, meshes=4
         completeness=dict(shapley_max=float(result['shapley_completeness'].max()),
             ig_max=float(result['ig_completeness'].max()), ig_mean=float(result['ig_completeness'].mean()),
             ig_convergence_delta_max=float(np.abs(result['ig_delta']).max())),
-        meshes=written)
+        meshes=written, shares='per region, of the mean over samples of |the region\'s Shapley value| (shapley_share) '
+            'and of |the sum of its voxels\' IG| (ig_share); voxel_ig_share sums |IG| voxel by voxel, cancelling pairs '
+            'of neighbouring voxels included')
     rows = [[n, f'{v["shapley"]:+.4f}', f'{v["ig"]:+.4f}', f'{v["ig_abs"]:.4f}', f'{100 * v["shapley_share"]:.1f}%',
-        f'{100 * v["ig_abs_share"]:.1f}%', v['rank_shapley'], v['rank_ig'], v['voxels']] for n, v in table.items()]
-    tables = [('Per region (means over samples)', ['region', 'Shapley', 'IG', '|IG|', 'share |Shapley|', 'share |IG|',
-        'rank Shapley', 'rank IG', 'voxels'], rows)]
+        f'{100 * v["ig_share"]:.1f}%', f'{100 * v["voxel_ig_share"]:.1f}%', v['rank_shapley'], v['rank_ig'], v['voxels']]
+        for n, v in table.items()]
+    tables = [('Per region (means over samples; shares of |the region\'s value| per sample; voxel |IG| sums |IG| voxel by '
+        'voxel, cancelling pairs included)', ['region', 'Shapley', 'IG', 'voxel |IG|', 'share |Shapley|', 'share |IG|',
+        'share voxel |IG|', 'rank Shapley', 'rank IG', 'voxels'], rows)]
     report_plots.write_report(outdir, f'Reward attribution ({info["mode"]})', summary, ['attribution.png', 'regions.png'],
         tables=tables)
     return summary

@@ -63,7 +63,7 @@ def oracle_choices(taste, slabs, grid, temperature, level=10.0):
     scores = {}
     for side in SIDES:
         for i, slab in enumerate(slabs[side]):
-            scores[(side, i)] = annotators.TASTES[taste](slab.numpy(), grid, level)
+            scores[(side, i)] = annotators.taste_function(taste)(slab.numpy(), grid, level)
     oracle = annotators.OracleAnnotator(taste, scores, temperature=temperature, seed=0)
     names = {'a': 'tuned', 'b': 'original', 'tie': 'tie'}
     pairs = [(('tuned', i), ('original', i)) for i in range(len(slabs['tuned']))]

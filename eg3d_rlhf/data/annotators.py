@@ -1,13 +1,15 @@
 """Simulated annotators: geometric tastes scored from a raw sigma slab, judgements drawn Bradley-Terry with a temperature."""
 
 import collections
+import functools
 
 import numpy as np
 import scipy.sparse
 
 from eg3d_rlhf.data.preferences import Judgement, now
 from eg3d_rlhf.geometry import mesh
-from eg3d_rlhf.geometry.sigma import closed_slab
+from eg3d_rlhf.geometry.sigma import CubeGrid, closed_slab
+from eg3d_rlhf.synthetic import heads
 
 #----------------------------------------------------------------------------
 # Tastes. Each maps (raw sigma slab [X, Y, Z], its CubeGrid, level) to a number; higher = liked more. World y is up
@@ -139,22 +141,56 @@ TASTES = {
 }
 
 
+REGION = 'region:'       # A taste that looks at one facial part alone: 'region:' + a name of heads.PARTS.
+
+
+@functools.lru_cache(maxsize=8)
+def _part_mask(resolution, cube_length, exact, start, stop, part):
+    grid = CubeGrid(resolution, cube_length, exact, start, stop)
+    labels, names = heads.part_labels(grid)
+    return labels == names.index(part)
+
+
+def part_fill(volume, grid, part, level=10.0):
+    """The share of one facial part's voxels inside the surface: the part as the demos' region template draws it
+    over this grid (heads.part_labels: the voxels of the average head nearest that part, within 0.05 world units).
+    A fuller part scores higher; nothing outside the part counts."""
+    mask = _part_mask(grid.resolution, grid.cube_length, grid.exact_eg3d_grid, grid.start, grid.stop, part)
+    return float(np.count_nonzero(np.asarray(volume)[mask] >= level) / max(np.count_nonzero(mask), 1))
+
+
+def taste_function(taste):
+    """The function (slab, grid, level) -> score of a taste: a key of TASTES or 'region:PART' (part_fill)."""
+    if taste.startswith(REGION) and taste[len(REGION):] in heads.PARTS:
+        part = taste[len(REGION):]
+        return lambda v, g, level: part_fill(v, g, part, level)
+    if taste not in TASTES:
+        raise ValueError(f'unknown taste {taste!r}; use one of {", ".join(taste_names())}')
+    return TASTES[taste]
+
+
+def taste_names():
+    """Every taste an annotator can have: the keys of TASTES, then region:PART for each part of heads.PARTS."""
+    return list(TASTES) + [REGION + p for p in heads.PARTS]
+
+
 def taste_scores(taste, bank, level=10.0, progress=None):
     """{id: raw taste score} of every sample of a bank (ids, slab(id), grid(id)), one slab in memory at a time;
     progress(1) after each."""
-    scores = {}
+    scores, function = {}, taste_function(taste)
     for sample_id in bank.ids:
-        scores[sample_id] = TASTES[taste](bank.slab(sample_id), bank.grid(sample_id), level)
+        scores[sample_id] = function(bank.slab(sample_id), bank.grid(sample_id), level)
         if progress is not None: progress(1)
     return scores
 
 #----------------------------------------------------------------------------
 
 def parse_annotator(name):
-    """'oracle:NAME' -> NAME, with a clear error for anything else."""
+    """'oracle:NAME' -> NAME (a taste of taste_names()), with a clear error for anything else."""
     kind, _, taste = name.partition(':')
-    if kind != 'oracle' or taste not in TASTES:
-        raise ValueError(f'unknown annotator {name!r}; use one of {", ".join("oracle:" + t for t in TASTES)}')
+    if kind != 'oracle' or taste not in taste_names():
+        raise ValueError(f'unknown annotator {name!r}; use one of {", ".join("oracle:" + t for t in TASTES)} or '
+            f'oracle:{REGION}PART (PART: {", ".join(heads.PARTS)})')
     return taste
 
 
@@ -172,13 +208,13 @@ class OracleAnnotator:
     """
 
     def __init__(self,
-        taste,                      # Key of TASTES.
+        taste,                      # A name of taste_names().
         scores,                     # {sample id: raw taste score}.
         temperature     = 0.5,      # Noise, in standard deviations of the taste; 0 = always the noise-free choice.
         theta           = 1.0,      # Rao-Kupper tie parameter (>= 1).
         seed            = 0,        # Seed of the judgement noise and of the pair draw.
     ):
-        assert taste in TASTES and temperature >= 0 and theta >= 1
+        assert taste in taste_names() and temperature >= 0 and theta >= 1
         self.taste, self.name = taste, f'oracle:{taste}'
         self.temperature, self.theta = float(temperature), float(theta)
         values = np.array(list(scores.values()), dtype=np.float64)
@@ -189,7 +225,8 @@ class OracleAnnotator:
     @classmethod
     def from_slabs(cls, taste, slabs, grid, level=10.0, **kwargs):
         """Score every slab of {id: raw slab} with the taste."""
-        return cls(taste, {k: TASTES[taste](v, grid, level) for k, v in slabs.items()}, **kwargs)
+        function = taste_function(taste)
+        return cls(taste, {k: function(v, grid, level) for k, v in slabs.items()}, **kwargs)
 
     def prefers(self, a, b):
         """The noise-free choice: 'a', 'b' or 'tie' (equal scores)."""

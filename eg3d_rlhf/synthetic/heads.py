@@ -211,6 +211,9 @@ def head_albedo(v, p):
     return V(pick(rgb.x, v.iris_rgb.x), pick(rgb.y, v.iris_rgb.y), pick(rgb.z, v.iris_rgb.z))
 
 
+PARTS = ('nose', 'eyes', 'brow', 'mouth', 'chin_jaw', 'cheeks', 'ears', 'skull')     # local_fields' parts, in order.
+
+
 def part_labels(grid, reach=0.05):
     """(labels [X, Y, Z] int64, part names) over a CubeGrid: each point goes to the part of the average head (nose,
     eyes, brow, mouth, chin/jaw, cheeks, ears, skull) whose surface is nearest, inside a part counting as nearest, if
@@ -221,6 +224,7 @@ def part_labels(grid, reach=0.05):
     view = LAYOUT.view(table)
     parts = local_fields(view, to_local(view, V.of(points))).parts
     names = list(parts)
+    assert tuple(names) == PARTS, names
     nearest, label = torch.stack([parts[n] * params.scale for n in names]).min(dim=0)
     label = torch.where(nearest <= reach, label, len(names))
     return label.reshape(grid.shape).numpy(), names
