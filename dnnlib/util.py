@@ -9,6 +9,7 @@ import math
 import os
 import re
 import stat
+import sys
 import tempfile
 import urllib.parse
 from typing import Any
@@ -347,17 +348,69 @@ class BadFile(ValueError):
     the file and what is wrong."""
 
 
-def decode_json(blob, where, error=BadFile, hint=''):
-    """The JSON value in the bytes `blob`; error('{where} not UTF-8 text (...)', 'not JSON (...)' or 'JSON nested too
-    deeply', each followed by `hint`) when it is none. `where` names the file, e.g. 'labels.json:'."""
+def decode_json(blob, where, error=BadFile, hint='', not_json=None):
+    """The JSON value in `blob` (bytes, or text already decoded); error('{where} not UTF-8 text (...)', 'not JSON
+    (...)', 'JSON nested too deeply' or 'a number of more than N digits', each followed by `hint`) when it is none.
+    `where` names the file, e.g. 'labels.json:'; not_json (default: error) is raised for text that is no JSON at all
+    (a reader may skip a line a crash cut short)."""
     try:
-        return json.loads(blob.decode('utf-8'))
+        return json.loads(blob if isinstance(blob, str) else blob.decode('utf-8'))
     except UnicodeDecodeError as err:
         raise error(f'{where} not UTF-8 text ({err.reason} at byte {err.start}){hint}') from None
     except json.JSONDecodeError as err:
-        raise error(f'{where} not JSON ({err.msg} at line {err.lineno} column {err.colno}){hint}') from None
+        raise (not_json or error)(f'{where} not JSON ({err.msg} at line {err.lineno} column {err.colno}){hint}') from None
     except RecursionError:
         raise error(f'{where} JSON nested too deeply{hint}') from None
+    except ValueError:              # Python's limit on the digits int() reads (json.loads parses integers with int()).
+        raise error(f'{where} JSON holds a number of more than {_int_digits()} digits{hint}') from None
+
+
+def _int_digits():
+    return sys.get_int_max_str_digits() if hasattr(sys, 'get_int_max_str_digits') else 4300
+
+
+YAML_DEPTH = 64                 # Nesting a YAML file this project reads may have (its readers walk it recursively).
+
+
+def decode_yaml(blob, where, error=BadFile, hint='', depth=YAML_DEPTH):
+    """The value of the YAML text in the bytes `blob`, read with yaml.safe_load (tags that would build objects are
+    refused; nothing is imported); error('{where} not UTF-8 text (...)', 'not YAML (...)', 'YAML nested too deeply'
+    (deeper than `depth`, or an alias that holds itself) or 'a number of more than N digits', each followed by
+    `hint`) when it is none."""
+    import yaml # pylint: disable=import-outside-toplevel
+    try:
+        text = blob.decode('utf-8')
+    except UnicodeDecodeError as err:
+        raise error(f'{where} not UTF-8 text ({err.reason} at byte {err.start}){hint}') from None
+    try:
+        value = yaml.safe_load(text)
+    except RecursionError:
+        raise error(f'{where} YAML nested too deeply{hint}') from None
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError) as err:
+        if 'integer string conversion' in str(err):
+            raise error(f'{where} YAML holds a number of more than {_int_digits()} digits{hint}') from None
+        raise error(f'{where} not YAML ({" ".join(str(err).split())[:200]}){hint}') from None
+    problem = _nesting_problem(value, depth)
+    if problem is not None:
+        raise error(f'{where} YAML {problem}{hint}')
+    return value
+
+
+def _nesting_problem(value, depth, most=1 << 20):
+    """'nested too deeply (...)' when a loaded YAML value nests deeper than `depth` (an alias that holds itself nests
+    without end), 'too large (...)' when its aliases expand to more than `most` values; None when neither."""
+    stack, seen = [(value, 0)], 0
+    while stack:
+        node, level = stack.pop()
+        seen += 1
+        if seen > most:
+            return f'too large (its aliases expand to more than {most} values)'
+        if isinstance(node, (dict, list, tuple, set)):
+            if level >= depth:
+                return f'nested too deeply (more than {depth} levels)'
+            items = list(node.items()) if isinstance(node, dict) else list(node)
+            stack.extend((child, level + 1) for item in items for child in (item if isinstance(node, dict) else (item,)))
+    return None
 
 
 def read_json_object(path, error=BadFile, limit=1 << 20):

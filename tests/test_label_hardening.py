@@ -112,7 +112,7 @@ LINE = json.dumps(dict(a='seed000001', b='seed000002', choice='a', annotator='x'
     ('a fifo', 'l.jsonl: not a regular file'),                             # Before: served; the first judgement hung.
     ('a read-only file', 'l.jsonl: this user cannot read and append to it; fix its permissions'),
     ('in a read-only folder', 'is not writable; fix its permissions, or choose another --out'),
-    ('a corrupt line', 'l.jsonl:2: not JSON (Expecting value) (fix the file, or choose another --out)'),
+    ('a corrupt line', 'l.jsonl:2: not JSON (Expecting value at line 1 column 1) (fix the file, or choose another --out)'),
     ('not UTF-8', 'l.jsonl: not UTF-8 text'),
 ])
 def test_serve_refuses_an_out_it_cannot_append_to(served, tmp_path, monkeypatch, kind, message):

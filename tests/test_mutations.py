@@ -17,9 +17,11 @@ SEED = int(os.environ.get('EG3D_RLHF_MUTATION_SEED', 31))     # Fixed by default
 
 
 @pytest.fixture(scope='module')
-def inputs(tmp_path_factory):
+def inputs(tmp_path_factory, data, start_pkl):
     """Every input file kind, tiny, under one folder: a bank of eight balls, a bank with bank.json, judgements, a truth
-    CSV, a sigma reward (.pt and .safetensors), region volumes and names, a tiny flow checkpoint with training state."""
+    CSV, a sigma reward (.pt and .safetensors), region volumes and names, a tiny flow checkpoint with training state,
+    a published reward bundle (zip and folder), train.py's dataset zip, snapshot and --config file, sigma cubes (.npy
+    and .mrc), good/bad id lists over a bank of seeds, and import_ranked's ranked pairs and rankings."""
     from eg3d_rlhf.data import annotators, preferences
     from eg3d_rlhf.data.bank import Bank
     from eg3d_rlhf.data.scores import write_scores
@@ -51,7 +53,34 @@ def inputs(tmp_path_factory):
     result = CliRunner().invoke(sample_bank.main, ['--network', str(root / 'tiny.pkl'), '--trust-pickle', '--seeds', '0',
         '--res', '16', '--preview-res', '16', '--device', 'cpu', '--outdir', str(root / 'made')])
     assert result.exit_code == 0, result.output
+    more_inputs(root, bank, data, start_pkl, slab)
     return root
+
+
+def more_inputs(root, bank, data, start_pkl, slab):
+    """The inputs of the tools added in the second pass (issue 31): bundle, train.py's files, cubes, id lists, rankings."""
+    import shutil
+    import mrcfile
+    from eg3d_rlhf.data.bank import Bank
+    from tests.helpers.banks import write_bank
+    from tests.helpers.bundles import write_bundle
+    write_bundle(str(root / 'bundle'))
+    shutil.copy(data, root / 'heads64.zip')
+    shutil.copy(start_pkl, root / 'start.pkl')
+    (root / 'run.yaml').write_text(f'cfg: synthetic\ndata: {root / "heads64.zip"}\ngpus: 1\nbatch: 4\ngamma: 1\n'
+        'device: cpu\nkimg: 0.008\nmbstd-group: 2\nseed: 3\n', encoding='utf-8')
+    cube = np.random.RandomState(0).gamma(1.0, 10.0, size=(12, 12, 12)).astype(np.float32) - 5
+    np.save(root / 'cube.npy', cube)
+    with mrcfile.new(str(root / 'cube.mrc')) as f:            # As EG3D's gen_samples.py writes its cubes.
+        f.set_data(cube)
+    balls = Bank(bank)
+    write_bank(root / 'seeds', {f'seed{i:06d}': balls.slab(balls.ids[i % 8]) for i in range(16)}, slab['resolution'])
+    (root / 'good.txt').write_text('# good\n0\n1\nseed000002\n3\n8\n9\n10\n11\n', encoding='utf-8')
+    (root / 'bad.txt').write_text('4\n5\n6\n7\n12\n13\n14\n15\n', encoding='utf-8')
+    (root / 'ranked.csv').write_text(',rank1,rank2\n0,3,5\n1,5,7\n2,12,3\n3,40,41\n', encoding='utf-8')
+    (root / 'ranking.csv').write_text('condition,rank1,rank2,rank3\nnose,3,5=7,11\nchin,4,seed000002,9\n', encoding='utf-8')
+    (root / 'ranking.jsonl').write_text('{"condition": "nose", "ranking": ["3", ["5", "7"], 11]}\n'
+        '{"condition": "chin", "ranking": [4, "seed000002", "9"]}\n', encoding='utf-8')
 
 
 def torch_zip(data):
@@ -86,6 +115,18 @@ KINDS = {                       # File kind: (its file under the inputs, its mut
     'flow checkpoint': ('flow.pt', M.BYTES + M.state_edit(torch_zip, torch_bytes)),
     'regions .npy': ('regions.npy', M.NPY),
     'region names': ('names.json', M.JSON),
+    'reward bundle zip': ('bundle/reward.zip', M.BYTES + M.zip_members({'.yaml': M.YAML, '.pt': M.BYTES})),
+    'bundle run config': ('bundle/7wnzkgie/release_config.yaml', M.YAML),
+    'bundle best_model.pt': ('bundle/7wnzkgie/best_model.pt', M.BYTES + M.state_edit(torch_zip, torch_bytes)),
+    'dataset zip': ('heads64.zip', M.BYTES + M.zip_members({'.json': M.JSON})),
+    'snapshot .pkl': ('start.pkl', M.PICKLE),
+    'train.py --config': ('run.yaml', M.YAML),
+    'cube .npy': ('cube.npy', M.NPY),
+    'cube .mrc': ('cube.mrc', M.MRC),
+    'id list': ('good.txt', M.TEXT),
+    'ranked pairs CSV': ('ranked.csv', M.CSV + M.TABLE_DIGITS),
+    'ranking CSV': ('ranking.csv', M.CSV + M.TABLE_DIGITS),
+    'ranking JSONL': ('ranking.jsonl', M.JSONL + M.TABLE_DIGITS),
 }
 
 
@@ -99,8 +140,16 @@ def finite_scores(out):
 
 def tool(name, root, out):
     """(click command, argv, outputs, good) of a reading tool on the inputs under `root`, writing under `out`."""
-    from tools import annotate, attribute, extract_sigma, label, sample_bank, score_bank, tails, train_flow, train_reward
+    import train as train_py
+    from tests.helpers.train import base_args
+    from tools import (annotate, attribute, convert_reward, extract_sigma, import_ranked, label, sample_bank, score_bank,
+        tails, train_flow, train_reward)
     bank, labels, o = str(root / 'bank'), str(root / 'labels.jsonl'), str(out)
+    gan = base_args(str(root / 'heads64.zip'), f'{o}/runs', '--mbstd-group', '2', '--kimg', '0.008', '--dry-run')
+    convert = lambda path: (convert_reward.main, ['--reward-model', path, '--out', f'{o}/c.pt', '--dry-run'], [f'{o}/c.pt'],
+        None)
+    ranked = lambda flag, path: (import_ranked.main, [flag, str(root / path), '--out', f'{o}/j.jsonl', '--dry-run'],
+        [f'{o}/j.jsonl'], None)
     train = ['--device', 'cpu', '--bank', bank, '--epochs', '1', '--split', '0.5,0.25,0.25', '--out', f'{o}/r.pt']
     return {
         'score_bank': (score_bank.main, ['--device', 'cpu', '--bank', bank, '--reward-model', str(root / 'reward.pt'),
@@ -124,6 +173,24 @@ def tool(name, root, out):
             '--outdir', f'{o}/x'], [f'{o}/x'], None),
         'train_flow --resume --dry-run': (train_flow.main, ['--outdir', f'{o}/run', '--resume', str(root / 'flow.pt'),
             '--device', 'cpu', '--dry-run'], [f'{o}/run'], None),
+        'convert_reward --dry-run (zip)': convert(str(root / 'bundle/reward.zip')),
+        'convert_reward --dry-run (folder)': convert(str(root / 'bundle/7wnzkgie')),
+        'train.py --dry-run': (train_py.main, gan, [f'{o}/runs'], None),
+        'train.py --resume --dry-run': (train_py.main, gan + ['--resume', str(root / 'start.pkl'), '--trust-pickle'],
+            [f'{o}/runs'], None),
+        'train.py --config --dry-run': (train_py.main, ['--config', str(root / 'run.yaml'), '--outdir', f'{o}/runs',
+            '--dry-run'], [f'{o}/runs'], None),
+        'tails --cubes --dry-run': (tails.main, ['--device', 'cpu', '--bank', bank, '--reward-model',
+            str(root / 'reward.pt'), '--cubes', str(root / 'cube.npy'), '--cubes', str(root / 'cube.mrc'), '--outdir',
+            f'{o}/t', '--dry-run'], [f'{o}/t'], None),
+        'train_reward --good --bad --dry-run': (train_reward.main, ['--device', 'cpu', '--bank', str(root / 'seeds'),
+            '--good', str(root / 'good.txt'), '--bad', str(root / 'bad.txt'), '--epochs', '1', '--split',
+            '0.5,0.25,0.25', '--out', f'{o}/r.pt', '--dry-run'], [f'{o}/r.pt'], None),
+        'label serve --dry-run': (label.main, ['serve', '--bank', bank, '--out', labels, '--annotator', 'alice',
+            '--dry-run'], [], None),
+        'import_ranked --csv --dry-run': ranked('--csv', 'ranked.csv'),
+        'import_ranked --ranking CSV --dry-run': ranked('--ranking', 'ranking.csv'),
+        'import_ranked --ranking JSONL --dry-run': ranked('--ranking', 'ranking.jsonl'),
     }[name]
 
 PAIRS = [                       # Every file kind x every tool here that reads it.
@@ -135,6 +202,14 @@ PAIRS = [                       # Every file kind x every tool here that reads i
     ('reward .pt', 'score_bank'), ('reward .pt', 'tails --dry-run'), ('reward .safetensors', 'score_bank (safetensors)'),
     ('flow checkpoint', 'extract_sigma'), ('flow checkpoint', 'train_flow --resume --dry-run'),
     ('regions .npy', 'attribute --dry-run'), ('region names', 'attribute --dry-run'),
+    ('reward bundle zip', 'convert_reward --dry-run (zip)'), ('bundle run config', 'convert_reward --dry-run (folder)'),
+    ('bundle best_model.pt', 'convert_reward --dry-run (folder)'),
+    ('dataset zip', 'train.py --dry-run'), ('snapshot .pkl', 'train.py --resume --dry-run'),
+    ('train.py --config', 'train.py --config --dry-run'),
+    ('cube .npy', 'tails --cubes --dry-run'), ('cube .mrc', 'tails --cubes --dry-run'),
+    ('id list', 'train_reward --good --bad --dry-run'), ('judgements .jsonl', 'label serve --dry-run'),
+    ('ranked pairs CSV', 'import_ranked --csv --dry-run'), ('ranking CSV', 'import_ranked --ranking CSV --dry-run'),
+    ('ranking JSONL', 'import_ranked --ranking JSONL --dry-run'),
 ]
 
 

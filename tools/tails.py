@@ -37,7 +37,12 @@ def check_cubes(paths):
     again when it is scored, so only one is ever held)."""
     if len(set(paths)) != len(paths):
         raise click.ClickException(f'--cubes: {next(p for p in paths if paths.count(p) > 1)} is given twice')
-    return {path: load_cube(path).shape[0] for path in tqdm(paths, desc='checking cubes', unit='cube', disable=not paths)}
+    sizes = {}
+    with tqdm(total=len(paths), desc='checking cubes', unit='cube', disable=not paths) as bar:   # Closed on an error:
+        for path in paths:                                                      # its Error line starts a line of its own.
+            sizes[path] = load_cube(path).shape[0]
+            bar.update()
+    return sizes
 
 #----------------------------------------------------------------------------
 

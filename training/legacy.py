@@ -55,6 +55,9 @@ def load_network_pkl(f, trust=False):
         data = dict(G_ema=data)
     if not isinstance(data, dict) or not any(isinstance(data.get(k), torch.nn.Module) for k in ('G', 'G_ema', 'D')):
         raise ValueError(f'"{name}" is not an EG3D network pickle (expected a dict holding G, D or G_ema networks)')
+    for key in ('G', 'D', 'G_ema'):
+        if data.get(key) is not None and not isinstance(data[key], torch.nn.Module):
+            raise ValueError(f'"{name}": its {key} is a {type(data[key]).__name__}, not a network; the file is damaged')
     for key in SNAPSHOT_KEYS:
         data.setdefault(key, None)
     if data['G_ema'] is None:
@@ -65,8 +68,11 @@ def load_network_pkl(f, trust=False):
 def _unpickle(stream, name):
     try:
         return pickle.load(stream)
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError) as err:
-        raise ValueError(f'cannot unpickle "{name}": {type(err).__name__}: {err}') from err
+    except Exception as err: # pylint: disable=broad-except
+        # A damaged (trusted) pickle fails in any way its opcodes and the code it calls may: a length field claiming
+        # exabytes (MemoryError, OverflowError), a torch storage cut short (RuntimeError), ...
+        text = " ".join(str(err).split())[:200]
+        raise ValueError(f'cannot unpickle "{name}": {type(err).__name__}{": " + text if text else ""}') from None
 
 
 def save_network_pkl(path, data):

@@ -141,8 +141,15 @@ RESUME_FIELDS = {'progress': [('kimg', 'kimg'), ('tick', 'count')],
 
 def resume_fields_problem(data):
     """What is wrong with the progress and resume state of a snapshot dict (not a dict, or a field of the wrong type, not
-    finite or negative), in one phrase naming the field ('progress.kimg is nan; expected a finite number >= 0'); None
-    when both are absent or fine. A progress record may lack a field (older snapshots); a resume state may not."""
+    finite or negative) or its networks' weights (nan or inf), in one phrase naming the field ('progress.kimg is nan;
+    expected a finite number >= 0', 'G.mapping.fc0.weight holds nan or inf'); None when all are fine. A progress
+    record may lack a field (older snapshots); a resume state may not."""
+    for name in ('G', 'D', 'G_ema'):
+        net = data.get(name)
+        for key, value in misc.named_params_and_buffers(net) if isinstance(net, torch.nn.Module) else []:
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                return f'{name}.{key} holds nan or inf'
+
     shown = lambda v: repr(v) if v is None or isinstance(v, (bool, int, float, str)) else f'a {type(v).__name__}'
     for entry, fields in RESUME_FIELDS.items():
         record = data.get(entry)

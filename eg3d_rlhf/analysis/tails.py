@@ -7,9 +7,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+import dnnlib
 from eg3d_rlhf.analysis import report_plots
 from eg3d_rlhf.data.scores import write_scores
-from eg3d_rlhf.geometry import mesh, preview
+from eg3d_rlhf.geometry import mesh, mrc, preview
 
 #----------------------------------------------------------------------------
 # The tails of a bank: rank by score, picture and mesh the ends.
@@ -100,14 +101,11 @@ def read_cube(path):
     if ext not in CUBE_FORMATS:
         raise CubeError(f'{path}: unknown cube format {ext or "(no extension)"}; expected {" or ".join(CUBE_FORMATS)}')
     try:
-        if ext == '.mrc':
-            import mrcfile
-            with mrcfile.open(path, mode='r') as f:
-                cube = np.array(f.data, dtype=np.float32)
-        else:
-            cube = np.load(path, allow_pickle=False)
-            cube = np.asarray(cube, dtype=np.float32)
-    except (OSError, ValueError, TypeError, EOFError) as err:
+        cube = mrc.read_mrc(path, CubeError) if ext == '.mrc' else dnnlib.util.read_npy(path, CubeError)
+        cube = np.asarray(cube, dtype=np.float32)           # (Header and size checked first: nothing huge allocated.)
+    except (OSError, ValueError, TypeError) as err:
+        if isinstance(err, CubeError):
+            raise
         raise CubeError(f'{path}: cannot be read as a sigma cube ({_one_line(err)})') from None
     if cube.ndim != 3:
         raise CubeError(f'{path}: expected a 3-D cube [N, N, N], got {cube.ndim}-D {list(cube.shape)}')
@@ -309,12 +307,14 @@ def report(reward, bank, outdir, reward_path, bank_path, k=4, cubes=None, flip_x
     reference = bank_stats.range() if robust_normalise else None
     curves, cube_report = [(f'bank ({len(bank)} slabs)', bank_stats, None)], {}
     mean, std = float(scores.mean()), float(scores.std())
-    for path, name in zip(tqdm(cubes, desc='scoring cubes', unit='cube', disable=not cubes), cube_names(list(cubes))):
-        score, as_read, normalised = score_cube(reward, path, flip_x, reference)
-        curves.append((name, as_read, normalised))
-        cube_report[name] = dict(path=os.path.abspath(path), resolution=cubes[path],
-            resampled=cubes[path] != reward.grid.resolution, score=score, z_score=(score - mean) / max(std, 1e-12),
-            as_read=as_read.summary(), normalised=normalised.summary() if normalised else None)
+    with tqdm(total=len(cubes), desc='scoring cubes', unit='cube', disable=not cubes) as bar:    # Closed (its line
+        for path, name in zip(cubes, cube_names(list(cubes))):                                  # ended) on an error.
+            score, as_read, normalised = score_cube(reward, path, flip_x, reference)
+            curves.append((name, as_read, normalised))
+            cube_report[name] = dict(path=os.path.abspath(path), resolution=cubes[path],
+                resampled=cubes[path] != reward.grid.resolution, score=score, z_score=(score - mean) / max(std, 1e-12),
+                as_read=as_read.summary(), normalised=normalised.summary() if normalised else None)
+            bar.update()
     plot_sigma_histograms(curves, os.path.join(outdir, 'sigma_histogram.png'))
 
     entries = lambda items, names: [dict(id=i, score=s, mesh=m) for (i, s), m in zip(items, names)]

@@ -48,6 +48,17 @@ class Judgement:
         return dict(a=self.a, b=self.b, choice=self.choice, annotator=self.annotator, time=self.time, **self.extra)
 
 
+SEED_TEXT = re.compile(r'[0-9]+')        # A bare seed: ASCII digits only (str.isdigit, re's \d and int() also take
+                                        # other scripts' digits, so '\u0663' would read as seed 3).
+
+
+def _seed(text, where):
+    """The seed of a bare seed number's text (SEED_TEXT); LabelError naming `where` past [0, MAX_SEED]."""
+    if len(text) > len(str(MAX_SEED)) or int(text) > MAX_SEED:         # (int() of 5000 digits would raise.)
+        raise LabelError(f'{where}: seed {text[:20]}{"..." if len(text) > 20 else ""} is not in [0, {MAX_SEED}]')
+    return int(text)
+
+
 def seed_id(seed):
     """The sample id of a generator seed."""
     return f'seed{int(seed):06d}'
@@ -60,12 +71,7 @@ def now():
 #----------------------------------------------------------------------------
 
 def _json_object(text, where):
-    try:
-        d = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise _NotJSON(f'{where}: not JSON ({err.msg})') from None
-    except RecursionError:
-        raise LabelError(f'{where}: JSON nested too deeply to be a judgement') from None
+    d = dnnlib.util.decode_json(text, f'{where}:', LabelError, not_json=_NotJSON)
     if not isinstance(d, dict):
         raise LabelError(f'{where}: expected a JSON object, got {type(d).__name__}')
     return d
@@ -311,12 +317,13 @@ def import_ranked_csv(path, annotator='paper', time='2023-01-01T00:00:00+00:00')
                     continue
                 if len(row) != len(header):
                     raise LabelError(f'{path}:{lineno}: expected {len(header)} columns like the header, got {row!r}')
-                try:
-                    winner, loser = int(row[1]), int(row[2])
-                except ValueError:
-                    raise LabelError(f'{path}:{lineno}: expected two integer seeds, got {row!r}') from None
-                if not (0 <= winner <= MAX_SEED and 0 <= loser <= MAX_SEED):
-                    raise LabelError(f'{path}:{lineno}: seeds must lie in [0, {MAX_SEED}], got {winner}, {loser}')
+                cells = [cell.strip() for cell in row[1:3]]
+                if not all(re.fullmatch(r'[+-]?[0-9]+', cell) for cell in cells):      # ASCII digits only.
+                    raise LabelError(f'{path}:{lineno}: expected two integer seeds (digits 0-9), got {row!r}'[:300])
+                if any(len(cell.lstrip('+-')) > len(str(MAX_SEED)) for cell in cells) or \
+                        not all(0 <= int(cell) <= MAX_SEED for cell in cells):
+                    raise LabelError(f'{path}:{lineno}: seeds must lie in [0, {MAX_SEED}], got {", ".join(c[:20] for c in cells)}')
+                winner, loser = (int(cell) for cell in cells)
                 if winner == loser:
                     raise LabelError(f'{path}:{lineno}: a seed is compared with itself ({winner})')
                 pair = frozenset((winner, loser))
@@ -342,10 +349,8 @@ def import_ranked_csv(path, annotator='paper', time='2023-01-01T00:00:00+00:00')
 
 def _ranked_id(value, where):
     text = str(value).strip() if isinstance(value, (str, int)) and not isinstance(value, bool) else None
-    if text is not None and re.fullmatch(r'\d+', text):
-        if int(text) > MAX_SEED:
-            raise LabelError(f'{where}: seed {text} is not in [0, {MAX_SEED}]')
-        return seed_id(text)
+    if text is not None and SEED_TEXT.fullmatch(text):
+        return seed_id(_seed(text, where))
     if text is None or not re.fullmatch(r'[A-Za-z0-9_.-]+', text):
         raise LabelError(f'{where}: not a sample id: {value!r}')
     return text
@@ -445,8 +450,8 @@ def read_id_list(path):
             text = text.split('#', 1)[0].strip()
             if not text:
                 continue
-            if re.fullmatch(r'\d+', text):
-                text = seed_id(text)
+            if SEED_TEXT.fullmatch(text):
+                text = seed_id(_seed(text, f'{path}:{lineno}'))
             elif not re.fullmatch(r'[A-Za-z0-9_.-]+', text):
                 raise LabelError(f'{path}:{lineno}: not a sample id: {text!r}')
             ids.append(text)

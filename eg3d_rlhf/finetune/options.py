@@ -141,17 +141,20 @@ def click_options_of(*classes, skip=()):
 # YAML run files: `train.py --config run.yaml` reads a mapping of option names (a config's field names, or the
 # command's other options, underscores or dashes) as if they were given on the command line; flags given override.
 
+MAX_YAML_BYTES = 1 << 20
+
+
 def read_yaml(path, command):
     """{option name: value} of a YAML file for a click command, each value converted by the option's own type (its
     ranges checked); ConfigError naming the file and the key otherwise."""
-    import yaml  # pylint: disable=import-outside-toplevel
     try:
-        with dnnlib.util.open_regular(path, 'r', error=ConfigError, encoding='utf-8') as f:
-            data = yaml.safe_load(f)
+        with dnnlib.util.open_regular(path, 'rb', error=ConfigError) as f:
+            blob = f.read(MAX_YAML_BYTES + 1)
     except OSError as err:
         raise ConfigError(f'--config: cannot read {path} ({err.strerror or err})') from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f'--config: {path} is not YAML ({" ".join(str(err).split())[:200]})') from None
+    if len(blob) > MAX_YAML_BYTES:
+        raise ConfigError(f'--config: {path}: larger than {dnnlib.util.size_text(MAX_YAML_BYTES)}; not a file of options')
+    data = dnnlib.util.decode_yaml(blob, f'--config: {path}:', ConfigError)
     if data is None:
         return {}
     if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
@@ -162,7 +165,7 @@ def read_yaml(path, command):
         name = key.replace('-', '_')
         if name not in params or name == 'config':
             raise ConfigError(f'--config: {path}: {key} is not an option; use the flags\' names (train.py --help)')
-        if isinstance(value, (dict, list)) or (isinstance(value, float) and not math.isfinite(value)):
+        if not isinstance(value, (str, int, float, bool, type(None))) or (isinstance(value, float) and not math.isfinite(value)):
             raise ConfigError(f'--config: {path}: {key}: expected a single finite value')
         if value is None:
             continue

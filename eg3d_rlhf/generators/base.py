@@ -26,7 +26,7 @@ def seed_ranges(s):
     """'0,2,5-7' -> [0, 2, 5, 6, 7]; ValueError naming the part that cannot be read."""
     seeds = []
     for part in s.split(','):
-        m = re.fullmatch(r'\s*(\d+)\s*(?:-\s*(\d+)\s*)?', part)
+        m = re.fullmatch(r'\s*([0-9]+)\s*(?:-\s*([0-9]+)\s*)?', part)     # ASCII digits: \d takes others.
         if m is None:
             raise ValueError(f'cannot parse "{part}" (use numbers and ranges, e.g. 0,2,5-7)')
         lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))

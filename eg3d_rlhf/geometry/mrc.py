@@ -1,6 +1,7 @@
-"""Sigma volumes as MRC maps (mrcfile) for ChimeraX: the volume a mesh convention meshes, its voxel size and origin."""
+"""Sigma volumes as MRC maps (mrcfile) for ChimeraX, with voxel size and origin; MRC files of others read, checked."""
 
 import dataclasses
+import os
 
 import numpy as np
 from mrcfile.mrcinterpreter import MrcInterpreter
@@ -54,5 +55,40 @@ def write_mrc(path, volume, grid, convention='ours'):
         h.origin.x, h.origin.y, h.origin.z = m.origin
         out.flush()
     return m
+
+#----------------------------------------------------------------------------
+# Reading an MRC file someone gives (another generator's cube): a regular file only, opened once; its header's sizes
+# checked against the file's size before anything is allocated (a damaged header may claim terabytes).
+
+HEADER_BYTES = 1024
+
+
+def read_mrc(path, error=ValueError):
+    """The data array of the MRC file at `path` as stored (mode 2 float32, or another mode's dtype); error(one line
+    naming the file) when it is no regular file, its header is damaged, or its data block is not the size the header
+    says."""
+    try:
+        with dnnlib.util.open_regular(path, 'rb', error=error) as f:
+            size = os.fstat(f.fileno()).st_size
+            m = MrcInterpreter()
+            m._read_only = True                                 # pylint: disable=protected-access
+            m._iostream = f                                     # pylint: disable=protected-access
+            m._read_header()                                    # pylint: disable=protected-access
+            extended = int(m.header.nsymbt)
+            if size < HEADER_BYTES or not 0 <= extended <= size - HEADER_BYTES:
+                raise error(f'{path}: its header says {extended} bytes of extended header, but the file holds '
+                    f'{size} bytes; the file is damaged or was cut short')
+            m._read_extended_header()                           # pylint: disable=protected-access
+            left = size - HEADER_BYTES - extended
+            m._read_data(max_bytes=max(left, 1))                # pylint: disable=protected-access
+            data = np.asarray(m.data)
+            if data.nbytes != left:
+                raise error(f'{path}: its header says {list(data.shape)} {data.dtype.name} ({data.nbytes} bytes), but '
+                    f'the file holds {left} bytes of data; the file is damaged')
+            return data
+    except (OSError, ValueError, TypeError, EOFError, OverflowError) as err:
+        if isinstance(err, error):
+            raise
+        raise error(f'{path}: cannot be read as an MRC map ({" ".join(str(err).split())[:200]})') from None
 
 #----------------------------------------------------------------------------

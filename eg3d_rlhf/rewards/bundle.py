@@ -6,8 +6,8 @@ import re
 import zipfile
 
 import torch
-import yaml
 
+import dnnlib
 from eg3d_rlhf.geometry.sigma import SlabCrop, slab_description
 from eg3d_rlhf.rewards.contract import InputSpec, Reward
 from eg3d_rlhf.rewards.sigma_unet import PUBLISHED_INPUT, SigmaUNetReward
@@ -78,11 +78,7 @@ def read_bundle_files(path):
             raise BundleError(f'{path}: no {WEIGHTS} in this folder; point --reward-model at the bundle folder or its zip')
         if not configs:
             raise BundleError(f'{path}: no {" or ".join(CONFIGS)} beside {WEIGHTS}; restore the bundle\'s run config')
-        with open(weights, 'rb') as f:
-            wdata = f.read()
-        with open(configs[0], 'rb') as f:
-            cdata = f.read(MAX_CONFIG_BYTES + 1)
-        return wdata, weights, _limit(cdata, configs[0]), configs[0]
+        return _read_file(weights, MAX_WEIGHTS_BYTES), weights, _read_file(configs[0], MAX_CONFIG_BYTES), configs[0]
     try:
         members = _zip_members(path)
         if members is None:
@@ -100,9 +96,20 @@ def read_bundle_files(path):
         raise BundleError(f'{path}: cannot read the zip ({type(err).__name__}: {_first_line(err)})') from None
 
 
-def _limit(data, name):
-    if len(data) > MAX_CONFIG_BYTES:
-        raise BundleError(f'{name}: larger than {MAX_CONFIG_BYTES >> 20} MiB; not a run config')
+def _read_file(path, limit):
+    """The bytes of a bundle folder's file, its size checked before anything is read (a sparse 40 GiB best_model.pt
+    is refused, not read into memory; a FIFO is refused, never waited on)."""
+    try:
+        with dnnlib.util.open_regular(path, 'rb', error=BundleError) as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > limit:
+                raise BundleError(f'{path}: {dnnlib.util.size_text(size)}, larger than {dnnlib.util.size_text(limit)}; '
+                    f'not {"a released reward" if limit == MAX_WEIGHTS_BYTES else "a run config"}')
+            data = f.read(limit + 1)
+    except OSError as err:
+        raise BundleError(f'{path}: cannot read it ({err.strerror or err})') from None
+    if len(data) > limit:                                       # Grown since its size was read.
+        raise BundleError(f'{path}: larger than {dnnlib.util.size_text(limit)}; not a bundle\'s file')
     return data
 
 
@@ -156,6 +163,8 @@ class _Section:
     def __init__(self, data, name, where, root):
         if not isinstance(data, dict):
             raise BundleError(f'{where}: {name} must be a mapping, got {type(data).__name__}')
+        if not all(isinstance(k, str) for k in data):
+            raise BundleError(f'{where}: {name} has a key that is not text ({next(k for k in data if not isinstance(k, str))!r})')
         self.data, self.name, self.where, self.root = data, name, where, root
 
     def fail(self, key, what):
@@ -289,20 +298,25 @@ def check_state_dict(model, weights, name):
             raise BundleError(f'{name}: weight {k} is not finite floating point; the file is damaged')
 
 
+def _build(kwargs, cname):
+    """SigmaUNetReward(**kwargs) (on the default device: the meta device to check it first); BundleError naming the run
+    config when it cannot be built."""
+    try:
+        return SigmaUNetReward(**kwargs)
+    except (ValueError, AssertionError, TypeError, RuntimeError, OverflowError) as err:
+        raise BundleError(f'{cname}: its model cannot be built ({" ".join(str(err).split())[:200]})') from None
+
+
 def load_bundle(path, device='cpu', trust_pickle=False):
     """The bundle at `path` (folder or zip) as a contract.Reward of kind 'sigma-unet' on `device`, in eval mode."""
     wdata, wname, cdata, cname = read_bundle_files(path)
-    try:
-        config = yaml.safe_load(cdata.decode('utf-8'))
-    except (UnicodeDecodeError, yaml.YAMLError) as err:
-        raise BundleError(f'{cname}: not readable YAML ({type(err).__name__}: {" ".join(str(err).split())[:200]})') from None
+    config = dnnlib.util.decode_yaml(cdata, f'{cname}:', BundleError)
     kwargs = model_config(config, cname)
-    try:
-        model = SigmaUNetReward(**kwargs)
-    except (ValueError, AssertionError, TypeError) as err:
-        raise BundleError(f'{cname}: its model cannot be built ({" ".join(str(err).split())[:200]})') from None
+    with torch.device('meta'):                          # Checked first, allocating nothing: a config may ask for
+        shapes = _build(kwargs, cname)                  # terabytes; then the model is the weights' size.
     weights = read_state_dict(wdata, wname, trust_pickle)
-    check_state_dict(model, weights, wname)
+    check_state_dict(shapes, weights, wname)
+    model = _build(kwargs, cname)
     model.load_state_dict(weights, strict=True)
     info = dict(kind=KIND, config=dict(model.config), bundle=os.path.abspath(path), weights=wname, run_config=cname)
     return Reward(model.to(device).eval(), published_spec(), KIND, info)

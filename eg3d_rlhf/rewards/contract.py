@@ -59,9 +59,12 @@ class InputSpec:
         d = dict(d)
         if d.get('normalisation') == 'self_minmax_0_100':
             d.update(normalisation='self_minmax', scale=100.0)
-        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)}, key=repr)
         if unknown:
             raise InputSpecError(f'unknown input field {unknown[0]!r}')
+        missing = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.name not in d]
+        if missing:
+            raise InputSpecError(f'input field {missing[0]!r} is missing')
         return cls(**d)
 
     def to_dict(self):
