@@ -244,17 +244,18 @@ def refuse_overwrite(*paths, force=False, inputs=None):
             raise click.ClickException(f'{path} exists; pass --force to replace it, or choose another name')
 
 @contextlib.contextmanager
-def all_or_nothing(*paths):
+def all_or_nothing(*paths, keep=None):
     """A command's outputs (files or folders; None skipped), written in the block: when it fails (a full disk, a
-    diverged fit), those of `paths` that did not exist when it began are removed, so no partial result is left; a full
-    disk or a folder that cannot be written (dnnlib.util.RESOURCE_ERRORS) under them stops in one line naming the
-    file (dnnlib.util.WriteError)."""
+    diverged fit), those of `paths` that did not exist when it began are removed, so no partial result is left (unless
+    keep() says what was written by then is worth keeping, e.g. a training run's snapshots); a full disk or a folder
+    that cannot be written (dnnlib.util.RESOURCE_ERRORS) under them stops in one line naming the file
+    (dnnlib.util.WriteError)."""
     paths = [os.path.abspath(p) for p in paths if p is not None]
     fresh = [p for p in paths if not os.path.lexists(p)]
     try:
         yield
     except BaseException as err:
-        for path in fresh:
+        for path in fresh if keep is None or not keep() else []:
             if os.path.isdir(path) and not os.path.islink(path):
                 shutil.rmtree(path, ignore_errors=True)
             elif os.path.lexists(path):
@@ -264,6 +265,11 @@ def all_or_nothing(*paths):
         if where is not None:
             raise dnnlib.util.WriteError(where, err) from None
         raise
+
+def holds(folder, prefix):
+    """Whether the folder `folder` exists and holds an entry whose name starts with `prefix` (all_or_nothing's keep:
+    a training run that failed after its first snapshot keeps its folder, to resume from)."""
+    return os.path.isdir(folder) and any(name.startswith(prefix) for name in os.listdir(folder))
 
 def _output_of(err, paths):
     """The file a resource error (dnnlib.util.RESOURCE_ERRORS) of writing under `paths` names (the first of `paths`

@@ -154,3 +154,43 @@ def test_a_reward_checkpoint_whose_input_lacks_its_slab_is_refused(tmp_path, rew
         load_reward(str(tmp_path / 'no-slab.pt'))       # Before: TypeError of InputSpec.__init__.
 
 #----------------------------------------------------------------------------
+#----------------------------------------------------------------------------
+# Flow checkpoints (sample_bank, evaluate, guide, train.py --generator=flow): a config whose sampler is not a string.
+
+@pytest.mark.parametrize('sampler', [{'a': 1}, ['heun']])
+def test_a_flow_config_whose_sampler_is_not_a_name_is_refused_in_one_line(tmp_path, sampler):
+    from eg3d_rlhf.generators import flow_heads
+    from tests.helpers.flow import TINY
+    from tools import sample_bank
+    path = str(tmp_path / 'flow.pt')
+    flow_heads.save_flow(path, flow_heads.build_pipeline(TINY, init_seed=0), TINY)
+    state = torch.load(path, weights_only=True)
+    state['config']['sampler'] = sampler
+    torch.save(state, path)
+    result = CliRunner().invoke(sample_bank.main, ['--network', path, '--seeds', '0', '--res', '16', '--device', 'cpu',
+        '--outdir', str(tmp_path / 'b')])                       # Before: TypeError: unhashable type (a dict, a list).
+    refused_in_one_line(result, f'{path}: bad flow config (unknown sampler a {type(sampler).__name__}; use one of')
+    assert not (tmp_path / 'b').exists()
+
+#----------------------------------------------------------------------------
+# train.py --generator=flow: --bank and --labels checked before the run folder is made (and by --dry-run).
+
+@pytest.mark.parametrize('labels, message', [
+    ('not json\n', 'labels.jsonl:1: not JSON'),
+    ('{"a": "ball00", "b": "ball09", "choice": "a", "annotator": "me", "time": "2026-11-25T00:00:00"}\n',
+        'labels.jsonl:1: unknown sample id ball09'),
+    ('{"a": "ball00", "b": "ball01", "choice": "a", "annotator": "me", "time": "2026-11-25T00:00:00"}\n',
+        'ball00/asset.npz: no such file; redraw the sample'),
+])
+@pytest.mark.parametrize('dry_run', [[], ['--dry-run']])
+def test_train_py_flow_refuses_bad_bank_or_labels_before_its_run_folder(tmp_path, labels, message, dry_run):
+    from eg3d_rlhf.generators import flow_heads
+    from tests.helpers.banks import ball_bank
+    from tests.helpers.flow import TINY
+    bank, _ = ball_bank(tmp_path / 'bank', 2, seed=0)
+    flow_heads.save_flow(str(tmp_path / 'flow.pt'), flow_heads.build_pipeline(TINY, init_seed=0), TINY)
+    (tmp_path / 'labels.jsonl').write_text(labels, encoding='utf-8')
+    result = CliRunner().invoke(train.main, ['--generator=flow', '--resume', str(tmp_path / 'flow.pt'), '--bank', bank,
+        '--labels', str(tmp_path / 'labels.jsonl'), '--outdir', str(tmp_path / 'runs'), '--device', 'cpu', *dry_run])
+    refused_in_one_line(result, message)                # Before: a dry run passed; a run left options.json and log.txt.
+    assert not (tmp_path / 'runs').exists()

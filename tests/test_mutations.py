@@ -2,6 +2,7 @@
 
 import csv
 import io
+import json
 import os
 
 import numpy as np
@@ -20,8 +21,9 @@ SEED = int(os.environ.get('EG3D_RLHF_MUTATION_SEED', 31))     # Fixed by default
 def inputs(tmp_path_factory, data, start_pkl):
     """Every input file kind, tiny, under one folder: a bank of eight balls, a bank with bank.json, judgements, a truth
     CSV, a sigma reward (.pt and .safetensors), region volumes and names, a tiny flow checkpoint with training state,
-    a published reward bundle (zip and folder), train.py's dataset zip, snapshot and --config file, sigma cubes (.npy
-    and .mrc), good/bad id lists over a bank of seeds, and import_ranked's ranked pairs and rankings."""
+    a flow bank with judgements of its samples, a published reward bundle (zip and folder), train.py's dataset zip,
+    snapshot and --config file, sigma cubes (.npy and .mrc), good/bad id lists over a bank of seeds with their scores,
+    3-D landmarks, and import_ranked's ranked pairs and rankings."""
     from eg3d_rlhf.data import annotators, preferences
     from eg3d_rlhf.data.bank import Bank
     from eg3d_rlhf.data.scores import write_scores
@@ -53,6 +55,12 @@ def inputs(tmp_path_factory, data, start_pkl):
     result = CliRunner().invoke(sample_bank.main, ['--network', str(root / 'tiny.pkl'), '--trust-pickle', '--seeds', '0',
         '--res', '16', '--preview-res', '16', '--device', 'cpu', '--outdir', str(root / 'made')])
     assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(sample_bank.main, ['--network', str(root / 'flow.pt'), '--seeds', '0-2', '--res', '16',
+        '--preview-res', '16', '--device', 'cpu', '--outdir', str(root / 'flowbank')])
+    assert result.exit_code == 0, result.output
+    (root / 'flowlabels.jsonl').write_text(''.join(json.dumps(dict(a=f'c0{c}-seed00000{a}', b=f'c0{c}-seed00000{b}',
+        choice=choice, annotator='me', time='2026-11-25T00:00:00')) + '\n' for c in (0, 1) for a, b, choice in
+        ((0, 1, 'a'), (1, 2, 'b'), (0, 2, 'tie'))), encoding='utf-8')
     more_inputs(root, bank, data, start_pkl, slab)
     return root
 
@@ -62,6 +70,7 @@ def more_inputs(root, bank, data, start_pkl, slab):
     import shutil
     import mrcfile
     from eg3d_rlhf.data.bank import Bank
+    from eg3d_rlhf.data.scores import write_scores
     from tests.helpers.banks import write_bank
     from tests.helpers.bundles import write_bundle
     write_bundle(str(root / 'bundle'))
@@ -76,9 +85,12 @@ def more_inputs(root, bank, data, start_pkl, slab):
     balls = Bank(bank)
     write_bank(root / 'seeds', {f'seed{i:06d}': balls.slab(balls.ids[i % 8]) for i in range(16)}, slab['resolution'])
     (root / 'good.txt').write_text('# good\n0\n1\nseed000002\n3\n8\n9\n10\n11\n', encoding='utf-8')
+    write_scores(str(root / 'scores.csv'), {f'seed{i:06d}': 0.25 * i - 1 for i in range(16)})
     (root / 'bad.txt').write_text('4\n5\n6\n7\n12\n13\n14\n15\n', encoding='utf-8')
     (root / 'ranked.csv').write_text(',rank1,rank2\n0,3,5\n1,5,7\n2,12,3\n3,40,41\n', encoding='utf-8')
     (root / 'ranking.csv').write_text('condition,rank1,rank2,rank3\nnose,3,5=7,11\nchin,4,seed000002,9\n', encoding='utf-8')
+    points = np.random.RandomState(1).uniform(-0.25, 0.25, size=(98, 3)).astype(np.float32)
+    np.save(root / 'landmarks.npy', points)                 # WFLW-98 points in world units, inside the cube.
     (root / 'ranking.jsonl').write_text('{"condition": "nose", "ranking": ["3", ["5", "7"], 11]}\n'
         '{"condition": "chin", "ranking": [4, "seed000002", "9"]}\n', encoding='utf-8')
 
@@ -110,6 +122,7 @@ KINDS = {                       # File kind: (its file under the inputs, its mut
     'slab .npy': ('bank/ball01/sigma_slab.npy', M.NPY),
     'judgements .jsonl': ('labels.jsonl', M.JSONL),
     'truth CSV': ('truth.csv', M.CSV),
+    'scores CSV': ('scores.csv', M.CSV),
     'reward .pt': ('reward.pt', M.BYTES + M.state_edit(torch_zip, torch_bytes)),
     'reward .safetensors': ('reward.safetensors', M.BYTES + M.state_edit(safetensors_state, safetensors_bytes)),
     'flow checkpoint': ('flow.pt', M.BYTES + M.state_edit(torch_zip, torch_bytes)),
@@ -127,6 +140,9 @@ KINDS = {                       # File kind: (its file under the inputs, its mut
     'ranked pairs CSV': ('ranked.csv', M.CSV + M.TABLE_DIGITS),
     'ranking CSV': ('ranking.csv', M.CSV + M.TABLE_DIGITS),
     'ranking JSONL': ('ranking.jsonl', M.JSONL + M.TABLE_DIGITS),
+    'landmarks .npy': ('landmarks.npy', M.NPY),
+    'flow bank meta.json': ('flowbank/c01-seed000001/meta.json', M.JSON),
+    'flow bank judgements': ('flowlabels.jsonl', M.JSONL),
 }
 
 
@@ -142,9 +158,10 @@ def tool(name, root, out):
     """(click command, argv, outputs, good) of a reading tool on the inputs under `root`, writing under `out`."""
     import train as train_py
     from tests.helpers.train import base_args
-    from tools import (annotate, attribute, convert_reward, extract_sigma, import_ranked, label, sample_bank, score_bank,
-        tails, train_flow, train_reward)
+    from tools import (annotate, attribute, convert_reward, embed, evaluate, extract_sigma, guide, import_ranked, label,
+        reward_curve, sample_bank, score_bank, tails, train_flow, train_reward)
     bank, labels, o = str(root / 'bank'), str(root / 'labels.jsonl'), str(out)
+    reward, flow = str(root / 'reward.pt'), str(root / 'flow.pt')
     gan = base_args(str(root / 'heads64.zip'), f'{o}/runs', '--mbstd-group', '2', '--kimg', '0.008', '--dry-run')
     convert = lambda path: (convert_reward.main, ['--reward-model', path, '--out', f'{o}/c.pt', '--dry-run'], [f'{o}/c.pt'],
         None)
@@ -191,6 +208,28 @@ def tool(name, root, out):
         'import_ranked --csv --dry-run': ranked('--csv', 'ranked.csv'),
         'import_ranked --ranking CSV --dry-run': ranked('--ranking', 'ranking.csv'),
         'import_ranked --ranking JSONL --dry-run': ranked('--ranking', 'ranking.jsonl'),
+        'embed --bank --dry-run': (embed.main, ['--device', 'cpu', '--bank', bank, '--reward-model', reward, '--outdir',
+            f'{o}/e', '--dry-run'], [f'{o}/e'], None),
+        'reward_curve --dry-run': (reward_curve.main, ['--device', 'cpu', '--bank', bank, '--outdir', f'{o}/c',
+            '--dry-run'], [f'{o}/c'], None),
+        'label serve --active --dry-run': (label.main, ['serve', '--bank', bank, '--out', labels, '--annotator',
+            'alice', '--active', '--reward-model', reward, '--dry-run'], [], None),
+        'attribute --regions landmarks --dry-run': (attribute.main, ['--device', 'cpu', '--bank', bank,
+            '--reward-model', reward, '--regions', 'landmarks', '--landmarks', str(root / 'landmarks.npy'), '--outdir',
+            f'{o}/a', '--dry-run'], [f'{o}/a'], None),
+        'evaluate --dry-run': (evaluate.main, ['--device', 'cpu', '--original', flow, '--tuned', flow, '--reward-model',
+            reward, '--seeds', '0', '--outdir', f'{o}/ev', '--dry-run'], [f'{o}/ev'], None),
+        'guide flow --dry-run': (guide.main, ['flow', '--device', 'cpu', '--network', flow, '--reward-model', reward,
+            '--seeds', '0', '--outdir', f'{o}/g', '--dry-run'], [f'{o}/g'], None),
+        'train.py --generator=flow --dry-run': (train_py.main, ['--generator=flow', '--resume', flow, '--bank',
+            str(root / 'flowbank'), '--labels', str(root / 'flowlabels.jsonl'), '--outdir', f'{o}/runs', '--dry-run'],
+            [f'{o}/runs'], None),
+        'train_reward --good --bad --scores --dry-run': (train_reward.main, ['--device', 'cpu', '--bank',
+            str(root / 'seeds'), '--good', str(root / 'good.txt'), '--bad', str(root / 'bad.txt'), '--scores',
+            str(root / 'scores.csv'), '--objective', 'dreamcs', '--epochs', '1', '--split', '0.5,0.25,0.25', '--out',
+            f'{o}/r.pt', '--dry-run'], [f'{o}/r.pt'], None),
+        'sample_bank (flow)': (sample_bank.main, ['--network', flow, '--seeds', '0', '--res', '16', '--preview-res',
+            '16', '--device', 'cpu', '--outdir', f'{o}/fb'], [f'{o}/fb'], None),
     }[name]
 
 PAIRS = [                       # Every file kind x every tool here that reads it.
@@ -210,6 +249,17 @@ PAIRS = [                       # Every file kind x every tool here that reads i
     ('id list', 'train_reward --good --bad --dry-run'), ('judgements .jsonl', 'label serve --dry-run'),
     ('ranked pairs CSV', 'import_ranked --csv --dry-run'), ('ranking CSV', 'import_ranked --ranking CSV --dry-run'),
     ('ranking JSONL', 'import_ranked --ranking JSONL --dry-run'),
+    ('meta.json', 'tails --dry-run'), ('meta.json', 'attribute --dry-run'), ('meta.json', 'embed --bank --dry-run'),
+    ('meta.json', 'reward_curve --dry-run'), ('flow bank meta.json', 'train.py --generator=flow --dry-run'),
+    ('slab .npy', 'attribute --dry-run'), ('slab .npy', 'embed --bank --dry-run'),
+    ('slab .npy', 'reward_curve --dry-run'), ('slab .npy', 'label serve --active --dry-run'),
+    ('flow bank judgements', 'train.py --generator=flow --dry-run'),
+    ('scores CSV', 'train_reward --good --bad --scores --dry-run'),
+    ('reward .pt', 'attribute --dry-run'), ('reward .pt', 'embed --bank --dry-run'),
+    ('reward .pt', 'evaluate --dry-run'), ('reward .pt', 'guide flow --dry-run'), ('reward .pt', 'label serve --active --dry-run'),
+    ('flow checkpoint', 'evaluate --dry-run'), ('flow checkpoint', 'guide flow --dry-run'),
+    ('flow checkpoint', 'train.py --generator=flow --dry-run'), ('flow checkpoint', 'sample_bank (flow)'),
+    ('landmarks .npy', 'attribute --regions landmarks --dry-run'),
 ]
 
 

@@ -37,8 +37,9 @@ def inputs(tmp_path_factory):
 
 def command(tool, inputs, out):
     """(click command, argv, path its error must name) of `tool` writing under the folder `out`."""
-    from tools import annotate, embed, extract_sigma, label, sample_bank, score_bank, tails, train_reward
-    bank, o = inputs['bank'], str(out)
+    from tools import (annotate, attribute, embed, evaluate, extract_sigma, generator_demo, label, sample_bank,
+        score_bank, tails, train_flow, train_reward)
+    bank, o, pkl = inputs['bank'], str(out), inputs['pkl']
     return {
         'annotate pairs': (annotate.main, ['pairs', '--bank', bank, '--annotator', 'oracle:nose', '--pairs', '5', '--out',
             f'{o}/labels.jsonl', '--scores-out', f'{o}/scores.csv'], f'{o}/labels.jsonl'),
@@ -57,10 +58,20 @@ def command(tool, inputs, out):
             '16', '--outdir', f'{o}/tails'], f'{o}/tails'),
         'embed': (embed.main, ['--device', 'cpu', '--bank', bank, '--reward-model', inputs['reward'], '--outdir',
             f'{o}/embed'], f'{o}/embed'),
+        'attribute': (attribute.main, ['--device', 'cpu', '--bank', bank, '--reward-model', inputs['reward'], '--limit',
+            '2', '--permutations', '1', '--ig-steps', '2', '--meshes', '1', '--outdir', f'{o}/attr'], f'{o}/attr'),
+        'evaluate': (evaluate.main, ['--device', 'cpu', '--original', pkl, '--tuned', pkl, '--trust-pickle',
+            '--reward-model', inputs['reward'], '--seeds', '0-1', '--annotator', 'oracle:nose', '--res', '16',
+            '--view-samples', '0', '--outdir', f'{o}/report'], f'{o}/report'),
+        'train_flow': (train_flow.main, ['--outdir', f'{o}/run', '--preset', 'tiny', '--batch', '2', '--snap', '2',
+            '--device', 'cpu', '--preview', '0', '--steps', '2'], f'{o}/run'),
+        'generator_demo': (generator_demo.main, ['--outdir', f'{o}/demo', '--network', 'random', '--res', '16',
+            '--neural-res', '16'], f'{o}/demo'),
     }[tool]
 
 TOOLS = ['annotate pairs', 'annotate good-bad', 'score_bank', 'sample_bank', 'label stats', 'train_reward',
-    'extract_sigma', 'tails']          # embed: as tails (cli.all_or_nothing), but its first run costs UMAP's ~25 s JIT.
+    'extract_sigma', 'tails', 'attribute', 'evaluate', 'train_flow', 'generator_demo']
+EVERY = TOOLS + [pytest.param('embed', marks=pytest.mark.slow)]   # embed's first run costs UMAP's ~25 s JIT.
 
 
 def files_under(folder):
@@ -69,7 +80,7 @@ def files_under(folder):
 #----------------------------------------------------------------------------
 
 @pytest.mark.parametrize('code', list(CODES))
-@pytest.mark.parametrize('tool', TOOLS)
+@pytest.mark.parametrize('tool', EVERY)
 def test_a_write_that_fails_names_the_path_in_one_line_and_leaves_nothing(inputs, tiny_models, tmp_path, monkeypatch,
         tool, code):
     out = tmp_path / 'out'
@@ -85,7 +96,7 @@ def test_a_write_that_fails_names_the_path_in_one_line_and_leaves_nothing(inputs
     assert files_under(out) == before and sorted(os.listdir(out)) == ['notes.txt'], sorted(out.rglob('*'))
 
 
-@pytest.mark.parametrize('tool', TOOLS)
+@pytest.mark.parametrize('tool', EVERY)
 def test_a_read_only_folder_is_refused_before_any_work(inputs, tiny_models, tmp_path, tool):
     out = tmp_path / 'out'
     out.mkdir()
@@ -100,6 +111,32 @@ def test_a_read_only_folder_is_refused_before_any_work(inputs, tiny_models, tmp_
         os.chmod(out, 0o755)
     refused_in_one_line(result, f'cannot write in {out} (permission denied)')
     assert os.listdir(out) == []
+
+#----------------------------------------------------------------------------
+# The label server's judgements file: a judgement the disk refuses is answered 'not saved' naming the file, which keeps
+# no part of it; the next one, once there is room, is saved whole.
+
+@pytest.mark.parametrize('code', list(CODES))
+def test_the_label_server_says_not_saved_naming_its_file_and_keeps_no_part_of_it(tmp_path, monkeypatch, code):
+    import json
+    from eg3d_rlhf.data import preferences
+    from tests.helpers.label import Running, fake_bank, judge, request
+    bank_dir = fake_bank(tmp_path / 'bank')
+    (tmp_path / 'work').mkdir()
+    out = tmp_path / 'work' / 'labels.jsonl'
+    with Running(bank_dir, out, target=3) as server:
+        state = judge(server.port, json.loads(request(server.port, 'GET', '/api/state')[1]), 'a')
+        before = digest(out)
+        broken_disk(monkeypatch, tmp_path / 'work', CODES[code])
+        status, body = request(server.port, 'POST', '/api/judge', dict(a=state['current']['a'], b=state['current']['b'],
+            choice='b'))
+        monkeypatch.undo()
+        error = json.loads(body)['error']
+        assert status == 500 and str(out) in error, body                # Before: ENOSPC without the file's name,
+        assert CAUSES[code].split()[0] in error.lower(), body
+        assert digest(out) == before                                    # and half a line left in it.
+        judge(server.port, state, 'b')                                       # The same pair again, now saved.
+    assert [j.choice for j in preferences.load_judgements(str(out))] == ['a', 'b']
 
 #----------------------------------------------------------------------------
 # A failure after some outputs were written: those go too (or, in a bank, only the unfinished sample).
@@ -144,3 +181,19 @@ def test_sample_bank_keeps_finished_samples_and_drops_the_one_cut_short(inputs, 
         'seed000001']                                   # A rerun with space finishes the bank.
 
 #----------------------------------------------------------------------------
+
+
+def test_train_flow_keeps_its_run_when_the_disk_fills_after_a_snapshot(tmp_path, monkeypatch):
+    from tools import train_flow
+    real = train_flow.snapshot
+
+    def snapshot(outdir, *args):                        # The first snapshot is written; then the disk fills.
+        if args[3] == 4:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.path.join(outdir, 'flow-000004.pt'))
+        return real(outdir, *args)
+    monkeypatch.setattr(train_flow, 'snapshot', snapshot)
+    run = tmp_path / 'run'
+    result = CliRunner().invoke(train_flow.main, ['--outdir', str(run), '--preset', 'tiny', '--batch', '2', '--snap', '2',
+        '--device', 'cpu', '--preview', '0', '--steps', '4'])
+    refused_in_one_line(result, f'{run / "flow-000004.pt"}: cannot write it (no space left on the device')
+    assert {'options.json', 'stats.jsonl', 'flow-000002.pt'} <= set(os.listdir(run))   # Kept: --resume continues it.

@@ -7,8 +7,8 @@ import numpy as np
 
 from eg3d_rlhf.analysis import collateral, image_metrics, view_geometry
 from eg3d_rlhf.analysis.compare import SIDES, compare, load_reals
-from eg3d_rlhf.cli import (OUT_DIR, NETWORK_HELP, check_input, conditions_option, device_option, FiniteRange, load_generator,
-    network_keys, network_path, one_line_errors, open_reward, parse_range, pick_device)
+from eg3d_rlhf.cli import (OUT_DIR, NETWORK_HELP, all_or_nothing, check_input, conditions_option, device_option, FiniteRange,
+    load_generator, network_keys, network_path, one_line_errors, open_reward, outermost_new_folder, parse_range, pick_device)
 from eg3d_rlhf.data import annotators
 from eg3d_rlhf.data.preferences import LabelError
 from eg3d_rlhf.shards import Ranks, ShardError
@@ -98,12 +98,17 @@ def main(original_pkl, tuned_pkl, trust_pickle, reward_path, seeds, conditions, 
         for side, path in zip(SIDES, (original_pkl, tuned_pkl))}
     if generators['original'].conditions != generators['tuned'].conditions:
         raise click.ClickException('--original and --tuned differ in their conditions: they are not one model')
-    try:
-        summary = compare(generators, reward, seeds, outdir, taste=taste, temperature=temperature, labels=labels,
-            annotator_res=resolution, extract=extract, reals=reals, reward_path=reward_path, conditions=conditions,
-            ranks=ranks, view_samples=view_samples)
-    except (OSError, LabelError) as err:
+    try:                                        # A full disk or a read-only --outdir: one line, no report half written.
+        with all_or_nothing(outdir, outermost_new_folder(os.path.join(outdir, 'x'))):
+            summary = compare(generators, reward, seeds, outdir, taste=taste, temperature=temperature, labels=labels,
+                annotator_res=resolution, extract=extract, reals=reals, reward_path=reward_path, conditions=conditions,
+                ranks=ranks, view_samples=view_samples)
+    except LabelError as err:
         raise click.ClickException(f'--labels: {err}')
+    except OSError as err:                      # dnnlib.util.WriteError (a ClickException) says which file itself.
+        if isinstance(err, click.ClickException):
+            raise
+        raise click.ClickException(f'--labels: {err}' if labels and err.filename == labels else str(err))
     ranks.close()
     if summary is None:                         # torchrun: ranks other than 0 drew their share; rank 0 reports.
         return

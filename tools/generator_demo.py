@@ -1,12 +1,14 @@
 """Demo of a generator (the bundled EG3D one by default): render a view (and EG3D's depth), sample the sigma slab, mesh it."""
 
 import json
+import os
 
 import click
 import torch
 
 from eg3d_rlhf.analysis.generator_demo import report
-from eg3d_rlhf.cli import SEED, FINITE, NETWORK_HELP, OUT_DIR, force_option, load_generator, network_path, refuse_outdir
+from eg3d_rlhf.cli import (SEED, FINITE, NETWORK_HELP, OUT_DIR, all_or_nothing, force_option, load_generator, network_path,
+    outermost_new_folder, refuse_outdir)
 from eg3d_rlhf.generators.eg3d import EG3DGenerator
 
 #----------------------------------------------------------------------------
@@ -70,8 +72,9 @@ def main(outdir, network_pkl, trust_pickle, seed, condition, resolution, neural_
         ((_, condition),) = generator.keys([seed], asked)
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint='--condition')
-    summary = report(generator, seed, condition, outdir, resolution=resolution, level=level, neural_res=neural_res,
-        network=source)
+    with all_or_nothing(outdir, outermost_new_folder(os.path.join(outdir, 'x'))):     # A full disk: one line, no half.
+        summary = report(generator, seed, condition, outdir, resolution=resolution, level=level, neural_res=neural_res,
+            network=source)
     print(json.dumps(summary))
 
 #----------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from tqdm import tqdm
 
 from dnnlib.util import atomic_write
 from eg3d_rlhf.analysis.report_plots import plot_losses
-from eg3d_rlhf.cli import SEED, OUT_DIR, FiniteRange, device_option, force_option, open_reporter, pick_device, pick_reporter, refuse_outdir, report_option
+from eg3d_rlhf.cli import SEED, OUT_DIR, FiniteRange, all_or_nothing, device_option, force_option, holds, open_reporter, outermost_new_folder, pick_device, pick_reporter, refuse_outdir, report_option
 from eg3d_rlhf.generators import flow_heads
 from eg3d_rlhf.geometry.preview import rgb_picture, save_picture, tile
 from eg3d_rlhf.synthetic import flow_data
@@ -117,30 +117,30 @@ def main(outdir, preset, overrides, steps, batch, lr, schedule, seed, snap, prev
     optimizer = flow_heads.make_optimizer(pipeline, lr)
     if 'optimizer' in training:
         optimizer.load_state_dict(training['optimizer'])
-    os.makedirs(outdir, exist_ok=True)
-    with atomic_write(os.path.join(outdir, 'options.json'), 'w') as f:
-        json.dump(options, f, indent=2)
-    resolution = config['grid'] * config['patch']
-    sdf, conditions = flow_data.training_heads(config['data_seed'], config['heads'], resolution, config['conditions'],
-        config['cube_length'], build_spread=config['build_spread'], progress=True)
-    assets = flow_heads.sdf_to_sigma(sdf, flow_heads.truncation_length(config))
-    writer = open_reporter(outdir, options['report_to'], config=options)     # A resumed run's log continues in it.
-    with open(os.path.join(outdir, 'stats.jsonl'), 'a' if continues else 'w') as stats:
-        for step in tqdm(range(start, steps), desc='train flow', unit='step', initial=start, total=steps):
-            for group in optimizer.param_groups:
-                group['lr'] = rate(lr, schedule, step, steps)
-            losses = flow_heads.train_step(pipeline, optimizer, assets, conditions, step, batch, seed)
-            record = {'step': step + 1, **{f'loss/{s.name}': v for s, v in zip(pipeline.stages, losses)}}
-            stats.write(json.dumps(record) + '\n')
-            stats.flush()
-            writer.scalars(step + 1, {k: v for k, v in record.items() if k != 'step'})
-            if (step + 1) % snap == 0 or step + 1 == steps:
-                path = snapshot(outdir, pipeline, config, optimizer, step + 1, options, preview_columns)
-                plot_losses(read_stats(os.path.join(outdir, 'stats.jsonl')), os.path.join(outdir, 'losses.png'))
-                for name in ['losses.png'] + ([f'preview-{step + 1:06d}.png'] if preview_columns else []):
-                    writer.image(name.split('-')[0].replace('.png', ''), step + 1, os.path.join(outdir, name))
-                tqdm.write(f'snapshot {path}')
-    writer.close()
+    with all_or_nothing(outdir, outermost_new_folder(os.path.join(outdir, 'x')), keep=lambda: holds(outdir, 'flow-')):
+        os.makedirs(outdir, exist_ok=True)
+        with atomic_write(os.path.join(outdir, 'options.json'), 'w') as f:
+            json.dump(options, f, indent=2)
+        sdf, conditions = flow_data.training_heads(config['data_seed'], config['heads'], config['grid'] * config['patch'],
+            config['conditions'], config['cube_length'], build_spread=config['build_spread'], progress=True)
+        assets = flow_heads.sdf_to_sigma(sdf, flow_heads.truncation_length(config))
+        writer = open_reporter(outdir, options['report_to'], config=options)     # A resumed run's log continues in it.
+        with open(os.path.join(outdir, 'stats.jsonl'), 'a' if continues else 'w') as stats:
+            for step in tqdm(range(start, steps), desc='train flow', unit='step', initial=start, total=steps):
+                for group in optimizer.param_groups:
+                    group['lr'] = rate(lr, schedule, step, steps)
+                losses = flow_heads.train_step(pipeline, optimizer, assets, conditions, step, batch, seed)
+                record = {'step': step + 1, **{f'loss/{s.name}': v for s, v in zip(pipeline.stages, losses)}}
+                stats.write(json.dumps(record) + '\n')
+                stats.flush()
+                writer.scalars(step + 1, {k: v for k, v in record.items() if k != 'step'})
+                if (step + 1) % snap == 0 or step + 1 == steps:
+                    path = snapshot(outdir, pipeline, config, optimizer, step + 1, options, preview_columns)
+                    plot_losses(read_stats(os.path.join(outdir, 'stats.jsonl')), os.path.join(outdir, 'losses.png'))
+                    for name in ['losses.png'] + ([f'preview-{step + 1:06d}.png'] if preview_columns else []):
+                        writer.image(name.split('-')[0].replace('.png', ''), step + 1, os.path.join(outdir, name))
+                    tqdm.write(f'snapshot {path}')
+        writer.close()
 
 #----------------------------------------------------------------------------
 

@@ -26,7 +26,8 @@ from eg3d_rlhf.data.preferences import TORN, Judgement, LabelError, is_repeat, l
 def append_record(path, record):
     """Append one JSON line so that it is on disk when this returns: O_APPEND, one write() under an exclusive
     flock (several processes may share the file), then fsync. A torn last line left by a crash elsewhere is
-    closed with a newline first, so it never swallows this one, and this record says TORN so the loader skips it."""
+    closed with a newline first, so it never swallows this one, and this record says TORN so the loader skips it.
+    OSError naming `path` when the disk refuses the record; the file is then cut back to what it held."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -35,14 +36,25 @@ def append_record(path, record):
             line = b'\n' + _line(dict(record, **{TORN: True}))
         else:
             line = _line(record)
-        written = os.write(fd, line)
-        while written < len(line):                      # A regular file takes it all at once; be sure anyway.
-            written += os.write(fd, line[written:])
-        os.fsync(fd)
+        try:
+            written = os.write(fd, line)
+            while written < len(line):                  # A regular file takes it all at once; be sure anyway.
+                written += os.write(fd, line[written:])
+            os.fsync(fd)
+        except OSError as err:                          # A full disk: no part of the record stays; the file is named.
+            _truncate(fd, size)
+            raise OSError(err.errno, err.strerror, path) from None
         if size == 0:                                   # A new file: make its name durable too.
             _fsync_dir(os.path.dirname(os.path.abspath(path)))
     finally:
         os.close(fd)                                    # Closing releases the lock.
+
+
+def _truncate(fd, size):
+    try:
+        os.ftruncate(fd, size)
+    except OSError:                                     # The loader skips a torn last line; the caller says not saved.
+        pass
 
 
 def _line(record):

@@ -13,13 +13,13 @@ import dnnlib
 from eg3d_rlhf.analysis import collateral, report_plots
 from eg3d_rlhf.analysis.compare import compare
 from eg3d_rlhf.data.annotators import parse_annotator
-from eg3d_rlhf.data.bank import Bank
+from eg3d_rlhf.data.bank import REDRAW, Bank
 from eg3d_rlhf.data.preferences import load_judgements, write_judgements
 from eg3d_rlhf.finetune import run_dir as runs
 from eg3d_rlhf.finetune.circular_config import GROUPS
 from eg3d_rlhf.finetune.circular_dpo import RECIPES, CircularDPO, demo_preferences, phase_name, with_win_counts
 from eg3d_rlhf.finetune.circular_state import RunState, StateError
-from eg3d_rlhf.finetune.flow_dpo import PairData, bf16_problem, encode_stage
+from eg3d_rlhf.finetune.flow_dpo import PairData, bank_pairs, bf16_problem, encode_stage
 from eg3d_rlhf.finetune.options import RunError
 from eg3d_rlhf.generators import registry
 from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, shared_reward
@@ -254,6 +254,7 @@ def run(cfg, common):
     problem = None if cfg.labels is None else dnnlib.util.file_problem(cfg.labels)
     if problem is not None:                             # Read once the run has started: checked now.
         raise RunError(f'--labels: {problem}')
+    check_preference_files(cfg)
     reward_path = cfg.reward_model or demo.flow_reward(cfg.demo_annotator)
     if reward_path is None:
         raise RunError(f'--demo-annotator={cfg.demo_annotator} has no bundled flow reward (those of '
@@ -276,6 +277,26 @@ def run(cfg, common):
     ranks.barrier()                                     # Leave together (a gloo peer may still be reading).
     ranks.close()
     return summary
+
+
+def check_preference_files(cfg):
+    """Before the run folder and any model (a dry run too): --bank opens, --labels loads over its ids and holds a
+    decided pair within a condition, and each asset those pairs need is a regular file. RunError of one line naming
+    the file otherwise (load_preferences reads the assets once the run has started)."""
+    if cfg.is_demo:
+        return
+    try:
+        bank = Bank(cfg.bank)
+        chosen, rejected, dropped = bank_pairs(bank, load_judgements(cfg.labels, known_ids=bank.ids))
+        if not chosen:
+            raise ValueError(f'{cfg.labels}: no decided pair of two samples of one condition of {cfg.bank} '
+                f'(dropped: {dropped})')
+        for sample_id in sorted(set(chosen) | set(rejected)):
+            problem = dnnlib.util.file_problem(bank.path(sample_id, 'asset.npz'))
+            if problem is not None:
+                raise ValueError(f'{problem}; {REDRAW}')
+    except (OSError, ValueError) as err:                # BankError, LabelError: one line naming the file.
+        raise RunError(str(err).splitlines()[0]) from None
 
 
 def run_folder(cfg, common, ranks, options, desc):

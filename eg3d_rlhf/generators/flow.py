@@ -148,8 +148,9 @@ SAMPLERS = {'euler': euler, 'heun': heun}
 
 
 def check_sampler(sampler):
-    if sampler not in SAMPLERS:
-        raise ValueError(f'unknown sampler {sampler!r}; use one of {", ".join(SAMPLERS)}')
+    if not isinstance(sampler, str) or sampler not in SAMPLERS:     # A damaged checkpoint's may be a dict or a list.
+        shown = repr(sampler) if isinstance(sampler, str) else f'a {type(sampler).__name__}'
+        raise ValueError(f'unknown sampler {shown[:80]}; use one of {", ".join(SAMPLERS)}')
     return sampler
 
 #----------------------------------------------------------------------------

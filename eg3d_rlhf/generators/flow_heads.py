@@ -69,7 +69,7 @@ def check_config(config):
     cube_length in (0, MAX_CUBE_LENGTH]), and a known sampler."""
     if not isinstance(config, dict):
         raise ValueError(f'a flow config must be a dict, got {type(config).__name__}')
-    unknown = sorted(set(config) - CONFIG_KEYS)
+    unknown = sorted(set(config) - CONFIG_KEYS, key=repr)   # Keys of any type.
     if unknown:
         raise ValueError(f'unknown flow config keys {unknown}; known: {sorted(CONFIG_KEYS)}')
     config = dict(PRESETS['default'], **config)

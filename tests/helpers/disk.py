@@ -58,9 +58,10 @@ class FullFile:
 def broken_disk(monkeypatch, folder, code):
     """From now on, writing under `folder` fails as on a disk with error `code`: errno.ENOSPC (files and folders are
     made, every write raises after putting half its data down) or errno.EROFS / errno.EACCES (no file opened for
-    writing and no folder made). Reading is unchanged. Returns `folder` as an absolute str."""
+    writing and no folder made). A raw os.write to a file there on a full disk puts half its data down and raises
+    ENOSPC without a file name, as the kernel's does. Reading is unchanged. Returns `folder` as an absolute str."""
     folder = os.path.abspath(str(folder))
-    real_open, real_os_open, real_mkdir = builtins.open, os.open, os.mkdir
+    real_open, real_os_open, real_mkdir, real_write = builtins.open, os.open, os.mkdir, os.write
     fail = lambda path: OSError(code, os.strerror(code), os.fsdecode(path))
 
     def open_(file, mode='r', *args, **kwargs):
@@ -82,7 +83,14 @@ def broken_disk(monkeypatch, folder, code):
             raise fail(path)
         return real_mkdir(path, *args, **kwargs)
 
+    def os_write(fd, data):
+        if code == errno.ENOSPC and _inside(_fd_path(fd), folder):
+            real_write(fd, bytes(data)[:len(data) // 2])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
     monkeypatch.setattr(builtins, 'open', open_)
+    monkeypatch.setattr(os, 'write', os_write)
     monkeypatch.setattr(io, 'open', open_)
     monkeypatch.setattr(os, 'open', os_open)
     monkeypatch.setattr(os, 'mkdir', mkdir)
