@@ -193,7 +193,7 @@ def test_pairwise_loss_pulls_toward_the_winner_and_pushes_the_loser_only_past_ta
     for tau, push_expected in ((0.0, True), (1e9, False)):
         torch.manual_seed(5)
         field = TriPlaneField(G, ws, requires_grad=True)
-        loss, rewards, stats = finetune.PairwiseTerm(reward, tau=tau, pair_noise=0.3).loss(generator, field, z, c)
+        loss, rewards, stats = finetune.PairwiseTerm(reward, tau=tau, pair_noise=0.3, construction='offsets').loss(generator, field, z, c)
         assert torch.allclose(rewards, torch.cat(r))
         expected = []
         for i in range(3):
@@ -204,6 +204,70 @@ def test_pairwise_loss_pulls_toward_the_winner_and_pushes_the_loser_only_past_ta
             expected.append(term)
         assert float(loss) == pytest.approx(float(torch.stack(expected).mean()), rel=1e-4, abs=1e-6)
         assert float(stats['pushed']) == (1.0 if push_expected else 0.0)
+
+
+class Recording:
+    """An EG3DGenerator that notes the latents and truncation of every latent_field() call."""
+
+    def __init__(self, generator):
+        self.generator, self.calls = generator, []
+
+    def latent_field(self, z, c, **truncation):
+        self.calls.append((z.clone(), dict(truncation)))
+        return self.generator.latent_field(z, c, **truncation)
+
+
+def pair_term(construction, psi=0.9, **kwargs):
+    """A PairwiseTerm on the tiny reward whose samples are drawn at truncation psi."""
+    return finetune.PairwiseTerm(finetune.RewardTerm(contract(seed=3)), truncation=dict(truncation_psi=psi,
+        truncation_cutoff=None), construction=construction, **kwargs)
+
+
+def test_offsets_pairs_are_bit_for_bit_the_two_offset_samples_the_term_always_drew():
+    G = tiny_generator()
+    generator, term = EG3DGenerator(G), pair_term('offsets', pair_noise=0.3)
+    z, c = latents(G, n=3, seed=2)
+    torch.manual_seed(5)
+    slabs = term.sample_pair(generator, z, c)
+    after = torch.randn(4)
+    torch.manual_seed(5)                                    # The term's draws before pair constructions existed.
+    expected = [generator.latent_field(z + 0.3 * torch.randn_like(z), c, **term.truncation).sample_grid(term.reward.grid)
+        for _ in range(2)]
+    assert all(torch.equal(a, b) for a, b in zip(slabs, expected)) and not torch.equal(*slabs)
+    assert torch.equal(torch.randn(4), after)              # The same random draws, so runs continue alike.
+
+
+def test_truncation_pairs_are_one_latent_at_two_psi_values():
+    G = tiny_generator()
+    generator, term = Recording(EG3DGenerator(G)), pair_term('truncation', psi=0.9, psi_step=0.25)
+    z, c = latents(G, n=2, seed=2)
+    state = torch.get_rng_state()
+    slabs = term.sample_pair(generator, z, c)
+    assert torch.equal(torch.get_rng_state(), state)        # No noise drawn.
+    assert [torch.equal(zz, z) for zz, _ in generator.calls] == [True, True]
+    assert [t['truncation_psi'] for _, t in generator.calls] == [0.9, pytest.approx(0.65)]
+    low = generator.generator.latent_field(z, c, truncation_psi=0.65).sample_grid(term.reward.grid)
+    assert torch.equal(slabs[1], low) and (slabs[0] - slabs[1]).abs().max() > 1e-4
+
+
+def test_latents_pairs_are_two_independent_latents():
+    G = tiny_generator()
+    generator, term = Recording(EG3DGenerator(G)), pair_term('latents')
+    z, c = latents(G, n=2, seed=2)
+    torch.manual_seed(7)
+    term.sample_pair(generator, z, c)
+    torch.manual_seed(7)
+    fresh = [torch.randn_like(z) for _ in range(2)]
+    (za, ta), (zb, tb) = generator.calls
+    assert torch.equal(za, fresh[0]) and torch.equal(zb, fresh[1]) and ta == tb == term.truncation
+    assert (za - zb).abs().min() > 0 and (za - z).abs().min() > 0
+
+
+def test_pair_term_refuses_an_unknown_construction_or_a_step_below_psi_zero():
+    with pytest.raises(ValueError, match="unknown pair construction 'noise'"):
+        pair_term('noise')
+    with pytest.raises(ValueError, match=r'psi_step 1 must lie in \(0, 0.9\]'):
+        pair_term('truncation', psi=0.9, psi_step=1.0)
 
 
 def test_recompute_gives_the_same_gradients_as_keeping_activations():

@@ -254,3 +254,24 @@ def plot_win_rates(rows, path):
         title='Simulated annotator, held-out pairs')
     fig.tight_layout()
     _save(fig, path)
+
+
+def plot_pair_sweep(rows, path):
+    """The pairwise sweep (finetune/pair_sweep.py): panel change and change per CPU minute against tau, a line per
+    pair construction (repeated seeds: their mean, each seed a dot)."""
+    plt = _pyplot()
+    taus = sorted({r['tau'] for r in rows})
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for ax, key, label in zip(axes, ('panel_change', 'change_per_cpu_min'), ('panel mean change', 'change per CPU minute')):
+        for construction in dict.fromkeys(r['construction'] for r in rows):
+            mine = [r for r in rows if r['construction'] == construction]
+            x = [taus.index(t) for t in sorted({r['tau'] for r in mine})]
+            y = [np.mean([r[key] for r in mine if r['tau'] == taus[i]]) for i in x]
+            line, = ax.plot(x, y, marker='o', label=construction)
+            ax.scatter([taus.index(r['tau']) for r in mine], [r[key] for r in mine], s=10, color=line.get_color())
+        ax.axhline(0, color='grey', linewidth=0.8)
+        ax.set(xticks=range(len(taus)), xticklabels=[f'{t:g}' for t in taus], xlabel='tau', ylabel=label)
+    axes[0].legend(fontsize=8, title='pairs')
+    fig.suptitle('Pairwise (DreamDPO) term: pair construction x tau')
+    fig.tight_layout()
+    _save(fig, path)

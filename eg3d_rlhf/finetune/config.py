@@ -15,6 +15,12 @@ from eg3d_rlhf.rewards import REWARDS
 
 LOSS_MODES = ('clip', 'standardised', 'pairwise')
 TAU_DEFAULT = 0.1                       # --tau when not given (it is given only with --reward-loss=pairwise).
+# --pair-construction: how pairwise makes the two samples of a latent z (DreamDPO's pairs moved to latents):
+# offsets: z plus two small random offsets; truncation: z itself at psi and at psi - --pair-psi-step (the paper's
+# same noise at two steps); latents (the default, the sweep's best: tools/sweep_pairwise.py): two independent fresh
+# latents (its different noises at one step).
+PAIR_CONSTRUCTIONS = ('offsets', 'truncation', 'latents')
+PAIR_PSI_STEP_DEFAULT = 0.2             # --pair-psi-step when not given (it is given only with truncation).
 REDUCTIONS = ('mean', 'sum')            # --sigma-reduce: how the density consistency of a batch's samples adds up.
 OPTIMIZERS = ('shared', 'own')          # --reward-optimizer: the reward phase on G's optimizer, or on its own.
 
@@ -45,6 +51,9 @@ class RewardFinetuneConfig(MethodConfig):
                             choices=lambda: losses.names())
     pair_beta:          float = option(1.0, 'pairwise: beta of the DPO-family losses (implicit reward per unit of -MSE to a sample\'s slab)', min=0)
     pair_smoothing:     float = option(0.0, 'pairwise: label smoothing of the sigmoid and robust losses', min=0, below=0.5)
+    pair_construction:  str = option('latents', 'pairwise: the two samples of a latent z: latents (two independent latents; 4-5x the panel change of offsets in the demo, docs/reward-finetuning.md), offsets (z plus two N(0, 0.3^2) offsets), truncation (z at --reward-psi and at --reward-psi minus --pair-psi-step)',
+                            choices=lambda: PAIR_CONSTRUCTIONS)
+    pair_psi_step:      typing.Optional[float] = option(None, f'pairwise, --pair-construction=truncation: how much lower the second sample\'s psi is  [default: {PAIR_PSI_STEP_DEFAULT}]', above=0)
     reward_psi:         float = option(1.0, 'Truncation psi of the samples the reward scores while tuning', min=0)
     reward_cutoff:      typing.Optional[int] = option(None, 'Truncation cutoff with --reward-psi  [default: every layer]', min=1)
     reward_every:       int = option(1, 'Run the reward phase every N steps', min=1)
@@ -93,6 +102,12 @@ class RewardFinetuneConfig(MethodConfig):
         changed = [k for k, v in pair_defaults.items() if getattr(self, k) != v]
         if changed and self.reward_loss != 'pairwise':
             raise ConfigError(f'{flag_name(changed[0])} is for --reward-loss=pairwise')
+        if self.pair_psi_step is not None and self.pair_construction != 'truncation':
+            raise ConfigError(f'--pair-psi-step is for --pair-construction=truncation; {self.pair_construction} '
+                'draws its pair at one psi')
+        if self.pair_construction == 'truncation' and self.pair_psi_step_value > self.reward_psi:
+            raise ConfigError(f'--pair-psi-step={self.pair_psi_step_value:g} is above --reward-psi={self.reward_psi:g}: '
+                'the second sample\'s psi would be negative; lower --pair-psi-step or raise --reward-psi')
         if self.sigma_grid == 1:
             raise ConfigError('--sigma-grid=1: a grid needs at least 2 points per axis (0 = random slab points)')
         if self.sigma_grid and self.sigma_box_points:
@@ -121,6 +136,10 @@ class RewardFinetuneConfig(MethodConfig):
     @property
     def tau_value(self):
         return TAU_DEFAULT if self.tau is None else float(self.tau)
+
+    @property
+    def pair_psi_step_value(self):
+        return PAIR_PSI_STEP_DEFAULT if self.pair_psi_step is None else float(self.pair_psi_step)
 
     def phase_options(self):
         """The options RewardPhase reads (plain types, so they can go into training_options.json)."""

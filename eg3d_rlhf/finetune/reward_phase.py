@@ -3,7 +3,7 @@
 import torch
 
 from eg3d_rlhf.finetune import losses
-from eg3d_rlhf.finetune.config import LOSS_MODES, REDUCTIONS, RewardFinetuneConfig
+from eg3d_rlhf.finetune.config import LOSS_MODES, PAIR_CONSTRUCTIONS, REDUCTIONS, RewardFinetuneConfig
 from eg3d_rlhf.finetune.schedules import Progress
 from eg3d_rlhf.generators.eg3d import EG3DGenerator
 from eg3d_rlhf.geometry.sigma import CubeGrid
@@ -134,8 +134,9 @@ class DensityConsistency:
 #----------------------------------------------------------------------------
 
 class PairwiseTerm:
-    """DreamDPO's idea moved from noise predictions to the slab: two nearby samples of each latent (z plus small noise)
-    are scored by the reward; the winner's and the loser's slabs become a preference pair, and a loss of the registry
+    """DreamDPO's idea moved from noise predictions to the slab: two samples made from each latent (sample_pair:
+    z plus small noise, z at two truncations, or two fresh latents) are scored by the reward; the winner's and the
+    loser's slabs become a preference pair, and a loss of the registry
     (finetune/losses.py) reads G's own slab against them, each side's quantity being -MSE(G's slab, that side's slab).
     'dreamdpo' (the default) pulls toward the winner and pushes from the loser only when the reward gap exceeds tau:
     together a step along (winner - loser), a finite-difference estimate of the reward's ascent direction, so the
@@ -150,20 +151,48 @@ class PairwiseTerm:
         beta        = 1.0,          # beta of the DPO-family losses.
         label_smoothing = 0.0,      # Label smoothing of the sigmoid and robust losses.
         reference   = None,         # Frozen generator whose slab the DPO family compares with (needed by those).
+        construction = 'latents',   # How the two samples are made: one of config.PAIR_CONSTRUCTIONS (sample_pair).
+        psi_step    = 0.2,          # 'truncation': the second sample's psi is the first's minus this.
     ):
+        if construction not in PAIR_CONSTRUCTIONS:
+            raise ValueError(f'unknown pair construction {construction!r}; use one of {", ".join(PAIR_CONSTRUCTIONS)}')
         self.reward, self.tau, self.pair_noise = reward, float(tau), float(pair_noise)
         self.truncation = dict(truncation)
+        self.construction, self.psi_step = construction, float(psi_step)
+        psi = self.truncation.get('truncation_psi', 1)
+        if construction == 'truncation' and not 0 < self.psi_step <= psi:
+            raise ValueError(f'psi_step {self.psi_step:g} must lie in (0, {psi:g}], the samples\' psi')
         self.loss_fn = losses.get(loss_type)
         self.options = losses.LossOptions(beta=float(beta), label_smoothing=float(label_smoothing), tau=self.tau)
         if self.loss_fn.needs_reference and reference is None:
             raise ValueError(f'the {loss_type} loss compares with a frozen reference generator; pass reference')
         self.reference = reference
 
+    def pair_latents(self, z):
+        """Yields (latents [N, z_dim], truncation) of the two samples of latents z, as self.construction makes them;
+        offsets and latents draw from torch's random state when each sample is made, as the term always has."""
+        for i in range(2):
+            if self.construction == 'truncation':
+                psi = self.truncation.get('truncation_psi', 1) - i * self.psi_step
+                yield z, dict(self.truncation, truncation_psi=psi) if i else self.truncation
+            elif self.construction == 'latents':
+                yield torch.randn_like(z), self.truncation
+            else:
+                yield z + self.pair_noise * torch.randn_like(z), self.truncation
+
+    def sample_pair(self, generator, z, c):
+        """The two slabs [N, *grid] (raw sigma, no gradients) of latents z [N, z_dim] conditioned on c [N, c_dim]."""
+        with torch.no_grad():
+            slabs = [generator.latent_field(zz, c, **truncation).sample_grid(self.reward.grid)
+                for zz, truncation in self.pair_latents(z)]
+        for slab in slabs:
+            misc.assert_shape(slab, [len(z), *self.reward.grid.shape])
+        return slabs
+
     def loss(self, generator, field, z, c):
         """(loss, rewards of both samples [2N], stats of the loss (means)) for latents z and their field."""
+        slabs = self.sample_pair(generator, z, c)
         with torch.no_grad():
-            slabs = [generator.latent_field(z + self.pair_noise * torch.randn_like(z), c, **self.truncation).sample_grid(self.reward.grid)
-                for _ in range(2)]
             r = [self.reward.reward.score(x) for x in slabs]
             a_wins = (r[0] >= r[1]).view(-1, 1, 1, 1)
             winner, loser = torch.where(a_wins, slabs[0], slabs[1]), torch.where(a_wins, slabs[1], slabs[0])
@@ -223,7 +252,8 @@ class RewardPhase:
         self.pairwise = None
         if cfg.reward_loss == 'pairwise':
             self.pairwise = PairwiseTerm(self.reward, tau=cfg.tau_value, pair_noise=cfg.pair_noise, truncation=self.truncation,
-                loss_type=cfg.pair_loss, beta=cfg.pair_beta, label_smoothing=cfg.pair_smoothing, reference=self.reference)
+                loss_type=cfg.pair_loss, beta=cfg.pair_beta, label_smoothing=cfg.pair_smoothing, reference=self.reference,
+                construction=cfg.pair_construction, psi_step=cfg.pair_psi_step_value)
         self.consistency = DensityConsistency(self.reference, self.reward.grid, num_points=cfg.sigma_points,
             box_points=cfg.sigma_box_points, box_grid=cfg.sigma_grid, reduce=cfg.sigma_reduce,
             truncation=self.sigma_truncation or self.truncation, recompute=cfg.reward_recompute)
