@@ -15,6 +15,13 @@ os.environ.setdefault('TRITON_INTERPRET', '1')
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.fixture(scope='session', autouse=True)
+def panel_cache_of_the_session(tmp_path_factory):
+    """Reward panels keep their start evidence (finetune/panel_cache.py) in a folder of this session's, not the user's
+    cache: every session computes it once, as a fresh machine does; child processes see the same folder."""
+    os.environ['EG3D_RLHF_PANEL_CACHE'] = str(tmp_path_factory.mktemp('panel-cache'))
+
+
 def shared_dir():
     """$EG3D_RLHF_SHARED if set, else ../shared beside the checkout."""
     return os.environ.get('EG3D_RLHF_SHARED', os.path.join(os.path.dirname(REPO), 'shared'))

@@ -83,6 +83,17 @@ def measure_drawn(draw, ids, grid, chunk=8, level=10.0):
     return merged, kept
 
 
+def well_formed(measures, n):
+    """Is `measures` what measure() returns for n samples (read back from a file: the parts, names and counts)?"""
+    parts = dict(tastes=annotators.TASTES, mesh=MESH_STATS, truth=TRUTH)
+    try:
+        return set(measures) == {*parts, 'diversity'} and isinstance(measures['diversity'], (int, float)) and all(
+            set(measures[part]) == set(names) and all(len(values) == n and all(isinstance(v, (int, float))
+            for v in values) for values in measures[part].values()) for part, names in parts.items())
+    except TypeError:
+        return False
+
+
 def paired(before, after):
     """Mean before and after, and the paired change with its 95% t interval, p (1 where nothing changed) and Cohen's
     d_z (evaluation.paired_change)."""

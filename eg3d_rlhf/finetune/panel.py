@@ -9,6 +9,7 @@ import torch
 import dnnlib
 from eg3d_rlhf.analysis import collateral, report_plots
 from eg3d_rlhf.analysis.evaluation import reward_change, seed_rewards
+from eg3d_rlhf.finetune import panel_cache
 from eg3d_rlhf.finetune.reward_phase import check_finite
 from eg3d_rlhf.generators.base import file_sha256, seed_ranges
 from eg3d_rlhf.generators.eg3d import EG3DGenerator
@@ -79,6 +80,7 @@ class RewardPanel:
         self.seeds = seed_ranges(seeds) if isinstance(seeds, str) else [int(s) for s in seeds]
         self.reward = shared_reward(reward_model_path, device)
         self.reward_sha256 = file_sha256(reward_model_path)
+        self.device = torch.device(device)
         self.truncation_psi, self.batch = truncation_psi, batch
         self.kimg, self.rewards = [], []                # Ticks recorded so far: kimg and rewards [seeds].
         self.start = None                               # The preview seeds' slabs at the first tick.
@@ -94,20 +96,28 @@ class RewardPanel:
     def generator(self, G_ema):
         return EG3DGenerator(G_ema, truncation_psi=self.truncation_psi, batch=self.batch)
 
+    def random_state_kept(self):
+        """record(), restore() and measure() leave torch's random state as they found it (EG3D's camera sampler draws
+        from it), so a run takes the same steps whether, how often and from where (panel_cache) its panel records."""
+        return torch.random.fork_rng(devices=[self.device] if self.device.type == 'cuda' else [])
+
     def record(self, G_ema, kimg):
         """Score every panel seed with G_ema, rewrite the CSV and trajectory plot; returns a one-line summary.
-        Non-finite rewards raise NonFiniteReward and leave the files as the last good tick wrote them."""
-        generator = self.generator(G_ema)
-        rewards = check_finite(seed_rewards(generator, self.reward, self.seeds))
+        Non-finite rewards raise NonFiniteReward and leave the files as the last good tick wrote them. The first
+        record is the start's evidence, read from the cache when a run started from this generator before."""
+        with self.random_state_kept():
+            if self.start is None:
+                rewards, self.start, self.before = self.start_evidence(G_ema, kimg)
+                self.end = self.start
+            else:
+                generator = self.generator(G_ema)
+                rewards = check_finite(seed_rewards(generator, self.reward, self.seeds))
+                self.end = self.preview_slabs(generator)
+                if self.collateral_seeds and self.stop_on_hacking:
+                    self.after = self.measure(generator, kimg)
         self.kimg.append(float(kimg))
         self.rewards.append(rewards)
-        self.end = self.preview_slabs(generator)
-        if self.start is None:
-            self.start = self.end
-        if self.collateral_seeds and self.before is None:
-            self.before = self.measure(generator, kimg)
-        elif self.collateral_seeds and self.stop_on_hacking:
-            self.after = self.measure(generator, kimg)
+        if self.after is not None and self.after[0] == self.kimg[-1]:
             self.stop_reason = self.check()
         rows = [[f'{k:g}', *[f'{r:.6g}' for r in rewards]] for k, rewards in zip(self.kimg, self.rewards)]
         with dnnlib.util.atomic_write(os.path.join(self.run_dir, 'reward_trajectories.csv'), 'w', encoding='utf-8') as f:
@@ -124,15 +134,33 @@ class RewardPanel:
         return line + (f'\nstopping: {self.stop_reason}' if self.stop_reason else '')
 
     def measure(self, generator, kimg):
-        """(kimg, slabs [N, *grid] float16, collateral.measure()) of the collateral seeds. Torch's random state is
-        left as it was, so a run takes the same steps whether or not (and how often) they are measured."""
-        grid = slab_grid(self.collateral_res, cube_length=generator.cube_length, crop=SlabCrop())
-        self.collateral_grid = grid
-        device = torch.device(generator.device)
-        with torch.random.fork_rng(devices=[device] if device.type == 'cuda' else []):
+        """(kimg, slabs [N, *grid] float16, collateral.measure()) of the collateral seeds."""
+        grid = self.collateral_grid = slab_grid(self.collateral_res, cube_length=generator.cube_length, crop=SlabCrop())
+        with self.random_state_kept():
             measures, slabs = collateral.measure_drawn(lambda seeds: generator.sigma_grid(seeds, grid).numpy(),
                 self.collateral_seeds, grid, chunk=self.batch)
         return kimg, slabs, measures
+
+    def start_evidence(self, G, kimg):
+        """(rewards [seeds], preview slabs, the collateral's (kimg, slabs, measures) or None) of the starting generator
+        G: read from panel_cache when an earlier run computed them, else computed and kept there."""
+        generator = self.generator(G)
+        self.collateral_grid = slab_grid(self.collateral_res, cube_length=generator.cube_length, crop=SlabCrop())
+        n = len(self.collateral_seeds)
+        shapes = dict(rewards=[len(self.seeds)], preview=[min(PREVIEW_SEEDS, len(self.seeds)), *self.reward.grid.shape],
+            slabs=[n, *self.collateral_grid.shape] if n else None)
+        key = panel_cache.entry_key(G, reward=self.reward_sha256, seeds=self.seeds, psi=self.truncation_psi,
+            batch=self.batch, device=str(generator.device), shapes=shapes, collateral_res=self.collateral_res, collateral_seeds=self.collateral_seeds)
+        entry = panel_cache.load(key, shapes)
+        if entry is not None and (not n or collateral.well_formed(entry[1], n)):
+            arrays, measures = entry
+            return arrays['rewards'], arrays['preview'], (kimg, arrays['slabs'], measures) if n else None
+        rewards = check_finite(seed_rewards(generator, self.reward, self.seeds))
+        preview_slabs = self.preview_slabs(generator)
+        before = self.measure(generator, kimg) if n else None
+        arrays = dict(rewards=rewards, preview=preview_slabs, **(dict(slabs=before[1]) if n else {}))
+        panel_cache.save(key, arrays, before[2] if n else None)
+        return rewards, preview_slabs, before
 
     def check(self):
         """Compare the collateral seeds' latest measurement with the first; the hacking alarm (a sentence) or None.
@@ -159,9 +187,8 @@ class RewardPanel:
             raise ValueError(f'cannot continue the panel: {self.mismatch(state)}')
         self.kimg = [float(k) for k in state['kimg']]
         self.rewards = [np.asarray(r, dtype=np.float64) for r in state['rewards']]
-        self.start = self.preview_slabs(self.generator(G_start))
-        if self.collateral_seeds:
-            self.before = self.measure(self.generator(G_start), self.kimg[0])
+        with self.random_state_kept():
+            _rewards, self.start, self.before = self.start_evidence(G_start, self.kimg[0])
         return f'panel: continuing {len(self.kimg)} ticks from {self.kimg[0]:g} kimg to {self.kimg[-1]:g} kimg'
 
     def finish(self, stopped=None, G_ema=None):
