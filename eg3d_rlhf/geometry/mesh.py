@@ -3,8 +3,6 @@
 import os
 
 import numpy as np
-import scipy.sparse
-import scipy.sparse.csgraph
 
 import dnnlib
 
@@ -43,6 +41,7 @@ def component_fractions(verts, faces):
     """Share of the total surface area held by each connected component (triangles sharing a vertex), largest first."""
     if len(faces) == 0:
         return np.zeros([0])
+    import scipy.sparse.csgraph # pylint: disable=import-outside-toplevel  # 0.26 s to import; extracting a mesh needs none.
     n = len(verts)
     edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]]])
     adjacency = scipy.sparse.coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n))

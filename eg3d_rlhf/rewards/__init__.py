@@ -15,13 +15,37 @@
 #   checkpoint  save_reward / load_reward (weights_only) -> contract.Reward
 #   fitting     a bank's prepared inputs, RewardFitter (early stopping) or linear_heads, centring, held-out accuracy
 
-from .depth_cnn import DepthReward
-from .pointnet import PointCloudReward
-from .sigma_cnn import SigmaReward
-from .sigma_unet import SigmaUNetReward
+import collections.abc
+import importlib
 
-REWARDS = {'sigma': SigmaReward, 'depth': DepthReward, 'pointcloud': PointCloudReward,     # kind -> class.
-    'sigma-unet': SigmaUNetReward}
+# Each reward class is imported on first use (PEP 562): a tool that only loads a checkpoint of one kind, or none,
+# does not pay for the others (pytorch3dunet with scikit-image, the mesh statistics with scipy.sparse).
+CLASSES = dict(SigmaReward='sigma_cnn', DepthReward='depth_cnn', PointCloudReward='pointnet',     # class -> module.
+    SigmaUNetReward='sigma_unet')
+KINDS = {'sigma': 'SigmaReward', 'depth': 'DepthReward', 'pointcloud': 'PointCloudReward',     # kind -> class name.
+    'sigma-unet': 'SigmaUNetReward'}
+
+
+def __getattr__(name):
+    if name in CLASSES:
+        return getattr(importlib.import_module(f'{__name__}.{CLASSES[name]}'), name)
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
+class RewardKinds(collections.abc.Mapping):
+    """kind -> reward class, a read-only mapping whose keys cost nothing and whose values import their module."""
+
+    def __getitem__(self, kind):
+        return __getattr__(KINDS[kind])
+
+    def __iter__(self):
+        return iter(KINDS)
+
+    def __len__(self):
+        return len(KINDS)
+
+
+REWARDS = RewardKinds()
 
 
 def build_reward(kind, **config):

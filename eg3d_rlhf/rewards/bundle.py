@@ -10,7 +10,6 @@ import torch
 import dnnlib
 from eg3d_rlhf.geometry.sigma import SlabCrop, slab_description
 from eg3d_rlhf.rewards.contract import InputSpec, Reward
-from eg3d_rlhf.rewards.sigma_unet import PUBLISHED_INPUT, SigmaUNetReward
 
 #----------------------------------------------------------------------------
 # "Sculpting NeRF Geometry" released its sigma-field reward as reward-model-7wnzkgie-sfield256.zip: one folder
@@ -33,6 +32,7 @@ MAX_CONFIG_BYTES = 16 << 20
 
 def published_spec(resolution=256, cube_length=1.0):
     """The InputSpec of the released sigma-field reward."""
+    from eg3d_rlhf.rewards.sigma_unet import PUBLISHED_INPUT # pylint: disable=import-outside-toplevel  # pytorch3dunet: 0.25 s.
     return InputSpec(slab=slab_description(resolution, cube_length, SlabCrop(), exact_eg3d_grid=True), **PUBLISHED_INPUT)
 
 
@@ -301,6 +301,7 @@ def check_state_dict(model, weights, name):
 def _build(kwargs, cname):
     """SigmaUNetReward(**kwargs) (on the default device: the meta device to check it first); BundleError naming the run
     config when it cannot be built."""
+    from eg3d_rlhf.rewards.sigma_unet import SigmaUNetReward # pylint: disable=import-outside-toplevel
     try:
         return SigmaUNetReward(**kwargs)
     except (ValueError, AssertionError, TypeError, RuntimeError, OverflowError) as err:
