@@ -58,10 +58,12 @@ def main(network_pkl, res, runs):
         for i in range(runs):
             times['ours'].append(run(ours))
             times['theirs'].append(run(theirs, env))
-            print(f'run {i + 1}: extract_sigma {times["ours"][-1]:.2f} s, gen_samples path {times["theirs"][-1]:.2f} s')
+            print(f'run {i + 1}: extract_sigma {times["ours"][-1]:.2f} s, gen_samples path {times["theirs"][-1]:.2f} s '
+                f'({times["theirs"][-1] / times["ours"][-1]:.2f}x)')
         mine, base = statistics.median(times['ours']), statistics.median(times['theirs'])
+        paired = statistics.median(b / a for a, b in zip(times['ours'], times['theirs']))
         print(f'median of {runs}, {res}^3, whole process: extract_sigma {mine:.2f} s, gen_samples path {base:.2f} s '
-            f'({base / mine:.2f}x)')
+            f'({base / mine:.2f}x; median of the runs\' own ratios {paired:.2f}x)')
         import mrcfile # pylint: disable=import-outside-toplevel
         a = np.load(os.path.join(tmp, 'ours', 'seed000000.npy'))
         with mrcfile.open(os.path.join(tmp, 'theirs', '0.mrc')) as m:

@@ -81,6 +81,20 @@ def test_the_sampling_tools_import_no_heavy_library_they_do_not_use():
     assert result.stdout.strip().splitlines()[-1] == 'LOADED []'
 
 
+def test_meshing_loads_only_the_compiled_marching_cubes():
+    """PyMCubes' package imports scipy.ndimage and scipy.sparse with its smoothing helpers (0.3 s); meshing loads its
+    compiled module alone and gives the package's own mesh."""
+    code = ('import sys, numpy as np; from eg3d_rlhf.geometry import mesh; '
+        'g = np.linspace(-1, 1, 24); v = g[:, None, None] ** 2 + g[None, :, None] ** 2 + 2 * g[None, None, :] ** 2; '
+        'ours = mesh.index_mesh(v, 0.5); '
+        'print("LOADED", sorted(n for n in ("mcubes", "scipy.ndimage", "scipy.sparse") if n in sys.modules)); '
+        'import mcubes; theirs = mcubes.marching_cubes(v, 0.5); '
+        'print("SAME", len(ours[0]) > 100 and np.array_equal(ours[0], theirs[0]) and np.array_equal(ours[1], theirs[1]))')
+    result = run([sys.executable, '-c', code])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-2:] == ['LOADED []', 'SAME True']
+
+
 def test_a_non_editable_install_ships_the_tools_and_train(tmp_path):
     """pip install (not -e) of a copy of the sources: tools/ and train.py come along and the command runs from them."""
     src = tmp_path / 'src'

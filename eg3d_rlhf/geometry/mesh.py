@@ -8,11 +8,35 @@ import dnnlib
 
 #----------------------------------------------------------------------------
 
+_marching_cubes = None
+
+
+def marching_cubes():
+    """PyMCubes' compiled marching_cubes(volume, level), loaded on first use from its extension module alone: the
+    package's __init__ also imports its smoothing helpers and with them scipy.ndimage and scipy.sparse (0.3 s of every
+    process that meshes, e.g. a third of `extract_sigma`'s own time). Where that cannot be done, `import mcubes`."""
+    global _marching_cubes # pylint: disable=global-statement
+    if _marching_cubes is None:
+        import importlib.machinery # pylint: disable=import-outside-toplevel
+        import importlib.util # pylint: disable=import-outside-toplevel
+        try:
+            folder = importlib.util.find_spec('mcubes').submodule_search_locations[0]
+            path = next(p for p in (os.path.join(folder, '_mcubes' + suffix) for suffix in
+                importlib.machinery.EXTENSION_SUFFIXES) if os.path.isfile(p))
+            loader = importlib.machinery.ExtensionFileLoader('mcubes._mcubes', path)
+            module = importlib.util.module_from_spec(importlib.util.spec_from_loader('mcubes._mcubes', loader))
+            loader.exec_module(module)
+            _marching_cubes = module.marching_cubes
+        except (AttributeError, ImportError, OSError, StopIteration, TypeError):
+            import mcubes # pylint: disable=import-outside-toplevel
+            _marching_cubes = mcubes.marching_cubes
+    return _marching_cubes
+
+
 def index_mesh(volume, level=10.0):
     """Triangle mesh of {volume = level} in index units of the array's own axes: (vertices [V, 3] float64, faces
     [F, 3] int64)."""
-    import mcubes # pylint: disable=import-outside-toplevel  # 0.4 s to import (its smoothing module); most tools never mesh.
-    verts, faces = mcubes.marching_cubes(np.asarray(volume, dtype=np.float64), float(level))
+    verts, faces = marching_cubes()(np.asarray(volume, dtype=np.float64), float(level))
     return verts.reshape(-1, 3), np.asarray(faces, dtype=np.int64).reshape(-1, 3)
 
 def extract_mesh(volume, grid, level=10.0):
