@@ -149,8 +149,8 @@ class RewardPanel:
         n = len(self.collateral_seeds)
         shapes = dict(rewards=[len(self.seeds)], preview=[min(PREVIEW_SEEDS, len(self.seeds)), *self.reward.grid.shape],
             slabs=[n, *self.collateral_grid.shape] if n else None)
-        key = panel_cache.entry_key(G, reward=self.reward_sha256, seeds=self.seeds, psi=self.truncation_psi,
-            batch=self.batch, device=str(generator.device), shapes=shapes, collateral_res=self.collateral_res, collateral_seeds=self.collateral_seeds)
+        key = panel_cache.entry_key(G, reward=self.reward_sha256, seeds=self.seeds, psi=self.truncation_psi, batch=self.batch,
+            device=str(generator.device), shapes=shapes, collateral_res=self.collateral_res, collateral_seeds=self.collateral_seeds)
         entry = panel_cache.load(key, shapes)
         if entry is not None and (not n or collateral.well_formed(entry[1], n)):
             arrays, measures = entry

@@ -13,7 +13,7 @@ import dnnlib
 
 #----------------------------------------------------------------------------
 # Every reward run scores its starting generator first: the panel's rewards at kimg 0, the preview slabs and the
-# collateral seeds' slabs and measures (about 12 s of the demo's 2 minutes on 2 cores). Runs that start from the same
+# collateral seeds' slabs and measures (about 20 s of the demo on 2 cores). Runs that start from the same
 # generator with the same reward and panel settings compute the same numbers, so the first run keeps them here, as
 # EG3D's metrics keep a dataset's Inception statistics, and later runs read them back.
 #

@@ -38,6 +38,9 @@ class RewardKinds(collections.abc.Mapping):
     def __getitem__(self, kind):
         return __getattr__(KINDS[kind])
 
+    def __contains__(self, kind):
+        return kind in KINDS
+
     def __iter__(self):
         return iter(KINDS)
 
