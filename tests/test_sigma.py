@@ -160,6 +160,27 @@ def test_mesh_sphere_radius_in_world_units(cube_length):
     verts60, _ = mesh.extract_mesh(sphere_volume(grid, radius), grid, level=60)
     np.testing.assert_allclose(np.linalg.norm(verts60, axis=1), radius - 0.5, atol=0.05 * grid.voxel_size)
 
+def test_the_remembered_mesh_is_the_mesh_of_what_is_given_now(monkeypatch):
+    """index_mesh and unique_edges remember their last input (the collateral measures mesh one slab three times): a
+    repeat gives equal copies, a caller changing its copy or its volume in place changes nothing the next call reads,
+    and a volume too big to remember is meshed directly."""
+    grid = CubeGrid(24)
+    volume = sphere_volume(grid, 0.3)
+    verts, faces = mesh.index_mesh(volume)
+    edges = mesh.unique_edges(faces)
+    verts[:] = 0
+    faces[:] = 0
+    again, faces_again = mesh.index_mesh(volume)
+    assert again.any() and faces_again.any() and np.array_equal(mesh.unique_edges(faces_again), edges)
+    np.testing.assert_array_equal(edges, mesh.edges_of(faces_again))
+    volume += 20                                                    # The same array object, another surface.
+    moved, _ = mesh.index_mesh(volume)
+    assert np.linalg.norm(moved - 11.5, axis=1).mean() > np.linalg.norm(again - 11.5, axis=1).mean()
+    monkeypatch.setattr(mesh, 'MEMO_ELEMENTS', 10)
+    big, big_faces = mesh.index_mesh(volume)
+    np.testing.assert_array_equal(big, moved)
+    np.testing.assert_array_equal(mesh.unique_edges(big_faces), mesh.edges_of(big_faces))
+
 def test_mesh_of_slab_uses_crop_offset():
     grid = slab_grid(64, crop=SlabCrop(0.5, 0.0, 0.0, 0.0, 0.0, 0.0))    # Keep indices x >= 32: world x > 0.
     verts, faces = mesh.extract_mesh(sphere_volume(grid, 0.35), grid, level=10)
