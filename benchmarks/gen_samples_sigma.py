@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 import dnnlib # pylint: disable=unused-import
 from training import legacy
-from training.camera_utils import FOV_to_intrinsics, LookAtPoseSampler
+from training.camera_utils import orbit_camera_label
 
 
 def create_samples(N, cube_length):
@@ -41,10 +41,7 @@ def main(network_pkl, seed, shape_res, truncation_psi, truncation_cutoff, outdir
     with open(network_pkl, 'rb') as f:
         G = legacy.load_network_pkl(f, trust=True)['G_ema'].to(device)
     os.makedirs(outdir, exist_ok=True)
-    pivot = torch.tensor(G.rendering_kwargs.get('avg_camera_pivot', [0, 0, 0]), device=device)
-    radius = G.rendering_kwargs.get('avg_camera_radius', 2.7)
-    cam2world = LookAtPoseSampler.sample(np.pi / 2, np.pi / 2, pivot, radius=radius, device=device)
-    c = torch.cat([cam2world.reshape(-1, 16), FOV_to_intrinsics(18.837, device=device).reshape(-1, 9)], 1)
+    c = orbit_camera_label(G.rendering_kwargs, fov_degrees=18.837, device=device)     # gen_samples' frontal camera.
     z = torch.from_numpy(np.random.RandomState(seed).randn(1, G.z_dim)).to(device)
     max_batch = 1000000
     samples = create_samples(shape_res, G.rendering_kwargs['box_warp']).to(device)

@@ -133,9 +133,14 @@ class RewardPanel:
             line += f'; {collateral.summary_line(self.collateral)}'
         return line + (f'\nstopping: {self.stop_reason}' if self.stop_reason else '')
 
+    def collateral_grid_of(self, generator):
+        """The collateral seeds' slab grid in the generator's cube, kept as self.collateral_grid (the pictures')."""
+        self.collateral_grid = slab_grid(self.collateral_res, cube_length=generator.cube_length, crop=SlabCrop())
+        return self.collateral_grid
+
     def measure(self, generator, kimg):
         """(kimg, slabs [N, *grid] float16, collateral.measure()) of the collateral seeds."""
-        grid = self.collateral_grid = slab_grid(self.collateral_res, cube_length=generator.cube_length, crop=SlabCrop())
+        grid = self.collateral_grid_of(generator)
         with self.random_state_kept():
             measures, slabs = collateral.measure_drawn(lambda seeds: generator.sigma_grid(seeds, grid).numpy(),
                 self.collateral_seeds, grid, chunk=self.batch)
@@ -145,10 +150,9 @@ class RewardPanel:
         """(rewards [seeds], preview slabs, the collateral's (kimg, slabs, measures) or None) of the starting generator
         G: read from panel_cache when an earlier run computed them, else computed and kept there."""
         generator = self.generator(G)
-        self.collateral_grid = slab_grid(self.collateral_res, cube_length=generator.cube_length, crop=SlabCrop())
         n = len(self.collateral_seeds)
         shapes = dict(rewards=[len(self.seeds)], preview=[min(PREVIEW_SEEDS, len(self.seeds)), *self.reward.grid.shape],
-            slabs=[n, *self.collateral_grid.shape] if n else None)
+            slabs=[n, *self.collateral_grid_of(generator).shape] if n else None)
         key = panel_cache.entry_key(G, reward=self.reward_sha256, seeds=self.seeds, psi=self.truncation_psi, batch=self.batch,
             device=str(generator.device), shapes=shapes, collateral_res=self.collateral_res, collateral_seeds=self.collateral_seeds)
         entry = panel_cache.load(key, shapes)
