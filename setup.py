@@ -32,7 +32,8 @@ setup(
                                 # imports it), unpinned: install torch==2.13.0 torchvision==0.28.0 first, or pip fetches
                                 # a CUDA torch; PyPI's torchvision cannot load beside a CPU torch (README.md removes it).
     ],
-    extras_require={'test': ['pytest', 'selenium'],    # selenium drives Chromium in tests/test_label.py.
+    extras_require={'test': ['pytest', 'pytest-xdist',  # xdist runs README's `-n 2` (two worker processes);
+            'selenium'],                               # selenium drives Chromium in tests/test_label.py.
         'lora': ['peft'],                              # train.py --generator=flow --lora-rank R (finetune/lora.py).
         'gpu': ['triton==3.9.0']},                     # Triton kernels of the custom ops for CUDA tensors (large; CI
                                                        # installs it to run them in Triton's CPU interpreter).

@@ -15,6 +15,23 @@ os.environ.setdefault('TRITON_INTERPRET', '1')
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (README's `-n 2`), the cores are shared out among the workers: each worker and every
+    process it starts runs torch on its share of threads, so N workers never run N times the cores' threads."""
+    workers = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT') or 0)
+    if workers > 1:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        os.environ['OMP_NUM_THREADS'] = str(threads)          # Read by child processes' torch at its import.
+        torch.set_num_threads(threads)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Files holding a test marked slow run first (each file's tests in their order): with `--dist loadfile` the
+    workers take whole files in this order, so the long ones start early and the workers finish together."""
+    has_slow = {item.path for item in items if item.get_closest_marker('slow') is not None}
+    items.sort(key=lambda item: item.path not in has_slow)                  # A stable sort keeps each file's order.
+
+
 @pytest.fixture(scope='session', autouse=True)
 def panel_cache_of_the_session(tmp_path_factory):
     """Reward panels keep their start evidence (finetune/panel_cache.py) in a folder of this session's, not the user's
