@@ -81,6 +81,17 @@ def test_the_sampling_tools_import_no_heavy_library_they_do_not_use():
     assert result.stdout.strip().splitlines()[-1] == 'LOADED []'
 
 
+def test_train_py_imports_no_statistics_meshing_or_plotting_library():
+    """Importing train.py (all that `--help` or a refused flag runs: every method's config and runner) loads no scipy
+    at all, scikit-image, plotting or logging library: they cost ~2 s of every start (scipy.stats 1 s); the runs
+    import them where they use them."""
+    heavy = ('scipy', 'skimage', 'matplotlib', 'tensorboard', 'captum', 'umap', 'mcubes', 'pytorch3dunet')
+    code = f'import sys, train; print("LOADED", sorted(n for n in {heavy!r} if n in sys.modules))'
+    result = run([sys.executable, '-c', code])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == 'LOADED []'
+
+
 def test_meshing_loads_only_the_compiled_marching_cubes():
     """PyMCubes' package imports scipy.ndimage and scipy.sparse with its smoothing helpers (0.3 s); meshing loads its
     compiled module alone and gives the package's own mesh."""

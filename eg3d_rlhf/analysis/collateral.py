@@ -1,7 +1,6 @@
 """What fine-tuning cost: every simulated taste, the mesh statistics, diversity and true geometry, and the hacking alarm."""
 
 import numpy as np
-import scipy.ndimage
 import torch
 
 from eg3d_rlhf.analysis.evaluation import paired_change, win_rate
@@ -136,6 +135,7 @@ def dents(before, after, grid, level=10.0):
     (world units): the old solid's signed distance at the new surface's voxels, its median less its least (so a head
     that grows or shrinks evenly has none, and a feature that slides sideways only its slide); and how many exceed
     DENT."""
+    import scipy.ndimage  # pylint: disable=import-outside-toplevel  # 0.3 s to import; train.py's start needs none.
     depths = []
     for b, a in zip(before, after):
         old, new = np.asarray(b) >= level, np.asarray(a) >= level

@@ -1,10 +1,15 @@
 """Per-seed rewards of a generator and the statistics that compare two of them (reward change, win rate)."""
 
 import numpy as np
-import scipy.stats
 import torch
 
 from eg3d_rlhf.rewards.fitting import wilson_interval
+
+
+def _stats():
+    """scipy.stats, imported on first use: 1 s of every train.py and tool start otherwise (they reach this module)."""
+    import scipy.stats  # pylint: disable=import-outside-toplevel
+    return scipy.stats
 
 #----------------------------------------------------------------------------
 # Seeds are drawn by the generator adapter (generators/), the one recipe every tool shares, and scored through the
@@ -29,7 +34,7 @@ def fit_slope(x, y):
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if len(x) < 2 or np.ptp(x) == 0:
         return dict(slope=float('nan'), intercept=float('nan'), r=float('nan'))
-    fit = scipy.stats.linregress(x, y)
+    fit = _stats().linregress(x, y)
     return dict(slope=float(fit.slope), intercept=float(fit.intercept), r=float(fit.rvalue))
 
 
@@ -41,8 +46,8 @@ def paired_change(before, after):
     delta = after - before
     n, mean = len(delta), float(delta.mean())
     sd = float(delta.std(ddof=1)) if n > 1 else 0.0
-    half = float(scipy.stats.t.ppf(0.975, n - 1) * sd / np.sqrt(n)) if n > 1 else float('nan')
-    p = float(scipy.stats.ttest_1samp(delta, 0).pvalue) if n > 1 and sd > 0 else float('nan')
+    half = float(_stats().t.ppf(0.975, n - 1) * sd / np.sqrt(n)) if n > 1 else float('nan')
+    p = float(_stats().ttest_1samp(delta, 0).pvalue) if n > 1 and sd > 0 else float('nan')
     return delta, mean, sd, [mean - half, mean + half], p, mean / sd if sd > 0 else float('nan')
 
 
@@ -64,11 +69,11 @@ def rank_agreement(a, b):
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return dict(spearman=float('nan'), spearman_ci95=[float('nan')] * 2, kendall_tau=float('nan'))
-    rho = float(scipy.stats.spearmanr(a, b).statistic)
+    rho = float(_stats().spearmanr(a, b).statistic)
     half = 1.96 / np.sqrt(len(a) - 3) if len(a) > 3 else float('inf')
     z = np.arctanh(np.clip(rho, -0.999999, 0.999999))
     return dict(spearman=rho, spearman_ci95=[float(np.tanh(z - half)), float(np.tanh(z + half))],
-        kendall_tau=float(scipy.stats.kendalltau(a, b).statistic))
+        kendall_tau=float(_stats().kendalltau(a, b).statistic))
 
 
 def cohens_h(p, p0=0.5):
@@ -86,7 +91,7 @@ def win_rate(choices):
     wins, losses = sum(c == 'tuned' for c in choices), sum(c == 'original' for c in choices)
     ties = len(choices) - wins - losses
     decided = wins + losses
-    p = float(scipy.stats.binomtest(wins, decided, 0.5).pvalue) if decided else 1.0
+    p = float(_stats().binomtest(wins, decided, 0.5).pvalue) if decided else 1.0
     return dict(pairs=len(choices), wins=wins, losses=losses, ties=ties,
         win_rate=wins / decided if decided else float('nan'), wilson95=list(wilson_interval(wins, decided)), binomial_p=p,
         cohens_h=cohens_h(wins / decided if decided else float('nan')),

@@ -1,8 +1,6 @@
 """Statistics of the marching-cubes mesh people look at (roughness, bending, pieces, handles), differentiable in sigma."""
 
 import numpy as np
-import scipy.sparse
-import scipy.sparse.csgraph
 import torch
 from torch import nn
 
@@ -82,6 +80,7 @@ def mesh_statistics(volume, level, precision=torch.float16):
     edge_length = ((verts[i] - verts[j]).square().sum(1) + 1e-20).sqrt()
     size = np.array(padded.shape)
     cap = torch.as_tensor(((verts_np < 1) | (verts_np > size - 2)).any(1), dtype=verts.dtype, device=dev)
+    import scipy.sparse.csgraph  # pylint: disable=import-outside-toplevel  # 0.2 s to import; train.py's start needs none.
     adjacency = scipy.sparse.coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n))
     count, labels = scipy.sparse.csgraph.connected_components(adjacency, directed=False)
     piece = torch.as_tensor(labels[faces[:, 0]], device=dev)
