@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 
 from eg3d_rlhf.analysis.collateral import MESH_STATS
 from eg3d_rlhf.data import annotators
@@ -305,9 +306,15 @@ def test_train_on_a_bank_and_labels_with_every_group(tiny_pt, tmp_path):
     (['--demo-annotator=oracle:smooth'], '--demo-annotator=oracle:smooth has no bundled flow reward', 1),
     (['--demo-annotator=me'], "--demo-annotator: unknown annotator 'me'", 2),
 ])
-def test_bad_flow_flags_are_refused_in_one_line(args, message, code, tmp_path):
-    result = train(['--method=circular-dpo', '--dry-run', *args], tmp_path, expect=code)
-    assert message in result.stderr and len(result.stderr.strip().splitlines()[-1]) < 300
+def test_bad_flow_flags_are_refused_in_one_line(args, message, code, tmp_path, monkeypatch):
+    # In this process (train.py's __main__ only calls main); test_dry_run_prints_the_demo_plan_and_writes_nothing and
+    # the runs above start the script itself.
+    import train as script
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(script.main, ['--method=circular-dpo', '--dry-run', *args])
+    assert result.exit_code == code and isinstance(result.exception, SystemExit), (result.output, result.exception)
+    assert message in result.stderr and len(result.stderr.strip().splitlines()[-1]) < 300, result.stderr
+    assert not os.listdir(tmp_path)
 
 
 def test_group_a_meets_every_other_group_on_the_same_ids(tmp_path):
