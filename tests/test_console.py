@@ -92,6 +92,17 @@ def test_train_py_imports_no_statistics_meshing_or_plotting_library():
     assert result.stdout.strip().splitlines()[-1] == 'LOADED []'
 
 
+def test_the_analysis_and_labeling_tools_load_their_statistics_and_captum_on_use():
+    """attribute, embed, label and label_studio import captum (with matplotlib), scipy.stats and scipy.ndimage where a
+    run uses them, so their --help, --dry-run and the label server start without them (attribute: 1.5 s)."""
+    heavy = ('scipy.stats', 'scipy.ndimage', 'captum', 'matplotlib')
+    code = ('import sys, tools.attribute, tools.embed, tools.label, tools.label_studio; '
+        f'print("LOADED", sorted(n for n in {heavy!r} if n in sys.modules))')
+    result = run([sys.executable, '-c', code])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == 'LOADED []'
+
+
 def test_meshing_loads_only_the_compiled_marching_cubes():
     """PyMCubes' package imports scipy.ndimage and scipy.sparse with its smoothing helpers (0.3 s); meshing loads its
     compiled module alone and gives the package's own mesh."""

@@ -4,9 +4,7 @@ import os
 import time
 
 import numpy as np
-import scipy.stats
 import torch
-from captum.attr import IntegratedGradients, ShapleyValueSampling
 from tqdm import tqdm
 
 from eg3d_rlhf.analysis import regions as regions_plot
@@ -98,6 +96,8 @@ def attribute(reward, inputs, baselines, regions, permutations=8, ig_steps=32, b
     mask, present = regions.feature_mask()
     column = [regions.names.index(n) for n in present]
     forward = lambda x: reward.score(x)
+    # captum, and the matplotlib it imports, cost 1.5 s of every start; --help and --dry-run need neither.
+    from captum.attr import IntegratedGradients, ShapleyValueSampling  # pylint: disable=import-outside-toplevel
     shapley_method, ig_method = ShapleyValueSampling(forward), IntegratedGradients(forward)
     out = {k: [] for k in ('change', 'level', 'shapley', 'ig', 'ig_abs', 'ig_pos', 'ig_neg', 'ig_delta', 'ig_map')}
     device = reward.device
@@ -167,6 +167,7 @@ def region_table(result, regions):
     counts = regions.counts()
     mean = {k: result[k].mean(0) for k in ('shapley', 'ig', 'ig_abs', 'ig_pos', 'ig_neg')}
     share = dict(shapley_share=shares(result['shapley']), ig_share=shares(result['ig']), voxel_ig_share=shares(result['ig_abs']))
+    import scipy.stats  # pylint: disable=import-outside-toplevel  # 1 s to import; --help and --dry-run need none.
     rank_shapley = scipy.stats.rankdata(-mean['shapley'], method='min')
     rank_ig = scipy.stats.rankdata(-mean['ig'], method='min')
     table = {}

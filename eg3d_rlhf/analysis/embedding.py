@@ -3,7 +3,6 @@
 import os
 
 import numpy as np
-import scipy.stats
 import torch
 
 from eg3d_rlhf.analysis import report_plots
@@ -74,6 +73,7 @@ def knn_separation(points, groups, k=5, folds=5, seed=0):
 
 def reward_order(embedding, rewards):
     """Spearman's rho (and p) between the rewards and the first UMAP axis, and the first principal component."""
+    import scipy.stats  # pylint: disable=import-outside-toplevel  # 1 s to import; --help and --dry-run need none.
     out = {}
     for name, axis in (('umap1', embedding['umap'][:, 0]), ('pc1', embedding['pca'][:, 0])):
         test = scipy.stats.spearmanr(axis, rewards)

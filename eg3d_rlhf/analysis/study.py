@@ -5,7 +5,6 @@ import itertools
 import os
 
 import numpy as np
-import scipy.stats
 
 from eg3d_rlhf.analysis.evaluation import win_rate
 from eg3d_rlhf.analysis.report_plots import write_report
@@ -158,6 +157,7 @@ def mean_interval(values):
     n = len(x)
     mean = float(x.mean()) if n else float('nan')
     sd = float(x.std(ddof=1)) if n > 1 else float('nan')
+    import scipy.stats  # pylint: disable=import-outside-toplevel  # 1 s to import; the label server's start needs none.
     half = float(scipy.stats.t.ppf(0.975, n - 1) * sd / np.sqrt(n)) if n > 1 else float('nan')
     return dict(n=n, mean=mean, sd=sd, ci95=[mean - half, mean + half])
 

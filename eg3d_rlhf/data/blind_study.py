@@ -9,7 +9,6 @@ import zlib
 
 import numpy as np
 import PIL.Image
-import scipy.ndimage
 
 import dnnlib
 from eg3d_rlhf.data.bank import BANK_FILE, IMAGE_FILE, META_FILE, SLAB_FILE, Bank, BankError, preview_file, write_json
@@ -78,6 +77,7 @@ def add_floaters(slab, level, rng, count=FLOATERS):
         raise LabelError('no surface at the preview level to put floaters beside')
     shape = np.array(slab.shape)
     r = max(1.5, 0.06 * float(shape.min()))
+    import scipy.ndimage  # pylint: disable=import-outside-toplevel  # 0.3 s to import; a study's start needs none.
     empty = scipy.ndimage.distance_transform_edt(~inside)
     idx = np.indices(slab.shape)
     margin = np.all([(idx[a] > r) & (idx[a] < shape[a] - 1 - r) for a in range(3)], axis=0)
