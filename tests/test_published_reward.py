@@ -104,7 +104,7 @@ def test_bundle_scores_like_the_paper_folder_and_zip_alike(tmp_path, slab):
     raw = slab[:1].clone().requires_grad_(True)
     a.score(raw).sum().backward()
     assert raw.grad.shape == raw.shape and bool(raw.grad.abs().sum() > 0)
-    # Our checkpoint format holds it too (tools/convert_reward.py), scoring the same.
+    # Our checkpoint format holds it too (tools/convert_reward.py): the same network, so the same scores.
     save_reward(str(tmp_path / 'converted.pt'), a.model, a.kind, a.spec)
     converted = load_reward(str(tmp_path / 'converted.pt'))
     assert converted.kind == a.kind and converted.spec == a.spec and same_model(converted, a)
