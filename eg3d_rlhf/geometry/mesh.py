@@ -94,15 +94,18 @@ def face_areas(verts, faces):
     a, b, c = (verts[faces[:, i]].astype(np.float64) for i in range(3))
     return 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1)
 
+def vertex_components(n, edges):
+    """(count, labels [n]) of the connected components of n vertices joined by edges [E, 2] (a vertex on no edge is
+    a component of its own)."""
+    import scipy.sparse.csgraph # pylint: disable=import-outside-toplevel  # 0.26 s to import; extracting a mesh needs none.
+    adjacency = scipy.sparse.coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n))
+    return scipy.sparse.csgraph.connected_components(adjacency, directed=False)
+
 def component_fractions(verts, faces):
     """Share of the total surface area held by each connected component (triangles sharing a vertex), largest first."""
     if len(faces) == 0:
         return np.zeros([0])
-    import scipy.sparse.csgraph # pylint: disable=import-outside-toplevel  # 0.26 s to import; extracting a mesh needs none.
-    n = len(verts)
-    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]]])
-    adjacency = scipy.sparse.coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n))
-    _count, labels = scipy.sparse.csgraph.connected_components(adjacency, directed=False)
+    _count, labels = vertex_components(len(verts), np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]]]))
     area = np.bincount(labels[faces[:, 0]], weights=face_areas(verts, faces))
     area = area[area > 0]
     return np.sort(area)[::-1] / area.sum()

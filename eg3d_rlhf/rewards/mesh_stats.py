@@ -80,9 +80,7 @@ def mesh_statistics(volume, level, precision=torch.float16):
     edge_length = ((verts[i] - verts[j]).square().sum(1) + 1e-20).sqrt()
     size = np.array(padded.shape)
     cap = torch.as_tensor(((verts_np < 1) | (verts_np > size - 2)).any(1), dtype=verts.dtype, device=dev)
-    import scipy.sparse.csgraph  # pylint: disable=import-outside-toplevel  # 0.2 s to import; train.py's start needs none.
-    adjacency = scipy.sparse.coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n))
-    count, labels = scipy.sparse.csgraph.connected_components(adjacency, directed=False)
+    count, labels = mesh.vertex_components(n, edges)
     piece = torch.as_tensor(labels[faces[:, 0]], device=dev)
     piece_area = torch.zeros(count, dtype=verts.dtype, device=dev).index_add(0, piece, face_area)
     used = int(np.count_nonzero(np.bincount(faces.ravel(), minlength=n)))
