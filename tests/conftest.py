@@ -190,11 +190,11 @@ def data(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def start_pkl(data, tmp_path_factory):
-    """A fresh synthetic-preset G, D and G_ema as a network pickle to fine-tune from."""
+    """A fresh synthetic-preset G, D and G_ema of TINY_NETS' width as a network pickle to fine-tune from."""
     import dnnlib
-    from tests.helpers.train import base_args, config_of
+    from tests.helpers.train import TINY_NETS, base_args, config_of
     from training import legacy, training_loop
-    c = config_of(base_args(data))
+    c = config_of(base_args(data, 'unused', *TINY_NETS))
     training_set = dnnlib.util.construct_class_by_name(**c.training_set_kwargs)
     G, D, G_ema = training_loop.build_networks(training_set, c.G_kwargs, c.D_kwargs, 'cpu')
     path = str(tmp_path_factory.mktemp('start') / 'start.pkl')

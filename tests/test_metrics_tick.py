@@ -13,7 +13,7 @@ from eg3d_rlhf.analysis import image_metrics
 from eg3d_rlhf.analysis import training_metrics
 from tests.conftest import REPO
 from tests.helpers.evaluate import save_feature_network
-from tests.helpers.train import TRAIN_ARGS, base_args, only_run_dir, run_train
+from tests.helpers.train import TINY_NETS, TRAIN_ARGS, base_args, only_run_dir, run_train
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
@@ -153,7 +153,7 @@ def test_bad_metric_arguments_are_refused_in_one_line(data, features_file, tmp_p
 
 @pytest.mark.slow
 def test_two_gloo_processes_share_the_images(data, features_file, tmp_path):
-    run_train(base_args(data, tmp_path, '--gpus', '2', '--mbstd-group', '2', '--workers', '0', '--kimg', '0.004',
+    run_train(base_args(data, tmp_path, *TINY_NETS, '--gpus', '2', '--mbstd-group', '2', '--workers', '0', '--kimg', '0.004',
         '--metrics', 'fid6_partial,kid6_partial', '--inception', features_file, '--trust-pickle'))
     run_dir = only_run_dir(tmp_path)
     for name in ('fid6_partial', 'kid6_partial'):

@@ -157,12 +157,12 @@ def finite_scores(out):
 def tool(name, root, out):
     """(click command, argv, outputs, good) of a reading tool on the inputs under `root`, writing under `out`."""
     import train as train_py
-    from tests.helpers.train import base_args
+    from tests.helpers.train import TINY_NETS, base_args
     from tools import (annotate, attribute, convert_reward, embed, evaluate, extract_sigma, guide, import_ranked, label,
         reward_curve, sample_bank, score_bank, tails, train_flow, train_reward)
     bank, labels, o = str(root / 'bank'), str(root / 'labels.jsonl'), str(out)
     reward, flow = str(root / 'reward.pt'), str(root / 'flow.pt')
-    gan = base_args(str(root / 'heads64.zip'), f'{o}/runs', '--mbstd-group', '2', '--kimg', '0.008', '--dry-run')
+    gan = base_args(str(root / 'heads64.zip'), f'{o}/runs', '--mbstd-group', '2', '--kimg', '0.008', '--dry-run', *TINY_NETS)
     convert = lambda path: (convert_reward.main, ['--reward-model', path, '--out', f'{o}/c.pt', '--dry-run'], [f'{o}/c.pt'],
         None)
     ranked = lambda flag, path: (import_ranked.main, [flag, str(root / path), '--out', f'{o}/j.jsonl', '--dry-run'],

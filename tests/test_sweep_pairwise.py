@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from eg3d_rlhf.finetune import pair_sweep
 from eg3d_rlhf.finetune.options import RunError
 from tools import sweep_pairwise
+from tests.helpers.train import TINY_NETS
 
 #----------------------------------------------------------------------------
 
@@ -102,7 +103,7 @@ def test_a_tiny_sweep_writes_the_table_and_resumes_without_running_again(data, r
     tiny = ['--cfg', 'synthetic', '--data', data, '--gpus', '1', '--batch', '2', '--batch-gpu', '2', '--mbstd-group', '2',
         '--gamma', '1', '--device', 'cpu', '--workers', '0', '--snap', '1', '--kimg', '0.002', '--tick', '0.002',
         '--resume', start_pkl, '--trust-pickle', '--reward-model', rewards['sigma'], '--panel-seeds', '3-5',
-        '--collateral-seeds', '0']
+        '--collateral-seeds', '0', *TINY_NETS]
     args = ['--outdir', str(out), '--constructions', 'truncation,latents', '--taus', '0.05', '--', *tiny]
     result = sweep(*args)
     assert result.exit_code == 0, result.output

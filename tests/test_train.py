@@ -17,7 +17,7 @@ import train
 from eg3d_rlhf.finetune import gan_run
 from eg3d_rlhf.finetune import run_dir
 from tests.conftest import REPO, shared_file
-from tests.helpers.train import TRAIN_ARGS, base_args, lookup, make_zip_dataset, only_run_dir, run_train
+from tests.helpers.train import TINY_NETS, TRAIN_ARGS, base_args, lookup, make_zip_dataset, only_run_dir, run_train
 from torch_utils import misc
 from torch_utils.ops import conv2d_gradfix
 from training import distributed
@@ -451,7 +451,7 @@ def _train_rank(rank, c, outdir):
 
 
 def test_two_gloo_processes_hold_identical_weights(data, tmp_path):
-    c = config(base_args(data, tmp_path, '--gpus', '2', '--batch', '4', '--mbstd-group', '2', '--workers', '0',
+    c = config(base_args(data, tmp_path, *TINY_NETS, '--gpus', '2', '--batch', '4', '--mbstd-group', '2', '--workers', '0',
         '--kimg', '0.012', '--tick', '0.004', '--snap', '100'))
     assert c.num_gpus == 2 and c.batch_gpu == 2
     c.run_dir = str(tmp_path)
@@ -469,7 +469,8 @@ def test_two_gloo_processes_hold_identical_weights(data, tmp_path):
 
 @pytest.mark.slow
 def test_train_py_spawns_gloo_processes_on_cpu(data, tmp_path):
-    output = run_train(base_args(data, tmp_path, '--gpus', '2', '--mbstd-group', '2', '--workers', '0', '--kimg', '0.004'))
+    output = run_train(base_args(data, tmp_path, *TINY_NETS, '--gpus', '2', '--mbstd-group', '2', '--workers', '0',
+        '--kimg', '0.004'))
     assert 'Number of processes: 2' in output
     run_dir = only_run_dir(tmp_path)
     assert os.path.exists(os.path.join(run_dir, 'network-snapshot-000000.pkl')) # Every rank passed the consistency check.
@@ -480,7 +481,8 @@ def test_train_py_spawns_gloo_processes_on_cpu(data, tmp_path):
 def test_torchrun_launch_trains_two_consistent_processes(data, tmp_path):
     # torchrun's env:// rendezvous: rank 0 picks the run directory and shares it; the snapshot is written only after
     # every rank has checked its weights against rank 0's.
-    args = base_args(data, tmp_path, '--gpus', '2', '--mbstd-group', '2', '--workers', '0', '--kimg', '0.008', '--tick', '0.004')
+    args = base_args(data, tmp_path, *TINY_NETS, '--gpus', '2', '--mbstd-group', '2', '--workers', '0', '--kimg', '0.008',
+        '--tick', '0.004')
     env = dict(os.environ, OMP_NUM_THREADS='1')
     result = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
         os.path.join(REPO, 'train.py'), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
