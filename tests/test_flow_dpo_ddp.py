@@ -132,8 +132,8 @@ def test_kill_9_of_one_rank_then_resume_run_ends_as_a_run_never_stopped(tmp_path
     network = str(tmp_path / 'tiny.pt')
     flow_heads.save_flow(network, flow_heads.build_pipeline(TINY, init_seed=0), TINY)
     args = lambda outdir: [os.path.join(REPO, 'train.py'), '--generator=flow', f'--resume={network}',
-        f'--outdir={outdir}', '--dpo-steps=20', '--dpo-batch=4', '--bridge-seeds=0-2', '--eval-seeds=1000-1001',
-        '--draw-batch=4', '--beta=50', '--dpo-lr=1e-3', '--w1-tau=-0.5', '--seed=1', '--snap-steps=5']
+        f'--outdir={outdir}', '--dpo-steps=10', '--dpo-batch=4', '--bridge-seeds=0-2', '--eval-seeds=1000-1001',
+        '--draw-batch=4', '--beta=50', '--dpo-lr=1e-3', '--w1-tau=-0.5', '--seed=1', '--snap-steps=3']
     whole = tmp_path / 'whole'
     torchrun(*args(whole))
     cut = tmp_path / 'cut'
@@ -147,7 +147,7 @@ def test_kill_9_of_one_rank_then_resume_run_ends_as_a_run_never_stopped(tmp_path
     done = whole / '00000-flow-circular-dpo-a-demo'
     a, b = (torch.load(d / 'flow-a.pt', weights_only=False)['state_dicts'] for d in (done, run_dir))
     assert all(torch.equal(x, y) for sa, sb in zip(a, b) for x, y in zip(sa.values(), sb.values()))
-    assert records(run_dir) == records(done) and stopped_at < 20
+    assert records(run_dir) == records(done) and stopped_at < 10
     rows = [json.loads((d / 'report.json').read_text())['groups']['a'] for d in (done, run_dir)]
     assert [{k: v for k, v in r.items() if k != 'seconds'} for r in rows] == [{k: v for k, v in rows[0].items() if k != 'seconds'}] * 2
 
