@@ -1,15 +1,14 @@
 """Hostile but ordinary inputs: each is refused in one line, runs no code without consent and changes no existing file."""
 
+import importlib
 import os
 import stat
-import subprocess
-import sys
+import threading
 
 import pytest
 from click.testing import CliRunner
 
 from eg3d_rlhf.synthetic import demo
-from tests.conftest import REPO
 from tests.helpers.cli import digest, refused_in_one_line
 from tests.helpers.evaluate import save_feature_network
 from tools import annotate, evaluate, train_reward
@@ -189,13 +188,14 @@ def test_a_network_file_swapped_after_its_check_loads_what_was_checked(tmp_path,
     ('tools/evaluate.py', ['--original=bundled', '--tuned=bundled', '--reward-model=r', '--outdir=o', '--temperature=nan'],
         '--temperature'),
 ])
-def test_non_finite_numbers_are_refused(tool, args, flag, tmp_path):
+def test_non_finite_numbers_are_refused(tool, args, flag, tmp_path, monkeypatch):
     untouched = sentinel(tmp_path)
-    out = subprocess.run([sys.executable, os.path.join(REPO, tool), *args, '--dry-run'], capture_output=True, text=True,
-        cwd=tmp_path, timeout=120)
-    named = f"Invalid value for '{flag}'" in out.stderr or f'{flag}=nan: expected a finite number' in out.stderr
-    assert out.returncode == 2 and named, out.stderr
-    assert 'Traceback' not in out.stderr and untouched()
+    monkeypatch.chdir(tmp_path)
+    command = importlib.import_module(os.path.splitext(tool)[0].replace('/', '.')).main   # In-process: its click command.
+    result = CliRunner().invoke(command, [*args, '--dry-run'])
+    named = f"Invalid value for '{flag}'" in result.output or f'{flag}=nan: expected a finite number' in result.output
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit) and named, (result.output, result.exception)
+    assert untouched()
 
 #----------------------------------------------------------------------------
 # Banks and label files that are not what they claim.
@@ -431,7 +431,7 @@ HANGS = {                                               # (tool, arguments): FIF
 
 
 @pytest.mark.parametrize('case', sorted(HANGS))
-def test_a_fifo_where_a_file_is_expected_is_refused_without_hanging(balls, tmp_path, case):
+def test_a_fifo_where_a_file_is_expected_is_refused_without_hanging(balls, tmp_path, case, monkeypatch):
     import shutil
     import numpy as np
     tool, args = HANGS[case]
@@ -445,9 +445,25 @@ def test_a_fifo_where_a_file_is_expected_is_refused_without_hanging(balls, tmp_p
     names = dict(FIFO=fifo, BANK=balls['bank'], LABELS=balls['labels'], FIFOBANK=tmp_path / 'bank', NPY=tmp_path /
         'regions.npy', REWARD=os.path.join(demo.CHECKPOINTS, 'reward-sigma-nose.safetensors'))
     argv = [str(names.get(a, a)) for a in args]
-    out = subprocess.run([sys.executable, os.path.join(REPO, tool), *argv], capture_output=True, text=True, cwd=tmp_path,
-        timeout=60)                                     # Before: waited forever for a writer.
-    errors = [line for line in out.stderr.splitlines() if line.startswith('Error')]
-    assert out.returncode != 0 and len(errors) == 1 and 'Traceback' not in out.stderr, out.stderr
-    assert f'{fifo}: not a regular file (a FIFO); give a file' in errors[0], out.stderr
+    monkeypatch.chdir(tmp_path)
+    command = importlib.import_module(os.path.splitext(tool)[0].replace('/', '.')).main   # In-process: its click command.
+    result = invoke_within(60, command, argv, fifo)    # Before: waited forever for a writer.
+    errors = [line for line in result.output.splitlines() if line.startswith('Error')]
+    assert result.exit_code != 0 and isinstance(result.exception, SystemExit) and len(errors) == 1, result.output
+    assert f'{fifo}: not a regular file (a FIFO); give a file' in errors[0], result.output
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+def invoke_within(seconds, command, argv, fifo):
+    """CliRunner's result of `command` on argv, run on a thread; a run still waiting after `seconds` fails the test,
+    after a writer that opens and closes `fifo` lets its read end (a reader blocked in open() gets end of file)."""
+    box = {}
+    thread = threading.Thread(target=lambda: box.update(result=CliRunner().invoke(command, argv)), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    waited = thread.is_alive()
+    if waited:
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(10)
+    assert not waited, f'{" ".join(argv)} waited {seconds} s for a writer of {fifo}'
+    return box['result']
