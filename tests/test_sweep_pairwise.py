@@ -9,8 +9,8 @@ from click.testing import CliRunner
 
 from eg3d_rlhf.finetune import pair_sweep
 from eg3d_rlhf.finetune.options import RunError
-from tools import sweep_pairwise
 from tests.helpers.train import TINY_NETS
+from tools import sweep_pairwise
 
 #----------------------------------------------------------------------------
 

@@ -41,7 +41,8 @@ def make_zip_dataset(path, count=8, resolution=64, seed=0):
 # Networks a quarter of the synthetic preset's width (its layout otherwise): a tiny run's steps, grids and panel cost
 # about three quarters as much. The `start_pkl` fixture is built with them; a run resuming it passes them too.
 TINY_NETS = ['--cbase', '1024', '--cmax', '32']
-TRAIN_ARGS = ['--batch', '2', '--batch-gpu', '2', '--mbstd-group', '2', '--workers', '0', '--snap', '1', '--seed', '1', *TINY_NETS]
+TRAIN_ARGS = ['--batch', '2', '--batch-gpu', '2', '--mbstd-group', '2', '--workers', '0', '--snap', '1', '--seed', '1',
+    *TINY_NETS]
 
 
 def base_args(data, outdir='unused', *extra):
