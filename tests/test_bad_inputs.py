@@ -191,8 +191,7 @@ def test_a_network_file_swapped_after_its_check_loads_what_was_checked(tmp_path,
 def test_non_finite_numbers_are_refused(tool, args, flag, tmp_path, monkeypatch):
     untouched = sentinel(tmp_path)
     monkeypatch.chdir(tmp_path)
-    command = importlib.import_module(os.path.splitext(tool)[0].replace('/', '.')).main   # In-process: its click command.
-    result = CliRunner().invoke(command, [*args, '--dry-run'])
+    result = CliRunner().invoke(tool_main(tool), [*args, '--dry-run'])       # In-process: its click command.
     named = f"Invalid value for '{flag}'" in result.output or f'{flag}=nan: expected a finite number' in result.output
     assert result.exit_code == 2 and isinstance(result.exception, SystemExit) and named, (result.output, result.exception)
     assert untouched()
@@ -311,7 +310,7 @@ OUTPUT_FLAGS = [
 ]
 
 def tool_main(tool):
-    import importlib
+    """The click command of train.py or tools/<name>.py (their __main__ only calls it)."""
     return importlib.import_module('train' if tool == 'train.py' else 'tools.' + os.path.basename(tool)[:-3]).main
 
 
@@ -446,8 +445,7 @@ def test_a_fifo_where_a_file_is_expected_is_refused_without_hanging(balls, tmp_p
         'regions.npy', REWARD=os.path.join(demo.CHECKPOINTS, 'reward-sigma-nose.safetensors'))
     argv = [str(names.get(a, a)) for a in args]
     monkeypatch.chdir(tmp_path)
-    command = importlib.import_module(os.path.splitext(tool)[0].replace('/', '.')).main   # In-process: its click command.
-    result = invoke_within(60, command, argv, fifo)    # Before: waited forever for a writer.
+    result = invoke_within(60, tool_main(tool), argv, fifo)    # Before: waited forever for a writer.
     errors = [line for line in result.output.splitlines() if line.startswith('Error')]
     assert result.exit_code != 0 and isinstance(result.exception, SystemExit) and len(errors) == 1, result.output
     assert f'{fifo}: not a regular file (a FIFO); give a file' in errors[0], result.output

@@ -53,13 +53,8 @@ def torchrun(tool, *args, **kwargs):
 
 
 def one_process(command, argv):
-    """The one-process run a sharded one must match, in this process with each rank's one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        result = CliRunner().invoke(command, argv)
-    finally:
-        torch.set_num_threads(threads)
+    """The one-process run a sharded one must match, in this process (its test takes each rank's one thread)."""
+    result = CliRunner().invoke(command, argv)
     assert result.exit_code == 0, result.output
 
 
@@ -122,6 +117,7 @@ def test_kill_9_of_one_rank_and_a_rerun_finish_the_bank(tiny_network_pkl, one_pr
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures('one_thread')                  # Each rank's threads, for the one-process run.
 def test_two_processes_write_the_evaluation_of_one(tiny_pair, tmp_path):
     original, tuned, reward = tiny_pair
     args = lambda out: ['--original', original, '--tuned', tuned, '--trust-pickle', '--reward-model', reward,
@@ -137,6 +133,7 @@ def test_two_processes_write_the_evaluation_of_one(tiny_pair, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures('one_thread')                  # Each rank's threads, for the one-process run.
 def test_two_processes_fit_the_reward_of_one(tmp_path):
     """train_reward under torchrun: the feature table's batches split over the ranks, rank 0 alone writes, and the
     checkpoint holds the weights a one-process fit finds."""
