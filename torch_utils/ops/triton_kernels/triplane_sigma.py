@@ -16,7 +16,14 @@ from ... import misc
 # so only the plane gradients use atomic adds. Softplus' derivative is a sigmoid written with exp(-|x|) alone: hidden
 # units saturated either way (|pre| in the hundreds) give 0 or 1, never inf / inf.
 
-BLOCK = 64                      # Points per block.
+# Launch settings, timed on an H100 (2^20 random points on 256^2 planes of 32 features, 64 hidden units; see
+# docs/benchmarks.md): the forward is fastest at 64 points a block (0.95 ms for sigma, 2.1 ms for all 33 outputs);
+# the backward at 16 (5.8 / 6.9 ms, against 29 ms at 64: fewer atomic adds in flight per program), with software
+# pipelining off: Triton's default of 3 stages buffers the loop's tl.dot operands three deep, 290 KB of shared memory
+# at these sizes, and an H100 allows 227 KB a block.
+BLOCK = 64                      # Points per forward block.
+BWD_BLOCK = 16                  # Points per backward block (tl.dot's least size).
+BWD_STAGES = 1                  # The backward loop's pipelining stages.
 PROGRAMS_PER_SM = 4             # Backward programs per streaming multiprocessor (each loops over blocks).
 
 
@@ -228,7 +235,7 @@ class _Decode(torch.autograd.Function):
         H, W, C, HD, O, CP, HP, OP = _sizes(planes, w1, w2)
         N, M = points.shape[:2]
         total, need = N * M, ctx.needs_input_grad
-        blocks = triton.cdiv(total, BLOCK)
+        blocks = triton.cdiv(total, BWD_BLOCK)
         programs = _programs(planes.device, blocks)
         new = lambda *shape: torch.zeros(shape, dtype=planes.dtype, device=planes.device)
         gplanes = new(*planes.shape) if need[0] else planes.new_empty([0])
@@ -237,7 +244,7 @@ class _Decode(torch.autograd.Function):
         if total > 0:
             _decode_bwd[(programs,)](grad.to(planes.dtype).contiguous(), planes, points, w1, b1, w2, gplanes, gpoints,
                 gw1, gb1, gw2, gb2, ctx.scale, total, blocks, M, H, W, C, HD, O, WANT_PLANES=bool(need[0]),
-                WANT_POINTS=bool(need[1]), BLOCK_=BLOCK, CP=CP, HP=HP, OP=OP)
+                WANT_POINTS=bool(need[1]), BLOCK_=BWD_BLOCK, CP=CP, HP=HP, OP=OP, num_stages=BWD_STAGES)
         grads = (gplanes, gpoints, gw1.sum(0)[:HD, :C], gb1.sum(0)[:HD], gw2.sum(0)[:O, :HD], gb2.sum(0)[:O])
         return tuple(g if n else None for g, n in zip(grads, need[:6])) + (None,)
 
