@@ -378,11 +378,13 @@ def test_kernels_compile_for_an_nvidia_gpu(tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='a CUDA device is present: the benchmark would run')
-def test_bench_gpu_refuses_without_cuda():
-    out = subprocess.run([sys.executable, os.path.join(REPO, 'benchmarks', 'bench_gpu.py')], capture_output=True,
-        text=True, cwd=REPO, timeout=300, check=False)
+@pytest.mark.parametrize('script,message', [
+    ('bench_gpu.py', 'no CUDA device: bench_gpu.py times GPU kernels, nothing to measure on this machine'),
+    ('tune_triplane_gpu.py', 'no CUDA device: tune_triplane_gpu.py times GPU kernels')])
+def test_gpu_benchmarks_refuse_without_cuda(script, message):
+    out = subprocess.run([sys.executable, os.path.join(REPO, 'benchmarks', script)], capture_output=True,
+        text=True, cwd=REPO, timeout=300, check=False, env=dict(os.environ, PYTHONPATH=REPO))
     assert out.returncode == 1 and out.stdout == ''
-    assert out.stderr.strip().splitlines() == [
-        'Error: no CUDA device: bench_gpu.py times GPU kernels, nothing to measure on this machine']
+    assert out.stderr.strip().splitlines() == [f'Error: {message}']
 
 #----------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from . import triton_kernels
 # and backward as small matrix products); the channels-last copy and its gradient are the plugin's blocked transposes.
 # Measured on a 2-core CPU in benchmarks/bench_ops.py. CUDA tensors take the Triton kernels
 # (triton_kernels/triplane_sigma.py) where triton_kernels.wants_triton says so (float32 / float64), else the reference
-# path; GPU speed is unmeasured.
+# path; on an H100 1.1-1.7x the reference (benchmarks/bench_gpu.py).
 
 enabled = True                  # Module switch: False forces the reference path (tests and benchmarks compare both).
 backward_buffer_bytes = 2**29   # Upper bound on the per-worker plane-gradient buffers of one backward pass.
