@@ -366,7 +366,7 @@ H100_SHARED_PER_BLOCK = 232448      # Bytes (227 KB): cudaDevAttrMaxSharedMemory
 @pytest.mark.slow
 def test_kernels_compile_for_an_nvidia_gpu(tmp_path):
     """Every kernel variant the tests run through the interpreter also compiles to a GPU binary, within an H100's
-    shared memory (about 45 s)."""
+    shared memory (about 35 s)."""
     pytest.importorskip('triton', reason='triton is not installed (pip install triton==3.9.0, the [gpu] extra)')
     env = dict(os.environ, TRITON_INTERPRET='0', TRITON_CACHE_DIR=str(tmp_path), TRITON_DEFAULT_FP_FUSION='1',
         PYTHONPATH=REPO)
