@@ -37,6 +37,8 @@ def load_nvidia_ops(checkout):
     package = importlib.util.module_from_spec(spec)
     sys.modules['nvidia_torch_utils'] = package
     spec.loader.exec_module(package)
+    # Their loader prints only "Failed!" at 'brief' (what happened under torch 2.11 / CUDA 13 on an H100): show the build.
+    importlib.import_module('nvidia_torch_utils.custom_ops').verbosity = 'full'
     return {name: importlib.import_module(f'nvidia_torch_utils.ops.{name}') for name in NV_OPS}
 
 
