@@ -44,6 +44,7 @@ def main(points, repeats):
         raise click.ClickException('no CUDA device: tune_triplane_gpu.py times GPU kernels')
     import triton # pylint: disable=import-outside-toplevel
     from torch_utils.ops.triton_kernels import triplane_sigma as tk # pylint: disable=import-outside-toplevel
+    fwd_kernel, bwd_kernel, pad = tk._decode_fwd, tk._decode_bwd, tk._pad # pylint: disable=protected-access
     dev = torch.device('cuda')
     torch.manual_seed(0)
     H, W, C, HD, M = 256, 256, 32, 64, points
@@ -55,19 +56,19 @@ def main(points, repeats):
     print(f'{torch.cuda.get_device_name(dev)}, torch {torch.__version__}, triton {triton.__version__}, {M} points')
     for O in (1, 33):
         w2, b2 = torch.randn([O, HD], device=dev) / 8, torch.randn([O], device=dev)
-        CP, HP, OP = tk._pad(C), tk._pad(HD), tk._pad(O) # pylint: disable=protected-access
+        CP, HP, OP = pad(C), pad(HD), pad(O)
         out, grad = torch.empty([1, M, O], device=dev), torch.randn([1, M, O], device=dev)
         for block, warps, stages in itertools.product(BLOCKS_FWD, WARPS, STAGES_FWD):
-            fwd = lambda: tk._decode_fwd[(triton.cdiv(M, block),)](planes, pts, w1, b1, w2, b2, out, scale, M, M, H, W, # pylint: disable=protected-access
-                C, HD, O, BLOCK_=block, CP=CP, HP=HP, OP=OP, num_warps=warps, num_stages=stages)
+            fwd = lambda: fwd_kernel[(triton.cdiv(M, block),)](planes, pts, w1, b1, w2, b2, out, scale, M, M, H, W, C,
+                HD, O, BLOCK_=block, CP=CP, HP=HP, OP=OP, num_warps=warps, num_stages=stages)
             timed(f'fwd O={O} BLOCK={block} warps={warps} stages={stages}', fwd, repeats)
         for block, warps, stages, per_sm in itertools.product(BLOCKS_BWD, WARPS, STAGES_BWD, PER_SM):
             blocks = triton.cdiv(M, block)
             programs = min(blocks, per_sm * sms)
             gplanes, gpoints = torch.zeros_like(planes), torch.zeros_like(pts)
             partials = [torch.zeros([programs, *shape], device=dev) for shape in ([HP, CP], [HP], [OP, HP], [OP])]
-            bwd = lambda: tk._decode_bwd[(programs,)](grad, planes, pts, w1, b1, w2, gplanes, gpoints, *partials, scale, # pylint: disable=protected-access
-                M, blocks, M, H, W, C, HD, O, WANT_PLANES=True, WANT_POINTS=True, BLOCK_=block, CP=CP, HP=HP, OP=OP,
+            bwd = lambda: bwd_kernel[(programs,)](grad, planes, pts, w1, b1, w2, gplanes, gpoints, *partials, scale, M,
+                blocks, M, H, W, C, HD, O, WANT_PLANES=True, WANT_POINTS=True, BLOCK_=block, CP=CP, HP=HP, OP=OP,
                 num_warps=warps, num_stages=stages)
             timed(f'bwd O={O} BLOCK={block} warps={warps} stages={stages} per_sm={per_sm}', bwd, max(1, repeats // 2))
 

@@ -1,4 +1,4 @@
-"""On a CUDA machine: the compiled Triton kernels against the reference ops on the same GPU, and G on GPU against CPU."""
+"""On a CUDA machine: compiled Triton kernels against the reference ops on the same GPU, and G on GPU against CPU."""
 
 import os
 
@@ -6,14 +6,18 @@ import numpy as np
 import pytest
 import torch
 
+from eg3d_rlhf import cli
+from eg3d_rlhf.generators.eg3d import EG3DGenerator, TriPlaneField
+from eg3d_rlhf.geometry.sigma import CubeGrid
 from torch_utils.ops import bias_act
 from torch_utils.ops import filtered_lrelu
 from torch_utils.ops import triplane_sigma
 from torch_utils.ops import triton_kernels
 from torch_utils.ops import upfirdn2d
+from training.volumetric_rendering.renderer import generate_planes, project_onto_planes
 
 # The rest of the suite runs the kernels in Triton's CPU interpreter (tests/conftest.py sets TRITON_INTERPRET=1 unless
-# the environment says otherwise); these tests need them compiled: `TRITON_INTERPRET=0 python -m pytest tests/test_gpu.py`.
+# the environment says otherwise); these need them compiled: `TRITON_INTERPRET=0 python -m pytest tests/test_gpu.py`.
 pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason='no CUDA device: tests/test_gpu.py checks GPU kernels'),
     pytest.mark.skipif(os.environ.get('TRITON_INTERPRET', '0') != '0',
@@ -103,7 +107,7 @@ def test_bias_act(took_triton, dtype, act, clamp):
 
 
 def test_bias_act_second_order(took_triton):
-    """R1's gradient penalty differentiates bias_act twice: the Triton kernels' double backward against the reference."""
+    """R1's gradient penalty differentiates bias_act twice: the Triton double backward against the reference's."""
     x, b = _rand([2, 64, 8, 8], 0, torch.float64), _rand([64], 1, torch.float64)
     def grad_norm(impl):
         xl = x.clone().requires_grad_(True)
@@ -142,10 +146,10 @@ def test_filtered_lrelu(took_triton, dtype, up, down, clamp):
 def test_triplane_decode(took_triton, dtype, outputs):
     """The fused tri-plane decode (sigma alone, or sigma and 32 features) against grid_sample + the MLP, at EG3D's
     sizes in float32; its gradients for planes, points and every weight."""
-    from training.volumetric_rendering.renderer import project_onto_planes, generate_planes # pylint: disable=import-outside-toplevel
     n, res, c, hidden, m = (1, 256, 32, 64, 2**16) if dtype == torch.float32 else (2, 9, 8, 5, 300)
     planes = _rand([n, 3, c, res, res], 0, dtype)
-    points = (torch.rand([n, m, 3], generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 1.2 - 0.6).to('cuda', dtype)
+    points = torch.rand([n, m, 3], generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 1.2 - 0.6
+    points = points.to('cuda', dtype)                                   # Some outside the box: zero padding.
     w1, b1 = _rand([hidden, c], 4, dtype) / np.sqrt(c), _rand([hidden], 5, dtype)
     w2, b2 = _rand([outputs, hidden], 6, dtype) / np.sqrt(hidden), _rand([outputs], 7, dtype)
     def fused(planes, points, w1, b1, w2, b2):
@@ -164,15 +168,13 @@ def test_triplane_decode(took_triton, dtype, outputs):
 
 def test_bundled_generator_on_gpu_matches_cpu(took_triton, pinned_rand):
     """Rendered views (ray samples unjittered: pinned_rand) and a sigma cube of a seed on both devices."""
-    from eg3d_rlhf import cli # pylint: disable=import-outside-toplevel
-    from eg3d_rlhf.generators.eg3d import EG3DGenerator, TriPlaneField # pylint: disable=import-outside-toplevel
-    from eg3d_rlhf.geometry.sigma import CubeGrid # pylint: disable=import-outside-toplevel
     out = {}
     for dev in ['cpu', 'cuda']:
         gen = EG3DGenerator.load(cli.BUNDLED, device=dev, trust=True)      # The bundled file.
         views = gen.camera_views(5)
         z = torch.randn([1, gen.G.z_dim], generator=torch.Generator().manual_seed(5))
-        sigma = TriPlaneField.from_latents(gen.G, z, gen.camera()).sample_grid(CubeGrid(64, cube_length=gen.cube_length))
+        field = TriPlaneField.from_latents(gen.G, z, gen.camera())
+        sigma = field.sample_grid(CubeGrid(64, cube_length=gen.cube_length))
         out[dev] = {k: v.float().cpu() for k, v in views.items()} | {'sigma': sigma.float().cpu()}
     for key, cpu in out['cpu'].items():
         err = (out['cuda'][key] - cpu).abs().max().item() / max(1.0, cpu.abs().max().item())
