@@ -14,6 +14,7 @@ from eg3d_rlhf.generators import flow_heads, registry
 from eg3d_rlhf.generators.flow import noise_seed
 from eg3d_rlhf.geometry.sigma import CubeGrid
 from eg3d_rlhf.rewards.checkpoint import save_reward
+from tests.helpers.cli import ran
 from tests.helpers.flow import TINY
 from tests.helpers.label import Running, judge, read_lines, request
 from tests.helpers.rewards import slab_description, tiny_reward
@@ -32,12 +33,6 @@ def save_tiny(path, seed=0):
 @pytest.fixture
 def flow_pt(tmp_path):
     return save_tiny(tmp_path / 'flow.pt')
-
-
-def ok(tool, args):
-    result = CliRunner().invoke(tool.main, [str(a) for a in args])
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    return result
 
 
 def refused(tool, args):
@@ -67,9 +62,9 @@ def test_sample_bank_writes_ids_with_conditions_and_noise_seeds(flow_pt, tmp_pat
     path, G = flow_pt
     bank_dir = tmp_path / 'bank'
     common = ['--network', path, '--res', 24, '--preview-res', 24, '--dtype', 'float32', '--outdir', bank_dir]
-    assert 'write 6 samples' in ok(sample_bank, [*common, '--seeds', '0-2', '--dry-run']).output
+    assert 'write 6 samples' in ran(sample_bank.main, [*common, '--seeds', '0-2', '--dry-run']).output
     assert not bank_dir.exists()
-    ok(sample_bank, [*common, '--seeds', '0-2', '--conditions', '1'])
+    ran(sample_bank.main, [*common, '--seeds', '0-2', '--conditions', '1'])
     bank = Bank(str(bank_dir))
     assert bank.ids == ['c01-seed000000', 'c01-seed000001', 'c01-seed000002']
     meta = bank.meta('c01-seed000002')
@@ -87,10 +82,10 @@ def test_sample_bank_writes_ids_with_conditions_and_noise_seeds(flow_pt, tmp_pat
         assert torch.equal(kept.x0, fresh.x0) and torch.equal(kept.x1, fresh.x1)
     assert 'must lie in 0..1' in refused(sample_bank, [*common, '--seeds', '0', '--conditions', '3'])
 
-    ok(sample_bank, [*common, '--seeds', '0-2', '--conditions', '0'])          # Pairs that share a condition.
+    ran(sample_bank.main, [*common, '--seeds', '0-2', '--conditions', '0'])          # Pairs that share a condition.
     labels = tmp_path / 'labels.jsonl'
     args = ['pairs', '--bank', bank_dir, '--annotator', 'oracle:nose', '--same-condition', '--out', labels]
-    ok(annotate, [*args, '--pairs', 6])
+    ran(annotate.main, [*args, '--pairs', 6])
     judged = [json.loads(line) for line in labels.read_text().splitlines()]
     assert len({frozenset((j['a'], j['b'])) for j in judged}) == 6
     assert all(j['a'][:3] == j['b'][:3] for j in judged)
@@ -112,11 +107,11 @@ def test_sample_bank_writes_ids_with_conditions_and_noise_seeds(flow_pt, tmp_pat
 def test_sample_bank_batches_do_not_change_a_byte_and_a_resumed_bank_matches(tmp_path):
     # The bundled model: the tiny preset's plain passes happen to round alike in any batch, so they would prove nothing.
     common = ['--network', 'bundled-flow', '--res', 24, '--preview-res', 24, '--conditions', '0,5']
-    assert '5 ids per pass' in ok(sample_bank, [*common, '--seeds', 0, '--batch', 5, '--outdir', tmp_path / 'x',
+    assert '5 ids per pass' in ran(sample_bank.main, [*common, '--seeds', 0, '--batch', 5, '--outdir', tmp_path / 'x',
         '--dry-run']).output
-    ok(sample_bank, [*common, '--seeds', '0-2', '--batch', 1, '--outdir', tmp_path / 'alone'])
-    ok(sample_bank, [*common, '--seeds', '1', '--batch', 2, '--outdir', tmp_path / 'resumed'])        # Interrupted.
-    assert '4 samples written, 2 were already there' in ok(sample_bank, [*common, '--seeds', '0-2', '--outdir',
+    ran(sample_bank.main, [*common, '--seeds', '0-2', '--batch', 1, '--outdir', tmp_path / 'alone'])
+    ran(sample_bank.main, [*common, '--seeds', '1', '--batch', 2, '--outdir', tmp_path / 'resumed'])        # Interrupted.
+    assert '4 samples written, 2 were already there' in ran(sample_bank.main, [*common, '--seeds', '0-2', '--outdir',
         tmp_path / 'resumed']).output
     alone, resumed = Bank(str(tmp_path / 'alone')), Bank(str(tmp_path / 'resumed'))
     assert alone.ids == resumed.ids and len(alone) == 6
@@ -132,11 +127,11 @@ def test_sample_bank_batches_do_not_change_a_byte_and_a_resumed_bank_matches(tmp
 
 def test_extract_sigma_and_shape_report_take_a_flow(flow_pt, tmp_path):
     path, G = flow_pt
-    ok(extract_sigma, ['--network', path, '--seeds', '3', '--conditions', '0', '--res', 12, '--outdir', tmp_path / 'x'])
+    ran(extract_sigma.main, ['--network', path, '--seeds', '3', '--conditions', '0', '--res', 12, '--outdir', tmp_path / 'x'])
     assert sorted(os.listdir(tmp_path / 'x')) == ['c00-seed000003.npy', 'c00-seed000003.ply']
     expected = G.field([3], 0).sample_grid(CubeGrid(12))[0].numpy()
     assert np.array_equal(np.load(tmp_path / 'x' / 'c00-seed000003.npy'), expected)
-    ok(shape_report, ['--network', path, '--seeds', '0-1', '--res', 12, '--previews', 2, '--outdir', tmp_path / 's'])
+    ran(shape_report.main, ['--network', path, '--seeds', '0-1', '--res', 12, '--previews', 2, '--outdir', tmp_path / 's'])
     report = json.loads((tmp_path / 's' / 'report.json').read_text())
     assert [s['id'] for s in report['seeds']] == ['c00-seed000000', 'c00-seed000001', 'c01-seed000000', 'c01-seed000001']
     assert report['generator'] == 'flow' and report['num_seeds'] == 4
@@ -144,7 +139,7 @@ def test_extract_sigma_and_shape_report_take_a_flow(flow_pt, tmp_path):
 
 def test_generator_demo_takes_a_flow_and_its_condition(flow_pt, tmp_path):
     path, G = flow_pt
-    result = ok(generator_demo, ['--network', path, '--seed', 2, '--condition', 1, '--res', 16, '--outdir', tmp_path / 'd'])
+    result = ran(generator_demo.main, ['--network', path, '--seed', 2, '--condition', 1, '--res', 16, '--outdir', tmp_path / 'd'])
     assert json.loads(result.output.strip().splitlines()[-1])['id'] == 'c01-seed000002'
     assert {'image.png', 'previews.png', 'sigma_slab.npy', 'mesh.ply', 'summary.json'} <= set(os.listdir(tmp_path / 'd'))
     assert 'image_raw.png' not in os.listdir(tmp_path / 'd')                  # EG3D's raw image and depth only.
@@ -157,7 +152,7 @@ def test_evaluate_compares_two_flows_at_the_same_ids(flow_pt, tmp_path):
     reward = str(tmp_path / 'reward.pt')
     save_reward(reward, tiny_reward(seed=3), 'sigma', slab_description())
     out = tmp_path / 'report'
-    ok(evaluate, ['--original', original, '--tuned', tuned, '--reward-model', reward, '--seeds', '0-2',
+    ran(evaluate.main, ['--original', original, '--tuned', tuned, '--reward-model', reward, '--seeds', '0-2',
         '--conditions', '0,1', '--annotator', 'oracle:nose', '--temperature', 0, '--res', 24, '--outdir', out,
         '--device', 'cpu'])
     report = json.loads((out / 'report.json').read_text())
@@ -193,7 +188,7 @@ def test_compare_draws_each_flow_sample_once(flow_pt, tmp_path):
 def test_flow_report_measures_heads_stages_and_diversity(flow_pt, tmp_path):
     path, G = flow_pt
     out = tmp_path / 'fr'
-    ok(flow_report, ['--network', path, '--seeds', '0-2', '--res', 12, '--slab-res', 24, '--data-heads', 3,
+    ran(flow_report.main, ['--network', path, '--seeds', '0-2', '--res', 12, '--slab-res', 24, '--data-heads', 3,
         '--columns', 2, '--outdir', out])
     report = json.loads((out / 'report.json').read_text())
     assert report['samples'] == 6 and 0 <= report['structure_iou']['min'] <= report['structure_iou']['mean'] <= 1
@@ -228,7 +223,7 @@ def test_the_bundled_flow_ships_small_loads_as_data_and_draws_a_head(tmp_path):
     assert os.path.getsize(cli.BUNDLED_FLOW) < 20 * 2**20
     state = flow_heads.read_flow(cli.BUNDLED_FLOW)                              # Safetensors, read as data.
     assert state['format'] == flow_heads.FORMAT and state['config'] == flow_heads.check_config({})
-    assert 'write 16 samples' in ok(sample_bank, ['--network', 'bundled-flow', '--seeds', '0-1', '--outdir',
+    assert 'write 16 samples' in ran(sample_bank.main, ['--network', 'bundled-flow', '--seeds', '0-1', '--outdir',
         tmp_path / 'bank', '--dry-run']).output
     G = cli.load_generator(cli.network_path('bundled-flow', trust_pickle=False), 'cpu')
     assert G.kind == 'flow' and G.conditions == 8 and G.path == cli.BUNDLED_FLOW
@@ -243,7 +238,7 @@ def test_the_bundled_flow_ships_small_loads_as_data_and_draws_a_head(tmp_path):
 @pytest.mark.slow
 def test_the_bundled_flow_draws_whole_heads_about_as_smooth_as_its_training_heads(tmp_path):
     out = tmp_path / 'fr'
-    ok(flow_report, ['--network', 'bundled-flow', '--seeds', '1000-1001', '--res', 64, '--slab-res', 64,
+    ran(flow_report.main, ['--network', 'bundled-flow', '--seeds', '1000-1001', '--res', 64, '--slab-res', 64,
         '--data-heads', 16, '--outdir', out])
     report = json.loads((out / 'report.json').read_text())
     lump = report['lumpiness']

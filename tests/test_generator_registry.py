@@ -20,6 +20,7 @@ from eg3d_rlhf.generators.flow import FlowGenerator
 from eg3d_rlhf.rewards.checkpoint import load_reward
 from eg3d_rlhf.synthetic import demo
 from tests.helpers import toy_family
+from tests.helpers.cli import ran
 from tests.conftest import REPO
 from tools import annotate, evaluate, flow_report, sample_bank, train_reward
 
@@ -27,11 +28,6 @@ pytestmark = pytest.mark.usefixtures('one_thread')
 
 TINY = flow_heads.PRESETS['tiny']
 
-
-def ok(tool, args):
-    result = CliRunner().invoke(tool.main, [str(a) for a in args])
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    return result.output
 
 #----------------------------------------------------------------------------
 
@@ -144,7 +140,7 @@ def toy(monkeypatch, tmp_path):
 def test_a_toy_family_runs_bank_annotate_train_reward_evaluate(toy, tmp_path):
     assert registry.family_of_file(toy['original']) is toy_family.FAMILY
     bank_dir, labels, truth, reward_pt = (str(tmp_path / n) for n in ('bank', 'labels.jsonl', 'truth.csv', 'reward.pt'))
-    ok(sample_bank, ['--network', toy['original'], '--seeds', '0-23', '--res', 32, '--dtype', 'float32', '--preview-res', 32,
+    ran(sample_bank.main, ['--network', toy['original'], '--seeds', '0-23', '--res', 32, '--dtype', 'float32', '--preview-res', 32,
         '--outdir', bank_dir, '--device', 'cpu'])
     bank, G = Bank(bank_dir), toy_family.FAMILY.load(toy['original'])
     assert bank.ids == [f'seed{s:06d}' for s in range(24)]
@@ -152,9 +148,9 @@ def test_a_toy_family_runs_bank_annotate_train_reward_evaluate(toy, tmp_path):
     assert meta['generator'] == 'toy' and meta['network'] == os.path.abspath(toy['original']) and meta['nose'] == 0.05
     assert torch.equal(torch.as_tensor(bank.slab('seed000007')), G.sigma_grid([7], bank.grid('seed000007'))[0])
 
-    ok(annotate, ['pairs', '--bank', bank_dir, '--annotator', 'oracle:nose', '--pairs', 150, '--out', labels,
+    ran(annotate.main, ['pairs', '--bank', bank_dir, '--annotator', 'oracle:nose', '--pairs', 150, '--out', labels,
         '--scores-out', truth])
-    ok(train_reward, ['--bank', bank_dir, '--labels', labels, '--truth', truth, '--out', reward_pt, '--device', 'cpu'])
+    ran(train_reward.main, ['--bank', bank_dir, '--labels', labels, '--truth', truth, '--out', reward_pt, '--device', 'cpu'])
     reward = load_reward(reward_pt)
     held_out = list(range(100, 130))                                            # Seeds the bank never saw.
     with torch.no_grad():
@@ -166,8 +162,8 @@ def test_a_toy_family_runs_bank_annotate_train_reward_evaluate(toy, tmp_path):
     assert agree > 0.75, agree                                                   # Chance is 0.5.
 
     report = tmp_path / 'report'
-    output = ok(evaluate, ['--original', toy['original'], '--tuned', toy['tuned'], '--reward-model', reward_pt,
-        '--seeds', '200-211', '--annotator', 'oracle:nose', '--res', 32, '--outdir', report, '--device', 'cpu'])
+    output = ran(evaluate.main, ['--original', toy['original'], '--tuned', toy['tuned'], '--reward-model', reward_pt,
+        '--seeds', '200-211', '--annotator', 'oracle:nose', '--res', 32, '--outdir', report, '--device', 'cpu']).output
     summary = json.loads((report / 'report.json').read_text())
     assert (summary['original'], summary['tuned']) == (os.path.abspath(toy['original']), os.path.abspath(toy['tuned']))
     assert summary['preference']['wins'] >= 10 and summary['reward']['mean_delta'] > 0     # Smaller noses: liked (of 12).

@@ -8,6 +8,7 @@ import torch
 from click.testing import CliRunner
 
 from eg3d_rlhf import shards
+from tests.helpers.cli import ran
 from tests.helpers.torchrun import kill_rank_when, torchrun as run_script
 from tools import evaluate, sample_bank, score_bank, train_reward
 
@@ -50,12 +51,6 @@ def test_a_broken_torchrun_environment_is_one_line(monkeypatch, env, words):
 def torchrun(tool, *args, **kwargs):
     """tests.helpers.torchrun.torchrun of tools/<tool>."""
     return run_script(os.path.join(REPO, 'tools', tool), *args, **kwargs)
-
-
-def one_process(command, argv):
-    """The one-process run a sharded one must match, in this process (its test takes each rank's one thread)."""
-    result = CliRunner().invoke(command, argv)
-    assert result.exit_code == 0, result.output
 
 
 def bank_args(network, outdir, seeds):
@@ -123,7 +118,7 @@ def test_two_processes_write_the_evaluation_of_one(tiny_pair, tmp_path):
     args = lambda out: ['--original', original, '--tuned', tuned, '--trust-pickle', '--reward-model', reward,
         '--seeds', '0-8', '--annotator', 'oracle:nose', '--temperature', '0', '--res', '32', '--outdir', str(out),
         '--device', 'cpu', '--batch', '3']
-    one_process(evaluate.main, args(tmp_path / 'one'))
+    ran(evaluate.main, args(tmp_path / 'one'))
     two = torchrun('evaluate.py', *args(tmp_path / 'two'))
     assert two.stdout.count('reward rose for') == 1                    # Rank 0 reports; rank 1 drew its share.
     reports = [json.loads((tmp_path / side / 'report.json').read_text()) for side in ('one', 'two')]
@@ -145,7 +140,7 @@ def test_two_processes_fit_the_reward_of_one(tmp_path):
     labels = str(tmp_path / 'labels.jsonl')
     preferences.write_judgements(labels, oracle.judgements(oracle.draw_pairs(radii, 200)))
     args = lambda out: ['--bank', str(bank), '--labels', labels, '--out', str(out), '--device', 'cpu', '--no-mirror']
-    one_process(train_reward.main, args(tmp_path / 'one.safetensors'))
+    ran(train_reward.main, args(tmp_path / 'one.safetensors'))
     two = torchrun('train_reward.py', *args(tmp_path / 'two.safetensors'))
     assert two.stdout.count('held-out accuracy') == 1 and not list(tmp_path.glob('two.*.tmp*'))   # Rank 0 reports.
     sa, sb = (load_reward(str(tmp_path / f'{n}.safetensors')).model.state_dict() for n in ('one', 'two'))

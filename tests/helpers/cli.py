@@ -1,12 +1,21 @@
-"""Checks on what a command did: refused in one line with no traceback; files unchanged by digest."""
+"""Checks on what a command did: ran, or refused in one line with no traceback; files unchanged by digest."""
 
 import hashlib
+
+from click.testing import CliRunner
 
 #----------------------------------------------------------------------------
 
 def digest(path):
     """SHA-256 hex digest of the file at `path` (a pathlib.Path)."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def ran(command, args):
+    """CliRunner's result of click `command` on args (each made a string), which must have exited with 0."""
+    result = CliRunner().invoke(command, [str(a) for a in args])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result
 
 
 def refused_in_one_line(result, message):
