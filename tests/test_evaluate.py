@@ -104,6 +104,22 @@ def test_frechet_distance_of_gaussians_has_the_closed_form():
     assert rotated == pytest.approx(expected)
 
 
+def test_frechet_distance_has_a_finite_value_where_the_plain_square_root_has_none(monkeypatch):
+    # Singular covariances (a handful of images, many features) can make LAPACK's sqrtm return inf or nan for S1 S2;
+    # EG3D's formula then wrote null into metric-*.jsonl. The ridged product's root stands in for it.
+    import scipy.linalg
+    plain = scipy.linalg.sqrtm
+    calls = []
+    def failing_first(a, *args, **kwargs):
+        calls.append(a)
+        return np.full_like(a, np.inf) if len(calls) == 1 else plain(a, *args, **kwargs)
+    monkeypatch.setattr(scipy.linalg, 'sqrtm', failing_first)
+    s1, s2 = np.diag([1.0, 4.0, 0.0]), np.diag([4.0, 1.0, 0.0])
+    distance = image_metrics.frechet_distance(np.zeros(3), s1, np.ones(3), s2)
+    assert len(calls) == 2 and np.isfinite(distance)
+    assert distance == pytest.approx(3 + (1 - 2) ** 2 + (2 - 1) ** 2, abs=1e-5)
+
+
 def test_fid_and_kid_from_samples_of_two_gaussians():
     rng = np.random.RandomState(0)
     x = rng.randn(4000, 4)

@@ -30,6 +30,11 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
     """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)): the Fréchet distance of two Gaussians (FID on features)."""
     import scipy.linalg  # pylint: disable=import-outside-toplevel  # 0.2 s to import; train.py's start needs none.
     covmean = scipy.linalg.sqrtm(np.dot(sigma1, sigma2))
+    if not np.isfinite(covmean).all():
+        # A product of singular covariances (fewer samples than feature dimensions) can have no finite square root
+        # in LAPACK's Schur form; a tiny ridge on both (as pytorch-fid does) gives one.
+        ridge = np.eye(len(sigma1)) * 1e-6
+        covmean = scipy.linalg.sqrtm(np.dot(sigma1 + ridge, sigma2 + ridge))
     covmean = np.real(covmean)
     return float(np.square(mu1 - mu2).sum() + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 
