@@ -1,5 +1,7 @@
 """What fine-tuning cost: every simulated taste, the mesh statistics, diversity and true geometry, and the hacking alarm."""
 
+import concurrent.futures
+
 import numpy as np
 import torch
 
@@ -136,16 +138,17 @@ def dents(before, after, grid, level=10.0):
     that grows or shrinks evenly has none, and a feature that slides sideways only its slide); and how many exceed
     DENT."""
     import scipy.ndimage  # pylint: disable=import-outside-toplevel  # 0.3 s to import; train.py's start needs none.
-    depths = []
-    for b, a in zip(before, after):
+    def depth(b, a):
         old, new = np.asarray(b) >= level, np.asarray(a) >= level
         if not old.any() or old.all() or not new.any():
-            depths.append(0.0)
-            continue
+            return 0.0
         signed = scipy.ndimage.distance_transform_edt(~old) - scipy.ndimage.distance_transform_edt(old)
         surface = new & ~scipy.ndimage.binary_erosion(new, border_value=1)         # Not the slab's cut faces.
         values = signed[surface] * grid.voxel_size
-        depths.append(float(np.median(values) - values.min()))
+        return float(np.median(values) - values.min())
+    # The distance transforms release the GIL: torch's thread count of samples at once (the demo's 64: 3.4 -> 1.9 s).
+    with concurrent.futures.ThreadPoolExecutor(max(1, min(torch.get_num_threads(), len(before)))) as pool:
+        depths = list(pool.map(depth, before, after))
     deeper = int(np.sum(np.asarray(depths) > DENT))
     return dict(depths=depths, median=float(np.median(depths)) if depths else 0.0, max=max(depths, default=0.0),
         threshold=DENT, deeper=deeper, share=deeper / len(depths) if depths else 0.0)

@@ -61,12 +61,12 @@ def roughness(volume, grid, level=10.0):
     if len(faces) == 0:
         return 1.0
     edges = mesh.unique_edges(faces)
-    n = len(verts)
-    import scipy.sparse  # pylint: disable=import-outside-toplevel  # 0.3 s to import; train.py's start needs none.
-    adjacency = scipy.sparse.coo_matrix((np.ones(2 * len(edges)), (np.r_[edges[:, 0], edges[:, 1]], np.r_[edges[:, 1], edges[:, 0]])),
-        shape=(n, n)).tocsr()
-    degree = np.asarray(adjacency.sum(axis=1)).clip(min=1)
-    offset = adjacency @ verts.astype(np.float64) / degree - verts
+    n, points = len(verts), verts.astype(np.float64)
+    ends = np.r_[edges[:, 0], edges[:, 1]]                                  # Each edge seen from both of its ends.
+    others = np.r_[edges[:, 1], edges[:, 0]]
+    degree = np.bincount(ends, minlength=n).clip(min=1)
+    neighbours = np.stack([np.bincount(ends, weights=points[others, k], minlength=n) for k in range(3)], axis=1)
+    offset = neighbours / degree[:, None] - verts
     edge_length = np.linalg.norm(verts[edges[:, 0]] - verts[edges[:, 1]], axis=1).mean()
     return float(np.linalg.norm(offset, axis=1).mean() / max(edge_length, 1e-12))
 

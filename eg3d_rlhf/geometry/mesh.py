@@ -52,8 +52,9 @@ def index_mesh(volume, level=10.0):
     """Triangle mesh of {volume = level} in index units of the array's own axes: (vertices [V, 3] float64, faces
     [F, 3] int64)."""
     global _last_mesh # pylint: disable=global-statement
+    # Keyed by the caller's bytes (float32 slabs: half of their float64 copy to hash).
+    key = content_key(volume, float(level)) if np.size(volume) <= MEMO_ELEMENTS else None
     volume = np.ascontiguousarray(volume, dtype=np.float64)
-    key = content_key(volume, float(level)) if volume.size <= MEMO_ELEMENTS else None
     if key is None or _last_mesh[0] != key:
         verts, faces = marching_cubes()(volume, float(level))
         made = verts.reshape(-1, 3), np.asarray(faces, dtype=np.int64).reshape(-1, 3)
