@@ -131,6 +131,51 @@ def test_greward_phase_follows_the_reward_and_keeps_the_reference_frozen(reward_
     assert float(consistency.detach()) > 0                                              # G moved away from its copy.
 
 
+class MeanLogits(torch.nn.Module):
+    """A stand-in discriminator: logits [N, 1] = the mean of the image, so G's GAN loss has a gradient everywhere."""
+
+    def forward(self, img, c, update_emas=False):
+        return img['image'].flatten(1).mean(dim=1, keepdim=True)
+
+
+def gradients(G, run):
+    """Every gradient of G's parameters after run() (None-free: zeros where no gradient reached)."""
+    G.requires_grad_(True)
+    for p in G.parameters():
+        p.grad = None
+    run()
+    G.requires_grad_(False)
+    return [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in G.parameters()]
+
+
+def test_reward_in_the_gan_step_adds_its_loss_on_the_samples_g_renders_for_d(reward_checkpoint):
+    # --reward-step=gan: G's GAN step's gradient is the GAN loss's plus the reward loss's on the very ws and tri-planes
+    # the step rendered (same random draws), in one backward pass and without a 'Greward' phase of its own.
+    from training.loss import StyleGAN2Loss
+    G = tiny_generator()
+    options = phase_options(reward_checkpoint, lambda_r=1.0, lambda_sigma=0.01, clip=1e6, sigma_points=256, reward_step='gan')
+    merged = StyleGAN2Loss('cpu', G, MeanLogits(), reward_kwargs=dict(class_name='eg3d_rlhf.finetune.RewardPhase', **options),
+        neural_rendering_resolution_initial=32)
+    gan_only = StyleGAN2Loss('cpu', G, MeanLogits(), neural_rendering_resolution_initial=32)
+    phase, s = merged.reward, merged.schedule(0)
+    assert phase.in_gan_step
+    z, c = latents(G, n=2, seed=1)
+    step = lambda loss: loss.accumulate_gradients('Gmain', None, c, z, c, gain=1, cur_nimg=0)
+    torch.manual_seed(7)
+    both = gradients(G, lambda: step(merged))
+    torch.manual_seed(7)
+    gan = gradients(G, lambda: step(gan_only))
+    def reward_alone():
+        drawn = gan_only.draw_G(z, c, s.swapping_prob, s.neural_rendering_resolution, keep_planes=True)
+        loss, _parts = phase.loss(G, z, drawn.c_cond, camera=c, drawn=(drawn.ws, drawn.planes))
+        loss.backward()
+    torch.manual_seed(7)
+    reward = gradients(G, reward_alone)
+    assert sum(float(r.abs().sum()) for r in reward) > 0 and G._last_planes is None
+    for b, g, r in zip(both, gan, reward):        # Float32 sums in another order: within 1e-5 of each tensor's scale.
+        assert float((b - g - r).abs().max()) <= 1e-5 * float(g.abs().max() + r.abs().max()) + 1e-7
+
+
 def test_greward_phase_is_any_class_with_a_loss():
     # training/ knows the phase only by the class name in reward_kwargs: G, G_ref, then the options.
     from training.loss import StyleGAN2Loss

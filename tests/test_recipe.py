@@ -52,6 +52,7 @@ LANDS = dict(
     reward='loss_kwargs.reward_kwargs.reward', lambda_r='loss_kwargs.reward_kwargs.lambda_r',
     reward_loss='loss_kwargs.reward_kwargs.reward_loss', reward_psi='loss_kwargs.reward_kwargs.reward_psi',
     reward_cutoff='loss_kwargs.reward_kwargs.reward_cutoff', reward_every='reward_interval', reward_optimizer=None,
+    reward_step='loss_kwargs.reward_kwargs.reward_step',
     lambda_sigma='loss_kwargs.reward_kwargs.lambda_sigma', sigma_grid='loss_kwargs.reward_kwargs.sigma_grid',
     sigma_psi='loss_kwargs.reward_kwargs.sigma_psi', sigma_cutoff='loss_kwargs.reward_kwargs.sigma_cutoff',
     sigma_reduce='loss_kwargs.reward_kwargs.sigma_reduce', panel_seeds='panel_kwargs.seeds',

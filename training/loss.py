@@ -148,12 +148,22 @@ class StyleGAN2Loss(Loss):
             ws[:, cutoff:] = self.G.mapping(torch.randn_like(z), c, update_emas=False)[:, cutoff:]
         return ws
 
-    def run_G(self, z, c, swapping_prob, neural_rendering_resolution, update_emas=False):
-        """Render z from camera c: ({'image', 'image_raw', 'image_depth'}, ws)."""
+    def draw_G(self, z, c, swapping_prob, neural_rendering_resolution, update_emas=False, keep_planes=False):
+        """Render z from camera c: EasyDict(images={'image', 'image_raw', 'image_depth'}, ws, c_cond: the pose G was
+        conditioned on, planes: with keep_planes the tri-planes [N, 96, H, W] with their graph, else None)."""
         c_cond = self.gen_conditioning(c, swapping_prob)
         ws = self.map_latents(z, c_cond, c, update_emas=update_emas)
-        gen_output = self.G.synthesis(ws, c, neural_rendering_resolution=neural_rendering_resolution, update_emas=update_emas)
-        return gen_output, ws
+        images = self.G.synthesis(ws, c, neural_rendering_resolution=neural_rendering_resolution, update_emas=update_emas,
+            **(dict(cache_backbone=True) if keep_planes else {}))
+        planes = None
+        if keep_planes:
+            planes, self.G._last_planes = self.G._last_planes, None        # Not kept on G past this step.
+        return dnnlib.EasyDict(images=images, ws=ws, c_cond=c_cond, planes=planes)
+
+    def run_G(self, z, c, swapping_prob, neural_rendering_resolution, update_emas=False):
+        """Render z from camera c: ({'image', 'image_raw', 'image_depth'}, ws)."""
+        drawn = self.draw_G(z, c, swapping_prob, neural_rendering_resolution, update_emas=update_emas)
+        return drawn.images, drawn.ws
 
     def run_D(self, img, c, blur_sigma=0, update_emas=False):
         """Logits [N, 1] for img = {'image', 'image_raw'}: blur 'image' (EG3D blurs only the real raw target, once,
@@ -185,7 +195,7 @@ class StyleGAN2Loss(Loss):
         if s.r1_gamma == 0:
             phase = {'Dreg': 'none', 'Dboth': 'Dmain'}.get(phase, phase)
         if phase in ('Gmain', 'Gboth'):
-            self.accumulate_Gmain(gen_z, gen_c, gain, s)
+            self.accumulate_Gmain(gen_z, gen_c, gain, s, cur_nimg)
         if phase in ('Greg', 'Gboth'):
             self.accumulate_density_reg(gen_z, gen_c, gain, s)
         if phase in ('Dmain', 'Dreg', 'Dboth'):
@@ -193,15 +203,20 @@ class StyleGAN2Loss(Loss):
         if phase == 'Greward':
             self.accumulate_reward(gen_z, gen_c, gain, s, cur_nimg)
 
-    def accumulate_Gmain(self, gen_z, gen_c, gain, s):
-        """G: maximise D's logits for generated images (non-saturating logistic loss)."""
-        gen_img, _gen_ws = self.run_G(gen_z, gen_c, s.swapping_prob, s.neural_rendering_resolution)
-        gen_logits = self.run_D(gen_img, gen_c, blur_sigma=s.blur_sigma)
+    def accumulate_Gmain(self, gen_z, gen_c, gain, s, cur_nimg=0):
+        """G: maximise D's logits for generated images (non-saturating logistic loss). A reward phase with in_gan_step
+        adds its loss on the same samples (their ws and tri-planes) to this one, in one backward pass."""
+        with_reward = getattr(self.reward, 'in_gan_step', False)
+        drawn = self.draw_G(gen_z, gen_c, s.swapping_prob, s.neural_rendering_resolution, keep_planes=with_reward)
+        gen_logits = self.run_D(drawn.images, gen_c, blur_sigma=s.blur_sigma)
         training_stats.report('Loss/scores/fake', gen_logits)
         training_stats.report('Loss/signs/fake', gen_logits.sign())
         loss_Gmain = torch.nn.functional.softplus(-gen_logits)
         training_stats.report('Loss/G/loss', loss_Gmain)
-        loss_Gmain.mean().mul(gain).backward()
+        loss = loss_Gmain.mean()
+        if with_reward:
+            loss = loss + self.reward_loss(gen_z, drawn.c_cond, gen_c, s, cur_nimg, drawn=(drawn.ws, drawn.planes))
+        loss.mul(gain).backward()
 
     def accumulate_density_reg(self, gen_z, gen_c, gain, s):
         """G: density regularisation, configured by G.rendering_kwargs (density_reg, reg_type, density_reg_p_dist).
@@ -238,17 +253,23 @@ class StyleGAN2Loss(Loss):
         tv_loss.mul(gain).backward()
 
     def accumulate_reward(self, gen_z, gen_c, gain, s, cur_nimg=0):
-        """G: the extra phase built from reward_kwargs, for latents conditioned like run_G's and rendered from gen_c;
-        a phase with set_progress(cur_nimg) hears the images shown first (a scheduled weight). Its parts are reported
-        by name: reward_loss and reward (Loss/G/reward, Reward/raw), density_consistency and image_consistency
-        (Loss/G/...), pushed (Reward/pairs_pushed), lambda_r (Reward/lambda_r); any other part as Loss/G/<name>."""
+        """G: the extra phase built from reward_kwargs, for latents conditioned like run_G's and rendered from gen_c."""
+        c_cond = self.gen_conditioning(gen_c, s.swapping_prob)
+        self.reward_loss(gen_z, c_cond, gen_c, s, cur_nimg).mul(gain).backward()
+
+    def reward_loss(self, gen_z, c_cond, gen_c, s, cur_nimg, drawn=None):
+        """The reward object's loss for latents conditioned on c_cond and rendered from gen_c (drawn: the ws and
+        tri-planes of G's GAN step, passed on when given); a reward with set_progress(cur_nimg) hears the images shown
+        first (a scheduled weight). Its parts are reported by name: reward_loss and reward (Loss/G/reward, Reward/raw),
+        density_consistency and image_consistency (Loss/G/...), pushed (Reward/pairs_pushed), lambda_r
+        (Reward/lambda_r); any other part as Loss/G/<name>."""
         if hasattr(self.reward, 'set_progress'):
             self.reward.set_progress(cur_nimg)
-        c_cond = self.gen_conditioning(gen_c, s.swapping_prob)
-        loss, parts = self.reward.loss(self.G, gen_z, c_cond, camera=gen_c, neural_rendering_resolution=s.neural_rendering_resolution)
+        loss, parts = self.reward.loss(self.G, gen_z, c_cond, camera=gen_c, neural_rendering_resolution=s.neural_rendering_resolution,
+            **({} if drawn is None else dict(drawn=drawn)))
         for name, value in parts.items():
             training_stats.report(REWARD_STATS.get(name, f'Loss/G/{name}'), value)
-        loss.mul(gain).backward()
+        return loss
 
     def sigma_pairs(self, ws, a, b):
         """Raw sigma of G at points a and b [N, M, 3], in one decoder pass (directions are drawn, and ignored)."""

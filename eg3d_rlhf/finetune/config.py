@@ -23,6 +23,7 @@ PAIR_CONSTRUCTIONS = ('offsets', 'truncation', 'latents')
 PAIR_PSI_STEP_DEFAULT = 0.2             # --pair-psi-step when not given (it is given only with truncation).
 REDUCTIONS = ('mean', 'sum')            # --sigma-reduce: how the density consistency of a batch's samples adds up.
 OPTIMIZERS = ('shared', 'own')          # --reward-optimizer: the reward phase on G's optimizer, or on its own.
+REWARD_STEPS = ('phase', 'gan')         # --reward-step: the reward term in a phase of its own, or in G's GAN step.
 
 
 @dataclasses.dataclass
@@ -60,6 +61,8 @@ class RewardFinetuneConfig(MethodConfig):
     reward_optimizer:   str = option('shared', "shared: the reward phase steps G's Adam; own: an Adam of its own at --glr",
                             choices=lambda: OPTIMIZERS)
     reward_batch:       typing.Optional[int] = option(None, 'Samples per reward pass  [default: --batch-gpu]', min=1)
+    reward_step:        str = option('phase', "phase: the reward term is a G phase of its own after G's GAN step, with its own latents and its own backbone pass (the published code's G_depth); gan: it is added to G's GAN loss, scored on the samples G renders for D, one backward and one Adam step (the paper's loss; the demo's, 0.8x of phase's time a step there, docs/reward-finetuning.md)",
+                            choices=lambda: REWARD_STEPS)
     reward_recompute:   bool = option(False, 'Gradient checkpointing of the slab decoder passes (less GPU memory)', is_flag=True)
     panel_seeds:        str = option('2000-2199', 'Seeds scored every tick for the reward report, or none', metavar='LIST')
     panel_psi:          float = option(0.7, 'Truncation psi of the panel seeds\' samples (cutoff 14)', min=0)
@@ -115,6 +118,14 @@ class RewardFinetuneConfig(MethodConfig):
                 'the whole box: give one of them')
         if self.sigma_cutoff is not None and self.sigma_psi is None:
             raise ConfigError('--sigma-cutoff is the cutoff of --sigma-psi: give --sigma-psi too')
+        if self.reward_step == 'gan':
+            apart = [flag for flag, given in (('--reward-every', self.reward_every != 1),
+                ('--reward-optimizer=own', self.reward_optimizer == 'own'), ('--reward-batch', self.reward_batch is not None),
+                ('--reward-psi', self.reward_psi != 1), ('--reward-cutoff', self.reward_cutoff is not None),
+                ('--sigma-psi', self.sigma_psi is not None)) if given]
+            if apart:
+                raise ConfigError(f'{apart[0]} needs --reward-step=phase: with gan the reward scores the samples of G\'s '
+                    'GAN step, every step, at psi 1, on its optimizer')
         if self.stop_on_hacking and (not self.has_panel or not self.collateral_seeds):
             raise ConfigError('--stop-on-hacking watches the panel\'s collateral seeds: give --panel-seeds and '
                 '--collateral-seeds above 0')

@@ -134,7 +134,7 @@ def add_reward_phase(c, cfg):
         return
     c.loss_kwargs.reward_kwargs = dnnlib.EasyDict(class_name='eg3d_rlhf.finetune.RewardPhase', total_kimg=c.total_kimg,
         **cfg.phase_options())                                      # total_kimg: where a scheduled lambda_r ends.
-    c.reward_interval = cfg.reward_every
+    c.reward_interval = cfg.reward_every if cfg.reward_step == 'phase' else None    # gan: inside Gmain (training/loss.py).
     if cfg.reward_optimizer == 'own':
         c.reward_opt_kwargs = dnnlib.EasyDict(c.G_opt_kwargs)            # Adam at --glr, not rescaled for lazy reg.
     if cfg.has_panel:

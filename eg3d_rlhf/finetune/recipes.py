@@ -37,7 +37,8 @@ PAPER = dict(
     reward_psi      = 1.0,
     reward_cutoff   = 14,
     reward_every    = 1,
-    reward_optimizer = 'own',           # Its G_depth phase has an Adam of its own at glr (rlhf_opt: original).
+    reward_step     = 'phase',          # A G_depth phase of its own after G's GAN step,
+    reward_optimizer = 'own',           # with an Adam of its own at glr (rlhf_opt: original).
     # The density anchor: L1 to the frozen starting G_ema on a 64^3 grid over the whole box at psi 0.7 (cutoff 14),
     # summed over the batch, times 0.01.
     lambda_sigma    = 0.01,

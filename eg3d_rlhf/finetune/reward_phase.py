@@ -5,7 +5,7 @@ import torch
 from eg3d_rlhf.finetune import losses
 from eg3d_rlhf.finetune.config import LOSS_MODES, PAIR_CONSTRUCTIONS, REDUCTIONS, RewardFinetuneConfig
 from eg3d_rlhf.finetune.schedules import Progress
-from eg3d_rlhf.generators.eg3d import EG3DGenerator
+from eg3d_rlhf.generators.eg3d import EG3DGenerator, TriPlaneField
 from eg3d_rlhf.geometry.sigma import CubeGrid
 from eg3d_rlhf.rewards.checkpoint import shared_reward
 from torch_utils import misc
@@ -241,6 +241,7 @@ class RewardPhase:
             raise ValueError(f'lambda_r_schedule={self.schedule.kind} needs total_kimg, where the schedule ends')
         self.progress = Progress(None if total_kimg is None else float(total_kimg) * 1000)
         self.batch = cfg.reward_batch
+        self.in_gan_step = cfg.reward_step == 'gan'     # training/loss.py adds loss(..., drawn=) to G's GAN step.
         mode = 'clip' if cfg.reward_loss == 'pairwise' else cfg.reward_loss
         self.reward = RewardTerm(reward, mode=mode, clip=cfg.clip, recompute=cfg.reward_recompute)
         self.reward.check_box(self.generator)
@@ -283,12 +284,17 @@ class RewardPhase:
         fresh = torch.randn([max(self.batch - len(z), 0), z.shape[1]], device=z.device)
         return torch.cat([z, fresh])[:self.batch], c[rows], camera[rows]
 
-    def loss(self, G, z, c, camera=None, neural_rendering_resolution=None):
+    def loss(self, G, z, c, camera=None, neural_rendering_resolution=None, drawn=None):
         """(total loss, {name: detached value}) for latents z [N, z_dim] conditioned on c [N, c_dim]; camera [N, 25]
-        and neural_rendering_resolution (None = G's own) are where and how big the image-consistency term renders."""
+        and neural_rendering_resolution (None = G's own) are where and how big the image-consistency term renders.
+        drawn: (ws, tri-planes) G drew for z in its GAN step (in_gan_step), scored as they are; None = drawn here."""
         assert G is self.generator.G, 'RewardPhase tunes the generator it was built with'
-        z, c, camera = self.latents(z, c, c if camera is None else camera)
-        field = self.generator.latent_field(z, c, requires_grad=True, **self.truncation)   # Mapped once, shared.
+        camera = c if camera is None else camera
+        if drawn is None:
+            z, c, camera = self.latents(z, c, camera)
+            field = self.generator.latent_field(z, c, requires_grad=True, **self.truncation)   # Mapped once, shared.
+        else:
+            field = TriPlaneField(G, drawn[0], requires_grad=True, planes=drawn[1])
         parts = {}
         if self.pairwise is not None:
             reward_loss, r, stats = self.pairwise.loss(self.generator, field, z, c)

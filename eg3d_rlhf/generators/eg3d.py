@@ -34,14 +34,20 @@ class TriPlaneField(SigmaField):
         ws,                         # Intermediate latents [batch, num_ws, w_dim].
         noise_mode      = 'const',  # Backbone noise: 'const', 'random' or 'none'.
         requires_grad   = False,    # Keep the planes' autograd graph so sigma can be differentiated?
+        planes          = None,     # Tri-planes G already drew for ws ([batch, 3, 32, H, W] or [batch, 96, H, W], as
+                                    # synthesis(cache_backbone=True) keeps them), used as they are; None = drawn here.
     ):
         self.G = G
         self.device = next(G.parameters()).device
         self.requires_grad = requires_grad
         misc.assert_shape(ws, [None, None, G.w_dim])
         self.ws = ws.to(self.device)
-        with torch.set_grad_enabled(requires_grad):
-            self.planes = synthesize_planes(G, self.ws, noise_mode=noise_mode) # One backbone pass.
+        if planes is not None:
+            self.planes = planes.view(len(planes), 3, 32, *planes.shape[-2:])
+            misc.assert_shape(self.planes, [len(self.ws), 3, 32, None, None])
+        else:
+            with torch.set_grad_enabled(requires_grad):
+                self.planes = synthesize_planes(G, self.ws, noise_mode=noise_mode) # One backbone pass.
         self.batch_size = self.planes.shape[0]
         self._planes_cl = (None, None)                                          # (planes, the fused op's copy of them).
 
