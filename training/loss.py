@@ -13,7 +13,7 @@ from training.dual_discriminator import filtered_resizing
 
 DENSITY_REG_TYPES = ('l1', 'monotonic-detach', 'monotonic-fixed') # Values of G.rendering_kwargs['reg_type'] we implement.
 
-# Statistic names of the 'Greward' phase's parts (others are reported as Loss/G/<part>).
+# Statistic names of the reward term's parts, in 'Greward' or 'Gmain' (others are reported as Loss/G/<part>).
 REWARD_STATS = {'reward_loss': 'Loss/G/reward', 'reward': 'Reward/raw', 'pushed': 'Reward/pairs_pushed',
     'lambda_r': 'Reward/lambda_r'}
 

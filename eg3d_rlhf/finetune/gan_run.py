@@ -129,7 +129,8 @@ def init_dataset_kwargs(data):
 
 
 def add_reward_phase(c, cfg):
-    """The 'Greward' phase (loss_kwargs.reward_kwargs, reward_interval) and the reward panel (panel_kwargs)."""
+    """The reward term (loss_kwargs.reward_kwargs: a 'Greward' phase every reward_interval steps, or inside 'Gmain'
+    with --reward-step=gan) and the reward panel (panel_kwargs)."""
     if not cfg.enabled:
         return
     c.loss_kwargs.reward_kwargs = dnnlib.EasyDict(class_name='eg3d_rlhf.finetune.RewardPhase', total_kimg=c.total_kimg,
