@@ -10,6 +10,7 @@ from eg3d_rlhf.finetune import methods
 from eg3d_rlhf.finetune import options
 from eg3d_rlhf.finetune import recipes
 from torch_utils import report_to
+from training import loss
 from training import presets
 
 #----------------------------------------------------------------------------
@@ -101,6 +102,7 @@ POSITIVE = cli.FiniteRange(min=0, min_open=True)
 @click.option('--sr_num_fp16_res', help='Number of fp16 layers in superresolution (CUDA only)  [default: varies]', metavar='INT', type=click.IntRange(min=0))
 @click.option('--g_num_fp16_res', help='Number of fp16 layers in generator (CUDA only)', metavar='INT', type=click.IntRange(min=0), default=0, show_default=True)
 @click.option('--d_num_fp16_res', help='Number of fp16 layers in discriminator (CUDA only)  [default: varies]', metavar='INT', type=click.IntRange(min=0))
+@click.option('--d-fakes',      help='Dmain\'s generated images: fresh renders its own (EG3D), reuse takes the ones Gmain rendered this step (one G update older; a render fewer per step)', type=click.Choice(loss.D_FAKES), default='fresh', show_default=True)
 @click.option('--style_mixing_prob', help='Style-mixing regularization probability for training.', metavar='FLOAT', type=cli.FiniteRange(min=0, max=1), default=0, show_default=True)
 @click.option('--sr-module',    help='Superresolution module override', metavar='STR', type=str)
 @click.option('--density_reg',  help='Density regularization strength.', metavar='FLOAT', type=cli.FiniteRange(min=0), default=0.25, show_default=True)

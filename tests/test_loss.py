@@ -124,6 +124,8 @@ def test_dead_and_unknown_options_are_rejected():
         StyleGAN2Loss('cpu', stub_G(), None, pl_weight=2)
     with pytest.raises(ValueError, match='gpc_reg_prob'):
         StyleGAN2Loss('cpu', stub_G(), None, gpc_reg_prob=1.5)
+    with pytest.raises(ValueError, match="d_fakes must be one of fresh, reuse, got 'stale'"):
+        StyleGAN2Loss('cpu', stub_G(), None, d_fakes='stale')
 
 
 def test_blur_matches_dense_convolution():
@@ -346,6 +348,35 @@ def test_Dmain_loss_is_softplus_fake_plus_softplus_minus_real(nets, batch):
     assert stats.num('Loss/r1_penalty') == 0
     assert_grads_equal(params, expected_grads)
     assert all(p.grad is None for p in G.parameters())
+
+
+def test_Dmain_with_reused_fakes_scores_the_images_Gmain_rendered_this_step(nets, batch):
+    G, D = nets
+    real, c, z = batch
+    loss = StyleGAN2Loss('cpu', G, D, neural_rendering_resolution_initial=NRR, dual_discrimination=True, d_fakes='reuse')
+    w_avg = lambda: G.backbone.mapping.w_avg.clone()
+    train_only(G, D)
+    before = w_avg()
+    torch.manual_seed(3)
+    loss.accumulate_gradients('Gmain', real[:1], c[:1], z[:1], c[:1], gain=1, cur_nimg=8)
+    assert not torch.equal(w_avg(), before)                 # Gmain moved w_avg, as Dmain's own rendering does in EG3D.
+    params = train_only(D, G)
+    torch.manual_seed(3)                                    # Gmain's stratified ray samples again: its very images.
+    fake = G.synthesis(G.mapping(z[:1], torch.zeros_like(c[:1])), c[:1], neural_rendering_resolution=NRR)
+    real_pair = {'image': real[1:], 'image_raw': F.interpolate(real[1:], size=(NRR, NRR), mode='bilinear', antialias=True)}
+    expected = F.softplus(D(fake, c[:1])) + F.softplus(-D(real_pair, c[1:]))
+    expected_grads = torch.autograd.grad(expected.mean(), params)
+
+    params, before = train_only(D, G), w_avg()
+    torch.manual_seed(11)                                   # Dmain's own latent and camera (z[1:], c[1:]) go unused.
+    stats = stats_of(lambda: loss.accumulate_gradients('Dmain', real[1:], c[1:], z[1:], c[1:], gain=1, cur_nimg=8))
+    assert stats['Loss/D/loss'] == pytest.approx(expected.mean().item(), rel=1e-5)
+    assert_grads_equal(params, expected_grads)
+    assert torch.equal(w_avg(), before)                     # It rendered nothing.
+
+    # A step whose Gmain did not run (another cur_nimg): Dmain renders its own fakes, and moves w_avg itself.
+    loss.accumulate_gradients('Dmain', real[1:], c[1:], z[1:], c[1:], gain=1, cur_nimg=12)
+    assert not torch.equal(w_avg(), before)
 
 
 @pytest.mark.parametrize('dual', [True, False])

@@ -44,6 +44,31 @@ def test_unique_edges_lists_each_edge_once_in_order():
     assert mesh.unique_edges(np.zeros([0, 3], dtype=np.int64)).shape == (0, 2)
 
 
+def test_sorted_unique_and_is_closed_agree_with_numpy():
+    keys = np.random.RandomState(1).randint(0, 50, size=300)
+    values, counts = mesh.sorted_unique(keys, return_counts=True)
+    expected = np.unique(keys, return_counts=True)
+    assert values.tolist() == expected[0].tolist() and counts.tolist() == expected[1].tolist()
+    assert mesh.sorted_unique(np.zeros([0], dtype=np.int64)).shape == (0,)
+    tetra = np.array([[0, 1, 2], [0, 3, 1], [1, 3, 2], [2, 3, 0]])
+    assert mesh.is_closed(tetra) and not mesh.is_closed(tetra[:3]) and not mesh.is_closed(tetra[:0])
+
+
+def test_a_float64_copy_of_a_float32_slab_finds_its_mesh_in_the_memo(monkeypatch):
+    volume = (ball(8.0) + torch.from_numpy(np.random.RandomState(2).normal(0, 0.5, size=(28, 28, 28)))).float().numpy()
+    grid = CubeGrid(28, 1.0)
+    first = annotators.closed_mesh(volume, grid, 10.0)                 # float32: meshed and remembered.
+    calls = []
+    marching_cubes = mesh.marching_cubes()
+    monkeypatch.setattr(mesh, '_marching_cubes', lambda *a: calls.append(1) or marching_cubes(*a))
+    exact = dict(zip(STATS, mesh_statistics(torch.from_numpy(volume).double(), 10.0, precision=None).tolist()))
+    assert calls == []                                                  # Its float64 copy: the same mesh, not meshed again.
+    assert exact['vertices'] == len(first[0])
+    noisy = torch.from_numpy(volume).double() + 1e-12                   # Not float32 values: meshed afresh.
+    mesh_statistics(noisy, 10.0, precision=None)
+    assert calls == [1]
+
+
 def test_a_ball_one_piece_its_area_and_its_bending():
     small, big = stats(ball(6.0)), stats(ball(10.0))
     assert big['area'] == pytest.approx(4 * math.pi * 10 ** 2, rel=0.05)

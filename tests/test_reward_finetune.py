@@ -222,6 +222,7 @@ def test_demo_fills_in_what_is_not_given(rewards, tmp_path, monkeypatch):
     assert c.training_set_kwargs.path == demo.dataset_path() and c.training_set_kwargs.max_size == demo.DATASET['count']
     assert c.training_set_kwargs.path.startswith(str(tmp_path / 'cache'))
     assert c.loss_kwargs.reward_kwargs.lambda_r == 10 and desc.endswith('sigma-lambdar10-reward-demo')
+    assert c.loss_kwargs.d_fakes == demo.OPTIONS['d_fakes'] == 'reuse'
     assert not (tmp_path / 'cache').exists()                                  # A dry run renders no dataset.
 
 

@@ -84,6 +84,7 @@ FLAG_CASES = [
     (['--d_num_fp16_res', '2'],                 'D_kwargs.num_fp16_res',                            2),
     (['--d_num_fp16_res', '2'],                 'D_kwargs.conv_clamp',                              256),
     (['--style_mixing_prob', '0.9'],            'loss_kwargs.style_mixing_prob',                    0.9),
+    (['--d-fakes', 'reuse'],                    'loss_kwargs.d_fakes',                              'reuse'),
     (['--sr-module', 'training.superresolution.SuperresolutionHybrid2X'], 'G_kwargs.rendering_kwargs.superresolution_module', 'training.superresolution.SuperresolutionHybrid2X'),
     (['--density_reg', '0.5'],                  'G_kwargs.rendering_kwargs.density_reg',            0.5),
     (['--density_reg', '0'],                    'G_reg_interval',                                   None),

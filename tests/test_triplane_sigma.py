@@ -159,6 +159,26 @@ def test_saturated_hidden_units_give_finite_gradients(compiled):
         assert torch.allclose(got, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
 
 
+def test_denormal_derivatives_are_flushed_inside_the_op_only(compiled):
+    """Units whose softplus derivative is a denormal float (pre-activation near -95: exp(-95) < FLT_MIN) give the
+    reference's gradients; the op flushes denormals to zero only while its workers run, so the calling thread
+    (which runs one of them) computes with denormals afterwards as before."""
+    dec, planes, gen = make(7, 2, 32, 9, 9, 33)
+    with torch.no_grad():
+        dec.net[0].weight[:16] *= 0.01
+        dec.net[0].bias[:16] = -95.0
+    pts = points(gen, 2, 300)
+    grads = []
+    for fused in (False, True):
+        leaf = planes.clone().requires_grad_()
+        out = run(ImportanceRenderer(), leaf, dec, pts, fused=fused)
+        grads.append(torch.autograd.grad(out['sigma'].sum() + out['rgb'].sum(), [leaf] + list(dec.parameters())))
+    for ref, got in zip(*grads):
+        assert torch.allclose(got, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
+    tiny = torch.tensor([1e-40], dtype=torch.float32)
+    assert (tiny * 2).item() > 1e-40                                    # Not flushed to zero in this thread.
+
+
 def test_gradcheck_float64(compiled):
     gen = torch.Generator().manual_seed(2)
     args = [torch.randn([2, 3, 5, 4, 3], generator=gen, dtype=torch.float64),     # Channels-last planes [N, 3, H, W, C].

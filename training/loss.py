@@ -40,6 +40,9 @@ class Loss:
 
 #----------------------------------------------------------------------------
 
+D_FAKES = ('fresh', 'reuse')        # StyleGAN2Loss(d_fakes=...): where Dmain's generated images come from.
+
+
 class StyleGAN2Loss(Loss):
     """EG3D's loss. The training loop calls accumulate_gradients() once per phase and batch; 'Gboth' / 'Dboth'
     merge main and regularisation passes when lazy regularisation is off. A phase is one method below."""
@@ -69,6 +72,7 @@ class StyleGAN2Loss(Loss):
         dual_discrimination                   = False,          # R1 on the raw image too?
         filter_mode                           = 'antialiased',  # How real images are resized to the raw resolution (see filtered_resizing).
         reward_kwargs                         = None,           # Extra generator phase 'Greward', built by class name (class_name + options), None = none.
+        d_fakes                               = 'fresh',        # Dmain's fakes: 'fresh' renders its own (EG3D); 'reuse' takes the step's Gmain images (see accumulate_D).
         G_ema                                 = None,           # The starting G_ema, handed to that phase as its frozen reference G_ref.
     ):
         super().__init__()
@@ -97,6 +101,10 @@ class StyleGAN2Loss(Loss):
         self.gpc_reg_prob = gpc_reg_prob
         self.dual_discrimination = dual_discrimination
         self.filter_mode = filter_mode
+        if d_fakes not in D_FAKES:
+            raise ValueError(f'd_fakes must be one of {", ".join(D_FAKES)}, got {d_fakes!r}')
+        self.d_fakes = d_fakes
+        self._fakes = []                                                # Gmain's images and cameras, for Dmain ('reuse').
         self.resample_filter = upfirdn2d.setup_filter([1,3,3,1], device=device) # For filter_mode='classic'.
         self.reward = None
         if reward_kwargs is not None:
@@ -199,7 +207,7 @@ class StyleGAN2Loss(Loss):
         if phase in ('Greg', 'Gboth'):
             self.accumulate_density_reg(gen_z, gen_c, gain, s)
         if phase in ('Dmain', 'Dreg', 'Dboth'):
-            self.accumulate_D(phase, real_img, real_c, gen_z, gen_c, gain, s)
+            self.accumulate_D(phase, real_img, real_c, gen_z, gen_c, gain, s, cur_nimg)
         if phase == 'Greward':
             self.accumulate_reward(gen_z, gen_c, gain, s, cur_nimg)
 
@@ -207,7 +215,13 @@ class StyleGAN2Loss(Loss):
         """G: maximise D's logits for generated images (non-saturating logistic loss). A reward phase with in_gan_step
         adds its loss on the same samples (their ws and tri-planes) to this one, in one backward pass."""
         with_reward = getattr(self.reward, 'in_gan_step', False)
-        drawn = self.draw_G(gen_z, gen_c, s.swapping_prob, s.neural_rendering_resolution, keep_planes=with_reward)
+        reuse = self.d_fakes == 'reuse'
+        if reuse and self._fakes and self._fakes[0][2] != cur_nimg:
+            self._fakes.clear()                                         # An earlier step's, which no Dmain took.
+        drawn = self.draw_G(gen_z, gen_c, s.swapping_prob, s.neural_rendering_resolution, update_emas=reuse,
+            keep_planes=with_reward)
+        if reuse:
+            self._fakes.append(({name: image.detach() for name, image in drawn.images.items()}, gen_c, cur_nimg))
         gen_logits = self.run_D(drawn.images, gen_c, blur_sigma=s.blur_sigma)
         training_stats.report('Loss/scores/fake', gen_logits)
         training_stats.report('Loss/signs/fake', gen_logits.sign())
@@ -277,11 +291,18 @@ class StyleGAN2Loss(Loss):
         sigma = self.G.sample_mixed(coords, torch.randn_like(coords), ws, update_emas=False)['sigma']
         return sigma[:, :a.shape[1]], sigma[:, a.shape[1]:]
 
-    def accumulate_D(self, phase, real_img, real_c, gen_z, gen_c, gain, s):
-        """D: minimise logits for generated images, maximise them for real ones (Dmain); R1 on real images (Dreg)."""
+    def accumulate_D(self, phase, real_img, real_c, gen_z, gen_c, gain, s, cur_nimg=0):
+        """D: minimise logits for generated images, maximise them for real ones (Dmain); R1 on real images (Dreg).
+        With d_fakes='reuse' the generated images are the ones this step's Gmain rendered (from its own latents and
+        cameras, by G before its update; Gmain then moved the mapping's w_avg, as Dmain's rendering does in EG3D),
+        taken in the order Gmain's rounds made them; without them (no Gmain this step) Dmain renders its own."""
         loss_Dgen = 0
         if phase in ('Dmain', 'Dboth'):
-            gen_img, _gen_ws = self.run_G(gen_z, gen_c, s.swapping_prob, s.neural_rendering_resolution, update_emas=True)
+            if self._fakes and self._fakes[0][2] == cur_nimg:
+                gen_img, gen_c, _nimg = self._fakes.pop(0)
+            else:
+                self._fakes.clear()
+                gen_img, _gen_ws = self.run_G(gen_z, gen_c, s.swapping_prob, s.neural_rendering_resolution, update_emas=True)
             gen_logits = self.run_D(gen_img, gen_c, blur_sigma=s.blur_sigma, update_emas=True)
             training_stats.report('Loss/scores/fake', gen_logits)
             training_stats.report('Loss/signs/fake', gen_logits.sign())

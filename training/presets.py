@@ -171,6 +171,7 @@ def build_config(opts, training_set_kwargs, dataset_name, desc_parts=()):
     c.loss_kwargs.neural_rendering_resolution_final = opts.neural_rendering_resolution_final
     c.loss_kwargs.neural_rendering_resolution_fade_kimg = opts.neural_rendering_resolution_fade_kimg
     c.loss_kwargs.style_mixing_prob = opts.style_mixing_prob
+    c.loss_kwargs.d_fakes = opts.d_fakes
 
     # Resume: no EMA ramp-up, and (unless --resume_blur) no blur and no pose-swap fade.
     if opts.resume is not None:

@@ -432,7 +432,7 @@ def training_loop(
         grid_z = torch.randn([labels.shape[0], G.z_dim], device=device).split(batch_gpu)
         grid_c = torch.from_numpy(labels).to(device).split(batch_gpu)
 
-    # The panel (rank 0): an object whose .record(G_ema, kimg) runs now and every tick and .finish() at the end, each
+    # The panel (rank 0): an object whose .record(G_ema, kimg) runs now and at the ticks below and .finish() at the end, each
     # returning a line to log (finish may return None).
     panel = None
     if rank == 0 and panel_kwargs is not None:
@@ -527,9 +527,10 @@ def training_loop(
             training_stats.report0('Timing/total_days', (tick_end_time - start_time) / (24 * 60 * 60))
             log(' '.join(fields))
 
-            # Panel: every tick; its closing report at the end. A panel may ask to stop (its stop_reason, e.g. the
-            # reward hacking alarm): this tick then ends the run, snapshot included.
-            if panel is not None:
+            # Panel: every tick, but tick 0 (one step in, near the start's record) only when that step is a whole tick;
+            # its closing report at the end. A panel may ask to stop (its stop_reason, e.g. the reward hacking alarm):
+            # this tick then ends the run, snapshot included.
+            if panel is not None and (cur_tick > 0 or done or cur_nimg >= tick_start_nimg + kimg_per_tick * 1000):
                 log(panel.record(G_ema, cur_nimg / 1e3))
                 report_pictures(reporter, 'Panel', cur_nimg, run_dir, getattr(panel, 'pictures', ()))
                 stop_reason = getattr(panel, 'stop_reason', None)

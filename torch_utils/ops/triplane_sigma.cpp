@@ -125,6 +125,7 @@ inline void tile_sigma(const Net<float>& net, const Tile& t, int64_t n, float* o
 // float32 at EG3D's sizes: kTile points at a time with the backward's register-blocked steps (triplane_sigma_tiled.h).
 void forward_tiled(const Net<float>& net, int64_t total, float* out) {
     at::parallel_for(0, (total + kTile - 1) / kTile, 16, [&](int64_t b0, int64_t b1) {
+        const FlushDenormals flush;
         Tile t;
         for (int64_t b = b0; b < b1; ++b) {
             const int64_t i0 = b * kTile, n = std::min(kTile, total - i0);
@@ -150,6 +151,7 @@ void forward_kernel(const Net<T>& net, int64_t total, T* out) {
         if (net.C == kC && net.Hd == kHd) return forward_tiled(net, total, out);
     }
     at::parallel_for(0, (total + kBlock - 1) / kBlock, 4, [&](int64_t b0, int64_t b1) {
+        const FlushDenormals flush;
         std::vector<T> f(kBlock * net.C), pre(kBlock * net.Hd), h(kBlock * net.Hd);
         for (int64_t b = b0; b < b1; ++b) {
             const int64_t i0 = b * kBlock, n = std::min(kBlock, total - i0);
@@ -343,6 +345,7 @@ std::vector<torch::Tensor> triplane_decode_backward(torch::Tensor grad_out, torc
         auto net = weights.net<scalar_t>(planes, points, scale);
         const int64_t blocks = (total + kBlock - 1) / kBlock, per_lane = (blocks + lanes - 1) / lanes;
         at::parallel_for(0, lanes, 1, [&](int64_t l0, int64_t l1) {
+            const FlushDenormals flush;
             for (int64_t l = l0; l < l1; ++l) {
                 const int64_t first = std::min(total, l * per_lane * kBlock), last = std::min(total, (l + 1) * per_lane * kBlock);
                 scalar_t* gp = !want_planes ? nullptr : l == 0 ? gplanes.data_ptr<scalar_t>() : extra[l - 1].data_ptr<scalar_t>();
