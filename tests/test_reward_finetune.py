@@ -313,6 +313,19 @@ def test_reward_run_writes_panel_evidence_and_a_loadable_snapshot(data, rewards,
     out = G(torch.zeros([1, G.z_dim]), orbit_camera_label(G.rendering_kwargs))
     assert out['image'].shape == (1, 3, 64, 64) and torch.isfinite(out['image']).all()
 
+
+@pytest.mark.slow
+def test_the_panel_skips_tick_0_when_its_one_step_is_not_a_whole_tick(data, rewards, start_pkl, tmp_path):
+    # EG3D's loop ends tick 0 after one step; with ticks of two steps its record would sit next to the start's.
+    args = base_args(data, tmp_path, *TRAIN_ARGS, '--kimg', '0.006', '--tick', '0.004', '--resume', start_pkl,
+        '--trust-pickle', '--reward', 'sigma', '--reward-model', rewards['sigma'], '--panel-seeds', '3-5',
+        '--collateral-seeds', '0')
+    output = run_train(args)
+    with open(os.path.join(only_run_dir(tmp_path), 'reward_trajectories.csv')) as f:
+        kimg = [float(row[0]) for row in list(csv.reader(f))[1:]]
+    assert kimg == [0, 0.006]                                   # The start, then tick 1 (steps 2 and 3, the end).
+    assert output.count('panel of 3 seeds: ') == 2 and 'tick 0 ' in output and 'tick 1 ' in output
+
 #----------------------------------------------------------------------------
 
 def test_the_panel_report_shows_the_starting_and_the_final_g_ema(rewards, tmp_path, monkeypatch):
