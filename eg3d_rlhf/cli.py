@@ -13,17 +13,11 @@ import click
 import torch
 
 import dnnlib
-from eg3d_rlhf.analysis import regions
-from eg3d_rlhf.data import scores
 from eg3d_rlhf.data.bank import Bank, BankError, bank_holding
 from eg3d_rlhf.finetune.run_dir import writable_problem
 from eg3d_rlhf.generators import registry
 from eg3d_rlhf.generators.base import MAX_SEED, sample_keys, seed_ranges
 from eg3d_rlhf.geometry import convention as conventions
-from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward
-from eg3d_rlhf.rewards.contract import ScoreError
-from eg3d_rlhf.rewards.fitting import FitOptions
-from eg3d_rlhf.synthetic import heads
 from torch_utils import report_to
 
 #----------------------------------------------------------------------------
@@ -208,6 +202,7 @@ def one_line_errors(*kinds):
 def open_reward(path, device, trust_pickle=False):
     """The reward checkpoint (or published bundle: zip or folder) at `path` on `device`, or a one-line click error
     naming --reward-model; trust_pickle lets a bundle's best_model.pt hold pickled objects."""
+    from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward # pylint: disable=import-outside-toplevel
     try:
         return load_reward(path, device, trust_pickle=trust_pickle)
     except RewardCheckpointError as err:
@@ -216,6 +211,7 @@ def open_reward(path, device, trust_pickle=False):
 def check_bank_grid(bank, reward, reward_path):
     """A one-line click error unless the bank's slabs lie on the grid of the reward's input spec (resolution, crop and
     cube length: scores.check_grid), for every tool that scores a bank with a reward."""
+    from eg3d_rlhf.data import scores # pylint: disable=import-outside-toplevel
     try:
         scores.check_grid(reward, bank, reward_path, bank.root)
     except (scores.ScoresError, BankError) as err:
@@ -224,6 +220,8 @@ def check_bank_grid(bank, reward, reward_path):
 def bank_scores(bank, reward, batch=8, progress=None, members=False, ids=None):
     """scores.score_bank: {id: reward} of every sample of the bank (or of `ids`), or a one-line click error naming the
     slab that cannot be read or the sample whose score is not finite (rewards.contract.ScoreError, with its cause)."""
+    from eg3d_rlhf.data import scores # pylint: disable=import-outside-toplevel
+    from eg3d_rlhf.rewards.contract import ScoreError # pylint: disable=import-outside-toplevel
     with one_line_errors(BankError, ScoreError):
         return scores.score_bank(reward, bank, batch=batch, progress=progress, members=members, ids=ids)
 
@@ -391,6 +389,8 @@ REGIONS_HELP = ("template: the synthetic world's parts of its average head (demo
 def load_regions(source, grid, names_path=None, landmarks_path=None, margin=0.02):
     """The analysis.regions.Regions a --regions value names over `grid` (template, published, landmarks with a .npy
     [L, 3] of world points in WFLW-98 order, or a .npy label volume with a JSON list of names); click errors."""
+    from eg3d_rlhf.analysis import regions # pylint: disable=import-outside-toplevel
+    from eg3d_rlhf.synthetic import heads # pylint: disable=import-outside-toplevel
     try:
         if source == 'template':
             labels, names = heads.part_labels(grid)
@@ -440,6 +440,7 @@ def field_option(cls, name):
 
 def fit_options(*names):
     """A decorator adding the flags of these FitOptions fields, in this order."""
+    from eg3d_rlhf.rewards.fitting import FitOptions # pylint: disable=import-outside-toplevel
     def decorate(func):
         for name in reversed(names):
             func = field_option(FitOptions, name)(func)

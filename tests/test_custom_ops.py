@@ -149,11 +149,21 @@ def test_valid_plugin_builds_once_and_is_reused(fresh):
     # killed build leaves behind does not make it wait forever.
     open(os.path.join(folder, 'lock'), 'w').close()
     script = ('import sys; sys.path.insert(0, sys.argv[1]); from torch_utils import custom_ops; custom_ops.verbosity = "none"; '
-        'm = custom_ops.get_plugin(module_name="tiny_plugin", sources=["tiny.cpp"], source_dir=sys.argv[2]); print(m.add_ints(1, 2))')
-    out = subprocess.run([sys.executable, '-c', script, REPO, str(fresh)], capture_output=True, text=True, env=os.environ.copy(), check=True,
-        timeout=300)
-    assert out.stdout.strip().splitlines()[-1] == '3'
+        'm = custom_ops.get_plugin(module_name="tiny_plugin", sources=["tiny.cpp"], source_dir=sys.argv[2]); '
+        'print(m.add_ints(1, 2), "torch.utils.cpp_extension" in sys.modules)')
+    load = lambda: subprocess.run([sys.executable, '-c', script, REPO, str(fresh)], capture_output=True, text=True,
+        env=os.environ.copy(), check=True, timeout=300).stdout.strip().splitlines()[-1]
+    assert load() == '3 False'                      # The marker the first load left: no cpp_extension, no ninja run.
     assert os.stat(lib_path).st_mtime_ns == built_at
-    assert os.listdir(os.path.dirname(folder)) == [os.path.basename(folder)]      # Still one build for this module.
+    assert sorted(os.listdir(os.path.dirname(folder))) == [os.path.basename(folder)]  # Still one build for this module.
+
+    # A marker written under another torch goes the long way (cpp_extension and ninja decide), and is rewritten.
+    marker = os.path.join(folder, custom_ops.LOADED_MARKER)
+    with open(marker) as f:
+        text = f.read()
+    with open(marker, 'w') as f:
+        f.write(text.replace(torch.__version__, '0.0.1'))
+    assert load() == '3 True'
+    assert load() == '3 False' and os.stat(lib_path).st_mtime_ns == built_at
 
 #----------------------------------------------------------------------------
