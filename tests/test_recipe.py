@@ -47,7 +47,7 @@ def at(c, path):
 LANDS = dict(
     gpus='num_gpus', batch='batch_size', gamma='loss_kwargs.r1_gamma', glr='G_opt_kwargs.lr', dlr='D_opt_kwargs.lr',
     gen_pose_cond=None, neural_rendering_resolution_final='loss_kwargs.neural_rendering_resolution_final',
-    resume_kimg='resume_kimg', kimg='total_kimg', tick='kimg_per_tick', snap='network_snapshot_ticks',
+    resume_kimg='resume_kimg', kimg='total_kimg', tick='kimg_per_tick', snap='network_snapshot_ticks', d_fakes='loss_kwargs.d_fakes',
     batch_gpu='batch_gpu', mbstd_group='D_kwargs.epilogue_kwargs.mbstd_group_size', cfg=None,
     reward='loss_kwargs.reward_kwargs.reward', lambda_r='loss_kwargs.reward_kwargs.lambda_r',
     reward_loss='loss_kwargs.reward_kwargs.reward_loss', reward_psi='loss_kwargs.reward_kwargs.reward_psi',

@@ -25,6 +25,7 @@ PAPER = dict(
     kimg            = 2068,             # resume_kimg + 20 ticks.
     tick            = 1,
     snap            = 5,                # Its network_snapshot_ticks.
+    d_fakes         = 'fresh',          # D's phase renders its own fakes (StyleGAN's loop; the demo reuses G's).
     # Its batch of 16 ran as 16 accumulated micro-batches of one sample (accum_steps 16, every phase): one sample per
     # pass here too, so minibatch-std groups hold one image and the density anchor's sum runs over one sample.
     batch_gpu       = 1,
