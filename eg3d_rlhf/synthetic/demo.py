@@ -60,8 +60,8 @@ OPTIONS = dict(
 # Why the reward term sits in G's GAN step (--reward-step=gan, the paper's loss): one backbone pass and one backward
 # fewer a step, the same panel change within 4% (+3.38 against +3.50 as a phase of its own) and no taste worse
 # (docs/reward-finetuning.md, "Measured on the 2-core CPU").
-# Why D trains on the images G's GAN step rendered (--d-fakes=reuse): a generator pass fewer a step (a tick 21.3 ->
-# 20 s of 25 before), D's fakes one G update older (lr 0.0002), the same panel change (+3.359 against +3.380).
+# Why D trains on the images G's GAN step rendered (--d-fakes=reuse): a generator pass fewer a step (Dmain 0.31 ->
+# 0.19 s), D's fakes one G update older (lr 0.0002), the same panel change (+3.36 against +3.38 with fresh fakes).
 
 # Options that, when none of them is given, make train.py --reward=... run the demo (--outdir may still be given).
 REQUIRED = ('cfg', 'data', 'gpus', 'batch', 'gamma')
