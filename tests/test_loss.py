@@ -378,6 +378,20 @@ def test_Dmain_with_reused_fakes_scores_the_images_Gmain_rendered_this_step(nets
     loss.accumulate_gradients('Dmain', real[1:], c[1:], z[1:], c[1:], gain=1, cur_nimg=12)
     assert not torch.equal(w_avg(), before)
 
+    # A batch in two rounds (--batch-gpu): Dmain's rounds take Gmain's images in the order Gmain made them.
+    train_only(G, D)
+    scores = []
+    for i in range(2):
+        torch.manual_seed(20 + i)
+        stats = stats_of(lambda: loss.accumulate_gradients('Gmain', real[i:i + 1], c[i:i + 1], z[i:i + 1], c[i:i + 1],
+            gain=1, cur_nimg=16))
+        scores.append(stats['Loss/scores/fake'])
+    train_only(D, G)
+    for i in range(2):
+        stats = stats_of(lambda: loss.accumulate_gradients('Dmain', real[:1], c[:1], z[:1], c[:1], gain=1, cur_nimg=16))
+        assert stats['Loss/scores/fake'] == pytest.approx(scores[i], rel=1e-5)
+    assert scores[0] != pytest.approx(scores[1], rel=1e-3)
+
 
 @pytest.mark.parametrize('dual', [True, False])
 def test_r1_penalty_matches_autograd_on_blurred_real_pair(nets, batch, dual):
