@@ -54,7 +54,7 @@ def mesh_statistics(volume, level, precision=torch.float16):
         limit = torch.finfo(precision).max
         volume = volume + (volume.detach().clamp(-limit, limit).to(precision).to(volume.dtype) - volume.detach())
     padded = closed_slab(volume, level)
-    verts_np, faces = mesh.index_mesh(padded.detach().cpu().double().numpy(), level)
+    verts_np, faces = mesh.index_mesh(padded.detach().cpu().numpy(), level)           # Meshed in float64 there.
     if len(faces) == 0:
         return volume.new_zeros(len(STATS))
     verts = edge_vertices(padded, verts_np, level)
