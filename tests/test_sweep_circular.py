@@ -6,6 +6,7 @@ import os
 import pytest
 from click.testing import CliRunner
 
+from eg3d_rlhf.analysis import collateral
 from eg3d_rlhf.generators import flow_heads
 from tools import sweep_circular
 
@@ -49,3 +50,40 @@ def test_a_sweep_runs_each_value_and_writes_one_table(tiny_pt, tmp_path):
         assert evals[-1]['reward_mean_delta'] == r['reward_mean_delta']
     lines = (sweep_dir / 'sweep.md').read_text().splitlines()
     assert lines[0].startswith('| --beta | group |') and len(lines) == 4 and lines[2].startswith('| 100.0 | a |')
+
+
+@pytest.mark.slow
+def test_seeds_run_every_value_once_per_seed_and_count_the_clean_runs(tiny_pt, tmp_path):
+    result = CliRunner().invoke(sweep_circular.main, ['--seeds', '3,5', '--resume', tiny_pt, '--outdir',
+        str(tmp_path / 'out'), '--device', 'cpu', *SMALL])
+    assert result.exit_code == 0, result.output[-3000:]
+    sweep_dir = tmp_path / 'out' / '00000-circular-dpo-sweep-seeds'
+    runs = sorted(d for d in os.listdir(sweep_dir) if os.path.isdir(sweep_dir / d))
+    assert runs == ['00000-flow-circular-dpo-a-demo-seed-3', '00001-flow-circular-dpo-a-demo-seed-5']
+    table = json.load(open(sweep_dir / 'sweep.json'))
+    assert table['seeds'] == [3, 5] and table['trained'] == 'nose' and table['sweep'] is None
+    for row, run in zip(table['rows'], runs):
+        assert json.load(open(sweep_dir / run / 'options.json'))['seed'] == row['seed']
+        clean, short = collateral.clears_bar(row, 'nose')
+        assert row['bar'] == dict(clean=clean, short=short)
+    (robust,) = table['robustness']
+    assert robust['group'] == 'a' and robust['clean'] == f'{sum(r["bar"]["clean"] for r in table["rows"])} of 2'
+    lines = (sweep_dir / 'sweep.md').read_text().splitlines()
+    assert lines[0].startswith('| seed | group |') and lines[0].endswith('| clean (bar) |')
+    assert lines[2].startswith('| 3 | a |') and lines[3].startswith('| 5 | a |')
+    assert lines[5].startswith('| group | seeds clean | nose share (min-max) |') and lines[7].startswith('| a | ')
+
+
+def test_the_bar_of_a_clean_result():
+    def row(nose, smooth, symmetric, dents=0):
+        entry = lambda share: dict(share=share)
+        return dict(collateral=dict(nose=entry(nose), smooth=entry(smooth), symmetric=entry(symmetric)),
+            dents_deeper=dents, dents_samples=64)
+    assert collateral.clears_bar(row(0.75, 0.45, 0.9), 'nose') == (True, [])
+    assert collateral.clears_bar(row(0.74, 0.45, 0.9), 'nose') == (False, ['nose 74% < 75%'])
+    assert collateral.clears_bar(row(0.9, 0.44, 0.9, dents=3), 'nose') == (False, ['smooth 44% < 45%'])
+    assert collateral.clears_bar(row(0.9, 0.5, float('nan'), dents=4), 'nose') == (False, ['symmetric nan% < 45%',
+        'dents 4/64 > 5%'])
+    assert collateral.clears_bar(row(0.9, 0.5, 0.5), 'smooth') == (False, ['smooth 50% < 75%'])
+    assert collateral.clears_bar(row(0.9, 0.5, 0.5), 'size')[1] == ['size not measured']
+    assert collateral.clears_bar(dict(row(0.9, 0.5, 0.5), dents_deeper=None), 'nose')[0]

@@ -9,7 +9,10 @@ import click
 import dnnlib
 from eg3d_rlhf.finetune import circular_run, run_dir as runs
 from eg3d_rlhf.finetune.circular_config import GROUPS, CircularDPOConfig
+from eg3d_rlhf.analysis import collateral
+from eg3d_rlhf.data.annotators import parse_annotator
 from eg3d_rlhf.finetune.options import OPTIONAL, ConfigError, RunError, flag_name
+from eg3d_rlhf.generators.base import seed_ranges
 
 #----------------------------------------------------------------------------
 
@@ -38,8 +41,8 @@ def markdown(header, body):
 #----------------------------------------------------------------------------
 
 @click.command()
-@click.option('--sweep', 'sweep', required=True, metavar='NAME=V1,V2,...',
-    help='The setting to sweep and its values: a train.py --generator=flow flag\'s name (beta=0.5,1,2; dpo_lr=1e-4,2e-4)')
+@click.option('--sweep', 'sweep', metavar='NAME=V1,V2,...',
+    help='The setting to sweep and its values: a train.py --generator=flow flag\'s name (beta=0.5,1,2; dpo_lr=1e-4,2e-4)  [default: none, the settings as given]')
 @click.option('--set', 'fixed', multiple=True, metavar='NAME=VALUE', help='Another setting, the same in every run (repeatable)')
 @click.option('--ablation', type=click.Choice([*GROUPS, 'all']), default='a', show_default=True,
     help='Groups of every run (all = every group, the same data and seeds)')
@@ -47,52 +50,109 @@ def markdown(header, body):
 @click.option('--outdir', metavar='DIR', default='training-runs', show_default=True,
     help='Parent of the sweep folder (NNNNN-circular-dpo-sweep-NAME: the runs, sweep.md, sweep.json)')
 @click.option('--seed', type=click.IntRange(min=0), default=0, show_default=True, help='Seed of every run')
+@click.option('--seeds', metavar='LIST', help='Run every value once per seed (0-3, 0,5): other demo judgements and '
+    'training noise, the same held-out ids; the table then counts the seeds whose run clears the bar  [default: --seed]')
 @click.option('--device', type=click.Choice(['auto', 'cpu', 'cuda']), default='auto', show_default=True)
 @click.option('--dry-run', is_flag=True, help='Check every run\'s options and print the plan; train nothing')
-def main(sweep, fixed, ablation, resume, outdir, seed, device, dry_run):
+def main(sweep, fixed, ablation, resume, outdir, seed, seeds, device, dry_run):
     """Run Circular-DPO (as `train.py --generator=flow --method=circular-dpo` does, the demo unless --set gives
-    labels and bank) once per value of one setting, each in its own run folder under one sweep folder, and write
-    one table of every run's groups (held-out win rate, collateral, structure IoU, diversity) as sweep.md and
-    sweep.json.
+    labels and bank) once per value of one setting and seed, each in its own run folder under one sweep folder, and
+    write one table of every run's groups (held-out win rate, collateral, structure IoU, diversity, and whether the
+    result is clean: the trained taste prefers the tuned model in >= 75% of the held-out pairs, every other taste in
+    >= 45%, dents in <= 5% of the samples) as sweep.md and sweep.json. With --seeds, a second table counts per
+    value and group the seeds whose run is clean.
 
     \b
     python tools/sweep_circular.py --sweep beta=500,1000,2000
     python tools/sweep_circular.py --sweep dpo_lr=1e-4,2e-4,4e-4 --set dpo_steps=40 --ablation all
+    python tools/sweep_circular.py --seeds 0-3                     # the demo's defaults, four seeds
     """
     try:
-        name, values = parse_setting(sweep, many=True)
+        name, values = parse_setting(sweep, many=True) if sweep else (None, [None])
         settings = dict(parse_setting(s, many=False) for s in fixed)
     except click.BadParameter as err:
         raise click.UsageError(err.message)
     if name in settings:
         raise click.UsageError(f'--set {name} and --sweep {name}: sweep it or fix it, not both')
     try:
-        configs = [CircularDPOConfig(**settings, ablation=ablation, **{name: v}) for v in values]
+        run_seeds = [seed] if seeds is None else seed_ranges(seeds)
+    except ValueError as err:
+        raise click.UsageError(f'--seeds={seeds}: {err}')
+    if not run_seeds or len(set(run_seeds)) != len(run_seeds):
+        raise click.UsageError(f'--seeds={seeds}: give each seed once')
+    try:
+        configs = [CircularDPOConfig(**settings, ablation=ablation, **({name: v} if name else {})) for v in values]
         device = runs.pick_device(device)
     except (ConfigError, RunError) as err:
         raise click.UsageError(str(err))
-    sweep_dir = runs.next_run_dir(outdir, f'circular-dpo-sweep-{name.replace("_", "-")}')
-    print(f'Sweep of {flag_name(name)} over {", ".join(map(str, values))} (groups {ablation}) in {sweep_dir}')
+    trained = configs[0].eval_annotator and parse_annotator(configs[0].eval_annotator)
+    label = name.replace('_', '-') if name else 'seeds'
+    sweep_dir = runs.next_run_dir(outdir, f'circular-dpo-sweep-{label}')
+    plan = f'{flag_name(name)} over {", ".join(map(str, values))}' if name else 'the settings as given'
+    print(f'Sweep of {plan}, seed{"s" if len(run_seeds) > 1 else ""} {", ".join(map(str, run_seeds))} (groups '
+        f'{ablation}) in {sweep_dir}')
     rows = []
     for value, cfg in zip(values, configs):
-        common = dnnlib.EasyDict(resume=resume, outdir=sweep_dir, seed=seed, device=device, dry_run=dry_run,
-            desc=f'{name.replace("_", "-")}-{value}', report_to='none')
-        try:
-            summary = circular_run.run(cfg, common)
-        except RunError as err:
-            raise click.ClickException(str(err))
-        if summary is not None:
-            rows += [dict(row, **{name: value}) for row in summary['groups'].values()]
+        for s in run_seeds:
+            desc = '-'.join(([f'{label}-{value}'] if name else []) + [f'seed-{s}'] * (seeds is not None))
+            common = dnnlib.EasyDict(resume=resume, outdir=sweep_dir, seed=s, device=device, dry_run=dry_run,
+                desc=desc or None, report_to='none')
+            try:
+                summary = circular_run.run(cfg, common)
+            except RunError as err:
+                raise click.ClickException(str(err))
+            if summary is not None:
+                rows += [dict(row, **({name: value} if name else {}), seed=s) for row in summary['groups'].values()]
     if dry_run or not rows:
         return
+    for row in rows:
+        if trained and 'collateral' in row:
+            clean, short = collateral.clears_bar(row, trained)
+            row['bar'] = dict(clean=clean, short=short)
     header, body = circular_run.table_rows(rows)
-    header, body = [flag_name(name), *header], [[row[name], *cells] for row, cells in zip(rows, body)]
+    lead = lambda row: ([row[name]] if name else []) + [row['seed']] * (seeds is not None)
+    header = [*([flag_name(name)] if name else []), *['seed'] * (seeds is not None), *header, 'clean (bar)']
+    body = [[*lead(row), *cells, bar_cell(row)] for row, cells in zip(rows, body)]
+    text = markdown(header, body)
+    robust = robustness(rows, name, trained) if len(run_seeds) > 1 else []
+    if robust:
+        text += '\n' + markdown([*([flag_name(name)] if name else []), 'group', 'seeds clean', f'{trained} share (min-max)',
+            'worst other taste (min)', 'dents (max)'], [[*([r['value']] if name else []), r['group'], r['clean'],
+            r['trained'], r['worst'], r['dents']] for r in robust])
     with dnnlib.util.atomic_write(os.path.join(sweep_dir, 'sweep.md'), 'w', encoding='utf-8') as f:
-        f.write(markdown(header, body))
+        f.write(text)
     with dnnlib.util.atomic_write(os.path.join(sweep_dir, 'sweep.json'), 'w', encoding='utf-8') as f:
-        json.dump(dict(sweep=name, values=values, options=dataclasses.asdict(configs[0]), rows=rows), f, indent=2,
-            default=str)
-    print(markdown(header, body) + f'Table: {os.path.join(sweep_dir, "sweep.md")}')
+        json.dump(dict(sweep=name, values=values, seeds=run_seeds, trained=trained, bar=dict(trained=collateral.BAR_TRAINED,
+            others=collateral.BAR_OTHERS, dents=collateral.DENT_SHARE), options=dataclasses.asdict(configs[0]),
+            rows=rows, robustness=robust), f, indent=2, default=str)
+    print(text + f'Table: {os.path.join(sweep_dir, "sweep.md")}')
+
+
+def bar_cell(row):
+    """'yes', 'no: what falls short', or '-' (no taste judged the run)."""
+    if 'bar' not in row:
+        return '-'
+    return 'yes' if row['bar']['clean'] else 'no: ' + ', '.join(row['bar']['short'])
+
+
+def robustness(rows, name, trained):
+    """Per value and group (in the rows' order): how many seeds' runs are clean, the trained taste's share over the
+    seeds, the lowest share of any other taste and the most dents."""
+    cells = {}
+    for row in rows:
+        if 'bar' in row:
+            cells.setdefault((row.get(name), row['group']), []).append(row)
+    summary = []
+    for (value, group), runs_ in cells.items():
+        shares = [r['collateral'][trained]['share'] for r in runs_ if trained in r['collateral']]
+        others = [(r['collateral'][t]['share'], t, r['seed']) for r in runs_ for t in r['collateral'] if t != trained]
+        worst = min(others, default=None)
+        dents = [r['dents_deeper'] for r in runs_ if r.get('dents_deeper') is not None]
+        summary.append(dict(value=value, group=group, clean=f'{sum(r["bar"]["clean"] for r in runs_)} of {len(runs_)}',
+            trained=f'{min(shares):.0%}-{max(shares):.0%}' if shares else '-',
+            worst=f'{worst[1]} {worst[0]:.0%} (seed {worst[2]})' if worst else '-',
+            dents=f'{max(dents)}/{runs_[0]["dents_samples"]}' if dents else '-'))
+    return summary
 
 #----------------------------------------------------------------------------
 

@@ -39,6 +39,8 @@ UNITS = dict(mirror_mismatch='share')               # Every other true property 
 ALPHA = 0.05                # Significance of a collateral loss that raises the alarm.
 DENT = 0.03                 # A cut this deep into the old solid (world units; a head is ~0.35 across) is a dent.
 DENT_SHARE = 0.05           # Dents in more of the samples than this raise the alarm.
+BAR_TRAINED = 0.75          # A clean result (clears_bar): the trained taste prefers the tuned sample in this share
+BAR_OTHERS = 0.45           # of pairs or more, every other taste in this share or more, dents in DENT_SHARE at most.
 NOTICEABLE = 0.05           # Taste differences below this many standard deviations of the originals' scores are ties:
                             # at the simulated annotators' default noise (temperature 0.5) such a pair is a coin
                             # flip (P = 0.525), and numerical dust (a floater share moving by 1e-6) is no preference.
@@ -236,6 +238,22 @@ def row_cells(row):
         tastes += f'; dents {row["dents_deeper"]}/{row["dents_samples"]}'
     low, high = row['nose_prominence_change_ci95']
     return [tastes, f'{row["nose_prominence_change"]:+.4f} ({low:+.4f}..{high:+.4f})']
+
+
+def clears_bar(row, trained, trained_min=BAR_TRAINED, others_min=BAR_OTHERS):
+    """(whether a row of row_entries() is a clean result, [what falls short]): the trained taste prefers the tuned
+    sample in at least trained_min of the pairs, every other taste in at least others_min (temperature 0, ties
+    half: the share), and at most DENT_SHARE of the samples have a dent (where measured)."""
+    short = []
+    for name, c in row['collateral'].items():
+        low = trained_min if name == trained else others_min
+        if not c['share'] >= low:                          # nan (no pair) falls short too.
+            short.append(f'{name} {c["share"]:.0%} < {low:.0%}')
+    if trained not in row['collateral']:
+        short.append(f'{trained} not measured')
+    if row.get('dents_deeper') is not None and row['dents_deeper'] > DENT_SHARE * row['dents_samples']:
+        short.append(f'dents {row["dents_deeper"]}/{row["dents_samples"]} > {DENT_SHARE:.0%}')
+    return not short, short
 
 
 def summary_line(collateral):
