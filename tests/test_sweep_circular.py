@@ -39,11 +39,15 @@ def test_bad_settings_are_refused_in_one_line_and_a_dry_run_writes_nothing(tiny_
     assert not os.path.exists(tmp_path / 'out')
 
 
+def run_sweep(tiny_pt, tmp_path, *args):
+    result = CliRunner().invoke(sweep_circular.main, [*args, '--resume', tiny_pt, '--outdir', str(tmp_path / 'out'),
+        '--device', 'cpu', *SMALL])
+    assert result.exit_code == 0, result.output[-3000:]
+
+
 @pytest.mark.slow
 def test_a_sweep_runs_each_value_and_writes_one_table(tiny_pt, tmp_path):
-    result = CliRunner().invoke(sweep_circular.main, ['--sweep', 'beta=100,1000', '--resume', tiny_pt, '--outdir',
-        str(tmp_path / 'out'), '--device', 'cpu', *SMALL])
-    assert result.exit_code == 0, result.output[-3000:]
+    run_sweep(tiny_pt, tmp_path, '--sweep', 'beta=100,1000')
     sweep_dir = tmp_path / 'out' / '00000-circular-dpo-sweep-beta'
     assert sorted(os.listdir(sweep_dir)) == ['00000-flow-circular-dpo-a-demo-beta-100.0',
         '00001-flow-circular-dpo-a-demo-beta-1000.0', 'sweep.json', 'sweep.md']
@@ -58,9 +62,7 @@ def test_a_sweep_runs_each_value_and_writes_one_table(tiny_pt, tmp_path):
 
 @pytest.mark.slow
 def test_seeds_run_every_value_once_per_seed_and_count_the_clean_runs(tiny_pt, tmp_path):
-    result = CliRunner().invoke(sweep_circular.main, ['--seeds', '3,5', '--resume', tiny_pt, '--outdir',
-        str(tmp_path / 'out'), '--device', 'cpu', *SMALL])
-    assert result.exit_code == 0, result.output[-3000:]
+    run_sweep(tiny_pt, tmp_path, '--seeds', '3,5')
     sweep_dir = tmp_path / 'out' / '00000-circular-dpo-sweep-seeds'
     runs = sorted(d for d in os.listdir(sweep_dir) if os.path.isdir(sweep_dir / d))
     assert runs == ['00000-flow-circular-dpo-a-demo-seed-3', '00001-flow-circular-dpo-a-demo-seed-5']

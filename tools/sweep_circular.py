@@ -7,10 +7,10 @@ import os
 import click
 
 import dnnlib
-from eg3d_rlhf.finetune import circular_run, run_dir as runs
-from eg3d_rlhf.finetune.circular_config import CircularDPOConfig
 from eg3d_rlhf.analysis import collateral
 from eg3d_rlhf.data.annotators import parse_annotator
+from eg3d_rlhf.finetune import circular_run, run_dir as runs
+from eg3d_rlhf.finetune.circular_config import CircularDPOConfig
 from eg3d_rlhf.finetune.options import OPTIONAL, ConfigError, RunError, flag_name
 from eg3d_rlhf.generators.base import seed_ranges
 
@@ -112,9 +112,9 @@ def main(sweep, fixed, ablation, resume, outdir, seed, seeds, device, dry_run):
     header, body = circular_run.table_rows(rows)
     lead = lambda row: ([row[name]] if name else []) + [row['seed']] * (seeds is not None)
     header = [*([flag_name(name)] if name else []), *['seed'] * (seeds is not None), *header, 'clean (bar)']
-    body = [[*lead(row), *cells, bar_cell(row)] for row, cells in zip(rows, body)]
+    body = [[*lead(row), *cells, circular_run.bar_cell(row)] for row, cells in zip(rows, body)]
     text = markdown(header, body)
-    robust = robustness(rows, name, trained) if len(run_seeds) > 1 else []
+    robust = circular_run.robustness(rows, name, trained) if len(run_seeds) > 1 else []
     if robust:
         text += '\n' + markdown([*([flag_name(name)] if name else []), 'group', 'seeds clean', f'{trained} share (min-max)',
             'worst other taste (min)', 'dents (max)'], [[*([r['value']] if name else []), r['group'], r['clean'],
@@ -127,32 +127,6 @@ def main(sweep, fixed, ablation, resume, outdir, seed, seeds, device, dry_run):
             rows=rows, robustness=robust), f, indent=2, default=str)
     print(text + f'Table: {os.path.join(sweep_dir, "sweep.md")}')
 
-
-def bar_cell(row):
-    """'yes', 'no: what falls short', or '-' (no taste judged the run)."""
-    if 'bar' not in row:
-        return '-'
-    return 'yes' if row['bar']['clean'] else 'no: ' + ', '.join(row['bar']['short'])
-
-
-def robustness(rows, name, trained):
-    """Per value and group (in the rows' order): how many seeds' runs are clean, the trained taste's share over the
-    seeds, the lowest share of any other taste and the most dents."""
-    cells = {}
-    for row in rows:
-        if 'bar' in row:
-            cells.setdefault((row.get(name), row['group']), []).append(row)
-    summary = []
-    for (value, group), runs_ in cells.items():
-        shares = [r['collateral'][trained]['share'] for r in runs_ if trained in r['collateral']]
-        others = [(r['collateral'][t]['share'], t, r['seed']) for r in runs_ for t in r['collateral'] if t != trained]
-        worst = min(others, default=None)
-        dents = [r['dents_deeper'] for r in runs_ if r.get('dents_deeper') is not None]
-        summary.append(dict(value=value, group=group, clean=f'{sum(r["bar"]["clean"] for r in runs_)} of {len(runs_)}',
-            trained=f'{min(shares):.0%}-{max(shares):.0%}' if shares else '-',
-            worst=f'{worst[1]} {worst[0]:.0%} (seed {worst[2]})' if worst else '-',
-            dents=f'{max(dents)}/{runs_[0]["dents_samples"]}' if dents else '-'))
-    return summary
 
 #----------------------------------------------------------------------------
 

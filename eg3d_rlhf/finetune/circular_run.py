@@ -106,6 +106,34 @@ def table_rows(rows):
             f'{fmt(r.get("structure_iou_base"))} -> {fmt(r.get("structure_iou"))}', fmt(r.get('diversity_ratio'))])
     return header, body
 
+
+def bar_cell(row):
+    """'yes', 'no: what falls short', or '-' (no taste judged the run)."""
+    if 'bar' not in row:
+        return '-'
+    return 'yes' if row['bar']['clean'] else 'no: ' + ', '.join(row['bar']['short'])
+
+
+def robustness(rows, name, trained):
+    """Of a seed sweep's rows (tools/sweep_circular.py --seeds, each with its bar), per value of setting `name` and
+    group (in the rows' order): how many seeds' runs are clean, the trained taste's share over the seeds, the lowest
+    share of any other taste and the most dents."""
+    cells = {}
+    for row in rows:
+        if 'bar' in row:
+            cells.setdefault((row.get(name), row['group']), []).append(row)
+    summary = []
+    for (value, group), runs_ in cells.items():
+        shares = [r['collateral'][trained]['share'] for r in runs_ if trained in r['collateral']]
+        others = [(r['collateral'][t]['share'], t, r['seed']) for r in runs_ for t in r['collateral'] if t != trained]
+        worst = min(others, default=None)
+        dents = [r['dents_deeper'] for r in runs_ if r.get('dents_deeper') is not None]
+        summary.append(dict(value=value, group=group, clean=f'{sum(r["bar"]["clean"] for r in runs_)} of {len(runs_)}',
+            trained=f'{min(shares):.0%}-{max(shares):.0%}' if shares else '-',
+            worst=f'{worst[1]} {worst[0]:.0%} (seed {worst[2]})' if worst else '-',
+            dents=f'{max(dents)}/{runs_[0]["dents_samples"]}' if dents else '-'))
+    return summary
+
 #----------------------------------------------------------------------------
 # Groups against each other: every group's held-out samples share ids (seeds, conditions, noise), so group (a) and
 # another group meet on each id, judged by every taste at temperature 0 (collateral.compare with the other group as
