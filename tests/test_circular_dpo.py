@@ -18,6 +18,7 @@ from eg3d_rlhf.finetune.circular_dpo import (RECIPES, CircularDPO, bridge_candid
 from eg3d_rlhf.finetune.circular_run import versus_a, versus_rows
 from eg3d_rlhf.finetune.flow_dpo import PairData, train_stage
 from eg3d_rlhf.generators import flow_heads
+from eg3d_rlhf.geometry.sigma import CubeGrid
 from eg3d_rlhf.rewards.checkpoint import load_reward
 from eg3d_rlhf.synthetic import demo
 from tests.helpers.events import events, steps
@@ -48,6 +49,26 @@ def test_demo_preferences_pair_samples_within_a_condition(tiny):
     assert (data.conditions[data.chosen] == data.conditions[data.rejected]).all()
     assert len(data) == sum(j.choice in ('a', 'b') for j in judgements)
     assert torch.equal(data.assets[data.ids.index('c01-seed000003')], G.volumes([3], 1)[0])     # The ids' own samples.
+
+
+def test_mirrored_pairs_add_each_pair_flipped_left_to_right_with_the_same_choice(tiny):
+    G, data, _, _ = tiny
+    counted = PairData(**{**data.__dict__, 'wins': torch.arange(12.0) % 6, 'pool': torch.full((12,), 6.0)})
+    both = counted.mirrored()
+    m, p = len(data.assets), len(data)
+    assert len(both.assets) == 2 * m and len(both) == 2 * p and torch.equal(both.assets[:m], data.assets)
+    assert torch.equal(both.assets[m:], data.assets.flip(1))                            # x, EG3D's left-right axis.
+    assert torch.equal(both.chosen, torch.cat([data.chosen, data.chosen + m]))
+    assert torch.equal(both.rejected, torch.cat([data.rejected, data.rejected + m]))
+    assert torch.equal(both.conditions[m:], data.conditions) and torch.equal(both.weight[p:], data.weight)
+    assert torch.equal(both.wins[m:], counted.wins) and both.ids[m + 3] == data.ids[3] + '-mirror'
+    # The taste judges a head and its mirror image alike: the mirrored pairs are as true as the judged ones.
+    cube = CubeGrid(8, G.cube_length)
+    for taste in (annotators.head_size, annotators.mirror_mismatch):
+        values = [taste(v, cube) for v in both.assets.numpy()]
+        assert np.allclose(values[:m], values[m:], atol=1e-6) and len(set(np.round(values[:m], 6))) > 1, taste
+    with pytest.raises(ValueError, match='no mirror image'):
+        PairData(**{**data.__dict__, 'drawn': {0: (torch.zeros(m, 1, 4, 4, 4), None)}}).mirrored()
 
 
 @pytest.mark.parametrize('index', [0, 1])
@@ -225,11 +246,14 @@ def tiny_pt(tmp_path_factory):
 def test_train_runs_the_loop_and_writes_its_run_directory(tiny_pt, tmp_path):
     result = train(['--generator=flow', f'--resume={tiny_pt}', '--outdir=runs', '--dpo-steps=3', '--dpo-batch=4',
         '--bridge-seeds=0-2', '--eval-seeds=1000-1003', '--draw-batch=4', '--rounds=2', '--beta=50', '--dpo-lr=1e-3',
-        '--w1-tau=-0.5', '--temperature=0.3', '--annotator=oracle:nose', '--seed=1'], tmp_path)
+        '--w1-tau=-0.5', '--temperature=0.3', '--annotator=oracle:nose', '--seed=1', '--mirror-pairs'], tmp_path)
     run_dir = tmp_path / 'runs' / '00000-flow-circular-dpo-a-demo'
     assert '(a) preferred to the base in' in result.stdout
     options = json.loads((run_dir / 'options.json').read_text())
-    assert options['rounds'] == 2 and options['seed'] == 1 and options['w1_tau'] == -0.5
+    assert options['rounds'] == 2 and options['seed'] == 1 and options['w1_tau'] == -0.5 and options['mirror_pairs']
+    decided = [j for j in map(json.loads, (run_dir / 'labels.jsonl').read_text().splitlines()) if j['choice'] in ('a', 'b')]
+    data = json.loads((run_dir / 'report.json').read_text())['data']
+    assert data['mirrored'] and data['pairs'] == 2 * len(decided) and data['assets'] == 2 * 2 * 12   # 2 conditions x 12 seeds, and mirrored.
     records = [json.loads(line) for line in (run_dir / 'stats.jsonl').read_text().splitlines()]
     step_records = [r for r in records if r['kind'] == 'step']
     assert len(step_records) == 4 * 3                      # 2 rounds x (final stage, first stage) x 3 steps.

@@ -54,6 +54,9 @@ def load_preferences(cfg, generator, run_dir, seed, ranks=None):
         data, label_w1 = with_win_counts(data, judgements, cfg.labels_w1_tau)
         info = dict(source=f'{os.path.abspath(cfg.labels)} over {os.path.abspath(cfg.bank)}', judgements=len(judgements),
             dropped=dropped, label_w1=label_w1)
+    if cfg.mirror_pairs:
+        data = data.mirrored()
+        info.update(mirrored=True)
     try:
         encode_stage(generator.pipeline, data.assets[:1].to(generator.device), len(generator.pipeline.stages) - 1)
     except (ValueError, RuntimeError, AssertionError) as err:

@@ -135,6 +135,18 @@ class PairData:
         keep = torch.as_tensor(keep, dtype=torch.bool)
         return dataclasses.replace(self, chosen=self.chosen[keep], rejected=self.rejected[keep], weight=self.weight[keep])
 
+    def mirrored(self):
+        """These pairs and each pair's mirror image: every asset also flipped in x (the left-right axis of EG3D's box,
+        the assets' first axis), the same choice, weight, condition and win counts; ids get '-mirror'. For a taste
+        that does not tell a head from its mirror image (every simulated one), a second, equally true pair."""
+        if self.drawn is not None:
+            raise ValueError('PairData.mirrored: pairs with drawn stage data (step 2\'s) have no mirror image')
+        m, twice = len(self.assets), lambda x: None if x is None else torch.cat([x, x])
+        return dataclasses.replace(self, assets=torch.cat([self.assets, self.assets.flip(1)]),
+            conditions=twice(self.conditions), chosen=torch.cat([self.chosen, self.chosen + m]),
+            rejected=torch.cat([self.rejected, self.rejected + m]), weight=twice(self.weight),
+            ids=self.ids + [f'{i}-mirror' for i in self.ids], wins=twice(self.wins), pool=twice(self.pool))
+
     @classmethod
     def from_bank(cls, bank, judgements):
         """(PairData, dropped) of judgements over a flow bank's samples (bank_pairs), each kept asset read once."""
