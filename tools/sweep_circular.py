@@ -113,13 +113,14 @@ def main(sweep, fixed, ablation, resume, outdir, seed, seeds, device, dry_run):
             clean, short = collateral.clears_bar(row, trained)
             row['bar'] = dict(clean=clean, short=short)
     header, body = circular_run.table_rows(rows)
+    named = [flag_name(name)] if name else []           # The swept setting's column, where one is swept.
     lead = lambda row: ([row[name]] if name else []) + [row['seed']] * (seeds is not None)
-    header = [*([flag_name(name)] if name else []), *['seed'] * (seeds is not None), *header, 'clean (bar)']
+    header = [*named, *['seed'] * (seeds is not None), *header, 'clean (bar)']
     body = [[*lead(row), *cells, circular_run.bar_cell(row)] for row, cells in zip(rows, body)]
     text = markdown(header, body)
     robust = circular_run.robustness(rows, name, trained) if len(run_seeds) > 1 else []
     if robust:
-        text += '\n' + markdown([*([flag_name(name)] if name else []), 'group', 'seeds clean', f'{trained} share (min-max)',
+        text += '\n' + markdown([*named, 'group', 'seeds clean', f'{trained} share (min-max)',
             'worst other taste (min)', 'dents (max)'], [[*([r['value']] if name else []), r['group'], r['clean'],
             r['trained'], r['worst'], r['dents']] for r in robust])
     with dnnlib.util.atomic_write(os.path.join(sweep_dir, 'sweep.md'), 'w', encoding='utf-8') as f:
