@@ -67,8 +67,13 @@ def test_mirrored_pairs_add_each_pair_flipped_left_to_right_with_the_same_choice
     for taste in (annotators.head_size, annotators.mirror_mismatch):
         values = [taste(v, cube) for v in both.assets.numpy()]
         assert np.allclose(values[:m], values[m:], atol=1e-6) and len(set(np.round(values[:m], 6))) > 1, taste
-    with pytest.raises(ValueError, match='no mirror image'):
-        PairData(**{**data.__dict__, 'drawn': {0: (torch.zeros(m, 1, 4, 4, 4), None)}}).mirrored()
+    # Drawn stage data (step 2's) flips with its asset: each stage's x1 and context are the mirrored asset's encoding.
+    drawn = dict(enumerate(flow_heads.encode_assets(G.pipeline, data.assets)))
+    both = PairData(**{**data.__dict__, 'drawn': drawn}).mirrored()
+    for index, (x1, context) in enumerate(flow_heads.encode_assets(G.pipeline, both.assets)):
+        assert torch.equal(both.drawn[index][0], x1) and (context is None) == (both.drawn[index][1] is None)
+        assert context is None or torch.equal(both.drawn[index][1], context)
+    assert not torch.equal(drawn[0][0], drawn[0][0].flip(2))                            # The flip does change them.
 
 
 @pytest.mark.parametrize('index', [0, 1])

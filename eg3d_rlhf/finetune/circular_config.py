@@ -42,7 +42,7 @@ class CircularDPOConfig(MethodConfig):
     dpo_batch:      int = option(8, 'Pairs per step', min=1)
     rounds:         int = option(1, 'Rounds of steps 1-3; later rounds draw step 2\'s structures from the tuned first stage', min=1)
     bridge_seeds:   str = option('100-105', 'Step 2: seeds of the structures drawn per condition, each finished by the tuned and by the reference final stage', metavar='LIST')
-    mirror_pairs:   bool = option(False, 'Train on every preference pair and its mirror image (both assets flipped left to right, the same choice): twice the pairs of step 1, and of every phase that trains on the preference data, for tastes that do not tell a head from its mirror image', is_flag=True)
+    mirror_pairs:   bool = option(False, 'Train on every pair and its mirror image (both assets flipped left to right, the same choice): twice the pairs of step 1 and of every phase that trains on the preference data, and step 2\'s (tuned, reference) pairs with the structures they were drawn from; for tastes that do not tell a head from its mirror image', is_flag=True)
     w1_tau:         float = option(0.0, 'Step 2 keeps a (tuned, reference) pair only when its quality gap w1 is above this', min=-1)
     labels_w1_tau:  typing.Optional[float] = option(None, 'Step 1 keeps a --labels pair only when its w1 from the labels\' win counts (a k-way ranking\'s: tools/import_ranked.py --ranking) is above this  [default: every pair]', min=-1)
     w2_placement:   str = option('inside', 'Where w2 weights a step-2 pair: inside = it scales the logit in the sigmoid (the paper\'s Eq. 7), outside = it scales the pair\'s loss (its Algorithm 1)',

@@ -138,11 +138,13 @@ class PairData:
     def mirrored(self):
         """These pairs and each pair's mirror image: every asset also flipped in x (the left-right axis of EG3D's box,
         the assets' first axis), the same choice, weight, condition and win counts; ids get '-mirror'. For a taste
-        that does not tell a head from its mirror image (every simulated one), a second, equally true pair."""
-        if self.drawn is not None:
-            raise ValueError('PairData.mirrored: pairs with drawn stage data (step 2\'s) have no mirror image')
+        that does not tell a head from its mirror image (every simulated one), a second, equally true pair. Drawn
+        stage data (step 2's) is flipped on its third axis from the end: x of a stage whose data and context end in the
+        volume's (x, y, z), as every bundled stage's do."""
         m, twice = len(self.assets), lambda x: None if x is None else torch.cat([x, x])
-        return dataclasses.replace(self, assets=torch.cat([self.assets, self.assets.flip(1)]),
+        flip = lambda x: None if x is None else torch.cat([x, x.flip(x.dim() - 3)])
+        drawn = None if self.drawn is None else {i: (flip(x1), flip(c)) for i, (x1, c) in self.drawn.items()}
+        return dataclasses.replace(self, assets=torch.cat([self.assets, self.assets.flip(1)]), drawn=drawn,
             conditions=twice(self.conditions), chosen=torch.cat([self.chosen, self.chosen + m]),
             rejected=torch.cat([self.rejected, self.rejected + m]), weight=twice(self.weight),
             ids=self.ids + [f'{i}-mirror' for i in self.ids], wins=twice(self.wins), pool=twice(self.pool))
