@@ -1,5 +1,6 @@
 """Circular-DPO: one stage trained at a time, dropped pairs count for nothing, the groups' recipes, train.py's flow runs."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -15,7 +16,7 @@ from eg3d_rlhf.data import annotators
 from eg3d_rlhf.finetune.circular_config import GROUPS, CircularDPOConfig
 from eg3d_rlhf.finetune.circular_dpo import (RECIPES, CircularDPO, bridge_candidates, bridge_pairs, demo_preferences,
     forward_candidates)
-from eg3d_rlhf.finetune.circular_run import versus_a, versus_rows
+from eg3d_rlhf.finetune.circular_run import resume_differences, versus_a, versus_rows
 from eg3d_rlhf.finetune.flow_dpo import PairData, train_stage
 from eg3d_rlhf.generators import flow_heads
 from eg3d_rlhf.geometry.sigma import CubeGrid
@@ -74,6 +75,16 @@ def test_mirrored_pairs_add_each_pair_flipped_left_to_right_with_the_same_choice
         assert torch.equal(both.drawn[index][0], x1) and (context is None) == (both.drawn[index][1] is None)
         assert context is None or torch.equal(both.drawn[index][1], context)
     assert not torch.equal(drawn[0][0], drawn[0][0].flip(2))                            # The flip does change them.
+
+
+def test_resume_run_reads_a_setting_added_since_the_folder_ran_as_its_default():
+    cfg = CircularDPOConfig()
+    now = json.loads(json.dumps(dict(dataclasses.asdict(cfg), seed=0, processes=1, run_dir='/r', snap_steps=5)))
+    before = {k: v for k, v in now.items() if k not in ('mirror_pairs', 'snap_steps')}   # Written before they existed.
+    assert resume_differences(before, now, cfg) == []
+    assert resume_differences(before, dict(now, mirror_pairs=True), cfg) == ['mirror_pairs']   # Not its default.
+    assert resume_differences(before, dict(now, beta=10.0, run_dir='/s'), cfg) == ['beta']
+    assert resume_differences({k: v for k, v in before.items() if k != 'processes'}, now, cfg) == ['processes']
 
 
 @pytest.mark.parametrize('index', [0, 1])

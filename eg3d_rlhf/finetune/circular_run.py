@@ -341,7 +341,7 @@ def run_folder(cfg, common, ranks, options, desc):
         except (OSError, ValueError) as err:
             raise RunError(f'--resume-run: {err}') from None
         now = json.loads(json.dumps(dict(options, run_dir=run_dir)))
-        differ = [k for k in sorted(set(before) | set(now)) if k not in RESUME_MAY_CHANGE and before.get(k) != now.get(k)]
+        differ = resume_differences(before, now, cfg)
         if differ:
             changes = ', '.join(f'{k}={before.get(k)!r}, now {now.get(k)!r}' for k in differ[:3])
             raise RunError(f'--resume-run: {run_dir} ran with other options ({changes}); resume it with its own')
@@ -361,6 +361,15 @@ def run_folder(cfg, common, ranks, options, desc):
 
 
 RESUME_MAY_CHANGE = ('run_dir', 'resume_run', 'snap_steps', 'report_to')   # Options a resumed run may change.
+
+
+def resume_differences(before, now, cfg):
+    """Options (sorted names) in which a run folder's options.json (before) and a --resume-run (now) differ, beyond
+    those it may change; a setting the folder lacks (one added to the config since it ran) counts as its default."""
+    defaults = json.loads(json.dumps({f.name: f.default for f in dataclasses.fields(cfg)
+        if f.default is not dataclasses.MISSING}))
+    return [k for k in sorted(set(before) | set(now))
+        if k not in RESUME_MAY_CHANGE and before.get(k, defaults.get(k)) != now.get(k)]
 
 
 def run_ranks(cfg, common, ranks, network, family, reward_path, reporter):
