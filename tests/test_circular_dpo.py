@@ -276,9 +276,11 @@ def test_train_runs_the_loop_and_writes_its_run_directory(tiny_pt, tmp_path):
     assert {'loss', 'rewards/chosen', 'rewards/rejected', 'rewards/accuracies', 'rewards/margins'} <= set(step_records[0])
     bridges = [r for r in records if r['kind'] == 'bridge']
     assert len(bridges) == 2 and all(r['tau'] == -0.5 and r['kept'] + r['dropped'] == 18 for r in bridges)
+    assert all(r['trained'] == 2 * r['kept'] for r in bridges)   # Step 2's kept pairs, and each one's mirror image.
     report = json.loads((run_dir / 'report.json').read_text())
     row = report['groups']['a']
     assert 0 <= row['win_rate'] <= 1 and row['wins'] + row['losses'] + row['ties'] == 8
+    assert [b['trained'] for b in report['bridges']] == [r['trained'] for r in bridges]
     assert 0 <= row['structure_iou'] <= 1 and report['timing']['seconds_per_step'].keys() == {'structure', 'detail'}
     for name in ('flow-a.pt', 'labels.jsonl', 'curves.png', 'weights.png', 'ablation.png', 'report.html', 'eval-a/report.json'):
         assert (run_dir / name).is_file(), name

@@ -335,6 +335,7 @@ class CircularDPO:
                     raise ValueError(f'front to back: {str(err).split(":")[0]}: the tuned earlier stages do not '
                         'make better assets by the reward; train them longer or lower --w1-tau') from None
                 pairs = pairs.mirrored() if cfg.mirror_pairs else pairs
+                record.update(trained=len(pairs))                   # The kept pairs (and their mirror images).
                 name = ('forward', index, round, 'w1' if recipe.w1 else 'no_w1', 'w2' if recipe.w2 else 'no_w2')
                 if history + (name,) not in self.memo:
                     self.log(dict(kind='bridge', order='front-to-back', phase=phase_name(history + (name,)),
@@ -363,6 +364,7 @@ class CircularDPO:
                     candidates = self._candidates(history, pipeline, index)
                     pairs, record = bridge_pairs(candidates, cfg.w1_tau, recipe.w1, recipe.w2)
                     pairs = pairs.mirrored() if cfg.mirror_pairs else pairs
+                    record.update(trained=len(pairs))                   # The kept pairs (and their mirror images).
                     name = ('bridge', index, round, 'w1' if recipe.w1 else 'no_w1', 'w2' if recipe.w2 else 'no_w2')
                     if history + (name,) not in self.memo:
                         self.log(dict(kind='bridge', phase=phase_name(history + (name,)), round=round,

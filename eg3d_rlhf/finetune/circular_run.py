@@ -222,8 +222,9 @@ def align(cfg, generator, reward, run_dir, save_snapshot, seed=0, reward_path=No
         reward_model=reward_path, data=data_info, groups={r['group']: r for r in rows},
         versus_a={g: dict(trained=c['tastes'][taste], tastes={k: {f: v[f] for f in ('wins', 'losses', 'ties', 'binomial_p')}
             for k, v in c['tastes'].items()}, truth=c['truth']) for g, c in versus.items()},
-        bridges=[dict(phase=r['phase'], kept=r['kept'], dropped=r['dropped'], candidates=r['candidates'],
-            w1_mean=float(np.mean(r['w1'])), w2_min=float(np.min(r['w2'])), w2_max=float(np.max(r['w2'])))
+        bridges=[dict(phase=r['phase'], kept=r['kept'], trained=r.get('trained', r['kept']), dropped=r['dropped'],
+            candidates=r['candidates'], w1_mean=float(np.mean(r['w1'])), w2_min=float(np.min(r['w2'])),
+            w2_max=float(np.max(r['w2'])))
             for r in records if r['kind'] == 'bridge'],
         timing=timing(records, cfg, time.time() - log.start))
     pictures = []
