@@ -77,10 +77,7 @@ def defects(volume, grid, level=10.0):
     if len(faces) == 0:
         return 1.0
     fractions = mesh.component_fractions(verts, faces)
-    edges = mesh.unique_edges(faces)
-    used = int(np.count_nonzero(np.bincount(faces.ravel())))     # Vertices on some face.
-    euler = used - len(edges) + len(faces)                        # 2 per sphere-like piece, 2 less per handle.
-    handles = max(0.0, (2 * len(fractions) - euler) / 2)
+    handles = mesh.handle_count(faces, mesh.unique_edges(faces), len(fractions))
     return float(1 - fractions[0] + 0.05 * handles)
 
 

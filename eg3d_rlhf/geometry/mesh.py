@@ -130,6 +130,13 @@ def component_fractions(verts, faces):
     area = area[area > 0]
     return np.sort(area)[::-1] / area.sum()
 
+def handle_count(faces, edges, pieces):
+    """Handles (tunnels) of a closed triangle mesh of `pieces` pieces, from its Euler characteristic V - E + F over the
+    vertices on some face: 2 per sphere-like piece, 2 less per handle (0 when the count would be negative)."""
+    used = int(np.count_nonzero(np.bincount(np.ravel(faces))))
+    euler = used - len(edges) + len(faces)
+    return max(0.0, (2 * pieces - euler) / 2)
+
 def is_closed(faces):
     """Is every edge shared by exactly two triangles (a watertight surface without boundary)?"""
     if len(faces) == 0:

@@ -83,9 +83,7 @@ def mesh_statistics(volume, level, precision=torch.float16):
     count, labels = mesh.vertex_components(n, edges)
     piece = torch.as_tensor(labels[faces[:, 0]], device=dev)
     piece_area = torch.zeros(count, dtype=verts.dtype, device=dev).index_add(0, piece, face_area)
-    used = int(np.count_nonzero(np.bincount(faces.ravel(), minlength=n)))
-    euler = used - len(edges) + len(faces)                                  # 2 per sphere-like piece, 2 less per handle.
-    handles = max(0.0, (2 * count - euler) / 2)
+    handles = mesh.handle_count(faces, edges, count)
     constant = lambda v: torch.tensor(float(v), dtype=verts.dtype, device=dev)
     return torch.stack([constant(n), face_area.sum(), edge_length.mean(), edge_length.std(), valence.mean(), rough.mean(),
         along.mean(), along.abs().mean(), across.mean(), vertex_area.mean(), cap.mean(),
