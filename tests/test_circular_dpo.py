@@ -118,6 +118,9 @@ def test_pairs_with_w1_at_or_below_tau_contribute_nothing(tiny):
     kept, record = bridge_pairs(candidates, tau=0.0)
     assert record['kept'] == int((w1 > 0).sum()) > 0 and record['dropped'] == int((w1 <= 0).sum()) > 0
     assert kept.weight.mean().item() == pytest.approx(1.0, rel=1e-5)              # w2 has mean 1 over the kept pairs.
+    both, mirrored = bridge_pairs(candidates, tau=0.0, mirror=True)                  # Each kept pair and its mirror image.
+    assert record['trained'] == len(kept) and mirrored['trained'] == len(both) == 2 * len(kept)
+    assert torch.equal(both.weight, kept.weight.repeat(2)) and torch.equal(both.drawn[0][0][12:], kept.drawn[0][0].flip(2))
     # Garbage in every dropped pair's rejected asset (not used by a kept pair) leaves training exactly as it was.
     drawn = candidates['data'].drawn[0][0].clone()
     spoiled = dict(candidates, data=PairData(**{**candidates['data'].__dict__, 'assets': candidates['data'].assets.clone(),

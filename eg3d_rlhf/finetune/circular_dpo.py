@@ -229,8 +229,9 @@ def forward_candidates(generator, policy, reference, index, reward, seeds, batch
     return scored_candidates(generator, reward, seeds, batch, draw, index, ranks)
 
 
-def bridge_pairs(candidates, tau, use_w1=True, use_w2=True):
-    """(PairData, record) of step 2's kept pairs: w1 > tau (every pair without w1), weighted by w2 (1 without)."""
+def bridge_pairs(candidates, tau, use_w1=True, use_w2=True, mirror=False):
+    """(PairData, record) of step 2's kept pairs: w1 > tau (every pair without w1), weighted by w2 (1 without), and
+    with mirror each one's mirror image too (PairData.mirrored); the record's `trained` counts the pairs returned."""
     keep = candidates['w1'] > tau if use_w1 else torch.ones(len(candidates['w1']), dtype=torch.bool)
     data = candidates['data'].select(keep)
     record = dict(candidates=len(candidates['data'].assets), pairs=len(keep), kept=int(keep.sum()),
@@ -242,6 +243,8 @@ def bridge_pairs(candidates, tau, use_w1=True, use_w2=True):
     if use_w2:
         data.weight = reliability_weights(candidates['r_chosen'][keep], candidates['r_rejected'][keep]).float()
     record['w2'] = data.weight.tolist()
+    data = data.mirrored() if mirror else data
+    record['trained'] = len(data)
     return data, record
 
 #----------------------------------------------------------------------------
@@ -330,12 +333,10 @@ class CircularDPO:
             for index in range(1, len(pipeline.stages)):
                 candidates = self._forward_candidates(history, pipeline, index)
                 try:
-                    pairs, record = bridge_pairs(candidates, cfg.w1_tau, recipe.w1, recipe.w2)
+                    pairs, record = bridge_pairs(candidates, cfg.w1_tau, recipe.w1, recipe.w2, cfg.mirror_pairs)
                 except ValueError as err:
                     raise ValueError(f'front to back: {str(err).split(":")[0]}: the tuned earlier stages do not '
                         'make better assets by the reward; train them longer or lower --w1-tau') from None
-                pairs = pairs.mirrored() if cfg.mirror_pairs else pairs
-                record.update(trained=len(pairs))                   # The kept pairs (and their mirror images).
                 name = ('forward', index, round, 'w1' if recipe.w1 else 'no_w1', 'w2' if recipe.w2 else 'no_w2')
                 if history + (name,) not in self.memo:
                     self.log(dict(kind='bridge', order='front-to-back', phase=phase_name(history + (name,)),
@@ -362,9 +363,7 @@ class CircularDPO:
             if recipe.first == 'bridge':
                 for index in reversed(range(last)):
                     candidates = self._candidates(history, pipeline, index)
-                    pairs, record = bridge_pairs(candidates, cfg.w1_tau, recipe.w1, recipe.w2)
-                    pairs = pairs.mirrored() if cfg.mirror_pairs else pairs
-                    record.update(trained=len(pairs))                   # The kept pairs (and their mirror images).
+                    pairs, record = bridge_pairs(candidates, cfg.w1_tau, recipe.w1, recipe.w2, cfg.mirror_pairs)
                     name = ('bridge', index, round, 'w1' if recipe.w1 else 'no_w1', 'w2' if recipe.w2 else 'no_w2')
                     if history + (name,) not in self.memo:
                         self.log(dict(kind='bridge', phase=phase_name(history + (name,)), round=round,
