@@ -28,7 +28,7 @@ def test_bad_settings_are_refused_in_one_line_and_a_dry_run_writes_nothing(tiny_
     for args, message in ((['--sweep', 'betta=1,2'], 'NAME one of'), (['--sweep', 'beta=x'], '--beta takes float values'),
             (['--sweep', 'beta=-1'], '--beta=-1.0: must be at least 0'),
             (['--sweep', 'beta=1', '--set', 'beta=2'], 'not both'), (['--ablation', 'a,x'], 'give all, or groups'),
-            (['--seeds', '1,1'], 'give each seed once'), (['--set', 'bf16=yes'], '--bf16 takes true/false values'), (['--seeds', '1-x'], '--seeds=1-x: cannot parse')):
+            (['--seeds', '1,1'], 'give each seed once'), (['--set', 'bf16=maybe'], '--bf16 takes true/false values'), (['--seeds', '1-x'], '--seeds=1-x: cannot parse')):
         result = run(*args)
         assert result.exit_code == 2 and message in result.output.strip().splitlines()[-1], result.output
     result = run('--sweep', 'dpo_lr=1e-4,2e-4', '--resume', tiny_pt, *SMALL)
@@ -36,7 +36,7 @@ def test_bad_settings_are_refused_in_one_line_and_a_dry_run_writes_nothing(tiny_
     result = run('--seeds', '0-2', '--ablation', 'a,d', '--resume', tiny_pt, *SMALL)      # A group list, as train.py.
     assert result.exit_code == 0 and result.output.count('Dry run; exiting.') == 3, result.output
     assert result.output.count('"ablation": "a,d"') == 3 and all(f'"seed": {s},' in result.output for s in range(3))
-    result = run('--sweep', 'mirror_pairs=false,TRUE', '--resume', tiny_pt, *SMALL)      # A flag's words, not bool('false').
+    result = run('--sweep', 'mirror_pairs=no,TRUE', '--resume', tiny_pt, *SMALL)      # A flag's words, not bool('false').
     assert result.output.count('"mirror_pairs": false') == result.output.count('"mirror_pairs": true') == 1, result.output
     assert not os.path.exists(tmp_path / 'out')
 

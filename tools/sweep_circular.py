@@ -27,12 +27,12 @@ def parse_setting(text, many):
         raise click.BadParameter(f'{text!r}: expected NAME=VALUE{",VALUE..." if many else ""} with NAME one of '
             f'{", ".join(FIELDS)}')
     kind = OPTIONAL.get(FIELDS[name].type, FIELDS[name].type)
-    if kind is bool:                                    # bool('false') is True: read the words.
-        kind = lambda v: {'true': True, '1': True, 'false': False, '0': False}[v.lower()]
+    if kind is bool:                                    # bool('false') is True: click reads the words.
+        kind = lambda v: click.BOOL.convert(v, None, None)
         kind.__name__ = 'true/false'
     try:
         parsed = [kind(v.strip()) for v in (values.split(',') if many else [values])]
-    except (ValueError, KeyError):
+    except (ValueError, click.BadParameter):
         raise click.BadParameter(f'{text!r}: {flag_name(name)} takes {kind.__name__} values') from None
     return name, parsed if many else parsed[0]
 
