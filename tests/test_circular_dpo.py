@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -16,8 +17,9 @@ from eg3d_rlhf.data import annotators
 from eg3d_rlhf.finetune.circular_config import GROUPS, CircularDPOConfig
 from eg3d_rlhf.finetune.circular_dpo import (RECIPES, CircularDPO, bridge_candidates, bridge_pairs, demo_preferences,
     forward_candidates)
-from eg3d_rlhf.finetune.circular_run import resume_differences, versus_a, versus_rows
+from eg3d_rlhf.finetune.circular_run import resume_differences, run_ranks, versus_a, versus_rows
 from eg3d_rlhf.finetune.flow_dpo import PairData, train_stage
+from eg3d_rlhf.finetune.options import ConfigError, RunError
 from eg3d_rlhf.generators import flow_heads
 from eg3d_rlhf.geometry.sigma import CubeGrid
 from eg3d_rlhf.rewards.checkpoint import load_reward
@@ -178,6 +180,35 @@ def test_each_group_trains_the_stages_its_recipe_names_and_shared_phases_run_onc
     assert [(r['use_w1'], r['use_w2']) for r in bridges] == [(True, True), (False, True), (True, False)]
     assert len([k for k in trainer.bridges if k[-1][0] != 'forward']) == 1  # a, g and h share step 2's candidates.
     assert bridges[1]['kept'] == bridges[1]['pairs'] and bridges[2]['w2'] == [1.0] * bridges[2]['kept']
+
+
+def test_earlier_stages_train_on_structure_batch_pairs_a_step_and_the_last_on_dpo_batch(tiny):
+    G, data, _, reward = tiny
+    seen = {0: [], 1: []}
+    hooks = [G.pipeline.stages[i].velocity.register_forward_pre_hook(
+        lambda module, args, i=i: seen[i].append(args[1].detach().clone())) for i in seen]
+    try:
+        for structure_batch in (None, 6):
+            cfg = CircularDPOConfig(ablation='a', dpo_steps=2, dpo_batch=4, bridge_seeds='0-2', eval_seeds='none',
+                structure_batch=structure_batch, structure_t_max=0.25)
+            CircularDPO(cfg, G, data, reward).tuned('a')
+            # Training passes: 2 steps x 2 sides x (policy, reference) of one batch each; the structure stage's at
+            # t <= 0.25 (drawing calls it at ODE times 0, 1/steps, ... in batches of its own).
+            first = [t for t in seen[0] if t.max() <= 0.25 and len(set(t.tolist())) > 1]
+            assert [len(t) for t in first] == [structure_batch or 4] * 8, (structure_batch, [len(t) for t in first])
+            assert sum(len(t) == 4 for t in seen[1]) >= 8
+            seen[0].clear(), seen[1].clear()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert CircularDPOConfig(dpo_batch=4).stage_batch(last=False) == 4 and \
+        CircularDPOConfig(dpo_batch=4, structure_batch=6).stage_batch(last=True) == 4
+    with pytest.raises(ConfigError, match='--structure-batch=0: must be at least 1'):
+        CircularDPOConfig(structure_batch=0)
+    ranks = types.SimpleNamespace(size=5, device=lambda device: device)    # Five processes share every step's pairs.
+    for cfg, flag in ((CircularDPOConfig(dpo_batch=4), '--dpo-batch=4'), (CircularDPOConfig(structure_batch=4), '--structure-batch=4')):
+        with pytest.raises(RunError, match=f'{flag} pairs a step cannot be shared by 5 processes'):
+            run_ranks(cfg, types.SimpleNamespace(device='cpu'), ranks, None, None, None, None)
 
 
 def test_every_phase_trains_an_earlier_stage_at_early_flow_times_only(tiny):

@@ -48,6 +48,7 @@ class CircularDPOConfig(MethodConfig):
     w2_placement:   str = option('inside', 'Where w2 weights a step-2 pair: inside = it scales the logit in the sigmoid (the paper\'s Eq. 7), outside = it scales the pair\'s loss (its Algorithm 1)',
                         choices=lambda: ('inside', 'outside'))
     structure_beta: typing.Optional[float] = option(None, 'beta of every phase that trains a stage before the last  [default: --beta]; under IPO the target margin is 1/(2 beta), and at beta 1000 the structure stage reaches it with tiny, noise-led changes (docs/circular-dpo.md)', above=0)
+    structure_batch: typing.Optional[int] = option(None, 'Pairs a step of every phase that trains a stage before the last  [default: --dpo-batch]; at 8 step 3 samples about a third of step 2\'s pairs, and whether it grows or shrinks the heads changes with the seed (docs/circular-dpo.md)', min=1)
     structure_t_max: float = option(0.3, 'Every phase that trains a stage before the last draws its flow times t from [0, this] (t = 0 is noise), where the flow lays out a structure; over all t step 3 flips single voxels near the surface without their mirror images (bulges the symmetric taste sees, docs/circular-dpo.md); 1 = every t', above=0, max=1)
     sft_weight:     float = option(0.0, 'Adds this times the SFT loss of the preferred side to every DPO phase (TRL\'s rpo_alpha); 0 = off', min=0)
     lora_rank:      int = option(0, 'Train only LoRA adapters of this rank on the trained stage\'s Linear and Conv layers (peft), merged into its weights after each phase; 0 = every weight trains', min=0)
@@ -111,6 +112,10 @@ class CircularDPOConfig(MethodConfig):
             lora_rank=self.lora_rank, early_stop_split=self.early_stop_split,
             early_stop_patience=self.early_stop_patience, early_stop_every=self.early_stop_every,
             precompute_ref=self.precompute_ref, bf16=self.bf16)
+
+    def stage_batch(self, last=True):
+        """Pairs a step of a phase that trains the last stage or (last=False) an earlier one."""
+        return self.dpo_batch if last or self.structure_batch is None else self.structure_batch
 
     def seeds(self, name):
         """The seed list of a LIST field ([] for none)."""

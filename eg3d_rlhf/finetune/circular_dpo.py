@@ -294,12 +294,12 @@ class CircularDPO:
 
     def _train(self, policy, index, data, method, key, round):
         cfg, stage, phase, state = self.cfg, policy.stages[index].name, phase_name(key), self.state
+        last = index == len(policy.stages) - 1
         snapshot = None if state is None else lambda step, training: state.step_done(self, key, step, cfg.dpo_steps, training)
         with tqdm(total=cfg.dpo_steps, desc=f'{phase}', unit='step', leave=False) as bar:
-            train_stage(policy, self.reference, index, data, cfg.dpo_steps, cfg.dpo_batch, cfg.dpo_lr,
+            train_stage(policy, self.reference, index, data, cfg.dpo_steps, cfg.stage_batch(last), cfg.dpo_lr,
                 seed=self.seed * 1000 + round, loss_type=cfg.loss_type if method == 'dpo' else method,
-                label_smoothing=cfg.label_smoothing, progress=bar.update,
-                **cfg.stage_options(method, last=index == len(policy.stages) - 1),
+                label_smoothing=cfg.label_smoothing, progress=bar.update, **cfg.stage_options(method, last=last),
                 log=lambda r: self.log(dict(kind='step', phase=phase, stage=stage, method=method, round=round, **r)),
                 ranks=self.ranks, snapshot=snapshot, start=None if state is None else state.start_of(key))
 

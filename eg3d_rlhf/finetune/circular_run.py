@@ -376,8 +376,9 @@ def resume_differences(before, now, cfg):
 def run_ranks(cfg, common, ranks, network, family, reward_path, reporter):
     """run() in each process of the job (one outside torchrun): the run folder, the models, align()."""
     device = common.device if ranks.size == 1 else str(ranks.device(torch.device(common.device)))
-    if cfg.dpo_batch < ranks.size:
-        raise RunError(f'--dpo-batch={cfg.dpo_batch} pairs a step cannot be shared by {ranks.size} processes')
+    for flag, batch in (('--dpo-batch', cfg.dpo_batch), ('--structure-batch', cfg.structure_batch)):
+        if batch is not None and batch < ranks.size:
+            raise RunError(f'{flag}={batch} pairs a step cannot be shared by {ranks.size} processes')
     try:
         reward = shared_reward(reward_path, device)
     except RewardCheckpointError as err:
