@@ -174,12 +174,29 @@ def test_each_group_trains_the_stages_its_recipe_names_and_shared_phases_run_onc
     phases = [r['phase'] for r in records if r['kind'] == 'phase']
     assert len(phases) == len(set(phases))                              # Nothing trained or drawn twice.
     trained = [p for p in phases if not p.endswith('candidates-0')]
-    assert trained.count('last-dpo-0') == 1 and len([p for p in trained if p.startswith('last-dpo-0')]) == 5
-    assert phases.count('last-dpo-0/candidates-0') == 1                 # a, g and h share step 2's candidates.
+    assert trained.count('last-dpo-0') == 1 and len([p for p in trained if p.startswith('last-dpo-0')]) == 6
+    assert phases.count('last-dpo-0/candidates-0') == 1                 # a, g, h and k share step 2's candidates.
     bridges = [r for r in records if r['kind'] == 'bridge' and 'order' not in r]
-    assert [(r['use_w1'], r['use_w2']) for r in bridges] == [(True, True), (False, True), (True, False)]
-    assert len([k for k in trainer.bridges if k[-1][0] != 'forward']) == 1  # a, g and h share step 2's candidates.
+    assert [(r['use_w1'], r['use_w2'], 'swapped' in r) for r in bridges] == [(True, True, False), (False, True, False),
+        (True, False, False), (True, True, True)]
+    assert len([k for k in trainer.bridges if k[-1][0] != 'forward']) == 1  # a, g, h and k share step 2's candidates.
+    assert bridges[3]['kept'] == bridges[0]['kept'] and bridges[3]['w2'] == bridges[0]['w2']    # k: a's pairs.
     assert bridges[1]['kept'] == bridges[1]['pairs'] and bridges[2]['w2'] == [1.0] * bridges[2]['kept']
+
+
+def test_the_placebo_swaps_chosen_and_rejected_in_a_random_half_of_the_kept_pairs_and_keeps_their_weights(tiny):
+    G, data, _, reward = tiny
+    candidates = bridge_candidates(G, G.pipeline.frozen_copy(), G.pipeline.frozen_copy(), 0, reward, list(range(8)), 8)
+    real, record = bridge_pairs(candidates, tau=-1.0)
+    placebo, placebo_record = bridge_pairs(candidates, tau=-1.0, placebo_seed=3)
+    swapped = placebo.chosen != real.chosen
+    assert placebo_record['swapped'] == int(swapped.sum()) and 0.3 * len(real) < int(swapped.sum()) < 0.7 * len(real)
+    assert torch.equal(placebo.chosen[swapped], real.rejected[swapped]) and torch.equal(placebo.rejected[swapped],
+        real.chosen[swapped]) and torch.equal(placebo.rejected[~swapped], real.rejected[~swapped])
+    assert torch.equal(placebo.weight, real.weight) and 'swapped' not in record
+    assert torch.equal(bridge_pairs(candidates, tau=-1.0, placebo_seed=3)[0].chosen, placebo.chosen)     # Seeded.
+    mirrored, _ = bridge_pairs(candidates, tau=-1.0, mirror=True, placebo_seed=3)                       # Then mirrored.
+    assert torch.equal(mirrored.chosen[:len(placebo)], placebo.chosen)
 
 
 def test_earlier_stages_train_on_structure_batch_pairs_a_step_and_the_last_on_dpo_batch(tiny):

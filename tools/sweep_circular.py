@@ -47,7 +47,7 @@ def markdown(header, body):
 @click.option('--sweep', 'sweep', metavar='NAME=V1,V2,...',
     help='The setting to sweep and its values: a train.py --generator=flow flag\'s name (beta=0.5,1,2; dpo_lr=1e-4,2e-4)  [default: none, the settings as given]')
 @click.option('--set', 'fixed', multiple=True, metavar='NAME=VALUE', help='Another setting, the same in every run (repeatable)')
-@click.option('--ablation', metavar='a|...|j|LIST|all', default='a', show_default=True,
+@click.option('--ablation', metavar='a|...|k|LIST|all', default='a', show_default=True,
     help='Groups of every run, as train.py takes them: one, a comma list (a,c,d) or all (every group), from the same data and seeds')
 @click.option('--resume', metavar='PT', default='bundled-flow', show_default=True, help='Flow checkpoint to align')
 @click.option('--outdir', metavar='DIR', default='training-runs', show_default=True,

@@ -24,6 +24,7 @@ GROUPS = dict(
     h='Circular-DPO without w2 (kept pairs weighted 1)',
     i='the base model, untouched',
     j='front to back (appendix D): first stage by DPO, then carried forward to the final stage (w1 filter, w2 weights)',
+    k='placebo of a: its step-2 pairs with chosen and rejected swapped in a random half, so step 3 learns no preference',
 )
 
 
@@ -32,7 +33,7 @@ class CircularDPOConfig(MethodConfig):
     labels:         typing.Optional[str] = option(None, 'Judgements (JSONL) of pairs of --bank samples, the preference data of step 1  [default: the demo: simulated labels of samples drawn now]', metavar='JSONL')
     bank:           typing.Optional[str] = option(None, 'Flow bank (tools/sample_bank.py) of the samples --labels judges; their asset.npz are the data', metavar='DIR')
     reward_model:   typing.Optional[str] = option(None, 'Reward checkpoint scoring step 2\'s candidates (w1, w2) and the evaluation', metavar='PT')
-    ablation:       str = option('a', 'Groups to run: a = Circular-DPO, b-i = the paper\'s ablations, j = front to back, several as a comma list (a,c,d), all = every group; from the same data and seeds, with a table', metavar='a|...|j|LIST|all')
+    ablation:       str = option('a', 'Groups to run: a = Circular-DPO, b-i = the paper\'s ablations, j = front to back, k = a\'s placebo (step 2\'s pairs with random sides), several as a comma list (a,c,d), all = every group; from the same data and seeds, with a table', metavar='a|...|k|LIST|all')
     loss_type:      str = option('ipo', 'Preference loss of every DPO phase (finetune/losses.py): ipo (a bounded target margin of 1/(2 beta): on the demo it carves no dents where sigmoid, the paper\'s Flow-DPO, does); sigmoid, hinge, robust, sft, ...',
                         choices=lambda: losses.names(needs_gap=False))
     label_smoothing: float = option(0.0, 'Share of preference labels taken as flipped (sigmoid: cDPO; robust: its noise rate)', min=0, below=0.5)

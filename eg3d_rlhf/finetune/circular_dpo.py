@@ -20,9 +20,11 @@ from eg3d_rlhf.geometry.sigma import SlabCrop, slab_grid
 # The paper's groups (section 5.3) as recipes: how the final stage and the stages before it are trained, and which
 # weights step 2's pairs get. 'bridge' is the loop: steps 2 and 3 for each earlier stage, back to front. Group j is
 # the front-to-back order of the paper's appendix D, its mirror: last='bridge' with first='dpo' trains the first stage
-# on the preference data, then carries it forward to each later stage in turn (forward_candidates).
+# on the preference data, then carries it forward to each later stage in turn (forward_candidates). Group k is a's
+# placebo: the same step-2 pairs, w1 and w2, with chosen and rejected swapped in a random half of them, so step 3
+# trains on the loop's data without its preferences; what (a) gains over (k) is what the loop carries back.
 
-Recipe = collections.namedtuple('Recipe', ['last', 'first', 'w1', 'w2'])
+Recipe = collections.namedtuple('Recipe', ['last', 'first', 'w1', 'w2', 'placebo'], defaults=[False])
 
 RECIPES = dict(
     a=Recipe('dpo', 'bridge', True, True),
@@ -35,6 +37,7 @@ RECIPES = dict(
     h=Recipe('dpo', 'bridge', True, False),
     i=Recipe(None, None, False, False),
     j=Recipe('bridge', 'dpo', True, True),
+    k=Recipe('dpo', 'bridge', True, True, placebo=True),
 )
 
 #----------------------------------------------------------------------------
@@ -229,9 +232,11 @@ def forward_candidates(generator, policy, reference, index, reward, seeds, batch
     return scored_candidates(generator, reward, seeds, batch, draw, index, ranks)
 
 
-def bridge_pairs(candidates, tau, use_w1=True, use_w2=True, mirror=False):
+def bridge_pairs(candidates, tau, use_w1=True, use_w2=True, mirror=False, placebo_seed=None):
     """(PairData, record) of step 2's kept pairs: w1 > tau (every pair without w1), weighted by w2 (1 without), and
-    with mirror each one's mirror image too (PairData.mirrored); the record's `trained` counts the pairs returned."""
+    with mirror each one's mirror image too (PairData.mirrored); the record's `trained` counts the pairs returned.
+    With placebo_seed, chosen and rejected trade places in a random half of the kept pairs (record `swapped`), each
+    pair keeping its w2: the same data without its preferences."""
     keep = candidates['w1'] > tau if use_w1 else torch.ones(len(candidates['w1']), dtype=torch.bool)
     data = candidates['data'].select(keep)
     record = dict(candidates=len(candidates['data'].assets), pairs=len(keep), kept=int(keep.sum()),
@@ -243,6 +248,10 @@ def bridge_pairs(candidates, tau, use_w1=True, use_w2=True, mirror=False):
     if use_w2:
         data.weight = reliability_weights(candidates['r_chosen'][keep], candidates['r_rejected'][keep]).float()
     record['w2'] = data.weight.tolist()
+    if placebo_seed is not None:
+        swap = torch.rand(len(data), generator=torch.Generator().manual_seed(placebo_seed)) < 0.5
+        data.chosen, data.rejected = torch.where(swap, data.rejected, data.chosen), torch.where(swap, data.chosen, data.rejected)
+        record['swapped'] = int(swap.sum())
     data = data.mirrored() if mirror else data
     record['trained'] = len(data)
     return data, record
@@ -363,8 +372,10 @@ class CircularDPO:
             if recipe.first == 'bridge':
                 for index in reversed(range(last)):
                     candidates = self._candidates(history, pipeline, index)
-                    pairs, record = bridge_pairs(candidates, cfg.w1_tau, recipe.w1, recipe.w2, cfg.mirror_pairs)
-                    name = ('bridge', index, round, 'w1' if recipe.w1 else 'no_w1', 'w2' if recipe.w2 else 'no_w2')
+                    pairs, record = bridge_pairs(candidates, cfg.w1_tau, recipe.w1, recipe.w2, cfg.mirror_pairs,
+                        placebo_seed=(self.seed * 1000 + round) * 16 + index if recipe.placebo else None)
+                    name = ('bridge', index, round, 'w1' if recipe.w1 else 'no_w1', 'w2' if recipe.w2 else 'no_w2') + \
+                        (('placebo',) if recipe.placebo else ())
                     if history + (name,) not in self.memo:
                         self.log(dict(kind='bridge', phase=phase_name(history + (name,)), round=round,
                             stage=pipeline.stages[index].name, **record))
