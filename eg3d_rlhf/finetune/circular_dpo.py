@@ -250,7 +250,8 @@ def bridge_pairs(candidates, tau, use_w1=True, use_w2=True, mirror=False, placeb
     record['w2'] = data.weight.tolist()
     if placebo_seed is not None:
         swap = torch.rand(len(data), generator=torch.Generator().manual_seed(placebo_seed)) < 0.5
-        data.chosen, data.rejected = torch.where(swap, data.rejected, data.chosen), torch.where(swap, data.chosen, data.rejected)
+        chosen, rejected = data.chosen, data.rejected
+        data.chosen, data.rejected = torch.where(swap, rejected, chosen), torch.where(swap, chosen, rejected)
         record['swapped'] = int(swap.sum())
     data = data.mirrored() if mirror else data
     record['trained'] = len(data)
