@@ -223,7 +223,8 @@ def test_earlier_stages_train_on_structure_batch_pairs_a_step_and_the_last_on_dp
     with pytest.raises(ConfigError, match='--structure-batch=0: must be at least 1'):
         CircularDPOConfig(structure_batch=0)
     ranks = types.SimpleNamespace(size=5, device=lambda device: device)    # Five processes share every step's pairs.
-    for cfg, flag in ((CircularDPOConfig(dpo_batch=4), '--dpo-batch=4'), (CircularDPOConfig(structure_batch=4), '--structure-batch=4')):
+    for cfg, flag in ((CircularDPOConfig(dpo_batch=4), '--dpo-batch=4'),
+            (CircularDPOConfig(structure_batch=4), '--structure-batch=4')):
         with pytest.raises(RunError, match=f'{flag} pairs a step cannot be shared by 5 processes'):
             run_ranks(cfg, types.SimpleNamespace(device='cpu'), ranks, None, None, None, None)
 
