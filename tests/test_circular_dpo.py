@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from eg3d_rlhf.analysis.collateral import MESH_STATS
 from eg3d_rlhf.data import annotators
+from eg3d_rlhf.finetune import circular_dpo
 from eg3d_rlhf.finetune.circular_config import GROUPS, CircularDPOConfig
 from eg3d_rlhf.finetune.circular_dpo import (RECIPES, CircularDPO, bridge_candidates, bridge_pairs, demo_preferences,
     forward_candidates)
@@ -227,6 +228,28 @@ def test_earlier_stages_train_on_structure_batch_pairs_a_step_and_the_last_on_dp
             (CircularDPOConfig(structure_batch=4), '--structure-batch=4')):
         with pytest.raises(RunError, match=f'{flag} pairs a step cannot be shared by 5 processes'):
             run_ranks(cfg, types.SimpleNamespace(device='cpu'), ranks, None, None, None, None)
+
+
+def test_earlier_stages_train_with_their_own_loss_and_learning_rate_and_the_last_with_the_run_s(tiny, monkeypatch):
+    G, data, _, reward = tiny
+    calls, real = [], circular_dpo.train_stage
+    def spy(policy, reference, index, data, steps, batch, lr, **kw):
+        calls.append((index, lr, kw['loss_type']))
+        return real(policy, reference, index, data, steps, batch, lr, **kw)
+    monkeypatch.setattr(circular_dpo, 'train_stage', spy)
+    common = dict(dpo_steps=1, dpo_batch=4, bridge_seeds='0-2', eval_seeds='none', loss_type='ipo', dpo_lr=2e-4)
+    cfg = CircularDPOConfig(ablation='a,e', structure_loss_type='sigmoid', structure_lr=1e-5, **common)
+    trainer = CircularDPO(cfg, G, data, reward)
+    trainer.tuned('a'), trainer.tuned('e')
+    assert calls == [(1, 2e-4, 'ipo'), (0, 1e-5, 'sigmoid'), (0, 1e-5, 'sft')]    # Group e's SFT keeps its loss.
+    calls.clear()
+    CircularDPO(CircularDPOConfig(ablation='a', **common), G, data, reward).tuned('a')  # Defaults: the run's.
+    assert calls == [(1, 2e-4, 'ipo'), (0, 2e-4, 'ipo')]
+    for kw, message in ((dict(structure_loss_type='nope'), '--structure-loss-type=nope: choose one of'),
+            (dict(structure_loss_type='sft', sft_weight=0.1), '--structure-loss-type=sft is SFT already'),
+            (dict(structure_lr=-1.0), '--structure-lr=-1.0: must be at least 0')):
+        with pytest.raises(ConfigError, match=message):
+            CircularDPOConfig(**kw)
 
 
 def test_every_phase_trains_an_earlier_stage_at_early_flow_times_only(tiny):

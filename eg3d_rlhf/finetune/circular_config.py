@@ -50,6 +50,9 @@ class CircularDPOConfig(MethodConfig):
                         choices=lambda: ('inside', 'outside'))
     structure_beta: typing.Optional[float] = option(None, 'beta of every phase that trains a stage before the last  [default: --beta]; under IPO the target margin is 1/(2 beta), and at beta 1000 the structure stage reaches it with tiny, noise-led changes (docs/circular-dpo.md)', above=0)
     structure_batch: typing.Optional[int] = option(None, 'Pairs a step of every phase that trains a stage before the last  [default: --dpo-batch]; on the demo 32 did not make the way step 3 moves the heads less a matter of the seed (docs/circular-dpo.md)', min=1)
+    structure_loss_type: typing.Optional[str] = option(None, 'Preference loss of every DPO phase that trains a stage before the last  [default: --loss-type]; sigmoid moves step 3 the way its pairs point on every seed, where IPO at a small target margin moves it either way (docs/circular-dpo.md)',
+                        choices=lambda: losses.names(needs_gap=False))
+    structure_lr:   typing.Optional[float] = option(None, 'Adam learning rate of every phase that trains a stage before the last  [default: --dpo-lr]', min=0)
     structure_t_max: float = option(0.3, 'Every phase that trains a stage before the last draws its flow times t from [0, this] (t = 0 is noise), where the flow lays out a structure; over all t step 3 flips single voxels near the surface without their mirror images (bulges the symmetric taste sees, docs/circular-dpo.md); 1 = every t', above=0, max=1)
     sft_weight:     float = option(0.0, 'Adds this times the SFT loss of the preferred side to every DPO phase (TRL\'s rpo_alpha); 0 = off', min=0)
     lora_rank:      int = option(0, 'Train only LoRA adapters of this rank on the trained stage\'s Linear and Conv layers (peft), merged into its weights after each phase; 0 = every weight trains', min=0)
@@ -86,8 +89,10 @@ class CircularDPOConfig(MethodConfig):
             raise ConfigError('--labels-w1-tau filters the pairs of --labels by their win counts; the demo has none')
         if self.bridge_seeds.strip().lower() == 'none':
             raise ConfigError('--bridge-seeds: step 2 needs at least one seed')
-        if self.sft_weight and not losses.get(self.loss_type).needs_rejected:
-            raise ConfigError(f'--sft-weight adds SFT to a loss of pairs; --loss-type={self.loss_type} is SFT already')
+        for name in ('loss_type', 'structure_loss_type'):
+            if self.sft_weight and getattr(self, name) and not losses.get(getattr(self, name)).needs_rejected:
+                raise ConfigError(f'--sft-weight adds SFT to a loss of pairs; {flag_name(name)}={getattr(self, name)} '
+                    'is SFT already')
         if self.lora_rank and not lora.available():
             raise ConfigError(lora.MISSING)
 
@@ -113,6 +118,17 @@ class CircularDPOConfig(MethodConfig):
             lora_rank=self.lora_rank, early_stop_split=self.early_stop_split,
             early_stop_patience=self.early_stop_patience, early_stop_every=self.early_stop_every,
             precompute_ref=self.precompute_ref, bf16=self.bf16)
+
+    def stage_loss(self, method, last=True):
+        """train_stage's loss_type of a phase of `method` ('dpo', or 'sft' as itself) that trains the last stage or
+        (last=False) an earlier one."""
+        if method != 'dpo':
+            return method
+        return self.loss_type if last or self.structure_loss_type is None else self.structure_loss_type
+
+    def stage_lr(self, last=True):
+        """Learning rate of a phase that trains the last stage or (last=False) an earlier one."""
+        return self.dpo_lr if last or self.structure_lr is None else self.structure_lr
 
     def stage_batch(self, last=True):
         """Pairs a step of a phase that trains the last stage or (last=False) an earlier one."""

@@ -307,8 +307,8 @@ class CircularDPO:
         last = index == len(policy.stages) - 1
         snapshot = None if state is None else lambda step, training: state.step_done(self, key, step, cfg.dpo_steps, training)
         with tqdm(total=cfg.dpo_steps, desc=f'{phase}', unit='step', leave=False) as bar:
-            train_stage(policy, self.reference, index, data, cfg.dpo_steps, cfg.stage_batch(last), cfg.dpo_lr,
-                seed=self.seed * 1000 + round, loss_type=cfg.loss_type if method == 'dpo' else method,
+            train_stage(policy, self.reference, index, data, cfg.dpo_steps, cfg.stage_batch(last), cfg.stage_lr(last),
+                seed=self.seed * 1000 + round, loss_type=cfg.stage_loss(method, last),
                 label_smoothing=cfg.label_smoothing, progress=bar.update, **cfg.stage_options(method, last=last),
                 log=lambda r: self.log(dict(kind='step', phase=phase, stage=stage, method=method, round=round, **r)),
                 ranks=self.ranks, snapshot=snapshot, start=None if state is None else state.start_of(key))
