@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from eg3d_rlhf.analysis.collateral import MESH_STATS
 from eg3d_rlhf.data import annotators
-from eg3d_rlhf.finetune import circular_dpo
+from eg3d_rlhf.finetune import circular_dpo, circular_run
 from eg3d_rlhf.finetune.circular_config import GROUPS, CircularDPOConfig
 from eg3d_rlhf.finetune.circular_dpo import (RECIPES, CircularDPO, bridge_candidates, bridge_pairs, demo_preferences,
     forward_candidates)
@@ -478,11 +478,13 @@ def test_dry_run_prints_the_demo_plan_and_writes_nothing(tmp_path):
 def test_a_run_flushes_cpu_denormals_from_its_start(tmp_path, monkeypatch):
     import train as script
     monkeypatch.chdir(tmp_path)
-    flushed = lambda: torch.tensor([1e-39]).mul(1.0).item() == 0
-    torch.set_flush_denormal(False)
-    try:
-        result = CliRunner().invoke(script.main, ['--generator=flow', '--method=circular-dpo', '--dry-run'])
-        assert result.exit_code == 0, result.output
-        assert flushed()                                # Step 3 met denormals and ran 2.4x slower.
-    finally:
-        torch.set_flush_denormal(False)
+    flushed, seen, real = lambda: torch.tensor([1e-39]).mul(1.0).item() == 0, [], circular_run.run_ranks
+    monkeypatch.setattr(circular_run, 'run_ranks', lambda *args: seen.append(flushed()) or real(*args))
+    for before in (False, True):
+        torch.set_flush_denormal(before)
+        try:
+            result = CliRunner().invoke(script.main, ['--generator=flow', '--method=circular-dpo', '--dry-run'])
+            assert result.exit_code == 0, result.output
+            assert seen.pop() and flushed() == before   # Flushed while it runs (step 3 met them), restored after.
+        finally:
+            torch.set_flush_denormal(False)
