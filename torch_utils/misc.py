@@ -51,6 +51,19 @@ def suppress_tracer_warnings():
         yield
 
 
+@contextlib.contextmanager
+def flushed_denormals():
+    """CPU denormal floats flushed to zero inside (set on entry: threads started later inherit it), as before after;
+    also a decorator."""
+    before = torch.tensor([1e-39]).mul(1.0).item() == 0
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(before)
+
+#----------------------------------------------------------------------------
+
 def assert_shape(tensor, ref_shape):
     """Raise AssertionError unless `tensor.shape` matches `ref_shape` (None entries match any size)."""
     if tensor.ndim != len(ref_shape):

@@ -25,7 +25,7 @@ from eg3d_rlhf.generators import registry
 from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, shared_reward
 from eg3d_rlhf.shards import Ranks, ShardError
 from eg3d_rlhf.synthetic import demo
-from torch_utils import report_to, safetensors_file
+from torch_utils import misc, report_to, safetensors_file
 
 #----------------------------------------------------------------------------
 # The run directory (finetune/run_dir.py) holds options.json, log.txt, labels.jsonl (the demo's simulated judgements),
@@ -266,21 +266,12 @@ def timing(records, cfg, total):
 # The runner of `train.py --generator=flow --method=circular-dpo`: a flow checkpoint (--resume, default the bundled
 # one) and a reward, a run folder with the options and log, then align().
 
+@misc.flushed_denormals()
 def run(cfg, common):
     """Circular-DPO of the generator at common.resume ('bundled-flow' or None = the bundled flow model) in a new run
     folder under common.outdir; the report's summary (None for a dry run). CPU denormal floats are flushed to zero
     while it runs, set before its first parallel op (the worker threads keep the state they start with): step 3 met
     them and ran 2.4x slower; the demo's results are the same to the digit. The setting is restored after."""
-    before = torch.tensor([1e-39]).mul(1.0).item() == 0
-    torch.set_flush_denormal(True)
-    try:
-        return run_flushed(cfg, common)
-    finally:
-        torch.set_flush_denormal(before)
-
-
-def run_flushed(cfg, common):
-    """run() with denormals flushed."""
     if cfg.bf16 and bf16_problem(common.device):
         raise RunError(bf16_problem(common.device))
     network = os.path.abspath(demo.FLOW_GENERATOR if common.resume in (None, 'bundled-flow') else common.resume)
