@@ -107,6 +107,67 @@ def test_the_detail_decode_low_passes_by_its_smooth_setting():
         flow_heads.check_config(dict(smooth=-1))
 
 
+def randomised(module, seed=0):
+    """The module with every weight drawn at random (the output layers start at zero)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(0.3 * torch.randn(p.shape, generator=gen))
+    return module
+
+
+def test_mirror_velocities_are_mirror_equivariant_and_the_structure_decode_symmetric():
+    g, p = TINY['grid'], TINY['patch']
+    x = torch.randn(2, 1, g * p, g * p, g * p, generator=torch.Generator().manual_seed(1))
+    t, cond = torch.tensor([0.3, 0.8]), torch.tensor([0, 1])
+    active = torch.rand(2, g, g, g, generator=torch.Generator().manual_seed(2)) > 0.4
+    for mirror in (False, True):
+        structure = randomised(flow_heads.ConvVelocity(g, 8, 2, 2, patch=p, mirror=mirror))
+        detail = randomised(flow_heads.DetailVelocity(g, p, 8, 2, 2, mirror=mirror))
+        for velocity, context, flipped in ((structure, None, None), (detail, active, active.flip(1))):
+            v, v_image = velocity(x, t, cond, context), velocity(x.flip(2), t, cond, flipped)
+            assert v.abs().mean() > 0.1
+            assert torch.allclose(v_image, v.flip(2), atol=1e-6) == mirror      # Only with mirror: v(Mx) = M v(x).
+    head, _ = tiny_assets(1)
+    lopsided = head.clone()
+    lopsided[0, :R // 2] = flow_heads.EMPTY                                  # Half the head gone: x < 0 side empty.
+    plain = flow_heads.Structure(structure, g, p)
+    symmetric = flow_heads.Structure(structure, g, p, mirror=True)
+    for asset, is_symmetric in ((head, True), (lopsided, False)):
+        occupancy = plain.decode(plain.encode(asset, None), None)
+        union = occupancy | occupancy.flip(1)                               # Every voxel with an inside point kept.
+        assert torch.equal(symmetric.decode(symmetric.encode(asset, None), None), union)
+        assert torch.equal(occupancy, union) == is_symmetric               # A training head's structure is symmetric.
+    x1 = torch.randn(3, 1, g, g, g, generator=torch.Generator().manual_seed(3))
+    active = symmetric.decode(x1, None)
+    assert torch.equal(active, active.flip(1)) and not torch.equal(plain.decode(x1, None), plain.decode(x1, None).flip(1))
+
+
+def test_a_mirror_model_draws_symmetric_structures_and_files_without_the_key_load_without_it(tmp_path):
+    config = dict(TINY, mirror=True)
+    torch.manual_seed(0)
+    pipeline = flow_heads.build_pipeline(config)
+    for m in pipeline.modules():
+        randomised(m)
+    G = flow_heads.build_generator(pipeline, config, image_res=16)
+    sample = G.samples([5, 6], 1)
+    for s in sample:
+        active = s.runs[1].context
+        assert torch.equal(active, active.flip(1)) and 0 < active.sum() < active.numel()
+    assert not torch.equal(sample[0].sigma, sample[0].sigma.flip(1))      # Each sample keeps its noise's asymmetry.
+    path = str(tmp_path / 'flow.pt')
+    flow_heads.save_flow(path, pipeline, config)
+    assert flow_heads.read_flow(path)['config']['mirror'] is True
+    assert torch.equal(flow_heads.load_flow(path, image_res=16).volumes([5], 1), G.volumes([5], 1))
+    state = torch.load(path, weights_only=True)
+    del state['config']['mirror']                                           # A file from before the key.
+    torch.save(state, path)
+    assert flow_heads.read_flow(path)['config']['mirror'] is False
+    assert flow_heads.check_config({})['mirror'] is True and TINY['mirror'] is False
+    with pytest.raises(ValueError, match='mirror must be true or false'):
+        flow_heads.check_config(dict(mirror='yes'))
+
+
 def test_families_come_from_head_parameters():
     heads = [world.sample(0, i).head for i in range(48)]
     families = [flow_data.head_family(h, 4) for h in heads]

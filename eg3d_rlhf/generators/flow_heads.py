@@ -33,11 +33,15 @@ EMPTY = -10.0           # Raw sigma of inactive voxels and far outside.
 # trilinearly at any resolution). The first bundled model drew 4^3 patches (64^3): 64 values a voxel through 32
 # hidden channels came out lumpy, about 2x the training heads' lumpiness (checkpoints/README.md); a 32^3 SDF read
 # trilinearly is within 0.11 fine voxels (RMS, near the surface) of the heads' true 64^3 SDF, and smoother.
+# `mirror` makes the model left-right symmetric in law, as its training heads are (they have no defects): each velocity
+# is the mean of the net's output and its mirror image's (so a fine-tuned copy stays mirror-equivariant too), and the
+# structure's decode thresholds the mean of x and its mirror image (the training heads' 16^3 structures are exactly
+# symmetric, so this removes model error only). Each sample keeps the asymmetry of its own noise.
 PRESETS = {
     'tiny':     dict(grid=4, patch=2, channels=8, layers=2, conditions=2, truncation=2.0, cube_length=1.0,
-                    heads=8, data_seed=0, build_spread=0.0, smooth=0.0, ode_steps=4, sampler='euler'),
+                    heads=8, data_seed=0, build_spread=0.0, smooth=0.0, ode_steps=4, sampler='euler', mirror=False),
     'default':  dict(grid=16, patch=2, channels=32, layers=4, conditions=8, truncation=2.0, cube_length=1.0,
-                    heads=1024, data_seed=0, build_spread=0.15, smooth=0.7, ode_steps=8, sampler='heun'),
+                    heads=1024, data_seed=0, build_spread=0.15, smooth=0.7, ode_steps=8, sampler='heun', mirror=True),
 }
 CONFIG_KEYS = frozenset(PRESETS['default'])
 
@@ -89,6 +93,8 @@ def check_config(config):
     if not is_number(config['cube_length'], 0, MAX_CUBE_LENGTH) or not config['cube_length'] > 0:
         raise ValueError(f'flow config cube_length must be a finite number in (0, {MAX_CUBE_LENGTH:g}], got '
             f'{config["cube_length"]!r}')
+    if not isinstance(config['mirror'], bool):
+        raise ValueError(f'flow config mirror must be true or false, got {config["mirror"]!r}')
     check_sampler(config['sampler'])
     return config
 
@@ -141,9 +147,10 @@ class ConvVelocity(nn.Module):
         conditions,                 # Condition values (an embedding each); None = unconditional.
         patch       = 1,            # Side P of the patch of x folded into each coarse voxel.
         extra       = 0,            # Channels of context features beside x (extra_features).
+        mirror      = False,        # Average the output with the mirror image's (x -> -x): mirror-equivariant.
     ):
         super().__init__()
-        self.grid, self.patch, self.channels = int(grid), int(patch), int(channels)
+        self.grid, self.patch, self.channels, self.mirror = int(grid), int(patch), int(channels), bool(mirror)
         inputs = self.patch ** 3 + 3 + extra
         self.convs = nn.ModuleList([nn.Conv3d(inputs if i == 0 else channels, channels, 3, padding=1)
             for i in range(layers)])
@@ -172,7 +179,18 @@ class ConvVelocity(nn.Module):
         """The skip's per-channel scale of x, [N, P^3]."""
         return self.skip(time_features(t))
 
+    def mirror_context(self, context):
+        """The context of the mirror image (x -> -x; none by default)."""
+        return context
+
     def forward(self, x, t, cond, context):
+        if not self.mirror:
+            return self.field(x, t, cond, context)
+        mirrored = self.field(x.flip(2), t, cond, self.mirror_context(context)).flip(2)
+        return (self.field(x, t, cond, context) + mirrored) / 2
+
+    def field(self, x, t, cond, context):
+        """The net's own velocity, without mirror averaging."""
         n, g, r = x.shape[0], self.grid, self.grid * self.patch
         misc.assert_shape(x, [n, 1, r, r, r])
         folded = fold(x, self.patch)
@@ -188,11 +206,14 @@ class ConvVelocity(nn.Module):
 class DetailVelocity(ConvVelocity):
     """Stage 2's velocity: sees which coarse voxels are active and is zero outside them."""
 
-    def __init__(self, grid, patch, channels, layers, conditions):
-        super().__init__(grid, channels, layers, conditions, patch=patch, extra=1)
+    def __init__(self, grid, patch, channels, layers, conditions, mirror=False):
+        super().__init__(grid, channels, layers, conditions, patch=patch, extra=1, mirror=mirror)
 
     def extra_features(self, context):
         return [self.mask(context)]
+
+    def mirror_context(self, context):
+        return context.flip(1)
 
     def mask(self, context):
         misc.assert_shape(context, [None, self.grid, self.grid, self.grid])
@@ -201,13 +222,14 @@ class DetailVelocity(ConvVelocity):
 #----------------------------------------------------------------------------
 
 class Structure(FlowStage):
-    """Stage 1: occupancy of the coarse grid, x [1, G, G, G] with data in {-1, +1}; decode: active voxels [N, G, G, G]."""
+    """Stage 1: occupancy of the coarse grid, x [1, G, G, G] with data in {-1, +1}; decode: active voxels [N, G, G, G]
+    (with `mirror`, where x plus its mirror image is >= 0: symmetric, and an encoded asset's voxels or their images)."""
 
     name = 'structure'
 
-    def __init__(self, velocity, grid, patch):
+    def __init__(self, velocity, grid, patch, mirror=False):
         super().__init__(velocity)
-        self.grid, self.patch = int(grid), int(patch)
+        self.grid, self.patch, self.mirror = int(grid), int(patch), bool(mirror)
 
     def data_shape(self, context):
         return (1, self.grid, self.grid, self.grid)
@@ -215,7 +237,7 @@ class Structure(FlowStage):
     def decode(self, x1, context):
         g = self.grid
         misc.assert_shape(x1, [None, 1, g, g, g])
-        return x1[:, 0] > 0
+        return (x1 + x1.flip(2))[:, 0] >= 0 if self.mirror else x1[:, 0] > 0
 
     def encode(self, asset, context):
         g, p = self.grid, self.patch
@@ -264,8 +286,10 @@ def build_pipeline(config, init_seed=None):
     with torch.random.fork_rng(devices=[], enabled=init_seed is not None):
         if init_seed is not None:
             torch.manual_seed(init_seed)
-        structure = Structure(ConvVelocity(g, c['channels'], c['layers'], c['conditions']), g, p)
-        detail = Detail(DetailVelocity(g, p, c['channels'], c['layers'], c['conditions']), g, p, smooth=c['smooth'])
+        m = c['mirror']
+        structure = Structure(ConvVelocity(g, c['channels'], c['layers'], c['conditions'], mirror=m), g, p, mirror=m)
+        detail = Detail(DetailVelocity(g, p, c['channels'], c['layers'], c['conditions'], mirror=m), g, p,
+            smooth=c['smooth'])
     return FlowPipeline([structure, detail], conditions=c['conditions'], name='heads-structure-detail')
 
 
@@ -366,7 +390,8 @@ def read_flow(path):
         raise ValueError(f'{path}: not a flow checkpoint (format {got!r}, expected {FORMAT!r})')
     if isinstance(state.get('config'), dict):
         state['config'].setdefault('build_spread', 0.0)               # Checkpoints from before builds: world heads,
-        state['config'].setdefault('smooth', 0.0)                     # and a decode without smoothing.
+        state['config'].setdefault('smooth', 0.0)                     # and a decode without smoothing,
+        state['config'].setdefault('mirror', False)                   # nor mirror averaging.
     try:
         state['config'] = check_config(state['config'])
     except (KeyError, ValueError) as err:
