@@ -243,7 +243,11 @@ def test_earlier_stages_train_with_their_own_loss_and_learning_rate_and_the_last
     trainer.tuned('a'), trainer.tuned('e')
     assert calls == [(1, 2e-4, 'ipo'), (0, 1e-5, 'sigmoid'), (0, 1e-5, 'sft')]    # Group e's SFT keeps its loss.
     calls.clear()
-    CircularDPO(CircularDPOConfig(ablation='a', **common), G, data, reward).tuned('a')  # Defaults: the run's.
+    CircularDPO(CircularDPOConfig(ablation='a', **common), G, data, reward).tuned('a')  # Defaults: their own.
+    assert calls == [(1, 2e-4, 'ipo'), (0, 2e-5, 'sigmoid')]
+    calls.clear()
+    cfg = CircularDPOConfig(ablation='a', structure_loss_type=None, structure_lr=None, **common)
+    CircularDPO(cfg, G, data, reward).tuned('a')                                        # None: the run's.
     assert calls == [(1, 2e-4, 'ipo'), (0, 2e-4, 'ipo')]
     for kw, message in ((dict(structure_loss_type='nope'), '--structure-loss-type=nope: choose one of'),
             (dict(structure_loss_type='sft', sft_weight=0.1), '--structure-loss-type=sft is SFT already'),

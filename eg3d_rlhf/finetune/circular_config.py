@@ -42,7 +42,7 @@ class CircularDPOConfig(MethodConfig):
     dpo_steps:      int = option(80, 'Adam steps per stage and round', min=1)
     dpo_batch:      int = option(8, 'Pairs per step', min=1)
     rounds:         int = option(1, 'Rounds of steps 1-3; later rounds draw step 2\'s structures from the tuned first stage', min=1)
-    bridge_seeds:   str = option('100-105', 'Step 2: seeds of the structures drawn per condition, each finished by the tuned and by the reference final stage', metavar='LIST')
+    bridge_seeds:   str = option('100-111', 'Step 2: seeds of the structures drawn per condition, each finished by the tuned and by the reference final stage', metavar='LIST')
     mirror_pairs:   bool = option(False, 'Train on every pair and its mirror image (both assets flipped left to right, the same choice): twice the pairs of step 1 and of every phase that trains on the preference data, and step 2\'s (tuned, reference) pairs with the structures they were drawn from; for tastes that do not tell a head from its mirror image', is_flag=True)
     w1_tau:         float = option(0.0, 'Step 2 keeps a (tuned, reference) pair only when its quality gap w1 is above this', min=-1)
     labels_w1_tau:  typing.Optional[float] = option(None, 'Step 1 keeps a --labels pair only when its w1 from the labels\' win counts (a k-way ranking\'s: tools/import_ranked.py --ranking) is above this  [default: every pair]', min=-1)
@@ -50,9 +50,9 @@ class CircularDPOConfig(MethodConfig):
                         choices=lambda: ('inside', 'outside'))
     structure_beta: typing.Optional[float] = option(None, 'beta of every phase that trains a stage before the last  [default: --beta]; under IPO the target margin is 1/(2 beta), and at beta 1000 the structure stage reaches it with tiny, noise-led changes (docs/circular-dpo.md)', above=0)
     structure_batch: typing.Optional[int] = option(None, 'Pairs a step of every phase that trains a stage before the last  [default: --dpo-batch]; on the demo 32 did not make the way step 3 moves the heads less a matter of the seed (docs/circular-dpo.md)', min=1)
-    structure_loss_type: typing.Optional[str] = option(None, 'Preference loss of every DPO phase that trains a stage before the last  [default: --loss-type]; sigmoid moves step 3 the way its pairs point on every seed, where IPO at a small target margin moves it either way (docs/circular-dpo.md)',
+    structure_loss_type: typing.Optional[str] = option('sigmoid', 'Preference loss of every DPO phase that trains a stage before the last (None in Python: --loss-type); sigmoid moves step 3 the way its pairs point on every seed, where IPO at a small target margin moves it either way (docs/circular-dpo.md)',
                         choices=lambda: losses.names(needs_gap=False))
-    structure_lr:   typing.Optional[float] = option(None, 'Adam learning rate of every phase that trains a stage before the last  [default: --dpo-lr]', min=0)
+    structure_lr:   typing.Optional[float] = option(2e-5, 'Adam learning rate of every phase that trains a stage before the last (None in Python: --dpo-lr)', min=0)
     structure_t_max: float = option(0.3, 'Every phase that trains a stage before the last draws its flow times t from [0, this] (t = 0 is noise), where the flow lays out a structure; over all t step 3 flips single voxels near the surface without their mirror images (bulges the symmetric taste sees, docs/circular-dpo.md); 1 = every t', above=0, max=1)
     sft_weight:     float = option(0.0, 'Adds this times the SFT loss of the preferred side to every DPO phase (TRL\'s rpo_alpha); 0 = off', min=0)
     lora_rank:      int = option(0, 'Train only LoRA adapters of this rank on the trained stage\'s Linear and Conv layers (peft), merged into its weights after each phase; 0 = every weight trains', min=0)
