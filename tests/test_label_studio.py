@@ -5,6 +5,7 @@ import json
 import math
 import os
 import urllib.parse
+from pathlib import Path
 
 import numpy as np
 import PIL.Image
@@ -141,6 +142,11 @@ def set_lead_time(value):
 def unknown_id(tasks):
     tasks[4]['data']['left_id'] = 'seed000099'                         # Unfinished in the bank: no meta.json.
 
+def set_id(value, annotation=False):
+    def change(tasks):
+        (tasks[4]['annotations'][0] if annotation else tasks[4])['id'] = value
+    return change
+
 
 @pytest.mark.parametrize('breaks, message', [
     (lambda tasks: dict(tasks=tasks), 'expected a list of tasks'),
@@ -149,7 +155,14 @@ def unknown_id(tasks):
     (set_lead_time(float('nan')), 'task 5 (index 4), annotation 0: "lead_time" must be a finite number'),
     (set_lead_time(-1.0), 'task 5 (index 4), annotation 0: "lead_time" must be a finite number'),
     (unknown_id, "task 5 (index 4): sample id 'seed000099' is not in the bank"),
-], ids=['not-a-list', 'no-ids', 'selection', 'nan-lead-time', 'negative-lead-time', 'unknown-id'])
+    (set_id(float('nan')), 'task ? (index 4): "id" must be an integer id, got nan'),    # Before: "ls_task": NaN.
+    (set_id(float('inf')), 'task ? (index 4): "id" must be an integer id, got inf'),
+    (set_id(4.5), 'task ? (index 4): "id" must be an integer id, got 4.5'),
+    (set_id(True), 'task ? (index 4): "id" must be an integer id, got True'),
+    (set_id([5]), 'task ? (index 4): "id" must be an integer id, got [5]'),
+    (set_id(float('nan'), annotation=True), 'task 5 (index 4), annotation 0: "id" must be an integer id, got nan'),
+], ids=['not-a-list', 'no-ids', 'selection', 'nan-lead-time', 'negative-lead-time', 'unknown-id', 'nan-task-id',
+    'inf-task-id', 'fraction-task-id', 'bool-task-id', 'list-task-id', 'nan-annotation-id'])
 def test_malformed_exports_fail_in_one_line_naming_the_task(tmp_path, exported, breaks, message):
     bank_dir, _tasks, path = exported
     tasks = json.loads(path.read_text())
@@ -158,6 +171,31 @@ def test_malformed_exports_fail_in_one_line_naming_the_task(tmp_path, exported, 
     result = CliRunner().invoke(tool.main, ['import', '--export', str(path), '--bank', bank_dir, '--out', str(out)])
     refused_in_one_line(result, message)
     assert str(path) in result.output and not out.exists()
+
+
+def test_a_whole_float_task_id_is_kept_as_an_integer(tmp_path, exported):
+    bank_dir, _tasks, path = exported
+    tasks = json.loads(path.read_text())
+    tasks[4]['id'], tasks[4]['annotations'][0]['id'] = 5.0, 1004.0
+    path.write_text(json.dumps(tasks))
+    out = tmp_path / 'studio.jsonl'
+    ok(CliRunner().invoke(tool.main, ['import', '--export', str(path), '--bank', bank_dir, '--out', str(out)]))
+    [line] = [line for line in out.read_text().splitlines() if '"ls_task": 5,' in line]     # Before: 5.0.
+    assert json.loads(line)['ls_annotation'] == 1004 and '1004.0' not in line
+
+
+def test_import_never_writes_over_its_export_or_the_bank_force_or_not(tmp_path, exported):
+    bank_dir, _tasks, path = exported
+    os.symlink(path, tmp_path / 'link.jsonl')
+    meta = os.path.join(bank_dir, 'seed000001', 'meta.json')
+    before = {p: digest(Path(p)) for p in (path, meta)}
+    run = lambda out, *force: CliRunner().invoke(tool.main, ['import', '--export', str(path), '--bank', bank_dir,
+        '--out', str(out), *force])
+    for out, flag, source in ((path, '--export', path), (tmp_path / 'link.jsonl', '--export', path),
+            (tmp_path / 'ls' / '..' / 'export.json', '--export', path), (meta, '--bank', bank_dir)):
+        for force in ([], ['--force']):                                 # Before: --force replaced them.
+            refused_in_one_line(run(out, *force), f'{out} would write over {flag} {source}, which this command reads')
+    assert {p: digest(Path(p)) for p in (path, meta)} == before and os.path.islink(tmp_path / 'link.jsonl')
 
 
 def test_refuses_to_overwrite_without_force(tmp_path, exported):

@@ -25,6 +25,19 @@ def test_round_trip_keeps_extra_keys(tmp_path):
     assert [j.to_dict() for j in P.load_judgements(out)] == [j.to_dict() for j in judgements]
 
 
+@pytest.mark.parametrize('value', [float('nan'), float('inf'), -float('inf')])
+def test_no_label_writer_writes_nan_or_inf(tmp_path, value):
+    from eg3d_rlhf.data import labeling
+    out = tmp_path / 'l.jsonl'
+    out.write_text(json.dumps(LINE) + '\n')
+    judgements = P.load_judgements(str(out)) + [P.Judgement(**dict(LINE, a='seed000003'), extra=dict(ls_task=value))]
+    with pytest.raises(P.LabelError, match=f'{out}: the judgement of seed000003 vs seed000002 holds nan or inf'):
+        P.write_judgements(str(out), judgements)                        # Before: "ls_task": NaN, which is no JSON.
+    with pytest.raises(ValueError, match='not JSON compliant'):
+        labeling.append_record(str(out), dict(LINE, a='seed000004', seconds=value))
+    assert out.read_text() == json.dumps(LINE) + '\n'                  # Neither touched the file.
+
+
 @pytest.mark.parametrize('bad, message', [
     ('{"a": ', 'not JSON'),
     ('[1, 2]', 'expected a JSON object'),

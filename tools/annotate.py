@@ -74,7 +74,7 @@ def pairs(bank_dir, annotator, temperature, level, seed, scores_out, dry_run, fo
     if num_pairs > limit:
         raise click.BadParameter(f'{num_pairs} pairs asked for, but {len(bank)} samples give only {limit}'
             + (' within their conditions' if groups else ''), param_hint='--pairs')
-    refuse_overwrite(out, scores_out, force=force)
+    refuse_overwrite(out, scores_out, force=force, inputs={'--bank': bank_dir})
     if dry_run:
         print(f'would score {len(bank)} samples of {bank_dir} with oracle:{annotator} and write {num_pairs} judgements '
             f'(temperature {temperature}, theta {theta}) to {out}')
@@ -114,7 +114,7 @@ def good_bad(bank_dir, annotator, temperature, level, seed, scores_out, dry_run,
     if bad_quantile > good_quantile:
         raise click.BadParameter(f'{bad_quantile} is above --good-quantile {good_quantile}; the middle band runs from '
             'the bad quantile up to the good one', param_hint='--bad-quantile')
-    refuse_overwrite(good_out, bad_out, scores_out, given_scores_out, force=force)
+    refuse_overwrite(good_out, bad_out, scores_out, given_scores_out, force=force, inputs={'--bank': bank_dir})
     bank = open_bank(bank_dir)
     if dry_run:
         print(f'would label {len(bank)} samples of {bank_dir} good or bad with oracle:{annotator} (temperature '

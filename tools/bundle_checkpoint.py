@@ -4,7 +4,7 @@ import os
 
 import click
 
-from eg3d_rlhf.cli import OUT_FILE, require_trust
+from eg3d_rlhf.cli import OUT_FILE, refuse_overwrite, require_trust
 from training import legacy
 
 #----------------------------------------------------------------------------
@@ -24,8 +24,7 @@ def main(snapshot_pkl, trust_pickle, out, force, dry_run):
         --out=checkpoints/synthetic-heads64.pkl
     """
     require_trust(snapshot_pkl, trust_pickle)
-    if os.path.exists(out) and not force:
-        raise click.ClickException(f'{out} exists; pass --force to overwrite it')
+    refuse_overwrite(out, force=force, inputs={'--snapshot': snapshot_pkl})
     if dry_run:
         print(f'would write {out} from {snapshot_pkl} (G = G_ema, D kept)')
         return

@@ -27,7 +27,7 @@ def main(reward_path, out, trust_pickle, force, dry_run):
     python tools/convert_reward.py --reward-model reward-model-7wnzkgie-sfield256.zip --out reward-sigma-unet-7wnzkgie.safetensors
     python tools/convert_reward.py --reward-model my-reward.pt --out my-reward.safetensors
     """
-    refuse_overwrite(out, force=force)
+    refuse_overwrite(out, force=force, inputs={'--reward-model': reward_path})
     reward = open_reward(reward_path, 'cpu', trust_pickle=trust_pickle)
     tensors = len(reward.model.state_dict())
     params = sum(v.numel() for v in reward.model.state_dict().values())

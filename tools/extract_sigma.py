@@ -58,7 +58,8 @@ def main(network_pkl, trust_pickle, seeds, conditions, resolution, slab, truncat
     keys = network_keys(network_pkl, seeds, conditions)
     paths = [os.path.join(outdir, sample_id(*key)) for key in keys]
     extensions = ('.npy', '.ply') + (('.mrc',) if write_mrc else ())
-    refuse_overwrite(*(path + ext for path in paths for ext in extensions), force=force)
+    refuse_overwrite(*(path + ext for path in paths for ext in extensions), force=force,
+        inputs={'--network': network_pkl})
     if dry_run:
         kind = 'slab' if slab else 'cube'
         print(f'would load {network_pkl} on {device}, sample a {kind} of the {resolution}^3 grid '

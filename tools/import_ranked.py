@@ -46,7 +46,7 @@ def main(csv_path, ranking_path, out, annotator, time, force, dry_run):
     if (csv_path is None) == (ranking_path is None):
         raise click.UsageError('give one of --csv (ranked pairs) and --ranking (k-way rankings)')
     source = csv_path or ranking_path
-    refuse_overwrite(out, force=force)
+    refuse_overwrite(out, force=force, inputs={'--csv': csv_path, '--ranking': ranking_path})
     with one_line_errors(LabelError):
         if csv_path:
             judgements = import_ranked_csv(csv_path, annotator=annotator, time=time)
@@ -58,8 +58,8 @@ def main(csv_path, ranking_path, out, annotator, time, force, dry_run):
     if dry_run:
         print(f'would write {len(judgements)} judgements of {seeds} by {annotator} to {out}')
         return
-    write_judgements(out, judgements)
     with one_line_errors(LabelError):
+        write_judgements(out, judgements)
         written = load_judgements(out)                                  # Read back as training will read it.
     print(f'wrote {len(written)} judgements of {seeds} by {annotator} to {out}')
 

@@ -76,7 +76,7 @@ def import_(export_path, bank_dir, out, force, dry_run):
     \b
     python tools/label_studio.py import --export project-1-at-2026-01-01.json --bank out/bank --out labels/studio.jsonl
     """
-    refuse_overwrite(out, force=force)
+    refuse_overwrite(out, force=force, inputs={'--export': export_path, '--bank': bank_dir})
     bank = open_bank(bank_dir, check_slabs=False)
     with one_line_errors(LabelError):
         judgements = ls.import_export(export_path, bank.ids)
@@ -87,8 +87,8 @@ def import_(export_path, bank_dir, out, force, dry_run):
     if dry_run:
         print(f'would write {summary} to {out}')
         return
-    write_judgements(out, judgements)
     with one_line_errors(LabelError):
+        write_judgements(out, judgements)
         load_judgements(out, known_ids=bank.ids)                        # Read back as training will read it.
     print(f'wrote {summary} to {out}')
 

@@ -10,7 +10,7 @@ import click
 import numpy as np
 import PIL.Image
 
-from eg3d_rlhf.cli import SEED, OUT_FILE, FiniteRange
+from eg3d_rlhf.cli import SEED, OUT_FILE, FiniteRange, refuse_overwrite
 from eg3d_rlhf.geometry import preview
 from eg3d_rlhf.synthetic import dataset_writer
 
@@ -61,8 +61,7 @@ def synthetic_heads(out, count, resolution, seed, defect_rate, supersample, forc
 @click.option('--force', is_flag=True, help='Overwrite --out if it exists')
 def grid(data, out, count, cols, force):
     """Tile the first images of a dataset zip into one PNG (e.g. docs/synthetic_heads.png)."""
-    if os.path.exists(out) and not force:
-        raise click.ClickException(f'{out} exists; pass --force to overwrite it')
+    refuse_overwrite(out, force=force, inputs={'--data': data})
     try:
         with zipfile.ZipFile(data) as zf:
             fnames = [fname for fname, _ in json.loads(zf.read('dataset.json'))['labels']][:count]

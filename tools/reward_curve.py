@@ -94,7 +94,7 @@ def main(bank_dir, outdir, tastes, policies, sizes, seeds, temperature, agreemen
         build_reward(kind, **model_config)
     except (TypeError, ValueError) as err:
         raise click.BadParameter(f'{kind} reward: {err}', param_hint='--model-config')
-    refuse_overwrite(*(os.path.join(outdir, name) for name in OUTPUTS), force=force)
+    refuse_overwrite(*(os.path.join(outdir, name) for name in OUTPUTS), force=force, inputs={'--bank': bank_dir})
     bank = open_bank(bank_dir)
     fits = reward_curves.fit_count(tastes, policies, options, 3 if compare_mirror else 1, objectives)
     print(f'{len(bank)} samples ({len(bank) - round(test_share * len(bank))} to judge); tastes {", ".join(tastes)}; '

@@ -83,7 +83,8 @@ def main(bank_dir, labels_path, good_path, bad_path, kind, out, truth_path, scor
         raise click.BadParameter(f'{kind} reward: {err}', param_hint='--model-config')
     report_to = pick_reporter(report_to)
     logs = side_path(out, '.logs') if report_to != 'none' else None     # --report-to's folder: TensorBoard or W&B.
-    refuse_overwrite(out, *(side_path(out, s) for s in reward_fit.SIDE_FILES), logs, force=force)
+    refuse_overwrite(out, *(side_path(out, s) for s in reward_fit.SIDE_FILES), logs, force=force, inputs={'--bank': bank_dir,
+        '--labels': labels_path, '--good': good_path, '--bad': bad_path, '--truth': truth_path, '--scores': scores_path})
     try:
         bank = Bank(bank_dir)
         bank.check_slabs()                                      # Every meta.json and slab file, before any work.

@@ -100,6 +100,17 @@ def _task_name(path, task, index):
     return f'{path}: task {tid if isinstance(tid, (int, str)) and not isinstance(tid, bool) else "?"} (index {index})'
 
 
+def _ls_id(value, key, where):
+    """A task's or annotation's id as our labels keep it (ls_task, ls_annotation): an integer (a whole float such as
+    7.0 as 7), a string, or None where absent; LabelError naming `where` for nan, inf, a fraction, a bool or any other
+    value (nan would be written as NaN, which is no JSON)."""
+    if value is None or isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise LabelError(f'{where}: "{key}" must be an integer id, got {value!r}; export JSON from Label Studio again')
+
+
 def annotator_name(completed_by, where):
     """Our annotator name for Label Studio's completed_by: the email where it is a name our files allow
     (labeling.ANNOTATOR), else 'ls-user-<id>'."""
@@ -152,6 +163,7 @@ def import_export(path, known_ids):
         unknown = [x for x in (a, b) if x not in known]
         if unknown:
             raise LabelError(f'{name}: sample id {unknown[0]!r} is not in the bank; pass the --bank the tasks came from')
+        task_id = _ls_id(task.get('id'), 'id', name)
         annotations = task.get('annotations')
         if not isinstance(annotations, list):
             raise LabelError(f'{name}: "annotations" must be a list')
@@ -166,7 +178,7 @@ def import_export(path, known_ids):
                 if isinstance(lead, bool) or not isinstance(lead, (int, float)) or not math.isfinite(lead) or lead < 0:
                     raise LabelError(f'{where}: "lead_time" must be a finite number of seconds >= 0, got {lead!r}')
                 record['lead_time'] = lead
-            record.update(ls_task=task.get('id'), ls_annotation=annotation.get('id'))
+            record.update(ls_task=task_id, ls_annotation=_ls_id(annotation.get('id'), 'id', where))
             j = parse_judgement(json.dumps(record), where)
             key = (frozenset((a, b)), j.annotator)
             if key in seen:

@@ -4,7 +4,6 @@ import collections
 import fcntl
 import heapq
 import itertools
-import json
 import os
 import re
 import stat
@@ -14,7 +13,7 @@ import uuid
 
 import numpy as np
 
-from eg3d_rlhf.data.preferences import TORN, Judgement, LabelError, is_repeat, load_judgements, now
+from eg3d_rlhf.data.preferences import TORN, Judgement, LabelError, is_repeat, load_judgements, now, record_line
 
 #----------------------------------------------------------------------------
 # Records (one JSON object per line, the preference format of eg3d_rlhf/data/preferences.py):
@@ -58,7 +57,7 @@ def _truncate(fd, size):
 
 
 def _line(record):
-    return (json.dumps(record) + '\n').encode('utf-8')
+    return record_line(record).encode('utf-8')
 
 
 def _fsync_dir(folder):

@@ -218,11 +218,22 @@ def load_judgements(path, known_ids=None, repeats=False):
     return [j for j in live.values() if repeats or not is_repeat(j)]
 
 
+def record_line(record):
+    """One JSONL line of a label record. Every writer of label files goes through here: nan and inf have no JSON
+    spelling (json.dumps would write NaN, which other readers refuse), so they are a ValueError, never written."""
+    return json.dumps(record, allow_nan=False) + '\n'
+
+
 def write_judgements(path, judgements):
-    """Write judgements as JSONL, atomically (the old file stays whole if writing fails)."""
+    """Write judgements as JSONL, atomically (the old file stays whole if writing fails); LabelError naming the file
+    and the pair for a judgement that holds nan or inf (nothing is written then)."""
     with dnnlib.util.atomic_write(path, 'w', encoding='utf-8') as f:
         for j in judgements:
-            f.write(json.dumps(j.to_dict()) + '\n')
+            try:
+                f.write(record_line(j.to_dict()))
+            except ValueError:
+                raise LabelError(f'{path}: the judgement of {j.a} vs {j.b} holds nan or inf, which JSON cannot hold; '
+                    'nothing written') from None
 
 #----------------------------------------------------------------------------
 
@@ -345,7 +356,12 @@ def import_ranked_csv(path, annotator='paper', time='2023-01-01T00:00:00+00:00')
 # counts of Circular-DPO's w1 (Eq. 10) are each asset's wins in its ranking, a tie counting half (win_counts).
 # CSV: a header whose first cell is "condition", then per row a condition and the ids, best first (empty trailing
 # cells allowed; "x=y" in one cell ties x and y). JSONL: {"condition": str or int, "ranking": [id or [tied ids], ...]}.
-# An id is a sample id or a bare seed number (-> seedNNNNNN).
+# An id is a sample id or a bare seed number (-> seedNNNNNN). A ranking's pairs grow as k^2, so k and a file's pairs
+# are bounded: a 200 kB line of 20,000 ids would otherwise become 2e8 judgements.
+
+MAX_RANKING = 100               # Ids one ranking may hold (the paper ranks nine per prompt): 4,950 pairs.
+MAX_RANKED_PAIRS = 500_000      # Pairs one file may expand to (~1 GB to write and read back; the paper's file: 4,346).
+
 
 def _ranked_id(value, where):
     text = str(value).strip() if isinstance(value, (str, int)) and not isinstance(value, bool) else None
@@ -392,12 +408,10 @@ def _ranking_rows(path):
         raise LabelError(f'{path}:{reader.line_num if reader else 1}: not CSV ({err})') from None
 
 
-def import_ranking(path, annotator='ranking', time='2023-01-01T00:00:00+00:00'):
-    """Judgements of every pair within each ranking of a CSV or JSONL file of k-way rankings (see above): a = the
-    higher-ranked id, choice 'a', or 'tie' for two ids of one rank; extra keys "condition" and "ranks" (1-based,
-    shared by a tie). LabelError naming file:line for a bad header or row, an id that is no sample id or seed, a
-    ranking of fewer than 2 ids, or an id listed twice (in one ranking or two)."""
-    judgements, seen = [], {}
+def _checked_rankings(path):
+    """[(condition, [(id, rank), ...] best first)] of a file of k-way rankings, every row checked (import_ranking's
+    LabelErrors) before any pair is made."""
+    rankings, seen, pairs = [], {}, 0
     try:
         for lineno, condition, groups in _ranking_rows(path):
             where = f'{path}:{lineno}'
@@ -409,16 +423,35 @@ def import_ranking(path, annotator='ranking', time='2023-01-01T00:00:00+00:00'):
                 rank += len(group)
             if len(ranked) < 2:
                 raise LabelError(f'{where}: a ranking needs at least 2 ids, got {len(ranked)}')
+            if len(ranked) > MAX_RANKING:
+                raise LabelError(f'{where}: a ranking of {len(ranked)} ids; one ranking may hold at most {MAX_RANKING} '
+                    '(each pair of them becomes a judgement): split it')
             for x, _ in ranked:
                 if x in seen:
                     raise LabelError(f'{where}: {x} is ranked twice (also on line {seen[x]})')
                 seen[x] = lineno
-            for i, (a, ra) in enumerate(ranked):
-                for b, rb in ranked[i + 1:]:
-                    judgements.append(Judgement(a=a, b=b, choice='tie' if ra == rb else 'a', annotator=annotator,
-                        time=time, extra=dict(condition=condition, ranks=[ra, rb])))
+            pairs += len(ranked) * (len(ranked) - 1) // 2
+            if pairs > MAX_RANKED_PAIRS:
+                raise LabelError(f'{where}: the rankings up to this line make {pairs} pairs; one file may make at '
+                    f'most {MAX_RANKED_PAIRS}: split it into several')
+            rankings.append((condition, ranked))
     except OSError as err:
         raise LabelError(f'{path}: cannot be read ({err.strerror or err})') from None
+    return rankings
+
+
+def import_ranking(path, annotator='ranking', time='2023-01-01T00:00:00+00:00'):
+    """Judgements of every pair within each ranking of a CSV or JSONL file of k-way rankings (see above): a = the
+    higher-ranked id, choice 'a', or 'tie' for two ids of one rank; extra keys "condition" and "ranks" (1-based,
+    shared by a tie). LabelError naming file:line for a bad header or row, an id that is no sample id or seed, a
+    ranking of fewer than 2 ids or more than MAX_RANKING, an id listed twice (in one ranking or two), or rankings of
+    more than MAX_RANKED_PAIRS pairs in all."""
+    judgements = []
+    for condition, ranked in _checked_rankings(path):
+        for i, (a, ra) in enumerate(ranked):
+            for b, rb in ranked[i + 1:]:
+                judgements.append(Judgement(a=a, b=b, choice='tie' if ra == rb else 'a', annotator=annotator,
+                    time=time, extra=dict(condition=condition, ranks=[ra, rb])))
     return judgements
 
 
