@@ -24,6 +24,7 @@ setup(
         'tqdm',
         'psutil',
         'matplotlib',           # PNG plots in run reports (Agg backend, no display needed).
+        'statsmodels',          # Replication over training seeds: cluster-robust fits and Holm (analysis/replication.py).
         'scikit-image',         # PSNR and SSIM in tools/evaluate.py.
         'mrcfile',              # .mrc sigma cubes: read by tools/tails.py, written by tools/extract_sigma.py --mrc.
         'pyyaml',               # The published bundle's release_config.yaml and train.py --config run files (safe_load).

@@ -3,11 +3,17 @@
 import json
 import os
 
+import numpy as np
 import pytest
+import scipy.stats
 from click.testing import CliRunner
 
 from eg3d_rlhf.analysis import collateral
+from eg3d_rlhf.data import annotators
+from eg3d_rlhf.finetune import circular_run
+from eg3d_rlhf.finetune.circular_config import GROUPS
 from eg3d_rlhf.generators import flow_heads
+from eg3d_rlhf.generators.base import sample_id
 from tools import sweep_circular
 
 pytestmark = pytest.mark.usefixtures('one_thread')
@@ -28,14 +34,14 @@ def test_bad_settings_are_refused_in_one_line_and_a_dry_run_writes_nothing(tiny_
     for args, message in ((['--sweep', 'betta=1,2'], 'NAME one of'), (['--sweep', 'beta=x'], '--beta takes float values'),
             (['--sweep', 'beta=-1'], '--beta=-1.0: must be at least 0'),
             (['--sweep', 'beta=1', '--set', 'beta=2'], 'not both'), (['--ablation', 'a,x'], 'give all, or groups'),
-            (['--seeds', '1,1'], 'give each seed once'), (['--set', 'bf16=maybe'], '--bf16 takes true/false values'), (['--seeds', '1-x'], '--seeds=1-x: cannot parse')):
+            (['--seeds', '1,1'], 'give each seed once'), (['--set', 'bf16=maybe'], '--bf16 takes true/false values'), (['--seeds', '1-x'], '--train-seeds=1-x: cannot parse')):
         result = run(*args)
         assert result.exit_code == 2 and message in result.output.strip().splitlines()[-1], result.output
     result = run('--sweep', 'dpo_lr=1e-4,2e-4', '--resume', tiny_pt, *SMALL)
     assert result.exit_code == 0 and result.output.count('Dry run; exiting.') == 2, result.output
-    result = run('--seeds', '0-2', '--ablation', 'a,d', '--resume', tiny_pt, *SMALL)      # A group list, as train.py.
+    result = run('--seeds', '0-2', '--ablation', 'a,d', '--resume', tiny_pt, *SMALL)      # A group list, and the placebo.
     assert result.exit_code == 0 and result.output.count('Dry run; exiting.') == 3, result.output
-    assert result.output.count('"ablation": "a,d"') == 3 and all(f'"seed": {s},' in result.output for s in range(3))
+    assert result.output.count('"ablation": "a,d,k"') == 3 and all(f'"seed": {s},' in result.output for s in range(3))
     result = run('--sweep', 'mirror_pairs=no,TRUE', '--resume', tiny_pt, *SMALL)      # A flag's words, not bool('false').
     assert result.output.count('"mirror_pairs": false') == result.output.count('"mirror_pairs": true') == 1, result.output
     assert not os.path.exists(tmp_path / 'out')
@@ -95,3 +101,84 @@ def test_the_bar_of_a_clean_result():
     assert collateral.clears_bar(row(0.9, 0.5, 0.5), 'smooth') == (False, ['smooth 50% < 75%'])
     assert collateral.clears_bar(row(0.9, 0.5, 0.5), 'size')[1] == ['size not measured']
     assert collateral.clears_bar(dict(row(0.9, 0.5, 0.5), dents_deeper=None), 'nose')[0]
+
+
+#----------------------------------------------------------------------------
+# Replication over training seeds, on fake runs: circular_run.run replaced by one that writes each group's
+# eval-<group>/measures.json as compare() does (8 conditions of every held-out seed) and returns the summary align()
+# would, its versus_a from those files (circular_run.versus_a). (a)'s trained taste (proportions) beats group g's on
+# wins[g][training seed] of the ids and loses on the rest.
+
+def measures(rng, n, proportions=None):
+    tastes = {t: list(rng.normal(size=n)) for t in annotators.TASTES}
+    if proportions is not None:
+        tastes['proportions'] = list(proportions)
+    return dict(tastes=tastes, mesh={s: list(rng.normal(size=n)) for s in collateral.MESH_STATS},
+        truth={t: list(rng.normal(0.3, 0.01, size=n)) for t in collateral.TRUTH}, diversity=1.0)
+
+
+def fake_runs(monkeypatch, tmp_path, wins):
+    """The (cfg, common) of every run circular_run.run was asked for."""
+    asked = []
+    def run(cfg, common):
+        asked.append((cfg, common))
+        if common.dry_run:
+            return None
+        run_dir, rng = tmp_path / f'run-{len(asked)}', np.random.default_rng(common.seed)
+        ids = [sample_id(s, c) for s in cfg.seeds('eval_seeds') for c in range(8)]
+        base, mine = measures(rng, len(ids)), rng.normal(size=len(ids))
+        for group in cfg.groups:
+            beaten = np.zeros(len(ids), dtype=bool)
+            beaten[rng.permutation(len(ids))[:wins[group][common.seed]] if group != 'a' else []] = True
+            tuned = measures(rng, len(ids), mine if group == 'a' else np.where(beaten, mine - 1, mine + 1))
+            (run_dir / f'eval-{group}').mkdir(parents=True)
+            (run_dir / f'eval-{group}' / 'measures.json').write_text(json.dumps(dict(ids=ids, original=base, tuned=tuned)))
+        cost = collateral.row_entries(dict(alarm=None, collateral=collateral.compare(base, tuned, 'proportions')))
+        rows = {g: dict(group=g, description=GROUPS[g], reward_mean_delta=0.1, seconds=1.0, **cost) for g in cfg.groups}
+        versus = circular_run.versus_a(str(run_dir), cfg.groups, 'proportions')
+        return dict(groups=rows, versus_a=circular_run.versus_summary(versus, 'proportions'))
+    monkeypatch.setattr(circular_run, 'run', run)
+    return asked
+
+
+def sweep(tmp_path, *args):
+    return CliRunner().invoke(sweep_circular.main, [*args, '--outdir', str(tmp_path / 'out'), '--device', 'cpu'])
+
+
+def test_a_lucky_seed_is_no_result_across_training_seeds(monkeypatch, tmp_path):
+    lucky = dict(zip(range(100, 108), [122, 133, 125, 131, 124, 135, 128, 250]))   # (a) vs (d): one seed 250 of 256.
+    steady = dict(zip(range(100, 108), [150, 160, 145, 170, 155, 149, 165, 158]))  # (a) vs (k): every seed above half.
+    asked = fake_runs(monkeypatch, tmp_path, dict(d=lucky, k=steady))
+    result = sweep(tmp_path, '--train-seeds', '100-107', '--eval-seeds', '5000-5031', '--ablation', 'a,d')
+    assert result.exit_code == 0, result.output[-3000:]
+    assert [cfg.groups for cfg, _ in asked] == [['a', 'd', 'k']] * 8                # The placebo joins the ablation.
+    assert {cfg.eval_seeds for cfg, _ in asked} == {'5000-5031'} and [c.seed for _, c in asked] == list(range(100, 108))
+    assert 'dev seeds' not in result.output
+    sweep_dir = tmp_path / 'out' / '00000-circular-dpo-sweep-seeds'
+    table = json.loads((sweep_dir / 'sweep.json').read_text())['replication']
+    luck, placebo = table['contrasts']
+    assert (luck['contrast'], placebo['contrast']) == ('(a) vs (d)', '(a) vs (k)')
+    assert [s['wins'] for s in luck['seeds']] == list(lucky.values()) and luck['seeds'][0]['clusters'] == 32
+    wins, losses = (sum(s[k] for s in luck['seeds']) for k in ('wins', 'losses'))
+    assert scipy.stats.binomtest(wins, wins + losses).pvalue < 1e-6 and luck['seeds'][-1]['pair_sign_p'] < 1e-6
+    assert luck['across']['holm_p'] > 0.05 and luck['result'].endswith('no difference shown across seeds (alpha 0.05)')
+    assert placebo['across']['holm_p'] < 0.05 and placebo['result'].endswith('first side better across seeds (alpha 0.05)')
+    for c in (luck, placebo):                                       # What the tool states is the across-seed result.
+        assert f'- {c["result"]}' in result.output and f'- {c["result"]}' in (sweep_dir / 'sweep.md').read_text()
+        assert (sweep_dir / c['forest']).is_file()
+    assert json.loads((sweep_dir / 'replication.json').read_text()) == table
+
+
+def test_train_seeds_eval_seeds_and_the_placebo_reach_every_run(monkeypatch, tmp_path):
+    asked = fake_runs(monkeypatch, tmp_path, {})
+    result = sweep(tmp_path, '--seeds', '0-1', '--ablation', 'a,d', '--dry-run')          # --seeds: --train-seeds.
+    assert result.exit_code == 0 and [c.seed for _, c in asked] == [0, 1] and asked[0][0].groups == ['a', 'd', 'k']
+    assert 'Warning: training seeds 0-1 and evaluation ids 1000-1007 are dev seeds' in result.output
+    assert 'Across the 2 training seeds: (a) vs (d), (a) vs (k), judged by proportions' in result.output
+    for args, groups in ((['--no-placebo'], ['a', 'd']), (['--ablation', 'a'], ['a']), (['--ablation', 'c,d'], ['c', 'd'])):
+        asked.clear()
+        assert sweep(tmp_path, '--train-seeds', '100', '--ablation', 'a,d', *args, '--dry-run').exit_code == 0
+        assert asked[0][0].groups == groups
+    result = sweep(tmp_path, '--eval-seeds', '5000-5001', '--set', 'eval_seeds=1-2', '--dry-run')
+    assert result.exit_code == 2 and 'give the held-out seeds once' in result.output
+    assert not os.path.exists(tmp_path / 'out')

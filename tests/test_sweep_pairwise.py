@@ -1,13 +1,17 @@
 """tools/sweep_pairwise.py: one train.py run per (pair construction, tau), and one table of panel change per minute."""
 
+import csv
 import json
 import os
+import subprocess
 
+import numpy as np
 import PIL.Image
 import pytest
 from click.testing import CliRunner
 
 from eg3d_rlhf.finetune import pair_sweep
+from eg3d_rlhf.finetune.config import PAIR_CONSTRUCTIONS
 from eg3d_rlhf.finetune.options import RunError
 from tests.helpers.train import TINY_NETS
 from tools import sweep_pairwise
@@ -25,14 +29,14 @@ def error_lines(result):
 def test_dry_run_lists_the_grid_and_runs_nothing(tmp_path):
     result = sweep('--outdir', str(tmp_path / 'out'), '--dry-run')
     assert result.exit_code == 0, result.output
-    names = [line.split(':')[0].strip() for line in result.output.splitlines()[1:]]
+    names = [line.split(':')[0].strip() for line in result.stdout.splitlines()[1:]]
     assert names == [f'{c}-tau{t:g}-seed0' for c in ('offsets', 'truncation', 'latents') for t in (0, 0.01, 0.05, 0.1, 0.3)]
-    assert result.output.startswith('15 runs into')
+    assert result.stdout.startswith('15 runs into') and result.stderr.startswith('Warning: training seeds 0 and')
     assert '--tau=0.05 --pair-construction=truncation --seed=0' in result.output
     assert not (tmp_path / 'out').exists()
     result = sweep('--outdir', str(tmp_path / 'out'), '--constructions', 'latents', '--taus', '0.1,0', '--seeds', '0,1',
         '--dry-run', '--', '--kimg=0.2')
-    assert result.output.startswith('4 runs into') and result.output.count('--kimg=0.2') == 4
+    assert result.stdout.startswith('4 runs into') and result.output.count('--kimg=0.2') == 4
 
 
 @pytest.mark.parametrize('args, message', [
@@ -40,7 +44,10 @@ def test_dry_run_lists_the_grid_and_runs_nothing(tmp_path):
     (['--taus', '0.1,x'], '--taus=0.1,x: expected comma-separated float values'),
     (['--taus', '-0.1'], 'tau -0.1: expected a finite number >= 0'),
     (['--taus', 'nan'], 'tau nan: expected a finite number >= 0'),
-    (['--seeds', '-1'], 'seeds are whole numbers >= 0'),
+    (['--seeds', '-1'], '--train-seeds=-1: cannot parse'),
+    (['--baseline', 'offsets:0.2'], '--baseline=offsets:0.2: not a cell of the grid'),
+    (['--baseline', 'offsets'], 'expected CONSTRUCTION:TAU'),
+    (['--eval-seeds', '5000-5009', '--', '--panel-seeds=1-2'], '--panel-seeds=1-2 after --: the sweep sets'),
     (['--taus', ''], 'the grid is empty'),
     (['--', '--tau=0.2'], '--tau=0.2 after --: the sweep sets'),
 ])
@@ -130,5 +137,81 @@ def test_a_tiny_sweep_writes_the_table_and_resumes_without_running_again(data, r
     assert again.exit_code == 0 and again.output.count('in the table already, kept') == 2
     assert all(len(os.listdir(out / r['run'])) == 1 for r in rows)
     assert json.loads((out / 'sweep.json').read_text())['rows'] == rows
+
+#----------------------------------------------------------------------------
+# Replication over training seeds on fake runs: subprocess.run replaced by one that writes what train.py's panel
+# writes (reward_report.json, reward_trajectories.csv) into the cell's run folder; each panel seed's change is drawn
+# from the cell's construction, tau and seed.
+
+PANEL = list(range(5000, 5040))
+
+
+def fake_train(monkeypatch, shift):
+    """shift(construction, tau, seed) -> the mean change of the cell's panel seeds."""
+    def run(cmd, **kwargs):
+        flag = lambda name: next(a.split('=', 1)[1] for a in cmd if a.startswith(f'--{name}='))
+        construction, tau, seed = flag('pair-construction'), float(flag('tau')), int(flag('seed'))
+        assert flag('panel-seeds') == f'{PANEL[0]}-{PANEL[-1]}'
+        noise = np.random.default_rng([seed, PAIR_CONSTRUCTIONS.index(construction)]).normal(0, 0.05, len(PANEL))
+        changes = shift(construction, tau, seed) + noise
+        run_dir = os.path.join(flag('outdir'), '00000-demo')
+        os.makedirs(run_dir)
+        with open(os.path.join(run_dir, 'reward_trajectories.csv'), 'w', newline='') as f:
+            rows = csv.writer(f, lineterminator='\n')
+            rows.writerow(['kimg', *[f'seed{p:06d}' for p in PANEL]])
+            rows.writerows([['0', *np.zeros(len(PANEL))], ['0.2', *changes / 2], ['0.4', *changes]])
+        with open(os.path.join(run_dir, 'reward_report.json'), 'w') as f:
+            json.dump(dict(mean_delta=float(changes.mean()), rose=int((changes > 0).sum()), seeds=len(PANEL)), f)
+        return subprocess.CompletedProcess(cmd, 0)
+    monkeypatch.setattr(pair_sweep.subprocess, 'run', run)
+
+
+def test_cells_are_compared_with_the_baseline_across_training_seeds(monkeypatch, tmp_path):
+    fake_train(monkeypatch, lambda c, t, s: 0.5 if (c, s) == ('latents', 103) else 0.0)     # One lucky seed.
+    out = tmp_path / 'sweep'
+    result = sweep('--outdir', str(out), '--constructions', 'offsets,latents', '--taus', '0.1', '--train-seeds',
+        '100-103', '--eval-seeds', f'{PANEL[0]}-{PANEL[-1]}', '--', '--data=unused')
+    assert result.exit_code == 0, result.output
+    assert 'dev seeds' not in result.output
+    table = json.loads((out / 'sweep.json').read_text())
+    assert table['baseline'] == ['offsets', 0.1]
+    first = table['rows'][0]
+    assert first['panel']['seeds'] == PANEL and np.mean(first['panel']['changes']) == pytest.approx(first['panel_change'])
+    (c,) = table['replication']['contrasts']
+    assert c['contrast'] == 'latents tau 0.1 vs offsets tau 0.1' and c['kind'] == 'difference'
+    rows = {(r['construction'], r['seed']): r for r in table['rows']}
+    for s in c['seeds']:                                # Each seed: the mean of the paired panel differences.
+        mine, theirs = (np.array(rows[k, s['seed']]['panel']['changes']) for k in ('latents', 'offsets'))
+        assert s['effect'] == pytest.approx(np.mean(mine - theirs)) and s['ids'] == s['clusters'] == len(PANEL)
+    assert c['seeds'][-1]['ci95'][0] > 0.4                                   # The lucky seed, far above ...
+    assert c['across']['holm_p'] > 0.05                                      # ... is no result across seeds.
+    assert c['result'].endswith('no difference shown across seeds (alpha 0.05)')
+    assert f'- {c["result"]}' in result.output and (out / c['forest']).is_file()
+    assert '| latents tau 0.1 vs offsets tau 0.1 | 4 |' in (out / 'sweep.md').read_text()
+
+
+def test_train_seeds_eval_seeds_and_dev_seeds_in_the_plan(tmp_path):
+    result = sweep('--outdir', str(tmp_path / 'out'), '--constructions', 'latents', '--taus', '0.1,0.3', '--seeds',
+        '0-1', '--baseline', 'latents:0.3', '--dry-run')
+    assert result.exit_code == 0, result.output
+    assert 'Warning: training seeds 0-1 and evaluation ids 2000-2199 are dev seeds' in result.output
+    assert 'every cell against latents tau 0.3, paired on panel seeds 2000-2199' in result.output
+    assert result.output.count('--seed=1 ') == 2 and '--panel-seeds' not in result.output
+    result = sweep('--outdir', str(tmp_path / 'out'), '--taus', '0.1', '--train-seeds', '100-101', '--eval-seeds',
+        '5000-5009', '--dry-run')
+    assert result.output.count('--panel-seeds=5000-5009') == 6 and 'dev seeds' not in result.output
+
+
+def test_a_damaged_panel_table_is_refused_in_one_line(tmp_path):
+    run = tmp_path / 'runs' / 'offsets-tau0-seed0' / '00000-demo'
+    run.mkdir(parents=True)
+    with pytest.raises(RunError, match=r'reward_trajectories.csv: cannot be read \(No such file'):
+        pair_sweep.read_panel(str(run.parent))
+    for text in ('kimg,seed000001\n0,1.0\n1,nan\n', 'kimg,seed000001\n0,1.0\n1\n', 'kimg,seedX\n0,1\n', 'x\n', '\xff'):
+        (run / 'reward_trajectories.csv').write_text(text, encoding='latin-1')
+        with pytest.raises(RunError, match="reward_trajectories.csv: not a panel's reward trajectories"):
+            pair_sweep.read_panel(str(run.parent))
+    (run / 'reward_trajectories.csv').write_text('kimg,seed000001,seed000002\n0,1.0,2.0\n0.4,1.5,1.0\n')
+    assert pair_sweep.read_panel(str(run.parent)) == dict(seeds=[1, 2], changes=[0.5, -1.0])
 
 #----------------------------------------------------------------------------

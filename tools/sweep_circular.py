@@ -7,10 +7,10 @@ import os
 import click
 
 import dnnlib
-from eg3d_rlhf.analysis import collateral
+from eg3d_rlhf.analysis import collateral, replication
 from eg3d_rlhf.data.annotators import parse_annotator
 from eg3d_rlhf.finetune import circular_run, run_dir as runs
-from eg3d_rlhf.finetune.circular_config import CircularDPOConfig
+from eg3d_rlhf.finetune.circular_config import GROUPS, CircularDPOConfig
 from eg3d_rlhf.finetune.options import OPTIONAL, ConfigError, RunError, flag_name
 from eg3d_rlhf.generators.base import seed_ranges
 
@@ -52,23 +52,31 @@ def markdown(header, body):
 @click.option('--resume', metavar='PT', default='bundled-flow', show_default=True, help='Flow checkpoint to align')
 @click.option('--outdir', metavar='DIR', default='training-runs', show_default=True,
     help='Parent of the sweep folder (NNNNN-circular-dpo-sweep-NAME: the runs, sweep.md, sweep.json)')
+@click.option('--no-placebo', is_flag=True, help='Leave the placebo group (k) out of an ablation with (a) and another '
+    'group (it joins every such ablation otherwise)')
 @click.option('--seed', type=click.IntRange(min=0), default=0, show_default=True, help='Seed of every run')
-@click.option('--seeds', metavar='LIST', help='Run every value once per seed (0-3, 0,5): other demo judgements and '
-    'training noise, the same held-out ids; the table then counts the seeds whose run clears the bar  [default: --seed]')
+@click.option('--train-seeds', '--seeds', 'seeds', metavar='LIST', help='Run every value once per training seed (0-3, '
+    '0,5): other demo judgements and training noise, the same held-out ids; the table then counts the seeds whose run '
+    'clears the bar and, with (a) and another group, tests (a) against each across the seeds  [default: --seed]')
+@click.option('--eval-seeds', metavar='LIST', help='Held-out seeds every run is judged on, under every condition '
+    '(train.py\'s --eval-seeds)  [default: its default]')
 @click.option('--device', type=click.Choice(['auto', 'cpu', 'cuda']), default='auto', show_default=True)
 @click.option('--dry-run', is_flag=True, help='Check every run\'s options and print the plan; train nothing')
-def main(sweep, fixed, ablation, resume, outdir, seed, seeds, device, dry_run):
+def main(sweep, fixed, ablation, no_placebo, resume, outdir, seed, seeds, eval_seeds, device, dry_run):
     """Run Circular-DPO (as `train.py --generator=flow --method=circular-dpo` does, the demo unless --set gives
     labels and bank) once per value of one setting and seed, each in its own run folder under one sweep folder, and
     write one table of every run's groups (held-out win rate, collateral, structure IoU, diversity, and whether the
     result is clean: the trained taste prefers the tuned model in >= 75% of the held-out pairs, every other taste in
-    >= 45%, dents in <= 5% of the samples) as sweep.md and sweep.json. With --seeds, a second table counts per
-    value and group the seeds whose run is clean.
+    >= 45%, dents in <= 5% of the samples) as sweep.md and sweep.json. With --train-seeds, a second table counts per
+    value and group the seeds whose run is clean, and where (a) ran with other groups (the placebo (k) joins them
+    unless --no-placebo) a replication table tests (a) against each over the training seeds (Wilcoxon signed-rank,
+    Holm-adjusted; eg3d_rlhf/analysis/replication.py): replication.md, replication.json and a forest plot per contrast.
 
     \b
     python tools/sweep_circular.py --sweep beta=500,1000,2000
     python tools/sweep_circular.py --sweep dpo_lr=1e-4,2e-4,4e-4 --set dpo_steps=40 --ablation all
-    python tools/sweep_circular.py --seeds 0-3                     # the demo's defaults, four seeds
+    python tools/sweep_circular.py --train-seeds 0-3               # the demo's defaults, four seeds
+    python tools/sweep_circular.py --train-seeds 100-107 --eval-seeds 5000-5031 --ablation a,b,c,d,j   # a claim
     """
     try:
         name, values = parse_setting(sweep, many=True) if sweep else (None, [None])
@@ -77,24 +85,43 @@ def main(sweep, fixed, ablation, resume, outdir, seed, seeds, device, dry_run):
         raise click.UsageError(err.message)
     if name in settings:
         raise click.UsageError(f'--set {name} and --sweep {name}: sweep it or fix it, not both')
+    if eval_seeds is not None:
+        if 'eval_seeds' in settings or name == 'eval_seeds':
+            raise click.UsageError('--eval-seeds and --set/--sweep eval_seeds: give the held-out seeds once')
+        settings['eval_seeds'] = eval_seeds
     try:
         run_seeds = [seed] if seeds is None else seed_ranges(seeds)
     except ValueError as err:
-        raise click.UsageError(f'--seeds={seeds}: {err}')
+        raise click.UsageError(f'--train-seeds={seeds}: {err}')
     if not run_seeds or len(set(run_seeds)) != len(run_seeds):
-        raise click.UsageError(f'--seeds={seeds}: give each seed once')
+        raise click.UsageError(f'--train-seeds={seeds}: give each seed once')
+    given, ablation = ablation, with_placebo(ablation, no_placebo)
     try:
         configs = [CircularDPOConfig(**settings, ablation=ablation, **({name: v} if name else {})) for v in values]
         device = runs.pick_device(device)
     except (ConfigError, RunError) as err:
         raise click.UsageError(str(err))
+    if ablation != given:
+        print('The placebo group (k) joins the ablation (--no-placebo leaves it out)')
+    try:
+        held_out = sorted({s for cfg in configs for s in cfg.seeds('eval_seeds')})
+    except ValueError as err:
+        raise click.UsageError(f'--eval-seeds={configs[0].eval_seeds}: {err}')
     trained = configs[0].eval_annotator and parse_annotator(configs[0].eval_annotator)
     label = name.replace('_', '-') if name else 'seeds'
     sweep_dir = runs.next_run_dir(outdir, f'circular-dpo-sweep-{label}')
     plan = f'{flag_name(name)} over {", ".join(map(str, values))}' if name else 'the settings as given'
     print(f'Sweep of {plan}, seed{"s" if len(run_seeds) > 1 else ""} {", ".join(map(str, run_seeds))} (groups '
         f'{ablation}) in {sweep_dir}')
-    rows = []
+    warning = replication.dev_overlap('flow', run_seeds, held_out)
+    if warning:
+        click.echo(warning, err=True)
+    contrasts = [f'(a) vs ({g})' for g in configs[0].groups if g != 'a'] if 'a' in configs[0].groups else []
+    if len(run_seeds) > 1 and contrasts and trained:
+        print(f'Across the {len(run_seeds)} training seeds: {", ".join(contrasts)}' + (f' at each {flag_name(name)}'
+            if name else '') + f', judged by {trained} on held-out seeds {replication.spans(held_out)} under every '
+            'condition (the noise seed the cluster)')
+    rows, versus = [], []
     for value, cfg in zip(values, configs):
         for s in run_seeds:
             desc = '-'.join(([f'{label}-{value}'] if name else []) + [f'seed-{s}'] * (seeds is not None))
@@ -106,6 +133,7 @@ def main(sweep, fixed, ablation, resume, outdir, seed, seeds, device, dry_run):
                 raise click.ClickException(str(err))
             if summary is not None:
                 rows += [dict(row, **({name: value} if name else {}), seed=s) for row in summary['groups'].values()]
+                versus.append((value, s, summary.get('versus_a', {})))
     if dry_run or not rows:
         return
     for row in rows:
@@ -123,13 +151,43 @@ def main(sweep, fixed, ablation, resume, outdir, seed, seeds, device, dry_run):
         text += '\n' + markdown([*named, 'group', 'seeds clean', f'{trained} share (min-max)',
             'worst other taste (min)', 'dents (max)'], [[*([r['value']] if name else []), r['group'], r['clean'],
             r['trained'], r['worst'], r['dents']] for r in robust])
+    table = replicated(versus, name, sweep_dir) if len(run_seeds) > 1 else None
+    if table:
+        text += (f'\n{trained}, (a) against each group on the same held-out ids, over the training seeds:\n'
+            + (f'\n{warning}\n' if warning else '') + '\n' + replication.markdown(table) + '\nResults:\n\n'
+            + ''.join(f'- {c["result"]}\n' for c in table['contrasts']))
     with dnnlib.util.atomic_write(os.path.join(sweep_dir, 'sweep.md'), 'w', encoding='utf-8') as f:
         f.write(text)
     with dnnlib.util.atomic_write(os.path.join(sweep_dir, 'sweep.json'), 'w', encoding='utf-8') as f:
-        json.dump(dict(sweep=name, values=values, seeds=run_seeds, trained=trained, bar=dict(trained=collateral.BAR_TRAINED,
-            others=collateral.BAR_OTHERS, dents=collateral.DENT_SHARE), options=dataclasses.asdict(configs[0]),
-            rows=rows, robustness=robust), f, indent=2, default=str)
+        json.dump(dict(sweep=name, values=values, seeds=run_seeds, eval_seeds=held_out, trained=trained,
+            bar=dict(trained=collateral.BAR_TRAINED, others=collateral.BAR_OTHERS, dents=collateral.DENT_SHARE),
+            options=dataclasses.asdict(configs[0]), rows=rows, robustness=robust, replication=table,
+            dev_seeds_warning=warning), f, indent=2, default=str)
     print(text + f'Table: {os.path.join(sweep_dir, "sweep.md")}')
+
+
+def with_placebo(ablation, keep_out):
+    """The --ablation list with the placebo group (k) added where (a) runs with other known groups, unless keep_out."""
+    groups = ablation.split(',')
+    if keep_out or 'k' in groups or 'a' not in groups or len(groups) < 2 or not set(groups) <= set(GROUPS):
+        return ablation
+    return f'{ablation},k'
+
+
+def replicated(versus, name, sweep_dir):
+    """The replication table of (a) against every other group over the training seeds, per value of the swept
+    setting, from each run's versus_a (value, seed, {group: {'pairs': ...}}), written into sweep_dir
+    (replication.write); None when no run compared groups."""
+    rows = []
+    for value, seed, groups in versus:
+        for group, entry in groups.items():
+            contrast = (f'{flag_name(name)}={value}: ' if name else '') + f'(a) vs ({group})'
+            rows += replication.records(contrast, seed, entry['pairs']['ids'], entry['pairs']['outcomes'])
+    if not rows:
+        return None
+    table = replication.replicate(rows)
+    replication.write(table, sweep_dir)
+    return table
 
 
 #----------------------------------------------------------------------------

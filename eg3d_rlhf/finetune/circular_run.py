@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 import dnnlib
-from eg3d_rlhf.analysis import collateral, report_plots
+from eg3d_rlhf.analysis import collateral, replication, report_plots
 from eg3d_rlhf.analysis.compare import compare
 from eg3d_rlhf.data.annotators import parse_annotator
 from eg3d_rlhf.data.bank import REDRAW, Bank
@@ -144,14 +144,27 @@ def robustness(rows, name, trained):
 
 def versus_a(run_dir, groups, taste):
     """{group: collateral.compare(group's samples, (a)'s samples)} of every evaluated group but (a), from their
-    eval-<group>/measures.json; {} without (a), another group or a taste."""
+    eval-<group>/measures.json, each with 'pairs': the held-out ids and the trained taste's outcome on each, from
+    (a)'s view (replication.preference_outcomes: what the sweeps replicate over seeds); {} without (a), another
+    group or a taste."""
     if 'a' not in groups or len(groups) < 2 or not taste:
         return {}
     def load(group):
         with open(os.path.join(run_dir, f'eval-{group}', 'measures.json')) as f:
-            return json.load(f)['tuned']
-    mine = load('a')
-    return {group: collateral.compare(load(group), mine, trained=taste) for group in groups if group != 'a'}
+            return json.load(f)
+    mine, versus = load('a'), {}
+    for group in (g for g in groups if g != 'a'):
+        theirs = load(group)['tuned']
+        versus[group] = dict(collateral.compare(theirs, mine['tuned'], trained=taste), pairs=dict(ids=mine['ids'],
+            outcomes=replication.preference_outcomes(mine['tuned'], theirs, taste)))
+    return versus
+
+
+def versus_summary(versus, taste):
+    """The summary's entry of versus_a: per group the trained taste's test, every taste's counts, the true changes and
+    the held-out pairs."""
+    return {g: dict(trained=c['tastes'][taste], tastes={k: {f: v[f] for f in ('wins', 'losses', 'ties', 'binomial_p')}
+        for k, v in c['tastes'].items()}, truth=c['truth'], pairs=c['pairs']) for g, c in versus.items()}
 
 
 def versus_rows(versus, taste):
@@ -220,8 +233,7 @@ def align(cfg, generator, reward, run_dir, save_snapshot, seed=0, reward_path=No
     summary = dict(alarm='; '.join(alarms) or None, options=dataclasses.asdict(cfg), seed=seed,
         network=generator.identity()['network'],
         reward_model=reward_path, data=data_info, groups={r['group']: r for r in rows},
-        versus_a={g: dict(trained=c['tastes'][taste], tastes={k: {f: v[f] for f in ('wins', 'losses', 'ties', 'binomial_p')}
-            for k, v in c['tastes'].items()}, truth=c['truth']) for g, c in versus.items()},
+        versus_a=versus_summary(versus, taste),
         bridges=[dict(phase=r['phase'], kept=r['kept'], trained=r.get('trained', r['kept']), dropped=r['dropped'],
             candidates=r['candidates'], w1_mean=float(np.mean(r['w1'])), w2_min=float(np.min(r['w2'])),
             w2_max=float(np.max(r['w2'])))

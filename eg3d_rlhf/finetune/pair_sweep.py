@@ -1,5 +1,6 @@
 """DreamDPO's pairwise term swept: one train.py run per (pair construction, tau), its panel change per minute."""
 
+import csv
 import dataclasses
 import json
 import math
@@ -9,8 +10,10 @@ import subprocess
 import sys
 import time
 
+import numpy as np
+
 import dnnlib
-from eg3d_rlhf.analysis import report_plots
+from eg3d_rlhf.analysis import replication, report_plots
 from eg3d_rlhf.finetune.config import PAIR_CONSTRUCTIONS
 from eg3d_rlhf.finetune.options import RunError
 from eg3d_rlhf.synthetic import demo
@@ -23,7 +26,11 @@ from eg3d_rlhf.synthetic import demo
 # whole child's, start-up and panel scoring included: wall (time.monotonic) and CPU (user + system of the child,
 # resource.getrusage(RUSAGE_CHILDREN) before and after; one run at a time, so the difference is this child's alone).
 # The table (sweep.json, sweep.md, sweep.png) is rewritten after every cell, so a stopped sweep keeps what it ran, and
-# a sweep into the same folder (--force) runs only the cells its table lacks.
+# a sweep into the same folder (--force) runs only the cells its table lacks. Each row also keeps its panel seeds'
+# own changes (reward_trajectories.csv: last tick minus first), so that at the end, with two or more seeds, every
+# (construction, tau) is compared with the baseline cell per training seed, paired on the panel seeds, and across the
+# seeds (analysis/replication.py: replication.md, replication.json, a forest plot per contrast; its results in
+# sweep.md and sweep.json).
 
 TAUS = (0.0, 0.01, 0.05, 0.1, 0.3)
 TRAIN_PY = os.path.join(demo.ROOT, 'train.py')
@@ -93,6 +100,26 @@ def read_change(run_parent):
     return float(values[0]), int(values[1]), int(values[2])
 
 
+def read_panel(run_parent):
+    """{'seeds': [...], 'changes': [...]}: each panel seed's reward change, last tick minus first, of the newest run
+    under run_parent (its reward_trajectories.csv); RunError (one line naming the file) when it is not such a table."""
+    path = os.path.join(newest_run(run_parent), 'reward_trajectories.csv')
+    try:
+        with dnnlib.util.open_regular(path, 'rb', error=RunError) as f:
+            table = list(csv.reader(f.read(1 << 24).decode('utf-8').splitlines()))
+        seeds = [int(name.removeprefix('seed')) for name in table[0][1:]]
+        first, last = (np.asarray(table[i][1:], dtype=np.float64) for i in (1, -1))
+    except OSError as err:
+        raise RunError(f'{path}: cannot be read ({err.strerror or err}); the run wrote no panel, see its log.txt') from None
+    except (UnicodeDecodeError, ValueError, IndexError, csv.Error):
+        seeds = None
+    if seeds is None or table[0][0] != 'kimg' or not len(seeds) == len(first) == len(last) > 0 \
+            or not (np.isfinite(first).all() and np.isfinite(last).all()):
+        raise RunError(f'{path}: not a panel\'s reward trajectories (kimg,seedNNNNNN,... and a finite reward per seed '
+            'and tick); see the run\'s log.txt')
+    return dict(seeds=seeds, changes=(last - first).tolist())
+
+
 def run_facts(run_dir):
     """What else a run says, each None when its file or entry is missing or damaged (informative columns; the table
     goes on): pushed, the share of pairs whose reward gap passed tau (stats.jsonl's Reward/pairs_pushed over every
@@ -136,7 +163,7 @@ def run_cell(cell, outdir, extra=(), env=None):
     return dict(construction=cell.construction, tau=cell.tau, seed=cell.seed, panel_change=change, rose=rose,
         seeds=seeds, wall_s=round(wall, 1), cpu_s=round(cpu, 1), change_per_min=change / (wall / 60),
         change_per_cpu_min=change / max(cpu / 60, 1e-9), **run_facts(newest_run(run_parent)),
-        run=os.path.relpath(run_parent, outdir))
+        run=os.path.relpath(run_parent, outdir), panel=read_panel(run_parent))
 
 #----------------------------------------------------------------------------
 
@@ -151,13 +178,47 @@ def markdown(rows):
     return '\n'.join(lines) + '\n'
 
 
-def write_table(outdir, rows, meta):
-    """sweep.json (meta and rows), sweep.md and sweep.png in outdir, each written atomically; their paths."""
+def contrast_name(construction, tau):
+    return f'{construction} tau {tau:g}'
+
+
+def replicated(rows, baseline):
+    """The replication table (analysis/replication.py, paired differences) of every other (construction, tau) against
+    the baseline (construction, tau) over the training seeds both ran, each seed's panel changes paired on the panel
+    seeds both scored; None with fewer than two such seeds or no other cell."""
+    panels = {(r['construction'], r['tau'], r['seed']): dict(zip(r['panel']['seeds'], r['panel']['changes']))
+        for r in rows if isinstance(r.get('panel'), dict)}
+    base, records = tuple(baseline), []
+    for construction, tau in dict.fromkeys((c, t) for c, t, _ in panels):
+        if (construction, tau) == base:
+            continue
+        name = f'{contrast_name(construction, tau)} vs {contrast_name(*base)}'
+        for seed in sorted(s for c, t, s in panels if (c, t) == (construction, tau) and (*base, s) in panels):
+            mine, theirs = panels[construction, tau, seed], panels[(*base, seed)]
+            common = [p for p in mine if p in theirs]
+            records += replication.records(name, seed, [f'seed{p:06d}' for p in common],
+                [mine[p] - theirs[p] for p in common])
+    if len({r['seed'] for r in records}) < 2:
+        return None
+    return replication.replicate(records, kind='difference')
+
+
+def write_table(outdir, rows, meta, across=False):
+    """sweep.json (meta and rows), sweep.md and sweep.png in outdir, each written atomically, and (across) with two
+    or more seeds the replication table against meta's baseline cell (replicated: replication.md, replication.json,
+    forest plots, its results in sweep.md); the paths."""
     paths = [os.path.join(outdir, f'sweep.{ext}') for ext in ('json', 'md', 'png')]
+    table = replicated(rows, meta['baseline']) if across and meta.get('baseline') else None
+    text = markdown(rows)
+    if table:
+        paths += replication.write(table, outdir)
+        text += (f'\nPanel change of each cell minus {contrast_name(*meta["baseline"])}\'s, per training seed paired on '
+            'the panel seeds, and across the seeds:\n\n' + replication.markdown(table) + '\nResults:\n\n'
+            + ''.join(f'- {c["result"]}\n' for c in table['contrasts']))
     with dnnlib.util.atomic_write(paths[0], 'w', encoding='utf-8') as f:
-        json.dump(dict(meta, rows=rows), f, indent=2)
+        json.dump(dict(meta, rows=rows, replication=table), f, indent=2)
     with dnnlib.util.atomic_write(paths[1], 'w', encoding='utf-8') as f:
-        f.write(markdown(rows))
+        f.write(text)
     report_plots.plot_pair_sweep(rows, paths[2])
     return paths
 
@@ -180,18 +241,25 @@ def earlier_rows(outdir):
     return rows
 
 
-def sweep(cells, outdir, extra=(), log=print, env=None):
+def sweep(cells, outdir, extra=(), log=print, env=None, baseline=None):
     """Run every cell not already in outdir's sweep.json (an earlier sweep's rows are kept), one at a time, rewriting
-    the table after each; all the rows. The demo's dataset is rendered first, so no cell's time includes it."""
+    the table after each; all the rows. The demo's dataset is rendered first, so no cell's time includes it. baseline:
+    the (construction, tau) every other one is compared with over the seeds  [default: the first cell's]."""
     if not any(a.split('=')[0] == '--data' for a in extra):
         demo.ensure_dataset(log=log)
-    meta = dict(command=['python', 'train.py', *COMMAND, *extra], threads=os.environ.get('OMP_NUM_THREADS'))
+    meta = dict(command=['python', 'train.py', *COMMAND, *extra], threads=os.environ.get('OMP_NUM_THREADS'),
+        baseline=list(baseline or (cells[0].construction, cells[0].tau)))
     rows = earlier_rows(outdir)
     for row in (r for r in rows if not set(FACTS) <= set(r)):         # A table from before these columns.
         try:
             row.update(run_facts(newest_run(os.path.join(outdir, str(row.get('run'))))))
         except RunError:
             row.update((k, row.get(k)) for k in FACTS)
+    for row in (r for r in rows if not isinstance(r.get('panel'), dict)):  # A table from before the panels were kept.
+        try:
+            row['panel'] = read_panel(os.path.join(outdir, str(row.get('run'))))
+        except RunError:
+            pass                                    # Left out of the comparison over seeds.
     done = {(r['construction'], r['tau'], r['seed']) for r in rows}
     for i, cell in enumerate(cells):
         if (cell.construction, cell.tau, cell.seed) in done:
@@ -203,8 +271,8 @@ def sweep(cells, outdir, extra=(), log=print, env=None):
         log(f'  panel {r["panel_change"]:+.3f} in {r["wall_s"]:.0f} s wall, {r["cpu_s"]:.0f} s CPU '
             f'({r["change_per_cpu_min"]:+.4f} per CPU minute)')
         write_table(outdir, rows, meta)
-    if rows:
-        write_table(outdir, rows, meta)             # Also when every cell was there: the newer columns filled in.
+    if rows:                                        # Also when every cell was there: the newer columns filled in,
+        write_table(outdir, rows, meta, across=True)    # and the comparison over seeds of every row.
     return rows
 
 #----------------------------------------------------------------------------
