@@ -342,3 +342,52 @@ def test_allow_host_is_a_serve_option_and_the_accepted_names_are_printed(tmp_pat
     assert label_server.allowed_hosts('::') == seen['hosts'] - {'0.0.0.0', 'labbox.local', '192.168.1.5'} | {'::'}
     result = CliRunner().invoke(label.main, args[:-1] + ['http://evil.example/'])
     assert result.exit_code == 2 and "Invalid value for '--allow-host'" in result.output, result.output
+
+#----------------------------------------------------------------------------
+# Replacing a study or ratings file (--force): one holder at a time, old files aside under names never reused.
+
+def test_move_aside_never_writes_over_a_name_and_moves_all_or_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(L, 'now', lambda: '2030-01-02T03:04:05+00:00')
+    stamp = '2030-01-02T030405+0000'
+    labels, checks = tmp_path / 'l.jsonl', tmp_path / 'l.jsonl.attention'
+    labels.write_text('labels\n')
+    checks.mkdir()
+    (checks / 'x').write_text('x')
+    taken = tmp_path / f'l.jsonl.attention.replaced-{stamp}'
+    taken.mkdir()                                       # Empty: a plain rename would replace it.
+    names = L.move_aside(str(labels), str(checks), str(tmp_path / 'missing'))
+    assert names == [f'{labels}.replaced-{stamp}-2', f'{checks}.replaced-{stamp}-2']    # One suffix for all.
+    assert open(names[0]).read() == 'labels\n' and os.listdir(names[1]) == ['x'] and os.listdir(taken) == []
+    assert not labels.exists() and not checks.exists() and not (tmp_path / f'l.jsonl.replaced-{stamp}').exists()
+    for name in names:
+        os.rename(name, name.split('.replaced-')[0])
+    real = os.replace
+
+    def refuse_the_folder(src, dst):
+        if src == str(checks):
+            raise PermissionError(13, 'Permission denied', src)
+        real(src, dst)
+    monkeypatch.setattr(os, 'replace', refuse_the_folder)
+    before = sorted(os.listdir(tmp_path))
+    with pytest.raises(PermissionError):
+        L.move_aside(str(labels), str(checks))
+    assert sorted(os.listdir(tmp_path)) == before and labels.read_text() == 'labels\n'   # The first move undone.
+
+
+def test_servers_share_a_labels_file_and_a_replacing_start_needs_it_alone(tmp_path):
+    out = str(tmp_path / 's.jsonl')
+    held = [L.hold_labels(out), L.hold_labels(out)]     # Two servers of one study.
+    assert open(f'{out}.lock').read().split() == [str(os.getpid())] * 2
+    while held:
+        with pytest.raises(L.LabelError) as refused:
+            L.hold_labels(out, exclusive=True)
+        assert str(refused.value) == f'{out} is being served by another process (pid {os.getpid()}); stop it first'
+        held.pop().close()
+    alone = L.hold_labels(out, exclusive=True)
+    with pytest.raises(L.LabelError, match='being served by another process'):
+        L.hold_labels(out, exclusive=True)
+    L.share_hold(alone)
+    L.hold_labels(out).close()                          # Once shared, servers join.
+    alone.close()
+
+#----------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from eg3d_rlhf.data.preferences import Judgement, now
 from tests.conftest import REPO
 from tests.helpers.browser import chromium_driver
 from tests.helpers.label import fake_bank, ok, read_lines
-from tests.helpers.study import Recorded, call, fetch, file_hash, nose_bank, picture_index, smaller_nose
+from tests.helpers.study import Recorded, call, fetch, file_hash, nose_bank, picture_index, smaller_nose, start_page
 from tools import label
 
 #----------------------------------------------------------------------------
@@ -131,6 +131,10 @@ def test_sides_are_drawn_per_pair_and_a_study_is_never_replaced_without_force(tm
         BS.open_study(out, original, tuned, pairs=10)
     with pytest.raises(BS.LabelError, match='compares --tuned'):
         BS.open_study(out, original, Bank(fake_bank(tmp_path / 'x', count=60)))
+    served = re.escape(f'{out} is being served by another process (pid {os.getpid()}); stop it first')
+    with pytest.raises(BS.LabelError, match=served):
+        BS.open_study(out, original, tuned, pairs=10, force=True)     # While `study` is open, it is served.
+    study.close()
     again = BS.open_study(out, original, tuned, pairs=10, force=True)
     assert len(again.pairs) == 10 and [p for p in os.listdir(tmp_path) if 'replaced' in p]
     assert json.load(open([str(tmp_path / p) for p in os.listdir(tmp_path) if p.startswith('s.jsonl.key.json.replaced')][0])) \
@@ -230,19 +234,6 @@ def test_a_study_through_the_page_in_chromium(nose_banks, tmp_path):
     assert os.path.isfile(out + '.score.html')
 
 
-def start_study(*args):
-    proc = subprocess.Popen([sys.executable, os.path.join(REPO, 'tools', 'label.py'), 'study', '--port', '0', *args],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        m = re.search(r'serving http://[^/]+:(\d+)/', line)
-        if m:
-            return proc, int(m.group(1))
-    proc.wait()
-    raise AssertionError('the server did not start: ' + ''.join(lines))
-
-
 @pytest.mark.slow
 def test_kill_9_mid_study_loses_nothing_and_resumes(nose_banks, tmp_path):
     original, tuned, noses, index = nose_banks
@@ -263,7 +254,7 @@ def test_kill_9_mid_study_loses_nothing_and_resumes(nose_banks, tmp_path):
             state = data['state']
         return sent, state
 
-    proc, port = start_study(*args)
+    proc, port = start_page('study', *args)
     try:
         sent, _ = judge_some(port, 6)                                   # The page said saved six times; kill at once.
     finally:
@@ -271,7 +262,7 @@ def test_kill_9_mid_study_loses_nothing_and_resumes(nose_banks, tmp_path):
         proc.wait()
     key = open(BS.key_path(out)).read()
     assert [(r['a'], r['b'], r['choice']) for r in read_lines(out)] == sent
-    proc, port = start_study(*args)
+    proc, port = start_page('study', *args)
     try:
         state = call(port, 'GET', '/api/state')[1]
         assert state['done'] == 6 and state['target'] == 11 and state['blind'] is True

@@ -1,7 +1,6 @@
 """Blind same-seed studies: two banks of one seed list served as hidden pairs, the unblinding key, attention checks."""
 
 import fcntl
-import json
 import os
 import random
 import shutil
@@ -11,8 +10,10 @@ import numpy as np
 import PIL.Image
 
 import dnnlib
-from eg3d_rlhf.data.bank import BANK_FILE, IMAGE_FILE, META_FILE, SLAB_FILE, Bank, BankError, preview_file, write_json
-from eg3d_rlhf.data.labeling import LabelSession, open_lock, pair_key
+from eg3d_rlhf.data.bank import (BANK_FILE, IMAGE_FILE, META_FILE, SLAB_FILE, Bank, BankError, load_npy, preview_file,
+    write_json)
+from eg3d_rlhf.data.labeling import (LabelSession, check_listen, file_identity, hold_labels, move_aside, open_lock,
+    pair_key, read_companion, share_hold)
 from eg3d_rlhf.data.preferences import LabelError, load_judgements, now
 from eg3d_rlhf.geometry import convention as conventions
 from eg3d_rlhf.geometry import preview
@@ -21,14 +22,19 @@ from eg3d_rlhf.geometry import preview
 # A study of labels file FILE has two companions beside it, neither ever served:
 #   FILE.key.json        the unblinding key (written atomically, once): every opaque sample token -> (bank role, id),
 #                        every pair as first shown (a = left), the banks' folders, the attention checks' clean side.
-#   FILE.attention/      the attention checks' flawed copies, a small bank (slab with floaters, previews, meta.json).
+#   FILE.attention/      the attention checks' two sides, a small bank: per check a clean and a flawed copy of a sample
+#                        (slab with noise, floaters in the flawed one; previews, RGB render, meta.json), made in
+#                        FILE.attention.new/ first.
 # Judgements are the labeling page's records (labeling.py) whose "a" and "b" are sample tokens: the labels file alone
-# tells nobody which side was tuned. Roles: 'original', 'tuned', and 'attention' (a flawed copy).
+# tells nobody which side was tuned. Roles: 'original', 'tuned', and 'attention' (either side of a check).
+# FILE.lock (labeling.hold_labels) is held by every server of the study while it runs; --force needs it alone.
 
 FORMAT = 'eg3d_rlhf.study/1'
 ROLES = ('original', 'tuned')
 ATTENTION = 'attention'
 FLOATERS = 3                        # Blobs added to an attention check's copy.
+JITTER = 0.005                      # Noise in a check's slabs, times the preview level: new pictures, none visibly so.
+KEY_LIMIT = 64 << 20                # Bytes a key may have (a study of 250k pairs): a larger file is none this wrote.
 
 
 def key_path(out):
@@ -95,14 +101,18 @@ def add_floaters(slab, level, rng, count=FLOATERS):
     return out
 
 
-def write_attention_copy(bank, sample_id, folder, rng):
-    """A flawed copy of one sample in `folder` (a bank sample folder): floaters in its slab, previews rendered as its
-    bank's (level, size, mesh convention), the same RGB render; meta.json last. LabelError naming the sample."""
+def write_attention_check(bank, sample_id, folders, rng):
+    """The two sides of an attention check of one sample, as the sample folders `folders` (clean, flawed): each side a
+    copy of its slab with its own slight noise (JITTER), floaters added to the flawed one, its previews rendered from
+    it as its bank renders them (level, size, mesh convention), the RGB render with its own +-1 noise, the sample's
+    meta.json (last). A script cannot pick out the check by bytes: no picture of either side is one another token
+    serves, and each side's mesh is made from its own slab. LabelError naming the sample."""
     try:
         slab, grid, meta = bank.slab(sample_id), bank.grid(sample_id), bank.meta(sample_id)
+        stored = load_npy(bank.path(sample_id, SLAB_FILE), mmap_mode='r').dtype
         settings = Bank.read_settings(bank.root) if os.path.isfile(os.path.join(bank.root, BANK_FILE)) else {}
-        with PIL.Image.open(bank.path(sample_id, preview_file('front'))) as im:
-            resolution = im.size[0]
+        seen = {view: [_picture(bank.path(sample_id, preview_file(view)))] for view in preview.VIEWS}
+        picture = _picture(bank.path(sample_id, IMAGE_FILE))
     except (BankError, OSError, KeyError, ValueError) as err:
         raise LabelError(f'{bank.path(sample_id)}: cannot make an attention check of it ({err}); pass --attention-rate 0') from None
     level = float(settings.get('preview_level', 10.0))
@@ -110,22 +120,60 @@ def write_attention_copy(bank, sample_id, folder, rng):
         flawed = add_floaters(slab, level, rng)
     except LabelError as err:
         raise LabelError(f'{bank.path(sample_id, SLAB_FILE)}: {err}; pass --attention-rate 0') from None
-    os.makedirs(folder, exist_ok=True)
-    with dnnlib.util.atomic_write(os.path.join(folder, SLAB_FILE), 'wb') as f:
-        np.save(f, flawed.astype(slab.dtype))
-    shutil.copyfile(bank.path(sample_id, IMAGE_FILE), os.path.join(folder, IMAGE_FILE))
-    shown = conventions.bordered(flawed, grid, settings.get('mesh_convention', 'ours'))
-    for view, picture in preview.render_views(shown, grid, level=level, resolution=resolution).items():
-        preview.save_picture(picture, os.path.join(folder, preview_file(view)))
-    write_json(os.path.join(folder, META_FILE), dict(id=os.path.basename(folder), slab=meta.get('slab')))
+    convention = settings.get('mesh_convention', 'ours')
+    images = [picture]
+    for side, volume in zip(folders, (slab, flawed)):
+        os.makedirs(side)
+        views = _jittered_views(volume, grid, level, convention, seen['front'][0].shape[1], stored, rng, seen)
+        if views is None:
+            raise LabelError(f'{bank.path(sample_id)}: its previews do not change with noise (blank?), so an attention '
+                'check of it would be known by its pictures; pass --attention-rate 0')
+        slab_side, pictures = views
+        with dnnlib.util.atomic_write(os.path.join(side, SLAB_FILE), 'wb') as f:
+            np.save(f, slab_side)
+        for view, shaded in pictures.items():
+            preview.save_picture(shaded, os.path.join(side, preview_file(view)))
+            seen[view].append(shaded)
+        images.append(_dithered(picture, rng, images))
+        preview.save_picture(images[-1], os.path.join(side, IMAGE_FILE))
+        write_json(os.path.join(side, META_FILE), dict(meta, id=os.path.basename(side)))
+
+
+def _picture(path):
+    with PIL.Image.open(path) as im:
+        return np.asarray(im if im.mode in ('L', 'RGB') else im.convert('RGB'))
+
+
+def _jittered_views(volume, grid, level, convention, resolution, stored, rng, seen, tries=4):
+    """(slab with noise near the surface, as stored; {view: uint8 preview} rendered from it) where no preview equals
+    one in `seen` ({view: [pictures]}), the noise doubled while one does; None when none of `tries` does."""
+    scale = max(abs(level), 1.0)
+    near = np.abs(volume - level) < scale               # Far from the surface, noise could outweigh a flat field's
+    for k in range(tries):                              # gradient and show in the shading.
+        slab = (volume + near * rng.normal(0, JITTER * 2 ** k * scale, volume.shape)).astype(stored)
+        shown = conventions.bordered(slab.astype(np.float32), grid, convention)
+        pictures = preview.render_views(shown, grid, level=level, resolution=resolution)
+        if not any(np.array_equal(pictures[view], other) for view in pictures for other in seen[view]):
+            return slab, pictures
+    return None
+
+
+def _dithered(picture, rng, seen):
+    """The picture with +-1 noise in its levels, equal to none in `seen`."""
+    while True:
+        out = np.clip(picture.astype(np.int16) + rng.randint(-1, 2, picture.shape), 0, 255).astype(np.uint8)
+        if not any(np.array_equal(out, other) for other in seen):
+            return out
 
 #----------------------------------------------------------------------------
 # The key.
 
-def make_study(out, original, tuned, ids, attention, seed=0):
+def make_study(out, original, tuned, ids, attention, seed=0, replace=False):
     """Write the key of a new study (and its attention checks) beside the labels file `out`: one opaque token per
     sample, the tuned side of each pair drawn at random (by the system's generator, not the seed: knowing the seed
-    tells nothing), `attention` checks of random samples of either bank. The key is written last, atomically."""
+    tells nothing), `attention` checks of random samples of either bank. The checks are made in a folder of their
+    own first; only then are the old labels, key and checks moved aside (labeling.move_aside, with `replace`) and the
+    new ones put in place, the key last, atomically."""
     draw = random.SystemRandom()
     token = lambda: '%016x' % draw.getrandbits(64)
     banks = dict(original=original, tuned=tuned)
@@ -136,18 +184,28 @@ def make_study(out, original, tuned, ids, attention, seed=0):
         left = draw.choice(ROLES)
         pairs.append(dict(a=t[left], b=t[ROLES[1 - ROLES.index(left)]]))
     folder = attention_dir(out)
-    if os.path.exists(folder):                          # Left by a start killed before its key: nothing refers to it.
-        shutil.rmtree(folder)
+    staging = f'{folder}.new'
+    for left in (staging, None if replace else folder):  # Left by a start killed before its key: nothing refers to them.
+        if left is not None and os.path.exists(left):
+            shutil.rmtree(left)
     rng = np.random.RandomState(draw.getrandbits(32))
-    for k in range(attention):
-        role, sample_id = draw.choice(ROLES), draw.choice(list(ids))
-        name = f'check{k:04d}'
-        write_attention_copy(banks[role], sample_id, os.path.join(folder, name), rng)
-        clean, flawed = token(), token()
-        samples[clean], samples[flawed] = dict(bank=role, id=sample_id), dict(bank=ATTENTION, id=name)
-        pair = [clean, flawed]
-        draw.shuffle(pair)
-        checks.append(dict(a=pair[0], b=pair[1], clean=clean))
+    try:
+        for k in range(attention):
+            names = (f'check{k:04d}-clean', f'check{k:04d}-flawed')
+            write_attention_check(banks[draw.choice(ROLES)], draw.choice(list(ids)),
+                [os.path.join(staging, name) for name in names], rng)
+            clean, flawed = token(), token()
+            samples[clean], samples[flawed] = (dict(bank=ATTENTION, id=name) for name in names)
+            pair = [clean, flawed]
+            draw.shuffle(pair)
+            checks.append(dict(a=pair[0], b=pair[1], clean=clean))
+        if replace:
+            move_aside(out, key_path(out), folder)
+        if attention:
+            os.replace(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     key = dict(format=FORMAT, time=now(), seed=seed, banks=dict(original=os.path.realpath(original.root),
         tuned=os.path.realpath(tuned.root), attention=os.path.realpath(folder) if attention else None),
         samples=samples, pairs=pairs, attention=checks)
@@ -157,7 +215,15 @@ def make_study(out, original, tuned, ids, attention, seed=0):
 
 class OpaqueSamples:
     """Samples behind opaque tokens: self.samples {token: (bank name, sample id)}, self.key['banks'] {name: folder},
-    self.path the key file; banks are opened once, on first use."""
+    self.path the key file; banks are opened once, on first use. While a server serves them, self.hold is its
+    labeling.hold_labels lock (close() lets go)."""
+
+    def __init__(self, key, path):
+        self.key, self.path = key, path
+        self.samples = {t: (s['bank'], s['id']) for t, s in key['samples'].items()}
+        self.identity = file_identity(path)             # The key file as read: check_current compares.
+        self.hold = None
+        self._banks = {}
 
     def bank(self, name):
         """The Bank of a name (a study's role, a ratings page's bank label), opened once."""
@@ -176,26 +242,53 @@ class OpaqueSamples:
         bank = self.bank(found[0])
         return (bank, found[1]) if found[1] in bank else None
 
+    def check_current(self):
+        """OSError unless the key file is still the one read: records of these tokens never go into a file whose key
+        was replaced (by a start with --force) under the server that writes them."""
+        if file_identity(self.path) != self.identity:
+            raise OSError(f'{self.path}: replaced since this server started (a new start with --force?); nothing was '
+                'written; stop this server')
+
+    def close(self):
+        """Let go of the right to serve the labels file (hold_labels), if held."""
+        if self.hold is not None:
+            self.hold.close()
+            self.hold = None
+
+
+def hold_key(out, force, open_key):
+    """The key open_key() opens or makes for labels file `out`, holding the right to serve it (hold_labels, as
+    key.hold) from before it is opened: exclusive with `force` (a LabelError while another server holds it; shared
+    once the new key is in place), and under an flock on FILE.key.lock, so two servers starting at once make one key."""
+    hold = hold_labels(out, exclusive=force)
+    try:
+        with open_lock(f'{os.path.realpath(out)}.key.lock') as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            key = open_key()
+        if force:
+            share_hold(hold)
+            key.check_current()                         # Another --force start between the two locks.
+        key.hold = hold
+        return key
+    except BaseException:
+        hold.close()
+        raise
+
 
 class Study(OpaqueSamples):
     """A study's key, read: sample tokens to (bank, id), the pairs and attention checks, each annotator's order."""
 
     def __init__(self, key, path):
-        self.key, self.path = key, path
-        self.samples = {t: (s['bank'], s['id']) for t, s in key['samples'].items()}
+        super().__init__(key, path)
         self.pairs = [(p['a'], p['b']) for p in key['pairs']]
         self.checks = [(p['a'], p['b']) for p in key['attention']]
         self.clean = {pair_key(p['a'], p['b']): p['clean'] for p in key['attention']}
-        self._banks = {}
 
     @classmethod
     def load(cls, path):
         """The key at `path`, checked; LabelError naming the file."""
-        try:
-            with open(path, encoding='utf-8') as f:
-                key = json.load(f)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
-            raise LabelError(f'{path}: not a study key ({err})') from None
+        key = read_companion(path, KEY_LIMIT, 'restore the study\'s key, or start a new study with --force (the old '
+            'files are moved aside)')
         try:
             assert key['format'] == FORMAT and isinstance(key['samples'], dict)
             assert all(s['bank'] in (*ROLES, ATTENTION) and isinstance(s['id'], str) for s in key['samples'].values())
@@ -206,7 +299,6 @@ class Study(OpaqueSamples):
         except (AssertionError, KeyError, TypeError):
             raise LabelError(f'{path}: not a study key of format {FORMAT} (damaged?); it cannot be used') from None
         return cls(key, path)
-
 
     def role(self, token):
         return self.samples[token][0]
@@ -230,7 +322,7 @@ class StudySession(LabelSession):
         items = study.order(annotator)
         super().__init__(path, annotator, iter(items), len(items), repeat_rate=repeat_rate, seed=seed,
             known_ids=list(study.samples))
-        self.study = study
+        self.study = self.opaque = study
 
     def _repeat_candidates(self):
         return [r for r in super()._repeat_candidates() if pair_key(r['a'], r['b']) not in self.study.clean]
@@ -239,41 +331,53 @@ class StudySession(LabelSession):
         return dict(super()._state(), blind=True)
 
 
-def open_study(out, original, tuned, pairs=None, attention_rate=None, seed=None, force=False, dry_run=False):
-    """open_study_unlocked under an flock on FILE.key.lock: two servers starting one study at once make one key. With
-    dry_run, None where a new study would be made (nothing is written)."""
+def open_study(out, original, tuned, pairs=None, attention_rate=None, seed=None, force=False, dry_run=False,
+        address=None):
+    """The Study of labels file `out` (open_study_unlocked), holding the right to serve it until study.close() or the
+    end of the process (hold_key). `force` starts a new study once everything is checked (the banks, `pairs`, that no
+    other server holds the file, that the page can listen on `address` (host, port), the attention checks made):
+    only then are the old labels, key and checks moved aside (labeling.move_aside), so a refused start moves nothing.
+    With dry_run, None where a new study would be made (nothing is written)."""
     check_paired(original, tuned)
-    if dry_run and (force or not os.path.exists(key_path(out))):
+    new = force or not os.path.exists(key_path(out))
+    if dry_run and new:
         return None
-    with open_lock(f'{os.path.realpath(out)}.key.lock') as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        return open_study_unlocked(out, original, tuned, pairs, attention_rate, seed, force)
-
-
-def open_study_unlocked(out, original, tuned, pairs=None, attention_rate=None, seed=None, force=False):
-    """The Study of labels file `out`. Without a key yet, a new one (make_study) of `pairs` ids of the banks (a seeded
-    subset; all when None) and round(attention_rate * pairs) attention checks (at least one for a rate above 0). With
-    a key, it is read and checked against the banks and against the settings given (None: as the key says).
-    LabelError, before any write, for a key of other banks or settings, or labels without a key; `force` moves the
-    old labels, key and checks aside (FILE.replaced-TIME, never deleted) and starts anew."""
-    path = key_path(out)
     if force:
-        stamp = now().replace(':', '')
-        for old in (out, path, attention_dir(out)):
-            if os.path.exists(old):
-                os.replace(old, f'{old}.replaced-{stamp}')
-    seed = 0 if seed is None and not os.path.exists(path) else seed
-    if not os.path.exists(path):
-        if os.path.exists(out) and os.path.getsize(out) > 0:
+        study_ids(original, pairs, seed or 0)           # A refusal before the lock is taken.
+    return hold_key(out, force, lambda: open_study_unlocked(out, original, tuned, pairs, attention_rate, seed, force,
+        address if new else None))
+
+
+def study_ids(original, pairs, seed):
+    """The ids of a new study of `pairs` pairs: a subset seeded by `seed`, all when None; LabelError for more than the
+    banks hold."""
+    ids = original.ids
+    if pairs is None:
+        return ids
+    if pairs > len(ids):
+        raise LabelError(f'{pairs} pairs asked for, but the banks hold {len(ids)} samples')
+    return sorted(np.random.RandomState(seed).choice(ids, pairs, replace=False).tolist())
+
+
+def attention_count(rate, pairs):
+    """Attention checks of a study of `pairs` pairs at `rate`: at least one for a rate above 0."""
+    return max(1, round(rate * pairs)) if rate else 0
+
+
+def open_study_unlocked(out, original, tuned, pairs=None, attention_rate=None, seed=None, force=False, address=None):
+    """The Study of labels file `out`. Without a key yet (or with `force`), a new one (make_study) of `pairs` ids of
+    the banks (study_ids) and attention_count checks, once the page can listen on `address` (None: not checked). With
+    a key, it is read and checked against the banks and against the settings given (None: as the key says).
+    LabelError, before any write, for a key of other banks or settings, or labels without a key."""
+    path = key_path(out)
+    if force or not os.path.exists(path):
+        if not force and os.path.exists(out) and os.path.getsize(out) > 0:
             raise LabelError(f'{out}: holds labels but there is no key {path}: they cannot be unblinded; choose another '
                 '--out (or --force moves it aside)')
-        ids = original.ids
-        if pairs is not None:
-            if pairs > len(ids):
-                raise LabelError(f'{pairs} pairs asked for, but the banks hold {len(ids)} samples')
-            ids = sorted(np.random.RandomState(seed).choice(ids, pairs, replace=False).tolist())
-        rate = attention_rate or 0.0
-        return make_study(out, original, tuned, ids, max(1, round(rate * len(ids))) if rate > 0 else 0, seed)
+        ids = study_ids(original, pairs, seed or 0)
+        if address is not None:
+            check_listen(*address)
+        return make_study(out, original, tuned, ids, attention_count(attention_rate, len(ids)), seed or 0, replace=force)
     study = Study.load(path)
     asked = dict(original=os.path.realpath(original.root), tuned=os.path.realpath(tuned.root))
     for role in ROLES:
@@ -282,8 +386,7 @@ def open_study_unlocked(out, original, tuned, pairs=None, attention_rate=None, s
                 'the same banks, or --force to start a new study (the old one is moved aside)')
     n = len(study.pairs)
     got = dict(pairs=n, attention=len(study.checks), seed=study.key['seed'])
-    want = dict(pairs=pairs, seed=seed,
-        attention=None if attention_rate is None else max(1, round(attention_rate * n)) if attention_rate > 0 else 0)
+    want = dict(pairs=pairs, seed=seed, attention=None if attention_rate is None else attention_count(attention_rate, n))
     changed = [k for k in got if want[k] is not None and want[k] != got[k]]
     if changed:
         raise LabelError(f'{path}: made with {", ".join(f"{k} {got[k]}" for k in changed)}, not '

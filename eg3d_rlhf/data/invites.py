@@ -8,6 +8,7 @@ import secrets
 import threading
 
 import dnnlib
+from eg3d_rlhf.data.labeling import read_companion
 from eg3d_rlhf.data.preferences import LabelError, now
 
 #----------------------------------------------------------------------------
@@ -18,6 +19,7 @@ from eg3d_rlhf.data.preferences import LabelError, now
 
 FORMAT = 'eg3d_rlhf.invites/1'
 COOKIE = 'label_token'                  # The cookie the page's requests carry after the link set it (per port).
+LIMIT = 16 << 20                        # Bytes an invites file may have (100,000 people): larger is none this wrote.
 
 
 def invites_path(labels_path):
@@ -34,15 +36,12 @@ def read_invites(path):
 
 
 def _entries(path):
-    """{name: {"sha256", "time"}} of an invites file, checked; {} when there is none."""
-    if not os.path.exists(path):
+    """{name: {"sha256", "time"}} of an invites file, checked; {} when there is none. Read through the bounded reader
+    (labeling.read_companion): a FIFO, a device or a huge file there is a LabelError, never a hang."""
+    if not os.path.lexists(path):
         return {}
-    try:
-        with open(path, encoding='utf-8') as f:
-            data = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
-        raise LabelError(f'{path}: not an invites file ({err}); delete it and invite again') from None
-    invites = data.get('invites') if isinstance(data, dict) and data.get('format') == FORMAT else None
+    data = read_companion(path, LIMIT, 'delete it and invite again')
+    invites = data.get('invites') if data.get('format') == FORMAT else None
     if not isinstance(invites, dict) or not all(isinstance(v, dict) and isinstance(v.get('sha256'), str)
             and len(v['sha256']) == 64 for v in invites.values()):
         raise LabelError(f'{path}: not an invites file of format {FORMAT}; delete it and invite again')
@@ -71,15 +70,26 @@ class Invites:
     def __init__(self, labels_path):
         self.path = invites_path(labels_path)
         self._lock = threading.Lock()
-        self._stamp, self._names = None, {}
+        self._stamp, self._names, self._error = None, {}, None
         self.reload()
 
     def reload(self):
-        stat = os.stat(self.path) if os.path.exists(self.path) else None
-        stamp = None if stat is None else (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        """The number of people invited; LabelError for a damaged file, which is read once per change (until it
+        changes, the same error again and nobody let in)."""
+        try:
+            stat = os.stat(self.path)
+            stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino, stat.st_mode)
+        except OSError:                                 # None there (or a link to nothing): nobody invited.
+            stamp = None
         with self._lock:
             if stamp != self._stamp:
-                self._names, self._stamp = read_invites(self.path), stamp
+                self._stamp = stamp
+                try:
+                    self._names, self._error = read_invites(self.path), None
+                except LabelError as err:
+                    self._names, self._error = {}, str(err)
+            if self._error is not None:
+                raise LabelError(self._error)
             return len(self._names)
 
     def name_of(self, token):

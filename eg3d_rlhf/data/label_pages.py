@@ -243,7 +243,8 @@ def serve_study(out, original_dir, tuned_dir, pairs, repeat_rate, attention_rate
     need_annotator(annotator, host)
     labeling.check_appendable(out)
     original, tuned = open_banks(original_dir, tuned_dir)
-    study = blind_study.open_study(out, original, tuned, pairs, attention_rate, seed, force=force, dry_run=dry_run)
+    study = blind_study.open_study(out, original, tuned, pairs, attention_rate, seed, force=force, dry_run=dry_run,
+        address=(host, port))
     if study is None:
         print(f'would start a new study of {pairs or len(original)} pairs of {original_dir} and {tuned_dir} in {out} and '
             f'serve http://{host}:{port}/')
@@ -260,7 +261,7 @@ def serve_ratings(out, bank_dirs, criteria, samples, force, annotator, port, hos
     labeling.check_appendable(out)
     names = ratings.parse_criteria(criteria)
     banks = list(zip(bank_dirs, open_banks(*bank_dirs)))
-    key = ratings.open_ratings(out, banks, names, seed, force=force, dry_run=dry_run)
+    key = ratings.open_ratings(out, banks, names, seed, force=force, dry_run=dry_run, address=(host, port))
     if key is None:
         print(f'would rate {sum(len(b) for _, b in banks)} samples on {", ".join(names)} into {out} and serve '
             f'http://{host}:{port}/')

@@ -6,6 +6,7 @@ import heapq
 import itertools
 import os
 import re
+import socket
 import stat
 import threading
 import time
@@ -13,6 +14,7 @@ import uuid
 
 import numpy as np
 
+import dnnlib
 from eg3d_rlhf.data.preferences import TORN, Judgement, LabelError, is_repeat, load_judgements, now, record_line
 
 #----------------------------------------------------------------------------
@@ -132,6 +134,120 @@ def lock_annotator(path, annotator):
     lock.flush()
     return lock
 
+
+def hold_labels(path, exclusive=False):
+    """The right to serve labels file `path` (a study's or ratings'), as the open lock file '<file>.lock': an flock
+    shared by every server of the file for its whole life, exclusive for a start that replaces the file (--force),
+    which then cannot begin while any server holds it. A shared hold waits for an exclusive one to end; an exclusive
+    one is a LabelError naming the pids of the servers holding it. Each holder's pid is a line of the file."""
+    lock = open_lock(f'{os.path.realpath(path)}.lock')
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        alone = True
+    except BlockingIOError:
+        if exclusive:
+            holders = _live_pids(lock)
+            lock.close()
+            raise LabelError(f'{path} is being served by another process (pid {", ".join(holders) or "unknown"}); '
+                'stop it first') from None
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        alone = False
+    if alone:                                           # Pids of servers gone since are dropped.
+        lock.truncate(0)
+    lock.write(f'{os.getpid()}\n')
+    lock.flush()
+    if alone and not exclusive:
+        fcntl.flock(lock, fcntl.LOCK_SH)
+    return lock
+
+
+def share_hold(lock):
+    """An exclusive hold_labels lock made shared, once the file it guards is in place: other servers may join."""
+    fcntl.flock(lock, fcntl.LOCK_SH)
+
+
+def _live_pids(lock):
+    lock.seek(0)
+    pids = dict.fromkeys(line.strip() for line in lock.read(1 << 16).splitlines())
+    return [p for p in pids if p.isdigit() and dnnlib.util._process_alive(int(p))]  # pylint: disable=protected-access
+
+
+def file_identity(path):
+    """(device, inode) of the file at `path`, None when there is none: a file replaced under a server (moved aside,
+    written anew) has another."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def move_aside(*paths):
+    """Move the paths that exist (files or folders) to '<path>.replaced-<UTC time>', one suffix for all of them (with
+    '-2', '-3', ... when a name is taken: starts in the same second), never over anything: each name is made
+    exclusively before the move lands on it. Returns the new names; a move that fails puts the earlier ones back."""
+    paths = [p for p in paths if os.path.lexists(p)]
+    stamp = now().replace(':', '')
+    for n in itertools.count(1):
+        names = [f'{p}.replaced-{stamp}' + (f'-{n}' if n > 1 else '') for p in paths]
+        made = []
+        try:
+            for path, name in zip(paths, names):
+                _reserve(name, os.path.isdir(path) and not os.path.islink(path))
+                made.append(name)
+        except OSError as err:
+            for name in made:
+                _unreserve(name)
+            if isinstance(err, FileExistsError):
+                continue
+            raise
+        break
+    moved = []
+    try:
+        for path, name in zip(paths, names):
+            os.replace(path, name)                      # Onto its own empty reservation.
+            moved.append((path, name))
+    except OSError:
+        for path, name in reversed(moved):
+            os.replace(name, path)
+        for name in names[len(moved):]:
+            _unreserve(name)
+        raise
+    return names
+
+
+def _reserve(name, folder):
+    if folder:
+        os.mkdir(name)
+    else:
+        os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+
+
+def _unreserve(name):
+    (os.rmdir if os.path.isdir(name) else os.remove)(name)
+
+
+def check_listen(host, port):
+    """LabelError unless a page could listen on host:port now (bound as the server binds, with SO_REUSEADDR): a start
+    that replaces files checks it before it moves any."""
+    try:
+        socket.create_server((host, port), family=socket.AF_INET6 if ':' in host else socket.AF_INET).close()
+    except OSError as err:
+        raise LabelError(f'cannot listen on {host}:{port}: {err.strerror or err}') from None
+
+
+def read_companion(path, limit, fix):
+    """The JSON object of a file kept beside a labels file (a study's or ratings' key, the invites), read through
+    dnnlib.util.read_json_object: a regular file (never a FIFO or a device) of at most `limit` bytes. LabelError of
+    one line naming it, what is wrong and `fix` otherwise."""
+    try:
+        return dnnlib.util.read_json_object(path, error=dnnlib.util.BadFile, limit=limit)
+    except (dnnlib.util.BadFile, dnnlib.util.NotRegularFile) as err:
+        problem = str(err)
+    except OSError as err:
+        problem = f'{path}: cannot be read ({err.strerror or err})'
+    raise LabelError(f'{problem}; {fix}')
+
 #----------------------------------------------------------------------------
 # Pair order.
 
@@ -239,7 +355,16 @@ def active_order(member_scores, rng, exclude=()):
 class UndoStack:
     """A session's undo: its standing records (`_stack`, oldest first), what to serve before new items (`_pending`,
     last first), the item on show (`_current`) and `_state()`; `shown_again(record)` says which item an undone
-    record puts back (a pair, a rated sample)."""
+    record puts back (a pair, a rated sample). `opaque`, where the records carry opaque tokens, is the key they
+    belong to (blind_study.OpaqueSamples): a record is written only while that key is the one on disk."""
+    opaque = None
+
+    def _append(self, record):
+        """Write a record of this session (append_record); OSError, nothing written, when the key of its tokens was
+        replaced under it (a study started anew with --force): the tokens would mean nothing there."""
+        if self.opaque is not None:
+            self.opaque.check_current()
+        append_record(self.path, record)
 
     def undo(self):
         """Take back this annotator's last standing record (an undo record, on disk when this returns); its item is
@@ -248,7 +373,7 @@ class UndoStack:
             if not self._stack:
                 raise ValueError('nothing to undo')
             record = self._stack[-1]
-            append_record(self.path, dict(undo_of=record['id'], annotator=self.annotator, time=now()))
+            self._append(dict(undo_of=record['id'], annotator=self.annotator, time=now()))
             self._stack.pop()
             if self._current is not None:
                 self._pending.append(self._current)
@@ -326,7 +451,7 @@ class LabelSession(UndoStack):
             record.update(id=uuid.uuid4().hex, seconds=round(time.monotonic() - self._shown_at, 2))
             if current['repeat']:
                 record['repeat'] = True
-            append_record(self.path, record)
+            self._append(record)
             self._stack.append(record)
             self._current = None
             return self._state()

@@ -1,7 +1,5 @@
 """Ratings by people: one sample at a time scored 1-5 on named criteria, hidden behind opaque tokens, crash-safe."""
 
-import fcntl
-import json
 import os
 import random
 import re
@@ -14,8 +12,8 @@ import zlib
 import numpy as np
 
 from eg3d_rlhf.data.bank import write_json
-from eg3d_rlhf.data.blind_study import OpaqueSamples
-from eg3d_rlhf.data.labeling import UndoStack, append_record, open_lock
+from eg3d_rlhf.data.blind_study import KEY_LIMIT, OpaqueSamples, hold_key
+from eg3d_rlhf.data.labeling import UndoStack, check_listen, move_aside, read_companion
 from eg3d_rlhf.data.preferences import LabelError, LabelWarning, _records, now, parse_undo
 
 #----------------------------------------------------------------------------
@@ -50,21 +48,17 @@ class RatingKey(OpaqueSamples):
     """A ratings key: tokens to (bank label, id), the criteria, the banks, each annotator's order."""
 
     def __init__(self, key, path):
-        self.key, self.path = key, path
+        super().__init__(key, path)
         self.criteria = list(key['criteria'])
-        self.samples = {t: (s['bank'], s['id']) for t, s in key['samples'].items()}
-        self._banks = {}
 
     @classmethod
     def load(cls, path):
+        key = read_companion(path, KEY_LIMIT, 'restore the ratings key, or start anew with rate --force (the old files '
+            'are moved aside)')
         try:
-            with open(path, encoding='utf-8') as f:
-                key = json.load(f)
             assert key['format'] == FORMAT and all(CRITERION.fullmatch(c) for c in key['criteria'])
             assert all(s['bank'] in key['banks'] and isinstance(s['id'], str) for s in key['samples'].values())
             assert isinstance(key['seed'], int) and key['criteria']
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
-            raise LabelError(f'{path}: not a ratings key ({err})') from None
         except (AssertionError, KeyError, TypeError):
             raise LabelError(f'{path}: not a ratings key of format {FORMAT} (damaged?); it cannot be used') from None
         return cls(key, path)
@@ -76,41 +70,46 @@ class RatingKey(OpaqueSamples):
         return [tokens[i] for i in rng.permutation(len(tokens))]
 
 
-def open_ratings(out, banks, criteria, seed=None, force=False, dry_run=False):
-    """The RatingKey of ratings file `out`: made when there is none (one token per sample of each bank; `banks` is
-    [(label, Bank)], labels are how reports name the banks), else read and checked against the banks and criteria.
-    LabelError before any write for another key, or ratings without a key; `force` moves old files aside. With
-    dry_run, None where a new key would be made (nothing is written)."""
+def open_ratings(out, banks, criteria, seed=None, force=False, dry_run=False, address=None):
+    """The RatingKey of ratings file `out`, holding the right to serve it until key.close() or the end of the process
+    (blind_study.hold_key): made when there is none (one token per sample of each bank; `banks` is [(label, Bank)],
+    labels are how reports name the banks), else read and checked against the banks and criteria. LabelError before
+    any write for another key, ratings without a key, a bank given twice, or a page that cannot listen on `address`
+    (host, port) where a key would be made; `force` makes a new key once all is checked, and then moves the old files
+    aside (labeling.move_aside). With dry_run, None where a new key would be made (nothing is written)."""
     path = key_path(out)
-    if dry_run and (force or not os.path.exists(path)):
+    roots = {label: os.path.realpath(bank.root) for label, bank in banks}
+    if len(set(roots.values())) < len(banks):
+        raise LabelError(f'{banks[-1][1].root}: a bank is given twice')
+    new = force or not os.path.exists(path)
+    if dry_run and new:
         return None
-    with open_lock(f'{os.path.realpath(out)}.key.lock') as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if force:
-            stamp = now().replace(':', '')
-            for old in (out, path):
-                if os.path.exists(old):
-                    os.replace(old, f'{old}.replaced-{stamp}')
-        roots = {label: os.path.realpath(bank.root) for label, bank in banks}
-        if len(set(roots.values())) < len(banks):
-            raise LabelError(f'{banks[-1][1].root}: a bank is given twice')
-        if os.path.exists(path):
-            key = RatingKey.load(path)
-            same_banks = sorted(key.key['banks'].values()) == sorted(roots.values())
-            if not same_banks or key.criteria != criteria or (seed is not None and seed != key.key['seed']):
-                raise LabelError(f'{path}: made for banks {sorted(key.key["banks"].values())}, criteria '
-                    f'{",".join(key.criteria)}, seed {key.key["seed"]}; pass the same, or --force to start anew (the old '
-                    'files are moved aside)')
-            return key
-        if os.path.exists(out) and os.path.getsize(out) > 0:
-            raise LabelError(f'{out}: holds ratings but there is no key {path}; choose another --out (or --force)')
-        draw = random.SystemRandom()
-        samples = {}
-        for label, bank in banks:
-            samples.update({'%016x' % draw.getrandbits(64): dict(bank=label, id=x) for x in bank.ids})
-        key = dict(format=FORMAT, time=now(), seed=seed or 0, criteria=list(criteria), banks=roots, samples=samples)
-        write_json(path, key)
-        return RatingKey(key, path)
+    return hold_key(out, force, lambda: _open_ratings(out, banks, roots, criteria, seed, force, address if new else None))
+
+
+def _open_ratings(out, banks, roots, criteria, seed, force, address):
+    path = key_path(out)
+    if os.path.exists(path) and not force:
+        key = RatingKey.load(path)
+        same_banks = sorted(key.key['banks'].values()) == sorted(roots.values())
+        if not same_banks or key.criteria != criteria or (seed is not None and seed != key.key['seed']):
+            raise LabelError(f'{path}: made for banks {sorted(key.key["banks"].values())}, criteria '
+                f'{",".join(key.criteria)}, seed {key.key["seed"]}; pass the same, or --force to start anew (the old '
+                'files are moved aside)')
+        return key
+    if not force and os.path.exists(out) and os.path.getsize(out) > 0:
+        raise LabelError(f'{out}: holds ratings but there is no key {path}; choose another --out (or --force)')
+    if address is not None:
+        check_listen(*address)
+    draw = random.SystemRandom()
+    samples = {}
+    for label, bank in banks:
+        samples.update({'%016x' % draw.getrandbits(64): dict(bank=label, id=x) for x in bank.ids})
+    key = dict(format=FORMAT, time=now(), seed=seed or 0, criteria=list(criteria), banks=roots, samples=samples)
+    if force:
+        move_aside(out, path)
+    write_json(path, key)
+    return RatingKey(key, path)
 
 #----------------------------------------------------------------------------
 
@@ -160,7 +159,7 @@ class RatingSession(UndoStack):
     of them), in the annotator's order; undo takes back the last rating and shows its sample again."""
 
     def __init__(self, path, annotator, key, target=None):
-        self.path, self.annotator, self.key = path, annotator, key
+        self.path, self.annotator, self.key, self.opaque = path, annotator, key, key
         self._order = key.order(annotator)
         self.target = len(self._order) if target is None else min(target, len(self._order))
         self._stack = [r for r in load_ratings(path, key) if r['annotator'] == annotator] if os.path.isfile(path) else []
@@ -199,7 +198,7 @@ class RatingSession(UndoStack):
             record = dict(sample=sample, annotator=self.annotator, time=now(), id=uuid.uuid4().hex,
                 seconds=round(time.monotonic() - self._shown_at, 2))
             record.update(dict(skip=True) if ratings is None else dict(ratings={c: ratings[c] for c in self.key.criteria}))
-            append_record(self.path, record)
+            self._append(record)
             self._stack.append(record)
             self._current = None
             return self._state()

@@ -3,19 +3,27 @@ that tells samples apart by hashing the pictures it is served, and a study serve
 
 import hashlib
 import http.client
+import io
 import json
 import os
+import re
+import subprocess
+import sys
 import threading
 import urllib.request
 
 import numpy as np
 import PIL.Image
+from click.testing import CliRunner
 
 from eg3d_rlhf.data import bank as B
 from eg3d_rlhf.data import label_server
 from eg3d_rlhf.geometry import preview
 from eg3d_rlhf.geometry.sigma import slab_grid
+from tests.conftest import REPO
 from tests.helpers.banks import face_volume, slab_description
+from tests.helpers.mutations import tree_digest
+from tools import label
 
 #----------------------------------------------------------------------------
 
@@ -46,13 +54,26 @@ def file_hash(data):
     return hashlib.sha256(data).hexdigest()
 
 
+class PictureIndex(dict):
+    """{sha256 of a front preview: (bank folder, id)} over some banks, and the pictures themselves (`pictures`)."""
+
+    def distance(self, data):
+        """Mean absolute difference of the PNG bytes `data` from the nearest front preview of the banks."""
+        with PIL.Image.open(io.BytesIO(data)) as im:
+            x = np.asarray(im, dtype=np.float32)
+        return min(float(np.abs(x - p).mean()) for p in self.pictures if p.shape == x.shape)
+
+
 def picture_index(banks):
-    """{sha256 of a front preview: (bank folder, id)} over `banks`; every picture must be distinct."""
-    index = {}
+    """The PictureIndex of `banks`' front previews; every picture must be distinct."""
+    index = PictureIndex()
+    index.pictures = []
     for root in banks:
         for sample_id in B.Bank(root).ids:
             with open(os.path.join(root, sample_id, B.preview_file('front')), 'rb') as f:
-                index[file_hash(f.read())] = (root, sample_id)
+                data = f.read()
+            index[file_hash(data)] = (root, sample_id)
+            index.pictures.append(np.asarray(PIL.Image.open(io.BytesIO(data)), dtype=np.float32))
     assert len(index) == sum(len(B.Bank(r)) for r in banks), 'two samples share a picture'
     return index
 
@@ -63,11 +84,14 @@ def fetch(url, headers=None):
 
 
 def smaller_nose(url_a, url_b, index, noses):
-    """'a' or 'b': the side whose front picture (fetched from its URL) shows the smaller nose; a picture of no known
-    sample (an attention check's flawed copy) loses."""
-    found = [index.get(file_hash(fetch(u))) for u in (url_a, url_b)]
+    """'a' or 'b': the side whose front picture (fetched from its URL) shows the smaller nose. Pictures of no known
+    sample are an attention check's two sides: as a person would, it takes the one that looks most like a sample it
+    knows (the flawed one has floaters)."""
+    data = [fetch(u) for u in (url_a, url_b)]
+    found = [index.get(file_hash(d)) for d in data]
     if found[0] is None or found[1] is None:
-        return 'b' if found[0] is None else 'a'
+        far = [index.distance(d) for d in data]
+        return 'a' if far[0] < far[1] else 'b'
     return 'a' if noses[found[0]] < noses[found[1]] else 'b'
 
 #----------------------------------------------------------------------------
@@ -112,5 +136,30 @@ def call(port, method, path, body=None, headers=None):
     conn.close()
     kind = response.getheader('Content-Type', '')
     return response.status, json.loads(data) if kind.startswith('application/json') else data, response
+
+
+def run_label(*args):
+    """CliRunner's result of tools/label.py on args (each made a string), in this process."""
+    return CliRunner().invoke(label.main, [str(a) for a in args])
+
+
+def files_beside(folder):
+    """{path: sha256} of the files under `folder` but lock files and banks (folders named bank*): the labels, keys,
+    checks and what was moved aside."""
+    return {p: d for p, d in tree_digest(str(folder)).items() if not p.endswith('.lock') and '/bank' not in p}
+
+
+def start_page(command, *args):
+    """`tools/label.py COMMAND --port 0 ARGS` (study, rate) as a subprocess: (process, port) once it listens."""
+    proc = subprocess.Popen([sys.executable, os.path.join(REPO, 'tools', 'label.py'), command, '--port', '0',
+        *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        m = re.search(r'serving http://[^/]+:(\d+)/', line)
+        if m:
+            return proc, int(m.group(1))
+    proc.wait()
+    raise AssertionError('the server did not start: ' + ''.join(lines))
 
 #----------------------------------------------------------------------------
