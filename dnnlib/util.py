@@ -2,6 +2,7 @@
 
 import contextlib
 import errno
+import functools
 import importlib
 import io
 import json
@@ -348,21 +349,29 @@ class BadFile(ValueError):
     the file and what is wrong."""
 
 
-def decode_json(blob, where, error=BadFile, hint='', not_json=None):
+def decode_json(blob, where, error=BadFile, hint='', not_json=None, depth=None, **hooks):
     """The JSON value in `blob` (bytes, or text already decoded); error('{where} not UTF-8 text (...)', 'not JSON
-    (...)', 'JSON nested too deeply' or 'a number of more than N digits', each followed by `hint`) when it is none.
-    `where` names the file, e.g. 'labels.json:'; not_json (default: error) is raised for text that is no JSON at all
-    (a reader may skip a line a crash cut short)."""
+    (...)', 'JSON nested too deeply' (or deeper than `depth` levels, when given: for readers that walk it recursively)
+    or 'a number of more than N digits', each followed by `hint`) when it is none. `where` names the file, e.g.
+    'labels.json:'; not_json (default: error) is raised for text that is no JSON at all (a reader may skip a line a
+    crash cut short); hooks are json.loads' (object_pairs_hook, parse_constant), a ValueError of theirs reported after
+    `where`."""
     try:
-        return json.loads(blob if isinstance(blob, str) else blob.decode('utf-8'))
+        value = json.loads(blob if isinstance(blob, str) else blob.decode('utf-8'), **hooks)
     except UnicodeDecodeError as err:
         raise error(f'{where} not UTF-8 text ({err.reason} at byte {err.start}){hint}') from None
     except json.JSONDecodeError as err:
         raise (not_json or error)(f'{where} not JSON ({err.msg} at line {err.lineno} column {err.colno}){hint}') from None
     except RecursionError:
         raise error(f'{where} JSON nested too deeply{hint}') from None
-    except ValueError:              # Python's limit on the digits int() reads (json.loads parses integers with int()).
+    except ValueError as err:       # Python's limit on the digits int() reads (json.loads parses integers with int()).
+        if 'integer string conversion' not in str(err):
+            raise error(f'{where} {err}{hint}') from None
         raise error(f'{where} JSON holds a number of more than {_int_digits()} digits{hint}') from None
+    problem = None if depth is None else _nesting_problem(value, depth, most=math.inf)
+    if problem is not None:
+        raise error(f'{where} JSON {problem}{hint}')
+    return value
 
 
 def _int_digits():
@@ -372,20 +381,23 @@ def _int_digits():
 YAML_DEPTH = 64                 # Nesting a YAML file this project reads may have (its readers walk it recursively).
 
 
-def decode_yaml(blob, where, error=BadFile, hint='', depth=YAML_DEPTH):
-    """The value of the YAML text in the bytes `blob`, read with yaml.safe_load (tags that would build objects are
-    refused; nothing is imported); error('{where} not UTF-8 text (...)', 'not YAML (...)', 'YAML nested too deeply'
-    (deeper than `depth`, or an alias that holds itself) or 'a number of more than N digits', each followed by
-    `hint`) when it is none."""
+def decode_yaml(blob, where, error=BadFile, hint='', depth=YAML_DEPTH, as_text=False):
+    """The value of the YAML text in the bytes `blob`, read with PyYAML's SafeLoader (tags that would build objects
+    are refused; nothing is imported); error('{where} not UTF-8 text (...)', 'not YAML (...)', 'key K is given twice',
+    'YAML nested too deeply' (deeper than `depth`, or an alias that holds itself) or 'a number of more than N digits',
+    each followed by `hint`) when it is none. as_text: every scalar but a null is the text written (YAML 1.1 reads
+    1:30 as 90, 017 as 15 and no as false; the reader converts the text as it converts its flags)."""
     import yaml # pylint: disable=import-outside-toplevel
     try:
         text = blob.decode('utf-8')
     except UnicodeDecodeError as err:
         raise error(f'{where} not UTF-8 text ({err.reason} at byte {err.start}){hint}') from None
     try:
-        value = yaml.safe_load(text)
+        value = yaml.load(text, Loader=_yaml_loader(as_text))          # A SafeLoader: it builds no objects.
     except RecursionError:
         raise error(f'{where} YAML nested too deeply{hint}') from None
+    except DuplicateKey as err:
+        raise error(f'{where} {err}{hint}') from None
     except (yaml.YAMLError, ValueError, TypeError, OverflowError) as err:
         if 'integer string conversion' in str(err):
             raise error(f'{where} YAML holds a number of more than {_int_digits()} digits{hint}') from None
@@ -396,9 +408,42 @@ def decode_yaml(blob, where, error=BadFile, hint='', depth=YAML_DEPTH):
     return value
 
 
+class DuplicateKey(ValueError):
+    """A YAML mapping names one key twice (PyYAML would keep the last silently)."""
+
+
+@functools.lru_cache(maxsize=None)
+def _yaml_loader(as_text):
+    """PyYAML's SafeLoader refusing a key given twice in one mapping (DuplicateKey); as_text: one that resolves no
+    plain scalar but null (and the merge key <<), and reads explicit !!bool, !!int, !!float and !!timestamp as text."""
+    import yaml # pylint: disable=import-outside-toplevel
+
+    class Loader(yaml.SafeLoader): # pylint: disable=too-many-ancestors
+        def construct_mapping(self, node, deep=False):
+            seen = {}
+            for key_node, _ in node.value if isinstance(node, yaml.MappingNode) else ():
+                if isinstance(key_node, yaml.ScalarNode) and key_node.tag != 'tag:yaml.org,2002:merge':
+                    key = self.construct_object(key_node)
+                    first = seen.setdefault(key, key_node)
+                    if first is not key_node:
+                        lines = sorted({first.start_mark.line + 1, key_node.start_mark.line + 1})
+                        raise DuplicateKey(f'key {key!r} is given twice (line{"s" * (len(lines) - 1)} '
+                            f'{" and ".join(map(str, lines))})')
+            return super().construct_mapping(node, deep)
+
+    if as_text:
+        kept = ('tag:yaml.org,2002:null', 'tag:yaml.org,2002:merge')
+        Loader.yaml_implicit_resolvers = {first: [(tag, regexp) for tag, regexp in resolvers if tag in kept]
+            for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+        for kind in ('bool', 'int', 'float', 'timestamp'):
+            Loader.add_constructor(f'tag:yaml.org,2002:{kind}', yaml.SafeLoader.construct_scalar)
+    return Loader
+
+
 def _nesting_problem(value, depth, most=1 << 20):
-    """'nested too deeply (...)' when a loaded YAML value nests deeper than `depth` (an alias that holds itself nests
-    without end), 'too large (...)' when its aliases expand to more than `most` values; None when neither."""
+    """'nested too deeply (...)' when a loaded YAML or JSON value nests deeper than `depth` (a YAML alias that holds
+    itself nests without end), 'too large (...)' when its aliases expand to more than `most` values; None when
+    neither."""
     stack, seen = [(value, 0)], 0
     while stack:
         node, level = stack.pop()

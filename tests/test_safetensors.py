@@ -144,7 +144,7 @@ def split(path):
 
 
 def join(path, header, data):
-    text = json.dumps(header).encode()
+    text = (header if isinstance(header, str) else json.dumps(header)).encode()
     with open(path, 'wb') as f:
         f.write(struct.pack('<Q', len(text)) + text + data)
     return path
@@ -192,6 +192,16 @@ def not_json(header, data):
     return header, data
 
 
+def nested_metadata(header, data):             # Deeper than json.loads reads (RecursionError), or than _decode walks.
+    header['__metadata__']['training'] = '{"loss": ' + '[' * 100000 + ']' * 100000 + '}'
+    header['__metadata__']['config'] = '[' * 900 + ']' * 900
+    return header, data
+
+
+def nested_header(header, data):                # A header entry nested past json.loads' recursion.
+    return '{"deep": ' + '[' * 100000 + ']' * 100000 + ', ' + json.dumps(header)[1:], data
+
+
 def wrong_format(header, data):
     header['__metadata__'][safetensors_file.MARKER] = 'eg3d_rlhf.flow/1'
     return header, data
@@ -205,6 +215,8 @@ HOSTILE = [
     (overlapping,               'offsets overlap'),
     (lying_dtype,               'do not hold F64'),
     (not_json,                  "metadata entry 'config'"),
+    (nested_metadata,           'JSON nested too deeply'),
+    (nested_header,             'not a safetensors file (header): JSON nested too deeply'),
     (wrong_format,              'expected eg3d_rlhf.reward/1 or eg3d_rlhf.reward/2'),
 ]
 
@@ -255,7 +267,9 @@ def test_duplicate_names_and_nan_fail(tmp_path):
         'stage 1 weight skip.bias is [2, 4] torch.float32, expected [8] torch.float32'),
     (lambda h, d: (h, d) if h['__metadata__'].update({safetensors_file.MARKER: 'eg3d_rlhf.reward/2'}) else (h, d),
         'expected eg3d_rlhf.flow/1'),
-], ids=['extra', 'misshapen', 'format'])
+    (nested_metadata, 'JSON nested too deeply'),
+    (nested_header, 'not a safetensors file (header): JSON nested too deeply'),
+], ids=['extra', 'misshapen', 'format', 'nested metadata', 'nested header'])
 def test_hostile_flow_files_fail_in_one_line(tmp_path, edit, message):
     path = str(tmp_path / 'f.safetensors')
     flow_heads.convert_flow(tiny_flow(tmp_path / 'f.pt'), path)

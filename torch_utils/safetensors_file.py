@@ -8,7 +8,7 @@ import struct
 import safetensors.torch
 import torch
 
-from dnnlib.util import atomic_write, open_regular
+from dnnlib.util import atomic_write, decode_json, open_regular
 
 #----------------------------------------------------------------------------
 # A checkpoint is a plain dict (what torch.save(weights_only) would hold: dicts, lists, strings, numbers, None and
@@ -24,6 +24,7 @@ MARKER      = 'eg3d_rlhf.format'            # Metadata key of the checkpoint's f
 TENSOR      = '__tensor__'                  # {"__tensor__": name}: the tensor of the file called name.
 ITEMS       = '__items__'                   # {"__items__": [[key, value], ...]}: a dict with non-string keys.
 MAX_HEADER  = 64 << 20                      # Longest header read (bytes); ours are a few kB.
+MAX_DEPTH   = 64                            # Deepest nesting of the header or a metadata entry (ours: 7).
 DTYPES      = {'BOOL': 1, 'U8': 1, 'I8': 1, 'I16': 2, 'F16': 2, 'BF16': 2, 'I32': 4, 'F32': 4, 'I64': 8, 'F64': 8}
 
 
@@ -98,8 +99,11 @@ def _refuse_constant(name):
     raise ValueError(f'{name} is not a finite number')
 
 
-def _json(text):
-    return json.loads(text, object_pairs_hook=_unique_object, parse_constant=_refuse_constant)
+def _json(text, where):
+    """The JSON of a header or metadata entry: ValueError after `where` when it is none, names a key twice, holds NaN
+    or Infinity, or nests deeper than MAX_DEPTH (_decode walks it recursively)."""
+    return decode_json(text, where, ValueError, depth=MAX_DEPTH, object_pairs_hook=_unique_object,
+        parse_constant=_refuse_constant)
 
 
 def read_header(path, blob=None):
@@ -117,11 +121,9 @@ def read_header(path, blob=None):
         text = blob[8:8 + n] if n is not None and n <= min(size - 8, MAX_HEADER) else None
     if text is None:
         raise ValueError(f'{path}: not a safetensors file (its header length {n} does not fit its {size} bytes)')
-    try:
-        header = _json(text.decode('utf-8'))
-        assert isinstance(header, dict), 'not a JSON object'
-    except (UnicodeDecodeError, ValueError, AssertionError) as err:
-        raise ValueError(f'{path}: not a safetensors file (header: {err})') from None
+    header = _json(text, f'{path}: not a safetensors file (header):')
+    if not isinstance(header, dict):
+        raise ValueError(f'{path}: not a safetensors file (its header is not a JSON object)')
     metadata = header.pop('__metadata__', {})
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise ValueError(f'{path}: its safetensors metadata is not a map of strings')
@@ -195,8 +197,9 @@ def load(path, formats, blob=None):
     for key, text in metadata.items():
         if key in ('format', MARKER, 'padding'):
             continue
+        value = _json(text, f'{path}: metadata entry {key!r}:')
         try:
-            data[key] = _decode(_json(text), tensors, used)
+            data[key] = _decode(value, tensors, used)
         except ValueError as err:
             raise ValueError(f'{path}: metadata entry {key!r}: {" ".join(str(err).split())[:200]}') from None
     extra = sorted(set(tensors) - used)
