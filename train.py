@@ -155,9 +155,12 @@ def main(**kwargs):
             raise options.ConfigError('--force is for --save-config: it overwrites that file')
         if kwargs['save_config'] is not None:
             values = config_file.resolved_options(method, config, common, kwargs, ctx.command, methods.METHODS.values())
-            config_file.save(kwargs['save_config'], values, method, force=kwargs['force'], dry_run=kwargs['dry_run'])
+            flags = config_file.flags_left_out(kwargs, explicit)         # --trust-pickle, ...: a file cannot set them.
+            config_file.save(kwargs['save_config'], values, method, force=kwargs['force'], dry_run=kwargs['dry_run'],
+                flags=flags)
             if not kwargs['dry_run']:
-                print(f'Saved the options to {kwargs["save_config"]}; run them with: python train.py --config {kwargs["save_config"]}')
+                print(f'Saved the options to {kwargs["save_config"]}; run them with: python train.py --config '
+                    f'{kwargs["save_config"]}' + ''.join(' ' + flag for flag in flags))
             return
         method.run(config, common)
     except options.ConfigError as err:

@@ -75,7 +75,7 @@ def test_a_yaml_file_gives_options_and_flags_override_it(tmp_path):
     ('nope: 1\n', 'run.yaml: nope is not an option'),
     ('- 1\n- 2\n', 'must hold a mapping'),
     ('beta: [1, 2]\n', 'beta: expected a single finite value'),
-    ('generator: flow\nbeta: .nan\n', 'beta: expected a single finite value'),
+    ('generator: flow\nbeta: .nan\n', "beta: '.nan' is not a valid float"),       # As --beta=.nan.
     ('generator: flow\ndpo_steps: 0\n', '--dpo-steps=0: must be at least 1'),
     ('generator: flow\ndpo_steps: many\n', "dpo_steps: 'many' is not a valid integer"),
     ('generator: flow\ngamma: 1\n', '--gamma is an EG3D option'),

@@ -102,6 +102,12 @@ def test_a_deeply_nested_config_file_is_refused(tmp_path):
     refused_in_one_line(result, f'--config: {path}: YAML nested too deeply')     # Before: RecursionError.
 
 
+def test_a_bundle_run_config_naming_a_key_twice_is_refused(tmp_path):
+    folder, _ = write_bundle(str(tmp_path), yaml_text=YAML.replace('    num_groups: 2\n', '    num_groups: 2\n' * 2, 1))
+    with pytest.raises(BundleError, match="release_config.yaml: key 'num_groups' is given twice"):
+        bundle.load_bundle(folder)                      # Before: the last one, silently.
+
+
 @pytest.mark.parametrize('reader', ['read_json_object', 'load_judgements'])
 def test_a_json_number_of_5000_digits_is_refused(tmp_path, reader):
     path = tmp_path / 'f.json'

@@ -8,6 +8,7 @@ from click.testing import CliRunner
 
 import train
 from eg3d_rlhf.finetune import config_file, gan_run, methods, options
+from eg3d_rlhf.synthetic import demo
 from tests.helpers.train import base_args, make_zip_dataset
 
 #----------------------------------------------------------------------------
@@ -43,9 +44,9 @@ def test_a_saved_eg3d_run_reads_back_to_the_same_training_options(tmp_path, demo
     method = methods.choose('eg3d', 'gan')
     assert list(saved) == config_file.option_names(method, train.main, methods.METHODS.values())
     assert (saved['generator'], saved['method'], saved['cbase']) == ('eg3d', 'gan', 4096 if demo else 2048)
-    assert 'rounds' not in saved and 'save_config' not in saved and 'dry_run' not in saved
+    assert not {'rounds', 'dry_run', *options.FLAGS_ONLY} & set(saved)       # No trust: the bundled G needs none.
     if demo:
-        assert (saved['cfg'], saved['lambda_r'], saved['kimg'], saved['trust_pickle']) == ('synthetic', 7.0, 0.2, True)
+        assert (saved['cfg'], saved['lambda_r'], saved['kimg']) == ('synthetic', 7.0, 0.2)
     original = gan_config([*args, '--dry-run'])
     assert gan_config(['--config', str(path), '--dry-run']) == original
     assert gan_config(['--config', str(path), '--glr', '0.0042', '--dry-run']) != original   # Flags still win.
@@ -66,6 +67,23 @@ def test_a_saved_circular_dpo_run_reads_back_to_the_same_config(tmp_path):
     assert config2 == config and config2.ablation == 'b'
     same = [k for k in method.reads if k not in ('config', 'method')]       # The file names the method; flags inferred it.
     assert {k: common2[k] for k in same} == {k: common[k] for k in same}
+
+
+def test_flags_a_file_cannot_set_are_named_not_saved_and_given_again(tmp_path):
+    pkl = tmp_path / 'g.pkl'
+    pkl.write_bytes(open(demo.GENERATOR, 'rb').read())                  # Not the bundled file: it needs the flag.
+    sr = 'training.superresolution.SuperresolutionHybrid2X'
+    args = base_args(make_zip_dataset(tmp_path / 'data.zip'), tmp_path / 'runs', '--resume', str(pkl), '--trust-pickle',
+        '--sr-module', sr)
+    path = tmp_path / 'run.yaml'
+    assert save(args, path).strip().endswith(f'--config {path} --trust-pickle --sr-module={sr}')
+    saved = yaml.safe_load(path.read_text())
+    assert saved['resume'] == str(pkl) and 'trust_pickle' not in saved and 'sr_module' not in saved   # Before: saved.
+    assert f'#   python train.py --config {path} --trust-pickle --sr-module={sr}\n' in path.read_text()
+    with pytest.raises(options.RunError, match='pass --trust-pickle if you trust this file'):
+        gan_config(['--config', str(path), '--dry-run'])
+    assert gan_config(['--config', str(path), '--trust-pickle', '--sr-module', sr, '--dry-run']) == \
+        gan_config([*args, '--dry-run'])
 
 
 def test_save_config_refuses_to_overwrite_without_force(tmp_path):

@@ -14,6 +14,7 @@ from eg3d_rlhf.finetune import recipes
 from eg3d_rlhf.finetune import run_dir as runs
 from eg3d_rlhf.finetune.config import RewardFinetuneConfig
 from eg3d_rlhf.finetune.options import ConfigError, RunError
+from eg3d_rlhf.generators import registry
 from eg3d_rlhf.generators.base import file_sha256, seed_ranges
 from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, shared_reward
 from eg3d_rlhf.synthetic import demo
@@ -36,15 +37,20 @@ def with_demo_defaults(kwargs, explicit):
         if missing:
             hint = ' (or, with --reward, none of --cfg, --data, --gpus, --batch, --gamma: the bundled demo)'
             raise ConfigError(f"Missing option '--{missing[0]}'{hint}")
-        return dict(kwargs)
+        return trusting_the_bundled(kwargs)
     kwargs = dict(kwargs)
     for key, value in demo.OPTIONS.items():
         if key not in explicit:
             kwargs[key] = value
-    if kwargs['resume'] == demo.GENERATOR:
-        kwargs['trust_pickle'] = True       # Bundled with the code, so trusted like it (eg3d_rlhf/cli.BUNDLED is the same file).
     kwargs['data'] = demo.dataset_path()    # Rendered into the cache by make_config, once the options are checked.
-    return kwargs
+    return trusting_the_bundled(kwargs)
+
+
+def trusting_the_bundled(kwargs):
+    """kwargs with --trust-pickle on when --resume is the bundled generator (shipped with the code, so trusted like
+    it), however it was named: the demo's default, or a saved run's file, which cannot set --trust-pickle."""
+    bundled = kwargs.get('resume') is not None and registry.is_bundled(kwargs['resume'])
+    return dict(kwargs, trust_pickle=True) if bundled else dict(kwargs)
 
 
 def reward_config(opts):

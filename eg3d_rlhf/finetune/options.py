@@ -140,13 +140,26 @@ def click_options_of(*classes, skip=()):
 #----------------------------------------------------------------------------
 # YAML run files: `train.py --config run.yaml` reads a mapping of option names (a config's field names, or the
 # command's other options, underscores or dashes) as if they were given on the command line; flags given override.
+# Each value is read as the text written (a null leaves the option unset) and converted by the option's own type, as
+# a flag's would be: `seed: 1:30` is refused, never YAML 1.1's 90. A run file is shared and downloaded, so it cannot
+# set what only the person typing may grant: FLAGS_ONLY, each with why (config_file.py does not save them either).
 
 MAX_YAML_BYTES = 1 << 20
+
+FLAGS_ONLY = {
+    'trust_pickle': 'it lets the --resume and --inception pickles run code',
+    'force':        'it overwrites files',
+    'save_config':  'it writes a file',
+    'resume_run':   'it goes on writing into an existing run folder',
+    'sr_module':    'it imports code by name',
+    'config':       'it reads another file of options',
+}
 
 
 def read_yaml(path, command):
     """{option name: value} of a YAML file for a click command, each value converted by the option's own type (its
-    ranges checked); ConfigError naming the file and the key otherwise."""
+    ranges checked); ConfigError naming the file and the key otherwise (an option of FLAGS_ONLY, a key given twice
+    in any spelling)."""
     try:
         with dnnlib.util.open_regular(path, 'rb', error=ConfigError) as f:
             blob = f.read(MAX_YAML_BYTES + 1)
@@ -154,25 +167,33 @@ def read_yaml(path, command):
         raise ConfigError(f'--config: cannot read {path} ({err.strerror or err})') from None
     if len(blob) > MAX_YAML_BYTES:
         raise ConfigError(f'--config: {path}: larger than {dnnlib.util.size_text(MAX_YAML_BYTES)}; not a file of options')
-    data = dnnlib.util.decode_yaml(blob, f'--config: {path}:', ConfigError)
+    data = dnnlib.util.decode_yaml(blob, f'--config: {path}:', ConfigError, as_text=True)
     if data is None:
         return {}
     if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
         raise ConfigError(f'--config: {path} must hold a mapping of option names to values')
     params = {p.name: p for p in command.params if isinstance(p, click.Option)}
-    ctx, values = click.Context(command), {}
+    ctx, values, spelt = click.Context(command), {}, {}
     for key, value in data.items():
         name = key.replace('-', '_')
-        if name not in params or name == 'config':
+        if name in FLAGS_ONLY:
+            raise ConfigError(f'--config: {path}: {key} may not be set by a file ({FLAGS_ONLY[name]}); pass '
+                f'{flag_name(name)} on the command line')
+        if name not in params:
             raise ConfigError(f'--config: {path}: {key} is not an option; use the flags\' names (train.py --help)')
-        if not isinstance(value, (str, int, float, bool, type(None))) or (isinstance(value, float) and not math.isfinite(value)):
+        if name in spelt:
+            raise ConfigError(f'--config: {path}: {spelt[name]} and {key} are the same option; give it once')
+        spelt[name] = key
+        if not isinstance(value, (str, type(None))):
             raise ConfigError(f'--config: {path}: {key}: expected a single finite value')
         if value is None:
             continue
         try:
             values[name] = params[name].type_cast_value(ctx, value)
         except click.BadParameter as err:
-            raise ConfigError(f'--config: {path}: {key}: {err.message}') from None
+            long = len(value) > 80                      # A hex number of 300 digits, say: shown by its start and length.
+            shown = err.message.replace(value, f'{value[:6]}...({len(value)} characters)') if long else err.message
+            raise ConfigError(f'--config: {path}: {key}: {shown[:300]}') from None
     return values
 
 
