@@ -1,13 +1,19 @@
 """The labeling page's web server: the page, its JSON API over a LabelSession, and the bank's pictures, nothing else."""
 
+import asyncio
+import concurrent.futures
 import gzip
+import html
+import http.client
 import http.cookies
 import http.server
+import io
 import ipaddress
 import json
 import os
 import re
 import socket
+import threading
 import urllib.parse
 
 from eg3d_rlhf.data.bank import IMAGE_FILE, SLAB_FILE, BankError, preview_file
@@ -27,12 +33,14 @@ from eg3d_rlhf.geometry.preview import VIEWS
 # POST /api/judge               {"a": ID, "b": ID, "choice": one of CHOICES}: judge the pair being shown
 # POST /api/rate                {"sample": ID, "ratings": {criterion: 1..5} or null for a skip} (ratings pages)
 # POST /api/undo                {}: take back the last judgement
+# POST /api/switch?token=T      {}: beyond loopback, sign this browser in as T's annotator (switch_page's button)
 # POST bodies are JSON (other sites' forms cannot post) of a stated Content-Length up to MAX_BODY bytes; any other
 # body, or a POST whose Origin header is another site's, is refused (4xx with {"error"}) before anything is written,
 # and the server goes on serving.
 # Beyond loopback (--host), every request must carry an invited annotator's token (invites.py), as ?token= (the
 # secret link) or the cookie the page sets from it, else 403; the annotator is the token's, never the request's, and
-# a POST must also carry the page's own Origin.
+# a POST must also carry the page's own Origin. A link never replaces the cookie of another invited annotator: the
+# browser gets a page that says who it labels as and offers the switch (a POST).
 # Every request, on any address, must name the server in its Host header (allowed_hosts), else 421: a page on another
 # site whose DNS name is rebound to this machine sends its own name, so it never reaches the API or the pictures.
 
@@ -45,19 +53,35 @@ VIEWER_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'mesh_vie
 LOOPBACK = '127.0.0.1'
 MAX_BODY = 4096
 JUDGE_KEYS = {'a', 'b', 'choice'}
-REQUEST_TIMEOUT = 30         # Seconds a connection may stay silent.
+REQUEST_TIMEOUT = 30         # Seconds a request may take to arrive whole, and its answer to be taken.
+BACKLOG = socket.SOMAXCONN   # Connections the system holds until they are accepted (5, http.server's, made crowds retry).
+WORKERS = 8                  # Threads that answer whole requests; none of them ever waits on a client.
+MAX_OPEN = 1024              # Connections held at once; beyond, the one whose request has been arriving longest goes.
+MAX_LINE = 65536             # Longest line of a request's head, as http.server allows ...
+MAX_HEADERS = 100            # ... and most header lines, as http.client does.
+
+#----------------------------------------------------------------------------
+# Connections: one event loop (asyncio) reads each request whole, head and body, within REQUEST_TIMEOUT, holding no
+# thread while a client is slow (slowloris costs a few bytes, not a thread); WORKERS threads answer whole requests
+# into memory; the loop writes the answer back and closes (one request per connection). Memory stays bounded by
+# MAX_OPEN requests of at most MAX_LINE-long lines plus MAX_BODY bytes.
 
 
-class LabelServer(http.server.ThreadingHTTPServer):
+class LabelServer(http.server.HTTPServer):
     """The page, its API and the pictures. On loopback one session (one annotator, named on the command line); beyond
     it, one per invited annotator (`sessions`: a Sessions), whose tokens `invites` (invites.Invites) checks."""
-    daemon_threads = True
+    request_queue_size = BACKLOG
 
     def __init__(self, address, bank, session, samples=None, sessions=None, invites=None, page=PAGE_FILE,
             allow_hosts=()):
         if ':' in address[0]:
             self.address_family = socket.AF_INET6
-        super().__init__(address, Handler)
+        self.pool = concurrent.futures.ThreadPoolExecutor(WORKERS, thread_name_prefix='label-server')
+        self.arriving = {}                              # Connections whose request is still arriving, oldest first.
+        self.connections = 0                            # Open now, arriving or being answered.
+        self._quit, self._done, self._stop = threading.Event(), threading.Event(), None
+        self._done.set()
+        super().__init__(address, Handler)              # Binds and listens (server_close on failure).
         self.bank, self.session, self.samples = bank, session, samples   # samples(token) -> (Bank, id) or None.
         self.sessions, self.invites = sessions, invites
         self.remote = not is_loopback(address[0])
@@ -76,6 +100,71 @@ class LabelServer(http.server.ThreadingHTTPServer):
             pass
         finally:
             self.server_close()
+
+    def serve_forever(self, poll_interval=None):
+        """Serve until shutdown() (socketserver's contract, on an event loop: see Connections above)."""
+        self._done.clear()
+        try:
+            asyncio.run(self._serve())
+        finally:
+            self._done.set()
+
+    def shutdown(self):
+        """Stop serve_forever and wait until it has stopped."""
+        self._quit.set()
+        stop = self._stop
+        if stop is not None:
+            try:
+                stop()
+            except RuntimeError:                        # Its loop has closed already.
+                pass
+        self._done.wait()
+
+    def server_close(self):
+        super().server_close()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _serve(self):
+        loop, stop = asyncio.get_running_loop(), asyncio.Event()
+        self._stop = lambda: loop.call_soon_threadsafe(stop.set)
+        if self._quit.is_set():                         # shutdown() came first.
+            return
+        async with await asyncio.start_server(self._connection, sock=self.socket, backlog=BACKLOG, limit=MAX_LINE):
+            await stop.wait()
+
+    async def _connection(self, reader, writer):
+        """One connection: its request read whole, answered by a worker, the answer written back within the timeout."""
+        timeout = self.RequestHandlerClass.timeout
+        self.connections += 1
+        self.arriving[writer] = None
+        if self.connections > MAX_OPEN:                        # The crowd's longest arrival goes (this one, if none is left).
+            oldest = next(iter(self.arriving))
+            del self.arriving[oldest]
+            oldest.transport.abort()
+        try:
+            request = await arrival(reader, timeout)
+            self.arriving.pop(writer, None)
+            if request is None or writer.transport.is_closing():
+                return
+            answer = await asyncio.get_running_loop().run_in_executor(self.pool, self.answer, request,
+                writer.get_extra_info('peername'))
+            writer.write(answer)
+            writer.close()
+            await asyncio.wait_for(writer.wait_closed(), timeout)
+        except (OSError, asyncio.TimeoutError):         # Gone, or not taking its answer: dropped.
+            writer.transport.abort()
+        finally:
+            self.arriving.pop(writer, None)
+            self.connections -= 1
+            writer.close()
+
+    def answer(self, request, client_address):
+        """The bytes a handler writes in answer to `request`, (bytes, stalled) as arrival() gathered it (in a worker)."""
+        try:
+            return self.RequestHandlerClass(request, client_address, self).wfile.getvalue()
+        except Exception: # pylint: disable=broad-except
+            self.handle_error(request, client_address)          # The traceback, as socketserver prints it.
+            return b''
 
     def sample_of(self, token):
         """(Bank, sample id) of what the page shows for a side (a bank id, or a study's or ratings' opaque token), or
@@ -124,9 +213,32 @@ class Refused(Exception):
         self.status = status
 
 
+class Arrived(io.BytesIO):
+    """A request's bytes as they arrived; reading past them is a TimeoutError when the client stalled mid-body."""
+
+    def __init__(self, data, stalled):
+        super().__init__(data)
+        self.stalled = stalled
+
+    def read(self, size=-1):
+        data = super().read(size)
+        if self.stalled and size is not None and len(data) < size:
+            raise TimeoutError('timed out')
+        return data
+
+
 class Handler(http.server.BaseHTTPRequestHandler):
     server_version = 'eg3d-rlhf-label'
+    protocol_version = 'HTTP/1.0'                       # One request per connection: nothing waits for a next one.
     timeout = REQUEST_TIMEOUT                           # A client that stalls mid-request is dropped, not waited on.
+
+    def setup(self):
+        """Read the request LabelServer gathered whole, (data, stalled); write the answer into memory."""
+        self.connection = None
+        self.rfile, self.wfile = Arrived(*self.request), io.BytesIO()
+
+    def finish(self):                                   # LabelServer sends wfile's bytes.
+        pass
 
     def log_message(self, format, *args):               # Quiet: the terminal shows progress, not every picture.
         pass
@@ -137,10 +249,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
         for name, value in headers:
             self.send_header(name, value)
         self.send_header('Content-Length', str(len(body)))
-        self.send_header('Cache-Control', 'no-store')
-        self.send_header('X-Content-Type-Options', 'nosniff')
         self.end_headers()
         self.wfile.write(body)
+
+    def end_headers(self):
+        """Every response's (http.server's own errors' too): never cached, never sniffed, and no Referer sent from
+        the page, whose address may hold the invite token."""
+        self.send_header('Cache-Control', 'no-store')
+        self.send_header('X-Content-Type-Options', 'nosniff')
+        self.send_header('Referrer-Policy', 'no-referrer')
+        super().end_headers()
 
     def reply_mesh(self, data):
         """A mesh file (gzip bytes, or None: 404), sent compressed unless the request does not take gzip."""
@@ -170,9 +288,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def token(self):
         """The invite token a request carries: ?token= (the secret link), else the page's cookie; None without."""
+        return self.link_token() or self.cookie_token()
+
+    def link_token(self):
         query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query).get('token')
-        if query:
-            return query[0]
+        return query[0] if query else None
+
+    def cookie_token(self):
         cookie = http.cookies.SimpleCookie()
         try:
             cookie.load(self.headers.get('Cookie', ''))
@@ -215,9 +337,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         path = self.path.split('?', 1)[0]
         if path == '/':
-            token = self.token() if self.server.remote else None
-            cookie = [('Set-Cookie', f'{self.cookie_name()}={token}; HttpOnly; SameSite=Strict; Path=/')] if token else []
-            return self.reply(200, self.server.page, 'text/html; charset=utf-8', cookie)
+            return self.reply_page()
         if path == '/api/state':
             return self.reply_json(200, session.state())
         if path == '/mesh_viewer.js':
@@ -230,6 +350,23 @@ class Handler(http.server.BaseHTTPRequestHandler):
         with open(file, 'rb') as f:
             self.reply(200, f.read(), 'image/png')
 
+    def sign_in(self):
+        """The Set-Cookie header (a list) that makes the request's token the browser's; none on loopback. Lax, not
+        Strict: a link followed from another site (a webmail) carries the cookie, so reply_page sees who is signed in
+        (every POST needs the page's own Origin anyway)."""
+        token = self.token() if self.server.remote else None
+        return [('Set-Cookie', f'{self.cookie_name()}={token}; HttpOnly; SameSite=Lax; Path=/')] if token else []
+
+    def reply_page(self):
+        """The page, signing the browser in as the link's annotator (sign_in); but a link of another annotator than
+        the one the browser is signed in as gets switch_page instead: a browser is never switched silently."""
+        link, held = self.link_token(), self.cookie_token()
+        if self.server.remote and link is not None and held not in (None, link):
+            invited, signed_in = (self.server.invites.name_of(t) for t in (link, held))
+            if signed_in not in (None, invited):
+                return self.reply(409, switch_page(signed_in, invited), 'text/html; charset=utf-8')
+        self.reply(200, self.server.page, 'text/html; charset=utf-8', self.sign_in())
+
     def do_POST(self):
         if not self.host_allowed() or not self.origin_allowed():
             return
@@ -239,11 +376,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
         path = self.path.split('?', 1)[0]
         actions = {'/api/undo': self.undo}
         actions.update({'/api/judge': self.judge} if hasattr(session, 'judge') else {'/api/rate': self.rate})
+        if self.server.remote:
+            actions['/api/switch'] = self.switch
         if path not in actions:
             return self.not_found()
         try:
             body = self.json_body()
             state = actions[path](session, body)
+            if path == '/api/switch':
+                return self.reply(200, json.dumps(dict(state=state)).encode('utf-8'), 'application/json', self.sign_in())
         except Refused as err:
             return self.reply_json(err.status, dict(error=str(err)))
         except ValueError as err:                       # A stale page, or nothing to undo: show the truth again.
@@ -283,10 +424,85 @@ class Handler(http.server.BaseHTTPRequestHandler):
             raise Refused(400, 'expected {"sample": ID, "ratings": {CRITERION: 1-5, ...} or null}')
         return session.rate(body['sample'], body['ratings'])
 
+    def switch(self, session, body):
+        if body != {}:
+            raise Refused(400, 'a switch takes an empty JSON object, {}')
+        return session.state()
+
     def undo(self, session, body):
         if body != {}:
             raise Refused(400, 'an undo takes an empty JSON object, {}')
         return session.undo()
+
+
+async def arrival(reader, timeout):
+    """(bytes, stalled) of the request a connection sends: its head (lines up to an empty one) and as much of the body
+    as its Content-Length states (content_length; none when that refuses), within `timeout` seconds; stalled when the
+    body was still coming then. None when the head does not come whole in time (the connection closes unanswered)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    try:
+        head = await asyncio.wait_for(read_head(reader), timeout)
+    except (asyncio.TimeoutError, ValueError, OSError):        # Slow, a line over MAX_LINE, or gone.
+        return None
+    if head is None:
+        return None
+    try:
+        length = content_length(http.client.parse_headers(io.BytesIO(head.split(b'\n', 1)[1])).get_all(
+            'Content-Length', []))
+    except (Refused, http.client.HTTPException):
+        length = 0                                      # The handler answers what is wrong with the head.
+    body = bytearray()
+    try:
+        await asyncio.wait_for(read_body(reader, body, length), max(0, deadline - loop.time()))
+    except asyncio.TimeoutError:
+        return head + bytes(body), True
+    except OSError:
+        return None
+    return head + bytes(body), False
+
+
+async def read_head(reader):
+    """The request line and header lines up to the empty line; None when the client stops sending before it."""
+    head = bytearray()
+    for _ in range(MAX_HEADERS + 2):                    # The request line, the headers, the empty line.
+        line = await reader.readline()
+        head += line
+        if not line.endswith(b'\n'):
+            return None
+        if line in (b'\r\n', b'\n'):
+            return bytes(head)
+    return None
+
+
+async def read_body(reader, body, length):
+    """Add up to `length` bytes to `body` as they come, until the client stops sending."""
+    while len(body) < length:
+        chunk = await reader.read(length - len(body))
+        if not chunk:
+            return
+        body += chunk
+
+
+def switch_page(signed_in, invited):
+    """The page a link of annotator `invited` gets in a browser signed in as `signed_in`: it says so and offers both."""
+    signed_in, invited = html.escape(signed_in), html.escape(invited)
+    return f'''<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Signed in as {signed_in}</title></head>
+<body style="font-family: sans-serif; max-width: 40em; margin: 3em auto">
+<p>This browser labels as <b>{signed_in}</b>, but the link you opened is <b>{invited}</b>'s.</p>
+<p><a id="stay" href="/">Go on as {signed_in}</a> &nbsp; <button id="switch">Label as {invited} instead</button></p>
+<p id="error"></p>
+<script>
+document.getElementById("switch").onclick = async () => {{
+  const r = await fetch("/api/switch" + location.search, {{method: "POST", headers: {{"Content-Type": "application/json"}},
+    body: "{{}}"}});
+  if (r.ok) location.replace("/");
+  else document.getElementById("error").textContent = (await r.json()).error;
+}};
+</script>
+</body></html>
+'''.encode('utf-8')
 
 
 def content_length(values):

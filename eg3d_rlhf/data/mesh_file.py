@@ -1,6 +1,7 @@
 """Compact mesh files for the labeling page's 3D view: a bank sample's preview surface, quantised and delta-coded."""
 
 import collections
+import concurrent.futures
 import gzip
 import math
 import os
@@ -9,7 +10,7 @@ import threading
 
 import numpy as np
 
-from eg3d_rlhf.data.bank import BankError, SLAB_FILE
+from eg3d_rlhf.data.bank import REDRAW, SLAB_FILE, BankError, load_npy
 from eg3d_rlhf.geometry import convention as conventions
 from eg3d_rlhf.geometry import mesh
 from eg3d_rlhf.geometry.sigma import closed_slab, grid_from_meta
@@ -123,8 +124,9 @@ def sample_mesh(bank, sample_id):
         convention = conventions.check(meta.get('mesh_convention', 'ours'))
     except (KeyError, TypeError, ValueError, AttributeError, AssertionError) as err:
         raise BankError(f'{path}: no usable slab description ({err!r}); redraw the sample') from None
+    check_slab(bank.path(sample_id, SLAB_FILE), grid.shape)
     slab = bank.slab(sample_id)
-    if slab.shape != tuple(grid.shape):
+    if slab.shape != tuple(grid.shape):                 # Replaced since it was checked.
         raise BankError(f'{bank.path(sample_id, SLAB_FILE)}: shape {list(slab.shape)}, but meta.json says '
             f'{list(grid.shape)}; redraw the sample')
     level = _level(meta, path)
@@ -133,13 +135,23 @@ def sample_mesh(bank, sample_id):
     return verts, faces, lo, hi
 
 
+def check_slab(path, shape):
+    """Before a slab is read: its header (load_npy: its size checked against the header) says floats of `shape`, the
+    shape meta.json gives, so no more bytes than that are ever read; BankError naming it otherwise."""
+    head = load_npy(path, mmap_mode='r')                # The header and the file's size only: no data is read.
+    if head.shape != tuple(shape) or head.dtype.kind != 'f':
+        raise BankError(f'{path}: {list(head.shape)} {head.dtype.name}, but meta.json says {list(shape)} floats; {REDRAW}')
+
+
 class MeshCache:
     """Gzip-compressed files of bank samples, made on demand and kept for the `size` samples used last (memory
-    only: the banks' folders are never written). Safe to use from several threads."""
+    only: the banks' folders are never written). Safe to use from several threads: a sample is made once however
+    many ask for it at a time (the others wait for that build's file, or its error)."""
 
     def __init__(self, size=32):
         self.size = int(size)
         self.files = collections.OrderedDict()          # (bank folder, id) -> bytes, the last used at the end.
+        self.building = {}                              # (bank folder, id) -> Future of the build in flight.
         self.lock = threading.Lock()
 
     def get(self, bank, sample_id):
@@ -149,11 +161,25 @@ class MeshCache:
             if key in self.files:
                 self.files.move_to_end(key)
                 return self.files[key]
-        data = gzip.compress(encode(*sample_mesh(bank, sample_id)), compresslevel=6, mtime=0)
+            future = self.building.get(key)
+            mine = future is None
+            if mine:
+                future = self.building[key] = concurrent.futures.Future()
+        if not mine:
+            return future.result()
+        try:
+            data = gzip.compress(encode(*sample_mesh(bank, sample_id)), compresslevel=6, mtime=0)
+        except BaseException as err:
+            with self.lock:
+                del self.building[key]
+            future.set_exception(err)
+            raise
         with self.lock:
+            del self.building[key]
             self.files[key] = data
             while len(self.files) > self.size:
                 self.files.popitem(last=False)
+        future.set_result(data)
         return data
 
 #----------------------------------------------------------------------------
