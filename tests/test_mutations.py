@@ -69,7 +69,10 @@ def more_inputs(root, bank, data, start_pkl, slab):
     """The inputs of the tools added in the second pass (issue 31): bundle, train.py's files, cubes, id lists, rankings."""
     import shutil
     import mrcfile
+    import train
     from eg3d_rlhf.data.bank import Bank
+    from eg3d_rlhf.generators import flow_heads
+    from tests.helpers.train import TINY_NETS, base_args
     from eg3d_rlhf.data.scores import write_scores
     from tests.helpers.banks import write_bank
     from tests.helpers.bundles import write_bundle
@@ -78,6 +81,11 @@ def more_inputs(root, bank, data, start_pkl, slab):
     shutil.copy(start_pkl, root / 'start.pkl')
     (root / 'run.yaml').write_text(f'cfg: synthetic\ndata: {root / "heads64.zip"}\ngpus: 1\nbatch: 4\ngamma: 1\n'
         'device: cpu\nkimg: 0.008\nmbstd-group: 2\nseed: 3\n', encoding='utf-8')
+    saving = base_args(str(root / 'heads64.zip'), str(root / 'runs'), '--mbstd-group', '2', '--kimg', '0.008',
+        *TINY_NETS, '--resume', str(root / 'start.pkl'), '--trust-pickle', '--save-config', str(root / 'saved.yaml'))
+    result = CliRunner().invoke(train.main, saving)             # A run config as train.py writes it.
+    assert result.exit_code == 0, result.output
+    flow_heads.convert_flow(str(root / 'flow.pt'), str(root / 'flow.safetensors'))
     cube = np.random.RandomState(0).gamma(1.0, 10.0, size=(12, 12, 12)).astype(np.float32) - 5
     np.save(root / 'cube.npy', cube)
     with mrcfile.new(str(root / 'cube.mrc')) as f:            # As EG3D's gen_samples.py writes its cubes.
@@ -107,6 +115,11 @@ def safetensors_state(data):
     from eg3d_rlhf.rewards.checkpoint import FORMATS
     from torch_utils import safetensors_file
     return safetensors_file.load('mutated.safetensors', FORMATS, blob=data)
+
+def flow_safetensors_state(data):
+    from eg3d_rlhf.generators.flow_heads import FORMAT
+    from torch_utils import safetensors_file
+    return safetensors_file.load('mutated.safetensors', (FORMAT,), blob=data)
 
 def safetensors_bytes(state):
     import tempfile
@@ -143,6 +156,10 @@ KINDS = {                       # File kind: (its file under the inputs, its mut
     'landmarks .npy': ('landmarks.npy', M.NPY),
     'flow bank meta.json': ('flowbank/c01-seed000001/meta.json', M.JSON),
     'flow bank judgements': ('flowlabels.jsonl', M.JSONL),
+    'saved run config': ('saved.yaml', M.RUN_YAML),
+    'reward .safetensors nested': ('reward.safetensors', [M.safetensors_nest]),
+    'flow .safetensors': ('flow.safetensors', [M.safetensors_nest, M.safetensors_nest] + M.BYTES +
+        M.state_edit(flow_safetensors_state, safetensors_bytes)),
 }
 
 
@@ -230,6 +247,10 @@ def tool(name, root, out):
             f'{o}/r.pt', '--dry-run'], [f'{o}/r.pt'], None),
         'sample_bank (flow)': (sample_bank.main, ['--network', flow, '--seeds', '0', '--res', '16', '--preview-res',
             '16', '--device', 'cpu', '--outdir', f'{o}/fb'], [f'{o}/fb'], None),
+        'train.py --config (saved) --dry-run': (train_py.main, ['--config', str(root / 'saved.yaml'), '--trust-pickle',
+            '--outdir', f'{o}/runs', '--dry-run'], [f'{o}/runs'], None),
+        'extract_sigma (safetensors)': (extract_sigma.main, ['--network', str(root / 'flow.safetensors'), '--seeds',
+            '0', '--res', '12', '--outdir', f'{o}/x'], [f'{o}/x'], None),
     }[name]
 
 PAIRS = [                       # Every file kind x every tool here that reads it.
@@ -260,6 +281,8 @@ PAIRS = [                       # Every file kind x every tool here that reads i
     ('flow checkpoint', 'evaluate --dry-run'), ('flow checkpoint', 'guide flow --dry-run'),
     ('flow checkpoint', 'train.py --generator=flow --dry-run'), ('flow checkpoint', 'sample_bank (flow)'),
     ('landmarks .npy', 'attribute --regions landmarks --dry-run'),
+    ('saved run config', 'train.py --config (saved) --dry-run'),
+    ('reward .safetensors nested', 'score_bank (safetensors)'), ('flow .safetensors', 'extract_sigma (safetensors)'),
 ]
 
 

@@ -220,7 +220,63 @@ def yaml_tag(data, rng):
         b'!!python/name:os.system', b'!!binary aGVsbG8=', b'&a [*a]', b'&x {k: *x}', b'2001-12-14t21:59:43.10-05:00',
         b'!!set {a, b}', b'*undefined', b'1' * 5000, b'0x' + b'f' * 5000, b'.nan', b'-.inf', b'~', b'"\\ud800"']))
 
-YAML = BYTES + [yaml_retype, yaml_retype, yaml_retype, yaml_nest, yaml_nest, yaml_tag, yaml_tag]
+def _top_keys(data):
+    """(line index, key) of every top-level `key: value` line."""
+    found = [(i, re.match(rb'([A-Za-z_][\w-]*):', line)) for i, line in enumerate(data.split(b'\n'))]
+    return [(i, m.group(1)) for i, m in found if m]
+
+def yaml_duplicate(data, rng):
+    """One top-level key given again, later, with another value: PyYAML would keep the last silently."""
+    keys = _top_keys(data)
+    if not keys:
+        return flip(data, rng)
+    _, key = rng.choice(keys)
+    return data.rstrip(b'\n') + b'\n' + key + b': ' + rng.choice([b'1', b'x', b'null', b'true']) + b'\n'
+
+yaml_duplicate.must_refuse = True
+
+YAML = BYTES + [yaml_retype, yaml_retype, yaml_retype, yaml_nest, yaml_nest, yaml_tag, yaml_tag, yaml_duplicate]
+
+#----------------------------------------------------------------------------
+# train.py's run configs (a file of options, as --save-config writes it): keys only a flag may set, one option in two
+# spellings, YAML 1.1's readings of numbers and words where a number is expected. Each must be refused.
+
+def yaml_grant(data, rng):
+    """A key granting what only the person typing may: trust, --force, a file written (the --data file: the run's
+    own input), an existing run folder written into, code imported, another file read."""
+    found = re.search(rb'^data: *(.+)$', data, re.M)
+    target = found.group(1).strip() if found else b'run.yaml'
+    grant = rng.choice([b'trust_pickle: true', b'trust-pickle: yes', b'force: true',
+        b'save_config: ' + target + b'\nforce: true', b'resume_run: ' + target, b'sr_module: os.system',
+        b'config: ' + target])
+    return data.rstrip(b'\n') + b'\n' + grant + b'\n'
+
+def yaml_respelled(data, rng):
+    """A key with dashes given again with underscores (or the other way): the same option, twice."""
+    keys = [key for _, key in _top_keys(data) if b'_' in key or b'-' in key]
+    if not keys:
+        return yaml_duplicate(data, rng)
+    key = rng.choice(keys)
+    other = key.replace(b'_', b'-') if b'_' in key else key.replace(b'-', b'_')
+    return data.rstrip(b'\n') + b'\n' + other + b': 1\n'
+
+def yaml_1_1(data, rng):
+    """A number replaced by what YAML 1.1 reads as another number or a bool (sexagesimal, octal, binary, a hex number
+    past float range, yes/off): no flag of a number takes such text."""
+    lines = data.split(b'\n')
+    numbers = [i for i, line in enumerate(lines) if re.match(rb'[A-Za-z_][\w-]*: *-?[0-9][0-9.]*( *#.*)?$', line)]
+    if not numbers:
+        return flip(data, rng)
+    i = rng.choice(numbers)
+    value = rng.choice([b'1:30', b'-1:30', b'190:20:30', b'0x' + b'f' * 400, b'0b101', b'0o17', b'yes', b'off'])
+    lines[i] = lines[i].split(b':')[0] + b': ' + value
+    return b'\n'.join(lines)
+
+for _mutation in (yaml_grant, yaml_respelled, yaml_1_1):
+    _mutation.must_refuse = True
+
+RUN_YAML = [yaml_grant, yaml_1_1, yaml_duplicate, yaml_respelled, yaml_grant, yaml_1_1, yaml_nest, yaml_retype,
+    yaml_tag]
 
 #----------------------------------------------------------------------------
 # Zip archives: one member's contents mutated (by its kind), its stored bytes garbled (a CRC or inflate error), its
@@ -463,6 +519,24 @@ def state_edit(load, save_state):
             return save(_replace(state, path[:-1], parent), data, rng)
         return save(_replace(state, path, new), data, rng)
     return [weights, weights, value, value, value]
+
+def safetensors_nest(data, rng):
+    """A safetensors file with a metadata entry, or a header entry, nested past what a recursive reader walks."""
+    import struct # pylint: disable=import-outside-toplevel
+    n = struct.unpack('<Q', data[:8])[0] if len(data) >= 8 else 0
+    try:
+        header = json.loads(data[8:8 + n])
+    except ValueError:
+        return flip(data, rng)
+    depth = rng.choice([900, 5000, 100000])
+    nested = rng.choice(['[' * depth + ']' * depth, '{"a":' * depth + '1' + '}' * depth])
+    entries = [k for k in header.get('__metadata__', {}) if k not in ('format', 'eg3d_rlhf.format')]
+    if entries and rng.random() < 0.7:
+        header['__metadata__'][rng.choice(entries)] = nested
+        text = json.dumps(header)
+    else:
+        text = '{"deep": ' + nested + ', ' + json.dumps(header)[1:]
+    return struct.pack('<Q', len(text)) + text.encode() + data[8 + n:]
 
 def _get(value, path):
     for key in path:
