@@ -36,11 +36,6 @@ def parse_setting(text, many):
         raise click.BadParameter(f'{text!r}: {flag_name(name)} takes {kind.__name__} values') from None
     return name, parsed if many else parsed[0]
 
-
-def markdown(header, body):
-    lines = ['| ' + ' | '.join(header) + ' |', '|' + ' --- |' * len(header)]
-    return '\n'.join(lines + ['| ' + ' | '.join(str(c) for c in row) + ' |' for row in body]) + '\n'
-
 #----------------------------------------------------------------------------
 
 @click.command()
@@ -145,10 +140,10 @@ def main(sweep, fixed, ablation, no_placebo, resume, outdir, seed, seeds, eval_s
     lead = lambda row: ([row[name]] if name else []) + [row['seed']] * (seeds is not None)
     header = [*named, *['seed'] * (seeds is not None), *header, 'clean (bar)']
     body = [[*lead(row), *cells, circular_run.bar_cell(row)] for row, cells in zip(rows, body)]
-    text = markdown(header, body)
+    text = replication.markdown_table(header, body)
     robust = circular_run.robustness(rows, name, trained) if len(run_seeds) > 1 else []
     if robust:
-        text += '\n' + markdown([*named, 'group', 'seeds clean', f'{trained} share (min-max)',
+        text += '\n' + replication.markdown_table([*named, 'group', 'seeds clean', f'{trained} share (min-max)',
             'worst other taste (min)', 'dents (max)'], [[*([r['value']] if name else []), r['group'], r['clean'],
             r['trained'], r['worst'], r['dents']] for r in robust])
     table = replicated(versus, name, sweep_dir) if len(run_seeds) > 1 else None
@@ -159,10 +154,10 @@ def main(sweep, fixed, ablation, no_placebo, resume, outdir, seed, seeds, eval_s
     with dnnlib.util.atomic_write(os.path.join(sweep_dir, 'sweep.md'), 'w', encoding='utf-8') as f:
         f.write(text)
     with dnnlib.util.atomic_write(os.path.join(sweep_dir, 'sweep.json'), 'w', encoding='utf-8') as f:
-        json.dump(dict(sweep=name, values=values, seeds=run_seeds, eval_seeds=held_out, trained=trained,
-            bar=dict(trained=collateral.BAR_TRAINED, others=collateral.BAR_OTHERS, dents=collateral.DENT_SHARE),
-            options=dataclasses.asdict(configs[0]), rows=rows, robustness=robust, replication=table,
-            dev_seeds_warning=warning), f, indent=2, default=str)
+        json.dump(dnnlib.util.json_safe(dict(sweep=name, values=values, seeds=run_seeds, eval_seeds=held_out,
+            trained=trained, bar=dict(trained=collateral.BAR_TRAINED, others=collateral.BAR_OTHERS,
+            dents=collateral.DENT_SHARE), options=dataclasses.asdict(configs[0]), rows=rows, robustness=robust,
+            replication=table, dev_seeds_warning=warning)), f, indent=2, default=str, allow_nan=False)
     print(text + f'Table: {os.path.join(sweep_dir, "sweep.md")}')
 
 

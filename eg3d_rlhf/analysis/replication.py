@@ -361,7 +361,7 @@ def write(table, outdir, stem='replication'):
         forest_plot(c, os.path.join(outdir, c['forest']))
         paths.append(os.path.join(outdir, c['forest']))
     with dnnlib.util.atomic_write(os.path.join(outdir, f'{stem}.json'), 'w', encoding='utf-8') as f:
-        json.dump(table, f, indent=2)
+        json.dump(dnnlib.util.json_safe(table), f, indent=2, allow_nan=False)     # nan (no interval) as null.
     with dnnlib.util.atomic_write(os.path.join(outdir, f'{stem}.md'), 'w', encoding='utf-8') as f:
         f.write(markdown(table))
     return [os.path.join(outdir, f'{stem}.{ext}') for ext in ('md', 'json')] + paths

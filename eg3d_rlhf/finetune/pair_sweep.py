@@ -216,7 +216,7 @@ def write_table(outdir, rows, meta, across=False):
             'the panel seeds, and across the seeds:\n\n' + replication.markdown(table) + '\nResults:\n\n'
             + ''.join(f'- {c["result"]}\n' for c in table['contrasts']))
     with dnnlib.util.atomic_write(paths[0], 'w', encoding='utf-8') as f:
-        json.dump(dict(meta, rows=rows, replication=table), f, indent=2)
+        json.dump(dnnlib.util.json_safe(dict(meta, rows=rows, replication=table)), f, indent=2, allow_nan=False)
     with dnnlib.util.atomic_write(paths[1], 'w', encoding='utf-8') as f:
         f.write(text)
     report_plots.plot_pair_sweep(rows, paths[2])

@@ -1,0 +1,85 @@
+"""A tuned-vs-original comparison over training seeds: one tools/evaluate.py report per seed, tested across the seeds."""
+
+import math
+import os
+import re
+
+import click
+
+import dnnlib
+from eg3d_rlhf.analysis import collateral, replication
+from eg3d_rlhf.cli import OUT_DIR
+from eg3d_rlhf.data import annotators
+
+#----------------------------------------------------------------------------
+
+def parse_report(text):
+    """(training seed, report folder) of 'SEED=REPORT'."""
+    seed, sep, folder = text.partition('=')
+    if not sep or not seed.strip().isdigit() or not folder:
+        raise click.UsageError(f'{text!r}: expected SEED=REPORT (the training seed, then the folder tools/evaluate.py '
+            'wrote), e.g. 100=out/eval-seed100')
+    return int(seed), folder
+
+
+def read_measures(folder, taste):
+    """(ids, original measures, tuned measures) of an evaluate report folder's measures.json; a one-line usage
+    error naming the file when it is not what compare() writes or the taste has a score that is not finite."""
+    path = os.path.join(folder, 'measures.json')
+    try:
+        data = dnnlib.util.read_json_object(path, limit=1 << 26)
+    except (OSError, dnnlib.util.BadFile) as err:
+        raise click.UsageError(f'{path}: cannot be read ({getattr(err, "strerror", None) or err}); give a folder '
+            'tools/evaluate.py wrote') from None
+    ids = data.get('ids')
+    good = isinstance(ids, list) and ids and all(isinstance(i, str) for i in ids) and len(set(ids)) == len(ids) and \
+        all(collateral.well_formed(data.get(side), len(ids)) for side in ('original', 'tuned'))
+    if not good:
+        raise click.UsageError(f'{path}: not the per-sample measures tools/evaluate.py writes (ids, original, tuned)')
+    if not all(math.isfinite(v) for side in ('original', 'tuned') for v in data[side]['tastes'][taste]):
+        raise click.UsageError(f'{path}: a {taste} score that is not a finite number; evaluate again')
+    return ids, data['original'], data['tuned']
+
+#----------------------------------------------------------------------------
+
+@click.command()
+@click.argument('reports', nargs=-1, required=True, metavar='SEED=REPORT...')
+@click.option('--taste', required=True, type=click.Choice(list(annotators.TASTES)),
+    help='The simulated taste judging each id, tuned against original (temperature 0, as the collateral table)')
+@click.option('--outdir', type=OUT_DIR, required=True, metavar='DIR',
+    help='Where replication.md, replication.json and the forest plot go; refused when not empty, unless --force')
+@click.option('--force', is_flag=True, help='Write into a non-empty --outdir (its replication files are replaced)')
+def main(reports, taste, outdir, force):
+    """Test a fine-tuning method over training seeds: given one tools/evaluate.py report per training seed (each the
+    run of that seed against the original, on the same held-out seeds), the share of ids whose tuned sample the
+    taste prefers per seed (ties half, with a cluster-aware interval), across the seeds (Wilcoxon signed-rank) and
+    in a model of every pair (eg3d_rlhf/analysis/replication.py); replication.md, replication.json and a forest plot.
+
+    \b
+    python tools/replicate.py --taste nose --outdir out/replication 100=out/eval-100 101=out/eval-101 102=out/eval-102
+    """
+    runs = [parse_report(r) for r in reports]
+    if len({seed for seed, _ in runs}) != len(runs):
+        raise click.UsageError('give each training seed once')
+    if os.path.isdir(outdir) and os.listdir(outdir) and not force:
+        raise click.UsageError(f'--outdir={outdir} is not empty; give another folder, or --force to write into it')
+    rows, held_out = [], set()
+    for seed, folder in runs:
+        ids, original, tuned = read_measures(folder, taste)
+        rows += replication.records('tuned vs original', seed, ids, replication.preference_outcomes(tuned, original, taste))
+        held_out |= {int(m.group(1)) for m in map(re.compile(r'(?:^|-)seed([0-9]+)$').search, ids) if m}
+    family = 'flow' if any(re.match(r'c[0-9]+-seed', r['id']) for r in rows) else 'eg3d'
+    warning = replication.dev_overlap(family, [seed for seed, _ in runs], held_out)
+    if warning:
+        click.echo(warning, err=True)
+    table = replication.replicate(rows)
+    replication.write(table, outdir)
+    print(replication.markdown(table) + '\n' + '\n'.join(c['result'] for c in table['contrasts']) +
+        f'\nTable: {os.path.join(outdir, "replication.md")}')
+
+#----------------------------------------------------------------------------
+
+if __name__ == '__main__':
+    main()  # pylint: disable=no-value-for-parameter
+
+#----------------------------------------------------------------------------
