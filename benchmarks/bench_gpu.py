@@ -100,9 +100,16 @@ def op_cases(dev):
         out = ImportanceRenderer().run_model(planes, dec, points, points, {'box_warp': 1.0}, sigma_only=sigma_only)
         return out['sigma'] if sigma_only else torch.cat([out['sigma'], out['rgb']], -1)
     lrelu = lambda x, b, clamp=None: bias_act.bias_act(x, b, act='lrelu', clamp=clamp)
+    def lrelu_kernel(x, b):                         # float32 dispatch takes the reference (bias_act.triton_float32).
+        saved, bias_act.triton_float32 = bias_act.triton_float32, True
+        try:
+            return lrelu(x, b)
+        finally:
+            bias_act.triton_float32 = saved
     flrelu = lambda x, b: filtered_lrelu.filtered_lrelu(x, f, f, b, up=2, down=2, padding=[3, 2, 3, 2], gain=np.sqrt(2))
     return {
         'bias_act lrelu [4,512,64,64] fp32':            (forward_backward(lrelu, x32, b32), True),
+        'the same, Triton kernel (not dispatched)':      (forward_backward(lrelu_kernel, x32, b32), False),
         'bias_act lrelu clamp [4,128,256,256] fp16':    (forward_backward(lambda x, b: lrelu(x, b, 256), x16, b16), True),
         'upfirdn2d up 2 [4,256,128,128]':               (forward_backward(lambda x: upfirdn2d.upsample2d(x, f), xu), True),
         'upfirdn2d down 2 [4,256,256,256]':             (forward_backward(lambda x: upfirdn2d.downsample2d(x, f), xd), True),

@@ -14,7 +14,6 @@ import torch
 
 import dnnlib
 from eg3d_rlhf.data.bank import Bank, BankError, bank_holding
-from eg3d_rlhf.finetune.run_dir import writable_problem
 from eg3d_rlhf.generators import registry
 from eg3d_rlhf.generators.base import MAX_SEED, sample_keys, seed_ranges
 from eg3d_rlhf.geometry import convention as conventions
@@ -52,6 +51,12 @@ class FiniteList(click.ParamType):
 
 FINITE = FiniteRange()          # Any finite float.
 SEED = click.IntRange(min=0, max=MAX_SEED)      # A random seed numpy's RandomState takes.
+
+def writable_problem(path, kind):
+    """finetune.run_dir.writable_problem, imported on first use (run_dir brings the run options and training.distributed,
+    which a --help needs none of)."""
+    from eg3d_rlhf.finetune import run_dir # pylint: disable=import-outside-toplevel
+    return run_dir.writable_problem(path, kind)
 
 class Writable(click.ParamType):
     """An output path (kind 'dir' or 'file') checked when the command line is read: no long run dies at its end

@@ -29,13 +29,16 @@ pytestmark = [
 
 @pytest.fixture(autouse=True)
 def exact_cuda_math():
-    """No TF32 in the reference path's convolutions and matrix products (cuDNN allows it by default); custom ops on."""
+    """No TF32 in the reference path's convolutions and matrix products (cuDNN allows it by default); custom ops on,
+    bias_act's float32 kernel too (dispatch leaves it off: slower than PyTorch's there), so it is checked all the same."""
     pytest.importorskip('triton', reason='triton is not installed (pip install -e .[gpu]): the kernels need it')
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32, triplane_sigma.enabled
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32, triplane_sigma.enabled,
+        bias_act.triton_float32)
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    triplane_sigma.enabled = True
+    triplane_sigma.enabled = bias_act.triton_float32 = True
     yield
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32, triplane_sigma.enabled = saved
+    (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32, triplane_sigma.enabled,
+        bias_act.triton_float32) = saved
 
 
 @pytest.fixture

@@ -251,18 +251,27 @@ def test_bias_act_without_bias_and_empty(kernels):
 
 
 def test_bias_act_takes_triton_for_cuda_tensors(as_cuda, monkeypatch):
-    """impl='cuda' on a 'CUDA' tensor runs the Triton kernel; impl='ref' and impl='cpp' (a CPU kernel) do not."""
+    """impl='cuda' on a 'CUDA' tensor runs the Triton kernel (float64, float16); impl='ref' and impl='cpp' (a CPU
+    kernel) do not. float32 takes it only with bias_act.triton_float32 (PyTorch's kernels are faster), silently."""
     _, tb = as_cuda
     calls = []
     real = tb.function
     monkeypatch.setattr(tb, 'function', lambda *a: calls.append(a) or real(*a))
-    x, b = torch.randn([2, 3, 4, 4]), torch.randn([3])
+    x, b = torch.randn([2, 3, 4, 4], dtype=torch.float64), torch.randn([3], dtype=torch.float64)
     y = bias_act.bias_act(x, b, act='lrelu', clamp=0.5)
     assert calls == [(1, 'lrelu', 0.2, float(np.sqrt(2)), 0.5)]
     torch.testing.assert_close(y, reference(x, b, act='lrelu', clamp=0.5))
     bias_act.bias_act(x, b, act='lrelu', impl='ref')
     bias_act.bias_act(x, b, act='lrelu', impl='cpp')
     assert len(calls) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')                                      # A choice, not a fallback: no warning.
+        y = bias_act.bias_act(x.float(), b.float(), act='lrelu', clamp=0.5)
+    assert len(calls) == 1
+    torch.testing.assert_close(y, reference(x.float(), b.float(), act='lrelu', clamp=0.5))
+    monkeypatch.setattr(bias_act, 'triton_float32', True)
+    bias_act.bias_act(x.float(), b.float(), act='lrelu', clamp=0.5)
+    assert len(calls) == 2
 
 #----------------------------------------------------------------------------
 # Dispatch without the interpreter: the reference where triton is missing or custom ops are off, one warning for an

@@ -87,9 +87,16 @@ def bias_act(x, b=None, dim=1, act='linear', alpha=None, gain=None, clamp=None, 
     return _bias_act_ref(x=x, b=b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
 
 
+# float32 CUDA tensors take the reference path: PyTorch's own elementwise kernels beat the Triton kernel there (an H100,
+# lrelu + bias [4, 512, 64, 64], forward + backward 0.78 against 1.09 ms, 0.72x in two runs of benchmarks/bench_gpu.py,
+# which times the kernel with this set to True); float16 (1.15-1.34x there) and float64 take the kernel.
+triton_float32 = False
+
 def _wants_triton(x, b, impl):
-    """The Triton kernel for CUDA tensor x with impl='cuda': float16 / float32 / float64 (bfloat16 is untested: the
-    interpreter has no bfloat16), b of x's dtype and device."""
+    """The Triton kernel for CUDA tensor x with impl='cuda': float16 / float64, float32 where triton_float32 (bfloat16
+    is untested: the interpreter has no bfloat16), b of x's dtype and device."""
+    if x.dtype == torch.float32 and not triton_float32:
+        return False
     ok = x.dtype in (torch.float16, torch.float32, torch.float64) and (b is None or (
         b.dtype == x.dtype and b.device == x.device))
     return triton_kernels.wants_triton('bias_act', x, impl if impl == 'cuda' else 'ref', supported=ok,
