@@ -6,31 +6,23 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from eg3d_rlhf.analysis import collateral
-from eg3d_rlhf.data import annotators
 from tests.helpers.cli import refused_in_one_line
+from tests.helpers.replication import fake_measures
 from tools import replicate
 
 #----------------------------------------------------------------------------
 # Report folders as tools/evaluate.py leaves them (measures.json: ids, original, tuned), written by hand: the tuned
 # sample's nose score beats the original's on `wins` of the ids.
 
-def measures(rng, n, nose=None):
-    tastes = {t: list(rng.normal(size=n)) for t in annotators.TASTES}
-    if nose is not None:
-        tastes['nose'] = list(nose)
-    return dict(tastes=tastes, mesh={s: list(rng.normal(size=n)) for s in collateral.MESH_STATS},
-        truth={t: list(rng.normal(size=n)) for t in collateral.TRUTH}, diversity=1.0)
-
-
 def report(folder, wins, seeds=range(5000, 5040), seed=0):
     rng = np.random.default_rng(seed)
     ids = [f'seed{s:06d}' for s in seeds]
-    original = measures(rng, len(ids))
+    original = fake_measures(rng, len(ids))
     better = np.arange(len(ids)) < wins
     nose = np.where(better, np.array(original['tastes']['nose']) + 1, np.array(original['tastes']['nose']) - 1)
     folder.mkdir(parents=True)
-    (folder / 'measures.json').write_text(json.dumps(dict(ids=ids, original=original, tuned=measures(rng, len(ids), nose))))
+    tuned = fake_measures(rng, len(ids), nose=nose)
+    (folder / 'measures.json').write_text(json.dumps(dict(ids=ids, original=original, tuned=tuned)))
     return folder
 
 

@@ -9,7 +9,7 @@ import pytest
 import scipy.stats
 
 from eg3d_rlhf.analysis import collateral, replication
-from eg3d_rlhf.data import annotators
+from tests.helpers.replication import fake_measures
 
 #----------------------------------------------------------------------------
 # Held-out ids as the flow demo has them: noise seeds 5000.. under 8 conditions, the noise seed the cluster.
@@ -127,9 +127,7 @@ def test_noise_clusters_and_the_outcomes_of_measures():
     assert replication.noise_cluster('c03-seed000123') == replication.noise_cluster('seed000123') == 'seed000123'
     assert replication.noise_cluster('tuned-c03-seed000123') == 'tuned-c03-seed000123'
     rng = np.random.default_rng(0)
-    measures = lambda: dict(tastes={t: list(rng.normal(size=40)) for t in annotators.TASTES}, truth={},
-        mesh={s: list(rng.normal(size=40)) for s in collateral.MESH_STATS}, diversity=1.0)
-    first, second = measures(), measures()
+    first, second = fake_measures(rng, 40), fake_measures(rng, 40)
     second['tastes']['nose'][:5] = first['tastes']['nose'][:5]                     # Equal scores: ties.
     got = replication.preference_outcomes(first, second, 'nose')
     counts = collateral.compare(second, first)['tastes']['nose']                  # As circular_run.versus_a counts.
@@ -141,6 +139,7 @@ def test_noise_clusters_and_the_outcomes_of_measures():
     (dict(value=float('nan')), 'value nan is not a finite number'),
     (dict(value=0.3), 'a preference is 1, 0 or 0.5'),
     (dict(value=True), 'is not a finite number'),
+    (replication.records('x', 0, ['seed000002'], ['won'])[0], "value 'won' is not a finite number"),
 ])
 def test_bad_records_are_refused_in_one_line(change, message):
     rows = replication.records('x', 0, ['seed000001', 'seed000002'], ['win', 'loss'])

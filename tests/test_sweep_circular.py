@@ -9,11 +9,11 @@ import scipy.stats
 from click.testing import CliRunner
 
 from eg3d_rlhf.analysis import collateral
-from eg3d_rlhf.data import annotators
 from eg3d_rlhf.finetune import circular_run
 from eg3d_rlhf.finetune.circular_config import GROUPS
 from eg3d_rlhf.generators import flow_heads
 from eg3d_rlhf.generators.base import sample_id
+from tests.helpers.replication import fake_measures
 from tools import sweep_circular
 
 pytestmark = pytest.mark.usefixtures('one_thread')
@@ -109,14 +109,6 @@ def test_the_bar_of_a_clean_result():
 # would, its versus_a from those files (circular_run.versus_a). (a)'s trained taste (proportions) beats group g's on
 # wins[g][training seed] of the ids and loses on the rest.
 
-def measures(rng, n, proportions=None):
-    tastes = {t: list(rng.normal(size=n)) for t in annotators.TASTES}
-    if proportions is not None:
-        tastes['proportions'] = list(proportions)
-    return dict(tastes=tastes, mesh={s: list(rng.normal(size=n)) for s in collateral.MESH_STATS},
-        truth={t: list(rng.normal(0.3, 0.01, size=n)) for t in collateral.TRUTH}, diversity=1.0)
-
-
 def fake_runs(monkeypatch, tmp_path, wins):
     """The (cfg, common) of every run circular_run.run was asked for."""
     asked = []
@@ -126,11 +118,12 @@ def fake_runs(monkeypatch, tmp_path, wins):
             return None
         run_dir, rng = tmp_path / f'run-{len(asked)}', np.random.default_rng(common.seed)
         ids = [sample_id(s, c) for s in cfg.seeds('eval_seeds') for c in range(8)]
-        base, mine = measures(rng, len(ids)), rng.normal(size=len(ids))
+        base, mine = fake_measures(rng, len(ids)), rng.normal(size=len(ids))
         for group in cfg.groups:
             beaten = np.zeros(len(ids), dtype=bool)
             beaten[rng.permutation(len(ids))[:wins[group][common.seed]] if group != 'a' else []] = True
-            tuned = measures(rng, len(ids), mine if group == 'a' else np.where(beaten, mine - 1, mine + 1))
+            theirs = mine if group == 'a' else np.where(beaten, mine - 1, mine + 1)
+            tuned = fake_measures(rng, len(ids), proportions=theirs)
             (run_dir / f'eval-{group}').mkdir(parents=True)
             (run_dir / f'eval-{group}' / 'measures.json').write_text(json.dumps(dict(ids=ids, original=base, tuned=tuned)))
         cost = collateral.row_entries(dict(alarm=None, collateral=collateral.compare(base, tuned, 'proportions')))

@@ -9,7 +9,7 @@ import numpy as np
 
 import dnnlib
 from eg3d_rlhf.analysis import collateral
-from eg3d_rlhf.analysis.evaluation import win_rate
+from eg3d_rlhf.analysis.evaluation import _stats, win_rate
 
 #----------------------------------------------------------------------------
 # The unit of replication is the training seed: it sets a run's annotator noise, batches and draws, so the held-out
@@ -38,9 +38,8 @@ FIELDS = ('contrast', 'seed', 'id', 'cluster', 'value')
 # Dev and test seeds (docs/analysis.md#dev-and-test-seeds). The defaults were chosen on DEV: Circular-DPO's on
 # training seeds 0-7 judged on held-out seeds 1000-1007 under each condition, the EG3D main job's and the pair
 # sweep's on training seeds 0 and 1 (0-7 kept apart for both families) with held-out seeds 1000-1099
-# (tools/evaluate.py) and panel seeds 2000-2199. A number
-# quoted as a claim is measured on TEST, which no setting was chosen on and no bundled reward was trained on (their
-# banks: seeds 0-999 and 0-47).
+# (tools/evaluate.py) and panel seeds 2000-2199. A number quoted as a claim is measured on TEST, which no setting was
+# chosen on and no bundled reward was trained on (their banks: seeds 0-999 and 0-47).
 
 DEV = dict(
     flow=dict(train=range(0, 8), eval=range(1000, 1008)),
@@ -100,7 +99,7 @@ def records(contrast, seed, ids, outcomes):
     view, or paired differences), each id's noise cluster from noise_cluster."""
     if len(ids) != len(outcomes):
         raise ValueError(f'{contrast}, seed {seed}: {len(ids)} ids but {len(outcomes)} outcomes')
-    value = lambda o: OUTCOMES[o] if isinstance(o, str) else float(o)
+    value = lambda o: OUTCOMES.get(o, o) if isinstance(o, str) else float(o)      # check_records refuses the rest.
     return [dict(contrast=contrast, seed=int(seed), id=str(i), cluster=noise_cluster(i), value=value(o))
         for i, o in zip(ids, outcomes)]
 
@@ -136,9 +135,9 @@ def _sm():
     return dnnlib.EasyDict(OLS=OLS, GLM=GLM, families=families)
 
 
-def _stats():
-    import scipy.stats  # pylint: disable=import-outside-toplevel
-    return scipy.stats
+def _special():
+    import scipy.special  # pylint: disable=import-outside-toplevel
+    return scipy.special
 
 
 def codes(labels):
@@ -224,7 +223,7 @@ def model_test(values, seeds, clusters, kind):
         return nan
     t = _stats().t
     half = float(t.ppf(0.975, g - 1) * se)
-    scale = (lambda x: float(1 / (1 + np.exp(-x)))) if kind == 'preference' else float
+    scale = (lambda x: float(_special().expit(x))) if kind == 'preference' else float   # The logit back to a share.
     return dict(effect=scale(beta), ci95=[scale(beta - half), scale(beta + half)], p=float(2 * t.sf(abs(beta / se), g - 1)))
 
 
@@ -257,9 +256,9 @@ def replicate(rows, kind='preference', alpha=ALPHA):
     check_records(rows, kind)
     names = list(dict.fromkeys(r['contrast'] for r in rows))
     contrasts = [contrast_entry(name, [r for r in rows if r['contrast'] == name], kind) for name in names]
-    for key, tested in (('wilcoxon_holm_p', lambda c: c['across']['wilcoxon_p']), ('model_holm_p', lambda c: c['model']['p'])):
-        for c, p in zip(contrasts, holm([tested(c) for c in contrasts])):
-            (c['across'] if key.startswith('wilcoxon') else c['model'])['holm_p'] = p
+    for part, test in (('across', 'wilcoxon_p'), ('model', 'p')):        # Two families, each adjusted on its own.
+        for c, p in zip(contrasts, holm([c[part][test] for c in contrasts])):
+            c[part]['holm_p'] = p
     for c in contrasts:
         c['result'] = result(c, alpha)
     return dict(kind=kind, alpha=alpha, null=NULL[kind], result_test='Wilcoxon signed-rank over training seeds, '
