@@ -102,3 +102,19 @@ def test_bench_flow_dpo_quick_run():
     assert re.search(rf'^full{row}$', text, re.M) and re.search(rf'^precomputed{row}   \(reference precomputed in', text, re.M)
     from eg3d_rlhf.finetune import lora
     assert re.search(rf'^lora{row}$', text, re.M) if lora.available() else 'lora: skipped, peft is not installed' in text
+
+
+@pytest.mark.slow
+def test_bench_label_server_quick_run():
+    cmd = [sys.executable, os.path.join(REPO, 'benchmarks', 'bench_label_server.py'), '--crowd', '20', '--rounds', '1',
+           '--bursts', '2', '--samples', '3', '--picture', '32']
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = out.stdout
+    assert re.search(r'^bank of 3 samples, 12 pictures of 32 px \([\d.]+ KiB each\); \d+ CPUs, load average [\d.]+', text)
+    row = r' +[\d.]+ +[\d.]+ +[\d.]+ +[\d.]+ +\d+ +\d+ of '
+    for test, count in (('20 GETs at once, 1 rounds', 20), ('2 bursts of 8', 16)):
+        section = text.split(test + '\n', 1)[1]
+        assert re.match(rf'  thread per request, backlog 5 \(baseline\){row}{count}\n  pool of \d+, backlog \d+{row}{count}\n'
+            r"  old/new: p99 [\d.]+x, max [\d.]+x; none of the new server's waited 1 s or more, none failed: "
+            r'(yes|no, \d+ and \d+)\n', section), text
