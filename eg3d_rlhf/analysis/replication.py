@@ -195,7 +195,7 @@ def across_seeds(effects, null):
 # The model of every pair at once. What the issue asks for is a logistic model with random intercepts for training
 # seed and noise cluster; statsmodels' BinomialBayesMixedGLM fits one, but its variational fit (fit_vb) keeps the
 # intercept's posterior sd near the within-seed binomial one: on the lucky-seed data of tests/test_replication.py
-# (seven seeds near 50%, one at 250 of 256) it gave sd 0.066 and p 1e-5 where Wilcoxon over the seeds gives 0.48 (a
+# (seven seeds near 50%, one at 250 of 256) it gave sd 0.047 and p 6e-20 where Wilcoxon over the seeds gives 0.48 (a
 # mean-field fit cannot see that the seed effects and the intercept trade off), and its Laplace fit (fit_map) did not
 # converge. So the documented equivalent: a marginal model (a GEE with an independence working correlation) of the
 # outcomes on a constant - logistic for preferences, ties as 0.5 (a quasi-binomial response), linear for
