@@ -26,6 +26,8 @@ from gen_samples_sigma import eg3d_root # pylint: disable=wrong-import-position
 # CUDA 12.x toolkit (nvcc) on PATH or in CUDA_HOME. A GPU machine that cannot reach a registry needs that venv made
 # beforehand. Without it, the build is tried with this python's torch and its error is printed as the reason.
 
+MIN_STEP = 10                   # Seconds a step needs at least; with less of the budget left it is skipped.
+
 PACKAGES = ('click', 'numpy', 'scipy', 'mcubes', 'mrcfile', 'yaml', 'safetensors', 'PIL', 'tqdm', 'psutil', 'triton',
     'pytest')
 
@@ -87,7 +89,7 @@ class Steps:
         return status == 'ok', out
 
     def run(self, name, cmd, cap, env=None, lines=None):
-        if self.left(cap) < 10:
+        if self.left(cap) < MIN_STEP:
             print(f'== {name}: skipped (no time left of the budget)')
             self.summary.append((name, 'skipped (time)', 0))
             return False, []
@@ -153,6 +155,8 @@ def main(checkout, nv_python, budget, logdir, dry_run):
     if checkout:
         name, cmd, cap, env = steps.pop(0)
         build = (run.start(name, cmd, env), cap)
+    else:
+        print('NVIDIA kernels: not built (no --eg3d checkout given)', flush=True)
     for name, cmd, cap, env in steps:
         if name == 'bench_gpu' and build is not None:
             built, out = run.finish(*build, lines=6)

@@ -1,5 +1,6 @@
 """benchmarks/gpu_check.py: the steps it runs on a CUDA machine, and its one-line refusal without one."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -47,3 +48,25 @@ def test_dry_run_names_each_step_and_the_files_it_runs(tmp_path):
     lines = out.stdout.splitlines()
     assert lines[0].startswith('nvidia build (300 s at most): ') and lines[0].endswith(f'<build NVIDIA ops> {checkout}')
     assert lines[2].endswith(f'benchmarks/bench_gpu.py --repeats 5 --eg3d {tmp_path / "eg3d"}')
+
+
+def test_steps_log_fail_stop_and_skip_without_stopping_the_rest(tmp_path, monkeypatch, capsys):
+    """Each step's whole output goes to its log and its last lines to the console; one that fails or runs past its cap
+    (killed) does not stop the next; with the budget spent the rest are skipped; the summary lists them all."""
+    spec = importlib.util.spec_from_file_location('gpu_check', SCRIPT)
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    monkeypatch.setattr(gpu_check, 'MIN_STEP', 0.5)
+    steps = gpu_check.Steps(budget=4, logdir=str(tmp_path), tail=2)
+    py = sys.executable
+    assert steps.run('count', [py, '-c', 'print(*range(5), sep="\\n")'], cap=60)[0]
+    assert not steps.run('fail', [py, '-c', 'import sys; print("bad"); sys.exit(3)'], cap=60)[0]
+    assert not steps.run('slow', [py, '-c', 'import time; print("started", flush=True); time.sleep(60)'], cap=1)[0]
+    while steps.left(60) >= 0.5:
+        steps.run('sleep', [py, '-c', 'import time; time.sleep(60)'], cap=60)
+    assert not steps.run('late', [py, '-c', 'print(1)'], cap=60)[0]
+    assert [(name, status) for name, status, _ in steps.summary][:3] + [steps.summary[-1][:2]] == [
+        ('count', 'ok'), ('fail', 'failed (exit 3)'), ('slow', 'stopped (time)'), ('late', 'skipped (time)')]
+    assert (tmp_path / 'count.log').read_text() == '0\n1\n2\n3\n4\n' and (tmp_path / 'slow.log').read_text() == 'started\n'
+    out = capsys.readouterr().out
+    assert '== count: ok' in out and '   3\n   4\n' in out and '   0\n' not in out and '== late: skipped' in out
