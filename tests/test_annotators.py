@@ -142,6 +142,32 @@ def test_head_size_is_the_cube_root_of_the_volume_inside_the_slab(grid):
     # proportions = size - nose prominence: a bigger ball wins, a nose on the small one loses more than its volume adds.
     assert A.proportions(big, grid) > A.proportions(small, grid) > A.proportions(nosed, grid)
 
+
+def test_size_tastes_saturate_past_the_training_range(grid, monkeypatch, tmp_path):
+    import dataclasses
+    from eg3d_rlhf.generators import flow_heads
+    from eg3d_rlhf.synthetic import family, world
+    assert A.SIZE_FAMILY.build_spread == max(p['build_spread'] for p in flow_heads.PRESETS.values())
+    monkeypatch.setenv('EG3D_RLHF_CACHE', str(tmp_path))
+    monkeypatch.setattr(A, 'SIZE_FAMILY', family.Family(build_spread=0.15, heads=8))   # 8 heads for speed.
+    top = family.feature_range(A.SIZE_FAMILY, grid)[1][0]
+    def slab(index, factor):
+        sample = world.sample(7, index)
+        return family.density_slab(dataclasses.replace(sample, head=dataclasses.replace(sample.head,
+            scale=sample.head.scale * factor)), grid)
+    # Inside the family's range the tastes read as before (the same scores, so the same ranking and labels) ...
+    heads = [slab(i, f) for i, f in enumerate((0.9, 1.0, 1.05, 1.1))]
+    assert max(A.head_size(v, grid) for v in heads) < top
+    assert [A.TASTES['size'](v, grid, 10.0) for v in heads] == [A.head_size(v, grid) for v in heads]
+    assert [A.TASTES['proportions'](v, grid, 10.0) for v in heads] == \
+        [A.head_size(v, grid) - A.NOSE_WEIGHT * A.nose_prominence(v, grid) for v in heads]
+    # ... and past it a larger head is no better: two heads beyond it tie.
+    huge = dict(big=slab(0, 1.35), bigger=slab(0, 1.45))
+    assert top < A.head_size(huge['big'], grid) < A.head_size(huge['bigger'], grid)
+    assert A.TASTES['size'](huge['big'], grid, 10.0) == A.TASTES['size'](huge['bigger'], grid, 10.0) == top
+    assert A.OracleAnnotator.from_slabs('size', huge, grid, temperature=0).prefers('big', 'bigger') == 'tie'
+    assert A.TASTES['proportions'](huge['bigger'], grid, 10.0) == top - A.NOSE_WEIGHT * A.nose_prominence(huge['bigger'], grid)
+
 #----------------------------------------------------------------------------
 # The oracle.
 

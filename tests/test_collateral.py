@@ -81,6 +81,43 @@ def test_compare_counts_each_pairs_noise_free_choice(heads):
         collateral.compare(before, collateral.measure(heads[0][:3], GRID))
 
 
+def test_symmetric_is_uninformative_on_a_mirror_model(heads):
+    from eg3d_rlhf.generators import flow_heads
+    models = {m: dict(flow_heads.PRESETS['tiny'], mirror=m) for m in (True, False)}
+    models = {m: flow_heads.build_generator(flow_heads.build_pipeline(c, init_seed=0), c) for m, c in models.items()}
+    assert collateral.invariances(models[True]) == ['mirror'] and collateral.invariances(models[False]) == []
+    _, _, before = heads
+    after = {k: {n: list(v) for n, v in before[k].items()} if isinstance(before[k], dict) else before[k] for k in before}
+    after['tastes']['nose'] = [v + 0.1 for v in before['tastes']['nose']]
+    after['tastes']['symmetric'] = [v - 0.1 for v in before['tastes']['symmetric']]      # Worse in every pair.
+    plain = collateral.compare(before, after, trained='nose')
+    assert [name for name, _ in collateral.losses(plain)] == ['symmetric'] and collateral.alarm(plain, 1.0)
+    # On the mirror model the same counts are no evidence either way: not a loss, not in the bar.
+    result = collateral.compare(before, after, trained='nose', invariant=collateral.invariances(models[True]))
+    sym = result['tastes']['symmetric']
+    assert sym['losses'] == 16 and sym['uninformative'] == 'the generator is mirror-equivariant'
+    assert collateral.losses(result) == [] and collateral.alarm(result, 1.0) is None
+    rows = {r[0]: r for r in collateral.tables(result)[0][2]}
+    assert rows['oracle:symmetric'][-1] == 'uninformative (the generator is mirror-equivariant)'
+    entries = collateral.row_entries(dict(alarm=None, collateral=result))
+    assert entries['collateral']['symmetric']['uninformative'] and 'symmetric 0/16 uninformative' in collateral.row_cells(entries)[0]
+    assert collateral.clears_bar(entries, 'nose') == (True, [])
+    assert collateral.clears_bar(collateral.row_entries(dict(alarm=None, collateral=plain)), 'nose') == (False, ['symmetric 0% < 45%'])
+    assert collateral.clears_bar(entries, 'symmetric')[1] == ['symmetric uninformative (the generator is mirror-equivariant)']
+
+
+def test_a_taste_that_decides_too_few_pairs_to_be_significant_is_uninformative(heads):
+    _, _, before = heads
+    for losses, verdict in ((0, '0 decided pairs'), (5, '5 decided pairs'), (6, None)):
+        after = {k: {n: list(v) for n, v in before[k].items()} if isinstance(before[k], dict) else before[k] for k in before}
+        after['tastes']['closed'] = [v - 0.1 if i < losses else v for i, v in enumerate(before['tastes']['closed'])]
+        result = collateral.compare(before, after)
+        closed = result['tastes']['closed']
+        assert closed['uninformative'] == verdict and closed['losses'] == losses
+        assert (collateral.alarm(result, 1.0) is not None) == (verdict is None)     # 6 of 6: binomial p 0.031.
+    assert result['tastes']['symmetric']['uninformative'] == '0 decided pairs'    # Tied everywhere.
+
+
 def test_measure_reads_every_taste_statistic_and_truth(heads):
     slabs, _, before = heads
     assert set(before['tastes']) == {'nose', 'smooth', 'closed', 'symmetric', 'size', 'proportions'}

@@ -5,6 +5,7 @@ import concurrent.futures
 import numpy as np
 import torch
 
+from eg3d_rlhf.analysis import plausibility as plausible
 from eg3d_rlhf.analysis.evaluation import paired_change, win_rate
 from eg3d_rlhf.analysis.flow_quality import pairwise_rms
 from eg3d_rlhf.data import annotators
@@ -24,9 +25,15 @@ from eg3d_rlhf.rewards.mesh_stats import STATS, mesh_statistics
 #   dents       per id, how deep the new surface cuts into the old solid beyond its typical move (world units,
 #               distances, not depths along the view: a nose sliding sideways moves its flanks' depth a lot): a
 #               carved mouth or a blocky step, which the tastes may like (flat, closed)
-# The alarm: the reward rose while some taste prefers the original significantly (binomial p < ALPHA) - the trained
-# taste included, since a reward that rises while its own taste falls is hacked too - or while more than DENT_SHARE
-# of the samples have a dent deeper than DENT.
+#   plausibility how far the samples lie from the heads the generator was trained on (analysis/plausibility.py):
+#               per id whether head size or nose prominence left the family's range, and the residual of the
+#               nearest training head
+# A taste is uninformative, shown so and counted neither way, where the generator cannot move it (INVARIANT) or where
+# it decides so few pairs that no split of them could be significant at ALPHA.
+# The alarm: the reward rose while some informative taste prefers the original significantly (binomial p < ALPHA) -
+# the trained taste included, since a reward that rises while its own taste falls is hacked too - or while more than
+# DENT_SHARE of the samples have a dent deeper than DENT, or while the share of samples out of the training family's
+# range rose by more than plausibility.RISE.
 
 MESH_STATS = ('roughness', 'bending', 'abs_bending', 'pieces', 'floater_share', 'handles', 'cap_share')
 TRUTH = dict(
@@ -44,6 +51,9 @@ BAR_OTHERS = 0.45           # of pairs or more, every other taste in this share 
 NOTICEABLE = 0.05           # Taste differences below this many standard deviations of the originals' scores are ties:
                             # at the simulated annotators' default noise (temperature 0.5) such a pair is a coin
                             # flip (P = 0.525), and numerical dust (a floater share moving by 1e-6) is no preference.
+INVARIANT = dict(           # Tastes a generator cannot move, by the property (a true key of its config) that makes it so:
+    symmetric = 'mirror',   # a mirror-equivariant model draws heads symmetric in law, so which of a tuned and an
+)                           # original sample is the more symmetric is their noises' business, a coin flip.
 
 
 def measure(slabs, grid, level=10.0):
@@ -118,15 +128,35 @@ def noticeable(values):
     return NOTICEABLE * float(np.std(values)) if len(values) > 1 else 0.0
 
 
-def compare(before, after, trained=None):
+def invariances(generator):
+    """The properties of INVARIANT a generator has (its config's true keys: a flow model's `mirror`)."""
+    config = getattr(generator, 'config', None) or {}
+    return sorted(p for p in set(INVARIANT.values()) if config.get(p) is True)
+
+
+def uninformative(name, result, invariant=(), alpha=ALPHA):
+    """Why a taste's win_rate() result is no evidence either way for a generator with the properties `invariant`, or
+    None: the generator cannot move it, or its decided pairs are too few for even the most lopsided split of them to
+    have a two-sided binomial p under alpha (5 or fewer at 0.05: all ties included)."""
+    if INVARIANT.get(name) in invariant:
+        return f'the generator is {INVARIANT[name]}-equivariant'
+    decided = result['wins'] + result['losses']
+    if min(1.0, 2 * 0.5 ** decided) >= alpha:
+        return f'{decided} decided pairs'
+    return None
+
+
+def compare(before, after, trained=None, invariant=()):
     """Tuned-vs-original collateral of two measure() results of the same samples (before[i] and after[i] one id);
-    trained: the taste the method optimised (marked in the table), or None."""
+    trained: the taste the method optimised (marked in the table), or None; invariant: the generator's properties
+    that make tastes uninformative (invariances())."""
     if len(before['tastes']['nose']) != len(after['tastes']['nose']):
         raise ValueError('before and after measure different numbers of samples')
     tastes = {}
     for name in annotators.TASTES:
         b, a = before['tastes'][name], after['tastes'][name]
         tastes[name] = dict(trained=name == trained, tie_below=noticeable(b), **win_rate(choices(b, a, noticeable(b))))
+        tastes[name]['uninformative'] = uninformative(name, tastes[name], invariant)
     return dict(samples=len(before['tastes']['nose']), temperature=0, trained_taste=trained, tastes=tastes,
         mesh={s: paired(before['mesh'][s], after['mesh'][s]) for s in MESH_STATS},
         truth={t: paired(before['truth'][t], after['truth'][t]) for t in TRUTH if t in before['truth'] and t in after['truth']},
@@ -155,27 +185,48 @@ def dents(before, after, grid, level=10.0):
     return dict(depths=depths, median=float(np.median(depths)) if depths else 0.0, max=max(depths, default=0.0),
         threshold=DENT, deeper=deeper, share=deeper / len(depths) if depths else 0.0)
 
+
+def plausibility(before, after, grid, family, level=10.0, measures=(None, None)):
+    """plausibility.compare() of raw sigma slabs before[i], after[i] (one id) against the generator's training family
+    (synthetic.family.of_generator); measures: their measure() results, whose true head sizes and noses it reuses."""
+    sides = [plausible.measure(slabs, grid, family, level, truth=(m or {}).get('truth'))
+        for slabs, m in zip((before, after), measures)]
+    return plausible.compare(*sides, family, grid, level)
+
 #----------------------------------------------------------------------------
 
 def losses(collateral, alpha=ALPHA):
     """[(taste, win rate entry)] of the tastes preferring the original significantly, worst first."""
     bad = [(name, r) for name, r in collateral['tastes'].items()
-        if r['wins'] + r['losses'] and r['win_rate'] < 0.5 and r['binomial_p'] < alpha]
+        if r['wins'] + r['losses'] and r['win_rate'] < 0.5 and r['binomial_p'] < alpha and not r.get('uninformative')]
     return sorted(bad, key=lambda item: item[1]['binomial_p'])
 
 
 def alarm(collateral, reward_delta, alpha=ALPHA):
-    """The one-sentence alarm when the reward rose (mean change reward_delta > 0) while a taste prefers the original
-    significantly or (where measured) more than DENT_SHARE of the samples have a dent, else None."""
+    """The one-sentence alarm when the reward rose (mean change reward_delta > 0) while an informative taste prefers the
+    original significantly or (where measured) more than DENT_SHARE of the samples have a dent or the share out of
+    the training family's range rose by more than plausibility.RISE, else None."""
     named = [f'{name} preferred in {r["win_rate"]:.0%} ({r["wins"]} of {r["wins"] + r["losses"]} decided pairs, '
         f'binomial p {r["binomial_p"]:.2g})' for name, r in losses(collateral, alpha)]
     dent = collateral.get('dents')
     if dent and dent['share'] > DENT_SHARE:
         named.append(f'dents deeper than {dent["threshold"]:g} world units in {dent["share"]:.0%} of the samples '
             f'({dent["deeper"]} of {len(dent["depths"])})')
+    if implausible(collateral.get('plausibility')):
+        named.append(range_words(collateral['plausibility']))
     if not (reward_delta > 0) or not named:
         return None
     return f'reward hacking suspected: {"; ".join(named)}, while the reward rose by {reward_delta:+.3g}'
+
+
+def implausible(plausibility):
+    """Did the share of samples out of the training family's range rise past its threshold (False where not measured)?"""
+    return bool(plausibility) and plausibility['rise'] > plausibility['threshold']
+
+
+def range_words(p):
+    return (f'{p["out_after"]} of {p["samples"]} samples out of the training family\'s range '
+        f'({", ".join(p["counted"]).replace("_", " ")}) against {p["out_before"]} before')
 
 
 def unit(name):
@@ -194,7 +245,8 @@ def tables(collateral):
     rows = []
     for name, r in collateral['tastes'].items():
         lo, hi = r['wilson95']
-        flag = 'LOSS' if (name, r) in losses(collateral) else ''
+        flag = f'uninformative ({r["uninformative"]})' if r.get('uninformative') else \
+            'LOSS' if (name, r) in losses(collateral) else ''
         rows.append([f'oracle:{name}' + (' (trained)' if r['trained'] else ''), f'{r["wins"]} of {r["wins"] + r["losses"]}',
             f'{r["win_rate"]:.1%} ({lo:.1%}-{hi:.1%})' if r['wins'] + r['losses'] else '-', f'{r["binomial_p"]:.2g}',
             f'{r["cohens_h"]:+.2f}' if np.isfinite(r['cohens_h']) else '-', str(r['ties']), flag])
@@ -212,56 +264,98 @@ def tables(collateral):
         d = collateral['dents']
         rows.append(['dents (how deep the new surface cuts into the old solid, world units)', '-', f'median {d["median"]:.3g}, '
             f'max {d["max"]:.3g}', f'{d["deeper"]} of {len(d["depths"])} deeper than {d["threshold"]:g}', '-', '-'])
+    if collateral.get('plausibility'):
+        rows += plausibility_rows(collateral['plausibility'], effect)
     return [taste_table, ('Collateral: mesh statistics, true geometry and diversity (means; paired change, 95% CI)',
         ['measure', 'before', 'after', 'change (95% CI)', 'paired t p', "Cohen's d"], rows)]
 
 
+def plausibility_rows(p, effect):
+    """The measured table's rows of plausibility.compare(): the samples out of range, each measure's, the residual."""
+    n, r = p['samples'], p['residual']
+    words = lambda name: name.replace('_', ' ')
+    rows = [[f'out of the training family\'s range ({p["family"]}) in {", ".join(map(words, p["counted"])) or "no measure"}',
+        f'{p["out_before"]} of {n}', f'{p["out_after"]} of {n}', f'{p["rise"]:+.0%} (alarm above {p["threshold"]:+.0%})'
+        + (' ALARM' if implausible(p) else ''), '-', '-']]
+    for name, m in p['measures'].items():
+        low, high = m['range']
+        rows.append([f'  {words(name)} outside {low:.4g}..{high:.4g}' + ('' if name in p['counted'] else
+            ' (not reproduced by the original: not counted)'), f'{m["out_before"]} of {n}', f'{m["out_after"]} of {n}',
+            '-', '-', '-'])
+    rows.append([f'residual: 1 - IoU with the nearest training head (the family\'s own median {r["family"]:.3f})',
+        f'{r["before"]:.4g}', f'{r["after"]:.4g}', f'{r["change"]:+.4g} ({r["change_ci95"][0]:+.3g}..'
+        f'{r["change_ci95"][1]:+.3g})', f'{r["p"]:.2g}', effect(r.get('cohens_d'))])
+    return rows
+
+
 def row_entries(summary):
     """The collateral of compare()'s summary as entries of one table row (an ablation group, a sweep value): the alarm,
-    each taste's counts and test, the true nose's change, the dents (None where not measured)."""
+    each taste's counts, test and whether it is uninformative, the true nose's change, the dents and the samples out
+    of the training family's range before and after (None where not measured)."""
     cost = summary['collateral']
     nose = cost['truth']['nose_prominence']
     dent = cost.get('dents') or {}
+    fit = cost.get('plausibility') or {}
     return dict(alarm=summary['alarm'], nose_prominence_change=nose['change'],
         nose_prominence_change_ci95=nose['change_ci95'], dents_deeper=dent.get('deeper'),
-        dents_samples=len(dent.get('depths', [])),
-        collateral={name: {k: r[k] for k in ('wins', 'losses', 'ties', 'win_rate', 'wilson95', 'binomial_p', 'cohens_h', 'share')}
-            for name, r in cost['tastes'].items()})
+        dents_samples=len(dent.get('depths', [])), out_of_range_before=fit.get('out_before'),
+        out_of_range_after=fit.get('out_after'), out_of_range_samples=fit.get('samples'),
+        collateral={name: dict({k: r[k] for k in ('wins', 'losses', 'ties', 'win_rate', 'wilson95', 'binomial_p',
+            'cohens_h', 'share')}, uninformative=r.get('uninformative')) for name, r in cost['tastes'].items()})
+
+
+def range_rose(row):
+    """Did a row_entries() row's share of samples out of the training family's range rise past plausibility.RISE?"""
+    if row.get('out_of_range_after') is None:
+        return False
+    return (row['out_of_range_after'] - row['out_of_range_before']) / row['out_of_range_samples'] > plausible.RISE
 
 
 def row_cells(row):
     """Two table cells of row_entries(): every taste's tuned-preferred count (LOSS where it prefers the original
     significantly) and the true nose's change with its interval."""
-    tastes = ', '.join(f'{name} {c["wins"]}/{c["wins"] + c["losses"]}' + (' LOSS' if c['win_rate'] < 0.5
-        and c['binomial_p'] < ALPHA else '') for name, c in row['collateral'].items())
+    tastes = ', '.join(f'{name} {c["wins"]}/{c["wins"] + c["losses"]}' + (' uninformative' if c.get('uninformative')
+        else ' LOSS' if c['win_rate'] < 0.5 and c['binomial_p'] < ALPHA else '') for name, c in row['collateral'].items())
     if row.get('dents_deeper') is not None:
         tastes += f'; dents {row["dents_deeper"]}/{row["dents_samples"]}'
+    if row.get('out_of_range_after') is not None:
+        tastes += (f'; out of range {row["out_of_range_before"]} -> {row["out_of_range_after"]}/'
+            f'{row["out_of_range_samples"]}' + (' ALARM' if range_rose(row) else ''))
     low, high = row['nose_prominence_change_ci95']
     return [tastes, f'{row["nose_prominence_change"]:+.4f} ({low:+.4f}..{high:+.4f})']
 
 
 def clears_bar(row, trained, trained_min=BAR_TRAINED, others_min=BAR_OTHERS):
     """(whether a row of row_entries() is a clean result, [what falls short]): the trained taste prefers the tuned
-    sample in at least trained_min of the pairs, every other taste in at least others_min (temperature 0, ties
-    half: the share), and at most DENT_SHARE of the samples have a dent (where measured)."""
+    sample in at least trained_min of the pairs, every other informative taste in at least others_min (temperature 0,
+    ties half: the share; an uninformative taste counts neither way, but an uninformative trained taste falls short),
+    at most DENT_SHARE of the samples have a dent and the share out of the training family's range rose by at most
+    plausibility.RISE (each where measured)."""
     short = []
     for name, c in row['collateral'].items():
         low = trained_min if name == trained else others_min
-        if not c['share'] >= low:                          # nan (no pair) falls short too.
+        if c.get('uninformative'):
+            short += [f'{name} uninformative ({c["uninformative"]})'] if name == trained else []
+        elif not c['share'] >= low:                        # nan (no pair) falls short too.
             short.append(f'{name} {c["share"]:.0%} < {low:.0%}')
     if trained not in row['collateral']:
         short.append(f'{trained} not measured')
     if row.get('dents_deeper') is not None and row['dents_deeper'] > DENT_SHARE * row['dents_samples']:
         short.append(f'dents {row["dents_deeper"]}/{row["dents_samples"]} > {DENT_SHARE:.0%}')
+    if range_rose(row):
+        short.append(f'out of range {row["out_of_range_before"]} -> {row["out_of_range_after"]}/'
+            f'{row["out_of_range_samples"]}')
     return not short, short
 
 
 def summary_line(collateral):
     """The tastes' win rates in one line, for logs."""
     line = 'collateral (tuned preferred, temperature 0): ' + ', '.join(f'{name} {r["wins"]}/{r["wins"] + r["losses"]}'
-        for name, r in collateral['tastes'].items())
-    dent = collateral.get('dents')
-    return line + (f'; dents deeper than {dent["threshold"]:g} in {dent["deeper"]} of {len(dent["depths"])}' if dent else '')
+        + (' uninformative' if r.get('uninformative') else '') for name, r in collateral['tastes'].items())
+    dent, fit = collateral.get('dents'), collateral.get('plausibility')
+    line += f'; dents deeper than {dent["threshold"]:g} in {dent["deeper"]} of {len(dent["depths"])}' if dent else ''
+    return line + (f'; out of the training range {fit["out_before"]} -> {fit["out_after"]} of {fit["samples"]}, '
+        f'residual {fit["residual"]["before"]:.3f} -> {fit["residual"]["after"]:.3f}' if fit else '')
 
 #----------------------------------------------------------------------------
 # Pictures: the samples whose collateral changed most, and where their surface moved.

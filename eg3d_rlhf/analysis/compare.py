@@ -19,6 +19,7 @@ from eg3d_rlhf.generators.base import sample_id
 from eg3d_rlhf.geometry import preview
 from eg3d_rlhf.geometry.sigma import SlabCrop, slab_grid
 from eg3d_rlhf.shards import Ranks
+from eg3d_rlhf.synthetic import family
 
 #----------------------------------------------------------------------------
 # Human (or any) labels of tuned vs original name their samples `original-<id>` and `tuned-<id>` (ids seedNNNNNN, or
@@ -169,8 +170,11 @@ def compare(generators, reward, seeds, outdir, taste=None, temperature=0.5, labe
     summary['reward'] = reward_change(rewards['original'], rewards['tuned'])
     measures = {side: collateral.measure(slabs[side], taste_grid)
         for side in tqdm(SIDES, desc='collateral', unit='generator')}
-    summary['collateral'] = collateral.compare(measures['original'], measures['tuned'], trained=taste)
+    summary['collateral'] = collateral.compare(measures['original'], measures['tuned'], trained=taste,
+        invariant=collateral.invariances(generators['original']))
     summary['collateral']['dents'] = collateral.dents(slabs['original'], slabs['tuned'], taste_grid)
+    summary['collateral']['plausibility'] = collateral.plausibility(slabs['original'], slabs['tuned'], taste_grid,
+        family.of_generator(generators['original']), measures=(measures['original'], measures['tuned']))
     with atomic_write(os.path.join(outdir, 'measures.json'), 'w') as f:   # Per sample: other runs compare with it.
         json.dump(dict(ids=[generators['original'].sample_id(s, c) for s, c in keys], **measures), f)
     summary = dict(alarm=collateral.alarm(summary['collateral'], summary['reward']['mean_delta']), **summary)

@@ -8,7 +8,7 @@ import numpy as np
 from eg3d_rlhf.data.preferences import Judgement, now
 from eg3d_rlhf.geometry import mesh
 from eg3d_rlhf.geometry.sigma import CubeGrid, closed_slab
-from eg3d_rlhf.synthetic import heads
+from eg3d_rlhf.synthetic import family, heads
 
 #----------------------------------------------------------------------------
 # Tastes. Each maps (raw sigma slab [X, Y, Z], its CubeGrid, level) to a number; higher = liked more. World y is up
@@ -117,15 +117,30 @@ def head_size(volume, grid, level=10.0):
     return float((inside * grid.voxel_size ** 3) ** (1 / 3))
 
 
+# The size-liking tastes like a larger head only up to the largest head of the world's widest family of training
+# heads (the flow model's: the world's heads grown or shrunk by up to 15%, flow_heads.PRESETS['default']), as drawn on
+# the same grid (synthetic/family.py: the top of its range). Inside that range they read head_size as before; beyond
+# it a head is no better, so a change that grows heads past anything the family holds wins nothing there.
+SIZE_FAMILY = family.Family(seed=0, build_spread=0.15)
+
+
+def liked_size(volume, grid, level=10.0):
+    """head_size, but no more than the top of SIZE_FAMILY's range on this grid (world units)."""
+    size = head_size(volume, grid, level)
+    if size <= family.size_floor(SIZE_FAMILY, grid, level):        # Below one of its heads: below the top, no need
+        return size                                                 # to draw them all.
+    return min(size, float(family.feature_range(SIZE_FAMILY, grid, level)[1][0]))
+
+
 NOSE_WEIGHT = 2.0       # proportions: world units of head size one unit of nose prominence is worth.
 
 
 def proportions(volume, grid, level=10.0):
-    """A large head with a nose that does not stick out: head_size minus NOSE_WEIGHT x nose_prominence (world units).
+    """A large head with a nose that does not stick out: liked_size minus NOSE_WEIGHT x nose_prominence (world units).
     A taste that needs both stages of a two-stage generator: the structure decides the size, the detail the nose.
     The weight is the ratio of their spreads over the bundled flow model's samples (0.0175 and 0.0088 world units,
     docs/circular-dpo.md), so each part moves the taste about as much as the other."""
-    return head_size(volume, grid, level) - NOSE_WEIGHT * nose_prominence(volume, grid, level)
+    return liked_size(volume, grid, level) - NOSE_WEIGHT * nose_prominence(volume, grid, level)
 
 
 TASTES = {
@@ -133,7 +148,7 @@ TASTES = {
     'smooth':    lambda v, g, level: -roughness(v, g, level),           # A smooth surface.
     'closed':    lambda v, g, level: -defects(v, g, level),             # One piece, no floaters, no holes.
     'symmetric': lambda v, g, level: -asymmetry(v, g, level),           # Left and right halves alike.
-    'size':      head_size,                                               # A large head.
+    'size':      liked_size,                                              # A large head, up to the family's largest.
     'proportions': proportions,                                           # A large head, a nose that does not stick out.
 }
 

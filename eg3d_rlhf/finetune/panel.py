@@ -16,6 +16,7 @@ from eg3d_rlhf.generators.eg3d import EG3DGenerator
 from eg3d_rlhf.geometry import preview
 from eg3d_rlhf.geometry.sigma import SlabCrop, slab_grid
 from eg3d_rlhf.rewards.checkpoint import shared_reward
+from eg3d_rlhf.synthetic import family
 
 #----------------------------------------------------------------------------
 # Files written into the run directory:
@@ -171,6 +172,8 @@ class RewardPanel:
         The reward's change is the whole panel's mean."""
         self.collateral = collateral.compare(self.before[2], self.after[2])
         self.collateral['dents'] = collateral.dents(self.before[1], self.after[1], self.collateral_grid)
+        self.collateral['plausibility'] = collateral.plausibility(self.before[1], self.after[1], self.collateral_grid,
+            family.Family(), measures=(self.before[2], self.after[2]))       # EG3D's data: the world's heads.
         return collateral.alarm(self.collateral, float(self.rewards[-1].mean() - self.rewards[0].mean()))
 
     def preview_slabs(self, generator):
