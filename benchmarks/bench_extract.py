@@ -12,8 +12,7 @@ import click
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, 'benchmarks'))
-from gen_samples_sigma import eg3d_root # pylint: disable=wrong-import-position
+from gen_samples_sigma import eg3d_root # pylint: disable=wrong-import-position  (run as a script: its folder is on sys.path)
 
 #----------------------------------------------------------------------------
 # Both commands are timed from outside, start-up included, as a user would wait for them: ours is
@@ -87,7 +86,7 @@ def baseline(root, network_pkl, res, tmp):
         return cmd + ['--network', network_pkl], env, 'gen_samples path (this repository\'s re-implementation)'
     theirs = os.path.join(tmp, 'ffhq512-nvidia.pkl')
     build_nvidia_pickle(network_pkl, root, theirs, tmp)
-    env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+    env = dict(os.environ, PYTHONPATH=root)                                     # Their modules, not ours.
     return cmd + ['--network', theirs, '--eg3d', root], env, f'NVIDIA\'s gen_samples path ({root})'
 
 

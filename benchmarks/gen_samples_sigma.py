@@ -6,8 +6,8 @@
 # mrcfile. The three images gen_samples renders before the shape are left out (extract_sigma renders none).
 #
 # Without --eg3d the modules are this repository's (run it with EG3D_RLHF_CUSTOM_OPS=0: NVIDIA's compiled ops are
-# CUDA-only, their reference paths run on a CPU). With --eg3d CHECKOUT they are NVIDIA's own: CHECKOUT/eg3d goes first
-# on sys.path and its gen_samples module is imported (its imports, legacy, camera_utils, create_samples, TriPlaneGenerator),
+# CUDA-only, their reference paths run on a CPU). With --eg3d CHECKOUT they are NVIDIA's own: CHECKOUT/eg3d comes first
+# on PYTHONPATH and its gen_samples module is imported (its imports, legacy, camera_utils, create_samples, TriPlaneGenerator),
 # so the pickle must hold their classes (bench_extract.py writes one in their tree). Their ops take the reference path
 # for CPU tensors (the CUDA plugins are built only for CUDA tensors). gen_samples' --fov-deg is int-typed (its 18.837
 # default reaches the camera as 18); --fov-deg here is a float, 18.837 as extract_sigma's, so both compute one cube.
@@ -60,12 +60,15 @@ class NvidiaSteps:
 
     def __init__(self, checkout):
         root = eg3d_root(checkout)
-        sys.path.insert(0, root)
-        gen_samples = importlib.import_module('gen_samples')                 # All of gen_samples' imports.
+        hint = f'run with PYTHONPATH={root} (bench_extract.py does)'
+        try:
+            gen_samples = importlib.import_module('gen_samples')             # All of gen_samples' imports.
+        except ImportError as err:
+            raise click.ClickException(f'cannot import NVIDIA\'s gen_samples ({err}): {hint}') from None
         for name in ('gen_samples', 'legacy', 'dnnlib', 'training', 'torch_utils'):
             where = os.path.abspath(sys.modules[name].__file__)
             if not where.startswith(root + os.sep):
-                raise click.ClickException(f'{name} was imported from {where}, not from {root}: run without PYTHONPATH')
+                raise click.ClickException(f'{name} was imported from {where}, not from {root}: {hint}')
         self.torch, self.tqdm, self.mrcfile = gen_samples.torch, gen_samples.tqdm, gen_samples.mrcfile
         self.load = lambda f: gen_samples.legacy.load_network_pkl(f)
         self.LookAtPoseSampler, self.FOV_to_intrinsics = gen_samples.LookAtPoseSampler, gen_samples.FOV_to_intrinsics

@@ -11,8 +11,7 @@ import time
 import click
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, 'benchmarks'))
-from gen_samples_sigma import eg3d_root # pylint: disable=wrong-import-position
+from gen_samples_sigma import eg3d_root # pylint: disable=wrong-import-position  (run as a script: its folder is on sys.path)
 
 #----------------------------------------------------------------------------
 # The steps run one after the other (each alone on the GPU, so its timings are its own), except NVIDIA's kernel build,
@@ -33,7 +32,6 @@ PACKAGES = ('click', 'numpy', 'scipy', 'mcubes', 'mrcfile', 'yaml', 'safetensors
 
 NV_BUILD = r'''
 import sys, time, traceback
-sys.path.insert(0, sys.argv[1])
 import torch, torch.utils.cpp_extension
 from torch_utils import custom_ops
 from torch_utils.ops import bias_act, filtered_lrelu, upfirdn2d
@@ -114,7 +112,7 @@ def plan(checkout, nv_python):
     py = sys.executable
     steps = []
     if checkout:
-        steps.append(('nvidia build', [nv_python or py, '-c', NV_BUILD, eg3d_root(checkout)], 300, {}))
+        steps.append(('nvidia build', [nv_python or py, '-c', NV_BUILD], 300, {'PYTHONPATH': eg3d_root(checkout)}))
     steps += [
         ('test_gpu', [py, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', 'tests/test_gpu.py'], 220,
             {'TRITON_INTERPRET': '0'}),

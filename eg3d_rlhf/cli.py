@@ -52,12 +52,6 @@ class FiniteList(click.ParamType):
 FINITE = FiniteRange()          # Any finite float.
 SEED = click.IntRange(min=0, max=MAX_SEED)      # A random seed numpy's RandomState takes.
 
-def writable_problem(path, kind):
-    """finetune.run_dir.writable_problem, imported on first use (run_dir brings the run options and training.distributed,
-    which a --help needs none of)."""
-    from eg3d_rlhf.finetune import run_dir # pylint: disable=import-outside-toplevel
-    return run_dir.writable_problem(path, kind)
-
 class Writable(click.ParamType):
     """An output path (kind 'dir' or 'file') checked when the command line is read: no long run dies at its end
     because its result could not be written."""
@@ -67,7 +61,7 @@ class Writable(click.ParamType):
         self.kind = kind
 
     def convert(self, value, param, ctx):
-        problem = writable_problem(value, self.kind)
+        problem = dnnlib.util.writable_problem(value, self.kind)
         if problem is not None:
             self.fail(f'{problem}; choose another', param, ctx)
         return value

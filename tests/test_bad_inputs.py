@@ -327,14 +327,14 @@ def test_an_output_under_a_file_is_refused_before_any_work(tool, sub, flag, kind
 
 @pytest.mark.parametrize('kind', ['dir', 'file'])
 def test_an_output_the_user_cannot_write_or_of_the_wrong_kind_is_named(tmp_path, monkeypatch, kind):
-    from eg3d_rlhf import cli
+    from dnnlib.util import writable_problem
     (tmp_path / 'a_folder').mkdir()
     (tmp_path / 'a_file').write_text('x')
-    assert cli.writable_problem(str(tmp_path / 'new' / 'deeper'), kind) is None             # Made when needed.
+    assert writable_problem(str(tmp_path / 'new' / 'deeper'), kind) is None             # Made when needed.
     wrong = tmp_path / ('a_file' if kind == 'dir' else 'a_folder')
-    assert cli.writable_problem(str(wrong), kind) == f'{wrong} exists and is {"not " if kind == "dir" else ""}a folder'
+    assert writable_problem(str(wrong), kind) == f'{wrong} exists and is {"not " if kind == "dir" else ""}a folder'
     monkeypatch.setattr(os, 'access', lambda path, mode: False)                         # Root may write anywhere.
-    assert cli.writable_problem(str(tmp_path / 'new'), kind) == f'cannot write in {tmp_path} (permission denied)'
+    assert writable_problem(str(tmp_path / 'new'), kind) == f'cannot write in {tmp_path} (permission denied)'
 
 #----------------------------------------------------------------------------
 # Reward checkpoints whose config and weights disagree, or whose weights are not finite.

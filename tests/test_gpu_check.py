@@ -46,13 +46,15 @@ def test_dry_run_names_each_step_and_the_files_it_runs(tmp_path):
     (checkout / 'gen_samples.py').write_text('')
     out = run('--dry-run', '--eg3d', str(tmp_path / 'eg3d'))
     lines = out.stdout.splitlines()
-    assert lines[0].startswith('nvidia build (300 s at most): ') and lines[0].endswith(f'<build NVIDIA ops> {checkout}')
+    assert lines[0].startswith(f'nvidia build (300 s at most): PYTHONPATH={checkout} ')
+    assert lines[0].endswith('-c <build NVIDIA ops>')
     assert lines[2].endswith(f'benchmarks/bench_gpu.py --repeats 5 --eg3d {tmp_path / "eg3d"}')
 
 
 def test_steps_log_fail_stop_and_skip_without_stopping_the_rest(tmp_path, monkeypatch, capsys):
     """Each step's whole output goes to its log and its last lines to the console; one that fails or runs past its cap
     (killed) does not stop the next; with the budget spent the rest are skipped; the summary lists them all."""
+    monkeypatch.syspath_prepend(os.path.dirname(SCRIPT))        # As when it runs as a script.
     spec = importlib.util.spec_from_file_location('gpu_check', SCRIPT)
     gpu_check = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gpu_check)

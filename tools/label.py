@@ -13,7 +13,6 @@ from eg3d_rlhf.data.label_pages import (check_annotator, need_annotator, pair_ta
     serve_pairs, serve_ratings, serve_study, study_options)
 from eg3d_rlhf.data.label_server import LabelServer, is_loopback  # noqa: F401 (tests reach the server through the tool)
 from eg3d_rlhf.data.preferences import LabelError, LabelWarning, load_judgements
-from eg3d_rlhf.finetune.run_dir import writable_problem
 
 #----------------------------------------------------------------------------
 
@@ -22,14 +21,6 @@ def reward_scores(reward_path, bank, score):
     reward = open_reward(reward_path, 'cpu')
     check_bank_grid(bank, reward, reward_path)
     return bank_scores(bank, reward, members=True) if score else None
-
-
-def check_report(out):
-    """A one-line error, before anything is read, where JSONL.score.json or .html cannot be written (a folder there)."""
-    for path in (f'{out}.score.json', f'{out}.score.html'):
-        problem = writable_problem(path, 'file')
-        if problem is not None:
-            raise click.ClickException(f'{problem}; move it away: the report of {out} is written there')
 
 
 @click.group()
@@ -98,7 +89,6 @@ def score_study(out, min_attention):
     \b
     python tools/label.py score-study --out study.jsonl
     """
-    check_report(out)
     with one_line_errors(LabelError), warning_lines(LabelWarning):
         print('\n'.join(scoring.score_study_file(out, min_attention)))
 
@@ -111,7 +101,6 @@ def score_ratings(out):
     \b
     python tools/label.py score-ratings --out ratings.jsonl
     """
-    check_report(out)
     with one_line_errors(LabelError), warning_lines(LabelWarning):
         print('\n'.join(scoring.score_ratings_file(out)))
 

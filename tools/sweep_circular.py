@@ -10,7 +10,7 @@ import dnnlib
 from eg3d_rlhf.analysis import collateral, replication
 from eg3d_rlhf.data.annotators import parse_annotator
 from eg3d_rlhf.finetune import circular_run, run_dir as runs
-from eg3d_rlhf.finetune.circular_config import GROUPS, CircularDPOConfig
+from eg3d_rlhf.finetune.circular_config import CircularDPOConfig
 from eg3d_rlhf.finetune.options import OPTIONAL, ConfigError, RunError, flag_name
 from eg3d_rlhf.generators.base import seed_ranges
 
@@ -90,7 +90,7 @@ def main(sweep, fixed, ablation, no_placebo, resume, outdir, seed, seeds, eval_s
         raise click.UsageError(f'--train-seeds={seeds}: {err}')
     if not run_seeds or len(set(run_seeds)) != len(run_seeds):
         raise click.UsageError(f'--train-seeds={seeds}: give each seed once')
-    given, ablation = ablation, with_placebo(ablation, no_placebo)
+    given, ablation = ablation, circular_run.with_placebo(ablation, no_placebo)
     try:
         configs = [CircularDPOConfig(**settings, ablation=ablation, **({name: v} if name else {})) for v in values]
         device = runs.pick_device(device)
@@ -131,26 +131,7 @@ def main(sweep, fixed, ablation, no_placebo, resume, outdir, seed, seeds, eval_s
                 versus.append((value, s, summary.get('versus_a', {})))
     if dry_run or not rows:
         return
-    for row in rows:
-        if trained and 'collateral' in row:
-            clean, short = collateral.clears_bar(row, trained)
-            row['bar'] = dict(clean=clean, short=short)
-    header, body = circular_run.table_rows(rows)
-    named = [flag_name(name)] if name else []           # The swept setting's column, where one is swept.
-    lead = lambda row: ([row[name]] if name else []) + [row['seed']] * (seeds is not None)
-    header = [*named, *['seed'] * (seeds is not None), *header, 'clean (bar)']
-    body = [[*lead(row), *cells, circular_run.bar_cell(row)] for row, cells in zip(rows, body)]
-    text = replication.markdown_table(header, body)
-    robust = circular_run.robustness(rows, name, trained) if len(run_seeds) > 1 else []
-    if robust:
-        text += '\n' + replication.markdown_table([*named, 'group', 'seeds clean', f'{trained} share (min-max)',
-            'worst other taste (min)', 'dents (max)'], [[*([r['value']] if name else []), r['group'], r['clean'],
-            r['trained'], r['worst'], r['dents']] for r in robust])
-    table = replicated(versus, name, sweep_dir) if len(run_seeds) > 1 else None
-    if table:
-        text += (f'\n{trained}, (a) against each group on the same held-out ids, over the training seeds:\n'
-            + (f'\n{warning}\n' if warning else '') + '\n' + replication.markdown(table) + '\nResults:\n\n'
-            + ''.join(f'- {c["result"]}\n' for c in table['contrasts']))
+    text, robust, table = circular_run.sweep_report(rows, versus, name, seeds is not None, trained, sweep_dir, warning)
     with dnnlib.util.atomic_write(os.path.join(sweep_dir, 'sweep.md'), 'w', encoding='utf-8') as f:
         f.write(text)
     with dnnlib.util.atomic_write(os.path.join(sweep_dir, 'sweep.json'), 'w', encoding='utf-8') as f:
@@ -159,30 +140,6 @@ def main(sweep, fixed, ablation, no_placebo, resume, outdir, seed, seeds, eval_s
             dents=collateral.DENT_SHARE), options=dataclasses.asdict(configs[0]), rows=rows, robustness=robust,
             replication=table, dev_seeds_warning=warning)), f, indent=2, default=str, allow_nan=False)
     print(text + f'Table: {os.path.join(sweep_dir, "sweep.md")}')
-
-
-def with_placebo(ablation, keep_out):
-    """The --ablation list with the placebo group (k) added where (a) runs with other known groups, unless keep_out."""
-    groups = ablation.split(',')
-    if keep_out or 'k' in groups or 'a' not in groups or len(groups) < 2 or not set(groups) <= set(GROUPS):
-        return ablation
-    return f'{ablation},k'
-
-
-def replicated(versus, name, sweep_dir):
-    """The replication table of (a) against every other group over the training seeds, per value of the swept
-    setting, from each run's versus_a (value, seed, {group: {'pairs': ...}}), written into sweep_dir
-    (replication.write); None when no run compared groups."""
-    rows = []
-    for value, seed, groups in versus:
-        for group, entry in groups.items():
-            contrast = (f'{flag_name(name)}={value}: ' if name else '') + f'(a) vs ({group})'
-            rows += replication.records(contrast, seed, entry['pairs']['ids'], entry['pairs']['outcomes'])
-    if not rows:
-        return None
-    table = replication.replicate(rows)
-    replication.write(table, sweep_dir)
-    return table
 
 
 #----------------------------------------------------------------------------

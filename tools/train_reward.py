@@ -100,7 +100,6 @@ def main(bank_dir, labels_path, good_path, bad_path, kind, out, truth_path, scor
     if dry_run:
         print(f'would train for at most {epochs} epochs and write {out}')
         return
-
     with one_line_errors(ShardError):
         ranks = Ranks()                                         # Under torchrun: the feature table's batches are shared.
     device = ranks.device(pick_device(device_name))

@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 
+import dnnlib
 from eg3d_rlhf.analysis.evaluation import win_rate
 from eg3d_rlhf.analysis.report_plots import write_report
 from eg3d_rlhf.data.blind_study import ROLES, Study, key_path, study_judgements
@@ -199,9 +200,19 @@ def write_ratings_report(out, result):
 #----------------------------------------------------------------------------
 # The tool's two scoring commands.
 
+def check_report(out):
+    """LabelError (one line), before anything is read, where OUT.score.json or .html cannot be written (a folder
+    there, say)."""
+    for path in (f'{out}.score.json', f'{out}.score.html'):
+        problem = dnnlib.util.writable_problem(path, 'file')
+        if problem is not None:
+            raise LabelError(f'{problem}; move it away: the report of {out} is written there')
+
+
 def score_study_file(out, min_attention=0.8):
     """tools/label.py score-study: unblind the study of labels file `out` by its key, write OUT.score.json and .html;
     the console's lines. LabelError for a file or key that cannot be read, or no judgements."""
+    check_report(out)
     key = Study.load(key_path(out))
     judgements = study_judgements(out, key)
     if not judgements:
@@ -213,6 +224,7 @@ def score_study_file(out, min_attention=0.8):
 def score_ratings_file(out):
     """tools/label.py score-ratings: summarise ratings file `out` by its key, write OUT.score.json and .html; the
     console's lines."""
+    check_report(out)
     key = RatingKey.load(ratings_key_path(out))
     records = load_ratings(out, key)
     if not records:

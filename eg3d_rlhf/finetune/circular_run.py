@@ -20,7 +20,7 @@ from eg3d_rlhf.finetune.circular_config import GROUPS
 from eg3d_rlhf.finetune.circular_dpo import RECIPES, CircularDPO, demo_preferences, phase_name, with_win_counts
 from eg3d_rlhf.finetune.circular_state import RunState, StateError
 from eg3d_rlhf.finetune.flow_dpo import PairData, bank_pairs, bf16_problem, encode_stage
-from eg3d_rlhf.finetune.options import RunError
+from eg3d_rlhf.finetune.options import RunError, flag_name
 from eg3d_rlhf.generators import registry
 from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, shared_reward
 from eg3d_rlhf.shards import Ranks, ShardError
@@ -136,6 +136,58 @@ def robustness(rows, name, trained):
             worst=f'{worst[1]} {worst[0]:.0%} (seed {worst[2]})' if worst else '-',
             dents=f'{max(dents)}/{runs_[0]["dents_samples"]}' if dents else '-'))
     return summary
+
+
+def sweep_report(rows, versus, name, per_seed, trained, sweep_dir, warning):
+    """(sweep.md's text, the robustness rows, the replication table or None) of tools/sweep_circular.py's runs: `rows`
+    every run's groups (each given its bar here), `versus` each run's (value, seed, versus_a), `name` the swept
+    setting or None, per_seed whether a seed column is shown (--train-seeds), `warning` the dev-seeds line or None."""
+    several = len({row['seed'] for row in rows}) > 1
+    for row in rows:
+        if trained and 'collateral' in row:
+            clean, short = collateral.clears_bar(row, trained)
+            row['bar'] = dict(clean=clean, short=short)
+    header, body = table_rows(rows)
+    named = [flag_name(name)] if name else []           # The swept setting's column, where one is swept.
+    lead = lambda row: ([row[name]] if name else []) + [row['seed']] * per_seed
+    header = [*named, *['seed'] * per_seed, *header, 'clean (bar)']
+    body = [[*lead(row), *cells, bar_cell(row)] for row, cells in zip(rows, body)]
+    text = replication.markdown_table(header, body)
+    robust = robustness(rows, name, trained) if several else []
+    if robust:
+        text += '\n' + replication.markdown_table([*named, 'group', 'seeds clean', f'{trained} share (min-max)',
+            'worst other taste (min)', 'dents (max)'], [[*([r['value']] if name else []), r['group'], r['clean'],
+            r['trained'], r['worst'], r['dents']] for r in robust])
+    table = replicated(versus, name, sweep_dir) if several else None
+    if table:
+        text += (f'\n{trained}, (a) against each group on the same held-out ids, over the training seeds:\n'
+            + (f'\n{warning}\n' if warning else '') + '\n' + replication.markdown(table) + '\nResults:\n\n'
+            + ''.join(f'- {c["result"]}\n' for c in table['contrasts']))
+    return text, robust, table
+
+
+def with_placebo(ablation, keep_out):
+    """The --ablation list with the placebo group (k) added where (a) runs with other known groups, unless keep_out."""
+    groups = ablation.split(',')
+    if keep_out or 'k' in groups or 'a' not in groups or len(groups) < 2 or not set(groups) <= set(GROUPS):
+        return ablation
+    return f'{ablation},k'
+
+
+def replicated(versus, name, sweep_dir):
+    """The replication table of (a) against every other group over the training seeds, per value of the swept
+    setting, from each run's versus_a (value, seed, {group: {'pairs': ...}}), written into sweep_dir
+    (replication.write); None when no run compared groups."""
+    rows = []
+    for value, seed, groups in versus:
+        for group, entry in groups.items():
+            contrast = (f'{flag_name(name)}={value}: ' if name else '') + f'(a) vs ({group})'
+            rows += replication.records(contrast, seed, entry['pairs']['ids'], entry['pairs']['outcomes'])
+    if not rows:
+        return None
+    table = replication.replicate(rows)
+    replication.write(table, sweep_dir)
+    return table
 
 #----------------------------------------------------------------------------
 # Groups against each other: every group's held-out samples share ids (seeds, conditions, noise), so group (a) and

@@ -47,20 +47,7 @@ def next_run_dir(outdir, desc):
     return os.path.join(outdir, f'{cur_id:05d}-{desc}')
 
 
-def writable_problem(path, kind):
-    """Why `path`, a 'dir' to fill or a 'file' to write (atomically, so its folder must be writable), could not be
-    written, checked before any work is done; None when it can."""
-    path = os.path.abspath(path)
-    if os.path.exists(path) and (kind == 'dir') != os.path.isdir(path):
-        return f'{path} exists and is {"not " if kind == "dir" else ""}a folder'
-    folder = path if kind == 'dir' else os.path.dirname(path)
-    while not os.path.exists(folder):
-        folder = os.path.dirname(folder)
-    if not os.path.isdir(folder):
-        return f'{folder} is a file, so nothing can be made under it'
-    if not os.access(folder, os.W_OK | os.X_OK):
-        return f'cannot write in {folder} (permission denied)'
-    return None
+writable_problem = dnnlib.util.writable_problem       # Where it lives; run_dir's name kept for its callers.
 
 
 def write_options(run_dir, options, name='options.json'):
