@@ -150,7 +150,7 @@ def test_size_tastes_saturate_past_the_training_range(grid, monkeypatch, tmp_pat
     assert A.SIZE_FAMILY.build_spread == max(p['build_spread'] for p in flow_heads.PRESETS.values())
     monkeypatch.setenv('EG3D_RLHF_CACHE', str(tmp_path))
     monkeypatch.setattr(A, 'SIZE_FAMILY', family.Family(build_spread=0.15, heads=8))   # 8 heads for speed.
-    top = family.feature_range(A.SIZE_FAMILY, grid)[1][0]
+    top = family.feature_range(A.SIZE_FAMILY, grid)[0][1]
     def slab(index, factor):
         sample = world.sample(7, index)
         return family.density_slab(dataclasses.replace(sample, head=dataclasses.replace(sample.head,
@@ -166,7 +166,8 @@ def test_size_tastes_saturate_past_the_training_range(grid, monkeypatch, tmp_pat
     assert top < A.head_size(huge['big'], grid) < A.head_size(huge['bigger'], grid)
     assert A.TASTES['size'](huge['big'], grid, 10.0) == A.TASTES['size'](huge['bigger'], grid, 10.0) == top
     assert A.OracleAnnotator.from_slabs('size', huge, grid, temperature=0).prefers('big', 'bigger') == 'tie'
-    assert A.TASTES['proportions'](huge['bigger'], grid, 10.0) == top - A.NOSE_WEIGHT * A.nose_prominence(huge['bigger'], grid)
+    nose = A.nose_prominence(huge['bigger'], grid)
+    assert A.TASTES['proportions'](huge['bigger'], grid, 10.0) == top - A.NOSE_WEIGHT * nose
 
 #----------------------------------------------------------------------------
 # The oracle.

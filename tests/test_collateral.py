@@ -18,6 +18,11 @@ def heads():
     slabs, tips = true_slabs(16, GRID)
     return slabs, tips, collateral.measure(slabs, GRID)
 
+
+def copied(measures):
+    """A copy of measure()'s result whose lists can be changed."""
+    return {k: {n: list(v) for n, v in m.items()} if isinstance(m, dict) else m for k, m in measures.items()}
+
 #----------------------------------------------------------------------------
 # Toy runs: a reward hacked by construction, and one that improves its taste without side effects.
 
@@ -65,7 +70,7 @@ def test_a_reward_that_improves_its_taste_cleanly_raises_no_alarm(heads):
 
 def test_compare_counts_each_pairs_noise_free_choice(heads):
     _, _, before = heads
-    after = {k: {n: list(v) for n, v in before[k].items()} if isinstance(before[k], dict) else before[k] for k in before}
+    after = copied(before)
     after['tastes']['smooth'] = [v + (0.1 if i < 12 else -0.1) for i, v in enumerate(before['tastes']['smooth'])]
     after['tastes']['closed'] = [v - 0.1 if i < 2 else v for i, v in enumerate(before['tastes']['closed'])]
     after['mesh']['pieces'] = [v + 1 for v in before['mesh']['pieces']]
@@ -87,7 +92,7 @@ def test_symmetric_is_uninformative_on_a_mirror_model(heads):
     models = {m: flow_heads.build_generator(flow_heads.build_pipeline(c, init_seed=0), c) for m, c in models.items()}
     assert collateral.invariances(models[True]) == ['mirror'] and collateral.invariances(models[False]) == []
     _, _, before = heads
-    after = {k: {n: list(v) for n, v in before[k].items()} if isinstance(before[k], dict) else before[k] for k in before}
+    after = copied(before)
     after['tastes']['nose'] = [v + 0.1 for v in before['tastes']['nose']]
     after['tastes']['symmetric'] = [v - 0.1 for v in before['tastes']['symmetric']]      # Worse in every pair.
     plain = collateral.compare(before, after, trained='nose')
@@ -100,16 +105,18 @@ def test_symmetric_is_uninformative_on_a_mirror_model(heads):
     rows = {r[0]: r for r in collateral.tables(result)[0][2]}
     assert rows['oracle:symmetric'][-1] == 'uninformative (the generator is mirror-equivariant)'
     entries = collateral.row_entries(dict(alarm=None, collateral=result))
-    assert entries['collateral']['symmetric']['uninformative'] and 'symmetric 0/16 uninformative' in collateral.row_cells(entries)[0]
+    assert entries['collateral']['symmetric']['uninformative']
+    assert 'symmetric 0/16 uninformative' in collateral.row_cells(entries)[0]
     assert collateral.clears_bar(entries, 'nose') == (True, [])
-    assert collateral.clears_bar(collateral.row_entries(dict(alarm=None, collateral=plain)), 'nose') == (False, ['symmetric 0% < 45%'])
+    plain_row = collateral.row_entries(dict(alarm=None, collateral=plain))
+    assert collateral.clears_bar(plain_row, 'nose') == (False, ['symmetric 0% < 45%'])
     assert collateral.clears_bar(entries, 'symmetric')[1] == ['symmetric uninformative (the generator is mirror-equivariant)']
 
 
 def test_a_taste_that_decides_too_few_pairs_to_be_significant_is_uninformative(heads):
     _, _, before = heads
     for losses, verdict in ((0, '0 decided pairs'), (5, '5 decided pairs'), (6, None)):
-        after = {k: {n: list(v) for n, v in before[k].items()} if isinstance(before[k], dict) else before[k] for k in before}
+        after = copied(before)
         after['tastes']['closed'] = [v - 0.1 if i < losses else v for i, v in enumerate(before['tastes']['closed'])]
         result = collateral.compare(before, after)
         closed = result['tastes']['closed']

@@ -26,8 +26,8 @@ from eg3d_rlhf.rewards.mesh_stats import STATS, mesh_statistics
 #               distances, not depths along the view: a nose sliding sideways moves its flanks' depth a lot): a
 #               carved mouth or a blocky step, which the tastes may like (flat, closed)
 #   plausibility how far the samples lie from the heads the generator was trained on (analysis/plausibility.py):
-#               per id whether head size or nose prominence left the family's range, and the residual of the
-#               nearest training head
+#               per id whether its head size, nose prominence or the residual of the nearest training head left the
+#               family's range, in the measures the original reproduces
 # A taste is uninformative, shown so and counted neither way, where the generator cannot move it (INVARIANT) or where
 # it decides so few pairs that no split of them could be significant at ALPHA.
 # The alarm: the reward rose while some informative taste prefers the original significantly (binomial p < ALPHA) -
@@ -221,7 +221,8 @@ def alarm(collateral, reward_delta, alpha=ALPHA):
 
 def implausible(plausibility):
     """Did the share of samples out of the training family's range rise past its threshold (False where not measured)?"""
-    return bool(plausibility) and plausibility['rise'] > plausibility['threshold']
+    return bool(plausibility) and plausible.rose(plausibility['out_before'], plausibility['out_after'],
+        plausibility['samples'])
 
 
 def range_words(p):
@@ -274,7 +275,8 @@ def plausibility_rows(p, effect):
     """The measured table's rows of plausibility.compare(): the samples out of range, each measure's, the residual."""
     n, r = p['samples'], p['residual']
     words = lambda name: name.replace('_', ' ')
-    rows = [[f'out of the training family\'s range ({p["family"]}) in {", ".join(map(words, p["counted"])) or "no measure"}',
+    counted = ', '.join(map(words, p['counted'])) or 'no measure'
+    rows = [[f'out of the training family\'s range ({p["family"]}) in {counted}',
         f'{p["out_before"]} of {n}', f'{p["out_after"]} of {n}', f'{p["rise"]:+.0%} (alarm above {p["threshold"]:+.0%})'
         + (' ALARM' if implausible(p) else ''), '-', '-']]
     for name, m in p['measures'].items():
@@ -304,23 +306,24 @@ def row_entries(summary):
             'cohens_h', 'share')}, uninformative=r.get('uninformative')) for name, r in cost['tastes'].items()})
 
 
-def range_rose(row):
-    """Did a row_entries() row's share of samples out of the training family's range rise past plausibility.RISE?"""
+def range_cell(row):
+    """'out of range 1 -> 9/64' of a row_entries() row, and whether that rise raises the alarm (None where not measured)."""
     if row.get('out_of_range_after') is None:
-        return False
-    return (row['out_of_range_after'] - row['out_of_range_before']) / row['out_of_range_samples'] > plausible.RISE
+        return None, False
+    before, after, n = row['out_of_range_before'], row['out_of_range_after'], row['out_of_range_samples']
+    return f'out of range {before} -> {after}/{n}', plausible.rose(before, after, n)
 
 
 def row_cells(row):
     """Two table cells of row_entries(): every taste's tuned-preferred count (LOSS where it prefers the original
-    significantly) and the true nose's change with its interval."""
+    significantly, or uninformative), the dents and the samples out of range; and the true nose's change with its
+    interval."""
     tastes = ', '.join(f'{name} {c["wins"]}/{c["wins"] + c["losses"]}' + (' uninformative' if c.get('uninformative')
         else ' LOSS' if c['win_rate'] < 0.5 and c['binomial_p'] < ALPHA else '') for name, c in row['collateral'].items())
     if row.get('dents_deeper') is not None:
         tastes += f'; dents {row["dents_deeper"]}/{row["dents_samples"]}'
-    if row.get('out_of_range_after') is not None:
-        tastes += (f'; out of range {row["out_of_range_before"]} -> {row["out_of_range_after"]}/'
-            f'{row["out_of_range_samples"]}' + (' ALARM' if range_rose(row) else ''))
+    cell, rose = range_cell(row)
+    tastes += f'; {cell}' + (' ALARM' if rose else '') if cell else ''
     low, high = row['nose_prominence_change_ci95']
     return [tastes, f'{row["nose_prominence_change"]:+.4f} ({low:+.4f}..{high:+.4f})']
 
@@ -342,9 +345,8 @@ def clears_bar(row, trained, trained_min=BAR_TRAINED, others_min=BAR_OTHERS):
         short.append(f'{trained} not measured')
     if row.get('dents_deeper') is not None and row['dents_deeper'] > DENT_SHARE * row['dents_samples']:
         short.append(f'dents {row["dents_deeper"]}/{row["dents_samples"]} > {DENT_SHARE:.0%}')
-    if range_rose(row):
-        short.append(f'out of range {row["out_of_range_before"]} -> {row["out_of_range_after"]}/'
-            f'{row["out_of_range_samples"]}')
+    cell, rose = range_cell(row)
+    short += [cell] if rose else []
     return not short, short
 
 

@@ -26,6 +26,11 @@ RISE = 0.1              # Out-of-range samples rising by more than this share of
 REPRODUCED = 0.5        # A measure counts when at most this share of the original's samples lie out of its range.
 
 
+def rose(out_before, out_after, samples):
+    """Does a rise of the samples out of range from out_before to out_after of `samples` raise the alarm?"""
+    return samples > 0 and (out_after - out_before) / samples > RISE
+
+
 def residuals(inside, family_inside):
     """1 - IoU of each sample's inside voxels (packed bits [N, B]) with the family head's (packed bits [H, B]) it
     overlaps most."""
@@ -38,18 +43,12 @@ def residuals(inside, family_inside):
     return result
 
 
-def widened(values):
-    """[low, high]: the least and largest of values, family.MARGIN of their span beyond."""
-    low, high = float(np.min(values)), float(np.max(values))
-    return [low - families.MARGIN * (high - low), high + families.MARGIN * (high - low)]
-
-
 def family_ranges(family, grid, level=10.0):
     """{measure: [low, high]} of a family on a CubeGrid, and the median residual of its heads against the others."""
-    features, inside = families.measures(family, grid, level)
+    inside = families.measures(family, grid, level)[1]
     own = [residuals(inside[i:i + 1], np.delete(inside, i, axis=0))[0] for i in range(len(inside))]
-    ranges = dict(zip(MEASURES, [widened(features[:, k]) for k in range(features.shape[1])] + [widened(own)]))
-    return ranges, float(np.median(own))
+    ranges = families.feature_range(family, grid, level) + [families.widened(own)]
+    return dict(zip(MEASURES, ranges)), float(np.median(own))
 
 
 def measure(slabs, grid, family, level=10.0, truth=None):

@@ -129,7 +129,7 @@ def liked_size(volume, grid, level=10.0):
     size = head_size(volume, grid, level)
     if size <= family.size_floor(SIZE_FAMILY, grid, level):        # Below one of its heads: below the top, no need
         return size                                                 # to draw them all.
-    return min(size, float(family.feature_range(SIZE_FAMILY, grid, level)[1][0]))
+    return min(size, family.feature_range(SIZE_FAMILY, grid, level)[0][1])
 
 
 NOSE_WEIGHT = 2.0       # proportions: world units of head size one unit of nose prominence is worth.

@@ -28,8 +28,9 @@ REACH = 1.5                  # REACH x their half-diagonal are wholly inside or 
                              # close to a true distance: the same voxels as dense evaluation, tests/test_plausibility.py),
                              # so only the blocks near the surface, about a fifth, are evaluated voxel by voxel.
 SOURCES = ('eg3d_rlhf/synthetic', 'eg3d_rlhf/data/annotators.py', 'eg3d_rlhf/geometry/sigma.py')  # What a key covers.
-MARGIN = 0.1                 # A family's range: its heads' least and largest values widened by this share of their span
-                             # either way, for the training heads beyond the first `heads` (docs/synthetic-world.md).
+MARGIN = 0.25                # A family's range: its heads' least and largest values widened by this share of their
+                             # span either way, for the training heads beyond the first `heads`: the 1024 flow heads'
+                             # extremes lie up to a fifth of the 64's span beyond them (docs/synthetic-world.md).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +90,8 @@ def code_digest():
     h = hashlib.sha256()
     for source in SOURCES:
         path = os.path.join(root, source)
-        files = [path] if os.path.isfile(path) else [os.path.join(path, n) for n in sorted(os.listdir(path)) if n.endswith('.py')]
+        files = [path] if os.path.isfile(path) else \
+            [os.path.join(path, n) for n in sorted(os.listdir(path)) if n.endswith('.py')]
         for name in files:
             with open(name, 'rb') as f:
                 h.update(os.path.relpath(name, root).encode() + b'\0' + hashlib.sha256(f.read()).digest())
@@ -117,12 +119,16 @@ def measures(family, grid, level=10.0):
     return _measured[key]
 
 
+def widened(values):
+    """[low, high]: the least and largest of values, MARGIN of their span beyond either way."""
+    low, high = float(np.min(values)), float(np.max(values))
+    return [low - MARGIN * (high - low), high + MARGIN * (high - low)]
+
+
 def feature_range(family, grid, level=10.0):
-    """(low [2], high [2]): the family's range of head size and nose prominence (world units) on a grid: its heads'
-    least and largest values, MARGIN of the span beyond."""
+    """[[low, high] of head size, [low, high] of nose prominence]: the family's range on a grid (world units)."""
     features = measures(family, grid, level)[0]
-    low, high = features.min(axis=0), features.max(axis=0)
-    return low - MARGIN * (high - low), high + MARGIN * (high - low)
+    return [widened(features[:, k]) for k in range(features.shape[1])]
 
 
 _floors = {}
