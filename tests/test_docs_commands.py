@@ -8,6 +8,7 @@ import importlib.util
 import os
 import re
 import shlex
+import sys
 
 import click
 from click.testing import CliRunner
@@ -114,7 +115,11 @@ def click_command(script):
     if script.startswith('benchmarks/'):
         spec = importlib.util.spec_from_file_location(f'docs_{os.path.basename(script)[:-3]}', path)
         module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        sys.path.insert(0, os.path.dirname(path))                   # As when it runs as a script: its folder first.
+        try:
+            spec.loader.exec_module(module)
+        finally:
+            sys.path.remove(os.path.dirname(path))
     else:
         module = importlib.import_module(script[:-3].replace('/', '.'))
     cmd = getattr(module, names[0])

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 import dnnlib
+from eg3d_rlhf.geometry import head_measures
 from eg3d_rlhf.synthetic import flow_data, world
 
 #----------------------------------------------------------------------------
@@ -17,7 +18,7 @@ from eg3d_rlhf.synthetic import flow_data, world
 # bundled one seed 0; its defects are defects, not the family), the flow model's the same heads grown or shrunk by
 # their builds (flow_data.flow_head). The first `heads` of them stand for the family. Each is drawn as its true
 # density on the slab grid the samples are measured on (the same voxels, so a voxel count reads alike on both sides)
-# and measured once per grid: head size and nose prominence (data/annotators.py) and the inside voxels. Drawing 64
+# and measured once per grid: head size and nose prominence (geometry/head_measures.py) and the inside voxels. Drawing 64
 # heads on the collateral's 128 slab takes about half a minute on 2 cores, so the measures are kept in the cache dir's
 # head-family/ (dnnlib.util.make_cache_dir_path), keyed by the family, the grid, the level and the code they come
 # from; an entry that cannot be read is drawn again.
@@ -27,7 +28,7 @@ BLOCK = 4                    # Coarse-to-fine: voxel blocks of BLOCK^3 whose cen
 REACH = 1.5                  # REACH x their half-diagonal are wholly inside or outside (the world's signed distance is
                              # close to a true distance: the same voxels as dense evaluation, tests/test_plausibility.py),
                              # so only the blocks near the surface, about a fifth, are evaluated voxel by voxel.
-SOURCES = ('eg3d_rlhf/synthetic', 'eg3d_rlhf/data/annotators.py', 'eg3d_rlhf/geometry/sigma.py')  # What a key covers.
+SOURCES = ('eg3d_rlhf/synthetic', 'eg3d_rlhf/geometry/head_measures.py', 'eg3d_rlhf/geometry/sigma.py')  # What a key covers.
 MARGIN = 0.25                # A family's range: its heads' least and largest values widened by this share of their
                              # span either way, for the training heads beyond the first `heads`: the 1024 flow heads'
                              # extremes lie up to a fifth of the 64's span beyond them (docs/synthetic-world.md).
@@ -100,8 +101,7 @@ def code_digest():
 
 def measure_head(volume, grid, level):
     """(head size, nose prominence) of one density slab, and its inside voxels packed into bits."""
-    from eg3d_rlhf.data import annotators  # pylint: disable=import-outside-toplevel  # Its size taste reads this module.
-    features = [annotators.head_size(volume, grid, level), annotators.nose_prominence(volume, grid, level)]
+    features = [head_measures.head_size(volume, grid, level), head_measures.nose_prominence(volume, grid, level)]
     return features, np.packbits(volume.reshape(-1) >= level)
 
 
