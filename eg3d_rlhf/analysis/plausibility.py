@@ -3,14 +3,14 @@
 import numpy as np
 
 from eg3d_rlhf.analysis.evaluation import paired_change
-from eg3d_rlhf.data import annotators
+from eg3d_rlhf.geometry import head_measures
 from eg3d_rlhf.synthetic import family as families
 
 #----------------------------------------------------------------------------
 # A taste can be climbed past anything a head of the family looks like (a larger head, a flatter face), and every
 # taste then reads it as a win. Each sample is held against its generator's training family (synthetic/family.py:
 # the first 64 training heads, drawn on the same slab grid), per id before and after a method, in three measures:
-#   head size, nose prominence   world units (data/annotators.py)
+#   head size, nose prominence   world units (geometry/head_measures.py)
 #   residual                     how unlike every training head the sample is: 1 - IoU of its inside voxels with those
 #                                of the training head it overlaps most (the nearest head of the family: the world's
 #                                head that fits it best); for the family's own heads, against the others
@@ -55,7 +55,7 @@ def measure(slabs, grid, family, level=10.0, truth=None):
     """Per sample of raw sigma slabs [N, X, Y, Z] on a CubeGrid, against a synthetic.family.Family: {measure: [N]} and
     'outside': {measure: [N] bool}, as plain lists. truth: collateral.measure()'s 'truth' of the same slabs, whose
     head sizes and nose prominences are used instead of measuring them again."""
-    functions = dict(head_size=annotators.head_size, nose_prominence=annotators.nose_prominence)
+    functions = dict(head_size=head_measures.head_size, nose_prominence=head_measures.nose_prominence)
     result = {name: [float(v) for v in truth[name]] if truth is not None and name in truth else
         [float(fn(np.asarray(v, dtype=np.float32), grid, level)) for v in slabs] for name, fn in functions.items()}
     inside = [np.packbits(np.asarray(v).reshape(-1) >= level) for v in slabs]
