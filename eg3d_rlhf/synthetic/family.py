@@ -19,7 +19,7 @@ from eg3d_rlhf.synthetic import flow_data, world
 # their builds (flow_data.flow_head). The first `heads` of them stand for the family. Each is drawn as its true
 # density on the slab grid the samples are measured on (the same voxels, so a voxel count reads alike on both sides)
 # and measured once per grid: head size and nose prominence (geometry/head_measures.py) and the inside voxels. Drawing 64
-# heads on the collateral's 128 slab takes about half a minute on 2 cores, so the measures are kept in the cache dir's
+# heads on the collateral's 128 slab takes about a minute on 2 cores, so the measures are kept in the cache dir's
 # head-family/ (dnnlib.util.make_cache_dir_path), keyed by the family, the grid, the level and the code they come
 # from; an entry that cannot be read is drawn again.
 
@@ -31,7 +31,7 @@ REACH = 1.5                  # REACH x their half-diagonal are wholly inside or 
 SOURCES = ('eg3d_rlhf/synthetic', 'eg3d_rlhf/geometry/head_measures.py', 'eg3d_rlhf/geometry/sigma.py')  # What a key covers.
 MARGIN = 0.25                # A family's range: its heads' least and largest values widened by this share of their
                              # span either way, for the training heads beyond the first `heads`: the 1024 flow heads'
-                             # extremes lie up to a fifth of the 64's span beyond them (docs/synthetic-world.md).
+                             # extremes lie about a fifth of the 64's span beyond them (one nose 0.27; synthetic-world.md).
 
 
 @dataclasses.dataclass(frozen=True)
