@@ -175,3 +175,29 @@ def test_train_seeds_eval_seeds_and_the_placebo_reach_every_run(monkeypatch, tmp
     result = sweep(tmp_path, '--eval-seeds', '5000-5001', '--set', 'eval_seeds=1-2', '--dry-run')
     assert result.exit_code == 2 and 'give the held-out seeds once' in result.output
     assert not os.path.exists(tmp_path / 'out')
+
+
+@pytest.mark.slow
+def test_resume_sweep_reads_finished_runs_back_resumes_the_unfinished_and_runs_the_missing(tiny_pt, tmp_path):
+    run_sweep(tiny_pt, tmp_path, '--seeds', '3,5', '--set', 'snap_steps=1')
+    sweep_dir = tmp_path / 'out' / '00000-circular-dpo-sweep-seeds'
+    first = json.loads((sweep_dir / 'sweep.json').read_text())
+    runs = sorted(d for d in os.listdir(sweep_dir) if os.path.isdir(sweep_dir / d))
+    os.remove(sweep_dir / runs[1] / 'report.json')                   # Seed 5 stopped after its last state was written.
+    result = CliRunner().invoke(sweep_circular.main, ['--seeds', '3,5,7', '--set', 'snap_steps=1', '--resume',
+        tiny_pt, '--resume-sweep', str(sweep_dir), '--device', 'cpu', *SMALL])
+    assert result.exit_code == 0, result.output[-3000:]
+    assert f'Seed 3: finished in {sweep_dir / runs[0]}' in result.output and f'Resuming {sweep_dir / runs[1]}' in result.output
+    now = sorted(d for d in os.listdir(sweep_dir) if os.path.isdir(sweep_dir / d))
+    assert now == runs + ['00002-flow-circular-dpo-a-demo-seed-7']     # Only the missing seed got a new folder.
+    table = json.loads((sweep_dir / 'sweep.json').read_text())
+    assert [r['seed'] for r in table['rows']] == [3, 5, 7]
+    assert [r['reward_mean_delta'] for r in table['rows'][:2]] == [r['reward_mean_delta'] for r in first['rows']]
+    result = CliRunner().invoke(sweep_circular.main, ['--seeds', '3', '--set', 'beta=123', '--resume', tiny_pt,
+        '--resume-sweep', str(sweep_dir), '--device', 'cpu', *SMALL])        # Other options: a run of its own.
+    assert result.exit_code == 0 and 'finished in' not in result.output, result.output[-3000:]
+    assert len([d for d in os.listdir(sweep_dir) if os.path.isdir(sweep_dir / d)]) == 4
+    (sweep_dir / runs[0] / 'report.json').write_text('[1, 2]')
+    result = CliRunner().invoke(sweep_circular.main, ['--seeds', '3', '--set', 'snap_steps=1', '--resume', tiny_pt,
+        '--resume-sweep', str(sweep_dir), '--device', 'cpu', *SMALL])
+    assert result.exit_code == 1 and 'report.json: not a Circular-DPO report' in result.stderr

@@ -1,13 +1,12 @@
 """Sweep one Circular-DPO setting (beta, dpo_lr, ...): the groups once per value, each a run, and one table of all."""
 
 import dataclasses
-import json
 import os
 
 import click
 
 import dnnlib
-from eg3d_rlhf.analysis import collateral, replication
+from eg3d_rlhf.analysis import replication
 from eg3d_rlhf.data.annotators import parse_annotator
 from eg3d_rlhf.finetune import circular_run, run_dir as runs
 from eg3d_rlhf.finetune.circular_config import CircularDPOConfig
@@ -47,6 +46,8 @@ def parse_setting(text, many):
 @click.option('--resume', metavar='PT', default='bundled-flow', show_default=True, help='Flow checkpoint to align')
 @click.option('--outdir', metavar='DIR', default='training-runs', show_default=True,
     help='Parent of the sweep folder (NNNNN-circular-dpo-sweep-NAME: the runs, sweep.md, sweep.json)')
+@click.option('--resume-sweep', type=click.Path(exists=True, file_okay=False), metavar='DIR', help='Go on with the sweep '
+    'folder DIR: runs it finished are read back, unfinished ones resumed from their state (--set snap_steps=N), the rest run')
 @click.option('--no-placebo', is_flag=True, help='Leave the placebo group (k) out of an ablation with (a) and another '
     'group (it joins every such ablation otherwise)')
 @click.option('--seed', type=click.IntRange(min=0), default=0, show_default=True, help='Seed of every run')
@@ -57,7 +58,7 @@ def parse_setting(text, many):
     '(train.py\'s --eval-seeds)  [default: its default]')
 @click.option('--device', type=click.Choice(['auto', 'cpu', 'cuda']), default='auto', show_default=True)
 @click.option('--dry-run', is_flag=True, help='Check every run\'s options and print the plan; train nothing')
-def main(sweep, fixed, ablation, no_placebo, resume, outdir, seed, seeds, eval_seeds, device, dry_run):
+def main(sweep, fixed, ablation, resume_sweep, no_placebo, resume, outdir, seed, seeds, eval_seeds, device, dry_run):
     """Run Circular-DPO (as `train.py --generator=flow --method=circular-dpo` does, the demo unless --set gives
     labels and bank) once per value of one setting and seed, each in its own run folder under one sweep folder, and
     write one table of every run's groups (held-out win rate, collateral, structure IoU, diversity, and whether the
@@ -72,6 +73,7 @@ def main(sweep, fixed, ablation, no_placebo, resume, outdir, seed, seeds, eval_s
     python tools/sweep_circular.py --sweep dpo_lr=1e-4,2e-4,4e-4 --set dpo_steps=40 --ablation all
     python tools/sweep_circular.py --train-seeds 0-3               # the demo's defaults, four seeds
     python tools/sweep_circular.py --train-seeds 100-107 --eval-seeds 5000-5031 --ablation a,b,c,d,j   # a claim
+    python tools/sweep_circular.py --train-seeds 100-107 ... --resume-sweep training-runs/00003-circular-dpo-sweep-seeds
     """
     try:
         name, values = parse_setting(sweep, many=True) if sweep else (None, [None])
@@ -104,7 +106,7 @@ def main(sweep, fixed, ablation, no_placebo, resume, outdir, seed, seeds, eval_s
         raise click.UsageError(f'--eval-seeds={configs[0].eval_seeds}: {err}')
     trained = configs[0].eval_annotator and parse_annotator(configs[0].eval_annotator)
     label = name.replace('_', '-') if name else 'seeds'
-    sweep_dir = runs.next_run_dir(outdir, f'circular-dpo-sweep-{label}')
+    sweep_dir = resume_sweep or runs.next_run_dir(outdir, f'circular-dpo-sweep-{label}')
     plan = f'{flag_name(name)} over {", ".join(map(str, values))}' if name else 'the settings as given'
     print(f'Sweep of {plan}, seed{"s" if len(run_seeds) > 1 else ""} {", ".join(map(str, run_seeds))} (groups '
         f'{ablation}) in {sweep_dir}')
@@ -123,7 +125,7 @@ def main(sweep, fixed, ablation, no_placebo, resume, outdir, seed, seeds, eval_s
             common = dnnlib.EasyDict(resume=resume, outdir=sweep_dir, seed=s, device=device, dry_run=dry_run,
                 desc=desc or None, report_to='none')
             try:
-                summary = circular_run.run(cfg, common)
+                summary = circular_run.sweep_member(cfg, common, resuming=resume_sweep is not None)
             except RunError as err:
                 raise click.ClickException(str(err))
             if summary is not None:
@@ -132,13 +134,9 @@ def main(sweep, fixed, ablation, no_placebo, resume, outdir, seed, seeds, eval_s
     if dry_run or not rows:
         return
     text, robust, table = circular_run.sweep_report(rows, versus, name, seeds is not None, trained, sweep_dir, warning)
-    with dnnlib.util.atomic_write(os.path.join(sweep_dir, 'sweep.md'), 'w', encoding='utf-8') as f:
-        f.write(text)
-    with dnnlib.util.atomic_write(os.path.join(sweep_dir, 'sweep.json'), 'w', encoding='utf-8') as f:
-        json.dump(dnnlib.util.json_safe(dict(sweep=name, values=values, seeds=run_seeds, eval_seeds=held_out,
-            trained=trained, bar=dict(trained=collateral.BAR_TRAINED, others=collateral.BAR_OTHERS,
-            dents=collateral.DENT_SHARE), options=dataclasses.asdict(configs[0]), rows=rows, robustness=robust,
-            replication=table, dev_seeds_warning=warning)), f, indent=2, default=str, allow_nan=False)
+    circular_run.write_sweep(sweep_dir, text, dict(sweep=name, values=values, seeds=run_seeds, eval_seeds=held_out,
+        trained=trained, options=dataclasses.asdict(configs[0]), rows=rows, robustness=robust, replication=table,
+        dev_seeds_warning=warning))
     print(text + f'Table: {os.path.join(sweep_dir, "sweep.md")}')
 
 

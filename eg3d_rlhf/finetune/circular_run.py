@@ -166,6 +166,66 @@ def sweep_report(rows, versus, name, per_seed, trained, sweep_dir, warning):
     return text, robust, table
 
 
+def sweep_member(cfg, common, resuming):
+    """One run of a sweep in common.outdir (the sweep folder). With resuming, a run folder there of the same options
+    and seed is taken up again: a finished one's summary is read from its report.json, an unfinished one resumed from
+    its state.pt (--snap-steps wrote it); without such a folder the run starts anew."""
+    folder = same_run(cfg, common) if resuming else None
+    if folder is not None and os.path.isfile(os.path.join(folder, 'report.json')):
+        try:
+            with open(os.path.join(folder, 'report.json'), encoding='utf-8') as f:
+                summary = json.load(f)
+            assert isinstance(summary, dict) and isinstance(summary['groups'], dict) and 'versus_a' in summary
+        except (OSError, ValueError, KeyError, AssertionError) as err:
+            raise RunError(f'{folder}/report.json: not a Circular-DPO report ({err}); move the folder away to run it '
+                'again') from None
+        print(f'Seed {common.seed}: finished in {folder}')
+        return summary
+    if folder is not None:
+        cfg = dataclasses.replace(cfg, resume_run=folder)
+    return run(cfg, common)
+
+
+def same_run(cfg, common):
+    """The run folder in common.outdir that ran cfg with common's seed: a finished one (report.json) first, then one
+    with a state to resume (state.pt), the newest of each; None when there is neither."""
+    if not os.path.isdir(common.outdir):
+        return None
+    network = demo.FLOW_GENERATOR if common.resume in (None, 'bundled-flow') else common.resume
+    now = dict(dataclasses.asdict(cfg), seed=common.seed, network=os.path.abspath(network))
+    if cfg.reward_model is None:                        # The demo's reward, set by --demo-annotator.
+        del now['reward_model']
+    else:
+        now['reward_model'] = os.path.abspath(cfg.reward_model)
+    now = json.loads(json.dumps(now))
+    found = []
+    for name in sorted(os.listdir(common.outdir)):
+        folder = os.path.join(common.outdir, name)
+        try:
+            with open(os.path.join(folder, 'options.json'), encoding='utf-8') as f:
+                before = json.load(f)
+            assert isinstance(before, dict)
+        except (OSError, ValueError, AssertionError):
+            continue
+        before = {k: v for k, v in before.items() if k in now}
+        if resume_differences(before, now, cfg):
+            continue
+        rank = 2 if os.path.isfile(os.path.join(folder, 'report.json')) else 1 if os.path.isfile(
+            os.path.join(folder, 'state.pt')) else 0
+        if rank:
+            found.append((rank, name, folder))
+    return max(found)[2] if found else None
+
+
+def write_sweep(sweep_dir, text, fields):
+    """sweep.md (text) and sweep.json (fields and the bar) of a sweep folder, each written atomically."""
+    with dnnlib.util.atomic_write(os.path.join(sweep_dir, 'sweep.md'), 'w', encoding='utf-8') as f:
+        f.write(text)
+    bar = dict(trained=collateral.BAR_TRAINED, others=collateral.BAR_OTHERS, dents=collateral.DENT_SHARE)
+    with dnnlib.util.atomic_write(os.path.join(sweep_dir, 'sweep.json'), 'w', encoding='utf-8') as f:
+        json.dump(dnnlib.util.json_safe(dict(fields, bar=bar)), f, indent=2, default=str, allow_nan=False)
+
+
 def with_placebo(ablation, keep_out):
     """The --ablation list with the placebo group (k) added where (a) runs with other known groups, unless keep_out."""
     groups = ablation.split(',')
