@@ -125,6 +125,29 @@ def test_a_taste_that_decides_too_few_pairs_to_be_significant_is_uninformative(h
     assert result['tastes']['symmetric']['uninformative'] == '0 decided pairs'    # Tied everywhere.
 
 
+def test_a_change_under_a_persons_jnd_is_called_invisible_not_a_win_or_a_loss(heads):
+    _, _, before = heads
+    after = copied(before)
+    after['tastes']['nose'] = [v + 0.002 for v in before['tastes']['nose']]            # Better in every pair, a little.
+    after['tastes']['symmetric'] = [v - 0.002 for v in before['tastes']['symmetric']]  # Worse in every pair, a little.
+    after['tastes']['size'] = [v + (0.05 if i < 4 else 0.0) for i, v in enumerate(before['tastes']['size'])]
+    after['truth']['nose_prominence'] = [v - (0.03 if i < 3 else 0.001) for i, v in enumerate(before['truth']['nose_prominence'])]
+    oracle = collateral.compare(before, after, trained='nose')
+    assert [n for n, _ in collateral.losses(oracle)] == ['symmetric'] and collateral.alarm(oracle, 1.0)
+    person = collateral.compare(before, after, trained='nose', jnd=0.01)
+    nose, sym, size = (person['tastes'][t] for t in ('nose', 'symmetric', 'size'))
+    assert (nose['wins'], nose['visible_pairs'], nose['invisible']) == (16, 0, '0 of 16 pairs differ by a JND (0.01)')
+    assert sym['losses'] == 16 and sym['invisible'] and collateral.losses(person) == [] and collateral.alarm(person, 1.0) is None
+    assert (size['visible_pairs'], size['invisible']) == (4, None)                      # A quarter of the pairs: seen.
+    assert 'closed' not in [n for n, r in person['tastes'].items() if 'invisible' in r]  # A count, not a length.
+    rows = {r[0]: r for r in collateral.tables(person)[0][2]}
+    assert rows['oracle:symmetric'][-1] == 'invisible (0 of 16 pairs differ by a JND (0.01))'
+    assert 'nose 16/16 invisible' in collateral.summary_line(person)
+    lines = collateral.describe_truth(person)
+    assert any(line.startswith('nose prominence') and 'moved by a JND (0.01) in 3 of 16 samples' in line for line in lines)
+    assert not any('JND' in line for line in collateral.describe_truth(oracle))
+
+
 def test_measure_reads_every_taste_statistic_and_truth(heads):
     slabs, _, before = heads
     assert set(before['tastes']) == {'nose', 'smooth', 'closed', 'symmetric', 'size', 'proportions'}

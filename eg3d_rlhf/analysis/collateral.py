@@ -8,7 +8,7 @@ import torch
 from eg3d_rlhf.analysis import plausibility as plausible
 from eg3d_rlhf.analysis.evaluation import paired_change, win_rate
 from eg3d_rlhf.analysis.flow_quality import pairwise_rms
-from eg3d_rlhf.data import annotators
+from eg3d_rlhf.data import annotators, person_like
 from eg3d_rlhf.geometry import preview
 from eg3d_rlhf.rewards.mesh_stats import STATS, mesh_statistics
 
@@ -29,7 +29,10 @@ from eg3d_rlhf.rewards.mesh_stats import STATS, mesh_statistics
 #               per id whether its head size, nose prominence or the residual of the nearest training head left the
 #               family's range, in the measures the original reproduces
 # A taste is uninformative, shown so and counted neither way, where the generator cannot move it (INVARIANT) or where
-# it decides so few pairs that no split of them could be significant at ALPHA.
+# it decides so few pairs that no split of them could be significant at ALPHA. Given a just-noticeable difference
+# (person_like.py; compare() gets it in world units), a taste scored in world units is also marked invisible where
+# fewer than INVISIBLE of its pairs differ by the JND: a person shown them would answer about at random, so the report
+# calls it neither a win nor a loss, and the true properties in world units say in how many samples they moved by it.
 # The alarm: the reward rose while some informative taste prefers the original significantly (binomial p < ALPHA) -
 # the trained taste included, since a reward that rises while its own taste falls is hacked too - or while more than
 # DENT_SHARE of the samples have a dent deeper than DENT, or while the share of samples out of the training family's
@@ -51,6 +54,7 @@ BAR_OTHERS = 0.45           # of pairs or more, every other taste in this share 
 NOTICEABLE = 0.05           # Taste differences below this many standard deviations of the originals' scores are ties:
                             # at the simulated annotators' default noise (temperature 0.5) such a pair is a coin
                             # flip (P = 0.525), and numerical dust (a floater share moving by 1e-6) is no preference.
+INVISIBLE = 0.1            # A world-unit taste whose pairs differ by a JND in less than this share is invisible.
 INVARIANT = dict(           # Tastes a generator cannot move, by the property (a true key of its config) that makes it so:
     symmetric = 'mirror',   # a mirror-equivariant model draws heads symmetric in law, so which of a tuned and an
 )                           # original sample is the more symmetric is their noises' business, a coin flip.
@@ -146,10 +150,23 @@ def uninformative(name, result, invariant=(), alpha=ALPHA):
     return None
 
 
-def compare(before, after, trained=None, invariant=()):
+def seen_by(before, after, jnd):
+    """How many pairs (before[i], after[i]) differ by the JND or more."""
+    return int(np.count_nonzero(np.abs(np.subtract(after, before, dtype=np.float64)) >= jnd))
+
+
+def invisible(before, after, jnd):
+    """Why a world-unit taste's or property's change is invisible to a person (fewer than INVISIBLE of the pairs
+    differ by the JND, world units), or None."""
+    seen = seen_by(before, after, jnd)
+    return f'{seen} of {len(before)} pairs differ by a JND ({jnd:.2g})' if seen < INVISIBLE * len(before) else None
+
+
+def compare(before, after, trained=None, invariant=(), jnd=None):
     """Tuned-vs-original collateral of two measure() results of the same samples (before[i] and after[i] one id);
     trained: the taste the method optimised (marked in the table), or None; invariant: the generator's properties
-    that make tastes uninformative (invariances())."""
+    that make tastes uninformative (invariances()); jnd: a person's just-noticeable difference in world units, or
+    None (no taste is then judged invisible)."""
     if len(before['tastes']['nose']) != len(after['tastes']['nose']):
         raise ValueError('before and after measure different numbers of samples')
     tastes = {}
@@ -157,9 +174,14 @@ def compare(before, after, trained=None, invariant=()):
         b, a = before['tastes'][name], after['tastes'][name]
         tastes[name] = dict(trained=name == trained, tie_below=noticeable(b), **win_rate(choices(b, a, noticeable(b))))
         tastes[name]['uninformative'] = uninformative(name, tastes[name], invariant)
-    return dict(samples=len(before['tastes']['nose']), temperature=0, trained_taste=trained, tastes=tastes,
-        mesh={s: paired(before['mesh'][s], after['mesh'][s]) for s in MESH_STATS},
-        truth={t: paired(before['truth'][t], after['truth'][t]) for t in TRUTH if t in before['truth'] and t in after['truth']},
+        if jnd is not None and name in person_like.WORLD_TASTES:
+            tastes[name].update(visible_pairs=seen_by(b, a, jnd), invisible=invisible(b, a, jnd))
+    truth = {t: paired(before['truth'][t], after['truth'][t]) for t in TRUTH if t in before['truth'] and t in after['truth']}
+    for t, entry in truth.items():
+        if jnd is not None and unit(t) == 'world units':
+            entry.update(jnd=jnd, visible=seen_by(before['truth'][t], after['truth'][t], jnd))
+    return dict(samples=len(before['tastes']['nose']), temperature=0, trained_taste=trained, tastes=tastes, jnd=jnd,
+        mesh={s: paired(before['mesh'][s], after['mesh'][s]) for s in MESH_STATS}, truth=truth,
         diversity=dict(before=before['diversity'], after=after['diversity'],
             ratio=after['diversity'] / before['diversity'] if before['diversity'] else float('nan')))
 
@@ -197,8 +219,8 @@ def plausibility(before, after, grid, family, level=10.0, measures=(None, None))
 
 def losses(collateral, alpha=ALPHA):
     """[(taste, win rate entry)] of the tastes preferring the original significantly, worst first."""
-    bad = [(name, r) for name, r in collateral['tastes'].items()
-        if r['wins'] + r['losses'] and r['win_rate'] < 0.5 and r['binomial_p'] < alpha and not r.get('uninformative')]
+    bad = [(name, r) for name, r in collateral['tastes'].items() if r['wins'] + r['losses'] and r['win_rate'] < 0.5
+        and r['binomial_p'] < alpha and not r.get('uninformative') and not r.get('invisible')]
     return sorted(bad, key=lambda item: item[1]['binomial_p'])
 
 
@@ -237,8 +259,9 @@ def unit(name):
 def describe_truth(collateral):
     """One line per true property: before -> after in its unit, with the change's 95% interval."""
     return [f'{name.replace("_", " ")}: {t["before"]:.4f} -> {t["after"]:.4f} {unit(name)} (change {t["change"]:+.4f}, '
-        f'95% CI {t["change_ci95"][0]:+.4f}..{t["change_ci95"][1]:+.4f}; originals spread sd {t["sd_before"]:.4f})'
-        for name, t in collateral['truth'].items()]
+        f'95% CI {t["change_ci95"][0]:+.4f}..{t["change_ci95"][1]:+.4f}; originals spread sd {t["sd_before"]:.4f}'
+        + (f'; moved by a JND ({t["jnd"]:.2g}) in {t["visible"]} of {collateral["samples"]} samples' if 'jnd' in t
+            else '') + ')' for name, t in collateral['truth'].items()]
 
 
 def tables(collateral):
@@ -247,7 +270,7 @@ def tables(collateral):
     for name, r in collateral['tastes'].items():
         lo, hi = r['wilson95']
         flag = f'uninformative ({r["uninformative"]})' if r.get('uninformative') else \
-            'LOSS' if (name, r) in losses(collateral) else ''
+            f'invisible ({r["invisible"]})' if r.get('invisible') else 'LOSS' if (name, r) in losses(collateral) else ''
         rows.append([f'oracle:{name}' + (' (trained)' if r['trained'] else ''), f'{r["wins"]} of {r["wins"] + r["losses"]}',
             f'{r["win_rate"]:.1%} ({lo:.1%}-{hi:.1%})' if r['wins'] + r['losses'] else '-', f'{r["binomial_p"]:.2g}',
             f'{r["cohens_h"]:+.2f}' if np.isfinite(r['cohens_h']) else '-', str(r['ties']), flag])
@@ -353,7 +376,8 @@ def clears_bar(row, trained, trained_min=BAR_TRAINED, others_min=BAR_OTHERS):
 def summary_line(collateral):
     """The tastes' win rates in one line, for logs."""
     line = 'collateral (tuned preferred, temperature 0): ' + ', '.join(f'{name} {r["wins"]}/{r["wins"] + r["losses"]}'
-        + (' uninformative' if r.get('uninformative') else '') for name, r in collateral['tastes'].items())
+        + (' uninformative' if r.get('uninformative') else ' invisible' if r.get('invisible') else '')
+        for name, r in collateral['tastes'].items())
     dent, fit = collateral.get('dents'), collateral.get('plausibility')
     line += f'; dents deeper than {dent["threshold"]:g} in {dent["deeper"]} of {len(dent["depths"])}' if dent else ''
     return line + (f'; out of the training range {fit["out_before"]} -> {fit["out_after"]} of {fit["samples"]}, '

@@ -11,7 +11,7 @@ from dnnlib.util import atomic_write
 from eg3d_rlhf.analysis import collateral, flow_quality, image_metrics, report_plots, view_geometry
 from eg3d_rlhf.analysis.evaluation import fit_slope, reward_change, seed_rewards, win_rate
 from eg3d_rlhf.analysis.flow_quality import structure_iou
-from eg3d_rlhf.data import annotators
+from eg3d_rlhf.data import annotators, person_like
 from eg3d_rlhf.data.bank import passes
 from eg3d_rlhf.data.preferences import LabelError, load_judgements
 from eg3d_rlhf.generators import registry
@@ -171,7 +171,7 @@ def compare(generators, reward, seeds, outdir, taste=None, temperature=0.5, labe
     measures = {side: collateral.measure(slabs[side], taste_grid)
         for side in tqdm(SIDES, desc='collateral', unit='generator')}
     summary['collateral'] = collateral.compare(measures['original'], measures['tuned'], trained=taste,
-        invariant=collateral.invariances(generators['original']))
+        invariant=collateral.invariances(generators['original']), jnd=person_like.jnd_of(taste_grid))
     summary['collateral']['dents'] = collateral.dents(slabs['original'], slabs['tuned'], taste_grid)
     summary['collateral']['plausibility'] = collateral.plausibility(slabs['original'], slabs['tuned'], taste_grid,
         family.of_generator(generators['original']), measures=(measures['original'], measures['tuned']))
