@@ -157,6 +157,20 @@ def test_one_seed_says_nothing_across_seeds():
     assert c['result'] == 'x: one training seed (share preferring the first side 100.0%); nothing can be said across seeds'
 
 
+def test_too_few_seeds_to_reach_alpha_are_named_as_the_reason_and_enough_are_not():
+    ids = flow_ids(4, 2)
+    for seeds, floor in ((5, 0.0625), (6, None)):
+        (c,) = replication.replicate(contrast_rows('x', [8] * seeds, ids))['contrasts']
+        assert c['across']['wilcoxon_p'] == pytest.approx(exact_wilcoxon(np.full(seeds, 0.5) + np.arange(seeds) * 1e-3))
+        if floor:                                       # Every seed at 100%, yet no p under 0.0625 is possible.
+            assert c['across']['wilcoxon_p'] == pytest.approx(floor)
+            assert c['result'].endswith('no difference shown across seeds (alpha 0.05); 5 seeds away from 50.0% cannot '
+                'give a Wilcoxon p under 0.062, so no number of them agreeing could show a difference: run at least 6')
+        else:
+            assert c['result'].endswith('first side better across seeds (alpha 0.05)')
+    assert replication.seeds_needed(0.05) == 6 and replication.seeds_needed(0.01) == 8
+
+
 def test_dev_seeds_are_warned_of_and_test_seeds_are_not():
     warning = replication.dev_overlap('flow', [0, 1, 9], range(1000, 1032))
     assert warning.startswith('Warning: training seeds 0-1 and evaluation ids 1000-1007 are dev seeds')

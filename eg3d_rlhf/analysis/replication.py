@@ -275,9 +275,23 @@ def result(c, alpha):
     p = a['holm_p']
     shown = ('first side better' if a['effect'] > c['null'] else 'second side better') if p < alpha else \
         'no difference shown'
+    floor = smallest_p(a['above'] + a['below'])
     return (f'{c["contrast"]}: {what} {num(a["effect"])} across {a["seeds"]} training seeds (95% '
         f'{num(a["ci95"][0])} to {num(a["ci95"][1])}; {a["above"]} above, {a["below"]} below {num(c["null"])}), '
-        f'Wilcoxon p {a["wilcoxon_p"]:.2g}, Holm {p:.2g}: {shown} across seeds (alpha {alpha:g})')
+        f'Wilcoxon p {a["wilcoxon_p"]:.2g}, Holm {p:.2g}: {shown} across seeds (alpha {alpha:g})'
+        + (f'; {a["above"] + a["below"]} seeds away from {num(c["null"])} cannot give a Wilcoxon p under {floor:.2g}, '
+           f'so no number of them agreeing could show a difference: run at least {seeds_needed(alpha)}'
+           if p >= alpha and floor >= alpha else ''))
+
+
+def smallest_p(seeds):
+    """The smallest two-sided Wilcoxon signed-rank p that `seeds` non-zero per-seed effects can give (all on one side)."""
+    return min(1.0, 2 * 0.5 ** seeds)
+
+
+def seeds_needed(alpha=ALPHA):
+    """The fewest seeds whose Wilcoxon test can reach alpha (6 at 0.05)."""
+    return next(n for n in range(1, 64) if smallest_p(n) < alpha)
 
 #----------------------------------------------------------------------------
 # Writers.
