@@ -9,8 +9,8 @@ from eg3d_rlhf.cli import (OUT_FILE, FiniteRange, bank_scores, check_bank_grid, 
     open_reward, refuse_overwrite, warning_lines)
 from eg3d_rlhf.data import invites, labeling
 from eg3d_rlhf.data.bank import write_json
-from eg3d_rlhf.data.label_pages import (check_annotator, need_annotator, pair_target, rate_options, serve_options,
-    serve_pairs, serve_ratings, serve_study, study_options)
+from eg3d_rlhf.data.label_pages import (check_annotator, need_annotator, pair_options, pair_target, rate_options,
+    serve_options, serve_pairs, serve_ratings, serve_study, study_options)
 from eg3d_rlhf.data.label_server import LabelServer, is_loopback  # noqa: F401 (tests reach the server through the tool)
 from eg3d_rlhf.data.preferences import LabelError, LabelWarning, load_judgements
 
@@ -95,14 +95,15 @@ def score_study(out, min_attention):
 
 @main.command('score-ratings')
 @click.option('--out', required=True, type=click.Path(exists=True, dir_okay=False), metavar='JSONL', help='Ratings file')
-def score_ratings(out):
-    """Means with 95% t intervals per criterion and bank; JSONL.score.json and .html.
+@pair_options
+def score_ratings(out, tuned, original):
+    """Means per criterion and bank (95% t) and tuned minus original per criterion and id; JSONL.score.json, .html.
 
     \b
-    python tools/label.py score-ratings --out ratings.jsonl
+    python tools/label.py score-ratings --out ratings.jsonl --tuned out/bank-tuned
     """
     with one_line_errors(LabelError), warning_lines(LabelWarning):
-        print('\n'.join(scoring.score_ratings_file(out)))
+        print('\n'.join(scoring.score_ratings_file(out, tuned, original)))
 
 
 @main.command()

@@ -7,6 +7,7 @@ import os
 import numpy as np
 
 import dnnlib
+from eg3d_rlhf.analysis import paired_ratings as paired
 from eg3d_rlhf.analysis.evaluation import win_rate
 from eg3d_rlhf.analysis.report_plots import write_report
 from eg3d_rlhf.data.blind_study import ROLES, Study, key_path, study_judgements
@@ -192,9 +193,11 @@ def write_ratings_report(out, result):
     """OUT.score.json and OUT.score.html beside the ratings file OUT; returns the JSON's path."""
     rows = [[c, b, m['n'], f'{m["mean"]:.3f}', f'{m["ci95"][0]:.3f}-{m["ci95"][1]:.3f}', f'{m["sd"]:.3f}']
         for c, r in result['criteria'].items() for b, m in [*r['banks'].items(), ('all banks', r['all'])]]
+    tables = [('Ratings per criterion and bank', ['criterion', 'bank', 'n', 'mean', '95% t interval', 'sd'], rows)]
+    if result.get('paired'):
+        tables.append(paired.table(result['paired']))
     folder, name = os.path.split(os.path.abspath(out))
-    write_report(folder, 'Ratings', result, [], name=f'{name}.score',
-        tables=[('Ratings per criterion and bank', ['criterion', 'bank', 'n', 'mean', '95% t interval', 'sd'], rows)])
+    write_report(folder, 'Ratings', result, [], name=f'{name}.score', tables=tables)
     return os.path.join(folder, f'{name}.score.json')
 
 #----------------------------------------------------------------------------
@@ -221,15 +224,23 @@ def score_study_file(out, min_attention=0.8):
     return describe_study(result) + [f'wrote {write_study_report(out, result)} and its .html']
 
 
-def score_ratings_file(out):
-    """tools/label.py score-ratings: summarise ratings file `out` by its key, write OUT.score.json and .html; the
-    console's lines."""
+def score_ratings_file(out, tuned=None, original=None):
+    """tools/label.py score-ratings: summarise ratings file `out` by its key and, where a tuned and an original bank
+    are named (paired_ratings.name_banks: tuned and original labels, or a folder named tuned), their paired
+    differences; write OUT.score.json and .html; the console's lines."""
     check_report(out)
     key = RatingKey.load(ratings_key_path(out))
     records = load_ratings(out, key)
     if not records:
         raise LabelError(f'{out}: no ratings yet')
+    named = paired.name_banks(key.key['banks'], tuned, original)
     result = summarise_ratings(records, key)
-    return describe_ratings(result) + [f'wrote {write_ratings_report(out, result)} and its .html']
+    lines = describe_ratings(result)
+    if named:
+        result['paired'] = paired.paired_ratings(records, key, *named)
+        lines += paired.describe(result['paired'])
+    elif len(key.key['banks']) == 2:
+        lines.append('paired differences: name the tuned bank (score-ratings --tuned BANK) for tuned minus original')
+    return lines + [f'wrote {write_ratings_report(out, result)} and its .html']
 
 #----------------------------------------------------------------------------

@@ -115,13 +115,22 @@ def rate_options(f):
     for option in reversed([
         click.option('--bank', 'bank_dirs', required=True, multiple=True, metavar='BANK', help='Sample bank (repeat '
             'for several: each sample\'s bank is hidden)'),
-        click.option('--criteria', required=True, metavar='LIST', help="What to rate 1-5: 'geometry,detail,symmetry'"),
+        click.option('--criteria', required=True, metavar='LIST', help="What to rate 1-5: 'geometry,detail,symmetry', "
+            f'or a preset: {ratings.preset_help()}'),
         click.option('--out', required=True, metavar='JSONL', help='Ratings file; its key: JSONL.key.json'),
         click.option('--samples', type=click.IntRange(min=1), metavar='N', help='Samples each annotator rates  '
             '[default: all]'),
         click.option('--force', is_flag=True, help='Start anew where JSONL has ratings (old files are moved aside)')]):
         f = option(f)
     return f
+
+
+def pair_options(f):
+    """score-ratings' --tuned and --original: which bank's ratings are paired with which (analysis/paired_ratings.py)."""
+    f = click.option('--original', metavar='BANK', help='The original bank, as given to rate --bank  [default: the '
+        'other of two]')(f)
+    return click.option('--tuned', metavar='BANK', help='The tuned bank, as given to rate --bank; its ratings minus '
+        'the original\'s per id  [default: of two banks, the one whose folder is named *tuned*]')(f)
 
 
 def need_annotator(annotator, host):

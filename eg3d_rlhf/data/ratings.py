@@ -11,7 +11,7 @@ import zlib
 
 import numpy as np
 
-from eg3d_rlhf.data.bank import write_json
+from eg3d_rlhf.data.bank import BankError, write_json
 from eg3d_rlhf.data.blind_study import KEY_LIMIT, OpaqueSamples, hold_key
 from eg3d_rlhf.data.labeling import UndoStack, check_listen, move_aside, read_companion
 from eg3d_rlhf.data.preferences import LabelError, LabelWarning, _records, now, parse_undo
@@ -32,13 +32,40 @@ def key_path(out):
     return f'{out}.key.json'
 
 
+# Named sets of criteria `rate --criteria` takes; the page shows each criterion's description beside it. paper5: the
+# Circular-DPO paper's five-criterion study (text consistency, 3D plausibility, texture detail, geometric detail,
+# texture-geometry consistency) adapted to geometry alone, whose condition is the text's counterpart.
+PRESETS = {'paper5': {
+    'condition_consistency': 'Does the head match the condition it was drawn for (shown above; the bundled flow '
+        'model\'s conditions are head families, 0 the narrowest faces and jaws, 7 the broadest)?',
+    'plausibility': 'Is it a plausible head of that family: proportions and shape like a real one of them?',
+    'geometric_detail': 'How much fine detail: a crisp nose, lips, eye sockets and brow rather than a blurred blob',
+    'surface_quality': 'A clean surface: no dents, holes, floaters or rough, lumpy patches',
+    'overall': 'Your overall judgement of the shape',
+}}
+
+
+def preset_help():
+    """The presets as --help names them: "paper5 (condition_consistency, plausibility, ...)"."""
+    return '; '.join(f'{name} ({", ".join(criteria)})' for name, criteria in PRESETS.items())
+
+
+def descriptions(criteria):
+    """{criterion: description} of the criteria a preset describes (the page shows them)."""
+    known = {c: text for preset in PRESETS.values() for c, text in preset.items()}
+    return {c: known[c] for c in criteria if c in known}
+
+
 def parse_criteria(text):
-    """'geometry,detail,symmetry' -> ['geometry', 'detail', 'symmetry']; LabelError for a bad or repeated name."""
+    """'geometry,detail,symmetry' -> ['geometry', 'detail', 'symmetry'], a preset's name -> its criteria; LabelError
+    for a bad or repeated name."""
+    if text.strip() in PRESETS:
+        return list(PRESETS[text.strip()])
     names = [c.strip() for c in text.split(',')]
     bad = [c for c in names if not CRITERION.fullmatch(c)]
     if bad or not names:
-        raise LabelError(f'criterion {bad[0] if bad else text!r}: use 1-32 letters, digits, _ and -, starting with a letter, '
-            'comma-separated')
+        raise LabelError(f'criterion {bad[0] if bad else text!r}: use 1-32 letters, digits, _ and -, starting with a '
+            f'letter, comma-separated, or a preset ({", ".join(PRESETS)})')
     if len(set(names)) < len(names):
         raise LabelError(f'criteria {text!r}: a criterion is named twice')
     return names
@@ -177,11 +204,15 @@ class RatingSession(UndoStack):
     def _state(self):
         if self._current is None:
             self._current, self._shown_at = self._next(), time.monotonic()
+            if self._current is not None:
+                self._current.update(condition_shown(self.key, self._current['sample']))
         return dict(annotator=self.annotator, done=len(self._stack), target=self.target, criteria=self.key.criteria,
-            scale=list(SCALE), current=self._current, last=self._stack[-1] if self._stack else None, blind=True)
+            descriptions=descriptions(self.key.criteria), scale=list(SCALE), current=self._current,
+            last=self._stack[-1] if self._stack else None, blind=True)
 
     def state(self):
-        """{annotator, done, target, criteria, scale, current: {sample} or None when finished, last record, blind}."""
+        """{annotator, done, target, criteria, descriptions, scale, current: {sample, condition, conditions} or None
+        when finished, last record, blind}."""
         with self._lock:
             return self._state()
 
@@ -206,6 +237,19 @@ class RatingSession(UndoStack):
     def shown_again(self, record):
         """The sample an undone rating puts back (UndoStack.undo)."""
         return dict(sample=record['sample'])
+
+
+def condition_shown(key, token):
+    """{'condition': the condition the sample was drawn for, 'conditions': how many the generator has} from its
+    meta.json (None each for an unconditional generator, or a sample whose meta.json cannot be read). People rating
+    condition consistency need it; it names no bank (both banks of a study hold every id under the same condition)."""
+    try:
+        found = key.sample_of(token)
+        meta = found[0].meta(found[1]) if found else {}
+    except (BankError, LabelError):
+        meta = {}
+    fits = lambda v: v if isinstance(v, int) and not isinstance(v, bool) else None
+    return dict(condition=fits(meta.get('condition')), conditions=fits(meta.get('conditions')))
 
 
 #----------------------------------------------------------------------------
