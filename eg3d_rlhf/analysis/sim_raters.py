@@ -3,10 +3,8 @@
 import dataclasses
 import functools
 import hashlib
-import http.client
 import json
 import os
-import urllib.parse
 
 import numpy as np
 
@@ -15,6 +13,7 @@ from eg3d_rlhf.analysis.plausibility import residuals
 from eg3d_rlhf.data import annotators
 from eg3d_rlhf.data import bank as B
 from eg3d_rlhf.data.ratings import PRESETS
+from eg3d_rlhf.data.study_player import Page  # noqa: F401 (the rater's browser)
 from eg3d_rlhf.geometry.head_measures import axis_world, front_surface, head_size
 from eg3d_rlhf.synthetic import family as families
 from eg3d_rlhf.synthetic import flow_data
@@ -244,33 +243,7 @@ def open_bytes(path):
             '(tools/sample_bank.py writes them)') from None
 
 #----------------------------------------------------------------------------
-# The page, asked what a browser asks.
-
-class Page:
-    """The ratings page at http://host:port/; `token` an invite's secret where the page is served beyond loopback."""
-
-    def __init__(self, url, token=None):
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme != 'http' or not parts.hostname:
-            raise ValueError(f'{url}: give the page\'s address, e.g. http://127.0.0.1:8765/')
-        self.host, self.port, self.token, self.origin = parts.hostname, parts.port or 80, token, f'http://{parts.netloc}'
-
-    def request(self, method, path, body=None):
-        """The parsed JSON answer, or the bytes of a picture; RuntimeError naming the request for any other status."""
-        if self.token:
-            path += ('&' if '?' in path else '?') + 'token=' + urllib.parse.quote(self.token)
-        headers = {'Origin': self.origin, **({'Content-Type': 'application/json'} if body is not None else {})}
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
-        try:
-            conn.request(method, path, body=None if body is None else json.dumps(body).encode(), headers=headers)
-            response = conn.getresponse()
-            data = response.read()
-        finally:
-            conn.close()
-        if response.status != 200:
-            raise RuntimeError(f'{method} {path.split("?")[0]}: {response.status} {data[:200].decode("utf-8", "replace")}')
-        return json.loads(data) if response.getheader('Content-Type', '').startswith('application/json') else data
-
+# The page, asked what a browser asks (study_player.Page: GET /api/state and the pictures, POST /api/rate).
 
 def check_criteria(state):
     """ValueError unless the page asks for criteria of paper5 and shows conditions where it asks for consistency."""
