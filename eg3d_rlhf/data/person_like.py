@@ -1,7 +1,6 @@
 """Person-like simulated annotators: a taste in world units, judged at random below a just-noticeable difference."""
 
 import numpy as np
-import scipy.special
 
 from eg3d_rlhf.data.annotators import TASTES
 
@@ -63,7 +62,8 @@ class PersonLikeAnnotator:
     def probability(self, score_a, score_b):
         """P(a preferred) for taste scores (world units; higher is liked): 1/2 below the JND."""
         d = float(score_a) - float(score_b)
-        seen = 0.5 if abs(d) < self.jnd else scipy.special.expit(np.sign(d) * (abs(d) - self.jnd) / self.spread)
+        x = np.sign(d) * (abs(d) - self.jnd) / self.spread
+        seen = 0.5 if abs(d) < self.jnd else 0.5 * (1 + np.tanh(x / 2))     # sigmoid(x), with no overflow
         return self.lapse / 2 + (1 - self.lapse) * seen
 
     def visible(self, score_a, score_b):
