@@ -66,18 +66,24 @@ def pooled_differences(tuned, original, criterion):
     return {x: float(np.mean(v)) for x, v in sorted(per_id.items())}
 
 
+def mean_interval(values):
+    """n, mean, sd and the 95% t interval of the mean (nan for fewer than two values)."""
+    x = np.asarray(values, dtype=np.float64)
+    n = len(x)
+    mean = float(x.mean()) if n else float('nan')
+    sd = float(x.std(ddof=1)) if n > 1 else float('nan')
+    import scipy.stats  # pylint: disable=import-outside-toplevel  # 1 s to import; the label server's start needs none.
+    half = float(scipy.stats.t.ppf(0.975, n - 1) * sd / np.sqrt(n)) if n > 1 else float('nan')
+    return dict(n=n, mean=mean, sd=sd, ci95=[mean - half, mean + half])
+
+
 def paired_summary(values):
     """n, mean difference, sd, 95% t interval, Wilcoxon signed-rank p, and the shares higher / lower / equal."""
     import scipy.stats  # pylint: disable=import-outside-toplevel  # 1 s to import; the label server needs none.
     d = np.asarray(values, dtype=np.float64)
-    n = len(d)
-    mean = float(d.mean()) if n else float('nan')
-    sd = float(d.std(ddof=1)) if n > 1 else float('nan')
-    half = float(scipy.stats.t.ppf(0.975, n - 1) * sd / np.sqrt(n)) if n > 1 else float('nan')
     p = float(scipy.stats.wilcoxon(d).pvalue) if np.any(d != 0) else 1.0
-    share = lambda k: float(np.mean(k)) if n else float('nan')
-    return dict(n=n, mean=mean, sd=sd, ci95=[mean - half, mean + half], wilcoxon_p=p, tuned_higher=share(d > 0),
-        tuned_lower=share(d < 0), equal=share(d == 0))
+    share = lambda k: float(np.mean(k)) if len(d) else float('nan')
+    return dict(mean_interval(d), wilcoxon_p=p, tuned_higher=share(d > 0), tuned_lower=share(d < 0), equal=share(d == 0))
 
 
 def holm(rows):

@@ -153,15 +153,7 @@ def write_study_report(out, result):
 #----------------------------------------------------------------------------
 # Ratings.
 
-def mean_interval(values):
-    """n, mean, sd and the 95% t interval of the mean (nan for fewer than two values)."""
-    x = np.asarray(values, dtype=np.float64)
-    n = len(x)
-    mean = float(x.mean()) if n else float('nan')
-    sd = float(x.std(ddof=1)) if n > 1 else float('nan')
-    import scipy.stats  # pylint: disable=import-outside-toplevel  # 1 s to import; the label server's start needs none.
-    half = float(scipy.stats.t.ppf(0.975, n - 1) * sd / np.sqrt(n)) if n > 1 else float('nan')
-    return dict(n=n, mean=mean, sd=sd, ci95=[mean - half, mean + half])
+mean_interval = paired.mean_interval          # Where it lives; study's name kept for its callers.
 
 
 def summarise_ratings(records, key):
