@@ -33,6 +33,7 @@ from eg3d_rlhf.rewards.mesh_stats import STATS, mesh_statistics
 # (person_like.py; compare() gets it in world units), a taste scored in world units is also marked invisible where
 # fewer than INVISIBLE of its pairs differ by the JND: a person shown them would answer about at random, so the report
 # calls it neither a win nor a loss, and the true properties in world units say in how many samples they moved by it.
+# Evaluation reports pass the JND; the training panel does not, so its alarm still stops a loss too small to see yet.
 # The alarm: the reward rose while some informative taste prefers the original significantly (binomial p < ALPHA) -
 # the trained taste included, since a reward that rises while its own taste falls is hacked too - or while more than
 # DENT_SHARE of the samples have a dent deeper than DENT, or while the share of samples out of the training family's

@@ -9,7 +9,6 @@ import torch
 import dnnlib
 from eg3d_rlhf.analysis import collateral, report_plots
 from eg3d_rlhf.analysis.evaluation import reward_change, seed_rewards
-from eg3d_rlhf.data import person_like
 from eg3d_rlhf.finetune import panel_cache
 from eg3d_rlhf.finetune.reward_phase import check_finite
 from eg3d_rlhf.generators.base import file_sha256, seed_ranges
@@ -171,7 +170,8 @@ class RewardPanel:
     def check(self):
         """Compare the collateral seeds' latest measurement with the first; the hacking alarm (a sentence) or None.
         The reward's change is the whole panel's mean."""
-        self.collateral = collateral.compare(self.before[2], self.after[2], jnd=person_like.jnd_of(self.collateral_grid))
+        self.collateral = collateral.compare(self.before[2], self.after[2])    # No JND: a loss too small to see now
+                                                                                # may grow; the alarm stops it early.
         self.collateral['dents'] = collateral.dents(self.before[1], self.after[1], self.collateral_grid)
         self.collateral['plausibility'] = collateral.plausibility(self.before[1], self.after[1], self.collateral_grid,
             family.Family(), measures=(self.before[2], self.after[2]))       # EG3D's data: the world's heads.
