@@ -55,8 +55,8 @@ def main(url, taste, banks, jnd_pixels, jnd, lapse, seed, token, limit):
     try:
         with tqdm(desc='pairs', unit='pair') as bar:
             sent = study_player.play(page, seen, annotator, limit=limit, progress=bar.update)
-    except (OSError, RuntimeError, ValueError) as err:
-        raise click.ClickException(f'{url}: {err}') from None
+    except (OSError, RuntimeError, ValueError, KeyError, TypeError) as err:      # A bank's bad file, or not our page.
+        raise click.ClickException(f'{url}: {err!r}'.splitlines()[0]) from None
     counts = collections.Counter('attention' if s['visible'] is None else 'visible' if s['visible'] else 'below the JND'
         for s in sent)
     print(f'judged {len(sent)} pairs: ' + ', '.join(f'{n} {k}' for k, n in sorted(counts.items())))
