@@ -219,9 +219,8 @@ class SeenSamples:
             for sample_id in bank.ids:
                 pictures = [open_bytes(bank.path(sample_id, B.preview_file(v))) for v in VIEWS]
                 grid = bank.grid(sample_id)
-                ref = reference(family, grid, level)
-                self.measures[pictures_digest(pictures)] = measure(bank.slab(sample_id), grid, level, ref)
-                self.refs[pictures_digest(pictures)] = ref
+                ref, digest = reference(family, grid, level), pictures_digest(pictures)
+                self.measures[digest], self.refs[digest] = measure(bank.slab(sample_id), grid, level, ref), ref
                 if progress is not None:
                     progress(1)
 
@@ -246,7 +245,7 @@ def open_bytes(path):
 # The page, asked what a browser asks (study_player.Page: GET /api/state and the pictures, POST /api/rate).
 
 def check_criteria(state):
-    """ValueError unless the page asks for criteria of paper5 and shows conditions where it asks for consistency."""
+    """ValueError unless every criterion the page asks for is one of paper5's (play checks each sample's condition)."""
     unknown = [c for c in state['criteria'] if c not in CRITERIA]
     if unknown:
         raise ValueError(f'the page asks for {", ".join(unknown)}; simulated raters rate paper5\'s criteria '
