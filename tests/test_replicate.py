@@ -1,4 +1,4 @@
-"""tools/replicate.py: one evaluate report per training seed, tuned against original across the seeds."""
+"""tools/replicate.py: one evaluate report or blind study per training seed, tuned against original across the seeds."""
 
 import json
 
@@ -6,8 +6,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from eg3d_rlhf.data import blind_study as BS
+from eg3d_rlhf.data.bank import Bank
+from eg3d_rlhf.data.preferences import write_judgements
 from tests.helpers.cli import refused_in_one_line
 from tests.helpers.replication import fake_measures
+from tests.helpers.study import judgement, nose_bank
 from tools import replicate
 
 #----------------------------------------------------------------------------
@@ -70,3 +74,46 @@ def test_dev_held_out_seeds_are_warned_of(tmp_path):
     assert result.stderr.startswith('Warning: training seeds 0-1 and evaluation ids 1000-1039 are dev seeds')
 
 #----------------------------------------------------------------------------
+
+#----------------------------------------------------------------------------
+# Blind studies (tools/label.py study's labels file and key), one per training seed, written by hand.
+
+def study(tmp_path, banks, seed, choices, annotators=('alice',)):
+    """A study of the ids of `choices` ({id: 'tuned' | 'original' | 'tie'}), judged alike by each annotator."""
+    out = str(tmp_path / f'study-{seed}.jsonl')
+    key = BS.make_study(out, Bank(banks[0]), Bank(banks[1]), list(choices), attention=0)
+    write_judgements(out, [judgement(key, who, x, c) for who in annotators for x, c in choices.items()])
+    return f'{seed}={out}'
+
+
+@pytest.fixture(scope='module')
+def noses(tmp_path_factory):
+    root, ids = tmp_path_factory.mktemp('noses'), [f'seed{s:06d}' for s in range(5000, 5005)]
+    return ids, [nose_bank(root / name, dict(zip(ids, np.linspace(0.03, 0.06, 5)))) for name in ('orig', 'tuned')]
+
+
+def test_blind_studies_are_replicated_per_pair_with_each_held_out_seed_one_unit(noses, tmp_path):
+    ids, banks = noses
+    won = [dict(zip(ids, ['tuned'] * k + ['original'] * (5 - k))) for k in (4, 4, 5, 3, 4, 4)]
+    args = [study(tmp_path, banks, 100 + i, c, annotators=('alice', 'bob')) for i, c in enumerate(won)]
+    result = run('--outdir', tmp_path / 'out', *args)
+    assert result.exit_code == 0, result.output
+    (c,) = json.loads((tmp_path / 'out' / 'replication.json').read_text())['contrasts']
+    assert [s['wins'] for s in c['seeds']] == [8, 8, 10, 6, 8, 8] and c['seeds'][0]['ids'] == 10
+    assert c['seeds'][0]['clusters'] == 5                       # Two people judging one pair: one unit.
+    assert c['across']['effect'] == pytest.approx(np.mean([0.8, 0.8, 1.0, 0.6, 0.8, 0.8]))
+    assert c['across']['wilcoxon_p'] == pytest.approx(2 / 64) and 'first side better across seeds' in c['result']
+
+
+def test_studies_and_reports_are_not_mixed_and_reports_need_a_taste(noses, tmp_path):
+    ids, banks = noses
+    one = study(tmp_path, banks, 1, dict.fromkeys(ids, 'tuned'))
+    folder = report(tmp_path / 'eval', 10)
+    refused_in_one_line(run('--taste', 'nose', '--outdir', tmp_path / 'o1', one, f'2={folder}'), 'not both')
+    refused_in_one_line(run('--outdir', tmp_path / 'o2', f'2={folder}'), '--taste is needed')
+    empty = tmp_path / 'empty.jsonl'
+    BS.make_study(str(empty), Bank(banks[0]), Bank(banks[1]), ids, attention=0)
+    empty.write_text('')
+    refused_in_one_line(run('--outdir', tmp_path / 'o3', f'3={empty}'), 'no judged pairs yet')
+    (tmp_path / 'nokey.jsonl').write_text('')
+    refused_in_one_line(run('--outdir', tmp_path / 'o4', f'4={tmp_path / "nokey.jsonl"}'), 'nokey.jsonl')

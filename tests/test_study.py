@@ -25,7 +25,8 @@ from eg3d_rlhf.data.preferences import Judgement, now
 from tests.conftest import REPO
 from tests.helpers.browser import chromium_driver
 from tests.helpers.label import fake_bank, ok, read_lines
-from tests.helpers.study import Recorded, call, fetch, file_hash, nose_bank, picture_index, smaller_nose, start_page
+from tests.helpers.study import (Recorded, call, fetch, file_hash, judgement, nose_bank, picture_index, smaller_nose,
+    start_page)
 from tools import label
 
 #----------------------------------------------------------------------------
@@ -68,15 +69,6 @@ def test_mean_interval_by_hand():
     assert m['ci95'] == pytest.approx([3 - half, 3 + half], abs=1e-6)
 
 
-def judgement(study, annotator, id_, winner, repeat=False, swap=False):
-    """A judgement of the study pair of `id_` with `winner` ('tuned', 'original', 'tie', 'skip')."""
-    a, b = next(p for p in study.pairs if study.samples[p[0]][1] == id_)
-    a, b = (b, a) if swap else (a, b)
-    choice = winner if winner in ('tie', 'skip') else 'a' if study.role(a) == winner else 'b'
-    extra = dict(repeat=True) if repeat else {}
-    return Judgement(a=a, b=b, choice=choice, annotator=annotator, time=now(), extra=extra)
-
-
 def test_score_study_by_hand(nose_banks, tmp_path):
     original, tuned, _, _ = nose_banks
     study = BS.make_study(str(tmp_path / 's.jsonl'), Bank(original), Bank(tuned), IDS[:6], attention=2)
@@ -117,6 +109,20 @@ def test_score_study_by_hand(nose_banks, tmp_path):
 
 #----------------------------------------------------------------------------
 # The key.
+
+
+def test_study_outcomes_are_the_standing_choices_score_study_counts(nose_banks, tmp_path):
+    original, tuned, _, _ = nose_banks
+    study = BS.make_study(str(tmp_path / 's.jsonl'), Bank(original), Bank(tuned), IDS[:4], attention=1)
+    js = [judgement(study, 'alice', IDS[0], 'original'), judgement(study, 'alice', IDS[0], 'tuned', swap=True),
+          judgement(study, 'alice', IDS[1], 'tie'), judgement(study, 'alice', IDS[2], 'skip'),
+          judgement(study, 'alice', IDS[1], 'original', repeat=True), judgement(study, 'bob', IDS[0], 'original')]
+    (a, b), = study.checks
+    js.append(Judgement(a=a, b=b, choice='a', annotator='alice', time=now()))
+    outcomes = S.study_outcomes(js, study)
+    assert sorted(outcomes) == [('alice', IDS[0], 'tuned'), ('alice', IDS[1], 'tie'), ('bob', IDS[0], 'original')]
+    pooled = S.score_study(js, study)['pooled']
+    assert (pooled['wins'], pooled['losses'], pooled['ties']) == (1, 1, 1)
 
 def test_sides_are_drawn_per_pair_and_a_study_is_never_replaced_without_force(tmp_path):
     original, tuned = Bank(fake_bank(tmp_path / 'o', count=60)), Bank(fake_bank(tmp_path / 't', count=60))

@@ -1,4 +1,4 @@
-"""A tuned-vs-original comparison over training seeds: one tools/evaluate.py report per seed, tested across the seeds."""
+"""A tuned-vs-original comparison over training seeds: one evaluate report or blind study per seed, tested across seeds."""
 
 import math
 import os
@@ -8,8 +8,11 @@ import click
 
 import dnnlib
 from eg3d_rlhf.analysis import collateral, replication
+from eg3d_rlhf.analysis.study import study_outcomes
 from eg3d_rlhf.cli import OUT_DIR
 from eg3d_rlhf.data import annotators
+from eg3d_rlhf.data.blind_study import Study, key_path, study_judgements
+from eg3d_rlhf.data.preferences import LabelError
 
 #----------------------------------------------------------------------------
 
@@ -40,12 +43,28 @@ def read_measures(folder, taste):
         raise click.UsageError(f'{path}: a {taste} score that is not a finite number; evaluate again')
     return ids, data['original'], data['tuned']
 
+def study_records(seed, path):
+    """Records of one training seed's blind study (tools/label.py study's labels file, its key beside it): each
+    annotator's standing choice per same-seed pair, clustered by the held-out seed, so several people judging one
+    pair count as one unit."""
+    try:
+        study = Study.load(key_path(path))
+        outcomes = study_outcomes(study_judgements(path, study), study)
+    except LabelError as err:
+        raise click.UsageError(str(err)) from None
+    if not outcomes:
+        raise click.UsageError(f'{path}: no judged pairs yet; play or run the study first')
+    names = dict(tuned='win', original='loss', tie='tie')
+    return [dict(contrast='tuned vs original', seed=seed, id=f'{who}/{sid}', cluster=replication.noise_cluster(sid),
+        value=replication.OUTCOMES[names[c]]) for who, sid, c in outcomes]
+
 #----------------------------------------------------------------------------
 
 @click.command()
 @click.argument('reports', nargs=-1, required=True, metavar='SEED=REPORT...')
-@click.option('--taste', required=True, type=click.Choice(list(annotators.TASTES)),
-    help='The simulated taste judging each id, tuned against original (temperature 0, as the collateral table)')
+@click.option('--taste', type=click.Choice(list(annotators.TASTES)),
+    help='The simulated taste judging each id of evaluate reports, tuned against original (temperature 0, as the '
+    'collateral table); blind studies are judged by their annotators')
 @click.option('--outdir', type=OUT_DIR, required=True, metavar='DIR',
     help='Where replication.md, replication.json and the forest plot go; refused when not empty, unless --force')
 @click.option('--force', is_flag=True, help='Write into a non-empty --outdir (its replication files are replaced)')
@@ -63,11 +82,20 @@ def main(reports, taste, outdir, force):
         raise click.UsageError('give each training seed once')
     if os.path.isdir(outdir) and os.listdir(outdir) and not force:
         raise click.UsageError(f'--outdir={outdir} is not empty; give another folder, or --force to write into it')
+    studies = [os.path.isfile(path) for _, path in runs]
+    if any(studies) and not all(studies):
+        raise click.UsageError('give either evaluate report folders or blind studies\' labels files, not both')
+    if not any(studies) and taste is None:
+        raise click.UsageError('--taste is needed to judge evaluate reports (e.g. --taste nose)')
     rows, held_out = [], set()
-    for seed, folder in runs:
-        ids, original, tuned = read_measures(folder, taste)
-        rows += replication.records('tuned vs original', seed, ids, replication.preference_outcomes(tuned, original, taste))
-        held_out |= {int(m.group(1)) for m in map(re.compile(r'(?:^|-)seed([0-9]+)$').search, ids) if m}
+    for seed, path in runs:
+        if all(studies):
+            rows += study_records(seed, path)
+        else:
+            ids, original, tuned = read_measures(path, taste)
+            rows += replication.records('tuned vs original', seed, ids, replication.preference_outcomes(tuned, original, taste))
+    for r in rows:
+        held_out |= {int(m.group(1)) for m in [re.search(r'(?:^|-)seed([0-9]+)$', r['cluster'])] if m}
     family = 'flow' if any(re.match(r'c[0-9]+-seed', r['id']) for r in rows) else 'eg3d'
     warning = replication.dev_overlap(family, [seed for seed, _ in runs], held_out)
     if warning:

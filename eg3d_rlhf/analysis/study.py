@@ -86,6 +86,17 @@ def score_study(judgements, study, min_attention=0.8):
         pooled_without_flagged=win_rate(kept) if flagged else None, agreement=agreement(firsts))
 
 
+def study_outcomes(judgements, study):
+    """[(annotator, sample id, 'tuned' | 'original' | 'tie')]: each annotator's standing judgement of every study pair
+    it decided or tied (repeats, attention checks and skips left out), as score_study counts them."""
+    standing = {}
+    for j in judgements:
+        if not is_repeat(j) and pair_key(j.a, j.b) not in study.clean:
+            standing[j.annotator, pair_key(j.a, j.b)] = j
+    choices = [(name, study.samples[j.a][1], study_choice(j, study)) for (name, _), j in standing.items()]
+    return [c for c in choices if c[2] in CATEGORIES]
+
+
 def agreement(firsts):
     """Cohen's kappa for each two annotators and Fleiss' kappa over all, from {annotator: {pair: choice}}."""
     decided = {name: {k: c for k, c in f.items() if c in CATEGORIES} for name, f in firsts.items()}

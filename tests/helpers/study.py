@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from eg3d_rlhf.data import bank as B
 from eg3d_rlhf.data import label_server
+from eg3d_rlhf.data.preferences import Judgement, now
 from eg3d_rlhf.geometry import preview
 from eg3d_rlhf.geometry.sigma import slab_grid
 from tests.conftest import REPO
@@ -163,3 +164,12 @@ def start_page(command, *args):
     raise AssertionError('the server did not start: ' + ''.join(lines))
 
 #----------------------------------------------------------------------------
+
+
+def judgement(study, annotator, id_, winner, repeat=False, swap=False):
+    """A judgement of the study pair of `id_` with `winner` ('tuned', 'original', 'tie', 'skip')."""
+    a, b = next(p for p in study.pairs if study.samples[p[0]][1] == id_)
+    a, b = (b, a) if swap else (a, b)
+    choice = winner if winner in ('tie', 'skip') else 'a' if study.role(a) == winner else 'b'
+    extra = dict(repeat=True) if repeat else {}
+    return Judgement(a=a, b=b, choice=choice, annotator=annotator, time=now(), extra=extra)
