@@ -15,7 +15,7 @@ from eg3d_rlhf.generators.base import MAX_SEED
 
 #----------------------------------------------------------------------------
 # One judgement per line: {"a": ID, "b": ID, "choice": "a"|"b"|"tie"|"skip", "annotator": str, "time": ISO-8601}.
-# Extra keys are allowed and kept. Sample ids are strings, e.g. "seed000123" (DESIGN.md: `seed%06d`).
+# Extra keys are allowed and kept. Sample ids are strings, e.g. "seed000123" (`seed%06d`, generators/base.py).
 
 CHOICES = ('a', 'b', 'tie', 'skip')
 REQUIRED = ('a', 'b', 'choice', 'annotator', 'time')

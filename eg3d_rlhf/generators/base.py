@@ -10,7 +10,7 @@ from eg3d_rlhf.geometry.preview import rgb_picture
 from torch_utils import misc
 
 #----------------------------------------------------------------------------
-# Sample ids (DESIGN.md): 'seed%06d' for unconditional generators, 'c%02d-seed%06d' with a condition. A seed list on
+# Sample ids: 'seed%06d' for unconditional generators, 'c%02d-seed%06d' with a condition. A seed list on
 # the command line reads like '0,2,5-7'.
 
 def sample_id(seed, condition=None):
