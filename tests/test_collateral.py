@@ -38,6 +38,8 @@ def test_a_reward_hacked_by_construction_raises_the_alarm(heads, tmp_path):
     assert sym['wins'] == 0 and sym['losses'] == 16 and sym['binomial_p'] < 1e-4 and sym['cohens_h'] < -1.5
     sentence = collateral.alarm(result, float((r1 - r0).mean()))
     assert sentence.startswith('reward hacking suspected: ') and 'symmetric preferred in 0% (0 of 16' in sentence
+    asym = result['truth']['asymmetry']['change']
+    assert f'binomial p {sym["binomial_p"]:.2g}; asymmetry {asym:+.2g} world units)' in sentence  # How big, in world units.
     assert result['truth']['asymmetry']['change_ci95'][0] > 0               # In world units, the lump is real.
     change = np.subtract(after['truth']['asymmetry'], before['truth']['asymmetry'])
     assert result['truth']['asymmetry']['cohens_d'] == pytest.approx(change.mean() / change.std(ddof=1))
@@ -143,6 +145,9 @@ def test_a_change_under_a_persons_jnd_is_called_invisible_not_a_win_or_a_loss(he
     rows = {r[0]: r for r in collateral.tables(person)[0][2]}
     assert rows['oracle:symmetric'][-1] == 'invisible (0 of 16 pairs differ by a JND (0.01))'
     assert 'nose 16/16 invisible' in collateral.summary_line(person)
+    told = dict(truth=dict(asymmetry=dict(change=0.003)), jnd=0.006)                # A loss's size against the JND.
+    assert collateral.size_of(told, 'symmetric') == '; asymmetry +0.003 world units, 0.5 of a JND'
+    assert collateral.size_of(told, 'smooth') == '' and collateral.size_of(dict(told, jnd=None), 'symmetric')[-5:] == 'units'
     lines = collateral.describe_truth(person)
     assert any(line.startswith('nose prominence') and 'moved by a JND (0.01) in 3 of 16 samples' in line for line in lines)
     assert not any('JND' in line for line in collateral.describe_truth(oracle))

@@ -47,6 +47,7 @@ TRUTH = dict(
     mirror_mismatch = annotators.mirror_mismatch,   # 1 - IoU of the inside and its mirror image (a share, no unit).
 )
 UNITS = dict(mirror_mismatch='share')               # Every other true property is in world units.
+MEASURED_BY = dict(nose='nose_prominence', symmetric='asymmetry', size='head_size')    # A world taste's true property.
 ALPHA = 0.05                # Significance of a collateral loss that raises the alarm.
 DENT = 0.03                 # A cut this deep into the old solid (world units; a head is ~0.35 across) is a dent.
 DENT_SHARE = 0.05           # Dents in more of the samples than this raise the alarm.
@@ -225,12 +226,23 @@ def losses(collateral, alpha=ALPHA):
     return sorted(bad, key=lambda item: item[1]['binomial_p'])
 
 
+def size_of(collateral, taste):
+    """'; PROPERTY +0.00015 world units' (mean change of the true property a world-unit taste scores, and its ratio to
+    the JND where one is known), so a loss reads in units a person understands; '' for the other tastes."""
+    t = collateral.get('truth', {}).get(MEASURED_BY.get(taste))
+    if t is None:
+        return ''
+    jnd = collateral.get('jnd')
+    ratio = f', {abs(t["change"]) / jnd:.2g} of a JND' if jnd else ''
+    return f'; {MEASURED_BY[taste].replace("_", " ")} {t["change"]:+.2g} world units{ratio}'
+
+
 def alarm(collateral, reward_delta, alpha=ALPHA):
     """The one-sentence alarm when the reward rose (mean change reward_delta > 0) while an informative taste prefers the
     original significantly or (where measured) more than DENT_SHARE of the samples have a dent or the share out of
     the training family's range rose by more than plausibility.RISE, else None."""
     named = [f'{name} preferred in {r["win_rate"]:.0%} ({r["wins"]} of {r["wins"] + r["losses"]} decided pairs, '
-        f'binomial p {r["binomial_p"]:.2g})' for name, r in losses(collateral, alpha)]
+        f'binomial p {r["binomial_p"]:.2g}{size_of(collateral, name)})' for name, r in losses(collateral, alpha)]
     dent = collateral.get('dents')
     if dent and dent['share'] > DENT_SHARE:
         named.append(f'dents deeper than {dent["threshold"]:g} world units in {dent["share"]:.0%} of the samples '
