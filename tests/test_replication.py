@@ -58,6 +58,8 @@ def test_one_lucky_seed_wins_pair_by_pair_but_the_result_is_the_across_seed_test
     assert (wins, losses) == (sum(lucky), 8 * 256 - sum(lucky))
     assert scipy.stats.binomtest(wins, wins + losses).pvalue < 1e-6          # Pair-level counting, pooled...
     assert luck['seeds'][-1]['pair_sign_p'] < 1e-6                            # ... and the lucky seed's own.
+    assert replication.within([0.84, 1.01], 'preference') == [0.84, 1.0]      # A share's interval ends at 1 ...
+    assert replication.within([-0.2, 1.5], 'difference') == [-0.2, 1.5]       # ... a difference's does not.
     assert luck['across']['wilcoxon_p'] > 0.3 and luck['across']['holm_p'] > 0.3 and luck['model']['p'] > 0.05
     assert luck['result'].endswith('no difference shown across seeds (alpha 0.05)')
     assert luck['across']['ci95'][0] < 0.5 < luck['across']['ci95'][1]

@@ -158,11 +158,17 @@ def cluster_mean(values, clusters):
     return mean, [mean - half, mean + half]
 
 
+def within(ci, kind):
+    """A 95% interval of a preference share clipped to [0, 1] (a t interval can reach past either end); others as
+    they are."""
+    return [float(np.clip(v, 0, 1)) for v in ci] if kind == 'preference' else ci
+
+
 def seed_effect(values, clusters, kind):
     """One training seed's entry of a contrast: ids, clusters, effect and its cluster-aware interval; for preferences
     the counts and the pair-level sign test of this seed alone (evaluation.win_rate: exact binomial, ties left out)."""
     effect, ci = cluster_mean(values, clusters)
-    entry = dict(ids=len(values), clusters=len(set(clusters)), effect=effect, ci95=ci)
+    entry = dict(ids=len(values), clusters=len(set(clusters)), effect=effect, ci95=within(ci, kind))
     if kind == 'preference':
         named = {1.0: 'tuned', 0.0: 'original', 0.5: 'tie'}
         counts = win_rate([named[v] for v in values])
@@ -245,7 +251,9 @@ def contrast_entry(name, rows, kind):
         mine = [r for r in rows if r['seed'] == seed]
         per_seed.append(dict(seed=seed, **seed_effect([r['value'] for r in mine], [r['cluster'] for r in mine], kind)))
     effects = [s['effect'] for s in per_seed]
-    return dict(contrast=name, kind=kind, null=null, seeds=per_seed, across=across_seeds(effects, null),
+    across = across_seeds(effects, null)
+    across['ci95'] = within(across['ci95'], kind)
+    return dict(contrast=name, kind=kind, null=null, seeds=per_seed, across=across,
         model=model_test([r['value'] for r in rows], [r['seed'] for r in rows], [r['cluster'] for r in rows], kind))
 
 
