@@ -43,6 +43,7 @@ def read_measures(folder, taste):
         raise click.UsageError(f'{path}: a {taste} score that is not a finite number; evaluate again')
     return ids, data['original'], data['tuned']
 
+
 def study_records(seed, path):
     """Records of one training seed's blind study (tools/label.py study's labels file, its key beside it): each
     annotator's standing choice per same-seed pair, clustered by the held-out seed, so several people judging one
@@ -96,7 +97,7 @@ def main(reports, taste, outdir, force):
             rows += replication.records('tuned vs original', seed, ids, replication.preference_outcomes(tuned, original, taste))
     for r in rows:
         held_out |= {int(m.group(1)) for m in [re.search(r'(?:^|-)seed([0-9]+)$', r['cluster'])] if m}
-    family = 'flow' if any(re.match(r'c[0-9]+-seed', r['id']) for r in rows) else 'eg3d'
+    family = 'flow' if any(re.match(r'c[0-9]+-seed', r['id'].rpartition('/')[2]) for r in rows) else 'eg3d'
     warning = replication.dev_overlap(family, [seed for seed, _ in runs], held_out)
     if warning:
         click.echo(warning, err=True)
