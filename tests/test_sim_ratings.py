@@ -68,7 +68,7 @@ def played(banks, tmp_path_factory):
             assert call(port, 'GET', '/api/state')[1]['current'] is None
         finally:
             proc.send_signal(signal.SIGINT)
-            proc.wait()
+            proc.wait(timeout=120)
     result = ok(run_label('score-ratings', '--out', out))          # The tuned bank named by its folder's name.
     return out, first, result.output
 

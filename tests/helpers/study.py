@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -151,9 +152,11 @@ def files_beside(folder):
 
 
 def start_page(command, *args):
-    """`tools/label.py COMMAND --port 0 ARGS` (study, rate) as a subprocess: (process, port) once it listens."""
+    """`tools/label.py COMMAND --port 0 ARGS` (study, rate) as a subprocess: (process, port) once it listens. Ctrl-C
+    (SIGINT) stops it even where the test run ignores SIGINT (a shell's background job does, and children inherit it)."""
     proc = subprocess.Popen([sys.executable, os.path.join(REPO, 'tools', 'label.py'), command, '--port', '0',
-        *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+        *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines = []
     for line in proc.stdout:
         lines.append(line)
