@@ -133,7 +133,12 @@ def main(**kwargs):
     # Circular-DPO of the bundled two-stage flow model (the embedded demo), or of yours on a bank you labelled.
     python train.py --generator=flow --method=circular-dpo
     python train.py --generator=flow --resume=flow.pt --bank=flow-bank --labels=labels.jsonl --reward-model=r.pt \\
-        --ablation=all
+        --variant=all
+
+    \b
+    # One method's options alone (its --help lists only them): eg3d, circular-dpo.
+    eg3d-rlhf train eg3d --reward=sigma --lambda-r=10
+    eg3d-rlhf train circular-dpo --help
 
     \b
     # The same options from a YAML file of the flags' names (flags given win over it).
@@ -145,7 +150,12 @@ def main(**kwargs):
     python train.py --outdir=training-runs --cfg=ffhq --data=FFHQ_512.zip --gpus=8 --batch=32 --gamma=1 \\
         --gen_pose_cond=True --resume=ffhq512-128.pkl --trust-pickle --resume-kimg=25000
     """
-    ctx = click.get_current_context()
+    run(kwargs, click.get_current_context())
+
+#----------------------------------------------------------------------------
+
+def run(kwargs, ctx):
+    """Run the method that kwargs (every option of `main`, as parsed) name; ctx tells which options were given."""
     try:
         kwargs, explicit = options.with_yaml(kwargs, explicit_options(ctx), kwargs['config'], ctx.command)
         method = methods.choose(kwargs.get('generator'), kwargs.get('method'))
@@ -167,6 +177,29 @@ def main(**kwargs):
         raise click.UsageError(str(err))
     except options.RunError as err:
         raise click.ClickException(str(err))
+
+#----------------------------------------------------------------------------
+# `eg3d-rlhf train COMMAND` (tools/__main__.py): train.py with one method's options alone, so its --help lists only
+# them and another method's flag is an unknown option. --generator and --method stay as hidden options that take only
+# this method's, so a YAML file written by --save-config reads back.
+
+SAVING = ('config', 'save_config', 'force', 'dry_run')
+
+def method_command(method):
+    """The click command of `eg3d-rlhf train {method.command_name}` (methods.Method)."""
+    names = method.options([p.name for p in main.params], methods.METHODS.values()) | set(SAVING)
+    own = {f.name: options.click_param_of(f) for f in method.config.flags()}   # A shared field with its own help.
+    params = [own.get(p.name, p) for p in main.params if p.name in names and p.name not in ('generator', 'method')]
+    params += [click.Option([flag], hidden=True, type=click.Choice([value])) for flag, value in
+        (('--generator', method.family), ('--method', method.name))]
+
+    def callback(**given):
+        kwargs = dict(main.make_context('train.py', []).params)       # The other methods' options at their defaults.
+        kwargs.update(given, generator=method.family, method=method.name)
+        run(kwargs, click.get_current_context())
+
+    return click.Command(method.command_name, params=params, callback=callback, help=f"""{method.title}: {method.help}.
+        Only this method's options; `python train.py` (or `eg3d-rlhf train`) takes every method's.""")
 
 #----------------------------------------------------------------------------
 

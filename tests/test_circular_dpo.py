@@ -224,7 +224,7 @@ def test_earlier_stages_train_on_structure_batch_pairs_a_step_and_the_last_on_dp
     with pytest.raises(ConfigError, match='--structure-batch=0: must be at least 1'):
         CircularDPOConfig(structure_batch=0)
     ranks = types.SimpleNamespace(size=5, device=lambda device: device)    # Five processes share every step's pairs.
-    for cfg, flag in ((CircularDPOConfig(dpo_batch=4), '--dpo-batch=4'),
+    for cfg, flag in ((CircularDPOConfig(dpo_batch=4), '--detail-batch=4'),
             (CircularDPOConfig(structure_batch=4), '--structure-batch=4')):
         with pytest.raises(RunError, match=f'{flag} pairs a step cannot be shared by 5 processes'):
             run_ranks(cfg, types.SimpleNamespace(device='cpu'), ranks, None, None, None, None)
@@ -403,10 +403,10 @@ def test_train_on_a_bank_and_labels_with_every_group(tiny_pt, tmp_path):
 
 
 @pytest.mark.parametrize('args, message, code', [
-    (['--beta=nan'], '--beta=nan: expected a finite number', 2),
-    (['--dpo-lr=-1'], '--dpo-lr=-1.0: must be at least 0', 2),
+    (['--beta=nan'], '--detail-beta=nan: expected a finite number', 2),
+    (['--dpo-lr=-1'], '--detail-lr=-1.0: must be at least 0', 2),
     (['--dpo-steps=0'], '--dpo-steps=0: must be at least 1', 2),
-    (['--dpo-batch=0'], '--dpo-batch=0: must be at least 1', 2),
+    (['--dpo-batch=0'], '--detail-batch=0: must be at least 1', 2),
     (['--rounds=0'], '--rounds=0: must be at least 1', 2),
     (['--draw-batch=0'], '--draw-batch=0: must be at least 1', 2),
     (['--temperature=-1'], '--temperature=-1.0: must be at least 0', 2),
@@ -415,8 +415,8 @@ def test_train_on_a_bank_and_labels_with_every_group(tiny_pt, tmp_path):
     (['--bridge-seeds=none'], 'step 2 needs at least one seed', 2),
     (['--eval-seeds=1-'], '--eval-seeds: cannot parse', 2),
     (['--annotator=me'], "--annotator: unknown annotator 'me'", 2),
-    (['--ablation=z'], '--ablation=z: give all, or groups a, b', 2),
-    (['--ablation=a,a'], '--ablation=a,a: give all, or groups', 2),
+    (['--ablation=z'], '--variant=z: give all, or variants circular, independent', 2),
+    (['--variant=a,a'], '--variant=a,a: give all, or variants', 2),
     (['--labels=x.jsonl'], '--labels and --bank go together', 2),
     (['--labels-w1-tau=0'], '--labels-w1-tau filters the pairs of --labels', 2),
     (['--bank=b'], '--labels and --bank go together', 2),

@@ -77,7 +77,7 @@ def test_a_new_loss_is_a_choice_of_every_method():
     assert cfg.phase_options()['pair_loss'] == 'toy-square'
     with pytest.raises(ConfigError, match='--pair-loss is for --reward-loss=pairwise'):
         RewardFinetuneConfig(reward='sigma', pair_loss='toy-square')
-    with pytest.raises(ConfigError, match="--loss-type=dreamdpo: choose one of"):
+    with pytest.raises(ConfigError, match="--detail-loss-type=dreamdpo: choose one of"):
         CircularDPOConfig(loss_type='dreamdpo')                                 # Flow pairs carry no reward gap.
 
 

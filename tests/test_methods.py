@@ -57,6 +57,69 @@ def test_a_flag_of_another_method_names_its_owner():
     methods.check_given(methods.choose('flow'), {'seed', 'reward_model', 'beta'}, [p.name for p in train.main.params])
 
 #----------------------------------------------------------------------------
+# `eg3d-rlhf train METHOD`: one method's options alone; the old spellings still work.
+
+def method_help(command):
+    """The option names `eg3d-rlhf train COMMAND --help` lists (through the console script's dispatch)."""
+    from tools import __main__ as console
+    with pytest.raises(SystemExit) as stop:
+        console.main(['train', command, '--help'])
+    assert stop.value.code == 0
+    return {p.name for p in train.method_command(methods.by_command(command)).params if not p.hidden}
+
+
+def test_a_method_command_lists_only_its_own_options(capsys):
+    circular = method_help('circular-dpo')
+    listed = capsys.readouterr().out
+    assert 'eg3d-rlhf train circular-dpo' in listed and '--variant' in listed and '--lambda-r' not in listed
+    assert methods.by_command('circular-dpo').fields() <= circular
+    assert not circular & (methods.by_command('eg3d').fields() - {'reward_model'})
+    assert not circular & {'cfg', 'gamma', 'glr', 'kimg', 'data'}
+    eg3d = method_help('eg3d')
+    assert '--lambda-r' in capsys.readouterr().out
+    assert methods.by_command('eg3d').fields() | {'cfg', 'gamma', 'glr', 'kimg', 'data'} <= eg3d
+    assert not eg3d & (methods.by_command('circular-dpo').fields() - {'reward_model'})
+
+
+def test_a_method_command_refuses_another_methods_flag():
+    result = CliRunner().invoke(train.method_command(methods.by_command('circular-dpo')), ['--lambda-r', '3'])
+    assert result.exit_code == 2 and "No such option '--lambda-r'" in result.output
+
+
+@pytest.mark.parametrize('args, expected', [
+    (['--ablation', 'a,d'], dict(ablation='a,d')),
+    (['--variant', 'circular,final-only'], dict(ablation='a,d')),
+    (['--variant', 'placebo,circular', '--beta', '5', '--dpo-lr', '0.001'], dict(ablation='k,a', beta=5.0, dpo_lr=0.001)),
+    (['--variant', 'front-to-back', '--detail-beta', '5', '--detail-lr', '0.001', '--detail-batch', '4'],
+        dict(ablation='j', beta=5.0, dpo_lr=0.001, dpo_batch=4)),
+])
+def test_variants_by_name_or_letter_and_detail_flags_by_either_name(args, expected):
+    for command, prefix in ((train.main, ['--generator=flow']), (train.method_command(methods.by_command('circular-dpo')), [])):
+        result = CliRunner().invoke(command, prefix + args + ['--dry-run'])
+        assert result.exit_code == 0, result.output[-2000:]
+        shown = printed_options(result.output)
+        assert {k: shown[k] for k in expected} == expected
+
+
+def test_a_variant_list_is_checked():
+    result = invoke(['--generator=flow', '--variant', 'circular,a', '--dry-run'], 2)
+    assert 'one each' in result.output and 'front-to-back' in result.output
+    result = invoke(['--generator=flow', '--variant', 'loop', '--dry-run'], 2)
+    assert '--variant=loop' in result.output
+
+
+def test_a_saved_method_run_reads_back_and_yaml_takes_aliases(tmp_path):
+    command = train.method_command(methods.by_command('circular-dpo'))
+    path = tmp_path / 'run.yaml'
+    assert CliRunner().invoke(command, ['--variant', 'final-only', '--save-config', str(path)]).exit_code == 0
+    assert printed_options(CliRunner().invoke(command, ['--config', str(path), '--dry-run']).output)['ablation'] == 'd'
+    path.write_text('variant: independent\ndetail-beta: 7\n')
+    shown = printed_options(CliRunner().invoke(command, ['--config', str(path), '--dry-run']).output)
+    assert (shown['ablation'], shown['beta']) == ('b', 7.0)
+    path.write_text('variant: independent\nablation: a\n')
+    assert 'the same option' in CliRunner().invoke(command, ['--config', str(path), '--dry-run']).output
+
+#----------------------------------------------------------------------------
 # YAML run files: the same names as the flags; flags given win.
 
 def test_a_yaml_file_gives_options_and_flags_override_it(tmp_path):

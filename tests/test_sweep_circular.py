@@ -31,9 +31,9 @@ def tiny_pt(tmp_path):
 
 def test_bad_settings_are_refused_in_one_line_and_a_dry_run_writes_nothing(tiny_pt, tmp_path):
     run = lambda *args: CliRunner().invoke(sweep_circular.main, [*args, '--outdir', str(tmp_path / 'out'), '--dry-run'])
-    for args, message in ((['--sweep', 'betta=1,2'], 'NAME one of'), (['--sweep', 'beta=x'], '--beta takes float values'),
-            (['--sweep', 'beta=-1'], '--beta=-1.0: must be at least 0'),
-            (['--sweep', 'beta=1', '--set', 'beta=2'], 'not both'), (['--ablation', 'a,x'], 'give all, or groups'),
+    for args, message in ((['--sweep', 'betta=1,2'], 'NAME one of'), (['--sweep', 'beta=x'], '--detail-beta takes float values'),
+            (['--sweep', 'beta=-1'], '--detail-beta=-1.0: must be at least 0'),
+            (['--sweep', 'beta=1', '--set', 'beta=2'], 'not both'), (['--ablation', 'a,x'], 'give all, or variants'),
             (['--seeds', '1,1'], 'give each seed once'), (['--set', 'bf16=maybe'], '--bf16 takes true/false values'), (['--seeds', '1-x'], '--train-seeds=1-x: cannot parse')):
         result = run(*args)
         assert result.exit_code == 2 and message in result.output.strip().splitlines()[-1], result.output
@@ -54,6 +54,12 @@ def run_sweep(tiny_pt, tmp_path, *args):
 
 
 @pytest.mark.slow
+def test_settings_and_variants_take_their_new_names_and_the_old_ones():
+    assert sweep_circular.parse_setting('detail_lr=1e-4,2e-4', many=True) == ('dpo_lr', [1e-4, 2e-4])
+    assert sweep_circular.parse_setting('--detail-beta=5', many=False) == ('beta', 5.0)
+    assert sweep_circular.parse_setting('beta=5', many=False) == ('beta', 5.0)
+
+
 def test_a_sweep_runs_each_value_and_writes_one_table(tiny_pt, tmp_path):
     run_sweep(tiny_pt, tmp_path, '--sweep', 'beta=100,1000')
     sweep_dir = tmp_path / 'out' / '00000-circular-dpo-sweep-beta'

@@ -63,6 +63,7 @@ def group():
     Examples:
     eg3d-rlhf sample-bank --help
     eg3d-rlhf train --reward=sigma --lambda-r=10
+    eg3d-rlhf train circular-dpo --help          (one method's options alone: eg3d, circular-dpo)
     """
 
 #----------------------------------------------------------------------------
@@ -72,6 +73,11 @@ def main(args=None):
     are byte for byte those of `python tools/TOOL.py --help`; anything else goes to the group (help, unknown names)."""
     args = sys.argv[1:] if args is None else list(args)
     found = commands()
+    if args[:1] == ['train'] and len(args) > 1:                 # `train eg3d ...`: one method's options alone.
+        train = importlib.import_module('train')
+        method = train.methods.by_command(args[1])
+        if method is not None:
+            return train.method_command(method).main(args[2:], prog_name=f'eg3d-rlhf train {args[1]}')
     if args and args[0] in found:
         module, path = found[args[0]]
         return importlib.import_module(module).main.main(args[1:], prog_name=os.path.basename(path))

@@ -9,19 +9,20 @@ import dnnlib
 from eg3d_rlhf.analysis import replication
 from eg3d_rlhf.data.annotators import parse_annotator
 from eg3d_rlhf.finetune import circular_run, run_dir as runs
-from eg3d_rlhf.finetune.circular_config import CircularDPOConfig
-from eg3d_rlhf.finetune.options import OPTIONAL, ConfigError, RunError, flag_name
+from eg3d_rlhf.finetune.circular_config import CircularDPOConfig, variant_letters
+from eg3d_rlhf.finetune.options import OPTIONAL, ConfigError, RunError, flag_name, flags_of
 from eg3d_rlhf.generators.base import seed_ranges
 
 #----------------------------------------------------------------------------
 
 FIELDS = {f.name: f for f in CircularDPOConfig.flags() if f.name != 'ablation'}
+SPELLINGS = {flag[2:].replace('-', '_'): f.name for f in FIELDS.values() for flag in flags_of(f)}   # detail_lr: dpo_lr
 
 
 def parse_setting(text, many):
     """(field name, [values] or value) of 'NAME=V1,V2' (many) or 'NAME=V', each value of the field's type."""
     name, sep, values = text.partition('=')
-    name = name.strip().lstrip('-').replace('-', '_')
+    name = SPELLINGS.get(name.strip().lstrip('-').replace('-', '_'), name.strip())
     if not sep or name not in FIELDS:
         raise click.BadParameter(f'{text!r}: expected NAME=VALUE{",VALUE..." if many else ""} with NAME one of '
             f'{", ".join(FIELDS)}')
@@ -32,7 +33,7 @@ def parse_setting(text, many):
     try:
         parsed = [kind(v.strip()) for v in (values.split(',') if many else [values])]
     except (ValueError, click.BadParameter):
-        raise click.BadParameter(f'{text!r}: {flag_name(name)} takes {kind.__name__} values') from None
+        raise click.BadParameter(f'{text!r}: {flags_of(FIELDS[name])[0]} takes {kind.__name__} values') from None
     return name, parsed if many else parsed[0]
 
 #----------------------------------------------------------------------------
@@ -41,8 +42,8 @@ def parse_setting(text, many):
 @click.option('--sweep', 'sweep', metavar='NAME=V1,V2,...',
     help='The setting to sweep and its values: a train.py --generator=flow flag\'s name (beta=0.5,1,2; dpo_lr=1e-4,2e-4)  [default: none, the settings as given]')
 @click.option('--set', 'fixed', multiple=True, metavar='NAME=VALUE', help='Another setting, the same in every run (repeatable)')
-@click.option('--ablation', metavar='a|...|k|LIST|all', default='a', show_default=True,
-    help='Groups of every run, as train.py takes them: one, a comma list (a,c,d) or all (every group), from the same data and seeds')
+@click.option('--variant', '--ablation', 'ablation', metavar='NAME|LIST|all', default='circular', show_default=True,
+    help='Variants of every run, as train.py takes them: one, a comma list (circular,final-only; or letters a,d) or all, from the same data and seeds')
 @click.option('--resume', metavar='PT', default='bundled-flow', show_default=True, help='Flow checkpoint to align')
 @click.option('--outdir', metavar='DIR', default='training-runs', show_default=True,
     help='Parent of the sweep folder (NNNNN-circular-dpo-sweep-NAME: the runs, sweep.md, sweep.json)')
@@ -69,10 +70,9 @@ def main(sweep, fixed, ablation, resume_sweep, no_placebo, resume, outdir, seed,
     Holm-adjusted; eg3d_rlhf/analysis/replication.py): replication.md, replication.json and a forest plot per contrast.
 
     \b
-    python tools/sweep_circular.py --sweep beta=500,1000,2000
-    python tools/sweep_circular.py --sweep dpo_lr=1e-4,2e-4,4e-4 --set dpo_steps=40 --ablation all
-    python tools/sweep_circular.py --train-seeds 0-3               # the demo's defaults, four seeds
-    python tools/sweep_circular.py --train-seeds 100-107 --eval-seeds 5000-5031 --ablation a,b,c,d,j   # a claim
+    python tools/sweep_circular.py --sweep detail_beta=500,1000,2000 --train-seeds 0-3
+    python tools/sweep_circular.py --sweep detail_lr=1e-4,2e-4,4e-4 --set dpo_steps=40 --variant all
+    python tools/sweep_circular.py --train-seeds 100-107 --eval-seeds 5000-5031 --variant circular,independent,first-only,final-only,front-to-back
     python tools/sweep_circular.py --train-seeds 100-107 ... --resume-sweep training-runs/00003-circular-dpo-sweep-seeds
     """
     try:
@@ -92,8 +92,9 @@ def main(sweep, fixed, ablation, resume_sweep, no_placebo, resume, outdir, seed,
         raise click.UsageError(f'--train-seeds={seeds}: {err}')
     if not run_seeds or len(set(run_seeds)) != len(run_seeds):
         raise click.UsageError(f'--train-seeds={seeds}: give each seed once')
-    given, ablation = ablation, circular_run.with_placebo(ablation, no_placebo)
     try:
+        given = variant_letters(ablation)
+        ablation = circular_run.with_placebo(given, no_placebo)
         configs = [CircularDPOConfig(**settings, ablation=ablation, **({name: v} if name else {})) for v in values]
         device = runs.pick_device(device)
     except (ConfigError, RunError) as err:

@@ -5,7 +5,7 @@ import typing
 
 from eg3d_rlhf.data.annotators import parse_annotator
 from eg3d_rlhf.finetune import lora, losses
-from eg3d_rlhf.finetune.options import ConfigError, MethodConfig, flag_name, option
+from eg3d_rlhf.finetune.options import ConfigError, MethodConfig, flag_name, flags_of, option
 from eg3d_rlhf.generators.base import seed_ranges
 
 #----------------------------------------------------------------------------
@@ -27,20 +27,35 @@ GROUPS = dict(
     k='placebo of a: its step-2 pairs with chosen and rejected swapped in a random half, so step 3 learns no preference',
 )
 
+VARIANTS = {'circular': 'a', 'independent': 'b', 'first-only': 'c', 'final-only': 'd', 'first-sft': 'e',
+    'final-sft': 'f', 'no-w1': 'g', 'no-w2': 'h', 'base': 'i', 'front-to-back': 'j', 'placebo': 'k'}
+NAMES = {letter: name for name, letter in VARIANTS.items()}     # The paper's letters (a-i) and ours (j, k) as aliases.
+
+
+def variant_letters(text):
+    """'circular,final-only' (names or letters, or all) -> 'a,d'; ConfigError for an unknown or repeated one."""
+    if text == 'all':
+        return text
+    letters = [VARIANTS.get(v.strip(), v.strip()) for v in text.split(',')]
+    if not all(g in GROUPS for g in letters) or len(set(letters)) != len(letters):
+        raise ConfigError(f'--variant={text}: give all, or variants {", ".join(VARIANTS)} (or their letters a-k; '
+            'one each, comma-separated)')
+    return ','.join(letters)
+
 
 @dataclasses.dataclass
 class CircularDPOConfig(MethodConfig):
     labels:         typing.Optional[str] = option(None, 'Judgements (JSONL) of pairs of --bank samples, the preference data of step 1  [default: the demo: simulated labels of samples drawn now]', metavar='JSONL')
     bank:           typing.Optional[str] = option(None, 'Flow bank (tools/sample_bank.py) of the samples --labels judges; their asset.npz are the data', metavar='DIR')
     reward_model:   typing.Optional[str] = option(None, 'Reward checkpoint scoring step 2\'s candidates (w1, w2) and the evaluation', metavar='PT')
-    ablation:       str = option('a', 'Groups to run: a = Circular-DPO, b-i = the paper\'s ablations, j = front to back, k = a\'s placebo (step 2\'s pairs with random sides), several as a comma list (a,c,d), all = every group; from the same data and seeds, with a table', metavar='a|...|k|LIST|all')
-    loss_type:      str = option('ipo', 'Preference loss of every DPO phase (finetune/losses.py): ipo (a bounded target margin of 1/(2 beta): on the demo it carves no dents where sigmoid, the paper\'s Flow-DPO, does); sigmoid, hinge, robust, sft, ...',
-                        choices=lambda: losses.names(needs_gap=False))
+    ablation:       str = option('a', 'Variants to run from the same data and seeds, with a table: circular (a), independent (b: both stages by DPO, no loop), first-only (c), final-only (d), first-sft (e), final-sft (f), no-w1 (g), no-w2 (h), base (i: untouched), front-to-back (j), placebo (k: a with step 2\'s sides swapped in a random half); a comma list, or all', metavar='NAME|LIST|all', names=('variant', 'ablation'))
+    loss_type:      str = option('ipo', 'Preference loss of the phases that train the final (detail) stage (finetune/losses.py): ipo (a bounded target margin of 1/(2 beta)), sigmoid (the paper\'s Flow-DPO), hinge, robust, sft',
+                        choices=lambda: losses.names(needs_gap=False), names=('detail_loss_type', 'loss_type'))
     label_smoothing: float = option(0.0, 'Share of preference labels taken as flipped (sigmoid: cDPO; robust: its noise rate)', min=0, below=0.5)
-    beta:           float = option(1000.0, 'beta * T of Flow-DPO, per value of a stage (MSE_t is a mean over its values)', min=0)
-    dpo_lr:         float = option(2e-4, 'Adam learning rate of the stage being trained (0: a control that changes nothing)', min=0)
+    beta:           float = option(1000.0, 'beta * T of Flow-DPO in the phases that train the final stage, per value of the stage (MSE_t is a mean over its values)', min=0, names=('detail_beta', 'beta'))
+    dpo_lr:         float = option(2e-4, 'Adam learning rate of the phases that train the final stage (0: a control that changes nothing)', min=0, names=('detail_lr', 'dpo_lr'))
     dpo_steps:      int = option(80, 'Adam steps per stage and round', min=1)
-    dpo_batch:      int = option(8, 'Pairs per step', min=1)
+    dpo_batch:      int = option(8, 'Pairs per step of the phases that train the final stage', min=1, names=('detail_batch', 'dpo_batch'))
     rounds:         int = option(1, 'Rounds of steps 1-3; later rounds draw step 2\'s structures from the tuned first stage', min=1)
     bridge_seeds:   str = option('100-111', 'Step 2: seeds of the structures drawn per condition, each finished by the tuned and by the reference final stage', metavar='LIST')
     mirror_pairs:   bool = option(False, 'Train on every pair and its mirror image (both assets flipped left to right, the same choice): twice the pairs of step 1 and of every phase that trains on the preference data, and step 2\'s (tuned, reference) pairs with the structures they were drawn from; for tastes that do not tell a head from its mirror image', is_flag=True)
@@ -48,35 +63,32 @@ class CircularDPOConfig(MethodConfig):
     labels_w1_tau:  typing.Optional[float] = option(None, 'Step 1 keeps a --labels pair only when its w1 from the labels\' win counts (a k-way ranking\'s: tools/import_ranked.py --ranking) is above this  [default: every pair]', min=-1)
     w2_placement:   str = option('inside', 'Where w2 weights a step-2 pair: inside = it scales the logit in the sigmoid (the paper\'s Eq. 7), outside = it scales the pair\'s loss (its Algorithm 1)',
                         choices=lambda: ('inside', 'outside'))
-    structure_beta: typing.Optional[float] = option(None, 'beta of every phase that trains a stage before the last  [default: --beta]; under IPO the target margin is 1/(2 beta), and at beta 1000 the structure stage reaches it with tiny, noise-led changes (docs/circular-dpo.md)', above=0)
-    structure_batch: typing.Optional[int] = option(None, 'Pairs a step of every phase that trains a stage before the last  [default: --dpo-batch]; on the demo 32 did not make the way step 3 moves the heads less a matter of the seed (docs/circular-dpo.md)', min=1)
-    structure_loss_type: typing.Optional[str] = option('sigmoid', 'Preference loss of every DPO phase that trains a stage before the last (None in Python: --loss-type); sigmoid moves step 3 the way its pairs point on every seed, where IPO at a small target margin moves it either way (docs/circular-dpo.md)',
+    structure_beta: typing.Optional[float] = option(None, 'beta of the phases that train a stage before the last  [default: --detail-beta]; under IPO the target margin is 1/(2 beta)', above=0)
+    structure_batch: typing.Optional[int] = option(None, 'Pairs per step of the phases that train a stage before the last  [default: --detail-batch]', min=1)
+    structure_loss_type: typing.Optional[str] = option('sigmoid', 'Preference loss of the phases that train a stage before the last (None in Python: --detail-loss-type)',
                         choices=lambda: losses.names(needs_gap=False))
-    structure_lr:   typing.Optional[float] = option(2e-5, 'Adam learning rate of every phase that trains a stage before the last (None in Python: --dpo-lr)', min=0)
-    structure_t_max: float = option(0.3, 'Every phase that trains a stage before the last draws its flow times t from [0, this] (t = 0 is noise), where the flow lays out a structure; over all t step 3 flips single voxels near the surface without their mirror images (bulges the symmetric taste sees, docs/circular-dpo.md); 1 = every t', above=0, max=1)
+    structure_lr:   typing.Optional[float] = option(2e-5, 'Adam learning rate of the phases that train a stage before the last (None in Python: --detail-lr)', min=0)
+    structure_t_max: float = option(0.3, 'The phases that train a stage before the last draw their flow times t from [0, this] (t = 0 is noise), where the flow lays out a structure; 1 = every t', above=0, max=1)
     sft_weight:     float = option(0.0, 'Adds this times the SFT loss of the preferred side to every DPO phase (TRL\'s rpo_alpha); 0 = off', min=0)
     lora_rank:      int = option(0, 'Train only LoRA adapters of this rank on the trained stage\'s Linear and Conv layers (peft), merged into its weights after each phase; 0 = every weight trains', min=0)
     early_stop_split: float = option(0.0, 'Hold out this share of each phase\'s pairs and stop the phase when their implicit-reward accuracy has not improved for --early-stop-patience evaluations; 0 = off', min=0, below=1)
     early_stop_patience: int = option(3, 'Evaluations without a better held-out accuracy before a phase stops (with --early-stop-split)', min=1)
     early_stop_every: int = option(10, 'Steps between held-out evaluations (with --early-stop-split)', min=1)
     precompute_ref: bool = option(False, 'Run the reference stage once over every step\'s draws (and the held-out pairs\') before each phase and train from those numbers, never calling it in training (TRL\'s precompute_ref_log_probs): the same losses and weights, bit for bit', is_flag=True)
-    bf16:           bool = option(False, 'bf16 autocast of every velocity pass (policy and reference) on the CPU or a CUDA device with native bf16; weights, optimizer and loss stay float32 (on the tiny preset margin / beta moved by up to 7.5e-4, docs/circular-dpo.md)', is_flag=True)
+    bf16:           bool = option(False, 'bf16 autocast of every velocity pass (policy and reference) on the CPU or a CUDA device with native bf16; weights, optimizer and loss stay float32', is_flag=True)
     snap_steps:     int = option(0, 'Write the run\'s state (state.pt in its folder: finished phases, the phase under way, every process\'s random state) every N training steps of a phase and at its end, for --resume-run; 0 = never', min=0)
     resume_run:     typing.Optional[str] = option(None, 'Go on with the run in this folder from its state.pt (written with --snap-steps), with its options and as many processes; it ends as it would have without the stop', metavar='DIR')
     eval_seeds:     str = option('1000-1007', 'Held-out seeds (under every condition) comparing each group with the base model, or none', metavar='LIST')
     annotator:      typing.Optional[str] = option(None, 'Simulated annotator judging the evaluation pairs (oracle:NAME)  [default: the demo\'s --demo-annotator; else none]', metavar='oracle:NAME')
     temperature:    float = option(0.5, 'Noise of the simulated annotator, in standard deviations of its taste (demo labels, evaluation)', min=0)
     draw_batch:     int = option(8, 'Samples per pipeline pass when drawing (demo data, step 2, evaluation)', min=1)
-    demo_annotator: str = option('oracle:proportions', 'Demo: the simulated annotator of the preference data and the evaluation; its bundled flow reward is the default --reward-model (oracle:proportions: a large head whose nose does not stick out, which needs both stages; oracle:nose: the nose alone)', metavar='oracle:NAME')
+    demo_annotator: str = option('oracle:proportions', 'Demo: the simulated annotator of the preference data and the evaluation; its bundled flow reward is the default --reward-model (oracle:proportions: a large head whose nose does not stick out; oracle:nose: the nose alone)', metavar='oracle:NAME')
     # Not flags: the embedded demo's preference data and fixed parts of the evaluation.
     demo_seeds:     str = option('0-11', 'Demo: seeds drawn under every condition and judged in all pairs within a condition', metavar='LIST', flag=False)
     eval_res:       int = option(128, 'Cube resolution of the slabs the evaluation\'s annotator judges', min=16, flag=False)
 
     def validate(self):
-        unknown = [g for g in self.ablation.split(',') if g not in GROUPS] if self.ablation != 'all' else []
-        if unknown or len(set(self.ablation.split(','))) != len(self.ablation.split(',')):
-            raise ConfigError(f'--ablation={self.ablation}: give all, or groups {", ".join(GROUPS)} (one each, '
-                'comma-separated)')
+        self.ablation = variant_letters(self.ablation)                  # Names become the letters runs record.
         if (self.labels is None) != (self.bank is None):
             raise ConfigError('--labels and --bank go together: the labels judge the bank\'s samples (neither: the demo)')
         for name in ('annotator', 'demo_annotator'):
@@ -91,7 +103,7 @@ class CircularDPOConfig(MethodConfig):
             raise ConfigError('--bridge-seeds: step 2 needs at least one seed')
         for name in ('loss_type', 'structure_loss_type'):
             if self.sft_weight and getattr(self, name) and not losses.get(getattr(self, name)).needs_rejected:
-                raise ConfigError(f'--sft-weight adds SFT to a loss of pairs; {flag_name(name)}={getattr(self, name)} '
+                raise ConfigError(f'--sft-weight adds SFT to a loss of pairs; {flags_of(self.field(name))[0]}={getattr(self, name)} '
                     'is SFT already')
         if self.lora_rank and not lora.available():
             raise ConfigError(lora.MISSING)

@@ -227,7 +227,7 @@ def write_sweep(sweep_dir, text, fields):
 
 
 def with_placebo(ablation, keep_out):
-    """The --ablation list with the placebo group (k) added where (a) runs with other known groups, unless keep_out."""
+    """The --variant list (letters) with the placebo group (k) added where (a) runs with other known groups, unless keep_out."""
     groups = ablation.split(',')
     if keep_out or 'k' in groups or 'a' not in groups or len(groups) < 2 or not set(groups) <= set(GROUPS):
         return ablation
@@ -503,7 +503,7 @@ def resume_differences(before, now, cfg):
 def run_ranks(cfg, common, ranks, network, family, reward_path, reporter):
     """run() in each process of the job (one outside torchrun): the run folder, the models, align()."""
     device = common.device if ranks.size == 1 else str(ranks.device(torch.device(common.device)))
-    for flag, batch in (('--dpo-batch', cfg.dpo_batch), ('--structure-batch', cfg.structure_batch)):
+    for flag, batch in (('--detail-batch', cfg.dpo_batch), ('--structure-batch', cfg.structure_batch)):
         if batch is not None and batch < ranks.size:
             raise RunError(f'{flag}={batch} pairs a step cannot be shared by {ranks.size} processes')
     try:

@@ -26,8 +26,7 @@ ABOUT_SAVING = ('config', 'save_config', 'force')      # Flags of this command l
 def option_names(method, command, methods):
     """train.py's option names that `method` reads, in the command's order (methods: every registered Method)."""
     names = [p.name for p in command.params if isinstance(p, click.Option) and p.name not in NOT_SAVED]
-    owned = set().union(*(m.fields() for m in methods if m is not method)) - method.fields()
-    reads = method.fields() | (set(names) - owned if method.reads is None else set(method.reads))
+    reads = method.options(names, methods)
     return [name for name in names if name in reads]
 
 

@@ -27,9 +27,20 @@ class Method:
     resolve:    typing.Callable = None  # (options, explicit) -> (config, common); None = config.from_options.
     reads:      tuple = None        # train.py options it reads besides its config's; None = every one no other method owns.
     help:       str = ''            # One line for --method's help and the docs.
+    command:    str = None          # `eg3d-rlhf train COMMAND`: this method's options alone; None = its name.
+
+    @property
+    def command_name(self):
+        return self.command or self.name
 
     def fields(self):
         return {f.name for f in self.config.flags()}
+
+    def options(self, names, methods):
+        """The options among `names` (a command's) that this method reads: its config's fields, then its `reads`, or
+        (None) every option that none of the other `methods` owns."""
+        owned = set().union(*(m.fields() for m in methods if m is not self)) - self.fields()
+        return self.fields() | (set(names) - owned if self.reads is None else set(self.reads))
 
     def configure(self, options, explicit):
         """(config, common) of train.py's options: the config built once, common an EasyDict of the options."""
@@ -72,11 +83,16 @@ def choose(family=None, name=None):
     return METHODS[(family, name)]
 
 
+def by_command(command):
+    """The Method run by `eg3d-rlhf train COMMAND`, or None."""
+    return next((m for m in METHODS.values() if m.command_name == command), None)
+
+
 def check_given(method, explicit, command_options):
     """ConfigError naming the first option given (explicit) that `method` does not read, and the method that does."""
     others = [m for m in METHODS.values() if m is not method]
-    owned = set().union(*(m.fields() for m in others)) - method.fields() if others else set()
-    reads = method.fields() | (set(command_options) - owned if method.reads is None else set(method.reads))
+    owned = set().union(*(m.fields() for m in others)) - method.fields()
+    reads = method.options(command_options, METHODS.values())
     for name in sorted(set(explicit) - reads):
         owner = next((m for m in others if name in m.fields() or (m.reads is None and name not in owned)), None)
         if owner is None:
@@ -89,7 +105,7 @@ def check_given(method, explicit, command_options):
 #----------------------------------------------------------------------------
 
 register(Method('eg3d', 'gan', 'EG3D', RewardFinetuneConfig, gan_run.run, resolve=gan_run.resolve,
-    help='EG3D training; --reward adds the reward phase'))
+    help='EG3D training; --reward adds the reward phase', command='eg3d'))
 register(Method('flow', 'circular-dpo', 'Circular-DPO', CircularDPOConfig, circular_run.run,
     reads=('generator', 'method', 'config', 'outdir', 'resume', 'reward_model', 'seed', 'device', 'desc', 'dry_run',
         'report_to'),

@@ -23,11 +23,13 @@ class RunError(RuntimeError):
     """A method cannot start or go on for a reason outside its options (a file, a device); one line (exit 1)."""
 
 
-def option(default, help, min=None, below=None, choices=None, flag=True, is_flag=False, metavar=None, above=None, max=None):
+def option(default, help, min=None, below=None, choices=None, flag=True, is_flag=False, metavar=None, above=None, max=None,
+        names=None):
     """A config field: default, help text, bounds (min and max inclusive, above and below exclusive), choices (a
-    callable, so registries can grow), flag or not."""
+    callable, so registries can grow), flag or not, and the names its flag and YAML key go by (names: the first is
+    the one shown, the rest are aliases; None = the field's name)."""
     return dataclasses.field(default=default, metadata=dict(help=help, min=min, below=below, above=above, max=max,
-        choices=choices, flag=flag, is_flag=is_flag, metavar=metavar))
+        choices=choices, flag=flag, is_flag=is_flag, metavar=metavar, names=names))
 
 
 def flag_name(field_name):
@@ -35,12 +37,17 @@ def flag_name(field_name):
     return '--' + field_name.replace('_', '-')
 
 
+def flags_of(f):
+    """Every flag of a field, the shown one first: ['--variant', '--ablation']."""
+    return [flag_name(n) for n in (f.metadata['names'] or (f.name,))]
+
+
 OPTIONAL = {typing.Optional[str]: str, typing.Optional[float]: float, typing.Optional[int]: int}
 
 def check_value(field, value):
     """ConfigError naming the flag (or the field, for one that is not a flag) when `value` cannot be its value."""
     meta, kind = field.metadata, OPTIONAL.get(field.type, field.type)
-    flag = flag_name(field.name) if meta['flag'] else field.name
+    flag = flags_of(field)[0] if meta['flag'] else field.name
     if value is None:
         if field.type not in OPTIONAL:
             raise ConfigError(f'{flag}: a value is needed')
@@ -95,6 +102,11 @@ class MethodConfig:
     def to_dict(self):
         return dataclasses.asdict(self)
 
+    @classmethod
+    def field(cls, name):
+        """The dataclass field `name`."""
+        return next(f for f in dataclasses.fields(cls) if f.name == name)
+
 
 def given_options(cls, options):
     """{field: value} of a config dataclass's fields that `options` gives (None and False mean "not given"), each
@@ -107,11 +119,12 @@ def given_options(cls, options):
 
 #----------------------------------------------------------------------------
 
-def click_option_of(f):
-    """The click option of one flag field; it defaults to None (unset), so a command can tell what was given."""
-    meta, name = f.metadata, flag_name(f.name)
+def click_option_args(f):
+    """(flags and name, keyword arguments) of the click option of one flag field; it defaults to None (unset), so a command can
+    tell what was given."""
+    meta, name = f.metadata, [*flags_of(f), f.name]
     if meta['is_flag']:
-        return click.option(name, help=meta['help'], is_flag=True, default=None)
+        return name, dict(help=meta['help'], is_flag=True, default=None)
     shown = '' if f.default is None or '[default' in meta['help'] else f'  [default: {f.default}]'
     shown += '' if meta['min'] is None else f'  [x>={meta["min"]}]'
     shown += '' if meta['below'] is None else f'  [x<{meta["below"]}]'
@@ -119,7 +132,19 @@ def click_option_of(f):
     shown += '' if meta['max'] is None else f'  [x<={meta["max"]}]'
     kind = click.Choice(list(meta['choices']())) if meta['choices'] is not None else OPTIONAL.get(f.type, f.type)
     metavar = meta['metavar'] or {float: 'FLOAT', int: 'INT'}.get(kind, None)
-    return click.option(name, help=meta['help'] + shown, type=kind, default=None, metavar=metavar)
+    return name, dict(help=meta['help'] + shown, type=kind, default=None, metavar=metavar)
+
+
+def click_option_of(f):
+    """The click option decorator of one flag field."""
+    names, kwargs = click_option_args(f)
+    return click.option(*names, **kwargs)
+
+
+def click_param_of(f):
+    """The click.Option of one flag field (for a command built from a parameter list)."""
+    names, kwargs = click_option_args(f)
+    return click.Option(names, **kwargs)
 
 
 def click_options_of(*classes, skip=()):
@@ -139,7 +164,7 @@ def click_options_of(*classes, skip=()):
 
 #----------------------------------------------------------------------------
 # YAML run files: `train.py --config run.yaml` reads a mapping of option names (a config's field names, or the
-# command's other options, underscores or dashes) as if they were given on the command line; flags given override.
+# command's other options, underscores or dashes, or a flag's alias) as if they were given on the command line; flags given override.
 # Each value is read as the text written (a null leaves the option unset) and converted by the option's own type, as
 # a flag's would be: `seed: 1:30` is refused, never YAML 1.1's 90. A run file is shared and downloaded, so it cannot
 # set what only the person typing may grant: FLAGS_ONLY, each with why (config_file.py does not save them either).
@@ -173,9 +198,10 @@ def read_yaml(path, command):
     if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
         raise ConfigError(f'--config: {path} must hold a mapping of option names to values')
     params = {p.name: p for p in command.params if isinstance(p, click.Option)}
+    spellings = {flag.lstrip('-').replace('-', '_'): p.name for p in params.values() for flag in p.opts}
     ctx, values, spelt = click.Context(command), {}, {}
     for key, value in data.items():
-        name = key.replace('-', '_')
+        name = spellings.get(key.replace('-', '_'), key.replace('-', '_'))    # An alias (variant) names its option.
         if name in FLAGS_ONLY:
             raise ConfigError(f'--config: {path}: {key} may not be set by a file ({FLAGS_ONLY[name]}); pass '
                 f'{flag_name(name)} on the command line')
