@@ -109,7 +109,7 @@ def score_ratings(out, tuned, original):
 @main.command()
 @click.argument('name', callback=check_annotator)
 @click.option('--out', required=True, metavar='JSONL', help='The labels file the server writes (serve, study or rate)')
-@click.option('--url', default=f'http://{socket.gethostname()}:8765/', show_default=True, help='The page\'s address')
+@click.option('--url', default=f'http://{socket.gethostname()}:8765/', show_default='http://THIS-MACHINE:8765/', help='The page\'s address')
 @click.option('--force', is_flag=True, help='Replace NAME\'s link (the old one stops working)')
 def invite(name, out, url, force):
     """Print NAME's secret link to a page served beyond loopback (--host); only its sha256 is kept, in JSONL.invites.json.

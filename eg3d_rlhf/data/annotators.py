@@ -110,6 +110,16 @@ TASTES = {
 }
 
 
+TASTE_HELP = {
+    'nose':        'a face whose nose does not stick out',
+    'smooth':      'a smooth surface',
+    'closed':      'one piece, no floaters, no holes',
+    'symmetric':   'left and right halves alike',
+    'size':        'a large head, up to the family\'s largest',
+    'proportions': 'a large head with a nose that does not stick out',
+}
+
+
 REGION = 'region:'       # A taste that looks at one facial part alone: 'region:' + a name of heads.PARTS.
 
 

@@ -105,7 +105,7 @@ def check_given(method, explicit, command_options):
 #----------------------------------------------------------------------------
 
 register(Method('eg3d', 'gan', 'EG3D', RewardFinetuneConfig, gan_run.run, resolve=gan_run.resolve,
-    help='EG3D training; --reward adds the reward phase', command='eg3d'))
+    help='GAN training of the tri-plane generator; --reward adds reward fine-tuning', command='eg3d'))
 register(Method('flow', 'circular-dpo', 'Circular-DPO', CircularDPOConfig, circular_run.run,
     reads=('generator', 'method', 'config', 'outdir', 'resume', 'reward_model', 'seed', 'device', 'desc', 'dry_run',
         'report_to'),

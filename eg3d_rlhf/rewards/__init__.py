@@ -24,6 +24,12 @@ CLASSES = dict(SigmaReward='sigma_cnn', DepthReward='depth_cnn', PointCloudRewar
     SigmaUNetReward='sigma_unet')
 KINDS = {'sigma': 'SigmaReward', 'depth': 'DepthReward', 'pointcloud': 'PointCloudReward',     # kind -> class name.
     'sigma-unet': 'SigmaUNetReward'}
+HELP = {                                                                                     # kind -> one line.
+    'sigma':      'the slab sigma: level-set features and mesh statistics read by linear heads, or a 3D CNN',
+    'depth':      'depth maps of the iso-surface from several views, read by a 2D CNN',
+    'pointcloud': 'points on the iso-surface, read by a PointNet',
+    'sigma-unet': 'the published sigma-field network (a 3D residual U-Net, pytorch3dunet)',
+}
 
 
 def __getattr__(name):
