@@ -86,6 +86,7 @@ POSITIVE = cli.FiniteRange(min=0, min_open=True)
 @click.option('--workers',      help='DataLoader worker processes (0 = load in the training process)', metavar='INT', type=click.IntRange(min=0), default=3, show_default=True)
 @click.option('--device',       help='Where to train (auto = cuda if available)',               type=click.Choice(['auto', 'cpu', 'cuda']), default='auto', show_default=True)
 @click.option('-n','--dry-run', help='Print training options and exit',                         is_flag=True)
+@click.option('--verbose',      help='Print every option and the networks\' layer tables before training', is_flag=True)
 
 # EG3D.
 @click.option('--neural_rendering_resolution_initial', help='Resolution to render at  [default: varies]', metavar='INT', type=click.IntRange(min=1))

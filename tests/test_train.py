@@ -200,6 +200,20 @@ def test_dry_run_prints_options_and_creates_nothing(data, tmp_path):
     assert not outdir.exists()
 
 
+def test_the_next_command_evaluates_the_last_snapshot(tmp_path):
+    c = dnnlib.EasyDict(run_dir=str(tmp_path), resume_pkl=gan_run.registry.bundled_file('bundled'),
+        panel_kwargs=dict(reward_model_path=gan_run.demo.reward_model('sigma')))
+    assert gan_run.next_command(c) is None                                  # No snapshot yet.
+    for name in ('network-snapshot-000000.pkl', 'network-snapshot-000004.pkl', 'reals.png'):
+        (tmp_path / name).write_bytes(b'')
+    command = gan_run.next_command(c)
+    assert command.startswith('python tools/evaluate.py --original bundled --tuned ' + str(tmp_path / 'network-snapshot-000004.pkl'))
+    assert '--reward-model checkpoints/reward-sigma-nose.safetensors' in command and '--annotator oracle:nose' in command
+    assert gan_run.next_command(dnnlib.EasyDict(c, panel_kwargs=None)) is None   # No reward phase: nothing to compare.
+    other = gan_run.next_command(dnnlib.EasyDict(c, resume_pkl='my net.pkl'))
+    assert "--original 'my net.pkl'" in other
+
+
 def test_run_dirs_count_up(tmp_path):
     assert run_dir.next_run_dir(str(tmp_path), 'a') == str(tmp_path / '00000-a')
     os.makedirs(tmp_path / '00007-old')
@@ -346,6 +360,8 @@ def test_training_writes_options_stats_grids_and_snapshot(trained_run):
         assert np.isfinite(stats[1][key]['mean']), key
     assert {'Timing/Greg', 'Loss/G/density_reg', 'Loss/r1_penalty'} <= set(stats[0]) # Step 0 runs every phase.
     assert 'sec/kimg' in open(os.path.join(run_dir, 'log.txt')).read()
+    before = output[:output.index('\ntick 0 ')].splitlines()                # A quiet start: no layer tables.
+    assert len(before) < 40 and 'training_options.json (--verbose prints them' in output and 'Parameters' not in output
 
     sizes = {'reals.png': (256, 256), 'fakes000000.png': (256, 256), 'fakes000000_raw.png': (128, 128), 'fakes000000_depth.png': (128, 128)}
     for name, size in sizes.items():
@@ -495,5 +511,7 @@ def test_torchrun_launch_trains_two_consistent_processes(data, tmp_path):
     with open(os.path.join(run_dir, 'training_options.json')) as f:
         assert json.load(f)['num_gpus'] == 2
     assert 'sec/kimg' in open(os.path.join(run_dir, 'log.txt')).read()
+    before = output[:output.index('\ntick 0 ')].splitlines()                # A quiet start: no layer tables.
+    assert len(before) < 40 and 'training_options.json (--verbose prints them' in output and 'Parameters' not in output
 
 #----------------------------------------------------------------------------

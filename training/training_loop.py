@@ -339,6 +339,7 @@ def training_loop(
     shape_prior_kwargs      = None,     # Warm start of a new G, called by function name (func_name + options), None = none.
     cudnn_benchmark         = True,     # Set torch.backends.cudnn.benchmark?
     report_to               = 'none',   # Where rank 0 also logs the stats and pictures: 'tensorboard', 'wandb' or 'none'.
+    verbose                 = True,     # Print G's and D's layer tables before training?
 ):
     """Train G and D; returns {'G', 'D', 'G_ema'} of this process at the end."""
     # Initialize.
@@ -386,7 +387,7 @@ def training_loop(
         losses = dnnlib.util.call_func_by_name(G=G, labels=labels, batch=batch_gpu, seed=random_seed, **shape_prior_kwargs)
         log(f'Shape prior: loss {losses[0]:.1f} -> {np.mean(losses[-10:]):.1f}')
         misc.copy_params_and_buffers(G, G_ema)
-    if rank == 0:
+    if rank == 0 and verbose:
         z = torch.zeros([batch_gpu, G.z_dim], device=device)
         c = torch.from_numpy(training_set.get_label(0)).to(device).expand(batch_gpu, -1)
         img = misc.print_module_summary(G, [z, c])

@@ -516,8 +516,10 @@ def run_ranks(cfg, common, ranks, network, family, reward_path, reporter):
         **{k: v for k, v in dataclasses.asdict(cfg).items() if k != 'reward_model'})
     run_dir = run_folder(cfg, common, ranks, options, desc)
     options['run_dir'] = run_dir
-    if ranks.main:
+    if ranks.main and (common.get('verbose') or common.dry_run):
         print(json.dumps(options, indent=2))
+    elif ranks.main:
+        print(f'Options: {os.path.join(run_dir, "options.json")} (--verbose prints them)')
     if common.dry_run:
         if ranks.main:
             print('Dry run; exiting.')

@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+import shlex
 
 import torch
 
@@ -174,6 +175,7 @@ def build(cfg, opts):
             steps=opts.shape_prior_steps)
     add_reward_phase(c, cfg)
     c.report_to = opts.get('report_to', 'none')     # Rank 0's TensorBoard / W&B log (torch_utils/report_to.py).
+    c.verbose = bool(opts.get('verbose'))           # Every option and the layer tables printed (a dry run's options too).
     if opts.metrics_kwargs is not None:
         c.metrics_kwargs, c.metrics_ticks = opts.metrics_kwargs, opts.get('metrics_ticks') or 1
     return c, desc, opts.outdir
@@ -218,10 +220,14 @@ def check_resume(c):
 #----------------------------------------------------------------------------
 # Launching: in this process, in spawned processes (--gpus N), or as one of torchrun's processes (env://).
 
-def print_options(c):
-    print()
-    print('Training options:')
-    print(json.dumps(c, indent=2))
+def print_options(c, dry_run=False):
+    if c.verbose or dry_run:
+        print()
+        print('Training options:')
+        print(json.dumps(c, indent=2))
+    else:
+        print(f'Training options: {os.path.join(c.run_dir, "training_options.json")} (--verbose prints them and the '
+            'networks\' layers)')
     print()
     print(f'Output directory:    {c.run_dir}')
     print(f'Device:              {c.device}')
@@ -280,7 +286,7 @@ def launch_training(c, desc, outdir, dry_run):
         raise RunError(f'--outdir: {problem}; choose another')
     c.run_dir = runs.next_run_dir(outdir, desc)
     assert not os.path.exists(c.run_dir)
-    print_options(c)
+    print_options(c, dry_run)
     if dry_run:
         print('Dry run; exiting.')
         return
@@ -290,6 +296,23 @@ def launch_training(c, desc, outdir, dry_run):
         distributed.spawn(run_process, num_processes=c.num_gpus, device_type=c.device, args=(c,))
     except (training_loop.TrainingStopped, training_loop.ResumeError) as err:
         raise RunError(str(err))
+    command = next_command(c)
+    if command is not None:
+        print(f'Next, compare the last snapshot with where it started on held-out seeds:\n  {command}')
+
+
+def next_command(c):
+    """The tools/evaluate.py command comparing a reward run's last snapshot with its starting generator on held-out
+    seeds, paths filled in (None for a run without the reward phase or a snapshot)."""
+    snapshots = sorted(n for n in os.listdir(c.run_dir) if n.startswith('network-snapshot-') and n.endswith('.pkl'))
+    reward = (c.get('panel_kwargs') or {}).get('reward_model_path')
+    if not snapshots or reward is None or c.resume_pkl is None:
+        return None
+    original = 'bundled' if registry.is_bundled(c.resume_pkl) else shlex.quote(c.resume_pkl)
+    taste = ' --annotator oracle:nose' if os.path.abspath(reward) == os.path.abspath(demo.reward_model('sigma')) else ''
+    return (f'python tools/evaluate.py --original {original} --tuned {shlex.quote(os.path.join(c.run_dir, snapshots[-1]))} '
+        f'--trust-pickle --reward-model {shlex.quote(os.path.relpath(reward))} --seeds 1000-1099{taste} '
+        f'--outdir {shlex.quote(os.path.join(c.run_dir, "evaluate"))}')
 
 #----------------------------------------------------------------------------
 

@@ -108,7 +108,7 @@ register(Method('eg3d', 'gan', 'EG3D', RewardFinetuneConfig, gan_run.run, resolv
     help='GAN training of the tri-plane generator; --reward adds reward fine-tuning', command='eg3d'))
 register(Method('flow', 'circular-dpo', 'Circular-DPO', CircularDPOConfig, circular_run.run,
     reads=('generator', 'method', 'config', 'outdir', 'resume', 'reward_model', 'seed', 'device', 'desc', 'dry_run',
-        'report_to'),
+        'report_to', 'verbose'),
     help='preference alignment of a multi-stage flow, back to front'))
 
 #----------------------------------------------------------------------------
