@@ -200,7 +200,7 @@ def method_command(method):
         run(kwargs, click.get_current_context())
 
     return click.Command(method.command_name, params=params, callback=callback, help=f"""{method.title}: {method.help}.
-        Only this method's options; `python train.py` (or `eg3d-rlhf train`) takes every method's.""")
+        Only this method's options; train.py (or eg3d-rlhf train) takes every method's.""")
 
 #----------------------------------------------------------------------------
 

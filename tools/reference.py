@@ -16,8 +16,8 @@ def pages():
     console, train = importlib.import_module('tools.__main__'), importlib.import_module('train')
     found = {}
     index = ['# Reference', '', 'Every command\'s options, generated from the code by `eg3d-rlhf reference`: edit the '
-        'code (a config\'s fields, a click option\'s help), then run it. `python tools/NAME.py` takes the same options as '
-        '`eg3d-rlhf NAME`; `python train.py` takes the options of every method.', '', '| command | what it does |',
+        'code (a config\'s fields, a click option\'s help), then run it. The script tools/NAME.py takes the same options as '
+        '`eg3d-rlhf NAME`, and train.py takes the options of every method.', '', '| command | what it does |',
         '| --- | --- |']
     for method in methods.METHODS.values():
         name, command = f'train-{method.command_name}', train.method_command(method)
