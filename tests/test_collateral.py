@@ -194,8 +194,10 @@ def test_the_strip_shows_the_most_changed_samples_and_where_they_moved(heads):
     picks = collateral.most_changed(before, after, 2)
     assert picks[0][0] == 5 and picks[0][1] in ('symmetric', 'smooth') and picks[0][2] < 0
     picture = collateral.strip(slabs[[5]], tuned[[5]], GRID, ['five'], resolution=64)
-    assert picture.shape == (preview.LABEL_TOP + 64, preview.LABEL_LEFT + 5 * 64, 3)
-    moved = picture[preview.LABEL_TOP:, preview.LABEL_LEFT + 4 * 64:].astype(int)
+    assert picture.shape == (preview.LABEL_TOP + 64 + collateral.BAR_HEIGHT, preview.LABEL_LEFT + 5 * 64, 3)
+    bar = picture[preview.LABEL_TOP + 64 + 6, preview.LABEL_LEFT + 4 * 64:].astype(int)   # The colour bar, under it.
+    assert bar[0, 2] - bar[0, 0] > 60 and bar[-1, 0] - bar[-1, 2] > 60       # Blue (away) left, red (toward) right.
+    moved = picture[preview.LABEL_TOP:preview.LABEL_TOP + 64, preview.LABEL_LEFT + 4 * 64:].astype(int)
     red = (moved[..., 0] - moved[..., 2]) > 80
     assert red.any()                                                        # The lump came toward the viewer...
     cols = np.nonzero(red.any(axis=0))[0]

@@ -448,6 +448,27 @@ def strip(before, after, grid, labels, names=('original', 'tuned'), level=10.0, 
         rows.append([v[view] for v in views for view in preview.BEFORE_AFTER_VIEWS]
             + [depth_change(b, a, grid, level, resolution, scale)[0]])
     columns = [f'{name} {view}' for name in names for view in preview.BEFORE_AFTER_VIEWS]
-    return preview.labelled(rows, labels, columns + [f'moved +-{scale:.3f}'])
+    picture = preview.labelled(rows, labels, columns + ['surface moved'])
+    return np.concatenate([picture, colour_bar(picture.shape[1], rows[0][-1].shape[1], scale)], axis=0)
+
+
+BAR_HEIGHT = 34                                         # Pixels of the colour bar under a strip.
+
+
+def colour_bar(width, bar_width, scale, height=BAR_HEIGHT):
+    """uint8 RGB band [height, width, 3] under a strip: depth_change's colours from -scale to +scale (world units) at
+    its right end, bar_width wide, with its ends and centre labelled."""
+    import matplotlib
+    import PIL.Image
+    import PIL.ImageDraw
+    band = PIL.Image.new('RGB', (width, height), (255, 255, 255))
+    ramp = matplotlib.colormaps['RdBu_r'](np.linspace(0, 1, bar_width))[:, :3]
+    band.paste(PIL.Image.fromarray(np.rint(np.tile(ramp[None], (10, 1, 1)) * 255).astype(np.uint8)), (width - bar_width, 2))
+    draw = PIL.ImageDraw.Draw(band)
+    draw.text((width - bar_width - 250, 2), 'surface moved, world units (red: toward', fill=(0, 0, 0))
+    draw.text((width - bar_width - 250, 16), 'the viewer, blue: away):', fill=(0, 0, 0))
+    for x, text in ((0, f'-{scale:.4f}'), (bar_width // 2 - 4, '0'), (bar_width - 44, f'+{scale:.4f}')):
+        draw.text((width - bar_width + x, 16), text, fill=(0, 0, 0))
+    return np.asarray(band)
 
 #----------------------------------------------------------------------------

@@ -220,7 +220,20 @@ def compare(generators, reward, seeds, outdir, taste=None, temperature=0.5, labe
         view_geometry.save_views(maps, view_geometry.YAWS, out('views.png'))
         pictures.append('views.png')
         tables.append(view_geometry.table(rows))
-    report_plots.write_report(outdir, 'Tuned vs original', summary, pictures, tables=tables)
+    report_plots.write_report(outdir, 'Tuned vs original', summary, pictures, tables=tables, headline=headline(summary))
     return summary
+
+
+def headline(summary):
+    """The report's headline block: what was compared, the reward's change and the trained taste's result."""
+    rc, pref = summary['reward'], summary['preference']
+    rows = [('Generators', f'original {summary["original"]}; tuned {summary["tuned"]}'),
+        ('Samples', summary['seeds']),
+        ('Reward', f'{summary["reward_model"] or "given"}: mean {rc["mean_before"]:.3f} -> {rc["mean_after"]:.3f} '
+            f'({rc["rose"]} of {rc["seeds"]} samples rose)')]
+    if isinstance(pref, dict):
+        rows.append(('Trained taste', f'{pref["source"]}: tuned preferred in {pref["wins"]} of {pref["pairs"]} pairs '
+            f'({pref["losses"]} original, {pref["ties"]} ties), binomial p {pref["binomial_p"]:.2g}'))
+    return rows
 
 #----------------------------------------------------------------------------

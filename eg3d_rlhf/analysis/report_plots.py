@@ -82,10 +82,40 @@ def html_table(title, header, rows):
     return f'<h2>{html.escape(title)}</h2><table>{cells("th", header)}{"".join(cells("td", r) for r in rows)}</table>'
 
 
-def write_report(outdir, title, summary, pictures, name='report', tables=()):
-    """outdir/NAME.json (the summary) and outdir/NAME.html: where the summary has an 'alarm', that sentence first (or,
-    where it is None, that none was raised); then tables of (title, header, rows), a table of the summary's scalars,
-    and the pictures."""
+def process_costs():
+    """(wall seconds since this process started, CPU seconds of it and its finished children, peak memory in bytes)."""
+    import resource
+    import time
+    import psutil
+    proc = psutil.Process()
+    cpu = proc.cpu_times()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024      # Linux reports KiB.
+    return time.time() - proc.create_time(), cpu.user + cpu.system + cpu.children_user + cpu.children_system, peak
+
+
+def command_line():
+    """The command that made this process, as typed: 'python train.py --reward=sigma ...' or 'eg3d-rlhf evaluate ...'."""
+    import shlex
+    import sys
+    program = sys.argv[0]
+    head = f'python {os.path.relpath(program)}' if program.endswith('.py') else os.path.basename(program)
+    return ' '.join([head, *(shlex.quote(a) for a in sys.argv[1:])])
+
+
+def headline_rows(headline):
+    """The headline block's rows: the command, the caller's (label, text) pairs, then time and memory."""
+    wall, cpu, peak = process_costs()
+    rows = [('Command', command_line()), *headline,
+        ('Cost', f'wall {dnnlib.util.format_time(wall)}, CPU {dnnlib.util.format_time(cpu)}, peak memory '
+            f'{dnnlib.util.size_text(peak)} (this process so far)')]
+    return ''.join(f'<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>' for k, v in rows)
+
+
+def write_report(outdir, title, summary, pictures, name='report', tables=(), headline=()):
+    """outdir/NAME.json (the summary) and outdir/NAME.html. The page opens with the summary's 'alarm' sentence (or,
+    where it is None, that none was raised), the title and a headline block (the command, `headline`'s (label, text)
+    pairs, wall and CPU time and peak memory); then the first picture at full width, the tables of (title, header,
+    rows), the other pictures, and last, collapsed, every number of the summary."""
     with dnnlib.util.atomic_write(os.path.join(outdir, f'{name}.json'), 'w', encoding='utf-8') as f:
         json.dump(dnnlib.util.json_safe(summary), f, indent=2, allow_nan=False)
         f.write('\n')
@@ -99,16 +129,19 @@ def write_report(outdir, title, summary, pictures, name='report', tables=()):
             shown = f'{value:.4g}' if isinstance(value, float) else value if isinstance(value, str) else json.dumps(value)
             rows.append(f'<tr><td>{html.escape(prefix[:-1])}</td><td>{html.escape(shown)}</td></tr>')
     walk('', summary)
-    images = ''.join(f'<figure><img src="{html.escape(p)}" alt="{html.escape(p)}"><figcaption>{html.escape(p)}'
-        '</figcaption></figure>' for p in pictures)
+    figure = lambda p, wide=False: (f'<figure{" class=wide" if wide else ""}><img src="{html.escape(p)}" '
+        f'alt="{html.escape(p)}"><figcaption>{html.escape(p)}</figcaption></figure>')
     page = (f'<!doctype html><meta charset="utf-8"><title>{html.escape(title)}</title>'
-        '<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 12px;border-bottom:1px solid #ddd;text-align:left}'
-        'figure{display:inline-block;margin:8px}img{max-width:560px}</style>'
+        '<style>body{font-family:sans-serif;margin:1em 2em}td,th{padding:2px 12px;border-bottom:1px solid #ddd;'
+        'text-align:left;vertical-align:top}table.headline th{white-space:nowrap}figure{display:inline-block;margin:8px}'
+        'img{max-width:560px}figure.wide img{max-width:100%;max-height:60vh}h1{margin:0.3em 0}</style>'
         + (f'<p class="alarm" style="color:#b00000;font-weight:bold">{html.escape(summary["alarm"])}</p>'
             if summary.get('alarm') else '<p class="alarm">No reward-hacking alarm: no simulated taste prefers the '
             'original significantly (binomial p &lt; 0.05).</p>' if 'alarm' in summary else '')
-        + f'<h1>{html.escape(title)}</h1>{"".join(html_table(*t) for t in tables)}<h2>Summary</h2>'
-        f'<table>{"".join(rows)}</table>{images}\n')
+        + f'<h1>{html.escape(title)}</h1><table class="headline">{headline_rows(headline)}</table>'
+        + (figure(pictures[0], wide=True) if pictures else '')
+        + ''.join(html_table(*t) for t in tables) + ''.join(figure(p) for p in pictures[1:])
+        + f'<details><summary>Every number ({html.escape(name)}.json)</summary><table>{"".join(rows)}</table></details>\n')
     with dnnlib.util.atomic_write(os.path.join(outdir, f'{name}.html'), 'w', encoding='utf-8') as f:
         f.write(page)
 

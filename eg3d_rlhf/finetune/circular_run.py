@@ -16,7 +16,7 @@ from eg3d_rlhf.data.annotators import parse_annotator
 from eg3d_rlhf.data.bank import REDRAW, Bank
 from eg3d_rlhf.data.preferences import load_judgements, write_judgements
 from eg3d_rlhf.finetune import run_dir as runs
-from eg3d_rlhf.finetune.circular_config import GROUPS
+from eg3d_rlhf.finetune.circular_config import GROUPS, NAMES
 from eg3d_rlhf.finetune.circular_dpo import RECIPES, CircularDPO, demo_preferences, phase_name, with_win_counts
 from eg3d_rlhf.finetune.circular_state import RunState, StateError
 from eg3d_rlhf.finetune.flow_dpo import PairData, bank_pairs, bf16_problem, encode_stage
@@ -88,6 +88,15 @@ def group_row(group, summary, seconds):
         row.update(diversity_ratio=div['ratio_all'])
     row.update(collateral.row_entries(summary))
     return row
+
+
+def headline(rows):
+    """The report's headline block: per variant, the held-out annotator's result and the reward's change."""
+    out = []
+    for r in rows:
+        said = f'tuned preferred in {r["wins"]} of {r["wins"] + r["losses"] + r["ties"]} held-out pairs, ' if 'wins' in r else ''
+        out.append((f'{NAMES[r["group"]]} ({r["group"]})', f'{said}reward change {r["reward_mean_delta"]:+.3f}'))
+    return out
 
 
 def fmt(value, spec='.3f'):
@@ -364,11 +373,11 @@ def align(cfg, generator, reward, run_dir, save_snapshot, seed=0, reward_path=No
     if rows:
         report_plots.plot_collateral(rows, os.path.join(run_dir, 'collateral.png'))
         pictures.append('collateral.png')
-    pictures += [f'eval-{r["group"]}/before_after.png' for r in rows]
+    pictures = [f'eval-{r["group"]}/before_after.png' for r in rows] + pictures      # Group (a)'s first.
     tables = [('Groups against the base model', *table_rows(rows))] if rows else []
     if versus:
         tables.append(('Group (a) against each other group, on the same held-out ids', *versus_rows(versus, taste)))
-    report_plots.write_report(run_dir, 'Circular-DPO', summary, pictures, tables=tables)
+    report_plots.write_report(run_dir, 'Circular-DPO', summary, pictures, tables=tables, headline=headline(rows))
     for picture in pictures:
         log.image('report/' + os.path.splitext(picture)[0], os.path.join(run_dir, picture))
     return summary

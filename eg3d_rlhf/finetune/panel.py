@@ -80,6 +80,7 @@ class RewardPanel:
         self.run_dir = run_dir
         self.seeds = seed_ranges(seeds) if isinstance(seeds, str) else [int(s) for s in seeds]
         self.reward = shared_reward(reward_model_path, device)
+        self.reward_model_path = reward_model_path
         self.reward_sha256 = file_sha256(reward_model_path)
         self.device = torch.device(device)
         self.truncation_psi, self.batch = truncation_psi, batch
@@ -236,7 +237,11 @@ class RewardPanel:
         preview.save_picture(picture, out('before_after.png'))
         pictures = ['before_after.png', 'reward_trajectories.png', 'reward_histograms.png', 'reward_deltas.png',
             'reward_scatter.png']
-        report_plots.write_report(self.run_dir, 'Reward panel', summary, pictures, name='reward_report', tables=tables)
+        headline = [('Reward', self.reward_model_path), ('Panel', f'{summary["seeds"]} seeds from {self.kimg[0]:g} to '
+            f'{self.kimg[-1]:g} kimg: mean reward {summary["mean_before"]:.3f} -> {summary["mean_after"]:.3f}, '
+            f'{summary["rose"]} rose')]
+        report_plots.write_report(self.run_dir, 'Reward panel', summary, pictures, name='reward_report', tables=tables,
+            headline=headline)
         self.pictures = pictures
         self.summary = summary
         lines = [alarm] if alarm and alarm != stopped else []       # A stopped run's record() said it already.

@@ -4,6 +4,7 @@ import numpy as np
 import PIL.Image
 import torch
 
+from eg3d_rlhf.analysis import collateral
 from eg3d_rlhf.geometry import preview
 from eg3d_rlhf.rewards.checkpoint import save_reward
 from tests.helpers.eg3d import tiny_generator
@@ -51,11 +52,11 @@ def save_pair(root, shifts):
 def before_after_halves(path, rows, res=128):
     """(original half, tuned half) of a before/after picture's tiles (grey), after checking its layout: the label
     strips, then rows of res x res tiles: original front and profile, tuned front and profile, and in a collateral
-    strip (RGB: analysis/collateral.strip) a fifth tile, the depth change in colour."""
+    strip (RGB: analysis/collateral.strip) a fifth tile, the depth change in colour, and its colour bar below."""
     picture = np.asarray(PIL.Image.open(path))
-    columns = 5 if picture.ndim == 3 else 4
-    assert picture.shape[:2] == (preview.LABEL_TOP + rows * res, preview.LABEL_LEFT + columns * res)
-    grey = picture[preview.LABEL_TOP:, preview.LABEL_LEFT:preview.LABEL_LEFT + 4 * res]
+    columns, bar = (5, collateral.BAR_HEIGHT) if picture.ndim == 3 else (4, 0)
+    assert picture.shape[:2] == (preview.LABEL_TOP + rows * res + bar, preview.LABEL_LEFT + columns * res)
+    grey = picture[preview.LABEL_TOP:preview.LABEL_TOP + rows * res, preview.LABEL_LEFT:preview.LABEL_LEFT + 4 * res]
     if picture.ndim == 3:
         assert picture.shape[2] == 3 and (grey[..., 0] == grey[..., 1]).all() and (grey[..., 0] == grey[..., 2]).all()
         grey = grey[..., 0]                                               # The views are grey.
