@@ -4,7 +4,6 @@ import os
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from eg3d_rlhf.data import annotators as A
 from eg3d_rlhf.data import preferences
@@ -12,6 +11,7 @@ from eg3d_rlhf.data.bank import Bank
 from eg3d_rlhf.data.scores import read_scores
 from eg3d_rlhf.geometry.sigma import slab_grid
 from tests.helpers.banks import FACE, NOSES, TIP, ball_sdf, face_volume, sigma_from_sdf, world_points, write_bank
+from tests.helpers.cli import tool
 from tools import annotate
 
 pytestmark = pytest.mark.usefixtures('one_thread')
@@ -283,8 +283,7 @@ def test_good_bad_at_temperature_zero_splits_at_the_median():
 #----------------------------------------------------------------------------
 # tools/annotate.py on a hand-made bank of faces with noses of ten sizes (the `faces` fixture, tests/conftest.py).
 
-def annotate_cli(*args):
-    return CliRunner().invoke(annotate.main, [str(a) for a in args])
+annotate_cli = tool(annotate.main)
 
 
 def ok(result):

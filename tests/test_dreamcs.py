@@ -6,7 +6,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
 from eg3d_rlhf import finetune
 from eg3d_rlhf.data import annotators as A
@@ -16,6 +15,7 @@ from eg3d_rlhf.data.scores import read_scores, write_scores
 from eg3d_rlhf.finetune.schedules import Progress, Schedule
 from eg3d_rlhf.rewards import losses
 from tests.helpers.banks import NOSES
+from tests.helpers.cli import tool
 from tests.helpers.eg3d import tiny_generator
 from tests.helpers.rewards import latents, phase_options
 from tools import annotate, train_reward
@@ -68,8 +68,7 @@ def test_the_repositorys_cs_bce_form_is_kept_and_both_need_two_classes():
 #----------------------------------------------------------------------------
 # train_reward --objective (the `balls` bank of tests/conftest.py: 40 balls, truth.csv, a median good/bad split).
 
-def train(*args):
-    return CliRunner().invoke(train_reward.main, ['--device', 'cpu', *[str(a) for a in args]])
+train = tool(train_reward.main, '--device', 'cpu')
 
 
 def test_train_reward_dreamcs_objective_reads_scores_and_refuses_without(balls, tmp_path, tiny_models):
@@ -126,8 +125,7 @@ def test_bands_drop_the_middle_and_equal_quantiles_drop_nothing():
         exact.good_bad(ids, 0.8, 0.2)
 
 
-def annotate_cli(*args):
-    return CliRunner().invoke(annotate.main, [str(a) for a in args])
+annotate_cli = tool(annotate.main)
 
 
 def test_annotate_good_bad_bands_count_the_middle_and_write_the_given_scores(faces, tmp_path):

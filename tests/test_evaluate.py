@@ -7,7 +7,6 @@ import PIL.Image
 import pytest
 import scipy.stats
 import torch
-from click.testing import CliRunner
 
 from eg3d_rlhf.analysis import evaluation, image_metrics
 from eg3d_rlhf.analysis.compare import SIDES, compare
@@ -18,6 +17,7 @@ from eg3d_rlhf.generators.eg3d import EG3DGenerator
 from eg3d_rlhf.geometry import preview
 from eg3d_rlhf.geometry.sigma import SlabCrop, slab_grid
 from eg3d_rlhf.rewards.checkpoint import load_reward, save_reward
+from tests.helpers.cli import invoke
 from tests.helpers.evaluate import before_after_halves, save_feature_network, save_pair
 from tests.helpers.rewards import slab_description, tiny_reward
 from tools import evaluate
@@ -158,7 +158,7 @@ def visible_pair(tmp_path_factory):
 
 
 def run_evaluate(args):
-    return CliRunner().invoke(evaluate.main, [str(a) for a in args])
+    return invoke(evaluate.main, args)
 
 
 def test_evaluate_writes_the_report(tiny_pair, tmp_path):

@@ -5,7 +5,6 @@ import os
 
 import pytest
 import torch
-from click.testing import CliRunner
 
 from eg3d_rlhf.generators import flow_heads
 from eg3d_rlhf.generators.flow import (INVARIANT_TOLERANCE, FlowGenerator, VolumeField, batch_invariant, blur,
@@ -14,6 +13,7 @@ from eg3d_rlhf.generators.registry import FAMILIES
 from eg3d_rlhf.geometry.sigma import slab_grid
 from eg3d_rlhf.geometry.sigma import CubeGrid
 from eg3d_rlhf.synthetic import flow_data, world
+from tests.helpers.cli import invoke
 from tests.helpers.flow import tiny_pipeline
 from tools import train_flow
 
@@ -316,9 +316,7 @@ def test_checkpoint_loads_as_data_and_bad_files_fail_in_one_line(tmp_path):
 #----------------------------------------------------------------------------
 
 def run_cli(args):
-    result = CliRunner().invoke(train_flow.main, args)
-    assert result.exit_code == 0, result.output
-    return result
+    return invoke(train_flow.main, args, expect=0)
 
 
 def test_train_flow_dry_run_writes_nothing(tmp_path):

@@ -8,12 +8,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from tests.helpers.cli import invoke
 from tools import generator_demo
 from training.triplane import TriPlaneGenerator
 
 
 def _run(args):
-    return CliRunner().invoke(generator_demo.main, args, catch_exceptions=False)
+    return invoke(generator_demo.main, args, catch_exceptions=False)
 
 
 def test_dry_run_writes_nothing(tmp_path):

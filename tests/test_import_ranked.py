@@ -5,16 +5,14 @@ import json
 import os
 
 import pytest
-from click.testing import CliRunner
 
 from eg3d_rlhf.data import preferences as P
 from tests.conftest import shared_file
-from tests.helpers.cli import digest, refused_in_one_line
+from tests.helpers.cli import digest, refused_in_one_line, tool
 from tools import import_ranked
 
 
-def run(*args):
-    return CliRunner().invoke(import_ranked.main, [str(a) for a in args])
+run = tool(import_ranked.main)
 
 
 def test_the_paper_csv_becomes_4346_judgements(tmp_path):

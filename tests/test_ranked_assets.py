@@ -5,18 +5,17 @@ import json
 
 import pytest
 import torch
-from click.testing import CliRunner
 
 from eg3d_rlhf.data import preferences as P
 from eg3d_rlhf.finetune.circular_dpo import with_win_counts
 from eg3d_rlhf.finetune.flow_dpo import PairData, pair_quality_gaps
+from tests.helpers.cli import tool
 from tools import import_ranked
 
 NINE = [f'c00-seed{s:06d}' for s in (7, 3, 12, 0, 5, 9, 1, 4, 8)]        # Best first.
 
 
-def run(*args):
-    return CliRunner().invoke(import_ranked.main, [str(a) for a in args])
+run = tool(import_ranked.main)
 
 
 def ranking_csv(path, rows, header='condition,rank1,rank2,rank3,rank4,rank5,rank6,rank7,rank8,rank9'):

@@ -4,12 +4,11 @@ import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from eg3d_rlhf.data import blind_study as BS
 from eg3d_rlhf.data.bank import Bank
 from eg3d_rlhf.data.preferences import write_judgements
-from tests.helpers.cli import refused_in_one_line
+from tests.helpers.cli import refused_in_one_line, tool
 from tests.helpers.replication import fake_measures
 from tests.helpers.study import judgement, nose_bank
 from tools import replicate
@@ -30,8 +29,7 @@ def report(folder, wins, seeds=range(5000, 5040), seed=0):
     return folder
 
 
-def run(*args):
-    return CliRunner().invoke(replicate.main, [str(a) for a in args])
+run = tool(replicate.main)
 
 
 def test_each_seed_is_tuned_against_original_and_the_result_is_across_seeds(tmp_path):

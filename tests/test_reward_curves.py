@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import scipy.stats
 import torch
-from click.testing import CliRunner
 
 from eg3d_rlhf.analysis import rating_trials
 from eg3d_rlhf.analysis import reward_curves as C
@@ -18,6 +17,7 @@ from eg3d_rlhf.data.scores import write_scores
 from eg3d_rlhf.rewards import fitting, linear_heads
 from eg3d_rlhf.rewards.sigma_cnn import SigmaReward
 from tests.helpers.banks import ball_bank
+from tests.helpers.cli import tool
 from tools import reward_curve
 
 pytestmark = pytest.mark.usefixtures('one_thread')
@@ -87,8 +87,7 @@ def test_sizes_to_reach_interpolates_and_says_never():
         C.CurveOptions(sizes=(500, 250))
 
 
-def run(*args):
-    return CliRunner().invoke(reward_curve.main, ['--device', 'cpu', *[str(a) for a in args]])
+run = tool(reward_curve.main, '--device', 'cpu')
 
 
 def test_reward_curve_tool_writes_its_report_and_refuses_to_overwrite(balls, tmp_path, monkeypatch):

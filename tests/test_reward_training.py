@@ -10,7 +10,6 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from click.testing import CliRunner
 
 from eg3d_rlhf.data import annotators, preferences
 from eg3d_rlhf.data.bank import Bank
@@ -22,6 +21,7 @@ from eg3d_rlhf.rewards.checkpoint import FORMAT, RewardCheckpointError, load_rew
 from eg3d_rlhf.rewards.contract import InputSpec
 from eg3d_rlhf.rewards.sigma_cnn import SigmaReward
 from tests.helpers.banks import RES, ball_bank, slab_description
+from tests.helpers.cli import tool
 from tests.helpers.rewards import TINY, tiny_sigma
 from tools import score_bank, train_reward
 
@@ -211,8 +211,7 @@ def test_not_a_checkpoint_is_a_one_line_error(tmp_path):
 #----------------------------------------------------------------------------
 # tools/train_reward.py on banks of balls (the `balls` and `tiny_models` fixtures, tests/conftest.py).
 
-def train(*args):
-    return CliRunner().invoke(train_reward.main, ['--device', 'cpu', *[str(a) for a in args]])
+train = tool(train_reward.main, '--device', 'cpu')
 
 
 def ok(result):
@@ -446,8 +445,7 @@ def scored(tmp_path_factory):
     return dict(bank=root, model=model, reward=str(folder / 'r.pt'))
 
 
-def score(*args):
-    return CliRunner().invoke(score_bank.main, ['--device', 'cpu', *[str(a) for a in args]])
+score = tool(score_bank.main, '--device', 'cpu')
 
 
 def test_score_bank_writes_every_sample_in_id_order(scored, tmp_path):

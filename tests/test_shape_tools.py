@@ -8,12 +8,12 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from click.testing import CliRunner
 
 from eg3d_rlhf.analysis import shapes
 from eg3d_rlhf.geometry import mesh, preview
 from eg3d_rlhf.geometry.sigma import CubeGrid
 from eg3d_rlhf.synthetic import shape_prior, world
+from tests.helpers.cli import invoke
 from tests.helpers.eg3d import RENDERING_KWARGS, tiny_generator
 from tools import shape_report
 from training.camera_utils import orbit_camera_label
@@ -182,7 +182,7 @@ def network(tiny_network_pkl):
 
 
 def run(args):
-    return CliRunner().invoke(shape_report.main, args)
+    return invoke(shape_report.main, args)
 
 
 def test_shape_report_writes_report_previews_and_fakes(network, tmp_path):

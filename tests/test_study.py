@@ -11,7 +11,6 @@ import sys
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from eg3d_rlhf.analysis import study as S
 from eg3d_rlhf.data import blind_study as BS
@@ -24,6 +23,7 @@ from eg3d_rlhf.data.label_server import RATE_PAGE_FILE
 from eg3d_rlhf.data.preferences import Judgement, now
 from tests.conftest import REPO
 from tests.helpers.browser import chromium_driver
+from tests.helpers.cli import tool
 from tests.helpers.label import fake_bank, ok, read_lines
 from tests.helpers.study import (Recorded, call, fetch, file_hash, judgement, nose_bank, picture_index, smaller_nose,
     start_page)
@@ -47,8 +47,7 @@ def nose_banks(tmp_path_factory):
     return original, tuned, noses, picture_index([original, tuned])
 
 
-def run(*args):
-    return CliRunner().invoke(label.main, [str(a) for a in args])
+run = tool(label.main)
 
 #----------------------------------------------------------------------------
 # Statistics.

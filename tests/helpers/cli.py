@@ -11,6 +11,18 @@ def digest(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def invoke(command, args, expect=None, **kwargs):
+    """CliRunner's result of click `command` on args (each made a string); with `expect`, its exit code must be that."""
+    result = CliRunner().invoke(command, [str(a) for a in args], **kwargs)
+    assert expect is None or result.exit_code == expect, result.output[-3000:] + repr(result.exception)
+    return result
+
+
+def tool(command, *prefix):
+    """A function running click `command` on (*prefix, *args): `run = tool(replicate.main)`; `run('--seeds', 3)`."""
+    return lambda *args, **kwargs: invoke(command, [*prefix, *args], **kwargs)
+
+
 def ran(command, args):
     """CliRunner's result of click `command` on args (each made a string), which must have exited with 0."""
     result = CliRunner().invoke(command, [str(a) for a in args])
