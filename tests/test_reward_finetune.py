@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 import dnnlib
 import train
+from eg3d_rlhf.analysis import collateral
 from eg3d_rlhf.data import annotators
 from eg3d_rlhf.finetune import gan_run
 from eg3d_rlhf.finetune import panel
@@ -293,7 +294,8 @@ def test_reward_run_writes_panel_evidence_and_a_loadable_snapshot(data, rewards,
         with PIL.Image.open(os.path.join(run_dir, name)) as im:
             assert im.size[0] > 100, name
     with PIL.Image.open(os.path.join(run_dir, 'before_after.png')) as im:   # 3 seeds x (before, after) x 2 views + moved.
-        assert im.size == (preview.LABEL_LEFT + 5 * panel.PREVIEW_RES, preview.LABEL_TOP + 3 * panel.PREVIEW_RES)
+        assert im.size == (preview.LABEL_LEFT + 5 * panel.PREVIEW_RES,
+            preview.LABEL_TOP + 3 * panel.PREVIEW_RES + collateral.BAR_HEIGHT)    # The colour bar below.
     page = open(os.path.join(run_dir, 'reward_report.html')).read()
     assert 'src="before_after.png"' in page and 'Collateral: every taste at temperature 0' in page
     report = json.load(open(os.path.join(run_dir, 'reward_report.json')))
