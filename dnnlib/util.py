@@ -351,6 +351,19 @@ def open_regular(path, mode='rb', error=NotRegularFile, **kwargs):
     raise error(_not_regular(path, kind))
 
 
+def read_bounded(path, limit, error, what, prefix=''):
+    """The bytes of the regular file `path`, at most `limit` of them; `error` (an exception class) with one line,
+    `prefix` then the path, when it cannot be read or is larger (then it is not `what`)."""
+    try:
+        with open_regular(path, 'rb', error=error) as f:
+            blob = f.read(limit + 1)
+    except OSError as err:
+        raise error(f'{prefix}{path}: cannot read it ({err.strerror or err})') from None
+    if len(blob) > limit:
+        raise error(f'{prefix}{path}: larger than {size_text(limit)}; not {what}')
+    return blob
+
+
 def size_text(size):
     """A byte count for people: '34.4 KiB', '4 PiB'."""
     for unit, scale in (('PiB', 1 << 50), ('TiB', 1 << 40), ('GiB', 1 << 30), ('MiB', 1 << 20), ('KiB', 1 << 10)):

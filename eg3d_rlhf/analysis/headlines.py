@@ -22,13 +22,7 @@ class HeadlineError(ValueError):
 
 def read_json(path, what):
     """A JSON object from `path`; HeadlineError naming the file otherwise."""
-    try:
-        with dnnlib.util.open_regular(path, 'rb', error=HeadlineError) as f:
-            blob = f.read(MAX_BYTES + 1)
-    except OSError as err:
-        raise HeadlineError(f'{path}: cannot read it ({err.strerror or err})') from None
-    if len(blob) > MAX_BYTES:
-        raise HeadlineError(f'{path}: larger than {MAX_BYTES >> 20} MB; not a {what}')
+    blob = dnnlib.util.read_bounded(path, MAX_BYTES, HeadlineError, f'a {what}')
     try:
         data = json.loads(blob, parse_constant=lambda c: float('nan'))
     except ValueError as err:

@@ -185,13 +185,7 @@ def read_yaml(path, command):
     """{option name: value} of a YAML file for a click command, each value converted by the option's own type (its
     ranges checked); ConfigError naming the file and the key otherwise (an option of FLAGS_ONLY, a key given twice
     in any spelling)."""
-    try:
-        with dnnlib.util.open_regular(path, 'rb', error=ConfigError) as f:
-            blob = f.read(MAX_YAML_BYTES + 1)
-    except OSError as err:
-        raise ConfigError(f'--config: cannot read {path} ({err.strerror or err})') from None
-    if len(blob) > MAX_YAML_BYTES:
-        raise ConfigError(f'--config: {path}: larger than {dnnlib.util.size_text(MAX_YAML_BYTES)}; not a file of options')
+    blob = dnnlib.util.read_bounded(path, MAX_YAML_BYTES, ConfigError, 'a file of options', prefix='--config: ')
     data = dnnlib.util.decode_yaml(blob, f'--config: {path}:', ConfigError, as_text=True)
     if data is None:
         return {}
