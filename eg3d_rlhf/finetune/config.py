@@ -52,7 +52,7 @@ class RewardFinetuneConfig(MethodConfig):
                             choices=lambda: losses.names())
     pair_beta:          float = option(1.0, 'pairwise: beta of the DPO-family losses (implicit reward per unit of -MSE to a sample\'s slab)', min=0)
     pair_smoothing:     float = option(0.0, 'pairwise: label smoothing of the sigmoid and robust losses', min=0, below=0.5)
-    pair_construction:  str = option('latents', 'pairwise: the two samples of a latent z: latents (two independent latents; 4-5x the panel change of offsets in the demo, docs/reward-finetuning.md), offsets (z plus two N(0, 0.3^2) offsets), truncation (z at --reward-psi and at --reward-psi minus --pair-psi-step)',
+    pair_construction:  str = option('latents', 'pairwise: the two samples of a latent z: latents (two independent latents), offsets (z plus two N(0, 0.3^2) offsets), truncation (z at --reward-psi and at --reward-psi minus --pair-psi-step)',
                             choices=lambda: PAIR_CONSTRUCTIONS)
     pair_psi_step:      typing.Optional[float] = option(None, f'pairwise, --pair-construction=truncation: how much lower the second sample\'s psi is  [default: {PAIR_PSI_STEP_DEFAULT}]', above=0)
     reward_psi:         float = option(1.0, 'Truncation psi of the samples the reward scores while tuning', min=0)
@@ -61,7 +61,7 @@ class RewardFinetuneConfig(MethodConfig):
     reward_optimizer:   str = option('shared', "shared: the reward phase steps G's Adam; own: an Adam of its own at --glr",
                             choices=lambda: OPTIMIZERS)
     reward_batch:       typing.Optional[int] = option(None, 'Samples per reward pass  [default: --batch-gpu]', min=1)
-    reward_step:        str = option('phase', "phase: the reward term is a G phase of its own after G's GAN step, with its own latents and its own backbone pass (the published code's G_depth); gan: it is added to G's GAN loss, scored on the samples G renders for D, one backward and one Adam step (the paper's loss; the demo's, 0.8x of phase's time a step there, docs/reward-finetuning.md)",
+    reward_step:        str = option('phase', "phase: the reward term is a G phase of its own after G's GAN step, with its own latents and its own backbone pass (the published code's G_depth); gan: it is added to G's GAN loss, scored on the samples G renders for D, one backward and one Adam step (the paper's loss; the demo's)",
                             choices=lambda: REWARD_STEPS)
     reward_recompute:   bool = option(False, 'Gradient checkpointing of the slab decoder passes (less GPU memory)', is_flag=True)
     panel_seeds:        str = option('2000-2199', 'Seeds scored every tick for the reward report, or none', metavar='LIST')
