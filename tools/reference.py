@@ -41,9 +41,12 @@ def stale(outdir, found):
     present = {n for n in os.listdir(outdir) if n.endswith('.md')} if os.path.isdir(outdir) else set()
     differ = []
     for name, text in found.items():
-        path = os.path.join(outdir, name)
-        if name not in present or open(path, encoding='utf-8').read() != text:
+        if name not in present:
             differ.append(name)
+            continue
+        with open(os.path.join(outdir, name), encoding='utf-8') as f:
+            if f.read() != text:
+                differ.append(name)
     return differ + sorted(present - set(found))
 
 #----------------------------------------------------------------------------

@@ -120,8 +120,8 @@ def given_options(cls, options):
 #----------------------------------------------------------------------------
 
 def click_option_args(f):
-    """(flags and name, keyword arguments) of the click option of one flag field; it defaults to None (unset), so a command can
-    tell what was given."""
+    """(flags and name, keyword arguments) of the click option of one flag field; it defaults to None (unset), so a
+    command can tell what was given."""
     meta, name = f.metadata, [*flags_of(f), f.name]
     if meta['is_flag']:
         return name, dict(help=meta['help'], is_flag=True, default=None)
