@@ -39,7 +39,7 @@ def timed(label, fn, repeats):
 @click.option('--repeats', type=click.IntRange(min=1), default=10, show_default=True, help='Timed launches (mean)')
 def main(points, repeats):
     """Prints one line per (outputs, pass, block, warps, stages[, programs per SM]); the defaults in
-    torch_utils/ops/triton_kernels/triplane_sigma.py are the fastest lines of an H100 (docs/benchmarks.md)."""
+    torch_utils/ops/triton_kernels/triplane_sigma.py are the fastest lines of an H100 (docs/guides/benchmarks.md)."""
     if not torch.cuda.is_available():
         raise click.ClickException('no CUDA device: tune_triplane_gpu.py times GPU kernels')
     import triton # pylint: disable=import-outside-toplevel

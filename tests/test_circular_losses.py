@@ -342,7 +342,8 @@ def bf16_and_float32(G, data, index, beta):
     return out
 
 
-BF16_MARGIN = 2e-3        # The stated tolerance of bf16's margin / beta (docs/circular-dpo.md); measured up to 7.5e-4.
+BF16_MARGIN = 2e-3        # The stated tolerance of bf16's margin / beta (docs/guides/circular-dpo.md); measured up to 7.5e-4
+                          # (docs/results/2026-11-27-circular-dpo-notebook.md).
 
 
 @pytest.mark.parametrize('index', [0, 1])

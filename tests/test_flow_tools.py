@@ -243,7 +243,7 @@ def test_the_bundled_flow_draws_whole_heads_about_as_smooth_as_its_training_head
     report = json.loads((out / 'report.json').read_text())
     lump = report['lumpiness']
     assert report['one_head'] == report['samples'] == 16 and lump['resolution'] == 64
-    assert 0.06 < lump['training_data'] < 0.1 and lump['ratio'] < 1.35, lump     # 1.22x on 104 samples (docs/flows.md).
+    assert 0.06 < lump['training_data'] < 0.1 and lump['ratio'] < 1.35, lump     # 1.22x on 104 samples (docs/results/2026-11-27-flows-notebook.md).
 
 #----------------------------------------------------------------------------
 # Surface lumpiness: a smooth surface reads low, speckle and steps read high (analysis/flow_quality.py).

@@ -6,8 +6,6 @@ import re
 
 import pytest
 
-from eg3d_rlhf.finetune.config import PAIR_PSI_STEP_DEFAULT, TAU_DEFAULT, RewardFinetuneConfig
-from eg3d_rlhf.finetune.options import flag_name
 from tests.conftest import REPO
 
 LAYOUT = os.path.join(REPO, 'docs', 'layout.md')
@@ -258,20 +256,3 @@ def test_train_py_is_under_250_lines():
 def test_readme_is_under_220_lines():
     n = line_count(os.path.join(REPO, 'README.md'))
     assert n <= 100, f'README.md has {n} lines; it is the front door, topics go to docs/guides and results to docs/results'
-
-
-def test_reward_finetuning_flag_table_lists_every_reward_flag_with_the_configs_default():
-    """docs/reward-finetuning.md's flag table documents RewardFinetuneConfig: every flag, each literal default equal."""
-    text = open(os.path.join(REPO, 'docs', 'reward-finetuning.md'), encoding='utf-8').read()
-    rows = dict(re.findall(r'^\| `(--[a-z-]+)` \| ([^|]+?) \|', text, re.M))
-    for f in RewardFinetuneConfig.flags():
-        name = flag_name(f.name)
-        assert name in rows, f'docs/reward-finetuning.md has no row for {name}'
-        cell = rows[name].strip('`')
-        default = {'tau': TAU_DEFAULT, 'pair_psi_step': PAIR_PSI_STEP_DEFAULT}.get(f.name, f.default)   # None: a default stated in help.
-        if isinstance(default, bool):
-            assert cell == ('on' if default else 'off'), name
-        elif isinstance(default, (int, float)):
-            assert float(cell) == default, name
-        elif isinstance(default, str):
-            assert cell == default, name

@@ -21,9 +21,11 @@ from eg3d_rlhf.finetune import panel
 from eg3d_rlhf.finetune.config import RewardFinetuneConfig
 from eg3d_rlhf.finetune.options import ConfigError, flag_name
 from eg3d_rlhf.geometry import preview
+from eg3d_rlhf.rewards.checkpoint import save_reward
 from eg3d_rlhf.synthetic import demo
 from tests.helpers.eg3d import tiny_generator
 from tests.helpers.evaluate import before_after_halves
+from tests.helpers.rewards import slab_description, tiny_ensemble
 from tests.helpers.train import TRAIN_ARGS, base_args, config_of, lookup, only_run_dir, run_train
 from training import legacy
 from training.camera_utils import orbit_camera_label
@@ -100,7 +102,22 @@ REWARD_FLAGS = [
     (['--collateral-seeds', '16'],                  'panel_kwargs.collateral_seeds',                16),
     (['--collateral-res', '64'],                    'panel_kwargs.collateral_res',                  64),
     (['--stop-on-hacking'],                         'panel_kwargs.stop_on_hacking',                 True),
+    (['--reward-model', '{sigma3}', '--reward-aggregate', 'uwo'], 'loss_kwargs.reward_kwargs.reward_aggregate', 'uwo'),
+    (['--reward-model', '{sigma3}', '--reward-aggregate', 'uwo', '--aggregate-lambda', '0.5'],
+        'panel_kwargs.aggregate_lambda', 0.5),
+    (['--gold-taste', 'nose'],                      'panel_kwargs.gold_taste',                      'nose'),
+    (['--stop-at-peak'],                            'panel_kwargs.stop_at_peak',                    True),
+    (['--stop-at-peak', '--peak-margin', '0.3'],    'panel_kwargs.peak_margin',                     0.3),
+    (['--stop-at-peak', '--disagreement-stop', '3'], 'panel_kwargs.disagreement_stop',              3.0),
 ]
+
+
+@pytest.fixture(scope='module')
+def rewards(rewards, tmp_path_factory):
+    """conftest's rewards, and sigma3: a three-member ensemble on the same slab (for --reward-aggregate)."""
+    path = str(tmp_path_factory.mktemp('ensemble') / 'sigma3.pt')
+    save_reward(path, tiny_ensemble(seed=5), 'sigma', slab_description())
+    return dict(rewards, sigma3=path)
 
 
 def test_every_reward_flag_has_a_case():
@@ -111,7 +128,7 @@ def test_every_reward_flag_has_a_case():
 @pytest.mark.parametrize('extra, path, expected', REWARD_FLAGS, ids=[' '.join(a) for a, _, _ in REWARD_FLAGS])
 def test_reward_flag_reaches_training_options(data, rewards, extra, path, expected):
     assert lookup(config_of(reward_args(data, rewards)), path) != expected
-    assert lookup(config_of(reward_args(data, rewards, *extra)), path) == expected
+    assert lookup(config_of(reward_args(data, rewards, *[e.format(**rewards) for e in extra])), path) == expected
 
 
 def test_reward_kind_picks_its_model(data, rewards):
@@ -158,6 +175,12 @@ def test_reward_kind_picks_its_model(data, rewards):
     (['--stop-on-hacking', '--collateral-seeds', '0'], "--stop-on-hacking watches the panel's collateral seeds"),
     (['--stop-on-hacking', '--panel-seeds', 'none'], "--stop-on-hacking watches the panel's collateral seeds"),
     (['--collateral-res', '8'], '--collateral-res'),
+    (['--aggregate-lambda', '2'], '--aggregate-lambda weighs the spread of mean-std and uwo'),
+    (['--reward-aggregate', 'min'], "--reward-aggregate: {sigma}: the reward aggregate 'min' needs an ensemble"),
+    (['--gold-taste', 'beauty'], "'beauty' is not one of"),
+    (['--gold-taste', 'nose', '--panel-seeds', 'none'], '--gold-taste watches the panel: give --panel-seeds'),
+    (['--peak-margin', '0.3'], '--peak-margin is for --stop-at-peak'),
+    (['--stop-at-peak', '--disagreement-stop', '1'], '--disagreement-stop'),
 ])
 def test_bad_reward_options_fail_with_a_clear_message(data, rewards, tmp_path, extra, message):
     args = reward_args(data, rewards, outdir=tmp_path)
@@ -165,7 +188,7 @@ def test_bad_reward_options_fail_with_a_clear_message(data, rewards, tmp_path, e
         args = base_args(data, tmp_path, '--resume', 'snap.pkl', '--trust-pickle')
     result = CliRunner().invoke(train.main, args + extra + ['--dry-run'])   # A repeated option: the last one wins.
     assert result.exit_code != 0
-    assert message in result.output
+    assert message.format(**rewards) in result.output
     assert not any(tmp_path.iterdir())
 
 
@@ -194,7 +217,9 @@ def test_config_refuses_non_finite_and_out_of_range_values_of_every_numeric_fiel
         bad += [] if f.metadata['min'] is None else [f.metadata['min'] - 1]
         extra = dict(reward_loss='pairwise') if f.name == 'tau' or f.name.startswith('pair_') else \
             dict(sigma_psi=0.7) if f.name == 'sigma_cutoff' else \
-            dict(lambda_r_schedule='linear') if f.name.startswith('lambda_r_') else {}
+            dict(lambda_r_schedule='linear') if f.name.startswith('lambda_r_') else \
+            dict(reward_aggregate='uwo') if f.name == 'aggregate_lambda' else \
+            dict(stop_at_peak=True) if f.name in ('peak_margin', 'disagreement_stop') else {}
         for value in bad:
             with pytest.raises(ConfigError, match=flag_name(f.name) if f.metadata['flag'] else f'^{f.name}='):
                 RewardFinetuneConfig(reward='sigma', **extra, **{f.name: value})

@@ -35,7 +35,7 @@ def main(csv_path, ranking_path, out, annotator, time, force, dry_run):
     checked first (file:line errors: header, column count, integer seeds in [0, 2^32 - 1], self-pairs, a pair
     ranked twice); nothing is written unless all are good. With --ranking, each ranking of k ids becomes all
     k(k-1)/2 pairs, a = the higher-ranked id with choice "a" ("tie" within one rank), keeping "condition" and
-    "ranks"; train.py's --labels-w1-tau filters them by the win counts (docs/circular-dpo.md).
+    "ranks"; train.py's --labels-w1-tau filters them by the win counts (docs/guides/circular-dpo.md).
 
     \b
     python tools/import_ranked.py --csv rankedseedsall.csv --out labels/paper.jsonl

@@ -152,7 +152,7 @@ def attribute(reward, inputs, baselines, regions, permutations=8, ig_steps=32, b
 # differ, including the +/- pairs that cancel inside a region: the default `sigma` reward's features are stencils
 # (central differences, the Laplacian) over soft occupancy, whose gradients alternate in sign between neighbouring
 # voxels, so its voxel-level |IG| spreads over the whole surface while the sums per region agree with Shapley's
-# (docs/analysis.md, "Why voxel |IG| is diffuse").
+# (docs/guides/analysis.md, "Why voxel |IG| is diffuse").
 
 def shares(values):
     """[R] share of each region in the mean over samples of |values| [N, R]."""

@@ -35,7 +35,7 @@ OUTCOMES = dict(win=1.0, loss=0.0, tie=0.5)             # Preference outcomes fr
 FIELDS = ('contrast', 'seed', 'id', 'cluster', 'value')
 
 #----------------------------------------------------------------------------
-# Dev and test seeds (docs/analysis.md#dev-and-test-seeds). The defaults were chosen on DEV: Circular-DPO's on
+# Dev and test seeds (docs/guides/analysis.md#dev-and-test-seeds). The defaults were chosen on DEV: Circular-DPO's on
 # training seeds 0-7 judged on held-out seeds 1000-1007 under each condition, the EG3D main job's and the pair
 # sweep's on training seeds 0 and 1 (0-7 kept apart for both families) with held-out seeds 1000-1099
 # (tools/evaluate.py) and panel seeds 2000-2199. A number quoted as a claim is measured on TEST, which no setting was
@@ -74,7 +74,7 @@ def dev_overlap(family, train_seeds, eval_seeds):
     return (f'Warning: {" and ".join(hits)} are dev seeds, those the defaults were chosen on (training '
         f'{spans(dev["train"])}, evaluation {spans(dev["eval"])}): fine for choosing settings, not for a claim; measure '
         f'claims on the test seeds (training {spans(test["train"])}, evaluation {spans(test["eval"])}; '
-        'docs/analysis.md#dev-and-test-seeds)')
+        'docs/guides/analysis.md#dev-and-test-seeds)')
 
 #----------------------------------------------------------------------------
 # Records.

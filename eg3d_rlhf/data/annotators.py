@@ -96,7 +96,7 @@ def proportions(volume, grid, level=10.0):
     """A large head with a nose that does not stick out: liked_size minus NOSE_WEIGHT x nose_prominence (world units).
     A taste that needs both stages of a two-stage generator: the structure decides the size, the detail the nose.
     The weight is the ratio of their spreads over the bundled flow model's samples (0.0175 and 0.0088 world units,
-    docs/circular-dpo.md), so each part moves the taste about as much as the other."""
+    docs/results/2026-11-27-circular-dpo-notebook.md), so each part moves the taste about as much as the other."""
     return liked_size(volume, grid, level) - NOSE_WEIGHT * nose_prominence(volume, grid, level)
 
 

@@ -3,10 +3,12 @@
 import dataclasses
 import typing
 
+from eg3d_rlhf.data.annotators import taste_names
 from eg3d_rlhf.finetune import losses
 from eg3d_rlhf.finetune.options import ConfigError, MethodConfig, flag_name, given_options, option
 from eg3d_rlhf.finetune.schedules import SCHEDULES, Schedule
 from eg3d_rlhf.rewards import REWARDS
+from eg3d_rlhf.rewards.aggregate import AGGREGATES
 
 #----------------------------------------------------------------------------
 # Each field is one setting, stated once: its default, its help, its range. train.py derives its --reward-* flags from
@@ -63,12 +65,20 @@ class RewardFinetuneConfig(MethodConfig):
     reward_batch:       typing.Optional[int] = option(None, 'Samples per reward pass  [default: --batch-gpu]', min=1)
     reward_step:        str = option('phase', "phase: the reward term is a G phase of its own after G's GAN step, with its own latents and its own backbone pass (the published code's G_depth); gan: it is added to G's GAN loss, scored on the samples G renders for D, one backward and one Adam step (the paper's loss; the demo's)",
                             choices=lambda: REWARD_STEPS)
+    reward_aggregate:   str = option('mean', "How the reward ensemble's member scores make the reward G ascends: mean, min (the worst member), mean-std (mean - --aggregate-lambda x sd), uwo (mean - --aggregate-lambda x variance)",
+                            choices=lambda: AGGREGATES)
+    aggregate_lambda:   float = option(1.0, 'Weight of the members\' spread in --reward-aggregate=mean-std or uwo', min=0)
     reward_recompute:   bool = option(False, 'Gradient checkpointing of the slab decoder passes (less GPU memory)', is_flag=True)
     panel_seeds:        str = option('2000-2199', 'Seeds scored every tick for the reward report, or none', metavar='LIST')
     panel_psi:          float = option(0.7, 'Truncation psi of the panel seeds\' samples (cutoff 14)', min=0)
     collateral_seeds:   int = option(64, 'The first N panel seeds are measured under every simulated taste, the mesh statistics and the true nose at the start and the end: the report\'s collateral table and hacking alarm (0 = none)', min=0)
     collateral_res:     int = option(128, 'Cube resolution of the collateral seeds\' slabs', min=16)
     stop_on_hacking:    bool = option(False, 'Measure the collateral every tick and stop, with a snapshot, at the first tick where the reward rose while a taste prefers the start (binomial p < 0.05)', is_flag=True)
+    gold_taste:         typing.Optional[str] = option(None, 'A simulated taste (e.g. nose) scored on the panel\'s slabs every tick as the gold standard, beside the proxy and the distance from the start  [default: none]',
+                            choices=lambda: taste_names(), metavar='TASTE')
+    stop_at_peak:       bool = option(False, 'Stop, with a snapshot, once the panel\'s gold has fallen from its peak by --peak-margin of its gain; without --gold-taste, once the members\' disagreement on the panel reaches --disagreement-stop times its start', is_flag=True)
+    peak_margin:        float = option(0.2, 'Share of the gold\'s peak gain it must lose before --stop-at-peak stops', min=0, below=1)
+    disagreement_stop:  float = option(2.0, 'With --stop-at-peak and no --gold-taste: stop when the members\' mean sd on the panel reaches this multiple of its start', above=1)
     # Not flags: fixed parts of the method, stated here so RewardPhase restates nothing.
     clip:               float = option(10.0, 'Rewards are clipped to [-clip, clip] before they enter the loss', min=0, flag=False)
     sigma_points:       int = option(4096, 'Slab points per sample for the density consistency', min=1, flag=False)
@@ -126,6 +136,14 @@ class RewardFinetuneConfig(MethodConfig):
             if apart:
                 raise ConfigError(f'{apart[0]} needs --reward-step=phase: with gan the reward scores the samples of G\'s '
                     'GAN step, every step, at psi 1, on its optimizer')
+        if self.reward_aggregate in ('mean', 'min') and self.aggregate_lambda != 1.0:
+            raise ConfigError(f'--aggregate-lambda weighs the spread of mean-std and uwo; --reward-aggregate='
+                f'{self.reward_aggregate} has none')
+        if (self.gold_taste is not None or self.stop_at_peak) and not self.has_panel:
+            raise ConfigError(f'{"--gold-taste" if self.gold_taste is not None else "--stop-at-peak"} watches the '
+                'panel: give --panel-seeds')
+        if not self.stop_at_peak and (self.peak_margin != 0.2 or self.disagreement_stop != 2.0):
+            raise ConfigError(f'{"--peak-margin" if self.peak_margin != 0.2 else "--disagreement-stop"} is for --stop-at-peak')
         if self.stop_on_hacking and (not self.has_panel or not self.collateral_seeds):
             raise ConfigError('--stop-on-hacking watches the panel\'s collateral seeds: give --panel-seeds and '
                 '--collateral-seeds above 0')
@@ -155,7 +173,7 @@ class RewardFinetuneConfig(MethodConfig):
     def phase_options(self):
         """The options RewardPhase reads (plain types, so they can go into training_options.json)."""
         skip = ('reward_every', 'reward_optimizer', 'panel_seeds', 'panel_psi', 'collateral_seeds', 'collateral_res',
-            'stop_on_hacking')
+            'stop_on_hacking', 'gold_taste', 'stop_at_peak', 'peak_margin', 'disagreement_stop')
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
 
 

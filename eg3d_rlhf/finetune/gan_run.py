@@ -17,6 +17,7 @@ from eg3d_rlhf.finetune.config import RewardFinetuneConfig
 from eg3d_rlhf.finetune.options import ConfigError, RunError
 from eg3d_rlhf.generators import registry
 from eg3d_rlhf.generators.base import file_sha256, seed_ranges
+from eg3d_rlhf.rewards import aggregate
 from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, shared_reward
 from eg3d_rlhf.synthetic import demo
 from training import distributed
@@ -64,11 +65,15 @@ def reward_config(opts):
             raise ConfigError('--reward fine-tunes a trained generator: pass --resume (and --trust-pickle)')
         path = given['reward_model'] = os.path.abspath(given.get('reward_model') or demo.reward_model(kind))
         try:
-            found = shared_reward(path, opts.device).kind
+            reward = shared_reward(path, opts.device)
         except RewardCheckpointError as err:
             raise RunError(f'--reward-model: {err}')
-        if found != kind:
-            raise RunError(f'--reward-model: {path} is a {found} reward, but --reward={kind}')
+        if reward.kind != kind:
+            raise RunError(f'--reward-model: {path} is a {reward.kind} reward, but --reward={kind}')
+        try:
+            aggregate.aggregated(reward, given.get('reward_aggregate', 'mean'), given.get('aggregate_lambda', 1.0))
+        except ValueError as err:
+            raise ConfigError(f'--reward-aggregate: {path}: {err}')
     return RewardFinetuneConfig(**given)
 
 
@@ -148,7 +153,9 @@ def add_reward_phase(c, cfg):
     if cfg.has_panel:
         c.panel_kwargs = dnnlib.EasyDict(class_name='eg3d_rlhf.finetune.panel.RewardPanel',
             reward_model_path=cfg.reward_model, seeds=cfg.panel_seeds, truncation_psi=cfg.panel_psi,
-            collateral_seeds=cfg.collateral_seeds, collateral_res=cfg.collateral_res, stop_on_hacking=cfg.stop_on_hacking)
+            collateral_seeds=cfg.collateral_seeds, collateral_res=cfg.collateral_res, stop_on_hacking=cfg.stop_on_hacking,
+            aggregate_kind=cfg.reward_aggregate, aggregate_lambda=cfg.aggregate_lambda, gold_taste=cfg.gold_taste,
+            stop_at_peak=cfg.stop_at_peak, peak_margin=cfg.peak_margin, disagreement_stop=cfg.disagreement_stop)
 
 
 def build(cfg, opts):

@@ -7,16 +7,19 @@ import numpy as np
 import torch
 
 import dnnlib
-from eg3d_rlhf.analysis import collateral, report_plots
-from eg3d_rlhf.analysis.evaluation import reward_change, seed_rewards
+from eg3d_rlhf.analysis import collateral, overoptimization, report_plots
+from eg3d_rlhf.analysis.evaluation import reward_change
+from eg3d_rlhf.data.annotators import taste_function
 from eg3d_rlhf.finetune import panel_cache
 from eg3d_rlhf.finetune.reward_phase import check_finite
 from eg3d_rlhf.generators.base import file_sha256, seed_ranges
 from eg3d_rlhf.generators.eg3d import EG3DGenerator
 from eg3d_rlhf.geometry import preview
 from eg3d_rlhf.geometry.sigma import SlabCrop, slab_grid
+from eg3d_rlhf.rewards import aggregate
 from eg3d_rlhf.rewards.checkpoint import shared_reward
 from eg3d_rlhf.synthetic import family
+from torch_utils import training_stats
 
 #----------------------------------------------------------------------------
 # Files written into the run directory:
@@ -45,12 +48,21 @@ from eg3d_rlhf.synthetic import family
 # For the demo (the bundled generator, its 32x36x33 slab) a pass takes about 0.3 s of one CPU core and the rendering
 # 1.1 s, against about 18 s for each scoring of the 200 panel seeds.
 #
+# Proxy against gold (analysis/overoptimization.py): the pass that scores the panel keeps every ensemble member's
+# reward, so each tick also records the members' mean (the proxy), the aggregate the run optimises, the members' mean
+# sd (their disagreement), the gold taste's mean on the same slabs (--gold-taste), and two distances from the start:
+# the RMS change of raw sigma on the first DISTANCE_SEEDS panel seeds (its unit is sigma's; the plots' x axis) and
+# the RMS change of G_ema's parameters. They go to stats.jsonl and TensorBoard as Panel/*, to proxy_gold.png and the
+# report; --stop-at-peak stops the run by them (gold passed its peak, or without gold the disagreement grew).
+#
 # A resumed run continues the evidence of the run it resumes: the snapshot keeps state() (the ticks so far) and the
 # starting generator, and restore() puts them back, so the report still measures change from where the first run
 # began.
 
 PREVIEW_SEEDS = 4           # Panel seeds shown in before_after.png.
 PREVIEW_RES = 128           # Pixels per view.
+DISTANCE_SEEDS = 32         # Panel seeds whose slabs measure the distance from the start.
+LEVEL = 10.0                # The surface level the gold taste reads (the annotators').
 
 def state_mismatch(state, reward_sha256, seeds):
     """Why a panel of `seeds` scored by the reward model with this sha256 cannot continue a snapshot's panel state
@@ -75,6 +87,12 @@ class RewardPanel:
         collateral_seeds = 64,      # The first N panel seeds are measured under every taste (analysis/collateral.py).
         collateral_res  = 128,      # Cube resolution of their slabs.
         stop_on_hacking = False,    # Measure them every tick; set stop_reason when the hacking alarm is raised.
+        aggregate_kind  = 'mean',   # The aggregate of the members the run optimises (rewards/aggregate.py).
+        aggregate_lambda = 1.0,     # Its weight of the members' spread.
+        gold_taste      = None,     # A simulated taste scored on the panel's slabs each tick as the gold standard.
+        stop_at_peak    = False,    # Set stop_reason once gold passed its peak (or without gold, disagreement grew).
+        peak_margin     = 0.2,      # Share of gold's peak gain lost before stop_at_peak stops.
+        disagreement_stop = 2.0,    # Without gold: the multiple of the start's disagreement that stops.
         device          = 'cpu',
     ):
         self.run_dir = run_dir
@@ -94,6 +112,12 @@ class RewardPanel:
         self.collateral = None                          # collateral.compare() of before and after.
         self.stop_reason = None                         # The alarm that asks the training loop to stop.
         self.pictures = []                              # PNGs the latest record() or finish() drew (--report-to logs them).
+        aggregate.check(aggregate_kind, aggregate_lambda)
+        self.aggregate = (aggregate_kind, float(aggregate_lambda))
+        self.gold_taste, self.gold = gold_taste, None if gold_taste is None else taste_function(gold_taste)
+        self.stop_at_peak, self.peak_margin, self.disagreement_stop = stop_at_peak, float(peak_margin), float(disagreement_stop)
+        self.curves = overoptimization.Curves()         # Proxy, gold and distance per recorded tick.
+        self.start_distance_slabs = self.start_params = None
 
     def generator(self, G_ema):
         return EG3DGenerator(G_ema, truncation_psi=self.truncation_psi, batch=self.batch)
@@ -109,18 +133,22 @@ class RewardPanel:
         record is the start's evidence, read from the cache when a run started from this generator before."""
         with self.random_state_kept():
             if self.start is None:
-                rewards, self.start, self.before = self.start_evidence(G_ema, kimg)
+                rewards, self.start, self.before, drawn = self.start_evidence(G_ema, kimg)
                 self.end = self.start
             else:
                 generator = self.generator(G_ema)
-                rewards = check_finite(seed_rewards(generator, self.reward, self.seeds))
+                drawn = self.draw(generator)
+                rewards = drawn['rewards']
                 self.end = self.preview_slabs(generator)
                 if self.collateral_seeds and self.stop_on_hacking:
                     self.after = self.measure(generator, kimg)
         self.kimg.append(float(kimg))
         self.rewards.append(rewards)
+        self.track(G_ema, kimg, drawn)
         if self.after is not None and self.after[0] == self.kimg[-1]:
             self.stop_reason = self.check()
+        if self.stop_reason is None and self.stop_at_peak:
+            self.stop_reason = self.peak_reason()
         rows = [[f'{k:g}', *[f'{r:.6g}' for r in rewards]] for k, rewards in zip(self.kimg, self.rewards)]
         with dnnlib.util.atomic_write(os.path.join(self.run_dir, 'reward_trajectories.csv'), 'w', encoding='utf-8') as f:
             writer = csv.writer(f, lineterminator='\n')
@@ -154,19 +182,43 @@ class RewardPanel:
         generator = self.generator(G)
         n = len(self.collateral_seeds)
         shapes = dict(rewards=[len(self.seeds)], preview=[min(PREVIEW_SEEDS, len(self.seeds)), *self.reward.grid.shape],
-            slabs=[n, *self.collateral_grid_of(generator).shape] if n else None)
+            slabs=[n, *self.collateral_grid_of(generator).shape] if n else None,
+            members=[len(self.seeds), int(getattr(self.reward.model, 'members', 1))],
+            distance=[min(DISTANCE_SEEDS, len(self.seeds)), *self.reward.grid.shape],
+            gold=[len(self.seeds)] if self.gold else None)
         key = panel_cache.entry_key(G, reward=self.reward_sha256, seeds=self.seeds, psi=self.truncation_psi, batch=self.batch,
-            device=str(generator.device), shapes=shapes, collateral_res=self.collateral_res, collateral_seeds=self.collateral_seeds)
+            device=str(generator.device), shapes=shapes, collateral_res=self.collateral_res, collateral_seeds=self.collateral_seeds,
+            gold=self.gold_taste)
         entry = panel_cache.load(key, shapes)
         if entry is not None and (not n or collateral.well_formed(entry[1], n)):
             arrays, measures = entry
-            return arrays['rewards'], arrays['preview'], (kimg, arrays['slabs'], measures) if n else None
-        rewards = check_finite(seed_rewards(generator, self.reward, self.seeds))
+            drawn = dict(rewards=arrays['rewards'], members=arrays['members'], gold=arrays.get('gold'),
+                distance=arrays['distance'])
+            return arrays['rewards'], arrays['preview'], (kimg, arrays['slabs'], measures) if n else None, drawn
+        drawn = self.draw(generator)
         preview_slabs = self.preview_slabs(generator)
         before = self.measure(generator, kimg) if n else None
-        arrays = dict(rewards=rewards, preview=preview_slabs, **(dict(slabs=before[1]) if n else {}))
+        arrays = dict(rewards=drawn['rewards'], preview=preview_slabs, members=drawn['members'], distance=drawn['distance'],
+            **(dict(gold=drawn['gold']) if self.gold else {}), **(dict(slabs=before[1]) if n else {}))
         panel_cache.save(key, arrays, before[2] if n else None)
-        return rewards, preview_slabs, before
+        return drawn['rewards'], preview_slabs, before, drawn
+
+    def draw(self, generator):
+        """One pass over the panel seeds on the reward's grid: dict(rewards [N] (the members' mean, as the reward
+        scores), members [N, K], gold [N] or None, distance: the first DISTANCE_SEEDS slabs, float16)."""
+        members, gold, kept = [], [], []
+        with torch.no_grad():
+            for s in range(0, len(self.seeds), generator.batch):
+                sigma = generator.field(self.seeds[s : s + generator.batch]).sample_grid(self.reward.grid)
+                members.append(self.reward.member_scores(sigma).cpu())
+                raw = sigma.cpu().numpy()
+                if self.gold is not None:
+                    gold += [float(self.gold(v, self.reward.grid, LEVEL)) for v in raw]
+                kept += [v.astype(np.float16) for v in raw[:max(DISTANCE_SEEDS - s, 0)]]
+        members = torch.cat(members)
+        rewards = check_finite(members.mean(dim=1).numpy())
+        return dict(rewards=rewards, members=members.numpy(), gold=None if self.gold is None else np.asarray(gold),
+            distance=np.stack(kept))
 
     def check(self):
         """Compare the collateral seeds' latest measurement with the first; the hacking alarm (a sentence) or None.
@@ -178,13 +230,74 @@ class RewardPanel:
             family.Family(), measures=(self.before[2], self.after[2]))       # EG3D's data: the world's heads.
         return collateral.alarm(self.collateral, float(self.rewards[-1].mean() - self.rewards[0].mean()))
 
+    def aggregate_name(self):
+        kind, lam = self.aggregate
+        return kind if kind in ('mean', 'min') else f'{kind}, lambda {lam:g}'
+
+    def proxy_gold_line(self, pg):
+        """One sentence of Curves.summary(): the proxy's and gold's gains, the peaks, where the stop rules fall."""
+        line = f'proxy {pg["proxy_gain"][-1]:+.2f} sd at distance {pg["distance"][-1]:.3g}'
+        if 'gold_gain' in pg:
+            peak, fit = pg['observed_peak'], pg['fit']
+            line += (f'; gold ({self.gold_taste}) {pg["gold_gain"][-1]:+.2f} sd, its peak {peak["gain"]:+.2f} sd at '
+                f'{peak["kimg"]:g} kimg (distance {peak["distance"]:.3g})')
+            if fit['peak_distance'] is not None:
+                line += f'; fitted peak at distance {fit["peak_distance"]:.3g}'
+            line += f'; the gold rule stops at {pg["gold_stop_kimg"]} kimg' if pg['gold_stop_kimg'] is not None else ''
+        if pg['disagreement_stop_kimg'] is not None:
+            line += f'; the disagreement rule stops at {pg["disagreement_stop_kimg"]:g} kimg'
+        return line
+
+    @staticmethod
+    def flat_params(G):
+        """G's parameters as one float32 numpy vector (on the CPU)."""
+        return torch.cat([p.detach().float().cpu().flatten() for p in G.parameters()]).numpy()
+
+    def track(self, G_ema, kimg, drawn):
+        """Record this tick's proxy, aggregate, disagreement, gold and distances (the first call is the start) in
+        self.curves and training_stats (Panel/*)."""
+        if not len(self.curves) and self.start_distance_slabs is None:
+            self.start_distance_slabs, self.start_params = drawn['distance'], self.flat_params(G_ema)
+        members = torch.as_tensor(drawn['members'], dtype=torch.float64)
+        row = dict(kimg=float(kimg), proxy=float(members.mean()),
+            aggregate=float(aggregate.reduce(members, *self.aggregate).mean()),
+            disagreement=float(aggregate.disagreement(members).mean()),
+            gold=None if drawn['gold'] is None else float(np.mean(drawn['gold'])),
+            distance=overoptimization.slab_rms(drawn['distance'], self.start_distance_slabs),
+            param_distance=overoptimization.parameter_rms(self.flat_params(G_ema), self.start_params),
+            members=[float(m) for m in members.mean(dim=0)])
+        if not len(self.curves):
+            self.curves.scale = dict(proxy=float(drawn['rewards'].std()) or 1.0,
+                **({} if drawn['gold'] is None else dict(gold=float(np.std(drawn['gold'])) or 1.0)))
+        self.curves.add(**row)
+        for name in ('proxy', 'aggregate', 'disagreement', 'gold', 'distance', 'param_distance'):
+            if row[name] is not None:
+                training_stats.report0(f'Panel/{name}', row[name])
+
+    def peak_reason(self):
+        """The stop rule's sentence when this tick passes it (gold passed its peak; without gold, the disagreement
+        grew), else None."""
+        rows = self.curves.rows
+        if self.curves.has_gold():
+            best = overoptimization.gold_passed_peak(rows['gold'], self.peak_margin)
+            if best is not None:
+                return (f'the gold taste {self.gold_taste} passed its peak at {rows["kimg"][best]:g} kimg and has lost '
+                    f'{self.peak_margin:.0%} of its gain since (--stop-at-peak)')
+            return None
+        grew = overoptimization.disagreement_grew(rows['disagreement'], self.disagreement_stop)
+        if grew is not None:
+            return (f'the reward members\' disagreement on the panel reached {self.disagreement_stop:g}x its start '
+                f'({rows["disagreement"][grew]:.3g} against {rows["disagreement"][0]:.3g}; --stop-at-peak)')
+        return None
+
     def preview_slabs(self, generator):
         """Raw sigma (numpy [PREVIEW_SEEDS, *grid]) of the first panel seeds on the reward's grid."""
         return generator.sigma_grid(self.seeds[:PREVIEW_SEEDS], self.reward.grid).numpy()
 
     def state(self):
         """What a snapshot keeps so that a resumed run continues this evidence (plain numbers and lists)."""
-        return dict(seeds=list(self.seeds), reward_sha256=self.reward_sha256, kimg=list(self.kimg), rewards=[r.tolist() for r in self.rewards])
+        return dict(seeds=list(self.seeds), reward_sha256=self.reward_sha256, kimg=list(self.kimg),
+            rewards=[r.tolist() for r in self.rewards], curves=self.curves.state())
 
     def mismatch(self, state):
         return state_mismatch(state, self.reward_sha256, self.seeds)
@@ -197,7 +310,9 @@ class RewardPanel:
         self.kimg = [float(k) for k in state['kimg']]
         self.rewards = [np.asarray(r, dtype=np.float64) for r in state['rewards']]
         with self.random_state_kept():
-            _rewards, self.start, self.before = self.start_evidence(G_start, self.kimg[0])
+            _rewards, self.start, self.before, drawn = self.start_evidence(G_start, self.kimg[0])
+        self.start_distance_slabs, self.start_params = drawn['distance'], self.flat_params(G_start)
+        self.curves = overoptimization.Curves(state.get('curves'))
         return f'panel: continuing {len(self.kimg)} ticks from {self.kimg[0]:g} kimg to {self.kimg[-1]:g} kimg'
 
     def finish(self, stopped=None, G_ema=None):
@@ -237,9 +352,15 @@ class RewardPanel:
         preview.save_picture(picture, out('before_after.png'))
         pictures = ['before_after.png', 'reward_trajectories.png', 'reward_histograms.png', 'reward_deltas.png',
             'reward_scatter.png']
-        headline = [('Reward', self.reward_model_path), ('Panel', f'{summary["seeds"]} seeds from {self.kimg[0]:g} to '
-            f'{self.kimg[-1]:g} kimg: mean reward {summary["mean_before"]:.3f} -> {summary["mean_after"]:.3f}, '
-            f'{summary["rose"]} rose')]
+        headline = [('Reward', f'{self.reward_model_path} (optimised: {self.aggregate_name()})'), ('Panel',
+            f'{summary["seeds"]} seeds from {self.kimg[0]:g} to {self.kimg[-1]:g} kimg: mean reward '
+            f'{summary["mean_before"]:.3f} -> {summary["mean_after"]:.3f}, {summary["rose"]} rose')]
+        if len(self.curves) > 1:
+            summary['proxy_gold'] = dict(self.curves.summary(self.peak_margin, self.disagreement_stop),
+                aggregate=self.aggregate_name(), gold_taste=self.gold_taste, rows=self.curves.state())
+            overoptimization.plot_curves(summary['proxy_gold'], out('proxy_gold.png'), gold_name=self.gold_taste or 'gold')
+            pictures.insert(1, 'proxy_gold.png')
+            headline.append(('Proxy and gold', self.proxy_gold_line(summary['proxy_gold'])))
         report_plots.write_report(self.run_dir, 'Reward panel', summary, pictures, name='reward_report', tables=tables,
             headline=headline)
         self.pictures = pictures

@@ -7,6 +7,7 @@ from eg3d_rlhf.finetune.config import LOSS_MODES, PAIR_CONSTRUCTIONS, REDUCTIONS
 from eg3d_rlhf.finetune.schedules import Progress
 from eg3d_rlhf.generators.eg3d import EG3DGenerator, TriPlaneField
 from eg3d_rlhf.geometry.sigma import CubeGrid
+from eg3d_rlhf.rewards import aggregate
 from eg3d_rlhf.rewards.checkpoint import shared_reward
 from torch_utils import misc
 
@@ -235,6 +236,7 @@ class RewardPhase:
         reward = shared_reward(cfg.reward_model, self.generator.device)
         if reward.kind != cfg.reward:
             raise ValueError(f'{cfg.reward_model} is a {reward.kind} reward, but reward={cfg.reward}')
+        reward = aggregate.aggregated(reward, cfg.reward_aggregate, cfg.aggregate_lambda)
         self.lambda_r, self.lambda_sigma, self.lambda_image = float(cfg.lambda_r), float(cfg.lambda_sigma), float(cfg.lambda_image)
         self.schedule = cfg.reward_weight
         if self.schedule.kind != 'constant' and total_kimg is None:

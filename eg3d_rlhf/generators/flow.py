@@ -57,7 +57,7 @@ def cfm_loss(velocity, x0, x1, cond=None, context=None, generator=None):
 # per-sample parts (time and condition embeddings, smoothing, exp-based activations) sample by sample, and each 3D
 # convolution batched, with a lone sample run beside a copy of itself so that it takes the batches' kernel (oneDNN's
 # output of a sample does not depend on the batch: tests/test_flow_heads.py checks it on the model). These bits
-# differ from a plain pass's by float rounding, within INVARIANT_TOLERANCE on the bundled model (docs/flows.md).
+# differ from a plain pass's by float rounding, within INVARIANT_TOLERANCE on the bundled model (docs/guides/flows.md).
 
 INVARIANT_TOLERANCE = 1e-4      # Raw sigma: batch-invariant vs plain one-id draws of the bundled model (measured
                                 # up to 1.3e-5 over 128 ids; a voxel within that of level 10 may cross it).

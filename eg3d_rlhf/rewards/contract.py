@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from eg3d_rlhf.geometry.sigma import grid_from_meta, normalise_sigma_self, slab_problem
+from eg3d_rlhf.rewards import aggregate
 from torch_utils import misc
 
 #----------------------------------------------------------------------------
@@ -104,6 +105,7 @@ class Reward:
     ):
         self.model, self.spec, self.kind, self.info = model, spec, kind, dict(info or {})
         self.grid = spec.grid
+        self.aggregate = ('mean', 1.0)      # How score() reduces an ensemble's members (aggregate.aggregated sets it).
 
     @property
     def device(self):
@@ -116,8 +118,16 @@ class Reward:
         return x.to(self.device, torch.float32)
 
     def score(self, raw):
-        """Rewards [N] of raw slabs [N, X, Y, Z]; differentiable when raw is (the model's weights stay as they are)."""
-        return self.model.score(self.prepare(raw))
+        """Rewards [N] of raw slabs [N, X, Y, Z], its members reduced by self.aggregate; differentiable when raw is
+        (the model's weights stay as they are)."""
+        kind, lam = self.aggregate
+        if kind == 'mean':
+            return self.model.score(self.prepare(raw))
+        return aggregate.reduce(self.member_scores(raw), kind, lam)
+
+    def member_scores(self, raw):
+        """Every ensemble member's reward [N, members] of raw slabs."""
+        return self.model.member_scores(self.model.features(self.prepare(raw)))
 
     def features(self, raw):
         """Global features [N, F] of raw slabs."""

@@ -59,7 +59,7 @@ OPTIONS = dict(
 # lists the control runs: at glr 0.0005 and lambda_sigma 0.01 the panel's mean reward fell 0.94 in 0.4 kimg).
 # Why the reward term sits in G's GAN step (--reward-step=gan, the paper's loss): one backbone pass and one backward
 # fewer a step, the same panel change within 4% (+3.38 against +3.50 as a phase of its own) and no taste worse
-# (docs/reward-finetuning.md, "Measured on the 2-core CPU").
+# (docs/results/2026-11-26-main-job-dev-notebook.md, "Measured on the 2-core CPU").
 # Why D trains on the images G's GAN step rendered (--d-fakes=reuse): a generator pass fewer a step (Dmain 0.31 ->
 # 0.19 s), D's fakes one G update older (lr 0.0002), the same panel change (+3.36 against +3.38 with fresh fakes).
 

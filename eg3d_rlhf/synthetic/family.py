@@ -31,7 +31,8 @@ REACH = 1.5                  # REACH x their half-diagonal are wholly inside or 
 SOURCES = ('eg3d_rlhf/synthetic', 'eg3d_rlhf/geometry/head_measures.py', 'eg3d_rlhf/geometry/sigma.py')  # What a key covers.
 MARGIN = 0.25                # A family's range: its heads' least and largest values widened by this share of their
                              # span either way, for the training heads beyond the first `heads`: the 1024 flow heads'
-                             # extremes lie about a fifth of the 64's span beyond them (one nose 0.27; synthetic-world.md).
+                             # extremes lie about a fifth of the 64's span beyond them (one nose 0.27;
+                             # docs/guides/synthetic-world.md).
 
 
 @dataclasses.dataclass(frozen=True)

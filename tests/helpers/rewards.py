@@ -29,6 +29,12 @@ def tiny_reward(seed=0):
     return SigmaReward(trunk='cnn', members=1, channels=(4, 8, 8, 8, 16), pool=(1, 1, 1), hidden=16)
 
 
+def tiny_ensemble(seed=0, members=3):
+    """A seeded sigma CNN as tiny_reward's with `members` heads (the conservative aggregates' tests)."""
+    torch.manual_seed(seed)
+    return SigmaReward(trunk='cnn', members=members, channels=(4, 8, 8, 8, 16), pool=(1, 1, 1), hidden=16)
+
+
 def slab_description(resolution=24, cube_length=1.0):
     """The slab description of a `resolution`^3 cube of side `cube_length` (24^3 of side 1 by default)."""
     return geometry.slab_description(resolution, cube_length=cube_length)

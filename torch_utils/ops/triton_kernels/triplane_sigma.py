@@ -17,7 +17,7 @@ from ... import misc
 # units saturated either way (|pre| in the hundreds) give 0 or 1, never inf / inf.
 
 # Launch settings, timed on an H100 (2^20 random points on 256^2 planes of 32 features, 64 hidden units; see
-# docs/benchmarks.md): the forward is fastest at 64 points a block (0.95 ms for sigma, 2.1 ms for all 33 outputs);
+# docs/guides/benchmarks.md): the forward is fastest at 64 points a block (0.95 ms for sigma, 2.1 ms for all 33 outputs);
 # the backward at 16 (5.8 / 6.9 ms; for sigma 31 ms at 32 and 29 ms at 64, a cliff not yet explained), with software
 # pipelining off: Triton's default of 3 stages buffers the loop's tl.dot operands three deep, 290 KB of shared memory
 # at these sizes, and an H100 allows 227 KB a block.

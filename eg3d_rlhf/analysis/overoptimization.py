@@ -1,0 +1,186 @@
+"""Proxy against gold along a run: Gao et al.'s curves of gold against distance, the fitted peak, the stop rules."""
+
+import math
+
+import numpy as np
+
+#----------------------------------------------------------------------------
+# Gao, Schulman and Hilton (2022) fit the gold reward's gain over the start, as a function of the distance d the policy
+# has moved (d = sqrt(KL) there), by
+#   rl:   gold(d) = d (alpha - beta log d)      peak at d* = exp(alpha / beta - 1), gold(d*) = beta d*
+#   bon:  gold(d) = d (alpha - beta d)          peak at d* = alpha / (2 beta),      gold(d*) = alpha^2 / (4 beta)
+# Both are linear in (alpha, beta), so least squares on the regressors (d, -d log d) or (d, -d^2) fits them exactly.
+# Without a peak (beta <= 0) gold still rises at the last distance, and the peak is reported as none.
+
+FORMS = ('rl', 'bon')
+
+
+def regressors(d, form):
+    """The two columns [len(d), 2] whose weights are (alpha, beta) in `form`; d log d is 0 at d = 0."""
+    d = np.asarray(d, dtype=np.float64)
+    if form == 'rl':
+        return np.stack([d, -np.where(d > 0, d * np.log(np.where(d > 0, d, 1.0)), 0.0)], axis=1)
+    if form == 'bon':
+        return np.stack([d, -d * d], axis=1)
+    raise ValueError(f'unknown curve form {form!r}; use one of {", ".join(FORMS)}')
+
+
+def predict(d, alpha, beta, form='rl'):
+    """gold(d) of the form with these coefficients."""
+    return regressors(d, form) @ np.array([alpha, beta], dtype=np.float64)
+
+
+def fit_gold(distance, gain, form='rl'):
+    """Fit gain = gold(distance) of `form` by least squares: dict(form, alpha, beta, r2, points, peak_distance,
+    peak_gain), the peak None when the fit has none (beta <= 0) or fewer than 3 points at distance > 0 were given.
+    distance must be >= 0 and both finite."""
+    d, g = np.asarray(distance, dtype=np.float64), np.asarray(gain, dtype=np.float64)
+    if d.shape != g.shape or d.ndim != 1:
+        raise ValueError(f'distance and gain must be two lists of one length, not {d.shape} and {g.shape}')
+    if not (np.isfinite(d).all() and np.isfinite(g).all()) or (d < 0).any():
+        raise ValueError('distance and gain must be finite, and distance >= 0')
+    out = dict(form=form, alpha=None, beta=None, r2=None, points=int((d > 0).sum()), peak_distance=None, peak_gain=None)
+    if out['points'] < 3:
+        return out
+    X = regressors(d, form)
+    (alpha, beta), *_ = np.linalg.lstsq(X, g, rcond=None)
+    residual = g - X @ np.array([alpha, beta])
+    total = ((g - g.mean()) ** 2).sum()
+    out.update(alpha=float(alpha), beta=float(beta), r2=float(1 - (residual ** 2).sum() / total) if total > 0 else None)
+    if beta > 1e-9 * max(abs(alpha), 1.0):                      # Rounding's beta of a straight line is no peak.
+        peak = math.exp(min(alpha / beta - 1, 700)) if form == 'rl' else alpha / (2 * beta)
+        if peak > 0 and math.isfinite(peak):
+            out.update(peak_distance=float(peak), peak_gain=float(predict([peak], alpha, beta, form)[0]))
+    return out
+
+#----------------------------------------------------------------------------
+# Stop rules, each on what a run has recorded so far (the first entry is the start):
+#   gold passed its peak: the latest gold gain is below the best one by at least `margin` of that best gain (> 0);
+#   disagreement grew: the members' mean sd on the panel reached `factor` times its value at the start.
+
+def gold_passed_peak(gold, margin=0.2):
+    """Index of the gold peak when gold [ticks] (per-tick panel means, the start first) has fallen from it by at least
+    margin x its gain over the start, else None."""
+    gold = np.asarray(gold, dtype=np.float64)
+    if len(gold) < 3:
+        return None
+    gain = gold - gold[0]
+    best = int(np.argmax(gain))
+    if gain[best] <= 0 or best == len(gold) - 1:
+        return None
+    return best if gain[-1] <= (1 - margin) * gain[best] else None
+
+
+def disagreement_grew(disagreement, factor=2.0):
+    """The first index at which disagreement [ticks] (the start first) reached factor x its start, else None."""
+    dis = np.asarray(disagreement, dtype=np.float64)
+    if len(dis) < 2 or not dis[0] > 0:
+        return None
+    hits = np.nonzero(dis[1:] >= factor * dis[0])[0]
+    return int(hits[0]) + 1 if len(hits) else None
+
+#----------------------------------------------------------------------------
+# Distances from the start.
+
+def slab_rms(slabs, start):
+    """Mean over samples of the RMS difference of raw sigma between slabs and the start's at the same seeds."""
+    a, b = np.asarray(slabs, dtype=np.float64), np.asarray(start, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f'slabs {a.shape} and the start\'s {b.shape} differ')
+    return float(np.sqrt(((a - b) ** 2).reshape(len(a), -1).mean(axis=1)).mean())
+
+
+def parameter_rms(params, start):
+    """RMS change of a network's parameters: sqrt(mean((theta - theta_0)^2)) over every entry of equal-length
+    flat vectors."""
+    a, b = np.asarray(params, dtype=np.float64), np.asarray(start, dtype=np.float64)
+    return float(np.sqrt(((a - b) ** 2).mean()))
+
+#----------------------------------------------------------------------------
+# The record of one run: per recorded tick (the start first) the panel's proxy (members' mean, the optimised
+# aggregate, each member's mean), the members' disagreement, the gold taste's mean where one is simulated, and the
+# distances from the start. Plain lists, so a snapshot keeps them and a resumed run continues the curves.
+
+FIELDS = ('kimg', 'proxy', 'aggregate', 'disagreement', 'gold', 'distance', 'param_distance', 'members')
+
+
+class Curves:
+    """The rows so far, and the panel's spread at the start (scale: {'proxy': sd, 'gold': sd} over the panel's seeds),
+    the unit the gains are stated in."""
+
+    def __init__(self, state=None):
+        state = dict(state or {})
+        self.scale = dict(state.pop('scale', {}))
+        self.rows = {k: [] for k in FIELDS}
+        for k, values in state.items():
+            if k not in self.rows:
+                raise ValueError(f'unknown proxy-gold field {k!r}')
+            self.rows[k] = list(values)
+
+    def add(self, **row):
+        if set(row) != set(FIELDS):
+            raise ValueError(f'a proxy-gold row needs {", ".join(FIELDS)}')
+        for k in FIELDS:
+            self.rows[k].append(row[k])
+
+    def state(self):
+        return dict({k: list(v) for k, v in self.rows.items()}, scale=dict(self.scale))
+
+    def __len__(self):
+        return len(self.rows['kimg'])
+
+    def has_gold(self):
+        return len(self) > 0 and all(g is not None for g in self.rows['gold'])
+
+    def gains(self, name):
+        """numpy [ticks]: the change of a per-tick mean since the start, in sd of the start over the panel (scale)."""
+        values = np.asarray(self.rows[name], dtype=np.float64)
+        sd = self.scale.get(name) or 1.0
+        return (values - values[0]) / sd
+
+    def summary(self, margin=0.2, factor=2.0, form='rl'):
+        """What the curves say: the observed gold peak (kimg, distance, gain), the fit of `form` and the tick nearest its
+        predicted peak, and the ticks where the gold and the disagreement stop rules would have stopped."""
+        kimg, distance = self.rows['kimg'], np.asarray(self.rows['distance'], dtype=np.float64)
+        out = dict(ticks=len(self), distance=[float(d) for d in distance], proxy_gain=self.gains('proxy').tolist())
+        grew = disagreement_grew(self.rows['disagreement'], factor)
+        out['disagreement_stop_kimg'] = None if grew is None else kimg[grew]
+        if not self.has_gold():
+            return out
+        gain = self.gains('gold')
+        best = int(np.argmax(gain))
+        fit = fit_gold(distance, gain, form)
+        out.update(gold_gain=gain.tolist(), observed_peak=dict(kimg=kimg[best], distance=float(distance[best]),
+            gain=float(gain[best])), fit=fit)
+        if fit['peak_distance'] is not None:
+            out['fit']['peak_kimg'] = kimg[int(np.argmin(np.abs(distance - fit['peak_distance'])))]
+        passed = [gold_passed_peak(gain[:i + 1], margin) for i in range(len(gain))]
+        first = next((i for i, p in enumerate(passed) if p is not None), None)
+        out['gold_stop_kimg'] = None if first is None else kimg[first]
+        return out
+
+
+def plot_curves(summary, path, gold_name='gold'):
+    """Proxy and gold gains (Curves.summary) against the distance from the start, each in standard deviations of its
+    start over the panel, with the fitted gold curve and its peak."""
+    from eg3d_rlhf.analysis.report_plots import _pyplot, _save
+    plt = _pyplot()
+    d = np.asarray(summary['distance'])
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot(d, summary['proxy_gain'], 'o-', color='tab:blue', label='proxy: reward (members\' mean)')
+    if 'gold_gain' in summary:
+        ax.plot(d, summary['gold_gain'], 's-', color='tab:orange', label=f'gold: {gold_name}')
+        fit = summary['fit']
+        if fit['alpha'] is not None:
+            x = np.linspace(0, d.max() * 1.1, 200)
+            ax.plot(x, predict(x, fit['alpha'], fit['beta'], fit['form']), '--', color='tab:orange',
+                label=f'fit {fit["form"]}: a={fit["alpha"]:.3g}, b={fit["beta"]:.3g}')
+            if fit['peak_distance'] is not None and fit['peak_distance'] <= d.max() * 1.5:
+                ax.axvline(fit['peak_distance'], color='tab:orange', linestyle=':', label='fitted gold peak')
+    ax.axhline(0, color='grey', linewidth=0.8)
+    ax.set(xlabel='distance from the start (slab RMS of raw sigma, same seeds)',
+        ylabel='gain since the start (sd of the start over the panel)', title='Proxy and gold along the run')
+    ax.legend(loc='best', fontsize=8)
+    _save(fig, path)
+
+#----------------------------------------------------------------------------

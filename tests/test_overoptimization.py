@@ -1,0 +1,82 @@
+"""analysis/overoptimization.py: Gao's curves fitted to gold against distance recover their coefficients and peak;
+the stop rules and the distances."""
+
+import math
+
+import numpy as np
+import pytest
+
+from eg3d_rlhf.analysis import overoptimization as oo
+
+
+@pytest.mark.parametrize('form, alpha, beta', [('rl', 1.5, 0.8), ('bon', 2.0, 0.5)])
+def test_the_fit_recovers_alpha_beta_and_the_peak_of_a_known_curve(form, alpha, beta):
+    d = np.linspace(0, 6, 25)
+    noise = np.random.default_rng(0).normal(0, 0.01, len(d))
+    fit = oo.fit_gold(d, oo.predict(d, alpha, beta, form) + noise, form)
+    assert fit['alpha'] == pytest.approx(alpha, rel=0.02) and fit['beta'] == pytest.approx(beta, rel=0.02)
+    peak = math.exp(alpha / beta - 1) if form == 'rl' else alpha / (2 * beta)
+    assert fit['peak_distance'] == pytest.approx(peak, rel=0.05) and fit['r2'] > 0.99
+    assert fit['peak_gain'] == pytest.approx(oo.predict([peak], alpha, beta, form)[0], rel=0.02)
+
+
+def test_a_curve_that_keeps_rising_has_no_peak_and_few_points_no_fit():
+    d = np.linspace(0, 3, 10)
+    assert oo.fit_gold(d, 2 * d, 'bon')['peak_distance'] is None
+    few = oo.fit_gold([0, 1, 2], [0, 1, 1.5])
+    assert few['alpha'] is None and few['points'] == 2
+
+
+@pytest.mark.parametrize('distance, gain', [([0, 1, -1], [0, 1, 2]), ([0, 1, 2], [0, float('nan'), 1]), ([0, 1], [0])])
+def test_bad_curves_are_refused(distance, gain):
+    with pytest.raises(ValueError):
+        oo.fit_gold(distance, gain)
+
+
+def test_the_gold_rule_stops_once_gold_lost_its_margin_of_the_peak_gain():
+    assert oo.gold_passed_peak([0, 1, 2, 1.7], 0.2) is None                  # Lost 15% of the gain: not yet.
+    assert oo.gold_passed_peak([0, 1, 2, 1.6], 0.2) == 2
+    assert oo.gold_passed_peak([0, -1, -2], 0.2) is None                     # No gain, no peak to pass.
+    assert oo.gold_passed_peak([0, 1, 2, 3], 0.2) is None
+
+
+def test_the_disagreement_rule_stops_at_the_first_tick_at_its_factor():
+    assert oo.disagreement_grew([0.1, 0.15, 0.21, 0.3], 2.0) == 2
+    assert oo.disagreement_grew([0.1, 0.15, 0.19], 2.0) is None and oo.disagreement_grew([0.0, 1.0], 2.0) is None
+
+
+def test_distances_are_rms_changes():
+    a = np.zeros([2, 3, 3, 3])
+    b = a.copy()
+    b[0] += 2.0
+    assert oo.slab_rms(b, a) == pytest.approx(1.0) and oo.parameter_rms([3.0, 4.0], [0.0, 0.0]) == pytest.approx(12.5 ** 0.5)
+    with pytest.raises(ValueError, match='differ'):
+        oo.slab_rms(a[:1], a)
+
+
+def test_curves_summarise_peak_fit_and_stops_and_survive_their_state():
+    curves = oo.Curves()
+    d = np.linspace(0, 5, 11)
+    gold = oo.predict(d, 1.0, 0.6, 'rl')
+    for i, (di, g) in enumerate(zip(d, gold)):
+        curves.add(kimg=0.1 * i, proxy=0.5 * di, aggregate=0.4 * di, disagreement=0.1 + 0.05 * di, gold=float(g),
+            distance=float(di), param_distance=0.01 * di, members=[0.5 * di, 0.5 * di])
+    curves.scale = dict(proxy=0.5, gold=1.0)
+    again = oo.Curves(curves.state())
+    s = again.summary(margin=0.2, factor=2.0)
+    assert again.rows == curves.rows and s['proxy_gain'][-1] == pytest.approx(5.0)
+    assert s['fit']['peak_distance'] == pytest.approx(math.exp(1 / 0.6 - 1), rel=1e-6)
+    assert s['observed_peak']['distance'] == pytest.approx(2.0)              # The grid point nearest exp(2/3) = 1.95.
+    assert s['gold_stop_kimg'] is not None and s['gold_stop_kimg'] > s['observed_peak']['kimg']
+    assert s['disagreement_stop_kimg'] == pytest.approx(0.4)                 # 0.1 + 0.05 d reaches 0.2 at d = 2.
+    with pytest.raises(ValueError, match='unknown proxy-gold field'):
+        oo.Curves(dict(curves.state(), extra=[1]))
+
+
+def test_the_plot_draws_proxy_gold_and_the_fit(tmp_path):
+    curves = oo.Curves()
+    for i, d in enumerate(np.linspace(0, 4, 9)):
+        curves.add(kimg=float(i), proxy=float(d), aggregate=float(d), disagreement=0.1, gold=float(oo.predict([d], 1, 0.5)[0]),
+            distance=float(d), param_distance=0.0, members=[float(d)])
+    oo.plot_curves(curves.summary(), str(tmp_path / 'pg.png'), gold_name='nose')
+    assert (tmp_path / 'pg.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
