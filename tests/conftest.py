@@ -142,6 +142,14 @@ def balls(tmp_path_factory):
     return dict(bank=root, radii=radii, labels=str(folder / 'labels.jsonl'), truth=str(folder / 'truth.csv'),
         good=str(folder / 'good.txt'), bad=str(folder / 'bad.txt'))
 
+
+@pytest.fixture(scope='session')
+def scored(tmp_path_factory):
+    """A bank of four balls on the 40^3 slab and a tiny sigma reward of that slab (tests.helpers.scored), built once:
+    tests read it, or change a copy (copy_bank). test_reward_training.py keeps a `scored` of its own."""
+    from tests.helpers.scored import scored_bank
+    return scored_bank(tmp_path_factory.mktemp('scored'))
+
 #----------------------------------------------------------------------------
 
 @pytest.fixture

@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from eg3d_rlhf.data import annotators as A
 from eg3d_rlhf.data import preferences
@@ -11,7 +12,7 @@ from eg3d_rlhf.data.bank import Bank
 from eg3d_rlhf.data.scores import read_scores
 from eg3d_rlhf.geometry.sigma import slab_grid
 from tests.helpers.banks import FACE, NOSES, TIP, ball_sdf, face_volume, sigma_from_sdf, world_points, write_bank
-from tests.helpers.cli import tool
+from tests.helpers.cli import digest, refused_in_one_line, tool
 from tools import annotate
 
 pytestmark = pytest.mark.usefixtures('one_thread')
@@ -389,3 +390,26 @@ def test_annotate_errors_and_dry_run(faces, tmp_path):
         '--scores-out', tmp_path / 's.csv', '--dry-run'))
     assert 'would label 10 samples' in result.output
     assert os.listdir(tmp_path) == []
+
+#----------------------------------------------------------------------------
+# People's labels are never replaced without --force.
+
+@pytest.mark.parametrize('args', [
+    ['pairs', '--pairs', 5, '--out', '{labels}'],
+    ['pairs', '--pairs', 5, '--out', '{fresh}', '--scores-out', '{labels}'],
+    ['good-bad', '--good', '{labels}', '--bad', '{fresh}'],
+    ['good-bad', '--good', '{fresh}', '--bad', '{labels}'],
+    ['pairs', '--pairs', 5, '--out', '{labels}', '--dry-run'],
+])
+def test_annotate_never_replaces_a_file_without_force(faces, tmp_path, args):
+    labels = tmp_path / 'labels.jsonl'
+    labels.write_text('{"a": "x", "b": "y", "choice": "a", "annotator": "alice", "time": "2026-11-22T10:00:00"}\n')
+    before = digest(labels)
+    names = dict(labels=labels, fresh=tmp_path / 'fresh.txt')
+    argv = [str(a).format(**names) for a in args[:1] + ['--bank', faces, '--annotator', 'oracle:nose'] + args[1:]]
+    refused_in_one_line(CliRunner().invoke(annotate.main, argv), f'{labels} exists; pass --force to replace it')
+    assert digest(labels) == before and not (tmp_path / 'fresh.txt').exists()
+    if '--dry-run' not in args:
+        result = CliRunner().invoke(annotate.main, argv + ['--force'])
+        assert result.exit_code == 0, result.output
+        assert digest(labels) != before

@@ -14,6 +14,8 @@ from eg3d_rlhf.cli import load_regions
 from eg3d_rlhf.geometry import sigma as geometry
 from eg3d_rlhf.rewards.contract import InputSpec, Reward
 from eg3d_rlhf.synthetic import heads
+from tests.helpers.cli import refused_in_one_line
+from tests.helpers.scored import NPY, run_tool, write_npy
 from tools import attribute, embed
 
 pytestmark = pytest.mark.usefixtures('one_thread')
@@ -426,3 +428,14 @@ def test_flow_conditions_reach_both_tools(tmp_path):
     result = run(embed, ['--original', 'bundled-flow', '--reward-model', reward, '--conditions', '9',
         '--outdir', tmp_path / 'e', '--dry-run'])
     assert result.exit_code != 0 and 'condition' in result.output
+
+#----------------------------------------------------------------------------
+# Array files: a region volume (--regions) that is an .npz, or whose header claims more than the file holds.
+
+@pytest.mark.parametrize('case', list(NPY))
+def test_a_region_volume_that_is_no_whole_npy_is_refused(scored, tmp_path, case):
+    write_npy(tmp_path / 'regions.npy', case)
+    (tmp_path / 'names.json').write_text('["nose"]')
+    result = run_tool(attribute, scored['bank'], scored['reward'], tmp_path / 'out', '--regions',
+        str(tmp_path / 'regions.npy'), '--region-names', str(tmp_path / 'names.json'), '--dry-run')
+    refused_in_one_line(result, f'--regions: {tmp_path / "regions.npy"}: {NPY[case]}')

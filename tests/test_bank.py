@@ -1,4 +1,5 @@
-"""Sample banks: tools/sample_bank.py on a tiny generator pickle, and eg3d_rlhf.data.bank.Bank on hand-made banks."""
+"""Sample banks: tools/sample_bank.py on a tiny generator pickle, and eg3d_rlhf.data.bank.Bank on hand-made banks;
+damaged bank files (meta.json, bank.json, slabs) are refused in one line, by Bank and by every tool that reads them."""
 
 import hashlib
 import json
@@ -15,8 +16,10 @@ from eg3d_rlhf.data.bank import Bank, BankError
 from eg3d_rlhf.generators.eg3d import TriPlaneField
 from eg3d_rlhf.geometry.sigma import SlabCrop, slab_grid
 from tests.helpers.banks import balls_volume, write_bank
+from tests.helpers.cli import digest, files_under, refused_in_one_line
 from tests.helpers.eg3d import tiny_generator
-from tools import sample_bank
+from tests.helpers.scored import NPY, copy_bank, run_tool, write_npy
+from tools import sample_bank, score_bank, tails
 from training import legacy
 from training.camera_utils import orbit_camera_label
 
@@ -289,3 +292,158 @@ def test_bank_writer_refuses_an_adapter_whose_sample_meta_clashes_with_the_setti
     with pytest.raises(BankError, match='both name preview_res'):
         writer.write(0)
     assert not (tmp_path / 'bank').exists()                                     # Refused before anything is written.
+
+#----------------------------------------------------------------------------
+# Bank files: meta.json and bank.json that are not a JSON object of the keys a bank needs.
+
+def edit_meta(text=None, **slab):
+    """An edit of a meta.json: replaced by `text`, or its slab's entries set (None removes the slab)."""
+    def edit(path):
+        if text is not None:
+            path.write_bytes(text)
+            return
+        data = json.loads(path.read_text())
+        if slab.get('slab', 0) is None:
+            del data['slab']
+        else:
+            data['slab'].update(slab)
+        path.write_text(json.dumps(data))
+    return edit
+
+
+META = [
+    ('not JSON', edit_meta(b'{"id": '), 'not JSON (Expecting value at line 1 column 8)'),
+    ('a list', edit_meta(b'[1, 2]'), 'holds a JSON array; expected an object'),
+    ('deep', edit_meta(b'[' * 100000), 'JSON nested too deeply'),
+    ('not UTF-8', edit_meta(b'\xff\xfe{}'), 'not UTF-8 text (invalid start byte at byte 0)'),
+    ('huge', edit_meta(b'{"id": "' + b'x' * (2 << 20) + b'"}'), 'larger than 1 MiB'),
+    ('no slab', edit_meta(slab=None), 'has no "slab"'),
+    ('resolution 1', edit_meta(resolution=1), 'slab.resolution is 1; expected an integer in [2, 4096]'),
+    ('resolution text', edit_meta(resolution='40'), "slab.resolution is '40'; expected an integer in [2, 4096]"),
+    ('cube length 0', edit_meta(cube_length=0), 'slab.cube_length is 0; expected a finite number in (0, 1000]'),
+    ('crop a list', edit_meta(crop=[1]), 'slab.crop is a list; expected an object of the fractions x_left, x_right'),
+    ('crop too wide', edit_meta(crop=dict(x_left=0.6, x_right=0.6)), 'slab.crop keeps nothing on x'),
+    ('exact text', edit_meta(exact_eg3d_grid='yes'), "slab.exact_eg3d_grid is 'yes'; expected true or false"),
+]
+
+
+@pytest.mark.parametrize('case, edit, message', META, ids=[m[0] for m in META])
+def test_a_damaged_meta_json_is_refused_in_one_line_naming_the_file_and_key(scored, tmp_path, case, edit, message):
+    bank = copy_bank(scored, tmp_path)
+    meta = bank / 'ball01' / 'meta.json'
+    edit(meta)
+    before = files_under(bank)
+    with pytest.raises(BankError, match='^' + str(meta).replace('.', r'\.')) as err:        # Before: a traceback.
+        Bank(str(bank)).check_slabs()
+    assert message in str(err.value) and '\n' not in str(err.value)
+    refused_in_one_line(run_tool(score_bank, bank, scored['reward'], tmp_path / 'out', '--dry-run'), f'{meta}: {message}')
+    assert files_under(bank) == before
+
+
+@pytest.mark.parametrize('content, message', [(b'[]', 'holds a JSON array; expected an object'),
+    (b'[' * 100000, 'JSON nested too deeply'), (b'\xff', 'not UTF-8 text')])
+def test_a_damaged_bank_json_is_refused_in_one_line(scored, tmp_path, content, message):
+    from tools import sample_bank
+    bank = copy_bank(scored, tmp_path)
+    (bank / 'bank.json').write_bytes(content)
+    with pytest.raises(BankError, match=str(bank / 'bank.json').replace('.', r'\.') + ': ' + message):
+        Bank.read_settings(str(bank))
+    result = CliRunner().invoke(sample_bank.main, ['--network', 'bundled-flow', '--seeds', '0', '--outdir', str(bank)])
+    refused_in_one_line(result, f'{bank / "bank.json"}: {message}')
+    assert (bank / 'bank.json').read_bytes() == content
+
+#----------------------------------------------------------------------------
+# Array files: a slab that is an .npz, or whose header claims more than the file holds (the .npy files:
+# tests/helpers/scored.py).
+
+@pytest.mark.parametrize('case', list(NPY))
+def test_a_slab_that_is_no_whole_npy_is_refused_before_allocating(scored, tmp_path, case):
+    bank = copy_bank(scored, tmp_path)
+    slab = bank / 'ball01' / 'sigma_slab.npy'
+    write_npy(slab, case)
+    for read in (lambda b: b.check_slabs(), lambda b: b.slab('ball01')):     # Before: a traceback, or 4 PiB asked for.
+        with pytest.raises(BankError, match='^' + str(slab).replace('.', r'\.')) as err:
+            read(Bank(str(bank)))
+        assert NPY[case] in str(err.value) and '\n' not in str(err.value)
+    refused_in_one_line(run_tool(tails, bank, scored['reward'], tmp_path / 'out', '--dry-run'), f'{slab}: {NPY[case]}')
+
+#----------------------------------------------------------------------------
+# Slabs that are not finite: refused on write, on read, and by every analysis tool that reads them.
+
+def test_banks_refuse_non_finite_slabs_on_write_and_read(tiny_pair, tmp_path):
+    import numpy as np
+    import torch
+    from eg3d_rlhf.cli import load_generator
+    from eg3d_rlhf.data.bank import Bank, BankError, BankWriter
+    G = load_generator(tiny_pair[0], torch.device('cpu'))
+    writer = BankWriter(str(tmp_path / 'bank'), G, resolution=24, dtype='float32', preview_res=16)
+    writer.open()
+    writer.write(0)
+    field = G.field
+    G.field = lambda seeds, condition=None: type('F', (), {'sample_grid': lambda self, grid: torch.full(
+        [1, *grid.shape], float('nan'))})()
+    with pytest.raises(BankError, match='seed000001: the generator.s slab holds nan or inf; nothing written'):
+        writer.write(1)
+    assert not (tmp_path / 'bank' / 'seed000001').exists()
+    G.field = field
+    slab = tmp_path / 'bank' / 'seed000000' / 'sigma_slab.npy'
+    bad = np.load(slab)
+    bad[0, 0, 0] = np.inf
+    np.save(slab, bad)
+    with pytest.raises(BankError, match=r'sigma_slab.npy: holds nan or inf; redraw the sample'):
+        Bank(str(tmp_path / 'bank')).slab('seed000000')
+    slab.write_bytes(b'\x93NUMPY broken')
+    with pytest.raises(BankError, match=r'sigma_slab.npy: cannot be read'):
+        Bank(str(tmp_path / 'bank')).slab('seed000000')
+
+
+def test_analysis_tools_refuse_a_bank_with_a_nan_slab_in_one_line(tiny_pair, tmp_path):
+    import numpy as np
+    import torch
+    from eg3d_rlhf.cli import load_generator
+    from eg3d_rlhf.data.bank import BankWriter
+    from tools import attribute, embed, tails
+    writer = BankWriter(str(tmp_path / 'bank'), load_generator(tiny_pair[0], torch.device('cpu')), resolution=24,
+        dtype='float32', preview_res=16)
+    writer.open()
+    for seed in range(4):
+        writer.write(seed)
+    slab = tmp_path / 'bank' / 'seed000002' / 'sigma_slab.npy'
+    bad = np.load(slab)
+    bad[3, 3, 3] = np.nan
+    np.save(slab, bad)
+    before = digest(slab)
+    common = ['--bank', str(tmp_path / 'bank'), '--reward-model', tiny_pair[2]]
+    for tool, args in ((attribute, ['--outdir', str(tmp_path / 'a')]), (embed, ['--outdir', str(tmp_path / 'e')]),
+            (tails, ['--outdir', str(tmp_path / 't')])):
+        refused_in_one_line(CliRunner().invoke(tool.main, common + args), 'sigma_slab.npy: holds nan or inf')
+    assert digest(slab) == before
+
+#----------------------------------------------------------------------------
+# A broken slab file is found before the work starts, not after it.
+
+@pytest.mark.parametrize('damage, message', [
+    (lambda p: p.write_bytes(p.read_bytes()[:-100]), 'its header says [12, 14, 13] float32 (8.53 KiB), but the file holds 8636'),
+    (lambda p: p.write_bytes(b'not numpy at all'), 'cannot be read'),
+    (lambda p: __import__('numpy').save(p, __import__('numpy').zeros([3, 3, 3], 'float32')), 'shape [3, 3, 3], but meta.json says [12, 14, 13]'),
+])
+def test_tools_check_every_slab_file_before_any_work(tiny_pair, tmp_path, damage, message):
+    import torch
+    from eg3d_rlhf.cli import load_generator
+    from eg3d_rlhf.data.bank import BankWriter
+    from tools import annotate, embed, score_bank, tails
+    writer = BankWriter(str(tmp_path / 'bank'), load_generator(tiny_pair[0], torch.device('cpu')), resolution=24,
+        dtype='float32', preview_res=16)
+    writer.open()
+    for seed in range(4):
+        writer.write(seed)
+    slab = tmp_path / 'bank' / 'seed000003' / 'sigma_slab.npy'
+    damage(slab)
+    before = digest(slab)
+    bank, reward = str(tmp_path / 'bank'), tiny_pair[2]
+    for tool, args in ((score_bank, ['--bank', bank, '--reward-model', reward, '--out', str(tmp_path / 's.csv')]),
+            (embed, ['--bank', bank, '--reward-model', reward, '--outdir', str(tmp_path / 'e')]),
+            (tails, ['--bank', bank, '--reward-model', reward, '--outdir', str(tmp_path / 't')]),
+            (annotate, ['pairs', '--bank', bank, '--annotator', 'oracle:nose', '--pairs', '3', '--out', str(tmp_path / 'l.jsonl')])):
+        refused_in_one_line(CliRunner().invoke(tool.main, args), f'{slab}: {message}')
+    assert digest(slab) == before and sorted(p.name for p in tmp_path.iterdir()) == ['bank']

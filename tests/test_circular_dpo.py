@@ -25,6 +25,7 @@ from eg3d_rlhf.generators import flow_heads
 from eg3d_rlhf.geometry.sigma import CubeGrid
 from eg3d_rlhf.rewards.checkpoint import load_reward
 from eg3d_rlhf.synthetic import demo
+from tests.helpers.cli import refused_in_one_line
 from tests.helpers.events import events, steps
 from torch_utils import report_to
 
@@ -492,3 +493,28 @@ def test_a_run_flushes_cpu_denormals_from_its_start(tmp_path, monkeypatch):
             assert seen.pop() and flushed() == before   # Flushed while it runs (step 3 met them), restored after.
         finally:
             torch.set_flush_denormal(False)
+
+#----------------------------------------------------------------------------
+# train.py --generator=flow: --bank and --labels checked before the run folder is made (and by --dry-run).
+
+@pytest.mark.usefixtures('one_thread')
+@pytest.mark.parametrize('labels, message', [
+    ('not json\n', 'labels.jsonl:1: not JSON'),
+    ('{"a": "ball00", "b": "ball09", "choice": "a", "annotator": "me", "time": "2026-11-25T00:00:00"}\n',
+        'labels.jsonl:1: unknown sample id ball09'),
+    ('{"a": "ball00", "b": "ball01", "choice": "a", "annotator": "me", "time": "2026-11-25T00:00:00"}\n',
+        'ball00/asset.npz: no such file; redraw the sample'),
+])
+@pytest.mark.parametrize('dry_run', [[], ['--dry-run']])
+def test_train_py_flow_refuses_bad_bank_or_labels_before_its_run_folder(tmp_path, labels, message, dry_run):
+    import train                            # The script: this file's train() runs it as a subprocess.
+    from eg3d_rlhf.generators import flow_heads
+    from tests.helpers.banks import ball_bank
+    from tests.helpers.flow import TINY
+    bank, _ = ball_bank(tmp_path / 'bank', 2, seed=0)
+    flow_heads.save_flow(str(tmp_path / 'flow.pt'), flow_heads.build_pipeline(TINY, init_seed=0), TINY)
+    (tmp_path / 'labels.jsonl').write_text(labels, encoding='utf-8')
+    result = CliRunner().invoke(train.main, ['--generator=flow', '--resume', str(tmp_path / 'flow.pt'), '--bank', bank,
+        '--labels', str(tmp_path / 'labels.jsonl'), '--outdir', str(tmp_path / 'runs'), '--device', 'cpu', *dry_run])
+    refused_in_one_line(result, message)                # Before: a dry run passed; a run left options.json and log.txt.
+    assert not (tmp_path / 'runs').exists()

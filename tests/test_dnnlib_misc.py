@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import dnnlib
+from eg3d_rlhf.data import preferences
 from torch_utils import misc, training_stats
 
 
@@ -160,3 +161,16 @@ def _check_against_other_rank(net):
         misc.check_ddp_consistency(net)
     finally:
         torch.distributed.broadcast = real_broadcast
+
+#----------------------------------------------------------------------------
+# JSON (every reader: dnnlib.util.decode_json): a number of more than 4300 digits is refused naming the file.
+
+@pytest.mark.usefixtures('one_thread')
+@pytest.mark.parametrize('reader', ['read_json_object', 'load_judgements'])
+def test_a_json_number_of_5000_digits_is_refused(tmp_path, reader):
+    path = tmp_path / 'f.json'
+    path.write_text('{"a": "seed000001", "b": "seed000002", "choice": "a", "n": ' + '9' * 5000 + '}\n')
+    read = dnnlib.util.read_json_object if reader == 'read_json_object' else preferences.load_judgements
+    with pytest.raises(ValueError, match='JSON holds a number of more than 4300 digits') as err:
+        read(str(path))                                 # Before: ValueError of int(), no file named.
+    assert str(err.value).startswith(str(path))

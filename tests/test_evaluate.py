@@ -1,12 +1,14 @@
 """Evaluation: reward-change and win-rate statistics, PSNR/SSIM, Fréchet and KID maths, and tools/evaluate.py."""
 
 import json
+import os
 
 import numpy as np
 import PIL.Image
 import pytest
 import scipy.stats
 import torch
+from click.testing import CliRunner
 
 from eg3d_rlhf.analysis import evaluation, image_metrics
 from eg3d_rlhf.analysis.compare import SIDES, compare
@@ -17,7 +19,8 @@ from eg3d_rlhf.generators.eg3d import EG3DGenerator
 from eg3d_rlhf.geometry import preview
 from eg3d_rlhf.geometry.sigma import SlabCrop, slab_grid
 from eg3d_rlhf.rewards.checkpoint import load_reward, save_reward
-from tests.helpers.cli import invoke
+from eg3d_rlhf.synthetic import demo
+from tests.helpers.cli import digest, invoke, refused_in_one_line
 from tests.helpers.evaluate import before_after_halves, save_feature_network, save_pair
 from tests.helpers.rewards import slab_description, tiny_reward
 from tools import evaluate
@@ -345,3 +348,16 @@ def test_compare_shows_flows_before_and_after_from_one_draw(tmp_path):
     before, after = before_after_halves(tmp_path / 'c' / 'before_after.png', rows=4)
     assert not np.array_equal(before, after)
     assert 'src="before_after.png"' in (tmp_path / 'c' / 'report.html').read_text()
+
+#----------------------------------------------------------------------------
+# Code runs only with consent: a feature archive (torch.export, TorchScript) needs --trust-pickle.
+
+@pytest.mark.filterwarnings('ignore::DeprecationWarning')
+@pytest.mark.parametrize('kind', ['export', 'torchscript'])
+def test_evaluate_refuses_a_feature_archive_without_trust(tmp_path, kind):
+    net = save_feature_network(str(tmp_path / 'features.pt2'), kind)
+    before = digest(tmp_path / 'features.pt2')
+    result = CliRunner().invoke(evaluate.main, ['--original', 'bundled', '--tuned', 'bundled', '--reward-model',
+        os.path.join(demo.CHECKPOINTS, 'reward-sigma-nose.safetensors'), '--inception', net, '--outdir', str(tmp_path / 'r'), '--device', 'cpu'])
+    refused_in_one_line(result, 'archive with pickled parts; loading it can run code stored in it, so pass --trust-pickle')
+    assert digest(tmp_path / 'features.pt2') == before and not (tmp_path / 'r').exists()

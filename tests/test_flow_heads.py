@@ -1,10 +1,12 @@
 """The bundled heads flow model: sigma map, encode/decode, families, training, checkpoints, per-id sampling, train_flow."""
 
 import json
+import math
 import os
 
 import pytest
 import torch
+from click.testing import CliRunner
 
 from eg3d_rlhf.generators import flow_heads
 from eg3d_rlhf.generators.flow import (INVARIANT_TOLERANCE, FlowGenerator, VolumeField, batch_invariant, blur,
@@ -13,7 +15,7 @@ from eg3d_rlhf.generators.registry import FAMILIES
 from eg3d_rlhf.geometry.sigma import slab_grid
 from eg3d_rlhf.geometry.sigma import CubeGrid
 from eg3d_rlhf.synthetic import flow_data, world
-from tests.helpers.cli import invoke
+from tests.helpers.cli import digest, files_under, invoke, refused_in_one_line
 from tests.helpers.flow import tiny_pipeline
 from tools import train_flow
 
@@ -360,5 +362,86 @@ def test_cosine_schedule_falls_to_zero_and_a_resumed_run_follows_it(tmp_path):
     assert_same_weights(load('a'), load('b'))                               # Killed at step 2, resumed: the same run.
     run_cli(['--outdir', str(tmp_path / 'c'), *common, '--schedule', 'constant'])
     assert not torch.equal(load('a')['state_dicts'][1]['out.bias'], load('c')['state_dicts'][1]['out.bias'])
+
+#----------------------------------------------------------------------------
+# tools/train_flow.py never runs into another run's folder without --force.
+
+def test_train_flow_never_runs_into_another_runs_folder_without_force(tmp_path):
+    import json
+    from tools import train_flow
+    common = ['--preset', 'tiny', '--batch', '2', '--snap', '2', '--device', 'cpu', '--preview', '0', '--steps', '2']
+    run = lambda *extra: CliRunner().invoke(train_flow.main, ['--outdir', str(tmp_path / 'run'), *common, *extra])
+    assert run().exit_code == 0
+    before = files_under(tmp_path / 'run')
+    for extra in ([], ['--seed', '1'], ['--resume', str(tmp_path / 'elsewhere.pt')]):
+        if extra[:1] == ['--resume']:
+            (tmp_path / 'elsewhere.pt').write_bytes((tmp_path / 'run' / 'flow-000002.pt').read_bytes())
+        refused_in_one_line(run(*extra), f'{tmp_path / "run"} holds files already; pass --force')   # Before: mixed.
+        assert files_under(tmp_path / 'run') == before
+    assert run('--seed', '1', '--force').exit_code == 0                  # A new run in its place: its stats alone.
+    steps = [json.loads(line)['step'] for line in (tmp_path / 'run' / 'stats.jsonl').read_text().splitlines()]
+    assert steps == [1, 2] and digest(tmp_path / 'run' / 'flow-000002.pt') != before['flow-000002.pt']
+
+#----------------------------------------------------------------------------
+# Flow checkpoints: every weight finite, every config number finite and in range, or refused at load.
+
+@pytest.fixture(scope='module')
+def flow_state(tmp_path_factory):
+    from eg3d_rlhf.generators import flow_heads
+    from tests.helpers.flow import TINY
+    path = str(tmp_path_factory.mktemp('flow') / 'flow.pt')
+    flow_heads.save_flow(path, flow_heads.build_pipeline(TINY, init_seed=0), TINY)
+    return flow_heads.read_flow(path)
+
+
+@pytest.mark.parametrize('key, value, message', [
+    ('cube_length', math.inf, 'cube_length must be a finite number in (0, 1000], got inf'),
+    ('cube_length', 1e300, 'cube_length must be a finite number in (0, 1000], got 1e+300'),
+    ('truncation', math.inf, 'truncation must be a finite number in (0, 8] (fine voxels), got inf'),
+    ('truncation', 'wide', "truncation must be a finite number in (0, 8] (fine voxels), got 'wide'"),
+    ('ode_steps', 10 ** 9, 'ode_steps must be an integer in [1, 10000], got 1000000000'),
+    ('data_seed', -1, 'data_seed must be an integer in [0, 4294967295], got -1'),
+    ('sampler', 'rk4', "unknown sampler 'rk4'"),
+    ('weight', math.nan, 'stage 0 weight convs.0.weight holds nan or inf'),
+    ('training.step', math.nan, 'training.step is nan; expected an integer >= 0'),
+])
+def test_a_flow_checkpoint_with_a_non_finite_or_absurd_number_is_refused_at_load(flow_state, tmp_path, key, value,
+        message):
+    from eg3d_rlhf.generators import flow_heads
+    from tools import extract_sigma
+    state = dict(flow_state, config=dict(flow_state['config']), state_dicts=[dict(sd) for sd in flow_state['state_dicts']])
+    if key == 'weight':
+        state['state_dicts'][0]['convs.0.weight'] = torch.full_like(state['state_dicts'][0]['convs.0.weight'], value)
+    elif key == 'training.step':
+        state['training'] = dict(step=value)
+    else:
+        state['config'][key] = value
+    path = tmp_path / 'flow.pt'
+    torch.save(state, path)
+    with pytest.raises(ValueError, match='^' + f'{path}: '.replace('.', r'\.')) as err:   # Before: 0 faces everywhere.
+        flow_heads.read_flow(str(path))
+    assert message in str(err.value) and '\n' not in str(err.value)
+    result = CliRunner().invoke(extract_sigma.main, ['--network', str(path), '--seeds', '0', '--res', '12', '--outdir',
+        str(tmp_path / 'x')])
+    refused_in_one_line(result, message)
+    assert not (tmp_path / 'x').exists()
+
+#----------------------------------------------------------------------------
+# Flow checkpoints (sample_bank, evaluate, guide, train.py --generator=flow): a config whose sampler is not a string.
+
+@pytest.mark.parametrize('sampler', [{'a': 1}, ['heun']])
+def test_a_flow_config_whose_sampler_is_not_a_name_is_refused_in_one_line(tmp_path, sampler):
+    from eg3d_rlhf.generators import flow_heads
+    from tests.helpers.flow import TINY
+    from tools import sample_bank
+    path = str(tmp_path / 'flow.pt')
+    flow_heads.save_flow(path, flow_heads.build_pipeline(TINY, init_seed=0), TINY)
+    state = torch.load(path, weights_only=True)
+    state['config']['sampler'] = sampler
+    torch.save(state, path)
+    result = CliRunner().invoke(sample_bank.main, ['--network', path, '--seeds', '0', '--res', '16', '--device', 'cpu',
+        '--outdir', str(tmp_path / 'b')])                       # Before: TypeError: unhashable type (a dict, a list).
+    refused_in_one_line(result, f'{path}: bad flow config (unknown sampler a {type(sampler).__name__}; use one of')
+    assert not (tmp_path / 'b').exists()
 
 #----------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""tools/generator_demo.py: every flag, on a random network and on a pickle."""
+"""tools/generator_demo.py: every flag, on a random network and on a pickle; it never writes into a bank, nor over a
+folder of files without --force."""
 
 import json
 import pickle
@@ -8,7 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from tests.helpers.cli import invoke
+from tests.helpers.cli import files_under, invoke, refused_in_one_line, sentinel
 from tools import generator_demo
 from training.triplane import TriPlaneGenerator
 
@@ -64,3 +65,26 @@ def test_network_pickle_needs_trust_and_seed_changes_the_face(tmp_path):
         assert json.loads((out / 'summary.json').read_text())['network'] == str(pkl)
         slabs.append(np.load(out / 'sigma_slab.npy'))
     assert not np.allclose(slabs[0], slabs[1])
+
+#----------------------------------------------------------------------------
+# Never into a bank, nor over a folder that holds files without --force.
+
+@pytest.mark.usefixtures('one_thread')
+def test_generator_demo_never_writes_into_a_bank_nor_over_a_folder_without_force(tmp_path):
+    from tests.helpers.banks import ball_bank
+    from tools import generator_demo
+    bank_dir, _ = ball_bank(tmp_path / 'bank', 2, seed=0)
+    (tmp_path / 'bank' / 'bank.json').write_text('{"note": "what made the bank"}\n')
+    before = files_under(tmp_path / 'bank')
+    run = lambda outdir, *extra: CliRunner().invoke(generator_demo.main, ['--outdir', str(outdir), '--network',
+        'random', '--res', '16', '--neural-res', '16', *extra])
+    for outdir in (tmp_path / 'bank' / 'ball00', tmp_path / 'bank', tmp_path / 'bank' / 'ball01' / 'demo'):
+        for extra in ([], ['--force']):                                  # Before: ball00's slab rewritten in place.
+            refused_in_one_line(run(outdir, *extra), f'--outdir {outdir} lies inside the sample bank {tmp_path / "bank"}')
+    assert files_under(tmp_path / 'bank') == before
+    (tmp_path / 'mine').mkdir()
+    untouched = sentinel(tmp_path / 'mine')
+    refused_in_one_line(run(tmp_path / 'mine', '--dry-run'), f'{tmp_path / "mine"} holds files already; pass --force')
+    assert untouched()
+    result = run(tmp_path / 'mine', '--dry-run', '--force')
+    assert result.exit_code == 0 and 'would build random FFHQ-512 structure' in result.output, result.output

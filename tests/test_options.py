@@ -129,3 +129,13 @@ def test_values_their_flags_would_refuse_are_refused(tmp_path, text, message):
         parsed(tmp_path, text + '\n')
 
 #----------------------------------------------------------------------------
+# YAML nested too deeply: refused in one line, not a RecursionError.
+
+@pytest.mark.usefixtures('one_thread')
+def test_a_deeply_nested_config_file_is_refused(tmp_path):
+    path = tmp_path / 'run.yaml'
+    path.write_text('kimg: ' + '[' * 100000 + ']' * 100000 + '\n')
+    result = CliRunner().invoke(train.main, ['--config', str(path), '--outdir', str(tmp_path / 'runs'), '--dry-run'])
+    refused_in_one_line(result, f'--config: {path}: YAML nested too deeply')     # Before: RecursionError.
+
+#----------------------------------------------------------------------------

@@ -5,7 +5,9 @@ import json
 import numpy as np
 import pytest
 
+from eg3d_rlhf.data import preferences
 from eg3d_rlhf.data import preferences as P
+from eg3d_rlhf.data.preferences import LabelError
 from tests.conftest import shared_file
 
 LINE = dict(a='seed000001', b='seed000002', choice='a', annotator='ann', time='2026-11-21T10:00:00+00:00')
@@ -173,3 +175,34 @@ def test_repeats_are_measured_not_trained_on(tmp_path):
     assert [j.annotator for j in P.load_judgements(path)] == ['ann', 'other']                 # Training: each pair once.
     with_repeats = P.load_judgements(path, repeats=True)
     assert [P.is_repeat(j) for j in with_repeats] == [False, True, False]
+
+#----------------------------------------------------------------------------
+# Label files that are not text, or nested too deeply, are refused naming the file.
+
+@pytest.mark.usefixtures('one_thread')
+@pytest.mark.parametrize('content, message', [
+    (b'\xff\xfe{"a": 1}\n', 'not UTF-8 text'),
+    (b'[' * 100000 + b'\n', 'nested too deeply'),
+    (b'{"a": "x", "b": "y"\n', 'not JSON'),
+])
+def test_label_files_that_are_not_text_or_too_deep_are_refused(tmp_path, content, message):
+    from eg3d_rlhf.data import preferences
+    path = tmp_path / 'labels.jsonl'
+    path.write_bytes(content)
+    with pytest.raises(preferences.LabelError, match=message) as err:
+        preferences.load_judgements(str(path))
+    assert str(path) in str(err.value) and path.read_bytes() == content
+
+#----------------------------------------------------------------------------
+# Id lists and ranked seeds: other scripts' digits are no seed.
+
+@pytest.mark.usefixtures('one_thread')
+@pytest.mark.parametrize('name, text', [('good.txt', '\u0663\n'), ('ranked.csv', ',rank1,rank2\n0,\u0663,5\n'),
+    ('ranking.jsonl', '{"condition": "nose", "ranking": ["\u0663", "5"]}\n')])
+def test_arabic_indic_digits_are_not_read_as_seeds(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text, encoding='utf-8')
+    read = {'good.txt': preferences.read_id_list, 'ranked.csv': preferences.import_ranked_csv,
+        'ranking.jsonl': preferences.import_ranking}[name]
+    with pytest.raises(LabelError, match=f'{path}:[12]: '):
+        read(str(path))                                 # Before: seed000003.

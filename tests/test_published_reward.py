@@ -14,8 +14,8 @@ from pytorch3dunet.unet3d.model import ResidualUNetSE3D
 from eg3d_rlhf import cli
 from eg3d_rlhf.analysis import embedding
 from eg3d_rlhf.geometry.sigma import grid_from_meta, slab_description
-from eg3d_rlhf.rewards import build_reward, fitting
-from eg3d_rlhf.rewards.bundle import published_spec
+from eg3d_rlhf.rewards import build_reward, bundle, fitting
+from eg3d_rlhf.rewards.bundle import BundleError, published_spec
 from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward, save_reward
 from tests.helpers.bundles import F_MAPS, FEATURE, MLP_OUT, YAML, paper_state_dict, write_bundle
 from tools import convert_reward
@@ -214,3 +214,32 @@ def test_train_reward_trains_the_published_architecture_on_its_contract(tmp_path
     reward = load_reward(str(out))
     assert reward.kind == 'sigma-unet' and (reward.spec.order, reward.spec.normalisation) == ('zyx', 'self_minmax')
     assert reward.info['training']['epochs_run'] == 1 and reward.model.config['f_maps'] == [4, 8]
+
+#----------------------------------------------------------------------------
+# A bundle's run config: a key given twice, fields of the wrong kind.
+
+def test_a_bundle_run_config_naming_a_key_twice_is_refused(tmp_path):
+    folder, _ = write_bundle(str(tmp_path), yaml_text=YAML.replace('    num_groups: 2\n', '    num_groups: 2\n' * 2, 1))
+    with pytest.raises(BundleError, match="release_config.yaml: key 'num_groups' is given twice"):
+        bundle.load_bundle(folder)                      # Before: the last one, silently.
+
+
+@pytest.mark.parametrize('edit, message', [
+    (('f_maps: [4, 8]', 'f_maps: [1000000000000, 8]'), 'its model cannot be built'),         # Before: 4 TB asked for.
+    (('num_groups: 2', 'num_groups: 2\n    1: x\n    wings: 3'), 'model.Conv3DModule has a key that is not text (1)'),
+])
+def test_reward_config_fields_of_the_wrong_kind_are_refused(tmp_path, edit, message):
+    folder, _ = write_bundle(str(tmp_path), yaml_text=YAML.replace(*edit, 1))
+    with pytest.raises(BundleError, match=message.replace('(', '\\(').replace(')', '\\)')):
+        bundle.load_bundle(folder)                      # Before: RuntimeError, TypeError of sorted().
+
+#----------------------------------------------------------------------------
+# A bundle folder's weights are sized before they are read.
+
+def test_a_bundle_folders_weights_are_sized_before_they_are_read(tmp_path, monkeypatch):
+    folder, _ = write_bundle(str(tmp_path))
+    monkeypatch.setattr(bundle, 'MAX_WEIGHTS_BYTES', 1 << 20)
+    weights = os.path.join(folder, 'best_model.pt')
+    os.truncate(weights, 3 << 20)                       # Sparse: as a 40 GiB one would be, at test size.
+    with pytest.raises(BundleError, match='best_model.pt: 3 MiB, larger than 1 MiB; not a released reward'):
+        bundle.load_bundle(folder)                      # Before: read whole, then "not a readable torch file".

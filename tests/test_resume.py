@@ -1,9 +1,12 @@
-"""Runs that continue: snapshots keep kimg and a reward run's anchor, resume checks the architecture, a run whose
-rewards turn non-finite stops keeping what it saved, and stale temporaries are cleaned."""
+"""Runs that continue: snapshots keep kimg and a reward run's anchor, resume checks the architecture and refuses a
+damaged snapshot, a run whose rewards turn non-finite stops keeping what it saved, and stale temporaries are cleaned."""
 
 import csv
 import json
+import math
 import os
+import pickle
+import pickletools
 import subprocess
 import sys
 
@@ -15,6 +18,7 @@ from click.testing import CliRunner
 import dnnlib
 import train
 from eg3d_rlhf.finetune import reward_phase
+from tests.helpers.cli import refused_in_one_line
 from tests.helpers.train import TRAIN_ARGS, base_args, only_run_dir, run_train
 from training import legacy
 
@@ -172,3 +176,70 @@ def test_atomic_write_names_its_temporary_after_its_process(tmp_path):
         assert name.startswith(f'.tmp-{os.getpid()}-') and name.endswith('.pkl')
         f.write(b'x')
     assert [p.name for p in tmp_path.iterdir()] == ['a.pkl']
+
+#----------------------------------------------------------------------------
+# Resume snapshots: progress and resume state of the right types and finite, or refused at --dry-run.
+
+@pytest.mark.parametrize('field, value, message', [
+    ('progress.kimg', math.nan, 'progress.kimg is nan; expected a finite number >= 0'),
+    ('progress.kimg', '4', "progress.kimg is '4'; expected a finite number >= 0"),
+    ('progress.tick', 1.5, 'progress.tick is 1.5; expected an integer >= 0'),
+    ('progress', [4], 'progress is a list; expected a dict'),
+    ('resume_state.kimg', math.inf, 'resume_state.kimg is inf; expected a finite number >= 0'),
+    ('resume_state.batch_idx', -1, 'resume_state.batch_idx is -1; expected an integer >= 0'),
+    ('resume_state.optimizers', None, 'resume_state.optimizers is None; expected a dict'),
+])
+def test_a_resume_snapshot_with_a_non_finite_or_mistyped_field_is_refused(data, start_pkl, tmp_path, field, value,
+        message):
+    import train
+    from tests.helpers.train import base_args
+    from training import legacy
+    snapshot = legacy.load_network_pkl(start_pkl, trust=True)
+    snapshot['progress'] = dict(kimg=0.004, tick=1)
+    snapshot['resume_state'] = dict(kimg=0.004, tick=1, batch_idx=2, optimizers={}, loss={}, random={})
+    where, _, key = field.partition('.')
+    if key:
+        snapshot[where][key] = value
+    else:
+        snapshot[where] = value
+    pkl = tmp_path / 'snapshot.pkl'
+    legacy.save_network_pkl(str(pkl), snapshot)
+    result = CliRunner().invoke(train.main, base_args(data, tmp_path / 'runs', '--resume', str(pkl), '--trust-pickle',
+        '--kimg', '0.008', '--dry-run'))
+    refused_in_one_line(result, f'--resume: {pkl}: {message}')    # Before: accepted.
+    assert not (tmp_path / 'runs').exists()
+
+#----------------------------------------------------------------------------
+# Resume snapshots (train.py --resume): damaged pickles, entries that are no networks, weights that are not finite.
+
+def resume(data, tmp_path, snapshot_bytes):
+    pkl = tmp_path / 'snapshot.pkl'
+    pkl.write_bytes(snapshot_bytes)
+    result = CliRunner().invoke(train.main, base_args(data, tmp_path / 'runs', '--resume', str(pkl), '--trust-pickle',
+        '--kimg', '0.008', '--dry-run'))
+    assert not (tmp_path / 'runs').exists()
+    return result, pkl
+
+
+def test_a_snapshot_entry_that_is_not_a_network_is_refused(data, start_pkl, tmp_path):
+    snapshot = legacy.load_network_pkl(start_pkl, trust=True)
+    snapshot['G'] = 3
+    result, pkl = resume(data, tmp_path, pickle.dumps(snapshot))
+    refused_in_one_line(result, f'{pkl}": its G is a int, not a network')     # Before: AssertionError.
+
+
+def test_an_exabyte_length_in_a_snapshot_pickle_is_refused(data, start_pkl, tmp_path):
+    raw = open(start_pkl, 'rb').read()
+    pos = next(pos for op, _, pos in pickletools.genops(raw) if op.name == 'FRAME')
+    raw = raw[:pos + 1] + (1 << 60).to_bytes(8, 'little') + raw[pos + 9:]     # A frame of an exabyte.
+    result, pkl = resume(data, tmp_path, raw)
+    refused_in_one_line(result, f'cannot unpickle "{pkl}": MemoryError')     # Before: the MemoryError's traceback.
+
+
+def test_nan_weights_in_a_resume_snapshot_are_refused(data, start_pkl, tmp_path):
+    snapshot = legacy.load_network_pkl(start_pkl, trust=True)
+    name, param = next(iter(snapshot['G_ema'].named_parameters()))
+    with torch.no_grad():
+        param.view(-1)[0] = float('nan')
+    result, pkl = resume(data, tmp_path, pickle.dumps(snapshot))
+    refused_in_one_line(result, f'{pkl}: G_ema.{name} holds nan or inf; the snapshot is damaged')   # Before: rc 0.

@@ -1,4 +1,5 @@
-"""The reward contract: a checkpoint's input spec is honoured by scoring, fitting, score_bank and the labeling page."""
+"""The reward contract: a checkpoint's input spec is honoured by scoring, fitting, score_bank and the labeling page;
+a checkpoint that breaks it, a bank of another grid and a score that is not finite are refused in one line."""
 
 import itertools
 import json
@@ -10,15 +11,19 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from eg3d_rlhf.data import labeling, preferences
+from eg3d_rlhf.data import labeling, preferences, scores
 from eg3d_rlhf.data.bank import Bank
-from eg3d_rlhf.data.scores import read_scores, score_bank
+from eg3d_rlhf.data.scores import read_scores
 from eg3d_rlhf.geometry.sigma import normalise_sigma_self, slab_description
 from eg3d_rlhf.rewards import REWARDS, build_reward, fitting
 from eg3d_rlhf.rewards.checkpoint import ADDED_ARGUMENTS, FORMATS, RewardCheckpointError, load_reward, save_reward
 from eg3d_rlhf.rewards.contract import InputSpec
+from eg3d_rlhf.synthetic import demo
 from tests.conftest import REPO
-from tools import label, score_bank as score_bank_tool
+from tests.helpers.cli import digest, refused_in_one_line
+from tests.helpers.rewards import tiny_sigma
+from tests.helpers.scored import copy_bank, run_tool
+from tools import attribute, embed, label, score_bank, tails
 from torch_utils import safetensors_file
 
 pytestmark = pytest.mark.usefixtures('one_thread')
@@ -145,9 +150,9 @@ def test_score_bank_scores_with_the_spec(setup, tmp_path):
     reward, slabs = setup['reward'], setup['slabs']
     with torch.no_grad():
         want = {k: float(v) for k, v in zip(sorted(slabs), reward.model.score(by_hand(np.stack([slabs[k] for k in sorted(slabs)]))))}
-    assert score_bank(reward, Bank(setup['bank']), batch=3) == pytest.approx(want, abs=1e-5)
+    assert scores.score_bank(reward, Bank(setup['bank']), batch=3) == pytest.approx(want, abs=1e-5)
     out = tmp_path / 'scores.csv'
-    result = CliRunner().invoke(score_bank_tool.main, ['--reward-model', setup['path'], '--bank', setup['bank'],
+    result = CliRunner().invoke(score_bank.main, ['--reward-model', setup['path'], '--bank', setup['bank'],
         '--out', str(out), '--batch', '3', '--device', 'cpu'])
     assert result.exit_code == 0, result.output
     assert read_scores(str(out)) == pytest.approx(want, abs=1e-5) and list(read_scores(str(out))) == sorted(slabs)
@@ -156,7 +161,7 @@ def test_score_bank_scores_with_the_spec(setup, tmp_path):
 
 def test_score_bank_refuses_another_grid(setup, tmp_path):
     other = hand_bank(tmp_path / 'other', raw_slabs(2, resolution=40), resolution=40)
-    result = CliRunner().invoke(score_bank_tool.main, ['--reward-model', setup['path'], '--bank', other,
+    result = CliRunner().invoke(score_bank.main, ['--reward-model', setup['path'], '--bank', other,
         '--out', str(tmp_path / 's.csv'), '--device', 'cpu'])
     assert result.exit_code == 1 and 'slabs of the 40^3 grid, shape [20, 22, 20]' in result.output
     assert f'{setup["path"]} was trained on the 32^3 grid, shape [16, 18, 17]' in result.output
@@ -248,5 +253,119 @@ def test_bad_checkpoint_is_a_one_line_error_naming_the_file(setup, tmp_path, whe
         load_reward(path)
     text = str(info.value)
     assert text.startswith(path + ': ') and message in text and '\n' not in text, text
+
+#----------------------------------------------------------------------------
+# Silent wrong results: a score that is not finite stops every tool that scores, naming the sample and the cause.
+# (A cube tails --cubes scores: tests/test_tails.py.)
+
+TOOLS = [score_bank, tails, attribute, embed]
+TOOL_IDS = ['score_bank', 'tails', 'attribute', 'embed']
+
+
+def absurd_case(case, scored, tmp_path):
+    """(bank, reward) whose scores overflow float32: the reward's weights x 1e30, its affine input scale 1e38, or a
+    finite slab of +-3e38."""
+    bank, reward = scored['bank'], str(tmp_path / 'absurd.pt')
+    if case == 'weights x 1e30':
+        model = tiny_sigma(seed=7).eval()
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(1e30)
+        save_reward(reward, model, 'sigma', scored['slab'])
+    elif case == 'affine scale 1e38':
+        save_reward(reward, tiny_sigma(seed=7).eval(), 'sigma', InputSpec(scored['slab'], 'affine', scale=1e38))
+    else:
+        bank, reward = copy_bank(scored, tmp_path), scored['reward']
+        slab = np.load(bank / 'ball02' / 'sigma_slab.npy')
+        np.save(bank / 'ball02' / 'sigma_slab.npy', np.where(slab > 10, 3e38, -3e38).astype(np.float32))
+    return bank, reward
+
+
+ABSURD = {
+    'weights x 1e30': ('ball00', 'the reward model overflows float32 on a finite input'),
+    'affine scale 1e38': ('ball00', "overflows float32 in the reward's input preparation (affine, scale 1e+38"),
+    'slab +-3e38': ('ball02', "its slab (sigma -3e+38 to 3e+38) overflows float32 in the reward's input preparation"),
+}
+
+
+@pytest.mark.parametrize('case', list(ABSURD))
+@pytest.mark.parametrize('tool', TOOLS, ids=TOOL_IDS)
+def test_a_score_that_is_not_finite_stops_the_tool_naming_the_sample_and_the_cause(scored, tmp_path, tool, case):
+    bank, reward = absurd_case(case, scored, tmp_path)
+    sample, cause = ABSURD[case]
+    result = run_tool(tool, bank, reward, tmp_path / 'out')      # Before: rc 0, a nan "highest" or "score": null.
+    refused_in_one_line(result, f'{sample}: the sigma reward scores it ')
+    assert cause in result.output and not (tmp_path / 'out' / 'scores.csv').exists(), result.output
+    assert not (tmp_path / 'out' / 'report.json').exists()
+
+#----------------------------------------------------------------------------
+# One grid check: a bank on another grid (here another cube length) is refused by every tool that scores it.
+
+@pytest.mark.parametrize('tool', TOOLS, ids=TOOL_IDS)
+def test_every_scoring_tool_refuses_a_bank_of_another_cube_length(scored, tmp_path, tool):
+    bank = copy_bank(scored, tmp_path)
+    for meta in bank.glob('*/meta.json'):
+        data = json.loads(meta.read_text())
+        data['slab']['cube_length'] = 2.0
+        meta.write_text(json.dumps(data))
+    result = run_tool(tool, bank, scored['reward'], tmp_path / 'out', '--dry-run')     # Before: 3 of 4 went on.
+    refused_in_one_line(result, f'{bank}: slabs of the 40^3 grid, shape [20, 22, 20], cube length 2, but '
+        f'{scored["reward"]} was trained on the 40^3 grid, shape [20, 22, 20], cube length 1')
+    assert not (tmp_path / 'out').exists()
+
+#----------------------------------------------------------------------------
+# Reward checkpoints: an input slab description of the wrong types, or none.
+
+@pytest.mark.parametrize('entry, value, message', [
+    ('resolution', '40', "input slab.resolution is '40'; expected an integer in [2, 4096]"),
+    ('resolution', 1, 'input slab.resolution is 1; expected an integer in [2, 4096]'),
+    ('cube_length', 'one', "input slab.cube_length is 'one'; expected a finite number in (0, 1000]"),
+    ('cube_length', math.inf, 'input slab.cube_length is inf; expected a finite number in (0, 1000]'),
+    ('crop', [0.25], 'input slab.crop is a list; expected an object of the fractions x_left, x_right'),
+    ('crop', dict(x_left='a'), "input slab.crop.x_left is 'a'; expected a number in [0, 1)"),
+    ('crop', dict(nose=0.1), 'input slab.crop.nose is not a crop fraction'),
+])
+def test_a_reward_checkpoint_whose_input_slab_is_mistyped_is_refused(scored, tmp_path, entry, value, message):
+    data = torch.load(scored['reward'], weights_only=True)
+    data['input']['slab'][entry] = value
+    path = tmp_path / 'reward.pt'
+    torch.save(data, path)
+    with pytest.raises(RewardCheckpointError, match='^' + str(path).replace('.', r'\.')) as err:   # Before: TypeError.
+        load_reward(str(path))
+    assert message in str(err.value) and '\n' not in str(err.value)
+    refused_in_one_line(run_tool(score_bank, scored['bank'], path, tmp_path / 'out', '--dry-run'), message)
+
+
+def test_a_reward_checkpoint_whose_input_lacks_its_slab_is_refused(tmp_path, reward_checkpoint):
+    from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, load_reward
+    data = torch.load(reward_checkpoint, weights_only=True)
+    del data['input']['slab']
+    torch.save(data, tmp_path / 'no-slab.pt')
+    with pytest.raises(RewardCheckpointError, match="no-slab.pt: input field 'slab' is missing"):
+        load_reward(str(tmp_path / 'no-slab.pt'))       # Before: TypeError of InputSpec.__init__.
+
+#----------------------------------------------------------------------------
+# Reward checkpoints whose config and weights disagree, or whose weights are not finite.
+
+@pytest.mark.parametrize('edit, message', [
+    (lambda d: d['state_dict']['stem.0.weight'].view(-1).__setitem__(0, float('nan')), 'weight stem.0.weight holds nan or inf'),
+    (lambda d: d['config'].__setitem__('channels', [2**20] * 5), 'its config does not describe its weights'),
+    (lambda d: d['state_dict'].pop('stem.1.weight'), 'its config does not describe its weights (stem.1.weight differ)'),
+    (lambda d: d['state_dict'].__setitem__('stem.0.weight', 'not a tensor'), 'its config does not describe its weights'),
+])
+def test_reward_checkpoints_edited_or_diverged_are_refused_in_one_line(tmp_path, edit, message):
+    import torch
+    import train
+    from eg3d_rlhf.rewards.checkpoint import FORMATS
+    from torch_utils import safetensors_file
+    data = safetensors_file.load(os.path.join(demo.CHECKPOINTS, 'reward-sigma-nose.safetensors'), FORMATS)
+    edit(data)
+    path = tmp_path / 'reward.pt'
+    torch.save(data, str(path))
+    before = digest(path)
+    result = CliRunner().invoke(train.main, ['--reward=sigma', f'--reward-model={path}', f'--outdir={tmp_path / "runs"}',
+        '--dry-run'])
+    refused_in_one_line(result, f'--reward-model: {path}: sigma reward: {message}')
+    assert digest(path) == before and sorted(p.name for p in tmp_path.iterdir()) == ['reward.pt']
 
 #----------------------------------------------------------------------------

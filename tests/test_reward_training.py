@@ -10,6 +10,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+from click.testing import CliRunner
 
 from eg3d_rlhf.data import annotators, preferences
 from eg3d_rlhf.data.bank import Bank
@@ -21,7 +22,7 @@ from eg3d_rlhf.rewards.checkpoint import FORMAT, RewardCheckpointError, load_rew
 from eg3d_rlhf.rewards.contract import InputSpec
 from eg3d_rlhf.rewards.sigma_cnn import SigmaReward
 from tests.helpers.banks import RES, ball_bank, slab_description
-from tests.helpers.cli import tool
+from tests.helpers.cli import digest, files_under, refused_in_one_line, tool
 from tests.helpers.rewards import TINY, tiny_sigma
 from tools import score_bank, train_reward
 
@@ -434,6 +435,83 @@ def test_train_reward_errors(balls, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ['bad.txt', 'l.jsonl', 't.csv']
 
 #----------------------------------------------------------------------------
+# train_reward.py never replaces a checkpoint without --force; a bank with a nan slab, or a run that diverges,
+# writes none.
+
+@pytest.mark.parametrize('existing', ['reward.pt', 'reward.metrics.jsonl', 'reward.report.json', 'reward.curves.png'])
+def test_train_reward_never_replaces_a_checkpoint_without_force(balls, tiny_models, tmp_path, existing):
+    (tmp_path / existing).write_bytes(b'a checkpoint someone trained for a day')
+    before = digest(tmp_path / existing)
+    result = CliRunner().invoke(train_reward.main, ['--device', 'cpu', '--bank', balls['bank'], '--labels', balls['labels'],
+        '--epochs', 1, '--out', str(tmp_path / 'reward.pt')])
+    refused_in_one_line(result, f'{tmp_path / existing} exists; pass --force to replace it')
+    assert digest(tmp_path / existing) == before and sorted(p.name for p in tmp_path.iterdir()) == [existing]
+
+
+def test_train_reward_on_a_bank_with_a_nan_slab_stops_in_one_line(balls, tiny_models, tmp_path):
+    import shutil
+    import numpy as np
+    bank = tmp_path / 'bank'
+    shutil.copytree(balls['bank'], bank)
+    first = sorted(p for p in bank.iterdir() if p.is_dir())[0]
+    slab = np.load(first / 'sigma_slab.npy')
+    slab[1, 1, 1] = np.nan
+    np.save(first / 'sigma_slab.npy', slab)
+    result = CliRunner().invoke(train_reward.main, ['--device', 'cpu', '--bank', str(bank), '--labels', balls['labels'],
+        '--epochs', 1, '--out', str(tmp_path / 'r.pt')])
+    refused_in_one_line(result, 'sigma_slab.npy: holds nan or inf')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['bank']
+
+
+def test_train_reward_that_diverges_writes_no_checkpoint(balls, tiny_models, tmp_path):
+    result = CliRunner().invoke(train_reward.main, ['--device', 'cpu', '--bank', balls['bank'], '--labels', balls['labels'],
+        '--epochs', 2, '--lr', '1e30', '--out', str(tmp_path / 'r.pt')])
+    refused_in_one_line(result, 'reward training diverged at step')
+    assert not list(tmp_path.iterdir())                         # No checkpoint, and nothing a rerun would trip on.
+
+#----------------------------------------------------------------------------
+# Score files (--truth, --scores): finite numbers, UTF-8, sane fields, every sample; refused before any training.
+
+def write_truth(path, case, ids):
+    rows = {
+        'nan': [f'{i},nan' for i in ids],
+        'inf': [f'{i},{"-inf" if n == 3 else n}' for n, i in enumerate(ids)],
+        'not UTF-8': [f'{i},{n}' for n, i in enumerate(ids)] + ['\udcff,1'],
+        'a huge field': [f'{ids[0]},{"1" * 200000}'],
+        'a huge id': ['x' * 200000 + ',1'],
+        'missing ids': [f'{i},{n}' for n, i in enumerate(ids[:2])],
+        'an id twice': [f'{i},{n}' for n, i in enumerate(ids)] + [f'{ids[1]},7'],
+    }[case]
+    path.write_bytes('\n'.join(['id,reward'] + rows + ['']).encode('utf-8', 'surrogateescape'))
+
+
+TRUTH = {
+    'nan': ':2: reward nan is not a finite number; give each sample a finite score',
+    'inf': ':5: reward -inf is not a finite number; give each sample a finite score',
+    'not UTF-8': ': not UTF-8 text (invalid start byte at byte',
+    'a huge field': ':2: field larger than field limit (131072)',
+    'a huge id': ':2: field larger than field limit (131072)',
+    'missing ids': ': no score for 38 of the 40 samples (first: ball02); give one row per sample',
+    'an id twice': ':42: sample id ball01 is given twice (first on line 3)',
+}
+
+
+@pytest.mark.parametrize('case', list(TRUTH))
+def test_a_truth_file_that_is_not_a_finite_score_per_sample_is_refused_before_training(balls, tiny_models, tmp_path,
+        case):
+    from eg3d_rlhf.data import scores
+    truth = tmp_path / 'truth.csv'
+    write_truth(truth, case, sorted(balls['radii']))
+    before = digest(truth)
+    with pytest.raises(scores.ScoresError, match='^' + str(truth).replace('.', r'\.')) as err:
+        scores.read_scores(str(truth), sorted(balls['radii']), complete=True)
+    assert TRUTH[case] in str(err.value) and '\n' not in str(err.value)
+    result = CliRunner().invoke(train_reward.main, ['--device', 'cpu', '--bank', balls['bank'], '--labels',
+        balls['labels'], '--epochs', 1, '--truth', str(truth), '--out', str(tmp_path / 'r.pt')])
+    refused_in_one_line(result, f'{truth}{TRUTH[case]}')           # Before: "0.0%" and a checkpoint, or a traceback.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['truth.csv'] and digest(truth) == before
+
+#----------------------------------------------------------------------------
 # tools/score_bank.py.
 
 @pytest.fixture(scope='module')
@@ -484,6 +562,29 @@ def test_score_bank_refusals_and_dry_run(scored, tmp_path):
         result = score('--reward-model', scored['reward'], '--bank', scored['bank'], '--out', out, '--device', 'cuda')
         assert result.exit_code == 2 and 'CUDA is not available' in result.output
     assert sorted(os.listdir(tmp_path)) == ['junk.pt', 'other']
+
+
+def test_score_bank_never_replaces_a_file_without_force_nor_ever_its_inputs(tmp_path):
+    from eg3d_rlhf.data.bank import Bank
+    from eg3d_rlhf.rewards.checkpoint import save_reward
+    from tests.helpers.banks import ball_bank
+    from tests.helpers.rewards import tiny_sigma
+    from tools import score_bank
+    bank_dir, _ = ball_bank(tmp_path / 'bank', 3, seed=2)
+    reward = tmp_path / 'r.pt'
+    save_reward(str(reward), tiny_sigma(seed=7).eval(), 'sigma', Bank(bank_dir).meta('ball00')['slab'])
+    scores = tmp_path / 'scores.csv'
+    scores.write_text('id,reward\nball00,1.0\n')
+    before = {'bank': files_under(tmp_path / 'bank'), 'r.pt': digest(reward), 'scores.csv': digest(scores)}
+    run = lambda out, *extra: CliRunner().invoke(score_bank.main, ['--device', 'cpu', '--reward-model', str(reward),
+        '--bank', bank_dir, '--out', str(out), *extra])
+    refused_in_one_line(run(scores), f'{scores} exists; pass --force to replace it')      # Before: replaced.
+    meta = tmp_path / 'bank' / 'ball00' / 'meta.json'
+    for out, flag, path in ((reward, '--reward-model', reward), (meta, '--bank', bank_dir)):
+        for extra in ([], ['--force']):
+            refused_in_one_line(run(out, *extra), f'{out} would write over {flag} {path}, which this command reads')
+    assert {'bank': files_under(tmp_path / 'bank'), 'r.pt': digest(reward), 'scores.csv': digest(scores)} == before
+    assert run(scores, '--force').exit_code == 0 and digest(scores) != before['scores.csv']
 
 #----------------------------------------------------------------------------
 # The sigma reward's reference slab (--centre).

@@ -1,7 +1,9 @@
-"""Tails and transfer: a bank's ends by reward, other generators' sigma cubes on the reward's slab, tools/tails.py."""
+"""Tails and transfer: a bank's ends by reward, other generators' sigma cubes on the reward's slab, tools/tails.py;
+cubes that cannot be read or scored are refused in one line."""
 
 import hashlib
 import json
+import os
 import re
 import warnings
 
@@ -20,6 +22,9 @@ from eg3d_rlhf.geometry.sigma import CubeGrid, eg3d_border_pad, flip_and_pad, sl
 from eg3d_rlhf.rewards.checkpoint import load_reward
 from eg3d_rlhf.synthetic import demo
 from tests.helpers.banks import balls_volume, write_bank
+from tests.helpers.cli import refused_in_one_line
+from tests.helpers.mutations import run_within
+from tests.helpers.scored import run_tool
 from tools import tails as tails_tool
 
 pytestmark = pytest.mark.usefixtures('one_thread')
@@ -279,3 +284,48 @@ def test_dry_run_force_and_refusals(bundled, tmp_path):
     assert grids.exit_code == 1 and 'slabs of the 32^3 grid, shape [16, 18, 17], but' in grids.output, grids.output
     assert 'was trained on the 64^3 grid, shape [32, 36, 33]' in grids.output
     assert not (tmp_path / 'x').exists()
+
+#----------------------------------------------------------------------------
+# Sigma cubes (tails --cubes): checked against the file's size before anything is allocated, a regular file only,
+# and the refusal on a line of its own after the progress bar.
+
+def test_a_cube_npy_header_claiming_54_gib_is_refused_before_allocating(tmp_path):
+    path = tmp_path / 'cube.npy'
+    np.save(path, np.zeros((12, 12, 12), np.float32))
+    data = path.read_bytes()
+    path.write_bytes(data.replace(b'(12, 12, 12)', b'(2440, 2440, 2440)'))   # 2440^3 float32: 54 GiB.
+    with pytest.raises(tails.CubeError, match=r'its header says \[2440, 2440, 2440\] float32 \(54.1 GiB\)'):
+        tails.read_cube(str(path))                              # Before: MemoryError (or 54 GiB asked of the OS).
+
+
+def test_a_fifo_given_as_a_cube_is_refused_not_waited_on(tmp_path):
+    path = tmp_path / 'cube.mrc'
+    os.mkfifo(path)
+    with pytest.raises(tails.CubeError, match='not a regular file \\(a FIFO\\)'):
+        run_within(10, lambda: tails.read_cube(str(path)))     # Before: Hang (mrcfile.open waited for a writer).
+
+
+def test_tails_error_line_starts_a_line_of_its_own(tmp_path, balls):
+    from eg3d_rlhf.data.bank import Bank
+    from eg3d_rlhf.rewards.checkpoint import save_reward
+    from tests.helpers.rewards import tiny_sigma
+    from tools import tails as tails_tool
+    save_reward(str(tmp_path / 'reward.pt'), tiny_sigma(seed=7).eval(), 'sigma', Bank(balls['bank']).meta('ball00')['slab'])
+    np.save(tmp_path / 'good.npy', np.zeros((8, 8, 8), np.float32))
+    np.save(tmp_path / 'bad.npy', np.full((8, 8, 8), np.nan, np.float32))
+    result = CliRunner().invoke(tails_tool.main, ['--device', 'cpu', '--bank', balls['bank'], '--reward-model',
+        str(tmp_path / 'reward.pt'), '--cubes', str(tmp_path / 'good.npy'), '--cubes', str(tmp_path / 'bad.npy'),
+        '--outdir', str(tmp_path / 't'), '--dry-run'])
+    refused_in_one_line(result, f'Error: {tmp_path / "bad.npy"}: 512 values are nan or inf')  # Before: after the bar's \r.
+
+#----------------------------------------------------------------------------
+# Silent wrong results: a cube whose score is not finite stops tails, naming the cube (a bank's samples, in every
+# tool that scores them: tests/test_reward_contract.py).
+
+def test_a_cube_whose_score_is_not_finite_is_named(scored, tmp_path):
+    from tools import tails                 # The tool: this file's tails is eg3d_rlhf.analysis.tails.
+    cube = np.full([40, 40, 40], -3e38, dtype=np.float32)
+    cube[15:25, 15:25, 15:25] = 3e38
+    np.save(tmp_path / 'cube.npy', cube)
+    result = run_tool(tails, scored['bank'], scored['reward'], tmp_path / 'out', '--cubes', str(tmp_path / 'cube.npy'))
+    refused_in_one_line(result, f'{tmp_path / "cube.npy"}: the sigma reward scores it ')

@@ -1,6 +1,7 @@
 """Checks on what a command did: ran, or refused in one line with no traceback; files unchanged by digest."""
 
 import hashlib
+import os
 
 from click.testing import CliRunner
 
@@ -9,6 +10,19 @@ from click.testing import CliRunner
 def digest(path):
     """SHA-256 hex digest of the file at `path` (a pathlib.Path)."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def files_under(folder):
+    """{relative path: sha256} of every file under `folder`."""
+    return {str(p.relative_to(folder)): digest(p) for p in sorted(folder.rglob('*')) if p.is_file()}
+
+
+def sentinel(folder):
+    """A file someone keeps in the folder a tool runs in; returns a check that it alone is there, unchanged."""
+    path = folder / 'notes.txt'
+    path.write_text('work that must survive a refused command\n')
+    before = digest(path)
+    return lambda: os.listdir(folder) == ['notes.txt'] and digest(path) == before
 
 
 def invoke(command, args, expect=None, **kwargs):

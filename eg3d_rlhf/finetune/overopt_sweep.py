@@ -1,0 +1,151 @@
+"""Over-optimisation shown: a weak proxy from few judgements, pushed long, with the mean and conservative aggregates."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+import dnnlib
+from eg3d_rlhf.analysis import overoptimization, report_plots
+from eg3d_rlhf.finetune.options import RunError
+from eg3d_rlhf.synthetic import demo
+
+#----------------------------------------------------------------------------
+# The steps, each a child process whose output goes to a log beside what it writes, each skipped when its output
+# exists (so a stopped sweep resumes where it stopped):
+#   1. bank       tools/sample_bank.py: the bundled generator's seeds `bank_seeds` at `res`
+#   2. labels     tools/annotate.py pairs: `judgements` judgements of the simulated taste (temperature 0.5)
+#   3. proxy      tools/train_reward.py: the default sigma reward (an ensemble of 8 bootstrap members) on them
+#   4. runs       train.py --reward=sigma --reward-model=proxy --gold-taste=TASTE, one per (aggregate, training seed),
+#                 `kimg` long at `lambda_r`, its panel every `tick` kimg on `panel_seeds` (no collateral: the gold taste
+#                 is the measure here)
+# Each run's reward_report.json holds its curves (RewardPanel: proxy, gold, distance per tick). The sweep's
+# overoptimization.json / .md / .png put them side by side: per run the gold's peak (observed and fitted), its loss
+# from the peak at the end, the proxy's gain; per training seed each conservative aggregate's end gold against the
+# mean's at equal steps.
+
+TRAIN_PY = os.path.join(demo.ROOT, 'train.py')
+TOOL = lambda name: os.path.join(demo.ROOT, 'tools', f'{name}.py')
+
+
+def child(args, log):
+    """Run a Python child writing its output to `log`; RunError naming the log when it fails."""
+    with open(log, 'w', encoding='utf-8') as f:
+        code = subprocess.run([sys.executable, *args], stdout=f, stderr=subprocess.STDOUT).returncode
+    if code != 0:
+        raise RunError(f'{" ".join(os.path.basename(a) for a in args[:1])} exited with {code}; see {log}')
+
+
+def proxy(outdir, taste='nose', judgements=200, bank_seeds='0-299', res=64, label_seed=0):
+    """The weak proxy's checkpoint: bank, labels and reward made in outdir unless there already."""
+    bank, labels, reward = (os.path.join(outdir, name) for name in ('bank', 'labels.jsonl', 'proxy.safetensors'))
+    if not os.path.isfile(os.path.join(bank, 'bank.json')):
+        child([TOOL('sample_bank'), '--network', 'bundled', '--seeds', bank_seeds, '--res', str(res), '--outdir', bank],
+            os.path.join(outdir, 'bank.log'))
+    if not os.path.isfile(labels):
+        child([TOOL('annotate'), 'pairs', '--bank', bank, '--annotator', f'oracle:{taste}', '--pairs', str(judgements),
+            '--temperature', '0.5', '--seed', str(label_seed), '--out', labels], os.path.join(outdir, 'labels.log'))
+    if not os.path.isfile(reward):
+        child([TOOL('train_reward'), '--bank', bank, '--labels', labels, '--reward', 'sigma', '--out', reward],
+            os.path.join(outdir, 'proxy.log'))
+    return reward
+
+
+def run(outdir, reward, aggregate, seed, taste='nose', kimg=2.0, tick=0.1, lambda_r=10.0, aggregate_lambda=1.0,
+        panel_seeds='3000-3063', extra=()):
+    """One fine-tuning run (skipped when its report exists); its reward_report.json's proxy_gold."""
+    name = f'{aggregate}-seed{seed}'
+    parent = os.path.join(outdir, 'runs', name)
+    report = lambda: [os.path.join(parent, d, 'reward_report.json') for d in sorted(os.listdir(parent))
+        if os.path.isfile(os.path.join(parent, d, 'reward_report.json'))] if os.path.isdir(parent) else []
+    if not report():
+        os.makedirs(parent, exist_ok=True)
+        args = [TRAIN_PY, '--reward=sigma', f'--reward-model={reward}', f'--lambda-r={lambda_r:g}', f'--kimg={kimg:g}',
+            f'--tick={tick:g}', f'--seed={seed}', f'--gold-taste={taste}', f'--reward-aggregate={aggregate}',
+            f'--panel-seeds={panel_seeds}', '--collateral-seeds=0', '--snap=1000', f'--outdir={parent}', *extra]
+        if aggregate in ('mean-std', 'uwo'):
+            args.append(f'--aggregate-lambda={aggregate_lambda:g}')
+        child(args, parent + '.log')
+    with open(report()[-1], encoding='utf-8') as f:
+        return json.load(f)['proxy_gold']
+
+#----------------------------------------------------------------------------
+# The sweep's summary.
+
+def describe(pg):
+    """One run's numbers: gold's peak (observed, fitted), its end, the proxy's end, in sd of the start (the panel's)."""
+    gain, d = np.asarray(pg['gold_gain']), np.asarray(pg['distance'])
+    peak = pg['observed_peak']
+    fit = pg['fit']
+    return dict(end_gold=float(gain[-1]), peak_gold=peak['gain'], peak_kimg=peak['kimg'], peak_distance=peak['distance'],
+        fitted_peak_distance=fit['peak_distance'], fit_r2=fit['r2'], end_distance=float(d[-1]),
+        end_proxy=pg['proxy_gain'][-1], lost_from_peak=float((peak['gain'] - gain[-1]) / peak['gain'])
+        if peak['gain'] > 0 else None, gold_stop_kimg=pg['gold_stop_kimg'],
+        disagreement_stop_kimg=pg['disagreement_stop_kimg'])
+
+
+def compare(runs, baseline='mean'):
+    """Per conservative aggregate: per training seed its end gold and peak gold against the baseline's, the count of
+    seeds where it ends higher, and Wilcoxon's p over the seeds (scipy; None with fewer than 2 seeds)."""
+    from scipy import stats
+    out = {}
+    base = {r['seed']: r for r in runs if r['aggregate'] == baseline}
+    for agg in sorted({r['aggregate'] for r in runs} - {baseline}):
+        pairs = [(r, base[r['seed']]) for r in runs if r['aggregate'] == agg and r['seed'] in base]
+        diff = [a['end_gold'] - b['end_gold'] for a, b in pairs]
+        out[agg] = dict(seeds=[a['seed'] for a, _ in pairs], end_gold_minus_mean=diff,
+            higher=sum(x > 0 for x in diff), peak_ratio=[a['peak_gold'] / b['peak_gold'] if b['peak_gold'] > 0 else None
+            for a, b in pairs], wilcoxon_p=float(stats.wilcoxon(diff).pvalue) if len(diff) >= 2 and any(diff) else None)
+    return out
+
+
+def plot(runs, path, taste):
+    """Gold (solid) and proxy (dotted) gains against distance, one line per run, a colour per aggregate; the pooled
+    fit of the mean runs' gold dashed."""
+    plt = report_plots._pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5))
+    colours = dict(zip(sorted({r['aggregate'] for r in runs}, key=lambda a: a != 'mean'), plt.cm.tab10.colors))
+    for r in runs:
+        c, pg = colours[r['aggregate']], r['curves']
+        ax.plot(pg['distance'], pg['gold_gain'], '-', color=c, alpha=0.8, linewidth=1.2)
+        ax.plot(pg['distance'], pg['proxy_gain'], ':', color=c, alpha=0.6, linewidth=1)
+    mean_runs = [r['curves'] for r in runs if r['aggregate'] == 'mean']
+    if mean_runs:
+        d = np.concatenate([pg['distance'] for pg in mean_runs])
+        fit = overoptimization.fit_gold(d, np.concatenate([pg['gold_gain'] for pg in mean_runs]))
+        if fit['alpha'] is not None:
+            x = np.linspace(0, d.max(), 200)
+            ax.plot(x, overoptimization.predict(x, fit['alpha'], fit['beta']), '--', color='black', linewidth=2,
+                label=f'gold fit of the mean runs: d({fit["alpha"]:.3g} - {fit["beta"]:.3g} log d)')
+    for agg, c in colours.items():
+        ax.plot([], [], '-', color=c, label=f'{agg}: gold ({taste})')
+    ax.plot([], [], ':', color='grey', label='proxy (members\' mean)')
+    ax.axhline(0, color='grey', linewidth=0.8)
+    ax.set(xlabel='distance from the start (slab RMS of raw sigma)', ylabel='gain since the start (sd of the start)',
+        title='A weak proxy pushed long: proxy and gold against distance')
+    ax.legend(fontsize=8, loc='best')
+    report_plots._save(fig, path)
+
+
+def write(outdir, runs, settings):
+    """overoptimization.json, .md and .png in outdir, atomically; returns the summary."""
+    summary = dict(settings=settings, runs=[{k: v for k, v in r.items() if k != 'curves'} for r in runs],
+        compare=compare(runs))
+    plot(runs, os.path.join(outdir, 'overoptimization.png'), settings['taste'])
+    with dnnlib.util.atomic_write(os.path.join(outdir, 'overoptimization.json'), 'w', encoding='utf-8') as f:
+        json.dump(dict(summary, curves={f'{r["aggregate"]}-seed{r["seed"]}': r['curves'] for r in runs}), f, indent=1)
+    fmt = lambda v: '-' if v is None else f'{v:.3g}' if isinstance(v, float) else str(v)
+    cols = ('aggregate', 'seed', 'peak_gold', 'peak_kimg', 'peak_distance', 'fitted_peak_distance', 'end_gold',
+        'lost_from_peak', 'end_proxy', 'gold_stop_kimg', 'disagreement_stop_kimg')
+    lines = ['| ' + ' | '.join(cols) + ' |', '|' + ' --- |' * len(cols)]
+    lines += ['| ' + ' | '.join(fmt(r[c]) for c in cols) + ' |' for r in summary['runs']]
+    for agg, c in summary['compare'].items():
+        lines.append(f'\n{agg} ends with more gold than mean in {c["higher"]} of {len(c["seeds"])} seeds '
+            f'(Wilcoxon p {fmt(c["wilcoxon_p"])}); peak gold / mean\'s: {", ".join(fmt(x) for x in c["peak_ratio"])}')
+    with dnnlib.util.atomic_write(os.path.join(outdir, 'overoptimization.md'), 'w', encoding='utf-8') as f:
+        f.write('\n'.join(lines) + '\n')
+    return summary
+
+#----------------------------------------------------------------------------

@@ -1,0 +1,71 @@
+"""Show over-optimisation: a proxy from few judgements pushed long, proxy and gold against distance, mean vs conservative."""
+
+import os
+
+import click
+import tqdm
+
+from eg3d_rlhf.data.annotators import TASTES
+from eg3d_rlhf.finetune import overopt_sweep
+from eg3d_rlhf.finetune.options import RunError
+from eg3d_rlhf.generators.base import seed_ranges
+from eg3d_rlhf.rewards.aggregate import AGGREGATES
+
+#----------------------------------------------------------------------------
+
+@click.command()
+@click.option('--outdir', metavar='DIR', required=True, help='Where the bank, labels, proxy, runs and the summary '
+    '(overoptimization.json, .md, .png) go; what is there already is reused, so a stopped sweep resumes')
+@click.option('--taste', type=click.Choice(sorted(TASTES)), default='nose', show_default=True,
+    help='The simulated taste that labels the pairs and is the gold standard')
+@click.option('--judgements', type=click.IntRange(min=10), default=200, show_default=True,
+    help='Judgements the proxy is fitted to')
+@click.option('--bank-seeds', metavar='LIST', default='0-299', show_default=True, help='Seeds of the labelled bank')
+@click.option('--res', type=click.IntRange(min=16), default=64, show_default=True, help='Cube resolution of the bank')
+@click.option('--label-seed', type=int, default=0, show_default=True, help='Seed of the simulated annotator')
+@click.option('--aggregates', metavar='LIST', default='mean,min', show_default=True,
+    help=f'Aggregates of the proxy\'s members to run, comma-separated ({", ".join(AGGREGATES)}); mean is the baseline')
+@click.option('--aggregate-lambda', type=click.FloatRange(min=0), default=1.0, show_default=True,
+    help='Weight of the members\' spread in mean-std and uwo')
+@click.option('--train-seeds', metavar='LIST', default='0', show_default=True, help='train.py --seed of each run')
+@click.option('--kimg', type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True,
+    help='Length of each run')
+@click.option('--tick', type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True,
+    help='kimg between the panel\'s records')
+@click.option('--lambda-r', type=click.FloatRange(min=0), default=10.0, show_default=True, help='Weight of the reward')
+@click.option('--panel-seeds', metavar='LIST', default='3000-3063', show_default=True,
+    help='Seeds the proxy and gold are measured on every tick')
+def main(outdir, taste, judgements, bank_seeds, res, label_seed, aggregates, aggregate_lambda, train_seeds, kimg, tick,
+        lambda_r, panel_seeds):
+    """A bank of the bundled EG3D generator, JUDGEMENTS judgements of TASTE, the default sigma reward fitted to them (the
+    proxy), then one train.py run per aggregate and training seed with --gold-taste=TASTE; writes the proxy and gold of
+    every run against its distance from the start, the fitted gold curves and each aggregate against the mean."""
+    aggs = [a.strip() for a in aggregates.split(',') if a.strip()]
+    bad = [a for a in aggs if a not in AGGREGATES]
+    if bad or 'mean' not in aggs:
+        raise click.BadParameter(f'{bad[0]!r} is no aggregate' if bad else 'mean must be among them (the baseline)',
+            param_hint='--aggregates')
+    try:
+        seeds = seed_ranges(train_seeds)
+        seed_ranges(panel_seeds), seed_ranges(bank_seeds)
+    except ValueError as err:
+        raise click.BadParameter(str(err))
+    os.makedirs(outdir, exist_ok=True)
+    try:
+        click.echo('the proxy: bank, judgements and reward (reused when there)')
+        reward = overopt_sweep.proxy(outdir, taste, judgements, bank_seeds, res, label_seed)
+        runs = []
+        for agg, seed in tqdm.tqdm([(a, s) for s in seeds for a in aggs], desc='runs', unit='run'):
+            pg = overopt_sweep.run(outdir, reward, agg, seed, taste, kimg, tick, lambda_r, aggregate_lambda, panel_seeds)
+            runs.append(dict(aggregate=agg, seed=seed, **overopt_sweep.describe(pg), curves=pg))
+    except RunError as err:
+        raise click.ClickException(str(err))
+    settings = dict(taste=taste, judgements=judgements, bank_seeds=bank_seeds, res=res, label_seed=label_seed, kimg=kimg,
+        tick=tick, lambda_r=lambda_r, aggregate_lambda=aggregate_lambda, panel_seeds=panel_seeds)
+    overopt_sweep.write(outdir, runs, settings)
+    click.echo(open(os.path.join(outdir, 'overoptimization.md'), encoding='utf-8').read())
+
+#----------------------------------------------------------------------------
+
+if __name__ == '__main__':
+    main()
