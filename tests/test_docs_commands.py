@@ -8,6 +8,7 @@ import importlib.util
 import os
 import re
 import shlex
+import subprocess
 import sys
 
 import click
@@ -190,6 +191,13 @@ def is_input(param, value):
     return any(w in FILE_KINDS for w in words) or '/' in value or re.search(r'\.[A-Za-z][A-Za-z0-9]*$', value) is not None
 
 
+@functools.lru_cache(maxsize=None)
+def shipped(path):
+    """Does the checkout ship `path` (a file or folder git tracks)? Not what a run left in an ignored folder."""
+    listed = subprocess.run(['git', '-C', REPO, 'ls-files', '--', path], capture_output=True, text=True)
+    return os.path.exists(os.path.join(REPO, path)) and (listed.returncode != 0 or bool(listed.stdout.strip()))
+
+
 def runnable_dry(script, args):
     """True when the (sub)command takes --dry-run and every file it reads ships with the checkout (no $VARIABLE, no
     elided `...` path)."""
@@ -203,7 +211,7 @@ def runnable_dry(script, args):
         for param in cmd.params:
             values = opts.get(param.name)
             for v in values if isinstance(values, (list, tuple)) else [values]:
-                if is_input(param, v) and ('$' in v or '...' in v or not os.path.exists(os.path.join(REPO, v))):
+                if is_input(param, v) and ('$' in v or '...' in v or not shipped(v)):
                     return False
     return True
 

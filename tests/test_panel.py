@@ -2,6 +2,7 @@
 report, kept through a resume; --stop-at-peak; the conservative aggregate reaches the phase."""
 
 import json
+import math
 import os
 
 import pytest
@@ -42,6 +43,7 @@ def gold_run(data, ensemble, start_pkl, tmp_path_factory):
 def test_every_tick_records_proxy_members_gold_and_distance(gold_run):
     stats = [json.loads(line) for line in open(os.path.join(gold_run, 'stats.jsonl'))]
     assert stats and all(name in stats[-1] for name in NAMES), sorted(stats[-1])
+    assert all(math.isfinite(line[name]['mean']) for line in stats for name in NAMES)   # The start's too: no nan row.
     report = json.load(open(os.path.join(gold_run, 'reward_report.json')))
     pg = report['proxy_gold']
     rows = pg['rows']

@@ -34,6 +34,8 @@ def assert_same_start(a, b):
     np.testing.assert_array_equal(a.start, b.start)
     assert a.before[0] == b.before[0] and a.before[2] == b.before[2]
     np.testing.assert_array_equal(a.before[1], b.before[1])
+    assert a.curves.rows == b.curves.rows and len(a.curves) == 1                # The proxy-gold start too.
+    np.testing.assert_array_equal(a.start_distance_slabs, b.start_distance_slabs)
 
 
 def test_a_second_run_reads_the_start_evidence_the_first_computed(rewards, cache, tmp_path, monkeypatch):
@@ -41,7 +43,7 @@ def test_a_second_run_reads_the_start_evidence_the_first_computed(rewards, cache
     first = started(rewards, tmp_path / 'first', G)
     assert len(os.listdir(cache)) == 1 and collateral.well_formed(first.before[2], 2)
     monkeypatch.setattr(collateral, 'measure_drawn', lambda *a, **k: pytest.fail('measured again'))
-    monkeypatch.setattr(panel, 'seed_rewards', lambda *a, **k: pytest.fail('scored again'))
+    monkeypatch.setattr(panel.RewardPanel, 'draw', lambda *a, **k: pytest.fail('scored again'))
     assert_same_start(first, started(rewards, tmp_path / 'second', G))
 
 

@@ -53,7 +53,8 @@ def test_reward_defaults(data, rewards):
     assert c.reward_interval == defaults.reward_every == 1
     assert c.panel_kwargs == dict(class_name='eg3d_rlhf.finetune.panel.RewardPanel',
         reward_model_path=os.path.abspath(rewards['sigma']), seeds='2000-2199', truncation_psi=0.7, collateral_seeds=64,
-        collateral_res=128, stop_on_hacking=False)
+        collateral_res=128, stop_on_hacking=False, aggregate_kind='mean', aggregate_lambda=1.0, gold_taste=None,
+        stop_at_peak=False, peak_margin=0.2, disagreement_stop=2.0)
     assert 'reward_kwargs' not in config_of(base_args(data)).loss_kwargs
     assert 'panel_kwargs' not in config_of(base_args(data)) and 'reward_interval' not in config_of(base_args(data))
 

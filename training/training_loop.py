@@ -433,6 +433,9 @@ def training_loop(
         grid_z = torch.randn([labels.shape[0], G.z_dim], device=device).split(batch_gpu)
         grid_c = torch.from_numpy(labels).to(device).split(batch_gpu)
 
+    # The statistics collector, before the panel: its first record's values (training_stats' Panel/*) count in tick 0's.
+    stats_collector = training_stats.Collector(regex='.*')
+
     # The panel (rank 0): an object whose .record(G_ema, kimg) runs now and at the ticks below and .finish() at the end, each
     # returning a line to log (finish may return None).
     panel = None
@@ -452,7 +455,6 @@ def training_loop(
 
     # Initialize logs.
     log('Initializing logs...')
-    stats_collector = training_stats.Collector(regex='.*')
     stats_jsonl = open(os.path.join(run_dir, 'stats.jsonl'), 'wt') if rank == 0 else None
     reporter = open_writer(run_dir, report_to, name=os.path.basename(run_dir)) if rank == 0 else None
 
