@@ -65,7 +65,9 @@ def test_curves_summarise_peak_fit_and_stops_and_survive_their_state():
     again = oo.Curves(curves.state())
     s = again.summary(margin=0.2, factor=2.0)
     assert again.rows == curves.rows and s['proxy_gain'][-1] == pytest.approx(5.0)
-    assert s['fit']['peak_distance'] == pytest.approx(math.exp(1 / 0.6 - 1), rel=1e-6)
+    assert s['fit']['peak_distance'] == pytest.approx(math.exp(1 / 0.6 - 1), rel=1e-6) and not s['fit']['beyond_run']
+    far = oo.Curves(dict(curves.state(), gold=[float(g) for g in oo.predict(d, 5.0, 0.5, 'rl')]))
+    assert far.summary()['fit']['beyond_run'] and far.summary()['fit']['peak_kimg'] is None   # exp(9): extrapolated.
     assert s['observed_peak']['distance'] == pytest.approx(2.0)              # The grid point nearest exp(2/3) = 1.95.
     assert s['gold_stop_kimg'] is not None and s['gold_stop_kimg'] > s['observed_peak']['kimg']
     assert s['disagreement_stop_kimg'] == pytest.approx(0.4)                 # 0.1 + 0.05 d reaches 0.2 at d = 2.

@@ -13,7 +13,15 @@ from eg3d_rlhf.rewards.aggregate import AGGREGATES
 
 #----------------------------------------------------------------------------
 
-@click.command()
+def seeds_of(flag, text):
+    try:
+        return seed_ranges(text)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint=flag) from None
+
+#----------------------------------------------------------------------------
+
+@click.command(context_settings=dict(ignore_unknown_options=True))
 @click.option('--outdir', metavar='DIR', required=True, help='Where the bank, labels, proxy, runs and the summary '
     '(overoptimization.json, .md, .png) go; what is there already is reused, so a stopped sweep resumes')
 @click.option('--taste', type=click.Choice(sorted(TASTES)), default='nose', show_default=True,
@@ -35,33 +43,36 @@ from eg3d_rlhf.rewards.aggregate import AGGREGATES
 @click.option('--lambda-r', type=click.FloatRange(min=0), default=10.0, show_default=True, help='Weight of the reward')
 @click.option('--panel-seeds', metavar='LIST', default='3000-3063', show_default=True,
     help='Seeds the proxy and gold are measured on every tick')
+@click.argument('train_args', nargs=-1, type=click.UNPROCESSED, metavar='[-- TRAIN.PY FLAGS...]')
 def main(outdir, taste, judgements, bank_seeds, res, label_seed, aggregates, aggregate_lambda, train_seeds, kimg, tick,
-        lambda_r, panel_seeds):
+        lambda_r, panel_seeds, train_args):
     """A bank of the bundled EG3D generator, JUDGEMENTS judgements of TASTE, the default sigma reward fitted to them (the
     proxy), then one train.py run per aggregate and training seed with --gold-taste=TASTE; writes the proxy and gold of
-    every run against its distance from the start, the fitted gold curves and each aggregate against the mean."""
+    every run against its distance from the start, the fitted gold curves and each aggregate against the mean. Flags after
+    -- go to every train.py run (e.g. -- --glr=0.004)."""
     aggs = [a.strip() for a in aggregates.split(',') if a.strip()]
     bad = [a for a in aggs if a not in AGGREGATES]
     if bad or 'mean' not in aggs:
         raise click.BadParameter(f'{bad[0]!r} is no aggregate' if bad else 'mean must be among them (the baseline)',
             param_hint='--aggregates')
+    seeds = [seeds_of(flag, text) for flag, text in (('--train-seeds', train_seeds), ('--panel-seeds', panel_seeds),
+        ('--bank-seeds', bank_seeds))][0]
+    settings = dict(taste=taste, judgements=judgements, bank_seeds=bank_seeds, res=res, label_seed=label_seed, kimg=kimg,
+        tick=tick, lambda_r=lambda_r, aggregate_lambda=aggregate_lambda, panel_seeds=panel_seeds, train_args=train_args)
     try:
-        seeds = seed_ranges(train_seeds)
-        seed_ranges(panel_seeds), seed_ranges(bank_seeds)
-    except ValueError as err:
-        raise click.BadParameter(str(err))
-    os.makedirs(outdir, exist_ok=True)
+        overopt_sweep.keep_settings(outdir, settings)
+    except RunError as err:
+        raise click.ClickException(str(err))
     try:
         click.echo('the proxy: bank, judgements and reward (reused when there)')
         reward = overopt_sweep.proxy(outdir, taste, judgements, bank_seeds, res, label_seed)
         runs = []
         for agg, seed in tqdm.tqdm([(a, s) for s in seeds for a in aggs], desc='runs', unit='run'):
-            pg = overopt_sweep.run(outdir, reward, agg, seed, taste, kimg, tick, lambda_r, aggregate_lambda, panel_seeds)
+            pg = overopt_sweep.run(outdir, reward, agg, seed, taste, kimg, tick, lambda_r, aggregate_lambda, panel_seeds,
+                train_args)
             runs.append(dict(aggregate=agg, seed=seed, **overopt_sweep.describe(pg), curves=pg))
     except RunError as err:
         raise click.ClickException(str(err))
-    settings = dict(taste=taste, judgements=judgements, bank_seeds=bank_seeds, res=res, label_seed=label_seed, kimg=kimg,
-        tick=tick, lambda_r=lambda_r, aggregate_lambda=aggregate_lambda, panel_seeds=panel_seeds)
     overopt_sweep.write(outdir, runs, settings)
     click.echo(open(os.path.join(outdir, 'overoptimization.md'), encoding='utf-8').read())
 

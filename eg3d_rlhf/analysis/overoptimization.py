@@ -152,8 +152,10 @@ class Curves:
         fit = fit_gold(distance, gain, form)
         out.update(gold_gain=gain.tolist(), observed_peak=dict(kimg=kimg[best], distance=float(distance[best]),
             gain=float(gain[best])), fit=fit)
-        if fit['peak_distance'] is not None:
-            out['fit']['peak_kimg'] = kimg[int(np.argmin(np.abs(distance - fit['peak_distance'])))]
+        if fit['peak_distance'] is not None:                     # Beyond twice the run's reach it is extrapolation.
+            out['fit']['beyond_run'] = bool(fit['peak_distance'] > 2 * distance.max())
+            out['fit']['peak_kimg'] = None if out['fit']['beyond_run'] else \
+                kimg[int(np.argmin(np.abs(distance - fit['peak_distance'])))]
         passed = [gold_passed_peak(gain[:i + 1], margin) for i in range(len(gain))]
         first = next((i for i, p in enumerate(passed) if p is not None), None)
         out['gold_stop_kimg'] = None if first is None else kimg[first]

@@ -71,6 +71,22 @@ def run(outdir, reward, aggregate, seed, taste='nose', kimg=2.0, tick=0.1, lambd
     with open(report()[-1], encoding='utf-8') as f:
         return json.load(f)['proxy_gold']
 
+def keep_settings(outdir, settings):
+    """Write outdir/settings.json the first time; RunError when a later sweep into it asks for other settings (its
+    bank, proxy and runs would not be those settings')."""
+    path = os.path.join(outdir, 'settings.json')
+    settings = json.loads(json.dumps(settings))
+    if os.path.isfile(path):
+        kept = dnnlib.util.read_json_object(path, error=RunError)
+        changed = sorted(k for k in set(kept) | set(settings) if kept.get(k) != settings.get(k))
+        if changed:
+            raise RunError(f'{path}: this folder holds a sweep with other settings ({", ".join(changed)}); use another '
+                '--outdir')
+        return
+    os.makedirs(outdir, exist_ok=True)
+    with dnnlib.util.atomic_write(path, 'w', encoding='utf-8') as f:
+        json.dump(settings, f, indent=1)
+
 #----------------------------------------------------------------------------
 # The sweep's summary.
 
@@ -80,7 +96,7 @@ def describe(pg):
     peak = pg['observed_peak']
     fit = pg['fit']
     return dict(end_gold=float(gain[-1]), peak_gold=peak['gain'], peak_kimg=peak['kimg'], peak_distance=peak['distance'],
-        fitted_peak_distance=fit['peak_distance'], fit_r2=fit['r2'], end_distance=float(d[-1]),
+        fitted_peak_distance=None if fit.get('beyond_run') else fit['peak_distance'], fit_r2=fit['r2'], end_distance=float(d[-1]),
         end_proxy=pg['proxy_gain'][-1], lost_from_peak=float((peak['gain'] - gain[-1]) / peak['gain'])
         if peak['gain'] > 0 else None, gold_stop_kimg=pg['gold_stop_kimg'],
         disagreement_stop_kimg=pg['disagreement_stop_kimg'])

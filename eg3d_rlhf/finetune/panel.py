@@ -242,7 +242,8 @@ class RewardPanel:
             line += (f'; gold ({self.gold_taste}) {pg["gold_gain"][-1]:+.2f} sd, its peak {peak["gain"]:+.2f} sd at '
                 f'{peak["kimg"]:g} kimg (distance {peak["distance"]:.3g})')
             if fit['peak_distance'] is not None:
-                line += f'; fitted peak at distance {fit["peak_distance"]:.3g}'
+                line += (f'; fitted peak at distance {fit["peak_distance"]:.3g}' + (', beyond twice the run\'s reach'
+                    if fit['beyond_run'] else ''))
             line += f'; the gold rule stops at {pg["gold_stop_kimg"]} kimg' if pg['gold_stop_kimg'] is not None else ''
         if pg['disagreement_stop_kimg'] is not None:
             line += f'; the disagreement rule stops at {pg["disagreement_stop_kimg"]:g} kimg'

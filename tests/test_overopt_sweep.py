@@ -1,0 +1,56 @@
+"""finetune/overopt_sweep.py and tools/overoptimize.py: runs described and compared, the summary written, settings kept."""
+
+import json
+
+import numpy as np
+import pytest
+
+from eg3d_rlhf.analysis import overoptimization as oo
+from eg3d_rlhf.finetune import overopt_sweep
+from eg3d_rlhf.finetune.options import RunError
+from tests.helpers.cli import invoke
+from tools import overoptimize
+
+
+def curves(alpha, beta, ticks=12):
+    """A run's proxy_gold: gold on Gao's rl curve, the proxy rising ever faster, disagreement doubling half way."""
+    c = oo.Curves()
+    for i, d in enumerate(np.linspace(0, 3, ticks)):
+        c.add(kimg=0.1 * i, proxy=float(d + d * d), aggregate=float(d), disagreement=float(0.1 * (1 + d / 1.5)),
+            gold=float(oo.predict([d], alpha, beta)[0]), distance=float(d), param_distance=0.0, members=[float(d)])
+    return c.summary()
+
+
+def test_runs_are_described_and_a_conservative_aggregate_compared_with_the_mean_per_seed(tmp_path):
+    runs = []
+    for seed, (mean_beta, min_beta) in enumerate([(1.0, 0.6), (1.0, 0.7), (0.9, 1.0)]):
+        for agg, beta in (('mean', mean_beta), ('min', min_beta)):
+            pg = curves(1.0, beta)
+            runs.append(dict(aggregate=agg, seed=seed, **overopt_sweep.describe(pg), curves=pg))
+    mean0 = runs[0]
+    assert mean0['peak_distance'] == pytest.approx(1.0, abs=0.15) and mean0['fitted_peak_distance'] == pytest.approx(1.0)
+    assert mean0['lost_from_peak'] > 0.2 and mean0['end_proxy'] == pytest.approx(12.0)
+    assert mean0['disagreement_stop_kimg'] == pytest.approx(0.6)
+    c = overopt_sweep.compare(runs)['min']
+    assert c['seeds'] == [0, 1, 2] and c['higher'] == 2 and len(c['end_gold_minus_mean']) == 3
+    summary = overopt_sweep.write(str(tmp_path), runs, dict(taste='nose'))
+    assert summary['compare']['min']['higher'] == 2
+    saved = json.loads((tmp_path / 'overoptimization.json').read_text())
+    assert set(saved['curves']) == {'mean-seed0', 'min-seed0', 'mean-seed1', 'min-seed1', 'mean-seed2', 'min-seed2'}
+    assert 'min ends with more gold than mean in 2 of 3 seeds' in (tmp_path / 'overoptimization.md').read_text()
+    assert (tmp_path / 'overoptimization.png').read_bytes()[:4] == b'\x89PNG'
+
+
+def test_a_folder_keeps_its_settings(tmp_path):
+    overopt_sweep.keep_settings(str(tmp_path), dict(kimg=2.0, train_args=('--glr=0.004',)))
+    overopt_sweep.keep_settings(str(tmp_path), dict(kimg=2.0, train_args=('--glr=0.004',)))
+    with pytest.raises(RunError, match=r'other settings \(kimg, train_args\); use another --outdir'):
+        overopt_sweep.keep_settings(str(tmp_path), dict(kimg=4.0, train_args=()))
+
+
+@pytest.mark.parametrize('args, message', [(['--aggregates', 'min'], 'mean must be among them'),
+    (['--aggregates', 'mean,max'], "'max' is no aggregate"), (['--train-seeds', '5-2'], '--train-seeds')])
+def test_the_tool_refuses_bad_flags_before_any_work(tmp_path, args, message):
+    result = invoke(overoptimize.main, ['--outdir', str(tmp_path / 'o'), *args])
+    assert result.exit_code != 0 and message in result.output, result.output
+    assert not (tmp_path / 'o').exists()
