@@ -397,17 +397,22 @@ def test_banks_refuse_non_finite_slabs_on_write_and_read(tiny_pair, tmp_path):
         Bank(str(tmp_path / 'bank')).slab('seed000000')
 
 
-def test_analysis_tools_refuse_a_bank_with_a_nan_slab_in_one_line(tiny_pair, tmp_path):
-    import numpy as np
+def four_sample_bank(tiny_pair, folder):
+    """A float32 bank of seeds 0-3 of tiny_pair's generator on the 24 cube, written into `folder`."""
     import torch
     from eg3d_rlhf.cli import load_generator
     from eg3d_rlhf.data.bank import BankWriter
-    from tools import attribute, embed, tails
-    writer = BankWriter(str(tmp_path / 'bank'), load_generator(tiny_pair[0], torch.device('cpu')), resolution=24,
-        dtype='float32', preview_res=16)
+    writer = BankWriter(str(folder), load_generator(tiny_pair[0], torch.device('cpu')), resolution=24, dtype='float32',
+        preview_res=16)
     writer.open()
     for seed in range(4):
         writer.write(seed)
+
+
+def test_analysis_tools_refuse_a_bank_with_a_nan_slab_in_one_line(tiny_pair, tmp_path):
+    import numpy as np
+    from tools import attribute, embed, tails
+    four_sample_bank(tiny_pair, tmp_path / 'bank')
     slab = tmp_path / 'bank' / 'seed000002' / 'sigma_slab.npy'
     bad = np.load(slab)
     bad[3, 3, 3] = np.nan
@@ -428,15 +433,8 @@ def test_analysis_tools_refuse_a_bank_with_a_nan_slab_in_one_line(tiny_pair, tmp
     (lambda p: __import__('numpy').save(p, __import__('numpy').zeros([3, 3, 3], 'float32')), 'shape [3, 3, 3], but meta.json says [12, 14, 13]'),
 ])
 def test_tools_check_every_slab_file_before_any_work(tiny_pair, tmp_path, damage, message):
-    import torch
-    from eg3d_rlhf.cli import load_generator
-    from eg3d_rlhf.data.bank import BankWriter
     from tools import annotate, embed, score_bank, tails
-    writer = BankWriter(str(tmp_path / 'bank'), load_generator(tiny_pair[0], torch.device('cpu')), resolution=24,
-        dtype='float32', preview_res=16)
-    writer.open()
-    for seed in range(4):
-        writer.write(seed)
+    four_sample_bank(tiny_pair, tmp_path / 'bank')
     slab = tmp_path / 'bank' / 'seed000003' / 'sigma_slab.npy'
     damage(slab)
     before = digest(slab)
