@@ -16,6 +16,7 @@ from eg3d_rlhf import cli
 from eg3d_rlhf.geometry.sigma import CubeGrid
 from torch_utils.ops import bias_act, filtered_lrelu, triplane_sigma, upfirdn2d
 from training.camera_utils import orbit_camera_label
+from gen_samples_sigma import register_loaded_plugins # (run as a script: its folder is on sys.path)
 
 #----------------------------------------------------------------------------
 # The three paths. 'ref': EG3D_RLHF_CUSTOM_OPS=0 (triton_kernels.available() reads it at every call) and the fused
@@ -39,6 +40,7 @@ def load_nvidia_ops(checkout):
     spec.loader.exec_module(package)
     # Their loader prints only "Failed!" at 'brief' (what happened under torch 2.11 / CUDA 13 on an H100): show the build.
     importlib.import_module('nvidia_torch_utils.custom_ops').verbosity = 'full'
+    register_loaded_plugins()
     return {name: importlib.import_module(f'nvidia_torch_utils.ops.{name}') for name in NV_OPS}
 
 

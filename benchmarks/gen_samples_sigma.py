@@ -20,6 +20,27 @@ import click
 import numpy as np
 
 
+def register_loaded_plugins():
+    """Make torch.utils.cpp_extension.load put what it loads into sys.modules, as NVIDIA's custom_ops expects.
+
+    Their get_plugin builds a plugin with load() and then imports it by name. An extension built against pybind11 3
+    (torch 2.13 ships 3.0.4) initialises in several phases, and loading it from a file no longer registers it, so
+    that import fails with ModuleNotFoundError after a good build. NVIDIA's files stay as they are; idempotent."""
+    import torch.utils.cpp_extension as cpp_extension # pylint: disable=import-outside-toplevel
+    load = cpp_extension.load
+    if getattr(load, 'registers_modules', False):
+        return
+
+    def registering_load(*args, **kwargs):
+        module = load(*args, **kwargs)
+        if isinstance(module, type(sys)):
+            sys.modules.setdefault(module.__name__, module)
+        return module
+
+    registering_load.registers_modules = True
+    cpp_extension.load = registering_load
+
+
 class OurSteps:
     """gen_samples' steps on this repository's modules."""
 

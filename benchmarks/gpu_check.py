@@ -19,11 +19,11 @@ from gen_samples_sigma import eg3d_root # pylint: disable=wrong-import-position 
 # a step that fails or stops does not stop the ones after it. Full outputs go to --logdir; the console gets each step's
 # last lines, so the whole report fits a screen.
 #
-# NVIDIA's ops compile with torch.utils.cpp_extension and nvcc. Under torch 2.11 / CUDA 13 (the one GPU run so far)
-# they did not build. --nv-python takes the python of a venv whose torch they build with; the choice we would make,
-# untested: Python 3.11, `pip install torch==2.4.1 ninja numpy click` (PyPI's torch 2.4.1 is a CUDA 12.1 build) and a
-# CUDA 12.x toolkit (nvcc) on PATH or in CUDA_HOME. A GPU machine that cannot reach a registry needs that venv made
-# beforehand. Without it, the build is tried with this python's torch and its error is printed as the reason.
+# NVIDIA's ops compile with torch.utils.cpp_extension and nvcc, in this python unless --nv-python names another venv's.
+# Their loader imports each plugin by name after building it, which pybind11 3 extensions do not allow;
+# register_loaded_plugins (gen_samples_sigma.py) makes that import work without changing their files. So they build
+# and load with torch 2.11 / CUDA 13 (nvcc 13.0, gcc 13.3; 17-43 s each on 16 cores). If a build fails, its error is
+# printed as the reason and the other steps still run.
 
 MIN_STEP = 10                   # Seconds a step needs at least; with less of the budget left it is skipped.
 
@@ -33,7 +33,11 @@ PACKAGES = ('click', 'numpy', 'scipy', 'mcubes', 'mrcfile', 'yaml', 'safetensors
 NV_BUILD = r'''
 import sys, time, traceback
 import torch, torch.utils.cpp_extension
+sys.path[:0] = [sys.argv[1], 'benchmarks']     # NVIDIA's torch_utils before ours (the working folder is ours).
+from gen_samples_sigma import register_loaded_plugins
+register_loaded_plugins()
 from torch_utils import custom_ops
+assert custom_ops.__file__.startswith(sys.argv[1]), custom_ops.__file__
 from torch_utils.ops import bias_act, filtered_lrelu, upfirdn2d
 custom_ops.verbosity = 'full'
 print(f'torch {torch.__version__}, CUDA {torch.version.cuda}, CUDA_HOME {torch.utils.cpp_extension.CUDA_HOME}', flush=True)
@@ -101,10 +105,13 @@ def environment(py):
     triton = importlib.util.find_spec('triton') and importlib.import_module('triton').__version__
     nvcc = shutil.which('nvcc')
     missing = [name for name in PACKAGES if importlib.util.find_spec(name) is None]
+    from eg3d_rlhf.cli import ffhq512_spec_path # pylint: disable=import-outside-toplevel
+    spec = ffhq512_spec_path()
     print(f'{torch.cuda.get_device_name(0)}; {py} {sys.version.split()[0]}, torch {torch.__version__} (CUDA '
         f'{torch.version.cuda}), triton {triton or "missing"}, nvcc {nvcc or "not on PATH"}'
         + (f'; missing packages: {", ".join(missing)} (pip install -e .[gpu] beforehand: no registry from here)'
-        if missing else ''), flush=True)
+        if missing else '') + ('' if os.path.isfile(spec) else f'; {spec} missing: bench_gpu and the reward step '
+        'need it (set EG3D_RLHF_SHARED to a folder holding eg3d_reference/)'), flush=True)
 
 
 def plan(checkout, nv_python):
@@ -112,7 +119,7 @@ def plan(checkout, nv_python):
     py = sys.executable
     steps = []
     if checkout:
-        steps.append(('nvidia build', [nv_python or py, '-c', NV_BUILD], 300, {'PYTHONPATH': eg3d_root(checkout)}))
+        steps.append(('nvidia build', [nv_python or py, '-c', NV_BUILD, eg3d_root(checkout)], 300, {}))
     steps += [
         ('test_gpu', [py, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', 'tests/test_gpu.py'], 220,
             {'TRITON_INTERPRET': '0'}),

@@ -324,14 +324,18 @@ def parse_model_config(ctx, param, value):
         raise click.BadParameter('expected a JSON object of constructor arguments (reference_shape is set by --centre)')
     return config
 
+def ffhq512_spec_path():
+    """Where eg3d_reference/ffhq512_param_spec.json is looked for: in $EG3D_RLHF_SHARED, else ../shared."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    shared = os.environ.get('EG3D_RLHF_SHARED', os.path.join(os.path.dirname(repo), 'shared'))
+    return os.path.join(shared, 'eg3d_reference', 'ffhq512_param_spec.json')
+
 def ffhq512_structure(channel_base=None, channel_max=None):
     """EG3D's FFHQ-512 TriPlaneGenerator with random weights (torch seed 0) for benchmarks: the G_init_kwargs of
     eg3d_reference/ffhq512_param_spec.json in $EG3D_RLHF_SHARED, else ../shared beside the repository; channel_base and
     channel_max shrink backbone and super-resolution alike. A one-line click error when the spec is missing."""
     from training.triplane import TriPlaneGenerator # pylint: disable=import-outside-toplevel
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    shared = os.environ.get('EG3D_RLHF_SHARED', os.path.join(os.path.dirname(repo), 'shared'))
-    spec = os.path.join(shared, 'eg3d_reference', 'ffhq512_param_spec.json')
+    spec = ffhq512_spec_path()
     if not os.path.isfile(spec):
         raise click.ClickException(f'{spec} not found: set EG3D_RLHF_SHARED to the folder holding eg3d_reference/')
     with open(spec, encoding='utf-8') as f:
