@@ -170,6 +170,26 @@ def test_size_tastes_saturate_past_the_training_range(grid, monkeypatch, tmp_pat
     nose = A.nose_prominence(huge['bigger'], grid)
     assert A.TASTES['proportions'](huge['bigger'], grid, 10.0) == top - A.NOSE_WEIGHT * nose
 
+def test_natural_nose_peaks_at_the_worlds_flattest_nose(grid, monkeypatch, tmp_path):
+    """Above the floor it is the 'nose' taste; below it each unit of prominence lost costs FLATTER_COST, so of faces
+    with ever smaller noses the one at the floor is liked most. The floor is the family's least prominence."""
+    from eg3d_rlhf.synthetic import family
+    monkeypatch.setenv('EG3D_RLHF_CACHE', str(tmp_path))
+    monkeypatch.setattr(A, 'NOSE_FAMILY', family.Family(heads=4))                      # 4 heads for speed.
+    assert A.nose_floor(grid) == min(family.measures(A.NOSE_FAMILY, grid)[0][:, 1])
+    faces = {f'nose{r:.2f}': face_volume(grid, r) for r in (0.02, 0.03, 0.04, 0.05, 0.06, 0.07)}
+    prominence = {k: A.nose_prominence(v, grid) for k, v in faces.items()}
+    floor = sorted(prominence.values())[2]                       # The third flattest face sits on the floor.
+    monkeypatch.setattr(A, 'nose_floor', lambda g, level=10.0: floor)
+    liked = {k: A.taste_function('natural-nose')(v, grid, 10.0) for k, v in faces.items()}
+    for k, p in prominence.items():
+        expected = -p if p >= floor else -p - A.FLATTER_COST * (floor - p)
+        assert liked[k] == pytest.approx(expected, abs=1e-12)
+    assert max(liked, key=liked.get) == min((k for k in faces if prominence[k] >= floor), key=prominence.get)
+    above = [k for k in faces if prominence[k] > floor]          # Where the originals are, it judges as 'nose' does.
+    assert sorted(above, key=liked.get) == sorted(above, key=lambda k: A.TASTES['nose'](faces[k], grid, 10.0))
+    assert A.parse_annotator('oracle:natural-nose') == 'natural-nose' and 'natural-nose' not in A.TASTES
+
 #----------------------------------------------------------------------------
 # The oracle.
 

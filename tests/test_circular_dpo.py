@@ -427,6 +427,9 @@ def test_train_on_a_bank_and_labels_with_every_group(tiny_pt, tmp_path):
     (['--reward-model=nothing.pt'], '--reward-model:', 1),
     (['--demo-annotator=oracle:smooth'], '--demo-annotator=oracle:smooth has no bundled flow reward', 1),
     (['--demo-annotator=me'], "--demo-annotator: unknown annotator 'me'", 2),
+    (['--gold-taste=nose'], '--gold-taste is scored by the probe: give --probe-every', 2),
+    (['--probe-every=2', '--probe-seeds=none'], '--probe-every draws --probe-seeds: give at least one', 2),
+    (['--reward-aggregate=min', '--aggregate-lambda=2'], '--aggregate-lambda weighs the spread of mean-std and uwo', 2),
 ])
 def test_bad_flow_flags_are_refused_in_one_line(args, message, code, tmp_path, monkeypatch):
     # In this process (train.py's __main__ only calls main); test_dry_run_prints_the_demo_plan_and_writes_nothing and

@@ -5,7 +5,7 @@ import os
 import click
 import tqdm
 
-from eg3d_rlhf.data.annotators import TASTES
+from eg3d_rlhf.data.annotators import IDEAL_TASTES, TASTES
 from eg3d_rlhf.finetune import overopt_sweep
 from eg3d_rlhf.finetune.options import RunError
 from eg3d_rlhf.generators.base import seed_ranges
@@ -24,7 +24,7 @@ def seeds_of(flag, text):
 @click.command(context_settings=dict(ignore_unknown_options=True))
 @click.option('--outdir', metavar='DIR', required=True, help='Where the bank, labels, proxy, runs and the summary '
     '(overoptimization.json, .md, .png) go; what is there already is reused, so a stopped sweep resumes')
-@click.option('--taste', type=click.Choice(sorted(TASTES)), default='nose', show_default=True,
+@click.option('--taste', type=click.Choice(sorted(TASTES) + sorted(IDEAL_TASTES)), default='nose', show_default=True,
     help='The simulated taste that labels the pairs and is the gold standard')
 @click.option('--judgements', type=click.IntRange(min=10), default=200, show_default=True,
     help='Judgements the proxy is fitted to')

@@ -162,7 +162,7 @@ class Curves:
         return out
 
 
-def plot_curves(summary, path, gold_name='gold'):
+def plot_curves(summary, path, gold_name='gold', distance_name='slab RMS of raw sigma, same seeds'):
     """Proxy and gold gains (Curves.summary) against the distance from the start, each in standard deviations of its
     start over the panel, with the fitted gold curve and its peak."""
     from eg3d_rlhf.analysis.report_plots import _pyplot, _save
@@ -180,7 +180,7 @@ def plot_curves(summary, path, gold_name='gold'):
             if fit['peak_distance'] is not None and fit['peak_distance'] <= d.max() * 1.5:
                 ax.axvline(fit['peak_distance'], color='tab:orange', linestyle=':', label='fitted gold peak')
     ax.axhline(0, color='grey', linewidth=0.8)
-    ax.set(xlabel='distance from the start (slab RMS of raw sigma, same seeds)',
+    ax.set(xlabel=f'distance from the start ({distance_name})',
         ylabel='gain since the start (sd of the start over the panel)', title='Proxy and gold along the run')
     ax.legend(loc='best', fontsize=8)
     _save(fig, path)

@@ -3,10 +3,11 @@
 import dataclasses
 import typing
 
-from eg3d_rlhf.data.annotators import parse_annotator
+from eg3d_rlhf.data.annotators import parse_annotator, taste_names
 from eg3d_rlhf.finetune import lora, losses
 from eg3d_rlhf.finetune.options import ConfigError, MethodConfig, flag_name, flags_of, option
 from eg3d_rlhf.generators.base import seed_ranges
+from eg3d_rlhf.rewards.aggregate import AGGREGATES
 
 #----------------------------------------------------------------------------
 # Each field is one setting of `python train.py --generator=flow --method=circular-dpo`, stated once. The embedded
@@ -79,6 +80,13 @@ class CircularDPOConfig(MethodConfig):
     snap_steps:     int = option(0, 'Write the run\'s state (state.pt in its folder: finished phases, the phase under way, every process\'s random state) every N training steps of a phase and at its end, for --resume-run; 0 = never', min=0)
     resume_run:     typing.Optional[str] = option(None, 'Go on with the run in this folder from its state.pt (written with --snap-steps), with its options and as many processes; it ends as it would have without the stop', metavar='DIR')
     eval_seeds:     str = option('1000-1007', 'Held-out seeds (under every condition) comparing each group with the base model, or none', metavar='LIST')
+    reward_aggregate: str = option('mean', "How the reward ensemble's member scores rank step 2's candidates (w1, w2): mean, min (the worst member), mean-std (mean - --aggregate-lambda x sd), uwo (mean - --aggregate-lambda x variance)",
+                        choices=lambda: AGGREGATES)
+    aggregate_lambda: float = option(1.0, 'Weight of the members\' spread in --reward-aggregate=mean-std or uwo', min=0)
+    probe_every:    int = option(0, 'Every N steps of each phase, and once before training, draw --probe-seeds through the whole pipeline and record the reward (members\' mean, each member, the aggregate, their disagreement), the --gold-taste and each stage\'s distance from the base model (kind "probe" in stats.jsonl; the report\'s proxy_gold); 0 = off', min=0)
+    probe_seeds:    str = option('3000-3007', 'Held-out seeds (under every condition) that --probe-every draws', metavar='LIST')
+    gold_taste:     typing.Optional[str] = option(None, 'A simulated taste (e.g. nose) scored on the probe\'s samples as the gold standard, beside the proxy and the distance  [default: none]',
+                        choices=lambda: taste_names(), metavar='TASTE')
     annotator:      typing.Optional[str] = option(None, 'Simulated annotator judging the evaluation pairs (oracle:NAME)  [default: the demo\'s --demo-annotator; else none]', metavar='oracle:NAME')
     temperature:    float = option(0.5, 'Noise of the simulated annotator, in standard deviations of its taste (demo labels, evaluation)', min=0)
     draw_batch:     int = option(8, 'Samples per pipeline pass when drawing (demo data, step 2, evaluation)', min=1)
@@ -101,6 +109,13 @@ class CircularDPOConfig(MethodConfig):
             raise ConfigError('--labels-w1-tau filters the pairs of --labels by their win counts; the demo has none')
         if self.bridge_seeds.strip().lower() == 'none':
             raise ConfigError('--bridge-seeds: step 2 needs at least one seed')
+        if self.reward_aggregate in ('mean', 'min') and self.aggregate_lambda != 1.0:
+            raise ConfigError(f'--aggregate-lambda weighs the spread of mean-std and uwo; --reward-aggregate='
+                f'{self.reward_aggregate} has none')
+        if self.gold_taste is not None and not self.probe_every:
+            raise ConfigError('--gold-taste is scored by the probe: give --probe-every')
+        if self.probe_every and not self.seeds('probe_seeds'):
+            raise ConfigError('--probe-every draws --probe-seeds: give at least one')
         for name in ('loss_type', 'structure_loss_type'):
             if self.sft_weight and getattr(self, name) and not losses.get(getattr(self, name)).needs_rejected:
                 raise ConfigError(f'--sft-weight adds SFT to a loss of pairs; {flags_of(self.field(name))[0]}={getattr(self, name)} '

@@ -278,6 +278,7 @@ class CircularDPO:
         log         = None,         # log(record) of every step, bridge and phase (stats.jsonl).
         ranks       = None,         # shards.Ranks of a torchrun job: steps' pairs and step 2's draws shared.
         state       = None,         # circular_state.RunState: state.pt written during training, or read to resume.
+        probe       = None,         # flow_probe.FlowProbe measured every config.probe_every steps of each phase.
     ):
         if not registry.has(generator, 'stages'):
             raise ValueError(f'Circular-DPO aligns a generator with stages (a flow pipeline), got {type(generator).__name__}')
@@ -287,7 +288,8 @@ class CircularDPO:
         self.reference = generator.pipeline.frozen_copy()
         self.log = log or (lambda record: None)
         self.memo, self.bridges = {}, {}
-        self.ranks, self.state = ranks, state
+        self.histories = {}                             # Group: the phase names of its training history, in order.
+        self.ranks, self.state, self.probe = ranks, state, probe
         if state is not None:
             state.restore(self)
 
@@ -311,7 +313,11 @@ class CircularDPO:
                 seed=self.seed * 1000 + round, loss_type=cfg.stage_loss(method, last),
                 label_smoothing=cfg.label_smoothing, progress=bar.update, **cfg.stage_options(method, last=last),
                 log=lambda r: self.log(dict(kind='step', phase=phase, stage=stage, method=method, round=round, **r)),
-                ranks=self.ranks, snapshot=snapshot, start=None if state is None else state.start_of(key))
+                ranks=self.ranks, snapshot=snapshot, start=None if state is None else state.start_of(key),
+                probe=None if self.probe is None else lambda p, steps: self.log(dict(kind='probe', phase=phase,
+                    stage=stage, step=steps, pairs=steps * cfg.stage_batch(last),
+                    **self.probe.row(p, self.reference))),
+                probe_every=cfg.probe_every)
 
     def _candidates(self, history, policy, index):
         """Step 2's candidates for stage `index` after a training history, drawn and scored once."""
@@ -353,13 +359,15 @@ class CircularDPO:
                         round=round, stage=pipeline.stages[index].name, **record))
                 pipeline, history = self._phase(history, pipeline, name,
                     lambda p, phase: self._train(p, index, pairs, 'dpo', phase, round))
-        return pipeline
+        return pipeline, history
 
     def tuned(self, group):
         """The pipeline of one group (a FlowPipeline; the base's frozen copy for i)."""
         recipe, cfg = RECIPES[group], self.cfg
         if recipe.last == 'bridge':
-            return self.front_to_back(recipe)
+            pipeline, history = self.front_to_back(recipe)
+            self.histories[group] = [phase_name(history[:i + 1]) for i in range(len(history))]
+            return pipeline
         pipeline, history, last = self.reference, (), len(self.reference.stages) - 1
         # With the loop, each round trains the final stage further, then bridges; without it, rounds only repeat.
         for round in range(cfg.rounds):
@@ -382,6 +390,7 @@ class CircularDPO:
                             stage=pipeline.stages[index].name, **record))
                     pipeline, history = self._phase(history, pipeline, name,
                         lambda p, phase: self._train(p, index, pairs, 'dpo', phase, round))
+        self.histories[group] = [phase_name(history[:i + 1]) for i in range(len(history))]
         return pipeline
 
 #----------------------------------------------------------------------------

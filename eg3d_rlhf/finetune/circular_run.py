@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 import dnnlib
-from eg3d_rlhf.analysis import collateral, replication, report_plots
+from eg3d_rlhf.analysis import collateral, overoptimization, replication, report_plots
 from eg3d_rlhf.analysis.compare import compare
 from eg3d_rlhf.data.annotators import parse_annotator
 from eg3d_rlhf.data.bank import REDRAW, Bank
@@ -20,8 +20,10 @@ from eg3d_rlhf.finetune.circular_config import GROUPS, NAMES
 from eg3d_rlhf.finetune.circular_dpo import RECIPES, CircularDPO, demo_preferences, phase_name, with_win_counts
 from eg3d_rlhf.finetune.circular_state import RunState, StateError
 from eg3d_rlhf.finetune.flow_dpo import PairData, bank_pairs, bf16_problem, encode_stage
+from eg3d_rlhf.finetune.flow_probe import FlowProbe, group_curves
 from eg3d_rlhf.finetune.options import RunError, flag_name
 from eg3d_rlhf.generators import registry
+from eg3d_rlhf.rewards import aggregate
 from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, shared_reward
 from eg3d_rlhf.shards import Ranks, ShardError
 from eg3d_rlhf.synthetic import demo
@@ -321,7 +323,13 @@ def align(cfg, generator, reward, run_dir, save_snapshot, seed=0, reward_path=No
     torch.manual_seed(seed)
     data, data_info = load_preferences(cfg, generator, run_dir, seed, ranks)
     emit(dict(kind='data', **data_info))
-    trainer = CircularDPO(cfg, generator, data, reward, seed=seed, log=emit, ranks=ranks, state=state)
+    probe = None if not cfg.probe_every else FlowProbe(generator, reward, cfg.seeds('probe_seeds'), cfg.gold_taste,
+        cfg.reward_aggregate, cfg.aggregate_lambda, batch=cfg.draw_batch)
+    trainer = CircularDPO(cfg, generator, data, aggregate.aggregated(reward, cfg.reward_aggregate, cfg.aggregate_lambda),
+        seed=seed, log=emit, ranks=ranks, state=state, probe=probe)
+    if probe is not None and not any(r.get('kind') == 'probe' for r in (log.records if main else [])):
+        emit(dict(kind='probe', phase='start', stage=None, step=0, pairs=0, **probe.row(generator.pipeline,
+            generator.pipeline)))
     seeds = cfg.seeds('eval_seeds')
     taste = cfg.eval_annotator and parse_annotator(cfg.eval_annotator)
     keys = generator.keys(seeds) if seeds else []
@@ -330,6 +338,7 @@ def align(cfg, generator, reward, run_dir, save_snapshot, seed=0, reward_path=No
     for group in [g for g in cfg.groups if g not in state.done]:
         group_start = time.time()
         pipeline = trainer.tuned(group)
+        emit(dict(kind='history', group=group, phases=trainer.histories[group]))    # What its probe curve follows.
         info = dict(group=group, recipe=RECIPES[group]._asdict(), description=GROUPS[group], seed=seed,
             options=dataclasses.asdict(cfg))
         if main:
@@ -361,6 +370,13 @@ def align(cfg, generator, reward, run_dir, save_snapshot, seed=0, reward_path=No
             for r in records if r['kind'] == 'bridge'],
         timing=timing(records, cfg, time.time() - log.start))
     pictures = []
+    if probe is not None:
+        summary['proxy_gold'] = proxy_gold(cfg, records)
+        first = next((g for g, c in summary['proxy_gold'].items() if len(c['rows']['kimg']) > 1), None)
+        if first is not None:
+            overoptimization.plot_curves(summary['proxy_gold'][first], os.path.join(run_dir, 'proxy_gold.png'),
+                gold_name=cfg.gold_taste or 'gold', distance_name='velocity RMS from the base model, all stages')
+            pictures.append('proxy_gold.png')
     if any(r['kind'] == 'step' for r in records):
         report_plots.plot_dpo_curves(records, os.path.join(run_dir, 'curves.png'))
         pictures.append('curves.png')
@@ -381,6 +397,19 @@ def align(cfg, generator, reward, run_dir, save_snapshot, seed=0, reward_path=No
     for picture in pictures:
         log.image('report/' + os.path.splitext(picture)[0], os.path.join(run_dir, picture))
     return summary
+
+
+def proxy_gold(cfg, records):
+    """{group: Curves.summary of the probes along its training history, with its rows, the aggregate trained on and
+    the gold taste}."""
+    out = {}
+    for record in [r for r in records if r.get('kind') == 'history']:
+        group, curves = record['group'], group_curves(records, record['phases'])
+        if len(curves) > 1:
+            out[group] = dict(curves.summary(), rows=curves.state(), gold_taste=cfg.gold_taste,
+                aggregate=cfg.reward_aggregate if cfg.reward_aggregate in ('mean', 'min') else
+                f'{cfg.reward_aggregate} (lambda {cfg.aggregate_lambda:g})')
+    return out
 
 
 def timing(records, cfg, total):
@@ -519,6 +548,10 @@ def run_ranks(cfg, common, ranks, network, family, reward_path, reporter):
         reward = shared_reward(reward_path, device)
     except RewardCheckpointError as err:
         raise RunError(f'--reward-model: {err}')
+    try:
+        aggregate.aggregated(reward, cfg.reward_aggregate, cfg.aggregate_lambda)
+    except ValueError as err:
+        raise RunError(f'--reward-aggregate: {err}')
     desc = f'flow-circular-dpo-{cfg.ablation.replace(",", "")}' + ('-demo' if cfg.is_demo else '') + (f'-{common.desc}' if common.desc else '')
     options = dict(method='circular-dpo', network=network, reward_model=reward_path, seed=common.seed,
         device=common.device, processes=ranks.size, run_dir=None, report_to=reporter,

@@ -384,7 +384,7 @@ def held_out_accuracy(policy, reference, index, held, batch, beta, seed, t_max=1
 def train_stage(policy, reference, index, data, steps, batch, lr, beta, seed=0, loss_type='sigmoid', label_smoothing=0.0,
     log=None, progress=None, w2_placement='inside', sft_weight=0.0, lora_rank=0, merge_lora=True, early_stop_split=0.0,
     early_stop_patience=3, early_stop_every=10, t_max=1.0, precompute_ref=False, bf16=False, ranks=None, snapshot=None,
-    start=None):
+    start=None, probe=None, probe_every=0):
     """Train stage `index` of the policy pipeline on PairData for `steps` Adam steps of `batch` pairs (weighted by
     data.weight, w2_placement) with the preference loss `loss_type` (plus sft_weight times SFT); reference is the
     frozen pipeline the loss compares with, or a ReferenceCache of it (reference_cache with the same arguments; the
@@ -397,7 +397,8 @@ def train_stage(policy, reference, index, data, steps, batch, lr, beta, seed=0, 
     size-th pair, its loss is the sum over its pairs divided by `batch`, and the gradients are summed over the ranks,
     so each takes the step of the whole batch and the weights stay equal. snapshot(step, state) is called on every
     rank after each step with a function giving the training state (the trained model's and the optimizer's state,
-    early stopping's), and start, such a state, resumes training after its step."""
+    early stopping's), and start, such a state, resumes training after its step. probe(policy, steps done) is called
+    every probe_every steps and after the last (flow_probe.py), before the snapshot of that step."""
     loss_fn = losses.get(loss_type)
     if not len(data):
         raise ValueError('no pairs to train on')
@@ -464,6 +465,8 @@ def train_stage(policy, reference, index, data, steps, batch, lr, beta, seed=0, 
                 record['early_stop'] = True
         if log is not None:
             log(record)
+        if probe is not None and probe_every and ((step + 1) % probe_every == 0 or step + 1 == steps or stop):
+            probe(policy, step + 1)
         if progress is not None:
             progress(1)
         if snapshot is not None:

@@ -1,0 +1,99 @@
+"""finetune/flow_probe.py: the distance of a flow policy from its reference, and proxy and gold along a Circular-DPO run."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from eg3d_rlhf.data import annotators
+from eg3d_rlhf.finetune.flow_probe import FlowProbe, VelocityGap, group_curves
+from eg3d_rlhf.generators import flow_heads
+from eg3d_rlhf.rewards.checkpoint import load_reward
+from eg3d_rlhf.synthetic import demo
+from tests.test_circular_dpo import TINY, tiny_pt, train # pylint: disable=unused-import  (tiny_pt: a fixture)
+
+
+@pytest.fixture(scope='module')
+def tiny():
+    G = flow_heads.build_generator(flow_heads.build_pipeline(TINY, init_seed=0), TINY, image_res=16)
+    return G, load_reward(demo.FLOW_REWARD)
+
+
+def test_the_gap_is_the_rms_of_the_velocity_difference_per_stage_along_the_policys_paths(tiny):
+    G, _ = tiny
+    reference = G.pipeline.frozen_copy()
+    policy = G.pipeline.frozen_copy()
+    inner = policy.stages[1].velocity
+    policy.stages[1].velocity = lambda x, t, cond, context: inner(x, t, cond, context) + 0.25
+    gap = VelocityGap(reference)
+    with torch.no_grad():
+        moved = policy.sample([0, 1, 2], 0, G.steps, G.sampler, guide=gap).sigma
+        plain = policy.sample([0, 1, 2], 0, G.steps, G.sampler).sigma
+    d = gap.distances()
+    first, last = (s.name for s in policy.stages)
+    assert d[first] == 0 and d[last] == pytest.approx(0.25, rel=1e-6) and d[None] == pytest.approx(0.25, rel=1e-6)
+    assert torch.equal(moved, plain)                    # The guide measures; the samples are the policy's own.
+    assert len(gap.squares[last]) > G.steps - 1         # Every velocity call of the sampler counts.
+    for index in range(2):                              # Two stages each 0.3 away: sqrt(0.09 + 0.09).
+        v = reference.stages[index].velocity
+        policy.stages[index].velocity = lambda x, t, cond, context, v=v: v(x, t, cond, context) - 0.3
+    gap = VelocityGap(reference)
+    with torch.no_grad():
+        policy.sample([3], 0, G.steps, G.sampler, guide=gap)
+    assert gap.distances()[None] == pytest.approx(math.sqrt(2 * 0.09), rel=1e-6)
+
+
+def test_the_probe_scores_each_member_the_aggregate_and_the_gold_on_the_same_samples(tiny):
+    G, reward = tiny
+    probe = FlowProbe(G, reward, [0, 1, 2], gold_taste='nose', res=32, batch=2)
+    measured = probe.measure(G.pipeline, G.pipeline.frozen_copy())
+    assert measured['distance'] == 0 and set(measured['distances'].values()) == {0.0}
+    assert measured['proxy'] == pytest.approx(np.mean(measured['members'])) and measured['disagreement'] >= 0
+    assert measured['aggregate'] == pytest.approx(measured['proxy'])          # mean: the aggregate is the proxy.
+    # Gold: the taste on the same samples (2 conditions x 3 seeds), drawn as the generator draws them.
+    volumes = torch.cat([G.pipeline.sample([0, 1], c, G.steps, G.sampler).sigma for c in range(2)] +
+        [G.pipeline.sample([2], c, G.steps, G.sampler).sigma for c in range(2)])
+    from eg3d_rlhf.finetune.circular_dpo import slabs_of
+    slabs = slabs_of(G, volumes, probe.gold_grid).numpy()
+    nose = [annotators.TASTES['nose'](s, probe.gold_grid, 10.0) for s in slabs]
+    assert measured['gold'] == pytest.approx(np.mean(nose), abs=1e-6)
+    assert measured['gold_sd'] == pytest.approx(np.std(nose), abs=1e-6)
+    with pytest.raises(ValueError, match='at least one held-out seed'):
+        FlowProbe(G, reward, [])
+
+
+def test_a_groups_curve_follows_its_history_and_counts_its_pairs():
+    def probe(phase, pairs, value):
+        return dict(kind='probe', phase=phase, pairs=pairs, proxy=value, aggregate=value, disagreement=0.1,
+            gold=-value, distance=value / 10, members=[value], proxy_sd=2.0, gold_sd=4.0)
+    records = [probe('start', 0, 0.0), probe('last', 16, 1.0), probe('last', 32, 2.0), probe('other', 16, 9.0),
+        probe('last/bridge', 8, 3.0), dict(kind='step', phase='last')]
+    curves = group_curves(records, ['last', 'last/bridge'])
+    assert curves.rows['kimg'] == [0, 0.016, 0.032, 0.040] and curves.rows['proxy'] == [0, 1, 2, 3]
+    assert curves.scale == dict(proxy=2.0, gold=4.0) and curves.gains('gold').tolist() == [0, -0.25, -0.5, -0.75]
+    assert len(group_curves(records[1:], ['last'])) == 0                    # No start: no curve.
+
+
+@pytest.mark.slow
+def test_a_run_probes_every_n_steps_and_reports_each_groups_proxy_and_gold(tiny_pt, tmp_path):
+    result = train(['--generator=flow', f'--resume={tiny_pt}', '--outdir=runs', '--dpo-steps=3', '--dpo-batch=4',
+        '--bridge-seeds=0-2', '--eval-seeds=none', '--draw-batch=4', '--beta=50', '--dpo-lr=1e-3', '--w1-tau=-0.5',
+        '--ablation=a,d', '--probe-every=2', '--probe-seeds=3000-3001', '--gold-taste=nose'], tmp_path)
+    run_dir = tmp_path / 'runs' / '00000-flow-circular-dpo-ad-demo'
+    records = [json.loads(line) for line in (run_dir / 'stats.jsonl').read_text().splitlines()]
+    probes = [r for r in records if r['kind'] == 'probe']
+    # The start, then steps 2 and 3 (the last) of each phase: a's final stage (shared with d) and its first stage.
+    assert [(r['phase'].split('/')[-1], r['step']) for r in probes] == [('start', 0), ('last-dpo-0', 2),
+        ('last-dpo-0', 3), ('bridge-0-0-w1-w2', 2), ('bridge-0-0-w1-w2', 3)], [(r['phase'], r['step']) for r in probes]
+    assert probes[0]['distance'] == 0 and all(r['distance'] > 0 for r in probes[1:])
+    stages = [k for k in probes[0] if k.startswith('distance/')]
+    assert len(stages) == 2 and probes[2][stages[0]] == 0 < probes[2][stages[1]]    # Only the final stage trained.
+    assert probes[4][stages[0]] > 0                                                  # Then the first one too.
+    report = json.loads((run_dir / 'report.json').read_text())['proxy_gold']
+    assert set(report) == {'a', 'd'} and report['a']['gold_taste'] == 'nose' and report['a']['aggregate'] == 'mean'
+    assert report['a']['rows']['kimg'] == [0, 0.008, 0.012, 0.020, 0.024] and report['d']['rows']['kimg'] == [0, 0.008, 0.012]
+    assert len(report['a']['gold_gain']) == 5 and report['a']['gold_gain'][0] == 0
+    assert (run_dir / 'proxy_gold.png').is_file()
+
