@@ -31,6 +31,7 @@ def test_runs_are_described_and_a_conservative_aggregate_compared_with_the_mean_
     assert mean0['peak_distance'] == pytest.approx(1.0, abs=0.15) and mean0['fitted_peak_distance'] == pytest.approx(1.0)
     assert mean0['lost_from_peak'] > 0.2 and mean0['end_proxy'] == pytest.approx(12.0)
     assert mean0['disagreement_stop_kimg'] == pytest.approx(0.6)
+    assert mean0['fitted_at_stop'] == pytest.approx(1.0)                    # Exact points: the stop's fit is exact too.
     c = overopt_sweep.compare(runs)['min']
     assert c['seeds'] == [0, 1, 2] and c['higher'] == 2 and len(c['end_gold_minus_mean']) == 3
     summary = overopt_sweep.write(str(tmp_path), runs, dict(taste='nose'))

@@ -70,6 +70,9 @@ def test_curves_summarise_peak_fit_and_stops_and_survive_their_state():
     assert far.summary()['fit']['beyond_run'] and far.summary()['fit']['peak_kimg'] is None   # exp(9): extrapolated.
     assert s['observed_peak']['distance'] == pytest.approx(2.0)              # The grid point nearest exp(2/3) = 1.95.
     assert s['gold_stop_kimg'] is not None and s['gold_stop_kimg'] > s['observed_peak']['kimg']
+    stop = round(s['gold_stop_kimg'] / 0.1)                                  # The fit a run stopped there makes.
+    assert s['fit_at_stop'] == oo.fit_gold(d[:stop + 1], gold[:stop + 1]) and s['fit_at_stop']['points'] == stop
+    assert s['fit_at_stop']['peak_distance'] == pytest.approx(math.exp(1 / 0.6 - 1), rel=1e-6)
     assert s['disagreement_stop_kimg'] == pytest.approx(0.4)                 # 0.1 + 0.05 d reaches 0.2 at d = 2.
     with pytest.raises(ValueError, match='unknown proxy-gold field'):
         oo.Curves(dict(curves.state(), extra=[1]))

@@ -140,7 +140,8 @@ class Curves:
 
     def summary(self, margin=0.2, factor=2.0, form='rl'):
         """What the curves say: the observed gold peak (kimg, distance, gain), the fit of `form` and the tick nearest its
-        predicted peak, and the ticks where the gold and the disagreement stop rules would have stopped."""
+        predicted peak, the ticks where the gold and the disagreement stop rules would have stopped, and the fit of
+        the ticks up to the gold rule's stop (fit_at_stop: what a run stopped there predicts)."""
         kimg, distance = self.rows['kimg'], np.asarray(self.rows['distance'], dtype=np.float64)
         out = dict(ticks=len(self), distance=[float(d) for d in distance], proxy_gain=self.gains('proxy').tolist())
         grew = disagreement_grew(self.rows['disagreement'], factor)
@@ -159,6 +160,8 @@ class Curves:
         passed = [gold_passed_peak(gain[:i + 1], margin) for i in range(len(gain))]
         first = next((i for i, p in enumerate(passed) if p is not None), None)
         out['gold_stop_kimg'] = None if first is None else kimg[first]
+        # What a run that stops there has seen: the fit of the ticks up to the stop, as --stop-at-peak reports it.
+        out['fit_at_stop'] = None if first is None else fit_gold(distance[:first + 1], gain[:first + 1], form)
         return out
 
 

@@ -99,6 +99,7 @@ def describe(pg):
         fitted_peak_distance=None if fit.get('beyond_run') else fit['peak_distance'], fit_r2=fit['r2'], end_distance=float(d[-1]),
         end_proxy=pg['proxy_gain'][-1], lost_from_peak=float((peak['gain'] - gain[-1]) / peak['gain'])
         if peak['gain'] > 0 else None, gold_stop_kimg=pg['gold_stop_kimg'],
+        fitted_at_stop=(pg.get('fit_at_stop') or {}).get('peak_distance'),
         disagreement_stop_kimg=pg['disagreement_stop_kimg'])
 
 
@@ -154,7 +155,7 @@ def write(outdir, runs, settings):
         json.dump(dict(summary, curves={f'{r["aggregate"]}-seed{r["seed"]}': r['curves'] for r in runs}), f, indent=1)
     fmt = lambda v: '-' if v is None else f'{v:.3g}' if isinstance(v, float) else str(v)
     cols = ('aggregate', 'seed', 'peak_gold', 'peak_kimg', 'peak_distance', 'fitted_peak_distance', 'end_gold',
-        'lost_from_peak', 'end_proxy', 'gold_stop_kimg', 'disagreement_stop_kimg')
+        'lost_from_peak', 'end_proxy', 'gold_stop_kimg', 'fitted_at_stop', 'disagreement_stop_kimg')
     lines = ['| ' + ' | '.join(cols) + ' |', '|' + ' --- |' * len(cols)]
     lines += ['| ' + ' | '.join(fmt(r[c]) for c in cols) + ' |' for r in summary['runs']]
     for agg, c in summary['compare'].items():
