@@ -182,6 +182,13 @@ def plot_curves(summary, path, gold_name='gold', distance_name='slab RMS of raw 
                 label=f'fit {fit["form"]}: a={fit["alpha"]:.3g}, b={fit["beta"]:.3g}')
             if fit['peak_distance'] is not None and fit['peak_distance'] <= d.max() * 1.5:
                 ax.axvline(fit['peak_distance'], color='tab:orange', linestyle=':', label='fitted gold peak')
+        early = summary.get('fit_at_stop') or {}
+        if early.get('alpha') is not None:                      # What a run stopped by the gold rule predicted.
+            x = np.linspace(0, d.max() * 1.1, 200)
+            ax.plot(x, predict(x, early['alpha'], early['beta'], early['form']), '-.', color='tab:green',
+                label=f'fit of the ticks up to the stop at {summary["gold_stop_kimg"]:g} kimg')
+            if early['peak_distance'] is not None and early['peak_distance'] <= d.max() * 1.5:
+                ax.axvline(early['peak_distance'], color='tab:green', linestyle=':', label='its predicted peak')
     ax.axhline(0, color='grey', linewidth=0.8)
     ax.set(xlabel=f'distance from the start ({distance_name})',
         ylabel='gain since the start (sd of the start over the panel)', title='Proxy and gold along the run')
