@@ -76,6 +76,36 @@ def test_a_groups_curve_follows_its_history_and_counts_its_pairs():
     assert len(group_curves(records[1:], ['last'])) == 0                    # No start: no curve.
 
 
+def test_a_stopped_run_resumed_from_state_pt_probes_as_one_never_stopped(tiny, tmp_path):
+    """Probes logged before the stop, then by the resumed run after its snapshot, are the never-stopped run's."""
+    from eg3d_rlhf.finetune.circular_dpo import CircularDPO, demo_preferences
+    from eg3d_rlhf.finetune.circular_state import RunState
+    from tests.test_flow_dpo_ddp import config
+    G, reward = tiny
+    data, _ = demo_preferences(G, list(range(6)), 'oracle:nose', 0.5, batch=6, res=32)
+    cfg = config(snap_steps=1, probe_every=2, probe_seeds='3000', gold_taste='nose')
+    probe = lambda: FlowProbe(G, reward, [3000], gold_taste='nose', res=32, batch=4)
+    def probes(stop_after=None, folder='whole', resume=False):
+        logged, written = [], []
+        class Stopping(RunState):
+            def step_done(self, *args):
+                super().step_done(*args)
+                written.append(args[2])
+                if len(written) == stop_after:
+                    raise KeyboardInterrupt
+        state = (RunState if resume else Stopping)(str(tmp_path / folder), every=1, resume=resume)
+        try:
+            CircularDPO(cfg, G, data, reward, seed=1, log=state.mute(logged.append), state=state, probe=probe()).tuned('a')
+        except KeyboardInterrupt:
+            pass
+        return [{k: v for k, v in r.items() if k != 'time'} for r in logged if r['kind'] == 'probe']
+    whole = probes()
+    assert [r['step'] for r in whole] == [2, 4, 2, 4] and whole[0]['distance'] > 0
+    before = probes(stop_after=3, folder='cut')
+    after = probes(folder='cut', resume=True)
+    assert [r['step'] for r in before] == [2] and before + after == whole
+
+
 @pytest.mark.slow
 def test_a_run_probes_every_n_steps_and_reports_each_groups_proxy_and_gold(tiny_pt, tmp_path):
     result = train(['--generator=flow', f'--resume={tiny_pt}', '--outdir=runs', '--dpo-steps=3', '--dpo-batch=4',
