@@ -297,6 +297,34 @@ def test_train_reward_default_solves_linear_heads_on_level_set_features(balls, t
     assert bad.exit_code == 2 and '--l2' in bad.output and not os.path.exists(tmp_path / 'bad.pt')
 
 
+def test_refit_all_fits_every_judgement_with_the_settings_the_split_chose(balls, tmp_path):
+    """The split fit chooses and estimates; the model written is fitted again on every judgement, the pairs across
+    splits too, with that L2 (linear heads) or that many epochs (the best epoch's) and that mirroring."""
+    judgements = preferences.load_judgements(balls['labels'])
+    for name, extra in (('heads', []), ('epochs', ['--model-config', json.dumps(TINY['sigma']), '--epochs', 3])):
+        split, every = tmp_path / f'{name}-split.pt', tmp_path / f'{name}-all.pt'
+        ok(train('--bank', balls['bank'], '--labels', balls['labels'], '--truth', balls['truth'], *extra, '--out', split))
+        result = ok(train('--bank', balls['bank'], '--labels', balls['labels'], '--truth', balls['truth'], *extra,
+            '--refit-all', '--out', every))
+        a, b = (json.loads(p.with_suffix('.report.json').read_text()) for p in (split, every))
+        assert a['held_out'] == b['held_out'] and a['counts']['dropped'] > 0     # The estimate is the split fit's.
+        refit = b['refit']
+        assert refit['pairs'] + refit['ties'] == len(judgements) and refit['samples'] == len(balls['radii'])
+        assert refit['settings']['mirror'] == a['mirror']['chosen']
+        if name == 'heads':
+            assert refit['settings']['l2'] == [a['heads']['l2']]
+        else:
+            assert refit['settings']['epochs'] == a['best_epoch'] + 1
+        assert f'then fitted again on every judgement: {refit["pairs"]} pairs and {refit["ties"]} ties over ' \
+            f'{refit["samples"]} samples' in result.output
+        bank = Bank(balls['bank'])
+        ids = sorted(balls['radii'])
+        first, second = (load_reward(str(p)).score_slabs(bank.slab(i) for i in ids) for p in (split, every))
+        assert not np.allclose(first, second)                                   # Another fit, on more pairs,
+        truth = R.all_pairs_by_truth(balls['radii'], ids)                       # that still ranks the balls.
+        assert R.pairwise_accuracy(dict(zip(ids, second.tolist())), truth)[0] >= 0.8 * len(truth)
+
+
 def test_train_reward_good_bad_and_reg_weight(balls, tmp_path, tiny_models):
     assignment = preferences.split_samples(balls['radii'], (0.7, 0.15, 0.15), seed=0)
     sizes = {s: sum(v == s for v in assignment.values()) for s in ('train', 'val', 'test')}   # Every sample is labelled.

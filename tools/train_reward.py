@@ -45,13 +45,14 @@ def parse_split(ctx, param, value):
 @click.option('--model-config', 'model_config', default='{}', show_default=True, callback=parse_model_config, metavar='JSON',
     help='Constructor arguments of the reward model, e.g. \'{"members": 4, "cells": [6, 6, 6]}\', or the learned CNN: \'{"trunk": "cnn", '
     '"members": 1, "hidden": 512}\'')
+@click.option('--refit-all', is_flag=True, help='Then fit it again on every judgement (the pairs across splits too) with the settings chosen; the held-out accuracy stays the split fit\'s')
 @click.option('--dry-run', is_flag=True, help='Validate the inputs and print the plan; train and write nothing')
 @force_option
 @device_option
 @report_option
 def main(bank_dir, labels_path, good_path, bad_path, kind, out, truth_path, scores_path, fractions, split_seed, ties, epochs,
-        l2, patience, batch, lr, mirror, centre, objective, reg_weight, cs_lambda, seed, model_config, dry_run, force,
-        device_name, report_to):
+        l2, patience, batch, lr, mirror, centre, objective, reg_weight, cs_lambda, seed, model_config, refit_all, dry_run,
+        force, device_name, report_to):
     """Split the bank's samples into train/val/test (no sample in two splits), fit the reward on the training labels
     with early stopping on validation pairwise accuracy, keep the best epoch, and report held-out pairwise accuracy
     (a model tie counts as wrong) with a 95% Wilson interval. Unless --mirror or --no-mirror says, the reward is fitted
@@ -107,7 +108,7 @@ def main(bank_dir, labels_path, good_path, bad_path, kind, out, truth_path, scor
     options = fitting.FitOptions(epochs=epochs, patience=patience, batch=batch, lr=lr, ties=ties, mirror=mirror,
         objective=objective, reg_weight=reg_weight, cs_lambda=cs_lambda, seed=seed, l2=tuple(l2))
     fit = lambda log: fitting.fit_reward(kind, bank, labels, spec, options, model_config=model_config, centre=centre,
-        truth=truth, scores=targets, device=device, log=log, progress=ranks.main, ranks=ranks)
+        truth=truth, scores=targets, device=device, log=log, progress=ranks.main, ranks=ranks, refit=refit_all)
     if not ranks.main:                                          # Every rank fits alike; rank 0 alone writes.
         with one_line_errors(BankError, FloatingPointError):
             fit(None)
@@ -138,9 +139,7 @@ def main(bank_dir, labels_path, good_path, bad_path, kind, out, truth_path, scor
             raise click.ClickException(str(err))
         finally:
             writer.close()
-    how = f'L2 {report["heads"]["l2"]:g} of {len(report["heads"]["grid"])} tried' if 'heads' in report else \
-        f'best epoch {report["best_epoch"]} of {report["epochs_run"]}'
-    print(f'wrote {out} ({how}, {report["train_seconds"]:.0f} s) and its metrics, report and curves')
+    print(f'wrote {out} ({fitting.describe_fit(report)}) and its metrics, report and curves')
 
 #----------------------------------------------------------------------------
 

@@ -281,6 +281,7 @@ class TrainingLabels:
     val_pairs:  list            # [(winner, loser)] among validation samples.
     test_pairs: list            # [(winner, loser)] among test samples.
     counts:     dict            # Judgements (pairs: 'dropped' too) or labelled samples per split.
+    every:      dict = None     # train's form over every label, the splits' and the dropped pairs alike (a refit's).
 
 
 def training_labels(ids, fractions, seed=0, labels_path=None, good_path=None, bad_path=None):
@@ -290,10 +291,12 @@ def training_labels(ids, fractions, seed=0, labels_path=None, good_path=None, ba
     assignment = split_samples(ids, fractions, seed=seed)
     by_split = {s: sorted(x for x in assignment if assignment[x] == s) for s in SPLITS}
     if labels_path:
-        splits = split_judgements(load_judgements(labels_path, known_ids=ids), assignment)
+        judgements = load_judgements(labels_path, known_ids=ids)
+        splits = split_judgements(judgements, assignment)
         pairs = {s: to_pairs(splits[s]) for s in SPLITS}
+        every = to_pairs(judgements)
         result = TrainingLabels('pairs', by_split, dict(pairs=pairs['train'][0], ties=pairs['train'][1]),
-            pairs['val'][0], pairs['test'][0], {s: len(splits[s]) for s in splits})
+            pairs['val'][0], pairs['test'][0], {s: len(splits[s]) for s in splits}, dict(pairs=every[0], ties=every[1]))
     else:
         labels = import_good_bad(good_path, bad_path)
         unknown = sorted(set(labels) - set(ids))
@@ -302,7 +305,7 @@ def training_labels(ids, fractions, seed=0, labels_path=None, good_path=None, ba
         split_labels = {s: {x: labels[x] for x in by_split[s] if x in labels} for s in SPLITS}
         good_bad = lambda d: [(g, b) for g, vg in d.items() if vg == 1 for b, vb in d.items() if vb == 0]
         result = TrainingLabels('good/bad', by_split, dict(labels=split_labels['train']), good_bad(split_labels['val']),
-            good_bad(split_labels['test']), {s: len(split_labels[s]) for s in SPLITS})
+            good_bad(split_labels['test']), {s: len(split_labels[s]) for s in SPLITS}, dict(labels=labels))
     if not (result.train.get('pairs') or result.train.get('labels')) or not result.val_pairs:
         raise LabelError(f'not enough labels for a split by sample: {result.counts} (label more pairs, or change the split)')
     return result
