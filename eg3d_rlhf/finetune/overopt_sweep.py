@@ -55,7 +55,8 @@ def proxy(outdir, taste='nose', judgements=200, bank_seeds='0-299', res=64, labe
 
 def run(outdir, reward, aggregate, seed, taste='nose', kimg=2.0, tick=0.1, lambda_r=10.0, aggregate_lambda=1.0,
         panel_seeds='3000-3063', extra=()):
-    """One fine-tuning run (skipped when its report exists); its reward_report.json's proxy_gold."""
+    """One fine-tuning run (skipped when its report exists); the summary of its reward_report.json's proxy_gold rows,
+    made again by this code (a run written by an older version reads as a new one would)."""
     name = f'{aggregate}-seed{seed}'
     parent = os.path.join(outdir, 'runs', name)
     report = lambda: [os.path.join(parent, d, 'reward_report.json') for d in sorted(os.listdir(parent))
@@ -69,7 +70,8 @@ def run(outdir, reward, aggregate, seed, taste='nose', kimg=2.0, tick=0.1, lambd
             args.append(f'--aggregate-lambda={aggregate_lambda:g}')
         child(args, parent + '.log')
     with open(report()[-1], encoding='utf-8') as f:
-        return json.load(f)['proxy_gold']
+        rows = json.load(f)['proxy_gold']['rows']
+    return dict(overoptimization.Curves(rows).summary(), rows=rows)
 
 def keep_settings(outdir, settings):
     """Write outdir/settings.json the first time; RunError when a later sweep into it asks for other settings (its
