@@ -68,17 +68,21 @@ def method_help(command):
     return {p.name for p in train.method_command(methods.by_command(command)).params if not p.hidden}
 
 
+SHARED = {'reward_model', 'reward_aggregate', 'aggregate_lambda', 'gold_taste'}     # Fields both methods declare.
+
+
 def test_a_method_command_lists_only_its_own_options(capsys):
     circular = method_help('circular-dpo')
     listed = capsys.readouterr().out
     assert 'eg3d-rlhf train circular-dpo' in listed and '--variant' in listed and '--lambda-r' not in listed
     assert methods.by_command('circular-dpo').fields() <= circular
-    assert not circular & (methods.by_command('eg3d').fields() - {'reward_model'})
+    assert not circular & (methods.by_command('eg3d').fields() - SHARED)
     assert not circular & {'cfg', 'gamma', 'glr', 'kimg', 'data'}
     eg3d = method_help('eg3d')
     assert '--lambda-r' in capsys.readouterr().out
     assert methods.by_command('eg3d').fields() | {'cfg', 'gamma', 'glr', 'kimg', 'data'} <= eg3d
-    assert not eg3d & (methods.by_command('circular-dpo').fields() - {'reward_model'})
+    assert not eg3d & (methods.by_command('circular-dpo').fields() - SHARED)
+    assert methods.by_command('eg3d').fields() & methods.by_command('circular-dpo').fields() == SHARED
 
 
 def test_a_method_command_refuses_another_methods_flag():
