@@ -5,7 +5,7 @@ import typing
 
 from eg3d_rlhf.data.annotators import parse_annotator, taste_names
 from eg3d_rlhf.finetune import lora, losses
-from eg3d_rlhf.finetune.options import ConfigError, MethodConfig, flag_name, flags_of, option
+from eg3d_rlhf.finetune.options import ConfigError, MethodConfig, check_aggregate_lambda, flag_name, flags_of, option
 from eg3d_rlhf.generators.base import seed_ranges
 from eg3d_rlhf.rewards.aggregate import AGGREGATES
 
@@ -109,9 +109,7 @@ class CircularDPOConfig(MethodConfig):
             raise ConfigError('--labels-w1-tau filters the pairs of --labels by their win counts; the demo has none')
         if self.bridge_seeds.strip().lower() == 'none':
             raise ConfigError('--bridge-seeds: step 2 needs at least one seed')
-        if self.reward_aggregate in ('mean', 'min') and self.aggregate_lambda != 1.0:
-            raise ConfigError(f'--aggregate-lambda weighs the spread of mean-std and uwo; --reward-aggregate='
-                f'{self.reward_aggregate} has none')
+        check_aggregate_lambda(self.reward_aggregate, self.aggregate_lambda)
         if self.gold_taste is not None and not self.probe_every:
             raise ConfigError('--gold-taste is scored by the probe: give --probe-every')
         if self.probe_every and not self.seeds('probe_seeds'):

@@ -5,7 +5,7 @@ import typing
 
 from eg3d_rlhf.data.annotators import taste_names
 from eg3d_rlhf.finetune import losses
-from eg3d_rlhf.finetune.options import ConfigError, MethodConfig, flag_name, given_options, option
+from eg3d_rlhf.finetune.options import ConfigError, MethodConfig, check_aggregate_lambda, flag_name, given_options, option
 from eg3d_rlhf.finetune.schedules import SCHEDULES, Schedule
 from eg3d_rlhf.rewards import REWARDS
 from eg3d_rlhf.rewards.aggregate import AGGREGATES
@@ -136,9 +136,7 @@ class RewardFinetuneConfig(MethodConfig):
             if apart:
                 raise ConfigError(f'{apart[0]} needs --reward-step=phase: with gan the reward scores the samples of G\'s '
                     'GAN step, every step, at psi 1, on its optimizer')
-        if self.reward_aggregate in ('mean', 'min') and self.aggregate_lambda != 1.0:
-            raise ConfigError(f'--aggregate-lambda weighs the spread of mean-std and uwo; --reward-aggregate='
-                f'{self.reward_aggregate} has none')
+        check_aggregate_lambda(self.reward_aggregate, self.aggregate_lambda)
         if (self.gold_taste is not None or self.stop_at_peak) and not self.has_panel:
             raise ConfigError(f'{"--gold-taste" if self.gold_taste is not None else "--stop-at-peak"} watches the '
                 'panel: give --panel-seeds')

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import torch
 
+from eg3d_rlhf.analysis.overoptimization import Curves
 from eg3d_rlhf.data.annotators import taste_function
 from eg3d_rlhf.finetune.circular_dpo import conditions_of, slabs_of
 from eg3d_rlhf.geometry.sigma import slab_grid
@@ -94,10 +95,9 @@ class FlowProbe:
             slabs = slabs_of(self.generator, volumes, self.gold_grid).numpy()
             gold = [self.gold(slab, self.gold_grid, 10.0) for slab in slabs]
         distances = gap.distances()
-        return dict(proxy=float(members.mean()), aggregate=float(aggregate.reduce(members, *self.aggregate).mean()),
-            disagreement=float(aggregate.disagreement(members).mean()), gold=None if gold is None else float(np.mean(gold)),
-            distance=distances.pop(None), distances=distances, members=[float(m) for m in members.mean(dim=0)],
-            proxy_sd=float(members.mean(dim=1).std()), gold_sd=None if gold is None else float(np.std(gold)))
+        return dict(**aggregate.summary(members, *self.aggregate), gold=None if gold is None else float(np.mean(gold)),
+            distance=distances.pop(None), distances=distances, proxy_sd=float(members.mean(dim=1).std()),
+            gold_sd=None if gold is None else float(np.std(gold)))
 
     def row(self, pipeline, reference):
         """measure() as one flat stats record: distance/STAGE for each stage's distance."""
@@ -108,11 +108,9 @@ class FlowProbe:
 
 #----------------------------------------------------------------------------
 
-
 def group_curves(records, history):
     """overoptimization.Curves of one group: the run's start probe, then the probes of each phase of its training
     history (phase names in order), kimg counting the pairs trained on before each probe over the history."""
-    from eg3d_rlhf.analysis.overoptimization import Curves # pylint: disable=import-outside-toplevel
     probes = [r for r in records if r.get('kind') == 'probe']
     start = next((r for r in probes if r['phase'] == 'start'), None)
     curves = Curves()

@@ -19,6 +19,12 @@ class ConfigError(ValueError):
     """A value or combination of options that cannot run; the message names the flag (a usage error, exit 2)."""
 
 
+def check_aggregate_lambda(kind, lam):
+    """ConfigError when --aggregate-lambda is set for a --reward-aggregate that has no spread to weigh."""
+    if kind in ('mean', 'min') and lam != 1.0:
+        raise ConfigError(f'--aggregate-lambda weighs the spread of mean-std and uwo; --reward-aggregate={kind} has none')
+
+
 class RunError(RuntimeError):
     """A method cannot start or go on for a reason outside its options (a file, a device); one line (exit 1)."""
 

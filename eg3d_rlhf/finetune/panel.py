@@ -260,13 +260,10 @@ class RewardPanel:
         if not len(self.curves) and self.start_distance_slabs is None:
             self.start_distance_slabs, self.start_params = drawn['distance'], self.flat_params(G_ema)
         members = torch.as_tensor(drawn['members'], dtype=torch.float64)
-        row = dict(kimg=float(kimg), proxy=float(members.mean()),
-            aggregate=float(aggregate.reduce(members, *self.aggregate).mean()),
-            disagreement=float(aggregate.disagreement(members).mean()),
+        row = dict(kimg=float(kimg), **aggregate.summary(members, *self.aggregate),
             gold=None if drawn['gold'] is None else float(np.mean(drawn['gold'])),
             distance=overoptimization.slab_rms(drawn['distance'], self.start_distance_slabs),
-            param_distance=overoptimization.parameter_rms(self.flat_params(G_ema), self.start_params),
-            members=[float(m) for m in members.mean(dim=0)])
+            param_distance=overoptimization.parameter_rms(self.flat_params(G_ema), self.start_params))
         if not len(self.curves):
             self.curves.scale = dict(proxy=float(drawn['rewards'].std()) or 1.0,
                 **({} if drawn['gold'] is None else dict(gold=float(np.std(drawn['gold'])) or 1.0)))

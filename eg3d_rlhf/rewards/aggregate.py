@@ -50,6 +50,13 @@ def disagreement(members):
     return members.std(dim=1, unbiased=False)
 
 
+def summary(members, kind='mean', lam=1.0):
+    """Means over the samples of member scores [N, K]: dict(proxy: the members' mean, aggregate: `kind`'s reward,
+    disagreement: the members' sd, members: [each member's mean])."""
+    return dict(proxy=float(members.mean()), aggregate=float(reduce(members, kind, lam).mean()),
+        disagreement=float(disagreement(members).mean()), members=[float(m) for m in members.mean(dim=0)])
+
+
 def aggregated(reward, kind='mean', lam=1.0):
     """The contract.Reward `reward` scoring by the aggregate `kind`: itself for 'mean', else a copy that shares its
     model and contract. A model of one member has no spread to penalise, so any other aggregate is refused."""
