@@ -2,6 +2,9 @@
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -12,7 +15,28 @@ from eg3d_rlhf.finetune.flow_probe import FlowProbe, VelocityGap, group_curves
 from eg3d_rlhf.generators import flow_heads
 from eg3d_rlhf.rewards.checkpoint import load_reward
 from eg3d_rlhf.synthetic import demo
-from tests.test_circular_dpo import TINY, tiny_pt, train # pylint: disable=unused-import  (tiny_pt: a fixture)
+from eg3d_rlhf.finetune.circular_config import CircularDPOConfig
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = flow_heads.PRESETS['tiny']
+
+
+def train(args, cwd):
+    result = subprocess.run([sys.executable, os.path.join(REPO, 'train.py'), *args], capture_output=True, text=True, cwd=cwd)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return result
+
+
+@pytest.fixture(scope='module')
+def tiny_pt(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp('flow') / 'tiny.pt')
+    flow_heads.save_flow(path, flow_heads.build_pipeline(TINY, init_seed=0), TINY)
+    return path
+
+
+def config(**kwargs):
+    return CircularDPOConfig(**dict(dict(ablation='a', dpo_steps=4, dpo_batch=4, bridge_seeds='0-2', draw_batch=4,
+        beta=50.0, dpo_lr=1e-3, w1_tau=-0.5, eval_seeds='none'), **kwargs))
 
 
 @pytest.fixture(scope='module')
@@ -80,7 +104,6 @@ def test_a_stopped_run_resumed_from_state_pt_probes_as_one_never_stopped(tiny, t
     """Probes logged before the stop, then by the resumed run after its snapshot, are the never-stopped run's."""
     from eg3d_rlhf.finetune.circular_dpo import CircularDPO, demo_preferences
     from eg3d_rlhf.finetune.circular_state import RunState
-    from tests.test_flow_dpo_ddp import config
     G, reward = tiny
     data, _ = demo_preferences(G, list(range(6)), 'oracle:nose', 0.5, batch=6, res=32)
     cfg = config(snap_steps=1, probe_every=2, probe_seeds='3000', gold_taste='nose')
