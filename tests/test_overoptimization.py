@@ -40,6 +40,25 @@ def test_the_gold_rule_stops_once_gold_lost_its_margin_of_the_peak_gain():
     assert oo.gold_passed_peak([0, 1, 2, 3], 0.2) is None
 
 
+def test_the_gold_rule_also_stops_at_the_first_fall_once_the_fit_peaks_behind():
+    d = np.linspace(0, 0.6, 7)
+    gold = oo.predict(d, 2.0, 4.0, 'bon')                                    # Peak at d 0.25; 0.2 and 0.3 are near it.
+    assert oo.gold_passed_peak(gold[:4], 0.2) is None                        # Lost 4% of the gain: the margin waits...
+    assert oo.gold_passed_peak(gold[:4], 0.2, d[:4]) == 2                    # ...the fit already peaks at 0.25 < 0.3.
+    assert oo.gold_passed_peak(gold[:3], 0.2, d[:3]) is None                 # Still rising: no stop.
+    rising = 1 - np.exp(-3 * d)                                              # Concave but never falls: no stop.
+    assert all(oo.gold_passed_peak(rising[:i], 0.2, d[:i]) is None for i in range(3, 8))
+
+
+def test_the_best_form_is_the_one_with_the_larger_r2():
+    d = np.linspace(0.05, 1.0, 12)
+    for form in oo.FORMS:
+        gold = oo.predict(d, 1.0, 0.8, form)
+        best = oo.fit_gold(d, gold)
+        assert best['form'] == form and best['r2'] == pytest.approx(1.0)
+        assert best['r2'] > oo.fit_gold(d, gold, [f for f in oo.FORMS if f != form][0])['r2']
+
+
 def test_the_disagreement_rule_stops_at_the_first_tick_at_its_factor():
     assert oo.disagreement_grew([0.1, 0.15, 0.21, 0.3], 2.0) == 2
     assert oo.disagreement_grew([0.1, 0.15, 0.19], 2.0) is None and oo.disagreement_grew([0.0, 1.0], 2.0) is None

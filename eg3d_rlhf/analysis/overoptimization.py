@@ -10,7 +10,8 @@ import numpy as np
 #   rl:   gold(d) = d (alpha - beta log d)      peak at d* = exp(alpha / beta - 1), gold(d*) = beta d*
 #   bon:  gold(d) = d (alpha - beta d)          peak at d* = alpha / (2 beta),      gold(d*) = alpha^2 / (4 beta)
 # Both are linear in (alpha, beta), so least squares on the regressors (d, -d log d) or (d, -d^2) fits them exactly.
-# Without a peak (beta <= 0) gold still rises at the last distance, and the peak is reported as none.
+# Without a peak (beta <= 0) gold still rises at the last distance, and the peak is reported as none. form='best' fits
+# both and keeps the one with the larger R^2 (both have two coefficients, so R^2 compares them fairly).
 
 FORMS = ('rl', 'bon')
 
@@ -30,10 +31,13 @@ def predict(d, alpha, beta, form='rl'):
     return regressors(d, form) @ np.array([alpha, beta], dtype=np.float64)
 
 
-def fit_gold(distance, gain, form='rl'):
-    """Fit gain = gold(distance) of `form` by least squares: dict(form, alpha, beta, r2, points, peak_distance,
-    peak_gain), the peak None when the fit has none (beta <= 0) or fewer than 3 points at distance > 0 were given.
-    distance must be >= 0 and both finite."""
+def fit_gold(distance, gain, form='best'):
+    """Fit gain = gold(distance) of `form` ('best': the form of FORMS with the larger R^2) by least squares:
+    dict(form, alpha, beta, r2, points, peak_distance, peak_gain), the peak None when the fit has none (beta <= 0) or
+    fewer than 3 points at distance > 0 were given. distance must be >= 0 and both finite."""
+    if form == 'best':
+        fits = [fit_gold(distance, gain, f) for f in FORMS]
+        return max(fits, key=lambda f: -np.inf if f['r2'] is None else f['r2'])
     d, g = np.asarray(distance, dtype=np.float64), np.asarray(gain, dtype=np.float64)
     if d.shape != g.shape or d.ndim != 1:
         raise ValueError(f'distance and gain must be two lists of one length, not {d.shape} and {g.shape}')
@@ -55,12 +59,15 @@ def fit_gold(distance, gain, form='rl'):
 
 #----------------------------------------------------------------------------
 # Stop rules, each on what a run has recorded so far (the first entry is the start):
-#   gold passed its peak: the latest gold gain is below the best one by at least `margin` of that best gain (> 0);
+#   gold passed its peak: the latest gold gain is below the best one, and either by at least `margin` of that best
+#     gain (> 0), or (given the distances, from 4 records on) the fit of the records so far puts its peak before
+#     the latest distance;
 #   disagreement grew: the members' mean sd on the panel reached `factor` times its value at the start.
 
-def gold_passed_peak(gold, margin=0.2):
+def gold_passed_peak(gold, margin=0.2, distance=None):
     """Index of the gold peak when gold [ticks] (per-tick panel means, the start first) has fallen from it by at least
-    margin x its gain over the start, else None."""
+    margin x its gain over the start, or has fallen at all and the fit of gold against distance [ticks] so far peaks
+    before the latest distance; else None."""
     gold = np.asarray(gold, dtype=np.float64)
     if len(gold) < 3:
         return None
@@ -68,7 +75,12 @@ def gold_passed_peak(gold, margin=0.2):
     best = int(np.argmax(gain))
     if gain[best] <= 0 or best == len(gold) - 1:
         return None
-    return best if gain[-1] <= (1 - margin) * gain[best] else None
+    if gain[-1] <= (1 - margin) * gain[best]:
+        return best
+    if distance is None or len(gold) < 4:
+        return None
+    fit = fit_gold(distance, gain)
+    return best if fit['peak_distance'] is not None and fit['peak_distance'] < distance[-1] else None
 
 
 def disagreement_grew(disagreement, factor=2.0):
@@ -138,7 +150,7 @@ class Curves:
         sd = self.scale.get(name) or 1.0
         return (values - values[0]) / sd
 
-    def summary(self, margin=0.2, factor=2.0, form='rl'):
+    def summary(self, margin=0.2, factor=2.0, form='best'):
         """What the curves say: the observed gold peak (kimg, distance, gain), the fit of `form` and the tick nearest its
         predicted peak, the ticks where the gold and the disagreement stop rules would have stopped, and the fit of
         the ticks up to the gold rule's stop (fit_at_stop: what a run stopped there predicts)."""
@@ -157,7 +169,7 @@ class Curves:
             out['fit']['beyond_run'] = bool(fit['peak_distance'] > 2 * distance.max())
             out['fit']['peak_kimg'] = None if out['fit']['beyond_run'] else \
                 kimg[int(np.argmin(np.abs(distance - fit['peak_distance'])))]
-        passed = [gold_passed_peak(gain[:i + 1], margin) for i in range(len(gain))]
+        passed = [gold_passed_peak(gain[:i + 1], margin, distance[:i + 1]) for i in range(len(gain))]
         first = next((i for i, p in enumerate(passed) if p is not None), None)
         out['gold_stop_kimg'] = None if first is None else kimg[first]
         # What a run that stops there has seen: the fit of the ticks up to the stop, as --stop-at-peak reports it.

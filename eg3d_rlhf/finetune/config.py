@@ -76,8 +76,8 @@ class RewardFinetuneConfig(MethodConfig):
     stop_on_hacking:    bool = option(False, 'Measure the collateral every tick and stop, with a snapshot, at the first tick where the reward rose while a taste prefers the start (binomial p < 0.05)', is_flag=True)
     gold_taste:         typing.Optional[str] = option(None, 'A simulated taste (e.g. nose) scored on the panel\'s slabs every tick as the gold standard, beside the proxy and the distance from the start  [default: none]',
                             choices=lambda: taste_names(), metavar='TASTE')
-    stop_at_peak:       bool = option(False, 'Stop, with a snapshot, once the panel\'s gold has fallen from its peak by --peak-margin of its gain; without --gold-taste, once the members\' disagreement on the panel reaches --disagreement-stop times its start', is_flag=True)
-    peak_margin:        float = option(0.2, 'Share of the gold\'s peak gain it must lose before --stop-at-peak stops', min=0, below=1)
+    stop_at_peak:       bool = option(False, 'Stop, with a snapshot, once the panel\'s gold has passed its peak (see --peak-margin); without --gold-taste, once the members\' disagreement on the panel reaches --disagreement-stop times its start', is_flag=True)
+    peak_margin:        float = option(0.2, 'Share of the gold\'s peak gain whose loss stops --stop-at-peak (a fall with the fit\'s peak behind also stops it)', min=0, below=1)
     disagreement_stop:  float = option(2.0, 'With --stop-at-peak and no --gold-taste: stop when the members\' mean sd on the panel reaches this multiple of its start', above=1)
     # Not flags: fixed parts of the method, stated here so RewardPhase restates nothing.
     clip:               float = option(10.0, 'Rewards are clipped to [-clip, clip] before they enter the loss', min=0, flag=False)

@@ -136,8 +136,9 @@ def plot(runs, path, taste):
         fit = overoptimization.fit_gold(d, np.concatenate([pg['gold_gain'] for pg in mean_runs]))
         if fit['alpha'] is not None:
             x = np.linspace(0, d.max(), 200)
-            ax.plot(x, overoptimization.predict(x, fit['alpha'], fit['beta']), '--', color='black', linewidth=2,
-                label=f'gold fit of the mean runs: d({fit["alpha"]:.3g} - {fit["beta"]:.3g} log d)')
+            ax.plot(x, overoptimization.predict(x, fit['alpha'], fit['beta'], fit['form']), '--', color='black',
+                linewidth=2, label=f'gold fit of the mean runs: d({fit["alpha"]:.3g} - {fit["beta"]:.3g} '
+                f'{"log d" if fit["form"] == "rl" else "d"})')
     for agg, c in colours.items():
         ax.plot([], [], '-', color=c, label=f'{agg}: gold ({taste})')
     ax.plot([], [], ':', color='grey', label='proxy (members\' mean)')

@@ -277,10 +277,10 @@ class RewardPanel:
         grew), else None."""
         rows = self.curves.rows
         if self.curves.has_gold():
-            best = overoptimization.gold_passed_peak(rows['gold'], self.peak_margin)
+            best = overoptimization.gold_passed_peak(rows['gold'], self.peak_margin, rows['distance'])
             if best is not None:
-                return (f'the gold taste {self.gold_taste} passed its peak at {rows["kimg"][best]:g} kimg and has lost '
-                    f'{self.peak_margin:.0%} of its gain since (--stop-at-peak)')
+                return (f'the gold taste {self.gold_taste} passed its peak at {rows["kimg"][best]:g} kimg: it has lost '
+                    f'{self.peak_margin:.0%} of its gain since, or fell and its fit peaks behind (--stop-at-peak)')
             return None
         grew = overoptimization.disagreement_grew(rows['disagreement'], self.disagreement_stop)
         if grew is not None:
