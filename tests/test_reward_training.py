@@ -653,6 +653,12 @@ def test_train_reward_model_config(balls, tmp_path):
     config = dict(TINY['sigma'], hidden=12)
     ok(train('--bank', balls['bank'], '--labels', balls['labels'], '--epochs', 1, '--model-config', json.dumps(config), '--out', out))
     assert load_reward(str(out)).info['config'] == build_reward('sigma', **config, reference_shape=[20, 22, 20]).config
+    ok(train('--bank', balls['bank'], '--labels', balls['labels'], '--epochs', 1, '--model-config',
+        json.dumps({k: v for k, v in config.items() if k != 'members'}), '--members', 3, '--out', tmp_path / 'three.pt', '--force'))
+    assert load_reward(str(tmp_path / 'three.pt')).model.members == 3
+    refused = train('--bank', balls['bank'], '--labels', balls['labels'], '--model-config', '{"members": 2}',
+        '--members', 3, '--out', tmp_path / 'x.pt')
+    assert refused.exit_code == 2 and '--members 3 and the model config\'s "members": 2 differ' in refused.output
     for bad, message in (('{"hidden": ', 'not JSON'), ('[1, 2]', 'JSON object'), ('{"reference_shape": [1, 1, 1]}', 'JSON object'),
             ('{"wings": 2}', "unexpected keyword argument 'wings'")):
         result = train('--bank', balls['bank'], '--labels', balls['labels'], '--model-config', bad, '--out', out)
@@ -678,6 +684,30 @@ def test_unpaired_training_of_the_levels_trunk_scales_its_features_first(balls, 
     assert model.frozen_trunk and float(model.feature_mean.abs().max()) > 0 and float((model.feature_std - 1).abs().max()) > 0
     report = json.loads((tmp_path / 'cs.report.json').read_text())
     assert report['epochs_run'] == 1 and 'heads' not in report                 # Good/bad labels train by epochs.
+
+
+def test_learned_members_each_fit_their_own_bootstrap_draw(toy):
+    bank, radii, inputs = toy
+    pairs = [(a, b) if radii[a] > radii[b] else (b, a) for a, b in zip(bank.ids[:-1], bank.ids[1:]) if radii[a] != radii[b]]
+    torch.manual_seed(0)
+    model = SigmaReward(levels=(10.0,), cells=(2, 2, 2), members=3, hidden=4)
+    fitter = R.RewardFitter(model, inputs, R.FitOptions(mirror=False, seed=3))
+    keys = [('pair', *p) for p in pairs]
+    counts = fitter.bootstrap(keys)
+    assert counts.shape == (len(pairs), 3) and (counts[:, 0] == 1).all()    # Member 0 draws every pair once...
+    assert (counts[:, 1:] == 0).any() and (counts[:, 1:] > 1).any()          # ...the others Poisson(1) draws...
+    assert torch.equal(fitter.bootstrap(keys[::-1]), counts.flip(0))        # ...kept for every later epoch.
+    fitter.counts = {k: torch.tensor([1.0, 0.0, 2.0]) for k in keys}         # Member 1 drew none of these pairs.
+    loss, _ = fitter.pair_loss(pairs, [])
+    loss.backward()
+    grads = [max(float(p.grad.abs().max()) for p in h.parameters()) for h in model.member_heads()]
+    assert grads[0] > 0 and grads[1] == 0 and grads[2] > 0
+    with torch.no_grad():
+        each, _ = fitter.forward(sorted({x for p in pairs for x in p}), train=False, members=True)
+    at = {x: i for i, x in enumerate(sorted({x for p in pairs for x in p}))}
+    margin = each[[at[w] for w, _ in pairs]] - each[[at[l] for _, l in pairs]]
+    nll = torch.nn.functional.softplus(-margin)
+    assert float(loss) == pytest.approx(float(nll[:, 0].mean() + 0 + nll[:, 2].mean()) / 3, rel=1e-5)
 
 
 @pytest.mark.parametrize('mirror', [True, False])

@@ -10,7 +10,7 @@ from eg3d_rlhf.cli import (SEED, OUT_FILE, all_or_nothing, device_option, fit_op
     one_line_errors, outermost_new_folder, pick_device, pick_reporter, refuse_overwrite, report_option, side_path)
 from eg3d_rlhf.data import preferences, scores
 from eg3d_rlhf.data.bank import Bank, BankError
-from eg3d_rlhf.rewards import REWARDS, build_reward, fitting
+from eg3d_rlhf.rewards import REWARDS, base, build_reward, fitting
 from eg3d_rlhf.rewards.checkpoint import save_reward
 from eg3d_rlhf.shards import Ranks, ShardError
 
@@ -45,14 +45,15 @@ def parse_split(ctx, param, value):
 @click.option('--model-config', 'model_config', default='{}', show_default=True, callback=parse_model_config, metavar='JSON',
     help='Constructor arguments of the reward model, e.g. \'{"members": 4, "cells": [6, 6, 6]}\', or the learned CNN: \'{"trunk": "cnn", '
     '"members": 1, "hidden": 512}\'')
+@click.option('--members', type=click.IntRange(1, base.MAX_MEMBERS), help='Members of the ensemble, each fitted on its own bootstrap draw of the judgements (sets the model\'s "members")  [default: the model\'s]')
 @click.option('--refit-all', is_flag=True, help='Then fit it again on every judgement (the pairs across splits too) with the settings chosen; the held-out accuracy stays the split fit\'s')
 @click.option('--dry-run', is_flag=True, help='Validate the inputs and print the plan; train and write nothing')
 @force_option
 @device_option
 @report_option
 def main(bank_dir, labels_path, good_path, bad_path, kind, out, truth_path, scores_path, fractions, split_seed, ties, epochs,
-        l2, patience, batch, lr, mirror, centre, objective, reg_weight, cs_lambda, seed, model_config, refit_all, dry_run,
-        force, device_name, report_to):
+        l2, patience, batch, lr, mirror, centre, objective, reg_weight, cs_lambda, seed, model_config, members, refit_all,
+        dry_run, force, device_name, report_to):
     """Split the bank's samples into train/val/test (no sample in two splits), fit the reward on the training labels
     with early stopping on validation pairwise accuracy, keep the best epoch, and report held-out pairwise accuracy
     (a model tie counts as wrong) with a 95% Wilson interval. Unless --mirror or --no-mirror says, the reward is fitted
@@ -79,7 +80,7 @@ def main(bank_dir, labels_path, good_path, bad_path, kind, out, truth_path, scor
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint='--centre')
     try:
-        probe = build_reward(kind, **model_config)              # A clear error now for an argument the model lacks.
+        probe = build_reward(kind, **(model_config := fitting.with_members(model_config, members)))  # Errors now.
     except (TypeError, ValueError) as err:
         raise click.BadParameter(f'{kind} reward: {err}', param_hint='--model-config')
     report_to = pick_reporter(report_to)

@@ -66,7 +66,7 @@ def aggregated(reward, kind='mean', lam=1.0):
     members = int(getattr(reward.model, 'members', 1))
     if members < 2:
         raise ValueError(f'the reward aggregate {kind!r} needs an ensemble, but this {reward.kind} reward has one member: '
-            'train it with --model-config \'{"members": 5}\' or use --reward-aggregate=mean')
+            'train it with tools/train_reward.py --members 5 or use --reward-aggregate=mean')
     view = copy.copy(reward)
     view.aggregate = (kind, float(lam))
     return view

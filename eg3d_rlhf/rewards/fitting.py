@@ -16,7 +16,7 @@ import dnnlib
 
 from eg3d_rlhf.rewards import REWARDS, build_reward, linear_heads
 from eg3d_rlhf.rewards.losses import (UNPAIRED_OBJECTIVES, bradley_terry, bradley_terry_ties, dreamcs_loss,
-    unpaired_cs_loss)
+    rao_kupper_nll, unpaired_cs_loss)
 from torch_utils import misc
 from torch_utils import report_to
 
@@ -140,6 +140,8 @@ class RewardFitter:
         self.opt = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=options.weight_decay)
         self.rng = np.random.RandomState(options.seed)
         self.step = 0
+        self.draws = torch.Generator().manual_seed(int(options.seed))     # The members' bootstrap counts.
+        self.counts = {}                                # Pair or tie: [members] times each member draws it.
 
     def batch(self, ids, train):
         """Prepared inputs [len(ids), ...]; while training, each flipped left-right (world x) with probability 1/2 unless
@@ -159,12 +161,23 @@ class RewardFitter:
             f = torch.where(flip[:, None], self.table.mirrored[rows], f)
         return self.model.scale_features(f.to(self.device, torch.float32))
 
-    def forward(self, ids, train=True):
-        """Rewards [len(ids)] and features [len(ids), F] of distinct ids."""
+    def forward(self, ids, train=True, members=False):
+        """Rewards [len(ids)] (each member's, [len(ids), members], with members=True) and features [len(ids), F] of
+        distinct ids."""
         features = self.table_features(ids, train) if self.table is not None else \
             self.model.features(self.batch(ids, train))
         misc.assert_shape(features, [len(ids), None])
-        return self.model.score_features(features), features
+        return (self.model.member_scores if members else self.model.score_features)(features), features
+
+    def bootstrap(self, items):
+        """[len(items), members] Poisson(1) counts of how often each member draws each pair or tie: member 0 draws
+        every one once, and an item keeps its counts every epoch (linear_heads' bootstrap, for heads learned by epochs)."""
+        keys = [tuple(item) for item in items]
+        for key in keys:
+            if key not in self.counts:
+                self.counts[key] = torch.cat([torch.ones(1), torch.poisson(torch.ones(self.model.members - 1),
+                    generator=self.draws)])
+        return torch.stack([self.counts[key] for key in keys]) if keys else torch.zeros([0, self.model.members])
 
     @torch.no_grad()
     def scores(self, ids, chunk=16):
@@ -177,12 +190,23 @@ class RewardFitter:
         return out
 
     def pair_loss(self, pairs, ties):
-        """Loss and TRL metrics of (winner, loser) pairs and (a, b) ties, each distinct sample computed once."""
+        """Loss and TRL metrics of (winner, loser) pairs and (a, b) ties, each distinct sample computed once. Several
+        members each fit their own bootstrap draw of the items (bootstrap), so that their spread is a doubt; their mean
+        is what the metrics read."""
         ids = sorted({x for p in pairs + ties for x in p})
-        r, _ = self.forward(ids)
+        each, _ = self.forward(ids, members=True)
+        r = each.mean(dim=1)
         at = {x: i for i, x in enumerate(ids)}
         pick = lambda items, k: r[[at[p[k]] for p in items]] if items else r[:0]
         rw, rl = pick(pairs, 0), pick(pairs, 1)
+        if self.model.members > 1:
+            items = pairs + (ties if self.opts.ties == 'model' else [])
+            a, b = (each[[at[p[k]] for p in items]] for k in (0, 1))
+            tie = torch.tensor([False] * len(pairs) + [True] * (len(items) - len(pairs)), device=r.device)[:, None]
+            counts = self.bootstrap([('pair', *p) for p in pairs] + [('tie', *t) for t in items[len(pairs):]]).to(r.device)
+            nll = rao_kupper_nll(a - b, tie) if self.opts.ties == 'model' else -torch.nn.functional.logsigmoid(a - b)
+            loss = ((nll * counts).sum(dim=0) / counts.sum(dim=0).clamp(min=1)).mean()
+            return loss, trl_metrics(loss, rw, rl)
         if self.opts.ties == 'model' and ties:
             tie = torch.cat([torch.zeros(len(pairs), dtype=torch.bool), torch.ones(len(ties), dtype=torch.bool)]).to(r.device)
             loss = bradley_terry_ties(torch.cat([rw, pick(ties, 0)]), torch.cat([rl, pick(ties, 1)]), tie)
@@ -395,6 +419,15 @@ def fits_heads_only(model):
     """Is the model a fixed trunk under linear heads, fitted exactly by linear_heads instead of by epochs?"""
     return bool(getattr(model, 'frozen_trunk', False)) and hasattr(model, 'heads') and \
         all(isinstance(h, torch.nn.Linear) for h in model.heads)
+
+
+def with_members(model_config, members=None):
+    """model_config with "members" set to `members` (None: left as it is); ValueError where it already says otherwise."""
+    if members is None:
+        return dict(model_config)
+    if model_config.get('members', members) != members:
+        raise ValueError(f'--members {members} and the model config\'s "members": {model_config["members"]} differ; give one')
+    return dict(model_config, members=int(members))
 
 
 def new_model(kind, inputs, train_ids, model_config=None, centre=None):
