@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from eg3d_rlhf.finetune import gold_studies
 from eg3d_rlhf.rewards.checkpoint import save_reward
 from tests.helpers.rewards import slab_description, tiny_ensemble
 from tests.helpers.train import TRAIN_ARGS, base_args, only_run_dir, run_train
@@ -35,7 +36,7 @@ def reward_run(data, reward, start, outdir, *extra):
 def gold_run(data, ensemble, start_pkl, tmp_path_factory):
     outdir = tmp_path_factory.mktemp('gold')
     run_train(reward_run(data, ensemble, start_pkl, outdir, '--kimg', '0.004', '--reward-aggregate', 'mean-std',
-        '--aggregate-lambda', '0.5'))
+        '--aggregate-lambda', '0.5', '--gold-study-every', '2'))
     return only_run_dir(outdir)
 
 
@@ -57,6 +58,18 @@ def test_every_tick_records_proxy_members_gold_and_distance(gold_run):
     assert 'proxy_gold.png' in open(os.path.join(gold_run, 'reward_report.html')).read()
     options = json.load(open(os.path.join(gold_run, 'training_options.json')))
     assert options['loss_kwargs']['reward_kwargs']['reward_aggregate'] == 'mean-std'
+
+
+@pytest.mark.slow
+def test_gold_studies_keep_g_ema_every_n_ticks_with_its_distance(gold_run):
+    plan = gold_studies.read_plan(gold_run)
+    rows = json.load(open(os.path.join(gold_run, 'reward_report.json')))['proxy_gold']['rows']
+    assert [e['tick'] for e in plan] == [0, 2] and [e['kimg'] for e in plan] == [0, 0.004]
+    assert [e['distance'] for e in plan] == pytest.approx([rows['distance'][0], rows['distance'][2]])
+    start, end = (legacy.load_network_pkl(gold_studies.snapshot_path(gold_run, e), trust=True)['G_ema'] for e in plan)
+    moved = [float((a - b).abs().max()) for a, b in zip(start.parameters(), end.parameters())]
+    assert max(moved) > 0                                                    # Tick 2's G_ema, not the start's again.
+    assert [r['state'] for r in gold_studies.collect(gold_run)] == ['start', 'to do']
 
 
 @pytest.mark.slow

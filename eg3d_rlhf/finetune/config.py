@@ -78,6 +78,7 @@ class RewardFinetuneConfig(MethodConfig):
                             choices=lambda: taste_names(), metavar='TASTE')
     stop_at_peak:       bool = option(False, 'Stop, with a snapshot, once the panel\'s gold has passed its peak (see --peak-margin); without --gold-taste, once the members\' disagreement on the panel reaches --disagreement-stop times its start', is_flag=True)
     peak_margin:        float = option(0.2, 'Share of the gold\'s peak gain whose loss stops --stop-at-peak (a fall with the fit\'s peak behind also stops it)', min=0, below=1)
+    gold_study_every:   int = option(0, 'Every N panel ticks (the start first) keep G_ema for a blind same-seed study of it against the start: gold from people (gold-studies/ and gold_studies.json in the run folder; tools/gold_studies.py prints the commands); 0 = off', min=0)
     disagreement_stop:  float = option(2.0, 'With --stop-at-peak and no --gold-taste: stop when the members\' mean sd on the panel reaches this multiple of its start', above=1)
     # Not flags: fixed parts of the method, stated here so RewardPhase restates nothing.
     clip:               float = option(10.0, 'Rewards are clipped to [-clip, clip] before they enter the loss', min=0, flag=False)
@@ -137,9 +138,10 @@ class RewardFinetuneConfig(MethodConfig):
                 raise ConfigError(f'{apart[0]} needs --reward-step=phase: with gan the reward scores the samples of G\'s '
                     'GAN step, every step, at psi 1, on its optimizer')
         check_aggregate_lambda(self.reward_aggregate, self.aggregate_lambda)
-        if (self.gold_taste is not None or self.stop_at_peak) and not self.has_panel:
-            raise ConfigError(f'{"--gold-taste" if self.gold_taste is not None else "--stop-at-peak"} watches the '
-                'panel: give --panel-seeds')
+        watching = [flag for flag, given in (('--gold-taste', self.gold_taste is not None),
+            ('--stop-at-peak', self.stop_at_peak), ('--gold-study-every', self.gold_study_every)) if given]
+        if watching and not self.has_panel:
+            raise ConfigError(f'{watching[0]} watches the panel: give --panel-seeds')
         if not self.stop_at_peak and (self.peak_margin != 0.2 or self.disagreement_stop != 2.0):
             raise ConfigError(f'{"--peak-margin" if self.peak_margin != 0.2 else "--disagreement-stop"} is for --stop-at-peak')
         if self.stop_on_hacking and (not self.has_panel or not self.collateral_seeds):
@@ -171,7 +173,7 @@ class RewardFinetuneConfig(MethodConfig):
     def phase_options(self):
         """The options RewardPhase reads (plain types, so they can go into training_options.json)."""
         skip = ('reward_every', 'reward_optimizer', 'panel_seeds', 'panel_psi', 'collateral_seeds', 'collateral_res',
-            'stop_on_hacking', 'gold_taste', 'stop_at_peak', 'peak_margin', 'disagreement_stop')
+            'stop_on_hacking', 'gold_taste', 'stop_at_peak', 'peak_margin', 'disagreement_stop', 'gold_study_every')
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
 
 

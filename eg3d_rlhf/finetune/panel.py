@@ -11,6 +11,7 @@ from eg3d_rlhf.analysis import collateral, overoptimization, report_plots
 from eg3d_rlhf.analysis.evaluation import reward_change
 from eg3d_rlhf.data.annotators import taste_function
 from eg3d_rlhf.finetune import panel_cache
+from eg3d_rlhf.finetune.gold_studies import GoldStudies
 from eg3d_rlhf.finetune.reward_phase import check_finite
 from eg3d_rlhf.generators.base import file_sha256, seed_ranges
 from eg3d_rlhf.generators.eg3d import EG3DGenerator
@@ -93,6 +94,7 @@ class RewardPanel:
         stop_at_peak    = False,    # Set stop_reason once gold passed its peak (or without gold, disagreement grew).
         peak_margin     = 0.2,      # Share of gold's peak gain lost before stop_at_peak stops.
         disagreement_stop = 2.0,    # Without gold: the multiple of the start's disagreement that stops.
+        gold_study_every = 0,       # Every N ticks keep G_ema for a study against the start (gold_studies.py); 0 = off.
         device          = 'cpu',
     ):
         self.run_dir = run_dir
@@ -118,6 +120,7 @@ class RewardPanel:
         self.stop_at_peak, self.peak_margin, self.disagreement_stop = stop_at_peak, float(peak_margin), float(disagreement_stop)
         self.curves = overoptimization.Curves()         # Proxy, gold and distance per recorded tick.
         self.start_distance_slabs = self.start_params = None
+        self.gold_studies = GoldStudies(run_dir, gold_study_every) if gold_study_every else None
 
     def generator(self, G_ema):
         return EG3DGenerator(G_ema, truncation_psi=self.truncation_psi, batch=self.batch)
@@ -145,6 +148,9 @@ class RewardPanel:
         self.kimg.append(float(kimg))
         self.rewards.append(rewards)
         self.track(G_ema, kimg, drawn)
+        if self.gold_studies is not None:
+            self.gold_studies.keep(G_ema, len(self.curves) - 1, kimg, self.curves.rows['distance'][-1],
+                self.curves.gains('proxy')[-1])
         if self.after is not None and self.after[0] == self.kimg[-1]:
             self.stop_reason = self.check()
         if self.stop_reason is None and self.stop_at_peak:
@@ -311,6 +317,8 @@ class RewardPanel:
             _rewards, self.start, self.before, drawn = self.start_evidence(G_start, self.kimg[0])
         self.start_distance_slabs, self.start_params = drawn['distance'], self.flat_params(G_start)
         self.curves = overoptimization.Curves(state.get('curves'))
+        if self.gold_studies is not None and len(self.curves):          # The start, for this run folder's studies.
+            self.gold_studies.keep(G_start, 0, self.curves.rows['kimg'][0], 0.0, 0.0)
         return f'panel: continuing {len(self.kimg)} ticks from {self.kimg[0]:g} kimg to {self.kimg[-1]:g} kimg'
 
     def finish(self, stopped=None, G_ema=None):
