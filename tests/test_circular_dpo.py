@@ -428,6 +428,8 @@ def test_train_on_a_bank_and_labels_with_every_group(tiny_pt, tmp_path):
     (['--demo-annotator=oracle:smooth'], '--demo-annotator=oracle:smooth has no bundled flow reward', 1),
     (['--demo-annotator=me'], "--demo-annotator: unknown annotator 'me'", 2),
     (['--gold-taste=nose'], '--gold-taste is scored by the probe: give --probe-every', 2),
+    (['--stop-at-peak'], '--stop-at-peak watches the probe: give --probe-every', 2),
+    (['--probe-every=2', '--peak-margin=0.1'], '--peak-margin is for --stop-at-peak', 2),
     (['--probe-every=2', '--probe-seeds=none'], '--probe-every draws --probe-seeds: give at least one', 2),
     (['--reward-aggregate=min', '--aggregate-lambda=2'], '--aggregate-lambda weighs the spread of mean-std and uwo', 2),
 ])

@@ -129,6 +129,44 @@ def test_a_stopped_run_resumed_from_state_pt_probes_as_one_never_stopped(tiny, t
     assert [r['step'] for r in before] == [2] and before + after == whole
 
 
+def test_stop_at_peak_ends_the_history_at_the_probe_where_its_rule_fires(tiny, tmp_path):
+    from eg3d_rlhf.finetune.circular_dpo import CircularDPO, demo_preferences, phase_name
+    from eg3d_rlhf.finetune.circular_state import RunState
+    G, reward = tiny
+    data, _ = demo_preferences(G, list(range(6)), 'oracle:nose', 0.5, batch=6, res=32)
+    cfg = config(probe_every=1, probe_seeds='3000', stop_at_peak=True, disagreement_stop=1.5, snap_steps=1)
+    logged = []
+    state = RunState(str(tmp_path), every=1)
+    trainer = CircularDPO(cfg, G, data, reward, seed=1, log=logged.append, state=state,
+        probe=FlowProbe(G, reward, [3000], res=32, batch=4))
+    trainer.start_probe = dict(trainer.probe.row(G.pipeline, G.pipeline), disagreement=1e-12)   # Any spread is 1.5x.
+    a = trainer.tuned('a')
+    last = [k for k in trainer.memo if k[-1][0] == 'last'][0]
+    assert trainer.histories['a'] == [phase_name(last)] and trainer.stopped == {last: dict(step=1,
+        reason=trainer.stopped[last]['reason'])} and 'disagreement' in trainer.stopped[last]['reason']
+    assert [(r['kind'], r['step']) for r in logged if r['kind'] in ('probe', 'stop', 'step')] == [('step', 0),
+        ('probe', 1), ('stop', 1)]                                          # One step, its probe, the stop; no bridge.
+    d = trainer.tuned('d')                                                  # d shares that phase: it stops there too.
+    assert trainer.histories['d'] == trainer.histories['a']
+    assert all(torch.equal(x, y) for x, y in zip(a.stages[-1].velocity.state_dict().values(),
+        d.stages[-1].velocity.state_dict().values()))
+    again = CircularDPO(cfg, G, data, reward, seed=1, state=RunState(str(tmp_path), every=1, resume=True))
+    assert again.stopped == trainer.stopped and again.start_probe['disagreement'] == 1e-12
+    assert again.probe_rows.keys() == trainer.probe_rows.keys() and again.start_probe['proxy'] == trainer.start_probe['proxy']
+
+
+def test_the_flow_gold_rule_reads_the_probes_of_the_whole_history(tiny):
+    from eg3d_rlhf.finetune.circular_dpo import CircularDPO, phase_name
+    G, reward = tiny
+    trainer = CircularDPO(config(probe_every=1, stop_at_peak=True, gold_taste='nose'), G, None, reward)
+    first, second = (('last', 'dpo', 0),), (('last', 'dpo', 0), ('bridge', 0, 0, 'w1', 'w2'))
+    row = lambda gold, d: dict(gold=gold, distance=d, disagreement=0.1)
+    trainer.start_probe = row(0.0, 0.0)
+    trainer.probe_rows = {phase_name(first): [row(1.0, 0.1), row(2.0, 0.2)], phase_name(second): [row(1.5, 0.3)]}
+    assert trainer.peak_reason(first) is None                               # Still rising.
+    assert 'passed its peak at probe 2' in trainer.peak_reason(second)      # Fell 25% in the next phase.
+
+
 @pytest.mark.slow
 def test_a_run_probes_every_n_steps_and_reports_each_groups_proxy_and_gold(tiny_pt, tmp_path):
     result = train(['--generator=flow', f'--resume={tiny_pt}', '--outdir=runs', '--dpo-steps=3', '--dpo-batch=4',

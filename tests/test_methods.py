@@ -68,7 +68,8 @@ def method_help(command):
     return {p.name for p in train.method_command(methods.by_command(command)).params if not p.hidden}
 
 
-SHARED = {'reward_model', 'reward_aggregate', 'aggregate_lambda', 'gold_taste'}     # Fields both methods declare.
+SHARED = {'reward_model', 'reward_aggregate', 'aggregate_lambda', 'gold_taste', 'stop_at_peak', 'peak_margin',
+    'disagreement_stop'}                                                     # Fields both methods declare.
 
 
 def test_a_method_command_lists_only_its_own_options(capsys):

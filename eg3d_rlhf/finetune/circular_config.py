@@ -87,6 +87,9 @@ class CircularDPOConfig(MethodConfig):
     probe_seeds:    str = option('3000-3007', 'Held-out seeds (under every condition) that --probe-every draws', metavar='LIST')
     gold_taste:     typing.Optional[str] = option(None, 'A simulated taste (e.g. nose) scored on the probe\'s samples as the gold standard, beside the proxy and the distance  [default: none]',
                         choices=lambda: taste_names(), metavar='TASTE')
+    stop_at_peak:   bool = option(False, 'End a group\'s training at the first probe where the --gold-taste has passed its peak over the group\'s history (see --peak-margin); without --gold-taste, where the members\' disagreement reaches --disagreement-stop times its start; later phases of that history are not trained', is_flag=True)
+    peak_margin:    float = option(0.2, 'Share of the gold\'s peak gain whose loss stops --stop-at-peak (a fall with the fit\'s peak behind also stops it)', min=0, below=1)
+    disagreement_stop: float = option(2.0, 'With --stop-at-peak and no --gold-taste: stop when the members\' mean sd on the probe reaches this multiple of its start', above=1)
     annotator:      typing.Optional[str] = option(None, 'Simulated annotator judging the evaluation pairs (oracle:NAME)  [default: the demo\'s --demo-annotator; else none]', metavar='oracle:NAME')
     temperature:    float = option(0.5, 'Noise of the simulated annotator, in standard deviations of its taste (demo labels, evaluation)', min=0)
     draw_batch:     int = option(8, 'Samples per pipeline pass when drawing (demo data, step 2, evaluation)', min=1)
@@ -112,6 +115,10 @@ class CircularDPOConfig(MethodConfig):
         check_aggregate_lambda(self.reward_aggregate, self.aggregate_lambda)
         if self.gold_taste is not None and not self.probe_every:
             raise ConfigError('--gold-taste is scored by the probe: give --probe-every')
+        if self.stop_at_peak and not self.probe_every:
+            raise ConfigError('--stop-at-peak watches the probe: give --probe-every')
+        if not self.stop_at_peak and (self.peak_margin != 0.2 or self.disagreement_stop != 2.0):
+            raise ConfigError(f'{"--peak-margin" if self.peak_margin != 0.2 else "--disagreement-stop"} is for --stop-at-peak')
         if self.probe_every and not self.seeds('probe_seeds'):
             raise ConfigError('--probe-every draws --probe-seeds: give at least one')
         for name in ('loss_type', 'structure_loss_type'):

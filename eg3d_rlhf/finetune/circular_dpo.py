@@ -9,6 +9,7 @@ import time
 import torch
 from tqdm import tqdm
 
+from eg3d_rlhf.analysis import overoptimization
 from eg3d_rlhf.data import annotators
 from eg3d_rlhf.data.preferences import now, win_counts
 from eg3d_rlhf.finetune.flow_dpo import PairData, pair_quality_gaps, quality_gaps, reliability_weights, train_stage
@@ -264,6 +265,14 @@ def phase_name(key):
     return '/'.join('-'.join(map(str, name)) for name in key)
 
 
+class GroupStopped(Exception):
+    """--stop-at-peak ended the history `key`: the group's pipeline is the one trained there."""
+
+    def __init__(self, pipeline, key):
+        super().__init__(phase_name(key))
+        self.pipeline, self.key = pipeline, key
+
+
 class CircularDPO:
     """Runs the groups of RECIPES on one preference data set from one base FlowGenerator. Training histories that
     groups share (the final stage's DPO of a, b, d, g and h; step 2's candidates of a, g and h; the first stage's
@@ -290,6 +299,8 @@ class CircularDPO:
         self.memo, self.bridges = {}, {}
         self.histories = {}                             # Group: the phase names of its training history, in order.
         self.ranks, self.state, self.probe = ranks, state, probe
+        self.start_probe, self.probe_rows = None, {}    # The probe before training; phase name: its probes' rows.
+        self.stopped = {}                               # Phase key: dict(step, reason) where --stop-at-peak ended it.
         if state is not None:
             state.restore(self)
 
@@ -302,7 +313,37 @@ class CircularDPO:
             train(policy, key)
             self.log(dict(kind='phase', phase=phase_name(key), seconds=time.time() - start))
             self.memo[key] = policy
+        if key in self.stopped:                         # --stop-at-peak ended this history here.
+            raise GroupStopped(copy.deepcopy(self.memo[key]), key)
         return copy.deepcopy(self.memo[key]), key
+
+    def _probe(self, policy, key, stage, steps, last):
+        """Probe the policy after `steps` steps of phase `key`, log and keep the row; True (the phase ends) when
+        --stop-at-peak's rule fires on the curve of the phase's history so far."""
+        row = self.probe.row(policy, self.reference)
+        self.log(dict(kind='probe', phase=phase_name(key), stage=stage, step=steps,
+            pairs=steps * self.cfg.stage_batch(last), **row))
+        self.probe_rows.setdefault(phase_name(key), []).append(row)
+        reason = self.peak_reason(key) if self.cfg.stop_at_peak and self.start_probe is not None else None
+        if reason is None:
+            return False
+        self.stopped[key] = dict(step=steps, reason=reason)
+        self.log(dict(kind='stop', phase=phase_name(key), stage=stage, step=steps, reason=reason))
+        return True
+
+    def peak_reason(self, key):
+        """The stop rule's sentence on the probes of the start and of each phase of `key` in order, else None: the
+        gold passed its peak (overoptimization.gold_passed_peak), or without gold the disagreement grew."""
+        cfg = self.cfg
+        rows = [self.start_probe] + [r for i in range(len(key)) for r in self.probe_rows.get(phase_name(key[:i + 1]), [])]
+        if rows[0]['gold'] is not None:
+            best = overoptimization.gold_passed_peak([r['gold'] for r in rows], cfg.peak_margin,
+                [r['distance'] for r in rows])
+            return None if best is None else (f'the gold taste {cfg.gold_taste} passed its peak at probe {best} of '
+                f'this history: it has lost {cfg.peak_margin:.0%} of its gain since, or fell and its fit peaks behind')
+        grew = overoptimization.disagreement_grew([r['disagreement'] for r in rows], cfg.disagreement_stop)
+        return None if grew is None else (f'the reward members\' disagreement on the probe reached '
+            f'{cfg.disagreement_stop:g}x its start ({rows[grew]["disagreement"]:.3g} against {rows[0]["disagreement"]:.3g})')
 
     def _train(self, policy, index, data, method, key, round):
         cfg, stage, phase, state = self.cfg, policy.stages[index].name, phase_name(key), self.state
@@ -314,9 +355,7 @@ class CircularDPO:
                 label_smoothing=cfg.label_smoothing, progress=bar.update, **cfg.stage_options(method, last=last),
                 log=lambda r: self.log(dict(kind='step', phase=phase, stage=stage, method=method, round=round, **r)),
                 ranks=self.ranks, snapshot=snapshot, start=None if state is None else state.start_of(key),
-                probe=None if self.probe is None else lambda p, steps: self.log(dict(kind='probe', phase=phase,
-                    stage=stage, step=steps, pairs=steps * cfg.stage_batch(last),
-                    **self.probe.row(p, self.reference))),
+                probe=None if self.probe is None else lambda p, steps: self._probe(p, key, stage, steps, last),
                 probe_every=cfg.probe_every)
 
     def _candidates(self, history, policy, index):
@@ -362,7 +401,15 @@ class CircularDPO:
         return pipeline, history
 
     def tuned(self, group):
-        """The pipeline of one group (a FlowPipeline; the base's frozen copy for i)."""
+        """The pipeline of one group (a FlowPipeline; the base's frozen copy for i); with --stop-at-peak, the pipeline
+        where its history stopped."""
+        try:
+            return self._tuned(group)
+        except GroupStopped as stopped:
+            self.histories[group] = [phase_name(stopped.key[:i + 1]) for i in range(len(stopped.key))]
+            return stopped.pipeline
+
+    def _tuned(self, group):
         recipe, cfg = RECIPES[group], self.cfg
         if recipe.last == 'bridge':
             pipeline, history = self.front_to_back(recipe)

@@ -328,8 +328,8 @@ def align(cfg, generator, reward, run_dir, save_snapshot, seed=0, reward_path=No
     trainer = CircularDPO(cfg, generator, data, aggregate.aggregated(reward, cfg.reward_aggregate, cfg.aggregate_lambda),
         seed=seed, log=emit, ranks=ranks, state=state, probe=probe)
     if probe is not None and not any(r.get('kind') == 'probe' for r in (log.records if main else [])):
-        emit(dict(kind='probe', phase='start', stage=None, step=0, pairs=0, **probe.row(generator.pipeline,
-            generator.pipeline)))
+        trainer.start_probe = probe.row(generator.pipeline, generator.pipeline)
+        emit(dict(kind='probe', phase='start', stage=None, step=0, pairs=0, **trainer.start_probe))
     seeds = cfg.seeds('eval_seeds')
     taste = cfg.eval_annotator and parse_annotator(cfg.eval_annotator)
     keys = generator.keys(seeds) if seeds else []
@@ -405,8 +405,10 @@ def proxy_gold(cfg, records):
     out = {}
     for record in [r for r in records if r.get('kind') == 'history']:
         group, curves = record['group'], group_curves(records, record['phases'])
+        stops = [r for r in records if r.get('kind') == 'stop' and r['phase'] in record['phases']]
         if len(curves) > 1:
-            out[group] = dict(curves.summary(), rows=curves.state(), gold_taste=cfg.gold_taste,
+            out[group] = dict(curves.summary(cfg.peak_margin, cfg.disagreement_stop), rows=curves.state(),
+                stopped=stops[0] if stops else None, gold_taste=cfg.gold_taste,
                 aggregate=cfg.reward_aggregate if cfg.reward_aggregate in ('mean', 'min') else
                 f'{cfg.reward_aggregate} (lambda {cfg.aggregate_lambda:g})')
     return out

@@ -107,6 +107,9 @@ class RunState:
                 module.load_state_dict(state)
             trainer.memo[key] = pipeline
         trainer.bridges.update({k: candidates_from_file(v) for k, v in self.loaded['bridges'].items()})
+        probes = json.loads(self.loaded.get('probes', 'null')) or {}      # --probe-every's rows and stops.
+        trainer.start_probe, trainer.probe_rows = probes.get('start'), probes.get('phases', {})
+        trainer.stopped.update(self.loaded.get('stopped', {}))
 
     def start_of(self, key):
         """The training state to resume phase `key` from (None for any other phase, or without one): the replay ends
@@ -128,7 +131,9 @@ class RunState:
         state = dict(version=VERSION, processes=self.size, phase=tuple(key), step=training(), rng=rngs,
             memo={k: [m.state_dict() for m in p.modules()] for k, p in trainer.memo.items()},
             bridges={k: candidates_to_file(v) for k, v in trainer.bridges.items()}, done=list(self.done),
-            rows=json.dumps(dnnlib.util.json_safe(self.rows), default=float), records=0 if self.log is None else len(self.log.records))
+            rows=json.dumps(dnnlib.util.json_safe(self.rows), default=float),
+            probes=json.dumps(dnnlib.util.json_safe(dict(start=trainer.start_probe, phases=trainer.probe_rows)), default=float),
+            stopped=dict(trainer.stopped), records=0 if self.log is None else len(self.log.records))
         with dnnlib.util.atomic_write(self.path, 'wb') as f:
             torch.save(state, f)
 

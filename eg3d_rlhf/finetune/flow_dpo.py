@@ -398,7 +398,8 @@ def train_stage(policy, reference, index, data, steps, batch, lr, beta, seed=0, 
     so each takes the step of the whole batch and the weights stay equal. snapshot(step, state) is called on every
     rank after each step with a function giving the training state (the trained model's and the optimizer's state,
     early stopping's), and start, such a state, resumes training after its step. probe(policy, steps done) is called
-    every probe_every steps and after the last (flow_probe.py), before the snapshot of that step."""
+    every probe_every steps and after the last (flow_probe.py), before the snapshot of that step; when it returns True
+    the phase ends there (--stop-at-peak)."""
     loss_fn = losses.get(loss_type)
     if not len(data):
         raise ValueError('no pairs to train on')
@@ -466,7 +467,10 @@ def train_stage(policy, reference, index, data, steps, batch, lr, beta, seed=0, 
         if log is not None:
             log(record)
         if probe is not None and probe_every and ((step + 1) % probe_every == 0 or step + 1 == steps or stop):
-            probe(policy, step + 1)
+            halt = bool(probe(policy, step + 1))                          # True: a stop rule ends the phase here.
+            if ranks is not None:
+                (halt,) = ranks.broadcast((halt,))
+            stop = stop or bool(halt)
         if progress is not None:
             progress(1)
         if snapshot is not None:
