@@ -73,6 +73,16 @@ def test_gold_studies_keep_g_ema_every_n_ticks_with_its_distance(gold_run):
 
 
 @pytest.mark.slow
+def test_stop_at_peak_with_gold_keeps_the_best_gold_ticks_generator(data, ensemble, start_pkl, tmp_path):
+    run_train(reward_run(data, ensemble, start_pkl, tmp_path, '--kimg', '0.004', '--stop-at-peak'))
+    run = only_run_dir(tmp_path)
+    pg = json.load(open(os.path.join(run, 'reward_report.json')))['proxy_gold']
+    best = max(range(len(pg['rows']['gold'])), key=lambda i: pg['rows']['gold'][i])
+    assert pg['peak_snapshot'] == dict(kimg=pg['rows']['kimg'][best], path='gold-peak.pkl')
+    assert legacy.load_network_pkl(os.path.join(run, 'gold-peak.pkl'), trust=True)['G_ema'] is not None
+
+
+@pytest.mark.slow
 def test_a_resumed_run_continues_the_curves(data, ensemble, gold_run, tmp_path):
     pkl = os.path.join(gold_run, 'network-snapshot-000000.pkl')
     assert legacy.load_network_pkl(pkl, trust=True)['reward_anchor']['panel']['curves']['kimg'] == [0, 0.002, 0.004]

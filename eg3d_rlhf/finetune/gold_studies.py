@@ -23,6 +23,12 @@ FOLDER = 'gold-studies'
 REPORT = 'gold_studies_report'
 
 
+def save_generator(path, G_ema):
+    """A network pickle holding a CPU copy of G_ema alone (what sample_bank, evaluate and resume read), atomically."""
+    from training import legacy # pylint: disable=import-outside-toplevel  (the training package: EG3D's pickles)
+    legacy.save_network_pkl(path, dict(G_ema=copy.deepcopy(G_ema).eval().requires_grad_(False).cpu()))
+
+
 class GoldStudies:
     """Keeps G_ema every `every` recorded ticks of a run (RewardPanel.record calls keep) and lists what it kept."""
 
@@ -35,11 +41,10 @@ class GoldStudies:
         """Write tick `tick`'s G_ema and rewrite the plan when the tick is one to keep; returns the pickle's path or None."""
         if tick % self.every:
             return None
-        from training import legacy # pylint: disable=import-outside-toplevel  (the training package: EG3D's pickles)
         name = os.path.join(FOLDER, f'tick-{tick:04d}.pkl')
         path = os.path.join(self.run_dir, name)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        legacy.save_network_pkl(path, dict(G_ema=copy.deepcopy(G_ema).eval().requires_grad_(False).cpu()))
+        save_generator(path, G_ema)
         entry = dict(tick=int(tick), kimg=float(kimg), distance=float(distance), proxy_gain=float(proxy_gain), pkl=name)
         self.entries = [e for e in self.entries if e['tick'] != tick] + [entry]
         with dnnlib.util.atomic_write(os.path.join(self.run_dir, PLAN), 'w', encoding='utf-8') as f:

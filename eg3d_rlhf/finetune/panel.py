@@ -11,7 +11,7 @@ from eg3d_rlhf.analysis import collateral, overoptimization, report_plots
 from eg3d_rlhf.analysis.evaluation import reward_change
 from eg3d_rlhf.data.annotators import taste_function
 from eg3d_rlhf.finetune import panel_cache
-from eg3d_rlhf.finetune.gold_studies import GoldStudies
+from eg3d_rlhf.finetune.gold_studies import GoldStudies, save_generator
 from eg3d_rlhf.finetune.reward_phase import check_finite
 from eg3d_rlhf.generators.base import file_sha256, seed_ranges
 from eg3d_rlhf.generators.eg3d import EG3DGenerator
@@ -63,6 +63,7 @@ from torch_utils import training_stats
 PREVIEW_SEEDS = 4           # Panel seeds shown in before_after.png.
 PREVIEW_RES = 128           # Pixels per view.
 DISTANCE_SEEDS = 32         # Panel seeds whose slabs measure the distance from the start.
+PEAK_PKL = 'gold-peak.pkl'   # stop_at_peak with gold: G_ema of the best gold tick so far, in the run folder.
 LEVEL = 10.0                # The surface level the gold taste reads (the annotators').
 
 def state_mismatch(state, reward_sha256, seeds):
@@ -121,6 +122,7 @@ class RewardPanel:
         self.curves = overoptimization.Curves()         # Proxy, gold and distance per recorded tick.
         self.start_distance_slabs = self.start_params = None
         self.gold_studies = GoldStudies(run_dir, gold_study_every) if gold_study_every else None
+        self.peak_kept = None                           # kimg of the G_ema in PEAK_PKL (stop_at_peak with gold).
 
     def generator(self, G_ema):
         return EG3DGenerator(G_ema, truncation_psi=self.truncation_psi, batch=self.batch)
@@ -153,6 +155,9 @@ class RewardPanel:
                 self.curves.gains('proxy')[-1])
         if self.after is not None and self.after[0] == self.kimg[-1]:
             self.stop_reason = self.check()
+        if self.stop_at_peak and self.curves.has_gold() and np.argmax(self.curves.rows['gold']) == len(self.curves) - 1:
+            save_generator(os.path.join(self.run_dir, PEAK_PKL), G_ema)  # The best gold so far: what a stop returns.
+            self.peak_kept = float(kimg)
         if self.stop_reason is None and self.stop_at_peak:
             self.stop_reason = self.peak_reason()
         rows = [[f'{k:g}', *[f'{r:.6g}' for r in rewards]] for k, rewards in zip(self.kimg, self.rewards)]
@@ -286,7 +291,8 @@ class RewardPanel:
             best = overoptimization.gold_passed_peak(rows['gold'], self.peak_margin, rows['distance'])
             if best is not None:
                 return (f'the gold taste {self.gold_taste} passed its peak at {rows["kimg"][best]:g} kimg: it has lost '
-                    f'{self.peak_margin:.0%} of its gain since, or fell and its fit peaks behind (--stop-at-peak)')
+                    f'{self.peak_margin:.0%} of its gain since, or fell and its fit peaks behind (--stop-at-peak); the '
+                    f'peak\'s generator is {os.path.join(self.run_dir, PEAK_PKL)}')
             return None
         grew = overoptimization.disagreement_grew(rows['disagreement'], self.disagreement_stop)
         if grew is not None:
@@ -363,7 +369,8 @@ class RewardPanel:
             f'{summary["mean_before"]:.3f} -> {summary["mean_after"]:.3f}, {summary["rose"]} rose')]
         if len(self.curves) > 1:
             summary['proxy_gold'] = dict(self.curves.summary(self.peak_margin, self.disagreement_stop),
-                aggregate=self.aggregate_name(), gold_taste=self.gold_taste, rows=self.curves.state())
+                aggregate=self.aggregate_name(), gold_taste=self.gold_taste, rows=self.curves.state(),
+                peak_snapshot=None if self.peak_kept is None else dict(kimg=self.peak_kept, path=PEAK_PKL))
             overoptimization.plot_curves(summary['proxy_gold'], out('proxy_gold.png'), gold_name=self.gold_taste or 'gold')
             pictures.insert(1, 'proxy_gold.png')
             headline.append(('Proxy and gold', self.proxy_gold_line(summary['proxy_gold'])))
