@@ -115,6 +115,12 @@ def test_state_pt_of_another_number_of_processes_is_refused(tiny, tmp_path):
         RunState(str(tmp_path), ranks=Two(), resume=True)
     with pytest.raises(StateError, match='no such file'):
         RunState(str(tmp_path / 'elsewhere'), resume=True)
+    state = torch.load(tmp_path / 'state.pt', weights_only=True)
+    for damage in (dict(probes='{"phases": '), dict(probes='{"phases": {"x": [1]}}'), dict(stopped={('x',): 3})):
+        torch.save(dict(state, **damage), tmp_path / 'state.pt')
+        with pytest.raises(StateError, match='its probes cannot be read'):
+            CircularDPO(config(dpo_steps=2, snap_steps=2), G, data, load_reward(demo.FLOW_REWARD),
+                state=RunState(str(tmp_path), resume=True))
 
 #----------------------------------------------------------------------------
 # train.py under torchrun: kill -9 of one rank after the first snapshot, then --resume-run with two processes ends

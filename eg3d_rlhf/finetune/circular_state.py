@@ -107,9 +107,16 @@ class RunState:
                 module.load_state_dict(state)
             trainer.memo[key] = pipeline
         trainer.bridges.update({k: candidates_from_file(v) for k, v in self.loaded['bridges'].items()})
-        probes = json.loads(self.loaded.get('probes', 'null')) or {}      # --probe-every's rows and stops.
-        trainer.start_probe, trainer.probe_rows = probes.get('start'), probes.get('phases', {})
-        trainer.stopped.update(self.loaded.get('stopped', {}))
+        try:                                                            # --probe-every's rows and stops.
+            probes = json.loads(self.loaded.get('probes', 'null')) or {}
+            start, rows, stopped = probes.get('start'), dict(probes.get('phases', {})), dict(self.loaded.get('stopped', {}))
+            if not all(isinstance(r, dict) for rs in rows.values() for r in rs) or (start is not None and
+                    not isinstance(start, dict)) or not all(isinstance(v, dict) and 'step' in v for v in stopped.values()):
+                raise ValueError('not probe rows')
+        except (ValueError, TypeError, AttributeError) as err:
+            raise StateError(f'{self.path}: its probes cannot be read ({err}); start the run again') from None
+        trainer.start_probe, trainer.probe_rows = start, rows
+        trainer.stopped.update(stopped)
 
     def start_of(self, key):
         """The training state to resume phase `key` from (None for any other phase, or without one): the replay ends
