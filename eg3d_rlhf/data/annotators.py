@@ -220,13 +220,15 @@ class OracleAnnotator:
         temperature     = 0.5,      # Noise, in standard deviations of the taste; 0 = always the noise-free choice.
         theta           = 1.0,      # Rao-Kupper tie parameter (>= 1).
         seed            = 0,        # Seed of the judgement noise and of the pair draw.
+        standard        = None,     # (mean, sd) the scores are standardised by; None: their own over this set.
     ):
         assert taste in taste_names() and temperature >= 0 and theta >= 1
         self.taste, self.name = taste, f'oracle:{taste}'
         self.temperature, self.theta = float(temperature), float(theta)
         values = np.array(list(scores.values()), dtype=np.float64)
-        scale = values.std() if len(values) > 1 and values.std() > 0 else 1.0
-        self.z = {k: (float(v) - values.mean()) / scale for k, v in scores.items()}
+        if standard is None:
+            standard = (values.mean(), values.std() if len(values) > 1 and values.std() > 0 else 1.0)
+        self.z = {k: (float(v) - standard[0]) / (standard[1] or 1.0) for k, v in scores.items()}
         self.rng = np.random.RandomState(seed)
 
     @classmethod

@@ -1,0 +1,233 @@
+"""Online rounds: draw from the current generator, label the pairs the reward is least sure of, refit, tune again."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+
+import dnnlib
+from eg3d_rlhf.analysis.evaluation import win_rate
+from eg3d_rlhf.data import annotators, preferences
+from eg3d_rlhf.data.bank import BANK_FILE, Bank
+from eg3d_rlhf.data.labeling import informative_pairs, pair_key, random_pairs
+from eg3d_rlhf.finetune.options import RunError
+from eg3d_rlhf.finetune.overopt_sweep import TOOL, TRAIN_PY, child
+from eg3d_rlhf.generators import registry
+from eg3d_rlhf.generators.base import seed_ranges
+from eg3d_rlhf.geometry.sigma import slab_grid
+
+#----------------------------------------------------------------------------
+# Round k lives in round-k/ of the run folder. Its steps run in order, each skipped when its output exists, and each
+# output is written whole (a folder renamed into place, a file written atomically), so a run stopped anywhere goes on
+# where it stopped:
+#   bank    tools/sample_bank.py: `bank_size` new seeds drawn by the current generator (the start's in round 0)
+#   pairs   `judgements` pairs of that bank: a `random_share` of them at random (calibration), the rest in decreasing
+#           expected information under the previous round's reward ensemble (labeling.informative_pairs); round 0,
+#           with no reward yet, draws them all at random
+#   labels  the simulated annotator's judgements of them. Its taste is standardised over round 0's bank in every
+#           round, so one unit of noise means the same in each. Beside them: the previous reward's accuracy on them
+#           before it is refitted, which says how far the generator moved off what was labelled
+#   reward  tools/train_reward.py on every round's labels so far, over a bank linking every round's samples
+#   tune    train.py from the current generator with that reward, `kimg` long; its last snapshot is the next generator
+#   gold    the taste, noise-free, on held-out `eval_seeds` drawn by the start and by this round's generator: the win
+#           rate of this round's (exact binomial p, Wilson interval) and its mean gain in sd of the start
+# rounds.json and rounds.md put the rounds side by side.
+
+ROUND = 'round-{}'
+
+
+def settle(path, make):
+    """make(tmp) writes a folder at tmp; it is renamed to path once whole. A tmp left by a stopped run is its own
+    unfinished output and is removed first."""
+    if os.path.isdir(path):
+        return path
+    tmp = path + '.partial'
+    if os.path.isdir(tmp):
+        shutil.rmtree(tmp)
+    make(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def write_json(path, value):
+    """value (nan and inf as null) as JSON at path, atomically; returns what was written."""
+    value = dnnlib.util.json_safe(value)
+    with dnnlib.util.atomic_write(path, 'w', encoding='utf-8') as f:
+        json.dump(value, f, indent=1)
+    return value
+
+
+def read_json(path):
+    return dnnlib.util.read_json_object(path, error=RunError)
+
+
+class Rounds:
+    """One run of online rounds in `outdir` (settings: the tool's options, kept in settings.json)."""
+
+    def __init__(self, outdir, settings):
+        self.outdir, self.s = outdir, dict(settings)
+        self.taste = annotators.parse_annotator(self.s['annotator'])
+
+    def folder(self, k, *names):
+        return os.path.join(self.outdir, ROUND.format(k), *names)
+
+    def generator(self, k):
+        """The generator round k draws from: the start, or the generator round k-1 tuned."""
+        return self.s['network'] if k == 0 else self.folder(k - 1, 'generator.pkl')
+
+    def seeds(self, k):
+        first = self.s['bank_seed'] + k * self.s['bank_size']
+        return f'{first}-{first + self.s["bank_size"] - 1}'
+
+    def bank(self, k):
+        os.makedirs(self.folder(k), exist_ok=True)
+        return settle(self.folder(k, 'bank'), lambda tmp: child([TOOL('sample_bank'), '--network', self.generator(k),
+            '--trust-pickle', '--seeds', self.seeds(k), '--res', str(self.s['res']), '--outdir', tmp],
+            self.folder(k, 'bank.log')))
+
+    def taste_scores(self, k):
+        """{id: raw taste score} of round k's bank, kept in taste.json."""
+        path = self.folder(k, 'taste.json')
+        if not os.path.isfile(path):
+            write_json(path, annotators.taste_scores(self.taste, Bank(self.bank(k))))
+        return {str(i): float(v) for i, v in read_json(path).items()}
+
+    def annotator(self, k):
+        """The simulated annotator of round k: its taste on round k's bank, standardised as over round 0's."""
+        reference = np.array(list(self.taste_scores(0).values()))
+        return annotators.OracleAnnotator(self.taste, self.taste_scores(k), temperature=self.s['temperature'],
+            seed=self.s['seed'] * 1000 + k, standard=(reference.mean(), reference.std()))
+
+    def member_scores(self, k, reward_path):
+        """{id: [K] member rewards} of round k's bank under a reward checkpoint."""
+        from eg3d_rlhf.rewards.checkpoint import load_reward # pylint: disable=import-outside-toplevel
+        bank, reward = Bank(self.bank(k)), load_reward(reward_path)
+        scores = reward.score_slabs((bank.slab(i) for i in bank.ids), members=True, names=bank.ids)
+        return dict(zip(bank.ids, np.asarray(scores, dtype=np.float64).reshape(len(bank.ids), -1)))
+
+    def pairs(self, k):
+        """Round k's pairs [(a, b)], chosen once and kept in pairs.json."""
+        path = self.folder(k, 'pairs.json')
+        if os.path.isfile(path):
+            return [tuple(p) for p in read_json(path)['pairs']]
+        ids, n = Bank(self.bank(k)).ids, self.s['judgements']
+        rng = np.random.RandomState(self.s['seed'] * 1000 + k)
+        active = 0 if k == 0 else int(round(n * (1 - self.s['random_share'])))
+        chosen = []
+        if active:
+            members = self.member_scores(k, self.folder(k - 1, 'reward.safetensors'))
+            for pair in informative_pairs(members, rng):
+                chosen.append(pair)
+                if len(chosen) == active:
+                    break
+        taken = {pair_key(*p) for p in chosen}
+        for pair in random_pairs(ids, rng):                             # The calibration share, none twice.
+            if len(chosen) == n:
+                break
+            if pair_key(*pair) not in taken:
+                chosen.append(pair)
+        return [tuple(p) for p in write_json(path, dict(pairs=chosen, active=active))['pairs']]
+
+    def labels(self, k):
+        """Round k's judgements file, and the previous reward's accuracy on them before its refit (drift.json)."""
+        path = self.folder(k, 'labels.jsonl')
+        if not os.path.isfile(path):
+            oracle = self.annotator(k)
+            preferences.write_judgements(path, oracle.judgements(self.pairs(k)))
+        drift = self.folder(k, 'drift.json')
+        if k and not os.path.isfile(drift):
+            members = self.member_scores(k, self.folder(k - 1, 'reward.safetensors'))
+            judged = [j for j in preferences.load_judgements(path) if j.choice in ('a', 'b')]
+            mean = {i: float(np.mean(v)) for i, v in members.items()}
+            agree = lambda target: [(mean[j.a] > mean[j.b]) == (target(j) == 'a') for j in judged]
+            write_json(drift, dict(pairs=len(judged), accuracy_vs_labels=float(np.mean(agree(lambda j: j.choice))),
+                accuracy_vs_truth=float(np.mean(agree(lambda j: j.extra['noise_free'])))))
+        return path
+
+    def union(self, k):
+        """A bank linking the samples of rounds 0..k (their seeds differ, so their ids do) and all their labels."""
+        folder = self.folder(k, 'labelled')
+
+        def make(tmp):
+            os.makedirs(tmp)
+            shutil.copy(os.path.join(self.bank(0), BANK_FILE), os.path.join(tmp, BANK_FILE))
+            with open(os.path.join(tmp, 'labels.jsonl'), 'w', encoding='utf-8') as out:
+                for r in range(k + 1):
+                    bank = Bank(self.bank(r))
+                    for i in bank.ids:
+                        os.symlink(os.path.abspath(os.path.join(bank.root, i)), os.path.join(tmp, i))
+                    with open(self.labels(r), encoding='utf-8') as f:
+                        out.write(f.read())
+        return settle(folder, make)
+
+    def reward(self, k):
+        path = self.folder(k, 'reward.safetensors')
+        if not os.path.isfile(path):
+            union = self.union(k)
+            child([TOOL('train_reward'), '--bank', union, '--labels', os.path.join(union, 'labels.jsonl'),
+                '--reward', 'sigma', '--out', path], self.folder(k, 'reward.log'))
+        return path
+
+    def tune(self, k):
+        path = self.folder(k, 'generator.pkl')
+        if not os.path.isfile(path):
+            reward, runs = self.reward(k), self.folder(k, 'train')
+            if os.path.isdir(runs):                     # A stopped fine-tuning starts again from the round's start.
+                shutil.rmtree(runs)
+            child([TRAIN_PY, f'--resume={self.generator(k)}', '--trust-pickle', '--reward=sigma',
+                f'--reward-model={reward}', f'--lambda-r={self.s["lambda_r"]:g}', f'--kimg={self.s["kimg"]:g}',
+                f'--seed={self.s["seed"]}', '--collateral-seeds=0', f'--outdir={runs}', *self.s['train_args']],
+                self.folder(k, 'train.log'))
+            run = os.path.join(runs, sorted(os.listdir(runs))[-1])
+            snapshot = sorted(f for f in os.listdir(run) if f.startswith('network-snapshot-'))[-1]
+            from training import legacy # pylint: disable=import-outside-toplevel  (our own snapshot: trusted)
+            data = legacy.load_network_pkl(os.path.join(run, snapshot), trust=True)
+            # The networks alone: the next round starts afresh from them, with its own reward, panel and optimizer.
+            legacy.save_network_pkl(path, {name: data[name] for name in ('G', 'D', 'G_ema', 'training_set_kwargs')})
+        return path
+
+    def gold(self, k):
+        """The taste on the held-out seeds: round k's generator against the start (kept in gold.json)."""
+        path = self.folder(k, 'gold.json')
+        if os.path.isfile(path):
+            return read_json(path)
+        seeds, taste = seed_ranges(self.s['eval_seeds']), annotators.taste_function(self.taste)
+        scores = {}
+        for name, network in (('start', self.s['network']), ('tuned', self.tune(k))):
+            G = registry.family_of_file(network).load(network, 'cpu')     # The tool checked the start's trust.
+            grid = slab_grid(self.s['res'], cube_length=G.cube_length)
+            slabs = G.sigma_grid(seeds, grid).numpy()
+            scores[name] = np.array([taste(s, grid, 10.0) for s in slabs])
+        choices = ['tuned' if t > s else 'original' if t < s else 'tie' for s, t in zip(scores['start'], scores['tuned'])]
+        sd = scores['start'].std() or 1.0
+        return write_json(path, dict(seeds=len(seeds), **win_rate(choices),
+            gain_sd=float((scores['tuned'] - scores['start']).mean() / sd)))
+
+    def run(self, progress=None):
+        """Every round in order (each step skipped when done); returns the summary written to rounds.json."""
+        rows = []
+        for k in range(self.s['rounds']):
+            self.labels(k)
+            gold = self.gold(k)
+            drift = read_json(self.folder(k, 'drift.json')) if k else None
+            fit = read_json(self.folder(k, 'reward.report.json'))
+            rows.append(dict(round=k, judgements=(k + 1) * self.s['judgements'],
+                active=read_json(self.folder(k, 'pairs.json'))['active'], before_refit=drift,
+                reward_held_out=fit.get('held_out'), gold=gold))
+            if progress is not None:
+                progress(rows[-1])
+        return write_json(os.path.join(self.outdir, 'rounds.json'), dict(settings=self.s, rounds=rows))
+
+
+def describe(summary):
+    """rounds.md: a line per round."""
+    lines = ['| round | judgements so far | active pairs | previous reward on the new labels, before refit | gold win rate '
+        'vs the start | gold gain (sd) |', '| --- | --- | --- | --- | --- | --- |']
+    for r in summary['rounds']:
+        before, g = r['before_refit'], r['gold']
+        lo, hi = g['wilson95']
+        drift = '-' if before is None else f'{100 * before["accuracy_vs_labels"]:.1f}%'
+        rate = 'no decided seed' if g['win_rate'] is None else f'{100 * g["win_rate"]:.1f}% ({100 * lo:.1f}-{100 * hi:.1f}%)'
+        lines.append(f'| {r["round"]} | {r["judgements"]} | {r["active"]} | {drift} | {rate} | {g["gain_sd"]:+.2f} |')
+    return '\n'.join(lines) + '\n'

@@ -1,0 +1,65 @@
+"""Online rounds (finetune/rounds.py, tools/rounds.py): each round's bank, pairs by disagreement, labels on one
+scale, the drift before refitting, the refit on every label, the fine-tuning and the gold; a second call resumes."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from eg3d_rlhf.data import annotators
+from eg3d_rlhf.data.labeling import informative_pairs
+from eg3d_rlhf.finetune import rounds
+from tests.helpers.train import TRAIN_ARGS
+from tools import rounds as tool
+
+pytestmark = pytest.mark.usefixtures('one_thread')
+
+
+def test_an_annotator_can_keep_another_sets_scale():
+    own = annotators.OracleAnnotator('nose', {'a': 1.0, 'b': 3.0})
+    kept = annotators.OracleAnnotator('nose', {'a': 1.0, 'b': 3.0}, standard=(0.0, 2.0))
+    assert own.z == {'a': -1.0, 'b': 1.0} and kept.z == {'a': 0.5, 'b': 1.5}
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--annotator', 'oracle:wings'], "unknown annotator 'oracle:wings'"),
+    (['--bank-size', '4', '--judgements', '7'], '7 judgements need more than --bank-size 4 samples give'),
+    (['--network', 'nowhere.pkl', '--trust-pickle'], 'nowhere.pkl'),
+    (['--eval-seeds', '20005-20010'], "seed 20005 is also in a round's bank"),
+])
+def test_bad_settings_are_refused_in_one_line(tmp_path, args, message):
+    result = CliRunner().invoke(tool.main, ['--outdir', str(tmp_path / 'r'), *args])
+    assert result.exit_code != 0 and message in result.output, result.output
+    assert not os.path.exists(tmp_path / 'r' / 'round-0')
+
+
+@pytest.mark.slow
+def test_two_rounds_run_end_to_end_and_a_second_call_redoes_nothing(data, start_pkl, tmp_path):
+    outdir = tmp_path / 'rounds'
+    args = ['--outdir', str(outdir), '--network', start_pkl, '--trust-pickle', '--rounds', '2', '--judgements', '60',
+        '--bank-size', '12', '--res', '16', '--kimg', '0.004', '--eval-seeds', '900-901', '--',
+        '--cfg', 'synthetic', '--data', data, '--gpus', '1', '--batch', '4', '--gamma', '1', '--device', 'cpu',
+        *TRAIN_ARGS, '--tick', '0.004', '--panel-seeds', '3-4']
+    result = CliRunner().invoke(tool.main, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((outdir / 'rounds.json').read_text())
+    assert [r['round'] for r in summary['rounds']] == [0, 1] and [r['judgements'] for r in summary['rounds']] == [60, 120]
+    assert summary['rounds'][0]['before_refit'] is None and summary['rounds'][1]['before_refit']['pairs'] <= 60
+    assert [r['active'] for r in summary['rounds']] == [0, 45]               # 60 pairs, a quarter of them random.
+    run = rounds.Rounds(str(outdir), summary['settings'])
+    members = run.member_scores(1, str(outdir / 'round-0' / 'reward.safetensors'))
+    first = list(informative_pairs(members, np.random.RandomState(1)))[:45]
+    assert [tuple(p) for p in json.loads((outdir / 'round-1' / 'pairs.json').read_text())['pairs'][:45]] == first
+    assert sorted(os.listdir(outdir / 'round-1' / 'labelled')) == sorted(
+        [f'seed{s:06d}' for s in range(20000, 20024)] + ['bank.json', 'labels.jsonl'])
+    assert len((outdir / 'round-1' / 'labelled' / 'labels.jsonl').read_text().splitlines()) == 120
+    for k in (0, 1):
+        gold = json.loads((outdir / f'round-{k}' / 'gold.json').read_text())
+        assert gold['seeds'] == 2 and np.isfinite(gold['gain_sd'])
+    stamps = {p: os.path.getmtime(p) for p in outdir.rglob('*') if p.is_file()}
+    again = CliRunner().invoke(tool.main, args)
+    assert again.exit_code == 0 and json.loads((outdir / 'rounds.json').read_text())['rounds'] == summary['rounds']
+    assert {p: os.path.getmtime(p) for p in stamps if p.name not in ('rounds.json', 'rounds.md')} == \
+        {p: t for p, t in stamps.items() if p.name not in ('rounds.json', 'rounds.md')}
