@@ -16,6 +16,8 @@ from tools import rounds as tool
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
+SUMMARY = ('rounds.json', 'rounds.md', 'rounds.png')                         # Written again by every call.
+
 
 def test_an_annotator_can_keep_another_sets_scale():
     own = annotators.OracleAnnotator('nose', {'a': 1.0, 'b': 3.0})
@@ -58,8 +60,9 @@ def test_two_rounds_run_end_to_end_and_a_second_call_redoes_nothing(data, start_
     for k in (0, 1):
         gold = json.loads((outdir / f'round-{k}' / 'gold.json').read_text())
         assert gold['seeds'] == 2 and np.isfinite(gold['gain_sd'])
+    assert (outdir / 'rounds.png').stat().st_size > 1000 and '| 1 | 120 | 45 |' in (outdir / 'rounds.md').read_text()
     stamps = {p: os.path.getmtime(p) for p in outdir.rglob('*') if p.is_file()}
     again = CliRunner().invoke(tool.main, args)
     assert again.exit_code == 0 and json.loads((outdir / 'rounds.json').read_text())['rounds'] == summary['rounds']
-    assert {p: os.path.getmtime(p) for p in stamps if p.name not in ('rounds.json', 'rounds.md')} == \
-        {p: t for p, t in stamps.items() if p.name not in ('rounds.json', 'rounds.md')}
+    assert {p: os.path.getmtime(p) for p in stamps if p.name not in SUMMARY} == \
+        {p: t for p, t in stamps.items() if p.name not in SUMMARY}

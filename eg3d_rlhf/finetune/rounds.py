@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 
 import dnnlib
+from eg3d_rlhf.analysis import report_plots
 from eg3d_rlhf.analysis.evaluation import win_rate
 from eg3d_rlhf.data import annotators, preferences
 from eg3d_rlhf.data.bank import BANK_FILE, Bank
@@ -217,7 +218,29 @@ class Rounds:
                 reward_held_out=fit.get('held_out'), gold=gold))
             if progress is not None:
                 progress(rows[-1])
-        return write_json(os.path.join(self.outdir, 'rounds.json'), dict(settings=self.s, rounds=rows))
+        summary = write_json(os.path.join(self.outdir, 'rounds.json'), dict(settings=self.s, rounds=rows))
+        plot(summary, os.path.join(self.outdir, 'rounds.png'))
+        return summary
+
+
+def plot(summary, path):
+    """rounds.png: each round's gold win rate over the start (Wilson 95% bars) against the judgements so far, and the
+    previous reward's accuracy on the round's new labels before its refit."""
+    plt = report_plots._pyplot() # pylint: disable=protected-access
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    rows = [r for r in summary['rounds'] if r['gold']['win_rate'] is not None]
+    n = [r['judgements'] for r in rows]
+    rate = np.array([100 * r['gold']['win_rate'] for r in rows])
+    bars = np.array([[rate[i] - 100 * r['gold']['wilson95'][0], 100 * r['gold']['wilson95'][1] - rate[i]]
+        for i, r in enumerate(rows)]).reshape(-1, 2).T
+    ax.errorbar(n, rate, yerr=bars, fmt='s-', color='tab:orange', capsize=3, label='gold: tuned preferred over the start')
+    drift = [(r['judgements'], 100 * r['before_refit']['accuracy_vs_labels']) for r in summary['rounds'] if r['before_refit']]
+    if drift:
+        ax.plot(*zip(*drift), 'o:', color='tab:blue', label='previous reward on the new labels, before refit')
+    ax.axhline(50, color='grey', linewidth=0.8)
+    ax.set(xlabel='judgements so far', ylabel='%', ylim=(0, 100), title='Online rounds')
+    ax.legend(fontsize=8, loc='lower right')
+    report_plots._save(fig, path) # pylint: disable=protected-access
 
 
 def describe(summary):
