@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from eg3d_rlhf.data import annotators
@@ -13,6 +14,7 @@ from eg3d_rlhf.data.labeling import informative_pairs
 from eg3d_rlhf.finetune import rounds
 from tests.helpers.train import TRAIN_ARGS
 from tools import rounds as tool
+from training import legacy
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
@@ -66,3 +68,15 @@ def test_two_rounds_run_end_to_end_and_a_second_call_redoes_nothing(data, start_
     assert again.exit_code == 0 and json.loads((outdir / 'rounds.json').read_text())['rounds'] == summary['rounds']
     assert {p: os.path.getmtime(p) for p in stamps if p.name not in SUMMARY} == \
         {p: t for p, t in stamps.items() if p.name not in SUMMARY}
+    # Killed while fine-tuning round 1 (its train/ half written, no generator.pkl yet): the call that resumes does it
+    # again from the round's start and ends with the same networks and gold.
+    before = legacy.load_network_pkl(str(outdir / 'round-1' / 'generator.pkl'), trust=True)['G_ema']
+    gold = (outdir / 'round-1' / 'gold.json').read_text()
+    for name in ('generator.pkl', 'gold.json'):
+        (outdir / 'round-1' / name).unlink()
+    (outdir / 'round-1' / 'train' / 'half-written').mkdir()                  # The stopped fine-tuning's leftovers.
+    assert CliRunner().invoke(tool.main, args).exit_code == 0
+    after = legacy.load_network_pkl(str(outdir / 'round-1' / 'generator.pkl'), trust=True)['G_ema']
+    assert all(torch.equal(a, b) for a, b in zip(before.state_dict().values(), after.state_dict().values()))
+    assert (outdir / 'round-1' / 'gold.json').read_text() == gold
+    assert len(os.listdir(outdir / 'round-1' / 'train')) == 1 and not (outdir / 'round-1' / 'train' / 'half-written').exists()

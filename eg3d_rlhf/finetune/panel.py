@@ -93,7 +93,7 @@ class RewardPanel:
         aggregate_lambda = 1.0,     # Its weight of the members' spread.
         gold_taste      = None,     # A simulated taste scored on the panel's slabs each tick as the gold standard.
         stop_at_peak    = False,    # Set stop_reason once gold passed its peak (or without gold, disagreement grew).
-        peak_margin     = 0.2,      # Share of gold's peak gain lost before stop_at_peak stops.
+        peak_margin     = 0.2,      # Share of gold's peak gain whose loss stops (so does a fall past the fit's peak).
         disagreement_stop = 2.0,    # Without gold: the multiple of the start's disagreement that stops.
         gold_study_every = 0,       # Every N ticks keep G_ema for a study against the start (gold_studies.py); 0 = off.
         device          = 'cpu',
