@@ -54,7 +54,7 @@ def test_reward_defaults(data, rewards):
     assert c.panel_kwargs == dict(class_name='eg3d_rlhf.finetune.panel.RewardPanel',
         reward_model_path=os.path.abspath(rewards['sigma']), seeds='2000-2199', truncation_psi=0.7, collateral_seeds=64,
         collateral_res=128, stop_on_hacking=False, aggregate_kind='mean', aggregate_lambda=1.0, gold_taste=None,
-        stop_at_peak=False, peak_margin=0.2, disagreement_stop=2.0)
+        stop_at_peak=False, peak_margin=0.2, disagreement_stop=2.0, gold_study_every=0)
     assert 'reward_kwargs' not in config_of(base_args(data)).loss_kwargs
     assert 'panel_kwargs' not in config_of(base_args(data)) and 'reward_interval' not in config_of(base_args(data))
 
@@ -110,6 +110,7 @@ REWARD_FLAGS = [
     (['--stop-at-peak'],                            'panel_kwargs.stop_at_peak',                    True),
     (['--stop-at-peak', '--peak-margin', '0.3'],    'panel_kwargs.peak_margin',                     0.3),
     (['--stop-at-peak', '--disagreement-stop', '3'], 'panel_kwargs.disagreement_stop',              3.0),
+    (['--gold-study-every', '2'],                   'panel_kwargs.gold_study_every',                2),
 ]
 
 
@@ -181,6 +182,7 @@ def test_reward_kind_picks_its_model(data, rewards):
     (['--gold-taste', 'beauty'], "'beauty' is not one of"),
     (['--gold-taste', 'nose', '--panel-seeds', 'none'], '--gold-taste watches the panel: give --panel-seeds'),
     (['--peak-margin', '0.3'], '--peak-margin is for --stop-at-peak'),
+    (['--gold-study-every', '2', '--panel-seeds', 'none'], '--gold-study-every watches the panel: give --panel-seeds'),
     (['--stop-at-peak', '--disagreement-stop', '1'], '--disagreement-stop'),
 ])
 def test_bad_reward_options_fail_with_a_clear_message(data, rewards, tmp_path, extra, message):
