@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from eg3d_rlhf.data import annotators
 from eg3d_rlhf.data.labeling import informative_pairs
 from eg3d_rlhf.finetune import rounds
+from tests.helpers.banks import ball_bank
 from tests.helpers.train import TRAIN_ARGS
 from tools import rounds as tool
 from training import legacy
@@ -37,6 +38,22 @@ def test_bad_settings_are_refused_in_one_line(tmp_path, args, message):
     result = CliRunner().invoke(tool.main, ['--outdir', str(tmp_path / 'r'), *args])
     assert result.exit_code != 0 and message in result.output, result.output
     assert not os.path.exists(tmp_path / 'r' / 'round-0')
+
+
+@pytest.mark.parametrize('name, text, message', [
+    ('pairs.json', '{"pairs": [["ball00", "ball00"]], "active": 0}', "pairs of two different samples of round 0's bank"),
+    ('pairs.json', '{"pairs": [["ball00", "nobody"]], "active": 0}', "pairs of two different samples of round 0's bank"),
+    ('pairs.json', '[1, 2]', 'holds a JSON array; expected an object'),
+    ('taste.json', '{"ball00": NaN}', 'a finite taste score for each sample'),
+])
+def test_a_damaged_step_file_is_refused_in_one_line_naming_it(tmp_path, name, text, message):
+    outdir = tmp_path / 'r'
+    ball_bank(outdir / 'round-0' / 'bank', 6)                                 # Round 0's bank, drawn already.
+    (outdir / 'round-0' / name).write_text(text)
+    result = CliRunner().invoke(tool.main, ['--outdir', str(outdir), '--judgements', '5', '--bank-size', '6'])
+    assert result.exit_code == 1 and message in result.output and str(outdir / 'round-0' / name) in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert (outdir / 'round-0' / name).read_text() == text                   # Left as it was.
 
 
 @pytest.mark.slow

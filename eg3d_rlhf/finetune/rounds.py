@@ -63,6 +63,11 @@ def read_json(path):
     return dnnlib.util.read_json_object(path, error=RunError)
 
 
+def damaged(path, what):
+    """The one-line error of a run file that does not hold what this run wrote there."""
+    return RunError(f'{path}: not {what} as this tool writes it; delete it and run again to redo that step')
+
+
 class Rounds:
     """One run of online rounds in `outdir` (settings: the tool's options, kept in settings.json)."""
 
@@ -90,9 +95,14 @@ class Rounds:
     def taste_scores(self, k):
         """{id: raw taste score} of round k's bank, kept in taste.json."""
         path = self.folder(k, 'taste.json')
+        bank = Bank(self.bank(k))
         if not os.path.isfile(path):
-            write_json(path, annotators.taste_scores(self.taste, Bank(self.bank(k))))
-        return {str(i): float(v) for i, v in read_json(path).items()}
+            write_json(path, annotators.taste_scores(self.taste, bank))
+        scores = read_json(path)
+        if sorted(scores) != sorted(bank.ids) or not all(isinstance(v, (int, float)) and np.isfinite(v)
+                for v in scores.values()):
+            raise damaged(path, f'a finite taste score for each sample of {bank.root}')
+        return {str(i): float(v) for i, v in scores.items()}
 
     def annotator(self, k):
         """The simulated annotator of round k: its taste on round k's bank, standardised as over round 0's."""
@@ -110,9 +120,14 @@ class Rounds:
     def pairs(self, k):
         """Round k's pairs [(a, b)], chosen once and kept in pairs.json."""
         path = self.folder(k, 'pairs.json')
-        if os.path.isfile(path):
-            return [tuple(p) for p in read_json(path)['pairs']]
         ids, n = Bank(self.bank(k)).ids, self.s['judgements']
+        if os.path.isfile(path):
+            kept = read_json(path)
+            pairs = kept.get('pairs')
+            if not isinstance(pairs, list) or not isinstance(kept.get('active'), int) or not all(isinstance(p, list)
+                    and len(p) == 2 and p[0] != p[1] and set(p) <= set(ids) for p in pairs):
+                raise damaged(path, f'pairs of two different samples of round {k}\'s bank')
+            return [tuple(p) for p in pairs]
         rng = np.random.RandomState(self.s['seed'] * 1000 + k)
         active = 0 if k == 0 else int(round(n * (1 - self.s['random_share'])))
         chosen = []
@@ -212,6 +227,10 @@ class Rounds:
             self.labels(k)
             gold = self.gold(k)
             drift = read_json(self.folder(k, 'drift.json')) if k else None
+            if not isinstance(gold.get('gain_sd'), (int, float)) or not isinstance(gold.get('wilson95'), list):
+                raise damaged(self.folder(k, 'gold.json'), 'the gold of this round')
+            if drift is not None and not isinstance(drift.get('accuracy_vs_labels'), (int, float)):
+                raise damaged(self.folder(k, 'drift.json'), 'the accuracy before the refit')
             fit = read_json(self.folder(k, 'reward.report.json'))
             rows.append(dict(round=k, judgements=(k + 1) * self.s['judgements'],
                 active=read_json(self.folder(k, 'pairs.json'))['active'], before_refit=drift,
