@@ -60,7 +60,7 @@ def test_a_damaged_step_file_is_refused_in_one_line_naming_it(tmp_path, name, te
 def test_two_rounds_run_end_to_end_and_a_second_call_redoes_nothing(data, start_pkl, tmp_path):
     outdir = tmp_path / 'rounds'
     args = ['--outdir', str(outdir), '--network', start_pkl, '--trust-pickle', '--rounds', '2', '--judgements', '60',
-        '--bank-size', '12', '--res', '16', '--kimg', '0.004', '--eval-seeds', '900-901', '--',
+        '--bank-size', '12', '--res', '16', '--kimg', '0.004', '--refit-all', '--eval-seeds', '900-901', '--',
         '--cfg', 'synthetic', '--data', data, '--gpus', '1', '--batch', '4', '--gamma', '1', '--device', 'cpu',
         *TRAIN_ARGS, '--tick', '0.004', '--panel-seeds', '3-4']
     result = CliRunner().invoke(tool.main, args)
@@ -78,7 +78,9 @@ def test_two_rounds_run_end_to_end_and_a_second_call_redoes_nothing(data, start_
     assert len((outdir / 'round-1' / 'labelled' / 'labels.jsonl').read_text().splitlines()) == 120
     for k in (0, 1):
         gold = json.loads((outdir / f'round-{k}' / 'gold.json').read_text())
-        assert gold['seeds'] == 2 and np.isfinite(gold['gain_sd'])
+        assert gold['seeds'] == len(gold['scores']) == 2 and np.isfinite(gold['gain_sd'])
+        assert (gold['versus_previous'] is None) == (k == 0)                   # Round 1 also meets round 0's.
+        assert json.loads((outdir / f'round-{k}' / 'reward.report.json').read_text())['refit']['pairs'] > 0
     assert (outdir / 'rounds.png').stat().st_size > 1000 and '| 1 | 120 | 45 |' in (outdir / 'rounds.md').read_text()
     stamps = {p: os.path.getmtime(p) for p in outdir.rglob('*') if p.is_file()}
     again = CliRunner().invoke(tool.main, args)

@@ -30,6 +30,7 @@ from eg3d_rlhf.generators.base import seed_ranges
 @click.option('--res', type=click.IntRange(min=16), default=64, show_default=True, help='Cube resolution of the banks and the gold')
 @click.option('--annotator', default='oracle:nose', show_default=True, metavar='oracle:NAME', help='The simulated annotator')
 @click.option('--temperature', type=click.FloatRange(min=0), default=0.5, show_default=True, help='Its noise, in sd of its taste')
+@click.option('--refit-all', is_flag=True, help='Refit each round\'s reward on every judgement so far, the pairs across train_reward\'s splits too (train_reward --refit-all)')
 @click.option('--kimg', type=click.FloatRange(min=0, min_open=True), default=0.4, show_default=True, help='Fine-tuning per round')
 @click.option('--lambda-r', type=click.FloatRange(min=0), default=10.0, show_default=True, help='Weight of the reward')
 @click.option('--seed', type=click.IntRange(min=0), default=0, show_default=True, help='Seed of the pair draws, the noise and train.py')
@@ -37,7 +38,7 @@ from eg3d_rlhf.generators.base import seed_ranges
     help='Held-out seeds where each round\'s generator meets the start under the annotator\'s noise-free taste')
 @click.argument('train_args', nargs=-1, type=click.UNPROCESSED, metavar='[-- TRAIN.PY FLAGS...]')
 def main(outdir, network, trust_pickle, count, judgements, random_share, bank_size, bank_seed, res, annotator, temperature,
-        kimg, lambda_r, seed, eval_seeds, train_args):
+        refit_all, kimg, lambda_r, seed, eval_seeds, train_args):
     """Round k draws --bank-size samples from its generator, asks the annotator about --judgements pairs (the pairs
     the previous round's reward ensemble is least sure of, and a --random-share at random), refits the default sigma
     reward on every judgement so far, fine-tunes the generator from where it is with it (train.py, --kimg), and
@@ -60,7 +61,7 @@ def main(outdir, network, trust_pickle, count, judgements, random_share, bank_si
             param_hint='--judgements')
     settings = dict(network=os.path.abspath(network_path(network, trust_pickle)), rounds=count, judgements=judgements,
         random_share=random_share, bank_size=bank_size, bank_seed=bank_seed, res=res, annotator=annotator,
-        temperature=temperature, kimg=kimg, lambda_r=lambda_r, seed=seed, eval_seeds=eval_seeds, train_args=list(train_args))
+        temperature=temperature, refit_all=refit_all, kimg=kimg, lambda_r=lambda_r, seed=seed, eval_seeds=eval_seeds, train_args=list(train_args))
     try:
         keep_settings(outdir, dict(settings, rounds=None))                  # More rounds may follow in the same folder.
         summary = rounds.Rounds(outdir, settings).run(lambda row: click.echo(f'round {row["round"]}: gold gain '

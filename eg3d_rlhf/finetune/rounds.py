@@ -32,7 +32,8 @@ from eg3d_rlhf.geometry.sigma import slab_grid
 #   reward  tools/train_reward.py on every round's labels so far, over a bank linking every round's samples
 #   tune    train.py from the current generator with that reward, `kimg` long; its last snapshot is the next generator
 #   gold    the taste, noise-free, on held-out `eval_seeds` drawn by the start and by this round's generator: the win
-#           rate of this round's (exact binomial p, Wilson interval) and its mean gain in sd of the start
+#           rate of this round's (exact binomial p, Wilson interval), its mean gain in sd of the start, and its win
+#           rate against the previous round's generator
 # rounds.json and rounds.md put the rounds side by side.
 
 ROUND = 'round-{}'
@@ -182,7 +183,8 @@ class Rounds:
         if not os.path.isfile(path):
             union = self.union(k)
             child([TOOL('train_reward'), '--bank', union, '--labels', os.path.join(union, 'labels.jsonl'),
-                '--reward', 'sigma', '--out', path], self.folder(k, 'reward.log'))
+                '--reward', 'sigma', '--out', path, *(['--refit-all'] if self.s['refit_all'] else [])],
+                self.folder(k, 'reward.log'))
         return path
 
     def tune(self, k):
@@ -215,10 +217,13 @@ class Rounds:
             grid = slab_grid(self.s['res'], cube_length=G.cube_length)
             slabs = G.sigma_grid(seeds, grid).numpy()
             scores[name] = np.array([taste(s, grid, 10.0) for s in slabs])
-        choices = ['tuned' if t > s else 'original' if t < s else 'tie' for s, t in zip(scores['start'], scores['tuned'])]
+        versus = lambda other: ['tuned' if t > o else 'original' if t < o else 'tie'
+            for o, t in zip(other, scores['tuned'])]
+        previous = None if k == 0 else np.array(self.gold(k - 1)['scores'])
         sd = scores['start'].std() or 1.0
-        return write_json(path, dict(seeds=len(seeds), **win_rate(choices),
-            gain_sd=float((scores['tuned'] - scores['start']).mean() / sd)))
+        return write_json(path, dict(seeds=len(seeds), **win_rate(versus(scores['start'])),
+            gain_sd=float((scores['tuned'] - scores['start']).mean() / sd),
+            versus_previous=None if previous is None else win_rate(versus(previous)), scores=scores['tuned'].tolist()))
 
     def run(self, progress=None):
         """Every round in order (each step skipped when done); returns the summary written to rounds.json."""
@@ -227,7 +232,8 @@ class Rounds:
             self.labels(k)
             gold = self.gold(k)
             drift = read_json(self.folder(k, 'drift.json')) if k else None
-            if not isinstance(gold.get('gain_sd'), (int, float)) or not isinstance(gold.get('wilson95'), list):
+            if not isinstance(gold.get('gain_sd'), (int, float)) or not isinstance(gold.get('wilson95'), list) or \
+                    not isinstance(gold.get('scores'), list) or len(gold['scores']) != gold.get('seeds'):
                 raise damaged(self.folder(k, 'gold.json'), 'the gold of this round')
             if drift is not None and not isinstance(drift.get('accuracy_vs_labels'), (int, float)):
                 raise damaged(self.folder(k, 'drift.json'), 'the accuracy before the refit')
@@ -265,11 +271,13 @@ def plot(summary, path):
 def describe(summary):
     """rounds.md: a line per round."""
     lines = ['| round | judgements so far | active pairs | previous reward on the new labels, before refit | gold win rate '
-        'vs the start | gold gain (sd) |', '| --- | --- | --- | --- | --- | --- |']
+        'vs the start | gold gain (sd) | gold win rate vs the previous round |', '| --- | --- | --- | --- | --- | --- | --- |']
     for r in summary['rounds']:
         before, g = r['before_refit'], r['gold']
         lo, hi = g['wilson95']
         drift = '-' if before is None else f'{100 * before["accuracy_vs_labels"]:.1f}%'
         rate = 'no decided seed' if g['win_rate'] is None else f'{100 * g["win_rate"]:.1f}% ({100 * lo:.1f}-{100 * hi:.1f}%)'
-        lines.append(f'| {r["round"]} | {r["judgements"]} | {r["active"]} | {drift} | {rate} | {g["gain_sd"]:+.2f} |')
+        last = g.get('versus_previous')
+        last = '-' if last is None or last['win_rate'] is None else f'{100 * last["win_rate"]:.1f}%'
+        lines.append(f'| {r["round"]} | {r["judgements"]} | {r["active"]} | {drift} | {rate} | {g["gain_sd"]:+.2f} | {last} |')
     return '\n'.join(lines) + '\n'
