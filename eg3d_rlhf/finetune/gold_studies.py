@@ -24,7 +24,7 @@ REPORT = 'gold_studies_report'
 
 
 def save_generator(path, G_ema):
-    """A network pickle holding a CPU copy of G_ema alone (what sample_bank, evaluate and resume read), atomically."""
+    """A network pickle holding a CPU copy of G_ema alone (what sample_bank and evaluate read), atomically."""
     from training import legacy # pylint: disable=import-outside-toplevel  (the training package: EG3D's pickles)
     legacy.save_network_pkl(path, dict(G_ema=copy.deepcopy(G_ema).eval().requires_grad_(False).cpu()))
 
