@@ -67,7 +67,9 @@ def test_two_rounds_run_end_to_end_and_a_second_call_redoes_nothing(data, start_
     assert result.exit_code == 0, result.output
     summary = json.loads((outdir / 'rounds.json').read_text())
     assert [r['round'] for r in summary['rounds']] == [0, 1] and [r['judgements'] for r in summary['rounds']] == [60, 120]
-    assert summary['rounds'][0]['before_refit'] is None and summary['rounds'][1]['before_refit']['pairs'] <= 60
+    before = summary['rounds'][1]['before_refit']
+    assert summary['rounds'][0]['before_refit'] is None and before['pairs'] <= 60
+    assert before['random']['pairs'] + before['active']['pairs'] == before['pairs'] and before['active']['pairs'] <= 45
     assert [r['active'] for r in summary['rounds']] == [0, 45]               # 60 pairs, a quarter of them random.
     run = rounds.Rounds(str(outdir), summary['settings'])
     members = run.member_scores(1, str(outdir / 'round-0' / 'reward.safetensors'))

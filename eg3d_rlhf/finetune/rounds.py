@@ -155,11 +155,18 @@ class Rounds:
         drift = self.folder(k, 'drift.json')
         if k and not os.path.isfile(drift):
             members = self.member_scores(k, self.folder(k - 1, 'reward.safetensors'))
-            judged = [j for j in preferences.load_judgements(path) if j.choice in ('a', 'b')]
             mean = {i: float(np.mean(v)) for i, v in members.items()}
-            agree = lambda target: [(mean[j.a] > mean[j.b]) == (target(j) == 'a') for j in judged]
-            write_json(drift, dict(pairs=len(judged), accuracy_vs_labels=float(np.mean(agree(lambda j: j.choice))),
-                accuracy_vs_truth=float(np.mean(agree(lambda j: j.extra['noise_free'])))))
+            active = {pair_key(*p) for p in self.pairs(k)[:read_json(self.folder(k, 'pairs.json'))['active']]}
+            judged = [j for j in preferences.load_judgements(path) if j.choice in ('a', 'b')]
+
+            def accuracy(chosen):                       # The previous reward's, against the labels and the truth.
+                agree = lambda target: float(np.mean([(mean[j.a] > mean[j.b]) == (target(j) == 'a') for j in chosen]))
+                return dict(pairs=len(chosen), accuracy_vs_labels=agree(lambda j: j.choice) if chosen else None,
+                    accuracy_vs_truth=agree(lambda j: j.extra['noise_free']) if chosen else None)
+            # All pairs; the random share alone (how far the generator moved off the labels, unbiased by the choice
+            # of pairs); the active pairs alone (chosen where the members disagree, so harder by construction).
+            write_json(drift, dict(**accuracy(judged), random=accuracy([j for j in judged if pair_key(j.a, j.b) not in
+                active]), active=accuracy([j for j in judged if pair_key(j.a, j.b) in active])))
         return path
 
     def union(self, k):
@@ -235,7 +242,7 @@ class Rounds:
             if not isinstance(gold.get('gain_sd'), (int, float)) or not isinstance(gold.get('wilson95'), list) or \
                     not isinstance(gold.get('scores'), list) or len(gold['scores']) != gold.get('seeds'):
                 raise damaged(self.folder(k, 'gold.json'), 'the gold of this round')
-            if drift is not None and not isinstance(drift.get('accuracy_vs_labels'), (int, float)):
+            if drift is not None and not isinstance(drift.get('accuracy_vs_labels', 0.0), (int, float, type(None))):
                 raise damaged(self.folder(k, 'drift.json'), 'the accuracy before the refit')
             fit = read_json(self.folder(k, 'reward.report.json'))
             rows.append(dict(round=k, judgements=(k + 1) * self.s['judgements'],
@@ -246,6 +253,16 @@ class Rounds:
         summary = write_json(os.path.join(self.outdir, 'rounds.json'), dict(settings=self.s, rounds=rows))
         plot(summary, os.path.join(self.outdir, 'rounds.png'))
         return summary
+
+
+def drift_of(before):
+    """The previous reward's accuracy (%) on a round's new labels before the refit: on its random pairs where it has
+    some (the active ones are hard by choice), else on all; None in round 0."""
+    if before is None:
+        return None
+    value = (before.get('random') or {}).get('accuracy_vs_labels')
+    value = value if value is not None else before.get('accuracy_vs_labels')
+    return None if value is None else 100 * value
 
 
 def plot(summary, path):
@@ -259,9 +276,10 @@ def plot(summary, path):
     bars = np.array([[rate[i] - 100 * r['gold']['wilson95'][0], 100 * r['gold']['wilson95'][1] - rate[i]]
         for i, r in enumerate(rows)]).reshape(-1, 2).T
     ax.errorbar(n, rate, yerr=bars, fmt='s-', color='tab:orange', capsize=3, label='gold: tuned preferred over the start')
-    drift = [(r['judgements'], 100 * r['before_refit']['accuracy_vs_labels']) for r in summary['rounds'] if r['before_refit']]
+    drift = [(r['judgements'], drift_of(r['before_refit'])) for r in summary['rounds'] if drift_of(r['before_refit'])
+        is not None]
     if drift:
-        ax.plot(*zip(*drift), 'o:', color='tab:blue', label='previous reward on the new labels, before refit')
+        ax.plot(*zip(*drift), 'o:', color='tab:blue', label='previous reward on the new random pairs, before refit')
     ax.axhline(50, color='grey', linewidth=0.8)
     ax.set(xlabel='judgements so far', ylabel='%', ylim=(0, 100), title='Online rounds')
     ax.legend(fontsize=8, loc='lower right')
@@ -270,12 +288,12 @@ def plot(summary, path):
 
 def describe(summary):
     """rounds.md: a line per round."""
-    lines = ['| round | judgements so far | active pairs | previous reward on the new labels, before refit | gold win rate '
+    lines = ['| round | judgements so far | active pairs | previous reward on the new random pairs, before refit | gold win rate '
         'vs the start | gold gain (sd) | gold win rate vs the previous round |', '| --- | --- | --- | --- | --- | --- | --- |']
     for r in summary['rounds']:
         before, g = r['before_refit'], r['gold']
         lo, hi = g['wilson95']
-        drift = '-' if before is None else f'{100 * before["accuracy_vs_labels"]:.1f}%'
+        drift = '-' if drift_of(before) is None else f'{drift_of(before):.1f}%'
         rate = 'no decided seed' if g['win_rate'] is None else f'{100 * g["win_rate"]:.1f}% ({100 * lo:.1f}-{100 * hi:.1f}%)'
         last = g.get('versus_previous')
         last = '-' if last is None or last['win_rate'] is None else f'{100 * last["win_rate"]:.1f}%'
