@@ -30,7 +30,7 @@ from eg3d_rlhf.generators.base import seed_ranges
 @click.option('--res', type=click.IntRange(min=16), default=64, show_default=True, help='Cube resolution of the banks and the gold')
 @click.option('--annotator', default='oracle:nose', show_default=True, metavar='oracle:NAME', help='The simulated annotator')
 @click.option('--temperature', type=click.FloatRange(min=0), default=0.5, show_default=True, help='Its noise, in sd of its taste')
-@click.option('--refit-all', is_flag=True, help='Refit each round\'s reward on every judgement so far, the pairs across train_reward\'s splits too (train_reward --refit-all)')
+@click.option('--refit-all/--no-refit-all', default=True, show_default=True, help='Refit each round\'s reward on every judgement so far, the pairs across train_reward\'s splits too (train_reward --refit-all)')
 @click.option('--kimg', type=click.FloatRange(min=0, min_open=True), default=0.4, show_default=True, help='Fine-tuning per round')
 @click.option('--lambda-r', type=click.FloatRange(min=0), default=10.0, show_default=True, help='Weight of the reward')
 @click.option('--seed', type=click.IntRange(min=0), default=0, show_default=True, help='Seed of the pair draws, the noise and train.py')
