@@ -3,8 +3,6 @@
 import dataclasses
 import json
 import os
-import subprocess
-import sys
 import types
 
 import numpy as np
@@ -28,8 +26,9 @@ from eg3d_rlhf.synthetic import demo
 from tests.helpers.cli import refused_in_one_line
 from tests.helpers.events import events, steps
 from torch_utils import report_to
+from tests.helpers.flow import save_tiny
+from tests.helpers.train import train_script as train
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = flow_heads.PRESETS['tiny']
 
 #----------------------------------------------------------------------------
@@ -325,17 +324,9 @@ def test_forward_candidates_pair_tuned_first_stages_with_the_reference(tiny):
 #----------------------------------------------------------------------------
 # train.py --generator=flow: the demo's path and a bank's, on the tiny model.
 
-def train(args, cwd, expect=0):
-    result = subprocess.run([sys.executable, os.path.join(REPO, 'train.py'), *args], capture_output=True, text=True, cwd=cwd)
-    assert result.returncode == expect, result.stdout[-2000:] + result.stderr[-2000:]
-    return result
-
-
 @pytest.fixture(scope='module')
 def tiny_pt(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp('flow') / 'tiny.pt')
-    flow_heads.save_flow(path, flow_heads.build_pipeline(TINY, init_seed=0), TINY)
-    return path
+    return save_tiny(tmp_path_factory.mktemp('flow') / 'tiny.pt')
 
 
 @pytest.mark.slow

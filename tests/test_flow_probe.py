@@ -2,9 +2,6 @@
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -16,22 +13,15 @@ from eg3d_rlhf.generators import flow_heads
 from eg3d_rlhf.rewards.checkpoint import load_reward
 from eg3d_rlhf.synthetic import demo
 from eg3d_rlhf.finetune.circular_config import CircularDPOConfig
+from tests.helpers.flow import save_tiny
+from tests.helpers.train import train_script as train
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = flow_heads.PRESETS['tiny']
-
-
-def train(args, cwd):
-    result = subprocess.run([sys.executable, os.path.join(REPO, 'train.py'), *args], capture_output=True, text=True, cwd=cwd)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    return result
 
 
 @pytest.fixture(scope='module')
 def tiny_pt(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp('flow') / 'tiny.pt')
-    flow_heads.save_flow(path, flow_heads.build_pipeline(TINY, init_seed=0), TINY)
-    return path
+    return save_tiny(tmp_path_factory.mktemp('flow') / 'tiny.pt')
 
 
 def config(**kwargs):
@@ -169,7 +159,7 @@ def test_the_flow_gold_rule_reads_the_probes_of_the_whole_history(tiny):
 
 @pytest.mark.slow
 def test_a_run_probes_every_n_steps_and_reports_each_groups_proxy_and_gold(tiny_pt, tmp_path):
-    result = train(['--generator=flow', f'--resume={tiny_pt}', '--outdir=runs', '--dpo-steps=3', '--dpo-batch=4',
+    train(['--generator=flow', f'--resume={tiny_pt}', '--outdir=runs', '--dpo-steps=3', '--dpo-batch=4',
         '--bridge-seeds=0-2', '--eval-seeds=none', '--draw-batch=4', '--beta=50', '--dpo-lr=1e-3', '--w1-tau=-0.5',
         '--ablation=a,d', '--probe-every=2', '--probe-seeds=3000-3001', '--gold-taste=nose'], tmp_path)
     run_dir = tmp_path / 'runs' / '00000-flow-circular-dpo-ad-demo'

@@ -15,6 +15,7 @@ from eg3d_rlhf.generators import flow_heads
 from eg3d_rlhf.generators.base import sample_id
 from tests.helpers.replication import fake_measures
 from tools import sweep_circular
+from tests.helpers.flow import save_tiny
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 TINY = flow_heads.PRESETS['tiny']
@@ -24,9 +25,7 @@ SMALL = ['--set', 'dpo_steps=2', '--set', 'dpo_batch=2', '--set', 'bridge_seeds=
 
 @pytest.fixture
 def tiny_pt(tmp_path):
-    path = str(tmp_path / 'tiny.pt')
-    flow_heads.save_flow(path, flow_heads.build_pipeline(TINY, init_seed=0), TINY)
-    return path
+    return save_tiny(tmp_path / 'tiny.pt')
 
 
 def test_bad_settings_are_refused_in_one_line_and_a_dry_run_writes_nothing(tiny_pt, tmp_path):

@@ -98,4 +98,10 @@ def tiny_generator(**kwargs):
 
 TINY = flow_heads.PRESETS['tiny']
 
+
+def save_tiny(path):
+    """A flow checkpoint of the tiny preset (init seed 0) at `path`; returns the path as a string."""
+    flow_heads.save_flow(str(path), flow_heads.build_pipeline(TINY, init_seed=0), TINY)
+    return str(path)
+
 #----------------------------------------------------------------------------

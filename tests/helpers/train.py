@@ -4,6 +4,8 @@ import io
 import json
 import math
 import os
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -49,6 +51,14 @@ def base_args(data, outdir='unused', *extra):
     """train.py's command line for the synthetic preset on CPU, batch 4, plus `extra`."""
     return ['--outdir', str(outdir), '--cfg', 'synthetic', '--data', data, '--gpus', '1', '--batch', '4', '--gamma', '1',
         '--device', 'cpu', *extra]
+
+
+def train_script(args, cwd, expect=0):
+    """Run train.py as a child process in `cwd`; assert its exit status is `expect` and return the result."""
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), 'train.py')
+    result = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, cwd=cwd)
+    assert result.returncode == expect, result.stdout[-2000:] + result.stderr[-2000:]
+    return result
 
 
 def run_train(args):
