@@ -75,6 +75,7 @@ class Rounds:
     def __init__(self, outdir, settings):
         self.outdir, self.s = outdir, dict(settings)
         self.taste = annotators.parse_annotator(self.s['annotator'])
+        self.scored = {}                                # (round, reward path): member_scores' answer.
 
     def folder(self, k, *names):
         return os.path.join(self.outdir, ROUND.format(k), *names)
@@ -112,14 +113,18 @@ class Rounds:
             seed=self.s['seed'] * 1000 + k, standard=(reference.mean(), reference.std()))
 
     def member_scores(self, k, reward_path):
-        """{id: [K] member rewards} of round k's bank under a reward checkpoint."""
-        from eg3d_rlhf.rewards.checkpoint import load_reward # pylint: disable=import-outside-toplevel
-        bank, reward = Bank(self.bank(k)), load_reward(reward_path)
-        scores = reward.score_slabs((bank.slab(i) for i in bank.ids), members=True, names=bank.ids)
-        return dict(zip(bank.ids, np.asarray(scores, dtype=np.float64).reshape(len(bank.ids), -1)))
+        """{id: [K] member rewards} of round k's bank under a reward checkpoint (scored once per run: the pairs and
+        the drift both read them)."""
+        if (k, reward_path) not in self.scored:
+            from eg3d_rlhf.rewards.checkpoint import load_reward # pylint: disable=import-outside-toplevel
+            bank, reward = Bank(self.bank(k)), load_reward(reward_path)
+            scores = reward.score_slabs((bank.slab(i) for i in bank.ids), members=True, names=bank.ids)
+            scores = np.asarray(scores, dtype=np.float64).reshape(len(bank.ids), -1)
+            self.scored[k, reward_path] = dict(zip(bank.ids, scores))
+        return self.scored[k, reward_path]
 
     def pairs(self, k):
-        """Round k's pairs [(a, b)], chosen once and kept in pairs.json."""
+        """Round k's pairs [(a, b)] and how many of the first are active ones; chosen once, kept in pairs.json."""
         path = self.folder(k, 'pairs.json')
         ids, n = Bank(self.bank(k)).ids, self.s['judgements']
         if os.path.isfile(path):
@@ -128,7 +133,7 @@ class Rounds:
             if not isinstance(pairs, list) or not isinstance(kept.get('active'), int) or not all(isinstance(p, list)
                     and len(p) == 2 and p[0] != p[1] and set(p) <= set(ids) for p in pairs):
                 raise damaged(path, f'pairs of two different samples of round {k}\'s bank')
-            return [tuple(p) for p in pairs]
+            return [tuple(p) for p in pairs], kept['active']
         rng = np.random.RandomState(self.s['seed'] * 1000 + k)
         active = 0 if k == 0 else int(round(n * (1 - self.s['random_share'])))
         chosen = []
@@ -144,19 +149,21 @@ class Rounds:
                 break
             if pair_key(*pair) not in taken:
                 chosen.append(pair)
-        return [tuple(p) for p in write_json(path, dict(pairs=chosen, active=active))['pairs']]
+        write_json(path, dict(pairs=chosen, active=active))
+        return [tuple(p) for p in chosen], active
 
     def labels(self, k):
         """Round k's judgements file, and the previous reward's accuracy on them before its refit (drift.json)."""
         path = self.folder(k, 'labels.jsonl')
         if not os.path.isfile(path):
             oracle = self.annotator(k)
-            preferences.write_judgements(path, oracle.judgements(self.pairs(k)))
+            preferences.write_judgements(path, oracle.judgements(self.pairs(k)[0]))
         drift = self.folder(k, 'drift.json')
         if k and not os.path.isfile(drift):
             members = self.member_scores(k, self.folder(k - 1, 'reward.safetensors'))
             mean = {i: float(np.mean(v)) for i, v in members.items()}
-            active = {pair_key(*p) for p in self.pairs(k)[:read_json(self.folder(k, 'pairs.json'))['active']]}
+            pairs, count = self.pairs(k)
+            active = {pair_key(*p) for p in pairs[:count]}
             judged = [j for j in preferences.load_judgements(path) if j.choice in ('a', 'b')]
 
             def accuracy(chosen):                       # The previous reward's, against the labels and the truth.
@@ -246,7 +253,7 @@ class Rounds:
                 raise damaged(self.folder(k, 'drift.json'), 'the accuracy before the refit')
             fit = read_json(self.folder(k, 'reward.report.json'))
             rows.append(dict(round=k, judgements=(k + 1) * self.s['judgements'],
-                active=read_json(self.folder(k, 'pairs.json'))['active'], before_refit=drift,
+                active=self.pairs(k)[1], before_refit=drift,
                 reward_held_out=fit.get('held_out'), gold=gold))
             if progress is not None:
                 progress(rows[-1])
@@ -275,7 +282,8 @@ def plot(summary, path):
     rate = np.array([100 * r['gold']['win_rate'] for r in rows])
     bars = np.array([[rate[i] - 100 * r['gold']['wilson95'][0], 100 * r['gold']['wilson95'][1] - rate[i]]
         for i, r in enumerate(rows)]).reshape(-1, 2).T
-    ax.errorbar(n, rate, yerr=bars, fmt='s-', color='tab:orange', capsize=3, label='gold: tuned preferred over the start')
+    ax.errorbar(n, rate, yerr=bars, fmt='s-', color='tab:orange', capsize=3,
+        label='gold: tuned preferred over the start')
     drift = [(r['judgements'], drift_of(r['before_refit'])) for r in summary['rounds'] if drift_of(r['before_refit'])
         is not None]
     if drift:
@@ -288,14 +296,17 @@ def plot(summary, path):
 
 def describe(summary):
     """rounds.md: a line per round."""
-    lines = ['| round | judgements so far | active pairs | previous reward on the new random pairs, before refit | gold win rate '
-        'vs the start | gold gain (sd) | gold win rate vs the previous round |', '| --- | --- | --- | --- | --- | --- | --- |']
+    lines = ['| round | judgements so far | active pairs | previous reward on the new random pairs, before refit | '
+        'gold win rate vs the start | gold gain (sd) | gold win rate vs the previous round |',
+        '| --- | --- | --- | --- | --- | --- | --- |']
     for r in summary['rounds']:
         before, g = r['before_refit'], r['gold']
         lo, hi = g['wilson95']
         drift = '-' if drift_of(before) is None else f'{drift_of(before):.1f}%'
-        rate = 'no decided seed' if g['win_rate'] is None else f'{100 * g["win_rate"]:.1f}% ({100 * lo:.1f}-{100 * hi:.1f}%)'
+        rate = 'no decided seed' if g['win_rate'] is None else \
+            f'{100 * g["win_rate"]:.1f}% ({100 * lo:.1f}-{100 * hi:.1f}%)'
         last = g.get('versus_previous')
         last = '-' if last is None or last['win_rate'] is None else f'{100 * last["win_rate"]:.1f}%'
-        lines.append(f'| {r["round"]} | {r["judgements"]} | {r["active"]} | {drift} | {rate} | {g["gain_sd"]:+.2f} | {last} |')
+        lines.append(f'| {r["round"]} | {r["judgements"]} | {r["active"]} | {drift} | {rate} | {g["gain_sd"]:+.2f} '
+            f'| {last} |')
     return '\n'.join(lines) + '\n'
