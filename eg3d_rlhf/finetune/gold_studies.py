@@ -153,7 +153,7 @@ def plot(rows, path):
         label='people: tuned preferred over the start (blind, same seeds)')
     ax.axhline(50, color='grey', linewidth=0.8)
     ax.set(xlabel='distance from the start (slab RMS of raw sigma, same seeds)', ylabel='tuned preferred (%)',
-        title='Gold from people along the run')
+        ylim=(0, 100), title='Gold from people along the run')
     twin = ax.twinx()
     twin.plot([r['distance'] for r in rows], [r['proxy_gain'] for r in rows], 'o:', color='tab:blue', label='proxy')
     twin.set_ylabel('proxy gain since the start (sd of the start)')
