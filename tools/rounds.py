@@ -1,17 +1,52 @@
 """Online rounds on an EG3D generator: draw from it, label the pairs its reward is least sure of, refit, tune again."""
 
 import os
+import socket
 
 import click
+import tqdm
 
 import dnnlib
 
 from eg3d_rlhf.cli import network_path
-from eg3d_rlhf.data import annotators
+from eg3d_rlhf.data import annotators, invites
+from eg3d_rlhf.data.label_pages import check_allowed_host, check_host
+from eg3d_rlhf.data.label_server import WILDCARDS, is_loopback
+from eg3d_rlhf.data.labeling import ANNOTATOR
+from eg3d_rlhf.data.preferences import LabelError
 from eg3d_rlhf.finetune import rounds
 from eg3d_rlhf.finetune.options import RunError
 from eg3d_rlhf.finetune.overopt_sweep import keep_settings
 from eg3d_rlhf.generators.base import seed_ranges
+
+
+class Progress:
+    """serve_round's progress: a bar of a round's judgements."""
+
+    def __init__(self, total):
+        self.total, self.bar = total, None
+
+    def __call__(self, done):
+        if self.bar is None:
+            self.bar = tqdm.tqdm(total=self.total, desc='judgements', unit='pair')
+        self.bar.update(done - self.bar.n)
+        if done >= self.total:
+            self.bar.close()
+            self.bar = None
+
+
+def invite(labels, names, host, port):
+    """The run's invites (of `labels`, as label.py invite --out takes it), each of `names` not yet invited added and
+    their link printed."""
+    guests = invites.Invites(labels)
+    known = set(invites.read_invites(guests.path).values())
+    where = socket.gethostname() if host in WILDCARDS else host
+    for name in names:
+        if name in known:
+            click.echo(f'{name}: invited already (label.py invite {name} --out {labels} --force gives a new link)')
+        else:
+            click.echo(f'{name}: http://{where}:{port}/?token={invites.invite(labels, name)}')
+    return guests
 
 
 @click.command(context_settings=dict(ignore_unknown_options=True))
@@ -28,7 +63,13 @@ from eg3d_rlhf.generators.base import seed_ranges
 @click.option('--bank-seed', type=click.IntRange(min=0), default=20000, show_default=True,
     help='First seed of round 0\'s bank; each round draws the next --bank-size seeds')
 @click.option('--res', type=click.IntRange(min=16), default=64, show_default=True, help='Cube resolution of the banks and the gold')
-@click.option('--annotator', default='oracle:nose', show_default=True, metavar='oracle:NAME', help='The simulated annotator')
+@click.option('--annotator', default='oracle:nose', show_default=True, metavar='oracle:NAME|people|people:NAME',
+    help='A simulated annotator, or people through the labeling page: invited annotators (people, with --host) or one person on loopback (people:NAME)')
+@click.option('--gold-taste', metavar='oracle:NAME', help='The taste the gold step scores  [default: a simulated annotator\'s own; people: none]')
+@click.option('--host', callback=check_host, metavar='ADDR', help='People: the address the page listens on  [default: 127.0.0.1]; beyond loopback only invited annotators get in')
+@click.option('--port', type=click.IntRange(0, 65535), default=8765, show_default=True, help='People: the page\'s port (0 = any free one)')
+@click.option('--allow-host', 'allow_hosts', multiple=True, callback=check_allowed_host, metavar='NAME', help='People: another name the page may be opened by (label.py serve --allow-host)')
+@click.option('--invite', 'invited', multiple=True, metavar='NAME', help='People: invite NAME and print their link (repeatable; label.py invite NAME --out OUTDIR/people does the same)')
 @click.option('--temperature', type=click.FloatRange(min=0), default=0.5, show_default=True, help='Its noise, in sd of its taste')
 @click.option('--refit-all/--no-refit-all', default=True, show_default=True, help='Refit each round\'s reward on every judgement so far, the pairs across train_reward\'s splits too (train_reward --refit-all)')
 @click.option('--kimg', type=click.FloatRange(min=0, min_open=True), default=0.4, show_default=True, help='Fine-tuning per round')
@@ -37,22 +78,38 @@ from eg3d_rlhf.generators.base import seed_ranges
 @click.option('--eval-seeds', default='9000-9063', show_default=True, metavar='LIST',
     help='Held-out seeds where each round\'s generator meets the start under the annotator\'s noise-free taste')
 @click.argument('train_args', nargs=-1, type=click.UNPROCESSED, metavar='[-- TRAIN.PY FLAGS...]')
-def main(outdir, network, trust_pickle, count, judgements, random_share, bank_size, bank_seed, res, annotator, temperature,
-        refit_all, kimg, lambda_r, seed, eval_seeds, train_args):
+def main(outdir, network, trust_pickle, count, judgements, random_share, bank_size, bank_seed, res, annotator, gold_taste,
+        host, port, allow_hosts, invited, temperature, refit_all, kimg, lambda_r, seed, eval_seeds, train_args):
     """Round k draws --bank-size samples from its generator, asks the annotator about --judgements pairs (the pairs
     the previous round's reward ensemble is least sure of, and a --random-share at random), refits the default sigma
     reward on every judgement so far, fine-tunes the generator from where it is with it (train.py, --kimg), and
     measures the result against the start on --eval-seeds. Each round is a folder of the run (round-K/); every step
-    is kept, so a stopped run resumes. Flags after -- go to every train.py run.
+    is kept, so a stopped run resumes. Flags after -- go to every train.py run. With people, each round serves the
+    labeling page and waits until its judgements have come, from any number of invited annotators.
 
     \b
     python tools/rounds.py --outdir out/rounds --rounds 3 --judgements 150 --annotator oracle:nose
+    python tools/rounds.py --outdir out/rounds-people --annotator people --host 0.0.0.0 --invite alice --invite bob
     """
+    people, person = rounds.people_name(annotator)
     try:
-        annotators.parse_annotator(annotator)
+        if not people:
+            annotators.parse_annotator(annotator)
+        if gold_taste:
+            annotators.parse_annotator(gold_taste)
         held_out = set(seed_ranges(eval_seeds))
     except ValueError as err:
         raise click.BadParameter(str(err))
+    if people and person is None and is_loopback(host):
+        raise click.BadParameter('people on loopback is one person: people:NAME, or --host ADDR for invited annotators',
+            param_hint='--annotator')
+    for hint, names in (('--annotator', [person] if person else []), ('--invite', invited)):
+        bad = [name for name in names if not ANNOTATOR.fullmatch(name)]
+        if bad:
+            raise click.BadParameter(f'{bad[0]!r}: use 1-64 letters, digits and _ . @ -', param_hint=hint)
+    if invited and (not people or is_loopback(host) or port == 0):
+        raise click.BadParameter('invites are for people beyond loopback (--annotator people --host ADDR) on a fixed '
+            '--port', param_hint='--invite')
     drawn = held_out & set(range(bank_seed, bank_seed + count * bank_size))
     if drawn:
         raise click.BadParameter(f'seed {min(drawn)} is also in a round\'s bank; held-out seeds must be new', param_hint='--eval-seeds')
@@ -61,12 +118,17 @@ def main(outdir, network, trust_pickle, count, judgements, random_share, bank_si
             param_hint='--judgements')
     settings = dict(network=os.path.abspath(network_path(network, trust_pickle)), rounds=count, judgements=judgements,
         random_share=random_share, bank_size=bank_size, bank_seed=bank_seed, res=res, annotator=annotator,
-        temperature=temperature, refit_all=refit_all, kimg=kimg, lambda_r=lambda_r, seed=seed, eval_seeds=eval_seeds, train_args=list(train_args))
+        gold_taste=gold_taste, temperature=temperature, refit_all=refit_all, kimg=kimg, lambda_r=lambda_r, seed=seed, eval_seeds=eval_seeds, train_args=list(train_args))
     try:
         keep_settings(outdir, dict(settings, rounds=None))                  # More rounds may follow in the same folder.
-        summary = rounds.Rounds(outdir, settings).run(lambda row: click.echo(f'round {row["round"]}: gold gain '
-            f'{row["gold"]["gain_sd"]:+.2f} sd over the start on {row["gold"]["seeds"]} held-out seeds'))
-    except (RunError, ValueError) as err:
+        page = None
+        if people:
+            page = dict(host=host, port=port, allow_hosts=allow_hosts, progress=Progress(judgements),
+                invites=invite(os.path.join(outdir, rounds.INVITES), invited, host, port))
+        summary = rounds.Rounds(outdir, settings, page).run(lambda row: click.echo(f'round {row["round"]}: ' + (
+            'labelled, refitted and tuned (no gold taste)' if row['gold'] is None else f'gold gain '
+            f'{row["gold"]["gain_sd"]:+.2f} sd over the start on {row["gold"]["seeds"]} held-out seeds')))
+    except (RunError, ValueError, LabelError) as err:
         raise click.ClickException(str(err))
     text = rounds.describe(summary)
     with dnnlib.util.atomic_write(os.path.join(outdir, "rounds.md"), "w", encoding="utf-8") as f:

@@ -9,7 +9,7 @@ import numpy as np
 import dnnlib
 from eg3d_rlhf.analysis import report_plots
 from eg3d_rlhf.analysis.evaluation import win_rate
-from eg3d_rlhf.data import annotators, preferences
+from eg3d_rlhf.data import annotators, people_round, preferences
 from eg3d_rlhf.data.bank import BANK_FILE, Bank
 from eg3d_rlhf.data.labeling import informative_pairs, pair_key, random_pairs
 from eg3d_rlhf.finetune.options import RunError
@@ -27,16 +27,28 @@ from eg3d_rlhf.geometry.sigma import slab_grid
 #           expected information under the previous round's reward ensemble (labeling.informative_pairs); round 0,
 #           with no reward yet, draws them all at random
 #   labels  the simulated annotator's judgements of them. Its taste is standardised over round 0's bank in every
-#           round, so one unit of noise means the same in each. Beside them: the previous reward's accuracy on them
-#           before it is refitted, which says how far the generator moved off what was labelled
+#           round, so one unit of noise means the same in each. With people, the pairs page serves them (and spares,
+#           for pairs everyone skips) to whoever is invited until the round's count is judged (people_round.py);
+#           their answers land in people.jsonl as they come, so a stopped run serves only what is left. Beside them:
+#           the previous reward's accuracy on them before it is refitted, which says how far the generator moved
+#           off what was labelled
 #   reward  tools/train_reward.py on every round's labels so far, over a bank linking every round's samples
 #   tune    train.py from the current generator with that reward, `kimg` long; its last snapshot is the next generator
-#   gold    the taste, noise-free, on held-out `eval_seeds` drawn by the start and by this round's generator: the win
-#           rate of this round's (exact binomial p, Wilson interval), its mean gain in sd of the start, and its win
-#           rate against the previous round's generator
+#   gold    the taste (`gold_taste`, else the simulated annotator's), noise-free, on held-out `eval_seeds` drawn by the
+#           start and by this round's generator: the win rate of this round's (exact binomial p, Wilson interval), its
+#           mean gain in sd of the start, and its win rate against the previous round's generator. People with no
+#           gold taste have none: a blind study of the rounds' generators measures theirs (tools/gold_studies.py)
 # rounds.json and rounds.md put the rounds side by side.
 
 ROUND = 'round-{}'
+PEOPLE = 'people'               # Annotators who label through the page: 'people' (invited) or 'people:NAME' (loopback).
+INVITES = 'people'              # The run's invites: OUTDIR/people.invites.json (label.py invite NAME --out OUTDIR/people).
+
+
+def people_name(annotator):
+    """(True, NAME or None) for 'people' / 'people:NAME', (False, None) for a simulated annotator."""
+    kind, _, name = annotator.partition(':')
+    return (True, name or None) if kind == PEOPLE else (False, None)
 
 
 def settle(path, make):
@@ -72,9 +84,13 @@ def damaged(path, what):
 class Rounds:
     """One run of online rounds in `outdir` (settings: the tool's options, kept in settings.json)."""
 
-    def __init__(self, outdir, settings):
+    def __init__(self, outdir, settings, page=None):
         self.outdir, self.s = outdir, dict(settings)
-        self.taste = annotators.parse_annotator(self.s['annotator'])
+        self.people, self.person = people_name(self.s['annotator'])
+        self.taste = None if self.people else annotators.parse_annotator(self.s['annotator'])
+        gold = self.s.get('gold_taste')
+        self.gold_taste = annotators.parse_annotator(gold) if gold else self.taste
+        self.page = dict(page or {})                    # serve_round's host, port, invites, allow_hosts, progress.
         self.scored = {}                                # (round, reward path): member_scores' answer.
 
     def folder(self, k, *names):
@@ -95,7 +111,7 @@ class Rounds:
             self.folder(k, 'bank.log')))
 
     def taste_scores(self, k):
-        """{id: raw taste score} of round k's bank, kept in taste.json."""
+        """{id: raw taste score} of round k's bank under the simulated annotator's taste, kept in taste.json."""
         path = self.folder(k, 'taste.json')
         bank = Bank(self.bank(k))
         if not os.path.isfile(path):
@@ -155,7 +171,12 @@ class Rounds:
     def labels(self, k):
         """Round k's judgements file, and the previous reward's accuracy on them before its refit (drift.json)."""
         path = self.folder(k, 'labels.jsonl')
-        if not os.path.isfile(path):
+        if not os.path.isfile(path) and self.people:
+            pool = people_round.PairPool(self.folder(k, 'people.jsonl'), self.pairs(k)[0] + self.spares(k),
+                self.s['judgements'])
+            people_round.serve_round(pool, Bank(self.bank(k)), annotator=self.person, **self.page)
+            people_round.write_labels(pool, path)
+        elif not os.path.isfile(path):
             oracle = self.annotator(k)
             preferences.write_judgements(path, oracle.judgements(self.pairs(k)[0]))
         drift = self.folder(k, 'drift.json')
@@ -168,13 +189,25 @@ class Rounds:
 
             def accuracy(chosen):                       # The previous reward's, against the labels and the truth.
                 agree = lambda target: float(np.mean([(mean[j.a] > mean[j.b]) == (target(j) == 'a') for j in chosen]))
+                truth = chosen and all('noise_free' in j.extra for j in chosen)      # Simulated annotators know it.
                 return dict(pairs=len(chosen), accuracy_vs_labels=agree(lambda j: j.choice) if chosen else None,
-                    accuracy_vs_truth=agree(lambda j: j.extra['noise_free']) if chosen else None)
+                    accuracy_vs_truth=agree(lambda j: j.extra['noise_free']) if truth else None)
             # All pairs; the random share alone (how far the generator moved off the labels, unbiased by the choice
             # of pairs); the active pairs alone (chosen where the members disagree, so harder by construction).
             write_json(drift, dict(**accuracy(judged), random=accuracy([j for j in judged if pair_key(j.a, j.b) not in
                 active]), active=accuracy([j for j in judged if pair_key(j.a, j.b) in active])))
         return path
+
+    def spares(self, k):
+        """Round k's spare pairs for people: as many again as it asks about, at random, none of its pairs."""
+        pairs, ids = self.pairs(k)[0], Bank(self.bank(k)).ids
+        taken, spares = {pair_key(*p) for p in pairs}, []
+        for pair in random_pairs(ids, np.random.RandomState(self.s['seed'] * 1000 + k + 500)):
+            if len(spares) == len(pairs):
+                break
+            if pair_key(*pair) not in taken:
+                spares.append(tuple(pair))
+        return spares
 
     def union(self, k):
         """A bank linking the samples of rounds 0..k (their seeds differ, so their ids do) and all their labels."""
@@ -222,9 +255,11 @@ class Rounds:
     def gold(self, k):
         """The taste on the held-out seeds: round k's generator against the start (kept in gold.json)."""
         path = self.folder(k, 'gold.json')
+        if self.gold_taste is None:
+            return None
         if os.path.isfile(path):
             return read_json(path)
-        seeds, taste = seed_ranges(self.s['eval_seeds']), annotators.taste_function(self.taste)
+        seeds, taste = seed_ranges(self.s['eval_seeds']), annotators.taste_function(self.gold_taste)
         scores = {}
         for name, network in (('start', self.s['network']), ('tuned', self.tune(k))):
             G = registry.family_of_file(network).load(network, 'cpu')     # The tool checked the start's trust.
@@ -244,10 +279,12 @@ class Rounds:
         rows = []
         for k in range(self.s['rounds']):
             self.labels(k)
+            self.tune(k)
             gold = self.gold(k)
             drift = read_json(self.folder(k, 'drift.json')) if k else None
-            if not isinstance(gold.get('gain_sd'), (int, float)) or not isinstance(gold.get('wilson95'), list) or \
-                    not isinstance(gold.get('scores'), list) or len(gold['scores']) != gold.get('seeds'):
+            if gold is not None and (not isinstance(gold.get('gain_sd'), (int, float)) or not isinstance(
+                    gold.get('wilson95'), list) or not isinstance(gold.get('scores'), list) or
+                    len(gold['scores']) != gold.get('seeds')):
                 raise damaged(self.folder(k, 'gold.json'), 'the gold of this round')
             if drift is not None and not isinstance(drift.get('accuracy_vs_labels', 0.0), (int, float, type(None))):
                 raise damaged(self.folder(k, 'drift.json'), 'the accuracy before the refit')
@@ -277,13 +314,14 @@ def plot(summary, path):
     previous reward's accuracy on the round's new labels before its refit."""
     plt = report_plots._pyplot() # pylint: disable=protected-access
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    rows = [r for r in summary['rounds'] if r['gold']['win_rate'] is not None]
+    rows = [r for r in summary['rounds'] if r['gold'] is not None and r['gold']['win_rate'] is not None]
     n = [r['judgements'] for r in rows]
     rate = np.array([100 * r['gold']['win_rate'] for r in rows])
     bars = np.array([[rate[i] - 100 * r['gold']['wilson95'][0], 100 * r['gold']['wilson95'][1] - rate[i]]
         for i, r in enumerate(rows)]).reshape(-1, 2).T
-    ax.errorbar(n, rate, yerr=bars, fmt='s-', color='tab:orange', capsize=3,
-        label='gold: tuned preferred over the start')
+    if rows:
+        ax.errorbar(n, rate, yerr=bars, fmt='s-', color='tab:orange', capsize=3,
+            label='gold: tuned preferred over the start')
     drift = [(r['judgements'], drift_of(r['before_refit'])) for r in summary['rounds'] if drift_of(r['before_refit'])
         is not None]
     if drift:
@@ -301,8 +339,11 @@ def describe(summary):
         '| --- | --- | --- | --- | --- | --- | --- |']
     for r in summary['rounds']:
         before, g = r['before_refit'], r['gold']
-        lo, hi = g['wilson95']
         drift = '-' if drift_of(before) is None else f'{drift_of(before):.1f}%'
+        if g is None:                                   # People, with no gold taste.
+            lines.append(f'| {r["round"]} | {r["judgements"]} | {r["active"]} | {drift} | - | - | - |')
+            continue
+        lo, hi = g['wilson95']
         rate = 'no decided seed' if g['win_rate'] is None else \
             f'{100 * g["win_rate"]:.1f}% ({100 * lo:.1f}-{100 * hi:.1f}%)'
         last = g.get('versus_previous')
