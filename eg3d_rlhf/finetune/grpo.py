@@ -1,0 +1,240 @@
+"""Flow-GRPO on a multi-stage flow: the ODE as an SDE with its marginals, per-step log-probabilities, group advantages."""
+
+import dataclasses
+import math
+
+import numpy as np
+import torch
+
+from eg3d_rlhf.generators.flow import check_sigma, noise_seed, velocity_at
+from torch_utils import misc
+
+#----------------------------------------------------------------------------
+# Our flows run t from 0 (noise x0) to 1 (data x1) along x_t = t x1 + (1 - t) x0, and v(x, t) estimates E[x1 - x0 |
+# x_t = x]. Then E[x0 | x] = x - t v and, as x0 ~ N(0, I), the score of p_t is -E[x0 | x] / (1 - t):
+#   score(x, t) = -(x - t v) / (1 - t)
+# For any sigma_t the SDE
+#   dx = [v - sigma_t^2 / (2 (1 - t)) (x - t v)] dt + sigma_t dW
+# has the ODE's marginals p_t (Fokker-Planck: the extra drift sigma^2/2 * score cancels the diffusion). Flow-GRPO
+# (Liu et al. 2025, eq. 9) takes sigma_t = a sqrt(s / (1 - s)) in its noise level s; ours is s = 1 - t:
+#   sigma_t = a sqrt((1 - t) / t),   t clamped to >= t_min (the first step's end; Flow-GRPO caps it likewise),
+# so the noise is largest near pure noise and vanishes at the data. One Euler-Maruyama step from t to t + dt is the
+# Gaussian N(mean, std^2 I) with mean = x + dt * drift and std = sigma_t sqrt(dt): its log-density is what the policy
+# ratio and the KL compare. As our MSE_t is a mean over a stage's elements, so is every log-probability here: the
+# Gaussian log-density per element, averaged (Flow-GRPO averages too), which keeps the clip range independent of
+# the stage's size.
+# MixGRPO (Li et al. 2025): the SDE only on a window of `window` steps, the ODE (a plain Euler step, no log-prob)
+# elsewhere; only window steps enter the loss, so a training step runs the policy on them alone. The window slides.
+
+
+def sde_sigma(t, a, t_min):
+    """sigma_t = a sqrt((1 - t) / t) of a step starting at t (a number), t clamped to [t_min, 1]."""
+    t = min(max(float(t), float(t_min)), 1.0)
+    return a * math.sqrt((1.0 - t) / t)
+
+
+def step_mean(x, v, t, dt, sigma):
+    """The mean of the SDE step from x at t (a number) with velocity v: x + dt * (v - sigma^2 / (2 (1 - t)) (x - t v))."""
+    if sigma == 0:
+        return x + dt * v
+    return x + dt * (v - sigma ** 2 / (2 * (1 - t)) * (x - t * v))
+
+
+def gaussian_log_prob(x, mean, std):
+    """log N(x; mean, std^2) per element, averaged over each sample's elements: [N]."""
+    z = (x - mean) / std
+    return (-0.5 * z.square() - math.log(std) - 0.5 * math.log(2 * math.pi)).flatten(1).mean(dim=1)
+
+
+def step_noise(seeds, stage, step, iteration, shape, device):
+    """The SDE noise [N, *shape] of one step: each sample's own, from (its seed, the stage, the step, the iteration),
+    so a rollout is the same in any batch and on any device."""
+    draws = [torch.randn(shape, generator=torch.Generator().manual_seed(int(np.random.SeedSequence(
+        [noise_seed(s, stage), int(step), int(iteration)]).generate_state(1, dtype=np.uint64)[0]))) for s in seeds]
+    return torch.stack(draws).to(device, torch.float32)
+
+
+@dataclasses.dataclass
+class StageTrajectory:
+    """One stage's part of a rollout: every state, which steps were SDE steps, and their log-probabilities."""
+    states:     torch.Tensor        # [N, K + 1, *data_shape]: x at t = 0, 1/K, ..., 1.
+    sde:        list                # [K] bools: step k was an SDE step (in the window of a trained stage).
+    sigmas:     list                # [K] sigma_t of each step (0 for ODE steps).
+    log_probs:  torch.Tensor        # [N, K]: log-probability of each SDE step under the policy that drew it (0 elsewhere).
+    context:    object              # The previous stage's decode (None at the first stage).
+
+
+@dataclasses.dataclass
+class Rollout:
+    """A batch drawn by rollout(): each stage's trajectory and the finished assets."""
+    sigma:      torch.Tensor        # Raw sigma [N, R, R, R] of the last decode.
+    stages:     list                # StageTrajectory of each stage, first to last.
+    cond:       object              # int64 [N] or None.
+    seeds:      list                # The seeds drawn.
+
+
+def window_steps(steps, window, start):
+    """The SDE steps of a stage: all of them (window None) or `window` steps from `start` (kept inside 0..steps-1)."""
+    if window is None or window >= steps:
+        return set(range(steps))
+    start = max(0, min(int(start), steps - window))
+    return set(range(start, start + window))
+
+
+def rollout(pipeline, seeds, cond, steps, a, trained, window=None, window_start=0, iteration=0, t_min=None):
+    """Draw seeds through every stage of `pipeline` with `steps` steps per stage: SDE steps (noise level a) in the
+    window of each stage index in `trained`, Euler ODE steps elsewhere; without gradients. cond: int64 [N] or None."""
+    t_min = 1.0 / steps if t_min is None else t_min
+    context, stages = None, []
+    with torch.no_grad():
+        for index, stage in enumerate(pipeline.stages):
+            x = pipeline.noise(seeds, index, context)
+            sde = window_steps(steps, window, window_start) if index in trained else set()
+            states, log_probs, sigmas = [x], torch.zeros(len(seeds), steps), []
+            for k in range(steps):
+                t, dt = k / steps, 1.0 / steps
+                sigma = sde_sigma(t, a, t_min) if k in sde else 0.0
+                v = velocity_at(stage.velocity, x, t, cond, context)
+                mean = step_mean(x, v, t, dt, sigma)
+                if sigma:
+                    std = sigma * math.sqrt(dt)
+                    x = mean + std * step_noise(seeds, index, k, iteration, x.shape[1:], x.device)
+                    log_probs[:, k] = gaussian_log_prob(x, mean, std).cpu()
+                else:
+                    x = mean
+                states.append(x)
+                sigmas.append(sigma)
+            stages.append(StageTrajectory(torch.stack(states, dim=1), [k in sde for k in range(steps)], sigmas,
+                log_probs, context))
+            context = stage.decode(x, context)
+    return Rollout(check_sigma(context, len(seeds)), stages, cond, list(seeds))
+
+
+def step_log_prob(velocity, trajectory, k, cond, steps):
+    """(log-prob [N] of trajectory step k under `velocity`, the step's mean, its std): the policy's with gradients,
+    or a reference's. Step k must be an SDE step."""
+    assert trajectory.sde[k], f'step {k} is an ODE step: it has no log-probability'
+    x, x_next = trajectory.states[:, k], trajectory.states[:, k + 1]
+    t, dt, sigma = k / steps, 1.0 / steps, trajectory.sigmas[k]
+    mean = step_mean(x, velocity_at(velocity, x, t, cond, trajectory.context), t, dt, sigma)
+    std = sigma * math.sqrt(dt)
+    return gaussian_log_prob(x_next, mean, std), mean, std
+
+#----------------------------------------------------------------------------
+# The objective (Flow-GRPO eq. 8, DeepSeekMath's GRPO): G samples per condition; advantage A_i = (r_i - mean of its
+# group) / (sd of its group + eps); per SDE step the ratio r = exp(log p_theta - log p_old) and the clipped surrogate
+# -min(r A, clip(r, 1 - eps, 1 + eps) A), plus kl_beta times the KL of the policy's step from the reference's: two
+# Gaussians of one std, so KL = |mean_theta - mean_ref|^2 / (2 std^2), averaged over elements like the log-probs.
+
+
+def group_advantages(rewards, eps=1e-4):
+    """Advantages [B, G] of rewards [B, G] (B conditions, G samples each): normalised within each group."""
+    misc.assert_shape(rewards, [None, None])
+    mean = rewards.mean(dim=1, keepdim=True)
+    std = rewards.std(dim=1, unbiased=False, keepdim=True)
+    return (rewards - mean) / (std + eps)
+
+
+def clipped_surrogate(log_prob, old_log_prob, advantages, clip_range):
+    """(loss [N], stats) of PPO's clipped surrogate per sample: -min(r A, clip(r, 1 - c, 1 + c) A), r = exp(log_prob -
+    old_log_prob). stats: ratio, clipfrac (share of samples whose clip was active), approx_kl (mean of (r - 1) - log r)."""
+    log_ratio = log_prob - old_log_prob
+    ratio = torch.exp(log_ratio)
+    unclipped = ratio * advantages
+    clipped = torch.clamp(ratio, 1 - clip_range, 1 + clip_range) * advantages
+    loss = -torch.minimum(unclipped, clipped)
+    with torch.no_grad():
+        stats = dict(ratio=ratio.mean(), clipfrac=(clipped < unclipped).float().mean(),
+            approx_kl=((ratio - 1) - log_ratio).mean())
+    return loss, stats
+
+
+def gaussian_kl(mean, ref_mean, std):
+    """KL [N] of N(mean, std^2) from N(ref_mean, std^2), per element averaged over each sample's elements."""
+    return ((mean - ref_mean).square() / (2 * std ** 2)).flatten(1).mean(dim=1)
+
+
+@dataclasses.dataclass
+class GRPOSettings:
+    """One Flow-GRPO configuration (the trainer's; the method's config maps its flags onto it)."""
+    group_size:     int = 4         # G: samples per condition.
+    steps:          int = 8         # Sampling steps per stage in training (evaluation may use more).
+    noise_level:    float = 0.7     # a of sigma_t = a sqrt((1 - t) / t).
+    clip_range:     float = 0.2     # PPO's clip range of the ratio.
+    kl_beta:        float = 0.04    # Weight of the KL to the reference.
+    lr:             float = 1e-4    # Adam learning rate.
+    inner_epochs:   int = 1         # Optimiser passes over each rollout (the first is on-policy: ratio 1).
+    trained:        tuple = (1,)    # Stage indices trained: (1,) final only, (0,) structure only, (0, 1) both.
+    window:         int = None      # MixGRPO: SDE steps per trained stage (None: every step).
+    window_shift:   int = 1         # MixGRPO: iterations between moves of the window by one step.
+    adv_eps:        float = 1e-4    # eps of the group normalisation.
+
+
+class FlowGRPO:
+    """Flow-GRPO of a FlowPipeline (tuned in place) against a frozen copy of itself, with `reward(sigma [N, R, R, R],
+    cond [N] or None) -> [N]` scoring finished assets."""
+
+    def __init__(self, pipeline, reward, settings):
+        self.pipeline, self.reward, self.s = pipeline, reward, settings
+        if not self.s.trained or any(i not in range(len(pipeline.stages)) for i in self.s.trained):
+            raise ValueError(f'trained stages {self.s.trained} are not stages of a {len(pipeline.stages)}-stage pipeline')
+        self.reference = pipeline.frozen_copy()
+        params = [p for i in self.s.trained for p in pipeline.stages[i].velocity.parameters()]
+        self.optimizer = torch.optim.Adam(params, lr=self.s.lr)
+        self.iteration = 0
+
+    def window_start(self):
+        """Where the window starts this iteration: it moves one step every window_shift iterations, and wraps."""
+        if self.s.window is None:
+            return 0
+        return (self.iteration // self.s.window_shift) % max(1, self.s.steps - self.s.window + 1)
+
+    def step(self, conditions, seed_groups):
+        """One iteration: per condition c of `conditions` (None: unconditional) the seeds of seed_groups[c] (G each)
+        drawn, scored and normalised within their group; then inner_epochs optimiser steps. Returns the stats."""
+        s, seeds, cond = self.s, [], []
+        for c, group in zip(conditions, seed_groups):
+            if len(group) != s.group_size:
+                raise ValueError(f'a group needs {s.group_size} seeds, got {len(group)}')
+            seeds += list(group)
+            cond += [c] * len(group)
+        cond = None if conditions[0] is None else torch.tensor(cond, dtype=torch.int64, device=self.pipeline.device)
+        drawn = rollout(self.pipeline, seeds, cond, s.steps, s.noise_level, s.trained, s.window, self.window_start(),
+            self.iteration)
+        with torch.no_grad():
+            rewards = torch.as_tensor(self.reward(drawn.sigma, cond), dtype=torch.float32).cpu()
+        misc.assert_shape(rewards, [len(seeds)])
+        if not torch.isfinite(rewards).all():
+            raise ValueError('the reward gave nan or inf for a drawn sample')
+        advantages = group_advantages(rewards.view(len(conditions), s.group_size), s.adv_eps).view(-1)
+        stats = dict(reward_mean=float(rewards.mean()), reward_std=float(rewards.std(unbiased=False)),
+            window_start=self.window_start())
+        for epoch in range(s.inner_epochs):
+            self.optimizer.zero_grad(set_to_none=True)
+            totals = dict(loss=0.0, policy_loss=0.0, kl=0.0, ratio=0.0, clipfrac=0.0, approx_kl=0.0)
+            count = sum(sum(drawn.stages[i].sde) for i in s.trained)
+            for i in s.trained:
+                trajectory = drawn.stages[i]
+                for k in (k for k in range(s.steps) if trajectory.sde[k]):
+                    log_prob, mean, std = step_log_prob(self.pipeline.stages[i].velocity, trajectory, k, cond, s.steps)
+                    policy_loss, part = clipped_surrogate(log_prob.cpu(), trajectory.log_probs[:, k], advantages,
+                        s.clip_range)
+                    loss = policy_loss.mean()
+                    kl = torch.zeros(())
+                    if s.kl_beta:
+                        with torch.no_grad():
+                            _, ref_mean, _ = step_log_prob(self.reference.stages[i].velocity, trajectory, k, cond, s.steps)
+                        kl = gaussian_kl(mean, ref_mean, std).mean().cpu()
+                        loss = loss + s.kl_beta * kl
+                    (loss / count).backward()
+                    totals['loss'] += float(loss.detach()) / count
+                    totals['policy_loss'] += float(policy_loss.detach().mean()) / count
+                    totals['kl'] += float(kl.detach()) / count
+                    for name in ('ratio', 'clipfrac', 'approx_kl'):
+                        totals[name] += float(part[name]) / count
+            self.optimizer.step()
+            stats.update({name if epoch == 0 else f'{name}/epoch{epoch}': v for name, v in totals.items()})
+        self.iteration += 1
+        return stats
+
+#----------------------------------------------------------------------------

@@ -1,0 +1,153 @@
+"""Flow-GRPO (finetune/grpo.py): the SDE step and its log-probability by hand, the SDE's marginals against the ODE's,
+the ratio on-policy, group normalisation, clipping and the KL against formulas, windows, and training across stages."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from eg3d_rlhf.finetune import grpo
+from eg3d_rlhf.generators.flow import FlowPipeline, FlowStage
+from tests.helpers.flow import tiny_pipeline
+
+pytestmark = pytest.mark.usefixtures('one_thread')
+
+
+class GaussianVelocity(torch.nn.Module):
+    """The exact velocity of data x1 ~ N(m, s^2) (per element) from x0 ~ N(0, 1): E[x1 - x0 | x_t = x]."""
+
+    def __init__(self, m, s):
+        super().__init__()
+        self.m, self.s = m, s
+        self.bias = torch.nn.Parameter(torch.zeros(()))            # Something to train.
+
+    def forward(self, x, t, cond, context):
+        t = t.view(-1, *[1] * (x.ndim - 1))
+        var = t.square() * self.s ** 2 + (1 - t).square()
+        return self.m + (t * self.s ** 2 - (1 - t)) * (x - t * self.m) / var + self.bias
+
+
+class Values(FlowStage):
+    """A stage of `size` values whose last decode spreads each sample's mean over a 2^3 raw sigma."""
+
+    def __init__(self, velocity, size=1):
+        super().__init__(velocity)
+        self.size = size
+
+    def data_shape(self, context):
+        return (self.size,)
+
+    def decode(self, x1, context):
+        return x1.mean(dim=1).view(-1, 1, 1, 1).expand(-1, 2, 2, 2).contiguous()
+
+
+def test_one_sde_step_and_its_log_probability_by_hand():
+    velocity = GaussianVelocity(2.0, 0.5)
+    pipeline = FlowPipeline([Values(velocity, size=3)])
+    steps, a = 4, 0.7
+    drawn = grpo.rollout(pipeline, [5, 6], None, steps, a, trained=(0,), window=1, window_start=2)
+    trajectory = drawn.stages[0]
+    assert trajectory.sde == [False, False, True, False] and trajectory.sigmas[0] == 0
+    x, x_next = trajectory.states[:, 2].double(), trajectory.states[:, 3].double()
+    t, dt = 0.5, 0.25
+    sigma = a * math.sqrt((1 - t) / t)
+    v = velocity(x.float(), torch.full([2], t), None, None).double()
+    mean = x + dt * (v - sigma ** 2 / (2 * (1 - t)) * (x - t * v))
+    std = sigma * math.sqrt(dt)
+    by_hand = (-(x_next - mean) ** 2 / (2 * std ** 2) - math.log(std * math.sqrt(2 * math.pi))).mean(dim=1)
+    assert torch.allclose(trajectory.log_probs[:, 2].double(), by_hand, atol=1e-5)
+    assert (trajectory.log_probs[:, [0, 1, 3]] == 0).all()
+    log_prob, _, _ = grpo.step_log_prob(velocity, trajectory, 2, None, steps)
+    assert torch.equal(log_prob, trajectory.log_probs[:, 2])                 # Recomputed: the same bits.
+    with pytest.raises(AssertionError, match='ODE step'):
+        grpo.step_log_prob(velocity, trajectory, 1, None, steps)
+    assert grpo.sde_sigma(0.0, a, 0.25) == grpo.sde_sigma(0.25, a, 0.25) == pytest.approx(a * math.sqrt(3))
+
+
+def test_the_sde_keeps_the_odes_marginals_and_no_noise_is_the_euler_sampler():
+    velocity, steps = GaussianVelocity(2.0, 0.5), 100
+    pipeline = FlowPipeline([Values(velocity)])
+    seeds = list(range(1500))
+    sde = grpo.rollout(pipeline, seeds, None, steps, 0.7, trained=(0,)).stages[0].states[:, -1, 0]
+    ode = grpo.rollout(pipeline, seeds, None, steps, 0.7, trained=()).stages[0].states[:, -1, 0]
+    for end in (sde, ode):                                     # N(2, 0.5^2): the data's, either way.
+        assert abs(float(end.mean()) - 2.0) < 0.05 and abs(float(end.std()) - 0.5) < 0.05
+    assert float((sde - ode).abs().mean()) > 0.1                            # Other samples: the noise did enter.
+    euler = pipeline.run_stage(0, seeds[:8], None, None, steps=steps, sampler='euler').x1
+    assert torch.allclose(grpo.rollout(pipeline, seeds[:8], None, steps, 0.0, trained=(0,)).stages[0].states[:, -1],
+        euler, atol=1e-5)
+
+
+def test_group_advantages_clipping_and_kl_against_formulas():
+    rewards = torch.tensor([[1.0, 2.0, 3.0, 6.0], [5.0, 5.0, 5.0, 5.0]])
+    adv = grpo.group_advantages(rewards, eps=1e-4)
+    r = rewards[0]
+    assert torch.allclose(adv[0], (r - 3.0) / (float(np.std(r.numpy())) + 1e-4)) and torch.equal(adv[1], torch.zeros(4))
+    log_ratio = torch.log(torch.tensor([1.5, 0.5, 1.1, 0.5]))
+    loss, stats = grpo.clipped_surrogate(log_ratio, torch.zeros(4), torch.tensor([1.0, -1.0, 1.0, 1.0]), 0.2)
+    # 1.5 x (+1): clipped to 1.2; 0.5 x (-1): clipped to -0.8 (the pessimistic side); 1.1: inside; 0.5 x (+1): 0.5.
+    assert torch.allclose(loss, torch.tensor([-1.2, 0.8, -1.1, -0.5])) and float(stats['clipfrac']) == 0.5
+    ratio = torch.tensor([1.5, 0.5, 1.1, 0.5])
+    assert float(stats['approx_kl']) == pytest.approx(float(((ratio - 1) - ratio.log()).mean()), rel=1e-6)
+    mean, ref_mean, std = torch.randn(3, 5), torch.randn(3, 5), 0.3
+    exact = torch.distributions.kl_divergence(torch.distributions.Normal(mean, std), torch.distributions.Normal(ref_mean, std))
+    assert torch.allclose(grpo.gaussian_kl(mean, ref_mean, std), exact.mean(dim=1), atol=1e-6)
+
+
+def test_windows_slide_and_wrap():
+    assert grpo.window_steps(8, None, 5) == set(range(8)) and grpo.window_steps(8, 3, 2) == {2, 3, 4}
+    assert grpo.window_steps(8, 3, 7) == {5, 6, 7}                          # Kept inside the steps.
+    trainer = grpo.FlowGRPO(tiny_pipeline(), lambda sigma, cond: sigma.mean(dim=(1, 2, 3)),
+        grpo.GRPOSettings(steps=4, window=2, window_shift=2))
+    starts = []
+    for i in range(8):
+        trainer.iteration = i
+        starts.append(trainer.window_start())
+    assert starts == [0, 0, 1, 1, 2, 2, 0, 0]
+
+
+def test_on_policy_the_ratio_is_exactly_one_and_the_kl_zero_at_the_first_step():
+    pipeline = tiny_pipeline()
+    trainer = grpo.FlowGRPO(pipeline, lambda sigma, cond: sigma.mean(dim=(1, 2, 3)),
+        grpo.GRPOSettings(group_size=3, steps=4, trained=(0, 1), inner_epochs=2, lr=1e-2))
+    stats = trainer.step([0, 1], [[1, 2, 3], [4, 5, 6]])
+    assert stats['ratio'] == 1.0 and stats['clipfrac'] == 0.0 and stats['approx_kl'] == 0.0 and stats['kl'] == 0.0
+    assert stats['ratio/epoch1'] != 1.0 and stats['kl/epoch1'] > 0                 # The second pass is off-policy.
+    assert trainer.iteration == 1 and np.isfinite(stats['loss'])
+
+
+@pytest.mark.parametrize('trained', [(0,), (1,), (0, 1)])
+def test_only_the_trained_stages_move_and_the_final_reward_credits_the_first(trained):
+    pipeline = tiny_pipeline()
+    before = [[p.detach().clone() for p in s.velocity.parameters()] for s in pipeline.stages]
+    trainer = grpo.FlowGRPO(pipeline, lambda sigma, cond: (sigma > 10).float().mean(dim=(1, 2, 3)),
+        grpo.GRPOSettings(group_size=4, steps=4, trained=trained, lr=1e-2, kl_beta=0.0))
+    trainer.step([0, 1], [[1, 2, 3, 4], [5, 6, 7, 8]])
+    for index, stage in enumerate(pipeline.stages):
+        moved = any(not torch.equal(p, q) for p, q in zip(stage.velocity.parameters(), before[index]))
+        assert moved == (index in trained), index
+    assert all(not p.requires_grad for s in trainer.reference.stages for p in s.velocity.parameters())
+
+
+def test_training_raises_the_reward_of_fresh_rollouts():
+    torch.manual_seed(0)
+    velocity = GaussianVelocity(2.0, 0.5)
+    pipeline = FlowPipeline([Values(velocity, size=2)])
+    reward = lambda sigma, cond: -(sigma.mean(dim=(1, 2, 3)) - 3.0).abs()     # Wants the mean at 3, not 2.
+    mean_reward = lambda: float(reward(grpo.rollout(pipeline, list(range(100, 164)), None, 8, 0.7, trained=(0,)).sigma, None).mean())
+    start = mean_reward()
+    trainer = grpo.FlowGRPO(pipeline, reward, grpo.GRPOSettings(group_size=8, steps=8, trained=(0,), lr=0.05, kl_beta=0.0))
+    for i in range(20):
+        trainer.step([None] * 4, [list(range(8 * (4 * i + g), 8 * (4 * i + g) + 8)) for g in range(4)])
+    assert mean_reward() > start + 0.2 and float(velocity.bias) > 0.2
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match='trained stages'):
+        grpo.FlowGRPO(tiny_pipeline(), lambda s, c: s.mean(), grpo.GRPOSettings(trained=(2,)))
+    trainer = grpo.FlowGRPO(tiny_pipeline(), lambda s, c: torch.full([len(s)], float('nan')), grpo.GRPOSettings(steps=2))
+    with pytest.raises(ValueError, match='a group needs 4 seeds'):
+        trainer.step([0], [[1, 2]])
+    with pytest.raises(ValueError, match='nan or inf'):
+        trainer.step([0], [[1, 2, 3, 4]])
