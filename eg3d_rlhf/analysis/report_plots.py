@@ -232,6 +232,24 @@ def plot_dpo_curves(records, path, smooth=10):
     _save(fig, path)
 
 
+def plot_grpo_curves(records, path):
+    """Flow-GRPO per iteration ('grpo' records of its stats.jsonl): the drawn groups' reward (mean, +- sd), the KL to
+    the reference and the share of clipped ratios."""
+    plt = _pyplot()
+    rows = [r for r in records if r.get('kind') == 'grpo']
+    it = np.array([r['iteration'] for r in rows])
+    mean, sd = np.array([r['reward_mean'] for r in rows]), np.array([r['reward_std'] for r in rows])
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    axes[0].plot(it, mean, 'o-', color='tab:orange')
+    axes[0].fill_between(it, mean - sd, mean + sd, color='tab:orange', alpha=0.2)
+    axes[0].set(xlabel='iteration', title='reward of the drawn groups (mean, +- sd)')
+    for ax, name in zip(axes[1:], ('kl', 'clipfrac')):
+        ax.plot(it, [r[name] for r in rows], 'o-')
+        ax.set(xlabel='iteration', title=name)
+    fig.tight_layout()
+    _save(fig, path)
+
+
 def plot_bridge_weights(bridges, path):
     """Step 2 of Circular-DPO: the quality gaps w1 of all (tuned, reference) pairs with tau marked, and the
     reliability weights w2 of the kept pairs, one colour per bridge record."""

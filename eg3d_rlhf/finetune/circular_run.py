@@ -438,18 +438,7 @@ def run(cfg, common):
     them and ran 2.4x slower; the demo's results are the same to the digit. The setting is restored after."""
     if cfg.bf16 and bf16_problem(common.device):
         raise RunError(bf16_problem(common.device))
-    network = os.path.abspath(demo.FLOW_GENERATOR if common.resume in (None, 'bundled-flow') else common.resume)
-    if not os.path.exists(network):
-        raise RunError(f'{common.resume or network}: no such network file')
-    try:
-        network = dnnlib.util.frozen_file(network)          # Read once: recognised and loaded from these bytes.
-        family = registry.family_of_file(network)
-    except dnnlib.util.NotRegularFile as err:
-        raise RunError(f'--resume: {err}') from None
-    except (OSError, ValueError):
-        family = None
-    if family is None or 'stages' not in family.capabilities:
-        raise RunError(f'--resume: {network} is not a flow checkpoint (tools/train_flow.py writes them)')
+    network, family = flow_network(common.resume)
     problem = None if cfg.labels is None else dnnlib.util.file_problem(cfg.labels)
     if problem is not None:                             # Read once the run has started: checked now.
         raise RunError(f'--labels: {problem}')
@@ -476,6 +465,24 @@ def run(cfg, common):
     ranks.barrier()                                     # Leave together (a gloo peer may still be reading).
     ranks.close()
     return summary
+
+
+def flow_network(resume):
+    """(path, family) of the flow checkpoint --resume names ('bundled-flow' or None: the bundled flow model), read once
+    (dnnlib.util.frozen_file); RunError when it is missing or not a flow checkpoint."""
+    network = os.path.abspath(demo.FLOW_GENERATOR if resume in (None, 'bundled-flow') else resume)
+    if not os.path.exists(network):
+        raise RunError(f'{resume or network}: no such network file')
+    try:
+        network = dnnlib.util.frozen_file(network)          # Read once: recognised and loaded from these bytes.
+        family = registry.family_of_file(network)
+    except dnnlib.util.NotRegularFile as err:
+        raise RunError(f'--resume: {err}') from None
+    except (OSError, ValueError):
+        family = None
+    if family is None or 'stages' not in family.capabilities:
+        raise RunError(f'--resume: {network} is not a flow checkpoint (tools/train_flow.py writes them)')
+    return network, family
 
 
 def check_preference_files(cfg):

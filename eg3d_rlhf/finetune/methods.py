@@ -6,9 +6,11 @@ import typing
 import dnnlib
 from eg3d_rlhf.finetune import circular_run
 from eg3d_rlhf.finetune import gan_run
+from eg3d_rlhf.finetune import grpo_run
 from eg3d_rlhf.finetune import run_dir as runs
 from eg3d_rlhf.finetune.circular_config import CircularDPOConfig
 from eg3d_rlhf.finetune.config import RewardFinetuneConfig
+from eg3d_rlhf.finetune.grpo_config import GRPOConfig
 from eg3d_rlhf.finetune.options import ConfigError, flag_name
 
 #----------------------------------------------------------------------------
@@ -98,6 +100,8 @@ def check_given(method, explicit, command_options):
         if owner is None:
             raise ConfigError(f'{flag_name(name)} does not apply to --method={method.name}')
         article = 'an' if owner.title[0] in 'AEIOU' else 'a'
+        if owner.family == method.family:
+            raise ConfigError(f'{flag_name(name)} is {article} {owner.title} option: add --method={owner.name}')
         takes = f'; --generator={method.family} takes {", ".join(flag_name(r) for r in method.reads)} and the ' \
             f'{method.title} flags' if method.reads is not None else ''
         raise ConfigError(f'{flag_name(name)} is {article} {owner.title} option: add --generator={owner.family}{takes}')
@@ -110,5 +114,9 @@ register(Method('flow', 'circular-dpo', 'Circular-DPO', CircularDPOConfig, circu
     reads=('generator', 'method', 'config', 'outdir', 'resume', 'reward_model', 'seed', 'device', 'desc', 'dry_run',
         'report_to', 'verbose'),
     help='preference alignment of a multi-stage flow, back to front'))
+register(Method('flow', 'grpo', 'Flow-GRPO', GRPOConfig, grpo_run.run,
+    reads=('generator', 'method', 'config', 'outdir', 'resume', 'reward_model', 'seed', 'device', 'desc', 'dry_run',
+        'verbose'),
+    help='online RL of a multi-stage flow from a reward: groups per condition, SDE log-probabilities, clipped ratio, KL'))
 
 #----------------------------------------------------------------------------

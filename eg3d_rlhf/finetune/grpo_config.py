@@ -1,0 +1,81 @@
+"""Flow-GRPO's options: one config object with help text and validation, from which its train.py flags come."""
+
+import dataclasses
+import typing
+
+from eg3d_rlhf.data.annotators import parse_annotator
+from eg3d_rlhf.finetune.grpo import GRPOSettings
+from eg3d_rlhf.finetune.options import ConfigError, MethodConfig, check_aggregate_lambda, flag_name, option
+from eg3d_rlhf.generators.base import seed_ranges
+from eg3d_rlhf.rewards.aggregate import AGGREGATES
+
+#----------------------------------------------------------------------------
+# Each field is one setting of `python train.py --generator=flow --method=grpo`. Fields named as Circular-DPO's
+# (reward_model, eval_seeds, demo_annotator, annotator, temperature, draw_batch, reward_aggregate, aggregate_lambda,
+# eval_res) mean the same in both methods. The defaults are sized for a 2-core CPU.
+
+STAGES = dict(final=(1,), structure=(0,), both=(0, 1))
+
+
+@dataclasses.dataclass
+class GRPOConfig(MethodConfig):
+    reward_model:   typing.Optional[str] = option(None, 'Reward checkpoint scoring every drawn asset, and the evaluation  [default: the bundled flow reward of --demo-annotator]', metavar='PT')
+    grpo_stages:    str = option('both', 'Stages whose trajectories train: final, structure (the first), or both (the final asset\'s reward credits both trajectories across the hand-off)', choices=lambda: tuple(STAGES))
+    grpo_iterations: int = option(12, 'Iterations: each draws a group per condition, scores it and takes --inner-epochs optimiser steps', min=1)
+    group_size:     int = option(4, 'Samples per condition in each iteration (G); advantages are normalised within each group', min=2)
+    sde_steps:      int = option(8, 'Sampling steps per stage while training (the evaluation draws with the checkpoint\'s own steps and sampler)', min=2)
+    noise_level:    float = option(0.7, 'a of the SDE\'s noise sigma_t = a sqrt((1 - t) / t) (t = 0 is noise)', above=0)
+    clip_range:     float = option(0.2, 'PPO clip range of the policy ratio', above=0, below=1)
+    kl_beta:        float = option(0.04, 'Weight of the KL of each SDE step from the frozen reference\'s', min=0)
+    grpo_lr:        float = option(1e-4, 'Adam learning rate of the trained stages', min=0)
+    inner_epochs:   int = option(1, 'Optimiser steps per rollout (the first is on-policy: ratio 1)', min=1)
+    sde_window:     int = option(0, 'MixGRPO: SDE steps per trained stage, a window that slides (ODE steps elsewhere, out of the loss); 0 = every step', min=0)
+    window_shift:   int = option(1, 'MixGRPO: iterations between moves of the window by one step', min=1)
+    train_seeds:    str = option('20000-', 'First seed of the training draws: iteration i draws seeds from here on, G per condition (never the --eval-seeds)', metavar='SEED-')
+    eval_seeds:     str = option('1000-1007', 'Held-out seeds (under every condition) comparing the tuned model with the base, or none', metavar='LIST')
+    reward_aggregate: str = option('mean', "How the reward ensemble's member scores become one reward: mean, min, mean-std, uwo (as Circular-DPO's)", choices=lambda: AGGREGATES)
+    aggregate_lambda: float = option(1.0, 'Weight of the members\' spread in --reward-aggregate=mean-std or uwo', min=0)
+    annotator:      typing.Optional[str] = option(None, 'Simulated annotator judging the evaluation pairs (oracle:NAME)  [default: --demo-annotator]', metavar='oracle:NAME')
+    temperature:    float = option(0.5, 'Noise of the simulated annotator, in standard deviations of its taste', min=0)
+    draw_batch:     int = option(8, 'Samples per pipeline pass when the evaluation draws', min=1)
+    demo_annotator: str = option('oracle:proportions', 'The taste whose bundled flow reward is the default --reward-model and whose annotator judges the evaluation', metavar='oracle:NAME')
+    eval_res:       int = option(128, 'Cube resolution of the slabs the evaluation\'s annotator judges', min=16, flag=False)
+
+    def validate(self):
+        for name in ('annotator', 'demo_annotator'):
+            if getattr(self, name) is not None:
+                try:
+                    parse_annotator(getattr(self, name))
+                except ValueError as err:
+                    raise ConfigError(f'{flag_name(name)}: {err}') from None
+        check_aggregate_lambda(self.reward_aggregate, self.aggregate_lambda)
+        if self.sde_window >= self.sde_steps:
+            raise ConfigError(f'--sde-window={self.sde_window} is not below --sde-steps={self.sde_steps}: a window '
+                'of every step is --sde-window=0')
+        first = self.train_seeds.rstrip('-')
+        if not self.train_seeds.endswith('-') or not first.isdigit():
+            raise ConfigError(f'--train-seeds={self.train_seeds}: give the first seed followed by a dash, e.g. 20000-')
+        drawn = range(self.first_train_seed, self.first_train_seed + self.grpo_iterations * self.group_size)
+        if set(drawn) & set(self.seeds('eval_seeds')):
+            raise ConfigError('--train-seeds and --eval-seeds overlap: held-out seeds must be new')
+
+    @property
+    def first_train_seed(self):
+        return int(self.train_seeds.rstrip('-'))
+
+    @property
+    def eval_annotator(self):
+        return self.annotator or self.demo_annotator
+
+    def seeds(self, name):
+        """The seed list of a LIST field ([] for none)."""
+        value = getattr(self, name)
+        return [] if value.strip().lower() == 'none' else seed_ranges(value)
+
+    def settings(self):
+        """The trainer's GRPOSettings."""
+        return GRPOSettings(group_size=self.group_size, steps=self.sde_steps, noise_level=self.noise_level,
+            clip_range=self.clip_range, kl_beta=self.kl_beta, lr=self.grpo_lr, inner_epochs=self.inner_epochs,
+            trained=STAGES[self.grpo_stages], window=self.sde_window or None, window_shift=self.window_shift)
+
+#----------------------------------------------------------------------------
