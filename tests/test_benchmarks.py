@@ -104,6 +104,18 @@ def test_bench_flow_dpo_quick_run():
     assert re.search(rf'^lora{row}$', text, re.M) if lora.available() else 'lora: skipped, peft is not installed' in text
 
 
+def test_bench_grpo_quick_run():
+    cmd = [sys.executable, os.path.join(REPO, 'benchmarks', 'bench_grpo.py'), '--conditions', '1', '--group', '2',
+           '--steps', '3', '--repeats', '1', '--threads', '1']
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert '1 conditions x 2 samples, 3 steps per stage, 1 threads, CPU' in out.stdout
+    for name in ('both, full SDE', 'both, window 2', 'final, full SDE', 'final, window 2'):
+        found = re.search(rf'^{name} +([\d.]+) +([\d.]+)x$', out.stdout, re.M)
+        assert found and float(found.group(1)) > 0, out.stdout
+        assert 'full' not in name or float(found.group(2)) == 1.0
+
+
 @pytest.mark.slow
 def test_bench_label_server_quick_run():
     cmd = [sys.executable, os.path.join(REPO, 'benchmarks', 'bench_label_server.py'), '--crowd', '20', '--rounds', '1',

@@ -120,3 +120,38 @@ def test_a_new_loss_runs_in_the_eg3d_reward_phase(reward_checkpoint):
     assert 'pushed' in parts_default and float(total_default.detach()) != pytest.approx(2.0)   # dreamdpo, the default, differs.
 
 #----------------------------------------------------------------------------
+
+#----------------------------------------------------------------------------
+# Unpaired losses (DRO, KTO) against their formulas.
+
+def test_dro_regresses_the_implicit_reward_on_the_rating_above_its_baseline():
+    policy = torch.tensor([-1.0, -2.0, -0.5], requires_grad=True)
+    batch = losses.UnpairedBatch(policy, torch.tensor([-1.5, -1.0, -0.5]), torch.tensor([5.0, 0.0, 3.0]),
+        value=torch.tensor([3.0, 3.0, 3.0]))
+    loss, stats = losses.get_unpaired('dro')(batch, losses.UnpairedOptions(beta=2.0))
+    implicit, target = torch.tensor([1.0, -2.0, 0.0]), torch.tensor([2.0, -3.0, 0.0])        # beta (p - r); rating - V
+    assert torch.allclose(stats['rewards'], implicit) and torch.allclose(loss, 0.5 * (target - implicit) ** 2)
+    loss.sum().backward()
+    # Rated above its baseline by more than its implicit reward says: pushed up; by less: pushed down; on target: left.
+    assert policy.grad[0] < 0 and policy.grad[1] > 0 and policy.grad[2] == 0
+    assert torch.allclose(policy.grad, -2.0 * (target - implicit))
+    with pytest.raises(ValueError, match='baseline V'):
+        losses.get_unpaired('dro')(losses.UnpairedBatch(policy, policy.detach(), policy.detach()), losses.UnpairedOptions())
+
+
+def test_kto_pulls_good_samples_up_and_bad_ones_down_against_the_clamped_batch_mean():
+    policy = torch.tensor([0.2, -0.1, 0.4, 0.0], requires_grad=True)
+    reference = torch.zeros(4)
+    label = torch.tensor([1.0, 0.0, 0.0, 1.0])
+    options = losses.UnpairedOptions(beta=1.0, desirable_weight=1.0, undesirable_weight=2.0)
+    loss, stats = losses.get_unpaired('kto')(losses.UnpairedBatch(policy, reference, label), options)
+    z = 0.125                                                     # mean(0.2, -0.1, 0.4, 0) = 0.125 > 0
+    r = policy.detach()
+    expected = torch.where(label > 0.5, 1 - torch.sigmoid(r - z), 2.0 * (1 - torch.sigmoid(z - r)))
+    assert torch.allclose(loss, expected) and torch.allclose(stats['kl'], torch.full([4], z))
+    loss.sum().backward()
+    assert (policy.grad[label > 0.5] < 0).all() and (policy.grad[label < 0.5] > 0).all()
+    low, _ = losses.get_unpaired('kto')(losses.UnpairedBatch(-torch.ones(2), torch.zeros(2), torch.ones(2)), options)
+    assert torch.allclose(low, 1 - torch.sigmoid(-torch.ones(2)))         # A negative mean clamps to z = 0.
+    with pytest.raises(ValueError, match="unknown unpaired loss 'sigmoid'; use one of dro, kto"):
+        losses.get_unpaired('sigmoid')

@@ -171,14 +171,17 @@ class GRPOSettings:
 
 
 class FlowGRPO:
-    """Flow-GRPO of a FlowPipeline (tuned in place) against a frozen copy of itself, with `reward(sigma [N, R, R, R],
-    cond [N] or None) -> [N]` scoring finished assets."""
+    """Flow-GRPO of a FlowPipeline (its trained stages tuned in place, their weights made to require gradients)
+    against a frozen copy of itself, with `reward(sigma [N, R, R, R], cond [N] or None) -> [N]` scoring finished
+    assets."""
 
     def __init__(self, pipeline, reward, settings):
         self.pipeline, self.reward, self.s = pipeline, reward, settings
         if not self.s.trained or any(i not in range(len(pipeline.stages)) for i in self.s.trained):
             raise ValueError(f'trained stages {self.s.trained} are not stages of a {len(pipeline.stages)}-stage pipeline')
         self.reference = pipeline.frozen_copy()
+        for i in self.s.trained:                        # The trained stages learn, whatever they were set to.
+            pipeline.stages[i].velocity.requires_grad_(True)
         params = [p for i in self.s.trained for p in pipeline.stages[i].velocity.parameters()]
         self.optimizer = torch.optim.Adam(params, lr=self.s.lr)
         self.iteration = 0

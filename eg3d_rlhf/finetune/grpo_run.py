@@ -90,9 +90,7 @@ def train(cfg, generator, reward, run_dir, save, seed, reward_path):
     torch.manual_seed(seed)
     log = runs.StatsLog(run_dir)
     base = generator.with_pipeline(generator.pipeline.frozen_copy(), draw_batch=cfg.draw_batch)
-    policy = generator.pipeline.frozen_copy()
-    for module in policy.modules():
-        module.train().requires_grad_(True)
+    policy = generator.pipeline.frozen_copy()                  # Tuned; the generator's own stays the base.
     trainer = FlowGRPO(policy, reward_function(generator, reward), cfg.settings())
     conditions = conditions_of(generator)
     first = cfg.first_train_seed

@@ -1,4 +1,4 @@
-"""Preference losses as a registry: each maps a batch of pairs' policy and reference quantities to (loss, stats)."""
+"""Preference losses as registries: pair losses map a batch of pairs to (loss, stats), unpaired ones single samples."""
 
 import dataclasses
 import typing
@@ -136,5 +136,66 @@ def dreamdpo_loss(batch, options):
     push = (batch.gap.abs() > options.tau).to(batch.chosen.dtype)
     loss = -batch.chosen + push * batch.rejected
     return loss, {'pushed': push.detach()}
+
+#----------------------------------------------------------------------------
+# Unpaired losses: each sample alone, with a label instead of a rival. A sample's policy and reference quantities
+# mean what a side's mean above (a flow stage's -MSE_t); its label is a scalar rating (label.py rate's 1-5, or any
+# reward) or good (1) / bad (0). Adding one is one function here with @register_unpaired.
+
+@dataclasses.dataclass
+class UnpairedBatch:
+    """N samples as an unpaired loss sees them."""
+    policy:         torch.Tensor                        # [N] policy log-likelihood proxy of each sample.
+    reference:      torch.Tensor                        # [N] the frozen reference's (no gradient).
+    label:          torch.Tensor                        # [N] a rating (dro) or good 1 / bad 0 (kto).
+    value:          typing.Optional[torch.Tensor] = None  # [N] dro: the baseline V of each sample's condition.
+
+
+@dataclasses.dataclass(frozen=True)
+class UnpairedOptions:
+    """The settings every unpaired loss may read."""
+    beta:               float = 1.0     # Scale of the implicit reward beta * (policy - reference).
+    desirable_weight:   float = 1.0     # kto: weight of the good samples' loss.
+    undesirable_weight: float = 1.0     # kto: weight of the bad samples'.
+
+
+UNPAIRED = {}
+
+def register_unpaired(name, help):
+    """Decorator adding fn(UnpairedBatch, UnpairedOptions) -> (loss [N], stats) under `name` (a duplicate is refused)."""
+    def decorate(fn):
+        if name in UNPAIRED or name in LOSSES:
+            raise ValueError(f'a loss named {name!r} is registered already')
+        UNPAIRED[name] = PreferenceLoss(name, fn, help, needs_rejected=False, needs_reference=True)
+        return fn
+    return decorate
+
+
+def get_unpaired(name):
+    """The registered unpaired loss `name`; ValueError listing the known ones."""
+    if name not in UNPAIRED:
+        raise ValueError(f'unknown unpaired loss {name!r}; use one of {", ".join(UNPAIRED)}')
+    return UNPAIRED[name].fn
+
+
+@register_unpaired('dro', 'DRO (Richemond et al. 2024; DSO): (rating - V - beta (policy - reference))^2 / 2, a '
+    'regression of the implicit reward on the rating above its condition\'s baseline V')
+def dro_loss(batch, options):
+    if batch.value is None:
+        raise ValueError('the dro loss needs each sample\'s baseline V (value)')
+    implicit = options.beta * (batch.policy - batch.reference)
+    residual = batch.label.to(implicit.dtype) - batch.value.to(implicit.dtype) - implicit
+    return 0.5 * residual.square(), {'rewards': implicit.detach(), 'residual': residual.detach()}
+
+
+@register_unpaired('kto', 'KTO (Ethayarajh et al. 2024): 1 - sigmoid(r - z) for good samples, 1 - sigmoid(z - r) for '
+    'bad ones; r = beta (policy - reference), z the batch\'s mean r clamped at 0, without gradient')
+def kto_loss(batch, options):
+    implicit = options.beta * (batch.policy - batch.reference)
+    z = implicit.detach().mean().clamp(min=0)
+    good = batch.label.to(implicit.dtype) > 0.5
+    loss = torch.where(good, options.desirable_weight * (1 - torch.sigmoid(implicit - z)),
+        options.undesirable_weight * (1 - torch.sigmoid(z - implicit)))
+    return loss, {'rewards': implicit.detach(), 'kl': z.expand_as(implicit)}
 
 #----------------------------------------------------------------------------
