@@ -120,6 +120,28 @@ def test_on_policy_the_ratio_is_exactly_one_and_the_kl_zero_at_the_first_step():
     assert trainer.iteration == 1 and np.isfinite(stats['loss'])
 
 
+def test_under_bf16_the_first_step_is_on_policy_too():
+    trainer = grpo.FlowGRPO(tiny_pipeline(), lambda sigma, cond: sigma.mean(dim=(1, 2, 3)),
+        grpo.GRPOSettings(group_size=2, steps=3, trained=(1,), bf16=True))
+    stats = trainer.step([0, 1], [[1, 2], [3, 4]])
+    assert stats['ratio'] == 1.0 and stats['kl'] == 0.0 and np.isfinite(stats['loss'])
+
+
+def test_lora_trains_the_adapters_alone_and_finish_folds_them_in():
+    pytest.importorskip('peft')
+    pipeline = tiny_pipeline()
+    before = {k: v.clone() for k, v in pipeline.stages[1].velocity.state_dict().items()}
+    trainer = grpo.FlowGRPO(pipeline, lambda sigma, cond: (sigma > 10).float().mean(dim=(1, 2, 3)),
+        grpo.GRPOSettings(group_size=4, steps=3, trained=(1,), lora_rank=2, lr=0.05, kl_beta=0.0))
+    names = [n for n, p in pipeline.stages[1].velocity.named_parameters() if p.requires_grad]
+    assert names and all('lora_' in n for n in names)
+    for i in range(2):
+        trainer.step([0, 1], [[4 * i + 1, 4 * i + 2, 4 * i + 3, 4 * i + 4]] * 2)
+    merged = trainer.finish().stages[1].velocity
+    after = merged.state_dict()
+    assert after.keys() == before.keys() and any(not torch.equal(after[k], before[k]) for k in after)
+
+
 @pytest.mark.parametrize('trained', [(0,), (1,), (0, 1)])
 def test_only_the_trained_stages_move_and_the_final_reward_credits_the_first(trained):
     pipeline = tiny_pipeline()

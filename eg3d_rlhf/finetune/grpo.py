@@ -6,6 +6,8 @@ import math
 import numpy as np
 import torch
 
+from eg3d_rlhf.finetune import lora
+from eg3d_rlhf.finetune.flow_dpo import in_precision
 from eg3d_rlhf.generators.flow import check_sigma, noise_seed, velocity_at
 from torch_utils import misc
 
@@ -81,9 +83,10 @@ def window_steps(steps, window, start):
     return set(range(start, start + window))
 
 
-def rollout(pipeline, seeds, cond, steps, a, trained, window=None, window_start=0, iteration=0, t_min=None):
+def rollout(pipeline, seeds, cond, steps, a, trained, window=None, window_start=0, iteration=0, t_min=None, bf16=False):
     """Draw seeds through every stage of `pipeline` with `steps` steps per stage: SDE steps (noise level a) in the
-    window of each stage index in `trained`, Euler ODE steps elsewhere; without gradients. cond: int64 [N] or None."""
+    window of each stage index in `trained`, Euler ODE steps elsewhere; without gradients; velocity passes under bf16
+    autocast with bf16. cond: int64 [N] or None."""
     t_min = 1.0 / steps if t_min is None else t_min
     context, stages = None, []
     with torch.no_grad():
@@ -94,7 +97,7 @@ def rollout(pipeline, seeds, cond, steps, a, trained, window=None, window_start=
             for k in range(steps):
                 t, dt = k / steps, 1.0 / steps
                 sigma = sde_sigma(t, a, t_min) if k in sde else 0.0
-                v = velocity_at(stage.velocity, x, t, cond, context)
+                v = velocity_at(in_precision(stage.velocity, bf16), x, t, cond, context)
                 mean = step_mean(x, v, t, dt, sigma)
                 if sigma:
                     std = sigma * math.sqrt(dt)
@@ -110,13 +113,13 @@ def rollout(pipeline, seeds, cond, steps, a, trained, window=None, window_start=
     return Rollout(check_sigma(context, len(seeds)), stages, cond, list(seeds))
 
 
-def step_log_prob(velocity, trajectory, k, cond, steps):
+def step_log_prob(velocity, trajectory, k, cond, steps, bf16=False):
     """(log-prob [N] of trajectory step k under `velocity`, the step's mean, its std): the policy's with gradients,
-    or a reference's. Step k must be an SDE step."""
+    or a reference's; its pass under bf16 autocast with bf16. Step k must be an SDE step."""
     assert trajectory.sde[k], f'step {k} is an ODE step: it has no log-probability'
     x, x_next = trajectory.states[:, k], trajectory.states[:, k + 1]
     t, dt, sigma = k / steps, 1.0 / steps, trajectory.sigmas[k]
-    mean = step_mean(x, velocity_at(velocity, x, t, cond, trajectory.context), t, dt, sigma)
+    mean = step_mean(x, velocity_at(in_precision(velocity, bf16), x, t, cond, trajectory.context), t, dt, sigma)
     std = sigma * math.sqrt(dt)
     return gaussian_log_prob(x_next, mean, std), mean, std
 
@@ -168,6 +171,8 @@ class GRPOSettings:
     window:         int = None      # MixGRPO: SDE steps per trained stage (None: every step).
     window_shift:   int = 1         # MixGRPO: iterations between moves of the window by one step.
     adv_eps:        float = 1e-4    # eps of the group normalisation.
+    lora_rank:      int = 0         # Train LoRA adapters of this rank on the trained stages (finetune/lora.py); 0 = every weight.
+    bf16:           bool = False    # Velocity passes under bf16 autocast (weights, optimizer and loss stay float32).
 
 
 class FlowGRPO:
@@ -181,8 +186,12 @@ class FlowGRPO:
             raise ValueError(f'trained stages {self.s.trained} are not stages of a {len(pipeline.stages)}-stage pipeline')
         self.reference = pipeline.frozen_copy()
         for i in self.s.trained:                        # The trained stages learn, whatever they were set to.
-            pipeline.stages[i].velocity.requires_grad_(True)
-        params = [p for i in self.s.trained for p in pipeline.stages[i].velocity.parameters()]
+            stage = pipeline.stages[i]
+            if self.s.lora_rank:                        # Only the adapters: the base weights stay frozen.
+                stage.velocity = lora.wrap(stage.velocity.requires_grad_(False), self.s.lora_rank, seed=i)
+            else:
+                stage.velocity.requires_grad_(True)
+        params = [p for i in self.s.trained for p in pipeline.stages[i].velocity.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=self.s.lr)
         self.iteration = 0
 
@@ -203,7 +212,7 @@ class FlowGRPO:
             cond += [c] * len(group)
         cond = None if conditions[0] is None else torch.tensor(cond, dtype=torch.int64, device=self.pipeline.device)
         drawn = rollout(self.pipeline, seeds, cond, s.steps, s.noise_level, s.trained, s.window, self.window_start(),
-            self.iteration)
+            self.iteration, bf16=s.bf16)
         with torch.no_grad():
             rewards = torch.as_tensor(self.reward(drawn.sigma, cond), dtype=torch.float32).cpu()
         misc.assert_shape(rewards, [len(seeds)])
@@ -219,14 +228,16 @@ class FlowGRPO:
             for i in s.trained:
                 trajectory = drawn.stages[i]
                 for k in (k for k in range(s.steps) if trajectory.sde[k]):
-                    log_prob, mean, std = step_log_prob(self.pipeline.stages[i].velocity, trajectory, k, cond, s.steps)
+                    log_prob, mean, std = step_log_prob(self.pipeline.stages[i].velocity, trajectory, k, cond, s.steps,
+                        s.bf16)
                     policy_loss, part = clipped_surrogate(log_prob.cpu(), trajectory.log_probs[:, k], advantages,
                         s.clip_range)
                     loss = policy_loss.mean()
                     kl = torch.zeros(())
                     if s.kl_beta:
                         with torch.no_grad():
-                            _, ref_mean, _ = step_log_prob(self.reference.stages[i].velocity, trajectory, k, cond, s.steps)
+                            _, ref_mean, _ = step_log_prob(self.reference.stages[i].velocity, trajectory, k, cond,
+                                s.steps, s.bf16)
                         kl = gaussian_kl(mean, ref_mean, std).mean().cpu()
                         loss = loss + s.kl_beta * kl
                     (loss / count).backward()
@@ -239,5 +250,12 @@ class FlowGRPO:
             stats.update({name if epoch == 0 else f'{name}/epoch{epoch}': v for name, v in totals.items()})
         self.iteration += 1
         return stats
+
+    def finish(self):
+        """The tuned pipeline with any LoRA adapters folded into their stages' weights (training ends here)."""
+        if self.s.lora_rank:
+            for i in self.s.trained:
+                self.pipeline.stages[i].velocity = lora.merge(self.pipeline.stages[i].velocity)
+        return self.pipeline
 
 #----------------------------------------------------------------------------

@@ -4,6 +4,7 @@ import dataclasses
 import typing
 
 from eg3d_rlhf.data.annotators import parse_annotator
+from eg3d_rlhf.finetune import lora
 from eg3d_rlhf.finetune.grpo import GRPOSettings
 from eg3d_rlhf.finetune.options import ConfigError, MethodConfig, check_aggregate_lambda, flag_name, option
 from eg3d_rlhf.generators.base import seed_ranges
@@ -31,6 +32,8 @@ class GRPOConfig(MethodConfig):
     inner_epochs:   int = option(1, 'Optimiser steps per rollout (the first is on-policy: ratio 1)', min=1)
     sde_window:     int = option(0, 'MixGRPO: SDE steps per trained stage, a window that slides (ODE steps elsewhere, out of the loss); 0 = every step', min=0)
     window_shift:   int = option(1, 'MixGRPO: iterations between moves of the window by one step', min=1)
+    lora_rank:      int = option(0, 'Train only LoRA adapters of this rank on the trained stages\' Linear and Conv layers (peft), merged into their weights at the end; 0 = every weight trains', min=0)
+    bf16:           bool = option(False, 'bf16 autocast of every velocity pass (policy and reference) on the CPU or a CUDA device with native bf16; weights, optimizer and loss stay float32', is_flag=True)
     train_seeds:    str = option('20000-', 'First seed of the training draws: iteration i draws seeds from here on, G per condition (never the --eval-seeds)', metavar='SEED-')
     eval_seeds:     str = option('1000-1007', 'Held-out seeds (under every condition) comparing the tuned model with the base, or none', metavar='LIST')
     reward_aggregate: str = option('mean', "How the reward ensemble's member scores become one reward: mean, min, mean-std, uwo (as Circular-DPO's)", choices=lambda: AGGREGATES)
@@ -49,6 +52,8 @@ class GRPOConfig(MethodConfig):
                 except ValueError as err:
                     raise ConfigError(f'{flag_name(name)}: {err}') from None
         check_aggregate_lambda(self.reward_aggregate, self.aggregate_lambda)
+        if self.lora_rank and not lora.available():
+            raise ConfigError(lora.MISSING)
         if self.sde_window >= self.sde_steps:
             raise ConfigError(f'--sde-window={self.sde_window} is not below --sde-steps={self.sde_steps}: a window '
                 'of every step is --sde-window=0')
@@ -76,6 +81,7 @@ class GRPOConfig(MethodConfig):
         """The trainer's GRPOSettings."""
         return GRPOSettings(group_size=self.group_size, steps=self.sde_steps, noise_level=self.noise_level,
             clip_range=self.clip_range, kl_beta=self.kl_beta, lr=self.grpo_lr, inner_epochs=self.inner_epochs,
-            trained=STAGES[self.grpo_stages], window=self.sde_window or None, window_shift=self.window_shift)
+            trained=STAGES[self.grpo_stages], window=self.sde_window or None, window_shift=self.window_shift,
+            lora_rank=self.lora_rank, bf16=self.bf16)
 
 #----------------------------------------------------------------------------

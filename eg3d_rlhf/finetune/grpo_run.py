@@ -14,6 +14,7 @@ from eg3d_rlhf.data.annotators import parse_annotator
 from eg3d_rlhf.finetune import run_dir as runs
 from eg3d_rlhf.finetune.circular_dpo import conditions_of, slabs_of
 from eg3d_rlhf.finetune.circular_run import flow_network, group_row
+from eg3d_rlhf.finetune.flow_dpo import bf16_problem
 from eg3d_rlhf.finetune.grpo import FlowGRPO
 from eg3d_rlhf.finetune.options import RunError
 from eg3d_rlhf.rewards import aggregate
@@ -38,6 +39,8 @@ def reward_function(generator, reward):
 def run(cfg, common):
     """Flow-GRPO of the flow checkpoint at common.resume ('bundled-flow' or None: the bundled flow model) in a new run
     folder under common.outdir; the report's summary (None for a dry run)."""
+    if cfg.bf16 and bf16_problem(common.device):
+        raise RunError(bf16_problem(common.device))
     network, family = flow_network(common.resume)
     reward_path = cfg.reward_model or demo.flow_reward(cfg.demo_annotator)
     if reward_path is None:
@@ -98,6 +101,7 @@ def train(cfg, generator, reward, run_dir, save, seed, reward_path):
         group = list(range(first + i * cfg.group_size, first + (i + 1) * cfg.group_size))
         stats = trainer.step(conditions, [group] * len(conditions))
         log(dict(kind='grpo', iteration=i, seeds=[group[0], group[-1]], **stats))
+    policy = trainer.finish()
     for module in policy.modules():
         module.eval().requires_grad_(False)
     tuned = generator.with_pipeline(policy, keep=0, draw_batch=cfg.draw_batch)
