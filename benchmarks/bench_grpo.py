@@ -1,15 +1,10 @@
 """CPU benchmark of Flow-GRPO iterations on the bundled flow model: the full SDE against MixGRPO windows, per stage set."""
 
-import os
 import statistics
-import sys
 import time
 
 import click
 import torch
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
 from eg3d_rlhf.finetune.grpo import FlowGRPO, GRPOSettings
 from eg3d_rlhf.generators import registry
