@@ -168,6 +168,23 @@ def test_training_raises_the_reward_of_fresh_rollouts():
     assert mean_reward() > start + 0.2 and float(velocity.bias.detach()) > 0.2
 
 
+def test_online_dpo_learns_from_each_groups_best_and_worst_of_the_policys_own_draws():
+    torch.manual_seed(0)
+    velocity = GaussianVelocity(2.0, 0.5)
+    pipeline = FlowPipeline([Values(velocity, size=2)])
+    reward = lambda sigma, cond: -(sigma.mean(dim=(1, 2, 3)) - 3.0).abs()
+    trainer = grpo.OnlineDPO(pipeline, reward, grpo.GRPOSettings(group_size=4, steps=8, trained=(0,), lr=0.05), beta=5.0)
+    stats = trainer.step([None] * 2, [[1, 2, 3, 4], [5, 6, 7, 8]])
+    assert stats['pairs'] == 2 and stats['reward_gap'] > 0 and 'rewards/accuracies' in stats
+    for i in range(1, 20):
+        trainer.step([None] * 4, [list(range(16 * i + 4 * g, 16 * i + 4 * g + 4)) for g in range(4)])
+    assert float(velocity.bias.detach()) > 0.2                               # Toward the rewarded mean of 3.
+    flat = grpo.OnlineDPO(tiny_pipeline(), lambda sigma, cond: torch.zeros(len(sigma)), grpo.GRPOSettings(steps=2))
+    before = [p.detach().clone() for p in flat.pipeline.stages[1].velocity.parameters()]
+    assert flat.step([0], [[1, 2, 3, 4]])['pairs'] == 0                      # Tied rewards: no pair, no step.
+    assert all(torch.equal(p, q) for p, q in zip(flat.pipeline.stages[1].velocity.parameters(), before))
+
+
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match='trained stages'):
         grpo.FlowGRPO(tiny_pipeline(), lambda s, c: s.mean(), grpo.GRPOSettings(trained=(2,)))
@@ -191,6 +208,8 @@ def tiny_pt(tmp_path_factory):
     (['--train-seeds=20000'], 'give the first seed followed by a dash'),
     (['--annotator=oracle:wings'], "unknown annotator 'oracle:wings'"),
     (['--dpo-steps=3'], '--dpo-steps is a Circular-DPO option: add --method=circular-dpo'),
+    (['--objective=online-dpo', '--sde-window=2'], "are Flow-GRPO's; --objective=online-dpo draws with ODE steps"),
+    (['--online-beta=5'], '--online-beta and --online-loss-type are for --objective=online-dpo'),
 ])
 def test_bad_options_are_refused_in_one_line(tmp_path, args, message):
     result = train(['--generator=flow', '--method=grpo', '--outdir=runs', '--dry-run', *args], tmp_path, expect=2)
@@ -219,3 +238,17 @@ def test_a_grpo_run_trains_both_stages_and_writes_its_run_directory(tiny_pt, tmp
     assert tuned['training']['method'] == 'grpo'
     for a, b in zip(tuned['state_dicts'], base['state_dicts']):               # Both stages trained.
         assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_an_online_dpo_run_trains_the_final_stage_from_the_policys_own_pairs(tiny_pt, tmp_path):
+    train(['--generator=flow', '--method=grpo', '--objective=online-dpo', '--grpo-stages=final', f'--resume={tiny_pt}',
+        '--outdir=runs', '--grpo-iterations=2', '--group-size=3', '--sde-steps=3', '--grpo-lr=1e-2', '--online-beta=50',
+        '--eval-seeds=none'], tmp_path)
+    run_dir = tmp_path / 'runs' / '00000-flow-online-dpo-final'
+    steps = [json.loads(line) for line in (run_dir / 'stats.jsonl').read_text().splitlines()]
+    assert [r['iteration'] for r in steps] == [0, 1] and all(0 <= r['pairs'] <= 2 for r in steps)
+    report = json.loads((run_dir / 'report.json').read_text())
+    assert report['eval'] is None and (run_dir / 'curves.png').is_file()
+    tuned, base = flow_heads.read_flow(str(run_dir / 'flow-grpo.pt')), flow_heads.read_flow(tiny_pt)
+    assert all(torch.equal(tuned['state_dicts'][0][k], base['state_dicts'][0][k]) for k in base['state_dicts'][0])

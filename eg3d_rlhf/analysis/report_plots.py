@@ -234,7 +234,7 @@ def plot_dpo_curves(records, path, smooth=10):
 
 def plot_grpo_curves(records, path):
     """Flow-GRPO per iteration ('grpo' records of its stats.jsonl): the drawn groups' reward (mean, +- sd), the KL to
-    the reference and the share of clipped ratios."""
+    the reference and the share of clipped ratios (online DPO: its loss and implicit-reward accuracy)."""
     plt = _pyplot()
     rows = [r for r in records if r.get('kind') == 'grpo']
     it = np.array([r['iteration'] for r in rows])
@@ -243,8 +243,9 @@ def plot_grpo_curves(records, path):
     axes[0].plot(it, mean, 'o-', color='tab:orange')
     axes[0].fill_between(it, mean - sd, mean + sd, color='tab:orange', alpha=0.2)
     axes[0].set(xlabel='iteration', title='reward of the drawn groups (mean, +- sd)')
-    for ax, name in zip(axes[1:], ('kl', 'clipfrac')):
-        ax.plot(it, [r[name] for r in rows], 'o-')
+    names = ('kl', 'clipfrac') if 'kl' in rows[0] else ('loss', 'rewards/accuracies')   # Flow-GRPO's, online DPO's.
+    for ax, name in zip(axes[1:], names):
+        ax.plot(it, [r.get(name, np.nan) for r in rows], 'o-')
         ax.set(xlabel='iteration', title=name)
     fig.tight_layout()
     _save(fig, path)

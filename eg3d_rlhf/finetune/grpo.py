@@ -1,4 +1,4 @@
-"""Flow-GRPO on a multi-stage flow: the ODE as an SDE with its marginals, per-step log-probabilities, group advantages."""
+"""Online RL of a multi-stage flow: Flow-GRPO (the ODE as an SDE, per-step log-probabilities, groups) and online DPO."""
 
 import dataclasses
 import math
@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from eg3d_rlhf.finetune import lora
-from eg3d_rlhf.finetune.flow_dpo import in_precision
+from eg3d_rlhf.finetune.flow_dpo import Side, flow_dpo_loss, in_precision
 from eg3d_rlhf.generators.flow import check_sigma, noise_seed, velocity_at
 from torch_utils import misc
 
@@ -257,5 +257,65 @@ class FlowGRPO:
             for i in self.s.trained:
                 self.pipeline.stages[i].velocity = lora.merge(self.pipeline.stages[i].velocity)
         return self.pipeline
+
+#----------------------------------------------------------------------------
+# Online DPO: each iteration draws G samples per condition with the current policy (ODE steps), lets the reward pick
+# each group's best and worst, and takes one Flow-DPO step (flow_dpo_loss: one t and one x0 per pair, shared by both
+# sides, MSE_t against the frozen reference) on every trained stage's part of those pairs. The pairs come from where the
+# policy is now, not from a fixed bank; a group whose rewards tie gives no pair.
+
+
+class OnlineDPO(FlowGRPO):
+    """Online Flow-DPO of a FlowPipeline with the same reward, groups and interface as FlowGRPO; `beta` and `loss_type`
+    as Flow-DPO's (finetune/losses.py)."""
+
+    def __init__(self, pipeline, reward, settings, beta=1000.0, loss_type='sigmoid'):
+        super().__init__(pipeline, reward, settings)
+        self.beta, self.loss_type = float(beta), loss_type
+
+    def step(self, conditions, seed_groups):
+        s, seeds, cond = self.s, [], []
+        for c, group in zip(conditions, seed_groups):
+            if len(group) != s.group_size:
+                raise ValueError(f'a group needs {s.group_size} seeds, got {len(group)}')
+            seeds += list(group)
+            cond += [c] * len(group)
+        cond = None if conditions[0] is None else torch.tensor(cond, dtype=torch.int64, device=self.pipeline.device)
+        drawn = rollout(self.pipeline, seeds, cond, s.steps, 0.0, (), bf16=s.bf16)       # ODE: the policy's samples.
+        with torch.no_grad():
+            rewards = torch.as_tensor(self.reward(drawn.sigma, cond), dtype=torch.float32).cpu()
+        misc.assert_shape(rewards, [len(seeds)])
+        if not torch.isfinite(rewards).all():
+            raise ValueError('the reward gave nan or inf for a drawn sample')
+        groups = rewards.view(len(conditions), s.group_size)
+        best = groups.argmax(dim=1) + torch.arange(len(conditions)) * s.group_size
+        worst = groups.argmin(dim=1) + torch.arange(len(conditions)) * s.group_size
+        keep = rewards[best] > rewards[worst]
+        best, worst = best[keep], worst[keep]
+        stats = dict(reward_mean=float(rewards.mean()), reward_std=float(rewards.std(unbiased=False)),
+            pairs=int(keep.sum()), reward_gap=float((rewards[best] - rewards[worst]).mean()) if len(best) else 0.0)
+        self.optimizer.zero_grad(set_to_none=True)
+        if len(best):
+            rng = torch.Generator().manual_seed(int(np.random.SeedSequence([self.iteration, 7]).generate_state(1)[0]))
+            pair_cond = None if cond is None else cond[best]
+            totals = {}
+            for i in s.trained:
+                trajectory = drawn.stages[i]
+                x0 = torch.randn(trajectory.states[best, 0].shape, generator=rng).to(trajectory.states.device)
+                side = lambda rows: Side(x0, trajectory.states[rows, -1], None if trajectory.context is None else
+                    trajectory.context[rows])
+                t = torch.rand([len(best)], generator=rng)
+                policy = in_precision(self.pipeline.stages[i].velocity, s.bf16)
+                reference = in_precision(self.reference.stages[i].velocity, s.bf16)
+                loss, part = flow_dpo_loss(policy, reference, side(best), side(worst), t.to(x0.device), pair_cond,
+                    beta=self.beta, loss_type=self.loss_type)
+                (loss.mean() / len(s.trained)).backward()
+                totals['loss'] = totals.get('loss', 0.0) + float(loss.detach().mean()) / len(s.trained)
+                for name, value in part.items():
+                    totals[name] = totals.get(name, 0.0) + float(value.float().mean()) / len(s.trained)
+            self.optimizer.step()
+            stats.update(totals)
+        self.iteration += 1
+        return stats
 
 #----------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from eg3d_rlhf.finetune import run_dir as runs
 from eg3d_rlhf.finetune.circular_dpo import conditions_of, slabs_of
 from eg3d_rlhf.finetune.circular_run import flow_network, group_row
 from eg3d_rlhf.finetune.flow_dpo import bf16_problem
-from eg3d_rlhf.finetune.grpo import FlowGRPO
+from eg3d_rlhf.finetune.grpo import FlowGRPO, OnlineDPO
 from eg3d_rlhf.finetune.options import RunError
 from eg3d_rlhf.rewards import aggregate
 from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, shared_reward
@@ -54,7 +54,7 @@ def run(cfg, common):
         raise RunError(f'--reward-model: {err}')
     except ValueError as err:
         raise RunError(f'--reward-aggregate: {err}')
-    desc = f'flow-grpo-{cfg.grpo_stages}' + (f'-{common.desc}' if common.desc else '')
+    desc = f'flow-{cfg.objective}-{cfg.grpo_stages}' + (f'-{common.desc}' if common.desc else '')
     options = dict(method='grpo', network=network, reward_model=reward_path, seed=common.seed, device=common.device,
         **{k: v for k, v in dataclasses.asdict(cfg).items() if k != 'reward_model'})
     run_dir = runs.next_run_dir(common.outdir or demo.OPTIONS['outdir'], desc)       # No --outdir: the demo's.
@@ -94,7 +94,11 @@ def train(cfg, generator, reward, run_dir, save, seed, reward_path):
     log = runs.StatsLog(run_dir)
     base = generator.with_pipeline(generator.pipeline.frozen_copy(), draw_batch=cfg.draw_batch)
     policy = generator.pipeline.frozen_copy()                  # Tuned; the generator's own stays the base.
-    trainer = FlowGRPO(policy, reward_function(generator, reward), cfg.settings())
+    if cfg.objective == 'online-dpo':
+        trainer = OnlineDPO(policy, reward_function(generator, reward), cfg.settings(), cfg.online_beta,
+            cfg.online_loss_type)
+    else:
+        trainer = FlowGRPO(policy, reward_function(generator, reward), cfg.settings())
     conditions = conditions_of(generator)
     first = cfg.first_train_seed
     for i in tqdm.trange(cfg.grpo_iterations, desc='grpo', unit='iteration'):
@@ -113,21 +117,22 @@ def train(cfg, generator, reward, run_dir, save, seed, reward_path):
         result = compare(dict(original=base, tuned=tuned), reward, seeds, os.path.join(run_dir, 'eval-grpo'),
             taste=taste, temperature=cfg.temperature, annotator_res=cfg.eval_res, reward_path=reward_path)
         row = dict(group_row('a', result, trained), group='grpo',     # Circular-DPO's row, named as this method.
-            description=f'Flow-GRPO, {cfg.grpo_stages} stage(s)')
+            description=f'{cfg.objective}, {cfg.grpo_stages} stage(s)')
         log(dict(kind='eval', **row))
     records = log.records
     report_plots.plot_grpo_curves(records, os.path.join(run_dir, 'curves.png'))
     pictures = (['eval-grpo/before_after.png'] if row else []) + ['curves.png']
     summary = dict(alarm=row.get('alarm') if row else None, options=dataclasses.asdict(cfg), seed=seed,
         network=generator.identity()['network'], reward_model=reward_path, aggregate=cfg.reward_aggregate,
-        iterations=[{k: r[k] for k in ('iteration', 'reward_mean', 'reward_std', 'kl', 'clipfrac')} for r in
-            records if r['kind'] == 'grpo'], eval=row, trained_seconds=trained, seconds=time.time() - start)
+        iterations=[{k: r[k] for k in ('iteration', 'reward_mean', 'reward_std', 'kl', 'clipfrac', 'pairs') if k in r}
+            for r in records if r['kind'] == 'grpo'], eval=row, trained_seconds=trained, seconds=time.time() - start)
     headline = [('reward of the drawn groups', f'{records[0]["reward_mean"]:+.3f} at iteration 0, '
         f'{records[cfg.grpo_iterations - 1]["reward_mean"]:+.3f} at the last')]
     if row and 'win_rate' in row:
         headline.append(('held-out pairs', f'{cfg.eval_annotator} prefers the tuned model in {row["wins"]} of '
             f'{row["wins"] + row["losses"]}'))
-    report_plots.write_report(run_dir, 'Flow-GRPO', summary, pictures, headline=headline)
+    report_plots.write_report(run_dir, 'Flow-GRPO' if cfg.objective == 'grpo' else 'Online Flow-DPO', summary, pictures,
+        headline=headline)
     return summary
 
 #----------------------------------------------------------------------------
