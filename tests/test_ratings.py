@@ -104,3 +104,30 @@ def test_score_ratings_refuses_a_report_path_that_is_a_folder(rated):
     assert not os.path.exists(f'{out}.score.json')      # Before: the JSON written, then a traceback on the HTML.
 
 #----------------------------------------------------------------------------
+
+
+def test_a_ratings_file_reads_as_each_samples_mean_rating_of_one_criterion(tmp_path):
+    banks = [fake_bank(tmp_path / 'bankA', count=2), fake_bank(tmp_path / 'bankB', count=2)]
+    out = str(tmp_path / 'r.jsonl')
+    key = R.open_ratings(out, [(b, Bank(b)) for b in banks], ['geometry', 'detail'])
+    given = {}
+    for who, scores in (('alice', [5, 1, 3, 2]), ('bob', [4, 2, 3, 2])):
+        session = R.RatingSession(out, who, key)
+        for k, score in enumerate(scores):
+            sample = session.state()['current']['sample']
+            if who == 'bob' and k == 3:
+                session.rate(sample, None)                                    # A skip.
+            else:
+                session.rate(sample, dict(geometry=score, detail=1))
+                given.setdefault(key.samples[sample], []).append(score)
+    del session, key
+    rated = R.rated_samples(out, 'geometry')
+    roots = {b: os.path.realpath(b) for b in banks}                        # Bank labels are the folders given.
+    assert rated == {(roots[label], i): sum(v) / len(v) for (label, i), v in given.items()}
+    assert len(rated) == 4 and any(len(v) == 1 for v in given.values())     # A skip does not count.
+    with pytest.raises(L.LabelError, match=r"r.jsonl: rates geometry, detail, not 'symmetry'; pick one of those"):
+        R.rated_samples(out, 'symmetry')
+    with open(out, 'a') as f:
+        f.write('{"sample": "nobody", "annotator": "carol", "time": "t", "id": "x", "ratings": {"geometry": 9}}\n')
+    with pytest.raises(L.LabelError, match=r'r.jsonl:\d+: unknown sample token nobody'):
+        R.rated_samples(out, 'geometry')

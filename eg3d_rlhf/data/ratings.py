@@ -181,6 +181,21 @@ def load_ratings(path, key=None):
     return list(live.values())
 
 
+def rated_samples(path, criterion):
+    """{(bank folder, sample id): the mean of its `criterion` ratings over the annotators who rated it} of a ratings
+    file (label.py rate's, read with its key; skips left out): the scalar labels an unpaired loss trains on. LabelError
+    naming the file for a damaged file or key, or a criterion the file does not rate."""
+    key = RatingKey.load(key_path(path))
+    if criterion not in key.criteria:
+        raise LabelError(f'{path}: rates {", ".join(key.criteria)}, not {criterion!r}; pick one of those')
+    given = {}
+    for r in load_ratings(path, key):
+        if not r.get('skip'):
+            label, sample_id = key.samples[r['sample']]
+            given.setdefault((key.key['banks'][label], sample_id), []).append(r['ratings'][criterion])
+    return {k: float(np.mean(v)) for k, v in given.items()}
+
+
 class RatingSession(UndoStack):
     """One annotator's ratings over a file, resumed from it; thread-safe. Every sample of the key once (or `target`
     of them), in the annotator's order; undo takes back the last rating and shows its sample again."""
