@@ -1,13 +1,18 @@
 """Unpaired training of a flow stage from ratings (finetune/flow_unpaired.py): DRO and KTO raise the implicit reward
 of the well-rated assets above the badly rated ones', and a flow bank's ratings read as RatedData."""
 
+import json
+
 import pytest
 import torch
 
+from eg3d_rlhf.data import ratings
 from eg3d_rlhf.data.bank import Bank, BankWriter
 from eg3d_rlhf.finetune.flow_unpaired import RatedData, train_unpaired
 from eg3d_rlhf.generators.flow import mse_t
-from tests.helpers.flow import tiny_generator, tiny_pipeline
+from eg3d_rlhf.generators import flow_heads
+from tests.helpers.flow import save_tiny, tiny_generator, tiny_pipeline
+from tests.helpers.train import train_script as train
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
@@ -67,3 +72,51 @@ def test_a_flow_banks_ratings_read_as_rated_data(tmp_path):
         RatedData.from_ratings({})
     with pytest.raises(ValueError, match='finite ratings'):
         RatedData(data.assets, None, torch.tensor([1.0, float('nan')]), data.ids)
+
+
+def rated_bank(tmp_path, scores):
+    """A tiny-model flow bank (condition 0, seeds 0..) and a ratings file of it: alice rates sample k geometry scores[k]."""
+    generator = tiny_generator()
+    writer = BankWriter(str(tmp_path / 'bank'), generator, resolution=16)
+    writer.open()
+    for seed in range(len(scores)):
+        writer.write(seed, condition=0)
+    out = str(tmp_path / 'ratings.jsonl')
+    key = ratings.open_ratings(out, [('bank', Bank(str(tmp_path / 'bank')))], ['geometry'])
+    session = ratings.RatingSession(out, 'alice', key)
+    for _ in scores:
+        sample = session.state()['current']['sample']
+        session.rate(sample, dict(geometry=scores[int(key.samples[sample][1][-6:])]))
+    return out
+
+
+@pytest.mark.parametrize('args, message', [
+    ([], '--ratings JSONL is needed'),
+    (['--ratings=r.jsonl', '--good-above=4'], '--good-above splits ratings for --unpaired-loss=kto'),
+    (['--ratings=r.jsonl', '--group-size=3'], '--group-size is a Flow-GRPO option: add --method=grpo'),
+])
+def test_bad_unpaired_options_are_refused_in_one_line(tmp_path, args, message):
+    result = train(['--generator=flow', '--method=unpaired', '--outdir=runs', '--dry-run', *args], tmp_path, expect=2)
+    assert message in result.stderr and not (tmp_path / 'runs').exists(), result.stderr
+
+
+@pytest.mark.slow
+def test_an_unpaired_run_trains_the_final_stage_from_a_ratings_file(tmp_path):
+    out = rated_bank(tmp_path, [5, 1, 4, 2])
+    tiny = save_tiny(tmp_path / 'tiny.pt')
+    refused = train(['--generator=flow', '--method=unpaired', f'--resume={tiny}', f'--ratings={out}',
+        '--criterion=overall', '--outdir=runs'], tmp_path, expect=1)
+    assert "rates geometry, not 'overall'" in refused.stderr
+    result = train(['--generator=flow', '--method=unpaired', f'--resume={tiny}', f'--ratings={out}',
+        '--criterion=geometry', '--outdir=runs', '--unpaired-steps=3', '--unpaired-batch=2', '--unpaired-lr=1e-2',
+        '--eval-seeds=1000', '--draw-batch=2', '--annotator=oracle:nose'], tmp_path)
+    run_dir = tmp_path / 'runs' / '00000-flow-dro-final'
+    assert 'tuned preferred to the base in' in result.stdout
+    steps = [json.loads(line) for line in (run_dir / 'stats.jsonl').read_text().splitlines()]
+    assert [r['step'] for r in steps if r['kind'] == 'step'] == [0, 1, 2]
+    report = json.loads((run_dir / 'report.json').read_text())
+    assert report['rated'] == 4 and report['mean_rating'] == 3.0 and set(report['baselines']) == {'0'}
+    tuned, base = flow_heads.read_flow(str(run_dir / 'flow-unpaired.pt')), flow_heads.read_flow(tiny)
+    assert tuned['training']['loss'] == 'dro'
+    assert all(torch.equal(tuned['state_dicts'][0][k], base['state_dicts'][0][k]) for k in base['state_dicts'][0])
+    assert any(not torch.equal(tuned['state_dicts'][1][k], base['state_dicts'][1][k]) for k in base['state_dicts'][1])

@@ -181,7 +181,8 @@ def compare(generators, reward, seeds, outdir, taste=None, temperature=0.5, labe
     if flows:
         summary['stage_consistency'] = stage_consistency(ious, [c for _, c in keys])
         summary['diversity'] = {side: flow_quality.diversity(slabs[side], [c for _, c in keys]) for side in SIDES}
-        summary['diversity']['ratio_all'] = summary['diversity']['tuned']['all'] / summary['diversity']['original']['all']
+        spread = summary['diversity']['original']['all']          # 0 with one sample per condition: no ratio.
+        summary['diversity']['ratio_all'] = summary['diversity']['tuned']['all'] / spread if spread else None
     if taste:
         noisy, noise_free = oracle_choices(taste, slabs, taste_grid, temperature)
         summary['preference'] = dict(source=f'oracle:{taste}, temperature {temperature}', **win_rate(noisy),

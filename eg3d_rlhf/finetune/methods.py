@@ -11,6 +11,7 @@ from eg3d_rlhf.finetune import run_dir as runs
 from eg3d_rlhf.finetune.circular_config import CircularDPOConfig
 from eg3d_rlhf.finetune.config import RewardFinetuneConfig
 from eg3d_rlhf.finetune.grpo_config import GRPOConfig
+from eg3d_rlhf.finetune.unpaired_config import UnpairedConfig
 from eg3d_rlhf.finetune.options import ConfigError, flag_name
 
 #----------------------------------------------------------------------------
@@ -118,5 +119,9 @@ register(Method('flow', 'grpo', 'Flow-GRPO', GRPOConfig, grpo_run.run,
     reads=('generator', 'method', 'config', 'outdir', 'resume', 'reward_model', 'seed', 'device', 'desc', 'dry_run',
         'verbose'),
     help='online RL of a multi-stage flow from a reward: groups per condition, SDE log-probabilities, clipped ratio, KL'))
+register(Method('flow', 'unpaired', 'Unpaired', UnpairedConfig, grpo_run.run_unpaired,
+    reads=('generator', 'method', 'config', 'outdir', 'resume', 'reward_model', 'seed', 'device', 'desc', 'dry_run',
+        'verbose'),
+    help='one stage of a multi-stage flow from 1-5 ratings (label.py rate): DRO or KTO'))
 
 #----------------------------------------------------------------------------
