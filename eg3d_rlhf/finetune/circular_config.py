@@ -44,8 +44,42 @@ def variant_letters(text):
     return ','.join(letters)
 
 
+class FlowEvaluation:
+    """What the flow methods' configs share about their evaluation: LIST fields of seeds, and the annotators' check
+    (their fields annotator and demo_annotator)."""
+
+    def check_annotators(self):
+        for name in ('annotator', 'demo_annotator'):
+            if getattr(self, name) is not None:
+                try:
+                    parse_annotator(getattr(self, name))
+                except ValueError as err:
+                    raise ConfigError(f'{flag_name(name)}: {err}') from None
+
+    @property
+    def eval_annotator(self):
+        """The annotator of the evaluation: --annotator, else --demo-annotator."""
+        return self.annotator or self.demo_annotator
+
+    def seeds(self, name):
+        """The seed list of a LIST field ([] for none)."""
+        value = getattr(self, name)
+        return [] if value.strip().lower() == 'none' else seed_ranges(value)
+
+
 @dataclasses.dataclass
-class CircularDPOConfig(MethodConfig):
+class HeldOutOptions(FlowEvaluation):
+    """The evaluation fields of the flow methods that learn from a reward or ratings (Flow-GRPO, unpaired)."""
+    eval_seeds:     str = option('1000-1007', 'Held-out seeds (under every condition) comparing the tuned model with the base, or none', metavar='LIST')
+    annotator:      typing.Optional[str] = option(None, 'Simulated annotator judging the evaluation pairs (oracle:NAME)  [default: --demo-annotator]', metavar='oracle:NAME')
+    temperature:    float = option(0.5, 'Noise of the simulated annotator, in standard deviations of its taste', min=0)
+    draw_batch:     int = option(8, 'Samples per pipeline pass when the evaluation draws', min=1)
+    demo_annotator: str = option('oracle:proportions', 'The taste whose bundled flow reward is the default --reward-model and whose annotator judges the evaluation', metavar='oracle:NAME')
+    eval_res:       int = option(128, 'Cube resolution of the slabs the evaluation\'s annotator judges', min=16, flag=False)
+
+
+@dataclasses.dataclass
+class CircularDPOConfig(FlowEvaluation, MethodConfig):
     labels:         typing.Optional[str] = option(None, 'Judgements (JSONL) of pairs of --bank samples, the preference data of step 1  [default: the demo: simulated labels of samples drawn now]', metavar='JSONL')
     bank:           typing.Optional[str] = option(None, 'Flow bank (tools/sample_bank.py) of the samples --labels judges; their asset.npz are the data', metavar='DIR')
     reward_model:   typing.Optional[str] = option(None, 'Reward checkpoint scoring step 2\'s candidates (w1, w2) and the evaluation', metavar='PT')
@@ -102,12 +136,7 @@ class CircularDPOConfig(MethodConfig):
         self.ablation = variant_letters(self.ablation)                  # Names become the letters runs record.
         if (self.labels is None) != (self.bank is None):
             raise ConfigError('--labels and --bank go together: the labels judge the bank\'s samples (neither: the demo)')
-        for name in ('annotator', 'demo_annotator'):
-            if getattr(self, name) is not None:
-                try:
-                    parse_annotator(getattr(self, name))
-                except ValueError as err:
-                    raise ConfigError(f'{flag_name(name)}: {err}') from None
+        self.check_annotators()
         if self.labels_w1_tau is not None and self.is_demo:
             raise ConfigError('--labels-w1-tau filters the pairs of --labels by their win counts; the demo has none')
         if self.bridge_seeds.strip().lower() == 'none':
@@ -165,11 +194,6 @@ class CircularDPOConfig(MethodConfig):
     def stage_batch(self, last=True):
         """Pairs a step of a phase that trains the last stage or (last=False) an earlier one."""
         return self.dpo_batch if last or self.structure_batch is None else self.structure_batch
-
-    def seeds(self, name):
-        """The seed list of a LIST field ([] for none)."""
-        value = getattr(self, name)
-        return [] if value.strip().lower() == 'none' else seed_ranges(value)
 
 
 #----------------------------------------------------------------------------

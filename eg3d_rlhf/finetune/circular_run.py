@@ -443,11 +443,7 @@ def run(cfg, common):
     if problem is not None:                             # Read once the run has started: checked now.
         raise RunError(f'--labels: {problem}')
     check_preference_files(cfg)
-    reward_path = cfg.reward_model or demo.flow_reward(cfg.demo_annotator)
-    if reward_path is None:
-        raise RunError(f'--demo-annotator={cfg.demo_annotator} has no bundled flow reward (those of '
-            f'{", ".join("oracle:" + t for t in demo.FLOW_TASTES)} do); pass --reward-model')
-    reward_path = os.path.abspath(reward_path)
+    reward_path = flow_reward_path(cfg)
     try:
         family.conditions(network)                                  # Read as data: a damaged file fails here.
     except (OSError, ValueError) as err:
@@ -483,6 +479,15 @@ def flow_network(resume):
     if family is None or 'stages' not in family.capabilities:
         raise RunError(f'--resume: {network} is not a flow checkpoint (tools/train_flow.py writes them)')
     return network, family
+
+
+def flow_reward_path(cfg):
+    """The absolute path of --reward-model, or of the bundled flow reward of --demo-annotator; RunError without one."""
+    reward_path = cfg.reward_model or demo.flow_reward(cfg.demo_annotator)
+    if reward_path is None:
+        raise RunError(f'--demo-annotator={cfg.demo_annotator} has no bundled flow reward (those of '
+            f'{", ".join("oracle:" + t for t in demo.FLOW_TASTES)} do); pass --reward-model')
+    return os.path.abspath(reward_path)
 
 
 def check_preference_files(cfg):

@@ -201,9 +201,9 @@ class FlowGRPO:
             return 0
         return (self.iteration // self.s.window_shift) % max(1, self.s.steps - self.s.window + 1)
 
-    def step(self, conditions, seed_groups):
-        """One iteration: per condition c of `conditions` (None: unconditional) the seeds of seed_groups[c] (G each)
-        drawn, scored and normalised within their group; then inner_epochs optimiser steps. Returns the stats."""
+    def draw(self, conditions, seed_groups, sde=True):
+        """(Rollout, cond, rewards [N]) of seed_groups[c] (G seeds each) under condition c of `conditions` (None:
+        unconditional): SDE steps in the trained stages' windows, or (sde False) ODE steps everywhere."""
         s, seeds, cond = self.s, [], []
         for c, group in zip(conditions, seed_groups):
             if len(group) != s.group_size:
@@ -211,13 +211,20 @@ class FlowGRPO:
             seeds += list(group)
             cond += [c] * len(group)
         cond = None if conditions[0] is None else torch.tensor(cond, dtype=torch.int64, device=self.pipeline.device)
-        drawn = rollout(self.pipeline, seeds, cond, s.steps, s.noise_level, s.trained, s.window, self.window_start(),
-            self.iteration, bf16=s.bf16)
+        drawn = rollout(self.pipeline, seeds, cond, s.steps, s.noise_level if sde else 0.0, s.trained if sde else (),
+            s.window, self.window_start(), self.iteration, bf16=s.bf16)
         with torch.no_grad():
             rewards = torch.as_tensor(self.reward(drawn.sigma, cond), dtype=torch.float32).cpu()
         misc.assert_shape(rewards, [len(seeds)])
         if not torch.isfinite(rewards).all():
             raise ValueError('the reward gave nan or inf for a drawn sample')
+        return drawn, cond, rewards
+
+    def step(self, conditions, seed_groups):
+        """One iteration: per condition c of `conditions` (None: unconditional) the seeds of seed_groups[c] (G each)
+        drawn, scored and normalised within their group; then inner_epochs optimiser steps. Returns the stats."""
+        s = self.s
+        drawn, cond, rewards = self.draw(conditions, seed_groups)
         advantages = group_advantages(rewards.view(len(conditions), s.group_size), s.adv_eps).view(-1)
         stats = dict(reward_mean=float(rewards.mean()), reward_std=float(rewards.std(unbiased=False)),
             window_start=self.window_start())
@@ -274,19 +281,10 @@ class OnlineDPO(FlowGRPO):
         self.beta, self.loss_type = float(beta), loss_type
 
     def step(self, conditions, seed_groups):
-        s, seeds, cond = self.s, [], []
-        for c, group in zip(conditions, seed_groups):
-            if len(group) != s.group_size:
-                raise ValueError(f'a group needs {s.group_size} seeds, got {len(group)}')
-            seeds += list(group)
-            cond += [c] * len(group)
-        cond = None if conditions[0] is None else torch.tensor(cond, dtype=torch.int64, device=self.pipeline.device)
-        drawn = rollout(self.pipeline, seeds, cond, s.steps, 0.0, (), bf16=s.bf16)       # ODE: the policy's samples.
-        with torch.no_grad():
-            rewards = torch.as_tensor(self.reward(drawn.sigma, cond), dtype=torch.float32).cpu()
-        misc.assert_shape(rewards, [len(seeds)])
-        if not torch.isfinite(rewards).all():
-            raise ValueError('the reward gave nan or inf for a drawn sample')
+        """One iteration: the groups drawn with ODE steps (the policy's own samples), each group's best and worst
+        paired, one Flow-DPO step on the trained stages. Returns the stats."""
+        s = self.s
+        drawn, cond, rewards = self.draw(conditions, seed_groups, sde=False)
         groups = rewards.view(len(conditions), s.group_size)
         best = groups.argmax(dim=1) + torch.arange(len(conditions)) * s.group_size
         worst = groups.argmin(dim=1) + torch.arange(len(conditions)) * s.group_size

@@ -3,11 +3,10 @@
 import dataclasses
 import typing
 
-from eg3d_rlhf.data.annotators import parse_annotator
 from eg3d_rlhf.finetune import lora, losses
 from eg3d_rlhf.finetune.grpo import GRPOSettings
-from eg3d_rlhf.finetune.options import ConfigError, MethodConfig, check_aggregate_lambda, flag_name, option
-from eg3d_rlhf.generators.base import seed_ranges
+from eg3d_rlhf.finetune.circular_config import HeldOutOptions
+from eg3d_rlhf.finetune.options import ConfigError, MethodConfig, check_aggregate_lambda, option
 from eg3d_rlhf.rewards.aggregate import AGGREGATES
 
 #----------------------------------------------------------------------------
@@ -20,7 +19,7 @@ OBJECTIVES = ('grpo', 'online-dpo')
 
 
 @dataclasses.dataclass
-class GRPOConfig(MethodConfig):
+class GRPOConfig(HeldOutOptions, MethodConfig):
     reward_model:   typing.Optional[str] = option(None, 'Reward checkpoint scoring every drawn asset, and the evaluation  [default: the bundled flow reward of --demo-annotator]', metavar='PT')
     objective:      str = option('grpo', 'grpo: Flow-GRPO on SDE trajectories; online-dpo: Flow-DPO on each group\'s best and worst sample, drawn by the policy now (ODE)', choices=lambda: OBJECTIVES)
     grpo_stages:    str = option('both', 'Stages whose trajectories train: final, structure (the first), or both (the final asset\'s reward credits both trajectories across the hand-off)', choices=lambda: tuple(STAGES))
@@ -39,22 +38,11 @@ class GRPOConfig(MethodConfig):
     lora_rank:      int = option(0, 'Train only LoRA adapters of this rank on the trained stages\' Linear and Conv layers (peft), merged into their weights at the end; 0 = every weight trains', min=0)
     bf16:           bool = option(False, 'bf16 autocast of every velocity pass (policy and reference) on the CPU or a CUDA device with native bf16; weights, optimizer and loss stay float32', is_flag=True)
     train_seeds:    str = option('20000-', 'First seed of the training draws: iteration i draws seeds from here on, G per condition (never the --eval-seeds)', metavar='SEED-')
-    eval_seeds:     str = option('1000-1007', 'Held-out seeds (under every condition) comparing the tuned model with the base, or none', metavar='LIST')
     reward_aggregate: str = option('mean', "How the reward ensemble's member scores become one reward: mean, min, mean-std, uwo (as Circular-DPO's)", choices=lambda: AGGREGATES)
     aggregate_lambda: float = option(1.0, 'Weight of the members\' spread in --reward-aggregate=mean-std or uwo', min=0)
-    annotator:      typing.Optional[str] = option(None, 'Simulated annotator judging the evaluation pairs (oracle:NAME)  [default: --demo-annotator]', metavar='oracle:NAME')
-    temperature:    float = option(0.5, 'Noise of the simulated annotator, in standard deviations of its taste', min=0)
-    draw_batch:     int = option(8, 'Samples per pipeline pass when the evaluation draws', min=1)
-    demo_annotator: str = option('oracle:proportions', 'The taste whose bundled flow reward is the default --reward-model and whose annotator judges the evaluation', metavar='oracle:NAME')
-    eval_res:       int = option(128, 'Cube resolution of the slabs the evaluation\'s annotator judges', min=16, flag=False)
 
     def validate(self):
-        for name in ('annotator', 'demo_annotator'):
-            if getattr(self, name) is not None:
-                try:
-                    parse_annotator(getattr(self, name))
-                except ValueError as err:
-                    raise ConfigError(f'{flag_name(name)}: {err}') from None
+        self.check_annotators()
         check_aggregate_lambda(self.reward_aggregate, self.aggregate_lambda)
         if self.lora_rank and not lora.available():
             raise ConfigError(lora.MISSING)
@@ -77,15 +65,6 @@ class GRPOConfig(MethodConfig):
     @property
     def first_train_seed(self):
         return int(self.train_seeds.rstrip('-'))
-
-    @property
-    def eval_annotator(self):
-        return self.annotator or self.demo_annotator
-
-    def seeds(self, name):
-        """The seed list of a LIST field ([] for none)."""
-        value = getattr(self, name)
-        return [] if value.strip().lower() == 'none' else seed_ranges(value)
 
     def settings(self):
         """The trainer's GRPOSettings."""

@@ -15,7 +15,7 @@ from eg3d_rlhf.data.preferences import LabelError
 from eg3d_rlhf.data.ratings import rated_samples
 from eg3d_rlhf.finetune import run_dir as runs
 from eg3d_rlhf.finetune.circular_dpo import conditions_of, slabs_of
-from eg3d_rlhf.finetune.circular_run import flow_network, group_row
+from eg3d_rlhf.finetune.circular_run import flow_network, flow_reward_path, group_row
 from eg3d_rlhf.finetune.flow_dpo import bf16_problem
 from eg3d_rlhf.finetune.flow_unpaired import RatedData, train_unpaired
 from eg3d_rlhf.finetune.grpo import FlowGRPO, OnlineDPO
@@ -43,11 +43,7 @@ def reward_function(generator, reward):
 
 def open_reward(cfg, device):
     """(reward, its path): --reward-model, or the bundled flow reward of --demo-annotator, by --reward-aggregate."""
-    reward_path = cfg.reward_model or demo.flow_reward(cfg.demo_annotator)
-    if reward_path is None:
-        raise RunError(f'--demo-annotator={cfg.demo_annotator} has no bundled flow reward (those of '
-            f'{", ".join("oracle:" + t for t in demo.FLOW_TASTES)} do); pass --reward-model')
-    reward_path = os.path.abspath(reward_path)
+    reward_path = flow_reward_path(cfg)
     try:
         reward = aggregate.aggregated(shared_reward(reward_path, device), getattr(cfg, 'reward_aggregate', 'mean'),
             getattr(cfg, 'aggregate_lambda', 1.0))

@@ -3,10 +3,9 @@
 import dataclasses
 import typing
 
-from eg3d_rlhf.data.annotators import parse_annotator
 from eg3d_rlhf.finetune import losses
-from eg3d_rlhf.finetune.options import ConfigError, MethodConfig, flag_name, option
-from eg3d_rlhf.generators.base import seed_ranges
+from eg3d_rlhf.finetune.circular_config import HeldOutOptions
+from eg3d_rlhf.finetune.options import ConfigError, MethodConfig, option
 
 #----------------------------------------------------------------------------
 # Each field is one setting of `python train.py --generator=flow --method=unpaired`. Fields named as Circular-DPO's
@@ -16,7 +15,7 @@ STAGE_INDEX = dict(final=-1, structure=0)
 
 
 @dataclasses.dataclass
-class UnpairedConfig(MethodConfig):
+class UnpairedConfig(HeldOutOptions, MethodConfig):
     ratings:        typing.Optional[str] = option(None, 'Ratings file of flow bank samples (tools/label.py rate\'s JSONL, its key beside it): the training data', metavar='JSONL')
     criterion:      str = option('overall', 'The rated criterion trained on: each sample\'s mean rating of it over its raters', metavar='NAME')
     unpaired_loss:  str = option('dro', 'dro: regress the implicit reward on the rating above a baseline per condition (DSO); kto: ratings above --good-above are good, the rest bad', choices=lambda: tuple(losses.UNPAIRED))
@@ -27,32 +26,12 @@ class UnpairedConfig(MethodConfig):
     unpaired_beta:  float = option(1000.0, 'beta of the implicit reward beta * (MSE_t(reference) - MSE_t(policy)), per value of the stage', above=0)
     good_above:     float = option(3.0, 'kto: a mean rating above this is good, else bad')
     reward_model:   typing.Optional[str] = option(None, 'Reward checkpoint scoring the evaluation\'s samples  [default: the bundled flow reward of --demo-annotator]', metavar='PT')
-    eval_seeds:     str = option('1000-1007', 'Held-out seeds (under every condition) comparing the tuned model with the base, or none', metavar='LIST')
-    annotator:      typing.Optional[str] = option(None, 'Simulated annotator judging the evaluation pairs (oracle:NAME)  [default: --demo-annotator]', metavar='oracle:NAME')
-    temperature:    float = option(0.5, 'Noise of the simulated annotator, in standard deviations of its taste', min=0)
-    draw_batch:     int = option(8, 'Samples per pipeline pass when the evaluation draws', min=1)
-    demo_annotator: str = option('oracle:proportions', 'The taste whose bundled flow reward scores the evaluation by default and whose annotator judges it', metavar='oracle:NAME')
-    eval_res:       int = option(128, 'Cube resolution of the slabs the evaluation\'s annotator judges', min=16, flag=False)
 
     def validate(self):
         if self.ratings is None:
             raise ConfigError('--ratings JSONL is needed: a ratings file of flow bank samples (tools/label.py rate)')
-        for name in ('annotator', 'demo_annotator'):
-            if getattr(self, name) is not None:
-                try:
-                    parse_annotator(getattr(self, name))
-                except ValueError as err:
-                    raise ConfigError(f'{flag_name(name)}: {err}') from None
+        self.check_annotators()
         if self.unpaired_loss != 'kto' and self.good_above != 3.0:
             raise ConfigError('--good-above splits ratings for --unpaired-loss=kto')
-
-    @property
-    def eval_annotator(self):
-        return self.annotator or self.demo_annotator
-
-    def seeds(self, name):
-        """The seed list of a LIST field ([] for none)."""
-        value = getattr(self, name)
-        return [] if value.strip().lower() == 'none' else seed_ranges(value)
 
 #----------------------------------------------------------------------------
