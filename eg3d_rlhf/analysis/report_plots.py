@@ -233,17 +233,25 @@ def plot_dpo_curves(records, path, smooth=10):
 
 
 def plot_grpo_curves(records, path):
-    """Flow-GRPO per iteration ('grpo' records of its stats.jsonl): the drawn groups' reward (mean, +- sd), the KL to
-    the reference and the share of clipped ratios (online DPO: its loss and implicit-reward accuracy)."""
+    """Flow-GRPO per iteration ('grpo' records of its stats.jsonl): the drawn samples' reward (median and quartiles, the
+    mean dashed: one odd sample moves the mean alone) and the KL to the reference; the share of clipped ratios when any
+    ratio was clipped (online DPO: its loss and implicit-reward accuracy instead of the KL)."""
     plt = _pyplot()
     rows = [r for r in records if r.get('kind') == 'grpo']
     it = np.array([r['iteration'] for r in rows])
-    mean, sd = np.array([r['reward_mean'] for r in rows]), np.array([r['reward_std'] for r in rows])
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
-    axes[0].plot(it, mean, 'o-', color='tab:orange')
-    axes[0].fill_between(it, mean - sd, mean + sd, color='tab:orange', alpha=0.2)
-    axes[0].set(xlabel='iteration', title='reward of the drawn groups (mean, +- sd)')
-    names = ('kl', 'clipfrac') if 'kl' in rows[0] else ('loss', 'rewards/accuracies')   # Flow-GRPO's, online DPO's.
+    names = ['kl', 'clipfrac'] if 'kl' in rows[0] else ['loss', 'rewards/accuracies']     # Flow-GRPO's, online DPO's.
+    if names[1] == 'clipfrac' and not any(r.get('clipfrac') for r in rows):
+        names = names[:1]                               # One on-policy step per iteration never clips.
+    fig, axes = plt.subplots(1, 1 + len(names), figsize=(4.7 * (1 + len(names)), 3.8))
+    median = np.array([r['reward_median'] for r in rows])
+    axes[0].plot(it, median, 'o-', color='tab:orange', label='median')
+    axes[0].fill_between(it, [r['reward_q25'] for r in rows], [r['reward_q75'] for r in rows], color='tab:orange',
+        alpha=0.2, label='quartiles')
+    axes[0].plot(it, [r['reward_mean'] for r in rows], ':', color='grey', label='mean')
+    low, high = min(r['reward_q25'] for r in rows), max(r['reward_q75'] for r in rows)
+    axes[0].set_ylim(low - 0.5 * (high - low + 1e-9), high + 0.5 * (high - low + 1e-9))   # The quartiles, not outliers.
+    axes[0].set(xlabel='iteration', title='reward of the drawn samples')
+    axes[0].legend(fontsize=7)
     for ax, name in zip(axes[1:], names):
         ax.plot(it, [r.get(name, np.nan) for r in rows], 'o-')
         ax.set(xlabel='iteration', title=name)

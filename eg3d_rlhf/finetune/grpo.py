@@ -220,14 +220,20 @@ class FlowGRPO:
             raise ValueError('the reward gave nan or inf for a drawn sample')
         return drawn, cond, rewards
 
+    @staticmethod
+    def reward_stats(rewards):
+        """The drawn samples' reward: mean, sd, and the quartiles (one odd sample moves the mean, not them)."""
+        q25, median, q75 = (float(q) for q in torch.quantile(rewards, torch.tensor([0.25, 0.5, 0.75])))
+        return dict(reward_mean=float(rewards.mean()), reward_std=float(rewards.std(unbiased=False)),
+            reward_median=median, reward_q25=q25, reward_q75=q75)
+
     def step(self, conditions, seed_groups):
         """One iteration: per condition c of `conditions` (None: unconditional) the seeds of seed_groups[c] (G each)
         drawn, scored and normalised within their group; then inner_epochs optimiser steps. Returns the stats."""
         s = self.s
         drawn, cond, rewards = self.draw(conditions, seed_groups)
         advantages = group_advantages(rewards.view(len(conditions), s.group_size), s.adv_eps).view(-1)
-        stats = dict(reward_mean=float(rewards.mean()), reward_std=float(rewards.std(unbiased=False)),
-            window_start=self.window_start())
+        stats = dict(self.reward_stats(rewards), window_start=self.window_start())
         for epoch in range(s.inner_epochs):
             self.optimizer.zero_grad(set_to_none=True)
             totals = dict(loss=0.0, policy_loss=0.0, kl=0.0, ratio=0.0, clipfrac=0.0, approx_kl=0.0)
@@ -290,8 +296,7 @@ class OnlineDPO(FlowGRPO):
         worst = groups.argmin(dim=1) + torch.arange(len(conditions)) * s.group_size
         keep = rewards[best] > rewards[worst]
         best, worst = best[keep], worst[keep]
-        stats = dict(reward_mean=float(rewards.mean()), reward_std=float(rewards.std(unbiased=False)),
-            pairs=int(keep.sum()), reward_gap=float((rewards[best] - rewards[worst]).mean()) if len(best) else 0.0)
+        stats = dict(self.reward_stats(rewards), pairs=int(keep.sum()), reward_gap=float((rewards[best] - rewards[worst]).mean()) if len(best) else 0.0)
         self.optimizer.zero_grad(set_to_none=True)
         if len(best):
             rng = torch.Generator().manual_seed(int(np.random.SeedSequence([self.iteration, 7]).generate_state(1)[0]))
