@@ -234,10 +234,10 @@ class FlowGRPO:
         drawn, cond, rewards = self.draw(conditions, seed_groups)
         advantages = group_advantages(rewards.view(len(conditions), s.group_size), s.adv_eps).view(-1)
         stats = dict(self.reward_stats(rewards), window_start=self.window_start())
+        count = sum(sum(drawn.stages[i].sde) for i in s.trained)      # SDE steps in the loss, every epoch.
         for epoch in range(s.inner_epochs):
             self.optimizer.zero_grad(set_to_none=True)
             totals = dict(loss=0.0, policy_loss=0.0, kl=0.0, ratio=0.0, clipfrac=0.0, approx_kl=0.0)
-            count = sum(sum(drawn.stages[i].sde) for i in s.trained)
             for i in s.trained:
                 trajectory = drawn.stages[i]
                 for k in (k for k in range(s.steps) if trajectory.sde[k]):
@@ -296,7 +296,8 @@ class OnlineDPO(FlowGRPO):
         worst = groups.argmin(dim=1) + torch.arange(len(conditions)) * s.group_size
         keep = rewards[best] > rewards[worst]
         best, worst = best[keep], worst[keep]
-        stats = dict(self.reward_stats(rewards), pairs=int(keep.sum()), reward_gap=float((rewards[best] - rewards[worst]).mean()) if len(best) else 0.0)
+        gap = float((rewards[best] - rewards[worst]).mean()) if len(best) else 0.0
+        stats = dict(self.reward_stats(rewards), pairs=int(keep.sum()), reward_gap=gap)
         self.optimizer.zero_grad(set_to_none=True)
         if len(best):
             rng = torch.Generator().manual_seed(int(np.random.SeedSequence([self.iteration, 7]).generate_state(1)[0]))
