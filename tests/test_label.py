@@ -34,6 +34,8 @@ def test_random_pairs_are_every_pair_once_seeded():
     assert first == list(L.random_pairs(list(reversed(ids)), np.random.RandomState(3)))
     assert first != list(L.random_pairs(ids, np.random.RandomState(4)))
     assert {a for a, b in first} != set(ids[:1])                    # Sides are drawn, not always the smaller id left.
+    skip = {L.pair_key(*p) for p in first[::3]}
+    assert list(L.random_pairs(ids, np.random.RandomState(3), skip=skip)) == [p for i, p in enumerate(first) if i % 3]
 
 
 def test_random_pairs_of_a_big_bank_are_drawn_lazily_without_repeats():

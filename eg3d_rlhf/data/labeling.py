@@ -255,8 +255,12 @@ def pair_key(a, b):
     return frozenset((a, b))
 
 
-def random_pairs(ids, rng):
-    """Every unordered pair of different ids once, in seeded random order, sides drawn at random (lazy)."""
+def random_pairs(ids, rng, skip=()):
+    """Every unordered pair of different ids once, in seeded random order, sides drawn at random (lazy); pairs
+    whose pair_key is in `skip` are passed over (the order of the rest is unchanged)."""
+    if skip:
+        yield from (p for p in random_pairs(ids, rng) if pair_key(*p) not in skip)
+        return
     ids = sorted(ids)
     n = len(ids)
     total = n * (n - 1) // 2

@@ -1,5 +1,6 @@
 """Online rounds: draw from the current generator, label the pairs the reward is least sure of, refit, tune again."""
 
+import itertools
 import json
 import os
 import shutil
@@ -159,12 +160,8 @@ class Rounds:
                 chosen.append(pair)
                 if len(chosen) == active:
                     break
-        taken = {pair_key(*p) for p in chosen}
-        for pair in random_pairs(ids, rng):                             # The calibration share, none twice.
-            if len(chosen) == n:
-                break
-            if pair_key(*pair) not in taken:
-                chosen.append(pair)
+        taken = {pair_key(*p) for p in chosen}                          # The calibration share, none twice.
+        chosen += itertools.islice(random_pairs(ids, rng, skip=taken), n - len(chosen))
         write_json(path, dict(pairs=chosen, active=active))
         return [tuple(p) for p in chosen], active
 
@@ -201,13 +198,8 @@ class Rounds:
     def spares(self, k):
         """Round k's spare pairs for people: as many again as it asks about, at random, none of its pairs."""
         pairs, ids = self.pairs(k)[0], Bank(self.bank(k)).ids
-        taken, spares = {pair_key(*p) for p in pairs}, []
-        for pair in random_pairs(ids, np.random.RandomState(self.s['seed'] * 1000 + k + 500)):
-            if len(spares) == len(pairs):
-                break
-            if pair_key(*pair) not in taken:
-                spares.append(tuple(pair))
-        return spares
+        rng = np.random.RandomState(self.s['seed'] * 1000 + k + 500)
+        return list(itertools.islice(random_pairs(ids, rng, skip={pair_key(*p) for p in pairs}), len(pairs)))
 
     def union(self, k):
         """A bank linking the samples of rounds 0..k (their seeds differ, so their ids do) and all their labels."""
