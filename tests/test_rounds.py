@@ -12,7 +12,9 @@ from click.testing import CliRunner
 from eg3d_rlhf.data import annotators
 from eg3d_rlhf.data.labeling import informative_pairs
 from eg3d_rlhf.finetune import rounds
+from eg3d_rlhf.generators import flow_heads
 from tests.helpers.banks import ball_bank
+from tests.helpers.flow import save_tiny
 from tests.helpers.train import TRAIN_ARGS
 from tools import rounds as tool
 from training import legacy
@@ -101,3 +103,31 @@ def test_two_rounds_run_end_to_end_and_a_second_call_redoes_nothing(data, start_
     assert all(torch.equal(a, b) for a, b in zip(before.state_dict().values(), after.state_dict().values()))
     assert (outdir / 'round-1' / 'gold.json').read_text() == gold
     assert len(os.listdir(outdir / 'round-1' / 'train')) == 1 and not (outdir / 'round-1' / 'train' / 'half-written').exists()
+
+
+@pytest.mark.slow
+def test_two_rounds_of_a_flow_ask_about_one_condition_and_tune_by_circular_dpo(tmp_path):
+    start = save_tiny(tmp_path / 'tiny.pt')
+    outdir = tmp_path / 'rounds'
+    args = ['--outdir', str(outdir), '--network', start, '--rounds', '2', '--judgements', '20', '--bank-size', '6',
+        '--res', '16', '--annotator', 'oracle:proportions', '--eval-seeds', '900-901', '--', '--dpo-steps=2',
+        '--dpo-batch=4', '--bridge-seeds=0-1', '--draw-batch=4', '--device=cpu']
+    result = CliRunner().invoke(tool.main, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((outdir / 'rounds.json').read_text())
+    assert [r['active'] for r in summary['rounds']] == [0, 15] and summary['rounds'][1]['before_refit']['pairs'] > 0
+    for k in (0, 1):
+        pairs = json.loads((outdir / f'round-{k}' / 'pairs.json').read_text())['pairs']
+        assert len(pairs) == 20 and all(a[:3] == b[:3] for a, b in pairs)          # cCC-seed...: one condition each.
+        assert {a[:3] for a, _ in pairs} == {'c00', 'c01'}
+        gold = json.loads((outdir / f'round-{k}' / 'gold.json').read_text())
+        assert gold['seeds'] == len(gold['scores']) == 4                           # 2 seeds under each of 2 conditions.
+    first, second = (flow_heads.read_flow(str(outdir / f'round-{k}' / 'generator.pt')) for k in (0, 1))
+    base = flow_heads.read_flow(start)
+    moved = lambda a, b: any(not torch.equal(x[n], y[n]) for x, y in zip(a['state_dicts'], b['state_dicts']) for n in x)
+    assert moved(base, first) and moved(first, second)                               # Each round tuned the last.
+    meta = json.loads((outdir / 'round-1' / 'bank' / 'bank.json').read_text())
+    assert 'round-0' in json.dumps(meta)                                              # Round 1 drew from round 0's.
+    stamps = {p: os.path.getmtime(p) for p in outdir.rglob('*') if p.is_file() and p.name not in SUMMARY}
+    assert CliRunner().invoke(tool.main, args).exit_code == 0
+    assert {p: os.path.getmtime(p) for p in stamps} == stamps

@@ -1,4 +1,4 @@
-"""Online rounds on an EG3D generator: draw from it, label the pairs its reward is least sure of, refit, tune again."""
+"""Online rounds on a generator: draw from it, label the pairs its reward is least sure of, refit, tune again."""
 
 import os
 import socket
@@ -8,7 +8,7 @@ import tqdm
 
 import dnnlib
 
-from eg3d_rlhf.cli import network_path
+from eg3d_rlhf.cli import network_family, network_path
 from eg3d_rlhf.data import annotators, invites
 from eg3d_rlhf.data.label_pages import check_allowed_host, check_host
 from eg3d_rlhf.data.label_server import WILDCARDS, is_loopback
@@ -52,14 +52,14 @@ def invite(labels, names, host, port):
 @click.command(context_settings=dict(ignore_unknown_options=True))
 @click.option('--outdir', required=True, metavar='DIR',
     help='Where round-0/, round-1/, ... and rounds.json go; what is there already is reused, so a stopped run resumes')
-@click.option('--network', default='bundled', show_default=True, metavar='PKL|bundled', help='The generator to start from')
+@click.option('--network', default='bundled', show_default=True, metavar='PKL|PT|bundled|bundled-flow', help='The generator to start from: EG3D or flow')
 @click.option('--trust-pickle', is_flag=True, help='Confirm you trust --network: loading a pickle can run code stored in it')
 @click.option('--rounds', 'count', type=click.IntRange(min=1), default=3, show_default=True, help='Rounds to run')
 @click.option('--judgements', type=click.IntRange(min=1), default=150, show_default=True, help='Judgements per round')
 @click.option('--random-share', type=click.FloatRange(0, 1), default=0.25, show_default=True,
     help='Share of each later round\'s pairs drawn at random (calibration); the rest go where the reward\'s members disagree most')
 @click.option('--bank-size', type=click.IntRange(min=2), default=100, show_default=True,
-    help='Samples each round draws from its generator')
+    help='Seeds each round draws from its generator (a flow\'s: each under every condition)')
 @click.option('--bank-seed', type=click.IntRange(min=0), default=20000, show_default=True,
     help='First seed of round 0\'s bank; each round draws the next --bank-size seeds')
 @click.option('--res', type=click.IntRange(min=16), default=64, show_default=True, help='Cube resolution of the banks and the gold')
@@ -72,23 +72,26 @@ def invite(labels, names, host, port):
 @click.option('--invite', 'invited', multiple=True, metavar='NAME', help='People: invite NAME and print their link (repeatable; label.py invite NAME --out OUTDIR/people does the same)')
 @click.option('--temperature', type=click.FloatRange(min=0), default=0.5, show_default=True, help='Its noise, in sd of its taste')
 @click.option('--refit-all/--no-refit-all', default=True, show_default=True, help='Refit each round\'s reward on every judgement so far, the pairs across train_reward\'s splits too (train_reward --refit-all)')
-@click.option('--kimg', type=click.FloatRange(min=0, min_open=True), default=0.4, show_default=True, help='Fine-tuning per round')
-@click.option('--lambda-r', type=click.FloatRange(min=0), default=10.0, show_default=True, help='Weight of the reward')
+@click.option('--kimg', type=click.FloatRange(min=0, min_open=True), default=0.4, show_default=True, help='EG3D: fine-tuning per round')
+@click.option('--lambda-r', type=click.FloatRange(min=0), default=10.0, show_default=True, help='EG3D: weight of the reward')
 @click.option('--seed', type=click.IntRange(min=0), default=0, show_default=True, help='Seed of the pair draws, the noise and train.py')
 @click.option('--eval-seeds', default='9000-9063', show_default=True, metavar='LIST',
     help='Held-out seeds where each round\'s generator meets the start under the annotator\'s noise-free taste')
 @click.argument('train_args', nargs=-1, type=click.UNPROCESSED, metavar='[-- TRAIN.PY FLAGS...]')
 def main(outdir, network, trust_pickle, count, judgements, random_share, bank_size, bank_seed, res, annotator, gold_taste,
         host, port, allow_hosts, invited, temperature, refit_all, kimg, lambda_r, seed, eval_seeds, train_args):
-    """Round k draws --bank-size samples from its generator, asks the annotator about --judgements pairs (the pairs
+    """Round k draws --bank-size seeds from its generator, asks the annotator about --judgements pairs (the pairs
     the previous round's reward ensemble is least sure of, and a --random-share at random), refits the default sigma
-    reward on every judgement so far, fine-tunes the generator from where it is with it (train.py, --kimg), and
-    measures the result against the start on --eval-seeds. Each round is a folder of the run (round-K/); every step
-    is kept, so a stopped run resumes. Flags after -- go to every train.py run. With people, each round serves the
-    labeling page and waits until its judgements have come, from any number of invited annotators.
+    reward on every judgement so far, fine-tunes the generator from where it is with it (EG3D: train.py's reward
+    phase, --kimg; a flow: Circular-DPO on every judgement so far, the reward ranking step 2), and measures the result
+    against the start on --eval-seeds. A flow's pairs join samples of one condition. Each round is a folder of the run
+    (round-K/); every step is kept, so a stopped run resumes. Flags after -- go to every train.py run. With people,
+    each round serves the labeling page and waits until its judgements have come, from any number of invited
+    annotators.
 
     \b
     python tools/rounds.py --outdir out/rounds --rounds 3 --judgements 150 --annotator oracle:nose
+    python tools/rounds.py --outdir out/rounds-flow --network bundled-flow --annotator oracle:proportions
     python tools/rounds.py --outdir out/rounds-people --annotator people --host 0.0.0.0 --invite alice --invite bob
     """
     people, person = rounds.people_name(annotator)
@@ -113,10 +116,12 @@ def main(outdir, network, trust_pickle, count, judgements, random_share, bank_si
     drawn = held_out & set(range(bank_seed, bank_seed + count * bank_size))
     if drawn:
         raise click.BadParameter(f'seed {min(drawn)} is also in a round\'s bank; held-out seeds must be new', param_hint='--eval-seeds')
-    if judgements > annotators.pair_limit(range(bank_size)):
+    path = network_path(network, trust_pickle)
+    conditions = network_family(path).conditions(path) or 1               # A flow's pairs join one condition's.
+    if judgements > conditions * annotators.pair_limit(range(bank_size)):
         raise click.BadParameter(f'{judgements} judgements need more than --bank-size {bank_size} samples give',
             param_hint='--judgements')
-    settings = dict(network=os.path.abspath(network_path(network, trust_pickle)), rounds=count, judgements=judgements,
+    settings = dict(network=os.path.abspath(path), rounds=count, judgements=judgements,
         random_share=random_share, bank_size=bank_size, bank_seed=bank_seed, res=res, annotator=annotator,
         gold_taste=gold_taste, temperature=temperature, refit_all=refit_all, kimg=kimg, lambda_r=lambda_r, seed=seed, eval_seeds=eval_seeds, train_args=list(train_args))
     try:
@@ -127,7 +132,7 @@ def main(outdir, network, trust_pickle, count, judgements, random_share, bank_si
                 invites=invite(os.path.join(outdir, rounds.INVITES), invited, host, port))
         summary = rounds.Rounds(outdir, settings, page).run(lambda row: click.echo(f'round {row["round"]}: ' + (
             'labelled, refitted and tuned (no gold taste)' if row['gold'] is None else f'gold gain '
-            f'{row["gold"]["gain_sd"]:+.2f} sd over the start on {row["gold"]["seeds"]} held-out seeds')))
+            f'{row["gold"]["gain_sd"]:+.2f} sd over the start on {row["gold"]["seeds"]} held-out samples')))
     except (RunError, ValueError, LabelError) as err:
         raise click.ClickException(str(err))
     text = rounds.describe(summary)

@@ -18,6 +18,7 @@ from eg3d_rlhf.finetune.overopt_sweep import TOOL, TRAIN_PY, child
 from eg3d_rlhf.generators import registry
 from eg3d_rlhf.generators.base import seed_ranges
 from eg3d_rlhf.geometry.sigma import slab_grid
+from torch_utils import safetensors_file
 
 #----------------------------------------------------------------------------
 # Round k lives in round-k/ of the run folder. Its steps run in order, each skipped when its output exists, and each
@@ -26,7 +27,8 @@ from eg3d_rlhf.geometry.sigma import slab_grid
 #   bank    tools/sample_bank.py: `bank_size` new seeds drawn by the current generator (the start's in round 0)
 #   pairs   `judgements` pairs of that bank: a `random_share` of them at random (calibration), the rest in decreasing
 #           expected information under the previous round's reward ensemble (labeling.informative_pairs); round 0,
-#           with no reward yet, draws them all at random
+#           with no reward yet, draws them all at random. A flow generator's pairs join two samples of one condition
+#           (Flow-DPO compares them under it)
 #   labels  the simulated annotator's judgements of them. Its taste is standardised over round 0's bank in every
 #           round, so one unit of noise means the same in each. With people, the pairs page serves them (and spares,
 #           for pairs everyone skips) to whoever is invited until the round's count is judged (people_round.py);
@@ -34,7 +36,9 @@ from eg3d_rlhf.geometry.sigma import slab_grid
 #           the previous reward's accuracy on them before it is refitted, which says how far the generator moved
 #           off what was labelled
 #   reward  tools/train_reward.py on every round's labels so far, over a bank linking every round's samples
-#   tune    train.py from the current generator with that reward, `kimg` long; its last snapshot is the next generator
+#   tune    from the current generator with that reward: EG3D by train.py's reward phase, `kimg` long, its last
+#           snapshot the next generator; a flow by Circular-DPO (group a) with every label so far as step 1's data and
+#           that reward ranking step 2's candidates, its flow-a snapshot the next generator
 #   gold    the taste (`gold_taste`, else the simulated annotator's), noise-free, on held-out `eval_seeds` drawn by the
 #           start and by this round's generator: the win rate of this round's (exact binomial p, Wilson interval), its
 #           mean gain in sd of the start, and its win rate against the previous round's generator. People with no
@@ -93,13 +97,16 @@ class Rounds:
         self.gold_taste = annotators.parse_annotator(gold) if gold else self.taste
         self.page = dict(page or {})                    # serve_round's host, port, invites, allow_hosts, progress.
         self.scored = {}                                # (round, reward path): member_scores' answer.
+        self.flow = registry.family_of_file(self.s['network']).name == 'flow'
+        self.ext = '.pkl' if not self.flow else '.safetensors' if safetensors_file.is_safetensors(self.s['network']) \
+            else '.pt'                                  # A flow's generators keep the start's format.
 
     def folder(self, k, *names):
         return os.path.join(self.outdir, ROUND.format(k), *names)
 
     def generator(self, k):
         """The generator round k draws from: the start, or the generator round k-1 tuned."""
-        return self.s['network'] if k == 0 else self.folder(k - 1, 'generator.pkl')
+        return self.s['network'] if k == 0 else self.folder(k - 1, 'generator' + self.ext)
 
     def seeds(self, k):
         first = self.s['bank_seed'] + k * self.s['bank_size']
@@ -153,15 +160,15 @@ class Rounds:
             return [tuple(p) for p in pairs], kept['active']
         rng = np.random.RandomState(self.s['seed'] * 1000 + k)
         active = 0 if k == 0 else int(round(n * (1 - self.s['random_share'])))
-        chosen = []
+        chosen, alike = [], self.alike(k)
         if active:
             members = self.member_scores(k, self.folder(k - 1, 'reward.safetensors'))
-            for pair in informative_pairs(members, rng):
-                chosen.append(pair)
-                if len(chosen) == active:
-                    break
+            chosen += itertools.islice(filter(alike, informative_pairs(members, rng)), active)
         taken = {pair_key(*p) for p in chosen}                          # The calibration share, none twice.
-        chosen += itertools.islice(random_pairs(ids, rng, skip=taken), n - len(chosen))
+        chosen += itertools.islice(filter(alike, random_pairs(ids, rng, skip=taken)), n - len(chosen))
+        if len(chosen) < n:
+            raise RunError(f'round {k}\'s bank has {len(chosen)} pairs of two samples of one condition, not '
+                f'{n}: raise --bank-size or lower --judgements')
         write_json(path, dict(pairs=chosen, active=active))
         return [tuple(p) for p in chosen], active
 
@@ -199,7 +206,14 @@ class Rounds:
         """Round k's spare pairs for people: as many again as it asks about, at random, none of its pairs."""
         pairs, ids = self.pairs(k)[0], Bank(self.bank(k)).ids
         rng = np.random.RandomState(self.s['seed'] * 1000 + k + 500)
-        return list(itertools.islice(random_pairs(ids, rng, skip={pair_key(*p) for p in pairs}), len(pairs)))
+        spares = filter(self.alike(k), random_pairs(ids, rng, skip={pair_key(*p) for p in pairs}))
+        return list(itertools.islice(spares, len(pairs)))
+
+    def alike(self, k):
+        """Whether a pair of round k's samples may be asked about: both of one condition (EG3D's have none)."""
+        bank = Bank(self.bank(k))
+        condition = {i: bank.meta(i).get('condition') for i in bank.ids}
+        return lambda pair: condition[pair[0]] == condition[pair[1]]
 
     def union(self, k):
         """A bank linking the samples of rounds 0..k (their seeds differ, so their ids do) and all their labels."""
@@ -227,15 +241,24 @@ class Rounds:
         return path
 
     def tune(self, k):
-        path = self.folder(k, 'generator.pkl')
+        path = self.folder(k, 'generator' + self.ext)
         if not os.path.isfile(path):
             reward, runs = self.reward(k), self.folder(k, 'train')
             if os.path.isdir(runs):                     # A stopped fine-tuning starts again from the round's start.
                 shutil.rmtree(runs)
-            child([TRAIN_PY, f'--resume={self.generator(k)}', '--trust-pickle', '--reward=sigma',
-                f'--reward-model={reward}', f'--lambda-r={self.s["lambda_r"]:g}', f'--kimg={self.s["kimg"]:g}',
-                f'--seed={self.s["seed"]}', '--collateral-seeds=0', f'--outdir={runs}', *self.s['train_args']],
-                self.folder(k, 'train.log'))
+            common = [f'--resume={self.generator(k)}', f'--reward-model={reward}', f'--seed={self.s["seed"]}',
+                f'--outdir={runs}', *self.s['train_args']]
+            if self.flow:
+                union = self.union(k)
+                child([TRAIN_PY, '--generator=flow', '--method=circular-dpo', f'--bank={union}', '--eval-seeds=none',
+                    f'--labels={os.path.join(union, "labels.jsonl")}', '--report-to=none', *common],
+                    self.folder(k, 'train.log'))
+                run = os.path.join(runs, sorted(os.listdir(runs))[-1])
+                shutil.copyfile(os.path.join(run, 'flow-a' + self.ext), path + '.partial')
+                os.replace(path + '.partial', path)
+                return path
+            child([TRAIN_PY, '--trust-pickle', '--reward=sigma', f'--lambda-r={self.s["lambda_r"]:g}',
+                f'--kimg={self.s["kimg"]:g}', '--collateral-seeds=0', *common], self.folder(k, 'train.log'))
             run = os.path.join(runs, sorted(os.listdir(runs))[-1])
             snapshot = sorted(f for f in os.listdir(run) if f.startswith('network-snapshot-'))[-1]
             from training import legacy # pylint: disable=import-outside-toplevel  (our own snapshot: trusted)
@@ -256,13 +279,14 @@ class Rounds:
         for name, network in (('start', self.s['network']), ('tuned', self.tune(k))):
             G = registry.family_of_file(network).load(network, 'cpu')     # The tool checked the start's trust.
             grid = slab_grid(self.s['res'], cube_length=G.cube_length)
-            slabs = G.sigma_grid(seeds, grid).numpy()
+            conditions = sorted({c for _, c in G.keys(seeds)}, key=lambda c: -1 if c is None else c)
+            slabs = np.concatenate([G.sigma_grid(seeds, grid, c).numpy() for c in conditions])  # Every seed per condition.
             scores[name] = np.array([taste(s, grid, 10.0) for s in slabs])
         versus = lambda other: ['tuned' if t > o else 'original' if t < o else 'tie'
             for o, t in zip(other, scores['tuned'])]
         previous = None if k == 0 else np.array(self.gold(k - 1)['scores'])
         sd = scores['start'].std() or 1.0
-        return write_json(path, dict(seeds=len(seeds), **win_rate(versus(scores['start'])),
+        return write_json(path, dict(seeds=len(scores['tuned']), **win_rate(versus(scores['start'])),
             gain_sd=float((scores['tuned'] - scores['start']).mean() / sd),
             versus_previous=None if previous is None else win_rate(versus(previous)), scores=scores['tuned'].tolist()))
 
