@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from eg3d_rlhf.data import annotators
 from eg3d_rlhf.data.labeling import informative_pairs
-from eg3d_rlhf.finetune import rounds
+from eg3d_rlhf.finetune import label_efficiency, rounds
+from eg3d_rlhf.finetune.options import RunError
 from eg3d_rlhf.generators import flow_heads
 from tests.helpers.banks import ball_bank
 from tests.helpers.flow import save_tiny
@@ -32,7 +33,10 @@ def test_an_annotator_can_keep_another_sets_scale():
 
 @pytest.mark.parametrize('args, message', [
     (['--annotator', 'oracle:wings'], "unknown annotator 'oracle:wings'"),
-    (['--bank-size', '4', '--judgements', '7'], '7 judgements need more than --bank-size 4 samples give'),
+    (['--bank-size', '4', '--judgements', '7'], '7 judgements need more than a bank of 4 seeds gives'),
+    (['--bank-size', '4', '--judgements', '6', '--rounds', '2', '--train-seeds', '1-2', '--upfront', '29'], '29 judgements need more than a bank of 8 seeds'),
+    (['--train-seeds', '1-x'], '--train-seeds'),
+    (['--annotator', 'people:ann', '--train-seeds', '1-2'], 'comparing label efficiency needs a --gold-taste'),
     (['--network', 'nowhere.pkl', '--trust-pickle'], 'nowhere.pkl'),
     (['--eval-seeds', '20005-20010'], "seed 20005 is also in a round's bank"),
 ])
@@ -131,3 +135,68 @@ def test_two_rounds_of_a_flow_ask_about_one_condition_and_tune_by_circular_dpo(t
     stamps = {p: os.path.getmtime(p) for p in outdir.rglob('*') if p.is_file() and p.name not in SUMMARY}
     assert CliRunner().invoke(tool.main, args).exit_code == 0
     assert {p: os.path.getmtime(p) for p in stamps} == stamps
+
+
+def test_the_upfront_run_draws_as_many_seeds_from_the_start_and_tunes_as_long(tmp_path, monkeypatch):
+    settings = dict(rounds=4, judgements=150, bank_size=100, kimg=0.4, train_args=['--dpo-steps=30'])
+    runs = label_efficiency.arms(settings, [600, 1200])
+    assert runs['rounds'] == settings and sorted(runs) == ['rounds', 'upfront-1200', 'upfront-600']
+    assert {k: runs['upfront-600'][k] for k in ('rounds', 'judgements', 'bank_size', 'tune_scale')} == \
+        dict(rounds=1, judgements=600, bank_size=400, tune_scale=4)
+    calls = []
+    monkeypatch.setattr(rounds, 'child', lambda args, log: calls.append(args) or (_ for _ in ()).throw(RunError('stop')))
+    for flow, scale in ((False, 1), (False, 4), (True, 1), (True, 4)):
+        run = rounds.Rounds.__new__(rounds.Rounds)
+        run.outdir, run.flow, run.ext = str(tmp_path / f'{flow}-{scale}'), flow, '.pt'
+        run.s = dict(settings, network='start', seed=0, lambda_r=10.0, tune_scale=scale)
+        monkeypatch.setattr(run, 'reward', lambda k: 'reward.safetensors')
+        monkeypatch.setattr(run, 'union', lambda k: 'labelled')
+        with pytest.raises(RunError, match='stop'):
+            run.tune(0)
+        steps = [a for a in calls[-1] if a.startswith('--dpo-steps=' if flow else '--kimg=')]
+        assert steps == (['--dpo-steps=30'] + [f'--dpo-steps={30 * scale}'] * (scale > 1) if flow else
+            [f'--kimg={0.4 * scale:g}'])                          # The last --dpo-steps is the one train.py takes.
+    assert rounds.dpo_steps([]) == 80 and rounds.dpo_steps(['--dpo-steps', '7', '--dpo-steps=9']) == 9
+
+
+def fake_gold(scores, ids):
+    return dict(gain_sd=float(np.mean(scores)), win_rate=float(np.mean(np.array(scores) > 0)), ids=ids, scores=scores)
+
+
+def test_the_comparison_pairs_each_held_out_id_and_tests_across_training_seeds(tmp_path, monkeypatch):
+    ids = [f'c{c:02d}-seed{s:06d}' for c in range(2) for s in range(900, 904)]
+    scores = {                                                  # (seed, run) -> gold scores of the last generator.
+        (1, 'rounds'): [2.0] * 8, (1, 'upfront-60'): [1.0] * 6 + [3.0, 2.0],
+        (2, 'rounds'): [1.5] * 8, (2, 'upfront-60'): [1.0] * 8,
+        (3, 'rounds'): [1.0] * 8, (3, 'upfront-60'): [0.5] * 7 + [1.0]}
+    for (seed, run), s in list(scores.items()):
+        scores[seed, 'upfront-90'] = [x + 0.6 for x in s] if run == 'upfront-60' else None
+    scores = {k: v for k, v in scores.items() if v is not None}
+
+    class FakeRounds:
+        def __init__(self, folder, s):
+            self.s = s
+        def run(self):
+            name = 'rounds' if self.s.get('tune_scale') is None else f'upfront-{self.s["judgements"]}'
+            judged = self.s['rounds'] * self.s['judgements']
+            return dict(rounds=[dict(judgements=judged, gold=fake_gold(scores[self.s['seed'], name], ids))])
+    monkeypatch.setattr(rounds, 'Rounds', FakeRounds)
+    settings = dict(rounds=2, judgements=30, bank_size=6, kimg=0.4, annotator='oracle:nose', gold_taste=None,
+        eval_seeds='900-903', train_args=[])
+    lines = []
+    summary = label_efficiency.run(str(tmp_path), settings, [1, 2, 3], [60, 90], progress=lines.append)
+    first = summary['replication']['contrasts'][0]
+    assert [c['contrast'] for c in summary['replication']['contrasts']] == ['rounds vs upfront-60', 'rounds vs upfront-90']
+    assert [s['effect'] for s in first['seeds']] == [6.5 / 8, 1.0, 7.5 / 8]   # Seed 1: 6 wins, a loss, a tie.
+    assert first['across']['above'] == 3 and summary['mean_gain_sd']['rounds'] == pytest.approx(1.5)
+    assert summary['mean_gain_sd']['upfront-60'] < 1.5 <= summary['mean_gain_sd']['upfront-90'] and summary['matched'] == 90
+    assert len(lines) == 9 and 'matched the rounds\' mean gold gain with 90 judgements (1.5x' in \
+        (tmp_path / 'label-efficiency.md').read_text()
+    assert (tmp_path / 'label-efficiency.png').stat().st_size > 1000
+    assert json.loads((tmp_path / 'label-efficiency.json').read_text())['matched'] == 90
+    assert (tmp_path / 'label-efficiency-replication.md').is_file()
+    with pytest.raises(RunError, match='other settings'):                # The folder keeps its comparison's settings.
+        label_efficiency.run(str(tmp_path), dict(settings, judgements=40), [1, 2, 3], [60, 90], progress=lines.append)
+    scores[2, 'upfront-60'] = scores[2, 'upfront-60'][:7]
+    with pytest.raises(RunError, match='other held-out ids'):
+        label_efficiency.run(str(tmp_path), settings, [1, 2, 3], [60, 90], progress=lines.append)

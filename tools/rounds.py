@@ -1,52 +1,21 @@
 """Online rounds on a generator: draw from it, label the pairs its reward is least sure of, refit, tune again."""
 
 import os
-import socket
 
 import click
-import tqdm
 
 import dnnlib
 
-from eg3d_rlhf.cli import network_family, network_path
-from eg3d_rlhf.data import annotators, invites
+from eg3d_rlhf.cli import network_family, network_path, parse_range
+from eg3d_rlhf.data import annotators, people_round
 from eg3d_rlhf.data.label_pages import check_allowed_host, check_host
-from eg3d_rlhf.data.label_server import WILDCARDS, is_loopback
+from eg3d_rlhf.data.label_server import is_loopback
 from eg3d_rlhf.data.labeling import ANNOTATOR
 from eg3d_rlhf.data.preferences import LabelError
-from eg3d_rlhf.finetune import rounds
+from eg3d_rlhf.finetune import label_efficiency, rounds
 from eg3d_rlhf.finetune.options import RunError
 from eg3d_rlhf.finetune.overopt_sweep import keep_settings
 from eg3d_rlhf.generators.base import seed_ranges
-
-
-class Progress:
-    """serve_round's progress: a bar of a round's judgements."""
-
-    def __init__(self, total):
-        self.total, self.bar = total, None
-
-    def __call__(self, done):
-        if self.bar is None:
-            self.bar = tqdm.tqdm(total=self.total, desc='judgements', unit='pair')
-        self.bar.update(done - self.bar.n)
-        if done >= self.total:
-            self.bar.close()
-            self.bar = None
-
-
-def invite(labels, names, host, port):
-    """The run's invites (of `labels`, as label.py invite --out takes it), each of `names` not yet invited added and
-    their link printed."""
-    guests = invites.Invites(labels)
-    known = set(invites.read_invites(guests.path).values())
-    where = socket.gethostname() if host in WILDCARDS else host
-    for name in names:
-        if name in known:
-            click.echo(f'{name}: invited already (label.py invite {name} --out {labels} --force gives a new link)')
-        else:
-            click.echo(f'{name}: http://{where}:{port}/?token={invites.invite(labels, name)}')
-    return guests
 
 
 @click.command(context_settings=dict(ignore_unknown_options=True))
@@ -77,9 +46,11 @@ def invite(labels, names, host, port):
 @click.option('--seed', type=click.IntRange(min=0), default=0, show_default=True, help='Seed of the pair draws, the noise and train.py')
 @click.option('--eval-seeds', default='9000-9063', show_default=True, metavar='LIST',
     help='Held-out seeds where each round\'s generator meets the start under the annotator\'s noise-free taste')
+@click.option('--train-seeds', type=parse_range, metavar='LIST', help='Compare label efficiency: run the rounds once per training seed (its --seed) beside one upfront round per --upfront total, in OUTDIR/seed-S/')
+@click.option('--upfront', type=parse_range, metavar='LIST', help='With --train-seeds: judgement totals of the upfront runs, each one round on the start\'s bank of --rounds x --bank-size seeds, tuned --rounds times as long  [default: --rounds x --judgements]')
 @click.argument('train_args', nargs=-1, type=click.UNPROCESSED, metavar='[-- TRAIN.PY FLAGS...]')
 def main(outdir, network, trust_pickle, count, judgements, random_share, bank_size, bank_seed, res, annotator, gold_taste,
-        host, port, allow_hosts, invited, temperature, refit_all, kimg, lambda_r, seed, eval_seeds, train_args):
+        host, port, allow_hosts, invited, temperature, refit_all, kimg, lambda_r, seed, eval_seeds, train_seeds, upfront, train_args):
     """Round k draws --bank-size seeds from its generator, asks the annotator about --judgements pairs (the pairs
     the previous round's reward ensemble is least sure of, and a --random-share at random), refits the default sigma
     reward on every judgement so far, fine-tunes the generator from where it is with it (EG3D: train.py's reward
@@ -92,6 +63,7 @@ def main(outdir, network, trust_pickle, count, judgements, random_share, bank_si
     \b
     python tools/rounds.py --outdir out/rounds --rounds 3 --judgements 150 --annotator oracle:nose
     python tools/rounds.py --outdir out/rounds-flow --network bundled-flow --annotator oracle:proportions
+    python tools/rounds.py --outdir out/efficiency --rounds 4 --judgements 150 --train-seeds 1-3 --upfront 600,1200
     python tools/rounds.py --outdir out/rounds-people --annotator people --host 0.0.0.0 --invite alice --invite bob
     """
     people, person = rounds.people_name(annotator)
@@ -118,18 +90,26 @@ def main(outdir, network, trust_pickle, count, judgements, random_share, bank_si
         raise click.BadParameter(f'seed {min(drawn)} is also in a round\'s bank; held-out seeds must be new', param_hint='--eval-seeds')
     path = network_path(network, trust_pickle)
     conditions = network_family(path).conditions(path) or 1               # A flow's pairs join one condition's.
-    if judgements > conditions * annotators.pair_limit(range(bank_size)):
-        raise click.BadParameter(f'{judgements} judgements need more than --bank-size {bank_size} samples give',
-            param_hint='--judgements')
+    upfront = upfront or [count * judgements]
+    for hint, n, size in (('--judgements', judgements, bank_size), *[('--upfront', u, count * bank_size) for u in
+            (upfront if train_seeds else [])]):
+        if n > conditions * annotators.pair_limit(range(size)):
+            raise click.BadParameter(f'{n} judgements need more than a bank of {size} seeds gives', param_hint=hint)
+    if train_seeds and people and not gold_taste:
+        raise click.BadParameter('comparing label efficiency needs a --gold-taste', param_hint='--train-seeds')
     settings = dict(network=os.path.abspath(path), rounds=count, judgements=judgements,
         random_share=random_share, bank_size=bank_size, bank_seed=bank_seed, res=res, annotator=annotator,
         gold_taste=gold_taste, temperature=temperature, refit_all=refit_all, kimg=kimg, lambda_r=lambda_r, seed=seed, eval_seeds=eval_seeds, train_args=list(train_args))
     try:
+        if train_seeds:
+            summary = label_efficiency.run(outdir, settings, train_seeds, upfront, progress=click.echo)
+            click.echo(label_efficiency.describe(summary) + f'Report: {os.path.join(outdir, label_efficiency.STEM)}.md')
+            return
         keep_settings(outdir, dict(settings, rounds=None))                  # More rounds may follow in the same folder.
         page = None
         if people:
-            page = dict(host=host, port=port, allow_hosts=allow_hosts, progress=Progress(judgements),
-                invites=invite(os.path.join(outdir, rounds.INVITES), invited, host, port))
+            page = dict(host=host, port=port, allow_hosts=allow_hosts, progress=people_round.Progress(judgements),
+                invites=people_round.invite(os.path.join(outdir, rounds.INVITES), invited, host, port))
         summary = rounds.Rounds(outdir, settings, page).run(lambda row: click.echo(f'round {row["round"]}: ' + (
             'labelled, refitted and tuned (no gold taste)' if row['gold'] is None else f'gold gain '
             f'{row["gold"]["gain_sd"]:+.2f} sd over the start on {row["gold"]["seeds"]} held-out samples')))

@@ -1,12 +1,16 @@
 """A round of labels from people: one list of pairs that every invited annotator shares, served until N are judged."""
 
 import os
+import socket
 import threading
 import time
 import warnings
 
+import tqdm
+
+from eg3d_rlhf.data import invites as invite_files
 from eg3d_rlhf.data.label_pages import Sessions
-from eg3d_rlhf.data.label_server import LabelServer, is_loopback
+from eg3d_rlhf.data.label_server import WILDCARDS, LabelServer, is_loopback
 from eg3d_rlhf.data.labeling import LabelSession, check_appendable, pair_key
 from eg3d_rlhf.data.preferences import LabelError, LabelWarning, load_judgements, write_judgements
 
@@ -132,5 +136,35 @@ def write_labels(pool, path):
     labels = pool.labels()
     write_judgements(path, labels)
     return labels
+
+#----------------------------------------------------------------------------
+
+class Progress:
+    """serve_round's progress: a bar of a round's judgements."""
+
+    def __init__(self, total):
+        self.total, self.bar = total, None
+
+    def __call__(self, done):
+        if self.bar is None:
+            self.bar = tqdm.tqdm(total=self.total, desc='judgements', unit='pair')
+        self.bar.update(done - self.bar.n)
+        if done >= self.total:
+            self.bar.close()
+            self.bar = None
+
+
+def invite(labels, names, host, port):
+    """The run's invites (of `labels`, as label.py invite --out takes it), each of `names` not yet invited added and
+    their link printed."""
+    guests = invite_files.Invites(labels)
+    known = set(invite_files.read_invites(guests.path).values())
+    where = socket.gethostname() if host in WILDCARDS else host
+    for name in names:
+        if name in known:
+            print(f'{name}: invited already (label.py invite {name} --out {labels} --force gives a new link)')
+        else:
+            print(f'{name}: http://{where}:{port}/?token={invite_files.invite(labels, name)}')
+    return guests
 
 #----------------------------------------------------------------------------

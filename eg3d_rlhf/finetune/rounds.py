@@ -246,19 +246,21 @@ class Rounds:
             reward, runs = self.reward(k), self.folder(k, 'train')
             if os.path.isdir(runs):                     # A stopped fine-tuning starts again from the round's start.
                 shutil.rmtree(runs)
+            scale = self.s.get('tune_scale', 1)         # label_efficiency's upfront run tunes as long as all rounds.
             common = [f'--resume={self.generator(k)}', f'--reward-model={reward}', f'--seed={self.s["seed"]}',
                 f'--outdir={runs}', *self.s['train_args']]
             if self.flow:
                 union = self.union(k)
                 child([TRAIN_PY, '--generator=flow', '--method=circular-dpo', f'--bank={union}', '--eval-seeds=none',
-                    f'--labels={os.path.join(union, "labels.jsonl")}', '--report-to=none', *common],
+                    f'--labels={os.path.join(union, "labels.jsonl")}', '--report-to=none', *common,
+                    *([f'--dpo-steps={scale * dpo_steps(self.s["train_args"])}'] if scale != 1 else [])],
                     self.folder(k, 'train.log'))
                 run = os.path.join(runs, sorted(os.listdir(runs))[-1])
                 shutil.copyfile(os.path.join(run, 'flow-a' + self.ext), path + '.partial')
                 os.replace(path + '.partial', path)
                 return path
             child([TRAIN_PY, '--trust-pickle', '--reward=sigma', f'--lambda-r={self.s["lambda_r"]:g}',
-                f'--kimg={self.s["kimg"]:g}', '--collateral-seeds=0', *common], self.folder(k, 'train.log'))
+                f'--kimg={scale * self.s["kimg"]:g}', '--collateral-seeds=0', *common], self.folder(k, 'train.log'))
             run = os.path.join(runs, sorted(os.listdir(runs))[-1])
             snapshot = sorted(f for f in os.listdir(run) if f.startswith('network-snapshot-'))[-1]
             from training import legacy # pylint: disable=import-outside-toplevel  (our own snapshot: trusted)
@@ -282,13 +284,15 @@ class Rounds:
             conditions = sorted({c for _, c in G.keys(seeds)}, key=lambda c: -1 if c is None else c)
             slabs = np.concatenate([G.sigma_grid(seeds, grid, c).numpy() for c in conditions])  # Every seed per condition.
             scores[name] = np.array([taste(s, grid, 10.0) for s in slabs])
+            ids = [G.sample_id(seed, c) for c in conditions for seed in seeds]
         versus = lambda other: ['tuned' if t > o else 'original' if t < o else 'tie'
             for o, t in zip(other, scores['tuned'])]
         previous = None if k == 0 else np.array(self.gold(k - 1)['scores'])
         sd = scores['start'].std() or 1.0
         return write_json(path, dict(seeds=len(scores['tuned']), **win_rate(versus(scores['start'])),
             gain_sd=float((scores['tuned'] - scores['start']).mean() / sd),
-            versus_previous=None if previous is None else win_rate(versus(previous)), scores=scores['tuned'].tolist()))
+            versus_previous=None if previous is None else win_rate(versus(previous)), ids=ids,
+            scores=scores['tuned'].tolist()))
 
     def run(self, progress=None):
         """Every round in order (each step skipped when done); returns the summary written to rounds.json."""
@@ -313,6 +317,21 @@ class Rounds:
         summary = write_json(os.path.join(self.outdir, 'rounds.json'), dict(settings=self.s, rounds=rows))
         plot(summary, os.path.join(self.outdir, 'rounds.png'))
         return summary
+
+
+def dpo_steps(train_args):
+    """The Circular-DPO steps per stage that train_args give (the last --dpo-steps), else its default."""
+    from eg3d_rlhf.finetune.circular_config import CircularDPOConfig # pylint: disable=import-outside-toplevel
+    steps = CircularDPOConfig().dpo_steps
+    for a, b in zip(train_args, [*train_args[1:], None]):
+        if a == '--dpo-steps' and b is not None:
+            steps = b
+        elif a.startswith('--dpo-steps='):
+            steps = a.split('=', 1)[1]
+    try:
+        return int(steps)
+    except ValueError:
+        raise RunError(f'--dpo-steps {steps!r}: not a whole number') from None
 
 
 def drift_of(before):

@@ -1,0 +1,121 @@
+"""Label efficiency: online rounds against one upfront round of the same or more judgements, over training seeds."""
+
+import os
+
+import numpy as np
+
+import dnnlib
+from eg3d_rlhf.analysis import replication, report_plots
+from eg3d_rlhf.finetune import rounds
+from eg3d_rlhf.finetune.options import RunError
+from eg3d_rlhf.finetune.overopt_sweep import keep_settings
+
+#----------------------------------------------------------------------------
+# Per training seed S (the runs' --seed: pair draws, annotator noise, fine-tuning), in seed-S/ of the folder:
+#   rounds/      the online run: `rounds` rounds of `judgements`, each on a new bank of the current generator
+#   upfront-U/   the offline run, for each total U of `upfront`: one round of U judgements on one bank of the start of
+#                rounds x bank_size seeds (the same seeds the rounds draw, all from the start), tuned rounds times as
+#                long in one go (EG3D: kimg; a flow: Circular-DPO's steps per stage)
+# Every run's last generator meets the same held-out eval seeds under the noise-free gold taste. The contrast
+# "rounds vs upfront-U" pairs the two runs' samples of each held-out id (the taste's choice: a win, a loss or a tie)
+# and is tested across the training seeds (analysis/replication.py: per-seed share with the noise cluster as the
+# unit, Wilcoxon over seeds, Holm over the U given). `matched`: the smallest U whose mean gold gain over the start
+# across seeds reaches the rounds' (None: no U given did).
+
+STEM = 'label-efficiency'
+
+
+def arms(settings, upfront):
+    """{name: settings} of one training seed's runs: the rounds as given, and an upfront run per total in `upfront`."""
+    runs = {'rounds': dict(settings)}
+    for total in upfront:
+        runs[f'upfront-{total}'] = dict(settings, rounds=1, judgements=int(total),
+            bank_size=settings['rounds'] * settings['bank_size'], tune_scale=settings['rounds'])
+    return runs
+
+
+def outcomes(first, second, where):
+    """'win' | 'loss' | 'tie' per held-out id of two runs' last gold (gold.json), from the first run's view."""
+    if first.get('ids') != second.get('ids') or len(first['scores']) != len(second['scores']):
+        raise RunError(f'{where}: the two runs\' gold holds other held-out ids; delete the older gold.json to redo it')
+    return ['win' if a > b else 'loss' if a < b else 'tie' for a, b in zip(first['scores'], second['scores'])]
+
+
+def run(outdir, settings, train_seeds, upfront, progress=print):
+    """Every run of every training seed (each resumable, as tools/rounds.py), then the comparison: returns the
+    summary written to label-efficiency.json (with .md and the plots beside it)."""
+    if settings.get('gold_taste') is None and rounds.people_name(settings['annotator'])[0]:
+        raise RunError('a label-efficiency comparison needs a gold taste: a simulated annotator or --gold-taste')
+    keep_settings(outdir, dict(settings, train_seeds=list(train_seeds), upfront=list(upfront)))
+    records, rows = [], []
+    for seed in train_seeds:
+        golds = {}
+        for name, s in arms(dict(settings, seed=int(seed)), upfront).items():
+            folder = os.path.join(outdir, f'seed-{seed}', name)
+            keep_settings(folder, s)
+            last = rounds.Rounds(folder, s).run()['rounds'][-1]
+            golds[name] = last['gold']
+            rows.append(dict(seed=int(seed), run=name, judgements=last['judgements'],
+                win_rate=last['gold']['win_rate'], gain_sd=last['gold']['gain_sd']))
+            progress(f'seed {seed}, {name}: {last["judgements"]} judgements, gold gain {last["gold"]["gain_sd"]:+.2f} sd '
+                f'over the start')
+        for total in upfront:
+            other = f'upfront-{total}'
+            records += replication.records(f'rounds vs {other}', seed, golds['rounds']['ids'],
+                outcomes(golds['rounds'], golds[other], os.path.join(outdir, f'seed-{seed}')))
+    table = replication.replicate(records)
+    mean = {name: float(np.mean([r['gain_sd'] for r in rows if r['run'] == name])) for name in
+        dict.fromkeys(r['run'] for r in rows)}
+    matched = next((int(u) for u in sorted(upfront) if mean[f'upfront-{u}'] >= mean['rounds']), None)
+    summary = dict(settings=settings, train_seeds=list(train_seeds), upfront=list(upfront), runs=rows,
+        mean_gain_sd=mean, matched=matched, replication=table)
+    replication.write(table, outdir, STEM + '-replication')
+    plot(rows, settings, os.path.join(outdir, STEM + '.png'))
+    with dnnlib.util.atomic_write(os.path.join(outdir, STEM + '.md'), 'w', encoding='utf-8') as f:
+        f.write(describe(summary))
+    return rounds.write_json(os.path.join(outdir, STEM + '.json'), summary)
+
+
+def describe(summary):
+    """label-efficiency.md: each run's gold gain per seed, the contrasts across seeds, the judgements that matched."""
+    s, seeds = summary['settings'], summary['train_seeds']
+    online = s['rounds'] * s['judgements']
+    head = ['run', 'judgements', *[f'seed {x}' for x in seeds], 'mean']
+    body = []
+    for name, mean in summary['mean_gain_sd'].items():
+        mine = {r['seed']: r for r in summary['runs'] if r['run'] == name}
+        body.append([name, str(mine[seeds[0]]['judgements']), *[f'{mine[x]["gain_sd"]:+.2f}' for x in seeds],
+            f'{mean:+.2f}'])
+    matched = summary['matched']
+    verdict = (f'The upfront run matched the rounds\' mean gold gain with {matched} judgements '
+        f'({matched / online:.2g}x the rounds\' {online}).' if matched is not None else
+        f'No upfront total given ({", ".join(map(str, summary["upfront"]))}) matched the rounds\' mean gold gain '
+        f'with {online} judgements.')
+    return ('# Label efficiency: online rounds against upfront labels\n\nGold gain over the start (sd of the start\'s '
+        f'gold scores) of each run\'s last generator on the held-out seeds {s["eval_seeds"]}, taste '
+        f'{s.get("gold_taste") or s["annotator"]}:\n\n' + replication.markdown_table(head, body) + f'\n{verdict}\n\n'
+        'The rounds\' samples against each upfront run\'s on the same held-out ids, across training seeds:\n\n'
+        + replication.markdown(summary['replication']))
+
+
+def plot(rows, settings, path):
+    """Gold gain over the start against the judgements spent: each seed's run a point, each run's mean a bar."""
+    plt = report_plots._pyplot() # pylint: disable=protected-access
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    spent = sorted({r['judgements'] for r in rows})
+    step = 0.04 * (max(spent) - min(spent) or max(spent))     # The rounds a little left of an upfront run as long.
+    for name in dict.fromkeys(r['run'] for r in rows):
+        mine = [r for r in rows if r['run'] == name]
+        online = name == 'rounds'
+        x, y = mine[0]['judgements'] + (-step if online else step), [r['gain_sd'] for r in mine]
+        color = 'tab:orange' if online else 'tab:blue'
+        ax.scatter([x] * len(y), y, marker='s' if online else 'o', color=color, alpha=0.6,
+            label=f'{settings["rounds"]} rounds of {settings["judgements"]}' if online else None)
+        ax.hlines(np.mean(y), x - step * 0.8, x + step * 0.8, color=color, linewidth=2)
+    ax.scatter([], [], marker='o', color='tab:blue', alpha=0.6, label='upfront, one round')
+    ax.set_xticks(spent)
+    ax.axhline(0, color='grey', linewidth=0.8)
+    ax.set(xlabel='judgements spent', ylabel='gold gain over the start (sd)',
+        title='Label efficiency (a point per training seed, a bar per mean)')
+    ax.legend(fontsize=8, loc='lower right')
+    report_plots._save(fig, path) # pylint: disable=protected-access
