@@ -173,9 +173,16 @@ def test_the_comparison_pairs_each_held_out_id_and_tests_across_training_seeds(t
         scores[seed, 'upfront-90'] = [x + 0.6 for x in s] if run == 'upfront-60' else None
     scores = {k: v for k, v in scores.items() if v is not None}
 
-    class FakeRounds:
+    drawn = []
+
+    class FakeRounds:                                           # The runs' gold, and a start bank where none is.
         def __init__(self, folder, s):
-            self.s = s
+            self.s, bank = s, os.path.join(folder, 'round-0', 'bank')
+            if not os.path.isdir(bank):
+                os.makedirs(bank)
+                with open(os.path.join(bank, 'bank.json'), 'w', encoding='utf-8') as f:
+                    f.write(str(s['bank_size']))
+                drawn.append(s['bank_size'])
         def run(self):
             name = 'rounds' if self.s.get('tune_scale') is None else f'upfront-{self.s["judgements"]}'
             judged = self.s['rounds'] * self.s['judgements']
@@ -195,6 +202,10 @@ def test_the_comparison_pairs_each_held_out_id_and_tests_across_training_seeds(t
     assert (tmp_path / 'label-efficiency.png').stat().st_size > 1000
     assert json.loads((tmp_path / 'label-efficiency.json').read_text())['matched'] == 90
     assert (tmp_path / 'label-efficiency-replication.md').is_file()
+    assert drawn == [6, 12]                                     # One start bank per size, linked into the other runs.
+    for seed in (1, 2, 3):
+        for run, size in (('rounds', 6), ('upfront-60', 12), ('upfront-90', 12)):
+            assert (tmp_path / f'seed-{seed}' / run / 'round-0' / 'bank' / 'bank.json').read_text() == str(size)
     with pytest.raises(RunError, match='other settings'):                # The folder keeps its comparison's settings.
         label_efficiency.run(str(tmp_path), dict(settings, judgements=40), [1, 2, 3], [60, 90], progress=lines.append)
     scores[2, 'upfront-60'] = scores[2, 'upfront-60'][:7]

@@ -1,6 +1,7 @@
 """Label efficiency: online rounds against one upfront round of the same or more judgements, over training seeds."""
 
 import os
+import shutil
 
 import numpy as np
 
@@ -16,7 +17,8 @@ from eg3d_rlhf.finetune.overopt_sweep import keep_settings
 #   upfront-U/   the offline run, for each total U of `upfront`: one round of U judgements on one bank of the start of
 #                rounds x bank_size seeds (the same seeds the rounds draw, all from the start), tuned rounds times as
 #                long in one go (EG3D: kimg; a flow: Circular-DPO's steps per stage)
-# Every run's last generator meets the same held-out eval seeds under the noise-free gold taste. The contrast
+# Round 0 of every run draws from the start, so a start bank of the same seeds is drawn once and linked into the
+# other runs (hard links: a bank is never changed once whole). Every run's last generator meets the same held-out eval seeds under the noise-free gold taste. The contrast
 # "rounds vs upfront-U" pairs the two runs' samples of each held-out id (the taste's choice: a win, a loss or a tie)
 # and is tested across the training seeds (analysis/replication.py: per-seed share with the noise cluster as the
 # unit, Wilcoxon over seeds, Holm over the U given). `matched`: the smallest U whose mean gold gain over the start
@@ -34,6 +36,14 @@ def arms(settings, upfront):
     return runs
 
 
+def link(source, target):
+    """A hard link of a bank file, or a copy where the two paths lie on different file systems."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
 def outcomes(first, second, where):
     """'win' | 'loss' | 'tie' per held-out id of two runs' last gold (gold.json), from the first run's view."""
     if first.get('ids') != second.get('ids') or len(first['scores']) != len(second['scores']):
@@ -47,13 +57,18 @@ def run(outdir, settings, train_seeds, upfront, progress=print):
     if settings.get('gold_taste') is None and rounds.people_name(settings['annotator'])[0]:
         raise RunError('a label-efficiency comparison needs a gold taste: a simulated annotator or --gold-taste')
     keep_settings(outdir, dict(settings, train_seeds=list(train_seeds), upfront=list(upfront)))
-    records, rows = [], []
+    records, rows, drawn = [], [], {}
     for seed in train_seeds:
         golds = {}
         for name, s in arms(dict(settings, seed=int(seed)), upfront).items():
             folder = os.path.join(outdir, f'seed-{seed}', name)
             keep_settings(folder, s)
+            start_bank = os.path.join(folder, 'round-0', 'bank')
+            if s['bank_size'] in drawn and not os.path.isdir(start_bank):
+                rounds.settle(start_bank, lambda tmp, source=drawn[s['bank_size']]: shutil.copytree(source, tmp,
+                    copy_function=link))
             last = rounds.Rounds(folder, s).run()['rounds'][-1]
+            drawn.setdefault(s['bank_size'], start_bank)
             golds[name] = last['gold']
             rows.append(dict(seed=int(seed), run=name, judgements=last['judgements'],
                 win_rate=last['gold']['win_rate'], gain_sd=last['gold']['gain_sd']))
