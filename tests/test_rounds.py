@@ -113,7 +113,7 @@ def test_two_rounds_run_end_to_end_and_a_second_call_redoes_nothing(data, start_
 def test_two_rounds_of_a_flow_ask_about_one_condition_and_tune_by_circular_dpo(tmp_path):
     start = save_tiny(tmp_path / 'tiny.pt')
     outdir = tmp_path / 'rounds'
-    args = ['--outdir', str(outdir), '--network', start, '--rounds', '2', '--judgements', '20', '--bank-size', '6',
+    args = ['--outdir', str(outdir), '--network', start, '--rounds', '2', '--nproc', '2', '--judgements', '20', '--bank-size', '6',
         '--res', '16', '--annotator', 'oracle:proportions', '--eval-seeds', '900-901', '--', '--dpo-steps=2',
         '--dpo-batch=4', '--bridge-seeds=0-1', '--draw-batch=4', '--device=cpu']
     result = CliRunner().invoke(tool.main, args)
@@ -132,8 +132,11 @@ def test_two_rounds_of_a_flow_ask_about_one_condition_and_tune_by_circular_dpo(t
     assert moved(base, first) and moved(first, second)                               # Each round tuned the last.
     meta = json.loads((outdir / 'round-1' / 'bank' / 'bank.json').read_text())
     assert 'round-0' in json.dumps(meta)                                              # Round 1 drew from round 0's.
+    assert '(2 processes)' in (outdir / 'round-1' / 'bank.log').read_text()              # Banks and tuning: two
+    options = next((outdir / 'round-1' / 'train').glob('*/options.json'))                # processes under torchrun.
+    assert json.loads(options.read_text())['processes'] == 2
     stamps = {p: os.path.getmtime(p) for p in outdir.rglob('*') if p.is_file() and p.name not in SUMMARY}
-    assert CliRunner().invoke(tool.main, args).exit_code == 0
+    assert CliRunner().invoke(tool.main, args[:6] + args[8:]).exit_code == 0   # One process goes on: nothing redone.
     assert {p: os.path.getmtime(p) for p in stamps} == stamps
 
 
@@ -147,7 +150,7 @@ def test_the_upfront_run_draws_as_many_seeds_from_the_start_and_tunes_as_long(tm
     monkeypatch.setattr(rounds, 'child', lambda args, log: calls.append(args) or (_ for _ in ()).throw(RunError('stop')))
     for flow, scale in ((False, 1), (False, 4), (True, 1), (True, 4)):
         run = rounds.Rounds.__new__(rounds.Rounds)
-        run.outdir, run.flow, run.ext = str(tmp_path / f'{flow}-{scale}'), flow, '.pt'
+        run.outdir, run.flow, run.ext, run.launch = str(tmp_path / f'{flow}-{scale}'), flow, '.pt', []
         run.s = dict(settings, network='start', seed=0, lambda_r=10.0, tune_scale=scale)
         monkeypatch.setattr(run, 'reward', lambda k: 'reward.safetensors')
         monkeypatch.setattr(run, 'union', lambda k: 'labelled')
@@ -176,7 +179,7 @@ def test_the_comparison_pairs_each_held_out_id_and_tests_across_training_seeds(t
     drawn = []
 
     class FakeRounds:                                           # The runs' gold, and a start bank where none is.
-        def __init__(self, folder, s):
+        def __init__(self, folder, s, nproc):
             self.s, bank = s, os.path.join(folder, 'round-0', 'bank')
             if not os.path.isdir(bank):
                 os.makedirs(bank)

@@ -46,11 +46,12 @@ from eg3d_rlhf.generators.base import seed_ranges
 @click.option('--seed', type=click.IntRange(min=0), default=0, show_default=True, help='Seed of the pair draws, the noise and train.py')
 @click.option('--eval-seeds', default='9000-9063', show_default=True, metavar='LIST',
     help='Held-out seeds where each round\'s generator meets the start under the annotator\'s noise-free taste')
+@click.option('--nproc', type=click.IntRange(min=1), default=1, show_default=True, help='Processes (torchrun) of each round\'s bank, refit and a flow\'s fine-tuning; EG3D\'s fine-tuning runs as one')
 @click.option('--train-seeds', type=parse_range, metavar='LIST', help='Compare label efficiency: run the rounds once per training seed (its --seed) beside one upfront round per --upfront total, in OUTDIR/seed-S/')
 @click.option('--upfront', type=parse_range, metavar='LIST', help='With --train-seeds: judgement totals of the upfront runs, each one round on the start\'s bank of --rounds x --bank-size seeds, tuned --rounds times as long  [default: --rounds x --judgements]')
 @click.argument('train_args', nargs=-1, type=click.UNPROCESSED, metavar='[-- TRAIN.PY FLAGS...]')
 def main(outdir, network, trust_pickle, count, judgements, random_share, bank_size, bank_seed, res, annotator, gold_taste,
-        host, port, allow_hosts, invited, temperature, refit_all, kimg, lambda_r, seed, eval_seeds, train_seeds, upfront, train_args):
+        host, port, allow_hosts, invited, temperature, refit_all, kimg, lambda_r, seed, eval_seeds, nproc, train_seeds, upfront, train_args):
     """Round k draws --bank-size seeds from its generator, asks the annotator about --judgements pairs (the pairs
     the previous round's reward ensemble is least sure of, and a --random-share at random), refits the default sigma
     reward on every judgement so far, fine-tunes the generator from where it is with it (EG3D: train.py's reward
@@ -102,7 +103,7 @@ def main(outdir, network, trust_pickle, count, judgements, random_share, bank_si
         gold_taste=gold_taste, temperature=temperature, refit_all=refit_all, kimg=kimg, lambda_r=lambda_r, seed=seed, eval_seeds=eval_seeds, train_args=list(train_args))
     try:
         if train_seeds:
-            summary = label_efficiency.run(outdir, settings, train_seeds, upfront, progress=click.echo)
+            summary = label_efficiency.run(outdir, settings, train_seeds, upfront, progress=click.echo, nproc=nproc)
             click.echo(label_efficiency.describe(summary) + f'Report: {os.path.join(outdir, label_efficiency.STEM)}.md')
             return
         keep_settings(outdir, dict(settings, rounds=None))                  # More rounds may follow in the same folder.
@@ -110,7 +111,7 @@ def main(outdir, network, trust_pickle, count, judgements, random_share, bank_si
         if people:
             page = dict(host=host, port=port, allow_hosts=allow_hosts, progress=people_round.Progress(judgements),
                 invites=people_round.invite(os.path.join(outdir, rounds.INVITES), invited, host, port))
-        summary = rounds.Rounds(outdir, settings, page).run(lambda row: click.echo(f'round {row["round"]}: ' + (
+        summary = rounds.Rounds(outdir, settings, page, nproc).run(lambda row: click.echo(f'round {row["round"]}: ' + (
             'labelled, refitted and tuned (no gold taste)' if row['gold'] is None else f'gold gain '
             f'{row["gold"]["gain_sd"]:+.2f} sd over the start on {row["gold"]["seeds"]} held-out samples')))
     except (RunError, ValueError, LabelError) as err:

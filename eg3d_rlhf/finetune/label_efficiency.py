@@ -51,7 +51,7 @@ def outcomes(first, second, where):
     return ['win' if a > b else 'loss' if a < b else 'tie' for a, b in zip(first['scores'], second['scores'])]
 
 
-def run(outdir, settings, train_seeds, upfront, progress=print):
+def run(outdir, settings, train_seeds, upfront, progress=print, nproc=1):
     """Every run of every training seed (each resumable, as tools/rounds.py), then the comparison: returns the
     summary written to label-efficiency.json (with .md and the plots beside it)."""
     if settings.get('gold_taste') is None and rounds.people_name(settings['annotator'])[0]:
@@ -67,7 +67,7 @@ def run(outdir, settings, train_seeds, upfront, progress=print):
             if s['bank_size'] in drawn and not os.path.isdir(start_bank):
                 rounds.settle(start_bank, lambda tmp, source=drawn[s['bank_size']]: shutil.copytree(source, tmp,
                     copy_function=link))
-            last = rounds.Rounds(folder, s).run()['rounds'][-1]
+            last = rounds.Rounds(folder, s, nproc=nproc).run()['rounds'][-1]
             drawn.setdefault(s['bank_size'], start_bank)
             golds[name] = last['gold']
             rows.append(dict(seed=int(seed), run=name, judgements=last['judgements'],

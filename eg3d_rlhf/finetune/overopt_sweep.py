@@ -35,7 +35,8 @@ def child(args, log):
     with open(log, 'w', encoding='utf-8') as f:
         code = subprocess.run([sys.executable, *args], stdout=f, stderr=subprocess.STDOUT).returncode
     if code != 0:
-        raise RunError(f'{" ".join(os.path.basename(a) for a in args[:1])} exited with {code}; see {log}')
+        script = next((a for a in args if a.endswith('.py')), args[0])          # Past a launcher's flags.
+        raise RunError(f'{os.path.basename(script)} exited with {code}; see {log}')
 
 
 def proxy(outdir, taste='nose', judgements=200, bank_seeds='0-299', res=64, label_seed=0):

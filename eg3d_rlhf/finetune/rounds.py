@@ -89,8 +89,11 @@ def damaged(path, what):
 class Rounds:
     """One run of online rounds in `outdir` (settings: the tool's options, kept in settings.json)."""
 
-    def __init__(self, outdir, settings, page=None):
+    def __init__(self, outdir, settings, page=None, nproc=1):
         self.outdir, self.s = outdir, dict(settings)
+        # The bank, the refit and a flow's fine-tuning run as nproc processes under torchrun (not a setting: a bank's
+        # bits do not depend on it, so a run may resume with another count).
+        self.launch = [] if nproc == 1 else ['-m', 'torch.distributed.run', '--standalone', f'--nproc-per-node={nproc}']
         self.people, self.person = people_name(self.s['annotator'])
         self.taste = None if self.people else annotators.parse_annotator(self.s['annotator'])
         gold = self.s.get('gold_taste')
@@ -114,7 +117,7 @@ class Rounds:
 
     def bank(self, k):
         os.makedirs(self.folder(k), exist_ok=True)
-        return settle(self.folder(k, 'bank'), lambda tmp: child([TOOL('sample_bank'), '--network', self.generator(k),
+        return settle(self.folder(k, 'bank'), lambda tmp: child([*self.launch, TOOL('sample_bank'), '--network', self.generator(k),
             '--trust-pickle', '--seeds', self.seeds(k), '--res', str(self.s['res']), '--outdir', tmp],
             self.folder(k, 'bank.log')))
 
@@ -235,7 +238,7 @@ class Rounds:
         path = self.folder(k, 'reward.safetensors')
         if not os.path.isfile(path):
             union = self.union(k)
-            child([TOOL('train_reward'), '--bank', union, '--labels', os.path.join(union, 'labels.jsonl'),
+            child([*self.launch, TOOL('train_reward'), '--bank', union, '--labels', os.path.join(union, 'labels.jsonl'),
                 '--reward', 'sigma', '--out', path, *(['--refit-all'] if self.s['refit_all'] else [])],
                 self.folder(k, 'reward.log'))
         return path
@@ -251,8 +254,8 @@ class Rounds:
                 f'--outdir={runs}', *self.s['train_args']]
             if self.flow:
                 union = self.union(k)
-                child([TRAIN_PY, '--generator=flow', '--method=circular-dpo', f'--bank={union}', '--eval-seeds=none',
-                    f'--labels={os.path.join(union, "labels.jsonl")}', '--report-to=none', *common,
+                child([*self.launch, TRAIN_PY, '--generator=flow', '--method=circular-dpo', f'--bank={union}',
+                    f'--labels={os.path.join(union, "labels.jsonl")}', '--eval-seeds=none', '--report-to=none', *common,
                     *([f'--dpo-steps={scale * dpo_steps(self.s["train_args"])}'] if scale != 1 else [])],
                     self.folder(k, 'train.log'))
                 run = os.path.join(runs, sorted(os.listdir(runs))[-1])
