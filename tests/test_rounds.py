@@ -1,6 +1,7 @@
 """Online rounds (finetune/rounds.py, tools/rounds.py): each round's bank, pairs by disagreement, labels on one
 scale, the drift before refitting, the refit on every label, the fine-tuning and the gold; a second call resumes."""
 
+import itertools
 import json
 import os
 
@@ -9,8 +10,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from eg3d_rlhf.data import annotators
-from eg3d_rlhf.data.labeling import informative_pairs
+from eg3d_rlhf.data import annotators, preferences
+from eg3d_rlhf.data.labeling import informative_pairs, random_pairs
 from eg3d_rlhf.finetune import label_efficiency, rounds
 from eg3d_rlhf.finetune.options import RunError
 from eg3d_rlhf.generators import flow_heads
@@ -214,3 +215,20 @@ def test_the_comparison_pairs_each_held_out_id_and_tests_across_training_seeds(t
     scores[2, 'upfront-60'] = scores[2, 'upfront-60'][:7]
     with pytest.raises(RunError, match='other held-out ids'):
         label_efficiency.run(str(tmp_path), settings, [1, 2, 3], [60, 90], progress=lines.append)
+
+
+def test_the_refit_takes_the_first_split_seed_that_leaves_validation_pairs(tmp_path):
+    folder, _ = ball_bank(tmp_path / 'union', 12)
+    pairs = list(itertools.islice(random_pairs(sorted(os.listdir(folder))[:-1], np.random.RandomState(2)), 20))
+    assert all(p[0].startswith('ball') for p in pairs)
+    preferences.write_judgements(str(tmp_path / 'union' / 'labels.jsonl'),
+        [preferences.Judgement(a, b, 'a', 'sim', preferences.now()) for a, b in pairs])
+    usable = []
+    for seed in range(5):
+        try:
+            preferences.training_labels(sorted(p for p in os.listdir(folder) if p.startswith('ball')), rounds.SPLIT,
+                seed=seed, labels_path=str(tmp_path / 'union' / 'labels.jsonl'))
+            usable.append(seed)
+        except preferences.LabelError:
+            pass
+    assert usable[0] > 0 and rounds.split_seed(str(folder)) == usable[0]      # Seed 0 leaves no validation pair.

@@ -47,6 +47,7 @@ from torch_utils import safetensors_file
 
 ROUND = 'round-{}'
 PEOPLE = 'people'               # Annotators who label through the page: 'people' (invited) or 'people:NAME' (loopback).
+SPLIT, SPLIT_TRIES = (0.7, 0.15, 0.15), 20  # train_reward's default split shares; split seeds split_seed() tries.
 INVITES = 'people'              # The run's invites: OUTDIR/people.invites.json (label.py invite NAME --out OUTDIR/people).
 
 
@@ -239,7 +240,8 @@ class Rounds:
         if not os.path.isfile(path):
             union = self.union(k)
             child([*self.launch, TOOL('train_reward'), '--bank', union, '--labels', os.path.join(union, 'labels.jsonl'),
-                '--reward', 'sigma', '--out', path, *(['--refit-all'] if self.s['refit_all'] else [])],
+                '--split', ','.join(map(str, SPLIT)), '--split-seed', str(split_seed(union)), '--reward', 'sigma',
+                '--out', path, *(['--refit-all'] if self.s['refit_all'] else [])],
                 self.folder(k, 'reward.log'))
         return path
 
@@ -320,6 +322,20 @@ class Rounds:
         summary = write_json(os.path.join(self.outdir, 'rounds.json'), dict(settings=self.s, rounds=rows))
         plot(summary, os.path.join(self.outdir, 'rounds.png'))
         return summary
+
+
+def split_seed(union):
+    """The first seed of train_reward's split by sample (its default shares) that leaves training and validation pairs
+    among a union's labels: a small round can leave a split none with seed 0, and train_reward refuses that. With
+    --refit-all the reward is fitted on every label anyway; the split picks its settings."""
+    ids, labels = Bank(union).ids, os.path.join(union, 'labels.jsonl')
+    for seed in range(SPLIT_TRIES):
+        try:
+            preferences.training_labels(ids, SPLIT, seed=seed, labels_path=labels)
+            return seed
+        except preferences.LabelError:
+            continue
+    return 0                                            # train_reward then says what is missing.
 
 
 def dpo_steps(train_args):
