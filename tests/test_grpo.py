@@ -1,13 +1,16 @@
 """Flow-GRPO (finetune/grpo.py): the SDE step and its log-probability by hand, the SDE's marginals against the ODE's,
 the ratio on-policy, group normalisation, clipping and the KL against formulas, windows, and training across stages."""
 
+import dataclasses
 import json
 import math
+import os
 
 import numpy as np
 import pytest
 import torch
 
+import dnnlib
 from eg3d_rlhf.finetune import grpo
 from eg3d_rlhf.generators import flow_heads
 from eg3d_rlhf.generators.flow import FlowPipeline, FlowStage
@@ -252,3 +255,39 @@ def test_an_online_dpo_run_trains_the_final_stage_from_the_policys_own_pairs(tin
     assert report['eval'] is None and (run_dir / 'curves.png').is_file()
     tuned, base = flow_heads.read_flow(str(run_dir / 'flow-grpo.pt')), flow_heads.read_flow(tiny_pt)
     assert all(torch.equal(tuned['state_dicts'][0][k], base['state_dicts'][0][k]) for k in base['state_dicts'][0])
+
+
+@pytest.mark.slow
+def test_a_run_stopped_after_an_iteration_resumes_from_state_pt_as_one_never_stopped(tiny_pt, tmp_path, monkeypatch):
+    from eg3d_rlhf.finetune import grpo_run
+    from eg3d_rlhf.finetune.grpo_config import GRPOConfig
+    from eg3d_rlhf.finetune.options import RunError
+    cfg = GRPOConfig(grpo_iterations=3, group_size=2, sde_steps=3, sde_window=2, grpo_lr=1e-2, eval_seeds='none',
+        snap_iterations=1, inner_epochs=2)
+    common = lambda name: dnnlib.EasyDict(resume=tiny_pt, outdir=str(tmp_path / name), seed=1, device='cpu',
+        dry_run=False, desc=None, report_to='none')
+    grpo_run.run(cfg, common('whole'))
+    step, calls = grpo.FlowGRPO.step, []
+    def stopping(self, *args):
+        if len(calls) == 2:                                           # After two iterations and their state.pt.
+            raise KeyboardInterrupt
+        calls.append(1)
+        return step(self, *args)
+    monkeypatch.setattr(grpo.FlowGRPO, 'step', stopping)
+    with pytest.raises(KeyboardInterrupt):
+        grpo_run.run(cfg, common('cut'))
+    monkeypatch.setattr(grpo.FlowGRPO, 'step', step)
+    cut = tmp_path / 'cut' / '00000-flow-grpo-both'
+    grpo_run.run(dataclasses.replace(cfg, resume_run=str(cut)), common('cut'))
+    whole = tmp_path / 'whole' / '00000-flow-grpo-both'
+    a, b = (flow_heads.read_flow(str(d / 'flow-grpo.pt'))['state_dicts'] for d in (whole, cut))
+    assert all(torch.equal(x[k], y[k]) for x, y in zip(a, b) for k in x)          # Bit-identical weights.
+    stats = lambda d: [{k: v for k, v in json.loads(line).items() if k != 'time'}
+        for line in (d / 'stats.jsonl').read_text().splitlines()]
+    assert [r['iteration'] for r in stats(cut) if r['kind'] == 'grpo'] == [0, 1, 2] and stats(cut) == stats(whole)
+    assert sorted(os.listdir(tmp_path / 'cut')) == ['00000-flow-grpo-both']       # No second run folder.
+    (cut / 'state.pt').write_bytes(b'not a state')
+    with pytest.raises(RunError, match='state.pt is not a state of this run'):
+        grpo_run.run(dataclasses.replace(cfg, resume_run=str(cut)), common('cut'))
+    with pytest.raises(RunError, match='ran with other options'):
+        grpo_run.run(dataclasses.replace(cfg, resume_run=str(cut), grpo_lr=1e-3), common('cut'))

@@ -513,7 +513,7 @@ def check_preference_files(cfg):
 def run_folder(cfg, common, ranks, options, desc):
     """The run folder: --resume-run's (its options must be these) or a new one outdir/NNNNN-desc that rank 0 picks,
     makes (not for a dry run) and shares; RunError on every rank when rank 0 could not make it."""
-    if cfg.resume_run:
+    if getattr(cfg, 'resume_run', None):              # (Methods without --resume-run lack the field.)
         run_dir = os.path.abspath(cfg.resume_run)
         try:
             with open(os.path.join(run_dir, 'options.json')) as f:
@@ -540,7 +540,7 @@ def run_folder(cfg, common, ranks, options, desc):
     return run_dir
 
 
-RESUME_MAY_CHANGE = ('run_dir', 'resume_run', 'snap_steps', 'report_to')   # Options a resumed run may change.
+RESUME_MAY_CHANGE = ('run_dir', 'resume_run', 'snap_steps', 'snap_iterations', 'report_to')   # A resumed run may change these.
 
 
 def resume_differences(before, now, cfg):

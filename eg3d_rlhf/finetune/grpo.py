@@ -264,6 +264,21 @@ class FlowGRPO:
         self.iteration += 1
         return stats
 
+    def state_dict(self):
+        """Where training stands: the iterations done, the trained stages' weights (adapters and all), the optimiser."""
+        return dict(iteration=self.iteration, optimizer=self.optimizer.state_dict(),
+            stages={str(i): self.pipeline.stages[i].velocity.state_dict() for i in self.s.trained})
+
+    def load_state_dict(self, state):
+        """Go on from a state_dict() of a trainer of the same settings and pipeline (every draw after it is seeded by
+        its iteration, so training ends as it would have without the stop)."""
+        if sorted(state['stages']) != sorted(str(i) for i in self.s.trained):
+            raise ValueError(f'the state trains stages {sorted(state["stages"])}, these settings {list(self.s.trained)}')
+        for i in self.s.trained:
+            self.pipeline.stages[i].velocity.load_state_dict(state['stages'][str(i)])
+        self.optimizer.load_state_dict(state['optimizer'])
+        self.iteration = int(state['iteration'])
+
     def finish(self):
         """The tuned pipeline with any LoRA adapters folded into their stages' weights (training ends here)."""
         if self.s.lora_rank:

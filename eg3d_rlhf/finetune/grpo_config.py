@@ -38,6 +38,8 @@ class GRPOConfig(HeldOutOptions, MethodConfig):
     lora_rank:      int = option(0, 'Train only LoRA adapters of this rank on the trained stages\' Linear and Conv layers (peft), merged into their weights at the end; 0 = every weight trains', min=0)
     bf16:           bool = option(False, 'bf16 autocast of every velocity pass (policy and reference) on the CPU or a CUDA device with native bf16; weights, optimizer and loss stay float32', is_flag=True)
     train_seeds:    str = option('20000-', 'First seed of the training draws: iteration i draws seeds from here on, G per condition (never the --eval-seeds)', metavar='SEED-')
+    snap_iterations: int = option(0, 'Write the run\'s state (state.pt in its folder: the iterations done, the trained stages\' weights, the optimiser) every N iterations and at the last, for --resume-run; 0 = never', min=0)
+    resume_run:     typing.Optional[str] = option(None, 'Go on with the run in this folder from its state.pt (written with --snap-iterations), with its options; it ends as it would have without the stop', metavar='DIR')
     reward_aggregate: str = option('mean', "How the reward ensemble's member scores become one reward: mean, min, mean-std, uwo (as Circular-DPO's)", choices=lambda: AGGREGATES)
     aggregate_lambda: float = option(1.0, 'Weight of the members\' spread in --reward-aggregate=mean-std or uwo', min=0)
 

@@ -5,6 +5,8 @@ import json
 import os
 import time
 
+import dnnlib
+
 import torch
 import tqdm
 
@@ -15,7 +17,7 @@ from eg3d_rlhf.data.preferences import LabelError
 from eg3d_rlhf.data.ratings import rated_samples
 from eg3d_rlhf.finetune import run_dir as runs
 from eg3d_rlhf.finetune.circular_dpo import conditions_of, slabs_of
-from eg3d_rlhf.finetune.circular_run import flow_network, flow_reward_path, group_row
+from eg3d_rlhf.finetune.circular_run import flow_network, flow_reward_path, group_row, run_folder
 from eg3d_rlhf.finetune.flow_dpo import bf16_problem
 from eg3d_rlhf.finetune.flow_unpaired import RatedData, train_unpaired
 from eg3d_rlhf.finetune.grpo import FlowGRPO, OnlineDPO
@@ -23,7 +25,7 @@ from eg3d_rlhf.finetune.options import RunError
 from eg3d_rlhf.finetune.unpaired_config import STAGE_INDEX
 from eg3d_rlhf.rewards import aggregate
 from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, shared_reward
-from eg3d_rlhf.synthetic import demo
+from eg3d_rlhf.shards import Ranks, ShardError
 from torch_utils import safetensors_file
 
 #----------------------------------------------------------------------------
@@ -60,16 +62,21 @@ def run_method(method, cfg, common, desc, train):
     result is printed. save(name, pipeline, info) writes run_dir/name as a flow checkpoint in the base's format."""
     network, family = flow_network(common.resume)
     reward, reward_path = open_reward(cfg, common.device)
+    try:
+        ranks = Ranks()
+    except ShardError as err:
+        raise RunError(str(err)) from None
+    if ranks.size > 1:
+        raise RunError(f'--method={method} runs as one process; start it without torchrun')
     options = dict(method=method, network=network, reward_model=reward_path, seed=common.seed, device=common.device,
         **{k: v for k, v in dataclasses.asdict(cfg).items() if k != 'reward_model'})
-    run_dir = runs.next_run_dir(common.outdir or demo.OPTIONS['outdir'], desc + (f'-{common.desc}' if common.desc else ''))
+    run_dir = run_folder(cfg, common, ranks, options, desc + (f'-{common.desc}' if common.desc else ''))
     options['run_dir'] = run_dir
     if common.get('verbose') or common.dry_run:
         print(json.dumps(options, indent=2))
     if common.dry_run:
         print('Dry run; exiting.')
         return None
-    runs.create(run_dir, options)
     print(f'Options: {os.path.join(run_dir, "options.json")} (--verbose prints them)')
     with runs.log_to(os.path.join(run_dir, 'log.txt')):
         generator = family.load(network, common.device)
@@ -135,11 +142,17 @@ def train(cfg, generator, reward, run_dir, save, reward_path):
     else:
         trainer = FlowGRPO(policy, reward_function(generator, reward), cfg.settings())
     conditions = conditions_of(generator)
-    first = cfg.first_train_seed
-    for i in tqdm.trange(cfg.grpo_iterations, desc=cfg.objective, unit='iteration'):
+    first, state_path = cfg.first_train_seed, os.path.join(run_dir, STATE)
+    if cfg.resume_run:
+        resume(trainer, log, state_path)
+        print(f'Resuming {run_dir} after iteration {trainer.iteration} of {cfg.grpo_iterations}')
+    for i in tqdm.trange(trainer.iteration, cfg.grpo_iterations, desc=cfg.objective, unit='iteration'):
         group = list(range(first + i * cfg.group_size, first + (i + 1) * cfg.group_size))
         stats = trainer.step(conditions, [group] * len(conditions))
         log(dict(kind='grpo', iteration=i, seeds=[group[0], group[-1]], **stats))
+        if cfg.snap_iterations and ((i + 1) % cfg.snap_iterations == 0 or i + 1 == cfg.grpo_iterations):
+            with dnnlib.util.atomic_write(state_path, 'wb') as f:
+                torch.save(dict(trainer.state_dict(), records=len(log.records), rng=torch.get_rng_state()), f)
     policy = finished(trainer.finish())
     save(policy, dict(method='grpo', objective=cfg.objective, options=dataclasses.asdict(cfg)))
     row = evaluate(cfg, generator, policy, reward, run_dir, reward_path, 'grpo',
@@ -159,6 +172,24 @@ def train(cfg, generator, reward, run_dir, save, reward_path):
     report_plots.write_report(run_dir, 'Flow-GRPO' if cfg.objective == 'grpo' else 'Online Flow-DPO', summary, pictures,
         headline=headline)
     return summary
+
+
+STATE = 'state.pt'              # --snap-iterations' state of a run: tensors, numbers and strings (weights_only).
+
+
+def resume(trainer, log, path):
+    """The trainer, the stats log and the global random state as `path` (a run's state.pt) left them; RunError of
+    one line naming the file when it is missing or not a state of this run."""
+    if not os.path.isfile(path):
+        raise RunError(f'--resume-run: {path} is missing; a run writes it with --snap-iterations')
+    try:
+        state = torch.load(path, map_location='cpu', weights_only=True)
+        trainer.load_state_dict(state)
+        log.keep(int(state['records']))
+        torch.set_rng_state(state['rng'])
+    except Exception as err: # pylint: disable=broad-except  (Any damage, any shape: the file is untrusted.)
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise RunError(f'--resume-run: {path} is not a state of this run ({message}); start the run again') from None
 
 #----------------------------------------------------------------------------
 
