@@ -223,7 +223,7 @@ def test_bad_options_are_refused_in_one_line(tmp_path, args, message):
 def test_a_grpo_run_trains_both_stages_and_writes_its_run_directory(tiny_pt, tmp_path):
     result = train(['--generator=flow', '--method=grpo', f'--resume={tiny_pt}', '--outdir=runs', '--grpo-iterations=2',
         '--group-size=2', '--sde-steps=3', '--sde-window=2', '--grpo-lr=1e-2', '--eval-seeds=1000-1001', '--draw-batch=2',
-        '--annotator=oracle:nose', '--seed=1'], tmp_path)
+        '--annotator=oracle:nose', '--seed=1', '--probe-every=1', '--probe-seeds=3000', '--gold-taste=nose'], tmp_path)
     run_dir = tmp_path / 'runs' / '00000-flow-grpo-both'
     assert 'tuned preferred to the base in' in result.stdout
     records = [json.loads(line) for line in (run_dir / 'stats.jsonl').read_text().splitlines()]
@@ -235,7 +235,13 @@ def test_a_grpo_run_trains_both_stages_and_writes_its_run_directory(tiny_pt, tmp
     row = report['eval']
     assert row['group'] == 'grpo' and row['wins'] + row['losses'] + row['ties'] == 4     # 2 conditions x 2 seeds.
     assert 'collateral' in row and report['aggregate'] == 'mean'
-    for name in ('flow-grpo.pt', 'curves.png', 'report.html', 'eval-grpo/report.json', 'options.json', 'log.txt'):
+    probes = [r for r in records if r['kind'] == 'probe']                     # The start, then after each iteration.
+    assert [r['iteration'] for r in probes] == [0, 1, 2] and probes[0]['distance'] == 0 < probes[1]['distance']
+    assert all(r['gold'] is not None and r['distance/structure'] >= 0 and r['distance/detail'] >= 0 for r in probes)
+    curves = report['proxy_gold']
+    assert curves['ticks'] == 3 and curves['gold_taste'] == 'nose' and curves['rows']['kimg'] == [0, 0.004, 0.008]
+    for name in ('flow-grpo.pt', 'curves.png', 'proxy_gold.png', 'report.html', 'eval-grpo/report.json', 'options.json',
+            'log.txt'):
         assert (run_dir / name).is_file(), name
     tuned, base = flow_heads.read_flow(str(run_dir / 'flow-grpo.pt')), flow_heads.read_flow(tiny_pt)
     assert tuned['training']['method'] == 'grpo'

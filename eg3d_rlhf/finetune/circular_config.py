@@ -79,7 +79,22 @@ class HeldOutOptions(FlowEvaluation):
 
 
 @dataclasses.dataclass
-class CircularDPOConfig(FlowEvaluation, MethodConfig):
+class ProbeOptions:
+    """The proxy-vs-gold probe of the flow methods that train from a reward (Circular-DPO, Flow-GRPO)."""
+    probe_every:    int = option(0, 'Every N training steps (Circular-DPO: of each phase; Flow-GRPO: iterations), and once before training, draw --probe-seeds through the whole pipeline and record the reward (members\' mean, each member, the aggregate, their disagreement), the --gold-taste and each stage\'s distance from the base model (kind "probe" in stats.jsonl; the report\'s proxy_gold); 0 = off', min=0)
+    probe_seeds:    str = option('3000-3007', 'Held-out seeds (under every condition) that --probe-every draws', metavar='LIST')
+    gold_taste:     typing.Optional[str] = option(None, 'A simulated taste (e.g. nose) scored on the probe\'s samples as the gold standard, beside the proxy and the distance  [default: none]',
+                        choices=lambda: taste_names(), metavar='TASTE')
+
+    def check_probe(self):
+        if self.gold_taste is not None and not self.probe_every:
+            raise ConfigError('--gold-taste is scored by the probe: give --probe-every')
+        if self.probe_every and not self.seeds('probe_seeds'):
+            raise ConfigError('--probe-every draws --probe-seeds: give at least one')
+
+
+@dataclasses.dataclass
+class CircularDPOConfig(ProbeOptions, FlowEvaluation, MethodConfig):
     labels:         typing.Optional[str] = option(None, 'Judgements (JSONL) of pairs of --bank samples, the preference data of step 1  [default: the demo: simulated labels of samples drawn now]', metavar='JSONL')
     bank:           typing.Optional[str] = option(None, 'Flow bank (tools/sample_bank.py) of the samples --labels judges; their asset.npz are the data', metavar='DIR')
     reward_model:   typing.Optional[str] = option(None, 'Reward checkpoint scoring step 2\'s candidates (w1, w2) and the evaluation', metavar='PT')
@@ -117,10 +132,6 @@ class CircularDPOConfig(FlowEvaluation, MethodConfig):
     reward_aggregate: str = option('mean', "How the reward ensemble's member scores rank step 2's candidates (w1, w2): mean, min (the worst member), mean-std (mean - --aggregate-lambda x sd), uwo (mean - --aggregate-lambda x variance)",
                         choices=lambda: AGGREGATES)
     aggregate_lambda: float = option(1.0, 'Weight of the members\' spread in --reward-aggregate=mean-std or uwo', min=0)
-    probe_every:    int = option(0, 'Every N steps of each phase, and once before training, draw --probe-seeds through the whole pipeline and record the reward (members\' mean, each member, the aggregate, their disagreement), the --gold-taste and each stage\'s distance from the base model (kind "probe" in stats.jsonl; the report\'s proxy_gold); 0 = off', min=0)
-    probe_seeds:    str = option('3000-3007', 'Held-out seeds (under every condition) that --probe-every draws', metavar='LIST')
-    gold_taste:     typing.Optional[str] = option(None, 'A simulated taste (e.g. nose) scored on the probe\'s samples as the gold standard, beside the proxy and the distance  [default: none]',
-                        choices=lambda: taste_names(), metavar='TASTE')
     stop_at_peak:   bool = option(False, 'End a group\'s training at the first probe where the --gold-taste has passed its peak over the group\'s history (see --peak-margin); without --gold-taste, where the members\' disagreement reaches --disagreement-stop times its start; later phases of that history are not trained', is_flag=True)
     peak_margin:    float = option(0.2, 'Share of the gold\'s peak gain whose loss stops --stop-at-peak (a fall with the fit\'s peak behind also stops it)', min=0, below=1)
     disagreement_stop: float = option(2.0, 'With --stop-at-peak and no --gold-taste: stop when the members\' mean sd on the probe reaches this multiple of its start', above=1)
@@ -142,14 +153,11 @@ class CircularDPOConfig(FlowEvaluation, MethodConfig):
         if self.bridge_seeds.strip().lower() == 'none':
             raise ConfigError('--bridge-seeds: step 2 needs at least one seed')
         check_aggregate_lambda(self.reward_aggregate, self.aggregate_lambda)
-        if self.gold_taste is not None and not self.probe_every:
-            raise ConfigError('--gold-taste is scored by the probe: give --probe-every')
+        self.check_probe()
         if self.stop_at_peak and not self.probe_every:
             raise ConfigError('--stop-at-peak watches the probe: give --probe-every')
         if not self.stop_at_peak and (self.peak_margin != 0.2 or self.disagreement_stop != 2.0):
             raise ConfigError(f'{"--peak-margin" if self.peak_margin != 0.2 else "--disagreement-stop"} is for --stop-at-peak')
-        if self.probe_every and not self.seeds('probe_seeds'):
-            raise ConfigError('--probe-every draws --probe-seeds: give at least one')
         for name in ('loss_type', 'structure_loss_type'):
             if self.sft_weight and getattr(self, name) and not losses.get(getattr(self, name)).needs_rejected:
                 raise ConfigError(f'--sft-weight adds SFT to a loss of pairs; {flags_of(self.field(name))[0]}={getattr(self, name)} '

@@ -112,17 +112,24 @@ def group_curves(records, history):
     """overoptimization.Curves of one group: the run's start probe, then the probes of each phase of its training
     history (phase names in order), kimg counting the pairs trained on before each probe over the history."""
     probes = [r for r in records if r.get('kind') == 'probe']
-    start = next((r for r in probes if r['phase'] == 'start'), None)
-    curves = Curves()
-    if start is None:
-        return curves
-    curves.scale = dict(proxy=start['proxy_sd'] or 1.0, **({} if start['gold'] is None else dict(gold=start['gold_sd'] or 1.0)))
-    done = 0
+    if not any(r['phase'] == 'start' for r in probes):
+        return Curves()
+    done, ticks = 0, []
     for phase in ['start', *history]:
         rows = sorted((r for r in probes if r['phase'] == phase), key=lambda r: r['pairs'])
-        for r in rows:
-            curves.add(kimg=(done + r['pairs']) / 1000, proxy=r['proxy'], aggregate=r['aggregate'],
-                disagreement=r['disagreement'], gold=r['gold'], distance=r['distance'], param_distance=None,
-                members=r['members'])
+        ticks += [((done + r['pairs']) / 1000, r) for r in rows]
         done += max((r['pairs'] for r in rows), default=0)
+    return curves_of(ticks)
+
+
+def curves_of(ticks):
+    """overoptimization.Curves of [(kimg, probe record)], the first the start's (its spread is the scale)."""
+    curves = Curves()
+    if not ticks:
+        return curves
+    start = ticks[0][1]
+    curves.scale = dict(proxy=start['proxy_sd'] or 1.0, **({} if start['gold'] is None else dict(gold=start['gold_sd'] or 1.0)))
+    for kimg, r in ticks:
+        curves.add(kimg=kimg, proxy=r['proxy'], aggregate=r['aggregate'], disagreement=r['disagreement'], gold=r['gold'],
+            distance=r['distance'], param_distance=None, members=r['members'])
     return curves

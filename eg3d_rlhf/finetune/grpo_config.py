@@ -5,7 +5,7 @@ import typing
 
 from eg3d_rlhf.finetune import lora, losses
 from eg3d_rlhf.finetune.grpo import GRPOSettings
-from eg3d_rlhf.finetune.circular_config import HeldOutOptions
+from eg3d_rlhf.finetune.circular_config import HeldOutOptions, ProbeOptions
 from eg3d_rlhf.finetune.options import ConfigError, MethodConfig, check_aggregate_lambda, option
 from eg3d_rlhf.rewards.aggregate import AGGREGATES
 
@@ -19,7 +19,7 @@ OBJECTIVES = ('grpo', 'online-dpo')
 
 
 @dataclasses.dataclass
-class GRPOConfig(HeldOutOptions, MethodConfig):
+class GRPOConfig(ProbeOptions, HeldOutOptions, MethodConfig):
     reward_model:   typing.Optional[str] = option(None, 'Reward checkpoint scoring every drawn asset, and the evaluation  [default: the bundled flow reward of --demo-annotator]', metavar='PT')
     objective:      str = option('grpo', 'grpo: Flow-GRPO on SDE trajectories; online-dpo: Flow-DPO on each group\'s best and worst sample, drawn by the policy now (ODE)', choices=lambda: OBJECTIVES)
     grpo_stages:    str = option('both', 'Stages whose trajectories train: final, structure (the first), or both (the final asset\'s reward credits both trajectories across the hand-off)', choices=lambda: tuple(STAGES))
@@ -45,6 +45,7 @@ class GRPOConfig(HeldOutOptions, MethodConfig):
 
     def validate(self):
         self.check_annotators()
+        self.check_probe()
         check_aggregate_lambda(self.reward_aggregate, self.aggregate_lambda)
         if self.lora_rank and not lora.available():
             raise ConfigError(lora.MISSING)

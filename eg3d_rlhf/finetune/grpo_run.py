@@ -10,7 +10,7 @@ import dnnlib
 import torch
 import tqdm
 
-from eg3d_rlhf.analysis import report_plots
+from eg3d_rlhf.analysis import overoptimization, report_plots
 from eg3d_rlhf.analysis.compare import compare
 from eg3d_rlhf.data.annotators import parse_annotator
 from eg3d_rlhf.data.preferences import LabelError
@@ -19,6 +19,7 @@ from eg3d_rlhf.finetune import run_dir as runs
 from eg3d_rlhf.finetune.circular_dpo import conditions_of, slabs_of
 from eg3d_rlhf.finetune.circular_run import flow_network, flow_reward_path, group_row, run_folder
 from eg3d_rlhf.finetune.flow_dpo import bf16_problem
+from eg3d_rlhf.finetune.flow_probe import FlowProbe, curves_of
 from eg3d_rlhf.finetune.flow_unpaired import RatedData, train_unpaired
 from eg3d_rlhf.finetune.grpo import FlowGRPO, OnlineDPO
 from eg3d_rlhf.finetune.options import RunError
@@ -146,10 +147,16 @@ def train(cfg, generator, reward, run_dir, save, reward_path):
     if cfg.resume_run:
         resume(trainer, log, state_path)
         print(f'Resuming {run_dir} after iteration {trainer.iteration} of {cfg.grpo_iterations}')
+    probe = None if not cfg.probe_every else FlowProbe(generator, reward, cfg.seeds('probe_seeds'), cfg.gold_taste,
+        cfg.reward_aggregate, cfg.aggregate_lambda, batch=cfg.draw_batch)
+    if probe is not None and trainer.iteration == 0:    # The start: the policy is the base.
+        log(dict(kind='probe', iteration=0, **probe.row(policy, generator.pipeline)))
     for i in tqdm.trange(trainer.iteration, cfg.grpo_iterations, desc=cfg.objective, unit='iteration'):
         group = list(range(first + i * cfg.group_size, first + (i + 1) * cfg.group_size))
         stats = trainer.step(conditions, [group] * len(conditions))
         log(dict(kind='grpo', iteration=i, seeds=[group[0], group[-1]], **stats))
+        if probe is not None and (i + 1) % cfg.probe_every == 0:
+            log(dict(kind='probe', iteration=i + 1, **probe.row(policy, generator.pipeline)))
         if cfg.snap_iterations and ((i + 1) % cfg.snap_iterations == 0 or i + 1 == cfg.grpo_iterations):
             with dnnlib.util.atomic_write(state_path, 'wb') as f:
                 torch.save(dict(trainer.state_dict(), records=len(log.records), rng=torch.get_rng_state()), f)
@@ -158,14 +165,23 @@ def train(cfg, generator, reward, run_dir, save, reward_path):
     row = evaluate(cfg, generator, policy, reward, run_dir, reward_path, 'grpo',
         f'{cfg.objective}, {cfg.grpo_stages} stage(s)', log, time.time() - start)
     records = log.records
+    steps = [r for r in records if r['kind'] == 'grpo']
     report_plots.plot_grpo_curves(records, os.path.join(run_dir, 'curves.png'))
     pictures = (['eval-grpo/before_after.png'] if row else []) + ['curves.png']
     summary = dict(alarm=row.get('alarm') if row else None, options=dataclasses.asdict(cfg),
         network=generator.identity()['network'], reward_model=reward_path, aggregate=cfg.reward_aggregate,
         iterations=[{k: r[k] for k in ('iteration', 'reward_mean', 'reward_std', 'kl', 'clipfrac', 'pairs') if k in r}
-            for r in records if r['kind'] == 'grpo'], eval=row, seconds=time.time() - start)
-    headline = [('reward of the drawn groups', f'{records[0]["reward_mean"]:+.3f} at iteration 0, '
-        f'{records[cfg.grpo_iterations - 1]["reward_mean"]:+.3f} at the last')]
+            for r in steps], eval=row, seconds=time.time() - start)
+    drawn = cfg.group_size * len(conditions)            # Samples an iteration draws: kimg along the curves.
+    curves = curves_of([(r['iteration'] * drawn / 1000, r) for r in records if r['kind'] == 'probe'])
+    if len(curves) > 1:
+        summary['proxy_gold'] = dict(curves.summary(), rows=curves.state(), gold_taste=cfg.gold_taste,
+            aggregate=cfg.reward_aggregate)
+        overoptimization.plot_curves(summary['proxy_gold'], os.path.join(run_dir, 'proxy_gold.png'),
+            gold_name=cfg.gold_taste or 'gold', distance_name='velocity RMS from the base model, all stages')
+        pictures.append('proxy_gold.png')
+    headline = [('reward of the drawn groups', f'{steps[0]["reward_mean"]:+.3f} at iteration 0, '
+        f'{steps[-1]["reward_mean"]:+.3f} at the last')]
     if row and 'win_rate' in row:
         headline.append(('held-out pairs', f'{cfg.eval_annotator} prefers the tuned model in {row["wins"]} of '
             f'{row["wins"] + row["losses"]}'))
