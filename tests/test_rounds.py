@@ -37,7 +37,7 @@ def test_an_annotator_can_keep_another_sets_scale():
     (['--bank-size', '4', '--judgements', '7'], '7 judgements need more than a bank of 4 seeds gives'),
     (['--bank-size', '4', '--judgements', '6', '--rounds', '2', '--train-seeds', '1-2', '--upfront', '29'], '29 judgements need more than a bank of 8 seeds'),
     (['--train-seeds', '1-x'], '--train-seeds'),
-    (['--annotator', 'people:ann', '--train-seeds', '1-2'], 'comparing label efficiency needs a --gold-taste'),
+    (['--annotator', 'people:ann', '--train-seeds', '1-2'], 'comparing label efficiency needs a simulated annotator'),
     (['--network', 'nowhere.pkl', '--trust-pickle'], 'nowhere.pkl'),
     (['--eval-seeds', '20005-20010'], "seed 20005 is also in a round's bank"),
 ])

@@ -96,8 +96,9 @@ def main(outdir, network, trust_pickle, count, judgements, random_share, bank_si
             (upfront if train_seeds else [])]):
         if n > conditions * annotators.pair_limit(range(size)):
             raise click.BadParameter(f'{n} judgements need more than a bank of {size} seeds gives', param_hint=hint)
-    if train_seeds and people and not gold_taste:
-        raise click.BadParameter('comparing label efficiency needs a --gold-taste', param_hint='--train-seeds')
+    if train_seeds and people:
+        raise click.BadParameter('comparing label efficiency needs a simulated annotator (oracle:NAME)',
+            param_hint='--train-seeds')
     settings = dict(network=os.path.abspath(path), rounds=count, judgements=judgements,
         random_share=random_share, bank_size=bank_size, bank_seed=bank_seed, res=res, annotator=annotator,
         gold_taste=gold_taste, temperature=temperature, refit_all=refit_all, kimg=kimg, lambda_r=lambda_r, seed=seed, eval_seeds=eval_seeds, train_args=list(train_args))

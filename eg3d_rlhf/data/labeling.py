@@ -13,7 +13,6 @@ import time
 import uuid
 
 import numpy as np
-import scipy.special
 
 import dnnlib
 from eg3d_rlhf.data.preferences import TORN, Judgement, LabelError, is_repeat, load_judgements, now, record_line
@@ -298,7 +297,8 @@ def expected_information(margins):
     """Expected information gain (BALD) of judging pairs whose score margins r_a - r_b are given per ensemble member
     [..., K]: H(mean_k p_k) - mean_k H(p_k), p_k = sigmoid(margin_k), in nats. High where the members disagree about
     the outcome, not merely where they all expect a coin flip (label noise no model can learn away)."""
-    p = scipy.special.expit(np.asarray(margins, dtype=np.float64))
+    with np.errstate(over='ignore'):                    # exp(-margin) overflows to inf: p is 0 there, as it should.
+        p = 1 / (1 + np.exp(-np.asarray(margins, dtype=np.float64)))
     entropy = lambda q: -(q * np.log(np.clip(q, 1e-12, 1)) + (1 - q) * np.log(np.clip(1 - q, 1e-12, 1)))
     return entropy(p.mean(axis=-1)) - entropy(p).mean(axis=-1)
 

@@ -18,8 +18,8 @@ from eg3d_rlhf.finetune.overopt_sweep import keep_settings
 #                rounds x bank_size seeds (the same seeds the rounds draw, all from the start), tuned rounds times as
 #                long in one go (EG3D: kimg; a flow: Circular-DPO's steps per stage)
 # Round 0 of every run draws from the start, so a start bank of the same seeds is drawn once and linked into the
-# other runs (hard links: a bank is never changed once whole). Every run's last generator meets the same held-out eval seeds under the noise-free gold taste. The contrast
-# "rounds vs upfront-U" pairs the two runs' samples of each held-out id (the taste's choice: a win, a loss or a tie)
+# other runs (hard links: a bank is never changed once whole). Every run's last generator meets the same held-out
+# eval seeds under the noise-free gold taste. The contrast "rounds vs upfront-U" pairs the two runs' samples of each held-out id (the taste's choice: a win, a loss or a tie)
 # and is tested across the training seeds (analysis/replication.py: per-seed share with the noise cluster as the
 # unit, Wilcoxon over seeds, Holm over the U given). `matched`: the smallest U whose mean gold gain over the start
 # across seeds reaches the rounds' (None: no U given did).
@@ -54,8 +54,8 @@ def outcomes(first, second, where):
 def run(outdir, settings, train_seeds, upfront, progress=print, nproc=1):
     """Every run of every training seed (each resumable, as tools/rounds.py), then the comparison: returns the
     summary written to label-efficiency.json (with .md and the plots beside it)."""
-    if settings.get('gold_taste') is None and rounds.people_name(settings['annotator'])[0]:
-        raise RunError('a label-efficiency comparison needs a gold taste: a simulated annotator or --gold-taste')
+    if rounds.people_name(settings['annotator'])[0]:
+        raise RunError('a label-efficiency comparison needs a simulated annotator (oracle:NAME)')
     keep_settings(outdir, dict(settings, train_seeds=list(train_seeds), upfront=list(upfront)))
     records, rows, drawn = [], [], {}
     for seed in train_seeds:
@@ -72,8 +72,8 @@ def run(outdir, settings, train_seeds, upfront, progress=print, nproc=1):
             golds[name] = last['gold']
             rows.append(dict(seed=int(seed), run=name, judgements=last['judgements'],
                 win_rate=last['gold']['win_rate'], gain_sd=last['gold']['gain_sd']))
-            progress(f'seed {seed}, {name}: {last["judgements"]} judgements, gold gain {last["gold"]["gain_sd"]:+.2f} sd '
-                f'over the start')
+            progress(f'seed {seed}, {name}: {last["judgements"]} judgements, gold gain '
+                f'{last["gold"]["gain_sd"]:+.2f} sd over the start')
         for total in upfront:
             other = f'upfront-{total}'
             records += replication.records(f'rounds vs {other}', seed, golds['rounds']['ids'],

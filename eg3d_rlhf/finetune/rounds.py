@@ -118,9 +118,9 @@ class Rounds:
 
     def bank(self, k):
         os.makedirs(self.folder(k), exist_ok=True)
-        return settle(self.folder(k, 'bank'), lambda tmp: child([*self.launch, TOOL('sample_bank'), '--network', self.generator(k),
-            '--trust-pickle', '--seeds', self.seeds(k), '--res', str(self.s['res']), '--outdir', tmp],
-            self.folder(k, 'bank.log')))
+        return settle(self.folder(k, 'bank'), lambda tmp: child([*self.launch, TOOL('sample_bank'), '--network',
+            self.generator(k), '--trust-pickle', '--seeds', self.seeds(k), '--res', str(self.s['res']),
+            '--outdir', tmp], self.folder(k, 'bank.log')))
 
     def taste_scores(self, k):
         """{id: raw taste score} of round k's bank under the simulated annotator's taste, kept in taste.json."""
@@ -287,7 +287,7 @@ class Rounds:
             G = registry.family_of_file(network).load(network, 'cpu')     # The tool checked the start's trust.
             grid = slab_grid(self.s['res'], cube_length=G.cube_length)
             conditions = sorted({c for _, c in G.keys(seeds)}, key=lambda c: -1 if c is None else c)
-            slabs = np.concatenate([G.sigma_grid(seeds, grid, c).numpy() for c in conditions])  # Every seed per condition.
+            slabs = np.concatenate([G.sigma_grid(seeds, grid, c).numpy() for c in conditions])  # Seeds per condition.
             scores[name] = np.array([taste(s, grid, 10.0) for s in slabs])
             ids = [G.sample_id(seed, c) for c in conditions for seed in seeds]
         versus = lambda other: ['tuned' if t > o else 'original' if t < o else 'tie'

@@ -45,11 +45,13 @@ def worker_pids(launcher):
 def kill_rank_when(launcher, path, rank=1, timeout=300):
     """Wait until `path` exists (asserting the launcher still runs), kill -9 worker `rank` of a 2-process launcher,
     and wait for the launcher to end; returns its exit code."""
-    deadline = time.time() + timeout
+    deadline, pids = time.time() + timeout, {}
     while not os.path.exists(path):
         assert time.time() < deadline and launcher.poll() is None, launcher.communicate()
+        if len(pids) < 2:                               # Found while waiting, so the kill follows `path` at once.
+            pids = worker_pids(launcher)
         time.sleep(0.02)
-    pids = worker_pids(launcher)
+    pids = pids if len(pids) == 2 else worker_pids(launcher)
     assert sorted(pids) == [0, 1], pids
     os.kill(pids[rank], signal.SIGKILL)
     launcher.communicate(timeout=timeout)
