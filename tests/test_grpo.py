@@ -213,6 +213,7 @@ def tiny_pt(tmp_path_factory):
     (['--dpo-steps=3'], '--dpo-steps is a Circular-DPO option: add --method=circular-dpo'),
     (['--objective=online-dpo', '--sde-window=2'], "are Flow-GRPO's; --objective=online-dpo draws with ODE steps"),
     (['--online-beta=5'], '--online-beta and --online-loss-type are for --objective=online-dpo'),
+    (['--gold-taste=nose'], '--gold-taste is scored by the probe: give --probe-every'),
 ])
 def test_bad_options_are_refused_in_one_line(tmp_path, args, message):
     result = train(['--generator=flow', '--method=grpo', '--outdir=runs', '--dry-run', *args], tmp_path, expect=2)

@@ -87,6 +87,7 @@ class ProbeOptions:
                         choices=lambda: taste_names(), metavar='TASTE')
 
     def check_probe(self):
+        """ConfigError for a gold taste without a probe, or a probe without seeds."""
         if self.gold_taste is not None and not self.probe_every:
             raise ConfigError('--gold-taste is scored by the probe: give --probe-every')
         if self.probe_every and not self.seeds('probe_seeds'):
