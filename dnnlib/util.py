@@ -201,6 +201,12 @@ class WriteError(OSError, click.ClickException):
         self.errno = err.errno
 
 
+def error_line(err):
+    """The first line of an exception's message, or its type's name when it has none: for one-line errors."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def is_resource_error(err, *paths):
     """Whether `err` is a full disk, a read-only file system or a denied permission while writing one of `paths`, a
     file directly in one of them, or a file object (whose errors name no path)."""

@@ -204,8 +204,8 @@ def resume(trainer, log, path):
         log.keep(int(state['records']))
         torch.set_rng_state(state['rng'])
     except Exception as err: # pylint: disable=broad-except  (Any damage, any shape: the file is untrusted.)
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise RunError(f'--resume-run: {path} is not a state of this run ({message}); start the run again') from None
+        raise RunError(f'--resume-run: {path} is not a state of this run ({dnnlib.util.error_line(err)}); start the '
+            'run again') from None
 
 #----------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dnnlib.util import atomic_write, open_regular
+from dnnlib.util import atomic_write, error_line, open_regular
 from eg3d_rlhf.generators.flow import (FlowGenerator, FlowPipeline, FlowStage, as_batch, blur, cfm_loss, check_sampler,
     per_sample)
 from eg3d_rlhf.geometry.sigma import MAX_CUBE_LENGTH, is_number
@@ -383,8 +383,7 @@ def read_flow(path):
         try:
             state = torch.load(io.BytesIO(blob), map_location='cpu', weights_only=True)
         except Exception as err:    # Pickles with code, truncated files, other formats.
-            message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ValueError(f'{path}: not a flow checkpoint readable as data ({message})') from None
+            raise ValueError(f'{path}: not a flow checkpoint readable as data ({error_line(err)})') from None
     if not isinstance(state, dict) or state.get('format') != FORMAT:
         got = state.get('format') if isinstance(state, dict) else type(state).__name__
         raise ValueError(f'{path}: not a flow checkpoint (format {got!r}, expected {FORMAT!r})')
