@@ -190,6 +190,20 @@ def test_natural_nose_peaks_at_the_worlds_flattest_nose(grid, monkeypatch, tmp_p
     assert sorted(above, key=liked.get) == sorted(above, key=lambda k: A.TASTES['nose'](faces[k], grid, 10.0))
     assert A.parse_annotator('oracle:natural-nose') == 'natural-nose' and 'natural-nose' not in A.TASTES
 
+def test_flow_natural_nose_peaks_at_the_flows_flattest_nose(grid):
+    """The same shape on the flow's scale: 'nose' above FLOW_NOSE_FLOOR, FLATTER_COST per unit below it."""
+    faces = {f'nose{r:.2f}': face_volume(grid, r) for r in (0.02, 0.03, 0.04, 0.05, 0.06)}
+    prominence = {k: A.nose_prominence(v, grid) for k, v in faces.items()}
+    assert min(prominence.values()) < A.FLOW_NOSE_FLOOR < max(prominence.values())     # Faces on both sides.
+    liked = {k: A.taste_function('flow-natural-nose')(v, grid, 10.0) for k, v in faces.items()}
+    for k, p in prominence.items():
+        expected = -p if p >= A.FLOW_NOSE_FLOOR else -p - A.FLATTER_COST * (A.FLOW_NOSE_FLOOR - p)
+        assert liked[k] == pytest.approx(expected, abs=1e-12)
+    above = [k for k in faces if prominence[k] >= A.FLOW_NOSE_FLOOR]
+    assert max(liked, key=liked.get) == min(above, key=prominence.get)
+    assert A.parse_annotator('oracle:flow-natural-nose') == 'flow-natural-nose'
+
+
 #----------------------------------------------------------------------------
 # The oracle.
 

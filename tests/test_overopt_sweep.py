@@ -1,6 +1,7 @@
 """finetune/overopt_sweep.py and tools/overoptimize.py: runs described and compared, the summary written, settings kept."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -55,3 +56,60 @@ def test_the_tool_refuses_bad_flags_before_any_work(tmp_path, args, message):
     result = invoke(overoptimize.main, ['--outdir', str(tmp_path / 'o'), *args])
     assert result.exit_code != 0 and message in result.output, result.output
     assert not (tmp_path / 'o').exists()
+
+
+def test_a_flow_sweep_labels_within_a_condition_and_tunes_by_grpo_with_probes(tmp_path, monkeypatch):
+    """The flow's proxy pairs two samples of one condition; each run is Flow-GRPO probing the panel seeds, and its
+    curves are read from report.json."""
+    calls = []
+
+    def child(args, log):
+        calls.append(list(args))
+        if args[0].endswith('train.py'):
+            run_dir = os.path.join(next(a.split('=', 1)[1] for a in args if a.startswith('--outdir=')), '00000-grpo')
+            os.makedirs(run_dir)
+            with open(os.path.join(run_dir, 'report.json'), 'w', encoding='utf-8') as f:
+                json.dump(dict(proxy_gold=dict(rows=oo_rows())), f)
+        elif 'sample_bank' in args[0]:
+            os.makedirs(args[args.index('--outdir') + 1])
+            open(os.path.join(args[args.index('--outdir') + 1], 'bank.json'), 'w', encoding='utf-8').close()
+        else:
+            open(args[args.index('--out') + 1], 'w', encoding='utf-8').close()
+    monkeypatch.setattr(overopt_sweep, 'child', child)
+    reward = overopt_sweep.proxy(str(tmp_path), 'flow-natural-nose', 200, '0-37', 64, 0, 'flow')
+    assert calls[0][calls[0].index('--network') + 1] == 'bundled-flow' and '--same-condition' in calls[1]
+    pg = overopt_sweep.run(str(tmp_path), reward, 'min', 3, 'flow-natural-nose', panel_seeds='3000-3003',
+        extra=('--grpo-lr=0.001',), generator='flow', iterations=10, probe_every=2)
+    train = calls[-1]
+    for flag in ('--method=grpo', '--generator=flow', '--grpo-iterations=10', '--probe-every=2',
+            '--probe-seeds=3000-3003', '--eval-seeds=none', '--reward-aggregate=min', '--gold-taste=flow-natural-nose',
+            '--seed=3', '--grpo-lr=0.001'):
+        assert flag in train, flag
+    assert not any(a.startswith(('--kimg', '--lambda-r', '--panel-seeds')) for a in train)
+    assert pg['gold_gain'] == oo.Curves(oo_rows()).summary()['gold_gain']
+    overopt_sweep.run(str(tmp_path), reward, 'min', 3, generator='flow')                 # Its report is there: no run.
+    assert len(calls) == 4
+
+
+def oo_rows():
+    c = oo.Curves()
+    c.scale = dict(proxy=1.0, gold=0.5)
+    for i, d in enumerate((0.0, 0.1, 0.2, 0.3)):
+        c.add(kimg=0.032 * i, proxy=d * 10, aggregate=d * 10, disagreement=0.1, gold=d - 2 * d * d, distance=d,
+            param_distance=None, members=[d * 10])
+    return c.state()
+
+
+def test_the_tool_gives_a_flow_its_own_bank_panel_and_schedule(tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(overopt_sweep, 'proxy', lambda *a: seen.setdefault('proxy', a) and 'proxy.safetensors')
+    monkeypatch.setattr(overopt_sweep, 'run', lambda *a: seen.setdefault('run', a) and oo.Curves(oo_rows()).summary())
+    monkeypatch.setattr(overopt_sweep, 'write', lambda outdir, runs, settings: seen.setdefault('settings', settings))
+    (tmp_path / 'o').mkdir()
+    (tmp_path / 'o' / 'overoptimization.md').write_text('table\n')
+    result = invoke(overoptimize.main, ['--outdir', str(tmp_path / 'o'), '--generator', 'flow', '--taste',
+        'flow-natural-nose', '--aggregates', 'mean', '--iterations', '6', '--', '--grpo-lr=0.001'])
+    assert result.exit_code == 0, result.output
+    assert seen['proxy'][3] == '0-37' and seen['proxy'][-1] == 'flow'
+    assert seen['run'][9] == '3000-3003' and seen['run'][-3:] == ('flow', 6, 2) and seen['run'][10] == ('--grpo-lr=0.001',)
+    assert 'kimg' not in seen['settings'] and seen['settings']['iterations'] == 6

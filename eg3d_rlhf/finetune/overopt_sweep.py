@@ -15,16 +15,22 @@ from eg3d_rlhf.synthetic import demo
 #----------------------------------------------------------------------------
 # The steps, each a child process whose output goes to a log beside what it writes, each skipped when its output
 # exists (so a stopped sweep resumes where it stopped):
-#   1. bank       tools/sample_bank.py: the bundled generator's seeds `bank_seeds` at `res`
-#   2. labels     tools/annotate.py pairs: `judgements` judgements of the simulated taste (temperature 0.5)
+#   1. bank       tools/sample_bank.py: the bundled generator's seeds `bank_seeds` at `res` (a flow's under each of its
+#                 conditions)
+#   2. labels     tools/annotate.py pairs: `judgements` judgements of the simulated taste (temperature 0.5); a flow's
+#                 pairs are two samples of one condition, as Flow-DPO and the flow rewards compare them
 #   3. proxy      tools/train_reward.py: the default sigma reward (an ensemble of 8 bootstrap members) on them
-#   4. runs       train.py --reward=sigma --reward-model=proxy --gold-taste=TASTE, one per (aggregate, training seed),
-#                 `kimg` long at `lambda_r`, its panel every `tick` kimg on `panel_seeds` (no collateral: the gold taste
-#                 is the measure here)
-# Each run's reward_report.json holds its curves (RewardPanel: proxy, gold, distance per tick). The sweep's
-# overoptimization.json / .md / .png put them side by side: per run the gold's peak (observed and fitted), its loss
-# from the peak at the end, the proxy's gain; per training seed each conservative aggregate's end gold against the
-# mean's at equal steps.
+#   4. runs       one per (aggregate, training seed), with the gold taste scored along the way (no collateral: the gold
+#                 taste is the measure here). EG3D: train.py --reward=sigma --reward-model=proxy --gold-taste=TASTE,
+#                 `kimg` long at `lambda_r`, its panel every `tick` kimg on `panel_seeds`. Flow: Flow-GRPO
+#                 (train.py --generator=flow --method=grpo) for `iterations`, probing `panel_seeds` under every
+#                 condition every `probe_every` iterations.
+# Each run's report (EG3D: reward_report.json; flow: report.json) holds its curves (proxy, gold, distance per tick or
+# probe). The sweep's overoptimization.json / .md / .png put them side by side: per run the gold's peak (observed and
+# fitted), its loss from the peak at the end, the proxy's gain; per training seed each conservative aggregate's end
+# gold against the mean's at equal steps.
+
+NETWORKS = dict(eg3d='bundled', flow='bundled-flow')
 
 TRAIN_PY = os.path.join(demo.ROOT, 'train.py')
 TOOL = lambda name: os.path.join(demo.ROOT, 'tools', f'{name}.py')
@@ -39,15 +45,16 @@ def child(args, log):
         raise RunError(f'{os.path.basename(script)} exited with {code}; see {log}')
 
 
-def proxy(outdir, taste='nose', judgements=200, bank_seeds='0-299', res=64, label_seed=0):
+def proxy(outdir, taste='nose', judgements=200, bank_seeds='0-299', res=64, label_seed=0, generator='eg3d'):
     """The weak proxy's checkpoint: bank, labels and reward made in outdir unless there already."""
     bank, labels, reward = (os.path.join(outdir, name) for name in ('bank', 'labels.jsonl', 'proxy.safetensors'))
     if not os.path.isfile(os.path.join(bank, 'bank.json')):
-        child([TOOL('sample_bank'), '--network', 'bundled', '--seeds', bank_seeds, '--res', str(res), '--outdir', bank],
-            os.path.join(outdir, 'bank.log'))
+        child([TOOL('sample_bank'), '--network', NETWORKS[generator], '--seeds', bank_seeds, '--res', str(res),
+            '--outdir', bank], os.path.join(outdir, 'bank.log'))
     if not os.path.isfile(labels):
         child([TOOL('annotate'), 'pairs', '--bank', bank, '--annotator', f'oracle:{taste}', '--pairs', str(judgements),
-            '--temperature', '0.5', '--seed', str(label_seed), '--out', labels], os.path.join(outdir, 'labels.log'))
+            '--temperature', '0.5', '--seed', str(label_seed), '--out', labels,
+            *(['--same-condition'] if generator == 'flow' else [])], os.path.join(outdir, 'labels.log'))
     if not os.path.isfile(reward):
         child([TOOL('train_reward'), '--bank', bank, '--labels', labels, '--reward', 'sigma', '--out', reward],
             os.path.join(outdir, 'proxy.log'))
@@ -55,18 +62,24 @@ def proxy(outdir, taste='nose', judgements=200, bank_seeds='0-299', res=64, labe
 
 
 def run(outdir, reward, aggregate, seed, taste='nose', kimg=2.0, tick=0.1, lambda_r=10.0, aggregate_lambda=1.0,
-        panel_seeds='3000-3063', extra=()):
-    """One fine-tuning run (skipped when its report exists); the summary of its reward_report.json's proxy_gold rows,
-    made again by this code (a run written by an older version reads as a new one would)."""
+        panel_seeds='3000-3063', extra=(), generator='eg3d', iterations=24, probe_every=2):
+    """One fine-tuning run (skipped when its report exists); the summary of its report's proxy_gold rows, made again
+    by this code (a run written by an older version reads as a new one would)."""
     name = f'{aggregate}-seed{seed}'
     parent = os.path.join(outdir, 'runs', name)
-    report = lambda: [os.path.join(parent, d, 'reward_report.json') for d in sorted(os.listdir(parent))
-        if os.path.isfile(os.path.join(parent, d, 'reward_report.json'))] if os.path.isdir(parent) else []
+    kept = 'report.json' if generator == 'flow' else 'reward_report.json'
+    report = lambda: [os.path.join(parent, d, kept) for d in sorted(os.listdir(parent))
+        if os.path.isfile(os.path.join(parent, d, kept))] if os.path.isdir(parent) else []
     if not report():
         os.makedirs(parent, exist_ok=True)
-        args = [TRAIN_PY, '--reward=sigma', f'--reward-model={reward}', f'--lambda-r={lambda_r:g}', f'--kimg={kimg:g}',
-            f'--tick={tick:g}', f'--seed={seed}', f'--gold-taste={taste}', f'--reward-aggregate={aggregate}',
-            f'--panel-seeds={panel_seeds}', '--collateral-seeds=0', '--snap=1000', f'--outdir={parent}', *extra]
+        common = [f'--reward-model={reward}', f'--seed={seed}', f'--gold-taste={taste}',
+            f'--reward-aggregate={aggregate}', f'--outdir={parent}']
+        if generator == 'flow':
+            args = [TRAIN_PY, '--generator=flow', '--method=grpo', *common, f'--grpo-iterations={iterations}',
+                f'--probe-every={probe_every}', f'--probe-seeds={panel_seeds}', '--eval-seeds=none', *extra]
+        else:
+            args = [TRAIN_PY, '--reward=sigma', *common, f'--lambda-r={lambda_r:g}', f'--kimg={kimg:g}',
+                f'--tick={tick:g}', f'--panel-seeds={panel_seeds}', '--collateral-seeds=0', '--snap=1000', *extra]
         if aggregate in ('mean-std', 'uwo'):
             args.append(f'--aggregate-lambda={aggregate_lambda:g}')
         child(args, parent + '.log')
@@ -121,7 +134,7 @@ def compare(runs, baseline='mean'):
     return out
 
 
-def plot(runs, path, taste):
+def plot(runs, path, taste, generator='eg3d'):
     """Gold (solid) and proxy (dotted) gains against distance, one line per run, a colour per aggregate; the pooled
     fit of the mean runs' gold dashed."""
     plt = report_plots._pyplot()
@@ -144,7 +157,8 @@ def plot(runs, path, taste):
         ax.plot([], [], '-', color=c, label=f'{agg}: gold ({taste})')
     ax.plot([], [], ':', color='grey', label='proxy (members\' mean)')
     ax.axhline(0, color='grey', linewidth=0.8)
-    ax.set(xlabel='distance from the start (slab RMS of raw sigma)', ylabel='gain since the start (sd of the start)',
+    ax.set(xlabel='distance from the start (' + ('RMS velocity change from the base, stages summed' if generator ==
+        'flow' else 'slab RMS of raw sigma') + ')', ylabel='gain since the start (sd of the start)',
         title='A weak proxy pushed long: proxy and gold against distance')
     ax.legend(fontsize=8, loc='best')
     report_plots._save(fig, path)
@@ -154,7 +168,7 @@ def write(outdir, runs, settings):
     """overoptimization.json, .md and .png in outdir, atomically; returns the summary."""
     summary = dict(settings=settings, runs=[{k: v for k, v in r.items() if k != 'curves'} for r in runs],
         compare=compare(runs))
-    plot(runs, os.path.join(outdir, 'overoptimization.png'), settings['taste'])
+    plot(runs, os.path.join(outdir, 'overoptimization.png'), settings['taste'], settings.get('generator', 'eg3d'))
     with dnnlib.util.atomic_write(os.path.join(outdir, 'overoptimization.json'), 'w', encoding='utf-8') as f:
         json.dump(dict(summary, curves={f'{r["aggregate"]}-seed{r["seed"]}': r['curves'] for r in runs}), f, indent=1)
     fmt = lambda v: '-' if v is None else f'{v:.3g}' if isinstance(v, float) else str(v)
