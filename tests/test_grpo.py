@@ -298,3 +298,44 @@ def test_a_run_stopped_after_an_iteration_resumes_from_state_pt_as_one_never_sto
         grpo_run.run(dataclasses.replace(cfg, resume_run=str(cut)), common('cut'))
     with pytest.raises(RunError, match='ran with other options'):
         grpo_run.run(dataclasses.replace(cfg, resume_run=str(cut), grpo_lr=1e-3), common('cut'))
+
+
+def test_the_stop_rule_reads_the_probes_as_circular_dpos_does():
+    from eg3d_rlhf.finetune.grpo_config import GRPOConfig
+    row = lambda gold, disagreement, distance: dict(gold=gold, disagreement=disagreement, distance=distance)
+    cfg = GRPOConfig(probe_every=1, stop_at_peak=True, gold_taste='nose')
+    rising = [row(0.0, 0.1, 0.0), row(1.0, 0.1, 0.1), row(2.0, 0.1, 0.2)]
+    assert cfg.peak_reason(rising) is None
+    assert 'passed its peak at probe 2' in cfg.peak_reason(rising + [row(1.5, 0.1, 0.3)])       # Lost 25% of +2.
+    cfg = GRPOConfig(probe_every=1, stop_at_peak=True, disagreement_stop=1.5)
+    assert cfg.peak_reason([row(None, 0.1, 0.0), row(None, 0.14, 0.1)]) is None
+    assert '1.5x its start' in cfg.peak_reason([row(None, 0.1, 0.0), row(None, 0.14, 0.1), row(None, 0.16, 0.2)])
+
+
+@pytest.mark.slow
+def test_stop_at_peak_ends_a_grpo_run_at_the_probe_where_its_rule_fires(tiny_pt, tmp_path, monkeypatch):
+    """The run ends with that iteration's policy as its snapshot, the stop in stats and report; resumed, it trains
+    nothing more."""
+    from eg3d_rlhf.finetune import grpo_run
+    from eg3d_rlhf.finetune.grpo_config import GRPOConfig
+    probes = []
+    monkeypatch.setattr(GRPOConfig, 'peak_reason', lambda self, rows: probes.append(len(rows)) or
+        ('a test rule fired' if len(rows) == 3 else None))
+    cfg = GRPOConfig(grpo_iterations=5, group_size=2, sde_steps=3, grpo_lr=1e-2, eval_seeds='none', probe_every=1,
+        probe_seeds='3000', stop_at_peak=True, snap_iterations=2)
+    common = dnnlib.EasyDict(resume=tiny_pt, outdir=str(tmp_path / 'runs'), seed=1, device='cpu', dry_run=False,
+        desc=None, report_to='none')
+    grpo_run.run(cfg, common)
+    run_dir = tmp_path / 'runs' / '00000-flow-grpo-both'
+    records = [json.loads(line) for line in (run_dir / 'stats.jsonl').read_text().splitlines()]
+    assert [r['iteration'] for r in records if r['kind'] == 'grpo'] == [0, 1] and probes == [2, 3]
+    assert [(r['iteration'], r['reason']) for r in records if r['kind'] == 'stop'] == [(2, 'a test rule fired')]
+    report = json.loads((run_dir / 'report.json').read_text())
+    assert report['proxy_gold']['stopped']['iteration'] == 2 and 'stopped after iteration 2' in \
+        (run_dir / 'report.html').read_text()
+    weights = flow_heads.read_flow(str(run_dir / 'flow-grpo.pt'))['state_dicts']
+    grpo_run.run(dataclasses.replace(cfg, resume_run=str(run_dir)), common)
+    again = [json.loads(line) for line in (run_dir / 'stats.jsonl').read_text().splitlines()]
+    assert [r['iteration'] for r in again if r['kind'] == 'grpo'] == [0, 1]
+    assert all(torch.equal(a[k], b[k]) for a, b in zip(weights,
+        flow_heads.read_flow(str(run_dir / 'flow-grpo.pt'))['state_dicts']) for k in a)

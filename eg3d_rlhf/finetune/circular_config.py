@@ -3,6 +3,7 @@
 import dataclasses
 import typing
 
+from eg3d_rlhf.analysis import overoptimization
 from eg3d_rlhf.data.annotators import parse_annotator, taste_names
 from eg3d_rlhf.finetune import lora, losses
 from eg3d_rlhf.finetune.options import ConfigError, MethodConfig, check_aggregate_lambda, flag_name, flags_of, option
@@ -85,13 +86,33 @@ class ProbeOptions:
     probe_seeds:    str = option('3000-3007', 'Held-out seeds (under every condition) that --probe-every draws', metavar='LIST')
     gold_taste:     typing.Optional[str] = option(None, 'A simulated taste (e.g. nose) scored on the probe\'s samples as the gold standard, beside the proxy and the distance  [default: none]',
                         choices=lambda: taste_names(), metavar='TASTE')
+    stop_at_peak:   bool = option(False, 'Stop training at the first probe where the --gold-taste has passed its peak (see --peak-margin); without --gold-taste, where the members\' disagreement reaches --disagreement-stop times its start. Circular-DPO: that group\'s history trains no further phase; Flow-GRPO: the run ends there', is_flag=True)
+    peak_margin:    float = option(0.2, 'Share of the gold\'s peak gain whose loss stops --stop-at-peak (a fall with the fit\'s peak behind also stops it)', min=0, below=1)
+    disagreement_stop: float = option(2.0, 'With --stop-at-peak and no --gold-taste: stop when the members\' mean sd on the probe reaches this multiple of its start', above=1)
 
     def check_probe(self):
-        """ConfigError for a gold taste without a probe, or a probe without seeds."""
+        """ConfigError for a gold taste or a stop rule without a probe, a probe without seeds, or a stop rule's
+        setting without the rule."""
         if self.gold_taste is not None and not self.probe_every:
             raise ConfigError('--gold-taste is scored by the probe: give --probe-every')
         if self.probe_every and not self.seeds('probe_seeds'):
             raise ConfigError('--probe-every draws --probe-seeds: give at least one')
+        if self.stop_at_peak and not self.probe_every:
+            raise ConfigError('--stop-at-peak watches the probe: give --probe-every')
+        if not self.stop_at_peak and (self.peak_margin != 0.2 or self.disagreement_stop != 2.0):
+            raise ConfigError(f'{"--peak-margin" if self.peak_margin != 0.2 else "--disagreement-stop"} is for --stop-at-peak')
+
+    def peak_reason(self, rows):
+        """--stop-at-peak's sentence on probe rows (the start's first), else None: the gold passed its peak
+        (overoptimization.gold_passed_peak), or without gold the members' disagreement grew."""
+        if rows[0]['gold'] is not None:
+            best = overoptimization.gold_passed_peak([r['gold'] for r in rows], self.peak_margin,
+                [r['distance'] for r in rows])
+            return None if best is None else (f'the gold taste {self.gold_taste} passed its peak at probe {best}: it '
+                f'has lost {self.peak_margin:.0%} of its gain since, or fell and its fit peaks behind')
+        grew = overoptimization.disagreement_grew([r['disagreement'] for r in rows], self.disagreement_stop)
+        return None if grew is None else (f'the reward members\' disagreement on the probe reached '
+            f'{self.disagreement_stop:g}x its start ({rows[grew]["disagreement"]:.3g} against {rows[0]["disagreement"]:.3g})')
 
 
 @dataclasses.dataclass
@@ -133,9 +154,6 @@ class CircularDPOConfig(ProbeOptions, FlowEvaluation, MethodConfig):
     reward_aggregate: str = option('mean', "How the reward ensemble's member scores rank step 2's candidates (w1, w2): mean, min (the worst member), mean-std (mean - --aggregate-lambda x sd), uwo (mean - --aggregate-lambda x variance)",
                         choices=lambda: AGGREGATES)
     aggregate_lambda: float = option(1.0, 'Weight of the members\' spread in --reward-aggregate=mean-std or uwo', min=0)
-    stop_at_peak:   bool = option(False, 'End a group\'s training at the first probe where the --gold-taste has passed its peak over the group\'s history (see --peak-margin); without --gold-taste, where the members\' disagreement reaches --disagreement-stop times its start; later phases of that history are not trained', is_flag=True)
-    peak_margin:    float = option(0.2, 'Share of the gold\'s peak gain whose loss stops --stop-at-peak (a fall with the fit\'s peak behind also stops it)', min=0, below=1)
-    disagreement_stop: float = option(2.0, 'With --stop-at-peak and no --gold-taste: stop when the members\' mean sd on the probe reaches this multiple of its start', above=1)
     annotator:      typing.Optional[str] = option(None, 'Simulated annotator judging the evaluation pairs (oracle:NAME)  [default: the demo\'s --demo-annotator; else none]', metavar='oracle:NAME')
     temperature:    float = option(0.5, 'Noise of the simulated annotator, in standard deviations of its taste (demo labels, evaluation)', min=0)
     draw_batch:     int = option(8, 'Samples per pipeline pass when drawing (demo data, step 2, evaluation)', min=1)
@@ -155,10 +173,6 @@ class CircularDPOConfig(ProbeOptions, FlowEvaluation, MethodConfig):
             raise ConfigError('--bridge-seeds: step 2 needs at least one seed')
         check_aggregate_lambda(self.reward_aggregate, self.aggregate_lambda)
         self.check_probe()
-        if self.stop_at_peak and not self.probe_every:
-            raise ConfigError('--stop-at-peak watches the probe: give --probe-every')
-        if not self.stop_at_peak and (self.peak_margin != 0.2 or self.disagreement_stop != 2.0):
-            raise ConfigError(f'{"--peak-margin" if self.peak_margin != 0.2 else "--disagreement-stop"} is for --stop-at-peak')
         for name in ('loss_type', 'structure_loss_type'):
             if self.sft_weight and getattr(self, name) and not losses.get(getattr(self, name)).needs_rejected:
                 raise ConfigError(f'--sft-weight adds SFT to a loss of pairs; {flags_of(self.field(name))[0]}={getattr(self, name)} '

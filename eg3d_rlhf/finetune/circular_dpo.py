@@ -9,7 +9,6 @@ import time
 import torch
 from tqdm import tqdm
 
-from eg3d_rlhf.analysis import overoptimization
 from eg3d_rlhf.data import annotators
 from eg3d_rlhf.data.preferences import now, win_counts
 from eg3d_rlhf.finetune.flow_dpo import PairData, pair_quality_gaps, quality_gaps, reliability_weights, train_stage
@@ -332,18 +331,10 @@ class CircularDPO:
         return True
 
     def peak_reason(self, key):
-        """The stop rule's sentence on the probes of the start and of each phase of `key` in order, else None: the
-        gold passed its peak (overoptimization.gold_passed_peak), or without gold the disagreement grew."""
-        cfg = self.cfg
+        """The stop rule's sentence (cfg.peak_reason) on the probes of the start and of each phase of `key` in order
+        (the probe it names counts along that history), else None."""
         rows = [self.start_probe] + [r for i in range(len(key)) for r in self.probe_rows.get(phase_name(key[:i + 1]), [])]
-        if rows[0]['gold'] is not None:
-            best = overoptimization.gold_passed_peak([r['gold'] for r in rows], cfg.peak_margin,
-                [r['distance'] for r in rows])
-            return None if best is None else (f'the gold taste {cfg.gold_taste} passed its peak at probe {best} of '
-                f'this history: it has lost {cfg.peak_margin:.0%} of its gain since, or fell and its fit peaks behind')
-        grew = overoptimization.disagreement_grew([r['disagreement'] for r in rows], cfg.disagreement_stop)
-        return None if grew is None else (f'the reward members\' disagreement on the probe reached '
-            f'{cfg.disagreement_stop:g}x its start ({rows[grew]["disagreement"]:.3g} against {rows[0]["disagreement"]:.3g})')
+        return self.cfg.peak_reason(rows)
 
     def _train(self, policy, index, data, method, key, round):
         cfg, stage, phase, state = self.cfg, policy.stages[index].name, phase_name(key), self.state

@@ -151,15 +151,23 @@ def train(cfg, generator, reward, run_dir, save, reward_path):
         cfg.reward_aggregate, cfg.aggregate_lambda, batch=cfg.draw_batch)
     if probe is not None and trainer.iteration == 0:    # The start: the policy is the base.
         log(dict(kind='probe', iteration=0, **probe.row(policy, generator.pipeline)))
-    for i in tqdm.trange(trainer.iteration, cfg.grpo_iterations, desc=cfg.objective, unit='iteration'):
+    stopped = lambda: next((r for r in log.records if r['kind'] == 'stop'), None)
+    for i in tqdm.trange(trainer.iteration, cfg.grpo_iterations if stopped() is None else trainer.iteration,
+            desc=cfg.objective, unit='iteration'):
         group = list(range(first + i * cfg.group_size, first + (i + 1) * cfg.group_size))
         stats = trainer.step(conditions, [group] * len(conditions))
         log(dict(kind='grpo', iteration=i, seeds=[group[0], group[-1]], **stats))
         if probe is not None and (i + 1) % cfg.probe_every == 0:
             log(dict(kind='probe', iteration=i + 1, **probe.row(policy, generator.pipeline)))
-        if cfg.snap_iterations and ((i + 1) % cfg.snap_iterations == 0 or i + 1 == cfg.grpo_iterations):
+            reason = cfg.peak_reason([r for r in log.records if r['kind'] == 'probe']) if cfg.stop_at_peak else None
+            if reason is not None:                      # --stop-at-peak: the run ends with this iteration's policy.
+                log(dict(kind='stop', iteration=i + 1, reason=reason))
+                tqdm.tqdm.write(f'Stopped after iteration {i + 1}: {reason}')
+        if cfg.snap_iterations and ((i + 1) % cfg.snap_iterations == 0 or i + 1 == cfg.grpo_iterations or stopped()):
             with dnnlib.util.atomic_write(state_path, 'wb') as f:
                 torch.save(dict(trainer.state_dict(), records=len(log.records), rng=torch.get_rng_state()), f)
+        if stopped():
+            break
     policy = finished(trainer.finish())
     save(policy, dict(method='grpo', objective=cfg.objective, options=dataclasses.asdict(cfg)))
     row = evaluate(cfg, generator, policy, reward, run_dir, reward_path, 'grpo',
@@ -175,13 +183,15 @@ def train(cfg, generator, reward, run_dir, save, reward_path):
     drawn = cfg.group_size * len(conditions)            # Samples an iteration draws: kimg along the curves.
     curves = curves_of([(r['iteration'] * drawn / 1000, r) for r in records if r['kind'] == 'probe'])
     if len(curves) > 1:
-        summary['proxy_gold'] = dict(curves.summary(), rows=curves.state(), gold_taste=cfg.gold_taste,
-            aggregate=cfg.reward_aggregate)
+        summary['proxy_gold'] = dict(curves.summary(cfg.peak_margin, cfg.disagreement_stop), rows=curves.state(),
+            gold_taste=cfg.gold_taste, aggregate=cfg.reward_aggregate, stopped=stopped())
         overoptimization.plot_curves(summary['proxy_gold'], os.path.join(run_dir, 'proxy_gold.png'),
             gold_name=cfg.gold_taste or 'gold', distance_name='velocity RMS from the base model, all stages')
         pictures.append('proxy_gold.png')
     headline = [('reward of the drawn groups', f'{steps[0]["reward_mean"]:+.3f} at iteration 0, '
         f'{steps[-1]["reward_mean"]:+.3f} at the last')]
+    if stopped():
+        headline.append(('--stop-at-peak', f'stopped after iteration {stopped()["iteration"]}: {stopped()["reason"]}'))
     if row and 'win_rate' in row:
         headline.append(('held-out pairs', f'{cfg.eval_annotator} prefers the tuned model in {row["wins"]} of '
             f'{row["wins"] + row["losses"]}'))
@@ -246,6 +256,8 @@ def train_rated(cfg, data, generator, reward, run_dir, save, reward_path):
         network=generator.identity()['network'], reward_model=reward_path, rated=len(data.ids),
         mean_rating=float(data.ratings.mean()), baselines=values, eval=row, seconds=time.time() - start)
     headline = [('training data', f'{len(data.ids)} samples rated on {cfg.criterion}, mean {float(data.ratings.mean()):.2f}')]
+    if stopped():
+        headline.append(('--stop-at-peak', f'stopped after iteration {stopped()["iteration"]}: {stopped()["reason"]}'))
     if row and 'win_rate' in row:
         headline.append(('held-out pairs', f'{cfg.eval_annotator} prefers the tuned model in {row["wins"]} of '
             f'{row["wins"] + row["losses"]}'))
