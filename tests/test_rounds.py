@@ -40,6 +40,7 @@ def test_an_annotator_can_keep_another_sets_scale():
     (['--annotator', 'people:ann', '--train-seeds', '1-2'], 'comparing label efficiency needs a simulated annotator'),
     (['--network', 'nowhere.pkl', '--trust-pickle'], 'nowhere.pkl'),
     (['--eval-seeds', '20005-20010'], "seed 20005 is also in a round's bank"),
+    (['--random-share', 'nan'], "'nan' is not a finite number"),
 ])
 def test_bad_settings_are_refused_in_one_line(tmp_path, args, message):
     result = CliRunner().invoke(tool.main, ['--outdir', str(tmp_path / 'r'), *args])

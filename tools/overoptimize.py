@@ -5,6 +5,7 @@ import os
 import click
 import tqdm
 
+from eg3d_rlhf.cli import FiniteRange
 from eg3d_rlhf.data.annotators import IDEAL_TASTES, TASTES
 from eg3d_rlhf.finetune import overopt_sweep
 from eg3d_rlhf.finetune.options import RunError
@@ -36,14 +37,14 @@ def seeds_of(flag, text):
 @click.option('--label-seed', type=int, default=0, show_default=True, help='Seed of the simulated annotator')
 @click.option('--aggregates', metavar='LIST', default='mean,min', show_default=True,
     help=f'Aggregates of the proxy\'s members to run, comma-separated ({", ".join(AGGREGATES)}); mean is the baseline')
-@click.option('--aggregate-lambda', type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option('--aggregate-lambda', type=FiniteRange(min=0), default=1.0, show_default=True,
     help='Weight of the members\' spread in mean-std and uwo')
 @click.option('--train-seeds', metavar='LIST', default='0', show_default=True, help='train.py --seed of each run')
-@click.option('--kimg', type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True,
+@click.option('--kimg', type=FiniteRange(min=0, min_open=True), default=2.0, show_default=True,
     help='eg3d: length of each run')
-@click.option('--tick', type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True,
+@click.option('--tick', type=FiniteRange(min=0, min_open=True), default=0.1, show_default=True,
     help='eg3d: kimg between the panel\'s records')
-@click.option('--lambda-r', type=click.FloatRange(min=0), default=10.0, show_default=True,
+@click.option('--lambda-r', type=FiniteRange(min=0), default=10.0, show_default=True,
     help='eg3d: weight of the reward')
 @click.option('--iterations', type=click.IntRange(min=1), default=24, show_default=True,
     help='flow: Flow-GRPO iterations of each run')

@@ -6,7 +6,7 @@ import click
 from tqdm import tqdm
 
 from eg3d_rlhf.analysis import sim_raters
-from eg3d_rlhf.cli import FINITE
+from eg3d_rlhf.cli import FINITE, FiniteRange
 from eg3d_rlhf.data.bank import BankError
 from eg3d_rlhf.generators.flow_heads import PRESETS
 from eg3d_rlhf.synthetic.family import Family
@@ -25,7 +25,7 @@ BUNDLED = PRESETS['default']        # The bundled flow model's training heads: t
 @click.option('--leniency', type=FINITE, default=0.3, show_default=True, help='Spread of a rater\'s bias, in points (sd)')
 @click.option('--family-seed', type=click.IntRange(min=0), default=BUNDLED['data_seed'], show_default=True,
     help='Dataset seed of the generator\'s training heads (a flow config\'s data_seed)')
-@click.option('--build-spread', type=click.FloatRange(0, 1, max_open=True), default=BUNDLED['build_spread'],
+@click.option('--build-spread', type=FiniteRange(0, 1, max_open=True), default=BUNDLED['build_spread'],
     show_default=True, help='Their builds (a flow config\'s build_spread)')
 @click.option('--family-heads', type=click.IntRange(min=2), default=64, show_default=True,
     help='Training heads the ratings are held against (drawn once per slab grid, kept in the cache dir)')

@@ -5,7 +5,7 @@ import collections
 import click
 from tqdm import tqdm
 
-from eg3d_rlhf.cli import FINITE
+from eg3d_rlhf.cli import FINITE, FiniteRange
 from eg3d_rlhf.data import study_player
 from eg3d_rlhf.data.bank import BankError
 from eg3d_rlhf.data.person_like import JND_PIXELS, WORLD_TASTES, parse_person
@@ -28,7 +28,7 @@ def check_person(ctx, param, value):
 @click.option('--jnd-pixels', type=FINITE, default=JND_PIXELS, show_default=True,
     help='The just-noticeable difference in pixels of the first bank\'s previews (below it: a coin flip)')
 @click.option('--jnd', type=FINITE, metavar='WORLD', help='The JND in world units instead  [default: from --jnd-pixels]')
-@click.option('--lapse', type=click.FloatRange(0, 1), default=0.02, show_default=True, help='Share of answers given at random')
+@click.option('--lapse', type=FiniteRange(0, 1), default=0.02, show_default=True, help='Share of answers given at random')
 @click.option('--seed', type=click.IntRange(min=0), default=0, show_default=True, help='Seed of the coin flips and noise')
 @click.option('--token', metavar='TOKEN', help='An invite\'s secret, for a page beyond loopback')
 @click.option('--limit', type=click.IntRange(min=1), metavar='N', help='Stop after N pairs  [default: every pair]')

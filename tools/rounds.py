@@ -6,7 +6,7 @@ import click
 
 import dnnlib
 
-from eg3d_rlhf.cli import network_family, network_path, parse_range
+from eg3d_rlhf.cli import FiniteRange, network_family, network_path, parse_range
 from eg3d_rlhf.data import annotators, people_round
 from eg3d_rlhf.data.label_pages import check_allowed_host, check_host
 from eg3d_rlhf.data.label_server import is_loopback
@@ -25,7 +25,7 @@ from eg3d_rlhf.generators.base import seed_ranges
 @click.option('--trust-pickle', is_flag=True, help='Confirm you trust --network: loading a pickle can run code stored in it')
 @click.option('--rounds', 'count', type=click.IntRange(min=1), default=3, show_default=True, help='Rounds to run')
 @click.option('--judgements', type=click.IntRange(min=1), default=150, show_default=True, help='Judgements per round')
-@click.option('--random-share', type=click.FloatRange(0, 1), default=0.25, show_default=True,
+@click.option('--random-share', type=FiniteRange(0, 1), default=0.25, show_default=True,
     help='Share of each later round\'s pairs drawn at random (calibration); the rest go where the reward\'s members disagree most')
 @click.option('--bank-size', type=click.IntRange(min=2), default=100, show_default=True,
     help='Seeds each round draws from its generator (a flow\'s: each under every condition)')
@@ -39,10 +39,10 @@ from eg3d_rlhf.generators.base import seed_ranges
 @click.option('--port', type=click.IntRange(0, 65535), default=8765, show_default=True, help='People: the page\'s port (0 = any free one)')
 @click.option('--allow-host', 'allow_hosts', multiple=True, callback=check_allowed_host, metavar='NAME', help='People: another name the page may be opened by (label.py serve --allow-host)')
 @click.option('--invite', 'invited', multiple=True, metavar='NAME', help='People: invite NAME and print their link (repeatable; label.py invite NAME --out OUTDIR/people does the same)')
-@click.option('--temperature', type=click.FloatRange(min=0), default=0.5, show_default=True, help='Its noise, in sd of its taste')
+@click.option('--temperature', type=FiniteRange(min=0), default=0.5, show_default=True, help='Its noise, in sd of its taste')
 @click.option('--refit-all/--no-refit-all', default=True, show_default=True, help='Refit each round\'s reward on every judgement so far, the pairs across train_reward\'s splits too (train_reward --refit-all)')
-@click.option('--kimg', type=click.FloatRange(min=0, min_open=True), default=0.4, show_default=True, help='EG3D: fine-tuning per round')
-@click.option('--lambda-r', type=click.FloatRange(min=0), default=10.0, show_default=True, help='EG3D: weight of the reward')
+@click.option('--kimg', type=FiniteRange(min=0, min_open=True), default=0.4, show_default=True, help='EG3D: fine-tuning per round')
+@click.option('--lambda-r', type=FiniteRange(min=0), default=10.0, show_default=True, help='EG3D: weight of the reward')
 @click.option('--seed', type=click.IntRange(min=0), default=0, show_default=True, help='Seed of the pair draws, the noise and train.py')
 @click.option('--eval-seeds', default='9000-9063', show_default=True, metavar='LIST',
     help='Held-out seeds where each round\'s generator meets the start under the annotator\'s noise-free taste')
