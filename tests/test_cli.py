@@ -260,3 +260,28 @@ def test_a_network_file_swapped_after_its_check_loads_what_was_checked(tmp_path,
         assert result.exit_code == 0 and len(list((tmp_path / 'x').glob('*.npy'))) == TINY['conditions'], result.output
 
 #----------------------------------------------------------------------------
+
+
+def float_flags(command, path=()):
+    """(command path, option name, its type) of every float option of a click command and its subcommands."""
+    import click
+    for sub_name, sub in getattr(command, 'commands', {}).items():
+        yield from float_flags(sub, path + (sub_name,))
+    for p in command.params:
+        if isinstance(p.type, click.types.FloatParamType):
+            yield ' '.join(path), p.opts[-1], p.type
+
+
+def test_every_float_flag_of_every_tool_refuses_nan_and_inf():
+    """click's float types let nan and inf through; a tool's float flag is a FiniteRange (or label_pages.Rate)."""
+    from eg3d_rlhf.cli import FiniteRange
+    from eg3d_rlhf.data.label_pages import Rate
+    names = sorted(n[:-3] for n in os.listdir(os.path.join(demo.ROOT, 'tools')) if n.endswith('.py') and n != '__init__.py')
+    found, loose = 0, []
+    for name in names:
+        main = getattr(importlib.import_module(f'tools.{name}'), 'main', None)
+        for command, flag, kind in float_flags(main) if hasattr(main, 'params') else ():
+            found += 1
+            if not isinstance(kind, (FiniteRange, Rate)):
+                loose.append(f'{name} {command} {flag}'.replace('  ', ' '))
+    assert found > 20 and not loose, loose
