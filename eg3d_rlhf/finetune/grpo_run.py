@@ -256,8 +256,6 @@ def train_rated(cfg, data, generator, reward, run_dir, save, reward_path):
         network=generator.identity()['network'], reward_model=reward_path, rated=len(data.ids),
         mean_rating=float(data.ratings.mean()), baselines=values, eval=row, seconds=time.time() - start)
     headline = [('training data', f'{len(data.ids)} samples rated on {cfg.criterion}, mean {float(data.ratings.mean()):.2f}')]
-    if stopped():
-        headline.append(('--stop-at-peak', f'stopped after iteration {stopped()["iteration"]}: {stopped()["reason"]}'))
     if row and 'win_rate' in row:
         headline.append(('held-out pairs', f'{cfg.eval_annotator} prefers the tuned model in {row["wins"]} of '
             f'{row["wins"] + row["losses"]}'))
