@@ -52,7 +52,8 @@ def test_a_folder_keeps_its_settings(tmp_path):
 
 @pytest.mark.parametrize('args, message', [(['--aggregates', 'min'], 'mean must be among them'),
     (['--aggregates', 'mean,max'], "'max' is no aggregate"), (['--train-seeds', '5-2'], '--train-seeds'),
-    (['--kimg', 'nan'], "'nan' is not a finite number"), (['--aggregate-lambda', 'inf'], "'inf' is not a finite number")])
+    (['--kimg', 'nan'], "'nan' is not a finite number"), (['--generator', 'flow', '--kimg', '1'], 'is for --generator=eg3d'),
+    (['--iterations', '5'], 'is for --generator=flow'), (['--aggregate-lambda', 'inf'], "'inf' is not a finite number")])
 def test_the_tool_refuses_bad_flags_before_any_work(tmp_path, args, message):
     result = invoke(overoptimize.main, ['--outdir', str(tmp_path / 'o'), *args])
     assert result.exit_code != 0 and message in result.output, result.output

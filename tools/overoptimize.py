@@ -60,6 +60,11 @@ def main(outdir, generator, taste, judgements, bank_seeds, res, label_seed, aggr
     proxy and gold of every run against its distance from the start, the fitted gold curves and each aggregate against
     the mean. Flags after -- go to every train.py run (e.g. -- --glr=0.004, or for a flow -- --grpo-lr=0.001)."""
     flow = generator == 'flow'
+    source = click.get_current_context().get_parameter_source
+    for name in ('kimg', 'tick', 'lambda_r') if flow else ('iterations', 'probe_every'):
+        if source(name) == click.core.ParameterSource.COMMANDLINE:
+            raise click.BadParameter(f'is for --generator={"eg3d" if flow else "flow"}', param_hint='--' +
+                name.replace('_', '-'))
     bank_seeds = bank_seeds or ('0-37' if flow else '0-299')
     panel_seeds = panel_seeds or ('3000-3003' if flow else '3000-3063')
     aggs = [a.strip() for a in aggregates.split(',') if a.strip()]
