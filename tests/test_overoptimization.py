@@ -104,3 +104,11 @@ def test_the_plot_draws_proxy_gold_and_the_fit(tmp_path):
             distance=float(d), param_distance=0.0, members=[float(d)])
     oo.plot_curves(curves.summary(), str(tmp_path / 'pg.png'), gold_name='nose')
     assert (tmp_path / 'pg.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+def test_the_stop_rule_reads_gold_when_there_is_gold_and_disagreement_only_without():
+    grown = [0.1, 0.3, 0.3, 0.3]                                              # 3x the start from the second record.
+    assert oo.stop_rule([0, 1, 2, 3], grown, [0, 1, 2, 3]) is None            # Gold still rising: no stop.
+    assert oo.stop_rule([0, 2, 1.5, 1.0], grown, [0, 1, 2, 3]) == ('gold', 1)
+    assert oo.stop_rule(None, grown, [0, 1, 2, 3]) == ('disagreement', 1)
+    assert oo.stop_rule(None, [0.1, 0.15], [0, 1]) is None

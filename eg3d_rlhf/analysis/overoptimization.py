@@ -91,6 +91,16 @@ def disagreement_grew(disagreement, factor=2.0):
     hits = np.nonzero(dis[1:] >= factor * dis[0])[0]
     return int(hits[0]) + 1 if len(hits) else None
 
+
+def stop_rule(gold, disagreement, distance, margin=0.2, factor=2.0):
+    """--stop-at-peak on the records so far: ('gold', index of the peak) once gold_passed_peak fires; without gold
+    (gold None), ('disagreement', first index) once disagreement_grew fires; else None."""
+    if gold is not None:
+        best = gold_passed_peak(gold, margin, distance)
+        return None if best is None else ('gold', best)
+    grew = disagreement_grew(disagreement, factor)
+    return None if grew is None else ('disagreement', grew)
+
 #----------------------------------------------------------------------------
 # Distances from the start.
 

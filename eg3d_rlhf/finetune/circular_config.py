@@ -105,14 +105,15 @@ class ProbeOptions:
     def peak_reason(self, rows):
         """--stop-at-peak's sentence on probe rows (the start's first), else None: the gold passed its peak
         (overoptimization.gold_passed_peak), or without gold the members' disagreement grew."""
-        if rows[0]['gold'] is not None:
-            best = overoptimization.gold_passed_peak([r['gold'] for r in rows], self.peak_margin,
-                [r['distance'] for r in rows])
-            return None if best is None else (f'the gold taste {self.gold_taste} passed its peak at probe {best}: it '
-                f'has lost {self.peak_margin:.0%} of its gain since, or fell and its fit peaks behind')
-        grew = overoptimization.disagreement_grew([r['disagreement'] for r in rows], self.disagreement_stop)
-        return None if grew is None else (f'the reward members\' disagreement on the probe reached '
-            f'{self.disagreement_stop:g}x its start ({rows[grew]["disagreement"]:.3g} against {rows[0]["disagreement"]:.3g})')
+        rule = overoptimization.stop_rule(None if rows[0]['gold'] is None else [r['gold'] for r in rows],
+            [r['disagreement'] for r in rows], [r['distance'] for r in rows], self.peak_margin, self.disagreement_stop)
+        if rule is None:
+            return None
+        if rule[0] == 'gold':
+            return (f'the gold taste {self.gold_taste} passed its peak at probe {rule[1]}: it has lost '
+                f'{self.peak_margin:.0%} of its gain since, or fell and its fit peaks behind')
+        return (f'the reward members\' disagreement on the probe reached {self.disagreement_stop:g}x its start '
+            f'({rows[rule[1]]["disagreement"]:.3g} against {rows[0]["disagreement"]:.3g})')
 
 
 @dataclasses.dataclass

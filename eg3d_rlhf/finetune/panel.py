@@ -287,18 +287,16 @@ class RewardPanel:
         """The stop rule's sentence when this tick passes it (gold passed its peak; without gold, the disagreement
         grew), else None."""
         rows = self.curves.rows
-        if self.curves.has_gold():
-            best = overoptimization.gold_passed_peak(rows['gold'], self.peak_margin, rows['distance'])
-            if best is not None:
-                return (f'the gold taste {self.gold_taste} passed its peak at {rows["kimg"][best]:g} kimg: it has lost '
-                    f'{self.peak_margin:.0%} of its gain since, or fell and its fit peaks behind (--stop-at-peak); the '
-                    f'peak\'s generator is {os.path.join(self.run_dir, PEAK_PKL)}')
+        rule = overoptimization.stop_rule(rows['gold'] if self.curves.has_gold() else None, rows['disagreement'],
+            rows['distance'], self.peak_margin, self.disagreement_stop)
+        if rule is None:
             return None
-        grew = overoptimization.disagreement_grew(rows['disagreement'], self.disagreement_stop)
-        if grew is not None:
-            return (f'the reward members\' disagreement on the panel reached {self.disagreement_stop:g}x its start '
-                f'({rows["disagreement"][grew]:.3g} against {rows["disagreement"][0]:.3g}; --stop-at-peak)')
-        return None
+        if rule[0] == 'gold':
+            return (f'the gold taste {self.gold_taste} passed its peak at {rows["kimg"][rule[1]]:g} kimg: it has lost '
+                f'{self.peak_margin:.0%} of its gain since, or fell and its fit peaks behind (--stop-at-peak); the '
+                f'peak\'s generator is {os.path.join(self.run_dir, PEAK_PKL)}')
+        return (f'the reward members\' disagreement on the panel reached {self.disagreement_stop:g}x its start '
+            f'({rows["disagreement"][rule[1]]:.3g} against {rows["disagreement"][0]:.3g}; --stop-at-peak)')
 
     def preview_slabs(self, generator):
         """Raw sigma (numpy [PREVIEW_SEEDS, *grid]) of the first panel seeds on the reward's grid."""
