@@ -12,8 +12,8 @@ from tools import headline
 #----------------------------------------------------------------------------
 
 def replication(path, effect=0.8, contrasts=('tuned vs original',)):
-    """A replication.json of tools/replicate.py's shape with one across-seed result per contrast."""
-    across = dict(seeds=6, effect=effect, ci95=[0.7, 0.9], above=6, below=0, wilcoxon_p=0.03125, holm_p=0.03125)
+    """A replication.json of tools/replicate.py's shape with one across-seed result per contrast (Holm over five)."""
+    across = dict(seeds=6, effect=effect, ci95=[0.7, 0.9], above=6, below=0, wilcoxon_p=0.03125, holm_p=0.15625)
     path.write_text(json.dumps(dict(kind='preference', contrasts=[dict(contrast=c, kind='preference', null=0.5,
         across=across) for c in contrasts])))
     return path
@@ -44,7 +44,7 @@ def test_a_row_is_added_from_a_replication_file_and_rendered(page):
     result = run(tmp_path, readme, '--add', 'A claim', '--replication', str(source), '--entry', str(tmp_path / 'entry.md'))
     assert result.exit_code == 0, result.output
     text = readme.read_text()
-    assert '| [A claim](entry.md) | 80.0% | 70.0% to 90.0% | 6 of 6 | 0.031 |' in text
+    assert '| [A claim](entry.md) | 80.0% | 70.0% to 90.0% | 6 of 6 | 0.031 | 0.16 |' in text
     assert text.startswith('# Title\n\nabove\n') and text.endswith(f'{headlines.END}\nbelow\n') and 'old table' not in text
     replication(source, effect=0.9)                                         # The same claim again: replaced.
     run(tmp_path, readme, '--add', 'A claim', '--replication', str(source), '--entry', str(tmp_path / 'entry.md'))

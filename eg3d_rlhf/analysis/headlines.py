@@ -87,9 +87,9 @@ def table(rows):
     for r in rows:
         x, kind = r['result'], r['result']['kind']
         body.append([f'[{r["claim"]}]({r["entry"]})', fmt_effect(x['effect'], kind), fmt_ci(x['ci95'], kind),
-            f'{x["above"]} of {x["seeds"]}', fmt_p(x['wilcoxon_p'])])
-    return markdown_table(['claim (test seeds)', 'across training seeds', '95% interval', 'seeds better', 'Wilcoxon p'],
-        body)
+            f'{x["above"]} of {x["seeds"]}', fmt_p(x['wilcoxon_p']), fmt_p(x['holm_p'])])
+    return markdown_table(['claim (test seeds)', 'across training seeds', '95% interval', 'seeds better', 'Wilcoxon p',
+        'Holm p (the entry\'s contrasts)'], body)
 
 
 def spliced(text, rows, name='README.md'):
