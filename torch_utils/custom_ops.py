@@ -136,6 +136,51 @@ def _mark_loaded(target_dir, module):
         with dnnlib.util.atomic_write(os.path.join(target_dir, LOADED_MARKER), 'w', encoding='utf-8') as f:
             json.dump(_marker_of(path, module.__name__), f)
 
+def _files(sources, headers, source_dir):
+    """Paths of the sources, then the headers."""
+    files = list(sources) + list(headers or [])
+    return files if source_dir is None else [os.path.join(source_dir, name) for name in files]
+
+
+def is_built(module_name, sources, headers=None, source_dir=None, **build_kwargs):
+    """True when get_plugin with these arguments would load an earlier build at once (its marker matches)."""
+    try:
+        target_dir = build_dir(module_name, _files(sources, headers, source_dir), build_kwargs)
+        with open(os.path.join(target_dir, LOADED_MARKER), encoding='utf-8') as f:
+            marker = json.load(f)
+        return _marker_of(os.path.join(target_dir, os.path.basename(marker['file'])), marker['module']) == marker
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+#----------------------------------------------------------------------------
+# First builds side by side. Each plugin compiles one source file on one core (about a minute on the 2-core CPU), one
+# after another as the ops are first called. A command that knows which ops it will call starts their first builds
+# together in child processes, each building one op's plugin, and does its own first-use work (rendering a dataset, say)
+# meanwhile; its ops then load the finished builds.
+
+BUILD_CHILD = 'import importlib, sys; sys.exit(0 if importlib.import_module(sys.argv[1])._init() else 1)'
+
+@contextlib.contextmanager
+def building_in_background(op_modules):
+    """Build the plugins of the op modules (imported modules with PLUGIN and _init) that are not built yet, each in
+    a child process, while the body runs; wait for them on leaving. A child that fails leaves the op to its own
+    _init, which warns and falls back as before. Nothing starts when plugins are off or all are built."""
+    import subprocess # pylint: disable=import-outside-toplevel
+    todo = [] if os.environ.get('EG3D_RLHF_CUSTOM_OPS', '1') == '0' else \
+        [m for m in op_modules if m._plugin is None and not is_built(**m.PLUGIN)]
+    if todo and verbosity != 'none':
+        names = ', '.join(m.PLUGIN['module_name'] for m in todo)
+        print(f'Compiling {names} side by side, once (later runs reuse the builds)...', flush=True)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))              # The folder holding torch_utils.
+    path = os.pathsep.join([root] + [p for p in [os.environ.get('PYTHONPATH')] if p])
+    children = [subprocess.Popen([sys.executable, '-c', BUILD_CHILD, m.__name__], stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, env=dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=path)) for m in todo]
+    try:
+        yield
+    finally:
+        for child in children:
+            child.wait()
+
 #----------------------------------------------------------------------------
 # Main entry point.
 
@@ -185,10 +230,7 @@ def get_plugin(module_name, sources, headers=None, source_dir=None, **build_kwar
     if os.environ.get('EG3D_RLHF_CUSTOM_OPS', '1') == '0':
         return None
 
-    headers = list(headers or [])
-    files = list(sources) + headers
-    if source_dir is not None:
-        files = [os.path.join(source_dir, name) for name in files]
+    files = _files(sources, headers, source_dir)
     source_paths = files[:len(sources)]
     if verbosity == 'full':
         print(f'Setting up PyTorch plugin "{module_name}"...')

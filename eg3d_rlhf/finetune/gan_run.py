@@ -20,6 +20,7 @@ from eg3d_rlhf.generators.base import file_sha256, seed_ranges
 from eg3d_rlhf.rewards import aggregate
 from eg3d_rlhf.rewards.checkpoint import RewardCheckpointError, shared_reward
 from eg3d_rlhf.synthetic import demo
+from torch_utils import custom_ops
 from training import distributed
 from training import legacy
 from training import presets
@@ -159,10 +160,18 @@ def add_reward_phase(c, cfg):
             gold_study_every=cfg.gold_study_every)
 
 
+def cpu_ops():
+    """The op modules whose compiled CPU kernels EG3D's training calls (their first builds go side by side)."""
+    from torch_utils.ops import bias_act, triplane_sigma, upfirdn2d # pylint: disable=import-outside-toplevel
+    return [bias_act, upfirdn2d, triplane_sigma]
+
+
 def build(cfg, opts):
     """(training options, run description, output folder) of a resolved config and options."""
-    if opts.data == demo.dataset_path() and not opts.dry_run:
-        demo.ensure_dataset()
+    if not opts.dry_run:
+        with custom_ops.building_in_background(cpu_ops() if opts.device == 'cpu' else []):
+            if opts.data == demo.dataset_path():
+                demo.ensure_dataset()
     if opts.dry_run and opts.data == demo.dataset_path() and demo.dataset_problem() is not None:
         # A dry run of the demo before its dataset is cached (or while the cache is damaged): describe the dataset the
         # real run will render.

@@ -21,20 +21,22 @@ from . import triton_kernels
 enabled = True                  # Module switch: False forces the reference path (tests and benchmarks compare both).
 backward_buffer_bytes = 2**29   # Upper bound on the per-worker plane-gradient buffers of one backward pass.
 
+PLUGIN = dict(                          # What get_plugin builds (custom_ops.building_in_background reads it too).
+    module_name     = 'triplane_sigma_plugin',
+    sources         = ['triplane_sigma.cpp'],
+    headers         = ['triplane_sigma_cpu.h', 'triplane_sigma_tiled.h'],
+    source_dir      = os.path.dirname(__file__),
+    extra_cflags    = ['-O3', '-march=native', '-ffast-math', '-fopenmp'],   # Cache key holds the CPU's flags.
+    extra_ldflags   = ['-fopenmp'],                                         # at::parallel_for runs on OpenMP.
+)
+
 _plugin = None
 
 def _init():
     """Build or load the plugin on first use; True when it is available."""
     global _plugin
     if _plugin is None:
-        _plugin = custom_ops.get_plugin(
-            module_name     = 'triplane_sigma_plugin',
-            sources         = ['triplane_sigma.cpp'],
-            headers         = ['triplane_sigma_cpu.h', 'triplane_sigma_tiled.h'],
-            source_dir      = os.path.dirname(__file__),
-            extra_cflags    = ['-O3', '-march=native', '-ffast-math', '-fopenmp'],   # Cache key holds the CPU's flags.
-            extra_ldflags   = ['-fopenmp'],                                         # at::parallel_for runs on OpenMP.
-        )
+        _plugin = custom_ops.get_plugin(**PLUGIN)
     return _plugin is not None
 
 

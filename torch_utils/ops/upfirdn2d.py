@@ -22,19 +22,21 @@ CPU_DEFAULT_NOTE = ('compiled is faster: [1, 3, 3, 1] filter, float32, 2 threads
     'only tiny maps lose (down 2 on 16x16: forward 0.7x, forward+backward 1.1x). Taken on a shared 2-core CPU; re-time alone '
     'with python benchmarks/bench_ops.py --only upfirdn2d')
 
+PLUGIN = dict(                          # What get_plugin builds (custom_ops.building_in_background reads it too).
+    module_name         = 'upfirdn2d_plugin',
+    sources             = ['upfirdn2d.cpp'],
+    headers             = ['upfirdn2d_cpu.h'],
+    source_dir          = os.path.dirname(__file__),
+    **custom_ops.cpu_build_kwargs,
+)
+
 _plugin = None
 
 def _init():
     """Load the plugin on first use; True when it is available."""
     global _plugin
     if _plugin is None:
-        _plugin = custom_ops.get_plugin(
-            module_name         = 'upfirdn2d_plugin',
-            sources             = ['upfirdn2d.cpp'],
-            headers             = ['upfirdn2d_cpu.h'],
-            source_dir          = os.path.dirname(__file__),
-            **custom_ops.cpu_build_kwargs,
-        )
+        _plugin = custom_ops.get_plugin(**PLUGIN)
     return _plugin is not None
 
 
