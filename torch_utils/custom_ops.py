@@ -136,6 +136,7 @@ def _mark_loaded(target_dir, module):
         with dnnlib.util.atomic_write(os.path.join(target_dir, LOADED_MARKER), 'w', encoding='utf-8') as f:
             json.dump(_marker_of(path, module.__name__), f)
 
+
 def _files(sources, headers, source_dir):
     """Paths of the sources, then the headers."""
     files = list(sources) + list(headers or [])
