@@ -1,5 +1,6 @@
 """Plugin machinery: failures fall back with one warning, builds are cached by source digest and device."""
 
+import json
 import os
 import subprocess
 import sys
@@ -168,42 +169,22 @@ def test_valid_plugin_builds_once_and_is_reused(fresh):
 
 #----------------------------------------------------------------------------
 
-TINY_OP = textwrap.dedent('''
-    """A tiny op with a plugin, as torch_utils/ops/*.py declare theirs."""
-    import os
-    from torch_utils import custom_ops
-    PLUGIN = dict(module_name={name!r}, sources=[{source!r}], source_dir=os.path.dirname(__file__))
-    _plugin = None
-    def _init():
-        global _plugin
-        if _plugin is None:
-            _plugin = custom_ops.get_plugin(**PLUGIN)
-        return _plugin is not None
-''')
-
-
 @pytest.mark.slow
 def test_first_builds_run_side_by_side_while_the_body_runs(fresh, monkeypatch):
-    ops = fresh / 'tinyops'
-    ops.mkdir()
-    (ops / '__init__.py').write_text('')
-    _write(ops, 'one.cpp', GOOD_SOURCE)
-    _write(ops, 'two.cpp', GOOD_SOURCE.replace('a + b', 'a * b'))
-    _write(ops, 'bad.cpp', 'this is not C++\n')
-    for name, source in (('one', 'one.cpp'), ('two', 'two.cpp'), ('bad', 'bad.cpp')):
-        _write(ops, f'{name}.py', TINY_OP.format(name=f'tiny_{name}_plugin', source=source))
-    monkeypatch.syspath_prepend(str(fresh))
-    monkeypatch.setenv('PYTHONPATH', str(fresh))                   # Where the children import the tiny ops from.
-    from tinyops import bad, one, two # pylint: disable=import-outside-toplevel
+    _write(fresh, 'one.cpp', GOOD_SOURCE)
+    _write(fresh, 'two.cpp', GOOD_SOURCE.replace('a + b', 'a * b'))
+    _write(fresh, 'bad.cpp', 'this is not C++\n')
+    one, two, bad = [dict(module_name=f'tiny_{name}_plugin', sources=[f'{name}.cpp'], source_dir=str(fresh))
+        for name in ('one', 'two', 'bad')]
     with custom_ops.building_in_background([one, two, bad]):
-        started = [custom_ops.is_built(**m.PLUGIN) for m in (one, two, bad)]
+        started = [custom_ops.is_built(**p) for p in (one, two, bad)]
     assert started == [False, False, False]                         # The body ran before the builds had finished.
-    assert custom_ops.is_built(**one.PLUGIN) and custom_ops.is_built(**two.PLUGIN) and not custom_ops.is_built(**bad.PLUGIN)
-    assert one._init() and one._plugin.add_ints(6, 7) == 13 and two._init() and two._plugin.add_ints(6, 7) == 42
+    assert custom_ops.is_built(**one) and custom_ops.is_built(**two) and not custom_ops.is_built(**bad)
+    assert custom_ops.get_plugin(**one).add_ints(6, 7) == 13 and custom_ops.get_plugin(**two).add_ints(6, 7) == 42
     monkeypatch.setattr(custom_ops, 'verbosity', 'brief')
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter('always')
-        assert not bad._init()                                      # The failed child left the op to its own fallback.
+        assert custom_ops.get_plugin(**bad) is None                 # The failed child left the op to its own fallback.
     assert len(_plugin_warnings(record)) == 1
 
 
@@ -217,18 +198,18 @@ def test_nothing_starts_when_every_plugin_is_built_or_plugins_are_off(fresh, mon
     monkeypatch.setattr(subprocess, 'Popen', Child)
     monkeypatch.setattr(custom_ops, 'verbosity', 'brief')
     monkeypatch.setattr(custom_ops, 'is_built', lambda **_: True)
-    with custom_ops.building_in_background([bias_act, upfirdn2d]):
+    with custom_ops.building_in_background([bias_act.PLUGIN, upfirdn2d.PLUGIN]):
         pass
     monkeypatch.setattr(custom_ops, 'is_built', lambda **_: False)
     monkeypatch.setenv('EG3D_RLHF_CUSTOM_OPS', '0')
-    with custom_ops.building_in_background([bias_act, upfirdn2d]):
+    with custom_ops.building_in_background([bias_act.PLUGIN, upfirdn2d.PLUGIN]):
         pass
     assert started == [] and capsys.readouterr().out == ''
     monkeypatch.delenv('EG3D_RLHF_CUSTOM_OPS')
-    monkeypatch.setattr(bias_act, '_plugin', None)
-    with custom_ops.building_in_background([bias_act]):
+    monkeypatch.setitem(custom_ops._cached_plugins, 'upfirdn2d_plugin', None)    # Asked for in this process already.
+    with custom_ops.building_in_background([bias_act.PLUGIN, upfirdn2d.PLUGIN]):
         pass
-    assert len(started) == 1 and started[0][-1] == 'torch_utils.ops.bias_act'
+    assert len(started) == 1 and json.loads(started[0][-1]) == bias_act.PLUGIN
     assert 'Compiling bias_act_plugin side by side' in capsys.readouterr().out
 
 #----------------------------------------------------------------------------

@@ -156,26 +156,28 @@ def is_built(module_name, sources, headers=None, source_dir=None, **build_kwargs
 #----------------------------------------------------------------------------
 # First builds side by side. Each plugin compiles one source file on one core (about a minute on the 2-core CPU), one
 # after another as the ops are first called. A command that knows which ops it will call starts their first builds
-# together in child processes, each building one op's plugin, and does its own first-use work (rendering a dataset, say)
+# together in child processes, one get_plugin each, and does its own first-use work (rendering a dataset, say)
 # meanwhile; its ops then load the finished builds.
 
-BUILD_CHILD = 'import importlib, sys; sys.exit(0 if importlib.import_module(sys.argv[1])._init() else 1)'
+BUILD_CHILD = ('import json, sys; from torch_utils import custom_ops; '
+    'sys.exit(0 if custom_ops.get_plugin(**json.loads(sys.argv[1])) else 1)')
 
 @contextlib.contextmanager
-def building_in_background(op_modules):
-    """Build the plugins of the op modules (imported modules with PLUGIN and _init) that are not built yet, each in
-    a child process, while the body runs; wait for them on leaving. A child that fails leaves the op to its own
-    _init, which warns and falls back as before. Nothing starts when plugins are off or all are built."""
+def building_in_background(plugins):
+    """Build the plugins (get_plugin's arguments, as the ops' PLUGIN) that this process has not asked for and that are
+    not built yet, each in a child process, while the body runs; wait for them on leaving. A child that fails leaves
+    the op to its own get_plugin, which warns and falls back as before. Nothing starts when plugins are off or all are
+    built."""
     import subprocess # pylint: disable=import-outside-toplevel
     todo = [] if os.environ.get('EG3D_RLHF_CUSTOM_OPS', '1') == '0' else \
-        [m for m in op_modules if m._plugin is None and not is_built(**m.PLUGIN)]
+        [p for p in plugins if p['module_name'] not in _cached_plugins and not is_built(**p)]
     if todo and verbosity != 'none':
-        names = ', '.join(m.PLUGIN['module_name'] for m in todo)
+        names = ', '.join(p['module_name'] for p in todo)
         print(f'Compiling {names} side by side, once (later runs reuse the builds)...', flush=True)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))              # The folder holding torch_utils.
     path = os.pathsep.join([root] + [p for p in [os.environ.get('PYTHONPATH')] if p])
-    children = [subprocess.Popen([sys.executable, '-c', BUILD_CHILD, m.__name__], stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, env=dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=path)) for m in todo]
+    children = [subprocess.Popen([sys.executable, '-c', BUILD_CHILD, json.dumps(p)], stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, env=dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=path)) for p in todo]
     try:
         yield
     finally:

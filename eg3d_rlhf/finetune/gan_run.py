@@ -160,16 +160,16 @@ def add_reward_phase(c, cfg):
             gold_study_every=cfg.gold_study_every)
 
 
-def cpu_ops():
-    """The op modules whose compiled CPU kernels EG3D's training calls (their first builds go side by side)."""
+def cpu_plugins():
+    """The plugins of the compiled CPU kernels EG3D's training calls (their first builds go side by side)."""
     from torch_utils.ops import bias_act, triplane_sigma, upfirdn2d # pylint: disable=import-outside-toplevel
-    return [bias_act, upfirdn2d, triplane_sigma]
+    return [bias_act.PLUGIN, upfirdn2d.PLUGIN, triplane_sigma.PLUGIN]
 
 
 def build(cfg, opts):
     """(training options, run description, output folder) of a resolved config and options."""
     if not opts.dry_run:
-        with custom_ops.building_in_background(cpu_ops() if opts.device == 'cpu' else []):
+        with custom_ops.building_in_background(cpu_plugins() if opts.device == 'cpu' else []):
             if opts.data == demo.dataset_path():
                 demo.ensure_dataset()
     if opts.dry_run and opts.data == demo.dataset_path() and demo.dataset_problem() is not None:

@@ -42,7 +42,7 @@ CPU_DEFAULT_NOTE = ('compiled is faster: lrelu + bias [4, 512, 64, 64] float32, 
     'forward+backward 391 -> 280 ms (1.4x); 1 thread 94 -> 26 ms and 276 -> 241 ms; [4, 512, 8, 8] 1.5x / 2.0x. Taken on a '
     'shared 2-core CPU; re-time alone with python benchmarks/bench_ops.py --only bias_act')
 
-PLUGIN = dict(                          # What get_plugin builds (custom_ops.building_in_background reads it too).
+PLUGIN = dict(                          # get_plugin's arguments (custom_ops.building_in_background takes them too).
     module_name         = 'bias_act_plugin',
     sources             = ['bias_act.cpp'],
     source_dir          = os.path.dirname(__file__),

@@ -23,7 +23,7 @@ CPU_DEFAULT_NOTE = ('compiled is faster: up 2, down 2, [1, 3, 3, 1] filters, [4,
     '776 -> 174 ms (4.5x), forward+backward 1822 -> 558 ms (3.3x); 1 thread 3.3x / 3.5x; [4, 256, 8, 8] 1.2x / 1.5x. Taken on '
     'a shared 2-core CPU; re-time alone with python benchmarks/bench_ops.py --only filtered_lrelu')
 
-PLUGIN = dict(                          # What get_plugin builds (custom_ops.building_in_background reads it too).
+PLUGIN = dict(                          # get_plugin's arguments (custom_ops.building_in_background takes them too).
     module_name         = 'filtered_lrelu_plugin',
     sources             = ['filtered_lrelu.cpp'],
     headers             = ['upfirdn2d_cpu.h'],

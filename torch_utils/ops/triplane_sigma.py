@@ -21,7 +21,7 @@ from . import triton_kernels
 enabled = True                  # Module switch: False forces the reference path (tests and benchmarks compare both).
 backward_buffer_bytes = 2**29   # Upper bound on the per-worker plane-gradient buffers of one backward pass.
 
-PLUGIN = dict(                          # What get_plugin builds (custom_ops.building_in_background reads it too).
+PLUGIN = dict(                          # get_plugin's arguments (custom_ops.building_in_background takes them too).
     module_name     = 'triplane_sigma_plugin',
     sources         = ['triplane_sigma.cpp'],
     headers         = ['triplane_sigma_cpu.h', 'triplane_sigma_tiled.h'],

@@ -22,7 +22,7 @@ CPU_DEFAULT_NOTE = ('compiled is faster: [1, 3, 3, 1] filter, float32, 2 threads
     'only tiny maps lose (down 2 on 16x16: forward 0.7x, forward+backward 1.1x). Taken on a shared 2-core CPU; re-time alone '
     'with python benchmarks/bench_ops.py --only upfirdn2d')
 
-PLUGIN = dict(                          # What get_plugin builds (custom_ops.building_in_background reads it too).
+PLUGIN = dict(                          # get_plugin's arguments (custom_ops.building_in_background takes them too).
     module_name         = 'upfirdn2d_plugin',
     sources             = ['upfirdn2d.cpp'],
     headers             = ['upfirdn2d_cpu.h'],
