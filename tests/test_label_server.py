@@ -8,6 +8,7 @@ import select
 import socket
 import struct
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -111,6 +112,41 @@ def test_beyond_the_open_limit_the_longest_arriving_connection_goes(tmp_path, mo
         finally:
             for c in clients:
                 c.close()
+
+def refused(port):
+    """Does the port refuse connections (nothing listens there)?"""
+    try:
+        socket.create_connection(('127.0.0.1', port), timeout=1).close()
+        return False
+    except ConnectionRefusedError:
+        return True
+
+
+def test_at_shutdown_a_request_being_answered_gets_its_answer_and_one_arriving_is_dropped(tmp_path):
+    """Before: shutdown cancelled answers being made, so the click that ended a round got no reply."""
+    s = Running(fake_bank(tmp_path / 'bank'), tmp_path / 'l.jsonl')
+    answering, release, answer, got = threading.Event(), threading.Event(), s.server.answer, {}
+
+    def slow(*args):
+        answering.set()
+        release.wait(10)
+        return answer(*args)
+    s.server.answer = slow
+    arriving = silent_clients(s.port, 1)
+    asking = threading.Thread(target=lambda: got.update(reply=request(s.port, 'GET', '/api/state')))
+    asking.start()
+    assert answering.wait(10)
+    stopping = threading.Thread(target=s.server.shutdown)
+    stopping.start()
+    end = time.monotonic() + 10
+    while not refused(s.port) and time.monotonic() < end:               # No new connections taken ...
+        pass
+    release.set()                                                       # ... and then the answer is made.
+    stopping.join(10)
+    asking.join(10)
+    s.server.server_close()
+    assert not stopping.is_alive() and got['reply'][0] == 200 and hung_up(arriving[0])
+    arriving[0].close()
 
 #----------------------------------------------------------------------------
 # Meshes: one build per sample however many ask at once; a slab is read only when its header fits meta.json.

@@ -64,7 +64,9 @@ MAX_HEADERS = 100            # ... and most header lines, as http.client does.
 # Connections: one event loop (asyncio) reads each request whole, head and body, within REQUEST_TIMEOUT, holding no
 # thread while a client is slow (slowloris costs a few bytes, not a thread); WORKERS threads answer whole requests
 # into memory; the loop writes the answer back and closes (one request per connection). Memory stays bounded by
-# MAX_OPEN requests of at most MAX_LINE-long lines plus MAX_BODY bytes.
+# MAX_OPEN requests of at most MAX_LINE-long lines plus MAX_BODY bytes. shutdown() stops taking connections, lets
+# the requests being answered get their answers (a judgement the round's last click made is answered) and drops
+# those still arriving.
 
 
 class LabelServer(http.server.HTTPServer):
@@ -78,6 +80,7 @@ class LabelServer(http.server.HTTPServer):
             self.address_family = socket.AF_INET6
         self.pool = concurrent.futures.ThreadPoolExecutor(WORKERS, thread_name_prefix='label-server')
         self.arriving = {}                              # Connections whose request is still arriving, oldest first.
+        self.answering = set()                          # Tasks of the connections whose request is being answered.
         self.connections = 0                            # Open now, arriving or being answered.
         self._quit, self._done, self._stop = threading.Event(), threading.Event(), None
         self._done.set()
@@ -131,6 +134,10 @@ class LabelServer(http.server.HTTPServer):
             return
         async with await asyncio.start_server(self._connection, sock=self.socket, backlog=BACKLOG, limit=MAX_LINE):
             await stop.wait()
+        if self.answering:                              # Nothing new comes in; what was asked (a judgement just
+            await asyncio.wait(list(self.answering), timeout=REQUEST_TIMEOUT)    # made) still gets its answer.
+        for writer in list(self.arriving):              # Requests still arriving are dropped, not left hanging.
+            writer.transport.abort()
 
     async def _connection(self, reader, writer):
         """One connection: its request read whole, answered by a worker, the answer written back within the timeout."""
@@ -146,6 +153,7 @@ class LabelServer(http.server.HTTPServer):
             self.arriving.pop(writer, None)
             if request is None or writer.transport.is_closing():
                 return
+            self.answering.add(asyncio.current_task())
             answer = await asyncio.get_running_loop().run_in_executor(self.pool, self.answer, request,
                 writer.get_extra_info('peername'))
             writer.write(answer)
@@ -155,6 +163,7 @@ class LabelServer(http.server.HTTPServer):
             writer.transport.abort()
         finally:
             self.arriving.pop(writer, None)
+            self.answering.discard(asyncio.current_task())
             self.connections -= 1
             writer.close()
 

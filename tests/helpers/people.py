@@ -1,6 +1,7 @@
 """Scripted people for the online rounds: tools/rounds.py --annotator people as a process, and invited annotators who
 judge its pairs page over HTTP, each pair by a taste's noise-free choice on the bank's slabs."""
 
+import http.client
 import os
 import re
 import signal
@@ -19,7 +20,8 @@ SERVING = re.compile(r'serving http://[^:]+:(\d+)/: \d+ pairs of (\S+) for')
 
 def judge_pairs(port, token, bank_dir, taste, limit=None):
     """Judge what the page at 127.0.0.1:port shows (as the invitee of `token`) until it shows nothing or `limit`
-    pairs are judged: 'a' when the taste scores a's slab higher, 'tie' when equal. Returns the count; stops quietly when the server goes."""
+    pairs are judged: 'a' when the taste scores a's slab higher, 'tie' when equal. Returns the count of replies
+    received (a judgement whose reply the closing server cut off is not counted); stops quietly when the server goes."""
     page, scores, sent = Page(f'http://127.0.0.1:{port}/', token), annotators.taste_scores(taste, Bank(bank_dir)), 0
     try:
         state = page.request('GET', '/api/state')
@@ -28,7 +30,8 @@ def judge_pairs(port, token, bank_dir, taste, limit=None):
             choice = 'a' if scores[a] > scores[b] else 'b' if scores[a] < scores[b] else 'tie'
             state = page.request('POST', '/api/judge', dict(a=a, b=b, choice=choice))['state']
             sent += 1
-    except (OSError, RuntimeError):                      # The round ended (or the runner was killed) meanwhile.
+    except (OSError, RuntimeError, http.client.HTTPException, ValueError):  # The round ended (or the runner was
+                                                         # killed) meanwhile, perhaps in the middle of a reply.
         pass
     return sent
 
