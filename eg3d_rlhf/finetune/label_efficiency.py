@@ -129,8 +129,9 @@ def plot(rows, settings, path):
         ax.hlines(np.mean(y), x - step * 0.8, x + step * 0.8, color=color, linewidth=2)
     ax.scatter([], [], marker='o', color='tab:blue', alpha=0.6, label='upfront, one round')
     ax.set_xticks(spent)
+    ax.set_xlim(min(spent) - 3 * step, max(spent) + 3 * step)    # Room for the points beside the first and last.
     ax.axhline(0, color='grey', linewidth=0.8)
     ax.set(xlabel='judgements spent', ylabel='gold gain over the start (sd)',
         title='Label efficiency (a point per training seed, a bar per mean)')
-    ax.legend(fontsize=8, loc='lower right')
+    ax.legend(fontsize=8, loc='best')
     report_plots._save(fig, path) # pylint: disable=protected-access
