@@ -190,18 +190,22 @@ def test_natural_nose_peaks_at_the_worlds_flattest_nose(grid, monkeypatch, tmp_p
     assert sorted(above, key=liked.get) == sorted(above, key=lambda k: A.TASTES['nose'](faces[k], grid, 10.0))
     assert A.parse_annotator('oracle:natural-nose') == 'natural-nose' and 'natural-nose' not in A.TASTES
 
-def test_flow_natural_nose_peaks_at_the_flows_flattest_nose(grid):
-    """The same shape on the flow's scale: 'nose' above FLOW_NOSE_FLOOR, FLATTER_COST per unit below it."""
-    faces = {f'nose{r:.2f}': face_volume(grid, r) for r in (0.02, 0.03, 0.04, 0.05, 0.06)}
+@pytest.mark.parametrize('taste, floor', [('flow-natural-nose', A.FLOW_NOSE_FLOOR),
+    ('flow-natural-nose-p15', A.FLOW_NOSE_FLOOR_P15)])
+def test_flow_natural_nose_peaks_at_its_floor_on_the_flows_scale(grid, taste, floor):
+    """The same shape on the flow's scale: 'nose' above the floor, FLATTER_COST per unit below it."""
+    faces = {f'nose{r:.3f}': face_volume(grid, r) for r in (0.015, 0.02, 0.025, 0.03, 0.035, 0.04, 0.05)}
     prominence = {k: A.nose_prominence(v, grid) for k, v in faces.items()}
-    assert min(prominence.values()) < A.FLOW_NOSE_FLOOR < max(prominence.values())     # Faces on both sides.
-    liked = {k: A.taste_function('flow-natural-nose')(v, grid, 10.0) for k, v in faces.items()}
+    assert sum(p < floor for p in prominence.values()) >= 2 and sum(p > floor for p in prominence.values()) >= 2
+    liked = {k: A.taste_function(taste)(v, grid, 10.0) for k, v in faces.items()}
     for k, p in prominence.items():
-        expected = -p if p >= A.FLOW_NOSE_FLOOR else -p - A.FLATTER_COST * (A.FLOW_NOSE_FLOOR - p)
+        expected = -p if p >= floor else -p - A.FLATTER_COST * (floor - p)
         assert liked[k] == pytest.approx(expected, abs=1e-12)
-    above = [k for k in faces if prominence[k] >= A.FLOW_NOSE_FLOOR]
-    assert max(liked, key=liked.get) == min(above, key=prominence.get)
-    assert A.parse_annotator('oracle:flow-natural-nose') == 'flow-natural-nose'
+    above = sorted((k for k in faces if prominence[k] >= floor), key=prominence.get)
+    below = sorted((k for k in faces if prominence[k] < floor), key=prominence.get)
+    assert sorted(above, key=liked.get, reverse=True) == above            # Above: the flatter the better ...
+    assert sorted(below, key=liked.get) == below                          # ... below: the flatter the worse.
+    assert A.parse_annotator('oracle:' + taste) == taste and taste not in A.TASTES
 
 
 #----------------------------------------------------------------------------
