@@ -58,9 +58,32 @@ def test_bad_reports_are_refused_in_one_line(tmp_path):
     (nan / 'measures.json').write_text(json.dumps(data))
     out = tmp_path / 'out'
     for args, message in (([f'1={good}', f'1={good}'], 'give each training seed once'),
-            ([f'x={good}'], 'expected SEED=REPORT'), ([f'1={tmp_path}'], 'measures.json: cannot be read'),
+            ([f'x={good}'], 'expected [METHOD:]SEED=REPORT'), ([f'bad name:1={good}'], 'expected [METHOD:]SEED'), ([f'1={tmp_path}'], 'measures.json: cannot be read'),
             ([f'1={bad}'], 'not the per-sample measures tools/evaluate.py writes'),
             ([f'1={nan}'], 'a nose score that is not a finite number')):
+        refused_in_one_line(run('--taste', 'nose', '--outdir', out, *args), message)
+    assert not out.exists()
+
+
+def test_methods_are_compared_id_by_id_per_seed_first_against_each_other(tmp_path):
+    """grpo's tuned noses beat the original on 30 of 40 ids, dpo's on 10 and final's on 30 (the same ids and
+    originals, report's rng seeded alike): grpo beats dpo on 20 ids and ties 20 (75%), ties final on all (50%)."""
+    seeds = range(200, 205)
+    given = [f'{m}:{s}={report(tmp_path / f"{m}-{s}", w, seed=s)}' for m, w in (('grpo', 30), ('dpo', 10),
+        ('final', 30)) for s in seeds]
+    result = run('--taste', 'nose', '--outdir', tmp_path / 'out', *given)
+    assert result.exit_code == 0, result.output
+    dpo, final = json.loads((tmp_path / 'out' / 'replication.json').read_text())['contrasts']
+    assert dpo['contrast'] == 'grpo vs dpo' and final['contrast'] == 'grpo vs final'
+    assert [(x['wins'], x['losses'], x['ties']) for x in dpo['seeds']] == [(20, 0, 20)] * 5
+    assert [(x['wins'], x['losses'], x['ties']) for x in final['seeds']] == [(0, 0, 40)] * 5
+    assert dpo['across']['wilcoxon_p'] == pytest.approx(0.0625) and [x['seed'] for x in dpo['seeds']] == list(seeds)
+    other_ids = report(tmp_path / 'other-ids', 30, seeds=range(6000, 6040))
+    out = tmp_path / 'refused'
+    for args, message in ((given[:5] + given[5:9], 'dpo has training seeds [200, 201, 202, 203] and grpo [200, 201, '
+            '202, 203, 204]'), (given[:5], 'two methods or more'), (given[:5] + [given[5].split(':', 1)[1]],
+            'name the method of every report'), (given[:5] + [given[0]], 'give each training seed once per method'),
+            (given[:5] + [f'dpo:{s}={other_ids}' for s in seeds], 'other held-out ids; evaluate both on the same')):
         refused_in_one_line(run('--taste', 'nose', '--outdir', out, *args), message)
     assert not out.exists()
 
