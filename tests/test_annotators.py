@@ -223,7 +223,7 @@ def sigmoid(x):
 def test_parse_annotator():
     assert A.parse_annotator('oracle:smooth') == 'smooth'
     for bad in ('oracle:bogus', 'human:nose', 'nose', 'oracle:', ''):
-        with pytest.raises(ValueError, match='unknown annotator .*use one of oracle:nose, oracle:smooth, oracle:closed'):
+        with pytest.raises(ValueError, match='unknown annotator .*use oracle:TASTE, TASTE one of nose, smooth, closed'):
             A.parse_annotator(bad)
 
 

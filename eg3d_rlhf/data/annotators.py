@@ -229,8 +229,8 @@ def parse_annotator(name):
     """'oracle:NAME' -> NAME (a taste of taste_names()), with a clear error for anything else."""
     kind, _, taste = name.partition(':')
     if kind != 'oracle' or taste not in taste_names():
-        raise ValueError(f'unknown annotator {name!r}; use one of {", ".join("oracle:" + t for t in [*TASTES, *IDEAL_TASTES])} or '
-            f'oracle:{REGION}PART (PART: {", ".join(heads.PARTS)})')
+        raise ValueError(f'unknown annotator {name!r}; use oracle:TASTE, TASTE one of {", ".join([*TASTES, *IDEAL_TASTES])} '
+            f'or oracle:{REGION}PART (PART: {", ".join(heads.PARTS)})')
     return taste
 
 
