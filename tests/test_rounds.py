@@ -16,7 +16,7 @@ from eg3d_rlhf.finetune import label_efficiency, rounds
 from eg3d_rlhf.finetune.options import RunError
 from eg3d_rlhf.generators import flow_heads
 from tests.helpers.banks import ball_bank
-from tests.helpers.flow import save_tiny
+from tests.helpers.flow import TINY, save_tiny
 from tests.helpers.train import TRAIN_ARGS
 from tools import rounds as tool
 from training import legacy
@@ -92,6 +92,8 @@ def test_two_rounds_run_end_to_end_and_a_second_call_redoes_nothing(data, start_
         assert (gold['versus_previous'] is None) == (k == 0)                   # Round 1 also meets round 0's.
         assert json.loads((outdir / f'round-{k}' / 'reward.report.json').read_text())['refit']['pairs'] > 0
     assert (outdir / 'rounds.png').stat().st_size > 1000 and '| 1 | 120 | 45 |' in (outdir / 'rounds.md').read_text()
+    assert all(r['collateral'].startswith('collateral (tuned preferred') for r in summary['rounds'])
+    assert f'- round 1: {summary["rounds"][1]["collateral"]}' in (outdir / 'rounds.md').read_text()
     stamps = {p: os.path.getmtime(p) for p in outdir.rglob('*') if p.is_file()}
     again = CliRunner().invoke(tool.main, args)
     assert again.exit_code == 0 and json.loads((outdir / 'rounds.json').read_text())['rounds'] == summary['rounds']
@@ -162,6 +164,26 @@ def test_the_upfront_run_draws_as_many_seeds_from_the_start_and_tunes_as_long(tm
         assert steps == (['--dpo-steps=30'] + [f'--dpo-steps={30 * scale}'] * (scale > 1) if flow else
             [f'--kimg={0.4 * scale:g}'])                          # The last --dpo-steps is the one train.py takes.
     assert rounds.dpo_steps([]) == 80 and rounds.dpo_steps(['--dpo-steps', '7', '--dpo-steps=9']) == 9
+
+
+def test_each_round_reports_what_else_its_generator_changed_against_the_start(tmp_path, monkeypatch):
+    start, other = save_tiny(tmp_path / 'start.pt'), str(tmp_path / 'other.pt')
+    flow_heads.save_flow(other, flow_heads.build_pipeline(TINY, init_seed=1), TINY)
+    settings = dict(network=start, annotator='oracle:proportions', eval_seeds='900-902', res=16)
+    for tuned, folder in ((start, 'same'), (other, 'other')):
+        run = rounds.Rounds(str(tmp_path / folder), settings)
+        monkeypatch.setattr(run, 'tune', lambda k, tuned=tuned: tuned)
+        os.makedirs(run.folder(0))
+        found = run.collateral(0)
+        samples = 3 * TINY['conditions']                                        # The seeds under every condition.
+        assert found['samples'] == samples and found['trained_taste'] == 'proportions'
+        assert json.loads((tmp_path / folder / 'round-0' / 'collateral.json').read_text()) == found
+        decided = sum(r['wins'] + r['losses'] for r in found['tastes'].values())
+        assert (decided == 0 and found['dents']['deeper'] == 0) if tuned == start else decided > 0
+        assert 'out of the training range' in rounds.collateral.summary_line(found)
+    (tmp_path / 'same' / 'round-0' / 'collateral.json').write_text('{"tastes": 3}')
+    with pytest.raises(RunError, match='collateral.json: not the collateral of this round'):
+        rounds.Rounds(str(tmp_path / 'same'), settings).collateral(0)
 
 
 def fake_gold(scores, ids):

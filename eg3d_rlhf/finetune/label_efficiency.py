@@ -71,7 +71,7 @@ def run(outdir, settings, train_seeds, upfront, progress=print, nproc=1):
             drawn.setdefault(s['bank_size'], start_bank)
             golds[name] = last['gold']
             rows.append(dict(seed=int(seed), run=name, judgements=last['judgements'],
-                win_rate=last['gold']['win_rate'], gain_sd=last['gold']['gain_sd']))
+                win_rate=last['gold']['win_rate'], gain_sd=last['gold']['gain_sd'], collateral=last.get('collateral')))
             progress(f'seed {seed}, {name}: {last["judgements"]} judgements, gold gain '
                 f'{last["gold"]["gain_sd"]:+.2f} sd over the start')
         for total in upfront:
@@ -110,7 +110,9 @@ def describe(summary):
         f'gold scores) of each run\'s last generator on the held-out seeds {s["eval_seeds"]}, taste '
         f'{s.get("gold_taste") or s["annotator"]}:\n\n' + replication.markdown_table(head, body) + f'\n{verdict}\n\n'
         'The rounds\' samples against each upfront run\'s on the same held-out ids, across training seeds:\n\n'
-        + replication.markdown(summary['replication']))
+        + replication.markdown(summary['replication']) + '\nWhat else each run\'s last generator changed on the '
+        'held-out samples, against the start:\n\n' + ''.join(f'- seed {r["seed"]}, {r["run"]}: {r["collateral"]}\n'
+        for r in summary['runs'] if r.get('collateral')))
 
 
 def plot(rows, settings, path):

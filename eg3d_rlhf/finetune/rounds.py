@@ -8,15 +8,16 @@ import shutil
 import numpy as np
 
 import dnnlib
-from eg3d_rlhf.analysis import report_plots
+from eg3d_rlhf.analysis import collateral, report_plots
 from eg3d_rlhf.analysis.evaluation import win_rate
-from eg3d_rlhf.data import annotators, people_round, preferences
+from eg3d_rlhf.data import annotators, people_round, person_like, preferences
 from eg3d_rlhf.data.bank import BANK_FILE, Bank
 from eg3d_rlhf.data.labeling import informative_pairs, pair_key, random_pairs
 from eg3d_rlhf.finetune.options import RunError
 from eg3d_rlhf.finetune.overopt_sweep import TOOL, TRAIN_PY, child
 from eg3d_rlhf.generators import registry
 from eg3d_rlhf.generators.base import seed_ranges
+from eg3d_rlhf.synthetic import family
 from eg3d_rlhf.geometry.sigma import slab_grid
 from torch_utils import safetensors_file
 
@@ -43,6 +44,9 @@ from torch_utils import safetensors_file
 #           start and by this round's generator: the win rate of this round's (exact binomial p, Wilson interval), its
 #           mean gain in sd of the start, and its win rate against the previous round's generator. People with no
 #           gold taste have none: a blind study of the rounds' generators measures theirs (tools/gold_studies.py)
+#   collateral  what else this round's generator changed on the same held-out samples against the start: every taste
+#           at temperature 0, the mesh statistics, the true geometry, dents and plausibility (analysis/collateral.py,
+#           as tools/evaluate.py reports them)
 # rounds.json and rounds.md put the rounds side by side.
 
 ROUND = 'round-{}'
@@ -101,6 +105,7 @@ class Rounds:
         self.gold_taste = annotators.parse_annotator(gold) if gold else self.taste
         self.page = dict(page or {})                    # serve_round's host, port, invites, allow_hosts, progress.
         self.scored = {}                                # (round, reward path): member_scores' answer.
+        self.drawn = {}                                 # network: held_out()'s answer (the start's and the last).
         self.flow = registry.family_of_file(self.s['network']).name == 'flow'
         self.ext = '.pkl' if not self.flow else '.safetensors' if safetensors_file.is_safetensors(self.s['network']) \
             else '.pt'                                  # A flow's generators keep the start's format.
@@ -274,6 +279,18 @@ class Rounds:
             legacy.save_network_pkl(path, {name: data[name] for name in ('G', 'D', 'G_ema', 'training_set_kwargs')})
         return path
 
+    def held_out(self, network):
+        """(generator, grid, ids, raw sigma slabs [N, *grid]) of `network` on the held-out eval seeds (a flow's: the
+        seeds under each condition in turn); the start's and the last network's are kept."""
+        if network not in self.drawn:
+            G = registry.family_of_file(network).load(network, 'cpu')      # The tool checked the start's trust.
+            grid, seeds = slab_grid(self.s['res'], cube_length=G.cube_length), seed_ranges(self.s['eval_seeds'])
+            conditions = sorted({c for _, c in G.keys(seeds)}, key=lambda c: -1 if c is None else c)
+            slabs = np.concatenate([G.sigma_grid(seeds, grid, c).numpy() for c in conditions])
+            self.drawn = {n: v for n, v in self.drawn.items() if n == self.s['network']}
+            self.drawn[network] = G, grid, [G.sample_id(seed, c) for c in conditions for seed in seeds], slabs
+        return self.drawn[network]
+
     def gold(self, k):
         """The taste on the held-out seeds: round k's generator against the start (kept in gold.json)."""
         path = self.folder(k, 'gold.json')
@@ -281,15 +298,10 @@ class Rounds:
             return None
         if os.path.isfile(path):
             return read_json(path)
-        seeds, taste = seed_ranges(self.s['eval_seeds']), annotators.taste_function(self.gold_taste)
-        scores = {}
+        taste, scores = annotators.taste_function(self.gold_taste), {}
         for name, network in (('start', self.s['network']), ('tuned', self.tune(k))):
-            G = registry.family_of_file(network).load(network, 'cpu')     # The tool checked the start's trust.
-            grid = slab_grid(self.s['res'], cube_length=G.cube_length)
-            conditions = sorted({c for _, c in G.keys(seeds)}, key=lambda c: -1 if c is None else c)
-            slabs = np.concatenate([G.sigma_grid(seeds, grid, c).numpy() for c in conditions])  # Seeds per condition.
+            _, grid, ids, slabs = self.held_out(network)
             scores[name] = np.array([taste(s, grid, 10.0) for s in slabs])
-            ids = [G.sample_id(seed, c) for c in conditions for seed in seeds]
         versus = lambda other: ['tuned' if t > o else 'original' if t < o else 'tie'
             for o, t in zip(other, scores['tuned'])]
         previous = None if k == 0 else np.array(self.gold(k - 1)['scores'])
@@ -298,6 +310,24 @@ class Rounds:
             gain_sd=float((scores['tuned'] - scores['start']).mean() / sd),
             versus_previous=None if previous is None else win_rate(versus(previous)), ids=ids,
             scores=scores['tuned'].tolist()))
+
+    def collateral(self, k):
+        """What else round k's generator changed on the held-out seeds against the start (kept in collateral.json):
+        collateral.compare() of every taste at temperature 0, with dents and plausibility."""
+        path = self.folder(k, 'collateral.json')
+        if os.path.isfile(path):
+            found = read_json(path)
+            if not isinstance(found.get('tastes'), dict):
+                raise damaged(path, 'the collateral of this round')
+            return found
+        G, grid, _, before = self.held_out(self.s['network'])
+        after = self.held_out(self.tune(k))[3]
+        measures = [collateral.measure(slabs, grid) for slabs in (before, after)]
+        found = collateral.compare(*measures, trained=self.taste if self.taste in annotators.TASTES else None,
+            invariant=collateral.invariances(G), jnd=person_like.jnd_of(grid))
+        found['dents'] = collateral.dents(before, after, grid)
+        found['plausibility'] = collateral.plausibility(before, after, grid, family.of_generator(G), measures=measures)
+        return write_json(path, found)
 
     def run(self, progress=None):
         """Every round in order (each step skipped when done); returns the summary written to rounds.json."""
@@ -316,7 +346,8 @@ class Rounds:
             fit = read_json(self.folder(k, 'reward.report.json'))
             rows.append(dict(round=k, judgements=(k + 1) * self.s['judgements'],
                 active=self.pairs(k)[1], before_refit=drift,
-                reward_held_out=fit.get('held_out'), gold=gold))
+                reward_held_out=fit.get('held_out'), gold=gold,
+                collateral=collateral.summary_line(self.collateral(k))))
             if progress is not None:
                 progress(rows[-1])
         summary = write_json(os.path.join(self.outdir, 'rounds.json'), dict(settings=self.s, rounds=rows))
@@ -404,4 +435,6 @@ def describe(summary):
         last = '-' if last is None or last['win_rate'] is None else f'{100 * last["win_rate"]:.1f}%'
         lines.append(f'| {r["round"]} | {r["judgements"]} | {r["active"]} | {drift} | {rate} | {g["gain_sd"]:+.2f} '
             f'| {last} |')
+    lines += ['', 'What else each round\'s generator changed on the held-out samples, against the start:', '']
+    lines += [f'- round {r["round"]}: {r["collateral"]}' for r in summary['rounds'] if r.get('collateral')]
     return '\n'.join(lines) + '\n'
