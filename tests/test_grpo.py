@@ -188,6 +188,27 @@ def test_online_dpo_learns_from_each_groups_best_and_worst_of_the_policys_own_dr
     assert all(torch.equal(p, q) for p, q in zip(flat.pipeline.stages[1].velocity.parameters(), before))
 
 
+def test_the_training_seed_sets_every_training_draw_and_seed_0_draws_each_seeds_own_noise():
+    velocity = GaussianVelocity(2.0, 0.5)
+    reward = lambda sigma, cond: -(sigma.mean(dim=(1, 2, 3)) - 3.0).abs()
+    group = [11, 12, 13, 14]
+    drawn = lambda seed, sde=True: grpo.FlowGRPO(FlowPipeline([Values(velocity, size=2)]), reward, grpo.GRPOSettings(
+        trained=(0,), seed=seed)).draw([None], [group], sde)[0].sigma
+    own = grpo.rollout(FlowPipeline([Values(velocity, size=2)]), group, None, 8, 0.7, trained=(0,)).sigma
+    assert torch.equal(drawn(0), own)                                       # The default: as the seeds drew before.
+    assert torch.equal(drawn(3), drawn(3)) and not torch.equal(drawn(3), own) and not torch.equal(drawn(3), drawn(4))
+    assert not torch.equal(drawn(3, sde=False), drawn(0, sde=False))        # Online DPO's ODE draws too.
+    seeds = {grpo.draw_seed(x, run) for x in range(50) for run in range(1, 5)}
+    assert len(seeds) == 200 and min(seeds) >= 0 and grpo.draw_seed(7, 0) == 7
+    moved = []
+    for seed in (3, 3, 4):                                                  # Online DPO's step: its own randomness.
+        trainer = grpo.OnlineDPO(tiny_pipeline(), lambda sigma, cond: sigma.mean(dim=(1, 2, 3)),
+            grpo.GRPOSettings(steps=2, seed=seed))
+        trainer.step([0], [group])
+        moved.append(torch.cat([p.detach().flatten() for p in trainer.pipeline.stages[1].velocity.parameters()]))
+    assert torch.equal(moved[0], moved[1]) and not torch.equal(moved[0], moved[2])
+
+
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match='trained stages'):
         grpo.FlowGRPO(tiny_pipeline(), lambda s, c: s.mean(), grpo.GRPOSettings(trained=(2,)))

@@ -48,6 +48,14 @@ def gaussian_log_prob(x, mean, std):
     return (-0.5 * z.square() - math.log(std) - 0.5 * math.log(2 * math.pi)).flatten(1).mean(dim=1)
 
 
+def draw_seed(seed, run_seed):
+    """The seed a training draw of sample `seed` takes its noise from in a run of training seed `run_seed`: the
+    sample's own for run seed 0, a different one for every other (the training seed sets every training draw)."""
+    if not run_seed:
+        return int(seed)
+    return int(np.random.SeedSequence([int(seed), int(run_seed), 11]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
 def step_noise(seeds, stage, step, iteration, shape, device):
     """The SDE noise [N, *shape] of one step: each sample's own, from (its seed, the stage, the step, the iteration),
     so a rollout is the same in any batch and on any device."""
@@ -173,6 +181,7 @@ class GRPOSettings:
     adv_eps:        float = 1e-4    # eps of the group normalisation.
     lora_rank:      int = 0         # Train LoRA adapters of this rank on the trained stages (finetune/lora.py); 0 = every weight.
     bf16:           bool = False    # Velocity passes under bf16 autocast (weights, optimizer and loss stay float32).
+    seed:           int = 0         # The run's training seed: every training draw's noise (draw_seed) and online DPO's.
 
 
 class FlowGRPO:
@@ -211,7 +220,7 @@ class FlowGRPO:
             seeds += list(group)
             cond += [c] * len(group)
         cond = None if conditions[0] is None else torch.tensor(cond, dtype=torch.int64, device=self.pipeline.device)
-        drawn = rollout(self.pipeline, seeds, cond, s.steps, s.noise_level if sde else 0.0, s.trained if sde else (),
+        drawn = rollout(self.pipeline, [draw_seed(x, s.seed) for x in seeds], cond, s.steps, s.noise_level if sde else 0.0, s.trained if sde else (),
             s.window, self.window_start(), self.iteration, bf16=s.bf16)
         with torch.no_grad():
             rewards = torch.as_tensor(self.reward(drawn.sigma, cond), dtype=torch.float32).cpu()
@@ -315,7 +324,8 @@ class OnlineDPO(FlowGRPO):
         stats = dict(self.reward_stats(rewards), pairs=int(keep.sum()), reward_gap=gap)
         self.optimizer.zero_grad(set_to_none=True)
         if len(best):
-            rng = torch.Generator().manual_seed(int(np.random.SeedSequence([self.iteration, 7]).generate_state(1)[0]))
+            rng = torch.Generator().manual_seed(int(np.random.SeedSequence([self.iteration, 7, *[s.seed] * bool(s.seed)])
+                .generate_state(1)[0]))
             pair_cond = None if cond is None else cond[best]
             totals = {}
             for i in s.trained:

@@ -37,6 +37,8 @@ from torch_utils import safetensors_file
 # curves.png and report.json/.html.
 # Flow-GRPO's iteration i draws, under every condition, the seeds first + i G ... first + (i + 1) G - 1: a condition's
 # group shares its seeds' noise with the other conditions' (as Circular-DPO's held-out ids do), never a held-out seed.
+# The run's --seed sets that noise: seed 0 draws each seed's own (as a bank of it would), another seed other noise
+# (grpo.draw_seed), so two training seeds are two replicates.
 
 
 def reward_function(generator, reward):
@@ -129,19 +131,21 @@ def run(cfg, common):
     if cfg.bf16 and bf16_problem(common.device):
         raise RunError(bf16_problem(common.device))
     return run_method('grpo', cfg, common, f'flow-{cfg.objective}-{cfg.grpo_stages}',
-        lambda generator, reward, run_dir, save, reward_path: train(cfg, generator, reward, run_dir, save, reward_path))
+        lambda generator, reward, run_dir, save, reward_path: train(cfg, generator, reward, run_dir, save, reward_path,
+            common.seed))
 
 
-def train(cfg, generator, reward, run_dir, save, reward_path):
-    """The iterations on a copy of the generator's pipeline, its snapshot, the evaluation and the report."""
+def train(cfg, generator, reward, run_dir, save, reward_path, seed=0):
+    """The iterations on a copy of the generator's pipeline, its snapshot, the evaluation and the report; seed: the
+    run's training seed (GRPOSettings.seed)."""
     start = time.time()
     log = runs.StatsLog(run_dir)
     policy = generator.pipeline.frozen_copy()                  # Tuned; the generator's own stays the base.
+    settings = dataclasses.replace(cfg.settings(), seed=int(seed))
     if cfg.objective == 'online-dpo':
-        trainer = OnlineDPO(policy, reward_function(generator, reward), cfg.settings(), cfg.online_beta,
-            cfg.online_loss_type)
+        trainer = OnlineDPO(policy, reward_function(generator, reward), settings, cfg.online_beta, cfg.online_loss_type)
     else:
-        trainer = FlowGRPO(policy, reward_function(generator, reward), cfg.settings())
+        trainer = FlowGRPO(policy, reward_function(generator, reward), settings)
     conditions = conditions_of(generator)
     first, state_path = cfg.first_train_seed, os.path.join(run_dir, STATE)
     if cfg.resume_run:
