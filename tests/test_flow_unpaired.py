@@ -120,3 +120,8 @@ def test_an_unpaired_run_trains_the_final_stage_from_a_ratings_file(tmp_path):
     assert tuned['training']['loss'] == 'dro'
     assert all(torch.equal(tuned['state_dicts'][0][k], base['state_dicts'][0][k]) for k in base['state_dicts'][0])
     assert any(not torch.equal(tuned['state_dicts'][1][k], base['state_dicts'][1][k]) for k in base['state_dicts'][1])
+    train(['--generator=flow', '--method=unpaired', f'--resume={tiny}', f'--ratings={out}', '--criterion=geometry',
+        '--outdir=runs', '--unpaired-steps=3', '--unpaired-batch=2', '--unpaired-lr=1e-2', '--eval-seeds=1000',
+        '--draw-batch=2', '--seed=5'], tmp_path)                          # Another training seed: another run.
+    other = flow_heads.read_flow(str(tmp_path / 'runs' / '00001-flow-dro-final' / 'flow-unpaired.pt'))
+    assert any(not torch.equal(other['state_dicts'][1][k], tuned['state_dicts'][1][k]) for k in base['state_dicts'][1])

@@ -236,18 +236,19 @@ def run_unpaired(cfg, common):
         raise RunError(f'--ratings: {str(err).splitlines()[0]}')
     return run_method('unpaired', cfg, common, f'flow-{cfg.unpaired_loss}-{cfg.unpaired_stage}',
         lambda generator, reward, run_dir, save, reward_path: train_rated(cfg, data, generator, reward, run_dir, save,
-            reward_path))
+            reward_path, common.seed))
 
 
-def train_rated(cfg, data, generator, reward, run_dir, save, reward_path):
-    """The unpaired steps on a copy of the generator's pipeline, its snapshot, the evaluation and the report."""
+def train_rated(cfg, data, generator, reward, run_dir, save, reward_path, seed=0):
+    """The unpaired steps on a copy of the generator's pipeline, its snapshot, the evaluation and the report; seed:
+    the run's training seed (its batches, noise and flow times)."""
     start = time.time()
     log = runs.StatsLog(run_dir)
     policy = generator.pipeline.frozen_copy()
     index = STAGE_INDEX[cfg.unpaired_stage] % len(policy.stages)
     bar = tqdm.tqdm(total=cfg.unpaired_steps, desc=cfg.unpaired_loss, unit='step')
     values = train_unpaired(policy, generator.pipeline.frozen_copy(), index, data, cfg.unpaired_steps,
-        cfg.unpaired_batch, cfg.unpaired_lr, cfg.unpaired_beta, cfg.unpaired_loss, cfg.good_above,
+        cfg.unpaired_batch, cfg.unpaired_lr, cfg.unpaired_beta, cfg.unpaired_loss, cfg.good_above, seed=int(seed),
         log=lambda record: (log(dict(kind='step', **record)), bar.update()))
     bar.close()
     policy = finished(policy)
