@@ -135,32 +135,33 @@ def compare(runs, baseline='mean'):
 
 
 def plot(runs, path, taste, generator='eg3d'):
-    """Gold (solid) and proxy (dotted) gains against distance, one line per run, a colour per aggregate; the pooled
-    fit of the mean runs' gold dashed."""
+    """Gold (top) and proxy (bottom, its own scale: a proxy can run away by hundreds of sd) gains against distance,
+    one line per run, a colour per aggregate; the pooled fit of the mean runs' gold dashed where it has a peak."""
     plt = report_plots._pyplot()
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7), sharex=True, gridspec_kw=dict(height_ratios=(3, 2)))
     colours = dict(zip(sorted({r['aggregate'] for r in runs}, key=lambda a: a != 'mean'), plt.cm.tab10.colors))
     for r in runs:
         c, pg = colours[r['aggregate']], r['curves']
-        ax.plot(pg['distance'], pg['gold_gain'], '-', color=c, alpha=0.8, linewidth=1.2)
-        ax.plot(pg['distance'], pg['proxy_gain'], ':', color=c, alpha=0.6, linewidth=1)
+        top.plot(pg['distance'], pg['gold_gain'], '-', color=c, alpha=0.8, linewidth=1.2)
+        bottom.plot(pg['distance'], pg['proxy_gain'], ':', color=c, alpha=0.8, linewidth=1.2)
     mean_runs = [r['curves'] for r in runs if r['aggregate'] == 'mean']
     if mean_runs:
         d = np.concatenate([pg['distance'] for pg in mean_runs])
         fit = overoptimization.fit_gold(d, np.concatenate([pg['gold_gain'] for pg in mean_runs]))
-        if fit['alpha'] is not None:
+        if fit['alpha'] is not None and fit['peak_distance'] is not None:     # A fit without a peak: not drawn.
             x = np.linspace(0, d.max(), 200)
-            ax.plot(x, overoptimization.predict(x, fit['alpha'], fit['beta'], fit['form']), '--', color='black',
+            top.plot(x, overoptimization.predict(x, fit['alpha'], fit['beta'], fit['form']), '--', color='black',
                 linewidth=2, label=f'gold fit of the mean runs: d({fit["alpha"]:.3g} - {fit["beta"]:.3g} '
                 f'{"log d" if fit["form"] == "rl" else "d"})')
     for agg, c in colours.items():
-        ax.plot([], [], '-', color=c, label=f'{agg}: gold ({taste})')
-    ax.plot([], [], ':', color='grey', label='proxy (members\' mean)')
-    ax.axhline(0, color='grey', linewidth=0.8)
-    ax.set(xlabel='distance from the start (' + ('RMS velocity change from the base, stages summed' if generator ==
-        'flow' else 'slab RMS of raw sigma') + ')', ylabel='gain since the start (sd of the start)',
-        title='A weak proxy pushed long: proxy and gold against distance')
-    ax.legend(fontsize=8, loc='best')
+        top.plot([], [], '-', color=c, label=f'{agg}: gold ({taste})')
+        bottom.plot([], [], ':', color=c, label=f'{agg}: proxy (members\' mean)')
+    for ax in (top, bottom):
+        ax.axhline(0, color='grey', linewidth=0.8)
+        ax.legend(fontsize=8, loc='best')
+    top.set(ylabel='gold gain (sd of the start)', title='A weak proxy pushed long: gold and proxy against distance')
+    bottom.set(xlabel='distance from the start (' + ('RMS velocity change from the base, stages summed' if generator
+        == 'flow' else 'slab RMS of raw sigma') + ')', ylabel='proxy gain (sd of the start)')
     report_plots._save(fig, path)
 
 
