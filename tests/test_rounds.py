@@ -14,9 +14,11 @@ from eg3d_rlhf.data import annotators, preferences
 from eg3d_rlhf.data.labeling import informative_pairs, random_pairs
 from eg3d_rlhf.finetune import label_efficiency, rounds
 from eg3d_rlhf.finetune.options import RunError
-from eg3d_rlhf.generators import flow_heads
+from eg3d_rlhf.generators import flow_heads, registry
+from eg3d_rlhf.geometry.sigma import slab_grid
 from tests.helpers.banks import ball_bank
-from tests.helpers.flow import TINY, save_tiny
+from tests.helpers.collateral import bump, true_slabs
+from tests.helpers.flow import save_tiny
 from tests.helpers.train import TRAIN_ARGS
 from tools import rounds as tool
 from training import legacy
@@ -166,20 +168,27 @@ def test_the_upfront_run_draws_as_many_seeds_from_the_start_and_tunes_as_long(tm
     assert rounds.dpo_steps([]) == 80 and rounds.dpo_steps(['--dpo-steps', '7', '--dpo-steps=9']) == 9
 
 
-def test_each_round_reports_what_else_its_generator_changed_against_the_start(tmp_path, monkeypatch):
-    start, other = save_tiny(tmp_path / 'start.pt'), str(tmp_path / 'other.pt')
-    flow_heads.save_flow(other, flow_heads.build_pipeline(TINY, init_seed=1), TINY)
-    settings = dict(network=start, annotator='oracle:proportions', eval_seeds='900-902', res=16)
-    for tuned, folder in ((start, 'same'), (other, 'other')):
-        run = rounds.Rounds(str(tmp_path / folder), settings)
-        monkeypatch.setattr(run, 'tune', lambda k, tuned=tuned: tuned)
+def test_each_round_reports_what_else_its_generator_changed_against_the_start(tmp_path):
+    start = save_tiny(tmp_path / 'start.pt')
+    G = registry.family_of_file(start).load(start, 'cpu')
+    grid = slab_grid(32, cube_length=G.cube_length)
+    heads, tips = true_slabs(4, grid)
+    drawn = {start: heads.numpy(), 'same': heads.numpy(), 'nose': (heads + 40 * bump(grid, tips, 0.03)).numpy()}
+    settings = dict(network=start, annotator='oracle:nose', eval_seeds='900-903', res=32)
+    for tuned in ('same', 'nose'):                                          # The start itself; a longer nose.
+        run = rounds.Rounds(str(tmp_path / tuned), settings)
+        run.tune = lambda k, tuned=tuned: tuned
+        run.held_out = lambda network: (G, grid, [f'seed{s:06d}' for s in range(900, 904)], drawn[network])
         os.makedirs(run.folder(0))
         found = run.collateral(0)
-        samples = 3 * TINY['conditions']                                        # The seeds under every condition.
-        assert found['samples'] == samples and found['trained_taste'] == 'proportions'
-        assert json.loads((tmp_path / folder / 'round-0' / 'collateral.json').read_text()) == found
-        decided = sum(r['wins'] + r['losses'] for r in found['tastes'].values())
-        assert (decided == 0 and found['dents']['deeper'] == 0) if tuned == start else decided > 0
+        assert found['samples'] == 4 and found['trained_taste'] == 'nose'
+        assert json.loads((tmp_path / tuned / 'round-0' / 'collateral.json').read_text()) == found
+        nose, size = found['tastes']['nose'], found['tastes']['size']
+        if tuned == 'same':
+            assert all(r['wins'] + r['losses'] == 0 for r in found['tastes'].values()) and found['dents']['deeper'] == 0
+        else:                                                               # `nose` likes it less, `size` more.
+            assert (nose['wins'], nose['losses'], size['wins'], size['losses']) == (0, 4, 4, 0)
+            assert found['truth']['nose_prominence']['change'] > 0.03
         assert 'out of the training range' in rounds.collateral.summary_line(found)
     (tmp_path / 'same' / 'round-0' / 'collateral.json').write_text('{"tastes": 3}')
     with pytest.raises(RunError, match='collateral.json: not the collateral of this round'):
