@@ -220,8 +220,9 @@ class FlowGRPO:
             seeds += list(group)
             cond += [c] * len(group)
         cond = None if conditions[0] is None else torch.tensor(cond, dtype=torch.int64, device=self.pipeline.device)
-        drawn = rollout(self.pipeline, [draw_seed(x, s.seed) for x in seeds], cond, s.steps, s.noise_level if sde else 0.0, s.trained if sde else (),
-            s.window, self.window_start(), self.iteration, bf16=s.bf16)
+        drawn = rollout(self.pipeline, [draw_seed(x, s.seed) for x in seeds], cond, s.steps,
+            s.noise_level if sde else 0.0, s.trained if sde else (), s.window, self.window_start(), self.iteration,
+            bf16=s.bf16)
         with torch.no_grad():
             rewards = torch.as_tensor(self.reward(drawn.sigma, cond), dtype=torch.float32).cpu()
         misc.assert_shape(rewards, [len(seeds)])

@@ -17,8 +17,8 @@ from eg3d_rlhf.finetune.options import RunError
 from eg3d_rlhf.finetune.overopt_sweep import TOOL, TRAIN_PY, child
 from eg3d_rlhf.generators import registry
 from eg3d_rlhf.generators.base import seed_ranges
-from eg3d_rlhf.synthetic import family
 from eg3d_rlhf.geometry.sigma import slab_grid
+from eg3d_rlhf.synthetic import family
 from torch_utils import safetensors_file
 
 #----------------------------------------------------------------------------
