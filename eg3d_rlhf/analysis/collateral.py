@@ -11,6 +11,7 @@ from eg3d_rlhf.analysis.flow_quality import pairwise_rms
 from eg3d_rlhf.data import annotators, person_like
 from eg3d_rlhf.geometry import preview
 from eg3d_rlhf.rewards.mesh_stats import STATS, mesh_statistics
+from eg3d_rlhf.synthetic import family as families
 
 #----------------------------------------------------------------------------
 # A reward that rises says only that the reward rose. Each report that compares samples before and after a method
@@ -216,6 +217,17 @@ def plausibility(before, after, grid, family, level=10.0, measures=(None, None))
     sides = [plausible.measure(slabs, grid, family, level, truth=(m or {}).get('truth'))
         for slabs, m in zip((before, after), measures)]
     return plausible.compare(*sides, family, grid, level)
+
+
+def report(before, after, grid, generator, trained=None, measures=None):
+    """A tuned generator's whole collateral from raw sigma slabs before[i], after[i] (one id) of the original
+    generator's grid: compare() of every taste, with dents and plausibility; measures: their measure() results when
+    the caller has them."""
+    measures = measures or (measure(before, grid), measure(after, grid))
+    found = compare(*measures, trained=trained, invariant=invariances(generator), jnd=person_like.jnd_of(grid))
+    found['dents'] = dents(before, after, grid)
+    found['plausibility'] = plausibility(before, after, grid, families.of_generator(generator), measures=measures)
+    return found
 
 #----------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from dnnlib.util import atomic_write
 from eg3d_rlhf.analysis import collateral, flow_quality, image_metrics, report_plots, view_geometry
 from eg3d_rlhf.analysis.evaluation import fit_slope, reward_change, seed_rewards, win_rate
 from eg3d_rlhf.analysis.flow_quality import structure_iou
-from eg3d_rlhf.data import annotators, person_like
+from eg3d_rlhf.data import annotators
 from eg3d_rlhf.data.bank import passes
 from eg3d_rlhf.data.preferences import LabelError, load_judgements
 from eg3d_rlhf.generators import registry
@@ -19,7 +19,6 @@ from eg3d_rlhf.generators.base import sample_id
 from eg3d_rlhf.geometry import preview
 from eg3d_rlhf.geometry.sigma import SlabCrop, slab_grid
 from eg3d_rlhf.shards import Ranks
-from eg3d_rlhf.synthetic import family
 
 #----------------------------------------------------------------------------
 # Human (or any) labels of tuned vs original name their samples `original-<id>` and `tuned-<id>` (ids seedNNNNNN, or
@@ -170,11 +169,8 @@ def compare(generators, reward, seeds, outdir, taste=None, temperature=0.5, labe
     summary['reward'] = reward_change(rewards['original'], rewards['tuned'])
     measures = {side: collateral.measure(slabs[side], taste_grid)
         for side in tqdm(SIDES, desc='collateral', unit='generator')}
-    summary['collateral'] = collateral.compare(measures['original'], measures['tuned'], trained=taste,
-        invariant=collateral.invariances(generators['original']), jnd=person_like.jnd_of(taste_grid))
-    summary['collateral']['dents'] = collateral.dents(slabs['original'], slabs['tuned'], taste_grid)
-    summary['collateral']['plausibility'] = collateral.plausibility(slabs['original'], slabs['tuned'], taste_grid,
-        family.of_generator(generators['original']), measures=(measures['original'], measures['tuned']))
+    summary['collateral'] = collateral.report(slabs['original'], slabs['tuned'], taste_grid, generators['original'],
+        trained=taste, measures=(measures['original'], measures['tuned']))
     with atomic_write(os.path.join(outdir, 'measures.json'), 'w') as f:   # Per sample: other runs compare with it.
         json.dump(dict(ids=[generators['original'].sample_id(s, c) for s, c in keys], **measures), f)
     summary = dict(alarm=collateral.alarm(summary['collateral'], summary['reward']['mean_delta']), **summary)

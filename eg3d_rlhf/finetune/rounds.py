@@ -10,7 +10,7 @@ import numpy as np
 import dnnlib
 from eg3d_rlhf.analysis import collateral, report_plots
 from eg3d_rlhf.analysis.evaluation import win_rate
-from eg3d_rlhf.data import annotators, people_round, person_like, preferences
+from eg3d_rlhf.data import annotators, people_round, preferences
 from eg3d_rlhf.data.bank import BANK_FILE, Bank
 from eg3d_rlhf.data.labeling import informative_pairs, pair_key, random_pairs
 from eg3d_rlhf.finetune.options import RunError
@@ -18,7 +18,6 @@ from eg3d_rlhf.finetune.overopt_sweep import TOOL, TRAIN_PY, child
 from eg3d_rlhf.generators import registry
 from eg3d_rlhf.generators.base import seed_ranges
 from eg3d_rlhf.geometry.sigma import slab_grid
-from eg3d_rlhf.synthetic import family
 from torch_utils import safetensors_file
 
 #----------------------------------------------------------------------------
@@ -322,12 +321,8 @@ class Rounds:
             return found
         G, grid, _, before = self.held_out(self.s['network'])
         after = self.held_out(self.tune(k))[3]
-        measures = [collateral.measure(slabs, grid) for slabs in (before, after)]
-        found = collateral.compare(*measures, trained=self.taste if self.taste in annotators.TASTES else None,
-            invariant=collateral.invariances(G), jnd=person_like.jnd_of(grid))
-        found['dents'] = collateral.dents(before, after, grid)
-        found['plausibility'] = collateral.plausibility(before, after, grid, family.of_generator(G), measures=measures)
-        return write_json(path, found)
+        return write_json(path, collateral.report(before, after, grid, G,
+            trained=self.taste if self.taste in annotators.TASTES else None))
 
     def run(self, progress=None):
         """Every round in order (each step skipped when done); returns the summary written to rounds.json."""
