@@ -1,5 +1,6 @@
 """The five-criterion ratings study (paper5): the preset, simulated raters playing the page over HTTP
-(analysis/sim_raters.py, tools/play_ratings.py), and score-ratings' paired differences (analysis/paired_ratings.py)."""
+(analysis/sim_raters.py, tools/play_ratings.py), score-ratings' paired differences (analysis/paired_ratings.py), and
+the raters' mean ratings of two banks' held-out samples (tools/rated_change.py)."""
 
 import json
 import math
@@ -24,7 +25,7 @@ from tests.helpers.cli import refused_in_one_line
 from tests.helpers.head_banks import drawn_heads, head_bank
 from tests.helpers.label import fake_bank, ok
 from tests.helpers.study import Recorded, call, run_label, start_page
-from tools import play_ratings
+from tools import play_ratings, rated_change
 
 #----------------------------------------------------------------------------
 # Two banks of the same eight heads: the original's with floaters (blind_study.add_floaters, as attention checks
@@ -227,6 +228,27 @@ def test_the_tool_refuses_wrong_banks_and_the_page_refuses_other_criteria(banks,
     with Recorded(R.RatingSession(out, 'x', key), key.sample_of, page=RATE_PAGE_FILE) as server:
         refused_in_one_line(run('--bank', banks[0], '--url', server.url + '/'), 'in none of the banks given')
     key.close()
+
+
+def test_rated_change_rates_both_banks_as_the_raters_would_and_pairs_them_by_id(banks, tmp_path):
+    run = lambda *a: CliRunner().invoke(rated_change.main, [str(x) for x in [*a, *FAMILY_ARGS]])
+    out = tmp_path / 'change.json'
+    result = run('--base', banks[0], '--tuned', banks[1], '--out', out)
+    assert result.exit_code == 0, result.output
+    table = json.load(open(out))['criteria']
+    by_id = [S.bank_ratings(b, FAMILY) for b in banks]
+    d = [by_id[1][i]['surface_quality'] - by_id[0][i]['surface_quality'] for i in sorted(by_id[0])]
+    assert table['surface_quality']['change'] == pytest.approx(np.mean(d))
+    assert table['surface_quality']['better'] == 8 and table['surface_quality']['change'] > 1   # Floaters removed.
+    assert table['surface_quality']['wilcoxon_p'] == pytest.approx(scipy.stats.wilcoxon(d).pvalue)
+    assert set(table) == set(S.CRITERIA) and 'surface_quality' in result.output
+    swapped = run('--base', banks[1], '--tuned', banks[0], '--out', out, '--force')
+    assert json.load(open(out))['criteria']['surface_quality']['change'] == pytest.approx(-np.mean(d)), swapped.output
+    refused_in_one_line(run('--base', banks[0], '--tuned', banks[1], '--out', out), 'exists; pass --force')
+    shutil.copytree(banks[1], tmp_path / 'fewer')
+    shutil.rmtree(tmp_path / 'fewer' / Bank(banks[1]).ids[0])
+    refused_in_one_line(run('--base', banks[0], '--tuned', tmp_path / 'fewer'), 'not the same sample ids')
+    refused_in_one_line(run('--base', tmp_path / 'nope', '--tuned', banks[1]), 'no such bank folder')
 
 
 @pytest.mark.slow

@@ -232,6 +232,23 @@ class SeenSamples:
         return ratings_of(self.measures[digest], condition, conditions, self.refs[digest])
 
 
+def bank_ratings(root, family, progress=None):
+    """{sample id: ratings_of() without a rater's noise or leniency} of every sample of a flow bank folder, held
+    against `family`: what the simulated raters would rate each, on average."""
+    bank = B.Bank(root)
+    settings = B.Bank.read_settings(root)
+    level, conditions = float(settings.get('preview_level', 10.0)), settings.get('conditions')
+    found = {}
+    for sample_id in bank.ids:
+        grid = bank.grid(sample_id)
+        ref = reference(family, grid, level)
+        condition = bank.meta(sample_id).get('condition') if isinstance(conditions, int) else None
+        found[sample_id] = ratings_of(measure(bank.slab(sample_id), grid, level, ref), condition, conditions, ref)
+        if progress is not None:
+            progress(1)
+    return found
+
+
 def open_bytes(path):
     """A preview's bytes; BankError naming it when it cannot be read."""
     try:
