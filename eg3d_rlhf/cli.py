@@ -68,6 +68,22 @@ class Writable(click.ParamType):
 
 OUT_DIR, OUT_FILE = Writable('dir'), Writable('file')
 
+def family_options(command):
+    """--family-seed, --build-spread and --family-heads of a click command: the generator's training heads
+    (synthetic.family.Family) that simulated raters hold samples against; by default the bundled flow model's."""
+    from eg3d_rlhf.generators.flow_heads import PRESETS  # pylint: disable=import-outside-toplevel
+    bundled = PRESETS['default']
+    for option in reversed([
+            click.option('--family-seed', type=click.IntRange(min=0), default=bundled['data_seed'], show_default=True,
+                help='Dataset seed of the generator\'s training heads (a flow config\'s data_seed)'),
+            click.option('--build-spread', type=FiniteRange(0, 1, max_open=True), default=bundled['build_spread'],
+                show_default=True, help='Their builds (a flow config\'s build_spread)'),
+            click.option('--family-heads', type=click.IntRange(min=2), default=64, show_default=True,
+                help='Training heads the ratings are held against (drawn once per slab grid, kept in the cache dir)')]):
+        command = option(command)
+    return command
+
+
 def check_input(path, flag):
     """A one-line usage error naming `flag` unless `path` is a regular file (dnnlib.util.file_problem: a FIFO or a
     device would block its reader forever); for inputs read late, so a run does not stop at its end because of one."""

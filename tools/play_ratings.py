@@ -6,14 +6,11 @@ import click
 from tqdm import tqdm
 
 from eg3d_rlhf.analysis import sim_raters
-from eg3d_rlhf.cli import FINITE, FiniteRange
+from eg3d_rlhf.cli import FINITE, family_options
 from eg3d_rlhf.data.bank import BankError
-from eg3d_rlhf.generators.flow_heads import PRESETS
 from eg3d_rlhf.synthetic.family import Family
 
 #----------------------------------------------------------------------------
-
-BUNDLED = PRESETS['default']        # The bundled flow model's training heads: the default family.
 
 
 @click.command()
@@ -23,12 +20,7 @@ BUNDLED = PRESETS['default']        # The bundled flow model's training heads: t
 @click.option('--seed', type=click.IntRange(min=0), default=0, show_default=True, help='The rater: seed of its leniency and noise')
 @click.option('--noise', type=FINITE, default=0.5, show_default=True, help='Noise on each rating, in points (sd)')
 @click.option('--leniency', type=FINITE, default=0.3, show_default=True, help='Spread of a rater\'s bias, in points (sd)')
-@click.option('--family-seed', type=click.IntRange(min=0), default=BUNDLED['data_seed'], show_default=True,
-    help='Dataset seed of the generator\'s training heads (a flow config\'s data_seed)')
-@click.option('--build-spread', type=FiniteRange(0, 1, max_open=True), default=BUNDLED['build_spread'],
-    show_default=True, help='Their builds (a flow config\'s build_spread)')
-@click.option('--family-heads', type=click.IntRange(min=2), default=64, show_default=True,
-    help='Training heads the ratings are held against (drawn once per slab grid, kept in the cache dir)')
+@family_options
 @click.option('--token', metavar='TOKEN', help='An invite\'s secret, for a page beyond loopback')
 @click.option('--limit', type=click.IntRange(min=1), metavar='N', help='Stop after N samples  [default: every one]')
 def main(url, banks, seed, noise, leniency, family_seed, build_spread, family_heads, token, limit):

@@ -10,14 +10,11 @@ from tqdm import tqdm
 
 import dnnlib
 from eg3d_rlhf.analysis import sim_raters
-from eg3d_rlhf.cli import FiniteRange
+from eg3d_rlhf.cli import family_options
 from eg3d_rlhf.data.bank import BankError
-from eg3d_rlhf.generators.flow_heads import PRESETS
 from eg3d_rlhf.synthetic.family import Family
 
 #----------------------------------------------------------------------------
-
-BUNDLED = PRESETS['default']        # The bundled flow model's training heads: the default family.
 
 
 def change(base, tuned):
@@ -35,12 +32,7 @@ def change(base, tuned):
 @click.command()
 @click.option('--base', required=True, metavar='DIR', help='Bank of the base model\'s held-out samples (tools/sample_bank.py)')
 @click.option('--tuned', required=True, metavar='DIR', help='Bank of the tuned model\'s samples of the same seeds and conditions')
-@click.option('--family-seed', type=click.IntRange(min=0), default=BUNDLED['data_seed'], show_default=True,
-    help='Dataset seed of the generator\'s training heads (a flow config\'s data_seed)')
-@click.option('--build-spread', type=FiniteRange(0, 1, max_open=True), default=BUNDLED['build_spread'],
-    show_default=True, help='Their builds (a flow config\'s build_spread)')
-@click.option('--family-heads', type=click.IntRange(min=2), default=64, show_default=True,
-    help='Training heads the ratings are held against')
+@family_options
 @click.option('--out', metavar='JSON', help='Also write the table here (refused when it exists, unless --force)')
 @click.option('--force', is_flag=True, help='Replace an existing --out')
 def main(base, tuned, family_seed, build_spread, family_heads, out, force):
