@@ -136,7 +136,8 @@ def compare(runs, baseline='mean'):
 
 def plot(runs, path, taste, generator='eg3d'):
     """Gold (top) and proxy (bottom, its own scale: a proxy can run away by hundreds of sd) gains against distance,
-    one line per run named by its seed at its end, a colour per aggregate, a dot at each gold's peak; the pooled fit of the mean runs' gold dashed where it has a peak."""
+    one line per run named by its seed at its end, a colour per aggregate, a dot at each gold's peak; the pooled fit
+    of the mean runs' gold dashed where it has a peak."""
     plt = report_plots._pyplot()
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7), sharex=True, gridspec_kw=dict(height_ratios=(3, 2)))
     colours = dict(zip(sorted({r['aggregate'] for r in runs}, key=lambda a: a != 'mean'), plt.cm.tab10.colors))
@@ -147,8 +148,8 @@ def plot(runs, path, taste, generator='eg3d'):
         peak = int(np.argmax(pg['gold_gain']))
         top.plot([pg['distance'][peak]], [pg['gold_gain'][peak]], 'o', color=c, markersize=4)     # Its gold's peak.
         for ax, key in ((top, 'gold_gain'), (bottom, 'proxy_gain')):
-            ax.annotate(f'seed {r["seed"]}', (pg['distance'][-1], pg[key][-1]), xytext=(3, 0), textcoords='offset points',
-                fontsize=7, color=c, va='center')
+            ax.annotate(f'seed {r["seed"]}', (pg['distance'][-1], pg[key][-1]), xytext=(3, 0),
+                textcoords='offset points', fontsize=7, color=c, va='center')
     mean_runs = [r['curves'] for r in runs if r['aggregate'] == 'mean']
     if mean_runs:
         d = np.concatenate([pg['distance'] for pg in mean_runs])
