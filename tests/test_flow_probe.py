@@ -148,7 +148,7 @@ def test_stop_at_peak_ends_the_history_at_the_probe_where_its_rule_fires(tiny, t
 def test_the_flow_gold_rule_reads_the_probes_of_the_whole_history(tiny):
     from eg3d_rlhf.finetune.circular_dpo import CircularDPO, phase_name
     G, reward = tiny
-    trainer = CircularDPO(config(probe_every=1, stop_at_peak=True, gold_taste='nose'), G, None, reward)
+    trainer = CircularDPO(config(probe_every=1, stop_at_peak=True, gold_taste='nose', peak_patience=1), G, None, reward)
     first, second = (('last', 'dpo', 0),), (('last', 'dpo', 0), ('bridge', 0, 0, 'w1', 'w2'))
     row = lambda gold, d: dict(gold=gold, distance=d, disagreement=0.1)
     trainer.start_probe = row(0.0, 0.0)

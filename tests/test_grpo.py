@@ -2,6 +2,7 @@
 the ratio on-policy, group normalisation, clipping and the KL against formulas, windows, and training across stages."""
 
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -327,7 +328,15 @@ def test_the_stop_rule_reads_the_probes_as_circular_dpos_does():
     cfg = GRPOConfig(probe_every=1, stop_at_peak=True, gold_taste='nose')
     rising = [row(0.0, 0.1, 0.0), row(1.0, 0.1, 0.1), row(2.0, 0.1, 0.2)]
     assert cfg.peak_reason(rising) is None
-    assert 'passed its peak at probe 2' in cfg.peak_reason(rising + [row(1.5, 0.1, 0.3)])       # Lost 25% of +2.
+    assert cfg.peak_reason(rising + [row(1.5, 0.1, 0.3)]) is None          # Lost 25% of +2, once: patience is 2.
+    fallen = rising + [row(1.5, 0.1, 0.3), row(1.4, 0.1, 0.4)]
+    assert 'passed its peak at probe 2' in cfg.peak_reason(fallen)
+    assert 'passed its peak at probe 2' in dataclasses.replace(cfg, peak_patience=1).peak_reason(fallen[:4])
+    # The start's spread over its samples sets the noise: 2 x sd x sqrt(2 / 8) = sd; a fall of 0.6 is within it.
+    fallen[0].update(gold_sd=1.0, samples=8)
+    assert cfg.peak_reason(fallen) is None
+    fallen[0].update(gold_sd=0.5)
+    assert 'passed its peak at probe 2' in cfg.peak_reason(fallen)
     cfg = GRPOConfig(probe_every=1, stop_at_peak=True, disagreement_stop=1.5)
     assert cfg.peak_reason([row(None, 0.1, 0.0), row(None, 0.14, 0.1)]) is None
     assert '1.5x its start' in cfg.peak_reason([row(None, 0.1, 0.0), row(None, 0.14, 0.1), row(None, 0.16, 0.2)])
@@ -343,13 +352,21 @@ def test_stop_at_peak_ends_a_grpo_run_at_the_probe_where_its_rule_fires(tiny_pt,
     monkeypatch.setattr(GRPOConfig, 'peak_reason', lambda self, rows: probes.append(len(rows)) or
         ('a test rule fired' if len(rows) == 3 else None))
     cfg = GRPOConfig(grpo_iterations=5, group_size=2, sde_steps=3, grpo_lr=1e-2, eval_seeds='none', probe_every=1,
-        probe_seeds='3000', stop_at_peak=True, snap_iterations=2)
+        probe_seeds='3000', stop_at_peak=True, snap_iterations=2, gold_taste='nose')
+    golds, row = itertools.chain([0.0, 1.0, 0.5], itertools.repeat(0.0)), grpo_run.FlowProbe.row
+    monkeypatch.setattr(grpo_run.FlowProbe, 'row', lambda self, *args: dict(row(self, *args), gold=next(golds)))
     common = dnnlib.EasyDict(resume=tiny_pt, outdir=str(tmp_path / 'runs'), seed=1, device='cpu', dry_run=False,
         desc=None, report_to='none')
     grpo_run.run(cfg, common)
     run_dir = tmp_path / 'runs' / '00000-flow-grpo-both'
     records = [json.loads(line) for line in (run_dir / 'stats.jsonl').read_text().splitlines()]
     assert [r['iteration'] for r in records if r['kind'] == 'grpo'] == [0, 1] and probes == [2, 3]
+    # The best gold probe (iteration 1) keeps its policy in gold-peak.pt, not the stopped run's (iteration 2).
+    assert grpo_run.peak_kept(records) == 1 and grpo_run.peak_kept(records[:2]) is None
+    peak = flow_heads.read_flow(str(run_dir / 'gold-peak.pt'))
+    assert peak['training']['gold_peak_iteration'] == 1 and not all(torch.equal(a[k], b[k]) for a, b in
+        zip(peak['state_dicts'], flow_heads.read_flow(str(run_dir / 'flow-grpo.pt'))['state_dicts']) for k in a)
+    assert 'gold-peak: the policy after iteration 1' in (run_dir / 'report.html').read_text()
     assert [(r['iteration'], r['reason']) for r in records if r['kind'] == 'stop'] == [(2, 'a test rule fired')]
     report = json.loads((run_dir / 'report.json').read_text())
     assert report['proxy_gold']['stopped']['iteration'] == 2 and 'stopped after iteration 2' in \

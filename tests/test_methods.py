@@ -69,7 +69,7 @@ def method_help(command):
 
 
 SHARED = {'reward_model', 'reward_aggregate', 'aggregate_lambda', 'gold_taste', 'stop_at_peak', 'peak_margin',
-    'disagreement_stop'}                                                     # Fields both methods declare.
+    'disagreement_stop', 'peak_noise', 'peak_patience'}                      # Fields both methods declare.
 
 
 def test_a_method_command_lists_only_its_own_options(capsys):

@@ -1,6 +1,7 @@
 """analysis/overoptimization.py: Gao's curves fitted to gold against distance recover their coefficients and peak;
 the stop rules and the distances."""
 
+import json
 import math
 
 import numpy as np
@@ -73,6 +74,25 @@ def test_distances_are_rms_changes():
         oo.slab_rms(a[:1], a)
 
 
+def test_the_gold_rule_waits_for_a_fall_beyond_the_noise_and_for_its_patience():
+    gold = [0, 1, 2, 1.5, 1.4]
+    assert oo.gold_passed_peak(gold[:4], 0.2) == 2
+    assert oo.gold_passed_peak(gold[:4], 0.2, noise=0.55) is None            # Fell 0.5: within the noise...
+    assert oo.gold_passed_peak(gold, 0.2, noise=0.55) == 2                   # ...0.6: beyond it.
+    assert oo.gold_passed_peak(gold[:4], 0.2, patience=2) is None            # Once is not twice in a row...
+    assert oo.gold_passed_peak(gold, 0.2, patience=2) == 2                   # ...the next tick holds it too.
+    assert oo.gold_passed_peak([0, 1, 2, 1.5, 1.9, 1.5], 0.2, patience=2) is None   # 1.9 lost only 5%: a break.
+    assert oo.fall_noise(2, 0.5, 8) == pytest.approx(2 * 0.5 * math.sqrt(2 / 8))
+    assert oo.fall_noise(2, 0.5, None) == 0 and oo.fall_noise(0, 0.5, 8) == 0
+    curves = oo.Curves(dict(kimg=[0, 1, 2, 3], proxy=[0] * 4, aggregate=[0] * 4, disagreement=[1] * 4,
+        gold=[0, 1, 2, 1.5], distance=[0, 1, 2, 3], param_distance=[0] * 4, members=[[0]] * 4,
+        scale=dict(proxy=1.0, gold=0.5, samples=8)))
+    assert curves.fall_noise(2) == pytest.approx(1.0)                        # In sd of the start: 2 sqrt(2/8).
+    assert curves.stop(noise=0) == ('gold', 2) and curves.stop(noise=2.1) is None   # Raw: 0.525 > a fall of 0.5...
+    assert curves.stop(noise=2) == ('gold', 2)                               # ... 0.5 reaches it.
+    assert curves.summary(noise=2.1)['gold_stop_kimg'] is None and curves.summary(noise=2)['gold_stop_kimg'] == 3
+
+
 def test_curves_summarise_peak_fit_and_stops_and_survive_their_state():
     curves = oo.Curves()
     d = np.linspace(0, 5, 11)
@@ -112,3 +132,24 @@ def test_the_stop_rule_reads_gold_when_there_is_gold_and_disagreement_only_witho
     assert oo.stop_rule([0, 2, 1.5, 1.0], grown, [0, 1, 2, 3]) == ('gold', 1)
     assert oo.stop_rule(None, grown, [0, 1, 2, 3]) == ('disagreement', 1)
     assert oo.stop_rule(None, [0.1, 0.15], [0, 1]) is None
+
+
+def test_replay_stop_prints_where_the_rule_fires_and_refuses_bad_files(tmp_path):
+    from click.testing import CliRunner
+    from tools import replay_stop
+    rows = dict(kimg=[0, 1, 2, 3, 4], proxy=[0] * 5, aggregate=[0] * 5, disagreement=[1] * 5, gold=[0, 1, 2, 1.5, 1.4],
+        distance=[0, 1, 2, 3, 4], param_distance=[0] * 5, members=[[0]] * 5, scale=dict(proxy=1.0, gold=1.0))
+    good = tmp_path / 'overoptimization.json'
+    good.write_text(json.dumps(dict(curves={'mean-seed1': dict(rows=rows)})))
+    run = lambda *args: CliRunner().invoke(replay_stop.main, [str(good), *args])
+    assert '| curves/mean-seed1 | 2 (+2.00) | +1.40 | 0 | 3 | 2 (+2.00) |' in run('--peak-patience', '1').output
+    assert '| 0 | 4 | 2 (+2.00) |' in run('--peak-patience', '2').output          # Twice in a row: one tick later.
+    # With 8 samples the noise is 2 sqrt(2/8) = 1 sd: neither fall (0.5, 0.6) reaches it.
+    assert '| curves/mean-seed1 | 2 (+2.00) | +1.40 | 1 | - | - |' in run('--samples', '8').output
+    for text, why in [('{"curves": {"a": {"rows": 3}}}', 'holds no proxy-gold curves'),
+            (json.dumps(dict(proxy_gold=dict(rows=dict(rows, gold=[0, 1, None, 2, 3])))), 'not usable'),
+            ('{"x": NaN}', 'not a readable JSON file'), ('{', 'not a readable JSON file')]:
+        bad = tmp_path / 'bad.json'
+        bad.write_text(text)
+        result = CliRunner().invoke(replay_stop.main, [str(bad)])
+        assert result.exit_code == 1 and why in result.output and str(bad) in result.output

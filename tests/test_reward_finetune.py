@@ -54,7 +54,8 @@ def test_reward_defaults(data, rewards):
     assert c.panel_kwargs == dict(class_name='eg3d_rlhf.finetune.panel.RewardPanel',
         reward_model_path=os.path.abspath(rewards['sigma']), seeds='2000-2199', truncation_psi=0.7, collateral_seeds=64,
         collateral_res=128, stop_on_hacking=False, aggregate_kind='mean', aggregate_lambda=1.0, gold_taste=None,
-        stop_at_peak=False, peak_margin=0.2, disagreement_stop=2.0, gold_study_every=0)
+        stop_at_peak=False, peak_margin=0.2, disagreement_stop=2.0, peak_noise=2.0, peak_patience=1,
+        gold_study_every=0)
     assert 'reward_kwargs' not in config_of(base_args(data)).loss_kwargs
     assert 'panel_kwargs' not in config_of(base_args(data)) and 'reward_interval' not in config_of(base_args(data))
 
@@ -110,6 +111,8 @@ REWARD_FLAGS = [
     (['--stop-at-peak'],                            'panel_kwargs.stop_at_peak',                    True),
     (['--stop-at-peak', '--peak-margin', '0.3'],    'panel_kwargs.peak_margin',                     0.3),
     (['--stop-at-peak', '--disagreement-stop', '3'], 'panel_kwargs.disagreement_stop',              3.0),
+    (['--stop-at-peak', '--peak-noise', '1.5'],     'panel_kwargs.peak_noise',                      1.5),
+    (['--stop-at-peak', '--peak-patience', '2'],    'panel_kwargs.peak_patience',                   2),
     (['--gold-study-every', '2'],                   'panel_kwargs.gold_study_every',                2),
 ]
 
@@ -222,7 +225,8 @@ def test_config_refuses_non_finite_and_out_of_range_values_of_every_numeric_fiel
             dict(sigma_psi=0.7) if f.name == 'sigma_cutoff' else \
             dict(lambda_r_schedule='linear') if f.name.startswith('lambda_r_') else \
             dict(reward_aggregate='uwo') if f.name == 'aggregate_lambda' else \
-            dict(stop_at_peak=True) if f.name in ('peak_margin', 'disagreement_stop') else {}
+            dict(stop_at_peak=True) if f.name in ('peak_margin', 'disagreement_stop', 'peak_noise', 'peak_patience') \
+            else {}
         for value in bad:
             with pytest.raises(ConfigError, match=flag_name(f.name) if f.metadata['flag'] else f'^{f.name}='):
                 RewardFinetuneConfig(reward='sigma', **extra, **{f.name: value})

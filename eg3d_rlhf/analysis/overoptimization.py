@@ -59,21 +59,31 @@ def fit_gold(distance, gain, form='best'):
 
 #----------------------------------------------------------------------------
 # Stop rules, each on what a run has recorded so far (the first entry is the start):
-#   gold passed its peak: the latest gold gain is below the best one, and either by at least `margin` of that best
-#     gain (> 0), or (given the distances, from 4 records on) the fit of the records so far puts its peak before
-#     the latest distance;
+#   gold passed its peak: the latest gold gain is below the best one by at least `noise`, and either by at least
+#     `margin` of that best gain (> 0), or (given the distances, from 4 records on) the fit of the records so far puts
+#     its peak before the latest distance; with `patience` p, this holds at each of the last p records;
 #   disagreement grew: the members' mean sd on the panel reached `factor` times its value at the start.
+# noise is a fall the panel's sampling alone could make: fall_noise(k, sd, n) = k x the standard error of the
+# difference of two panel means of n samples with the start's sd, taken as independent (the same seeds make the true
+# one smaller). On the flow, where the probe's noise is a third of the whole gain, the first-fall test alone fires on
+# noise; k = 2 asks for a fall of two such errors.
 
-def gold_passed_peak(gold, margin=0.2, distance=None):
-    """Index of the gold peak when gold [ticks] (per-tick panel means, the start first) has fallen from it by at least
-    margin x its gain over the start, or has fallen at all and the fit of gold against distance [ticks] so far peaks
-    before the latest distance; else None."""
-    gold = np.asarray(gold, dtype=np.float64)
+
+def fall_noise(k, sd, samples):
+    """k x sd x sqrt(2 / samples): k standard errors of the difference of two means of `samples` values of sd `sd`;
+    0 when the count or sd is unknown (None)."""
+    if not k or not samples or not sd:
+        return 0.0
+    return float(k) * float(sd) * math.sqrt(2.0 / int(samples))
+
+
+def _passed(gold, margin, distance, noise):
+    """gold_passed_peak's test on all of `gold` (patience 1)."""
     if len(gold) < 3:
         return None
     gain = gold - gold[0]
     best = int(np.argmax(gain))
-    if gain[best] <= 0 or best == len(gold) - 1:
+    if gain[best] <= 0 or best == len(gold) - 1 or gain[best] - gain[-1] < noise:
         return None
     if gain[-1] <= (1 - margin) * gain[best]:
         return best
@@ -81,6 +91,20 @@ def gold_passed_peak(gold, margin=0.2, distance=None):
         return None
     fit = fit_gold(distance, gain)
     return best if fit['peak_distance'] is not None and fit['peak_distance'] < distance[-1] else None
+
+
+def gold_passed_peak(gold, margin=0.2, distance=None, noise=0.0, patience=1):
+    """Index of the gold peak when gold [ticks] (per-tick panel means, the start first) has fallen from it by at least
+    `noise` (in gold's units) and by margin x its gain over the start, or has so fallen by `noise` and the fit of gold
+    against distance [ticks] so far peaks before the latest distance, at each of the last `patience` records; else
+    None."""
+    gold = np.asarray(gold, dtype=np.float64)
+    d = None if distance is None else np.asarray(distance, dtype=np.float64)
+    if patience < 1 or len(gold) < patience:
+        return None
+    hits = [_passed(gold[:i + 1], margin, None if d is None else d[:i + 1], noise)
+        for i in range(len(gold) - patience, len(gold))]
+    return None if any(h is None for h in hits) else hits[-1]
 
 
 def disagreement_grew(disagreement, factor=2.0):
@@ -92,11 +116,11 @@ def disagreement_grew(disagreement, factor=2.0):
     return int(hits[0]) + 1 if len(hits) else None
 
 
-def stop_rule(gold, disagreement, distance, margin=0.2, factor=2.0):
+def stop_rule(gold, disagreement, distance, margin=0.2, factor=2.0, noise=0.0, patience=1):
     """--stop-at-peak on the records so far: ('gold', index of the peak) once gold_passed_peak fires; without gold
     (gold None), ('disagreement', first index) once disagreement_grew fires; else None."""
     if gold is not None:
-        best = gold_passed_peak(gold, margin, distance)
+        best = gold_passed_peak(gold, margin, distance, noise, patience)
         return None if best is None else ('gold', best)
     grew = disagreement_grew(disagreement, factor)
     return None if grew is None else ('disagreement', grew)
@@ -127,8 +151,8 @@ FIELDS = ('kimg', 'proxy', 'aggregate', 'disagreement', 'gold', 'distance', 'par
 
 
 class Curves:
-    """The rows so far, and the panel's spread at the start (scale: {'proxy': sd, 'gold': sd} over the panel's seeds),
-    the unit the gains are stated in."""
+    """The rows so far, and the panel's spread at the start (scale: {'proxy': sd, 'gold': sd} over the panel's samples,
+    the unit the gains are stated in, and 'samples': how many the panel has, where recorded)."""
 
     def __init__(self, state=None):
         state = dict(state or {})
@@ -160,10 +184,21 @@ class Curves:
         sd = self.scale.get(name) or 1.0
         return (values - values[0]) / sd
 
-    def summary(self, margin=0.2, factor=2.0, form='best'):
+    def fall_noise(self, k, name='gold'):
+        """fall_noise(k) in the units of gains(name): k x sqrt(2 / samples); 0 where the panel's size is unrecorded."""
+        return fall_noise(k, 1.0, self.scale.get('samples'))
+
+    def stop(self, margin=0.2, factor=2.0, noise=0.0, patience=1):
+        """stop_rule on the rows so far, noise a multiple k of fall_noise."""
+        gold = self.rows['gold'] if self.has_gold() else None
+        return stop_rule(gold, self.rows['disagreement'], self.rows['distance'], margin, factor,
+            fall_noise(noise, self.scale.get('gold'), self.scale.get('samples')), patience)
+
+    def summary(self, margin=0.2, factor=2.0, form='best', noise=0.0, patience=1):
         """What the curves say: the observed gold peak (kimg, distance, gain), the fit of `form` and the tick nearest its
-        predicted peak, the ticks where the gold and the disagreement stop rules would have stopped, and the fit of
-        the ticks up to the gold rule's stop (fit_at_stop: what a run stopped there predicts)."""
+        predicted peak, the ticks where the gold (noise: its k, see fall_noise; patience) and the disagreement stop
+        rules would have stopped, and the fit of the ticks up to the gold rule's stop (fit_at_stop: what a run stopped
+        there predicts)."""
         kimg, distance = self.rows['kimg'], np.asarray(self.rows['distance'], dtype=np.float64)
         out = dict(ticks=len(self), distance=[float(d) for d in distance], proxy_gain=self.gains('proxy').tolist())
         grew = disagreement_grew(self.rows['disagreement'], factor)
@@ -179,7 +214,8 @@ class Curves:
             out['fit']['beyond_run'] = bool(fit['peak_distance'] > 2 * distance.max())
             out['fit']['peak_kimg'] = None if out['fit']['beyond_run'] else \
                 kimg[int(np.argmin(np.abs(distance - fit['peak_distance'])))]
-        passed = [gold_passed_peak(gain[:i + 1], margin, distance[:i + 1]) for i in range(len(gain))]
+        passed = [gold_passed_peak(gain[:i + 1], margin, distance[:i + 1], self.fall_noise(noise), patience)
+            for i in range(len(gain))]
         first = next((i for i, p in enumerate(passed) if p is not None), None)
         out['gold_stop_kimg'] = None if first is None else kimg[first]
         # What a run that stops there has seen: the fit of the ticks up to the stop, as --stop-at-peak reports it.

@@ -6,7 +6,8 @@ import typing
 from eg3d_rlhf.analysis import overoptimization
 from eg3d_rlhf.data.annotators import parse_annotator, taste_names
 from eg3d_rlhf.finetune import lora, losses
-from eg3d_rlhf.finetune.options import ConfigError, MethodConfig, check_aggregate_lambda, flag_name, flags_of, option
+from eg3d_rlhf.finetune.options import (ConfigError, MethodConfig, check_aggregate_lambda, check_stop_options,
+    flag_name, flags_of, option)
 from eg3d_rlhf.generators.base import seed_ranges
 from eg3d_rlhf.rewards.aggregate import AGGREGATES
 
@@ -86,9 +87,11 @@ class ProbeOptions:
     probe_seeds:    str = option('3000-3007', 'Held-out seeds (under every condition) that --probe-every draws', metavar='LIST')
     gold_taste:     typing.Optional[str] = option(None, 'A simulated taste (e.g. nose) scored on the probe\'s samples as the gold standard, beside the proxy and the distance  [default: none]',
                         choices=lambda: taste_names(), metavar='TASTE')
-    stop_at_peak:   bool = option(False, 'Stop training at the first probe where the --gold-taste has passed its peak (see --peak-margin); without --gold-taste, where the members\' disagreement reaches --disagreement-stop times its start. Circular-DPO: that group\'s history trains no further phase; Flow-GRPO: the run ends there', is_flag=True)
+    stop_at_peak:   bool = option(False, 'Stop training at the first probe where the --gold-taste has passed its peak (see --peak-margin); without --gold-taste, where the members\' disagreement reaches --disagreement-stop times its start. Circular-DPO: that group\'s history trains no further phase; Flow-GRPO: the run ends there, and with a gold taste gold-peak.safetensors (or .pt) holds the policy of the best gold probe', is_flag=True)
     peak_margin:    float = option(0.2, 'Share of the gold\'s peak gain whose loss stops --stop-at-peak (a fall with the fit\'s peak behind also stops it)', min=0, below=1)
     disagreement_stop: float = option(2.0, 'With --stop-at-peak and no --gold-taste: stop when the members\' mean sd on the probe reaches this multiple of its start', above=1)
+    peak_noise:     float = option(2.0, 'With --stop-at-peak and a gold taste: the gold\'s fall must also reach this many standard errors of the difference of two probe means (the start\'s sd x sqrt(2/samples), samples over every condition); 0 = any fall', min=0)
+    peak_patience:  int = option(2, 'With --stop-at-peak and a gold taste: the gold rule must hold at this many probes in a row', min=1)
 
     def check_probe(self):
         """ConfigError for a gold taste or a stop rule without a probe, a probe without seeds, or a stop rule's
@@ -99,14 +102,15 @@ class ProbeOptions:
             raise ConfigError('--probe-every draws --probe-seeds: give at least one')
         if self.stop_at_peak and not self.probe_every:
             raise ConfigError('--stop-at-peak watches the probe: give --probe-every')
-        if not self.stop_at_peak and (self.peak_margin != 0.2 or self.disagreement_stop != 2.0):
-            raise ConfigError(f'{"--peak-margin" if self.peak_margin != 0.2 else "--disagreement-stop"} is for --stop-at-peak')
+        check_stop_options(self, patience=2)
 
     def peak_reason(self, rows):
         """--stop-at-peak's sentence on probe rows (the start's first), else None: the gold passed its peak
         (overoptimization.gold_passed_peak), or without gold the members' disagreement grew."""
+        noise = overoptimization.fall_noise(self.peak_noise, rows[0].get('gold_sd'), rows[0].get('samples'))
         rule = overoptimization.stop_rule(None if rows[0]['gold'] is None else [r['gold'] for r in rows],
-            [r['disagreement'] for r in rows], [r['distance'] for r in rows], self.peak_margin, self.disagreement_stop)
+            [r['disagreement'] for r in rows], [r['distance'] for r in rows], self.peak_margin, self.disagreement_stop,
+            noise, self.peak_patience)
         if rule is None:
             return None
         if rule[0] == 'gold':

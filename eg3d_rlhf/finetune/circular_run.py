@@ -407,7 +407,8 @@ def proxy_gold(cfg, records):
         group, curves = record['group'], group_curves(records, record['phases'])
         stops = [r for r in records if r.get('kind') == 'stop' and r['phase'] in record['phases']]
         if len(curves) > 1:
-            out[group] = dict(curves.summary(cfg.peak_margin, cfg.disagreement_stop), rows=curves.state(),
+            out[group] = dict(curves.summary(cfg.peak_margin, cfg.disagreement_stop, noise=cfg.peak_noise,
+                patience=cfg.peak_patience), rows=curves.state(),
                 stopped=stops[0] if stops else None, gold_taste=cfg.gold_taste,
                 aggregate=cfg.reward_aggregate if cfg.reward_aggregate in ('mean', 'min') else
                 f'{cfg.reward_aggregate} (lambda {cfg.aggregate_lambda:g})')

@@ -5,7 +5,8 @@ import typing
 
 from eg3d_rlhf.data.annotators import taste_names
 from eg3d_rlhf.finetune import losses
-from eg3d_rlhf.finetune.options import ConfigError, MethodConfig, check_aggregate_lambda, flag_name, given_options, option
+from eg3d_rlhf.finetune.options import (ConfigError, MethodConfig, check_aggregate_lambda, check_stop_options,
+    flag_name, given_options, option)
 from eg3d_rlhf.finetune.schedules import SCHEDULES, Schedule
 from eg3d_rlhf.rewards import REWARDS
 from eg3d_rlhf.rewards.aggregate import AGGREGATES
@@ -80,6 +81,8 @@ class RewardFinetuneConfig(MethodConfig):
     peak_margin:        float = option(0.2, 'Share of the gold\'s peak gain whose loss stops --stop-at-peak (a fall with the fit\'s peak behind also stops it)', min=0, below=1)
     gold_study_every:   int = option(0, 'Every N panel ticks (the start first) keep G_ema for a blind same-seed study of it against the start: gold from people (gold-studies/ and gold_studies.json in the run folder; tools/gold_studies.py prints the commands); 0 = off', min=0)
     disagreement_stop:  float = option(2.0, 'With --stop-at-peak and no --gold-taste: stop when the members\' mean sd on the panel reaches this multiple of its start', above=1)
+    peak_noise:         float = option(2.0, 'With --stop-at-peak and a gold taste: the gold\'s fall must also reach this many standard errors of the difference of two panel means (the start\'s sd x sqrt(2/samples)); 0 = any fall', min=0)
+    peak_patience:      int = option(1, 'With --stop-at-peak and a gold taste: the gold rule must hold at this many recorded ticks in a row', min=1)
     # Not flags: fixed parts of the method, stated here so RewardPhase restates nothing.
     clip:               float = option(10.0, 'Rewards are clipped to [-clip, clip] before they enter the loss', min=0, flag=False)
     sigma_points:       int = option(4096, 'Slab points per sample for the density consistency', min=1, flag=False)
@@ -142,8 +145,7 @@ class RewardFinetuneConfig(MethodConfig):
             ('--stop-at-peak', self.stop_at_peak), ('--gold-study-every', self.gold_study_every)) if given]
         if watching and not self.has_panel:
             raise ConfigError(f'{watching[0]} watches the panel: give --panel-seeds')
-        if not self.stop_at_peak and (self.peak_margin != 0.2 or self.disagreement_stop != 2.0):
-            raise ConfigError(f'{"--peak-margin" if self.peak_margin != 0.2 else "--disagreement-stop"} is for --stop-at-peak')
+        check_stop_options(self, patience=1)
         if self.stop_on_hacking and (not self.has_panel or not self.collateral_seeds):
             raise ConfigError('--stop-on-hacking watches the panel\'s collateral seeds: give --panel-seeds and '
                 '--collateral-seeds above 0')
@@ -173,7 +175,8 @@ class RewardFinetuneConfig(MethodConfig):
     def phase_options(self):
         """The options RewardPhase reads (plain types, so they can go into training_options.json)."""
         skip = ('reward_every', 'reward_optimizer', 'panel_seeds', 'panel_psi', 'collateral_seeds', 'collateral_res',
-            'stop_on_hacking', 'gold_taste', 'stop_at_peak', 'peak_margin', 'disagreement_stop', 'gold_study_every')
+            'stop_on_hacking', 'gold_taste', 'stop_at_peak', 'peak_margin', 'disagreement_stop', 'peak_noise',
+            'peak_patience', 'gold_study_every')
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
 
 

@@ -72,7 +72,8 @@ class FlowProbe:
     @torch.no_grad()
     def measure(self, pipeline, reference):
         """dict(proxy, aggregate, disagreement, gold (None without a gold taste), distance, distances {stage: d},
-        members [each member's mean], proxy_sd and gold_sd over the samples) of the pipeline's samples of the seeds."""
+        members [each member's mean], proxy_sd and gold_sd over the samples, samples: their count) of the pipeline's
+        samples of the seeds."""
         modes = [m.training for m in pipeline.modules()]
         for m in pipeline.modules():
             m.eval()
@@ -97,6 +98,7 @@ class FlowProbe:
         distances = gap.distances()
         return dict(**aggregate.summary(members, *self.aggregate), gold=None if gold is None else float(np.mean(gold)),
             distance=distances.pop(None), distances=distances, proxy_sd=float(members.mean(dim=1).std()),
+            samples=len(volumes),
             gold_sd=None if gold is None else float(np.std(gold)))
 
     def row(self, pipeline, reference):
@@ -128,7 +130,9 @@ def curves_of(ticks):
     if not ticks:
         return curves
     start = ticks[0][1]
-    curves.scale = dict(proxy=start['proxy_sd'] or 1.0, **({} if start['gold'] is None else dict(gold=start['gold_sd'] or 1.0)))
+    curves.scale = dict(proxy=start['proxy_sd'] or 1.0,
+        **({} if start['gold'] is None else dict(gold=start['gold_sd'] or 1.0)),
+        **({} if start.get('samples') is None else dict(samples=start['samples'])))
     for kimg, r in ticks:
         curves.add(kimg=kimg, proxy=r['proxy'], aggregate=r['aggregate'], disagreement=r['disagreement'], gold=r['gold'],
             distance=r['distance'], param_distance=None, members=r['members'])

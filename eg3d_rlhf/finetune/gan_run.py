@@ -157,7 +157,7 @@ def add_reward_phase(c, cfg):
             collateral_seeds=cfg.collateral_seeds, collateral_res=cfg.collateral_res, stop_on_hacking=cfg.stop_on_hacking,
             aggregate_kind=cfg.reward_aggregate, aggregate_lambda=cfg.aggregate_lambda, gold_taste=cfg.gold_taste,
             stop_at_peak=cfg.stop_at_peak, peak_margin=cfg.peak_margin, disagreement_stop=cfg.disagreement_stop,
-            gold_study_every=cfg.gold_study_every)
+            peak_noise=cfg.peak_noise, peak_patience=cfg.peak_patience, gold_study_every=cfg.gold_study_every)
 
 
 def cpu_plugins():

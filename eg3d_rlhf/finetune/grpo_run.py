@@ -62,7 +62,8 @@ def open_reward(cfg, device):
 def run_method(method, cfg, common, desc, train):
     """A flow method's run: the network and reward, a new run folder outdir/NNNNN-desc with options.json (a dry run
     prints them and stops), then train(generator, reward, run_dir, save, reward_path) -> the report's summary, whose
-    result is printed. save(name, pipeline, info) writes run_dir/name as a flow checkpoint in the base's format."""
+    result is printed. save(pipeline, info, name=None) writes the run's snapshot (or run_dir/name) as a flow checkpoint
+    in the base's format."""
     network, family = flow_network(common.resume)
     reward, reward_path = open_reward(cfg, common.device)
     try:
@@ -85,7 +86,8 @@ def run_method(method, cfg, common, desc, train):
         generator = family.load(network, common.device)
         ext = '.safetensors' if safetensors_file.is_safetensors(network) else '.pt'   # The snapshot in the base's format.
         snapshot = os.path.join(run_dir, f'flow-{method}{ext}')
-        save = lambda pipeline, info: family.save(snapshot, generator.with_pipeline(pipeline), info)
+        save = lambda pipeline, info, name=None: family.save(snapshot if name is None else
+            os.path.join(run_dir, name + ext), generator.with_pipeline(pipeline), info)
         try:
             torch.manual_seed(common.seed)
             summary = train(generator, reward, run_dir, save, reward_path)
@@ -163,6 +165,9 @@ def train(cfg, generator, reward, run_dir, save, reward_path, seed=0):
         log(dict(kind='grpo', iteration=i, seeds=[group[0], group[-1]], **stats))
         if probe is not None and (i + 1) % cfg.probe_every == 0:
             log(dict(kind='probe', iteration=i + 1, **probe.row(policy, generator.pipeline)))
+            if cfg.stop_at_peak and peak_kept(log.records) == i + 1:    # The best gold so far: what a stop returns.
+                save(policy, dict(method='grpo', objective=cfg.objective, gold_peak_iteration=i + 1,
+                    options=dataclasses.asdict(cfg)), name=PEAK)
             reason = cfg.peak_reason([r for r in log.records if r['kind'] == 'probe']) if cfg.stop_at_peak else None
             if reason is not None:                      # --stop-at-peak: the run ends with this iteration's policy.
                 log(dict(kind='stop', iteration=i + 1, reason=reason))
@@ -187,8 +192,9 @@ def train(cfg, generator, reward, run_dir, save, reward_path, seed=0):
     drawn = cfg.group_size * len(conditions)            # Samples an iteration draws: kimg along the curves.
     curves = curves_of([(r['iteration'] * drawn / 1000, r) for r in records if r['kind'] == 'probe'])
     if len(curves) > 1:
-        summary['proxy_gold'] = dict(curves.summary(cfg.peak_margin, cfg.disagreement_stop), rows=curves.state(),
-            gold_taste=cfg.gold_taste, aggregate=cfg.reward_aggregate, stopped=stopped())
+        summary['proxy_gold'] = dict(curves.summary(cfg.peak_margin, cfg.disagreement_stop, noise=cfg.peak_noise,
+            patience=cfg.peak_patience), rows=curves.state(), gold_taste=cfg.gold_taste, aggregate=cfg.reward_aggregate,
+            stopped=stopped(), peak_kept=peak_kept(log.records) if cfg.stop_at_peak else None)
         overoptimization.plot_curves(summary['proxy_gold'], os.path.join(run_dir, 'proxy_gold.png'),
             gold_name=cfg.gold_taste or 'gold', distance_name='velocity RMS from the base model, all stages')
         pictures.append('proxy_gold.png')
@@ -196,6 +202,8 @@ def train(cfg, generator, reward, run_dir, save, reward_path, seed=0):
         f'{steps[-1]["reward_mean"]:+.3f} at the last')]
     if stopped():
         headline.append(('--stop-at-peak', f'stopped after iteration {stopped()["iteration"]}: {stopped()["reason"]}'))
+    if cfg.stop_at_peak and peak_kept(records) is not None:
+        headline.append(('gold peak kept', f'{PEAK}: the policy after iteration {peak_kept(records)}'))
     if row and 'win_rate' in row:
         headline.append(('held-out pairs', f'{cfg.eval_annotator} prefers the tuned model in {row["wins"]} of '
             f'{row["wins"] + row["losses"]}'))
@@ -205,6 +213,17 @@ def train(cfg, generator, reward, run_dir, save, reward_path, seed=0):
 
 
 STATE = 'state.pt'              # --snap-iterations' state of a run: tensors, numbers and strings (weights_only).
+PEAK = 'gold-peak'              # --stop-at-peak with gold: the best gold probe's policy (in the base's format).
+
+
+def peak_kept(records):
+    """The iteration of the probe with the best gold so far (after the start), else None (no gold, or the start's
+    is the best)."""
+    probes = [r for r in records if r['kind'] == 'probe' and r.get('gold') is not None]
+    if len(probes) < 2:
+        return None
+    best = max(probes, key=lambda r: r['gold'])
+    return best['iteration'] if best['iteration'] > 0 else None
 
 
 def resume(trainer, log, path):

@@ -25,6 +25,16 @@ def check_aggregate_lambda(kind, lam):
         raise ConfigError(f'--aggregate-lambda weighs the spread of mean-std and uwo; --reward-aggregate={kind} has none')
 
 
+def check_stop_options(cfg, patience):
+    """ConfigError when a setting of the --stop-at-peak rule (--peak-margin, --disagreement-stop, --peak-noise,
+    --peak-patience; `patience` the method's default) is given without the rule."""
+    given = [flag for flag, changed in (('--peak-margin', cfg.peak_margin != 0.2),
+        ('--disagreement-stop', cfg.disagreement_stop != 2.0), ('--peak-noise', cfg.peak_noise != 2.0),
+        ('--peak-patience', cfg.peak_patience != patience)) if changed]
+    if given and not cfg.stop_at_peak:
+        raise ConfigError(f'{given[0]} is for --stop-at-peak')
+
+
 class RunError(RuntimeError):
     """A method cannot start or go on for a reason outside its options (a file, a device); one line (exit 1)."""
 

@@ -95,6 +95,8 @@ class RewardPanel:
         stop_at_peak    = False,    # Set stop_reason once gold passed its peak (or without gold, disagreement grew).
         peak_margin     = 0.2,      # Share of gold's peak gain whose loss stops (so does a fall past the fit's peak).
         disagreement_stop = 2.0,    # Without gold: the multiple of the start's disagreement that stops.
+        peak_noise      = 2.0,      # With gold: the fall must also reach this many of overoptimization.fall_noise.
+        peak_patience   = 1,        # With gold: ticks in a row the gold rule must hold.
         gold_study_every = 0,       # Every N ticks keep G_ema for a study against the start (gold_studies.py); 0 = off.
         device          = 'cpu',
     ):
@@ -119,6 +121,7 @@ class RewardPanel:
         self.aggregate = (aggregate_kind, float(aggregate_lambda))
         self.gold_taste, self.gold = gold_taste, None if gold_taste is None else taste_function(gold_taste)
         self.stop_at_peak, self.peak_margin, self.disagreement_stop = stop_at_peak, float(peak_margin), float(disagreement_stop)
+        self.peak_noise, self.peak_patience = float(peak_noise), int(peak_patience)
         self.curves = overoptimization.Curves()         # Proxy, gold and distance per recorded tick.
         self.start_distance_slabs = self.start_params = None
         self.gold_studies = GoldStudies(run_dir, gold_study_every) if gold_study_every else None
@@ -276,7 +279,7 @@ class RewardPanel:
             distance=overoptimization.slab_rms(drawn['distance'], self.start_distance_slabs),
             param_distance=overoptimization.parameter_rms(self.flat_params(G_ema), self.start_params))
         if not len(self.curves):
-            self.curves.scale = dict(proxy=float(drawn['rewards'].std()) or 1.0,
+            self.curves.scale = dict(proxy=float(drawn['rewards'].std()) or 1.0, samples=len(drawn['rewards']),
                 **({} if drawn['gold'] is None else dict(gold=float(np.std(drawn['gold'])) or 1.0)))
         self.curves.add(**row)
         for name in ('proxy', 'aggregate', 'disagreement', 'gold', 'distance', 'param_distance'):
@@ -287,8 +290,7 @@ class RewardPanel:
         """The stop rule's sentence when this tick passes it (gold passed its peak; without gold, the disagreement
         grew), else None."""
         rows = self.curves.rows
-        rule = overoptimization.stop_rule(rows['gold'] if self.curves.has_gold() else None, rows['disagreement'],
-            rows['distance'], self.peak_margin, self.disagreement_stop)
+        rule = self.curves.stop(self.peak_margin, self.disagreement_stop, self.peak_noise, self.peak_patience)
         if rule is None:
             return None
         if rule[0] == 'gold':
@@ -366,7 +368,8 @@ class RewardPanel:
             f'{summary["seeds"]} seeds from {self.kimg[0]:g} to {self.kimg[-1]:g} kimg: mean reward '
             f'{summary["mean_before"]:.3f} -> {summary["mean_after"]:.3f}, {summary["rose"]} rose')]
         if len(self.curves) > 1:
-            summary['proxy_gold'] = dict(self.curves.summary(self.peak_margin, self.disagreement_stop),
+            summary['proxy_gold'] = dict(self.curves.summary(self.peak_margin, self.disagreement_stop,
+                noise=self.peak_noise, patience=self.peak_patience),
                 aggregate=self.aggregate_name(), gold_taste=self.gold_taste, rows=self.curves.state(),
                 peak_snapshot=None if self.peak_kept is None else dict(kimg=self.peak_kept, path=PEAK_PKL))
             overoptimization.plot_curves(summary['proxy_gold'], out('proxy_gold.png'), gold_name=self.gold_taste or 'gold')

@@ -1,0 +1,97 @@
+"""Replay --stop-at-peak's rules on recorded proxy-gold curves: where each would stop, and which tick it names."""
+
+import json
+import math
+
+import click
+
+from eg3d_rlhf.analysis.overoptimization import FIELDS, Curves
+
+#----------------------------------------------------------------------------
+# Curves are found wherever a file holds them: tools/overoptimize.py's overoptimization.json ({"curves": {run: ...}}),
+# a flow run's report.json or an EG3D run's reward_report.json ({"proxy_gold": ...}; Circular-DPO's per group). Each
+# is a dict with "rows": Curves.state() (the fields and "scale").
+
+def found_curves(node, name=''):
+    """[(name, Curves.state())] of every dict under `node` whose "rows" holds a Curves state."""
+    if isinstance(node, list):
+        return [hit for i, item in enumerate(node) for hit in found_curves(item, f'{name}[{i}]')]
+    if not isinstance(node, dict):
+        return []
+    rows = node.get('rows')
+    if isinstance(rows, dict) and set(FIELDS) <= set(rows):
+        return [(name or 'run', rows)]
+    return [hit for key, value in node.items() for hit in found_curves(value, f'{name}/{key}' if name else str(key))]
+
+
+def load(path, samples):
+    """[(name, Curves)] of the file; ClickException of one line when it holds none or a bad one."""
+    try:
+        with open(path, encoding='utf-8') as f:
+            data = json.load(f, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(f'{c} is not a number')))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise click.ClickException(f'{path}: not a readable JSON file ({str(err).splitlines()[0]})')
+    out = []
+    for name, state in found_curves(data):
+        state = dict(state)
+        scale = dict(state.get('scale') or {})
+        if samples is not None:
+            scale['samples'] = samples
+        try:
+            curves = Curves(dict(state, scale=scale))
+            lengths = {len(v) for v in curves.rows.values()}
+            gold = curves.rows['gold']
+            if len(lengths) != 1 or not curves.has_gold() or not all(isinstance(g, (int, float)) and math.isfinite(g)
+                    for g in gold + curves.rows['distance'] + curves.rows['kimg']):
+                raise ValueError('its rows are not of one length with finite gold, distance and kimg')
+        except (TypeError, ValueError) as err:
+            raise click.ClickException(f'{path}: the curves at {name} are not usable ({err}); the file is damaged '
+                'or from a run without --gold-taste')
+        out.append((name, curves))
+    if not out:
+        raise click.ClickException(f'{path}: holds no proxy-gold curves with gold; give a run\'s report.json, '
+            'reward_report.json or tools/overoptimize.py\'s overoptimization.json')
+    return out
+
+
+def first_stop(curves, margin, factor, noise, patience):
+    """(tick where the gold rule first fires, tick it names as the peak), or (None, None)."""
+    for i in range(1, len(curves) + 1):
+        part = Curves(dict({k: v[:i] for k, v in curves.rows.items()}, scale=curves.scale))
+        rule = part.stop(margin, factor, noise, patience)
+        if rule is not None and rule[0] == 'gold':
+            return i - 1, rule[1]
+    return None, None
+
+#----------------------------------------------------------------------------
+
+@click.command()
+@click.argument('files', nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option('--peak-margin', type=click.FloatRange(0, 1, max_open=True), default=0.2, show_default=True,
+    help='Share of the gold\'s peak gain whose loss stops')
+@click.option('--peak-noise', type=click.FloatRange(min=0), default=2.0, show_default=True,
+    help='Standard errors of the difference of two panel means the fall must also reach')
+@click.option('--peak-patience', type=click.IntRange(min=1), default=1, show_default=True,
+    help='Ticks in a row the gold rule must hold')
+@click.option('--samples', type=click.IntRange(min=2), help='Panel samples, for curves recorded without their count  '
+    '[default: the count the curves record; without one the noise test is off]')
+def main(files, peak_margin, peak_noise, peak_patience, samples):
+    """Print, for each run's curves in FILES, the gold's peak and where the gold stop rule with these settings fires
+    and which tick it names as the peak (the tick whose snapshot a stopped run keeps). Gains are in sd of the start."""
+    print('| file | run | gold peak: kimg (gain) | gold at the end | noise (sd) | rule fires: kimg '
+        '| it names: kimg (gain) |')
+    print('| --- | --- | --- | --- | --- | --- | --- |')
+    for path in files:
+        for name, curves in load(path, samples):
+            gain, kimg = curves.gains('gold'), curves.rows['kimg']
+            best = int(gain.argmax())
+            fires, named = first_stop(curves, peak_margin, 2.0, peak_noise, peak_patience)
+            print(f'| {path} | {name} | {kimg[best]:g} ({gain[best]:+.2f}) | {gain[-1]:+.2f} | '
+                f'{curves.fall_noise(peak_noise):.3g} | {"-" if fires is None else f"{kimg[fires]:g}"} | '
+                f'{"-" if named is None else f"{kimg[named]:g} ({gain[named]:+.2f})"} |')
+
+
+if __name__ == '__main__':
+    main() # pylint: disable=no-value-for-parameter
+
+#----------------------------------------------------------------------------
