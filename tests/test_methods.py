@@ -124,6 +124,24 @@ def test_a_saved_method_run_reads_back_and_yaml_takes_aliases(tmp_path):
     path.write_text('variant: independent\nablation: a\n')
     assert 'the same option' in CliRunner().invoke(command, ['--config', str(path), '--dry-run']).output
 
+def test_a_resumed_run_takes_its_own_options_unless_a_flag_changes_one(tmp_path):
+    command = train.method_command(methods.by_command('grpo'))
+    first = printed_options(CliRunner().invoke(command, ['--grpo-stages', 'final', '--grpo-iterations', '7', '--seed',
+        '104', '--eval-seeds', '5000-5031', '--outdir', str(tmp_path), '--dry-run']).output)
+    run_dir = tmp_path / 'the-run'
+    run_dir.mkdir()
+    (run_dir / 'options.json').write_text(json.dumps(dict(first, run_dir=str(run_dir))))
+    result = CliRunner().invoke(command, ['--resume-run', str(run_dir), '--dry-run'])
+    assert result.exit_code == 0, result.output[-2000:]
+    shown = printed_options(result.output)
+    assert (shown['grpo_stages'], shown['grpo_iterations'], shown['seed'], shown['eval_seeds']) == \
+        ('final', 7, 104, '5000-5031')
+    result = CliRunner().invoke(command, ['--resume-run', str(run_dir), '--grpo-iterations', '9', '--dry-run'])
+    assert result.exit_code == 1 and 'ran with other options (grpo_iterations=7, now 9)' in result.output
+    (run_dir / 'options.json').write_text(json.dumps(dict(first, run_dir=str(run_dir), seed='x', grpo_lr=float('nan'))))
+    result = CliRunner().invoke(command, ['--resume-run', str(run_dir), '--dry-run'])  # Its values are checked too.
+    assert result.exit_code == 2 and '--grpo-lr' in result.output
+
 #----------------------------------------------------------------------------
 # YAML run files: the same names as the flags; flags given win.
 

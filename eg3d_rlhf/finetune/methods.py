@@ -1,6 +1,8 @@
 """The method registry: which (generator family, method) pairs train.py runs, each a config and a runner."""
 
 import dataclasses
+import json
+import os
 import typing
 
 import dnnlib
@@ -47,11 +49,30 @@ class Method:
 
     def configure(self, options, explicit):
         """(config, common) of train.py's options: the config built once, common an EasyDict of the options."""
+        if options.get('resume_run') and 'resume_run' in self.fields():
+            options = run_options(options, explicit, self.fields() | {'seed'})
         if self.resolve is not None:
             return self.resolve(options, explicit)
         common = dnnlib.EasyDict(options)
         common.device = runs.pick_device(common.device)
         return self.config.from_options(options), common
+
+
+def run_options(options, explicit, names):
+    """options with each of `names` that the command line (or --config) did not give taken from --resume-run's
+    options.json: a resumed run goes on with its own settings. An unreadable file changes nothing here; the runner's
+    check of the folder names it."""
+    try:
+        with open(os.path.join(options['resume_run'], 'options.json'), encoding='utf-8') as f:
+            before = json.load(f)
+    except (OSError, ValueError):
+        return options
+    if not isinstance(before, dict):
+        return options
+    keep = {k: before[k] for k in names if before.get(k) is not None and k not in explicit and k != 'resume_run'}
+    if not isinstance(keep.get('seed', 0), int) or isinstance(keep.get('seed'), bool):
+        del keep['seed']                                # The config checks its own fields; the seed is checked here.
+    return dict(options, **keep)
 
 
 METHODS = {}
