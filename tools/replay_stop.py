@@ -6,6 +6,7 @@ import math
 import click
 
 from eg3d_rlhf.analysis.overoptimization import FIELDS, Curves
+from eg3d_rlhf.cli import FiniteRange
 
 #----------------------------------------------------------------------------
 # Curves are found wherever a file holds them: tools/overoptimize.py's overoptimization.json ({"curves": {run: ...}}),
@@ -67,9 +68,9 @@ def first_stop(curves, margin, factor, noise, patience):
 
 @click.command()
 @click.argument('files', nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option('--peak-margin', type=click.FloatRange(0, 1, max_open=True), default=0.2, show_default=True,
+@click.option('--peak-margin', type=FiniteRange(0, 1, max_open=True), default=0.2, show_default=True,
     help='Share of the gold\'s peak gain whose loss stops')
-@click.option('--peak-noise', type=click.FloatRange(min=0), default=2.0, show_default=True,
+@click.option('--peak-noise', type=FiniteRange(min=0), default=2.0, show_default=True,
     help='Standard errors of the difference of two panel means the fall must also reach')
 @click.option('--peak-patience', type=click.IntRange(min=1), default=1, show_default=True,
     help='Ticks in a row the gold rule must hold')
