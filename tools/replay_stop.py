@@ -55,15 +55,6 @@ def load(path, samples):
     return out
 
 
-def first_stop(curves, margin, factor, noise, patience):
-    """(tick where the gold rule first fires, tick it names as the peak), or (None, None)."""
-    for i in range(1, len(curves) + 1):
-        part = Curves(dict({k: v[:i] for k, v in curves.rows.items()}, scale=curves.scale))
-        rule = part.stop(margin, factor, noise, patience)
-        if rule is not None and rule[0] == 'gold':
-            return i - 1, rule[1]
-    return None, None
-
 #----------------------------------------------------------------------------
 
 @click.command()
@@ -86,7 +77,9 @@ def main(files, peak_margin, peak_noise, peak_patience, samples):
         for name, curves in load(path, samples):
             gain, kimg = curves.gains('gold'), curves.rows['kimg']
             best = int(gain.argmax())
-            fires, named = first_stop(curves, peak_margin, 2.0, peak_noise, peak_patience)
+            stop = curves.summary(peak_margin, noise=peak_noise, patience=peak_patience)['gold_stop_kimg']
+            fires = None if stop is None else kimg.index(stop)
+            named = None if fires is None else int(gain[:fires + 1].argmax())    # The best so far: what it names.
             print(f'| {path} | {name} | {kimg[best]:g} ({gain[best]:+.2f}) | {gain[-1]:+.2f} | '
                 f'{curves.fall_noise(peak_noise):.3g} | {"-" if fires is None else f"{kimg[fires]:g}"} | '
                 f'{"-" if named is None else f"{kimg[named]:g} ({gain[named]:+.2f})"} |')

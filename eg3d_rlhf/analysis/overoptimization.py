@@ -184,8 +184,8 @@ class Curves:
         sd = self.scale.get(name) or 1.0
         return (values - values[0]) / sd
 
-    def fall_noise(self, k, name='gold'):
-        """fall_noise(k) in the units of gains(name): k x sqrt(2 / samples); 0 where the panel's size is unrecorded."""
+    def fall_noise(self, k):
+        """fall_noise(k) in the units of gains(): k x sqrt(2 / samples); 0 where the panel's size is unrecorded."""
         return fall_noise(k, 1.0, self.scale.get('samples'))
 
     def stop(self, margin=0.2, factor=2.0, noise=0.0, patience=1):
