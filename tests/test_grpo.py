@@ -189,6 +189,28 @@ def test_online_dpo_learns_from_each_groups_best_and_worst_of_the_policys_own_dr
     assert all(torch.equal(p, q) for p, q in zip(flat.pipeline.stages[1].velocity.parameters(), before))
 
 
+@pytest.mark.parametrize('loss_type, beta', [('dro', 1.0), ('kto', 5.0)])   # DRO's beta also sets how far it goes.
+def test_online_unpaired_losses_learn_from_the_policys_own_draws_scored_within_their_group(loss_type, beta):
+    torch.manual_seed(0)
+    velocity = GaussianVelocity(2.0, 0.5)
+    pipeline = FlowPipeline([Values(velocity, size=2)])
+    reward = lambda sigma, cond: -(sigma.mean(dim=(1, 2, 3)) - 3.0).abs()
+    trainer = grpo.OnlineUnpaired(pipeline, reward, grpo.GRPOSettings(group_size=4, steps=8, trained=(0,), lr=0.05),
+        beta=beta, loss_type=loss_type)
+    drawn, _, rewards = trainer.draw([None] * 2, [[1, 2, 3, 4], [5, 6, 7, 8]], sde=False)
+    stats = trainer.step([None] * 2, [[1, 2, 3, 4], [5, 6, 7, 8]])
+    assert stats['reward_mean'] == pytest.approx(float(rewards.mean()))    # The same ODE draws the step scored.
+    # At the start the policy is the reference: every implicit reward is 0, so DRO's loss is half the mean squared
+    # advantage (each group's mean 0, sd 1: 0.5 up to the eps), and KTO's 1 - sigmoid(0) = 0.5 for every sample.
+    assert stats['rewards'] == 0 and stats['loss'] == pytest.approx(0.5, abs=1e-3)
+    assert set(stats) >= {'loss', 'rewards', 'residual' if loss_type == 'dro' else 'kl'}
+    for i in range(1, 20):
+        trainer.step([None] * 4, [list(range(16 * i + 4 * g, 16 * i + 4 * g + 4)) for g in range(4)])
+    assert float(velocity.bias.detach()) > 0.2                               # Toward the rewarded mean of 3.
+    with pytest.raises(ValueError, match="unknown unpaired loss 'ipo'"):
+        grpo.OnlineUnpaired(pipeline, reward, grpo.GRPOSettings(trained=(0,)), loss_type='ipo')
+
+
 def test_the_training_seed_sets_every_training_draw_and_seed_0_draws_each_seeds_own_noise():
     velocity = GaussianVelocity(2.0, 0.5)
     reward = lambda sigma, cond: -(sigma.mean(dim=(1, 2, 3)) - 3.0).abs()
@@ -234,7 +256,9 @@ def tiny_pt(tmp_path_factory):
     (['--annotator=oracle:wings'], "unknown annotator 'oracle:wings'"),
     (['--dpo-steps=3'], '--dpo-steps is a Circular-DPO option: add --method=circular-dpo'),
     (['--objective=online-dpo', '--sde-window=2'], "are Flow-GRPO's; --objective=online-dpo draws with ODE steps"),
-    (['--online-beta=5'], '--online-beta and --online-loss-type are for --objective=online-dpo'),
+    (['--online-beta=5'], '--online-beta is for the online objectives'),
+    (['--objective=online-kto', '--online-loss-type=ipo'], '--online-loss-type is for --objective=online-dpo'),
+    (['--objective=online-dro', '--kl-beta=0'], "are Flow-GRPO's; --objective=online-dro draws with ODE steps"),
     (['--gold-taste=nose'], '--gold-taste is scored by the probe: give --probe-every'),
 ])
 def test_bad_options_are_refused_in_one_line(tmp_path, args, message):
@@ -284,6 +308,21 @@ def test_an_online_dpo_run_trains_the_final_stage_from_the_policys_own_pairs(tin
     assert report['eval'] is None and (run_dir / 'curves.png').is_file()
     tuned, base = flow_heads.read_flow(str(run_dir / 'flow-grpo.pt')), flow_heads.read_flow(tiny_pt)
     assert all(torch.equal(tuned['state_dicts'][0][k], base['state_dicts'][0][k]) for k in base['state_dicts'][0])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('objective, name', [('online-dro', 'residual'), ('online-kto', 'kl')])
+def test_an_online_unpaired_run_trains_from_the_policys_own_scored_draws(tiny_pt, tmp_path, objective, name):
+    train(['--generator=flow', '--method=grpo', f'--objective={objective}', '--grpo-stages=both', f'--resume={tiny_pt}',
+        '--outdir=runs', '--grpo-iterations=2', '--group-size=3', '--sde-steps=3', '--grpo-lr=1e-2', '--online-beta=5',
+        '--eval-seeds=none'], tmp_path)
+    run_dir = tmp_path / 'runs' / f'00000-flow-{objective}-both'
+    steps = [json.loads(line) for line in (run_dir / 'stats.jsonl').read_text().splitlines()]
+    assert [r['iteration'] for r in steps] == [0, 1] and all({'loss', 'rewards', name} <= set(r) for r in steps)
+    assert f'Online {objective[7:].upper()}' in (run_dir / 'report.html').read_text()
+    tuned, base = flow_heads.read_flow(str(run_dir / 'flow-grpo.pt')), flow_heads.read_flow(tiny_pt)
+    for a, b in zip(tuned['state_dicts'], base['state_dicts']):               # Both stages trained.
+        assert any(not torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.slow

@@ -153,5 +153,11 @@ def test_kto_pulls_good_samples_up_and_bad_ones_down_against_the_clamped_batch_m
     assert (policy.grad[label > 0.5] < 0).all() and (policy.grad[label < 0.5] > 0).all()
     low, _ = losses.get_unpaired('kto')(losses.UnpairedBatch(-torch.ones(2), torch.zeros(2), torch.ones(2)), options)
     assert torch.allclose(low, 1 - torch.sigmoid(-torch.ones(2)))         # A negative mean clamps to z = 0.
+    given = losses.UnpairedBatch(policy.detach(), reference, label, reference_point=torch.tensor(0.3))
+    loss, stats = losses.get_unpaired('kto')(given, options)               # z given (every rank's mean): used as is.
+    expected = torch.where(label > 0.5, 1 - torch.sigmoid(r - 0.3), 2.0 * (1 - torch.sigmoid(0.3 - r)))
+    assert torch.allclose(loss, expected) and torch.allclose(stats['kl'], torch.full([4], 0.3))
+    given.reference_point = torch.tensor(-0.5)                              # Clamped as the batch's own mean is.
+    assert torch.allclose(losses.get_unpaired('kto')(given, options)[1]['kl'], torch.zeros(4))
     with pytest.raises(ValueError, match="unknown unpaired loss 'sigmoid'; use one of dro, kto"):
         losses.get_unpaired('sigmoid')

@@ -549,6 +549,7 @@ def resume_differences(before, now, cfg):
     those it may change; a setting the folder lacks (one added to the config since it ran) counts as its default."""
     defaults = json.loads(json.dumps({f.name: f.default for f in dataclasses.fields(cfg)
         if f.default is not dataclasses.MISSING}))
+    defaults.setdefault('processes', 1)                 # (Folders written before a method ran under torchrun.)
     return [k for k in sorted(set(before) | set(now))
         if k not in RESUME_MAY_CHANGE and before.get(k, defaults.get(k)) != now.get(k)]
 

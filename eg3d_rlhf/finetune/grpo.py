@@ -1,4 +1,4 @@
-"""Online RL of a multi-stage flow: Flow-GRPO (the ODE as an SDE, per-step log-probabilities, groups) and online DPO."""
+"""Online RL of a multi-stage flow: Flow-GRPO (the ODE as an SDE, per-step log-probabilities, groups), online DPO and unpaired."""
 
 import dataclasses
 import math
@@ -6,9 +6,9 @@ import math
 import numpy as np
 import torch
 
-from eg3d_rlhf.finetune import lora
+from eg3d_rlhf.finetune import lora, losses
 from eg3d_rlhf.finetune.flow_dpo import Side, flow_dpo_loss, in_precision
-from eg3d_rlhf.generators.flow import check_sigma, noise_seed, velocity_at
+from eg3d_rlhf.generators.flow import check_sigma, mse_t, noise_seed, velocity_at
 from torch_utils import misc
 
 #----------------------------------------------------------------------------
@@ -187,10 +187,12 @@ class GRPOSettings:
 class FlowGRPO:
     """Flow-GRPO of a FlowPipeline (its trained stages tuned in place, their weights made to require gradients)
     against a frozen copy of itself, with `reward(sigma [N, R, R, R], cond [N] or None) -> [N]` scoring finished
-    assets."""
+    assets. Under torchrun (ranks: shards.Ranks) each rank draws every size-th condition's group, the rewards are
+    gathered, and the gradients summed: every rank takes the step of the whole iteration and the weights stay equal."""
 
-    def __init__(self, pipeline, reward, settings):
+    def __init__(self, pipeline, reward, settings, ranks=None):
         self.pipeline, self.reward, self.s = pipeline, reward, settings
+        self.ranks = ranks if ranks is not None and ranks.size > 1 else None
         if not self.s.trained or any(i not in range(len(pipeline.stages)) for i in self.s.trained):
             raise ValueError(f'trained stages {self.s.trained} are not stages of a {len(pipeline.stages)}-stage pipeline')
         self.reference = pipeline.frozen_copy()
@@ -200,9 +202,41 @@ class FlowGRPO:
                 stage.velocity = lora.wrap(stage.velocity.requires_grad_(False), self.s.lora_rank, seed=i)
             else:
                 stage.velocity.requires_grad_(True)
-        params = [p for i in self.s.trained for p in pipeline.stages[i].velocity.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(params, lr=self.s.lr)
+        self.params = [p for i in self.s.trained for p in pipeline.stages[i].velocity.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(self.params, lr=self.s.lr)
         self.iteration = 0
+
+    def mine(self, count):
+        """The indices of the `count` conditions whose groups this rank draws (all of them in one process)."""
+        if self.ranks is None:
+            return list(range(count))
+        if count < self.ranks.size:
+            raise ValueError(f'{count} condition(s) an iteration cannot be shared by {self.ranks.size} processes; '
+                'use at most one process per condition')
+        return self.ranks.share(range(count))
+
+    def gathered(self, mine, rewards, count):
+        """Every condition's rewards [count * G] in condition order, from this rank's [len(mine) * G]."""
+        if self.ranks is None:
+            return rewards
+        every = torch.zeros(count, self.s.group_size)
+        for rows, part in self.ranks.all_gather((mine, rewards)):
+            every[rows] = part.view(len(rows), self.s.group_size)
+        return every.view(-1)
+
+    def summed(self, totals):
+        """`totals` (this rank's share of each statistic) summed over the ranks; the gradients summed too."""
+        if self.ranks is None:
+            return totals
+        self.ranks.sum_gradients(self.params)
+        parts = self.ranks.all_gather(totals)
+        return {name: sum(part.get(name, 0.0) for part in parts) for name in dict.fromkeys(k for p in parts for k in p)}
+
+    def draw_mine(self, conditions, seed_groups, sde=True):
+        """(this rank's condition indices, draw() of their groups, every condition's rewards)."""
+        mine = self.mine(len(conditions))
+        drawn, cond, rewards = self.draw([conditions[c] for c in mine], [seed_groups[c] for c in mine], sde)
+        return mine, drawn, cond, rewards, self.gathered(mine, rewards, len(conditions))
 
     def window_start(self):
         """Where the window starts this iteration: it moves one step every window_shift iterations, and wraps."""
@@ -241,10 +275,11 @@ class FlowGRPO:
         """One iteration: per condition c of `conditions` (None: unconditional) the seeds of seed_groups[c] (G each)
         drawn, scored and normalised within their group; then inner_epochs optimiser steps. Returns the stats."""
         s = self.s
-        drawn, cond, rewards = self.draw(conditions, seed_groups)
-        advantages = group_advantages(rewards.view(len(conditions), s.group_size), s.adv_eps).view(-1)
-        stats = dict(self.reward_stats(rewards), window_start=self.window_start())
+        mine, drawn, cond, rewards, every = self.draw_mine(conditions, seed_groups)
+        advantages = group_advantages(rewards.view(len(mine), s.group_size), s.adv_eps).view(-1)
+        stats = dict(self.reward_stats(every), window_start=self.window_start())
         count = sum(sum(drawn.stages[i].sde) for i in s.trained)      # SDE steps in the loss, every epoch.
+        share = len(mine) / len(conditions)             # This rank's part of each mean over samples (1 in one process).
         for epoch in range(s.inner_epochs):
             self.optimizer.zero_grad(set_to_none=True)
             totals = dict(loss=0.0, policy_loss=0.0, kl=0.0, ratio=0.0, clipfrac=0.0, approx_kl=0.0)
@@ -255,20 +290,21 @@ class FlowGRPO:
                         s.bf16)
                     policy_loss, part = clipped_surrogate(log_prob.cpu(), trajectory.log_probs[:, k], advantages,
                         s.clip_range)
-                    loss = policy_loss.mean()
+                    loss = policy_loss.mean() * share
                     kl = torch.zeros(())
                     if s.kl_beta:
                         with torch.no_grad():
                             _, ref_mean, _ = step_log_prob(self.reference.stages[i].velocity, trajectory, k, cond,
                                 s.steps, s.bf16)
-                        kl = gaussian_kl(mean, ref_mean, std).mean().cpu()
+                        kl = gaussian_kl(mean, ref_mean, std).mean().cpu() * share
                         loss = loss + s.kl_beta * kl
                     (loss / count).backward()
                     totals['loss'] += float(loss.detach()) / count
-                    totals['policy_loss'] += float(policy_loss.detach().mean()) / count
+                    totals['policy_loss'] += float(policy_loss.detach().mean()) * share / count
                     totals['kl'] += float(kl.detach()) / count
                     for name in ('ratio', 'clipfrac', 'approx_kl'):
-                        totals[name] += float(part[name]) / count
+                        totals[name] += float(part[name]) * share / count
+            totals = self.summed(totals)
             self.optimizer.step()
             stats.update({name if epoch == 0 else f'{name}/epoch{epoch}': v for name, v in totals.items()})
         self.iteration += 1
@@ -307,45 +343,113 @@ class OnlineDPO(FlowGRPO):
     """Online Flow-DPO of a FlowPipeline with the same reward, groups and interface as FlowGRPO; `beta` and `loss_type`
     as Flow-DPO's (finetune/losses.py)."""
 
-    def __init__(self, pipeline, reward, settings, beta=1000.0, loss_type='sigmoid'):
-        super().__init__(pipeline, reward, settings)
+    def __init__(self, pipeline, reward, settings, beta=1000.0, loss_type='sigmoid', ranks=None):
+        super().__init__(pipeline, reward, settings, ranks)
         self.beta, self.loss_type = float(beta), loss_type
+
+    def step_generator(self, salt):
+        """The CPU generator of this iteration's t and x0 draws (the same on every rank)."""
+        return torch.Generator().manual_seed(int(np.random.SeedSequence([self.iteration, salt,
+            *[self.s.seed] * bool(self.s.seed)]).generate_state(1)[0]))
 
     def step(self, conditions, seed_groups):
         """One iteration: the groups drawn with ODE steps (the policy's own samples), each group's best and worst
         paired, one Flow-DPO step on the trained stages. Returns the stats."""
-        s = self.s
-        drawn, cond, rewards = self.draw(conditions, seed_groups, sde=False)
-        groups = rewards.view(len(conditions), s.group_size)
-        best = groups.argmax(dim=1) + torch.arange(len(conditions)) * s.group_size
-        worst = groups.argmin(dim=1) + torch.arange(len(conditions)) * s.group_size
-        keep = rewards[best] > rewards[worst]
+        s, G = self.s, self.s.group_size
+        mine, drawn, cond, _, every = self.draw_mine(conditions, seed_groups, sde=False)
+        groups = every.view(len(conditions), G)
+        best = groups.argmax(dim=1) + torch.arange(len(conditions)) * G
+        worst = groups.argmin(dim=1) + torch.arange(len(conditions)) * G
+        keep = every[best] > every[worst]
         best, worst = best[keep], worst[keep]
-        gap = float((rewards[best] - rewards[worst]).mean()) if len(best) else 0.0
-        stats = dict(self.reward_stats(rewards), pairs=int(keep.sum()), reward_gap=gap)
+        gap = float((every[best] - every[worst]).mean()) if len(best) else 0.0
+        stats = dict(self.reward_stats(every), pairs=int(keep.sum()), reward_gap=gap)
         self.optimizer.zero_grad(set_to_none=True)
         if len(best):
-            rng = torch.Generator().manual_seed(int(np.random.SeedSequence([self.iteration, 7, *[s.seed] * bool(s.seed)])
-                .generate_state(1)[0]))
-            pair_cond = None if cond is None else cond[best]
+            rng = self.step_generator(7)
+            local = {c: n for n, c in enumerate(mine)}  # Row of a condition's group in this rank's draw.
+            pairs = [j for j, c in enumerate(torch.arange(len(conditions))[keep].tolist()) if c in local]
+            row = lambda index: local[int(index) // G] * G + int(index) % G
+            rows_best = torch.tensor([row(best[j]) for j in pairs], dtype=torch.int64)
+            rows_worst = torch.tensor([row(worst[j]) for j in pairs], dtype=torch.int64)
+            share = len(pairs) / len(best)              # This rank's part of the mean over pairs (1 in one process).
+            pair_cond = None if cond is None else cond[rows_best]
             totals = {}
             for i in s.trained:
                 trajectory = drawn.stages[i]
-                x0 = torch.randn(trajectory.states[best, 0].shape, generator=rng).to(trajectory.states.device)
+                x0 = torch.randn([len(best), *trajectory.states.shape[2:]], generator=rng)[pairs].to(
+                    trajectory.states.device)
+                t = torch.rand([len(best)], generator=rng)[pairs]
+                if not pairs:                           # Nothing here this iteration: the others' step still counts.
+                    continue
                 side = lambda rows: Side(x0, trajectory.states[rows, -1], None if trajectory.context is None else
                     trajectory.context[rows])
-                t = torch.rand([len(best)], generator=rng)
                 policy = in_precision(self.pipeline.stages[i].velocity, s.bf16)
                 reference = in_precision(self.reference.stages[i].velocity, s.bf16)
-                loss, part = flow_dpo_loss(policy, reference, side(best), side(worst), t.to(x0.device), pair_cond,
-                    beta=self.beta, loss_type=self.loss_type)
-                (loss.mean() / len(s.trained)).backward()
-                totals['loss'] = totals.get('loss', 0.0) + float(loss.detach().mean()) / len(s.trained)
+                loss, part = flow_dpo_loss(policy, reference, side(rows_best), side(rows_worst), t.to(x0.device),
+                    pair_cond, beta=self.beta, loss_type=self.loss_type)
+                (loss.mean() * share / len(s.trained)).backward()
+                totals['loss'] = totals.get('loss', 0.0) + float(loss.detach().mean()) * share / len(s.trained)
                 for name, value in part.items():
-                    totals[name] = totals.get(name, 0.0) + float(value.float().mean()) / len(s.trained)
+                    totals[name] = totals.get(name, 0.0) + float(value.float().mean()) * share / len(s.trained)
+            stats.update(self.summed(totals))
             self.optimizer.step()
-            stats.update(totals)
         self.iteration += 1
         return stats
+
+#----------------------------------------------------------------------------
+# Online unpaired objectives (DSO's DRO, KTO; finetune/losses.py's UNPAIRED): each iteration draws G samples per
+# condition with the current policy (ODE steps), scores them, and normalises the scores within each group as Flow-GRPO
+# does. Every sample then trains alone on every trained stage, with one t and one x0 of its own and -MSE_t against the
+# frozen reference as Flow-DPO's: DRO regresses beta (-MSE_t(theta) + MSE_t(ref)) on the sample's advantage (the group
+# mean is the baseline V, so V = 0), KTO reads a positive advantage as good and the rest as bad; KTO's reference point
+# z is the mean implicit reward over every drawn sample (all ranks). A group whose rewards tie teaches nothing.
+
+
+class OnlineUnpaired(OnlineDPO):
+    """An unpaired loss (`loss_type`: 'dro' or 'kto') on the policy's own draws, with the interface of FlowGRPO."""
+
+    def __init__(self, pipeline, reward, settings, beta=1000.0, loss_type='dro', ranks=None):
+        super().__init__(pipeline, reward, settings, beta, loss_type, ranks)
+        self.loss_fn = losses.get_unpaired(loss_type)
+
+    def step(self, conditions, seed_groups):
+        """One iteration: the groups drawn with ODE steps, their advantages, one step of the unpaired loss on the
+        trained stages. Returns the stats."""
+        s, G = self.s, self.s.group_size
+        mine, drawn, cond, rewards, every = self.draw_mine(conditions, seed_groups, sde=False)
+        advantages = group_advantages(rewards.view(len(mine), G), s.adv_eps).view(-1)
+        labels = advantages if self.loss_type == 'dro' else (advantages > 0).float()
+        rows = torch.tensor([c * G + g for c in mine for g in range(G)], dtype=torch.int64)
+        share, total = len(rows) / len(every), len(every)
+        stats = self.reward_stats(every)
+        self.optimizer.zero_grad(set_to_none=True)
+        rng, totals = self.step_generator(13), {}
+        for i in s.trained:
+            trajectory = drawn.stages[i]
+            x0 = torch.randn([total, *trajectory.states.shape[2:]], generator=rng)[rows].to(trajectory.states.device)
+            t = torch.rand([total], generator=rng)[rows].to(x0.device)
+            x1 = trajectory.states[:, -1]
+            with torch.no_grad():
+                ref = -mse_t(in_precision(self.reference.stages[i].velocity, s.bf16), x0, x1, t, cond, trajectory.context)
+            pol = -mse_t(in_precision(self.pipeline.stages[i].velocity, s.bf16), x0, x1, t, cond, trajectory.context)
+            z = None
+            if self.loss_type == 'kto':                 # The reference point over every rank's samples.
+                z = torch.tensor(self.summed_value(float((self.beta * (pol - ref)).detach().sum()) / total))
+            batch = losses.UnpairedBatch(pol.float(), ref.float(), labels.to(pol.device),
+                value=torch.zeros_like(labels).to(pol.device), reference_point=z)
+            loss, part = self.loss_fn(batch, losses.UnpairedOptions(beta=self.beta))
+            (loss.mean() * share / len(s.trained)).backward()
+            totals['loss'] = totals.get('loss', 0.0) + float(loss.detach().mean()) * share / len(s.trained)
+            for name, value in part.items():
+                totals[name] = totals.get(name, 0.0) + float(value.float().mean()) * share / len(s.trained)
+        stats.update(self.summed(totals))
+        self.optimizer.step()
+        self.iteration += 1
+        return stats
+
+    def summed_value(self, value):
+        """A number summed over the ranks (itself in one process)."""
+        return value if self.ranks is None else sum(self.ranks.all_gather(value))
 
 #----------------------------------------------------------------------------

@@ -15,13 +15,13 @@ from eg3d_rlhf.rewards.aggregate import AGGREGATES
 # eval_res) mean the same in both methods. The defaults are sized for a 2-core CPU.
 
 STAGES = dict(final=(1,), structure=(0,), both=(0, 1))
-OBJECTIVES = ('grpo', 'online-dpo')
+OBJECTIVES = ('grpo', 'online-dpo', 'online-dro', 'online-kto')
 
 
 @dataclasses.dataclass
 class GRPOConfig(ProbeOptions, HeldOutOptions, MethodConfig):
     reward_model:   typing.Optional[str] = option(None, 'Reward checkpoint scoring every drawn asset, and the evaluation  [default: the bundled flow reward of --demo-annotator]', metavar='PT')
-    objective:      str = option('grpo', 'grpo: Flow-GRPO on SDE trajectories; online-dpo: Flow-DPO on each group\'s best and worst sample, drawn by the policy now (ODE)', choices=lambda: OBJECTIVES)
+    objective:      str = option('grpo', 'grpo: Flow-GRPO on SDE trajectories; online-dpo: Flow-DPO on each group\'s best and worst sample, drawn by the policy now (ODE); online-dro, online-kto: the unpaired loss on every drawn sample, its reward normalised within its group (DRO regresses on it, KTO reads above the group mean as good)', choices=lambda: OBJECTIVES)
     grpo_stages:    str = option('both', 'Stages whose trajectories train: final, structure (the first), or both (the final asset\'s reward credits both trajectories across the hand-off)', choices=lambda: tuple(STAGES))
     grpo_iterations: int = option(12, 'Iterations: each draws a group per condition, scores it and takes --inner-epochs optimiser steps', min=1)
     group_size:     int = option(4, 'Samples per condition in each iteration (G); advantages are normalised within each group', min=2)
@@ -29,7 +29,7 @@ class GRPOConfig(ProbeOptions, HeldOutOptions, MethodConfig):
     noise_level:    float = option(0.7, 'a of the SDE\'s noise sigma_t = a sqrt((1 - t) / t) (t = 0 is noise)', above=0)
     clip_range:     float = option(0.2, 'PPO clip range of the policy ratio', above=0, below=1)
     kl_beta:        float = option(0.04, 'Weight of the KL of each SDE step from the frozen reference\'s', min=0)
-    online_beta:    float = option(1000.0, 'online-dpo: beta * T of Flow-DPO, per value of the stage', above=0)
+    online_beta:    float = option(1000.0, 'online-dpo, online-dro, online-kto: beta of the implicit reward beta * (MSE_t(reference) - MSE_t(policy)), per value of the stage', above=0)
     online_loss_type: str = option('sigmoid', 'online-dpo: the preference loss (finetune/losses.py)', choices=lambda: losses.names(needs_gap=False))
     grpo_lr:        float = option(1e-4, 'Adam learning rate of the trained stages', min=0)
     inner_epochs:   int = option(1, 'Optimiser steps per rollout (the first is on-policy: ratio 1)', min=1)
@@ -49,12 +49,14 @@ class GRPOConfig(ProbeOptions, HeldOutOptions, MethodConfig):
         check_aggregate_lambda(self.reward_aggregate, self.aggregate_lambda)
         if self.lora_rank and not lora.available():
             raise ConfigError(lora.MISSING)
-        if self.objective == 'online-dpo' and (self.sde_window or self.noise_level != 0.7 or self.clip_range != 0.2
+        if self.objective != 'grpo' and (self.sde_window or self.noise_level != 0.7 or self.clip_range != 0.2
                 or self.kl_beta != 0.04 or self.inner_epochs != 1):
             raise ConfigError('--sde-window, --noise-level, --clip-range, --kl-beta and --inner-epochs are Flow-GRPO\'s; '
-                '--objective=online-dpo draws with ODE steps and takes one Flow-DPO step per iteration')
-        if self.objective == 'grpo' and (self.online_beta != 1000.0 or self.online_loss_type != 'sigmoid'):
-            raise ConfigError('--online-beta and --online-loss-type are for --objective=online-dpo')
+                f'--objective={self.objective} draws with ODE steps and takes one step of its loss per iteration')
+        if self.objective == 'grpo' and self.online_beta != 1000.0:
+            raise ConfigError('--online-beta is for the online objectives (online-dpo, online-dro, online-kto)')
+        if self.objective != 'online-dpo' and self.online_loss_type != 'sigmoid':
+            raise ConfigError('--online-loss-type is for --objective=online-dpo (online-dro and online-kto name their loss)')
         if self.sde_window >= self.sde_steps:
             raise ConfigError(f'--sde-window={self.sde_window} is not below --sde-steps={self.sde_steps}: a window '
                 'of every step is --sde-window=0')

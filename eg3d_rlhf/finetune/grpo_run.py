@@ -1,5 +1,6 @@
 """The Flow-GRPO method (and the unpaired one): runners, a run folder's snapshot, evaluation against the base, report."""
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -21,7 +22,7 @@ from eg3d_rlhf.finetune.circular_run import flow_network, flow_reward_path, grou
 from eg3d_rlhf.finetune.flow_dpo import bf16_problem
 from eg3d_rlhf.finetune.flow_probe import FlowProbe, curves_of
 from eg3d_rlhf.finetune.flow_unpaired import RatedData, train_unpaired
-from eg3d_rlhf.finetune.grpo import FlowGRPO, OnlineDPO
+from eg3d_rlhf.finetune.grpo import FlowGRPO, OnlineDPO, OnlineUnpaired
 from eg3d_rlhf.finetune.options import RunError
 from eg3d_rlhf.finetune.unpaired_config import STAGE_INDEX
 from eg3d_rlhf.rewards import aggregate
@@ -59,40 +60,59 @@ def open_reward(cfg, device):
     return reward, reward_path
 
 
-def run_method(method, cfg, common, desc, train):
+def run_method(method, cfg, common, desc, train, sharded=False):
     """A flow method's run: the network and reward, a new run folder outdir/NNNNN-desc with options.json (a dry run
-    prints them and stops), then train(generator, reward, run_dir, save, reward_path) -> the report's summary, whose
-    result is printed. save(pipeline, info, name=None) writes the run's snapshot (or run_dir/name) as a flow checkpoint
-    in the base's format."""
-    network, family = flow_network(common.resume)
-    reward, reward_path = open_reward(cfg, common.device)
+    prints them and stops), then train(generator, reward, run_dir, save, reward_path, ranks) -> the report's summary,
+    whose result is printed. save(pipeline, info, name=None) writes the run's snapshot (or run_dir/name) as a flow
+    checkpoint in the base's format. A sharded method runs under torchrun too: rank 0 writes the folder and returns the
+    summary, the others None."""
     try:
-        ranks = Ranks()
+        ranks = Ranks(cuda=common.device == 'cuda')
     except ShardError as err:
         raise RunError(str(err)) from None
-    if ranks.size > 1:
+    if ranks.size > 1 and not sharded:
+        ranks.close()
         raise RunError(f'--method={method} runs as one process; start it without torchrun')
+    try:
+        summary = run_ranks(method, cfg, common, desc, train, ranks)
+    except BaseException:
+        ranks.close()
+        raise
+    ranks.barrier()                                     # Leave together (a gloo peer may still be reading).
+    ranks.close()
+    return summary
+
+
+def run_ranks(method, cfg, common, desc, train, ranks):
+    """run_method() in each process of the job (one outside torchrun)."""
+    device = common.device if ranks.size == 1 else str(ranks.device(torch.device(common.device)))
+    network, family = flow_network(common.resume)
+    reward, reward_path = open_reward(cfg, device)
     options = dict(method=method, network=network, reward_model=reward_path, seed=common.seed, device=common.device,
-        **{k: v for k, v in dataclasses.asdict(cfg).items() if k != 'reward_model'})
+        processes=ranks.size, **{k: v for k, v in dataclasses.asdict(cfg).items() if k != 'reward_model'})
     run_dir = run_folder(cfg, common, ranks, options, desc + (f'-{common.desc}' if common.desc else ''))
     options['run_dir'] = run_dir
-    if common.get('verbose') or common.dry_run:
+    if ranks.main and (common.get('verbose') or common.dry_run):
         print(json.dumps(options, indent=2))
     if common.dry_run:
-        print('Dry run; exiting.')
+        if ranks.main:
+            print('Dry run; exiting.')
         return None
-    print(f'Options: {os.path.join(run_dir, "options.json")} (--verbose prints them)')
-    with runs.log_to(os.path.join(run_dir, 'log.txt')):
-        generator = family.load(network, common.device)
+    if ranks.main:
+        print(f'Options: {os.path.join(run_dir, "options.json")} (--verbose prints them)')
+    with runs.log_to(os.path.join(run_dir, 'log.txt')) if ranks.main else contextlib.nullcontext():
+        generator = family.load(network, device)
         ext = '.safetensors' if safetensors_file.is_safetensors(network) else '.pt'   # The snapshot in the base's format.
         snapshot = os.path.join(run_dir, f'flow-{method}{ext}')
         save = lambda pipeline, info, name=None: family.save(snapshot if name is None else
             os.path.join(run_dir, name + ext), generator.with_pipeline(pipeline), info)
         try:
             torch.manual_seed(common.seed)
-            summary = train(generator, reward, run_dir, save, reward_path)
+            summary = train(generator, reward, run_dir, save, reward_path, ranks)
         except (OSError, ValueError) as err:
             raise RunError(str(err).splitlines()[0])
+        if summary is None:                             # A rank other than 0.
+            return None
         row = summary.get('eval')
         if summary['alarm']:
             print(summary['alarm'])
@@ -104,9 +124,10 @@ def run_method(method, cfg, common, desc, train):
     return summary
 
 
-def evaluate(cfg, generator, policy, reward, run_dir, reward_path, method, description, log, trained):
+def evaluate(cfg, generator, policy, reward, run_dir, reward_path, method, description, log, trained, ranks=None):
     """The tuned pipeline against the generator's own on --eval-seeds under every condition (compare: the annotator's
-    judgements, the reward change, the collateral), logged as an 'eval' record; the row, or None without seeds."""
+    judgements, the reward change, the collateral), logged as an 'eval' record; the row, or None without seeds (and
+    on torchrun ranks other than 0, which draw their share of the samples)."""
     seeds = cfg.seeds('eval_seeds')
     if not seeds:
         return None
@@ -114,7 +135,9 @@ def evaluate(cfg, generator, policy, reward, run_dir, reward_path, method, descr
     tuned = generator.with_pipeline(policy, keep=0, draw_batch=cfg.draw_batch)
     result = compare(dict(original=base, tuned=tuned), reward, seeds, os.path.join(run_dir, f'eval-{method}'),
         taste=parse_annotator(cfg.eval_annotator), temperature=cfg.temperature, annotator_res=cfg.eval_res,
-        reward_path=reward_path)
+        reward_path=reward_path, ranks=ranks)
+    if result is None:
+        return None
     row = dict(group_row('a', result, trained), group=method, description=description)   # Circular-DPO's row.
     log(dict(kind='eval', **row))
     return row
@@ -133,33 +156,44 @@ def run(cfg, common):
     if cfg.bf16 and bf16_problem(common.device):
         raise RunError(bf16_problem(common.device))
     return run_method('grpo', cfg, common, f'flow-{cfg.objective}-{cfg.grpo_stages}',
-        lambda generator, reward, run_dir, save, reward_path: train(cfg, generator, reward, run_dir, save, reward_path,
-            common.seed))
+        lambda generator, reward, run_dir, save, reward_path, ranks: train(cfg, generator, reward, run_dir, save,
+            reward_path, common.seed, ranks), sharded=True)
 
 
-def train(cfg, generator, reward, run_dir, save, reward_path, seed=0):
+def trainer_of(cfg, policy, reward, settings, ranks=None):
+    """The trainer of cfg.objective on `policy` with reward(sigma, cond) -> [N]."""
+    if cfg.objective == 'online-dpo':
+        return OnlineDPO(policy, reward, settings, cfg.online_beta, cfg.online_loss_type, ranks=ranks)
+    if cfg.objective in ('online-dro', 'online-kto'):
+        return OnlineUnpaired(policy, reward, settings, cfg.online_beta, cfg.objective.split('-')[1], ranks=ranks)
+    return FlowGRPO(policy, reward, settings, ranks=ranks)
+
+
+def train(cfg, generator, reward, run_dir, save, reward_path, seed=0, ranks=None):
     """The iterations on a copy of the generator's pipeline, its snapshot, the evaluation and the report; seed: the
-    run's training seed (GRPOSettings.seed)."""
+    run's training seed (GRPOSettings.seed). Under torchrun (ranks) every rank trains on its share of each iteration
+    (FlowGRPO) and draws its share of the evaluation; rank 0 alone probes and writes, and the others return None."""
     start = time.time()
-    log = runs.StatsLog(run_dir)
+    main = ranks is None or ranks.main
+    log = runs.StatsLog(run_dir) if main else Unlogged()
     policy = generator.pipeline.frozen_copy()                  # Tuned; the generator's own stays the base.
     settings = dataclasses.replace(cfg.settings(), seed=int(seed))
-    if cfg.objective == 'online-dpo':
-        trainer = OnlineDPO(policy, reward_function(generator, reward), settings, cfg.online_beta, cfg.online_loss_type)
-    else:
-        trainer = FlowGRPO(policy, reward_function(generator, reward), settings)
+    trainer = trainer_of(cfg, policy, reward_function(generator, reward), settings, ranks)
     conditions = conditions_of(generator)
+    trainer.mine(len(conditions))                       # Refused here when the processes outnumber the conditions.
     first, state_path = cfg.first_train_seed, os.path.join(run_dir, STATE)
     if cfg.resume_run:
         resume(trainer, log, state_path)
-        print(f'Resuming {run_dir} after iteration {trainer.iteration} of {cfg.grpo_iterations}')
-    probe = None if not cfg.probe_every else FlowProbe(generator, reward, cfg.seeds('probe_seeds'), cfg.gold_taste,
-        cfg.reward_aggregate, cfg.aggregate_lambda, batch=cfg.draw_batch)
+        if main:
+            print(f'Resuming {run_dir} after iteration {trainer.iteration} of {cfg.grpo_iterations}')
+    probe = None if not cfg.probe_every or not main else FlowProbe(generator, reward, cfg.seeds('probe_seeds'),
+        cfg.gold_taste, cfg.reward_aggregate, cfg.aggregate_lambda, batch=cfg.draw_batch)
     if probe is not None and trainer.iteration == 0:    # The start: the policy is the base.
         log(dict(kind='probe', iteration=0, **probe.row(policy, generator.pipeline)))
     stopped = lambda: next((r for r in log.records if r['kind'] == 'stop'), None)
-    for i in tqdm.trange(trainer.iteration, cfg.grpo_iterations if stopped() is None else trainer.iteration,
-            desc=cfg.objective, unit='iteration'):
+    agreed = lambda value: value if ranks is None else ranks.broadcast(value)      # Rank 0's decision, on every rank.
+    for i in tqdm.trange(trainer.iteration, cfg.grpo_iterations if agreed(stopped()) is None else trainer.iteration,
+            desc=cfg.objective, unit='iteration', disable=not main):
         group = list(range(first + i * cfg.group_size, first + (i + 1) * cfg.group_size))
         stats = trainer.step(conditions, [group] * len(conditions))
         log(dict(kind='grpo', iteration=i, seeds=[group[0], group[-1]], **stats))
@@ -172,15 +206,19 @@ def train(cfg, generator, reward, run_dir, save, reward_path, seed=0):
             if reason is not None:                      # --stop-at-peak: the run ends with this iteration's policy.
                 log(dict(kind='stop', iteration=i + 1, reason=reason))
                 tqdm.tqdm.write(f'Stopped after iteration {i + 1}: {reason}')
-        if cfg.snap_iterations and ((i + 1) % cfg.snap_iterations == 0 or i + 1 == cfg.grpo_iterations or stopped()):
+        halt = agreed(stopped() is not None)
+        if main and cfg.snap_iterations and ((i + 1) % cfg.snap_iterations == 0 or i + 1 == cfg.grpo_iterations or halt):
             with dnnlib.util.atomic_write(state_path, 'wb') as f:
                 torch.save(dict(trainer.state_dict(), records=len(log.records), rng=torch.get_rng_state()), f)
-        if stopped():
+        if halt:
             break
     policy = finished(trainer.finish())
-    save(policy, dict(method='grpo', objective=cfg.objective, options=dataclasses.asdict(cfg)))
+    if main:
+        save(policy, dict(method='grpo', objective=cfg.objective, options=dataclasses.asdict(cfg)))
     row = evaluate(cfg, generator, policy, reward, run_dir, reward_path, 'grpo',
-        f'{cfg.objective}, {cfg.grpo_stages} stage(s)', log, time.time() - start)
+        f'{cfg.objective}, {cfg.grpo_stages} stage(s)', log, time.time() - start, ranks)
+    if not main:
+        return None
     records = log.records
     steps = [r for r in records if r['kind'] == 'grpo']
     report_plots.plot_grpo_curves(records, os.path.join(run_dir, 'curves.png'))
@@ -207,11 +245,11 @@ def train(cfg, generator, reward, run_dir, save, reward_path, seed=0):
     if row and 'win_rate' in row:
         headline.append(('held-out pairs', f'{cfg.eval_annotator} prefers the tuned model in {row["wins"]} of '
             f'{row["wins"] + row["losses"]}'))
-    report_plots.write_report(run_dir, 'Flow-GRPO' if cfg.objective == 'grpo' else 'Online Flow-DPO', summary, pictures,
-        headline=headline)
+    report_plots.write_report(run_dir, TITLES[cfg.objective], summary, pictures, headline=headline)
     return summary
 
 
+TITLES = {'grpo': 'Flow-GRPO', 'online-dpo': 'Online Flow-DPO', 'online-dro': 'Online DRO', 'online-kto': 'Online KTO'}
 STATE = 'state.pt'              # --snap-iterations' state of a run: tensors, numbers and strings (weights_only).
 PEAK = 'gold-peak'              # --stop-at-peak with gold: the best gold probe's policy (in the base's format).
 
@@ -224,6 +262,17 @@ def peak_kept(records):
         return None
     best = max(probes, key=lambda r: r['gold'])
     return best['iteration'] if best['iteration'] > 0 else None
+
+
+class Unlogged:
+    """The stats log of a rank other than 0: nothing kept or written."""
+    records = ()
+
+    def __call__(self, record):
+        pass
+
+    def keep(self, count):
+        pass
 
 
 def resume(trainer, log, path):
@@ -254,8 +303,8 @@ def run_unpaired(cfg, common):
     except (ValueError, OSError) as err:
         raise RunError(f'--ratings: {str(err).splitlines()[0]}')
     return run_method('unpaired', cfg, common, f'flow-{cfg.unpaired_loss}-{cfg.unpaired_stage}',
-        lambda generator, reward, run_dir, save, reward_path: train_rated(cfg, data, generator, reward, run_dir, save,
-            reward_path, common.seed))
+        lambda generator, reward, run_dir, save, reward_path, ranks: train_rated(cfg, data, generator, reward, run_dir,
+            save, reward_path, common.seed))
 
 
 def train_rated(cfg, data, generator, reward, run_dir, save, reward_path, seed=0):

@@ -149,6 +149,7 @@ class UnpairedBatch:
     reference:      torch.Tensor                        # [N] the frozen reference's (no gradient).
     label:          torch.Tensor                        # [N] a rating (dro) or good 1 / bad 0 (kto).
     value:          typing.Optional[torch.Tensor] = None  # [N] dro: the baseline V of each sample's condition.
+    reference_point: typing.Optional[torch.Tensor] = None # kto: z given (e.g. the mean r over every rank); None = this batch's mean r.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,10 +190,11 @@ def dro_loss(batch, options):
 
 
 @register_unpaired('kto', 'KTO (Ethayarajh et al. 2024): 1 - sigmoid(r - z) for good samples, 1 - sigmoid(z - r) for '
-    'bad ones; r = beta (policy - reference), z the batch\'s mean r clamped at 0, without gradient')
+    'bad ones; r = beta (policy - reference), z the batch\'s mean r (or the one given) clamped at 0, without gradient')
 def kto_loss(batch, options):
     implicit = options.beta * (batch.policy - batch.reference)
-    z = implicit.detach().mean().clamp(min=0)
+    z = implicit.detach().mean() if batch.reference_point is None else batch.reference_point.detach().to(implicit)
+    z = z.clamp(min=0)
     good = batch.label.to(implicit.dtype) > 0.5
     loss = torch.where(good, options.desirable_weight * (1 - torch.sigmoid(implicit - z)),
         options.undesirable_weight * (1 - torch.sigmoid(z - implicit)))
