@@ -235,11 +235,14 @@ def plot_dpo_curves(records, path, smooth=10):
 def plot_grpo_curves(records, path):
     """Flow-GRPO per iteration ('grpo' records of its stats.jsonl): the drawn samples' reward (median and quartiles, the
     mean dashed: one odd sample moves the mean alone) and the KL to the reference; the share of clipped ratios when any
-    ratio was clipped (online DPO: its loss and implicit-reward accuracy instead of the KL)."""
+    ratio was clipped (online DPO: its loss and implicit-reward accuracy instead of the KL; the online unpaired
+    objectives: their loss and mean implicit reward)."""
     plt = _pyplot()
     rows = [r for r in records if r.get('kind') == 'grpo']
     it = np.array([r['iteration'] for r in rows])
-    names = ['kl', 'clipfrac'] if 'kl' in rows[0] else ['loss', 'rewards/accuracies']     # Flow-GRPO's, online DPO's.
+    has = lambda name: any(name in r for r in rows)
+    names = (['kl', 'clipfrac'] if has('clipfrac') else ['loss', 'rewards/accuracies'] if has('rewards/accuracies')
+        else ['loss', 'rewards'])                       # Flow-GRPO's, online DPO's, online DRO's and KTO's.
     if names[1] == 'clipfrac' and not any(r.get('clipfrac') for r in rows):
         names = names[:1]                               # One on-policy step per iteration never clips.
     fig, axes = plt.subplots(1, 1 + len(names), figsize=(4.7 * (1 + len(names)), 3.8))
@@ -254,7 +257,7 @@ def plot_grpo_curves(records, path):
     axes[0].legend(fontsize=7)
     for ax, name in zip(axes[1:], names):
         ax.plot(it, [r.get(name, np.nan) for r in rows], 'o-')
-        ax.set(xlabel='iteration', title=name)
+        ax.set(xlabel='iteration', title='rewards (mean implicit reward)' if name == 'rewards' else name)
     fig.tight_layout()
     _save(fig, path)
 
