@@ -285,6 +285,8 @@ def test_a_grpo_run_trains_both_stages_and_writes_its_run_directory(tiny_pt, tmp
     probes = [r for r in records if r['kind'] == 'probe']                     # The start, then after each iteration.
     assert [r['iteration'] for r in probes] == [0, 1, 2] and probes[0]['distance'] == 0 < probes[1]['distance']
     assert all(r['gold'] is not None and r['distance/structure'] >= 0 and r['distance/detail'] >= 0 for r in probes)
+    assert all(len(r['gold_samples']) == r['samples'] == 2 and np.mean(r['gold_samples']) == pytest.approx(r['gold'])
+        for r in probes)                                                      # Each sample's gold: the paired noise.
     curves = report['proxy_gold']
     assert curves['ticks'] == 3 and curves['gold_taste'] == 'nose' and curves['rows']['kimg'] == [0, 0.004, 0.008]
     for name in ('flow-grpo.pt', 'curves.png', 'proxy_gold.png', 'report.html', 'eval-grpo/report.json', 'options.json',

@@ -93,6 +93,38 @@ def test_the_gold_rule_waits_for_a_fall_beyond_the_noise_and_for_its_patience():
     assert curves.summary(noise=2.1)['gold_stop_kimg'] is None and curves.summary(noise=2)['gold_stop_kimg'] == 3
 
 
+def test_the_paired_noise_is_the_standard_error_of_the_samples_changes_from_the_peak():
+    # Four samples of the same seeds at five ticks: at tick 2 (the peak) each sample rose by 2 from the start, and at
+    # tick 4 each fell by about 0.6 from there (-0.5, -0.7, -0.6, -0.6: sd 0.0816 over the samples).
+    samples = [[0, 0, 0, 0], [1, 1, 1, 1], [2, 2, 2, 2], [1.5, 1.5, 1.5, 1.5], [1.5, 1.3, 1.4, 1.4]]
+    noise = oo.paired_noise(2, samples)
+    assert noise(2, 4) == pytest.approx(2 * np.std([-0.5, -0.7, -0.6, -0.6], ddof=1) / 2)     # k sd / sqrt(4).
+    assert noise(2, 3) == 0 and oo.paired_noise(2, samples, unit=0.5)(2, 4) == pytest.approx(2 * noise(2, 4))
+    for missing in ([None] + samples[1:], [[0, 0, 0]] + samples[1:], [[0]] * 5, None):
+        assert oo.paired_noise(2, missing) is None                          # Unrecorded, uneven, one sample.
+    assert oo.paired_noise(0, samples) is None
+    gold = [float(np.mean(x)) for x in samples]                              # 0, 1, 2, 1.5, 1.4
+    # Independent means of 4 samples of sd 1: 2 sqrt(2/4) = 1.41 hides the fall of 0.6; the paired error does not.
+    assert oo.gold_passed_peak(gold, 0.2, noise=oo.fall_noise(2, 1.0, 4)) is None
+    assert oo.gold_passed_peak(gold, 0.2, noise=noise) == 2
+    scattered = [[0, 0, 0, 0], [1, 1, 1, 1], [2, 2, 2, 2], [1.5] * 4, [3.4, -0.6, 2.4, 0.4]]   # Mean 1.4, scattered.
+    assert oo.gold_passed_peak(gold, 0.2, noise=oo.paired_noise(2, scattered)) is None
+    rows = dict(kimg=[0, 1, 2, 3, 4], proxy=[0] * 5, aggregate=[0] * 5, disagreement=[1] * 5, gold=gold,
+        distance=[0, 1, 2, 3, 4], param_distance=[0] * 5, members=[[0]] * 5, scale=dict(proxy=1.0, gold=0.5, samples=4))
+    curves = oo.Curves(dict(rows, gold_samples=samples))
+    assert curves.stop(noise=2) == ('gold', 2) and curves.summary(noise=2)['gold_stop_kimg'] == 3   # No spread at 3.
+    assert curves.fall_noise(2)(2, 4) == pytest.approx(noise(2, 4) / 0.5)    # In sd of the start, as the gains.
+    old = oo.Curves(rows)                                                    # A state from before the field.
+    assert old.rows['gold_samples'] == [None] * 5 and old.stop(noise=2) is None    # 2 x 0.5 x sqrt(2/4) = 0.71.
+    assert oo.Curves(curves.state()).rows == curves.rows
+    from eg3d_rlhf.finetune.grpo_config import GRPOConfig                   # The flow methods' rule reads them too.
+    probes = [dict(gold=g, disagreement=1.0, distance=float(i), gold_sd=0.5, samples=4, gold_samples=x)
+        for i, (g, x) in enumerate(zip(gold, samples))]
+    cfg = GRPOConfig(probe_every=1, stop_at_peak=True, gold_taste='nose', peak_patience=1)
+    assert 'passed its peak at probe 2' in cfg.peak_reason(probes)
+    assert cfg.peak_reason([dict(r, gold_samples=None) for r in probes]) is None
+
+
 def test_curves_summarise_peak_fit_and_stops_and_survive_their_state():
     curves = oo.Curves()
     d = np.linspace(0, 5, 11)
@@ -146,8 +178,12 @@ def test_replay_stop_prints_where_the_rule_fires_and_refuses_bad_files(tmp_path)
     assert '| 0 | 4 | 2 (+2.00) |' in run('--peak-patience', '2').output          # Twice in a row: one tick later.
     # With 8 samples the noise is 2 sqrt(2/8) = 1 sd: neither fall (0.5, 0.6) reaches it.
     assert '| curves/mean-seed1 | 2 (+2.00) | +1.40 | 1 | - | - |' in run('--samples', '8').output
+    paired = dict(rows, gold_samples=[[g - 0.1, g + 0.1] for g in rows['gold']])     # Every sample moves alike.
+    good.write_text(json.dumps(dict(curves={'mean-seed1': dict(rows=paired)})))
+    assert '| +1.40 | 0 paired | 3 | 2 (+2.00) |' in run('--samples', '8').output
     for text, why in [('{"curves": {"a": {"rows": 3}}}', 'holds no proxy-gold curves'),
             (json.dumps(dict(proxy_gold=dict(rows=dict(rows, gold=[0, 1, None, 2, 3])))), 'not usable'),
+            (json.dumps(dict(proxy_gold=dict(rows=dict(rows, gold_samples=[[0, 1]] * 4 + [[0, 'x']])))), 'gold_samples'),
             ('{"x": NaN}', 'not a readable JSON file'), ('{', 'not a readable JSON file')]:
         bad = tmp_path / 'bad.json'
         bad.write_text(text)

@@ -42,9 +42,12 @@ def load(path, samples):
             curves = Curves(dict(state, scale=scale))
             lengths = {len(v) for v in curves.rows.values()}
             gold = curves.rows['gold']
-            if len(lengths) != 1 or not curves.has_gold() or not all(isinstance(g, (int, float)) and math.isfinite(g)
-                    for g in gold + curves.rows['distance'] + curves.rows['kimg']):
+            finite = lambda values: all(isinstance(g, (int, float)) and math.isfinite(g) for g in values)
+            if len(lengths) != 1 or not curves.has_gold() or not finite(gold + curves.rows['distance'] +
+                    curves.rows['kimg']):
                 raise ValueError('its rows are not of one length with finite gold, distance and kimg')
+            if not all(s is None or isinstance(s, list) and finite(s) for s in curves.rows['gold_samples']):
+                raise ValueError('its gold_samples are not lists of finite numbers')
         except (TypeError, ValueError) as err:
             raise click.ClickException(f'{path}: the curves at {name} are not usable ({err}); the file is damaged '
                 'or from a run without --gold-taste')
@@ -62,7 +65,8 @@ def load(path, samples):
 @click.option('--peak-margin', type=FiniteRange(0, 1, max_open=True), default=0.2, show_default=True,
     help='Share of the gold\'s peak gain whose loss stops')
 @click.option('--peak-noise', type=FiniteRange(min=0), default=2.0, show_default=True,
-    help='Standard errors of the difference of two panel means the fall must also reach')
+    help='Standard errors the fall must also reach: of the samples\' paired changes where the curves record each '
+    'sample\'s gold, else of the difference of two panel means')
 @click.option('--peak-patience', type=click.IntRange(min=1), default=1, show_default=True,
     help='Ticks in a row the gold rule must hold')
 @click.option('--samples', type=click.IntRange(min=2), help='Panel samples, for curves recorded without their count  '
@@ -80,8 +84,10 @@ def main(files, peak_margin, peak_noise, peak_patience, samples):
             stop = curves.summary(peak_margin, noise=peak_noise, patience=peak_patience)['gold_stop_kimg']
             fires = None if stop is None else kimg.index(stop)
             named = None if fires is None else int(gain[:fires + 1].argmax())    # The best so far: what it names.
+            noise = curves.fall_noise(peak_noise)                         # Paired: the peak against the end.
+            noise = f'{noise(best, len(gain) - 1):.3g} paired' if callable(noise) else f'{noise:.3g}'
             print(f'| {path} | {name} | {kimg[best]:g} ({gain[best]:+.2f}) | {gain[-1]:+.2f} | '
-                f'{curves.fall_noise(peak_noise):.3g} | {"-" if fires is None else f"{kimg[fires]:g}"} | '
+                f'{noise} | {"-" if fires is None else f"{kimg[fires]:g}"} | '
                 f'{"-" if named is None else f"{kimg[named]:g} ({gain[named]:+.2f})"} |')
 
 

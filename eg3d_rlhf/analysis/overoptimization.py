@@ -77,12 +77,27 @@ def fall_noise(k, sd, samples):
     return float(k) * float(sd) * math.sqrt(2.0 / int(samples))
 
 
+def paired_noise(k, samples, unit=1.0):
+    """noise(best, last) -> k standard errors of the mean per-sample change of the gold from tick `best` to tick
+    `last`, divided by `unit`: samples [ticks][n] holds each tick's gold of the same n samples (same seeds), so the
+    error is that of their paired differences, far below fall_noise's bound for two independent means when the
+    samples move together. None when a tick's samples are unrecorded or their counts differ."""
+    if not k or not samples or any(s is None for s in samples) or len({len(s) for s in samples}) != 1 \
+            or len(samples[0]) < 2:
+        return None
+    values = np.asarray(samples, dtype=np.float64)
+    return lambda best, last: float(k) * float(np.std(values[last] - values[best], ddof=1)) / math.sqrt(
+        values.shape[1]) / float(unit)
+
+
 def _passed(gold, margin, distance, noise):
-    """gold_passed_peak's test on all of `gold` (patience 1)."""
+    """gold_passed_peak's test on all of `gold` (patience 1); noise a number or noise(best, last) (paired_noise)."""
     if len(gold) < 3:
         return None
     gain = gold - gold[0]
     best = int(np.argmax(gain))
+    if callable(noise):
+        noise = noise(best, len(gold) - 1)
     if gain[best] <= 0 or best == len(gold) - 1 or gain[best] - gain[-1] < noise:
         return None
     if gain[-1] <= (1 - margin) * gain[best]:
@@ -95,9 +110,9 @@ def _passed(gold, margin, distance, noise):
 
 def gold_passed_peak(gold, margin=0.2, distance=None, noise=0.0, patience=1):
     """Index of the gold peak when gold [ticks] (per-tick panel means, the start first) has fallen from it by at least
-    `noise` (in gold's units) and by margin x its gain over the start, or has so fallen by `noise` and the fit of gold
-    against distance [ticks] so far peaks before the latest distance, at each of the last `patience` records; else
-    None."""
+    `noise` (in gold's units; a number, or noise(best, last) of the two ticks compared) and by margin x its gain over
+    the start, or has so fallen by `noise` and the fit of gold against distance [ticks] so far peaks before the latest
+    distance, at each of the last `patience` records; else None."""
     gold = np.asarray(gold, dtype=np.float64)
     d = None if distance is None else np.asarray(distance, dtype=np.float64)
     if patience < 1 or len(gold) < patience:
@@ -148,6 +163,7 @@ def parameter_rms(params, start):
 # distances from the start. Plain lists, so a snapshot keeps them and a resumed run continues the curves.
 
 FIELDS = ('kimg', 'proxy', 'aggregate', 'disagreement', 'gold', 'distance', 'param_distance', 'members')
+OPTIONAL = ('gold_samples',)    # Each tick's gold of every panel sample (the same seeds), where recorded; else None.
 
 
 class Curves:
@@ -157,17 +173,19 @@ class Curves:
     def __init__(self, state=None):
         state = dict(state or {})
         self.scale = dict(state.pop('scale', {}))
-        self.rows = {k: [] for k in FIELDS}
+        self.rows = {k: [] for k in FIELDS + OPTIONAL}
         for k, values in state.items():
             if k not in self.rows:
                 raise ValueError(f'unknown proxy-gold field {k!r}')
             self.rows[k] = list(values)
+        if state and 'gold_samples' not in state:      # (Curves written before the field: none recorded.)
+            self.rows['gold_samples'] = [None] * len(self)
 
     def add(self, **row):
-        if set(row) != set(FIELDS):
-            raise ValueError(f'a proxy-gold row needs {", ".join(FIELDS)}')
-        for k in FIELDS:
-            self.rows[k].append(row[k])
+        if not set(FIELDS) <= set(row) <= set(FIELDS + OPTIONAL):
+            raise ValueError(f'a proxy-gold row needs {", ".join(FIELDS)} (and may have {", ".join(OPTIONAL)})')
+        for k in FIELDS + OPTIONAL:
+            self.rows[k].append(row.get(k))
 
     def state(self):
         return dict({k: list(v) for k, v in self.rows.items()}, scale=dict(self.scale))
@@ -184,15 +202,20 @@ class Curves:
         sd = self.scale.get(name) or 1.0
         return (values - values[0]) / sd
 
-    def fall_noise(self, k):
-        """fall_noise(k) in the units of gains(): k x sqrt(2 / samples); 0 where the panel's size is unrecorded."""
-        return fall_noise(k, 1.0, self.scale.get('samples'))
+    def fall_noise(self, k, unit=None):
+        """The stop rule's noise for k: paired_noise of the recorded per-sample gold where every tick has it, else
+        fall_noise's bound (0 where the panel's size is unrecorded); in gold's units divided by `unit` (default: the
+        start's sd, the units of gains())."""
+        unit = (self.scale.get('gold') or 1.0) if unit is None else unit
+        paired = paired_noise(k, self.rows['gold_samples'], unit)
+        return paired if paired is not None else fall_noise(k, self.scale.get('gold', 1.0) / unit,
+            self.scale.get('samples'))
 
     def stop(self, margin=0.2, factor=2.0, noise=0.0, patience=1):
-        """stop_rule on the rows so far, noise a multiple k of fall_noise."""
+        """stop_rule on the rows so far, noise a multiple k of the gold's standard error (fall_noise)."""
         gold = self.rows['gold'] if self.has_gold() else None
         return stop_rule(gold, self.rows['disagreement'], self.rows['distance'], margin, factor,
-            fall_noise(noise, self.scale.get('gold'), self.scale.get('samples')), patience)
+            self.fall_noise(noise, unit=1.0), patience)
 
     def summary(self, margin=0.2, factor=2.0, form='best', noise=0.0, patience=1):
         """What the curves say: the observed gold peak (kimg, distance, gain), the fit of `form` and the tick nearest its

@@ -90,7 +90,7 @@ class ProbeOptions:
     stop_at_peak:   bool = option(False, 'Stop training at the first probe where the --gold-taste has passed its peak (see --peak-margin); without --gold-taste, where the members\' disagreement reaches --disagreement-stop times its start. Circular-DPO: that group\'s history trains no further phase; Flow-GRPO: the run ends there, and with a gold taste gold-peak.safetensors (or .pt) holds the policy of the best gold probe', is_flag=True)
     peak_margin:    float = option(0.2, 'Share of the gold\'s peak gain whose loss stops --stop-at-peak (a fall with the fit\'s peak behind also stops it)', min=0, below=1)
     disagreement_stop: float = option(2.0, 'With --stop-at-peak and no --gold-taste: stop when the members\' mean sd on the probe reaches this multiple of its start', above=1)
-    peak_noise:     float = option(2.0, 'With --stop-at-peak and a gold taste: the gold\'s fall must also reach this many standard errors of the difference of two probe means (the start\'s sd x sqrt(2/samples), samples over every condition); 0 = any fall', min=0)
+    peak_noise:     float = option(2.0, 'With --stop-at-peak and a gold taste: the gold\'s fall must also reach this many standard errors of the probe samples\' paired changes from the peak (the same seeds under every condition); 0 = any fall', min=0)
     peak_patience:  int = option(2, 'With --stop-at-peak and a gold taste: the gold rule must hold at this many probes in a row', min=1)
 
     def check_probe(self):
@@ -107,7 +107,8 @@ class ProbeOptions:
     def peak_reason(self, rows):
         """--stop-at-peak's sentence on probe rows (the start's first), else None: the gold passed its peak
         (overoptimization.gold_passed_peak), or without gold the members' disagreement grew."""
-        noise = overoptimization.fall_noise(self.peak_noise, rows[0].get('gold_sd'), rows[0].get('samples'))
+        noise = overoptimization.paired_noise(self.peak_noise, [r.get('gold_samples') for r in rows]) or \
+            overoptimization.fall_noise(self.peak_noise, rows[0].get('gold_sd'), rows[0].get('samples'))
         rule = overoptimization.stop_rule(None if rows[0]['gold'] is None else [r['gold'] for r in rows],
             [r['disagreement'] for r in rows], [r['distance'] for r in rows], self.peak_margin, self.disagreement_stop,
             noise, self.peak_patience)

@@ -72,8 +72,8 @@ class FlowProbe:
     @torch.no_grad()
     def measure(self, pipeline, reference):
         """dict(proxy, aggregate, disagreement, gold (None without a gold taste), distance, distances {stage: d},
-        members [each member's mean], proxy_sd and gold_sd over the samples, samples: their count) of the pipeline's
-        samples of the seeds."""
+        members [each member's mean], proxy_sd and gold_sd over the samples, samples: their count, gold_samples: each
+        sample's gold, in the same order at every probe) of the pipeline's samples of the seeds."""
         modes = [m.training for m in pipeline.modules()]
         for m in pipeline.modules():
             m.eval()
@@ -99,7 +99,8 @@ class FlowProbe:
         return dict(**aggregate.summary(members, *self.aggregate), gold=None if gold is None else float(np.mean(gold)),
             distance=distances.pop(None), distances=distances, proxy_sd=float(members.mean(dim=1).std()),
             samples=len(volumes),
-            gold_sd=None if gold is None else float(np.std(gold)))
+            gold_sd=None if gold is None else float(np.std(gold)),
+            gold_samples=None if gold is None else [float(g) for g in gold])
 
     def row(self, pipeline, reference):
         """measure() as one flat stats record: distance/STAGE for each stage's distance."""
@@ -135,5 +136,5 @@ def curves_of(ticks):
         **({} if start.get('samples') is None else dict(samples=start['samples'])))
     for kimg, r in ticks:
         curves.add(kimg=kimg, proxy=r['proxy'], aggregate=r['aggregate'], disagreement=r['disagreement'], gold=r['gold'],
-            distance=r['distance'], param_distance=None, members=r['members'])
+            distance=r['distance'], param_distance=None, members=r['members'], gold_samples=r.get('gold_samples'))
     return curves
