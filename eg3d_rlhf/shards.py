@@ -121,4 +121,16 @@ class Ranks:
         if self.size > 1 and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
 
+    def finish(self, work):
+        """work()'s result; then the ranks leave together (a gloo peer may still be reading) and the group closes. A
+        rank whose work raises closes at once."""
+        try:
+            result = work()
+        except BaseException:
+            self.close()
+            raise
+        self.barrier()
+        self.close()
+        return result
+
 #----------------------------------------------------------------------------

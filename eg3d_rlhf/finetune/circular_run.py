@@ -454,14 +454,7 @@ def run(cfg, common):
         ranks = Ranks(cuda=common.device == 'cuda')
     except ShardError as err:
         raise RunError(str(err))
-    try:
-        summary = run_ranks(cfg, common, ranks, network, family, reward_path, reporter)
-    except BaseException:
-        ranks.close()
-        raise
-    ranks.barrier()                                     # Leave together (a gloo peer may still be reading).
-    ranks.close()
-    return summary
+    return ranks.finish(lambda: run_ranks(cfg, common, ranks, network, family, reward_path, reporter))
 
 
 def flow_network(resume):

@@ -352,6 +352,14 @@ class OnlineDPO(FlowGRPO):
         return torch.Generator().manual_seed(int(np.random.SeedSequence([self.iteration, salt,
             *[self.s.seed] * bool(self.s.seed)]).generate_state(1)[0]))
 
+    @staticmethod
+    def backward(loss, part, weight, totals):
+        """The gradient of weight x the mean of loss [N]; weight x its mean and each stat's of `part` added to totals."""
+        (loss.mean() * weight).backward()
+        totals['loss'] = totals.get('loss', 0.0) + float(loss.detach().mean()) * weight
+        for name, value in part.items():
+            totals[name] = totals.get(name, 0.0) + float(value.float().mean()) * weight
+
     def step(self, conditions, seed_groups):
         """One iteration: the groups drawn with ODE steps (the policy's own samples), each group's best and worst
         paired, one Flow-DPO step on the trained stages. Returns the stats."""
@@ -388,10 +396,7 @@ class OnlineDPO(FlowGRPO):
                 reference = in_precision(self.reference.stages[i].velocity, s.bf16)
                 loss, part = flow_dpo_loss(policy, reference, side(rows_best), side(rows_worst), t.to(x0.device),
                     pair_cond, beta=self.beta, loss_type=self.loss_type)
-                (loss.mean() * share / len(s.trained)).backward()
-                totals['loss'] = totals.get('loss', 0.0) + float(loss.detach().mean()) * share / len(s.trained)
-                for name, value in part.items():
-                    totals[name] = totals.get(name, 0.0) + float(value.float().mean()) * share / len(s.trained)
+                self.backward(loss, part, share / len(s.trained), totals)
             stats.update(self.summed(totals))
             self.optimizer.step()
         self.iteration += 1
@@ -439,10 +444,7 @@ class OnlineUnpaired(OnlineDPO):
             batch = losses.UnpairedBatch(pol.float(), ref.float(), labels.to(pol.device),
                 value=torch.zeros_like(labels).to(pol.device), reference_point=z)
             loss, part = self.loss_fn(batch, losses.UnpairedOptions(beta=self.beta))
-            (loss.mean() * share / len(s.trained)).backward()
-            totals['loss'] = totals.get('loss', 0.0) + float(loss.detach().mean()) * share / len(s.trained)
-            for name, value in part.items():
-                totals[name] = totals.get(name, 0.0) + float(value.float().mean()) * share / len(s.trained)
+            self.backward(loss, part, share / len(s.trained), totals)
         stats.update(self.summed(totals))
         self.optimizer.step()
         self.iteration += 1

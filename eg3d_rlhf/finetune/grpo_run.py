@@ -73,14 +73,7 @@ def run_method(method, cfg, common, desc, train, sharded=False):
     if ranks.size > 1 and not sharded:
         ranks.close()
         raise RunError(f'--method={method} runs as one process; start it without torchrun')
-    try:
-        summary = run_ranks(method, cfg, common, desc, train, ranks)
-    except BaseException:
-        ranks.close()
-        raise
-    ranks.barrier()                                     # Leave together (a gloo peer may still be reading).
-    ranks.close()
-    return summary
+    return ranks.finish(lambda: run_ranks(method, cfg, common, desc, train, ranks))
 
 
 def run_ranks(method, cfg, common, desc, train, ranks):
