@@ -1,4 +1,4 @@
-"""Online RL of a multi-stage flow: Flow-GRPO (the ODE as an SDE, per-step log-probabilities, groups), online DPO and unpaired."""
+"""Online RL of a multi-stage flow: Flow-GRPO (the ODE as an SDE, per-step log-probabilities, groups), online DPO, DRO, KTO."""
 
 import dataclasses
 import math
