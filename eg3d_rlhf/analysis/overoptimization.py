@@ -80,8 +80,9 @@ def fall_noise(k, sd, samples):
 def paired_noise(k, samples, unit=1.0):
     """noise(best, last) -> k standard errors of the mean per-sample change of the gold from tick `best` to tick
     `last`, divided by `unit`: samples [ticks][n] holds each tick's gold of the same n samples (same seeds), so the
-    error is that of their paired differences, far below fall_noise's bound for two independent means when the
-    samples move together. None when a tick's samples are unrecorded or their counts differ."""
+    error is that of their paired differences: below fall_noise's two independent means while the samples move
+    together, above it once they change by different amounts. None when a tick's samples are unrecorded or their
+    counts differ."""
     if not k or not samples or any(s is None for s in samples) or len({len(s) for s in samples}) != 1 \
             or len(samples[0]) < 2:
         return None
