@@ -91,6 +91,13 @@ def paired_noise(k, samples, unit=1.0):
         values.shape[1]) / float(unit)
 
 
+def noise_of(k, samples, sd, count, unit=1.0):
+    """The gold rule's noise for k, divided by `unit`: paired_noise of samples [ticks][n] where every tick has them,
+    else fall_noise of the start's sd over `count` samples."""
+    paired = paired_noise(k, samples, unit)
+    return paired if paired is not None else fall_noise(k, None if sd is None else sd / unit, count)
+
+
 def _passed(gold, margin, distance, noise):
     """gold_passed_peak's test on all of `gold` (patience 1); noise a number or noise(best, last) (paired_noise)."""
     if len(gold) < 3:
@@ -208,9 +215,7 @@ class Curves:
         fall_noise's bound (0 where the panel's size is unrecorded); in gold's units divided by `unit` (default: the
         start's sd, the units of gains())."""
         unit = (self.scale.get('gold') or 1.0) if unit is None else unit
-        paired = paired_noise(k, self.rows['gold_samples'], unit)
-        return paired if paired is not None else fall_noise(k, self.scale.get('gold', 1.0) / unit,
-            self.scale.get('samples'))
+        return noise_of(k, self.rows['gold_samples'], self.scale.get('gold', 1.0), self.scale.get('samples'), unit)
 
     def stop(self, margin=0.2, factor=2.0, noise=0.0, patience=1):
         """stop_rule on the rows so far, noise a multiple k of the gold's standard error (fall_noise)."""

@@ -107,8 +107,8 @@ class ProbeOptions:
     def peak_reason(self, rows):
         """--stop-at-peak's sentence on probe rows (the start's first), else None: the gold passed its peak
         (overoptimization.gold_passed_peak), or without gold the members' disagreement grew."""
-        noise = overoptimization.paired_noise(self.peak_noise, [r.get('gold_samples') for r in rows]) or \
-            overoptimization.fall_noise(self.peak_noise, rows[0].get('gold_sd'), rows[0].get('samples'))
+        noise = overoptimization.noise_of(self.peak_noise, [r.get('gold_samples') for r in rows], rows[0].get('gold_sd'),
+            rows[0].get('samples'))
         rule = overoptimization.stop_rule(None if rows[0]['gold'] is None else [r['gold'] for r in rows],
             [r['disagreement'] for r in rows], [r['distance'] for r in rows], self.peak_margin, self.disagreement_stop,
             noise, self.peak_patience)
