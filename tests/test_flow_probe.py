@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from eg3d_rlhf.data import annotators
+from eg3d_rlhf.finetune import flow_probe
 from eg3d_rlhf.finetune.flow_probe import FlowProbe, VelocityGap, group_curves
 from eg3d_rlhf.generators import flow_heads
 from eg3d_rlhf.rewards.checkpoint import load_reward
@@ -76,6 +77,22 @@ def test_the_probe_scores_each_member_the_aggregate_and_the_gold_on_the_same_sam
     assert measured['gold_sd'] == pytest.approx(np.std(nose), abs=1e-6)
     with pytest.raises(ValueError, match='at least one held-out seed'):
         FlowProbe(G, reward, [])
+
+
+def test_the_distance_is_measured_on_the_first_seeds_and_every_seed_is_scored(tiny, monkeypatch):
+    """Before: every probe sample paid the reference's velocity calls; a 64-seed probe cost twice its sampling."""
+    G, reward = tiny
+    reference, policy = G.pipeline.frozen_copy(), G.pipeline.frozen_copy()
+    inner = policy.stages[1].velocity
+    policy.stages[1].velocity = lambda x, t, cond, context: inner(x, t, cond, context) + 0.5 * x     # Differs per path.
+    full = FlowProbe(G, reward, [0, 1, 2], gold_taste='nose', res=32, batch=2).measure(policy, reference)
+    first = FlowProbe(G, reward, [0], gold_taste='nose', res=32, batch=2).measure(policy, reference)
+    assert full['distance'] != pytest.approx(first['distance'], rel=1e-3)
+    monkeypatch.setattr(flow_probe, 'DISTANCE_SEEDS', 1)
+    limited = FlowProbe(G, reward, [0, 1, 2], gold_taste='nose', res=32, batch=2).measure(policy, reference)
+    assert limited['distance'] == pytest.approx(first['distance'], rel=1e-9)
+    assert limited['gold_samples'] == pytest.approx(full['gold_samples'], abs=1e-9) and limited['samples'] == 6
+    assert limited['members'] == pytest.approx(full['members'], abs=1e-6)
 
 
 def test_a_groups_curve_follows_its_history_and_counts_its_pairs():

@@ -43,6 +43,25 @@ def test_runs_are_described_and_a_conservative_aggregate_compared_with_the_mean_
     assert (tmp_path / 'overoptimization.png').read_bytes()[:4] == b'\x89PNG'
 
 
+def test_the_plot_turns_logarithmic_only_where_one_run_went_far(tmp_path, monkeypatch):
+    """Before: one flow run that jumped to 19.7 in distance squashed the other nine into the plot's left edge."""
+    def run(end, proxy_end):
+        d = np.linspace(0, end, 5)
+        return dict(aggregate='mean', seed=0, curves=dict(distance=d, proxy_gain=np.linspace(0, proxy_end, 5),
+            gold_gain=np.zeros(5)))
+    near = [run(1.0, 3.0), run(1.2, 4.0), run(0.8, 2.0)]
+    assert overopt_sweep.axis_scales(near) == dict(distance=None, proxy=None)
+    assert overopt_sweep.axis_scales(near + [run(4.0, 49.0)]) == dict(distance=None, proxy=None)
+    assert overopt_sweep.axis_scales(near + [run(19.7, -762.0)]) == dict(distance=pytest.approx(1.1), proxy=1.0)
+    drawn = []
+    monkeypatch.setattr(overopt_sweep.report_plots, '_save', lambda fig, path: drawn.append(fig))
+    overopt_sweep.plot(near + [run(19.7, -762.0)], str(tmp_path / 'p.png'), 'nose', 'flow')
+    top, bottom = drawn[0].axes
+    assert (top.get_xscale(), bottom.get_yscale(), bottom.get_xscale()) == ('symlog', 'symlog', 'symlog')
+    overopt_sweep.plot(near, str(tmp_path / 'p.png'), 'nose', 'flow')
+    assert (drawn[1].axes[0].get_xscale(), drawn[1].axes[1].get_yscale()) == ('linear', 'linear')
+
+
 def test_a_folder_keeps_its_settings(tmp_path):
     overopt_sweep.keep_settings(str(tmp_path), dict(kimg=2.0, train_args=('--glr=0.004',)))
     overopt_sweep.keep_settings(str(tmp_path), dict(kimg=2.0, train_args=('--glr=0.004',)))

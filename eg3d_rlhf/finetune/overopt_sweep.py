@@ -134,6 +134,16 @@ def compare(runs, baseline='mean'):
     return out
 
 
+def axis_scales(runs):
+    """{'distance': x, 'proxy': x}: x is None for a linear axis, else the linear range of a symlog one. Distance turns
+    logarithmic past the median end when one run ended 5x as far; the proxy past 1 sd when one ran beyond 50 sd."""
+    ends = [r['curves']['distance'][-1] for r in runs if len(r['curves']['distance'])]
+    median = float(np.median(ends)) if ends else 0.0
+    far = bool(ends) and median > 0 and max(ends) > 5 * median
+    proxy = max((abs(v) for r in runs for v in r['curves']['proxy_gain']), default=0.0)
+    return dict(distance=median if far else None, proxy=1.0 if proxy > 50 else None)
+
+
 def plot(runs, path, taste, generator='eg3d'):
     """Gold (top) and proxy (bottom, its own scale: a proxy can run away by hundreds of sd) gains against distance,
     one line per run named by its seed at its end, a colour per aggregate, a dot at each gold's peak; the pooled fit
@@ -165,9 +175,16 @@ def plot(runs, path, taste, generator='eg3d'):
     for ax in (top, bottom):
         ax.axhline(0, color='grey', linewidth=0.8)
         ax.legend(fontsize=8, loc='best')
+    scales = axis_scales(runs)
+    if scales['distance'] is not None:                                  # One run went far: keep the rest readable.
+        top.set_xscale('symlog', linthresh=scales['distance'])
+    if scales['proxy'] is not None:
+        bottom.set_yscale('symlog', linthresh=scales['proxy'])
     top.set(ylabel='gold gain (sd of the start)', title='A weak proxy pushed long: gold and proxy against distance')
     bottom.set(xlabel='distance from the start (' + ('RMS velocity change from the base, stages summed' if generator
-        == 'flow' else 'slab RMS of raw sigma') + ')', ylabel='proxy gain (sd of the start)')
+        == 'flow' else 'slab RMS of raw sigma') + ')' + ('; logarithmic past ' + f'{scales["distance"]:.3g}' if
+        scales['distance'] is not None else ''), ylabel='proxy gain (sd of the start)' + (', logarithmic past 1' if
+        scales['proxy'] is not None else ''))
     report_plots._save(fig, path)
 
 
