@@ -177,10 +177,13 @@ def test_replay_stop_prints_where_the_rule_fires_and_refuses_bad_files(tmp_path)
     assert '| curves/mean-seed1 | 2 (+2.00) | +1.40 | 0 | 3 | 2 (+2.00) |' in run('--peak-patience', '1').output
     assert '| 0 | 4 | 2 (+2.00) |' in run('--peak-patience', '2').output          # Twice in a row: one tick later.
     # With 8 samples the noise is 2 sqrt(2/8) = 1 sd: neither fall (0.5, 0.6) reaches it.
-    assert '| curves/mean-seed1 | 2 (+2.00) | +1.40 | 1 | - | - |' in run('--samples', '8').output
+    assert '| curves/mean-seed1 | 2 (+2.00) | +1.40 | 1 | - | - | 0.5 (0.5) |' in run('--samples', '8').output
     paired = dict(rows, gold_samples=[[g - 0.1, g + 0.1] for g in rows['gold']])     # Every sample moves alike.
     good.write_text(json.dumps(dict(curves={'mean-seed1': dict(rows=paired)})))
-    assert '| +1.40 | 0 paired | 3 | 2 (+2.00) |' in run('--samples', '8').output
+    assert '| +1.40 | 0 paired | 3 | 2 (+2.00) | 0.5 (0 paired) |' in run('--samples', '8').output
+    paired['gold_samples'][3] = [1.2, 1.8]                  # Changes -0.7 and -0.3: sd 0.283 / sqrt(2) = 0.2 a sample.
+    good.write_text(json.dumps(dict(curves={'mean-seed1': dict(rows=paired)})))
+    assert '| 2 (+2.00) | 0.5 (0.2 paired) |' in run('--samples', '8').output
     for text, why in [('{"curves": {"a": {"rows": 3}}}', 'holds no proxy-gold curves'),
             (json.dumps(dict(proxy_gold=dict(rows=dict(rows, gold=[0, 1, None, 2, 3])))), 'not usable'),
             (json.dumps(dict(proxy_gold=dict(rows=dict(rows, gold_samples=[[0, 1]] * 4 + [[0, 'x']])))), 'gold_samples'),

@@ -73,10 +73,11 @@ def load(path, samples):
     '[default: the count the curves record; without one the noise test is off]')
 def main(files, peak_margin, peak_noise, peak_patience, samples):
     """Print, for each run's curves in FILES, the gold's peak and where the gold stop rule with these settings fires
-    and which tick it names as the peak (the tick whose snapshot a stopped run keeps). Gains are in sd of the start."""
+    and which tick it names as the peak (the tick whose snapshot a stopped run keeps), and how far the gold fell from
+    its peak to the next tick, with one standard error of that fall. Gains are in sd of the start."""
     print('| file | run | gold peak: kimg (gain) | gold at the end | noise (sd) | rule fires: kimg '
-        '| it names: kimg (gain) |')
-    print('| --- | --- | --- | --- | --- | --- | --- |')
+        '| it names: kimg (gain) | first fall after the peak (1 SE) |')
+    print('| --- | --- | --- | --- | --- | --- | --- | --- |')
     for path in files:
         for name, curves in load(path, samples):
             gain, kimg = curves.gains('gold'), curves.rows['kimg']
@@ -84,11 +85,12 @@ def main(files, peak_margin, peak_noise, peak_patience, samples):
             stop = curves.summary(peak_margin, noise=peak_noise, patience=peak_patience)['gold_stop_kimg']
             fires = None if stop is None else kimg.index(stop)
             named = None if fires is None else int(gain[:fires + 1].argmax())    # The best so far: what it names.
-            noise = curves.fall_noise(peak_noise)                         # Paired: the peak against the end.
-            noise = f'{noise(best, len(gain) - 1):.3g} paired' if callable(noise) else f'{noise:.3g}'
+            text = lambda noise, later: f'{noise(best, later):.3g} paired' if callable(noise) else f'{noise:.3g}'
+            first = '-' if best == len(gain) - 1 else (f'{gain[best] - gain[best + 1]:.3g} '
+                f'({text(curves.fall_noise(1.0), best + 1)})')            # Could a rule see it a tick after the peak?
             print(f'| {path} | {name} | {kimg[best]:g} ({gain[best]:+.2f}) | {gain[-1]:+.2f} | '
-                f'{noise} | {"-" if fires is None else f"{kimg[fires]:g}"} | '
-                f'{"-" if named is None else f"{kimg[named]:g} ({gain[named]:+.2f})"} |')
+                f'{text(curves.fall_noise(peak_noise), len(gain) - 1)} | {"-" if fires is None else f"{kimg[fires]:g}"} | '
+                f'{"-" if named is None else f"{kimg[named]:g} ({gain[named]:+.2f})"} | {first} |')
 
 
 if __name__ == '__main__':

@@ -86,8 +86,8 @@ class FlowProbe:
         try:
             for condition in conditions_of(self.generator):
                 for s in range(0, len(self.seeds), self.batch):
-                    chunk = self.seeds[s : s + self.batch]
-                    for part, guide in ((chunk[: max(DISTANCE_SEEDS - s, 0)], gap), (chunk[max(DISTANCE_SEEDS - s, 0) :], None)):
+                    chunk, cut = self.seeds[s : s + self.batch], max(DISTANCE_SEEDS - s, 0)
+                    for part, guide in ((chunk[:cut], gap), (chunk[cut:], None)):
                         if part:
                             volumes.append(pipeline.sample(part, condition, self.generator.steps,
                                 self.generator.sampler, guide=guide).sigma.cpu())
