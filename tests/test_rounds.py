@@ -4,6 +4,8 @@ scale, the drift before refitting, the refit on every label, the fine-tuning and
 import itertools
 import json
 import os
+import pathlib
+import pickle
 
 import numpy as np
 import pytest
@@ -64,6 +66,27 @@ def test_a_damaged_step_file_is_refused_in_one_line_naming_it(tmp_path, name, te
     assert result.exit_code == 1 and message in result.output and str(outdir / 'round-0' / name) in result.output
     assert len(result.output.strip().splitlines()) == 1, result.output
     assert (outdir / 'round-0' / name).read_text() == text                   # Left as it was.
+
+
+class Planted:
+    """A pickle whose loading touches a file: the code a hostile run folder could hold."""
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+@pytest.mark.parametrize('where', ['round-0', os.path.join('seed-1', 'rounds', 'round-0')])
+def test_a_folder_holding_pickles_is_resumed_only_with_trust_pickle(tmp_path, where):
+    """Before: a resumed run loaded its folder's generator.pkl as its own, so a shared folder could run any code."""
+    outdir, marker = tmp_path / 'r', tmp_path / 'ran'
+    (outdir / where).mkdir(parents=True)
+    (outdir / where / 'generator.pkl').write_bytes(pickle.dumps(Planted(str(marker))))
+    result = CliRunner().invoke(tool.main, ['--outdir', str(outdir), '--rounds', '2'])
+    assert result.exit_code == 1 and str(outdir / where / 'generator.pkl') in result.output, result.output
+    assert '--trust-pickle' in result.output and len(result.output.strip().splitlines()) == 1, result.output
+    assert not marker.exists() and sorted(os.listdir(outdir)) == [where.split(os.sep)[0]]       # Nothing ran.
 
 
 @pytest.mark.slow

@@ -18,11 +18,20 @@ from eg3d_rlhf.finetune.overopt_sweep import keep_settings
 from eg3d_rlhf.generators.base import seed_ranges
 
 
+def held_pickles(outdir):
+    """The network pickles (.pkl) under outdir, in walk order: a resumed run loads its rounds' generators."""
+    found = []
+    for root, dirs, files in os.walk(outdir):
+        dirs.sort()
+        found += [os.path.join(root, name) for name in files if name.endswith('.pkl')]
+    return found
+
+
 @click.command(context_settings=dict(ignore_unknown_options=True))
 @click.option('--outdir', required=True, metavar='DIR',
     help='Where round-0/, round-1/, ... and rounds.json go; what is there already is reused, so a stopped run resumes')
 @click.option('--network', default='bundled', show_default=True, metavar='PKL|PT|bundled|bundled-flow', help='The generator to start from: EG3D or flow')
-@click.option('--trust-pickle', is_flag=True, help='Confirm you trust --network: loading a pickle can run code stored in it')
+@click.option('--trust-pickle', is_flag=True, help='Confirm you trust --network and the network pickles a resumed run finds in --outdir: loading a pickle can run code stored in it')
 @click.option('--rounds', 'count', type=click.IntRange(min=1), default=3, show_default=True, help='Rounds to run')
 @click.option('--judgements', type=click.IntRange(min=1), default=150, show_default=True, help='Judgements per round')
 @click.option('--random-share', type=FiniteRange(0, 1), default=0.25, show_default=True,
@@ -90,6 +99,10 @@ def main(outdir, network, trust_pickle, count, judgements, random_share, bank_si
     if drawn:
         raise click.BadParameter(f'seed {min(drawn)} is also in a round\'s bank; held-out seeds must be new', param_hint='--eval-seeds')
     path = network_path(network, trust_pickle)
+    held = [] if trust_pickle else held_pickles(outdir)
+    if held:
+        raise click.ClickException(f'{held[0]}: resuming loads the network pickles of this run folder, and loading a '
+            'pickle can run code stored in it; pass --trust-pickle if the folder is yours')
     conditions = network_family(path).conditions(path) or 1               # A flow's pairs join one condition's.
     upfront = upfront or [count * judgements]
     for hint, n, size in (('--judgements', judgements, bank_size), *[('--upfront', u, count * bank_size) for u in
