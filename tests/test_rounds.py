@@ -56,7 +56,9 @@ def test_bad_settings_are_refused_in_one_line(tmp_path, args, message):
     ('pairs.json', '{"pairs": [["ball00", "ball00"]], "active": 0}', "pairs of two different samples of round 0's bank"),
     ('pairs.json', '{"pairs": [["ball00", "nobody"]], "active": 0}', "pairs of two different samples of round 0's bank"),
     ('pairs.json', '[1, 2]', 'holds a JSON array; expected an object'),
-    ('taste.json', '{"ball00": NaN}', 'a finite taste score for each sample'),
+    ('taste.json', '{"ball00": NaN}', 'holds nan or inf where this tool writes finite numbers'),
+    ('taste.json', '{"ball00": "tall"}', 'a finite taste score for each sample'),
+    ('pairs.json', '{"pairs": [["ball00", "ball01"]], "active": 0, "x": [{"y": 1e999}]}', 'holds nan or inf where'),
 ])
 def test_a_damaged_step_file_is_refused_in_one_line_naming_it(tmp_path, name, text, message):
     outdir = tmp_path / 'r'

@@ -2,6 +2,7 @@
 
 import itertools
 import json
+import math
 import os
 import shutil
 
@@ -82,7 +83,16 @@ def write_json(path, value):
 
 
 def read_json(path):
-    return dnnlib.util.read_json_object(path, error=RunError)
+    """A file of this run's own (write_json's): a JSON object whose numbers are all finite (nan and inf as null)."""
+    value = dnnlib.util.read_json_object(path, error=RunError)
+    todo = [value]
+    while todo:                                         # A walk without recursion: any depth json.loads took.
+        item = todo.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise RunError(f'{path}: holds nan or inf where this tool writes finite numbers; delete it and run again '
+                'to redo that step')
+        todo.extend(item.values() if isinstance(item, dict) else item if isinstance(item, list) else ())
+    return value
 
 
 def damaged(path, what):
@@ -338,7 +348,7 @@ class Rounds:
                 raise damaged(self.folder(k, 'gold.json'), 'the gold of this round')
             if drift is not None and not isinstance(drift.get('accuracy_vs_labels', 0.0), (int, float, type(None))):
                 raise damaged(self.folder(k, 'drift.json'), 'the accuracy before the refit')
-            fit = read_json(self.folder(k, 'reward.report.json'))
+            fit = dnnlib.util.read_json_object(self.folder(k, 'reward.report.json'), error=RunError)  # train_reward's.
             rows.append(dict(round=k, judgements=(k + 1) * self.s['judgements'],
                 active=self.pairs(k)[1], before_refit=drift,
                 reward_held_out=fit.get('held_out'), gold=gold,
