@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from safetensors.torch import load_file
 
 from eg3d_rlhf.data import annotators, preferences
 from eg3d_rlhf.data.labeling import informative_pairs, random_pairs
@@ -138,6 +139,23 @@ def test_two_rounds_run_end_to_end_and_a_second_call_redoes_nothing(data, start_
     assert all(torch.equal(a, b) for a, b in zip(before.state_dict().values(), after.state_dict().values()))
     assert (outdir / 'round-1' / 'gold.json').read_text() == gold
     assert len(os.listdir(outdir / 'round-1' / 'train')) == 1 and not (outdir / 'round-1' / 'train' / 'half-written').exists()
+    # Killed while fitting round 1's reward (its metrics log begun, no report yet): before, train_reward refused to
+    # write over the log and the run could not go on; now the fit starts again and ends with the same reward.
+    fitted = load_file(str(outdir / 'round-1' / 'reward.safetensors'))
+    for name in ('reward.safetensors', 'reward.report.json', 'generator.pkl', 'gold.json', 'collateral.json'):
+        (outdir / 'round-1' / name).unlink()
+    assert CliRunner().invoke(tool.main, args).exit_code == 0
+    refitted = load_file(str(outdir / 'round-1' / 'reward.safetensors'))
+    assert fitted.keys() == refitted.keys() and all(torch.equal(fitted[k], refitted[k]) for k in fitted)
+    assert (outdir / 'round-1' / 'gold.json').read_text() == gold
+    # A drift.json that does not hold what the run writes is refused in one line naming it, wherever the damage is.
+    drift = (outdir / 'round-1' / 'drift.json').read_text()
+    for damage in ({'accuracy_vs_labels': 'x'}, {'random': {'pairs': 3, 'accuracy_vs_labels': '0.5'}},
+            {'active': {'pairs': 3, 'accuracy_vs_labels': 1.5}}, {'active': None}):
+        (outdir / 'round-1' / 'drift.json').write_text(json.dumps({**json.loads(drift), **damage}))
+        result = CliRunner().invoke(tool.main, args)
+        assert result.exit_code == 1 and str(outdir / 'round-1' / 'drift.json') in result.output, (damage, result.output)
+        assert 'the accuracy before the refit' in result.output
 
 
 @pytest.mark.slow

@@ -251,11 +251,13 @@ class Rounds:
 
     def reward(self, k):
         path = self.folder(k, 'reward.safetensors')
-        if not os.path.isfile(path):
+        # train_reward writes its report after the checkpoint: without it the fit was stopped part-way, and its files
+        # (a metrics log, perhaps the checkpoint) are this run's own, so --force lets the fit start again over them.
+        if not (os.path.isfile(path) and os.path.isfile(self.folder(k, 'reward.report.json'))):
             union = self.union(k)
             child([*self.launch, TOOL('train_reward'), '--bank', union, '--labels', os.path.join(union, 'labels.jsonl'),
                 '--split', ','.join(map(str, SPLIT)), '--split-seed', str(split_seed(union)), '--reward', 'sigma',
-                '--out', path, *(['--refit-all'] if self.s['refit_all'] else [])],
+                '--out', path, '--force', *(['--refit-all'] if self.s['refit_all'] else [])],
                 self.folder(k, 'reward.log'))
         return path
 
@@ -346,7 +348,7 @@ class Rounds:
                     gold.get('wilson95'), list) or not isinstance(gold.get('scores'), list) or
                     len(gold['scores']) != gold.get('seeds')):
                 raise damaged(self.folder(k, 'gold.json'), 'the gold of this round')
-            if drift is not None and not isinstance(drift.get('accuracy_vs_labels', 0.0), (int, float, type(None))):
+            if drift is not None and not drift_is_whole(drift):
                 raise damaged(self.folder(k, 'drift.json'), 'the accuracy before the refit')
             fit = dnnlib.util.read_json_object(self.folder(k, 'reward.report.json'), error=RunError)  # train_reward's.
             rows.append(dict(round=k, judgements=(k + 1) * self.s['judgements'],
@@ -387,6 +389,16 @@ def dpo_steps(train_args):
         return int(steps)
     except ValueError:
         raise RunError(f'--dpo-steps {steps!r}: not a whole number') from None
+
+
+def drift_is_whole(drift):
+    """Whether a drift.json holds what labels() writes: pairs and accuracies (shares or None) on all of a round's new
+    pairs, and the same on its random and its active ones."""
+    def part(d):
+        return isinstance(d, dict) and type(d.get('pairs')) is int and d['pairs'] >= 0 and all(
+            d.get(key, 0) is None or (type(d.get(key)) in (int, float) and 0 <= d[key] <= 1)
+            for key in ('accuracy_vs_labels', 'accuracy_vs_truth')) and 'accuracy_vs_labels' in d
+    return part(drift) and part(drift.get('random')) and part(drift.get('active'))
 
 
 def drift_of(before):
