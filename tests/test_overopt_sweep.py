@@ -95,10 +95,17 @@ def test_a_flow_sweep_labels_within_a_condition_and_tunes_by_grpo_with_probes(tm
             os.makedirs(args[args.index('--outdir') + 1])
             open(os.path.join(args[args.index('--outdir') + 1], 'bank.json'), 'w', encoding='utf-8').close()
         else:
-            open(args[args.index('--out') + 1], 'w', encoding='utf-8').close()
+            out = args[args.index('--out') + 1]
+            for path in [out] + ([out.replace('.safetensors', '.report.json')] if 'train_reward' in args[0] else []):
+                open(path, 'w', encoding='utf-8').close()
     monkeypatch.setattr(overopt_sweep, 'child', child)
     reward = overopt_sweep.proxy(str(tmp_path), 'flow-natural-nose', 200, '0-37', 64, 0, 'flow')
     assert calls[0][calls[0].index('--network') + 1] == 'bundled-flow' and '--same-condition' in calls[1]
+    assert overopt_sweep.proxy(str(tmp_path), 'flow-natural-nose', 200, '0-37', 64, 0, 'flow') == reward
+    os.remove(os.path.join(tmp_path, 'proxy.report.json'))                # A fit stopped before its report: again.
+    assert overopt_sweep.proxy(str(tmp_path), 'flow-natural-nose', 200, '0-37', 64, 0, 'flow') == reward
+    assert len(calls) == 4 and 'train_reward' in calls[3][0] and '--force' in calls[3]
+    del calls[3]
     pg = overopt_sweep.run(str(tmp_path), reward, 'min', 3, 'flow-natural-nose', panel_seeds='3000-3003',
         extra=('--grpo-lr=0.001',), generator='flow', iterations=10, probe_every=2)
     train = calls[-1]

@@ -55,9 +55,10 @@ def proxy(outdir, taste='nose', judgements=200, bank_seeds='0-299', res=64, labe
         child([TOOL('annotate'), 'pairs', '--bank', bank, '--annotator', f'oracle:{taste}', '--pairs', str(judgements),
             '--temperature', '0.5', '--seed', str(label_seed), '--out', labels,
             *(['--same-condition'] if generator == 'flow' else [])], os.path.join(outdir, 'labels.log'))
-    if not os.path.isfile(reward):
-        child([TOOL('train_reward'), '--bank', bank, '--labels', labels, '--reward', 'sigma', '--out', reward],
-            os.path.join(outdir, 'proxy.log'))
+    if not (os.path.isfile(reward) and os.path.isfile(os.path.join(outdir, 'proxy.report.json'))):
+        # The report comes last: without it the fit stopped part-way, over files of this sweep's own (--force).
+        child([TOOL('train_reward'), '--bank', bank, '--labels', labels, '--reward', 'sigma', '--out', reward,
+            '--force'], os.path.join(outdir, 'proxy.log'))
     return reward
 
 
