@@ -89,15 +89,15 @@ def run(outdir, reward, aggregate, seed, taste='nose', kimg=2.0, tick=0.1, lambd
     return dict(overoptimization.Curves(rows).summary(), rows=rows)
 
 def keep_settings(outdir, settings):
-    """Write outdir/settings.json the first time; RunError when a later sweep into it asks for other settings (its
-    bank, proxy and runs would not be those settings')."""
+    """Write outdir/settings.json the first time; RunError when a later call into it asks for other settings (what
+    the folder holds was made with its own: a sweep's bank, proxy and runs, a rounds run's rounds)."""
     path = os.path.join(outdir, 'settings.json')
     settings = json.loads(json.dumps(settings))
     if os.path.isfile(path):
         kept = dnnlib.util.read_json_object(path, error=RunError)
         changed = sorted(k for k in set(kept) | set(settings) if kept.get(k) != settings.get(k))
         if changed:
-            raise RunError(f'{path}: this folder holds a sweep with other settings ({", ".join(changed)}); use another '
+            raise RunError(f'{path}: this folder holds a run with other settings ({", ".join(changed)}); use another '
                 '--outdir')
         return
     os.makedirs(outdir, exist_ok=True)
