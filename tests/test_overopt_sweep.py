@@ -67,6 +67,10 @@ def test_a_folder_keeps_its_settings(tmp_path):
     overopt_sweep.keep_settings(str(tmp_path), dict(kimg=2.0, train_args=('--glr=0.004',)))
     with pytest.raises(RunError, match=r'other settings \(kimg, train_args\); use another --outdir'):
         overopt_sweep.keep_settings(str(tmp_path), dict(kimg=4.0, train_args=()))
+    with pytest.raises(RunError, match=r'other settings \(kimg\); use'):         # A free key changes; kimg may not.
+        overopt_sweep.keep_settings(str(tmp_path), dict(kimg=4.0, train_args=('--glr=0.004',), seeds=[1]), free=('seeds',))
+    overopt_sweep.keep_settings(str(tmp_path), dict(kimg=2.0, train_args=('--glr=0.004',), seeds=[1, 2]), free=('seeds',))
+    assert json.loads((tmp_path / 'settings.json').read_text())['seeds'] == [1, 2]   # The file takes the new value.
 
 
 @pytest.mark.parametrize('args, message', [(['--aggregates', 'min'], 'mean must be among them'),

@@ -287,6 +287,11 @@ def test_the_comparison_pairs_each_held_out_id_and_tests_across_training_seeds(t
             assert (tmp_path / f'seed-{seed}' / run / 'round-0' / 'bank' / 'bank.json').read_text() == str(size)
     with pytest.raises(RunError, match='other settings'):                # The folder keeps its comparison's settings.
         label_efficiency.run(str(tmp_path), dict(settings, judgements=40), [1, 2, 3], [60, 90], progress=lines.append)
+    # More training seeds join the comparison: the runs of seeds 1-3 are kept, seed 4's are made.
+    scores.update({(4, 'rounds'): [2.0] * 8, (4, 'upfront-60'): [1.0] * 8, (4, 'upfront-90'): [1.0] * 8})
+    more = label_efficiency.run(str(tmp_path), settings, [1, 2, 3, 4], [60, 90], progress=lines.append)
+    assert more['replication']['contrasts'][0]['across']['above'] == 4 and drawn == [6, 12]
+    assert json.loads((tmp_path / 'settings.json').read_text())['train_seeds'] == [1, 2, 3, 4]
     scores[2, 'upfront-60'] = scores[2, 'upfront-60'][:7]
     with pytest.raises(RunError, match='other held-out ids'):
         label_efficiency.run(str(tmp_path), settings, [1, 2, 3], [60, 90], progress=lines.append)

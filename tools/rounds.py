@@ -56,7 +56,7 @@ def held_pickles(outdir):
 @click.option('--eval-seeds', default='9000-9063', show_default=True, metavar='LIST',
     help='Held-out seeds where each round\'s generator meets the start under the annotator\'s noise-free taste')
 @click.option('--nproc', type=click.IntRange(min=1), default=1, show_default=True, help='Processes (torchrun) of each round\'s bank, refit and a flow\'s fine-tuning; EG3D\'s fine-tuning runs as one')
-@click.option('--train-seeds', type=parse_range, metavar='LIST', help='Compare label efficiency: run the rounds once per training seed (its --seed) beside one upfront round per --upfront total, in OUTDIR/seed-S/')
+@click.option('--train-seeds', type=parse_range, metavar='LIST', help='Compare label efficiency: run the rounds once per training seed (its --seed) beside one upfront round per --upfront total, in OUTDIR/seed-S/; a later call may add seeds')
 @click.option('--upfront', type=parse_range, metavar='LIST', help='With --train-seeds: judgement totals of the upfront runs, each one round on the start\'s bank of --rounds x --bank-size seeds, tuned --rounds times as long  [default: --rounds x --judgements]')
 @click.argument('train_args', nargs=-1, type=click.UNPROCESSED, metavar='[-- TRAIN.PY FLAGS...]')
 def main(outdir, network, trust_pickle, count, judgements, random_share, bank_size, bank_seed, res, annotator, gold_taste,
@@ -120,7 +120,7 @@ def main(outdir, network, trust_pickle, count, judgements, random_share, bank_si
             summary = label_efficiency.run(outdir, settings, train_seeds, upfront, progress=click.echo, nproc=nproc)
             click.echo(label_efficiency.describe(summary) + f'Report: {os.path.join(outdir, label_efficiency.STEM)}.md')
             return
-        keep_settings(outdir, dict(settings, rounds=None))                  # More rounds may follow in the same folder.
+        keep_settings(outdir, settings, free=('rounds',))                   # More rounds may follow in the same folder.
         page = None
         if people:
             page = dict(host=host, port=port, allow_hosts=allow_hosts, progress=people_round.Progress(judgements),

@@ -56,7 +56,8 @@ def run(outdir, settings, train_seeds, upfront, progress=print, nproc=1):
     summary written to label-efficiency.json (with .md and the plots beside it)."""
     if rounds.people_name(settings['annotator'])[0]:
         raise RunError('a label-efficiency comparison needs a simulated annotator (oracle:NAME)')
-    keep_settings(outdir, dict(settings, train_seeds=list(train_seeds), upfront=list(upfront)))
+    keep_settings(outdir, dict(settings, train_seeds=list(train_seeds), upfront=list(upfront)),   # Seeds and totals
+        free=('train_seeds', 'upfront'))                         # may be added: the runs made already are kept.
     records, rows, drawn = [], [], {}
     for seed in train_seeds:
         golds = {}

@@ -88,18 +88,20 @@ def run(outdir, reward, aggregate, seed, taste='nose', kimg=2.0, tick=0.1, lambd
         rows = json.load(f)['proxy_gold']['rows']
     return dict(overoptimization.Curves(rows).summary(), rows=rows)
 
-def keep_settings(outdir, settings):
+def keep_settings(outdir, settings, free=()):
     """Write outdir/settings.json the first time; RunError when a later call into it asks for other settings (what
-    the folder holds was made with its own: a sweep's bank, proxy and runs, a rounds run's rounds)."""
+    the folder holds was made with its own: a sweep's bank, proxy and runs, a rounds run's rounds). The `free` keys
+    may change (more rounds, more training seeds): the file then takes the new values."""
     path = os.path.join(outdir, 'settings.json')
     settings = json.loads(json.dumps(settings))
     if os.path.isfile(path):
         kept = dnnlib.util.read_json_object(path, error=RunError)
         changed = sorted(k for k in set(kept) | set(settings) if kept.get(k) != settings.get(k))
-        if changed:
-            raise RunError(f'{path}: this folder holds a run with other settings ({", ".join(changed)}); use another '
-                '--outdir')
-        return
+        if [k for k in changed if k not in free]:
+            raise RunError(f'{path}: this folder holds a run with other settings '
+                f'({", ".join(k for k in changed if k not in free)}); use another --outdir')
+        if not changed:
+            return
     os.makedirs(outdir, exist_ok=True)
     with dnnlib.util.atomic_write(path, 'w', encoding='utf-8') as f:
         json.dump(settings, f, indent=1)
