@@ -6,6 +6,7 @@ import json
 import os
 import pathlib
 import pickle
+import types
 
 import numpy as np
 import pytest
@@ -211,6 +212,25 @@ def test_the_upfront_run_draws_as_many_seeds_from_the_start_and_tunes_as_long(tm
     assert rounds.dpo_steps([]) == 80 and rounds.dpo_steps(['--dpo-steps', '7', '--dpo-steps=9']) == 9
 
 
+def test_runs_sharing_a_draw_cache_draw_the_starts_held_out_samples_once(tmp_path, monkeypatch):
+    """label_efficiency's arms share one start: before, each arm drew its held-out samples again (a flow's 128 took
+    minutes)."""
+    start, other = save_tiny(tmp_path / 'start.pt'), save_tiny(tmp_path / 'other.pt')
+    loads, family = [], registry.family_of_file(start)
+    counted = types.SimpleNamespace(name=family.name,
+        load=lambda path, device: loads.append(path) or family.load(path, device))
+    monkeypatch.setattr(rounds.registry, 'family_of_file', lambda path: counted)
+    settings, shared = dict(network=start, annotator='oracle:nose', eval_seeds='900-901', res=16), {}
+    first = rounds.Rounds(str(tmp_path / 'a'), settings, drawn=shared)
+    ids, slabs = first.held_out(start)[2:]
+    first.held_out(other)
+    second = rounds.Rounds(str(tmp_path / 'b'), settings, drawn=shared)
+    again = second.held_out(start)
+    assert loads == [start, other] and again[2] == ids and np.array_equal(again[3], slabs)
+    rounds.Rounds(str(tmp_path / 'c'), dict(settings, res=24), drawn=shared).held_out(start)      # Another grid.
+    assert loads == [start, other, start] and list(shared) == [(start, 24, '900-901')]   # Only what it draws is kept.
+
+
 def test_each_round_reports_what_else_its_generator_changed_against_the_start(tmp_path):
     start = save_tiny(tmp_path / 'start.pt')
     G = registry.family_of_file(start).load(start, 'cpu')
@@ -252,16 +272,17 @@ def test_the_comparison_pairs_each_held_out_id_and_tests_across_training_seeds(t
         scores[seed, 'upfront-90'] = [x + 0.6 for x in s] if run == 'upfront-60' else None
     scores = {k: v for k, v in scores.items() if v is not None}
 
-    drawn = []
+    banks, caches = [], []
 
     class FakeRounds:                                           # The runs' gold, and a start bank where none is.
-        def __init__(self, folder, s, nproc):
+        def __init__(self, folder, s, nproc, drawn):
             self.s, bank = s, os.path.join(folder, 'round-0', 'bank')
+            caches.append(drawn)
             if not os.path.isdir(bank):
                 os.makedirs(bank)
                 with open(os.path.join(bank, 'bank.json'), 'w', encoding='utf-8') as f:
                     f.write(str(s['bank_size']))
-                drawn.append(s['bank_size'])
+                banks.append(s['bank_size'])
         def run(self):
             name = 'rounds' if self.s.get('tune_scale') is None else f'upfront-{self.s["judgements"]}'
             judged = self.s['rounds'] * self.s['judgements']
@@ -281,7 +302,8 @@ def test_the_comparison_pairs_each_held_out_id_and_tests_across_training_seeds(t
     assert (tmp_path / 'label-efficiency.png').stat().st_size > 1000
     assert json.loads((tmp_path / 'label-efficiency.json').read_text())['matched'] == 90
     assert (tmp_path / 'label-efficiency-replication.md').is_file()
-    assert drawn == [6, 12]                                     # One start bank per size, linked into the other runs.
+    assert banks == [6, 12]                                     # One start bank per size, linked into the other runs.
+    assert len(caches) == 9 and all(c is caches[0] for c in caches)   # One held-out draw of the start for all runs.
     for seed in (1, 2, 3):
         for run, size in (('rounds', 6), ('upfront-60', 12), ('upfront-90', 12)):
             assert (tmp_path / f'seed-{seed}' / run / 'round-0' / 'bank' / 'bank.json').read_text() == str(size)
@@ -290,7 +312,7 @@ def test_the_comparison_pairs_each_held_out_id_and_tests_across_training_seeds(t
     # More training seeds join the comparison: the runs of seeds 1-3 are kept, seed 4's are made.
     scores.update({(4, 'rounds'): [2.0] * 8, (4, 'upfront-60'): [1.0] * 8, (4, 'upfront-90'): [1.0] * 8})
     more = label_efficiency.run(str(tmp_path), settings, [1, 2, 3, 4], [60, 90], progress=lines.append)
-    assert more['replication']['contrasts'][0]['across']['above'] == 4 and drawn == [6, 12]
+    assert more['replication']['contrasts'][0]['across']['above'] == 4 and banks == [6, 12]
     assert json.loads((tmp_path / 'settings.json').read_text())['train_seeds'] == [1, 2, 3, 4]
     scores[2, 'upfront-60'] = scores[2, 'upfront-60'][:7]
     with pytest.raises(RunError, match='other held-out ids'):

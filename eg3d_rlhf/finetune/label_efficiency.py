@@ -58,7 +58,7 @@ def run(outdir, settings, train_seeds, upfront, progress=print, nproc=1):
         raise RunError('a label-efficiency comparison needs a simulated annotator (oracle:NAME)')
     keep_settings(outdir, dict(settings, train_seeds=list(train_seeds), upfront=list(upfront)),   # Seeds and totals
         free=('train_seeds', 'upfront'))                         # may be added: the runs made already are kept.
-    records, rows, drawn = [], [], {}
+    records, rows, drawn, held_out = [], [], {}, {}
     for seed in train_seeds:
         golds = {}
         for name, s in arms(dict(settings, seed=int(seed)), upfront).items():
@@ -68,7 +68,7 @@ def run(outdir, settings, train_seeds, upfront, progress=print, nproc=1):
             if s['bank_size'] in drawn and not os.path.isdir(start_bank):
                 rounds.settle(start_bank, lambda tmp, source=drawn[s['bank_size']]: shutil.copytree(source, tmp,
                     copy_function=link))
-            last = rounds.Rounds(folder, s, nproc=nproc).run()['rounds'][-1]
+            last = rounds.Rounds(folder, s, nproc=nproc, drawn=held_out).run()['rounds'][-1]   # The start drawn once.
             drawn.setdefault(s['bank_size'], start_bank)
             golds[name] = last['gold']
             rows.append(dict(seed=int(seed), run=name, judgements=last['judgements'],

@@ -103,7 +103,7 @@ def damaged(path, what):
 class Rounds:
     """One run of online rounds in `outdir` (settings: the tool's options, kept in settings.json)."""
 
-    def __init__(self, outdir, settings, page=None, nproc=1):
+    def __init__(self, outdir, settings, page=None, nproc=1, drawn=None):
         self.outdir, self.s = outdir, dict(settings)
         # The bank, the refit and a flow's fine-tuning run as nproc processes under torchrun (not a setting: a bank's
         # bits do not depend on it, so a run may resume with another count).
@@ -114,7 +114,9 @@ class Rounds:
         self.gold_taste = annotators.parse_annotator(gold) if gold else self.taste
         self.page = dict(page or {})                    # serve_round's host, port, invites, allow_hosts, progress.
         self.scored = {}                                # (round, reward path): member_scores' answer.
-        self.drawn = {}                                 # network: held_out()'s answer (the start's and the last).
+        # held_out()'s answers (the start's and the last network's), by network and draw; a dict `drawn` shared with
+        # other runs of one start (label_efficiency's arms) draws the start's held-out samples once for all of them.
+        self.drawn = {} if drawn is None else drawn
         self.flow = registry.family_of_file(self.s['network']).name == 'flow'
         self.ext = '.pkl' if not self.flow else '.safetensors' if safetensors_file.is_safetensors(self.s['network']) \
             else '.pt'                                  # A flow's generators keep the start's format.
@@ -293,14 +295,16 @@ class Rounds:
     def held_out(self, network):
         """(generator, grid, ids, raw sigma slabs [N, *grid]) of `network` on the held-out eval seeds (a flow's: the
         seeds under each condition in turn); the start's and the last network's are kept."""
-        if network not in self.drawn:
+        key = lambda n: (n, self.s['res'], self.s['eval_seeds'])
+        if key(network) not in self.drawn:
             G = registry.family_of_file(network).load(network, 'cpu')      # The tool checked the start's trust.
             grid, seeds = slab_grid(self.s['res'], cube_length=G.cube_length), seed_ranges(self.s['eval_seeds'])
             conditions = sorted({c for _, c in G.keys(seeds)}, key=lambda c: -1 if c is None else c)
             slabs = np.concatenate([G.sigma_grid(seeds, grid, c).numpy() for c in conditions])
-            self.drawn = {n: v for n, v in self.drawn.items() if n == self.s['network']}
-            self.drawn[network] = G, grid, [G.sample_id(seed, c) for c in conditions for seed in seeds], slabs
-        return self.drawn[network]
+            for old in [k for k in self.drawn if k != key(self.s['network'])]:
+                del self.drawn[old]
+            self.drawn[key(network)] = G, grid, [G.sample_id(seed, c) for c in conditions for seed in seeds], slabs
+        return self.drawn[key(network)]
 
     def gold(self, k):
         """The taste on the held-out seeds: round k's generator against the start (kept in gold.json)."""
