@@ -47,6 +47,8 @@ def test_an_annotator_can_keep_another_sets_scale():
     (['--network', 'nowhere.pkl', '--trust-pickle'], 'nowhere.pkl'),
     (['--eval-seeds', '20005-20010'], "seed 20005 is also in a round's bank"),
     (['--random-share', 'nan'], "'nan' is not a finite number"),
+    (['--train-seeds', '1-3,2'], '--train-seeds names 2 twice; give each once'),
+    (['--train-seeds', '1-3', '--upfront', '450,450'], '--upfront names 450 twice'),
 ])
 def test_bad_settings_are_refused_in_one_line(tmp_path, args, message):
     result = CliRunner().invoke(tool.main, ['--outdir', str(tmp_path / 'r'), *args])

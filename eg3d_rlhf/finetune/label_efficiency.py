@@ -56,6 +56,10 @@ def run(outdir, settings, train_seeds, upfront, progress=print, nproc=1):
     summary written to label-efficiency.json (with .md and the plots beside it)."""
     if rounds.people_name(settings['annotator'])[0]:
         raise RunError('a label-efficiency comparison needs a simulated annotator (oracle:NAME)')
+    for flag, values in (('--train-seeds', train_seeds), ('--upfront', upfront)):
+        if len(set(values)) != len(values):                     # Refused at once, not after every run.
+            raise RunError(f'{flag} names {sorted(v for v in set(values) if list(values).count(v) > 1)[0]} twice; '
+                'give each once')
     keep_settings(outdir, dict(settings, train_seeds=list(train_seeds), upfront=list(upfront)),   # Seeds and totals
         free=('train_seeds', 'upfront'))                         # may be added: the runs made already are kept.
     records, rows, drawn, held_out = [], [], {}, {}
