@@ -4,8 +4,6 @@ import os
 
 import click
 
-import dnnlib
-
 from eg3d_rlhf.cli import FiniteRange, network_family, network_path, parse_range
 from eg3d_rlhf.data import annotators, people_round
 from eg3d_rlhf.data.label_pages import check_allowed_host, check_host
@@ -130,10 +128,7 @@ def main(outdir, network, trust_pickle, count, judgements, random_share, bank_si
             f'{row["gold"]["gain_sd"]:+.2f} sd over the start on {row["gold"]["seeds"]} held-out samples')))
     except (RunError, ValueError, LabelError) as err:
         raise click.ClickException(str(err))
-    text = rounds.describe(summary)
-    with dnnlib.util.atomic_write(os.path.join(outdir, "rounds.md"), "w", encoding="utf-8") as f:
-        f.write(text)
-    click.echo(text)
+    click.echo(rounds.describe(summary))                                    # Also in OUTDIR/rounds.md.
 
 
 if __name__ == '__main__':

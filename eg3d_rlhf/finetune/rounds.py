@@ -363,6 +363,8 @@ class Rounds:
                 progress(rows[-1])
         summary = write_json(os.path.join(self.outdir, 'rounds.json'), dict(settings=self.s, rounds=rows))
         plot(summary, os.path.join(self.outdir, 'rounds.png'))
+        with dnnlib.util.atomic_write(os.path.join(self.outdir, 'rounds.md'), 'w', encoding='utf-8') as f:
+            f.write(describe(summary))                  # A label-efficiency arm's folder gets its table too.
         return summary
 
 
