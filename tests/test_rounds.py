@@ -49,6 +49,7 @@ def test_an_annotator_can_keep_another_sets_scale():
     (['--random-share', 'nan'], "'nan' is not a finite number"),
     (['--train-seeds', '1-3,2'], '--train-seeds names 2 twice; give each once'),
     (['--train-seeds', '1-3', '--upfront', '450,450'], '--upfront names 450 twice'),
+    (['--train-seeds', '1-3', '--upfront', '0,600'], '--upfront 0: an upfront run needs at least one judgement'),
 ])
 def test_bad_settings_are_refused_in_one_line(tmp_path, args, message):
     result = CliRunner().invoke(tool.main, ['--outdir', str(tmp_path / 'r'), *args])

@@ -60,6 +60,8 @@ def run(outdir, settings, train_seeds, upfront, progress=print, nproc=1):
         if len(set(values)) != len(values):                     # Refused at once, not after every run.
             raise RunError(f'{flag} names {sorted(v for v in set(values) if list(values).count(v) > 1)[0]} twice; '
                 'give each once')
+    if min(upfront) < 1:                                        # Else found only when its reward has nothing to fit.
+        raise RunError(f'--upfront {min(upfront)}: an upfront run needs at least one judgement')
     keep_settings(outdir, dict(settings, train_seeds=list(train_seeds), upfront=list(upfront)),   # Seeds and totals
         free=('train_seeds', 'upfront'))                         # may be added: the runs made already are kept.
     records, rows, drawn, held_out = [], [], {}, {}
