@@ -11,6 +11,12 @@ from eg3d_rlhf.analysis import report_plots
 SIDE_FILES = ('.metrics.jsonl', '.report.json', '.curves.png')     # Beside the checkpoint: the log, then the report.
 
 
+def finished(out):
+    """Whether a fit to checkpoint `out` ended: tools/train_reward.py writes the checkpoint before STEM.report.json, so
+    without the report it stopped part-way, and a fit again must write over its files (--force)."""
+    return os.path.isfile(out) and os.path.isfile(os.path.splitext(out)[0] + '.report.json')
+
+
 def report(out, summary, records):
     """Write the fit's summary (what it was fitted on and rewards.fitting.fit_reward's report) as STEM.report.json and
     its per-epoch records (or per-L2 records of linear heads) as STEM.curves.png beside the checkpoint `out`; returns

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 
 import dnnlib
-from eg3d_rlhf.analysis import overoptimization, report_plots
+from eg3d_rlhf.analysis import overoptimization, report_plots, reward_fit
 from eg3d_rlhf.finetune.options import RunError
 from eg3d_rlhf.synthetic import demo
 
@@ -55,8 +55,7 @@ def proxy(outdir, taste='nose', judgements=200, bank_seeds='0-299', res=64, labe
         child([TOOL('annotate'), 'pairs', '--bank', bank, '--annotator', f'oracle:{taste}', '--pairs', str(judgements),
             '--temperature', '0.5', '--seed', str(label_seed), '--out', labels,
             *(['--same-condition'] if generator == 'flow' else [])], os.path.join(outdir, 'labels.log'))
-    if not (os.path.isfile(reward) and os.path.isfile(os.path.join(outdir, 'proxy.report.json'))):
-        # The report comes last: without it the fit stopped part-way, over files of this sweep's own (--force).
+    if not reward_fit.finished(reward):                 # A fit stopped part-way: its files are this sweep's own.
         child([TOOL('train_reward'), '--bank', bank, '--labels', labels, '--reward', 'sigma', '--out', reward,
             '--force'], os.path.join(outdir, 'proxy.log'))
     return reward
@@ -97,9 +96,10 @@ def keep_settings(outdir, settings, free=()):
     if os.path.isfile(path):
         kept = dnnlib.util.read_json_object(path, error=RunError)
         changed = sorted(k for k in set(kept) | set(settings) if kept.get(k) != settings.get(k))
-        if [k for k in changed if k not in free]:
-            raise RunError(f'{path}: this folder holds a run with other settings '
-                f'({", ".join(k for k in changed if k not in free)}); use another --outdir')
+        fixed = [k for k in changed if k not in free]
+        if fixed:
+            raise RunError(f'{path}: this folder holds a run with other settings ({", ".join(fixed)}); use another '
+                '--outdir')
         if not changed:
             return
     os.makedirs(outdir, exist_ok=True)

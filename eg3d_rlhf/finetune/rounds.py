@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 
 import dnnlib
-from eg3d_rlhf.analysis import collateral, report_plots
+from eg3d_rlhf.analysis import collateral, report_plots, reward_fit
 from eg3d_rlhf.analysis.evaluation import win_rate
 from eg3d_rlhf.data import annotators, people_round, preferences
 from eg3d_rlhf.data.bank import BANK_FILE, Bank
@@ -253,9 +253,7 @@ class Rounds:
 
     def reward(self, k):
         path = self.folder(k, 'reward.safetensors')
-        # train_reward writes its report after the checkpoint: without it the fit was stopped part-way, and its files
-        # (a metrics log, perhaps the checkpoint) are this run's own, so --force lets the fit start again over them.
-        if not (os.path.isfile(path) and os.path.isfile(self.folder(k, 'reward.report.json'))):
+        if not reward_fit.finished(path):              # A fit stopped part-way: its files are this run's own.
             union = self.union(k)
             child([*self.launch, TOOL('train_reward'), '--bank', union, '--labels', os.path.join(union, 'labels.jsonl'),
                 '--split', ','.join(map(str, SPLIT)), '--split-seed', str(split_seed(union)), '--reward', 'sigma',
