@@ -187,7 +187,7 @@ SECTIONS = {
 @click.option('--dry-run', is_flag=True, help='List the sections that would run and exit')
 def main(only, repeats, threads, scale, stream_res, stream_chunk, dry_run):
     """Times each op's reference path (impl='ref') and its compiled CPU kernel (impl='cpp') and prints the ratio
-    reference / compiled (> 1: compiled is faster); sigma_stream prints points per second and peak memory of both. Builds the plugins first if they are not cached (about a minute each)."""
+    reference / compiled (> 1: compiled is faster); sigma_stream prints points per second and peak memory of both. Builds the plugins first if they are not cached (about 20 s each)."""
     names = list(only) or list(SECTIONS)
     if dry_run:
         print('would run: ' + ', '.join(names))

@@ -154,7 +154,8 @@ def is_built(module_name, sources, headers=None, source_dir=None, **build_kwargs
         return False
 
 #----------------------------------------------------------------------------
-# First builds side by side. Each plugin compiles one source file on one core (about a minute on the 2-core CPU), one
+# First builds side by side. Each plugin compiles one source file on one core (15-21 s on the 2-core EPYC: the sources
+# include ATen and torch's pybind casters, not torch/extension.h, whose C++ frontend took 25 s of parsing alone), one
 # after another as the ops are first called. A command that knows which ops it will call starts their first builds
 # together in child processes, one get_plugin each, and does its own first-use work (rendering a dataset, say)
 # meanwhile; its ops then load the finished builds.
@@ -246,7 +247,7 @@ def get_plugin(module_name, sources, headers=None, source_dir=None, **build_kwar
         module = _load_marked(target_dir)
         if module is None:
             if verbosity != 'none':                     # The first build; measured 53-65 s each on the 2-core CPU.
-                print(f'compiling it once (about a minute on 2 CPU cores; later runs reuse {target_dir})... ', end='',
+                print(f'compiling it once (about 20 s on a CPU core; later runs reuse {target_dir})... ', end='',
                     flush=True)
             import torch.utils.cpp_extension # pylint: disable=import-outside-toplevel
             _stage_sources(files, target_dir)

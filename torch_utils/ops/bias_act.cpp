@@ -1,6 +1,7 @@
 // Fused bias + activation + gain + clamp for CPU tensors: forward (grad=0), first (1) and second (2) derivative.
 
-#include <torch/extension.h>
+#include <ATen/ATen.h>
+#include <torch/csrc/utils/pybind.h>
 #include <ATen/Parallel.h>
 #include <algorithm>
 #include <cmath>
@@ -162,7 +163,7 @@ void dispatch_act(int act, T* out, const T* x, const T* b, const T* xref, const 
 
 //----------------------------------------------------------------------------
 
-void check_like(const torch::Tensor& t, const torch::Tensor& x, const char* name)
+void check_like(const at::Tensor& t, const at::Tensor& x, const char* name)
 {
     if (t.numel() == 0)
         return;
@@ -170,11 +171,11 @@ void check_like(const torch::Tensor& t, const torch::Tensor& x, const char* name
     TORCH_CHECK(t.sizes() == x.sizes() && t.strides() == x.strides(), "bias_act: ", name, " must match x in shape and strides");
 }
 
-torch::Tensor bias_act(torch::Tensor x, torch::Tensor b, torch::Tensor xref, torch::Tensor yref, torch::Tensor dy,
+at::Tensor bias_act(at::Tensor x, at::Tensor b, at::Tensor xref, at::Tensor yref, at::Tensor dy,
     int64_t grad, int64_t dim, int64_t act, double alpha, double gain, double clamp)
 {
     TORCH_CHECK(x.device().is_cpu(), "bias_act: this build has CPU kernels only");
-    TORCH_CHECK(x.scalar_type() == torch::kFloat || x.scalar_type() == torch::kDouble, "bias_act: x must be float32 or float64");
+    TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, "bias_act: x must be float32 or float64");
     TORCH_CHECK(x.is_non_overlapping_and_dense(), "bias_act: x must be non-overlapping and dense");
     TORCH_CHECK(x.numel() <= INT64_MAX / 2, "bias_act: x is too large");
     TORCH_CHECK(grad >= 0 && grad <= 2, "bias_act: grad must be 0, 1 or 2");
@@ -186,8 +187,8 @@ torch::Tensor bias_act(torch::Tensor x, torch::Tensor b, torch::Tensor xref, tor
     check_like(yref, x, "yref");
     check_like(dy, x, "dy");
 
-    torch::Tensor bc = b.contiguous();
-    torch::Tensor y = torch::empty_like(x);
+    at::Tensor bc = b.contiguous();
+    at::Tensor y = at::empty_like(x);
     const int64_t n = x.numel();
     if (n == 0)
         return y;
@@ -197,7 +198,7 @@ torch::Tensor bias_act(torch::Tensor x, torch::Tensor b, torch::Tensor xref, tor
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "bias_act_cpu", [&]
     {
         Params<scalar_t> p = {(scalar_t)alpha, (scalar_t)gain, (scalar_t)(gain != 0 ? 1 / gain : 0), (scalar_t)(clamp >= 0 ? clamp : INFINITY)};
-        auto ptr = [](const torch::Tensor& t) { return t.numel() ? t.data_ptr<scalar_t>() : (scalar_t*)nullptr; };
+        auto ptr = [](const at::Tensor& t) { return t.numel() ? t.data_ptr<scalar_t>() : (scalar_t*)nullptr; };
         scalar_t* out = y.data_ptr<scalar_t>();
         const scalar_t* xp = x.data_ptr<scalar_t>();
         if (grad == 0) dispatch_act<scalar_t, 0>((int)act, out, xp, ptr(bc), ptr(xref), ptr(yref), ptr(dy), n, step_b, size_b, p);

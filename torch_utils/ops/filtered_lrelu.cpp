@@ -2,7 +2,8 @@
 // with fd. Signs of the activation are kept 2 bits per pixel (1 = negative side, 2 = clamped) so that the backward
 // pass (the same op with the filters swapped) applies the forward pass's slopes instead of recomputing them.
 
-#include <torch/extension.h>
+#include <ATen/ATen.h>
+#include <torch/csrc/utils/pybind.h>
 #include <ATen/Parallel.h>
 #include <cmath>
 #include <tuple>
@@ -73,22 +74,22 @@ void act_plane(T* v, int64_t h, int64_t w, const Act<T>& a)
 //----------------------------------------------------------------------------
 // Shared checks of the sign arguments; returns the tensor to write signs into (empty when not writing).
 
-torch::Tensor sign_tensors(const torch::Tensor& si, int64_t n, int64_t c, int64_t h, int64_t w, bool write_signs)
+at::Tensor sign_tensors(const at::Tensor& si, int64_t n, int64_t c, int64_t h, int64_t w, bool write_signs)
 {
     TORCH_CHECK(!(write_signs && si.numel() > 0), "filtered_lrelu: cannot read and write signs in one call");
     if (si.numel() > 0)
     {
-        TORCH_CHECK(si.device().is_cpu() && si.scalar_type() == torch::kUInt8 && si.dim() == 4, "filtered_lrelu: si must be a 4-D uint8 CPU tensor");
+        TORCH_CHECK(si.device().is_cpu() && si.scalar_type() == at::kByte && si.dim() == 4, "filtered_lrelu: si must be a 4-D uint8 CPU tensor");
         TORCH_CHECK(si.size(0) == n && si.size(1) == c, "filtered_lrelu: si must match x in batch and channels");
         TORCH_CHECK(si.is_contiguous(), "filtered_lrelu: si must be contiguous");
     }
     if (!write_signs)
-        return torch::empty({0}, torch::dtype(torch::kUInt8));
-    return torch::zeros({n, c, h, (w + 3) / 4}, torch::dtype(torch::kUInt8));
+        return at::empty({0}, at::dtype(at::kByte));
+    return at::zeros({n, c, h, (w + 3) / 4}, at::dtype(at::kByte));
 }
 
 template <class T>
-Act<T> make_act(double gain, double slope, double clamp, const torch::Tensor& so, const torch::Tensor& si, int64_t sx, int64_t sy)
+Act<T> make_act(double gain, double slope, double clamp, const at::Tensor& so, const at::Tensor& si, int64_t sx, int64_t sy)
 {
     Act<T> a;
     a.gain = (T)gain; a.slope = (T)slope; a.clamp = (T)clamp;
@@ -103,14 +104,14 @@ Act<T> make_act(double gain, double slope, double clamp, const torch::Tensor& so
 //----------------------------------------------------------------------------
 // Fused op. Returns (y, signs written, 0); the return code is negative only when no kernel fits (never on CPU).
 
-std::tuple<torch::Tensor, torch::Tensor, int64_t> filtered_lrelu(torch::Tensor x, torch::Tensor fu, torch::Tensor fd,
-    torch::Tensor b, torch::Tensor si, int64_t up, int64_t down, int64_t px0, int64_t px1, int64_t py0, int64_t py1,
+std::tuple<at::Tensor, at::Tensor, int64_t> filtered_lrelu(at::Tensor x, at::Tensor fu, at::Tensor fd,
+    at::Tensor b, at::Tensor si, int64_t up, int64_t down, int64_t px0, int64_t px1, int64_t py0, int64_t py1,
     int64_t sx, int64_t sy, double gain, double slope, double clamp, bool flip, bool write_signs)
 {
     TORCH_CHECK(x.device().is_cpu(), "filtered_lrelu: this build has CPU kernels only");
     TORCH_CHECK(x.dim() == 4, "filtered_lrelu: x must be 4-D [N, C, H, W]");
-    TORCH_CHECK(x.scalar_type() == torch::kFloat || x.scalar_type() == torch::kDouble, "filtered_lrelu: x must be float32 or float64");
-    TORCH_CHECK(fu.scalar_type() == torch::kFloat && fd.scalar_type() == torch::kFloat, "filtered_lrelu: filters must be float32");
+    TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, "filtered_lrelu: x must be float32 or float64");
+    TORCH_CHECK(fu.scalar_type() == at::kFloat && fd.scalar_type() == at::kFloat, "filtered_lrelu: filters must be float32");
     TORCH_CHECK(b.dim() == 1 && b.numel() == x.size(1) && b.scalar_type() == x.scalar_type(), "filtered_lrelu: b must be [C] with the dtype of x");
     TORCH_CHECK(up >= 1 && down >= 1, "filtered_lrelu: up and down must be >= 1");
     TORCH_CHECK(gain > 0 && slope >= 0 && clamp >= 0, "filtered_lrelu: gain must be > 0, slope and clamp >= 0");
@@ -123,11 +124,11 @@ std::tuple<torch::Tensor, torch::Tensor, int64_t> filtered_lrelu(torch::Tensor x
     const int64_t out_w = (tw - fdw + down) / down;
     const int64_t out_h = (th - fdh + down) / down;
 
-    torch::Tensor xc = x.contiguous(), bc = b.contiguous();
-    torch::Tensor feu = upfirdn2d_cpu::effective_filter(fu, x.scalar_type(), flip, (double)(up * up));
-    torch::Tensor fed = upfirdn2d_cpu::effective_filter(fd, x.scalar_type(), flip, 1.0);
-    torch::Tensor so = sign_tensors(si, n, c, th, tw, write_signs);
-    torch::Tensor y = torch::empty({n, c, out_h, out_w}, x.options());
+    at::Tensor xc = x.contiguous(), bc = b.contiguous();
+    at::Tensor feu = upfirdn2d_cpu::effective_filter(fu, x.scalar_type(), flip, (double)(up * up));
+    at::Tensor fed = upfirdn2d_cpu::effective_filter(fd, x.scalar_type(), flip, 1.0);
+    at::Tensor so = sign_tensors(si, n, c, th, tw, write_signs);
+    at::Tensor y = at::empty({n, c, out_h, out_w}, x.options());
     if (n * c == 0)
         return std::make_tuple(y, so, (int64_t)0);
 
@@ -169,15 +170,15 @@ std::tuple<torch::Tensor, torch::Tensor, int64_t> filtered_lrelu(torch::Tensor x
 //----------------------------------------------------------------------------
 // Activation only, in place on an already upsampled image x; returns the signs written (empty when not writing).
 
-torch::Tensor filtered_lrelu_act_(torch::Tensor x, torch::Tensor si, int64_t sx, int64_t sy, double gain, double slope,
+at::Tensor filtered_lrelu_act_(at::Tensor x, at::Tensor si, int64_t sx, int64_t sy, double gain, double slope,
     double clamp, bool write_signs)
 {
     TORCH_CHECK(x.device().is_cpu(), "filtered_lrelu_act_: this build has CPU kernels only");
     TORCH_CHECK(x.dim() == 4 && x.is_contiguous(), "filtered_lrelu_act_: x must be a contiguous 4-D tensor");
-    TORCH_CHECK(x.scalar_type() == torch::kFloat || x.scalar_type() == torch::kDouble, "filtered_lrelu_act_: x must be float32 or float64");
+    TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, "filtered_lrelu_act_: x must be float32 or float64");
     TORCH_CHECK(gain > 0 && slope >= 0 && clamp >= 0, "filtered_lrelu_act_: gain must be > 0, slope and clamp >= 0");
     const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
-    torch::Tensor so = sign_tensors(si, n, c, h, w, write_signs);
+    at::Tensor so = sign_tensors(si, n, c, h, w, write_signs);
     const int64_t so_plane = h * ((w + 3) / 4);
     const int64_t si_plane = si.numel() ? si.size(2) * si.size(3) : 0;
 

@@ -10,7 +10,8 @@
 // float32 at EG3D's sizes (C = 32, 64 hidden units) runs the register-blocked tiles of triplane_sigma_tiled.h both
 // ways; other sizes and float64 the generic loops here. planes_transpose makes and undoes the channels-last copy.
 
-#include <torch/extension.h>
+#include <ATen/ATen.h>
+#include <torch/csrc/utils/pybind.h>
 #include <ATen/Parallel.h>
 #include "triplane_sigma_cpu.h"
 #include "triplane_sigma_tiled.h"
@@ -34,11 +35,11 @@ using namespace triplane_cpu;
 
 constexpr int64_t kBlock = 64;      // Points per block: their features and hidden units stay in L1.
 
-// torch::empty for the op's big outputs and buffers (planes and their gradients, tens of MiB each, new every call):
+// at::empty for the op's big outputs and buffers (planes and their gradients, tens of MiB each, new every call):
 // on Linux the 2 MiB-aligned interior is marked for transparent huge pages, so that first touching it takes one page
 // fault per 2 MiB instead of one per 4 KiB (those faults were a quarter of the backward's time). Advice only.
-torch::Tensor empty_planes(at::IntArrayRef sizes, const torch::TensorOptions& opts) {
-    auto t = torch::empty(sizes, opts);
+at::Tensor empty_planes(at::IntArrayRef sizes, const at::TensorOptions& opts) {
+    auto t = at::empty(sizes, opts);
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
     constexpr uintptr_t kHuge = uintptr_t(1) << 21;
     const uintptr_t begin = reinterpret_cast<uintptr_t>(t.data_ptr()), end = begin + t.nbytes();
@@ -245,8 +246,8 @@ void backward_lane(const Net<T>& net, const T* gout, int64_t first, int64_t last
     }
 }
 
-void check_inputs(const torch::Tensor& planes, const torch::Tensor& points, const torch::Tensor& w1,
-        const torch::Tensor& b1, const torch::Tensor& w2, const torch::Tensor& b2) {
+void check_inputs(const at::Tensor& planes, const at::Tensor& points, const at::Tensor& w1,
+        const at::Tensor& b1, const at::Tensor& w2, const at::Tensor& b2) {
     TORCH_CHECK(planes.device().is_cpu(), "triplane_sigma: CPU tensors only");
     TORCH_CHECK(planes.dim() == 5 && planes.size(1) == 3, "planes must be [N, 3, H, W, C]");
     TORCH_CHECK(points.dim() == 3 && points.size(0) == planes.size(0) && points.size(2) == 3, "points must be [N, M, 3]");
@@ -262,20 +263,20 @@ void check_inputs(const torch::Tensor& planes, const torch::Tensor& points, cons
 // The decoder's weights as the kernels read them (inputs checked first): w1 as it is and transposed, w2 as it is and
 // transposed [Hd, Os], b2 [Os], zero-padded to Os = O rounded up to 8.
 struct Weights {
-    torch::Tensor w1, w1t, b1, w2, w2t, b2;
+    at::Tensor w1, w1t, b1, w2, w2t, b2;
 
-    Weights(const torch::Tensor& planes, const torch::Tensor& points, const torch::Tensor& w1_, const torch::Tensor& b1_,
-            const torch::Tensor& w2_, const torch::Tensor& b2_) {
+    Weights(const at::Tensor& planes, const at::Tensor& points, const at::Tensor& w1_, const at::Tensor& b1_,
+            const at::Tensor& w2_, const at::Tensor& b2_) {
         check_inputs(planes, points, w1_, b1_, w2_, b2_);
         const int64_t O = w2_.size(0), Os = (O + 7) / 8 * 8;
         w1 = w1_.contiguous(); w1t = w1_.t().contiguous(); b1 = b1_.contiguous(); w2 = w2_.contiguous();
-        w2t = torch::zeros({w2_.size(1), Os}, w2_.options()); b2 = torch::zeros({Os}, b2_.options());
+        w2t = at::zeros({w2_.size(1), Os}, w2_.options()); b2 = at::zeros({Os}, b2_.options());
         w2t.narrow(1, 0, O).copy_(w2_.t());
         b2.narrow(0, 0, O).copy_(b2_);
     }
 
     template <typename T>
-    Net<T> net(const torch::Tensor& planes, const torch::Tensor& points, double scale) const {
+    Net<T> net(const at::Tensor& planes, const at::Tensor& points, double scale) const {
         Net<T> n;
         n.planes = planes.data_ptr<T>(); n.points = points.data_ptr<T>();
         n.w1 = w1.data_ptr<T>(); n.w1t = w1t.data_ptr<T>();
@@ -286,10 +287,10 @@ struct Weights {
     }
 };
 
-torch::Tensor triplane_decode(torch::Tensor planes, torch::Tensor points, torch::Tensor w1, torch::Tensor b1,
-        torch::Tensor w2, torch::Tensor b2, double scale) {
+at::Tensor triplane_decode(at::Tensor planes, at::Tensor points, at::Tensor w1, at::Tensor b1,
+        at::Tensor w2, at::Tensor b2, double scale) {
     const Weights weights(planes, points, w1, b1, w2, b2);
-    auto out = torch::empty({points.size(0), points.size(1), w2.size(0)}, planes.options());
+    auto out = at::empty({points.size(0), points.size(1), w2.size(0)}, planes.options());
     AT_DISPATCH_FLOATING_TYPES(planes.scalar_type(), "triplane_decode", [&] {
         auto net = weights.net<scalar_t>(planes, points, scale);
         forward_kernel(net, points.size(0) * points.size(1), out.data_ptr<scalar_t>());
@@ -326,21 +327,21 @@ void add_lanes(T* dst, const T* src, int64_t count, int64_t numel) {
 // contiguous run of points and owns its gradient buffers (no atomics). Plane gradients: lane 0 writes the result,
 // every other lane a buffer of its own; each is zeroed by the thread that fills it, and the others are added into the
 // result at the end. float32 at EG3D's sizes takes the register-blocked kernel (triplane_sigma_tiled.h).
-std::vector<torch::Tensor> triplane_decode_backward(torch::Tensor grad_out, torch::Tensor planes, torch::Tensor points,
-        torch::Tensor w1, torch::Tensor b1, torch::Tensor w2, torch::Tensor b2, double scale, bool want_planes,
+std::vector<at::Tensor> triplane_decode_backward(at::Tensor grad_out, at::Tensor planes, at::Tensor points,
+        at::Tensor w1, at::Tensor b1, at::Tensor w2, at::Tensor b2, double scale, bool want_planes,
         bool want_points, int64_t lanes) {
     const Weights weights(planes, points, w1, b1, w2, b2);
     grad_out = grad_out.contiguous();
-    TORCH_CHECK(grad_out.sizes() == torch::IntArrayRef({points.size(0), points.size(1), w2.size(0)}), "grad_out shape");
+    TORCH_CHECK(grad_out.sizes() == at::IntArrayRef({points.size(0), points.size(1), w2.size(0)}), "grad_out shape");
     const int64_t total = points.size(0) * points.size(1), numel = planes.numel();
     lanes = std::max<int64_t>(1, std::min<int64_t>(lanes, (total + kBlock - 1) / kBlock));
     auto opts = planes.options();
-    auto gplanes = want_planes ? empty_planes(planes.sizes(), opts) : torch::Tensor();
-    auto extra = want_planes && lanes > 1 ? empty_planes({lanes - 1, numel}, opts) : torch::Tensor();
-    auto gpoints = want_points ? torch::zeros_like(points) : torch::Tensor();
-    auto gw1t = torch::zeros({lanes, w1.size(1), w1.size(0)}, opts), gb1 = torch::zeros({lanes, b1.size(0)}, opts);
-    auto gw2 = torch::zeros({lanes, w2.size(0), w2.size(1)}, opts), gb2 = torch::zeros({lanes, b2.size(0)}, opts);
-    const bool tiled = planes.scalar_type() == torch::kFloat && planes.size(4) == kC && w1.size(0) == kHd;
+    auto gplanes = want_planes ? empty_planes(planes.sizes(), opts) : at::Tensor();
+    auto extra = want_planes && lanes > 1 ? empty_planes({lanes - 1, numel}, opts) : at::Tensor();
+    auto gpoints = want_points ? at::zeros_like(points) : at::Tensor();
+    auto gw1t = at::zeros({lanes, w1.size(1), w1.size(0)}, opts), gb1 = at::zeros({lanes, b1.size(0)}, opts);
+    auto gw2 = at::zeros({lanes, w2.size(0), w2.size(1)}, opts), gb2 = at::zeros({lanes, b2.size(0)}, opts);
+    const bool tiled = planes.scalar_type() == at::kFloat && planes.size(4) == kC && w1.size(0) == kHd;
     AT_DISPATCH_FLOATING_TYPES(planes.scalar_type(), "triplane_decode_backward", [&] {
         auto net = weights.net<scalar_t>(planes, points, scale);
         const int64_t blocks = (total + kBlock - 1) / kBlock, per_lane = (blocks + lanes - 1) / lanes;
@@ -415,7 +416,7 @@ void transpose_planes(const T* src, T* dst, int64_t P, int64_t C, int64_t S, boo
 }
 
 // planes [N, 3, C, H, W] as [N, 3, H, W, C] (to_last), or [N, 3, H, W, C] as [N, 3, C, H, W].
-torch::Tensor planes_transpose(torch::Tensor planes, bool to_last) {
+at::Tensor planes_transpose(at::Tensor planes, bool to_last) {
     TORCH_CHECK(planes.device().is_cpu() && planes.dim() == 5, "planes must be a 5-d CPU tensor");
     planes = planes.contiguous();
     const int64_t N = planes.size(0), P = N * planes.size(1);

@@ -1,18 +1,19 @@
 // upfirdn2d for CPU tensors: zero-insert by (upx, upy), pad, FIR-filter, keep every (downx, downy)-th pixel.
 
-#include <torch/extension.h>
+#include <ATen/ATen.h>
+#include <torch/csrc/utils/pybind.h>
 #include <ATen/Parallel.h>
 #include "upfirdn2d_cpu.h"
 
 namespace {
 
-torch::Tensor upfirdn2d(torch::Tensor x, torch::Tensor f, int64_t upx, int64_t upy, int64_t downx, int64_t downy,
+at::Tensor upfirdn2d(at::Tensor x, at::Tensor f, int64_t upx, int64_t upy, int64_t downx, int64_t downy,
     int64_t padx0, int64_t padx1, int64_t pady0, int64_t pady1, bool flip, double gain)
 {
     TORCH_CHECK(x.device().is_cpu() && f.device().is_cpu(), "upfirdn2d: this build has CPU kernels only");
     TORCH_CHECK(x.dim() == 4, "upfirdn2d: x must be 4-D [N, C, H, W]");
-    TORCH_CHECK(x.scalar_type() == torch::kFloat || x.scalar_type() == torch::kDouble, "upfirdn2d: x must be float32 or float64");
-    TORCH_CHECK(f.dim() == 2 && f.scalar_type() == torch::kFloat, "upfirdn2d: f must be a 2-D float32 tensor");
+    TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, "upfirdn2d: x must be float32 or float64");
+    TORCH_CHECK(f.dim() == 2 && f.scalar_type() == at::kFloat, "upfirdn2d: f must be a 2-D float32 tensor");
     TORCH_CHECK(upx >= 1 && upy >= 1 && downx >= 1 && downy >= 1, "upfirdn2d: up and down must be >= 1");
 
     const int64_t in_h = x.size(2), in_w = x.size(3);
@@ -21,9 +22,9 @@ torch::Tensor upfirdn2d(torch::Tensor x, torch::Tensor f, int64_t upx, int64_t u
     const int64_t out_h = (in_h * upy + pady0 + pady1 - fh + downy) / downy;
     TORCH_CHECK(out_w >= 1 && out_h >= 1, "upfirdn2d: output would be empty");
 
-    torch::Tensor xc = x.contiguous();
-    torch::Tensor fe = upfirdn2d_cpu::effective_filter(f, x.scalar_type(), flip, gain);
-    torch::Tensor y = torch::empty({x.size(0), x.size(1), out_h, out_w}, x.options());
+    at::Tensor xc = x.contiguous();
+    at::Tensor fe = upfirdn2d_cpu::effective_filter(f, x.scalar_type(), flip, gain);
+    at::Tensor y = at::empty({x.size(0), x.size(1), out_h, out_w}, x.options());
     const int64_t planes = x.size(0) * x.size(1);
     if (planes == 0)
         return y;

@@ -5,7 +5,7 @@
 // pixels. `Taps` lists, per output index, the first such input index, its tap and how many follow (step: i + 1, k + up).
 
 #pragma once
-#include <torch/extension.h>
+#include <ATen/ATen.h>
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -119,13 +119,13 @@ inline void row(T* out, const T* x, int64_t in_w, T bias, const T* fe, int64_t f
 // Effective filter in the dtype of the data: 2-D (a 1-D filter becomes its outer product), flipped unless `flip`
 // (correlation) was asked for, times `gain`. As in the reference, the gain is applied to the float32 taps before the
 // cast (a 1-D filter takes sqrt(gain) per axis), so both paths filter with identical taps.
-inline torch::Tensor effective_filter(const torch::Tensor& f, torch::ScalarType dtype, bool flip, double gain)
+inline at::Tensor effective_filter(const at::Tensor& f, at::ScalarType dtype, bool flip, double gain)
 {
     TORCH_CHECK(f.dim() == 1 || f.dim() == 2, "filter must be 1-D or 2-D");
     TORCH_CHECK(f.numel() > 0, "filter must not be empty");
-    torch::Tensor fe = (f * (f.dim() == 1 ? std::sqrt(gain) : gain)).to(dtype);
+    at::Tensor fe = (f * (f.dim() == 1 ? std::sqrt(gain) : gain)).to(dtype);
     if (fe.dim() == 1)
-        fe = torch::outer(fe, fe);
+        fe = at::outer(fe, fe);
     if (!flip)
         fe = fe.flip({0, 1});
     return fe.contiguous();
