@@ -296,6 +296,52 @@ def test_no_weight_gradients(monkeypatch, transpose):
         dw, = torch.autograd.grad(op(x, w, padding=1).square().sum(), [w])
     torch.testing.assert_close(dw, w_grad)
 
+
+@pytest.mark.parametrize('transpose,kwargs', [
+    (False, dict(stride=1, padding=1)),
+    (False, dict(stride=2, padding=0, groups=2)),
+    (True, dict(stride=2, padding=1, output_padding=1)),
+])
+def test_conv2d_gradfix_bfloat16_on_cpu(monkeypatch, transpose, kwargs):
+    # Inside bfloat16_on_cpu the op convolves in bfloat16: float32 results within bfloat16's rounding of the float32
+    # op's, first and second derivatives included (R1's double backward runs there), and not bit-equal to them; float64
+    # stays exact, and leaving the block restores float32.
+    monkeypatch.setattr(conv2d_gradfix, 'enabled', True)
+    op = conv2d_gradfix.conv_transpose2d if transpose else conv2d_gradfix.conv2d
+    g = torch.Generator().manual_seed(10)
+    groups = kwargs.get('groups', 1)
+    x = torch.randn([2, 8, 9, 8], generator=g, requires_grad=True)
+    w = torch.randn([8, 8 // groups, 3, 3], generator=g, requires_grad=True)
+    b = torch.randn([8], generator=g, requires_grad=True)
+
+    def run():
+        y = op(x, w, b, **kwargs)
+        dx, = torch.autograd.grad(y.square().sum(), [x], create_graph=True)
+        dw, db = torch.autograd.grad(dx.square().sum() + y.sum(), [w, b])
+        return y, dx, dw, db
+
+    full = run()
+    with conv2d_gradfix.bfloat16_on_cpu():
+        assert conv2d_gradfix.cpu_bfloat16
+        low = run()
+        exact = op(x.double(), w.double(), b.double(), **kwargs)
+    assert not conv2d_gradfix.cpu_bfloat16
+    for a, c in zip(full, low):
+        assert c.dtype == torch.float32
+        assert not torch.equal(a, c)
+        assert float((a - c).abs().max() / a.abs().max()) < 0.03
+    torch.testing.assert_close(exact, op(x.double(), w.double(), b.double(), **kwargs), rtol=0, atol=0)
+    torch.testing.assert_close(run()[0], full[0], rtol=0, atol=0)
+
+
+def test_native_bfloat16_follows_the_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cpu, 'get_capabilities', lambda: {'avx512_bf16': False, 'amx_bf16': False})
+    assert conv2d_gradfix.native_bfloat16() is False
+    monkeypatch.setattr(torch.cpu, 'get_capabilities', lambda: {'avx512_bf16': True})
+    assert conv2d_gradfix.native_bfloat16() is True
+    monkeypatch.setattr(torch.cpu, 'get_capabilities', lambda: {'amx_bf16': True})
+    assert conv2d_gradfix.native_bfloat16() is True
+
 #----------------------------------------------------------------------------
 # grid_sample_gradfix
 

@@ -101,6 +101,15 @@ UNCHANGED = {('--metrics', 'total_kimg'), ('--device', 'device'), ('--gpc_reg_pr
     ('--resume-kimg', 'resume_kimg')}
 
 
+def test_cpu_bf16_flag(data, monkeypatch):
+    # on/off are taken as given on a CPU; auto asks the CPU.
+    assert config(base_args(data, 'unused', '--cpu-bf16', 'on')).cpu_bfloat16 is True
+    assert config(base_args(data, 'unused', '--cpu-bf16', 'off')).cpu_bfloat16 is False
+    for native in (False, True):
+        monkeypatch.setattr(conv2d_gradfix, 'native_bfloat16', lambda native=native: native)
+        assert config(base_args(data, 'unused')).cpu_bfloat16 is native
+
+
 @pytest.mark.parametrize('extra, path, expected', FLAG_CASES, ids=[f'{" ".join(a)}->{p}' for a, p, _ in FLAG_CASES])
 def test_flag_reaches_training_options(data, extra, path, expected):
     if (extra[0], path) not in UNCHANGED:
@@ -390,6 +399,16 @@ def test_shape_prior_runs_before_training_and_reaches_g_ema(data, tmp_path):
     # With --glr=0 training leaves G alone, so only the prior can have moved G_ema away from a fresh G.
     decoder = lambda G: torch.cat([p.flatten() for p in G.decoder.parameters()])
     assert (decoder(snap['G_ema']) - decoder(fresh)).abs().max() > 1e-3
+
+
+def test_cpu_bf16_convolves_the_training_steps_only(data, tmp_path, monkeypatch):
+    seen, real = [], conv2d_gradfix._low
+    monkeypatch.setattr(conv2d_gradfix, '_low', lambda *tensors: seen.append(real(*tensors)[1]) or real(*tensors))
+    run_train(base_args(data, tmp_path, *TRAIN_ARGS, '--kimg', '0.002', '--tick', '0.002', '--cpu-bf16', 'on'))
+    with open(os.path.join(only_run_dir(tmp_path), 'training_options.json'), encoding='utf-8') as f:
+        assert json.load(f)['cpu_bfloat16'] is True
+    assert True in seen and False in seen              # The phases in bfloat16; the sample grids of G_ema in float32.
+    assert not conv2d_gradfix.cpu_bfloat16
 
 
 def test_shape_prior_is_called_by_name_with_the_options_it_takes(data):

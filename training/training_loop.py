@@ -338,6 +338,7 @@ def training_loop(
     trust_resume_pkl        = False,    # Does the user trust resume_pkl? Loading a pickle executes code in it.
     shape_prior_kwargs      = None,     # Warm start of a new G, called by function name (func_name + options), None = none.
     cudnn_benchmark         = True,     # Set torch.backends.cudnn.benchmark?
+    cpu_bfloat16            = False,    # Convolve in bfloat16 in the training phases on a CPU (panel and snapshots: float32)?
     report_to               = 'none',   # Where rank 0 also logs the stats and pictures: 'tensorboard', 'wandb' or 'none'.
     verbose                 = True,     # Print G's and D's layer tables before training?
 ):
@@ -492,8 +493,9 @@ def training_loop(
                 phase.opt.zero_grad(set_to_none=True)
                 phase.module.requires_grad_(True)
                 for real_img, real_c, gen_z, gen_c in zip(phase_real_img, phase_real_c, phase_gen_z, phase_gen_c):
-                    loss.accumulate_gradients(phase=phase.name, real_img=real_img, real_c=real_c, gen_z=gen_z, gen_c=gen_c,
-                        gain=phase.interval, cur_nimg=cur_nimg)
+                    with conv2d_gradfix.bfloat16_on_cpu(cpu_bfloat16):
+                        loss.accumulate_gradients(phase=phase.name, real_img=real_img, real_c=real_c, gen_z=gen_z, gen_c=gen_c,
+                            gain=phase.interval, cur_nimg=cur_nimg)
                 phase.module.requires_grad_(False)
                 distributed.sync_gradients(phase.module, num_gpus)
                 phase.opt.step()

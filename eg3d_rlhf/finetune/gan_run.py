@@ -247,7 +247,7 @@ def print_options(c, dry_run=False):
             'networks\' layers)')
     print()
     print(f'Output directory:    {c.run_dir}')
-    print(f'Device:              {c.device}')
+    print(f'Device:              {c.device}' + (' (training convolutions in bfloat16)' if c.get('cpu_bfloat16') else ''))
     print(f'Number of processes: {c.num_gpus}')
     print(f'Batch size:          {c.batch_size} images')
     print(f'Training duration:   {c.total_kimg} kimg')

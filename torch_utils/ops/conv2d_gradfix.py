@@ -12,6 +12,7 @@ import torch
 
 enabled = False                     # Route conv2d / conv_transpose2d through the custom autograd op?
 weight_gradients_disabled = False   # While True, the custom op returns no gradient for the weights.
+cpu_bfloat16 = False                # While True, the custom op convolves float32 CPU tensors in bfloat16 (float32 out).
 
 @contextlib.contextmanager
 def no_weight_gradients(disable=True):
@@ -24,6 +25,32 @@ def no_weight_gradients(disable=True):
         yield
     finally:
         weight_gradients_disabled = previous
+
+
+@contextlib.contextmanager
+def bfloat16_on_cpu(enable=True):
+    """Within the block, the custom op runs float32 CPU convolutions in bfloat16 with float32 results."""
+    global cpu_bfloat16
+    previous = cpu_bfloat16
+    cpu_bfloat16 = enable
+    try:
+        yield
+    finally:
+        cpu_bfloat16 = previous
+
+
+def native_bfloat16():
+    """Does this CPU have bfloat16 instructions (AVX512-BF16 or AMX-BF16)? Elsewhere bfloat16 convolutions are
+    emulated and slower than float32."""
+    caps = getattr(torch.cpu, 'get_capabilities', dict)()
+    return bool(caps.get('avx512_bf16') or caps.get('amx_bf16'))
+
+
+def _low(*tensors):
+    """The tensors in bfloat16 when cpu_bfloat16 is on and they are float32 on the CPU (else as they are), and whether."""
+    if cpu_bfloat16 and tensors[0].device.type == 'cpu' and tensors[0].dtype == torch.float32:
+        return [t.to(torch.bfloat16) for t in tensors], True
+    return list(tensors), False
 
 #----------------------------------------------------------------------------
 
@@ -106,9 +133,15 @@ def _conv2d_gradfix(transpose, weight_shape, stride, padding, output_padding, di
             assert weight.shape == weight_shape
             ctx.save_for_backward(input if weight.requires_grad else _null_tensor, weight if input.requires_grad else _null_tensor)
             ctx.input_shape = input.shape
+            (x, w), low = _low(input, weight)
+            b = None if low else bias                   # (bfloat16 adds the float32 bias after.)
             if transpose:
-                return torch.nn.functional.conv_transpose2d(input=input, weight=weight, bias=bias, output_padding=output_padding, **common)
-            return torch.nn.functional.conv2d(input=input, weight=weight, bias=bias, **common)
+                y = torch.nn.functional.conv_transpose2d(input=x, weight=w, bias=b, output_padding=output_padding, **common)
+            else:
+                y = torch.nn.functional.conv2d(input=x, weight=w, bias=b, **common)
+            if not low:
+                return y
+            return y.float() if bias is None else y.float() + bias.reshape(1, -1, 1, 1)
 
         @staticmethod
         def backward(ctx, grad_output):
@@ -131,9 +164,11 @@ def _conv2d_gradfix(transpose, weight_shape, stride, padding, output_padding, di
             ctx.grad_output_shape = grad_output.shape
             ctx.input_shape = input.shape
             # Only the weight's shape matters here (the saved weight is empty when the input needs no gradient).
-            shape_only = torch.zeros([], dtype=input.dtype, device=input.device).expand(weight_shape)
-            return torch.ops.aten.convolution_backward(grad_output, input, shape_only, None, stride, padding, dilation,
+            (go, x), low = _low(grad_output, input)
+            shape_only = torch.zeros([], dtype=x.dtype, device=x.device).expand(weight_shape)
+            grad_weight = torch.ops.aten.convolution_backward(go, x, shape_only, None, stride, padding, dilation,
                 transpose, output_padding, groups, [False, True, False])[1]
+            return grad_weight.float() if low else grad_weight
 
         @staticmethod
         def backward(ctx, grad2_grad_weight):
