@@ -92,8 +92,9 @@ def dataset_problem():
 
 
 def ensure_dataset(log=print):
-    """The demo dataset's path, rendering it into the cache first if it is missing or damaged (one child process a core; under a minute on 2
-    cores). The render replaces the cache only once complete, so a killed one leaves no half-written file behind."""
+    """The demo dataset's path, rendering it into the cache first if it is missing or damaged (one child process a
+    core; under a minute on 2 cores). The render replaces the cache only once complete, so a killed one leaves no
+    half-written file behind."""
     path = dataset_path()
     if os.path.isfile(path):
         problem = dataset_problem()
