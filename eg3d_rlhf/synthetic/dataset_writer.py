@@ -1,9 +1,7 @@
 """Write synthetic heads as an EG3D dataset zip (PNGs + dataset.json labels) with each sample's parameters."""
 
-import concurrent.futures
 import io
 import json
-import multiprocessing
 import os
 import tempfile
 import zipfile
@@ -44,12 +42,11 @@ def _put(zf, name, data):
     zf.writestr(info, data, compress_type=zipfile.ZIP_STORED)
 
 
-def write_dataset(path, count, resolution, seed, defect_rate=0.0, supersample=2, batch_size=16, progress=True, workers=1):
+def write_dataset(path, count, resolution, seed, defect_rate=0.0, supersample=2, batch_size=16, progress=True):
     """Render `count` samples of dataset `seed` into the zip `path`; replaces `path` only once complete.
 
     Each image is rendered at supersample x resolution and box-filtered down (anti-aliasing); the pixel
-    centres, and so the labels, are the same at both sizes. workers > 1 renders the batches in that many child
-    processes; the file is the same byte for byte.
+    centres, and so the labels, are the same at both sizes.
 
     Returns a summary dict (count, defective samples, defect kinds counted).
     """
@@ -58,57 +55,38 @@ def write_dataset(path, count, resolution, seed, defect_rate=0.0, supersample=2,
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _write_dataset(path, count, resolution, seed, defect_rate, supersample, batch_size, progress, workers)
+        return _write_dataset(path, count, resolution, seed, defect_rate, supersample, batch_size, progress)
     finally:
         torch.set_num_threads(threads)
 
 
-def _render_batch(seed, indices, resolution, supersample, defect_rate):
-    """[(fname, PNG bytes, label [25], parameter line, defect kinds)] of the samples `indices` of dataset `seed`."""
-    samples = [world.sample(seed, i, defect_rate) for i in indices]
-    images = render.render(samples, resolution * supersample).image
-    images = torch.nn.functional.avg_pool2d(images, supersample)
-    return [(image_fname(sample.index), _png(image), [float(x) for x in sample.label().tolist()],
-        json.dumps(dict(fname=image_fname(sample.index), **sample.to_dict()), sort_keys=True), list(sample.defects))
-        for sample, image in zip(samples, images)]
-
-
-def _write_dataset(path, count, resolution, seed, defect_rate, supersample, batch_size, progress, workers):
+def _write_dataset(path, count, resolution, seed, defect_rate, supersample, batch_size, progress):
     labels, lines = [], []
     kinds, defective = {}, 0
-    batches = [range(start, min(count, start + batch_size)) for start in range(0, count, batch_size)]
     fd, tmp = tempfile.mkstemp(suffix='.zip.tmp', dir=os.path.dirname(os.path.abspath(path)))
     os.close(fd)
-    pool = None
     try:
-        if workers > 1:
-            pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context('spawn'),
-                initializer=torch.set_num_threads, initargs=(1,))
-            rendered = pool.map(_render_batch, *zip(*[(seed, b, resolution, supersample, defect_rate) for b in batches]))
-        else:
-            rendered = (_render_batch(seed, b, resolution, supersample, defect_rate) for b in batches)
         with zipfile.ZipFile(tmp, 'w') as zf, tqdm(total=count, unit='img', disable=not progress) as bar:
-            for batch in rendered:
-                for fname, png, label, line, sample_kinds in batch:
-                    _put(zf, fname, png)
-                    labels.append([fname, label])
-                    lines.append(line)
-                    defective += bool(sample_kinds)
-                    for kind in sample_kinds:
+            for start in range(0, count, batch_size):
+                samples = [world.sample(seed, i, defect_rate) for i in range(start, min(count, start + batch_size))]
+                images = render.render(samples, resolution * supersample).image
+                images = torch.nn.functional.avg_pool2d(images, supersample)
+                for sample, image in zip(samples, images):
+                    fname = image_fname(sample.index)
+                    _put(zf, fname, _png(image))
+                    labels.append([fname, [float(x) for x in sample.label().tolist()]])
+                    lines.append(json.dumps(dict(fname=fname, **sample.to_dict()), sort_keys=True))
+                    defective += bool(sample.defects)
+                    for kind in sample.defects:
                         kinds[kind] = kinds.get(kind, 0) + 1
-                bar.update(len(batch))
+                bar.update(len(samples))
             meta = dict(seed=seed, count=count, resolution=resolution, defect_rate=defect_rate, supersample=supersample, params=PARAMS_NAME)
             _put(zf, 'dataset.json', json.dumps({'labels': labels, 'synthetic_heads': meta}))
             _put(zf, PARAMS_NAME, '\n'.join(lines) + '\n')
         os.replace(tmp, path)
     except BaseException:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
         os.remove(tmp)
         raise
-    finally:
-        if pool is not None:
-            pool.shutdown()
     return dict(count=count, defective=defective, kinds=dict(sorted(kinds.items())))
 
 

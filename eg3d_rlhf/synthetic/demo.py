@@ -92,9 +92,8 @@ def dataset_problem():
 
 
 def ensure_dataset(log=print):
-    """The demo dataset's path, rendering it into the cache first if it is missing or damaged (one child process a
-    core; under a minute on 2 cores). The render replaces the cache only once complete, so a killed one leaves no
-    half-written file behind."""
+    """The demo dataset's path, rendering it into the cache first if it is missing or damaged (about a minute on 2
+    cores). The render replaces the cache only once complete, so a killed one leaves no half-written file behind."""
     path = dataset_path()
     if os.path.isfile(path):
         problem = dataset_problem()
@@ -105,7 +104,7 @@ def ensure_dataset(log=print):
         log(f'Rendering the demo dataset ({DATASET["count"]} synthetic heads) into {path} (first use only)...')
     from eg3d_rlhf.synthetic import dataset_writer
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    dataset_writer.write_dataset(path, **DATASET, workers=min(8, os.cpu_count() or 1))
+    dataset_writer.write_dataset(path, **DATASET)
     return path
 
 #----------------------------------------------------------------------------
