@@ -212,6 +212,7 @@ def test_the_upfront_run_draws_as_many_seeds_from_the_start_and_tunes_as_long(tm
         steps = [a for a in calls[-1] if a.startswith('--dpo-steps=' if flow else '--kimg=')]
         assert steps == (['--dpo-steps=30'] + [f'--dpo-steps={30 * scale}'] * (scale > 1) if flow else
             [f'--kimg={0.4 * scale:g}'])                          # The last --dpo-steps is the one train.py takes.
+        assert flow or '--cpu-bf16=off' in calls[-1]          # EG3D tunes in float32 on any CPU, every session.
     assert rounds.dpo_steps([]) == 80 and rounds.dpo_steps(['--dpo-steps', '7', '--dpo-steps=9']) == 9
 
 

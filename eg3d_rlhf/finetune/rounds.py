@@ -280,8 +280,10 @@ class Rounds:
                 shutil.copyfile(os.path.join(run, 'flow-a' + self.ext), path + '.partial')
                 os.replace(path + '.partial', path)
                 return path
+            # float32 on every CPU: a comparison adds training seeds in later sessions, maybe on another machine.
             child([TRAIN_PY, '--trust-pickle', '--reward=sigma', f'--lambda-r={self.s["lambda_r"]:g}',
-                f'--kimg={scale * self.s["kimg"]:g}', '--collateral-seeds=0', *common], self.folder(k, 'train.log'))
+                f'--kimg={scale * self.s["kimg"]:g}', '--collateral-seeds=0', '--cpu-bf16=off', *common],
+                self.folder(k, 'train.log'))
             run = os.path.join(runs, sorted(os.listdir(runs))[-1])
             snapshot = sorted(f for f in os.listdir(run) if f.startswith('network-snapshot-'))[-1]
             from training import legacy # pylint: disable=import-outside-toplevel  (our own snapshot: trusted)
