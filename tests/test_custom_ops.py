@@ -129,6 +129,31 @@ def test_cache_key_follows_contents_and_device(fresh, monkeypatch):
     assert custom_ops.build_dir('k_plugin', [str(a), str(h)]) != key                # So does the GPU.
     assert os.path.basename(key).split('-')[1] == 'cpu'                             # The CPU's tag comes first.
 
+
+LIBRARY_SOURCE = textwrap.dedent('''
+    #include <torch/library.h>
+    static at::Tensor twice(at::Tensor x) { return x.mul(2); }
+    #define REGISTER_OPERATORS(ns, m) TORCH_LIBRARY(ns, m)
+    REGISTER_OPERATORS(TORCH_EXTENSION_NAME, m) { m.def("twice", &twice); }
+''')
+
+
+def test_operator_library_plugin_is_torch_ops_and_reloads_from_its_marker(fresh):
+    # is_python_module=False (the CPU plugins): the plugin is the torch.ops namespace its TORCH_LIBRARY block fills,
+    # and a new process loads the marked build without cpp_extension, as a Python module plugin does.
+    _write(fresh, 'lib.cpp', LIBRARY_SOURCE)
+    kwargs = dict(module_name='lib_plugin', sources=['lib.cpp'], source_dir=str(fresh), is_python_module=False)
+    plugin = custom_ops.get_plugin(**kwargs)
+    assert plugin is not None and torch.equal(plugin.twice(torch.arange(3.0)), torch.tensor([0.0, 2.0, 4.0]))
+    assert custom_ops.is_built(**kwargs)
+    script = ('import sys, torch; sys.path.insert(0, sys.argv[1]); from torch_utils import custom_ops; '
+        'custom_ops.verbosity = "none"; m = custom_ops.get_plugin(module_name="lib_plugin", sources=["lib.cpp"], '
+        'source_dir=sys.argv[2], is_python_module=False); '
+        'print(m.twice(torch.ones(2)).tolist(), "torch.utils.cpp_extension" in sys.modules)')
+    out = subprocess.run([sys.executable, '-c', script, REPO, str(fresh)], capture_output=True, text=True,
+        env=os.environ.copy(), check=True, timeout=300).stdout.strip().splitlines()[-1]
+    assert out == '[2.0, 2.0] False'
+
 #----------------------------------------------------------------------------
 
 @pytest.mark.slow

@@ -85,7 +85,8 @@ def _stage_sources(files, target_dir):
 # Compiled CPU kernels: flags and when an op should use them.
 
 cpu_build_kwargs = dict(                # at::parallel_for needs OpenMP; no FP traps or errno lets loops with selects vectorise.
-    extra_cflags=['-O3', '-fopenmp', '-fno-trapping-math', '-fno-math-errno'], extra_ldflags=['-fopenmp'])
+    extra_cflags=['-O3', '-fopenmp', '-fno-trapping-math', '-fno-math-errno'], extra_ldflags=['-fopenmp'],
+    is_python_module=False)             # Operator libraries (TORCH_LIBRARY): no pybind11 or Python headers to compile.
 
 def wants_cpu_plugin(x, impl, cpu_default):
     """Should an op run its compiled CPU kernel on `x`? impl='cpp' asks for it, impl='cuda' follows the op's
@@ -111,30 +112,44 @@ def _marker_of(path, module_name):
         torch=torch.__version__, python=sys.version)
 
 
-def _load_marked(target_dir):
-    """The extension module an earlier process built and loaded in target_dir, or None."""
+def _load_library(path, name, python_module):
+    """The plugin in the library `path`: its Python module, or (an operator library, is_python_module=False) the
+    namespace torch.ops.<name> its TORCH_LIBRARY block registers."""
+    if not python_module:
+        torch.ops.load_library(path)
+        return getattr(torch.ops, name)
+    loader = importlib.machinery.ExtensionFileLoader(name, path)
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(name, loader))
+    loader.exec_module(module)
+    return module
+
+
+def _load_marked(target_dir, python_module=True):
+    """The plugin an earlier process built and loaded in target_dir, or None."""
     try:
         with open(os.path.join(target_dir, LOADED_MARKER), encoding='utf-8') as f:
             marker = json.load(f)
         path = os.path.join(target_dir, os.path.basename(marker['file']))
         if _marker_of(path, marker['module']) != marker:
             return None
-        loader = importlib.machinery.ExtensionFileLoader(marker['module'], path)
-        module = importlib.util.module_from_spec(importlib.util.spec_from_loader(marker['module'], loader))
-        loader.exec_module(module)
-        return module
-    except (OSError, ValueError, KeyError, TypeError, ImportError):
+        return _load_library(path, marker['module'], python_module)
+    except (OSError, ValueError, KeyError, TypeError, ImportError, RuntimeError):
         return None
 
 
-def _mark_loaded(target_dir, module):
-    """Write LOADED_MARKER for a module cpp_extension built and loaded from target_dir (atomically; best effort)."""
-    path = getattr(module, '__file__', None)
-    if not path or os.path.dirname(os.path.abspath(path)) != os.path.abspath(target_dir):
+def _mark_loaded(target_dir, path, name):
+    """Write LOADED_MARKER for the library `path` that cpp_extension built and loaded from target_dir as `name`
+    (atomically; best effort)."""
+    if not path or os.path.dirname(os.path.abspath(path)) != os.path.abspath(target_dir) or not os.path.isfile(path):
         return
     with contextlib.suppress(OSError):
         with dnnlib.util.atomic_write(os.path.join(target_dir, LOADED_MARKER), 'w', encoding='utf-8') as f:
-            json.dump(_marker_of(path, module.__name__), f)
+            json.dump(_marker_of(path, name), f)
+
+
+def _library_suffix():
+    """The file ending cpp_extension gives a library that is not a Python module."""
+    return '.pyd' if sys.platform == 'win32' else '.so'
 
 
 def _files(sources, headers, source_dir):
@@ -154,8 +169,8 @@ def is_built(module_name, sources, headers=None, source_dir=None, **build_kwargs
         return False
 
 #----------------------------------------------------------------------------
-# First builds side by side. Each plugin compiles one source file on one core (15-21 s on the 2-core EPYC: the sources
-# include ATen and torch's pybind casters, not torch/extension.h, whose C++ frontend took 25 s of parsing alone), one
+# First builds side by side. Each plugin compiles one source file on one core (14-21 s on the 2-core EPYC: the sources
+# include ATen and torch/library.h, not torch/extension.h, whose C++ frontend took 25 s of parsing alone), one
 # after another as the ops are first called. A command that knows which ops it will call starts their first builds
 # together in child processes, one get_plugin each, and does its own first-use work (rendering a dataset, say)
 # meanwhile; its ops then load the finished builds.
@@ -244,7 +259,8 @@ def get_plugin(module_name, sources, headers=None, source_dir=None, **build_kwar
     try:
         assert len(set(os.path.basename(path) for path in files)) == len(files), 'source file names must be unique'
         target_dir = build_dir(module_name, files, build_kwargs)
-        module = _load_marked(target_dir)
+        python_module = build_kwargs.get('is_python_module', True)
+        module = _load_marked(target_dir, python_module)
         if module is None:
             if verbosity != 'none':                     # The first build; measured 53-65 s each on the 2-core CPU.
                 print(f'compiling it once (about 20 s on a CPU core; later runs reuse {target_dir})... ', end='',
@@ -258,7 +274,12 @@ def get_plugin(module_name, sources, headers=None, source_dir=None, **build_kwar
                 unique_name = f'{module_name}_{hashlib.md5(target_dir.encode("utf-8")).hexdigest()[:8]}'
                 module = torch.utils.cpp_extension.load(name=unique_name, sources=staged, build_directory=target_dir,
                     verbose=(verbosity == 'full'), **build_kwargs)
-                _mark_loaded(target_dir, module)
+                if not python_module:                   # load() put the library's operators in torch.ops.
+                    module = getattr(torch.ops, unique_name)
+                    path = os.path.join(target_dir, unique_name + _library_suffix())
+                else:
+                    path = getattr(module, '__file__', None)
+                _mark_loaded(target_dir, path, unique_name)
     except Exception as err: # pylint: disable=broad-except
         if verbosity == 'brief':
             print('Failed!')

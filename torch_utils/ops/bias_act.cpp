@@ -1,7 +1,7 @@
 // Fused bias + activation + gain + clamp for CPU tensors: forward (grad=0), first (1) and second (2) derivative.
 
 #include <ATen/ATen.h>
-#include <torch/csrc/utils/pybind.h>
+#include <torch/library.h>
 #include <ATen/Parallel.h>
 #include <algorithm>
 #include <cmath>
@@ -212,7 +212,9 @@ at::Tensor bias_act(at::Tensor x, at::Tensor b, at::Tensor xref, at::Tensor yref
 
 //----------------------------------------------------------------------------
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m)
+// The operators of torch.ops.<TORCH_EXTENSION_NAME> (the indirection expands the name before TORCH_LIBRARY uses it).
+#define REGISTER_OPERATORS(ns, m) TORCH_LIBRARY(ns, m)
+REGISTER_OPERATORS(TORCH_EXTENSION_NAME, m)
 {
     m.def("bias_act", &bias_act);
 }

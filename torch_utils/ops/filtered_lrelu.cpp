@@ -3,7 +3,7 @@
 // pass (the same op with the filters swapped) applies the forward pass's slopes instead of recomputing them.
 
 #include <ATen/ATen.h>
-#include <torch/csrc/utils/pybind.h>
+#include <torch/library.h>
 #include <ATen/Parallel.h>
 #include <cmath>
 #include <tuple>
@@ -204,7 +204,9 @@ at::Tensor filtered_lrelu_act_(at::Tensor x, at::Tensor si, int64_t sx, int64_t 
 
 //----------------------------------------------------------------------------
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m)
+// The operators of torch.ops.<TORCH_EXTENSION_NAME> (the indirection expands the name before TORCH_LIBRARY uses it).
+#define REGISTER_OPERATORS(ns, m) TORCH_LIBRARY(ns, m)
+REGISTER_OPERATORS(TORCH_EXTENSION_NAME, m)
 {
     m.def("filtered_lrelu", &filtered_lrelu);
     m.def("filtered_lrelu_act_", &filtered_lrelu_act_);

@@ -11,7 +11,7 @@
 // ways; other sizes and float64 the generic loops here. planes_transpose makes and undoes the channels-last copy.
 
 #include <ATen/ATen.h>
-#include <torch/csrc/utils/pybind.h>
+#include <torch/library.h>
 #include <ATen/Parallel.h>
 #include "triplane_sigma_cpu.h"
 #include "triplane_sigma_tiled.h"
@@ -432,8 +432,10 @@ at::Tensor planes_transpose(at::Tensor planes, bool to_last) {
 
 } // namespace
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-    m.def("triplane_decode", &triplane_decode, "Decoder outputs [N, M, O] of points [N, M, 3] on channels-last planes");
-    m.def("triplane_decode_backward", &triplane_decode_backward, "Gradients of triplane_decode");
-    m.def("planes_transpose", &planes_transpose, "Planes [N, 3, C, H, W] to [N, 3, H, W, C] (to_last) or back");
+// The operators of torch.ops.<TORCH_EXTENSION_NAME> (the indirection expands the name before TORCH_LIBRARY uses it).
+#define REGISTER_OPERATORS(ns, m) TORCH_LIBRARY(ns, m)
+REGISTER_OPERATORS(TORCH_EXTENSION_NAME, m) {
+    m.def("triplane_decode", &triplane_decode);
+    m.def("triplane_decode_backward", &triplane_decode_backward);
+    m.def("planes_transpose", &planes_transpose);
 }

@@ -28,6 +28,7 @@ PLUGIN = dict(                          # get_plugin's arguments (custom_ops.bui
     source_dir      = os.path.dirname(__file__),
     extra_cflags    = ['-O3', '-march=native', '-ffast-math', '-fopenmp'],   # Cache key holds the CPU's flags.
     extra_ldflags   = ['-fopenmp'],                                         # at::parallel_for runs on OpenMP.
+    is_python_module = False,                                               # torch.ops operators (TORCH_LIBRARY).
 )
 
 _plugin = None

@@ -1,7 +1,7 @@
 // upfirdn2d for CPU tensors: zero-insert by (upx, upy), pad, FIR-filter, keep every (downx, downy)-th pixel.
 
 #include <ATen/ATen.h>
-#include <torch/csrc/utils/pybind.h>
+#include <torch/library.h>
 #include <ATen/Parallel.h>
 #include "upfirdn2d_cpu.h"
 
@@ -55,7 +55,9 @@ at::Tensor upfirdn2d(at::Tensor x, at::Tensor f, int64_t upx, int64_t upy, int64
 
 //----------------------------------------------------------------------------
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m)
+// The operators of torch.ops.<TORCH_EXTENSION_NAME> (the indirection expands the name before TORCH_LIBRARY uses it).
+#define REGISTER_OPERATORS(ns, m) TORCH_LIBRARY(ns, m)
+REGISTER_OPERATORS(TORCH_EXTENSION_NAME, m)
 {
     m.def("upfirdn2d", &upfirdn2d);
 }
