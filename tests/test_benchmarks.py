@@ -1,5 +1,6 @@
 """The benchmarks run end to end with shrunken sizes and print every figure they promise."""
 
+import json
 import os
 import re
 import subprocess
@@ -130,3 +131,14 @@ def test_bench_label_server_quick_run():
         assert re.match(rf'  thread per request, backlog 5 \(baseline\){row}{count}\n  pool of \d+, backlog \d+{row}{count}\n'
             r"  old/new: p99 [\d.]+x, max [\d.]+x; none of the new server's waited 1 s or more, none failed: "
             r'(yes|no, \d+ and \d+)\n', section), text
+
+
+def test_bench_train_step_quick_run():
+    cmd = [sys.executable, os.path.join(REPO, 'benchmarks', 'bench_train_step.py'), '--reps', '2', '--batch', '2',
+           '--threads', '1']
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert {k: result[k] for k in ('batch', 'threads', 'steps')} == dict(batch=2, threads=1, steps=1)
+    assert isinstance(result['native'], bool) and result['float32_s'] > 0 and result['bfloat16_s'] > 0
+    assert result['ratio'] == pytest.approx(result['float32_s'] / result['bfloat16_s'], rel=1e-2)
