@@ -262,7 +262,7 @@ def get_plugin(module_name, sources, headers=None, source_dir=None, **build_kwar
         python_module = build_kwargs.get('is_python_module', True)
         module = _load_marked(target_dir, python_module)
         if module is None:
-            if verbosity != 'none':                     # The first build; measured 53-65 s each on the 2-core CPU.
+            if verbosity != 'none':                     # The first build.
                 print(f'compiling it once (about 20 s on a CPU core; later runs reuse {target_dir})... ', end='',
                     flush=True)
             import torch.utils.cpp_extension # pylint: disable=import-outside-toplevel
