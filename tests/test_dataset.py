@@ -16,7 +16,7 @@ import torch
 from click.testing import CliRunner
 
 import train
-from eg3d_rlhf.synthetic import demo, render
+from eg3d_rlhf.synthetic import dataset_writer, demo, render
 from tests.helpers.cli import refused_in_one_line
 from tests.helpers.train import base_args
 from training import camera_utils
@@ -480,6 +480,39 @@ def test_damaged_demo_cache_is_rendered_again(small_demo, how):
     assert demo.dataset_problem() is None and open(path, 'rb').read() == small_demo     # The same bytes as the first render.
     demo.ensure_dataset(log=logged.append)
     assert len(logged) == 1                                                           # A sound cache is left alone.
+
+
+def test_the_bundled_demo_dataset_is_copied_not_rendered(tmp_path, monkeypatch):
+    # The real demo dataset ships in checkpoints/: an empty or damaged cache gets a copy of it, byte for byte.
+    monkeypatch.setenv('EG3D_RLHF_CACHE', str(tmp_path / 'cache'))
+    def no_render(*args, **kwargs):
+        raise AssertionError('rendered')
+    monkeypatch.setattr(render, 'render', no_render)
+    bundled = open(demo.bundled_dataset(), 'rb').read()
+    for damaged in (None, bundled[:5000]):
+        if damaged is not None:
+            with open(demo.dataset_path(), 'wb') as f:
+                f.write(damaged)
+        logged = []
+        assert demo.ensure_dataset(log=logged.append) == demo.dataset_path()
+        assert len(logged) == 1 and ('copying the bundled one again' in logged[0] if damaged else
+            logged[0].startswith('Copying the bundled demo dataset (256 synthetic heads)'))
+        assert open(demo.dataset_path(), 'rb').read() == bundled
+        assert os.listdir(tmp_path / 'cache') == [os.path.basename(demo.dataset_path())]
+
+
+def test_the_bundled_demo_dataset_is_what_the_renderer_makes(tmp_path):
+    # Its first 8 heads rendered again: the same PNG bytes, labels and parameters (sample i depends only on (seed, i)).
+    assert demo.dataset_problem(demo.bundled_dataset()) is None
+    fresh = tmp_path / 'first8.zip'
+    dataset_writer.write_dataset(str(fresh), **dict(demo.DATASET, count=8), progress=False)
+    with zipfile.ZipFile(demo.bundled_dataset()) as zb, zipfile.ZipFile(fresh) as zf:
+        pngs = [n for n in zf.namelist() if n.endswith('.png')]
+        assert len(pngs) == 8 and all(zb.read(n) == zf.read(n) for n in pngs)
+        labels = lambda z, n: json.loads(z.read('dataset.json'))['labels'][:n]
+        assert labels(zb, 8) == labels(zf, 8)
+        params = lambda z: z.read(dataset_writer.PARAMS_NAME).decode().splitlines()[:8]
+        assert params(zb) == params(zf)
 
 
 def test_interrupted_render_leaves_no_half_written_cache(small_demo, monkeypatch):

@@ -72,38 +72,63 @@ def cache_dir():
     return os.environ.get('EG3D_RLHF_CACHE') or os.path.join(os.path.expanduser('~'), '.cache', 'eg3d-rlhf')
 
 
-def dataset_path():
+def _file_name():
     d = DATASET
-    return os.path.join(cache_dir(), f'synthetic-heads{d["resolution"]}-n{d["count"]}-seed{d["seed"]}.zip')
+    return f'synthetic-heads{d["resolution"]}-n{d["count"]}-seed{d["seed"]}.zip'
 
 
-def dataset_problem():
-    """Why the cached demo dataset cannot be used (one line: missing, truncated, not a zip, fails validation), or
-    None when it can."""
+def dataset_path():
+    return os.path.join(cache_dir(), _file_name())
+
+
+def bundled_dataset():
+    """The copy of the demo dataset that ships in checkpoints/ (checkpoints/README.md: the command that rendered it)."""
+    return os.path.join(CHECKPOINTS, _file_name())
+
+
+def dataset_problem(path=None):
+    """Why the demo dataset at `path` (default: the cached one) cannot be used (one line: missing, truncated, not a
+    zip, fails validation), or None when it can."""
     from training.dataset import DatasetError, ImageFolderDataset
+    path = path or dataset_path()
     try:
-        dataset = ImageFolderDataset(dataset_path(), use_labels=True, resolution=DATASET['resolution'])
+        dataset = ImageFolderDataset(path, use_labels=True, resolution=DATASET['resolution'])
         dataset.check_camera_labels()
         count = len(dataset)
         dataset.close()
     except (OSError, DatasetError) as err:
         return str(err)
-    return None if count == DATASET['count'] else f'{dataset_path()} holds {count} images, not {DATASET["count"]}'
+    return None if count == DATASET['count'] else f'{path} holds {count} images, not {DATASET["count"]}'
 
 
 def ensure_dataset(log=print):
-    """The demo dataset's path, rendering it into the cache first if it is missing or damaged (about a minute on 2
-    cores). The render replaces the cache only once complete, so a killed one leaves no half-written file behind."""
+    """The demo dataset's path, putting it into the cache first if it is missing or damaged: a copy of the bundled
+    one where it is sound, else a render (about a minute on 2 cores). Either replaces the cache only once complete,
+    so a killed one leaves no half-written file behind."""
     path = dataset_path()
-    if os.path.isfile(path):
-        problem = dataset_problem()
-        if problem is None:
-            return path
-        log(f'The cached demo dataset cannot be used ({problem}); rendering it again...')
+    problem = dataset_problem() if os.path.isfile(path) else None
+    if os.path.isfile(path) and problem is None:
+        return path
+    bundled = bundled_dataset()
+    bundled = bundled if os.path.isfile(bundled) and dataset_problem(bundled) is None else None
+    if problem is not None:
+        log(f'The cached demo dataset cannot be used ({problem}); ' + ('copying the bundled one' if bundled else
+            'rendering it') + ' again...')
     else:
-        log(f'Rendering the demo dataset ({DATASET["count"]} synthetic heads) into {path} (first use only)...')
-    from eg3d_rlhf.synthetic import dataset_writer
+        log(('Copying the bundled' if bundled else 'Rendering the') + f' demo dataset ({DATASET["count"]} synthetic '
+            f'heads) into {path} (first use only)...')
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    if bundled:
+        import shutil # pylint: disable=import-outside-toplevel
+        tmp = f'{path}.{os.getpid()}.tmp'
+        try:
+            shutil.copyfile(bundled, tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        return path
+    from eg3d_rlhf.synthetic import dataset_writer
     dataset_writer.write_dataset(path, **DATASET)
     return path
 
