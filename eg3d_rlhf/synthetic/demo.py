@@ -106,12 +106,13 @@ def ensure_dataset(log=print):
     one where it is sound, else a render (about a minute on 2 cores). Either replaces the cache only once complete,
     so a killed one leaves no half-written file behind."""
     path = dataset_path()
-    problem = dataset_problem() if os.path.isfile(path) else None
-    if os.path.isfile(path) and problem is None:
+    cached = os.path.isfile(path)
+    problem = dataset_problem() if cached else None
+    if cached and problem is None:
         return path
     bundled = bundled_dataset()
     bundled = bundled if os.path.isfile(bundled) and dataset_problem(bundled) is None else None
-    if problem is not None:
+    if cached:
         log(f'The cached demo dataset cannot be used ({problem}); ' + ('copying the bundled one' if bundled else
             'rendering it') + ' again...')
     else:
@@ -120,13 +121,9 @@ def ensure_dataset(log=print):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     if bundled:
         import shutil # pylint: disable=import-outside-toplevel
-        tmp = f'{path}.{os.getpid()}.tmp'
-        try:
-            shutil.copyfile(bundled, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        import dnnlib # pylint: disable=import-outside-toplevel
+        with open(bundled, 'rb') as src, dnnlib.util.atomic_write(path) as dst:
+            shutil.copyfileobj(src, dst)
         return path
     from eg3d_rlhf.synthetic import dataset_writer
     dataset_writer.write_dataset(path, **DATASET)
