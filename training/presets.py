@@ -185,10 +185,11 @@ def build_config(opts, training_set_kwargs, dataset_name, desc_parts=()):
 
     if opts.nobench:
         c.cudnn_benchmark = False
-    c.cpu_bfloat16 = opts.device == 'cpu' and opts.get('cpu_bf16', 'off') == 'on'
-    if opts.device == 'cpu' and opts.get('cpu_bf16') == 'auto':
+    bf16 = opts.cpu_bf16 if opts.device == 'cpu' else 'off'
+    if bf16 == 'auto':                                  # On where the CPU has bfloat16 instructions.
         from torch_utils.ops import conv2d_gradfix # pylint: disable=import-outside-toplevel
-        c.cpu_bfloat16 = conv2d_gradfix.native_bfloat16()
+        bf16 = 'on' if conv2d_gradfix.native_bfloat16() else 'off'
+    c.cpu_bfloat16 = bf16 == 'on'
 
     desc = f'{opts.cfg}-{dataset_name}-gpus{c.num_gpus}-batch{c.batch_size}-gamma{c.loss_kwargs.r1_gamma:g}'
     desc = '-'.join([desc, *desc_parts, *([opts.desc] if opts.desc is not None else [])])

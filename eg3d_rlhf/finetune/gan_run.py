@@ -174,7 +174,7 @@ def build(cfg, opts):
                 demo.ensure_dataset()
     if opts.dry_run and opts.data == demo.dataset_path() and demo.dataset_problem() is not None:
         # A dry run of the demo before its dataset is cached (or while the cache is damaged): describe the dataset the
-        # real run will render.
+        # real run will put there.
         training_set_kwargs = dnnlib.EasyDict(class_name='training.dataset.ImageFolderDataset', path=opts.data,
             use_labels=True, max_size=demo.DATASET['count'], xflip=False, resolution=demo.DATASET['resolution'])
         dataset_name = os.path.splitext(os.path.basename(opts.data))[0]
