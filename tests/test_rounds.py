@@ -100,7 +100,8 @@ def test_a_folder_holding_pickles_is_resumed_only_with_trust_pickle(tmp_path, wh
 def test_two_rounds_run_end_to_end_and_a_second_call_redoes_nothing(data, start_pkl, tmp_path):
     outdir = tmp_path / 'rounds'
     args = ['--outdir', str(outdir), '--network', start_pkl, '--trust-pickle', '--rounds', '2', '--judgements', '60',
-        '--bank-size', '12', '--res', '16', '--kimg', '0.004', '--refit-all', '--eval-seeds', '900-901', '--',
+        '--check', '6', '--keep-better', '--bank-size', '12', '--res', '16', '--kimg', '0.004', '--refit-all',
+        '--eval-seeds', '900-901', '--',
         '--cfg', 'synthetic', '--data', data, '--gpus', '1', '--batch', '4', '--gamma', '1', '--device', 'cpu',
         *TRAIN_ARGS, '--tick', '0.004', '--panel-seeds', '3-4']
     result = CliRunner().invoke(tool.main, args)
@@ -109,21 +110,39 @@ def test_two_rounds_run_end_to_end_and_a_second_call_redoes_nothing(data, start_
     assert [r['round'] for r in summary['rounds']] == [0, 1] and [r['judgements'] for r in summary['rounds']] == [60, 120]
     before = summary['rounds'][1]['before_refit']
     assert summary['rounds'][0]['before_refit'] is None and before['pairs'] <= 60
-    assert before['random']['pairs'] + before['active']['pairs'] == before['pairs'] and before['active']['pairs'] <= 45
-    assert [r['active'] for r in summary['rounds']] == [0, 45]               # 60 pairs, a quarter of them random.
+    assert before['random']['pairs'] + before['active']['pairs'] == before['pairs'] and before['active']['pairs'] <= 40
+    assert [r['active'] for r in summary['rounds']] == [0, 40]     # 54 pairs and 6 checked, a quarter of 54 random.
     run = rounds.Rounds(str(outdir), summary['settings'])
     members = run.member_scores(1, str(outdir / 'round-0' / 'reward.safetensors'))
-    first = list(informative_pairs(members, np.random.RandomState(1)))[:45]
-    assert [tuple(p) for p in json.loads((outdir / 'round-1' / 'pairs.json').read_text())['pairs'][:45]] == first
-    assert sorted(os.listdir(outdir / 'round-1' / 'labelled')) == sorted(
-        [f'seed{s:06d}' for s in range(20000, 20024)] + ['bank.json', 'labels.jsonl'])
-    assert len((outdir / 'round-1' / 'labelled' / 'labels.jsonl').read_text().splitlines()) == 120
+    first = list(informative_pairs(members, np.random.RandomState(1)))[:40]
+    assert [tuple(p) for p in json.loads((outdir / 'round-1' / 'pairs.json').read_text())['pairs'][:40]] == first
+    # The check: seeds 40000-40005 of round 0's start (previous) and tuned generator under x/y ids, sides at random;
+    # each seed's x against its y, the verdict by the tuned side. Round 1 refits on round 0's check too.
+    sides = json.loads((outdir / 'round-0' / 'check' / 'sides.json').read_text())
+    assert sorted(sides) == sorted(f'r0{c}-seed{s:06d}' for c in 'xy' for s in range(40000, 40006))
+    assert sorted(sides.values()) == ['previous'] * 6 + ['tuned'] * 6 and 0 < sum(sides[f'r0x-seed{s:06d}'] ==
+        'tuned' for s in range(40000, 40006)) < 6
+    judged = preferences.load_judgements(str(outdir / 'round-0' / 'check.jsonl'))
+    assert [(j.a, j.b) for j in judged] == [(f'r0x-seed{s:06d}', f'r0y-seed{s:06d}') for s in range(40000, 40006)]
+    for k in (0, 1):
+        check = json.loads((outdir / f'round-{k}' / 'check.json').read_text())
+        wins = sum(sides_k == 'tuned' for j in preferences.load_judgements(str(outdir / f'round-{k}' / 'check.jsonl'))
+            for sides_k in [json.loads((outdir / f'round-{k}' / 'check' / 'sides.json').read_text())[getattr(j,
+            j.choice)]])
+        assert (check['labels']['wins'], check['labels']['losses']) == (wins, 6 - wins)
+        assert check['kept'] == ('tuned' if wins > 3 else 'previous') == summary['rounds'][k]['check']['kept']
+    assert run.generator(1) == str(outdir / 'round-0' / 'generator.pkl') if summary['rounds'][0]['check']['kept'] == \
+        'tuned' else run.generator(1) == start_pkl
+    assert sorted(os.listdir(outdir / 'round-1' / 'labelled')) == sorted([f'seed{s:06d}' for s in range(20000, 20024)]
+        + list(sides) + ['bank.json', 'labels.jsonl'])
+    assert len((outdir / 'round-1' / 'labelled' / 'labels.jsonl').read_text().splitlines()) == 114
     for k in (0, 1):
         gold = json.loads((outdir / f'round-{k}' / 'gold.json').read_text())
         assert gold['seeds'] == len(gold['scores']) == 2 and np.isfinite(gold['gain_sd'])
         assert (gold['versus_previous'] is None) == (k == 0)                   # Round 1 also meets round 0's.
         assert json.loads((outdir / f'round-{k}' / 'reward.report.json').read_text())['refit']['pairs'] > 0
-    assert (outdir / 'rounds.png').stat().st_size > 1000 and '| 1 | 120 | 45 |' in (outdir / 'rounds.md').read_text()
+    assert (outdir / 'rounds.png').stat().st_size > 1000 and '| 1 | 120 | 40 |' in (outdir / 'rounds.md').read_text()
+    assert f'- round 0: {rounds.check_line(summary["rounds"][0]["check"])}' in (outdir / 'rounds.md').read_text()
     assert all(r['collateral'].startswith('collateral (tuned preferred') for r in summary['rounds'])
     assert f'- round 1: {summary["rounds"][1]["collateral"]}' in (outdir / 'rounds.md').read_text()
     stamps = {p: os.path.getmtime(p) for p in outdir.rglob('*') if p.is_file()}

@@ -46,6 +46,8 @@ def held_pickles(outdir):
 @click.option('--port', type=click.IntRange(0, 65535), default=8765, show_default=True, help='People: the page\'s port (0 = any free one)')
 @click.option('--allow-host', 'allow_hosts', multiple=True, callback=check_allowed_host, metavar='NAME', help='People: another name the page may be opened by (label.py serve --allow-host)')
 @click.option('--invite', 'invited', multiple=True, metavar='NAME', help='People: invite NAME and print their link (repeatable; label.py invite NAME --out OUTDIR/people does the same)')
+@click.option('--check', type=click.IntRange(min=0), default=0, show_default=True, help='Same-seed pairs each round asks about after tuning: its tuned generator against the one it started from (counted in --judgements; 0 = none)')
+@click.option('--keep-better', is_flag=True, help='With --check: a round whose tuned generator does not win more of its check pairs than it loses hands on the generator it started from')
 @click.option('--temperature', type=FiniteRange(min=0), default=0.5, show_default=True, help='Its noise, in sd of its taste')
 @click.option('--refit-all/--no-refit-all', default=True, show_default=True, help='Refit each round\'s reward on every judgement so far, the pairs across train_reward\'s splits too (train_reward --refit-all)')
 @click.option('--kimg', type=FiniteRange(min=0, min_open=True), default=0.4, show_default=True, help='EG3D: fine-tuning per round')
@@ -58,7 +60,7 @@ def held_pickles(outdir):
 @click.option('--upfront', type=parse_range, metavar='LIST', help='With --train-seeds: judgement totals of the upfront runs, each one round on the start\'s bank of --rounds x --bank-size seeds, tuned --rounds times as long  [default: --rounds x --judgements]')
 @click.argument('train_args', nargs=-1, type=click.UNPROCESSED, metavar='[-- TRAIN.PY FLAGS...]')
 def main(outdir, network, trust_pickle, count, judgements, random_share, bank_size, bank_seed, res, annotator, gold_taste,
-        host, port, allow_hosts, invited, temperature, refit_all, kimg, lambda_r, seed, eval_seeds, nproc, train_seeds, upfront, train_args):
+        host, port, allow_hosts, invited, check, keep_better, temperature, refit_all, kimg, lambda_r, seed, eval_seeds, nproc, train_seeds, upfront, train_args):
     """Round k draws --bank-size seeds from its generator, asks the annotator about --judgements pairs (the pairs
     the previous round's reward ensemble is least sure of, and a --random-share at random), refits the default sigma
     reward on every judgement so far, fine-tunes the generator from where it is with it (EG3D: train.py's reward
@@ -93,9 +95,17 @@ def main(outdir, network, trust_pickle, count, judgements, random_share, bank_si
     if invited and (not people or is_loopback(host) or port == 0):
         raise click.BadParameter('invites are for people beyond loopback (--annotator people --host ADDR) on a fixed '
             '--port', param_hint='--invite')
-    drawn = held_out & set(range(bank_seed, bank_seed + count * bank_size))
-    if drawn:
-        raise click.BadParameter(f'seed {min(drawn)} is also in a round\'s bank; held-out seeds must be new', param_hint='--eval-seeds')
+    checked = set(range(rounds.CHECK_SEED, rounds.CHECK_SEED + count * check))
+    for where, seeds in (('a round\'s bank', set(range(bank_seed, bank_seed + count * bank_size))), ('a check', checked)):
+        if held_out & seeds:
+            raise click.BadParameter(f'seed {min(held_out & seeds)} is also in {where}; held-out seeds must be new',
+                param_hint='--eval-seeds')
+    if checked & set(range(bank_seed, bank_seed + count * bank_size)):
+        raise click.BadParameter(f'the banks reach the checks\' seeds ({rounds.CHECK_SEED}-); lower --bank-seed',
+            param_hint='--bank-seed')
+    if check >= judgements or keep_better and not check:
+        raise click.BadParameter('a round asks about its bank too: give fewer --check pairs than --judgements' if check
+            else '--keep-better needs --check pairs to decide by', param_hint='--check')
     path = network_path(network, trust_pickle)
     held = [] if trust_pickle else held_pickles(outdir)
     if held:
@@ -103,7 +113,7 @@ def main(outdir, network, trust_pickle, count, judgements, random_share, bank_si
             'pickle can run code stored in it; pass --trust-pickle if the folder is yours')
     conditions = network_family(path).conditions(path) or 1               # A flow's pairs join one condition's.
     upfront = upfront or [count * judgements]
-    for hint, n, size in (('--judgements', judgements, bank_size), *[('--upfront', u, count * bank_size) for u in
+    for hint, n, size in (('--judgements', judgements - check, bank_size), *[('--upfront', u, count * bank_size) for u in
             (upfront if train_seeds else [])]):
         if n > conditions * annotators.pair_limit(range(size)):
             raise click.BadParameter(f'{n} judgements need more than a bank of {size} seeds gives', param_hint=hint)
@@ -112,13 +122,13 @@ def main(outdir, network, trust_pickle, count, judgements, random_share, bank_si
             param_hint='--train-seeds')
     settings = dict(network=os.path.abspath(path), rounds=count, judgements=judgements,
         random_share=random_share, bank_size=bank_size, bank_seed=bank_seed, res=res, annotator=annotator,
-        gold_taste=gold_taste, temperature=temperature, refit_all=refit_all, kimg=kimg, lambda_r=lambda_r, seed=seed, eval_seeds=eval_seeds, train_args=list(train_args))
+        gold_taste=gold_taste, check=check, keep_better=keep_better, temperature=temperature, refit_all=refit_all, kimg=kimg, lambda_r=lambda_r, seed=seed, eval_seeds=eval_seeds, train_args=list(train_args))
     try:
         if train_seeds:
             summary = label_efficiency.run(outdir, settings, train_seeds, upfront, progress=click.echo, nproc=nproc)
             click.echo(label_efficiency.describe(summary) + f'Report: {os.path.join(outdir, label_efficiency.STEM)}.md')
             return
-        keep_settings(outdir, settings, free=('rounds',))                   # More rounds may follow in the same folder.
+        keep_settings(outdir, settings, free=('rounds',), added=rounds.ADDED)                 # More rounds may follow in the same folder.
         page = None
         if people:
             page = dict(host=host, port=port, allow_hosts=allow_hosts, progress=people_round.Progress(judgements),

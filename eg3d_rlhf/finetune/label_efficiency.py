@@ -31,8 +31,8 @@ def arms(settings, upfront):
     """{name: settings} of one training seed's runs: the rounds as given, and an upfront run per total in `upfront`."""
     runs = {'rounds': dict(settings)}
     for total in upfront:
-        runs[f'upfront-{total}'] = dict(settings, rounds=1, judgements=int(total),
-            bank_size=settings['rounds'] * settings['bank_size'], tune_scale=settings['rounds'])
+        runs[f'upfront-{total}'] = dict(settings, rounds=1, judgements=int(total),   # No check: all on one bank.
+            bank_size=settings['rounds'] * settings['bank_size'], tune_scale=settings['rounds'], **rounds.ADDED)
     return runs
 
 
@@ -63,22 +63,24 @@ def run(outdir, settings, train_seeds, upfront, progress=print, nproc=1):
     if min(upfront) < 1:                                        # Else found only when its reward has nothing to fit.
         raise RunError(f'--upfront {min(upfront)}: an upfront run needs at least one judgement')
     keep_settings(outdir, dict(settings, train_seeds=list(train_seeds), upfront=list(upfront)),   # Seeds and totals
-        free=('train_seeds', 'upfront'))                         # may be added: the runs made already are kept.
+        free=('train_seeds', 'upfront'), added=rounds.ADDED)     # may be added: the runs made already are kept.
     records, rows, drawn, held_out = [], [], {}, {}
     for seed in train_seeds:
         golds = {}
         for name, s in arms(dict(settings, seed=int(seed)), upfront).items():
             folder = os.path.join(outdir, f'seed-{seed}', name)
-            keep_settings(folder, s)
+            keep_settings(folder, s, added=rounds.ADDED)
             start_bank = os.path.join(folder, 'round-0', 'bank')
             if s['bank_size'] in drawn and not os.path.isdir(start_bank):
                 rounds.settle(start_bank, lambda tmp, source=drawn[s['bank_size']]: shutil.copytree(source, tmp,
                     copy_function=link))
-            last = rounds.Rounds(folder, s, nproc=nproc, drawn=held_out).run()['rounds'][-1]   # The start drawn once.
+            every = rounds.Rounds(folder, s, nproc=nproc, drawn=held_out).run()['rounds']   # The start drawn once.
+            last = every[-1]
             drawn.setdefault(s['bank_size'], start_bank)
             golds[name] = last['gold']
             rows.append(dict(seed=int(seed), run=name, judgements=last['judgements'],
-                win_rate=last['gold']['win_rate'], gain_sd=last['gold']['gain_sd'], collateral=last.get('collateral')))
+                win_rate=last['gold']['win_rate'], gain_sd=last['gold']['gain_sd'], collateral=last.get('collateral'),
+                kept=[r['check']['kept'] for r in every if r.get('check')] or None))
             progress(f'seed {seed}, {name}: {last["judgements"]} judgements, gold gain '
                 f'{last["gold"]["gain_sd"]:+.2f} sd over the start')
         for total in upfront:
@@ -119,7 +121,8 @@ def describe(summary):
         'The rounds\' samples against each upfront run\'s on the same held-out ids, across training seeds:\n\n'
         + replication.markdown(summary['replication']) + '\nWhat else each run\'s last generator changed on the '
         'held-out samples, against the start:\n\n' + ''.join(f'- seed {r["seed"]}, {r["run"]}: {r["collateral"]}\n'
-        for r in summary['runs'] if r.get('collateral')))
+        for r in summary['runs'] if r.get('collateral')) + ''.join(f'- seed {r["seed"]}, {r["run"]}: the rounds\' '
+        f'checks kept {", ".join(r["kept"])}\n' for r in summary['runs'] if r.get('kept')))
 
 
 def plot(rows, settings, path):

@@ -87,15 +87,17 @@ def run(outdir, reward, aggregate, seed, taste='nose', kimg=2.0, tick=0.1, lambd
         rows = json.load(f)['proxy_gold']['rows']
     return dict(overoptimization.Curves(rows).summary(), rows=rows)
 
-def keep_settings(outdir, settings, free=()):
+def keep_settings(outdir, settings, free=(), added=None):
     """Write outdir/settings.json the first time; RunError when a later call into it asks for other settings (what
     the folder holds was made with its own: a sweep's bank, proxy and runs, a rounds run's rounds). The `free` keys
-    may change (more rounds, more training seeds): the file then takes the new values."""
+    may change (more rounds, more training seeds): the file then takes the new values. `added`: {key: value} of
+    settings a tool added later, which a file without them was made with."""
     path = os.path.join(outdir, 'settings.json')
     settings = json.loads(json.dumps(settings))
     if os.path.isfile(path):
-        kept = dnnlib.util.read_json_object(path, error=RunError)
-        changed = sorted(k for k in set(kept) | set(settings) if kept.get(k) != settings.get(k))
+        kept = {**(added or {}), **dnnlib.util.read_json_object(path, error=RunError)}
+        given = {**(added or {}), **settings}
+        changed = sorted(k for k in set(kept) | set(given) if kept.get(k) != given.get(k))
         fixed = [k for k in changed if k not in free]
         if fixed:
             raise RunError(f'{path}: this folder holds a run with other settings ({", ".join(fixed)}); use another '

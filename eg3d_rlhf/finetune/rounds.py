@@ -40,6 +40,11 @@ from torch_utils import safetensors_file
 #   tune    from the current generator with that reward: EG3D by train.py's reward phase, `kimg` long, its last
 #           snapshot the next generator; a flow by Circular-DPO (group a) with every label so far as step 1's data and
 #           that reward ranking step 2's candidates, its flow-a snapshot the next generator
+#   check   with `check` > 0: that many new seeds drawn by the generator the round started from and by the one it
+#           tuned, each seed's two samples a pair (sides under neutral ids, x or y at random), judged by the annotator
+#           like the round's pairs and counted in its `judgements`; the round's verdict is the tuned one's win rate.
+#           With `keep_better`, a round whose tuned generator does not win more of them than it loses hands on the
+#           generator it started from. Later rounds refit on these judgements too
 #   gold    the taste (`gold_taste`, else the simulated annotator's), noise-free, on held-out `eval_seeds` drawn by the
 #           start and by this round's generator: the win rate of this round's (exact binomial p, Wilson interval), its
 #           mean gain in sd of the start, and its win rate against the previous round's generator. People with no
@@ -53,6 +58,8 @@ ROUND = 'round-{}'
 PEOPLE = 'people'               # Annotators who label through the page: 'people' (invited) or 'people:NAME' (loopback).
 SPLIT, SPLIT_TRIES = (0.7, 0.15, 0.15), 20  # train_reward's default split shares; split seeds split_seed() tries.
 INVITES = 'people'              # The run's invites: OUTDIR/people.invites.json (label.py invite NAME --out OUTDIR/people).
+CHECK_SEED = 40000              # First seed of round 0's check; round k's are the `check` seeds after round k-1's.
+ADDED = dict(check=0, keep_better=False)  # Settings added since the first runs: a run made before had these.
 
 
 def people_name(annotator):
@@ -125,8 +132,12 @@ class Rounds:
         return os.path.join(self.outdir, ROUND.format(k), *names)
 
     def generator(self, k):
-        """The generator round k draws from: the start, or the generator round k-1 tuned."""
-        return self.s['network'] if k == 0 else self.folder(k - 1, 'generator' + self.ext)
+        """The generator round k draws from and tunes: the start, or the one round k-1 handed on."""
+        return self.s['network'] if k == 0 else self.result(k - 1)
+
+    def result(self, k):
+        """The generator round k hands on: the one it tuned, or the one it started from when its check kept that."""
+        return self.generator(k) if self.check(k) is not None and self.check(k)['kept'] == 'previous' else self.tune(k)
 
     def seeds(self, k):
         first = self.s['bank_seed'] + k * self.s['bank_size']
@@ -138,10 +149,11 @@ class Rounds:
             self.generator(k), '--trust-pickle', '--seeds', self.seeds(k), '--res', str(self.s['res']),
             '--outdir', tmp], self.folder(k, 'bank.log')))
 
-    def taste_scores(self, k):
-        """{id: raw taste score} of round k's bank under the simulated annotator's taste, kept in taste.json."""
-        path = self.folder(k, 'taste.json')
-        bank = Bank(self.bank(k))
+    def taste_scores(self, k, bank=None, name='taste.json'):
+        """{id: raw taste score} of round k's bank (or another of its banks) under the simulated annotator's taste,
+        kept in the round's `name`."""
+        path = self.folder(k, name)
+        bank = Bank(bank or self.bank(k))
         if not os.path.isfile(path):
             write_json(path, annotators.taste_scores(self.taste, bank))
         scores = read_json(path)
@@ -150,11 +162,12 @@ class Rounds:
             raise damaged(path, f'a finite taste score for each sample of {bank.root}')
         return {str(i): float(v) for i, v in scores.items()}
 
-    def annotator(self, k):
-        """The simulated annotator of round k: its taste on round k's bank, standardised as over round 0's."""
+    def annotator(self, k, scores=None, seed=0):
+        """The simulated annotator of round k: its taste on round k's bank (or on `scores`), standardised as over
+        round 0's."""
         reference = np.array(list(self.taste_scores(0).values()))
-        return annotators.OracleAnnotator(self.taste, self.taste_scores(k), temperature=self.s['temperature'],
-            seed=self.s['seed'] * 1000 + k, standard=(reference.mean(), reference.std()))
+        return annotators.OracleAnnotator(self.taste, scores or self.taste_scores(k), temperature=self.s['temperature'],
+            seed=self.s['seed'] * 1000 + k + seed, standard=(reference.mean(), reference.std()))
 
     def member_scores(self, k, reward_path):
         """{id: [K] member rewards} of round k's bank under a reward checkpoint (scored once per run: the pairs and
@@ -170,7 +183,7 @@ class Rounds:
     def pairs(self, k):
         """Round k's pairs [(a, b)] and how many of the first are active ones; chosen once, kept in pairs.json."""
         path = self.folder(k, 'pairs.json')
-        ids, n = Bank(self.bank(k)).ids, self.s['judgements']
+        ids, n = Bank(self.bank(k)).ids, self.s['judgements'] - self.s.get('check', 0)     # The check counts in it.
         if os.path.isfile(path):
             kept = read_json(path)
             pairs = kept.get('pairs')
@@ -196,10 +209,9 @@ class Rounds:
         """Round k's judgements file, and the previous reward's accuracy on them before its refit (drift.json)."""
         path = self.folder(k, 'labels.jsonl')
         if not os.path.isfile(path) and self.people:
-            pool = people_round.PairPool(self.folder(k, 'people.jsonl'), self.pairs(k)[0] + self.spares(k),
-                self.s['judgements'])
-            people_round.serve_round(pool, Bank(self.bank(k)), annotator=self.person, **self.page)
-            people_round.write_labels(pool, path)
+            pairs = self.pairs(k)[0]
+            self.ask_people(people_round.PairPool(self.folder(k, 'people.jsonl'), pairs + self.spares(k), len(pairs)),
+                self.bank(k), path)
         elif not os.path.isfile(path):
             oracle = self.annotator(k)
             preferences.write_judgements(path, oracle.judgements(self.pairs(k)[0]))
@@ -222,6 +234,76 @@ class Rounds:
                 active]), active=accuracy([j for j in judged if pair_key(j.a, j.b) in active])))
         return path
 
+    def ask_people(self, pool, bank, path):
+        """Serve the pool's pairs of `bank` on the page until judged, then write them to `path`."""
+        page = dict(self.page)
+        if isinstance(page.get('progress'), people_round.Progress):
+            page['progress'] = people_round.Progress(pool.count)
+        people_round.serve_round(pool, Bank(bank), annotator=self.person, **page)
+        people_round.write_labels(pool, path)
+
+    def check_bank(self, k):
+        """Round k's check samples in one bank: its `check` seeds drawn by the generator it started from and by the
+        one it tuned, under ids rKx-ID and rKy-ID whose side (x or y) is drawn at random per seed (sides.json)."""
+        first = CHECK_SEED + k * self.s['check']
+
+        def make(tmp):
+            os.makedirs(tmp)
+            sides, rng = {}, np.random.RandomState(self.s['seed'] * 1000 + k + 700)
+            for side, network in (('previous', self.generator(k)), ('tuned', self.tune(k))):
+                child([*self.launch, TOOL('sample_bank'), '--network', network, '--trust-pickle', '--seeds',
+                    f'{first}-{first + self.s["check"] - 1}', '--res', str(self.s['res']), '--outdir',
+                    os.path.join(tmp, side)], self.folder(k, f'check-{side}.log'))
+            ids = Bank(os.path.join(tmp, 'previous')).ids
+            for i, flip in zip(ids, rng.rand(len(ids)) < 0.5):
+                for side, letter in (('previous', 'yx'[int(flip)]), ('tuned', 'xy'[int(flip)])):
+                    sides[f'r{k}{letter}-{i}'] = side
+                    os.symlink(os.path.join(side, i), os.path.join(tmp, f'r{k}{letter}-{i}'))
+            shutil.copy(os.path.join(tmp, 'previous', BANK_FILE), os.path.join(tmp, BANK_FILE))
+            write_json(os.path.join(tmp, 'sides.json'), sides)
+        return settle(self.folder(k, 'check'), make)
+
+    def check_labels(self, k):
+        """Round k's judgements of its check pairs (check.jsonl): each seed's x sample against its y sample."""
+        path, bank = self.folder(k, 'check.jsonl'), self.check_bank(k)
+        ids = Bank(bank).ids
+        x, y = f'r{k}x-', f'r{k}y-'
+        pairs = [(i, y + i[len(x):]) for i in ids if i.startswith(x)]
+        if os.path.isfile(path):
+            return path
+        if self.people:                                 # Spares: an x and a y sample of two seeds.
+            rng, same = np.random.RandomState(self.s['seed'] * 1000 + k + 900), {pair_key(*p) for p in pairs}
+            spares = list(itertools.islice((p for p in random_pairs(ids, rng, skip=same) if p[0][:len(x)] !=
+                p[1][:len(x)]), len(pairs)))
+            self.ask_people(people_round.PairPool(self.folder(k, 'check.people.jsonl'), pairs + spares, len(pairs)),
+                bank, path)
+        else:
+            scores = self.taste_scores(k, bank, 'check.taste.json')
+            preferences.write_judgements(path, self.annotator(k, scores, seed=700).judgements(pairs))
+        return path
+
+    def check(self, k):
+        """Round k's verdict on its same-seed pairs (check.json), or None without a check: the tuned generator's win
+        rate against the one the round started from (and the noise-free one where the annotator is simulated), and
+        which of the two the round hands on."""
+        if not self.s.get('check'):
+            return None
+        path = self.folder(k, 'check.json')
+        if os.path.isfile(path):
+            found = read_json(path)
+            if found.get('kept') not in ('tuned', 'previous') or not isinstance(found.get('labels'), dict):
+                raise damaged(path, 'the check of this round')
+            return found
+        sides = read_json(os.path.join(self.check_bank(k), 'sides.json'))
+        judged = preferences.load_judgements(self.check_labels(k))
+        verdict = lambda choice, j: 'tie' if choice not in ('a', 'b') else \
+            {'tuned': 'tuned', 'previous': 'original'}[sides[j.a if choice == 'a' else j.b]]
+        labels = win_rate([verdict(j.choice, j) for j in judged if j.choice != 'skip'])
+        truth = win_rate([verdict(j.extra['noise_free'], j) for j in judged]) if judged and all(
+            'noise_free' in j.extra for j in judged) else None
+        kept = 'previous' if self.s.get('keep_better') and labels['wins'] <= labels['losses'] else 'tuned'
+        return write_json(path, dict(labels=labels, truth=truth, kept=kept))
+
     def spares(self, k):
         """Round k's spare pairs for people: as many again as it asks about, at random, none of its pairs."""
         pairs, ids = self.pairs(k)[0], Bank(self.bank(k)).ids
@@ -236,18 +318,21 @@ class Rounds:
         return lambda pair: condition[pair[0]] == condition[pair[1]]
 
     def union(self, k):
-        """A bank linking the samples of rounds 0..k (their seeds differ, so their ids do) and all their labels."""
+        """A bank linking the samples of rounds 0..k and of the checks before round k (their seeds or prefixes
+        differ, so their ids do) and all their labels."""
         folder = self.folder(k, 'labelled')
+        parts = [(self.bank, self.labels, r) for r in range(k + 1)]
+        parts += [(self.check_bank, self.check_labels, r) for r in range(k) if self.s.get('check')]
 
         def make(tmp):
             os.makedirs(tmp)
             shutil.copy(os.path.join(self.bank(0), BANK_FILE), os.path.join(tmp, BANK_FILE))
             with open(os.path.join(tmp, 'labels.jsonl'), 'w', encoding='utf-8') as out:
-                for r in range(k + 1):
-                    bank = Bank(self.bank(r))
+                for bank, labels, r in parts:
+                    bank = Bank(bank(r))
                     for i in bank.ids:
                         os.symlink(os.path.abspath(os.path.join(bank.root, i)), os.path.join(tmp, i))
-                    with open(self.labels(r), encoding='utf-8') as f:
+                    with open(labels(r), encoding='utf-8') as f:
                         out.write(f.read())
         return settle(folder, make)
 
@@ -307,22 +392,25 @@ class Rounds:
         return self.drawn[key(network)]
 
     def gold(self, k):
-        """The taste on the held-out seeds: round k's generator against the start (kept in gold.json)."""
+        """The taste on the held-out seeds: the generator round k hands on against the start (kept in gold.json);
+        when its check kept the previous one, also the gain the tuned one would have had (`rejected_gain_sd`)."""
         path = self.folder(k, 'gold.json')
         if self.gold_taste is None:
             return None
         if os.path.isfile(path):
             return read_json(path)
         taste, scores = annotators.taste_function(self.gold_taste), {}
-        for name, network in (('start', self.s['network']), ('tuned', self.tune(k))):
+        networks = [('start', self.s['network']), ('rejected', self.tune(k)), ('tuned', self.result(k))]
+        for name, network in networks if networks[1][1] != networks[2][1] else networks[::2]:
             _, grid, ids, slabs = self.held_out(network)
             scores[name] = np.array([taste(s, grid, 10.0) for s in slabs])
         versus = lambda other: ['tuned' if t > o else 'original' if t < o else 'tie'
             for o, t in zip(other, scores['tuned'])]
         previous = None if k == 0 else np.array(self.gold(k - 1)['scores'])
         sd = scores['start'].std() or 1.0
+        gain = lambda name: float((scores[name] - scores['start']).mean() / sd) if name in scores else None
         return write_json(path, dict(seeds=len(scores['tuned']), **win_rate(versus(scores['start'])),
-            gain_sd=float((scores['tuned'] - scores['start']).mean() / sd),
+            gain_sd=gain('tuned'), rejected_gain_sd=gain('rejected'),
             versus_previous=None if previous is None else win_rate(versus(previous)), ids=ids,
             scores=scores['tuned'].tolist()))
 
@@ -336,7 +424,7 @@ class Rounds:
                 raise damaged(path, 'the collateral of this round')
             return found
         G, grid, _, before = self.held_out(self.s['network'])
-        after = self.held_out(self.tune(k))[3]
+        after = self.held_out(self.result(k))[3]
         return write_json(path, collateral.report(before, after, grid, G,
             trained=self.taste if self.taste in annotators.TASTES else None))
 
@@ -346,6 +434,7 @@ class Rounds:
         for k in range(self.s['rounds']):
             self.labels(k)
             self.tune(k)
+            check = self.check(k)
             gold = self.gold(k)
             drift = read_json(self.folder(k, 'drift.json')) if k else None
             if gold is not None and (not isinstance(gold.get('gain_sd'), (int, float)) or not isinstance(
@@ -357,7 +446,7 @@ class Rounds:
             fit = dnnlib.util.read_json_object(self.folder(k, 'reward.report.json'), error=RunError)  # train_reward's.
             rows.append(dict(round=k, judgements=(k + 1) * self.s['judgements'],
                 active=self.pairs(k)[1], before_refit=drift,
-                reward_held_out=fit.get('held_out'), gold=gold,
+                reward_held_out=fit.get('held_out'), gold=gold, check=check,
                 collateral=collateral.summary_line(self.collateral(k))))
             if progress is not None:
                 progress(rows[-1])
@@ -458,6 +547,17 @@ def describe(summary):
         last = '-' if last is None or last['win_rate'] is None else f'{100 * last["win_rate"]:.1f}%'
         lines.append(f'| {r["round"]} | {r["judgements"]} | {r["active"]} | {drift} | {rate} | {g["gain_sd"]:+.2f} '
             f'| {last} |')
+    checks = [r for r in summary['rounds'] if r.get('check')]
+    if checks:
+        lines += ['', 'Each round\'s check: its tuned generator against the one it started from, same seeds:', '']
+        lines += [f'- round {r["round"]}: {check_line(r["check"])}' for r in checks]
     lines += ['', 'What else each round\'s generator changed on the held-out samples, against the start:', '']
     lines += [f'- round {r["round"]}: {r["collateral"]}' for r in summary['rounds'] if r.get('collateral')]
     return '\n'.join(lines) + '\n'
+
+
+def check_line(check):
+    """A round's check in words: the tuned generator's wins and losses, the noise-free ones, what was kept."""
+    said = lambda c: f'{c["wins"]} won, {c["losses"]} lost' + (f', {c["ties"]} tied' if c['ties'] else '')
+    truth = '' if check['truth'] is None else f' (noise-free: {said(check["truth"])})'
+    return f'the tuned generator {said(check["labels"])}{truth}; kept the {check["kept"]} one'
