@@ -46,6 +46,10 @@ def test_an_annotator_can_keep_another_sets_scale():
     (['--annotator', 'people:ann', '--train-seeds', '1-2'], 'comparing label efficiency needs a simulated annotator'),
     (['--network', 'nowhere.pkl', '--trust-pickle'], 'nowhere.pkl'),
     (['--eval-seeds', '20005-20010'], "seed 20005 is also in a round's bank"),
+    (['--check', '8', '--eval-seeds', '40010-40020'], 'seed 40010 is also in a check'),
+    (['--check', '8', '--bank-seed', '39950'], "the banks reach the checks' seeds (40000-); lower --bank-seed"),
+    (['--check', '150'], 'give fewer --check pairs than --judgements'),
+    (['--keep-better'], '--keep-better needs --check pairs to decide by'),
     (['--random-share', 'nan'], "'nan' is not a finite number"),
     (['--train-seeds', '1-3,2'], '--train-seeds names 2 twice; give each once'),
     (['--train-seeds', '1-3', '--upfront', '450,450'], '--upfront names 450 twice'),
@@ -279,6 +283,39 @@ def test_each_round_reports_what_else_its_generator_changed_against_the_start(tm
     (tmp_path / 'same' / 'round-0' / 'collateral.json').write_text('{"tastes": 3}')
     with pytest.raises(RunError, match='collateral.json: not the collateral of this round'):
         rounds.Rounds(str(tmp_path / 'same'), settings).collateral(0)
+
+
+@pytest.mark.parametrize('keep_better, choices, kept', [
+    (True, 'aaa', 'previous'),                  # x is the tuned side of seed 0 only: it won 1, lost 2.
+    (True, 'bbb', 'tuned'),                     # It won 2, lost 1.
+    (True, 'ata', 'previous'),                  # 1 won, 1 lost, a tie: not better.
+    (False, 'aaa', 'tuned'),                    # Without --keep-better the verdict is reported only.
+])
+def test_a_rounds_check_keeps_the_tuned_generator_only_when_it_wins_more_than_it_loses(tmp_path, keep_better, choices,
+        kept):
+    start = save_tiny(tmp_path / 'start.pt')
+    run = rounds.Rounds(str(tmp_path / 'run'), dict(network=start, annotator='oracle:nose', check=3,
+        keep_better=keep_better, seed=0))
+    os.makedirs(run.folder(0, 'check'))
+    sides = {'r0x-seed040000': 'tuned', 'r0y-seed040000': 'previous', 'r0x-seed040001': 'previous',
+        'r0y-seed040001': 'tuned', 'r0x-seed040002': 'previous', 'r0y-seed040002': 'tuned'}
+    (tmp_path / 'run' / 'round-0' / 'check' / 'sides.json').write_text(json.dumps(sides))
+    labels = str(tmp_path / 'run' / 'round-0' / 'check.jsonl')
+    preferences.write_judgements(labels, [preferences.Judgement(f'r0x-seed04000{i}', f'r0y-seed04000{i}',
+        dict(a='a', b='b', t='tie')[c], 'oracle:nose', '2026-11-29T00:00:00+00:00', dict(noise_free='a'))
+        for i, c in enumerate(choices)])
+    run.check_bank = lambda k: run.folder(k, 'check')
+    run.check_labels = lambda k: labels
+    run.tune = lambda k: 'tuned.pt'
+    found = run.check(0)
+    wins = sum(sides[f'r0{"x" if c == "a" else "y"}-seed04000{i}'] == 'tuned' for i, c in enumerate(choices) if c != 't')
+    assert found['kept'] == kept and found['labels']['wins'] == wins and found['labels']['ties'] == choices.count('t')
+    assert (found['truth']['wins'], found['truth']['losses']) == (1, 2)        # Noise-free: x every time.
+    assert run.result(0) == (start if kept == 'previous' else 'tuned.pt') and run.generator(1) == run.result(0)
+    assert json.loads((tmp_path / 'run' / 'round-0' / 'check.json').read_text()) == found
+    (tmp_path / 'run' / 'round-0' / 'check.json').write_text('{"kept": "both"}')
+    with pytest.raises(RunError, match='check.json: not the check of this round'):
+        run.check(0)
 
 
 def fake_gold(scores, ids):
