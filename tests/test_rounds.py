@@ -318,6 +318,14 @@ def test_a_rounds_check_keeps_the_tuned_generator_only_when_it_wins_more_than_it
         run.check(0)
 
 
+def test_a_flows_check_takes_its_pairs_seed_by_seed_under_every_condition():
+    ids = [f'r2{side}-c{c:02d}-seed{s:06d}' for side in 'xy' for c in range(2) for s in (40006, 40007)]
+    assert rounds.check_pairs(ids, 2, 3) == [('r2x-c00-seed040006', 'r2y-c00-seed040006'),
+        ('r2x-c01-seed040006', 'r2y-c01-seed040006'), ('r2x-c00-seed040007', 'r2y-c00-seed040007')]
+    assert rounds.check_pairs([f'r0{side}-seed{s:06d}' for side in 'yx' for s in (2, 1)], 0, 5) == \
+        [('r0x-seed000001', 'r0y-seed000001'), ('r0x-seed000002', 'r0y-seed000002')]
+
+
 def fake_gold(scores, ids):
     return dict(gain_sd=float(np.mean(scores)), win_rate=float(np.mean(np.array(scores) > 0)), ids=ids, scores=scores)
 

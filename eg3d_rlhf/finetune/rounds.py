@@ -243,16 +243,18 @@ class Rounds:
         people_round.write_labels(pool, path)
 
     def check_bank(self, k):
-        """Round k's check samples in one bank: its `check` seeds drawn by the generator it started from and by the
-        one it tuned, under ids rKx-ID and rKy-ID whose side (x or y) is drawn at random per seed (sides.json)."""
-        first = CHECK_SEED + k * self.s['check']
+        """Round k's check samples in one bank: `check` seeds (a flow's: enough seeds for `check` pairs under its
+        conditions) drawn by the generator it started from and by the one it tuned, under ids rKx-ID and rKy-ID whose
+        side (x or y) is drawn at random per sample (sides.json)."""
+        conditions = registry.family_of_file(self.s['network']).conditions(self.s['network']) or 1
+        first, count = CHECK_SEED + k * self.s['check'], -(-self.s['check'] // conditions)
 
         def make(tmp):
             os.makedirs(tmp)
             sides, rng = {}, np.random.RandomState(self.s['seed'] * 1000 + k + 700)
             for side, network in (('previous', self.generator(k)), ('tuned', self.tune(k))):
                 child([*self.launch, TOOL('sample_bank'), '--network', network, '--trust-pickle', '--seeds',
-                    f'{first}-{first + self.s["check"] - 1}', '--res', str(self.s['res']), '--outdir',
+                    f'{first}-{first + count - 1}', '--res', str(self.s['res']), '--outdir',
                     os.path.join(tmp, side)], self.folder(k, f'check-{side}.log'))
             ids = Bank(os.path.join(tmp, 'previous')).ids
             for i, flip in zip(ids, rng.rand(len(ids)) < 0.5):
@@ -264,11 +266,10 @@ class Rounds:
         return settle(self.folder(k, 'check'), make)
 
     def check_labels(self, k):
-        """Round k's judgements of its check pairs (check.jsonl): each seed's x sample against its y sample."""
+        """Round k's judgements of its check pairs (check.jsonl): each sample's x side against its y side."""
         path, bank = self.folder(k, 'check.jsonl'), self.check_bank(k)
         ids = Bank(bank).ids
-        x, y = f'r{k}x-', f'r{k}y-'
-        pairs = [(i, y + i[len(x):]) for i in ids if i.startswith(x)]
+        x, pairs = f'r{k}x-', check_pairs(ids, k, self.s['check'])
         if os.path.isfile(path):
             return path
         if self.people:                                 # Spares: an x and a y sample of two seeds.
@@ -455,6 +456,14 @@ class Rounds:
         with dnnlib.util.atomic_write(os.path.join(self.outdir, 'rounds.md'), 'w', encoding='utf-8') as f:
             f.write(describe(summary))                  # A label-efficiency arm's folder gets its table too.
         return summary
+
+
+def check_pairs(ids, k, count):
+    """The first `count` pairs (rKx-ID, rKy-ID) of a check bank's ids, seed by seed (a flow's: each seed under every
+    condition before the next seed)."""
+    x, y = f'r{k}x-', f'r{k}y-'
+    found = sorted((i[len(x):] for i in ids if i.startswith(x)), key=lambda i: (i.rpartition('seed')[2], i))
+    return [(x + i, y + i) for i in found[:count]]
 
 
 def split_seed(union):
