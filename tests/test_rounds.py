@@ -20,7 +20,7 @@ from eg3d_rlhf.finetune import label_efficiency, rounds
 from eg3d_rlhf.finetune.options import RunError
 from eg3d_rlhf.generators import flow_heads, registry
 from eg3d_rlhf.geometry.sigma import slab_grid
-from tests.helpers.banks import ball_bank
+from tests.helpers.banks import ball_bank, write_bank
 from tests.helpers.collateral import bump, true_slabs
 from tests.helpers.flow import save_tiny
 from tests.helpers.train import TRAIN_ARGS
@@ -296,9 +296,9 @@ def test_a_rounds_check_keeps_the_tuned_generator_only_when_it_wins_more_than_it
     start = save_tiny(tmp_path / 'start.pt')
     run = rounds.Rounds(str(tmp_path / 'run'), dict(network=start, annotator='oracle:nose', check=3,
         keep_better=keep_better, seed=0))
-    os.makedirs(run.folder(0, 'check'))
     sides = {'r0x-seed040000': 'tuned', 'r0y-seed040000': 'previous', 'r0x-seed040001': 'previous',
         'r0y-seed040001': 'tuned', 'r0x-seed040002': 'previous', 'r0y-seed040002': 'tuned'}
+    write_bank(run.folder(0, 'check'), {i: np.zeros(slab_grid(16).shape, np.float32) for i in sides}, 16)
     (tmp_path / 'run' / 'round-0' / 'check' / 'sides.json').write_text(json.dumps(sides))
     labels = str(tmp_path / 'run' / 'round-0' / 'check.jsonl')
     preferences.write_judgements(labels, [preferences.Judgement(f'r0x-seed04000{i}', f'r0y-seed04000{i}',
@@ -313,8 +313,20 @@ def test_a_rounds_check_keeps_the_tuned_generator_only_when_it_wins_more_than_it
     assert (found['truth']['wins'], found['truth']['losses']) == (1, 2)        # Noise-free: x every time.
     assert run.result(0) == (start if kept == 'previous' else 'tuned.pt') and run.generator(1) == run.result(0)
     assert json.loads((tmp_path / 'run' / 'round-0' / 'check.json').read_text()) == found
-    (tmp_path / 'run' / 'round-0' / 'check.json').write_text('{"kept": "both"}')
-    with pytest.raises(RunError, match='check.json: not the check of this round'):
+    for damage in ('{"kept": "both"}', json.dumps(dict(found, labels=dict(found['labels'], wins='2'))),
+            json.dumps({k: v for k, v in found.items() if k != 'truth'})):
+        (tmp_path / 'run' / 'round-0' / 'check.json').write_text(damage)
+        with pytest.raises(RunError, match='check.json: not the check of this round'):
+            run.check(0)
+    (tmp_path / 'run' / 'round-0' / 'check.json').unlink()
+    other = ball_bank(tmp_path / 'check', 6)[0]                            # Six samples whose sides are not known.
+    run.check_bank = lambda k: other
+    (tmp_path / 'check' / 'sides.json').write_text(json.dumps(sides))
+    with pytest.raises(RunError, match='sides.json: not the side of each sample of the check'):
+        run.check(0)
+    run.check_bank = lambda k: run.folder(k, 'check')
+    preferences.write_judgements(labels, [preferences.Judgement('r0x-seed040000', 'elsewhere', 'a', 'ann', preferences.now())])
+    with pytest.raises(RunError, match="check.jsonl: not judgements of the check's pairs"):
         run.check(0)
 
 

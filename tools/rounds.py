@@ -73,6 +73,7 @@ def main(outdir, network, trust_pickle, count, judgements, random_share, bank_si
     \b
     python tools/rounds.py --outdir out/rounds --rounds 3 --judgements 150 --annotator oracle:nose
     python tools/rounds.py --outdir out/rounds-flow --network bundled-flow --annotator oracle:proportions
+    python tools/rounds.py --outdir out/rounds-checked --rounds 4 --judgements 150 --check 32 --keep-better
     python tools/rounds.py --outdir out/efficiency --rounds 4 --judgements 150 --train-seeds 1-3 --upfront 600,1200
     python tools/rounds.py --outdir out/rounds-people --annotator people --host 0.0.0.0 --invite alice --invite bob
     """

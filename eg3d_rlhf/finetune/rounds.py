@@ -292,11 +292,18 @@ class Rounds:
         path = self.folder(k, 'check.json')
         if os.path.isfile(path):
             found = read_json(path)
-            if found.get('kept') not in ('tuned', 'previous') or not isinstance(found.get('labels'), dict):
+            if found.get('kept') not in ('tuned', 'previous') or not all(isinstance(found.get(part), dict) and all(
+                    type(found[part].get(n)) is int for n in ('wins', 'losses', 'ties')) for part in ('labels', *[
+                    'truth'] * (found.get('truth') is not None))) or 'truth' not in found:
                 raise damaged(path, 'the check of this round')
             return found
-        sides = read_json(os.path.join(self.check_bank(k), 'sides.json'))
-        judged = preferences.load_judgements(self.check_labels(k))
+        bank, labels = self.check_bank(k), self.check_labels(k)
+        sides = read_json(os.path.join(bank, 'sides.json'))
+        if sorted(sides) != Bank(bank).ids or not set(sides.values()) <= {'previous', 'tuned'}:
+            raise damaged(os.path.join(bank, 'sides.json'), 'the side of each sample of the check')
+        judged = preferences.load_judgements(labels)
+        if not all(j.a in sides and j.b in sides for j in judged):
+            raise damaged(labels, 'judgements of the check\'s pairs')
         verdict = lambda choice, j: 'tie' if choice not in ('a', 'b') else \
             {'tuned': 'tuned', 'previous': 'original'}[sides[j.a if choice == 'a' else j.b]]
         labels = win_rate([verdict(j.choice, j) for j in judged if j.choice != 'skip'])
@@ -401,8 +408,8 @@ class Rounds:
         if os.path.isfile(path):
             return read_json(path)
         taste, scores = annotators.taste_function(self.gold_taste), {}
-        networks = [('start', self.s['network']), ('rejected', self.tune(k)), ('tuned', self.result(k))]
-        for name, network in networks if networks[1][1] != networks[2][1] else networks[::2]:
+        tuned, kept = self.tune(k), self.result(k)      # The rejected one first: the kept one is drawn last, kept.
+        for name, network in [('start', self.s['network']), *[('rejected', tuned)] * (tuned != kept), ('tuned', kept)]:
             _, grid, ids, slabs = self.held_out(network)
             scores[name] = np.array([taste(s, grid, 10.0) for s in slabs])
         versus = lambda other: ['tuned' if t > o else 'original' if t < o else 'tie'
