@@ -338,6 +338,29 @@ def test_a_flows_check_takes_its_pairs_seed_by_seed_under_every_condition():
         [('r0x-seed000001', 'r0y-seed000001'), ('r0x-seed000002', 'r0y-seed000002')]
 
 
+@pytest.mark.parametrize('window, rounds_in', [(0, [0, 1, 2]), (2, [1, 2]), (1, [2])])
+def test_a_window_refits_on_the_last_rounds_labels_and_checks_only(tmp_path, window, rounds_in):
+    run = rounds.Rounds.__new__(rounds.Rounds)
+    run.outdir, run.s = str(tmp_path / 'run'), dict(check=1, window=window)
+    slab = lambda: np.zeros(slab_grid(16).shape, np.float32)
+    for k in range(3):
+        ids = [f'seed{20000 + 2 * k + i:06d}' for i in (0, 1)]
+        write_bank(run.folder(k, 'bank'), {i: slab() for i in ids}, 16)
+        write_bank(run.folder(k, 'check'), {f'r{k}{c}-seed{40000 + k:06d}': slab() for c in 'xy'}, 16)
+        preferences.write_judgements(run.folder(k, 'labels.jsonl'), [preferences.Judgement(*ids, 'a', 'ann', preferences.now())])
+        preferences.write_judgements(run.folder(k, 'check.jsonl'), [preferences.Judgement(f'r{k}x-seed{40000 + k:06d}',
+            f'r{k}y-seed{40000 + k:06d}', 'b', 'ann', preferences.now())])
+    (tmp_path / 'run' / 'round-0' / 'bank' / 'bank.json').write_text('{}')
+    run.bank, run.labels = (lambda k: run.folder(k, 'bank')), (lambda k: run.folder(k, 'labels.jsonl'))
+    run.check_bank, run.check_labels = (lambda k: run.folder(k, 'check')), (lambda k: run.folder(k, 'check.jsonl'))
+    union = run.union(2)
+    want = [f'seed{20000 + 2 * k + i:06d}' for k in rounds_in for i in (0, 1)]
+    want += [f'r{k}{c}-seed{40000 + k:06d}' for k in rounds_in[:-1] for c in 'xy']     # Round 2's check comes after.
+    assert sorted(os.listdir(union)) == sorted(want + ['bank.json', 'labels.jsonl'])
+    judged = [(j.a, j.b) for j in preferences.load_judgements(os.path.join(union, 'labels.jsonl'))]
+    assert sorted(judged) == sorted([tuple(want[2 * i:2 * i + 2]) for i in range(len(want) // 2)])
+
+
 def fake_gold(scores, ids):
     return dict(gain_sd=float(np.mean(scores)), win_rate=float(np.mean(np.array(scores) > 0)), ids=ids, scores=scores)
 

@@ -48,6 +48,7 @@ def held_pickles(outdir):
 @click.option('--invite', 'invited', multiple=True, metavar='NAME', help='People: invite NAME and print their link (repeatable; label.py invite NAME --out OUTDIR/people does the same)')
 @click.option('--check', type=click.IntRange(min=0), default=0, show_default=True, help='Same-seed pairs each round asks about after tuning: its tuned generator against the one it started from (counted in --judgements; 0 = none)')
 @click.option('--keep-better', is_flag=True, help='With --check: a round whose tuned generator does not win more of its check pairs than it loses hands on the generator it started from')
+@click.option('--window', type=click.IntRange(min=0), default=0, show_default=True, help='Refit each round\'s reward on the judgements of its last N rounds only, leaving older rounds out (0 = every round\'s)')
 @click.option('--temperature', type=FiniteRange(min=0), default=0.5, show_default=True, help='Its noise, in sd of its taste')
 @click.option('--refit-all/--no-refit-all', default=True, show_default=True, help='Refit each round\'s reward on every judgement so far, the pairs across train_reward\'s splits too (train_reward --refit-all)')
 @click.option('--kimg', type=FiniteRange(min=0, min_open=True), default=0.4, show_default=True, help='EG3D: fine-tuning per round')
@@ -60,7 +61,7 @@ def held_pickles(outdir):
 @click.option('--upfront', type=parse_range, metavar='LIST', help='With --train-seeds: judgement totals of the upfront runs, each one round on the start\'s bank of --rounds x --bank-size seeds, tuned --rounds times as long  [default: --rounds x --judgements]')
 @click.argument('train_args', nargs=-1, type=click.UNPROCESSED, metavar='[-- TRAIN.PY FLAGS...]')
 def main(outdir, network, trust_pickle, count, judgements, random_share, bank_size, bank_seed, res, annotator, gold_taste,
-        host, port, allow_hosts, invited, check, keep_better, temperature, refit_all, kimg, lambda_r, seed, eval_seeds, nproc, train_seeds, upfront, train_args):
+        host, port, allow_hosts, invited, check, keep_better, window, temperature, refit_all, kimg, lambda_r, seed, eval_seeds, nproc, train_seeds, upfront, train_args):
     """Round k draws --bank-size seeds from its generator, asks the annotator about --judgements pairs (the pairs
     the previous round's reward ensemble is least sure of, and a --random-share at random), refits the default sigma
     reward on every judgement so far, fine-tunes the generator from where it is with it (EG3D: train.py's reward
@@ -123,7 +124,7 @@ def main(outdir, network, trust_pickle, count, judgements, random_share, bank_si
             param_hint='--train-seeds')
     settings = dict(network=os.path.abspath(path), rounds=count, judgements=judgements,
         random_share=random_share, bank_size=bank_size, bank_seed=bank_seed, res=res, annotator=annotator,
-        gold_taste=gold_taste, check=check, keep_better=keep_better, temperature=temperature, refit_all=refit_all, kimg=kimg, lambda_r=lambda_r, seed=seed, eval_seeds=eval_seeds, train_args=list(train_args))
+        gold_taste=gold_taste, check=check, keep_better=keep_better, window=window, temperature=temperature, refit_all=refit_all, kimg=kimg, lambda_r=lambda_r, seed=seed, eval_seeds=eval_seeds, train_args=list(train_args))
     try:
         if train_seeds:
             summary = label_efficiency.run(outdir, settings, train_seeds, upfront, progress=click.echo, nproc=nproc)

@@ -36,7 +36,8 @@ from torch_utils import safetensors_file
 #           their answers land in people.jsonl as they come, so a stopped run serves only what is left. Beside them:
 #           the previous reward's accuracy on them before it is refitted, which says how far the generator moved
 #           off what was labelled
-#   reward  tools/train_reward.py on every round's labels so far, over a bank linking every round's samples
+#   reward  tools/train_reward.py on every round's labels so far (with `window`: the last `window` rounds'), over a
+#           bank linking those rounds' samples
 #   tune    from the current generator with that reward: EG3D by train.py's reward phase, `kimg` long, its last
 #           snapshot the next generator; a flow by Circular-DPO (group a) with every label so far as step 1's data and
 #           that reward ranking step 2's candidates, its flow-a snapshot the next generator
@@ -59,7 +60,7 @@ PEOPLE = 'people'               # Annotators who label through the page: 'people
 SPLIT, SPLIT_TRIES = (0.7, 0.15, 0.15), 20  # train_reward's default split shares; split seeds split_seed() tries.
 INVITES = 'people'              # The run's invites: OUTDIR/people.invites.json (label.py invite NAME --out OUTDIR/people).
 CHECK_SEED = 40000              # First seed of round 0's check; round k's are the `check` seeds after round k-1's.
-ADDED = dict(check=0, keep_better=False)  # Settings added since the first runs: a run made before had these.
+ADDED = dict(check=0, keep_better=False, window=0)  # Settings added since the first runs: a run made before had these.
 
 
 def people_name(annotator):
@@ -327,10 +328,11 @@ class Rounds:
 
     def union(self, k):
         """A bank linking the samples of rounds 0..k and of the checks before round k (their seeds or prefixes
-        differ, so their ids do) and all their labels."""
+        differ, so their ids do) and all their labels; with a `window`, of its last `window` rounds only."""
         folder = self.folder(k, 'labelled')
-        parts = [(self.bank, self.labels, r) for r in range(k + 1)]
-        parts += [(self.check_bank, self.check_labels, r) for r in range(k) if self.s.get('check')]
+        first = max(0, k + 1 - self.s['window']) if self.s.get('window') else 0
+        parts = [(self.bank, self.labels, r) for r in range(first, k + 1)]
+        parts += [(self.check_bank, self.check_labels, r) for r in range(first, k) if self.s.get('check')]
 
         def make(tmp):
             os.makedirs(tmp)
