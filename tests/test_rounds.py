@@ -189,13 +189,18 @@ def test_two_rounds_run_end_to_end_and_a_second_call_redoes_nothing(data, start_
 def test_two_rounds_of_a_flow_ask_about_one_condition_and_tune_by_circular_dpo(tmp_path):
     start = save_tiny(tmp_path / 'tiny.pt')
     outdir = tmp_path / 'rounds'
-    args = ['--outdir', str(outdir), '--network', start, '--rounds', '2', '--nproc', '2', '--judgements', '20', '--bank-size', '6',
-        '--res', '16', '--annotator', 'oracle:proportions', '--eval-seeds', '900-901', '--', '--dpo-steps=2',
+    args = ['--outdir', str(outdir), '--network', start, '--rounds', '2', '--nproc', '2', '--judgements', '23',
+        '--check', '3', '--bank-size', '6', '--res', '16', '--annotator', 'oracle:proportions', '--eval-seeds', '900-901',
+        '--', '--dpo-steps=2',
         '--dpo-batch=4', '--bridge-seeds=0-1', '--draw-batch=4', '--device=cpu']
     result = CliRunner().invoke(tool.main, args)
     assert result.exit_code == 0, result.output
     summary = json.loads((outdir / 'rounds.json').read_text())
     assert [r['active'] for r in summary['rounds']] == [0, 15] and summary['rounds'][1]['before_refit']['pairs'] > 0
+    checked = preferences.load_judgements(str(outdir / 'round-0' / 'check.jsonl'))   # 3 pairs: 2 seeds x 2 conditions
+    assert [(j.a, j.b) for j in checked] == [(f'r0x-{i}', f'r0y-{i}') for i in ('c00-seed040000', 'c01-seed040000',
+        'c00-seed040001')] and summary['rounds'][0]['check']['kept'] == 'tuned'       # drawn, 3 taken; no --keep-better.
+    assert 'r0x-c01-seed040001' in os.listdir(outdir / 'round-1' / 'labelled')       # Round 1 refits on them too.
     for k in (0, 1):
         pairs = json.loads((outdir / f'round-{k}' / 'pairs.json').read_text())['pairs']
         assert len(pairs) == 20 and all(a[:3] == b[:3] for a, b in pairs)          # cCC-seed...: one condition each.
