@@ -130,7 +130,7 @@ def main(outdir, network, trust_pickle, count, judgements, random_share, bank_si
             summary = label_efficiency.run(outdir, settings, train_seeds, upfront, progress=click.echo, nproc=nproc)
             click.echo(label_efficiency.describe(summary) + f'Report: {os.path.join(outdir, label_efficiency.STEM)}.md')
             return
-        keep_settings(outdir, settings, free=('rounds',), added=rounds.ADDED)                 # More rounds may follow in the same folder.
+        keep_settings(outdir, settings, free=('rounds',), added=rounds.ADDED)  # More rounds may follow in it.
         page = None
         if people:
             page = dict(host=host, port=port, allow_hosts=allow_hosts, progress=people_round.Progress(judgements),
