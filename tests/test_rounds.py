@@ -335,6 +335,25 @@ def test_a_rounds_check_keeps_the_tuned_generator_only_when_it_wins_more_than_it
         run.check(0)
 
 
+def test_a_checks_sides_do_not_follow_the_simulated_annotators_noise(tmp_path):
+    """Before, the sides and the annotator's noise were drawn from one seed: the noise favoured x where x was the
+    previous generator's side, so between equal samples the previous generator won every pair."""
+    start = save_tiny(tmp_path / 'start.pt')
+    run = rounds.Rounds(str(tmp_path / 'run'), dict(network=start, annotator='oracle:nose', check=40,
+        keep_better=True, seed=3, temperature=0.5))
+    ids = [f'seed{40000 + i:06d}' for i in range(40)]
+    sides = run.sides(0, ids)
+    assert 5 < sum(sides[f'r0x-{i}'] == 'tuned' for i in ids) < 35
+    ball = ball_bank(tmp_path / 'ball', 1)[0]                               # One head: every pair is a tie of taste.
+    slab = np.load(os.path.join(ball, 'ball00', 'sigma_slab.npy'))
+    write_bank(run.folder(0, 'check'), {name: slab for name in sides}, 40)
+    rounds.write_json(run.folder(0, 'check', 'sides.json'), sides)
+    start_bank = ball_bank(tmp_path / 'start-bank', 6)[0]                  # Round 0's bank: the taste's scale.
+    run.bank, run.check_bank = (lambda k: start_bank), (lambda k: run.folder(k, 'check'))
+    found = run.check(0)
+    assert found['truth']['ties'] == 40 and 8 < found['labels']['wins'] < 32, found['labels']
+
+
 def test_a_flows_check_takes_its_pairs_seed_by_seed_under_every_condition():
     ids = [f'r2{side}-c{c:02d}-seed{s:06d}' for side in 'xy' for c in range(2) for s in (40006, 40007)]
     assert rounds.check_pairs(ids, 2, 3) == [('r2x-c00-seed040006', 'r2y-c00-seed040006'),

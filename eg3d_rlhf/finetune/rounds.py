@@ -252,19 +252,24 @@ class Rounds:
 
         def make(tmp):
             os.makedirs(tmp)
-            sides, rng = {}, np.random.RandomState(self.s['seed'] * 1000 + k + 700)
             for side, network in (('previous', self.generator(k)), ('tuned', self.tune(k))):
                 child([*self.launch, TOOL('sample_bank'), '--network', network, '--trust-pickle', '--seeds',
                     f'{first}-{first + count - 1}', '--res', str(self.s['res']), '--outdir',
                     os.path.join(tmp, side)], self.folder(k, f'check-{side}.log'))
-            ids = Bank(os.path.join(tmp, 'previous')).ids
-            for i, flip in zip(ids, rng.rand(len(ids)) < 0.5):
-                for side, letter in (('previous', 'yx'[int(flip)]), ('tuned', 'xy'[int(flip)])):
-                    sides[f'r{k}{letter}-{i}'] = side
-                    os.symlink(os.path.join(side, i), os.path.join(tmp, f'r{k}{letter}-{i}'))
+            sides = self.sides(k, Bank(os.path.join(tmp, 'previous')).ids)
+            for name, side in sides.items():
+                os.symlink(os.path.join(side, name[len(f'r{k}x-'):]), os.path.join(tmp, name))
             shutil.copy(os.path.join(tmp, 'previous', BANK_FILE), os.path.join(tmp, BANK_FILE))
             write_json(os.path.join(tmp, 'sides.json'), sides)
         return settle(self.folder(k, 'check'), make)
+
+    def sides(self, k, ids):
+        """{rKx-ID or rKy-ID: 'previous' or 'tuned'} of round k's check samples `ids`, x drawn at random per sample.
+        Its own stream (an array seed): a simulated annotator's noise, seeded by a number, must not follow it."""
+        rng, sides = np.random.RandomState([self.s['seed'], k, 1]), {}
+        for i, flip in zip(ids, rng.rand(len(ids)) < 0.5):
+            sides.update({f'r{k}{"yx"[int(flip)]}-{i}': 'previous', f'r{k}{"xy"[int(flip)]}-{i}': 'tuned'})
+        return sides
 
     def check_labels(self, k):
         """Round k's judgements of its check pairs (check.jsonl): each sample's x side against its y side."""
