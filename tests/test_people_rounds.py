@@ -135,8 +135,9 @@ def lines(path):
 
 @pytest.mark.slow
 def test_people_over_http_killed_while_labelling_and_tuning_end_as_the_simulated_annotators_run(data, start_pkl, tmp_path):
-    common = ['--network', surfaced(start_pkl, tmp_path / 'start.pkl'), '--trust-pickle', '--rounds', '2', '--judgements', '66', '--check', '4', '--keep-better', '--bank-size', '12',
-        '--res', '16', '--kimg', '0.004', '--temperature', '0', '--eval-seeds', '900-901', '--', '--cfg', 'synthetic',
+    common = ['--network', surfaced(start_pkl, tmp_path / 'start.pkl'), '--trust-pickle', '--rounds', '2',
+        '--judgements', '66', '--check', '4', '--keep-better', '--bank-size', '12', '--res', '16', '--kimg', '0.004',
+        '--temperature', '0', '--eval-seeds', '900-901', '--', '--cfg', 'synthetic',
         '--data', data, '--gpus', '1', '--batch', '4', '--gamma', '1', '--device', 'cpu', *TRAIN_ARGS, '--tick', '0.004',
         '--panel-seeds', '3-4']
     oracle = tmp_path / 'oracle'                  # The noise-free simulated annotator: what scripted people answer.

@@ -130,9 +130,10 @@ def test_two_rounds_run_end_to_end_and_a_second_call_redoes_nothing(data, start_
     assert [(j.a, j.b) for j in judged] == [(f'r0x-seed{s:06d}', f'r0y-seed{s:06d}') for s in range(40000, 40006)]
     for k in (0, 1):
         check = json.loads((outdir / f'round-{k}' / 'check.json').read_text())
-        wins = sum(sides_k == 'tuned' for j in preferences.load_judgements(str(outdir / f'round-{k}' / 'check.jsonl'))
-            for sides_k in [json.loads((outdir / f'round-{k}' / 'check' / 'sides.json').read_text())[getattr(j,
-            j.choice)]])
+        side = json.loads((outdir / f'round-{k}' / 'check' / 'sides.json').read_text())
+        chosen = [side[j.a if j.choice == 'a' else j.b] for j in
+            preferences.load_judgements(str(outdir / f'round-{k}' / 'check.jsonl'))]
+        wins = chosen.count('tuned')
         assert (check['labels']['wins'], check['labels']['losses']) == (wins, 6 - wins)
         assert check['kept'] == ('tuned' if wins > 3 else 'previous') == summary['rounds'][k]['check']['kept']
     assert run.generator(1) == str(outdir / 'round-0' / 'generator.pkl') if summary['rounds'][0]['check']['kept'] == \
@@ -313,7 +314,8 @@ def test_a_rounds_check_keeps_the_tuned_generator_only_when_it_wins_more_than_it
     run.check_labels = lambda k: labels
     run.tune = lambda k: 'tuned.pt'
     found = run.check(0)
-    wins = sum(sides[f'r0{"x" if c == "a" else "y"}-seed04000{i}'] == 'tuned' for i, c in enumerate(choices) if c != 't')
+    wins = sum(sides[f'r0{"x" if c == "a" else "y"}-seed04000{i}'] == 'tuned' for i, c in enumerate(choices)
+        if c != 't')
     assert found['kept'] == kept and found['labels']['wins'] == wins and found['labels']['ties'] == choices.count('t')
     assert (found['truth']['wins'], found['truth']['losses']) == (1, 2)        # Noise-free: x every time.
     assert run.result(0) == (start if kept == 'previous' else 'tuned.pt') and run.generator(1) == run.result(0)
@@ -330,7 +332,8 @@ def test_a_rounds_check_keeps_the_tuned_generator_only_when_it_wins_more_than_it
     with pytest.raises(RunError, match='sides.json: not the side of each sample of the check'):
         run.check(0)
     run.check_bank = lambda k: run.folder(k, 'check')
-    preferences.write_judgements(labels, [preferences.Judgement('r0x-seed040000', 'elsewhere', 'a', 'ann', preferences.now())])
+    preferences.write_judgements(labels, [preferences.Judgement('r0x-seed040000', 'elsewhere', 'a', 'ann',
+        preferences.now())])
     with pytest.raises(RunError, match="check.jsonl: not judgements of the check's pairs"):
         run.check(0)
 
@@ -371,9 +374,10 @@ def test_a_window_refits_on_the_last_rounds_labels_and_checks_only(tmp_path, win
         ids = [f'seed{20000 + 2 * k + i:06d}' for i in (0, 1)]
         write_bank(run.folder(k, 'bank'), {i: slab() for i in ids}, 16)
         write_bank(run.folder(k, 'check'), {f'r{k}{c}-seed{40000 + k:06d}': slab() for c in 'xy'}, 16)
-        preferences.write_judgements(run.folder(k, 'labels.jsonl'), [preferences.Judgement(*ids, 'a', 'ann', preferences.now())])
-        preferences.write_judgements(run.folder(k, 'check.jsonl'), [preferences.Judgement(f'r{k}x-seed{40000 + k:06d}',
-            f'r{k}y-seed{40000 + k:06d}', 'b', 'ann', preferences.now())])
+        judge = lambda a, b: [preferences.Judgement(a, b, 'a', 'ann', preferences.now())]
+        preferences.write_judgements(run.folder(k, 'labels.jsonl'), judge(*ids))
+        preferences.write_judgements(run.folder(k, 'check.jsonl'), judge(f'r{k}x-seed{40000 + k:06d}',
+            f'r{k}y-seed{40000 + k:06d}'))
     (tmp_path / 'run' / 'round-0' / 'bank' / 'bank.json').write_text('{}')
     run.bank, run.labels = (lambda k: run.folder(k, 'bank')), (lambda k: run.folder(k, 'labels.jsonl'))
     run.check_bank, run.check_labels = (lambda k: run.folder(k, 'check')), (lambda k: run.folder(k, 'check.jsonl'))
