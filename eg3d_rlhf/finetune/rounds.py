@@ -60,7 +60,8 @@ PEOPLE = 'people'               # Annotators who label through the page: 'people
 SPLIT, SPLIT_TRIES = (0.7, 0.15, 0.15), 20  # train_reward's default split shares; split seeds split_seed() tries.
 INVITES = 'people'              # The run's invites: OUTDIR/people.invites.json (label.py invite NAME --out OUTDIR/people).
 CHECK_SEED = 40000              # First seed of round 0's check; round k's are the `check` seeds after round k-1's.
-ADDED = dict(check=0, keep_better=False, window=0)  # Settings added since the first runs, as runs before had them.
+# Settings added since the first runs, with the values those runs had.
+ADDED = dict(check=0, keep_better=False, window=0)
 
 
 def people_name(annotator):
