@@ -531,8 +531,8 @@ def drift_of(before):
 
 
 def plot(summary, path):
-    """rounds.png: each round's gold win rate over the start (Wilson 95% bars) against the judgements so far, and the
-    previous reward's accuracy on the round's new labels before its refit."""
+    """rounds.png: each round's gold win rate over the start (Wilson 95% bars) against the judgements so far, the
+    previous reward's accuracy on the round's new labels before its refit, and the check's win rate where it ran."""
     plt = report_plots._pyplot() # pylint: disable=protected-access
     fig, ax = plt.subplots(figsize=(7, 4.5))
     rows = [r for r in summary['rounds'] if r['gold'] is not None and r['gold']['win_rate'] is not None]
@@ -547,6 +547,16 @@ def plot(summary, path):
         is not None]
     if drift:
         ax.plot(*zip(*drift), 'o:', color='tab:blue', label='previous reward on the new random pairs, before refit')
+    checks = [(r['judgements'], 100 * r['check']['labels']['win_rate'], r['check']['kept']) for r in summary['rounds']
+        if r.get('check') and r['check']['labels']['win_rate'] is not None]
+    if checks:                                          # Hollow where the round handed on the previous generator.
+        ax.plot([c[0] for c in checks], [c[1] for c in checks], ':', color='tab:green')
+        for kept, label in (('tuned', 'check: tuned preferred over the previous'), ('previous', 'check lost: '
+                'the previous generator kept')):
+            mine = [c for c in checks if c[2] == kept]
+            if mine:
+                ax.plot([c[0] for c in mine], [c[1] for c in mine], '^', color='tab:green', label=label,
+                    markerfacecolor='tab:green' if kept == 'tuned' else 'white')
     ax.axhline(50, color='grey', linewidth=0.8)
     ax.set(xlabel='judgements so far', ylabel='%', ylim=(0, 100), title='Online rounds')
     ax.legend(fontsize=8, loc='lower right')
