@@ -363,6 +363,11 @@ def test_a_flows_check_takes_its_pairs_seed_by_seed_under_every_condition():
         ('r2x-c01-seed040006', 'r2y-c01-seed040006'), ('r2x-c00-seed040007', 'r2y-c00-seed040007')]
     assert rounds.check_pairs([f'r0{side}-seed{s:06d}' for side in 'yx' for s in (2, 1)], 0, 5) == \
         [('r0x-seed000001', 'r0y-seed000001'), ('r0x-seed000002', 'r0y-seed000002')]
+    pairs = rounds.check_pairs(ids, 2, 4)                                  # People's spares: x and y, two seeds,
+    spares = rounds.check_spares(ids, 2, pairs, np.random.RandomState(0))  # one condition.
+    assert len(spares) == 4 and {tuple(sorted(p)) for p in spares} == {('r2x-c00-seed040006', 'r2y-c00-seed040007'),
+        ('r2x-c00-seed040007', 'r2y-c00-seed040006'), ('r2x-c01-seed040006', 'r2y-c01-seed040007'),
+        ('r2x-c01-seed040007', 'r2y-c01-seed040006')}                     # Every such pair, none twice.
 
 
 @pytest.mark.parametrize('window, rounds_in', [(0, [0, 1, 2]), (2, [1, 2]), (1, [2])])

@@ -276,13 +276,11 @@ class Rounds:
         """Round k's judgements of its check pairs (check.jsonl): each sample's x side against its y side."""
         path, bank = self.folder(k, 'check.jsonl'), self.check_bank(k)
         ids = Bank(bank).ids
-        x, pairs = f'r{k}x-', check_pairs(ids, k, self.s['check'])
+        pairs = check_pairs(ids, k, self.s['check'])
         if os.path.isfile(path):
             return path
-        if self.people:                                 # Spares: an x and a y sample of two seeds.
-            rng, same = np.random.RandomState(self.s['seed'] * 1000 + k + 900), {pair_key(*p) for p in pairs}
-            spares = list(itertools.islice((p for p in random_pairs(ids, rng, skip=same) if p[0][:len(x)] !=
-                p[1][:len(x)]), len(pairs)))
+        if self.people:
+            spares = check_spares(ids, k, pairs, np.random.RandomState(self.s['seed'] * 1000 + k + 900))
             self.ask_people(people_round.PairPool(self.folder(k, 'check.people.jsonl'), pairs + spares, len(pairs)),
                 bank, path)
         else:
@@ -304,13 +302,13 @@ class Rounds:
                     'truth'] * (found.get('truth') is not None))) or 'truth' not in found:
                 raise damaged(path, 'the check of this round')
             return found
-        bank, labels = self.check_bank(k), self.check_labels(k)
+        bank, labelled = self.check_bank(k), self.check_labels(k)
         sides = read_json(os.path.join(bank, 'sides.json'))
         if sorted(sides) != Bank(bank).ids or not set(sides.values()) <= {'previous', 'tuned'}:
             raise damaged(os.path.join(bank, 'sides.json'), 'the side of each sample of the check')
-        judged = preferences.load_judgements(labels)
+        judged = preferences.load_judgements(labelled)
         if not all(j.a in sides and j.b in sides for j in judged):
-            raise damaged(labels, 'judgements of the check\'s pairs')
+            raise damaged(labelled, 'judgements of the check\'s pairs')
         verdict = lambda choice, j: 'tie' if choice not in ('a', 'b') else \
             {'tuned': 'tuned', 'previous': 'original'}[sides[j.a if choice == 'a' else j.b]]
         labels = win_rate([verdict(j.choice, j) for j in judged if j.choice != 'skip'])
@@ -479,6 +477,15 @@ def check_pairs(ids, k, count):
     x, y = f'r{k}x-', f'r{k}y-'
     found = sorted((i[len(x):] for i in ids if i.startswith(x)), key=lambda i: (i.rpartition('seed')[2], i))
     return [(x + i, y + i) for i in found[:count]]
+
+
+def check_spares(ids, k, pairs, rng):
+    """People's spare check pairs: as many as `pairs`, at random, each an x and a y sample of two seeds under one
+    condition (a flow's pairs share theirs)."""
+    part = lambda i: (i[len(f'r{k}')], i[len(f'r{k}x-'):].rpartition('seed')[0])     # (x or y, condition prefix).
+    spares = (p for p in random_pairs(ids, rng, skip={pair_key(*p) for p in pairs})
+        if part(p[0])[0] != part(p[1])[0] and part(p[0])[1] == part(p[1])[1])
+    return list(itertools.islice(spares, len(pairs)))
 
 
 def split_seed(union):
