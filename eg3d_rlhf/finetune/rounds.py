@@ -139,7 +139,8 @@ class Rounds:
 
     def result(self, k):
         """The generator round k hands on: the one it tuned, or the one it started from when its check kept that."""
-        return self.generator(k) if self.check(k) is not None and self.check(k)['kept'] == 'previous' else self.tune(k)
+        check = self.check(k)
+        return self.generator(k) if check is not None and check['kept'] == 'previous' else self.tune(k)
 
     def seeds(self, k):
         first = self.s['bank_seed'] + k * self.s['bank_size']
