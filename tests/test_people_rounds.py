@@ -171,6 +171,6 @@ def test_people_over_http_killed_while_labelling_and_tuning_end_as_the_simulated
     for row in want:
         row['check']['truth'] = None
         before = row['before_refit'] or dict(random={}, active={})           # None in round 0.
-        for part in (before, before['random'], before['active']):
+        for part in (before, before['random'], before['active'], row['check_reward']):
             part['accuracy_vs_truth'] = None
     assert got == want

@@ -147,7 +147,19 @@ def test_two_rounds_run_end_to_end_and_a_second_call_redoes_nothing(data, start_
         assert (gold['versus_previous'] is None) == (k == 0)                   # Round 1 also meets round 0's.
         assert json.loads((outdir / f'round-{k}' / 'reward.report.json').read_text())['refit']['pairs'] > 0
     assert (outdir / 'rounds.png').stat().st_size > 1000 and '| 1 | 120 | 40 |' in (outdir / 'rounds.md').read_text()
-    assert f'- round 0: {rounds.check_line(summary["rounds"][0]["check"])}' in (outdir / 'rounds.md').read_text()
+    for k in (0, 1):                    # How the reward each round tuned on saw its check pairs, before the refit.
+        seen, row = summary['rounds'][k]['check_reward'], summary['rounds'][k]
+        members = run.member_scores(k, str(outdir / f'round-{k}' / 'reward.safetensors'), str(outdir / f'round-{k}' /
+            'check'))
+        side = json.loads((outdir / f'round-{k}' / 'check' / 'sides.json').read_text())
+        mean = {i: np.mean(v) for i, v in members.items()}
+        tuned = [mean[x] > mean[y] if side[x] == 'tuned' else mean[y] > mean[x] for x, y in
+            rounds.check_pairs(list(side), k, 6)]
+        assert seen['pairs'] == 6 and seen['prefers_tuned'] == pytest.approx(np.mean(tuned))
+        assert seen['accuracy_vs_truth'] is not None and seen == json.loads((outdir / f'round-{k}' /
+            'check-reward.json').read_text())
+        assert f'- round {k}: {rounds.check_line(row["check"], seen)}' in (outdir / 'rounds.md').read_text()
+        assert 'the reward it was tuned on scored it higher on' in rounds.check_line(row['check'], seen)
     assert all(r['collateral'].startswith('collateral (tuned preferred') for r in summary['rounds'])
     assert f'- round 1: {summary["rounds"][1]["collateral"]}' in (outdir / 'rounds.md').read_text()
     stamps = {p: os.path.getmtime(p) for p in outdir.rglob('*') if p.is_file()}
@@ -336,6 +348,42 @@ def test_a_rounds_check_keeps_the_tuned_generator_only_when_it_wins_more_than_it
         preferences.now())])
     with pytest.raises(RunError, match="check.jsonl: not judgements of the check's pairs"):
         run.check(0)
+
+
+def test_a_checks_reward_view_says_how_often_the_reward_tuned_on_preferred_the_tuned_side(tmp_path):
+    start = save_tiny(tmp_path / 'start.pt')
+    run = rounds.Rounds(str(tmp_path / 'run'), dict(network=start, annotator='oracle:nose', check=3, seed=0))
+    sides = {'r0x-seed040000': 'tuned', 'r0y-seed040000': 'previous', 'r0x-seed040001': 'previous',
+        'r0y-seed040001': 'tuned', 'r0x-seed040002': 'previous', 'r0y-seed040002': 'tuned'}
+    write_bank(run.folder(0, 'check'), {i: np.zeros(slab_grid(16).shape, np.float32) for i in sides}, 16)
+    (tmp_path / 'run' / 'round-0' / 'check' / 'sides.json').write_text(json.dumps(sides))
+    labels = str(tmp_path / 'run' / 'round-0' / 'check.jsonl')
+    # Labels: x, x, y; noise-free: x every time. Seed 0's tuned side is x, the others' y.
+    preferences.write_judgements(labels, [preferences.Judgement(f'r0x-seed04000{i}', f'r0y-seed04000{i}', c,
+        'oracle:nose', '2026-11-29T00:00:00+00:00', dict(noise_free='a')) for i, c in enumerate('aab')])
+    run.check_bank, run.check_labels, run.tune = (lambda k: run.folder(k, 'check')), (lambda k: labels), \
+        (lambda k: 'tuned.pt')
+    run.reward = lambda k: 'reward.safetensors'
+    # The reward scores the tuned side higher on seeds 0 and 1, the previous one on seed 2.
+    scores = {'r0x-seed040000': 2.0, 'r0y-seed040000': 1.0, 'r0x-seed040001': 1.0, 'r0y-seed040001': 3.0,
+        'r0x-seed040002': 5.0, 'r0y-seed040002': 4.0}
+    asked = []
+    run.member_scores = lambda k, path, bank: asked.append((k, path, bank)) or {i: [v] for i, v in scores.items()}
+    found = run.check_reward(0)
+    assert asked == [(0, 'reward.safetensors', run.folder(0, 'check'))]
+    # Reward picks x, y, x; labels a, a, b: agrees on seed 0 only. Noise-free a: agrees on seeds 0 and 2.
+    assert found['prefers_tuned'] == pytest.approx(2 / 3) and found['pairs'] == 3
+    assert found['accuracy_vs_labels'] == pytest.approx(1 / 3) and found['accuracy_vs_truth'] == pytest.approx(2 / 3)
+    assert json.loads((tmp_path / 'run' / 'round-0' / 'check-reward.json').read_text()) == found
+    assert run.check_reward(0) == found and len(asked) == 1                  # Read back, not scored again.
+    assert rounds.check_line(run.check(0), found).endswith('the reward it was tuned on scored it higher on 67% of the '
+        'pairs and agreed with the labels on 33% (noise-free: 67%)')
+    for damage in ({'prefers_tuned': 1.5}, {'prefers_tuned': '1'}, {'accuracy_vs_labels': -0.1}, {'pairs': None}):
+        (tmp_path / 'run' / 'round-0' / 'check-reward.json').write_text(json.dumps(dict(found, **damage)))
+        with pytest.raises(RunError, match="check-reward.json: not the reward's view of the check pairs"):
+            run.check_reward(0)
+    assert rounds.Rounds(str(tmp_path / 'other'), dict(network=start, annotator='oracle:nose', seed=0)).check_reward(
+        0) is None                                                          # No check, no view of it.
 
 
 def test_a_checks_sides_do_not_follow_the_simulated_annotators_noise(tmp_path):

@@ -45,7 +45,8 @@ from torch_utils import safetensors_file
 #           tuned, each seed's two samples a pair (sides under neutral ids, x or y at random), judged by the annotator
 #           like the round's pairs and counted in its `judgements`; the round's verdict is the tuned one's win rate.
 #           With `keep_better`, a round whose tuned generator does not win more of them than it loses hands on the
-#           generator it started from. Later rounds refit on these judgements too
+#           generator it started from. Later rounds refit on these judgements too. Beside them: how the reward the
+#           round tuned on ranks the same pairs (check-reward.json), which says whether the tuning exploited it
 #   gold    the taste (`gold_taste`, else the simulated annotator's), noise-free, on held-out `eval_seeds` drawn by the
 #           start and by this round's generator: the win rate of this round's (exact binomial p, Wilson interval), its
 #           mean gain in sd of the start, and its win rate against the previous round's generator. People with no
@@ -172,16 +173,17 @@ class Rounds:
         return annotators.OracleAnnotator(self.taste, scores or self.taste_scores(k), temperature=self.s['temperature'],
             seed=self.s['seed'] * 1000 + k + seed, standard=(reference.mean(), reference.std()))
 
-    def member_scores(self, k, reward_path):
-        """{id: [K] member rewards} of round k's bank under a reward checkpoint (scored once per run: the pairs and
-        the drift both read them)."""
-        if (k, reward_path) not in self.scored:
+    def member_scores(self, k, reward_path, bank=None):
+        """{id: [K] member rewards} of round k's bank (or another bank) under a reward checkpoint (scored once per run:
+        the pairs and the drift both read them)."""
+        key = (bank or self.bank(k), reward_path)
+        if key not in self.scored:
             from eg3d_rlhf.rewards.checkpoint import load_reward # pylint: disable=import-outside-toplevel
-            bank, reward = Bank(self.bank(k)), load_reward(reward_path)
+            bank, reward = Bank(key[0]), load_reward(reward_path)
             scores = reward.score_slabs((bank.slab(i) for i in bank.ids), members=True, names=bank.ids)
             scores = np.asarray(scores, dtype=np.float64).reshape(len(bank.ids), -1)
-            self.scored[k, reward_path] = dict(zip(bank.ids, scores))
-        return self.scored[k, reward_path]
+            self.scored[key] = dict(zip(bank.ids, scores))
+        return self.scored[key]
 
     def pairs(self, k):
         """Round k's pairs [(a, b)] and how many of the first are active ones; chosen once, kept in pairs.json."""
@@ -225,16 +227,11 @@ class Rounds:
             pairs, count = self.pairs(k)
             active = {pair_key(*p) for p in pairs[:count]}
             judged = [j for j in preferences.load_judgements(path) if j.choice in ('a', 'b')]
-
-            def accuracy(chosen):                       # The previous reward's, against the labels and the truth.
-                agree = lambda target: float(np.mean([(mean[j.a] > mean[j.b]) == (target(j) == 'a') for j in chosen]))
-                truth = chosen and all('noise_free' in j.extra for j in chosen)      # Simulated annotators know it.
-                return dict(pairs=len(chosen), accuracy_vs_labels=agree(lambda j: j.choice) if chosen else None,
-                    accuracy_vs_truth=agree(lambda j: j.extra['noise_free']) if truth else None)
             # All pairs; the random share alone (how far the generator moved off the labels, unbiased by the choice
             # of pairs); the active pairs alone (chosen where the members disagree, so harder by construction).
-            write_json(drift, dict(**accuracy(judged), random=accuracy([j for j in judged if pair_key(j.a, j.b) not in
-                active]), active=accuracy([j for j in judged if pair_key(j.a, j.b) in active])))
+            write_json(drift, dict(**accuracy(mean, judged), random=accuracy(mean, [j for j in judged if
+                pair_key(j.a, j.b) not in active]), active=accuracy(mean, [j for j in judged if pair_key(j.a, j.b)
+                in active])))
         return path
 
     def ask_people(self, pool, bank, path):
@@ -317,6 +314,29 @@ class Rounds:
             'noise_free' in j.extra for j in judged) else None
         kept = 'previous' if self.s.get('keep_better') and labels['wins'] <= labels['losses'] else 'tuned'
         return write_json(path, dict(labels=labels, truth=truth, kept=kept))
+
+    def check_reward(self, k):
+        """How the reward round k tuned on saw its check pairs, before a refit learns from them (check-reward.json):
+        the share where it scored the tuned sample higher, and its accuracy against the labels (and the noise-free
+        choices). Where it prefers the tuned side and the annotator does not, tuning exploited it. None without a
+        check."""
+        if not self.s.get('check'):
+            return None
+        path = self.folder(k, 'check-reward.json')
+        if os.path.isfile(path):
+            found = read_json(path)
+            share = found.get('prefers_tuned')
+            if not accuracy_is_whole(found) or not (share is None or type(share) in (int, float) and 0 <= share <= 1):
+                raise damaged(path, 'the reward\'s view of the check pairs')
+            return found
+        self.check(k)                                   # Its sides and labels, checked.
+        bank = self.check_bank(k)
+        sides = read_json(os.path.join(bank, 'sides.json'))
+        mean = {i: float(np.mean(v)) for i, v in self.member_scores(k, self.reward(k), bank).items()}
+        judged = preferences.load_judgements(self.check_labels(k))
+        tuned = [mean[j.a] > mean[j.b] if sides[j.a] == 'tuned' else mean[j.b] > mean[j.a] for j in judged]
+        return write_json(path, dict(**accuracy(mean, [j for j in judged if j.choice in ('a', 'b')]),
+            prefers_tuned=float(np.mean(tuned)) if tuned else None))
 
     def spares(self, k):
         """Round k's spare pairs for people: as many again as it asks about, at random, none of its pairs."""
@@ -449,7 +469,7 @@ class Rounds:
         for k in range(self.s['rounds']):
             self.labels(k)
             self.tune(k)
-            check = self.check(k)
+            check, check_reward = self.check(k), self.check_reward(k)
             gold = self.gold(k)
             drift = read_json(self.folder(k, 'drift.json')) if k else None
             if gold is not None and (not isinstance(gold.get('gain_sd'), (int, float)) or not isinstance(
@@ -461,7 +481,7 @@ class Rounds:
             fit = dnnlib.util.read_json_object(self.folder(k, 'reward.report.json'), error=RunError)  # train_reward's.
             rows.append(dict(round=k, judgements=(k + 1) * self.s['judgements'],
                 active=self.pairs(k)[1], before_refit=drift,
-                reward_held_out=fit.get('held_out'), gold=gold, check=check,
+                reward_held_out=fit.get('held_out'), gold=gold, check=check, check_reward=check_reward,
                 collateral=collateral.summary_line(self.collateral(k))))
             if progress is not None:
                 progress(rows[-1])
@@ -518,14 +538,27 @@ def dpo_steps(train_args):
         raise RunError(f'--dpo-steps {steps!r}: not a whole number') from None
 
 
+def accuracy(mean, judged):
+    """A reward's accuracy on decided judgements, from its {id: mean score}: against the labels, and against the
+    noise-free choices where a simulated annotator recorded them (None where there are none)."""
+    agree = lambda target: float(np.mean([(mean[j.a] > mean[j.b]) == (target(j) == 'a') for j in judged]))
+    truth = judged and all('noise_free' in j.extra for j in judged)
+    return dict(pairs=len(judged), accuracy_vs_labels=agree(lambda j: j.choice) if judged else None,
+        accuracy_vs_truth=agree(lambda j: j.extra['noise_free']) if truth else None)
+
+
+def accuracy_is_whole(d):
+    """Whether d holds what accuracy() writes: a count of pairs and accuracies (shares or None)."""
+    return isinstance(d, dict) and type(d.get('pairs')) is int and d['pairs'] >= 0 and all(
+        d.get(key, 0) is None or (type(d.get(key)) in (int, float) and 0 <= d[key] <= 1)
+        for key in ('accuracy_vs_labels', 'accuracy_vs_truth')) and 'accuracy_vs_labels' in d
+
+
 def drift_is_whole(drift):
-    """Whether a drift.json holds what labels() writes: pairs and accuracies (shares or None) on all of a round's new
-    pairs, and the same on its random and its active ones."""
-    def part(d):
-        return isinstance(d, dict) and type(d.get('pairs')) is int and d['pairs'] >= 0 and all(
-            d.get(key, 0) is None or (type(d.get(key)) in (int, float) and 0 <= d[key] <= 1)
-            for key in ('accuracy_vs_labels', 'accuracy_vs_truth')) and 'accuracy_vs_labels' in d
-    return part(drift) and part(drift.get('random')) and part(drift.get('active'))
+    """Whether a drift.json holds what labels() writes: accuracy() on all of a round's new pairs, and on its random
+    and its active ones."""
+    return accuracy_is_whole(drift) and accuracy_is_whole(drift.get('random')) and accuracy_is_whole(
+        drift.get('active'))
 
 
 def drift_of(before):
@@ -592,14 +625,22 @@ def describe(summary):
     checks = [r for r in summary['rounds'] if r.get('check')]
     if checks:
         lines += ['', 'Each round\'s check: its tuned generator against the one it started from, same seeds:', '']
-        lines += [f'- round {r["round"]}: {check_line(r["check"])}' for r in checks]
+        lines += [f'- round {r["round"]}: {check_line(r["check"], r.get("check_reward"))}' for r in checks]
     lines += ['', 'What else each round\'s generator changed on the held-out samples, against the start:', '']
     lines += [f'- round {r["round"]}: {r["collateral"]}' for r in summary['rounds'] if r.get('collateral')]
     return '\n'.join(lines) + '\n'
 
 
-def check_line(check):
-    """A round's check in words: the tuned generator's wins and losses, the noise-free ones, what was kept."""
+def check_line(check, reward=None):
+    """A round's check in words: the tuned generator's wins and losses, the noise-free ones, what was kept, and how
+    the reward it was tuned on saw the same pairs."""
     said = lambda c: f'{c["wins"]} won, {c["losses"]} lost' + (f', {c["ties"]} tied' if c['ties'] else '')
     truth = '' if check['truth'] is None else f' (noise-free: {said(check["truth"])})'
-    return f'the tuned generator {said(check["labels"])}{truth}; kept the {check["kept"]} one'
+    line = f'the tuned generator {said(check["labels"])}{truth}; kept the {check["kept"]} one'
+    if reward and reward.get('prefers_tuned') is not None:
+        pct = lambda v: f'{100 * v:.0f}%'
+        line += f'; the reward it was tuned on scored it higher on {pct(reward["prefers_tuned"])} of the pairs'
+        if reward['accuracy_vs_labels'] is not None:
+            line += f' and agreed with the labels on {pct(reward["accuracy_vs_labels"])}' + ('' if reward[
+                'accuracy_vs_truth'] is None else f' (noise-free: {pct(reward["accuracy_vs_truth"])})')
+    return line
