@@ -470,7 +470,11 @@ def test_the_comparison_pairs_each_held_out_id_and_tests_across_training_seeds(t
         def run(self):
             name = 'rounds' if self.s.get('tune_scale') is None else f'upfront-{self.s["judgements"]}'
             judged = self.s['rounds'] * self.s['judgements']
-            return dict(rounds=[dict(judgements=judged, gold=fake_gold(scores[self.s['seed'], name], ids))])
+            last = dict(judgements=judged, gold=fake_gold(scores[self.s['seed'], name], ids))
+            if name == 'rounds' and self.s['seed'] in (1, 2):   # Seed 2's runs were made before check-reward.json.
+                last.update(check=dict(kept='previous', labels=dict(win_rate=0.25)), check_reward=None if
+                    self.s['seed'] == 2 else dict(prefers_tuned=0.875))
+            return dict(rounds=[last])
     monkeypatch.setattr(rounds, 'Rounds', FakeRounds)
     settings = dict(rounds=2, judgements=30, bank_size=6, kimg=0.4, annotator='oracle:nose', gold_taste=None,
         eval_seeds='900-903', train_args=[])
@@ -484,6 +488,10 @@ def test_the_comparison_pairs_each_held_out_id_and_tests_across_training_seeds(t
     assert len(lines) == 9 and 'matched the rounds\' mean gold gain with 90 judgements (1.5x' in \
         (tmp_path / 'label-efficiency.md').read_text()
     assert (tmp_path / 'label-efficiency.png').stat().st_size > 1000
+    md = (tmp_path / 'label-efficiency.md').read_text()
+    assert '- seed 1, rounds: the rounds\' checks kept previous; the tuned side preferred by the reward it was tuned ' \
+        'on / by the labels: 88% / 25%\n' in md and '- seed 2, rounds: the rounds\' checks kept previous\n' in md
+    assert '- seed 3, rounds: the' not in md                    # No check.
     assert json.loads((tmp_path / 'label-efficiency.json').read_text())['matched'] == 90
     assert (tmp_path / 'label-efficiency-replication.md').is_file()
     assert banks == [6, 12]                                     # One start bank per size, linked into the other runs.

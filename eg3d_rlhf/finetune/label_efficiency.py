@@ -80,7 +80,9 @@ def run(outdir, settings, train_seeds, upfront, progress=print, nproc=1):
             golds[name] = last['gold']
             rows.append(dict(seed=int(seed), run=name, judgements=last['judgements'],
                 win_rate=last['gold']['win_rate'], gain_sd=last['gold']['gain_sd'], collateral=last.get('collateral'),
-                kept=[r['check']['kept'] for r in every if r.get('check')] or None))
+                kept=[r['check']['kept'] for r in every if r.get('check')] or None,
+                checks=[dict(reward=(r.get('check_reward') or {}).get('prefers_tuned'),
+                    labels=r['check']['labels']['win_rate']) for r in every if r.get('check')] or None))
             progress(f'seed {seed}, {name}: {last["judgements"]} judgements, gold gain '
                 f'{last["gold"]["gain_sd"]:+.2f} sd over the start')
         for total in upfront:
@@ -122,7 +124,18 @@ def describe(summary):
         + replication.markdown(summary['replication']) + '\nWhat else each run\'s last generator changed on the '
         'held-out samples, against the start:\n\n' + ''.join(f'- seed {r["seed"]}, {r["run"]}: {r["collateral"]}\n'
         for r in summary['runs'] if r.get('collateral')) + ''.join(f'- seed {r["seed"]}, {r["run"]}: the rounds\' '
-        f'checks kept {", ".join(r["kept"])}\n' for r in summary['runs'] if r.get('kept')))
+        f'checks kept {", ".join(r["kept"])}{check_shares(r.get("checks"))}\n' for r in summary['runs'] if
+        r.get('kept')))
+
+
+def check_shares(checks):
+    """The rounds' checks in words: the share of each round's check pairs where the reward it tuned on scored the tuned
+    side higher, and where the labels chose it ('' for runs made before either was kept)."""
+    pct = lambda v: '-' if v is None else f'{100 * v:.0f}%'
+    if not checks or all(c['reward'] is None for c in checks):
+        return ''
+    return ('; the tuned side preferred by the reward it was tuned on / by the labels: ' +
+        ', '.join(f'{pct(c["reward"])} / {pct(c["labels"])}' for c in checks))
 
 
 def plot(rows, settings, path):
