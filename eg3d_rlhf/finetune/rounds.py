@@ -573,9 +573,10 @@ def drift_of(before):
 
 def plot(summary, path):
     """rounds.png: each round's gold win rate over the start (Wilson 95% bars) against the judgements so far, the
-    previous reward's accuracy on the round's new labels before its refit, and the check's win rate where it ran."""
+    previous reward's accuracy on the round's new labels before its refit, and where a check ran, its win rate and how
+    often the reward the round tuned on scored the tuned side higher."""
     plt = report_plots._pyplot() # pylint: disable=protected-access
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(7, 5.5))
     rows = [r for r in summary['rounds'] if r['gold'] is not None and r['gold']['win_rate'] is not None]
     n = [r['judgements'] for r in rows]
     rate = np.array([100 * r['gold']['win_rate'] for r in rows])
@@ -598,9 +599,14 @@ def plot(summary, path):
             if mine:
                 ax.plot([c[0] for c in mine], [c[1] for c in mine], '^', color='tab:green', label=label,
                     markerfacecolor='tab:green' if kept == 'tuned' else 'white')
+    seen = [(r['judgements'], 100 * r['check_reward']['prefers_tuned']) for r in summary['rounds']
+        if (r.get('check_reward') or {}).get('prefers_tuned') is not None]
+    if seen:                                            # The reward's belief about the same pairs: the gap is exploit.
+        ax.plot(*zip(*seen), 'v--', color='tab:red', markerfacecolor='white',
+            label='check pairs: the reward tuned on scored the tuned side higher')
     ax.axhline(50, color='grey', linewidth=0.8)
-    ax.set(xlabel='judgements so far', ylabel='%', ylim=(0, 100), title='Online rounds')
-    ax.legend(fontsize=8, loc='lower right')
+    ax.set(xlabel='judgements so far', ylabel='%', ylim=(0, 103), title='Online rounds')  # Room for 100%'s markers.
+    ax.legend(fontsize=8, loc='upper center', bbox_to_anchor=(0.5, -0.13), ncol=2)      # Below: it hides no point.
     report_plots._save(fig, path) # pylint: disable=protected-access
 
 
