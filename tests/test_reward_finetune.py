@@ -360,6 +360,26 @@ def test_the_panel_skips_tick_0_when_its_one_step_is_not_a_whole_tick(data, rewa
     assert kimg == [0, 0.006]                                   # The start, then tick 1 (steps 2 and 3, the end).
     assert output.count('panel of 3 seeds: ') == 2 and 'tick 0 ' in output and 'tick 1 ' in output
 
+
+@pytest.mark.slow
+def test_a_gold_taste_on_the_panel_is_measured_only_the_weights_are_the_same(data, rewards, start_pkl, tmp_path):
+    # Online rounds pass --gold-taste whenever the gold is known; a run with it must train exactly as one without.
+    snaps, reports = {}, {}
+    for gold in ((), ('--gold-taste', 'nose')):
+        outdir = tmp_path / ('gold' if gold else 'plain')
+        run_train(base_args(data, outdir, *TRAIN_ARGS, '--kimg', '0.006', '--tick', '0.004', '--resume', start_pkl,
+            '--trust-pickle', '--reward', 'sigma', '--reward-model', rewards['sigma'], '--panel-seeds', '3-5',
+            '--collateral-seeds', '0', *gold))
+        snaps[bool(gold)] = legacy.load_network_pkl(os.path.join(only_run_dir(outdir), 'network-snapshot-000000.pkl'),
+            trust=True)
+        reports[bool(gold)] = json.load(open(os.path.join(only_run_dir(outdir), 'reward_report.json')))['proxy_gold']
+    for name in ('G', 'G_ema', 'D'):
+        a, b = (snaps[g][name].state_dict() for g in (False, True))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    assert reports[False]['rows']['gold'] == [None, None] and 'gold_gain' not in reports[False]
+    assert all(np.isfinite(reports[True]['rows']['gold'])) and reports[True]['gold_taste'] == 'nose'
+    assert reports[True]['proxy_gain'] == reports[False]['proxy_gain']
+
 #----------------------------------------------------------------------------
 
 def test_the_panel_report_shows_the_starting_and_the_final_g_ema(rewards, tmp_path, monkeypatch):

@@ -29,7 +29,7 @@ from training import legacy
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
-SUMMARY = ('rounds.json', 'rounds.md', 'rounds.png')                         # Written again by every call.
+SUMMARY = ('rounds.json', 'rounds.md', 'rounds.png', 'rounds-proxy-gold.png')  # Written again by every call.
 
 
 def test_an_annotator_can_keep_another_sets_scale():
@@ -160,6 +160,12 @@ def test_two_rounds_run_end_to_end_and_a_second_call_redoes_nothing(data, start_
             'check-reward.json').read_text())
         assert f'- round {k}: {rounds.check_line(row["check"], seen)}' in (outdir / 'rounds.md').read_text()
         assert 'the reward it was tuned on scored it higher on' in rounds.check_line(row['check'], seen)
+    assert (outdir / 'rounds-proxy-gold.png').stat().st_size > 1000          # The panel's proxy and gold, per round.
+    for k in (0, 1):
+        curves = summary['rounds'][k]['proxy_gold']
+        assert curves['gold'] is not None and len(curves['gold']) == len(curves['kimg']) == len(curves['proxy_gain']) >= 2
+        line = rounds.proxy_gold_line(curves, summary['rounds'][0]['proxy_gold'])
+        assert f'- round {k}: {line}' in (outdir / 'rounds.md').read_text() and 'panel gold' in line
     assert all(r['collateral'].startswith('collateral (tuned preferred') for r in summary['rounds'])
     assert f'- round 1: {summary["rounds"][1]["collateral"]}' in (outdir / 'rounds.md').read_text()
     stamps = {p: os.path.getmtime(p) for p in outdir.rglob('*') if p.is_file()}
@@ -384,6 +390,56 @@ def test_a_checks_reward_view_says_how_often_the_reward_tuned_on_preferred_the_t
             run.check_reward(0)
     assert rounds.Rounds(str(tmp_path / 'other'), dict(network=start, annotator='oracle:nose', seed=0)).check_reward(
         0) is None                                                          # No check, no view of it.
+
+
+def test_a_rounds_proxy_and_gold_come_from_its_fine_tunings_panel_and_chain_across_rounds(start_pkl, tmp_path):
+    run = rounds.Rounds(str(tmp_path / 'run'), dict(network=start_pkl, annotator='oracle:nose'))
+    scale = dict(proxy=0.5, gold=2.0, samples=3)
+    reports = {0: dict(kimg=[0.0, 0.1, 0.2], gain=[0.0, 0.4, 0.9], gold=[1.0, 2.0, 3.0]),
+        1: dict(kimg=[0.0, 0.1, 0.2], gain=[0.0, 0.3, 0.5], gold=[3.0, 2.0, 0.0])}
+    for k, r in reports.items():
+        folder = tmp_path / 'run' / f'round-{k}' / 'train' / '00000-run'
+        folder.mkdir(parents=True)
+        (folder / 'reward_report.json').write_text(json.dumps(dict(proxy_gold=dict(proxy_gain=r['gain'], rows=dict(
+            kimg=r['kimg'], gold=r['gold'], proxy=[0.0] * 3, scale=scale)))))
+    found = [run.proxy_gold(k) for k in (0, 1)]
+    assert found[0] == dict(kimg=[0.0, 0.1, 0.2], proxy_gain=[0.0, 0.4, 0.9], gold=[1.0, 2.0, 3.0], gold_scale=2.0)
+    # Gold since round 0's start, in its sd: round 1 starts where round 0 ended (+1.0) and falls to -0.5.
+    assert rounds.gold_since(found[1], found[0]).tolist() == [1.0, 0.5, -0.5]
+    assert rounds.proxy_gold_line(found[1], found[0]) == ('proxy +0.50 sd of the round\'s start; panel gold +1.00 -> '
+        '-0.50 sd since round 0\'s start, its best +1.00 at 0 kimg')
+    summary = dict(rounds=[dict(round=k, proxy_gold=found[k], check=dict(kept='previous', truth=None,
+        labels=dict(wins=1, losses=2, ties=0, win_rate=1 / 3)) if k else None,
+        before_refit=None, judgements=10, active=0, gold=None, collateral=None) for k in (0, 1)])
+    rounds.plot_proxy_gold(summary, str(tmp_path / 'pg.png'), 'nose')
+    assert (tmp_path / 'pg.png').stat().st_size > 1000
+    assert '- round 1: proxy +0.50 sd of the round\'s start; panel gold' in rounds.describe(summary)
+    # A run that scored no gold: the proxy alone. A report that is not what train.py writes: refused in one line.
+    path = tmp_path / 'run' / 'round-1' / 'train' / '00000-run' / 'reward_report.json'
+    path.write_text(json.dumps(dict(proxy_gold=dict(proxy_gain=[0.0, 0.2], rows=dict(kimg=[0.0, 0.1], gold=[None,
+        None], scale=dict(proxy=1.0))))))
+    assert run.proxy_gold(1) == dict(kimg=[0.0, 0.1], proxy_gain=[0.0, 0.2], gold=None, gold_scale=None)
+    assert rounds.proxy_gold_line(run.proxy_gold(1), found[0]) == 'proxy +0.20 sd of the round\'s start'
+    for damage in (dict(proxy_gain=[0.0], rows=dict(kimg=[0.0, 0.1], gold=[1.0, 2.0])),
+            dict(proxy_gain=[0.0, 'x'], rows=dict(kimg=[0.0, 0.1], gold=[1.0, 2.0])), dict(proxy_gain=[], rows={})):
+        path.write_text(json.dumps(dict(proxy_gold=damage)))
+        with pytest.raises(RunError, match="reward_report.json: not a fine-tuning report with the panel's proxy"):
+            run.proxy_gold(1)
+    path.write_text(json.dumps(dict(seeds=3)))                              # Run with no panel: nothing to show.
+    assert run.proxy_gold(1) is None and run.proxy_gold(2) is None
+
+
+def test_a_known_gold_taste_is_scored_on_the_panel_unless_the_panel_is_off(start_pkl, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(rounds, 'child', lambda args, log: calls.append(args))
+    for train_args, want in (([], ['--gold-taste=nose']), (['--panel-seeds', 'none'], []),
+            (['--panel-seeds=none'], [])):
+        run = rounds.Rounds(str(tmp_path / f'run{len(calls)}'), dict(network=start_pkl,
+            annotator='oracle:nose', lambda_r=10.0, kimg=0.1, seed=0, train_args=train_args))
+        run.reward = lambda k: 'reward.safetensors'
+        with pytest.raises(FileNotFoundError):                              # No run folder: the child was faked.
+            run.tune(0)
+        assert [a for a in calls[-1] if a.startswith('--gold-taste')] == want
 
 
 def test_a_checks_sides_do_not_follow_the_simulated_annotators_noise(tmp_path):

@@ -40,7 +40,8 @@ from torch_utils import safetensors_file
 #           bank linking those rounds' samples
 #   tune    from the current generator with that reward: EG3D by train.py's reward phase, `kimg` long, its last
 #           snapshot the next generator; a flow by Circular-DPO (group a) with every label so far as step 1's data and
-#           that reward ranking step 2's candidates, its flow-a snapshot the next generator
+#           that reward ranking step 2's candidates, its flow-a snapshot the next generator. An EG3D run with a known
+#           gold taste scores it on the training panel each tick: the proxy-vs-gold curve of the round (proxy_gold())
 #   check   with `check` > 0: that many new seeds drawn by the generator the round started from and by the one it
 #           tuned, each seed's two samples a pair (sides under neutral ids, x or y at random), judged by the annotator
 #           like the round's pairs and counted in its `judgements`; the round's verdict is the tuned one's win rate.
@@ -401,8 +402,12 @@ class Rounds:
                 os.replace(path + '.partial', path)
                 return path
             # float32 on every CPU: a comparison adds training seeds in later sessions, maybe on another machine.
+            # A known gold taste is scored on the panel each tick (proxy_gold(); no training step reads it, so the
+            # weights are as without it); train_args may name another or turn the panel off.
+            panel = flag_value(self.s['train_args'], '--panel-seeds', '') != 'none'
+            gold = [f'--gold-taste={self.gold_taste}'] if self.gold_taste and panel else []
             child([TRAIN_PY, '--trust-pickle', '--reward=sigma', f'--lambda-r={self.s["lambda_r"]:g}',
-                f'--kimg={scale * self.s["kimg"]:g}', '--collateral-seeds=0', '--cpu-bf16=off', *common],
+                f'--kimg={scale * self.s["kimg"]:g}', '--collateral-seeds=0', '--cpu-bf16=off', *gold, *common],
                 self.folder(k, 'train.log'))
             run = os.path.join(runs, sorted(os.listdir(runs))[-1])
             snapshot = sorted(f for f in os.listdir(run) if f.startswith('network-snapshot-'))[-1]
@@ -411,6 +416,30 @@ class Rounds:
             # The networks alone: the next round starts afresh from them, with its own reward, panel and optimizer.
             legacy.save_network_pkl(path, {name: data[name] for name in ('G', 'D', 'G_ema', 'training_set_kwargs')})
         return path
+
+    def proxy_gold(self, k):
+        """Round k's proxy and gold along its EG3D fine-tuning, from the panel's rows in its run's reward_report.json:
+        kimg, the proxy's gain (its reward, in sd of the round's start over the panel), the gold taste's panel mean
+        at each tick and its start's sd (None where the run scored no gold). None for a flow or a run with no panel."""
+        runs = self.folder(k, 'train')
+        if self.flow or not os.path.isdir(runs) or not os.listdir(runs):
+            return None
+        path = os.path.join(runs, sorted(os.listdir(runs))[-1], 'reward_report.json')
+        if not os.path.isfile(path):
+            return None
+        curves = dnnlib.util.read_json_object(path, error=RunError).get('proxy_gold')
+        if curves is None:
+            return None
+        rows, number = (curves.get('rows') if isinstance(curves, dict) else None) or {}, \
+            lambda v: type(v) in (int, float) and math.isfinite(v)
+        kimg, gain, gold = rows.get('kimg'), curves.get('proxy_gain'), rows.get('gold')
+        scale = (rows.get('scale') or {}).get('gold') if isinstance(rows.get('scale'), dict) else None
+        if not (isinstance(kimg, list) and kimg and isinstance(gain, list) and isinstance(gold, list) and len(kimg) ==
+                len(gain) == len(gold) and all(map(number, kimg + gain)) and all(g is None or number(g) for g in gold)
+                and (scale is None or number(scale))):
+            raise damaged(path, 'a fine-tuning report with the panel\'s proxy and gold rows')
+        scored = all(g is not None for g in gold) and scale is not None
+        return dict(kimg=kimg, proxy_gain=gain, gold=gold if scored else None, gold_scale=scale if scored else None)
 
     def held_out(self, network):
         """(generator, grid, ids, raw sigma slabs [N, *grid]) of `network` on the held-out eval seeds (a flow's: the
@@ -482,11 +511,12 @@ class Rounds:
             rows.append(dict(round=k, judgements=(k + 1) * self.s['judgements'],
                 active=self.pairs(k)[1], before_refit=drift,
                 reward_held_out=fit.get('held_out'), gold=gold, check=check, check_reward=check_reward,
-                collateral=collateral.summary_line(self.collateral(k))))
+                proxy_gold=self.proxy_gold(k), collateral=collateral.summary_line(self.collateral(k))))
             if progress is not None:
                 progress(rows[-1])
         summary = write_json(os.path.join(self.outdir, 'rounds.json'), dict(settings=self.s, rounds=rows))
         plot(summary, os.path.join(self.outdir, 'rounds.png'))
+        plot_proxy_gold(summary, os.path.join(self.outdir, 'rounds-proxy-gold.png'), self.gold_taste)
         with dnnlib.util.atomic_write(os.path.join(self.outdir, 'rounds.md'), 'w', encoding='utf-8') as f:
             f.write(describe(summary))                  # A label-efficiency arm's folder gets its table too.
         return summary
@@ -523,15 +553,21 @@ def split_seed(union):
     return 0                                            # train_reward then says what is missing.
 
 
+def flag_value(args, flag, default=None):
+    """The value the last `flag` in a command line's args gives (as `flag V` or `flag=V`), else default."""
+    value = default
+    for a, b in zip(args, [*args[1:], None]):
+        if a == flag and b is not None:
+            value = b
+        elif a.startswith(flag + '='):
+            value = a.split('=', 1)[1]
+    return value
+
+
 def dpo_steps(train_args):
     """The Circular-DPO steps per stage that train_args give (the last --dpo-steps), else its default."""
     from eg3d_rlhf.finetune.circular_config import CircularDPOConfig # pylint: disable=import-outside-toplevel
-    steps = CircularDPOConfig().dpo_steps
-    for a, b in zip(train_args, [*train_args[1:], None]):
-        if a == '--dpo-steps' and b is not None:
-            steps = b
-        elif a.startswith('--dpo-steps='):
-            steps = a.split('=', 1)[1]
+    steps = flag_value(train_args, '--dpo-steps', CircularDPOConfig().dpo_steps)
     try:
         return int(steps)
     except ValueError:
@@ -610,6 +646,58 @@ def plot(summary, path):
     report_plots._save(fig, path) # pylint: disable=protected-access
 
 
+def gold_since(curves, first):
+    """A round's panel gold at each tick in sd of the first round's start, since that start (None without gold)."""
+    if curves['gold'] is None or first['gold'] is None:
+        return None
+    return (np.asarray(curves['gold']) - first['gold'][0]) / first['gold_scale']
+
+
+def plot_proxy_gold(summary, path, taste=None):
+    """rounds-proxy-gold.png, where a round's fine-tuning kept panel rows: each round's tuning in turn, its proxy's
+    gain (its own reward, sd of its start) above, the gold taste's gain on the same panel below (sd of round 0's
+    start, since that start); a round whose check kept the previous generator dashed, its successor restarting there."""
+    rows = [r for r in summary['rounds'] if r.get('proxy_gold')]
+    if not rows:
+        return
+    plt = report_plots._pyplot() # pylint: disable=protected-access
+    golden = any(gold_since(r['proxy_gold'], rows[0]['proxy_gold']) is not None for r in rows)
+    fig, axes = plt.subplots(2 if golden else 1, 1, sharex=True, figsize=(7, 6.5 if golden else 4), squeeze=False)
+    top, bottom = axes[0, 0], axes[-1, 0]
+    offset, first = 0.0, rows[0]['proxy_gold']
+    for r in rows:
+        curves, rejected = r['proxy_gold'], (r.get('check') or {}).get('kept') == 'previous'
+        x = offset + np.asarray(curves['kimg'])
+        style = dict(linestyle='--' if rejected else '-', color=f'C{r["round"] % 10}',
+            markerfacecolor='white' if rejected else None)
+        top.plot(x, curves['proxy_gain'], marker='o', label=f'round {r["round"]}' + (': its check kept the previous '
+            'generator' if rejected else ''), **style)
+        gold = gold_since(curves, first)
+        if gold is not None:
+            bottom.plot(x, gold, marker='s', **style)
+        offset = float(x[-1])
+    for ax in {top, bottom}:
+        ax.axhline(0, color='grey', linewidth=0.8)
+    top.set(ylabel='proxy gain (sd of the round\'s start)', title='Proxy and gold along each round\'s fine-tuning')
+    if golden:
+        bottom.set(ylabel=f'gold {taste or ""} (sd of round 0\'s start)')
+    bottom.set(xlabel='kimg of fine-tuning, the rounds in turn (panel of the training run)')
+    bottom.legend(*top.get_legend_handles_labels(), fontsize=8, loc='upper center', bbox_to_anchor=(0.5, -0.18),
+        ncol=2)                                         # Below the axes: it hides no point.
+    report_plots._save(fig, path) # pylint: disable=protected-access
+
+
+def proxy_gold_line(curves, first):
+    """A round's proxy and gold along its fine-tuning in words."""
+    line = f'proxy {curves["proxy_gain"][-1]:+.2f} sd of the round\'s start'
+    gold = gold_since(curves, first)
+    if gold is not None:
+        best = int(np.argmax(gold))
+        line += (f'; panel gold {gold[0]:+.2f} -> {gold[-1]:+.2f} sd since round 0\'s start, its best {gold[best]:+.2f} '
+            f'at {curves["kimg"][best]:g} kimg')
+    return line
+
+
 def describe(summary):
     """rounds.md: a line per round."""
     lines = ['| round | judgements so far | active pairs | previous reward on the new random pairs, before refit | '
@@ -632,6 +720,11 @@ def describe(summary):
     if checks:
         lines += ['', 'Each round\'s check: its tuned generator against the one it started from, same seeds:', '']
         lines += [f'- round {r["round"]}: {check_line(r["check"], r.get("check_reward"))}' for r in checks]
+    tuned = [r for r in summary['rounds'] if r.get('proxy_gold')]
+    if tuned:
+        lines += ['', 'Proxy and gold on the training panel along each round\'s fine-tuning (rounds-proxy-gold.png):',
+            '']
+        lines += [f'- round {r["round"]}: {proxy_gold_line(r["proxy_gold"], tuned[0]["proxy_gold"])}' for r in tuned]
     lines += ['', 'What else each round\'s generator changed on the held-out samples, against the start:', '']
     lines += [f'- round {r["round"]}: {r["collateral"]}' for r in summary['rounds'] if r.get('collateral')]
     return '\n'.join(lines) + '\n'
