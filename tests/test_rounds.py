@@ -251,6 +251,7 @@ def test_the_upfront_run_draws_as_many_seeds_from_the_start_and_tunes_as_long(tm
     for flow, scale in ((False, 1), (False, 4), (True, 1), (True, 4)):
         run = rounds.Rounds.__new__(rounds.Rounds)
         run.outdir, run.flow, run.ext, run.launch = str(tmp_path / f'{flow}-{scale}'), flow, '.pt', []
+        run.gold_taste = None
         run.s = dict(settings, network='start', seed=0, lambda_r=10.0, tune_scale=scale)
         monkeypatch.setattr(run, 'reward', lambda k: 'reward.safetensors')
         monkeypatch.setattr(run, 'union', lambda k: 'labelled')
