@@ -422,7 +422,8 @@ def test_a_rounds_proxy_and_gold_come_from_its_fine_tunings_panel_and_chain_acro
     assert run.proxy_gold(1) == dict(kimg=[0.0, 0.1], proxy_gain=[0.0, 0.2], gold=None, gold_scale=None)
     assert rounds.proxy_gold_line(run.proxy_gold(1), found[0]) == 'proxy +0.20 sd of the round\'s start'
     for damage in (dict(proxy_gain=[0.0], rows=dict(kimg=[0.0, 0.1], gold=[1.0, 2.0])),
-            dict(proxy_gain=[0.0, 'x'], rows=dict(kimg=[0.0, 0.1], gold=[1.0, 2.0])), dict(proxy_gain=[], rows={})):
+            dict(proxy_gain=[0.0, 'x'], rows=dict(kimg=[0.0, 0.1], gold=[1.0, 2.0])), dict(proxy_gain=[], rows={}),
+            dict(proxy_gain=[0.0], rows=[1]), [1, 2]):
         path.write_text(json.dumps(dict(proxy_gold=damage)))
         with pytest.raises(RunError, match="reward_report.json: not a fine-tuning report with the panel's proxy"):
             run.proxy_gold(1)

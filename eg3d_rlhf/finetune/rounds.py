@@ -430,14 +430,17 @@ class Rounds:
         curves = dnnlib.util.read_json_object(path, error=RunError).get('proxy_gold')
         if curves is None:
             return None
-        rows, number = (curves.get('rows') if isinstance(curves, dict) else None) or {}, \
-            lambda v: type(v) in (int, float) and math.isfinite(v)
+        what = 'a fine-tuning report with the panel\'s proxy and gold rows'
+        rows = curves.get('rows') if isinstance(curves, dict) else None
+        if not isinstance(rows, dict):
+            raise damaged(path, what)
+        number = lambda v: type(v) in (int, float) and math.isfinite(v)
         kimg, gain, gold = rows.get('kimg'), curves.get('proxy_gain'), rows.get('gold')
-        scale = (rows.get('scale') or {}).get('gold') if isinstance(rows.get('scale'), dict) else None
+        scale = rows['scale'].get('gold') if isinstance(rows.get('scale'), dict) else None
         if not (isinstance(kimg, list) and kimg and isinstance(gain, list) and isinstance(gold, list) and len(kimg) ==
                 len(gain) == len(gold) and all(map(number, kimg + gain)) and all(g is None or number(g) for g in gold)
                 and (scale is None or number(scale))):
-            raise damaged(path, 'a fine-tuning report with the panel\'s proxy and gold rows')
+            raise damaged(path, what)
         scored = all(g is not None for g in gold) and scale is not None
         return dict(kimg=kimg, proxy_gain=gain, gold=gold if scored else None, gold_scale=scale if scored else None)
 
