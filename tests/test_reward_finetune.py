@@ -349,27 +349,19 @@ def test_reward_run_writes_panel_evidence_and_a_loadable_snapshot(data, rewards,
 
 
 @pytest.mark.slow
-def test_the_panel_skips_tick_0_when_its_one_step_is_not_a_whole_tick(data, rewards, start_pkl, tmp_path):
+def test_the_panel_skips_tick_0_and_a_gold_taste_on_it_leaves_the_weights_the_same(data, rewards, start_pkl, tmp_path):
     # EG3D's loop ends tick 0 after one step; with ticks of two steps its record would sit next to the start's.
-    args = base_args(data, tmp_path, *TRAIN_ARGS, '--kimg', '0.006', '--tick', '0.004', '--resume', start_pkl,
-        '--trust-pickle', '--reward', 'sigma', '--reward-model', rewards['sigma'], '--panel-seeds', '3-5',
-        '--collateral-seeds', '0')
-    output = run_train(args)
-    with open(os.path.join(only_run_dir(tmp_path), 'reward_trajectories.csv')) as f:
-        kimg = [float(row[0]) for row in list(csv.reader(f))[1:]]
-    assert kimg == [0, 0.006]                                   # The start, then tick 1 (steps 2 and 3, the end).
-    assert output.count('panel of 3 seeds: ') == 2 and 'tick 0 ' in output and 'tick 1 ' in output
-
-
-@pytest.mark.slow
-def test_a_gold_taste_on_the_panel_is_measured_only_the_weights_are_the_same(data, rewards, start_pkl, tmp_path):
     # Online rounds pass --gold-taste whenever the gold is known; a run with it must train exactly as one without.
     snaps, reports = {}, {}
     for gold in ((), ('--gold-taste', 'nose')):
         outdir = tmp_path / ('gold' if gold else 'plain')
-        run_train(base_args(data, outdir, *TRAIN_ARGS, '--kimg', '0.006', '--tick', '0.004', '--resume', start_pkl,
-            '--trust-pickle', '--reward', 'sigma', '--reward-model', rewards['sigma'], '--panel-seeds', '3-5',
+        output = run_train(base_args(data, outdir, *TRAIN_ARGS, '--kimg', '0.006', '--tick', '0.004', '--resume',
+            start_pkl, '--trust-pickle', '--reward', 'sigma', '--reward-model', rewards['sigma'], '--panel-seeds', '3-5',
             '--collateral-seeds', '0', *gold))
+        with open(os.path.join(only_run_dir(outdir), 'reward_trajectories.csv')) as f:
+            kimg = [float(row[0]) for row in list(csv.reader(f))[1:]]
+        assert kimg == [0, 0.006]                               # The start, then tick 1 (steps 2 and 3, the end).
+        assert output.count('panel of 3 seeds: ') == 2 and 'tick 0 ' in output and 'tick 1 ' in output
         snaps[bool(gold)] = legacy.load_network_pkl(os.path.join(only_run_dir(outdir), 'network-snapshot-000000.pkl'),
             trust=True)
         reports[bool(gold)] = json.load(open(os.path.join(only_run_dir(outdir), 'reward_report.json')))['proxy_gold']
