@@ -435,7 +435,7 @@ def test_a_known_gold_taste_is_scored_on_the_panel_unless_the_panel_is_off(start
     calls = []
     monkeypatch.setattr(rounds, 'child', lambda args, log: calls.append(args))
     for train_args, want in (([], ['--gold-taste=nose']), (['--panel-seeds', 'none'], []),
-            (['--panel-seeds=none'], [])):
+            (['--panel-seeds=none'], []), (['--panel-seeds', ' None'], [])):
         run = rounds.Rounds(str(tmp_path / f'run{len(calls)}'), dict(network=start_pkl,
             annotator='oracle:nose', lambda_r=10.0, kimg=0.1, seed=0, train_args=train_args))
         run.reward = lambda k: 'reward.safetensors'

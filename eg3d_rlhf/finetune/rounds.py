@@ -404,7 +404,7 @@ class Rounds:
             # float32 on every CPU: a comparison adds training seeds in later sessions, maybe on another machine.
             # A known gold taste is scored on the panel each tick (proxy_gold(); no training step reads it, so the
             # weights are as without it); train_args may name another or turn the panel off.
-            panel = flag_value(self.s['train_args'], '--panel-seeds', '') != 'none'
+            panel = flag_value(self.s['train_args'], '--panel-seeds', '').strip().lower() != 'none'  # As train.py.
             gold = [f'--gold-taste={self.gold_taste}'] if self.gold_taste and panel else []
             child([TRAIN_PY, '--trust-pickle', '--reward=sigma', f'--lambda-r={self.s["lambda_r"]:g}',
                 f'--kimg={scale * self.s["kimg"]:g}', '--collateral-seeds=0', '--cpu-bf16=off', *gold, *common],
